@@ -1,0 +1,32 @@
+# peftonnx: the two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+export ONNXRUNTIME_LIB ?= $(CURDIR)/.ort/libonnxruntime.so.1
+GO ?= go
+GOFLAGS_TEST ?= -count=1 -timeout 20m
+
+.PHONY: all ort build demo test vet bench fmt
+
+all: build
+
+ort: .ort/libonnxruntime.so.1
+
+.ort/libonnxruntime.so.1:
+	./scripts/fetch-ort.sh
+
+build:
+	$(GO) build -o bin/peftonnx ./cmd/peftonnx
+
+demo: ort build
+	./bin/peftonnx demo
+
+vet:
+	$(GO) vet ./...
+
+test: ort vet
+	$(GO) test $(GOFLAGS_TEST) ./...
+
+bench: ort
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
