@@ -1,0 +1,186 @@
+package graph
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// externalRef is where a tensor's bytes live outside the model file.
+type externalRef struct {
+	location string // as written in the model, relative to the model's dir
+	offset   int64
+	length   int64 // -1 when the model does not say
+}
+
+// externalRefOf parses a tensor's external_data entries. ok is false for a
+// tensor whose data is inline.
+func externalRefOf(t *onnxpb.TensorProto) (ref externalRef, ok bool, err error) {
+	if t.DataLocation != onnxpb.TensorProto_EXTERNAL {
+		return ref, false, nil
+	}
+	ref.length = -1
+	for _, e := range t.ExternalData {
+		switch e.Key {
+		case "location":
+			ref.location = e.Value
+		case "offset":
+			if ref.offset, err = strconv.ParseInt(e.Value, 10, 64); err != nil || ref.offset < 0 {
+				return ref, true, errorf("tensor %q: bad external data offset %q", t.Name, e.Value)
+			}
+		case "length":
+			if ref.length, err = strconv.ParseInt(e.Value, 10, 64); err != nil || ref.length < 0 {
+				return ref, true, errorf("tensor %q: bad external data length %q", t.Name, e.Value)
+			}
+		}
+	}
+	if ref.location == "" {
+		return ref, true, errorf("tensor %q: external data without a location", t.Name)
+	}
+	if filepath.IsAbs(ref.location) || strings.HasPrefix(filepath.Clean(ref.location), "..") {
+		return ref, true, errorf("tensor %q: external data location %q must be inside the model's folder", t.Name, ref.location)
+	}
+	return ref, true, nil
+}
+
+// externalStore maps external data files into memory, once each.
+type externalStore struct {
+	mu    sync.Mutex
+	refs  int
+	files map[string][]byte // absolute path -> mapping
+	sizes map[string]int64
+}
+
+func newExternalStore() *externalStore {
+	return &externalStore{refs: 1, files: map[string][]byte{}, sizes: map[string]int64{}}
+}
+
+// share returns the store for one more owner.
+func (s *externalStore) share() *externalStore {
+	s.mu.Lock()
+	s.refs++
+	s.mu.Unlock()
+	return s
+}
+
+func (s *externalStore) close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refs == 0 {
+		return nil
+	}
+	s.refs--
+	if s.refs > 0 {
+		return nil
+	}
+	var first error
+	for p, b := range s.files {
+		if err := syscall.Munmap(b); err != nil && first == nil {
+			first = errorf("unmapping %s: %v", p, err)
+		}
+		delete(s.files, p)
+	}
+	return first
+}
+
+// size returns the size of an external data file, caching it.
+func (s *externalStore) size(path string) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n, ok := s.sizes[path]; ok {
+		return n, nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return 0, errorf("external data file %s is missing", path)
+		}
+		return 0, errorf("external data file %s: %v", path, err)
+	}
+	s.sizes[path] = fi.Size()
+	return fi.Size(), nil
+}
+
+// bytes returns the mapped contents of path, mapping it on first use.
+func (s *externalStore) bytes(path string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refs == 0 {
+		return nil, errorf("external data %s read after Close", path)
+	}
+	if b, ok := s.files[path]; ok {
+		return b, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, errorf("external data file %s: %v", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, errorf("external data file %s: %v", path, err)
+	}
+	if fi.Size() == 0 {
+		s.files[path] = []byte{}
+		return s.files[path], nil
+	}
+	b, err := syscall.Mmap(int(f.Fd()), 0, int(fi.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, errorf("mapping external data file %s: %v", path, err)
+	}
+	s.files[path] = b
+	return b, nil
+}
+
+// checkExternal verifies that every external tensor's file exists and holds
+// the bytes the model says it does. It reads no tensor data.
+func (m *Model) checkExternal() error {
+	for _, t := range m.Proto.Graph.Initializer {
+		ref, ok, err := externalRefOf(t)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		path := filepath.Join(m.Dir, ref.location)
+		size, err := m.ext.size(path)
+		if err != nil {
+			return errorf("tensor %q: %v", t.Name, unwrapPrefix(err))
+		}
+		want := ref.length
+		if want < 0 {
+			if want, err = byteSize(t); err != nil {
+				return err
+			}
+		}
+		if ref.offset+want > size {
+			return errorf("tensor %q: external data %s holds %d bytes, need %d at offset %d", t.Name, path, size, want, ref.offset)
+		}
+	}
+	return nil
+}
+
+// externalBytes returns the external bytes of t, without copying.
+func (m *Model) externalBytes(t *onnxpb.TensorProto, ref externalRef) ([]byte, error) {
+	path := filepath.Join(m.Dir, ref.location)
+	b, err := m.ext.bytes(path)
+	if err != nil {
+		return nil, err
+	}
+	n := ref.length
+	if n < 0 {
+		if n, err = byteSize(t); err != nil {
+			return nil, err
+		}
+	}
+	if ref.offset+n > int64(len(b)) {
+		return nil, errorf("tensor %q: external data %s holds %d bytes, need %d at offset %d", t.Name, path, len(b), n, ref.offset)
+	}
+	return b[ref.offset : ref.offset+n : ref.offset+n], nil
+}

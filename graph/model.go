@@ -1,0 +1,127 @@
+package graph
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// Model is an ONNX model held in memory.
+type Model struct {
+	// Proto is the model itself. Edit it through Model's methods, or call
+	// Reindex after changing it directly.
+	Proto *onnxpb.ModelProto
+	// Path is the file the model was loaded from, or "" for a built model.
+	Path string
+	// Dir is where external data locations are resolved.
+	Dir string
+
+	ext *externalStore
+	idx *index
+}
+
+// New returns a model around p whose external data, if any, is resolved
+// relative to dir.
+func New(p *onnxpb.ModelProto, dir string) *Model {
+	if p.Graph == nil {
+		p.Graph = &onnxpb.GraphProto{}
+	}
+	return &Model{Proto: p, Dir: dir, ext: newExternalStore()}
+}
+
+// Load reads an .onnx file. External data is checked but not read: it is
+// mapped into memory when a tensor is first accessed.
+func Load(path string) (*Model, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, errorf("%s: no such file", path)
+		}
+		return nil, errorf("%s: %v", path, err)
+	}
+	m, err := Parse(b, filepath.Dir(path))
+	if err != nil {
+		return nil, errorf("%s: %v", path, unwrapPrefix(err))
+	}
+	m.Path = path
+	return m, nil
+}
+
+// Parse decodes a serialized model. External data locations are resolved
+// relative to dir, and each is checked to exist and be long enough.
+func Parse(b []byte, dir string) (*Model, error) {
+	if len(b) == 0 {
+		return nil, errorf("empty model")
+	}
+	p := &onnxpb.ModelProto{}
+	if err := proto.Unmarshal(b, p); err != nil {
+		return nil, errorf("not an ONNX model: %v", err)
+	}
+	if p.Graph == nil {
+		return nil, errorf("not an ONNX model: no graph")
+	}
+	if p.IrVersion == 0 && len(p.OpsetImport) == 0 {
+		return nil, errorf("not an ONNX model: no ir_version and no opset_import")
+	}
+	m := New(p, dir)
+	if err := m.checkExternal(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Close releases the memory maps of external data. Tensors read from them
+// must not be used afterwards. Close is safe to call more than once.
+func (m *Model) Close() error {
+	return m.ext.close()
+}
+
+// Graph returns the main graph.
+func (m *Model) Graph() *onnxpb.GraphProto { return m.Proto.Graph }
+
+// Opset returns the version imported for domain ("" or "ai.onnx" for the
+// default domain), or 0 when the model does not import it.
+func (m *Model) Opset(domain string) int64 {
+	for _, o := range m.Proto.OpsetImport {
+		d := o.Domain
+		if d == "ai.onnx" {
+			d = ""
+		}
+		if d == domain || (domain == "ai.onnx" && d == "") {
+			return o.Version
+		}
+	}
+	return 0
+}
+
+// SetOpset imports domain at version, replacing an existing import.
+func (m *Model) SetOpset(domain string, version int64) {
+	for _, o := range m.Proto.OpsetImport {
+		if o.Domain == domain || (domain == "" && o.Domain == "ai.onnx") {
+			o.Version = version
+			return
+		}
+	}
+	m.Proto.OpsetImport = append(m.Proto.OpsetImport, &onnxpb.OperatorSetIdProto{Domain: domain, Version: version})
+}
+
+// Clone returns a deep copy of the model's graph structure. Tensor data that
+// lives in external files is shared (it is read-only); inline data is copied.
+func (m *Model) Clone() *Model {
+	c := &Model{Proto: proto.Clone(m.Proto).(*onnxpb.ModelProto), Path: m.Path, Dir: m.Dir, ext: m.ext.share()}
+	return c
+}
+
+// unwrapPrefix drops a leading "graph: " so that errors are not prefixed twice.
+func unwrapPrefix(err error) string {
+	s := err.Error()
+	const p = "graph: "
+	if len(s) > len(p) && s[:len(p)] == p {
+		return s[len(p):]
+	}
+	return s
+}

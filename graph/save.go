@@ -1,0 +1,229 @@
+package graph
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// protoLimit is the largest model a single protobuf message may hold,
+// less a margin for the graph itself.
+const protoLimit = 2<<30 - 64<<20
+
+// SaveOptions says how Save lays out a model.
+type SaveOptions struct {
+	// ExternalData writes tensors of at least Threshold bytes to a separate
+	// data file. Save does so anyway when the model would pass 2 GiB.
+	ExternalData bool
+	// DataFile is the data file's name, relative to the model's folder.
+	// The default is the model's file name plus ".data".
+	DataFile string
+	// Threshold is the smallest tensor, in bytes, that goes to the data
+	// file. The default is 1024.
+	Threshold int64
+}
+
+// externalAlign is the alignment of each tensor in a data file we write,
+// so that a mapped tensor starts on a page boundary.
+const externalAlign = 4096
+
+// Marshal serializes the model with all tensor data inline. It fails for a
+// model over 2 GiB: save such a model with external data instead.
+func (m *Model) Marshal() ([]byte, error) {
+	restore, err := m.layout(nil, "", 0)
+	defer restore()
+	if err != nil {
+		return nil, err
+	}
+	if n := proto.Size(m.Proto); n >= 2<<30 {
+		return nil, errorf("model is %d bytes, over the 2 GiB protobuf limit: save it with external data", n)
+	}
+	return proto.MarshalOptions{Deterministic: true}.Marshal(m.Proto)
+}
+
+// Save writes the model to path atomically: into temporary files beside
+// the destination, renamed into place once complete. External data, if
+// any, goes to one data file in the same folder. The model in memory is
+// not changed.
+func (m *Model) Save(path string, opts SaveOptions) (err error) {
+	if opts.Threshold <= 0 {
+		opts.Threshold = 1024
+	}
+	if opts.DataFile == "" {
+		opts.DataFile = filepath.Base(path) + ".data"
+	}
+	if !opts.ExternalData {
+		size, err := m.inlineSize()
+		if err != nil {
+			return err
+		}
+		opts.ExternalData = size > protoLimit
+	}
+	dir := filepath.Dir(path)
+	var data *os.File
+	var dataPath string
+	if opts.ExternalData {
+		dataPath = filepath.Join(dir, opts.DataFile)
+		if data, err = os.CreateTemp(dir, "."+filepath.Base(dataPath)+".tmp*"); err != nil {
+			return errorf("saving %s: %v", path, err)
+		}
+		defer func() {
+			if data != nil {
+				data.Close()
+				os.Remove(data.Name())
+			}
+		}()
+	}
+
+	restore, err := m.layout(data, opts.DataFile, opts.Threshold)
+	defer restore()
+	if err != nil {
+		return errorf("saving %s: %v", path, unwrapPrefix(err))
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m.Proto)
+	if err != nil {
+		return errorf("saving %s: %v", path, err)
+	}
+	if data != nil {
+		if err := data.Sync(); err != nil {
+			return errorf("saving %s: %v", dataPath, err)
+		}
+		if err := data.Close(); err != nil {
+			return errorf("saving %s: %v", dataPath, err)
+		}
+	}
+	if err := writeFileAtomic(path, b); err != nil {
+		return err
+	}
+	if data != nil {
+		if err := os.Rename(data.Name(), dataPath); err != nil {
+			os.Remove(path)
+			return errorf("saving %s: %v", dataPath, err)
+		}
+		data = nil
+	}
+	return nil
+}
+
+// writeFileAtomic writes b to a temp file beside path, then renames it.
+func writeFileAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return errorf("saving %s: %v", path, err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return errorf("saving %s: %v", path, err)
+	}
+	return nil
+}
+
+// inlineSize estimates the serialized size with all data inline.
+func (m *Model) inlineSize() (int64, error) {
+	var n int64
+	for _, t := range m.Proto.Graph.Initializer {
+		if t.DataLocation == onnxpb.TensorProto_EXTERNAL {
+			s, err := byteSize(t)
+			if err != nil {
+				return 0, err
+			}
+			n += s
+		}
+	}
+	return n + int64(proto.Size(m.Proto)), nil
+}
+
+// savedTensor is what layout changed on a tensor, to put back afterwards.
+type savedTensor struct {
+	t        *onnxpb.TensorProto
+	raw      []byte
+	loc      onnxpb.TensorProto_DataLocation
+	ext      []*onnxpb.StringStringEntryProto
+	floats   []float32
+	int32s   []int32
+	int64s   []int64
+	doubles  []float64
+	uint64s  []uint64
+}
+
+// layout rewrites the initializers in place for serialization: tensors of
+// at least threshold bytes are appended to data (when data is non-nil) and
+// referenced as dataName; the rest become inline raw data. The returned
+// function restores the model exactly; it is safe to call when err != nil.
+func (m *Model) layout(data *os.File, dataName string, threshold int64) (restore func(), err error) {
+	var saved []savedTensor
+	restore = func() {
+		for _, s := range saved {
+			s.t.RawData, s.t.DataLocation, s.t.ExternalData = s.raw, s.loc, s.ext
+			s.t.FloatData, s.t.Int32Data, s.t.Int64Data, s.t.DoubleData, s.t.Uint64Data = s.floats, s.int32s, s.int64s, s.doubles, s.uint64s
+		}
+	}
+	var w *bufio.Writer
+	var off int64
+	if data != nil {
+		w = bufio.NewWriterSize(data, 1<<20)
+	}
+	for _, t := range m.Proto.Graph.Initializer {
+		external := t.DataLocation == onnxpb.TensorProto_EXTERNAL
+		size := int64(-1)
+		if ElemSize(t.DataType) > 0 {
+			size, _ = byteSize(t)
+		}
+		toFile := data != nil && size >= threshold
+		if !external && !toFile {
+			continue // inline stays inline, typed fields included
+		}
+		b, err := m.TensorBytes(t)
+		if err != nil {
+			return restore, err
+		}
+		saved = append(saved, savedTensor{t: t, raw: t.RawData, loc: t.DataLocation, ext: t.ExternalData,
+			floats: t.FloatData, int32s: t.Int32Data, int64s: t.Int64Data, doubles: t.DoubleData, uint64s: t.Uint64Data})
+		if !toFile {
+			setRaw(t, b)
+			continue
+		}
+		if pad := (externalAlign - off%externalAlign) % externalAlign; pad > 0 {
+			if _, err := w.Write(make([]byte, pad)); err != nil {
+				return restore, errorf("writing %s: %v", data.Name(), err)
+			}
+			off += pad
+		}
+		if _, err := w.Write(b); err != nil {
+			return restore, errorf("writing %s: %v", data.Name(), err)
+		}
+		setRaw(t, nil)
+		t.DataLocation = onnxpb.TensorProto_EXTERNAL
+		t.ExternalData = []*onnxpb.StringStringEntryProto{
+			{Key: "location", Value: dataName},
+			{Key: "offset", Value: strconv.FormatInt(off, 10)},
+			{Key: "length", Value: strconv.FormatInt(int64(len(b)), 10)},
+		}
+		off += int64(len(b))
+	}
+	if w != nil {
+		if err := w.Flush(); err != nil {
+			return restore, errorf("writing %s: %v", data.Name(), err)
+		}
+	}
+	return restore, nil
+}

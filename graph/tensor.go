@@ -1,0 +1,301 @@
+package graph
+
+import (
+	"encoding/binary"
+	"math"
+
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/internal/half"
+)
+
+// NumElements returns the product of dims (1 for a scalar).
+func NumElements(dims []int64) int64 {
+	n := int64(1)
+	for _, d := range dims {
+		n *= d
+	}
+	return n
+}
+
+// byteSize returns the size of t's data in bytes.
+func byteSize(t *onnxpb.TensorProto) (int64, error) {
+	es := ElemSize(t.DataType)
+	if es == 0 {
+		return 0, errorf("tensor %q: element type %s has no fixed size", t.Name, DTypeName(t.DataType))
+	}
+	for _, d := range t.Dims {
+		if d < 0 {
+			return 0, errorf("tensor %q: negative dimension in %v", t.Name, t.Dims)
+		}
+	}
+	return NumElements(t.Dims) * int64(es), nil
+}
+
+// TensorBytes returns t's data as little-endian bytes in t's element type.
+// For external and raw data no copy is made: the result must not be
+// modified. Data held in the typed fields (float_data, int64_data, …) is
+// converted.
+func (m *Model) TensorBytes(t *onnxpb.TensorProto) ([]byte, error) {
+	ref, ok, err := externalRefOf(t)
+	if err != nil {
+		return nil, err
+	}
+	size, err := byteSize(t)
+	if err != nil {
+		return nil, err
+	}
+	var b []byte
+	switch {
+	case ok:
+		if b, err = m.externalBytes(t, ref); err != nil {
+			return nil, err
+		}
+	case len(t.RawData) > 0 || size == 0:
+		b = t.RawData
+	default:
+		b = typedFieldBytes(t)
+	}
+	if int64(len(b)) != size {
+		return nil, errorf("tensor %q: %d bytes of data for %s %v (want %d)", t.Name, len(b), DTypeName(t.DataType), t.Dims, size)
+	}
+	return b, nil
+}
+
+// typedFieldBytes serializes the data of the typed repeated fields.
+func typedFieldBytes(t *onnxpb.TensorProto) []byte {
+	var b []byte
+	switch t.DataType {
+	case Float32:
+		b = make([]byte, 0, 4*len(t.FloatData))
+		for _, v := range t.FloatData {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+		}
+	case Float64:
+		for _, v := range t.DoubleData {
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
+		}
+	case Int64:
+		for _, v := range t.Int64Data {
+			b = binary.LittleEndian.AppendUint64(b, uint64(v))
+		}
+	case int32(onnxpb.TensorProto_UINT32), int32(onnxpb.TensorProto_UINT64):
+		for _, v := range t.Uint64Data {
+			if t.DataType == int32(onnxpb.TensorProto_UINT32) {
+				b = binary.LittleEndian.AppendUint32(b, uint32(v))
+			} else {
+				b = binary.LittleEndian.AppendUint64(b, v)
+			}
+		}
+	case Int32:
+		for _, v := range t.Int32Data {
+			b = binary.LittleEndian.AppendUint32(b, uint32(v))
+		}
+	case Float16, BFloat16, int32(onnxpb.TensorProto_INT16), int32(onnxpb.TensorProto_UINT16):
+		// 16-bit types keep one value per int32_data entry.
+		for _, v := range t.Int32Data {
+			b = binary.LittleEndian.AppendUint16(b, uint16(v))
+		}
+	case Int8, Uint8, Bool:
+		for _, v := range t.Int32Data {
+			b = append(b, byte(v))
+		}
+	}
+	return b
+}
+
+// Float32s returns t's values as float32, converting from float16,
+// bfloat16 and float64. It always returns a fresh slice.
+func (m *Model) Float32s(t *onnxpb.TensorProto) ([]float32, error) {
+	b, err := m.TensorBytes(t)
+	if err != nil {
+		return nil, err
+	}
+	switch t.DataType {
+	case Float32:
+		out := make([]float32, len(b)/4)
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		}
+		return out, nil
+	case Float16, BFloat16:
+		conv := half.Float16ToFloat32
+		if t.DataType == BFloat16 {
+			conv = half.BFloat16ToFloat32
+		}
+		out := make([]float32, len(b)/2)
+		for i := range out {
+			out[i] = conv(binary.LittleEndian.Uint16(b[2*i:]))
+		}
+		return out, nil
+	case Float64:
+		out := make([]float32, len(b)/8)
+		for i := range out {
+			out[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:])))
+		}
+		return out, nil
+	}
+	return nil, errorf("tensor %q: %s is not a floating-point type", t.Name, DTypeName(t.DataType))
+}
+
+// Float16s returns the raw binary16 values of a float16 tensor.
+func (m *Model) Float16s(t *onnxpb.TensorProto) ([]uint16, error) {
+	if t.DataType != Float16 && t.DataType != BFloat16 {
+		return nil, errorf("tensor %q: %s is not a 16-bit float type", t.Name, DTypeName(t.DataType))
+	}
+	b, err := m.TensorBytes(t)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]uint16, len(b)/2)
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint16(b[2*i:])
+	}
+	return out, nil
+}
+
+// Int64s returns t's values as int64, converting from the other integer
+// types.
+func (m *Model) Int64s(t *onnxpb.TensorProto) ([]int64, error) {
+	b, err := m.TensorBytes(t)
+	if err != nil {
+		return nil, err
+	}
+	switch t.DataType {
+	case Int64:
+		out := make([]int64, len(b)/8)
+		for i := range out {
+			out[i] = int64(binary.LittleEndian.Uint64(b[8*i:]))
+		}
+		return out, nil
+	case Int32:
+		out := make([]int64, len(b)/4)
+		for i := range out {
+			out[i] = int64(int32(binary.LittleEndian.Uint32(b[4*i:])))
+		}
+		return out, nil
+	case Int8:
+		out := make([]int64, len(b))
+		for i := range out {
+			out[i] = int64(int8(b[i]))
+		}
+		return out, nil
+	case Uint8, Bool:
+		out := make([]int64, len(b))
+		for i := range out {
+			out[i] = int64(b[i])
+		}
+		return out, nil
+	}
+	return nil, errorf("tensor %q: %s is not an integer type", t.Name, DTypeName(t.DataType))
+}
+
+// Int32s returns the values of an int32 tensor.
+func (m *Model) Int32s(t *onnxpb.TensorProto) ([]int32, error) {
+	if t.DataType != Int32 {
+		return nil, errorf("tensor %q: %s is not int32", t.Name, DTypeName(t.DataType))
+	}
+	b, err := m.TensorBytes(t)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int32, len(b)/4)
+	for i := range out {
+		out[i] = int32(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return out, nil
+}
+
+// Int8s returns the values of an int8 tensor.
+func (m *Model) Int8s(t *onnxpb.TensorProto) ([]int8, error) {
+	if t.DataType != Int8 {
+		return nil, errorf("tensor %q: %s is not int8", t.Name, DTypeName(t.DataType))
+	}
+	b, err := m.TensorBytes(t)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int8, len(b))
+	for i := range out {
+		out[i] = int8(b[i])
+	}
+	return out, nil
+}
+
+// SetFloat32s replaces t's data with values, stored in t's element type
+// (float32, float16, bfloat16 or float64; narrowing rounds to nearest even).
+// The tensor's data becomes inline raw data.
+func SetFloat32s(t *onnxpb.TensorProto, values []float32) error {
+	if int64(len(values)) != NumElements(t.Dims) {
+		return errorf("tensor %q: %d values for shape %v", t.Name, len(values), t.Dims)
+	}
+	var b []byte
+	switch t.DataType {
+	case Float32:
+		b = make([]byte, 4*len(values))
+		for i, v := range values {
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+		}
+	case Float16, BFloat16:
+		conv := half.Float32ToFloat16
+		if t.DataType == BFloat16 {
+			conv = half.Float32ToBFloat16
+		}
+		b = make([]byte, 2*len(values))
+		for i, v := range values {
+			binary.LittleEndian.PutUint16(b[2*i:], conv(v))
+		}
+	case Float64:
+		b = make([]byte, 8*len(values))
+		for i, v := range values {
+			binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(float64(v)))
+		}
+	default:
+		return errorf("tensor %q: %s is not a floating-point type", t.Name, DTypeName(t.DataType))
+	}
+	setRaw(t, b)
+	return nil
+}
+
+// setRaw makes b the inline data of t, dropping any other storage.
+func setRaw(t *onnxpb.TensorProto, b []byte) {
+	t.RawData = b
+	t.FloatData, t.DoubleData, t.Int32Data, t.Int64Data, t.Uint64Data = nil, nil, nil, nil, nil
+	t.DataLocation = onnxpb.TensorProto_DEFAULT
+	t.ExternalData = nil
+}
+
+// NewFloat32Tensor returns a tensor of element type dtype (float32, float16,
+// bfloat16 or float64) holding values. It panics if the sizes disagree or
+// dtype is not a float type: that is a programming error.
+func NewFloat32Tensor(name string, dtype int32, dims []int64, values []float32) *onnxpb.TensorProto {
+	t := &onnxpb.TensorProto{Name: name, DataType: dtype, Dims: append([]int64(nil), dims...)}
+	if err := SetFloat32s(t, values); err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// NewInt64Tensor returns an int64 tensor holding values. It panics if the
+// sizes disagree.
+func NewInt64Tensor(name string, dims []int64, values []int64) *onnxpb.TensorProto {
+	if int64(len(values)) != NumElements(dims) {
+		panic(errorf("tensor %q: %d values for shape %v", name, len(values), dims))
+	}
+	b := make([]byte, 8*len(values))
+	for i, v := range values {
+		binary.LittleEndian.PutUint64(b[8*i:], uint64(v))
+	}
+	return &onnxpb.TensorProto{Name: name, DataType: Int64, Dims: append([]int64(nil), dims...), RawData: b}
+}
+
+// NewFloat16Tensor returns a float16 tensor holding raw binary16 values.
+func NewFloat16Tensor(name string, dims []int64, values []uint16) *onnxpb.TensorProto {
+	if int64(len(values)) != NumElements(dims) {
+		panic(errorf("tensor %q: %d values for shape %v", name, len(values), dims))
+	}
+	b := make([]byte, 2*len(values))
+	for i, v := range values {
+		binary.LittleEndian.PutUint16(b[2*i:], v)
+	}
+	return &onnxpb.TensorProto{Name: name, DataType: Float16, Dims: append([]int64(nil), dims...), RawData: b}
+}
