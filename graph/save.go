@@ -154,15 +154,15 @@ func (m *Model) inlineSize() (int64, error) {
 
 // savedTensor is what layout changed on a tensor, to put back afterwards.
 type savedTensor struct {
-	t        *onnxpb.TensorProto
-	raw      []byte
-	loc      onnxpb.TensorProto_DataLocation
-	ext      []*onnxpb.StringStringEntryProto
-	floats   []float32
-	int32s   []int32
-	int64s   []int64
-	doubles  []float64
-	uint64s  []uint64
+	t       *onnxpb.TensorProto
+	raw     []byte
+	loc     onnxpb.TensorProto_DataLocation
+	ext     []*onnxpb.StringStringEntryProto
+	floats  []float32
+	int32s  []int32
+	int64s  []int64
+	doubles []float64
+	uint64s []uint64
 }
 
 // layout rewrites the initializers in place for serialization: tensors of
