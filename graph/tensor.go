@@ -23,12 +23,20 @@ func byteSize(t *onnxpb.TensorProto) (int64, error) {
 	if es == 0 {
 		return 0, errorf("tensor %q: element type %s has no fixed size", t.Name, DTypeName(t.DataType))
 	}
+	n := int64(es)
 	for _, d := range t.Dims {
 		if d < 0 {
 			return 0, errorf("tensor %q: negative dimension in %v", t.Name, t.Dims)
 		}
+		if d > 0 && n > math.MaxInt64/d {
+			return 0, errorf("tensor %q: shape %v is too large", t.Name, t.Dims)
+		}
+		n *= d
 	}
-	return NumElements(t.Dims) * int64(es), nil
+	if len(t.Dims) > 0 && NumElements(t.Dims) == 0 {
+		return 0, nil
+	}
+	return n, nil
 }
 
 // TensorBytes returns t's data as little-endian bytes in t's element type.

@@ -1,0 +1,218 @@
+package graph_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// nil2 returns an empty model proto with an opset.
+func nil2() *onnxpb.ModelProto {
+	return &onnxpb.ModelProto{IrVersion: 8, OpsetImport: []*onnxpb.OperatorSetIdProto{{Version: 17}}}
+}
+
+// chain builds x -> Relu -> Neg -> y, with its nodes stored in reverse.
+func chain() *graph.Model {
+	m := graph.New(nil2(), "")
+	m.AddInput(graph.TensorInfo("x", graph.Float32, "n"))
+	m.AddOutput(graph.TensorInfo("y", graph.Float32, "n"))
+	m.NewNode("Neg", "neg", []string{"r"}, []string{"y"})
+	m.NewNode("Relu", "relu", []string{"x"}, []string{"r"})
+	return m
+}
+
+func TestTopoOrder(t *testing.T) {
+	m := chain()
+	order, err := m.TopoOrder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := order[0].Name + "," + order[1].Name; got != "relu,neg" {
+		t.Fatalf("order: got %s want relu,neg", got)
+	}
+	if err := m.SortNodes(); err != nil {
+		t.Fatal(err)
+	}
+	if m.Graph().Node[0].Name != "relu" {
+		t.Fatalf("SortNodes did not reorder")
+	}
+}
+
+// TestTopoOrderRealUnsorted sorts the PyTorch 1.6 GPT-2 export, whose nodes
+// are not in topological order, and checks every edge.
+func TestTopoOrderRealUnsorted(t *testing.T) {
+	m, err := graph.Load(sharedModel(t, "gpt2-past-torch16"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if isSorted(m, m.Graph().Node) {
+		t.Fatal("expected the real export to be unsorted")
+	}
+	order, err := m.TopoOrder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(order) != len(m.Graph().Node) {
+		t.Fatalf("order has %d nodes, graph %d", len(order), len(m.Graph().Node))
+	}
+	if !isSorted(m, order) {
+		t.Fatal("TopoOrder is not topological")
+	}
+}
+
+func isSorted(m *graph.Model, nodes []*onnxpb.NodeProto) bool {
+	done := map[string]bool{}
+	for _, v := range m.Graph().Input {
+		done[v.Name] = true
+	}
+	for _, i := range m.Graph().Initializer {
+		done[i.Name] = true
+	}
+	for _, n := range nodes {
+		for _, in := range graph.NodeInputs(n) {
+			if !done[in] && m.Producer(in) != nil {
+				return false
+			}
+		}
+		for _, o := range n.Output {
+			done[o] = true
+		}
+	}
+	return true
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(m *graph.Model)
+		want string // "" for valid
+	}{
+		{"valid", func(m *graph.Model) {}, ""},
+		{"dangling input", func(m *graph.Model) {
+			m.NewNode("Add", "add", []string{"y", "ghost"}, []string{"z"})
+		}, `reads "ghost", which nothing defines`},
+		{"undefined output", func(m *graph.Model) {
+			m.AddOutput(graph.TensorInfo("nowhere", graph.Float32))
+		}, `graph output "nowhere" is not defined`},
+		{"defined twice", func(m *graph.Model) {
+			m.NewNode("Relu", "relu2", []string{"x"}, []string{"r"})
+		}, `"r" is defined twice`},
+		{"node name twice", func(m *graph.Model) {
+			m.AddNode(&onnxpb.NodeProto{Name: "neg", OpType: "Relu", Input: []string{"x"}, Output: []string{"q"}})
+		}, `node name "neg" is used twice`},
+		{"cycle", func(m *graph.Model) {
+			m.NewNode("Add", "a", []string{"c", "x"}, []string{"b"})
+			m.NewNode("Relu", "c", []string{"b"}, []string{"c"})
+		}, "cycle"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := chain()
+			tc.edit(m)
+			err := m.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("got %v want no error", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestIndexesFollowEdits(t *testing.T) {
+	m := chain()
+	relu := m.NodeByName("relu")
+	if p := m.Producer("r"); p != relu {
+		t.Fatalf("Producer(r): got %v want relu", p)
+	}
+	if cs := m.Consumers("r"); len(cs) != 1 || cs[0].Name != "neg" {
+		t.Fatalf("Consumers(r): got %v", cs)
+	}
+	// Insert a node between relu and neg.
+	mid := m.UniqueName("r")
+	if mid != "r_1" {
+		t.Fatalf("UniqueName: got %s want r_1", mid)
+	}
+	m.ReplaceUses("r", mid)
+	m.NewNode("Sigmoid", "sig", []string{"r"}, []string{mid})
+	if cs := m.Consumers(mid); len(cs) != 1 || cs[0].Name != "neg" {
+		t.Fatalf("Consumers(%s) after ReplaceUses: got %v", mid, cs)
+	}
+	if cs := m.Consumers("r"); len(cs) != 1 || cs[0].Name != "sig" {
+		t.Fatalf("Consumers(r) after ReplaceUses: got %v", cs)
+	}
+	if err := m.SortNodes(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	m.RemoveNodes(m.NodeByName("sig"))
+	if m.Producer(mid) != nil || m.NodeByName("sig") != nil {
+		t.Fatal("removed node is still indexed")
+	}
+	w := graph.NewFloat32Tensor("w", graph.Float32, []int64{2}, []float32{1, 2})
+	m.AddInitializer(w)
+	if m.Initializer("w") != w {
+		t.Fatal("initializer not indexed")
+	}
+	if m.RemoveInitializer("w") != w || m.Initializer("w") != nil || len(m.Graph().Initializer) != 0 {
+		t.Fatal("RemoveInitializer did not remove")
+	}
+}
+
+func TestTensorAccess(t *testing.T) {
+	m := graph.New(nil2(), "")
+	tests := []struct {
+		name string
+		t    *onnxpb.TensorProto
+		want []float32
+	}{
+		{"float_data", &onnxpb.TensorProto{Name: "a", DataType: graph.Float32, Dims: []int64{3}, FloatData: []float32{1, -2, 3.5}}, []float32{1, -2, 3.5}},
+		{"raw float32", graph.NewFloat32Tensor("b", graph.Float32, []int64{3}, []float32{1, -2, 3.5}), []float32{1, -2, 3.5}},
+		{"raw float16", graph.NewFloat32Tensor("c", graph.Float16, []int64{3}, []float32{1, -2, 3.5}), []float32{1, -2, 3.5}},
+		{"int32_data float16", &onnxpb.TensorProto{Name: "d", DataType: graph.Float16, Dims: []int64{2}, Int32Data: []int32{0x3c00, 0xc000}}, []float32{1, -2}},
+		{"raw bfloat16", graph.NewFloat32Tensor("e", graph.BFloat16, []int64{3}, []float32{1, -2, 3.5}), []float32{1, -2, 3.5}},
+		{"double_data", &onnxpb.TensorProto{Name: "f", DataType: graph.Float64, Dims: []int64{2}, DoubleData: []float64{0.5, 4}}, []float32{0.5, 4}},
+	}
+	for _, tc := range tests {
+		got, err := m.Float32s(tc.t)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if len(got) != len(tc.want) {
+			t.Errorf("%s: got %v want %v", tc.name, got, tc.want)
+			continue
+		}
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Errorf("%s: got %v want %v", tc.name, got, tc.want)
+				break
+			}
+		}
+	}
+	ints := graph.NewInt64Tensor("i", []int64{2, 2}, []int64{1, -2, 3, 1 << 40})
+	got, err := m.Int64s(ints)
+	if err != nil || got[1] != -2 || got[3] != 1<<40 {
+		t.Errorf("Int64s: got %v, %v", got, err)
+	}
+	i32 := &onnxpb.TensorProto{Name: "j", DataType: graph.Int32, Dims: []int64{2}, Int32Data: []int32{7, -9}}
+	if got, err := m.Int32s(i32); err != nil || got[1] != -9 {
+		t.Errorf("Int32s: got %v, %v", got, err)
+	}
+	i8 := &onnxpb.TensorProto{Name: "k", DataType: graph.Int8, Dims: []int64{2}, RawData: []byte{0xff, 3}}
+	if got, err := m.Int8s(i8); err != nil || got[0] != -1 || got[1] != 3 {
+		t.Errorf("Int8s: got %v, %v", got, err)
+	}
+	bad := &onnxpb.TensorProto{Name: "bad", DataType: graph.Float32, Dims: []int64{4}, RawData: []byte{1, 2, 3}}
+	if _, err := m.Float32s(bad); err == nil || !strings.Contains(err.Error(), `"bad"`) {
+		t.Errorf("short raw data: got %v, want an error naming the tensor", err)
+	}
+	if _, err := m.Float32s(ints); err == nil {
+		t.Errorf("Float32s on int64: got no error")
+	}
+}
