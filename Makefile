@@ -24,6 +24,7 @@ vet:
 
 test: ort vet
 	$(GO) test $(GOFLAGS_TEST) ./...
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 10s ./graph
 
 bench: ort
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
