@@ -1,0 +1,244 @@
+package adapter
+
+import (
+	"fmt"
+	"sort"
+)
+
+// Adapter is a PEFT adapter as data: its config and its named weights, all
+// in graph layout. Exactly one of LoRA and Prefix is set.
+//
+// For LoRA, Weights maps a module name such as
+// "model.layers.0.self_attn.q_proj" to its A [in, r] and B [r, out], so
+// that the branch computes x·A·B·scaling. For prefix tuning, Prompt is the
+// prompt_embeddings table [P, layers·2·kv_heads·head_dim], or with a
+// projection the encoder's input [P, hidden] and Projection its weights.
+// Extra holds further trainable tensors by dotted name, verbatim: biases
+// ("<module>.bias") and the weights of trainable modules.
+type Adapter struct {
+	LoRA   *LoRAConfig
+	Prefix *PrefixConfig
+
+	Weights    map[string]LoRAWeights
+	Prompt     *Tensor
+	Projection *PrefixProjection
+	Extra      map[string]*Tensor
+}
+
+// LoRAWeights are the two low-rank factors of one module, in graph layout.
+type LoRAWeights struct {
+	A *Tensor // [in, r]
+	B *Tensor // [r, out]
+}
+
+// PrefixProjection is the prefix encoder's MLP, in graph layout:
+// table = tanh(Prompt·W1 + B1)·W2 + B2.
+type PrefixProjection struct {
+	W1 *Tensor // [hidden, projection_hidden]
+	B1 *Tensor // [projection_hidden]
+	W2 *Tensor // [projection_hidden, table width]
+	B2 *Tensor // [table width]
+}
+
+// NewLoRA returns an empty LoRA adapter with a copy of cfg.
+func NewLoRA(cfg LoRAConfig) *Adapter {
+	return &Adapter{LoRA: &cfg, Weights: map[string]LoRAWeights{}, Extra: map[string]*Tensor{}}
+}
+
+// NewPrefix returns an empty prefix adapter with a copy of cfg.
+func NewPrefix(cfg PrefixConfig) *Adapter {
+	return &Adapter{Prefix: &cfg, Extra: map[string]*Tensor{}}
+}
+
+// Config returns the adapter's config, LoRA or prefix, or nil.
+func (a *Adapter) Config() Config {
+	switch {
+	case a.LoRA != nil:
+		return a.LoRA
+	case a.Prefix != nil:
+		return a.Prefix
+	}
+	return nil
+}
+
+// Modules returns the names of the LoRA modules, sorted.
+func (a *Adapter) Modules() []string {
+	return sortedKeys(a.Weights)
+}
+
+// NumParams returns the number of trainable values the adapter holds.
+func (a *Adapter) NumParams() int64 {
+	var n int64
+	for _, w := range a.Weights {
+		n += w.A.NumElements() + w.B.NumElements()
+	}
+	if a.Prompt != nil {
+		n += a.Prompt.NumElements()
+	}
+	if p := a.Projection; p != nil {
+		for _, t := range []*Tensor{p.W1, p.B1, p.W2, p.B2} {
+			n += t.NumElements()
+		}
+	}
+	for _, t := range a.Extra {
+		n += t.NumElements()
+	}
+	return n
+}
+
+// Validate checks the config and that every tensor fits it: A is [in, r]
+// and B is [r, out] with r from the config (RankFor, times the enabled
+// parts of a fused projection), and the prompt table is [P, width].
+// Errors name the module or tensor at fault.
+func (a *Adapter) Validate() error {
+	switch {
+	case a.LoRA == nil && a.Prefix == nil:
+		return errorf("adapter has no config: set LoRA or Prefix")
+	case a.LoRA != nil && a.Prefix != nil:
+		return errorf("adapter has both a LoRA and a prefix config")
+	case a.LoRA != nil:
+		if err := a.LoRA.Validate(); err != nil {
+			return err
+		}
+		if a.Prompt != nil || a.Projection != nil {
+			return errorf("a LoRA adapter holds no prompt embeddings")
+		}
+		for _, m := range a.Modules() {
+			if err := a.LoRA.checkWeights(m, a.Weights[m]); err != nil {
+				return err
+			}
+		}
+	default:
+		if err := a.Prefix.Validate(); err != nil {
+			return err
+		}
+		if len(a.Weights) != 0 {
+			return errorf("a prefix adapter holds no LoRA weights")
+		}
+		if err := a.Prefix.checkWeights(a.Prompt, a.Projection); err != nil {
+			return err
+		}
+	}
+	for _, name := range sortedKeys(a.Extra) {
+		if err := a.Extra[name].check(); err != nil {
+			return formatErrorf("", name, "%v", err)
+		}
+	}
+	return nil
+}
+
+// checkWeights checks one module's A and B against the config.
+func (c *LoRAConfig) checkWeights(module string, w LoRAWeights) error {
+	if err := w.A.check(); err != nil {
+		return formatErrorf("", module, "lora_A: %v", err)
+	}
+	if err := w.B.check(); err != nil {
+		return formatErrorf("", module, "lora_B: %v", err)
+	}
+	if len(w.A.Shape) != 2 || len(w.B.Shape) != 2 {
+		return formatErrorf("", module, "lora_A %v and lora_B %v must both be 2-D", w.A.Shape, w.B.Shape)
+	}
+	r := int64(c.RankFor(module))
+	parts := int64(1)
+	if enable := c.EnableFor(module); enable != nil {
+		parts = 0
+		for _, on := range enable {
+			if on {
+				parts++
+			}
+		}
+	}
+	if w.A.Shape[1] != r*parts {
+		if parts != 1 {
+			return formatErrorf("", module, "lora_A is %v, want [in, %d] (r %d times %d enabled parts)", w.A.Shape, r*parts, r, parts)
+		}
+		return formatErrorf("", module, "lora_A is %v, want [in, r] with r %d", w.A.Shape, r)
+	}
+	if w.B.Shape[0] != r {
+		return formatErrorf("", module, "lora_B is %v, want [r, out] with r %d", w.B.Shape, r)
+	}
+	return nil
+}
+
+// checkWeights checks the prompt table and the projection against the config.
+func (c *PrefixConfig) checkWeights(prompt *Tensor, proj *PrefixProjection) error {
+	if prompt == nil {
+		return formatErrorf("", "prompt_embeddings", "missing")
+	}
+	if err := prompt.check(); err != nil {
+		return formatErrorf("", "prompt_embeddings", "%v", err)
+	}
+	want := []int64{int64(c.NumPrefixTokens), int64(c.EmbeddingWidth())}
+	if !equalShape(prompt.Shape, want) {
+		what := "num_prefix_tokens, layers·2·kv_heads·head_dim"
+		if c.PrefixProjection {
+			what = "num_prefix_tokens, hidden_size"
+		}
+		return formatErrorf("", "prompt_embeddings", "shape %v, want %v [%s]", prompt.Shape, want, what)
+	}
+	if !c.PrefixProjection {
+		if proj != nil {
+			return formatErrorf("", "prefix_encoder", "projection weights given but prefix_projection is false")
+		}
+		return nil
+	}
+	if proj == nil {
+		return formatErrorf("", "prefix_encoder", "prefix_projection is true but the projection weights are missing")
+	}
+	h, ph, tw := int64(c.HiddenSize), int64(c.PrefixProjectionHiddenSize), int64(c.TableWidth())
+	for _, p := range []struct {
+		name string
+		t    *Tensor
+		want []int64
+	}{
+		{"W1", proj.W1, []int64{h, ph}},
+		{"B1", proj.B1, []int64{ph}},
+		{"W2", proj.W2, []int64{ph, tw}},
+		{"B2", proj.B2, []int64{tw}},
+	} {
+		if err := p.t.check(); err != nil {
+			return formatErrorf("", "prefix_encoder", "%s: %v", p.name, err)
+		}
+		if !equalShape(p.t.Shape, p.want) {
+			return formatErrorf("", "prefix_encoder", "%s has shape %v, want %v", p.name, p.t.Shape, p.want)
+		}
+	}
+	return nil
+}
+
+func equalShape(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// String summarises the adapter, e.g. "LoRA r=8 alpha=16: 4 modules, 32768 params".
+func (a *Adapter) String() string {
+	switch {
+	case a.LoRA != nil:
+		unit := "modules"
+		if len(a.Weights) == 1 {
+			unit = "module"
+		}
+		return fmt.Sprintf("LoRA r=%d alpha=%g: %d %s, %d params", a.LoRA.R, a.LoRA.Alpha, len(a.Weights), unit, a.NumParams())
+	case a.Prefix != nil:
+		return fmt.Sprintf("prefix P=%d layers=%d kv_heads=%d head_dim=%d: %d params",
+			a.Prefix.NumPrefixTokens, a.Prefix.NumHiddenLayers, a.Prefix.KVHeads(), a.Prefix.HeadDim(), a.NumParams())
+	}
+	return "empty adapter"
+}

@@ -1,0 +1,50 @@
+// Package adapter holds PEFT adapters as data, their configs and named
+// weight tensors, and reads and writes them in the formats the ecosystem
+// uses. It knows nothing about graphs: package rewrite applies what it
+// holds.
+//
+// # Layouts
+//
+// Inside an Adapter every tensor is in graph layout: LoRA A is [in, r] and
+// B is [r, out], so the branch computes x·A·B·scaling. Files use other
+// layouts, and conversion happens only here, at the file boundary:
+//
+//   - HuggingFace PEFT directory (SaveDir, LoadDir): adapter_config.json and
+//     adapter_model.safetensors, with "base_model.model.<module>.lora_A.weight"
+//     [r, in] and "...lora_B.weight" [out, r] (torch's Linear layout), or
+//     "prompt_embeddings" [P, layers·2·kv_heads·head_dim] for prefix tuning.
+//     PaddleNLP's lora_config.json and prefix_config.json are read too.
+//   - ONNX Runtime .onnx_adapter (ReadONNXAdapter, WriteONNXAdapter): a
+//     flatbuffer of named raw tensors, "<module>.lora_A.weight" [in, r] and
+//     "<module>.lora_B.weight" [r, out]: the graph inputs of a model whose
+//     adapters are inputs. ONNX Runtime 1.20 and later read the "TORT"
+//     layout; the older "GAIL" layouts of onnxruntime-genai are read and
+//     written too, byte for byte.
+//   - safetensors (ReadSafetensors, WriteSafetensors) on its own.
+//
+// Tensors hold float32 in memory and remember the dtype they are stored
+// with; float16 and bfloat16 round-trip bit for bit.
+//
+// # Configs
+//
+// LoRAConfig carries PaddleNLP's LoRAConfig fields and HuggingFace PEFT's;
+// target modules are regular expressions that must match a whole module
+// name, as in PaddleNLP. PrefixConfig carries PaddleNLP's PrefixConfig, with
+// the table sized by key/value heads. Fields PEFT has no key for are kept in
+// a nested "peftonnx" object of adapter_config.json.
+//
+// # Errors
+//
+// Errors start with "adapter: ". Malformed or inconsistent files give a
+// *FormatError naming the file and the tensor or key at fault. Writes go to
+// a temporary file in the target directory and are renamed into place, so
+// a failed write leaves nothing half-written.
+//
+// # Limits
+//
+// Not supported: DoRA, LoRA on embeddings, PEFT's lora_bias, encoder-decoder
+// prefix tuning, PaddleNLP's .pdparams weights and PyTorch .bin weights.
+// Extra tensors (biases, trainable modules) are stored verbatim, without
+// transposition. The .onnx_adapter format carries no LoRA config: reading
+// one derives r from the shapes and sets alpha to r.
+package adapter

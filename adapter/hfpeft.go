@@ -1,0 +1,313 @@
+package adapter
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// File names of an adapter directory.
+const (
+	HFConfigFile           = "adapter_config.json"       // HuggingFace PEFT config
+	HFWeightsFile          = "adapter_model.safetensors" // HuggingFace PEFT weights
+	PaddleLoRAConfigFile   = "lora_config.json"          // PaddleNLP LoRA config, read only
+	PaddlePrefixConfigFile = "prefix_config.json"        // PaddleNLP prefix config, read only
+)
+
+// Key names in adapter_model.safetensors.
+const (
+	hfModelPrefix   = "base_model.model."
+	hfSuffixA       = ".lora_A.weight"
+	hfSuffixB       = ".lora_B.weight"
+	hfPromptKey     = "prompt_embeddings"
+	hfProjW1, hfB1  = "prefix_encoder.transform.0.weight", "prefix_encoder.transform.0.bias"
+	hfProjW2, hfB2  = "prefix_encoder.transform.2.weight", "prefix_encoder.transform.2.bias"
+	safetensorsMeta = "pt" // PEFT writes {"format": "pt"}
+)
+
+// SaveDir writes a as a HuggingFace PEFT adapter directory:
+// adapter_config.json and adapter_model.safetensors, each written in full
+// to a temporary file in dir and then renamed, so that an error leaves no
+// partial file. dir is created if needed.
+//
+// LoRA weights are stored in PEFT's layout, transposed from graph layout:
+// "base_model.model.<module>.lora_A.weight" [r, in] and
+// "base_model.model.<module>.lora_B.weight" [out, r]. Extra tensors are
+// stored verbatim as "base_model.model.<name>", which is where PEFT keeps
+// biases (bias "all" or "lora_only") and modules_to_save weights.
+//
+// A prefix adapter stores "prompt_embeddings" [P, layers·2·kv_heads·head_dim]
+// and, with a projection, its weights in torch's Linear layout
+// "prefix_encoder.transform.0.weight" [projection_hidden, hidden],
+// "prefix_encoder.transform.0.bias", "prefix_encoder.transform.2.weight"
+// [table width, projection_hidden] and "prefix_encoder.transform.2.bias".
+//
+// Each tensor is stored as its DType. Config fields that PEFT has no key
+// for go in a nested "peftonnx" object of adapter_config.json.
+func SaveDir(dir string, a *Adapter) error {
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	tensors := map[string]*Tensor{}
+	add := func(key string, t *Tensor) error {
+		if _, dup := tensors[key]; dup {
+			return formatErrorf("", key, "two tensors map to the same key")
+		}
+		tensors[key] = t
+		return nil
+	}
+	var config []byte
+	var err error
+	if a.LoRA != nil {
+		for _, m := range a.Modules() {
+			w := a.Weights[m]
+			if err := firstErr(add(hfModelPrefix+m+hfSuffixA, w.A.Transpose()), add(hfModelPrefix+m+hfSuffixB, w.B.Transpose())); err != nil {
+				return err
+			}
+		}
+		config, err = loraConfigJSON(a.LoRA, modulesToSave(a))
+	} else {
+		if err := add(hfPromptKey, a.Prompt); err != nil {
+			return err
+		}
+		if p := a.Projection; p != nil {
+			if err := firstErr(add(hfProjW1, p.W1.Transpose()), add(hfB1, p.B1), add(hfProjW2, p.W2.Transpose()), add(hfB2, p.B2)); err != nil {
+				return err
+			}
+		}
+		config, err = prefixConfigJSON(a.Prefix)
+	}
+	if err != nil {
+		return err
+	}
+	for _, name := range sortedKeys(a.Extra) {
+		if err := add(hfModelPrefix+name, a.Extra[name]); err != nil {
+			return err
+		}
+	}
+	weights, err := EncodeSafetensors(tensors, map[string]string{"format": safetensorsMeta})
+	if err != nil {
+		return inFile(err, filepath.Join(dir, HFWeightsFile))
+	}
+	return writeFilesAtomic(dir, map[string][]byte{HFConfigFile: config, HFWeightsFile: weights})
+}
+
+// LoadDir reads an adapter directory into graph layout (see SaveDir for
+// the key names and layouts). The config comes from adapter_config.json
+// (PEFT, peft_type LORA or PREFIX_TUNING), else from PaddleNLP's
+// lora_config.json or prefix_config.json. Weights come from
+// adapter_model.safetensors; a PaddleNLP directory may lack it, and then
+// the adapter holds the config only. A key that does not fit (lora_A
+// without lora_B, a rank that disagrees with the config's r, an unknown
+// key) is a *FormatError that names the file and the key.
+//
+// PEFT saves a prefix adapter trained with a projection as the projected
+// table; LoadDir returns such an adapter without the projection.
+func LoadDir(dir string) (*Adapter, error) {
+	cfg, hf, cfgPath, err := loadDirConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	a := &Adapter{Extra: map[string]*Tensor{}}
+	switch c := cfg.(type) {
+	case *LoRAConfig:
+		a.LoRA, a.Weights = c, map[string]LoRAWeights{}
+	case *PrefixConfig:
+		a.Prefix = c
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, formatErrorf(cfgPath, "", "%s config: %v", cfg.kind(), err)
+	}
+	wpath := filepath.Join(dir, HFWeightsFile)
+	if _, err := os.Stat(wpath); errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case !hf:
+			return a, nil // PaddleNLP keeps its weights in .pdparams
+		case fileExists(filepath.Join(dir, "adapter_model.bin")):
+			return nil, errorf("%s: adapter_model.bin (pickle) is not supported: save the adapter with safe_serialization=True", dir)
+		}
+		return nil, errorf("%s: no %s beside %s", dir, HFWeightsFile, HFConfigFile)
+	}
+	tensors, _, err := ReadSafetensors(wpath)
+	if err != nil {
+		return nil, err
+	}
+	if a.LoRA != nil {
+		err = a.loraFromHF(tensors)
+	} else {
+		err = a.prefixFromHF(tensors)
+	}
+	if err == nil {
+		err = a.Validate()
+	}
+	if err != nil {
+		return nil, inFile(err, wpath)
+	}
+	return a, nil
+}
+
+// loadDirConfig finds and parses the config file of dir.
+func loadDirConfig(dir string) (cfg Config, hf bool, path string, err error) {
+	for _, name := range []string{HFConfigFile, PaddleLoRAConfigFile, PaddlePrefixConfigFile} {
+		path = filepath.Join(dir, name)
+		data, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, false, path, errorf("%w", err)
+		}
+		f, err := parseJSONFields(path, data)
+		if err != nil {
+			return nil, false, path, err
+		}
+		switch name {
+		case PaddleLoRAConfigFile:
+			cfg, err = parsePaddleLoRAConfig(f)
+			return cfg, false, path, err
+		case PaddlePrefixConfigFile:
+			cfg, err = parsePrefixConfig(f, false)
+			return cfg, false, path, err
+		}
+		var peftType string
+		if err := f.stringField("peft_type", &peftType); err != nil {
+			return nil, true, path, err
+		}
+		switch peftType {
+		case "LORA":
+			cfg, err = parseHFLoRAConfig(f)
+		case "PREFIX_TUNING":
+			cfg, err = parsePrefixConfig(f, true)
+		case "":
+			return nil, true, path, f.errorf("peft_type", "missing")
+		default:
+			return nil, true, path, f.errorf("peft_type", "%q is not supported: want LORA or PREFIX_TUNING", peftType)
+		}
+		return cfg, true, path, err
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return nil, false, "", errorf("%w", err)
+	}
+	return nil, false, "", errorf("%s: no %s, %s or %s", dir, HFConfigFile, PaddleLoRAConfigFile, PaddlePrefixConfigFile)
+}
+
+// loraFromHF fills a.Weights and a.Extra from PEFT keys, transposing the
+// factors to graph layout and checking their ranks against the config.
+func (a *Adapter) loraFromHF(tensors map[string]*Tensor) error {
+	type pair struct{ a, b *Tensor }
+	pairs := map[string]*pair{}
+	for _, key := range sortedKeys(tensors) {
+		rest, ok := strings.CutPrefix(key, hfModelPrefix)
+		if !ok {
+			return formatErrorf("", key, "LoRA keys start with %q", hfModelPrefix)
+		}
+		t := tensors[key]
+		module, isA := strings.CutSuffix(rest, hfSuffixA)
+		module, isB := strings.CutSuffix(module, hfSuffixB)
+		switch {
+		case (isA || isB) && module != "":
+			p := pairs[module]
+			if p == nil {
+				p = &pair{}
+				pairs[module] = p
+			}
+			if isA {
+				p.a = t
+			} else {
+				p.b = t
+			}
+		case strings.Contains(rest, "lora_embedding_A") || strings.Contains(rest, "lora_embedding_B"):
+			return formatErrorf("", key, "LoRA on embeddings is not supported")
+		case strings.Contains(rest, "lora_magnitude_vector"):
+			return formatErrorf("", key, "DoRA magnitude vectors are not supported")
+		case strings.Contains(rest, ".lora_A.") || strings.Contains(rest, ".lora_B."):
+			return formatErrorf("", key, "unexpected LoRA key: want <module>%s or <module>%s", hfSuffixA, hfSuffixB)
+		default:
+			a.Extra[rest] = t
+		}
+	}
+	for _, m := range sortedKeys(pairs) {
+		p := pairs[m]
+		keyA, keyB := hfModelPrefix+m+hfSuffixA, hfModelPrefix+m+hfSuffixB
+		switch {
+		case p.b == nil:
+			return formatErrorf("", keyA, "lora_A without %s", keyB)
+		case p.a == nil:
+			return formatErrorf("", keyB, "lora_B without %s", keyA)
+		case len(p.a.Shape) != 2:
+			return formatErrorf("", keyA, "shape %v, want [r, in]", p.a.Shape)
+		case len(p.b.Shape) != 2:
+			return formatErrorf("", keyB, "shape %v, want [out, r]", p.b.Shape)
+		}
+		r := int64(a.LoRA.RankFor(m))
+		parts := int64(1)
+		if enable := a.LoRA.EnableFor(m); enable != nil {
+			parts = 0
+			for _, on := range enable {
+				if on {
+					parts++
+				}
+			}
+		}
+		if p.a.Shape[0] != r*parts {
+			return formatErrorf("", keyA, "shape %v has rank %d, but the config's r is %d", p.a.Shape, p.a.Shape[0], r*parts)
+		}
+		if p.b.Shape[1] != r {
+			return formatErrorf("", keyB, "shape %v has rank %d, but the config's r is %d", p.b.Shape, p.b.Shape[1], r)
+		}
+		a.Weights[m] = LoRAWeights{A: p.a.Transpose(), B: p.b.Transpose()}
+	}
+	if len(a.Weights) == 0 {
+		return formatErrorf("", "", "no LoRA weights (no base_model.model.<module>%s keys)", hfSuffixA)
+	}
+	return nil
+}
+
+// prefixFromHF fills a.Prompt, a.Projection and a.Extra from PEFT keys.
+func (a *Adapter) prefixFromHF(tensors map[string]*Tensor) error {
+	proj := map[string]*Tensor{}
+	for _, key := range sortedKeys(tensors) {
+		t := tensors[key]
+		switch key {
+		case hfPromptKey:
+			a.Prompt = t
+		case hfProjW1, hfB1, hfProjW2, hfB2:
+			proj[key] = t
+		default:
+			rest, ok := strings.CutPrefix(key, hfModelPrefix)
+			if !ok {
+				return formatErrorf("", key, "unexpected key in a prefix adapter: want %s, prefix_encoder.transform.{0,2}.{weight,bias} or %s<name>", hfPromptKey, hfModelPrefix)
+			}
+			a.Extra[rest] = t
+		}
+	}
+	if a.Prompt == nil {
+		return formatErrorf("", hfPromptKey, "missing")
+	}
+	c := a.Prefix
+	if len(proj) == 0 {
+		if c.PrefixProjection && len(a.Prompt.Shape) == 2 && a.Prompt.Shape[1] == int64(c.TableWidth()) && c.TableWidth() != c.HiddenSize {
+			c.PrefixProjection = false // PEFT saved the projected table
+		}
+		return nil
+	}
+	for _, k := range []string{hfProjW1, hfB1, hfProjW2, hfB2} {
+		if proj[k] == nil {
+			return formatErrorf("", k, "missing: the projection needs all four prefix_encoder.transform tensors")
+		}
+	}
+	for _, k := range []string{hfProjW1, hfProjW2} {
+		if len(proj[k].Shape) != 2 {
+			return formatErrorf("", k, "shape %v, want 2-D [out, in]", proj[k].Shape)
+		}
+	}
+	a.Projection = &PrefixProjection{W1: proj[hfProjW1].Transpose(), B1: proj[hfB1], W2: proj[hfProjW2].Transpose(), B2: proj[hfB2]}
+	return nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

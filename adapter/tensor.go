@@ -1,0 +1,214 @@
+package adapter
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/peftonnx/peftonnx/internal/half"
+)
+
+// maxElements bounds the element count of one tensor, so that a hostile
+// shape cannot make a reader allocate without limit.
+const maxElements = 1 << 40
+
+// Tensor is a dense tensor held as float32 in row-major order. DType is the
+// type it is stored with in files: float16 and bfloat16 values widen to
+// float32 exactly and narrow back to the same bits, and integer values are
+// held exactly (a reader refuses integers that float32 cannot hold).
+type Tensor struct {
+	DType DType
+	Shape []int64
+	Data  []float32
+}
+
+// NewTensor returns a float32 tensor of the given shape over data. It panics
+// if len(data) does not match the shape: that is a programmer error.
+func NewTensor(shape []int64, data []float32) *Tensor {
+	n, err := numElements(shape)
+	if err != nil || n != int64(len(data)) {
+		panic(fmt.Sprintf("adapter: NewTensor: shape %v does not hold %d values", shape, len(data)))
+	}
+	return &Tensor{Shape: slices.Clone(shape), Data: data}
+}
+
+// Zeros returns a float32 tensor of the given shape filled with zeros.
+func Zeros(shape ...int64) *Tensor {
+	n, err := numElements(shape)
+	if err != nil {
+		panic("adapter: Zeros: " + err.Error())
+	}
+	return &Tensor{Shape: slices.Clone(shape), Data: make([]float32, n)}
+}
+
+// NumElements returns the product of the shape (1 for a scalar, 0 for nil).
+func (t *Tensor) NumElements() int64 {
+	if t == nil {
+		return 0
+	}
+	n, _ := numElements(t.Shape)
+	return n
+}
+
+// Clone returns a deep copy of t.
+func (t *Tensor) Clone() *Tensor {
+	if t == nil {
+		return nil
+	}
+	return &Tensor{DType: t.DType, Shape: slices.Clone(t.Shape), Data: slices.Clone(t.Data)}
+}
+
+// Transpose returns the transpose of a 2-D tensor, keeping its DType.
+func (t *Tensor) Transpose() *Tensor {
+	if len(t.Shape) != 2 {
+		panic(fmt.Sprintf("adapter: Transpose of a tensor of shape %v", t.Shape))
+	}
+	rows, cols := int(t.Shape[0]), int(t.Shape[1])
+	out := make([]float32, len(t.Data))
+	for i := 0; i < rows; i++ {
+		row := t.Data[i*cols : (i+1)*cols]
+		for j, v := range row {
+			out[j*rows+i] = v
+		}
+	}
+	return &Tensor{DType: t.DType, Shape: []int64{t.Shape[1], t.Shape[0]}, Data: out}
+}
+
+// check reports a tensor whose shape and data disagree or whose dtype is
+// unknown.
+func (t *Tensor) check() error {
+	if t == nil {
+		return fmt.Errorf("tensor is nil")
+	}
+	if !t.DType.valid() {
+		return fmt.Errorf("unknown dtype %d", uint8(t.DType))
+	}
+	n, err := numElements(t.Shape)
+	if err != nil {
+		return err
+	}
+	if n != int64(len(t.Data)) {
+		return fmt.Errorf("shape %v holds %d values, data has %d", t.Shape, n, len(t.Data))
+	}
+	return nil
+}
+
+// numElements multiplies out shape, refusing negative dims and overflow.
+func numElements(shape []int64) (int64, error) {
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 {
+			return 0, fmt.Errorf("negative dimension in shape %v", shape)
+		}
+		if d != 0 && n > maxElements/d {
+			return 0, fmt.Errorf("shape %v has too many elements", shape)
+		}
+		n *= d
+	}
+	return n, nil
+}
+
+// encodeData returns the little-endian bytes of data stored as d. Integer
+// types require integral values in range.
+func encodeData(d DType, data []float32) ([]byte, error) {
+	size := d.Size()
+	if size == 0 {
+		return nil, fmt.Errorf("unknown dtype %d", uint8(d))
+	}
+	out := make([]byte, len(data)*size)
+	le := binary.LittleEndian
+	for i, v := range data {
+		b := out[i*size:]
+		switch d {
+		case Float32:
+			le.PutUint32(b, math.Float32bits(v))
+		case Float16:
+			le.PutUint16(b, half.Float32ToFloat16(v))
+		case BFloat16:
+			le.PutUint16(b, half.Float32ToBFloat16(v))
+		case Float64:
+			le.PutUint64(b, math.Float64bits(float64(v)))
+		default:
+			x := float64(v)
+			lo, hi := intRange(d)
+			if x != math.Trunc(x) || x < lo || x > hi {
+				return nil, fmt.Errorf("value %v at index %d is not a %s", v, i, d)
+			}
+			switch d {
+			case Int64:
+				le.PutUint64(b, uint64(int64(x)))
+			case Int32:
+				le.PutUint32(b, uint32(int32(x)))
+			case Int8:
+				b[0] = byte(int8(x))
+			case Uint8:
+				b[0] = byte(x)
+			}
+		}
+	}
+	return out, nil
+}
+
+func intRange(d DType) (lo, hi float64) {
+	switch d {
+	case Int8:
+		return math.MinInt8, math.MaxInt8
+	case Uint8:
+		return 0, math.MaxUint8
+	case Int32:
+		return math.MinInt32, math.MaxInt32
+	default:
+		return math.MinInt64, math.MaxInt64
+	}
+}
+
+// decodeData reads n little-endian elements of type d. Float64 values must
+// fit float32's range (NaN and ±Inf pass through) and integers must be
+// exactly representable in float32, so that nothing is silently changed.
+func decodeData(d DType, raw []byte) ([]float32, error) {
+	size := d.Size()
+	if size == 0 {
+		return nil, fmt.Errorf("unknown dtype %d", uint8(d))
+	}
+	if len(raw)%size != 0 {
+		return nil, fmt.Errorf("%d bytes is not a whole number of %s values", len(raw), d)
+	}
+	n := len(raw) / size
+	out := make([]float32, n)
+	le := binary.LittleEndian
+	for i := range out {
+		b := raw[i*size:]
+		switch d {
+		case Float32:
+			out[i] = math.Float32frombits(le.Uint32(b))
+		case Float16:
+			out[i] = half.Float16ToFloat32(le.Uint16(b))
+		case BFloat16:
+			out[i] = half.BFloat16ToFloat32(le.Uint16(b))
+		case Float64:
+			x := math.Float64frombits(le.Uint64(b))
+			if !math.IsInf(x, 0) && math.Abs(x) > math.MaxFloat32 {
+				return nil, fmt.Errorf("float64 value %v at index %d is out of float32 range", x, i)
+			}
+			out[i] = float32(x)
+		case Int64:
+			x := int64(le.Uint64(b))
+			if x > 1<<24 || x < -(1<<24) {
+				return nil, fmt.Errorf("int64 value %d at index %d cannot be held exactly in float32", x, i)
+			}
+			out[i] = float32(x)
+		case Int32:
+			x := int32(le.Uint32(b))
+			if x > 1<<24 || x < -(1<<24) {
+				return nil, fmt.Errorf("int32 value %d at index %d cannot be held exactly in float32", x, i)
+			}
+			out[i] = float32(x)
+		case Int8:
+			out[i] = float32(int8(b[0]))
+		case Uint8:
+			out[i] = float32(b[0])
+		}
+	}
+	return out, nil
+}

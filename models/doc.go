@@ -1,0 +1,59 @@
+// Package models builds small reference transformers in Go, so that tests,
+// the demo and the benchmarks need nothing downloaded.
+//
+// Three families are built, each from a config with named presets (Tiny for
+// tests, Mini for the demo, Base at GPT-2 small's sizes for benchmarks):
+//
+//   - Llama: a LLaMA-style decoder with RMSNorm, rotary position embeddings
+//     (rotate-half, from position_ids), grouped-query attention, a SiLU-gated
+//     MLP, an attention_mask and a past_key_values / present KV cache.
+//     Float32 or float16.
+//   - GPT2: a GPT-2-style decoder with learned positions, LayerNorm, the
+//     fused c_attn projection split into q, k and v, tanh GELU and an
+//     optional KV cache. Linear layers are MatMul + Add, or Gemm(transB=1).
+//   - BERT: a BERT-style encoder with token-type embeddings, erf GELU, a
+//     Tanh pooler over the first token and a classifier.
+//
+// # Names
+//
+// Nodes and weights carry the names that the PyTorch exporter (Optimum)
+// gives HuggingFace models: the node /model/layers.0/self_attn/q_proj/MatMul
+// reads the weight model.layers.0.self_attn.q_proj.weight. Weights feeding
+// a MatMul are stored [in, out], ready for it; a Gemm's weight is stored
+// [out, in] and the node has transB=1. Constants are Constant nodes, so
+// the initializers are exactly the model's parameters.
+//
+// # Ops
+//
+// Every graph imports the default domain at Opset (17) and uses only
+// standard ops, and few of them, so that reverse-mode differentiation over
+// the graphs needs a small rule set: MatMul, Add, Sub, Mul, Div, Pow, Sqrt,
+// Neg, ReduceMean, Softmax, Sigmoid, Tanh, Erf, Cos, Sin,
+// LayerNormalization, Gemm, Gather, Reshape, Transpose, Concat, Split,
+// Slice, Unsqueeze, Expand, Cast, Where, And, LessOrEqual, Shape, Range,
+// ConstantOfShape and Constant. The integer paths (shapes, the mask,
+// positions) carry no gradient.
+//
+// # Weights
+//
+// Weights are a function of the config's Seed and each tensor's name alone:
+// every tensor draws its own splitmix64 stream, turned into normal values by
+// Box-Muller, with HuggingFace's standard deviation of 0.02 unless
+// InitStd says otherwise. Norm scales are drawn around 1 and biases around
+// 0 (not set to exactly 1 and 0), so that a test notices one that is not
+// applied. Large tensors are filled in parallel with the same values.
+// WeightsOf reads the weights back from any model.
+//
+// # References
+//
+// LlamaReference, GPT2Reference and BERTReference compute the same models
+// in float64 with plain loops, without ONNX. The tests hold the graphs, run
+// on ONNX Runtime, to them.
+//
+// # Limits
+//
+// The models are untrained: their outputs mean nothing. Only LLaMA has a
+// float16 variant. There is no dropout, no tied-weight sharing in the graph
+// (GPT-2's head holds a transposed copy of the token embedding) and no
+// fused contrib ops.
+package models

@@ -1,0 +1,218 @@
+package models
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// GPT2Config sizes a GPT-2-style decoder. Zero values of the optional
+// fields take the defaults given beside them.
+type GPT2Config struct {
+	VocabSize    int
+	Hidden       int // model width; a multiple of Heads
+	Layers       int
+	Heads        int
+	Intermediate int // MLP width; 0 means 4·Hidden
+	MaxPositions int // rows of the position table; 0 means 1024
+
+	LayerNormEps float64 // 0 means 1e-5
+
+	// NoCache leaves out the past_key_values.{i}.key/value inputs and the
+	// present.{i}.key/value outputs.
+	NoCache bool
+	// Gemm lays each linear layer of the blocks out as torch exports an
+	// nn.Linear on a flattened input: Reshape → Gemm(transB=1) → Reshape,
+	// with the weight stored [out, in]. Otherwise a linear layer is
+	// MatMul + Add with the weight [in, out], as GPT-2's Conv1D stores it.
+	Gemm bool
+	// DecomposeLayerNorm writes LayerNorm as ReduceMean, Sub, Pow, … instead
+	// of one LayerNormalization node.
+	DecomposeLayerNorm bool
+	// AnonymousNodes names nodes OpType_N, as old exporters did, so that
+	// only the weights' names tell the modules apart.
+	AnonymousNodes bool
+
+	Seed    uint64  // weights are a function of Seed alone
+	InitStd float64 // standard deviation of linear and embedding weights; 0 means 0.02
+}
+
+// GPT2Tiny is the size the tests use: hidden 16, 2 layers, 4 heads,
+// vocabulary 32.
+func GPT2Tiny() GPT2Config {
+	return GPT2Config{VocabSize: 32, Hidden: 16, Layers: 2, Heads: 4, Intermediate: 40, MaxPositions: 64, Seed: 1}
+}
+
+// GPT2Mini is a demo size: hidden 64, 2 layers, 4 heads, vocabulary 256.
+func GPT2Mini() GPT2Config {
+	return GPT2Config{VocabSize: 256, Hidden: 64, Layers: 2, Heads: 4, MaxPositions: 256, Seed: 1}
+}
+
+// GPT2Base has the sizes of HuggingFace's "gpt2" (GPT-2 small), for
+// benchmarks: hidden 768, 12 layers, 12 heads, MLP 3072, vocabulary 50257,
+// 1024 positions; 163M weights with the untied copy of the head
+// (650 MB in float32).
+func GPT2Base() GPT2Config {
+	return GPT2Config{VocabSize: 50257, Hidden: 768, Layers: 12, Heads: 12, Intermediate: 3072, MaxPositions: 1024, Seed: 1}
+}
+
+func (c GPT2Config) withDefaults() GPT2Config {
+	if c.Intermediate == 0 {
+		c.Intermediate = 4 * c.Hidden
+	}
+	if c.MaxPositions == 0 {
+		c.MaxPositions = 1024
+	}
+	if c.LayerNormEps == 0 {
+		c.LayerNormEps = 1e-5
+	}
+	if c.InitStd == 0 {
+		c.InitStd = defaultInitStd
+	}
+	return c
+}
+
+// HeadDim returns the width of one attention head, Hidden/Heads.
+func (c GPT2Config) HeadDim() int {
+	if c.Heads == 0 {
+		return 0
+	}
+	return c.Hidden / c.Heads
+}
+
+// Validate reports a config that cannot be built.
+func (c GPT2Config) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.VocabSize <= 0 || c.Hidden <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.Intermediate <= 0 || c.MaxPositions <= 0:
+		return errorf("gpt2: sizes must be positive: %+v", c)
+	case c.Hidden%c.Heads != 0:
+		return errorf("gpt2: hidden %d is not a multiple of heads %d", c.Hidden, c.Heads)
+	case c.InitStd < 0 || c.LayerNormEps < 0:
+		return errorf("gpt2: InitStd and LayerNormEps must not be negative")
+	}
+	return nil
+}
+
+// NumParams returns the number of weights the model holds, the head's copy
+// of the token embedding included.
+func (c GPT2Config) NumParams() int64 {
+	c = c.withDefaults()
+	e, f := int64(c.Hidden), int64(c.Intermediate)
+	perLayer := 4*e + (e*3*e + 3*e) + (e*e + e) + (e*f + f) + (f*e + e)
+	return 2*int64(c.VocabSize)*e + int64(c.MaxPositions)*e + int64(c.Layers)*perLayer + 2*e
+}
+
+// GPT2 builds a GPT-2-style decoder with the names of an Optimum export of
+// HuggingFace's GPT2LMHeadModel.
+//
+// Inputs: input_ids [batch, seq] int64, attention_mask [batch, past+seq]
+// int64 and, unless NoCache, past_key_values.{i}.key and .value
+// [batch, heads, past, head_dim]. Positions are past … past+seq−1, computed
+// in the graph. Outputs: logits [batch, seq, vocab] and, unless NoCache,
+// present.{i}.key and .value [batch, heads, past+seq, head_dim].
+//
+// The linear layers of block i are /transformer/h.{i}/attn/c_attn (q, k and
+// v fused, then Split), attn/c_proj, mlp/c_fc and mlp/c_proj, each a
+// MatMul node <scope>/MatMul and an Add <scope>/Add (or, with Gemm, a node
+// <scope>/Gemm), reading transformer.h.{i}.attn.c_attn.weight and .bias.
+// The head /lm_head/MatMul reads lm_head.weight [hidden, vocab], which
+// holds the transpose of transformer.wte.weight (GPT-2 ties them).
+func GPT2(c GPT2Config) (*graph.Model, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	c = c.withDefaults()
+	b := newBuilder("gpt2", graph.Float32, c.Seed, c.InitStd)
+	b.anon = c.AnonymousNodes
+	m := b.m
+	e, h, d := c.Hidden, c.Heads, c.HeadDim()
+
+	m.AddInput(graph.TensorInfo("input_ids", graph.Int64, "batch_size", "sequence_length"))
+	m.AddInput(graph.TensorInfo("attention_mask", graph.Int64, "batch_size", "total_sequence_length"))
+	if !c.NoCache {
+		for i := range c.Layers {
+			for _, kind := range []string{"key", "value"} {
+				m.AddInput(graph.TensorInfo(fmt.Sprintf("past_key_values.%d.%s", i, kind), graph.Float32, "batch_size", h, "past_sequence_length", d))
+			}
+		}
+	}
+
+	wte := b.weight("transformer.wte.weight", int64(c.VocabSize), int64(e))
+	wpe := b.weight("transformer.wpe.weight", int64(c.MaxPositions), int64(e))
+	mask, qpos := b.causalMask("/transformer", "input_ids", "attention_mask")
+	tok := b.op("/transformer/wte", "Gather", []string{wte, "input_ids"})
+	pos := b.op("/transformer", "Unsqueeze", []string{qpos, b.ints(0)})
+	pe := b.op("/transformer/wpe", "Gather", []string{wpe, pos})
+	x := b.op("/transformer", "Add", []string{tok, pe})
+
+	var lead string
+	if c.Gemm {
+		lead = b.op("/transformer", "Shape", []string{"input_ids"})
+	}
+	lin := func(scope, module, x string, in, out int) string {
+		if c.Gemm {
+			return b.gemm(scope, module, x, lead, in, out, "")
+		}
+		return b.linear(scope, module, x, in, out, true, "")
+	}
+
+	for i := range c.Layers {
+		scope := fmt.Sprintf("/transformer/h.%d", i)
+		module := fmt.Sprintf("transformer.h.%d", i)
+		attn, mlp := scope+"/attn", scope+"/mlp"
+
+		n := b.layerNorm(scope+"/ln_1", module+".ln_1", x, e, c.LayerNormEps, c.DecomposeLayerNorm)
+		qkv := lin(attn+"/c_attn", module+".attn.c_attn", n, e, 3*e)
+		parts := b.add(attn, "Split", nil, 3, []string{qkv, b.ints(int64(e), int64(e), int64(e))}, graph.AttrInt("axis", -1))
+		q := b.splitHeads(attn, parts[0], h, d)
+		k := b.splitHeads(attn, parts[1], h, d)
+		v := b.splitHeads(attn, parts[2], h, d)
+		if !c.NoCache {
+			k = b.opTo(fmt.Sprintf("present.%d.key", i), attn, "Concat", []string{fmt.Sprintf("past_key_values.%d.key", i), k}, graph.AttrInt("axis", 2))
+			v = b.opTo(fmt.Sprintf("present.%d.value", i), attn, "Concat", []string{fmt.Sprintf("past_key_values.%d.value", i), v}, graph.AttrInt("axis", 2))
+		}
+		a := b.attention(attn, q, k, v, mask, d, true)
+		a = b.mergeHeads(attn, a, e)
+		a = lin(attn+"/c_proj", module+".attn.c_proj", a, e, e)
+		x = b.op(scope, "Add", []string{x, a})
+
+		n = b.layerNorm(scope+"/ln_2", module+".ln_2", x, e, c.LayerNormEps, c.DecomposeLayerNorm)
+		f := lin(mlp+"/c_fc", module+".mlp.c_fc", n, e, c.Intermediate)
+		f = b.geluTanh(mlp+"/act", f)
+		f = lin(mlp+"/c_proj", module+".mlp.c_proj", f, c.Intermediate, e)
+		x = b.op(scope, "Add", []string{x, f})
+	}
+	x = b.layerNorm("/transformer/ln_f", "transformer.ln_f", x, e, c.LayerNormEps, c.DecomposeLayerNorm)
+	head := transposeInit(m.Initializer(wte), "lm_head.weight")
+	m.AddInitializer(head)
+	b.opTo("logits", "/lm_head", "MatMul", []string{x, head.Name})
+
+	m.AddOutput(graph.TensorInfo("logits", graph.Float32, "batch_size", "sequence_length", c.VocabSize))
+	if !c.NoCache {
+		for i := range c.Layers {
+			for _, kind := range []string{"key", "value"} {
+				m.AddOutput(graph.TensorInfo(fmt.Sprintf("present.%d.%s", i, kind), graph.Float32, "batch_size", h, "total_sequence_length", d))
+			}
+		}
+	}
+	return b.finish("gpt2")
+}
+
+// transposeInit returns a copy of the 2-D float32 initializer t, transposed
+// and called name.
+func transposeInit(t *onnxpb.TensorProto, name string) *onnxpb.TensorProto {
+	rows, cols := int(t.Dims[0]), int(t.Dims[1])
+	raw := make([]byte, len(t.RawData))
+	parallelFor(rows, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			for c := range cols {
+				v := binary.LittleEndian.Uint32(t.RawData[4*(r*cols+c):])
+				binary.LittleEndian.PutUint32(raw[4*(c*rows+r):], v)
+			}
+		}
+	})
+	return &onnxpb.TensorProto{Name: name, DataType: t.DataType, Dims: []int64{int64(cols), int64(rows)}, RawData: raw}
+}

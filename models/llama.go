@@ -1,0 +1,236 @@
+package models
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/peftonnx/peftonnx/graph"
+)
+
+// LlamaConfig sizes a LLaMA-style decoder. Zero values of the optional
+// fields take the defaults given beside them.
+type LlamaConfig struct {
+	VocabSize    int
+	Hidden       int // model width; a multiple of Heads
+	Layers       int
+	Heads        int // query heads
+	KVHeads      int // key/value heads (grouped-query attention); Heads divides by it; 0 means Heads
+	Intermediate int // width of the gated MLP
+
+	RMSNormEps float64 // 0 means 1e-6
+	RopeTheta  float64 // 0 means 10000
+
+	// NoCache leaves out the past_key_values.{i}.key/value inputs and the
+	// present.{i}.key/value outputs.
+	NoCache bool
+	// DType is the element type of weights and activations: graph.Float32
+	// (also 0) or graph.Float16. A float16 model takes RMSNorm, RoPE and
+	// softmax in float32, as HuggingFace does, and its logits and KV cache
+	// are float16.
+	DType int32
+
+	Seed    uint64  // weights are a function of Seed alone
+	InitStd float64 // standard deviation of linear and embedding weights; 0 means 0.02
+}
+
+// LlamaTiny is the size the tests use: hidden 16, 2 layers, 4 heads over 2
+// KV heads, vocabulary 32.
+func LlamaTiny() LlamaConfig {
+	return LlamaConfig{VocabSize: 32, Hidden: 16, Layers: 2, Heads: 4, KVHeads: 2, Intermediate: 40, Seed: 1}
+}
+
+// LlamaMini is a demo size that trains in seconds on a CPU: hidden 64,
+// 2 layers, 4 heads over 2 KV heads, vocabulary 256 (124K parameters).
+func LlamaMini() LlamaConfig {
+	return LlamaConfig{VocabSize: 256, Hidden: 64, Layers: 2, Heads: 4, KVHeads: 2, Intermediate: 172, Seed: 1}
+}
+
+// LlamaBase has GPT-2 small's sizes, for benchmarks: hidden 768, 12
+// layers, 12 heads over 4 KV heads, MLP 3072, vocabulary 50257 (about
+// 180M parameters, 720 MB in float32).
+func LlamaBase() LlamaConfig {
+	return LlamaConfig{VocabSize: 50257, Hidden: 768, Layers: 12, Heads: 12, KVHeads: 4, Intermediate: 3072, Seed: 1}
+}
+
+// Llama500MB holds about 125M parameters, 500 MB of float32 weights, for
+// load and save benchmarks: hidden 768, 12 layers, 12 heads over 4 KV
+// heads, MLP 2048, vocabulary 32000.
+func Llama500MB() LlamaConfig {
+	return LlamaConfig{VocabSize: 32000, Hidden: 768, Layers: 12, Heads: 12, KVHeads: 4, Intermediate: 2048, Seed: 1}
+}
+
+// withDefaults fills the optional fields.
+func (c LlamaConfig) withDefaults() LlamaConfig {
+	if c.KVHeads == 0 {
+		c.KVHeads = c.Heads
+	}
+	if c.RMSNormEps == 0 {
+		c.RMSNormEps = 1e-6
+	}
+	if c.RopeTheta == 0 {
+		c.RopeTheta = 10000
+	}
+	if c.DType == 0 {
+		c.DType = graph.Float32
+	}
+	if c.InitStd == 0 {
+		c.InitStd = defaultInitStd
+	}
+	return c
+}
+
+// HeadDim returns the width of one attention head, Hidden/Heads.
+func (c LlamaConfig) HeadDim() int {
+	if c.Heads == 0 {
+		return 0
+	}
+	return c.Hidden / c.Heads
+}
+
+// Validate reports a config that cannot be built.
+func (c LlamaConfig) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.VocabSize <= 0 || c.Hidden <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.Intermediate <= 0:
+		return errorf("llama: sizes must be positive: %+v", c)
+	case c.Hidden%c.Heads != 0:
+		return errorf("llama: hidden %d is not a multiple of heads %d", c.Hidden, c.Heads)
+	case c.Heads%c.KVHeads != 0:
+		return errorf("llama: heads %d is not a multiple of KV heads %d", c.Heads, c.KVHeads)
+	case c.HeadDim()%2 != 0:
+		return errorf("llama: head dim %d is odd; RoPE needs it even", c.HeadDim())
+	case c.DType != graph.Float32 && c.DType != graph.Float16:
+		return errorf("llama: dtype %s is not float32 or float16", graph.DTypeName(c.DType))
+	case c.InitStd < 0 || c.RMSNormEps < 0 || c.RopeTheta < 0:
+		return errorf("llama: InitStd, RMSNormEps and RopeTheta must not be negative")
+	}
+	return nil
+}
+
+// NumParams returns the number of weights the model holds.
+func (c LlamaConfig) NumParams() int64 {
+	c = c.withDefaults()
+	e, d := int64(c.Hidden), int64(c.HeadDim())
+	kv := int64(c.KVHeads) * d
+	perLayer := e*e + 2*e*kv + e*e + 3*e*int64(c.Intermediate) + 2*e
+	return 2*int64(c.VocabSize)*e + int64(c.Layers)*perLayer + e
+}
+
+// Llama builds a LLaMA-style decoder with the names that Optimum gives a
+// HuggingFace LlamaForCausalLM export.
+//
+// Inputs: input_ids [batch, seq] int64, attention_mask [batch, past+seq]
+// int64, position_ids [batch, seq] int64, and, unless NoCache,
+// past_key_values.{i}.key and .value [batch, kv_heads, past, head_dim].
+// Outputs: logits [batch, seq, vocab] and, unless NoCache,
+// present.{i}.key and .value [batch, kv_heads, past+seq, head_dim], the
+// past with this run's keys (after RoPE) and values appended.
+//
+// Every linear layer is a MatMul node /model/layers.{i}/self_attn/q_proj/MatMul
+// (k_proj, v_proj, o_proj; mlp/gate_proj, up_proj, down_proj) reading its
+// weight model.layers.{i}.self_attn.q_proj.weight, stored [in, out]; the
+// head is /lm_head/MatMul with lm_head.weight. There are no biases.
+func Llama(c LlamaConfig) (*graph.Model, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	c = c.withDefaults()
+	b := newBuilder("llama", c.DType, c.Seed, c.InitStd)
+	m := b.m
+	e, h, kv, d := c.Hidden, c.Heads, c.KVHeads, c.HeadDim()
+
+	m.AddInput(graph.TensorInfo("input_ids", graph.Int64, "batch_size", "sequence_length"))
+	m.AddInput(graph.TensorInfo("attention_mask", graph.Int64, "batch_size", "total_sequence_length"))
+	m.AddInput(graph.TensorInfo("position_ids", graph.Int64, "batch_size", "sequence_length"))
+	if !c.NoCache {
+		for i := range c.Layers {
+			for _, kind := range []string{"key", "value"} {
+				m.AddInput(graph.TensorInfo(fmt.Sprintf("past_key_values.%d.%s", i, kind), c.DType, "batch_size", kv, "past_sequence_length", d))
+			}
+		}
+	}
+
+	emb := b.weight("model.embed_tokens.weight", int64(c.VocabSize), int64(e))
+	x := b.op("/model/embed_tokens", "Gather", []string{emb, "input_ids"})
+	mask, _ := b.causalMask("/model", "input_ids", "attention_mask")
+	cos, sin := b.rotary("/model/rotary_emb", "position_ids", d, c.RopeTheta)
+
+	for i := range c.Layers {
+		scope := fmt.Sprintf("/model/layers.%d", i)
+		module := fmt.Sprintf("model.layers.%d", i)
+		attn, mlp := scope+"/self_attn", scope+"/mlp"
+
+		n := b.rmsNorm(scope+"/input_layernorm", module+".input_layernorm", x, e, c.RMSNormEps)
+		q := b.linear(attn+"/q_proj", module+".self_attn.q_proj", n, e, h*d, false, "")
+		k := b.linear(attn+"/k_proj", module+".self_attn.k_proj", n, e, kv*d, false, "")
+		v := b.linear(attn+"/v_proj", module+".self_attn.v_proj", n, e, kv*d, false, "")
+		q = b.rope(attn, b.splitHeads(attn, q, h, d), cos, sin, d)
+		k = b.rope(attn, b.splitHeads(attn, k, kv, d), cos, sin, d)
+		v = b.splitHeads(attn, v, kv, d)
+		if !c.NoCache {
+			k = b.opTo(fmt.Sprintf("present.%d.key", i), attn, "Concat", []string{fmt.Sprintf("past_key_values.%d.key", i), k}, graph.AttrInt("axis", 2))
+			v = b.opTo(fmt.Sprintf("present.%d.value", i), attn, "Concat", []string{fmt.Sprintf("past_key_values.%d.value", i), v}, graph.AttrInt("axis", 2))
+		}
+		k = b.repeatKV(attn, k, kv, h/kv, d)
+		v = b.repeatKV(attn, v, kv, h/kv, d)
+		a := b.attention(attn, q, k, v, mask, d, false)
+		a = b.mergeHeads(attn, a, h*d)
+		a = b.linear(attn+"/o_proj", module+".self_attn.o_proj", a, h*d, e, false, "")
+		x = b.op(scope, "Add", []string{x, a})
+
+		n = b.rmsNorm(scope+"/post_attention_layernorm", module+".post_attention_layernorm", x, e, c.RMSNormEps)
+		g := b.linear(mlp+"/gate_proj", module+".mlp.gate_proj", n, e, c.Intermediate, false, "")
+		g = b.op(mlp+"/act_fn", "Mul", []string{g, b.op(mlp+"/act_fn", "Sigmoid", []string{g})})
+		u := b.linear(mlp+"/up_proj", module+".mlp.up_proj", n, e, c.Intermediate, false, "")
+		g = b.op(mlp, "Mul", []string{g, u})
+		g = b.linear(mlp+"/down_proj", module+".mlp.down_proj", g, c.Intermediate, e, false, "")
+		x = b.op(scope, "Add", []string{x, g})
+	}
+	x = b.rmsNorm("/model/norm", "model.norm", x, e, c.RMSNormEps)
+	b.linear("/lm_head", "lm_head", x, e, c.VocabSize, false, "logits")
+
+	m.AddOutput(graph.TensorInfo("logits", c.DType, "batch_size", "sequence_length", c.VocabSize))
+	if !c.NoCache {
+		for i := range c.Layers {
+			for _, kind := range []string{"key", "value"} {
+				m.AddOutput(graph.TensorInfo(fmt.Sprintf("present.%d.%s", i, kind), c.DType, "batch_size", kv, "total_sequence_length", d))
+			}
+		}
+	}
+	return b.finish("llama")
+}
+
+// rotary adds the cos and sin tables of RoPE for position_ids [batch, seq]:
+// freqs = position·θ^(−2j/dim) for j < dim/2, emb = [freqs, freqs], and
+// returns cos(emb) and sin(emb) as [batch, 1, seq, dim], computed in
+// float32 and cast to the model's type.
+func (b *builder) rotary(scope, positionIDs string, dim int, theta float64) (cos, sin string) {
+	inv := make([]float32, dim/2)
+	for j := range inv {
+		inv[j] = float32(1 / math.Pow(theta, float64(2*j)/float64(dim)))
+	}
+	pos := b.op(scope, "Cast", []string{positionIDs}, graph.AttrInt("to", int64(graph.Float32)))
+	pos = b.op(scope, "Unsqueeze", []string{pos, b.ints(-1)})
+	freqs := b.op(scope, "Mul", []string{pos, b.floats(graph.Float32, inv)})
+	emb := b.op(scope, "Concat", []string{freqs, freqs}, graph.AttrInt("axis", -1))
+	cos = b.op(scope, "Cos", []string{emb})
+	sin = b.op(scope, "Sin", []string{emb})
+	cos = b.castTo(scope, cos, graph.Float32, b.dtype)
+	sin = b.castTo(scope, sin, graph.Float32, b.dtype)
+	cos = b.op(scope, "Unsqueeze", []string{cos, b.ints(1)})
+	sin = b.op(scope, "Unsqueeze", []string{sin, b.ints(1)})
+	return cos, sin
+}
+
+// rope applies the rotation to x [batch, heads, seq, dim]:
+// x·cos + rotate_half(x)·sin, where rotate_half(x) = [−x₂, x₁] for the two
+// halves x₁, x₂ of the last axis.
+func (b *builder) rope(scope, x, cos, sin string, dim int) string {
+	half, axis := int64(dim/2), b.ints(-1)
+	x1 := b.op(scope, "Slice", []string{x, b.ints(0), b.ints(half), axis})
+	x2 := b.op(scope, "Slice", []string{x, b.ints(half), b.ints(int64(dim)), axis})
+	rot := b.op(scope, "Concat", []string{b.op(scope, "Neg", []string{x2}), x1}, graph.AttrInt("axis", -1))
+	xc := b.op(scope, "Mul", []string{x, cos})
+	rs := b.op(scope, "Mul", []string{rot, sin})
+	return b.op(scope, "Add", []string{xc, rs})
+}

@@ -1,0 +1,383 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// ValueInfo describes one input or output of a model, as the model declares
+// it.
+type ValueInfo struct {
+	Name string
+	// DType is Undefined where the value is not a plain tensor (a sequence,
+	// a map or an optional); this package cannot feed or return those.
+	DType DType
+	// Shape holds -1 for a dynamic dimension. It is nil where the model
+	// declares no shape at all, and empty for a scalar.
+	Shape []int64
+	// DimParams holds the symbolic name of each dynamic dimension, such as
+	// "batch", and "" for fixed or anonymous ones. It is nil with Shape.
+	DimParams []string
+	// Optional marks an input that has a default value in the model (an
+	// initializer of the same name, IR version 4 and later). A run may leave
+	// it unfed. Outputs are never optional.
+	Optional bool
+}
+
+// String describes v as in `input_ids int64[batch sequence]`.
+func (v ValueInfo) String() string {
+	s := v.Name + " " + v.DType.String()
+	if v.Shape == nil {
+		return s + "[?]"
+	}
+	s += "["
+	for i, d := range v.Shape {
+		if i > 0 {
+			s += " "
+		}
+		switch {
+		case d >= 0:
+			s += fmt.Sprint(d)
+		case i < len(v.DimParams) && v.DimParams[i] != "":
+			s += v.DimParams[i]
+		default:
+			s += "?"
+		}
+	}
+	return s + "]"
+}
+
+// static reports whether every dimension of v is known.
+func (v ValueInfo) static() bool {
+	if v.Shape == nil {
+		return false
+	}
+	for _, d := range v.Shape {
+		if d < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// modelInfo is what a session needs to know about a model before ONNX
+// Runtime sees it.
+type modelInfo struct {
+	irVersion int64
+	opset     int64       // version of the default ONNX domain
+	inputs    []ValueInfo // graph inputs that ONNX Runtime accepts, in order
+	outputs   []ValueInfo
+	// defaultSpans locates the initializer of each optional input.
+	defaultSpans map[string]span
+	// sparseDefaults names optional inputs whose default is a sparse
+	// initializer; their defaults cannot be read.
+	sparseDefaults map[string]bool
+}
+
+type span struct{ off, n int64 }
+
+// source gives random access to the bytes of a serialized model.
+type source interface {
+	at(off int64, n int) ([]byte, error)
+	size() int64
+}
+
+type memSource []byte
+
+func (m memSource) at(off int64, n int) ([]byte, error) {
+	if off < 0 || n < 0 || off+int64(n) > int64(len(m)) {
+		return nil, io.ErrUnexpectedEOF
+	}
+	return m[off : off+int64(n)], nil
+}
+
+func (m memSource) size() int64 { return int64(len(m)) }
+
+// fileSource reads a model file through a small block cache, so that the
+// scan reads the structure of the model and seeks past its weights.
+type fileSource struct {
+	f      *os.File
+	n      int64
+	buf    []byte
+	bufOff int64
+}
+
+const fileBlock = 64 << 10
+
+func newFileSource(f *os.File) (*fileSource, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return &fileSource{f: f, n: fi.Size()}, nil
+}
+
+func (s *fileSource) size() int64 { return s.n }
+
+func (s *fileSource) at(off int64, n int) ([]byte, error) {
+	if off < 0 || n < 0 || off+int64(n) > s.n {
+		return nil, io.ErrUnexpectedEOF
+	}
+	if off >= s.bufOff && off+int64(n) <= s.bufOff+int64(len(s.buf)) {
+		return s.buf[off-s.bufOff : off-s.bufOff+int64(n)], nil
+	}
+	if n > fileBlock {
+		b := make([]byte, n)
+		if _, err := s.f.ReadAt(b, off); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	size := int64(fileBlock)
+	if off+size > s.n {
+		size = s.n - off
+	}
+	if cap(s.buf) < int(size) {
+		s.buf = make([]byte, size)
+	}
+	s.buf = s.buf[:size]
+	s.bufOff = off
+	if _, err := s.f.ReadAt(s.buf, off); err != nil && !errors.Is(err, io.EOF) {
+		s.buf = s.buf[:0]
+		return nil, err
+	}
+	return s.buf[:n], nil
+}
+
+var errMalformed = errors.New("malformed protobuf")
+
+// field is one field of a protobuf message: for varints v holds the value,
+// for length-delimited fields payload locates the bytes.
+type field struct {
+	num     protowire.Number
+	typ     protowire.Type
+	v       uint64
+	payload span
+}
+
+// scanMessage calls fn for each field of the message that occupies
+// [off, end) of src. It reads only tags and lengths, never payloads.
+func scanMessage(src source, off, end int64, fn func(field) error) error {
+	for off < end {
+		tag, n, err := readVarint(src, off, end)
+		if err != nil {
+			return err
+		}
+		off += int64(n)
+		num, typ := protowire.DecodeTag(tag)
+		if num <= 0 {
+			return errMalformed
+		}
+		f := field{num: num, typ: typ}
+		switch typ {
+		case protowire.VarintType:
+			f.v, n, err = readVarint(src, off, end)
+			if err != nil {
+				return err
+			}
+			off += int64(n)
+		case protowire.Fixed32Type:
+			off += 4
+		case protowire.Fixed64Type:
+			off += 8
+		case protowire.BytesType:
+			l, n, err := readVarint(src, off, end)
+			if err != nil {
+				return err
+			}
+			off += int64(n)
+			if l > uint64(end-off) {
+				return errMalformed
+			}
+			f.payload = span{off, int64(l)}
+			off += int64(l)
+		default:
+			return fmt.Errorf("%w: wire type %d", errMalformed, typ)
+		}
+		if off > end {
+			return errMalformed
+		}
+		if err := fn(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readVarint(src source, off, end int64) (uint64, int, error) {
+	n := min(end-off, int64(protowire.SizeVarint(1<<63)))
+	b, err := src.at(off, int(n))
+	if err != nil {
+		return 0, 0, err
+	}
+	v, k := protowire.ConsumeVarint(b)
+	if k < 0 {
+		return 0, 0, errMalformed
+	}
+	return v, k, nil
+}
+
+// ONNX field numbers that the scan reads.
+const (
+	modelIRVersion     = 1
+	modelGraph         = 7
+	modelOpsetImport   = 8
+	graphInitializer   = 5
+	graphInput         = 11
+	graphOutput        = 12
+	graphSparseInit    = 15
+	tensorName         = 8
+	sparseTensorValues = 1
+)
+
+// readModelInfo reads the IR version, the graph's inputs and outputs and the
+// names of its initializers from a serialized ModelProto, without reading
+// the weights.
+func readModelInfo(src source) (*modelInfo, error) {
+	info := &modelInfo{}
+	var inputs, outputs []*onnxpb.ValueInfoProto
+	inits := map[string]span{}
+	sparse := map[string]bool{}
+	unmarshalAt := func(s span, m proto.Message) error {
+		b, err := src.at(s.off, int(s.n))
+		if err != nil {
+			return err
+		}
+		return proto.Unmarshal(b, m)
+	}
+	err := scanMessage(src, 0, src.size(), func(f field) error {
+		switch {
+		case f.num == modelIRVersion && f.typ == protowire.VarintType:
+			info.irVersion = int64(f.v)
+		case f.num == modelOpsetImport && f.typ == protowire.BytesType:
+			op := &onnxpb.OperatorSetIdProto{}
+			if err := unmarshalAt(f.payload, op); err != nil {
+				return err
+			}
+			if d := op.GetDomain(); d == "" || d == "ai.onnx" {
+				info.opset = op.GetVersion()
+			}
+		case f.num == modelGraph && f.typ == protowire.BytesType:
+			return scanMessage(src, f.payload.off, f.payload.off+f.payload.n, func(g field) error {
+				if g.typ != protowire.BytesType {
+					return nil
+				}
+				switch g.num {
+				case graphInput, graphOutput:
+					vi := &onnxpb.ValueInfoProto{}
+					if err := unmarshalAt(g.payload, vi); err != nil {
+						return err
+					}
+					if g.num == graphInput {
+						inputs = append(inputs, vi)
+					} else {
+						outputs = append(outputs, vi)
+					}
+				case graphInitializer:
+					name, err := tensorNameAt(src, g.payload)
+					if err != nil {
+						return err
+					}
+					inits[name] = g.payload
+				case graphSparseInit:
+					return scanMessage(src, g.payload.off, g.payload.off+g.payload.n, func(s field) error {
+						if s.num != sparseTensorValues || s.typ != protowire.BytesType {
+							return nil
+						}
+						name, err := tensorNameAt(src, s.payload)
+						if err != nil {
+							return err
+						}
+						sparse[name] = true
+						return nil
+					})
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if inputs == nil && outputs == nil {
+		return nil, errors.New("no graph inputs or outputs (not an ONNX model?)")
+	}
+	info.defaultSpans = map[string]span{}
+	info.sparseDefaults = map[string]bool{}
+	for _, vi := range inputs {
+		v := valueInfo(vi)
+		s, isInit := inits[v.Name]
+		isSparse := sparse[v.Name]
+		if isInit || isSparse {
+			if info.irVersion < 4 {
+				// Before IR 4 an initializer listed as an input is a
+				// constant; ONNX Runtime does not let a run override it.
+				continue
+			}
+			v.Optional = true
+			if isInit {
+				info.defaultSpans[v.Name] = s
+			} else {
+				info.sparseDefaults[v.Name] = true
+			}
+		}
+		info.inputs = append(info.inputs, v)
+	}
+	for _, vi := range outputs {
+		info.outputs = append(info.outputs, valueInfo(vi))
+	}
+	return info, nil
+}
+
+// tensorNameAt returns the name of the TensorProto at s.
+func tensorNameAt(src source, s span) (string, error) {
+	var name string
+	err := scanMessage(src, s.off, s.off+s.n, func(f field) error {
+		if f.num == tensorName && f.typ == protowire.BytesType {
+			b, err := src.at(f.payload.off, int(f.payload.n))
+			if err != nil {
+				return err
+			}
+			name = string(b)
+		}
+		return nil
+	})
+	return name, err
+}
+
+func valueInfo(vi *onnxpb.ValueInfoProto) ValueInfo {
+	v := ValueInfo{Name: vi.GetName()}
+	tt := vi.GetType().GetTensorType()
+	if tt == nil {
+		return v
+	}
+	v.DType = DType(tt.GetElemType())
+	if tt.GetShape() == nil {
+		return v
+	}
+	dims := tt.GetShape().GetDim()
+	v.Shape = make([]int64, len(dims))
+	v.DimParams = make([]string, len(dims))
+	for i, d := range dims {
+		switch x := d.GetValue().(type) {
+		case *onnxpb.TensorShapeProto_Dimension_DimValue:
+			v.Shape[i] = x.DimValue
+			if x.DimValue < 0 {
+				v.Shape[i] = -1
+			}
+		case *onnxpb.TensorShapeProto_Dimension_DimParam:
+			v.Shape[i] = -1
+			v.DimParams[i] = x.DimParam
+		default:
+			v.Shape[i] = -1
+		}
+	}
+	return v
+}

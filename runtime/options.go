@@ -1,0 +1,257 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// Option configures Init and sessions. Options check their values and make
+// NewSession fail with a clear error when a value is out of range.
+type Option func(*config) error
+
+// OptimizationLevel is how far ONNX Runtime rewrites the graph before it
+// runs it.
+type OptimizationLevel int
+
+// The graph optimization levels of ONNX Runtime. The default is OptimizeAll.
+const (
+	OptimizeNone OptimizationLevel = iota
+	OptimizeBasic
+	OptimizeExtended
+	OptimizeAll
+)
+
+// String returns the level's name, such as "all".
+func (l OptimizationLevel) String() string {
+	switch l {
+	case OptimizeNone:
+		return "none"
+	case OptimizeBasic:
+		return "basic"
+	case OptimizeExtended:
+		return "extended"
+	case OptimizeAll:
+		return "all"
+	}
+	return fmt.Sprintf("OptimizationLevel(%d)", int(l))
+}
+
+// ErrCUDAUnavailable is wrapped by the error that NewSession returns when
+// WithCUDA was asked for and the loaded library cannot provide it. Tests use
+// errors.Is with it to skip.
+var ErrCUDAUnavailable = errors.New("CUDA provider not available")
+
+type config struct {
+	library       string
+	intraOp       int
+	interOp       int
+	cuda          bool // CUDA provider on GPU deviceID, else CPU only
+	deviceID      int
+	optLevel      OptimizationLevel
+	profilePrefix string
+	entries       [][2]string
+}
+
+func newConfig(opts []Option) (*config, error) {
+	c := &config{optLevel: OptimizeAll}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(c); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// WithLibrary loads ONNX Runtime from path instead of searching for it. It
+// takes effect only on the first successful Init of the process.
+func WithLibrary(path string) Option {
+	return func(c *config) error {
+		if path == "" {
+			return errors.New("runtime: WithLibrary: empty path")
+		}
+		c.library = path
+		return nil
+	}
+}
+
+// WithIntraOpThreads sets the number of threads that one operator may use.
+// 0 keeps ONNX Runtime's default, one per core.
+func WithIntraOpThreads(n int) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("runtime: WithIntraOpThreads: n must be >= 0, got %d", n)
+		}
+		c.intraOp = n
+		return nil
+	}
+}
+
+// WithInterOpThreads sets the number of threads that run independent
+// operators at the same time. A value above 1 also switches the session to
+// parallel execution, without which ONNX Runtime ignores it. 0 keeps the
+// default, sequential execution.
+func WithInterOpThreads(n int) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("runtime: WithInterOpThreads: n must be >= 0, got %d", n)
+		}
+		c.interOp = n
+		return nil
+	}
+}
+
+// WithCPU runs the session on the CPU provider only. This is the default.
+func WithCPU() Option {
+	return func(c *config) error {
+		c.cuda = false
+		c.deviceID = 0
+		return nil
+	}
+}
+
+// WithCUDA runs the session on the CUDA provider, on the given GPU, with the
+// CPU provider taking the operators that CUDA lacks. It needs a CUDA build of
+// ONNX Runtime; with any other build NewSession returns an error that wraps
+// ErrCUDAUnavailable.
+func WithCUDA(deviceID int) Option {
+	return func(c *config) error {
+		if deviceID < 0 {
+			return fmt.Errorf("runtime: WithCUDA: device id must be >= 0, got %d", deviceID)
+		}
+		c.cuda = true
+		c.deviceID = deviceID
+		return nil
+	}
+}
+
+// WithDevice selects the provider from a string, as a --device flag gives
+// it: "cpu", "cuda" (GPU 0) or "cuda:N".
+func WithDevice(spec string) Option {
+	return func(c *config) error {
+		s := strings.ToLower(strings.TrimSpace(spec))
+		switch {
+		case s == "cpu" || s == "":
+			return WithCPU()(c)
+		case s == "cuda" || s == "gpu":
+			return WithCUDA(0)(c)
+		case strings.HasPrefix(s, "cuda:"):
+			id, err := strconv.Atoi(s[len("cuda:"):])
+			if err != nil {
+				return fmt.Errorf("runtime: WithDevice: bad device %q (want cpu, cuda or cuda:N)", spec)
+			}
+			return WithCUDA(id)(c)
+		}
+		return fmt.Errorf("runtime: WithDevice: unknown device %q (want cpu, cuda or cuda:N)", spec)
+	}
+}
+
+// WithOptimizationLevel sets the graph optimization level. Gradient checks
+// may want OptimizeNone or OptimizeBasic, so that fusions do not change the
+// numerics of the graph being checked.
+func WithOptimizationLevel(l OptimizationLevel) Option {
+	return func(c *config) error {
+		if l < OptimizeNone || l > OptimizeAll {
+			return fmt.Errorf("runtime: WithOptimizationLevel: unknown level %d", int(l))
+		}
+		c.optLevel = l
+		return nil
+	}
+}
+
+// WithProfiling makes ONNX Runtime profile the session. It writes a JSON
+// trace named prefix_<timestamp>.json when the session is closed.
+func WithProfiling(prefix string) Option {
+	return func(c *config) error {
+		if prefix == "" {
+			return errors.New("runtime: WithProfiling: empty file prefix")
+		}
+		c.profilePrefix = prefix
+		return nil
+	}
+}
+
+// WithConfigEntry sets an ONNX Runtime session configuration entry, such as
+// "session.intra_op.allow_spinning" = "0". Keys are ONNX Runtime's; see its
+// onnxruntime_session_options_config_keys.h.
+func WithConfigEntry(key, value string) Option {
+	return func(c *config) error {
+		if key == "" {
+			return errors.New("runtime: WithConfigEntry: empty key")
+		}
+		c.entries = append(c.entries, [2]string{key, value})
+		return nil
+	}
+}
+
+// sessionOptions builds ONNX Runtime session options from c. The caller
+// destroys them.
+func (c *config) sessionOptions(extra [][2]string) (*ort.SessionOptions, error) {
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("runtime: creating session options: %w", err)
+	}
+	fail := func(what string, err error) (*ort.SessionOptions, error) {
+		so.Destroy()
+		return nil, fmt.Errorf("runtime: %s: %w", what, err)
+	}
+	if c.intraOp > 0 {
+		if err := so.SetIntraOpNumThreads(c.intraOp); err != nil {
+			return fail("setting intra-op threads", err)
+		}
+	}
+	if c.interOp > 0 {
+		if err := so.SetInterOpNumThreads(c.interOp); err != nil {
+			return fail("setting inter-op threads", err)
+		}
+		if c.interOp > 1 {
+			if err := so.SetExecutionMode(ort.ExecutionModeParallel); err != nil {
+				return fail("setting parallel execution", err)
+			}
+		}
+	}
+	levels := [...]ort.GraphOptimizationLevel{
+		OptimizeNone:     ort.GraphOptimizationLevelDisableAll,
+		OptimizeBasic:    ort.GraphOptimizationLevelEnableBasic,
+		OptimizeExtended: ort.GraphOptimizationLevelEnableExtended,
+		OptimizeAll:      ort.GraphOptimizationLevelEnableAll,
+	}
+	if err := so.SetGraphOptimizationLevel(levels[c.optLevel]); err != nil {
+		return fail("setting optimization level", err)
+	}
+	if c.profilePrefix != "" {
+		if err := so.EnableProfiling(c.profilePrefix); err != nil {
+			return fail("enabling profiling", err)
+		}
+	}
+	for _, kv := range append(append([][2]string(nil), c.entries...), extra...) {
+		if err := so.AddSessionConfigEntry(kv[0], kv[1]); err != nil {
+			return fail(fmt.Sprintf("config entry %q", kv[0]), err)
+		}
+	}
+	if c.cuda {
+		if err := appendCUDA(so, c.deviceID); err != nil {
+			so.Destroy()
+			return nil, fmt.Errorf("runtime: %w in %s: %v", ErrCUDAUnavailable, LibraryPath(), err)
+		}
+	}
+	return so, nil
+}
+
+func appendCUDA(so *ort.SessionOptions, deviceID int) error {
+	cuda, err := ort.NewCUDAProviderOptions()
+	if err != nil {
+		return err
+	}
+	defer cuda.Destroy()
+	if err := cuda.Update(map[string]string{"device_id": strconv.Itoa(deviceID)}); err != nil {
+		return err
+	}
+	return so.AppendExecutionProviderCUDA(cuda)
+}
