@@ -1,0 +1,31 @@
+// Command peftonnx brings LoRA and prefix tuning to ONNX models.
+//
+// Usage:
+//
+//	peftonnx <command> [arguments]
+//
+// Run "peftonnx help" for the list of commands and "peftonnx <command> -h"
+// for one command's flags. Errors go to standard error as one line that
+// starts with "peftonnx: ", with exit status 1 (2 for a usage error). No
+// command leaves a partial output file behind.
+//
+// The CLI is a thin layer over the packages of
+// github.com/peftonnx/peftonnx: each command parses its flags, calls the
+// Go API and prints the result.
+package main
+
+import (
+	"io"
+	"os"
+)
+
+func main() {
+	os.Exit(execute(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// execute runs the command line args (without the program name), writing
+// to stdout and stderr, and returns the exit status. Tests call it
+// directly.
+func execute(args []string, stdout, stderr io.Writer) int {
+	return dispatch(args, stdout, stderr)
+}

@@ -1,0 +1,448 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/npy"
+	ortrt "github.com/peftonnx/peftonnx/runtime"
+)
+
+func init() {
+	register(&command{
+		name:    "run",
+		args:    "MODEL --input NAME=FILE.npy... --output-dir DIR [--threads N] [--device cpu|cuda]",
+		summary: "run a model once on .npy inputs and write its outputs as .npy files",
+		detail: `
+Each --input feeds the model input NAME from a NumPy .npy file (C order,
+little-endian; float16/32/64, int8/16/32/64, uint8/16/32/64 or bool). Its
+element type must be the input's, and its shape must fit the input's: the
+same rank, the same size in each fixed dimension, and the same size
+wherever inputs share a named dimension (batch). Inputs that the model
+gives a default (an initializer of the same name) may be left out.
+
+Each output is written to DIR/FILE.npy, where FILE is the output's name with
+every character other than a letter, a digit, '-' and '_' turned into '_':
+"logits" gives logits.npy, "present.0.key" gives present_0_key.npy and
+"/model/out" gives _model_out.npy. Names that would still collide get _2,
+_3, … in the model's output order. A bfloat16 output, which NumPy cannot
+hold, is written as float32. DIR is created if needed. The outputs are
+written to temporary files first and renamed only when all of them are
+complete, so a failed run leaves no partial file behind.`,
+		run: runRun,
+	})
+}
+
+func runRun(cx *context, args []string) error {
+	fs := cx.flags()
+	var inputs stringList
+	fs.Var(&inputs, "input", "feed input `NAME=FILE.npy`; repeat for each input")
+	outDir := fs.String("output-dir", "", "write one `DIR`/<output>.npy per output (required)")
+	threads := fs.Int("threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
+	device := fs.String("device", "cpu", "run on `cpu`, cuda or cuda:N")
+	pos, err := cx.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return cx.usagef("want one MODEL, got %d arguments", len(pos))
+	}
+	if *outDir == "" {
+		return cx.usagef("--output-dir is required")
+	}
+	if *threads < 0 {
+		return cx.usagef("--threads must be 0 or more, got %d", *threads)
+	}
+	feeds, err := parseFeeds(cx, inputs)
+	if err != nil {
+		return err
+	}
+	model := pos[0]
+
+	// Load the graph first: its errors name the model file and a missing
+	// external data file, before ONNX Runtime is involved.
+	m, err := graph.Load(model)
+	if err != nil {
+		return err
+	}
+	m.Close()
+
+	tensors := map[string]*ortrt.Tensor{}
+	for _, f := range feeds {
+		if tensors[f.name], err = readTensor(f.file); err != nil {
+			return err
+		}
+	}
+
+	sess, err := ortrt.NewSession(model, ortrt.WithDevice(*device), ortrt.WithIntraOpThreads(*threads))
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	if err := checkFeeds(sess.Inputs(), feeds, tensors); err != nil {
+		return err
+	}
+	results, err := sess.Run(tensors, nil)
+	if err != nil {
+		return err
+	}
+
+	var outs []namedArray
+	var notes []string
+	for _, v := range sess.Outputs() {
+		t, ok := results[v.Name]
+		if !ok {
+			notes = append(notes, fmt.Sprintf("output %q was not written: the runtime cannot return %s", v.Name, v))
+			continue
+		}
+		a, note, err := arrayFromTensor(t)
+		if err != nil {
+			return fmt.Errorf("output %q: %v", v.Name, err)
+		}
+		if note != "" {
+			notes = append(notes, fmt.Sprintf("output %q %s", v.Name, note))
+		}
+		outs = append(outs, namedArray{name: v.Name, array: a})
+	}
+	files, err := writeArrays(*outDir, outs)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(cx.stdout, 0, 0, 2, ' ', 0)
+	for i, o := range outs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.name, o.array.DType, npy.FormatShape(o.array.Shape), files[i])
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, n := range notes {
+		fmt.Fprintf(cx.stderr, "peftonnx: note: %s\n", n)
+	}
+	return nil
+}
+
+// feed is one --input NAME=FILE.
+type feed struct{ name, file string }
+
+// parseFeeds splits the --input values at their first "=".
+func parseFeeds(cx *context, values []string) ([]feed, error) {
+	var feeds []feed
+	seen := map[string]bool{}
+	for _, v := range values {
+		name, file, ok := strings.Cut(v, "=")
+		if !ok || name == "" || file == "" {
+			return nil, cx.usagef("--input %q: want NAME=FILE.npy", v)
+		}
+		if seen[name] {
+			return nil, cx.usagef("--input %q is given twice", name)
+		}
+		seen[name] = true
+		feeds = append(feeds, feed{name, file})
+	}
+	return feeds, nil
+}
+
+// readTensor reads an .npy file into a runtime tensor.
+func readTensor(path string) (*ortrt.Tensor, error) {
+	a, err := npy.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	t, err := tensorFromArray(a)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	return t, nil
+}
+
+// checkFeeds checks the names, element types and shapes of the inputs
+// against the model before the run, so that errors name the .npy file.
+func checkFeeds(model []ortrt.ValueInfo, feeds []feed, tensors map[string]*ortrt.Tensor) error {
+	byName := map[string]ortrt.ValueInfo{}
+	var names []string
+	for _, v := range model {
+		byName[v.Name] = v
+		names = append(names, v.Name)
+	}
+	// dims records the size first given to each named dimension.
+	type dimSeen struct {
+		size  int64
+		input string
+	}
+	dims := map[string]dimSeen{}
+	for _, f := range feeds {
+		v, ok := byName[f.name]
+		if !ok {
+			return fmt.Errorf("unknown input %q (from %s); the model's inputs are %s", f.name, f.file, describeInputs(model))
+		}
+		t := tensors[f.name]
+		shape := t.Shape()
+		mismatch := func(format string, args ...any) error {
+			return fmt.Errorf("input %q from %s is %s %s, want %s: %s", f.name, f.file, t.DType(), npy.FormatShape(shape), describeInfo(v), fmt.Sprintf(format, args...))
+		}
+		if t.DType() != v.DType {
+			return mismatch("the element type differs")
+		}
+		if v.Shape == nil {
+			continue
+		}
+		if len(shape) != len(v.Shape) {
+			return mismatch("rank %d, want %d", len(shape), len(v.Shape))
+		}
+		for i, d := range v.Shape {
+			switch {
+			case d >= 0 && shape[i] != d:
+				return mismatch("dimension %d is %d, want %d", i, shape[i], d)
+			case d < 0 && v.DimParams[i] != "":
+				p := v.DimParams[i]
+				if s, ok := dims[p]; ok && s.size != shape[i] {
+					return mismatch("dimension %d (%s) is %d, but input %q has %s = %d", i, p, shape[i], s.input, p, s.size)
+				} else if !ok {
+					dims[p] = dimSeen{shape[i], f.name}
+				}
+			}
+		}
+	}
+	var missing []string
+	for _, v := range model {
+		if _, fed := tensors[v.Name]; !fed && !v.Optional {
+			missing = append(missing, v.Name+" "+describeInfo(v))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing --input for %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// describeInfo writes an input's element type and shape as inspect does:
+// int64 [batch, 8].
+func describeInfo(v ortrt.ValueInfo) string {
+	if v.Shape == nil {
+		return v.DType.String() + " [...]"
+	}
+	dims := make([]string, len(v.Shape))
+	for i, d := range v.Shape {
+		switch {
+		case d >= 0:
+			dims[i] = fmt.Sprint(d)
+		case v.DimParams[i] != "":
+			dims[i] = v.DimParams[i]
+		default:
+			dims[i] = "?"
+		}
+	}
+	return v.DType.String() + " [" + strings.Join(dims, ", ") + "]"
+}
+
+// describeInputs lists the model's inputs with their types and shapes.
+func describeInputs(model []ortrt.ValueInfo) string {
+	parts := make([]string, len(model))
+	for i, v := range model {
+		parts[i] = v.Name + " " + describeInfo(v)
+		if v.Optional {
+			parts[i] += " (optional)"
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// namedArray is one output to write.
+type namedArray struct {
+	name  string
+	array *npy.Array
+}
+
+// outputFileNames returns the file name for each output name: characters
+// other than ASCII letters, digits, '-' and '_' become '_', "" becomes
+// "output", and names that would collide get "_2", "_3", … in order.
+func outputFileNames(names []string) []string {
+	used := map[string]bool{}
+	files := make([]string, len(names))
+	for i, n := range names {
+		base := strings.Map(func(r rune) rune {
+			if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+				return r
+			}
+			return '_'
+		}, n)
+		if base == "" {
+			base = "output"
+		}
+		name := base
+		for k := 2; used[strings.ToLower(name)]; k++ {
+			name = fmt.Sprintf("%s_%d", base, k)
+		}
+		used[strings.ToLower(name)] = true
+		files[i] = name + ".npy"
+	}
+	return files
+}
+
+// writeArrays writes each array to dir under its output's file name. All
+// files are written to temporary names first and renamed once every one is
+// complete; on an error the temporary files are removed. It returns the
+// paths written.
+func writeArrays(dir string, outs []namedArray) (paths []string, err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("output dir: %v", err)
+	}
+	names := make([]string, len(outs))
+	for i, o := range outs {
+		names[i] = o.name
+	}
+	files := outputFileNames(names)
+	var temps []string
+	defer func() {
+		if err != nil {
+			for _, t := range temps {
+				os.Remove(t)
+			}
+		}
+	}()
+	for i, o := range outs {
+		path := filepath.Join(dir, files[i])
+		f, err := os.CreateTemp(dir, "."+files[i]+".tmp*")
+		if err != nil {
+			return nil, err
+		}
+		temps = append(temps, f.Name())
+		err = npy.Write(f, o.array)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Chmod(f.Name(), 0o644)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("writing %s: %v", path, err)
+		}
+		paths = append(paths, path)
+	}
+	for i, t := range temps {
+		if err := os.Rename(t, paths[i]); err != nil {
+			return nil, err
+		}
+	}
+	return paths, nil
+}
+
+// The element types that .npy files and runtime tensors share.
+var npyToRuntime = map[npy.DType]ortrt.DType{
+	npy.Bool:    ortrt.Bool,
+	npy.Int8:    ortrt.Int8,
+	npy.Uint8:   ortrt.Uint8,
+	npy.Int16:   ortrt.Int16,
+	npy.Uint16:  ortrt.Uint16,
+	npy.Int32:   ortrt.Int32,
+	npy.Uint32:  ortrt.Uint32,
+	npy.Int64:   ortrt.Int64,
+	npy.Uint64:  ortrt.Uint64,
+	npy.Float16: ortrt.Float16,
+	npy.Float32: ortrt.Float32,
+	npy.Float64: ortrt.Float64,
+}
+
+// tensorFromArray copies an .npy array into a runtime tensor.
+func tensorFromArray(a *npy.Array) (*ortrt.Tensor, error) {
+	switch a.DType {
+	case npy.Float16:
+		bits, err := a.Float16Bits()
+		if err != nil {
+			return nil, err
+		}
+		return ortrt.NewFloat16(a.Shape, bits)
+	case npy.Float32:
+		return tensorOf(a, ortrt.NewFloat32)
+	case npy.Float64:
+		return tensorOf(a, ortrt.NewFloat64)
+	case npy.Int64:
+		return tensorOf(a, ortrt.NewInt64)
+	case npy.Int32:
+		return tensorOf(a, ortrt.NewInt32)
+	case npy.Int8:
+		return tensorOf(a, ortrt.NewInt8)
+	case npy.Uint8:
+		return tensorOf(a, ortrt.NewUint8)
+	case npy.Bool:
+		return tensorOf(a, ortrt.NewBool)
+	}
+	// The remaining types have no constructor of their own.
+	t, err := ortrt.Zeros(npyToRuntime[a.DType], a.Shape)
+	if err != nil {
+		return nil, err
+	}
+	switch d := t.Data().(type) {
+	case []int16:
+		err = copyValues(d, a)
+	case []uint16:
+		err = copyValues(d, a)
+	case []uint32:
+		err = copyValues(d, a)
+	case []uint64:
+		err = copyValues(d, a)
+	default:
+		err = errors.New("unsupported element type " + a.DType.String())
+	}
+	return t, err
+}
+
+func tensorOf[T npy.Elem](a *npy.Array, make func([]int64, []T) (*ortrt.Tensor, error)) (*ortrt.Tensor, error) {
+	v, err := npy.Values[T](a)
+	if err != nil {
+		return nil, err
+	}
+	return make(a.Shape, v)
+}
+
+func copyValues[T npy.Elem](dst []T, a *npy.Array) error {
+	v, err := npy.Values[T](a)
+	copy(dst, v)
+	return err
+}
+
+// arrayFromTensor copies a runtime tensor into an .npy array. A bfloat16
+// tensor becomes float32, and note says so.
+func arrayFromTensor(t *ortrt.Tensor) (a *npy.Array, note string, err error) {
+	shape := t.Shape()
+	switch d := t.Data().(type) {
+	case []uint16:
+		switch t.DType() {
+		case ortrt.Float16:
+			a, err = npy.NewFloat16(shape, d)
+		case ortrt.BFloat16:
+			a, err = npy.New(shape, t.ToFloat32())
+			note = "is bfloat16, which .npy cannot hold: written as float32"
+		default:
+			a, err = npy.New(shape, d)
+		}
+	case []float32:
+		a, err = npy.New(shape, d)
+	case []float64:
+		a, err = npy.New(shape, d)
+	case []int64:
+		a, err = npy.New(shape, d)
+	case []int32:
+		a, err = npy.New(shape, d)
+	case []int16:
+		a, err = npy.New(shape, d)
+	case []int8:
+		a, err = npy.New(shape, d)
+	case []uint8:
+		a, err = npy.New(shape, d)
+	case []uint32:
+		a, err = npy.New(shape, d)
+	case []uint64:
+		a, err = npy.New(shape, d)
+	case []bool:
+		a, err = npy.New(shape, d)
+	default:
+		err = fmt.Errorf("element type %s cannot be written to .npy", t.DType())
+	}
+	return a, note, err
+}

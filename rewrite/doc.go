@@ -1,0 +1,85 @@
+// Package rewrite changes ONNX graphs for parameter-efficient fine-tuning:
+// it finds linear layers, gives them LoRA branches, merges the branches back
+// into the weights, and moves adapters in and out of graphs.
+//
+// # Layers and names
+//
+// FindLinears lists every linear layer: a MatMul whose second input is a
+// 2-D floating-point initializer, or a Gemm whose B is one, the weight
+// reached directly or through Cast, Transpose and Identity nodes. Each gets
+// a module name, the name PyTorch gives the layer, so that an adapter
+// trained there lands on the right node here: from an exporter's node path
+// (/model/layers.0/self_attn/q_proj/MatMul → model.layers.0.self_attn.q_proj),
+// else from the weight's name (h.0.attn.c_attn.weight_resize →
+// h.0.attn.c_attn), else from the bias's (….q_lin.bias), else from the node
+// name. MatchTargets selects layers with regexes that must match a module
+// or node name whole, as re.fullmatch does; one that matches nothing lists
+// the modules that exist.
+//
+// # LoRA
+//
+// InjectLoRA gives each selected layer a branch, y = x·W + dropout(x)·A·B·s
+// with s = alpha/r (alpha/√r with rsLoRA), as HF PEFT and PaddleNLP compute
+// it. A [in, r] and B [r, out] are initializers named
+// "<module>.lora_A.weight" and "<module>.lora_B.weight", the names that
+// .onnx_adapter files use. A starts Kaiming-uniform (a=√5) from a seeded
+// stream, B at zero, so a fresh model computes exactly what the base does.
+// The branch reads the layer's activation, so a weight behind Cast or
+// Transpose is no matter; under a Gemm it reads the Gemm's first input
+// (transposed where transA is set) and adds to the Gemm's output, leaving
+// alpha, beta and C to the base. A
+// float32 adapter on a float16 layer casts the branch's input up and its
+// output down. Each site is a Site, and the model's metadata records them
+// (MetadataKey), so Merge, ExtractAdapter and Summarize also work on a
+// model loaded from a file. Summary counts parameters the way
+// print_trainable_parameters prints them, and names the base tensors that
+// train along (trainable_bias, trainable_modules) for the trainer to turn
+// into inputs.
+//
+// Dropout is active in training only. A Dropout node (opset 12 and later) or
+// the same computation from standard ops (earlier opsets) reads the bool
+// graph input TrainingModeInput, whose default is false: inference feeds
+// nothing, a trainer feeds true. With dropout 0 there is no node.
+//
+// Fused projections follow PaddleNLP's LoRAMergedLinear: with
+// enable_lora_list and head_dim, only the enabled parts of a fused QKV
+// output are updated, each by its own rank-r block. A is [in, r·k] and B
+// [r, w·k] for k enabled parts of width w, exactly PaddleNLP's shapes; the
+// graph expands B into a block-diagonal [r·k, n·w] matrix with a fixed 0/1
+// mask, so the disabled parts get exact zeros, in training too (fused.go).
+//
+// # Merge and unmerge
+//
+// Merge folds each branch into its weight, W' = W + s·A·B, in float32 and
+// then in W's own type, where the weight is stored (through Transpose or
+// transB, divided by a Gemm's alpha), and removes everything injection
+// added: the merged model has exactly the base model's nodes and
+// initializers. MergeAdapter does the same for a base model and an adapter
+// file. Unmerge takes the adapter, because a merged model no longer holds
+// A and B: it subtracts the update and rebuilds the branches.
+//
+// # Adapters
+//
+// Apply injects a saved adapter (from_pretrained), matching its module
+// names to layers: exactly, else by dropping leading segments, else with
+// self_attn read as attn (the onnxruntime-genai spelling). ExtractAdapter
+// pulls the adapter out of an adapted model.
+//
+// With the AsInputs option, A and B become graph inputs whose rank is
+// dynamic, with rank-0 defaults ([in, 0] and [0, out]); ONNX Runtime
+// multiplies by the empty matrices and adds zeros. Fed nothing, the model
+// is the base model; fed an adapter's A and B of any rank, it runs that
+// adapter; one session serves them all. Because the rank changes per
+// adapter, so does s: the graph has no scaling node, and Feeds folds each
+// module's s into the B it returns.
+//
+// # Limits
+//
+// Only MatMul and Gemm layers with initializer weights are found: not
+// Conv, quantized MatMulNBits or MatMulInteger, nor weights that are graph
+// inputs or Constant nodes. A layer whose output is read inside a subgraph
+// cannot be adapted. Tensor parallelism (tensor_parallel_degree > 1) is
+// refused: an ONNX graph holds whole weights, so shards must be merged
+// into one adapter first. Merge refuses a weight that other nodes share.
+// Summary counts floating-point initializers only.
+package rewrite

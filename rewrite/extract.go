@@ -1,0 +1,81 @@
+package rewrite
+
+import (
+	"slices"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
+)
+
+// ExtractAdapter returns the adapter that an adapted model carries (for
+// export-adapter and save_pretrained): its config as injected, each
+// module's A and B in graph layout, and the base tensors that train along
+// (Summary.Extra) under their adapter names, "<module>.weight" in
+// nn.Linear's [out, in] layout (or [in, out] with FanInFanOut) and
+// "<module>.bias". A model whose factors are graph inputs (AsInputs) holds
+// no adapter: that is an error.
+func ExtractAdapter(m *graph.Model) (*adapter.Adapter, error) {
+	rec, err := mustRecord(m)
+	if err != nil {
+		return nil, err
+	}
+	ad := adapter.NewLoRA(rec.Config)
+	for _, s := range rec.Sites {
+		if _, done := ad.Weights[s.Module]; done {
+			continue
+		}
+		if s.AsInputs {
+			return nil, errorf("%s: layer %q takes its LoRA factors as graph inputs; the model holds no adapter to extract", modelLabel(m), s.Module)
+		}
+		a, err := factor(m, s.A)
+		if err != nil {
+			return nil, err
+		}
+		b, err := factor(m, s.B)
+		if err != nil {
+			return nil, err
+		}
+		dt := adapterType(s.DType)
+		ad.Weights[s.Module] = adapter.LoRAWeights{
+			A: &adapter.Tensor{DType: dt, Shape: s.AShape(int64(s.R)), Data: a},
+			B: &adapter.Tensor{DType: dt, Shape: s.BShape(int64(s.R)), Data: b},
+		}
+	}
+	if len(rec.Trainable) > 0 {
+		linears, err := FindLinears(m)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range rec.Trainable {
+			t := m.Initializer(e.Name)
+			if t == nil {
+				return nil, errorf("%s: trainable tensor %q has no initializer", modelLabel(m), e.Name)
+			}
+			vals, err := m.Float32s(t)
+			if err != nil {
+				return nil, errorf("%s: %v", modelLabel(m), err)
+			}
+			shape := slices.Clone(t.Dims)
+			for _, l := range linears {
+				if e.Key != l.Module+".weight" || e.Name != l.Weight {
+					continue
+				}
+				// To nn.Linear's [out, in], or [in, out] with FanInFanOut.
+				want := []int64{l.Out, l.In}
+				if rec.Config.FanInFanOut {
+					want = []int64{l.In, l.Out}
+				}
+				if !slices.Equal(shape, want) {
+					vals = transpose(vals, int(shape[0]), int(shape[1]))
+				}
+				shape = want
+				break
+			}
+			ad.Extra[e.Key] = &adapter.Tensor{DType: adapterType(t.DataType), Shape: shape, Data: vals}
+		}
+	}
+	if err := ad.Validate(); err != nil {
+		return nil, errorf("%s: extracted adapter: %v", modelLabel(m), err)
+	}
+	return ad, nil
+}

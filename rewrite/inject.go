@@ -1,0 +1,572 @@
+package rewrite
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// TrainingModeInput is the bool scalar graph input that switches LoRA
+// dropout on. Its default initializer is false, so inference needs no
+// feed; a trainer feeds true.
+const TrainingModeInput = "lora_training_mode"
+
+// minOpset is the oldest default-domain opset the branches are built for
+// (Where, Less and RandomUniformLike as the composite dropout uses them).
+const minOpset = 9
+
+// InjectLoRA gives every linear layer that cfg.TargetModules selects (see
+// MatchTargets; LayersToTransform narrows the choice as in HF PEFT) a LoRA
+// branch, y = x·W + dropout(x)·A·B·s, with s = alpha/r, or alpha/√r with
+// rsLoRA, and RankPattern and AlphaPattern taken into account. A starts
+// Kaiming-uniform (or Gaussian, per cfg.InitLoRAWeights) from a seeded
+// stream, B at zero, so the adapted model computes what the base does.
+//
+// A and B are initializers "<module>.lora_A.weight" [in, r] and
+// "<module>.lora_B.weight" [r, out] of cfg.DType; the branch casts its
+// input to that type and its output back where the layer's type differs.
+// The model's metadata records the sites (MetadataKey), which Merge,
+// ExtractAdapter and Summarize read back. InjectLoRA changes nothing when it
+// fails: a layer it cannot adapt is an error naming the layer and why.
+func InjectLoRA(m *graph.Model, cfg adapter.LoRAConfig, opts ...Option) ([]Site, Summary, error) {
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, Summary{}, err
+	}
+	if err := checkConfig(&cfg); err != nil {
+		return nil, Summary{}, err
+	}
+	linears, err := FindLinears(m)
+	if err != nil {
+		return nil, Summary{}, err
+	}
+	targets, err := MatchTargets(linears, cfg.TargetModules)
+	if err != nil {
+		return nil, Summary{}, err
+	}
+	targets, err = filterLayers(targets, &cfg)
+	if err != nil {
+		return nil, Summary{}, err
+	}
+	return inject(m, cfg, linears, targets, nil, nil, o)
+}
+
+// checkConfig validates cfg for injection.
+func checkConfig(cfg *adapter.LoRAConfig) error {
+	if err := cfg.Validate(); err != nil {
+		return errorf("%v", err)
+	}
+	if cfg.TensorParallelDegree > 1 {
+		return errorf("tensor_parallel_degree %d: an ONNX graph holds whole, unsharded weights; merge the tensor-parallel shards of the adapter into one (degree 1) before injecting it", cfg.TensorParallelDegree)
+	}
+	if _, ok := onnxType(cfg.DType); !ok {
+		return errorf("lora dtype %s: want float32, float16 or bfloat16", cfg.DType)
+	}
+	return nil
+}
+
+// onnxType maps an adapter dtype to an ONNX element type.
+func onnxType(d adapter.DType) (int32, bool) {
+	switch d {
+	case adapter.Float32:
+		return graph.Float32, true
+	case adapter.Float16:
+		return graph.Float16, true
+	case adapter.BFloat16:
+		return graph.BFloat16, true
+	case adapter.Float64:
+		return graph.Float64, true
+	}
+	return 0, false
+}
+
+// adapterType maps an ONNX element type to an adapter dtype.
+func adapterType(t int32) adapter.DType {
+	switch t {
+	case graph.Float16:
+		return adapter.Float16
+	case graph.BFloat16:
+		return adapter.BFloat16
+	case graph.Float64:
+		return adapter.Float64
+	}
+	return adapter.Float32
+}
+
+// filterLayers keeps the layers whose layer index is in
+// cfg.LayersToTransform, as HF PEFT does: the index is the number after a
+// segment that matches one of cfg.LayersPattern, or, without a pattern,
+// the first number segment that follows another segment.
+func filterLayers(ls []Linear, cfg *adapter.LoRAConfig) ([]Linear, error) {
+	if len(cfg.LayersToTransform) == 0 {
+		return ls, nil
+	}
+	var res []*regexp.Regexp
+	if len(cfg.LayersPattern) == 0 {
+		res = append(res, regexp.MustCompile(`^(?:.*\.)?[^.]+\.(\d+)(?:\.|$)`))
+	}
+	for _, p := range cfg.LayersPattern {
+		re, err := regexp.Compile(`^(?:.*\.)?(?:` + p + `)\.(\d+)(?:\.|$)`)
+		if err != nil {
+			return nil, errorf("layers_pattern %q: %v", p, err)
+		}
+		res = append(res, re)
+	}
+	var out []Linear
+	for _, l := range ls {
+		for _, re := range res {
+			sub := re.FindStringSubmatch(l.Module)
+			if sub == nil {
+				continue
+			}
+			idx, err := strconv.Atoi(sub[1])
+			if err == nil && slices.Contains(cfg.LayersToTransform, idx) {
+				out = append(out, l)
+			}
+			break
+		}
+	}
+	if len(out) == 0 {
+		return nil, errorf("layers_to_transform %v left none of the %d matched layers (%s)", cfg.LayersToTransform, len(ls), moduleList(ls))
+	}
+	return out, nil
+}
+
+// modulePlan is what injection decided for one module before it changes
+// the graph.
+type modulePlan struct {
+	site Site
+	a, b []float32 // initial values; nil with AsInputs
+}
+
+// inject adds branches to targets. weights, when not nil, gives the values
+// of A and B by module (Apply); otherwise A is drawn and B is zero. keys
+// maps a module to its name in cfg where the two differ.
+func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys map[string]string, weights map[string]adapter.LoRAWeights, o options) ([]Site, Summary, error) {
+	if _, ok, err := readRecord(m); err != nil {
+		return nil, Summary{}, err
+	} else if ok {
+		return nil, Summary{}, errorf("%s already carries LoRA branches: merge them (Merge) before injecting again", modelLabel(m))
+	}
+	opset := m.Opset("")
+	if opset < minOpset {
+		return nil, Summary{}, errorf("%s imports default-domain opset %d; LoRA branches need opset %d or newer", modelLabel(m), opset, minOpset)
+	}
+	// Plan every module first, so that a layer that cannot be adapted
+	// fails before anything changes.
+	plans := map[string]*modulePlan{}
+	for _, l := range targets {
+		if p := plans[l.Module]; p != nil {
+			if p.site.Weight != l.Weight {
+				return nil, Summary{}, layerErr(l, "module name %q is taken by the layer of weight %q", l.Module, p.site.Weight)
+			}
+			continue
+		}
+		key := l.Module
+		if k, ok := keys[l.Module]; ok {
+			key = k
+		}
+		p, err := planModule(m, cfg, l, key, weights, o)
+		if err != nil {
+			return nil, Summary{}, err
+		}
+		plans[l.Module] = p
+	}
+	for _, l := range targets {
+		if err := checkRewirable(m, l); err != nil {
+			return nil, Summary{}, err
+		}
+	}
+
+	extras := trainableExtras(m, &cfg, all, targets)
+	b := &builder{m: m, opset: opset, asInputs: o.asInputs, dropout: cfg.Dropout, after: map[*onnxpb.NodeProto][]*onnxpb.NodeProto{}}
+	original := slices.Clone(m.Proto.Graph.Node)
+	built := map[string]string{} // module -> the value holding B as the graph multiplies by it
+	var sites []Site
+	for _, l := range targets {
+		p := plans[l.Module]
+		s := p.site
+		s.Node, s.Op, s.Bias = l.NodeName, l.Op, l.Bias
+		s.Nodes, s.Initializers = nil, nil
+		b.site = &s
+		bFull, ok := built[l.Module]
+		if !ok {
+			b.factors(p)
+			bFull = b.weightSide(l)
+			built[l.Module] = bFull
+		}
+		b.branch(l, bFull)
+		sites = append(sites, s)
+	}
+	b.site = nil
+
+	// Put each branch right after its base node and the weight-side nodes
+	// first, so that a sorted graph stays sorted and an unsorted one keeps
+	// its order.
+	nodes := make([]*onnxpb.NodeProto, 0, len(m.Proto.Graph.Node))
+	nodes = append(nodes, b.front...)
+	for _, n := range original {
+		nodes = append(nodes, n)
+		nodes = append(nodes, b.after[n]...)
+	}
+	m.Proto.Graph.Node = nodes
+	m.Reindex()
+
+	rec := record{Config: cfg, Sites: sites, Shared: b.shared, SharedNodes: b.sharedNodes, Trainable: extras}
+	if err := writeRecord(m, &rec); err != nil {
+		return nil, Summary{}, err
+	}
+	sum, err := summarize(m, rec)
+	if err != nil {
+		return nil, Summary{}, err
+	}
+	return sites, sum, nil
+}
+
+// layerErr returns an error that names the layer l.
+func layerErr(l Linear, format string, args ...any) error {
+	node := l.NodeName
+	if node == "" {
+		node = l.Op + " -> " + l.Output
+	}
+	return errorf("layer %q (node %q): %s", l.Module, node, fmt.Sprintf(format, args...))
+}
+
+// siteFor works out the site of layer l from cfg, looking the module up in
+// cfg under key (its name in the adapter, which Apply may have matched to
+// a differently named layer).
+func siteFor(cfg *adapter.LoRAConfig, key string, l Linear, asInputs bool) (Site, error) {
+	if l.In <= 0 || l.Out <= 0 {
+		return Site{}, layerErr(l, "weight %q is %d×%d", l.Weight, l.In, l.Out)
+	}
+	adt, ok := onnxType(cfg.DType)
+	if !ok {
+		return Site{}, errorf("lora dtype %s: want float32, float16 or bfloat16", cfg.DType)
+	}
+	s := Site{
+		Module: l.Module, Node: l.NodeName, Op: l.Op, Weight: l.Weight, Bias: l.Bias,
+		In: l.In, Out: l.Out,
+		R: cfg.RankFor(key), Alpha: cfg.AlphaFor(key), Scale: cfg.ScalingFor(key),
+		A: l.Module + ".lora_A.weight", B: l.Module + ".lora_B.weight",
+		DType: adt, BaseDType: l.DType, AsInputs: asInputs, Dropout: cfg.Dropout,
+	}
+	if enable := cfg.EnableFor(key); enable != nil {
+		n := int64(len(enable))
+		k := len(enabledParts(enable))
+		switch {
+		case k == 0:
+			return Site{}, layerErr(l, "enable_lora_list %v enables no part of the fused projection", enable)
+		case l.Out%n != 0:
+			return Site{}, layerErr(l, "%d output features do not split into the %d parts of enable_lora_list %v", l.Out, n, enable)
+		case cfg.HeadDim <= 0 || (l.Out/n)%int64(cfg.HeadDim) != 0:
+			return Site{}, layerErr(l, "parts of %d features do not split into heads of head_dim %d", l.Out/n, cfg.HeadDim)
+		}
+		s.Enable, s.HeadDim = slices.Clone(enable), cfg.HeadDim
+	}
+	return s, nil
+}
+
+// checkFactors checks an adapter module's A and B against site s.
+func checkFactors(s Site, key string, l Linear, w adapter.LoRAWeights) error {
+	if w.A == nil || w.B == nil {
+		return layerErr(l, "adapter module %q lacks lora_A or lora_B", key)
+	}
+	aShape, bShape := s.AShape(int64(s.R)), s.BShape(int64(s.R))
+	if !slices.Equal(w.A.Shape, aShape) || !slices.Equal(w.B.Shape, bShape) {
+		return layerErr(l, "adapter module %q has lora_A %v and lora_B %v; the layer (weight %q, %d×%d) needs %v and %v",
+			key, w.A.Shape, w.B.Shape, l.Weight, l.In, l.Out, aShape, bShape)
+	}
+	if len(w.A.Data) != int(graph.NumElements(aShape)) || len(w.B.Data) != int(graph.NumElements(bShape)) {
+		return layerErr(l, "adapter module %q: tensor data does not fill its shape", key)
+	}
+	return nil
+}
+
+// planModule decides the site of module l.Module: its rank, scaling, fused
+// parts, names and initial values.
+func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, weights map[string]adapter.LoRAWeights, o options) (*modulePlan, error) {
+	s, err := siteFor(&cfg, key, l, o.asInputs)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range []string{s.A, s.B} {
+		if m.HasName(name) {
+			return nil, layerErr(l, "the model already has a value named %q", name)
+		}
+	}
+	p := &modulePlan{site: s}
+	aShape, bShape := s.AShape(int64(s.R)), s.BShape(int64(s.R))
+	switch {
+	case weights != nil:
+		w, ok := weights[l.Module]
+		if !ok {
+			return nil, layerErr(l, "no adapter weights for this module")
+		}
+		if err := checkFactors(s, key, l, w); err != nil {
+			return nil, err
+		}
+		p.a, p.b = w.A.Data, w.B.Data
+	case !o.asInputs:
+		p.a = initA(cfg.InitLoRAWeights, o.seed, l.Module, aShape[0], aShape[1], s.R)
+		p.b = make([]float32, graph.NumElements(bShape))
+	}
+	return p, nil
+}
+
+// checkRewirable reports a layer whose output is read in a way the branch
+// cannot re-route: from inside a subgraph.
+func checkRewirable(m *graph.Model, l Linear) error {
+	for _, c := range m.Consumers(l.Output) {
+		if !slices.Contains(c.Input, l.Output) {
+			return layerErr(l, "its output %q is read inside a subgraph of node %q, which cannot be re-routed", l.Output, c.Name)
+		}
+	}
+	return nil
+}
+
+// builder adds the nodes and initializers of LoRA branches.
+type builder struct {
+	m        *graph.Model
+	opset    int64
+	asInputs bool
+	dropout  float64
+
+	site        *Site // the site being built
+	front       []*onnxpb.NodeProto
+	after       map[*onnxpb.NodeProto][]*onnxpb.NodeProto
+	base        *onnxpb.NodeProto // the base node of the site being built
+	shared      []string          // names of shared inputs and initializers
+	sharedNodes []string          // names of nodes that every site uses
+
+	training          string // TrainingModeInput, once added
+	ratio, ratioScale string // composite dropout: effective rate and 1/(1-rate)
+	ratioConst        string // native dropout: the rate
+}
+
+// node adds a node named prefix+"/"+op (made unique), with one output, and
+// returns the output's name. Nodes go after the current base node, or to
+// the front when front is set.
+func (b *builder) node(front bool, prefix, op string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
+	return b.nodeN(front, prefix, op, inputs, 1, attrs...)[0]
+}
+
+// nodeN is node for an op with n outputs.
+func (b *builder) nodeN(front bool, prefix, op string, inputs []string, n int, attrs ...*onnxpb.AttributeProto) []string {
+	name := b.m.UniqueName(prefix + "/" + op)
+	outs := make([]string, n)
+	for i := range outs {
+		outs[i] = b.m.UniqueName(name + "/output_" + strconv.Itoa(i))
+	}
+	nd := &onnxpb.NodeProto{OpType: op, Name: name, Input: inputs, Output: outs, Attribute: attrs}
+	b.m.AddNode(nd)
+	b.place(front, nd)
+	return outs
+}
+
+// place records where n goes and that the current site owns it.
+func (b *builder) place(front bool, n *onnxpb.NodeProto) {
+	if front || b.base == nil {
+		b.front = append(b.front, n)
+	} else {
+		b.after[b.base] = append(b.after[b.base], n)
+	}
+	if b.site != nil {
+		b.site.Nodes = append(b.site.Nodes, n.Name)
+	}
+}
+
+// init adds t as an initializer called name (made unique) and returns the
+// name. The current site owns it.
+func (b *builder) init(name string, t *onnxpb.TensorProto) string {
+	t.Name = b.m.UniqueName(name)
+	b.m.AddInitializer(t)
+	if b.site != nil {
+		b.site.Initializers = append(b.site.Initializers, t.Name)
+	}
+	return t.Name
+}
+
+// int64s adds an int64 initializer.
+func (b *builder) int64s(name string, v ...int64) string {
+	return b.init(name, graph.NewInt64Tensor("", []int64{int64(len(v))}, v))
+}
+
+// scalar adds a scalar initializer of element type dt.
+func (b *builder) scalar(name string, dt int32, v float32) string {
+	return b.init(name, graph.NewFloat32Tensor("", dt, nil, []float32{v}))
+}
+
+// factors adds A and B: initializers, or graph inputs with rank-0 defaults.
+func (b *builder) factors(p *modulePlan) {
+	s := b.site
+	dt := s.DType
+	aShape, bShape := s.AShape(int64(s.R)), s.BShape(int64(s.R))
+	if b.asInputs {
+		aShape, bShape = s.AShape(0), s.BShape(0)
+		b.m.AddInput(graph.TensorInfo(s.A, dt, s.In, -1))
+		b.m.AddInput(graph.TensorInfo(s.B, dt, -1, bShape[1]))
+		b.m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, nil))
+		b.m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, nil))
+		return
+	}
+	b.m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, p.a))
+	b.m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, p.b))
+}
+
+// prefix returns the node-name prefix of l's branch: the node's path when
+// it has one ("/model/layers.0/attn/q_proj"), else "/"+module.
+func prefix(l Linear) string {
+	if nodePathModule(l.NodeName) != "" {
+		return l.NodeName[:strings.LastIndex(l.NodeName, "/")]
+	}
+	return "/" + l.Module
+}
+
+// weightSide adds the nodes that turn B into the matrix the branch
+// multiplies by, and returns that value: B itself for plain LoRA, Bfull
+// for a fused projection (see fused.go).
+func (b *builder) weightSide(l Linear) string {
+	s := b.site
+	if s.Enable == nil {
+		return s.B
+	}
+	pre := prefix(l) + "/lora_B"
+	n := len(s.Enable)
+	idx := enabledParts(s.Enable)
+	k := int64(len(idx))
+	d := int64(s.HeadDim)
+	heads := s.Out / int64(n) / d
+	mask := make([]float32, int(k)*n)
+	for e, g := range idx {
+		mask[e*n+g] = 1
+	}
+	maskName := b.init(s.Module+".lora_enable_mask", graph.NewFloat32Tensor("", s.DType, []int64{k, 1, int64(n), 1, 1}, mask))
+	// Reshape's 0 copies the input's dim, so a rank-0 B passes too.
+	v := b.node(true, pre, "Reshape", []string{s.B, b.int64s(s.Module+".lora_B.split_shape", 0, heads, k, d)})
+	v = b.node(true, pre, "Transpose", []string{v}, graph.AttrInts("perm", 2, 0, 1, 3))
+	v = b.node(true, pre, "Reshape", []string{v, b.int64s(s.Module+".lora_B.part_shape", 0, 0, 1, heads, d)})
+	v = b.node(true, pre, "Mul", []string{v, maskName})
+	v = b.node(true, pre, "Transpose", []string{v}, graph.AttrInts("perm", 0, 1, 3, 2, 4))
+	return b.node(true, pre, "Flatten", []string{v}, graph.AttrInt("axis", 2))
+}
+
+// branch adds the activation side of l's branch, reading B as bFull, and
+// routes l's readers to the sum.
+func (b *builder) branch(l Linear, bFull string) {
+	s := b.site
+	m := b.m
+	base := l.Node
+	b.base = base
+	defer func() { b.base = nil }()
+	pre := prefix(l)
+
+	y := base.Output[0]
+	s.Output, s.BaseOutput, s.Sum = y, y, ""
+	if m.IsGraphOutput(y) {
+		// The graph output keeps its name and becomes the sum; the base
+		// node writes a fresh value.
+		s.BaseOutput = m.UniqueName(y + "/lora_base")
+		base.Output[0] = s.BaseOutput
+		m.Reindex()
+	}
+
+	x := base.Input[0] // read live: an earlier branch may have re-routed it
+	if l.TransA {
+		x = b.node(false, pre+"/lora_A", "Transpose", []string{x}, graph.AttrInts("perm", 1, 0))
+	}
+	if s.DType != l.DType {
+		x = b.node(false, pre+"/lora_A", "Cast", []string{x}, graph.AttrInt("to", int64(s.DType)))
+	}
+	if b.dropout > 0 {
+		x = b.dropoutOf(pre+"/lora_dropout", x)
+	}
+	h := b.node(false, pre+"/lora_A", "MatMul", []string{x, s.A})
+	if !b.asInputs && s.Scale != 1 {
+		sc := b.scalar(s.Module+".lora_scaling", s.DType, float32(s.Scale))
+		h = b.node(false, pre+"/lora_scaling", "Mul", []string{h, sc})
+	}
+	d := b.node(false, pre+"/lora_B", "MatMul", []string{h, bFull})
+	if s.DType != l.DType {
+		d = b.node(false, pre+"/lora_B", "Cast", []string{d}, graph.AttrInt("to", int64(l.DType)))
+	}
+	if s.BaseOutput != s.Output {
+		add := &onnxpb.NodeProto{OpType: "Add", Name: m.UniqueName(pre + "/lora_add/Add"), Input: []string{s.BaseOutput, d}, Output: []string{y}}
+		m.AddNode(add)
+		b.place(false, add)
+		s.Sum = y
+		return
+	}
+	sum := b.node(false, pre+"/lora_add", "Add", []string{y, d})
+	add := m.Producer(sum)
+	m.ReplaceUses(y, sum, add)
+	s.Sum = sum
+}
+
+// trainingMode returns TrainingModeInput, adding it on first use.
+func (b *builder) trainingMode() string {
+	if b.training != "" {
+		return b.training
+	}
+	m := b.m
+	name := TrainingModeInput
+	if m.HasName(name) {
+		name = m.UniqueName(name)
+	}
+	m.AddInput(graph.TensorInfo(name, graph.Bool))
+	m.AddInitializer(&onnxpb.TensorProto{Name: name, DataType: graph.Bool, RawData: []byte{0}})
+	b.training = name
+	b.shared = append(b.shared, name)
+	return name
+}
+
+// sharedScalar adds a float scalar initializer that every site reads.
+func (b *builder) sharedScalar(name string, dt int32, v float32) string {
+	t := graph.NewFloat32Tensor(b.m.UniqueName(name), dt, nil, []float32{v})
+	b.m.AddInitializer(t)
+	b.shared = append(b.shared, t.Name)
+	return t.Name
+}
+
+// dropoutOf adds inverted dropout of rate b.dropout on x, active only when
+// TrainingModeInput is true. From opset 12 it is a Dropout node with the
+// training_mode input (its mask is an output too, for the backward pass);
+// before, Dropout has no training mode, and the same computation is built
+// from RandomUniformLike, Less, Not, Cast and Mul.
+func (b *builder) dropoutOf(pre, x string) string {
+	s := b.site
+	training := b.trainingMode()
+	if b.opset >= 12 {
+		if b.ratioConst == "" {
+			b.ratioConst = b.sharedScalar("lora_dropout_ratio", graph.Float32, float32(b.dropout))
+		}
+		// The mask output is for the backward pass.
+		out := b.nodeN(false, pre, "Dropout", []string{x, b.ratioConst, training}, 2)[0]
+		return out
+	}
+	if b.ratio == "" {
+		site := b.site
+		b.site = nil // shared nodes belong to no site
+		rate := b.sharedScalar("lora_dropout_ratio", s.DType, float32(b.dropout))
+		zero := b.sharedScalar("lora_dropout_zero", s.DType, 0)
+		one := b.sharedScalar("lora_dropout_one", s.DType, 1)
+		b.ratio = b.node(true, "/lora_dropout", "Where", []string{training, rate, zero})
+		keep := b.node(true, "/lora_dropout", "Sub", []string{one, b.ratio})
+		b.ratioScale = b.node(true, "/lora_dropout", "Div", []string{one, keep})
+		for _, v := range []string{b.ratio, keep, b.ratioScale} {
+			b.sharedNodes = append(b.sharedNodes, b.m.Producer(v).Name)
+		}
+		b.site = site
+	}
+	u := b.node(false, pre, "RandomUniformLike", []string{x}, graph.AttrInt("dtype", int64(s.DType)))
+	drop := b.node(false, pre, "Less", []string{u, b.ratio})
+	keep := b.node(false, pre, "Not", []string{drop})
+	keepF := b.node(false, pre, "Cast", []string{keep}, graph.AttrInt("to", int64(s.DType)))
+	v := b.node(false, pre, "Mul", []string{x, keepF})
+	return b.node(false, pre, "Mul", []string{v, b.ratioScale})
+}

@@ -1,0 +1,315 @@
+package rewrite
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// Linear is one linear layer of a graph, y = x·W (+ bias): a MatMul whose
+// second input is a 2-D floating-point weight initializer, or a Gemm whose B
+// input is one. The weight may reach the node through Cast, Transpose and
+// Identity nodes; In and Out describe the weight as the node uses it.
+type Linear struct {
+	// Module is the layer's module name (see FindLinears).
+	Module string
+	// NameFrom says where Module came from: "node", "weight", "bias" or
+	// "fallback".
+	NameFrom string
+	// Node is the MatMul or Gemm node.
+	Node *onnxpb.NodeProto
+	// NodeName is Node's name; it may be empty.
+	NodeName string
+	// Op is "MatMul" or "Gemm".
+	Op string
+	// Input is the activation x that the node multiplies, and Output is y.
+	Input, Output string
+	// Weight is the initializer that holds W.
+	Weight string
+	// WeightChain lists the Cast, Transpose and Identity nodes between the
+	// initializer and Node, in the order the data flows.
+	WeightChain []*onnxpb.NodeProto
+	// WeightDType is the initializer's element type; DType is the element
+	// type the node computes in (the activation's type).
+	WeightDType, DType int32
+	// In and Out are the layer's input and output features: the node
+	// computes with an [In, Out] matrix.
+	In, Out int64
+	// WeightTransposed reports whether the initializer is stored as
+	// [Out, In]: a Transpose in the chain and Gemm's transB each flip it.
+	WeightTransposed bool
+	// Bias is the initializer added to the output (Gemm's C, or the single
+	// Add that follows a MatMul), or "".
+	Bias string
+	// Alpha and Beta are Gemm's attributes (1 for MatMul): Gemm computes
+	// Alpha·x·W + Beta·C.
+	Alpha, Beta float32
+	// TransA is Gemm's transA: the activation is read transposed.
+	TransA bool
+	// SharedWeight reports that the initializer or a node of its chain
+	// is also read by something other than this layer, so the weight cannot
+	// be changed in place.
+	SharedWeight bool
+}
+
+// FindLinears returns every linear layer of m in topological order.
+//
+// Module names follow the project's rule. A node named like an exporter's
+// path, "/model/layers.0/self_attn/q_proj/MatMul", gives
+// "model.layers.0.self_attn.q_proj": the leading "/" and the last segment
+// go, and "/" becomes ".". A node without such a path ("Gemm_67", or no name)
+// takes the module path of its weight's name: everything before the last
+// dot-separated segment that starts with "weight", less a trailing op
+// segment ("h.0.attn.c_attn.weight_resize" gives "h.0.attn.c_attn";
+// "lm_head.MatMul.weight" gives "lm_head"). Failing that, the same rule is
+// tried on the bias initializer's name ("….q_lin.bias"), which is how
+// PyTorch exports with numbered weights still name their layers. Failing
+// that too, the module is the node's name with "/" turned into ".", or
+// "linear_<i>" for an unnamed node, where i counts the linear layers in
+// topological order. Names that would repeat for different weights get
+// "_1", "_2", … in topological order; layers that read the same weight
+// share their module name, as one PyTorch module called twice does.
+//
+// In a model that carries LoRA branches, the branches' own MatMuls are not
+// layers: FindLinears returns the base model's layers.
+func FindLinears(m *graph.Model) ([]Linear, error) {
+	order, err := m.TopoOrder()
+	if err != nil {
+		return nil, errorf("find linear layers: %v", err)
+	}
+	branch, err := branchNodes(m)
+	if err != nil {
+		return nil, err
+	}
+	var out []Linear
+	for _, n := range order {
+		if n.Name != "" && branch[n.Name] {
+			continue
+		}
+		l, ok := linearOf(m, n)
+		if !ok {
+			continue
+		}
+		out = append(out, l)
+	}
+	nameLinears(out)
+	return out, nil
+}
+
+// branchNodes returns the names of the nodes that LoRA branches added to
+// m, from its metadata: they are not layers of the model.
+func branchNodes(m *graph.Model) (map[string]bool, error) {
+	rec, ok, err := readRecord(m)
+	if err != nil || !ok {
+		return nil, err
+	}
+	names := map[string]bool{}
+	for _, s := range rec.Sites {
+		for _, n := range s.Nodes {
+			names[n] = true
+		}
+	}
+	for _, n := range rec.SharedNodes {
+		names[n] = true
+	}
+	return names, nil
+}
+
+// linearOf reports whether n is a linear layer and describes it.
+func linearOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {
+	if n.Domain != "" && n.Domain != "ai.onnx" {
+		return Linear{}, false
+	}
+	if (n.OpType != "MatMul" && n.OpType != "Gemm") || len(n.Input) < 2 || len(n.Output) < 1 {
+		return Linear{}, false
+	}
+	if n.Input[0] == "" || n.Input[1] == "" || m.Initializer(n.Input[0]) != nil {
+		return Linear{}, false
+	}
+	w, chain, transposes, dtype, shared, ok := weightChain(m, n.Input[1])
+	if !ok {
+		return Linear{}, false
+	}
+	l := Linear{
+		Node: n, NodeName: n.Name, Op: n.OpType,
+		Input: n.Input[0], Output: n.Output[0],
+		Weight: w.Name, WeightChain: chain,
+		WeightDType: w.DataType, DType: dtype,
+		Alpha: 1, Beta: 1,
+		SharedWeight: shared,
+	}
+	trans := transposes%2 == 1
+	if n.OpType == "Gemm" {
+		if graph.IntAttr(n, "transB", 0) != 0 {
+			trans = !trans
+		}
+		l.TransA = graph.IntAttr(n, "transA", 0) != 0
+		l.Alpha = graph.FloatAttr(n, "alpha", 1)
+		l.Beta = graph.FloatAttr(n, "beta", 1)
+		if len(n.Input) > 2 && n.Input[2] != "" && m.Initializer(n.Input[2]) != nil {
+			l.Bias = n.Input[2]
+		}
+	} else {
+		l.Bias = biasAfter(m, n.Output[0])
+	}
+	l.WeightTransposed = trans
+	if trans {
+		l.In, l.Out = w.Dims[1], w.Dims[0]
+	} else {
+		l.In, l.Out = w.Dims[0], w.Dims[1]
+	}
+	return l, true
+}
+
+// weightChain follows value back through Cast, Transpose (2-D, any perm is
+// a swap) and Identity nodes to a 2-D floating-point initializer. It returns
+// the initializer, the chain in data-flow order, the number of transposes,
+// the element type that reaches the consumer, and whether any link of the
+// chain has other readers.
+func weightChain(m *graph.Model, value string) (w *onnxpb.TensorProto, chain []*onnxpb.NodeProto, transposes int, dtype int32, shared bool, ok bool) {
+	dtype = -1
+	for steps := 0; steps < 16; steps++ {
+		if len(m.Consumers(value)) > 1 {
+			shared = true
+		}
+		if t := m.Initializer(value); t != nil {
+			if len(t.Dims) != 2 || !graph.IsFloat(t.DataType) || m.Input(value) != nil {
+				return nil, nil, 0, 0, false, false
+			}
+			if dtype < 0 {
+				dtype = t.DataType
+			}
+			return t, chain, transposes, dtype, shared, true
+		}
+		p := m.Producer(value)
+		if p == nil || (p.Domain != "" && p.Domain != "ai.onnx") || len(p.Input) < 1 || len(p.Output) != 1 {
+			return nil, nil, 0, 0, false, false
+		}
+		switch p.OpType {
+		case "Cast":
+			if dtype < 0 {
+				dtype = int32(graph.IntAttr(p, "to", 0))
+				if !graph.IsFloat(dtype) {
+					return nil, nil, 0, 0, false, false
+				}
+			}
+		case "Transpose":
+			if perm := graph.IntsAttr(p, "perm"); perm != nil && (len(perm) != 2 || perm[0] != 1 || perm[1] != 0) {
+				return nil, nil, 0, 0, false, false
+			}
+			transposes++
+		case "Identity":
+		default:
+			return nil, nil, 0, 0, false, false
+		}
+		chain = append([]*onnxpb.NodeProto{p}, chain...)
+		value = p.Input[0]
+	}
+	return nil, nil, 0, 0, false, false
+}
+
+// biasAfter returns the 1-D initializer that the only reader of y, an Add,
+// adds to it, or "".
+func biasAfter(m *graph.Model, y string) string {
+	cs := m.Consumers(y)
+	if len(cs) != 1 || cs[0].OpType != "Add" || len(cs[0].Input) != 2 || m.IsGraphOutput(y) {
+		return ""
+	}
+	other := cs[0].Input[0]
+	if other == y {
+		other = cs[0].Input[1]
+	}
+	if t := m.Initializer(other); t != nil && len(t.Dims) == 1 {
+		return other
+	}
+	return ""
+}
+
+// nameLinears gives each linear layer its module name.
+func nameLinears(ls []Linear) {
+	for i := range ls {
+		l := &ls[i]
+		switch {
+		case nodePathModule(l.NodeName) != "":
+			l.Module, l.NameFrom = nodePathModule(l.NodeName), "node"
+		case paramModule(l.Weight, "weight") != "":
+			l.Module, l.NameFrom = paramModule(l.Weight, "weight"), "weight"
+		case paramModule(l.Bias, "bias") != "":
+			l.Module, l.NameFrom = paramModule(l.Bias, "bias"), "bias"
+		case l.NodeName != "":
+			l.Module, l.NameFrom = strings.Trim(strings.ReplaceAll(l.NodeName, "/", "."), "."), "fallback"
+		default:
+			l.Module, l.NameFrom = "linear_"+strconv.Itoa(i), "fallback"
+		}
+	}
+	// Different weights must not share a module name: their LoRA tensors
+	// are named after it.
+	weightOf := map[string]string{}
+	next := map[string]int{}
+	for i := range ls {
+		l := &ls[i]
+		base := l.Module
+		for {
+			w, used := weightOf[l.Module]
+			if !used || w == l.Weight {
+				break
+			}
+			next[base]++
+			l.Module = base + "_" + strconv.Itoa(next[base])
+		}
+		weightOf[l.Module] = l.Weight
+	}
+}
+
+// nodePathModule turns an exporter's node path into a module name, or
+// returns "" when name is not such a path.
+func nodePathModule(name string) string {
+	if !strings.Contains(name, "/") {
+		return ""
+	}
+	segs := strings.Split(strings.Trim(name, "/"), "/")
+	if len(segs) < 2 {
+		return ""
+	}
+	segs = segs[:len(segs)-1]
+	for _, s := range segs {
+		if s == "" {
+			return ""
+		}
+	}
+	return strings.Join(segs, ".")
+}
+
+// paramModule returns the module path in a parameter name such as
+// "h.0.attn.c_attn.weight_resize" (kind "weight") or "q_lin.bias" (kind
+// "bias"), or "" when the name carries none.
+func paramModule(name, kind string) string {
+	if name == "" || strings.ContainsAny(name, ":/ ") {
+		return ""
+	}
+	segs := strings.Split(name, ".")
+	last := -1
+	for i, s := range segs {
+		if strings.HasPrefix(s, kind) {
+			last = i
+		}
+	}
+	if last < 1 {
+		return ""
+	}
+	segs = segs[:last]
+	if op := segs[len(segs)-1]; op == "MatMul" || op == "Gemm" {
+		segs = segs[:len(segs)-1]
+	}
+	for _, s := range segs {
+		if s == "" {
+			return ""
+		}
+	}
+	if len(segs) == 0 {
+		return ""
+	}
+	return strings.Join(segs, ".")
+}

@@ -1,0 +1,289 @@
+package rewrite
+
+import (
+	"runtime"
+	"sync"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// Merge folds every LoRA branch of m into its base weight,
+// W' = W + s·A·B, computed in float32 and stored in W's element type, and
+// removes every node, initializer, input and metadata entry that injection
+// added. The merged model has exactly the base model's nodes and
+// initializers, and runs as fast. A weight reached through Transpose, Cast
+// or Gemm's transB is updated where it is stored; under a Gemm with alpha
+// ≠ 1 the update is divided by alpha. With AsInputs the defaults are rank
+// 0, so Merge restores the base model; use MergeAdapter to bake an adapter
+// into it. Merge checks every site before it changes anything.
+func Merge(m *graph.Model) error {
+	rec, err := mustRecord(m)
+	if err != nil {
+		return err
+	}
+	folds, err := planSiteFolds(m, rec)
+	if err != nil {
+		return err
+	}
+	for _, f := range folds {
+		if err := f.apply(m, 1); err != nil {
+			return err
+		}
+	}
+	return removeBranches(m, rec)
+}
+
+// fold is one module's update s·A·Bfull, ready to add to its weight.
+type fold struct {
+	l      Linear
+	module string
+	a, b   []float32 // A [in, r·k] and Bfull [r·k, out]
+	rk     int
+	scale  float64
+}
+
+// planSiteFolds reads the factors of every module of rec and checks that its
+// weight can be changed in place.
+func planSiteFolds(m *graph.Model, rec record) ([]fold, error) {
+	var folds []fold
+	seen := map[string]bool{}
+	sitesOf := map[string]int{}
+	for _, s := range rec.Sites {
+		sitesOf[s.Module]++
+	}
+	for _, s := range rec.Sites {
+		if seen[s.Module] {
+			continue
+		}
+		seen[s.Module] = true
+		base := m.Producer(s.BaseOutput)
+		if base == nil {
+			return nil, errorf("site %q: no node writes %q", s.Module, s.BaseOutput)
+		}
+		l, ok := linearOf(m, base)
+		if !ok || l.Weight != s.Weight {
+			return nil, errorf("site %q: node %q no longer reads weight %q", s.Module, base.Name, s.Weight)
+		}
+		l.Module = s.Module
+		a, err := factor(m, s.A)
+		if err != nil {
+			return nil, err
+		}
+		b, err := factor(m, s.B)
+		if err != nil {
+			return nil, err
+		}
+		if len(a) == 0 {
+			continue // rank 0: nothing to fold
+		}
+		if l.SharedWeight && sitesOf[s.Module] < 2 {
+			return nil, layerErr(l, "weight %q is shared with other nodes; merging would change them too", l.Weight)
+		}
+		if l.Alpha == 0 {
+			return nil, layerErr(l, "Gemm has alpha 0: an update of its weight has no effect")
+		}
+		rk := len(a) / int(s.In)
+		r := rk / s.Parts()
+		folds = append(folds, fold{l: l, module: s.Module, a: a, b: fullB(b, r, s.Enable, s.HeadDim, s.Out), rk: rk, scale: scaleInGraph(s)})
+	}
+	return folds, nil
+}
+
+// scaleInGraph returns the scaling the graph applies to a site: s, or 1
+// with AsInputs, where the fed B carries it.
+func scaleInGraph(s Site) float64 {
+	if s.AsInputs {
+		return 1
+	}
+	return s.Scale
+}
+
+// factor reads a LoRA factor's values from its initializer.
+func factor(m *graph.Model, name string) ([]float32, error) {
+	t := m.Initializer(name)
+	if t == nil {
+		return nil, errorf("LoRA factor %q has no initializer", name)
+	}
+	v, err := m.Float32s(t)
+	if err != nil {
+		return nil, errorf("LoRA factor %q: %v", name, err)
+	}
+	return v, nil
+}
+
+// apply adds sign·scale·A·Bfull to the layer's stored weight.
+func (f fold) apply(m *graph.Model, sign float64) error {
+	l := f.l
+	w := m.Initializer(l.Weight)
+	vals, err := m.Float32s(w)
+	if err != nil {
+		return layerErr(l, "%v", err)
+	}
+	in, out := int(l.In), int(l.Out)
+	c := sign * f.scale / float64(l.Alpha)
+	// Rows of the update are independent: share them among the CPUs.
+	workers := min(runtime.GOMAXPROCS(0), max(1, in/64))
+	var wg sync.WaitGroup
+	for wk := 0; wk < workers; wk++ {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			row := make([]float64, out)
+			for i := lo; i < hi; i++ {
+				clear(row)
+				for k := 0; k < f.rk; k++ {
+					aik := float64(f.a[i*f.rk+k])
+					if aik == 0 {
+						continue
+					}
+					for j, bkj := range f.b[k*out : (k+1)*out] {
+						row[j] += aik * float64(bkj)
+					}
+				}
+				for j, d := range row {
+					if l.WeightTransposed {
+						vals[j*in+i] = float32(float64(vals[j*in+i]) + c*d)
+					} else {
+						vals[i*out+j] = float32(float64(vals[i*out+j]) + c*d)
+					}
+				}
+			}
+		}(wk*in/workers, (wk+1)*in/workers)
+	}
+	wg.Wait()
+	if err := graph.SetFloat32s(w, vals); err != nil {
+		return layerErr(l, "%v", err)
+	}
+	return nil
+}
+
+// removeBranches deletes what injection added and routes each layer's
+// readers back to its base node.
+func removeBranches(m *graph.Model, rec record) error {
+	var drop []*onnxpb.NodeProto
+	names := append([]string(nil), rec.SharedNodes...)
+	for _, s := range rec.Sites {
+		names = append(names, s.Nodes...)
+	}
+	for _, name := range names {
+		if n := m.NodeByName(name); n != nil {
+			drop = append(drop, n)
+		}
+	}
+	m.RemoveNodes(drop...)
+	renamed := false
+	for _, s := range rec.Sites {
+		if s.BaseOutput != s.Output {
+			if base := m.Producer(s.BaseOutput); base != nil {
+				base.Output[0] = s.Output
+				renamed = true
+			}
+			continue
+		}
+		m.ReplaceUses(s.Sum, s.Output)
+	}
+	if renamed {
+		m.Reindex()
+	}
+	inits := append([]string(nil), rec.Shared...)
+	for _, s := range rec.Sites {
+		inits = append(inits, s.A, s.B)
+		inits = append(inits, s.Initializers...)
+	}
+	for _, name := range inits {
+		m.RemoveInitializer(name)
+		m.RemoveInput(name)
+	}
+	return writeRecord(m, nil)
+}
+
+// MergeAdapter folds adapter ad into base's weights, as Apply followed by
+// Merge would, without building the branches. Modules are matched as Apply
+// matches them; ad's Extra tensors (trained biases and modules) replace the
+// base's. Nothing changes when a module is missing or a shape disagrees.
+func MergeAdapter(base *graph.Model, ad *adapter.Adapter) error {
+	folds, extras, err := planAdapterFolds(base, ad)
+	if err != nil {
+		return err
+	}
+	for _, f := range folds {
+		if err := f.apply(base, 1); err != nil {
+			return err
+		}
+	}
+	return setExtras(base, extras)
+}
+
+// planAdapterFolds maps ad's modules to base's layers and prepares their
+// updates, checking every shape.
+func planAdapterFolds(base *graph.Model, ad *adapter.Adapter) ([]fold, []extraValue, error) {
+	if _, ok, err := readRecord(base); err != nil {
+		return nil, nil, err
+	} else if ok {
+		return nil, nil, errorf("%s carries LoRA branches: merge them (Merge) first", modelLabel(base))
+	}
+	cfg, err := loraConfigOf(ad)
+	if err != nil {
+		return nil, nil, err
+	}
+	linears, err := FindLinears(base)
+	if err != nil {
+		return nil, nil, err
+	}
+	layers, err := resolveModules(base, linears, ad.Modules())
+	if err != nil {
+		return nil, nil, err
+	}
+	var folds []fold
+	for _, key := range ad.Modules() {
+		l := layers[key]
+		s, err := siteFor(&cfg, key, l, false)
+		if err != nil {
+			return nil, nil, err
+		}
+		w := ad.Weights[key]
+		if err := checkFactors(s, key, l, w); err != nil {
+			return nil, nil, err
+		}
+		if l.SharedWeight {
+			return nil, nil, layerErr(l, "weight %q is shared with other nodes; merging would change them too", l.Weight)
+		}
+		if l.Alpha == 0 {
+			return nil, nil, layerErr(l, "Gemm has alpha 0: an update of its weight has no effect")
+		}
+		folds = append(folds, fold{l: l, module: key, a: w.A.Data, b: fullB(w.B.Data, s.R, s.Enable, s.HeadDim, s.Out), rk: int(w.A.Shape[1]), scale: s.Scale})
+	}
+	extras, err := planExtras(base, linears, ad)
+	if err != nil {
+		return nil, nil, err
+	}
+	return folds, extras, nil
+}
+
+// Unmerge undoes MergeAdapter (or Merge) of adapter ad on m: it subtracts
+// s·A·B from each adapted weight and rebuilds the branches with ad's
+// weights, as Apply does. A merged model no longer holds A and B, so the
+// adapter must be given; ExtractAdapter before Merge keeps it. In float16
+// or bfloat16 weights the round trip is exact only to the weight's
+// precision. Nothing changes when a module is missing or a shape disagrees.
+func Unmerge(m *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, Summary, error) {
+	folds, _, err := planAdapterFolds(m, ad)
+	if err != nil {
+		return nil, Summary{}, err
+	}
+	for _, f := range folds {
+		if err := f.apply(m, -1); err != nil {
+			return nil, Summary{}, err
+		}
+	}
+	sites, sum, err := Apply(m, ad, opts...)
+	if err != nil {
+		for _, f := range folds {
+			_ = f.apply(m, 1) // best effort: put the weights back
+		}
+		return nil, Summary{}, err
+	}
+	return sites, sum, nil
+}

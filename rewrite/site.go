@@ -1,0 +1,186 @@
+package rewrite
+
+import (
+	"encoding/json"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// Site records one linear layer that carries a LoRA branch:
+//
+//	Output = base(x) + dropout(x)·A·B·Scale
+//
+// with A [In, R·k] and B [R, Out/n·k] for a fused projection of n parts, k of
+// them enabled (Enable), and A [In, R], B [R, Out] otherwise.
+type Site struct {
+	// Module is the layer's module name; A and B are named after it.
+	Module string `json:"module"`
+	// Node is the name of the base MatMul or Gemm node, and Op its type.
+	Node string `json:"node"`
+	Op   string `json:"op"`
+	// Weight is the base weight's initializer and Bias the bias, if any.
+	Weight string `json:"weight"`
+	Bias   string `json:"bias,omitempty"`
+	// In and Out are the layer's features.
+	In  int64 `json:"in"`
+	Out int64 `json:"out"`
+	// R is the rank (per enabled part), Alpha lora_alpha.
+	R     int     `json:"r"`
+	Alpha float64 `json:"alpha"`
+	// Scale is s, alpha/r or alpha/√r. With AsInputs the graph does not
+	// multiply by it: it is folded into B when the adapter is fed.
+	Scale float64 `json:"scale"`
+	// A and B name the factors: initializers, or graph inputs with AsInputs.
+	A string `json:"a"`
+	B string `json:"b"`
+	// Enable and HeadDim describe a fused projection (PaddleNLP's
+	// enable_lora_list); Enable is nil for plain LoRA.
+	Enable  []bool `json:"enable,omitempty"`
+	HeadDim int    `json:"head_dim,omitempty"`
+	// DType is the element type the branch computes in and A and B are
+	// stored in; BaseDType is the layer's own.
+	DType     int32 `json:"dtype"`
+	BaseDType int32 `json:"base_dtype"`
+	// Output is what the base node wrote before injection. BaseOutput is
+	// what it writes now: the same name, unless Output is a graph output,
+	// in which case the base node was given a fresh one. Sum is the value
+	// that the layer's readers see, base plus branch: Output itself when it
+	// is a graph output.
+	Output     string `json:"output"`
+	BaseOutput string `json:"base_output"`
+	Sum        string `json:"sum"`
+	// Nodes and Initializers are what the branch added: nodes by name, and
+	// the helper initializers it alone reads (not A and B).
+	Nodes        []string `json:"nodes"`
+	Initializers []string `json:"initializers,omitempty"`
+	// AsInputs reports that A and B are graph inputs with rank-0 defaults.
+	AsInputs bool `json:"as_inputs,omitempty"`
+	// Dropout is the dropout rate of the branch (0: no dropout node).
+	Dropout float64 `json:"dropout,omitempty"`
+}
+
+// Parts returns the number of enabled parts k of a fused projection, or 1.
+func (s Site) Parts() int {
+	if s.Enable == nil {
+		return 1
+	}
+	k := 0
+	for _, on := range s.Enable {
+		if on {
+			k++
+		}
+	}
+	return k
+}
+
+// AShape and BShape return the shapes of A and B in graph layout for rank r.
+func (s Site) AShape(r int64) []int64 { return []int64{s.In, r * int64(s.Parts())} }
+
+// BShape returns B's shape for rank r; see AShape.
+func (s Site) BShape(r int64) []int64 {
+	if s.Enable == nil {
+		return []int64{r, s.Out}
+	}
+	return []int64{r, s.Out / int64(len(s.Enable)) * int64(s.Parts())}
+}
+
+// MetadataKey is the model metadata_props key under which an adapted model
+// records its LoRA sites, so that Merge, ExtractAdapter and Summarize work
+// on a model loaded from a file. ONNX Runtime ignores it.
+const MetadataKey = "peftonnx.lora"
+
+// record is what MetadataKey holds.
+type record struct {
+	Version int                `json:"version"`
+	Config  adapter.LoRAConfig `json:"config"`
+	Sites   []Site             `json:"sites"`
+	// Shared lists graph inputs and initializers that every site uses
+	// (the training-mode switch, dropout constants).
+	Shared []string `json:"shared,omitempty"`
+	// SharedNodes lists nodes that every site reads (composite dropout).
+	SharedNodes []string `json:"shared_nodes,omitempty"`
+	// Trainable lists base initializers that train along (biases,
+	// trainable_modules).
+	Trainable []extraParam `json:"trainable,omitempty"`
+}
+
+// extraParam is a base initializer that trains along with LoRA. Key is
+// its name in an adapter's Extra map: "<module>.weight" or "<module>.bias"
+// for a linear layer's tensors, else the initializer's name.
+type extraParam struct {
+	Name string `json:"name"`
+	Key  string `json:"key"`
+}
+
+// readRecord returns the LoRA record of m, or ok false when m has none.
+func readRecord(m *graph.Model) (rec record, ok bool, err error) {
+	for _, p := range m.Proto.MetadataProps {
+		if p.Key != MetadataKey {
+			continue
+		}
+		if err := json.Unmarshal([]byte(p.Value), &rec); err != nil {
+			return record{}, false, errorf("model metadata %q: %v", MetadataKey, err)
+		}
+		return rec, true, nil
+	}
+	return record{}, false, nil
+}
+
+// mustRecord is readRecord that fails when m carries no LoRA branch.
+func mustRecord(m *graph.Model) (record, error) {
+	rec, ok, err := readRecord(m)
+	if err != nil {
+		return record{}, err
+	}
+	if !ok || len(rec.Sites) == 0 {
+		return record{}, errorf("%s carries no LoRA branch (no %q metadata)", modelLabel(m), MetadataKey)
+	}
+	return rec, nil
+}
+
+// writeRecord stores rec in m's metadata, or removes it when rec has no
+// sites.
+func writeRecord(m *graph.Model, rec *record) error {
+	props := m.Proto.MetadataProps[:0]
+	for _, p := range m.Proto.MetadataProps {
+		if p.Key != MetadataKey {
+			props = append(props, p)
+		}
+	}
+	m.Proto.MetadataProps = props
+	if rec == nil || len(rec.Sites) == 0 {
+		return nil
+	}
+	rec.Version = 1
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return errorf("encode LoRA metadata: %v", err)
+	}
+	m.Proto.MetadataProps = append(m.Proto.MetadataProps, newProp(MetadataKey, string(b)))
+	return nil
+}
+
+// Sites returns the LoRA sites that m records, or an error when it carries
+// none.
+func Sites(m *graph.Model) ([]Site, error) {
+	rec, err := mustRecord(m)
+	if err != nil {
+		return nil, err
+	}
+	return rec.Sites, nil
+}
+
+// modelLabel names a model in messages: its file, or "model".
+func modelLabel(m *graph.Model) string {
+	if m.Path != "" {
+		return m.Path
+	}
+	return "model"
+}
+
+// newProp returns a metadata entry.
+func newProp(key, value string) *onnxpb.StringStringEntryProto {
+	return &onnxpb.StringStringEntryProto{Key: key, Value: value}
+}
