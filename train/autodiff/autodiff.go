@@ -1,0 +1,509 @@
+package autodiff
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// GradPrefix starts the name of each gradient output: the gradient of
+// parameter p is the output GradPrefix+p.
+const GradPrefix = "grad."
+
+// GradName returns the name of the output that holds param's gradient.
+func GradName(param string) string { return GradPrefix + param }
+
+// Option changes how Build works.
+type Option func(*config) error
+
+type config struct {
+	outputs []string
+}
+
+// WithOutputs keeps forward values as outputs of the training model, after
+// the loss and the gradients: logits for evaluation, say. Each must be a
+// value of the model.
+func WithOutputs(names ...string) Option {
+	return func(c *config) error {
+		for _, n := range names {
+			if n == "" {
+				return errorf("WithOutputs: empty value name")
+			}
+		}
+		c.outputs = append(c.outputs, names...)
+		return nil
+	}
+}
+
+// Build returns a new model that computes loss and its gradient with
+// respect to each of params. m is not changed.
+//
+// loss names a floating-point value of m; a loss that is not a scalar is
+// summed, as if its gradient were seeded with ones. Each param names a
+// floating-point initializer or graph input of m. In the result:
+//   - each param is a graph input without a default (its initializer is
+//     removed); frozen weights stay initializers;
+//   - the outputs are loss, then GradName(p) for each param in order, then
+//     the values asked for with WithOutputs;
+//   - only the nodes that these outputs need are kept;
+//   - fused com.microsoft ops on a gradient path are replaced by standard
+//     ops where no rule handles them directly.
+//
+// A param that the loss does not depend on gets a zero gradient. Build
+// fails with an error naming the op type and the node when a node on a
+// gradient path has no rule.
+func Build(m *graph.Model, loss string, params []string, opts ...Option) (*graph.Model, error) {
+	var cfg config
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if len(params) == 0 {
+		return nil, errorf("no parameters to differentiate")
+	}
+	out := m.Clone()
+	// Some exports do not validate (GPT-2 from PyTorch 1.6 defines a few
+	// constants twice) and still run; the result is held to the input's
+	// standard.
+	b := &builder{m: out, loss: loss, params: params, cfg: cfg, validate: m.Validate() == nil}
+	if err := b.run(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func errorf(format string, args ...any) error {
+	return fmt.Errorf("autodiff: "+format, args...)
+}
+
+type builder struct {
+	m      *graph.Model
+	loss   string
+	params []string
+	cfg    config
+	// validate checks the result with graph.Validate.
+	validate bool
+
+	opset int64
+	nodes []*onnxpb.NodeProto // kept forward nodes, sorted
+	inf   *inferer
+	rg    map[string]bool // requires grad: depends on a param through differentiable slots
+}
+
+func (b *builder) run() error {
+	if err := b.setupParams(); err != nil {
+		return err
+	}
+	b.opset = b.m.Opset("")
+	if b.opset == 0 {
+		b.opset = 17
+		b.m.SetOpset("", b.opset)
+	}
+	if b.opset < 11 {
+		return errorf("default-domain opset %d is too old: gradients need opset 11 or newer", b.opset)
+	}
+	if err := b.analyze(); err != nil {
+		return err
+	}
+	changed, err := b.decompose()
+	if err != nil {
+		return err
+	}
+	if changed {
+		if err := b.analyze(); err != nil {
+			return err
+		}
+	}
+	if dt := b.inf.get(b.loss).dtype; dt != 0 && !graph.IsFloat(dt) {
+		return errorf("loss %q is %s, not a floating-point value", b.loss, graph.DTypeName(dt))
+	}
+	if err := b.checkRules(); err != nil {
+		return err
+	}
+	grads, err := b.backward()
+	if err != nil {
+		return err
+	}
+	b.setOutputs(grads)
+	b.prune()
+	if err := b.m.SortNodes(); err != nil {
+		return errorf("%v", err)
+	}
+	if b.validate {
+		if err := b.m.Validate(); err != nil {
+			return errorf("training graph is invalid: %v", err)
+		}
+	}
+	return nil
+}
+
+// setupParams makes each param a graph input.
+func (b *builder) setupParams() error {
+	seen := map[string]bool{}
+	for _, p := range b.params {
+		if seen[p] {
+			return errorf("parameter %q is listed twice", p)
+		}
+		seen[p] = true
+		if b.m.HasName(GradName(p)) {
+			return errorf("the model already has a value %q, the name of the gradient of %q", GradName(p), p)
+		}
+		t := b.m.Initializer(p)
+		in := b.m.Input(p)
+		switch {
+		case t != nil:
+			if !graph.IsFloat(t.DataType) {
+				return errorf("parameter %q is %s, not a floating-point tensor", p, graph.DTypeName(t.DataType))
+			}
+			b.m.RemoveInitializer(p)
+			if in == nil {
+				dims := make([]any, len(t.Dims))
+				for i, d := range t.Dims {
+					dims[i] = d
+				}
+				b.m.AddInput(graph.TensorInfo(p, t.DataType, dims...))
+			}
+		case in != nil:
+			if dt, _, _ := graph.ValueShape(in); dt != 0 && !graph.IsFloat(dt) {
+				return errorf("parameter %q is %s, not a floating-point tensor", p, graph.DTypeName(dt))
+			}
+		default:
+			return errorf("parameter %q is neither an initializer nor a graph input", p)
+		}
+	}
+	return nil
+}
+
+// analyze sorts the nodes the outputs need, infers types and shapes, and
+// finds the values that depend on a param.
+func (b *builder) analyze() error {
+	b.m.Reindex()
+	order, err := b.m.TopoOrder()
+	if err != nil {
+		return errorf("%v", err)
+	}
+	targets := append([]string{b.loss}, b.cfg.outputs...)
+	for _, t := range targets {
+		if b.m.Producer(t) == nil && b.m.Input(t) == nil && b.m.Initializer(t) == nil {
+			return errorf("%q is not a value of the model", t)
+		}
+	}
+	// Keep the ancestors of the targets.
+	want := map[string]bool{}
+	for _, t := range targets {
+		want[t] = true
+	}
+	var kept []*onnxpb.NodeProto
+	for i := len(order) - 1; i >= 0; i-- {
+		n := order[i]
+		use := false
+		for _, o := range n.Output {
+			if want[o] {
+				use = true
+			}
+		}
+		if !use {
+			continue
+		}
+		kept = append(kept, n)
+		for _, in := range graph.NodeInputs(n) {
+			want[in] = true
+		}
+	}
+	for i, j := 0, len(kept)-1; i < j; i, j = i+1, j-1 {
+		kept[i], kept[j] = kept[j], kept[i]
+	}
+	b.nodes = kept
+	b.inf = newInferer(b.m)
+	b.inf.run(kept)
+
+	b.rg = map[string]bool{}
+	for _, p := range b.params {
+		b.rg[p] = true
+	}
+	for _, n := range kept {
+		r, hasRule := ruleFor(n)
+		flows := false
+		for i, in := range n.Input {
+			if in != "" && b.rg[in] && (!hasRule || r.differentiable(i)) {
+				flows = true
+			}
+		}
+		if !flows {
+			continue
+		}
+		for _, o := range n.Output {
+			if dt := b.inf.get(o).dtype; o != "" && (dt == 0 || graph.IsFloat(dt)) {
+				b.rg[o] = true
+			}
+		}
+	}
+	return nil
+}
+
+// decompose replaces the fused ops on gradient paths that have a
+// decomposition and no rule. It reports whether it changed the graph.
+func (b *builder) decompose() (bool, error) {
+	changed := false
+	e := newEmitter(b.m, b.inf, b.opset)
+	for _, n := range b.nodes {
+		if _, ok := ruleFor(n); ok {
+			continue
+		}
+		d, ok := decompositions[key(n.Domain, n.OpType)]
+		if !ok || !b.onPath(n) {
+			continue
+		}
+		e.scope = n.Name
+		if e.scope == "" {
+			e.scope = n.OpType
+		}
+		b.m.RemoveNodes(n)
+		d(e, n)
+		if e.err != nil {
+			return false, errorf("cannot decompose %s node %s: %v", opName(n), label(n), e.err)
+		}
+		changed = true
+	}
+	return changed, nil
+}
+
+// onPath reports whether a param reaches one of n's outputs.
+func (b *builder) onPath(n *onnxpb.NodeProto) bool {
+	for _, o := range n.Output {
+		if b.rg[o] {
+			return true
+		}
+	}
+	return false
+}
+
+// checkRules walks back from the loss along the gradient paths and fails
+// on the first node whose op has no rule, before anything is emitted.
+func (b *builder) checkRules() error {
+	need := map[string]bool{b.loss: true}
+	for i := len(b.nodes) - 1; i >= 0; i-- {
+		n := b.nodes[i]
+		flows := false
+		for _, o := range n.Output {
+			flows = flows || (need[o] && b.rg[o])
+		}
+		if !flows {
+			continue
+		}
+		r, ok := ruleFor(n)
+		if !ok {
+			return errorf("%w for op %s of node %s", ErrNoRule, opName(n), label(n))
+		}
+		for j, in := range n.Input {
+			if in != "" && b.rg[in] && r.differentiable(j) {
+				need[in] = true
+			}
+		}
+	}
+	return nil
+}
+
+// backward emits the gradient nodes and returns the gradient of each
+// param ("" for none).
+func (b *builder) backward() (map[string]string, error) {
+	e := newEmitter(b.m, b.inf, b.opset)
+	partials := map[string][]string{}
+	if b.rg[b.loss] {
+		dt := b.inf.get(b.loss).dtype
+		if dt == 0 {
+			return nil, errorf("element type of loss %q is unknown", b.loss)
+		}
+		e.scope = "autodiff/seed"
+		seed := e.scalar(1, dt)
+		if s := b.inf.get(b.loss).shape; !s.ok || s.rank() > 0 {
+			seed = e.op("Expand", []string{seed, e.shapeOf(b.loss)})
+			e.inf.info[seed].shape = s
+		}
+		partials[b.loss] = []string{seed}
+	}
+	for i := len(b.nodes) - 1; i >= 0; i-- {
+		n := b.nodes[i]
+		dy := make([]string, len(n.Output))
+		any := false
+		for j, o := range n.Output {
+			if o == "" || len(partials[o]) == 0 {
+				continue
+			}
+			e.scope = "grad/" + o
+			dy[j] = e.sum(partials[o])
+			// A gradient has its value's shape; say so where inference
+			// lost track.
+			if fwd := b.inf.get(o); fwd.shape.ok && !sameShape(b.inf.get(dy[j]).shape, fwd.shape) && b.m.Initializer(dy[j]) == nil {
+				b.inf.info[dy[j]] = &tinfo{dtype: fwd.dtype, shape: fwd.shape}
+			}
+			any = true
+		}
+		if !any {
+			continue
+		}
+		r, ok := ruleFor(n)
+		if !ok {
+			return nil, errorf("%w for op %s of node %s", ErrNoRule, opName(n), label(n))
+		}
+		need := make([]bool, len(n.Input))
+		anyNeed := false
+		for j, in := range n.Input {
+			need[j] = in != "" && b.rg[in] && r.differentiable(j)
+			anyNeed = anyNeed || need[j]
+		}
+		if !anyNeed {
+			continue
+		}
+		e.scope = "grad/" + nodeScope(n)
+		dx := r.grad(e, n, dy, need)
+		if e.err != nil {
+			return nil, errorf("gradient of %s node %s: %v", opName(n), label(n), e.err)
+		}
+		for j, g := range dx {
+			if j < len(need) && need[j] && g != "" {
+				partials[n.Input[j]] = append(partials[n.Input[j]], g)
+			}
+		}
+	}
+	grads := map[string]string{}
+	for _, p := range b.params {
+		if len(partials[p]) > 0 {
+			e.scope = "grad/" + p
+			grads[p] = e.sum(partials[p])
+		}
+	}
+	return grads, nil
+}
+
+func opName(n *onnxpb.NodeProto) string {
+	if n.Domain != "" && n.Domain != "ai.onnx" {
+		return n.Domain + ":" + n.OpType
+	}
+	return n.OpType
+}
+
+func label(n *onnxpb.NodeProto) string {
+	if n.Name != "" {
+		return fmt.Sprintf("%q", n.Name)
+	}
+	if len(n.Output) > 0 {
+		return fmt.Sprintf("(unnamed, output %q)", n.Output[0])
+	}
+	return "(unnamed)"
+}
+
+func nodeScope(n *onnxpb.NodeProto) string {
+	if n.Name != "" {
+		return n.Name
+	}
+	if len(n.Output) > 0 {
+		return n.Output[0]
+	}
+	return n.OpType
+}
+
+// setOutputs replaces the graph outputs with the loss, the gradients and
+// the extra outputs.
+func (b *builder) setOutputs(grads map[string]string) {
+	g := b.m.Graph()
+	g.Output = nil
+	e := newEmitter(b.m, b.inf, b.opset)
+	g.Output = append(g.Output, b.valueInfo(b.loss, b.loss))
+	for _, p := range b.params {
+		name := GradName(p)
+		e.scope = name
+		src := grads[p]
+		if src == "" {
+			src = e.zerosLike(p, b.inf.get(p).dtype)
+		}
+		b.m.AddNode(&onnxpb.NodeProto{OpType: "Identity", Name: b.m.UniqueName(name + "/Identity"), Input: []string{src}, Output: []string{name}})
+		g.Output = append(g.Output, b.valueInfo(name, p))
+	}
+	for _, o := range b.cfg.outputs {
+		g.Output = append(g.Output, b.valueInfo(o, o))
+	}
+}
+
+// valueInfo describes output name with what inference knows of like.
+func (b *builder) valueInfo(name, like string) *onnxpb.ValueInfoProto {
+	t := b.inf.get(like)
+	if !t.shape.ok {
+		v := graph.TensorInfo(name, t.dtype)
+		v.Type.GetTensorType().Shape = nil
+		return v
+	}
+	dims := make([]any, len(t.shape.dims))
+	for i, d := range t.shape.dims {
+		switch {
+		case d.static():
+			dims[i] = d.v
+		case len(d.sym) > 1 && d.sym[0] == '$':
+			dims[i] = d.sym[1:]
+		default:
+			dims[i] = -1
+		}
+	}
+	return graph.TensorInfo(name, t.dtype, dims...)
+}
+
+// prune drops the nodes no output needs, the initializers nothing reads
+// and the value infos of values that are gone.
+func (b *builder) prune() {
+	b.m.Reindex()
+	g := b.m.Graph()
+	want := map[string]bool{}
+	for _, o := range g.Output {
+		want[o.Name] = true
+	}
+	order, err := b.m.TopoOrder()
+	if err != nil {
+		return
+	}
+	var drop []*onnxpb.NodeProto
+	for i := len(order) - 1; i >= 0; i-- {
+		n := order[i]
+		use := false
+		for _, o := range n.Output {
+			use = use || want[o]
+		}
+		if !use {
+			drop = append(drop, n)
+			continue
+		}
+		for _, in := range graph.NodeInputs(n) {
+			want[in] = true
+		}
+	}
+	b.m.RemoveNodes(drop...)
+	var unused []string
+	for _, t := range g.Initializer {
+		if !want[t.Name] && b.m.Input(t.Name) == nil {
+			unused = append(unused, t.Name)
+		}
+	}
+	for _, name := range unused {
+		b.m.RemoveInitializer(name)
+	}
+	defined := map[string]bool{}
+	for _, n := range g.Node {
+		for _, o := range n.Output {
+			defined[o] = true
+		}
+	}
+	vi := g.ValueInfo[:0]
+	for _, v := range g.ValueInfo {
+		if defined[v.Name] {
+			vi = append(vi, v)
+		}
+	}
+	g.ValueInfo = vi
+	b.m.Reindex()
+}
+
+// ErrNoRule is wrapped by Build's error when a node on a gradient path has
+// an op that no rule differentiates.
+var ErrNoRule = errors.New("no gradient rule")

@@ -1,0 +1,60 @@
+// Package autodiff derives training graphs from ONNX models: reverse-mode
+// automatic differentiation that writes the gradient as ONNX nodes, so that
+// one ONNX Runtime session computes the loss and its gradients.
+//
+// Build(m, loss, params) returns a new model whose outputs are the loss and
+// grad.<param> (GradName) for each parameter. The parameters become graph
+// inputs, fed by the caller at each step; frozen weights stay initializers,
+// where ONNX Runtime can prepack them.
+//
+// # How gradients come about
+//
+//  1. The nodes that the loss needs are kept, in topological order (real
+//     exports are not sorted); the rest is dropped, with the initializers
+//     only it read.
+//  2. Element types and symbolic shapes are inferred for every value, best
+//     effort: named dynamic dims (batch_size) stay equal to themselves, and
+//     small integer tensors such as shapes are followed through Shape,
+//     Gather, Concat and friends, so that Reshape targets are known.
+//  3. A value requires a gradient when a parameter reaches it through
+//     differentiable inputs of floating-point values. Integer and boolean
+//     values, Shape outputs, indices and masks carry none.
+//  4. Fused com.microsoft ops without a rule of their own on such a path are
+//     rewritten into standard ops (MultiHeadAttention).
+//  5. The nodes on a path from a parameter to the loss are walked in reverse
+//     order. Each op's rule emits its vector-Jacobian product; gradients of a
+//     value read by several nodes are added with Sum. Inputs that need no
+//     gradient (frozen weights) get none computed. The loss is seeded with 1.
+//  6. A gradient that flowed through broadcasting is summed back to the
+//     input's shape: with static axes where the inferred shapes settle them,
+//     otherwise with axes computed in the graph (Shape, Equal, NonZero,
+//     ReduceSum with axes as an input from opset 13; before opset 13, one
+//     Where and Slice per undecided axis).
+//
+// Nodes are emitted in the form that the model's default-domain opset wants
+// (axes as attributes or inputs, Softmax's 2-D coercion before opset 13),
+// and are named grad/<forward node>/<op>.
+//
+// # Rules
+//
+// Rules are kept in a registry keyed by domain and op type, one file per
+// family, each beside its finite-difference test: elementwise.go,
+// matmul.go, reduce.go, shapeops.go, norm.go, activation.go, attention.go
+// and loss.go. Supported lists them.
+//
+// # Limits
+//
+//   - The default-domain opset must be 11 or newer. Before opset 13 the rank
+//     of a broadcast operand must be known to inference.
+//   - Gradients are computed in the forward's element type: a float16 model
+//     gets float16 gradients. Normalizations recompute their statistics in
+//     that type.
+//   - MultiHeadAttention is supported with separate query, key and value
+//     (3-D, or key and value 4-D), optional projection bias, 2-D key padding
+//     mask, attention_bias and past key/value; packed QKV, unidirectional=1,
+//     shared KV buffers and the qk output are refused with an error.
+//   - Control flow (If, Loop, Scan) and ops without a rule on a gradient path
+//     fail with an error that wraps ErrNoRule and names the op and the node.
+//   - Dropout's gradient uses the mask its forward drew, so forward and
+//     backward must run in the same session run, as Build's graph does.
+package autodiff

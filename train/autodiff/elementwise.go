@@ -1,0 +1,322 @@
+package autodiff
+
+import (
+	"encoding/binary"
+	"math"
+
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// Elementwise ops. Binary ops broadcast, so each input's gradient is
+// summed back to the input's shape.
+
+func init() {
+	register("", "Add", gradAdd)
+	register("", "Sub", gradSub)
+	register("", "Mul", gradMul)
+	register("", "Div", gradDiv)
+	register("", "Pow", gradPow)
+	register("", "Sum", gradSum)
+	register("", "Neg", unary(func(e *emitter, x, y, g string) string { return e.neg(g) }))
+	register("", "Identity", unary(func(e *emitter, x, y, g string) string { return g }))
+	register("", "Sqrt", unary(func(e *emitter, x, y, g string) string {
+		return e.div(e.mul(g, e.scalar(0.5, e.dtype(x))), y)
+	}))
+	register("", "Exp", unary(func(e *emitter, x, y, g string) string { return e.mul(g, y) }))
+	register("", "Log", unary(func(e *emitter, x, y, g string) string { return e.div(g, x) }))
+	register("", "Reciprocal", unary(func(e *emitter, x, y, g string) string {
+		return e.neg(e.mul(g, e.mul(y, y)))
+	}))
+	register("", "Tanh", unary(func(e *emitter, x, y, g string) string {
+		return e.mul(g, e.sub(e.scalar(1, e.dtype(x)), e.mul(y, y)))
+	}))
+	register("", "Sigmoid", unary(func(e *emitter, x, y, g string) string {
+		return e.mul(g, e.mul(y, e.sub(e.scalar(1, e.dtype(x)), y)))
+	}))
+	register("", "Relu", unary(func(e *emitter, x, y, g string) string {
+		dt := e.dtype(x)
+		pos := e.op("Greater", []string{x, e.scalar(0, dt)})
+		return e.mul(g, e.cast(pos, dt))
+	}))
+	register("", "LeakyRelu", func(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+		x, g := n.Input[0], dy[0]
+		dt := e.dtype(x)
+		alpha := float64(graph.FloatAttr(n, "alpha", 0.01))
+		pos := e.op("Greater", []string{x, e.scalar(0, dt)})
+		return []string{e.op("Where", []string{pos, g, e.mul(g, e.scalar(alpha, dt))})}
+	})
+	register("", "Abs", unary(func(e *emitter, x, y, g string) string {
+		return e.mul(g, e.op("Sign", []string{x}))
+	}))
+	register("", "Erf", unary(func(e *emitter, x, y, g string) string {
+		dt := e.dtype(x)
+		return e.mul(g, e.mul(e.scalar(2/math.Sqrt(math.Pi), dt), e.op("Exp", []string{e.neg(e.mul(x, x))})))
+	}))
+	register("", "Sin", unary(func(e *emitter, x, y, g string) string {
+		return e.mul(g, e.op("Cos", []string{x}))
+	}))
+	register("", "Cos", unary(func(e *emitter, x, y, g string) string {
+		return e.neg(e.mul(g, e.op("Sin", []string{x})))
+	}))
+	register("", "Softplus", unary(func(e *emitter, x, y, g string) string {
+		return e.mul(g, e.op("Sigmoid", []string{x}))
+	}))
+	register("", "Max", gradMaxMin("GreaterOrEqual"))
+	register("", "Min", gradMaxMin("LessOrEqual"))
+	register("", "Clip", gradClip, 0)
+	register("", "Cast", gradCast, 0)
+	register("", "Where", gradWhere, 1, 2)
+	register("", "Dropout", gradDropout, 0)
+}
+
+// unary makes the rule of a one-input op from its gradient given the
+// input x, the output y and the output's gradient g.
+func unary(f func(e *emitter, x, y, g string) string) gradFunc {
+	return func(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+		if dy[0] == "" {
+			return nil
+		}
+		return []string{f(e, n.Input[0], n.Output[0], dy[0])}
+	}
+}
+
+func gradAdd(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+	out := make([]string, 2)
+	for i := range out {
+		if need[i] {
+			out[i] = e.unbroadcast(dy[0], n.Input[i])
+		}
+	}
+	return out
+}
+
+func gradSum(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+	out := make([]string, len(n.Input))
+	for i := range out {
+		if need[i] {
+			out[i] = e.unbroadcast(dy[0], n.Input[i])
+		}
+	}
+	return out
+}
+
+func gradSub(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+	out := make([]string, 2)
+	if need[0] {
+		out[0] = e.unbroadcast(dy[0], n.Input[0])
+	}
+	if need[1] {
+		out[1] = e.unbroadcast(e.neg(dy[0]), n.Input[1])
+	}
+	return out
+}
+
+func gradMul(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+	a, b, g := n.Input[0], n.Input[1], dy[0]
+	out := make([]string, 2)
+	if need[0] {
+		out[0] = e.unbroadcast(e.mul(g, b), a)
+	}
+	if need[1] {
+		out[1] = e.unbroadcast(e.mul(g, a), b)
+	}
+	return out
+}
+
+func gradDiv(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+	a, b, y, g := n.Input[0], n.Input[1], n.Output[0], dy[0]
+	out := make([]string, 2)
+	if need[0] {
+		out[0] = e.unbroadcast(e.div(g, b), a)
+	}
+	if need[1] {
+		// d(a/b)/db = -a/b² = -y/b
+		out[1] = e.unbroadcast(e.neg(e.div(e.mul(g, y), b)), b)
+	}
+	return out
+}
+
+func gradPow(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+	a, b, y, g := n.Input[0], n.Input[1], n.Output[0], dy[0]
+	dt := e.dtype(a)
+	out := make([]string, 2)
+	if need[0] {
+		var d string // dy/da = b·a^(b-1)
+		if c, ok := e.constFloat(b); ok {
+			switch c {
+			case 0:
+				d = e.scalar(0, dt)
+			case 1:
+				d = e.scalar(1, dt)
+			case 2:
+				d = e.mul(a, e.scalar(2, dt))
+			default:
+				d = e.mul(e.op("Pow", []string{a, e.scalar(c-1, dt)}), e.scalar(c, dt))
+			}
+		} else {
+			bf := e.cast(b, dt)
+			d = e.mul(bf, e.op("Pow", []string{a, e.sub(bf, e.scalar(1, dt))}))
+		}
+		out[0] = e.unbroadcast(e.mul(g, d), a)
+	}
+	if need[1] {
+		// dy/db = y·ln a
+		out[1] = e.unbroadcast(e.mul(g, e.mul(y, e.op("Log", []string{a}))), b)
+	}
+	return out
+}
+
+// constFloat returns the value of a constant scalar (or one-element)
+// floating-point or integer tensor.
+func (e *emitter) constFloat(name string) (float64, bool) {
+	var t *onnxpb.TensorProto
+	if t = e.m.Initializer(name); t == nil || e.m.Input(name) != nil {
+		p := e.m.Producer(name)
+		if p == nil || p.OpType != "Constant" || p.Domain != "" {
+			return 0, false
+		}
+		a := graph.Attr(p, "value")
+		if a == nil || a.T == nil {
+			if a = graph.Attr(p, "value_float"); a != nil {
+				return float64(a.F), true
+			}
+			return 0, false
+		}
+		t = a.T
+	}
+	if graph.NumElements(t.Dims) != 1 {
+		return 0, false
+	}
+	if graph.IsFloat(t.DataType) {
+		if t.DataType == graph.Float64 {
+			if b, err := e.m.TensorBytes(t); err == nil && len(b) == 8 {
+				return math.Float64frombits(binary.LittleEndian.Uint64(b)), true
+			}
+			return 0, false
+		}
+		v, err := e.m.Float32s(t)
+		if err != nil {
+			return 0, false
+		}
+		return float64(v[0]), true
+	}
+	v, err := e.m.Int64s(t)
+	if err != nil {
+		return 0, false
+	}
+	return float64(v[0]), true
+}
+
+// gradMaxMin routes the gradient of Max (or Min) of two inputs to the one
+// that was picked, the first on a tie. cmp is GreaterOrEqual for Max.
+func gradMaxMin(cmp string) gradFunc {
+	return func(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+		if len(n.Input) != 2 {
+			e.fail("only two inputs are supported, not %d", len(n.Input))
+			return nil
+		}
+		a, b, g := n.Input[0], n.Input[1], dy[0]
+		// GreaterOrEqual and LessOrEqual arrived in opset 12: before, they
+		// are Not(Less) and Not(Greater).
+		var first string
+		switch {
+		case e.opset >= 12:
+			first = e.op(cmp, []string{a, b})
+		case cmp == "GreaterOrEqual":
+			first = e.op("Not", []string{e.op("Less", []string{a, b})})
+		default:
+			first = e.op("Not", []string{e.op("Greater", []string{a, b})})
+		}
+		zero := e.scalar(0, e.dtype(a))
+		out := make([]string, 2)
+		if need[0] {
+			out[0] = e.unbroadcast(e.op("Where", []string{first, g, zero}), a)
+		}
+		if need[1] {
+			out[1] = e.unbroadcast(e.op("Where", []string{first, zero, g}), b)
+		}
+		return out
+	}
+}
+
+// gradClip passes the gradient where min ≤ x ≤ max (opset 11 and later,
+// bounds as inputs).
+func gradClip(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+	x, g := n.Input[0], dy[0]
+	zero := e.scalar(0, e.dtype(x))
+	var keep string
+	if lo := inputOr(n, 1); lo != "" {
+		keep = e.op("Not", []string{e.op("Less", []string{x, lo})})
+	}
+	if hi := inputOr(n, 2); hi != "" {
+		in := e.op("Not", []string{e.op("Greater", []string{x, hi})})
+		if keep == "" {
+			keep = in
+		} else {
+			keep = e.op("And", []string{keep, in})
+		}
+	}
+	if keep == "" {
+		return []string{g}
+	}
+	return []string{e.op("Where", []string{keep, g, zero})}
+}
+
+func gradCast(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+	dt := e.dtype(n.Input[0])
+	if !graph.IsFloat(dt) {
+		return nil
+	}
+	return []string{e.cast(dy[0], dt)}
+}
+
+func gradWhere(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+	c, g := n.Input[0], dy[0]
+	zero := e.scalar(0, e.dtype(n.Output[0]))
+	out := make([]string, 3)
+	if need[1] {
+		out[1] = e.unbroadcast(e.op("Where", []string{c, g, zero}), n.Input[1])
+	}
+	if need[2] {
+		out[2] = e.unbroadcast(e.op("Where", []string{c, zero, g}), n.Input[2])
+	}
+	return out
+}
+
+// gradDropout scales the gradient by the mask the forward drew. Dropout
+// before opset 12 is the identity in ONNX Runtime, and so is a Dropout
+// whose training_mode is absent or constant false.
+func gradDropout(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+	x, g := n.Input[0], dy[0]
+	if e.opset < 12 || len(n.Input) < 3 || n.Input[2] == "" {
+		return []string{g}
+	}
+	if tm, ok := e.constFloat(n.Input[2]); ok && tm == 0 {
+		return []string{g}
+	}
+	dt := e.dtype(x)
+	ratio := e.scalar(0.5, dt)
+	if len(n.Input) > 1 && n.Input[1] != "" {
+		if r, ok := e.constFloat(n.Input[1]); ok {
+			ratio = e.scalar(r, dt)
+		} else {
+			ratio = e.cast(n.Input[1], dt)
+		}
+	}
+	scale := e.div(e.scalar(1, dt), e.sub(e.scalar(1, dt), ratio))
+	if _, ok := e.constFloat(n.Input[2]); !ok {
+		scale = e.op("Where", []string{n.Input[2], scale, e.scalar(1, dt)})
+	}
+	if len(n.Output) < 2 || n.Output[1] == "" {
+		// The forward did not keep its mask: make it.
+		mask := e.m.UniqueName(nodeScope(n) + "/mask")
+		if len(n.Output) < 2 {
+			n.Output = append(n.Output, mask)
+		} else {
+			n.Output[1] = mask
+		}
+		e.inf.info[mask] = &tinfo{dtype: graph.Bool, shape: e.shape(x)}
+	}
+	return []string{e.mul(g, e.mul(e.cast(n.Output[1], dt), scale))}
+}

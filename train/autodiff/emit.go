@@ -1,0 +1,320 @@
+package autodiff
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// emitter adds nodes to the training graph, in the form that the model's
+// default-domain opset accepts, and keeps shape inference current for what
+// it adds. Rules report trouble through fail; the first failure sticks and
+// Build returns it after the rule.
+type emitter struct {
+	m     *graph.Model
+	inf   *inferer
+	opset int64  // default-domain opset
+	scope string // prefix of the names of emitted nodes and values
+	err   error
+
+	consts map[string]string // constant key -> initializer name
+	shapes map[string]string // value -> its Shape node's output
+}
+
+func newEmitter(m *graph.Model, inf *inferer, opset int64) *emitter {
+	return &emitter{m: m, inf: inf, opset: opset, consts: map[string]string{}, shapes: map[string]string{}}
+}
+
+// fail records an error about the node being differentiated.
+func (e *emitter) fail(format string, args ...any) {
+	if e.err == nil {
+		e.err = fmt.Errorf(format, args...)
+	}
+}
+
+// emit adds a node with nout outputs and returns their names.
+func (e *emitter) emit(domain, op string, inputs []string, nout int, attrs ...*onnxpb.AttributeProto) []string {
+	base := e.scope + "/" + op
+	outs := make([]string, nout)
+	for i := range outs {
+		outs[i] = e.m.UniqueName(base + "_output_" + strconv.Itoa(i))
+	}
+	n := &onnxpb.NodeProto{OpType: op, Domain: domain, Name: e.m.UniqueName(base), Input: inputs, Output: outs, Attribute: attrs}
+	e.m.AddNode(n)
+	e.inf.node(n)
+	for _, o := range outs {
+		if _, ok := e.inf.info[o]; !ok {
+			e.inf.info[o] = &tinfo{}
+		}
+	}
+	return outs
+}
+
+// op adds a default-domain node with one output and returns its name.
+func (e *emitter) op(op string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
+	return e.emit("", op, inputs, 1, attrs...)[0]
+}
+
+func (e *emitter) add(a, b string) string { return e.op("Add", []string{a, b}) }
+func (e *emitter) sub(a, b string) string { return e.op("Sub", []string{a, b}) }
+func (e *emitter) mul(a, b string) string { return e.op("Mul", []string{a, b}) }
+func (e *emitter) div(a, b string) string { return e.op("Div", []string{a, b}) }
+func (e *emitter) neg(a string) string    { return e.op("Neg", []string{a}) }
+
+// dtype returns the element type of v, failing when inference does not
+// know it.
+func (e *emitter) dtype(v string) int32 {
+	dt := e.inf.get(v).dtype
+	if dt == 0 {
+		e.fail("element type of %q is unknown", v)
+		return graph.Float32
+	}
+	return dt
+}
+
+func (e *emitter) shape(v string) shape { return e.inf.get(v).shape }
+
+// constant adds an initializer once per key and returns its name.
+func (e *emitter) constant(key string, make func(name string) *onnxpb.TensorProto) string {
+	if name, ok := e.consts[key]; ok {
+		return name
+	}
+	name := e.m.UniqueName("autodiff/const/" + key)
+	t := make(name)
+	e.m.AddInitializer(t)
+	e.inf.info[name] = e.inf.fromTensor(t)
+	e.consts[key] = name
+	return name
+}
+
+// scalar returns a rank-0 constant of element type dt.
+func (e *emitter) scalar(v float64, dt int32) string {
+	key := graph.DTypeName(dt) + "/" + strconv.FormatFloat(v, 'g', -1, 64)
+	return e.constant(key, func(name string) *onnxpb.TensorProto { return floatTensor(name, dt, nil, v) })
+}
+
+// floatTensor returns a tensor of float type dt holding values, exactly
+// for float64.
+func floatTensor(name string, dt int32, dims []int64, values ...float64) *onnxpb.TensorProto {
+	if dt == graph.Float64 {
+		b := make([]byte, 8*len(values))
+		for i, v := range values {
+			binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(v))
+		}
+		return &onnxpb.TensorProto{Name: name, DataType: dt, Dims: dims, RawData: b}
+	}
+	f := make([]float32, len(values))
+	for i, v := range values {
+		f[i] = float32(v)
+	}
+	return graph.NewFloat32Tensor(name, dt, dims, f)
+}
+
+// ints returns a 1-D int64 constant.
+func (e *emitter) ints(vs ...int64) string {
+	key := "i64"
+	for _, v := range vs {
+		key += "_" + strconv.FormatInt(v, 10)
+	}
+	return e.constant(key, func(name string) *onnxpb.TensorProto {
+		return graph.NewInt64Tensor(name, []int64{int64(len(vs))}, vs)
+	})
+}
+
+// int0 returns a rank-0 int64 constant.
+func (e *emitter) int0(v int64) string {
+	return e.constant("i64s_"+strconv.FormatInt(v, 10), func(name string) *onnxpb.TensorProto {
+		return graph.NewInt64Tensor(name, nil, []int64{v})
+	})
+}
+
+// shapeOf returns Shape(v), emitted once per value.
+func (e *emitter) shapeOf(v string) string {
+	if s, ok := e.shapes[v]; ok {
+		return s
+	}
+	s := e.op("Shape", []string{v})
+	e.shapes[v] = s
+	return s
+}
+
+// dimOf returns dimension axis of v as a 1-D int64 tensor of length 1:
+// a constant when it is known statically.
+func (e *emitter) dimOf(v string, axis int64) string {
+	s := e.shape(v)
+	if s.ok {
+		if a := normAxis(axis, s.rank()); a >= 0 && a < s.rank() && s.dims[a].static() {
+			return e.ints(s.dims[a].v)
+		}
+	}
+	return e.op("Gather", []string{e.shapeOf(v), e.ints(axis)}, graph.AttrInt("axis", 0))
+}
+
+// reduceSum sums x over axes.
+func (e *emitter) reduceSum(x string, axes []int64, keep bool) string {
+	return e.reduce("ReduceSum", 13, x, axes, keep)
+}
+
+// reduceMean averages x over axes.
+func (e *emitter) reduceMean(x string, axes []int64, keep bool) string {
+	return e.reduce("ReduceMean", 18, x, axes, keep)
+}
+
+// reduce emits a Reduce* op, with axes as an input from opset inputSince.
+func (e *emitter) reduce(op string, inputSince int64, x string, axes []int64, keep bool) string {
+	kd := int64(0)
+	if keep {
+		kd = 1
+	}
+	if e.opset >= inputSince {
+		return e.op(op, []string{x, e.ints(axes...)}, graph.AttrInt("keepdims", kd))
+	}
+	return e.op(op, []string{x}, graph.AttrInts("axes", axes...), graph.AttrInt("keepdims", kd))
+}
+
+// unsqueeze inserts size-1 axes.
+func (e *emitter) unsqueeze(x string, axes ...int64) string {
+	if e.opset >= 13 {
+		return e.op("Unsqueeze", []string{x, e.ints(axes...)})
+	}
+	return e.op("Unsqueeze", []string{x}, graph.AttrInts("axes", axes...))
+}
+
+// squeeze drops size-1 axes.
+func (e *emitter) squeeze(x string, axes ...int64) string {
+	if e.opset >= 13 {
+		return e.op("Squeeze", []string{x, e.ints(axes...)})
+	}
+	return e.op("Squeeze", []string{x}, graph.AttrInts("axes", axes...))
+}
+
+// transpose permutes x's axes.
+func (e *emitter) transpose(x string, perm ...int64) string {
+	return e.op("Transpose", []string{x}, graph.AttrInts("perm", perm...))
+}
+
+// cast converts x to element type dt, or returns x when it has that type.
+func (e *emitter) cast(x string, dt int32) string {
+	if e.inf.get(x).dtype == dt {
+		return x
+	}
+	return e.op("Cast", []string{x}, graph.AttrInt("to", int64(dt)))
+}
+
+// sameShape reports whether a and b are known to have the same shape.
+func sameShape(a, b shape) bool {
+	if !a.ok || !b.ok || len(a.dims) != len(b.dims) {
+		return false
+	}
+	for i := range a.dims {
+		if !a.dims[i].eq(b.dims[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// reshapeLike gives g the shape of x (they have as many elements).
+func (e *emitter) reshapeLike(g, x string) string {
+	if sameShape(e.shape(g), e.shape(x)) {
+		return g
+	}
+	out := e.op("Reshape", []string{g, e.shapeOf(x)})
+	e.inf.info[out].shape = e.shape(x)
+	return out
+}
+
+// zerosLike returns zeros with x's shape and element type dt.
+func (e *emitter) zerosLike(x string, dt int32) string {
+	out := e.op("ConstantOfShape", []string{e.shapeOf(x)}, graph.AttrTensor("value", floatTensor("", dt, []int64{1}, 0)))
+	e.inf.info[out].shape = e.shape(x)
+	return out
+}
+
+// sum adds up gradients of the same shape.
+func (e *emitter) sum(parts []string) string {
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return e.op("Sum", parts)
+}
+
+// unbroadcast sums g, the gradient of a broadcast result, down to the
+// shape of x. Where static shapes settle which axes were broadcast, the
+// reduction is static. Otherwise the axes are worked out in the graph.
+func (e *emitter) unbroadcast(g, x string) string {
+	gs, xs := e.shape(g), e.shape(x)
+	if !gs.ok || !xs.ok {
+		return e.unbroadcastDynamic(g, x)
+	}
+	lead := gs.rank() - xs.rank()
+	if lead < 0 {
+		e.fail("gradient %q has lower rank than %q", g, x)
+		return g
+	}
+	var axes []int64
+	var ambiguous []int
+	for i := 0; i < lead; i++ {
+		axes = append(axes, int64(i))
+	}
+	for i, xd := range xs.dims {
+		gd := gs.dims[lead+i]
+		switch {
+		case xd.is(1):
+			if !gd.is(1) {
+				axes = append(axes, int64(lead+i))
+			}
+		case xd.eq(gd), xd.static():
+		default:
+			ambiguous = append(ambiguous, i)
+		}
+	}
+	if len(ambiguous) > 0 && e.opset >= 13 {
+		return e.unbroadcastDynamic(g, x)
+	}
+	r := g
+	if len(axes) > 0 {
+		r = e.reduceSum(g, axes, true)
+		if lead > 0 {
+			r = e.squeeze(r, axes[:lead]...)
+		}
+	}
+	for _, i := range ambiguous {
+		// Before opset 13 the axes of ReduceSum must be constant: sum
+		// axis i anyway, and keep the sum only where x's dim is 1.
+		d := e.dimOf(x, int64(i))
+		one := e.op("Equal", []string{e.op("Squeeze", []string{d}), e.int0(1)})
+		s := e.reduceSum(r, []int64{int64(i)}, true)
+		w := e.op("Where", []string{one, s, r})
+		r = e.op("Slice", []string{w, e.ints(0), d, e.ints(int64(i))})
+	}
+	if r != g {
+		e.inf.info[r].shape = xs
+	}
+	return r
+}
+
+// unbroadcastDynamic works out in the graph which axes of g were
+// broadcast from x: Shape, Equal, NonZero, then ReduceSum with the axes as
+// an input (opset 13) and a Reshape to Shape(x).
+func (e *emitter) unbroadcastDynamic(g, x string) string {
+	if e.opset < 13 {
+		e.fail("cannot reduce the gradient %q to the shape of %q: their ranks are unknown and opset %d has no ReduceSum with axes as an input", g, x, e.opset)
+		return g
+	}
+	sx, sg := e.shapeOf(x), e.op("Shape", []string{g})
+	diff := e.sub(e.op("Size", []string{sg}), e.op("Size", []string{sx}))
+	ones := e.op("ConstantOfShape", []string{e.op("Reshape", []string{diff, e.ints(1)})},
+		graph.AttrTensor("value", graph.NewInt64Tensor("", []int64{1}, []int64{1})))
+	padded := e.op("Concat", []string{ones, sx}, graph.AttrInt("axis", 0))
+	differ := e.op("Not", []string{e.op("Equal", []string{padded, sg})})
+	axes := e.op("Reshape", []string{e.op("NonZero", []string{differ}), e.ints(-1)})
+	red := e.op("ReduceSum", []string{g, axes}, graph.AttrInt("keepdims", 1), graph.AttrInt("noop_with_empty_axes", 1))
+	out := e.op("Reshape", []string{red, sx})
+	e.inf.info[out].shape = e.shape(x)
+	return out
+}

@@ -1,0 +1,277 @@
+package train
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/peftonnx/peftonnx/adapter"
+)
+
+// Checkpoint files, inside a checkpoint-<step> directory.
+const (
+	checkpointPrefix = "checkpoint-"
+	stateFile        = "trainer_state.json"
+	paramsFile       = "params.safetensors"
+	optimizerFile    = "optimizer.safetensors"
+	stateFormat      = "peftonnx trainer state"
+)
+
+// trainerState is trainer_state.json: where the run stands, and what must
+// match for a resumed run to continue the same run.
+type trainerState struct {
+	Format     string  `json:"format"`
+	Version    int     `json:"version"`
+	Step       int     `json:"step"`
+	TotalSteps int     `json:"total_steps"`
+	Epoch      float64 `json:"epoch"`
+	// RNG is the data order's state. Each epoch's order is drawn from
+	// its own SplitMix64 stream seeded from Seed and the epoch, so the
+	// seed and the next micro-batch index are the whole state.
+	RNG struct {
+		Kind           string `json:"kind"`
+		Seed           uint64 `json:"seed"`
+		NextMicroBatch int    `json:"next_micro_batch"`
+	} `json:"rng"`
+	BatchSize   int         `json:"batch_size"`
+	GradAccum   int         `json:"grad_accum"`
+	SeqLen      int         `json:"seq_len"`
+	NumExamples int         `json:"num_examples"`
+	Params      []string    `json:"params"`
+	LogHistory  []LogRecord `json:"log_history"`
+}
+
+const rngKind = "splitmix64 per epoch"
+
+// SaveCheckpoint writes the trainer's state (parameters, optimizer
+// moments, step, data position and log) to dir/checkpoint-<step>, and
+// returns that path. The directory appears complete or not at all: it is
+// written under a temporary name and renamed. Older checkpoints beyond
+// Options.KeepCheckpoints are removed afterwards.
+func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", errorf("checkpoint: %v", err)
+	}
+	st := trainerState{
+		Format: stateFormat, Version: 1, Step: t.step, TotalSteps: t.total,
+		Epoch:     t.epochAt(t.step * t.opts.GradAccum),
+		BatchSize: t.opts.BatchSize, GradAccum: t.opts.GradAccum, SeqLen: t.opts.SeqLen,
+		NumExamples: len(t.data.Examples), Params: t.names, LogHistory: t.history,
+	}
+	st.RNG.Kind, st.RNG.Seed, st.RNG.NextMicroBatch = rngKind, t.opts.Seed, t.step*t.opts.GradAccum
+	stateJSON, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return "", errorf("checkpoint: %v", err)
+	}
+	tensors := make(map[string]*adapter.Tensor, len(t.params))
+	for _, p := range t.params {
+		tensors[p.Name] = adapter.NewTensor(p.Shape, p.Data)
+	}
+	paramsBytes, err := adapter.EncodeSafetensors(tensors, map[string]string{"format": "peftonnx parameters", "step": strconv.Itoa(t.step)})
+	if err != nil {
+		return "", errorf("checkpoint: %v", err)
+	}
+	optBytes, err := t.opt.State().MarshalBinary()
+	if err != nil {
+		return "", err
+	}
+
+	tmp, err := os.MkdirTemp(dir, "."+checkpointPrefix+strconv.Itoa(t.step)+"-")
+	if err != nil {
+		return "", errorf("checkpoint: %v", err)
+	}
+	defer os.RemoveAll(tmp) // a no-op once renamed
+	for name, b := range map[string][]byte{stateFile: append(stateJSON, '\n'), paramsFile: paramsBytes, optimizerFile: optBytes} {
+		if err := writeSynced(filepath.Join(tmp, name), b); err != nil {
+			return "", errorf("checkpoint: %v", err)
+		}
+	}
+	syncDir(tmp)
+	final := filepath.Join(dir, checkpointPrefix+strconv.Itoa(t.step))
+	if err := os.RemoveAll(final); err != nil {
+		return "", errorf("checkpoint: %v", err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return "", errorf("checkpoint: %v", err)
+	}
+	syncDir(dir)
+	if err := pruneCheckpoints(dir, t.opts.KeepCheckpoints); err != nil {
+		return final, err
+	}
+	return final, nil
+}
+
+// writeSynced writes b to a new file and flushes it to disk.
+func writeSynced(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// syncDir flushes a directory's entries, where the platform allows.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
+
+// checkpoints lists the checkpoint-<step> directories in dir, oldest
+// first, with their steps. Temporary directories of interrupted saves are
+// not listed.
+func checkpoints(dir string) ([]string, []int, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil, nil
+		}
+		return nil, nil, errorf("checkpoint: %v", err)
+	}
+	type cp struct {
+		path string
+		step int
+	}
+	var cps []cp
+	for _, e := range entries {
+		s, ok := strings.CutPrefix(e.Name(), checkpointPrefix)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		step, err := strconv.Atoi(s)
+		if err != nil || step < 0 {
+			continue
+		}
+		cps = append(cps, cp{filepath.Join(dir, e.Name()), step})
+	}
+	slices.SortFunc(cps, func(a, b cp) int { return a.step - b.step })
+	paths := make([]string, len(cps))
+	steps := make([]int, len(cps))
+	for i, c := range cps {
+		paths[i], steps[i] = c.path, c.step
+	}
+	return paths, steps, nil
+}
+
+// pruneCheckpoints removes all but the newest keep checkpoints in dir.
+func pruneCheckpoints(dir string, keep int) error {
+	paths, _, err := checkpoints(dir)
+	if err != nil {
+		return err
+	}
+	for _, p := range paths[:max(0, len(paths)-keep)] {
+		if err := os.RemoveAll(p); err != nil {
+			return errorf("checkpoint: %v", err)
+		}
+	}
+	return nil
+}
+
+// LatestCheckpoint returns the newest checkpoint directory in dir, or ""
+// when there is none.
+func LatestCheckpoint(dir string) (string, error) {
+	paths, _, err := checkpoints(dir)
+	if err != nil || len(paths) == 0 {
+		return "", err
+	}
+	return paths[len(paths)-1], nil
+}
+
+// Resume loads the newest checkpoint in dir, if there is one, and reports
+// whether it did.
+func (t *Trainer) Resume(dir string) (bool, error) {
+	p, err := LatestCheckpoint(dir)
+	if err != nil || p == "" {
+		return false, err
+	}
+	return true, t.LoadCheckpoint(p)
+}
+
+// LoadCheckpoint restores the state that SaveCheckpoint wrote to path. The
+// run must be the same one: the same parameters, dataset size, batch size,
+// gradient accumulation, sequence length and seed, so that training goes on
+// exactly as it would have without the interruption.
+func (t *Trainer) LoadCheckpoint(path string) error {
+	read := func(name string) ([]byte, error) {
+		b, err := os.ReadFile(filepath.Join(path, name))
+		if err != nil {
+			return nil, errorf("checkpoint %s: %v", path, err)
+		}
+		return b, nil
+	}
+	b, err := read(stateFile)
+	if err != nil {
+		return err
+	}
+	var st trainerState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return errorf("checkpoint %s: %s: %v", path, stateFile, err)
+	}
+	if st.Format != stateFormat || st.Version != 1 {
+		return errorf("checkpoint %s: %s is not a version 1 %s", path, stateFile, stateFormat)
+	}
+	for _, c := range []struct {
+		what      string
+		got, want any
+	}{
+		{"parameters", st.Params, t.names},
+		{"examples", st.NumExamples, len(t.data.Examples)},
+		{"batch size", st.BatchSize, t.opts.BatchSize},
+		{"gradient accumulation", st.GradAccum, t.opts.GradAccum},
+		{"sequence length", st.SeqLen, t.opts.SeqLen},
+		{"seed", st.RNG.Seed, t.opts.Seed},
+		{"data order", st.RNG.Kind, rngKind},
+		{"data position", st.RNG.NextMicroBatch, st.Step * t.opts.GradAccum},
+	} {
+		if fmt.Sprint(c.got) != fmt.Sprint(c.want) {
+			return errorf("checkpoint %s was saved with %s %v, this run has %v", path, c.what, c.got, c.want)
+		}
+	}
+	if b, err = read(paramsFile); err != nil {
+		return err
+	}
+	tensors, _, err := adapter.DecodeSafetensors(b)
+	if err != nil {
+		return errorf("checkpoint %s: %s: %v", path, paramsFile, err)
+	}
+	for _, p := range t.params {
+		v := tensors[p.Name]
+		if v == nil || !slices.Equal(v.Shape, p.Shape) || v.DType != adapter.Float32 {
+			return errorf("checkpoint %s: %s has no float32 tensor %q of shape %v", path, paramsFile, p.Name, p.Shape)
+		}
+	}
+	if b, err = read(optimizerFile); err != nil {
+		return err
+	}
+	var ost OptimizerState
+	if err := ost.UnmarshalBinary(b); err != nil {
+		return errorf("checkpoint %s: %s: %v", path, optimizerFile, unprefixed(err))
+	}
+	if ost.Step != int64(st.Step) {
+		return errorf("checkpoint %s: optimizer is at step %d, trainer at %d", path, ost.Step, st.Step)
+	}
+	if err := t.opt.SetState(&ost); err != nil {
+		return errorf("checkpoint %s: %v", path, unprefixed(err))
+	}
+	for _, p := range t.params {
+		copy(p.Data, tensors[p.Name].Data)
+		clear(p.Grad)
+	}
+	t.step = st.Step
+	t.history = st.LogHistory
+	return nil
+}

@@ -1,0 +1,199 @@
+package train
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// IgnoreIndex is the label that the losses skip, as in PyTorch and HF.
+const IgnoreIndex = -100
+
+// Example is one training sequence: token ids and their labels, of the
+// same length. A label of IgnoreIndex contributes no loss.
+type Example struct {
+	InputIDs []int64
+	Labels   []int64
+	// Line is the example's line in its source file, for messages.
+	Line int
+}
+
+// Dataset is a list of examples read from a JSONL file.
+type Dataset struct {
+	// Path names the source in messages.
+	Path     string
+	Examples []Example
+}
+
+// record is one JSONL line, in any of the formats the train command reads.
+type record struct {
+	InputIDs *[]int64 `json:"input_ids"`
+	Labels   *[]int64 `json:"labels"`
+	Text     *string  `json:"text"`
+	Src      *string  `json:"src"`
+	Tgt      *string  `json:"tgt"`
+}
+
+// LoadJSONL reads a JSONL dataset. Each non-blank line is a JSON object in
+// one of three forms:
+//
+//   - {"input_ids": [..], "labels": [..]}: token ids. labels is optional
+//     and defaults to input_ids; when given it must have the same length.
+//     A label of -100 is ignored by the loss.
+//   - {"text": ".."}: text, encoded with tok and its special tokens (for
+//     Llama a leading BOS); every token is a label.
+//   - {"src": "..", "tgt": ".."}: a prompt and its answer. src is encoded
+//     with special tokens, tgt without, and EOS (if tok has one) ends the
+//     answer. Only the answer's tokens are labels: src's are -100.
+//
+// Other fields are ignored. tok may be nil when every line holds
+// input_ids. Errors name the file and line.
+func LoadJSONL(path string, tok *Tokenizer) (*Dataset, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, errorf("%s: no such file", path)
+		}
+		return nil, errorf("%s: %v", path, err)
+	}
+	defer f.Close()
+	return ReadJSONL(f, path, tok)
+}
+
+// ReadJSONL reads a JSONL dataset from r, as LoadJSONL does; name is the
+// source's name in messages.
+func ReadJSONL(r io.Reader, name string, tok *Tokenizer) (*Dataset, error) {
+	d := &Dataset{Path: name}
+	br := bufio.NewReader(r)
+	for line := 1; ; line++ {
+		b, err := br.ReadBytes('\n')
+		if err != nil && err != io.EOF {
+			return nil, errorf("%s:%d: %v", name, line, err)
+		}
+		if t := bytes.TrimSpace(b); len(t) > 0 {
+			ex, perr := parseRecord(t, tok)
+			if perr != nil {
+				return nil, errorf("%s:%d: %v", name, line, perr)
+			}
+			ex.Line = line
+			d.Examples = append(d.Examples, ex)
+		}
+		if err == io.EOF {
+			break
+		}
+	}
+	if len(d.Examples) == 0 {
+		return nil, errorf("%s: no examples", name)
+	}
+	return d, nil
+}
+
+// parseRecord turns one JSON line into an example.
+func parseRecord(b []byte, tok *Tokenizer) (Example, error) {
+	var rec record
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&rec); err != nil {
+		return Example{}, jsonError(err)
+	}
+	if dec.More() {
+		return Example{}, errors.New("invalid JSON: more than one value on the line")
+	}
+	switch {
+	case rec.InputIDs != nil:
+		ids := *rec.InputIDs
+		if len(ids) == 0 {
+			return Example{}, errors.New("empty input_ids")
+		}
+		for i, id := range ids {
+			if id < 0 {
+				return Example{}, fmt.Errorf("input_ids[%d] is %d, a negative token id", i, id)
+			}
+		}
+		labels := ids
+		if rec.Labels != nil {
+			labels = *rec.Labels
+			if len(labels) != len(ids) {
+				return Example{}, fmt.Errorf("labels has %d values, input_ids %d: they must have the same length", len(labels), len(ids))
+			}
+			for i, l := range labels {
+				if l < 0 && l != IgnoreIndex {
+					return Example{}, fmt.Errorf("labels[%d] is %d: a label is a token id or %d", i, l, IgnoreIndex)
+				}
+			}
+		}
+		return Example{InputIDs: ids, Labels: append([]int64(nil), labels...)}, nil
+	case rec.Text != nil:
+		if tok == nil {
+			return Example{}, errors.New(`a "text" example needs a tokenizer`)
+		}
+		ids, err := tok.Encode(*rec.Text, true)
+		if err != nil {
+			return Example{}, unprefixed(err)
+		}
+		if len(ids) == 0 {
+			return Example{}, errors.New("text encodes to no tokens")
+		}
+		return Example{InputIDs: ids, Labels: append([]int64(nil), ids...)}, nil
+	case rec.Src != nil || rec.Tgt != nil:
+		if rec.Src == nil || rec.Tgt == nil {
+			return Example{}, errors.New(`a "src" example needs a "tgt", and a "tgt" a "src"`)
+		}
+		if tok == nil {
+			return Example{}, errors.New(`a "src"/"tgt" example needs a tokenizer`)
+		}
+		src, err := tok.Encode(*rec.Src, true)
+		if err != nil {
+			return Example{}, unprefixed(err)
+		}
+		tgt, err := tok.Encode(*rec.Tgt, false)
+		if err != nil {
+			return Example{}, unprefixed(err)
+		}
+		if eos := tok.EOS(); eos >= 0 {
+			tgt = append(tgt, eos)
+		}
+		ids := append(append([]int64(nil), src...), tgt...)
+		labels := make([]int64, len(ids))
+		for i := range src {
+			labels[i] = IgnoreIndex
+		}
+		copy(labels[len(src):], tgt)
+		return Example{InputIDs: ids, Labels: labels}, nil
+	}
+	return Example{}, errors.New(`want "input_ids", "text" or "src"/"tgt"`)
+}
+
+// jsonError rewords a JSON decoding error for a line-oriented message.
+func jsonError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Errorf("field %q: cannot use JSON %s as %s", te.Field, te.Value, te.Type)
+	}
+	return fmt.Errorf("invalid JSON: %v", err)
+}
+
+// CheckVocab reports the first token id or label that is not below
+// vocabSize, naming its file and line. Run it with the model's vocabulary
+// size (the rows of its embedding table) before training: ORT would fail
+// later with a less helpful message, or read out of bounds on some
+// providers.
+func (d *Dataset) CheckVocab(vocabSize int) error {
+	v := int64(vocabSize)
+	for _, ex := range d.Examples {
+		for i, id := range ex.InputIDs {
+			if id >= v {
+				return errorf("%s:%d: input_ids[%d] is %d, outside the model's vocabulary of %d", d.Path, ex.Line, i, id, vocabSize)
+			}
+		}
+		for i, l := range ex.Labels {
+			if l >= v {
+				return errorf("%s:%d: labels[%d] is %d, outside the model's vocabulary of %d", d.Path, ex.Line, i, l, vocabSize)
+			}
+		}
+	}
+	return nil
+}

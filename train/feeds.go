@@ -1,0 +1,154 @@
+package train
+
+import (
+	"strings"
+
+	"github.com/peftonnx/peftonnx/internal/half"
+	"github.com/peftonnx/peftonnx/rewrite"
+	rt "github.com/peftonnx/peftonnx/runtime"
+)
+
+// feedKind says where the value of a graph input comes from.
+type feedKind int
+
+const (
+	feedParam feedKind = iota
+	feedInputIDs
+	feedAttentionMask
+	feedPositionIDs
+	feedTokenTypeIDs
+	feedLabels
+	feedPast     // an empty KV cache: zero past positions
+	feedTraining // rewrite.TrainingModeInput
+)
+
+// feed is one graph input and how to fill it.
+type feed struct {
+	info rt.ValueInfo
+	kind feedKind
+}
+
+// planFeeds decides how to feed each input of a session. params are the
+// trainable inputs. Inputs with a default in the model that the trainer
+// does not know are left to their defaults; any other unknown input is an
+// error.
+func planFeeds(inputs []rt.ValueInfo, params map[string]bool) ([]feed, error) {
+	var plan []feed
+	for _, in := range inputs {
+		k, ok := feedKind(0), true
+		switch name := in.Name; {
+		case params[name]:
+			k = feedParam
+		case name == "input_ids":
+			k = feedInputIDs
+		case name == "attention_mask":
+			k = feedAttentionMask
+		case name == "position_ids":
+			k = feedPositionIDs
+		case name == "token_type_ids":
+			k = feedTokenTypeIDs
+		case name == LabelsInput:
+			k = feedLabels
+		case name == rewrite.TrainingModeInput:
+			k = feedTraining
+		case strings.HasPrefix(name, "past_key_values") || strings.HasPrefix(name, "past_"):
+			k = feedPast
+		default:
+			ok = false
+		}
+		if !ok {
+			if in.Optional {
+				continue
+			}
+			return nil, errorf("the model has an input %s that the trainer does not know how to feed", in)
+		}
+		plan = append(plan, feed{info: in, kind: k})
+	}
+	return plan, nil
+}
+
+// pastShape returns the shape of an empty KV-cache input for a batch of
+// the given size: the batch dimension is the batch, the past-length
+// dimension 0, and the other dimensions are the model's fixed sizes.
+func pastShape(in rt.ValueInfo, batch int) ([]int64, error) {
+	if in.Shape == nil {
+		return nil, errorf("KV-cache input %s has no declared shape", in)
+	}
+	shape := make([]int64, len(in.Shape))
+	zero := false
+	for i, d := range in.Shape {
+		if d >= 0 {
+			shape[i] = d
+			continue
+		}
+		p := strings.ToLower(in.DimParams[i])
+		switch {
+		case strings.Contains(p, "batch"):
+			shape[i] = int64(batch)
+		case strings.Contains(p, "past") || strings.Contains(p, "seq"):
+			shape[i] = 0
+			zero = true
+		default:
+			return nil, errorf("KV-cache input %s: cannot tell what dimension %d is", in, i)
+		}
+	}
+	if !zero {
+		return nil, errorf("KV-cache input %s has no past-length dimension", in)
+	}
+	return shape, nil
+}
+
+// paramTensor wraps a parameter's values for a run: without a copy for a
+// float32 input (the optimizer updates the same memory), converted for a
+// 16-bit one.
+func paramTensor(p *Param, dtype rt.DType) (*rt.Tensor, error) {
+	switch dtype {
+	case rt.Float32:
+		return rt.NewFloat32(p.Shape, p.Data)
+	case rt.Float16:
+		return rt.NewFloat16FromFloat32(p.Shape, p.Data)
+	case rt.BFloat16:
+		h := make([]uint16, len(p.Data))
+		for i, v := range p.Data {
+			h[i] = half.Float32ToBFloat16(v)
+		}
+		return rt.NewBFloat16(p.Shape, h)
+	}
+	return nil, errorf("parameter %q is %s: the trainer feeds float32, float16 and bfloat16 parameters", p.Name, dtype)
+}
+
+// batchFeeds returns the inputs of one run over b.
+func batchFeeds(plan []feed, params map[string]*Param, b Batch, training bool) (map[string]*rt.Tensor, error) {
+	shape := []int64{int64(b.Size), int64(b.SeqLen)}
+	out := make(map[string]*rt.Tensor, len(plan))
+	for _, f := range plan {
+		var t *rt.Tensor
+		var err error
+		switch f.kind {
+		case feedParam:
+			t, err = paramTensor(params[f.info.Name], f.info.DType)
+		case feedInputIDs:
+			t, err = rt.NewInt64(shape, b.InputIDs)
+		case feedAttentionMask:
+			t, err = rt.NewInt64(shape, b.AttentionMask)
+		case feedPositionIDs:
+			t, err = rt.NewInt64(shape, b.PositionIDs())
+		case feedTokenTypeIDs:
+			t, err = rt.NewInt64(shape, make([]int64, b.Size*b.SeqLen))
+		case feedLabels:
+			t, err = rt.NewInt64(shape, b.Labels)
+		case feedTraining:
+			t, err = rt.NewBool(nil, []bool{training})
+		case feedPast:
+			var ps []int64
+			if ps, err = pastShape(f.info, b.Size); err == nil {
+				t, err = rt.Zeros(f.info.DType, ps)
+			}
+		}
+		if err != nil {
+			return nil, errorf("input %s: %v", f.info.Name, unprefixed(err))
+		}
+		out[f.info.Name] = t
+	}
+	return out, nil
+}

@@ -1,0 +1,255 @@
+package train
+
+import (
+	"math"
+
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// LabelsInput is the graph input that the losses add for their targets,
+// named as HF models name the argument.
+const LabelsInput = "labels"
+
+// minLossOpset is the oldest default-domain opset the losses support:
+// GatherElements arrived in opset 11.
+const minLossOpset = 11
+
+// CausalLMLoss appends HF's causal language-model loss to m and returns
+// the name of the new scalar float32 output that holds it.
+//
+// logits names a [batch, seq, vocab] value of m, of any floating type. The
+// loss adds an int64 graph input "labels" of shape [batch, seq], aligned
+// with input_ids: the shift happens inside, so position t's logits are
+// scored against label t+1. It is the mean cross entropy over every label
+// in the batch that is not -100 (IgnoreIndex): the sum of -log p over
+// those labels divided by their count. The logits are cast to float32
+// first, as HF upcasts fp16 logits. A batch with no labels at all gives 0
+// rather than HF's NaN (0/0).
+//
+// The nodes are standard ops of m's default opset (11 or later), in the
+// forms that opset wants, and differentiable by package autodiff: Slice,
+// Cast, LogSoftmax, Unsqueeze, Equal, Not, Where, GatherElements,
+// ReduceSum, Max, Div and Neg.
+func CausalLMLoss(m *graph.Model, logits string) (string, error) {
+	b, err := newLossBuilder(m, "causal_lm_loss", logits, 3)
+	if err != nil {
+		return "", err
+	}
+	batch, seq := b.dimOr(0, "batch"), b.dimOr(1, "sequence")
+	labels, err := b.labelsInput(graph.Int64, batch, seq)
+	if err != nil {
+		return "", err
+	}
+	// logits[:, :-1, :] and labels[:, 1:].
+	x := b.slice(logits, 0, -1, 1)
+	y := b.slice(labels, 1, math.MaxInt64, 1)
+	return b.crossEntropy(x, y, 2), nil
+}
+
+// SequenceClassificationLoss appends the single-label classification loss
+// of HF's *ForSequenceClassification models to m and returns the name of
+// the scalar float32 output. logits names a [batch, classes] value; the
+// loss adds an int64 input "labels" of shape [batch]. It is the mean cross
+// entropy over the labels that are not -100, computed in float32.
+func SequenceClassificationLoss(m *graph.Model, logits string) (string, error) {
+	b, err := newLossBuilder(m, "classification_loss", logits, 2)
+	if err != nil {
+		return "", err
+	}
+	labels, err := b.labelsInput(graph.Int64, b.dimOr(0, "batch"))
+	if err != nil {
+		return "", err
+	}
+	return b.crossEntropy(logits, labels, 1), nil
+}
+
+// MSELoss appends the mean squared error between a value of m and a
+// float32 input "labels" of the same shape, and returns the name of the
+// scalar float32 output: mean((output − labels)²) over all elements, in
+// float32. This is HF's regression loss (num_labels = 1) with the target
+// shaped like the output.
+func MSELoss(m *graph.Model, output string) (string, error) {
+	b, err := newLossBuilder(m, "mse_loss", output, -1)
+	if err != nil {
+		return "", err
+	}
+	if b.rank < 0 {
+		return "", errorf("%s: %q has no declared shape: declare it in the model's outputs or value_info", b.scope, output)
+	}
+	dims := make([]any, b.rank)
+	for i := range dims {
+		dims[i] = b.dimOr(i, -1)
+	}
+	target, err := b.labelsInput(graph.Float32, dims...)
+	if err != nil {
+		return "", err
+	}
+	d := b.node("Sub", []string{b.node("Cast", []string{output}, graph.AttrInt("to", int64(graph.Float32))), target})
+	sq := b.node("Mul", []string{d, d})
+	return b.finish("ReduceMean", []string{sq}, graph.AttrInt("keepdims", 0)), nil
+}
+
+// lossBuilder appends loss nodes to a model, in the forms its opset wants.
+type lossBuilder struct {
+	m     *graph.Model
+	opset int64
+	scope string
+	// dims and rank describe the scored value's shape, from the model's
+	// declarations; rank is -1 when unknown.
+	dims []*onnxpb.TensorShapeProto_Dimension
+	rank int
+}
+
+// newLossBuilder checks m and the scored value, whose rank must be
+// wantRank unless that is -1 or the rank is not declared.
+func newLossBuilder(m *graph.Model, scope, value string, wantRank int) (*lossBuilder, error) {
+	opset := m.Opset("")
+	if opset < minLossOpset {
+		return nil, errorf("%s: needs default-domain opset %d or later, the model imports %d", scope, minLossOpset, opset)
+	}
+	b := &lossBuilder{m: m, opset: opset, scope: scope, rank: -1}
+	vi, defined := findValue(m, value)
+	if !defined {
+		return nil, errorf("%s: the model has no value %q", scope, value)
+	}
+	if vi != nil {
+		tt := vi.GetType().GetTensorType()
+		if tt != nil && tt.ElemType != 0 && !graph.IsFloat(tt.ElemType) {
+			return nil, errorf("%s: %q is %s, not a floating-point tensor", scope, value, graph.DTypeName(tt.ElemType))
+		}
+		if tt != nil && tt.Shape != nil {
+			b.dims, b.rank = tt.Shape.Dim, len(tt.Shape.Dim)
+		}
+	}
+	if wantRank >= 0 && b.rank >= 0 && b.rank != wantRank {
+		return nil, errorf("%s: %q has rank %d, want %d", scope, value, b.rank, wantRank)
+	}
+	return b, nil
+}
+
+// findValue returns the declaration of a value of m, if any, and whether
+// anything defines the value at all.
+func findValue(m *graph.Model, name string) (*onnxpb.ValueInfoProto, bool) {
+	g := m.Graph()
+	for _, list := range [][]*onnxpb.ValueInfoProto{g.Output, g.ValueInfo, g.Input} {
+		for _, v := range list {
+			if v.Name == name {
+				return v, true
+			}
+		}
+	}
+	if t := m.Initializer(name); t != nil {
+		return &onnxpb.ValueInfoProto{Name: name, Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
+			TensorType: &onnxpb.TypeProto_Tensor{ElemType: t.DataType}}}}, true
+	}
+	return nil, m.Producer(name) != nil
+}
+
+// dimOr returns dimension i of the scored value, as a TensorInfo dim: its
+// size, its symbolic name, or def when it has neither.
+func (b *lossBuilder) dimOr(i int, def any) any {
+	if i >= len(b.dims) {
+		return def
+	}
+	switch v := b.dims[i].Value.(type) {
+	case *onnxpb.TensorShapeProto_Dimension_DimValue:
+		return v.DimValue
+	case *onnxpb.TensorShapeProto_Dimension_DimParam:
+		if v.DimParam != "" {
+			return v.DimParam
+		}
+	}
+	return def
+}
+
+// labelsInput adds the "labels" graph input, or reuses one of the right
+// element type that the model already has.
+func (b *lossBuilder) labelsInput(elemType int32, dims ...any) (string, error) {
+	if in := b.m.Input(LabelsInput); in != nil {
+		if et, _, _ := graph.ValueShape(in); et != elemType {
+			return "", errorf("%s: the model has an input %q of type %s, want %s", b.scope, LabelsInput, graph.DTypeName(et), graph.DTypeName(elemType))
+		}
+		return LabelsInput, nil
+	}
+	if b.m.HasName(LabelsInput) {
+		return "", errorf("%s: the model already has a value named %q", b.scope, LabelsInput)
+	}
+	b.m.AddInput(graph.TensorInfo(LabelsInput, elemType, dims...))
+	return LabelsInput, nil
+}
+
+// node adds a one-output node and returns its output's name.
+func (b *lossBuilder) node(op string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
+	out := b.m.UniqueName(b.scope + "/" + op + "_output_0")
+	b.m.NewNode(op, "/"+b.scope+"/"+op, inputs, []string{out}, attrs...)
+	return out
+}
+
+// constant adds an initializer and returns its name.
+func (b *lossBuilder) constant(t *onnxpb.TensorProto) string {
+	t.Name = b.m.UniqueName(b.scope + "/" + t.Name)
+	b.m.AddInitializer(t)
+	return t.Name
+}
+
+func (b *lossBuilder) ints(name string, v ...int64) string {
+	return b.constant(graph.NewInt64Tensor(name, []int64{int64(len(v))}, v))
+}
+
+func (b *lossBuilder) int0(name string, v int64) string {
+	return b.constant(graph.NewInt64Tensor(name, nil, []int64{v}))
+}
+
+func (b *lossBuilder) float0(name string, v float32) string {
+	return b.constant(graph.NewFloat32Tensor(name, graph.Float32, nil, []float32{v}))
+}
+
+// slice takes [start, end) along axis.
+func (b *lossBuilder) slice(x string, start, end, axis int64) string {
+	return b.node("Slice", []string{x, b.ints("starts", start), b.ints("ends", end), b.ints("axes", axis)})
+}
+
+// unsqueeze inserts a dimension at axis: an attribute before opset 13, an
+// input since.
+func (b *lossBuilder) unsqueeze(x string, axis int64) string {
+	if b.opset < 13 {
+		return b.node("Unsqueeze", []string{x}, graph.AttrInts("axes", axis))
+	}
+	return b.node("Unsqueeze", []string{x, b.ints("axes", axis)})
+}
+
+// sumAll reduces every axis to a scalar. ReduceSum without axes does so in
+// every opset, whether axes is an attribute (before 13) or an input.
+func (b *lossBuilder) sumAll(x string) string {
+	return b.node("ReduceSum", []string{x}, graph.AttrInt("keepdims", 0))
+}
+
+// crossEntropy returns the mean of −log softmax(logits)[label] along
+// classAxis (the last axis) over the labels that are not IgnoreIndex.
+// labels has logits' shape without the class axis.
+func (b *lossBuilder) crossEntropy(logits, labels string, classAxis int64) string {
+	x := b.node("Cast", []string{logits}, graph.AttrInt("to", int64(graph.Float32)))
+	// axis -1 is the last axis in every opset: before 13 LogSoftmax
+	// flattens to 2-D around the axis, which for the last axis is the same.
+	logp := b.node("LogSoftmax", []string{x}, graph.AttrInt("axis", -1))
+	y := b.unsqueeze(labels, classAxis)
+	valid := b.node("Not", []string{b.node("Equal", []string{y, b.int0("ignore_index", IgnoreIndex)})})
+	safe := b.node("Where", []string{valid, y, b.int0("zero_label", 0)})
+	picked := b.node("GatherElements", []string{logp, safe}, graph.AttrInt("axis", classAxis))
+	kept := b.node("Where", []string{valid, picked, b.float0("zero", 0)})
+	total := b.sumAll(kept)
+	count := b.sumAll(b.node("Cast", []string{valid}, graph.AttrInt("to", int64(graph.Float32))))
+	count = b.node("Max", []string{count, b.float0("one", 1)})
+	return b.finish("Neg", []string{b.node("Div", []string{total, count})})
+}
+
+// finish adds the last node, whose output is the loss under a fresh name
+// "loss" (or "loss_1", …), declares that output as a scalar float32 graph
+// output and returns its name.
+func (b *lossBuilder) finish(op string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
+	name := b.m.UniqueName("loss")
+	b.m.NewNode(op, "/"+b.scope+"/"+op, inputs, []string{name}, attrs...)
+	b.m.AddOutput(graph.TensorInfo(name, graph.Float32))
+	return name
+}

@@ -1,0 +1,52 @@
+package train
+
+// Param is one trainable tensor: the values the optimizer updates in place
+// and the gradient it reads. Data and Grad have the same length, the
+// product of Shape.
+type Param struct {
+	// Name is the graph input that carries the tensor, such as
+	// "model.layers.0.self_attn.q_proj.lora_A.weight".
+	Name  string
+	Shape []int64
+	Data  []float32
+	Grad  []float32
+	// NoDecay exempts the parameter from weight decay. HF Trainer sets it
+	// for biases and normalization weights; LoRA A and B matrices decay.
+	NoDecay bool
+}
+
+// NewParam returns a parameter holding a copy of data, with a zero
+// gradient. It panics if len(data) does not match shape: that is a
+// programming error.
+func NewParam(name string, shape []int64, data []float32) *Param {
+	n := int64(1)
+	for _, d := range shape {
+		n *= d
+	}
+	if n != int64(len(data)) {
+		panic(errorf("param %q: %d values for shape %v", name, len(data), shape))
+	}
+	return &Param{
+		Name:  name,
+		Shape: append([]int64(nil), shape...),
+		Data:  append([]float32(nil), data...),
+		Grad:  make([]float32, len(data)),
+	}
+}
+
+// ZeroGrad sets the gradients of params to zero.
+func ZeroGrad(params []*Param) {
+	for _, p := range params {
+		clear(p.Grad)
+	}
+}
+
+// checkParams reports a parameter whose gradient and data lengths differ.
+func checkParams(params []*Param) error {
+	for _, p := range params {
+		if len(p.Grad) != len(p.Data) {
+			return errorf("param %q: gradient has %d values, parameter %d", p.Name, len(p.Grad), len(p.Data))
+		}
+	}
+	return nil
+}
