@@ -109,11 +109,22 @@ func (m *Model) SetOpset(domain string, version int64) {
 	m.Proto.OpsetImport = append(m.Proto.OpsetImport, &onnxpb.OperatorSetIdProto{Domain: domain, Version: version})
 }
 
-// Clone returns a deep copy of the model's graph structure. Tensor data that
-// lives in external files is shared (it is read-only); inline data is copied.
+// Clone returns a copy of the model that can be edited independently.
+// The bytes of initializers are shared, not copied: nothing in peftonnx
+// writes into a tensor's data in place (SetFloat32s and the edits replace
+// it), so sharing is safe and a clone of a large model costs no memory.
 func (m *Model) Clone() *Model {
-	c := &Model{Proto: proto.Clone(m.Proto).(*onnxpb.ModelProto), Path: m.Path, Dir: m.Dir, ext: m.ext.share()}
-	return c
+	inits := m.Proto.Graph.GetInitializer()
+	raws := make([][]byte, len(inits))
+	for i, t := range inits {
+		raws[i], t.RawData = t.RawData, nil
+	}
+	p := proto.Clone(m.Proto).(*onnxpb.ModelProto)
+	for i, t := range inits {
+		t.RawData = raws[i]
+		p.Graph.Initializer[i].RawData = raws[i]
+	}
+	return &Model{Proto: p, Path: m.Path, Dir: m.Dir, ext: m.ext.share()}
 }
 
 // unwrapPrefix drops a leading "graph: " so that errors are not prefixed twice.

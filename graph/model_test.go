@@ -216,3 +216,23 @@ func TestTensorAccess(t *testing.T) {
 		t.Errorf("Float32s on int64: got no error")
 	}
 }
+
+// TestCloneIsIndependent edits a clone and checks that the original keeps
+// its nodes and weights.
+func TestCloneIsIndependent(t *testing.T) {
+	m := chain()
+	m.AddInitializer(graph.NewFloat32Tensor("w", graph.Float32, []int64{2}, []float32{1, 2}))
+	c := m.Clone()
+	if err := graph.SetFloat32s(c.Initializer("w"), []float32{5, 6}); err != nil {
+		t.Fatal(err)
+	}
+	c.RemoveNodes(c.NodeByName("neg"))
+	c.Graph().Initializer[0].Name = "renamed"
+	got, err := m.Float32s(m.Initializer("w"))
+	if err != nil || got[0] != 1 || got[1] != 2 {
+		t.Fatalf("original weight after editing the clone: got %v, %v", got, err)
+	}
+	if m.NodeByName("neg") == nil || len(m.Graph().Node) != 2 || m.Graph().Initializer[0].Name != "w" {
+		t.Fatal("original graph changed when the clone was edited")
+	}
+}
