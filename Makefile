@@ -17,7 +17,7 @@ build:
 	$(GO) build -o bin/peftonnx ./cmd/peftonnx
 
 demo: ort build
-	./bin/peftonnx demo
+	./bin/peftonnx demo --out out/demo
 
 vet:
 	$(GO) vet ./...
