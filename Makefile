@@ -24,7 +24,7 @@ vet:
 
 test: ort vet
 	$(GO) test $(GOFLAGS_TEST) ./...
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 10s ./graph
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 10s -fuzzminimizetime 2s ./graph
 
 bench: ort
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...

@@ -11,14 +11,14 @@ import (
 // a model, never panic, and a model it returns must survive Validate,
 // TopoOrder and Marshal without panicking.
 func FuzzParse(f *testing.F) {
-	for _, name := range []string{"lora-inputs-ort", "distilbert-optimum"} {
-		b, err := os.ReadFile(sharedModel(f, name))
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-		f.Add(b[:len(b)/3])
+	// Small seeds only: the fuzzer minimizes every new input it finds, and
+	// a seed of hundreds of kilobytes makes that take minutes.
+	b, err := os.ReadFile(sharedModel(f, "lora-inputs-ort"))
+	if err != nil {
+		f.Fatal(err)
 	}
+	f.Add(b)
+	f.Add(b[:len(b)/3])
 	f.Add([]byte{0x08, 0x07, 0x3a, 0x00})
 	f.Add([]byte("\x3a\x06\x0a\x04\x0a\x00\x12\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -105,6 +105,15 @@ func TestSaveIsDeterministic(t *testing.T) {
 	if !bytes.Equal(files[0], files[1]) || !bytes.Equal(data[0], data[1]) {
 		t.Fatal("two saves of one model differ")
 	}
+	for _, f := range []string{"ma.onnx", "weights.bin"} {
+		fi, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o644 {
+			t.Errorf("%s: mode %v, want 0644", f, fi.Mode().Perm())
+		}
+	}
 }
 
 // TestExternalDataIsLazy checks that Load does not read the data file: the

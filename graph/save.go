@@ -90,6 +90,9 @@ func (m *Model) Save(path string, opts SaveOptions) (err error) {
 		return errorf("saving %s: %v", path, err)
 	}
 	if data != nil {
+		if err := data.Chmod(0o644); err != nil {
+			return errorf("saving %s: %v", dataPath, err)
+		}
 		if err := data.Sync(); err != nil {
 			return errorf("saving %s: %v", dataPath, err)
 		}
