@@ -8,7 +8,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/npy"
 	ortrt "github.com/peftonnx/peftonnx/runtime"
 )
@@ -16,7 +15,7 @@ import (
 func init() {
 	register(&command{
 		name:    "run",
-		args:    "MODEL --input NAME=FILE.npy... --output-dir DIR [--threads N] [--device cpu|cuda]",
+		args:    "MODEL --input NAME=FILE.npy... [--adapter DIR|FILE] --output-dir DIR [--threads N] [--device cpu|cuda]",
 		summary: "run a model once on .npy inputs and write its outputs as .npy files",
 		detail: `
 Each --input feeds the model input NAME from a NumPy .npy file (C order,
@@ -33,7 +32,12 @@ every character other than a letter, a digit, '-' and '_' turned into '_':
 _3, … in the model's output order. A bfloat16 output, which NumPy cannot
 hold, is written as float32. DIR is created if needed. The outputs are
 written to temporary files first and renamed only when all of them are
-complete, so a failed run leaves no partial file behind.`,
+complete, so a failed run leaves no partial file behind.
+
+--adapter runs MODEL with a LoRA adapter (a HuggingFace PEFT directory or
+an .onnx_adapter file) applied in memory, as "peftonnx apply" would apply
+it; no file is written. On a model whose LoRA factors are graph inputs
+(inject --as-inputs) the adapter is fed to those inputs instead.`,
 		run: runRun,
 	})
 }
@@ -45,6 +49,7 @@ func runRun(cx *context, args []string) error {
 	outDir := fs.String("output-dir", "", "write one `DIR`/<output>.npy per output (required)")
 	threads := fs.Int("threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
 	device := fs.String("device", "cpu", "run on `cpu`, cuda or cuda:N")
+	adapterPath := addAdapterFlag(fs, "apply this LoRA adapter in memory first")
 	pos, err := cx.parse(args)
 	if err != nil {
 		return err
@@ -64,26 +69,26 @@ func runRun(cx *context, args []string) error {
 	}
 	model := pos[0]
 
-	// Load the graph first: its errors name the model file and a missing
-	// external data file, before ONNX Runtime is involved.
-	m, err := graph.Load(model)
-	if err != nil {
-		return err
-	}
-	m.Close()
-
-	tensors := map[string]*ortrt.Tensor{}
-	for _, f := range feeds {
-		if tensors[f.name], err = readTensor(f.file); err != nil {
-			return err
-		}
-	}
-
-	sess, err := ortrt.NewSession(model, ortrt.WithDevice(*device), ortrt.WithIntraOpThreads(*threads))
+	// openAdapted loads the graph first: its errors name the model file
+	// and a missing external data file, before ONNX Runtime is involved.
+	sess, err := openAdapted(model, *adapterPath, ortrt.WithDevice(*device), ortrt.WithIntraOpThreads(*threads))
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
+
+	tensors := map[string]*ortrt.Tensor{}
+	for _, f := range feeds {
+		if _, ok := sess.Feeds[f.name]; ok {
+			return fmt.Errorf("input %q is given by --input %s and by --adapter %s", f.name, f.file, *adapterPath)
+		}
+		if tensors[f.name], err = readTensor(f.file); err != nil {
+			return err
+		}
+	}
+	for name, t := range sess.Feeds {
+		tensors[name] = t
+	}
 	if err := checkFeeds(sess.Inputs(), feeds, tensors); err != nil {
 		return err
 	}
@@ -164,10 +169,8 @@ func readTensor(path string) (*ortrt.Tensor, error) {
 // against the model before the run, so that errors name the .npy file.
 func checkFeeds(model []ortrt.ValueInfo, feeds []feed, tensors map[string]*ortrt.Tensor) error {
 	byName := map[string]ortrt.ValueInfo{}
-	var names []string
 	for _, v := range model {
 		byName[v.Name] = v
-		names = append(names, v.Name)
 	}
 	// dims records the size first given to each named dimension.
 	type dimSeen struct {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -9,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/npy"
 	ortrt "github.com/peftonnx/peftonnx/runtime"
 )
@@ -292,5 +295,144 @@ func TestWriteArraysAllOrNothing(t *testing.T) {
 	}
 	if want := []string{filepath.Join(dir, "a_x.npy"), filepath.Join(dir, "a_x_2.npy")}; !reflect.DeepEqual(paths, want) {
 		t.Errorf("got paths %q, want %q", paths, want)
+	}
+}
+
+// writeFeeds writes each tensor of feeds to dir as .npy and returns the
+// --input flags that feed them.
+func writeFeeds(t *testing.T, dir string, feeds map[string]*ortrt.Tensor) []string {
+	t.Helper()
+	var args []string
+	for _, name := range sortedNames(feeds) {
+		a, _, err := arrayFromTensor(feeds[name])
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name+".npy")
+		if err := npy.WriteFile(p, a); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--input", name+"="+p)
+	}
+	return args
+}
+
+// readOutputs reads the .npy files that run wrote for the outputs named in
+// like, as float32 values by output name.
+func readOutputs(t *testing.T, dir string, like map[string][]float32) map[string][]float32 {
+	t.Helper()
+	names := sortedNames(like)
+	files := outputFileNames(names)
+	got := map[string][]float32{}
+	for i, name := range names {
+		x, err := readTensor(filepath.Join(dir, files[i]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[name] = x.ToFloat32()
+	}
+	if n := len(listDir(t, dir)); n != len(names) {
+		t.Errorf("got %d files in %s, want %d", n, dir, len(names))
+	}
+	return got
+}
+
+// TestRunAdapter runs base models with --adapter, from both formats: the
+// outputs are the trained model's. On a model whose factors are graph
+// inputs the adapter is fed to them.
+func TestRunAdapter(t *testing.T) {
+	needORT(t)
+	for _, c := range []loraCase{loraCases[0], loraCases[3]} {
+		t.Run(c.name, func(t *testing.T) {
+			base, trained := trainedModel(t, c)
+			dir := t.TempDir()
+			feeds := modelFeeds(t, c.model)
+			inputs := writeFeeds(t, dir, feeds)
+			want := runModel(t, trained, feeds)
+			hf := filepath.Join(dir, "adapter")
+			fb := filepath.Join(dir, "adapter.onnx_adapter")
+			runOK(t, "export-adapter", trained, "--out", hf)
+			runOK(t, "export-adapter", trained, "--out", fb)
+
+			for i, ad := range []string{hf, fb} {
+				outDir := filepath.Join(dir, fmt.Sprint("out", i))
+				runOK(t, append([]string{"run", base, "--adapter", ad, "--output-dir", outDir, "--threads", "1"}, inputs...)...)
+				wantSame(t, "run --adapter "+filepath.Base(ad), readOutputs(t, outDir, want), want, c.tol)
+			}
+
+			asInputs := filepath.Join(dir, "inputs.onnx")
+			runOK(t, "inject", base, "-o", asInputs, "--target", ".*", "--as-inputs")
+			outDir := filepath.Join(dir, "out-inputs")
+			args := append([]string{"run", asInputs, "--adapter", hf, "--output-dir", outDir, "--threads", "1"}, inputs...)
+			if c.name == "distilbert" {
+				// --bias lora: the adapter carries biases, which LoRA inputs cannot take.
+				stdout, errOut, code := cli(t, args...)
+				wantError(t, "adapter with biases on LoRA inputs", stdout, errOut, code, 1, "base tensors", "run its base model")
+				return
+			}
+			runOK(t, args...)
+			wantSame(t, "run --adapter on LoRA inputs", readOutputs(t, outDir, want), want, c.tol)
+		})
+	}
+}
+
+// TestRunAdapterLargeModel takes the path for models over 2 GiB, which go
+// to ONNX Runtime through a temporary file, and checks that the file is
+// removed afterwards.
+func TestRunAdapterLargeModel(t *testing.T) {
+	needORT(t)
+	c := loraCases[3]
+	base, trained := trainedModel(t, c)
+	dir := t.TempDir()
+	feeds := modelFeeds(t, c.model)
+	inputs := writeFeeds(t, dir, feeds)
+	hf := filepath.Join(dir, "adapter")
+	runOK(t, "export-adapter", trained, "--out", hf)
+
+	defer func(f func(*graph.Model) ([]byte, error)) { marshalModel = f }(marshalModel)
+	marshalModel = func(*graph.Model) ([]byte, error) { return nil, errors.New("over 2 GiB") }
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	outDir := filepath.Join(dir, "out")
+	runOK(t, append([]string{"run", base, "--adapter", hf, "--output-dir", outDir, "--threads", "1"}, inputs...)...)
+	want := runModel(t, trained, feeds)
+	wantSame(t, "run --adapter through a file", readOutputs(t, outDir, want), want, c.tol)
+	if left := listDir(t, tmp); len(left) != 0 {
+		t.Errorf("left %q in the temporary folder", left)
+	}
+}
+
+// TestRunAdapterErrors checks the errors that --adapter adds.
+func TestRunAdapterErrors(t *testing.T) {
+	needORT(t)
+	llama := sharedModel(t, "tiny-llama-genai-fp16")
+	distilbert := sharedModel(t, "distilbert-optimum")
+	dir := t.TempDir()
+	adapted := filepath.Join(dir, "adapted.onnx")
+	runOK(t, "inject", llama, "-o", adapted, "--target", ".*q_proj")
+	ad := filepath.Join(dir, "adapter")
+	runOK(t, "export-adapter", adapted, "--out", ad)
+	asInputs := filepath.Join(dir, "inputs.onnx")
+	runOK(t, "inject", llama, "-o", asInputs, "--target", ".*q_proj", "--as-inputs")
+	a := writeNpy(t, dir, "a.npy", []int64{16, 8}, make([]float32, 16*8))
+	ids, mask := distilbertInputs(t, dir)
+	llamaInputs := writeFeeds(t, dir, modelFeeds(t, "tiny-llama-genai-fp16"))
+	outDir := filepath.Join(dir, "out")
+
+	for _, test := range []struct {
+		reason string
+		args   []string
+		parts  []string
+	}{
+		{"adapter on an adapted model", append([]string{adapted, "--adapter", ad}, llamaInputs...), []string{adapted, "already carries LoRA branches"}},
+		{"adapter for another model", []string{distilbert, "--adapter", ad, "--input", "input_ids=" + ids, "--input", "attention_mask=" + mask}, []string{ad, distilbert, "model.layers.0.attn.q_proj"}},
+		{"input fed twice", append([]string{asInputs, "--adapter", ad, "--input", "model.layers.0.attn.q_proj.lora_A.weight=" + a}, llamaInputs...), []string{`input "model.layers.0.attn.q_proj.lora_A.weight"`, "--input", "--adapter"}},
+		{"missing adapter", append([]string{llama, "--adapter", filepath.Join(dir, "nothing")}, llamaInputs...), []string{"nothing", "no such file"}},
+	} {
+		stdout, errOut, code := cli(t, append([]string{"run", "--output-dir", outDir}, test.args...)...)
+		wantError(t, test.reason, stdout, errOut, code, 1, test.parts...)
+		if files := listDir(t, outDir); len(files) != 0 {
+			t.Errorf("%s: left %q in the output dir", test.reason, files)
+		}
 	}
 }

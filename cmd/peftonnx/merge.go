@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"text/tabwriter"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/rewrite"
+)
+
+func init() {
+	register(&command{
+		name:    "merge",
+		args:    "MODEL -o OUT | BASE --adapter DIR|FILE -o OUT",
+		summary: "fold LoRA into the base weights and save a model with exactly the base's nodes",
+		detail: `
+"merge MODEL -o OUT" folds every LoRA branch of an adapted model (from
+inject or apply) into its weight, W' = W + s·A·B computed in float32 and
+stored in W's type, and removes the branches: OUT has exactly the base
+model's nodes and runs as fast, and its outputs match MODEL's to float
+tolerance.
+
+"merge BASE --adapter DIR|FILE -o OUT" does the same for a base model and a
+saved adapter (HF PEFT directory or .onnx_adapter file), as apply followed
+by merge would. A model whose LoRA factors are graph inputs (inject
+--as-inputs) counts as its base: --adapter bakes an adapter into it.
+
+Each merged module is listed with its rank and scaling s. OUT keeps its
+data in an external file (OUT.data) when the input does or when it passes
+2 GiB, and is written to a temporary file and renamed.`,
+		run: runMerge,
+	})
+}
+
+func runMerge(cx *context, args []string) error {
+	fs := cx.flags()
+	out := fs.String("o", "", "write the merged model to `OUT` (required)")
+	adapterPath := addAdapterFlag(fs, "fold this LoRA adapter into the base model")
+	pos, err := cx.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return cx.usagef("want one MODEL, got %d arguments", len(pos))
+	}
+	if *out == "" {
+		return cx.usagef("-o OUT is required")
+	}
+	var ad *adapter.Adapter
+	if *adapterPath != "" {
+		if ad, err = loadLoRAAdapter(*adapterPath); err != nil {
+			return err
+		}
+	}
+	m, err := graph.Load(pos[0])
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := checkOutput(*out, m, *adapterPath); err != nil {
+		return err
+	}
+	external := hasExternalData(m)
+	sites, noSites := rewrite.Sites(m) // an error when m carries no LoRA branch
+	nodes := len(m.Graph().Node)
+
+	var merged []mergedModule
+	switch {
+	case ad == nil && noSites != nil:
+		return fmt.Errorf("%w; to merge an adapter into a base model, give --adapter DIR|FILE", noSites)
+	case ad == nil:
+		for _, s := range sites {
+			if s.AsInputs {
+				return fmt.Errorf("%s takes its LoRA factors as graph inputs, so it holds no adapter to merge: give --adapter DIR|FILE to bake one in", pos[0])
+			}
+		}
+		if err := rewrite.Merge(m); err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, s := range sites {
+			if !seen[s.Module] {
+				seen[s.Module] = true
+				merged = append(merged, mergedModule{s.Module, s.Weight, s.R, s.Scale})
+			}
+		}
+	default:
+		if noSites == nil {
+			// Only a model whose factors are inputs reduces to its base.
+			for _, s := range sites {
+				if !s.AsInputs {
+					return fmt.Errorf("%s already carries LoRA branches: merge it without --adapter, or give its base model", pos[0])
+				}
+			}
+			if err := rewrite.Merge(m); err != nil {
+				return err
+			}
+		}
+		if err := rewrite.MergeAdapter(m, ad); err != nil {
+			return fmt.Errorf("merging %s: %w", *adapterPath, err)
+		}
+		for _, mod := range ad.Modules() {
+			merged = append(merged, mergedModule{mod, "", ad.LoRA.RankFor(mod), ad.LoRA.ScalingFor(mod)})
+		}
+	}
+	if err := saveModel(m, *out, external); err != nil {
+		return err
+	}
+
+	tw := tabwriter.NewWriter(cx.stdout, 0, 0, 2, ' ', 0)
+	for _, mm := range merged {
+		fmt.Fprintf(tw, "merged %s\tr=%d\ts=%s", mm.module, mm.r, strconv.FormatFloat(mm.scale, 'g', 6, 64))
+		if mm.weight != "" {
+			fmt.Fprintf(tw, "\tinto %s", mm.weight)
+		}
+		fmt.Fprintln(tw)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	noun := "modules"
+	if len(merged) == 1 {
+		noun = "module"
+	}
+	fmt.Fprintf(cx.stdout, "wrote %s: %d LoRA %s merged, %d nodes (%d before)\n", *out, len(merged), noun, len(m.Graph().Node), nodes)
+	return nil
+}
+
+// mergedModule is one line of merge's report.
+type mergedModule struct {
+	module, weight string
+	r              int
+	scale          float64
+}
