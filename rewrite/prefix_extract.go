@@ -1,0 +1,145 @@
+package rewrite
+
+import (
+	"encoding/json"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// prefixRecord is what PrefixMetadataKey holds.
+type prefixRecord struct {
+	Version int         `json:"version"`
+	Site    *PrefixSite `json:"site"`
+}
+
+// readPrefixRecord returns the prefix site that m records, or ok false
+// when m has none.
+func readPrefixRecord(m *graph.Model) (site *PrefixSite, ok bool, err error) {
+	for _, p := range m.Proto.MetadataProps {
+		if p.Key != PrefixMetadataKey {
+			continue
+		}
+		var rec prefixRecord
+		if err := json.Unmarshal([]byte(p.Value), &rec); err != nil {
+			return nil, false, errorf("%s: model metadata %q: %v", modelLabel(m), PrefixMetadataKey, err)
+		}
+		if rec.Site == nil || rec.Site.Prompt == "" {
+			return nil, false, errorf("%s: model metadata %q records no prefix", modelLabel(m), PrefixMetadataKey)
+		}
+		return rec.Site, true, nil
+	}
+	return nil, false, nil
+}
+
+// writePrefixRecord stores site in m's metadata, replacing an earlier one.
+func writePrefixRecord(m *graph.Model, site *PrefixSite) error {
+	b, err := json.Marshal(prefixRecord{Version: 1, Site: site})
+	if err != nil {
+		return errorf("encode prefix metadata: %v", err)
+	}
+	props := m.Proto.MetadataProps[:0]
+	for _, p := range m.Proto.MetadataProps {
+		if p.Key != PrefixMetadataKey {
+			props = append(props, p)
+		}
+	}
+	m.Proto.MetadataProps = append(props, &onnxpb.StringStringEntryProto{Key: PrefixMetadataKey, Value: string(b)})
+	return nil
+}
+
+// PrefixSiteOf returns the prefix site that a model adapted by
+// InjectPrefix or ApplyPrefix records, or an error when it carries none.
+func PrefixSiteOf(m *graph.Model) (*PrefixSite, error) {
+	site, ok, err := readPrefixRecord(m)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, errorf("%s carries no prefix (no %q metadata)", modelLabel(m), PrefixMetadataKey)
+	}
+	return site, nil
+}
+
+// SummarizePrefix counts the parameters of a prefixed model, as
+// print_trainable_parameters does: the prefix parameters are trainable,
+// and all params counts every floating-point initializer but the helper
+// constants that injection added.
+func SummarizePrefix(m *graph.Model) (Summary, error) {
+	site, err := PrefixSiteOf(m)
+	if err != nil {
+		return Summary{}, err
+	}
+	return summarizePrefix(m, site), nil
+}
+
+// summarizePrefix counts parameters for site; Extra names the prefix
+// parameters.
+func summarizePrefix(m *graph.Model, site *PrefixSite) Summary {
+	helper := map[string]bool{}
+	for _, name := range site.Initializers {
+		helper[name] = true
+	}
+	trainable := map[string]bool{}
+	for _, name := range site.Trainable() {
+		trainable[name] = true
+	}
+	sum := Summary{Extra: site.Trainable()}
+	for _, t := range m.Proto.Graph.Initializer {
+		if helper[t.Name] || !graph.IsFloat(t.DataType) {
+			continue
+		}
+		n := graph.NumElements(t.Dims)
+		sum.AllParams += n
+		if trainable[t.Name] {
+			sum.TrainableParams += n
+		}
+	}
+	return sum
+}
+
+// ExtractPrefix returns the prefix adapter that a prefixed model carries
+// (for export-adapter and save_pretrained): the config as injected, the
+// prompt_embeddings table and, with a projection, its weights in graph
+// layout, each tensor in the type the model stores it in.
+func ExtractPrefix(m *graph.Model) (*adapter.Adapter, error) {
+	site, err := PrefixSiteOf(m)
+	if err != nil {
+		return nil, err
+	}
+	read := func(name string) (*adapter.Tensor, error) {
+		init := m.Initializer(name)
+		if init == nil {
+			return nil, errorf("%s: prefix parameter %q is not an initializer", modelLabel(m), name)
+		}
+		if m.Input(name) != nil {
+			return nil, errorf("%s: prefix parameter %q is a graph input; its value is fed, not stored", modelLabel(m), name)
+		}
+		v, err := m.Float32s(init)
+		if err != nil {
+			return nil, errorf("%s: prefix parameter %q: %v", modelLabel(m), name, err)
+		}
+		return &adapter.Tensor{DType: prefixAdapterType(init.DataType), Shape: append([]int64(nil), init.Dims...), Data: v}, nil
+	}
+	ad := adapter.NewPrefix(site.Config)
+	if ad.Prompt, err = read(site.Prompt); err != nil {
+		return nil, err
+	}
+	if len(site.Projection) != 0 {
+		if len(site.Projection) != 4 {
+			return nil, errorf("%s: prefix metadata names %d projection tensors, want 4", modelLabel(m), len(site.Projection))
+		}
+		var t [4]*adapter.Tensor
+		for i, name := range site.Projection {
+			if t[i], err = read(name); err != nil {
+				return nil, err
+			}
+		}
+		ad.Projection = &adapter.PrefixProjection{W1: t[0], B1: t[1], W2: t[2], B2: t[3]}
+	}
+	if err := ad.Validate(); err != nil {
+		return nil, errorf("%s: %v", modelLabel(m), err)
+	}
+	return ad, nil
+}

@@ -1,0 +1,460 @@
+package rewrite
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// minPrefixOpset is the oldest default-domain opset the prefix nodes are
+// built for (Expand, and Where in the composite dropout).
+const minPrefixOpset = 9
+
+// Names of past inputs: one key and one value per layer, or one stacked
+// [2, ...] input per layer.
+var (
+	perLayerPastRE = regexp.MustCompile(`^past_key_values\.(\d+)\.(key|value)$`)
+	stackedPastRE  = regexp.MustCompile(`^past_(\d+)$`)
+)
+
+// pastInputs describes the KV-cache inputs of a decoder.
+type pastInputs struct {
+	stacked bool
+	names   []string // layer order: key, value per layer; or one stacked per layer
+	layers  int
+	kvHeads int64 // -1 where the graph leaves it dynamic
+	headDim int64 // -1 likewise
+	dtype   int32
+}
+
+// seqAxis returns the axis of the past length.
+func (p pastInputs) seqAxis() int64 {
+	if p.stacked {
+		return 3
+	}
+	return 2
+}
+
+// prefixPlan is everything injection decides before it changes the graph.
+type prefixPlan struct {
+	cfg       adapter.PrefixConfig // completed from the graph
+	past      pastInputs
+	present   []string // per past input, the output to slice, or ""
+	paramType int32
+	batchFrom string // input whose first dim is the batch
+	mask      string // attention_mask input, or ""
+	maskType  int32
+	positions string // position_ids input, or ""
+	posType   int32
+	replace   bool
+	opset     int64
+}
+
+// planPrefix reads the graph and completes cfg; see InjectPrefix.
+func planPrefix(m *graph.Model, cfg adapter.PrefixConfig, o prefixOptions) (*prefixPlan, error) {
+	past, err := findPast(m)
+	if err != nil {
+		return nil, err
+	}
+	opset := m.Opset("")
+	if opset < minPrefixOpset {
+		return nil, errorf("%s imports default-domain opset %d; prefix injection needs %d or later", modelLabel(m), opset, minPrefixOpset)
+	}
+	hidden := embeddingWidth(m)
+	cfg, err = resolvePrefixConfig(m, cfg, past, hidden, o.headDim)
+	if err != nil {
+		return nil, err
+	}
+	paramType, ok := prefixONNXType(cfg.DType)
+	if !ok {
+		return nil, errorf("prefix dtype %s: want float32, float16 or bfloat16", cfg.DType)
+	}
+	if paramType != past.dtype && (paramType == graph.BFloat16 || past.dtype == graph.BFloat16) && opset < 13 {
+		return nil, errorf("%s imports default-domain opset %d; casting the prefix from %s to the cache's %s needs opset 13", modelLabel(m), opset, graph.DTypeName(paramType), graph.DTypeName(past.dtype))
+	}
+	p := &prefixPlan{cfg: cfg, past: past, paramType: paramType, replace: o.replacePast, opset: opset}
+	for _, name := range []string{"input_ids", "attention_mask", "inputs_embeds"} {
+		if fedInput(m, name) {
+			p.batchFrom = name
+			break
+		}
+	}
+	if p.batchFrom == "" {
+		return nil, errorf("%s has no input_ids, attention_mask or inputs_embeds input to take the batch size from", modelLabel(m))
+	}
+	if fedInput(m, "attention_mask") {
+		p.mask = "attention_mask"
+		dt, dims, ok := graph.ValueShape(m.Input(p.mask))
+		if ok && len(dims) != 2 {
+			return nil, errorf("%s: attention_mask has rank %d; prefix injection pads a [batch, length] mask only", modelLabel(m), len(dims))
+		}
+		if _, err := onesTensor(dt, nil); err != nil {
+			return nil, errorf("%s: attention_mask: %v", modelLabel(m), err)
+		}
+		p.maskType = dt
+	}
+	if fedInput(m, "position_ids") {
+		p.positions = "position_ids"
+		dt, _, _ := graph.ValueShape(m.Input(p.positions))
+		if dt != graph.Int64 && dt != graph.Int32 {
+			return nil, errorf("%s: position_ids is %s; want int64 or int32", modelLabel(m), graph.DTypeName(dt))
+		}
+		p.posType = dt
+	}
+	for _, name := range slices.Concat(past.names, []string{p.mask, p.positions}) {
+		if err := checkTopLevelReads(m, name); err != nil {
+			return nil, err
+		}
+	}
+	p.present = make([]string, len(past.names))
+	for i, name := range past.names {
+		out := presentFor(m, name)
+		if out == "" {
+			if !p.replace {
+				return nil, errorf("%s: past input %q has no present output (present%s) to return the cache in; use PrefixReplacePast to feed the prefix without a cache", modelLabel(m), name, strings.TrimPrefix(strings.TrimPrefix(name, "past_key_values"), "past"))
+			}
+			continue
+		}
+		if m.Producer(out) == nil {
+			return nil, errorf("%s: present output %q has no producing node", modelLabel(m), out)
+		}
+		p.present[i] = out
+	}
+	return p, nil
+}
+
+// fedInput reports whether m has a graph input called name that no
+// initializer gives a default.
+func fedInput(m *graph.Model, name string) bool {
+	return m.Input(name) != nil && m.Initializer(name) == nil
+}
+
+// checkTopLevelReads fails when a subgraph reads name: injection re-routes
+// the main graph's readers only.
+func checkTopLevelReads(m *graph.Model, name string) error {
+	if name == "" {
+		return nil
+	}
+	for _, n := range m.Consumers(name) {
+		if !slices.Contains(n.Input, name) {
+			return errorf("%s: input %q is read inside a subgraph of node %q (%s), which prefix injection cannot re-route", modelLabel(m), name, n.Name, n.OpType)
+		}
+	}
+	return nil
+}
+
+// presentFor returns the graph output that holds the cache of past input
+// name after a run, or "".
+func presentFor(m *graph.Model, name string) string {
+	var candidates []string
+	if rest, ok := strings.CutPrefix(name, "past_key_values"); ok {
+		candidates = []string{"present" + rest, "present_key_values" + rest}
+	} else if rest, ok := strings.CutPrefix(name, "past_"); ok {
+		candidates = []string{"present_" + rest, "present." + rest}
+	}
+	for _, c := range candidates {
+		if m.IsGraphOutput(c) {
+			return c
+		}
+	}
+	return ""
+}
+
+// findPast finds the past key/value inputs of m and reads their geometry.
+func findPast(m *graph.Model) (pastInputs, error) {
+	type layer struct{ key, value, stacked *onnxpb.ValueInfoProto }
+	perLayer, stacked := map[int]*layer{}, map[int]*layer{}
+	var all []string
+	for _, v := range m.Proto.Graph.Input {
+		all = append(all, v.Name)
+		if sub := perLayerPastRE.FindStringSubmatch(v.Name); sub != nil {
+			i, err := strconv.Atoi(sub[1])
+			if err != nil {
+				continue
+			}
+			l := perLayer[i]
+			if l == nil {
+				l = &layer{}
+				perLayer[i] = l
+			}
+			if sub[2] == "key" {
+				l.key = v
+			} else {
+				l.value = v
+			}
+		} else if sub := stackedPastRE.FindStringSubmatch(v.Name); sub != nil {
+			i, err := strconv.Atoi(sub[1])
+			if err != nil {
+				continue
+			}
+			stacked[i] = &layer{stacked: v}
+		}
+	}
+	switch {
+	case len(perLayer) == 0 && len(stacked) == 0:
+		return pastInputs{}, errorf("%s has no past key/value inputs to feed a prefix to (want past_key_values.{i}.key and .value, or stacked past_{i}); its inputs are: %s", modelLabel(m), strings.Join(all, ", "))
+	case len(perLayer) != 0 && len(stacked) != 0:
+		return pastInputs{}, errorf("%s has both per-layer past_key_values.{i}.key/value and stacked past_{i} inputs; cannot tell which is the cache", modelLabel(m))
+	}
+	p := pastInputs{stacked: len(stacked) != 0, kvHeads: -2, headDim: -2}
+	layers := perLayer
+	if p.stacked {
+		layers = stacked
+	}
+	idx := make([]int, 0, len(layers))
+	for i := range layers {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	for want, i := range idx {
+		if i != want {
+			return pastInputs{}, errorf("%s: past inputs cover layers %s, not 0 to %d", modelLabel(m), intList(idx), len(idx)-1)
+		}
+	}
+	p.layers = len(idx)
+	for _, i := range idx {
+		l := layers[i]
+		var vs []*onnxpb.ValueInfoProto
+		if p.stacked {
+			vs = []*onnxpb.ValueInfoProto{l.stacked}
+		} else {
+			switch {
+			case l.key == nil:
+				return pastInputs{}, errorf("%s: past_key_values.%d.value has no past_key_values.%d.key", modelLabel(m), i, i)
+			case l.value == nil:
+				return pastInputs{}, errorf("%s: past_key_values.%d.key has no past_key_values.%d.value", modelLabel(m), i, i)
+			}
+			vs = []*onnxpb.ValueInfoProto{l.key, l.value}
+		}
+		for _, v := range vs {
+			if err := p.add(m, v); err != nil {
+				return pastInputs{}, err
+			}
+		}
+	}
+	return p, nil
+}
+
+// add checks one past input against those seen before and records it.
+func (p *pastInputs) add(m *graph.Model, v *onnxpb.ValueInfoProto) error {
+	want := "[batch, kv_heads, past, head_dim]"
+	rank := 4
+	if p.stacked {
+		want, rank = "[2, batch, kv_heads, past, head_dim]", 5
+	}
+	dt, dims, ok := graph.ValueShape(v)
+	if !ok || len(dims) != rank {
+		return errorf("%s: past input %q has shape %s; want %s", modelLabel(m), v.Name, dimList(dims, ok), want)
+	}
+	if !graph.IsFloat(dt) {
+		return errorf("%s: past input %q is %s; want a floating-point cache", modelLabel(m), v.Name, graph.DTypeName(dt))
+	}
+	if p.stacked && dims[0] != 2 && dims[0] != -1 {
+		return errorf("%s: past input %q has shape %s; want %s", modelLabel(m), v.Name, dimList(dims, ok), want)
+	}
+	kv, d := dims[rank-3], dims[rank-1]
+	if len(p.names) == 0 {
+		p.dtype, p.kvHeads, p.headDim = dt, kv, d
+	} else {
+		switch {
+		case dt != p.dtype:
+			return errorf("%s: past input %q is %s, but %q is %s", modelLabel(m), v.Name, graph.DTypeName(dt), p.names[0], graph.DTypeName(p.dtype))
+		case kv != p.kvHeads || d != p.headDim:
+			return errorf("%s: past input %q has shape %s, but %q has %d KV heads of width %d", modelLabel(m), v.Name, dimList(dims, ok), p.names[0], p.kvHeads, p.headDim)
+		}
+	}
+	p.names = append(p.names, v.Name)
+	return nil
+}
+
+// dimList formats dims for messages, "?" for a dynamic one.
+func dimList(dims []int64, ok bool) string {
+	if !ok {
+		return "unknown"
+	}
+	s := make([]string, len(dims))
+	for i, d := range dims {
+		if d < 0 {
+			s[i] = "?"
+		} else {
+			s[i] = strconv.FormatInt(d, 10)
+		}
+	}
+	return "[" + strings.Join(s, ", ") + "]"
+}
+
+// intList formats ints as "0, 1, 3".
+func intList(v []int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ", ")
+}
+
+// embeddingWidth returns the width of the token embedding that input_ids
+// index, or 0 when it is not found: a Gather reading a 2-D floating-point
+// initializer with input_ids, directly or through shape-only ops.
+func embeddingWidth(m *graph.Model) int64 {
+	frontier := []string{"input_ids"}
+	seen := map[string]bool{}
+	for depth := 0; depth < 4 && len(frontier) > 0; depth++ {
+		var next []string
+		for _, v := range frontier {
+			if seen[v] {
+				continue
+			}
+			seen[v] = true
+			for _, n := range m.Consumers(v) {
+				switch n.OpType {
+				case "Gather":
+					if len(n.Input) == 2 && n.Input[1] == v {
+						if w := m.Initializer(n.Input[0]); w != nil && len(w.Dims) == 2 && graph.IsFloat(w.DataType) {
+							return w.Dims[1]
+						}
+					}
+				case "Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Slice":
+					if len(n.Input) > 0 && n.Input[0] == v && len(n.Output) > 0 {
+						next = append(next, n.Output[0])
+					}
+				}
+			}
+		}
+		frontier = next
+	}
+	return 0
+}
+
+// resolvePrefixConfig completes cfg from the graph's geometry and checks
+// that the two agree.
+func resolvePrefixConfig(m *graph.Model, cfg adapter.PrefixConfig, past pastInputs, hidden int64, headDim int) (adapter.PrefixConfig, error) {
+	label := modelLabel(m)
+	if cfg.NumPrefixTokens <= 0 {
+		return cfg, errorf("prefix config: num_prefix_tokens must be positive, got %d", cfg.NumPrefixTokens)
+	}
+	if cfg.TensorParallelDegree > 1 {
+		return cfg, errorf("tensor_parallel_degree %d: an ONNX graph holds whole, unsharded weights; merge the tensor-parallel shards of the prefix into one (degree 1) first", cfg.TensorParallelDegree)
+	}
+	if cfg.NumHiddenLayers < 0 || cfg.NumAttentionHeads < 0 || cfg.HiddenSize < 0 || cfg.MultiQueryGroupNum < 0 {
+		return cfg, errorf("prefix config: sizes must not be negative: num_hidden_layers %d, num_attention_heads %d, hidden_size %d, multi_query_group_num %d",
+			cfg.NumHiddenLayers, cfg.NumAttentionHeads, cfg.HiddenSize, cfg.MultiQueryGroupNum)
+	}
+	switch {
+	case cfg.NumHiddenLayers == 0:
+		cfg.NumHiddenLayers = past.layers
+	case cfg.NumHiddenLayers != past.layers:
+		return cfg, errorf("prefix config: num_hidden_layers is %d, but %s has past inputs for %d layers (%s … %s)", cfg.NumHiddenLayers, label, past.layers, past.names[0], past.names[len(past.names)-1])
+	}
+
+	// KV heads.
+	kv := int(past.kvHeads)
+	switch {
+	case cfg.MultiQueryGroupNum > 0:
+		if kv > 0 && cfg.MultiQueryGroupNum != kv {
+			return cfg, errorf("prefix config: multi_query_group_num (KV heads) is %d, but the past inputs of %s have %d KV heads (%s is %s)", cfg.MultiQueryGroupNum, label, kv, past.names[0], pastShapeText(past))
+		}
+		kv = cfg.MultiQueryGroupNum
+	case kv > 0:
+	case cfg.NumAttentionHeads > 0:
+		kv = cfg.NumAttentionHeads
+	default:
+		return cfg, errorf("the KV heads of %s are unknown: %s leaves them dynamic; set multi_query_group_num", label, past.names[0])
+	}
+
+	// Head dim: from the graph, the option and the config; all that are
+	// known must agree.
+	type source struct {
+		d    int
+		what string
+	}
+	var known []source
+	if past.headDim > 0 {
+		known = append(known, source{int(past.headDim), fmt.Sprintf("the past inputs of %s have head dim %d", label, past.headDim)})
+	}
+	if headDim > 0 {
+		known = append(known, source{headDim, fmt.Sprintf("the head dim is set to %d", headDim)})
+	}
+	if cfg.HiddenSize > 0 && cfg.NumAttentionHeads > 0 {
+		if cfg.HiddenSize%cfg.NumAttentionHeads != 0 {
+			return cfg, errorf("prefix config: hidden_size %d is not a multiple of num_attention_heads %d", cfg.HiddenSize, cfg.NumAttentionHeads)
+		}
+		known = append(known, source{cfg.HiddenSize / cfg.NumAttentionHeads, fmt.Sprintf("hidden_size %d / num_attention_heads %d gives head dim %d", cfg.HiddenSize, cfg.NumAttentionHeads, cfg.HiddenSize/cfg.NumAttentionHeads)})
+	}
+	if len(known) == 0 {
+		return cfg, errorf("the head dim of %s is unknown: %s leaves it dynamic; set hidden_size and num_attention_heads, or the head dim", label, past.names[0])
+	}
+	d := known[0].d
+	for _, k := range known[1:] {
+		if k.d != d {
+			return cfg, errorf("prefix config: %s, but %s", k.what, known[0].what)
+		}
+	}
+
+	// Query heads and hidden size.
+	switch {
+	case cfg.NumAttentionHeads == 0 && cfg.HiddenSize == 0:
+		if hidden > 0 && hidden%int64(d) == 0 && (hidden/int64(d))%int64(kv) == 0 {
+			cfg.HiddenSize, cfg.NumAttentionHeads = int(hidden), int(hidden)/d
+		} else {
+			cfg.HiddenSize, cfg.NumAttentionHeads = kv*d, kv
+		}
+	case cfg.HiddenSize == 0:
+		cfg.HiddenSize = cfg.NumAttentionHeads * d
+	case cfg.NumAttentionHeads == 0:
+		if cfg.HiddenSize%d != 0 {
+			return cfg, errorf("prefix config: hidden_size %d is not a multiple of the head dim %d of %s; set num_attention_heads", cfg.HiddenSize, d, label)
+		}
+		cfg.NumAttentionHeads = cfg.HiddenSize / d
+	}
+	cfg.MultiQueryGroupNum = kv
+	if cfg.PrefixProjection && cfg.PrefixProjectionHiddenSize == 0 {
+		// HF PEFT's encoder_hidden_size defaults to token_dim.
+		cfg.PrefixProjectionHiddenSize = cfg.HiddenSize
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, errorf("%v", err)
+	}
+	return cfg, nil
+}
+
+// pastShapeText formats the first past input's shape.
+func pastShapeText(p pastInputs) string {
+	dims := []int64{-1, p.kvHeads, -1, p.headDim}
+	if p.stacked {
+		dims = append([]int64{2}, dims...)
+	}
+	return dimList(dims, true)
+}
+
+// prefixONNXType maps a prefix parameter dtype to an ONNX element type.
+func prefixONNXType(d adapter.DType) (int32, bool) {
+	switch d {
+	case adapter.Float32:
+		return graph.Float32, true
+	case adapter.Float16:
+		return graph.Float16, true
+	case adapter.BFloat16:
+		return graph.BFloat16, true
+	}
+	return 0, false
+}
+
+// prefixAdapterType maps an ONNX element type to an adapter dtype.
+func prefixAdapterType(t int32) adapter.DType {
+	switch t {
+	case graph.Float16:
+		return adapter.Float16
+	case graph.BFloat16:
+		return adapter.BFloat16
+	case graph.Float64:
+		return adapter.Float64
+	}
+	return adapter.Float32
+}
