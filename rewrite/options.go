@@ -23,6 +23,12 @@ func WithSeed(seed uint64) Option {
 // nothing, the model computes the base model's outputs; fed the A and B of
 // any rank (see Feeds), it runs that adapter, on one session. The graph
 // then has no scaling node: Feeds folds each module's scaling into B.
+//
+// ONNX Runtime 1.24 crashes at its default optimization level on such a
+// model with float16 factors. The runtime package works around it; other
+// hosts must disable its optimizer FuseFp16InitializerToFp32NodeTransformer
+// (session config entry "optimization.disable_specified_optimizers") or
+// open the model at ORT_ENABLE_EXTENDED.
 func AsInputs() Option {
 	return func(o *options) error {
 		o.asInputs = true

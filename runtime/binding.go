@@ -58,6 +58,14 @@ func (s *Session) Bind(inputs map[string]*Tensor, outputs []string) (*Binding, e
 			return nil, err
 		}
 	}
+	for name := range s.guard.hidden {
+		if inputs[name] == nil {
+			if err := b.bindValue(name, s.defaults[name]); err != nil {
+				b.release()
+				return nil, err
+			}
+		}
+	}
 	if s.allBindable(outs) {
 		res := make(map[string]*Tensor, len(outs))
 		for _, i := range outs {
@@ -77,6 +85,16 @@ func (s *Session) Bind(inputs map[string]*Tensor, outputs []string) (*Binding, e
 }
 
 func (b *Binding) bindInput(name string, t *Tensor) error {
+	if err := b.bindValue(name, t); err != nil {
+		return err
+	}
+	b.inputs[name] = t
+	return nil
+}
+
+// bindValue binds t as input name, in place of any value bound before,
+// without making it one of the binding's inputs.
+func (b *Binding) bindValue(name string, t *Tensor) error {
 	v, _, err := wrap(t)
 	if err != nil {
 		return fmt.Errorf("runtime: %s: input %q: %w", b.s.name, name, err)
@@ -88,7 +106,6 @@ func (b *Binding) bindInput(name string, t *Tensor) error {
 	if old := b.inVals[name]; old != nil {
 		old.Destroy()
 	}
-	b.inputs[name] = t
 	b.inVals[name] = v
 	return nil
 }
@@ -199,12 +216,19 @@ func (b *Binding) SetInput(name string, t *Tensor) error {
 			return nil
 		}
 		delete(b.inputs, name)
-		b.inVals[name].Destroy()
-		delete(b.inVals, name)
-		b.io.ClearBoundInputs()
-		for n, v := range b.inVals {
-			if err := b.io.BindInput(n, v); err != nil {
-				return fmt.Errorf("runtime: %s: binding input %q: %w", s.name, n, err)
+		if s.guard.hidden[name] {
+			// ONNX Runtime does not know this default; bind it.
+			if err := b.bindValue(name, s.defaults[name]); err != nil {
+				return err
+			}
+		} else {
+			b.inVals[name].Destroy()
+			delete(b.inVals, name)
+			b.io.ClearBoundInputs()
+			for n, v := range b.inVals {
+				if err := b.io.BindInput(n, v); err != nil {
+					return fmt.Errorf("runtime: %s: binding input %q: %w", s.name, n, err)
+				}
 			}
 		}
 	} else {

@@ -21,6 +21,24 @@
 // them, and a run may feed them or leave them to their defaults, on the one
 // session.
 //
+// # Float16 defaults
+//
+// ONNX Runtime 1.24 crashes the whole process inside CreateSession, at its
+// highest optimization level (OptimizeAll, the default), on a model where a
+// float16 input with a default feeds a Cast to float32, as the CPU provider
+// inserts before a MatMul: its optimizer
+// FuseFp16InitializerToFp32NodeTransformer takes the default for a constant
+// (microsoft/onnxruntime#32143). LoRA adapters as inputs in float16 are such
+// a model. A session therefore hides the float16 defaults from ONNX Runtime
+// (a model from a file then goes to it as bytes), which then sees required
+// inputs, and feeds the defaults itself on every run; runs look and perform
+// as on any other model. Where the session cannot feed them (defaults over
+// 64 MiB in all, sparse ones, or ones in external files of a model loaded
+// from bytes), it disables that one optimizer instead, and ONNX Runtime
+// casts the model's float16 weights on every run rather than once. Models
+// without float16 defaults, and lower levels, are opened as they always
+// were.
+//
 // # Finding the library
 //
 // ONNX Runtime is a shared library that the process loads once. Init loads

@@ -75,6 +75,9 @@ type modelInfo struct {
 	outputs   []ValueInfo
 	// defaultSpans locates the initializer of each optional input.
 	defaultSpans map[string]span
+	// defaultTags locates the tags of the initializer fields of each
+	// optional input in the graph (see hideInitializers).
+	defaultTags map[string][]span
 	// sparseDefaults names optional inputs whose default is a sparse
 	// initializer; their defaults cannot be read.
 	sparseDefaults map[string]bool
@@ -152,11 +155,13 @@ func (s *fileSource) at(off int64, n int) ([]byte, error) {
 
 var errMalformed = errors.New("malformed protobuf")
 
-// field is one field of a protobuf message: for varints v holds the value,
-// for length-delimited fields payload locates the bytes.
+// field is one field of a protobuf message: tag locates its tag, for
+// varints v holds the value, for length-delimited fields payload locates the
+// bytes.
 type field struct {
 	num     protowire.Number
 	typ     protowire.Type
+	tag     span
 	v       uint64
 	payload span
 }
@@ -169,12 +174,12 @@ func scanMessage(src source, off, end int64, fn func(field) error) error {
 		if err != nil {
 			return err
 		}
-		off += int64(n)
 		num, typ := protowire.DecodeTag(tag)
 		if num <= 0 {
 			return errMalformed
 		}
-		f := field{num: num, typ: typ}
+		f := field{num: num, typ: typ, tag: span{off, int64(n)}}
+		off += int64(n)
 		switch typ {
 		case protowire.VarintType:
 			f.v, n, err = readVarint(src, off, end)
@@ -243,6 +248,7 @@ func readModelInfo(src source) (*modelInfo, error) {
 	info := &modelInfo{}
 	var inputs, outputs []*onnxpb.ValueInfoProto
 	inits := map[string]span{}
+	initTags := map[string][]span{}
 	sparse := map[string]bool{}
 	unmarshalAt := func(s span, m proto.Message) error {
 		b, err := src.at(s.off, int(s.n))
@@ -285,6 +291,7 @@ func readModelInfo(src source) (*modelInfo, error) {
 						return err
 					}
 					inits[name] = g.payload
+					initTags[name] = append(initTags[name], g.tag)
 				case graphSparseInit:
 					return scanMessage(src, g.payload.off, g.payload.off+g.payload.n, func(s field) error {
 						if s.num != sparseTensorValues || s.typ != protowire.BytesType {
@@ -310,6 +317,7 @@ func readModelInfo(src source) (*modelInfo, error) {
 		return nil, errors.New("no graph inputs or outputs (not an ONNX model?)")
 	}
 	info.defaultSpans = map[string]span{}
+	info.defaultTags = map[string][]span{}
 	info.sparseDefaults = map[string]bool{}
 	for _, vi := range inputs {
 		v := valueInfo(vi)
@@ -324,6 +332,7 @@ func readModelInfo(src source) (*modelInfo, error) {
 			v.Optional = true
 			if isInit {
 				info.defaultSpans[v.Name] = s
+				info.defaultTags[v.Name] = initTags[v.Name]
 			} else {
 				info.sparseDefaults[v.Name] = true
 			}

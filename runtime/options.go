@@ -3,6 +3,7 @@ package runtime
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -190,7 +191,8 @@ func WithConfigEntry(key, value string) Option {
 	}
 }
 
-// sessionOptions builds ONNX Runtime session options from c. The caller
+// sessionOptions builds ONNX Runtime session options from c, with the
+// config entries extra in place of any of c's with the same keys. The caller
 // destroys them.
 func (c *config) sessionOptions(extra [][2]string) (*ort.SessionOptions, error) {
 	so, err := ort.NewSessionOptions()
@@ -230,7 +232,10 @@ func (c *config) sessionOptions(extra [][2]string) (*ort.SessionOptions, error) 
 			return fail("enabling profiling", err)
 		}
 	}
-	for _, kv := range append(append([][2]string(nil), c.entries...), extra...) {
+	entries := slices.DeleteFunc(slices.Clone(c.entries), func(kv [2]string) bool {
+		return slices.ContainsFunc(extra, func(x [2]string) bool { return x[0] == kv[0] })
+	})
+	for _, kv := range append(entries, extra...) {
 		if err := so.AddSessionConfigEntry(kv[0], kv[1]); err != nil {
 			return fail(fmt.Sprintf("config entry %q", kv[0]), err)
 		}

@@ -105,6 +105,7 @@ func (s *Session) runBound(inputs map[string]*Tensor, outs []int, dst map[string
 		return nil, err
 	}
 	defer io.Destroy()
+	inputs = s.withHidden(inputs)
 	vals := make([]ort.Value, 0, len(inputs)+len(outs))
 	defer func() { destroyAll(vals) }()
 	for name, t := range inputs {

@@ -30,6 +30,9 @@ type Session struct {
 	defaults   map[string]*Tensor
 	noDefaults error
 
+	// guard keeps ONNX Runtime from crashing on float16 defaults.
+	guard float16Guard
+
 	core    *ort.DynamicAdvancedSession
 	coreIn  []string
 	coreOut []string
@@ -86,22 +89,25 @@ func NewSession(path string, opts ...Option) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runtime: %w", err)
 	}
-	s, err := prepare(path, src, dir)
+	s, err := prepare(path, src, dir, cfg)
 	if err != nil {
 		return nil, err
 	}
 	patch := s.shadowPatch()
-	if patch == nil {
+	if patch == nil && s.guard.tags == nil {
 		err = s.open(cfg, nil, func(so *ort.SessionOptions) (*ort.DynamicAdvancedSession, error) {
 			return ort.NewDynamicAdvancedSession(path, s.coreIn, s.coreOut, so)
 		})
 	} else {
-		// The shadow outputs are appended to the serialized model, so ONNX
-		// Runtime loads it from memory and must be told where external data
-		// lives.
+		// The shadow outputs are appended to the serialized model, or its
+		// float16 defaults hidden, so ONNX Runtime loads it from memory and
+		// must be told where external data lives.
 		var b []byte
 		if b, err = os.ReadFile(path); err != nil {
 			return nil, fmt.Errorf("runtime: %w", err)
+		}
+		if err = hideInitializers(b, s.guard.tags); err != nil {
+			return nil, fmt.Errorf("runtime: %s: %w", path, err)
 		}
 		b = append(b, patch...)
 		err = s.open(cfg, [][2]string{{externalFolderKey, dir}}, func(so *ort.SessionOptions) (*ort.DynamicAdvancedSession, error) {
@@ -131,12 +137,16 @@ func NewSessionFromBytes(b []byte, opts ...Option) (*Session, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("runtime: %s: no bytes", name)
 	}
-	s, err := prepare(name, memSource(b), "")
+	s, err := prepare(name, memSource(b), "", cfg)
 	if err != nil {
 		return nil, err
 	}
-	if patch := s.shadowPatch(); patch != nil {
-		b = append(b[:len(b):len(b)], patch...)
+	if patch := s.shadowPatch(); patch != nil || s.guard.tags != nil {
+		// A copy: the caller's bytes stay as they are.
+		b = append(append(make([]byte, 0, len(b)+len(patch)), b...), patch...)
+		if err := hideInitializers(b, s.guard.tags); err != nil {
+			return nil, fmt.Errorf("runtime: %s: %w", name, err)
+		}
 	}
 	err = s.open(cfg, nil, func(so *ort.SessionOptions) (*ort.DynamicAdvancedSession, error) {
 		return ort.NewDynamicAdvancedSessionWithONNXData(b, s.coreIn, s.coreOut, so)
@@ -148,8 +158,9 @@ func NewSessionFromBytes(b []byte, opts ...Option) (*Session, error) {
 }
 
 // prepare reads the model's interface and plans how runs feed inputs and
-// fetch outputs.
-func prepare(name string, src source, baseDir string) (*Session, error) {
+// fetch outputs, and how to keep ONNX Runtime from crashing on the model at
+// the options of cfg.
+func prepare(name string, src source, baseDir string, cfg *config) (*Session, error) {
 	info, err := readModelInfo(src)
 	if err != nil {
 		return nil, fmt.Errorf("runtime: %s: reading model: %w", name, err)
@@ -169,6 +180,7 @@ func prepare(name string, src source, baseDir string) (*Session, error) {
 		s.outIdx[v.Name] = i
 	}
 	s.loadDefaults(info, src, baseDir)
+	s.guardFloat16Defaults(info, cfg)
 	for _, v := range s.inputs {
 		if !v.Optional || s.defaults != nil {
 			s.coreIn = append(s.coreIn, v.Name)
@@ -265,7 +277,7 @@ func (s *Session) shadowPatch() []byte {
 // open creates the ONNX Runtime session.
 func (s *Session) open(cfg *config, extra [][2]string,
 	create func(*ort.SessionOptions) (*ort.DynamicAdvancedSession, error)) error {
-	so, err := cfg.sessionOptions(extra)
+	so, err := cfg.sessionOptions(append(extra[:len(extra):len(extra)], s.guard.entries...))
 	if err != nil {
 		return err
 	}
