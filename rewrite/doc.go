@@ -73,6 +73,20 @@
 // adapter, so does s: the graph has no scaling node, and Feeds folds each
 // module's s into the B it returns.
 //
+// # Prefix tuning
+//
+// InjectPrefix gives a decoder trainable prefix keys and values. The table
+// prompt_embeddings is [P, layers·2·kv_heads·head_dim], in the order of
+// HF PEFT and PaddleNLP (layer i takes key 2i and value 2i+1), sized by the
+// KV heads (multi_query_group_num), not the query heads; with
+// prefix_projection it is computed by Embedding → Linear → Tanh → Linear.
+// Each layer sees concat(prefix, past) where the model takes
+// past_key_values (per layer, or stacked past_{i}), the presents come back
+// without the prefix so generation can feed them again, attention_mask
+// gets P ones in front, and position_ids continue after the prefix.
+// Prefix dropout reads the bool input PrefixTrainingModeInput. ExtractPrefix
+// and ApplyPrefix move the table in and out of adapter files.
+//
 // # Limits
 //
 // Only MatMul and Gemm layers with initializer weights are found: not

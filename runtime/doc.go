@@ -39,6 +39,17 @@
 // without float16 defaults, and lower levels, are opened as they always
 // were.
 //
+// # Generation
+//
+// A Generator runs a decoder that has a KV cache: per-layer
+// past_key_values.{i}.key/value inputs with present.{i}.* outputs, or the
+// stacked past_{i}/present_{i} of older GPT-2 exports. Generate prefills the
+// prompt with an empty past, then feeds one token per step, greedy or
+// sampled (temperature, top-k, top-p, repetition penalty, seeded). The cache
+// lives in two buffers per tensor that swap roles each step (ONNX Runtime
+// writes the present into one while the other is fed as the past), so no
+// cache data is copied or allocated per step.
+//
 // # Finding the library
 //
 // ONNX Runtime is a shared library that the process loads once. Init loads
