@@ -21,20 +21,75 @@ func addAdapterFlag(fs *flag.FlagSet, usage string) *string {
 	return fs.String("adapter", "", usage+": a HuggingFace PEFT `DIR` or an .onnx_adapter FILE")
 }
 
-// loadLoRAAdapter reads the LoRA adapter at path, a HuggingFace PEFT
-// directory or an .onnx_adapter file.
-func loadLoRAAdapter(path string) (*adapter.Adapter, error) {
+// loadAdapter reads the adapter at path, a HuggingFace PEFT directory or
+// an .onnx_adapter file: LoRA or prefix tuning. An adapter with a config
+// but no weights (a PaddleNLP directory without adapter_model.safetensors)
+// is an error.
+func loadAdapter(path string) (*adapter.Adapter, error) {
 	ad, err := adapter.Load(path)
 	if err != nil {
 		return nil, err
 	}
-	if ad.LoRA == nil {
-		return nil, fmt.Errorf("adapter %s is not a LoRA adapter (it holds %s); prefix adapters are injected with peftonnx prefix", path, ad.Config().PEFTType())
-	}
-	if len(ad.Weights) == 0 {
-		return nil, fmt.Errorf("adapter %s holds a LoRA config but no weights (no adapter_model.safetensors)", path)
+	switch {
+	case ad.LoRA != nil && len(ad.Weights) == 0:
+		return nil, fmt.Errorf("adapter %s holds a LoRA config but no weights (no %s)", path, adapter.HFWeightsFile)
+	case ad.Prefix != nil && ad.Prompt == nil:
+		return nil, fmt.Errorf("adapter %s holds a prefix config but no weights (no %s)", path, adapter.HFWeightsFile)
 	}
 	return ad, nil
+}
+
+// adapterKind names the PEFT type of ad in messages: "a LoRA adapter" or
+// "a prefix adapter (PREFIX_TUNING)".
+func adapterKind(ad *adapter.Adapter) string {
+	if ad.Prefix != nil {
+		return "a prefix adapter (" + ad.Prefix.PEFTType() + ")"
+	}
+	return "a LoRA adapter"
+}
+
+// prefixOf returns the prefix that m records (rewrite.InjectPrefix,
+// rewrite.ApplyPrefix), or nil when it carries none. Metadata that names a
+// prefix but cannot be read is an error.
+func prefixOf(m *graph.Model) (*rewrite.PrefixSite, error) {
+	for _, p := range m.Proto.MetadataProps {
+		if p.Key == rewrite.PrefixMetadataKey {
+			return rewrite.PrefixSiteOf(m)
+		}
+	}
+	return nil, nil
+}
+
+// carriesPrefix reports whether m records a prefix; see prefixOf.
+func carriesPrefix(m *graph.Model) (bool, error) {
+	site, err := prefixOf(m)
+	return site != nil, err
+}
+
+// carriesLoRA reports whether m records LoRA branches, as inputs or not.
+func carriesLoRA(m *graph.Model) bool {
+	_, err := rewrite.Sites(m)
+	return err == nil
+}
+
+// checkAdapterFits checks that the adapter ad at adapterPath may be added
+// to the model at modelPath, m, as far as the PEFT types go: a model
+// carries LoRA or a prefix, not both, as a HuggingFace PeftModel does, and
+// one prefix at most. (Whether the shapes fit is for rewrite to say.)
+func checkAdapterFits(modelPath, adapterPath string, m *graph.Model, ad *adapter.Adapter) error {
+	prefixed, err := carriesPrefix(m)
+	if err != nil {
+		return err
+	}
+	switch {
+	case ad.Prefix != nil && prefixed:
+		return fmt.Errorf("%s already carries a prefix, so --adapter %s, %s, cannot be added: give its base model", modelPath, adapterPath, adapterKind(ad))
+	case ad.Prefix != nil && carriesLoRA(m):
+		return fmt.Errorf("%s carries LoRA branches, so --adapter %s, %s, cannot be added: a model carries LoRA or a prefix, not both; give the base model", modelPath, adapterPath, adapterKind(ad))
+	case ad.LoRA != nil && prefixed:
+		return fmt.Errorf("%s carries a prefix (prefix tuning), so --adapter %s, %s, cannot be added: a model carries LoRA or a prefix, not both; give the base model", modelPath, adapterPath, adapterKind(ad))
+	}
+	return nil
 }
 
 // adaptedSession is an ONNX Runtime session over a model with an adapter
@@ -44,6 +99,12 @@ type adaptedSession struct {
 	// Feeds are graph inputs to add to every run: the adapter's factors
 	// where the model takes them as inputs (inject --as-inputs), else nil.
 	Feeds map[string]*ortrt.Tensor
+	// Prefix is the prefix that the model carries, from its file or from
+	// a prefix adapter, else nil. A prefix is a past that every run has,
+	// so a model that takes several tokens only with an empty past (the
+	// attention mask of onnxruntime-genai exports) then takes one token
+	// per run: a caller must feed such a model its prompt token by token.
+	Prefix *rewrite.PrefixSite
 	// tmpDir holds the adapted model when it was too large to pass to ONNX
 	// Runtime in memory.
 	tmpDir string
@@ -62,13 +123,18 @@ func (s *adaptedSession) Close() error {
 // it to take the path for models over 2 GiB.
 var marshalModel = (*graph.Model).Marshal
 
-// openAdapted opens a session on the model at modelPath with the LoRA
-// adapter at adapterPath, or without one when adapterPath is "". The model
-// is loaded first, so that its errors name the model file. A model whose
-// LoRA factors are graph inputs gets the adapter through Feeds, on a
-// session over the file itself; any other model is adapted in memory
-// (rewrite.Apply) and handed to ONNX Runtime from memory, or, over 2 GiB,
-// through a temporary copy with external data. The files are not changed.
+// openAdapted opens a session on the model at modelPath with the adapter
+// at adapterPath, or without one when adapterPath is "". The model is
+// loaded first, so that its errors name the model file.
+//
+// A LoRA adapter on a model whose LoRA factors are graph inputs comes
+// through Feeds, on a session over the file itself. Any other LoRA adapter
+// is applied in memory (rewrite.Apply), and so is a prefix adapter
+// (rewrite.ApplyPrefix): the prefix goes in front of the model's past
+// inputs, which keep their meaning, so that run and generate feed the
+// model as they feed its base. An adapted model is handed to ONNX Runtime
+// from memory, or, over 2 GiB, through a temporary copy with external
+// data. The files are not changed.
 func openAdapted(modelPath, adapterPath string, opts ...ortrt.Option) (*adaptedSession, error) {
 	m, err := graph.Load(modelPath)
 	if err != nil {
@@ -76,16 +142,35 @@ func openAdapted(modelPath, adapterPath string, opts ...ortrt.Option) (*adaptedS
 	}
 	defer m.Close()
 	if adapterPath == "" {
+		site, err := prefixOf(m)
+		if err != nil {
+			return nil, err
+		}
 		m.Close()
 		sess, err := ortrt.NewSession(modelPath, opts...)
 		if err != nil {
 			return nil, err
 		}
-		return &adaptedSession{Session: sess}, nil
+		return &adaptedSession{Session: sess, Prefix: site}, nil
 	}
-	ad, err := loadLoRAAdapter(adapterPath)
+	ad, err := loadAdapter(adapterPath)
 	if err != nil {
 		return nil, err
+	}
+	if err := checkAdapterFits(modelPath, adapterPath, m, ad); err != nil {
+		return nil, err
+	}
+	if ad.Prefix != nil {
+		site, _, err := rewrite.ApplyPrefix(m, ad)
+		if err != nil {
+			return nil, fmt.Errorf("applying %s to %s: %w", adapterPath, modelPath, err)
+		}
+		sess, err := sessionInMemory(m, opts)
+		if err != nil {
+			return nil, err
+		}
+		sess.Prefix = site
+		return sess, nil
 	}
 	if sites, err := rewrite.Sites(m); err == nil {
 		if !sites[0].AsInputs {
@@ -114,6 +199,14 @@ func openAdapted(modelPath, adapterPath string, opts ...ortrt.Option) (*adaptedS
 	if _, _, err := rewrite.Apply(m, ad); err != nil {
 		return nil, fmt.Errorf("applying %s to %s: %w", adapterPath, modelPath, err)
 	}
+	return sessionInMemory(m, opts)
+}
+
+// sessionInMemory opens a session on m, a model changed in memory: from
+// its serialized bytes, or, where it is too large for one protobuf message
+// (2 GiB), from a temporary copy with external data that Close removes. It
+// closes m as soon as the session no longer needs it.
+func sessionInMemory(m *graph.Model, opts []ortrt.Option) (*adaptedSession, error) {
 	b, err := marshalModel(m)
 	if err == nil {
 		m.Close()

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/rewrite"
 )
@@ -10,18 +11,22 @@ import (
 func init() {
 	register(&command{
 		name:    "apply",
-		args:    "BASE --adapter DIR|FILE -o OUT [--as-inputs]",
-		summary: "inject a saved LoRA adapter into a base model (from_pretrained) and save the adapted model",
+		args:    "BASE --adapter DIR|FILE -o OUT [--as-inputs] [--replace-past]",
+		summary: "inject a saved LoRA or prefix adapter into a base model (from_pretrained) and save the adapted model",
 		detail: `
 The adapter is a HuggingFace PEFT directory (adapter_config.json and
 adapter_model.safetensors, as "peftonnx export-adapter" and PEFT's
-save_pretrained write it) or an ONNX Runtime .onnx_adapter file. Each of its
-modules lands on the linear layer of the same module name (see "peftonnx
-inspect BASE"): exactly, else with leading segments dropped
-("base_model.model.transformer.h.0.attn.c_attn" and "h.0.attn.c_attn"), else
-reading self_attn as attn, as the onnxruntime-genai builder renames it. A
-module that matches no layer, or factors whose shapes do not fit, are an
-error that names the module, and nothing is written.
+save_pretrained write it) or an ONNX Runtime .onnx_adapter file. Its
+adapter_config.json says which kind it is: peft_type LORA or
+PREFIX_TUNING.
+
+Each module of a LoRA adapter lands on the linear layer of the same module
+name (see "peftonnx inspect BASE"): exactly, else with leading segments
+dropped ("base_model.model.transformer.h.0.attn.c_attn" and
+"h.0.attn.c_attn"), else reading self_attn as attn, as the
+onnxruntime-genai builder renames it. A module that matches no layer, or
+factors whose shapes do not fit, are an error that names the module, and
+nothing is written.
 
 An .onnx_adapter file carries no config: its factors are taken as they
 are, at scaling 1 (export-adapter folds alpha/r into lora_B when it writes
@@ -30,6 +35,16 @@ one).
 With --as-inputs, A and B become graph inputs of dynamic rank whose
 defaults are empty, sized for the adapter's layers: fed nothing, OUT is
 BASE; "peftonnx run OUT --adapter A" feeds an adapter.
+
+A prefix adapter (PREFIX_TUNING, as "peftonnx prefix --adapter-out" and
+export-adapter write it) is injected as "peftonnx prefix" injects a fresh
+one, with the adapter's prompt_embeddings (and projection, if any) as the
+parameters: BASE must be a decoder with past_key_values inputs whose
+layers, KV heads and head dim match the adapter's config. OUT keeps BASE's
+interface, the prefix in front of the past inputs; --replace-past removes
+the past inputs instead and feeds the prefix alone where they went, as
+"peftonnx prefix --replace-past" does. A model carries LoRA or a prefix,
+not both: BASE must carry neither.
 
 OUT keeps its data in an external file (OUT.data) when BASE does or when it
 passes 2 GiB, and is written to a temporary file and renamed.`,
@@ -40,8 +55,9 @@ passes 2 GiB, and is written to a temporary file and renamed.`,
 func runApply(cx *context, args []string) error {
 	fs := cx.flags()
 	out := fs.String("o", "", "write the adapted model to `OUT` (required)")
-	adapterPath := addAdapterFlag(fs, "the LoRA adapter to inject (required)")
-	asInputs := fs.Bool("as-inputs", false, "make A and B graph inputs of dynamic rank, with empty defaults")
+	adapterPath := addAdapterFlag(fs, "the LoRA or prefix adapter to inject (required)")
+	asInputs := fs.Bool("as-inputs", false, "LoRA: make A and B graph inputs of dynamic rank, with empty defaults")
+	replacePast := fs.Bool("replace-past", false, "prefix: remove the past inputs and feed the prefix alone where they went")
 	pos, err := cx.parse(args)
 	if err != nil {
 		return err
@@ -55,9 +71,15 @@ func runApply(cx *context, args []string) error {
 	if *adapterPath == "" {
 		return cx.usagef("--adapter is required")
 	}
-	ad, err := loadLoRAAdapter(*adapterPath)
+	ad, err := loadAdapter(*adapterPath)
 	if err != nil {
 		return err
+	}
+	switch {
+	case ad.Prefix != nil && *asInputs:
+		return cx.usagef("--as-inputs makes LoRA factors graph inputs, but %s is %s", *adapterPath, adapterKind(ad))
+	case ad.LoRA != nil && *replacePast:
+		return cx.usagef("--replace-past is for prefix adapters, but %s is %s", *adapterPath, adapterKind(ad))
 	}
 	m, err := graph.Load(pos[0])
 	if err != nil {
@@ -67,7 +89,13 @@ func runApply(cx *context, args []string) error {
 	if err := checkOutput(*out, m, *adapterPath); err != nil {
 		return err
 	}
+	if err := checkAdapterFits(pos[0], *adapterPath, m, ad); err != nil {
+		return err
+	}
 	external := hasExternalData(m)
+	if ad.Prefix != nil {
+		return applyPrefix(cx, m, ad, *out, *adapterPath, external, *replacePast)
+	}
 	var opts []rewrite.Option
 	if *asInputs {
 		opts = append(opts, rewrite.AsInputs())
@@ -82,4 +110,43 @@ func runApply(cx *context, args []string) error {
 	fmt.Fprintln(cx.stdout, sum)
 	fmt.Fprintf(cx.stdout, "wrote %s: adapter %s on %s%s\n", *out, *adapterPath, countLayers(sites), inputsNote(*asInputs))
 	return nil
+}
+
+// applyPrefix injects the prefix adapter ad (read from adapterPath) into
+// m, saves the result to out and reports it as "peftonnx prefix" does.
+func applyPrefix(cx *context, m *graph.Model, ad *adapter.Adapter, out, adapterPath string, external, replacePast bool) error {
+	var opts []rewrite.PrefixOption
+	if replacePast {
+		opts = append(opts, rewrite.PrefixReplacePast())
+	}
+	site, sum, err := rewrite.ApplyPrefix(m, ad, opts...)
+	if err != nil {
+		return fmt.Errorf("applying %s: %w", adapterPath, err)
+	}
+	if err := saveModel(m, out, external); err != nil {
+		return err
+	}
+	fmt.Fprintln(cx.stdout, sum)
+	fmt.Fprintf(cx.stdout, "wrote %s: prefix adapter %s, %s\n", out, adapterPath, describePrefix(site))
+	return nil
+}
+
+// describePrefix says what a prefix site holds and where it goes: "4
+// tokens on 2 layers (2 KV heads of width 4), in front of the past inputs".
+func describePrefix(site *rewrite.PrefixSite) string {
+	where := "in front of the past inputs"
+	if site.ReplacedPast {
+		where = "in place of the past inputs"
+	}
+	return prefixShape(site.Config) + ", " + where
+}
+
+// prefixShape says how large a prefix is: "4 tokens on 2 layers (2 KV
+// heads of width 4)", and the projection's width if it has one.
+func prefixShape(c adapter.PrefixConfig) string {
+	s := fmt.Sprintf("%d tokens on %d layers (%d KV heads of width %d)", c.NumPrefixTokens, c.NumHiddenLayers, c.KVHeads(), c.HeadDim())
+	if c.PrefixProjection {
+		s += fmt.Sprintf(" through a projection of width %d", c.PrefixProjectionHiddenSize)
+	}
+	return s
 }

@@ -14,11 +14,14 @@ func init() {
 	register(&command{
 		name:    "export-adapter",
 		args:    "MODEL --out DIR|FILE [--format hf|onnx_adapter]",
-		summary: "pull the LoRA adapter out of an adapted model and save it (save_pretrained)",
+		summary: "pull the LoRA or prefix adapter out of an adapted model and save it (save_pretrained)",
 		detail: `
-MODEL is a model that inject or apply adapted (and train trained). Its
-adapter is its LoRA factors, the config it was injected with, and the base
-tensors that train along (--bias, --trainable).
+MODEL is a model that inject, prefix or apply adapted (and train trained).
+The adapter of a LoRA model is its LoRA factors, the config it was
+injected with, and the base tensors that train along (--bias,
+--trainable). The adapter of a prefixed model is its prefix config
+(peft_type PREFIX_TUNING) and its prompt_embeddings table, or with a
+projection the encoder's input and weights.
 
 --format hf writes a HuggingFace PEFT directory: adapter_config.json and
 adapter_model.safetensors, with keys base_model.model.<module>.lora_A.weight
@@ -32,6 +35,18 @@ LoRA API feeds to a model whose factors are graph inputs (inject
 projections (--enable-lora) need the config and can only be exported as hf.
 Without --format, an --out that ends in .onnx_adapter selects onnx_adapter,
 anything else hf.
+
+A prefix adapter is written as hf only: a HuggingFace PEFT directory with
+adapter_config.json (peft_type PREFIX_TUNING, num_virtual_tokens,
+num_layers, …) and prompt_embeddings [P, layers·2·kv_heads·head_dim] (and
+prefix_encoder.transform.* with a projection) in
+adapter_model.safetensors, which "peftonnx apply" and "peftonnx run
+--adapter" read. --format onnx_adapter is an error for it: an .onnx_adapter
+file holds named tensors and no config, and ONNX Runtime feeds it to LoRA
+inputs only, so the prefix's tokens, layers and heads would be lost. Where
+MODEL took the prefix in place of its past inputs (prefix --replace-past),
+the directory does not record that: apply it with --replace-past to do the
+same.
 
 The files are written to temporary names and renamed; MODEL is not changed.`,
 		run: runExportAdapter,
@@ -81,6 +96,19 @@ func runExportAdapter(cx *context, args []string) error {
 		return err
 	}
 	defer m.Close()
+	prefixed, err := carriesPrefix(m)
+	if err != nil {
+		return err
+	}
+	if prefixed {
+		if carriesLoRA(m) {
+			return fmt.Errorf("%s carries both LoRA branches and a prefix; an adapter holds one PEFT type, so export-adapter cannot tell which to write", pos[0])
+		}
+		if *format == formatONNXAdapter {
+			return fmt.Errorf("%s carries a prefix (prefix tuning), which --format onnx_adapter cannot hold: an .onnx_adapter file has named tensors and no config (tokens, layers, KV heads), and ONNX Runtime feeds it to LoRA inputs only; export it with --format hf", pos[0])
+		}
+		return exportPrefix(cx, m, pos[0], *out)
+	}
 	if *format == formatONNXAdapter {
 		if err := checkOutput(*out, m); err != nil {
 			return err
@@ -88,6 +116,10 @@ func runExportAdapter(cx *context, args []string) error {
 	}
 	ad, err := rewrite.ExtractAdapter(m)
 	if err != nil {
+		if !carriesLoRA(m) {
+			// Neither LoRA nor a prefix: say both.
+			return fmt.Errorf("%w, and no prefix (no %q metadata): give a model from inject, prefix or apply", err, rewrite.PrefixMetadataKey)
+		}
 		return err
 	}
 	what := "HF PEFT directory"
@@ -115,6 +147,27 @@ func runExportAdapter(cx *context, args []string) error {
 	}
 	fmt.Fprintf(cx.stdout, "wrote %s (%s): %d LoRA %s, r=%d, alpha=%g%s, %d params\n",
 		*out, what, len(modules), noun, ad.LoRA.R, ad.LoRA.Alpha, extra, ad.NumParams())
+	return nil
+}
+
+// exportPrefix writes the prefix adapter of m, the model at path, to the
+// HuggingFace PEFT directory dir (rewrite.ExtractPrefix, adapter.SaveDir).
+func exportPrefix(cx *context, m *graph.Model, path, dir string) error {
+	ad, err := rewrite.ExtractPrefix(m)
+	if err != nil {
+		return err
+	}
+	site, err := rewrite.PrefixSiteOf(m)
+	if err != nil {
+		return err
+	}
+	if err := adapter.SaveDir(dir, ad); err != nil {
+		return err
+	}
+	fmt.Fprintf(cx.stdout, "wrote %s (HF PEFT directory): prefix of %s, %d params\n", dir, prefixShape(site.Config), ad.NumParams())
+	if site.ReplacedPast {
+		fmt.Fprintf(cx.stdout, "note: %s takes the prefix in place of its past inputs, which the adapter does not record: apply it with --replace-past to do the same\n", path)
+	}
 	return nil
 }
 

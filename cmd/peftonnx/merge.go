@@ -14,7 +14,7 @@ func init() {
 	register(&command{
 		name:    "merge",
 		args:    "MODEL -o OUT | BASE --adapter DIR|FILE -o OUT",
-		summary: "fold LoRA into the base weights and save a model with exactly the base's nodes",
+		summary: "fold LoRA into the base weights and save a model with exactly the base's nodes (prefix tuning cannot be merged)",
 		detail: `
 "merge MODEL -o OUT" folds every LoRA branch of an adapted model (from
 inject or apply) into its weight, W' = W + s·A·B computed in float32 and
@@ -26,6 +26,13 @@ tolerance.
 saved adapter (HF PEFT directory or .onnx_adapter file), as apply followed
 by merge would. A model whose LoRA factors are graph inputs (inject
 --as-inputs) counts as its base: --adapter bakes an adapter into it.
+
+Prefix tuning cannot be merged: a prefix is extra key/value positions fed
+to attention where the KV cache goes, not a change to any weight, so no
+model with the base's nodes computes what a prefixed model does. A
+prefixed model (from prefix, or apply with a prefix adapter) and a prefix
+adapter are an error; run or generate with them as they are ("peftonnx run
+BASE --adapter DIR" applies a prefix adapter in memory).
 
 Each merged module is listed with its rank and scaling s. OUT keeps its
 data in an external file (OUT.data) when the input does or when it passes
@@ -50,8 +57,12 @@ func runMerge(cx *context, args []string) error {
 	}
 	var ad *adapter.Adapter
 	if *adapterPath != "" {
-		if ad, err = loadLoRAAdapter(*adapterPath); err != nil {
+		if ad, err = loadAdapter(*adapterPath); err != nil {
 			return err
+		}
+		if ad.Prefix != nil {
+			return fmt.Errorf("merge: %s is %s, and prefix tuning cannot be merged into weights; %s: "+
+				"apply it with \"peftonnx apply BASE --adapter %s -o OUT\", or run or generate with --adapter %s", *adapterPath, adapterKind(ad), prefixIsNotAWeight, *adapterPath, *adapterPath)
 		}
 	}
 	m, err := graph.Load(pos[0])
@@ -59,6 +70,12 @@ func runMerge(cx *context, args []string) error {
 		return err
 	}
 	defer m.Close()
+	if prefixed, err := carriesPrefix(m); err != nil {
+		return err
+	} else if prefixed {
+		return fmt.Errorf("merge: %s carries a prefix, and prefix tuning cannot be merged into weights; %s: "+
+			"run or generate with %s as it is, or save its prefix with export-adapter", pos[0], prefixIsNotAWeight, pos[0])
+	}
 	if err := checkOutput(*out, m, *adapterPath); err != nil {
 		return err
 	}
@@ -127,6 +144,9 @@ func runMerge(cx *context, args []string) error {
 	fmt.Fprintf(cx.stdout, "wrote %s: %d LoRA %s merged, %d nodes (%d before)\n", *out, len(merged), noun, len(m.Graph().Node), nodes)
 	return nil
 }
+
+// prefixIsNotAWeight is why merge refuses prefix tuning.
+const prefixIsNotAWeight = "the prefix is a KV-cache input (key/value positions fed where past_key_values go), not a change to any weight"
 
 // mergedModule is one line of merge's report.
 type mergedModule struct {

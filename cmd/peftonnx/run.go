@@ -34,10 +34,15 @@ hold, is written as float32. DIR is created if needed. The outputs are
 written to temporary files first and renamed only when all of them are
 complete, so a failed run leaves no partial file behind.
 
---adapter runs MODEL with a LoRA adapter (a HuggingFace PEFT directory or
-an .onnx_adapter file) applied in memory, as "peftonnx apply" would apply
+--adapter runs MODEL with an adapter (a HuggingFace PEFT directory or an
+.onnx_adapter file) applied in memory, as "peftonnx apply" would apply
 it; no file is written. On a model whose LoRA factors are graph inputs
-(inject --as-inputs) the adapter is fed to those inputs instead.`,
+(inject --as-inputs) a LoRA adapter is fed to those inputs instead. A
+prefix adapter (PREFIX_TUNING) goes in front of MODEL's past inputs,
+which keep their meaning: feed input_ids, attention_mask, position_ids and
+the past as for MODEL itself (an empty past, length 0, for a fresh call);
+the present outputs leave the prefix out. A model carries LoRA or a
+prefix, not both.`,
 		run: runRun,
 	})
 }
@@ -49,7 +54,7 @@ func runRun(cx *context, args []string) error {
 	outDir := fs.String("output-dir", "", "write one `DIR`/<output>.npy per output (required)")
 	threads := fs.Int("threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
 	device := fs.String("device", "cpu", "run on `cpu`, cuda or cuda:N")
-	adapterPath := addAdapterFlag(fs, "apply this LoRA adapter in memory first")
+	adapterPath := addAdapterFlag(fs, "apply this LoRA or prefix adapter in memory first")
 	pos, err := cx.parse(args)
 	if err != nil {
 		return err
