@@ -34,6 +34,13 @@ type GenerateOptions struct {
 	// applies to greedy choice too. 0 and 1 turn it off.
 	RepetitionPenalty float64
 
+	// TokensPerRun, when positive, feeds the prompt at most that many
+	// tokens per run (it must divide the prompt length; 1 always does).
+	// onnxruntime-genai exports need 1 once the cache is not empty, as
+	// with a prefix: their attention mask accepts several new tokens only
+	// on an empty past. 0 feeds the prompt in one run.
+	TokensPerRun int
+
 	// PadID is the token fed at left padding, where the prompts of a batch
 	// differ in length, and after a row has ended. The attention mask hides
 	// it; any id in the vocabulary will do.

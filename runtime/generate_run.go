@@ -65,6 +65,9 @@ func (g *Generator) GenerateBatch(ctx context.Context, prompts [][]int64, opts G
 	if err := seq.SetFeeds(o.Feeds); err != nil {
 		return nil, err
 	}
+	if err := seq.SetTokensPerRun(o.TokensPerRun); err != nil {
+		return nil, err
+	}
 	ids := make([]int64, 0, batch*longest)
 	var mask []int64
 	if longest != shortest {

@@ -36,9 +36,24 @@ type Sequence struct {
 	out      any // the output buffer, [batch, seq, vocab]
 	chunkOut any // Feed's output where the model takes fewer tokens per run than fed
 
+	tokensPerRun int // overrides info.StepTokens where positive
+
 	idsBuf, maskBuf, posBuf []int64
 	in, outs                map[string]*Tensor
 	feeds                   map[string]*Tensor // the caller's further inputs, also in in
+}
+
+// SetTokensPerRun makes Feed run at most n tokens at a time (see
+// GenerateOptions.TokensPerRun); 0 restores the model's own step size.
+func (q *Sequence) SetTokensPerRun(n int) error {
+	if n < 0 {
+		return fmt.Errorf("runtime: %s: tokens per run must not be negative, got %d", q.g.s.name, n)
+	}
+	if st := q.info.StepTokens; st > 0 && n > 0 && n != st {
+		return fmt.Errorf("runtime: %s: the model takes exactly %d tokens per run, not %d", q.g.s.name, st, n)
+	}
+	q.tokensPerRun = n
+	return nil
 }
 
 // NewSequence starts batch empty sequences, with cache buffers for capacity
@@ -234,7 +249,11 @@ func (q *Sequence) Feed(ctx context.Context, ids, mask []int64) (*Tensor, error)
 		}
 	}
 	chunk := seq
-	if st := q.info.StepTokens; st > 0 {
+	st := q.info.StepTokens
+	if q.tokensPerRun > 0 {
+		st = q.tokensPerRun
+	}
+	if st > 0 {
 		if seq%st != 0 {
 			return nil, fmt.Errorf("runtime: %s: Feed: the model takes %d tokens per run; %d do not divide into runs", s.name, st, seq)
 		}

@@ -327,6 +327,17 @@ func TestGenerateTinyLlamaFP16(t *testing.T) {
 	if !slices.Equal(first, uncached) {
 		t.Errorf("cached tokens %v, uncached %v", first, uncached)
 	}
+	// Feeding the prompt one token per run fills the same cache.
+	oneByOne, err := g.Generate(context.Background(), prompt, rt.GenerateOptions{MaxNewTokens: n, TokensPerRun: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(first, oneByOne) {
+		t.Errorf("prompt in one run gave %v, one token per run %v", first, oneByOne)
+	}
+	if _, err := g.Generate(context.Background(), prompt, rt.GenerateOptions{MaxNewTokens: n, TokensPerRun: 2}); err == nil {
+		t.Error("2 tokens per run for a 5-token prompt: got no error")
+	}
 	// Sampling with a seed is repeatable too.
 	opts := rt.GenerateOptions{MaxNewTokens: n, Temperature: 0.8, TopK: 50, TopP: 0.95, Seed: 3}
 	a, err := g.Generate(context.Background(), prompt, opts)

@@ -141,6 +141,12 @@ func runGenerate(cx *context, args []string) error {
 		PadID:             tok.PadID(),
 		Feeds:             sess.Feeds,
 	}
+	if sess.Prefix != nil {
+		// A prefix is a past on every run, and some exports
+		// (onnxruntime-genai's) take several new tokens only on an empty
+		// past: feed the prompt one token at a time.
+		opts.TokensPerRun = 1
+	}
 	if eos := tok.EOS(); eos >= 0 && !*ignoreEOS {
 		opts.EOS = []int64{eos}
 	}
