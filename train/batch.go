@@ -8,6 +8,11 @@ type Batch struct {
 	Labels []int64
 	// AttentionMask is 1 at tokens and 0 at padding.
 	AttentionMask []int64
+	// Classes holds each example's class label [Size] (IgnoreIndex where
+	// it has none), and Targets each example's regression target,
+	// concatenated, when every example has one of the same length.
+	Classes []int64
+	Targets []float32
 }
 
 // Collate truncates each example to seqLen tokens (no limit when seqLen <=
@@ -35,6 +40,23 @@ func Collate(examples []Example, seqLen int, padID int64, padToSeqLen bool) Batc
 		InputIDs:      make([]int64, len(examples)*width),
 		Labels:        make([]int64, len(examples)*width),
 		AttentionMask: make([]int64, len(examples)*width),
+	}
+	b.Classes = make([]int64, len(examples))
+	targets := len(examples[0].Target)
+	for r, ex := range examples {
+		b.Classes[r] = IgnoreIndex
+		if ex.HasLabel {
+			b.Classes[r] = ex.Label
+		}
+		if len(ex.Target) != targets {
+			targets = 0
+		}
+	}
+	if targets > 0 {
+		b.Targets = make([]float32, 0, len(examples)*targets)
+		for _, ex := range examples {
+			b.Targets = append(b.Targets, ex.Target...)
+		}
 	}
 	for r, ex := range examples {
 		row := r * width
@@ -68,6 +90,35 @@ func (b Batch) LabelTokens(shift bool) int {
 				n++
 			}
 		}
+	}
+	return n
+}
+
+// scored returns how much of the batch the task's loss averages over:
+// labelled tokens after the shift for a causal LM, labelled examples for
+// classification, target values for regression. Gradient accumulation and
+// evaluation weight each batch by it.
+func (b Batch) scored(task Task) int {
+	switch task {
+	case SequenceClassification:
+		n := 0
+		for _, c := range b.Classes {
+			if c != IgnoreIndex {
+				n++
+			}
+		}
+		return n
+	case Regression:
+		return len(b.Targets)
+	}
+	return b.LabelTokens(true)
+}
+
+// InputTokens counts the tokens of the batch that are not padding.
+func (b Batch) InputTokens() int {
+	n := 0
+	for _, m := range b.AttentionMask {
+		n += int(m)
 	}
 	return n
 }

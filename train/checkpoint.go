@@ -91,6 +91,9 @@ func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
 			return "", errorf("checkpoint: %v", err)
 		}
 	}
+	if err := os.Chmod(tmp, 0o755); err != nil { // MkdirTemp made it 0700
+		return "", errorf("checkpoint: %v", err)
+	}
 	syncDir(tmp)
 	final := filepath.Join(dir, checkpointPrefix+strconv.Itoa(t.step))
 	if err := os.RemoveAll(final); err != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 )
 
@@ -18,6 +19,13 @@ const IgnoreIndex = -100
 type Example struct {
 	InputIDs []int64
 	Labels   []int64
+	// Label is the example's class for sequence classification, when
+	// HasLabel is set; IgnoreIndex leaves the example out of the loss.
+	Label    int64
+	HasLabel bool
+	// Target holds the values a regression (MSE) loss wants from the
+	// model's output for this example, flattened row-major.
+	Target []float32
 	// Line is the example's line in its source file, for messages.
 	Line int
 }
@@ -31,11 +39,13 @@ type Dataset struct {
 
 // record is one JSONL line, in any of the formats the train command reads.
 type record struct {
-	InputIDs *[]int64 `json:"input_ids"`
-	Labels   *[]int64 `json:"labels"`
-	Text     *string  `json:"text"`
-	Src      *string  `json:"src"`
-	Tgt      *string  `json:"tgt"`
+	InputIDs *[]int64   `json:"input_ids"`
+	Labels   *[]int64   `json:"labels"`
+	Text     *string    `json:"text"`
+	Src      *string    `json:"src"`
+	Tgt      *string    `json:"tgt"`
+	Label    *int64     `json:"label"`
+	Target   *[]float64 `json:"target"`
 }
 
 // LoadJSONL reads a JSONL dataset. Each non-blank line is a JSON object in
@@ -50,8 +60,11 @@ type record struct {
 //     with special tokens, tgt without, and EOS (if tok has one) ends the
 //     answer. Only the answer's tokens are labels: src's are -100.
 //
-// Other fields are ignored. tok may be nil when every line holds
-// input_ids. Errors name the file and line.
+// Each form may add the targets of the other tasks: "label", an integer
+// class for sequence classification (-100: no loss), and "target", a list
+// of numbers for a regression (MSE) loss, the model output's values for
+// the example, flattened. Other fields are ignored. tok may be nil when
+// every line holds input_ids. Errors name the file and line.
 func LoadJSONL(path string, tok *Tokenizer) (*Dataset, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -102,6 +115,34 @@ func parseRecord(b []byte, tok *Tokenizer) (Example, error) {
 	if dec.More() {
 		return Example{}, errors.New("invalid JSON: more than one value on the line")
 	}
+	ex, err := parseTokens(&rec, tok)
+	if err != nil {
+		return Example{}, err
+	}
+	if rec.Label != nil {
+		if l := *rec.Label; l < 0 && l != IgnoreIndex {
+			return Example{}, fmt.Errorf("label is %d: a class label is >= 0, or %d", l, IgnoreIndex)
+		}
+		ex.Label, ex.HasLabel = *rec.Label, true
+	}
+	if rec.Target != nil {
+		if len(*rec.Target) == 0 {
+			return Example{}, errors.New("empty target")
+		}
+		ex.Target = make([]float32, len(*rec.Target))
+		for i, v := range *rec.Target {
+			f := float32(v)
+			if math.IsInf(float64(f), 0) {
+				return Example{}, fmt.Errorf("target[%d] is %g, beyond float32", i, v)
+			}
+			ex.Target[i] = f
+		}
+	}
+	return ex, nil
+}
+
+// parseTokens reads the token ids and token labels of a record.
+func parseTokens(rec *record, tok *Tokenizer) (Example, error) {
 	switch {
 	case rec.InputIDs != nil:
 		ids := *rec.InputIDs

@@ -6,24 +6,47 @@
 //
 //   - Data: LoadJSONL reads {"input_ids","labels"}, {"text"} or
 //     {"src","tgt"} lines (the last two through a Tokenizer, which loads a
-//     HuggingFace tokenizer.json). Dataset.CheckVocab refuses token ids the
-//     model cannot embed. A Loader cuts a dataset into padded Batches,
-//     shuffled per epoch from a seed.
+//     HuggingFace tokenizer.json), with a class "label" or a regression
+//     "target" where the task wants one. A Loader cuts a dataset into
+//     padded Batches, shuffled per epoch from a seed.
 //   - Loss: CausalLMLoss, SequenceClassificationLoss and MSELoss append a
 //     loss to a graph as standard ONNX ops, in the forms of the model's
 //     opset (11 and later), and add a "labels" input. The causal LM loss is
 //     HF's: labels align with input_ids, the shift happens inside, and the
 //     loss is the mean cross entropy over labels that are not -100.
+//     DetectTask picks the task from the model's outputs.
 //   - Optimization: AdamW and SGD with torch semantics, Schedule with HF's
 //     constant, linear and cosine schedules and warmup, ClipGradNorm as
 //     torch.nn.utils.clip_grad_norm_, and AccumulateGrad for gradient
 //     accumulation. Optimizer state encodes to safetensors.
-//   - Trainer: puts them together. NewTrainer appends the loss, builds the
-//     gradient graph (autodiff.Build) and opens one ONNX Runtime session
-//     for it; each TrainStep feeds a batch and the current parameters, reads
-//     back the loss and the gradients, clips, and steps the optimizer.
-//     Evaluate reports loss and perplexity; SaveCheckpoint and Resume make
-//     a stopped run continue as if it had not stopped.
+//   - Trainer: puts them together. NewTrainer checks every example against
+//     the model (token ids within its vocabulary, ModelVocab; class labels
+//     within its classes; targets of the output's size), appends the loss,
+//     builds the gradient graph (autodiff.Build) and opens one ONNX Runtime
+//     session for it. Each TrainStep feeds a batch and the current
+//     parameters through an rt.Binding, so that a step reuses its tensors:
+//     float32 parameters are bound by reference and updated in place by the
+//     optimizer, outputs are written into the same buffers every step. It
+//     reads back the loss and the gradients, clips, and steps the
+//     optimizer. Train adds logging, evaluation, checkpoints and early
+//     stopping; Evaluate reports loss and perplexity (or accuracy);
+//     SaveCheckpoint and Resume make a stopped run continue as if it had
+//     not stopped; Model returns the model with the trained values, every
+//     frozen tensor bit for bit the caller's; WriteLossPlot draws the loss
+//     curve as a PNG.
+//
+// # Float16 models
+//
+// A model whose weights or activations are float16 or bfloat16 (such as an
+// onnxruntime-genai export) trains, by default (Upcast), on a float32 copy
+// of its graph: the frozen weights, constants, casts and declared types of
+// the training session are converted, so that no gradient underflows in 16
+// bits, and the float32 kernels of CPUs are the fast ones. The model is
+// not changed, and the adapter keeps the type it was injected with (float32
+// by default: its branch casts in and out of the layer's type, and Merge
+// folds it in float32). KeepHalf runs the graph in its own types instead,
+// with a static loss scale, which halves the memory of frozen weights and
+// activations on a GPU.
 //
 // # Defaults
 //
@@ -32,7 +55,8 @@
 // linear schedule without warmup, gradient clipping at norm 1.0, learning
 // rate 5e-5, batch 8, 3 epochs, seed 42. As in HF, the learning rate of
 // step n (from 1) is the schedule's value after n-1 steps, so with warmup
-// the first step runs at rate 0.
+// the first step runs at rate 0. As in HF, biases and normalization
+// weights do not decay.
 //
 // # Numerics
 //
@@ -45,9 +69,10 @@
 // graph, whatever the logits' type.
 //
 // Gradient accumulation weights each micro-batch by its share of the
-// step's labelled tokens, so the step's gradient is that of the mean loss
-// over all of them, as recent HF Trainer versions do for causal LMs. A
-// batch with no labelled token has loss 0 (HF gives NaN).
+// step's labelled tokens (labelled examples for a classifier, target
+// values for a regression), so the step's gradient is that of the mean
+// loss over all of them, as recent HF Trainer versions do for causal LMs.
+// A batch with no labelled token has loss 0 (HF gives NaN).
 //
 // # Reproducibility
 //
@@ -61,10 +86,16 @@
 //
 // # Limits
 //
-//   - The Trainer runs the causal LM task only; the other losses are
-//     building blocks.
 //   - The model is handed to ONNX Runtime as one serialized buffer, so it
-//     must fit the 2 GiB protobuf limit with its weights inline.
+//     must fit the 2 GiB protobuf limit with its weights inline. ONNX
+//     Runtime keeps its own copy of the frozen weights (and packs those of
+//     MatMul again), so a session needs about three times their size.
+//   - KeepHalf's loss scale is static: a step whose scaled gradients
+//     overflow fails with an infinite gradient norm instead of being
+//     skipped at a smaller scale.
+//   - A regression example's target must have the output's size for that
+//     example; outputs whose size follows the padded sequence length do not
+//     mix with examples of different lengths.
 //   - PaddleNLP's LoRA+ (a separate learning rate for B) is not applied.
 //   - sugarme/tokenizer does not implement every tokenizer.json feature;
 //     byte fallback is added here, and tokenizers of other families should

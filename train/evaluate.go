@@ -8,10 +8,15 @@ import (
 
 // EvalResult is the outcome of an evaluation.
 type EvalResult struct {
-	// Loss is the mean loss over every labelled token of the dataset;
-	// Perplexity is exp(Loss).
-	Loss, Perplexity float64
-	Tokens           int
+	// Loss is the mean loss over everything the dataset's labels score
+	// (see LogRecord.Tokens).
+	Loss float64
+	// Perplexity is exp(Loss) for a causal LM, and 0 for other tasks.
+	Perplexity float64
+	// Accuracy is the share of labelled examples whose largest logit is
+	// their class, for a classifier; 0 for other tasks.
+	Accuracy float64
+	Tokens   int
 }
 
 // Evaluate computes the loss of the current parameters on d, in order,
@@ -19,10 +24,18 @@ type EvalResult struct {
 // it. The forward graph gets its own ONNX Runtime session, opened on first
 // use.
 func (t *Trainer) Evaluate(d *Dataset) (EvalResult, error) {
-	if t.trainSes == nil {
+	if t.train == nil {
 		return EvalResult{}, errorf("trainer is closed")
 	}
-	if t.evalSes == nil {
+	if d == nil || len(d.Examples) == 0 {
+		return EvalResult{}, errorf("evaluate: no examples")
+	}
+	if d != t.opts.Eval && d != t.data {
+		if err := t.checkData(d); err != nil {
+			return EvalResult{}, err
+		}
+	}
+	if t.eval == nil {
 		if err := t.openEval(); err != nil {
 			return EvalResult{}, err
 		}
@@ -32,34 +45,72 @@ func (t *Trainer) Evaluate(d *Dataset) (EvalResult, error) {
 		return EvalResult{}, err
 	}
 	var sum float64
-	tokens := 0
+	tokens, correct, labelled := 0, 0, 0
 	for i := range l.NumBatches() {
 		b := l.Batch(0, i)
-		n := b.LabelTokens(true)
+		n := b.scored(t.opts.Task)
 		if n == 0 {
 			continue
 		}
-		in, err := batchFeeds(t.evalFed, t.byName, b, false)
+		out, err := t.eval.run(t.byName, b, false)
 		if err != nil {
-			return EvalResult{}, err
+			return EvalResult{}, errorf("evaluate %s: %v", d.Path, unprefixed(err))
 		}
-		out, err := t.evalSes.Run(in, []string{t.loss})
-		if err != nil {
-			return EvalResult{}, errorf("evaluate %s: %v", d.Path, err)
+		loss := float64(out[t.loss].ToFloat32()[0])
+		if math.IsNaN(loss) || math.IsInf(loss, 0) {
+			return EvalResult{}, errorf("evaluate %s: loss is %v at step %d", d.Path, loss, t.step)
 		}
-		sum += float64(out[t.loss].ToFloat32()[0]) * float64(n)
+		sum += loss * float64(n)
 		tokens += n
+		if t.opts.Task == SequenceClassification {
+			c, k := countCorrect(out[t.opts.Output].ToFloat32(), b.Classes)
+			correct += c
+			labelled += k
+		}
 	}
 	if tokens == 0 {
-		return EvalResult{}, errorf("evaluate %s: no labelled tokens", d.Path)
+		return EvalResult{}, errorf("evaluate %s: nothing to score: every label is %d", d.Path, IgnoreIndex)
 	}
 	r := EvalResult{Loss: sum / float64(tokens), Tokens: tokens}
-	r.Perplexity = math.Exp(r.Loss)
-	loss, ppl := r.Loss, r.Perplexity
-	if err := t.log(LogRecord{Step: t.step, Epoch: t.epochAt(t.step * t.opts.GradAccum), EvalLoss: &loss, EvalPerplexity: &ppl, Tokens: tokens}); err != nil {
+	rec := LogRecord{Step: t.step, Epoch: t.epochAt(t.step * t.opts.GradAccum), EvalLoss: &r.Loss, Tokens: tokens}
+	switch t.opts.Task {
+	case CausalLM:
+		r.Perplexity = math.Exp(r.Loss)
+		rec.EvalPerplexity = &r.Perplexity
+	case SequenceClassification:
+		r.Accuracy = float64(correct) / float64(max(1, labelled))
+		rec.EvalAccuracy = &r.Accuracy
+	}
+	if err := t.log(rec); err != nil {
 		return EvalResult{}, err
 	}
 	return r, nil
+}
+
+// countCorrect counts the rows of logits [len(classes), C] whose largest
+// value is at their class, and the rows that have a class.
+func countCorrect(logits []float32, classes []int64) (correct, labelled int) {
+	if len(classes) == 0 {
+		return 0, 0
+	}
+	c := len(logits) / len(classes)
+	for r, want := range classes {
+		if want == IgnoreIndex {
+			continue
+		}
+		labelled++
+		row := logits[r*c : (r+1)*c]
+		best := 0
+		for j, v := range row {
+			if v > row[best] {
+				best = j
+			}
+		}
+		if int64(best) == want {
+			correct++
+		}
+	}
+	return correct, labelled
 }
 
 // openEval opens the forward session: the model with its loss, the
@@ -75,25 +126,40 @@ func (t *Trainer) openEval() error {
 		}
 		m.AddInput(graph.TensorInfo(p.Name, init.DataType, dims...))
 	}
-	keepOnly(m, t.loss)
+	keep := []string{t.loss}
+	if t.opts.Task == SequenceClassification {
+		keep = append(keep, t.opts.Output)
+		if !m.IsGraphOutput(t.opts.Output) {
+			et := int32(graph.Float32)
+			if vi, _ := findValue(m, t.opts.Output); vi != nil {
+				et = vi.GetType().GetTensorType().GetElemType()
+			}
+			m.AddOutput(graph.TensorInfo(t.opts.Output, et))
+		}
+	}
+	keepOnly(m, keep...)
 	s, err := newSession(m, t.opts.Session)
 	if err != nil {
 		return err
 	}
-	plan, err := planFeeds(s.Inputs(), t.paramSet())
+	r, err := newRunner(s, t.paramSet(), keep, t.opts.Task, outputDims(t.withLoss, t.opts.Output))
 	if err != nil {
 		s.Close()
 		return err
 	}
-	t.evalSes, t.evalFed = s, plan
+	t.eval = r
 	return nil
 }
 
-// keepOnly makes name the model's only output.
-func keepOnly(m *graph.Model, name string) {
+// keepOnly makes names the model's only outputs.
+func keepOnly(m *graph.Model, names ...string) {
 	var drop []string
 	for _, o := range m.Graph().Output {
-		if o.Name != name {
+		keep := false
+		for _, n := range names {
+			keep = keep || o.Name == n
+		}
+		if !keep {
 			drop = append(drop, o.Name)
 		}
 	}

@@ -1,8 +1,12 @@
 package train_test
 
 import (
+	"context"
 	"fmt"
 
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/models"
+	"github.com/peftonnx/peftonnx/rewrite"
 	"github.com/peftonnx/peftonnx/train"
 )
 
@@ -55,4 +59,44 @@ func ExampleCollate() {
 	fmt.Println(b.InputIDs, b.Labels, b.AttentionMask)
 	// Output:
 	// [5 6 7 8 0 0] [5 6 7 8 -100 -100] [1 1 1 1 0 0]
+}
+
+// ExampleTrainer trains the LoRA adapter of a small decoder and saves it
+// as a HuggingFace PEFT directory. (It needs ONNX Runtime, so it is not run
+// as a test.)
+func ExampleTrainer() {
+	m, err := models.Llama(models.LlamaMini())
+	if err != nil {
+		panic(err)
+	}
+	_, sum, err := rewrite.InjectLoRA(m, adapter.DefaultLoRAConfig(".*q_proj", ".*v_proj"))
+	if err != nil {
+		panic(err)
+	}
+	data, err := train.LoadJSONL("train.jsonl", nil) // {"input_ids": [...]} per line
+	if err != nil {
+		panic(err)
+	}
+	opts := train.DefaultOptions()
+	opts.Steps, opts.LR = 100, 1e-3
+	opts.OnStep = func(r train.StepResult) { fmt.Printf("step %d loss %.4f\n", r.Step, r.Loss) }
+	tr, err := train.NewTrainer(m, sum.Trainable(), data, opts)
+	if err != nil {
+		panic(err)
+	}
+	defer tr.Close()
+	if err := tr.Train(context.Background()); err != nil {
+		panic(err)
+	}
+	trained, err := tr.Model() // every frozen tensor as it was
+	if err != nil {
+		panic(err)
+	}
+	ad, err := rewrite.ExtractAdapter(trained)
+	if err != nil {
+		panic(err)
+	}
+	if err := adapter.SaveDir("my-adapter", ad); err != nil {
+		panic(err)
+	}
 }

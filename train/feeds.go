@@ -3,7 +3,6 @@ package train
 import (
 	"strings"
 
-	"github.com/peftonnx/peftonnx/internal/half"
 	"github.com/peftonnx/peftonnx/rewrite"
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
@@ -19,7 +18,7 @@ const (
 	feedTokenTypeIDs
 	feedLabels
 	feedPast     // an empty KV cache: zero past positions
-	feedTraining // rewrite.TrainingModeInput
+	feedTraining // rewrite.TrainingModeInput, rewrite.PrefixTrainingModeInput
 )
 
 // feed is one graph input and how to fill it.
@@ -49,7 +48,7 @@ func planFeeds(inputs []rt.ValueInfo, params map[string]bool) ([]feed, error) {
 			k = feedTokenTypeIDs
 		case name == LabelsInput:
 			k = feedLabels
-		case name == rewrite.TrainingModeInput:
+		case name == rewrite.TrainingModeInput || name == rewrite.PrefixTrainingModeInput:
 			k = feedTraining
 		case strings.HasPrefix(name, "past_key_values") || strings.HasPrefix(name, "past_"):
 			k = feedPast
@@ -96,59 +95,4 @@ func pastShape(in rt.ValueInfo, batch int) ([]int64, error) {
 		return nil, errorf("KV-cache input %s has no past-length dimension", in)
 	}
 	return shape, nil
-}
-
-// paramTensor wraps a parameter's values for a run: without a copy for a
-// float32 input (the optimizer updates the same memory), converted for a
-// 16-bit one.
-func paramTensor(p *Param, dtype rt.DType) (*rt.Tensor, error) {
-	switch dtype {
-	case rt.Float32:
-		return rt.NewFloat32(p.Shape, p.Data)
-	case rt.Float16:
-		return rt.NewFloat16FromFloat32(p.Shape, p.Data)
-	case rt.BFloat16:
-		h := make([]uint16, len(p.Data))
-		for i, v := range p.Data {
-			h[i] = half.Float32ToBFloat16(v)
-		}
-		return rt.NewBFloat16(p.Shape, h)
-	}
-	return nil, errorf("parameter %q is %s: the trainer feeds float32, float16 and bfloat16 parameters", p.Name, dtype)
-}
-
-// batchFeeds returns the inputs of one run over b.
-func batchFeeds(plan []feed, params map[string]*Param, b Batch, training bool) (map[string]*rt.Tensor, error) {
-	shape := []int64{int64(b.Size), int64(b.SeqLen)}
-	out := make(map[string]*rt.Tensor, len(plan))
-	for _, f := range plan {
-		var t *rt.Tensor
-		var err error
-		switch f.kind {
-		case feedParam:
-			t, err = paramTensor(params[f.info.Name], f.info.DType)
-		case feedInputIDs:
-			t, err = rt.NewInt64(shape, b.InputIDs)
-		case feedAttentionMask:
-			t, err = rt.NewInt64(shape, b.AttentionMask)
-		case feedPositionIDs:
-			t, err = rt.NewInt64(shape, b.PositionIDs())
-		case feedTokenTypeIDs:
-			t, err = rt.NewInt64(shape, make([]int64, b.Size*b.SeqLen))
-		case feedLabels:
-			t, err = rt.NewInt64(shape, b.Labels)
-		case feedTraining:
-			t, err = rt.NewBool(nil, []bool{training})
-		case feedPast:
-			var ps []int64
-			if ps, err = pastShape(f.info, b.Size); err == nil {
-				t, err = rt.Zeros(f.info.DType, ps)
-			}
-		}
-		if err != nil {
-			return nil, errorf("input %s: %v", f.info.Name, unprefixed(err))
-		}
-		out[f.info.Name] = t
-	}
-	return out, nil
 }

@@ -24,12 +24,16 @@ const minLossOpset = 11
 // scored against label t+1. It is the mean cross entropy over every label
 // in the batch that is not -100 (IgnoreIndex): the sum of -log p over
 // those labels divided by their count. The logits are cast to float32
-// first, as HF upcasts fp16 logits. A batch with no labels at all gives 0
-// rather than HF's NaN (0/0).
+// first unless they are, as HF upcasts fp16 logits. A batch with no labels
+// at all gives 0 rather than HF's NaN (0/0).
+//
+// The shift moves the labels, not the logits: labels[:, 1:] padded with
+// -100 score every position, so the logits, the largest tensor of a
+// language model, are never copied, forward or backward.
 //
 // The nodes are standard ops of m's default opset (11 or later), in the
 // forms that opset wants, and differentiable by package autodiff: Slice,
-// Cast, LogSoftmax, Unsqueeze, Equal, Not, Where, GatherElements,
+// Pad, Cast, LogSoftmax, Unsqueeze, Equal, Not, Where, GatherElements,
 // ReduceSum, Max, Div and Neg.
 func CausalLMLoss(m *graph.Model, logits string) (string, error) {
 	b, err := newLossBuilder(m, "causal_lm_loss", logits, 3)
@@ -41,10 +45,12 @@ func CausalLMLoss(m *graph.Model, logits string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// logits[:, :-1, :] and labels[:, 1:].
-	x := b.slice(logits, 0, -1, 1)
-	y := b.slice(labels, 1, math.MaxInt64, 1)
-	return b.crossEntropy(x, y, 2), nil
+	// Position t is scored against label t+1: the labels move left by one
+	// and the last position gets IgnoreIndex, which is HF's
+	// logits[:, :-1] against labels[:, 1:] without copying the logits,
+	// the largest tensor of the graph, forward or backward.
+	y := b.pad(b.slice(labels, 1, math.MaxInt64, 1), 1, IgnoreIndex)
+	return b.crossEntropy(logits, y, 2), nil
 }
 
 // SequenceClassificationLoss appends the single-label classification loss
@@ -210,6 +216,15 @@ func (b *lossBuilder) slice(x string, start, end, axis int64) string {
 	return b.node("Slice", []string{x, b.ints("starts", start), b.ints("ends", end), b.ints("axes", axis)})
 }
 
+// pad appends one element of value v at the end of axis 1 of a rank-2
+// int64 tensor: an attribute before opset 11, inputs since (and the loss
+// needs 11).
+func (b *lossBuilder) pad(x string, axis int64, v int64) string {
+	pads := make([]int64, 4)
+	pads[2+axis] = 1
+	return b.node("Pad", []string{x, b.ints("pads", pads...), b.int0("pad_value", v)})
+}
+
 // unsqueeze inserts a dimension at axis: an attribute before opset 13, an
 // input since.
 func (b *lossBuilder) unsqueeze(x string, axis int64) string {
@@ -229,7 +244,10 @@ func (b *lossBuilder) sumAll(x string) string {
 // classAxis (the last axis) over the labels that are not IgnoreIndex.
 // labels has logits' shape without the class axis.
 func (b *lossBuilder) crossEntropy(logits, labels string, classAxis int64) string {
-	x := b.node("Cast", []string{logits}, graph.AttrInt("to", int64(graph.Float32)))
+	x := logits
+	if !b.isFloat32(logits) {
+		x = b.node("Cast", []string{logits}, graph.AttrInt("to", int64(graph.Float32)))
+	}
 	// axis -1 is the last axis in every opset: before 13 LogSoftmax
 	// flattens to 2-D around the axis, which for the last axis is the same.
 	logp := b.node("LogSoftmax", []string{x}, graph.AttrInt("axis", -1))
@@ -242,6 +260,12 @@ func (b *lossBuilder) crossEntropy(logits, labels string, classAxis int64) strin
 	count := b.sumAll(b.node("Cast", []string{valid}, graph.AttrInt("to", int64(graph.Float32))))
 	count = b.node("Max", []string{count, b.float0("one", 1)})
 	return b.finish("Neg", []string{b.node("Div", []string{total, count})})
+}
+
+// isFloat32 reports whether a value of the model is declared float32.
+func (b *lossBuilder) isFloat32(v string) bool {
+	vi, _ := findValue(b.m, v)
+	return vi != nil && vi.GetType().GetTensorType().GetElemType() == graph.Float32
 }
 
 // finish adds the last node, whose output is the loss under a fresh name

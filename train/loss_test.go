@@ -313,16 +313,13 @@ func TestCausalLMLossRealModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	plan, err := planFeeds(s.Inputs(), nil)
+	r, err := newRunner(s, nil, []string{loss, "logits"}, CausalLM, nil)
 	if err != nil {
+		s.Close()
 		t.Fatal(err)
 	}
-	in, err := batchFeeds(plan, nil, b, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := s.Run(in, []string{loss, "logits"})
+	defer r.close()
+	res, err := r.run(nil, b, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,15 +10,46 @@ import (
 // Task says which loss the trainer appends to the model.
 type Task string
 
-// CausalLM scores next-token prediction with CausalLMLoss. It is the only
-// task the Trainer runs so far.
-const CausalLM Task = "causal_lm"
+// The tasks. Each names the loss it appends and the labels its examples
+// carry.
+const (
+	// CausalLM scores next-token prediction with CausalLMLoss; an example's
+	// Labels are its token labels.
+	CausalLM Task = "causal"
+	// SequenceClassification scores [batch, classes] logits with
+	// SequenceClassificationLoss; an example's Label is its class.
+	SequenceClassification Task = "classification"
+	// Regression scores an output with MSELoss against each example's
+	// Target, the output's values for that example, flattened.
+	Regression Task = "mse"
+)
+
+// HalfPolicy says how a trainer runs a model whose weights or activations
+// are float16 or bfloat16.
+type HalfPolicy string
+
+const (
+	// Upcast trains on a float32 copy of the graph: frozen weights,
+	// constants and casts are converted to float32 in the training
+	// session only, so gradients never underflow in 16 bits. The model
+	// itself is not changed; the adapter keeps its own element type. This
+	// is the default: it is exact where float16 backward passes are not,
+	// and on CPUs float32 kernels are the fast ones.
+	Upcast HalfPolicy = "upcast"
+	// KeepHalf runs the graph in its own element types, as inference
+	// does (LoRA factors injected as float32 compute in float32 between
+	// casts), with the loss multiplied by LossScale before the backward
+	// pass and the gradients divided by it after. It halves the memory of
+	// frozen weights and activations, which matters on GPUs.
+	KeepHalf HalfPolicy = "keep"
+)
 
 // Options configures a Trainer. Start from DefaultOptions, which holds HF
 // Trainer's defaults.
 type Options struct {
-	// Task picks the loss; Output names the model output it scores
-	// (default "logits").
+	// Task picks the loss (empty: DetectTask decides from the model's
+	// outputs); Output names the model output it scores (empty: "logits"
+	// when the model has it, else its first output).
 	Task   Task
 	Output string
 
@@ -45,16 +76,31 @@ type Options struct {
 	Schedule string
 	Warmup   int
 	// AdamW holds the optimizer's hyperparameters, weight decay included.
+	// As in HF Trainer, biases and normalization weights (parameters of
+	// rank 1, or whose name says bias or norm) do not decay.
 	AdamW AdamWConfig
 	// Clip is the maximum global gradient norm; 0 turns clipping off.
 	Clip float64
 	// Seed drives the data order.
 	Seed uint64
 
+	// Half says how a float16 or bfloat16 model is trained (default
+	// Upcast). LossScale multiplies the loss before the backward pass
+	// with KeepHalf (default 1024); it must be a power of two, so that
+	// scaling is exact.
+	Half      HalfPolicy
+	LossScale float64
+
 	// LogJSON, when set, receives one JSON object per line for every
 	// LogEvery steps (default 1) and every evaluation (see LogRecord).
+	// A resumed run first writes the records its checkpoint holds, so the
+	// log always covers the whole run.
 	LogJSON  io.Writer
 	LogEvery int
+	// OnStep, when set, is called by Train after every optimizer step,
+	// before any evaluation or checkpoint of that step; a progress bar
+	// hooks in here.
+	OnStep func(StepResult)
 
 	// Eval, when set, is evaluated every EvalEvery steps (0: at the end
 	// only).
@@ -62,9 +108,9 @@ type Options struct {
 	EvalEvery int
 
 	// CheckpointDir, when set, receives a checkpoint every
-	// CheckpointEvery steps (0: at the end only), and Train resumes from
-	// the latest one found there. KeepCheckpoints is how many to keep
-	// (default 1).
+	// CheckpointEvery steps (0: at the end only) and when Train stops
+	// early; Train resumes from the latest one found there.
+	// KeepCheckpoints is how many to keep (default 1).
 	CheckpointDir   string
 	CheckpointEvery int
 	KeepCheckpoints int
@@ -76,11 +122,10 @@ type Options struct {
 
 // DefaultOptions returns HF Trainer's defaults: 3 epochs, batch 8, learning
 // rate 5e-5 on a linear schedule without warmup, AdamW with β1=0.9,
-// β2=0.999, ε=1e-8 and no weight decay, clipping at norm 1.0, seed 42.
+// β2=0.999, ε=1e-8 and no weight decay, clipping at norm 1.0, seed 42. The
+// task is detected from the model.
 func DefaultOptions() Options {
 	return Options{
-		Task:      CausalLM,
-		Output:    "logits",
 		Epochs:    3,
 		BatchSize: 8,
 		GradAccum: 1,
@@ -90,17 +135,16 @@ func DefaultOptions() Options {
 		Clip:      1.0,
 		Seed:      42,
 		LogEvery:  1,
+		Half:      Upcast,
 	}
 }
 
+// defaultLossScale is KeepHalf's loss scale unless told otherwise.
+const defaultLossScale = 1024
+
 // validate checks o and fills in defaults for zero values that have one.
+// The task and output are settled by NewTrainer, which sees the model.
 func (o *Options) validate() error {
-	if o.Task == "" {
-		o.Task = CausalLM
-	}
-	if o.Output == "" {
-		o.Output = "logits"
-	}
 	if o.GradAccum == 0 {
 		o.GradAccum = 1
 	}
@@ -113,9 +157,21 @@ func (o *Options) validate() error {
 	if o.Schedule == "" {
 		o.Schedule = string(Linear)
 	}
+	if o.Half == "" {
+		o.Half = Upcast
+	}
+	if o.LossScale == 0 {
+		o.LossScale = 1
+		if o.Half == KeepHalf {
+			o.LossScale = defaultLossScale
+		}
+	}
+	switch o.Task {
+	case "", CausalLM, SequenceClassification, Regression:
+	default:
+		return errorf("task %q: want %q, %q or %q", o.Task, CausalLM, SequenceClassification, Regression)
+	}
 	switch {
-	case o.Task != CausalLM:
-		return errorf("task %q: the trainer runs %q only", o.Task, CausalLM)
 	case o.Steps < 0:
 		return errorf("steps %d: want > 0, or 0 to train by epochs", o.Steps)
 	case o.Steps == 0 && o.Epochs <= 0:
@@ -134,6 +190,16 @@ func (o *Options) validate() error {
 		return errorf("clip %v: want >= 0 (0 turns clipping off)", o.Clip)
 	case o.LogEvery < 0 || o.EvalEvery < 0 || o.CheckpointEvery < 0 || o.KeepCheckpoints < 0:
 		return errorf("log, eval and checkpoint intervals must be >= 0")
+	case o.Half != Upcast && o.Half != KeepHalf:
+		return errorf("half-precision policy %q: want %q or %q", o.Half, Upcast, KeepHalf)
+	case !(o.LossScale > 0) || math.IsInf(o.LossScale, 0) || !isPowerOfTwo(o.LossScale):
+		return errorf("loss scale %v: want a power of two", o.LossScale)
 	}
 	return o.AdamW.Validate()
+}
+
+// isPowerOfTwo reports whether x is 2^k for an integer k.
+func isPowerOfTwo(x float64) bool {
+	frac, _ := math.Frexp(x)
+	return frac == 0.5
 }

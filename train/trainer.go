@@ -4,69 +4,85 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"runtime/debug"
 	"slices"
+	"strings"
 
 	"github.com/peftonnx/peftonnx/graph"
 	rt "github.com/peftonnx/peftonnx/runtime"
 	"github.com/peftonnx/peftonnx/train/autodiff"
 )
 
-// Trainer trains the named parameters of a model: it appends the loss,
-// derives the gradient graph with package autodiff, runs it on one ONNX
-// Runtime session, and updates the parameters in Go with AdamW, a learning
-// rate schedule and gradient clipping.
+// Trainer trains the named parameters of a model: it appends the task's
+// loss, derives the gradient graph with package autodiff, runs it on one
+// ONNX Runtime session, and updates the parameters in Go with AdamW, a
+// learning rate schedule and gradient clipping.
 //
 // A Trainer holds native ONNX Runtime sessions: call Close when done.
 type Trainer struct {
 	opts     Options
 	base     *graph.Model // the caller's model, cloned: no loss
-	withLoss *graph.Model
+	withLoss *graph.Model // the graph the trainer runs: loss appended, maybe upcast
 	loss     string
+	upcast   bool
 
-	params   []*Param
-	byName   map[string]*Param
-	names    []string
-	grads    []string // gradient output per param
-	data     *Dataset
-	loader   *Loader
-	opt      *AdamW
-	sched    *Schedule
-	total    int // optimizer steps in the run
-	step     int // optimizer steps completed
-	trainSes *rt.Session
-	trainFed []feed
-	evalSes  *rt.Session
-	evalFed  []feed
-	history  []LogRecord
+	params []*Param
+	byName map[string]*Param
+	names  []string
+	grads  []string // gradient output per param
+	data   *Dataset
+	loader *Loader
+	opt    *AdamW
+	sched  *Schedule
+	total  int // optimizer steps in the run
+	step   int // optimizer steps completed
+	train  *runner
+	eval   *runner
+	// history holds what was logged; logged counts the records written
+	// to Options.LogJSON.
+	history []LogRecord
 }
 
-// LogRecord is one line of the JSON log: a training step (Loss, GradNorm,
-// LearningRate) or an evaluation (EvalLoss, EvalPerplexity).
+// LogRecord is one line of the JSON log: a training step (Loss, LR,
+// GradNorm) or an evaluation (EvalLoss, and EvalPerplexity for a causal LM
+// or EvalAccuracy for a classifier).
 type LogRecord struct {
 	Step           int      `json:"step"`
-	Epoch          float64  `json:"epoch"`
 	Loss           *float64 `json:"loss,omitempty"`
+	LR             *float64 `json:"lr,omitempty"`
 	GradNorm       *float64 `json:"grad_norm,omitempty"`
-	LearningRate   *float64 `json:"learning_rate,omitempty"`
 	EvalLoss       *float64 `json:"eval_loss,omitempty"`
 	EvalPerplexity *float64 `json:"eval_perplexity,omitempty"`
-	// Tokens counts the labelled tokens the step or evaluation scored.
+	EvalAccuracy   *float64 `json:"eval_accuracy,omitempty"`
+	Epoch          float64  `json:"epoch"`
+	// Tokens counts what the loss scored: labelled tokens for a causal
+	// LM, labelled examples for a classifier, target values for
+	// regression.
 	Tokens int `json:"tokens"`
 }
 
 // StepResult describes one optimizer step.
 type StepResult struct {
-	// Step counts optimizer steps, from 1.
-	Step int
-	// Loss is the mean loss over the labelled tokens of the step's
-	// micro-batches; GradNorm the global gradient norm before clipping;
-	// LR the learning rate the step used.
+	// Step counts optimizer steps, from 1; Total is the number in the run.
+	Step, Total int
+	// Loss is the mean loss over what the step's micro-batches scored;
+	// GradNorm the global gradient norm before clipping; LR the learning
+	// rate the step used.
 	Loss, GradNorm, LR float64
-	Tokens             int
+	// Tokens counts what the loss scored (see LogRecord.Tokens);
+	// InputTokens the tokens fed, padding left out.
+	Tokens, InputTokens int
 }
 
 // NewTrainer prepares to train params, names of floating-point initializers
-// of m (such as rewrite.Summary.Trainable), on data. m is not changed.
+// of m (such as rewrite.Summary.Trainable), on data. m is not changed, and
+// neither is any tensor it holds.
+//
+// It settles the task and output (see DetectTask), checks every example
+// against the model (token ids within its vocabulary, class labels within
+// its classes, regression targets of the output's size), appends the loss,
+// converts a 16-bit graph to float32 unless Options.Half is KeepHalf, and
+// builds the gradient graph and its session.
 func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*Trainer, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
@@ -74,28 +90,37 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 	if len(params) == 0 {
 		return nil, errorf("no trainable parameters")
 	}
-	t := &Trainer{opts: opts, base: m.Clone(), byName: map[string]*Param{}, data: data}
-	t.withLoss = m.Clone()
-	loss, err := CausalLMLoss(t.withLoss, opts.Output)
-	if err != nil {
+	if data == nil || len(data.Examples) == 0 {
+		return nil, errorf("no training examples")
+	}
+	if err := resolveTask(m, &opts); err != nil {
 		return nil, err
 	}
-	t.loss = loss
-	if vocab, ok := outputVocab(t.withLoss, opts.Output); ok {
-		if err := data.CheckVocab(int(vocab)); err != nil {
+	t := &Trainer{opts: opts, base: m.Clone(), byName: map[string]*Param{}, data: data}
+	t.withLoss = m.Clone()
+	if opts.Half == Upcast && hasHalf(t.withLoss) {
+		if err := upcast(t.withLoss); err != nil {
 			return nil, err
 		}
-		if opts.Eval != nil {
-			if err := opts.Eval.CheckVocab(int(vocab)); err != nil {
+		t.upcast = true
+	}
+	for _, d := range []*Dataset{data, opts.Eval} {
+		if d != nil {
+			if err := t.checkData(d); err != nil {
 				return nil, err
 			}
 		}
 	}
+	loss, err := appendLoss(t.withLoss, opts.Task, opts.Output)
+	if err != nil {
+		return nil, err
+	}
+	t.loss = loss
 	for _, name := range params {
 		if t.byName[name] != nil {
 			return nil, errorf("parameter %q is named twice", name)
 		}
-		p, err := readParam(t.withLoss, name)
+		p, err := readParam(m, name)
 		if err != nil {
 			return nil, err
 		}
@@ -120,34 +145,92 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 	if t.opt, err = NewAdamW(opts.AdamW); err != nil {
 		return nil, err
 	}
-	g, err := autodiff.Build(t.withLoss, loss, params)
+	g, err := t.gradientGraph()
 	if err != nil {
-		return nil, errorf("gradient graph: %v", err)
-	}
-	if t.trainSes, err = newSession(g, opts.Session); err != nil {
 		return nil, err
 	}
-	if t.trainFed, err = planFeeds(t.trainSes.Inputs(), t.paramSet()); err != nil {
-		t.Close()
+	ses, err := newSession(g, opts.Session)
+	if err != nil {
+		return nil, err
+	}
+	if t.train, err = newRunner(ses, t.paramSet(), append([]string{t.loss}, t.grads...), opts.Task, outputDims(t.withLoss, opts.Output)); err != nil {
+		ses.Close()
 		return nil, err
 	}
 	return t, nil
 }
 
-// outputVocab returns the size of the last dimension of a declared output.
-func outputVocab(m *graph.Model, name string) (int64, bool) {
-	vi, _ := findValue(m, name)
-	if vi == nil {
-		return 0, false
+// gradientGraph builds the training graph: the loss, times LossScale when
+// that is not 1, differentiated with respect to the parameters.
+func (t *Trainer) gradientGraph() (*graph.Model, error) {
+	m, target := t.withLoss, t.loss
+	var opts []autodiff.Option
+	if t.opts.LossScale != 1 {
+		m = m.Clone()
+		scale := graph.NewFloat32Tensor(m.UniqueName("loss_scale"), graph.Float32, nil, []float32{float32(t.opts.LossScale)})
+		m.AddInitializer(scale)
+		target = m.UniqueName("scaled_loss")
+		m.NewNode("Mul", "/loss_scale/Mul", []string{t.loss, scale.Name}, []string{target})
+		opts = append(opts, autodiff.WithOutputs(t.loss))
 	}
-	_, dims, ok := graph.ValueShape(vi)
-	if !ok || len(dims) == 0 || dims[len(dims)-1] <= 0 {
-		return 0, false
+	g, err := autodiff.Build(m, target, t.names, opts...)
+	if err != nil {
+		return nil, errorf("gradient graph: %v", err)
 	}
-	return dims[len(dims)-1], true
+	if target != t.loss {
+		// Build's first output is the scaled loss; the trainer reads the
+		// loss itself, which WithOutputs kept.
+		g.RemoveOutput(target)
+	}
+	return g, nil
 }
 
-// readParam reads the initial values of an initializer as float32.
+// appendLoss appends the task's loss on output to m.
+func appendLoss(m *graph.Model, task Task, output string) (string, error) {
+	switch task {
+	case SequenceClassification:
+		return SequenceClassificationLoss(m, output)
+	case Regression:
+		return MSELoss(m, output)
+	}
+	return CausalLMLoss(m, output)
+}
+
+// checkData checks d against the model before any loss is appended: token
+// ids within the vocabulary, and the task's labels.
+func (t *Trainer) checkData(d *Dataset) error {
+	if vocab, ok := ModelVocab(t.withLoss); ok {
+		if err := d.CheckVocab(vocab); err != nil {
+			return err
+		}
+	}
+	dims := outputDims(t.withLoss, t.opts.Output)
+	switch t.opts.Task {
+	case SequenceClassification:
+		classes := 0
+		if len(dims) == 2 && dims[1] > 0 {
+			classes = int(dims[1])
+		}
+		return d.checkClasses(classes)
+	case Regression:
+		per := 0
+		if dims != nil && !slices.Contains(dims[1:], -1) {
+			per = int(graph.NumElements(dims[1:]))
+		}
+		if err := d.checkTargets(t.opts.Output, per); err != nil {
+			return err
+		}
+		if dims != nil {
+			if _, err := targetShape(dims, 1, len(d.Examples[0].Target)); err != nil {
+				return errorf("%s:%d: %v", d.Path, d.Examples[0].Line, unprefixed(err))
+			}
+		}
+	}
+	return nil
+}
+
+// readParam reads the initial values of an initializer as float32. Biases
+// and normalization weights are exempt from weight decay, as in HF Trainer.
 func readParam(m *graph.Model, name string) (*Param, error) {
 	init := m.Initializer(name)
 	if init == nil {
@@ -162,7 +245,10 @@ func readParam(m *graph.Model, name string) (*Param, error) {
 	if err != nil {
 		return nil, errorf("parameter %q: %v", name, unprefixed(err))
 	}
-	return NewParam(name, init.Dims, vals), nil
+	p := NewParam(name, init.Dims, vals)
+	lower := strings.ToLower(name)
+	p.NoDecay = len(init.Dims) <= 1 || strings.Contains(lower, "bias") || strings.Contains(lower, "norm")
+	return p, nil
 }
 
 // paramSet returns the parameter names as a set.
@@ -175,6 +261,11 @@ func (t *Trainer) paramSet() map[string]bool {
 }
 
 // newSession opens an ONNX Runtime session over m.
+//
+// The serialized model is as large as its frozen weights, and ONNX Runtime
+// keeps its own copy: once the session is open, the Go heap's copy and the
+// garbage that building the graph left are handed back to the operating
+// system, so that they do not add to the memory that training needs.
 func newSession(m *graph.Model, opts []rt.Option) (*rt.Session, error) {
 	b, err := m.Marshal()
 	if err != nil {
@@ -184,25 +275,27 @@ func newSession(m *graph.Model, opts []rt.Option) (*rt.Session, error) {
 	if err != nil {
 		return nil, errorf("%v", err)
 	}
+	debug.FreeOSMemory() // b is dead here
+
 	return s, nil
 }
 
 // Close releases the ONNX Runtime sessions.
 func (t *Trainer) Close() error {
 	var first error
-	for _, s := range []*rt.Session{t.trainSes, t.evalSes} {
-		if s != nil {
-			if err := s.Close(); err != nil && first == nil {
-				first = err
-			}
+	for _, r := range []*runner{t.train, t.eval} {
+		if err := r.close(); err != nil && first == nil {
+			first = err
 		}
 	}
-	t.trainSes, t.evalSes = nil, nil
+	t.train, t.eval = nil, nil
 	return first
 }
 
 // Params returns the trainable parameters, in the order NewTrainer got
-// their names. Their Data is current: the trainer updates it in place.
+// their names. Their Data is current: the trainer updates it in place, and
+// its sessions read it in place, so a caller that changes values must
+// write into Data rather than replace the slice.
 func (t *Trainer) Params() []*Param { return t.params }
 
 // Step returns the number of optimizer steps completed.
@@ -210,6 +303,17 @@ func (t *Trainer) Step() int { return t.step }
 
 // TotalSteps returns the number of optimizer steps in the run.
 func (t *Trainer) TotalSteps() int { return t.total }
+
+// Task returns the task the trainer runs, and Output the output its loss
+// scores: as given in the options, or as DetectTask found them.
+func (t *Trainer) Task() Task { return t.opts.Task }
+
+// Output returns the model output that the loss scores.
+func (t *Trainer) Output() string { return t.opts.Output }
+
+// Upcast reports whether the trainer runs a float32 copy of a 16-bit
+// graph (see HalfPolicy).
+func (t *Trainer) Upcast() bool { return t.upcast }
 
 // History returns the records logged so far.
 func (t *Trainer) History() []LogRecord { return slices.Clone(t.history) }
@@ -220,11 +324,12 @@ func (t *Trainer) epochAt(micro int) float64 {
 }
 
 // TrainStep runs one optimizer step: GradAccum micro-batches forward and
-// backward, the gradients accumulated token-weighted, clipped, and an AdamW
-// update at the scheduled learning rate. A NaN or infinite loss or
-// gradient norm is an error that names the step.
+// backward, the gradients accumulated weighted by what each micro-batch
+// scored, clipped, and an AdamW update at the scheduled learning rate. A
+// NaN or infinite loss or gradient norm is an error that names the step;
+// the parameters are then left as they were before the step.
 func (t *Trainer) TrainStep() (StepResult, error) {
-	if t.trainSes == nil {
+	if t.train == nil {
 		return StepResult{}, errorf("trainer is closed")
 	}
 	step := t.step + 1
@@ -232,23 +337,24 @@ func (t *Trainer) TrainStep() (StepResult, error) {
 	nb := t.loader.NumBatches()
 	batches := make([]Batch, accum)
 	counts := make([]int, accum)
-	tokens := 0
+	scored, fed := 0, 0
 	for i := range batches {
 		micro := t.step*accum + i
 		batches[i] = t.loader.Batch(micro/nb, micro%nb)
-		counts[i] = batches[i].LabelTokens(true)
-		tokens += counts[i]
+		counts[i] = batches[i].scored(t.opts.Task)
+		scored += counts[i]
+		fed += batches[i].InputTokens()
 	}
 	ZeroGrad(t.params)
 	var loss float64
 	for i, b := range batches {
-		// Token weighting makes the accumulated gradient that of the mean
-		// loss over every labelled token of the step.
-		w := float64(counts[i]) / float64(max(1, tokens))
-		if tokens == 0 {
+		// Weighting by what each micro-batch scored makes the accumulated
+		// gradient that of the mean loss over all of the step's labels.
+		w := float64(counts[i]) / float64(max(1, scored))
+		if scored == 0 {
 			w = 1 / float64(accum)
 		}
-		l, grads, err := t.forwardBackward(b)
+		l, err := t.forwardBackward(b, float32(w))
 		if err != nil {
 			return StepResult{}, errorf("step %d: %v", step, unprefixed(err))
 		}
@@ -256,9 +362,6 @@ func (t *Trainer) TrainStep() (StepResult, error) {
 			return StepResult{}, errorf("step %d: loss is %v", step, l)
 		}
 		loss += w * l
-		if err := AccumulateGrad(t.params, grads, float32(w)); err != nil {
-			return StepResult{}, errorf("step %d: %v", step, unprefixed(err))
-		}
 	}
 	norm := ClipGradNorm(t.params, t.opts.Clip)
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
@@ -269,38 +372,61 @@ func (t *Trainer) TrainStep() (StepResult, error) {
 		return StepResult{}, errorf("step %d: %v", step, unprefixed(err))
 	}
 	t.step = step
-	return StepResult{Step: step, Loss: loss, GradNorm: norm, LR: lr, Tokens: tokens}, nil
+	return StepResult{Step: step, Total: t.total, Loss: loss, GradNorm: norm, LR: lr, Tokens: scored, InputTokens: fed}, nil
 }
 
-// forwardBackward runs the gradient graph on one batch.
-func (t *Trainer) forwardBackward(b Batch) (float64, [][]float32, error) {
-	in, err := batchFeeds(t.trainFed, t.byName, b, true)
+// forwardBackward runs the gradient graph on one batch, adds w times its
+// gradients to the parameters' and returns the batch's loss.
+func (t *Trainer) forwardBackward(b Batch, w float32) (float64, error) {
+	out, err := t.train.run(t.byName, b, true)
 	if err != nil {
-		return 0, nil, err
+		return 0, err
 	}
-	out, err := t.trainSes.Run(in, append([]string{t.loss}, t.grads...))
-	if err != nil {
-		return 0, nil, err
-	}
-	grads := make([][]float32, len(t.grads))
+	grads := make([][]float32, len(t.params))
 	for i, name := range t.grads {
-		grads[i] = out[name].ToFloat32()
+		g := out[name]
+		if g.DType() == rt.Float32 {
+			grads[i] = g.Float32() // no copy: read before the next run
+		} else {
+			grads[i] = g.ToFloat32()
+		}
 	}
-	return float64(out[t.loss].ToFloat32()[0]), grads, nil
+	// With a loss scale the gradients are those of the scaled loss; both
+	// factors are powers of two or exact enough that the order is moot.
+	if err := AccumulateGrad(t.params, grads, w/float32(t.opts.LossScale)); err != nil {
+		return 0, err
+	}
+	return float64(out[t.loss].ToFloat32()[0]), nil
 }
 
 // Train runs the remaining steps of the run: it resumes from the latest
 // checkpoint in Options.CheckpointDir if there is one, logs, evaluates and
-// checkpoints as the options say, and stops early, with ctx's error, when
-// ctx is done.
+// checkpoints as the options say, and calls Options.OnStep after each step.
+// When ctx is done it stops after the step in progress, writes a
+// checkpoint (with a CheckpointDir) and returns ctx's error.
 func (t *Trainer) Train(ctx context.Context) error {
+	saved := -1
 	if t.opts.CheckpointDir != "" {
-		if _, err := t.Resume(t.opts.CheckpointDir); err != nil {
+		resumed, err := t.Resume(t.opts.CheckpointDir)
+		if err != nil {
 			return err
+		}
+		if resumed {
+			saved = t.step
+			for _, r := range t.history {
+				if err := t.writeLog(r); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	for t.step < t.total {
 		if err := ctx.Err(); err != nil {
+			if t.opts.CheckpointDir != "" && t.step != saved {
+				if _, serr := t.SaveCheckpoint(t.opts.CheckpointDir); serr != nil {
+					return serr
+				}
+			}
 			return err
 		}
 		r, err := t.TrainStep()
@@ -309,9 +435,12 @@ func (t *Trainer) Train(ctx context.Context) error {
 		}
 		if t.step%t.opts.LogEvery == 0 || t.step == t.total {
 			loss, norm, lr := r.Loss, r.GradNorm, r.LR
-			if err := t.log(LogRecord{Step: r.Step, Epoch: t.epochAt(t.step * t.opts.GradAccum), Loss: &loss, GradNorm: &norm, LearningRate: &lr, Tokens: r.Tokens}); err != nil {
+			if err := t.log(LogRecord{Step: r.Step, Epoch: t.epochAt(t.step * t.opts.GradAccum), Loss: &loss, GradNorm: &norm, LR: &lr, Tokens: r.Tokens}); err != nil {
 				return err
 			}
+		}
+		if t.opts.OnStep != nil {
+			t.opts.OnStep(r)
 		}
 		last := t.step == t.total
 		if t.opts.Eval != nil && (last || (t.opts.EvalEvery > 0 && t.step%t.opts.EvalEvery == 0)) {
@@ -323,6 +452,7 @@ func (t *Trainer) Train(ctx context.Context) error {
 			if _, err := t.SaveCheckpoint(t.opts.CheckpointDir); err != nil {
 				return err
 			}
+			saved = t.step
 		}
 	}
 	return nil
@@ -331,6 +461,11 @@ func (t *Trainer) Train(ctx context.Context) error {
 // log records r and writes it to the JSON log, if any.
 func (t *Trainer) log(r LogRecord) error {
 	t.history = append(t.history, r)
+	return t.writeLog(r)
+}
+
+// writeLog writes r to the JSON log, if any.
+func (t *Trainer) writeLog(r LogRecord) error {
 	if t.opts.LogJSON == nil {
 		return nil
 	}
@@ -346,7 +481,9 @@ func (t *Trainer) log(r LogRecord) error {
 
 // Model returns a copy of the model NewTrainer got, without the loss, with
 // the current parameter values written into its initializers in their
-// element types. rewrite.ExtractAdapter reads the trained adapter from it.
+// element types. Every other tensor is the model's own, bit for bit.
+// rewrite.ExtractAdapter reads the trained adapter from it, and
+// rewrite.Merge folds it into the weights.
 func (t *Trainer) Model() (*graph.Model, error) {
 	m := t.base.Clone()
 	for _, p := range t.params {

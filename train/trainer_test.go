@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -112,8 +113,8 @@ func TestTrainerLossFalls(t *testing.T) {
 		switch {
 		case r.Loss != nil:
 			steps++
-			if r.Step == 1 && *r.LearningRate != 0 {
-				t.Errorf("step 1 with warmup: learning rate %v, want 0 (HF's first step)", *r.LearningRate)
+			if r.Step == 1 && *r.LR != 0 {
+				t.Errorf("step 1 with warmup: learning rate %v, want 0 (HF's first step)", *r.LR)
 			}
 		case r.EvalLoss != nil:
 			evals++
@@ -282,9 +283,13 @@ func TestTrainerGradient(t *testing.T) {
 		}
 	}
 	b := tr.loader.Batch(0, 0)
-	_, grads, err := tr.forwardBackward(b)
-	if err != nil {
+	ZeroGrad(tr.Params())
+	if _, err := tr.forwardBackward(b, 1); err != nil {
 		t.Fatal(err)
+	}
+	var grads [][]float32
+	for _, p := range tr.Params() {
+		grads = append(grads, slices.Clone(p.Grad))
 	}
 	evalData := &Dataset{Path: "one batch"}
 	for _, k := range tr.loader.Order(0) {
@@ -401,5 +406,131 @@ func TestCheckpointErrors(t *testing.T) {
 	}
 	if ok, err := tr.Resume(t.TempDir()); ok || err != nil {
 		t.Errorf("Resume from an empty dir: got %v, %v want false, nil", ok, err)
+	}
+}
+
+// TestTrainerStop cancels Train from OnStep: it stops after that step with
+// a checkpoint, and a new Train resumes to the same parameters and log as
+// a run that never stopped.
+func TestTrainerStop(t *testing.T) {
+	requireORT(t)
+	m, params := loraGPT2(t)
+	data := patternData(10, 6, 32, 2)
+	opts := testOptions()
+	opts.Steps = 6
+	opts.BatchSize = 4
+	var straightLog bytes.Buffer
+	opts.LogJSON = &straightLog
+	straight, err := NewTrainer(m, params, data, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer straight.Close()
+	if err := straight.Train(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	opts.CheckpointDir = dir
+	var log bytes.Buffer
+	opts.LogJSON = &log
+	ctx, cancel := context.WithCancel(context.Background())
+	var seen []int
+	opts.OnStep = func(r StepResult) {
+		seen = append(seen, r.Step)
+		if r.Step == 4 {
+			cancel()
+		}
+	}
+	first, err := NewTrainer(m, params, data, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if err := first.Train(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled Train returned %v, want context.Canceled", err)
+	}
+	if !slices.Equal(seen, []int{1, 2, 3, 4}) {
+		t.Errorf("OnStep saw steps %v, want 1 to 4", seen)
+	}
+	if p, _ := LatestCheckpoint(dir); p != filepath.Join(dir, "checkpoint-4") {
+		t.Errorf("latest checkpoint %q, want checkpoint-4", p)
+	}
+
+	// The resumed run writes the log of the stopped one again first, so
+	// the log covers the whole run.
+	log.Reset()
+	opts.OnStep = nil
+	second, err := NewTrainer(m, params, data, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if err := second.Train(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range straight.Params() {
+		if !slices.Equal(p.Data, second.Params()[i].Data) {
+			t.Errorf("param %s differs from the straight run's after a stop and resume", p.Name)
+		}
+	}
+	if log.String() != straightLog.String() {
+		t.Errorf("the resumed log differs from the straight run's:\n%s\nwant\n%s", log.String(), straightLog.String())
+	}
+	if !strings.Contains(straightLog.String(), `"lr":`) || !strings.Contains(straightLog.String(), `"grad_norm":`) {
+		t.Errorf("log lines lack lr or grad_norm: %s", straightLog.String())
+	}
+}
+
+// TestTrainerDropout checks that LoRA dropout is on in training and off in
+// evaluation.
+func TestTrainerDropout(t *testing.T) {
+	requireORT(t)
+	m, err := models.GPT2(models.GPT2Tiny())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := adapter.DefaultLoRAConfig(".*c_attn")
+	lc.R, lc.Dropout = 4, 0.5
+	_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := patternData(4, 6, 32, 3)
+	opts := testOptions()
+	tr, err := NewTrainer(m, sum.Trainable(), data, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	// B non-zero, so that the branch and its dropout show in the loss.
+	for _, p := range tr.Params() {
+		for i := range p.Data {
+			p.Data[i] += 0.3
+		}
+	}
+	b := tr.loader.Batch(0, 0)
+	var train []float64
+	for range 3 {
+		ZeroGrad(tr.Params())
+		l, err := tr.forwardBackward(b, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		train = append(train, l)
+	}
+	if train[0] == train[1] && train[1] == train[2] {
+		t.Errorf("three training runs of one batch gave the same loss %v: dropout is off in training", train[0])
+	}
+	var eval []float64
+	for range 2 {
+		r, err := tr.Evaluate(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eval = append(eval, r.Loss)
+	}
+	if eval[0] != eval[1] {
+		t.Errorf("two evaluations gave %v and %v: dropout is on in evaluation", eval[0], eval[1])
 	}
 }

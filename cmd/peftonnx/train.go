@@ -1,0 +1,484 @@
+package main
+
+import (
+	ctxpkg "context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/rewrite"
+	ortrt "github.com/peftonnx/peftonnx/runtime"
+	"github.com/peftonnx/peftonnx/train"
+)
+
+func init() {
+	register(&command{
+		name: "train",
+		args: "MODEL --data FILE.jsonl --out DIR [--eval FILE] [--tokenizer tokenizer.json] [--epochs N] [--steps N] " +
+			"[--batch N] [--seq-len N] [--lr LR] [--weight-decay WD] [--warmup N] [--schedule constant|linear|cosine] " +
+			"[--clip 1.0] [--grad-accum N] [--seed N] [--log-json FILE] [--device cpu|cuda] [--threads N] " +
+			"[--loss auto|causal|classification|mse] [--output NAME] [--half upcast|keep] [--loss-scale S] " +
+			"[--checkpoint-every N] [--eval-every N] [--resume] [--stop-after N] [--merged OUT.onnx]",
+		summary: "train the adapter of an adapted model and save it as a HuggingFace PEFT directory",
+		detail: `
+MODEL is a model that "peftonnx inject" (or "apply", or "prefix") adapted:
+its LoRA factors (or prefix table) train, together with the biases and
+modules that the LoRA config's trainable_bias and trainable_modules name;
+every other weight stays frozen, bit for bit. Gradients come from an ONNX
+graph that peftonnx derives from MODEL, run on ONNX Runtime; AdamW runs in
+Go, with HF Trainer's defaults.
+
+--data is JSONL, one example per line:
+  {"input_ids": [..], "labels": [..]}   labels optional, -100 is ignored
+  {"text": ".."}                        with --tokenizer
+  {"src": "..", "tgt": ".."}            with --tokenizer; loss on tgt only
+A classification example adds "label": N; a regression (MSE) example
+"target": [..], the values it wants from the scored output, flattened.
+--loss picks the loss; auto reads the outputs: "logits" [batch, seq,
+vocab] is a causal LM, "logits" [batch, classes] a classifier, and a model
+without logits is fitted by MSE on its first output (or --output).
+
+A float16 or bfloat16 model trains on a float32 copy of its graph (--half
+upcast, the default); --half keep trains the graph in its own types, with
+the loss scaled by --loss-scale (a power of two, default 1024). The
+adapter keeps the element type that inject gave it (float32 by default).
+
+DIR receives, at the end, adapter_config.json and adapter_model.safetensors
+(the layout "peftonnx apply" and HF PEFT read), loss.png (the loss curve),
+and checkpoint-N folders: one at the end and every --checkpoint-every
+steps. A run that is stopped (Ctrl-C, or --stop-after N steps) writes a
+checkpoint first; --resume continues from the newest one, and ends with
+the same adapter, bit for bit, as a run that was never stopped, when
+LoRA dropout is 0. --resume is needed to reuse a DIR that holds
+checkpoints. --eval reports the eval loss (and perplexity, or accuracy)
+every --eval-every steps and at the end. --log-json writes one JSON line
+per step, {"step":..,"loss":..,"lr":..,"grad_norm":..}, and per
+evaluation. --merged also writes MODEL with the trained adapter folded in.
+
+Every output is written to a temporary file and renamed, and appears only
+when the run succeeds (the log and a checkpoint also when it is stopped).
+A run that fails leaves nothing behind but the checkpoints it completed
+before: bad input fails before training starts, and a NaN or infinite
+loss stops the run with the step it happened at. MODEL and the data are
+never changed.`,
+		run: runTrain,
+	})
+}
+
+// trainFlags holds the train command's flags.
+type trainFlags struct {
+	data, out, eval, tokenizer, logJSON, device, merged string
+	loss, output, schedule, half                        string
+	epochs, steps, batch, seqLen, warmup, gradAccum     int
+	threads, checkpointEvery, evalEvery, stopAfter      int
+	lr, weightDecay, clip, lossScale                    float64
+	seed                                                uint64
+	resume                                              bool
+}
+
+func runTrain(cx *context, args []string) error {
+	fs := cx.flags()
+	var f trainFlags
+	fs.StringVar(&f.data, "data", "", "training examples, `FILE.jsonl` (required)")
+	fs.StringVar(&f.out, "out", "", "write the adapter, loss plot and checkpoints to `DIR` (required)")
+	fs.StringVar(&f.eval, "eval", "", "evaluation examples, `FILE.jsonl`")
+	fs.StringVar(&f.tokenizer, "tokenizer", "", "HuggingFace `tokenizer.json`, for text examples")
+	fs.IntVar(&f.epochs, "epochs", 3, "passes over the data, `N` (unless --steps)")
+	fs.IntVar(&f.steps, "steps", 0, "optimizer steps `N`; 0 trains by --epochs")
+	fs.IntVar(&f.batch, "batch", 8, "examples per micro-batch, `N`")
+	fs.IntVar(&f.seqLen, "seq-len", 0, "truncate examples to `N` tokens; 0: no limit")
+	fs.Float64Var(&f.lr, "lr", 5e-5, "peak learning rate `LR`")
+	fs.Float64Var(&f.weightDecay, "weight-decay", 0, "AdamW weight decay `WD` (biases and norms are exempt)")
+	fs.IntVar(&f.warmup, "warmup", 0, "warmup steps `N`")
+	fs.StringVar(&f.schedule, "schedule", "linear", "learning-rate schedule: constant, `linear` or cosine")
+	fs.Float64Var(&f.clip, "clip", 1.0, "clip the global gradient norm to `C`; 0 turns clipping off")
+	fs.IntVar(&f.gradAccum, "grad-accum", 1, "micro-batches per optimizer step, `N`")
+	fs.Uint64Var(&f.seed, "seed", 42, "seed `N` of the data order")
+	fs.StringVar(&f.logJSON, "log-json", "", "write one JSON line per step and evaluation to `FILE`")
+	fs.StringVar(&f.device, "device", "cpu", "train on `cpu`, cuda or cuda:N")
+	fs.IntVar(&f.threads, "threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
+	fs.StringVar(&f.loss, "loss", "auto", "loss: `auto`, causal, classification or mse")
+	fs.StringVar(&f.output, "output", "", "the model output the loss scores, `NAME` (default: logits, else the first)")
+	fs.StringVar(&f.half, "half", "upcast", "float16 models: `upcast` to float32 for training, or keep")
+	fs.Float64Var(&f.lossScale, "loss-scale", 0, "loss scale `S` with --half keep (a power of two; 0: 1024)")
+	fs.IntVar(&f.checkpointEvery, "checkpoint-every", 0, "write a checkpoint every `N` steps (0: at the end only)")
+	fs.IntVar(&f.evalEvery, "eval-every", 0, "evaluate --eval every `N` steps (0: at the end only)")
+	fs.BoolVar(&f.resume, "resume", false, "continue from the newest checkpoint in --out")
+	fs.IntVar(&f.stopAfter, "stop-after", 0, "stop after `N` steps of this run, with a checkpoint (continue with --resume)")
+	fs.StringVar(&f.merged, "merged", "", "also write the model with the trained adapter merged to `OUT.onnx`")
+	pos, err := cx.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return cx.usagef("want one MODEL, got %d arguments", len(pos))
+	}
+	opts, err := f.options(cx)
+	if err != nil {
+		return err
+	}
+	return trainModel(cx, pos[0], &f, opts)
+}
+
+// options checks the flags and turns them into trainer options.
+func (f *trainFlags) options(cx *context) (train.Options, error) {
+	o := train.DefaultOptions()
+	switch {
+	case f.data == "":
+		return o, cx.usagef("--data FILE.jsonl is required")
+	case f.out == "":
+		return o, cx.usagef("--out DIR is required")
+	case f.epochs <= 0 && f.steps == 0:
+		return o, cx.usagef("--epochs must be positive, got %d", f.epochs)
+	case f.steps < 0:
+		return o, cx.usagef("--steps must be 0 or more, got %d", f.steps)
+	case f.batch <= 0:
+		return o, cx.usagef("--batch must be positive, got %d", f.batch)
+	case f.seqLen < 0:
+		return o, cx.usagef("--seq-len must be 0 or more, got %d", f.seqLen)
+	case !(f.lr >= 0) || math.IsInf(f.lr, 0):
+		return o, cx.usagef("--lr must be 0 or more, got %v", f.lr)
+	case !(f.weightDecay >= 0) || math.IsInf(f.weightDecay, 0):
+		return o, cx.usagef("--weight-decay must be 0 or more, got %v", f.weightDecay)
+	case f.warmup < 0:
+		return o, cx.usagef("--warmup must be 0 or more, got %d", f.warmup)
+	case !(f.clip >= 0):
+		return o, cx.usagef("--clip must be 0 or more, got %v", f.clip)
+	case f.gradAccum <= 0:
+		return o, cx.usagef("--grad-accum must be positive, got %d", f.gradAccum)
+	case f.threads < 0:
+		return o, cx.usagef("--threads must be 0 or more, got %d", f.threads)
+	case f.checkpointEvery < 0 || f.evalEvery < 0:
+		return o, cx.usagef("--checkpoint-every and --eval-every must be 0 or more")
+	case f.stopAfter < 0:
+		return o, cx.usagef("--stop-after must be 0 or more, got %d", f.stopAfter)
+	}
+	switch strings.ToLower(f.schedule) {
+	case "constant", "linear", "cosine":
+	default:
+		return o, cx.usagef("--schedule must be constant, linear or cosine, got %q", f.schedule)
+	}
+	switch strings.ToLower(f.loss) {
+	case "auto", "":
+	case "causal", "causal_lm", "clm":
+		o.Task = train.CausalLM
+	case "classification", "seq_cls", "cls":
+		o.Task = train.SequenceClassification
+	case "mse", "regression":
+		o.Task = train.Regression
+	default:
+		return o, cx.usagef("--loss must be auto, causal, classification or mse, got %q", f.loss)
+	}
+	switch h := train.HalfPolicy(f.half); h {
+	case train.Upcast, train.KeepHalf:
+		o.Half = h
+	default:
+		return o, cx.usagef("--half must be upcast or keep, got %q", f.half)
+	}
+	if f.lossScale != 0 {
+		if frac, _ := math.Frexp(f.lossScale); !(f.lossScale > 0) || frac != 0.5 || math.IsInf(f.lossScale, 0) {
+			return o, cx.usagef("--loss-scale must be a power of two, got %v", f.lossScale)
+		}
+	}
+	o.Output = f.output
+	o.Epochs, o.Steps, o.BatchSize, o.GradAccum, o.SeqLen = f.epochs, f.steps, f.batch, f.gradAccum, f.seqLen
+	o.LR, o.Schedule, o.Warmup, o.Clip, o.Seed = f.lr, strings.ToLower(f.schedule), f.warmup, f.clip, f.seed
+	o.AdamW.WeightDecay = f.weightDecay
+	o.LossScale = f.lossScale
+	o.CheckpointDir, o.CheckpointEvery, o.EvalEvery = f.out, f.checkpointEvery, f.evalEvery
+	o.Session = []ortrt.Option{ortrt.WithDevice(f.device), ortrt.WithIntraOpThreads(f.threads)}
+	return o, nil
+}
+
+// trainAdapted is what the train command learns about MODEL's adapter.
+type trainAdapted struct {
+	summary rewrite.Summary
+	prefix  bool // a prefix adapter, else LoRA
+}
+
+// trainableOf returns the adapter that a model carries, or the error that
+// says it has none.
+func trainableOf(path string, m *graph.Model) (*trainAdapted, error) {
+	if sites, err := rewrite.Sites(m); err == nil {
+		for _, s := range sites {
+			if s.AsInputs {
+				return nil, fmt.Errorf("train: %s takes its LoRA factors as graph inputs (inject --as-inputs), so it holds no adapter to train: inject without --as-inputs", path)
+			}
+		}
+		sum, err := rewrite.Summarize(m)
+		if err != nil {
+			return nil, err
+		}
+		return &trainAdapted{summary: sum}, nil
+	}
+	if _, err := rewrite.PrefixSiteOf(m); err == nil {
+		sum, err := rewrite.SummarizePrefix(m)
+		if err != nil {
+			return nil, err
+		}
+		return &trainAdapted{summary: sum, prefix: true}, nil
+	}
+	return nil, fmt.Errorf("train: %s has no adapter (run peftonnx inject first)", path)
+}
+
+// trainModel runs the command once the flags are checked.
+func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options) error {
+	m, err := graph.Load(modelPath)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	ad, err := trainableOf(modelPath, m)
+	if err != nil {
+		return err
+	}
+	if ad.prefix && f.merged != "" {
+		return fmt.Errorf("train: --merged: %s carries a prefix, which has no weights to fold into the model's", modelPath)
+	}
+	if err := checkTrainOutputs(f, m); err != nil {
+		return err
+	}
+	var tok *train.Tokenizer
+	if f.tokenizer != "" {
+		if tok, err = train.LoadTokenizer(f.tokenizer); err != nil {
+			return err
+		}
+		if vocab, ok := train.ModelVocab(m); ok {
+			if err := tok.CheckModelVocab(vocab); err != nil {
+				return fmt.Errorf("%w: the tokenizer does not belong to %s", err, modelPath)
+			}
+		}
+		opts.PadID = tok.PadID()
+	}
+	data, err := train.LoadJSONL(f.data, tok)
+	if err != nil {
+		return err
+	}
+	if f.eval != "" {
+		if opts.Eval, err = train.LoadJSONL(f.eval, tok); err != nil {
+			return err
+		}
+	}
+	if err := ortrt.Init(); err != nil {
+		return err
+	}
+	log := &trainLog{path: f.logJSON}
+	if f.logJSON != "" {
+		opts.LogJSON = log
+	}
+	defer log.abort()
+
+	ctx, stop := signal.NotifyContext(ctxpkg.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := ctxpkg.WithCancel(ctx)
+	defer cancel()
+	progress := newTrainProgress(cx.stderr)
+	ran, fed := 0, 0
+	opts.OnStep = func(r train.StepResult) {
+		ran++
+		fed += r.InputTokens
+		progress.update(r)
+		if f.stopAfter > 0 && ran >= f.stopAfter {
+			cancel()
+		}
+	}
+
+	tr, err := train.NewTrainer(m, ad.summary.Trainable(), data, opts)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	if f.resume {
+		// Train resumes as well (and finds the same checkpoint); resuming
+		// first checks the checkpoint before anything is printed.
+		if _, err := tr.Resume(f.out); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(cx.stdout, "%s\n", ad.summary)
+	fmt.Fprintf(cx.stdout, "task: %s\n", describeTask(tr))
+	startStep := tr.Step()
+	if f.resume {
+		fmt.Fprintf(cx.stdout, "resumed at step %d of %d from %s\n", startStep, tr.TotalSteps(), filepath.Join(f.out, fmt.Sprintf("checkpoint-%d", startStep)))
+	}
+	start := time.Now()
+	err = tr.Train(ctx)
+	progress.done()
+	elapsed := time.Since(start)
+	stopped := err != nil && ctx.Err() != nil && errors.Is(err, ctxpkg.Canceled)
+	if err == nil || stopped {
+		// The log of a stopped run is the start of the resumed run's.
+		if cerr := log.commit(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	switch {
+	case stopped:
+		cp := filepath.Join(f.out, fmt.Sprintf("checkpoint-%d", tr.Step()))
+		if f.stopAfter > 0 && ran >= f.stopAfter {
+			fmt.Fprintf(cx.stdout, "stopped after %d steps at step %d of %d; checkpoint %s; continue with --resume\n", ran, tr.Step(), tr.TotalSteps(), cp)
+			return nil
+		}
+		return fmt.Errorf("train: interrupted at step %d of %d; checkpoint %s; continue with --resume", tr.Step(), tr.TotalSteps(), cp)
+	case err != nil:
+		return err
+	}
+	if err := writeTrainResults(cx, f, m, tr, ad); err != nil {
+		return err
+	}
+	printTrainSummary(cx, tr, startStep, ran, fed, elapsed, f)
+	return nil
+}
+
+// describeTask says what the trainer runs, for the first lines of output.
+func describeTask(tr *train.Trainer) string {
+	var s string
+	switch tr.Task() {
+	case train.CausalLM:
+		s = "causal LM loss on " + tr.Output()
+	case train.SequenceClassification:
+		s = "classification loss on " + tr.Output()
+	default:
+		s = "MSE on " + tr.Output()
+	}
+	if tr.Upcast() {
+		s += " (16-bit graph trained in float32)"
+	}
+	return fmt.Sprintf("%s, %d steps", s, tr.TotalSteps())
+}
+
+// checkTrainOutputs refuses outputs that would clash with each other,
+// with the inputs, or with an earlier run, before anything is written.
+func checkTrainOutputs(f *trainFlags, m *graph.Model) error {
+	st, err := os.Stat(f.out)
+	switch {
+	case err == nil && !st.IsDir():
+		return fmt.Errorf("train: --out %s is a file; want a directory", f.out)
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("train: --out %s: %v", f.out, err)
+	}
+	latest, err := train.LatestCheckpoint(f.out)
+	if err != nil {
+		return err
+	}
+	switch {
+	case f.resume && latest == "":
+		return fmt.Errorf("train: --resume: %s holds no checkpoint to resume from", f.out)
+	case !f.resume && latest != "":
+		return fmt.Errorf("train: %s holds checkpoints of an earlier run (%s): pass --resume to continue it, or choose another --out", f.out, filepath.Base(latest))
+	}
+	if f.merged != "" {
+		if err := checkOutput(f.merged, m, f.data, f.eval); err != nil {
+			return fmt.Errorf("train: --merged: %w", err)
+		}
+	}
+	if f.logJSON != "" {
+		if st, err := os.Stat(f.logJSON); err == nil && st.IsDir() {
+			return fmt.Errorf("train: --log-json %s is a directory; want a file name", f.logJSON)
+		}
+		for _, in := range append(inputFiles(m), f.data, f.eval) {
+			if trainSameFile(f.logJSON, in) {
+				return fmt.Errorf("train: --log-json %s would overwrite the input %s", f.logJSON, in)
+			}
+		}
+	}
+	return nil
+}
+
+// trainSameFile reports whether a and b name one existing file.
+func trainSameFile(a, b string) bool {
+	sa, err := os.Stat(a)
+	if err != nil || b == "" {
+		return false
+	}
+	sb, err := os.Stat(b)
+	return err == nil && os.SameFile(sa, sb)
+}
+
+// writeTrainResults writes the adapter, the loss plot and the merged
+// model.
+func writeTrainResults(cx *context, f *trainFlags, base *graph.Model, tr *train.Trainer, ad *trainAdapted) error {
+	trained, err := tr.Model()
+	if err != nil {
+		return err
+	}
+	var out *adapter.Adapter
+	if ad.prefix {
+		out, err = rewrite.ExtractPrefix(trained)
+	} else {
+		out, err = rewrite.ExtractAdapter(trained)
+	}
+	if err != nil {
+		return err
+	}
+	if err := adapter.SaveDir(f.out, out); err != nil {
+		return err
+	}
+	if err := trainWriteLossPlot(filepath.Join(f.out, "loss.png"), tr.History()); err != nil {
+		return err
+	}
+	if f.merged != "" {
+		if err := rewrite.Merge(trained); err != nil {
+			return err
+		}
+		if err := saveModel(trained, f.merged, hasExternalData(base)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// printTrainSummary says what the run did.
+func printTrainSummary(cx *context, tr *train.Trainer, startStep, ran, fed int, elapsed time.Duration, f *trainFlags) {
+	w := cx.stdout
+	var first, last *float64
+	var eval *train.LogRecord
+	for _, r := range tr.History() {
+		if r.Loss != nil {
+			if first == nil {
+				first = r.Loss
+			}
+			last = r.Loss
+		}
+		if r.EvalLoss != nil {
+			eval = &r
+		}
+	}
+	line := fmt.Sprintf("trained %d steps", tr.Step())
+	if startStep > 0 {
+		line += fmt.Sprintf(" (%d in this run, resumed at step %d)", ran, startStep)
+	}
+	line += fmt.Sprintf(" in %s", elapsed.Round(time.Millisecond))
+	if first != nil && last != nil {
+		line += fmt.Sprintf(": loss %.4f -> %.4f", *first, *last)
+	}
+	if ran > 0 && elapsed > 0 {
+		line += fmt.Sprintf(", %.0f tokens/s", float64(fed)/elapsed.Seconds())
+	}
+	fmt.Fprintln(w, line)
+	if eval != nil {
+		s := fmt.Sprintf("eval loss %.4f", *eval.EvalLoss)
+		if eval.EvalPerplexity != nil {
+			s += fmt.Sprintf(", perplexity %.3f", *eval.EvalPerplexity)
+		}
+		if eval.EvalAccuracy != nil {
+			s += fmt.Sprintf(", accuracy %.3f", *eval.EvalAccuracy)
+		}
+		fmt.Fprintf(w, "%s (%s)\n", s, f.eval)
+	}
+	fmt.Fprintf(w, "adapter: %s (%s, %s), loss curve %s\n", f.out, adapter.HFConfigFile, adapter.HFWeightsFile, filepath.Join(f.out, "loss.png"))
+	if f.logJSON != "" {
+		fmt.Fprintf(w, "log: %s\n", f.logJSON)
+	}
+	if f.merged != "" {
+		fmt.Fprintf(w, "merged model: %s\n", f.merged)
+	}
+}
