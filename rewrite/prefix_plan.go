@@ -72,7 +72,8 @@ func planPrefix(m *graph.Model, cfg adapter.PrefixConfig, o prefixOptions) (*pre
 	if err != nil {
 		return nil, err
 	}
-	paramType, ok := prefixONNXType(cfg.DType)
+	paramType, ok := onnxType(cfg.DType)
+	ok = ok && paramType != graph.Float64 // no float64 KV caches to cast to
 	if !ok {
 		return nil, errorf("prefix dtype %s: want float32, float16 or bfloat16", cfg.DType)
 	}
@@ -431,30 +432,4 @@ func pastShapeText(p pastInputs) string {
 		dims = append([]int64{2}, dims...)
 	}
 	return dimList(dims, true)
-}
-
-// prefixONNXType maps a prefix parameter dtype to an ONNX element type.
-func prefixONNXType(d adapter.DType) (int32, bool) {
-	switch d {
-	case adapter.Float32:
-		return graph.Float32, true
-	case adapter.Float16:
-		return graph.Float16, true
-	case adapter.BFloat16:
-		return graph.BFloat16, true
-	}
-	return 0, false
-}
-
-// prefixAdapterType maps an ONNX element type to an adapter dtype.
-func prefixAdapterType(t int32) adapter.DType {
-	switch t {
-	case graph.Float16:
-		return adapter.Float16
-	case graph.BFloat16:
-		return adapter.BFloat16
-	case graph.Float64:
-		return adapter.Float64
-	}
-	return adapter.Float32
 }
