@@ -109,7 +109,7 @@ func runInject(cx *context, args []string) error {
 	default:
 		return cx.usagef("--init must be kaiming or gaussian, got %q", *initKind)
 	}
-	if cfg.DType, err = parseLoRADType(*dtype); err != nil {
+	if cfg.DType, err = parseAdapterDType(*dtype); err != nil {
 		return cx.usagef("--dtype: %v", err)
 	}
 	if cfg.EnableLoRAList, err = parseEnableLoRA(enable, len(targets)); err != nil {
@@ -144,8 +144,9 @@ func runInject(cx *context, args []string) error {
 	return nil
 }
 
-// parseLoRADType parses --dtype: the element types LoRA factors may have.
-func parseLoRADType(s string) (adapter.DType, error) {
+// parseAdapterDType parses --dtype: the element types that LoRA factors
+// and prefix parameters may have.
+func parseAdapterDType(s string) (adapter.DType, error) {
 	d, err := adapter.ParseDType(s)
 	if err == nil {
 		switch d {

@@ -105,7 +105,7 @@ func runPrefix(cx *context, args []string) error {
 		PrefixDropout:              *dropout,
 		TaskType:                   "CAUSAL_LM",
 	}
-	if cfg.DType, err = parsePrefixDType(*dtype); err != nil {
+	if cfg.DType, err = parseAdapterDType(*dtype); err != nil {
 		return cx.usagef("--dtype: %v", err)
 	}
 	if *adapterOut != "" {
@@ -166,17 +166,4 @@ func runPrefix(cx *context, args []string) error {
 		fmt.Fprintf(cx.stdout, "wrote adapter %s\n", *adapterOut)
 	}
 	return nil
-}
-
-// parsePrefixDType parses --dtype: the element types prefix parameters may
-// have.
-func parsePrefixDType(s string) (adapter.DType, error) {
-	d, err := adapter.ParseDType(s)
-	if err == nil {
-		switch d {
-		case adapter.Float32, adapter.Float16, adapter.BFloat16:
-			return d, nil
-		}
-	}
-	return 0, fmt.Errorf("want float32, float16 or bfloat16, got %q", s)
 }
