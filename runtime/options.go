@@ -55,6 +55,8 @@ type config struct {
 	optLevel      OptimizationLevel
 	profilePrefix string
 	entries       [][2]string
+	noArena       bool // CPU memory arena off
+	noMemPattern  bool // memory pattern planning off
 }
 
 func newConfig(opts []Option) (*config, error) {
@@ -68,6 +70,27 @@ func newConfig(opts []Option) (*config, error) {
 		}
 	}
 	return c, nil
+}
+
+// WithMemoryArena turns ONNX Runtime's CPU memory arena on (the default)
+// or off. The arena keeps freed blocks for reuse, which saves allocations
+// per run but holds on to the peak; off, memory goes back to the system
+// allocator, which lowers the peak resident size of large training graphs.
+func WithMemoryArena(on bool) Option {
+	return func(c *config) error {
+		c.noArena = !on
+		return nil
+	}
+}
+
+// WithMemoryPattern turns ONNX Runtime's memory pattern planning on (the
+// default) or off. With it, a run of a shape seen before allocates one
+// block for all its intermediates.
+func WithMemoryPattern(on bool) Option {
+	return func(c *config) error {
+		c.noMemPattern = !on
+		return nil
+	}
 }
 
 // WithLibrary loads ONNX Runtime from path instead of searching for it. It
@@ -226,6 +249,16 @@ func (c *config) sessionOptions(extra [][2]string) (*ort.SessionOptions, error) 
 	}
 	if err := so.SetGraphOptimizationLevel(levels[c.optLevel]); err != nil {
 		return fail("setting optimization level", err)
+	}
+	if c.noArena {
+		if err := so.SetCpuMemArena(false); err != nil {
+			return fail("turning off the CPU memory arena", err)
+		}
+	}
+	if c.noMemPattern {
+		if err := so.SetMemPattern(false); err != nil {
+			return fail("turning off memory patterns", err)
+		}
 	}
 	if c.profilePrefix != "" {
 		if err := so.EnableProfiling(c.profilePrefix); err != nil {

@@ -271,6 +271,13 @@ func newSession(m *graph.Model, opts []rt.Option) (*rt.Session, error) {
 	if err != nil {
 		return nil, errorf("%v", err)
 	}
+	// ONNX Runtime's memory patterns plan one block for all of a run's
+	// intermediates; for a training graph, whose forward values live on
+	// into the backward, that block is far larger than what is live at any
+	// time. Off, the peak of a 4-layer GPT-2-small-sized LoRA step falls
+	// from 3.7 to 2.5 GB at no cost in time. The caller's options come
+	// after, so they can turn it back on.
+	opts = append([]rt.Option{rt.WithMemoryPattern(false)}, opts...)
 	s, err := rt.NewSessionFromBytes(b, opts...)
 	if err != nil {
 		return nil, errorf("%v", err)
