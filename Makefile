@@ -23,6 +23,7 @@ vet:
 	$(GO) vet ./...
 
 test: ort vet
+	./scripts/install-test-deps.sh
 	$(GO) test $(GOFLAGS_TEST) ./...
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 10s -fuzzminimizetime 2s ./graph
 
