@@ -4,7 +4,7 @@ export ONNXRUNTIME_LIB ?= $(CURDIR)/.ort/libonnxruntime.so.1
 GO ?= go
 GOFLAGS_TEST ?= -count=1 -timeout 20m
 
-.PHONY: all ort build demo test vet bench fmt
+.PHONY: all ort build demo test vet bench bench-parity bench-go fmt
 
 all: build
 
@@ -27,7 +27,18 @@ test: ort vet
 	$(GO) test $(GOFLAGS_TEST) ./...
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 10s -fuzzminimizetime 2s ./graph
 
+# bench runs peftonnx and PyTorch side by side (bench/README.md); it installs
+# Debian's python3-torch when missing. bench-go runs the Go benchmarks.
+BENCH_FLAGS ?=
 bench: ort
+	./bench/install-torch.sh
+	$(GO) run ./bench/cmd/peftbench all $(BENCH_FLAGS)
+
+bench-parity: ort
+	./bench/install-torch.sh
+	$(GO) run ./bench/cmd/peftbench parity $(BENCH_FLAGS)
+
+bench-go: ort
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
 
 fmt:

@@ -1,0 +1,535 @@
+// Command peftbench sets peftonnx beside PyTorch on the same work, on one
+// machine, in one go: LoRA training steps, full fine-tuning, inference and
+// how they scale, and a step-by-step parity check.
+//
+// Both sides run the LLaMA-style decoder of models.Llama with the same
+// weights (exported from the Go builder), the same batches and the same
+// initial adapter. PyTorch runs bench/torch_llama.py, which writes out the
+// model and HF PEFT's LoRA math in plain torch. Each side runs in its own
+// worker process, so that peak memory is per side, and the two take steps
+// in turn (A B A B …), so that a noisy machine slows both alike; the
+// report gives medians and peftonnx/PyTorch ratios.
+//
+// Usage:
+//
+//	peftbench all      [flags]   everything below; writes bench/results/
+//	peftbench parity   [flags]   step-1 loss and 20-step adapter parity
+//	peftbench train    [flags]   LoRA (or -full) training steps
+//	peftbench forward  [flags]   forward latency: base, adapted, merged
+//	peftbench scale    [flags]   step time and memory against seq and size
+//	peftbench profile  [flags]   where one training step spends its time, per side
+//
+// Run "peftbench <command> -h" for the flags. The bench Makefile targets
+// call it with the right Python; see bench/README.md.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "worker":
+		err = cmdWorker(args)
+	case "export":
+		err = cmdExport(args)
+	case "parity":
+		err = cmdParity(args)
+	case "train":
+		err = cmdTrain(args)
+	case "forward":
+		err = cmdForward(args)
+	case "scale":
+		err = cmdScale(args)
+	case "all":
+		err = cmdAll(args)
+	case "profile":
+		err = cmdProfile(args)
+	case "grads":
+		// Internal: the step-1 gradients of an export folder.
+		fs := flag.NewFlagSet("grads", flag.ExitOnError)
+		dir := fs.String("dir", "", "export folder")
+		out := fs.String("out", "", "safetensors file to write")
+		threads := fs.Int("threads", runtime.NumCPU(), "ORT intra-op threads")
+		fs.Parse(args)
+		err = runGoGrads(*dir, *out, *threads)
+	case "-h", "--help", "help":
+		usage()
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "peftbench: unknown command %q\n", cmd)
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		if !errors.Is(err, errParity) {
+			fmt.Fprintln(os.Stderr, err)
+		}
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: peftbench <command> [flags]
+
+commands:
+  all       parity, LoRA and full training, inference and scaling; writes the report
+  parity    step-1 loss and adapter weights after 20 AdamW steps, against PyTorch
+  train     training step time, tokens/s and peak RSS (LoRA, or -full)
+  forward   forward latency at batch 1 and 8: base, adapted, merged
+  scale     step time and memory against sequence length and model size
+  profile   where one training step spends its time, on each side
+`)
+}
+
+// errParity is returned when a parity check fails; the check has said why.
+var errParity = errors.New("peftbench: parity failed")
+
+// common are the flags every measuring command takes.
+type common struct {
+	out     string
+	python  string
+	script  string
+	threads int
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	py := os.Getenv("BENCH_PYTHON")
+	if py == "" {
+		py = "/usr/bin/python3"
+	}
+	fs.StringVar(&c.out, "out", filepath.Join("bench", "results"), "folder for exports and results")
+	fs.StringVar(&c.python, "python", py, "the Python that imports torch (default $BENCH_PYTHON or /usr/bin/python3)")
+	fs.StringVar(&c.script, "torch-script", filepath.Join("bench", "torch_llama.py"), "the PyTorch side")
+	fs.IntVar(&c.threads, "threads", runtime.NumCPU(), "threads for each side: ORT intra-op threads and torch.set_num_threads")
+}
+
+// env returns the worker environment the flags describe.
+func (c *common) env() (env, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return env{}, err
+	}
+	if _, err := os.Stat(c.script); err != nil {
+		return env{}, fmt.Errorf("peftbench: %v (run from the repository root, or pass -torch-script)", err)
+	}
+	if c.threads <= 0 {
+		return env{}, fmt.Errorf("peftbench: -threads %d: want > 0", c.threads)
+	}
+	if l := loadAvg(); l > 0.5*float64(runtime.NumCPU()) {
+		logf("warning: the load average is %.1f on %d cores: other work competes for the CPUs. The sides take turns, so both feel it, but thread pools that spin (OpenMP, ONNX Runtime) suffer from it unevenly; -threads 1 gives steadier ratios.", l, runtime.NumCPU())
+	}
+	return env{python: c.python, script: c.script, self: self, threads: c.threads}, nil
+}
+
+// cache returns the folder that holds the exports.
+func (c *common) cache() string { return filepath.Join(c.out, "cache") }
+
+func cmdWorker(args []string) error {
+	fs := flag.NewFlagSet("worker", flag.ExitOnError)
+	dir := fs.String("dir", "", "export folder")
+	mode := fs.String("mode", "", "one of "+strings.Join(workerModes, ", "))
+	batch := fs.Int("batch", 0, "rows per batch (0: the export's)")
+	threads := fs.Int("threads", runtime.NumCPU(), "ORT intra-op threads")
+	fs.Parse(args)
+	return runWorker(*dir, *mode, *batch, *threads)
+}
+
+func cmdExport(args []string) error {
+	fs := flag.NewFlagSet("export", flag.ExitOnError)
+	var c common
+	c.register(fs)
+	size := fs.String("size", "tiny", "model size: "+strings.Join(sizeNames(), ", "))
+	batch := fs.Int("batch", 8, "batch size")
+	seq := fs.Int("seq", 128, "sequence length")
+	steps := fs.Int("steps", 20, "steps of the linear schedule")
+	fs.Parse(args)
+	s, err := newSpec(*size, *batch, *seq, *steps)
+	if err != nil {
+		return err
+	}
+	dir, err := export(c.cache(), s)
+	if err != nil {
+		return err
+	}
+	fmt.Println(dir)
+	return nil
+}
+
+// parityFlags are parity's own flags, shared with all.
+type parityFlags struct {
+	sizes string
+	steps int
+	batch int
+	seq   int
+}
+
+func (p *parityFlags) register(fs *flag.FlagSet, sizes string) {
+	fs.StringVar(&p.sizes, "parity-sizes", sizes, "comma-separated model sizes to check parity on")
+	fs.IntVar(&p.steps, "parity-steps", 20, "AdamW steps before the adapters are compared")
+	fs.IntVar(&p.batch, "parity-batch", 8, "parity batch size")
+	fs.IntVar(&p.seq, "parity-seq", 128, "parity sequence length")
+}
+
+// run checks parity on every size, with HF's init (B = 0) and with a
+// random B, and returns the results; err is errParity when one fails.
+func (p *parityFlags) run(e env, cache string) ([]*ParityResult, error) {
+	var out []*ParityResult
+	failed := false
+	for _, size := range splitList(p.sizes) {
+		for _, randomB := range []bool{false, true} {
+			s, err := newSpec(size, p.batch, p.seq, p.steps)
+			if err != nil {
+				return out, err
+			}
+			s.RandomB = randomB
+			r, err := e.parity(cache, s)
+			if err != nil {
+				return out, err
+			}
+			out = append(out, r)
+			failed = failed || !r.Pass
+		}
+	}
+	if failed {
+		return out, errParity
+	}
+	return out, nil
+}
+
+func cmdParity(args []string) error {
+	fs := flag.NewFlagSet("parity", flag.ExitOnError)
+	var c common
+	var p parityFlags
+	c.register(fs)
+	p.register(fs, "tiny,mini")
+	fs.Parse(args)
+	e, err := c.env()
+	if err != nil {
+		return err
+	}
+	res, err := p.run(e, c.cache())
+	fmt.Print(parityTable(res))
+	if werr := writeJSON(filepath.Join(c.out, "parity.json"), res); werr != nil && err == nil {
+		err = werr
+	}
+	return err
+}
+
+// trainFlags say how long each comparison runs.
+type trainFlags struct {
+	size   string
+	batch  int
+	seq    int
+	warmup int
+	steps  int
+}
+
+func (t *trainFlags) register(fs *flag.FlagSet, steps int) {
+	fs.StringVar(&t.size, "size", "base", "model size: "+strings.Join(sizeNames(), ", "))
+	fs.IntVar(&t.batch, "batch", 8, "batch size")
+	fs.IntVar(&t.seq, "seq", 128, "sequence length")
+	// Two: ONNX Runtime lays out its memory pattern on the second run of a
+	// shape, which is slower than the runs after it.
+	fs.IntVar(&t.warmup, "warmup", 2, "untimed steps per side before timing")
+	fs.IntVar(&t.steps, "steps", steps, "timed steps per side")
+}
+
+// comparison exports the spec and compares mode on both sides.
+func (e env) comparison(cache, name, size string, batch, seq int, mode string, runBatch, warmup, steps int) (*Comparison, error) {
+	return e.comparisonHow(cache, name, size, batch, seq, mode, runBatch, warmup, steps, false)
+}
+
+// comparisonHow is comparison, one side after the other where sequential
+// is set.
+func (e env) comparisonHow(cache, name, size string, batch, seq int, mode string, runBatch, warmup, steps int, sequential bool) (*Comparison, error) {
+	s, err := newSpec(size, batch, seq, 1000)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := export(cache, s)
+	if err != nil {
+		return nil, err
+	}
+	return e.compare(name, dir, mode, runBatch, warmup, steps, sequential)
+}
+
+func cmdTrain(args []string) error {
+	fs := flag.NewFlagSet("train", flag.ExitOnError)
+	var c common
+	var t trainFlags
+	c.register(fs)
+	t.register(fs, 5)
+	full := fs.Bool("full", false, "full fine-tuning instead of LoRA")
+	fs.Parse(args)
+	e, err := c.env()
+	if err != nil {
+		return err
+	}
+	mode, name := modeTrainLoRA, "LoRA training step"
+	if *full {
+		mode, name = modeTrainFull, "full fine-tuning step"
+	}
+	r, err := e.comparison(c.cache(), name, t.size, t.batch, t.seq, mode, 0, t.warmup, t.steps)
+	if r != nil {
+		fmt.Print(comparisonTable([]*Comparison{r}))
+	}
+	return err
+}
+
+func cmdForward(args []string) error {
+	fs := flag.NewFlagSet("forward", flag.ExitOnError)
+	var c common
+	var t trainFlags
+	c.register(fs)
+	t.register(fs, 10)
+	fs.Parse(args)
+	e, err := c.env()
+	if err != nil {
+		return err
+	}
+	res, err := e.forwardSet(c.cache(), t)
+	fmt.Print(comparisonTable(res))
+	return err
+}
+
+// forwardSet times the forward pass of the base, adapted and merged
+// models at batch 1 and at t.batch.
+func (e env) forwardSet(cache string, t trainFlags) ([]*Comparison, error) {
+	var out []*Comparison
+	for _, b := range uniqueInts(1, t.batch) {
+		for _, m := range []struct{ mode, name string }{
+			{modeForwardBase, "forward, base"},
+			{modeForwardLoRA, "forward, adapted"},
+			{modeForwardMerged, "forward, merged"},
+		} {
+			r, err := e.comparison(cache, fmt.Sprintf("%s, batch %d", m.name, b), t.size, t.batch, t.seq, m.mode, b, t.warmup, t.steps)
+			if err != nil {
+				return out, err
+			}
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// scaleFlags say what the scaling sweep covers.
+type scaleFlags struct {
+	seqs   string
+	sizes  string
+	seqAt  string
+	warmup int
+	steps  int
+}
+
+func (s *scaleFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&s.seqs, "scale-seqs", "64,128,256,512", "sequence lengths of the sweep (on -scale-size)")
+	fs.StringVar(&s.seqAt, "scale-size", "base", "model size of the sequence sweep")
+	fs.StringVar(&s.sizes, "scale-sizes", "tiny,mini,small,base", "model sizes of the size sweep (at seq 128)")
+	fs.IntVar(&s.warmup, "scale-warmup", 2, "untimed steps per point and side")
+	fs.IntVar(&s.steps, "scale-steps", 3, "timed steps per point and side")
+}
+
+// run sweeps LoRA training over sequence lengths and model sizes at
+// batch 8.
+func (s *scaleFlags) run(e env, cache string, batch int) (seqs, sizes []*Comparison, err error) {
+	for _, v := range splitList(s.seqs) {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 2 {
+			return seqs, sizes, fmt.Errorf("peftbench: -scale-seqs: bad length %q", v)
+		}
+		name := fmt.Sprintf("LoRA step, %s, seq %d", s.seqAt, n)
+		sequential := false
+		if len(seqs) > 0 {
+			// Interleaving keeps both workers alive at once. Where their
+			// memory, extrapolated linearly from the last point, would
+			// not fit, the sides run one after the other; where one
+			// alone would not fit, the point is left out, rather than
+			// have the kernel kill a worker (or someone else's process).
+			last := seqs[len(seqs)-1]
+			if last.Failed == "" {
+				grow := float64(n) / float64(last.Seq)
+				peft, torch := last.Peft.PeakRSSMB*grow, last.Torch.PeakRSSMB*grow
+				avail := memAvailableMB()
+				switch {
+				case avail <= 0 || peft+torch < 0.9*avail:
+				case max(peft, torch) < 0.95*avail:
+					sequential = true
+				default:
+					spec, _ := newSpec(s.seqAt, batch, n, 1)
+					seqs = append(seqs, &Comparison{Name: name, Mode: modeTrainLoRA, Size: s.seqAt, Params: spec.Model.Params, Batch: batch, Seq: n,
+						Failed: fmt.Sprintf("skipped: peftonnx would need about %.0f GiB and PyTorch %.0f GiB; %.0f GiB is available", peft/1024, torch/1024, avail/1024)})
+					logf("%s: %s", name, seqs[len(seqs)-1].Failed)
+					continue
+				}
+			}
+		}
+		r, err := e.comparisonHow(cache, name, s.seqAt, batch, n, modeTrainLoRA, 0, s.warmup, s.steps, sequential)
+		if err != nil {
+			return seqs, sizes, err
+		}
+		seqs = append(seqs, r)
+	}
+	for _, z := range splitList(s.sizes) {
+		if i := slices.IndexFunc(seqs, func(c *Comparison) bool { return c.Size == z && c.Seq == 128 }); i >= 0 {
+			sizes = append(sizes, seqs[i]) // measured in the sequence sweep
+			continue
+		}
+		r, err := e.comparison(cache, fmt.Sprintf("LoRA step, %s, seq 128", z), z, batch, 128, modeTrainLoRA, 0, s.warmup, s.steps)
+		if err != nil {
+			return seqs, sizes, err
+		}
+		sizes = append(sizes, r)
+	}
+	return seqs, sizes, nil
+}
+
+func cmdScale(args []string) error {
+	fs := flag.NewFlagSet("scale", flag.ExitOnError)
+	var c common
+	var s scaleFlags
+	c.register(fs)
+	s.register(fs)
+	batch := fs.Int("batch", 8, "batch size")
+	fs.Parse(args)
+	e, err := c.env()
+	if err != nil {
+		return err
+	}
+	seqs, sizes, err := s.run(e, c.cache(), *batch)
+	fmt.Print(comparisonTable(append(seqs, sizes...)))
+	if perr := writeScalePlot(filepath.Join(c.out, "scaling.png"), seqs, sizes); perr != nil && err == nil {
+		err = perr
+	}
+	return err
+}
+
+func cmdAll(args []string) error {
+	fs := flag.NewFlagSet("all", flag.ExitOnError)
+	var c common
+	var p parityFlags
+	var t trainFlags
+	var s scaleFlags
+	c.register(fs)
+	p.register(fs, "tiny,mini")
+	t.register(fs, 5)
+	s.register(fs)
+	fullSteps := fs.Int("full-steps", 3, "timed steps of full fine-tuning per side")
+	fwdSteps := fs.Int("forward-steps", 10, "timed forward passes per point and side")
+	noScale := fs.Bool("no-scale", false, "skip the scaling sweep")
+	fs.Parse(args)
+	e, err := c.env()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	rep := &Report{Date: start.UTC().Format("2006-01-02"), Machine: describeMachine(), Command: "peftbench all " + strings.Join(args, " ")}
+	rep.Machine.Threads = e.threads
+	// The report is written after every part, so that a run cut short
+	// leaves what it measured.
+	save := func() error {
+		rep.fillVersions()
+		rep.Duration = time.Since(start).Round(time.Second).String()
+		return rep.write(c.out)
+	}
+
+	rep.Parity, err = p.run(e, c.cache())
+	if err != nil && !errors.Is(err, errParity) {
+		return err
+	}
+	parityErr := err
+
+	cache := c.cache()
+	for _, r := range []struct {
+		name, mode string
+		steps      int
+	}{
+		{"LoRA training step", modeTrainLoRA, t.steps},
+		{"full fine-tuning step", modeTrainFull, *fullSteps},
+	} {
+		cmp, err := e.comparison(cache, r.name, t.size, t.batch, t.seq, r.mode, 0, t.warmup, r.steps)
+		if err != nil {
+			return err
+		}
+		rep.Train = append(rep.Train, cmp)
+		if err := save(); err != nil {
+			return err
+		}
+	}
+	ft := t
+	ft.steps = *fwdSteps
+	ft.warmup = max(t.warmup, 2)
+	if rep.Forward, err = e.forwardSet(cache, ft); err != nil {
+		return err
+	}
+	if err := save(); err != nil {
+		return err
+	}
+	if !*noScale {
+		if rep.ScaleSeq, rep.ScaleSize, err = s.run(e, cache, t.batch); err != nil {
+			return err
+		}
+		if err := writeScalePlot(filepath.Join(c.out, "scaling.png"), rep.ScaleSeq, rep.ScaleSize); err != nil {
+			return err
+		}
+	}
+	if err := save(); err != nil {
+		return err
+	}
+	fmt.Print(rep.Markdown())
+	return parityErr
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// uniqueInts returns the distinct values of v in order.
+func uniqueInts(v ...int) []int {
+	var out []int
+	for _, x := range v {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// logf writes a progress line to stderr.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "peftbench: "+format+"\n", args...)
+}
+
+// human formats a parameter count: 124.4M, 35.1K.
+func human(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.1fB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.1fM", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1fK", float64(n)/1e3)
+	}
+	return strconv.FormatInt(n, 10)
+}
