@@ -31,13 +31,16 @@ Usage:
       JSON line on stdout: "step" runs one training step (train-lora,
       train-full) or one forward pass (forward-base, forward-lora,
       forward-merged); "stats" reports memory; "quit" ends.
-  torch_llama.py profile --dir DIR [--mode train-lora]
-      Runs a warmup step, then one step under torch's profiler, and prints
+  torch_llama.py profile --dir DIR [--mode train-lora] [--warmup N]
+      Runs warmup steps, then one step under torch's profiler, and prints
       the ops that took the most time as JSON.
-  torch_llama.py parity --dir DIR --steps N --out FILE.safetensors
+  torch_llama.py parity --dir DIR --steps N --out FILE.safetensors [--dtype float64]
       Trains the adapter N steps from the exported initial A and B on the
       exported batches and writes the loss of every step and the final
-      adapter weights (ONNX layout: A [in, r], B [r, out]).
+      adapter weights (ONNX layout: A [in, r], B [r, out]); in float64 it
+      is the reference a failed parity check is diagnosed against.
+  torch_llama.py grads --dir DIR --out FILE.safetensors [--dtype float64]
+      Writes the adapter gradients of step 1, before clipping.
 """
 
 import argparse
@@ -440,12 +443,13 @@ def blas_name():
     """Names the BLAS library that torch's generic BLAS build loaded."""
     try:
         with open("/proc/self/maps") as f:
-            for line in f:
-                for tag in ("openblas", "blis", "mkl", "libblas"):
-                    if tag in line:
-                        return line.split()[-1]
+            libs = [line.split()[-1] for line in f if ".so" in line]
     except OSError:
-        pass
+        return "unknown"
+    for tag in ("libopenblas", "libblis", "libmkl", "libblas"):
+        for lib in libs:
+            if tag in lib.rsplit("/", 1)[-1]:
+                return lib
     return "unknown"
 
 

@@ -18,12 +18,14 @@
 //	peftbench forward  [flags]   forward latency: base, adapted, merged
 //	peftbench scale    [flags]   step time and memory against seq and size
 //	peftbench profile  [flags]   where one training step spends its time, per side
+//	peftbench report   [flags]   render results.md and scaling.png from results.json
 //
 // Run "peftbench <command> -h" for the flags. The bench Makefile targets
 // call it with the right Python; see bench/README.md.
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -59,6 +61,8 @@ func main() {
 		err = cmdAll(args)
 	case "profile":
 		err = cmdProfile(args)
+	case "report":
+		err = cmdReport(args)
 	case "grads":
 		// Internal: the step-1 gradients of an export folder.
 		fs := flag.NewFlagSet("grads", flag.ExitOnError)
@@ -93,6 +97,7 @@ commands:
   forward   forward latency at batch 1 and 8: base, adapted, merged
   scale     step time and memory against sequence length and model size
   profile   where one training step spends its time, on each side
+  report    render results.md and scaling.png again from results.json
 `)
 }
 
@@ -492,6 +497,28 @@ func cmdAll(args []string) error {
 	}
 	fmt.Print(rep.Markdown())
 	return parityErr
+}
+
+func cmdReport(args []string) error {
+	fs := flag.NewFlagSet("report", flag.ExitOnError)
+	out := fs.String("out", filepath.Join("bench", "results"), "folder holding results.json")
+	fs.Parse(args)
+	b, err := os.ReadFile(filepath.Join(*out, "results.json"))
+	if err != nil {
+		return fmt.Errorf("peftbench: %v", err)
+	}
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("peftbench: %s: %v", filepath.Join(*out, "results.json"), err)
+	}
+	if err := writeScalePlot(filepath.Join(*out, "scaling.png"), rep.ScaleSeq, rep.ScaleSize); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(*out, "results.md"), []byte(rep.Markdown())); err != nil {
+		return err
+	}
+	fmt.Print(rep.Markdown())
+	return nil
 }
 
 // splitList splits a comma-separated list, dropping empty items.

@@ -24,6 +24,11 @@ func cmdProfile(args []string) error {
 	var t trainFlags
 	c.register(fs)
 	t.register(fs, 1)
+	// ONNX Runtime reaches its steady state on the fourth run of a shape
+	// (the second lays out the memory pattern, the third still faults it
+	// in).
+	fs.Lookup("warmup").DefValue = "3"
+	fs.Set("warmup", "3")
 	full := fs.Bool("full", false, "profile full fine-tuning instead of LoRA")
 	top := fs.Int("top", 15, "rows per table")
 	fs.Parse(args)
