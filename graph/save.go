@@ -46,6 +46,38 @@ func (m *Model) Marshal() ([]byte, error) {
 	return proto.MarshalOptions{Deterministic: true}.Marshal(m.Proto)
 }
 
+// MarshalReferencing serializes the model with the tensors whose data
+// lives in external files left as references to those files, and every
+// other tensor inline. It returns the folder the references are relative
+// to, as an absolute path, or "" when the model has none; a reader of b,
+// such as ONNX Runtime's session option
+// session.model_external_initializers_file_folder_path, must be pointed
+// there. Unlike Marshal, it copies no external bytes into b, so a model
+// whose weights are mapped from disk serializes in a few megabytes. It
+// fails when the inline part passes 2 GiB.
+func (m *Model) MarshalReferencing() (b []byte, dir string, err error) {
+	for _, t := range m.Proto.Graph.Initializer {
+		if t.DataLocation != onnxpb.TensorProto_EXTERNAL {
+			continue
+		}
+		if m.Dir == "" {
+			return nil, "", errorf("tensor %q has external data, but the model has no folder to find it in", t.Name)
+		}
+		if dir, err = filepath.Abs(m.Dir); err != nil {
+			return nil, "", errorf("%v", err)
+		}
+		break
+	}
+	if n := proto.Size(m.Proto); n >= 2<<30 {
+		return nil, "", errorf("model is %d bytes inline, over the 2 GiB protobuf limit: save it with external data", n)
+	}
+	b, err = proto.MarshalOptions{Deterministic: true}.Marshal(m.Proto)
+	if err != nil {
+		return nil, "", errorf("%v", err)
+	}
+	return b, dir, nil
+}
+
 // Save writes the model to path atomically: into temporary files beside
 // the destination, renamed into place once complete. External data, if
 // any, goes to one data file in the same folder. The model in memory is

@@ -57,6 +57,7 @@ type config struct {
 	entries       [][2]string
 	noArena       bool // CPU memory arena off
 	noMemPattern  bool // memory pattern planning off
+	noPrepack     bool // pre-packing of constant weights off
 }
 
 func newConfig(opts []Option) (*config, error) {
@@ -89,6 +90,19 @@ func WithMemoryArena(on bool) Option {
 func WithMemoryPattern(on bool) Option {
 	return func(c *config) error {
 		c.noMemPattern = !on
+		return nil
+	}
+}
+
+// WithPrepacking turns ONNX Runtime's pre-packing of constant weights on
+// (the default) or off. On, each frozen weight of a MatMul or Gemm is kept
+// a second time in the layout its kernel multiplies fastest; off, the
+// kernels read the weights where they are (mapped from the external data
+// file, when the model has one) and re-pack panels as they go: less
+// memory, slower products.
+func WithPrepacking(on bool) Option {
+	return func(c *config) error {
+		c.noPrepack = !on
 		return nil
 	}
 }
@@ -214,6 +228,17 @@ func WithConfigEntry(key, value string) Option {
 	}
 }
 
+// entry returns the value of the last WithConfigEntry for key, or "".
+func (c *config) entry(key string) string {
+	v := ""
+	for _, kv := range c.entries {
+		if kv[0] == key {
+			v = kv[1]
+		}
+	}
+	return v
+}
+
 // sessionOptions builds ONNX Runtime session options from c, with the
 // config entries extra in place of any of c's with the same keys. The caller
 // destroys them.
@@ -264,6 +289,9 @@ func (c *config) sessionOptions(extra [][2]string) (*ort.SessionOptions, error) 
 		if err := so.EnableProfiling(c.profilePrefix); err != nil {
 			return fail("enabling profiling", err)
 		}
+	}
+	if c.noPrepack {
+		extra = append([][2]string{{"session.disable_prepacking", "1"}}, extra...)
 	}
 	entries := slices.DeleteFunc(slices.Clone(c.entries), func(kv [2]string) bool {
 		return slices.ContainsFunc(extra, func(x [2]string) bool { return x[0] == kv[0] })

@@ -47,6 +47,7 @@ func TestOptionsApply(t *testing.T) {
 		{rt.WithDevice("cpu"), rt.WithConfigEntry("session.intra_op.allow_spinning", "0")},
 		{rt.WithMemoryArena(false), rt.WithMemoryPattern(false)},
 		{rt.WithMemoryArena(true), rt.WithMemoryPattern(true)},
+		{rt.WithPrepacking(false)},
 	} {
 		s := mustSession(t, b, opts...)
 		out, err := s.Run(map[string]*rt.Tensor{"x": must(rt.NewFloat32([]int64{1, 3}, []float32{1, 2, 3}))}, nil)

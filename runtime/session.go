@@ -123,8 +123,9 @@ func NewSession(path string, opts ...Option) (*Session, error) {
 // NewSessionFromBytes loads a serialized ONNX model from memory, without a
 // temporary file. The session does not keep b. ONNX Runtime looks for
 // external data files in the working directory, unless WithConfigEntry sets
-// "session.model_external_initializers_file_folder_path"; the defaults of
-// optional inputs cannot come from external data. It calls Init first.
+// "session.model_external_initializers_file_folder_path"; the session then
+// reads the defaults of optional inputs from there too. It calls Init
+// first.
 func NewSessionFromBytes(b []byte, opts ...Option) (*Session, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
@@ -137,7 +138,7 @@ func NewSessionFromBytes(b []byte, opts ...Option) (*Session, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("runtime: %s: no bytes", name)
 	}
-	s, err := prepare(name, memSource(b), "", cfg)
+	s, err := prepare(name, memSource(b), cfg.entry(externalFolderKey), cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -138,7 +138,7 @@ func (t *Trainer) openEval() error {
 		}
 	}
 	keepOnly(m, keep...)
-	s, err := newSession(m, t.opts.Session)
+	s, err := NewSession(m, t.opts.Session...)
 	if err != nil {
 		return err
 	}

@@ -243,23 +243,40 @@ func (b *lossBuilder) sumAll(x string) string {
 // crossEntropy returns the mean of −log softmax(logits)[label] along
 // classAxis (the last axis) over the labels that are not IgnoreIndex.
 // labels has logits' shape without the class axis.
+//
+// From opset 12 it is one SoftmaxCrossEntropyLoss over the logits seen as
+// [rows, classes] (a Flatten, which ONNX Runtime does without a copy),
+// summed and divided by the number of labels scored: the gradient then
+// needs no one-hot or full-size difference tensors (autodiff's fused
+// cross-entropy gradient), which for a language model's vocabulary-wide
+// logits are hundreds of megabytes each. Before 12 it is LogSoftmax,
+// GatherElements and a masked sum.
 func (b *lossBuilder) crossEntropy(logits, labels string, classAxis int64) string {
 	x := logits
 	if !b.isFloat32(logits) {
 		x = b.node("Cast", []string{logits}, graph.AttrInt("to", int64(graph.Float32)))
 	}
+	valid := b.node("Not", []string{b.node("Equal", []string{labels, b.int0("ignore_index", IgnoreIndex)})})
+	count := b.sumAll(b.node("Cast", []string{valid}, graph.AttrInt("to", int64(graph.Float32))))
+	count = b.node("Max", []string{count, b.float0("one", 1)})
+	if b.opset >= 12 {
+		scores, y := x, labels
+		if classAxis != 1 {
+			scores = b.node("Flatten", []string{x}, graph.AttrInt("axis", classAxis))
+			y = b.node("Reshape", []string{labels, b.ints("rows", -1)})
+		}
+		total := b.node("SoftmaxCrossEntropyLoss", []string{scores, y},
+			graph.AttrString("reduction", "sum"), graph.AttrInt("ignore_index", IgnoreIndex))
+		return b.finish("Div", []string{total, count})
+	}
 	// axis -1 is the last axis in every opset: before 13 LogSoftmax
 	// flattens to 2-D around the axis, which for the last axis is the same.
 	logp := b.node("LogSoftmax", []string{x}, graph.AttrInt("axis", -1))
 	y := b.unsqueeze(labels, classAxis)
-	valid := b.node("Not", []string{b.node("Equal", []string{y, b.int0("ignore_index", IgnoreIndex)})})
-	safe := b.node("Where", []string{valid, y, b.int0("zero_label", 0)})
+	safe := b.node("Where", []string{b.unsqueeze(valid, classAxis), y, b.int0("zero_label", 0)})
 	picked := b.node("GatherElements", []string{logp, safe}, graph.AttrInt("axis", classAxis))
-	kept := b.node("Where", []string{valid, picked, b.float0("zero", 0)})
-	total := b.sumAll(kept)
-	count := b.sumAll(b.node("Cast", []string{valid}, graph.AttrInt("to", int64(graph.Float32))))
-	count = b.node("Max", []string{count, b.float0("one", 1)})
-	return b.finish("Neg", []string{b.node("Div", []string{total, count})})
+	kept := b.node("Where", []string{b.unsqueeze(valid, classAxis), picked, b.float0("zero", 0)})
+	return b.finish("Neg", []string{b.node("Div", []string{b.sumAll(kept), count})})
 }
 
 // isFloat32 reports whether a value of the model is declared float32.

@@ -309,7 +309,7 @@ func TestCausalLMLossRealModel(t *testing.T) {
 		{InputIDs: []int64{1, 15043, 3186, 29889, 2}, Labels: []int64{IgnoreIndex, 15043, 3186, 29889, 2}},
 		{InputIDs: []int64{1, 450, 4996}, Labels: []int64{1, 450, IgnoreIndex}},
 	}, 0, 0, false)
-	s, err := newSession(m, []rt.Option{rt.WithIntraOpThreads(1)})
+	s, err := NewSession(m, rt.WithIntraOpThreads(1))
 	if err != nil {
 		t.Fatal(err)
 	}

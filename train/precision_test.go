@@ -45,7 +45,7 @@ func TestUpcast(t *testing.T) {
 		if f32 {
 			mm = up
 		}
-		s, err := newSession(mm, nil)
+		s, err := NewSession(mm)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -24,7 +24,7 @@ func init() {
 		name: "train",
 		args: "MODEL --data FILE.jsonl --out DIR [--eval FILE] [--tokenizer tokenizer.json] [--epochs N] [--steps N] " +
 			"[--batch N] [--seq-len N] [--lr LR] [--weight-decay WD] [--warmup N] [--schedule constant|linear|cosine] " +
-			"[--clip 1.0] [--grad-accum N] [--seed N] [--log-json FILE] [--device cpu|cuda] [--threads N] " +
+			"[--clip 1.0] [--grad-accum N] [--seed N] [--log-json FILE] [--device cpu|cuda] [--threads N] [--low-memory] " +
 			"[--loss auto|causal|classification|mse] [--output NAME] [--half upcast|keep] [--loss-scale S] " +
 			"[--checkpoint-every N] [--eval-every N] [--resume] [--stop-after N] [--merged OUT.onnx]",
 		summary: "train the adapter of an adapted model and save it as a HuggingFace PEFT directory",
@@ -50,6 +50,13 @@ A float16 or bfloat16 model trains on a float32 copy of its graph (--half
 upcast, the default); --half keep trains the graph in its own types, with
 the loss scaled by --loss-scale (a power of two, default 1024). The
 adapter keeps the element type that inject gave it (float32 by default).
+
+Frozen weights that MODEL keeps in an external data file are read by ONNX
+Runtime from that file; no copy of them is made in memory. ONNX Runtime
+does keep a pre-packed copy of each frozen matrix for each direction it
+is multiplied in (forward and backward); --low-memory turns that off:
+on a GPT-2-small-sized model about 0.5 GB less at peak, for steps about
+13% slower.
 
 DIR receives, at the end, adapter_config.json and adapter_model.safetensors
 (the layout "peftonnx apply" and HF PEFT read), loss.png (the loss curve),
@@ -81,7 +88,7 @@ type trainFlags struct {
 	threads, checkpointEvery, evalEvery, stopAfter      int
 	lr, weightDecay, clip, lossScale                    float64
 	seed                                                uint64
-	resume                                              bool
+	resume, lowMemory                                   bool
 }
 
 func runTrain(cx *context, args []string) error {
@@ -105,6 +112,7 @@ func runTrain(cx *context, args []string) error {
 	fs.StringVar(&f.logJSON, "log-json", "", "write one JSON line per step and evaluation to `FILE`")
 	fs.StringVar(&f.device, "device", "cpu", "train on `cpu`, cuda or cuda:N")
 	fs.IntVar(&f.threads, "threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
+	fs.BoolVar(&f.lowMemory, "low-memory", false, "keep no pre-packed copy of the frozen weights: less memory, slower steps")
 	fs.StringVar(&f.loss, "loss", "auto", "loss: `auto`, causal, classification or mse")
 	fs.StringVar(&f.output, "output", "", "the model output the loss scores, `NAME` (default: logits, else the first)")
 	fs.StringVar(&f.half, "half", "upcast", "float16 models: `upcast` to float32 for training, or keep")
@@ -194,7 +202,7 @@ func (f *trainFlags) options(cx *context) (train.Options, error) {
 	o.AdamW.WeightDecay = f.weightDecay
 	o.LossScale = f.lossScale
 	o.CheckpointDir, o.CheckpointEvery, o.EvalEvery = f.out, f.checkpointEvery, f.evalEvery
-	o.Session = []ortrt.Option{ortrt.WithDevice(f.device), ortrt.WithIntraOpThreads(f.threads)}
+	o.Session = []ortrt.Option{ortrt.WithDevice(f.device), ortrt.WithIntraOpThreads(f.threads), ortrt.WithPrepacking(!f.lowMemory)}
 	return o, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
@@ -22,7 +23,10 @@ type emitter struct {
 	err   error
 
 	consts map[string]string // constant key -> initializer name
-	shapes map[string]string // value -> its Shape node's output
+	shapes map[string]string // value -> its shape, as shapeOf made it
+	// inputDims says where each named dim of the graph inputs can be
+	// read; built on first use.
+	inputDims map[string]inputDim
 }
 
 func newEmitter(m *graph.Model, inf *inferer, opset int64) *emitter {
@@ -132,14 +136,87 @@ func (e *emitter) int0(v int64) string {
 	})
 }
 
-// shapeOf returns Shape(v), emitted once per value.
+// shapeOf returns v's shape as a 1-D int64 tensor, emitted once per
+// value. Where inference knows each dim as a number or as a named dim of a
+// graph input, the shape is built from constants and the inputs' shapes
+// rather than as Shape(v): a Shape(v) in the backward pass would keep v,
+// a forward activation, alive until then, which for a dynamic-shaped
+// model is hundreds of megabytes of values that the gradient does not
+// otherwise need.
 func (e *emitter) shapeOf(v string) string {
 	if s, ok := e.shapes[v]; ok {
 		return s
 	}
-	s := e.op("Shape", []string{v})
+	s := e.shapeFromInputs(v)
+	if s == "" {
+		s = e.op("Shape", []string{v})
+	}
 	e.shapes[v] = s
 	return s
+}
+
+// shapeFromInputs builds v's shape from constants and the shapes of the
+// graph inputs, or returns "" when a dim of v is neither a number nor a
+// named dim of an input.
+func (e *emitter) shapeFromInputs(v string) string {
+	sh := e.shape(v)
+	if !sh.ok || sh.rank() == 0 {
+		return ""
+	}
+	if e.inputDims == nil {
+		e.inputDims = map[string]inputDim{}
+		for _, in := range e.m.Graph().Input {
+			if e.m.Initializer(in.Name) != nil {
+				continue
+			}
+			for i, d := range e.inf.get(in.Name).shape.dims {
+				if _, seen := e.inputDims[d.sym]; !seen && strings.HasPrefix(d.sym, "$") {
+					e.inputDims[d.sym] = inputDim{in.Name, int64(i)}
+				}
+			}
+		}
+	}
+	var parts []string
+	var run []int64 // static dims not yet emitted
+	for _, d := range sh.dims {
+		if d.static() {
+			run = append(run, d.v)
+			continue
+		}
+		at, ok := e.inputDims[d.sym]
+		if !ok || at.input == v {
+			return ""
+		}
+		if len(run) > 0 {
+			parts, run = append(parts, e.ints(run...)), nil
+		}
+		parts = append(parts, e.dimOf(at.input, at.axis))
+	}
+	if len(run) > 0 {
+		parts = append(parts, e.ints(run...))
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return e.op("Concat", parts, graph.AttrInt("axis", 0))
+}
+
+// inputDim is where a named dim can be read: an axis of a graph input.
+type inputDim struct {
+	input string
+	axis  int64
+}
+
+// sizeOf returns the number of elements of v as a rank-0 int64, from its
+// shape as shapeOf builds it (see there why not Size(v)).
+func (e *emitter) sizeOf(v string) string {
+	if n := e.shape(v).numel(); n >= 0 {
+		return e.int0(n)
+	}
+	if e.shapeFromInputs(v) == "" {
+		return e.op("Size", []string{v})
+	}
+	return e.op("ReduceProd", []string{e.shapeOf(v)}, graph.AttrInt("keepdims", 0))
 }
 
 // dimOf returns dimension axis of v as a 1-D int64 tensor of length 1:

@@ -18,7 +18,10 @@ func init() {
 // is ignore_index) and c the loss's gradient (divided by Σwᵢ for
 // reduction "mean"), the gradient of the log-probabilities is
 // G = −onehot(label)·wᵢ·c, plus the gradient of the log_prob output if it
-// has one. For the cross entropy, scores get G − softmax·ΣG.
+// has one. For the cross entropy, scores get G − softmax·ΣG, which is
+// softmax·c − onehot·c when log_prob has no gradient of its own: that case,
+// a language model's loss, is emitted without full-size temporaries beyond
+// softmax·c (fusedCrossEntropyGrad).
 func gradClassLoss(softmax bool) gradFunc {
 	return func(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
 		x, labels := n.Input[0], n.Input[1]
@@ -39,8 +42,8 @@ func gradClassLoss(softmax bool) gradFunc {
 				w = e.mul(w, wl)
 			}
 		}
-		var G []string
-		if c := dy[0]; c != "" {
+		var c string // the gradient of each element's −log p(label), broadcast over the classes
+		if c = dy[0]; c != "" {
 			if reduction == "mean" {
 				if w == "" {
 					c = e.div(c, e.cast(e.op("Size", []string{labels}), dt))
@@ -54,6 +57,12 @@ func gradClassLoss(softmax bool) gradFunc {
 			if reduction == "none" || w != "" {
 				c = e.unsqueeze(c, 1)
 			}
+		}
+		if softmax && c != "" && (len(dy) < 2 || dy[1] == "") {
+			return []string{fusedCrossEntropyGrad(e, n, x, labels, c)}
+		}
+		var G []string
+		if c != "" {
 			oh := e.op("OneHot", []string{labels, e.dimOf(x, 1), e.constant("onehot_values_float", func(name string) *onnxpb.TensorProto {
 				return graph.NewFloat32Tensor(name, graph.Float32, []int64{2}, []float32{0, 1})
 			})}, graph.AttrInt("axis", 1))
@@ -69,19 +78,42 @@ func gradClassLoss(softmax bool) gradFunc {
 		if !softmax {
 			return []string{g}
 		}
-		if len(n.Output) < 2 || n.Output[1] == "" {
-			// The forward did not keep the log-probabilities: make it.
-			logp := e.m.UniqueName(nodeScope(n) + "/log_prob")
-			if len(n.Output) < 2 {
-				n.Output = append(n.Output, logp)
-			} else {
-				n.Output[1] = logp
-			}
-			e.inf.info[logp] = &tinfo{dtype: dt, shape: e.shape(x)}
-		}
-		p := e.op("Exp", []string{n.Output[1]})
+		p := e.op("Exp", []string{logProbOf(e, n, x)})
 		gx := e.sub(g, e.mul(p, e.reduceSum(g, []int64{1}, true)))
 		e.inf.info[gx].shape = e.shape(x)
 		return []string{gx}
 	}
+}
+
+// fusedCrossEntropyGrad is the gradient of SoftmaxCrossEntropyLoss's
+// scores when only the loss output is differentiated: softmax·c − onehot·c,
+// with c the per-element coefficient (scalar or [N, 1, d1, …]). It is made
+// as softmax·c, with c taken off at each label by a GatherElements and a
+// ScatterElements over the labels alone, so that no one-hot tensor and no
+// second full-size difference is ever made: for a language model's loss,
+// where the scores are [batch·sequence, vocabulary], each full-size tensor
+// is hundreds of megabytes.
+func fusedCrossEntropyGrad(e *emitter, n *onnxpb.NodeProto, x, labels, c string) string {
+	q := e.mul(e.op("Exp", []string{logProbOf(e, n, x)}), c)
+	at := e.unsqueeze(labels, 1)
+	picked := e.op("GatherElements", []string{q, at}, graph.AttrInt("axis", 1))
+	gx := e.op("ScatterElements", []string{q, at, e.sub(picked, c)}, graph.AttrInt("axis", 1))
+	e.inf.info[gx] = &tinfo{dtype: e.dtype(x), shape: e.shape(x)}
+	return gx
+}
+
+// logProbOf returns the log_prob output of the SoftmaxCrossEntropyLoss
+// node n over scores x, adding that output to the node when the forward
+// did not keep it.
+func logProbOf(e *emitter, n *onnxpb.NodeProto, x string) string {
+	if len(n.Output) < 2 || n.Output[1] == "" {
+		logp := e.m.UniqueName(nodeScope(n) + "/log_prob")
+		if len(n.Output) < 2 {
+			n.Output = append(n.Output, logp)
+		} else {
+			n.Output[1] = logp
+		}
+		e.inf.info[logp] = &tinfo{dtype: e.dtype(x), shape: e.shape(x)}
+	}
+	return n.Output[1]
 }

@@ -44,8 +44,25 @@ func gradMatMul(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []str
 	}
 	out := make([]string, 2)
 	if need[0] {
-		ga := e.op("MatMul", []string{g, e.transpose(b2, swapLast(max(rb, 2))...)})
-		ga = e.unbroadcast(ga, a2)
+		var ga string
+		if rb == 2 && ra >= 2 {
+			// The common x[..., k]·W[k, n]: dY·Wᵀ as one Gemm with transB
+			// over the rows of dY, so that W is read where it is. A
+			// Transpose of a frozen W would be folded by ONNX Runtime
+			// into a second, transposed copy of every weight.
+			// The shape of dA is dY's with the last dim k: taking it from
+			// dY, which is live here anyway, rather than from A keeps a
+			// Shape(A) from holding A alive until the backward pass.
+			ga = e.op("Gemm", []string{e.op("Reshape", []string{g, e.concatInts(e.ints(-1), e.dimOf(b, 1))}), b}, graph.AttrInt("transB", 1))
+			if ra > 2 {
+				lead := e.op("Slice", []string{e.shapeOf(g), e.ints(0), e.ints(-1)})
+				ga = e.op("Reshape", []string{ga, e.concatInts(lead, e.dimOf(b, 0))})
+			}
+			e.inf.info[ga].shape = e.shape(a)
+		} else {
+			ga = e.op("MatMul", []string{g, e.transpose(b2, swapLast(max(rb, 2))...)})
+			ga = e.unbroadcast(ga, a2)
+		}
 		if ra == 1 {
 			ga = e.squeeze(ga, 0)
 		}

@@ -56,7 +56,7 @@ func reduceCount(e *emitter, x, y string, dt int32) string {
 	if nx >= 0 && ny > 0 {
 		return e.scalar(float64(nx/ny), dt)
 	}
-	sx := e.op("Size", []string{x})
-	sy := e.op("Size", []string{y})
+	sx := e.sizeOf(x)
+	sy := e.sizeOf(y)
 	return e.cast(e.div(sx, sy), dt)
 }

@@ -152,7 +152,7 @@ func gradSlice(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []stri
 		return []string{gx}
 	}
 	dt := e.dtype(x)
-	size := e.op("Size", []string{x})
+	size := e.sizeOf(x)
 	flat := e.op("Range", []string{e.int0(0), size, e.int0(1)})
 	idx := e.op("Reshape", []string{flat, e.shapeOf(x)})
 	sliced := e.emit("", "Slice", append([]string{idx}, n.Input[1:]...), 1, n.Attribute...)[0]
@@ -235,7 +235,7 @@ func gradGather(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []str
 	if r >= 0 && axis >= 0 {
 		post = e.prodDims(data, axis+1, int64(r))
 	} else {
-		size := e.op("Reshape", []string{e.op("Size", []string{data}), e.ints(1)})
+		size := e.op("Reshape", []string{e.sizeOf(data), e.ints(1)})
 		post = e.div(size, e.op("Mul", []string{pre, depth}))
 	}
 	g3 := e.op("Reshape", []string{g, e.concatInts(pre, e.ints(-1), post)})

@@ -155,7 +155,7 @@ func (e env) compare(name, dir, mode string, batch, warmup, steps int, sequentia
 	c.MemRatio = c.Peft.PeakRSSMB / c.Torch.PeakRSSMB
 	logf("%s: peftonnx %.1f ms (CPU %.0f ms), %.0f MiB; pytorch %.1f ms (CPU %.0f ms), %.0f MiB; time ×%.2f, memory ×%.2f; load %.1f→%.1f",
 		name, c.Peft.MedianMS, c.Peft.MedianCPUMS, c.Peft.PeakRSSMB, c.Torch.MedianMS, c.Torch.MedianCPUMS, c.Torch.PeakRSSMB, c.TimeRatio, c.MemRatio, c.Load[0], c.Load[1])
-	if len(c.Peft.Values) > 0 && (mode == modeTrainLoRA || mode == modeTrainFull) {
+	if len(c.Peft.Values) > 0 && (mode == modeTrainLoRA || mode == modeTrainLoRALowMem || mode == modeTrainFull) {
 		if d := relDiff(c.Peft.Values[0], c.Torch.Values[0]); d > 1e-4 {
 			return c, fmt.Errorf("peftbench: %s: the sides disagree at step 1: %v against %v (relative %.2g)", name, c.Peft.Values[0], c.Torch.Values[0], d)
 		}

@@ -13,8 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/rewrite"
@@ -25,14 +23,18 @@ import (
 
 // The worker modes, shared with torch_llama.py.
 const (
-	modeTrainLoRA     = "train-lora"
-	modeTrainFull     = "train-full"
-	modeForwardBase   = "forward-base"
-	modeForwardLoRA   = "forward-lora"
-	modeForwardMerged = "forward-merged"
+	modeTrainLoRA = "train-lora"
+	// modeTrainLoRALowMem is the LoRA step with ONNX Runtime's
+	// pre-packing off (peftonnx train --low-memory); PyTorch runs its one
+	// LoRA step for it.
+	modeTrainLoRALowMem = "train-lora-lowmem"
+	modeTrainFull       = "train-full"
+	modeForwardBase     = "forward-base"
+	modeForwardLoRA     = "forward-lora"
+	modeForwardMerged   = "forward-merged"
 )
 
-var workerModes = []string{modeTrainLoRA, modeTrainFull, modeForwardBase, modeForwardLoRA, modeForwardMerged}
+var workerModes = []string{modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull, modeForwardBase, modeForwardLoRA, modeForwardMerged}
 
 // goRun is the peftonnx side of one benchmark configuration: an ONNX
 // Runtime session over the exported model (adapted, merged, or with its
@@ -40,7 +42,7 @@ var workerModes = []string{modeTrainLoRA, modeTrainFull, modeForwardBase, modeFo
 // parameters, AdamW and the schedule, all as a peftonnx user would set
 // them up: graph.Load (external data mapped, not read), rewrite.InjectLoRA,
 // train.CausalLMLoss, autodiff.Build, a runtime.Session whose frozen
-// weights stay external data, a runtime.Binding, and per step
+// weights stay external data (train.NewSession), a runtime.Binding, and per step
 // train.ClipGradNorm, train.Schedule and train.AdamW.
 //
 // Environment variables change the setup for profiling, never in the
@@ -48,8 +50,6 @@ var workerModes = []string{modeTrainLoRA, modeTrainFull, modeForwardBase, modeFo
 //
 //	PEFTBENCH_ORT_PROFILE=prefix   ONNX Runtime's trace (peftbench profile sets it)
 //	PEFTBENCH_ORT_CONFIG="k=v;…"   ONNX Runtime session config entries
-//	PEFTBENCH_INLINE=1             serialize the graph with every weight inline
-//	                               (graph.Model.Marshal, as train.Trainer does)
 //	PEFTBENCH_STATIC=1             make batch and sequence dims static
 //	PEFTBENCH_DUMP_GRAPH=path      write the graph the session runs
 type goRun struct {
@@ -108,7 +108,7 @@ func openGoRun(dir, mode string, batch, threads int) (*goRun, error) {
 	}
 	g := m
 	switch mode {
-	case modeTrainLoRA, modeTrainFull:
+	case modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull:
 		loss, err := train.CausalLMLoss(m, "logits")
 		if err != nil {
 			return nil, err
@@ -138,7 +138,7 @@ func openGoRun(dir, mode string, batch, threads int) (*goRun, error) {
 	default:
 		r.out = "logits"
 	}
-	if r.sess, err = openSession(g, spec.ModelDir, threads); err != nil {
+	if r.sess, err = openSession(g, threads, mode != modeTrainLoRALowMem); err != nil {
 		return nil, err
 	}
 	g, m = nil, nil
@@ -189,31 +189,21 @@ func floatInitializers(m *graph.Model) []string {
 	return names
 }
 
-// openSession serializes g with its external data left in place, so that
-// ONNX Runtime reads the weights from the export folder itself rather than
-// from a second, inline copy, and opens a session on it.
-func openSession(g *graph.Model, dir string, threads int) (*rt.Session, error) {
-	var b []byte
-	var err error
-	if os.Getenv("PEFTBENCH_INLINE") != "" {
-		b, err = g.Marshal() // what train.Trainer does: every weight inline
-	} else {
-		b, err = proto.MarshalOptions{}.Marshal(g.Proto)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("peftbench: serializing the graph: %v", err)
-	}
+// openSession opens the session over g as train.Trainer does
+// (train.NewSession: the frozen weights stay in the export folder's data
+// file, memory patterns off), with threads intra-op threads, pre-packing
+// as prepack says, and the profiling settings of the environment.
+func openSession(g *graph.Model, threads int, prepack bool) (*rt.Session, error) {
 	if p := os.Getenv("PEFTBENCH_DUMP_GRAPH"); p != "" {
-		os.WriteFile(p, b, 0o644)
+		b, _, err := g.MarshalReferencing()
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			return nil, err
+		}
 	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return nil, err
-	}
-	opts := []rt.Option{
-		rt.WithIntraOpThreads(threads),
-		rt.WithConfigEntry("session.model_external_initializers_file_folder_path", abs),
-	}
+	opts := []rt.Option{rt.WithIntraOpThreads(threads), rt.WithPrepacking(prepack)}
 	// For profiling: PEFTBENCH_ORT_PROFILE=prefix writes ONNX Runtime's
 	// trace, and PEFTBENCH_ORT_CONFIG="key=value;…" sets session entries.
 	if p := os.Getenv("PEFTBENCH_ORT_PROFILE"); p != "" {
@@ -224,7 +214,7 @@ func openSession(g *graph.Model, dir string, threads int) (*rt.Session, error) {
 			opts = append(opts, rt.WithConfigEntry(k, v))
 		}
 	}
-	return rt.NewSessionFromBytes(b, opts...)
+	return train.NewSession(g, opts...)
 }
 
 // bindInputs creates the input tensors and binds them to the session.

@@ -280,14 +280,18 @@ func cmdTrain(args []string) error {
 	c.register(fs)
 	t.register(fs, 5)
 	full := fs.Bool("full", false, "full fine-tuning instead of LoRA")
+	lowMem := fs.Bool("low-memory", false, "LoRA with ONNX Runtime's pre-packing off, as peftonnx train --low-memory")
 	fs.Parse(args)
 	e, err := c.env()
 	if err != nil {
 		return err
 	}
 	mode, name := modeTrainLoRA, "LoRA training step"
-	if *full {
+	switch {
+	case *full:
 		mode, name = modeTrainFull, "full fine-tuning step"
+	case *lowMem:
+		mode, name = modeTrainLoRALowMem, "LoRA training step, --low-memory"
 	}
 	r, err := e.comparison(c.cache(), name, t.size, t.batch, t.seq, mode, 0, t.warmup, t.steps)
 	if r != nil {
@@ -464,6 +468,7 @@ func cmdAll(args []string) error {
 		steps      int
 	}{
 		{"LoRA training step", modeTrainLoRA, t.steps},
+		{"LoRA training step, --low-memory", modeTrainLoRALowMem, t.steps},
 		{"full fine-tuning step", modeTrainFull, *fullSteps},
 	} {
 		cmp, err := e.comparison(cache, r.name, t.size, t.batch, t.seq, r.mode, 0, t.warmup, r.steps)

@@ -44,12 +44,18 @@ type env struct {
 // start launches the worker of side s for mode on the export folder dir,
 // and waits until it is ready.
 func (e env) start(s side, dir, mode string, batch int) (*worker, error) {
-	args := []string{"worker", "--dir", dir, "--mode", mode, "--batch", strconv.Itoa(batch), "--threads", strconv.Itoa(e.threads)}
+	args := func(mode string) []string {
+		return []string{"worker", "--dir", dir, "--mode", mode, "--batch", strconv.Itoa(batch), "--threads", strconv.Itoa(e.threads)}
+	}
 	var cmd *exec.Cmd
-	if s == sidePeft {
-		cmd = exec.Command(e.self, args...)
-	} else {
-		cmd = exec.Command(e.python, append([]string{e.script}, args...)...)
+	switch {
+	case s == sidePeft:
+		cmd = exec.Command(e.self, args(mode)...)
+	case mode == modeTrainLoRALowMem:
+		// PyTorch has one LoRA step.
+		cmd = exec.Command(e.python, append([]string{e.script}, args(modeTrainLoRA)...)...)
+	default:
+		cmd = exec.Command(e.python, append([]string{e.script}, args(mode)...)...)
 	}
 	// Each side gets the same thread count; neither library's own default
 	// (all cores, or OMP_NUM_THREADS) decides.

@@ -1,0 +1,107 @@
+package train
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/models"
+)
+
+// TestTrainerExternalWeights trains the same LoRA twice for a few steps:
+// once on a model held in memory, once on the same model loaded from a
+// file whose weights are external data, which NewSession leaves for ONNX
+// Runtime to read from the model's folder. Both runs must take exactly
+// the same steps, and the model files must be untouched.
+func TestTrainerExternalWeights(t *testing.T) {
+	requireORT(t)
+	build := func() *graph.Model {
+		m, err := models.GPT2(models.GPT2Tiny())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	path := filepath.Join(t.TempDir(), "model.onnx")
+	if err := build().Save(path, graph.SaveOptions{ExternalData: true, Threshold: 64}); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := graph.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loaded.Close()
+	external := 0
+	for _, init := range loaded.Graph().Initializer {
+		if init.DataLocation == onnxpb.TensorProto_EXTERNAL {
+			external++
+		}
+	}
+	if external < 10 {
+		t.Fatalf("only %d external tensors in %s: the test needs the weights outside the model file", external, path)
+	}
+
+	run := func(m *graph.Model) ([]float64, [][]float32) {
+		m, params := injectLoRA(t, m, ".*c_attn", ".*c_fc")
+		opts := testOptions()
+		opts.Steps = 4
+		opts.Eval = patternData(4, 8, 32, 7)
+		tr, err := NewTrainer(m, params, patternData(16, 8, 32, 1), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		var losses []float64
+		for range opts.Steps {
+			r, err := tr.TrainStep()
+			if err != nil {
+				t.Fatal(err)
+			}
+			losses = append(losses, r.Loss)
+		}
+		ev, err := tr.Evaluate(opts.Eval)
+		if err != nil {
+			t.Fatal(err)
+		}
+		losses = append(losses, ev.Loss)
+		var ws [][]float32
+		for _, p := range tr.Params() {
+			ws = append(ws, append([]float32(nil), p.Data...))
+		}
+		return losses, ws
+	}
+	wantLoss, wantW := run(build())
+	gotLoss, gotW := run(loaded)
+	for i := range wantLoss {
+		if gotLoss[i] != wantLoss[i] {
+			t.Errorf("loss %d: external weights %v, in memory %v", i, gotLoss[i], wantLoss[i])
+		}
+	}
+	for i := range wantW {
+		for j := range wantW[i] {
+			if gotW[i][j] != wantW[i][j] {
+				t.Fatalf("parameter %d element %d: external weights %v, in memory %v", i, j, gotW[i][j], wantW[i][j])
+			}
+		}
+	}
+	t.Logf("losses %v (last is eval)", gotLoss)
+}
+
+// TestNewSessionExternalWithoutFolder checks the error for a model whose
+// weights are external data but which says nothing of where they are.
+func TestNewSessionExternalWithoutFolder(t *testing.T) {
+	requireORT(t)
+	m := identityModel(13, graph.Float32, "y", 2)
+	w := graph.NewFloat32Tensor("w", graph.Float32, []int64{2}, []float32{1, 2})
+	w.RawData, w.FloatData = nil, nil
+	w.DataLocation = onnxpb.TensorProto_EXTERNAL
+	w.ExternalData = []*onnxpb.StringStringEntryProto{{Key: "location", Value: "w.bin"}}
+	m.Graph().Initializer = append(m.Graph().Initializer, w)
+	m.Dir = ""
+	_, err := NewSession(m)
+	if err == nil {
+		t.Fatal("NewSession accepted external data with no folder")
+	}
+	t.Log(err)
+}
