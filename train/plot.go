@@ -7,13 +7,15 @@ import (
 	"io"
 	"math"
 	"strconv"
+
+	"github.com/peftonnx/peftonnx/internal/raster"
 )
 
 // WriteLossPlot draws the loss curve of records as a PNG of the given size
 // (0: 640×400): the training loss per logged step as a line, evaluation
 // losses as squares, on axes with five labelled levels and the first and
-// last step marked. Non-finite losses are left out. It needs no font: the
-// few glyphs it writes are drawn from a 3×5 bitmap.
+// last step marked. Non-finite losses are left out. It needs no font
+// files: text is drawn from package raster's bitmap font.
 func WriteLossPlot(w io.Writer, records []LogRecord, width, height int) error {
 	if width <= 0 || height <= 0 {
 		width, height = 640, 400
@@ -35,7 +37,7 @@ func WriteLossPlot(w io.Writer, records []LogRecord, width, height int) error {
 	p.line(train, trainColor)
 	for _, e := range eval {
 		x, y := p.at(e)
-		p.rect(x-3, y-3, x+3, y+3, evalColor)
+		raster.Box(p.img, x-3, y-3, x+3, y+3, evalColor)
 	}
 	p.legend(len(train) > 0, len(eval) > 0)
 	if err := png.Encode(w, p.img); err != nil {
@@ -66,11 +68,7 @@ type plot struct {
 func isFinite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
 func newPlot(width, height int, pts []point) *plot {
-	img := image.NewRGBA(image.Rect(0, 0, width, height))
-	for i := 0; i < len(img.Pix); i += 4 {
-		img.Pix[i], img.Pix[i+1], img.Pix[i+2], img.Pix[i+3] = background.R, background.G, background.B, background.A
-	}
-	p := &plot{img: img, left: 64, right: width - 16, top: 28, bot: height - 28, empty: len(pts) == 0}
+	p := &plot{img: raster.New(width, height, background), left: 64, right: width - 16, top: 28, bot: height - 28, empty: len(pts) == 0}
 	if p.empty {
 		p.x0, p.x1, p.y0, p.y1 = 0, 1, 0, 1
 		return p
@@ -106,23 +104,23 @@ func (p *plot) axes() {
 	for i := range levels {
 		v := p.y0 + (p.y1-p.y0)*float64(i)/(levels-1)
 		_, y := p.at(point{p.x0, v})
-		p.hline(p.left+1, p.right, y, gridColor)
-		p.hline(p.left-4, p.left, y, axisColor)
+		raster.HLine(p.img, p.left+1, p.right, y, gridColor)
+		raster.HLine(p.img, p.left-4, p.left, y, axisColor)
 		label := strconv.FormatFloat(v, 'g', 3, 64)
 		if p.empty {
 			label = ""
 		}
-		p.text(p.left-8-textWidth(label), y-5, label, axisColor)
+		p.text(p.left-8-textWidth(label), y-raster.GlyphHeight/2, label, axisColor)
 	}
-	p.vline(p.left, p.top, p.bot, axisColor)
-	p.hline(p.left, p.right, p.bot, axisColor)
+	raster.VLine(p.img, p.left, p.top, p.bot, axisColor)
+	raster.HLine(p.img, p.left, p.right, p.bot, axisColor)
 	p.text(8, p.top-20, "loss", axisColor)
 	if p.empty {
 		return
 	}
 	for _, s := range p.steps {
 		x, _ := p.at(point{s, p.y0})
-		p.vline(x, p.bot, p.bot+4, axisColor)
+		raster.VLine(p.img, x, p.bot, p.bot+4, axisColor)
 		label := strconv.FormatFloat(s, 'f', 0, 64)
 		p.text(x-textWidth(label)/2, p.bot+8, label, axisColor)
 	}
@@ -133,12 +131,12 @@ func (p *plot) axes() {
 func (p *plot) legend(train, eval bool) {
 	x := p.right - 120
 	if train {
-		p.hline(x, x+20, p.top-12, trainColor)
-		p.hline(x, x+20, p.top-11, trainColor)
+		raster.HLine(p.img, x, x+20, p.top-12, trainColor)
+		raster.HLine(p.img, x, x+20, p.top-11, trainColor)
 		p.text(x+26, p.top-16, "train", axisColor)
 	}
 	if eval {
-		p.rect(x+70, p.top-15, x+76, p.top-9, evalColor)
+		raster.Box(p.img, x+70, p.top-15, x+76, p.top-9, evalColor)
 		p.text(x+82, p.top-16, "eval", axisColor)
 	}
 }
@@ -147,110 +145,20 @@ func (p *plot) legend(train, eval bool) {
 func (p *plot) line(pts []point, c color.RGBA) {
 	if len(pts) == 1 {
 		x, y := p.at(pts[0])
-		p.rect(x-2, y-2, x+2, y+2, c)
+		raster.Box(p.img, x-2, y-2, x+2, y+2, c)
 		return
 	}
 	for i := 1; i < len(pts); i++ {
 		x0, y0 := p.at(pts[i-1])
 		x1, y1 := p.at(pts[i])
-		p.segment(x0, y0, x1, y1, c)
+		raster.Line(p.img, x0, y0, x1, y1, 2, c)
 	}
 }
 
-// segment draws a line from (x0, y0) to (x1, y1) with Bresenham's
-// algorithm, two pixels thick.
-func (p *plot) segment(x0, y0, x1, y1 int, c color.RGBA) {
-	dx, dy := abs(x1-x0), -abs(y1-y0)
-	sx, sy := sign(x1-x0), sign(y1-y0)
-	e := dx + dy
-	for {
-		p.set(x0, y0, c)
-		p.set(x0+1, y0, c)
-		p.set(x0, y0+1, c)
-		if x0 == x1 && y0 == y1 {
-			return
-		}
-		e2 := 2 * e
-		if e2 >= dy {
-			e += dy
-			x0 += sx
-		}
-		if e2 <= dx {
-			e += dx
-			y0 += sy
-		}
-	}
-}
-
-func (p *plot) set(x, y int, c color.RGBA) {
-	if image.Pt(x, y).In(p.img.Rect) {
-		p.img.SetRGBA(x, y, c)
-	}
-}
-
-func (p *plot) hline(x0, x1, y int, c color.RGBA) {
-	for x := x0; x <= x1; x++ {
-		p.set(x, y, c)
-	}
-}
-
-func (p *plot) vline(x, y0, y1 int, c color.RGBA) {
-	for y := y0; y <= y1; y++ {
-		p.set(x, y, c)
-	}
-}
-
-func (p *plot) rect(x0, y0, x1, y1 int, c color.RGBA) {
-	for y := y0; y <= y1; y++ {
-		p.hline(x0, x1, y, c)
-	}
-}
-
-// glyphs are 3×5 bitmaps, one row per entry, the high bit on the left.
-var glyphs = map[rune][5]uint8{
-	'0': {7, 5, 5, 5, 7}, '1': {2, 6, 2, 2, 7}, '2': {7, 1, 7, 4, 7}, '3': {7, 1, 7, 1, 7},
-	'4': {5, 5, 7, 1, 1}, '5': {7, 4, 7, 1, 7}, '6': {7, 4, 7, 5, 7}, '7': {7, 1, 1, 1, 1},
-	'8': {7, 5, 7, 5, 7}, '9': {7, 5, 7, 1, 7}, '.': {0, 0, 0, 0, 2}, '-': {0, 0, 7, 0, 0},
-	'+': {0, 2, 7, 2, 0}, 'e': {7, 4, 7, 4, 7}, 's': {3, 4, 2, 1, 6}, 't': {2, 7, 2, 2, 3},
-	'p': {6, 5, 6, 4, 4}, 'l': {4, 4, 4, 4, 6}, 'o': {0, 7, 5, 5, 7}, 'r': {0, 6, 5, 4, 4},
-	'a': {0, 3, 5, 5, 3}, 'i': {2, 0, 2, 2, 2}, 'n': {0, 6, 5, 5, 5}, 'v': {0, 5, 5, 5, 2},
-}
-
-// glyphScale is the size of a glyph's pixel.
-const glyphScale = 2
-
-// textWidth returns the width of s in pixels.
-func textWidth(s string) int { return len(s) * 4 * glyphScale }
-
-// text draws s with its top left corner at (x, y). Runes without a glyph
-// are left blank.
+// text draws s at scale 1 with its top left corner at (x, y).
 func (p *plot) text(x, y int, s string, c color.RGBA) {
-	for _, r := range s {
-		g := glyphs[r]
-		for row, bits := range g {
-			for col := range 3 {
-				if bits&(4>>col) != 0 {
-					p.rect(x+col*glyphScale, y+row*glyphScale, x+col*glyphScale+glyphScale-1, y+row*glyphScale+glyphScale-1, c)
-				}
-			}
-		}
-		x += 4 * glyphScale
-	}
+	raster.Text(p.img, x, y, s, c, 1)
 }
 
-func abs(v int) int {
-	if v < 0 {
-		return -v
-	}
-	return v
-}
-
-func sign(v int) int {
-	switch {
-	case v < 0:
-		return -1
-	case v > 0:
-		return 1
-	}
-	return 0
-}
+// textWidth returns the width of s as text draws it.
+func textWidth(s string) int { return raster.TextWidth(s, 1) }

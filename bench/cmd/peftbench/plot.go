@@ -8,10 +8,12 @@ import (
 	"image/png"
 	"math"
 	"strings"
+
+	"github.com/peftonnx/peftonnx/internal/raster"
 )
 
-// The plot is drawn with the standard library alone: lines, markers and a
-// 5×7 bitmap font (font.go).
+// The plot is drawn with the standard library alone, through package
+// raster: lines, markers and its 5×7 bitmap font.
 
 var (
 	colPeft  = color.RGBA{0x1f, 0x77, 0xb4, 0xff} // blue
@@ -117,7 +119,7 @@ func renderPanels(panels []panel) ([]byte, error) {
 	cols := min(2, len(panels))
 	rows := (len(panels) + cols - 1) / cols
 	img := image.NewRGBA(image.Rect(0, 0, cols*panelW, rows*panelH))
-	fillRect(img, img.Bounds(), color.RGBA{0xff, 0xff, 0xff, 0xff})
+	raster.Fill(img, img.Bounds(), color.RGBA{0xff, 0xff, 0xff, 0xff})
 	for i, p := range panels {
 		x0, y0 := (i%cols)*panelW, (i/cols)*panelH
 		drawPanel(img, x0, y0, p)
@@ -133,7 +135,7 @@ func renderPanels(panels []panel) ([]byte, error) {
 func drawPanel(img *image.RGBA, x0, y0 int, p panel) {
 	left, top := x0+marginL, y0+marginT
 	right, bottom := x0+panelW-marginR, y0+panelH-marginB
-	drawText(img, x0+marginL, y0+12, p.title, colText, 2)
+	raster.Text(img, x0+marginL, y0+12, p.title, colText, 2)
 
 	// Ranges: X on a log scale over the points; Y from 0 (linear) or a
 	// decade below the smallest value (log) to a little over the largest.
@@ -189,24 +191,24 @@ func drawPanel(img *image.RGBA, x0, y0 int, p panel) {
 	}
 	for _, v := range yticks {
 		y := py(v)
-		hline(img, left, right, y, colGrid)
+		raster.HLine(img, left, right, y, colGrid)
 		label := formatTick(v)
-		drawText(img, left-8-textWidth(label, 1), y-3, label, colText, 1)
+		raster.Text(img, left-8-raster.TextWidth(label, 1), y-3, label, colText, 1)
 	}
 	// X ticks, at the points of the first line.
 	if len(p.lines) > 0 {
 		for i, v := range p.lines[0].xs {
 			x := px(v)
-			vline(img, x, top, bottom, colGrid)
+			raster.VLine(img, x, top, bottom, colGrid)
 			label := p.lines[0].ticks[i]
-			drawText(img, x-textWidth(label, 1)/2, bottom+8, label, colText, 1)
+			raster.Text(img, x-raster.TextWidth(label, 1)/2, bottom+8, label, colText, 1)
 		}
 	}
 	// Axes and captions.
-	hline(img, left, right, bottom, colAxis)
-	vline(img, left, top, bottom, colAxis)
-	drawText(img, (left+right)/2-textWidth(p.xlabel, 1)/2, bottom+28, p.xlabel, colText, 1)
-	drawText(img, x0+8, top-14, p.ylabel, colText, 1)
+	raster.HLine(img, left, right, bottom, colAxis)
+	raster.VLine(img, left, top, bottom, colAxis)
+	raster.Text(img, (left+right)/2-raster.TextWidth(p.xlabel, 1)/2, bottom+28, p.xlabel, colText, 1)
+	raster.Text(img, x0+8, top-14, p.ylabel, colText, 1)
 
 	// Lines, markers and the legend.
 	for li, s := range p.lines {
@@ -216,13 +218,13 @@ func drawPanel(img *image.RGBA, x0, y0 int, p panel) {
 			}
 			x, y := px(s.xs[i]), py(s.ys[i])
 			if i > 0 && s.ys[i-1] > 0 {
-				line(img, px(s.xs[i-1]), py(s.ys[i-1]), x, y, s.col)
+				raster.Line(img, px(s.xs[i-1]), py(s.ys[i-1]), x, y, 2, s.col)
 			}
-			fillRect(img, image.Rect(x-3, y-3, x+4, y+4), s.col)
+			raster.Fill(img, image.Rect(x-3, y-3, x+4, y+4), s.col)
 		}
 		lxp, lyp := left+12, top+8+li*16
-		fillRect(img, image.Rect(lxp, lyp, lxp+18, lyp+8), s.col)
-		drawText(img, lxp+24, lyp+1, s.name, colText, 1)
+		raster.Fill(img, image.Rect(lxp, lyp, lxp+18, lyp+8), s.col)
+		raster.Text(img, lxp+24, lyp+1, s.name, colText, 1)
 	}
 }
 
@@ -263,64 +265,4 @@ func trimZeros(s string) string {
 		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
 	}
 	return s + unit
-}
-
-func fillRect(img *image.RGBA, r image.Rectangle, c color.RGBA) {
-	r = r.Intersect(img.Bounds())
-	for y := r.Min.Y; y < r.Max.Y; y++ {
-		for x := r.Min.X; x < r.Max.X; x++ {
-			img.SetRGBA(x, y, c)
-		}
-	}
-}
-
-func hline(img *image.RGBA, x0, x1, y int, c color.RGBA) {
-	for x := x0; x <= x1; x++ {
-		img.SetRGBA(x, y, c)
-	}
-}
-
-func vline(img *image.RGBA, x, y0, y1 int, c color.RGBA) {
-	for y := y0; y <= y1; y++ {
-		img.SetRGBA(x, y, c)
-	}
-}
-
-// line draws a 2-pixel-wide line from (x0, y0) to (x1, y1) (Bresenham).
-func line(img *image.RGBA, x0, y0, x1, y1 int, c color.RGBA) {
-	dx, dy := abs(x1-x0), -abs(y1-y0)
-	sx, sy := sign(x1-x0), sign(y1-y0)
-	e := dx + dy
-	for {
-		fillRect(img, image.Rect(x0, y0, x0+2, y0+2), c)
-		if x0 == x1 && y0 == y1 {
-			return
-		}
-		e2 := 2 * e
-		if e2 >= dy {
-			e += dy
-			x0 += sx
-		}
-		if e2 <= dx {
-			e += dx
-			y0 += sy
-		}
-	}
-}
-
-func abs(v int) int {
-	if v < 0 {
-		return -v
-	}
-	return v
-}
-
-func sign(v int) int {
-	switch {
-	case v < 0:
-		return -1
-	case v > 0:
-		return 1
-	}
-	return 0
 }

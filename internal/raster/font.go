@@ -1,4 +1,4 @@
-package main
+package raster
 
 import (
 	"image"
@@ -8,7 +8,7 @@ import (
 
 // glyphs is a 5×7 bitmap font: for each character, seven rows from the
 // top, bit 4 the leftmost column. It covers digits, capitals and the
-// punctuation the plot uses; text is drawn upper-cased.
+// punctuation the charts use; text is drawn upper-cased.
 var glyphs = map[rune][7]byte{
 	'0': {0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E},
 	'1': {0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E},
@@ -55,27 +55,33 @@ var glyphs = map[rune][7]byte{
 	':': {0, 0x0C, 0x0C, 0, 0x0C, 0x0C, 0},
 	'%': {0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03},
 	'=': {0, 0, 0x1F, 0, 0x1F, 0, 0},
+	'+': {0, 0x04, 0x04, 0x1F, 0x04, 0x04, 0},
 	'×': {0, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0},
 	' ': {},
 }
 
+// GlyphHeight is the height of a line of text, in pixels at scale 1.
+const GlyphHeight = 7
+
 // glyphAdvance is the width of a character cell, gap included, at scale 1.
 const glyphAdvance = 6
 
-// textWidth returns the width of s in pixels at the given scale.
-func textWidth(s string, scale int) int {
+// TextWidth returns the width of s in pixels at the given scale.
+func TextWidth(s string, scale int) int {
 	return len([]rune(s)) * glyphAdvance * scale
 }
 
-// drawText draws s with its top-left corner at (x, y); characters the font
-// lacks are drawn as blanks.
-func drawText(img *image.RGBA, x, y int, s string, c color.RGBA, scale int) {
+// Text draws s with its top-left corner at (x, y), each font pixel a
+// scale×scale square. Letters are drawn as capitals; characters the font
+// lacks are left blank.
+func Text(img *image.RGBA, x, y int, s string, c color.RGBA, scale int) {
+	scale = max(scale, 1)
 	for _, r := range s {
 		g := glyphs[unicode.ToUpper(r)]
-		for row := range 7 {
+		for row := range GlyphHeight {
 			for col := range 5 {
 				if g[row]&(1<<(4-col)) != 0 {
-					fillRect(img, image.Rect(x+col*scale, y+row*scale, x+(col+1)*scale, y+(row+1)*scale), c)
+					Fill(img, image.Rect(x+col*scale, y+row*scale, x+(col+1)*scale, y+(row+1)*scale), c)
 				}
 			}
 		}
