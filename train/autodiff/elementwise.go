@@ -308,15 +308,6 @@ func gradDropout(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []st
 	if _, ok := e.constFloat(n.Input[2]); !ok {
 		scale = e.op("Where", []string{n.Input[2], scale, e.scalar(1, dt)})
 	}
-	if len(n.Output) < 2 || n.Output[1] == "" {
-		// The forward did not keep its mask: make it.
-		mask := e.m.UniqueName(nodeScope(n) + "/mask")
-		if len(n.Output) < 2 {
-			n.Output = append(n.Output, mask)
-		} else {
-			n.Output[1] = mask
-		}
-		e.inf.info[mask] = &tinfo{dtype: graph.Bool, shape: e.shape(x)}
-	}
-	return []string{e.mul(g, e.mul(e.cast(n.Output[1], dt), scale))}
+	mask := e.keepOutput(n, 1, "mask", &tinfo{dtype: graph.Bool, shape: e.shape(x)})
+	return []string{e.mul(g, e.mul(e.cast(mask, dt), scale))}
 }

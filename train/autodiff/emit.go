@@ -58,6 +58,22 @@ func (e *emitter) emit(domain, op string, inputs []string, nout int, attrs ...*o
 	return outs
 }
 
+// keepOutput returns output i of the forward node n, first adding it,
+// named after n and what, with the given info, when the forward did not
+// ask for it (for a mask or log-probabilities that the rule needs).
+func (e *emitter) keepOutput(n *onnxpb.NodeProto, i int, what string, info *tinfo) string {
+	if len(n.Output) > i && n.Output[i] != "" {
+		return n.Output[i]
+	}
+	name := e.m.UniqueName(nodeScope(n) + "/" + what)
+	for len(n.Output) <= i {
+		n.Output = append(n.Output, "")
+	}
+	n.Output[i] = name
+	e.inf.info[name] = info
+	return name
+}
+
 // op adds a default-domain node with one output and returns its name.
 func (e *emitter) op(op string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
 	return e.emit("", op, inputs, 1, attrs...)[0]

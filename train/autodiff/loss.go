@@ -106,14 +106,5 @@ func fusedCrossEntropyGrad(e *emitter, n *onnxpb.NodeProto, x, labels, c string)
 // node n over scores x, adding that output to the node when the forward
 // did not keep it.
 func logProbOf(e *emitter, n *onnxpb.NodeProto, x string) string {
-	if len(n.Output) < 2 || n.Output[1] == "" {
-		logp := e.m.UniqueName(nodeScope(n) + "/log_prob")
-		if len(n.Output) < 2 {
-			n.Output = append(n.Output, logp)
-		} else {
-			n.Output[1] = logp
-		}
-		e.inf.info[logp] = &tinfo{dtype: e.dtype(x), shape: e.shape(x)}
-	}
-	return n.Output[1]
+	return e.keepOutput(n, 1, "log_prob", &tinfo{dtype: e.dtype(x), shape: e.shape(x)})
 }
