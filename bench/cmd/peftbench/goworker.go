@@ -141,6 +141,13 @@ func openGoRun(dir, mode string, batch, threads int) (*goRun, error) {
 	if r.sess, err = openSession(g, threads, mode != modeTrainLoRALowMem); err != nil {
 		return nil, err
 	}
+	// The session has read what it needs; the training graph's share of
+	// the mapped weight file goes now (m's goes with the deferred Close),
+	// so that pages read while copying the parameters out do not stay
+	// resident.
+	if g != m {
+		g.Close()
+	}
 	g, m = nil, nil
 	if err := r.bindInputs(); err != nil {
 		r.Close()

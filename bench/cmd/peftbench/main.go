@@ -18,6 +18,7 @@
 //	peftbench forward  [flags]   forward latency: base, adapted, merged
 //	peftbench scale    [flags]   step time and memory against seq and size
 //	peftbench profile  [flags]   where one training step spends its time, per side
+//	peftbench memory   [flags]   where peftonnx's memory goes, setup and step by step
 //	peftbench report   [flags]   render results.md and scaling.png from results.json
 //
 // Run "peftbench <command> -h" for the flags. The bench Makefile targets
@@ -61,6 +62,8 @@ func main() {
 		err = cmdAll(args)
 	case "profile":
 		err = cmdProfile(args)
+	case "memory":
+		err = cmdMemory(args)
 	case "report":
 		err = cmdReport(args)
 	case "grads":
@@ -97,6 +100,7 @@ commands:
   forward   forward latency at batch 1 and 8: base, adapted, merged
   scale     step time and memory against sequence length and model size
   profile   where one training step spends its time, on each side
+  memory    where peftonnx's memory goes: resident memory after setup and each step
   report    render results.md and scaling.png again from results.json
 `)
 }

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"time"
+)
+
+// cmdMemory shows where the peftonnx side's memory goes: it sets one run
+// up in this process, as the worker does, and prints the resident memory
+// after the session is open and after each step, split into anonymous
+// memory (ONNX Runtime's arena, pre-packed weights, Go's heap) and mapped
+// files (the weights that ONNX Runtime reads from the model's external
+// data file). PEFTBENCH_ORT_CONFIG applies as in the worker.
+func cmdMemory(args []string) error {
+	fs := flag.NewFlagSet("memory", flag.ExitOnError)
+	var c common
+	var t trainFlags
+	c.register(fs)
+	t.register(fs, 4)
+	full := fs.Bool("full", false, "full fine-tuning instead of LoRA")
+	lowMem := fs.Bool("low-memory", false, "LoRA with ONNX Runtime's pre-packing off, as peftonnx train --low-memory")
+	fs.Parse(args)
+	if c.threads <= 0 {
+		return fmt.Errorf("peftbench: -threads %d: want > 0", c.threads)
+	}
+	mode := modeTrainLoRA
+	switch {
+	case *full:
+		mode = modeTrainFull
+	case *lowMem:
+		mode = modeTrainLoRALowMem
+	}
+	s, err := newSpec(t.size, t.batch, t.seq, 1000)
+	if err != nil {
+		return err
+	}
+	dir, err := export(c.cache(), s)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s, %s model, batch %d, seq %d, %d threads\n", mode, t.size, t.batch, t.seq, c.threads)
+	fmt.Printf("%-22s %10s %10s %10s %10s\n", "", "peak MiB", "now MiB", "anon MiB", "file MiB")
+	report := func(what string) {
+		fmt.Printf("%-22s %10.0f %10.0f %10.0f %10.0f\n", what,
+			procStatusMB("VmHWM:"), procStatusMB("VmRSS:"), procStatusMB("RssAnon:"), procStatusMB("RssFile:"))
+	}
+	report("start")
+	r, err := openGoRun(dir, mode, 0, c.threads)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	report("session open")
+	for i := range t.warmup + t.steps {
+		t0 := time.Now()
+		if _, _, err := r.Step(); err != nil {
+			return err
+		}
+		report(fmt.Sprintf("step %d (%.0f ms)", i+1, float64(time.Since(t0).Microseconds())/1e3))
+	}
+	return nil
+}
