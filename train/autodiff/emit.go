@@ -223,14 +223,11 @@ type inputDim struct {
 	axis  int64
 }
 
-// sizeOf returns the number of elements of v as a rank-0 int64, from its
-// shape as shapeOf builds it (see there why not Size(v)).
+// sizeOf returns the number of elements of v as a rank-0 int64: a
+// constant, or the product of shapeOf(v) (see there why not Size(v)).
 func (e *emitter) sizeOf(v string) string {
 	if n := e.shape(v).numel(); n >= 0 {
 		return e.int0(n)
-	}
-	if e.shapeFromInputs(v) == "" {
-		return e.op("Size", []string{v})
 	}
 	return e.op("ReduceProd", []string{e.shapeOf(v)}, graph.AttrInt("keepdims", 0))
 }

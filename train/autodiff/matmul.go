@@ -53,10 +53,12 @@ func gradMatMul(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []str
 			// The shape of dA is dY's with the last dim k: taking it from
 			// dY, which is live here anyway, rather than from A keeps a
 			// Shape(A) from holding A alive until the backward pass.
-			ga = e.op("Gemm", []string{e.op("Reshape", []string{g, e.concatInts(e.ints(-1), e.dimOf(b, 1))}), b}, graph.AttrInt("transB", 1))
-			if ra > 2 {
+			if ra == 2 {
+				ga = e.op("Gemm", []string{g, b}, graph.AttrInt("transB", 1))
+			} else {
+				g2d := e.op("Reshape", []string{g, e.concatInts(e.ints(-1), e.dimOf(b, 1))})
 				lead := e.op("Slice", []string{e.shapeOf(g), e.ints(0), e.ints(-1)})
-				ga = e.op("Reshape", []string{ga, e.concatInts(lead, e.dimOf(b, 0))})
+				ga = e.op("Reshape", []string{e.op("Gemm", []string{g2d, b}, graph.AttrInt("transB", 1)), e.concatInts(lead, e.dimOf(b, 0))})
 			}
 			e.inf.info[ga].shape = e.shape(a)
 		} else {
