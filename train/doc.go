@@ -86,10 +86,15 @@
 //
 // # Limits
 //
-//   - The model is handed to ONNX Runtime as one serialized buffer, so it
-//     must fit the 2 GiB protobuf limit with its weights inline. ONNX
-//     Runtime keeps its own copy of the frozen weights (and packs those of
-//     MatMul again), so a session needs about three times their size.
+//   - Frozen weights in the model's external data file are read by ONNX
+//     Runtime in place, but weights held in memory (a model built in Go,
+//     an inline model file, a float16 model's float32 upcast) are held
+//     twice: by Go and by ONNX Runtime. A training graph whose inline part
+//     passes 2 GiB is written to a temporary folder first ($TMPDIR), which
+//     needs that much disk. ONNX Runtime pre-packs each frozen matrix once
+//     per direction it is multiplied in, unless Options.Session turns
+//     pre-packing off (runtime.WithPrepacking; peftonnx train
+//     --low-memory).
 //   - KeepHalf's loss scale is static: a step whose scaled gradients
 //     overflow fails with an infinite gradient norm instead of being
 //     skipped at a smaller scale.

@@ -1,7 +1,9 @@
 package train
 
 import (
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/peftonnx/peftonnx/graph"
@@ -72,20 +74,44 @@ func TestTrainerExternalWeights(t *testing.T) {
 		return losses, ws
 	}
 	wantLoss, wantW := run(build())
-	gotLoss, gotW := run(loaded)
-	for i := range wantLoss {
-		if gotLoss[i] != wantLoss[i] {
-			t.Errorf("loss %d: external weights %v, in memory %v", i, gotLoss[i], wantLoss[i])
+	same := func(how string, gotLoss []float64, gotW [][]float32) {
+		t.Helper()
+		for i := range wantLoss {
+			if gotLoss[i] != wantLoss[i] {
+				t.Errorf("loss %d: %s %v, in memory %v", i, how, gotLoss[i], wantLoss[i])
+			}
 		}
-	}
-	for i := range wantW {
-		for j := range wantW[i] {
-			if gotW[i][j] != wantW[i][j] {
-				t.Fatalf("parameter %d element %d: external weights %v, in memory %v", i, j, gotW[i][j], wantW[i][j])
+		for i := range wantW {
+			for j := range wantW[i] {
+				if gotW[i][j] != wantW[i][j] {
+					t.Fatalf("parameter %d element %d: %s %v, in memory %v", i, j, how, gotW[i][j], wantW[i][j])
+				}
 			}
 		}
 	}
+	gotLoss, gotW := run(loaded)
+	same("external weights", gotLoss, gotW)
 	t.Logf("losses %v (last is eval)", gotLoss)
+
+	// A graph over the protobuf limit is saved to a temporary folder and
+	// opened from there: lower the limit to see that path give the same
+	// steps, and leave nothing behind.
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	defer func(v int) { spillAbove = v }(spillAbove)
+	spillAbove = 1024
+	gotLoss, gotW = run(build())
+	same("spilled to a temporary folder", gotLoss, gotW)
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("the temporary folder holds %d entries after the sessions opened, want none", len(left))
+	}
+	// Where the temporary folder cannot be made, the error says so.
+	t.Setenv("TMPDIR", filepath.Join(tmp, "missing"))
+	m, params := injectLoRA(t, build(), ".*c_attn")
+	_, err = NewTrainer(m, params, patternData(4, 8, 32, 1), testOptions())
+	if err == nil || !strings.Contains(err.Error(), "saving the training graph") {
+		t.Errorf("NewTrainer with no room for the spilled graph: got %v, want an error about saving it", err)
+	}
 }
 
 // TestNewSessionExternalWithoutFolder checks the error for a model whose

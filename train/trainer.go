@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"math"
-	"runtime/debug"
 	"slices"
 	"strings"
 
@@ -259,46 +258,6 @@ func (t *Trainer) paramSet() map[string]bool {
 	}
 	return s
 }
-
-// NewSession opens an ONNX Runtime session over a training graph, such as
-// the one autodiff.Build returns, set up as the Trainer sets up its own:
-//
-//   - Weights that m maps from external data files stay there: the
-//     serialized graph refers to them and ONNX Runtime reads them from
-//     m.Dir itself, so no inline copy of the frozen weights is made on
-//     either side. Other tensors are serialized inline.
-//   - Memory patterns are off. ONNX Runtime's memory patterns plan one
-//     block for all of a run's intermediates; for a training graph, whose
-//     forward values live on into the backward, that block is far larger
-//     than what is live at any time. Off, the peak of a 4-layer
-//     GPT-2-small-sized LoRA step falls from 3.7 to 2.5 GB at no cost in
-//     time.
-//
-// The caller's options come after these, so they can override them. Once
-// the session is open, the serialized bytes and the garbage that building
-// the graph left are handed back to the operating system, so that they do
-// not add to the memory that training needs.
-func NewSession(m *graph.Model, opts ...rt.Option) (*rt.Session, error) {
-	b, dir, err := m.MarshalReferencing()
-	if err != nil {
-		return nil, errorf("%v", err)
-	}
-	base := []rt.Option{rt.WithMemoryPattern(false)}
-	if dir != "" {
-		base = append(base, rt.WithConfigEntry(externalFolderKey, dir))
-	}
-	s, err := rt.NewSessionFromBytes(b, append(base, opts...)...)
-	if err != nil {
-		return nil, errorf("%v", err)
-	}
-	b = nil
-	debug.FreeOSMemory()
-	return s, nil
-}
-
-// externalFolderKey is the ONNX Runtime session entry that says where a
-// model serialized in memory finds its external data files.
-const externalFolderKey = "session.model_external_initializers_file_folder_path"
 
 // Close releases the ONNX Runtime sessions.
 func (t *Trainer) Close() error {
