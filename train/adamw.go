@@ -94,15 +94,16 @@ func (o *AdamW) Step(lr float64, params []*Param) error {
 	t := float64(o.step)
 	bc1 := 1 - math.Pow(o.cfg.Beta1, t)
 	bc2 := 1 - math.Pow(o.cfg.Beta2, t)
-	negStep := float32(-(lr / bc1))
 	bc2Sqrt := float32(math.Sqrt(bc2))
 	eps := float32(o.cfg.Eps)
 	w1 := float32(1 - o.cfg.Beta1) // lerp weight
 	b2 := float32(o.cfg.Beta2)
 	c2 := float32(1 - o.cfg.Beta2)
-	decay := float32(1 - lr*o.cfg.WeightDecay)
 	for i, p := range params {
 		m, v := ms[i], vs[i]
+		lr := p.lr(lr)
+		negStep := float32(-(lr / bc1))
+		decay := float32(1 - lr*o.cfg.WeightDecay)
 		doDecay := o.cfg.WeightDecay != 0 && !p.NoDecay
 		for j, g := range p.Grad {
 			x := p.Data[j]

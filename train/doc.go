@@ -101,7 +101,6 @@
 //   - A regression example's target must have the output's size for that
 //     example; outputs whose size follows the padded sequence length do not
 //     mix with examples of different lengths.
-//   - PaddleNLP's LoRA+ (a separate learning rate for B) is not applied.
 //   - sugarme/tokenizer does not implement every tokenizer.json feature;
 //     byte fallback is added here, and tokenizers of other families should
 //     be checked against HF before training on them.

@@ -302,3 +302,58 @@ func TestOptimizerStateErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestLRScale checks that a parameter's LRScale acts as its own learning
+// rate: a scaled parameter stepped at lr ends where an unscaled one
+// stepped at lr·scale does, in the same optimizer step as an unscaled
+// neighbour that keeps lr, for AdamW (weight decay included) and SGD.
+func TestLRScale(t *testing.T) {
+	grads := [][]float32{{0.5, -1.25}, {0.1, 2}, {-0.3, 0.05}}
+	const lr, scale = 1e-2, 4.0
+	for _, name := range []string{"adamw", "sgd"} {
+		newOpt := func() Optimizer {
+			if name == "adamw" {
+				o, _ := NewAdamW(AdamWConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1})
+				return o
+			}
+			o, _ := NewSGD(SGDConfig{Momentum: 0.9, WeightDecay: 0.1})
+			return o
+		}
+		scaled, plain, ref := newOpt(), newOpt(), newOpt()
+		a := NewParam("a", []int64{2}, []float32{1, -2})
+		b := NewParam("b", []int64{2}, []float32{1, -2})
+		b.LRScale = scale
+		want := NewParam("b", []int64{2}, []float32{1, -2})
+		keep := NewParam("a", []int64{2}, []float32{1, -2})
+		for _, g := range grads {
+			copy(a.Grad, g)
+			copy(b.Grad, g)
+			copy(want.Grad, g)
+			copy(keep.Grad, g)
+			if err := scaled.Step(lr, []*Param{a, b}); err != nil {
+				t.Fatal(err)
+			}
+			if err := ref.Step(lr*scale, []*Param{want}); err != nil {
+				t.Fatal(err)
+			}
+			if err := plain.Step(lr, []*Param{keep}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !slices.Equal(b.Data, want.Data) {
+			t.Errorf("%s: scaled parameter %v, want %v (stepped at lr·scale)", name, b.Data, want.Data)
+		}
+		if !slices.Equal(a.Data, keep.Data) {
+			t.Errorf("%s: unscaled neighbour %v, want %v", name, a.Data, keep.Data)
+		}
+		if slices.Equal(a.Data, b.Data) {
+			t.Errorf("%s: the scale changed nothing", name)
+		}
+	}
+	o, _ := NewAdamW(DefaultAdamW())
+	p := NewParam("p", []int64{1}, []float32{1})
+	p.LRScale = -1
+	if err := o.Step(1e-3, []*Param{p}); err == nil || !strings.Contains(err.Error(), `param "p": learning-rate scale -1`) {
+		t.Errorf("negative scale: got %v", err)
+	}
+}

@@ -75,6 +75,10 @@ type Options struct {
 	LR       float64
 	Schedule string
 	Warmup   int
+	// LoRAPlusScale multiplies the learning rate of the LoRA B factors
+	// (parameters whose name holds "lora_B"), as PaddleNLP's
+	// lora_plus_scale does (LoRA+); 0 means 1.
+	LoRAPlusScale float64
 	// AdamW holds the optimizer's hyperparameters, weight decay included.
 	// As in HF Trainer, biases and normalization weights (parameters of
 	// rank 1, or whose name says bias or norm) do not decay.
@@ -186,6 +190,8 @@ func (o *Options) validate() error {
 		return errorf("learning rate %v", o.LR)
 	case o.Warmup < 0:
 		return errorf("warmup %d: want >= 0", o.Warmup)
+	case math.IsNaN(o.LoRAPlusScale) || math.IsInf(o.LoRAPlusScale, 0) || o.LoRAPlusScale < 0:
+		return errorf("LoRA+ scale %v: want >= 0 (0 means 1)", o.LoRAPlusScale)
 	case math.IsNaN(o.Clip) || o.Clip < 0:
 		return errorf("clip %v: want >= 0 (0 turns clipping off)", o.Clip)
 	case o.LogEvery < 0 || o.EvalEvery < 0 || o.CheckpointEvery < 0 || o.KeepCheckpoints < 0:

@@ -1,5 +1,7 @@
 package train
 
+import "math"
+
 // Param is one trainable tensor: the values the optimizer updates in place
 // and the gradient it reads. Data and Grad have the same length, the
 // product of Shape.
@@ -13,6 +15,18 @@ type Param struct {
 	// NoDecay exempts the parameter from weight decay. HF Trainer sets it
 	// for biases and normalization weights; LoRA A and B matrices decay.
 	NoDecay bool
+	// LRScale multiplies the learning rate for this parameter (and so its
+	// weight decay, as torch's per-group learning rates do); 0 means 1.
+	// LoRA+ trains the B factors at a larger rate this way.
+	LRScale float64
+}
+
+// lr returns the learning rate of p at the base rate lr.
+func (p *Param) lr(lr float64) float64 {
+	if p.LRScale != 0 {
+		return lr * p.LRScale
+	}
+	return lr
 }
 
 // NewParam returns a parameter holding a copy of data, with a zero
@@ -46,6 +60,9 @@ func checkParams(params []*Param) error {
 	for _, p := range params {
 		if len(p.Grad) != len(p.Data) {
 			return errorf("param %q: gradient has %d values, parameter %d", p.Name, len(p.Grad), len(p.Data))
+		}
+		if math.IsNaN(p.LRScale) || math.IsInf(p.LRScale, 0) || p.LRScale < 0 {
+			return errorf("param %q: learning-rate scale %v", p.Name, p.LRScale)
 		}
 	}
 	return nil

@@ -79,9 +79,9 @@ func (o *SGD) Step(lr float64, params []*Param) error {
 	wd := float32(o.cfg.WeightDecay)
 	mu := float32(o.cfg.Momentum)
 	damp := float32(1 - o.cfg.Dampening)
-	negLR := float32(-lr)
 	for i, p := range params {
 		b := bufs[i]
+		negLR := float32(-p.lr(lr))
 		for j, g := range p.Grad {
 			d := g
 			if wd != 0 {

@@ -123,6 +123,9 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 		if err != nil {
 			return nil, err
 		}
+		if strings.Contains(name, "lora_B") {
+			p.LRScale = opts.LoRAPlusScale
+		}
 		t.params = append(t.params, p)
 		t.byName[name] = p
 		t.names = append(t.names, name)

@@ -534,3 +534,57 @@ func TestTrainerDropout(t *testing.T) {
 		t.Errorf("two evaluations gave %v and %v: dropout is on in evaluation", eval[0], eval[1])
 	}
 }
+
+// TestTrainerLoRAPlus checks that LoRAPlusScale trains the B factors, and
+// only them, at the scaled learning rate: one step with scale 4 moves B as
+// a step at four times the rate does, and A as a step at the plain rate.
+func TestTrainerLoRAPlus(t *testing.T) {
+	requireORT(t)
+	step := func(lr, plus float64) map[string][]float32 {
+		m, params := loraGPT2(t)
+		opts := testOptions()
+		opts.Steps, opts.Schedule, opts.LR, opts.LoRAPlusScale = 1, "constant", lr, plus
+		tr, err := NewTrainer(m, params, patternData(8, 8, 32, 1), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		if _, err := tr.TrainStep(); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string][]float32{}
+		for _, p := range tr.Params() {
+			out[p.Name] = slices.Clone(p.Data)
+		}
+		return out
+	}
+	const lr = 1e-2
+	plus, plain, fast := step(lr, 4), step(lr, 0), step(4*lr, 0)
+	var nb int
+	for name, got := range plus {
+		want := plain[name]
+		if strings.Contains(name, "lora_B") {
+			want = fast[name]
+			nb++
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: LoRA+ step differs from the step at its own rate", name)
+		}
+	}
+	if nb == 0 {
+		t.Fatal("no lora_B parameters in the test model")
+	}
+	if slices.Equal(plus[firstB(plus)], plain[firstB(plus)]) {
+		t.Error("LoRA+ scale 4 moved B as the plain rate does")
+	}
+}
+
+// firstB returns the name of a lora_B parameter in ps.
+func firstB(ps map[string][]float32) string {
+	for name := range ps {
+		if strings.Contains(name, "lora_B") {
+			return name
+		}
+	}
+	return ""
+}

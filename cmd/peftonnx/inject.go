@@ -19,7 +19,7 @@ func init() {
 		name: "inject",
 		args: "MODEL -o OUT --target RE [--target RE]... [--r 8] [--alpha 8] [--dropout 0] [--rslora] " +
 			"[--bias none|lora|all] [--trainable RE]... [--as-inputs] [--seed N] [--init kaiming|gaussian] " +
-			"[--dtype float32|float16|bfloat16] [--enable-lora q,k,v [--enable-lora ...] --head-dim D]",
+			"[--dtype float32|float16|bfloat16] [--enable-lora q,k,v [--enable-lora ...] --head-dim D] [--lora-plus-scale S]",
 		summary: "give the linear layers that --target selects LoRA branches and save the adapted model",
 		detail: `
 Each linear layer whose module name or node name a --target regex matches
@@ -69,6 +69,7 @@ func runInject(cx *context, args []string) error {
 	dtype := fs.String("dtype", "float32", "element type of A and B: `float32`, float16 or bfloat16")
 	fs.Var(&enable, "enable-lora", "LoRA on parts of a fused projection only: `LIST` such as q,v or false,true,true")
 	headDim := fs.Int("head-dim", 0, "head size `D` of fused projections (with --enable-lora)")
+	loraPlus := fs.Float64("lora-plus-scale", 0, "LoRA+: record lora_plus_scale `S` in the adapter config; train then runs B at S times the learning rate (0: 1)")
 	pos, err := cx.parse(args)
 	if err != nil {
 		return err
@@ -87,6 +88,7 @@ func runInject(cx *context, args []string) error {
 	cfg.R, cfg.Alpha, cfg.Dropout, cfg.UseRSLoRA = *r, *alpha, *dropout, *rslora
 	cfg.TrainableModules = trainable
 	cfg.HeadDim = *headDim
+	cfg.LoRAPlusScale = *loraPlus
 	switch {
 	case *r <= 0:
 		return cx.usagef("--r must be positive, got %d", *r)

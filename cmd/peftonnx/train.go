@@ -24,7 +24,7 @@ func init() {
 		name: "train",
 		args: "MODEL --data FILE.jsonl --out DIR [--eval FILE] [--tokenizer tokenizer.json] [--epochs N] [--steps N] " +
 			"[--batch N] [--seq-len N] [--lr LR] [--weight-decay WD] [--warmup N] [--schedule constant|linear|cosine] " +
-			"[--clip 1.0] [--grad-accum N] [--seed N] [--log-json FILE] [--device cpu|cuda] [--threads N] [--low-memory] " +
+			"[--clip 1.0] [--grad-accum N] [--lora-plus-scale S] [--seed N] [--log-json FILE] [--device cpu|cuda] [--threads N] [--low-memory] " +
 			"[--loss auto|causal|classification|mse] [--output NAME] [--half upcast|keep] [--loss-scale S] " +
 			"[--checkpoint-every N] [--eval-every N] [--resume] [--stop-after N] [--merged OUT.onnx]",
 		summary: "train the adapter of an adapted model and save it as a HuggingFace PEFT directory",
@@ -34,7 +34,9 @@ its LoRA factors (or prefix table) train, together with the biases and
 modules that the LoRA config's trainable_bias and trainable_modules name;
 every other weight stays frozen, bit for bit. Gradients come from an ONNX
 graph that peftonnx derives from MODEL, run on ONNX Runtime; AdamW runs in
-Go, with HF Trainer's defaults.
+Go, with HF Trainer's defaults. --lora-plus-scale S trains the B factors at
+S times the learning rate (LoRA+, PaddleNLP's lora_plus_scale); by default
+the adapter config's value, which "inject --lora-plus-scale" records.
 
 --data is JSONL, one example per line:
   {"input_ids": [..], "labels": [..]}   labels optional, -100 is ignored
@@ -86,7 +88,7 @@ type trainFlags struct {
 	loss, output, schedule, half                        string
 	epochs, steps, batch, seqLen, warmup, gradAccum     int
 	threads, checkpointEvery, evalEvery, stopAfter      int
-	lr, weightDecay, clip, lossScale                    float64
+	lr, weightDecay, clip, lossScale, loraPlus          float64
 	seed                                                uint64
 	resume, lowMemory                                   bool
 }
@@ -108,6 +110,7 @@ func runTrain(cx *context, args []string) error {
 	fs.StringVar(&f.schedule, "schedule", "linear", "learning-rate schedule: constant, `linear` or cosine")
 	fs.Float64Var(&f.clip, "clip", 1.0, "clip the global gradient norm to `C`; 0 turns clipping off")
 	fs.IntVar(&f.gradAccum, "grad-accum", 1, "micro-batches per optimizer step, `N`")
+	fs.Float64Var(&f.loraPlus, "lora-plus-scale", 0, "LoRA+: train the B factors at `S` times the learning rate; 0 takes the adapter config's lora_plus_scale (else 1)")
 	fs.Uint64Var(&f.seed, "seed", 42, "seed `N` of the data order")
 	fs.StringVar(&f.logJSON, "log-json", "", "write one JSON line per step and evaluation to `FILE`")
 	fs.StringVar(&f.device, "device", "cpu", "train on `cpu`, cuda or cuda:N")
@@ -162,6 +165,8 @@ func (f *trainFlags) options(cx *context) (train.Options, error) {
 		return o, cx.usagef("--clip must be 0 or more, got %v", f.clip)
 	case f.gradAccum <= 0:
 		return o, cx.usagef("--grad-accum must be positive, got %d", f.gradAccum)
+	case !(f.loraPlus >= 0) || math.IsInf(f.loraPlus, 0):
+		return o, cx.usagef("--lora-plus-scale must be 0 or more, got %v", f.loraPlus)
 	case f.threads < 0:
 		return o, cx.usagef("--threads must be 0 or more, got %d", f.threads)
 	case f.checkpointEvery < 0 || f.evalEvery < 0:
@@ -200,6 +205,7 @@ func (f *trainFlags) options(cx *context) (train.Options, error) {
 	o.Epochs, o.Steps, o.BatchSize, o.GradAccum, o.SeqLen = f.epochs, f.steps, f.batch, f.gradAccum, f.seqLen
 	o.LR, o.Schedule, o.Warmup, o.Clip, o.Seed = f.lr, strings.ToLower(f.schedule), f.warmup, f.clip, f.seed
 	o.AdamW.WeightDecay = f.weightDecay
+	o.LoRAPlusScale = f.loraPlus // 0: the model's config decides, in trainModel
 	o.LossScale = f.lossScale
 	o.CheckpointDir, o.CheckpointEvery, o.EvalEvery = f.out, f.checkpointEvery, f.evalEvery
 	o.Session = []ortrt.Option{ortrt.WithDevice(f.device), ortrt.WithIntraOpThreads(f.threads), ortrt.WithPrepacking(!f.lowMemory)}
@@ -208,8 +214,9 @@ func (f *trainFlags) options(cx *context) (train.Options, error) {
 
 // trainAdapted is what the train command learns about MODEL's adapter.
 type trainAdapted struct {
-	summary rewrite.Summary
-	prefix  bool // a prefix adapter, else LoRA
+	summary  rewrite.Summary
+	prefix   bool    // a prefix adapter, else LoRA
+	loraPlus float64 // the LoRA config's lora_plus_scale
 }
 
 // trainableOf returns the adapter that a model carries, or the error that
@@ -225,7 +232,11 @@ func trainableOf(path string, m *graph.Model) (*trainAdapted, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &trainAdapted{summary: sum}, nil
+		ad, err := rewrite.ExtractAdapter(m)
+		if err != nil {
+			return nil, err
+		}
+		return &trainAdapted{summary: sum, loraPlus: ad.LoRA.LoRAPlusScale}, nil
 	}
 	if _, err := rewrite.PrefixSiteOf(m); err == nil {
 		sum, err := rewrite.SummarizePrefix(m)
@@ -247,6 +258,9 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 	ad, err := trainableOf(modelPath, m)
 	if err != nil {
 		return err
+	}
+	if f.loraPlus == 0 && !ad.prefix {
+		opts.LoRAPlusScale = ad.loraPlus
 	}
 	if ad.prefix && f.merged != "" {
 		return fmt.Errorf("train: --merged: %s carries a prefix, which has no weights to fold into the model's", modelPath)

@@ -512,3 +512,54 @@ func TestTrainPrefix(t *testing.T) {
 	o, e, code := cli(t, "train", prefixed, "--data", data, "--out", filepath.Join(dir, "x"), "--merged", filepath.Join(dir, "m.onnx"))
 	wantError(t, "merged prefix", o, e, code, 1, "carries a prefix")
 }
+
+// TestTrainLoRAPlus checks LoRA+ end to end: inject records
+// --lora-plus-scale in the adapter config, train applies it, and
+// train --lora-plus-scale on a model injected without it gives the same
+// adapter; a plain run gives another.
+func TestTrainLoRAPlus(t *testing.T) {
+	needORT(t)
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.onnx")
+	m, err := models.Llama(models.LlamaTiny())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Save(base, graph.SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	plain, plus := filepath.Join(dir, "plain.onnx"), filepath.Join(dir, "plus.onnx")
+	runOK(t, "inject", base, "-o", plain, "--target", ".*_proj", "--seed", "3")
+	runOK(t, "inject", base, "-o", plus, "--target", ".*_proj", "--seed", "3", "--lora-plus-scale", "4")
+	data := trainCountingData(t, dir, "train.jsonl", 8, 8, 32)
+	train := func(model, out string, extra ...string) []byte {
+		args := append([]string{"train", model, "--data", data, "--out", filepath.Join(dir, out), "--steps", "3", "--batch", "4",
+			"--lr", "1e-2", "--schedule", "constant", "--threads", "1"}, extra...)
+		runOK(t, args...)
+		b, err := os.ReadFile(filepath.Join(dir, out, adapter.HFWeightsFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	fromConfig := train(plus, "from-config")
+	fromFlag := train(plain, "from-flag", "--lora-plus-scale", "4")
+	none := train(plain, "none")
+	if !bytes.Equal(fromConfig, fromFlag) {
+		t.Error("lora_plus_scale 4 from the adapter config and --lora-plus-scale 4 trained different adapters")
+	}
+	if bytes.Equal(fromConfig, none) {
+		t.Error("LoRA+ scale 4 trained the same adapter as scale 1")
+	}
+	cfg, err := os.ReadFile(filepath.Join(dir, "from-config", adapter.HFConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cfg), `"lora_plus_scale": 4`) {
+		t.Errorf("adapter_config.json does not record lora_plus_scale 4:\n%s", cfg)
+	}
+	_, errOut, code := cli(t, "train", plain, "--data", data, "--out", filepath.Join(dir, "bad"), "--lora-plus-scale", "-2")
+	if code == 0 || !strings.Contains(errOut, "--lora-plus-scale must be 0 or more") {
+		t.Errorf("--lora-plus-scale -2: exit %d, stderr %q", code, errOut)
+	}
+}
