@@ -88,10 +88,11 @@
 //
 //   - Frozen weights in the model's external data file are read by ONNX
 //     Runtime in place, but weights held in memory (a model built in Go,
-//     an inline model file, a float16 model's float32 upcast) are held
-//     twice: by Go and by ONNX Runtime. A training graph whose inline part
-//     passes 2 GiB is written to a temporary folder first ($TMPDIR), which
-//     needs that much disk. ONNX Runtime pre-packs each frozen matrix once
+//     an inline model file) are held twice: by Go and by ONNX Runtime. A
+//     float16 model's frozen weights are upcast by ONNX Runtime (a Cast it
+//     folds when the session opens), not in Go. A training graph whose
+//     inline part passes 2 GiB is written to a temporary folder first
+//     ($TMPDIR), which needs that much disk. ONNX Runtime pre-packs each frozen matrix once
 //     per direction it is multiplied in, unless Options.Session turns
 //     pre-packing off (runtime.WithPrepacking; peftonnx train
 //     --low-memory).

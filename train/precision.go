@@ -22,18 +22,21 @@ func hasHalf(m *graph.Model) bool {
 }
 
 // upcast rewrites m, a clone the trainer owns, to compute in float32 where
-// it computed in float16 or bfloat16: initializers and constants are
-// converted, Casts to 16 bits cast to float32 instead, and declared types
-// follow. Tensors are replaced, never written in place, so a model that m
-// was cloned from keeps its bytes.
-func upcast(m *graph.Model) error {
+// it computed in float16 or bfloat16: constants and the parameters named
+// in params are converted, Casts to 16 bits cast to float32 instead, and
+// declared types follow. Large frozen initializers stay 16-bit, behind a
+// Cast to float32 under their old name (see castFrozen). Tensors are
+// replaced, never written in place, so a model that m was cloned from
+// keeps its bytes.
+func upcast(m *graph.Model, params []string) error {
+	kept := castFrozen(m, params)
 	var err error
 	walkTypes(m.Graph(), func(t *int32) {
 		if isHalf(*t) {
 			*t = graph.Float32
 		}
 	}, func(tp *onnxpb.TensorProto) {
-		if err != nil || !isHalf(tp.DataType) {
+		if err != nil || !isHalf(tp.DataType) || kept[tp] {
 			return
 		}
 		vals, e := m.Float32s(tp)
@@ -48,6 +51,56 @@ func upcast(m *graph.Model) error {
 	})
 	m.Reindex()
 	return err
+}
+
+// castFrozenMin is the smallest frozen 16-bit initializer, in bytes, that
+// castFrozen leaves 16-bit.
+const castFrozenMin = 4096
+
+// castFrozen keeps m's large frozen 16-bit weights as they are: each is
+// renamed and read through a Cast to float32 that takes its old name, so
+// that the float32 copy is made by ONNX Runtime, which folds the Cast into
+// an initializer of its own when the session opens, rather than held in
+// Go as well (a second copy twice the weights' size, and a serialized
+// graph that would pass 2 GiB for a model of over 500M parameters).
+// Weights that are also graph inputs, and the parameters, are left to be
+// converted. It returns the tensors it kept.
+func castFrozen(m *graph.Model, params []string) map[*onnxpb.TensorProto]bool {
+	trainable := map[string]bool{}
+	for _, p := range params {
+		trainable[p] = true
+	}
+	kept := map[*onnxpb.TensorProto]bool{}
+	var casts []*onnxpb.NodeProto
+	for _, tp := range m.Graph().Initializer {
+		if !isHalf(tp.DataType) || trainable[tp.Name] || m.Input(tp.Name) != nil {
+			continue
+		}
+		if graph.NumElements(tp.Dims)*int64(graph.ElemSize(tp.DataType)) < castFrozenMin {
+			continue
+		}
+		name := tp.Name
+		tp.Name = m.UniqueName(name + "." + graph.DTypeName(tp.DataType))
+		casts = append(casts, &onnxpb.NodeProto{
+			OpType: "Cast", Name: m.UniqueName("/peftonnx/upcast/" + name),
+			Input: []string{tp.Name}, Output: []string{name},
+			Attribute: []*onnxpb.AttributeProto{graph.AttrInt("to", int64(graph.Float32))},
+		})
+		m.Graph().ValueInfo = append(m.Graph().ValueInfo, graph.TensorInfo(name, graph.Float32, dimsOf(tp)...))
+		kept[tp] = true
+	}
+	// The Casts go first, so that the node list stays in topological order.
+	m.Graph().Node = append(casts, m.Graph().Node...)
+	return kept
+}
+
+// dimsOf returns t's dims as TensorInfo takes them.
+func dimsOf(t *onnxpb.TensorProto) []any {
+	dims := make([]any, len(t.Dims))
+	for i, d := range t.Dims {
+		dims[i] = d
+	}
+	return dims
 }
 
 // walkTypes calls elem with every element type that g declares (inputs,

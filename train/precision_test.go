@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/models"
 )
 
@@ -13,7 +14,7 @@ import (
 // original keeps its bytes.
 func TestUpcast(t *testing.T) {
 	requireORT(t)
-	c := models.LlamaTiny()
+	c := models.LlamaMini() // weights large enough to stay 16-bit behind a Cast
 	c.DType, c.NoCache = graph.Float16, true
 	m, err := models.Llama(c)
 	if err != nil {
@@ -24,12 +25,30 @@ func TestUpcast(t *testing.T) {
 		t.Fatal("a float16 model has no 16-bit type")
 	}
 	up := m.Clone()
-	if err := upcast(up); err != nil {
+	if err := upcast(up, nil); err != nil {
 		t.Fatal(err)
 	}
-	if hasHalf(up) {
-		t.Errorf("the upcast model still has a 16-bit type")
+	// Nothing computes in 16 bits: every 16-bit tensor left is a large
+	// frozen initializer whose one consumer casts it to float32.
+	kept := 0
+	for _, init := range up.Graph().Initializer {
+		if !isHalf(init.DataType) {
+			continue
+		}
+		kept++
+		cs := up.Consumers(init.Name)
+		if len(cs) != 1 || cs[0].OpType != "Cast" || graph.IntAttr(cs[0], "to", 0) != int64(graph.Float32) {
+			t.Errorf("16-bit initializer %s is not read through one Cast to float32", init.Name)
+		}
 	}
+	if kept == 0 {
+		t.Error("no frozen weight was left in 16 bits behind a Cast")
+	}
+	walkTypes(up.Graph(), func(et *int32) {
+		if isHalf(*et) {
+			t.Errorf("the upcast model declares a %s value", graph.DTypeName(*et))
+		}
+	}, func(*onnxpb.TensorProto) {})
 	for name, b := range tensorBytes(t, m) {
 		if !bytes.Equal(b, before[name]) {
 			t.Errorf("upcasting a clone changed the original's %s", name)

@@ -98,7 +98,7 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 	t := &Trainer{opts: opts, base: m.Clone(), byName: map[string]*Param{}, data: data}
 	t.withLoss = m.Clone()
 	if opts.Half == Upcast && hasHalf(t.withLoss) {
-		if err := upcast(t.withLoss); err != nil {
+		if err := upcast(t.withLoss, params); err != nil {
 			return nil, err
 		}
 		t.upcast = true
