@@ -41,7 +41,9 @@
 // onnxruntime-genai export) trains, by default (Upcast), on a float32 copy
 // of its graph: the frozen weights, constants, casts and declared types of
 // the training session are converted, so that no gradient underflows in 16
-// bits, and the float32 kernels of CPUs are the fast ones. The model is
+// bits, and the float32 kernels of CPUs are the fast ones. Large frozen
+// weights are converted by ONNX Runtime, through a Cast from their 16-bit
+// initializer that it folds when the session opens. The model is
 // not changed, and the adapter keeps the type it was injected with (float32
 // by default: its branch casts in and out of the layer's type, and Merge
 // folds it in float32). KeepHalf runs the graph in its own types instead,
