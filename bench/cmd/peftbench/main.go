@@ -258,6 +258,22 @@ func (t *trainFlags) register(fs *flag.FlagSet, steps int) {
 	fs.IntVar(&t.steps, "steps", steps, "timed steps per side")
 }
 
+// registerTrainMode adds the -full and -low-memory flags, and returns what
+// they select once parsed: the worker mode and its row's name.
+func registerTrainMode(fs *flag.FlagSet) func() (mode, name string) {
+	full := fs.Bool("full", false, "full fine-tuning instead of LoRA")
+	lowMem := fs.Bool("low-memory", false, "LoRA with ONNX Runtime's pre-packing off, as peftonnx train --low-memory")
+	return func() (string, string) {
+		switch {
+		case *full:
+			return modeTrainFull, "full fine-tuning step"
+		case *lowMem:
+			return modeTrainLoRALowMem, "LoRA training step, --low-memory"
+		}
+		return modeTrainLoRA, "LoRA training step"
+	}
+}
+
 // comparison exports the spec and compares mode on both sides.
 func (e env) comparison(cache, name, size string, batch, seq int, mode string, runBatch, warmup, steps int) (*Comparison, error) {
 	return e.comparisonHow(cache, name, size, batch, seq, mode, runBatch, warmup, steps, false)
@@ -283,20 +299,13 @@ func cmdTrain(args []string) error {
 	var t trainFlags
 	c.register(fs)
 	t.register(fs, 5)
-	full := fs.Bool("full", false, "full fine-tuning instead of LoRA")
-	lowMem := fs.Bool("low-memory", false, "LoRA with ONNX Runtime's pre-packing off, as peftonnx train --low-memory")
+	which := registerTrainMode(fs)
 	fs.Parse(args)
 	e, err := c.env()
 	if err != nil {
 		return err
 	}
-	mode, name := modeTrainLoRA, "LoRA training step"
-	switch {
-	case *full:
-		mode, name = modeTrainFull, "full fine-tuning step"
-	case *lowMem:
-		mode, name = modeTrainLoRALowMem, "LoRA training step, --low-memory"
-	}
+	mode, name := which()
 	r, err := e.comparison(c.cache(), name, t.size, t.batch, t.seq, mode, 0, t.warmup, t.steps)
 	if r != nil {
 		fmt.Print(comparisonTable([]*Comparison{r}))

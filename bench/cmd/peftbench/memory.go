@@ -18,19 +18,12 @@ func cmdMemory(args []string) error {
 	var t trainFlags
 	c.register(fs)
 	t.register(fs, 4)
-	full := fs.Bool("full", false, "full fine-tuning instead of LoRA")
-	lowMem := fs.Bool("low-memory", false, "LoRA with ONNX Runtime's pre-packing off, as peftonnx train --low-memory")
+	which := registerTrainMode(fs)
 	fs.Parse(args)
 	if c.threads <= 0 {
 		return fmt.Errorf("peftbench: -threads %d: want > 0", c.threads)
 	}
-	mode := modeTrainLoRA
-	switch {
-	case *full:
-		mode = modeTrainFull
-	case *lowMem:
-		mode = modeTrainLoRALowMem
-	}
+	mode, _ := which()
 	s, err := newSpec(t.size, t.batch, t.seq, 1000)
 	if err != nil {
 		return err
