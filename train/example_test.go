@@ -5,9 +5,12 @@ import (
 	"fmt"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
 	"github.com/peftonnx/peftonnx/rewrite"
+	rt "github.com/peftonnx/peftonnx/runtime"
 	"github.com/peftonnx/peftonnx/train"
+	"github.com/peftonnx/peftonnx/train/autodiff"
 )
 
 func ExampleSchedule() {
@@ -98,5 +101,85 @@ func ExampleTrainer() {
 	}
 	if err := adapter.SaveDir("my-adapter", ad); err != nil {
 		panic(err)
+	}
+}
+
+// ExampleNewSession is the loop that Trainer runs, written out: a loss on
+// the adapted model, its gradient graph, one ONNX Runtime session over it
+// (frozen weights read in place from the model's external data file), and
+// AdamW on the parameters in Go. (It needs ONNX Runtime and a model file,
+// so it is not run as a test.)
+func ExampleNewSession() {
+	m, err := graph.Load("model.onnx")
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+	_, sum, err := rewrite.InjectLoRA(m, adapter.DefaultLoRAConfig(".*q_proj", ".*v_proj"))
+	if err != nil {
+		panic(err)
+	}
+	loss, err := train.CausalLMLoss(m, "logits") // adds the int64 input "labels"
+	if err != nil {
+		panic(err)
+	}
+	g, err := autodiff.Build(m, loss, sum.LoRA) // the factors become inputs
+	if err != nil {
+		panic(err)
+	}
+	s, err := train.NewSession(g, rt.WithIntraOpThreads(2))
+	if err != nil {
+		panic(err)
+	}
+	defer s.Close()
+
+	ids := []int64{1, 5, 9, 3, 7, 2, 8, 4}
+	in := map[string]*rt.Tensor{}
+	for _, name := range []string{"input_ids", train.LabelsInput} {
+		if in[name], err = rt.NewInt64([]int64{1, 8}, ids); err != nil {
+			panic(err)
+		}
+	}
+	if in["attention_mask"], err = rt.NewInt64([]int64{1, 8}, []int64{1, 1, 1, 1, 1, 1, 1, 1}); err != nil {
+		panic(err)
+	}
+	if in["position_ids"], err = rt.NewInt64([]int64{1, 8}, []int64{0, 1, 2, 3, 4, 5, 6, 7}); err != nil {
+		panic(err)
+	}
+	var params []*train.Param
+	outs := []string{loss}
+	for _, name := range sum.LoRA {
+		vals, err := m.Float32s(m.Initializer(name))
+		if err != nil {
+			panic(err)
+		}
+		p := train.NewParam(name, m.Initializer(name).Dims, vals)
+		if in[name], err = rt.NewFloat32(p.Shape, p.Data); err != nil { // shares p.Data
+			panic(err)
+		}
+		params = append(params, p)
+		outs = append(outs, autodiff.GradName(name))
+	}
+	b, err := s.Bind(in, outs)
+	if err != nil {
+		panic(err)
+	}
+	opt, err := train.NewAdamW(train.DefaultAdamW())
+	if err != nil {
+		panic(err)
+	}
+	for step := range 10 {
+		out, err := b.Run()
+		if err != nil {
+			panic(err)
+		}
+		for i, p := range params {
+			p.Grad = out[outs[i+1]].Float32()
+		}
+		train.ClipGradNorm(params, 1)
+		if err := opt.Step(1e-3, params); err != nil { // updates the bound inputs in place
+			panic(err)
+		}
+		fmt.Printf("step %d loss %.4f\n", step+1, out[loss].Float32()[0])
 	}
 }
