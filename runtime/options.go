@@ -55,9 +55,10 @@ type config struct {
 	optLevel      OptimizationLevel
 	profilePrefix string
 	entries       [][2]string
-	noArena       bool // CPU memory arena off
-	noMemPattern  bool // memory pattern planning off
-	noPrepack     bool // pre-packing of constant weights off
+	noArena       bool   // CPU memory arena off
+	noMemPattern  bool   // memory pattern planning off
+	noPrepack     bool   // pre-packing of constant weights off
+	optimizedPath string // where to write the optimized graph, if set
 }
 
 func newConfig(opts []Option) (*config, error) {
@@ -103,6 +104,19 @@ func WithMemoryPattern(on bool) Option {
 func WithPrepacking(on bool) Option {
 	return func(c *config) error {
 		c.noPrepack = !on
+		return nil
+	}
+}
+
+// WithOptimizedModelPath has ONNX Runtime write the graph it will run,
+// after its graph optimizations, to path when the session opens: to see
+// what it fused, folded or merged.
+func WithOptimizedModelPath(path string) Option {
+	return func(c *config) error {
+		if path == "" {
+			return errors.New("runtime: WithOptimizedModelPath: empty path")
+		}
+		c.optimizedPath = path
 		return nil
 	}
 }
@@ -283,6 +297,11 @@ func (c *config) sessionOptions(extra [][2]string) (*ort.SessionOptions, error) 
 	if c.noMemPattern {
 		if err := so.SetMemPattern(false); err != nil {
 			return fail("turning off memory patterns", err)
+		}
+	}
+	if c.optimizedPath != "" {
+		if err := so.SetOptimizedModelFilePath(c.optimizedPath); err != nil {
+			return fail("setting the optimized model's path", err)
 		}
 	}
 	if c.profilePrefix != "" {
