@@ -21,16 +21,30 @@ var recomputable = map[string]bool{
 // RMSNorm's division and scaling go: several hundred megabytes for a
 // GPT-2-small-sized model at 8×128.
 //
-// Each copy that reads no recomputed value reads one forward input through a Reshape to its own shape (an
-// alias, no copy), so that ONNX Runtime's common-subexpression pass does
-// not merge the copy back into the forward node.
+// A copy that reads no recomputed value reads one of its forward inputs
+// through a Reshape to that input's own shape (an alias, no copy), so that
+// ONNX Runtime's common-subexpression pass does not merge the copy back
+// into the forward node.
 func (b *builder) recompute() {
 	forward := map[*onnxpb.NodeProto]bool{}
 	made := map[string]bool{} // values the forward nodes make
+	// dynamic: the values that depend on a graph input, as opposed to
+	// those that ONNX Runtime folds into constants.
+	dynamic := map[string]bool{}
+	for _, in := range b.m.Graph().Input {
+		if b.m.Initializer(in.Name) == nil {
+			dynamic[in.Name] = true
+		}
+	}
 	for _, n := range b.nodes {
 		forward[n] = true
+		dyn := false
+		for _, in := range n.Input {
+			dyn = dyn || dynamic[in]
+		}
 		for _, o := range n.Output {
 			made[o] = true
+			dynamic[o] = dyn
 		}
 	}
 	// readers: the backward nodes that read each forward value.
@@ -57,13 +71,19 @@ func (b *builder) recompute() {
 		if len(readers[v]) == 0 || b.m.IsGraphOutput(v) {
 			continue
 		}
-		ok := true
+		// Every input must be live in the backward pass anyway, and one
+		// must depend on a graph input: a node of constants alone is folded
+		// by ONNX Runtime, and a copy would be folded into a second
+		// constant. The alias goes on such an input for the same reason.
+		ok, activation := true, false
 		for _, in := range n.Input {
-			if _, re := again[in]; !re && (in == "" || !kept(in)) {
+			_, re := again[in]
+			if !re && (in == "" || !kept(in)) {
 				ok = false
 			}
+			activation = activation || re || dynamic[in]
 		}
-		if !ok {
+		if !ok || !activation {
 			continue
 		}
 		inputs := make([]string, len(n.Input))
@@ -75,7 +95,7 @@ func (b *builder) recompute() {
 		}
 		if !fresh(n.Input, again) {
 			for i, in := range n.Input {
-				if made[in] {
+				if dynamic[in] {
 					inputs[i] = e.op("Reshape", []string{in, e.op("Shape", []string{in})})
 					e.inf.info[inputs[i]] = b.inf.get(in)
 					break

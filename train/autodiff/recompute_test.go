@@ -117,3 +117,23 @@ func TestRecompute(t *testing.T) {
 		t.Errorf("ONNX Runtime's optimized graph has %d recomputed Sigmoid nodes for %d in the forward pass: copies were merged away", copies, fwd)
 	}
 }
+
+// TestRecomputeSkipsConstants checks that a cheap node of constants alone
+// (here a Cast of a frozen weight, as train's float16 upcast makes) is not
+// copied into the backward pass: ONNX Runtime folds it, and would fold a
+// copy into a second constant as large as the weight. The gradient still
+// checks against finite differences.
+func TestRecomputeSkipsConstants(t *testing.T) {
+	requireORT(t)
+	g := newTestGraph(t, 17, graph.Float32, declStatic)
+	x := g.param("x", i64s(3, 4), nil)
+	w := g.floats(i64s(4, 5), 0.5, -1, 0.25, 2, -0.75, 1, 0.1, -0.2, 0.3, 1.5, -1.25, 0.4, 0.6, -0.9, 0.8, -0.3, 1.1, -0.6, 0.7, 0.2)
+	w32 := g.node("Cast", []string{w}, graph.AttrInt("to", int64(graph.Float32)))
+	y := g.node("Sigmoid", []string{g.node("MatMul", []string{x, w32})})
+	tm := g.check(y)
+	for _, n := range tm.Graph().Node {
+		if strings.HasPrefix(n.Name, "recompute/") && n.OpType == "Cast" {
+			t.Errorf("the Cast of a constant was copied into the backward pass: %s", n.Name)
+		}
+	}
+}
