@@ -58,7 +58,7 @@ Runtime from that file; no copy of them is made in memory. ONNX Runtime
 does keep a pre-packed copy of each frozen matrix for each direction it
 is multiplied in (forward and backward); --low-memory turns that off:
 on a GPT-2-small-sized model about 0.5 GB less at peak, for steps about
-13% slower.
+10% slower.
 
 DIR receives, at the end, adapter_config.json and adapter_model.safetensors
 (the layout "peftonnx apply" and HF PEFT read), loss.png (the loss curve),
