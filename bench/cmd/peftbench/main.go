@@ -252,8 +252,10 @@ func (t *trainFlags) register(fs *flag.FlagSet, steps int) {
 	fs.StringVar(&t.size, "size", "base", "model size: "+strings.Join(sizeNames(), ", "))
 	fs.IntVar(&t.batch, "batch", 8, "batch size")
 	fs.IntVar(&t.seq, "seq", 128, "sequence length")
-	// Two: ONNX Runtime lays out its memory pattern on the second run of a
-	// shape, which is slower than the runs after it.
+	// Two: an inference session lays out ONNX Runtime's memory pattern on
+	// the second run of a shape, which is slower than the runs after it
+	// (training sessions run without patterns, but the first steps still
+	// grow the arena).
 	fs.IntVar(&t.warmup, "warmup", 2, "untimed steps per side before timing")
 	fs.IntVar(&t.steps, "steps", steps, "timed steps per side")
 }

@@ -24,9 +24,8 @@ func cmdProfile(args []string) error {
 	var t trainFlags
 	c.register(fs)
 	t.register(fs, 1)
-	// ONNX Runtime reaches its steady state on the fourth run of a shape
-	// (the second lays out the memory pattern, the third still faults it
-	// in).
+	// Three warmup steps: the first runs of a shape still grow ONNX
+	// Runtime's arena and fault its memory in.
 	fs.Lookup("warmup").DefValue = "3"
 	fs.Set("warmup", "3")
 	full := fs.Bool("full", false, "profile full fine-tuning instead of LoRA")
