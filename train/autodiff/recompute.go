@@ -97,13 +97,15 @@ func (b *builder) recompute() {
 			for i, in := range n.Input {
 				if dynamic[in] {
 					inputs[i] = e.op("Reshape", []string{in, e.op("Shape", []string{in})})
-					e.inf.info[inputs[i]] = b.inf.get(in)
+					info := *b.inf.get(in)
+					e.inf.info[inputs[i]] = &info
 					break
 				}
 			}
 		}
 		c := e.emit(n.Domain, n.OpType, inputs, 1, n.Attribute...)[0]
-		e.inf.info[c] = b.inf.get(v)
+		info := *b.inf.get(v)
+		e.inf.info[c] = &info
 		for _, r := range readers[v] {
 			for i, in := range r.Input {
 				if in == v {
