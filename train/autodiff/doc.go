@@ -35,6 +35,27 @@
 // (axes as attributes or inputs, Softmax's 2-D coercion before opset 13),
 // and are named grad/<forward node>/<op>.
 //
+// # Memory
+//
+// What a training step holds at its peak is mostly what the forward pass
+// keeps for the backward pass, so the emitted graph keeps little:
+//
+//   - dY·Wᵀ for a 2-D W is a Gemm with transB, not a MatMul of a
+//     Transpose: ONNX Runtime would fold the Transpose of a frozen weight
+//     into a second, transposed copy of it.
+//   - Shapes that a rule needs (Reshape, Expand, counts) are built from
+//     constants and the named dims of graph inputs where inference knows
+//     them, not from Shape(x) of a forward value, which would keep x alive
+//     until the backward pass reads its shape.
+//   - SoftmaxCrossEntropyLoss's gradient, when its log_prob output has none
+//     of its own, is softmax·c with c taken off at the labels: no one-hot
+//     tensor, no second class-sized difference.
+//   - Recomputation (WithRecompute, on by default): a value that the
+//     backward pass reads and that a cheap element-wise node made from
+//     values the backward pass keeps anyway is made again there (under the
+//     recompute/ scope), so that the forward value dies with the forward
+//     pass. The gradients are the same, bit for bit.
+//
 // # Rules
 //
 // Rules are kept in a registry keyed by domain and op type, one file per
