@@ -14,6 +14,7 @@ import (
 
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/internal/procmem"
 	"github.com/peftonnx/peftonnx/rewrite"
 	ortrt "github.com/peftonnx/peftonnx/runtime"
 	"github.com/peftonnx/peftonnx/train"
@@ -484,6 +485,9 @@ func printTrainSummary(cx *context, tr *train.Trainer, startStep, ran, fed int, 
 	}
 	if ran > 0 && elapsed > 0 {
 		line += fmt.Sprintf(", %.0f tokens/s", float64(fed)/elapsed.Seconds())
+	}
+	if peak, ok := procmem.Peak(); ok {
+		line += fmt.Sprintf(", peak memory %.2f GiB", float64(peak)/(1<<30))
 	}
 	fmt.Fprintln(w, line)
 	if eval != nil {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/peftonnx/peftonnx/internal/procmem"
 )
 
 // peakRSSMB returns the process's peak resident set size in MiB: VmHWM
@@ -18,19 +20,11 @@ func peakRSSMB() float64 {
 	return procStatusMB("VmHWM:")
 }
 
-// procStatusMB returns a "kB" field of /proc/self/status in MiB, or 0.
+// procStatusMB returns a size field of /proc/self/status, such as
+// "VmHWM:", in MiB, or 0.
 func procStatusMB(field string) float64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
+	b, _ := procmem.Field(strings.TrimSuffix(field, ":"))
+	return float64(b) / (1 << 20)
 }
 
 // cpuTime returns the user and system time of every thread of the
