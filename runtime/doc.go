@@ -73,7 +73,8 @@
 // scripts/fetch-ort.sh fetches is CPU only); with any other build,
 // NewSession returns an error that wraps ErrCUDAUnavailable and names the
 // library. WithDevice parses "cpu", "cuda" or "cuda:N" from a flag.
-// WithIntraOpThreads, WithInterOpThreads, WithOptimizationLevel, WithProfiling
+// WithIntraOpThreads, WithInterOpThreads, WithOptimizationLevel, WithProfiling,
+// WithMemoryArena, WithMemoryPattern, WithPrepacking, WithOptimizedModelPath
 // and WithConfigEntry set the matching ONNX Runtime session options.
 //
 // # Resource lifetimes
