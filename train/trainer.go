@@ -166,7 +166,7 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 // that is not 1, differentiated with respect to the parameters.
 func (t *Trainer) gradientGraph() (*graph.Model, error) {
 	m, target := t.withLoss, t.loss
-	var opts []autodiff.Option
+	opts := []autodiff.Option{autodiff.WithRecomputeProducts(t.opts.RecomputeProducts)}
 	if t.opts.LossScale != 1 {
 		m = m.Clone()
 		scale := graph.NewFloat32Tensor(m.UniqueName("loss_scale"), graph.Float32, nil, []float32{float32(t.opts.LossScale)})

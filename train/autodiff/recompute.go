@@ -12,6 +12,25 @@ var recomputable = map[string]bool{
 	"Add": true, "Sub": true, "Mul": true, "Div": true,
 }
 
+// maxRecomputeChain bounds how many forward nodes, not read by the
+// backward pass themselves, a recomputed product may pull in.
+const maxRecomputeChain = 8
+
+// recomputer holds the state of one recomputation pass.
+type recomputer struct {
+	b *builder
+	e *emitter
+	// products: also recompute the products of an activation with a
+	// frozen matrix (WithRecomputeProducts).
+	products bool
+
+	made     map[string]bool // values the forward nodes make
+	dynamic  map[string]bool // values that depend on a graph input
+	producer map[string]*onnxpb.NodeProto
+	readers  map[string][]*onnxpb.NodeProto // backward readers of forward values
+	again    map[string]string              // forward value -> its recomputed copy
+}
+
 // recompute lowers what the forward pass keeps for the backward pass: a
 // value that backward nodes read, made by a cheap element-wise forward
 // node whose inputs the backward pass keeps anyway (or are constants, or
@@ -21,110 +40,165 @@ var recomputable = map[string]bool{
 // RMSNorm's division and scaling go: several hundred megabytes for a
 // GPT-2-small-sized model at 8×128.
 //
+// With products on, the products of an activation with a frozen 2-D
+// weight (MatMul, Gemm) are recomputed too, together with the cheap nodes
+// that lead to them from kept values (a normalization, say): for a LLaMA
+// MLP, its gate and up projections, the largest values the backward pass
+// keeps, for one more product each in the backward pass.
+//
 // A copy that reads no recomputed value reads one of its forward inputs
 // through a Reshape to that input's own shape (an alias, no copy), so that
 // ONNX Runtime's common-subexpression pass does not merge the copy back
 // into the forward node.
-func (b *builder) recompute() {
+func (b *builder) recompute(products bool) {
+	r := &recomputer{
+		b: b, e: newEmitter(b.m, b.inf, b.opset), products: products,
+		made: map[string]bool{}, dynamic: map[string]bool{}, producer: map[string]*onnxpb.NodeProto{},
+		readers: map[string][]*onnxpb.NodeProto{}, again: map[string]string{},
+	}
+	r.e.scope = "recompute"
 	forward := map[*onnxpb.NodeProto]bool{}
-	made := map[string]bool{} // values the forward nodes make
-	// dynamic: the values that depend on a graph input, as opposed to
-	// those that ONNX Runtime folds into constants.
-	dynamic := map[string]bool{}
 	for _, in := range b.m.Graph().Input {
 		if b.m.Initializer(in.Name) == nil {
-			dynamic[in.Name] = true
+			r.dynamic[in.Name] = true
 		}
 	}
 	for _, n := range b.nodes {
 		forward[n] = true
 		dyn := false
 		for _, in := range n.Input {
-			dyn = dyn || dynamic[in]
+			dyn = dyn || r.dynamic[in]
 		}
 		for _, o := range n.Output {
-			made[o] = true
-			dynamic[o] = dyn
+			r.made[o] = true
+			r.dynamic[o] = dyn
+			r.producer[o] = n
 		}
 	}
-	// readers: the backward nodes that read each forward value.
-	readers := map[string][]*onnxpb.NodeProto{}
 	for _, n := range b.m.Graph().Node {
 		if forward[n] {
 			continue
 		}
 		for _, in := range n.Input {
-			if made[in] {
-				readers[in] = append(readers[in], n)
+			if r.made[in] {
+				r.readers[in] = append(r.readers[in], n)
 			}
 		}
 	}
-	kept := func(v string) bool { return !made[v] || len(readers[v]) > 0 }
-	again := map[string]string{} // forward value -> its recomputed copy
-	e := newEmitter(b.m, b.inf, b.opset)
-	e.scope = "recompute"
 	for _, n := range b.nodes {
-		if n.Domain != "" || !recomputable[n.OpType] || len(n.Output) != 1 {
+		if len(n.Output) != 1 || !r.candidate(n) {
 			continue
 		}
 		v := n.Output[0]
-		if len(readers[v]) == 0 || b.m.IsGraphOutput(v) {
+		if len(r.readers[v]) == 0 || b.m.IsGraphOutput(v) {
 			continue
 		}
-		// Every input must be live in the backward pass anyway, and one
-		// must depend on a graph input: a node of constants alone is folded
-		// by ONNX Runtime, and a copy would be folded into a second
-		// constant. The alias goes on such an input for the same reason.
-		ok, activation := true, false
-		for _, in := range n.Input {
-			_, re := again[in]
-			if !re && (in == "" || !kept(in)) {
-				ok = false
-			}
-			activation = activation || re || dynamic[in]
-		}
-		if !ok || !activation {
+		c, ok := r.copyOf(n, 0)
+		if !ok {
 			continue
 		}
-		inputs := make([]string, len(n.Input))
-		for i, in := range n.Input {
-			inputs[i] = in
-			if c, re := again[in]; re {
-				inputs[i] = c
-			}
-		}
-		if !fresh(n.Input, again) {
-			for i, in := range n.Input {
-				if dynamic[in] {
-					inputs[i] = e.op("Reshape", []string{in, e.op("Shape", []string{in})})
-					info := *b.inf.get(in)
-					e.inf.info[inputs[i]] = &info
-					break
-				}
-			}
-		}
-		c := e.emit(n.Domain, n.OpType, inputs, 1, n.Attribute...)[0]
-		info := *b.inf.get(v)
-		e.inf.info[c] = &info
-		for _, r := range readers[v] {
-			for i, in := range r.Input {
+		for _, rd := range r.readers[v] {
+			for i, in := range rd.Input {
 				if in == v {
-					b.m.SetNodeInput(r, i, c)
+					b.m.SetNodeInput(rd, i, c)
 				}
 			}
 		}
-		again[v] = c
-		delete(readers, v)
+		delete(r.readers, v)
 	}
 }
 
-// fresh reports whether one of inputs has a recomputed copy, which makes a
-// node that reads the copy distinct from the forward one.
-func fresh(inputs []string, again map[string]string) bool {
-	for _, in := range inputs {
-		if _, ok := again[in]; ok {
-			return true
+// candidate reports whether n is a node whose output may be recomputed.
+func (r *recomputer) candidate(n *onnxpb.NodeProto) bool {
+	if n.Domain != "" {
+		return false
+	}
+	if recomputable[n.OpType] {
+		return true
+	}
+	return r.products && r.isProduct(n)
+}
+
+// isProduct reports whether n multiplies an activation by a frozen 2-D
+// matrix: MatMul(x, W), or Gemm(x, W[, C]) without transA.
+func (r *recomputer) isProduct(n *onnxpb.NodeProto) bool {
+	switch n.OpType {
+	case "MatMul":
+	case "Gemm":
+		for _, a := range n.Attribute {
+			if a.Name == "transA" && a.I != 0 {
+				return false
+			}
+		}
+	default:
+		return false
+	}
+	if len(n.Input) < 2 || !r.dynamic[n.Input[0]] || r.dynamic[n.Input[1]] {
+		return false
+	}
+	return r.b.inf.get(n.Input[1]).shape.rank() == 2
+}
+
+// kept reports whether the backward pass keeps v alive anyway: a constant
+// or graph input, or a forward value that backward nodes read and that is
+// not (or not yet) recomputed.
+func (r *recomputer) kept(v string) bool { return !r.made[v] || len(r.readers[v]) > 0 }
+
+// avail returns the name under which the backward pass can read v without
+// keeping a forward value alive for it: v itself where it is kept anyway,
+// or a copy, recomputed now if need be (with products on, and within
+// depth).
+func (r *recomputer) avail(v string, depth int) (string, bool) {
+	if c, ok := r.again[v]; ok {
+		return c, true
+	}
+	if v == "" {
+		return "", false
+	}
+	if r.kept(v) {
+		return v, true
+	}
+	p := r.producer[v]
+	if !r.products || depth >= maxRecomputeChain || p == nil || len(p.Output) != 1 || !r.candidate(p) {
+		return "", false
+	}
+	return r.copyOf(p, depth+1)
+}
+
+// copyOf emits a copy of the forward node n that reads available values,
+// records it as n's output's copy and returns its output; ok is false
+// when an input is not available or none depends on a graph input (a node
+// of constants alone is folded by ONNX Runtime, and a copy would be folded
+// into a second constant).
+func (r *recomputer) copyOf(n *onnxpb.NodeProto, depth int) (string, bool) {
+	inputs := make([]string, len(n.Input))
+	activation, fresh := false, false
+	for i, in := range n.Input {
+		c, ok := r.avail(in, depth)
+		if !ok {
+			return "", false
+		}
+		inputs[i] = c
+		activation = activation || r.dynamic[in]
+		fresh = fresh || c != in
+	}
+	if !activation {
+		return "", false
+	}
+	if !fresh {
+		for i, in := range n.Input {
+			if r.dynamic[in] {
+				inputs[i] = r.e.op("Reshape", []string{in, r.e.op("Shape", []string{in})})
+				info := *r.b.inf.get(in)
+				r.e.inf.info[inputs[i]] = &info
+				break
+			}
 		}
 	}
-	return false
+	v := n.Output[0]
+	c := r.e.emit(n.Domain, n.OpType, inputs, 1, n.Attribute...)[0]
+	info := *r.b.inf.get(v)
+	r.e.inf.info[c] = &info
+	r.again[v] = c
+	return c, true
 }

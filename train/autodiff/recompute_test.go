@@ -3,6 +3,7 @@ package autodiff
 import (
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -52,13 +53,32 @@ func TestRecompute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	products, err := Build(g.m, loss, params, WithRecomputeProducts(true))
+	if err != nil {
+		t.Fatal(err)
+	}
 	backwardReads := func(tm *graph.Model, v string) int { return len(tm.Consumers(v)) - forwardReads[v] }
 	readOff := 0
 	for v, op := range watched {
-		if n := backwardReads(on, v); n > 0 {
-			t.Errorf("with recomputation, %d backward nodes still read the forward %s output %s", n, op, v)
+		for name, tm := range map[string]*graph.Model{"recomputation": on, "recomputed products": products} {
+			if n := backwardReads(tm, v); n > 0 {
+				t.Errorf("with %s, %d backward nodes still read the forward %s output %s", name, n, op, v)
+			}
 		}
 		readOff += backwardReads(off, v)
+	}
+	// With products, the MLP's gate and up projections are recomputed too.
+	for _, n := range g.m.Graph().Node {
+		if n.OpType != "MatMul" || !strings.Contains(n.Name, "mlp/gate_proj") && !strings.Contains(n.Name, "mlp/up_proj") ||
+			slices.Contains(params, n.Input[1]) { // a trained weight: not a product with a frozen one
+			continue
+		}
+		if k := backwardReads(on, n.Output[0]); k == 0 {
+			t.Errorf("without products the backward pass does not read %s: the test shows nothing", n.Output[0])
+		}
+		if k := backwardReads(products, n.Output[0]); k > 0 {
+			t.Errorf("with recomputed products, %d backward nodes still read %s", k, n.Output[0])
+		}
 	}
 	if readOff == 0 {
 		t.Fatal("without recomputation no backward node reads a sigmoid or division: the test shows nothing")
@@ -75,23 +95,48 @@ func TestRecompute(t *testing.T) {
 		}
 		return res
 	}
-	a, b := run(on), run(off)
+	a, b, p := run(on), run(off), run(products)
 	for _, o := range outs {
-		x, y := a[o].Float32(), b[o].Float32()
+		x, y, z := a[o].Float32(), b[o].Float32(), p[o].Float32()
 		for i := range x {
-			if x[i] != y[i] {
-				t.Fatalf("%s[%d]: %v with recomputation, %v without", o, i, x[i], y[i])
+			if x[i] != y[i] || z[i] != y[i] {
+				t.Fatalf("%s[%d]: %v with recomputation, %v with products, %v without", o, i, x[i], z[i], y[i])
 			}
 		}
 	}
 
 	// What ONNX Runtime runs after its optimizations: the copies are there.
+	// Each forward sigmoid has its copy under the recompute scope, and with
+	// products so does each frozen gate and up projection.
+	fwdSigmoids, fwdProducts := 0, 0
+	for _, n := range g.m.Graph().Node {
+		switch {
+		case n.OpType == "Sigmoid":
+			fwdSigmoids++
+		case n.OpType == "MatMul" && (strings.Contains(n.Name, "mlp/gate_proj") || strings.Contains(n.Name, "mlp/up_proj")) && !slices.Contains(params, n.Input[1]):
+			fwdProducts++
+		}
+	}
+	if got := optimizedCopies(t, on, "Sigmoid"); got != fwdSigmoids {
+		t.Errorf("ONNX Runtime's optimized graph has %d recomputed Sigmoid nodes for %d in the forward pass: copies were merged away", got, fwdSigmoids)
+	}
+	// ONNX Runtime may fuse a recomputed MatMul into FusedMatMul or Gemm.
+	got := optimizedCopies(t, products, "MatMul") + optimizedCopies(t, products, "FusedMatMul") + optimizedCopies(t, products, "Gemm")
+	if fwdProducts == 0 || got < fwdProducts {
+		t.Errorf("ONNX Runtime's optimized graph has %d recomputed products for %d frozen gate and up projections", got, fwdProducts)
+	}
+}
+
+// optimizedCopies opens a session over tm and counts the nodes of op under
+// the recompute scope in the graph that ONNX Runtime runs.
+func optimizedCopies(t *testing.T, tm *graph.Model, op string) int {
+	t.Helper()
 	opt := filepath.Join(t.TempDir(), "optimized.onnx")
-	bytes, err := on.Marshal()
+	b, err := tm.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := rt.NewSessionFromBytes(bytes, rt.WithIntraOpThreads(1), rt.WithOptimizedModelPath(opt))
+	s, err := rt.NewSessionFromBytes(b, rt.WithIntraOpThreads(1), rt.WithOptimizedModelPath(opt))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,21 +146,13 @@ func TestRecompute(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer om.Close()
-	// Each forward sigmoid has its copy, under the recompute scope.
-	fwd, copies := 0, 0
-	for _, n := range g.m.Graph().Node {
-		if n.OpType == "Sigmoid" {
-			fwd++
-		}
-	}
+	k := 0
 	for _, n := range om.Graph().Node {
-		if n.OpType == "Sigmoid" && strings.HasPrefix(n.Name, "recompute/") {
-			copies++
+		if n.OpType == op && strings.HasPrefix(n.Name, "recompute/") {
+			k++
 		}
 	}
-	if copies != fwd {
-		t.Errorf("ONNX Runtime's optimized graph has %d recomputed Sigmoid nodes for %d in the forward pass: copies were merged away", copies, fwd)
-	}
+	return k
 }
 
 // TestRecomputeSkipsConstants checks that a cheap node of constants alone
