@@ -3,6 +3,7 @@ package train
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -44,48 +45,32 @@ func TestTrainerExternalWeights(t *testing.T) {
 		t.Fatalf("only %d external tensors in %s: the test needs the weights outside the model file", external, path)
 	}
 
-	run := func(m *graph.Model) ([]float64, [][]float32) {
+	run := func(m *graph.Model) ([]float64, map[string][]float32) {
 		m, params := injectLoRA(t, m, ".*c_attn", ".*c_fc")
 		opts := testOptions()
 		opts.Steps = 4
 		opts.Eval = patternData(4, 8, 32, 7)
-		tr, err := NewTrainer(m, params, patternData(16, 8, 32, 1), opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tr.Close()
-		var losses []float64
-		for range opts.Steps {
-			r, err := tr.TrainStep()
-			if err != nil {
-				t.Fatal(err)
-			}
-			losses = append(losses, r.Loss)
-		}
+		tr, losses := trainSteps(t, m, params, patternData(16, 8, 32, 1), opts)
 		ev, err := tr.Evaluate(opts.Eval)
 		if err != nil {
 			t.Fatal(err)
 		}
-		losses = append(losses, ev.Loss)
-		var ws [][]float32
-		for _, p := range tr.Params() {
-			ws = append(ws, append([]float32(nil), p.Data...))
-		}
-		return losses, ws
+		return append(losses, ev.Loss), paramValues(tr)
 	}
 	wantLoss, wantW := run(build())
-	same := func(how string, gotLoss []float64, gotW [][]float32) {
+	same := func(how string, gotLoss []float64, gotW map[string][]float32) {
 		t.Helper()
 		for i := range wantLoss {
 			if gotLoss[i] != wantLoss[i] {
 				t.Errorf("loss %d: %s %v, in memory %v", i, how, gotLoss[i], wantLoss[i])
 			}
 		}
-		for i := range wantW {
-			for j := range wantW[i] {
-				if gotW[i][j] != wantW[i][j] {
-					t.Fatalf("parameter %d element %d: %s %v, in memory %v", i, j, how, gotW[i][j], wantW[i][j])
-				}
+		if len(gotW) != len(wantW) {
+			t.Fatalf("%s: %d parameters, in memory %d", how, len(gotW), len(wantW))
+		}
+		for name, want := range wantW {
+			if !slices.Equal(gotW[name], want) {
+				t.Fatalf("parameter %s: %s differs from in memory", name, how)
 			}
 		}
 	}

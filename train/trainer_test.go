@@ -59,6 +59,35 @@ func patternData(n, length, vocab int, seed uint64) *Dataset {
 	return d
 }
 
+// trainSteps opens a trainer, takes opts.Steps steps and returns it (it is
+// closed when the test ends) with the step losses.
+func trainSteps(t *testing.T, m *graph.Model, params []string, data *Dataset, opts Options) (*Trainer, []float64) {
+	t.Helper()
+	tr, err := NewTrainer(m, params, data, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	var losses []float64
+	for range opts.Steps {
+		r, err := tr.TrainStep()
+		if err != nil {
+			t.Fatal(err)
+		}
+		losses = append(losses, r.Loss)
+	}
+	return tr, losses
+}
+
+// paramValues returns a copy of the trainer's parameter values, by name.
+func paramValues(tr *Trainer) map[string][]float32 {
+	out := map[string][]float32{}
+	for _, p := range tr.Params() {
+		out[p.Name] = slices.Clone(p.Data)
+	}
+	return out
+}
+
 func testOptions() Options {
 	o := DefaultOptions()
 	o.BatchSize = 4
@@ -544,19 +573,8 @@ func TestTrainerLoRAPlus(t *testing.T) {
 		m, params := loraGPT2(t)
 		opts := testOptions()
 		opts.Steps, opts.Schedule, opts.LR, opts.LoRAPlusScale = 1, "constant", lr, plus
-		tr, err := NewTrainer(m, params, patternData(8, 8, 32, 1), opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tr.Close()
-		if _, err := tr.TrainStep(); err != nil {
-			t.Fatal(err)
-		}
-		out := map[string][]float32{}
-		for _, p := range tr.Params() {
-			out[p.Name] = slices.Clone(p.Data)
-		}
-		return out
+		tr, _ := trainSteps(t, m, params, patternData(8, 8, 32, 1), opts)
+		return paramValues(tr)
 	}
 	const lr = 1e-2
 	plus, plain, fast := step(lr, 4), step(lr, 0), step(4*lr, 0)
@@ -594,7 +612,7 @@ func firstB(ps map[string][]float32) string {
 // steps with and without give the same parameters, bit for bit.
 func TestTrainerRecomputeProducts(t *testing.T) {
 	requireORT(t)
-	run := func(recompute bool) [][]float32 {
+	run := func(recompute bool) map[string][]float32 {
 		m, err := models.Llama(models.LlamaTiny())
 		if err != nil {
 			t.Fatal(err)
@@ -602,26 +620,13 @@ func TestTrainerRecomputeProducts(t *testing.T) {
 		m, params := injectLoRA(t, m, ".*q_proj", ".*v_proj")
 		opts := testOptions()
 		opts.Steps, opts.RecomputeProducts = 3, recompute
-		tr, err := NewTrainer(m, params, patternData(8, 8, 32, 1), opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tr.Close()
-		for range opts.Steps {
-			if _, err := tr.TrainStep(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		var out [][]float32
-		for _, p := range tr.Params() {
-			out = append(out, slices.Clone(p.Data))
-		}
-		return out
+		tr, _ := trainSteps(t, m, params, patternData(8, 8, 32, 1), opts)
+		return paramValues(tr)
 	}
 	want, got := run(false), run(true)
-	for i := range want {
-		if !slices.Equal(got[i], want[i]) {
-			t.Fatalf("parameter %d differs with recomputed products", i)
+	for name := range want {
+		if !slices.Equal(got[name], want[name]) {
+			t.Fatalf("parameter %s differs with recomputed products", name)
 		}
 	}
 }
