@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/internal/atomicfile"
 )
 
 // protoLimit is the largest model a single protobuf message may hold,
@@ -96,23 +97,20 @@ func (m *Model) Save(path string, opts SaveOptions) (err error) {
 		}
 		opts.ExternalData = size > protoLimit
 	}
-	dir := filepath.Dir(path)
-	var data *os.File
-	var dataPath string
+	var set atomicfile.Set
+	defer set.Abort()
+	var data *atomicfile.File
 	if opts.ExternalData {
-		dataPath = filepath.Join(dir, opts.DataFile)
-		if data, err = os.CreateTemp(dir, "."+filepath.Base(dataPath)+".tmp*"); err != nil {
-			return errorf("saving %s: %v", path, err)
+		dataPath := filepath.Join(filepath.Dir(path), opts.DataFile)
+		if data, err = set.Create(dataPath, 0o644); err != nil {
+			return errorf("saving %s: %w", path, err)
 		}
-		defer func() {
-			if data != nil {
-				data.Close()
-				os.Remove(data.Name())
-			}
-		}()
 	}
-
-	restore, err := m.layout(data, opts.DataFile, opts.Threshold)
+	var dataFile *os.File
+	if data != nil {
+		dataFile = data.File
+	}
+	restore, err := m.layout(dataFile, opts.DataFile, opts.Threshold)
 	defer restore()
 	if err != nil {
 		return errorf("saving %s: %v", path, unwrapPrefix(err))
@@ -121,53 +119,13 @@ func (m *Model) Save(path string, opts SaveOptions) (err error) {
 	if err != nil {
 		return errorf("saving %s: %v", path, err)
 	}
-	if data != nil {
-		if err := data.Chmod(0o644); err != nil {
-			return errorf("saving %s: %v", dataPath, err)
-		}
-		if err := data.Sync(); err != nil {
-			return errorf("saving %s: %v", dataPath, err)
-		}
-		if err := data.Close(); err != nil {
-			return errorf("saving %s: %v", dataPath, err)
-		}
+	// The data file is renamed into place before the model that refers
+	// to it.
+	if err := set.WriteFile(path, b, 0o644); err != nil {
+		return errorf("saving %s: %w", path, err)
 	}
-	if err := writeFileAtomic(path, b); err != nil {
-		return err
-	}
-	if data != nil {
-		if err := os.Rename(data.Name(), dataPath); err != nil {
-			os.Remove(path)
-			return errorf("saving %s: %v", dataPath, err)
-		}
-		data = nil
-	}
-	return nil
-}
-
-// writeFileAtomic writes b to a temp file beside path, then renames it.
-func writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return errorf("saving %s: %v", path, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return errorf("saving %s: %v", path, err)
+	if err := set.Commit(); err != nil {
+		return errorf("saving %s: %w", path, err)
 	}
 	return nil
 }

@@ -2,8 +2,8 @@ package npy
 
 import (
 	"io"
-	"os"
-	"path/filepath"
+
+	"github.com/peftonnx/peftonnx/internal/atomicfile"
 )
 
 // Write writes a as an .npy file in format version 1.0 (2.0 when the header
@@ -28,30 +28,16 @@ func WriteFile(path string, a *Array) (err error) {
 	if err := a.Validate(); err != nil {
 		return errorf("%s: %v", path, unwrapPrefix(err))
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	f, err := atomicfile.Create(path, 0o644)
 	if err != nil {
-		return errorf("%v", err)
+		return errorf("%w", err)
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
+	defer f.Abort() // a no-op once committed
 	if err := Write(f, a); err != nil {
 		return errorf("%s: %v", path, unwrapPrefix(err))
 	}
-	if err := f.Sync(); err != nil {
-		return errorf("%s: %v", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return errorf("%s: %v", path, err)
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return errorf("%s: %v", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return errorf("%v", err)
+	if err := f.Commit(); err != nil {
+		return errorf("%w", err)
 	}
 	return nil
 }

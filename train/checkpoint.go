@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/internal/atomicfile"
 )
 
 // Checkpoint files, inside a checkpoint-<step> directory.
@@ -81,57 +82,27 @@ func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
 		return "", err
 	}
 
-	tmp, err := os.MkdirTemp(dir, "."+checkpointPrefix+strconv.Itoa(t.step)+"-")
+	final := filepath.Join(dir, checkpointPrefix+strconv.Itoa(t.step))
+	staged, err := atomicfile.CreateDir(final)
 	if err != nil {
-		return "", errorf("checkpoint: %v", err)
+		return "", errorf("checkpoint: %w", err)
 	}
-	defer os.RemoveAll(tmp) // a no-op once renamed
-	for name, b := range map[string][]byte{stateFile: append(stateJSON, '\n'), paramsFile: paramsBytes, optimizerFile: optBytes} {
-		if err := writeSynced(filepath.Join(tmp, name), b); err != nil {
-			return "", errorf("checkpoint: %v", err)
+	defer staged.Abort() // a no-op once committed
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{stateFile, append(stateJSON, '\n')}, {paramsFile, paramsBytes}, {optimizerFile, optBytes}} {
+		if err := staged.WriteFile(f.name, f.data, 0o644); err != nil {
+			return "", errorf("checkpoint: %w", err)
 		}
 	}
-	if err := os.Chmod(tmp, 0o755); err != nil { // MkdirTemp made it 0700
-		return "", errorf("checkpoint: %v", err)
+	if err := staged.Commit(); err != nil {
+		return "", errorf("checkpoint: %w", err)
 	}
-	syncDir(tmp)
-	final := filepath.Join(dir, checkpointPrefix+strconv.Itoa(t.step))
-	if err := os.RemoveAll(final); err != nil {
-		return "", errorf("checkpoint: %v", err)
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return "", errorf("checkpoint: %v", err)
-	}
-	syncDir(dir)
 	if err := pruneCheckpoints(dir, t.opts.KeepCheckpoints); err != nil {
 		return final, err
 	}
 	return final, nil
-}
-
-// writeSynced writes b to a new file and flushes it to disk.
-func writeSynced(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// syncDir flushes a directory's entries, where the platform allows.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
 }
 
 // checkpoints lists the checkpoint-<step> directories in dir, oldest

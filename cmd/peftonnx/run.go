@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/peftonnx/peftonnx/internal/atomicfile"
 	"github.com/peftonnx/peftonnx/npy"
 	ortrt "github.com/peftonnx/peftonnx/runtime"
 )
@@ -305,37 +306,21 @@ func writeArrays(dir string, outs []namedArray) (paths []string, err error) {
 		names[i] = o.name
 	}
 	files := outputFileNames(names)
-	var temps []string
-	defer func() {
-		if err != nil {
-			for _, t := range temps {
-				os.Remove(t)
-			}
-		}
-	}()
+	var set atomicfile.Set
+	defer set.Abort()
 	for i, o := range outs {
 		path := filepath.Join(dir, files[i])
-		f, err := os.CreateTemp(dir, "."+files[i]+".tmp*")
+		f, err := set.Create(path, 0o644)
 		if err != nil {
 			return nil, err
 		}
-		temps = append(temps, f.Name())
-		err = npy.Write(f, o.array)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Chmod(f.Name(), 0o644)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("writing %s: %v", path, err)
+		if err := npy.Write(f, o.array); err != nil {
+			return nil, fmt.Errorf("writing %s: %w", path, err)
 		}
 		paths = append(paths, path)
 	}
-	for i, t := range temps {
-		if err := os.Rename(t, paths[i]); err != nil {
-			return nil, err
-		}
+	if err := set.Commit(); err != nil {
+		return nil, err
 	}
 	return paths, nil
 }

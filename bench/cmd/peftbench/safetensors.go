@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
+
+	"github.com/peftonnx/peftonnx/internal/atomicfile"
 )
 
 // stTensor is one tensor of a safetensors file: float32 (F32) or int64
@@ -50,11 +51,11 @@ func writeSafetensors(path string, tensors map[string]stTensor, meta map[string]
 	for len(h)%8 != 0 {
 		h = append(h, ' ')
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	tmp, err := atomicfile.Create(path, 0o644)
 	if err != nil {
-		return fmt.Errorf("peftbench: %v", err)
+		return fmt.Errorf("peftbench: %w", err)
 	}
-	defer os.Remove(tmp.Name())
+	defer tmp.Abort() // a no-op once committed
 	w := bufio.NewWriterSize(tmp, 1<<20)
 	var n8 [8]byte
 	binary.LittleEndian.PutUint64(n8[:], uint64(len(h)))
@@ -73,17 +74,10 @@ func writeSafetensors(path string, tensors map[string]stTensor, meta map[string]
 		}
 	}
 	if err := w.Flush(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("peftbench: %s: %v", path, err)
+		return fmt.Errorf("peftbench: %s: %w", path, err)
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("peftbench: %s: %v", path, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("peftbench: %v", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("peftbench: %v", err)
+	if err := tmp.Commit(); err != nil {
+		return fmt.Errorf("peftbench: %w", err)
 	}
 	return nil
 }
