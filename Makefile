@@ -4,7 +4,7 @@ export ONNXRUNTIME_LIB ?= $(CURDIR)/.ort/libonnxruntime.so.1
 GO ?= go
 GOFLAGS_TEST ?= -count=1 -timeout 20m
 
-.PHONY: all ort build demo test vet bench bench-parity bench-go fmt
+.PHONY: all ort build demo test vet check bench bench-parity bench-go fmt
 
 all: build
 
@@ -22,7 +22,13 @@ demo: ort build
 vet:
 	$(GO) vet ./...
 
-test: ort vet
+# check: no executable binary is tracked, and the generated protobuf code
+# is what onnx.proto makes.
+check:
+	./scripts/check-tracked.sh
+	./scripts/check-generated.sh
+
+test: ort vet check
 	./scripts/install-test-deps.sh
 	$(GO) test $(GOFLAGS_TEST) ./...
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 10s -fuzzminimizetime 2s ./graph

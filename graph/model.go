@@ -75,8 +75,12 @@ func Parse(b []byte, dir string) (*Model, error) {
 }
 
 // Close releases the memory maps of external data. Tensors read from them
-// must not be used afterwards. Close is safe to call more than once.
+// must not be used afterwards. Close is safe to call more than once, and
+// on a nil Model.
 func (m *Model) Close() error {
+	if m == nil {
+		return nil
+	}
 	return m.ext.close()
 }
 

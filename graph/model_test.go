@@ -236,3 +236,10 @@ func TestCloneIsIndependent(t *testing.T) {
 		t.Fatal("original graph changed when the clone was edited")
 	}
 }
+
+func TestCloseNil(t *testing.T) {
+	var m *graph.Model
+	if err := m.Close(); err != nil {
+		t.Errorf("Close of a nil Model: got %v, want nil", err)
+	}
+}

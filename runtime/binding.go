@@ -246,8 +246,11 @@ func (b *Binding) SetInput(name string, t *Tensor) error {
 }
 
 // Close releases the binding's ONNX Runtime resources. The tensors stay
-// valid. Closing twice is safe.
+// valid. Closing twice, or a nil Binding, is safe.
 func (b *Binding) Close() error {
+	if b == nil {
+		return nil
+	}
 	s := b.s
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -311,8 +311,11 @@ func cloneInfos(vs []ValueInfo) []ValueInfo {
 }
 
 // Close releases the ONNX Runtime session and the bindings made from it. It
-// waits for runs in progress. Closing twice is safe.
+// waits for runs in progress. Closing twice, or a nil Session, is safe.
 func (s *Session) Close() error {
+	if s == nil {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

@@ -578,3 +578,14 @@ func TestOptionalInputExternalDefault(t *testing.T) {
 		t.Errorf("RunInto with fed w: y = %v, want [6 8]", got)
 	}
 }
+
+func TestCloseNil(t *testing.T) {
+	var s *rt.Session
+	if err := s.Close(); err != nil {
+		t.Errorf("Close of a nil Session: got %v, want nil", err)
+	}
+	var b *rt.Binding
+	if err := b.Close(); err != nil {
+		t.Errorf("Close of a nil Binding: got %v, want nil", err)
+	}
+}

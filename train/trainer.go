@@ -262,8 +262,12 @@ func (t *Trainer) paramSet() map[string]bool {
 	return s
 }
 
-// Close releases the ONNX Runtime sessions.
+// Close releases the ONNX Runtime sessions. Closing twice, or a nil
+// Trainer, is safe.
 func (t *Trainer) Close() error {
+	if t == nil {
+		return nil
+	}
 	var first error
 	for _, r := range []*runner{t.train, t.eval} {
 		if err := r.close(); err != nil && first == nil {

@@ -630,3 +630,12 @@ func TestTrainerRecomputeProducts(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseNil: a Trainer that NewTrainer did not make (an error, say) can
+// be closed, so that `defer tr.Close()` before the error check is safe.
+func TestCloseNil(t *testing.T) {
+	var tr *Trainer
+	if err := tr.Close(); err != nil {
+		t.Errorf("Close of a nil Trainer: got %v, want nil", err)
+	}
+}

@@ -110,8 +110,12 @@ type adaptedSession struct {
 	tmpDir string
 }
 
-// Close releases the session and removes any temporary files.
+// Close releases the session and removes any temporary files. A nil
+// session is safe to close.
 func (s *adaptedSession) Close() error {
+	if s == nil {
+		return nil
+	}
 	err := s.Session.Close()
 	if s.tmpDir != "" {
 		os.RemoveAll(s.tmpDir)

@@ -300,9 +300,9 @@ func (r *goRun) Step() (time.Duration, float64, error) {
 	return time.Since(t0), loss, nil
 }
 
-// Close releases the session.
+// Close releases the session; a nil goRun is safe to close.
 func (r *goRun) Close() {
-	if r.sess != nil {
+	if r != nil && r.sess != nil {
 		r.sess.Close()
 	}
 }
