@@ -63,7 +63,7 @@ type Comparison struct {
 	Sequential bool `json:"sequential,omitempty"`
 }
 
-// compare runs mode on the export folder dir on both sides: it starts
+// compare runs p.mode on the export folder dir on both sides: it starts
 // each side's worker (one after the other, so that neither's setup slows
 // the other's), runs warmup untimed steps and then steps timed steps,
 // alternating A B A B … one step at a time, so that a slow patch on a
@@ -71,7 +71,8 @@ type Comparison struct {
 // sequential, for points where both workers would not fit in memory at
 // once, each side runs alone in turn instead, and the ratio loses the
 // protection of interleaving.
-func (e env) compare(name, dir, mode string, batch, warmup, steps int, sequential bool) (*Comparison, error) {
+func (e env) compare(dir string, p point) (*Comparison, error) {
+	name, mode, batch, warmup, steps, sequential := p.name, p.mode, p.runBatch, p.warmup, p.steps, p.sequential
 	spec, err := readSpec(dir)
 	if err != nil {
 		return nil, err

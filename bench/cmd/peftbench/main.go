@@ -39,50 +39,48 @@ import (
 	"time"
 )
 
+// A command is one "peftbench NAME ..." subcommand, as in cmd/peftonnx:
+// its name, a line for the usage, and the function that parses its flags
+// and runs it. Hidden commands are the workers' internal entry points.
+type command struct {
+	name    string
+	summary string
+	run     func(args []string) error
+	hidden  bool
+}
+
+// commands are peftbench's subcommands, in the order usage lists them.
+var commands = []command{
+	{name: "all", summary: "parity, LoRA and full training, inference and scaling; writes the report", run: cmdAll},
+	{name: "parity", summary: "step-1 loss and adapter weights after 20 AdamW steps, against PyTorch", run: cmdParity},
+	{name: "train", summary: "training step time, tokens/s and peak RSS (LoRA, or -full)", run: cmdTrain},
+	{name: "forward", summary: "forward latency at batch 1 and 8: base, adapted, merged", run: cmdForward},
+	{name: "scale", summary: "step time and memory against sequence length and model size", run: cmdScale},
+	{name: "profile", summary: "where one training step spends its time, on each side", run: cmdProfile},
+	{name: "memory", summary: "where peftonnx's memory goes: resident memory after setup and each step", run: cmdMemory},
+	{name: "report", summary: "render results.md and scaling.png again from results.json", run: cmdReport},
+	{name: "export", summary: "export a model and its batches for both sides", run: cmdExport},
+	{name: "worker", summary: "a side's worker process (started by the others)", run: cmdWorker, hidden: true},
+	{name: "grads", summary: "the step-1 gradients of an export folder (parity's diagnosis)", run: cmdGrads, hidden: true},
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		usage()
 		os.Exit(2)
 	}
-	var err error
-	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
-	case "worker":
-		err = cmdWorker(args)
-	case "export":
-		err = cmdExport(args)
-	case "parity":
-		err = cmdParity(args)
-	case "train":
-		err = cmdTrain(args)
-	case "forward":
-		err = cmdForward(args)
-	case "scale":
-		err = cmdScale(args)
-	case "all":
-		err = cmdAll(args)
-	case "profile":
-		err = cmdProfile(args)
-	case "memory":
-		err = cmdMemory(args)
-	case "report":
-		err = cmdReport(args)
-	case "grads":
-		// Internal: the step-1 gradients of an export folder.
-		fs := flag.NewFlagSet("grads", flag.ExitOnError)
-		dir := fs.String("dir", "", "export folder")
-		out := fs.String("out", "", "safetensors file to write")
-		threads := fs.Int("threads", runtime.NumCPU(), "ORT intra-op threads")
-		fs.Parse(args)
-		err = runGoGrads(*dir, *out, *threads)
-	case "-h", "--help", "help":
+	name, args := os.Args[1], os.Args[2:]
+	if name == "-h" || name == "--help" || name == "help" {
 		usage()
 		return
-	default:
-		fmt.Fprintf(os.Stderr, "peftbench: unknown command %q\n", cmd)
+	}
+	i := slices.IndexFunc(commands, func(c command) bool { return c.name == name })
+	if i < 0 {
+		fmt.Fprintf(os.Stderr, "peftbench: unknown command %q\n", name)
 		usage()
 		os.Exit(2)
 	}
-	if err != nil {
+	if err := commands[i].run(args); err != nil {
 		if !errors.Is(err, errParity) {
 			fmt.Fprintln(os.Stderr, err)
 		}
@@ -91,18 +89,24 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprint(os.Stderr, `usage: peftbench <command> [flags]
+	var b strings.Builder
+	b.WriteString("usage: peftbench <command> [flags]\n\ncommands:\n")
+	for _, c := range commands {
+		if !c.hidden {
+			fmt.Fprintf(&b, "  %-9s %s\n", c.name, c.summary)
+		}
+	}
+	fmt.Fprint(os.Stderr, b.String())
+}
 
-commands:
-  all       parity, LoRA and full training, inference and scaling; writes the report
-  parity    step-1 loss and adapter weights after 20 AdamW steps, against PyTorch
-  train     training step time, tokens/s and peak RSS (LoRA, or -full)
-  forward   forward latency at batch 1 and 8: base, adapted, merged
-  scale     step time and memory against sequence length and model size
-  profile   where one training step spends its time, on each side
-  memory    where peftonnx's memory goes: resident memory after setup and each step
-  report    render results.md and scaling.png again from results.json
-`)
+// cmdGrads writes the step-1 gradients of an export folder.
+func cmdGrads(args []string) error {
+	fs := flag.NewFlagSet("grads", flag.ExitOnError)
+	dir := fs.String("dir", "", "export folder")
+	out := fs.String("out", "", "safetensors file to write")
+	threads := fs.Int("threads", runtime.NumCPU(), "ORT intra-op threads")
+	fs.Parse(args)
+	return runGoGrads(*dir, *out, *threads)
 }
 
 // errParity is returned when a parity check fails; the check has said why.
@@ -260,6 +264,11 @@ func (t *trainFlags) register(fs *flag.FlagSet, steps int) {
 	fs.IntVar(&t.steps, "steps", steps, "timed steps per side")
 }
 
+// point is the comparison of mode at t's size, batch and sequence length.
+func (t trainFlags) point(name, mode string, steps int) point {
+	return point{name: name, size: t.size, mode: mode, batch: t.batch, seq: t.seq, warmup: t.warmup, steps: steps}
+}
+
 // registerTrainMode adds the -full and -low-memory flags, and returns what
 // they select once parsed: the worker mode and its row's name.
 func registerTrainMode(fs *flag.FlagSet) func() (mode, name string) {
@@ -276,15 +285,21 @@ func registerTrainMode(fs *flag.FlagSet) func() (mode, name string) {
 	}
 }
 
-// comparison exports the spec and compares mode on both sides.
-func (e env) comparison(cache, name, size string, batch, seq int, mode string, runBatch, warmup, steps int) (*Comparison, error) {
-	return e.comparisonHow(cache, name, size, batch, seq, mode, runBatch, warmup, steps, false)
+// point is one comparison to make: a model of size at batch × seq,
+// exported once, with worker mode run at runBatch (0: the export's batch)
+// for warmup untimed and steps timed steps per side.
+type point struct {
+	name, size, mode     string
+	batch, seq, runBatch int
+	warmup, steps        int
+	// sequential runs one side after the other instead of interleaved,
+	// where both would not fit in memory at once.
+	sequential bool
 }
 
-// comparisonHow is comparison, one side after the other where sequential
-// is set.
-func (e env) comparisonHow(cache, name, size string, batch, seq int, mode string, runBatch, warmup, steps int, sequential bool) (*Comparison, error) {
-	s, err := newSpec(size, batch, seq, 1000)
+// comparison exports p's spec and compares p.mode on both sides.
+func (e env) comparison(cache string, p point) (*Comparison, error) {
+	s, err := newSpec(p.size, p.batch, p.seq, 1000)
 	if err != nil {
 		return nil, err
 	}
@@ -292,7 +307,7 @@ func (e env) comparisonHow(cache, name, size string, batch, seq int, mode string
 	if err != nil {
 		return nil, err
 	}
-	return e.compare(name, dir, mode, runBatch, warmup, steps, sequential)
+	return e.compare(dir, p)
 }
 
 func cmdTrain(args []string) error {
@@ -308,7 +323,7 @@ func cmdTrain(args []string) error {
 		return err
 	}
 	mode, name := which()
-	r, err := e.comparison(c.cache(), name, t.size, t.batch, t.seq, mode, 0, t.warmup, t.steps)
+	r, err := e.comparison(c.cache(), t.point(name, mode, t.steps))
 	if r != nil {
 		fmt.Print(comparisonTable([]*Comparison{r}))
 	}
@@ -341,7 +356,9 @@ func (e env) forwardSet(cache string, t trainFlags) ([]*Comparison, error) {
 			{modeForwardLoRA, "forward, adapted"},
 			{modeForwardMerged, "forward, merged"},
 		} {
-			r, err := e.comparison(cache, fmt.Sprintf("%s, batch %d", m.name, b), t.size, t.batch, t.seq, m.mode, b, t.warmup, t.steps)
+			p := t.point(fmt.Sprintf("%s, batch %d", m.name, b), m.mode, t.steps)
+			p.runBatch = b
+			r, err := e.comparison(cache, p)
 			if err != nil {
 				return out, err
 			}
@@ -402,7 +419,7 @@ func (s *scaleFlags) run(e env, cache string, batch int) (seqs, sizes []*Compari
 				}
 			}
 		}
-		r, err := e.comparisonHow(cache, name, s.seqAt, batch, n, modeTrainLoRA, 0, s.warmup, s.steps, sequential)
+		r, err := e.comparison(cache, point{name: name, size: s.seqAt, mode: modeTrainLoRA, batch: batch, seq: n, warmup: s.warmup, steps: s.steps, sequential: sequential})
 		if err != nil {
 			return seqs, sizes, err
 		}
@@ -413,7 +430,7 @@ func (s *scaleFlags) run(e env, cache string, batch int) (seqs, sizes []*Compari
 			sizes = append(sizes, seqs[i]) // measured in the sequence sweep
 			continue
 		}
-		r, err := e.comparison(cache, fmt.Sprintf("LoRA step, %s, seq 128", z), z, batch, 128, modeTrainLoRA, 0, s.warmup, s.steps)
+		r, err := e.comparison(cache, point{name: fmt.Sprintf("LoRA step, %s, seq 128", z), size: z, mode: modeTrainLoRA, batch: batch, seq: 128, warmup: s.warmup, steps: s.steps})
 		if err != nil {
 			return seqs, sizes, err
 		}
@@ -486,7 +503,7 @@ func cmdAll(args []string) error {
 		{"LoRA training step, --low-memory", modeTrainLoRALowMem, t.steps},
 		{"full fine-tuning step", modeTrainFull, *fullSteps},
 	} {
-		cmp, err := e.comparison(cache, r.name, t.size, t.batch, t.seq, r.mode, 0, t.warmup, r.steps)
+		cmp, err := e.comparison(cache, t.point(r.name, r.mode, r.steps))
 		if err != nil {
 			return err
 		}
