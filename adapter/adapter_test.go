@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -53,7 +55,7 @@ func sampleLoRA() *Adapter {
 		A: NewTensor([]int64{3, 2}, seq(6, 2, 0.5)),
 		B: NewTensor([]int64{2, 5}, seq(10, -0.75, 0.0625)),
 	}
-	v.A.DType, v.B.DType = Float16, Float16
+	v.A.DType, v.B.DType = dtype.Float16, dtype.Float16
 	a.Weights["model.layers.0.self_attn.v_proj"] = v
 	a.Extra["model.layers.0.self_attn.q_proj.bias"] = NewTensor([]int64{4}, seq(4, 0.1, 0.1))
 	a.Extra["lm_head.weight"] = NewTensor([]int64{2, 3}, seq(6, 1, 1))
@@ -68,14 +70,14 @@ func samplePrefix(projection bool) *Adapter {
 		MultiQueryGroupNum: 2,
 		NumHiddenLayers:    2,
 		HiddenSize:         8,
-		DType:              BFloat16,
+		DType:              dtype.BFloat16,
 		TaskType:           "CAUSAL_LM",
 	}
 	a := NewPrefix(cfg)
 	tw := int64(cfg.TableWidth()) // 2·2·2·2 = 16
 	if !projection {
 		a.Prompt = NewTensor([]int64{3, tw}, seq(int(3*tw), -2, 0.125))
-		a.Prompt.DType = BFloat16
+		a.Prompt.DType = dtype.BFloat16
 		return a
 	}
 	a.Prefix.PrefixProjection = true
@@ -140,10 +142,11 @@ func diff(want, got []byte) string {
 	return fmt.Sprintf("lengths differ: want %d bytes, got %d", len(want), len(got))
 }
 
-// sameTensor reports how a and b differ: dtype, shape, or the bits of a value.
+// sameTensor reports how a and b differ: dtype (Undefined being float32),
+// shape, or the bits of a value.
 func sameTensor(a, b *Tensor) error {
-	if a.DType != b.DType {
-		return fmt.Errorf("dtype %s, want %s", b.DType, a.DType)
+	if storedAs(a.DType) != storedAs(b.DType) {
+		return fmt.Errorf("dtype %s, want %s", storedAs(b.DType), storedAs(a.DType))
 	}
 	if !equalShape(a.Shape, b.Shape) {
 		return fmt.Errorf("shape %v, want %v", b.Shape, a.Shape)

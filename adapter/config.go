@@ -5,6 +5,8 @@ import (
 	"math"
 	"regexp"
 	"sync"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // Config is implemented by *LoRAConfig and *PrefixConfig.
@@ -69,9 +71,9 @@ func checkTensorParallel(d int) error {
 }
 
 // checkTrainingDType checks the dtype adapter weights are trained in.
-func checkTrainingDType(d DType) error {
-	switch d {
-	case Float32, Float16, BFloat16:
+func checkTrainingDType(d dtype.Type) error {
+	switch storedAs(d) {
+	case dtype.Float32, dtype.Float16, dtype.BFloat16:
 		return nil
 	}
 	return fmt.Errorf("dtype must be float32, float16 or bfloat16, got %s", d)

@@ -55,7 +55,7 @@ func ExampleReadONNXAdapter() {
 	}
 	fmt.Println("layout", f.Layout)
 	for _, p := range f.Params {
-		fmt.Println(p.Name, p.Dims, "data_type", p.DataType)
+		fmt.Printf("%s %v data_type %d\n", p.Name, p.Dims, p.DataType)
 	}
 	a, err := f.ToAdapter(nil)
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // This file maps configs to and from JSON: HuggingFace PEFT's
@@ -114,7 +116,7 @@ func loraConfigJSON(c *LoRAConfig, modulesToSave []string) ([]byte, error) {
 		"trainable_bias":         string(orDefault(c.TrainableBias, BiasNone)),
 		"enable_lora_list":       c.EnableLoRAList,
 		"head_dim":               c.HeadDim,
-		"dtype":                  c.DType,
+		"dtype":                  storedAs(c.DType),
 		"tensor_parallel_degree": c.TensorParallelDegree,
 		"init_lora_weights":      string(orDefault(c.InitLoRAWeights, InitKaiming)),
 		"merge_weights":          c.MergeWeights,
@@ -170,7 +172,7 @@ func prefixConfigJSON(c *PrefixConfig) ([]byte, error) {
 		"prefix_projection":             c.PrefixProjection,
 		"prefix_projection_hidden_size": c.PrefixProjectionHiddenSize,
 		"prefix_dropout":                c.PrefixDropout,
-		"dtype":                         c.DType,
+		"dtype":                         storedAs(c.DType),
 		"tensor_parallel_degree":        c.TensorParallelDegree,
 	}
 	m := map[string]any{
@@ -306,13 +308,13 @@ func (f *jsonFields) stringsField(key string) ([]string, bool, error) {
 	return l, false, nil
 }
 
-func (f *jsonFields) dtypeField(key string, dst *DType) error {
+func (f *jsonFields) dtypeField(key string, dst *dtype.Type) error {
 	var s string
 	if err := f.stringField(key, &s); err != nil || s == "" {
 		return err
 	}
-	d, err := ParseDType(s)
-	if err != nil {
+	d, err := dtype.Parse(s)
+	if err != nil || !storable(d) {
 		return f.errorf(key, "unknown dtype %q", s)
 	}
 	*dst = d

@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // sameAdapter reports the first difference between two adapters' weights.
@@ -60,7 +62,7 @@ func TestSaveLoadDirRoundTrip(t *testing.T) {
 	gqa := DefaultLoRAConfig(`.*qkv_proj`)
 	gqa.R, gqa.Alpha, gqa.UseRSLoRA, gqa.Dropout = 4, 16, true, 0.05
 	gqa.EnableLoRAList = EnableLoRAList{PerTarget: [][]bool{{true, false, true}}}
-	gqa.HeadDim, gqa.DType, gqa.TensorParallelDegree = 2, BFloat16, 2
+	gqa.HeadDim, gqa.DType, gqa.TensorParallelDegree = 2, dtype.BFloat16, 2
 	gqa.InitLoRAWeights, gqa.MergeWeights, gqa.LoRAPlusScale = InitGaussian, true, 16
 	gqa.RankPattern = map[string]int{"other": 2}
 	gqa.AlphaPattern = map[string]float64{"other": 3.5}
@@ -275,7 +277,7 @@ func TestLoadDirPaddleNLP(t *testing.T) {
 }`, func(a *Adapter) string {
 			c := a.LoRA
 			switch {
-			case c == nil || c.R != 8 || c.Alpha != 16 || !c.UseRSLoRA || c.DType != BFloat16 || c.HeadDim != 128:
+			case c == nil || c.R != 8 || c.Alpha != 16 || !c.UseRSLoRA || c.DType != dtype.BFloat16 || c.HeadDim != 128:
 				return "core fields"
 			case c.TrainableBias != BiasLoRA || len(c.TrainableModules) != 1 || len(c.TargetModules) != 2:
 				return "module fields"
@@ -437,7 +439,7 @@ func TestSaveDirLeavesNothingOnError(t *testing.T) {
 	}
 	before, _ := os.ReadFile(filepath.Join(dir, HFWeightsFile))
 	unencodable := sampleLoRA()
-	unencodable.Extra["lm_head.weight"].DType = Int8 // 1.5 is not an int8
+	unencodable.Extra["lm_head.weight"].DType = dtype.Int8 // 1.5 is not an int8
 	unencodable.Extra["lm_head.weight"].Data[0] = 1.5
 	if err := errContains(SaveDir(dir, unencodable), `"base_model.model.lm_head.weight": value 1.5 at index 0 is not a int8`); err != nil {
 		t.Error(err)

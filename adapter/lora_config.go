@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"sort"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // Bias says which biases train along with a LoRA adapter (PaddleNLP's
@@ -51,9 +53,9 @@ type LoRAConfig struct {
 	EnableLoRAList EnableLoRAList
 	HeadDim        int
 
-	DType                DType // dtype the adapter trains in: Float32, Float16 or BFloat16
-	TensorParallelDegree int   // -1, 0 or 1: none
-	UseRSLoRA            bool  // scaling alpha/√r instead of alpha/r
+	DType                dtype.Type // dtype the adapter trains in: Float32, Float16 or BFloat16; Undefined means Float32
+	TensorParallelDegree int        // -1, 0 or 1: none
+	UseRSLoRA            bool       // scaling alpha/√r instead of alpha/r
 	InitLoRAWeights      LoRAInit
 	BaseModelName        string // base_model_name_or_path
 
@@ -83,6 +85,7 @@ func DefaultLoRAConfig(targets ...string) LoRAConfig {
 		TargetModules:        targets,
 		TrainableBias:        BiasNone,
 		InitLoRAWeights:      InitKaiming,
+		DType:                dtype.Float32,
 		TensorParallelDegree: -1,
 		TaskType:             "CAUSAL_LM",
 	}

@@ -5,6 +5,8 @@ import (
 	"math"
 	"reflect"
 	"testing"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 func TestLoRAScaling(t *testing.T) {
@@ -69,8 +71,8 @@ func TestLoRAConfigValidate(t *testing.T) {
 		{"bad trainable regex", func(c *LoRAConfig) { c.TrainableModules = []string{"["} }, "trainable_modules: bad regex"},
 		{"bad bias", func(c *LoRAConfig) { c.TrainableBias = "some" }, "trainable_bias must be none, lora or all"},
 		{"bias lora", func(c *LoRAConfig) { c.TrainableBias = BiasLoRA }, ""},
-		{"float64 dtype", func(c *LoRAConfig) { c.DType = Float64 }, "dtype must be float32, float16 or bfloat16"},
-		{"bfloat16 dtype", func(c *LoRAConfig) { c.DType = BFloat16 }, ""},
+		{"float64 dtype", func(c *LoRAConfig) { c.DType = dtype.Float64 }, "dtype must be float32, float16 or bfloat16"},
+		{"bfloat16 dtype", func(c *LoRAConfig) { c.DType = dtype.BFloat16 }, ""},
 		{"tensor parallel -2", func(c *LoRAConfig) { c.TensorParallelDegree = -2 }, "tensor_parallel_degree"},
 		{"tensor parallel 4", func(c *LoRAConfig) { c.TensorParallelDegree = 4 }, ""},
 		{"bad init", func(c *LoRAConfig) { c.InitLoRAWeights = "pissa" }, "init_lora_weights must be kaiming or gaussian"},

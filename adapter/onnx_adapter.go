@@ -5,6 +5,8 @@ import (
 	"os"
 	"regexp"
 	"strings"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // ONNXAdapterLayout says which file identifier and root table an
@@ -75,31 +77,13 @@ type ONNXAdapterFile struct {
 type ONNXParam struct {
 	Name     string
 	Dims     []int64
-	DataType int32  // ONNX TensorProto.DataType: 1 float, 10 float16, 16 bfloat16, …
-	RawData  []byte // little-endian, row-major
-}
-
-// onnxElemSize returns the byte size of an ONNX TensorProto.DataType, or 0
-// for types that have no fixed size (UNDEFINED, STRING, unknown).
-func onnxElemSize(t int32) int {
-	switch t {
-	case 2, 3, 9, 17, 18, 19, 20: // uint8, int8, bool, float8 variants
-		return 1
-	case 4, 5, 10, 16: // uint16, int16, float16, bfloat16
-		return 2
-	case 1, 6, 12: // float, int32, uint32
-		return 4
-	case 7, 11, 13, 14: // int64, double, uint64, complex64
-		return 8
-	case 15: // complex128
-		return 16
-	}
-	return 0
+	DataType dtype.Type // stored as ONNX numbers it: 1 float, 10 float16, 16 bfloat16, …
+	RawData  []byte     // little-endian, row-major
 }
 
 // check reports a parameter whose dims, type and data disagree.
 func (p *ONNXParam) check() error {
-	size := onnxElemSize(p.DataType)
+	size := p.DataType.Size()
 	if size == 0 {
 		return fmt.Errorf("unsupported data_type %d", p.DataType)
 	}
@@ -118,8 +102,8 @@ func (p *ONNXParam) Tensor() (*Tensor, error) {
 	if err := p.check(); err != nil {
 		return nil, formatErrorf("", p.Name, "%v", err)
 	}
-	dt, ok := onnxDType(p.DataType)
-	if !ok {
+	dt := p.DataType
+	if !storable(dt) {
 		return nil, formatErrorf("", p.Name, "data_type %d has no float32 form", p.DataType)
 	}
 	data, err := decodeData(dt, p.RawData)
@@ -138,7 +122,7 @@ func NewONNXParam(name string, t *Tensor) (ONNXParam, error) {
 	if err != nil {
 		return ONNXParam{}, formatErrorf("", name, "%v", err)
 	}
-	return ONNXParam{Name: name, Dims: append([]int64{}, t.Shape...), DataType: dtypeInfo[t.DType].onnx, RawData: raw}, nil
+	return ONNXParam{Name: name, Dims: append([]int64{}, t.Shape...), DataType: storedAs(t.DType), RawData: raw}, nil
 }
 
 // ReadONNXAdapter reads an .onnx_adapter file in any of the layouts.
@@ -241,9 +225,11 @@ func DecodeONNXAdapter(data []byte) (*ONNXAdapterFile, error) {
 			hi, _ := r.u32(ds + 8*j + 4)
 			p.Dims[j] = int64(uint64(hi)<<32 | uint64(lo))
 		}
-		if p.DataType, err = r.int32Field(t, 2, 0); err != nil {
+		dt, err := r.int32Field(t, 2, 0)
+		if err != nil {
 			return nil, bad(name, "data_type: %v", err)
 		}
+		p.DataType = dtype.Type(dt)
 		rs, rn, _, err := r.vector(t, 3, 1)
 		if err != nil {
 			return nil, bad(name, "raw_data: %v", err)
@@ -302,7 +288,7 @@ func (f *ONNXAdapterFile) Encode() ([]byte, error) {
 		raw := b.createVector(p.RawData, len(p.RawData), 1, 1)
 		b.startTable()
 		b.addOffset(3, raw)
-		b.addInt32(2, p.DataType, 0)
+		b.addInt32(2, int32(p.DataType), 0)
 		b.addOffset(1, dims)
 		b.addOffset(0, name)
 		offs[i] = b.endTable()
@@ -412,8 +398,8 @@ func deriveLoRAConfig(weights map[string]LoRAWeights, modules []string) *LoRACon
 	first := weights[modules[0]].A
 	cfg.R = int(first.Shape[1])
 	cfg.Alpha = float64(cfg.R)
-	if checkTrainingDType(first.DType) == nil {
-		cfg.DType = first.DType
+	if dt := storedAs(first.DType); checkTrainingDType(dt) == nil {
+		cfg.DType = dt
 	}
 	for _, m := range modules {
 		key := regexp.QuoteMeta(m)

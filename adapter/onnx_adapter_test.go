@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // TestRealONNXAdapter reads the shared file from onnxruntime-genai and
@@ -167,7 +169,7 @@ func TestEncodeMatchesCppBuilder(t *testing.T) {
 
 func TestONNXAdapterAdapterRoundTrip(t *testing.T) {
 	a := sampleLoRA()
-	a.Extra = map[string]*Tensor{"quant.scale": {DType: Int8, Shape: []int64{2}, Data: []float32{-3, 4}}}
+	a.Extra = map[string]*Tensor{"quant.scale": {DType: dtype.Int8, Shape: []int64{2}, Data: []float32{-3, 4}}}
 	for _, layout := range []ONNXAdapterLayout{LayoutORT, LayoutGenAILegacy, LayoutORTPreview} {
 		f, err := NewONNXAdapterFile(a)
 		if err != nil {

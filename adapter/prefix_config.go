@@ -1,6 +1,10 @@
 package adapter
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/peftonnx/peftonnx/dtype"
+)
 
 // PrefixConfig configures prefix tuning. It carries every field of
 // PaddleNLP's PrefixConfig. The prefix table has one row per prefix token
@@ -19,8 +23,8 @@ type PrefixConfig struct {
 	PrefixProjectionHiddenSize int
 	PrefixDropout              float64
 
-	DType                DType // dtype the adapter trains in: Float32, Float16 or BFloat16
-	TensorParallelDegree int   // -1, 0 or 1: none
+	DType                dtype.Type // dtype the adapter trains in: Float32, Float16 or BFloat16; Undefined means Float32
+	TensorParallelDegree int        // -1, 0 or 1: none
 
 	// HuggingFace PEFT fields.
 	TaskType      string // e.g. "CAUSAL_LM"

@@ -1,6 +1,10 @@
 package adapter
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/peftonnx/peftonnx/dtype"
+)
 
 func TestPrefixConfigSizes(t *testing.T) {
 	tests := []struct {
@@ -36,7 +40,7 @@ func TestPrefixConfigValidate(t *testing.T) {
 		{"projection without size", func(c *PrefixConfig) { c.PrefixProjection = true }, "prefix_projection needs a positive prefix_projection_hidden_size"},
 		{"projection", func(c *PrefixConfig) { c.PrefixProjection = true; c.PrefixProjectionHiddenSize = 64 }, ""},
 		{"dropout", func(c *PrefixConfig) { c.PrefixDropout = 1.5 }, "prefix_dropout must be in [0, 1)"},
-		{"dtype", func(c *PrefixConfig) { c.DType = Int8 }, "dtype must be float32, float16 or bfloat16"},
+		{"dtype", func(c *PrefixConfig) { c.DType = dtype.Int8 }, "dtype must be float32, float16 or bfloat16"},
 		{"tensor parallel", func(c *PrefixConfig) { c.TensorParallelDegree = -3 }, "tensor_parallel_degree"},
 	}
 	for i, test := range tests {

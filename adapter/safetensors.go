@@ -10,6 +10,8 @@ import (
 	"os"
 	"sort"
 	"strconv"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // maxSafetensorsHeader bounds the JSON header, as the reference
@@ -68,8 +70,8 @@ func DecodeSafetensors(data []byte) (map[string]*Tensor, map[string]string, erro
 	tensors := make(map[string]*Tensor, len(order))
 	for _, name := range order {
 		e := entries[name]
-		dt, ok := safetensorsDType(e.DType)
-		if !ok {
+		dt, ok := dtype.ParseSafetensors(e.DType)
+		if !ok || !storable(dt) {
 			return nil, nil, formatErrorf("", name, "safetensors: unsupported dtype %q", e.DType)
 		}
 		if e.Shape == nil {
@@ -186,7 +188,7 @@ func EncodeSafetensors(tensors map[string]*Tensor, metadata map[string]string) (
 	// Wider elements first, as the reference writer does, so that every
 	// tensor starts aligned to its element size.
 	sort.SliceStable(names, func(i, j int) bool {
-		return tensors[names[i]].DType.Size() > tensors[names[j]].DType.Size()
+		return storedAs(tensors[names[i]].DType).Size() > storedAs(tensors[names[j]].DType).Size()
 	})
 	var header bytes.Buffer
 	header.WriteByte('{')
@@ -215,7 +217,7 @@ func EncodeSafetensors(tensors map[string]*Tensor, metadata map[string]string) (
 		}
 		k, _ := json.Marshal(name)
 		header.Write(k)
-		fmt.Fprintf(&header, `:{"dtype":%q,"shape":[`, dtypeInfo[t.DType].safetensors)
+		fmt.Fprintf(&header, `:{"dtype":%q,"shape":[`, storedAs(t.DType).Safetensors())
 		for j, d := range t.Shape {
 			if j > 0 {
 				header.WriteByte(',')

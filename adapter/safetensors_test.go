@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // rawSafetensors builds a safetensors buffer from a header and data, for
@@ -19,13 +21,13 @@ func rawSafetensors(header string, data []byte) []byte {
 
 func TestSafetensorsRoundTrip(t *testing.T) {
 	tensors := map[string]*Tensor{
-		"b.f16":    {DType: Float16, Shape: []int64{2, 2}, Data: []float32{1, -2, 0.5, 65504}},
+		"b.f16":    {DType: dtype.Float16, Shape: []int64{2, 2}, Data: []float32{1, -2, 0.5, 65504}},
 		"a.f32":    NewTensor([]int64{3}, []float32{1.5, -0.1, 3e-30}),
-		"c.bf16":   {DType: BFloat16, Shape: []int64{1, 2}, Data: []float32{-0.0078125, 256}},
+		"c.bf16":   {DType: dtype.BFloat16, Shape: []int64{1, 2}, Data: []float32{-0.0078125, 256}},
 		"d.scalar": NewTensor(nil, []float32{7}),
 		"e.empty":  NewTensor([]int64{0, 4}, []float32{}),
-		"f.i64":    {DType: Int64, Shape: []int64{2}, Data: []float32{-5, 1 << 20}},
-		"g.u8":     {DType: Uint8, Shape: []int64{3}, Data: []float32{0, 128, 255}},
+		"f.i64":    {DType: dtype.Int64, Shape: []int64{2}, Data: []float32{-5, 1 << 20}},
+		"g.u8":     {DType: dtype.Uint8, Shape: []int64{3}, Data: []float32{0, 128, 255}},
 	}
 	meta := map[string]string{"format": "pt", "note": "ünïcode \"quoted\""}
 	enc, err := EncodeSafetensors(tensors, meta)
@@ -60,8 +62,8 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 func TestSafetensorsGolden(t *testing.T) {
 	tensors := map[string]*Tensor{
 		"weight": NewTensor([]int64{2, 3}, seq(6, -1, 0.5)),
-		"half":   {DType: Float16, Shape: []int64{2}, Data: []float32{1, -1}},
-		"brain":  {DType: BFloat16, Shape: []int64{1}, Data: []float32{3}},
+		"half":   {DType: dtype.Float16, Shape: []int64{2}, Data: []float32{1, -1}},
+		"brain":  {DType: dtype.BFloat16, Shape: []int64{1}, Data: []float32{3}},
 	}
 	enc, err := EncodeSafetensors(tensors, map[string]string{"format": "pt"})
 	if err != nil {
@@ -156,7 +158,7 @@ func TestWriteSafetensorsRefusesBadTensors(t *testing.T) {
 		want    string
 	}{
 		{map[string]*Tensor{"w": {Shape: []int64{2}, Data: []float32{1}}}, `"w": shape [2] holds 2 values, data has 1`},
-		{map[string]*Tensor{"w": {DType: Int8, Shape: []int64{1}, Data: []float32{0.5}}}, `"w": value 0.5 at index 0 is not a int8`},
+		{map[string]*Tensor{"w": {DType: dtype.Int8, Shape: []int64{1}, Data: []float32{0.5}}}, `"w": value 0.5 at index 0 is not a int8`},
 		{map[string]*Tensor{"__metadata__": NewTensor(nil, []float32{1})}, "reserved name"},
 	}
 	for i, test := range tests {

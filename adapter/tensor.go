@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/half"
 )
 
@@ -14,11 +15,11 @@ import (
 const maxElements = 1 << 40
 
 // Tensor is a dense tensor held as float32 in row-major order. DType is the
-// type it is stored with in files: float16 and bfloat16 values widen to
+// type it is stored with in files (dtype.Undefined means float32): float16 and bfloat16 values widen to
 // float32 exactly and narrow back to the same bits, and integer values are
 // held exactly (a reader refuses integers that float32 cannot hold).
 type Tensor struct {
-	DType DType
+	DType dtype.Type
 	Shape []int64
 	Data  []float32
 }
@@ -30,7 +31,7 @@ func NewTensor(shape []int64, data []float32) *Tensor {
 	if err != nil || n != int64(len(data)) {
 		panic(fmt.Sprintf("adapter: NewTensor: shape %v does not hold %d values", shape, len(data)))
 	}
-	return &Tensor{Shape: slices.Clone(shape), Data: data}
+	return &Tensor{DType: dtype.Float32, Shape: slices.Clone(shape), Data: data}
 }
 
 // Zeros returns a float32 tensor of the given shape filled with zeros.
@@ -39,7 +40,7 @@ func Zeros(shape ...int64) *Tensor {
 	if err != nil {
 		panic("adapter: Zeros: " + err.Error())
 	}
-	return &Tensor{Shape: slices.Clone(shape), Data: make([]float32, n)}
+	return &Tensor{DType: dtype.Float32, Shape: slices.Clone(shape), Data: make([]float32, n)}
 }
 
 // NumElements returns the product of the shape (1 for a scalar, 0 for nil).
@@ -81,8 +82,8 @@ func (t *Tensor) check() error {
 	if t == nil {
 		return fmt.Errorf("tensor is nil")
 	}
-	if !t.DType.valid() {
-		return fmt.Errorf("unknown dtype %d", uint8(t.DType))
+	if !storable(storedAs(t.DType)) {
+		return fmt.Errorf("unknown dtype %d", int32(t.DType))
 	}
 	n, err := numElements(t.Shape)
 	if err != nil {
@@ -109,25 +110,27 @@ func numElements(shape []int64) (int64, error) {
 	return n, nil
 }
 
-// encodeData returns the little-endian bytes of data stored as d. Integer
-// types require integral values in range.
-func encodeData(d DType, data []float32) ([]byte, error) {
-	size := d.Size()
-	if size == 0 {
-		return nil, fmt.Errorf("unknown dtype %d", uint8(d))
+// encodeData returns the little-endian bytes of data stored as d
+// (dtype.Undefined: float32). Integer types require integral values in
+// range.
+func encodeData(d dtype.Type, data []float32) ([]byte, error) {
+	d = storedAs(d)
+	if !storable(d) {
+		return nil, fmt.Errorf("unknown dtype %d", int32(d))
 	}
+	size := d.Size()
 	out := make([]byte, len(data)*size)
 	le := binary.LittleEndian
 	for i, v := range data {
 		b := out[i*size:]
 		switch d {
-		case Float32:
+		case dtype.Float32:
 			le.PutUint32(b, math.Float32bits(v))
-		case Float16:
+		case dtype.Float16:
 			le.PutUint16(b, half.Float32ToFloat16(v))
-		case BFloat16:
+		case dtype.BFloat16:
 			le.PutUint16(b, half.Float32ToBFloat16(v))
-		case Float64:
+		case dtype.Float64:
 			le.PutUint64(b, math.Float64bits(float64(v)))
 		default:
 			x := float64(v)
@@ -136,13 +139,13 @@ func encodeData(d DType, data []float32) ([]byte, error) {
 				return nil, fmt.Errorf("value %v at index %d is not a %s", v, i, d)
 			}
 			switch d {
-			case Int64:
+			case dtype.Int64:
 				le.PutUint64(b, uint64(int64(x)))
-			case Int32:
+			case dtype.Int32:
 				le.PutUint32(b, uint32(int32(x)))
-			case Int8:
+			case dtype.Int8:
 				b[0] = byte(int8(x))
-			case Uint8:
+			case dtype.Uint8:
 				b[0] = byte(x)
 			}
 		}
@@ -150,13 +153,13 @@ func encodeData(d DType, data []float32) ([]byte, error) {
 	return out, nil
 }
 
-func intRange(d DType) (lo, hi float64) {
+func intRange(d dtype.Type) (lo, hi float64) {
 	switch d {
-	case Int8:
+	case dtype.Int8:
 		return math.MinInt8, math.MaxInt8
-	case Uint8:
+	case dtype.Uint8:
 		return 0, math.MaxUint8
-	case Int32:
+	case dtype.Int32:
 		return math.MinInt32, math.MaxInt32
 	default:
 		return math.MinInt64, math.MaxInt64
@@ -166,11 +169,11 @@ func intRange(d DType) (lo, hi float64) {
 // decodeData reads n little-endian elements of type d. Float64 values must
 // fit float32's range (NaN and ±Inf pass through) and integers must be
 // exactly representable in float32, so that nothing is silently changed.
-func decodeData(d DType, raw []byte) ([]float32, error) {
-	size := d.Size()
-	if size == 0 {
-		return nil, fmt.Errorf("unknown dtype %d", uint8(d))
+func decodeData(d dtype.Type, raw []byte) ([]float32, error) {
+	if !storable(d) {
+		return nil, fmt.Errorf("unknown dtype %d", int32(d))
 	}
+	size := d.Size()
 	if len(raw)%size != 0 {
 		return nil, fmt.Errorf("%d bytes is not a whole number of %s values", len(raw), d)
 	}
@@ -180,33 +183,33 @@ func decodeData(d DType, raw []byte) ([]float32, error) {
 	for i := range out {
 		b := raw[i*size:]
 		switch d {
-		case Float32:
+		case dtype.Float32:
 			out[i] = math.Float32frombits(le.Uint32(b))
-		case Float16:
+		case dtype.Float16:
 			out[i] = half.Float16ToFloat32(le.Uint16(b))
-		case BFloat16:
+		case dtype.BFloat16:
 			out[i] = half.BFloat16ToFloat32(le.Uint16(b))
-		case Float64:
+		case dtype.Float64:
 			x := math.Float64frombits(le.Uint64(b))
 			if !math.IsInf(x, 0) && math.Abs(x) > math.MaxFloat32 {
 				return nil, fmt.Errorf("float64 value %v at index %d is out of float32 range", x, i)
 			}
 			out[i] = float32(x)
-		case Int64:
+		case dtype.Int64:
 			x := int64(le.Uint64(b))
 			if x > 1<<24 || x < -(1<<24) {
 				return nil, fmt.Errorf("int64 value %d at index %d cannot be held exactly in float32", x, i)
 			}
 			out[i] = float32(x)
-		case Int32:
+		case dtype.Int32:
 			x := int32(le.Uint32(b))
 			if x > 1<<24 || x < -(1<<24) {
 				return nil, fmt.Errorf("int32 value %d at index %d cannot be held exactly in float32", x, i)
 			}
 			out[i] = float32(x)
-		case Int8:
+		case dtype.Int8:
 			out[i] = float32(int8(b[0]))
-		case Uint8:
+		case dtype.Uint8:
 			out[i] = float32(b[0])
 		}
 	}

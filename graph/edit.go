@@ -3,6 +3,7 @@ package graph
 import (
 	"strconv"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
 
@@ -162,7 +163,7 @@ func (m *Model) RemoveOutput(name string) {
 // TensorInfo returns a ValueInfoProto for a tensor. Each dim is an int
 // (a fixed size, or -1 for an unnamed dynamic one) or a string (a named
 // dynamic dimension). It panics on other dim types.
-func TensorInfo(name string, elemType int32, dims ...any) *onnxpb.ValueInfoProto {
+func TensorInfo(name string, elemType dtype.Type, dims ...any) *onnxpb.ValueInfoProto {
 	shape := &onnxpb.TensorShapeProto{}
 	for _, d := range dims {
 		var dim onnxpb.TensorShapeProto_Dimension
@@ -183,18 +184,18 @@ func TensorInfo(name string, elemType int32, dims ...any) *onnxpb.ValueInfoProto
 		shape.Dim = append(shape.Dim, &dim)
 	}
 	return &onnxpb.ValueInfoProto{Name: name, Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
-		TensorType: &onnxpb.TypeProto_Tensor{ElemType: elemType, Shape: shape}}}}
+		TensorType: &onnxpb.TypeProto_Tensor{ElemType: int32(elemType), Shape: shape}}}}
 }
 
 // ValueShape returns the element type and dims of a tensor value info; a
 // dynamic dim is -1. ok is false when v is not a tensor or has no shape.
-func ValueShape(v *onnxpb.ValueInfoProto) (elemType int32, dims []int64, ok bool) {
+func ValueShape(v *onnxpb.ValueInfoProto) (elemType dtype.Type, dims []int64, ok bool) {
 	tt := v.GetType().GetTensorType()
 	if tt == nil {
 		return 0, nil, false
 	}
 	if tt.Shape == nil {
-		return tt.ElemType, nil, false
+		return dtype.Type(tt.ElemType), nil, false
 	}
 	for _, d := range tt.Shape.Dim {
 		if dv, isVal := d.Value.(*onnxpb.TensorShapeProto_Dimension_DimValue); isVal {
@@ -203,5 +204,5 @@ func ValueShape(v *onnxpb.ValueInfoProto) (elemType int32, dims []int64, ok bool
 			dims = append(dims, -1)
 		}
 	}
-	return tt.ElemType, dims, true
+	return dtype.Type(tt.ElemType), dims, true
 }

@@ -5,16 +5,17 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 )
 
 // Build a one-node model, save it with external data, and load it back.
 func Example() {
 	m := graph.New(nil2(), "")
-	m.AddInput(graph.TensorInfo("x", graph.Float32, "batch", 4))
-	m.AddInitializer(graph.NewFloat32Tensor("w", graph.Float32, []int64{4, 2}, []float32{1, 2, 3, 4, 5, 6, 7, 8}))
+	m.AddInput(graph.TensorInfo("x", dtype.Float32, "batch", 4))
+	m.AddInitializer(graph.NewFloat32Tensor("w", dtype.Float32, []int64{4, 2}, []float32{1, 2, 3, 4, 5, 6, 7, 8}))
 	m.NewNode("MatMul", "/proj/MatMul", []string{"x", "w"}, []string{"y"})
-	m.AddOutput(graph.TensorInfo("y", graph.Float32, "batch", 2))
+	m.AddOutput(graph.TensorInfo("y", dtype.Float32, "batch", 2))
 	if err := m.Validate(); err != nil {
 		fmt.Println(err)
 		return

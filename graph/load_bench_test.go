@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 )
 
@@ -30,18 +31,18 @@ func bigModelPath(b *testing.B) string {
 		}
 		const n, layers = 2048, 30
 		m := graph.New(nil2(), "")
-		m.AddInput(graph.TensorInfo("x0", graph.Float32, "batch", n))
+		m.AddInput(graph.TensorInfo("x0", dtype.Float32, "batch", n))
 		vals := make([]float32, n*n)
 		for l := 0; l < layers; l++ {
 			for i := range vals {
 				vals[i] = float32((i*7+l)%13) * 1e-3
 			}
 			w := fmt.Sprintf("model.layers.%d.proj.weight", l)
-			m.AddInitializer(graph.NewFloat32Tensor(w, graph.Float32, []int64{n, n}, vals))
+			m.AddInitializer(graph.NewFloat32Tensor(w, dtype.Float32, []int64{n, n}, vals))
 			m.NewNode("MatMul", fmt.Sprintf("/model/layers.%d/proj/MatMul", l),
 				[]string{fmt.Sprintf("x%d", l), w}, []string{fmt.Sprintf("x%d", l+1)})
 		}
-		m.AddOutput(graph.TensorInfo(fmt.Sprintf("x%d", layers), graph.Float32, "batch", n))
+		m.AddOutput(graph.TensorInfo(fmt.Sprintf("x%d", layers), dtype.Float32, "batch", n))
 		bigModel.path = filepath.Join(bigModel.dir, "model.onnx")
 		bigModel.err = m.Save(bigModel.path, graph.SaveOptions{ExternalData: true})
 	})

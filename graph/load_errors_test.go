@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 )
 
@@ -86,7 +87,7 @@ func TestLoadErrors(t *testing.T) {
 // model's folder.
 func TestLoadRejectsEscapingLocation(t *testing.T) {
 	m := graph.New(nil2(), "")
-	w := graph.NewFloat32Tensor("w", graph.Float32, []int64{4}, []float32{1, 2, 3, 4})
+	w := graph.NewFloat32Tensor("w", dtype.Float32, []int64{4}, []float32{1, 2, 3, 4})
 	m.AddInitializer(w)
 	dir := t.TempDir()
 	p := filepath.Join(dir, "m.onnx")

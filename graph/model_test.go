@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -16,8 +17,8 @@ func nil2() *onnxpb.ModelProto {
 // chain builds x -> Relu -> Neg -> y, with its nodes stored in reverse.
 func chain() *graph.Model {
 	m := graph.New(nil2(), "")
-	m.AddInput(graph.TensorInfo("x", graph.Float32, "n"))
-	m.AddOutput(graph.TensorInfo("y", graph.Float32, "n"))
+	m.AddInput(graph.TensorInfo("x", dtype.Float32, "n"))
+	m.AddOutput(graph.TensorInfo("y", dtype.Float32, "n"))
 	m.NewNode("Neg", "neg", []string{"r"}, []string{"y"})
 	m.NewNode("Relu", "relu", []string{"x"}, []string{"r"})
 	return m
@@ -94,7 +95,7 @@ func TestValidate(t *testing.T) {
 			m.NewNode("Add", "add", []string{"y", "ghost"}, []string{"z"})
 		}, `reads "ghost", which nothing defines`},
 		{"undefined output", func(m *graph.Model) {
-			m.AddOutput(graph.TensorInfo("nowhere", graph.Float32))
+			m.AddOutput(graph.TensorInfo("nowhere", dtype.Float32))
 		}, `graph output "nowhere" is not defined`},
 		{"defined twice", func(m *graph.Model) {
 			m.NewNode("Relu", "relu2", []string{"x"}, []string{"r"})
@@ -154,7 +155,7 @@ func TestIndexesFollowEdits(t *testing.T) {
 	if m.Producer(mid) != nil || m.NodeByName("sig") != nil {
 		t.Fatal("removed node is still indexed")
 	}
-	w := graph.NewFloat32Tensor("w", graph.Float32, []int64{2}, []float32{1, 2})
+	w := graph.NewFloat32Tensor("w", dtype.Float32, []int64{2}, []float32{1, 2})
 	m.AddInitializer(w)
 	if m.Initializer("w") != w {
 		t.Fatal("initializer not indexed")
@@ -171,12 +172,12 @@ func TestTensorAccess(t *testing.T) {
 		t    *onnxpb.TensorProto
 		want []float32
 	}{
-		{"float_data", &onnxpb.TensorProto{Name: "a", DataType: graph.Float32, Dims: []int64{3}, FloatData: []float32{1, -2, 3.5}}, []float32{1, -2, 3.5}},
-		{"raw float32", graph.NewFloat32Tensor("b", graph.Float32, []int64{3}, []float32{1, -2, 3.5}), []float32{1, -2, 3.5}},
-		{"raw float16", graph.NewFloat32Tensor("c", graph.Float16, []int64{3}, []float32{1, -2, 3.5}), []float32{1, -2, 3.5}},
-		{"int32_data float16", &onnxpb.TensorProto{Name: "d", DataType: graph.Float16, Dims: []int64{2}, Int32Data: []int32{0x3c00, 0xc000}}, []float32{1, -2}},
-		{"raw bfloat16", graph.NewFloat32Tensor("e", graph.BFloat16, []int64{3}, []float32{1, -2, 3.5}), []float32{1, -2, 3.5}},
-		{"double_data", &onnxpb.TensorProto{Name: "f", DataType: graph.Float64, Dims: []int64{2}, DoubleData: []float64{0.5, 4}}, []float32{0.5, 4}},
+		{"float_data", &onnxpb.TensorProto{Name: "a", DataType: int32(dtype.Float32), Dims: []int64{3}, FloatData: []float32{1, -2, 3.5}}, []float32{1, -2, 3.5}},
+		{"raw float32", graph.NewFloat32Tensor("b", dtype.Float32, []int64{3}, []float32{1, -2, 3.5}), []float32{1, -2, 3.5}},
+		{"raw float16", graph.NewFloat32Tensor("c", dtype.Float16, []int64{3}, []float32{1, -2, 3.5}), []float32{1, -2, 3.5}},
+		{"int32_data float16", &onnxpb.TensorProto{Name: "d", DataType: int32(dtype.Float16), Dims: []int64{2}, Int32Data: []int32{0x3c00, 0xc000}}, []float32{1, -2}},
+		{"raw bfloat16", graph.NewFloat32Tensor("e", dtype.BFloat16, []int64{3}, []float32{1, -2, 3.5}), []float32{1, -2, 3.5}},
+		{"double_data", &onnxpb.TensorProto{Name: "f", DataType: int32(dtype.Float64), Dims: []int64{2}, DoubleData: []float64{0.5, 4}}, []float32{0.5, 4}},
 	}
 	for _, tc := range tests {
 		got, err := m.Float32s(tc.t)
@@ -200,15 +201,15 @@ func TestTensorAccess(t *testing.T) {
 	if err != nil || got[1] != -2 || got[3] != 1<<40 {
 		t.Errorf("Int64s: got %v, %v", got, err)
 	}
-	i32 := &onnxpb.TensorProto{Name: "j", DataType: graph.Int32, Dims: []int64{2}, Int32Data: []int32{7, -9}}
+	i32 := &onnxpb.TensorProto{Name: "j", DataType: int32(dtype.Int32), Dims: []int64{2}, Int32Data: []int32{7, -9}}
 	if got, err := m.Int32s(i32); err != nil || got[1] != -9 {
 		t.Errorf("Int32s: got %v, %v", got, err)
 	}
-	i8 := &onnxpb.TensorProto{Name: "k", DataType: graph.Int8, Dims: []int64{2}, RawData: []byte{0xff, 3}}
+	i8 := &onnxpb.TensorProto{Name: "k", DataType: int32(dtype.Int8), Dims: []int64{2}, RawData: []byte{0xff, 3}}
 	if got, err := m.Int8s(i8); err != nil || got[0] != -1 || got[1] != 3 {
 		t.Errorf("Int8s: got %v, %v", got, err)
 	}
-	bad := &onnxpb.TensorProto{Name: "bad", DataType: graph.Float32, Dims: []int64{4}, RawData: []byte{1, 2, 3}}
+	bad := &onnxpb.TensorProto{Name: "bad", DataType: int32(dtype.Float32), Dims: []int64{4}, RawData: []byte{1, 2, 3}}
 	if _, err := m.Float32s(bad); err == nil || !strings.Contains(err.Error(), `"bad"`) {
 		t.Errorf("short raw data: got %v, want an error naming the tensor", err)
 	}
@@ -221,7 +222,7 @@ func TestTensorAccess(t *testing.T) {
 // its nodes and weights.
 func TestCloneIsIndependent(t *testing.T) {
 	m := chain()
-	m.AddInitializer(graph.NewFloat32Tensor("w", graph.Float32, []int64{2}, []float32{1, 2}))
+	m.AddInitializer(graph.NewFloat32Tensor("w", dtype.Float32, []int64{2}, []float32{1, 2}))
 	c := m.Clone()
 	if err := graph.SetFloat32s(c.Initializer("w"), []float32{5, 6}); err != nil {
 		t.Fatal(err)

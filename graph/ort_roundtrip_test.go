@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
@@ -37,7 +38,7 @@ func roundTripFeeds(t *testing.T, s *rt.Session) map[string]*rt.Tensor {
 		var tensor *rt.Tensor
 		var err error
 		switch in.DType {
-		case rt.Int64:
+		case dtype.Int64:
 			v := make([]int64, n)
 			for i := range v {
 				switch in.Name {
@@ -50,12 +51,12 @@ func roundTripFeeds(t *testing.T, s *rt.Session) map[string]*rt.Tensor {
 				}
 			}
 			tensor, err = rt.NewInt64(shape, v)
-		case rt.Float32, rt.Float16:
+		case dtype.Float32, dtype.Float16:
 			v := make([]float32, n)
 			for i := range v {
 				v[i] = float32(math.Sin(float64(i)*1.7 + 0.3))
 			}
-			if in.DType == rt.Float16 {
+			if in.DType == dtype.Float16 {
 				tensor, err = rt.NewFloat16FromFloat32(shape, v)
 			} else {
 				tensor, err = rt.NewFloat32(shape, v)

@@ -178,7 +178,7 @@ func (m *Model) layout(data *os.File, dataName string, threshold int64) (restore
 	for _, t := range m.Proto.Graph.Initializer {
 		external := t.DataLocation == onnxpb.TensorProto_EXTERNAL
 		size := int64(-1)
-		if ElemSize(t.DataType) > 0 {
+		if TypeOf(t).Size() > 0 {
 			size, _ = byteSize(t)
 		}
 		toFile := data != nil && size >= threshold

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/internal/half"
 )
@@ -19,9 +20,9 @@ func NumElements(dims []int64) int64 {
 
 // byteSize returns the size of t's data in bytes.
 func byteSize(t *onnxpb.TensorProto) (int64, error) {
-	es := ElemSize(t.DataType)
+	es := TypeOf(t).Size()
 	if es == 0 {
-		return 0, errorf("tensor %q: element type %s has no fixed size", t.Name, DTypeName(t.DataType))
+		return 0, errorf("tensor %q: element type %s has no fixed size", t.Name, TypeOf(t))
 	}
 	n := int64(es)
 	for _, d := range t.Dims {
@@ -64,7 +65,7 @@ func (m *Model) TensorBytes(t *onnxpb.TensorProto) ([]byte, error) {
 		b = typedFieldBytes(t)
 	}
 	if int64(len(b)) != size {
-		return nil, errorf("tensor %q: %d bytes of data for %s %v (want %d)", t.Name, len(b), DTypeName(t.DataType), t.Dims, size)
+		return nil, errorf("tensor %q: %d bytes of data for %s %v (want %d)", t.Name, len(b), TypeOf(t), t.Dims, size)
 	}
 	return b, nil
 }
@@ -72,38 +73,38 @@ func (m *Model) TensorBytes(t *onnxpb.TensorProto) ([]byte, error) {
 // typedFieldBytes serializes the data of the typed repeated fields.
 func typedFieldBytes(t *onnxpb.TensorProto) []byte {
 	var b []byte
-	switch t.DataType {
-	case Float32:
+	switch TypeOf(t) {
+	case dtype.Float32:
 		b = make([]byte, 0, 4*len(t.FloatData))
 		for _, v := range t.FloatData {
 			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
 		}
-	case Float64:
+	case dtype.Float64:
 		for _, v := range t.DoubleData {
 			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
 		}
-	case Int64:
+	case dtype.Int64:
 		for _, v := range t.Int64Data {
 			b = binary.LittleEndian.AppendUint64(b, uint64(v))
 		}
-	case int32(onnxpb.TensorProto_UINT32), int32(onnxpb.TensorProto_UINT64):
+	case dtype.Uint32, dtype.Uint64:
 		for _, v := range t.Uint64Data {
-			if t.DataType == int32(onnxpb.TensorProto_UINT32) {
+			if TypeOf(t) == dtype.Uint32 {
 				b = binary.LittleEndian.AppendUint32(b, uint32(v))
 			} else {
 				b = binary.LittleEndian.AppendUint64(b, v)
 			}
 		}
-	case Int32:
+	case dtype.Int32:
 		for _, v := range t.Int32Data {
 			b = binary.LittleEndian.AppendUint32(b, uint32(v))
 		}
-	case Float16, BFloat16, int32(onnxpb.TensorProto_INT16), int32(onnxpb.TensorProto_UINT16):
+	case dtype.Float16, dtype.BFloat16, dtype.Int16, dtype.Uint16:
 		// 16-bit types keep one value per int32_data entry.
 		for _, v := range t.Int32Data {
 			b = binary.LittleEndian.AppendUint16(b, uint16(v))
 		}
-	case Int8, Uint8, Bool:
+	case dtype.Int8, dtype.Uint8, dtype.Bool:
 		for _, v := range t.Int32Data {
 			b = append(b, byte(v))
 		}
@@ -118,16 +119,16 @@ func (m *Model) Float32s(t *onnxpb.TensorProto) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch t.DataType {
-	case Float32:
+	switch TypeOf(t) {
+	case dtype.Float32:
 		out := make([]float32, len(b)/4)
 		for i := range out {
 			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 		}
 		return out, nil
-	case Float16, BFloat16:
+	case dtype.Float16, dtype.BFloat16:
 		conv := half.Float16ToFloat32
-		if t.DataType == BFloat16 {
+		if TypeOf(t) == dtype.BFloat16 {
 			conv = half.BFloat16ToFloat32
 		}
 		out := make([]float32, len(b)/2)
@@ -135,20 +136,20 @@ func (m *Model) Float32s(t *onnxpb.TensorProto) ([]float32, error) {
 			out[i] = conv(binary.LittleEndian.Uint16(b[2*i:]))
 		}
 		return out, nil
-	case Float64:
+	case dtype.Float64:
 		out := make([]float32, len(b)/8)
 		for i := range out {
 			out[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:])))
 		}
 		return out, nil
 	}
-	return nil, errorf("tensor %q: %s is not a floating-point type", t.Name, DTypeName(t.DataType))
+	return nil, errorf("tensor %q: %s is not a floating-point type", t.Name, TypeOf(t))
 }
 
 // Float16s returns the raw binary16 values of a float16 tensor.
 func (m *Model) Float16s(t *onnxpb.TensorProto) ([]uint16, error) {
-	if t.DataType != Float16 && t.DataType != BFloat16 {
-		return nil, errorf("tensor %q: %s is not a 16-bit float type", t.Name, DTypeName(t.DataType))
+	if dt := TypeOf(t); dt != dtype.Float16 && dt != dtype.BFloat16 {
+		return nil, errorf("tensor %q: %s is not a 16-bit float type", t.Name, TypeOf(t))
 	}
 	b, err := m.TensorBytes(t)
 	if err != nil {
@@ -168,39 +169,39 @@ func (m *Model) Int64s(t *onnxpb.TensorProto) ([]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch t.DataType {
-	case Int64:
+	switch TypeOf(t) {
+	case dtype.Int64:
 		out := make([]int64, len(b)/8)
 		for i := range out {
 			out[i] = int64(binary.LittleEndian.Uint64(b[8*i:]))
 		}
 		return out, nil
-	case Int32:
+	case dtype.Int32:
 		out := make([]int64, len(b)/4)
 		for i := range out {
 			out[i] = int64(int32(binary.LittleEndian.Uint32(b[4*i:])))
 		}
 		return out, nil
-	case Int8:
+	case dtype.Int8:
 		out := make([]int64, len(b))
 		for i := range out {
 			out[i] = int64(int8(b[i]))
 		}
 		return out, nil
-	case Uint8, Bool:
+	case dtype.Uint8, dtype.Bool:
 		out := make([]int64, len(b))
 		for i := range out {
 			out[i] = int64(b[i])
 		}
 		return out, nil
 	}
-	return nil, errorf("tensor %q: %s is not an integer type", t.Name, DTypeName(t.DataType))
+	return nil, errorf("tensor %q: %s is not an integer type", t.Name, TypeOf(t))
 }
 
 // Int32s returns the values of an int32 tensor.
 func (m *Model) Int32s(t *onnxpb.TensorProto) ([]int32, error) {
-	if t.DataType != Int32 {
-		return nil, errorf("tensor %q: %s is not int32", t.Name, DTypeName(t.DataType))
+	if TypeOf(t) != dtype.Int32 {
+		return nil, errorf("tensor %q: %s is not int32", t.Name, TypeOf(t))
 	}
 	b, err := m.TensorBytes(t)
 	if err != nil {
@@ -215,8 +216,8 @@ func (m *Model) Int32s(t *onnxpb.TensorProto) ([]int32, error) {
 
 // Int8s returns the values of an int8 tensor.
 func (m *Model) Int8s(t *onnxpb.TensorProto) ([]int8, error) {
-	if t.DataType != Int8 {
-		return nil, errorf("tensor %q: %s is not int8", t.Name, DTypeName(t.DataType))
+	if TypeOf(t) != dtype.Int8 {
+		return nil, errorf("tensor %q: %s is not int8", t.Name, TypeOf(t))
 	}
 	b, err := m.TensorBytes(t)
 	if err != nil {
@@ -237,28 +238,28 @@ func SetFloat32s(t *onnxpb.TensorProto, values []float32) error {
 		return errorf("tensor %q: %d values for shape %v", t.Name, len(values), t.Dims)
 	}
 	var b []byte
-	switch t.DataType {
-	case Float32:
+	switch TypeOf(t) {
+	case dtype.Float32:
 		b = make([]byte, 4*len(values))
 		for i, v := range values {
 			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
 		}
-	case Float16, BFloat16:
+	case dtype.Float16, dtype.BFloat16:
 		conv := half.Float32ToFloat16
-		if t.DataType == BFloat16 {
+		if TypeOf(t) == dtype.BFloat16 {
 			conv = half.Float32ToBFloat16
 		}
 		b = make([]byte, 2*len(values))
 		for i, v := range values {
 			binary.LittleEndian.PutUint16(b[2*i:], conv(v))
 		}
-	case Float64:
+	case dtype.Float64:
 		b = make([]byte, 8*len(values))
 		for i, v := range values {
 			binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(float64(v)))
 		}
 	default:
-		return errorf("tensor %q: %s is not a floating-point type", t.Name, DTypeName(t.DataType))
+		return errorf("tensor %q: %s is not a floating-point type", t.Name, TypeOf(t))
 	}
 	setRaw(t, b)
 	return nil
@@ -272,11 +273,11 @@ func setRaw(t *onnxpb.TensorProto, b []byte) {
 	t.ExternalData = nil
 }
 
-// NewFloat32Tensor returns a tensor of element type dtype (float32, float16,
+// NewFloat32Tensor returns a tensor of element type dt (float32, float16,
 // bfloat16 or float64) holding values. It panics if the sizes disagree or
-// dtype is not a float type: that is a programming error.
-func NewFloat32Tensor(name string, dtype int32, dims []int64, values []float32) *onnxpb.TensorProto {
-	t := &onnxpb.TensorProto{Name: name, DataType: dtype, Dims: append([]int64(nil), dims...)}
+// dt is not a float type: that is a programming error.
+func NewFloat32Tensor(name string, dt dtype.Type, dims []int64, values []float32) *onnxpb.TensorProto {
+	t := &onnxpb.TensorProto{Name: name, DataType: int32(dt), Dims: append([]int64(nil), dims...)}
 	if err := SetFloat32s(t, values); err != nil {
 		panic(err)
 	}
@@ -293,7 +294,7 @@ func NewInt64Tensor(name string, dims []int64, values []int64) *onnxpb.TensorPro
 	for i, v := range values {
 		binary.LittleEndian.PutUint64(b[8*i:], uint64(v))
 	}
-	return &onnxpb.TensorProto{Name: name, DataType: Int64, Dims: append([]int64(nil), dims...), RawData: b}
+	return &onnxpb.TensorProto{Name: name, DataType: int32(dtype.Int64), Dims: append([]int64(nil), dims...), RawData: b}
 }
 
 // NewFloat16Tensor returns a float16 tensor holding raw binary16 values.
@@ -305,5 +306,5 @@ func NewFloat16Tensor(name string, dims []int64, values []uint16) *onnxpb.Tensor
 	for i, v := range values {
 		binary.LittleEndian.PutUint16(b[2*i:], v)
 	}
-	return &onnxpb.TensorProto{Name: name, DataType: Float16, Dims: append([]int64(nil), dims...), RawData: b}
+	return &onnxpb.TensorProto{Name: name, DataType: int32(dtype.Float16), Dims: append([]int64(nil), dims...), RawData: b}
 }

@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 )
 
@@ -49,6 +50,6 @@ func BenchmarkFillNormal(b *testing.B) {
 	const n = 1 << 20
 	b.SetBytes(4 * n)
 	for b.Loop() {
-		normalBytes(n, graph.Float32, 1, 0, 1)
+		normalBytes(n, dtype.Float32, 1, 0, 1)
 	}
 }

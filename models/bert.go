@@ -3,6 +3,7 @@ package models
 import (
 	"fmt"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -123,17 +124,17 @@ func BERT(c BERTConfig) (*graph.Model, error) {
 		return nil, err
 	}
 	c = c.withDefaults()
-	b := newBuilder("bert", graph.Float32, c.Seed, c.InitStd)
+	b := newBuilder("bert", dtype.Float32, c.Seed, c.InitStd)
 	m := b.m
 	e, h, d := c.Hidden, c.Heads, c.HeadDim()
 	ln := func(scope, module, x string) string {
 		return b.layerNorm(scope, module, x, e, c.LayerNormEps, c.DecomposeLayerNorm)
 	}
 
-	m.AddInput(graph.TensorInfo("input_ids", graph.Int64, "batch_size", "sequence_length"))
-	m.AddInput(graph.TensorInfo("attention_mask", graph.Int64, "batch_size", "sequence_length"))
+	m.AddInput(graph.TensorInfo("input_ids", dtype.Int64, "batch_size", "sequence_length"))
+	m.AddInput(graph.TensorInfo("attention_mask", dtype.Int64, "batch_size", "sequence_length"))
 	if c.TokenTypeIDs {
-		m.AddInput(graph.TensorInfo("token_type_ids", graph.Int64, "batch_size", "sequence_length"))
+		m.AddInput(graph.TensorInfo("token_type_ids", dtype.Int64, "batch_size", "sequence_length"))
 	}
 
 	const es = "/bert/embeddings"
@@ -143,7 +144,7 @@ func BERT(c BERTConfig) (*graph.Model, error) {
 	shape := b.op(es, "Shape", []string{"input_ids"})
 	types := "token_type_ids"
 	if !c.TokenTypeIDs {
-		zero := &onnxpb.TensorProto{DataType: graph.Int64, Dims: []int64{1}, RawData: make([]byte, 8)}
+		zero := &onnxpb.TensorProto{DataType: int32(dtype.Int64), Dims: []int64{1}, RawData: make([]byte, 8)}
 		types = b.op(es, "ConstantOfShape", []string{shape}, graph.AttrTensor("value", zero))
 	}
 	seq := b.op(es, "Gather", []string{shape, b.int0(1)}, graph.AttrInt("axis", 0))
@@ -158,9 +159,9 @@ func BERT(c BERTConfig) (*graph.Model, error) {
 
 	// (1 − mask)·lowest, [batch, 1, 1, seq]
 	mask := b.op("/bert", "Unsqueeze", []string{"attention_mask", b.ints(1, 2)})
-	mask = b.op("/bert", "Cast", []string{mask}, graph.AttrInt("to", int64(b.dtype)))
-	mask = b.op("/bert", "Sub", []string{b.scalar(b.dtype, 1), mask})
-	mask = b.op("/bert", "Mul", []string{mask, b.scalar(b.dtype, lowest(b.dtype))})
+	mask = b.op("/bert", "Cast", []string{mask}, graph.AttrInt("to", int64(b.elem)))
+	mask = b.op("/bert", "Sub", []string{b.scalar(b.elem, 1), mask})
+	mask = b.op("/bert", "Mul", []string{mask, b.scalar(b.elem, lowest(b.elem))})
 
 	for i := range c.Layers {
 		scope := fmt.Sprintf("/bert/encoder/layer.%d", i)
@@ -188,6 +189,6 @@ func BERT(c BERTConfig) (*graph.Model, error) {
 	pooled = b.op("/bert/pooler/activation", "Tanh", []string{pooled})
 	b.linear("/classifier", "classifier", pooled, e, c.NumLabels, true, "logits")
 
-	m.AddOutput(graph.TensorInfo("logits", graph.Float32, "batch_size", c.NumLabels))
+	m.AddOutput(graph.TensorInfo("logits", dtype.Float32, "batch_size", c.NumLabels))
 	return b.finish("bert")
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -33,7 +34,7 @@ const normStd = 0.1
 // state dict.
 type builder struct {
 	m      *graph.Model
-	dtype  int32 // element type of weights and activations
+	elem   dtype.Type // element type of weights and activations
 	seed   uint64
 	std    float64
 	anon   bool // name nodes OpType_N, as old exporters did
@@ -42,7 +43,7 @@ type builder struct {
 	shapes map[string]string
 }
 
-func newBuilder(graphName string, dtype int32, seed uint64, std float64) *builder {
+func newBuilder(graphName string, elem dtype.Type, seed uint64, std float64) *builder {
 	p := &onnxpb.ModelProto{
 		IrVersion:    irVersion,
 		ProducerName: "peftonnx/models",
@@ -53,7 +54,7 @@ func newBuilder(graphName string, dtype int32, seed uint64, std float64) *builde
 	if std == 0 {
 		std = defaultInitStd
 	}
-	return &builder{m: m, dtype: dtype, seed: seed, std: std, consts: map[string]string{}, shapes: map[string]string{}}
+	return &builder{m: m, elem: elem, seed: seed, std: std, consts: map[string]string{}, shapes: map[string]string{}}
 }
 
 // add appends a node of type opType in scope. Its outputs are outs, or,
@@ -110,22 +111,22 @@ func (b *builder) int0(v int64) string {
 	return b.constant(graph.NewInt64Tensor("", nil, []int64{v}))
 }
 
-// scalar returns a scalar float constant of type dtype.
-func (b *builder) scalar(dtype int32, v float64) string {
-	return b.constant(graph.NewFloat32Tensor("", dtype, nil, []float32{float32(v)}))
+// scalar returns a scalar float constant of type dt.
+func (b *builder) scalar(dt dtype.Type, v float64) string {
+	return b.constant(graph.NewFloat32Tensor("", dt, nil, []float32{float32(v)}))
 }
 
-// floats returns a 1-D float constant of type dtype.
-func (b *builder) floats(dtype int32, v []float32) string {
-	return b.constant(graph.NewFloat32Tensor("", dtype, []int64{int64(len(v))}, v))
+// floats returns a 1-D float constant of type dt.
+func (b *builder) floats(dt dtype.Type, v []float32) string {
+	return b.constant(graph.NewFloat32Tensor("", dt, []int64{int64(len(v))}, v))
 }
 
 // normal adds an initializer called name whose values are mean + std·N(0,1)
 // from the tensor's own stream.
 func (b *builder) normal(name string, dims []int64, mean, std float64) string {
 	n := int(graph.NumElements(dims))
-	raw := normalBytes(n, b.dtype, streamSeed(b.seed, name), mean, std)
-	b.m.AddInitializer(&onnxpb.TensorProto{Name: name, DataType: b.dtype, Dims: dims, RawData: raw})
+	raw := normalBytes(n, b.elem, streamSeed(b.seed, name), mean, std)
+	b.m.AddInitializer(&onnxpb.TensorProto{Name: name, DataType: int32(b.elem), Dims: dims, RawData: raw})
 	return name
 }
 
@@ -168,7 +169,7 @@ func (b *builder) gemm(scope, module, x, lead string, in, outDim int, out string
 
 // castTo casts x from type from to type to; it adds nothing when they are
 // the same.
-func (b *builder) castTo(scope, x string, from, to int32) string {
+func (b *builder) castTo(scope, x string, from, to dtype.Type) string {
 	if from == to {
 		return x
 	}
@@ -179,13 +180,13 @@ func (b *builder) castTo(scope, x string, from, to int32) string {
 // float32 as HuggingFace does: Pow, ReduceMean, Add, Sqrt, Div, Mul.
 func (b *builder) rmsNorm(scope, module, x string, width int, eps float64) string {
 	w := b.normal(module+".weight", []int64{int64(width)}, 1, normStd)
-	x32 := b.castTo(scope, x, b.dtype, graph.Float32)
-	sq := b.op(scope, "Pow", []string{x32, b.scalar(graph.Float32, 2)})
+	x32 := b.castTo(scope, x, b.elem, dtype.Float32)
+	sq := b.op(scope, "Pow", []string{x32, b.scalar(dtype.Float32, 2)})
 	mean := b.op(scope, "ReduceMean", []string{sq}, graph.AttrInts("axes", -1), graph.AttrInt("keepdims", 1))
-	v := b.op(scope, "Add", []string{mean, b.scalar(graph.Float32, eps)})
+	v := b.op(scope, "Add", []string{mean, b.scalar(dtype.Float32, eps)})
 	s := b.op(scope, "Sqrt", []string{v})
 	n := b.op(scope, "Div", []string{x32, s})
-	n = b.castTo(scope, n, graph.Float32, b.dtype)
+	n = b.castTo(scope, n, dtype.Float32, b.elem)
 	return b.op(scope, "Mul", []string{w, n})
 }
 
@@ -202,9 +203,9 @@ func (b *builder) layerNorm(scope, module, x string, width int, eps float64, dec
 	axes := []*onnxpb.AttributeProto{graph.AttrInts("axes", -1), graph.AttrInt("keepdims", 1)}
 	mean := b.op(scope, "ReduceMean", []string{x}, axes...)
 	d := b.op(scope, "Sub", []string{x, mean})
-	sq := b.op(scope, "Pow", []string{d, b.scalar(b.dtype, 2)})
+	sq := b.op(scope, "Pow", []string{d, b.scalar(b.elem, 2)})
 	v := b.op(scope, "ReduceMean", []string{sq}, axes...)
-	v = b.op(scope, "Add", []string{v, b.scalar(b.dtype, eps)})
+	v = b.op(scope, "Add", []string{v, b.scalar(b.elem, eps)})
 	s := b.op(scope, "Sqrt", []string{v})
 	n := b.op(scope, "Div", []string{d, s})
 	n = b.op(scope, "Mul", []string{n, w})
@@ -214,7 +215,7 @@ func (b *builder) layerNorm(scope, module, x string, width int, eps float64, dec
 // geluTanh adds GPT-2's gelu_new:
 // 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))).
 func (b *builder) geluTanh(scope, x string) string {
-	c := func(v float64) string { return b.scalar(b.dtype, v) }
+	c := func(v float64) string { return b.scalar(b.elem, v) }
 	x3 := b.op(scope, "Pow", []string{x, c(3)})
 	t := b.op(scope, "Mul", []string{x3, c(0.044715)})
 	t = b.op(scope, "Add", []string{x, t})
@@ -227,7 +228,7 @@ func (b *builder) geluTanh(scope, x string) string {
 
 // geluErf adds BERT's exact GELU: x·0.5·(1 + erf(x/√2)).
 func (b *builder) geluErf(scope, x string) string {
-	c := func(v float64) string { return b.scalar(b.dtype, v) }
+	c := func(v float64) string { return b.scalar(b.elem, v) }
 	t := b.op(scope, "Div", []string{x, c(math.Sqrt2)})
 	t = b.op(scope, "Erf", []string{t})
 	t = b.op(scope, "Add", []string{t, c(1)})
@@ -268,21 +269,21 @@ func (b *builder) attention(scope, q, k, v, mask string, dim int, divide bool) s
 	kt := b.op(scope, "Transpose", []string{k}, graph.AttrInts("perm", 0, 1, 3, 2))
 	s := b.op(scope, "MatMul", []string{q, kt})
 	if divide {
-		s = b.op(scope, "Div", []string{s, b.scalar(b.dtype, math.Sqrt(float64(dim)))})
+		s = b.op(scope, "Div", []string{s, b.scalar(b.elem, math.Sqrt(float64(dim)))})
 	} else {
-		s = b.op(scope, "Mul", []string{s, b.scalar(b.dtype, 1/math.Sqrt(float64(dim)))})
+		s = b.op(scope, "Mul", []string{s, b.scalar(b.elem, 1/math.Sqrt(float64(dim)))})
 	}
 	s = b.op(scope, "Add", []string{s, mask})
-	s = b.castTo(scope, s, b.dtype, graph.Float32)
+	s = b.castTo(scope, s, b.elem, dtype.Float32)
 	p := b.op(scope, "Softmax", []string{s}, graph.AttrInt("axis", -1))
-	p = b.castTo(scope, p, graph.Float32, b.dtype)
+	p = b.castTo(scope, p, dtype.Float32, b.elem)
 	return b.op(scope, "MatMul", []string{p, v})
 }
 
-// lowest returns the most negative finite value of dtype, the additive
+// lowest returns the most negative finite value of dt, the additive
 // mask of a position that may not be attended (torch.finfo(dtype).min).
-func lowest(dtype int32) float64 {
-	if dtype == graph.Float16 {
+func lowest(dt dtype.Type) float64 {
+	if dt == dtype.Float16 {
 		return -65504
 	}
 	return -math.MaxFloat32
@@ -302,10 +303,10 @@ func (b *builder) causalMask(scope, ids, amask string) (mask, qpos string) {
 	kpos := b.op(scope, "Range", []string{b.int0(0), t, b.int0(1)})
 	col := b.op(scope, "Unsqueeze", []string{qpos, b.ints(1)})
 	causal := b.op(scope, "LessOrEqual", []string{kpos, col}) // [seq, total]
-	pad := b.op(scope, "Cast", []string{amask}, graph.AttrInt("to", int64(graph.Bool)))
+	pad := b.op(scope, "Cast", []string{amask}, graph.AttrInt("to", int64(dtype.Bool)))
 	pad = b.op(scope, "Unsqueeze", []string{pad, b.ints(1, 2)}) // [batch, 1, 1, total]
 	ok := b.op(scope, "And", []string{causal, pad})
-	mask = b.op(scope, "Where", []string{ok, b.scalar(b.dtype, 0), b.scalar(b.dtype, lowest(b.dtype))})
+	mask = b.op(scope, "Where", []string{ok, b.scalar(b.elem, 0), b.scalar(b.elem, lowest(b.elem))})
 	return mask, qpos
 }
 

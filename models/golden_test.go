@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -27,7 +28,7 @@ func graphText(m *graph.Model) string {
 		fmt.Fprintf(&sb, "output %s\n", valueText(v))
 	}
 	for _, t := range g.Initializer {
-		fmt.Fprintf(&sb, "weight %s %s %v\n", t.Name, graph.DTypeName(t.DataType), t.Dims)
+		fmt.Fprintf(&sb, "weight %s %s %v\n", t.Name, graph.TypeOf(t), t.Dims)
 	}
 	for _, n := range g.Node {
 		fmt.Fprintf(&sb, "node %s %s (%s) -> (%s)\n", n.Name, n.OpType, strings.Join(n.Input, ", "), strings.Join(n.Output, ", "))
@@ -47,7 +48,7 @@ func valueText(v *onnxpb.ValueInfoProto) string {
 			dims = append(dims, fmt.Sprint(d.GetDimValue()))
 		}
 	}
-	return fmt.Sprintf("%s %s [%s]", v.Name, graph.DTypeName(tt.GetElemType()), strings.Join(dims, " "))
+	return fmt.Sprintf("%s %s [%s]", v.Name, dtype.Type(tt.GetElemType()), strings.Join(dims, " "))
 }
 
 func TestGolden(t *testing.T) {

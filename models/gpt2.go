@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -125,17 +126,17 @@ func GPT2(c GPT2Config) (*graph.Model, error) {
 		return nil, err
 	}
 	c = c.withDefaults()
-	b := newBuilder("gpt2", graph.Float32, c.Seed, c.InitStd)
+	b := newBuilder("gpt2", dtype.Float32, c.Seed, c.InitStd)
 	b.anon = c.AnonymousNodes
 	m := b.m
 	e, h, d := c.Hidden, c.Heads, c.HeadDim()
 
-	m.AddInput(graph.TensorInfo("input_ids", graph.Int64, "batch_size", "sequence_length"))
-	m.AddInput(graph.TensorInfo("attention_mask", graph.Int64, "batch_size", "total_sequence_length"))
+	m.AddInput(graph.TensorInfo("input_ids", dtype.Int64, "batch_size", "sequence_length"))
+	m.AddInput(graph.TensorInfo("attention_mask", dtype.Int64, "batch_size", "total_sequence_length"))
 	if !c.NoCache {
 		for i := range c.Layers {
 			for _, kind := range []string{"key", "value"} {
-				m.AddInput(graph.TensorInfo(fmt.Sprintf("past_key_values.%d.%s", i, kind), graph.Float32, "batch_size", h, "past_sequence_length", d))
+				m.AddInput(graph.TensorInfo(fmt.Sprintf("past_key_values.%d.%s", i, kind), dtype.Float32, "batch_size", h, "past_sequence_length", d))
 			}
 		}
 	}
@@ -190,11 +191,11 @@ func GPT2(c GPT2Config) (*graph.Model, error) {
 	m.AddInitializer(head)
 	b.opTo("logits", "/lm_head", "MatMul", []string{x, head.Name})
 
-	m.AddOutput(graph.TensorInfo("logits", graph.Float32, "batch_size", "sequence_length", c.VocabSize))
+	m.AddOutput(graph.TensorInfo("logits", dtype.Float32, "batch_size", "sequence_length", c.VocabSize))
 	if !c.NoCache {
 		for i := range c.Layers {
 			for _, kind := range []string{"key", "value"} {
-				m.AddOutput(graph.TensorInfo(fmt.Sprintf("present.%d.%s", i, kind), graph.Float32, "batch_size", h, "total_sequence_length", d))
+				m.AddOutput(graph.TensorInfo(fmt.Sprintf("present.%d.%s", i, kind), dtype.Float32, "batch_size", h, "total_sequence_length", d))
 			}
 		}
 	}

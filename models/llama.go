@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 )
 
@@ -23,11 +24,11 @@ type LlamaConfig struct {
 	// NoCache leaves out the past_key_values.{i}.key/value inputs and the
 	// present.{i}.key/value outputs.
 	NoCache bool
-	// DType is the element type of weights and activations: graph.Float32
-	// (also 0) or graph.Float16. A float16 model takes RMSNorm, RoPE and
+	// DType is the element type of weights and activations: dtype.Float32
+	// (also dtype.Undefined) or dtype.Float16. A float16 model takes RMSNorm, RoPE and
 	// softmax in float32, as HuggingFace does, and its logits and KV cache
 	// are float16.
-	DType int32
+	DType dtype.Type
 
 	Seed    uint64  // weights are a function of Seed alone
 	InitStd float64 // standard deviation of linear and embedding weights; 0 means 0.02
@@ -70,8 +71,8 @@ func (c LlamaConfig) withDefaults() LlamaConfig {
 	if c.RopeTheta == 0 {
 		c.RopeTheta = 10000
 	}
-	if c.DType == 0 {
-		c.DType = graph.Float32
+	if c.DType == dtype.Undefined {
+		c.DType = dtype.Float32
 	}
 	if c.InitStd == 0 {
 		c.InitStd = defaultInitStd
@@ -99,8 +100,8 @@ func (c LlamaConfig) Validate() error {
 		return errorf("llama: heads %d is not a multiple of KV heads %d", c.Heads, c.KVHeads)
 	case c.HeadDim()%2 != 0:
 		return errorf("llama: head dim %d is odd; RoPE needs it even", c.HeadDim())
-	case c.DType != graph.Float32 && c.DType != graph.Float16:
-		return errorf("llama: dtype %s is not float32 or float16", graph.DTypeName(c.DType))
+	case c.DType != dtype.Float32 && c.DType != dtype.Float16:
+		return errorf("llama: dtype %s is not float32 or float16", c.DType)
 	case c.InitStd < 0 || c.RMSNormEps < 0 || c.RopeTheta < 0:
 		return errorf("llama: InitStd, RMSNormEps and RopeTheta must not be negative")
 	}
@@ -139,9 +140,9 @@ func Llama(c LlamaConfig) (*graph.Model, error) {
 	m := b.m
 	e, h, kv, d := c.Hidden, c.Heads, c.KVHeads, c.HeadDim()
 
-	m.AddInput(graph.TensorInfo("input_ids", graph.Int64, "batch_size", "sequence_length"))
-	m.AddInput(graph.TensorInfo("attention_mask", graph.Int64, "batch_size", "total_sequence_length"))
-	m.AddInput(graph.TensorInfo("position_ids", graph.Int64, "batch_size", "sequence_length"))
+	m.AddInput(graph.TensorInfo("input_ids", dtype.Int64, "batch_size", "sequence_length"))
+	m.AddInput(graph.TensorInfo("attention_mask", dtype.Int64, "batch_size", "total_sequence_length"))
+	m.AddInput(graph.TensorInfo("position_ids", dtype.Int64, "batch_size", "sequence_length"))
 	if !c.NoCache {
 		for i := range c.Layers {
 			for _, kind := range []string{"key", "value"} {
@@ -209,14 +210,14 @@ func (b *builder) rotary(scope, positionIDs string, dim int, theta float64) (cos
 	for j := range inv {
 		inv[j] = float32(1 / math.Pow(theta, float64(2*j)/float64(dim)))
 	}
-	pos := b.op(scope, "Cast", []string{positionIDs}, graph.AttrInt("to", int64(graph.Float32)))
+	pos := b.op(scope, "Cast", []string{positionIDs}, graph.AttrInt("to", int64(dtype.Float32)))
 	pos = b.op(scope, "Unsqueeze", []string{pos, b.ints(-1)})
-	freqs := b.op(scope, "Mul", []string{pos, b.floats(graph.Float32, inv)})
+	freqs := b.op(scope, "Mul", []string{pos, b.floats(dtype.Float32, inv)})
 	emb := b.op(scope, "Concat", []string{freqs, freqs}, graph.AttrInt("axis", -1))
 	cos = b.op(scope, "Cos", []string{emb})
 	sin = b.op(scope, "Sin", []string{emb})
-	cos = b.castTo(scope, cos, graph.Float32, b.dtype)
-	sin = b.castTo(scope, sin, graph.Float32, b.dtype)
+	cos = b.castTo(scope, cos, dtype.Float32, b.elem)
+	sin = b.castTo(scope, sin, dtype.Float32, b.elem)
 	cos = b.op(scope, "Unsqueeze", []string{cos, b.ints(1)})
 	sin = b.op(scope, "Unsqueeze", []string{sin, b.ints(1)})
 	return cos, sin

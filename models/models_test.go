@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 )
 
@@ -17,7 +18,7 @@ var builders = []struct {
 	{"llama", func() (*graph.Model, error) { return Llama(LlamaTiny()) }, LlamaTiny().NumParams()},
 	{"llama-nocache", func() (*graph.Model, error) { c := LlamaTiny(); c.NoCache = true; return Llama(c) }, LlamaTiny().NumParams()},
 	{"llama-mha", func() (*graph.Model, error) { c := LlamaTiny(); c.KVHeads = 0; return Llama(c) }, func() int64 { c := LlamaTiny(); c.KVHeads = 0; return c.NumParams() }()},
-	{"llama-fp16", func() (*graph.Model, error) { c := LlamaTiny(); c.DType = graph.Float16; return Llama(c) }, LlamaTiny().NumParams()},
+	{"llama-fp16", func() (*graph.Model, error) { c := LlamaTiny(); c.DType = dtype.Float16; return Llama(c) }, LlamaTiny().NumParams()},
 	{"gpt2", func() (*graph.Model, error) { return GPT2(GPT2Tiny()) }, GPT2Tiny().NumParams()},
 	{"gpt2-gemm", func() (*graph.Model, error) { c := GPT2Tiny(); c.Gemm = true; return GPT2(c) }, GPT2Tiny().NumParams()},
 	{"gpt2-anon", func() (*graph.Model, error) { c := GPT2Tiny(); c.AnonymousNodes = true; return GPT2(c) }, GPT2Tiny().NumParams()},
@@ -198,8 +199,8 @@ func TestParallelFillMatchesSequential(t *testing.T) {
 	const n = 5*parallelChunk + 3
 	seq := make([]float32, n)
 	fillNormal(seq, 42, 0, 0, 1)
-	par := normalBytes(n, graph.Float32, 42, 0, 1)
-	tp := graph.NewFloat32Tensor("x", graph.Float32, []int64{n}, seq)
+	par := normalBytes(n, dtype.Float32, 42, 0, 1)
+	tp := graph.NewFloat32Tensor("x", dtype.Float32, []int64{n}, seq)
 	if !bytes.Equal(tp.RawData, par) {
 		t.Fatal("the parallel fill differs from the sequential one")
 	}
@@ -222,7 +223,7 @@ func TestValidate(t *testing.T) {
 		{"hidden not a multiple of heads", func() error { c := LlamaTiny(); c.Hidden = 18; return c.Validate() }()},
 		{"heads not a multiple of kv heads", func() error { c := LlamaTiny(); c.KVHeads = 3; return c.Validate() }()},
 		{"odd head dim", func() error { c := LlamaTiny(); c.Hidden, c.Heads, c.KVHeads = 12, 4, 4; return c.Validate() }()},
-		{"bad dtype", func() error { c := LlamaTiny(); c.DType = graph.Int64; return c.Validate() }()},
+		{"bad dtype", func() error { c := LlamaTiny(); c.DType = dtype.Int64; return c.Validate() }()},
 		{"zero layers", func() error { c := GPT2Tiny(); c.Layers = 0; return c.Validate() }()},
 		{"negative labels", func() error { c := BERTTiny(); c.NumLabels = -1; return c.Validate() }()},
 	}

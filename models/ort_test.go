@@ -6,6 +6,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
@@ -47,8 +48,8 @@ func ints(t *testing.T, shape []int64, v []int64) *rt.Tensor {
 	return x
 }
 
-// floats returns a tensor of dtype holding v.
-func floats(t *testing.T, dtype int32, shape []int64, v []float64) *rt.Tensor {
+// floats returns a tensor of type elem holding v.
+func floats(t *testing.T, elem dtype.Type, shape []int64, v []float64) *rt.Tensor {
 	t.Helper()
 	f := make([]float32, len(v))
 	for i, x := range v {
@@ -56,7 +57,7 @@ func floats(t *testing.T, dtype int32, shape []int64, v []float64) *rt.Tensor {
 	}
 	var x *rt.Tensor
 	var err error
-	if dtype == graph.Float16 {
+	if elem == dtype.Float16 {
 		x, err = rt.NewFloat16FromFloat32(shape, f)
 	} else {
 		x, err = rt.NewFloat32(shape, f)
@@ -136,7 +137,7 @@ func compare(t *testing.T, what string, got, want []float64, tl tol, keep func(i
 type decoder struct {
 	name                  string
 	model                 *graph.Model
-	dtype                 int32
+	elem                  dtype.Type
 	layers, kvHeads, hdim int
 	vocab                 int
 	cache, positions      bool
@@ -163,8 +164,8 @@ func (d decoder) run(t *testing.T, s *rt.Session, in DecoderInputs) *DecoderOutp
 			if in.Past != nil {
 				k, v = in.Past[i].Key, in.Past[i].Value
 			}
-			feeds[fmt.Sprintf("past_key_values.%d.key", i)] = floats(t, d.dtype, shape, k)
-			feeds[fmt.Sprintf("past_key_values.%d.value", i)] = floats(t, d.dtype, shape, v)
+			feeds[fmt.Sprintf("past_key_values.%d.key", i)] = floats(t, d.elem, shape, k)
+			feeds[fmt.Sprintf("past_key_values.%d.value", i)] = floats(t, d.elem, shape, v)
 			outputs = append(outputs, fmt.Sprintf("present.%d.key", i), fmt.Sprintf("present.%d.value", i))
 		}
 	}
@@ -228,7 +229,7 @@ func testDecoder(t *testing.T, d decoder, tl tol) {
 	// float16 model's Add in float32, where -65504 does not absorb the
 	// score, so there those rows, meaningless either way, are not compared.
 	var keepLogits, keepCache func(int) bool
-	if d.dtype == graph.Float16 {
+	if d.elem == dtype.Float16 {
 		keepLogits = func(i int) bool { return mask[i/d.vocab] != 0 }
 		keepCache = keepReal(mask, batch, d.kvHeads, seq, d.hdim)
 	}
@@ -298,7 +299,7 @@ func TestLlamaMatchesReference(t *testing.T) {
 		{"gqa", func(c *LlamaConfig) {}, tol32},
 		{"mha", func(c *LlamaConfig) { c.KVHeads = 0 }, tol32},
 		{"mqa-nocache", func(c *LlamaConfig) { c.KVHeads = 1; c.NoCache = true }, tol32},
-		{"fp16", func(c *LlamaConfig) { c.DType = graph.Float16 }, tol{1e-2, 1e-2}},
+		{"fp16", func(c *LlamaConfig) { c.DType = dtype.Float16 }, tol{1e-2, 1e-2}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -311,7 +312,7 @@ func TestLlamaMatchesReference(t *testing.T) {
 			}
 			cw := c.withDefaults()
 			testDecoder(t, decoder{
-				model: m, dtype: cw.DType, layers: c.Layers, kvHeads: cw.KVHeads, hdim: c.HeadDim(),
+				model: m, elem: cw.DType, layers: c.Layers, kvHeads: cw.KVHeads, hdim: c.HeadDim(),
 				vocab: c.VocabSize, cache: !c.NoCache, positions: true,
 				ref: func(w Weights, in DecoderInputs) (*DecoderOutputs, error) { return LlamaReference(c, w, in) },
 			}, tc.tol)
@@ -338,7 +339,7 @@ func TestGPT2MatchesReference(t *testing.T) {
 				t.Fatal(err)
 			}
 			testDecoder(t, decoder{
-				model: m, dtype: graph.Float32, layers: c.Layers, kvHeads: c.Heads, hdim: c.HeadDim(),
+				model: m, elem: dtype.Float32, layers: c.Layers, kvHeads: c.Heads, hdim: c.HeadDim(),
 				vocab: c.VocabSize, cache: !c.NoCache,
 				ref: func(w Weights, in DecoderInputs) (*DecoderOutputs, error) { return GPT2Reference(c, w, in) },
 			}, tol32)

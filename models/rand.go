@@ -7,7 +7,7 @@ import (
 	"runtime"
 	"sync"
 
-	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/half"
 )
 
@@ -95,26 +95,26 @@ func parallelFor(n int, f func(lo, hi int)) {
 }
 
 // normalBytes returns n values mean + std·N(0,1) from stream s, encoded
-// little-endian in dtype (float32 or float16). It writes the encoding
+// little-endian in dt (float32 or float16). It writes the encoding
 // directly, so a large tensor is never held twice.
-func normalBytes(n int, dtype int32, s uint64, mean, std float64) []byte {
-	es := graph.ElemSize(dtype)
+func normalBytes(n int, dt dtype.Type, s uint64, mean, std float64) []byte {
+	es := dt.Size()
 	out := make([]byte, n*es)
 	parallelFor(n, func(lo, hi int) {
 		var buf [512]float32
 		for i := lo; i < hi; i += len(buf) {
 			chunk := buf[:min(len(buf), hi-i)]
 			fillNormal(chunk, s, i, mean, std)
-			encodeFloats(out[i*es:], dtype, chunk)
+			encodeFloats(out[i*es:], dt, chunk)
 		}
 	})
 	return out
 }
 
-// encodeFloats writes vals into b as little-endian dtype values.
-func encodeFloats(b []byte, dtype int32, vals []float32) {
-	switch dtype {
-	case graph.Float16:
+// encodeFloats writes vals into b as little-endian values of type dt.
+func encodeFloats(b []byte, dt dtype.Type, vals []float32) {
+	switch dt {
+	case dtype.Float16:
 		for i, v := range vals {
 			binary.LittleEndian.PutUint16(b[2*i:], half.Float32ToFloat16(v))
 		}

@@ -3,7 +3,7 @@ package models
 import (
 	"math"
 
-	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // The references below compute each model's forward pass in float64 with
@@ -224,7 +224,7 @@ func attend(q, k, v []float64, batch, seq, total, heads, kvHeads, dim int, allow
 					}
 					s *= scale
 					if !allowed(b, i, j) {
-						s += lowest(graph.Float32)
+						s += lowest(dtype.Float32)
 					}
 					scores[j] = s
 					mx = max(mx, s)

@@ -22,7 +22,7 @@ type Weights map[string]Tensor
 func WeightsOf(m *graph.Model) (Weights, error) {
 	w := Weights{}
 	for _, t := range m.Graph().Initializer {
-		if !graph.IsFloat(t.DataType) {
+		if !graph.TypeOf(t).IsFloat() {
 			continue
 		}
 		v, err := m.Float32s(t)

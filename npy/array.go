@@ -7,12 +7,14 @@ import (
 	"math/bits"
 	"strconv"
 	"strings"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // Array is an n-dimensional array as an .npy file holds it.
 type Array struct {
 	// DType is the element type.
-	DType DType
+	DType dtype.Type
 	// Shape is the size of each axis, outermost first (C order). An empty
 	// shape is a scalar, which has one element.
 	Shape []int64
@@ -23,37 +25,37 @@ type Array struct {
 
 // Elem is the set of Go types that Values and New convert to and from.
 // Float16 has no Go type: use Float16Bits and NewFloat16 (Values[uint16]
-// is for arrays of DType Uint16).
+// is for arrays of type dtype.Uint16).
 type Elem interface {
 	bool | int8 | uint8 | int16 | uint16 | int32 | uint32 | int64 | uint64 | float32 | float64
 }
 
-// DTypeOf returns the DType that holds elements of type T.
-func DTypeOf[T Elem]() DType {
+// DTypeOf returns the element type that holds elements of type T.
+func DTypeOf[T Elem]() dtype.Type {
 	var z T
 	switch any(z).(type) {
 	case bool:
-		return Bool
+		return dtype.Bool
 	case int8:
-		return Int8
+		return dtype.Int8
 	case uint8:
-		return Uint8
+		return dtype.Uint8
 	case int32:
-		return Int32
+		return dtype.Int32
 	case int64:
-		return Int64
+		return dtype.Int64
 	case int16:
-		return Int16
+		return dtype.Int16
 	case uint16:
-		return Uint16
+		return dtype.Uint16
 	case uint32:
-		return Uint32
+		return dtype.Uint32
 	case uint64:
-		return Uint64
+		return dtype.Uint64
 	case float32:
-		return Float32
+		return dtype.Float32
 	default:
-		return Float64
+		return dtype.Float64
 	}
 }
 
@@ -76,12 +78,12 @@ func numElements(shape []int64) (int64, bool) {
 
 // dataSize returns the number of data bytes an array of this type and shape
 // has, or an error when that does not fit in an int.
-func dataSize(dtype DType, shape []int64) (int, error) {
+func dataSize(elem dtype.Type, shape []int64) (int, error) {
 	n, ok := numElements(shape)
-	if !ok || n > math.MaxInt/int64(dtype.Size()) {
+	if !ok || n > math.MaxInt/int64(elem.Size()) {
 		return 0, fmt.Errorf("shape %s is too large", FormatShape(shape))
 	}
-	return int(n) * dtype.Size(), nil
+	return int(n) * elem.Size(), nil
 }
 
 // Len returns the number of elements: the product of Shape.
@@ -93,7 +95,7 @@ func (a *Array) Len() int64 {
 // Validate checks that the DType is supported, no dimension is negative and
 // Data has the length that DType and Shape call for.
 func (a *Array) Validate() error {
-	if !a.DType.valid() {
+	if !supported(a.DType) {
 		return errorf("invalid dtype %d", int(a.DType))
 	}
 	n, err := dataSize(a.DType, a.Shape)
@@ -257,13 +259,13 @@ func NewFloat16(shape []int64, bits []uint16) (*Array, error) {
 	for _, v := range bits {
 		b = binary.LittleEndian.AppendUint16(b, v)
 	}
-	return &Array{DType: Float16, Shape: append([]int64{}, shape...), Data: b}, nil
+	return &Array{DType: dtype.Float16, Shape: append([]int64{}, shape...), Data: b}, nil
 }
 
 // Float16Bits returns the elements of a float16 array as IEEE 754 half
 // precision bit patterns.
 func (a *Array) Float16Bits() ([]uint16, error) {
-	if a.DType != Float16 {
+	if a.DType != dtype.Float16 {
 		return nil, errorf("array is %s, not float16", a.DType)
 	}
 	if err := a.Validate(); err != nil {

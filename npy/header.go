@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // magic starts every .npy file; the format version's two bytes follow.
@@ -28,17 +30,17 @@ const (
 
 // header is what the dict literal of an .npy header says.
 type header struct {
-	dtype DType
+	elem  dtype.Type
 	shape []int64
 }
 
 // encodeHeader returns the magic, version, length and padded header text
 // for an array, as numpy.save writes them: version 1.0 when the header fits
 // its 16-bit length and 2.0 otherwise, or 2.0 at least when minMajor is 2.
-func encodeHeader(dtype DType, shape []int64, minMajor byte) []byte {
+func encodeHeader(elem dtype.Type, shape []int64, minMajor byte) []byte {
 	var sb strings.Builder
 	sb.WriteString("{'descr': '")
-	sb.WriteString(dtype.Descr())
+	sb.WriteString(elem.Descr())
 	sb.WriteString("', 'fortran_order': False, 'shape': (")
 	for i, d := range shape {
 		if i > 0 {
@@ -111,8 +113,8 @@ func parseHeader(text string) (header, error) {
 			if !ok {
 				return header{}, fmt.Errorf("structured or non-string dtype %s is not supported", describe(val))
 			}
-			if h.dtype, err = ParseDescr(s); err != nil {
-				return header{}, errors.New(strings.TrimPrefix(err.Error(), "npy: "))
+			if h.elem, err = parseDescr(s); err != nil {
+				return header{}, err
 			}
 		case "fortran_order":
 			b, ok := val.(bool)

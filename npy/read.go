@@ -102,11 +102,11 @@ func readCounted(r io.Reader, size int64) (*Array, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	n, err := dataSize(h.dtype, h.shape)
+	n, err := dataSize(h.elem, h.shape)
 	if err != nil {
 		return nil, 0, err
 	}
-	a := &Array{DType: h.dtype, Shape: h.shape}
+	a := &Array{DType: h.elem, Shape: h.shape}
 	if size >= 0 && consumed+int64(n) > size {
 		return nil, 0, fmt.Errorf("truncated data: %s needs %d bytes, file has %d", a, n, size-consumed)
 	}

@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // TestReadNumpyFiles reads the files that testdata/gen_numpy.py made with
@@ -15,33 +17,33 @@ import (
 func TestReadNumpyFiles(t *testing.T) {
 	for _, test := range []struct {
 		file   string
-		dtype  DType
+		elem   dtype.Type
 		shape  []int64
 		values any // what Values returns; for float16, what Float16Bits returns
 	}{
-		{"f4_2x3.npy", Float32, []int64{2, 3}, []float32{0, 0.25, 0.5, 0.75, 1, 1.25}},
-		{"f2_3.npy", Float16, []int64{3}, []uint16{0x3c00, 0xc000, 0x3800}},
-		{"f8_scalar.npy", Float64, []int64{}, []float64{3.5}},
-		{"i8_1x8.npy", Int64, []int64{1, 8}, []int64{-3, -2, -1, 0, 1, 2, 3, 4}},
-		{"i4_2x2.npy", Int32, []int64{2, 2}, []int32{-2147483648, -1, 0, 2147483647}},
-		{"i1_4.npy", Int8, []int64{4}, []int8{-128, -1, 0, 127}},
-		{"u1_4.npy", Uint8, []int64{4}, []uint8{0, 1, 128, 255}},
-		{"i2_2.npy", Int16, []int64{2}, []int16{-32768, 32767}},
-		{"u2_2.npy", Uint16, []int64{2}, []uint16{0, 65535}},
-		{"u4_2.npy", Uint32, []int64{2}, []uint32{0, 4294967295}},
-		{"u8_2.npy", Uint64, []int64{2}, []uint64{0, 18446744073709551615}},
-		{"b1_3.npy", Bool, []int64{3}, []bool{true, false, true}},
-		{"f4_0x3.npy", Float32, []int64{0, 3}, []float32{}},
-		{"f4_v2.npy", Float32, []int64{2}, []float32{1.5, -1.5}},
-		{"i8_v3.npy", Int64, []int64{1, 1}, []int64{7}},
+		{"f4_2x3.npy", dtype.Float32, []int64{2, 3}, []float32{0, 0.25, 0.5, 0.75, 1, 1.25}},
+		{"f2_3.npy", dtype.Float16, []int64{3}, []uint16{0x3c00, 0xc000, 0x3800}},
+		{"f8_scalar.npy", dtype.Float64, []int64{}, []float64{3.5}},
+		{"i8_1x8.npy", dtype.Int64, []int64{1, 8}, []int64{-3, -2, -1, 0, 1, 2, 3, 4}},
+		{"i4_2x2.npy", dtype.Int32, []int64{2, 2}, []int32{-2147483648, -1, 0, 2147483647}},
+		{"i1_4.npy", dtype.Int8, []int64{4}, []int8{-128, -1, 0, 127}},
+		{"u1_4.npy", dtype.Uint8, []int64{4}, []uint8{0, 1, 128, 255}},
+		{"i2_2.npy", dtype.Int16, []int64{2}, []int16{-32768, 32767}},
+		{"u2_2.npy", dtype.Uint16, []int64{2}, []uint16{0, 65535}},
+		{"u4_2.npy", dtype.Uint32, []int64{2}, []uint32{0, 4294967295}},
+		{"u8_2.npy", dtype.Uint64, []int64{2}, []uint64{0, 18446744073709551615}},
+		{"b1_3.npy", dtype.Bool, []int64{3}, []bool{true, false, true}},
+		{"f4_0x3.npy", dtype.Float32, []int64{0, 3}, []float32{}},
+		{"f4_v2.npy", dtype.Float32, []int64{2}, []float32{1.5, -1.5}},
+		{"i8_v3.npy", dtype.Int64, []int64{1, 1}, []int64{7}},
 	} {
 		a, err := ReadFile(filepath.Join("testdata", test.file))
 		if err != nil {
 			t.Errorf("%s: unexpected error: %v", test.file, err)
 			continue
 		}
-		if a.DType != test.dtype || !reflect.DeepEqual(a.Shape, test.shape) {
-			t.Errorf("%s: got %s %v, want %s %v", test.file, a.DType, a.Shape, test.dtype, test.shape)
+		if a.DType != test.elem || !reflect.DeepEqual(a.Shape, test.shape) {
+			t.Errorf("%s: got %s %v, want %s %v", test.file, a.DType, a.Shape, test.elem, test.shape)
 			continue
 		}
 		var got any
@@ -63,7 +65,7 @@ func TestReadNumpyFiles(t *testing.T) {
 		case []int16:
 			got, err = Values[int16](a)
 		case []uint16:
-			if a.DType == Float16 {
+			if a.DType == dtype.Float16 {
 				got, err = a.Float16Bits()
 			} else {
 				got, err = Values[uint16](a)
@@ -190,22 +192,22 @@ func TestReadStream(t *testing.T) {
 func TestParseHeaderForms(t *testing.T) {
 	for _, test := range []struct {
 		text  string
-		dtype DType
+		elem  dtype.Type
 		shape []int64
 	}{
-		{`{"descr": "<i8", "fortran_order": False, "shape": (3,)}`, Int64, []int64{3}},
-		{"{'shape': (2L, 3L), 'fortran_order': False, 'descr': '<f4'}", Float32, []int64{2, 3}},
-		{"{'descr':'|u1','fortran_order':False,'shape':()}  \n", Uint8, []int64{}},
-		{"{'descr': '<u1', 'fortran_order': False, 'shape': ((4),)}", Uint8, []int64{4}},
-		{"{'descr': '|b1', 'fortran_order': False, 'shape': (1, 2, 3, 4, 5, 6,), }", Bool, []int64{1, 2, 3, 4, 5, 6}},
+		{`{"descr": "<i8", "fortran_order": False, "shape": (3,)}`, dtype.Int64, []int64{3}},
+		{"{'shape': (2L, 3L), 'fortran_order': False, 'descr': '<f4'}", dtype.Float32, []int64{2, 3}},
+		{"{'descr':'|u1','fortran_order':False,'shape':()}  \n", dtype.Uint8, []int64{}},
+		{"{'descr': '<u1', 'fortran_order': False, 'shape': ((4),)}", dtype.Uint8, []int64{4}},
+		{"{'descr': '|b1', 'fortran_order': False, 'shape': (1, 2, 3, 4, 5, 6,), }", dtype.Bool, []int64{1, 2, 3, 4, 5, 6}},
 	} {
 		h, err := parseHeader(test.text)
 		if err != nil {
 			t.Errorf("%q: unexpected error: %v", test.text, err)
 			continue
 		}
-		if h.dtype != test.dtype || !reflect.DeepEqual(h.shape, test.shape) {
-			t.Errorf("%q: got %s %v, want %s %v", test.text, h.dtype, h.shape, test.dtype, test.shape)
+		if h.elem != test.elem || !reflect.DeepEqual(h.shape, test.shape) {
+			t.Errorf("%q: got %s %v, want %s %v", test.text, h.elem, h.shape, test.elem, test.shape)
 		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // TestWriteMatchesNumpy writes each fixture's array again and wants the
@@ -40,23 +42,23 @@ func TestEncodeHeader(t *testing.T) {
 		return prefix + text + strings.Repeat(" ", 127-len(prefix)-len(text)) + "\n"
 	}
 	for _, test := range []struct {
-		dtype    DType
+		elem     dtype.Type
 		shape    []int64
 		minMajor byte
 		want     string
 	}{
-		{Float32, []int64{2, 3}, 1, fill(magic+"\x01\x00\x76\x00", "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }")},
-		{Int64, []int64{1, 8}, 1, fill(magic+"\x01\x00\x76\x00", "{'descr': '<i8', 'fortran_order': False, 'shape': (1, 8), }")},
-		{Float64, []int64{}, 1, fill(magic+"\x01\x00\x76\x00", "{'descr': '<f8', 'fortran_order': False, 'shape': (), }")},
-		{Bool, []int64{7}, 1, fill(magic+"\x01\x00\x76\x00", "{'descr': '|b1', 'fortran_order': False, 'shape': (7,), }")},
-		{Float32, []int64{2}, 2, fill(magic+"\x02\x00\x74\x00\x00\x00", "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }")},
+		{dtype.Float32, []int64{2, 3}, 1, fill(magic+"\x01\x00\x76\x00", "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }")},
+		{dtype.Int64, []int64{1, 8}, 1, fill(magic+"\x01\x00\x76\x00", "{'descr': '<i8', 'fortran_order': False, 'shape': (1, 8), }")},
+		{dtype.Float64, []int64{}, 1, fill(magic+"\x01\x00\x76\x00", "{'descr': '<f8', 'fortran_order': False, 'shape': (), }")},
+		{dtype.Bool, []int64{7}, 1, fill(magic+"\x01\x00\x76\x00", "{'descr': '|b1', 'fortran_order': False, 'shape': (7,), }")},
+		{dtype.Float32, []int64{2}, 2, fill(magic+"\x02\x00\x74\x00\x00\x00", "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }")},
 	} {
-		got := string(encodeHeader(test.dtype, test.shape, test.minMajor))
+		got := string(encodeHeader(test.elem, test.shape, test.minMajor))
 		if got != test.want {
-			t.Errorf("%s %v: got\n%q\nwant\n%q", test.dtype, test.shape, got, test.want)
+			t.Errorf("%s %v: got\n%q\nwant\n%q", test.elem, test.shape, got, test.want)
 		}
 		if len(got)%headerAlign != 0 {
-			t.Errorf("%s %v: header is %d bytes, want a multiple of %d", test.dtype, test.shape, len(got), headerAlign)
+			t.Errorf("%s %v: header is %d bytes, want a multiple of %d", test.elem, test.shape, len(got), headerAlign)
 		}
 	}
 
@@ -65,7 +67,7 @@ func TestEncodeHeader(t *testing.T) {
 	for i := range shape {
 		shape[i] = 1234567890123
 	}
-	b := encodeHeader(Uint8, shape, 1)
+	b := encodeHeader(dtype.Uint8, shape, 1)
 	if b[6] != 2 {
 		t.Errorf("got format %d.%d for a %d byte header, want 2.0", b[6], b[7], len(b))
 	}
@@ -114,9 +116,9 @@ func TestWriteFileInvalid(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "bad.npy")
 	for _, a := range []*Array{
-		{DType: Float32, Shape: []int64{2}, Data: make([]byte, 7)},
+		{DType: dtype.Float32, Shape: []int64{2}, Data: make([]byte, 7)},
 		{DType: 0, Shape: []int64{}, Data: nil},
-		{DType: Int64, Shape: []int64{-1}},
+		{DType: dtype.Int64, Shape: []int64{-1}},
 	} {
 		if err := WriteFile(path, a); err == nil || !strings.HasPrefix(err.Error(), "npy: "+path+": ") {
 			t.Errorf("%v: got error %v, want one that names %s", a, err, path)

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	rt "github.com/peftonnx/peftonnx/runtime"
@@ -20,9 +21,9 @@ func TestDropout(t *testing.T) {
 		g := &onnxpb.GraphProto{
 			Name:        "dropout",
 			Node:        []*onnxpb.NodeProto{{OpType: "MatMul", Name: "/proj/MatMul", Input: []string{"x", "proj.weight"}, Output: []string{"y"}}},
-			Initializer: []*onnxpb.TensorProto{graph.NewFloat32Tensor("proj.weight", graph.Float32, []int64{1, 1}, []float32{0})},
-			Input:       []*onnxpb.ValueInfoProto{graph.TensorInfo("x", graph.Float32, rows, 1)},
-			Output:      []*onnxpb.ValueInfoProto{graph.TensorInfo("y", graph.Float32, rows, 1)},
+			Initializer: []*onnxpb.TensorProto{graph.NewFloat32Tensor("proj.weight", dtype.Float32, []int64{1, 1}, []float32{0})},
+			Input:       []*onnxpb.ValueInfoProto{graph.TensorInfo("x", dtype.Float32, rows, 1)},
+			Output:      []*onnxpb.ValueInfoProto{graph.TensorInfo("y", dtype.Float32, rows, 1)},
 		}
 		m := graph.New(&onnxpb.ModelProto{IrVersion: 7, OpsetImport: []*onnxpb.OperatorSetIdProto{{Version: opset}}, Graph: g}, "")
 		cfg := config(1, 1, "proj")

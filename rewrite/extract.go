@@ -71,7 +71,7 @@ func ExtractAdapter(m *graph.Model) (*adapter.Adapter, error) {
 				shape = want
 				break
 			}
-			ad.Extra[e.Key] = &adapter.Tensor{DType: adapterType(t.DataType), Shape: shape, Data: vals}
+			ad.Extra[e.Key] = &adapter.Tensor{DType: adapterType(graph.TypeOf(t)), Shape: shape, Data: vals}
 		}
 	}
 	if err := ad.Validate(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
@@ -43,7 +44,7 @@ func rtTensors(t *testing.T, in map[string]*adapter.Tensor) map[string]*rt.Tenso
 		var x *rt.Tensor
 		var err error
 		switch v.DType {
-		case adapter.Float16:
+		case dtype.Float16:
 			x, err = rt.NewFloat16FromFloat32(v.Shape, v.Data)
 		default:
 			x, err = rt.NewFloat32(v.Shape, v.Data)
@@ -63,22 +64,22 @@ func rtTensors(t *testing.T, in map[string]*adapter.Tensor) map[string]*rt.Tenso
 // at its default optimization level.
 func TestAsInputs(t *testing.T) {
 	for _, tc := range []struct {
-		tm    testModel
-		dtype adapter.DType
+		tm   testModel
+		elem dtype.Type
 	}{
-		{builtModels[2], adapter.Float32},
-		{builtModels[1], adapter.Float32},
-		{realModels[0], adapter.Float32},
-		{builtModels[1], adapter.Float16},
-		{builtModels[2], adapter.Float16},
-		{realModels[2], adapter.Float16},
+		{builtModels[2], dtype.Float32},
+		{builtModels[1], dtype.Float32},
+		{realModels[0], dtype.Float32},
+		{builtModels[1], dtype.Float16},
+		{builtModels[2], dtype.Float16},
+		{realModels[2], dtype.Float16},
 	} {
 		tm := tc.tm
-		t.Run(tm.name+"/"+tc.dtype.String(), func(t *testing.T) {
+		t.Run(tm.name+"/"+tc.elem.String(), func(t *testing.T) {
 			base := tm.load(t)
 			m := base.Clone()
 			cfg := config(8, 8, ".*(c_attn|c_proj|q_proj|v_proj|q_lin|v_lin|classifier)")
-			cfg.DType = tc.dtype
+			cfg.DType = tc.elem
 			sites, sum, err := InjectLoRA(m, cfg, AsInputs())
 			if err != nil {
 				t.Fatal(err)
@@ -90,8 +91,8 @@ func TestAsInputs(t *testing.T) {
 				if in := m.Input(s.A); in == nil {
 					t.Fatalf("A of %s is not a graph input", s.Module)
 				}
-				if want, _ := onnxType(tc.dtype); s.DType != want {
-					t.Fatalf("A of %s has element type %d, want %s", s.Module, s.DType, tc.dtype)
+				if want, _ := branchType(tc.elem); s.DType != want {
+					t.Fatalf("A of %s has element type %s, want %s", s.Module, s.DType, tc.elem)
 				}
 			}
 			ad1 := randomAdapter(sites, 4, 8, false, 1)
@@ -131,7 +132,7 @@ func TestAsInputs(t *testing.T) {
 				tol := 1e-6
 				if step.ad != nil {
 					tol = tm.tol
-					if tc.dtype == adapter.Float16 {
+					if tc.elem == dtype.Float16 {
 						tol = max(tol, 2e-2) // the branch computes in float16
 					}
 				}

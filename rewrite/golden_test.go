@@ -22,10 +22,10 @@ func graphText(m *graph.Model) string {
 	g := m.Graph()
 	for _, v := range g.Input {
 		dt, dims, _ := graph.ValueShape(v)
-		fmt.Fprintf(&b, "input %s %s %v\n", v.Name, graph.DTypeName(dt), dims)
+		fmt.Fprintf(&b, "input %s %s %v\n", v.Name, dt, dims)
 	}
 	for _, t := range g.Initializer {
-		fmt.Fprintf(&b, "init %s %s %v\n", t.Name, graph.DTypeName(t.DataType), t.Dims)
+		fmt.Fprintf(&b, "init %s %s %v\n", t.Name, graph.TypeOf(t), t.Dims)
 	}
 	for _, n := range g.Node {
 		var attrs []string

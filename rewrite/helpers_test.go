@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
 	rt "github.com/peftonnx/peftonnx/runtime"
@@ -64,7 +65,7 @@ func builtModel(build func() (*graph.Model, error)) func(t testing.TB) *graph.Mo
 
 func llamaFP16() (*graph.Model, error) {
 	c := models.LlamaTiny()
-	c.DType = graph.Float16
+	c.DType = dtype.Float16
 	return models.Llama(c)
 }
 
@@ -151,7 +152,7 @@ func feedsFor(t testing.TB, s *rt.Session, batch, seq, past int, seed uint64) ma
 			tensor, err = rt.NewInt64([]int64{int64(batch), int64(seq)}, pos)
 		case in.Name == "token_type_ids":
 			tensor, err = rt.NewInt64([]int64{int64(batch), int64(seq)}, make([]int64, batch*seq))
-		case in.DType == rt.Float32 || in.DType == rt.Float16:
+		case in.DType == dtype.Float32 || in.DType == dtype.Float16:
 			shape := slices.Clone(in.Shape)
 			for i, d := range shape {
 				if d >= 0 {
@@ -173,7 +174,7 @@ func feedsFor(t testing.TB, s *rt.Session, batch, seq, past int, seed uint64) ma
 			for i := range vals {
 				vals[i] = float32(rng.NormFloat64())
 			}
-			if in.DType == rt.Float16 {
+			if in.DType == dtype.Float16 {
 				tensor, err = rt.NewFloat16FromFloat32(shape, vals)
 			} else {
 				tensor, err = rt.NewFloat32(shape, vals)

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -65,38 +66,35 @@ func checkConfig(cfg *adapter.LoRAConfig) error {
 	if cfg.TensorParallelDegree > 1 {
 		return errorf("tensor_parallel_degree %d: an ONNX graph holds whole, unsharded weights; merge the tensor-parallel shards of the adapter into one (degree 1) before injecting it", cfg.TensorParallelDegree)
 	}
-	if _, ok := onnxType(cfg.DType); !ok {
+	dt, ok := branchType(cfg.DType)
+	if !ok {
 		return errorf("lora dtype %s: want float32, float16 or bfloat16", cfg.DType)
 	}
+	cfg.DType = dt // an Undefined dtype is recorded as float32
 	return nil
 }
 
-// onnxType maps an adapter dtype to an ONNX element type.
-func onnxType(d adapter.DType) (int32, bool) {
+// branchType returns the element type that a LoRA branch or prefix of
+// config dtype d computes in: d, float32 where d is Undefined, and ok
+// false where d is not a float type.
+func branchType(d dtype.Type) (dtype.Type, bool) {
+	d = d.Or(dtype.Float32)
 	switch d {
-	case adapter.Float32:
-		return graph.Float32, true
-	case adapter.Float16:
-		return graph.Float16, true
-	case adapter.BFloat16:
-		return graph.BFloat16, true
-	case adapter.Float64:
-		return graph.Float64, true
+	case dtype.Float32, dtype.Float16, dtype.BFloat16, dtype.Float64:
+		return d, true
 	}
-	return 0, false
+	return dtype.Undefined, false
 }
 
-// adapterType maps an ONNX element type to an adapter dtype.
-func adapterType(t int32) adapter.DType {
+// adapterType returns the type that an adapter tensor taken from a graph
+// value of type t is stored as: t for float16, bfloat16 and float64, and
+// float32 for everything else.
+func adapterType(t dtype.Type) dtype.Type {
 	switch t {
-	case graph.Float16:
-		return adapter.Float16
-	case graph.BFloat16:
-		return adapter.BFloat16
-	case graph.Float64:
-		return adapter.Float64
+	case dtype.Float16, dtype.BFloat16, dtype.Float64:
+		return t
 	}
-	return adapter.Float32
+	return dtype.Float32
 }
 
 // filterLayers keeps the layers whose layer index is in
@@ -245,7 +243,7 @@ func siteFor(cfg *adapter.LoRAConfig, key string, l Linear, asInputs bool) (Site
 	if l.In <= 0 || l.Out <= 0 {
 		return Site{}, layerErr(l, "weight %q is %d×%d", l.Weight, l.In, l.Out)
 	}
-	adt, ok := onnxType(cfg.DType)
+	adt, ok := branchType(cfg.DType)
 	if !ok {
 		return Site{}, errorf("lora dtype %s: want float32, float16 or bfloat16", cfg.DType)
 	}
@@ -398,7 +396,7 @@ func (b *builder) int64s(name string, v ...int64) string {
 }
 
 // scalar adds a scalar initializer of element type dt.
-func (b *builder) scalar(name string, dt int32, v float32) string {
+func (b *builder) scalar(name string, dt dtype.Type, v float32) string {
 	return b.init(name, graph.NewFloat32Tensor("", dt, nil, []float32{v}))
 }
 
@@ -518,15 +516,15 @@ func (b *builder) trainingMode() string {
 	if m.HasName(name) {
 		name = m.UniqueName(name)
 	}
-	m.AddInput(graph.TensorInfo(name, graph.Bool))
-	m.AddInitializer(&onnxpb.TensorProto{Name: name, DataType: graph.Bool, RawData: []byte{0}})
+	m.AddInput(graph.TensorInfo(name, dtype.Bool))
+	m.AddInitializer(&onnxpb.TensorProto{Name: name, DataType: int32(dtype.Bool), RawData: []byte{0}})
 	b.training = name
 	b.shared = append(b.shared, name)
 	return name
 }
 
 // sharedScalar adds a float scalar initializer that every site reads.
-func (b *builder) sharedScalar(name string, dt int32, v float32) string {
+func (b *builder) sharedScalar(name string, dt dtype.Type, v float32) string {
 	t := graph.NewFloat32Tensor(b.m.UniqueName(name), dt, nil, []float32{v})
 	b.m.AddInitializer(t)
 	b.shared = append(b.shared, t.Name)
@@ -543,7 +541,7 @@ func (b *builder) dropoutOf(pre, x string) string {
 	training := b.trainingMode()
 	if b.opset >= 12 {
 		if b.ratioConst == "" {
-			b.ratioConst = b.sharedScalar("lora_dropout_ratio", graph.Float32, float32(b.dropout))
+			b.ratioConst = b.sharedScalar("lora_dropout_ratio", dtype.Float32, float32(b.dropout))
 		}
 		// The mask output is for the backward pass.
 		out := b.nodeN(false, pre, "Dropout", []string{x, b.ratioConst, training}, 2)[0]

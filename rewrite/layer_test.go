@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/internal/half"
@@ -20,7 +21,7 @@ type layerCase struct {
 	// the layer sees, with x shaped xShape.
 	in, out int
 	xShape  []int64
-	dtype   int32 // the activations' type
+	elem    dtype.Type // the activations' type
 	// gemm: transA, transB, alpha, beta and a bias C.
 	gemm           bool
 	transA, transB bool
@@ -36,20 +37,20 @@ type layerCase struct {
 	rslora  bool
 	enable  []bool
 	headDim int
-	adt     adapter.DType
+	adt     dtype.Type
 	tol     float64
 }
 
 var layerCases = []layerCase{
-	{name: "matmul", in: 6, out: 5, xShape: []int64{2, 3, 6}, dtype: graph.Float32, r: 3, loraA: 6, tol: 1e-5},
-	{name: "matmul-relu", in: 6, out: 5, xShape: []int64{4, 6}, dtype: graph.Float32, relu: true, r: 2, loraA: 2, tol: 1e-5},
-	{name: "matmul-cast-transpose", in: 6, out: 4, xShape: []int64{2, 2, 6}, dtype: graph.Float32, wTransposed: true, wCast: true, r: 4, loraA: 8, rslora: true, tol: 1e-5},
-	{name: "gemm-transB-alpha-beta", in: 5, out: 7, xShape: []int64{3, 5}, dtype: graph.Float32, gemm: true, transB: true, alpha: 0.5, beta: 2, r: 2, loraA: 4, tol: 1e-5},
-	{name: "gemm-transA", in: 5, out: 3, xShape: []int64{5, 4}, dtype: graph.Float32, gemm: true, transA: true, alpha: 1, beta: 1, relu: true, r: 2, loraA: 2, tol: 1e-5},
-	{name: "fp16-base-fp32-adapter", in: 8, out: 6, xShape: []int64{1, 3, 8}, dtype: graph.Float16, r: 2, loraA: 4, tol: 2e-2},
-	{name: "fp16-adapter", in: 8, out: 6, xShape: []int64{3, 8}, dtype: graph.Float16, r: 2, loraA: 4, adt: adapter.Float16, tol: 2e-2},
-	{name: "fused-qkv", in: 6, out: 12, xShape: []int64{2, 3, 6}, dtype: graph.Float32, r: 2, loraA: 4, enable: []bool{true, false, true}, headDim: 2, tol: 1e-5},
-	{name: "fused-contiguous", in: 4, out: 12, xShape: []int64{5, 4}, dtype: graph.Float32, gemm: true, transB: true, alpha: 1, beta: 1, r: 3, loraA: 3, enable: []bool{false, true, true}, headDim: 4, tol: 1e-5},
+	{name: "matmul", in: 6, out: 5, xShape: []int64{2, 3, 6}, elem: dtype.Float32, r: 3, loraA: 6, tol: 1e-5},
+	{name: "matmul-relu", in: 6, out: 5, xShape: []int64{4, 6}, elem: dtype.Float32, relu: true, r: 2, loraA: 2, tol: 1e-5},
+	{name: "matmul-cast-transpose", in: 6, out: 4, xShape: []int64{2, 2, 6}, elem: dtype.Float32, wTransposed: true, wCast: true, r: 4, loraA: 8, rslora: true, tol: 1e-5},
+	{name: "gemm-transB-alpha-beta", in: 5, out: 7, xShape: []int64{3, 5}, elem: dtype.Float32, gemm: true, transB: true, alpha: 0.5, beta: 2, r: 2, loraA: 4, tol: 1e-5},
+	{name: "gemm-transA", in: 5, out: 3, xShape: []int64{5, 4}, elem: dtype.Float32, gemm: true, transA: true, alpha: 1, beta: 1, relu: true, r: 2, loraA: 2, tol: 1e-5},
+	{name: "fp16-base-fp32-adapter", in: 8, out: 6, xShape: []int64{1, 3, 8}, elem: dtype.Float16, r: 2, loraA: 4, tol: 2e-2},
+	{name: "fp16-adapter", in: 8, out: 6, xShape: []int64{3, 8}, elem: dtype.Float16, r: 2, loraA: 4, adt: dtype.Float16, tol: 2e-2},
+	{name: "fused-qkv", in: 6, out: 12, xShape: []int64{2, 3, 6}, elem: dtype.Float32, r: 2, loraA: 4, enable: []bool{true, false, true}, headDim: 2, tol: 1e-5},
+	{name: "fused-contiguous", in: 4, out: 12, xShape: []int64{5, 4}, elem: dtype.Float32, gemm: true, transB: true, alpha: 1, beta: 1, r: 3, loraA: 3, enable: []bool{false, true, true}, headDim: 4, tol: 1e-5},
 }
 
 // newRand returns a seeded generator.
@@ -63,7 +64,7 @@ func layerModel(t *testing.T, tc layerCase, rng *rand.Rand) (*graph.Model, []flo
 	for i := range w {
 		w[i] = float32(rng.NormFloat64() / math.Sqrt(float64(tc.in)))
 	}
-	if tc.wCast || tc.dtype == graph.Float16 {
+	if tc.wCast || tc.elem == dtype.Float16 {
 		for i, v := range w {
 			w[i] = half.Float16ToFloat32(half.Float32ToFloat16(v))
 		}
@@ -77,15 +78,15 @@ func layerModel(t *testing.T, tc layerCase, rng *rand.Rand) (*graph.Model, []flo
 		stored = transpose(w, tc.in, tc.out)
 		dims = []int64{int64(tc.out), int64(tc.in)}
 	}
-	wType := tc.dtype
+	wType := tc.elem
 	if tc.wCast {
-		wType = graph.Float16
+		wType = dtype.Float16
 	}
 	g := &onnxpb.GraphProto{Name: tc.name}
 	g.Initializer = append(g.Initializer, graph.NewFloat32Tensor("layer.proj.weight", wType, dims, stored))
 	wv := "layer.proj.weight"
 	if tc.wCast {
-		g.Node = append(g.Node, &onnxpb.NodeProto{OpType: "Cast", Name: "/layer/proj/Cast", Input: []string{wv}, Output: []string{"w_cast"}, Attribute: []*onnxpb.AttributeProto{graph.AttrInt("to", int64(tc.dtype))}})
+		g.Node = append(g.Node, &onnxpb.NodeProto{OpType: "Cast", Name: "/layer/proj/Cast", Input: []string{wv}, Output: []string{"w_cast"}, Attribute: []*onnxpb.AttributeProto{graph.AttrInt("to", int64(tc.elem))}})
 		wv = "w_cast"
 	}
 	if tc.wTransposed {
@@ -104,7 +105,7 @@ func layerModel(t *testing.T, tc layerCase, rng *rand.Rand) (*graph.Model, []flo
 			c[i] = float32(rng.NormFloat64())
 			bias[i] = float64(c[i])
 		}
-		g.Initializer = append(g.Initializer, graph.NewFloat32Tensor("layer.proj.bias", tc.dtype, []int64{int64(tc.out)}, c))
+		g.Initializer = append(g.Initializer, graph.NewFloat32Tensor("layer.proj.bias", tc.elem, []int64{int64(tc.out)}, c))
 		attrs := []*onnxpb.AttributeProto{graph.AttrFloat("alpha", tc.alpha), graph.AttrFloat("beta", tc.beta)}
 		if tc.transA {
 			attrs = append(attrs, graph.AttrInt("transA", 1))
@@ -133,8 +134,8 @@ func layerModel(t *testing.T, tc layerCase, rng *rand.Rand) (*graph.Model, []flo
 	for i, d := range outShape {
 		ydims[i] = d
 	}
-	g.Input = []*onnxpb.ValueInfoProto{graph.TensorInfo("x", tc.dtype, xdims...)}
-	g.Output = []*onnxpb.ValueInfoProto{graph.TensorInfo("y", tc.dtype, ydims...)}
+	g.Input = []*onnxpb.ValueInfoProto{graph.TensorInfo("x", tc.elem, xdims...)}
+	g.Output = []*onnxpb.ValueInfoProto{graph.TensorInfo("y", tc.elem, ydims...)}
 	p := &onnxpb.ModelProto{IrVersion: 8, OpsetImport: []*onnxpb.OperatorSetIdProto{{Version: 17}}, Graph: g}
 	return graph.New(p, ""), weff, bias
 }
@@ -161,7 +162,7 @@ func layerAdapter(tc layerCase, rng *rand.Rand) *adapter.Adapter {
 	for i := range b {
 		b[i] = float32(rng.NormFloat64() * 0.3)
 	}
-	if tc.adt == adapter.Float16 {
+	if tc.adt == dtype.Float16 {
 		for i, v := range a {
 			a[i] = half.Float16ToFloat32(half.Float32ToFloat16(v))
 		}
@@ -263,14 +264,14 @@ func TestLayerMath(t *testing.T) {
 			x64 := make([]float64, len(x))
 			for i := range x {
 				x[i] = float32(rng.NormFloat64())
-				if tc.dtype == graph.Float16 {
+				if tc.elem == dtype.Float16 {
 					x[i] = half.Float16ToFloat32(half.Float32ToFloat16(x[i]))
 				}
 				x64[i] = float64(x[i])
 			}
 			var xt *rt.Tensor
 			var err error
-			if tc.dtype == graph.Float16 {
+			if tc.elem == dtype.Float16 {
 				xt, err = rt.NewFloat16FromFloat32(tc.xShape, x)
 			} else {
 				xt, err = rt.NewFloat32(tc.xShape, x)

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -33,7 +34,7 @@ type Linear struct {
 	WeightChain []*onnxpb.NodeProto
 	// WeightDType is the initializer's element type; DType is the element
 	// type the node computes in (the activation's type).
-	WeightDType, DType int32
+	WeightDType, DType dtype.Type
 	// In and Out are the layer's input and output features: the node
 	// computes with an [In, Out] matrix.
 	In, Out int64
@@ -128,7 +129,7 @@ func linearOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {
 	if n.Input[0] == "" || n.Input[1] == "" || m.Initializer(n.Input[0]) != nil {
 		return Linear{}, false
 	}
-	w, chain, transposes, dtype, shared, ok := weightChain(m, n.Input[1])
+	w, chain, transposes, elem, shared, ok := weightChain(m, n.Input[1])
 	if !ok {
 		return Linear{}, false
 	}
@@ -136,7 +137,7 @@ func linearOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {
 		Node: n, NodeName: n.Name, Op: n.OpType,
 		Input: n.Input[0], Output: n.Output[0],
 		Weight: w.Name, WeightChain: chain,
-		WeightDType: w.DataType, DType: dtype,
+		WeightDType: graph.TypeOf(w), DType: elem,
 		Alpha: 1, Beta: 1,
 		SharedWeight: shared,
 	}
@@ -168,20 +169,20 @@ func linearOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {
 // the initializer, the chain in data-flow order, the number of transposes,
 // the element type that reaches the consumer, and whether any link of the
 // chain has other readers.
-func weightChain(m *graph.Model, value string) (w *onnxpb.TensorProto, chain []*onnxpb.NodeProto, transposes int, dtype int32, shared bool, ok bool) {
-	dtype = -1
+func weightChain(m *graph.Model, value string) (w *onnxpb.TensorProto, chain []*onnxpb.NodeProto, transposes int, elem dtype.Type, shared bool, ok bool) {
+	elem = -1
 	for steps := 0; steps < 16; steps++ {
 		if len(m.Consumers(value)) > 1 {
 			shared = true
 		}
 		if t := m.Initializer(value); t != nil {
-			if len(t.Dims) != 2 || !graph.IsFloat(t.DataType) || m.Input(value) != nil {
+			if len(t.Dims) != 2 || !graph.TypeOf(t).IsFloat() || m.Input(value) != nil {
 				return nil, nil, 0, 0, false, false
 			}
-			if dtype < 0 {
-				dtype = t.DataType
+			if elem < 0 {
+				elem = graph.TypeOf(t)
 			}
-			return t, chain, transposes, dtype, shared, true
+			return t, chain, transposes, elem, shared, true
 		}
 		p := m.Producer(value)
 		if p == nil || (p.Domain != "" && p.Domain != "ai.onnx") || len(p.Input) < 1 || len(p.Output) != 1 {
@@ -189,9 +190,9 @@ func weightChain(m *graph.Model, value string) (w *onnxpb.TensorProto, chain []*
 		}
 		switch p.OpType {
 		case "Cast":
-			if dtype < 0 {
-				dtype = int32(graph.IntAttr(p, "to", 0))
-				if !graph.IsFloat(dtype) {
+			if elem < 0 {
+				elem = dtype.Type(graph.IntAttr(p, "to", 0))
+				if !elem.IsFloat() {
 					return nil, nil, 0, 0, false, false
 				}
 			}

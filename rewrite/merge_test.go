@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 )
 
@@ -104,7 +105,7 @@ func TestExtractApplyRoundTrip(t *testing.T) {
 			for _, w := range base.Graph().Initializer {
 				got, _ := merged.Float32s(merged.Initializer(w.Name))
 				orig, _ := base.Float32s(w)
-				if graph.IsFloat(w.DataType) && len(got) != len(orig) {
+				if graph.TypeOf(w).IsFloat() && len(got) != len(orig) {
 					t.Fatalf("initializer %q changed size", w.Name)
 				}
 			}
@@ -126,8 +127,8 @@ func TestFP16LlamaSaveLoad(t *testing.T) {
 		t.Fatalf("sites: got %d want 4 (q and v of 2 layers)", len(sites))
 	}
 	for _, s := range sites {
-		if s.BaseDType != graph.Float16 || s.DType != graph.Float32 {
-			t.Errorf("site %s: base %s adapter %s, want float16 and float32", s.Module, graph.DTypeName(s.BaseDType), graph.DTypeName(s.DType))
+		if s.BaseDType != dtype.Float16 || s.DType != dtype.Float32 {
+			t.Errorf("site %s: base %s adapter %s, want float16 and float32", s.Module, s.BaseDType, s.DType)
 		}
 	}
 	randomizeB(t, m, sites, 7, 0.5)

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 )
 
@@ -45,8 +46,8 @@ type PrefixSite struct {
 	Present []string `json:"present,omitempty"`
 	// KVDType is the element type of the model's KV cache, ParamDType that
 	// of the prefix parameters.
-	KVDType    int32 `json:"kv_dtype"`
-	ParamDType int32 `json:"param_dtype"`
+	KVDType    dtype.Type `json:"kv_dtype"`
+	ParamDType dtype.Type `json:"param_dtype"`
 	// Prompt names the prompt_embeddings initializer, and Projection the
 	// encoder's W1, B1, W2 and B2, if any.
 	Prompt     string   `json:"prompt"`

@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -72,7 +73,7 @@ func buildPrefix(m *graph.Model, plan *prefixPlan, params []prefixParam) (*Prefi
 		Stacked:      past.stacked,
 		Past:         append([]string(nil), past.names...),
 		ReplacedPast: plan.replace,
-		KVDType:      past.dtype,
+		KVDType:      past.elem,
 		ParamDType:   plan.paramType,
 		Nodes:        []string{},
 	}
@@ -94,8 +95,8 @@ func buildPrefix(m *graph.Model, plan *prefixPlan, params []prefixParam) (*Prefi
 		h = b.node(scope+"/transform.2", "MatMul", []string{h, names[3]})
 		table = b.node(scope+"/transform.2", "Add", []string{h, names[4]})
 	}
-	if plan.paramType != past.dtype {
-		table = b.node(scope, "Cast", []string{table}, graph.AttrInt("to", int64(past.dtype)))
+	if plan.paramType != past.elem {
+		table = b.node(scope, "Cast", []string{table}, graph.AttrInt("to", int64(past.elem)))
 	}
 
 	// [P, 2L·kv·D] → [P, 2L, kv, D] → [2L, kv, P, D] → [2L, 1, kv, P, D],
@@ -215,8 +216,8 @@ func (b *prefixBuilder) padMask(plan *prefixPlan) {
 func (b *prefixBuilder) shiftPositions(plan *prefixPlan) {
 	P := int64(plan.cfg.NumPrefixTokens)
 	var off *onnxpb.TensorProto
-	if plan.posType == graph.Int32 {
-		off = &onnxpb.TensorProto{DataType: graph.Int32, RawData: binary.LittleEndian.AppendUint32(nil, uint32(P))}
+	if plan.posType == dtype.Int32 {
+		off = &onnxpb.TensorProto{DataType: int32(dtype.Int32), RawData: binary.LittleEndian.AppendUint32(nil, uint32(P))}
 	} else {
 		off = graph.NewInt64Tensor("", nil, []int64{P})
 	}
@@ -243,22 +244,22 @@ func (b *prefixBuilder) dropout(plan *prefixPlan, x, shape string) string {
 	if m.HasName(training) {
 		training = m.UniqueName(training)
 	}
-	m.AddInput(graph.TensorInfo(training, graph.Bool))
-	m.AddInitializer(&onnxpb.TensorProto{Name: training, DataType: graph.Bool, RawData: []byte{0}})
+	m.AddInput(graph.TensorInfo(training, dtype.Bool))
+	m.AddInitializer(&onnxpb.TensorProto{Name: training, DataType: int32(dtype.Bool), RawData: []byte{0}})
 	b.site.TrainingMode = training
 	b.site.Initializers = append(b.site.Initializers, training)
 	scalar := func(name string, v float32) string {
-		return b.constant(name, graph.NewFloat32Tensor("", graph.Float32, nil, []float32{v}))
+		return b.constant(name, graph.NewFloat32Tensor("", dtype.Float32, nil, []float32{v}))
 	}
-	dt := plan.past.dtype
+	dt := plan.past.elem
 	one := scalar("prefix_dropout_one", 1)
 	r := b.node(scope, "Where", []string{training, scalar("prefix_dropout_ratio", float32(plan.cfg.PrefixDropout)), scalar("prefix_dropout_zero", 0)})
 	scale := b.node(scope, "Div", []string{one, b.node(scope, "Sub", []string{one, r})})
 	zeros := b.node(scope, "ConstantOfShape", []string{shape})
-	u := b.node(scope, "RandomUniformLike", []string{zeros}, graph.AttrInt("dtype", int64(graph.Float32)))
+	u := b.node(scope, "RandomUniformLike", []string{zeros}, graph.AttrInt("dtype", int64(dtype.Float32)))
 	keep := b.node(scope, "Not", []string{b.node(scope, "Less", []string{u, r})})
 	keepF := b.node(scope, "Cast", []string{keep}, graph.AttrInt("to", int64(dt)))
-	if dt != graph.Float32 {
+	if dt != dtype.Float32 {
 		scale = b.node(scope, "Cast", []string{scale}, graph.AttrInt("to", int64(dt)))
 	}
 	return b.node(scope, "Mul", []string{b.node(scope, "Mul", []string{x, keepF}), scale})
@@ -266,33 +267,33 @@ func (b *prefixBuilder) dropout(plan *prefixPlan, x, shape string) string {
 
 // onesTensor returns a tensor of element type dt and shape dims filled
 // with ones (true for bool).
-func onesTensor(dt int32, dims []int64) (*onnxpb.TensorProto, error) {
+func onesTensor(dt dtype.Type, dims []int64) (*onnxpb.TensorProto, error) {
 	n := graph.NumElements(dims)
 	switch dt {
-	case graph.Float32, graph.Float16, graph.BFloat16, graph.Float64:
+	case dtype.Float32, dtype.Float16, dtype.BFloat16, dtype.Float64:
 		v := make([]float32, n)
 		for i := range v {
 			v[i] = 1
 		}
 		return graph.NewFloat32Tensor("", dt, dims, v), nil
-	case graph.Int64:
+	case dtype.Int64:
 		v := make([]int64, n)
 		for i := range v {
 			v[i] = 1
 		}
 		return graph.NewInt64Tensor("", dims, v), nil
-	case graph.Int32:
+	case dtype.Int32:
 		raw := make([]byte, 0, 4*n)
 		for range n {
 			raw = binary.LittleEndian.AppendUint32(raw, 1)
 		}
-		return &onnxpb.TensorProto{DataType: dt, Dims: dims, RawData: raw}, nil
-	case graph.Bool, graph.Uint8, graph.Int8:
+		return &onnxpb.TensorProto{DataType: int32(dt), Dims: dims, RawData: raw}, nil
+	case dtype.Bool, dtype.Uint8, dtype.Int8:
 		raw := make([]byte, n)
 		for i := range raw {
 			raw[i] = 1
 		}
-		return &onnxpb.TensorProto{DataType: dt, Dims: dims, RawData: raw}, nil
+		return &onnxpb.TensorProto{DataType: int32(dt), Dims: dims, RawData: raw}, nil
 	}
-	return nil, errorf("element type %s: want a float, int64, int32, int8, uint8 or bool mask", graph.DTypeName(dt))
+	return nil, errorf("element type %s: want a float, int64, int32, int8, uint8 or bool mask", dt)
 }

@@ -87,7 +87,7 @@ func summarizePrefix(m *graph.Model, site *PrefixSite) Summary {
 	}
 	sum := Summary{Extra: site.Trainable()}
 	for _, t := range m.Proto.Graph.Initializer {
-		if helper[t.Name] || !graph.IsFloat(t.DataType) {
+		if helper[t.Name] || !graph.TypeOf(t).IsFloat() {
 			continue
 		}
 		n := graph.NumElements(t.Dims)
@@ -120,7 +120,7 @@ func ExtractPrefix(m *graph.Model) (*adapter.Adapter, error) {
 		if err != nil {
 			return nil, errorf("%s: prefix parameter %q: %v", modelLabel(m), name, err)
 		}
-		return &adapter.Tensor{DType: adapterType(init.DataType), Shape: append([]int64(nil), init.Dims...), Data: v}, nil
+		return &adapter.Tensor{DType: adapterType(graph.TypeOf(init)), Shape: append([]int64(nil), init.Dims...), Data: v}, nil
 	}
 	ad := adapter.NewPrefix(site.Config)
 	if ad.Prompt, err = read(site.Prompt); err != nil {

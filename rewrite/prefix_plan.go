@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -31,7 +32,7 @@ type pastInputs struct {
 	layers  int
 	kvHeads int64 // -1 where the graph leaves it dynamic
 	headDim int64 // -1 likewise
-	dtype   int32
+	elem    dtype.Type
 }
 
 // seqAxis returns the axis of the past length.
@@ -47,12 +48,12 @@ type prefixPlan struct {
 	cfg       adapter.PrefixConfig // completed from the graph
 	past      pastInputs
 	present   []string // per past input, the output to slice, or ""
-	paramType int32
+	paramType dtype.Type
 	batchFrom string // input whose first dim is the batch
 	mask      string // attention_mask input, or ""
-	maskType  int32
+	maskType  dtype.Type
 	positions string // position_ids input, or ""
-	posType   int32
+	posType   dtype.Type
 	replace   bool
 	opset     int64
 }
@@ -72,13 +73,14 @@ func planPrefix(m *graph.Model, cfg adapter.PrefixConfig, o prefixOptions) (*pre
 	if err != nil {
 		return nil, err
 	}
-	paramType, ok := onnxType(cfg.DType)
-	ok = ok && paramType != graph.Float64 // no float64 KV caches to cast to
+	paramType, ok := branchType(cfg.DType)
+	ok = ok && paramType != dtype.Float64 // no float64 KV caches to cast to
 	if !ok {
 		return nil, errorf("prefix dtype %s: want float32, float16 or bfloat16", cfg.DType)
 	}
-	if paramType != past.dtype && (paramType == graph.BFloat16 || past.dtype == graph.BFloat16) && opset < 13 {
-		return nil, errorf("%s imports default-domain opset %d; casting the prefix from %s to the cache's %s needs opset 13", modelLabel(m), opset, graph.DTypeName(paramType), graph.DTypeName(past.dtype))
+	cfg.DType = paramType // an Undefined dtype is recorded as float32
+	if paramType != past.elem && (paramType == dtype.BFloat16 || past.elem == dtype.BFloat16) && opset < 13 {
+		return nil, errorf("%s imports default-domain opset %d; casting the prefix from %s to the cache's %s needs opset 13", modelLabel(m), opset, paramType, past.elem)
 	}
 	p := &prefixPlan{cfg: cfg, past: past, paramType: paramType, replace: o.replacePast, opset: opset}
 	for _, name := range []string{"input_ids", "attention_mask", "inputs_embeds"} {
@@ -104,8 +106,8 @@ func planPrefix(m *graph.Model, cfg adapter.PrefixConfig, o prefixOptions) (*pre
 	if fedInput(m, "position_ids") {
 		p.positions = "position_ids"
 		dt, _, _ := graph.ValueShape(m.Input(p.positions))
-		if dt != graph.Int64 && dt != graph.Int32 {
-			return nil, errorf("%s: position_ids is %s; want int64 or int32", modelLabel(m), graph.DTypeName(dt))
+		if dt != dtype.Int64 && dt != dtype.Int32 {
+			return nil, errorf("%s: position_ids is %s; want int64 or int32", modelLabel(m), dt)
 		}
 		p.posType = dt
 	}
@@ -254,19 +256,19 @@ func (p *pastInputs) add(m *graph.Model, v *onnxpb.ValueInfoProto) error {
 	if !ok || len(dims) != rank {
 		return errorf("%s: past input %q has shape %s; want %s", modelLabel(m), v.Name, dimList(dims, ok), want)
 	}
-	if !graph.IsFloat(dt) {
-		return errorf("%s: past input %q is %s; want a floating-point cache", modelLabel(m), v.Name, graph.DTypeName(dt))
+	if !dt.IsFloat() {
+		return errorf("%s: past input %q is %s; want a floating-point cache", modelLabel(m), v.Name, dt)
 	}
 	if p.stacked && dims[0] != 2 && dims[0] != -1 {
 		return errorf("%s: past input %q has shape %s; want %s", modelLabel(m), v.Name, dimList(dims, ok), want)
 	}
 	kv, d := dims[rank-3], dims[rank-1]
 	if len(p.names) == 0 {
-		p.dtype, p.kvHeads, p.headDim = dt, kv, d
+		p.elem, p.kvHeads, p.headDim = dt, kv, d
 	} else {
 		switch {
-		case dt != p.dtype:
-			return errorf("%s: past input %q is %s, but %q is %s", modelLabel(m), v.Name, graph.DTypeName(dt), p.names[0], graph.DTypeName(p.dtype))
+		case dt != p.elem:
+			return errorf("%s: past input %q is %s, but %q is %s", modelLabel(m), v.Name, dt, p.names[0], p.elem)
 		case kv != p.kvHeads || d != p.headDim:
 			return errorf("%s: past input %q has shape %s, but %q has %d KV heads of width %d", modelLabel(m), v.Name, dimList(dims, ok), p.names[0], p.kvHeads, p.headDim)
 		}
@@ -317,7 +319,7 @@ func embeddingWidth(m *graph.Model) int64 {
 				switch n.OpType {
 				case "Gather":
 					if len(n.Input) == 2 && n.Input[1] == v {
-						if w := m.Initializer(n.Input[0]); w != nil && len(w.Dims) == 2 && graph.IsFloat(w.DataType) {
+						if w := m.Initializer(n.Input[0]); w != nil && len(w.Dims) == 2 && graph.TypeOf(w).IsFloat() {
 							return w.Dims[1]
 						}
 					}

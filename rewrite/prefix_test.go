@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/models"
@@ -152,7 +153,7 @@ func TestPrefixGenerationWithCache(t *testing.T) {
 						feeds[name] = past[site.Present[i]]
 					} else {
 						_, dims, _ := graph.ValueShape(m.Input(name))
-						if feeds[name], err = rt.Zeros(rt.Float32, []int64{batch, dims[1], 0, dims[3]}); err != nil {
+						if feeds[name], err = rt.Zeros(dtype.Float32, []int64{batch, dims[1], 0, dims[3]}); err != nil {
 							t.Fatal(err)
 						}
 					}
@@ -308,8 +309,8 @@ func runPrefixPair(t testing.TB, base, m *graph.Model, site *PrefixSite, tc pref
 		}
 		return tensor
 	}
-	floats := func(dt int32, shape []int64, v []float32) *rt.Tensor {
-		if dt == graph.Float16 {
+	floats := func(dt dtype.Type, shape []int64, v []float32) *rt.Tensor {
+		if dt == dtype.Float16 {
 			return mk(rt.NewFloat16FromFloat32(shape, v))
 		}
 		return mk(rt.NewFloat32(shape, v))
@@ -437,7 +438,7 @@ func TestPrefixLayout(t *testing.T) {
 		for _, n := range m.Graph().Node {
 			if n.OpType == "Concat" && len(n.Input) == 2 && n.Input[1] == name {
 				m.AddOutput(&onnxpb.ValueInfoProto{Name: n.Input[0], Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
-					TensorType: &onnxpb.TypeProto_Tensor{ElemType: graph.Float32}}}})
+					TensorType: &onnxpb.TypeProto_Tensor{ElemType: int32(dtype.Float32)}}}})
 			}
 		}
 	}
@@ -501,7 +502,7 @@ func TestPrefixDropout(t *testing.T) {
 				}
 			}
 			dropped.AddOutput(&onnxpb.ValueInfoProto{Name: prefix, Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
-				TensorType: &onnxpb.TypeProto_Tensor{ElemType: graph.Float32}}}})
+				TensorType: &onnxpb.TypeProto_Tensor{ElemType: int32(dtype.Float32)}}}})
 			table := prefixTableOf(t, dropped, site)
 
 			sp, sd := session(t, plain), session(t, dropped)
@@ -658,7 +659,7 @@ func TestPrefixSaveApplyRoundTrip(t *testing.T) {
 	}{
 		{"llama", builtModel(tinyLlama), adapter.PrefixConfig{NumPrefixTokens: 3}},
 		{"llama-projection", builtModel(tinyLlama), adapter.PrefixConfig{NumPrefixTokens: 2, PrefixProjection: true, PrefixProjectionHiddenSize: 5, PrefixDropout: 0.1}},
-		{"llama-fp16-params", builtModel(llamaFP16), adapter.PrefixConfig{NumPrefixTokens: 2, DType: adapter.Float16}},
+		{"llama-fp16-params", builtModel(llamaFP16), adapter.PrefixConfig{NumPrefixTokens: 2, DType: dtype.Float16}},
 		{"gpt2-past", func(t testing.TB) *graph.Model { return realModel(t, "gpt2-past-torch16/model.onnx") }, adapter.PrefixConfig{NumPrefixTokens: 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

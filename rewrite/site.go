@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -41,8 +42,8 @@ type Site struct {
 	HeadDim int    `json:"head_dim,omitempty"`
 	// DType is the element type the branch computes in and A and B are
 	// stored in; BaseDType is the layer's own.
-	DType     int32 `json:"dtype"`
-	BaseDType int32 `json:"base_dtype"`
+	DType     dtype.Type `json:"dtype"`
+	BaseDType dtype.Type `json:"base_dtype"`
 	// Output is what the base node wrote before injection. BaseOutput is
 	// what it writes now: the same name, unless Output is a graph output,
 	// in which case the base node was given a fresh one. Sum is the value

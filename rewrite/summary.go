@@ -101,7 +101,7 @@ func summarize(m *graph.Model, rec record) (Summary, error) {
 		trainable[name] = true
 	}
 	for _, t := range m.Proto.Graph.Initializer {
-		if helper[t.Name] || !graph.IsFloat(t.DataType) {
+		if helper[t.Name] || !graph.TypeOf(t).IsFloat() {
 			continue
 		}
 		n := graph.NumElements(t.Dims)
@@ -140,7 +140,7 @@ func trainableExtras(m *graph.Model, cfg *adapter.LoRAConfig, all, targets []Lin
 	}
 	var out []extraParam
 	for _, t := range m.Proto.Graph.Initializer {
-		if !graph.IsFloat(t.DataType) || m.Input(t.Name) != nil {
+		if !graph.TypeOf(t).IsFloat() || m.Input(t.Name) != nil {
 			continue
 		}
 		keep := false

@@ -3,6 +3,7 @@ package runtime_test
 import (
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
@@ -23,7 +24,7 @@ func BenchmarkRun(b *testing.B) {
 
 func BenchmarkRunDynamic(b *testing.B) {
 	requireORT(b)
-	s := mustSession(b, matMulAddModel(b, rt.Float32), rt.WithIntraOpThreads(1))
+	s := mustSession(b, matMulAddModel(b, dtype.Float32), rt.WithIntraOpThreads(1))
 	in := map[string]*rt.Tensor{
 		"x": must(rt.NewFloat32([]int64{4, 3}, make([]float32, 12))),
 		"w": must(rt.NewFloat32([]int64{3, 2}, make([]float32, 6))),

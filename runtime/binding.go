@@ -115,7 +115,7 @@ func (b *Binding) bindValue(name string, t *Tensor) error {
 func (b *Binding) bindOutputs(res map[string]*Tensor) error {
 	b.unbindOutputs()
 	for _, t := range res {
-		if t.dtype.isHalf() && t.Rank() == 0 {
+		if isHalf(t.elem) && t.Rank() == 0 {
 			b.outputs = res
 			return nil
 		}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
@@ -18,12 +19,12 @@ func lossModel(t testing.TB, dynamic bool) []byte {
 	}
 	g := &onnxpb.GraphProto{
 		Input: []*onnxpb.ValueInfoProto{
-			tensorInfo("x", rt.Float32, batch, 3),
-			tensorInfo("w", rt.Float32, 3, 2),
+			tensorInfo("x", dtype.Float32, batch, 3),
+			tensorInfo("w", dtype.Float32, 3, 2),
 		},
 		Output: []*onnxpb.ValueInfoProto{
-			tensorInfo("loss", rt.Float32),
-			tensorInfo("y", rt.Float32, batch, 2),
+			tensorInfo("loss", dtype.Float32),
+			tensorInfo("y", dtype.Float32, batch, 2),
 		},
 		Node: []*onnxpb.NodeProto{
 			node("MatMul", []string{"x", "w"}, []string{"y"}),
@@ -187,10 +188,10 @@ func TestBindingScalarInput(t *testing.T) {
 	requireORT(t)
 	g := &onnxpb.GraphProto{
 		Input: []*onnxpb.ValueInfoProto{
-			tensorInfo("x", rt.Float32, 2),
-			tensorInfo("scale", rt.Float32),
+			tensorInfo("x", dtype.Float32, 2),
+			tensorInfo("scale", dtype.Float32),
 		},
-		Output: []*onnxpb.ValueInfoProto{tensorInfo("y", rt.Float32, 2)},
+		Output: []*onnxpb.ValueInfoProto{tensorInfo("y", dtype.Float32, 2)},
 		Node:   []*onnxpb.NodeProto{node("Mul", []string{"x", "scale"}, []string{"y"})},
 	}
 	s := mustSession(t, marshalModel(t, g, 8, 17))

@@ -92,7 +92,7 @@
 //
 // # Limits
 //
-// Sessions take tensors of the numeric and bool element types (see DType),
+// Sessions take tensors of the numeric and bool element types (see Supported),
 // not strings, sequences or maps. Rank-0 float16 and bfloat16 tensors cannot
 // be fed, a limit of onnxruntime_go. onnxruntime_go cannot return a float16
 // or scalar output that ONNX Runtime allocated, so where the shape of such an

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // ONNX Runtime 1.24 crashes the process, with a SIGSEGV inside
@@ -66,7 +68,7 @@ func (s *Session) guardFloat16Defaults(info *modelInfo, cfg *config) {
 	}
 	var names []string
 	for _, v := range s.inputs {
-		if v.Optional && v.DType == Float16 {
+		if v.Optional && v.DType == dtype.Float16 {
 			names = append(names, v.Name)
 		}
 	}

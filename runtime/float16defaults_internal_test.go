@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"google.golang.org/protobuf/proto"
 )
@@ -35,9 +36,9 @@ func TestDisableOptimizer(t *testing.T) {
 // the scan found removes exactly them from the model, and keeps the rest.
 func TestHideInitializers(t *testing.T) {
 	f16 := func(name string, dims ...int64) *onnxpb.TensorProto {
-		return &onnxpb.TensorProto{Name: name, Dims: dims, DataType: int32(Float16), RawData: make([]byte, 2*dims[0]*dims[1])}
+		return &onnxpb.TensorProto{Name: name, Dims: dims, DataType: int32(dtype.Float16), RawData: make([]byte, 2*dims[0]*dims[1])}
 	}
-	vi := func(name string, dt DType) *onnxpb.ValueInfoProto {
+	vi := func(name string, dt dtype.Type) *onnxpb.ValueInfoProto {
 		return &onnxpb.ValueInfoProto{Name: name, Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
 			TensorType: &onnxpb.TypeProto_Tensor{ElemType: int32(dt)}}}}
 	}
@@ -46,10 +47,10 @@ func TestHideInitializers(t *testing.T) {
 		OpsetImport: []*onnxpb.OperatorSetIdProto{{Version: 17}},
 		Graph: &onnxpb.GraphProto{
 			Name:        "g",
-			Input:       []*onnxpb.ValueInfoProto{vi("x", Float16), vi("A", Float16), vi("s", Float32)},
-			Initializer: []*onnxpb.TensorProto{f16("W", 4, 4), f16("A", 4, 0), {Name: "s", DataType: int32(Float32), FloatData: []float32{2}}},
+			Input:       []*onnxpb.ValueInfoProto{vi("x", dtype.Float16), vi("A", dtype.Float16), vi("s", dtype.Float32)},
+			Initializer: []*onnxpb.TensorProto{f16("W", 4, 4), f16("A", 4, 0), {Name: "s", DataType: int32(dtype.Float32), FloatData: []float32{2}}},
 			Node:        []*onnxpb.NodeProto{{OpType: "MatMul", Input: []string{"x", "W"}, Output: []string{"y"}}},
-			Output:      []*onnxpb.ValueInfoProto{vi("y", Float16)},
+			Output:      []*onnxpb.ValueInfoProto{vi("y", dtype.Float16)},
 		},
 	}
 	b, err := proto.Marshal(m)

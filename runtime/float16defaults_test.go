@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	rt "github.com/peftonnx/peftonnx/runtime"
 	"google.golang.org/protobuf/proto"
@@ -43,7 +44,7 @@ func float16Init(name string, dims []int64, vals []float32) *onnxpb.TensorProto 
 	for i, v := range h {
 		binary.LittleEndian.PutUint16(raw[2*i:], v)
 	}
-	return &onnxpb.TensorProto{Name: name, Dims: dims, DataType: int32(rt.Float16), RawData: raw}
+	return &onnxpb.TensorProto{Name: name, Dims: dims, DataType: int32(dtype.Float16), RawData: raw}
 }
 
 var loraW = []float32{1, 0.5, 0, -1, 0.25, 1, 2, 0, 0, -0.5, 1, 0.75, 1.5, 0, 0.25, 1}
@@ -60,16 +61,16 @@ func loraFloat16Model(t testing.TB, static bool, a0, b0 []float32) []byte {
 	r0 := int64(len(a0) / 4)
 	g := &onnxpb.GraphProto{
 		Input: []*onnxpb.ValueInfoProto{
-			tensorInfo("x", rt.Float16, n, 4),
-			tensorInfo("A", rt.Float16, 4, "r"),
-			tensorInfo("B", rt.Float16, "r", 4),
+			tensorInfo("x", dtype.Float16, n, 4),
+			tensorInfo("A", dtype.Float16, 4, "r"),
+			tensorInfo("B", dtype.Float16, "r", 4),
 		},
 		Initializer: []*onnxpb.TensorProto{
 			float16Init("W", []int64{4, 4}, loraW),
 			float16Init("A", []int64{4, r0}, a0),
 			float16Init("B", []int64{r0, 4}, b0),
 		},
-		Output: []*onnxpb.ValueInfoProto{tensorInfo("y", rt.Float16, n, 4)},
+		Output: []*onnxpb.ValueInfoProto{tensorInfo("y", dtype.Float16, n, 4)},
 		Node: []*onnxpb.NodeProto{
 			node("MatMul", []string{"x", "W"}, []string{"base"}),
 			node("MatMul", []string{"x", "A"}, []string{"h"}),
@@ -140,7 +141,7 @@ func TestFloat16Defaults(t *testing.T) {
 						t.Fatalf("%s: %v", name("open"), err)
 					}
 					in := s.Inputs()
-					if len(in) != 3 || !in[1].Optional || !in[2].Optional || in[1].DType != rt.Float16 {
+					if len(in) != 3 || !in[1].Optional || !in[2].Optional || in[1].DType != dtype.Float16 {
 						t.Fatalf("%s: inputs %v, want A and B optional float16", name("inputs"), in)
 					}
 					check := func(what string, got *rt.Tensor, want []float32) {
@@ -169,7 +170,7 @@ func TestFloat16Defaults(t *testing.T) {
 						}
 						check("Run, "+st.what, out["y"], st.want)
 						if static {
-							y := must(rt.Zeros(rt.Float16, []int64{2, 4}))
+							y := must(rt.Zeros(dtype.Float16, []int64{2, 4}))
 							if err := s.RunInto(st.in, map[string]*rt.Tensor{"y": y}); err != nil {
 								t.Fatalf("%s: %v", name("RunInto, "+st.what), err)
 							}

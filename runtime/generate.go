@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // KVLayout is how a decoder takes its key/value cache.
@@ -51,9 +53,9 @@ type DecoderInfo struct {
 	// Present names the outputs that return them, in the same order.
 	Past, Present []string
 	Layers        int
-	KVHeads       int   // heads of the cache, fewer than the query heads under grouped-query attention
-	HeadDim       int   // width of one head
-	CacheDType    DType // element type of the cache: Float32, Float16, …
+	KVHeads       int        // heads of the cache, fewer than the query heads under grouped-query attention
+	HeadDim       int        // width of one head
+	CacheDType    dtype.Type // element type of the cache: Float32, Float16, …
 
 	// AttentionMask reports an attention_mask input [batch, past+seq];
 	// PositionIDs a position_ids input [batch, seq].
@@ -238,7 +240,7 @@ func readDecoderInfo(s *Session) (*DecoderInfo, error) {
 			return nil, fail("cache input %s and output %s differ in element type", in, out)
 		}
 		switch in.DType {
-		case Float32, Float16, BFloat16, Float64:
+		case dtype.Float32, dtype.Float16, dtype.BFloat16, dtype.Float64:
 		default:
 			return nil, fail("cache input %s: element type %s is not a float type", in, in.DType)
 		}
@@ -266,7 +268,7 @@ func readDecoderInfo(s *Session) (*DecoderInfo, error) {
 	if !ok {
 		return nil, fail("has no input_ids input (%s)", s.describeInputs())
 	}
-	if ids.DType != Int64 {
+	if ids.DType != dtype.Int64 {
 		return nil, fail("input_ids is %s, want int64", ids)
 	}
 	if ids.Shape != nil {
@@ -278,13 +280,13 @@ func readDecoderInfo(s *Session) (*DecoderInfo, error) {
 		}
 	}
 	if v, ok := ins["attention_mask"]; ok {
-		if v.DType != Int64 {
+		if v.DType != dtype.Int64 {
 			return nil, fail("attention_mask is %s, want int64", v)
 		}
 		info.AttentionMask = true
 	}
 	if v, ok := ins["position_ids"]; ok {
-		if v.DType != Int64 {
+		if v.DType != dtype.Int64 {
 			return nil, fail("position_ids is %s, want int64", v)
 		}
 		info.PositionIDs = true
@@ -320,7 +322,7 @@ func readDecoderInfo(s *Session) (*DecoderInfo, error) {
 		}
 	}
 	out := outs[info.Output]
-	if !out.DType.Supported() || out.DType == Bool {
+	if !Supported(out.DType) || out.DType == dtype.Bool {
 		return nil, fail("output %s is not a numeric tensor", out)
 	}
 	if out.Shape != nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/half"
 )
 
@@ -151,10 +152,10 @@ func rowFloat32(t *Tensor, off, n int, scratch []float32) (row, buf []float32) {
 		return d[off : off+n], scratch
 	}
 	scratch = slices.Grow(scratch[:0], n)[:n]
-	switch t.dtype {
-	case Float16, BFloat16:
+	switch t.elem {
+	case dtype.Float16, dtype.BFloat16:
 		src := t.data.([]uint16)[off : off+n]
-		if t.dtype == BFloat16 {
+		if t.elem == dtype.BFloat16 {
 			for i, v := range src {
 				scratch[i] = half.BFloat16ToFloat32(v)
 			}
@@ -165,7 +166,7 @@ func rowFloat32(t *Tensor, off, n int, scratch []float32) (row, buf []float32) {
 			scratch[i] = table[v]
 		}
 	default:
-		sub := &Tensor{dtype: t.dtype, shape: []int64{int64(n)}, data: sliceAt(t.data, off, off+n)}
+		sub := &Tensor{elem: t.elem, shape: []int64{int64(n)}, data: sliceAt(t.data, off, off+n)}
 		for i, v := range sub.ToFloat64() {
 			scratch[i] = float32(v)
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // Sequence is a batch of token sequences that a decoder is reading: their
@@ -300,7 +302,7 @@ func (q *Sequence) Feed(ctx context.Context, ids, mask []int64) (*Tensor, error)
 		sliceData(q.chunkOut, q.batch*seq*q.g.vocabSize()), q.batch*seq*q.g.vocabSize())
 }
 
-func (q *Sequence) outDType() DType {
+func (q *Sequence) outDType() dtype.Type {
 	return q.g.s.outputs[q.g.s.outIdx[q.info.Output]].DType
 }
 
@@ -322,7 +324,7 @@ func (q *Sequence) step(ids, mask []int64, seq int) (*Tensor, error) {
 	total := q.n + seq
 
 	q.idsBuf = append(q.idsBuf[:0], ids...)
-	q.in[q.g.ids] = mustTensor(newTensor(Int64, []int64{int64(q.batch), int64(seq)}, q.idsBuf, len(q.idsBuf)))
+	q.in[q.g.ids] = mustTensor(newTensor(dtype.Int64, []int64{int64(q.batch), int64(seq)}, q.idsBuf, len(q.idsBuf)))
 	q.posBuf = q.posBuf[:0]
 	for b := range q.batch {
 		for j := range seq {
@@ -345,10 +347,10 @@ func (q *Sequence) step(ids, mask []int64, seq int) (*Tensor, error) {
 		for b := range q.batch {
 			q.maskBuf = append(q.maskBuf, q.masks[b]...)
 		}
-		q.in[q.g.mask] = mustTensor(newTensor(Int64, []int64{int64(q.batch), int64(total)}, q.maskBuf, len(q.maskBuf)))
+		q.in[q.g.mask] = mustTensor(newTensor(dtype.Int64, []int64{int64(q.batch), int64(total)}, q.maskBuf, len(q.maskBuf)))
 	}
 	if q.g.pos != "" {
-		q.in[q.g.pos] = mustTensor(newTensor(Int64, []int64{int64(q.batch), int64(seq)}, q.posBuf, len(q.posBuf)))
+		q.in[q.g.pos] = mustTensor(newTensor(dtype.Int64, []int64{int64(q.batch), int64(seq)}, q.posBuf, len(q.posBuf)))
 	}
 	pastShape, presentShape := q.cacheShape(q.n), q.cacheShape(total)
 	pastLen, presentLen := q.cacheLen(q.n), q.cacheLen(total)

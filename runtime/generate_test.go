@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/models"
@@ -81,15 +82,15 @@ func TestNewGeneratorInfo(t *testing.T) {
 		want    rt.DecoderInfo
 	}{
 		{"llama tiny", func(t *testing.T) *rt.Session { return llamaTiny(t, nil) }, rt.DecoderInfo{
-			Layout: rt.KVPerLayer, Past: lPast, Present: lPresent, Layers: 2, KVHeads: 2, HeadDim: 4, CacheDType: rt.Float32,
+			Layout: rt.KVPerLayer, Past: lPast, Present: lPresent, Layers: 2, KVHeads: 2, HeadDim: 4, CacheDType: dtype.Float32,
 			AttentionMask: true, PositionIDs: true, Output: "logits", Logits: true, Vocab: 32}},
 		{"llama tiny fp16", func(t *testing.T) *rt.Session {
-			return llamaTiny(t, func(c *models.LlamaConfig) { c.DType = graph.Float16 })
+			return llamaTiny(t, func(c *models.LlamaConfig) { c.DType = dtype.Float16 })
 		}, rt.DecoderInfo{
-			Layout: rt.KVPerLayer, Past: lPast, Present: lPresent, Layers: 2, KVHeads: 2, HeadDim: 4, CacheDType: rt.Float16,
+			Layout: rt.KVPerLayer, Past: lPast, Present: lPresent, Layers: 2, KVHeads: 2, HeadDim: 4, CacheDType: dtype.Float16,
 			AttentionMask: true, PositionIDs: true, Output: "logits", Logits: true, Vocab: 32}},
 		{"gpt2 tiny", func(t *testing.T) *rt.Session { return gpt2Tiny(t) }, rt.DecoderInfo{
-			Layout: rt.KVPerLayer, Past: lPast, Present: lPresent, Layers: 2, KVHeads: 4, HeadDim: 4, CacheDType: rt.Float32,
+			Layout: rt.KVPerLayer, Past: lPast, Present: lPresent, Layers: 2, KVHeads: 4, HeadDim: 4, CacheDType: dtype.Float32,
 			AttentionMask: true, Output: "logits", Logits: true, Vocab: 32}},
 		{"real tiny-llama-genai-fp16", func(t *testing.T) *rt.Session {
 			s, err := rt.NewSession(sharedModel(t, "tiny-llama-genai-fp16/model.onnx"), rt.WithIntraOpThreads(1))
@@ -99,7 +100,7 @@ func TestNewGeneratorInfo(t *testing.T) {
 			t.Cleanup(func() { s.Close() })
 			return s
 		}, rt.DecoderInfo{
-			Layout: rt.KVPerLayer, Past: lPast, Present: lPresent, Layers: 2, KVHeads: 1, HeadDim: 16, CacheDType: rt.Float16,
+			Layout: rt.KVPerLayer, Past: lPast, Present: lPresent, Layers: 2, KVHeads: 1, HeadDim: 16, CacheDType: dtype.Float16,
 			AttentionMask: true, PositionIDs: true, Output: "logits", Logits: true, Vocab: 32000}},
 		{"real gpt2-past-torch16", func(t *testing.T) *rt.Session {
 			s, err := rt.NewSession(sharedModel(t, "gpt2-past-torch16/model.onnx"), rt.WithIntraOpThreads(1))
@@ -109,7 +110,7 @@ func TestNewGeneratorInfo(t *testing.T) {
 			t.Cleanup(func() { s.Close() })
 			return s
 		}, rt.DecoderInfo{
-			Layout: rt.KVStacked, Past: sPast, Present: sPresent, Layers: 12, KVHeads: 2, HeadDim: 2, CacheDType: rt.Float32,
+			Layout: rt.KVStacked, Past: sPast, Present: sPresent, Layers: 12, KVHeads: 2, HeadDim: 2, CacheDType: dtype.Float32,
 			StepTokens: 1, Output: "last_state", Vocab: 4}},
 	}
 	for _, tc := range tests {
@@ -374,7 +375,7 @@ func TestSequenceGPT2PastStacked(t *testing.T) {
 	for r, row := range ids {
 		past := map[string]*rt.Tensor{}
 		for i := range 12 {
-			past[fmt.Sprintf("past_%d", i)] = must(rt.Zeros(rt.Float32, []int64{2, 1, 2, 0, 2}))
+			past[fmt.Sprintf("past_%d", i)] = must(rt.Zeros(dtype.Float32, []int64{2, 1, 2, 0, 2}))
 		}
 		for _, id := range row {
 			in := map[string]*rt.Tensor{"input_ids": must(rt.NewInt64([]int64{1, 1}, []int64{id}))}
@@ -656,7 +657,7 @@ func TestGenerateFeeds(t *testing.T) {
 		}
 	}
 	m.Graph().Node = append(m.Graph().Node, node("Add", []string{"logits_unbiased", "bias"}, []string{"logits"}))
-	m.AddInput(graph.TensorInfo("bias", graph.Float32, c.VocabSize))
+	m.AddInput(graph.TensorInfo("bias", dtype.Float32, c.VocabSize))
 	s := modelSession(t, m, nil)
 	g := newGenerator(t, s)
 	ctx := context.Background()

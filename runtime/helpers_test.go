@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	rt "github.com/peftonnx/peftonnx/runtime"
 	"google.golang.org/protobuf/proto"
@@ -38,7 +39,7 @@ func sharedModel(t testing.TB, rel string) string {
 type dim = any
 
 // tensorInfo declares a tensor value; dims nil declares a scalar.
-func tensorInfo(name string, dt rt.DType, dims ...dim) *onnxpb.ValueInfoProto {
+func tensorInfo(name string, dt dtype.Type, dims ...dim) *onnxpb.ValueInfoProto {
 	shape := &onnxpb.TensorShapeProto{Dim: []*onnxpb.TensorShapeProto_Dimension{}}
 	for _, d := range dims {
 		switch d := d.(type) {
@@ -57,7 +58,7 @@ func tensorInfo(name string, dt rt.DType, dims ...dim) *onnxpb.ValueInfoProto {
 }
 
 // unshapedInfo declares a tensor value with no shape at all.
-func unshapedInfo(name string, dt rt.DType) *onnxpb.ValueInfoProto {
+func unshapedInfo(name string, dt dtype.Type) *onnxpb.ValueInfoProto {
 	return &onnxpb.ValueInfoProto{Name: name, Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
 		TensorType: &onnxpb.TypeProto_Tensor{ElemType: int32(dt)}}}}
 }
@@ -91,7 +92,7 @@ func marshalModel(t testing.TB, g *onnxpb.GraphProto, ir, opset int64) []byte {
 
 // matMulAddModel computes y = MatMul(x, w) with x [batch,3] and w [3,2],
 // and z = Add(x, x), in element type dt.
-func matMulAddModel(t testing.TB, dt rt.DType) []byte {
+func matMulAddModel(t testing.TB, dt dtype.Type) []byte {
 	g := &onnxpb.GraphProto{
 		Input: []*onnxpb.ValueInfoProto{
 			tensorInfo("x", dt, "batch", 3),
@@ -112,8 +113,8 @@ func matMulAddModel(t testing.TB, dt rt.DType) []byte {
 // addModel computes y = x + x for x float32 [1, n], with static shapes.
 func addModel(t testing.TB, n int) []byte {
 	g := &onnxpb.GraphProto{
-		Input:  []*onnxpb.ValueInfoProto{tensorInfo("x", rt.Float32, 1, n)},
-		Output: []*onnxpb.ValueInfoProto{tensorInfo("y", rt.Float32, 1, n)},
+		Input:  []*onnxpb.ValueInfoProto{tensorInfo("x", dtype.Float32, 1, n)},
+		Output: []*onnxpb.ValueInfoProto{tensorInfo("y", dtype.Float32, 1, n)},
 		Node:   []*onnxpb.NodeProto{node("Add", []string{"x", "x"}, []string{"y"})},
 	}
 	return marshalModel(t, g, 8, 17)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -17,7 +18,7 @@ type ValueInfo struct {
 	Name string
 	// DType is Undefined where the value is not a plain tensor (a sequence,
 	// a map or an optional); this package cannot feed or return those.
-	DType DType
+	DType dtype.Type
 	// Shape holds -1 for a dynamic dimension. It is nil where the model
 	// declares no shape at all, and empty for a scalar.
 	Shape []int64
@@ -367,7 +368,7 @@ func valueInfo(vi *onnxpb.ValueInfoProto) ValueInfo {
 	if tt == nil {
 		return v
 	}
-	v.DType = DType(tt.GetElemType())
+	v.DType = dtype.Type(tt.GetElemType())
 	if tt.GetShape() == nil {
 		return v
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
@@ -90,7 +91,7 @@ func TestProfiling(t *testing.T) {
 // checks the error that says it has not.
 func TestCUDA(t *testing.T) {
 	requireORT(t)
-	b := matMulAddModel(t, rt.Float32)
+	b := matMulAddModel(t, dtype.Float32)
 	s, err := rt.NewSessionFromBytes(b, rt.WithCUDA(0))
 	if errors.Is(err, rt.ErrCUDAUnavailable) {
 		want := "runtime: CUDA provider not available in " + rt.LibraryPath() + ": "

@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // errHalfScalar is returned for rank-0 float16 and bfloat16 tensors, which
@@ -18,7 +20,7 @@ var errHalfScalar = errors.New("rank-0 float16 and bfloat16 tensors are not supp
 // are the exception; their value is copied in, and sync, when called after a
 // run, copies the result back into t.
 func wrap(t *Tensor) (v ort.Value, sync func(), err error) {
-	if t.dtype.isHalf() {
+	if isHalf(t.elem) {
 		return wrapHalf(t)
 	}
 	switch d := t.data.(type) {
@@ -45,7 +47,7 @@ func wrap(t *Tensor) (v ort.Value, sync func(), err error) {
 	case []bool:
 		return wrapTyped(t.shape, d)
 	}
-	return nil, nil, fmt.Errorf("element type %s is not supported", t.dtype)
+	return nil, nil, fmt.Errorf("element type %s is not supported", t.elem)
 }
 
 func wrapTyped[T ort.TensorData](shape []int64, d []T) (ort.Value, func(), error) {
@@ -75,7 +77,7 @@ func wrapHalf(t *Tensor) (ort.Value, func(), error) {
 	} else {
 		b = unsafe.Slice((*byte)(unsafe.Pointer(&u[0])), 2*len(u))
 	}
-	v, err := ort.NewCustomDataTensor(ort.Shape(t.shape), b, ort.TensorElementDataType(t.dtype))
+	v, err := ort.NewCustomDataTensor(ort.Shape(t.shape), b, ort.TensorElementDataType(t.elem))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -87,27 +89,27 @@ func wrapHalf(t *Tensor) (ort.Value, func(), error) {
 func unwrap(v ort.Value) (*Tensor, error) {
 	switch x := v.(type) {
 	case *ort.Tensor[float32]:
-		return take(Float32, x), nil
+		return take(dtype.Float32, x), nil
 	case *ort.Tensor[float64]:
-		return take(Float64, x), nil
+		return take(dtype.Float64, x), nil
 	case *ort.Tensor[uint16]:
-		return take(Uint16, x), nil
+		return take(dtype.Uint16, x), nil
 	case *ort.Tensor[int64]:
-		return take(Int64, x), nil
+		return take(dtype.Int64, x), nil
 	case *ort.Tensor[int32]:
-		return take(Int32, x), nil
+		return take(dtype.Int32, x), nil
 	case *ort.Tensor[int16]:
-		return take(Int16, x), nil
+		return take(dtype.Int16, x), nil
 	case *ort.Tensor[int8]:
-		return take(Int8, x), nil
+		return take(dtype.Int8, x), nil
 	case *ort.Tensor[uint8]:
-		return take(Uint8, x), nil
+		return take(dtype.Uint8, x), nil
 	case *ort.Tensor[uint32]:
-		return take(Uint32, x), nil
+		return take(dtype.Uint32, x), nil
 	case *ort.Tensor[uint64]:
-		return take(Uint64, x), nil
+		return take(dtype.Uint64, x), nil
 	case *ort.Tensor[bool]:
-		return take(Bool, x), nil
+		return take(dtype.Bool, x), nil
 	}
 	if v != nil {
 		v.Destroy()
@@ -115,8 +117,8 @@ func unwrap(v ort.Value) (*Tensor, error) {
 	return nil, fmt.Errorf("unsupported ONNX Runtime value %T", v)
 }
 
-func take[T ort.TensorData](dtype DType, x *ort.Tensor[T]) *Tensor {
-	t := &Tensor{dtype: dtype, shape: []int64(x.GetShape()), data: x.GetData()}
+func take[T ort.TensorData](elem dtype.Type, x *ort.Tensor[T]) *Tensor {
+	t := &Tensor{elem: elem, shape: []int64(x.GetShape()), data: x.GetData()}
 	x.Destroy()
 	return t
 }

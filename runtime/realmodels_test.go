@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	rt "github.com/peftonnx/peftonnx/runtime"
 	"google.golang.org/protobuf/proto"
@@ -80,9 +81,9 @@ func TestLoRAInputsModel(t *testing.T) {
 	defer s.Close()
 	in := s.Inputs()
 	want := []rt.ValueInfo{
-		{Name: "input", DType: rt.Float32, Shape: []int64{4, 4}},
-		{Name: "lora_param_a", DType: rt.Float32, Shape: []int64{4, -1}, Optional: true},
-		{Name: "lora_param_b", DType: rt.Float32, Shape: []int64{-1, 4}, Optional: true},
+		{Name: "input", DType: dtype.Float32, Shape: []int64{4, 4}},
+		{Name: "lora_param_a", DType: dtype.Float32, Shape: []int64{4, -1}, Optional: true},
+		{Name: "lora_param_b", DType: dtype.Float32, Shape: []int64{-1, 4}, Optional: true},
 	}
 	if len(in) != len(want) {
 		t.Fatalf("inputs %v, want %v", in, want)
@@ -252,7 +253,7 @@ func TestTinyLlamaFP16(t *testing.T) {
 		t.Fatal(err)
 	}
 	logits := full["logits"]
-	if logits.DType() != rt.Float16 || !slices.Equal(logits.Shape(), []int64{1, 4, 32000}) {
+	if logits.DType() != dtype.Float16 || !slices.Equal(logits.Shape(), []int64{1, 4, 32000}) {
 		t.Fatalf("logits %v, want float16[1 4 32000]", logits)
 	}
 	if p := full["present.0.key"]; p == nil || !slices.Equal(p.Shape(), []int64{1, 1, 4, 16}) {

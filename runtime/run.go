@@ -3,6 +3,7 @@ package runtime
 import (
 	"fmt"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/half"
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -203,19 +204,19 @@ func assemble(v ValueInfo, data, shape ort.Value) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st.dtype != Int64 {
-		return nil, fmt.Errorf("shadow shape is %s, want int64", st.dtype)
+	if st.elem != dtype.Int64 {
+		return nil, fmt.Errorf("shadow shape is %s, want int64", st.elem)
 	}
-	if !v.DType.isHalf() {
-		return newTensor(dt.dtype, st.Int64(), dt.data, dt.Len())
+	if !isHalf(v.DType) {
+		return newTensor(dt.elem, st.Int64(), dt.data, dt.Len())
 	}
-	if dt.dtype != Float32 {
-		return nil, fmt.Errorf("shadow data is %s, want float32", dt.dtype)
+	if dt.elem != dtype.Float32 {
+		return nil, fmt.Errorf("shadow data is %s, want float32", dt.elem)
 	}
 	f := dt.Float32()
 	h := make([]uint16, len(f))
 	to16 := half.Float32ToFloat16
-	if v.DType == BFloat16 {
+	if v.DType == dtype.BFloat16 {
 		to16 = half.Float32ToBFloat16
 	}
 	for i, x := range f {
@@ -265,7 +266,7 @@ func (s *Session) checkOutputs(outputs map[string]*Tensor) ([]int, error) {
 		if err := checkTensor(s.outputs[i], t); err != nil {
 			return nil, fmt.Errorf("runtime: %s: output %w", s.name, err)
 		}
-		if t.dtype.isHalf() && t.Rank() == 0 {
+		if isHalf(t.elem) && t.Rank() == 0 {
 			return nil, fmt.Errorf("runtime: %s: output %q: %w", s.name, name, errHalfScalar)
 		}
 		idx = append(idx, i)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	ort "github.com/yalue/onnxruntime_go"
 	"google.golang.org/protobuf/proto"
@@ -192,12 +193,12 @@ func prepare(name string, src source, baseDir string, cfg *config) (*Session, er
 	for i, v := range s.outputs {
 		p := outPlan{slot: -1, dataSlot: -1, shapeSlot: -1}
 		switch {
-		case v.DType == Undefined:
+		case v.DType == dtype.Undefined:
 			p.why = "it is not a tensor"
-		case !v.DType.Supported():
+		case !Supported(v.DType):
 			p.why = "its element type is " + v.DType.String()
 		default:
-			p.bindable = v.static() && !(v.DType.isHalf() && len(v.Shape) == 0)
+			p.bindable = v.static() && !(isHalf(v.DType) && len(v.Shape) == 0)
 			switch {
 			case !needsShadow(v):
 				p.slot = len(s.coreOut)
@@ -243,7 +244,7 @@ func (s *Session) loadDefaults(info *modelInfo, src source, baseDir string) {
 			if err = proto.Unmarshal(b, tp); err == nil {
 				var t *Tensor
 				if t, err = tensorFromProto(tp, baseDir); err == nil {
-					if t.dtype.isHalf() && t.Rank() == 0 {
+					if isHalf(t.elem) && t.Rank() == 0 {
 						err = errHalfScalar
 					}
 					defaults[v.Name] = t
@@ -369,12 +370,12 @@ func checkTensor(v ValueInfo, t *Tensor) error {
 	switch {
 	case t == nil:
 		return fmt.Errorf("%q: nil tensor", v.Name)
-	case v.DType == Undefined:
+	case v.DType == dtype.Undefined:
 		return fmt.Errorf("%q: not a tensor in the model; runtime can only feed tensors", v.Name)
-	case !v.DType.Supported():
+	case !Supported(v.DType):
 		return fmt.Errorf("%q: element type %s is not supported", v.Name, v.DType)
-	case t.dtype != v.DType:
-		return fmt.Errorf("%q: element type %s, want %s (%s)", v.Name, t.dtype, v.DType, v)
+	case t.elem != v.DType:
+		return fmt.Errorf("%q: element type %s, want %s (%s)", v.Name, t.elem, v.DType, v)
 	case v.Shape == nil:
 		return nil
 	case len(t.shape) != len(v.Shape):

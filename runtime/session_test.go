@@ -10,13 +10,14 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/internal/half"
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
 // fromFloat64 makes a tensor of type dt holding vals.
-func fromFloat64(t testing.TB, dt rt.DType, shape []int64, vals []float64) *rt.Tensor {
+func fromFloat64(t testing.TB, dt dtype.Type, shape []int64, vals []float64) *rt.Tensor {
 	t.Helper()
 	x, err := rt.Zeros(dt, shape)
 	if err != nil {
@@ -32,7 +33,7 @@ func fromFloat64(t testing.TB, dt rt.DType, shape []int64, vals []float64) *rt.T
 		case []float64:
 			d[i] = v
 		case []uint16:
-			if dt == rt.Float16 {
+			if dt == dtype.Float16 {
 				d[i] = half.Float32ToFloat16(float32(v))
 			} else {
 				d[i] = half.Float32ToBFloat16(float32(v))
@@ -71,11 +72,11 @@ func seq(n int, scale float64) []float64 {
 
 func TestRunDTypes(t *testing.T) {
 	requireORT(t)
-	for _, dt := range []rt.DType{rt.Float32, rt.Float64, rt.Float16, rt.Int64, rt.Int32} {
+	for _, dt := range []dtype.Type{dtype.Float32, dtype.Float64, dtype.Float16, dtype.Int64, dtype.Int32} {
 		t.Run(dt.String(), func(t *testing.T) {
 			s := mustSession(t, matMulAddModel(t, dt))
 			wv := []float64{1, -2, 0.5, 3, -1, 2}
-			if dt == rt.Int64 || dt == rt.Int32 {
+			if dt == dtype.Int64 || dt == dtype.Int32 {
 				wv = []float64{1, -2, 4, 3, -1, 2}
 			}
 			w := fromFloat64(t, dt, []int64{3, 2}, wv)
@@ -111,7 +112,7 @@ func TestRunDTypes(t *testing.T) {
 
 func TestSessionFromFile(t *testing.T) {
 	requireORT(t)
-	for _, dt := range []rt.DType{rt.Float32, rt.Float16} {
+	for _, dt := range []dtype.Type{dtype.Float32, dtype.Float16} {
 		b := matMulAddModel(t, dt)
 		path := filepath.Join(t.TempDir(), "model.onnx")
 		if err := os.WriteFile(path, b, 0o644); err != nil {
@@ -160,8 +161,8 @@ func TestNewSessionErrors(t *testing.T) {
 	}
 	// A well-formed model whose op does not exist.
 	g := &onnxpb.GraphProto{
-		Input:  []*onnxpb.ValueInfoProto{tensorInfo("x", rt.Float32, 1)},
-		Output: []*onnxpb.ValueInfoProto{tensorInfo("y", rt.Float32, 1)},
+		Input:  []*onnxpb.ValueInfoProto{tensorInfo("x", dtype.Float32, 1)},
+		Output: []*onnxpb.ValueInfoProto{tensorInfo("y", dtype.Float32, 1)},
 		Node:   []*onnxpb.NodeProto{node("NoSuchOp", []string{"x"}, []string{"y"})},
 	}
 	_, err := rt.NewSessionFromBytes(marshalModel(t, g, 8, 17))
@@ -172,14 +173,14 @@ func TestNewSessionErrors(t *testing.T) {
 
 func TestInputsOutputs(t *testing.T) {
 	requireORT(t)
-	s := mustSession(t, matMulAddModel(t, rt.Float32))
+	s := mustSession(t, matMulAddModel(t, dtype.Float32))
 	wantIn := []rt.ValueInfo{
-		{Name: "x", DType: rt.Float32, Shape: []int64{-1, 3}, DimParams: []string{"batch", ""}},
-		{Name: "w", DType: rt.Float32, Shape: []int64{3, 2}, DimParams: []string{"", ""}},
+		{Name: "x", DType: dtype.Float32, Shape: []int64{-1, 3}, DimParams: []string{"batch", ""}},
+		{Name: "w", DType: dtype.Float32, Shape: []int64{3, 2}, DimParams: []string{"", ""}},
 	}
 	wantOut := []rt.ValueInfo{
-		{Name: "y", DType: rt.Float32, Shape: []int64{-1, 2}, DimParams: []string{"batch", ""}},
-		{Name: "z", DType: rt.Float32, Shape: []int64{-1, 3}, DimParams: []string{"batch", ""}},
+		{Name: "y", DType: dtype.Float32, Shape: []int64{-1, 2}, DimParams: []string{"batch", ""}},
+		{Name: "z", DType: dtype.Float32, Shape: []int64{-1, 3}, DimParams: []string{"batch", ""}},
 	}
 	check := func(what string, got, want []rt.ValueInfo) {
 		if len(got) != len(want) {
@@ -207,7 +208,7 @@ func TestInputsOutputs(t *testing.T) {
 
 func TestRunErrors(t *testing.T) {
 	requireORT(t)
-	s := mustSession(t, matMulAddModel(t, rt.Float32))
+	s := mustSession(t, matMulAddModel(t, dtype.Float32))
 	x := must(rt.NewFloat32([]int64{2, 3}, make([]float32, 6)))
 	w := must(rt.NewFloat32([]int64{3, 2}, make([]float32, 6)))
 	tests := []struct {
@@ -305,20 +306,20 @@ func TestCloseTwice(t *testing.T) {
 func TestScalarAndUnshapedOutputs(t *testing.T) {
 	requireORT(t)
 	g := &onnxpb.GraphProto{
-		Input: []*onnxpb.ValueInfoProto{tensorInfo("x", rt.Float32, "n", 2)},
+		Input: []*onnxpb.ValueInfoProto{tensorInfo("x", dtype.Float32, "n", 2)},
 		Output: []*onnxpb.ValueInfoProto{
-			tensorInfo("sum", rt.Float32),
-			unshapedInfo("sum2", rt.Float32),
-			unshapedInfo("double", rt.Float32),
-			unshapedInfo("half", rt.Float16),
-			tensorInfo("halfsum", rt.Float16),
+			tensorInfo("sum", dtype.Float32),
+			unshapedInfo("sum2", dtype.Float32),
+			unshapedInfo("double", dtype.Float32),
+			unshapedInfo("half", dtype.Float16),
+			tensorInfo("halfsum", dtype.Float16),
 		},
 		Node: []*onnxpb.NodeProto{
 			node("ReduceSum", []string{"x"}, []string{"sum"}, intAttr("keepdims", 0)),
 			node("Identity", []string{"sum"}, []string{"sum2"}),
 			node("Add", []string{"x", "x"}, []string{"double"}),
-			node("Cast", []string{"double"}, []string{"half"}, intAttr("to", int64(rt.Float16))),
-			node("Cast", []string{"sum"}, []string{"halfsum"}, intAttr("to", int64(rt.Float16))),
+			node("Cast", []string{"double"}, []string{"half"}, intAttr("to", int64(dtype.Float16))),
+			node("Cast", []string{"sum"}, []string{"halfsum"}, intAttr("to", int64(dtype.Float16))),
 		},
 	}
 	s := mustSession(t, marshalModel(t, g, 8, 17))
@@ -342,11 +343,11 @@ func TestScalarAndUnshapedOutputs(t *testing.T) {
 		if got := out["double"]; !slices.Equal(got.Shape(), []int64{int64(n), 2}) || got.Float32()[1] != 2*xs[1] {
 			t.Errorf("n=%d: double = %v %v", n, got, got.Float32())
 		}
-		if got := out["half"]; got.DType() != rt.Float16 || !slices.Equal(got.Shape(), []int64{int64(n), 2}) ||
+		if got := out["half"]; got.DType() != dtype.Float16 || !slices.Equal(got.Shape(), []int64{int64(n), 2}) ||
 			half.Float16ToFloat32(got.Float16()[1]) != 2*xs[1] {
 			t.Errorf("n=%d: half = %v %v", n, got, got.ToFloat32())
 		}
-		if got := out["halfsum"]; got.DType() != rt.Float16 || got.Rank() != 0 || got.ToFloat32()[0] != sum {
+		if got := out["halfsum"]; got.DType() != dtype.Float16 || got.Rank() != 0 || got.ToFloat32()[0] != sum {
 			t.Errorf("n=%d: halfsum = %v %v, want scalar %v", n, got, got.ToFloat32(), sum)
 		}
 	}
@@ -365,11 +366,11 @@ func optionalInputModel(t testing.TB, ir int64, static bool) []byte {
 	}
 	g := &onnxpb.GraphProto{
 		Input: []*onnxpb.ValueInfoProto{
-			tensorInfo("x", rt.Float32, batch, 2),
-			tensorInfo("w", rt.Float32, 2, 2),
+			tensorInfo("x", dtype.Float32, batch, 2),
+			tensorInfo("w", dtype.Float32, 2, 2),
 		},
-		Initializer: []*onnxpb.TensorProto{{Name: "w", Dims: []int64{2, 2}, DataType: int32(rt.Float32), FloatData: []float32{1, 0, 0, 1}}},
-		Output:      []*onnxpb.ValueInfoProto{tensorInfo("y", rt.Float32, batch, 2)},
+		Initializer: []*onnxpb.TensorProto{{Name: "w", Dims: []int64{2, 2}, DataType: int32(dtype.Float32), FloatData: []float32{1, 0, 0, 1}}},
+		Output:      []*onnxpb.ValueInfoProto{tensorInfo("y", dtype.Float32, batch, 2)},
 		Node:        []*onnxpb.NodeProto{node("MatMul", []string{"x", "w"}, []string{"y"})},
 	}
 	return marshalModel(t, g, ir, 17)
@@ -414,21 +415,21 @@ func TestOptionalInputs(t *testing.T) {
 
 func TestRunInto(t *testing.T) {
 	requireORT(t)
-	s := mustSession(t, matMulAddModel(t, rt.Float32))
+	s := mustSession(t, matMulAddModel(t, dtype.Float32))
 	x := must(rt.NewFloat32([]int64{2, 3}, []float32{1, 2, 3, 4, 5, 6}))
 	w := must(rt.NewFloat32([]int64{3, 2}, []float32{1, 0, 0, 1, 1, 1}))
-	y := must(rt.Zeros(rt.Float32, []int64{2, 2}))
+	y := must(rt.Zeros(dtype.Float32, []int64{2, 2}))
 	if err := s.RunInto(map[string]*rt.Tensor{"x": x, "w": w}, map[string]*rt.Tensor{"y": y}); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := y.Float32(), []float32{4, 5, 10, 11}; !slices.Equal(got, want) {
 		t.Errorf("y = %v, want %v", got, want)
 	}
-	bad := must(rt.Zeros(rt.Float32, []int64{3, 2}))
+	bad := must(rt.Zeros(dtype.Float32, []int64{3, 2}))
 	if err := s.RunInto(map[string]*rt.Tensor{"x": x, "w": w}, map[string]*rt.Tensor{"y": bad}); err == nil {
 		t.Error("RunInto with a wrongly shaped output: got no error")
 	}
-	if err := s.RunInto(map[string]*rt.Tensor{"x": x, "w": w}, map[string]*rt.Tensor{"y": must(rt.Zeros(rt.Int64, []int64{2, 2}))}); err == nil ||
+	if err := s.RunInto(map[string]*rt.Tensor{"x": x, "w": w}, map[string]*rt.Tensor{"y": must(rt.Zeros(dtype.Int64, []int64{2, 2}))}); err == nil ||
 		!strings.Contains(err.Error(), "element type int64, want float32") {
 		t.Errorf("RunInto with an int64 output: got %v", err)
 	}
@@ -436,8 +437,8 @@ func TestRunInto(t *testing.T) {
 
 func TestConcurrentRuns(t *testing.T) {
 	requireORT(t)
-	s := mustSession(t, matMulAddModel(t, rt.Float64))
-	w := fromFloat64(t, rt.Float64, []int64{3, 2}, []float64{1, 2, 3, 4, 5, 6})
+	s := mustSession(t, matMulAddModel(t, dtype.Float64))
+	w := fromFloat64(t, dtype.Float64, []int64{3, 2}, []float64{1, 2, 3, 4, 5, 6})
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for g := range 8 {
@@ -446,7 +447,7 @@ func TestConcurrentRuns(t *testing.T) {
 			defer wg.Done()
 			batch := g + 1
 			xv := seq(batch*3, 1)
-			x := fromFloat64(t, rt.Float64, []int64{int64(batch), 3}, xv)
+			x := fromFloat64(t, dtype.Float64, []int64{int64(batch), 3}, xv)
 			for range 20 {
 				out, err := s.Run(map[string]*rt.Tensor{"x": x, "w": w}, []string{"y"})
 				if err != nil {
@@ -472,10 +473,10 @@ func TestErrorsWrapORT(t *testing.T) {
 	// Reshape to a shape that does not fit fails inside ONNX Runtime.
 	g := &onnxpb.GraphProto{
 		Input: []*onnxpb.ValueInfoProto{
-			tensorInfo("x", rt.Float32, "n"),
-			tensorInfo("shape", rt.Int64, 1),
+			tensorInfo("x", dtype.Float32, "n"),
+			tensorInfo("shape", dtype.Int64, 1),
 		},
-		Output: []*onnxpb.ValueInfoProto{tensorInfo("y", rt.Float32, "m")},
+		Output: []*onnxpb.ValueInfoProto{tensorInfo("y", dtype.Float32, "m")},
 		Node:   []*onnxpb.NodeProto{node("Reshape", []string{"x", "shape"}, []string{"y"})},
 	}
 	s := mustSession(t, marshalModel(t, g, 8, 17))
@@ -497,8 +498,8 @@ func TestErrorsWrapORT(t *testing.T) {
 func TestWrongStaticOutputShape(t *testing.T) {
 	requireORT(t)
 	g := &onnxpb.GraphProto{
-		Input:  []*onnxpb.ValueInfoProto{tensorInfo("x", rt.Float32, "n", 2)},
-		Output: []*onnxpb.ValueInfoProto{tensorInfo("y", rt.Float32, 2, 2)},
+		Input:  []*onnxpb.ValueInfoProto{tensorInfo("x", dtype.Float32, "n", 2)},
+		Output: []*onnxpb.ValueInfoProto{tensorInfo("y", dtype.Float32, 2, 2)},
 		Node:   []*onnxpb.NodeProto{node("Add", []string{"x", "x"}, []string{"y"})},
 	}
 	s := mustSession(t, marshalModel(t, g, 8, 17))
@@ -541,15 +542,15 @@ func TestOptionalInputExternalDefault(t *testing.T) {
 	}
 	g := &onnxpb.GraphProto{
 		Input: []*onnxpb.ValueInfoProto{
-			tensorInfo("x", rt.Float32, "batch", 2),
-			tensorInfo("w", rt.Float32, 2, 2),
+			tensorInfo("x", dtype.Float32, "batch", 2),
+			tensorInfo("w", dtype.Float32, 2, 2),
 		},
 		Initializer: []*onnxpb.TensorProto{{
-			Name: "w", Dims: []int64{2, 2}, DataType: int32(rt.Float32),
+			Name: "w", Dims: []int64{2, 2}, DataType: int32(dtype.Float32),
 			DataLocation: onnxpb.TensorProto_EXTERNAL,
 			ExternalData: []*onnxpb.StringStringEntryProto{{Key: "location", Value: "w.bin"}},
 		}},
-		Output: []*onnxpb.ValueInfoProto{tensorInfo("y", rt.Float32, "batch", 2)},
+		Output: []*onnxpb.ValueInfoProto{tensorInfo("y", dtype.Float32, "batch", 2)},
 		Node:   []*onnxpb.NodeProto{node("MatMul", []string{"x", "w"}, []string{"y"})},
 	}
 	s := mustSession(t, marshalModel(t, g, 8, 17),
@@ -570,7 +571,7 @@ func TestOptionalInputExternalDefault(t *testing.T) {
 	if got := out["y"].Float32(); !slices.Equal(got, []float32{6, 8}) {
 		t.Errorf("fed w: y = %v, want [6 8]", got)
 	}
-	y := must(rt.Zeros(rt.Float32, []int64{1, 2}))
+	y := must(rt.Zeros(dtype.Float32, []int64{1, 2}))
 	if err := s.RunInto(map[string]*rt.Tensor{"x": x, "w": w}, map[string]*rt.Tensor{"y": y}); err != nil {
 		t.Fatal(err)
 	}

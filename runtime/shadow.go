@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -27,7 +28,7 @@ func shadowNames(y string) (data, shape string) {
 // needsShadow reports whether output v must be read through shadow outputs
 // when its shape is not known in advance.
 func needsShadow(v ValueInfo) bool {
-	return v.DType.isHalf() || len(v.Shape) == 0
+	return isHalf(v.DType) || len(v.Shape) == 0
 }
 
 // canShadow reports whether the shadow nodes for v exist at the model's
@@ -37,7 +38,7 @@ func canShadow(v ValueInfo, opset int64) bool {
 	switch {
 	case opset < 6:
 		return false
-	case v.DType == BFloat16:
+	case v.DType == dtype.BFloat16:
 		return opset >= 13
 	}
 	return true
@@ -54,21 +55,21 @@ func shadowPatch(ys []ValueInfo) []byte {
 		Name: flat, OpType: "Constant", Output: []string{flat},
 		Attribute: []*onnxpb.AttributeProto{{
 			Name: "value", Type: onnxpb.AttributeProto_TENSOR,
-			T: &onnxpb.TensorProto{Dims: []int64{1}, DataType: int32(Int64), Int64Data: []int64{-1}},
+			T: &onnxpb.TensorProto{Dims: []int64{1}, DataType: int32(dtype.Int64), Int64Data: []int64{-1}},
 		}},
 	}}}
 	for _, y := range ys {
 		dataName, shapeName := shadowNames(y.Name)
 		src := y.Name
 		dataType := y.DType
-		if y.DType.isHalf() {
+		if isHalf(y.DType) {
 			src = shadowPrefix + "float32/" + y.Name
-			dataType = Float32
+			dataType = dtype.Float32
 			g.Node = append(g.Node, &onnxpb.NodeProto{
 				Name: shadowPrefix + "cast/" + y.Name, OpType: "Cast",
 				Input: []string{y.Name}, Output: []string{src},
 				Attribute: []*onnxpb.AttributeProto{{
-					Name: "to", Type: onnxpb.AttributeProto_INT, I: int64(Float32),
+					Name: "to", Type: onnxpb.AttributeProto_INT, I: int64(dtype.Float32),
 				}},
 			})
 		}
@@ -81,7 +82,7 @@ func shadowPatch(ys []ValueInfo) []byte {
 				Name: shadowPrefix + "shape/" + y.Name, OpType: "Shape",
 				Input: []string{y.Name}, Output: []string{shapeName},
 			})
-		g.Output = append(g.Output, tensorValueInfo(dataName, dataType), tensorValueInfo(shapeName, Int64))
+		g.Output = append(g.Output, tensorValueInfo(dataName, dataType), tensorValueInfo(shapeName, dtype.Int64))
 	}
 	b, err := proto.Marshal(g)
 	if err != nil {
@@ -92,11 +93,11 @@ func shadowPatch(ys []ValueInfo) []byte {
 }
 
 // tensorValueInfo declares a rank-1 tensor of unknown length.
-func tensorValueInfo(name string, dtype DType) *onnxpb.ValueInfoProto {
+func tensorValueInfo(name string, elem dtype.Type) *onnxpb.ValueInfoProto {
 	return &onnxpb.ValueInfoProto{
 		Name: name,
 		Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{
-			ElemType: int32(dtype),
+			ElemType: int32(elem),
 			Shape:    &onnxpb.TensorShapeProto{Dim: []*onnxpb.TensorShapeProto_Dimension{{}}},
 		}}},
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/half"
 )
 
@@ -14,7 +15,7 @@ import (
 // must not change while the run is in progress. A rank-0 tensor (a scalar)
 // has an empty shape and one element. Dimensions may be 0.
 type Tensor struct {
-	dtype DType
+	elem  dtype.Type
 	shape []int64
 	data  any
 }
@@ -23,13 +24,13 @@ type Tensor struct {
 // which it does not copy. len(data) must equal the product of shape; a nil
 // or empty shape makes a scalar.
 func NewFloat32(shape []int64, data []float32) (*Tensor, error) {
-	return newTensor(Float32, shape, data, len(data))
+	return newTensor(dtype.Float32, shape, data, len(data))
 }
 
 // NewFloat16 returns a float16 tensor backed by data, whose elements are
 // IEEE 754 binary16 bit patterns. See NewFloat32 for the rules on shape.
 func NewFloat16(shape []int64, data []uint16) (*Tensor, error) {
-	return newTensor(Float16, shape, data, len(data))
+	return newTensor(dtype.Float16, shape, data, len(data))
 }
 
 // NewFloat16FromFloat32 returns a float16 tensor holding data rounded to
@@ -45,67 +46,67 @@ func NewFloat16FromFloat32(shape []int64, data []float32) (*Tensor, error) {
 // NewBFloat16 returns a bfloat16 tensor backed by data, whose elements are
 // bfloat16 bit patterns.
 func NewBFloat16(shape []int64, data []uint16) (*Tensor, error) {
-	return newTensor(BFloat16, shape, data, len(data))
+	return newTensor(dtype.BFloat16, shape, data, len(data))
 }
 
 // NewFloat64 returns a float64 tensor backed by data.
 func NewFloat64(shape []int64, data []float64) (*Tensor, error) {
-	return newTensor(Float64, shape, data, len(data))
+	return newTensor(dtype.Float64, shape, data, len(data))
 }
 
 // NewInt64 returns an int64 tensor backed by data.
 func NewInt64(shape []int64, data []int64) (*Tensor, error) {
-	return newTensor(Int64, shape, data, len(data))
+	return newTensor(dtype.Int64, shape, data, len(data))
 }
 
 // NewInt32 returns an int32 tensor backed by data.
 func NewInt32(shape []int64, data []int32) (*Tensor, error) {
-	return newTensor(Int32, shape, data, len(data))
+	return newTensor(dtype.Int32, shape, data, len(data))
 }
 
 // NewInt8 returns an int8 tensor backed by data.
 func NewInt8(shape []int64, data []int8) (*Tensor, error) {
-	return newTensor(Int8, shape, data, len(data))
+	return newTensor(dtype.Int8, shape, data, len(data))
 }
 
 // NewUint8 returns a uint8 tensor backed by data.
 func NewUint8(shape []int64, data []uint8) (*Tensor, error) {
-	return newTensor(Uint8, shape, data, len(data))
+	return newTensor(dtype.Uint8, shape, data, len(data))
 }
 
 // NewBool returns a bool tensor backed by data.
 func NewBool(shape []int64, data []bool) (*Tensor, error) {
-	return newTensor(Bool, shape, data, len(data))
+	return newTensor(dtype.Bool, shape, data, len(data))
 }
 
 // Zeros returns a tensor of the given type and shape filled with zeros.
-func Zeros(dtype DType, shape []int64) (*Tensor, error) {
+func Zeros(elem dtype.Type, shape []int64) (*Tensor, error) {
 	n, err := numElements(shape)
 	if err != nil {
 		return nil, err
 	}
-	data, err := makeData(dtype, n)
+	data, err := makeData(elem, n)
 	if err != nil {
 		return nil, err
 	}
-	return &Tensor{dtype: dtype, shape: cloneShape(shape), data: data}, nil
+	return &Tensor{elem: elem, shape: cloneShape(shape), data: data}, nil
 }
 
-// newTensor checks that data has the Go type of dtype and n elements, as the
+// newTensor checks that data has the Go type of elem and n elements, as the
 // shape requires, and wraps it.
-func newTensor(dtype DType, shape []int64, data any, n int) (*Tensor, error) {
+func newTensor(elem dtype.Type, shape []int64, data any, n int) (*Tensor, error) {
 	want, err := numElements(shape)
 	if err != nil {
 		return nil, err
 	}
 	if n != want {
 		return nil, fmt.Errorf("runtime: %s tensor of shape %v needs %d elements, got %d",
-			dtype, shapeString(shape), want, n)
+			elem, shapeString(shape), want, n)
 	}
-	if !dataMatches(dtype, data) {
-		return nil, fmt.Errorf("runtime: %T cannot hold %s elements", data, dtype)
+	if !dataMatches(elem, data) {
+		return nil, fmt.Errorf("runtime: %T cannot hold %s elements", data, elem)
 	}
-	return &Tensor{dtype: dtype, shape: cloneShape(shape), data: data}, nil
+	return &Tensor{elem: elem, shape: cloneShape(shape), data: data}, nil
 }
 
 // numElements returns the product of shape, checking that no dimension is
@@ -126,65 +127,65 @@ func numElements(shape []int64) (int, error) {
 }
 
 // makeData allocates a zeroed slice of n elements of dtype.
-func makeData(dtype DType, n int) (any, error) {
-	switch dtype {
-	case Float32:
+func makeData(elem dtype.Type, n int) (any, error) {
+	switch elem {
+	case dtype.Float32:
 		return make([]float32, n), nil
-	case Float64:
+	case dtype.Float64:
 		return make([]float64, n), nil
-	case Float16, BFloat16, Uint16:
+	case dtype.Float16, dtype.BFloat16, dtype.Uint16:
 		return make([]uint16, n), nil
-	case Int64:
+	case dtype.Int64:
 		return make([]int64, n), nil
-	case Int32:
+	case dtype.Int32:
 		return make([]int32, n), nil
-	case Int16:
+	case dtype.Int16:
 		return make([]int16, n), nil
-	case Int8:
+	case dtype.Int8:
 		return make([]int8, n), nil
-	case Uint8:
+	case dtype.Uint8:
 		return make([]uint8, n), nil
-	case Uint32:
+	case dtype.Uint32:
 		return make([]uint32, n), nil
-	case Uint64:
+	case dtype.Uint64:
 		return make([]uint64, n), nil
-	case Bool:
+	case dtype.Bool:
 		return make([]bool, n), nil
 	}
-	return nil, fmt.Errorf("runtime: element type %s is not supported", dtype)
+	return nil, fmt.Errorf("runtime: element type %s is not supported", elem)
 }
 
 // dataMatches reports whether data is the slice type that holds dtype.
-func dataMatches(dtype DType, data any) bool {
+func dataMatches(elem dtype.Type, data any) bool {
 	switch data.(type) {
 	case []float32:
-		return dtype == Float32
+		return elem == dtype.Float32
 	case []float64:
-		return dtype == Float64
+		return elem == dtype.Float64
 	case []uint16:
-		return dtype == Float16 || dtype == BFloat16 || dtype == Uint16
+		return elem == dtype.Float16 || elem == dtype.BFloat16 || elem == dtype.Uint16
 	case []int64:
-		return dtype == Int64
+		return elem == dtype.Int64
 	case []int32:
-		return dtype == Int32
+		return elem == dtype.Int32
 	case []int16:
-		return dtype == Int16
+		return elem == dtype.Int16
 	case []int8:
-		return dtype == Int8
+		return elem == dtype.Int8
 	case []uint8:
-		return dtype == Uint8
+		return elem == dtype.Uint8
 	case []uint32:
-		return dtype == Uint32
+		return elem == dtype.Uint32
 	case []uint64:
-		return dtype == Uint64
+		return elem == dtype.Uint64
 	case []bool:
-		return dtype == Bool
+		return elem == dtype.Bool
 	}
 	return false
 }
 
 // DType returns the element type.
-func (t *Tensor) DType() DType { return t.dtype }
+func (t *Tensor) DType() dtype.Type { return t.elem }
 
 // Shape returns a copy of the shape. A scalar has an empty shape.
 func (t *Tensor) Shape() []int64 { return cloneShape(t.shape) }
@@ -208,35 +209,35 @@ func (t *Tensor) Data() any { return t.data }
 
 // Float32 returns the backing slice of a float32 tensor. It panics if the
 // tensor holds another type, as a type assertion would.
-func (t *Tensor) Float32() []float32 { t.must(Float32); return t.data.([]float32) }
+func (t *Tensor) Float32() []float32 { t.must(dtype.Float32); return t.data.([]float32) }
 
 // Float16 returns the backing slice of a float16 tensor, as bit patterns.
-func (t *Tensor) Float16() []uint16 { t.must(Float16); return t.data.([]uint16) }
+func (t *Tensor) Float16() []uint16 { t.must(dtype.Float16); return t.data.([]uint16) }
 
 // BFloat16 returns the backing slice of a bfloat16 tensor, as bit patterns.
-func (t *Tensor) BFloat16() []uint16 { t.must(BFloat16); return t.data.([]uint16) }
+func (t *Tensor) BFloat16() []uint16 { t.must(dtype.BFloat16); return t.data.([]uint16) }
 
 // Float64 returns the backing slice of a float64 tensor.
-func (t *Tensor) Float64() []float64 { t.must(Float64); return t.data.([]float64) }
+func (t *Tensor) Float64() []float64 { t.must(dtype.Float64); return t.data.([]float64) }
 
 // Int64 returns the backing slice of an int64 tensor.
-func (t *Tensor) Int64() []int64 { t.must(Int64); return t.data.([]int64) }
+func (t *Tensor) Int64() []int64 { t.must(dtype.Int64); return t.data.([]int64) }
 
 // Int32 returns the backing slice of an int32 tensor.
-func (t *Tensor) Int32() []int32 { t.must(Int32); return t.data.([]int32) }
+func (t *Tensor) Int32() []int32 { t.must(dtype.Int32); return t.data.([]int32) }
 
 // Int8 returns the backing slice of an int8 tensor.
-func (t *Tensor) Int8() []int8 { t.must(Int8); return t.data.([]int8) }
+func (t *Tensor) Int8() []int8 { t.must(dtype.Int8); return t.data.([]int8) }
 
 // Uint8 returns the backing slice of a uint8 tensor.
-func (t *Tensor) Uint8() []uint8 { t.must(Uint8); return t.data.([]uint8) }
+func (t *Tensor) Uint8() []uint8 { t.must(dtype.Uint8); return t.data.([]uint8) }
 
 // Bool returns the backing slice of a bool tensor.
-func (t *Tensor) Bool() []bool { t.must(Bool); return t.data.([]bool) }
+func (t *Tensor) Bool() []bool { t.must(dtype.Bool); return t.data.([]bool) }
 
-func (t *Tensor) must(d DType) {
-	if t.dtype != d {
-		panic(fmt.Sprintf("runtime: %s accessor called on a %s tensor", d, t.dtype))
+func (t *Tensor) must(d dtype.Type) {
+	if t.elem != d {
+		panic(fmt.Sprintf("runtime: %s accessor called on a %s tensor", d, t.elem))
 	}
 }
 
@@ -249,10 +250,10 @@ func (t *Tensor) ToFloat32() []float32 {
 		copy(out, d)
 	case []uint16:
 		for i, v := range d {
-			switch t.dtype {
-			case Float16:
+			switch t.elem {
+			case dtype.Float16:
 				out[i] = half.Float16ToFloat32(v)
-			case BFloat16:
+			case dtype.BFloat16:
 				out[i] = half.BFloat16ToFloat32(v)
 			default:
 				out[i] = float32(v)
@@ -276,7 +277,7 @@ func (t *Tensor) ToFloat64() []float64 {
 	case []float64:
 		copy(out, d)
 	case []uint16:
-		if t.dtype == Uint16 {
+		if t.elem == dtype.Uint16 {
 			convert(out, d)
 			break
 		}
@@ -315,7 +316,7 @@ func convert[T float32 | int64 | int32 | int16 | int8 | uint8 | uint16 | uint32 
 
 // Clone returns a deep copy of the tensor.
 func (t *Tensor) Clone() *Tensor {
-	c, _ := Zeros(t.dtype, t.shape)
+	c, _ := Zeros(t.elem, t.shape)
 	copyData(c.data, t.data)
 	return c
 }
@@ -349,7 +350,7 @@ func copyData(dst, src any) {
 
 // String describes the tensor's type and shape, as in "float32[2 3]".
 func (t *Tensor) String() string {
-	return t.dtype.String() + shapeString(t.shape)
+	return t.elem.String() + shapeString(t.shape)
 }
 
 func cloneShape(s []int64) []int64 {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/half"
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
@@ -14,25 +15,25 @@ func TestTensorConstructors(t *testing.T) {
 	tests := []struct {
 		reason string
 		make   func() (*rt.Tensor, error)
-		dtype  rt.DType
+		dtype  dtype.Type
 		shape  []int64
 		err    string
 	}{
-		{"float32", func() (*rt.Tensor, error) { return rt.NewFloat32([]int64{2, 3}, make([]float32, 6)) }, rt.Float32, []int64{2, 3}, ""},
-		{"float16", func() (*rt.Tensor, error) { return rt.NewFloat16([]int64{4}, make([]uint16, 4)) }, rt.Float16, []int64{4}, ""},
-		{"bfloat16", func() (*rt.Tensor, error) { return rt.NewBFloat16([]int64{1, 1}, make([]uint16, 1)) }, rt.BFloat16, []int64{1, 1}, ""},
-		{"float64 scalar", func() (*rt.Tensor, error) { return rt.NewFloat64(nil, []float64{1}) }, rt.Float64, []int64{}, ""},
-		{"int64 empty", func() (*rt.Tensor, error) { return rt.NewInt64([]int64{0, 5}, nil) }, rt.Int64, []int64{0, 5}, ""},
-		{"int32", func() (*rt.Tensor, error) { return rt.NewInt32([]int64{2}, []int32{1, 2}) }, rt.Int32, []int64{2}, ""},
-		{"int8", func() (*rt.Tensor, error) { return rt.NewInt8([]int64{2}, []int8{1, 2}) }, rt.Int8, []int64{2}, ""},
-		{"uint8", func() (*rt.Tensor, error) { return rt.NewUint8([]int64{2}, []uint8{1, 2}) }, rt.Uint8, []int64{2}, ""},
-		{"bool", func() (*rt.Tensor, error) { return rt.NewBool([]int64{2}, []bool{true, false}) }, rt.Bool, []int64{2}, ""},
+		{"float32", func() (*rt.Tensor, error) { return rt.NewFloat32([]int64{2, 3}, make([]float32, 6)) }, dtype.Float32, []int64{2, 3}, ""},
+		{"float16", func() (*rt.Tensor, error) { return rt.NewFloat16([]int64{4}, make([]uint16, 4)) }, dtype.Float16, []int64{4}, ""},
+		{"bfloat16", func() (*rt.Tensor, error) { return rt.NewBFloat16([]int64{1, 1}, make([]uint16, 1)) }, dtype.BFloat16, []int64{1, 1}, ""},
+		{"float64 scalar", func() (*rt.Tensor, error) { return rt.NewFloat64(nil, []float64{1}) }, dtype.Float64, []int64{}, ""},
+		{"int64 empty", func() (*rt.Tensor, error) { return rt.NewInt64([]int64{0, 5}, nil) }, dtype.Int64, []int64{0, 5}, ""},
+		{"int32", func() (*rt.Tensor, error) { return rt.NewInt32([]int64{2}, []int32{1, 2}) }, dtype.Int32, []int64{2}, ""},
+		{"int8", func() (*rt.Tensor, error) { return rt.NewInt8([]int64{2}, []int8{1, 2}) }, dtype.Int8, []int64{2}, ""},
+		{"uint8", func() (*rt.Tensor, error) { return rt.NewUint8([]int64{2}, []uint8{1, 2}) }, dtype.Uint8, []int64{2}, ""},
+		{"bool", func() (*rt.Tensor, error) { return rt.NewBool([]int64{2}, []bool{true, false}) }, dtype.Bool, []int64{2}, ""},
 		{"too few", func() (*rt.Tensor, error) { return rt.NewFloat32([]int64{2, 3}, make([]float32, 5)) }, 0, nil,
 			"runtime: float32 tensor of shape [2 3] needs 6 elements, got 5"},
 		{"too many", func() (*rt.Tensor, error) { return rt.NewInt64(nil, []int64{1, 2}) }, 0, nil, "needs 1 elements, got 2"},
 		{"negative", func() (*rt.Tensor, error) { return rt.NewFloat32([]int64{2, -1}, nil) }, 0, nil, "negative dimension -1 at axis 1"},
-		{"overflow", func() (*rt.Tensor, error) { return rt.Zeros(rt.Float32, []int64{1 << 40, 1 << 40}) }, 0, nil, "too many elements"},
-		{"unsupported", func() (*rt.Tensor, error) { return rt.Zeros(rt.DType(8), []int64{1}) }, 0, nil, "element type string is not supported"},
+		{"overflow", func() (*rt.Tensor, error) { return rt.Zeros(dtype.Float32, []int64{1 << 40, 1 << 40}) }, 0, nil, "too many elements"},
+		{"unsupported", func() (*rt.Tensor, error) { return rt.Zeros(dtype.Type(8), []int64{1}) }, 0, nil, "element type string is not supported"},
 	}
 	for i, tc := range tests {
 		x, err := tc.make()
@@ -104,15 +105,15 @@ func TestTensorConversions(t *testing.T) {
 
 func TestDType(t *testing.T) {
 	for _, tc := range []struct {
-		d    rt.DType
+		d    dtype.Type
 		name string
 		size int
 	}{
-		{rt.Float32, "float32", 4}, {rt.Float16, "float16", 2}, {rt.BFloat16, "bfloat16", 2},
-		{rt.Float64, "float64", 8}, {rt.Int64, "int64", 8}, {rt.Bool, "bool", 1},
-		{rt.DType(8), "string", 0}, {rt.DType(99), "dtype(99)", 0},
+		{dtype.Float32, "float32", 4}, {dtype.Float16, "float16", 2}, {dtype.BFloat16, "bfloat16", 2},
+		{dtype.Float64, "float64", 8}, {dtype.Int64, "int64", 8}, {dtype.Bool, "bool", 1},
+		{dtype.Type(8), "string", 0}, {dtype.Type(99), "dtype(99)", 0},
 	} {
-		if tc.d.String() != tc.name || tc.d.Size() != tc.size || tc.d.Supported() != (tc.size > 0) {
+		if tc.d.String() != tc.name || tc.d.Size() != tc.size || rt.Supported(tc.d) != (tc.size > 0) {
 			t.Errorf("%d: got %s size %d, want %s size %d", tc.d, tc.d, tc.d.Size(), tc.name, tc.size)
 		}
 	}

@@ -8,31 +8,32 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
 
 // tensorFromProto decodes an initializer into a Tensor. External data is
 // read relative to baseDir; with baseDir "" it is an error.
 func tensorFromProto(tp *onnxpb.TensorProto, baseDir string) (*Tensor, error) {
-	dtype := DType(tp.GetDataType())
-	if !dtype.Supported() {
-		return nil, fmt.Errorf("element type %s is not supported", dtype)
+	elem := dtype.Type(tp.GetDataType())
+	if !Supported(elem) {
+		return nil, fmt.Errorf("element type %s is not supported", elem)
 	}
-	t, err := Zeros(dtype, tp.GetDims())
+	t, err := Zeros(elem, tp.GetDims())
 	if err != nil {
 		return nil, err
 	}
 	n := t.Len()
 	raw := tp.GetRawData()
 	if tp.GetDataLocation() == onnxpb.TensorProto_EXTERNAL {
-		raw, err = readExternal(tp, baseDir, n*dtype.Size())
+		raw, err = readExternal(tp, baseDir, n*elem.Size())
 		if err != nil {
 			return nil, err
 		}
 	}
 	if raw != nil || tp.GetDataLocation() == onnxpb.TensorProto_EXTERNAL {
-		if len(raw) != n*dtype.Size() {
-			return nil, fmt.Errorf("raw data has %d bytes, want %d", len(raw), n*dtype.Size())
+		if len(raw) != n*elem.Size() {
+			return nil, fmt.Errorf("raw data has %d bytes, want %d", len(raw), n*elem.Size())
 		}
 		decodeRaw(t, raw)
 		return t, nil

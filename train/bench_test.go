@@ -56,7 +56,7 @@ func benchTrainStep(b *testing.B, full bool) {
 	var params []string
 	if full {
 		for _, init := range m.Graph().Initializer {
-			if graph.IsFloat(init.DataType) {
+			if graph.TypeOf(init).IsFloat() {
 				params = append(params, init.Name)
 			}
 		}

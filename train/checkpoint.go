@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/atomicfile"
 )
 
@@ -224,7 +225,7 @@ func (t *Trainer) LoadCheckpoint(path string) error {
 	}
 	for _, p := range t.params {
 		v := tensors[p.Name]
-		if v == nil || !slices.Equal(v.Shape, p.Shape) || v.DType != adapter.Float32 {
+		if v == nil || !slices.Equal(v.Shape, p.Shape) || v.DType != dtype.Float32 {
 			return errorf("checkpoint %s: %s has no float32 tensor %q of shape %v", path, paramsFile, p.Name, p.Shape)
 		}
 	}

@@ -3,6 +3,7 @@ package train
 import (
 	"math"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 )
 
@@ -124,15 +125,15 @@ func (t *Trainer) openEval() error {
 		for i, d := range init.Dims {
 			dims[i] = d
 		}
-		m.AddInput(graph.TensorInfo(p.Name, init.DataType, dims...))
+		m.AddInput(graph.TensorInfo(p.Name, graph.TypeOf(init), dims...))
 	}
 	keep := []string{t.loss}
 	if t.opts.Task == SequenceClassification {
 		keep = append(keep, t.opts.Output)
 		if !m.IsGraphOutput(t.opts.Output) {
-			et := int32(graph.Float32)
+			et := dtype.Float32
 			if vi, _ := findValue(m, t.opts.Output); vi != nil {
-				et = vi.GetType().GetTensorType().GetElemType()
+				et = dtype.Type(vi.GetType().GetTensorType().GetElemType())
 			}
 			m.AddOutput(graph.TensorInfo(t.opts.Output, et))
 		}

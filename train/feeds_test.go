@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
@@ -53,7 +54,7 @@ func TestPlanFeeds(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("unexpected plan: got %v want %v", got, want)
 	}
-	_, err = planFeeds(append(inputs, rt.ValueInfo{Name: "pixel_values", DType: rt.Float32}), map[string]bool{"w.lora_A.weight": true})
+	_, err = planFeeds(append(inputs, rt.ValueInfo{Name: "pixel_values", DType: dtype.Float32}), map[string]bool{"w.lora_A.weight": true})
 	if err == nil || !strings.Contains(err.Error(), "input pixel_values") {
 		t.Errorf("unknown required input: got %v", err)
 	}

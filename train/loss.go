@@ -3,6 +3,7 @@ package train
 import (
 	"math"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -41,7 +42,7 @@ func CausalLMLoss(m *graph.Model, logits string) (string, error) {
 		return "", err
 	}
 	batch, seq := b.dimOr(0, "batch"), b.dimOr(1, "sequence")
-	labels, err := b.labelsInput(graph.Int64, batch, seq)
+	labels, err := b.labelsInput(dtype.Int64, batch, seq)
 	if err != nil {
 		return "", err
 	}
@@ -63,7 +64,7 @@ func SequenceClassificationLoss(m *graph.Model, logits string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	labels, err := b.labelsInput(graph.Int64, b.dimOr(0, "batch"))
+	labels, err := b.labelsInput(dtype.Int64, b.dimOr(0, "batch"))
 	if err != nil {
 		return "", err
 	}
@@ -87,11 +88,11 @@ func MSELoss(m *graph.Model, output string) (string, error) {
 	for i := range dims {
 		dims[i] = b.dimOr(i, -1)
 	}
-	target, err := b.labelsInput(graph.Float32, dims...)
+	target, err := b.labelsInput(dtype.Float32, dims...)
 	if err != nil {
 		return "", err
 	}
-	d := b.node("Sub", []string{b.node("Cast", []string{output}, graph.AttrInt("to", int64(graph.Float32))), target})
+	d := b.node("Sub", []string{b.node("Cast", []string{output}, graph.AttrInt("to", int64(dtype.Float32))), target})
 	sq := b.node("Mul", []string{d, d})
 	return b.finish("ReduceMean", []string{sq}, graph.AttrInt("keepdims", 0)), nil
 }
@@ -121,8 +122,8 @@ func newLossBuilder(m *graph.Model, scope, value string, wantRank int) (*lossBui
 	}
 	if vi != nil {
 		tt := vi.GetType().GetTensorType()
-		if tt != nil && tt.ElemType != 0 && !graph.IsFloat(tt.ElemType) {
-			return nil, errorf("%s: %q is %s, not a floating-point tensor", scope, value, graph.DTypeName(tt.ElemType))
+		if et := dtype.Type(tt.GetElemType()); et != dtype.Undefined && !et.IsFloat() {
+			return nil, errorf("%s: %q is %s, not a floating-point tensor", scope, value, et)
 		}
 		if tt != nil && tt.Shape != nil {
 			b.dims, b.rank = tt.Shape.Dim, len(tt.Shape.Dim)
@@ -171,10 +172,10 @@ func (b *lossBuilder) dimOr(i int, def any) any {
 
 // labelsInput adds the "labels" graph input, or reuses one of the right
 // element type that the model already has.
-func (b *lossBuilder) labelsInput(elemType int32, dims ...any) (string, error) {
+func (b *lossBuilder) labelsInput(elemType dtype.Type, dims ...any) (string, error) {
 	if in := b.m.Input(LabelsInput); in != nil {
 		if et, _, _ := graph.ValueShape(in); et != elemType {
-			return "", errorf("%s: the model has an input %q of type %s, want %s", b.scope, LabelsInput, graph.DTypeName(et), graph.DTypeName(elemType))
+			return "", errorf("%s: the model has an input %q of type %s, want %s", b.scope, LabelsInput, et, elemType)
 		}
 		return LabelsInput, nil
 	}
@@ -208,7 +209,7 @@ func (b *lossBuilder) int0(name string, v int64) string {
 }
 
 func (b *lossBuilder) float0(name string, v float32) string {
-	return b.constant(graph.NewFloat32Tensor(name, graph.Float32, nil, []float32{v}))
+	return b.constant(graph.NewFloat32Tensor(name, dtype.Float32, nil, []float32{v}))
 }
 
 // slice takes [start, end) along axis.
@@ -254,10 +255,10 @@ func (b *lossBuilder) sumAll(x string) string {
 func (b *lossBuilder) crossEntropy(logits, labels string, classAxis int64) string {
 	x := logits
 	if !b.isFloat32(logits) {
-		x = b.node("Cast", []string{logits}, graph.AttrInt("to", int64(graph.Float32)))
+		x = b.node("Cast", []string{logits}, graph.AttrInt("to", int64(dtype.Float32)))
 	}
 	valid := b.node("Not", []string{b.node("Equal", []string{labels, b.int0("ignore_index", IgnoreIndex)})})
-	count := b.sumAll(b.node("Cast", []string{valid}, graph.AttrInt("to", int64(graph.Float32))))
+	count := b.sumAll(b.node("Cast", []string{valid}, graph.AttrInt("to", int64(dtype.Float32))))
 	count = b.node("Max", []string{count, b.float0("one", 1)})
 	if b.opset >= 12 {
 		scores, y := x, labels
@@ -282,7 +283,7 @@ func (b *lossBuilder) crossEntropy(logits, labels string, classAxis int64) strin
 // isFloat32 reports whether a value of the model is declared float32.
 func (b *lossBuilder) isFloat32(v string) bool {
 	vi, _ := findValue(b.m, v)
-	return vi != nil && vi.GetType().GetTensorType().GetElemType() == graph.Float32
+	return vi != nil && dtype.Type(vi.GetType().GetTensorType().GetElemType()) == dtype.Float32
 }
 
 // finish adds the last node, whose output is the loss under a fresh name
@@ -291,6 +292,6 @@ func (b *lossBuilder) isFloat32(v string) bool {
 func (b *lossBuilder) finish(op string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
 	name := b.m.UniqueName("loss")
 	b.m.NewNode(op, "/"+b.scope+"/"+op, inputs, []string{name}, attrs...)
-	b.m.AddOutput(graph.TensorInfo(name, graph.Float32))
+	b.m.AddOutput(graph.TensorInfo(name, dtype.Float32))
 	return name
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/internal/half"
 	rt "github.com/peftonnx/peftonnx/runtime"
@@ -27,8 +28,8 @@ func randomFloats(r *RNG, n int, scale float64, fp16 bool) []float32 {
 }
 
 // floatTensor makes a tensor of elemType (float32 or float16) from x.
-func floatTensor(t *testing.T, elemType int32, shape []int64, x []float32) *rt.Tensor {
-	if elemType == graph.Float16 {
+func floatTensor(t *testing.T, elemType dtype.Type, shape []int64, x []float32) *rt.Tensor {
+	if elemType == dtype.Float16 {
 		return mustTensor(t)(rt.NewFloat16FromFloat32(shape, x))
 	}
 	return mustTensor(t)(rt.NewFloat32(shape, x))
@@ -70,17 +71,17 @@ func TestCausalLMLoss(t *testing.T) {
 	requireORT(t)
 	tests := []struct {
 		opset    int64
-		elemType int32
+		elemType dtype.Type
 		batch    int
 		seq      int
 		vocab    int
 		ignore   func(b, t int) bool // which labels are -100
 	}{
-		{11, graph.Float32, 2, 5, 7, func(b, t int) bool { return false }},
-		{14, graph.Float16, 2, 5, 7, func(b, t int) bool { return b == 1 && t >= 3 }},
-		{17, graph.Float32, 3, 4, 11, func(b, t int) bool { return t == 0 || (b+t)%3 == 0 }},
-		{18, graph.Float32, 1, 6, 5, func(b, t int) bool { return t%2 == 1 }},
-		{13, graph.Float32, 2, 3, 4, func(b, t int) bool { return true }}, // nothing to score: loss 0
+		{11, dtype.Float32, 2, 5, 7, func(b, t int) bool { return false }},
+		{14, dtype.Float16, 2, 5, 7, func(b, t int) bool { return b == 1 && t >= 3 }},
+		{17, dtype.Float32, 3, 4, 11, func(b, t int) bool { return t == 0 || (b+t)%3 == 0 }},
+		{18, dtype.Float32, 1, 6, 5, func(b, t int) bool { return t%2 == 1 }},
+		{13, dtype.Float32, 2, 3, 4, func(b, t int) bool { return true }}, // nothing to score: loss 0
 	}
 	for i, tt := range tests {
 		m := identityModel(tt.opset, tt.elemType, "logits", "batch", "sequence", tt.vocab)
@@ -89,7 +90,7 @@ func TestCausalLMLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := NewRNG(uint64(i))
-		x := randomFloats(r, tt.batch*tt.seq*tt.vocab, 4, tt.elemType == graph.Float16)
+		x := randomFloats(r, tt.batch*tt.seq*tt.vocab, 4, tt.elemType == dtype.Float16)
 		labels := make([]int64, tt.batch*tt.seq)
 		for b := range tt.batch {
 			for s := range tt.seq {
@@ -107,7 +108,7 @@ func TestCausalLMLoss(t *testing.T) {
 		got := float64(res[loss].Float32()[0])
 		want := causalLMLossReference(x, labels, tt.batch, tt.seq, tt.vocab)
 		if math.Abs(got-want) > 1e-5*math.Max(1, math.Abs(want)) {
-			t.Errorf("unexpected result for test %d (opset %d, %s): got %v want %v", i, tt.opset, graph.DTypeName(tt.elemType), got, want)
+			t.Errorf("unexpected result for test %d (opset %d, %s): got %v want %v", i, tt.opset, tt.elemType, got, want)
 		}
 		if rank := len(res[loss].Shape()); rank != 0 {
 			t.Errorf("test %d: loss has rank %d, want a scalar", i, rank)
@@ -122,7 +123,7 @@ func TestCausalLMLossGradient(t *testing.T) {
 	requireORT(t)
 	const batch, seq, vocab = 2, 4, 6
 	for i, opset := range []int64{11, 17} {
-		m := identityModel(opset, graph.Float32, "logits", "batch", "sequence", vocab)
+		m := identityModel(opset, dtype.Float32, "logits", "batch", "sequence", vocab)
 		loss, err := CausalLMLoss(m, "logits")
 		if err != nil {
 			t.Fatal(err)
@@ -183,13 +184,13 @@ func TestSequenceClassificationLoss(t *testing.T) {
 	requireORT(t)
 	tests := []struct {
 		opset    int64
-		elemType int32
+		elemType dtype.Type
 		labels   []int64
 		classes  int
 	}{
-		{11, graph.Float32, []int64{0, 2, 1}, 3},
-		{14, graph.Float16, []int64{1, IgnoreIndex, 0, 1}, 2},
-		{17, graph.Float32, []int64{4}, 5},
+		{11, dtype.Float32, []int64{0, 2, 1}, 3},
+		{14, dtype.Float16, []int64{1, IgnoreIndex, 0, 1}, 2},
+		{17, dtype.Float32, []int64{4}, 5},
 	}
 	for i, tt := range tests {
 		m := identityModel(tt.opset, tt.elemType, "logits", "batch", tt.classes)
@@ -198,7 +199,7 @@ func TestSequenceClassificationLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 		n := len(tt.labels)
-		x := randomFloats(NewRNG(uint64(i+10)), n*tt.classes, 5, tt.elemType == graph.Float16)
+		x := randomFloats(NewRNG(uint64(i+10)), n*tt.classes, 5, tt.elemType == dtype.Float16)
 		res := runModel(t, m, map[string]*rt.Tensor{
 			"x":         floatTensor(t, tt.elemType, []int64{int64(n), int64(tt.classes)}, x),
 			LabelsInput: mustTensor(t)(rt.NewInt64([]int64{int64(n)}, tt.labels)),
@@ -224,13 +225,13 @@ func TestMSELoss(t *testing.T) {
 	requireORT(t)
 	tests := []struct {
 		opset    int64
-		elemType int32
+		elemType dtype.Type
 		dims     []any
 		shape    []int64
 	}{
-		{11, graph.Float32, []any{"batch", 3}, []int64{2, 3}},
-		{14, graph.Float16, []any{"batch", 1}, []int64{4, 1}},
-		{18, graph.Float32, []any{"batch"}, []int64{5}},
+		{11, dtype.Float32, []any{"batch", 3}, []int64{2, 3}},
+		{14, dtype.Float16, []any{"batch", 1}, []int64{4, 1}},
+		{18, dtype.Float32, []any{"batch"}, []int64{5}},
 	}
 	for i, tt := range tests {
 		m := identityModel(tt.opset, tt.elemType, "out", tt.dims...)
@@ -240,7 +241,7 @@ func TestMSELoss(t *testing.T) {
 		}
 		n := int(graph.NumElements(tt.shape))
 		r := NewRNG(uint64(i + 20))
-		x := randomFloats(r, n, 2, tt.elemType == graph.Float16)
+		x := randomFloats(r, n, 2, tt.elemType == dtype.Float16)
 		y := randomFloats(r, n, 2, false)
 		res := runModel(t, m, map[string]*rt.Tensor{
 			"x":         floatTensor(t, tt.elemType, tt.shape, x),
@@ -265,24 +266,24 @@ func TestLossErrors(t *testing.T) {
 		want string
 	}{
 		{"old opset", func() error {
-			_, err := CausalLMLoss(identityModel(10, graph.Float32, "logits", 1, 2, 3), "logits")
+			_, err := CausalLMLoss(identityModel(10, dtype.Float32, "logits", 1, 2, 3), "logits")
 			return err
 		}, "causal_lm_loss: needs default-domain opset 11 or later, the model imports 10"},
 		{"no value", func() error {
-			_, err := CausalLMLoss(identityModel(14, graph.Float32, "logits", 1, 2, 3), "scores")
+			_, err := CausalLMLoss(identityModel(14, dtype.Float32, "logits", 1, 2, 3), "scores")
 			return err
 		}, `the model has no value "scores"`},
 		{"rank", func() error {
-			_, err := CausalLMLoss(identityModel(14, graph.Float32, "logits", 2, 3), "logits")
+			_, err := CausalLMLoss(identityModel(14, dtype.Float32, "logits", 2, 3), "logits")
 			return err
 		}, `"logits" has rank 2, want 3`},
 		{"integer", func() error {
-			_, err := SequenceClassificationLoss(identityModel(14, graph.Int64, "logits", 2, 3), "logits")
+			_, err := SequenceClassificationLoss(identityModel(14, dtype.Int64, "logits", 2, 3), "logits")
 			return err
 		}, `"logits" is int64, not a floating-point tensor`},
 		{"labels clash", func() error {
-			m := identityModel(14, graph.Float32, "logits", 2, 3)
-			m.AddInput(graph.TensorInfo("labels", graph.Float32, 2))
+			m := identityModel(14, dtype.Float32, "logits", 2, 3)
+			m.AddInput(graph.TensorInfo("labels", dtype.Float32, 2))
 			_, err := SequenceClassificationLoss(m, "logits")
 			return err
 		}, `an input "labels" of type float32, want int64`},
@@ -338,7 +339,7 @@ func TestCausalLMLossRealModel(t *testing.T) {
 	if math.Abs(got-want) > 1e-5*math.Max(1, want) {
 		t.Errorf("loss on the real model: got %v want %v", got, want)
 	}
-	if res["logits"].DType() != rt.Float16 {
+	if res["logits"].DType() != dtype.Float16 {
 		t.Errorf("logits are %s, want float16 (the test means to exercise the cast)", res["logits"].DType())
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // Optimizer updates parameters in place from their gradients.
@@ -117,7 +118,7 @@ func (s *OptimizerState) UnmarshalBinary(b []byte) error {
 		if !ok {
 			return errorf("optimizer state: tensor %q is not named <slot>/<param>", key)
 		}
-		if t.DType != adapter.Float32 || len(t.Shape) != 1 {
+		if t.DType != dtype.Float32 || len(t.Shape) != 1 {
 			return errorf("optimizer state: tensor %q: want a 1-D float32 tensor, got %s %v", key, t.DType, t.Shape)
 		}
 		if out.Slots[slot] == nil {

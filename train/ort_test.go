@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	rt "github.com/peftonnx/peftonnx/runtime"
@@ -34,7 +35,7 @@ func irVersionFor(opset int64) int64 {
 
 // identityModel returns a model at opset whose input x (elemType, dims) is
 // copied by an Identity node to the declared output out.
-func identityModel(opset int64, elemType int32, out string, dims ...any) *graph.Model {
+func identityModel(opset int64, elemType dtype.Type, out string, dims ...any) *graph.Model {
 	m := graph.New(&onnxpb.ModelProto{
 		IrVersion:   irVersionFor(opset),
 		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: opset}},

@@ -1,22 +1,24 @@
 package train
 
 import (
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
 
 // isHalf reports whether an element type is float16 or bfloat16.
-func isHalf(t int32) bool { return t == graph.Float16 || t == graph.BFloat16 }
+func isHalf(t dtype.Type) bool { return t == dtype.Float16 || t == dtype.BFloat16 }
 
 // hasHalf reports whether m holds or computes float16 or bfloat16 values:
 // in an initializer, a declared input, output or value, a constant, or a
 // Cast.
 func hasHalf(m *graph.Model) bool {
 	found := false
-	walkTypes(m.Graph(), func(t *int32) {
-		found = found || isHalf(*t)
+	walkTypes(m.Graph(), func(t dtype.Type) dtype.Type {
+		found = found || isHalf(t)
+		return t
 	}, func(tp *onnxpb.TensorProto) {
-		found = found || isHalf(tp.DataType)
+		found = found || isHalf(graph.TypeOf(tp))
 	})
 	return found
 }
@@ -31,12 +33,13 @@ func hasHalf(m *graph.Model) bool {
 func upcast(m *graph.Model, params []string) error {
 	kept := castFrozen(m, params)
 	var err error
-	walkTypes(m.Graph(), func(t *int32) {
-		if isHalf(*t) {
-			*t = graph.Float32
+	walkTypes(m.Graph(), func(t dtype.Type) dtype.Type {
+		if isHalf(t) {
+			return dtype.Float32
 		}
+		return t
 	}, func(tp *onnxpb.TensorProto) {
-		if err != nil || !isHalf(tp.DataType) || kept[tp] {
+		if err != nil || !isHalf(graph.TypeOf(tp)) || kept[tp] {
 			return
 		}
 		vals, e := m.Float32s(tp)
@@ -44,7 +47,7 @@ func upcast(m *graph.Model, params []string) error {
 			err = errorf("float32 copy of %q: %v", tp.Name, e)
 			return
 		}
-		tp.DataType = graph.Float32
+		tp.DataType = int32(dtype.Float32)
 		if e := graph.SetFloat32s(tp, vals); e != nil {
 			err = errorf("float32 copy of %q: %v", tp.Name, e)
 		}
@@ -73,20 +76,20 @@ func castFrozen(m *graph.Model, params []string) map[*onnxpb.TensorProto]bool {
 	kept := map[*onnxpb.TensorProto]bool{}
 	var casts []*onnxpb.NodeProto
 	for _, tp := range m.Graph().Initializer {
-		if !isHalf(tp.DataType) || trainable[tp.Name] || m.Input(tp.Name) != nil {
+		if !isHalf(graph.TypeOf(tp)) || trainable[tp.Name] || m.Input(tp.Name) != nil {
 			continue
 		}
-		if graph.NumElements(tp.Dims)*int64(graph.ElemSize(tp.DataType)) < castFrozenMin {
+		if graph.NumElements(tp.Dims)*int64(graph.TypeOf(tp).Size()) < castFrozenMin {
 			continue
 		}
 		name := tp.Name
-		tp.Name = m.UniqueName(name + "." + graph.DTypeName(tp.DataType))
+		tp.Name = m.UniqueName(name + "." + graph.TypeOf(tp).String())
 		casts = append(casts, &onnxpb.NodeProto{
 			OpType: "Cast", Name: m.UniqueName("/peftonnx/upcast/" + name),
 			Input: []string{tp.Name}, Output: []string{name},
-			Attribute: []*onnxpb.AttributeProto{graph.AttrInt("to", int64(graph.Float32))},
+			Attribute: []*onnxpb.AttributeProto{graph.AttrInt("to", int64(dtype.Float32))},
 		})
-		m.Graph().ValueInfo = append(m.Graph().ValueInfo, graph.TensorInfo(name, graph.Float32, dimsOf(tp)...))
+		m.Graph().ValueInfo = append(m.Graph().ValueInfo, graph.TensorInfo(name, dtype.Float32, dimsOf(tp)...))
 		kept[tp] = true
 	}
 	// The Casts go first, so that the node list stays in topological order.
@@ -105,16 +108,16 @@ func dimsOf(t *onnxpb.TensorProto) []any {
 
 // walkTypes calls elem with every element type that g declares (inputs,
 // outputs, value infos, and the type attributes of Cast, the random ops and
-// EyeLike), and tensor with every tensor it holds (initializers and
-// attribute tensors), subgraphs included.
-func walkTypes(g *onnxpb.GraphProto, elem func(*int32), tensor func(*onnxpb.TensorProto)) {
+// EyeLike), replacing each by what elem returns, and tensor with every
+// tensor it holds (initializers and attribute tensors), subgraphs included.
+func walkTypes(g *onnxpb.GraphProto, elem func(dtype.Type) dtype.Type, tensor func(*onnxpb.TensorProto)) {
 	for _, t := range g.Initializer {
 		tensor(t)
 	}
 	for _, vs := range [][]*onnxpb.ValueInfoProto{g.Input, g.Output, g.ValueInfo} {
 		for _, v := range vs {
 			if tt := v.GetType().GetTensorType(); tt != nil {
-				elem(&tt.ElemType)
+				tt.ElemType = int32(elem(dtype.Type(tt.ElemType)))
 			}
 		}
 	}
@@ -133,9 +136,7 @@ func walkTypes(g *onnxpb.GraphProto, elem func(*int32), tensor func(*onnxpb.Tens
 				walkTypes(sg, elem, tensor)
 			}
 			if (n.OpType == "Cast" && a.Name == "to") || a.Name == "dtype" {
-				t := int32(a.I)
-				elem(&t)
-				a.I = int64(t)
+				a.I = int64(elem(dtype.Type(a.I)))
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/models"
@@ -15,7 +16,7 @@ import (
 func TestUpcast(t *testing.T) {
 	requireORT(t)
 	c := models.LlamaMini() // weights large enough to stay 16-bit behind a Cast
-	c.DType, c.NoCache = graph.Float16, true
+	c.DType, c.NoCache = dtype.Float16, true
 	m, err := models.Llama(c)
 	if err != nil {
 		t.Fatal(err)
@@ -32,22 +33,23 @@ func TestUpcast(t *testing.T) {
 	// frozen initializer whose one consumer casts it to float32.
 	kept := 0
 	for _, init := range up.Graph().Initializer {
-		if !isHalf(init.DataType) {
+		if !isHalf(graph.TypeOf(init)) {
 			continue
 		}
 		kept++
 		cs := up.Consumers(init.Name)
-		if len(cs) != 1 || cs[0].OpType != "Cast" || graph.IntAttr(cs[0], "to", 0) != int64(graph.Float32) {
+		if len(cs) != 1 || cs[0].OpType != "Cast" || graph.IntAttr(cs[0], "to", 0) != int64(dtype.Float32) {
 			t.Errorf("16-bit initializer %s is not read through one Cast to float32", init.Name)
 		}
 	}
 	if kept == 0 {
 		t.Error("no frozen weight was left in 16 bits behind a Cast")
 	}
-	walkTypes(up.Graph(), func(et *int32) {
-		if isHalf(*et) {
-			t.Errorf("the upcast model declares a %s value", graph.DTypeName(*et))
+	walkTypes(up.Graph(), func(et dtype.Type) dtype.Type {
+		if isHalf(et) {
+			t.Errorf("the upcast model declares a %s value", et)
 		}
+		return et
 	}, func(*onnxpb.TensorProto) {})
 	for name, b := range tensorBytes(t, m) {
 		if !bytes.Equal(b, before[name]) {

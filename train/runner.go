@@ -3,6 +3,7 @@ package train
 import (
 	"slices"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/half"
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
@@ -84,9 +85,9 @@ func (r *runner) refill(f feed, params map[string]*Param, b Batch, training bool
 	case feedParam:
 		p := params[f.info.Name]
 		switch t.DType() {
-		case rt.Float16:
+		case dtype.Float16:
 			toHalf(t.Float16(), p.Data, half.Float32ToFloat16)
-		case rt.BFloat16:
+		case dtype.BFloat16:
 			toHalf(t.BFloat16(), p.Data, half.Float32ToBFloat16)
 		}
 		// A float32 tensor is Param.Data itself.
@@ -182,20 +183,20 @@ func (r *runner) batchValues(f feed, b Batch) (any, []int64, error) {
 // paramTensor wraps a parameter's values for a run: without a copy for a
 // float32 input (the optimizer updates the same memory), converted for a
 // 16-bit one.
-func paramTensor(p *Param, dtype rt.DType) (*rt.Tensor, error) {
-	switch dtype {
-	case rt.Float32:
+func paramTensor(p *Param, elem dtype.Type) (*rt.Tensor, error) {
+	switch elem {
+	case dtype.Float32:
 		return rt.NewFloat32(p.Shape, p.Data)
-	case rt.Float16:
+	case dtype.Float16:
 		h := make([]uint16, len(p.Data))
 		toHalf(h, p.Data, half.Float32ToFloat16)
 		return rt.NewFloat16(p.Shape, h)
-	case rt.BFloat16:
+	case dtype.BFloat16:
 		h := make([]uint16, len(p.Data))
 		toHalf(h, p.Data, half.Float32ToBFloat16)
 		return rt.NewBFloat16(p.Shape, h)
 	}
-	return nil, errorf("parameter %q is %s: the trainer feeds float32, float16 and bfloat16 parameters", p.Name, dtype)
+	return nil, errorf("parameter %q is %s: the trainer feeds float32, float16 and bfloat16 parameters", p.Name, elem)
 }
 
 // toHalf rounds src into dst with conv.

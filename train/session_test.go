@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/models"
@@ -103,8 +104,8 @@ func TestTrainerExternalWeights(t *testing.T) {
 // weights are external data but which says nothing of where they are.
 func TestNewSessionExternalWithoutFolder(t *testing.T) {
 	requireORT(t)
-	m := identityModel(13, graph.Float32, "y", 2)
-	w := graph.NewFloat32Tensor("w", graph.Float32, []int64{2}, []float32{1, 2})
+	m := identityModel(13, dtype.Float32, "y", 2)
+	w := graph.NewFloat32Tensor("w", dtype.Float32, []int64{2}, []float32{1, 2})
 	w.RawData, w.FloatData = nil, nil
 	w.DataLocation = onnxpb.TensorProto_EXTERNAL
 	w.ExternalData = []*onnxpb.StringStringEntryProto{{Key: "location", Value: "w.bin"}}

@@ -7,8 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
-	rt "github.com/peftonnx/peftonnx/runtime"
 	"github.com/peftonnx/peftonnx/train/autodiff"
 )
 
@@ -169,7 +169,7 @@ func (t *Trainer) gradientGraph() (*graph.Model, error) {
 	opts := []autodiff.Option{autodiff.WithRecomputeProducts(t.opts.RecomputeProducts)}
 	if t.opts.LossScale != 1 {
 		m = m.Clone()
-		scale := graph.NewFloat32Tensor(m.UniqueName("loss_scale"), graph.Float32, nil, []float32{float32(t.opts.LossScale)})
+		scale := graph.NewFloat32Tensor(m.UniqueName("loss_scale"), dtype.Float32, nil, []float32{float32(t.opts.LossScale)})
 		m.AddInitializer(scale)
 		target = m.UniqueName("scaled_loss")
 		m.NewNode("Mul", "/loss_scale/Mul", []string{t.loss, scale.Name}, []string{target})
@@ -238,10 +238,10 @@ func readParam(m *graph.Model, name string) (*Param, error) {
 	if init == nil {
 		return nil, errorf("parameter %q is not an initializer of the model", name)
 	}
-	switch init.DataType {
-	case graph.Float32, graph.Float16, graph.BFloat16:
+	switch graph.TypeOf(init) {
+	case dtype.Float32, dtype.Float16, dtype.BFloat16:
 	default:
-		return nil, errorf("parameter %q is %s, not float32, float16 or bfloat16", name, graph.DTypeName(init.DataType))
+		return nil, errorf("parameter %q is %s, not float32, float16 or bfloat16", name, graph.TypeOf(init))
 	}
 	vals, err := m.Float32s(init)
 	if err != nil {
@@ -371,7 +371,7 @@ func (t *Trainer) forwardBackward(b Batch, w float32) (float64, error) {
 	grads := make([][]float32, len(t.params))
 	for i, name := range t.grads {
 		g := out[name]
-		if g.DType() == rt.Float32 {
+		if g.DType() == dtype.Float32 {
 			grads[i] = g.Float32() // no copy: read before the next run
 		} else {
 			grads[i] = g.ToFloat32()

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/internal/half"
 	"github.com/peftonnx/peftonnx/rewrite"
@@ -242,18 +243,18 @@ func sessionInMemory(m *graph.Model, opts []ortrt.Option) (*adaptedSession, erro
 // runtimeTensor converts an adapter tensor to a runtime tensor of the same
 // element type.
 func runtimeTensor(t *adapter.Tensor) (*ortrt.Tensor, error) {
-	switch t.DType {
-	case adapter.Float32:
+	switch t.DType.Or(dtype.Float32) { // an adapter tensor of no dtype holds float32
+	case dtype.Float32:
 		return ortrt.NewFloat32(t.Shape, t.Data)
-	case adapter.Float16:
+	case dtype.Float16:
 		return ortrt.NewFloat16FromFloat32(t.Shape, t.Data)
-	case adapter.BFloat16:
+	case dtype.BFloat16:
 		bits := make([]uint16, len(t.Data))
 		for i, v := range t.Data {
 			bits[i] = half.Float32ToBFloat16(v)
 		}
 		return ortrt.NewBFloat16(t.Shape, bits)
-	case adapter.Float64:
+	case dtype.Float64:
 		v := make([]float64, len(t.Data))
 		for i, x := range t.Data {
 			v[i] = float64(x)

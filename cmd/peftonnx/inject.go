@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/rewrite"
@@ -66,7 +67,7 @@ func runInject(cx *context, args []string) error {
 	asInputs := fs.Bool("as-inputs", false, "make A and B graph inputs of dynamic rank, with empty defaults")
 	seed := fs.Uint64("seed", 0, "seed `N` for A's initial values")
 	initKind := fs.String("init", "kaiming", "how A starts: `kaiming` (uniform) or gaussian")
-	dtype := fs.String("dtype", "float32", "element type of A and B: `float32`, float16 or bfloat16")
+	dtypeFlag := fs.String("dtype", "float32", "element type of A and B: `float32`, float16 or bfloat16")
 	fs.Var(&enable, "enable-lora", "LoRA on parts of a fused projection only: `LIST` such as q,v or false,true,true")
 	headDim := fs.Int("head-dim", 0, "head size `D` of fused projections (with --enable-lora)")
 	loraPlus := fs.Float64("lora-plus-scale", 0, "LoRA+: record lora_plus_scale `S` in the adapter config; train then runs B at S times the learning rate (0: 1)")
@@ -111,7 +112,7 @@ func runInject(cx *context, args []string) error {
 	default:
 		return cx.usagef("--init must be kaiming or gaussian, got %q", *initKind)
 	}
-	if cfg.DType, err = parseAdapterDType(*dtype); err != nil {
+	if cfg.DType, err = parseAdapterDType(*dtypeFlag); err != nil {
 		return cx.usagef("--dtype: %v", err)
 	}
 	if cfg.EnableLoRAList, err = parseEnableLoRA(enable, len(targets)); err != nil {
@@ -148,15 +149,15 @@ func runInject(cx *context, args []string) error {
 
 // parseAdapterDType parses --dtype: the element types that LoRA factors
 // and prefix parameters may have.
-func parseAdapterDType(s string) (adapter.DType, error) {
-	d, err := adapter.ParseDType(s)
+func parseAdapterDType(s string) (dtype.Type, error) {
+	d, err := dtype.Parse(s)
 	if err == nil {
 		switch d {
-		case adapter.Float32, adapter.Float16, adapter.BFloat16:
+		case dtype.Float32, dtype.Float16, dtype.BFloat16:
 			return d, nil
 		}
 	}
-	return 0, fmt.Errorf("want float32, float16 or bfloat16, got %q", s)
+	return dtype.Undefined, fmt.Errorf("want float32, float16 or bfloat16, got %q", s)
 }
 
 // parseEnableLoRA turns the --enable-lora values into an enable list: one

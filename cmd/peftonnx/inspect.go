@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/rewrite"
@@ -188,7 +189,7 @@ func inspectModel(m *graph.Model, path string, targets []string) (*inspection, e
 	for _, l := range linears {
 		in.Linears = append(in.Linears, linearInfo{
 			Module: l.Module, Node: l.NodeName, Op: l.Op, Weight: l.Weight,
-			WeightDType: graph.DTypeName(l.WeightDType), In: l.In, Out: l.Out,
+			WeightDType: l.WeightDType.String(), In: l.In, Out: l.Out,
 		})
 	}
 	if len(targets) > 0 {
@@ -218,7 +219,7 @@ func describeValue(v *onnxpb.ValueInfoProto) valueInfo {
 		vi.DType = "non-tensor"
 		return vi
 	}
-	vi.DType = graph.DTypeName(tt.ElemType)
+	vi.DType = dtype.Type(tt.ElemType).String()
 	if tt.Shape == nil {
 		return vi
 	}

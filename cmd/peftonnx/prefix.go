@@ -64,7 +64,7 @@ func runPrefix(cx *context, args []string) error {
 	headDim := fs.Int("head-dim", 0, "width `N` of one head; 0 reads it from the past inputs")
 	heads := fs.Int("heads", 0, "query heads `N`; 0 takes hidden size / head dim")
 	hidden := fs.Int("hidden", 0, "hidden size `N`; 0 reads it from the token embedding")
-	dtype := fs.String("dtype", "float32", "element type of the prefix parameters: `float32`, float16 or bfloat16")
+	dtypeFlag := fs.String("dtype", "float32", "element type of the prefix parameters: `float32`, float16 or bfloat16")
 	replacePast := fs.Bool("replace-past", false, "remove the past inputs and feed the prefix alone where they went")
 	seed := fs.Uint64("seed", 0, "seed `N` for the initial values")
 	adapterOut := fs.String("adapter-out", "", "also write the adapter as a HuggingFace PEFT directory `DIR`")
@@ -105,7 +105,7 @@ func runPrefix(cx *context, args []string) error {
 		PrefixDropout:              *dropout,
 		TaskType:                   "CAUSAL_LM",
 	}
-	if cfg.DType, err = parseAdapterDType(*dtype); err != nil {
+	if cfg.DType, err = parseAdapterDType(*dtypeFlag); err != nil {
 		return cx.usagef("--dtype: %v", err)
 	}
 	if *adapterOut != "" {

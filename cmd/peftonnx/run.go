@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/atomicfile"
 	"github.com/peftonnx/peftonnx/npy"
 	ortrt "github.com/peftonnx/peftonnx/runtime"
@@ -325,48 +326,32 @@ func writeArrays(dir string, outs []namedArray) (paths []string, err error) {
 	return paths, nil
 }
 
-// The element types that .npy files and runtime tensors share.
-var npyToRuntime = map[npy.DType]ortrt.DType{
-	npy.Bool:    ortrt.Bool,
-	npy.Int8:    ortrt.Int8,
-	npy.Uint8:   ortrt.Uint8,
-	npy.Int16:   ortrt.Int16,
-	npy.Uint16:  ortrt.Uint16,
-	npy.Int32:   ortrt.Int32,
-	npy.Uint32:  ortrt.Uint32,
-	npy.Int64:   ortrt.Int64,
-	npy.Uint64:  ortrt.Uint64,
-	npy.Float16: ortrt.Float16,
-	npy.Float32: ortrt.Float32,
-	npy.Float64: ortrt.Float64,
-}
-
 // tensorFromArray copies an .npy array into a runtime tensor.
 func tensorFromArray(a *npy.Array) (*ortrt.Tensor, error) {
 	switch a.DType {
-	case npy.Float16:
+	case dtype.Float16:
 		bits, err := a.Float16Bits()
 		if err != nil {
 			return nil, err
 		}
 		return ortrt.NewFloat16(a.Shape, bits)
-	case npy.Float32:
+	case dtype.Float32:
 		return tensorOf(a, ortrt.NewFloat32)
-	case npy.Float64:
+	case dtype.Float64:
 		return tensorOf(a, ortrt.NewFloat64)
-	case npy.Int64:
+	case dtype.Int64:
 		return tensorOf(a, ortrt.NewInt64)
-	case npy.Int32:
+	case dtype.Int32:
 		return tensorOf(a, ortrt.NewInt32)
-	case npy.Int8:
+	case dtype.Int8:
 		return tensorOf(a, ortrt.NewInt8)
-	case npy.Uint8:
+	case dtype.Uint8:
 		return tensorOf(a, ortrt.NewUint8)
-	case npy.Bool:
+	case dtype.Bool:
 		return tensorOf(a, ortrt.NewBool)
 	}
 	// The remaining types have no constructor of their own.
-	t, err := ortrt.Zeros(npyToRuntime[a.DType], a.Shape)
+	t, err := ortrt.Zeros(a.DType, a.Shape)
 	if err != nil {
 		return nil, err
 	}
@@ -406,9 +391,9 @@ func arrayFromTensor(t *ortrt.Tensor) (a *npy.Array, note string, err error) {
 	switch d := t.Data().(type) {
 	case []uint16:
 		switch t.DType() {
-		case ortrt.Float16:
+		case dtype.Float16:
 			a, err = npy.NewFloat16(shape, d)
-		case ortrt.BFloat16:
+		case dtype.BFloat16:
 			a, err = npy.New(shape, t.ToFloat32())
 			note = "is bfloat16, which .npy cannot hold: written as float32"
 		default:

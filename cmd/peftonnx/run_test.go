@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/npy"
 	ortrt "github.com/peftonnx/peftonnx/runtime"
@@ -83,7 +84,7 @@ func TestRunDistilBERT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.DType != npy.Float32 || !reflect.DeepEqual(a.Shape, []int64{1, 2}) {
+	if a.DType != dtype.Float32 || !reflect.DeepEqual(a.Shape, []int64{1, 2}) {
 		t.Fatalf("got logits %v, want float32 (1, 2)", a)
 	}
 	logits, _ := npy.Values[float32](a)
@@ -157,7 +158,7 @@ func TestRunTinyLlama(t *testing.T) {
 			t.Errorf("%v", err)
 			continue
 		}
-		if a.DType != npy.Float16 || !reflect.DeepEqual(a.Shape, shape) {
+		if a.DType != dtype.Float16 || !reflect.DeepEqual(a.Shape, shape) {
 			t.Errorf("%s: got %v, want float16 %v", name, a, npy.FormatShape(shape))
 		}
 	}
@@ -282,7 +283,7 @@ func TestOutputFileNames(t *testing.T) {
 func TestWriteArraysAllOrNothing(t *testing.T) {
 	dir := t.TempDir()
 	good, _ := npy.New([]int64{2}, []float32{1, 2})
-	bad := &npy.Array{DType: npy.Float32, Shape: []int64{2}, Data: make([]byte, 3)}
+	bad := &npy.Array{DType: dtype.Float32, Shape: []int64{2}, Data: make([]byte, 3)}
 	if _, err := writeArrays(dir, []namedArray{{"a", good}, {"b", bad}}); err == nil {
 		t.Fatal("writeArrays succeeded with an invalid array")
 	}

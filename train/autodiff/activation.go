@@ -34,7 +34,7 @@ func init() {
 func gradGelu(tanhApprox, readApproxAttr bool) gradFunc {
 	return func(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
 		x, g := n.Input[0], dy[0]
-		dt := e.dtype(x)
+		dt := e.typeOf(x)
 		approx := tanhApprox
 		if readApproxAttr {
 			approx = graph.StringAttr(n, "approximate", "none") == "tanh"
@@ -73,7 +73,7 @@ func gradGelu(tanhApprox, readApproxAttr bool) gradFunc {
 // gradQuickGelu: y = x·σ(αx), dy/dx = σ + αx·σ(1 − σ).
 func gradQuickGelu(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
 	x, g := n.Input[0], dy[0]
-	dt := e.dtype(x)
+	dt := e.typeOf(x)
 	alpha := e.scalar(float64(graph.FloatAttr(n, "alpha", 1.702)), dt)
 	ax := e.mul(x, alpha)
 	s := e.op("Sigmoid", []string{ax})

@@ -3,6 +3,7 @@ package autodiff
 import (
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -27,7 +28,7 @@ func TestGelu(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			forModes(t, []int64{c.opset}, []declMode{declStatic, declUnranked}, func(t *testing.T, opset int64, mode declMode) {
 				// ONNX Runtime's CPU kernels of these ops are float32 only.
-				g := newTestGraph(t, opset, graph.Float32, mode)
+				g := newTestGraph(t, opset, dtype.Float32, mode)
 				in := []string{g.param("x", i64s(2, 3, 4), uniform(-3, 3))}
 				if c.bias {
 					in = append(in, g.param("bias", i64s(4), nil))
@@ -42,7 +43,7 @@ func TestGelu(t *testing.T) {
 // exports (x·0.5·(1 + erf(x/√2))) through the rules of its parts.
 func TestGeluDecomposed(t *testing.T) {
 	requireORT(t)
-	g := newTestGraph(t, 11, graph.Float32, declSymbolic)
+	g := newTestGraph(t, 11, dtype.Float32, declSymbolic)
 	x := g.param("x", i64s(2, 3), uniform(-3, 3))
 	e := g.node("Erf", []string{g.node("Div", []string{x, g.floats(nil, 1.4142135623730951)})})
 	y := g.node("Mul", []string{g.node("Mul", []string{x, g.node("Add", []string{e, g.floats(nil, 1)})}), g.floats(nil, 0.5)})

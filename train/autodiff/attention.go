@@ -34,7 +34,7 @@ func gradRotary(sinIdx int) gradFunc {
 // identityTo copies src into the value called dst.
 func (e *emitter) identityTo(src, dst string) {
 	e.m.AddNode(&onnxpb.NodeProto{OpType: "Identity", Name: e.m.UniqueName(e.scope + "/Identity"), Input: []string{src}, Output: []string{dst}})
-	e.inf.info[dst] = &tinfo{dtype: e.inf.get(src).dtype, shape: e.inf.get(src).shape}
+	e.inf.info[dst] = &tinfo{elem: e.inf.get(src).elem, shape: e.inf.get(src).shape}
 }
 
 // decomposeMHA writes com.microsoft MultiHeadAttention out in standard
@@ -72,7 +72,7 @@ func decomposeMHA(e *emitter, n *onnxpb.NodeProto) {
 		e.fail("query must have rank 3 (known), not %d", e.shape(q).rank())
 		return
 	}
-	dt := e.dtype(q)
+	dt := e.typeOf(q)
 	if bias != "" {
 		hq, hk := e.dimOf(q, -1), e.dimOf(k, -1)
 		hqk := e.addInts(hq, hk)

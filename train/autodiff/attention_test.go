@@ -5,6 +5,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -40,7 +41,7 @@ func TestRotaryEmbedding(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			forModes(t, []int64{14}, []declMode{declStatic, declSymbolic}, func(t *testing.T, opset int64, mode declMode) {
 				// ONNX Runtime's CPU RotaryEmbedding is float32 (and float16) only.
-				g := newTestGraph(t, opset, graph.Float32, mode)
+				g := newTestGraph(t, opset, dtype.Float32, mode)
 				x := g.param("x", c.x, nil)
 				seq := c.x[len(c.x)-2]
 				batch := c.x[0]
@@ -80,7 +81,7 @@ func TestMultiHeadAttention(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			forModes(t, []int64{14}, []declMode{declStatic, declSymbolic}, func(t *testing.T, opset int64, mode declMode) {
 				// ONNX Runtime's CPU MultiHeadAttention is float32 only.
-				g := newTestGraph(t, opset, graph.Float32, mode)
+				g := newTestGraph(t, opset, dtype.Float32, mode)
 				in := make([]string, 8)
 				in[0] = g.param("q", i64s(B, S, H*D), nil)
 				in[1] = g.param("k", i64s(B, S, H*D), nil)
@@ -97,7 +98,7 @@ func TestMultiHeadAttention(t *testing.T) {
 				if c.mask {
 					g.n++
 					name := fmt.Sprintf("mask_%d", g.n)
-					g.m.AddInitializer(&onnxpb.TensorProto{Name: name, DataType: graph.Int32, Dims: i64s(B, total), Int32Data: []int32{1, 1, 0, 1, 0, 1}})
+					g.m.AddInitializer(&onnxpb.TensorProto{Name: name, DataType: int32(dtype.Int32), Dims: i64s(B, total), Int32Data: []int32{1, 1, 0, 1, 0, 1}})
 					in[4] = name
 				}
 				if c.ab {
@@ -138,7 +139,7 @@ func TestMultiHeadAttention(t *testing.T) {
 func TestRotaryEmbeddingOpset23(t *testing.T) {
 	requireORT(t)
 	for _, interleaved := range []int64{0, 1} {
-		g := newTestGraph(t, 23, graph.Float32, declStatic)
+		g := newTestGraph(t, 23, dtype.Float32, declStatic)
 		x := g.param("x", i64s(2, 2, 3, 4), nil) // [B, H, S, D]
 		ids := g.intInput("position_ids", i64s(2, 3), i64s(0, 1, 2, 3, 5, 7))
 		cos, sin := ropeCaches(g, 8, 2)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -145,8 +146,8 @@ func (b *builder) run() error {
 			return err
 		}
 	}
-	if dt := b.inf.get(b.loss).dtype; dt != 0 && !graph.IsFloat(dt) {
-		return errorf("loss %q is %s, not a floating-point value", b.loss, graph.DTypeName(dt))
+	if dt := b.inf.get(b.loss).elem; dt != dtype.Undefined && !dt.IsFloat() {
+		return errorf("loss %q is %s, not a floating-point value", b.loss, dt)
 	}
 	if err := b.checkRules(); err != nil {
 		return err
@@ -186,8 +187,8 @@ func (b *builder) setupParams() error {
 		in := b.m.Input(p)
 		switch {
 		case t != nil:
-			if !graph.IsFloat(t.DataType) {
-				return errorf("parameter %q is %s, not a floating-point tensor", p, graph.DTypeName(t.DataType))
+			if !graph.TypeOf(t).IsFloat() {
+				return errorf("parameter %q is %s, not a floating-point tensor", p, graph.TypeOf(t))
 			}
 			b.m.RemoveInitializer(p)
 			if in == nil {
@@ -195,11 +196,11 @@ func (b *builder) setupParams() error {
 				for i, d := range t.Dims {
 					dims[i] = d
 				}
-				b.m.AddInput(graph.TensorInfo(p, t.DataType, dims...))
+				b.m.AddInput(graph.TensorInfo(p, graph.TypeOf(t), dims...))
 			}
 		case in != nil:
-			if dt, _, _ := graph.ValueShape(in); dt != 0 && !graph.IsFloat(dt) {
-				return errorf("parameter %q is %s, not a floating-point tensor", p, graph.DTypeName(dt))
+			if dt, _, _ := graph.ValueShape(in); dt != dtype.Undefined && !dt.IsFloat() {
+				return errorf("parameter %q is %s, not a floating-point tensor", p, dt)
 			}
 		default:
 			return errorf("parameter %q is neither an initializer nor a graph input", p)
@@ -267,7 +268,7 @@ func (b *builder) analyze() error {
 			continue
 		}
 		for _, o := range n.Output {
-			if dt := b.inf.get(o).dtype; o != "" && (dt == 0 || graph.IsFloat(dt)) {
+			if dt := b.inf.get(o).elem; o != "" && (dt == dtype.Undefined || dt.IsFloat()) {
 				b.rg[o] = true
 			}
 		}
@@ -344,7 +345,7 @@ func (b *builder) backward() (map[string]string, error) {
 	e := newEmitter(b.m, b.inf, b.opset)
 	partials := map[string][]string{}
 	if b.rg[b.loss] {
-		dt := b.inf.get(b.loss).dtype
+		dt := b.inf.get(b.loss).elem
 		if dt == 0 {
 			return nil, errorf("element type of loss %q is unknown", b.loss)
 		}
@@ -369,7 +370,7 @@ func (b *builder) backward() (map[string]string, error) {
 			// A gradient has its value's shape; say so where inference
 			// lost track.
 			if fwd := b.inf.get(o); fwd.shape.ok && !sameShape(b.inf.get(dy[j]).shape, fwd.shape) && b.m.Initializer(dy[j]) == nil {
-				b.inf.info[dy[j]] = &tinfo{dtype: fwd.dtype, shape: fwd.shape}
+				b.inf.info[dy[j]] = &tinfo{elem: fwd.elem, shape: fwd.shape}
 			}
 			any = true
 		}
@@ -449,7 +450,7 @@ func (b *builder) setOutputs(grads map[string]string) {
 		e.scope = name
 		src := grads[p]
 		if src == "" {
-			src = e.zerosLike(p, b.inf.get(p).dtype)
+			src = e.zerosLike(p, b.inf.get(p).elem)
 		}
 		b.m.AddNode(&onnxpb.NodeProto{OpType: "Identity", Name: b.m.UniqueName(name + "/Identity"), Input: []string{src}, Output: []string{name}})
 		g.Output = append(g.Output, b.valueInfo(name, p))
@@ -463,7 +464,7 @@ func (b *builder) setOutputs(grads map[string]string) {
 func (b *builder) valueInfo(name, like string) *onnxpb.ValueInfoProto {
 	t := b.inf.get(like)
 	if !t.shape.ok {
-		v := graph.TensorInfo(name, t.dtype)
+		v := graph.TensorInfo(name, t.elem)
 		v.Type.GetTensorType().Shape = nil
 		return v
 	}
@@ -478,7 +479,7 @@ func (b *builder) valueInfo(name, like string) *onnxpb.ValueInfoProto {
 			dims[i] = -1
 		}
 	}
-	return graph.TensorInfo(name, t.dtype, dims...)
+	return graph.TensorInfo(name, t.elem, dims...)
 }
 
 // prune drops the nodes no output needs, the initializers nothing reads

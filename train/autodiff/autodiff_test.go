@@ -5,13 +5,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 )
 
 // linearModel returns y = x·W + b with loss = ReduceSum(y), where W and b
 // are initializers.
 func linearModel(t *testing.T) (*testGraph, string) {
-	g := newTestGraph(t, 17, graph.Float32, declSymbolic)
+	g := newTestGraph(t, 17, dtype.Float32, declSymbolic)
 	x := g.input("x", i64s(2, 3), nil)
 	g.m.AddInitializer(floatTensor("W", g.dt, i64s(3, 4), make([]float64, 12)...))
 	g.m.AddInitializer(floatTensor("b", g.dt, i64s(4), make([]float64, 4)...))
@@ -69,7 +70,7 @@ func TestBuildErrors(t *testing.T) {
 // through it.
 func TestNoRuleOffPath(t *testing.T) {
 	requireORT(t)
-	g := newTestGraph(t, 17, graph.Float64, declStatic)
+	g := newTestGraph(t, 17, dtype.Float64, declStatic)
 	w := g.param("w", i64s(2, 3), nil)
 	frozen := g.node("Floor", []string{g.input("x", i64s(2, 3), nil)})
 	g.check(g.node("Mul", []string{w, frozen}))
@@ -78,7 +79,7 @@ func TestNoRuleOffPath(t *testing.T) {
 // TestUnusedParam: a param that the loss does not read gets zeros.
 func TestUnusedParam(t *testing.T) {
 	requireORT(t)
-	g := newTestGraph(t, 17, graph.Float64, declStatic)
+	g := newTestGraph(t, 17, dtype.Float64, declStatic)
 	w := g.param("w", i64s(2, 3), nil)
 	g.param("unused", i64s(4), nil)
 	g.check(g.node("Tanh", []string{w}))
@@ -137,7 +138,7 @@ func TestUnbroadcastPaths(t *testing.T) {
 		{11, declSymbolic, "Slice", "NonZero"},
 	}
 	for _, c := range cases {
-		g := newTestGraph(t, c.opset, graph.Float64, c.mode)
+		g := newTestGraph(t, c.opset, dtype.Float64, c.mode)
 		a := g.param("a", i64s(2, 1, 4), nil)
 		y := g.node("Add", []string{a, g.input("b", i64s(3, 1), nil)})
 		loss := g.node("ReduceSum", []string{y}, graph.AttrInt("keepdims", 0))

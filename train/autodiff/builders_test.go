@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
 )
@@ -25,7 +26,7 @@ func feedModel(g *testGraph, vocab int64) {
 			for i := range ids {
 				ids[i] = g.rng.Int64N(vocab)
 			}
-			g.feeds[v.Name] = &feed{dims: i64s(B, S), i: ids, dtype: graph.Int64}
+			g.feeds[v.Name] = &feed{dims: i64s(B, S), i: ids, elem: dtype.Int64}
 		case v.Name == "attention_mask":
 			total := int64(S)
 			if g.m.Input("past_key_values.0.key") != nil {
@@ -36,12 +37,12 @@ func feedModel(g *testGraph, vocab int64) {
 				mask[i] = 1
 			}
 			mask[len(mask)-1] = 0
-			g.feeds[v.Name] = &feed{dims: i64s(B, total), i: mask, dtype: graph.Int64}
+			g.feeds[v.Name] = &feed{dims: i64s(B, total), i: mask, elem: dtype.Int64}
 		case v.Name == "position_ids":
-			g.feeds[v.Name] = &feed{dims: i64s(B, S), i: i64s(P, P+1, P+2, P, P+1, P+2), dtype: graph.Int64}
+			g.feeds[v.Name] = &feed{dims: i64s(B, S), i: i64s(P, P+1, P+2, P, P+1, P+2), elem: dtype.Int64}
 		case v.Name == "token_type_ids":
-			g.feeds[v.Name] = &feed{dims: i64s(B, S), i: make([]int64, B*S), dtype: graph.Int64}
-		case strings.HasPrefix(v.Name, "past_key_values.") && dt == graph.Float32:
+			g.feeds[v.Name] = &feed{dims: i64s(B, S), i: make([]int64, B*S), elem: dtype.Int64}
+		case strings.HasPrefix(v.Name, "past_key_values.") && dt == dtype.Float32:
 			g.feedFloats(v.Name, i64s(B, dims[1], P, dims[3]), uniform(-1, 1))
 		default:
 			g.t.Fatalf("input %q not handled", v.Name)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -21,7 +22,7 @@ func init() {
 	register("", "Neg", unary(func(e *emitter, x, y, g string) string { return e.neg(g) }))
 	register("", "Identity", unary(func(e *emitter, x, y, g string) string { return g }))
 	register("", "Sqrt", unary(func(e *emitter, x, y, g string) string {
-		return e.div(e.mul(g, e.scalar(0.5, e.dtype(x))), y)
+		return e.div(e.mul(g, e.scalar(0.5, e.typeOf(x))), y)
 	}))
 	register("", "Exp", unary(func(e *emitter, x, y, g string) string { return e.mul(g, y) }))
 	register("", "Log", unary(func(e *emitter, x, y, g string) string { return e.div(g, x) }))
@@ -29,19 +30,19 @@ func init() {
 		return e.neg(e.mul(g, e.mul(y, y)))
 	}))
 	register("", "Tanh", unary(func(e *emitter, x, y, g string) string {
-		return e.mul(g, e.sub(e.scalar(1, e.dtype(x)), e.mul(y, y)))
+		return e.mul(g, e.sub(e.scalar(1, e.typeOf(x)), e.mul(y, y)))
 	}))
 	register("", "Sigmoid", unary(func(e *emitter, x, y, g string) string {
-		return e.mul(g, e.mul(y, e.sub(e.scalar(1, e.dtype(x)), y)))
+		return e.mul(g, e.mul(y, e.sub(e.scalar(1, e.typeOf(x)), y)))
 	}))
 	register("", "Relu", unary(func(e *emitter, x, y, g string) string {
-		dt := e.dtype(x)
+		dt := e.typeOf(x)
 		pos := e.op("Greater", []string{x, e.scalar(0, dt)})
 		return e.mul(g, e.cast(pos, dt))
 	}))
 	register("", "LeakyRelu", func(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
 		x, g := n.Input[0], dy[0]
-		dt := e.dtype(x)
+		dt := e.typeOf(x)
 		alpha := float64(graph.FloatAttr(n, "alpha", 0.01))
 		pos := e.op("Greater", []string{x, e.scalar(0, dt)})
 		return []string{e.op("Where", []string{pos, g, e.mul(g, e.scalar(alpha, dt))})}
@@ -50,7 +51,7 @@ func init() {
 		return e.mul(g, e.op("Sign", []string{x}))
 	}))
 	register("", "Erf", unary(func(e *emitter, x, y, g string) string {
-		dt := e.dtype(x)
+		dt := e.typeOf(x)
 		return e.mul(g, e.mul(e.scalar(2/math.Sqrt(math.Pi), dt), e.op("Exp", []string{e.neg(e.mul(x, x))})))
 	}))
 	register("", "Sin", unary(func(e *emitter, x, y, g string) string {
@@ -139,7 +140,7 @@ func gradDiv(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string
 
 func gradPow(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
 	a, b, y, g := n.Input[0], n.Input[1], n.Output[0], dy[0]
-	dt := e.dtype(a)
+	dt := e.typeOf(a)
 	out := make([]string, 2)
 	if need[0] {
 		var d string // dy/da = b·a^(b-1)
@@ -188,8 +189,8 @@ func (e *emitter) constFloat(name string) (float64, bool) {
 	if graph.NumElements(t.Dims) != 1 {
 		return 0, false
 	}
-	if graph.IsFloat(t.DataType) {
-		if t.DataType == graph.Float64 {
+	if graph.TypeOf(t).IsFloat() {
+		if graph.TypeOf(t) == dtype.Float64 {
 			if b, err := e.m.TensorBytes(t); err == nil && len(b) == 8 {
 				return math.Float64frombits(binary.LittleEndian.Uint64(b)), true
 			}
@@ -228,7 +229,7 @@ func gradMaxMin(cmp string) gradFunc {
 		default:
 			first = e.op("Not", []string{e.op("Greater", []string{a, b})})
 		}
-		zero := e.scalar(0, e.dtype(a))
+		zero := e.scalar(0, e.typeOf(a))
 		out := make([]string, 2)
 		if need[0] {
 			out[0] = e.unbroadcast(e.op("Where", []string{first, g, zero}), a)
@@ -244,7 +245,7 @@ func gradMaxMin(cmp string) gradFunc {
 // bounds as inputs).
 func gradClip(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
 	x, g := n.Input[0], dy[0]
-	zero := e.scalar(0, e.dtype(x))
+	zero := e.scalar(0, e.typeOf(x))
 	var keep string
 	if lo := inputOr(n, 1); lo != "" {
 		keep = e.op("Not", []string{e.op("Less", []string{x, lo})})
@@ -264,8 +265,8 @@ func gradClip(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []strin
 }
 
 func gradCast(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
-	dt := e.dtype(n.Input[0])
-	if !graph.IsFloat(dt) {
+	dt := e.typeOf(n.Input[0])
+	if !dt.IsFloat() {
 		return nil
 	}
 	return []string{e.cast(dy[0], dt)}
@@ -273,7 +274,7 @@ func gradCast(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []strin
 
 func gradWhere(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
 	c, g := n.Input[0], dy[0]
-	zero := e.scalar(0, e.dtype(n.Output[0]))
+	zero := e.scalar(0, e.typeOf(n.Output[0]))
 	out := make([]string, 3)
 	if need[1] {
 		out[1] = e.unbroadcast(e.op("Where", []string{c, g, zero}), n.Input[1])
@@ -295,7 +296,7 @@ func gradDropout(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []st
 	if tm, ok := e.constFloat(n.Input[2]); ok && tm == 0 {
 		return []string{g}
 	}
-	dt := e.dtype(x)
+	dt := e.typeOf(x)
 	ratio := e.scalar(0.5, dt)
 	if len(n.Input) > 1 && n.Input[1] != "" {
 		if r, ok := e.constFloat(n.Input[1]); ok {
@@ -308,6 +309,6 @@ func gradDropout(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []st
 	if _, ok := e.constFloat(n.Input[2]); !ok {
 		scale = e.op("Where", []string{n.Input[2], scale, e.scalar(1, dt)})
 	}
-	mask := e.keepOutput(n, 1, "mask", &tinfo{dtype: graph.Bool, shape: e.shape(x)})
+	mask := e.keepOutput(n, 1, "mask", &tinfo{elem: dtype.Bool, shape: e.shape(x)})
 	return []string{e.mul(g, e.mul(e.cast(mask, dt), scale))}
 }

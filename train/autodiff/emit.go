@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -85,13 +86,13 @@ func (e *emitter) mul(a, b string) string { return e.op("Mul", []string{a, b}) }
 func (e *emitter) div(a, b string) string { return e.op("Div", []string{a, b}) }
 func (e *emitter) neg(a string) string    { return e.op("Neg", []string{a}) }
 
-// dtype returns the element type of v, failing when inference does not
+// typeOf returns the element type of v, failing when inference does not
 // know it.
-func (e *emitter) dtype(v string) int32 {
-	dt := e.inf.get(v).dtype
+func (e *emitter) typeOf(v string) dtype.Type {
+	dt := e.inf.get(v).elem
 	if dt == 0 {
 		e.fail("element type of %q is unknown", v)
-		return graph.Float32
+		return dtype.Float32
 	}
 	return dt
 }
@@ -112,20 +113,20 @@ func (e *emitter) constant(key string, make func(name string) *onnxpb.TensorProt
 }
 
 // scalar returns a rank-0 constant of element type dt.
-func (e *emitter) scalar(v float64, dt int32) string {
-	key := graph.DTypeName(dt) + "/" + strconv.FormatFloat(v, 'g', -1, 64)
+func (e *emitter) scalar(v float64, dt dtype.Type) string {
+	key := dt.String() + "/" + strconv.FormatFloat(v, 'g', -1, 64)
 	return e.constant(key, func(name string) *onnxpb.TensorProto { return floatTensor(name, dt, nil, v) })
 }
 
 // floatTensor returns a tensor of float type dt holding values, exactly
 // for float64.
-func floatTensor(name string, dt int32, dims []int64, values ...float64) *onnxpb.TensorProto {
-	if dt == graph.Float64 {
+func floatTensor(name string, dt dtype.Type, dims []int64, values ...float64) *onnxpb.TensorProto {
+	if dt == dtype.Float64 {
 		b := make([]byte, 8*len(values))
 		for i, v := range values {
 			binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(v))
 		}
-		return &onnxpb.TensorProto{Name: name, DataType: dt, Dims: dims, RawData: b}
+		return &onnxpb.TensorProto{Name: name, DataType: int32(dt), Dims: dims, RawData: b}
 	}
 	f := make([]float32, len(values))
 	for i, v := range values {
@@ -288,8 +289,8 @@ func (e *emitter) transpose(x string, perm ...int64) string {
 }
 
 // cast converts x to element type dt, or returns x when it has that type.
-func (e *emitter) cast(x string, dt int32) string {
-	if e.inf.get(x).dtype == dt {
+func (e *emitter) cast(x string, dt dtype.Type) string {
+	if e.inf.get(x).elem == dt {
 		return x
 	}
 	return e.op("Cast", []string{x}, graph.AttrInt("to", int64(dt)))
@@ -319,7 +320,7 @@ func (e *emitter) reshapeLike(g, x string) string {
 }
 
 // zerosLike returns zeros with x's shape and element type dt.
-func (e *emitter) zerosLike(x string, dt int32) string {
+func (e *emitter) zerosLike(x string, dt dtype.Type) string {
 	out := e.op("ConstantOfShape", []string{e.shapeOf(x)}, graph.AttrTensor("value", floatTensor("", dt, []int64{1}, 0)))
 	e.inf.info[out].shape = e.shape(x)
 	return out

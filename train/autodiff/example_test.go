@@ -3,6 +3,7 @@ package autodiff_test
 import (
 	"fmt"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/train/autodiff"
@@ -12,10 +13,10 @@ import (
 // ReduceSum(y): only A and B are trained.
 func ExampleBuild() {
 	m := graph.New(&onnxpb.ModelProto{IrVersion: 8, OpsetImport: []*onnxpb.OperatorSetIdProto{{Version: 17}}}, "")
-	m.AddInput(graph.TensorInfo("x", graph.Float32, "batch", 4))
-	m.AddInitializer(graph.NewFloat32Tensor("W", graph.Float32, []int64{4, 3}, make([]float32, 12)))
-	m.AddInitializer(graph.NewFloat32Tensor("A", graph.Float32, []int64{4, 2}, make([]float32, 8)))
-	m.AddInitializer(graph.NewFloat32Tensor("B", graph.Float32, []int64{2, 3}, make([]float32, 6)))
+	m.AddInput(graph.TensorInfo("x", dtype.Float32, "batch", 4))
+	m.AddInitializer(graph.NewFloat32Tensor("W", dtype.Float32, []int64{4, 3}, make([]float32, 12)))
+	m.AddInitializer(graph.NewFloat32Tensor("A", dtype.Float32, []int64{4, 2}, make([]float32, 8)))
+	m.AddInitializer(graph.NewFloat32Tensor("B", dtype.Float32, []int64{2, 3}, make([]float32, 6)))
 	m.NewNode("MatMul", "base", []string{"x", "W"}, []string{"xw"})
 	m.NewNode("MatMul", "lora_a", []string{"x", "A"}, []string{"xa"})
 	m.NewNode("MatMul", "lora_b", []string{"xa", "B"}, []string{"xab"})

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	rt "github.com/peftonnx/peftonnx/runtime"
@@ -52,7 +53,7 @@ func requireORT(t testing.TB) {
 type testGraph struct {
 	t      testing.TB
 	m      *graph.Model
-	dt     int32
+	dt     dtype.Type
 	mode   declMode
 	rng    *rand.Rand
 	feeds  map[string]*feed
@@ -62,13 +63,13 @@ type testGraph struct {
 
 // feed is the data of a graph input.
 type feed struct {
-	dims  []int64
-	f     []float64 // float inputs
-	i     []int64   // int64 inputs
-	dtype int32
+	dims []int64
+	f    []float64 // float inputs
+	i    []int64   // int64 inputs
+	elem dtype.Type
 }
 
-func newTestGraph(t testing.TB, opset int64, dt int32, mode declMode) *testGraph {
+func newTestGraph(t testing.TB, opset int64, dt dtype.Type, mode declMode) *testGraph {
 	t.Helper()
 	p := &onnxpb.ModelProto{
 		IrVersion:   8,
@@ -93,7 +94,7 @@ func awayFromZero(lo, hi float64) func(*rand.Rand) float64 {
 	}
 }
 
-func (g *testGraph) declare(name string, dt int32, dims []int64) {
+func (g *testGraph) declare(name string, dt dtype.Type, dims []int64) {
 	var vi *onnxpb.ValueInfoProto
 	switch g.mode {
 	case declStatic:
@@ -133,14 +134,14 @@ func (g *testGraph) input(name string, dims []int64, gen func(*rand.Rand) float6
 		v[i] = gen(g.rng)
 	}
 	g.declare(name, g.dt, dims)
-	g.feeds[name] = &feed{dims: dims, f: v, dtype: g.dt}
+	g.feeds[name] = &feed{dims: dims, f: v, elem: g.dt}
 	return name
 }
 
 // intInput adds an int64 input fed with vals.
 func (g *testGraph) intInput(name string, dims []int64, vals []int64) string {
-	g.declare(name, graph.Int64, dims)
-	g.feeds[name] = &feed{dims: dims, i: vals, dtype: graph.Int64}
+	g.declare(name, dtype.Int64, dims)
+	g.feeds[name] = &feed{dims: dims, i: vals, elem: dtype.Int64}
 	return name
 }
 
@@ -194,7 +195,7 @@ func (g *testGraph) tensors(skip string, delta float64, at int) map[string]*rt.T
 		var x *rt.Tensor
 		var err error
 		switch {
-		case f.dtype == graph.Bool:
+		case f.elem == dtype.Bool:
 			b := make([]bool, len(f.i))
 			for i, v := range f.i {
 				b[i] = v != 0
@@ -202,7 +203,7 @@ func (g *testGraph) tensors(skip string, delta float64, at int) map[string]*rt.T
 			x, err = rt.NewBool(f.dims, b)
 		case f.i != nil:
 			x, err = rt.NewInt64(f.dims, f.i)
-		case f.dtype == graph.Float64:
+		case f.elem == dtype.Float64:
 			v := append([]float64(nil), f.f...)
 			if name == skip {
 				v[at] += delta
@@ -233,7 +234,7 @@ func (g *testGraph) session(m *graph.Model) *rt.Session {
 		g.t.Fatal(err)
 	}
 	opts := []rt.Option{rt.WithIntraOpThreads(1), rt.WithInterOpThreads(1)}
-	if g.dt == graph.Float64 {
+	if g.dt == dtype.Float64 {
 		// ONNX Runtime's extended optimizations fuse Transpose+MatMul into
 		// com.microsoft FusedMatMul, which has no float64 kernel.
 		opts = append(opts, rt.WithOptimizationLevel(rt.OptimizeBasic))
@@ -337,7 +338,7 @@ func (g *testGraph) checkLoss(loss string) *graph.Model {
 		g.t.Errorf("loss: training graph gives %g, forward %g", l, base)
 	}
 	tol := tol64
-	if g.dt == graph.Float32 {
+	if g.dt == dtype.Float32 {
 		tol = tol32
 	}
 	for _, p := range g.params {

@@ -3,6 +3,7 @@ package autodiff
 import (
 	"strconv"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -81,7 +82,7 @@ func rankShape(dims ...dim) shape { return shape{ok: true, dims: dims} }
 // unknown), its shape, and, for small integer tensors such as shapes, its
 // values as dims.
 type tinfo struct {
-	dtype int32
+	elem  dtype.Type
 	shape shape
 	vals  []dim // values of a rank 0 or 1 integer tensor, nil when unknown
 }
@@ -119,7 +120,7 @@ func (f *inferer) fromValueInfo(v *onnxpb.ValueInfoProto) *tinfo {
 	if tt == nil {
 		return &tinfo{}
 	}
-	t := &tinfo{dtype: tt.ElemType}
+	t := &tinfo{elem: dtype.Type(tt.ElemType)}
 	if tt.Shape != nil {
 		t.shape.ok = true
 		for _, d := range tt.Shape.Dim {
@@ -143,11 +144,11 @@ func (f *inferer) fromValueInfo(v *onnxpb.ValueInfoProto) *tinfo {
 // fromTensor describes a constant tensor, with its values when it is a
 // small integer tensor.
 func (f *inferer) fromTensor(t *onnxpb.TensorProto) *tinfo {
-	ti := &tinfo{dtype: t.DataType, shape: rankShape()}
+	ti := &tinfo{elem: graph.TypeOf(t), shape: rankShape()}
 	for _, d := range t.Dims {
 		ti.shape.dims = append(ti.shape.dims, known(d))
 	}
-	if len(t.Dims) <= 1 && graph.NumElements(t.Dims) <= 64 && isInt(t.DataType) {
+	if len(t.Dims) <= 1 && graph.NumElements(t.Dims) <= 64 && isInt(graph.TypeOf(t)) {
 		if vs, err := f.m.Int64s(t); err == nil {
 			ti.vals = make([]dim, len(vs))
 			for i, v := range vs {
@@ -158,8 +159,8 @@ func (f *inferer) fromTensor(t *onnxpb.TensorProto) *tinfo {
 	return ti
 }
 
-func isInt(dt int32) bool {
-	return dt == graph.Int64 || dt == graph.Int32
+func isInt(dt dtype.Type) bool {
+	return dt == dtype.Int64 || dt == dtype.Int32
 }
 
 // run infers every value of the graph. nodes must be in topological order.
@@ -202,8 +203,8 @@ func (f *inferer) merge(got, decl *tinfo) *tinfo {
 		return decl
 	}
 	out := *got
-	if out.dtype == 0 {
-		out.dtype = decl.dtype
+	if out.elem == dtype.Undefined {
+		out.elem = decl.elem
 	}
 	switch {
 	case !got.shape.ok:
@@ -305,12 +306,12 @@ func (f *inferer) node(n *onnxpb.NodeProto) {
 	x := f.in(n, 0)
 	same := func() {
 		for _, o := range n.Output[:1] {
-			f.set(o, &tinfo{dtype: x.dtype, shape: x.shape})
+			f.set(o, &tinfo{elem: x.elem, shape: x.shape})
 		}
 	}
-	out := func(dt int32, s shape) {
+	out := func(dt dtype.Type, s shape) {
 		if len(n.Output) > 0 {
-			f.set(n.Output[0], &tinfo{dtype: dt, shape: s})
+			f.set(n.Output[0], &tinfo{elem: dt, shape: s})
 		}
 	}
 	switch n.Domain + ":" + n.OpType {
@@ -318,7 +319,7 @@ func (f *inferer) node(n *onnxpb.NodeProto) {
 		f.constant(n)
 	case ":Identity":
 		if len(n.Output) > 0 {
-			f.set(n.Output[0], &tinfo{dtype: x.dtype, shape: x.shape, vals: x.vals})
+			f.set(n.Output[0], &tinfo{elem: x.elem, shape: x.shape, vals: x.vals})
 		}
 	case ":Neg", ":Sqrt", ":Exp", ":Log", ":Tanh", ":Sigmoid", ":Relu", ":Erf", ":Cos", ":Sin", ":Abs",
 		":Reciprocal", ":Softmax", ":LogSoftmax", ":Floor", ":Ceil", ":Round", ":Sign", ":Softplus",
@@ -329,25 +330,25 @@ func (f *inferer) node(n *onnxpb.NodeProto) {
 		"com.microsoft:RotaryEmbedding", ":RotaryEmbedding":
 		same()
 	case ":Not", ":IsNaN", ":IsInf":
-		out(graph.Bool, x.shape)
+		out(dtype.Bool, x.shape)
 	case ":RandomUniformLike", ":RandomNormalLike", ":Bernoulli":
-		dt := x.dtype
+		dt := x.elem
 		if a := graph.Attr(n, "dtype"); a != nil {
-			dt = int32(a.I)
+			dt = dtype.Type(a.I)
 		}
 		out(dt, x.shape)
 	case ":Cast":
-		t := &tinfo{dtype: int32(graph.IntAttr(n, "to", 0)), shape: x.shape}
-		if isInt(t.dtype) && isInt(x.dtype) {
+		t := &tinfo{elem: dtype.Type(graph.IntAttr(n, "to", 0)), shape: x.shape}
+		if isInt(t.elem) && isInt(x.elem) {
 			t.vals = x.vals
 		}
 		f.set(n.Output[0], t)
 	case ":CastLike":
-		out(f.in(n, 1).dtype, x.shape)
+		out(f.in(n, 1).elem, x.shape)
 	case ":Shape":
 		f.shapeOp(n, x)
 	case ":Size":
-		t := &tinfo{dtype: graph.Int64, shape: rankShape()}
+		t := &tinfo{elem: dtype.Int64, shape: rankShape()}
 		if ne := x.shape.numel(); ne >= 0 {
 			t.vals = []dim{known(ne)}
 		}
@@ -357,17 +358,17 @@ func (f *inferer) node(n *onnxpb.NodeProto) {
 		for i := range n.Input {
 			ss = append(ss, f.in(n, i).shape)
 		}
-		t := &tinfo{dtype: x.dtype, shape: f.broadcast(ss...)}
+		t := &tinfo{elem: x.elem, shape: f.broadcast(ss...)}
 		if len(n.Input) == 2 {
 			t.vals = f.arith(n.OpType, x, f.in(n, 1))
 		}
 		f.set(n.Output[0], t)
 	case ":Equal", ":Less", ":Greater", ":LessOrEqual", ":GreaterOrEqual", ":And", ":Or", ":Xor":
-		out(graph.Bool, f.broadcast(x.shape, f.in(n, 1).shape))
+		out(dtype.Bool, f.broadcast(x.shape, f.in(n, 1).shape))
 	case ":Where":
-		out(f.in(n, 1).dtype, f.broadcast(x.shape, f.in(n, 1).shape, f.in(n, 2).shape))
+		out(f.in(n, 1).elem, f.broadcast(x.shape, f.in(n, 1).shape, f.in(n, 2).shape))
 	case ":MatMul":
-		out(x.dtype, f.matmul(x.shape, f.in(n, 1).shape))
+		out(x.elem, f.matmul(x.shape, f.in(n, 1).shape))
 	case ":Gemm":
 		a, b := x.shape, f.in(n, 1).shape
 		s := unknownShape()
@@ -381,12 +382,12 @@ func (f *inferer) node(n *onnxpb.NodeProto) {
 			}
 			s = rankShape(m, k)
 		}
-		out(x.dtype, s)
+		out(x.elem, s)
 	case ":ReduceSum", ":ReduceMean", ":ReduceMax", ":ReduceMin", ":ReduceProd", ":ReduceL2", ":ReduceSumSquare", ":ReduceLogSumExp":
 		f.reduce(n, x)
 	case ":ArgMax", ":ArgMin":
 		t := f.reduceShape(x.shape, []int64{graph.IntAttr(n, "axis", 0)}, true, graph.IntAttr(n, "keepdims", 1) != 0, false)
-		out(graph.Int64, t)
+		out(dtype.Int64, t)
 	case ":Reshape":
 		f.reshape(n, x)
 	case ":Flatten":
@@ -395,7 +396,7 @@ func (f *inferer) node(n *onnxpb.NodeProto) {
 			a := normAxis(graph.IntAttr(n, "axis", 1), x.shape.rank())
 			s = rankShape(f.prod(x.shape.dims[:a]), f.prod(x.shape.dims[a:]))
 		}
-		out(x.dtype, s)
+		out(x.elem, s)
 	case ":Transpose":
 		s := unknownShape()
 		if x.shape.ok {
@@ -413,7 +414,7 @@ func (f *inferer) node(n *onnxpb.NodeProto) {
 				}
 			}
 		}
-		out(x.dtype, s)
+		out(x.elem, s)
 	case ":Unsqueeze":
 		f.unsqueeze(n, x)
 	case ":Squeeze":
@@ -427,13 +428,13 @@ func (f *inferer) node(n *onnxpb.NodeProto) {
 	case ":Gather":
 		f.gather(n, x)
 	case ":GatherElements":
-		out(x.dtype, f.in(n, 1).shape)
+		out(x.elem, f.in(n, 1).shape)
 	case ":Expand":
 		s := unknownShape()
 		if vs := f.in(n, 1).vals; vs != nil {
 			s = f.broadcast(x.shape, rankShape(vs...))
 		}
-		out(x.dtype, s)
+		out(x.elem, s)
 	case ":Tile":
 		s := unknownShape()
 		if x.shape.ok {
@@ -449,7 +450,7 @@ func (f *inferer) node(n *onnxpb.NodeProto) {
 				}
 			}
 		}
-		out(x.dtype, s)
+		out(x.elem, s)
 	case ":Pad":
 		sh := unknownShape()
 		if pads, ok := f.constInts(n, 1); ok && x.shape.ok && len(pads) == 2*x.shape.rank() && inputOr(n, 3) == "" {
@@ -464,11 +465,11 @@ func (f *inferer) node(n *onnxpb.NodeProto) {
 				sh.dims = append(sh.dims, f.freshDim())
 			}
 		}
-		out(x.dtype, sh)
+		out(x.elem, sh)
 	case ":ConstantOfShape":
-		dt := graph.Float32
+		dt := dtype.Float32
 		if a := graph.Attr(n, "value"); a != nil && a.T != nil {
-			dt = a.T.DataType
+			dt = graph.TypeOf(a.T)
 		}
 		s := unknownShape()
 		if vs := x.vals; vs != nil {
@@ -482,9 +483,9 @@ func (f *inferer) node(n *onnxpb.NodeProto) {
 		if len(st) == 1 && len(lim) == 1 && len(step) == 1 && step[0].is(1) {
 			length = f.addDims(lim[0], st[0], -1)
 		}
-		out(x.dtype, rankShape(length))
+		out(x.elem, rankShape(length))
 	case ":NonZero":
-		out(graph.Int64, rankShape(known(int64(x.shape.rank())), f.freshDim()))
+		out(dtype.Int64, rankShape(known(int64(x.shape.rank())), f.freshDim()))
 	case ":OneHot":
 		s := unknownShape()
 		if x.shape.ok {
@@ -497,24 +498,24 @@ func (f *inferer) node(n *onnxpb.NodeProto) {
 			dims := append(append(append([]dim(nil), x.shape.dims[:a]...), depth), x.shape.dims[a:]...)
 			s = rankShape(dims...)
 		}
-		out(f.in(n, 2).dtype, s)
+		out(f.in(n, 2).elem, s)
 	case ":Dropout":
 		same()
 		if len(n.Output) > 1 {
-			f.set(n.Output[1], &tinfo{dtype: graph.Bool, shape: x.shape})
+			f.set(n.Output[1], &tinfo{elem: dtype.Bool, shape: x.shape})
 		}
 	case ":LayerNormalization", ":SimplifiedLayerNormalization":
 		same()
 		for _, o := range n.Output[1:] {
-			f.set(o, &tinfo{dtype: graph.Float32, shape: f.statShape(n, x.shape)})
+			f.set(o, &tinfo{elem: dtype.Float32, shape: f.statShape(n, x.shape)})
 		}
 	case "com.microsoft:SkipSimplifiedLayerNormalization", "com.microsoft:SkipLayerNormalization":
 		same()
 		for i, o := range n.Output[1:] {
 			if i == 2 {
-				f.set(o, &tinfo{dtype: x.dtype, shape: x.shape})
+				f.set(o, &tinfo{elem: x.elem, shape: x.shape})
 			} else {
-				f.set(o, &tinfo{dtype: graph.Float32, shape: f.statShape(n, x.shape)})
+				f.set(o, &tinfo{elem: dtype.Float32, shape: f.statShape(n, x.shape)})
 			}
 		}
 	case "com.microsoft:MultiHeadAttention":
@@ -523,18 +524,18 @@ func (f *inferer) node(n *onnxpb.NodeProto) {
 		if x.shape.rank() == 3 && v.rank() == 3 {
 			s = rankShape(x.shape.dims[0], x.shape.dims[1], v.dims[2])
 		}
-		out(x.dtype, s)
+		out(x.elem, s)
 		for _, o := range n.Output[1:] {
-			f.set(o, &tinfo{dtype: x.dtype, shape: rankShape(f.freshDim(), f.freshDim(), f.freshDim(), f.freshDim())})
+			f.set(o, &tinfo{elem: x.elem, shape: rankShape(f.freshDim(), f.freshDim(), f.freshDim(), f.freshDim())})
 		}
 	case ":SoftmaxCrossEntropyLoss", ":NegativeLogLikelihoodLoss":
 		s := rankShape()
 		if graph.StringAttr(n, "reduction", "mean") == "none" {
 			s = f.in(n, 1).shape
 		}
-		out(x.dtype, s)
+		out(x.elem, s)
 		if len(n.Output) > 1 {
-			f.set(n.Output[1], &tinfo{dtype: x.dtype, shape: x.shape})
+			f.set(n.Output[1], &tinfo{elem: x.elem, shape: x.shape})
 		}
 	default:
 		// An unknown op: its outputs stay unknown unless the model
@@ -618,23 +619,23 @@ func (f *inferer) constant(n *onnxpb.NodeProto) {
 				f.set(n.Output[0], f.fromTensor(a.T))
 			}
 		case "value_float":
-			f.set(n.Output[0], &tinfo{dtype: graph.Float32, shape: rankShape()})
+			f.set(n.Output[0], &tinfo{elem: dtype.Float32, shape: rankShape()})
 		case "value_floats":
-			f.set(n.Output[0], &tinfo{dtype: graph.Float32, shape: rankShape(known(int64(len(a.Floats))))})
+			f.set(n.Output[0], &tinfo{elem: dtype.Float32, shape: rankShape(known(int64(len(a.Floats))))})
 		case "value_int":
-			f.set(n.Output[0], &tinfo{dtype: graph.Int64, shape: rankShape(), vals: []dim{known(a.I)}})
+			f.set(n.Output[0], &tinfo{elem: dtype.Int64, shape: rankShape(), vals: []dim{known(a.I)}})
 		case "value_ints":
 			vs := make([]dim, len(a.Ints))
 			for i, v := range a.Ints {
 				vs[i] = known(v)
 			}
-			f.set(n.Output[0], &tinfo{dtype: graph.Int64, shape: rankShape(known(int64(len(a.Ints)))), vals: vs})
+			f.set(n.Output[0], &tinfo{elem: dtype.Int64, shape: rankShape(known(int64(len(a.Ints)))), vals: vs})
 		}
 	}
 }
 
 func (f *inferer) shapeOp(n *onnxpb.NodeProto, x *tinfo) {
-	t := &tinfo{dtype: graph.Int64, shape: rankShape(f.freshDim())}
+	t := &tinfo{elem: dtype.Int64, shape: rankShape(f.freshDim())}
 	if x.shape.ok {
 		r := x.shape.rank()
 		start, end := graph.IntAttr(n, "start", 0), graph.IntAttr(n, "end", int64(r))
@@ -698,7 +699,7 @@ func (f *inferer) reduce(n *onnxpb.NodeProto, x *tinfo) {
 	if ok {
 		s = f.reduceShape(x.shape, axes, len(axes) > 0, keep, noop)
 	}
-	f.set(n.Output[0], &tinfo{dtype: x.dtype, shape: s})
+	f.set(n.Output[0], &tinfo{elem: x.elem, shape: s})
 }
 
 func (f *inferer) reduceShape(s shape, axes []int64, given, keep, noop bool) shape {
@@ -728,7 +729,7 @@ func (f *inferer) reduceShape(s shape, axes []int64, given, keep, noop bool) sha
 }
 
 func (f *inferer) reshape(n *onnxpb.NodeProto, x *tinfo) {
-	t := &tinfo{dtype: x.dtype, shape: unknownShape()}
+	t := &tinfo{elem: x.elem, shape: unknownShape()}
 	sh := f.in(n, 1)
 	allowZero := graph.IntAttr(n, "allowzero", 0) != 0
 	switch {
@@ -780,7 +781,7 @@ func (f *inferer) unsqueezeAxes(n *onnxpb.NodeProto) ([]int64, bool) {
 }
 
 func (f *inferer) unsqueeze(n *onnxpb.NodeProto, x *tinfo) {
-	t := &tinfo{dtype: x.dtype, shape: unknownShape()}
+	t := &tinfo{elem: x.elem, shape: unknownShape()}
 	axes, ok := f.unsqueezeAxes(n)
 	if ok && x.shape.ok {
 		r := x.shape.rank() + len(axes)
@@ -806,7 +807,7 @@ func (f *inferer) unsqueeze(n *onnxpb.NodeProto, x *tinfo) {
 }
 
 func (f *inferer) squeeze(n *onnxpb.NodeProto, x *tinfo) {
-	t := &tinfo{dtype: x.dtype, shape: unknownShape()}
+	t := &tinfo{elem: x.elem, shape: unknownShape()}
 	axes, ok := f.unsqueezeAxes(n)
 	if len(n.Input) < 2 && graph.Attr(n, "axes") == nil {
 		axes, ok = nil, true
@@ -840,7 +841,7 @@ func (f *inferer) squeeze(n *onnxpb.NodeProto, x *tinfo) {
 
 func (f *inferer) concat(n *onnxpb.NodeProto) {
 	x := f.in(n, 0)
-	t := &tinfo{dtype: x.dtype, shape: unknownShape()}
+	t := &tinfo{elem: x.elem, shape: unknownShape()}
 	axis := graph.IntAttr(n, "axis", 0)
 	var vals []dim
 	valsOK := true
@@ -923,7 +924,7 @@ func (f *inferer) splitSizes(n *onnxpb.NodeProto, x *tinfo) ([]dim, bool) {
 func (f *inferer) split(n *onnxpb.NodeProto, x *tinfo) {
 	sizes, ok := f.splitSizes(n, x)
 	for i, o := range n.Output {
-		t := &tinfo{dtype: x.dtype, shape: unknownShape()}
+		t := &tinfo{elem: x.elem, shape: unknownShape()}
 		if ok && x.shape.ok && i < len(sizes) {
 			a := normAxis(graph.IntAttr(n, "axis", 0), x.shape.rank())
 			dims := append([]dim(nil), x.shape.dims...)
@@ -1001,7 +1002,7 @@ func sliceLen(d, start, end, step int64) int64 {
 }
 
 func (f *inferer) slice(n *onnxpb.NodeProto, x *tinfo) {
-	t := &tinfo{dtype: x.dtype, shape: unknownShape()}
+	t := &tinfo{elem: x.elem, shape: unknownShape()}
 	starts, ends, axes, steps, ok := f.sliceParams(n)
 	if x.shape.ok {
 		t.shape = rankShape(append([]dim(nil), x.shape.dims...)...)
@@ -1043,7 +1044,7 @@ func (f *inferer) slice(n *onnxpb.NodeProto, x *tinfo) {
 
 func (f *inferer) gather(n *onnxpb.NodeProto, x *tinfo) {
 	idx := f.in(n, 1)
-	t := &tinfo{dtype: x.dtype, shape: unknownShape()}
+	t := &tinfo{elem: x.elem, shape: unknownShape()}
 	if x.shape.ok && idx.shape.ok {
 		a := normAxis(graph.IntAttr(n, "axis", 0), x.shape.rank())
 		if a >= 0 && a < x.shape.rank() {

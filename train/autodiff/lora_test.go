@@ -3,6 +3,7 @@ package autodiff
 import (
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 )
 
@@ -18,7 +19,7 @@ func TestLoRAMLP(t *testing.T) {
 			if form != "SoftmaxCrossEntropyLoss" {
 				opset = 11
 			}
-			g := newTestGraph(t, opset, graph.Float64, declSymbolic)
+			g := newTestGraph(t, opset, dtype.Float64, declSymbolic)
 			x := g.input("x", i64s(4, 6), nil)
 			w1 := g.randFloats(i64s(6, 8), nil)
 			b1 := g.randFloats(i64s(8), nil)

@@ -1,6 +1,7 @@
 package autodiff
 
 import (
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -25,9 +26,9 @@ func init() {
 func gradClassLoss(softmax bool) gradFunc {
 	return func(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
 		x, labels := n.Input[0], n.Input[1]
-		dt := e.dtype(x)
+		dt := e.typeOf(x)
 		reduction := graph.StringAttr(n, "reduction", "mean")
-		labels = e.cast(labels, graph.Int64)
+		labels = e.cast(labels, dtype.Int64)
 		var w string // per-element weight; "" means 1
 		if a := graph.Attr(n, "ignore_index"); a != nil {
 			keep := e.op("Not", []string{e.op("Equal", []string{labels, e.int0(a.I)})})
@@ -64,7 +65,7 @@ func gradClassLoss(softmax bool) gradFunc {
 		var G []string
 		if c != "" {
 			oh := e.op("OneHot", []string{labels, e.dimOf(x, 1), e.constant("onehot_values_float", func(name string) *onnxpb.TensorProto {
-				return graph.NewFloat32Tensor(name, graph.Float32, []int64{2}, []float32{0, 1})
+				return graph.NewFloat32Tensor(name, dtype.Float32, []int64{2}, []float32{0, 1})
 			})}, graph.AttrInt("axis", 1))
 			G = append(G, e.neg(e.mul(e.cast(oh, dt), c)))
 		}
@@ -98,7 +99,7 @@ func fusedCrossEntropyGrad(e *emitter, n *onnxpb.NodeProto, x, labels, c string)
 	at := e.unsqueeze(labels, 1)
 	picked := e.op("GatherElements", []string{q, at}, graph.AttrInt("axis", 1))
 	gx := e.op("ScatterElements", []string{q, at, e.sub(picked, c)}, graph.AttrInt("axis", 1))
-	e.inf.info[gx] = &tinfo{dtype: e.dtype(x), shape: e.shape(x)}
+	e.inf.info[gx] = &tinfo{elem: e.typeOf(x), shape: e.shape(x)}
 	return gx
 }
 
@@ -106,5 +107,5 @@ func fusedCrossEntropyGrad(e *emitter, n *onnxpb.NodeProto, x, labels, c string)
 // node n over scores x, adding that output to the node when the forward
 // did not keep it.
 func logProbOf(e *emitter, n *onnxpb.NodeProto, x string) string {
-	return e.keepOutput(n, 1, "log_prob", &tinfo{dtype: e.dtype(x), shape: e.shape(x)})
+	return e.keepOutput(n, 1, "log_prob", &tinfo{elem: e.typeOf(x), shape: e.shape(x)})
 }

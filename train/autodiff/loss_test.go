@@ -3,6 +3,7 @@ package autodiff
 import (
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -15,7 +16,7 @@ func TestClassLoss(t *testing.T) {
 			for _, variant := range []string{"plain", "ignore", "weights", "3d"} {
 				t.Run(op+"/"+reduction+"/"+variant, func(t *testing.T) {
 					forModes(t, []int64{13}, []declMode{declStatic, declSymbolic}, func(t *testing.T, opset int64, mode declMode) {
-						g := newTestGraph(t, opset, graph.Float64, mode)
+						g := newTestGraph(t, opset, dtype.Float64, mode)
 						sd, ld, lv := i64s(6, 4), i64s(6), labels
 						if variant == "3d" {
 							sd, ld, lv = i64s(2, 4, 3), i64s(2, 3), labels
@@ -47,7 +48,7 @@ func TestClassLoss(t *testing.T) {
 // SoftmaxCrossEntropyLoss.
 func TestCrossEntropyLogProb(t *testing.T) {
 	requireORT(t)
-	g := newTestGraph(t, 13, graph.Float64, declStatic)
+	g := newTestGraph(t, 13, dtype.Float64, declStatic)
 	scores := g.param("scores", i64s(3, 4), nil)
 	outs := g.nodeN("", "SoftmaxCrossEntropyLoss", []string{scores, g.intInput("labels", i64s(3), i64s(0, 3, 1))}, 2)
 	y := g.node("Add", []string{outs[1], outs[0]})

@@ -142,7 +142,7 @@ func gradGemm(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []strin
 	if len(need) > 2 && need[2] {
 		gc := g
 		if beta != 1 {
-			gc = e.mul(g, e.scalar(beta, e.dtype(g)))
+			gc = e.mul(g, e.scalar(beta, e.typeOf(g)))
 		}
 		out[2] = e.unbroadcast(gc, n.Input[2])
 	}

@@ -3,6 +3,7 @@ package autodiff
 import (
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -21,7 +22,7 @@ func TestMatMul(t *testing.T) {
 	for _, c := range cases {
 		t.Run(shapeName(c.a, c.b), func(t *testing.T) {
 			forModes(t, []int64{11, 17}, []declMode{declStatic, declSymbolic}, func(t *testing.T, opset int64, mode declMode) {
-				g := newTestGraph(t, opset, graph.Float64, mode)
+				g := newTestGraph(t, opset, dtype.Float64, mode)
 				a := g.param("a", c.a, nil)
 				b := g.param("b", c.b, nil)
 				g.check(g.node("MatMul", []string{a, b}))
@@ -40,7 +41,7 @@ func TestGemm(t *testing.T) {
 					name += "none"
 				}
 				t.Run(name, func(t *testing.T) {
-					g := newTestGraph(t, 11, graph.Float64, declStatic)
+					g := newTestGraph(t, 11, dtype.Float64, declStatic)
 					ad, bd := i64s(3, 4), i64s(4, 5)
 					if ta == 1 {
 						ad = i64s(4, 3)
@@ -65,7 +66,7 @@ func TestGemm(t *testing.T) {
 // computed: the LoRA case, where W is large and only A and B train.
 func TestMatMulFrozenWeight(t *testing.T) {
 	requireORT(t)
-	g := newTestGraph(t, 17, graph.Float64, declStatic)
+	g := newTestGraph(t, 17, dtype.Float64, declStatic)
 	x := g.param("x", i64s(2, 3), nil)
 	w := g.randFloats(i64s(3, 4), nil)
 	tm := g.check(g.node("MatMul", []string{x, w}))

@@ -3,6 +3,7 @@ package autodiff
 import (
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
 )
@@ -26,7 +27,7 @@ func TestGradientKeepsLittle(t *testing.T) {
 	params := []string{"model.layers.0.self_attn.q_proj.weight"}
 	loss := m.UniqueName("loss")
 	m.NewNode("ReduceSum", "/loss", []string{"logits"}, []string{loss}, graph.AttrInt("keepdims", 0))
-	m.AddOutput(graph.TensorInfo(loss, graph.Float32))
+	m.AddOutput(graph.TensorInfo(loss, dtype.Float32))
 	forward := map[string]bool{}
 	for _, n := range m.Graph().Node {
 		for _, o := range n.Output {

@@ -87,7 +87,7 @@ func normAxes(e *emitter, x string, axis int64) []int64 {
 // recomputes the statistics from x in x's element type, and returns dx and
 // dy·xhat (the scale's gradient before it is summed to the scale's shape).
 func normBack(e *emitter, x, scale, g string, axes []int64, eps float64, centered bool) (gx, gxhat string) {
-	dt := e.dtype(x)
+	dt := e.typeOf(x)
 	d := x
 	if centered {
 		d = e.sub(x, e.reduceMean(x, axes, true))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -16,7 +17,7 @@ func TestSoftmax(t *testing.T) {
 				// Opset 11 coerces to 2-D at axis: axis 1 of a 3-D input
 				// normalizes over the last two dims together.
 				forModes(t, []int64{11, 13}, allModes, func(t *testing.T, opset int64, mode declMode) {
-					g := newTestGraph(t, opset, graph.Float64, mode)
+					g := newTestGraph(t, opset, dtype.Float64, mode)
 					x := g.param("x", i64s(2, 3, 4), uniform(-2, 2))
 					g.check(g.node(op, []string{x}, graph.AttrInt("axis", axis)))
 				})
@@ -24,7 +25,7 @@ func TestSoftmax(t *testing.T) {
 		}
 		t.Run(op+"/default_axis", func(t *testing.T) {
 			forModes(t, []int64{11, 13}, []declMode{declStatic}, func(t *testing.T, opset int64, mode declMode) {
-				g := newTestGraph(t, opset, graph.Float64, mode)
+				g := newTestGraph(t, opset, dtype.Float64, mode)
 				x := g.param("x", i64s(2, 3, 4), uniform(-2, 2))
 				g.check(g.node(op, []string{x}))
 			})
@@ -47,7 +48,7 @@ func TestLayerNormalization(t *testing.T) {
 					modes = modes[:2]
 				}
 				forModes(t, []int64{17}, modes, func(t *testing.T, opset int64, mode declMode) {
-					g := newTestGraph(t, opset, graph.Float64, mode)
+					g := newTestGraph(t, opset, dtype.Float64, mode)
 					x := g.param("x", i64s(2, 3, 4), uniform(-2, 2))
 					sd := i64s(4)
 					if axis == 1 {
@@ -69,7 +70,7 @@ func TestLayerNormalization(t *testing.T) {
 func TestSimplifiedLayerNormalization(t *testing.T) {
 	requireORT(t)
 	forModes(t, []int64{14, 17}, allModes, func(t *testing.T, opset int64, mode declMode) {
-		g := newTestGraph(t, opset, graph.Float64, mode)
+		g := newTestGraph(t, opset, dtype.Float64, mode)
 		x := g.param("x", i64s(2, 3, 4), uniform(-2, 2))
 		scale := g.param("scale", i64s(4), uniform(0.5, 1.5))
 		g.check(g.node("SimplifiedLayerNormalization", []string{x, scale}, graph.AttrInt("axis", -1), graph.AttrFloat("epsilon", 1e-3)))
@@ -88,7 +89,7 @@ func TestSkipLayerNormalization(t *testing.T) {
 				// ONNX Runtime's CPU kernels of these ops are float32 (and
 				// float16) only.
 				forModes(t, []int64{14}, allModes, func(t *testing.T, opset int64, mode declMode) {
-					g := newTestGraph(t, opset, graph.Float32, mode)
+					g := newTestGraph(t, opset, dtype.Float32, mode)
 					x := g.param("x", i64s(2, 3, 4), uniform(-2, 2))
 					skip := g.param("skip", i64s(2, 3, 4), uniform(-2, 2))
 					in := []string{x, skip, g.param("gamma", i64s(4), uniform(0.5, 1.5))}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	rt "github.com/peftonnx/peftonnx/runtime"
@@ -37,7 +38,7 @@ func loadShared(t *testing.T, rel string) *graph.Model {
 // initializers, fed with their own values.
 func realGraph(t *testing.T, m *graph.Model, params ...string) *testGraph {
 	t.Helper()
-	g := &testGraph{t: t, m: m, dt: graph.Float32, rng: rand.New(rand.NewPCG(7, 7)), feeds: map[string]*feed{}}
+	g := &testGraph{t: t, m: m, dt: dtype.Float32, rng: rand.New(rand.NewPCG(7, 7)), feeds: map[string]*feed{}}
 	for _, p := range params {
 		init := m.Initializer(p)
 		if init == nil {
@@ -51,7 +52,7 @@ func realGraph(t *testing.T, m *graph.Model, params ...string) *testGraph {
 		for i, x := range v {
 			f[i] = float64(x)
 		}
-		g.feeds[p] = &feed{dims: init.Dims, f: f, dtype: graph.Float32}
+		g.feeds[p] = &feed{dims: init.Dims, f: f, elem: dtype.Float32}
 		g.params = append(g.params, p)
 	}
 	return g
@@ -65,7 +66,7 @@ func (g *testGraph) feedFloats(name string, dims []int64, gen func(*rand.Rand) f
 	for i := range v {
 		v[i] = gen(g.rng)
 	}
-	g.feeds[name] = &feed{dims: dims, f: v, dtype: g.dt}
+	g.feeds[name] = &feed{dims: dims, f: v, elem: g.dt}
 }
 
 // TestGPT2PastTorch: opset 11, nodes out of order, Gemm layers, LayerNorm
@@ -74,7 +75,7 @@ func TestGPT2PastTorch(t *testing.T) {
 	requireORT(t)
 	m := loadShared(t, "gpt2-past-torch16/model.onnx")
 	g := realGraph(t, m, "h.0.attn.c_attn.weight_resize", "h.3.mlp.c_fc.bias_resize", "h.11.ln_2.weight_resize", "ln_f.bias_resize")
-	g.feeds["input_ids"] = &feed{dims: i64s(2, 1), i: i64s(1, 7), dtype: graph.Int64}
+	g.feeds["input_ids"] = &feed{dims: i64s(2, 1), i: i64s(1, 7), elem: dtype.Int64}
 	for i := 0; i < 12; i++ {
 		g.feedFloats(fmt.Sprintf("past_%d", i), i64s(2, 2, 2, 3, 2), nil)
 	}
@@ -88,14 +89,14 @@ func TestDistilBERT(t *testing.T) {
 	m := loadShared(t, "distilbert-optimum/model.onnx")
 	var weights []string
 	for _, init := range m.Graph().Initializer {
-		if graph.IsFloat(init.DataType) && len(init.Dims) == 2 && init.Dims[0] == 2 && init.Dims[1] == 2 {
+		if graph.TypeOf(init).IsFloat() && len(init.Dims) == 2 && init.Dims[0] == 2 && init.Dims[1] == 2 {
 			weights = append(weights, init.Name) // a 2×2 projection
 			break
 		}
 	}
 	g := realGraph(t, m, append(weights, "distilbert.embeddings.LayerNorm.weight", "pre_classifier.bias")...)
-	g.feeds["input_ids"] = &feed{dims: i64s(2, 4), i: i64s(101, 7592, 2088, 102, 101, 2023, 102, 0), dtype: graph.Int64}
-	g.feeds["attention_mask"] = &feed{dims: i64s(2, 4), i: i64s(1, 1, 1, 1, 1, 1, 1, 0), dtype: graph.Int64}
+	g.feeds["input_ids"] = &feed{dims: i64s(2, 4), i: i64s(101, 7592, 2088, 102, 101, 2023, 102, 0), elem: dtype.Int64}
+	g.feeds["attention_mask"] = &feed{dims: i64s(2, 4), i: i64s(1, 1, 1, 1, 1, 1, 1, 0), elem: dtype.Int64}
 	g.check("logits")
 }
 
@@ -114,8 +115,8 @@ func TestDistilBERTEmbedding(t *testing.T) {
 		t.Fatal("no word embedding table")
 	}
 	g := realGraph(t, m, table)
-	g.feeds["input_ids"] = &feed{dims: i64s(1, 4), i: i64s(101, 2088, 2088, 102), dtype: graph.Int64}
-	g.feeds["attention_mask"] = &feed{dims: i64s(1, 4), i: i64s(1, 1, 1, 1), dtype: graph.Int64}
+	g.feeds["input_ids"] = &feed{dims: i64s(1, 4), i: i64s(101, 2088, 2088, 102), elem: dtype.Int64}
+	g.feeds["attention_mask"] = &feed{dims: i64s(1, 4), i: i64s(1, 1, 1, 1), elem: dtype.Int64}
 	g.check("logits")
 }
 
@@ -125,14 +126,14 @@ func TestDistilBERTEmbedding(t *testing.T) {
 func toFloat32(t *testing.T, m *graph.Model) {
 	t.Helper()
 	conv := func(tp *onnxpb.TensorProto) {
-		if tp == nil || tp.DataType != graph.Float16 {
+		if tp == nil || graph.TypeOf(tp) != dtype.Float16 {
 			return
 		}
 		v, err := m.Float32s(tp)
 		if err != nil {
 			t.Fatal(err)
 		}
-		tp.DataType = graph.Float32
+		tp.DataType = int32(dtype.Float32)
 		if err := graph.SetFloat32s(tp, v); err != nil {
 			t.Fatal(err)
 		}
@@ -143,16 +144,16 @@ func toFloat32(t *testing.T, m *graph.Model) {
 	for _, n := range m.Graph().Node {
 		for _, a := range n.Attribute {
 			conv(a.T)
-			if n.OpType == "Cast" && a.Name == "to" && a.I == int64(graph.Float16) {
-				a.I = int64(graph.Float32)
+			if n.OpType == "Cast" && a.Name == "to" && a.I == int64(dtype.Float16) {
+				a.I = int64(dtype.Float32)
 			}
 		}
 	}
 	g := m.Graph()
 	for _, vs := range [][]*onnxpb.ValueInfoProto{g.Input, g.Output, g.ValueInfo} {
 		for _, v := range vs {
-			if tt := v.GetType().GetTensorType(); tt != nil && tt.ElemType == graph.Float16 {
-				tt.ElemType = graph.Float32
+			if tt := v.GetType().GetTensorType(); tt != nil && dtype.Type(tt.ElemType) == dtype.Float16 {
+				tt.ElemType = int32(dtype.Float32)
 			}
 		}
 	}
@@ -193,9 +194,9 @@ func TestTinyLlamaGenAI(t *testing.T) {
 					mask = append(mask, 1)
 				}
 			}
-			g.feeds["input_ids"] = &feed{dims: i64s(B, c.s), i: ids, dtype: graph.Int64}
-			g.feeds["position_ids"] = &feed{dims: i64s(B, c.s), i: pos, dtype: graph.Int64}
-			g.feeds["attention_mask"] = &feed{dims: i64s(B, c.p+c.s), i: mask, dtype: graph.Int64}
+			g.feeds["input_ids"] = &feed{dims: i64s(B, c.s), i: ids, elem: dtype.Int64}
+			g.feeds["position_ids"] = &feed{dims: i64s(B, c.s), i: pos, elem: dtype.Int64}
+			g.feeds["attention_mask"] = &feed{dims: i64s(B, c.p+c.s), i: mask, elem: dtype.Int64}
 			for l := 0; l < 2; l++ {
 				for _, kv := range []string{"key", "value"} {
 					name := fmt.Sprintf("past_key_values.%d.%s", l, kv)
@@ -223,15 +224,15 @@ func TestTinyLlamaGenAI(t *testing.T) {
 func TestTinyLlamaFloat16(t *testing.T) {
 	requireORT(t)
 	params := []string{"model.layers.0.attn.q_proj.MatMul.weight", "model.layers.1.mlp.down_proj.MatMul.weight"}
-	grads := map[int32]map[string][]float64{}
-	for _, dt := range []int32{graph.Float16, graph.Float32} {
+	grads := map[dtype.Type]map[string][]float64{}
+	for _, dt := range []dtype.Type{dtype.Float16, dtype.Float32} {
 		m := loadShared(t, "tiny-llama-genai-fp16/model.onnx")
-		if dt == graph.Float32 {
+		if dt == dtype.Float32 {
 			toFloat32(t, m)
 		}
 		g := &testGraph{t: t, m: m, dt: dt}
 		sl := g.node("Slice", []string{"logits", g.ints(i64s(1), 0), g.ints(i64s(1), 64), g.ints(i64s(1), 2)})
-		loss := g.node("ReduceSum", []string{g.node("Cast", []string{sl}, graph.AttrInt("to", int64(graph.Float32)))}, graph.AttrInt("keepdims", 0))
+		loss := g.node("ReduceSum", []string{g.node("Cast", []string{sl}, graph.AttrInt("to", int64(dtype.Float32)))}, graph.AttrInt("keepdims", 0))
 		tm, err := Build(m, loss, params)
 		if err != nil {
 			t.Fatal(err)
@@ -250,7 +251,7 @@ func TestTinyLlamaFloat16(t *testing.T) {
 		}
 		for l := 0; l < 2; l++ {
 			for _, kv := range []string{"key", "value"} {
-				feeds[fmt.Sprintf("past_key_values.%d.%s", l, kv)] = must(rt.Zeros(rt.DType(dt), i64s(B, 1, 0, 16)))
+				feeds[fmt.Sprintf("past_key_values.%d.%s", l, kv)] = must(rt.Zeros(dtype.Type(dt), i64s(B, 1, 0, 16)))
 			}
 		}
 		for _, p := range params {
@@ -259,7 +260,7 @@ func TestTinyLlamaFloat16(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if dt == graph.Float16 {
+			if dt == dtype.Float16 {
 				feeds[p] = must(rt.NewFloat16FromFloat32(init.Dims, v))
 			} else {
 				feeds[p] = must(rt.NewFloat32(init.Dims, v))
@@ -267,7 +268,7 @@ func TestTinyLlamaFloat16(t *testing.T) {
 		}
 		res, err := g.session(tm).Run(feeds, nil)
 		if err != nil {
-			t.Fatalf("%s: %v", graph.DTypeName(dt), err)
+			t.Fatalf("%s: %v", dt, err)
 		}
 		grads[dt] = map[string][]float64{}
 		for _, p := range params {
@@ -275,7 +276,7 @@ func TestTinyLlamaFloat16(t *testing.T) {
 		}
 	}
 	for _, p := range params {
-		h, f := grads[graph.Float16][p], grads[graph.Float32][p]
+		h, f := grads[dtype.Float16][p], grads[dtype.Float32][p]
 		norm, diff := 0.0, 0.0
 		for i := range f {
 			if math.IsNaN(h[i]) || math.IsInf(h[i], 0) {

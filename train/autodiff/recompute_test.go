@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
 	rt "github.com/peftonnx/peftonnx/runtime"
@@ -162,10 +163,10 @@ func optimizedCopies(t *testing.T, tm *graph.Model, op string) int {
 // checks against finite differences.
 func TestRecomputeSkipsConstants(t *testing.T) {
 	requireORT(t)
-	g := newTestGraph(t, 17, graph.Float32, declStatic)
+	g := newTestGraph(t, 17, dtype.Float32, declStatic)
 	x := g.param("x", i64s(3, 4), nil)
 	w := g.floats(i64s(4, 5), 0.5, -1, 0.25, 2, -0.75, 1, 0.1, -0.2, 0.3, 1.5, -1.25, 0.4, 0.6, -0.9, 0.8, -0.3, 1.1, -0.6, 0.7, 0.2)
-	w32 := g.node("Cast", []string{w}, graph.AttrInt("to", int64(graph.Float32)))
+	w32 := g.node("Cast", []string{w}, graph.AttrInt("to", int64(dtype.Float32)))
 	y := g.node("Sigmoid", []string{g.node("MatMul", []string{x, w32})})
 	tm := g.check(y)
 	for _, n := range tm.Graph().Node {

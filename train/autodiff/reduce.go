@@ -1,6 +1,7 @@
 package autodiff
 
 import (
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -20,7 +21,7 @@ func init() {
 func gradReduce(mean, square bool) gradFunc {
 	return func(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
 		x, y, g := n.Input[0], n.Output[0], dy[0]
-		dt := e.dtype(x)
+		dt := e.typeOf(x)
 		keep := graph.IntAttr(n, "keepdims", 1) != 0
 		noop := graph.IntAttr(n, "noop_with_empty_axes", 0) != 0
 		axes, static := e.inf.reduceAxes(n)
@@ -51,7 +52,7 @@ func gradReduce(mean, square bool) gradFunc {
 
 // reduceCount returns, as a scalar of type dt, how many elements of x
 // went into each element of y.
-func reduceCount(e *emitter, x, y string, dt int32) string {
+func reduceCount(e *emitter, x, y string, dt dtype.Type) string {
 	nx, ny := e.shape(x).numel(), e.shape(y).numel()
 	if nx >= 0 && ny > 0 {
 		return e.scalar(float64(nx/ny), dt)

@@ -3,6 +3,7 @@ package autodiff
 import (
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -25,7 +26,7 @@ func TestReduce(t *testing.T) {
 		for _, c := range cases {
 			t.Run(op+"/"+c.name, func(t *testing.T) {
 				forModes(t, []int64{11, 13, 18}, allModes, func(t *testing.T, opset int64, mode declMode) {
-					g := newTestGraph(t, opset, graph.Float64, mode)
+					g := newTestGraph(t, opset, dtype.Float64, mode)
 					x := g.param("x", i64s(2, 3, 4), nil)
 					in := []string{x}
 					attrs := []*onnxpb.AttributeProto{graph.AttrInt("keepdims", c.keep)}
@@ -49,7 +50,7 @@ func TestReduce(t *testing.T) {
 func TestReduceComputedAxes(t *testing.T) {
 	requireORT(t)
 	for _, keep := range []int64{0, 1} {
-		g := newTestGraph(t, 13, graph.Float64, declStatic)
+		g := newTestGraph(t, 13, dtype.Float64, declStatic)
 		x := g.param("x", i64s(2, 3, 4), nil)
 		axes := g.intInput("axes", i64s(2), i64s(0, -1))
 		g.check(g.node("ReduceSum", []string{x, axes}, graph.AttrInt("keepdims", keep)))

@@ -1,6 +1,7 @@
 package autodiff
 
 import (
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -125,7 +126,7 @@ func (e *emitter) addInts(a, b string) string {
 // gradSplit joins the outputs' gradients, with zeros for outputs that got
 // none.
 func gradSplit(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
-	dt := e.dtype(n.Input[0])
+	dt := e.typeOf(n.Input[0])
 	parts := make([]string, len(n.Output))
 	for i, o := range n.Output {
 		parts[i] = dy[i]
@@ -151,7 +152,7 @@ func gradSlice(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []stri
 		e.inf.info[gx].shape = e.shape(x)
 		return []string{gx}
 	}
-	dt := e.dtype(x)
+	dt := e.typeOf(x)
 	size := e.sizeOf(x)
 	flat := e.op("Range", []string{e.int0(0), size, e.int0(1)})
 	idx := e.op("Reshape", []string{flat, e.shapeOf(x)})
@@ -202,13 +203,13 @@ func slicePads(e *emitter, n *onnxpb.NodeProto) ([]int64, bool) {
 // and the gradient, seen as [P, K, Q], is multiplied by Hᵀ.
 func gradGather(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
 	data, indices, g := n.Input[0], n.Input[1], dy[0]
-	dt := e.dtype(data)
+	dt := e.typeOf(data)
 	r := e.shape(data).rank()
 	axis := graph.IntAttr(n, "axis", 0)
 	if axis < 0 && r >= 0 {
 		axis += int64(r)
 	}
-	idx := e.cast(indices, graph.Int64)
+	idx := e.cast(indices, dtype.Int64)
 	if axis == 0 && e.opset >= 16 {
 		if !e.nonNegative(indices) {
 			rows := e.op("Squeeze", []string{e.dimOf(data, 0), e.ints(0)})
@@ -222,7 +223,7 @@ func gradGather(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []str
 	}
 	depth := e.dimOf(data, axis)
 	oh := e.op("OneHot", []string{e.op("Reshape", []string{idx, e.ints(-1)}), depth, e.constant("onehot_values_float", func(name string) *onnxpb.TensorProto {
-		return graph.NewFloat32Tensor(name, graph.Float32, []int64{2}, []float32{0, 1})
+		return graph.NewFloat32Tensor(name, dtype.Float32, []int64{2}, []float32{0, 1})
 	})}, graph.AttrInt("axis", -1))
 	oh = e.cast(oh, dt)
 	// View data as [P, n, Q]: P the product of the dims before axis, Q of
@@ -302,7 +303,7 @@ func (e *emitter) prodDims(v string, from, to int64) string {
 // one-hot product before.
 func gradGatherElements(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
 	data, indices, g := n.Input[0], n.Input[1], dy[0]
-	dt := e.dtype(data)
+	dt := e.typeOf(data)
 	axis := graph.IntAttr(n, "axis", 0)
 	if e.opset >= 16 {
 		zeros := e.zerosLike(data, dt)
@@ -320,8 +321,8 @@ func gradGatherElements(e *emitter, n *onnxpb.NodeProto, dy []string, need []boo
 	}
 	// oh[..., i, j, ...] = (indices[..., i, ...] == j), with the new axis j
 	// right after the gathered axis i; summing over i leaves data's shape.
-	oh := e.op("OneHot", []string{e.cast(indices, graph.Int64), e.dimOf(data, axis), e.constant("onehot_values_float", func(name string) *onnxpb.TensorProto {
-		return graph.NewFloat32Tensor(name, graph.Float32, []int64{2}, []float32{0, 1})
+	oh := e.op("OneHot", []string{e.cast(indices, dtype.Int64), e.dimOf(data, axis), e.constant("onehot_values_float", func(name string) *onnxpb.TensorProto {
+		return graph.NewFloat32Tensor(name, dtype.Float32, []int64{2}, []float32{0, 1})
 	})}, graph.AttrInt("axis", axis+1))
 	prod := e.mul(e.cast(oh, dt), e.unsqueeze(g, axis+1))
 	gx := e.reduceSum(prod, []int64{axis}, false)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 )
 
@@ -44,7 +45,7 @@ func TestReshapeLike(t *testing.T) {
 		}
 		for _, b := range build {
 			t.Run(b.name, func(t *testing.T) {
-				g := newTestGraph(t, opset, graph.Float64, mode)
+				g := newTestGraph(t, opset, dtype.Float64, mode)
 				x := g.param("x", i64s(2, 1, 3, 2), nil)
 				g.check(b.f(g, x))
 			})
@@ -55,7 +56,7 @@ func TestReshapeLike(t *testing.T) {
 func TestConcat(t *testing.T) {
 	requireORT(t)
 	forModes(t, []int64{11, 17}, allModes, func(t *testing.T, opset int64, mode declMode) {
-		g := newTestGraph(t, opset, graph.Float64, mode)
+		g := newTestGraph(t, opset, dtype.Float64, mode)
 		a := g.param("a", i64s(2, 1, 3), nil)
 		b := g.input("b", i64s(2, 2, 3), nil)
 		c := g.param("c", i64s(2, 3, 3), nil)
@@ -68,7 +69,7 @@ func TestSplit(t *testing.T) {
 	forModes(t, []int64{11, 13, 18}, allModes, func(t *testing.T, opset int64, mode declMode) {
 		for _, form := range []string{"sizes", "equal"} {
 			t.Run(form, func(t *testing.T) {
-				g := newTestGraph(t, opset, graph.Float64, mode)
+				g := newTestGraph(t, opset, dtype.Float64, mode)
 				x := g.param("x", i64s(2, 6), nil)
 				var outs []string
 				switch {
@@ -103,7 +104,7 @@ func TestSlice(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			forModes(t, []int64{11, 17}, allModes, func(t *testing.T, opset int64, mode declMode) {
-				g := newTestGraph(t, opset, graph.Float64, mode)
+				g := newTestGraph(t, opset, dtype.Float64, mode)
 				x := g.param("x", i64s(3, 4, 5), nil)
 				n := int64(len(c.starts))
 				in := []string{x, g.ints(i64s(n), c.starts...), g.ints(i64s(n), c.ends...), g.ints(i64s(n), c.axes...)}
@@ -115,7 +116,7 @@ func TestSlice(t *testing.T) {
 		})
 	}
 	t.Run("computed_starts", func(t *testing.T) {
-		g := newTestGraph(t, 13, graph.Float64, declSymbolic)
+		g := newTestGraph(t, 13, dtype.Float64, declSymbolic)
 		x := g.param("x", i64s(3, 4), nil)
 		starts := g.intInput("starts", i64s(1), i64s(1))
 		g.check(g.node("Slice", []string{x, starts, g.ints(i64s(1), 3), g.ints(i64s(1), 1)}))
@@ -130,14 +131,14 @@ func TestGather(t *testing.T) {
 	forModes(t, []int64{11, 13, 16}, allModes, func(t *testing.T, opset int64, mode declMode) {
 		for _, axis := range []int64{0, 1, -1} {
 			t.Run(fmt.Sprintf("axis%d", axis), func(t *testing.T) {
-				g := newTestGraph(t, opset, graph.Float64, mode)
+				g := newTestGraph(t, opset, dtype.Float64, mode)
 				data := g.param("data", i64s(4, 3, 5), nil)
 				ind := g.intInput("ind", i64s(2, 3), idx)
 				g.check(g.node("Gather", []string{data, ind}, graph.AttrInt("axis", axis)))
 			})
 		}
 		t.Run("scalar_index", func(t *testing.T) {
-			g := newTestGraph(t, opset, graph.Float64, mode)
+			g := newTestGraph(t, opset, dtype.Float64, mode)
 			data := g.param("data", i64s(4, 3), nil)
 			g.check(g.node("Gather", []string{data, g.ints(nil, 2)}, graph.AttrInt("axis", 0)))
 		})
@@ -148,7 +149,7 @@ func TestGatherElements(t *testing.T) {
 	requireORT(t)
 	forModes(t, []int64{11, 16}, []declMode{declStatic, declSymbolic}, func(t *testing.T, opset int64, mode declMode) {
 		for _, axis := range []int64{0, 1} {
-			g := newTestGraph(t, opset, graph.Float64, mode)
+			g := newTestGraph(t, opset, dtype.Float64, mode)
 			data := g.param("data", i64s(3, 4), nil)
 			ind := g.intInput("ind", i64s(3, 4), []int64{0, 2, 1, 2, 2, 2, 0, 1, 1, 0, 2, 2})
 			g.check(g.node("GatherElements", []string{data, ind}, graph.AttrInt("axis", axis)))
@@ -163,7 +164,7 @@ func TestSlicePaths(t *testing.T) {
 		mode declMode
 		want string
 	}{{declStatic, "Pad"}, {declSymbolic, "ScatterElements"}} {
-		g := newTestGraph(t, 13, graph.Float64, c.mode)
+		g := newTestGraph(t, 13, dtype.Float64, c.mode)
 		x := g.param("x", i64s(3, 4), nil)
 		y := g.node("Slice", []string{x, g.ints(i64s(1), 1), g.ints(i64s(1), 3), g.ints(i64s(1), -1)})
 		tm, err := Build(g.m, g.node("ReduceSum", []string{y}, graph.AttrInt("keepdims", 0)), g.params)
@@ -184,12 +185,12 @@ func TestPadTile(t *testing.T) {
 	requireORT(t)
 	forModes(t, []int64{11, 17}, allModes, func(t *testing.T, opset int64, mode declMode) {
 		t.Run("Pad", func(t *testing.T) {
-			g := newTestGraph(t, opset, graph.Float64, mode)
+			g := newTestGraph(t, opset, dtype.Float64, mode)
 			x := g.param("x", i64s(2, 3), nil)
 			g.check(g.node("Pad", []string{x, g.ints(i64s(4), 1, 0, 2, 3), g.floats(nil, 0.5)}))
 		})
 		t.Run("Tile", func(t *testing.T) {
-			g := newTestGraph(t, opset, graph.Float64, mode)
+			g := newTestGraph(t, opset, dtype.Float64, mode)
 			x := g.param("x", i64s(2, 1, 3), nil)
 			g.check(g.node("Tile", []string{x, g.ints(i64s(3), 2, 3, 1)}))
 		})

@@ -189,7 +189,7 @@ func injectExported(m *graph.Model, spec Spec) ([]string, error) {
 func floatInitializers(m *graph.Model) []string {
 	var names []string
 	for _, t := range m.Graph().Initializer {
-		if graph.IsFloat(t.DataType) && len(t.Dims) > 0 {
+		if graph.TypeOf(t).IsFloat() && len(t.Dims) > 0 {
 			names = append(names, t.Name)
 		}
 	}

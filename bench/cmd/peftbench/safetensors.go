@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/atomicfile"
 )
 
@@ -37,11 +38,11 @@ func writeSafetensors(path string, tensors map[string]stTensor, meta map[string]
 	var off int64
 	for _, n := range names {
 		t := tensors[n]
-		dt, size := "F32", int64(4*len(t.F32))
+		dt, size := dtype.Float32, int64(4*len(t.F32))
 		if t.I64 != nil {
-			dt, size = "I64", int64(8*len(t.I64))
+			dt, size = dtype.Int64, int64(8*len(t.I64))
 		}
-		header[n] = map[string]any{"dtype": dt, "shape": nonNilShape(t.Shape), "data_offsets": []int64{off, off + size}}
+		header[n] = map[string]any{"dtype": dt.Safetensors(), "shape": nonNilShape(t.Shape), "data_offsets": []int64{off, off + size}}
 		off += size
 	}
 	h, err := json.Marshal(header)
@@ -130,13 +131,13 @@ func readSafetensors(path string) (map[string]stTensor, map[string]string, error
 		}
 		b := body[e.Offsets[0]:e.Offsets[1]]
 		t := stTensor{Shape: slices.Clone(e.Shape)}
-		switch e.DType {
-		case "F32":
+		switch dt, _ := dtype.ParseSafetensors(e.DType); dt {
+		case dtype.Float32:
 			t.F32 = make([]float32, len(b)/4)
 			for i := range t.F32 {
 				t.F32[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 			}
-		case "I64":
+		case dtype.Int64:
 			t.I64 = make([]int64, len(b)/8)
 			for i := range t.I64 {
 				t.I64[i] = int64(binary.LittleEndian.Uint64(b[8*i:]))
