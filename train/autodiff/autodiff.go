@@ -346,7 +346,7 @@ func (b *builder) backward() (map[string]string, error) {
 	partials := map[string][]string{}
 	if b.rg[b.loss] {
 		dt := b.inf.get(b.loss).elem
-		if dt == 0 {
+		if dt == dtype.Undefined {
 			return nil, errorf("element type of loss %q is unknown", b.loss)
 		}
 		e.scope = "autodiff/seed"

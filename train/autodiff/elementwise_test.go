@@ -84,7 +84,7 @@ func TestUnaryElementwise(t *testing.T) {
 		t.Run(c.op, func(t *testing.T) {
 			forModes(t, []int64{17}, []declMode{declStatic, declUnranked}, func(t *testing.T, opset int64, mode declMode) {
 				dt := c.dt
-				if dt == 0 {
+				if dt == dtype.Undefined {
 					dt = dtype.Float64
 				}
 				g := newTestGraph(t, opset, dt, mode)

@@ -90,7 +90,7 @@ func (e *emitter) neg(a string) string    { return e.op("Neg", []string{a}) }
 // know it.
 func (e *emitter) typeOf(v string) dtype.Type {
 	dt := e.inf.get(v).elem
-	if dt == 0 {
+	if dt == dtype.Undefined {
 		e.fail("element type of %q is unknown", v)
 		return dtype.Float32
 	}
