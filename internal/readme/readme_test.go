@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"testing"
 )
 
@@ -35,9 +34,9 @@ func TestREADMEExampleCompiles(t *testing.T) {
 	if len(blocks) == 0 {
 		t.Fatal("README.md has no Go program (a ```go block starting with package main)")
 	}
-	goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goCmd); err != nil {
-		goCmd = "go"
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("no go command on PATH to build the example with: %v", err)
 	}
 	root, err := filepath.Abs("../..")
 	if err != nil {
