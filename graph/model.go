@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"google.golang.org/protobuf/reflect/protoreflect"
+
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
 
@@ -117,18 +119,56 @@ func (m *Model) SetOpset(domain string, version int64) {
 // The bytes of initializers are shared, not copied: nothing in peftonnx
 // writes into a tensor's data in place (SetFloat32s and the edits replace
 // it), so sharing is safe and a clone of a large model costs no memory.
+// Clone only reads m, so several goroutines may clone one model at once.
 func (m *Model) Clone() *Model {
-	inits := m.Proto.Graph.GetInitializer()
-	raws := make([][]byte, len(inits))
-	for i, t := range inits {
-		raws[i], t.RawData = t.RawData, nil
-	}
-	p := proto.Clone(m.Proto).(*onnxpb.ModelProto)
-	for i, t := range inits {
-		t.RawData = raws[i]
-		p.Graph.Initializer[i].RawData = raws[i]
-	}
+	p := cloneSharingRawData(m.Proto.ProtoReflect()).Interface().(*onnxpb.ModelProto)
 	return &Model{Proto: p, Path: m.Path, Dir: m.Dir, ext: m.ext.share()}
+}
+
+// rawDataField is TensorProto.raw_data, the one field that
+// cloneSharingRawData shares instead of copying.
+var rawDataField = (&onnxpb.TensorProto{}).ProtoReflect().Descriptor().Fields().ByName("raw_data")
+
+// cloneSharingRawData returns a deep copy of src, unknown fields included,
+// in which every TensorProto's raw_data is the source's slice. It only
+// reads src.
+func cloneSharingRawData(src protoreflect.Message) protoreflect.Message {
+	dst := src.New()
+	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList():
+			from, to := v.List(), dst.Mutable(fd).List()
+			for i := range from.Len() {
+				to.Append(cloneValue(fd, from.Get(i)))
+			}
+		case fd.IsMap():
+			to := dst.Mutable(fd).Map()
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				to.Set(k, cloneValue(fd.MapValue(), mv))
+				return true
+			})
+		case fd == rawDataField:
+			dst.Set(fd, v)
+		default:
+			dst.Set(fd, cloneValue(fd, v))
+		}
+		return true
+	})
+	if u := src.GetUnknown(); len(u) > 0 {
+		dst.SetUnknown(append(protoreflect.RawFields(nil), u...))
+	}
+	return dst
+}
+
+// cloneValue copies one singular value of field fd.
+func cloneValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) protoreflect.Value {
+	switch {
+	case fd.Message() != nil:
+		return protoreflect.ValueOfMessage(cloneSharingRawData(v.Message()))
+	case fd.Kind() == protoreflect.BytesKind:
+		return protoreflect.ValueOfBytes(append([]byte(nil), v.Bytes()...))
+	}
+	return v
 }
 
 // unwrapPrefix drops a leading "graph: " so that errors are not prefixed twice.

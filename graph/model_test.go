@@ -1,8 +1,12 @@
 package graph_test
 
 import (
+	"bytes"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
@@ -242,5 +246,81 @@ func TestCloseNil(t *testing.T) {
 	var m *graph.Model
 	if err := m.Close(); err != nil {
 		t.Errorf("Close of a nil Model: got %v, want nil", err)
+	}
+}
+
+// TestTopoOrderAdversarial: consumers listed before the producers they
+// read, so that every producer popped makes a node ready that goes ahead
+// of all the others. A sorted ready list pays a copy of the whole list for
+// each (quadratic: 40k nodes took 8 s); the sort must stay n log n. The
+// bound is 20 times what the heap takes on a slow machine.
+func TestTopoOrderAdversarial(t *testing.T) {
+	const n = 150_000
+	nodes := make([]*onnxpb.NodeProto, 2*n)
+	for i := range n {
+		v := "v" + strconv.Itoa(i)
+		nodes[i] = &onnxpb.NodeProto{Name: "use" + strconv.Itoa(i), OpType: "Neg", Input: []string{v}, Output: []string{"u" + strconv.Itoa(i)}}
+		nodes[n+i] = &onnxpb.NodeProto{Name: "make" + strconv.Itoa(i), OpType: "Constant", Output: []string{v}}
+	}
+	m := graph.New(&onnxpb.ModelProto{Graph: &onnxpb.GraphProto{Node: nodes}}, "")
+	start := time.Now()
+	order, err := m.TopoOrder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := time.Since(start)
+	t.Logf("TopoOrder of %d nodes: %v", 2*n, d)
+	if d > 10*time.Second {
+		t.Errorf("TopoOrder of %d nodes took %v: it is not n log n", 2*n, d)
+	}
+	// Each producer comes right before its consumer, in producer order.
+	for i := range n {
+		if order[2*i].Name != "make"+strconv.Itoa(i) || order[2*i+1].Name != "use"+strconv.Itoa(i) {
+			t.Fatalf("order[%d:%d] = %s, %s; want make%d, use%d", 2*i, 2*i+2, order[2*i].Name, order[2*i+1].Name, i, i)
+		}
+	}
+}
+
+// TestCloneConcurrent: clones made at once from one model are whole, and
+// the model keeps its data (Clone used to set the source's RawData to nil
+// while it copied, which left other goroutines' clones empty).
+func TestCloneConcurrent(t *testing.T) {
+	g := &onnxpb.GraphProto{Name: "g"}
+	for i := range 200 {
+		g.Initializer = append(g.Initializer, graph.NewFloat32Tensor("w"+strconv.Itoa(i), dtype.Float32, []int64{4}, []float32{float32(i), 1, 2, 3}))
+	}
+	m := graph.New(&onnxpb.ModelProto{Graph: g}, "")
+	want := make([][]byte, len(g.Initializer))
+	for i, w := range g.Initializer {
+		want[i] = append([]byte(nil), w.RawData...)
+	}
+	var wg sync.WaitGroup
+	clones := make([]*graph.Model, 16)
+	for i := range clones {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				clones[i] = m.Clone()
+			}
+		}()
+	}
+	wg.Wait()
+	for ci, c := range append(clones, m) {
+		for i, w := range c.Graph().Initializer {
+			if !bytes.Equal(w.RawData, want[i]) {
+				t.Fatalf("model %d (16 is the original): initializer %s holds %v, want %v", ci, w.Name, w.RawData, want[i])
+			}
+		}
+	}
+	// A clone shares the bytes, and its edits do not reach the original.
+	c := m.Clone()
+	if &c.Graph().Initializer[0].RawData[0] != &g.Initializer[0].RawData[0] {
+		t.Error("the clone copied raw_data instead of sharing it")
+	}
+	c.Graph().Initializer[0].Name = "renamed"
+	c.Graph().Node = append(c.Graph().Node, &onnxpb.NodeProto{Name: "n"})
+	if g.Initializer[0].Name != "w0" || len(g.Node) != 0 {
+		t.Error("editing the clone changed the original")
 	}
 }

@@ -1,7 +1,7 @@
 package graph
 
 import (
-	"sort"
+	"container/heap"
 
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -22,38 +22,37 @@ func (m *Model) TopoOrder() ([]*onnxpb.NodeProto, error) {
 	}
 	pending := make([]int, len(nodes))
 	users := make([][]int, len(nodes))
+	// lastUser[p] is 1 + the last node that counted p as a producer, so
+	// that a node reading two outputs of one producer counts it once.
+	lastUser := make([]int, len(nodes))
 	for i, n := range nodes {
-		seen := map[int]bool{}
 		for _, in := range NodeInputs(n) {
 			p, ok := producer[in]
-			if !ok || seen[p] {
+			if !ok || lastUser[p] == i+1 {
 				continue
 			}
-			seen[p] = true
+			lastUser[p] = i + 1
 			pending[i]++
 			users[p] = append(users[p], i)
 		}
 	}
-	// ready is a min-heap on original position, kept as a sorted slice:
-	// graphs are large but the ready set is small.
-	var ready []int
+	// ready holds the nodes whose inputs are all made, smallest original
+	// position first: a heap, so that adversarial orders cost n log n.
+	ready := &positionHeap{}
 	for i := range nodes {
 		if pending[i] == 0 {
-			ready = append(ready, i)
+			*ready = append(*ready, i)
 		}
 	}
+	heap.Init(ready)
 	out := make([]*onnxpb.NodeProto, 0, len(nodes))
-	for len(ready) > 0 {
-		i := ready[0]
-		ready = ready[1:]
+	for ready.Len() > 0 {
+		i := heap.Pop(ready).(int)
 		out = append(out, nodes[i])
 		for _, u := range users[i] {
 			pending[u]--
 			if pending[u] == 0 {
-				k := sort.SearchInts(ready, u)
-				ready = append(ready, 0)
-				copy(ready[k+1:], ready[k:])
-				ready[k] = u
+				heap.Push(ready, u)
 			}
 		}
 	}
@@ -75,4 +74,18 @@ func (m *Model) SortNodes() error {
 	}
 	copy(m.Proto.Graph.Node, order)
 	return nil
+}
+
+// positionHeap is a min-heap of node positions.
+type positionHeap []int
+
+func (h positionHeap) Len() int           { return len(h) }
+func (h positionHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h positionHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *positionHeap) Push(x any)        { *h = append(*h, x.(int)) }
+func (h *positionHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
