@@ -154,12 +154,19 @@ func (m *Model) checkExternal() error {
 			return errorf("tensor %q: %v", t.Name, unwrapPrefix(err))
 		}
 		want := ref.length
-		if want < 0 {
-			if want, err = byteSize(t); err != nil {
+		if TypeOf(t).Size() > 0 {
+			size, err := byteSize(t)
+			if err != nil {
 				return err
 			}
+			if want >= 0 && want != size {
+				return errorf("tensor %q: %s %v needs %d bytes of data, the model says %d are in %s", t.Name, TypeOf(t), t.Dims, size, want, path)
+			}
+			want = size
+		} else if want < 0 {
+			return errorf("tensor %q: external data of element type %s needs a length", t.Name, TypeOf(t))
 		}
-		if ref.offset+want > size {
+		if ref.offset > size || want > size-ref.offset {
 			return errorf("tensor %q: external data %s holds %d bytes, need %d at offset %d", t.Name, path, size, want, ref.offset)
 		}
 	}
@@ -179,7 +186,7 @@ func (m *Model) externalBytes(t *onnxpb.TensorProto, ref externalRef) ([]byte, e
 			return nil, err
 		}
 	}
-	if ref.offset+n > int64(len(b)) {
+	if ref.offset > int64(len(b)) || n > int64(len(b))-ref.offset {
 		return nil, errorf("tensor %q: external data %s holds %d bytes, need %d at offset %d", t.Name, path, len(b), n, ref.offset)
 	}
 	return b[ref.offset : ref.offset+n : ref.offset+n], nil

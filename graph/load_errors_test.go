@@ -6,8 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
 
 func copyFile(t *testing.T, from, to string, limit int) {
@@ -61,6 +64,34 @@ func TestLoadErrors(t *testing.T) {
 			copyFile(t, llama+".data", p+".data", 1000)
 			return p
 		}, []string{"model.onnx", "external data", "holds 1000 bytes"}},
+		{"weight dims claim more than its data", func(dir string) string {
+			return saveOne(t, dir, "big.onnx", &onnxpb.TensorProto{Name: "w", DataType: int32(dtype.Float32), Dims: []int64{1e11, 8}, RawData: make([]byte, 48)})
+		}, []string{"big.onnx", `"w"`, "needs 3200000000000 bytes", "holds 48"}},
+		{"weight data longer than its dims", func(dir string) string {
+			return saveOne(t, dir, "long.onnx", &onnxpb.TensorProto{Name: "w", DataType: int32(dtype.Float32), Dims: []int64{2}, RawData: make([]byte, 12)})
+		}, []string{"long.onnx", `"w"`, "needs 8 bytes", "holds 12"}},
+		{"typed data shorter than its dims", func(dir string) string {
+			return saveOne(t, dir, "typed.onnx", &onnxpb.TensorProto{Name: "w", DataType: int32(dtype.Float32), Dims: []int64{3}, FloatData: []float32{1}})
+		}, []string{"typed.onnx", `"w"`, "needs 12 bytes", "holds 4"}},
+		{"dims that overflow", func(dir string) string {
+			return saveOne(t, dir, "overflow.onnx", &onnxpb.TensorProto{Name: "w", DataType: int32(dtype.Float32), Dims: []int64{1 << 40, 1 << 40}, RawData: make([]byte, 4)})
+		}, []string{"overflow.onnx", `"w"`, "too large"}},
+		{"two initializers of one name", func(dir string) string {
+			w := graph.NewFloat32Tensor("w", dtype.Float32, []int64{1}, []float32{1})
+			return saveOne(t, dir, "twice.onnx", w, graph.NewFloat32Tensor("w", dtype.Float32, []int64{1}, []float32{2}))
+		}, []string{"twice.onnx", `two initializers are named "w"`}},
+		{"external offset near 2^63", func(dir string) string {
+			os.WriteFile(filepath.Join(dir, "w.data"), make([]byte, 64), 0o644)
+			return saveOne(t, dir, "offset.onnx", externalTensor("w", []int64{4}, "w.data", "9223372036854775800", "16"))
+		}, []string{"offset.onnx", `"w"`, "holds 64 bytes"}},
+		{"external length near 2^63", func(dir string) string {
+			os.WriteFile(filepath.Join(dir, "w.data"), make([]byte, 64), 0o644)
+			return saveOne(t, dir, "length.onnx", externalTensor("w", []int64{4}, "w.data", "8", "9223372036854775800"))
+		}, []string{"length.onnx", `"w"`}},
+		{"external length other than the dims", func(dir string) string {
+			os.WriteFile(filepath.Join(dir, "w.data"), make([]byte, 64), 0o644)
+			return saveOne(t, dir, "mismatch.onnx", externalTensor("w", []int64{1e6, 1e6}, "w.data", "0", "48"))
+		}, []string{"mismatch.onnx", `"w"`, "needs 4000000000000 bytes", "says 48"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -100,4 +131,28 @@ func TestLoadRejectsEscapingLocation(t *testing.T) {
 	if _, err := graph.Load(p); err == nil || !strings.Contains(err.Error(), "inside the model's folder") {
 		t.Fatalf("got %v, want an error about the location", err)
 	}
+}
+
+// saveOne writes a model whose graph holds just the given initializers,
+// serialized as they are (no Save checks), and returns its path.
+func saveOne(t *testing.T, dir, name string, inits ...*onnxpb.TensorProto) string {
+	t.Helper()
+	p := &onnxpb.ModelProto{IrVersion: 8, OpsetImport: []*onnxpb.OperatorSetIdProto{{Version: 17}},
+		Graph: &onnxpb.GraphProto{Name: "g", Initializer: inits}}
+	b, err := proto.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// externalTensor is a float32 tensor whose data the model says is in
+// location at offset, length bytes long.
+func externalTensor(name string, dims []int64, location, offset, length string) *onnxpb.TensorProto {
+	return &onnxpb.TensorProto{Name: name, DataType: int32(dtype.Float32), Dims: dims, DataLocation: onnxpb.TensorProto_EXTERNAL,
+		ExternalData: []*onnxpb.StringStringEntryProto{{Key: "location", Value: location}, {Key: "offset", Value: offset}, {Key: "length", Value: length}}}
 }

@@ -70,6 +70,9 @@ func Parse(b []byte, dir string) (*Model, error) {
 		return nil, errorf("not an ONNX model: no ir_version and no opset_import")
 	}
 	m := New(p, dir)
+	if err := m.checkTensors(); err != nil {
+		return nil, err
+	}
 	if err := m.checkExternal(); err != nil {
 		return nil, err
 	}
