@@ -13,7 +13,15 @@
 //     adapter_model.safetensors, with "base_model.model.<module>.lora_A.weight"
 //     [r, in] and "...lora_B.weight" [out, r] (torch's Linear layout), or
 //     "prompt_embeddings" [P, layers·2·kv_heads·head_dim] for prefix tuning.
-//     PaddleNLP's lora_config.json and prefix_config.json are read too.
+//   - PaddleNLP directory (SavePaddleDir, LoadDir): lora_config.json and
+//     lora_model_state.pdparams with "<module>.lora_A" [in, r] and
+//     "<module>.lora_B" [r, out], graph layout; or prefix_config.json,
+//     prefix_model_state.pdparams (the prefix encoder, "0.weight" …) and
+//     pre_caches.npy. Its prefix table orders columns keys first, then
+//     values; peftonnx's, HF PEFT's, pairs each layer's key and value.
+//   - .pdparams (ReadPdparams, WritePdparams): paddle.save's pickle of a
+//     state dict, read and written by internal/pickle, which executes
+//     nothing; bfloat16 travels as uint16, as in paddle.
 //   - ONNX Runtime .onnx_adapter (ReadONNXAdapter, WriteONNXAdapter): a
 //     flatbuffer of named raw tensors, "<module>.lora_A.weight" [in, r] and
 //     "<module>.lora_B.weight" [r, out]: the graph inputs of a model whose
@@ -43,8 +51,11 @@
 // # Limits
 //
 // Not supported: DoRA, LoRA on embeddings, PEFT's lora_bias, encoder-decoder
-// prefix tuning, PaddleNLP's .pdparams weights and PyTorch .bin weights.
+// prefix tuning, PyTorch .bin weights, and PaddleNLP's tensor-parallel
+// shards (lora_model_state.tp00.pdparams, …), which must be merged first.
 // Extra tensors (biases, trainable modules) are stored verbatim, without
-// transposition. The .onnx_adapter format carries no LoRA config: reading
+// transposition, except in PaddleNLP's layout, which transposes the weight
+// of a LoRA module and refuses other 2-D extra tensors (a Linear's and an
+// Embedding's cannot be told apart there). The .onnx_adapter format carries no LoRA config: reading
 // one derives r from the shapes and sets alpha to r.
 package adapter

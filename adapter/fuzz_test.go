@@ -77,3 +77,36 @@ func FuzzDecodeONNXAdapter(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodePdparams feeds arbitrary bytes to the .pdparams reader. It
+// must return an error or tensors, never panic, and tensors it returns
+// must encode and decode again to the same names, shapes and dtypes.
+func FuzzDecodePdparams(f *testing.F) {
+	for _, name := range []string{"lora_paddle/lora_model_state.pdparams", "prefix_proj_paddle/prefix_model_state.pdparams"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "paddle", "p4", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+		f.Add(b[:len(b)/3])
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tensors, err := DecodePdparams(data)
+		if err != nil {
+			return
+		}
+		enc, err := EncodePdparams(tensors)
+		if err != nil {
+			t.Fatalf("decoded tensors do not encode: %v", err)
+		}
+		again, err := DecodePdparams(enc)
+		if err != nil {
+			t.Fatalf("re-encoded state dict does not decode: %v", err)
+		}
+		for name, x := range tensors {
+			if y := again[name]; y == nil || !equalShape(x.Shape, y.Shape) || x.DType != y.DType {
+				t.Fatalf("tensor %q changed on the second trip", name)
+			}
+		}
+	})
+}

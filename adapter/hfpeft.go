@@ -12,8 +12,8 @@ import (
 const (
 	HFConfigFile           = "adapter_config.json"       // HuggingFace PEFT config
 	HFWeightsFile          = "adapter_model.safetensors" // HuggingFace PEFT weights
-	PaddleLoRAConfigFile   = "lora_config.json"          // PaddleNLP LoRA config, read only
-	PaddlePrefixConfigFile = "prefix_config.json"        // PaddleNLP prefix config, read only
+	PaddleLoRAConfigFile   = "lora_config.json"          // PaddleNLP LoRA config
+	PaddlePrefixConfigFile = "prefix_config.json"        // PaddleNLP prefix config
 )
 
 // Key names in adapter_model.safetensors.
@@ -94,14 +94,19 @@ func SaveDir(dir string, a *Adapter) error {
 	return writeFilesAtomic(dir, map[string][]byte{HFConfigFile: config, HFWeightsFile: weights})
 }
 
-// LoadDir reads an adapter directory into graph layout (see SaveDir for
-// the key names and layouts). The config comes from adapter_config.json
-// (PEFT, peft_type LORA or PREFIX_TUNING), else from PaddleNLP's
-// lora_config.json or prefix_config.json. Weights come from
-// adapter_model.safetensors; a PaddleNLP directory may lack it, and then
-// the adapter holds the config only. A key that does not fit (lora_A
-// without lora_B, a rank that disagrees with the config's r, an unknown
-// key) is a *FormatError that names the file and the key.
+// LoadDir reads an adapter directory into graph layout (see SaveDir and
+// SavePaddleDir for the key names and layouts). The config comes from
+// adapter_config.json (PEFT, peft_type LORA or PREFIX_TUNING), else from
+// PaddleNLP's lora_config.json or prefix_config.json. Weights come from
+// adapter_model.safetensors; in a PaddleNLP directory without it, from
+// lora_model_state.pdparams or prefix_model_state.pdparams (a lone
+// "tp00" shard counts as the whole adapter), else from pre_caches.npy as
+// a prefix table, else the adapter holds the config only. The shards of a
+// tensor-parallel adapter (tensor_parallel_degree over 1,
+// lora_model_state.tp00.pdparams, …) are an error that says to merge them
+// first. A key that does not fit (lora_A without lora_B, a rank that
+// disagrees with the config's r, an unknown key) is a *FormatError that
+// names the file and the key.
 //
 // PEFT saves a prefix adapter trained with a projection as the projected
 // table; LoadDir returns such an adapter without the projection.
@@ -124,7 +129,10 @@ func LoadDir(dir string) (*Adapter, error) {
 	if _, err := os.Stat(wpath); errors.Is(err, fs.ErrNotExist) {
 		switch {
 		case !hf:
-			return a, nil // PaddleNLP keeps its weights in .pdparams
+			if err := a.loadPaddleWeights(dir); err != nil {
+				return nil, err
+			}
+			return a, nil
 		case fileExists(filepath.Join(dir, "adapter_model.bin")):
 			return nil, errorf("%s: adapter_model.bin (pickle) is not supported: save the adapter with safe_serialization=True", dir)
 		}

@@ -14,7 +14,7 @@ import (
 // This file maps configs to and from JSON: HuggingFace PEFT's
 // adapter_config.json, whose fields PEFT cannot express go in a nested
 // "peftonnx" object, and PaddleNLP's lora_config.json and
-// prefix_config.json, which are read only.
+// prefix_config.json, which paddle_config.go writes.
 
 // The nested object of adapter_config.json that holds what PEFT lacks.
 const extraKey = "peftonnx"
@@ -489,6 +489,9 @@ func parsePaddleLoRAConfig(f *jsonFields) (*LoRAConfig, error) {
 		return nil, err
 	}
 	c.TargetModules = targets
+	if err := paddleLoRAExtraFields(f, &c); err != nil {
+		return nil, err
+	}
 	c.normalize()
 	for _, key := range []string{"pissa", "lora_use_mixer", "use_mora", "lorapro", "mos_lora"} {
 		var on bool
@@ -550,6 +553,11 @@ func parsePrefixConfig(f *jsonFields, hf bool) (*PrefixConfig, error) {
 	)
 	if err != nil {
 		return nil, err
+	}
+	if !hf {
+		if err := paddlePrefixExtraFields(f, c); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
