@@ -77,7 +77,8 @@
 //
 // InjectPrefix gives a decoder trainable prefix keys and values. The table
 // prompt_embeddings is [P, layers·2·kv_heads·head_dim], in the order of
-// HF PEFT and PaddleNLP (layer i takes key 2i and value 2i+1), sized by the
+// HF PEFT (layer i takes key 2i and value 2i+1; PaddleNLP's files, which
+// put all keys before all values, are converted by package adapter), sized by the
 // KV heads (multi_query_group_num), not the query heads; with
 // prefix_projection it is computed by Embedding → Linear → Tanh → Linear.
 // Each layer sees concat(prefix, past) where the model takes

@@ -147,12 +147,14 @@ func applyPrefixOptions(opts []PrefixOption) (prefixOptions, error) {
 //	((2·layer + kind)·kv_heads + head)·head_dim + d    (kind 0 key, 1 value)
 //
 // holds element d of that head's key or value: per layer the key, then the
-// value, each head after head. This is the order in which PaddleNLP and HF
-// PEFT unpack the table,
+// value, each head after head. This is the order in which HF PEFT unpacks
+// the table,
 //
 //	past_key_values = table.view(B, P, layers·2, kv_heads, D).permute(2, 0, 3, 1, 4).split(2)
 //
 // so that layer i takes index 2i as its key and 2i+1 as its value. The
+// (PaddleNLP's split(2) takes the halves instead, all keys and then all
+// values: package adapter converts at the boundary of PaddleNLP's files.)
 // width follows the KV heads (multi_query_group_num), not the query heads.
 //
 // With PrefixProjection the table comes from HF's PrefixEncoder,
