@@ -152,10 +152,11 @@ func applyPrefixOptions(opts []PrefixOption) (prefixOptions, error) {
 //
 //	past_key_values = table.view(B, P, layers·2, kv_heads, D).permute(2, 0, 3, 1, 4).split(2)
 //
-// so that layer i takes index 2i as its key and 2i+1 as its value. The
+// so that layer i takes index 2i as its key and 2i+1 as its value.
 // (PaddleNLP's split(2) takes the halves instead, all keys and then all
 // values: package adapter converts at the boundary of PaddleNLP's files.)
-// width follows the KV heads (multi_query_group_num), not the query heads.
+// The width follows the KV heads (multi_query_group_num), not the query
+// heads.
 //
 // With PrefixProjection the table comes from HF's PrefixEncoder,
 // Embedding → Linear → Tanh → Linear:
