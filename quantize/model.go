@@ -1,0 +1,307 @@
+package quantize
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+
+	"github.com/peftonnx/peftonnx/dtype"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/quant"
+	"github.com/peftonnx/peftonnx/rewrite"
+)
+
+// Model quantizes the linear layers of m in place: every MatMul and Gemm
+// that rewrite.FindLinears finds (a 2-D float weight initializer, reached
+// directly or through Cast, Transpose and Identity nodes) and that
+// o.Targets choose becomes a com.microsoft MatMulNBits node with the same
+// input and output, its weight rounded to nearest block-wise (see
+// quant.Quantize). Names follow ONNX Runtime's quantizer, which the
+// onnxruntime-genai model builder runs: node "/model/layers.0/attn/q_proj/MatMul"
+// becomes "/model/layers.0/attn/q_proj/MatMul_Q4", and weight
+// "model.layers.0.attn.q_proj.MatMul.weight" becomes
+// "…weight_Q4", "…weight_scales" and (asymmetric) "…weight_zero_points".
+//
+// A Gemm becomes MatMulNBits with its C as the bias input; alpha is folded
+// into the weight before quantization and beta into a copy of the bias. A
+// layer that cannot be quantized is left in float and listed in
+// Report.Skipped with the reason: a Gemm with transA, a Gemm whose C is not
+// an [N] initializer, a layer computing in another type than float32 or
+// float16 (the types of ONNX Runtime's CPU kernel). The float weights,
+// and the Cast, Transpose and Identity nodes between them and the layers,
+// are removed where nothing else reads them; a weight that another node
+// also reads (a tied embedding) stays. Layers that read one weight share
+// its packed tensors.
+//
+// A model that carries LoRA branches or a prefix is refused: merge or
+// quantize the base first. Targets that match nothing are an error that
+// lists the modules, and so is a model none of whose chosen layers can be
+// quantized. These checks come before any change; an error after them (a
+// weight whose data cannot be read) leaves m partly quantized, so work on
+// a Clone where that matters.
+func Model(m *graph.Model, o Options) (*Report, error) {
+	o = o.withDefaults()
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	label := modelLabel(m)
+	for _, p := range m.Proto.MetadataProps {
+		switch p.Key {
+		case rewrite.MetadataKey:
+			return nil, errorf("%s carries LoRA branches (%q metadata): merge them first (peftonnx merge), or quantize the base model instead", label, p.Key)
+		case rewrite.PrefixMetadataKey:
+			return nil, errorf("%s carries a prefix (%q metadata): quantize the base model instead", label, p.Key)
+		}
+	}
+	linears, err := rewrite.FindLinears(m)
+	if err != nil {
+		return nil, errorf("%s: %w", label, err)
+	}
+	chosen := linears
+	if len(o.Targets) > 0 {
+		if chosen, err = rewrite.MatchTargets(linears, o.Targets); err != nil {
+			return nil, errorf("%s: %w", label, err)
+		}
+	} else if len(linears) == 0 {
+		return nil, errorf("%s has no linear layer to quantize (a MatMul or Gemm whose weight is a 2-D float initializer)", label)
+	}
+
+	rep := &Report{Options: o, Linears: len(chosen)}
+	var todo []rewrite.Linear
+	for _, l := range chosen {
+		if why := unsupported(m, l); why != "" {
+			rep.Skipped = append(rep.Skipped, Skipped{Module: l.Module, Node: l.NodeName, Reason: why})
+			continue
+		}
+		todo = append(todo, l)
+	}
+	if len(todo) == 0 {
+		var whys []string
+		for _, s := range rep.Skipped {
+			whys = append(whys, s.Module+": "+s.Reason)
+		}
+		return nil, errorf("%s: none of the %d chosen linear layers can be quantized (%s)", label, len(chosen), strings.Join(whys, "; "))
+	}
+
+	q := &quantizer{m: m, o: o, done: map[weightKey]*packed{}, position: map[*onnxpb.NodeProto]int{}}
+	for i, n := range m.Graph().Node {
+		q.position[n] = i
+	}
+	var sums errorSums
+	for i, l := range todo {
+		layer, err := q.layer(l, i, &sums)
+		if err != nil {
+			return nil, errorf("%s: layer %s: %w", label, l.Module, err)
+		}
+		rep.Layers = append(rep.Layers, layer)
+	}
+	m.Reindex()
+	q.removeUnread()
+	if m.Opset(quant.Domain) == 0 {
+		m.SetOpset(quant.Domain, 1)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, errorf("%s: the quantized graph is invalid: %w", label, err)
+	}
+	rep.MaxAbsError = sums.maxAbs
+	rep.RelError = ratio(sums.errSq, sums.refSq)
+	rep.OutputRelError = ratio(sums.outErrSq, sums.outRefSq)
+	rep.FloatBytes, rep.PackedBytes = sums.floatBytes, sums.packedBytes
+	return rep, nil
+}
+
+// unsupported returns why l cannot become a MatMulNBits node, or "".
+func unsupported(m *graph.Model, l rewrite.Linear) string {
+	if l.DType != dtype.Float32 && l.DType != dtype.Float16 {
+		return fmt.Sprintf("it computes in %s, and ONNX Runtime's CPU MatMulNBits takes float32 or float16", l.DType)
+	}
+	if l.Op != "Gemm" {
+		return ""
+	}
+	if l.TransA {
+		return "a Gemm with transA=1"
+	}
+	n := l.Node
+	if len(n.Input) > 2 && n.Input[2] != "" {
+		c := m.Initializer(n.Input[2])
+		switch {
+		case l.Bias == "" || c == nil:
+			return fmt.Sprintf("Gemm's C %q is not an initializer", n.Input[2])
+		case len(c.Dims) != 1 || c.Dims[0] != l.Out:
+			return fmt.Sprintf("Gemm's C %q has shape %v, not [%d]", c.Name, c.Dims, l.Out)
+		case graph.TypeOf(c) != l.DType:
+			return fmt.Sprintf("Gemm's C %q is %s, not %s", c.Name, graph.TypeOf(c), l.DType)
+		}
+	}
+	return ""
+}
+
+// weightKey identifies the float matrix a layer multiplies by.
+type weightKey struct {
+	weight     string
+	transposed bool
+	alpha      float32
+	elem       dtype.Type
+}
+
+// packed is a weight already quantized, and its layer's errors.
+type packed struct {
+	w                 *quant.Weight
+	names             quant.TensorNames
+	maxAbs, rel, outR float64
+}
+
+// quantizer holds what Model's layers share.
+type quantizer struct {
+	m        *graph.Model
+	o        Options
+	done     map[weightKey]*packed
+	position map[*onnxpb.NodeProto]int
+	// unreadNodes and unreadInits are to be removed if nothing reads them
+	// once every layer is replaced: the chain nodes, each chain from the
+	// layer back to its weight, and the float weights.
+	unreadNodes []*onnxpb.NodeProto
+	unreadInits []string
+}
+
+// layer replaces the node of l, the i-th layer quantized.
+func (q *quantizer) layer(l rewrite.Linear, i int, sums *errorSums) (Layer, error) {
+	m, o := q.m, q.o
+	k, n := int(l.In), int(l.Out)
+	key := weightKey{l.Weight, l.WeightTransposed, l.Alpha, l.DType}
+	p, shared := q.done[key]
+	if !shared {
+		values, err := weightMatrix(m, l)
+		if err != nil {
+			return Layer{}, err
+		}
+		w, err := quant.Quantize(values, k, n, quant.Options{Bits: o.Bits, BlockSize: o.BlockSize, Symmetric: o.Symmetric, ScaleType: l.DType})
+		if err != nil {
+			return Layer{}, err
+		}
+		base := quant.BuilderNames(l.Weight, o.Bits)
+		names := quant.TensorNames{B: m.UniqueName(base.B), Scales: m.UniqueName(base.Scales)}
+		if !w.Symmetric() {
+			names.ZeroPoints = m.UniqueName(base.ZeroPoints)
+		}
+		tensors, err := w.Tensors(names)
+		if err != nil {
+			return Layer{}, err
+		}
+		for _, t := range tensors {
+			m.AddInitializer(t)
+			sums.packedBytes += int64(len(t.RawData))
+		}
+		sums.floatBytes += int64(k*n) * int64(graph.TypeOf(m.Initializer(l.Weight)).Size())
+		deq, err := w.Dequantize()
+		if err != nil {
+			return Layer{}, err
+		}
+		x := normals(OutputRows*k, o.Seed+uint64(i))
+		p = &packed{w: w, names: names}
+		p.maxAbs, p.rel, p.outR = sums.add(values, deq, k, n, x)
+		q.done[key] = p
+	}
+
+	bias := ""
+	if l.Op == "Gemm" && l.Bias != "" {
+		bias = l.Bias
+		if l.Beta != 1 {
+			c := m.Initializer(l.Bias)
+			v, err := m.Float32s(c)
+			if err != nil {
+				return Layer{}, err
+			}
+			for j := range v {
+				v[j] *= l.Beta
+			}
+			bias = m.UniqueName(l.Bias + "_beta")
+			m.AddInitializer(graph.NewFloat32Tensor(bias, graph.TypeOf(c), c.Dims, v))
+			q.unreadInits = append(q.unreadInits, l.Bias)
+		}
+	}
+	name := ""
+	if l.NodeName != "" {
+		name = m.UniqueName(quant.BuilderNodeName(l.NodeName, o.Bits))
+	}
+	node, err := p.w.Node(p.names, quant.NodeOptions{Name: name, A: l.Input, Y: l.Output, Bias: bias, AccuracyLevel: o.AccuracyLevel})
+	if err != nil {
+		return Layer{}, err
+	}
+	// The new node takes the old one's place, so the order stays
+	// topological; the indexes are rebuilt once all layers are done.
+	m.Graph().Node[q.position[l.Node]] = node
+	for _, c := range slices.Backward(l.WeightChain) {
+		q.unreadNodes = append(q.unreadNodes, c)
+	}
+	q.unreadInits = append(q.unreadInits, l.Weight)
+	return Layer{
+		Module: l.Module, Node: l.NodeName, Op: l.Op, NewNode: name,
+		Weight: l.Weight, Tensors: p.names, K: k, N: n,
+		MaxAbsError: p.maxAbs, RelError: p.rel, OutputRelError: p.outR,
+		Shared: shared,
+	}, nil
+}
+
+// removeUnread removes the chain nodes and float weights of the replaced
+// layers that nothing reads any more.
+func (q *quantizer) removeUnread() {
+	m := q.m
+	read := func(v string) bool { return len(m.Consumers(v)) > 0 || m.IsGraphOutput(v) }
+	for _, n := range q.unreadNodes {
+		if m.Producer(n.Output[0]) == n && !read(n.Output[0]) {
+			m.RemoveNodes(n)
+		}
+	}
+	for _, w := range q.unreadInits {
+		if m.Initializer(w) != nil && !read(w) {
+			m.RemoveInitializer(w)
+		}
+	}
+}
+
+// weightMatrix returns l's weight as the [In, Out] float32 matrix the
+// node multiplies by, times Gemm's alpha.
+func weightMatrix(m *graph.Model, l rewrite.Linear) ([]float32, error) {
+	t := m.Initializer(l.Weight)
+	v, err := m.Float32s(t)
+	if err != nil {
+		return nil, err
+	}
+	k, n := int(l.In), int(l.Out)
+	if l.WeightTransposed { // stored [Out, In]
+		tv := make([]float32, len(v))
+		for j := range n {
+			for i := range k {
+				tv[i*n+j] = v[j*k+i]
+			}
+		}
+		v = tv
+	}
+	if l.Alpha != 1 {
+		for i := range v {
+			v[i] *= l.Alpha
+		}
+	}
+	return v, nil
+}
+
+// normals returns n standard normal values, deterministic in seed.
+func normals(n int, seed uint64) []float32 {
+	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	return v
+}
+
+// modelLabel names m in messages: its file, or "model".
+func modelLabel(m *graph.Model) string {
+	if m.Path != "" {
+		return m.Path
+	}
+	return "model"
+}
