@@ -29,19 +29,26 @@ func TestFailingRankEndsJob(t *testing.T) {
 		failingRank(t)
 		return
 	}
+	// mpirun prints exitedAlone when a rank ends without MPI_Abort. Its
+	// report of an MPI_Abort ("MPI_ABORT was invoked on rank 1") is not
+	// checked: Open MPI 4.1 loses it in about one run of five, when the
+	// aborting rank dies before its message is through (mpirun then logs
+	// "ORTE_ERROR_LOG: ... show_help.c").
+	const exitedAlone = "mpirun detected that one or more processes exited with non-zero status"
 	tests := []struct {
-		fail     string
-		wantCode int      // mpirun's exit status
-		wantOut  []string // in mpirun's output
+		fail      string
+		wantCode  int      // mpirun's exit status
+		wantOut   []string // in mpirun's output
+		wantAbort bool     // rank 1 ended through MPI_Abort
 	}{
 		// Rank 1 aborts while its MPI thread is blocked in a broadcast
-		// that rank 0, asleep, never joins.
-		{fail: "abort", wantCode: 3, wantOut: []string{"MPI_ABORT was invoked on rank 1 in communicator MPI_COMM_WORLD\nwith errorcode 3"}},
+		// that rank 0, asleep in Go, never joins.
+		{fail: "abort", wantCode: 3, wantAbort: true},
 		// Rank 1 panics under AbortOnPanic while rank 0 waits in a barrier.
-		{fail: "panic", wantCode: 2, wantOut: []string{"panic: rank 1 fails on purpose", "MPI_ABORT was invoked on rank 1 in communicator MPI_COMM_WORLD\nwith errorcode 2"}},
+		{fail: "panic", wantCode: 2, wantAbort: true, wantOut: []string{"[1,1]<stderr>:panic: rank 1 fails on purpose"}},
 		// Rank 1 exits without Abort while rank 0 waits in a barrier:
 		// mpirun notices by itself.
-		{fail: "exit", wantCode: 3, wantOut: []string{"mpirun detected that one or more processes exited with non-zero status"}},
+		{fail: "exit", wantCode: 3, wantOut: []string{exitedAlone}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.fail, func(t *testing.T) {
@@ -55,6 +62,9 @@ func TestFailingRankEndsJob(t *testing.T) {
 			}
 			if took > 10*time.Second {
 				t.Errorf("mpirun took %v to end the job, want a few seconds", took)
+			}
+			if tt.wantAbort && strings.Contains(out, exitedAlone) {
+				t.Errorf("rank 1 exited without MPI_Abort:\n%s", out)
 			}
 			for _, want := range tt.wantOut {
 				if !strings.Contains(out, want) {
