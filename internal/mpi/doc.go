@@ -55,4 +55,8 @@
 //   - Written for and tested with Open MPI 4.1 (Debian 12); other MPI
 //     libraries are untested, and the build looks only for Open MPI.
 //   - MPI starts once per process: Init after Finalize is an error.
+//   - Open MPI 4.1's mpirun sometimes loses its "MPI_ABORT was invoked"
+//     report, when the aborting rank dies before the report is through;
+//     the job still ends with the code given to Abort. Print the reason
+//     before calling Abort.
 package mpi
