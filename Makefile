@@ -4,7 +4,7 @@ export ONNXRUNTIME_LIB ?= $(CURDIR)/.ort/libonnxruntime.so.1
 GO ?= go
 GOFLAGS_TEST ?= -count=1 -timeout 20m
 
-.PHONY: all ort build demo test vet check bench bench-parity bench-go fmt
+.PHONY: all ort build demo test test-mpi vet check bench bench-parity bench-go bench-mpi fmt
 
 all: build
 
@@ -13,8 +13,12 @@ ort: .ort/libonnxruntime.so.1
 .ort/libonnxruntime.so.1:
 	./scripts/fetch-ort.sh
 
+# WITH_MPI sets MPI_TAGS to "-tags mpi" where Open MPI is installed, and to
+# nothing elsewhere (scripts/detect-mpi.sh says why on stderr).
+WITH_MPI = eval "$$(GO='$(GO)' ./scripts/detect-mpi.sh)"
+
 build:
-	$(GO) build -o bin/peftonnx ./cmd/peftonnx
+	@$(WITH_MPI); set -x; $(GO) build $$MPI_TAGS -o bin/peftonnx ./cmd/peftonnx
 
 demo: ort build
 	./bin/peftonnx demo --out out/demo
@@ -31,7 +35,14 @@ check:
 test: ort vet check
 	./scripts/install-test-deps.sh
 	$(GO) test $(GOFLAGS_TEST) ./...
+	$(MAKE) --no-print-directory test-mpi
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 10s -fuzzminimizetime 2s ./graph
+
+# test-mpi vets and tests the MPI build of internal/mpi, whose tests run
+# themselves under mpirun; without Open MPI it says so and does nothing.
+test-mpi:
+	@$(WITH_MPI); if [ -z "$$MPI_TAGS" ]; then echo "test-mpi: no MPI build here, so its tests do not run" >&2; exit 0; fi; \
+	set -x; $(GO) vet $$MPI_TAGS ./internal/mpi/... && $(GO) test $(GOFLAGS_TEST) $$MPI_TAGS ./internal/mpi/...
 
 # bench runs peftonnx and PyTorch side by side (bench/README.md); it installs
 # Debian's python3-torch when missing. bench-go runs the Go benchmarks.
@@ -46,6 +57,10 @@ bench-parity: ort
 
 bench-go: ort
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
+
+# bench-mpi measures internal/mpi's allreduce on 2 ranks under mpirun.
+bench-mpi:
+	GO='$(GO)' ./scripts/bench-mpi.sh
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
