@@ -12,10 +12,10 @@ import (
 // Build a one-node model, save it with external data, and load it back.
 func Example() {
 	m := graph.New(nil2(), "")
-	m.AddInput(graph.TensorInfo("x", dtype.Float32, "batch", 4))
+	m.AddInput(graph.SymbolicTensorInfo("x", dtype.Float32, []graph.Dim{graph.DimParam("batch"), graph.DimValue(4)}))
 	m.AddInitializer(graph.NewFloat32Tensor("w", dtype.Float32, []int64{4, 2}, []float32{1, 2, 3, 4, 5, 6, 7, 8}))
 	m.NewNode("MatMul", "/proj/MatMul", []string{"x", "w"}, []string{"y"})
-	m.AddOutput(graph.TensorInfo("y", dtype.Float32, "batch", 2))
+	m.AddOutput(graph.SymbolicTensorInfo("y", dtype.Float32, []graph.Dim{graph.DimParam("batch"), graph.DimValue(2)}))
 	if err := m.Validate(); err != nil {
 		fmt.Println(err)
 		return

@@ -131,10 +131,10 @@ func BERT(c BERTConfig) (*graph.Model, error) {
 		return b.layerNorm(scope, module, x, e, c.LayerNormEps, c.DecomposeLayerNorm)
 	}
 
-	m.AddInput(graph.TensorInfo("input_ids", dtype.Int64, "batch_size", "sequence_length"))
-	m.AddInput(graph.TensorInfo("attention_mask", dtype.Int64, "batch_size", "sequence_length"))
+	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+	m.AddInput(graph.SymbolicTensorInfo("attention_mask", dtype.Int64, []graph.Dim{batchDim, seqDim}))
 	if c.TokenTypeIDs {
-		m.AddInput(graph.TensorInfo("token_type_ids", dtype.Int64, "batch_size", "sequence_length"))
+		m.AddInput(graph.SymbolicTensorInfo("token_type_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
 	}
 
 	const es = "/bert/embeddings"
@@ -189,6 +189,6 @@ func BERT(c BERTConfig) (*graph.Model, error) {
 	pooled = b.op("/bert/pooler/activation", "Tanh", []string{pooled})
 	b.linear("/classifier", "classifier", pooled, e, c.NumLabels, true, "logits")
 
-	m.AddOutput(graph.TensorInfo("logits", dtype.Float32, "batch_size", c.NumLabels))
+	m.AddOutput(graph.SymbolicTensorInfo("logits", dtype.Float32, []graph.Dim{batchDim, sized(c.NumLabels)}))
 	return b.finish("bert")
 }

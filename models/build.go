@@ -27,6 +27,18 @@ const defaultInitStd = 0.02
 // around 0), so that tests notice a scale that is not applied.
 const normStd = 0.1
 
+// The named dims of the models' inputs and outputs, spelled as Optimum's
+// exports spell them.
+var (
+	batchDim = graph.DimParam("batch_size")
+	seqDim   = graph.DimParam("sequence_length")
+	pastDim  = graph.DimParam("past_sequence_length")
+	totalDim = graph.DimParam("total_sequence_length")
+)
+
+// sized returns the dim of fixed size n.
+func sized(n int) graph.Dim { return graph.DimValue(int64(n)) }
+
 // builder assembles a model the way a PyTorch exporter lays it out: nodes
 // named /scope/OpType (OpType_1, … when repeated), outputs named
 // <node>_output_<i>, constants as Constant nodes (so that they are not

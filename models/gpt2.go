@@ -131,12 +131,12 @@ func GPT2(c GPT2Config) (*graph.Model, error) {
 	m := b.m
 	e, h, d := c.Hidden, c.Heads, c.HeadDim()
 
-	m.AddInput(graph.TensorInfo("input_ids", dtype.Int64, "batch_size", "sequence_length"))
-	m.AddInput(graph.TensorInfo("attention_mask", dtype.Int64, "batch_size", "total_sequence_length"))
+	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+	m.AddInput(graph.SymbolicTensorInfo("attention_mask", dtype.Int64, []graph.Dim{batchDim, totalDim}))
 	if !c.NoCache {
 		for i := range c.Layers {
 			for _, kind := range []string{"key", "value"} {
-				m.AddInput(graph.TensorInfo(fmt.Sprintf("past_key_values.%d.%s", i, kind), dtype.Float32, "batch_size", h, "past_sequence_length", d))
+				m.AddInput(graph.SymbolicTensorInfo(fmt.Sprintf("past_key_values.%d.%s", i, kind), dtype.Float32, []graph.Dim{batchDim, sized(h), pastDim, sized(d)}))
 			}
 		}
 	}
@@ -191,11 +191,11 @@ func GPT2(c GPT2Config) (*graph.Model, error) {
 	m.AddInitializer(head)
 	b.opTo("logits", "/lm_head", "MatMul", []string{x, head.Name})
 
-	m.AddOutput(graph.TensorInfo("logits", dtype.Float32, "batch_size", "sequence_length", c.VocabSize))
+	m.AddOutput(graph.SymbolicTensorInfo("logits", dtype.Float32, []graph.Dim{batchDim, seqDim, sized(c.VocabSize)}))
 	if !c.NoCache {
 		for i := range c.Layers {
 			for _, kind := range []string{"key", "value"} {
-				m.AddOutput(graph.TensorInfo(fmt.Sprintf("present.%d.%s", i, kind), dtype.Float32, "batch_size", h, "total_sequence_length", d))
+				m.AddOutput(graph.SymbolicTensorInfo(fmt.Sprintf("present.%d.%s", i, kind), dtype.Float32, []graph.Dim{batchDim, sized(h), totalDim, sized(d)}))
 			}
 		}
 	}

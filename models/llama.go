@@ -140,13 +140,13 @@ func Llama(c LlamaConfig) (*graph.Model, error) {
 	m := b.m
 	e, h, kv, d := c.Hidden, c.Heads, c.KVHeads, c.HeadDim()
 
-	m.AddInput(graph.TensorInfo("input_ids", dtype.Int64, "batch_size", "sequence_length"))
-	m.AddInput(graph.TensorInfo("attention_mask", dtype.Int64, "batch_size", "total_sequence_length"))
-	m.AddInput(graph.TensorInfo("position_ids", dtype.Int64, "batch_size", "sequence_length"))
+	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+	m.AddInput(graph.SymbolicTensorInfo("attention_mask", dtype.Int64, []graph.Dim{batchDim, totalDim}))
+	m.AddInput(graph.SymbolicTensorInfo("position_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
 	if !c.NoCache {
 		for i := range c.Layers {
 			for _, kind := range []string{"key", "value"} {
-				m.AddInput(graph.TensorInfo(fmt.Sprintf("past_key_values.%d.%s", i, kind), c.DType, "batch_size", kv, "past_sequence_length", d))
+				m.AddInput(graph.SymbolicTensorInfo(fmt.Sprintf("past_key_values.%d.%s", i, kind), c.DType, []graph.Dim{batchDim, sized(kv), pastDim, sized(d)}))
 			}
 		}
 	}
@@ -190,11 +190,11 @@ func Llama(c LlamaConfig) (*graph.Model, error) {
 	x = b.rmsNorm("/model/norm", "model.norm", x, e, c.RMSNormEps)
 	b.linear("/lm_head", "lm_head", x, e, c.VocabSize, false, "logits")
 
-	m.AddOutput(graph.TensorInfo("logits", c.DType, "batch_size", "sequence_length", c.VocabSize))
+	m.AddOutput(graph.SymbolicTensorInfo("logits", c.DType, []graph.Dim{batchDim, seqDim, sized(c.VocabSize)}))
 	if !c.NoCache {
 		for i := range c.Layers {
 			for _, kind := range []string{"key", "value"} {
-				m.AddOutput(graph.TensorInfo(fmt.Sprintf("present.%d.%s", i, kind), c.DType, "batch_size", kv, "total_sequence_length", d))
+				m.AddOutput(graph.SymbolicTensorInfo(fmt.Sprintf("present.%d.%s", i, kind), c.DType, []graph.Dim{batchDim, sized(kv), totalDim, sized(d)}))
 			}
 		}
 	}

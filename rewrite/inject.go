@@ -407,8 +407,8 @@ func (b *builder) factors(p *modulePlan) {
 	aShape, bShape := s.AShape(int64(s.R)), s.BShape(int64(s.R))
 	if b.asInputs {
 		aShape, bShape = s.AShape(0), s.BShape(0)
-		b.m.AddInput(graph.TensorInfo(s.A, dt, s.In, -1))
-		b.m.AddInput(graph.TensorInfo(s.B, dt, -1, bShape[1]))
+		b.m.AddInput(graph.TensorInfo(s.A, dt, []int64{s.In, -1}))
+		b.m.AddInput(graph.TensorInfo(s.B, dt, []int64{-1, bShape[1]}))
 		b.m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, nil))
 		b.m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, nil))
 		return
@@ -516,7 +516,7 @@ func (b *builder) trainingMode() string {
 	if m.HasName(name) {
 		name = m.UniqueName(name)
 	}
-	m.AddInput(graph.TensorInfo(name, dtype.Bool))
+	m.AddInput(graph.TensorInfo(name, dtype.Bool, nil))
 	m.AddInitializer(&onnxpb.TensorProto{Name: name, DataType: int32(dtype.Bool), RawData: []byte{0}})
 	b.training = name
 	b.shared = append(b.shared, name)

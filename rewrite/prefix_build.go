@@ -244,7 +244,7 @@ func (b *prefixBuilder) dropout(plan *prefixPlan, x, shape string) string {
 	if m.HasName(training) {
 		training = m.UniqueName(training)
 	}
-	m.AddInput(graph.TensorInfo(training, dtype.Bool))
+	m.AddInput(graph.TensorInfo(training, dtype.Bool, nil))
 	m.AddInitializer(&onnxpb.TensorProto{Name: training, DataType: int32(dtype.Bool), RawData: []byte{0}})
 	b.site.TrainingMode = training
 	b.site.Initializers = append(b.site.Initializers, training)

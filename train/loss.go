@@ -41,7 +41,7 @@ func CausalLMLoss(m *graph.Model, logits string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	batch, seq := b.dimOr(0, "batch"), b.dimOr(1, "sequence")
+	batch, seq := b.dimOr(0, graph.DimParam("batch")), b.dimOr(1, graph.DimParam("sequence"))
 	labels, err := b.labelsInput(dtype.Int64, batch, seq)
 	if err != nil {
 		return "", err
@@ -64,7 +64,7 @@ func SequenceClassificationLoss(m *graph.Model, logits string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	labels, err := b.labelsInput(dtype.Int64, b.dimOr(0, "batch"))
+	labels, err := b.labelsInput(dtype.Int64, b.dimOr(0, graph.DimParam("batch")))
 	if err != nil {
 		return "", err
 	}
@@ -84,9 +84,9 @@ func MSELoss(m *graph.Model, output string) (string, error) {
 	if b.rank < 0 {
 		return "", errorf("%s: %q has no declared shape: declare it in the model's outputs or value_info", b.scope, output)
 	}
-	dims := make([]any, b.rank)
+	dims := make([]graph.Dim, b.rank)
 	for i := range dims {
-		dims[i] = b.dimOr(i, -1)
+		dims[i] = b.dimOr(i, graph.Dim{})
 	}
 	target, err := b.labelsInput(dtype.Float32, dims...)
 	if err != nil {
@@ -104,7 +104,7 @@ type lossBuilder struct {
 	scope string
 	// dims and rank describe the scored value's shape, from the model's
 	// declarations; rank is -1 when unknown.
-	dims []*onnxpb.TensorShapeProto_Dimension
+	dims []graph.Dim
 	rank int
 }
 
@@ -121,12 +121,12 @@ func newLossBuilder(m *graph.Model, scope, value string, wantRank int) (*lossBui
 		return nil, errorf("%s: the model has no value %q", scope, value)
 	}
 	if vi != nil {
-		tt := vi.GetType().GetTensorType()
-		if et := dtype.Type(tt.GetElemType()); et != dtype.Undefined && !et.IsFloat() {
+		et, dims, shaped := graph.ValueDims(vi)
+		if et != dtype.Undefined && !et.IsFloat() {
 			return nil, errorf("%s: %q is %s, not a floating-point tensor", scope, value, et)
 		}
-		if tt != nil && tt.Shape != nil {
-			b.dims, b.rank = tt.Shape.Dim, len(tt.Shape.Dim)
+		if shaped {
+			b.dims, b.rank = dims, len(dims)
 		}
 	}
 	if wantRank >= 0 && b.rank >= 0 && b.rank != wantRank {
@@ -153,26 +153,21 @@ func findValue(m *graph.Model, name string) (*onnxpb.ValueInfoProto, bool) {
 	return nil, m.Producer(name) != nil
 }
 
-// dimOr returns dimension i of the scored value, as a TensorInfo dim: its
-// size, its symbolic name, or def when it has neither.
-func (b *lossBuilder) dimOr(i int, def any) any {
+// dimOr returns dimension i of the scored value: its size, its symbolic
+// name, or def when it has neither.
+func (b *lossBuilder) dimOr(i int, def graph.Dim) graph.Dim {
 	if i >= len(b.dims) {
 		return def
 	}
-	switch v := b.dims[i].Value.(type) {
-	case *onnxpb.TensorShapeProto_Dimension_DimValue:
-		return v.DimValue
-	case *onnxpb.TensorShapeProto_Dimension_DimParam:
-		if v.DimParam != "" {
-			return v.DimParam
-		}
+	if _, fixed := b.dims[i].Value(); fixed || b.dims[i].Param() != "" {
+		return b.dims[i]
 	}
 	return def
 }
 
 // labelsInput adds the "labels" graph input, or reuses one of the right
 // element type that the model already has.
-func (b *lossBuilder) labelsInput(elemType dtype.Type, dims ...any) (string, error) {
+func (b *lossBuilder) labelsInput(elemType dtype.Type, dims ...graph.Dim) (string, error) {
 	if in := b.m.Input(LabelsInput); in != nil {
 		if et, _, _ := graph.ValueShape(in); et != elemType {
 			return "", errorf("%s: the model has an input %q of type %s, want %s", b.scope, LabelsInput, et, elemType)
@@ -182,7 +177,7 @@ func (b *lossBuilder) labelsInput(elemType dtype.Type, dims ...any) (string, err
 	if b.m.HasName(LabelsInput) {
 		return "", errorf("%s: the model already has a value named %q", b.scope, LabelsInput)
 	}
-	b.m.AddInput(graph.TensorInfo(LabelsInput, elemType, dims...))
+	b.m.AddInput(graph.SymbolicTensorInfo(LabelsInput, elemType, dims))
 	return LabelsInput, nil
 }
 
@@ -292,6 +287,6 @@ func (b *lossBuilder) isFloat32(v string) bool {
 func (b *lossBuilder) finish(op string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
 	name := b.m.UniqueName("loss")
 	b.m.NewNode(op, "/"+b.scope+"/"+op, inputs, []string{name}, attrs...)
-	b.m.AddOutput(graph.TensorInfo(name, dtype.Float32))
+	b.m.AddOutput(graph.TensorInfo(name, dtype.Float32, nil))
 	return name
 }
