@@ -112,15 +112,16 @@ func (b *Builder) Node(domain, op string, inputs []string, nout int, attrs ...*o
 	name := b.b.m.UniqueName(base)
 	outs := make([]string, nout)
 	for i := range outs {
-		suffix := "_output_" + strconv.Itoa(i)
+		var out string
 		switch b.b.opts.Outputs {
 		case OutputsUnderNode:
-			outs[i] = b.b.m.UniqueName(name + "/output_" + strconv.Itoa(i))
+			out = name + "/output_"
 		case OutputsAfterOp:
-			outs[i] = b.b.m.UniqueName(base + suffix)
+			out = base + "_output_"
 		default:
-			outs[i] = b.b.m.UniqueName(name + suffix)
+			out = name + "_output_"
 		}
+		outs[i] = b.b.m.UniqueName(out + strconv.Itoa(i))
 	}
 	return b.add(&onnxpb.NodeProto{OpType: op, Domain: domain, Name: name, Input: inputs, Output: outs, Attribute: attrs})
 }
@@ -228,9 +229,17 @@ func (b *Builder) Constant(name string, t *onnxpb.TensorProto) string {
 }
 
 // contentKey identifies t by element type, shape and data; ok is false
-// for a tensor whose data lies outside the model, which is not shared.
+// for a tensor whose data lies outside the model or in a field that
+// typedFieldBytes does not read (strings), which is not shared.
 func contentKey(t *onnxpb.TensorProto) (key string, ok bool) {
 	if t.DataLocation == onnxpb.TensorProto_EXTERNAL {
+		return "", false
+	}
+	data := t.RawData
+	if len(data) == 0 {
+		data = typedFieldBytes(t)
+	}
+	if len(data) == 0 && (len(t.Dims) == 0 || NumElements(t.Dims) > 0) {
 		return "", false
 	}
 	var sb strings.Builder
@@ -240,11 +249,7 @@ func contentKey(t *onnxpb.TensorProto) (key string, ok bool) {
 		sb.WriteString(strconv.FormatInt(d, 10))
 	}
 	sb.WriteByte(':')
-	if len(t.RawData) > 0 {
-		sb.Write(t.RawData)
-	} else {
-		sb.Write(typedFieldBytes(t))
-	}
+	sb.Write(data)
 	return sb.String(), true
 }
 

@@ -131,7 +131,14 @@ func TestBuilderConstants(t *testing.T) {
 			t.Errorf("%s: got %q, want %q", tc.reason, tc.got, tc.want)
 		}
 	}
-	wantInits := []string{"c/i64_1_1", "c/i64s_1", "c/i64_0_-1", "c/i64", "c/float32/0.5", "c/float16/0.5", "c/float32_2", "c/mask"}
+	// Tensors whose data the builder cannot compare are never shared.
+	word := func(s string) *onnxpb.TensorProto {
+		return &onnxpb.TensorProto{DataType: int32(dtype.String), StringData: [][]byte{[]byte(s)}}
+	}
+	if w1, w2 := b.Constant("word", word("a")), b.Constant("word", word("b")); w1 != "c/word" || w2 != "c/word_1" {
+		t.Errorf("two string constants are %q and %q, want c/word and c/word_1", w1, w2)
+	}
+	wantInits := []string{"c/i64_1_1", "c/i64s_1", "c/i64_0_-1", "c/i64", "c/float32/0.5", "c/float16/0.5", "c/float32_2", "c/mask", "c/word", "c/word_1"}
 	if !slices.Equal(inits, wantInits) {
 		t.Errorf("OnInitializer saw %q, want %q", inits, wantInits)
 	}
