@@ -22,6 +22,15 @@
 // they keep the indexes current. Code that changes Proto directly must call
 // Reindex afterwards.
 //
+// # Building
+//
+// A Builder adds nodes, shared constants and initializers under a scope
+// ("/model/layers.0/attn"), each with a name the model does not use yet,
+// and tells a hook about every node it adds: the rewrites, the losses and
+// the synthetic models of package models build through it. TensorInfo and
+// SymbolicTensorInfo declare the graph's inputs and outputs, with fixed,
+// named (Dim) or unknown dims.
+//
 // # Limits
 //
 // Sparse initializers are kept and saved but not read by the typed accessors.

@@ -3,7 +3,6 @@ package graph
 import (
 	"strconv"
 
-	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
 
@@ -158,51 +157,4 @@ func (m *Model) RemoveOutput(name string) {
 			return
 		}
 	}
-}
-
-// TensorInfo returns a ValueInfoProto for a tensor. Each dim is an int
-// (a fixed size, or -1 for an unnamed dynamic one) or a string (a named
-// dynamic dimension). It panics on other dim types.
-func TensorInfo(name string, elemType dtype.Type, dims ...any) *onnxpb.ValueInfoProto {
-	shape := &onnxpb.TensorShapeProto{}
-	for _, d := range dims {
-		var dim onnxpb.TensorShapeProto_Dimension
-		switch v := d.(type) {
-		case int:
-			if v >= 0 {
-				dim.Value = &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: int64(v)}
-			}
-		case int64:
-			if v >= 0 {
-				dim.Value = &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: v}
-			}
-		case string:
-			dim.Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: v}
-		default:
-			panic(errorf("TensorInfo %q: dim of type %T", name, d))
-		}
-		shape.Dim = append(shape.Dim, &dim)
-	}
-	return &onnxpb.ValueInfoProto{Name: name, Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
-		TensorType: &onnxpb.TypeProto_Tensor{ElemType: int32(elemType), Shape: shape}}}}
-}
-
-// ValueShape returns the element type and dims of a tensor value info; a
-// dynamic dim is -1. ok is false when v is not a tensor or has no shape.
-func ValueShape(v *onnxpb.ValueInfoProto) (elemType dtype.Type, dims []int64, ok bool) {
-	tt := v.GetType().GetTensorType()
-	if tt == nil {
-		return 0, nil, false
-	}
-	if tt.Shape == nil {
-		return dtype.Type(tt.ElemType), nil, false
-	}
-	for _, d := range tt.Shape.Dim {
-		if dv, isVal := d.Value.(*onnxpb.TensorShapeProto_Dimension_DimValue); isVal {
-			dims = append(dims, dv.DimValue)
-		} else {
-			dims = append(dims, -1)
-		}
-	}
-	return dtype.Type(tt.ElemType), dims, true
 }

@@ -31,7 +31,7 @@ func bigModelPath(b *testing.B) string {
 		}
 		const n, layers = 2048, 30
 		m := graph.New(nil2(), "")
-		m.AddInput(graph.TensorInfo("x0", dtype.Float32, "batch", n))
+		m.AddInput(graph.SymbolicTensorInfo("x0", dtype.Float32, []graph.Dim{graph.DimParam("batch"), graph.DimValue(n)}))
 		vals := make([]float32, n*n)
 		for l := 0; l < layers; l++ {
 			for i := range vals {
@@ -42,7 +42,7 @@ func bigModelPath(b *testing.B) string {
 			m.NewNode("MatMul", fmt.Sprintf("/model/layers.%d/proj/MatMul", l),
 				[]string{fmt.Sprintf("x%d", l), w}, []string{fmt.Sprintf("x%d", l+1)})
 		}
-		m.AddOutput(graph.TensorInfo(fmt.Sprintf("x%d", layers), dtype.Float32, "batch", n))
+		m.AddOutput(graph.SymbolicTensorInfo(fmt.Sprintf("x%d", layers), dtype.Float32, []graph.Dim{graph.DimParam("batch"), graph.DimValue(n)}))
 		bigModel.path = filepath.Join(bigModel.dir, "model.onnx")
 		bigModel.err = m.Save(bigModel.path, graph.SaveOptions{ExternalData: true})
 	})

@@ -21,8 +21,8 @@ func nil2() *onnxpb.ModelProto {
 // chain builds x -> Relu -> Neg -> y, with its nodes stored in reverse.
 func chain() *graph.Model {
 	m := graph.New(nil2(), "")
-	m.AddInput(graph.TensorInfo("x", dtype.Float32, "n"))
-	m.AddOutput(graph.TensorInfo("y", dtype.Float32, "n"))
+	m.AddInput(graph.SymbolicTensorInfo("x", dtype.Float32, []graph.Dim{graph.DimParam("n")}))
+	m.AddOutput(graph.SymbolicTensorInfo("y", dtype.Float32, []graph.Dim{graph.DimParam("n")}))
 	m.NewNode("Neg", "neg", []string{"r"}, []string{"y"})
 	m.NewNode("Relu", "relu", []string{"x"}, []string{"r"})
 	return m
@@ -99,7 +99,7 @@ func TestValidate(t *testing.T) {
 			m.NewNode("Add", "add", []string{"y", "ghost"}, []string{"z"})
 		}, `reads "ghost", which nothing defines`},
 		{"undefined output", func(m *graph.Model) {
-			m.AddOutput(graph.TensorInfo("nowhere", dtype.Float32))
+			m.AddOutput(graph.TensorInfo("nowhere", dtype.Float32, nil))
 		}, `graph output "nowhere" is not defined`},
 		{"defined twice", func(m *graph.Model) {
 			m.NewNode("Relu", "relu2", []string{"x"}, []string{"r"})

@@ -284,6 +284,28 @@ func NewFloat32Tensor(name string, dt dtype.Type, dims []int64, values []float32
 	return t
 }
 
+// NewFloatTensor returns a tensor of float type dt (float32, float16,
+// bfloat16 or float64) holding values: exactly for float64, rounded to
+// nearest even for the narrower types. Like NewFloat32Tensor, it panics
+// if the sizes disagree or dt is not a float type.
+func NewFloatTensor(name string, dt dtype.Type, dims []int64, values []float64) *onnxpb.TensorProto {
+	if dt != dtype.Float64 {
+		f := make([]float32, len(values))
+		for i, v := range values {
+			f[i] = float32(v)
+		}
+		return NewFloat32Tensor(name, dt, dims, f)
+	}
+	if int64(len(values)) != NumElements(dims) {
+		panic(errorf("tensor %q: %d values for shape %v", name, len(values), dims))
+	}
+	raw := make([]byte, 8*len(values))
+	for i, v := range values {
+		binary.LittleEndian.PutUint64(raw[8*i:], math.Float64bits(v))
+	}
+	return &onnxpb.TensorProto{Name: name, DataType: int32(dt), Dims: append([]int64(nil), dims...), RawData: raw}
+}
+
 // NewInt64Tensor returns an int64 tensor holding values. It panics if the
 // sizes disagree.
 func NewInt64Tensor(name string, dims []int64, values []int64) *onnxpb.TensorProto {

@@ -124,71 +124,75 @@ func BERT(c BERTConfig) (*graph.Model, error) {
 		return nil, err
 	}
 	c = c.withDefaults()
-	b := newBuilder("bert", dtype.Float32, c.Seed, c.InitStd)
-	m := b.m
+	ex := newExporter("bert", dtype.Float32, c.Seed, c.InitStd, false)
+	m := ex.Model()
 	e, h, d := c.Hidden, c.Heads, c.HeadDim()
-	ln := func(scope, module, x string) string {
-		return b.layerNorm(scope, module, x, e, c.LayerNormEps, c.DecomposeLayerNorm)
+	ln := func(s *graph.Builder, module, x string) string {
+		return ex.layerNorm(s, module, x, e, c.LayerNormEps, c.DecomposeLayerNorm)
 	}
 
-	m.AddInput(graph.TensorInfo("input_ids", dtype.Int64, "batch_size", "sequence_length"))
-	m.AddInput(graph.TensorInfo("attention_mask", dtype.Int64, "batch_size", "sequence_length"))
+	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+	m.AddInput(graph.SymbolicTensorInfo("attention_mask", dtype.Int64, []graph.Dim{batchDim, seqDim}))
 	if c.TokenTypeIDs {
-		m.AddInput(graph.TensorInfo("token_type_ids", dtype.Int64, "batch_size", "sequence_length"))
+		m.AddInput(graph.SymbolicTensorInfo("token_type_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
 	}
 
-	const es = "/bert/embeddings"
-	word := b.weight("bert.embeddings.word_embeddings.weight", int64(c.VocabSize), int64(e))
-	posTable := b.weight("bert.embeddings.position_embeddings.weight", int64(c.MaxPositions), int64(e))
-	typeTable := b.weight("bert.embeddings.token_type_embeddings.weight", int64(c.TypeVocab), int64(e))
-	shape := b.op(es, "Shape", []string{"input_ids"})
+	top := ex.At("/bert")
+	es := top.In("embeddings")
+	word := ex.weight("bert.embeddings.word_embeddings.weight", int64(c.VocabSize), int64(e))
+	posTable := ex.weight("bert.embeddings.position_embeddings.weight", int64(c.MaxPositions), int64(e))
+	typeTable := ex.weight("bert.embeddings.token_type_embeddings.weight", int64(c.TypeVocab), int64(e))
+	shape := es.Op("Shape", []string{"input_ids"})
 	types := "token_type_ids"
 	if !c.TokenTypeIDs {
 		zero := &onnxpb.TensorProto{DataType: int32(dtype.Int64), Dims: []int64{1}, RawData: make([]byte, 8)}
-		types = b.op(es, "ConstantOfShape", []string{shape}, graph.AttrTensor("value", zero))
+		types = es.Op("ConstantOfShape", []string{shape}, graph.AttrTensor("value", zero))
 	}
-	seq := b.op(es, "Gather", []string{shape, b.int0(1)}, graph.AttrInt("axis", 0))
-	pos := b.op(es, "Range", []string{b.int0(0), seq, b.int0(1)})
-	pos = b.op(es, "Unsqueeze", []string{pos, b.ints(0)})
-	x := b.op(es+"/word_embeddings", "Gather", []string{word, "input_ids"})
-	t := b.op(es+"/token_type_embeddings", "Gather", []string{typeTable, types})
-	x = b.op(es, "Add", []string{x, t})
-	p := b.op(es+"/position_embeddings", "Gather", []string{posTable, pos})
-	x = b.op(es, "Add", []string{x, p})
-	x = ln(es+"/LayerNorm", "bert.embeddings.LayerNorm", x)
+	seq := es.Op("Gather", []string{shape, ex.Int64(1)}, graph.AttrInt("axis", 0))
+	pos := es.Op("Range", []string{ex.Int64(0), seq, ex.Int64(1)})
+	pos = es.Op("Unsqueeze", []string{pos, ex.Int64s(0)})
+	x := es.In("word_embeddings").Op("Gather", []string{word, "input_ids"})
+	t := es.In("token_type_embeddings").Op("Gather", []string{typeTable, types})
+	x = es.Op("Add", []string{x, t})
+	p := es.In("position_embeddings").Op("Gather", []string{posTable, pos})
+	x = es.Op("Add", []string{x, p})
+	x = ln(es.In("LayerNorm"), "bert.embeddings.LayerNorm", x)
 
 	// (1 − mask)·lowest, [batch, 1, 1, seq]
-	mask := b.op("/bert", "Unsqueeze", []string{"attention_mask", b.ints(1, 2)})
-	mask = b.op("/bert", "Cast", []string{mask}, graph.AttrInt("to", int64(b.elem)))
-	mask = b.op("/bert", "Sub", []string{b.scalar(b.elem, 1), mask})
-	mask = b.op("/bert", "Mul", []string{mask, b.scalar(b.elem, lowest(b.elem))})
+	mask := top.Op("Unsqueeze", []string{"attention_mask", ex.Int64s(1, 2)})
+	mask = top.Op("Cast", []string{mask}, graph.AttrInt("to", int64(ex.elem)))
+	mask = top.Op("Sub", []string{ex.Scalar(ex.elem, 1), mask})
+	mask = top.Op("Mul", []string{mask, ex.Scalar(ex.elem, lowest(ex.elem))})
 
 	for i := range c.Layers {
-		scope := fmt.Sprintf("/bert/encoder/layer.%d", i)
+		layer := top.In(fmt.Sprintf("encoder/layer.%d", i))
 		module := fmt.Sprintf("bert.encoder.layer.%d", i)
-		self := scope + "/attention/self"
+		self := layer.In("attention/self")
 
-		q := b.linear(self+"/query", module+".attention.self.query", x, e, e, true, "")
-		k := b.linear(self+"/key", module+".attention.self.key", x, e, e, true, "")
-		v := b.linear(self+"/value", module+".attention.self.value", x, e, e, true, "")
-		a := b.attention(self, b.splitHeads(self, q, h, d), b.splitHeads(self, k, h, d), b.splitHeads(self, v, h, d), mask, d, true)
-		a = b.mergeHeads(self, a, e)
-		a = b.linear(scope+"/attention/output/dense", module+".attention.output.dense", a, e, e, true, "")
-		a = b.op(scope+"/attention/output", "Add", []string{a, x})
-		x = ln(scope+"/attention/output/LayerNorm", module+".attention.output.LayerNorm", a)
+		q := ex.linear(self.In("query"), module+".attention.self.query", x, e, e, true, "")
+		k := ex.linear(self.In("key"), module+".attention.self.key", x, e, e, true, "")
+		v := ex.linear(self.In("value"), module+".attention.self.value", x, e, e, true, "")
+		a := ex.attention(self, ex.splitHeads(self, q, h, d), ex.splitHeads(self, k, h, d), ex.splitHeads(self, v, h, d), mask, d, true)
+		a = ex.mergeHeads(self, a, e)
+		out := layer.In("attention/output")
+		a = ex.linear(out.In("dense"), module+".attention.output.dense", a, e, e, true, "")
+		a = out.Op("Add", []string{a, x})
+		x = ln(out.In("LayerNorm"), module+".attention.output.LayerNorm", a)
 
-		f := b.linear(scope+"/intermediate/dense", module+".intermediate.dense", x, e, c.Intermediate, true, "")
-		f = b.geluErf(scope+"/intermediate/intermediate_act_fn", f)
-		f = b.linear(scope+"/output/dense", module+".output.dense", f, c.Intermediate, e, true, "")
-		f = b.op(scope+"/output", "Add", []string{f, x})
-		x = ln(scope+"/output/LayerNorm", module+".output.LayerNorm", f)
+		f := ex.linear(layer.In("intermediate/dense"), module+".intermediate.dense", x, e, c.Intermediate, true, "")
+		f = ex.geluErf(layer.In("intermediate/intermediate_act_fn"), f)
+		out = layer.In("output")
+		f = ex.linear(out.In("dense"), module+".output.dense", f, c.Intermediate, e, true, "")
+		f = out.Op("Add", []string{f, x})
+		x = ln(out.In("LayerNorm"), module+".output.LayerNorm", f)
 	}
 
-	first := b.op("/bert/pooler", "Gather", []string{x, b.int0(0)}, graph.AttrInt("axis", 1))
-	pooled := b.linear("/bert/pooler/dense", "bert.pooler.dense", first, e, e, true, "")
-	pooled = b.op("/bert/pooler/activation", "Tanh", []string{pooled})
-	b.linear("/classifier", "classifier", pooled, e, c.NumLabels, true, "logits")
+	pooler := top.In("pooler")
+	first := pooler.Op("Gather", []string{x, ex.Int64(0)}, graph.AttrInt("axis", 1))
+	pooled := ex.linear(pooler.In("dense"), "bert.pooler.dense", first, e, e, true, "")
+	pooled = pooler.In("activation").Op("Tanh", []string{pooled})
+	ex.linear(ex.At("/classifier"), "classifier", pooled, e, c.NumLabels, true, "logits")
 
-	m.AddOutput(graph.TensorInfo("logits", dtype.Float32, "batch_size", c.NumLabels))
-	return b.finish("bert")
+	m.AddOutput(graph.SymbolicTensorInfo("logits", dtype.Float32, []graph.Dim{batchDim, sized(c.NumLabels)}))
+	return ex.finish("bert")
 }

@@ -126,80 +126,76 @@ func GPT2(c GPT2Config) (*graph.Model, error) {
 		return nil, err
 	}
 	c = c.withDefaults()
-	b := newBuilder("gpt2", dtype.Float32, c.Seed, c.InitStd)
-	b.anon = c.AnonymousNodes
-	m := b.m
+	ex := newExporter("gpt2", dtype.Float32, c.Seed, c.InitStd, c.AnonymousNodes)
+	m := ex.Model()
 	e, h, d := c.Hidden, c.Heads, c.HeadDim()
 
-	m.AddInput(graph.TensorInfo("input_ids", dtype.Int64, "batch_size", "sequence_length"))
-	m.AddInput(graph.TensorInfo("attention_mask", dtype.Int64, "batch_size", "total_sequence_length"))
+	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+	m.AddInput(graph.SymbolicTensorInfo("attention_mask", dtype.Int64, []graph.Dim{batchDim, totalDim}))
 	if !c.NoCache {
-		for i := range c.Layers {
-			for _, kind := range []string{"key", "value"} {
-				m.AddInput(graph.TensorInfo(fmt.Sprintf("past_key_values.%d.%s", i, kind), dtype.Float32, "batch_size", h, "past_sequence_length", d))
-			}
+		for _, v := range cacheInfos("past_key_values", c.Layers, dtype.Float32, h, pastDim, d) {
+			m.AddInput(v)
 		}
 	}
 
-	wte := b.weight("transformer.wte.weight", int64(c.VocabSize), int64(e))
-	wpe := b.weight("transformer.wpe.weight", int64(c.MaxPositions), int64(e))
-	mask, qpos := b.causalMask("/transformer", "input_ids", "attention_mask")
-	tok := b.op("/transformer/wte", "Gather", []string{wte, "input_ids"})
-	pos := b.op("/transformer", "Unsqueeze", []string{qpos, b.ints(0)})
-	pe := b.op("/transformer/wpe", "Gather", []string{wpe, pos})
-	x := b.op("/transformer", "Add", []string{tok, pe})
+	top := ex.At("/transformer")
+	wte := ex.weight("transformer.wte.weight", int64(c.VocabSize), int64(e))
+	wpe := ex.weight("transformer.wpe.weight", int64(c.MaxPositions), int64(e))
+	mask, qpos := ex.causalMask(top, "input_ids", "attention_mask")
+	tok := top.In("wte").Op("Gather", []string{wte, "input_ids"})
+	pos := top.Op("Unsqueeze", []string{qpos, ex.Int64s(0)})
+	pe := top.In("wpe").Op("Gather", []string{wpe, pos})
+	x := top.Op("Add", []string{tok, pe})
 
 	var lead string
 	if c.Gemm {
-		lead = b.op("/transformer", "Shape", []string{"input_ids"})
+		lead = top.Op("Shape", []string{"input_ids"})
 	}
-	lin := func(scope, module, x string, in, out int) string {
+	lin := func(s *graph.Builder, module, x string, in, out int) string {
 		if c.Gemm {
-			return b.gemm(scope, module, x, lead, in, out, "")
+			return ex.gemm(s, module, x, lead, in, out, "")
 		}
-		return b.linear(scope, module, x, in, out, true, "")
+		return ex.linear(s, module, x, in, out, true, "")
 	}
 
 	for i := range c.Layers {
-		scope := fmt.Sprintf("/transformer/h.%d", i)
+		layer := top.In(fmt.Sprintf("h.%d", i))
 		module := fmt.Sprintf("transformer.h.%d", i)
-		attn, mlp := scope+"/attn", scope+"/mlp"
+		attn, mlp := layer.In("attn"), layer.In("mlp")
 
-		n := b.layerNorm(scope+"/ln_1", module+".ln_1", x, e, c.LayerNormEps, c.DecomposeLayerNorm)
-		qkv := lin(attn+"/c_attn", module+".attn.c_attn", n, e, 3*e)
-		parts := b.add(attn, "Split", nil, 3, []string{qkv, b.ints(int64(e), int64(e), int64(e))}, graph.AttrInt("axis", -1))
-		q := b.splitHeads(attn, parts[0], h, d)
-		k := b.splitHeads(attn, parts[1], h, d)
-		v := b.splitHeads(attn, parts[2], h, d)
+		n := ex.layerNorm(layer.In("ln_1"), module+".ln_1", x, e, c.LayerNormEps, c.DecomposeLayerNorm)
+		qkv := lin(attn.In("c_attn"), module+".attn.c_attn", n, e, 3*e)
+		parts := attn.Node("", "Split", []string{qkv, ex.Int64s(int64(e), int64(e), int64(e))}, 3, graph.AttrInt("axis", -1)).Output
+		q := ex.splitHeads(attn, parts[0], h, d)
+		k := ex.splitHeads(attn, parts[1], h, d)
+		v := ex.splitHeads(attn, parts[2], h, d)
 		if !c.NoCache {
-			k = b.opTo(fmt.Sprintf("present.%d.key", i), attn, "Concat", []string{fmt.Sprintf("past_key_values.%d.key", i), k}, graph.AttrInt("axis", 2))
-			v = b.opTo(fmt.Sprintf("present.%d.value", i), attn, "Concat", []string{fmt.Sprintf("past_key_values.%d.value", i), v}, graph.AttrInt("axis", 2))
+			k = opTo(attn, fmt.Sprintf("present.%d.key", i), "Concat", []string{fmt.Sprintf("past_key_values.%d.key", i), k}, graph.AttrInt("axis", 2))
+			v = opTo(attn, fmt.Sprintf("present.%d.value", i), "Concat", []string{fmt.Sprintf("past_key_values.%d.value", i), v}, graph.AttrInt("axis", 2))
 		}
-		a := b.attention(attn, q, k, v, mask, d, true)
-		a = b.mergeHeads(attn, a, e)
-		a = lin(attn+"/c_proj", module+".attn.c_proj", a, e, e)
-		x = b.op(scope, "Add", []string{x, a})
+		a := ex.attention(attn, q, k, v, mask, d, true)
+		a = ex.mergeHeads(attn, a, e)
+		a = lin(attn.In("c_proj"), module+".attn.c_proj", a, e, e)
+		x = layer.Op("Add", []string{x, a})
 
-		n = b.layerNorm(scope+"/ln_2", module+".ln_2", x, e, c.LayerNormEps, c.DecomposeLayerNorm)
-		f := lin(mlp+"/c_fc", module+".mlp.c_fc", n, e, c.Intermediate)
-		f = b.geluTanh(mlp+"/act", f)
-		f = lin(mlp+"/c_proj", module+".mlp.c_proj", f, c.Intermediate, e)
-		x = b.op(scope, "Add", []string{x, f})
+		n = ex.layerNorm(layer.In("ln_2"), module+".ln_2", x, e, c.LayerNormEps, c.DecomposeLayerNorm)
+		f := lin(mlp.In("c_fc"), module+".mlp.c_fc", n, e, c.Intermediate)
+		f = ex.geluTanh(mlp.In("act"), f)
+		f = lin(mlp.In("c_proj"), module+".mlp.c_proj", f, c.Intermediate, e)
+		x = layer.Op("Add", []string{x, f})
 	}
-	x = b.layerNorm("/transformer/ln_f", "transformer.ln_f", x, e, c.LayerNormEps, c.DecomposeLayerNorm)
+	x = ex.layerNorm(top.In("ln_f"), "transformer.ln_f", x, e, c.LayerNormEps, c.DecomposeLayerNorm)
 	head := transposeInit(m.Initializer(wte), "lm_head.weight")
 	m.AddInitializer(head)
-	b.opTo("logits", "/lm_head", "MatMul", []string{x, head.Name})
+	opTo(ex.At("/lm_head"), "logits", "MatMul", []string{x, head.Name})
 
-	m.AddOutput(graph.TensorInfo("logits", dtype.Float32, "batch_size", "sequence_length", c.VocabSize))
+	m.AddOutput(graph.SymbolicTensorInfo("logits", dtype.Float32, []graph.Dim{batchDim, seqDim, sized(c.VocabSize)}))
 	if !c.NoCache {
-		for i := range c.Layers {
-			for _, kind := range []string{"key", "value"} {
-				m.AddOutput(graph.TensorInfo(fmt.Sprintf("present.%d.%s", i, kind), dtype.Float32, "batch_size", h, "total_sequence_length", d))
-			}
+		for _, v := range cacheInfos("present", c.Layers, dtype.Float32, h, totalDim, d) {
+			m.AddOutput(v)
 		}
 	}
-	return b.finish("gpt2")
+	return ex.finish("gpt2")
 }
 
 // transposeInit returns a copy of the 2-D float32 initializer t, transposed

@@ -136,102 +136,100 @@ func Llama(c LlamaConfig) (*graph.Model, error) {
 		return nil, err
 	}
 	c = c.withDefaults()
-	b := newBuilder("llama", c.DType, c.Seed, c.InitStd)
-	m := b.m
+	ex := newExporter("llama", c.DType, c.Seed, c.InitStd, false)
+	m := ex.Model()
 	e, h, kv, d := c.Hidden, c.Heads, c.KVHeads, c.HeadDim()
 
-	m.AddInput(graph.TensorInfo("input_ids", dtype.Int64, "batch_size", "sequence_length"))
-	m.AddInput(graph.TensorInfo("attention_mask", dtype.Int64, "batch_size", "total_sequence_length"))
-	m.AddInput(graph.TensorInfo("position_ids", dtype.Int64, "batch_size", "sequence_length"))
+	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+	m.AddInput(graph.SymbolicTensorInfo("attention_mask", dtype.Int64, []graph.Dim{batchDim, totalDim}))
+	m.AddInput(graph.SymbolicTensorInfo("position_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
 	if !c.NoCache {
-		for i := range c.Layers {
-			for _, kind := range []string{"key", "value"} {
-				m.AddInput(graph.TensorInfo(fmt.Sprintf("past_key_values.%d.%s", i, kind), c.DType, "batch_size", kv, "past_sequence_length", d))
-			}
+		for _, v := range cacheInfos("past_key_values", c.Layers, c.DType, kv, pastDim, d) {
+			m.AddInput(v)
 		}
 	}
 
-	emb := b.weight("model.embed_tokens.weight", int64(c.VocabSize), int64(e))
-	x := b.op("/model/embed_tokens", "Gather", []string{emb, "input_ids"})
-	mask, _ := b.causalMask("/model", "input_ids", "attention_mask")
-	cos, sin := b.rotary("/model/rotary_emb", "position_ids", d, c.RopeTheta)
+	top := ex.At("/model")
+	emb := ex.weight("model.embed_tokens.weight", int64(c.VocabSize), int64(e))
+	x := top.In("embed_tokens").Op("Gather", []string{emb, "input_ids"})
+	mask, _ := ex.causalMask(top, "input_ids", "attention_mask")
+	cos, sin := ex.rotary(top.In("rotary_emb"), "position_ids", d, c.RopeTheta)
 
 	for i := range c.Layers {
-		scope := fmt.Sprintf("/model/layers.%d", i)
+		layer := top.In(fmt.Sprintf("layers.%d", i))
 		module := fmt.Sprintf("model.layers.%d", i)
-		attn, mlp := scope+"/self_attn", scope+"/mlp"
+		attn, mlp := layer.In("self_attn"), layer.In("mlp")
 
-		n := b.rmsNorm(scope+"/input_layernorm", module+".input_layernorm", x, e, c.RMSNormEps)
-		q := b.linear(attn+"/q_proj", module+".self_attn.q_proj", n, e, h*d, false, "")
-		k := b.linear(attn+"/k_proj", module+".self_attn.k_proj", n, e, kv*d, false, "")
-		v := b.linear(attn+"/v_proj", module+".self_attn.v_proj", n, e, kv*d, false, "")
-		q = b.rope(attn, b.splitHeads(attn, q, h, d), cos, sin, d)
-		k = b.rope(attn, b.splitHeads(attn, k, kv, d), cos, sin, d)
-		v = b.splitHeads(attn, v, kv, d)
+		n := ex.rmsNorm(layer.In("input_layernorm"), module+".input_layernorm", x, e, c.RMSNormEps)
+		q := ex.linear(attn.In("q_proj"), module+".self_attn.q_proj", n, e, h*d, false, "")
+		k := ex.linear(attn.In("k_proj"), module+".self_attn.k_proj", n, e, kv*d, false, "")
+		v := ex.linear(attn.In("v_proj"), module+".self_attn.v_proj", n, e, kv*d, false, "")
+		q = ex.rope(attn, ex.splitHeads(attn, q, h, d), cos, sin, d)
+		k = ex.rope(attn, ex.splitHeads(attn, k, kv, d), cos, sin, d)
+		v = ex.splitHeads(attn, v, kv, d)
 		if !c.NoCache {
-			k = b.opTo(fmt.Sprintf("present.%d.key", i), attn, "Concat", []string{fmt.Sprintf("past_key_values.%d.key", i), k}, graph.AttrInt("axis", 2))
-			v = b.opTo(fmt.Sprintf("present.%d.value", i), attn, "Concat", []string{fmt.Sprintf("past_key_values.%d.value", i), v}, graph.AttrInt("axis", 2))
+			k = opTo(attn, fmt.Sprintf("present.%d.key", i), "Concat", []string{fmt.Sprintf("past_key_values.%d.key", i), k}, graph.AttrInt("axis", 2))
+			v = opTo(attn, fmt.Sprintf("present.%d.value", i), "Concat", []string{fmt.Sprintf("past_key_values.%d.value", i), v}, graph.AttrInt("axis", 2))
 		}
-		k = b.repeatKV(attn, k, kv, h/kv, d)
-		v = b.repeatKV(attn, v, kv, h/kv, d)
-		a := b.attention(attn, q, k, v, mask, d, false)
-		a = b.mergeHeads(attn, a, h*d)
-		a = b.linear(attn+"/o_proj", module+".self_attn.o_proj", a, h*d, e, false, "")
-		x = b.op(scope, "Add", []string{x, a})
+		k = ex.repeatKV(attn, k, kv, h/kv, d)
+		v = ex.repeatKV(attn, v, kv, h/kv, d)
+		a := ex.attention(attn, q, k, v, mask, d, false)
+		a = ex.mergeHeads(attn, a, h*d)
+		a = ex.linear(attn.In("o_proj"), module+".self_attn.o_proj", a, h*d, e, false, "")
+		x = layer.Op("Add", []string{x, a})
 
-		n = b.rmsNorm(scope+"/post_attention_layernorm", module+".post_attention_layernorm", x, e, c.RMSNormEps)
-		g := b.linear(mlp+"/gate_proj", module+".mlp.gate_proj", n, e, c.Intermediate, false, "")
-		g = b.op(mlp+"/act_fn", "Mul", []string{g, b.op(mlp+"/act_fn", "Sigmoid", []string{g})})
-		u := b.linear(mlp+"/up_proj", module+".mlp.up_proj", n, e, c.Intermediate, false, "")
-		g = b.op(mlp, "Mul", []string{g, u})
-		g = b.linear(mlp+"/down_proj", module+".mlp.down_proj", g, c.Intermediate, e, false, "")
-		x = b.op(scope, "Add", []string{x, g})
+		n = ex.rmsNorm(layer.In("post_attention_layernorm"), module+".post_attention_layernorm", x, e, c.RMSNormEps)
+		g := ex.linear(mlp.In("gate_proj"), module+".mlp.gate_proj", n, e, c.Intermediate, false, "")
+		act := mlp.In("act_fn")
+		g = act.Op("Mul", []string{g, act.Op("Sigmoid", []string{g})})
+		u := ex.linear(mlp.In("up_proj"), module+".mlp.up_proj", n, e, c.Intermediate, false, "")
+		g = mlp.Op("Mul", []string{g, u})
+		g = ex.linear(mlp.In("down_proj"), module+".mlp.down_proj", g, c.Intermediate, e, false, "")
+		x = layer.Op("Add", []string{x, g})
 	}
-	x = b.rmsNorm("/model/norm", "model.norm", x, e, c.RMSNormEps)
-	b.linear("/lm_head", "lm_head", x, e, c.VocabSize, false, "logits")
+	x = ex.rmsNorm(top.In("norm"), "model.norm", x, e, c.RMSNormEps)
+	ex.linear(ex.At("/lm_head"), "lm_head", x, e, c.VocabSize, false, "logits")
 
-	m.AddOutput(graph.TensorInfo("logits", c.DType, "batch_size", "sequence_length", c.VocabSize))
+	m.AddOutput(graph.SymbolicTensorInfo("logits", c.DType, []graph.Dim{batchDim, seqDim, sized(c.VocabSize)}))
 	if !c.NoCache {
-		for i := range c.Layers {
-			for _, kind := range []string{"key", "value"} {
-				m.AddOutput(graph.TensorInfo(fmt.Sprintf("present.%d.%s", i, kind), c.DType, "batch_size", kv, "total_sequence_length", d))
-			}
+		for _, v := range cacheInfos("present", c.Layers, c.DType, kv, totalDim, d) {
+			m.AddOutput(v)
 		}
 	}
-	return b.finish("llama")
+	return ex.finish("llama")
 }
 
 // rotary adds the cos and sin tables of RoPE for position_ids [batch, seq]:
 // freqs = position·θ^(−2j/dim) for j < dim/2, emb = [freqs, freqs], and
 // returns cos(emb) and sin(emb) as [batch, 1, seq, dim], computed in
 // float32 and cast to the model's type.
-func (b *builder) rotary(scope, positionIDs string, dim int, theta float64) (cos, sin string) {
-	inv := make([]float32, dim/2)
+func (ex *exporter) rotary(s *graph.Builder, positionIDs string, dim int, theta float64) (cos, sin string) {
+	inv := make([]float64, dim/2)
 	for j := range inv {
-		inv[j] = float32(1 / math.Pow(theta, float64(2*j)/float64(dim)))
+		inv[j] = 1 / math.Pow(theta, float64(2*j)/float64(dim))
 	}
-	pos := b.op(scope, "Cast", []string{positionIDs}, graph.AttrInt("to", int64(dtype.Float32)))
-	pos = b.op(scope, "Unsqueeze", []string{pos, b.ints(-1)})
-	freqs := b.op(scope, "Mul", []string{pos, b.floats(dtype.Float32, inv)})
-	emb := b.op(scope, "Concat", []string{freqs, freqs}, graph.AttrInt("axis", -1))
-	cos = b.op(scope, "Cos", []string{emb})
-	sin = b.op(scope, "Sin", []string{emb})
-	cos = b.castTo(scope, cos, dtype.Float32, b.elem)
-	sin = b.castTo(scope, sin, dtype.Float32, b.elem)
-	cos = b.op(scope, "Unsqueeze", []string{cos, b.ints(1)})
-	sin = b.op(scope, "Unsqueeze", []string{sin, b.ints(1)})
+	pos := s.Op("Cast", []string{positionIDs}, graph.AttrInt("to", int64(dtype.Float32)))
+	pos = s.Op("Unsqueeze", []string{pos, ex.Int64s(-1)})
+	freqs := s.Op("Mul", []string{pos, ex.Floats(dtype.Float32, []int64{int64(len(inv))}, inv)})
+	emb := s.Op("Concat", []string{freqs, freqs}, graph.AttrInt("axis", -1))
+	cos = s.Op("Cos", []string{emb})
+	sin = s.Op("Sin", []string{emb})
+	cos = castTo(s, cos, dtype.Float32, ex.elem)
+	sin = castTo(s, sin, dtype.Float32, ex.elem)
+	cos = s.Op("Unsqueeze", []string{cos, ex.Int64s(1)})
+	sin = s.Op("Unsqueeze", []string{sin, ex.Int64s(1)})
 	return cos, sin
 }
 
 // rope applies the rotation to x [batch, heads, seq, dim]:
 // x·cos + rotate_half(x)·sin, where rotate_half(x) = [−x₂, x₁] for the two
 // halves x₁, x₂ of the last axis.
-func (b *builder) rope(scope, x, cos, sin string, dim int) string {
-	half, axis := int64(dim/2), b.ints(-1)
-	x1 := b.op(scope, "Slice", []string{x, b.ints(0), b.ints(half), axis})
-	x2 := b.op(scope, "Slice", []string{x, b.ints(half), b.ints(int64(dim)), axis})
-	rot := b.op(scope, "Concat", []string{b.op(scope, "Neg", []string{x2}), x1}, graph.AttrInt("axis", -1))
-	xc := b.op(scope, "Mul", []string{x, cos})
-	rs := b.op(scope, "Mul", []string{rot, sin})
-	return b.op(scope, "Add", []string{xc, rs})
+func (ex *exporter) rope(s *graph.Builder, x, cos, sin string, dim int) string {
+	half, axis := int64(dim/2), ex.Int64s(-1)
+	x1 := s.Op("Slice", []string{x, ex.Int64s(0), ex.Int64s(half), axis})
+	x2 := s.Op("Slice", []string{x, ex.Int64s(half), ex.Int64s(int64(dim)), axis})
+	rot := s.Op("Concat", []string{s.Op("Neg", []string{x2}), x1}, graph.AttrInt("axis", -1))
+	xc := s.Op("Mul", []string{x, cos})
+	rs := s.Op("Mul", []string{rot, sin})
+	return s.Op("Add", []string{xc, rs})
 }

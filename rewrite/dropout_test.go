@@ -22,8 +22,8 @@ func TestDropout(t *testing.T) {
 			Name:        "dropout",
 			Node:        []*onnxpb.NodeProto{{OpType: "MatMul", Name: "/proj/MatMul", Input: []string{"x", "proj.weight"}, Output: []string{"y"}}},
 			Initializer: []*onnxpb.TensorProto{graph.NewFloat32Tensor("proj.weight", dtype.Float32, []int64{1, 1}, []float32{0})},
-			Input:       []*onnxpb.ValueInfoProto{graph.TensorInfo("x", dtype.Float32, rows, 1)},
-			Output:      []*onnxpb.ValueInfoProto{graph.TensorInfo("y", dtype.Float32, rows, 1)},
+			Input:       []*onnxpb.ValueInfoProto{graph.TensorInfo("x", dtype.Float32, []int64{rows, 1})},
+			Output:      []*onnxpb.ValueInfoProto{graph.TensorInfo("y", dtype.Float32, []int64{rows, 1})},
 		}
 		m := graph.New(&onnxpb.ModelProto{IrVersion: 7, OpsetImport: []*onnxpb.OperatorSetIdProto{{Version: opset}}, Graph: g}, "")
 		cfg := config(1, 1, "proj")

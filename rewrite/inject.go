@@ -183,7 +183,7 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 	}
 
 	extras := trainableExtras(m, &cfg, all, targets)
-	b := &builder{m: m, opset: opset, asInputs: o.asInputs, dropout: cfg.Dropout, after: map[*onnxpb.NodeProto][]*onnxpb.NodeProto{}}
+	b := newLoRAGraph(m, opset, o.asInputs, cfg.Dropout)
 	original := slices.Clone(m.Proto.Graph.Node)
 	built := map[string]string{} // module -> the value holding B as the graph multiplies by it
 	var sites []Site
@@ -328,48 +328,42 @@ func checkRewirable(m *graph.Model, l Linear) error {
 	return nil
 }
 
-// builder adds the nodes and initializers of LoRA branches.
-type builder struct {
-	m        *graph.Model
+// loraGraph adds the nodes and initializers of LoRA branches through a
+// graph.Builder, and keeps the records the builder does not: which site
+// owns each node and initializer (Site.Nodes, Site.Initializers), which
+// values and nodes every site shares, and where each node goes.
+//
+// Nodes go right after the base node of their site, or to the front of
+// the graph where they have none (B's weight side, the nodes every site
+// shares): inject puts them there once every branch is built, so that a
+// sorted graph stays sorted and an unsorted one keeps its order.
+type loraGraph struct {
+	g        *graph.Builder
 	opset    int64
 	asInputs bool
 	dropout  float64
 
-	site        *Site // the site being built
+	site        *Site             // the site being built; nil while building what sites share
+	base        *onnxpb.NodeProto // the base node of the site being built; nil puts nodes in front
 	front       []*onnxpb.NodeProto
 	after       map[*onnxpb.NodeProto][]*onnxpb.NodeProto
-	base        *onnxpb.NodeProto // the base node of the site being built
-	shared      []string          // names of shared inputs and initializers
-	sharedNodes []string          // names of nodes that every site uses
+	shared      []string // names of shared inputs and initializers
+	sharedNodes []string // names of nodes that every site uses
 
 	training          string // TrainingModeInput, once added
 	ratio, ratioScale string // composite dropout: effective rate and 1/(1-rate)
 	ratioConst        string // native dropout: the rate
 }
 
-// node adds a node named prefix+"/"+op (made unique), with one output, and
-// returns the output's name. Nodes go after the current base node, or to
-// the front when front is set.
-func (b *builder) node(front bool, prefix, op string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
-	return b.nodeN(front, prefix, op, inputs, 1, attrs...)[0]
+func newLoRAGraph(m *graph.Model, opset int64, asInputs bool, dropout float64) *loraGraph {
+	b := &loraGraph{opset: opset, asInputs: asInputs, dropout: dropout, after: map[*onnxpb.NodeProto][]*onnxpb.NodeProto{}}
+	b.g = graph.NewBuilder(m, graph.BuilderOptions{Outputs: graph.OutputsUnderNode, OnNode: b.placeNode, OnInitializer: b.ownInitializer})
+	return b
 }
 
-// nodeN is node for an op with n outputs.
-func (b *builder) nodeN(front bool, prefix, op string, inputs []string, n int, attrs ...*onnxpb.AttributeProto) []string {
-	name := b.m.UniqueName(prefix + "/" + op)
-	outs := make([]string, n)
-	for i := range outs {
-		outs[i] = b.m.UniqueName(name + "/output_" + strconv.Itoa(i))
-	}
-	nd := &onnxpb.NodeProto{OpType: op, Name: name, Input: inputs, Output: outs, Attribute: attrs}
-	b.m.AddNode(nd)
-	b.place(front, nd)
-	return outs
-}
-
-// place records where n goes and that the current site owns it.
-func (b *builder) place(front bool, n *onnxpb.NodeProto) {
-	if front || b.base == nil {
+// placeNode records where n goes and that the current site owns it.
+func (b *loraGraph) placeNode(n *onnxpb.NodeProto) {
+	if b.base == nil {
 		b.front = append(b.front, n)
 	} else {
 		b.after[b.base] = append(b.after[b.base], n)
@@ -379,42 +373,49 @@ func (b *builder) place(front bool, n *onnxpb.NodeProto) {
 	}
 }
 
-// init adds t as an initializer called name (made unique) and returns the
-// name. The current site owns it.
-func (b *builder) init(name string, t *onnxpb.TensorProto) string {
-	t.Name = b.m.UniqueName(name)
-	b.m.AddInitializer(t)
+// ownInitializer records that the current site owns t.
+func (b *loraGraph) ownInitializer(t *onnxpb.TensorProto) {
 	if b.site != nil {
 		b.site.Initializers = append(b.site.Initializers, t.Name)
 	}
-	return t.Name
 }
 
-// int64s adds an int64 initializer.
-func (b *builder) int64s(name string, v ...int64) string {
-	return b.init(name, graph.NewInt64Tensor("", []int64{int64(len(v))}, v))
+// sharedPart runs build with no current site and no base node: what it
+// adds belongs to every site and goes to the front.
+func (b *loraGraph) sharedPart(build func()) {
+	site, base := b.site, b.base
+	b.site, b.base = nil, nil
+	build()
+	b.site, b.base = site, base
 }
 
-// scalar adds a scalar initializer of element type dt.
-func (b *builder) scalar(name string, dt dtype.Type, v float32) string {
-	return b.init(name, graph.NewFloat32Tensor("", dt, nil, []float32{v}))
+// int64s adds a 1-D int64 initializer named after name.
+func (b *loraGraph) int64s(name string, v ...int64) string {
+	return b.g.Initializer(name, graph.NewInt64Tensor("", []int64{int64(len(v))}, v))
+}
+
+// scalar adds a scalar initializer of element type dt named after name.
+func (b *loraGraph) scalar(name string, dt dtype.Type, v float32) string {
+	return b.g.Initializer(name, graph.NewFloat32Tensor("", dt, nil, []float32{v}))
 }
 
 // factors adds A and B: initializers, or graph inputs with rank-0 defaults.
-func (b *builder) factors(p *modulePlan) {
+// They carry fixed names and belong to the site by Site.A and Site.B.
+func (b *loraGraph) factors(p *modulePlan) {
+	m := b.g.Model()
 	s := b.site
 	dt := s.DType
 	aShape, bShape := s.AShape(int64(s.R)), s.BShape(int64(s.R))
 	if b.asInputs {
 		aShape, bShape = s.AShape(0), s.BShape(0)
-		b.m.AddInput(graph.TensorInfo(s.A, dt, s.In, -1))
-		b.m.AddInput(graph.TensorInfo(s.B, dt, -1, bShape[1]))
-		b.m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, nil))
-		b.m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, nil))
+		m.AddInput(graph.TensorInfo(s.A, dt, []int64{s.In, -1}))
+		m.AddInput(graph.TensorInfo(s.B, dt, []int64{-1, bShape[1]}))
+		m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, nil))
+		m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, nil))
 		return
 	}
-	b.m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, p.a))
-	b.m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, p.b))
+	m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, p.a))
+	m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, p.b))
 }
 
 // prefix returns the node-name prefix of l's branch: the node's path when
@@ -429,12 +430,12 @@ func prefix(l Linear) string {
 // weightSide adds the nodes that turn B into the matrix the branch
 // multiplies by, and returns that value: B itself for plain LoRA, Bfull
 // for a fused projection (see fused.go).
-func (b *builder) weightSide(l Linear) string {
+func (b *loraGraph) weightSide(l Linear) string {
 	s := b.site
 	if s.Enable == nil {
 		return s.B
 	}
-	pre := prefix(l) + "/lora_B"
+	sb := b.g.At(prefix(l)).In("lora_B")
 	n := len(s.Enable)
 	idx := enabledParts(s.Enable)
 	k := int64(len(idx))
@@ -444,25 +445,26 @@ func (b *builder) weightSide(l Linear) string {
 	for e, g := range idx {
 		mask[e*n+g] = 1
 	}
-	maskName := b.init(s.Module+".lora_enable_mask", graph.NewFloat32Tensor("", s.DType, []int64{k, 1, int64(n), 1, 1}, mask))
+	maskName := b.g.Initializer(s.Module+".lora_enable_mask", graph.NewFloat32Tensor("", s.DType, []int64{k, 1, int64(n), 1, 1}, mask))
 	// Reshape's 0 copies the input's dim, so a rank-0 B passes too.
-	v := b.node(true, pre, "Reshape", []string{s.B, b.int64s(s.Module+".lora_B.split_shape", 0, heads, k, d)})
-	v = b.node(true, pre, "Transpose", []string{v}, graph.AttrInts("perm", 2, 0, 1, 3))
-	v = b.node(true, pre, "Reshape", []string{v, b.int64s(s.Module+".lora_B.part_shape", 0, 0, 1, heads, d)})
-	v = b.node(true, pre, "Mul", []string{v, maskName})
-	v = b.node(true, pre, "Transpose", []string{v}, graph.AttrInts("perm", 0, 1, 3, 2, 4))
-	return b.node(true, pre, "Flatten", []string{v}, graph.AttrInt("axis", 2))
+	v := sb.Op("Reshape", []string{s.B, b.int64s(s.Module+".lora_B.split_shape", 0, heads, k, d)})
+	v = sb.Op("Transpose", []string{v}, graph.AttrInts("perm", 2, 0, 1, 3))
+	v = sb.Op("Reshape", []string{v, b.int64s(s.Module+".lora_B.part_shape", 0, 0, 1, heads, d)})
+	v = sb.Op("Mul", []string{v, maskName})
+	v = sb.Op("Transpose", []string{v}, graph.AttrInts("perm", 0, 1, 3, 2, 4))
+	return sb.Op("Flatten", []string{v}, graph.AttrInt("axis", 2))
 }
 
 // branch adds the activation side of l's branch, reading B as bFull, and
 // routes l's readers to the sum.
-func (b *builder) branch(l Linear, bFull string) {
+func (b *loraGraph) branch(l Linear, bFull string) {
 	s := b.site
-	m := b.m
+	m := b.g.Model()
 	base := l.Node
 	b.base = base
 	defer func() { b.base = nil }()
-	pre := prefix(l)
+	pre := b.g.At(prefix(l))
+	sa, sb := pre.In("lora_A"), pre.In("lora_B")
 
 	y := base.Output[0]
 	s.Output, s.BaseOutput, s.Sum = y, y, ""
@@ -476,67 +478,59 @@ func (b *builder) branch(l Linear, bFull string) {
 
 	x := base.Input[0] // read live: an earlier branch may have re-routed it
 	if l.TransA {
-		x = b.node(false, pre+"/lora_A", "Transpose", []string{x}, graph.AttrInts("perm", 1, 0))
+		x = sa.Op("Transpose", []string{x}, graph.AttrInts("perm", 1, 0))
 	}
 	if s.DType != l.DType {
-		x = b.node(false, pre+"/lora_A", "Cast", []string{x}, graph.AttrInt("to", int64(s.DType)))
+		x = sa.Op("Cast", []string{x}, graph.AttrInt("to", int64(s.DType)))
 	}
 	if b.dropout > 0 {
-		x = b.dropoutOf(pre+"/lora_dropout", x)
+		x = b.dropoutOf(pre.In("lora_dropout"), x)
 	}
-	h := b.node(false, pre+"/lora_A", "MatMul", []string{x, s.A})
+	h := sa.Op("MatMul", []string{x, s.A})
 	if !b.asInputs && s.Scale != 1 {
 		sc := b.scalar(s.Module+".lora_scaling", s.DType, float32(s.Scale))
-		h = b.node(false, pre+"/lora_scaling", "Mul", []string{h, sc})
+		h = pre.In("lora_scaling").Op("Mul", []string{h, sc})
 	}
-	d := b.node(false, pre+"/lora_B", "MatMul", []string{h, bFull})
+	d := sb.Op("MatMul", []string{h, bFull})
 	if s.DType != l.DType {
-		d = b.node(false, pre+"/lora_B", "Cast", []string{d}, graph.AttrInt("to", int64(l.DType)))
+		d = sb.Op("Cast", []string{d}, graph.AttrInt("to", int64(l.DType)))
 	}
 	if s.BaseOutput != s.Output {
-		add := &onnxpb.NodeProto{OpType: "Add", Name: m.UniqueName(pre + "/lora_add/Add"), Input: []string{s.BaseOutput, d}, Output: []string{y}}
-		m.AddNode(add)
-		b.place(false, add)
+		pre.In("lora_add").NodeTo("", "Add", []string{s.BaseOutput, d}, []string{y})
 		s.Sum = y
 		return
 	}
-	sum := b.node(false, pre+"/lora_add", "Add", []string{y, d})
-	add := m.Producer(sum)
-	m.ReplaceUses(y, sum, add)
-	s.Sum = sum
+	sum := pre.In("lora_add").Node("", "Add", []string{y, d}, 1)
+	m.ReplaceUses(y, sum.Output[0], sum)
+	s.Sum = sum.Output[0]
 }
 
 // trainingMode returns TrainingModeInput, adding it on first use.
-func (b *builder) trainingMode() string {
-	if b.training != "" {
-		return b.training
+func (b *loraGraph) trainingMode() string {
+	if b.training == "" {
+		b.sharedPart(func() {
+			b.training = b.g.InputWithDefault(TrainingModeInput, &onnxpb.TensorProto{DataType: int32(dtype.Bool), RawData: []byte{0}})
+		})
+		b.shared = append(b.shared, b.training)
 	}
-	m := b.m
-	name := TrainingModeInput
-	if m.HasName(name) {
-		name = m.UniqueName(name)
-	}
-	m.AddInput(graph.TensorInfo(name, dtype.Bool))
-	m.AddInitializer(&onnxpb.TensorProto{Name: name, DataType: int32(dtype.Bool), RawData: []byte{0}})
-	b.training = name
-	b.shared = append(b.shared, name)
-	return name
+	return b.training
 }
 
 // sharedScalar adds a float scalar initializer that every site reads.
-func (b *builder) sharedScalar(name string, dt dtype.Type, v float32) string {
-	t := graph.NewFloat32Tensor(b.m.UniqueName(name), dt, nil, []float32{v})
-	b.m.AddInitializer(t)
-	b.shared = append(b.shared, t.Name)
-	return t.Name
+func (b *loraGraph) sharedScalar(name string, dt dtype.Type, v float32) string {
+	var sc string
+	b.sharedPart(func() { sc = b.scalar(name, dt, v) })
+	b.shared = append(b.shared, sc)
+	return sc
 }
 
-// dropoutOf adds inverted dropout of rate b.dropout on x, active only when
-// TrainingModeInput is true. From opset 12 it is a Dropout node with the
-// training_mode input (its mask is an output too, for the backward pass);
-// before, Dropout has no training mode, and the same computation is built
-// from RandomUniformLike, Less, Not, Cast and Mul.
-func (b *builder) dropoutOf(pre, x string) string {
+// dropoutOf adds inverted dropout of rate b.dropout on x, in scope d,
+// active only when TrainingModeInput is true. From opset 12 it is a
+// Dropout node with the training_mode input (its mask is an output too,
+// for the backward pass); before, Dropout has no training mode, and the
+// same computation is built from RandomUniformLike, Less, Not, Cast and
+// Mul.
+func (b *loraGraph) dropoutOf(d *graph.Builder, x string) string {
 	s := b.site
 	training := b.trainingMode()
 	if b.opset >= 12 {
@@ -544,27 +538,26 @@ func (b *builder) dropoutOf(pre, x string) string {
 			b.ratioConst = b.sharedScalar("lora_dropout_ratio", dtype.Float32, float32(b.dropout))
 		}
 		// The mask output is for the backward pass.
-		out := b.nodeN(false, pre, "Dropout", []string{x, b.ratioConst, training}, 2)[0]
-		return out
+		return d.Node("", "Dropout", []string{x, b.ratioConst, training}, 2).Output[0]
 	}
 	if b.ratio == "" {
-		site := b.site
-		b.site = nil // shared nodes belong to no site
 		rate := b.sharedScalar("lora_dropout_ratio", s.DType, float32(b.dropout))
 		zero := b.sharedScalar("lora_dropout_zero", s.DType, 0)
 		one := b.sharedScalar("lora_dropout_one", s.DType, 1)
-		b.ratio = b.node(true, "/lora_dropout", "Where", []string{training, rate, zero})
-		keep := b.node(true, "/lora_dropout", "Sub", []string{one, b.ratio})
-		b.ratioScale = b.node(true, "/lora_dropout", "Div", []string{one, keep})
-		for _, v := range []string{b.ratio, keep, b.ratioScale} {
-			b.sharedNodes = append(b.sharedNodes, b.m.Producer(v).Name)
-		}
-		b.site = site
+		b.sharedPart(func() {
+			sd := b.g.At("/lora_dropout")
+			b.ratio = sd.Op("Where", []string{training, rate, zero})
+			keep := sd.Op("Sub", []string{one, b.ratio})
+			b.ratioScale = sd.Op("Div", []string{one, keep})
+			for _, v := range []string{b.ratio, keep, b.ratioScale} {
+				b.sharedNodes = append(b.sharedNodes, b.g.Model().Producer(v).Name)
+			}
+		})
 	}
-	u := b.node(false, pre, "RandomUniformLike", []string{x}, graph.AttrInt("dtype", int64(s.DType)))
-	drop := b.node(false, pre, "Less", []string{u, b.ratio})
-	keep := b.node(false, pre, "Not", []string{drop})
-	keepF := b.node(false, pre, "Cast", []string{keep}, graph.AttrInt("to", int64(s.DType)))
-	v := b.node(false, pre, "Mul", []string{x, keepF})
-	return b.node(false, pre, "Mul", []string{v, b.ratioScale})
+	u := d.Op("RandomUniformLike", []string{x}, graph.AttrInt("dtype", int64(s.DType)))
+	drop := d.Op("Less", []string{u, b.ratio})
+	keep := d.Op("Not", []string{drop})
+	keepF := d.Op("Cast", []string{keep}, graph.AttrInt("to", int64(s.DType)))
+	v := d.Op("Mul", []string{x, keepF})
+	return d.Op("Mul", []string{v, b.ratioScale})
 }

@@ -126,16 +126,8 @@ func layerModel(t *testing.T, tc layerCase, rng *rand.Rand) (*graph.Model, []flo
 	if tc.relu {
 		g.Node = append(g.Node, &onnxpb.NodeProto{OpType: "Relu", Name: "/relu/Relu", Input: []string{"pre"}, Output: []string{"y"}})
 	}
-	xdims := make([]any, len(tc.xShape))
-	for i, d := range tc.xShape {
-		xdims[i] = d
-	}
-	ydims := make([]any, len(outShape))
-	for i, d := range outShape {
-		ydims[i] = d
-	}
-	g.Input = []*onnxpb.ValueInfoProto{graph.TensorInfo("x", tc.elem, xdims...)}
-	g.Output = []*onnxpb.ValueInfoProto{graph.TensorInfo("y", tc.elem, ydims...)}
+	g.Input = []*onnxpb.ValueInfoProto{graph.TensorInfo("x", tc.elem, tc.xShape)}
+	g.Output = []*onnxpb.ValueInfoProto{graph.TensorInfo("y", tc.elem, outShape)}
 	p := &onnxpb.ModelProto{IrVersion: 8, OpsetImport: []*onnxpb.OperatorSetIdProto{{Version: 17}}, Graph: g}
 	return graph.New(p, ""), weff, bias
 }

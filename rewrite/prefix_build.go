@@ -10,55 +10,36 @@ import (
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
 
-// prefixBuilder adds the prefix nodes to a model and records them.
-type prefixBuilder struct {
-	m     *graph.Model
+// prefixGraph adds the prefix nodes to a model through a graph.Builder
+// and records them in the site: the nodes (Nodes, and the list that
+// re-routing skips) and the helper initializers (Initializers).
+type prefixGraph struct {
+	g     *graph.Builder
 	site  *PrefixSite
 	nodes []*onnxpb.NodeProto // every node added, skipped when re-routing readers
 }
 
-// node adds a node named scope+"/"+op (made unique) with one fresh output,
-// and returns the output.
-func (b *prefixBuilder) node(scope, op string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
-	return b.nodeN(scope, op, inputs, 1, attrs...)[0]
+func newPrefixGraph(m *graph.Model, site *PrefixSite) *prefixGraph {
+	b := &prefixGraph{site: site}
+	b.g = graph.NewBuilder(m, graph.BuilderOptions{Scope: "/prefix_encoder", Outputs: graph.OutputsUnderNode,
+		OnNode: func(n *onnxpb.NodeProto) {
+			b.nodes = append(b.nodes, n)
+			site.Nodes = append(site.Nodes, n.Name)
+		},
+		OnInitializer: func(t *onnxpb.TensorProto) { site.Initializers = append(site.Initializers, t.Name) },
+	})
+	return b
 }
 
-// nodeN is node for an op with n outputs.
-func (b *prefixBuilder) nodeN(scope, op string, inputs []string, n int, attrs ...*onnxpb.AttributeProto) []string {
-	name := b.m.UniqueName(scope + "/" + op)
-	outs := make([]string, n)
-	for i := range outs {
-		outs[i] = b.m.UniqueName(name + "/output_" + strconv.Itoa(i))
-	}
-	b.add(&onnxpb.NodeProto{OpType: op, Name: name, Input: inputs, Output: outs, Attribute: attrs})
-	return outs
-}
-
-// add adds n and records it.
-func (b *prefixBuilder) add(n *onnxpb.NodeProto) {
-	b.m.AddNode(n)
-	b.nodes = append(b.nodes, n)
-	b.site.Nodes = append(b.site.Nodes, n.Name)
-}
-
-// constant adds a helper initializer named after name (made unique) and
-// returns its name.
-func (b *prefixBuilder) constant(name string, t *onnxpb.TensorProto) string {
-	t.Name = b.m.UniqueName(name)
-	b.m.AddInitializer(t)
-	b.site.Initializers = append(b.site.Initializers, t.Name)
-	return t.Name
-}
-
-// int64s adds a 1-D int64 helper initializer.
-func (b *prefixBuilder) int64s(name string, v ...int64) string {
-	return b.constant(name, graph.NewInt64Tensor("", []int64{int64(len(v))}, v))
+// int64s adds a 1-D int64 helper initializer named after name.
+func (b *prefixGraph) int64s(name string, v ...int64) string {
+	return b.g.Initializer(name, graph.NewInt64Tensor("", []int64{int64(len(v))}, v))
 }
 
 // reroute makes the model's readers of old, other than the prefix nodes,
 // read new.
-func (b *prefixBuilder) reroute(old, new string) {
-	b.m.ReplaceUses(old, new, b.nodes...)
+func (b *prefixGraph) reroute(old, new string) {
+	b.g.Model().ReplaceUses(old, new, b.nodes...)
 }
 
 // buildPrefix changes m as plan says, with the given parameters, and
@@ -77,8 +58,8 @@ func buildPrefix(m *graph.Model, plan *prefixPlan, params []prefixParam) (*Prefi
 		ParamDType:   plan.paramType,
 		Nodes:        []string{},
 	}
-	b := &prefixBuilder{m: m, site: site}
-	const scope = "/prefix_encoder"
+	b := newPrefixGraph(m, site)
+	enc := b.g
 
 	names := make([]string, len(params))
 	for i, p := range params {
@@ -89,26 +70,28 @@ func buildPrefix(m *graph.Model, plan *prefixPlan, params []prefixParam) (*Prefi
 	table := names[0]
 	if c.PrefixProjection {
 		site.Projection = names[1:]
-		h := b.node(scope+"/transform.0", "MatMul", []string{table, names[1]})
-		h = b.node(scope+"/transform.0", "Add", []string{h, names[2]})
-		h = b.node(scope+"/transform.1", "Tanh", []string{h})
-		h = b.node(scope+"/transform.2", "MatMul", []string{h, names[3]})
-		table = b.node(scope+"/transform.2", "Add", []string{h, names[4]})
+		t0, t2 := enc.In("transform.0"), enc.In("transform.2")
+		h := t0.Op("MatMul", []string{table, names[1]})
+		h = t0.Op("Add", []string{h, names[2]})
+		h = enc.In("transform.1").Op("Tanh", []string{h})
+		h = t2.Op("MatMul", []string{h, names[3]})
+		table = t2.Op("Add", []string{h, names[4]})
 	}
 	if plan.paramType != past.elem {
-		table = b.node(scope, "Cast", []string{table}, graph.AttrInt("to", int64(past.elem)))
+		table = enc.Op("Cast", []string{table}, graph.AttrInt("to", int64(past.elem)))
 	}
 
 	// [P, 2L·kv·D] → [P, 2L, kv, D] → [2L, kv, P, D] → [2L, 1, kv, P, D],
 	// then broadcast over the batch.
-	x := b.node(scope, "Reshape", []string{table, b.int64s("prefix_table_shape", P, 2*L, kv, d)})
-	x = b.node(scope, "Transpose", []string{x}, graph.AttrInts("perm", 1, 2, 0, 3))
-	x = b.node(scope, "Reshape", []string{x, b.int64s("prefix_kv_shape", 2*L, 1, kv, P, d)})
-	batch := b.node(scope+"/batch", "Gather", []string{b.node(scope+"/batch", "Shape", []string{plan.batchFrom}), b.int64s("prefix_axis_0", 0)}, graph.AttrInt("axis", 0))
-	expand := b.node(scope+"/batch", "Concat", []string{b.int64s("prefix_one", 1), batch, b.int64s("prefix_ones_3", 1, 1, 1)}, graph.AttrInt("axis", 0))
-	x = b.node(scope, "Expand", []string{x, expand})
+	x := enc.Op("Reshape", []string{table, b.int64s("prefix_table_shape", P, 2*L, kv, d)})
+	x = enc.Op("Transpose", []string{x}, graph.AttrInts("perm", 1, 2, 0, 3))
+	x = enc.Op("Reshape", []string{x, b.int64s("prefix_kv_shape", 2*L, 1, kv, P, d)})
+	bs := enc.In("batch")
+	batch := bs.Op("Gather", []string{bs.Op("Shape", []string{plan.batchFrom}), b.int64s("prefix_axis_0", 0)}, graph.AttrInt("axis", 0))
+	expand := bs.Op("Concat", []string{b.int64s("prefix_one", 1), batch, b.int64s("prefix_ones_3", 1, 1, 1)}, graph.AttrInt("axis", 0))
+	x = enc.Op("Expand", []string{x, expand})
 	if c.PrefixDropout > 0 {
-		full := b.node(scope+"/batch", "Concat", []string{b.int64s("prefix_layers_2", 2*L), batch, b.int64s("prefix_kv_p_d", kv, P, d)}, graph.AttrInt("axis", 0))
+		full := bs.Op("Concat", []string{b.int64s("prefix_layers_2", 2*L), batch, b.int64s("prefix_kv_p_d", kv, P, d)}, graph.AttrInt("axis", 0))
 		x = b.dropout(plan, x, full)
 	}
 
@@ -116,22 +99,20 @@ func buildPrefix(m *graph.Model, plan *prefixPlan, params []prefixParam) (*Prefi
 	// or value, [2, B, kv, P, D] for a stacked input.
 	for i, name := range past.names {
 		var idx *onnxpb.TensorProto
+		layer := enc.In("layers." + strconv.Itoa(i/2))
 		if past.stacked {
 			idx = graph.NewInt64Tensor("", []int64{2}, []int64{2 * int64(i), 2*int64(i) + 1})
+			layer = enc.In("layers." + strconv.Itoa(i))
 		} else {
 			idx = graph.NewInt64Tensor("", nil, []int64{int64(i)})
 		}
-		layerScope := "/prefix_encoder/layers." + strconv.Itoa(i/2)
-		if past.stacked {
-			layerScope = "/prefix_encoder/layers." + strconv.Itoa(i)
-		}
-		v := b.node(layerScope, "Gather", []string{x, b.constant("prefix_index_"+strconv.Itoa(i), idx)}, graph.AttrInt("axis", 0))
+		v := layer.Op("Gather", []string{x, b.g.Initializer("prefix_index_"+strconv.Itoa(i), idx)}, graph.AttrInt("axis", 0))
 		if plan.replace {
 			b.reroute(name, v)
 			m.RemoveInput(name)
 			continue
 		}
-		v = b.node(layerScope, "Concat", []string{v, name}, graph.AttrInt("axis", past.seqAxis()))
+		v = layer.Op("Concat", []string{v, name}, graph.AttrInt("axis", past.seqAxis()))
 		b.reroute(name, v)
 	}
 
@@ -151,8 +132,8 @@ func buildPrefix(m *graph.Model, plan *prefixPlan, params []prefixParam) (*Prefi
 // slicePresents drops the P prefix positions from the present outputs: the
 // node that wrote each one writes a fresh value, which its other readers
 // now read, and a Slice writes the output.
-func (b *prefixBuilder) slicePresents(plan *prefixPlan) {
-	m := b.m
+func (b *prefixGraph) slicePresents(plan *prefixPlan) {
+	m := b.g.Model()
 	full := map[string]string{}
 	for _, out := range plan.present {
 		if out == "" {
@@ -181,39 +162,35 @@ func (b *prefixBuilder) slicePresents(plan *prefixPlan) {
 		fresh := full[out]
 		m.ReplaceUses(out, fresh)
 		b.site.Present = append(b.site.Present, out)
-		name := m.UniqueName("/prefix_encoder/present/Slice")
-		n := &onnxpb.NodeProto{OpType: "Slice", Name: name, Output: []string{out}}
+		inputs, attrs := []string{fresh}, []*onnxpb.AttributeProto{graph.AttrInts("starts", P), graph.AttrInts("ends", math.MaxInt64), graph.AttrInts("axes", axis)}
 		if plan.opset >= 10 {
 			if starts == "" {
 				starts = b.int64s("prefix_present_starts", P)
 				ends = b.int64s("prefix_present_ends", math.MaxInt64)
 				axes = b.int64s("prefix_present_axes", axis)
 			}
-			n.Input = []string{fresh, starts, ends, axes}
-		} else {
-			n.Input = []string{fresh}
-			n.Attribute = []*onnxpb.AttributeProto{graph.AttrInts("starts", P), graph.AttrInts("ends", math.MaxInt64), graph.AttrInts("axes", axis)}
+			inputs, attrs = []string{fresh, starts, ends, axes}, nil
 		}
-		b.add(n)
+		b.g.In("present").NodeTo("", "Slice", inputs, []string{out}, attrs...)
 	}
 }
 
 // padMask prepends P ones to the attention mask, for every batch row.
-func (b *prefixBuilder) padMask(plan *prefixPlan) {
-	const scope = "/prefix_encoder/attention_mask"
+func (b *prefixGraph) padMask(plan *prefixPlan) {
+	s := b.g.In("attention_mask")
 	P := int64(plan.cfg.NumPrefixTokens)
 	ones, _ := onesTensor(plan.maskType, []int64{1, P}) // checked by planPrefix
-	onesName := b.constant("prefix_attention_mask_ones", ones)
-	batch := b.node(scope, "Gather", []string{b.node(scope, "Shape", []string{plan.mask}), b.int64s("prefix_axis_0", 0)}, graph.AttrInt("axis", 0))
-	shape := b.node(scope, "Concat", []string{batch, b.int64s("prefix_tokens", P)}, graph.AttrInt("axis", 0))
-	pad := b.node(scope, "Expand", []string{onesName, shape})
-	padded := b.node(scope, "Concat", []string{pad, plan.mask}, graph.AttrInt("axis", 1))
+	onesName := b.g.Initializer("prefix_attention_mask_ones", ones)
+	batch := s.Op("Gather", []string{s.Op("Shape", []string{plan.mask}), b.int64s("prefix_axis_0", 0)}, graph.AttrInt("axis", 0))
+	shape := s.Op("Concat", []string{batch, b.int64s("prefix_tokens", P)}, graph.AttrInt("axis", 0))
+	pad := s.Op("Expand", []string{onesName, shape})
+	padded := s.Op("Concat", []string{pad, plan.mask}, graph.AttrInt("axis", 1))
 	b.site.AttentionMask = plan.mask
 	b.reroute(plan.mask, padded)
 }
 
 // shiftPositions adds P to the position ids.
-func (b *prefixBuilder) shiftPositions(plan *prefixPlan) {
+func (b *prefixGraph) shiftPositions(plan *prefixPlan) {
 	P := int64(plan.cfg.NumPrefixTokens)
 	var off *onnxpb.TensorProto
 	if plan.posType == dtype.Int32 {
@@ -221,7 +198,7 @@ func (b *prefixBuilder) shiftPositions(plan *prefixPlan) {
 	} else {
 		off = graph.NewInt64Tensor("", nil, []int64{P})
 	}
-	shifted := b.node("/prefix_encoder/position_ids", "Add", []string{plan.positions, b.constant("prefix_position_offset", off)})
+	shifted := b.g.In("position_ids").Op("Add", []string{plan.positions, b.g.Initializer("prefix_position_offset", off)})
 	b.site.PositionIDs = plan.positions
 	b.reroute(plan.positions, shifted)
 }
@@ -237,32 +214,25 @@ func (b *prefixBuilder) shiftPositions(plan *prefixPlan) {
 // mask output nobody reads (EliminateDropout), whatever its training_mode.
 // The random draw reads zeros of x's shape, not x, so that no
 // non-differentiable op lies on the parameters' path.
-func (b *prefixBuilder) dropout(plan *prefixPlan, x, shape string) string {
-	const scope = "/prefix_encoder/dropout"
-	m := b.m
-	training := PrefixTrainingModeInput
-	if m.HasName(training) {
-		training = m.UniqueName(training)
-	}
-	m.AddInput(graph.TensorInfo(training, dtype.Bool))
-	m.AddInitializer(&onnxpb.TensorProto{Name: training, DataType: int32(dtype.Bool), RawData: []byte{0}})
+func (b *prefixGraph) dropout(plan *prefixPlan, x, shape string) string {
+	s := b.g.In("dropout")
+	training := b.g.InputWithDefault(PrefixTrainingModeInput, &onnxpb.TensorProto{DataType: int32(dtype.Bool), RawData: []byte{0}})
 	b.site.TrainingMode = training
-	b.site.Initializers = append(b.site.Initializers, training)
 	scalar := func(name string, v float32) string {
-		return b.constant(name, graph.NewFloat32Tensor("", dtype.Float32, nil, []float32{v}))
+		return b.g.Initializer(name, graph.NewFloat32Tensor("", dtype.Float32, nil, []float32{v}))
 	}
 	dt := plan.past.elem
 	one := scalar("prefix_dropout_one", 1)
-	r := b.node(scope, "Where", []string{training, scalar("prefix_dropout_ratio", float32(plan.cfg.PrefixDropout)), scalar("prefix_dropout_zero", 0)})
-	scale := b.node(scope, "Div", []string{one, b.node(scope, "Sub", []string{one, r})})
-	zeros := b.node(scope, "ConstantOfShape", []string{shape})
-	u := b.node(scope, "RandomUniformLike", []string{zeros}, graph.AttrInt("dtype", int64(dtype.Float32)))
-	keep := b.node(scope, "Not", []string{b.node(scope, "Less", []string{u, r})})
-	keepF := b.node(scope, "Cast", []string{keep}, graph.AttrInt("to", int64(dt)))
+	r := s.Op("Where", []string{training, scalar("prefix_dropout_ratio", float32(plan.cfg.PrefixDropout)), scalar("prefix_dropout_zero", 0)})
+	scale := s.Op("Div", []string{one, s.Op("Sub", []string{one, r})})
+	zeros := s.Op("ConstantOfShape", []string{shape})
+	u := s.Op("RandomUniformLike", []string{zeros}, graph.AttrInt("dtype", int64(dtype.Float32)))
+	keep := s.Op("Not", []string{s.Op("Less", []string{u, r})})
+	keepF := s.Op("Cast", []string{keep}, graph.AttrInt("to", int64(dt)))
 	if dt != dtype.Float32 {
-		scale = b.node(scope, "Cast", []string{scale}, graph.AttrInt("to", int64(dt)))
+		scale = s.Op("Cast", []string{scale}, graph.AttrInt("to", int64(dt)))
 	}
-	return b.node(scope, "Mul", []string{b.node(scope, "Mul", []string{x, keepF}), scale})
+	return s.Op("Mul", []string{s.Op("Mul", []string{x, keepF}), scale})
 }
 
 // onesTensor returns a tensor of element type dt and shape dims filled

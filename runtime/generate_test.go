@@ -657,7 +657,7 @@ func TestGenerateFeeds(t *testing.T) {
 		}
 	}
 	m.Graph().Node = append(m.Graph().Node, node("Add", []string{"logits_unbiased", "bias"}, []string{"logits"}))
-	m.AddInput(graph.TensorInfo("bias", dtype.Float32, c.VocabSize))
+	m.AddInput(graph.TensorInfo("bias", dtype.Float32, []int64{int64(c.VocabSize)}))
 	s := modelSession(t, m, nil)
 	g := newGenerator(t, s)
 	ctx := context.Background()

@@ -121,11 +121,7 @@ func (t *Trainer) openEval() error {
 	for _, p := range t.params {
 		init := m.RemoveInitializer(p.Name)
 		m.RemoveInput(p.Name)
-		dims := make([]any, len(init.Dims))
-		for i, d := range init.Dims {
-			dims[i] = d
-		}
-		m.AddInput(graph.TensorInfo(p.Name, graph.TypeOf(init), dims...))
+		m.AddInput(graph.TensorInfo(p.Name, graph.TypeOf(init), init.Dims))
 	}
 	keep := []string{t.loss}
 	if t.opts.Task == SequenceClassification {
@@ -135,7 +131,7 @@ func (t *Trainer) openEval() error {
 			if vi, _ := findValue(m, t.opts.Output); vi != nil {
 				et = dtype.Type(vi.GetType().GetTensorType().GetElemType())
 			}
-			m.AddOutput(graph.TensorInfo(t.opts.Output, et))
+			m.AddOutput(graph.TensorInfo(t.opts.Output, et, nil))
 		}
 	}
 	keepOnly(m, keep...)

@@ -37,11 +37,11 @@ const minLossOpset = 11
 // Pad, Cast, LogSoftmax, Unsqueeze, Equal, Not, Where, GatherElements,
 // ReduceSum, Max, Div and Neg.
 func CausalLMLoss(m *graph.Model, logits string) (string, error) {
-	b, err := newLossBuilder(m, "causal_lm_loss", logits, 3)
+	b, err := newLossGraph(m, "causal_lm_loss", logits, 3)
 	if err != nil {
 		return "", err
 	}
-	batch, seq := b.dimOr(0, "batch"), b.dimOr(1, "sequence")
+	batch, seq := b.dimOr(0, graph.DimParam("batch")), b.dimOr(1, graph.DimParam("sequence"))
 	labels, err := b.labelsInput(dtype.Int64, batch, seq)
 	if err != nil {
 		return "", err
@@ -60,11 +60,11 @@ func CausalLMLoss(m *graph.Model, logits string) (string, error) {
 // loss adds an int64 input "labels" of shape [batch]. It is the mean cross
 // entropy over the labels that are not -100, computed in float32.
 func SequenceClassificationLoss(m *graph.Model, logits string) (string, error) {
-	b, err := newLossBuilder(m, "classification_loss", logits, 2)
+	b, err := newLossGraph(m, "classification_loss", logits, 2)
 	if err != nil {
 		return "", err
 	}
-	labels, err := b.labelsInput(dtype.Int64, b.dimOr(0, "batch"))
+	labels, err := b.labelsInput(dtype.Int64, b.dimOr(0, graph.DimParam("batch")))
 	if err != nil {
 		return "", err
 	}
@@ -77,60 +77,63 @@ func SequenceClassificationLoss(m *graph.Model, logits string) (string, error) {
 // float32. This is HF's regression loss (num_labels = 1) with the target
 // shaped like the output.
 func MSELoss(m *graph.Model, output string) (string, error) {
-	b, err := newLossBuilder(m, "mse_loss", output, -1)
+	b, err := newLossGraph(m, "mse_loss", output, -1)
 	if err != nil {
 		return "", err
 	}
 	if b.rank < 0 {
-		return "", errorf("%s: %q has no declared shape: declare it in the model's outputs or value_info", b.scope, output)
+		return "", errorf("%s: %q has no declared shape: declare it in the model's outputs or value_info", b.name, output)
 	}
-	dims := make([]any, b.rank)
+	dims := make([]graph.Dim, b.rank)
 	for i := range dims {
-		dims[i] = b.dimOr(i, -1)
+		dims[i] = b.dimOr(i, graph.Dim{})
 	}
 	target, err := b.labelsInput(dtype.Float32, dims...)
 	if err != nil {
 		return "", err
 	}
-	d := b.node("Sub", []string{b.node("Cast", []string{output}, graph.AttrInt("to", int64(dtype.Float32))), target})
-	sq := b.node("Mul", []string{d, d})
+	d := b.g.Op("Sub", []string{b.g.Op("Cast", []string{output}, graph.AttrInt("to", int64(dtype.Float32))), target})
+	sq := b.g.Op("Mul", []string{d, d})
 	return b.finish("ReduceMean", []string{sq}, graph.AttrInt("keepdims", 0)), nil
 }
 
-// lossBuilder appends loss nodes to a model, in the forms its opset wants.
-type lossBuilder struct {
-	m     *graph.Model
+// lossGraph appends loss nodes to a model, in the forms its opset wants,
+// through a graph.Builder: nodes and their outputs named /<name>/Op…, the
+// helper initializers /<name>/starts, /<name>/pads, ….
+type lossGraph struct {
+	g     *graph.Builder
+	name  string // the loss's name: its scope, and the prefix of its errors
 	opset int64
-	scope string
 	// dims and rank describe the scored value's shape, from the model's
 	// declarations; rank is -1 when unknown.
-	dims []*onnxpb.TensorShapeProto_Dimension
+	dims []graph.Dim
 	rank int
 }
 
-// newLossBuilder checks m and the scored value, whose rank must be
+// newLossGraph checks m and the scored value, whose rank must be
 // wantRank unless that is -1 or the rank is not declared.
-func newLossBuilder(m *graph.Model, scope, value string, wantRank int) (*lossBuilder, error) {
+func newLossGraph(m *graph.Model, name, value string, wantRank int) (*lossGraph, error) {
 	opset := m.Opset("")
 	if opset < minLossOpset {
-		return nil, errorf("%s: needs default-domain opset %d or later, the model imports %d", scope, minLossOpset, opset)
+		return nil, errorf("%s: needs default-domain opset %d or later, the model imports %d", name, minLossOpset, opset)
 	}
-	b := &lossBuilder{m: m, opset: opset, scope: scope, rank: -1}
+	g := graph.NewBuilder(m, graph.BuilderOptions{Scope: "/" + name, Outputs: graph.OutputsAfterOp})
+	b := &lossGraph{g: g, name: name, opset: opset, rank: -1}
 	vi, defined := findValue(m, value)
 	if !defined {
-		return nil, errorf("%s: the model has no value %q", scope, value)
+		return nil, errorf("%s: the model has no value %q", name, value)
 	}
 	if vi != nil {
-		tt := vi.GetType().GetTensorType()
-		if et := dtype.Type(tt.GetElemType()); et != dtype.Undefined && !et.IsFloat() {
-			return nil, errorf("%s: %q is %s, not a floating-point tensor", scope, value, et)
+		et, dims, shaped := graph.ValueDims(vi)
+		if et != dtype.Undefined && !et.IsFloat() {
+			return nil, errorf("%s: %q is %s, not a floating-point tensor", name, value, et)
 		}
-		if tt != nil && tt.Shape != nil {
-			b.dims, b.rank = tt.Shape.Dim, len(tt.Shape.Dim)
+		if shaped {
+			b.dims, b.rank = dims, len(dims)
 		}
 	}
 	if wantRank >= 0 && b.rank >= 0 && b.rank != wantRank {
-		return nil, errorf("%s: %q has rank %d, want %d", scope, value, b.rank, wantRank)
+		return nil, errorf("%s: %q has rank %d, want %d", name, value, b.rank, wantRank)
 	}
 	return b, nil
 }
@@ -153,92 +156,77 @@ func findValue(m *graph.Model, name string) (*onnxpb.ValueInfoProto, bool) {
 	return nil, m.Producer(name) != nil
 }
 
-// dimOr returns dimension i of the scored value, as a TensorInfo dim: its
-// size, its symbolic name, or def when it has neither.
-func (b *lossBuilder) dimOr(i int, def any) any {
+// dimOr returns dimension i of the scored value: its size, its symbolic
+// name, or def when it has neither.
+func (b *lossGraph) dimOr(i int, def graph.Dim) graph.Dim {
 	if i >= len(b.dims) {
 		return def
 	}
-	switch v := b.dims[i].Value.(type) {
-	case *onnxpb.TensorShapeProto_Dimension_DimValue:
-		return v.DimValue
-	case *onnxpb.TensorShapeProto_Dimension_DimParam:
-		if v.DimParam != "" {
-			return v.DimParam
-		}
+	if _, fixed := b.dims[i].Value(); fixed || b.dims[i].Param() != "" {
+		return b.dims[i]
 	}
 	return def
 }
 
 // labelsInput adds the "labels" graph input, or reuses one of the right
 // element type that the model already has.
-func (b *lossBuilder) labelsInput(elemType dtype.Type, dims ...any) (string, error) {
-	if in := b.m.Input(LabelsInput); in != nil {
+func (b *lossGraph) labelsInput(elemType dtype.Type, dims ...graph.Dim) (string, error) {
+	m := b.g.Model()
+	if in := m.Input(LabelsInput); in != nil {
 		if et, _, _ := graph.ValueShape(in); et != elemType {
-			return "", errorf("%s: the model has an input %q of type %s, want %s", b.scope, LabelsInput, et, elemType)
+			return "", errorf("%s: the model has an input %q of type %s, want %s", b.name, LabelsInput, et, elemType)
 		}
 		return LabelsInput, nil
 	}
-	if b.m.HasName(LabelsInput) {
-		return "", errorf("%s: the model already has a value named %q", b.scope, LabelsInput)
+	if m.HasName(LabelsInput) {
+		return "", errorf("%s: the model already has a value named %q", b.name, LabelsInput)
 	}
-	b.m.AddInput(graph.TensorInfo(LabelsInput, elemType, dims...))
+	m.AddInput(graph.SymbolicTensorInfo(LabelsInput, elemType, dims))
 	return LabelsInput, nil
 }
 
-// node adds a one-output node and returns its output's name.
-func (b *lossBuilder) node(op string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
-	out := b.m.UniqueName(b.scope + "/" + op + "_output_0")
-	b.m.NewNode(op, "/"+b.scope+"/"+op, inputs, []string{out}, attrs...)
-	return out
+// ints adds a 1-D int64 initializer called /<loss>/name.
+func (b *lossGraph) ints(name string, v ...int64) string {
+	return b.g.Initializer(b.g.Scope()+"/"+name, graph.NewInt64Tensor("", []int64{int64(len(v))}, v))
 }
 
-// constant adds an initializer and returns its name.
-func (b *lossBuilder) constant(t *onnxpb.TensorProto) string {
-	t.Name = b.m.UniqueName(b.scope + "/" + t.Name)
-	b.m.AddInitializer(t)
-	return t.Name
+// int0 adds a rank-0 int64 initializer called /<loss>/name.
+func (b *lossGraph) int0(name string, v int64) string {
+	return b.g.Initializer(b.g.Scope()+"/"+name, graph.NewInt64Tensor("", nil, []int64{v}))
 }
 
-func (b *lossBuilder) ints(name string, v ...int64) string {
-	return b.constant(graph.NewInt64Tensor(name, []int64{int64(len(v))}, v))
-}
-
-func (b *lossBuilder) int0(name string, v int64) string {
-	return b.constant(graph.NewInt64Tensor(name, nil, []int64{v}))
-}
-
-func (b *lossBuilder) float0(name string, v float32) string {
-	return b.constant(graph.NewFloat32Tensor(name, dtype.Float32, nil, []float32{v}))
+// float0 adds a rank-0 float32 initializer called /<loss>/name.
+func (b *lossGraph) float0(name string, v float32) string {
+	return b.g.Initializer(b.g.Scope()+"/"+name, graph.NewFloat32Tensor("", dtype.Float32, nil, []float32{v}))
 }
 
 // slice takes [start, end) along axis.
-func (b *lossBuilder) slice(x string, start, end, axis int64) string {
-	return b.node("Slice", []string{x, b.ints("starts", start), b.ints("ends", end), b.ints("axes", axis)})
+func (b *lossGraph) slice(x string, start, end, axis int64) string {
+	return b.g.Op("Slice", []string{x, b.ints("starts", start), b.ints("ends", end), b.ints("axes", axis)})
 }
 
 // pad appends one element of value v at the end of axis 1 of a rank-2
 // int64 tensor: an attribute before opset 11, inputs since (and the loss
 // needs 11).
-func (b *lossBuilder) pad(x string, axis int64, v int64) string {
+func (b *lossGraph) pad(x string, axis int64, v int64) string {
 	pads := make([]int64, 4)
 	pads[2+axis] = 1
-	return b.node("Pad", []string{x, b.ints("pads", pads...), b.int0("pad_value", v)})
+	return b.g.Op("Pad", []string{x, b.ints("pads", pads...), b.int0("pad_value", v)})
 }
 
 // unsqueeze inserts a dimension at axis: an attribute before opset 13, an
 // input since.
-func (b *lossBuilder) unsqueeze(x string, axis int64) string {
+func (b *lossGraph) unsqueeze(x string, axis int64) string {
 	if b.opset < 13 {
-		return b.node("Unsqueeze", []string{x}, graph.AttrInts("axes", axis))
+		return b.g.Op("Unsqueeze", []string{x}, graph.AttrInts("axes", axis))
 	}
-	return b.node("Unsqueeze", []string{x, b.ints("axes", axis)})
+	return b.g.Op("Unsqueeze", []string{x, b.ints("axes", axis)})
 }
 
 // sumAll reduces every axis to a scalar. ReduceSum without axes does so in
 // every opset, whether axes is an attribute (before 13) or an input.
-func (b *lossBuilder) sumAll(x string) string {
-	return b.node("ReduceSum", []string{x}, graph.AttrInt("keepdims", 0))
+func (b *lossGraph) sumAll(x string) string {
+	return b.g.Op("ReduceSum", []string{x}, graph.AttrInt("keepdims", 0))
 }
 
 // crossEntropy returns the mean of −log softmax(logits)[label] along
@@ -252,46 +240,47 @@ func (b *lossBuilder) sumAll(x string) string {
 // cross-entropy gradient), which for a language model's vocabulary-wide
 // logits are hundreds of megabytes each. Before 12 it is LogSoftmax,
 // GatherElements and a masked sum.
-func (b *lossBuilder) crossEntropy(logits, labels string, classAxis int64) string {
+func (b *lossGraph) crossEntropy(logits, labels string, classAxis int64) string {
 	x := logits
 	if !b.isFloat32(logits) {
-		x = b.node("Cast", []string{logits}, graph.AttrInt("to", int64(dtype.Float32)))
+		x = b.g.Op("Cast", []string{logits}, graph.AttrInt("to", int64(dtype.Float32)))
 	}
-	valid := b.node("Not", []string{b.node("Equal", []string{labels, b.int0("ignore_index", IgnoreIndex)})})
-	count := b.sumAll(b.node("Cast", []string{valid}, graph.AttrInt("to", int64(dtype.Float32))))
-	count = b.node("Max", []string{count, b.float0("one", 1)})
+	valid := b.g.Op("Not", []string{b.g.Op("Equal", []string{labels, b.int0("ignore_index", IgnoreIndex)})})
+	count := b.sumAll(b.g.Op("Cast", []string{valid}, graph.AttrInt("to", int64(dtype.Float32))))
+	count = b.g.Op("Max", []string{count, b.float0("one", 1)})
 	if b.opset >= 12 {
 		scores, y := x, labels
 		if classAxis != 1 {
-			scores = b.node("Flatten", []string{x}, graph.AttrInt("axis", classAxis))
-			y = b.node("Reshape", []string{labels, b.ints("rows", -1)})
+			scores = b.g.Op("Flatten", []string{x}, graph.AttrInt("axis", classAxis))
+			y = b.g.Op("Reshape", []string{labels, b.ints("rows", -1)})
 		}
-		total := b.node("SoftmaxCrossEntropyLoss", []string{scores, y},
+		total := b.g.Op("SoftmaxCrossEntropyLoss", []string{scores, y},
 			graph.AttrString("reduction", "sum"), graph.AttrInt("ignore_index", IgnoreIndex))
 		return b.finish("Div", []string{total, count})
 	}
 	// axis -1 is the last axis in every opset: before 13 LogSoftmax
 	// flattens to 2-D around the axis, which for the last axis is the same.
-	logp := b.node("LogSoftmax", []string{x}, graph.AttrInt("axis", -1))
+	logp := b.g.Op("LogSoftmax", []string{x}, graph.AttrInt("axis", -1))
 	y := b.unsqueeze(labels, classAxis)
-	safe := b.node("Where", []string{b.unsqueeze(valid, classAxis), y, b.int0("zero_label", 0)})
-	picked := b.node("GatherElements", []string{logp, safe}, graph.AttrInt("axis", classAxis))
-	kept := b.node("Where", []string{b.unsqueeze(valid, classAxis), picked, b.float0("zero", 0)})
-	return b.finish("Neg", []string{b.node("Div", []string{b.sumAll(kept), count})})
+	safe := b.g.Op("Where", []string{b.unsqueeze(valid, classAxis), y, b.int0("zero_label", 0)})
+	picked := b.g.Op("GatherElements", []string{logp, safe}, graph.AttrInt("axis", classAxis))
+	kept := b.g.Op("Where", []string{b.unsqueeze(valid, classAxis), picked, b.float0("zero", 0)})
+	return b.finish("Neg", []string{b.g.Op("Div", []string{b.sumAll(kept), count})})
 }
 
 // isFloat32 reports whether a value of the model is declared float32.
-func (b *lossBuilder) isFloat32(v string) bool {
-	vi, _ := findValue(b.m, v)
+func (b *lossGraph) isFloat32(v string) bool {
+	vi, _ := findValue(b.g.Model(), v)
 	return vi != nil && dtype.Type(vi.GetType().GetTensorType().GetElemType()) == dtype.Float32
 }
 
 // finish adds the last node, whose output is the loss under a fresh name
 // "loss" (or "loss_1", …), declares that output as a scalar float32 graph
 // output and returns its name.
-func (b *lossBuilder) finish(op string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
-	name := b.m.UniqueName("loss")
-	b.m.NewNode(op, "/"+b.scope+"/"+op, inputs, []string{name}, attrs...)
-	b.m.AddOutput(graph.TensorInfo(name, dtype.Float32))
+func (b *lossGraph) finish(op string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
+	m := b.g.Model()
+	name := m.UniqueName("loss")
+	b.g.NodeTo("", op, inputs, []string{name}, attrs...)
+	m.AddOutput(graph.TensorInfo(name, dtype.Float32, nil))
 	return name
 }

@@ -84,7 +84,7 @@ func TestCausalLMLoss(t *testing.T) {
 		{13, dtype.Float32, 2, 3, 4, func(b, t int) bool { return true }}, // nothing to score: loss 0
 	}
 	for i, tt := range tests {
-		m := identityModel(tt.opset, tt.elemType, "logits", "batch", "sequence", tt.vocab)
+		m := identityModel(tt.opset, tt.elemType, "logits", graph.DimParam("batch"), graph.DimParam("sequence"), graph.DimValue(int64(tt.vocab)))
 		loss, err := CausalLMLoss(m, "logits")
 		if err != nil {
 			t.Fatal(err)
@@ -123,7 +123,7 @@ func TestCausalLMLossGradient(t *testing.T) {
 	requireORT(t)
 	const batch, seq, vocab = 2, 4, 6
 	for i, opset := range []int64{11, 17} {
-		m := identityModel(opset, dtype.Float32, "logits", "batch", "sequence", vocab)
+		m := identityModel(opset, dtype.Float32, "logits", graph.DimParam("batch"), graph.DimParam("sequence"), graph.DimValue(int64(vocab)))
 		loss, err := CausalLMLoss(m, "logits")
 		if err != nil {
 			t.Fatal(err)
@@ -193,7 +193,7 @@ func TestSequenceClassificationLoss(t *testing.T) {
 		{17, dtype.Float32, []int64{4}, 5},
 	}
 	for i, tt := range tests {
-		m := identityModel(tt.opset, tt.elemType, "logits", "batch", tt.classes)
+		m := identityModel(tt.opset, tt.elemType, "logits", graph.DimParam("batch"), graph.DimValue(int64(tt.classes)))
 		loss, err := SequenceClassificationLoss(m, "logits")
 		if err != nil {
 			t.Fatal(err)
@@ -226,12 +226,12 @@ func TestMSELoss(t *testing.T) {
 	tests := []struct {
 		opset    int64
 		elemType dtype.Type
-		dims     []any
+		dims     []graph.Dim
 		shape    []int64
 	}{
-		{11, dtype.Float32, []any{"batch", 3}, []int64{2, 3}},
-		{14, dtype.Float16, []any{"batch", 1}, []int64{4, 1}},
-		{18, dtype.Float32, []any{"batch"}, []int64{5}},
+		{11, dtype.Float32, []graph.Dim{graph.DimParam("batch"), graph.DimValue(3)}, []int64{2, 3}},
+		{14, dtype.Float16, []graph.Dim{graph.DimParam("batch"), graph.DimValue(1)}, []int64{4, 1}},
+		{18, dtype.Float32, []graph.Dim{graph.DimParam("batch")}, []int64{5}},
 	}
 	for i, tt := range tests {
 		m := identityModel(tt.opset, tt.elemType, "out", tt.dims...)
@@ -266,24 +266,24 @@ func TestLossErrors(t *testing.T) {
 		want string
 	}{
 		{"old opset", func() error {
-			_, err := CausalLMLoss(identityModel(10, dtype.Float32, "logits", 1, 2, 3), "logits")
+			_, err := CausalLMLoss(identityModel(10, dtype.Float32, "logits", graph.DimValues([]int64{1, 2, 3})...), "logits")
 			return err
 		}, "causal_lm_loss: needs default-domain opset 11 or later, the model imports 10"},
 		{"no value", func() error {
-			_, err := CausalLMLoss(identityModel(14, dtype.Float32, "logits", 1, 2, 3), "scores")
+			_, err := CausalLMLoss(identityModel(14, dtype.Float32, "logits", graph.DimValues([]int64{1, 2, 3})...), "scores")
 			return err
 		}, `the model has no value "scores"`},
 		{"rank", func() error {
-			_, err := CausalLMLoss(identityModel(14, dtype.Float32, "logits", 2, 3), "logits")
+			_, err := CausalLMLoss(identityModel(14, dtype.Float32, "logits", graph.DimValues([]int64{2, 3})...), "logits")
 			return err
 		}, `"logits" has rank 2, want 3`},
 		{"integer", func() error {
-			_, err := SequenceClassificationLoss(identityModel(14, dtype.Int64, "logits", 2, 3), "logits")
+			_, err := SequenceClassificationLoss(identityModel(14, dtype.Int64, "logits", graph.DimValues([]int64{2, 3})...), "logits")
 			return err
 		}, `"logits" is int64, not a floating-point tensor`},
 		{"labels clash", func() error {
-			m := identityModel(14, dtype.Float32, "logits", 2, 3)
-			m.AddInput(graph.TensorInfo("labels", dtype.Float32, 2))
+			m := identityModel(14, dtype.Float32, "logits", graph.DimValues([]int64{2, 3})...)
+			m.AddInput(graph.TensorInfo("labels", dtype.Float32, []int64{2}))
 			_, err := SequenceClassificationLoss(m, "logits")
 			return err
 		}, `an input "labels" of type float32, want int64`},

@@ -35,15 +35,15 @@ func irVersionFor(opset int64) int64 {
 
 // identityModel returns a model at opset whose input x (elemType, dims) is
 // copied by an Identity node to the declared output out.
-func identityModel(opset int64, elemType dtype.Type, out string, dims ...any) *graph.Model {
+func identityModel(opset int64, elemType dtype.Type, out string, dims ...graph.Dim) *graph.Model {
 	m := graph.New(&onnxpb.ModelProto{
 		IrVersion:   irVersionFor(opset),
 		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: opset}},
 		Graph:       &onnxpb.GraphProto{Name: "identity"},
 	}, "")
-	m.AddInput(graph.TensorInfo("x", elemType, dims...))
+	m.AddInput(graph.SymbolicTensorInfo("x", elemType, dims))
 	m.NewNode("Identity", "identity", []string{"x"}, []string{out})
-	m.AddOutput(graph.TensorInfo(out, elemType, dims...))
+	m.AddOutput(graph.SymbolicTensorInfo(out, elemType, dims))
 	return m
 }
 

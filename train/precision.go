@@ -89,21 +89,12 @@ func castFrozen(m *graph.Model, params []string) map[*onnxpb.TensorProto]bool {
 			Input: []string{tp.Name}, Output: []string{name},
 			Attribute: []*onnxpb.AttributeProto{graph.AttrInt("to", int64(dtype.Float32))},
 		})
-		m.Graph().ValueInfo = append(m.Graph().ValueInfo, graph.TensorInfo(name, dtype.Float32, dimsOf(tp)...))
+		m.Graph().ValueInfo = append(m.Graph().ValueInfo, graph.TensorInfo(name, dtype.Float32, tp.Dims))
 		kept[tp] = true
 	}
 	// The Casts go first, so that the node list stays in topological order.
 	m.Graph().Node = append(casts, m.Graph().Node...)
 	return kept
-}
-
-// dimsOf returns t's dims as TensorInfo takes them.
-func dimsOf(t *onnxpb.TensorProto) []any {
-	dims := make([]any, len(t.Dims))
-	for i, d := range t.Dims {
-		dims[i] = d
-	}
-	return dims
 }
 
 // walkTypes calls elem with every element type that g declares (inputs,

@@ -104,7 +104,7 @@ func TestTrainerExternalWeights(t *testing.T) {
 // weights are external data but which says nothing of where they are.
 func TestNewSessionExternalWithoutFolder(t *testing.T) {
 	requireORT(t)
-	m := identityModel(13, dtype.Float32, "y", 2)
+	m := identityModel(13, dtype.Float32, "y", graph.DimValue(2))
 	w := graph.NewFloat32Tensor("w", dtype.Float32, []int64{2}, []float32{1, 2})
 	w.RawData, w.FloatData = nil, nil
 	w.DataLocation = onnxpb.TensorProto_EXTERNAL

@@ -27,9 +27,9 @@ func TestDetectTask(t *testing.T) {
 	}{
 		{"decoder", gpt2, CausalLM, "logits", ""},
 		{"classifier", bert, SequenceClassification, "logits", ""},
-		{"bare encoder", identityModel(17, dtype.Float32, "last_hidden_state", "batch", "seq", 8), Regression, "last_hidden_state", ""},
+		{"bare encoder", identityModel(17, dtype.Float32, "last_hidden_state", graph.DimParam("batch"), graph.DimParam("seq"), graph.DimValue(8)), Regression, "last_hidden_state", ""},
 		{"logits without shape", shapeless(identityModel(17, dtype.Float32, "logits")), "", "", "no declared shape"},
-		{"logits of rank 4", identityModel(17, dtype.Float32, "logits", 1, 2, 3, 4), "", "", "rank 4"},
+		{"logits of rank 4", identityModel(17, dtype.Float32, "logits", graph.DimValues([]int64{1, 2, 3, 4})...), "", "", "rank 4"},
 	}
 	for i, tt := range tests {
 		task, out, err := DetectTask(tt.m)
@@ -70,8 +70,8 @@ func TestModelVocab(t *testing.T) {
 	}{
 		{"gpt2 embedding", gpt2, 32, true},
 		{"bert embedding", bert, models.BERTTiny().VocabSize, true},
-		{"logits only", identityModel(17, dtype.Float32, "logits", "b", "s", 7), 7, true},
-		{"neither", identityModel(17, dtype.Float32, "y", 3), 0, false},
+		{"logits only", identityModel(17, dtype.Float32, "logits", graph.DimParam("b"), graph.DimParam("s"), graph.DimValue(7)), 7, true},
+		{"neither", identityModel(17, dtype.Float32, "y", graph.DimValue(3)), 0, false},
 	}
 	for i, tt := range tests {
 		got, ok := ModelVocab(tt.m)

@@ -192,11 +192,7 @@ func (b *builder) setupParams() error {
 			}
 			b.m.RemoveInitializer(p)
 			if in == nil {
-				dims := make([]any, len(t.Dims))
-				for i, d := range t.Dims {
-					dims[i] = d
-				}
-				b.m.AddInput(graph.TensorInfo(p, graph.TypeOf(t), dims...))
+				b.m.AddInput(graph.TensorInfo(p, graph.TypeOf(t), t.Dims))
 			}
 		case in != nil:
 			if dt, _, _ := graph.ValueShape(in); dt != dtype.Undefined && !dt.IsFloat() {
@@ -464,22 +460,20 @@ func (b *builder) setOutputs(grads map[string]string) {
 func (b *builder) valueInfo(name, like string) *onnxpb.ValueInfoProto {
 	t := b.inf.get(like)
 	if !t.shape.ok {
-		v := graph.TensorInfo(name, t.elem)
+		v := graph.TensorInfo(name, t.elem, nil)
 		v.Type.GetTensorType().Shape = nil
 		return v
 	}
-	dims := make([]any, len(t.shape.dims))
+	dims := make([]graph.Dim, len(t.shape.dims))
 	for i, d := range t.shape.dims {
 		switch {
 		case d.static():
-			dims[i] = d.v
+			dims[i] = graph.DimValue(d.v)
 		case len(d.sym) > 1 && d.sym[0] == '$':
-			dims[i] = d.sym[1:]
-		default:
-			dims[i] = -1
+			dims[i] = graph.DimParam(d.sym[1:])
 		}
 	}
-	return graph.TensorInfo(name, t.elem, dims...)
+	return graph.SymbolicTensorInfo(name, t.elem, dims)
 }
 
 // prune drops the nodes no output needs, the initializers nothing reads

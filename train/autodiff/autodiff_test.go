@@ -110,7 +110,7 @@ func TestPruning(t *testing.T) {
 	g, loss := linearModel(t)
 	g.m.AddInitializer(floatTensor("other", g.dt, i64s(3), 1, 2, 3))
 	side := g.node("Mul", []string{"x", "other"})
-	g.m.AddOutput(graph.TensorInfo(side, g.dt))
+	g.m.AddOutput(graph.TensorInfo(side, g.dt, nil))
 	tm, err := Build(g.m, loss, []string{"b"})
 	if err != nil {
 		t.Fatal(err)

@@ -161,7 +161,7 @@ func TestDropout(t *testing.T) {
 		// graph input (here fed true) and the mask is an output.
 		g := newTestGraph(t, 17, dtype.Float64, declSymbolic)
 		x := g.param("x", i64s(2, 3), nil)
-		g.m.AddInput(graph.TensorInfo("training_mode", dtype.Bool))
+		g.m.AddInput(graph.TensorInfo("training_mode", dtype.Bool, nil))
 		g.feeds["training_mode"] = &feed{dims: nil, i: []int64{1}, elem: dtype.Bool}
 		outs := g.nodeN("", "Dropout", []string{x, g.floats(nil, 0), "training_mode"}, 2)
 		g.check(outs[0])

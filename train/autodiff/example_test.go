@@ -13,7 +13,7 @@ import (
 // ReduceSum(y): only A and B are trained.
 func ExampleBuild() {
 	m := graph.New(&onnxpb.ModelProto{IrVersion: 8, OpsetImport: []*onnxpb.OperatorSetIdProto{{Version: 17}}}, "")
-	m.AddInput(graph.TensorInfo("x", dtype.Float32, "batch", 4))
+	m.AddInput(graph.SymbolicTensorInfo("x", dtype.Float32, []graph.Dim{graph.DimParam("batch"), graph.DimValue(4)}))
 	m.AddInitializer(graph.NewFloat32Tensor("W", dtype.Float32, []int64{4, 3}, make([]float32, 12)))
 	m.AddInitializer(graph.NewFloat32Tensor("A", dtype.Float32, []int64{4, 2}, make([]float32, 8)))
 	m.AddInitializer(graph.NewFloat32Tensor("B", dtype.Float32, []int64{2, 3}, make([]float32, 6)))

@@ -98,19 +98,15 @@ func (g *testGraph) declare(name string, dt dtype.Type, dims []int64) {
 	var vi *onnxpb.ValueInfoProto
 	switch g.mode {
 	case declStatic:
-		ds := make([]any, len(dims))
-		for i, d := range dims {
-			ds[i] = d
-		}
-		vi = graph.TensorInfo(name, dt, ds...)
+		vi = graph.TensorInfo(name, dt, dims)
 	case declSymbolic:
-		ds := make([]any, len(dims))
+		ds := make([]graph.Dim, len(dims))
 		for i := range dims {
-			ds[i] = fmt.Sprintf("%s_d%d", name, i)
+			ds[i] = graph.DimParam(fmt.Sprintf("%s_d%d", name, i))
 		}
-		vi = graph.TensorInfo(name, dt, ds...)
+		vi = graph.SymbolicTensorInfo(name, dt, ds)
 	case declUnranked:
-		vi = graph.TensorInfo(name, dt)
+		vi = graph.TensorInfo(name, dt, nil)
 		vi.Type.GetTensorType().Shape = nil
 	}
 	g.m.AddInput(vi)
@@ -272,7 +268,7 @@ func (g *testGraph) check(y string) *graph.Model {
 	g.t.Helper()
 	// Find y's shape by running the forward.
 	probe := g.m.Clone()
-	out := graph.TensorInfo(y, g.dt)
+	out := graph.TensorInfo(y, g.dt, nil)
 	out.Type.GetTensorType().Shape = nil
 	probe.AddOutput(out)
 	feeds := g.tensors("", 0, 0)
@@ -296,11 +292,11 @@ func (g *testGraph) check(y string) *graph.Model {
 func (g *testGraph) checkLoss(loss string) *graph.Model {
 	g.t.Helper()
 	fwd := g.m.Clone()
-	fwd.AddOutput(graph.TensorInfo(loss, g.dt))
+	fwd.AddOutput(graph.TensorInfo(loss, g.dt, nil))
 	for _, p := range g.params {
 		// A param held as an initializer is fed instead, as Build arranges.
 		if fwd.RemoveInitializer(p) != nil && fwd.Input(p) == nil {
-			fwd.AddInput(graph.TensorInfo(p, g.dt))
+			fwd.AddInput(graph.TensorInfo(p, g.dt, nil))
 			fwd.Input(p).Type.GetTensorType().Shape = nil
 		}
 	}

@@ -27,7 +27,7 @@ func TestGradientKeepsLittle(t *testing.T) {
 	params := []string{"model.layers.0.self_attn.q_proj.weight"}
 	loss := m.UniqueName("loss")
 	m.NewNode("ReduceSum", "/loss", []string{"logits"}, []string{loss}, graph.AttrInt("keepdims", 0))
-	m.AddOutput(graph.TensorInfo(loss, dtype.Float32))
+	m.AddOutput(graph.TensorInfo(loss, dtype.Float32, nil))
 	forward := map[string]bool{}
 	for _, n := range m.Graph().Node {
 		for _, o := range n.Output {
