@@ -11,7 +11,7 @@ import (
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
 	ortrt "github.com/peftonnx/peftonnx/runtime"
-	"github.com/peftonnx/peftonnx/train"
+	"github.com/peftonnx/peftonnx/tokenizer"
 )
 
 // tinyLlama returns the real fp16 tiny LLaMA and its tokenizer.
@@ -61,7 +61,7 @@ func TestGenerateTinyLlama(t *testing.T) {
 	}
 
 	// The same through the Go API.
-	tk, err := train.LoadTokenizer(tok)
+	tk, err := tokenizer.Load(tok)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestGenerateErrors(t *testing.T) {
 		{"top-p 0", []string{model, "--tokenizer", tok, "--prompt", "hi", "--top-p", "0"}, false, 2, []string{"--top-p must be in (0, 1]"}},
 		{"top-k when greedy", []string{model, "--tokenizer", tok, "--prompt", "hi", "--top-k", "5", "--temperature", "0"}, false, 2, []string{"--temperature above 0"}},
 		{"bad penalty", []string{model, "--tokenizer", tok, "--prompt", "hi", "--repetition-penalty", "0"}, false, 2, []string{"--repetition-penalty"}},
-		{"missing tokenizer", []string{model, "--tokenizer", filepath.Join(dir, "nope.json"), "--prompt", "hi"}, false, 1, []string{"nope.json"}},
+		{"missing tokenizer", []string{model, "--tokenizer", filepath.Join(dir, "nope.json"), "--prompt", "hi"}, false, 1, []string{"tokenizer: " + filepath.Join(dir, "nope.json") + ": no such file"}},
 		{"missing model", []string{filepath.Join(dir, "nope.onnx"), "--tokenizer", tok, "--prompt", "hi"}, false, 1, []string{"nope.onnx"}},
 		{"no past_key_values", []string{distilbert, "--tokenizer", tok, "--prompt", "hi"}, true, 1,
 			[]string{"generate: " + distilbert + " has no past_key_values inputs"}},
@@ -233,7 +233,7 @@ func TestGenerateHelp(t *testing.T) {
 // is the text decoded at once, with no replacement characters on the way.
 func TestTextStream(t *testing.T) {
 	_, tokPath := tinyLlama(t)
-	tk, err := train.LoadTokenizer(tokPath)
+	tk, err := tokenizer.Load(tokPath)
 	if err != nil {
 		t.Fatal(err)
 	}
