@@ -32,6 +32,8 @@ test: ort vet check
 	./scripts/install-test-deps.sh
 	$(GO) test $(GOFLAGS_TEST) ./...
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 10s -fuzzminimizetime 2s ./graph
+	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 5s -fuzzminimizetime 2s ./tokenizer
+	$(GO) test -run '^$$' -fuzz FuzzEncode -fuzztime 5s -fuzzminimizetime 2s ./tokenizer
 
 # bench runs peftonnx and PyTorch side by side (bench/README.md); it installs
 # Debian's python3-torch when missing. bench-go runs the Go benchmarks.
