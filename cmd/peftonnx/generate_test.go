@@ -2,6 +2,7 @@ package main
 
 import (
 	gocontext "context"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -181,6 +182,18 @@ func TestGenerateErrors(t *testing.T) {
 	}
 	distilbert := filepath.Join(sharedModels, "distilbert-optimum", "model.onnx")
 	gpt2Past := filepath.Join(sharedModels, "gpt2-past-torch16", "model.onnx")
+	// Tokenizer files that the tokenizer before package tokenizer answered
+	// with Go runtime text or accepted (issue 16, E1 and E2).
+	unigram := filepath.Join(dir, "unigram.json")
+	badRegex := filepath.Join(dir, "bad-regex.json")
+	for path, text := range map[string]string{
+		unigram:  `{"model": {"type": "Unigram", "vocab": [["a", -1.0]]}}`,
+		badRegex: `{"normalizer": {"type": "Replace", "pattern": {"Regex": "(a"}, "content": ""}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}`,
+	} {
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	tests := []struct {
 		reason string
@@ -199,6 +212,8 @@ func TestGenerateErrors(t *testing.T) {
 		{"bad penalty", []string{model, "--tokenizer", tok, "--prompt", "hi", "--repetition-penalty", "0"}, false, 2, []string{"--repetition-penalty"}},
 		{"missing tokenizer", []string{model, "--tokenizer", filepath.Join(dir, "nope.json"), "--prompt", "hi"}, false, 1, []string{"tokenizer: " + filepath.Join(dir, "nope.json") + ": no such file"}},
 		{"missing model", []string{filepath.Join(dir, "nope.onnx"), "--tokenizer", tok, "--prompt", "hi"}, false, 1, []string{"nope.onnx"}},
+		{"unsupported tokenizer", []string{model, "--tokenizer", unigram, "--prompt", "hi"}, false, 1, []string{"tokenizer: " + unigram + `: unsupported model type "Unigram"`}},
+		{"invalid tokenizer regex", []string{model, "--tokenizer", badRegex, "--prompt", "hi"}, false, 1, []string{"tokenizer: " + badRegex + `: normalizer.pattern.Regex: invalid regex "(a"`}},
 		{"no past_key_values", []string{distilbert, "--tokenizer", tok, "--prompt", "hi"}, true, 1,
 			[]string{"generate: " + distilbert + " has no past_key_values inputs"}},
 		{"no logits", []string{gpt2Past, "--tokenizer", tok, "--prompt", "hi"}, true, 1,
