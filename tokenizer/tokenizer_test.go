@@ -16,6 +16,15 @@ func TestLlamaIDs(t *testing.T) {
 	if tok.BOS() != 1 || tok.EOS() != 2 || tok.PadID() != 0 {
 		t.Errorf("special ids: got bos %d eos %d pad %d want 1 2 0", tok.BOS(), tok.EOS(), tok.PadID())
 	}
+	if id, ok := tok.TokenID("▁Hello"); !ok || id != 15043 {
+		t.Errorf("TokenID(▁Hello): got %d, %v want 15043", id, ok)
+	}
+	if s, ok := tok.Token(13); !ok || s != "<0x0A>" {
+		t.Errorf("Token(13): got %q, %v want <0x0A>", s, ok)
+	}
+	if _, ok := tok.Token(32000); ok {
+		t.Errorf("Token(32000): got a token, want none")
+	}
 	// Ids that Llama's SentencePiece model gives (HF LlamaTokenizer(Fast)
 	// with the legacy prefix space), known independently of this file.
 	tests := []struct {
