@@ -37,6 +37,8 @@ test: ort vet check
 	$(GO) test $(GOFLAGS_TEST) ./...
 	$(MAKE) --no-print-directory test-mpi
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 10s -fuzzminimizetime 2s ./graph
+	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 5s -fuzzminimizetime 2s ./tokenizer
+	$(GO) test -run '^$$' -fuzz FuzzEncode -fuzztime 5s -fuzzminimizetime 2s ./tokenizer
 
 # test-mpi vets and tests the MPI build of internal/mpi, whose tests run
 # themselves under mpirun; without Open MPI it says so and does nothing.

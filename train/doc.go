@@ -5,8 +5,8 @@
 // The pieces, in the order a run uses them:
 //
 //   - Data: LoadJSONL reads {"input_ids","labels"}, {"text"} or
-//     {"src","tgt"} lines (the last two through a Tokenizer, which loads a
-//     HuggingFace tokenizer.json), with a class "label" or a regression
+//     {"src","tgt"} lines (the last two through a Tokenizer of package
+//     tokenizer, which reads a HuggingFace tokenizer.json), with a class "label" or a regression
 //     "target" where the task wants one. A Loader cuts a dataset into
 //     padded Batches, shuffled per epoch from a seed.
 //   - Loss: CausalLMLoss, SequenceClassificationLoss and MSELoss append a
@@ -104,7 +104,7 @@
 //   - A regression example's target must have the output's size for that
 //     example; outputs whose size follows the padded sequence length do not
 //     mix with examples of different lengths.
-//   - sugarme/tokenizer does not implement every tokenizer.json feature;
-//     byte fallback is added here, and tokenizers of other families should
-//     be checked against HF before training on them.
+//   - Text is encoded by package tokenizer, which implements the
+//     tokenizer.json components of BPE, byte-level BPE and WordPiece
+//     models and refuses files with others (see its doc).
 package train

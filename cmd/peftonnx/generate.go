@@ -12,7 +12,7 @@ import (
 	"time"
 
 	ortrt "github.com/peftonnx/peftonnx/runtime"
-	"github.com/peftonnx/peftonnx/train"
+	"github.com/peftonnx/peftonnx/tokenizer"
 )
 
 func init() {
@@ -98,7 +98,7 @@ func runGenerate(cx *context, args []string) error {
 	}
 	model := pos[0]
 
-	tok, err := train.LoadTokenizer(*tokPath)
+	tok, err := tokenizer.Load(*tokPath)
 	if err != nil {
 		return err
 	}
@@ -120,7 +120,7 @@ func runGenerate(cx *context, args []string) error {
 	}
 	if info.Vocab > 0 {
 		if err := tok.CheckModelVocab(info.Vocab); err != nil {
-			return fmt.Errorf("generate: %s: %v", model, err)
+			return fmt.Errorf("generate: %s: %w", model, err)
 		}
 	}
 	ids, err := tok.Encode(*prompt, true)
@@ -187,7 +187,7 @@ func runGenerate(cx *context, args []string) error {
 // a newline it starts a new line of tokens, so that the decoding stays
 // short, as HuggingFace's TextStreamer does.
 type textStream struct {
-	tok     *train.Tokenizer
+	tok     *tokenizer.Tokenizer
 	w       io.Writer
 	ids     []int64
 	printed string

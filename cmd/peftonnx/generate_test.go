@@ -2,6 +2,7 @@ package main
 
 import (
 	gocontext "context"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -11,7 +12,7 @@ import (
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
 	ortrt "github.com/peftonnx/peftonnx/runtime"
-	"github.com/peftonnx/peftonnx/train"
+	"github.com/peftonnx/peftonnx/tokenizer"
 )
 
 // tinyLlama returns the real fp16 tiny LLaMA and its tokenizer.
@@ -61,7 +62,7 @@ func TestGenerateTinyLlama(t *testing.T) {
 	}
 
 	// The same through the Go API.
-	tk, err := train.LoadTokenizer(tok)
+	tk, err := tokenizer.Load(tok)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,6 +182,18 @@ func TestGenerateErrors(t *testing.T) {
 	}
 	distilbert := filepath.Join(sharedModels, "distilbert-optimum", "model.onnx")
 	gpt2Past := filepath.Join(sharedModels, "gpt2-past-torch16", "model.onnx")
+	// Tokenizer files that the tokenizer before package tokenizer answered
+	// with Go runtime text or accepted (issue 16, E1 and E2).
+	unigram := filepath.Join(dir, "unigram.json")
+	badRegex := filepath.Join(dir, "bad-regex.json")
+	for path, text := range map[string]string{
+		unigram:  `{"model": {"type": "Unigram", "vocab": [["a", -1.0]]}}`,
+		badRegex: `{"normalizer": {"type": "Replace", "pattern": {"Regex": "(a"}, "content": ""}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}`,
+	} {
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	tests := []struct {
 		reason string
@@ -197,8 +210,10 @@ func TestGenerateErrors(t *testing.T) {
 		{"top-p 0", []string{model, "--tokenizer", tok, "--prompt", "hi", "--top-p", "0"}, false, 2, []string{"--top-p must be in (0, 1]"}},
 		{"top-k when greedy", []string{model, "--tokenizer", tok, "--prompt", "hi", "--top-k", "5", "--temperature", "0"}, false, 2, []string{"--temperature above 0"}},
 		{"bad penalty", []string{model, "--tokenizer", tok, "--prompt", "hi", "--repetition-penalty", "0"}, false, 2, []string{"--repetition-penalty"}},
-		{"missing tokenizer", []string{model, "--tokenizer", filepath.Join(dir, "nope.json"), "--prompt", "hi"}, false, 1, []string{"nope.json"}},
+		{"missing tokenizer", []string{model, "--tokenizer", filepath.Join(dir, "nope.json"), "--prompt", "hi"}, false, 1, []string{"tokenizer: " + filepath.Join(dir, "nope.json") + ": no such file"}},
 		{"missing model", []string{filepath.Join(dir, "nope.onnx"), "--tokenizer", tok, "--prompt", "hi"}, false, 1, []string{"nope.onnx"}},
+		{"unsupported tokenizer", []string{model, "--tokenizer", unigram, "--prompt", "hi"}, false, 1, []string{"tokenizer: " + unigram + `: unsupported model type "Unigram"`}},
+		{"invalid tokenizer regex", []string{model, "--tokenizer", badRegex, "--prompt", "hi"}, false, 1, []string{"tokenizer: " + badRegex + `: normalizer.pattern.Regex: invalid regex "(a"`}},
 		{"no past_key_values", []string{distilbert, "--tokenizer", tok, "--prompt", "hi"}, true, 1,
 			[]string{"generate: " + distilbert + " has no past_key_values inputs"}},
 		{"no logits", []string{gpt2Past, "--tokenizer", tok, "--prompt", "hi"}, true, 1,
@@ -233,7 +248,7 @@ func TestGenerateHelp(t *testing.T) {
 // is the text decoded at once, with no replacement characters on the way.
 func TestTextStream(t *testing.T) {
 	_, tokPath := tinyLlama(t)
-	tk, err := train.LoadTokenizer(tokPath)
+	tk, err := tokenizer.Load(tokPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/peftonnx/peftonnx/internal/procmem"
 	"github.com/peftonnx/peftonnx/rewrite"
 	ortrt "github.com/peftonnx/peftonnx/runtime"
+	"github.com/peftonnx/peftonnx/tokenizer"
 	"github.com/peftonnx/peftonnx/train"
 )
 
@@ -274,9 +275,9 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 	if err := checkTrainOutputs(f, m); err != nil {
 		return err
 	}
-	var tok *train.Tokenizer
+	var tok *tokenizer.Tokenizer
 	if f.tokenizer != "" {
-		if tok, err = train.LoadTokenizer(f.tokenizer); err != nil {
+		if tok, err = tokenizer.Load(f.tokenizer); err != nil {
 			return err
 		}
 		if vocab, ok := train.ModelVocab(m); ok {

@@ -1,0 +1,42 @@
+package tokenizer
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// maxNesting is how deep Sequence components may nest.
+const maxNesting = 32
+
+// isAbsent reports whether a component of tokenizer.json is missing or null.
+func isAbsent(raw json.RawMessage) bool {
+	return len(raw) == 0 || string(raw) == "null"
+}
+
+// decodeComponent decodes the component at key into v, whose "type" field
+// is typ, and checks that it has a type.
+func decodeComponent(raw json.RawMessage, key string, typ *string, v any) error {
+	if err := decodeJSON(raw, key, v); err != nil {
+		return err
+	}
+	if *typ == "" {
+		return fmt.Errorf("%s: no \"type\"", key)
+	}
+	return nil
+}
+
+// unsupported is the error for a component type that the package does not
+// implement. kind is "normalizer", "pre-tokenizer", "model", "decoder" or
+// "post-processor"; key is where in the file it is.
+func unsupported(kind, key, typ string) error {
+	if key == topKeys[kind] {
+		return fmt.Errorf("unsupported %s type %s", kind, quote(typ))
+	}
+	return fmt.Errorf("%s: unsupported %s type %s", key, kind, quote(typ))
+}
+
+// topKeys are the keys of tokenizer.json that hold each kind of component.
+var topKeys = map[string]string{
+	"normalizer": "normalizer", "pre-tokenizer": "pre_tokenizer", "model": "model",
+	"decoder": "decoder", "post-processor": "post_processor",
+}
