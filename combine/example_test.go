@@ -23,7 +23,7 @@ func Example() {
 		return ad
 	}
 	sum, err := combine.Adapters([]combine.Input{
-		{Name: "style", Adapter: rank1(2, []float32{1, 2}, []float32{1, 0})},   // delta 2·A·B = [[2 0] [4 0]]
+		{Name: "style", Adapter: rank1(2, []float32{1, 2}, []float32{1, 0})},  // delta 2·A·B = [[2 0] [4 0]]
 		{Name: "safety", Adapter: rank1(1, []float32{1, 1}, []float32{0, 3})}, // delta A·B = [[0 3] [0 3]]
 	}, combine.Options{Method: combine.Cat, Weights: []float64{1, -1}})
 	if err != nil {
