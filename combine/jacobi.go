@@ -45,78 +45,76 @@ func lowRankSVD(x, y matrix) (u matrix, s []float64, v matrix, err error) {
 // householderQR returns a = Q·R with Q [m, k] having orthonormal columns
 // and R [k, n] upper triangular, k = min(m, n), by Householder
 // reflections; rank-deficient a is fine (R then has zeros on its
-// diagonal).
+// diagonal). It works on columns held contiguously (aᵀ's rows).
 func householderQR(a matrix) (q, r matrix) {
 	m, n := a.rows, a.cols
 	k := min(m, n)
-	w := matrix{rows: m, cols: n, data: append([]float64(nil), a.data...)}
+	cols := a.transpose() // row c is column c of a
+	col := func(t matrix, c int) []float64 { return t.data[c*t.cols : (c+1)*t.cols] }
 	vs := make([][]float64, k)
 	betas := make([]float64, k)
 	for j := 0; j < k; j++ {
-		norm := 0.0
-		for i := j; i < m; i++ {
-			norm = math.Hypot(norm, w.at(i, j))
-		}
+		x := col(cols, j)[j:]
+		norm := math.Sqrt(dot(x, x))
 		if norm == 0 {
 			continue
 		}
 		alpha := -norm
-		if w.at(j, j) < 0 {
+		if x[0] < 0 {
 			alpha = norm
 		}
-		v := make([]float64, m-j)
-		for i := range v {
-			v[i] = w.at(j+i, j)
-		}
+		v := append([]float64(nil), x...)
 		v[0] -= alpha
-		vv := 0.0
-		for _, x := range v {
-			vv += x * x
-		}
+		vv := dot(v, v)
 		if vv == 0 {
 			continue
 		}
 		beta := 2 / vv
-		for col := j; col < n; col++ {
-			d := 0.0
-			for i, x := range v {
-				d += x * w.at(j+i, col)
-			}
-			d *= beta
-			for i, x := range v {
-				w.set(j+i, col, w.at(j+i, col)-d*x)
-			}
+		for c := j; c < n; c++ {
+			y := col(cols, c)[j:]
+			axpy(-beta*dot(v, y), v, y)
 		}
 		vs[j], betas[j] = v, beta
 	}
 	r = newMatrix(k, n)
-	for i := 0; i < k; i++ {
-		for j := i; j < n; j++ {
-			r.set(i, j, w.at(i, j))
+	for c := 0; c < n; c++ {
+		for i := 0; i <= min(c, k-1); i++ {
+			r.set(i, c, cols.at(c, i))
 		}
 	}
-	// Q = H_0·H_1·…·H_{k-1} applied to the first k columns of I.
-	q = newMatrix(m, k)
-	for i := 0; i < k; i++ {
-		q.set(i, i, 1)
+	// Q = H_0·H_1·…·H_{k-1} applied to the first k columns of I, the last
+	// reflector first; H_j leaves the columns before j as they are.
+	qcols := newMatrix(k, m) // row c is column c of Q
+	for c := 0; c < k; c++ {
+		qcols.set(c, c, 1)
 	}
 	for j := k - 1; j >= 0; j-- {
 		v := vs[j]
 		if v == nil {
 			continue
 		}
-		for col := 0; col < k; col++ {
-			d := 0.0
-			for i, x := range v {
-				d += x * q.at(j+i, col)
-			}
-			d *= betas[j]
-			for i, x := range v {
-				q.set(j+i, col, q.at(j+i, col)-d*x)
-			}
+		for c := j; c < k; c++ {
+			y := col(qcols, c)[j:]
+			axpy(-betas[j]*dot(v, y), v, y)
 		}
 	}
-	return q, r
+	return qcols.transpose(), r
+}
+
+// dot returns x·y.
+func dot(x, y []float64) float64 {
+	s := 0.0
+	for i, v := range x {
+		s += v * y[i]
+	}
+	return s
+}
+
+// axpy adds a·x to y.
+func axpy(a float64, x, y []float64) {
+	for i, v := range x {
+		y[i] += a * v
+	}
 }
 
 // jacobiSVD returns c = P·diag(S)·Wᵀ for c [m, n] with m ≥ n, by

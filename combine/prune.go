@@ -2,7 +2,7 @@ package combine
 
 import (
 	"math"
-	"sort"
+	"slices"
 )
 
 // pruneMagnitude returns t with all but its int(density·len(t)) largest
@@ -12,15 +12,32 @@ func pruneMagnitude(t []float64, density float64) []float64 {
 	if density >= 1 {
 		return t
 	}
-	k := int(density * float64(len(t)))
-	order := make([]int, len(t))
-	for i := range order {
-		order[i] = i
-	}
-	sort.SliceStable(order, func(i, j int) bool { return math.Abs(t[order[i]]) > math.Abs(t[order[j]]) })
 	out := make([]float64, len(t))
-	for _, i := range order[:k] {
-		out[i] = t[i]
+	k := int(density * float64(len(t)))
+	if k == 0 {
+		return out
+	}
+	mags := make([]float64, len(t))
+	for i, v := range t {
+		mags[i] = math.Abs(v)
+	}
+	sorted := slices.Clone(mags)
+	slices.Sort(sorted)
+	threshold := sorted[len(sorted)-k] // the k-th largest magnitude
+	equal := k                         // how many at the threshold are kept
+	for _, m := range mags {
+		if m > threshold {
+			equal--
+		}
+	}
+	for i, m := range mags {
+		switch {
+		case m > threshold:
+			out[i] = t[i]
+		case m == threshold && equal > 0:
+			out[i] = t[i]
+			equal--
+		}
 	}
 	return out
 }

@@ -168,6 +168,9 @@ func TestCombine(t *testing.T) {
 		}
 	}
 
+	// Every layout is read as an input too.
+	runOK(t, "combine", filepath.Join(dir, "paddle"), filepath.Join(dir, "out.onnx_adapter"), a1, "-o", filepath.Join(dir, "again"), "--method", "svd")
+
 	// The other methods run, and DARE's seed decides its masks.
 	for _, args := range [][]string{
 		{"--method", "linear"},
