@@ -62,14 +62,19 @@
 //     weighted it by w_i·s_i, applying the scaling twice (peft#3111); here
 //     D = Σ w_i·s_i·A_i·B_i.
 //   - per-module ranks: the combined adapter records the rank of each
-//     module (peft#3737); PEFT zero-pads cat and svd to one rank instead,
-//     and here the linear family needs equal ranks only for the modules
-//     two inputs share, where PEFT compares each adapter's largest rank.
+//     module (peft#3737), where PEFT zero-pads cat to one rank and drops
+//     the per-module ranks of the linear family; and here that family
+//     needs equal ranks only for the modules two inputs share, where PEFT
+//     compares each adapter's largest rank.
 //   - lora_bias (peft#3761): package adapter refuses such files, so none
 //     reaches combine; DoRA adapters (use_dora), fused projections
 //     (enable_lora_list), adapters that train base tensors (biases,
 //     modules_to_save: absolute values, not deltas to weight) and prefix
 //     adapters are errors.
+//
+// Not offered: PEFT's ties_svd, dare_linear_svd, dare_ties_svd and
+// magnitude_prune_svd, svd_clamp, and adapters on embeddings or
+// convolutions (which package adapter does not hold).
 //
 // # Numbers
 //
