@@ -33,7 +33,9 @@ const (
 // LoRAConfig configures a LoRA adapter. It carries every field of
 // PaddleNLP's LoRAConfig and the HuggingFace PEFT LoraConfig fields that
 // matter outside PyTorch. Use DefaultLoRAConfig for the defaults; the zero
-// value is not valid (R is 0).
+// value is not valid (R is 0). In JSON its keys are snake_case, as
+// PaddleNLP and PEFT spell the fields; the Go field names that earlier
+// versions wrote are read too (config_json.go).
 type LoRAConfig struct {
 	R       int     `json:"r"`            // rank; default 8
 	Alpha   float64 `json:"lora_alpha"`   // lora_alpha; default 8

@@ -9,7 +9,9 @@ import (
 // PrefixConfig configures prefix tuning. It carries every field of
 // PaddleNLP's PrefixConfig. The prefix table has one row per prefix token
 // and NumHiddenLayers·2·KVHeads()·HeadDim() columns: keys and values for
-// every layer, sized by the key/value heads, not the query heads.
+// every layer, sized by the key/value heads, not the query heads. In JSON
+// its keys are snake_case (num_prefix_tokens, …); the Go field names that
+// earlier versions wrote are read too (config_json.go).
 type PrefixConfig struct {
 	NumPrefixTokens    int `json:"num_prefix_tokens"`     // P, the number of virtual tokens
 	NumAttentionHeads  int `json:"num_attention_heads"`   // query heads

@@ -84,7 +84,7 @@ func extractLoRA(m *graph.Model, rec record, read func(name string) ([]float32, 
 		}
 	}
 	if err := ad.Validate(); err != nil {
-		return nil, errorf("%s: extracted adapter: %v", modelLabel(m), err)
+		return nil, errorf("%s: extracted adapter: %w", modelLabel(m), err)
 	}
 	return ad, nil
 }

@@ -23,7 +23,7 @@ func readPrefixRecord(m *graph.Model) (site *PrefixSite, ok bool, err error) {
 		}
 		var rec prefixRecord
 		if err := json.Unmarshal([]byte(p.Value), &rec); err != nil {
-			return nil, false, errorf("%s: model metadata %q: %v", modelLabel(m), PrefixMetadataKey, err)
+			return nil, false, errorf("%s: model metadata %q: %w", modelLabel(m), PrefixMetadataKey, err)
 		}
 		if rec.Site == nil || rec.Site.Prompt == "" {
 			return nil, false, errorf("%s: model metadata %q records no prefix", modelLabel(m), PrefixMetadataKey)
@@ -37,7 +37,7 @@ func readPrefixRecord(m *graph.Model) (site *PrefixSite, ok bool, err error) {
 func writePrefixRecord(m *graph.Model, site *PrefixSite) error {
 	b, err := json.Marshal(prefixRecord{Version: 1, Site: site})
 	if err != nil {
-		return errorf("encode prefix metadata: %v", err)
+		return errorf("encode prefix metadata: %w", err)
 	}
 	props := m.Proto.MetadataProps[:0]
 	for _, p := range m.Proto.MetadataProps {
@@ -149,7 +149,7 @@ func extractPrefix(m *graph.Model, site *PrefixSite, values func(name string) ([
 		ad.Projection = &adapter.PrefixProjection{W1: t[0], B1: t[1], W2: t[2], B2: t[3]}
 	}
 	if err := ad.Validate(); err != nil {
-		return nil, errorf("%s: %v", modelLabel(m), err)
+		return nil, errorf("%s: %w", modelLabel(m), err)
 	}
 	return ad, nil
 }
