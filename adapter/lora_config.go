@@ -33,47 +33,49 @@ const (
 // LoRAConfig configures a LoRA adapter. It carries every field of
 // PaddleNLP's LoRAConfig and the HuggingFace PEFT LoraConfig fields that
 // matter outside PyTorch. Use DefaultLoRAConfig for the defaults; the zero
-// value is not valid (R is 0).
+// value is not valid (R is 0). In JSON its keys are snake_case, as
+// PaddleNLP and PEFT spell the fields; the Go field names that earlier
+// versions wrote are read too (config_json.go).
 type LoRAConfig struct {
-	R       int     // rank; default 8
-	Alpha   float64 // lora_alpha; default 8
-	Dropout float64 // lora_dropout, in [0, 1); active in training only
+	R       int     `json:"r"`            // rank; default 8
+	Alpha   float64 `json:"lora_alpha"`   // lora_alpha; default 8
+	Dropout float64 `json:"lora_dropout"` // lora_dropout, in [0, 1); active in training only
 
 	// TargetModules are regular expressions (Go syntax) that must match the
 	// whole module name, like PaddleNLP's target_modules and re.fullmatch.
-	TargetModules []string
+	TargetModules []string `json:"target_modules"`
 	// TrainableModules are full-match regexes of modules whose own weights
 	// train too (PaddleNLP's trainable_modules, PEFT's modules_to_save).
-	TrainableModules []string
-	TrainableBias    Bias
+	TrainableModules []string `json:"trainable_modules"`
+	TrainableBias    Bias     `json:"trainable_bias"`
 
 	// EnableLoRAList and HeadDim describe LoRA on fused projections such as
 	// QKV, as PaddleNLP's LoRAMergedLinear does: A is [in, r·k] and B is
 	// [r, out/n·k] for an enable list of n flags with k set.
-	EnableLoRAList EnableLoRAList
-	HeadDim        int
+	EnableLoRAList EnableLoRAList `json:"enable_lora_list"`
+	HeadDim        int            `json:"head_dim"`
 
-	DType                dtype.Type // dtype the adapter trains in: Float32, Float16 or BFloat16; Undefined means Float32
-	TensorParallelDegree int        // -1, 0 or 1: none
-	UseRSLoRA            bool       // scaling alpha/√r instead of alpha/r
-	InitLoRAWeights      LoRAInit
-	BaseModelName        string // base_model_name_or_path
+	DType                dtype.Type `json:"dtype"`                  // dtype the adapter trains in: Float32, Float16 or BFloat16; Undefined means Float32
+	TensorParallelDegree int        `json:"tensor_parallel_degree"` // -1, 0 or 1: none
+	UseRSLoRA            bool       `json:"use_rslora"`             // scaling alpha/√r instead of alpha/r
+	InitLoRAWeights      LoRAInit   `json:"init_lora_weights"`
+	BaseModelName        string     `json:"base_model_name_or_path"` // base_model_name_or_path
 
-	MergeWeights  bool    // PaddleNLP merge_weights
-	DoQAT         bool    // PaddleNLP do_qat (carried, not acted on)
-	LoRAPlusScale float64 // PaddleNLP lora_plus_scale: LR multiplier of B; 0 means 1
-	UseQuickLoRA  bool    // PaddleNLP use_quick_lora (carried, not acted on)
+	MergeWeights  bool    `json:"merge_weights"`   // PaddleNLP merge_weights
+	DoQAT         bool    `json:"do_qat"`          // PaddleNLP do_qat (carried, not acted on)
+	LoRAPlusScale float64 `json:"lora_plus_scale"` // PaddleNLP lora_plus_scale: LR multiplier of B; 0 means 1
+	UseQuickLoRA  bool    `json:"use_quick_lora"`  // PaddleNLP use_quick_lora (carried, not acted on)
 
 	// HuggingFace PEFT fields.
-	FanInFanOut       bool               // the base layer stores [in, out] (GPT-2 Conv1D); file shapes do not change
-	TaskType          string             // e.g. "CAUSAL_LM"
-	InferenceMode     bool               // PEFT inference_mode
-	Revision          string             // revision of the base model
-	RankPattern       map[string]int     // per-module rank; keys match a trailing run of name segments
-	AlphaPattern      map[string]float64 // per-module alpha; keys as RankPattern
-	LayersToTransform []int              // layer indices to adapt; nil means all
-	LayersPattern     []string           // name of the layer list, e.g. "layers"
-	UseDoRA           bool               // DoRA; not supported: Validate refuses it
+	FanInFanOut       bool               `json:"fan_in_fan_out"`      // the base layer stores [in, out] (GPT-2 Conv1D); file shapes do not change
+	TaskType          string             `json:"task_type"`           // e.g. "CAUSAL_LM"
+	InferenceMode     bool               `json:"inference_mode"`      // PEFT inference_mode
+	Revision          string             `json:"revision"`            // revision of the base model
+	RankPattern       map[string]int     `json:"rank_pattern"`        // per-module rank; keys match a trailing run of name segments
+	AlphaPattern      map[string]float64 `json:"alpha_pattern"`       // per-module alpha; keys as RankPattern
+	LayersToTransform []int              `json:"layers_to_transform"` // layer indices to adapt; nil means all
+	LayersPattern     []string           `json:"layers_pattern"`      // name of the layer list, e.g. "layers"
+	UseDoRA           bool               `json:"use_dora"`            // DoRA; not supported: Validate refuses it
 }
 
 // DefaultLoRAConfig returns PaddleNLP's defaults: r 8, alpha 8, no dropout,

@@ -9,28 +9,30 @@ import (
 // PrefixConfig configures prefix tuning. It carries every field of
 // PaddleNLP's PrefixConfig. The prefix table has one row per prefix token
 // and NumHiddenLayers·2·KVHeads()·HeadDim() columns: keys and values for
-// every layer, sized by the key/value heads, not the query heads.
+// every layer, sized by the key/value heads, not the query heads. In JSON
+// its keys are snake_case (num_prefix_tokens, …); the Go field names that
+// earlier versions wrote are read too (config_json.go).
 type PrefixConfig struct {
-	NumPrefixTokens    int // P, the number of virtual tokens
-	NumAttentionHeads  int // query heads
-	MultiQueryGroupNum int // key/value heads (GQA/MQA); 0 means NumAttentionHeads
-	NumHiddenLayers    int
-	HiddenSize         int
+	NumPrefixTokens    int `json:"num_prefix_tokens"`     // P, the number of virtual tokens
+	NumAttentionHeads  int `json:"num_attention_heads"`   // query heads
+	MultiQueryGroupNum int `json:"multi_query_group_num"` // key/value heads (GQA/MQA); 0 means NumAttentionHeads
+	NumHiddenLayers    int `json:"num_hidden_layers"`
+	HiddenSize         int `json:"hidden_size"`
 
 	// PrefixProjection puts an encoder Embedding → Linear → Tanh → Linear
 	// in front of the table, with PrefixProjectionHiddenSize in the middle.
-	PrefixProjection           bool
-	PrefixProjectionHiddenSize int
-	PrefixDropout              float64
+	PrefixProjection           bool    `json:"prefix_projection"`
+	PrefixProjectionHiddenSize int     `json:"prefix_projection_hidden_size"`
+	PrefixDropout              float64 `json:"prefix_dropout"`
 
-	DType                dtype.Type // dtype the adapter trains in: Float32, Float16 or BFloat16; Undefined means Float32
-	TensorParallelDegree int        // -1, 0 or 1: none
+	DType                dtype.Type `json:"dtype"`                  // dtype the adapter trains in: Float32, Float16 or BFloat16; Undefined means Float32
+	TensorParallelDegree int        `json:"tensor_parallel_degree"` // -1, 0 or 1: none
 
 	// HuggingFace PEFT fields.
-	TaskType      string // e.g. "CAUSAL_LM"
-	BaseModelName string // base_model_name_or_path
-	InferenceMode bool
-	Revision      string
+	TaskType      string `json:"task_type"`               // e.g. "CAUSAL_LM"
+	BaseModelName string `json:"base_model_name_or_path"` // base_model_name_or_path
+	InferenceMode bool   `json:"inference_mode"`
+	Revision      string `json:"revision"`
 }
 
 // PEFTType returns "PREFIX_TUNING".

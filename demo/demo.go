@@ -176,7 +176,11 @@ func Run(ctx context.Context, w io.Writer, c Config) (*Report, error) {
 	say("   %d frozen weights are bit-identical to the base's", r.FrozenUnchanged)
 	say("   greedy next-token accuracy on held-out sequences: base %.1f%%, merged %.1f%%", 100*r.AccuracyBefore, 100*r.AccuracyAfter)
 	if c.OutDir != "" {
-		if err := save(c.OutDir, base, trained, merged); err != nil {
+		ad, err := tr.Adapter()
+		if err != nil {
+			return nil, err
+		}
+		if err := save(c.OutDir, base, trained, merged, ad); err != nil {
 			return nil, err
 		}
 		say("6. wrote base.onnx, adapted.onnx, merged.onnx and adapter/ (HF PEFT) to %s", c.OutDir)
@@ -215,7 +219,7 @@ func checkFrozen(base, trained *graph.Model) (int, error) {
 }
 
 // save writes the demo's models and adapter to dir.
-func save(dir string, base, trained, merged *graph.Model) error {
+func save(dir string, base, trained, merged *graph.Model, ad *adapter.Adapter) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("demo: %v", err)
 	}
@@ -223,10 +227,6 @@ func save(dir string, base, trained, merged *graph.Model) error {
 		if err := m.Save(filepath.Join(dir, name), graph.SaveOptions{}); err != nil {
 			return err
 		}
-	}
-	ad, err := rewrite.ExtractAdapter(trained)
-	if err != nil {
-		return err
 	}
 	return adapter.SaveDir(filepath.Join(dir, "adapter"), ad)
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/peftonnx/peftonnx/graph"
 	rt "github.com/peftonnx/peftonnx/runtime"
+	"github.com/peftonnx/peftonnx/session"
 	"github.com/peftonnx/peftonnx/train"
 )
 
@@ -20,11 +21,7 @@ func evalInputs(d *train.Dataset, n int) [][]int64 {
 
 // logits runs a decoder on a batch with an empty KV cache.
 func logits(m *graph.Model, ids [][]int64, opts []rt.Option) (*rt.Tensor, error) {
-	b, err := m.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	s, err := rt.NewSessionFromBytes(b, opts...)
+	s, err := session.OpenModel(m, session.WithRuntime(opts...))
 	if err != nil {
 		return nil, err
 	}

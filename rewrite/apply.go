@@ -10,9 +10,10 @@ import (
 	"github.com/peftonnx/peftonnx/graph"
 )
 
-// Apply injects a saved adapter into base (PaddleNLP's and HF PEFT's
-// from_pretrained): every module of ad gets a branch whose A and B hold
-// ad's weights, with ad's rank, alpha, rsLoRA, dropout and dtype. ad's
+// ApplyLoRA injects a saved LoRA adapter into base (PaddleNLP's and HF
+// PEFT's from_pretrained; Apply takes either PEFT type): every module of
+// ad gets a branch whose A and B hold ad's weights, with ad's rank,
+// alpha, rsLoRA, dropout and dtype. ad's
 // Extra tensors (trained biases and modules) replace the base's values.
 //
 // Modules are matched to layers by name (see FindLinears): exactly, or
@@ -25,8 +26,8 @@ import (
 //
 // With AsInputs, ad's modules get factors that are graph inputs instead
 // (ad's shapes are still checked); Feeds then selects ad or others.
-func Apply(base *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, Summary, error) {
-	o, err := applyOptions(opts)
+func ApplyLoRA(base *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, Summary, error) {
+	o, err := applyOptions(opts, loraOptions)
 	if err != nil {
 		return nil, Summary{}, err
 	}
@@ -80,7 +81,7 @@ func loraConfigOf(ad *adapter.Adapter) (adapter.LoRAConfig, error) {
 		return adapter.LoRAConfig{}, errorf("not a LoRA adapter")
 	}
 	if err := ad.Validate(); err != nil {
-		return adapter.LoRAConfig{}, errorf("%v", err)
+		return adapter.LoRAConfig{}, errorf("%w", err)
 	}
 	if len(ad.Weights) == 0 {
 		return adapter.LoRAConfig{}, errorf("adapter holds no LoRA weights")

@@ -60,10 +60,20 @@
 //
 // # Adapters
 //
-// Apply injects a saved adapter (from_pretrained), matching its module
-// names to layers: exactly, else by dropping leading segments, else with
-// self_attn read as attn (the onnxruntime-genai spelling). ExtractAdapter
-// pulls the adapter out of an adapted model.
+// Apply injects a saved adapter (from_pretrained), LoRA or prefix as its
+// config says, matching a LoRA adapter's module names to layers: exactly,
+// else by dropping leading segments, else with self_attn read as attn (the
+// onnxruntime-genai spelling). Extract pulls the adapter out of an adapted
+// model, Summarize counts its parameters, and AdapterConfig reads the
+// config it records without its weights; each decides between LoRA and
+// prefix itself, and a model with neither is ErrNoAdapter. ApplyLoRA,
+// ApplyPrefix, ExtractAdapter, ExtractPrefix and SummarizePrefix do one
+// type each. ExtractValues takes the adapter's values from a trainer's
+// parameters instead of the model's initializers.
+//
+// The records in an adapted model's metadata (MetadataKey,
+// PrefixMetadataKey) are JSON with snake_case keys; records that earlier
+// versions wrote, with the configs' Go field names as keys, are read too.
 //
 // With the AsInputs option, A and B become graph inputs whose rank is
 // dynamic, with rank-0 defaults ([in, 0] and [0, out]); ONNX Runtime

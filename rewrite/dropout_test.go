@@ -30,7 +30,7 @@ func TestDropout(t *testing.T) {
 		cfg.Dropout = p
 		ad := adapter.NewLoRA(cfg)
 		ad.Weights["proj"] = adapter.LoRAWeights{A: adapter.NewTensor([]int64{1, 1}, []float32{1}), B: adapter.NewTensor([]int64{1, 1}, []float32{1})}
-		if _, _, err := Apply(m, ad); err != nil {
+		if _, _, err := ApplyLoRA(m, ad); err != nil {
 			t.Fatal(err)
 		}
 		s := session(t, m)

@@ -91,7 +91,7 @@ func TestApplyErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := graphBytes(t, m)
 			for what, f := range map[string]func() error{
-				"Apply":        func() error { _, _, err := Apply(m, tc.ad); return err },
+				"Apply":        func() error { _, _, err := ApplyLoRA(m, tc.ad); return err },
 				"MergeAdapter": func() error { return MergeAdapter(m, tc.ad) },
 			} {
 				err := f()
@@ -117,7 +117,7 @@ func TestApplyMatchesByName(t *testing.T) {
 	gpt2 := builtModels[2].load(t)
 	ad := adapter.NewLoRA(config(2, 4, ".*"))
 	ad.Weights["h.1.attn.c_attn"] = adapter.LoRAWeights{A: adapter.Zeros(16, 2), B: adapter.Zeros(2, 48)}
-	sites, _, err := Apply(gpt2, ad)
+	sites, _, err := ApplyLoRA(gpt2, ad)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestApplyMatchesByName(t *testing.T) {
 	llama := realModel(t, "tiny-llama-genai-fp16/model.onnx")
 	ad = adapter.NewLoRA(config(2, 4, ".*"))
 	ad.Weights["model.layers.1.self_attn.v_proj"] = adapter.LoRAWeights{A: adapter.Zeros(16, 2), B: adapter.Zeros(2, 16)}
-	sites, _, err = Apply(llama, ad)
+	sites, _, err = ApplyLoRA(llama, ad)
 	if err != nil {
 		t.Fatal(err)
 	}

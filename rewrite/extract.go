@@ -5,6 +5,7 @@ import (
 
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
 
 // ExtractAdapter returns the adapter that an adapted model carries (for
@@ -14,11 +15,19 @@ import (
 // nn.Linear's [out, in] layout (or [in, out] with FanInFanOut) and
 // "<module>.bias". A model whose factors are graph inputs (AsInputs) holds
 // no adapter: that is an error.
+//
+// ExtractAdapter is Extract for LoRA only: a prefixed model is an error.
 func ExtractAdapter(m *graph.Model) (*adapter.Adapter, error) {
 	rec, err := mustRecord(m)
 	if err != nil {
 		return nil, err
 	}
+	return extractLoRA(m, rec, tensorReader(m, nil))
+}
+
+// extractLoRA returns the LoRA adapter that rec describes, with the values
+// of its tensors from read.
+func extractLoRA(m *graph.Model, rec record, read func(name string) ([]float32, error)) (*adapter.Adapter, error) {
 	ad := adapter.NewLoRA(rec.Config)
 	for _, s := range rec.Sites {
 		if _, done := ad.Weights[s.Module]; done {
@@ -27,11 +36,11 @@ func ExtractAdapter(m *graph.Model) (*adapter.Adapter, error) {
 		if s.AsInputs {
 			return nil, errorf("%s: layer %q takes its LoRA factors as graph inputs; the model holds no adapter to extract", modelLabel(m), s.Module)
 		}
-		a, err := factor(m, s.A)
+		a, err := read(s.A)
 		if err != nil {
 			return nil, err
 		}
-		b, err := factor(m, s.B)
+		b, err := read(s.B)
 		if err != nil {
 			return nil, err
 		}
@@ -51,9 +60,9 @@ func ExtractAdapter(m *graph.Model) (*adapter.Adapter, error) {
 			if t == nil {
 				return nil, errorf("%s: trainable tensor %q has no initializer", modelLabel(m), e.Name)
 			}
-			vals, err := m.Float32s(t)
+			vals, err := read(e.Name)
 			if err != nil {
-				return nil, errorf("%s: %v", modelLabel(m), err)
+				return nil, err
 			}
 			shape := slices.Clone(t.Dims)
 			for _, l := range linears {
@@ -75,7 +84,32 @@ func ExtractAdapter(m *graph.Model) (*adapter.Adapter, error) {
 		}
 	}
 	if err := ad.Validate(); err != nil {
-		return nil, errorf("%s: extracted adapter: %v", modelLabel(m), err)
+		return nil, errorf("%s: extracted adapter: %w", modelLabel(m), err)
 	}
 	return ad, nil
+}
+
+// tensorReader returns a function that reads the values of m's
+// initializer name as float32: from values where it holds the name,
+// rounded to the initializer's element type as graph.SetFloat32s stores
+// them, else from the initializer. Either way the slice is new.
+func tensorReader(m *graph.Model, values map[string][]float32) func(name string) ([]float32, error) {
+	return func(name string) ([]float32, error) {
+		t := m.Initializer(name)
+		if t == nil {
+			return nil, errorf("%s: adapter tensor %q has no initializer", modelLabel(m), name)
+		}
+		if v, ok := values[name]; ok {
+			stored := &onnxpb.TensorProto{Name: name, DataType: t.DataType, Dims: t.Dims}
+			if err := graph.SetFloat32s(stored, v); err != nil {
+				return nil, errorf("%s: adapter tensor %q: %w", modelLabel(m), name, err)
+			}
+			t = stored
+		}
+		v, err := m.Float32s(t)
+		if err != nil {
+			return nil, errorf("%s: adapter tensor %q: %w", modelLabel(m), name, err)
+		}
+		return v, nil
+	}
 }

@@ -36,7 +36,7 @@ const minOpset = 9
 // ExtractAdapter and Summarize read back. InjectLoRA changes nothing when it
 // fails: a layer it cannot adapt is an error naming the layer and why.
 func InjectLoRA(m *graph.Model, cfg adapter.LoRAConfig, opts ...Option) ([]Site, Summary, error) {
-	o, err := applyOptions(opts)
+	o, err := applyOptions(opts, loraOptions)
 	if err != nil {
 		return nil, Summary{}, err
 	}

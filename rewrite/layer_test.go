@@ -276,7 +276,7 @@ func TestLayerMath(t *testing.T) {
 			want := expectLayer(tc, x64, weff, bias, ad)
 
 			adapted := base.Clone()
-			sites, _, err := Apply(adapted, ad)
+			sites, _, err := ApplyLoRA(adapted, ad)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -264,7 +264,7 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter) ([]fold, []extraVa
 
 // Unmerge undoes MergeAdapter (or Merge) of adapter ad on m: it subtracts
 // s·A·B from each adapted weight and rebuilds the branches with ad's
-// weights, as Apply does. A merged model no longer holds A and B, so the
+// weights, as ApplyLoRA does. A merged model no longer holds A and B, so the
 // adapter must be given; ExtractAdapter before Merge keeps it. In float16
 // or bfloat16 weights the round trip is exact only to the weight's
 // precision. Nothing changes when a module is missing or a shape disagrees.
@@ -278,7 +278,7 @@ func Unmerge(m *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, Summa
 			return nil, Summary{}, err
 		}
 	}
-	sites, sum, err := Apply(m, ad, opts...)
+	sites, sum, err := ApplyLoRA(m, ad, opts...)
 	if err != nil {
 		for _, f := range folds {
 			_ = f.apply(m, 1) // best effort: put the weights back

@@ -78,7 +78,7 @@ func TestExtractApplyRoundTrip(t *testing.T) {
 			}
 
 			applied := base.Clone()
-			if _, _, err := Apply(applied, ad); err != nil {
+			if _, _, err := ApplyLoRA(applied, ad); err != nil {
 				t.Fatal(err)
 			}
 			if d, where := maxRelDiff(t, runModel(t, applied, 2, 3, tm.past), want); d > 1e-6 {

@@ -1,16 +1,23 @@
 package rewrite
 
-// Option configures InjectLoRA and Apply.
+// Option configures InjectLoRA, InjectPrefix, Apply and the typed apply
+// functions. Some options belong to one PEFT type (AsInputs to LoRA,
+// PrefixHeadDim and PrefixReplacePast to prefix tuning); given to a
+// function of the other type, they are an error.
 type Option func(*options) error
 
 type options struct {
-	seed     uint64
+	seed uint64
+	// LoRA only.
 	asInputs bool
+	// Prefix tuning only.
+	headDim     int
+	replacePast bool
 }
 
-// WithSeed sets the seed that A's initial values are drawn with. The
-// default is 0. Each module draws from its own stream, derived from the
-// seed and its name.
+// WithSeed sets the seed that fresh adapter weights are drawn with: LoRA's
+// A, or the prefix parameters. The default is 0. Each module or parameter
+// draws from its own stream, derived from the seed and its name.
 func WithSeed(seed uint64) Option {
 	return func(o *options) error {
 		o.seed = seed
@@ -36,7 +43,18 @@ func AsInputs() Option {
 	}
 }
 
-func applyOptions(opts []Option) (options, error) {
+// optionKind says which PEFT type a function that takes options adapts
+// with.
+type optionKind int
+
+const (
+	loraOptions optionKind = iota
+	prefixOptions
+)
+
+// applyOptions collects opts for a function of the PEFT type kind, and
+// refuses the options of the other type.
+func applyOptions(opts []Option, kind optionKind) (options, error) {
 	var o options
 	for _, opt := range opts {
 		if opt == nil {
@@ -45,6 +63,12 @@ func applyOptions(opts []Option) (options, error) {
 		if err := opt(&o); err != nil {
 			return options{}, err
 		}
+	}
+	switch {
+	case kind == loraOptions && (o.headDim != 0 || o.replacePast):
+		return options{}, errorf("PrefixHeadDim and PrefixReplacePast are options of prefix tuning, not of LoRA")
+	case kind == prefixOptions && o.asInputs:
+		return options{}, errorf("AsInputs makes LoRA factors graph inputs; a prefix has none")
 	}
 	return o, nil
 }

@@ -70,23 +70,15 @@ func (s *PrefixSite) Trainable() []string {
 	return append([]string{s.Prompt}, s.Projection...)
 }
 
-// PrefixOption configures InjectPrefix and ApplyPrefix.
-type PrefixOption func(*prefixOptions) error
-
-type prefixOptions struct {
-	seed        uint64
-	headDim     int
-	replacePast bool
-}
+// PrefixOption is an Option; the name is kept for the options of prefix
+// tuning.
+type PrefixOption = Option
 
 // PrefixSeed sets the seed that the fresh prefix parameters are drawn with.
 // The default is 0. Each parameter draws from its own stream, derived from
-// the seed and its name.
+// the seed and its name. It is WithSeed.
 func PrefixSeed(seed uint64) PrefixOption {
-	return func(o *prefixOptions) error {
-		o.seed = seed
-		return nil
-	}
+	return WithSeed(seed)
 }
 
 // PrefixHeadDim states the width of one attention head, for a graph whose
@@ -94,7 +86,7 @@ func PrefixSeed(seed uint64) PrefixOption {
 // HiddenSize and NumAttentionHeads. Where the graph or the config shows
 // the head dim, it must agree. It rejects d <= 0.
 func PrefixHeadDim(d int) PrefixOption {
-	return func(o *prefixOptions) error {
+	return func(o *options) error {
 		if d <= 0 {
 			return errorf("prefix head dim must be positive, got %d", d)
 		}
@@ -107,23 +99,10 @@ func PrefixHeadDim(d int) PrefixOption {
 // where they went, instead of concatenating it in front of them. The model
 // then runs without a KV cache (training, or one-shot scoring).
 func PrefixReplacePast() PrefixOption {
-	return func(o *prefixOptions) error {
+	return func(o *options) error {
 		o.replacePast = true
 		return nil
 	}
-}
-
-func applyPrefixOptions(opts []PrefixOption) (prefixOptions, error) {
-	var o prefixOptions
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&o); err != nil {
-			return prefixOptions{}, err
-		}
-	}
-	return o, nil
 }
 
 // InjectPrefix gives m a trainable prefix, as PaddleNLP's
@@ -225,7 +204,7 @@ func ApplyPrefix(base *graph.Model, ad *adapter.Adapter, opts ...PrefixOption) (
 		return nil, Summary{}, errorf("not a prefix adapter")
 	}
 	if err := ad.Validate(); err != nil {
-		return nil, Summary{}, errorf("%v", err)
+		return nil, Summary{}, errorf("%w", err)
 	}
 	if len(ad.Extra) != 0 {
 		return nil, Summary{}, errorf("prefix adapter holds %d extra tensors (%s); prefix tuning trains none", len(ad.Extra), strings.Join(prefixSortedKeys(ad.Extra), ", "))
@@ -236,7 +215,7 @@ func ApplyPrefix(base *graph.Model, ad *adapter.Adapter, opts ...PrefixOption) (
 // injectPrefix is InjectPrefix, with the parameters' values from ad when
 // it is not nil.
 func injectPrefix(m *graph.Model, cfg adapter.PrefixConfig, ad *adapter.Adapter, opts []PrefixOption) (*PrefixSite, Summary, error) {
-	o, err := applyPrefixOptions(opts)
+	o, err := applyOptions(opts, prefixOptions)
 	if err != nil {
 		return nil, Summary{}, err
 	}

@@ -23,7 +23,7 @@ func readPrefixRecord(m *graph.Model) (site *PrefixSite, ok bool, err error) {
 		}
 		var rec prefixRecord
 		if err := json.Unmarshal([]byte(p.Value), &rec); err != nil {
-			return nil, false, errorf("%s: model metadata %q: %v", modelLabel(m), PrefixMetadataKey, err)
+			return nil, false, errorf("%s: model metadata %q: %w", modelLabel(m), PrefixMetadataKey, err)
 		}
 		if rec.Site == nil || rec.Site.Prompt == "" {
 			return nil, false, errorf("%s: model metadata %q records no prefix", modelLabel(m), PrefixMetadataKey)
@@ -37,7 +37,7 @@ func readPrefixRecord(m *graph.Model) (site *PrefixSite, ok bool, err error) {
 func writePrefixRecord(m *graph.Model, site *PrefixSite) error {
 	b, err := json.Marshal(prefixRecord{Version: 1, Site: site})
 	if err != nil {
-		return errorf("encode prefix metadata: %v", err)
+		return errorf("encode prefix metadata: %w", err)
 	}
 	props := m.Proto.MetadataProps[:0]
 	for _, p := range m.Proto.MetadataProps {
@@ -103,11 +103,21 @@ func summarizePrefix(m *graph.Model, site *PrefixSite) Summary {
 // (for export-adapter and save_pretrained): the config as injected, the
 // prompt_embeddings table and, with a projection, its weights in graph
 // layout, each tensor in the type the model stores it in.
+//
+// ExtractPrefix is Extract for prefix tuning only: a LoRA model is an
+// error.
 func ExtractPrefix(m *graph.Model) (*adapter.Adapter, error) {
 	site, err := PrefixSiteOf(m)
 	if err != nil {
 		return nil, err
 	}
+	return extractPrefix(m, site, tensorReader(m, nil))
+}
+
+// extractPrefix returns the prefix adapter that site describes, with the
+// values of its parameters from values.
+func extractPrefix(m *graph.Model, site *PrefixSite, values func(name string) ([]float32, error)) (*adapter.Adapter, error) {
+	var err error
 	read := func(name string) (*adapter.Tensor, error) {
 		init := m.Initializer(name)
 		if init == nil {
@@ -116,9 +126,9 @@ func ExtractPrefix(m *graph.Model) (*adapter.Adapter, error) {
 		if m.Input(name) != nil {
 			return nil, errorf("%s: prefix parameter %q is a graph input; its value is fed, not stored", modelLabel(m), name)
 		}
-		v, err := m.Float32s(init)
+		v, err := values(name)
 		if err != nil {
-			return nil, errorf("%s: prefix parameter %q: %v", modelLabel(m), name, err)
+			return nil, err
 		}
 		return &adapter.Tensor{DType: adapterType(graph.TypeOf(init)), Shape: append([]int64(nil), init.Dims...), Data: v}, nil
 	}
@@ -139,7 +149,7 @@ func ExtractPrefix(m *graph.Model) (*adapter.Adapter, error) {
 		ad.Projection = &adapter.PrefixProjection{W1: t[0], B1: t[1], W2: t[2], B2: t[3]}
 	}
 	if err := ad.Validate(); err != nil {
-		return nil, errorf("%s: %v", modelLabel(m), err)
+		return nil, errorf("%s: %w", modelLabel(m), err)
 	}
 	return ad, nil
 }

@@ -59,7 +59,7 @@ type prefixPlan struct {
 }
 
 // planPrefix reads the graph and completes cfg; see InjectPrefix.
-func planPrefix(m *graph.Model, cfg adapter.PrefixConfig, o prefixOptions) (*prefixPlan, error) {
+func planPrefix(m *graph.Model, cfg adapter.PrefixConfig, o options) (*prefixPlan, error) {
 	past, err := findPast(m)
 	if err != nil {
 		return nil, err

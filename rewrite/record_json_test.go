@@ -14,9 +14,10 @@ import (
 	"github.com/peftonnx/peftonnx/models"
 )
 
-// The files in testdata/metadata hold the metadata that main at commit
-// ca84743, before package dtype, wrote for the injections below.
-func TestMetadataAsBefore(t *testing.T) {
+// metadataCases are the injections whose metadata testdata/metadata (as
+// main at commit ca84743 wrote it) and testdata/record (as this version
+// writes it) hold.
+func metadataCases(t *testing.T) []metadataCase {
 	llama := func(dt dtype.Type) *graph.Model {
 		c := models.LlamaTiny()
 		c.DType = dt
@@ -28,11 +29,7 @@ func TestMetadataAsBefore(t *testing.T) {
 	}
 	fp16 := adapter.DefaultLoRAConfig(`.*v_proj`)
 	fp16.DType = dtype.Float16
-	tests := []struct {
-		file   string
-		key    string
-		inject func() (*graph.Model, error)
-	}{
+	return []metadataCase{
 		// No dtype in the config: recorded as float32, as before.
 		{"lora.json", MetadataKey, func() (*graph.Model, error) {
 			m := llama(dtype.Float32)
@@ -50,24 +47,92 @@ func TestMetadataAsBefore(t *testing.T) {
 			return m, err
 		}},
 	}
-	for _, tc := range tests {
+}
+
+type metadataCase struct {
+	file   string
+	key    string
+	inject func() (*graph.Model, error)
+}
+
+// metadataOf runs c's injection and returns the metadata it writes.
+func (c metadataCase) metadataOf(t *testing.T) string {
+	t.Helper()
+	m, err := c.inject()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range m.Proto.MetadataProps {
+		if p.Key == c.key {
+			return p.Value
+		}
+	}
+	t.Fatalf("no %s metadata", c.key)
+	return ""
+}
+
+// TestMetadataAsBefore: what this version records equals what main at
+// ca84743 recorded, but for the keys of the config, which became
+// snake_case (issue 9): the config of the earlier record is compared as
+// this version reads and writes it again.
+func TestMetadataAsBefore(t *testing.T) {
+	for _, tc := range metadataCases(t) {
 		t.Run(tc.file, func(t *testing.T) {
-			want, err := os.ReadFile(filepath.Join("testdata", "metadata", tc.file))
+			b, err := os.ReadFile(filepath.Join("testdata", "metadata", tc.file))
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, err := tc.inject()
+			want := decodeAny(t, string(b)).(map[string]any)
+			holder, cfg := want, any(&adapter.LoRAConfig{})
+			if tc.key == PrefixMetadataKey {
+				holder, cfg = want["site"].(map[string]any), &adapter.PrefixConfig{}
+			}
+			old, err := json.Marshal(holder["config"])
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got string
-			for _, p := range m.Proto.MetadataProps {
-				if p.Key == tc.key {
-					got = p.Value
+			if err := json.Unmarshal(old, cfg); err != nil {
+				t.Fatalf("reading the earlier config %s: %v", old, err)
+			}
+			again, err := json.Marshal(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			holder["config"] = decodeAny(t, string(again))
+			got := tc.metadataOf(t)
+			if g := decodeAny(t, got); !reflect.DeepEqual(g, want) {
+				t.Errorf("metadata %s differs from what main wrote:\ngot  %s\nwant %s", tc.key, got, strings.TrimSpace(string(b)))
+			}
+		})
+	}
+}
+
+// TestRecordGolden: a record written now uses the snake_case keys, and
+// only those; testdata/record holds them (-update rewrites it).
+func TestRecordGolden(t *testing.T) {
+	for _, tc := range metadataCases(t) {
+		t.Run(tc.file, func(t *testing.T) {
+			got := tc.metadataOf(t)
+			path := filepath.Join("testdata", "record", tc.file)
+			if *update {
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, []byte(got+"\n"), 0o644); err != nil {
+					t.Fatal(err)
 				}
 			}
-			if g, w := decodeAny(t, got), decodeAny(t, string(want)); !reflect.DeepEqual(g, w) {
-				t.Errorf("metadata %s differs from what main wrote:\ngot  %s\nwant %s", tc.key, got, strings.TrimSpace(string(want)))
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if got != strings.TrimSpace(string(want)) {
+				t.Errorf("metadata %s differs from %s:\ngot  %s\nwant %s", tc.key, path, got, strings.TrimSpace(string(want)))
+			}
+			for _, old := range []string{`"R":`, `"Alpha":`, `"NumPrefixTokens":`, `"DType":`, `"TargetModules":`} {
+				if strings.Contains(got, old) {
+					t.Errorf("metadata %s holds the earlier key %s", tc.key, old)
+				}
 			}
 		})
 	}

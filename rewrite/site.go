@@ -122,7 +122,7 @@ func readRecord(m *graph.Model) (rec record, ok bool, err error) {
 			continue
 		}
 		if err := json.Unmarshal([]byte(p.Value), &rec); err != nil {
-			return record{}, false, errorf("model metadata %q: %v", MetadataKey, err)
+			return record{}, false, errorf("model metadata %q: %w", MetadataKey, err)
 		}
 		return rec, true, nil
 	}
@@ -157,7 +157,7 @@ func writeRecord(m *graph.Model, rec *record) error {
 	rec.Version = 1
 	b, err := json.Marshal(rec)
 	if err != nil {
-		return errorf("encode LoRA metadata: %v", err)
+		return errorf("encode LoRA metadata: %w", err)
 	}
 	m.Proto.MetadataProps = append(m.Proto.MetadataProps, newProp(MetadataKey, string(b)))
 	return nil

@@ -64,16 +64,6 @@ func groupThousands(n int64) string {
 	return b.String()
 }
 
-// Summarize counts the parameters of a model that InjectLoRA or Apply
-// adapted, from the sites its metadata records.
-func Summarize(m *graph.Model) (Summary, error) {
-	rec, err := mustRecord(m)
-	if err != nil {
-		return Summary{}, err
-	}
-	return summarize(m, rec)
-}
-
 // summarize counts parameters for rec.
 func summarize(m *graph.Model, rec record) (Summary, error) {
 	helper := map[string]bool{}

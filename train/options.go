@@ -77,7 +77,9 @@ type Options struct {
 	Warmup   int
 	// LoRAPlusScale multiplies the learning rate of the LoRA B factors
 	// (parameters whose name holds "lora_B"), as PaddleNLP's
-	// lora_plus_scale does (LoRA+); 0 means 1.
+	// lora_plus_scale does (LoRA+). 0 takes the lora_plus_scale that the
+	// model's LoRA config records (rewrite.AdapterConfig), and without
+	// one means 1.
 	LoRAPlusScale float64
 	// AdamW holds the optimizer's hyperparameters, weight decay included.
 	// As in HF Trainer, biases and normalization weights (parameters of

@@ -6,6 +6,7 @@ import (
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/half"
 	rt "github.com/peftonnx/peftonnx/runtime"
+	"github.com/peftonnx/peftonnx/session"
 )
 
 // runner runs one session over and over through an rt.Binding, so that a
@@ -15,7 +16,7 @@ import (
 // refilled in place while the batch's shape stays the same, and replaced
 // when it changes; outputs are allocated by the first run and reused.
 type runner struct {
-	ses     *rt.Session
+	ses     *session.Session
 	plan    []feed
 	outputs []string
 	task    Task
@@ -28,7 +29,7 @@ type runner struct {
 }
 
 // newRunner plans the feeds of ses. params are the trainable inputs.
-func newRunner(ses *rt.Session, params map[string]bool, outputs []string, task Task, targetDims []int64) (*runner, error) {
+func newRunner(ses *session.Session, params map[string]bool, outputs []string, task Task, targetDims []int64) (*runner, error) {
 	plan, err := planFeeds(ses.Inputs(), params)
 	if err != nil {
 		return nil, err

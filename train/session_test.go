@@ -84,7 +84,7 @@ func TestTrainerExternalWeights(t *testing.T) {
 	// steps, and leave nothing behind.
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
-	defer func(v int) { spillAbove = v }(spillAbove)
+	defer func(v int64) { spillAbove = v }(spillAbove)
 	spillAbove = 1024
 	gotLoss, gotW = run(build())
 	same("spilled to a temporary folder", gotLoss, gotW)

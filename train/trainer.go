@@ -3,12 +3,15 @@ package train
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"slices"
 	"strings"
 
+	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/rewrite"
 	"github.com/peftonnx/peftonnx/train/autodiff"
 )
 
@@ -93,6 +96,9 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 		return nil, errorf("no training examples")
 	}
 	if err := resolveTask(m, &opts); err != nil {
+		return nil, err
+	}
+	if err := recordedLoRAPlus(m, &opts); err != nil {
 		return nil, err
 	}
 	t := &Trainer{opts: opts, base: m.Clone(), byName: map[string]*Param{}, data: data}
@@ -465,11 +471,50 @@ func (t *Trainer) writeLog(r LogRecord) error {
 	return nil
 }
 
+// recordedLoRAPlus sets opts.LoRAPlusScale, where it is 0, to the
+// lora_plus_scale that m's LoRA config records (rewrite.AdapterConfig;
+// "inject --lora-plus-scale" records it). A model without an adapter
+// record trains as it is.
+func recordedLoRAPlus(m *graph.Model, opts *Options) error {
+	if opts.LoRAPlusScale != 0 {
+		return nil
+	}
+	cfg, err := rewrite.AdapterConfig(m)
+	if errors.Is(err, rewrite.ErrNoAdapter) {
+		return nil
+	}
+	if err != nil {
+		return errorf("%w", err)
+	}
+	if lora, ok := cfg.(*adapter.LoRAConfig); ok {
+		opts.LoRAPlusScale = lora.LoRAPlusScale
+	}
+	return nil
+}
+
+// Adapter returns the trained adapter: the one that the model NewTrainer
+// got carries (LoRA or prefix, rewrite.Extract), with the current values
+// of the parameters, each rounded to its tensor's element type. It equals
+// rewrite.Extract of Model(), without writing the values into a copy of
+// the model first. A model that records no adapter is an error that wraps
+// rewrite.ErrNoAdapter.
+func (t *Trainer) Adapter() (*adapter.Adapter, error) {
+	values := make(map[string][]float32, len(t.params))
+	for _, p := range t.params {
+		values[p.Name] = p.Data
+	}
+	ad, err := rewrite.ExtractValues(t.base, values)
+	if err != nil {
+		return nil, errorf("%w", err)
+	}
+	return ad, nil
+}
+
 // Model returns a copy of the model NewTrainer got, without the loss, with
 // the current parameter values written into its initializers in their
 // element types. Every other tensor is the model's own, bit for bit.
-// rewrite.ExtractAdapter reads the trained adapter from it, and
-// rewrite.Merge folds it into the weights.
+// rewrite.Merge folds the trained adapter into the weights; Adapter
+// returns it without this copy.
 func (t *Trainer) Model() (*graph.Model, error) {
 	m := t.base.Clone()
 	for _, p := range t.params {

@@ -6,6 +6,7 @@ import (
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/rewrite"
+	"github.com/peftonnx/peftonnx/session"
 )
 
 func init() {
@@ -71,7 +72,7 @@ func runApply(cx *context, args []string) error {
 	if *adapterPath == "" {
 		return cx.usagef("--adapter is required")
 	}
-	ad, err := loadAdapter(*adapterPath)
+	ad, err := session.LoadAdapter(*adapterPath)
 	if err != nil {
 		return err
 	}
@@ -89,45 +90,27 @@ func runApply(cx *context, args []string) error {
 	if err := checkOutput(*out, m, *adapterPath); err != nil {
 		return err
 	}
-	if err := checkAdapterFits(pos[0], *adapterPath, m, ad); err != nil {
-		return err
-	}
 	external := hasExternalData(m)
-	if ad.Prefix != nil {
-		return applyPrefix(cx, m, ad, *out, *adapterPath, external, *replacePast)
-	}
 	var opts []rewrite.Option
 	if *asInputs {
 		opts = append(opts, rewrite.AsInputs())
 	}
-	sites, sum, err := rewrite.Apply(m, ad, opts...)
+	if *replacePast {
+		opts = append(opts, rewrite.PrefixReplacePast())
+	}
+	adapted, err := rewrite.Apply(m, ad, opts...)
 	if err != nil {
 		return fmt.Errorf("applying %s: %w", *adapterPath, err)
 	}
 	if err := saveModel(m, *out, external); err != nil {
 		return err
 	}
-	fmt.Fprintln(cx.stdout, sum)
-	fmt.Fprintf(cx.stdout, "wrote %s: adapter %s on %s%s\n", *out, *adapterPath, countLayers(sites), inputsNote(*asInputs))
-	return nil
-}
-
-// applyPrefix injects the prefix adapter ad (read from adapterPath) into
-// m, saves the result to out and reports it as "peftonnx prefix" does.
-func applyPrefix(cx *context, m *graph.Model, ad *adapter.Adapter, out, adapterPath string, external, replacePast bool) error {
-	var opts []rewrite.PrefixOption
-	if replacePast {
-		opts = append(opts, rewrite.PrefixReplacePast())
+	fmt.Fprintln(cx.stdout, adapted.Summary)
+	if adapted.Prefix != nil {
+		fmt.Fprintf(cx.stdout, "wrote %s: prefix adapter %s, %s\n", *out, *adapterPath, describePrefix(adapted.Prefix))
+	} else {
+		fmt.Fprintf(cx.stdout, "wrote %s: adapter %s on %s%s\n", *out, *adapterPath, countLayers(adapted.Sites), inputsNote(*asInputs))
 	}
-	site, sum, err := rewrite.ApplyPrefix(m, ad, opts...)
-	if err != nil {
-		return fmt.Errorf("applying %s: %w", adapterPath, err)
-	}
-	if err := saveModel(m, out, external); err != nil {
-		return err
-	}
-	fmt.Fprintln(cx.stdout, sum)
-	fmt.Fprintf(cx.stdout, "wrote %s: prefix adapter %s, %s\n", out, adapterPath, describePrefix(site))
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -96,31 +97,20 @@ func runExportAdapter(cx *context, args []string) error {
 		return err
 	}
 	defer m.Close()
-	prefixed, err := carriesPrefix(m)
+	ad, err := rewrite.Extract(m)
+	if errors.Is(err, rewrite.ErrNoAdapter) {
+		return fmt.Errorf("%w: give a model from inject, prefix or apply", err)
+	}
 	if err != nil {
 		return err
 	}
-	if prefixed {
-		if carriesLoRA(m) {
-			return fmt.Errorf("%s carries both LoRA branches and a prefix; an adapter holds one PEFT type, so export-adapter cannot tell which to write", pos[0])
-		}
-		if *format == formatONNXAdapter {
-			return fmt.Errorf("%s carries a prefix (prefix tuning), which --format onnx_adapter cannot hold: an .onnx_adapter file has named tensors and no config (tokens, layers, KV heads), and ONNX Runtime feeds it to LoRA inputs only; export it with --format hf", pos[0])
-		}
-		return exportPrefix(cx, m, pos[0], *out)
+	if ad.Prefix != nil {
+		return exportPrefix(cx, m, ad, pos[0], *out, *format)
 	}
 	if *format == formatONNXAdapter {
 		if err := checkOutput(*out, m); err != nil {
 			return err
 		}
-	}
-	ad, err := rewrite.ExtractAdapter(m)
-	if err != nil {
-		if !carriesLoRA(m) {
-			// Neither LoRA nor a prefix: say both.
-			return fmt.Errorf("%w, and no prefix (no %q metadata): give a model from inject, prefix or apply", err, rewrite.PrefixMetadataKey)
-		}
-		return err
 	}
 	what := "HF PEFT directory"
 	if *format == formatHF {
@@ -150,12 +140,11 @@ func runExportAdapter(cx *context, args []string) error {
 	return nil
 }
 
-// exportPrefix writes the prefix adapter of m, the model at path, to the
-// HuggingFace PEFT directory dir (rewrite.ExtractPrefix, adapter.SaveDir).
-func exportPrefix(cx *context, m *graph.Model, path, dir string) error {
-	ad, err := rewrite.ExtractPrefix(m)
-	if err != nil {
-		return err
+// exportPrefix writes ad, the prefix adapter of m, the model at path, to
+// the HuggingFace PEFT directory dir, the one format that holds a prefix.
+func exportPrefix(cx *context, m *graph.Model, ad *adapter.Adapter, path, dir, format string) error {
+	if format == formatONNXAdapter {
+		return fmt.Errorf("%s carries a prefix (prefix tuning), which --format onnx_adapter cannot hold: an .onnx_adapter file has named tensors and no config (tokens, layers, KV heads), and ONNX Runtime feeds it to LoRA inputs only; export it with --format hf", path)
 	}
 	site, err := rewrite.PrefixSiteOf(m)
 	if err != nil {

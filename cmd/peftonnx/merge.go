@@ -8,6 +8,7 @@ import (
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/rewrite"
+	"github.com/peftonnx/peftonnx/session"
 )
 
 func init() {
@@ -57,7 +58,7 @@ func runMerge(cx *context, args []string) error {
 	}
 	var ad *adapter.Adapter
 	if *adapterPath != "" {
-		if ad, err = loadAdapter(*adapterPath); err != nil {
+		if ad, err = session.LoadAdapter(*adapterPath); err != nil {
 			return err
 		}
 		if ad.Prefix != nil {
@@ -70,9 +71,7 @@ func runMerge(cx *context, args []string) error {
 		return err
 	}
 	defer m.Close()
-	if prefixed, err := carriesPrefix(m); err != nil {
-		return err
-	} else if prefixed {
+	if _, err := rewrite.PrefixSiteOf(m); err == nil {
 		return fmt.Errorf("merge: %s carries a prefix, and prefix tuning cannot be merged into weights; %s: "+
 			"run or generate with %s as it is, or save its prefix with export-adapter", pos[0], prefixIsNotAWeight, pos[0])
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -211,7 +212,7 @@ func (f *trainFlags) options(cx *context) (train.Options, error) {
 	o.Epochs, o.Steps, o.BatchSize, o.GradAccum, o.SeqLen = f.epochs, f.steps, f.batch, f.gradAccum, f.seqLen
 	o.LR, o.Schedule, o.Warmup, o.Clip, o.Seed = f.lr, strings.ToLower(f.schedule), f.warmup, f.clip, f.seed
 	o.AdamW.WeightDecay = f.weightDecay
-	o.LoRAPlusScale = f.loraPlus // 0: the model's config decides, in trainModel
+	o.LoRAPlusScale = f.loraPlus // 0: the trainer takes the model's recorded lora_plus_scale
 	o.RecomputeProducts = f.recomputeProducts
 	o.LossScale = f.lossScale
 	o.CheckpointDir, o.CheckpointEvery, o.EvalEvery = f.out, f.checkpointEvery, f.evalEvery
@@ -219,40 +220,17 @@ func (f *trainFlags) options(cx *context) (train.Options, error) {
 	return o, nil
 }
 
-// trainAdapted is what the train command learns about MODEL's adapter.
-type trainAdapted struct {
-	summary  rewrite.Summary
-	prefix   bool    // a prefix adapter, else LoRA
-	loraPlus float64 // the LoRA config's lora_plus_scale
-}
-
-// trainableOf returns the adapter that a model carries, or the error that
-// says it has none.
-func trainableOf(path string, m *graph.Model) (*trainAdapted, error) {
-	if sites, err := rewrite.Sites(m); err == nil {
-		for _, s := range sites {
-			if s.AsInputs {
-				return nil, fmt.Errorf("train: %s takes its LoRA factors as graph inputs (inject --as-inputs), so it holds no adapter to train: inject without --as-inputs", path)
-			}
-		}
-		sum, err := rewrite.Summarize(m)
-		if err != nil {
-			return nil, err
-		}
-		ad, err := rewrite.ExtractAdapter(m)
-		if err != nil {
-			return nil, err
-		}
-		return &trainAdapted{summary: sum, loraPlus: ad.LoRA.LoRAPlusScale}, nil
+// trainableOf returns the summary of the adapter that a model carries
+// (rewrite.Summarize), or the error that says it has none to train.
+func trainableOf(path string, m *graph.Model) (rewrite.Summary, error) {
+	if sites, err := rewrite.Sites(m); err == nil && slices.ContainsFunc(sites, func(s rewrite.Site) bool { return s.AsInputs }) {
+		return rewrite.Summary{}, fmt.Errorf("train: %s takes its LoRA factors as graph inputs (inject --as-inputs), so it holds no adapter to train: inject without --as-inputs", path)
 	}
-	if _, err := rewrite.PrefixSiteOf(m); err == nil {
-		sum, err := rewrite.SummarizePrefix(m)
-		if err != nil {
-			return nil, err
-		}
-		return &trainAdapted{summary: sum, prefix: true}, nil
+	sum, err := rewrite.Summarize(m)
+	if errors.Is(err, rewrite.ErrNoAdapter) {
+		return rewrite.Summary{}, fmt.Errorf("train: %s has no adapter (run peftonnx inject first)", path)
 	}
-	return nil, fmt.Errorf("train: %s has no adapter (run peftonnx inject first)", path)
+	return sum, err
 }
 
 // trainModel runs the command once the flags are checked.
@@ -262,14 +240,11 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 		return err
 	}
 	defer m.Close()
-	ad, err := trainableOf(modelPath, m)
+	sum, err := trainableOf(modelPath, m)
 	if err != nil {
 		return err
 	}
-	if f.loraPlus == 0 && !ad.prefix {
-		opts.LoRAPlusScale = ad.loraPlus
-	}
-	if ad.prefix && f.merged != "" {
+	if _, err := rewrite.PrefixSiteOf(m); err == nil && f.merged != "" {
 		return fmt.Errorf("train: --merged: %s carries a prefix, which has no weights to fold into the model's", modelPath)
 	}
 	if err := checkTrainOutputs(f, m); err != nil {
@@ -320,7 +295,7 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 		}
 	}
 
-	tr, err := train.NewTrainer(m, ad.summary.Trainable(), data, opts)
+	tr, err := train.NewTrainer(m, sum.Trainable(), data, opts)
 	if err != nil {
 		return err
 	}
@@ -332,7 +307,7 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 			return err
 		}
 	}
-	fmt.Fprintf(cx.stdout, "%s\n", ad.summary)
+	fmt.Fprintf(cx.stdout, "%s\n", sum)
 	fmt.Fprintf(cx.stdout, "task: %s\n", describeTask(tr))
 	startStep := tr.Step()
 	if f.resume {
@@ -360,7 +335,7 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 	case err != nil:
 		return err
 	}
-	if err := writeTrainResults(cx, f, m, tr, ad); err != nil {
+	if err := writeTrainResults(f, m, tr); err != nil {
 		return err
 	}
 	printTrainSummary(cx, tr, startStep, ran, fed, elapsed, f)
@@ -434,17 +409,8 @@ func trainSameFile(a, b string) bool {
 
 // writeTrainResults writes the adapter, the loss plot and the merged
 // model.
-func writeTrainResults(cx *context, f *trainFlags, base *graph.Model, tr *train.Trainer, ad *trainAdapted) error {
-	trained, err := tr.Model()
-	if err != nil {
-		return err
-	}
-	var out *adapter.Adapter
-	if ad.prefix {
-		out, err = rewrite.ExtractPrefix(trained)
-	} else {
-		out, err = rewrite.ExtractAdapter(trained)
-	}
+func writeTrainResults(f *trainFlags, base *graph.Model, tr *train.Trainer) error {
+	out, err := tr.Adapter()
 	if err != nil {
 		return err
 	}
@@ -455,6 +421,10 @@ func writeTrainResults(cx *context, f *trainFlags, base *graph.Model, tr *train.
 		return err
 	}
 	if f.merged != "" {
+		trained, err := tr.Model()
+		if err != nil {
+			return err
+		}
 		if err := rewrite.Merge(trained); err != nil {
 			return err
 		}

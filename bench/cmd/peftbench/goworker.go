@@ -17,6 +17,7 @@ import (
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/rewrite"
 	rt "github.com/peftonnx/peftonnx/runtime"
+	"github.com/peftonnx/peftonnx/session"
 	"github.com/peftonnx/peftonnx/train"
 	"github.com/peftonnx/peftonnx/train/autodiff"
 )
@@ -57,7 +58,7 @@ type goRun struct {
 	mode  string
 	batch int
 
-	sess    *rt.Session
+	sess    *session.Session
 	bind    *rt.Binding
 	ids     *rt.Tensor // bound input_ids; a step copies its batch in
 	labels  *rt.Tensor // bound labels (training)
@@ -200,7 +201,7 @@ func floatInitializers(m *graph.Model) []string {
 // (train.NewSession: the frozen weights stay in the export folder's data
 // file, memory patterns off), with threads intra-op threads, pre-packing
 // as prepack says, and the profiling settings of the environment.
-func openSession(g *graph.Model, threads int, prepack bool) (*rt.Session, error) {
+func openSession(g *graph.Model, threads int, prepack bool) (*session.Session, error) {
 	if p := os.Getenv("PEFTBENCH_DUMP_GRAPH"); p != "" {
 		b, _, err := g.MarshalReferencing()
 		if err != nil {

@@ -1,0 +1,8 @@
+package session
+
+import "fmt"
+
+// errorf returns an error prefixed with the package name.
+func errorf(format string, args ...any) error {
+	return fmt.Errorf("session: "+format, args...)
+}
