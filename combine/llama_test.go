@@ -87,7 +87,7 @@ func TestMergedIntoLlama(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := rewrite.Apply(m, ad); err != nil {
+		if _, err := rewrite.Apply(m, ad); err != nil {
 			t.Fatalf("%s: Apply: %v", method, err)
 		}
 		if err := rewrite.Merge(m); err != nil {

@@ -127,8 +127,8 @@ func (c nbitsCase) model(t *testing.T) *graph.Model {
 	m := graph.New(&onnxpb.ModelProto{IrVersion: 8, Graph: &onnxpb.GraphProto{Name: "nbits"}}, "")
 	m.SetOpset("", 17)
 	m.SetOpset(quant.Domain, 1)
-	m.AddInput(graph.TensorInfo("A", w.ScaleType, "M", w.K))
-	m.AddOutput(graph.TensorInfo("Y", w.ScaleType, "M", w.N))
+	m.AddInput(graph.SymbolicTensorInfo("A", w.ScaleType, []graph.Dim{graph.DimParam("M"), graph.DimValue(int64(w.K))}))
+	m.AddOutput(graph.SymbolicTensorInfo("Y", w.ScaleType, []graph.Dim{graph.DimParam("M"), graph.DimValue(int64(w.N))}))
 	for _, x := range inits {
 		m.AddInitializer(x)
 	}

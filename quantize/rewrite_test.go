@@ -143,17 +143,17 @@ func TestModelGraphs(t *testing.T) {
 		gone    []string // initializers and nodes that must go
 	}{
 		{"gemm transB with bias, alpha and beta", func(m *graph.Model) {
-			m.AddInput(graph.TensorInfo("x", dtype.Float32, 3, 32))
+			m.AddInput(graph.TensorInfo("x", dtype.Float32, []int64{3, 32}))
 			m.AddInitializer(weight("fc.weight", dtype.Float32, 8, 32))
 			m.AddInitializer(weight("fc.bias", dtype.Float32, 8))
 			m.NewNode("Gemm", "/fc/Gemm", []string{"x", "fc.weight", "fc.bias"}, []string{"y"},
 				graph.AttrInt("transB", 1), graph.AttrFloat("alpha", 0.5), graph.AttrFloat("beta", 2))
-			m.AddOutput(graph.TensorInfo("y", dtype.Float32, 3, 8))
+			m.AddOutput(graph.TensorInfo("y", dtype.Float32, []int64{3, 8}))
 		}, 1, nil, 0, []string{"fc.bias_beta"}, []string{"fc.weight", "fc.bias"}},
 		{"gemm skips", func(m *graph.Model) {
-			m.AddInput(graph.TensorInfo("x", dtype.Float32, 32, 3))
-			m.AddInput(graph.TensorInfo("x2", dtype.Float32, 3, 32))
-			m.AddInput(graph.TensorInfo("c", dtype.Float32, 8))
+			m.AddInput(graph.TensorInfo("x", dtype.Float32, []int64{32, 3}))
+			m.AddInput(graph.TensorInfo("x2", dtype.Float32, []int64{3, 32}))
+			m.AddInput(graph.TensorInfo("c", dtype.Float32, []int64{8}))
 			m.AddInitializer(weight("a.weight", dtype.Float32, 32, 8))
 			m.AddInitializer(weight("b.weight", dtype.Float32, 32, 8))
 			m.AddInitializer(weight("b.bias", dtype.Float32, 1, 8))
@@ -162,36 +162,36 @@ func TestModelGraphs(t *testing.T) {
 			m.NewNode("Gemm", "/b/Gemm", []string{"x2", "b.weight", "b.bias"}, []string{"yb"})
 			m.NewNode("Gemm", "/c/Gemm", []string{"x2", "c.weight", "c"}, []string{"yc"})
 			for _, y := range []string{"ya", "yb", "yc"} {
-				m.AddOutput(graph.TensorInfo(y, dtype.Float32, 3, 8))
+				m.AddOutput(graph.TensorInfo(y, dtype.Float32, []int64{3, 8}))
 			}
 		}, 0, []string{"a Gemm with transA=1", `Gemm's C "b.bias" has shape [1 8], not [8]`, `Gemm's C "c" is not an initializer`}, 0, []string{"a.weight", "b.weight", "c.weight"}, nil},
 		{"cast and transpose chain", func(m *graph.Model) {
-			m.AddInput(graph.TensorInfo("x", dtype.Float32, 3, 32))
+			m.AddInput(graph.TensorInfo("x", dtype.Float32, []int64{3, 32}))
 			m.AddInitializer(weight("w.weight", dtype.Float16, 8, 32))
 			m.NewNode("Cast", "/w/Cast", []string{"w.weight"}, []string{"w32"}, graph.AttrInt("to", int64(dtype.Float32)))
 			m.NewNode("Transpose", "/w/Transpose", []string{"w32"}, []string{"wt"}, graph.AttrInts("perm", 1, 0))
 			m.NewNode("MatMul", "/w/MatMul", []string{"x", "wt"}, []string{"y"})
-			m.AddOutput(graph.TensorInfo("y", dtype.Float32, 3, 8))
+			m.AddOutput(graph.TensorInfo("y", dtype.Float32, []int64{3, 8}))
 		}, 1, nil, 0, []string{"w.weight_Q4"}, []string{"w.weight", "/w/Cast", "/w/Transpose"}},
 		{"tied embedding", func(m *graph.Model) {
-			m.AddInput(graph.TensorInfo("ids", dtype.Int64, 3))
+			m.AddInput(graph.TensorInfo("ids", dtype.Int64, []int64{3}))
 			m.AddInitializer(weight("embed.weight", dtype.Float32, 40, 16))
 			m.NewNode("Gather", "/embed/Gather", []string{"embed.weight", "ids"}, []string{"h"})
 			m.NewNode("Transpose", "/lm_head/Transpose", []string{"embed.weight"}, []string{"wt"}, graph.AttrInts("perm", 1, 0))
 			m.NewNode("MatMul", "/lm_head/MatMul", []string{"h", "wt"}, []string{"logits"})
 			m.NewNode("MatMul", "/lm_head2/MatMul", []string{"h", "wt"}, []string{"logits2"})
-			m.AddOutput(graph.TensorInfo("logits", dtype.Float32, 3, 40))
-			m.AddOutput(graph.TensorInfo("logits2", dtype.Float32, 3, 40))
+			m.AddOutput(graph.TensorInfo("logits", dtype.Float32, []int64{3, 40}))
+			m.AddOutput(graph.TensorInfo("logits2", dtype.Float32, []int64{3, 40}))
 		}, 2, nil, 1, []string{"embed.weight"}, []string{"/lm_head/Transpose"}},
 		{"float64 and float16", func(m *graph.Model) {
-			m.AddInput(graph.TensorInfo("x", dtype.Float64, 3, 32))
-			m.AddInput(graph.TensorInfo("h", dtype.Float16, 3, 32))
+			m.AddInput(graph.TensorInfo("x", dtype.Float64, []int64{3, 32}))
+			m.AddInput(graph.TensorInfo("h", dtype.Float16, []int64{3, 32}))
 			m.AddInitializer(weight("d.weight", dtype.Float64, 32, 8))
 			m.AddInitializer(weight("h.weight", dtype.Float16, 32, 8))
 			m.NewNode("MatMul", "/d/MatMul", []string{"x", "d.weight"}, []string{"yd"})
 			m.NewNode("MatMul", "/h/MatMul", []string{"h", "h.weight"}, []string{"yh"})
-			m.AddOutput(graph.TensorInfo("yd", dtype.Float64, 3, 8))
-			m.AddOutput(graph.TensorInfo("yh", dtype.Float16, 3, 8))
+			m.AddOutput(graph.TensorInfo("yd", dtype.Float64, []int64{3, 8}))
+			m.AddOutput(graph.TensorInfo("yh", dtype.Float16, []int64{3, 8}))
 		}, 1, []string{"it computes in float64, and ONNX Runtime's CPU MatMulNBits takes float32 or float16"}, 0, []string{"d.weight", "h.weight_Q4"}, []string{"h.weight"}},
 	} {
 		float := tinyGraph(t, test.build)
@@ -336,9 +336,9 @@ func TestModelErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	noLinear := tinyGraph(t, func(m *graph.Model) {
-		m.AddInput(graph.TensorInfo("x", dtype.Float32, 3))
+		m.AddInput(graph.TensorInfo("x", dtype.Float32, []int64{3}))
 		m.NewNode("Relu", "/r", []string{"x"}, []string{"y"})
-		m.AddOutput(graph.TensorInfo("y", dtype.Float32, 3))
+		m.AddOutput(graph.TensorInfo("y", dtype.Float32, []int64{3}))
 	})
 	for _, test := range []struct {
 		reason string

@@ -10,6 +10,7 @@ import (
 
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/combine"
+	"github.com/peftonnx/peftonnx/session"
 )
 
 func init() {
@@ -121,7 +122,7 @@ func runCombine(cx *context, args []string) error {
 
 	in := make([]combine.Input, len(pos))
 	for i, path := range pos {
-		ad, err := loadAdapter(path)
+		ad, err := session.LoadAdapter(path)
 		if err != nil {
 			return err
 		}
