@@ -8,7 +8,8 @@ import (
 )
 
 // GELU and its fused forms. An Erf-based GELU written out in standard ops
-// needs no rule of its own: Erf, Mul and Add have theirs.
+// needs no rule of its own: Erf, Mul and Add have theirs. The other
+// activations of the default domain have inference only.
 
 const (
 	geluK = 0.7978845608028654 // √(2/π)
@@ -16,11 +17,14 @@ const (
 )
 
 func init() {
-	register("com.microsoft", "Gelu", gradGelu(false, false))
-	register("", "Gelu", gradGelu(false, true)) // opset 20, with approximate="none"|"tanh"
-	register("com.microsoft", "FastGelu", gradGelu(true, false))
-	register("com.microsoft", "BiasGelu", gradGelu(false, false))
-	register("com.microsoft", "QuickGelu", gradQuickGelu)
+	register("com.microsoft", "Gelu", entry{grad: gradGelu(false, false), infer: inferSame})
+	register("", "Gelu", entry{grad: gradGelu(false, true), infer: inferSame}) // opset 20, with approximate="none"|"tanh"
+	register("com.microsoft", "FastGelu", entry{grad: gradGelu(true, false), infer: inferSame})
+	register("com.microsoft", "BiasGelu", entry{grad: gradGelu(false, false), infer: inferSame})
+	register("com.microsoft", "QuickGelu", entry{grad: gradQuickGelu, infer: inferSame})
+	for _, op := range []string{"Elu", "Selu", "Celu", "HardSigmoid", "HardSwish", "Mish", "Softsign", "Shrink", "ThresholdedRelu"} {
+		register("", op, entry{infer: inferSame})
+	}
 }
 
 // gradGelu differentiates GELU of u = x (+ bias, for FastGelu and
@@ -43,7 +47,7 @@ func gradGelu(tanhApprox, readApproxAttr bool) gradFunc {
 		u := x
 		if b := inputOr(n, 1); b != "" {
 			u = e.add(x, b)
-			e.inf.info[u].shape = e.shape(n.Output[0])
+			e.inf.setShape(u, e.shape(n.Output[0]))
 		}
 		var d string
 		if approx {

@@ -11,9 +11,25 @@ import (
 // default domain from opset 23).
 
 func init() {
-	register("com.microsoft", "RotaryEmbedding", gradRotary(3), 0)
-	register("", "RotaryEmbedding", gradRotary(2), 0)
-	registerDecomposition("com.microsoft", "MultiHeadAttention", decomposeMHA)
+	register("com.microsoft", "RotaryEmbedding", entry{grad: gradRotary(3), diff: []int{0}, infer: inferSame})
+	register("", "RotaryEmbedding", entry{grad: gradRotary(2), diff: []int{0}, infer: inferSame})
+	register("com.microsoft", "MultiHeadAttention", entry{decompose: decomposeMHA, infer: inferMHA})
+}
+
+// inferMHA: the output [B, S, v_hidden] for 3-D query and value, and 4-D
+// present key and value.
+func inferMHA(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	x := f.in(n, 0)
+	s := unknownShape()
+	v := f.in(n, 2).shape
+	if x.shape.rank() == 3 && v.rank() == 3 {
+		s = rankShape(x.shape.dims[0], x.shape.dims[1], v.dims[2])
+	}
+	outs := []*tinfo{{elem: x.elem, shape: s}}
+	for range n.Output[min(1, len(n.Output)):] {
+		outs = append(outs, &tinfo{elem: x.elem, shape: rankShape(f.freshDim(), f.freshDim(), f.freshDim(), f.freshDim())})
+	}
+	return outs
 }
 
 // gradRotary: RoPE turns each pair of channels by an angle that depends
@@ -26,7 +42,7 @@ func gradRotary(sinIdx int) gradFunc {
 		in[0] = dy[0]
 		in[sinIdx] = e.neg(n.Input[sinIdx])
 		gx := e.emit(n.Domain, n.OpType, in, 1, n.Attribute...)[0]
-		e.inf.info[gx].shape = e.shape(n.Input[0])
+		e.inf.setShape(gx, e.shape(n.Input[0]))
 		return []string{gx}
 	}
 }
@@ -34,7 +50,7 @@ func gradRotary(sinIdx int) gradFunc {
 // identityTo copies src into the value called dst.
 func (e *emitter) identityTo(src, dst string) {
 	e.m.AddNode(&onnxpb.NodeProto{OpType: "Identity", Name: e.m.UniqueName(e.scope + "/Identity"), Input: []string{src}, Output: []string{dst}})
-	e.inf.info[dst] = &tinfo{elem: e.inf.get(src).elem, shape: e.inf.get(src).shape}
+	e.inf.record(dst, tinfo{elem: e.inf.get(src).elem, shape: e.inf.get(src).shape})
 }
 
 // decomposeMHA writes com.microsoft MultiHeadAttention out in standard

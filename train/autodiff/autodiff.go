@@ -278,11 +278,8 @@ func (b *builder) decompose() (bool, error) {
 	changed := false
 	e := newEmitter(b.m, b.inf, b.opset)
 	for _, n := range b.nodes {
-		if _, ok := ruleFor(n); ok {
-			continue
-		}
-		d, ok := decompositions[key(n.Domain, n.OpType)]
-		if !ok || !b.onPath(n) {
+		r := lookup(n)
+		if r == nil || r.grad != nil || r.decompose == nil || !b.onPath(n) {
 			continue
 		}
 		e.scope = n.Name
@@ -290,7 +287,7 @@ func (b *builder) decompose() (bool, error) {
 			e.scope = n.OpType
 		}
 		b.m.RemoveNodes(n)
-		d(e, n)
+		r.decompose(e, n)
 		if e.err != nil {
 			return false, errorf("cannot decompose %s node %s: %v", opName(n), label(n), e.err)
 		}
@@ -349,7 +346,7 @@ func (b *builder) backward() (map[string]string, error) {
 		seed := e.scalar(1, dt)
 		if s := b.inf.get(b.loss).shape; !s.ok || s.rank() > 0 {
 			seed = e.op("Expand", []string{seed, e.shapeOf(b.loss)})
-			e.inf.info[seed].shape = s
+			e.inf.setShape(seed, s)
 		}
 		partials[b.loss] = []string{seed}
 	}
@@ -366,7 +363,7 @@ func (b *builder) backward() (map[string]string, error) {
 			// A gradient has its value's shape; say so where inference
 			// lost track.
 			if fwd := b.inf.get(o); fwd.shape.ok && !sameShape(b.inf.get(dy[j]).shape, fwd.shape) && b.m.Initializer(dy[j]) == nil {
-				b.inf.info[dy[j]] = &tinfo{elem: fwd.elem, shape: fwd.shape}
+				b.inf.record(dy[j], tinfo{elem: fwd.elem, shape: fwd.shape})
 			}
 			any = true
 		}

@@ -58,10 +58,22 @@
 //
 // # Rules
 //
-// Rules are kept in a registry keyed by domain and op type, one file per
-// family, each beside its finite-difference test: elementwise.go,
-// matmul.go, reduce.go, shapeops.go, norm.go, activation.go, attention.go
-// and loss.go. Supported lists them.
+// Everything autodiff knows about an op is one registry entry, keyed by
+// domain and op type (the default domain is "", however a node spells
+// it): its gradient rule or decomposition, the input slots gradients flow
+// through, its shape and type inference, and whether it is cheap enough to
+// recompute. The entries are registered by one file per family, each
+// beside its finite-difference test: elementwise.go, activation.go,
+// matmul.go, reduce.go, shapeops.go, norm.go, attention.go, loss.go, and
+// sources.go for ops without a gradient that make tensors (constants,
+// ranges, one-hot codes). Adding an op touches its family file and its
+// test. Supported lists the ops that have a rule or a decomposition.
+//
+// An op that inference does not know (or a rule-less op the registry does
+// not hold) gets the types the graph declares for its outputs, in
+// value_info or among the graph outputs; only where the graph declares
+// nothing do its outputs stay unknown, and the rules then compute shapes
+// in the graph.
 //
 // # Limits
 //

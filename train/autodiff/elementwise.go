@@ -10,65 +10,149 @@ import (
 )
 
 // Elementwise ops. Binary ops broadcast, so each input's gradient is
-// summed back to the input's shape.
+// summed back to the input's shape. Comparisons, logical ops and the
+// element-wise ops without a rule are here too, for their inference.
 
 func init() {
-	register("", "Add", gradAdd)
-	register("", "Sub", gradSub)
-	register("", "Mul", gradMul)
-	register("", "Div", gradDiv)
-	register("", "Pow", gradPow)
-	register("", "Sum", gradSum)
-	register("", "Neg", unary(func(e *emitter, x, y, g string) string { return e.neg(g) }))
-	register("", "Identity", unary(func(e *emitter, x, y, g string) string { return g }))
-	register("", "Sqrt", unary(func(e *emitter, x, y, g string) string {
+	// cheap marks the ops that recomputation may run again in the
+	// backward pass.
+	const cheap = true
+	binary := func(op string, g gradFunc, recompute bool) {
+		register("", op, entry{grad: g, infer: inferArith, recompute: recompute})
+	}
+	binary("Add", gradAdd, cheap)
+	binary("Sub", gradSub, cheap)
+	binary("Mul", gradMul, cheap)
+	binary("Div", gradDiv, cheap)
+	binary("Pow", gradPow, false)
+	binary("Sum", gradSum, false)
+	binary("Max", gradMaxMin("GreaterOrEqual"), false)
+	binary("Min", gradMaxMin("LessOrEqual"), false)
+	for _, op := range []string{"Mean", "Mod", "PRelu"} {
+		binary(op, nil, false)
+	}
+
+	unaryOp := func(op string, f func(e *emitter, x, y, g string) string, recompute bool) {
+		register("", op, entry{grad: unary(f), infer: inferSame, recompute: recompute})
+	}
+	unaryOp("Neg", func(e *emitter, x, y, g string) string { return e.neg(g) }, cheap)
+	register("", "Identity", entry{grad: unary(func(e *emitter, x, y, g string) string { return g }), infer: inferIdentity})
+	unaryOp("Sqrt", func(e *emitter, x, y, g string) string {
 		return e.div(e.mul(g, e.scalar(0.5, e.typeOf(x))), y)
-	}))
-	register("", "Exp", unary(func(e *emitter, x, y, g string) string { return e.mul(g, y) }))
-	register("", "Log", unary(func(e *emitter, x, y, g string) string { return e.div(g, x) }))
-	register("", "Reciprocal", unary(func(e *emitter, x, y, g string) string {
+	}, cheap)
+	unaryOp("Exp", func(e *emitter, x, y, g string) string { return e.mul(g, y) }, cheap)
+	unaryOp("Log", func(e *emitter, x, y, g string) string { return e.div(g, x) }, false)
+	unaryOp("Reciprocal", func(e *emitter, x, y, g string) string {
 		return e.neg(e.mul(g, e.mul(y, y)))
-	}))
-	register("", "Tanh", unary(func(e *emitter, x, y, g string) string {
+	}, cheap)
+	unaryOp("Tanh", func(e *emitter, x, y, g string) string {
 		return e.mul(g, e.sub(e.scalar(1, e.typeOf(x)), e.mul(y, y)))
-	}))
-	register("", "Sigmoid", unary(func(e *emitter, x, y, g string) string {
+	}, cheap)
+	unaryOp("Sigmoid", func(e *emitter, x, y, g string) string {
 		return e.mul(g, e.mul(y, e.sub(e.scalar(1, e.typeOf(x)), y)))
-	}))
-	register("", "Relu", unary(func(e *emitter, x, y, g string) string {
+	}, cheap)
+	unaryOp("Relu", func(e *emitter, x, y, g string) string {
 		dt := e.typeOf(x)
 		pos := e.op("Greater", []string{x, e.scalar(0, dt)})
 		return e.mul(g, e.cast(pos, dt))
-	}))
-	register("", "LeakyRelu", func(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+	}, cheap)
+	register("", "LeakyRelu", entry{grad: func(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
 		x, g := n.Input[0], dy[0]
 		dt := e.typeOf(x)
 		alpha := float64(graph.FloatAttr(n, "alpha", 0.01))
 		pos := e.op("Greater", []string{x, e.scalar(0, dt)})
 		return []string{e.op("Where", []string{pos, g, e.mul(g, e.scalar(alpha, dt))})}
-	})
-	register("", "Abs", unary(func(e *emitter, x, y, g string) string {
+	}, infer: inferSame})
+	unaryOp("Abs", func(e *emitter, x, y, g string) string {
 		return e.mul(g, e.op("Sign", []string{x}))
-	}))
-	register("", "Erf", unary(func(e *emitter, x, y, g string) string {
+	}, cheap)
+	unaryOp("Erf", func(e *emitter, x, y, g string) string {
 		dt := e.typeOf(x)
 		return e.mul(g, e.mul(e.scalar(2/math.Sqrt(math.Pi), dt), e.op("Exp", []string{e.neg(e.mul(x, x))})))
-	}))
-	register("", "Sin", unary(func(e *emitter, x, y, g string) string {
+	}, cheap)
+	unaryOp("Sin", func(e *emitter, x, y, g string) string {
 		return e.mul(g, e.op("Cos", []string{x}))
-	}))
-	register("", "Cos", unary(func(e *emitter, x, y, g string) string {
+	}, false)
+	unaryOp("Cos", func(e *emitter, x, y, g string) string {
 		return e.neg(e.mul(g, e.op("Sin", []string{x})))
-	}))
-	register("", "Softplus", unary(func(e *emitter, x, y, g string) string {
+	}, false)
+	unaryOp("Softplus", func(e *emitter, x, y, g string) string {
 		return e.mul(g, e.op("Sigmoid", []string{x}))
-	}))
-	register("", "Max", gradMaxMin("GreaterOrEqual"))
-	register("", "Min", gradMaxMin("LessOrEqual"))
-	register("", "Clip", gradClip, 0)
-	register("", "Cast", gradCast, 0)
-	register("", "Where", gradWhere, 1, 2)
-	register("", "Dropout", gradDropout, 0)
+	}, cheap)
+	register("", "Clip", entry{grad: gradClip, diff: []int{0}, infer: inferSame})
+	register("", "Cast", entry{grad: gradCast, diff: []int{0}, infer: inferCast, recompute: cheap})
+	register("", "Where", entry{grad: gradWhere, diff: []int{1, 2}, infer: inferWhere})
+	register("", "Dropout", entry{grad: gradDropout, diff: []int{0}, infer: inferDropout})
+
+	// Without a rule: their outputs have their first input's shape.
+	for _, op := range []string{"Floor", "Ceil", "Round", "Sign", "Tan", "Atan", "Asin", "Acos",
+		"Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "BitwiseNot", "Trilu"} {
+		register("", op, entry{infer: inferSame})
+	}
+	for _, op := range []string{"Not", "IsNaN", "IsInf"} {
+		register("", op, entry{infer: inferPredicate})
+	}
+	for _, op := range []string{"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor"} {
+		register("", op, entry{infer: inferCompare})
+	}
+	register("", "CastLike", entry{infer: inferCastLike})
+}
+
+// inferArith: a broadcast of every input, with the values of small integer
+// tensors worked out for two inputs (arith).
+func inferArith(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	var ss []shape
+	for i := range n.Input {
+		ss = append(ss, f.in(n, i).shape)
+	}
+	t := &tinfo{elem: f.in(n, 0).elem, shape: f.broadcast(ss...)}
+	if len(n.Input) == 2 {
+		t.vals = f.arith(n.OpType, f.in(n, 0), f.in(n, 1))
+	}
+	return one(t)
+}
+
+// inferIdentity copies the input, values included.
+func inferIdentity(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	x := f.in(n, 0)
+	return one(&tinfo{elem: x.elem, shape: x.shape, vals: x.vals})
+}
+
+// inferPredicate: a boolean of the input's shape (Not, IsNaN, IsInf).
+func inferPredicate(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	return one(&tinfo{elem: dtype.Bool, shape: f.in(n, 0).shape})
+}
+
+// inferCompare: a boolean broadcast of two inputs.
+func inferCompare(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	return one(&tinfo{elem: dtype.Bool, shape: f.broadcast(f.in(n, 0).shape, f.in(n, 1).shape)})
+}
+
+// inferCast: the input's shape in type to; integer values stay known
+// across integer types.
+func inferCast(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	x := f.in(n, 0)
+	t := &tinfo{elem: dtype.Type(graph.IntAttr(n, "to", 0)), shape: x.shape}
+	if isInt(t.elem) && isInt(x.elem) {
+		t.vals = x.vals
+	}
+	return one(t)
+}
+
+func inferCastLike(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	return one(&tinfo{elem: f.in(n, 1).elem, shape: f.in(n, 0).shape})
+}
+
+// inferWhere: the broadcast of condition and both branches, in the
+// branches' type.
+func inferWhere(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	return one(&tinfo{elem: f.in(n, 1).elem, shape: f.broadcast(f.in(n, 0).shape, f.in(n, 1).shape, f.in(n, 2).shape)})
+}
+
+// inferDropout: the input, and a boolean mask of its shape.
+func inferDropout(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	x := f.in(n, 0)
+	return []*tinfo{{elem: x.elem, shape: x.shape}, {elem: dtype.Bool, shape: x.shape}}
 }
 
 // unary makes the rule of a one-input op from its gradient given the
@@ -309,6 +393,46 @@ func gradDropout(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []st
 	if _, ok := e.constFloat(n.Input[2]); !ok {
 		scale = e.op("Where", []string{n.Input[2], scale, e.scalar(1, dt)})
 	}
-	mask := e.keepOutput(n, 1, "mask", &tinfo{elem: dtype.Bool, shape: e.shape(x)})
+	mask := e.keepOutput(n, 1, "mask", tinfo{elem: dtype.Bool, shape: e.shape(x)})
 	return []string{e.mul(g, e.mul(e.cast(mask, dt), scale))}
+}
+
+// arith applies Add, Sub, Mul or Div to the values of small integer
+// tensors, symbolically where it can.
+func (f *inferer) arith(op string, a, b *tinfo) []dim {
+	if a.vals == nil || b.vals == nil {
+		return nil
+	}
+	n := max(len(a.vals), len(b.vals))
+	if (len(a.vals) != n && len(a.vals) != 1) || (len(b.vals) != n && len(b.vals) != 1) {
+		return nil
+	}
+	out := make([]dim, n)
+	for i := range out {
+		x, y := a.vals[min(i, len(a.vals)-1)], b.vals[min(i, len(b.vals)-1)]
+		ok := true
+		switch {
+		case op == "Add":
+			out[i] = f.addDims(x, y, 1)
+		case op == "Sub":
+			out[i] = f.addDims(x, y, -1)
+		case op == "Mul" && y.static():
+			out[i], ok = f.scaleDim(x, y.v, 1)
+		case op == "Mul" && x.static():
+			out[i], ok = f.scaleDim(y, x.v, 1)
+		case op == "Div" && y.static() && x.static():
+			if y.v == 0 {
+				return nil
+			}
+			out[i] = known(x.v / y.v) // integer division truncates
+		case op == "Div" && y.static():
+			out[i], ok = f.scaleDim(x, 1, y.v)
+		default:
+			ok = false
+		}
+		if !ok {
+			out[i] = f.freshDim()
+		}
+	}
+	return out
 }

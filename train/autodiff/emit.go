@@ -51,18 +51,13 @@ func (e *emitter) emit(domain, op string, inputs []string, nout int, attrs ...*o
 	n := &onnxpb.NodeProto{OpType: op, Domain: domain, Name: e.m.UniqueName(base), Input: inputs, Output: outs, Attribute: attrs}
 	e.m.AddNode(n)
 	e.inf.node(n)
-	for _, o := range outs {
-		if _, ok := e.inf.info[o]; !ok {
-			e.inf.info[o] = &tinfo{}
-		}
-	}
 	return outs
 }
 
 // keepOutput returns output i of the forward node n, first adding it,
 // named after n and what, with the given info, when the forward did not
 // ask for it (for a mask or log-probabilities that the rule needs).
-func (e *emitter) keepOutput(n *onnxpb.NodeProto, i int, what string, info *tinfo) string {
+func (e *emitter) keepOutput(n *onnxpb.NodeProto, i int, what string, info tinfo) string {
 	if len(n.Output) > i && n.Output[i] != "" {
 		return n.Output[i]
 	}
@@ -71,7 +66,7 @@ func (e *emitter) keepOutput(n *onnxpb.NodeProto, i int, what string, info *tinf
 		n.Output = append(n.Output, "")
 	}
 	n.Output[i] = name
-	e.inf.info[name] = info
+	e.inf.record(name, info)
 	return name
 }
 
@@ -107,7 +102,7 @@ func (e *emitter) constant(key string, make func(name string) *onnxpb.TensorProt
 	name := e.m.UniqueName("autodiff/const/" + key)
 	t := make(name)
 	e.m.AddInitializer(t)
-	e.inf.info[name] = e.inf.fromTensor(t)
+	e.inf.record(name, *e.inf.fromTensor(t))
 	e.consts[key] = name
 	return name
 }
@@ -315,14 +310,14 @@ func (e *emitter) reshapeLike(g, x string) string {
 		return g
 	}
 	out := e.op("Reshape", []string{g, e.shapeOf(x)})
-	e.inf.info[out].shape = e.shape(x)
+	e.inf.setShape(out, e.shape(x))
 	return out
 }
 
 // zerosLike returns zeros with x's shape and element type dt.
 func (e *emitter) zerosLike(x string, dt dtype.Type) string {
 	out := e.op("ConstantOfShape", []string{e.shapeOf(x)}, graph.AttrTensor("value", floatTensor("", dt, []int64{1}, 0)))
-	e.inf.info[out].shape = e.shape(x)
+	e.inf.setShape(out, e.shape(x))
 	return out
 }
 
@@ -384,7 +379,7 @@ func (e *emitter) unbroadcast(g, x string) string {
 		r = e.op("Slice", []string{w, e.ints(0), d, e.ints(int64(i))})
 	}
 	if r != g {
-		e.inf.info[r].shape = xs
+		e.inf.setShape(r, xs)
 	}
 	return r
 }
@@ -406,6 +401,6 @@ func (e *emitter) unbroadcastDynamic(g, x string) string {
 	axes := e.op("Reshape", []string{e.op("NonZero", []string{differ}), e.ints(-1)})
 	red := e.op("ReduceSum", []string{g, axes}, graph.AttrInt("keepdims", 1), graph.AttrInt("noop_with_empty_axes", 1))
 	out := e.op("Reshape", []string{red, sx})
-	e.inf.info[out].shape = e.shape(x)
+	e.inf.setShape(out, e.shape(x))
 	return out
 }

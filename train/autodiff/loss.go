@@ -9,8 +9,19 @@ import (
 // Loss ops (opset 12 and later).
 
 func init() {
-	register("", "SoftmaxCrossEntropyLoss", gradClassLoss(true), 0)
-	register("", "NegativeLogLikelihoodLoss", gradClassLoss(false), 0)
+	register("", "SoftmaxCrossEntropyLoss", entry{grad: gradClassLoss(true), diff: []int{0}, infer: inferClassLoss})
+	register("", "NegativeLogLikelihoodLoss", entry{grad: gradClassLoss(false), diff: []int{0}, infer: inferClassLoss})
+}
+
+// inferClassLoss: a scalar loss (the labels' shape with reduction "none"),
+// and the log-probabilities of the scores' shape.
+func inferClassLoss(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	x := f.in(n, 0)
+	s := rankShape()
+	if graph.StringAttr(n, "reduction", "mean") == "none" {
+		s = f.in(n, 1).shape
+	}
+	return []*tinfo{{elem: x.elem, shape: s}, {elem: x.elem, shape: x.shape}}
 }
 
 // gradClassLoss differentiates SoftmaxCrossEntropyLoss (softmax true) and
@@ -81,7 +92,7 @@ func gradClassLoss(softmax bool) gradFunc {
 		}
 		p := e.op("Exp", []string{logProbOf(e, n, x)})
 		gx := e.sub(g, e.mul(p, e.reduceSum(g, []int64{1}, true)))
-		e.inf.info[gx].shape = e.shape(x)
+		e.inf.setShape(gx, e.shape(x))
 		return []string{gx}
 	}
 }
@@ -99,7 +110,7 @@ func fusedCrossEntropyGrad(e *emitter, n *onnxpb.NodeProto, x, labels, c string)
 	at := e.unsqueeze(labels, 1)
 	picked := e.op("GatherElements", []string{q, at}, graph.AttrInt("axis", 1))
 	gx := e.op("ScatterElements", []string{q, at, e.sub(picked, c)}, graph.AttrInt("axis", 1))
-	e.inf.info[gx] = &tinfo{elem: e.typeOf(x), shape: e.shape(x)}
+	e.inf.record(gx, tinfo{elem: e.typeOf(x), shape: e.shape(x)})
 	return gx
 }
 
@@ -107,5 +118,5 @@ func fusedCrossEntropyGrad(e *emitter, n *onnxpb.NodeProto, x, labels, c string)
 // node n over scores x, adding that output to the node when the forward
 // did not keep it.
 func logProbOf(e *emitter, n *onnxpb.NodeProto, x string) string {
-	return e.keepOutput(n, 1, "log_prob", &tinfo{elem: e.typeOf(x), shape: e.shape(x)})
+	return e.keepOutput(n, 1, "log_prob", tinfo{elem: e.typeOf(x), shape: e.shape(x)})
 }

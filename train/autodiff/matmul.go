@@ -8,8 +8,31 @@ import (
 // Matrix products: MatMul with numpy broadcasting of batch dims, and Gemm.
 
 func init() {
-	register("", "MatMul", gradMatMul)
-	register("", "Gemm", gradGemm)
+	register("", "MatMul", entry{grad: gradMatMul, infer: inferMatMul, product: func(n *onnxpb.NodeProto) bool { return true }})
+	register("", "Gemm", entry{grad: gradGemm, infer: inferGemm, product: func(n *onnxpb.NodeProto) bool {
+		return graph.IntAttr(n, "transA", 0) == 0
+	}})
+}
+
+func inferMatMul(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	return one(&tinfo{elem: f.in(n, 0).elem, shape: f.matmul(f.in(n, 0).shape, f.in(n, 1).shape)})
+}
+
+// inferGemm: [M, N] from 2-D A and B, either transposed.
+func inferGemm(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	a, b := f.in(n, 0).shape, f.in(n, 1).shape
+	s := unknownShape()
+	if a.rank() == 2 && b.rank() == 2 {
+		m, k := a.dims[0], b.dims[1]
+		if graph.IntAttr(n, "transA", 0) != 0 {
+			m = a.dims[1]
+		}
+		if graph.IntAttr(n, "transB", 0) != 0 {
+			k = b.dims[0]
+		}
+		s = rankShape(m, k)
+	}
+	return one(&tinfo{elem: f.in(n, 0).elem, shape: s})
 }
 
 // swapLast returns the perm that swaps the last two axes of a rank-r
@@ -60,7 +83,7 @@ func gradMatMul(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []str
 				lead := e.op("Slice", []string{e.shapeOf(g), e.ints(0), e.ints(-1)})
 				ga = e.op("Reshape", []string{e.op("Gemm", []string{g2d, b}, graph.AttrInt("transB", 1)), e.concatInts(lead, e.dimOf(b, 0))})
 			}
-			e.inf.info[ga].shape = e.shape(a)
+			e.inf.setShape(ga, e.shape(a))
 		} else {
 			ga = e.op("MatMul", []string{g, e.transpose(b2, swapLast(max(rb, 2))...)})
 			ga = e.unbroadcast(ga, a2)
@@ -147,4 +170,26 @@ func gradGemm(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []strin
 		out[2] = e.unbroadcast(gc, n.Input[2])
 	}
 	return out
+}
+
+func (f *inferer) matmul(a, b shape) shape {
+	if !a.ok || !b.ok || a.rank() == 0 || b.rank() == 0 {
+		return unknownShape()
+	}
+	ad, bd := a.dims, b.dims
+	if len(ad) == 1 {
+		ad = []dim{known(1), ad[0]}
+	}
+	if len(bd) == 1 {
+		bd = []dim{bd[0], known(1)}
+	}
+	batch := f.broadcast(rankShape(ad[:len(ad)-2]...), rankShape(bd[:len(bd)-2]...))
+	dims := batch.dims
+	if a.rank() > 1 {
+		dims = append(dims, ad[len(ad)-2])
+	}
+	if b.rank() > 1 {
+		dims = append(dims, bd[len(bd)-1])
+	}
+	return rankShape(dims...)
 }

@@ -1,6 +1,7 @@
 package autodiff
 
 import (
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -8,12 +9,38 @@ import (
 // Softmax, LogSoftmax and the layer normalizations.
 
 func init() {
-	register("", "Softmax", gradSoftmax(false), 0)
-	register("", "LogSoftmax", gradSoftmax(true), 0)
-	register("", "LayerNormalization", gradLayerNorm, 0, 1, 2)
-	register("", "SimplifiedLayerNormalization", gradSimplifiedLayerNorm, 0, 1)
-	register("com.microsoft", "SkipSimplifiedLayerNormalization", gradSkipNorm(false), 0, 1, 2, 3)
-	register("com.microsoft", "SkipLayerNormalization", gradSkipNorm(true), 0, 1, 2, 3, 4)
+	register("", "Softmax", entry{grad: gradSoftmax(false), diff: []int{0}, infer: inferSame})
+	register("", "LogSoftmax", entry{grad: gradSoftmax(true), diff: []int{0}, infer: inferSame})
+	register("", "LayerNormalization", entry{grad: gradLayerNorm, diff: []int{0, 1, 2}, infer: inferNorm})
+	register("", "SimplifiedLayerNormalization", entry{grad: gradSimplifiedLayerNorm, diff: []int{0, 1}, infer: inferNorm})
+	register("com.microsoft", "SkipSimplifiedLayerNormalization", entry{grad: gradSkipNorm(false), diff: []int{0, 1, 2, 3}, infer: inferSkipNorm})
+	register("com.microsoft", "SkipLayerNormalization", entry{grad: gradSkipNorm(true), diff: []int{0, 1, 2, 3, 4}, infer: inferSkipNorm})
+}
+
+// inferNorm: the normalized input, then the float32 mean and inverse
+// standard deviation (statShape).
+func inferNorm(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	x := f.in(n, 0)
+	outs := []*tinfo{{elem: x.elem, shape: x.shape}}
+	for range n.Output[min(1, len(n.Output)):] {
+		outs = append(outs, &tinfo{elem: dtype.Float32, shape: f.statShape(n, x.shape)})
+	}
+	return outs
+}
+
+// inferSkipNorm: the normalized sum, the float32 mean and inverse
+// standard deviation, and the sum input + skip (+ bias) itself.
+func inferSkipNorm(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	x := f.in(n, 0)
+	outs := []*tinfo{{elem: x.elem, shape: x.shape}}
+	for i := range n.Output[min(1, len(n.Output)):] {
+		if i == 2 {
+			outs = append(outs, &tinfo{elem: x.elem, shape: x.shape})
+		} else {
+			outs = append(outs, &tinfo{elem: dtype.Float32, shape: f.statShape(n, x.shape)})
+		}
+	}
+	return outs
 }
 
 // gradSoftmax: for y = softmax(x), dx = y·(dy − Σ dy·y); for
@@ -53,7 +80,7 @@ func gradSoftmax(logSoftmax bool) gradFunc {
 		}
 		if coerce {
 			gx = e.op("Reshape", []string{gx, e.shapeOf(x)})
-			e.inf.info[gx].shape = e.shape(x)
+			e.inf.setShape(gx, e.shape(x))
 		}
 		return []string{gx}
 	}
@@ -105,7 +132,7 @@ func normBack(e *emitter, x, scale, g string, axes []int64, eps float64, centere
 		inner = e.sub(inner, e.reduceMean(gh, axes, true))
 	}
 	gx = e.mul(rstd, inner)
-	e.inf.info[gx].shape = e.shape(x)
+	e.inf.setShape(gx, e.shape(x))
 	return gx, e.mul(g, xhat)
 }
 
@@ -181,7 +208,7 @@ func gradSkipNorm(centered bool) gradFunc {
 			if bias != "" {
 				s = e.add(s, bias)
 			}
-			e.inf.info[s].shape = e.shape(in)
+			e.inf.setShape(s, e.shape(in))
 		}
 		eps := float64(graph.FloatAttr(n, "epsilon", 1e-5))
 		out := make([]string, len(n.Input))
@@ -203,7 +230,7 @@ func gradSkipNorm(centered bool) gradFunc {
 			return out
 		}
 		gsum := e.sum(gs)
-		e.inf.info[gsum].shape = e.shape(in)
+		e.inf.setShape(gsum, e.shape(in))
 		if need[0] {
 			out[0] = e.unbroadcast(gsum, in)
 		}
@@ -215,4 +242,18 @@ func gradSkipNorm(centered bool) gradFunc {
 		}
 		return out
 	}
+}
+
+// statShape is the shape of a normalization's mean or inverse std output:
+// the input's, with the normalized axes set to 1.
+func (f *inferer) statShape(n *onnxpb.NodeProto, s shape) shape {
+	if !s.ok {
+		return s
+	}
+	a := normAxis(graph.IntAttr(n, "axis", -1), s.rank())
+	dims := append([]dim(nil), s.dims...)
+	for i := a; i < len(dims); i++ {
+		dims[i] = known(1)
+	}
+	return rankShape(dims...)
 }

@@ -4,14 +4,6 @@ import (
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
 
-// recomputable are the cheap element-wise ops whose outputs the backward
-// pass may compute again instead of keeping them from the forward pass.
-var recomputable = map[string]bool{
-	"Sigmoid": true, "Tanh": true, "Relu": true, "Exp": true, "Neg": true, "Sqrt": true,
-	"Reciprocal": true, "Erf": true, "Softplus": true, "Abs": true, "Cast": true,
-	"Add": true, "Sub": true, "Mul": true, "Div": true,
-}
-
 // maxRecomputeChain bounds how many forward nodes, not read by the
 // backward pass themselves, a recomputed product may pull in.
 const maxRecomputeChain = 8
@@ -108,31 +100,25 @@ func (b *builder) recompute(products bool) {
 	}
 }
 
-// candidate reports whether n is a node whose output may be recomputed.
+// candidate reports whether n is a default-domain node whose output may
+// be recomputed: a cheap element-wise op (its registry entry's recompute),
+// or with products on, a product of an activation with a frozen matrix.
 func (r *recomputer) candidate(n *onnxpb.NodeProto) bool {
-	if n.Domain != "" {
+	k := key(n.Domain, n.OpType)
+	e := registry[k]
+	if k.domain != "" || e == nil {
 		return false
 	}
-	if recomputable[n.OpType] {
+	if e.recompute {
 		return true
 	}
-	return r.products && r.isProduct(n)
+	return r.products && e.product != nil && e.product(n) && r.frozenMatrix(n)
 }
 
-// isProduct reports whether n multiplies an activation by a frozen 2-D
-// matrix: MatMul(x, W), or Gemm(x, W[, C]) without transA.
-func (r *recomputer) isProduct(n *onnxpb.NodeProto) bool {
-	switch n.OpType {
-	case "MatMul":
-	case "Gemm":
-		for _, a := range n.Attribute {
-			if a.Name == "transA" && a.I != 0 {
-				return false
-			}
-		}
-	default:
-		return false
-	}
+// frozenMatrix reports whether the product n multiplies an activation
+// (input 0 depends on a graph input) by a frozen 2-D matrix (input 1 does
+// not).
+func (r *recomputer) frozenMatrix(n *onnxpb.NodeProto) bool {
 	if len(n.Input) < 2 || !r.dynamic[n.Input[0]] || r.dynamic[n.Input[1]] {
 		return false
 	}
@@ -189,16 +175,14 @@ func (r *recomputer) copyOf(n *onnxpb.NodeProto, depth int) (string, bool) {
 		for i, in := range n.Input {
 			if r.dynamic[in] {
 				inputs[i] = r.e.op("Reshape", []string{in, r.e.op("Shape", []string{in})})
-				info := *r.b.inf.get(in)
-				r.e.inf.info[inputs[i]] = &info
+				r.e.inf.record(inputs[i], *r.b.inf.get(in))
 				break
 			}
 		}
 	}
 	v := n.Output[0]
 	c := r.e.emit(n.Domain, n.OpType, inputs, 1, n.Attribute...)[0]
-	info := *r.b.inf.get(v)
-	r.e.inf.info[c] = &info
+	r.e.inf.record(c, *r.b.inf.get(v))
 	r.again[v] = c
 	return c, true
 }

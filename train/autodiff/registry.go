@@ -18,16 +18,46 @@ type gradFunc func(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []
 // differentiated instead.
 type decomposeFunc func(e *emitter, n *onnxpb.NodeProto)
 
-// rule is how one op type is differentiated.
-type rule struct {
+// inferFunc works out what it can of n's outputs from its inputs, read
+// through f: one info per output, in order (a short slice, or nil
+// entries, for outputs it says nothing about). It returns fresh infos and
+// writes nothing: the inferer records them, merged with what the graph
+// declares.
+type inferFunc func(f *inferer, n *onnxpb.NodeProto) []*tinfo
+
+// entry is everything autodiff knows about one op. Each family file
+// registers the entries of its ops, with each op's inference next to its
+// rule.
+type entry struct {
+	// grad differentiates the op; nil for an op without a rule.
 	grad gradFunc
-	// diff lists the input slots that gradients flow through. nil means
-	// every floating-point input.
+	// diff lists the input slots that gradients flow through (with grad
+	// only). nil means every floating-point input.
 	diff []int
+	// decompose writes the op out in standard ops that have rules, for a
+	// fused op without a rule of its own on a gradient path.
+	decompose decomposeFunc
+	// infer works out the op's output types and shapes. An op without it
+	// (or not registered at all) gets the types the graph declares for its
+	// outputs, and stays unknown where the graph declares none.
+	infer inferFunc
+	// declaredTypes, set where an op with a rule has no infer, says why
+	// the types the graph declares for its outputs are enough.
+	declaredTypes string
+	// recompute marks a cheap element-wise op whose output the backward
+	// pass may make again instead of keeping it (recompute.go).
+	recompute bool
+	// product, where set, reports whether node n is a product x·W of an
+	// activation (input 0) with a 2-D matrix (input 1), which
+	// WithRecomputeProducts recomputes when W is frozen.
+	product func(n *onnxpb.NodeProto) bool
 }
 
+// opKey names an op: its domain, "" for the default domain (which a node
+// may also spell "ai.onnx"), and its type.
 type opKey struct{ domain, op string }
 
+// key returns the key of an op, with the default domain normalized to "".
 func key(domain, op string) opKey {
 	if domain == "ai.onnx" {
 		domain = ""
@@ -35,37 +65,38 @@ func key(domain, op string) opKey {
 	return opKey{domain, op}
 }
 
-var (
-	rules          = map[opKey]rule{}
-	decompositions = map[opKey]decomposeFunc{}
-)
+func (k opKey) String() string { return k.domain + ":" + k.op }
 
-// register adds the gradient rule of an op; diff as in rule.diff.
-func register(domain, op string, g gradFunc, diff ...int) {
+// registry holds the entry of each op, filled by the family files' init.
+var registry = map[opKey]*entry{}
+
+// register adds the entry of an op.
+func register(domain, op string, e entry) {
 	k := key(domain, op)
-	if _, dup := rules[k]; dup {
-		panic("autodiff: two rules for " + domain + ":" + op)
+	if _, dup := registry[k]; dup {
+		panic("autodiff: two registry entries for " + k.String())
 	}
-	rules[k] = rule{grad: g, diff: diff}
+	registry[k] = &e
 }
 
-// registerDecomposition adds a decomposition of a fused op.
-func registerDecomposition(domain, op string, d decomposeFunc) {
-	k := key(domain, op)
-	if _, dup := decompositions[k]; dup {
-		panic("autodiff: two decompositions for " + domain + ":" + op)
-	}
-	decompositions[k] = d
+// lookup returns the entry of n's op, or nil when the op is not
+// registered.
+func lookup(n *onnxpb.NodeProto) *entry {
+	return registry[key(n.Domain, n.OpType)]
 }
 
-func ruleFor(n *onnxpb.NodeProto) (rule, bool) {
-	r, ok := rules[key(n.Domain, n.OpType)]
-	return r, ok
+// ruleFor returns the entry of n's op when it has a gradient rule.
+func ruleFor(n *onnxpb.NodeProto) (*entry, bool) {
+	e := lookup(n)
+	if e == nil || e.grad == nil {
+		return nil, false
+	}
+	return e, true
 }
 
 // differentiable reports whether gradients flow through input slot i of a
 // node with rule r.
-func (r rule) differentiable(i int) bool {
+func (r *entry) differentiable(i int) bool {
 	if r.diff == nil {
 		return true
 	}
@@ -83,11 +114,10 @@ func (r rule) differentiable(i int) bool {
 // ops are included.
 func Supported() []string {
 	var out []string
-	for k := range rules {
-		out = append(out, k.domain+":"+k.op)
-	}
-	for k := range decompositions {
-		out = append(out, k.domain+":"+k.op)
+	for k, e := range registry {
+		if e.grad != nil || e.decompose != nil {
+			out = append(out, k.String())
+		}
 	}
 	sort.Strings(out)
 	return out
