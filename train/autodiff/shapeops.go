@@ -30,6 +30,10 @@ func init() {
 	register("", "GatherElements", entry{grad: gradGatherElements, diff: []int{0}, infer: inferGatherElements})
 	register("", "Pad", entry{grad: gradPad, diff: []int{0}, infer: inferPad})
 	register("", "Tile", entry{grad: gradTile, diff: []int{0}, infer: inferTile})
+	// The scatters that the rules of Gather, GatherElements, Slice and the
+	// cross entropy emit: data with some elements replaced.
+	register("", "ScatterElements", entry{infer: inferScatter})
+	register("", "ScatterND", entry{infer: inferScatter})
 	// Shapes and sizes: integer values that inference follows, no
 	// gradient.
 	register("", "Shape", entry{infer: inferShape})
@@ -72,6 +76,12 @@ func inferTranspose(f *inferer, n *onnxpb.NodeProto) []*tinfo {
 // inferGatherElements: the indices' shape.
 func inferGatherElements(f *inferer, n *onnxpb.NodeProto) []*tinfo {
 	return one(&tinfo{elem: f.in(n, 0).elem, shape: f.in(n, 1).shape})
+}
+
+// inferScatter: data's type and shape.
+func inferScatter(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	x := f.in(n, 0)
+	return one(&tinfo{elem: x.elem, shape: x.shape})
 }
 
 // inferExpand: the broadcast of the input and the target shape.
