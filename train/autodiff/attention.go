@@ -49,7 +49,7 @@ func gradRotary(sinIdx int) gradFunc {
 
 // identityTo copies src into the value called dst.
 func (e *emitter) identityTo(src, dst string) {
-	e.m.AddNode(&onnxpb.NodeProto{OpType: "Identity", Name: e.m.UniqueName(e.scope + "/Identity"), Input: []string{src}, Output: []string{dst}})
+	e.b.At(e.scope).NodeTo("", "Identity", []string{src}, []string{dst})
 	e.inf.record(dst, tinfo{elem: e.inf.get(src).elem, shape: e.inf.get(src).shape})
 }
 

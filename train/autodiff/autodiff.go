@@ -445,7 +445,7 @@ func (b *builder) setOutputs(grads map[string]string) {
 		if src == "" {
 			src = e.zerosLike(p, b.inf.get(p).elem)
 		}
-		b.m.AddNode(&onnxpb.NodeProto{OpType: "Identity", Name: b.m.UniqueName(name + "/Identity"), Input: []string{src}, Output: []string{name}})
+		e.b.At(name).NodeTo("", "Identity", []string{src}, []string{name})
 		g.Output = append(g.Output, b.valueInfo(name, p))
 	}
 	for _, o := range b.cfg.outputs {

@@ -14,8 +14,8 @@ import (
 func linearModel(t *testing.T) (*testGraph, string) {
 	g := newTestGraph(t, 17, dtype.Float32, declSymbolic)
 	x := g.input("x", i64s(2, 3), nil)
-	g.m.AddInitializer(floatTensor("W", g.dt, i64s(3, 4), make([]float64, 12)...))
-	g.m.AddInitializer(floatTensor("b", g.dt, i64s(4), make([]float64, 4)...))
+	g.m.AddInitializer(graph.NewFloatTensor("W", g.dt, i64s(3, 4), make([]float64, 12)))
+	g.m.AddInitializer(graph.NewFloatTensor("b", g.dt, i64s(4), make([]float64, 4)))
 	y := g.node("Add", []string{g.node("MatMul", []string{x, "W"}), "b"})
 	return g, g.node("ReduceSum", []string{y}, graph.AttrInt("keepdims", 0))
 }
@@ -108,7 +108,7 @@ func TestWithOutputs(t *testing.T) {
 // the initializers only they read.
 func TestPruning(t *testing.T) {
 	g, loss := linearModel(t)
-	g.m.AddInitializer(floatTensor("other", g.dt, i64s(3), 1, 2, 3))
+	g.m.AddInitializer(graph.NewFloatTensor("other", g.dt, i64s(3), []float64{1, 2, 3}))
 	side := g.node("Mul", []string{"x", "other"})
 	g.m.AddOutput(graph.TensorInfo(side, g.dt, nil))
 	tm, err := Build(g.m, loss, []string{"b"})

@@ -1,10 +1,7 @@
 package autodiff
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
-	"strconv"
 	"strings"
 
 	"github.com/peftonnx/peftonnx/dtype"
@@ -16,14 +13,21 @@ import (
 // default-domain opset accepts, and keeps shape inference current for what
 // it adds. Rules report trouble through fail; the first failure sticks and
 // Build returns it after the rule.
+//
+// Names, nodes and constants come from a graph.Builder: a node of op Op
+// is named scope+"/"+Op, its outputs scope+"/"+Op+"_output_"+i, and
+// constants autodiff/const/<what they hold>, each made unique. Each
+// emitter has a builder of its own, so that constants are shared within
+// one pass of Build (decomposing, differentiating, recomputing), not
+// across them.
 type emitter struct {
 	m     *graph.Model
+	b     *graph.Builder
 	inf   *inferer
 	opset int64  // default-domain opset
 	scope string // prefix of the names of emitted nodes and values
 	err   error
 
-	consts map[string]string // constant key -> initializer name
 	shapes map[string]string // value -> its shape, as shapeOf made it
 	// inputDims says where each named dim of the graph inputs can be
 	// read; built on first use.
@@ -31,7 +35,12 @@ type emitter struct {
 }
 
 func newEmitter(m *graph.Model, inf *inferer, opset int64) *emitter {
-	return &emitter{m: m, inf: inf, opset: opset, consts: map[string]string{}, shapes: map[string]string{}}
+	b := graph.NewBuilder(m, graph.BuilderOptions{
+		Outputs:        graph.OutputsAfterOp,
+		ConstantPrefix: "autodiff/const/",
+		OnInitializer:  func(t *onnxpb.TensorProto) { inf.record(t.Name, *inf.fromTensor(t)) },
+	})
+	return &emitter{m: m, b: b, inf: inf, opset: opset, shapes: map[string]string{}}
 }
 
 // fail records an error about the node being differentiated.
@@ -43,15 +52,9 @@ func (e *emitter) fail(format string, args ...any) {
 
 // emit adds a node with nout outputs and returns their names.
 func (e *emitter) emit(domain, op string, inputs []string, nout int, attrs ...*onnxpb.AttributeProto) []string {
-	base := e.scope + "/" + op
-	outs := make([]string, nout)
-	for i := range outs {
-		outs[i] = e.m.UniqueName(base + "_output_" + strconv.Itoa(i))
-	}
-	n := &onnxpb.NodeProto{OpType: op, Domain: domain, Name: e.m.UniqueName(base), Input: inputs, Output: outs, Attribute: attrs}
-	e.m.AddNode(n)
+	n := e.b.At(e.scope).Node(domain, op, inputs, nout, attrs...)
 	e.inf.node(n)
-	return outs
+	return n.Output
 }
 
 // keepOutput returns output i of the forward node n, first adding it,
@@ -61,11 +64,7 @@ func (e *emitter) keepOutput(n *onnxpb.NodeProto, i int, what string, info tinfo
 	if len(n.Output) > i && n.Output[i] != "" {
 		return n.Output[i]
 	}
-	name := e.m.UniqueName(nodeScope(n) + "/" + what)
-	for len(n.Output) <= i {
-		n.Output = append(n.Output, "")
-	}
-	n.Output[i] = name
+	name := e.b.KeepOutput(n, i, nodeScope(n)+"/"+what)
 	e.inf.record(name, info)
 	return name
 }
@@ -94,58 +93,19 @@ func (e *emitter) typeOf(v string) dtype.Type {
 
 func (e *emitter) shape(v string) shape { return e.inf.get(v).shape }
 
-// constant adds an initializer once per key and returns its name.
-func (e *emitter) constant(key string, make func(name string) *onnxpb.TensorProto) string {
-	if name, ok := e.consts[key]; ok {
-		return name
-	}
-	name := e.m.UniqueName("autodiff/const/" + key)
-	t := make(name)
-	e.m.AddInitializer(t)
-	e.inf.record(name, *e.inf.fromTensor(t))
-	e.consts[key] = name
-	return name
-}
-
 // scalar returns a rank-0 constant of element type dt.
-func (e *emitter) scalar(v float64, dt dtype.Type) string {
-	key := dt.String() + "/" + strconv.FormatFloat(v, 'g', -1, 64)
-	return e.constant(key, func(name string) *onnxpb.TensorProto { return floatTensor(name, dt, nil, v) })
-}
-
-// floatTensor returns a tensor of float type dt holding values, exactly
-// for float64.
-func floatTensor(name string, dt dtype.Type, dims []int64, values ...float64) *onnxpb.TensorProto {
-	if dt == dtype.Float64 {
-		b := make([]byte, 8*len(values))
-		for i, v := range values {
-			binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(v))
-		}
-		return &onnxpb.TensorProto{Name: name, DataType: int32(dt), Dims: dims, RawData: b}
-	}
-	f := make([]float32, len(values))
-	for i, v := range values {
-		f[i] = float32(v)
-	}
-	return graph.NewFloat32Tensor(name, dt, dims, f)
-}
+func (e *emitter) scalar(v float64, dt dtype.Type) string { return e.b.Scalar(dt, v) }
 
 // ints returns a 1-D int64 constant.
-func (e *emitter) ints(vs ...int64) string {
-	key := "i64"
-	for _, v := range vs {
-		key += "_" + strconv.FormatInt(v, 10)
-	}
-	return e.constant(key, func(name string) *onnxpb.TensorProto {
-		return graph.NewInt64Tensor(name, []int64{int64(len(vs))}, vs)
-	})
-}
+func (e *emitter) ints(vs ...int64) string { return e.b.Int64s(vs...) }
 
 // int0 returns a rank-0 int64 constant.
-func (e *emitter) int0(v int64) string {
-	return e.constant("i64s_"+strconv.FormatInt(v, 10), func(name string) *onnxpb.TensorProto {
-		return graph.NewInt64Tensor(name, nil, []int64{v})
-	})
+func (e *emitter) int0(v int64) string { return e.b.Int64(v) }
+
+// oneHotValues returns the float32 [off, on] = [0, 1] values input of
+// OneHot.
+func (e *emitter) oneHotValues() string {
+	return e.b.Constant("onehot_values_float", graph.NewFloat32Tensor("", dtype.Float32, []int64{2}, []float32{0, 1}))
 }
 
 // shapeOf returns v's shape as a 1-D int64 tensor, emitted once per
@@ -316,7 +276,7 @@ func (e *emitter) reshapeLike(g, x string) string {
 
 // zerosLike returns zeros with x's shape and element type dt.
 func (e *emitter) zerosLike(x string, dt dtype.Type) string {
-	out := e.op("ConstantOfShape", []string{e.shapeOf(x)}, graph.AttrTensor("value", floatTensor("", dt, []int64{1}, 0)))
+	out := e.op("ConstantOfShape", []string{e.shapeOf(x)}, graph.AttrTensor("value", graph.NewFloatTensor("", dt, []int64{1}, []float64{0})))
 	e.inf.setShape(out, e.shape(x))
 	return out
 }

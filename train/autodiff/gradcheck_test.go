@@ -153,7 +153,7 @@ func (g *testGraph) ints(dims []int64, vals ...int64) string {
 func (g *testGraph) floats(dims []int64, vals ...float64) string {
 	g.n++
 	name := fmt.Sprintf("const_%d", g.n)
-	g.m.AddInitializer(floatTensor(name, g.dt, dims, vals...))
+	g.m.AddInitializer(graph.NewFloatTensor(name, g.dt, dims, vals))
 	return name
 }
 

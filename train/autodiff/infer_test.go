@@ -17,7 +17,7 @@ func mysteryModel(t *testing.T, opset int64, declare string) *graph.Model {
 	t.Helper()
 	g := newTestGraph(t, opset, dtype.Float32, declStatic)
 	g.m.AddInput(graph.SymbolicTensorInfo("x", dtype.Float32, []graph.Dim{graph.DimParam("B"), graph.DimValue(4)}))
-	g.m.AddInitializer(floatTensor("W", dtype.Float32, i64s(4, 5), make([]float64, 20)...))
+	g.m.AddInitializer(graph.NewFloatTensor("W", dtype.Float32, i64s(4, 5), make([]float64, 20)))
 	g.m.AddNode(&onnxpb.NodeProto{OpType: "Mystery", Domain: "example.org", Name: "mystery", Input: []string{"x"}, Output: []string{"y"}})
 	g.m.AddNode(&onnxpb.NodeProto{OpType: "Cast", Name: "cast", Input: []string{"y"}, Output: []string{"yf"},
 		Attribute: []*onnxpb.AttributeProto{graph.AttrInt("to", int64(dtype.Float32))}})

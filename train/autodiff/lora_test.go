@@ -31,7 +31,7 @@ func TestLoRAMLP(t *testing.T) {
 			bm := g.param("lora_B", i64s(2, 8), nil)
 			for _, p := range []string{a, bm} {
 				f := g.feeds[p]
-				g.m.AddInitializer(floatTensor(p, g.dt, f.dims, f.f...))
+				g.m.AddInitializer(graph.NewFloatTensor(p, g.dt, f.dims, f.f))
 			}
 			g.m.Proto.Graph.Input = g.m.Proto.Graph.Input[:1]
 			g.m.Reindex()

@@ -75,9 +75,7 @@ func gradClassLoss(softmax bool) gradFunc {
 		}
 		var G []string
 		if c != "" {
-			oh := e.op("OneHot", []string{labels, e.dimOf(x, 1), e.constant("onehot_values_float", func(name string) *onnxpb.TensorProto {
-				return graph.NewFloat32Tensor(name, dtype.Float32, []int64{2}, []float32{0, 1})
-			})}, graph.AttrInt("axis", 1))
+			oh := e.op("OneHot", []string{labels, e.dimOf(x, 1), e.oneHotValues()}, graph.AttrInt("axis", 1))
 			G = append(G, e.neg(e.mul(e.cast(oh, dt), c)))
 		}
 		if softmax && len(dy) > 1 && dy[1] != "" {

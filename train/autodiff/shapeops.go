@@ -270,7 +270,7 @@ func gradSlice(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []stri
 	idx := e.op("Reshape", []string{flat, e.shapeOf(x)})
 	sliced := e.emit("", "Slice", append([]string{idx}, n.Input[1:]...), 1, n.Attribute...)[0]
 	zeros := e.op("ConstantOfShape", []string{e.op("Reshape", []string{size, e.ints(1)})},
-		graph.AttrTensor("value", floatTensor("", dt, []int64{1}, 0)))
+		graph.AttrTensor("value", graph.NewFloatTensor("", dt, []int64{1}, []float64{0})))
 	scattered := e.op("ScatterElements", []string{zeros, e.op("Reshape", []string{sliced, e.ints(-1)}), e.op("Reshape", []string{g, e.ints(-1)})},
 		graph.AttrInt("axis", 0))
 	gx := e.op("Reshape", []string{scattered, e.shapeOf(x)})
@@ -334,9 +334,7 @@ func gradGather(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []str
 		return []string{gx}
 	}
 	depth := e.dimOf(data, axis)
-	oh := e.op("OneHot", []string{e.op("Reshape", []string{idx, e.ints(-1)}), depth, e.constant("onehot_values_float", func(name string) *onnxpb.TensorProto {
-		return graph.NewFloat32Tensor(name, dtype.Float32, []int64{2}, []float32{0, 1})
-	})}, graph.AttrInt("axis", -1))
+	oh := e.op("OneHot", []string{e.op("Reshape", []string{idx, e.ints(-1)}), depth, e.oneHotValues()}, graph.AttrInt("axis", -1))
 	oh = e.cast(oh, dt)
 	// View data as [P, n, Q]: P the product of the dims before axis, Q of
 	// those after.
@@ -433,9 +431,7 @@ func gradGatherElements(e *emitter, n *onnxpb.NodeProto, dy []string, need []boo
 	}
 	// oh[..., i, j, ...] = (indices[..., i, ...] == j), with the new axis j
 	// right after the gathered axis i; summing over i leaves data's shape.
-	oh := e.op("OneHot", []string{e.cast(indices, dtype.Int64), e.dimOf(data, axis), e.constant("onehot_values_float", func(name string) *onnxpb.TensorProto {
-		return graph.NewFloat32Tensor(name, dtype.Float32, []int64{2}, []float32{0, 1})
-	})}, graph.AttrInt("axis", axis+1))
+	oh := e.op("OneHot", []string{e.cast(indices, dtype.Int64), e.dimOf(data, axis), e.oneHotValues()}, graph.AttrInt("axis", axis+1))
 	prod := e.mul(e.cast(oh, dt), e.unsqueeze(g, axis+1))
 	gx := e.reduceSum(prod, []int64{axis}, false)
 	e.inf.setShape(gx, e.shape(data))
