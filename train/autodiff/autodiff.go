@@ -97,7 +97,7 @@ func Build(m *graph.Model, loss string, params []string, opts ...Option) (*graph
 	// Some exports do not validate (GPT-2 from PyTorch 1.6 defines a few
 	// constants twice) and still run; the result is held to the input's
 	// standard.
-	b := &builder{m: out, loss: loss, params: params, cfg: cfg, validate: m.Validate() == nil}
+	b := &gradientPass{m: out, loss: loss, params: params, cfg: cfg, validate: m.Validate() == nil}
 	if err := b.run(); err != nil {
 		return nil, err
 	}
@@ -108,7 +108,9 @@ func errorf(format string, args ...any) error {
 	return fmt.Errorf("autodiff: "+format, args...)
 }
 
-type builder struct {
+// gradientPass is one run of Build: the training graph being made, the
+// forward nodes it keeps, and what it knows about them.
+type gradientPass struct {
 	m      *graph.Model
 	loss   string
 	params []string
@@ -122,7 +124,7 @@ type builder struct {
 	rg    map[string]bool // requires grad: depends on a param through differentiable slots
 }
 
-func (b *builder) run() error {
+func (b *gradientPass) run() error {
 	if err := b.setupParams(); err != nil {
 		return err
 	}
@@ -173,7 +175,7 @@ func (b *builder) run() error {
 }
 
 // setupParams makes each param a graph input.
-func (b *builder) setupParams() error {
+func (b *gradientPass) setupParams() error {
 	seen := map[string]bool{}
 	for _, p := range b.params {
 		if seen[p] {
@@ -207,7 +209,7 @@ func (b *builder) setupParams() error {
 
 // analyze sorts the nodes the outputs need, infers types and shapes, and
 // finds the values that depend on a param.
-func (b *builder) analyze() error {
+func (b *gradientPass) analyze() error {
 	b.m.Reindex()
 	order, err := b.m.TopoOrder()
 	if err != nil {
@@ -274,7 +276,7 @@ func (b *builder) analyze() error {
 
 // decompose replaces the fused ops on gradient paths that have a
 // decomposition and no rule. It reports whether it changed the graph.
-func (b *builder) decompose() (bool, error) {
+func (b *gradientPass) decompose() (bool, error) {
 	changed := false
 	e := newEmitter(b.m, b.inf, b.opset)
 	for _, n := range b.nodes {
@@ -297,7 +299,7 @@ func (b *builder) decompose() (bool, error) {
 }
 
 // onPath reports whether a param reaches one of n's outputs.
-func (b *builder) onPath(n *onnxpb.NodeProto) bool {
+func (b *gradientPass) onPath(n *onnxpb.NodeProto) bool {
 	for _, o := range n.Output {
 		if b.rg[o] {
 			return true
@@ -308,7 +310,7 @@ func (b *builder) onPath(n *onnxpb.NodeProto) bool {
 
 // checkRules walks back from the loss along the gradient paths and fails
 // on the first node whose op has no rule, before anything is emitted.
-func (b *builder) checkRules() error {
+func (b *gradientPass) checkRules() error {
 	need := map[string]bool{b.loss: true}
 	for i := len(b.nodes) - 1; i >= 0; i-- {
 		n := b.nodes[i]
@@ -334,7 +336,7 @@ func (b *builder) checkRules() error {
 
 // backward emits the gradient nodes and returns the gradient of each
 // param ("" for none).
-func (b *builder) backward() (map[string]string, error) {
+func (b *gradientPass) backward() (map[string]string, error) {
 	e := newEmitter(b.m, b.inf, b.opset)
 	partials := map[string][]string{}
 	if b.rg[b.loss] {
@@ -433,7 +435,7 @@ func nodeScope(n *onnxpb.NodeProto) string {
 
 // setOutputs replaces the graph outputs with the loss, the gradients and
 // the extra outputs.
-func (b *builder) setOutputs(grads map[string]string) {
+func (b *gradientPass) setOutputs(grads map[string]string) {
 	g := b.m.Graph()
 	g.Output = nil
 	e := newEmitter(b.m, b.inf, b.opset)
@@ -454,7 +456,7 @@ func (b *builder) setOutputs(grads map[string]string) {
 }
 
 // valueInfo describes output name with what inference knows of like.
-func (b *builder) valueInfo(name, like string) *onnxpb.ValueInfoProto {
+func (b *gradientPass) valueInfo(name, like string) *onnxpb.ValueInfoProto {
 	t := b.inf.get(like)
 	if !t.shape.ok {
 		v := graph.TensorInfo(name, t.elem, nil)
@@ -475,7 +477,7 @@ func (b *builder) valueInfo(name, like string) *onnxpb.ValueInfoProto {
 
 // prune drops the nodes no output needs, the initializers nothing reads
 // and the value infos of values that are gone.
-func (b *builder) prune() {
+func (b *gradientPass) prune() {
 	b.m.Reindex()
 	g := b.m.Graph()
 	want := map[string]bool{}

@@ -10,7 +10,7 @@ const maxRecomputeChain = 8
 
 // recomputer holds the state of one recomputation pass.
 type recomputer struct {
-	b *builder
+	b *gradientPass
 	e *emitter
 	// products: also recompute the products of an activation with a
 	// frozen matrix (WithRecomputeProducts).
@@ -42,7 +42,7 @@ type recomputer struct {
 // through a Reshape to that input's own shape (an alias, no copy), so that
 // ONNX Runtime's common-subexpression pass does not merge the copy back
 // into the forward node.
-func (b *builder) recompute(products bool) {
+func (b *gradientPass) recompute(products bool) {
 	r := &recomputer{
 		b: b, e: newEmitter(b.m, b.inf, b.opset), products: products,
 		made: map[string]bool{}, dynamic: map[string]bool{}, producer: map[string]*onnxpb.NodeProto{},
