@@ -1,6 +1,7 @@
 package graph
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -102,6 +103,9 @@ func (s *externalStore) size(path string) (int64, error) {
 		}
 		return 0, errorf("external data file %s: %v", path, err)
 	}
+	if !fi.Mode().IsRegular() {
+		return 0, errorf("external data file %s is not a regular file (%s)", path, fi.Mode().Type())
+	}
 	s.sizes[path] = fi.Size()
 	return fi.Size(), nil
 }
@@ -149,6 +153,9 @@ func (m *Model) checkExternal() error {
 			continue
 		}
 		path := filepath.Join(m.Dir, ref.location)
+		if err := checkInside(m.Dir, ref.location); err != nil {
+			return errorf("tensor %q: %w", t.Name, err)
+		}
 		size, err := m.ext.size(path)
 		if err != nil {
 			return errorf("tensor %q: %v", t.Name, unwrapPrefix(err))
@@ -176,6 +183,9 @@ func (m *Model) checkExternal() error {
 // externalBytes returns the external bytes of t, without copying.
 func (m *Model) externalBytes(t *onnxpb.TensorProto, ref externalRef) ([]byte, error) {
 	path := filepath.Join(m.Dir, ref.location)
+	if err := checkInside(m.Dir, ref.location); err != nil {
+		return nil, errorf("tensor %q: %w", t.Name, err)
+	}
 	b, err := m.ext.bytes(path)
 	if err != nil {
 		return nil, err
@@ -190,4 +200,28 @@ func (m *Model) externalBytes(t *onnxpb.TensorProto, ref externalRef) ([]byte, e
 		return nil, errorf("tensor %q: external data %s holds %d bytes, need %d at offset %d", t.Name, path, len(b), n, ref.offset)
 	}
 	return b[ref.offset : ref.offset+n : ref.offset+n], nil
+}
+
+// checkInside refuses an external data location that, once symbolic links
+// are followed, leads out of the model's folder dir (a link to
+// /etc/passwd, say): a model file must not make peftonnx read, and copy
+// into its outputs, files that the user never named. A location that does
+// not exist is left for the caller to report.
+func checkInside(dir, location string) error {
+	if dir == "" {
+		dir = "."
+	}
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil // the folder itself is missing: reported as a missing file
+	}
+	realPath, err := filepath.EvalSymlinks(filepath.Join(dir, location))
+	if err != nil {
+		return nil
+	}
+	rel, err := filepath.Rel(realDir, realPath)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) || filepath.IsAbs(rel) {
+		return fmt.Errorf("external data location %q leads out of the model's folder, through a symbolic link, to %s: copy the file into the folder if it is meant to be read", location, realPath)
+	}
+	return nil
 }

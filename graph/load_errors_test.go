@@ -156,3 +156,54 @@ func externalTensor(name string, dims []int64, location, offset, length string) 
 	return &onnxpb.TensorProto{Name: name, DataType: int32(dtype.Float32), Dims: dims, DataLocation: onnxpb.TensorProto_EXTERNAL,
 		ExternalData: []*onnxpb.StringStringEntryProto{{Key: "location", Value: location}, {Key: "offset", Value: offset}, {Key: "length", Value: length}}}
 }
+
+// TestLoadRefusesLinksOut: external data reached through a symbolic link
+// that leads out of the model's folder is refused (issue 16 X1: with
+// link.data -> /etc/passwd, inject copied the password file into its
+// output), and so is a location that is a folder; a link that stays
+// inside the folder is followed.
+func TestLoadRefusesLinksOut(t *testing.T) {
+	outside := t.TempDir()
+	secret := filepath.Join(outside, "secret")
+	if err := os.WriteFile(secret, []byte("root:x:0:0:root:/root:/bin/bash\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(secret, filepath.Join(dir, "link.data")); err != nil {
+		t.Fatal(err)
+	}
+	path := saveOne(t, dir, "m.onnx", externalTensor("w", []int64{4}, "link.data", "0", "16"))
+	if m, err := graph.Load(path); err == nil {
+		m.Close()
+		t.Fatal("Load followed a link out of the model's folder")
+	} else if msg := err.Error(); !strings.Contains(msg, "m.onnx") || !strings.Contains(msg, "leads out of the model's folder") || !strings.Contains(msg, secret) {
+		t.Errorf("error %q does not name the model, the escape and the target", msg)
+	}
+
+	// A model built in memory that points there is refused on access.
+	m := graph.New(&onnxpb.ModelProto{Graph: &onnxpb.GraphProto{Initializer: []*onnxpb.TensorProto{externalTensor("w", []int64{4}, "link.data", "0", "16")}}}, dir)
+	if _, err := m.Float32s(m.Initializer("w")); err == nil || !strings.Contains(err.Error(), "leads out") {
+		t.Errorf("reading through the link: got %v, want a refusal", err)
+	}
+
+	// A link inside the folder is fine.
+	if err := os.WriteFile(filepath.Join(dir, "real.bin"), make([]byte, 16), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real.bin", filepath.Join(dir, "inside.data")); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := graph.Load(saveOne(t, dir, "ok.onnx", externalTensor("w", []int64{4}, "inside.data", "0", "16")))
+	if err != nil {
+		t.Fatalf("a link inside the folder: %v", err)
+	}
+	ok.Close()
+
+	// A location that is a folder.
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := graph.Load(saveOne(t, dir, "folder.onnx", externalTensor("w", []int64{4}, "sub", "0", "16"))); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("a folder as external data: got %v, want 'not a regular file'", err)
+	}
+}

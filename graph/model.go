@@ -76,6 +76,9 @@ func Parse(b []byte, dir string) (*Model, error) {
 	if err := m.checkExternal(); err != nil {
 		return nil, err
 	}
+	if err := m.checkDataID(); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 

@@ -2,6 +2,8 @@ package graph
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,7 +38,7 @@ const externalAlign = 4096
 // Marshal serializes the model with all tensor data inline. It fails for a
 // model over 2 GiB: save such a model with external data instead.
 func (m *Model) Marshal() ([]byte, error) {
-	restore, err := m.layout(nil, "", 0)
+	restore, err := m.layout(nil, nil, "", 0)
 	defer restore()
 	if err != nil {
 		return nil, err
@@ -110,11 +112,20 @@ func (m *Model) Save(path string, opts SaveOptions) (err error) {
 	if data != nil {
 		dataFile = data.File
 	}
-	restore, err := m.layout(dataFile, opts.DataFile, opts.Threshold)
+	dataHash := sha256.New()
+	restore, err := m.layout(dataFile, dataHash, opts.DataFile, opts.Threshold)
 	defer restore()
 	if err != nil {
 		return errorf("saving %s: %v", path, unwrapPrefix(err))
 	}
+	id := ""
+	if data != nil {
+		id = dataID(dataHash.Sum(nil))
+		if _, err := data.Write(dataTrailer(id)); err != nil {
+			return errorf("saving %s: %w", data.Path(), err)
+		}
+	}
+	defer m.setDataID(opts.DataFile, id)()
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m.Proto)
 	if err != nil {
 		return errorf("saving %s: %v", path, err)
@@ -160,9 +171,10 @@ type savedTensor struct {
 
 // layout rewrites the initializers in place for serialization: tensors of
 // at least threshold bytes are appended to data (when data is non-nil) and
-// referenced as dataName; the rest become inline raw data. The returned
+// referenced as dataName, and also written to hash; the rest become
+// inline raw data. The returned
 // function restores the model exactly; it is safe to call when err != nil.
-func (m *Model) layout(data *os.File, dataName string, threshold int64) (restore func(), err error) {
+func (m *Model) layout(data *os.File, hash io.Writer, dataName string, threshold int64) (restore func(), err error) {
 	var saved []savedTensor
 	restore = func() {
 		for _, s := range saved {
@@ -172,8 +184,13 @@ func (m *Model) layout(data *os.File, dataName string, threshold int64) (restore
 	}
 	var w *bufio.Writer
 	var off int64
+	// written maps the first byte of each region written to the data file
+	// to where it went, so that tensors sharing one region (one mapping
+	// of the same external bytes, or one slice) are written once.
+	type region struct{ off, n int64 }
+	written := map[*byte]region{}
 	if data != nil {
-		w = bufio.NewWriterSize(data, 1<<20)
+		w = bufio.NewWriterSize(io.MultiWriter(data, hash), 1<<20)
 	}
 	for _, t := range m.Proto.Graph.Initializer {
 		external := t.DataLocation == onnxpb.TensorProto_EXTERNAL
@@ -195,6 +212,14 @@ func (m *Model) layout(data *os.File, dataName string, threshold int64) (restore
 			setRaw(t, b)
 			continue
 		}
+		if len(b) > 0 {
+			if r, ok := written[&b[0]]; ok && r.n >= int64(len(b)) {
+				setRaw(t, nil)
+				t.DataLocation = onnxpb.TensorProto_EXTERNAL
+				t.ExternalData = externalEntries(dataName, r.off, int64(len(b)))
+				continue
+			}
+		}
 		if pad := (externalAlign - off%externalAlign) % externalAlign; pad > 0 {
 			if _, err := w.Write(make([]byte, pad)); err != nil {
 				return restore, errorf("writing %s: %v", data.Name(), err)
@@ -206,10 +231,9 @@ func (m *Model) layout(data *os.File, dataName string, threshold int64) (restore
 		}
 		setRaw(t, nil)
 		t.DataLocation = onnxpb.TensorProto_EXTERNAL
-		t.ExternalData = []*onnxpb.StringStringEntryProto{
-			{Key: "location", Value: dataName},
-			{Key: "offset", Value: strconv.FormatInt(off, 10)},
-			{Key: "length", Value: strconv.FormatInt(int64(len(b)), 10)},
+		t.ExternalData = externalEntries(dataName, off, int64(len(b)))
+		if len(b) > 0 {
+			written[&b[0]] = region{off, int64(len(b))}
 		}
 		off += int64(len(b))
 	}
@@ -219,4 +243,14 @@ func (m *Model) layout(data *os.File, dataName string, threshold int64) (restore
 		}
 	}
 	return restore, nil
+}
+
+// externalEntries are the external_data entries of a tensor whose bytes
+// are length bytes at offset in location.
+func externalEntries(location string, offset, length int64) []*onnxpb.StringStringEntryProto {
+	return []*onnxpb.StringStringEntryProto{
+		{Key: "location", Value: location},
+		{Key: "offset", Value: strconv.FormatInt(offset, 10)},
+		{Key: "length", Value: strconv.FormatInt(length, 10)},
+	}
 }
