@@ -32,8 +32,8 @@ func TestUndefinedIsFloat32(t *testing.T) {
 	}
 	prefix := PrefixConfig{NumPrefixTokens: 2}
 	for name, write := range map[string]func() ([]byte, error){
-		"lora":   func() ([]byte, error) { return loraConfigJSON(&lora, nil) },
-		"prefix": func() ([]byte, error) { return prefixConfigJSON(&prefix) },
+		"lora":   func() ([]byte, error) { return loraConfigJSON(&lora, nil, "") },
+		"prefix": func() ([]byte, error) { return prefixConfigJSON(&prefix, "") },
 	} {
 		b, err := write()
 		if err != nil {

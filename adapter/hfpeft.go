@@ -58,8 +58,7 @@ func SaveDir(dir string, a *Adapter) error {
 		tensors[key] = t
 		return nil
 	}
-	var config []byte
-	var err error
+	var makeConfig func(weightsHash string) ([]byte, error)
 	if a.LoRA != nil {
 		for _, m := range a.Modules() {
 			w := a.Weights[m]
@@ -67,7 +66,7 @@ func SaveDir(dir string, a *Adapter) error {
 				return err
 			}
 		}
-		config, err = loraConfigJSON(a.LoRA, modulesToSave(a))
+		makeConfig = func(hash string) ([]byte, error) { return loraConfigJSON(a.LoRA, modulesToSave(a), hash) }
 	} else {
 		if err := add(hfPromptKey, a.Prompt); err != nil {
 			return err
@@ -77,10 +76,7 @@ func SaveDir(dir string, a *Adapter) error {
 				return err
 			}
 		}
-		config, err = prefixConfigJSON(a.Prefix)
-	}
-	if err != nil {
-		return err
+		makeConfig = func(hash string) ([]byte, error) { return prefixConfigJSON(a.Prefix, hash) }
 	}
 	for _, name := range sortedKeys(a.Extra) {
 		if err := add(hfModelPrefix+name, a.Extra[name]); err != nil {
@@ -90,6 +86,10 @@ func SaveDir(dir string, a *Adapter) error {
 	weights, err := EncodeSafetensors(tensors, map[string]string{"format": safetensorsMeta})
 	if err != nil {
 		return inFile(err, filepath.Join(dir, HFWeightsFile))
+	}
+	config, err := makeConfig(weightsHash(weights))
+	if err != nil {
+		return err
 	}
 	return writeFilesAtomic(dir, map[string][]byte{HFConfigFile: config, HFWeightsFile: weights})
 }
@@ -137,6 +137,9 @@ func LoadDir(dir string) (*Adapter, error) {
 			return nil, errorf("%s: adapter_model.bin (pickle) is not supported: save the adapter with safe_serialization=True", dir)
 		}
 		return nil, errorf("%s: no %s beside %s", dir, HFWeightsFile, HFConfigFile)
+	}
+	if err := checkWeightsHash(cfgPath, wpath); err != nil {
+		return nil, err
 	}
 	tensors, _, err := ReadSafetensors(wpath)
 	if err != nil {

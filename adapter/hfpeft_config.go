@@ -83,7 +83,7 @@ func nullIfEmpty(s string) any {
 
 // loraConfigJSON returns the adapter_config.json of a LoRA adapter.
 // modulesToSave are the module names that trainable tensors belong to.
-func loraConfigJSON(c *LoRAConfig, modulesToSave []string) ([]byte, error) {
+func loraConfigJSON(c *LoRAConfig, modulesToSave []string, weightsHash string) ([]byte, error) {
 	init := any(true)
 	if c.InitLoRAWeights == InitGaussian {
 		init = "gaussian"
@@ -151,6 +151,9 @@ func loraConfigJSON(c *LoRAConfig, modulesToSave []string) ([]byte, error) {
 		"megatron_core":           "megatron.core",
 		extraKey:                  extra,
 	}
+	if weightsHash != "" {
+		extra[weightsHashKey] = weightsHash
+	}
 	return marshalConfig(m)
 }
 
@@ -158,7 +161,7 @@ func loraConfigJSON(c *LoRAConfig, modulesToSave []string) ([]byte, error) {
 // PEFT's token_dim and num_attention_heads are given in key/value heads,
 // as PEFT itself sets them for grouped-query models, so that PEFT reshapes
 // prompt_embeddings the same way.
-func prefixConfigJSON(c *PrefixConfig) ([]byte, error) {
+func prefixConfigJSON(c *PrefixConfig, weightsHash string) ([]byte, error) {
 	var enc any
 	if c.PrefixProjection {
 		enc = c.PrefixProjectionHiddenSize
@@ -191,6 +194,9 @@ func prefixConfigJSON(c *PrefixConfig) ([]byte, error) {
 		"modules_to_save":            nil,
 		"auto_mapping":               nil,
 		extraKey:                     extra,
+	}
+	if weightsHash != "" {
+		extra[weightsHashKey] = weightsHash
 	}
 	return marshalConfig(m)
 }
