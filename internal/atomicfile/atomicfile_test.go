@@ -2,8 +2,10 @@ package atomicfile
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 )
 
@@ -210,6 +212,48 @@ func TestStale(t *testing.T) {
 		slices.Sort(got)
 		if !slices.Equal(got, c.want) {
 			t.Errorf("Stale(%q): got %v, want %v", c.base, got, c.want)
+		}
+	}
+}
+
+// deadPID returns the number of a process that has ended.
+func deadPID(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skipf("cannot run a process to get a dead process number: %v", err)
+	}
+	return cmd.Process.Pid
+}
+
+// TestCreateRemovesStale: the temporaries that a killed process left for
+// a destination are removed by the next write of it; those of running
+// processes stay (issue 16 D3: killed saves left 71 to 287 MB behind).
+func TestCreateRemovesStale(t *testing.T) {
+	dir := t.TempDir()
+	dead := filepath.Join(dir, ".out.bin.tmp-"+strconv.Itoa(deadPID(t))+"-123")
+	live := filepath.Join(dir, ".out.bin.tmp-"+strconv.Itoa(os.Getpid())+"-456")
+	other := filepath.Join(dir, ".other.bin.tmp-"+strconv.Itoa(deadPID(t))+"-789")
+	old := filepath.Join(dir, ".out.bin.tmp-1234567") // an older version's name
+	deadDir := filepath.Join(dir, ".out.bin.tmp-"+strconv.Itoa(deadPID(t))+"-42")
+	for _, p := range []string{dead, live, other, old} {
+		if err := os.WriteFile(p, []byte("partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(deadDir, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(filepath.Join(dir, "out.bin"), []byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		path string
+		gone bool
+	}{{dead, true}, {deadDir, true}, {live, false}, {other, false}, {old, false}} {
+		_, err := os.Stat(c.path)
+		if gone := os.IsNotExist(err); gone != c.gone {
+			t.Errorf("%s: gone %v, want %v", filepath.Base(c.path), gone, c.gone)
 		}
 	}
 }

@@ -22,7 +22,8 @@ func CreateDir(dest string) (*Dir, error) {
 	if parent == "" {
 		parent = "."
 	}
-	tmp, err := os.MkdirTemp(parent, "."+base+tempInfix+"*")
+	removeStale(parent, base)
+	tmp, err := os.MkdirTemp(parent, tempPattern(base))
 	if err != nil {
 		return nil, err
 	}

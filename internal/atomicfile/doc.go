@@ -19,6 +19,8 @@
 // Set, a reader may see some files new and others old. Callers whose
 // files must match (a model and its external data) record in one file
 // what the other must hold, so that a mismatch is detected on read. A
-// process killed between writing and renaming leaves its temporary file;
-// Stale finds such files.
+// process killed between writing and renaming leaves its temporary file
+// (named after its process number); the next Create or CreateDir for the
+// same destination removes those whose process has ended, and Stale lists
+// them.
 package atomicfile

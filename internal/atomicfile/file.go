@@ -5,12 +5,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
 // tempInfix is what every temporary name carries after its destination's
-// base name: ".NAME.tmp-RANDOM".
+// base name: ".NAME.tmp-PID-RANDOM", where PID is the writing process.
 const tempInfix = ".tmp-"
+
+// tempPattern is the os.CreateTemp pattern of a temporary for base.
+func tempPattern(base string) string {
+	return "." + base + tempInfix + strconv.Itoa(os.Getpid()) + "-*"
+}
 
 // File is an output file being written. Write to it as to an *os.File;
 // Commit puts it in place and Abort throws it away. A File is not safe for
@@ -36,7 +42,8 @@ func Create(path string, perm os.FileMode) (*File, error) {
 	if dir == "" {
 		dir = "."
 	}
-	f, err := os.CreateTemp(dir, "."+base+tempInfix+"*")
+	removeStale(dir, base)
+	f, err := os.CreateTemp(dir, tempPattern(base))
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -27,4 +28,25 @@ func Stale(dir, base string) ([]string, error) {
 		stale = append(stale, filepath.Join(dir, name))
 	}
 	return stale, nil
+}
+
+// removeStale removes the temporaries for base in dir whose writing
+// process has ended without committing or aborting them: what a process
+// killed while it saved leaves behind. Temporaries of processes that are
+// still running, and names without a process number (older versions), are
+// left alone. Errors are ignored: cleaning up is a courtesy.
+func removeStale(dir, base string) {
+	stale, err := Stale(dir, base)
+	if err != nil {
+		return
+	}
+	for _, path := range stale {
+		rest := strings.TrimPrefix(filepath.Base(path), "."+base+tempInfix)
+		pidText, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid <= 0 || processAlive(pid) {
+			continue
+		}
+		os.RemoveAll(path)
+	}
 }
