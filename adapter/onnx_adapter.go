@@ -190,6 +190,7 @@ func DecodeONNXAdapter(data []byte) (*ONNXAdapterFile, error) {
 		return nil, bad("", "parameters: %v", err)
 	}
 	seen := make(map[string]bool, count)
+	var total int64 // bytes of raw_data so far
 	f.Params = make([]ONNXParam, 0, count)
 	for i := 0; i < count; i++ {
 		pos, err := r.deref(start + 4*i)
@@ -236,6 +237,14 @@ func DecodeONNXAdapter(data []byte) (*ONNXAdapterFile, error) {
 		}
 		if rn > 0 && rs%8 != 0 {
 			f.UnalignedRawData = true
+		}
+		// Each parameter's raw_data is a vector of its own in a file that
+		// a builder wrote, so together they fit in the file. Parameters
+		// pointing at one shared vector (a hostile file: 2,000 of them at
+		// one 8 MB vector asked 16 GB of copies) are refused before any
+		// copy is made.
+		if total += int64(rn); total > int64(len(data)) {
+			return nil, bad(name, "raw_data: the parameters' data add up to more than the file's %d bytes: their vectors overlap", len(data))
 		}
 		p.RawData = append([]byte{}, data[rs:rs+rn]...)
 		if err := p.check(); err != nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/peftonnx/peftonnx/dtype"
@@ -354,5 +356,41 @@ func TestWriteORTCheckFiles(t *testing.T) {
 		if err := WriteONNXAdapter(filepath.Join(dir, name), &f); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestONNXAdapterSharedData: a file whose parameters all point at one
+// data vector is refused before any copy is made (issue 16 M2: 2,000
+// parameters at one 8 MB vector made merge --adapter die at 4.7 GB).
+func TestONNXAdapterSharedData(t *testing.T) {
+	raw := make([]byte, 64<<10)
+	b := newFBBuilder(len(raw) + 64<<10)
+	b.preAlign(len(raw), 8)
+	vec := b.createVector(raw, len(raw), 1, 1)
+	var offs []int
+	for i := range 100 {
+		name := b.createString("p" + strconv.Itoa(i))
+		dims := b.createInt64Vector([]int64{int64(len(raw) / 4)})
+		b.startTable()
+		b.addOffset(3, vec)
+		b.addInt32(2, 1, 0)
+		b.addOffset(1, dims)
+		b.addOffset(0, name)
+		offs = append(offs, b.endTable())
+	}
+	params := b.createOffsetVector(offs)
+	b.startTable()
+	b.addOffset(3, params)
+	b.addInt32(2, 0, 0)
+	b.addInt32(1, 0, 0)
+	b.addInt32(0, 1, 0)
+	data := b.finish(b.endTable(), LayoutORT.identifier())
+	_, err := DecodeONNXAdapter(data)
+	if err == nil || !strings.Contains(err.Error(), "overlap") {
+		t.Fatalf("100 parameters sharing one vector: got %v, want a refusal", err)
+	}
+	var fe *FormatError
+	if !errors.As(err, &fe) || fe.Key == "" {
+		t.Errorf("the error names no parameter: %v", err)
 	}
 }
