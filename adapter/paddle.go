@@ -68,7 +68,8 @@ func SavePaddleDir(dir string, a *Adapter) error {
 		return errorf("%s holds %s, which LoadDir reads before PaddleNLP's files: save the PaddleNLP layout into another directory", dir, HFConfigFile)
 	}
 	files := map[string][]byte{}
-	var weights string
+	var weights, configFile string
+	var makeConfig func(weightsHash string) ([]byte, error)
 	tensors := map[string]*Tensor{}
 	add := func(key string, t *Tensor) error {
 		if _, dup := tensors[key]; dup {
@@ -94,11 +95,7 @@ func SavePaddleDir(dir string, a *Adapter) error {
 				return err
 			}
 		}
-		config, err := paddleLoRAConfigJSON(a.LoRA)
-		if err != nil {
-			return err
-		}
-		files[PaddleLoRAConfigFile] = config
+		configFile, makeConfig = PaddleLoRAConfigFile, func(hash string) ([]byte, error) { return paddleLoRAConfigJSON(a.LoRA, hash) }
 	} else {
 		weights = PaddlePrefixWeightsFile
 		c := a.Prefix
@@ -118,11 +115,7 @@ func SavePaddleDir(dir string, a *Adapter) error {
 		} else if err := add(paddlePrefixKey, permuteColumns(a.Prompt, cols, false)); err != nil {
 			return err
 		}
-		config, err := paddlePrefixConfigJSON(c)
-		if err != nil {
-			return err
-		}
-		files[PaddlePrefixConfigFile] = config
+		configFile, makeConfig = PaddlePrefixConfigFile, func(hash string) ([]byte, error) { return paddlePrefixConfigJSON(c, hash) }
 		caches, err := preCaches(a)
 		if err != nil {
 			return inFile(err, filepath.Join(dir, PaddlePreCachesFile))
@@ -134,6 +127,11 @@ func SavePaddleDir(dir string, a *Adapter) error {
 		return inFile(err, filepath.Join(dir, weights))
 	}
 	files[weights] = b
+	config, err := makeConfig(weightsHash(b))
+	if err != nil {
+		return err
+	}
+	files[configFile] = config
 	return writeFilesAtomic(dir, files)
 }
 

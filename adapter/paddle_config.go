@@ -8,7 +8,7 @@ package adapter
 // attributes its dataclass has).
 
 // paddleLoRAConfigJSON returns the lora_config.json of c.
-func paddleLoRAConfigJSON(c *LoRAConfig) ([]byte, error) {
+func paddleLoRAConfigJSON(c *LoRAConfig, weightsHash string) ([]byte, error) {
 	for _, f := range []struct {
 		key string
 		set bool
@@ -59,11 +59,14 @@ func paddleLoRAConfigJSON(c *LoRAConfig) ([]byte, error) {
 			"revision":          c.Revision,
 		},
 	}
+	if weightsHash != "" {
+		m[extraKey].(map[string]any)[weightsHashKey] = weightsHash
+	}
 	return marshalConfig(m)
 }
 
 // paddlePrefixConfigJSON returns the prefix_config.json of c.
-func paddlePrefixConfigJSON(c *PrefixConfig) ([]byte, error) {
+func paddlePrefixConfigJSON(c *PrefixConfig, weightsHash string) ([]byte, error) {
 	var groups, projHidden any
 	if c.MultiQueryGroupNum != 0 {
 		groups = c.MultiQueryGroupNum
@@ -88,6 +91,9 @@ func paddlePrefixConfigJSON(c *PrefixConfig) ([]byte, error) {
 			"inference_mode":          c.InferenceMode,
 			"revision":                c.Revision,
 		},
+	}
+	if weightsHash != "" {
+		m[extraKey].(map[string]any)[weightsHashKey] = weightsHash
 	}
 	return marshalConfig(m)
 }

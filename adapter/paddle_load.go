@@ -83,6 +83,13 @@ func (a *Adapter) loadPaddleWeights(dir string) error {
 		}
 		return nil
 	}
+	configFile := PaddleLoRAConfigFile
+	if a.Prefix != nil {
+		configFile = PaddlePrefixConfigFile
+	}
+	if err := checkWeightsHash(filepath.Join(dir, configFile), path); err != nil {
+		return err
+	}
 	tensors, err := ReadPdparams(path)
 	if err != nil {
 		return err

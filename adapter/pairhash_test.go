@@ -54,3 +54,36 @@ func TestConfigOfAnotherSave(t *testing.T) {
 		t.Errorf("edited alpha: got %v, want 32", got.LoRA.Alpha)
 	}
 }
+
+// TestPaddleConfigOfAnotherSave: the same check for PaddleNLP's layout,
+// lora_config.json beside lora_model_state.pdparams.
+func TestPaddleConfigOfAnotherSave(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	a := sampleLoRA()
+	delete(a.Extra, "lm_head.weight") // not in PaddleNLP's layout
+	if err := SavePaddleDir(dir, a); err != nil {
+		t.Fatal(err)
+	}
+	b := sampleLoRA()
+	delete(b.Extra, "lm_head.weight")
+	b.LoRA.Alpha = 64
+	for _, w := range b.Weights {
+		w.B.Data[0] += 1
+	}
+	if err := SavePaddleDir(other, b); err != nil {
+		t.Fatal(err)
+	}
+	config, err := os.ReadFile(filepath.Join(other, PaddleLoRAConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, PaddleLoRAConfigFile), config, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadDir(dir); err == nil || !strings.Contains(err.Error(), "is not the weights file saved with this config") {
+		t.Fatalf("a PaddleNLP config of another save: got %v, want a refusal", err)
+	}
+	if _, err := LoadDir(other); err != nil {
+		t.Errorf("the matching pair: %v", err)
+	}
+}
