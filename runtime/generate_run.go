@@ -11,6 +11,10 @@ import (
 	"github.com/peftonnx/peftonnx/internal/half"
 )
 
+// initialNewTokens is how many generated tokens the cache has room for at
+// the start of a generation.
+const initialNewTokens = 256
+
 // Generate continues prompt, a sequence of token ids, and returns the
 // generated ids without the prompt. It feeds the whole prompt in one run
 // with an empty cache ([batch, kv_heads, 0, head_dim]), then one token per
@@ -59,7 +63,10 @@ func (g *Generator) GenerateBatch(ctx context.Context, prompts [][]int64, opts G
 	}
 
 	batch := len(prompts)
-	seq, err := g.NewSequence(batch, longest+o.MaxNewTokens)
+	// The cache starts with room for the prompt and a first stretch of
+	// tokens and doubles as generation goes on (Sequence grows it), so
+	// that a large MaxNewTokens costs memory only for tokens generated.
+	seq, err := g.NewSequence(batch, longest+min(o.MaxNewTokens, initialNewTokens))
 	if err != nil {
 		return nil, err
 	}

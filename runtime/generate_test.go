@@ -552,6 +552,12 @@ func TestGenerateStops(t *testing.T) {
 	if !errors.Is(err, boom) || !slices.Equal(got, all[:2]) {
 		t.Errorf("failed after 2: got %v, %v; want %v, boom", got, err, all[:2])
 	}
+	// A huge MaxNewTokens allocates the cache as it goes, not up front
+	// (issue 16 M4: 1e9 tokens asked 32 GB before the first step).
+	got, err = g.Generate(ctx, prompt, rt.GenerateOptions{MaxNewTokens: 1 << 30, OnToken: stopAt(4, rt.ErrStopGeneration)})
+	if err != nil || !slices.Equal(got, all[:4]) {
+		t.Errorf("MaxNewTokens 2^30, stopped after 4: got %v, %v; want %v, nil", got, err, all[:4])
+	}
 	// A cancelled context stops it between steps.
 	cctx, cancel := context.WithCancel(ctx)
 	got, err = g.Generate(cctx, prompt, rt.GenerateOptions{MaxNewTokens: 10, OnToken: func(tok rt.Token) error {
