@@ -133,12 +133,18 @@ func WithLibrary(path string) Option {
 	}
 }
 
+// MaxThreads is the most threads WithIntraOpThreads and
+// WithInterOpThreads accept: far beyond any machine's cores, and far below
+// the counts at which creating ONNX Runtime's thread pool fails (which
+// ONNX Runtime 1.24 answers with a segmentation fault, not an error).
+const MaxThreads = 1024
+
 // WithIntraOpThreads sets the number of threads that one operator may use.
-// 0 keeps ONNX Runtime's default, one per core.
+// 0 keeps ONNX Runtime's default, one per core; at most MaxThreads.
 func WithIntraOpThreads(n int) Option {
 	return func(c *config) error {
-		if n < 0 {
-			return fmt.Errorf("runtime: WithIntraOpThreads: n must be >= 0, got %d", n)
+		if n < 0 || n > MaxThreads {
+			return fmt.Errorf("runtime: WithIntraOpThreads: n must be from 0 to %d, got %d", MaxThreads, n)
 		}
 		c.intraOp = n
 		return nil
@@ -148,11 +154,11 @@ func WithIntraOpThreads(n int) Option {
 // WithInterOpThreads sets the number of threads that run independent
 // operators at the same time. A value above 1 also switches the session to
 // parallel execution, without which ONNX Runtime ignores it. 0 keeps the
-// default, sequential execution.
+// default, sequential execution; at most MaxThreads.
 func WithInterOpThreads(n int) Option {
 	return func(c *config) error {
-		if n < 0 {
-			return fmt.Errorf("runtime: WithInterOpThreads: n must be >= 0, got %d", n)
+		if n < 0 || n > MaxThreads {
+			return fmt.Errorf("runtime: WithInterOpThreads: n must be from 0 to %d, got %d", MaxThreads, n)
 		}
 		c.interOp = n
 		return nil

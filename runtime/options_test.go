@@ -19,8 +19,12 @@ func TestOptionsReject(t *testing.T) {
 		opt  rt.Option
 		want string
 	}{
-		{rt.WithIntraOpThreads(-1), "WithIntraOpThreads: n must be >= 0, got -1"},
-		{rt.WithInterOpThreads(-2), "WithInterOpThreads: n must be >= 0, got -2"},
+		{rt.WithIntraOpThreads(-1), "WithIntraOpThreads: n must be from 0 to 1024, got -1"},
+		{rt.WithInterOpThreads(-2), "WithInterOpThreads: n must be from 0 to 1024, got -2"},
+		// 100000 threads made ONNX Runtime segfault creating its pool
+		// (issue 16 C3).
+		{rt.WithIntraOpThreads(100000), "WithIntraOpThreads: n must be from 0 to 1024, got 100000"},
+		{rt.WithInterOpThreads(100000), "WithInterOpThreads: n must be from 0 to 1024, got 100000"},
 		{rt.WithCUDA(-1), "WithCUDA: device id must be >= 0"},
 		{rt.WithDevice("tpu"), `unknown device "tpu"`},
 		{rt.WithDevice("cuda:x"), `bad device "cuda:x"`},
