@@ -36,13 +36,16 @@ func (t *Trainer) Evaluate(d *Dataset) (EvalResult, error) {
 		if err := t.checkData(d); err != nil {
 			return EvalResult{}, err
 		}
+		if err := checkFields(d, t.feeds); err != nil {
+			return EvalResult{}, err
+		}
 	}
 	if t.eval == nil {
 		if err := t.openEval(); err != nil {
 			return EvalResult{}, err
 		}
 	}
-	l, err := NewLoader(d, LoaderOptions{BatchSize: t.opts.BatchSize, SeqLen: t.opts.SeqLen, PadID: t.opts.PadID, PadToSeqLen: t.opts.PadToSeqLen})
+	l, err := NewLoader(d, LoaderOptions{BatchSize: t.opts.BatchSize, SeqLen: t.opts.SeqLen, PadID: t.opts.PadID, PadToSeqLen: t.opts.PadToSeqLen, Inputs: dataInputs(t.feeds)})
 	if err != nil {
 		return EvalResult{}, err
 	}

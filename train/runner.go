@@ -173,7 +173,10 @@ func batchValues(f inputFeed, b Batch, task Task, targetDims []int64) (batchValu
 	case feedPositions:
 		return batchValue{ints: b.PositionIDs(), shape: shape}, nil
 	case feedField:
-		v := b.Inputs[f.field]
+		v, ok := b.Inputs[f.field]
+		if !ok {
+			return batchValue{}, errorf("the batch does not carry the data's %q", f.field)
+		}
 		if !f.perToken {
 			shape = append([]int64{int64(b.Size)}, f.info.Shape[1:]...)
 		}

@@ -29,7 +29,7 @@ type TaskChoice struct {
 	Reason string
 	// Warnings are what the user should know about the choice: a model
 	// that looks like an encoder (no causal mask, token types) trained as
-	// a causal LM, or a model without logits fitted by MSE.
+	// a causal LM.
 	Warnings []string
 }
 
@@ -64,10 +64,8 @@ func ExplainTask(m *graph.Model, output string) (TaskChoice, error) {
 		if !named {
 			what = "first output"
 		}
-		c := TaskChoice{Task: Regression, Output: output,
-			Reason: fmt.Sprintf("the model has no logits output, so its %s %s is fitted to each example's \"target\" by MSE", what, describeValue(output, dims, rank))}
-		c.Warnings = append(c.Warnings, fmt.Sprintf("%q is not logits: MSE fits it to the data's \"target\" values; name the task (causal, token, classification) and the output to train otherwise", output))
-		return c, nil
+		return TaskChoice{Task: Regression, Output: output,
+			Reason: fmt.Sprintf("the model has no logits output, so its %s %s is fitted to each example's \"target\" by MSE; name the task (causal, token, classification) and the output to train otherwise", what, describeValue(output, dims, rank))}, nil
 	}
 	switch rank {
 	case 3:
