@@ -94,9 +94,11 @@ func cacheAxes(in Input, n string) (batch, length int) {
 	return batch, length
 }
 
-// presentCandidates returns the output names that may return the next
-// value of past input name, most likely first.
-func presentCandidates(name string) []string {
+// PresentNames returns the output names that may return the next value
+// of the cache or state input name, most likely first: present.0.key for
+// past_key_values.0.key, present_3 for past_3, present_conv.0 for
+// past_conv.0, present_key_self_0 for past_key_self_0.
+func PresentNames(name string) []string {
 	var c []string
 	lower := strings.ToLower(name)
 	if strings.HasPrefix(lower, "past_key_values") {
@@ -116,7 +118,7 @@ func presentCandidates(name string) []string {
 // findPresent returns the output among outs that returns past input name,
 // or "".
 func findPresent(name string, outs map[string]string) string {
-	for _, c := range presentCandidates(name) {
+	for _, c := range PresentNames(name) {
 		if o, ok := outs[normalize(c)]; ok {
 			return o
 		}
