@@ -36,7 +36,9 @@ func decoderVariants() []struct {
 		build func() (*graph.Model, error)
 		info  string
 	}{
-		{"int32 inputs", llama(func(m *graph.Model) error { return models.Int32Inputs(m, "input_ids", "attention_mask", "position_ids") }),
+		{"int32 inputs", llama(func(m *graph.Model) error {
+			return models.Int32Inputs(m, "input_ids", "attention_mask", "position_ids")
+		}),
 			"Layout:past_key_values.{i}.key/value"},
 		{"whisper names", llama(models.WhisperCacheNames), "Layout:named caches Past:[past_key_self_0 past_value_self_0 past_key_self_1 past_value_self_1] Present:[present_key_self_0 present_value_self_0 present_key_self_1 present_value_self_1] Layers:2 KVHeads:2 HeadDim:4"},
 		{"single past", llama(models.SinglePast), "Layout:named caches Past:[past] Present:[present] Layers:1 KVHeads:2 HeadDim:4"},
