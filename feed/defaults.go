@@ -22,11 +22,8 @@ func (s Slot) Default() string {
 	case Positions:
 		return "0, 1, 2, … along each row, counted from the past length"
 	case Cache:
-		return "empty (past length 0), then the cache that the run before returned"
+		return "empty (past length 0)"
 	case State:
-		if s.Present != "" {
-			return "zeros, then " + s.Present + " of the run before"
-		}
 		return "zeros"
 	}
 	return ""

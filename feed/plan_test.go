@@ -132,7 +132,7 @@ func TestDefaults(t *testing.T) {
 	want := []struct {
 		has  bool
 		text string
-	}{{false, ""}, {true, "ones"}, {true, "zeros"}, {true, "counted from the past length"}, {true, "then present_conv.0 of the run before"}, {false, ""}}
+	}{{false, ""}, {true, "ones"}, {true, "zeros"}, {true, "counted from the past length"}, {true, "zeros"}, {false, ""}}
 	for i, s := range plan.Slots() {
 		if s.HasDefault() != want[i].has || !strings.Contains(s.Default(), want[i].text) || (want[i].text == "") != (s.Default() == "") {
 			t.Errorf("input %s: got default %v %q, want %v %q", s.Name, s.HasDefault(), s.Default(), want[i].has, want[i].text)

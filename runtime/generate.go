@@ -331,7 +331,7 @@ func (g *Generator) readDecoderInfo() (*DecoderInfo, error) {
 	}
 	for _, c := range g.carried {
 		if c.state {
-			info.Defaults = append(info.Defaults, fmt.Sprintf("%s: %s", c.slot.Input, c.slot.Default()))
+			info.Defaults = append(info.Defaults, fmt.Sprintf("%s: %s, then %s of the step before", c.slot.Input, c.slot.Default(), c.present))
 		}
 	}
 	cache := map[string]bool{}

@@ -87,7 +87,7 @@ func TestGenerateDefaults(t *testing.T) {
 	}{
 		{"int32 inputs", []string{"input_ids int32[batch_size sequence_length]: the prompt's and the generated token ids",
 			"attention_mask int32[batch_size total_sequence_length]: ones", "position_ids int32[batch_size sequence_length]: 0, 1, 2"}},
-		{"hybrid with gaps", []string{"past_conv.0 float32[batch_size 16 3]: zeros, then present_conv.0 of the run before"}},
+		{"hybrid with gaps", []string{"past_conv.0 float32[batch_size 16 3]: zeros, then present_conv.0 of the step before"}},
 		{"whisper names", nil},
 	} {
 		for _, v := range decoderVariants() {

@@ -317,12 +317,24 @@ func fixedSizeHint(f inputFeed, me *feed.MismatchError) string {
 // that come from a data field or a default (and the token ids, where the
 // model names or types them otherwise than input_ids int64): the notes a
 // caller prints once.
+//
+// The KV caches, fed empty, share one line.
 func (t *Trainer) FeedNotes() []string {
-	var notes []string
+	var notes, caches []string
 	for _, f := range t.feeds {
-		if f.noted() {
+		switch {
+		case f.kind == feedZeros && f.slot.Role == feed.Cache:
+			caches = append(caches, f.info.Name)
+		case f.noted():
 			notes = append(notes, f.String())
 		}
+	}
+	switch len(caches) {
+	case 0:
+	case 1:
+		notes = append(notes, caches[0]+": an empty KV cache (past length 0), by default")
+	default:
+		notes = append(notes, fmt.Sprintf("%s … %s (%d inputs): empty KV caches (past length 0), by default", caches[0], caches[len(caches)-1], len(caches)))
 	}
 	return notes
 }

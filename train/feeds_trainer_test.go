@@ -211,16 +211,16 @@ func TestTrainerDecoderVariants(t *testing.T) {
 				err = models.WhisperCacheNames(m)
 			}
 			return m, err
-		}, []string{"past_key_self_1 float32[batch_size 2 past_sequence_length 4]: empty"}},
+		}, []string{"past_key_self_0 … past_value_self_1 (4 inputs): empty KV caches (past length 0), by default"}},
 		{"single past", func() (*graph.Model, error) {
 			m, err := models.Llama(models.LlamaTiny())
 			if err == nil {
 				err = models.SinglePast(m)
 			}
 			return m, err
-		}, []string{"past float32[4 batch_size 2 past_sequence_length 4]: empty"}},
+		}, []string{"past: an empty KV cache (past length 0), by default"}},
 		{"hybrid", func() (*graph.Model, error) { return models.Hybrid(models.HybridTiny()) },
-			[]string{"past_conv.0 float32[batch_size 16 3]: zeros, then present_conv.0 of the run before", "past_key_values.3.value float32[batch_size 2 past_sequence_length 4]: empty"}},
+			[]string{`past_conv.0 float32[batch_size 16 3]: zeros, by default (the data gives no "past_conv.0")`, "past_key_values.1.key … past_key_values.3.value (4 inputs): empty KV caches"}},
 	}
 	for _, tc := range tests {
 		m, err := tc.build()
