@@ -82,10 +82,10 @@ func cacheAxes(in Input, n string) (batch, length int) {
 		}
 	}
 	if batch < 0 {
-		// A state's batch is its one dynamic dimension that is not the
+		// Else the batch is the first dynamic dimension that is not the
 		// length.
 		for i, d := range in.Shape {
-			if d < 0 && i != length && in.dimParam(i) == "" {
+			if d < 0 && i != length {
 				batch = i
 				break
 			}
