@@ -7,9 +7,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/feed"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
+	"github.com/peftonnx/peftonnx/rewrite"
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
@@ -47,6 +49,15 @@ func decoderVariants() []struct {
 			c.InitStd = genStd
 			return models.Hybrid(c)
 		}, "Layout:past_key_values.{i}.key/value Past:[past_conv.0 past_key_values.1.key past_key_values.1.value past_conv.2 past_key_values.3.key past_key_values.3.value] Present:[present_conv.0 present.1.key present.1.value present_conv.2 present.3.key present.3.value] Layers:2 KVHeads:2 HeadDim:4"},
+		{"hybrid with a prefix", func() (*graph.Model, error) {
+			c := models.HybridTiny()
+			c.InitStd = genStd
+			m, err := models.Hybrid(c)
+			if err == nil {
+				_, _, err = rewrite.InjectPrefix(m, adapter.PrefixConfig{NumPrefixTokens: 3}, rewrite.PrefixSeed(5))
+			}
+			return m, err
+		}, "Layers:2 KVHeads:2 HeadDim:4"},
 	}
 }
 
