@@ -106,10 +106,8 @@ func planFeeds(inputs, outputs []rt.ValueInfo, params map[string]bool, fields []
 		if !ok || s.Role == feed.TokenIDs || params[s.Name] || s.Name == LabelsInput {
 			continue
 		}
-		if prev, dup := byField[s.Name]; dup && prev != s.Name {
-			if f != s.Name {
-				continue // the field of the input's own name wins
-			}
+		if prev, dup := byField[s.Name]; dup && (prev == s.Name || f != s.Name) {
+			continue // the field of the input's own name wins, else the first
 		}
 		byField[s.Name] = f
 	}

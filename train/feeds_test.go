@@ -72,10 +72,15 @@ func TestPlanFeeds(t *testing.T) {
 	if f := plan[8]; f.field != "features" || f.perToken {
 		t.Errorf("features: got field %q per token %v, want the data's features, per example", f.field, f.perToken)
 	}
-	// The HF name of a role feeds the model's input of that role.
+	// The HF name of a role feeds the model's input of that role, unless
+	// a field of the input's own name is there too.
 	plan, err = planFeeds(inputs[:2], nil, nil, []string{"attention_mask"})
 	if err != nil || plan[1].kind != feedField || plan[1].field != "attention_mask" {
 		t.Errorf("attention_mask for input_mask: got %+v, %v", plan, err)
+	}
+	plan, err = planFeeds(inputs[:2], nil, nil, []string{"attention_mask", "input_mask"})
+	if err != nil || plan[1].field != "input_mask" {
+		t.Errorf("attention_mask and input_mask for input_mask: got %+v, %v", plan, err)
 	}
 	for _, tc := range []struct {
 		in   rt.ValueInfo
