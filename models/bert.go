@@ -30,6 +30,17 @@ type BERTConfig struct {
 	// of one LayerNormalization node.
 	DecomposeLayerNorm bool
 
+	// InputNames names the inputs as other exporters do (TF's input_mask
+	// and segment_ids, say); empty fields keep HF's names.
+	InputNames BERTInputNames
+	// IDType is the element type of the ids, mask and token types:
+	// dtype.Int64 (also dtype.Undefined) or dtype.Int32, as TF and old
+	// PyTorch exports have them.
+	IDType dtype.Type
+	// Head is the model's head: BERTSequenceClassification (also ""),
+	// BERTMaskedLM or BERTTokenClassification.
+	Head BERTHead
+
 	Seed    uint64  // weights are a function of Seed alone
 	InitStd float64 // standard deviation of linear and embedding weights; 0 means 0.02
 }
@@ -67,6 +78,13 @@ func (c BERTConfig) withDefaults() BERTConfig {
 	if c.LayerNormEps == 0 {
 		c.LayerNormEps = 1e-12
 	}
+	if c.IDType == dtype.Undefined {
+		c.IDType = dtype.Int64
+	}
+	if c.Head == "" {
+		c.Head = BERTSequenceClassification
+	}
+	c.InputNames = c.InputNames.withDefaults()
 	if c.InitStd == 0 {
 		c.InitStd = defaultInitStd
 	}
@@ -92,6 +110,13 @@ func (c BERTConfig) Validate() error {
 		return errorf("bert: hidden %d is not a multiple of heads %d", c.Hidden, c.Heads)
 	case c.InitStd < 0 || c.LayerNormEps < 0:
 		return errorf("bert: InitStd and LayerNormEps must not be negative")
+	case c.IDType != dtype.Int64 && c.IDType != dtype.Int32:
+		return errorf("bert: IDType %s: want int64 or int32", c.IDType)
+	}
+	switch c.Head {
+	case BERTSequenceClassification, BERTMaskedLM, BERTTokenClassification:
+	default:
+		return errorf("bert: head %q: want %q, %q or %q", c.Head, BERTSequenceClassification, BERTMaskedLM, BERTTokenClassification)
 	}
 	return nil
 }
@@ -102,16 +127,18 @@ func (c BERTConfig) NumParams() int64 {
 	e, f := int64(c.Hidden), int64(c.Intermediate)
 	emb := int64(c.VocabSize+c.MaxPositions+c.TypeVocab)*e + 2*e
 	perLayer := 4*(e*e+e) + 2*e + (e*f + f) + (f*e + e) + 2*e
-	head := (e*e + e) + (e*int64(c.NumLabels) + int64(c.NumLabels))
-	return emb + int64(c.Layers)*perLayer + head
+	return emb + int64(c.Layers)*perLayer + c.headParams()
 }
 
 // BERT builds a BERT-style encoder with a sequence-classification head,
-// named as an Optimum export of HuggingFace's BertForSequenceClassification.
+// named as an Optimum export of HuggingFace's BertForSequenceClassification
+// (or, with Head, BertForMaskedLM or BertForTokenClassification).
 //
 // Inputs: input_ids [batch, seq] int64, attention_mask [batch, seq] int64
-// and, with TokenTypeIDs, token_type_ids [batch, seq] int64. Output: logits
-// [batch, num_labels], from the pooled first token.
+// and, with TokenTypeIDs, token_type_ids [batch, seq] int64, under the
+// names and of the type that InputNames and IDType give. Output: logits
+// [batch, num_labels], from the pooled first token (see BERTHead for the
+// other heads).
 //
 // The linear layers of layer i are /bert/encoder/layer.{i}/attention/self/query
 // (key, value), attention/output/dense, intermediate/dense and output/dense,
@@ -131,10 +158,11 @@ func BERT(c BERTConfig) (*graph.Model, error) {
 		return ex.layerNorm(s, module, x, e, c.LayerNormEps, c.DecomposeLayerNorm)
 	}
 
-	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
-	m.AddInput(graph.SymbolicTensorInfo("attention_mask", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+	names := c.InputNames
+	m.AddInput(graph.SymbolicTensorInfo(names.IDs, c.IDType, []graph.Dim{batchDim, seqDim}))
+	m.AddInput(graph.SymbolicTensorInfo(names.Mask, c.IDType, []graph.Dim{batchDim, seqDim}))
 	if c.TokenTypeIDs {
-		m.AddInput(graph.SymbolicTensorInfo("token_type_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+		m.AddInput(graph.SymbolicTensorInfo(names.TokenTypes, c.IDType, []graph.Dim{batchDim, seqDim}))
 	}
 
 	top := ex.At("/bert")
@@ -142,8 +170,8 @@ func BERT(c BERTConfig) (*graph.Model, error) {
 	word := ex.weight("bert.embeddings.word_embeddings.weight", int64(c.VocabSize), int64(e))
 	posTable := ex.weight("bert.embeddings.position_embeddings.weight", int64(c.MaxPositions), int64(e))
 	typeTable := ex.weight("bert.embeddings.token_type_embeddings.weight", int64(c.TypeVocab), int64(e))
-	shape := es.Op("Shape", []string{"input_ids"})
-	types := "token_type_ids"
+	shape := es.Op("Shape", []string{names.IDs})
+	types := names.TokenTypes
 	if !c.TokenTypeIDs {
 		zero := &onnxpb.TensorProto{DataType: int32(dtype.Int64), Dims: []int64{1}, RawData: make([]byte, 8)}
 		types = es.Op("ConstantOfShape", []string{shape}, graph.AttrTensor("value", zero))
@@ -151,7 +179,7 @@ func BERT(c BERTConfig) (*graph.Model, error) {
 	seq := es.Op("Gather", []string{shape, ex.Int64(1)}, graph.AttrInt("axis", 0))
 	pos := es.Op("Range", []string{ex.Int64(0), seq, ex.Int64(1)})
 	pos = es.Op("Unsqueeze", []string{pos, ex.Int64s(0)})
-	x := es.In("word_embeddings").Op("Gather", []string{word, "input_ids"})
+	x := es.In("word_embeddings").Op("Gather", []string{word, names.IDs})
 	t := es.In("token_type_embeddings").Op("Gather", []string{typeTable, types})
 	x = es.Op("Add", []string{x, t})
 	p := es.In("position_embeddings").Op("Gather", []string{posTable, pos})
@@ -159,7 +187,7 @@ func BERT(c BERTConfig) (*graph.Model, error) {
 	x = ln(es.In("LayerNorm"), "bert.embeddings.LayerNorm", x)
 
 	// (1 − mask)·lowest, [batch, 1, 1, seq]
-	mask := top.Op("Unsqueeze", []string{"attention_mask", ex.Int64s(1, 2)})
+	mask := top.Op("Unsqueeze", []string{names.Mask, ex.Int64s(1, 2)})
 	mask = top.Op("Cast", []string{mask}, graph.AttrInt("to", int64(ex.elem)))
 	mask = top.Op("Sub", []string{ex.Scalar(ex.elem, 1), mask})
 	mask = top.Op("Mul", []string{mask, ex.Scalar(ex.elem, lowest(ex.elem))})
@@ -187,12 +215,6 @@ func BERT(c BERTConfig) (*graph.Model, error) {
 		x = ln(out.In("LayerNorm"), module+".output.LayerNorm", f)
 	}
 
-	pooler := top.In("pooler")
-	first := pooler.Op("Gather", []string{x, ex.Int64(0)}, graph.AttrInt("axis", 1))
-	pooled := ex.linear(pooler.In("dense"), "bert.pooler.dense", first, e, e, true, "")
-	pooled = pooler.In("activation").Op("Tanh", []string{pooled})
-	ex.linear(ex.At("/classifier"), "classifier", pooled, e, c.NumLabels, true, "logits")
-
-	m.AddOutput(graph.SymbolicTensorInfo("logits", dtype.Float32, []graph.Dim{batchDim, sized(c.NumLabels)}))
+	ex.bertHead(c, top, x)
 	return ex.finish("bert")
 }

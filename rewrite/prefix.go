@@ -58,6 +58,11 @@ type PrefixSite struct {
 	PositionIDs   string `json:"position_ids,omitempty"`
 	// TrainingMode names the dropout switch input, "" without dropout.
 	TrainingMode string `json:"training_mode,omitempty"`
+	// WidenedMasks names the Expand nodes of a causal mask built from the
+	// new tokens alone (onnxruntime-genai's) whose data injection pads to
+	// the past's length, so that prompts of any length run after the
+	// prefix.
+	WidenedMasks []string `json:"widened_masks,omitempty"`
 	// Nodes and Initializers are what injection added: nodes by name and
 	// helper constants (not the parameters).
 	Nodes        []string `json:"nodes"`
@@ -187,10 +192,22 @@ func PrefixReplacePast() PrefixOption {
 // records the site (PrefixMetadataKey). InjectPrefix changes nothing when
 // it fails.
 //
-// Past inputs must be named past_key_values.{i}.key and .value, each
-// [batch, kv_heads, past, head_dim], or be stacked as past_{i},
-// [2, batch, kv_heads, past, head_dim]; an attention mask must be
-// attention_mask of rank 2. Encoder-decoder models are not supported.
+// Past inputs are the self-attention KV caches that package feed
+// recognises: past_key_values.{i}.key and .value (or past_key_self_{i}
+// and past_value_self_{i}, past_key_values.{i}.decoder.key, …), each
+// [batch, kv_heads, past, head_dim], or stacked past_{i}, [2, batch,
+// kv_heads, past, head_dim]. Layers need not be contiguous: a hybrid
+// decoder's caches may sit on some layers only, and the table's layers are
+// those, in order; recurrent and convolution states (past_conv.{i}) and
+// cross-attention caches are left alone. One cache tensor for every layer
+// is refused. The attention mask (attention_mask, input_mask, …) must have
+// rank 2. The token ids, mask and positions may be int32 or int64.
+//
+// A causal mask that the model builds from the new tokens alone and
+// broadcasts to the past's length (the onnxruntime-genai model builder's,
+// which holds only for an empty past or one new token) is widened to
+// cover the past (PrefixSite.WidenedMasks), so that prompts of any length
+// run after the prefix.
 func InjectPrefix(m *graph.Model, cfg adapter.PrefixConfig, opts ...PrefixOption) (*PrefixSite, Summary, error) {
 	return injectPrefix(m, cfg, nil, opts)
 }

@@ -58,6 +58,7 @@ func buildPrefix(m *graph.Model, plan *prefixPlan, params []prefixParam) (*Prefi
 		ParamDType:   plan.paramType,
 		Nodes:        []string{},
 	}
+	masks := newTokenMasks(m, past.names)
 	b := newPrefixGraph(m, site)
 	enc := b.g
 
@@ -122,6 +123,9 @@ func buildPrefix(m *graph.Model, plan *prefixPlan, params []prefixParam) (*Prefi
 	}
 	if plan.positions != "" {
 		b.shiftPositions(plan)
+	}
+	if !plan.replace {
+		b.widenNewTokenMasks(plan, masks)
 	}
 	if err := m.SortNodes(); err != nil {
 		return nil, errorf("%s: %v", modelLabel(m), err)

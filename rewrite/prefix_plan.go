@@ -2,7 +2,6 @@ package rewrite
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/dtype"
+	"github.com/peftonnx/peftonnx/feed"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -17,13 +17,6 @@ import (
 // minPrefixOpset is the oldest default-domain opset the prefix nodes are
 // built for (Expand, and Where in the composite dropout).
 const minPrefixOpset = 9
-
-// Names of past inputs: one key and one value per layer, or one stacked
-// [2, ...] input per layer.
-var (
-	perLayerPastRE = regexp.MustCompile(`^past_key_values\.(\d+)\.(key|value)$`)
-	stackedPastRE  = regexp.MustCompile(`^past_(\d+)$`)
-)
 
 // pastInputs describes the KV-cache inputs of a decoder.
 type pastInputs struct {
@@ -83,8 +76,15 @@ func planPrefix(m *graph.Model, cfg adapter.PrefixConfig, o options) (*prefixPla
 		return nil, errorf("%s imports default-domain opset %d; casting the prefix from %s to the cache's %s needs opset 13", modelLabel(m), opset, paramType, past.elem)
 	}
 	p := &prefixPlan{cfg: cfg, past: past, paramType: paramType, replace: o.replacePast, opset: opset}
-	for _, name := range []string{"input_ids", "attention_mask", "inputs_embeds"} {
-		if fedInput(m, name) {
+	roles := modelPlan(m)
+	role := func(r feed.Role) string {
+		if s, ok := roles.First(r); ok && fedInput(m, s.Name) {
+			return s.Name
+		}
+		return ""
+	}
+	for _, name := range []string{role(feed.TokenIDs), role(feed.AttentionMask), "inputs_embeds"} {
+		if name != "" && fedInput(m, name) {
 			p.batchFrom = name
 			break
 		}
@@ -92,22 +92,22 @@ func planPrefix(m *graph.Model, cfg adapter.PrefixConfig, o options) (*prefixPla
 	if p.batchFrom == "" {
 		return nil, errorf("%s has no input_ids, attention_mask or inputs_embeds input to take the batch size from", modelLabel(m))
 	}
-	if fedInput(m, "attention_mask") {
-		p.mask = "attention_mask"
+	if name := role(feed.AttentionMask); name != "" {
+		p.mask = name
 		dt, dims, ok := graph.ValueShape(m.Input(p.mask))
 		if ok && len(dims) != 2 {
-			return nil, errorf("%s: attention_mask has rank %d; prefix injection pads a [batch, length] mask only", modelLabel(m), len(dims))
+			return nil, errorf("%s: %s has rank %d; prefix injection pads a [batch, length] mask only", modelLabel(m), name, len(dims))
 		}
 		if _, err := onesTensor(dt, nil); err != nil {
-			return nil, errorf("%s: attention_mask: %v", modelLabel(m), err)
+			return nil, errorf("%s: %s: %v", modelLabel(m), name, err)
 		}
 		p.maskType = dt
 	}
-	if fedInput(m, "position_ids") {
-		p.positions = "position_ids"
+	if name := role(feed.Positions); name != "" {
+		p.positions = name
 		dt, _, _ := graph.ValueShape(m.Input(p.positions))
 		if dt != dtype.Int64 && dt != dtype.Int32 {
-			return nil, errorf("%s: position_ids is %s; want int64 or int32", modelLabel(m), dt)
+			return nil, errorf("%s: %s is %s; want int64 or int32", modelLabel(m), name, dt)
 		}
 		p.posType = dt
 	}
@@ -170,34 +170,56 @@ func presentFor(m *graph.Model, name string) string {
 	return ""
 }
 
-// findPast finds the past key/value inputs of m and reads their geometry.
+// modelPlan reads the roles of m's inputs (package feed).
+func modelPlan(m *graph.Model) *feed.Plan {
+	var ins, outs []feed.Input
+	for _, v := range m.Proto.Graph.Input {
+		ins = append(ins, feed.FromValueInfo(v, m.Initializer(v.Name) != nil))
+	}
+	for _, v := range m.Proto.Graph.Output {
+		outs = append(outs, feed.FromValueInfo(v, false))
+	}
+	return feed.Classify(ins, outs)
+}
+
+// findPast finds the self-attention KV-cache inputs of m (package feed's
+// caches: past_key_values.{i}.key/value, past_key_self_{i}, stacked
+// past_{i}, …) and reads their geometry. Layers need not be contiguous (a
+// hybrid decoder has caches on its attention layers only); recurrent and
+// convolution states and cross-attention caches are left alone.
 func findPast(m *graph.Model) (pastInputs, error) {
 	type layer struct{ key, value, stacked *onnxpb.ValueInfoProto }
 	perLayer, stacked := map[int]*layer{}, map[int]*layer{}
 	var all []string
 	for _, v := range m.Proto.Graph.Input {
 		all = append(all, v.Name)
-		if sub := perLayerPastRE.FindStringSubmatch(v.Name); sub != nil {
-			i, err := strconv.Atoi(sub[1])
-			if err != nil {
-				continue
+	}
+	for _, s := range modelPlan(m).ByRole(feed.Cache) {
+		v := m.Input(s.Name)
+		kind := cacheKind(s.Name)
+		isKey, isValue := kind == "key", kind == "value"
+		switch {
+		case s.Layer < 0 || !isKey && !isValue && len(s.Shape) != 5:
+			return pastInputs{}, errorf("%s: past input %s holds a cache that prefix injection cannot split by layer; it takes past_key_values.{i}.key and .value (or past_key_self_{i}, …) [batch, kv_heads, past, head_dim], or stacked past_{i} [2, batch, kv_heads, past, head_dim]", modelLabel(m), s.Input)
+		case isKey || isValue:
+			if s.LengthAxis != 2 {
+				return pastInputs{}, errorf("%s: past input %s: prefix injection wants [batch, kv_heads, past, head_dim], the past length on axis 2", modelLabel(m), s.Input)
 			}
-			l := perLayer[i]
+			l := perLayer[s.Layer]
 			if l == nil {
 				l = &layer{}
-				perLayer[i] = l
+				perLayer[s.Layer] = l
 			}
-			if sub[2] == "key" {
+			if isKey {
 				l.key = v
 			} else {
 				l.value = v
 			}
-		} else if sub := stackedPastRE.FindStringSubmatch(v.Name); sub != nil {
-			i, err := strconv.Atoi(sub[1])
-			if err != nil {
-				continue
+		default:
+			if s.LengthAxis != 3 {
+				return pastInputs{}, errorf("%s: past input %s: prefix injection wants stacked [2, batch, kv_heads, past, head_dim], the past length on axis 3", modelLabel(m), s.Input)
 			}
-			stacked[i] = &layer{stacked: v}
+			stacked[s.Layer] = &layer{stacked: v}
 		}
 	}
 	switch {
@@ -216,11 +238,6 @@ func findPast(m *graph.Model) (pastInputs, error) {
 		idx = append(idx, i)
 	}
 	sort.Ints(idx)
-	for want, i := range idx {
-		if i != want {
-			return pastInputs{}, errorf("%s: past inputs cover layers %s, not 0 to %d", modelLabel(m), intList(idx), len(idx)-1)
-		}
-	}
 	p.layers = len(idx)
 	for _, i := range idx {
 		l := layers[i]
@@ -230,9 +247,9 @@ func findPast(m *graph.Model) (pastInputs, error) {
 		} else {
 			switch {
 			case l.key == nil:
-				return pastInputs{}, errorf("%s: past_key_values.%d.value has no past_key_values.%d.key", modelLabel(m), i, i)
+				return pastInputs{}, errorf("%s: past input %s of layer %d has no key input beside it", modelLabel(m), l.value.Name, i)
 			case l.value == nil:
-				return pastInputs{}, errorf("%s: past_key_values.%d.key has no past_key_values.%d.value", modelLabel(m), i, i)
+				return pastInputs{}, errorf("%s: past input %s of layer %d has no value input beside it", modelLabel(m), l.key.Name, i)
 			}
 			vs = []*onnxpb.ValueInfoProto{l.key, l.value}
 		}
@@ -243,6 +260,18 @@ func findPast(m *graph.Model) (pastInputs, error) {
 		}
 	}
 	return p, nil
+}
+
+// cacheKind returns "key" or "value", the last of the two among the words
+// of a cache's name (past_key_values.0.value is a value), or "".
+func cacheKind(name string) string {
+	words := strings.FieldsFunc(strings.ToLower(name), func(r rune) bool { return r == '.' || r == '_' })
+	for i := len(words) - 1; i >= 0; i-- {
+		if words[i] == "key" || words[i] == "value" {
+			return words[i]
+		}
+	}
+	return ""
 }
 
 // add checks one past input against those seen before and records it.
@@ -293,20 +322,15 @@ func dimList(dims []int64, ok bool) string {
 	return "[" + strings.Join(s, ", ") + "]"
 }
 
-// intList formats ints as "0, 1, 3".
-func intList(v []int) string {
-	s := make([]string, len(v))
-	for i, x := range v {
-		s[i] = strconv.Itoa(x)
-	}
-	return strings.Join(s, ", ")
-}
-
-// embeddingWidth returns the width of the token embedding that input_ids
-// index, or 0 when it is not found: a Gather reading a 2-D floating-point
-// initializer with input_ids, directly or through shape-only ops.
+// embeddingWidth returns the width of the token embedding that the token
+// ids (input_ids, or another name of package feed's) index, or 0 when it
+// is not found: a Gather reading a 2-D floating-point initializer with the
+// ids, directly or through shape-only ops.
 func embeddingWidth(m *graph.Model) int64 {
 	frontier := []string{"input_ids"}
+	if s, ok := modelPlan(m).First(feed.TokenIDs); ok {
+		frontier = []string{s.Name}
+	}
 	seen := map[string]bool{}
 	for depth := 0; depth < 4 && len(frontier) > 0; depth++ {
 		var next []string

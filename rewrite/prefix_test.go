@@ -51,8 +51,9 @@ var prefixCases = []prefixCase{
 		cfg: adapter.PrefixConfig{NumPrefixTokens: 3}, batch: 2, seq: 1, past: 2, tol: 1e-3, reason: "real export: MultiHeadAttention, RotaryEmbedding, fp16 cache"},
 	// The onnxruntime-genai builder's causal mask is [seq, seq] broadcast to
 	// [batch, 1, seq, past+seq], which holds for an empty past or one token
-	// only; with a prefix the past is never empty, so this export takes a
-	// prompt one token at a time.
+	// only; with a prefix the past is never empty, and injection widens it
+	// (TestPrefixPromptInOneRun runs prompts of several tokens). The base
+	// model this test compares with takes one token on a past.
 	{name: "tiny-llama-genai-fp16-fresh", load: func(t testing.TB) *graph.Model { return realModel(t, "tiny-llama-genai-fp16/model.onnx") },
 		cfg: adapter.PrefixConfig{NumPrefixTokens: 2}, batch: 1, seq: 1, past: 0, tol: 1e-3, reason: "real export, empty past"},
 	{name: "gpt2-past-torch16", load: func(t testing.TB) *graph.Model { return realModel(t, "gpt2-past-torch16/model.onnx") },

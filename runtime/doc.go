@@ -42,13 +42,18 @@
 // # Generation
 //
 // A Generator runs a decoder that has a KV cache: per-layer
-// past_key_values.{i}.key/value inputs with present.{i}.* outputs, or the
-// stacked past_{i}/present_{i} of older GPT-2 exports. Generate prefills the
-// prompt with an empty past, then feeds one token per step, greedy or
-// sampled (temperature, top-k, top-p, repetition penalty, seeded). The cache
-// lives in two buffers per tensor that swap roles each step (ONNX Runtime
-// writes the present into one while the other is fed as the past), so no
-// cache data is copied or allocated per step.
+// past_key_values.{i}.key/value inputs with present.{i}.* outputs, the
+// stacked past_{i}/present_{i} of older GPT-2 exports, or any other naming
+// that package feed recognises (Whisper's past_key_self_{i}, one past for
+// every layer), on every layer or on some, beside recurrent or convolution
+// states (past_conv.{i}) that each step carries to the next without a
+// past-length axis. Ids, masks and positions are fed in the integer type
+// the model declares, token types as zeros. Generate prefills the prompt
+// with an empty past and zero states, then feeds one token per step, greedy
+// or sampled (temperature, top-k, top-p, repetition penalty, seeded). The
+// cache lives in two buffers per tensor that swap roles each step (ONNX
+// Runtime writes the present into one while the other is fed as the past),
+// so no cache data is copied or allocated per step.
 //
 // # Finding the library
 //

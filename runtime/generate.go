@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/peftonnx/peftonnx/dtype"
+	"github.com/peftonnx/peftonnx/feed"
 )
 
 // KVLayout is how a decoder takes its key/value cache.
@@ -26,6 +26,10 @@ const (
 	// index 0 and the value at 1, and the output present_{i}, appended on
 	// axis 3.
 	KVStacked
+	// KVNamed is any other naming that package feed recognises: Whisper's
+	// past_key_self_{i}, one past for every layer, …; each cache grows
+	// along the axis that its dimensions name.
+	KVNamed
 )
 
 // String names the layout as its input names read: "past_key_values.{i}.key/value"
@@ -36,6 +40,8 @@ func (l KVLayout) String() string {
 		return "past_key_values.{i}.key/value"
 	case KVStacked:
 		return "past_{i}"
+	case KVNamed:
+		return "named caches"
 	}
 	return fmt.Sprintf("KVLayout(%d)", int(l))
 }
@@ -48,14 +54,17 @@ var ErrNoKVCache = errors.New("no past_key_values inputs")
 // NewGenerator reads them from the model's inputs and outputs.
 type DecoderInfo struct {
 	Layout KVLayout
-	// Past names the cache inputs in order: for KVPerLayer layer 0's key,
-	// layer 0's value, layer 1's key, …; for KVStacked past_0, past_1, ….
-	// Present names the outputs that return them, in the same order.
+	// Past names the inputs that a step carries to the next, in the
+	// model's order: for KVPerLayer layer 0's key, layer 0's value, layer
+	// 1's key, …; for KVStacked past_0, past_1, …; and a hybrid decoder's
+	// states (past_conv.{i}) among them. Present names the outputs that
+	// return them, in the same order. Layers counts the layers with a KV
+	// cache, which need not be 0 to Layers−1.
 	Past, Present []string
 	Layers        int
-	KVHeads       int        // heads of the cache, fewer than the query heads under grouped-query attention
-	HeadDim       int        // width of one head
-	CacheDType    dtype.Type // element type of the cache: Float32, Float16, …
+	KVHeads       int        // heads of the first cache, fewer than the query heads under grouped-query attention; 0 where its layout does not say
+	HeadDim       int        // width of one head of the first cache; 0 likewise
+	CacheDType    dtype.Type // element type of the first cache: Float32, Float16, …
 
 	// AttentionMask reports an attention_mask input [batch, past+seq];
 	// PositionIDs a position_ids input [batch, seq].
@@ -73,6 +82,16 @@ type DecoderInfo struct {
 	// Vocab is the size of Output's last axis, or 0 where the model leaves
 	// it dynamic and no step has run yet.
 	Vocab int
+
+	// States names the entries of Past that are recurrent or convolution
+	// states (no past-length axis: the same shape every step), nil where
+	// there are none.
+	States []string
+	// Defaults says, one line per input, what generation feeds the
+	// inputs that the caller does not give and that are not LLaMA's usual
+	// int64 ones: token types of zeros, zero states, int32 ids; nil where
+	// there are none. A command prints them once.
+	Defaults []string
 }
 
 // Generator generates tokens with a decoder's KV cache: it feeds the prompt
@@ -84,11 +103,22 @@ type Generator struct {
 	s    *Session
 	info DecoderInfo
 
-	ids, mask, pos string   // input names; mask and pos "" when absent
-	others         []string // required inputs that the caller feeds (see Sequence.SetFeeds)
+	ids, mask, pos, types string // input names; all but ids "" when absent
+	idsType, maskType     dtype.Type
+	posType, typesType    dtype.Type
+	carried               []carried // Past and Present, with their layouts
+	others                []string  // required inputs that the caller feeds (see Sequence.SetFeeds)
 
 	mu    sync.Mutex
 	vocab int // Output's last axis, once known
+}
+
+// carried is an input that each step feeds with the output of the step
+// before: a KV cache or a state.
+type carried struct {
+	slot    feed.Slot
+	present string
+	state   bool // no past-length axis
 }
 
 var (
@@ -96,24 +126,24 @@ var (
 	stackedPast  = regexp.MustCompile(`^past_(\d+)$`)
 )
 
-// NewGenerator reads the decoder's cache layout from the session's inputs
-// and outputs. The model must take input_ids and a KV cache in one of the
-// KVLayout layouts, each past input matched by a present output; the cache's
-// heads and head width come from the past inputs' declared shapes, or where
-// those are dynamic from the present outputs'. A model without cache inputs
-// gets an error that wraps ErrNoKVCache. Inputs besides input_ids,
-// attention_mask, position_ids and the cache, such as LoRA factors that the
-// model takes as inputs, are the caller's to feed (GenerateOptions.Feeds,
+// NewGenerator reads the decoder's inputs and outputs (package feed): its
+// token ids, attention mask, positions and token types, in whatever
+// integer type it declares, and the inputs that each step carries to the
+// next, each matched by a present output: KV caches under any of the
+// namings feed knows (KVLayout), on every layer or some, and recurrent or
+// convolution states. Each cache's and state's sizes come from its
+// declared shape, or where that is dynamic from its present output's. A
+// model without cache inputs gets an error that wraps ErrNoKVCache.
+// Other inputs, such as LoRA factors that the model takes as inputs or a
+// cross-attention cache, are the caller's to feed (GenerateOptions.Feeds,
 // Sequence.SetFeeds); those with defaults may be left out.
 func NewGenerator(s *Session) (*Generator, error) {
-	info, err := readDecoderInfo(s)
+	g := &Generator{s: s}
+	info, err := g.readDecoderInfo()
 	if err != nil {
 		return nil, err
 	}
-	g := &Generator{s: s, info: *info, ids: "input_ids",
-		mask:  ifElse(info.AttentionMask, "attention_mask", ""),
-		pos:   ifElse(info.PositionIDs, "position_ids", ""),
-		vocab: info.Vocab}
+	g.info, g.vocab = *info, info.Vocab
 	for _, v := range s.inputs {
 		if !v.Optional && !g.ownsInput(v.Name) {
 			g.others = append(g.others, v.Name)
@@ -125,14 +155,7 @@ func NewGenerator(s *Session) (*Generator, error) {
 // ownsInput reports whether a Sequence feeds input name itself.
 func (g *Generator) ownsInput(name string) bool {
 	return name == g.ids || name == g.mask && g.mask != "" || name == g.pos && g.pos != "" ||
-		slices.Contains(g.info.Past, name)
-}
-
-func ifElse(c bool, a, b string) string {
-	if c {
-		return a
-	}
-	return b
+		name == g.types && g.types != "" || slices.Contains(g.info.Past, name)
 }
 
 // Info describes the decoder. Vocab is filled in once a step has shown it.
@@ -156,140 +179,160 @@ func (g *Generator) setVocab(v int) {
 	g.vocab = v
 }
 
-// readDecoderInfo finds the cache inputs and outputs of a decoder.
-func readDecoderInfo(s *Session) (*DecoderInfo, error) {
+// readDecoderInfo finds the token, mask, position and token-type inputs
+// of a decoder and the inputs that its steps carry, and fills in g's
+// names and layouts.
+func (g *Generator) readDecoderInfo() (*DecoderInfo, error) {
+	s := g.s
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("runtime: %s: %s", s.name, fmt.Sprintf(format, args...))
 	}
 	info := &DecoderInfo{}
-	ins := map[string]ValueInfo{}
-	for _, v := range s.inputs {
-		ins[v.Name] = v
-	}
 	outs := map[string]ValueInfo{}
 	for _, v := range s.outputs {
 		outs[v.Name] = v
 	}
-
-	type layerKV struct{ key, value string }
-	perLayer := map[int]*layerKV{}
-	stacked := map[int]string{}
-	for _, v := range s.inputs {
-		if m := perLayerPast.FindStringSubmatch(v.Name); m != nil {
-			i, _ := strconv.Atoi(m[1])
-			if perLayer[i] == nil {
-				perLayer[i] = &layerKV{}
-			}
-			if m[2] == "key" {
-				perLayer[i].key = v.Name
-			} else {
-				perLayer[i].value = v.Name
-			}
-		} else if m := stackedPast.FindStringSubmatch(v.Name); m != nil {
-			i, _ := strconv.Atoi(m[1])
-			stacked[i] = v.Name
-		}
+	fin := make([]feed.Input, len(s.inputs))
+	for i, v := range s.inputs {
+		fin[i] = feed.Input(v)
 	}
-	var seqAxis int // the axis of the cache that grows
-	switch {
-	case len(perLayer) > 0 && len(stacked) > 0:
-		return nil, fail("has both past_key_values.{i}.key/value and past_{i} inputs; cannot tell which is the KV cache")
-	case len(perLayer) > 0:
-		info.Layout, info.Layers, seqAxis = KVPerLayer, len(perLayer), 2
-		for i := range info.Layers {
-			l := perLayer[i]
-			if l == nil || l.key == "" || l.value == "" {
-				return nil, fail("KV cache inputs are not past_key_values.{i}.key and .value for every layer 0…%d: layer %d is incomplete", info.Layers-1, i)
-			}
-			info.Past = append(info.Past, l.key, l.value)
-			info.Present = append(info.Present, fmt.Sprintf("present.%d.key", i), fmt.Sprintf("present.%d.value", i))
-		}
-	case len(stacked) > 0:
-		info.Layout, info.Layers, seqAxis = KVStacked, len(stacked), 3
-		for i := range info.Layers {
-			name, ok := stacked[i]
-			if !ok {
-				return nil, fail("KV cache inputs are not past_0…past_%d: past_%d is missing", info.Layers-1, i)
-			}
-			info.Past = append(info.Past, name)
-			info.Present = append(info.Present, fmt.Sprintf("present_%d", i))
-		}
-	default:
-		return nil, fmt.Errorf("runtime: %s: %w (%s)", s.name, ErrNoKVCache, s.describeInputs())
+	fout := make([]feed.Input, len(s.outputs))
+	for i, v := range s.outputs {
+		fout[i] = feed.Input(v)
 	}
+	plan := feed.Classify(fin, fout)
 
-	// Element type, heads and head width, from every past input and its
-	// present output.
-	rank := seqAxis + 2
-	headAxis, dimAxis := seqAxis-1, seqAxis+1
-	for j, name := range info.Past {
-		in := ins[name]
-		out, ok := outs[info.Present[j]]
-		if !ok {
-			return nil, fail("cache input %q has no matching output %q (outputs: %s)", name, info.Present[j], joinNames(s.outputNames()))
+	perLayer, stacked, named := 0, 0, 0
+	layers := map[int]bool{}
+	keys, values := map[int]string{}, map[int]string{}
+	for _, slot := range plan.Carried() {
+		if slot.Optional {
+			continue
 		}
-		for _, v := range []ValueInfo{in, out} {
-			if v.Shape != nil && len(v.Shape) != rank {
-				return nil, fail("cache %s has rank %d, want %d for the %s layout", v, len(v.Shape), rank, info.Layout)
-			}
-			if info.Layout == KVStacked && v.Shape != nil && v.Shape[0] >= 0 && v.Shape[0] != 2 {
-				return nil, fail("cache %s stacks %d tensors on axis 0, want 2 (key and value)", v, v.Shape[0])
-			}
+		c := carried{slot: slot, present: slot.Present, state: slot.Role == feed.State}
+		if c.present == "" {
+			want := feed.PresentNames(slot.Name)
+			return nil, fail("cache input %q has no matching output %q (outputs: %s)", slot.Name, first(want), joinNames(s.outputNames()))
 		}
-		if in.DType != out.DType {
-			return nil, fail("cache input %s and output %s differ in element type", in, out)
+		out := outs[c.present]
+		if slot.DType != out.DType {
+			return nil, fail("cache input %s and output %s differ in element type", slot.Input, feed.Input(out))
 		}
-		switch in.DType {
+		switch slot.DType {
 		case dtype.Float32, dtype.Float16, dtype.BFloat16, dtype.Float64:
 		default:
-			return nil, fail("cache input %s: element type %s is not a float type", in, in.DType)
+			return nil, fail("cache input %s: element type %s is not a float type", slot.Input, slot.DType)
 		}
-		if j == 0 {
-			info.CacheDType = in.DType
-		} else if in.DType != info.CacheDType {
-			return nil, fail("cache inputs %q and %q differ in element type (%s and %s)", info.Past[0], name, info.CacheDType, in.DType)
+		if out.Shape != nil && slot.Shape != nil && len(out.Shape) != len(slot.Shape) {
+			return nil, fail("cache input %s and output %s differ in rank", slot.Input, feed.Input(out))
 		}
-		heads, err := cacheDim(in, out, headAxis)
-		if err != nil {
-			return nil, fail("cannot tell the number of KV heads: %v", err)
+		if _, err := slot.FeedShape(1, 1, 0); err != nil {
+			return nil, fail("%v", err)
 		}
-		dim, err := cacheDim(in, out, dimAxis)
-		if err != nil {
-			return nil, fail("cannot tell the head width: %v", err)
+		if c.state {
+			info.States = append(info.States, slot.Name)
+		} else {
+			switch {
+			case perLayerPast.MatchString(slot.Name):
+				perLayer++
+				sub := perLayerPast.FindStringSubmatch(slot.Name)
+				if sub[2] == "key" {
+					keys[slot.Layer] = slot.Name
+				} else {
+					values[slot.Layer] = slot.Name
+				}
+			case stackedPast.MatchString(slot.Name):
+				stacked++
+				if slot.Shape != nil && (len(slot.Shape) != 5 || slot.Shape[0] >= 0 && slot.Shape[0] != 2) {
+					return nil, fail("cache %s stacks %v on axis 0, want [2, batch, heads, past, head_dim] (key and value)", slot.Input, slot.Shape)
+				}
+			default:
+				named++
+			}
+			layers[slot.Layer] = true
+			if info.CacheDType == dtype.Undefined {
+				info.CacheDType = slot.DType
+				info.KVHeads, info.HeadDim = headsOf(slot)
+			}
 		}
-		if j == 0 {
-			info.KVHeads, info.HeadDim = heads, dim
-		} else if heads != info.KVHeads || dim != info.HeadDim {
-			return nil, fail("cache %q is %d heads × %d, but %q is %d × %d", name, heads, dim, info.Past[0], info.KVHeads, info.HeadDim)
+		g.carried = append(g.carried, c)
+		info.Past = append(info.Past, slot.Name)
+		info.Present = append(info.Present, c.present)
+	}
+	for layer, k := range keys {
+		if values[layer] == "" {
+			return nil, fail("KV cache input %s has no past_key_values.%d.value: layer %d is incomplete", k, layer, layer)
 		}
 	}
+	for layer, v := range values {
+		if keys[layer] == "" {
+			return nil, fail("KV cache input %s has no past_key_values.%d.key: layer %d is incomplete", v, layer, layer)
+		}
+	}
+	switch {
+	case len(g.carried) == 0:
+		return nil, fmt.Errorf("runtime: %s: %w (%s)", s.name, ErrNoKVCache, s.describeInputs())
+	case perLayer > 0 && stacked > 0:
+		return nil, fail("has both past_key_values.{i}.key/value and past_{i} inputs; cannot tell which is the KV cache")
+	case perLayer > 0 && named == 0:
+		info.Layout = KVPerLayer
+	case stacked > 0 && named == 0:
+		info.Layout = KVStacked
+	case perLayer+stacked+named > 0:
+		info.Layout = KVNamed
+	}
+	info.Layers = len(layers)
+	if info.CacheDType == dtype.Undefined {
+		info.CacheDType = g.carried[0].slot.DType
+	}
 
-	ids, ok := ins["input_ids"]
+	ids, ok := plan.First(feed.TokenIDs)
 	if !ok {
 		return nil, fail("has no input_ids input (%s)", s.describeInputs())
 	}
-	if ids.DType != dtype.Int64 {
-		return nil, fail("input_ids is %s, want int64", ids)
+	if !isInteger(ids.DType) {
+		return nil, fail("%s is %s, want an integer type", ids.Input, ids.DType)
 	}
 	if ids.Shape != nil {
 		if len(ids.Shape) != 2 {
-			return nil, fail("input_ids is %s, want rank 2 [batch, sequence]", ids)
+			return nil, fail("%s has rank %d, want rank 2 [batch, sequence]", ids.Input, len(ids.Shape))
 		}
 		if ids.Shape[1] > 0 {
 			info.StepTokens = int(ids.Shape[1])
 		}
 	}
-	if v, ok := ins["attention_mask"]; ok {
-		if v.DType != dtype.Int64 {
-			return nil, fail("attention_mask is %s, want int64", v)
-		}
-		info.AttentionMask = true
+	g.ids, g.idsType = ids.Name, ids.DType
+	if ids.Name != "input_ids" || ids.DType != dtype.Int64 {
+		info.Defaults = append(info.Defaults, fmt.Sprintf("%s: the prompt's and the generated token ids", ids.Input))
 	}
-	if v, ok := ins["position_ids"]; ok {
-		if v.DType != dtype.Int64 {
-			return nil, fail("position_ids is %s, want int64", v)
+	for _, r := range []feed.Role{feed.AttentionMask, feed.Positions, feed.TokenTypes} {
+		slot, ok := plan.First(r)
+		if !ok || slot.Optional && r == feed.TokenTypes {
+			continue
 		}
-		info.PositionIDs = true
+		if slot.Shape != nil && len(slot.Shape) != 2 {
+			return nil, fail("%s has rank %d, want rank 2 [batch, length]", slot.Input, len(slot.Shape))
+		}
+		if !isInteger(slot.DType) && !slot.DType.IsFloat() {
+			return nil, fail("%s is %s, want an integer or float type", slot.Input, slot.DType)
+		}
+		usual := slot.Name == r.CanonicalName() && slot.DType == dtype.Int64
+		switch r {
+		case feed.AttentionMask:
+			g.mask, g.maskType, info.AttentionMask = slot.Name, slot.DType, true
+		case feed.Positions:
+			g.pos, g.posType, info.PositionIDs = slot.Name, slot.DType, true
+		case feed.TokenTypes:
+			g.types, g.typesType, usual = slot.Name, slot.DType, false
+		}
+		if !usual {
+			info.Defaults = append(info.Defaults, fmt.Sprintf("%s: %s", slot.Input, slot.Default()))
+		}
+	}
+	for _, c := range g.carried {
+		if c.state {
+			info.Defaults = append(info.Defaults, fmt.Sprintf("%s: %s, then %s of the step before", c.slot.Input, c.slot.Default(), c.present))
+		}
 	}
 	cache := map[string]bool{}
 	for _, name := range info.Past {
@@ -339,13 +382,30 @@ func readDecoderInfo(s *Session) (*DecoderInfo, error) {
 	return info, nil
 }
 
-// cacheDim returns the size of axis of a cache tensor, from the input's
-// declared shape or else from the output's.
-func cacheDim(in, out ValueInfo, axis int) (int, error) {
-	for _, v := range []ValueInfo{in, out} {
-		if v.Shape != nil && v.Shape[axis] > 0 {
-			return int(v.Shape[axis]), nil
-		}
+// headsOf returns the KV heads and head width of a cache in one of the
+// usual layouts ([batch, heads, past, dim], stacked with 2 or 2·layers in
+// front), 0 and 0 where its layout is another.
+func headsOf(s feed.Slot) (heads, dim int) {
+	shape, err := s.FeedShape(1, 1, 0)
+	if err != nil || s.LengthAxis < 1 || s.LengthAxis != len(shape)-2 {
+		return 0, 0
 	}
-	return 0, fmt.Errorf("axis %d is dynamic in both %s and %s", axis, in, out)
+	return int(shape[s.LengthAxis-1]), int(shape[s.LengthAxis+1])
+}
+
+// isInteger reports whether t is an integer element type.
+func isInteger(t dtype.Type) bool {
+	switch t {
+	case dtype.Int64, dtype.Int32, dtype.Int16, dtype.Int8, dtype.Uint8, dtype.Uint16, dtype.Uint32, dtype.Uint64:
+		return true
+	}
+	return false
+}
+
+// first returns the first of names, "" for none.
+func first(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	return names[0]
 }

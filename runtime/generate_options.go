@@ -36,9 +36,10 @@ type GenerateOptions struct {
 
 	// TokensPerRun, when positive, feeds the prompt at most that many
 	// tokens per run (it must divide the prompt length; 1 always does).
-	// onnxruntime-genai exports need 1 once the cache is not empty, as
-	// with a prefix: their attention mask accepts several new tokens only
-	// on an empty past. 0 feeds the prompt in one run.
+	// An onnxruntime-genai export, whose attention mask accepts several
+	// new tokens only on an empty past, needs 1 to continue a cache
+	// (rewrite.InjectPrefix widens that mask, so a prefixed one does not).
+	// 0 feeds the prompt in one run.
 	TokensPerRun int
 
 	// PadID is the token fed at left padding, where the prompts of a batch

@@ -43,6 +43,7 @@ type Sequence struct {
 	idsBuf, maskBuf, posBuf []int64
 	in, outs                map[string]*Tensor
 	feeds                   map[string]*Tensor // the caller's further inputs, also in in
+	converted               map[string]*Tensor // ids, mask, positions and token types in a type other than int64, by input
 }
 
 // SetTokensPerRun makes Feed run at most n tokens at a time (see
@@ -90,20 +91,23 @@ func (q *Sequence) Len() int { return q.n }
 // Batch returns the number of rows.
 func (q *Sequence) Batch() int { return q.batch }
 
-// cacheShape returns the shape of a cache tensor of length l.
-func (q *Sequence) cacheShape(l int) []int64 {
-	b, h, d := int64(q.batch), int64(q.info.KVHeads), int64(q.info.HeadDim)
-	if q.info.Layout == KVStacked {
-		return []int64{2, b, h, int64(l), d}
+// cacheShape returns the shape of carried input j at cache length l (a
+// state's does not depend on l).
+func (q *Sequence) cacheShape(j, l int) []int64 {
+	shape, err := q.g.carried[j].slot.FeedShape(q.batch, 0, l)
+	if err != nil {
+		// NewGenerator checked that every size is known.
+		panic(err)
 	}
-	return []int64{b, h, int64(l), d}
+	return shape
 }
 
-// cacheLen returns the number of elements of a cache tensor of length l.
-func (q *Sequence) cacheLen(l int) int {
-	n := q.batch * q.info.KVHeads * l * q.info.HeadDim
-	if q.info.Layout == KVStacked {
-		n *= 2
+// cacheLen returns the number of elements of carried input j at cache
+// length l.
+func (q *Sequence) cacheLen(j, l int) int {
+	n := 1
+	for _, d := range q.cacheShape(j, l) {
+		n *= int(d)
 	}
 	return n
 }
@@ -112,18 +116,18 @@ func (q *Sequence) cacheLen(l int) int {
 // cache. A cache tensor of length l is the first cacheLen(l) elements of
 // its buffer whatever the buffer's size, so the cache is copied as is.
 func (q *Sequence) grow(capacity int) error {
-	size := q.cacheLen(capacity)
 	for j := range q.kv {
+		size := q.cacheLen(j, capacity)
 		var pair [2]any
 		for k := range pair {
-			d, err := makeData(q.info.CacheDType, size)
+			d, err := makeData(q.g.carried[j].slot.DType, size)
 			if err != nil {
 				return fmt.Errorf("runtime: %s: %w", q.g.s.name, err)
 			}
 			pair[k] = d
 		}
 		if old := q.kv[j][q.cur]; old != nil {
-			copyData(pair[q.cur], sliceData(old, q.cacheLen(q.n)))
+			copyData(pair[q.cur], sliceData(old, q.cacheLen(j, q.n)))
 		}
 		q.kv[j] = pair
 	}
@@ -324,7 +328,10 @@ func (q *Sequence) step(ids, mask []int64, seq int) (*Tensor, error) {
 	total := q.n + seq
 
 	q.idsBuf = append(q.idsBuf[:0], ids...)
-	q.in[q.g.ids] = mustTensor(newTensor(dtype.Int64, []int64{int64(q.batch), int64(seq)}, q.idsBuf, len(q.idsBuf)))
+	rows := []int64{int64(q.batch), int64(seq)}
+	if err := q.setInts(q.g.ids, q.g.idsType, rows, q.idsBuf); err != nil {
+		return nil, err
+	}
 	q.posBuf = q.posBuf[:0]
 	for b := range q.batch {
 		for j := range seq {
@@ -347,16 +354,32 @@ func (q *Sequence) step(ids, mask []int64, seq int) (*Tensor, error) {
 		for b := range q.batch {
 			q.maskBuf = append(q.maskBuf, q.masks[b]...)
 		}
-		q.in[q.g.mask] = mustTensor(newTensor(dtype.Int64, []int64{int64(q.batch), int64(total)}, q.maskBuf, len(q.maskBuf)))
+		if err := q.setInts(q.g.mask, q.g.maskType, []int64{int64(q.batch), int64(total)}, q.maskBuf); err != nil {
+			return nil, q.undo(seq, err)
+		}
 	}
 	if q.g.pos != "" {
-		q.in[q.g.pos] = mustTensor(newTensor(dtype.Int64, []int64{int64(q.batch), int64(seq)}, q.posBuf, len(q.posBuf)))
+		if err := q.setInts(q.g.pos, q.g.posType, rows, q.posBuf); err != nil {
+			return nil, q.undo(seq, err)
+		}
 	}
-	pastShape, presentShape := q.cacheShape(q.n), q.cacheShape(total)
-	pastLen, presentLen := q.cacheLen(q.n), q.cacheLen(total)
+	if q.g.types != "" {
+		if t := q.in[q.g.types]; t == nil || !slices.Equal(t.shape, rows) {
+			z, err := Zeros(q.g.typesType, rows)
+			if err != nil {
+				return nil, q.undo(seq, fmt.Errorf("runtime: %s: %w", s.name, err))
+			}
+			q.in[q.g.types] = z
+		}
+	}
+	presentShapes := make([][]int64, len(info.Past))
 	for j, name := range info.Past {
-		q.in[name] = mustTensor(newTensor(info.CacheDType, pastShape, sliceData(q.kv[j][q.cur], pastLen), pastLen))
-		q.outs[info.Present[j]] = mustTensor(newTensor(info.CacheDType, presentShape, sliceData(q.kv[j][1-q.cur], presentLen), presentLen))
+		dt := q.g.carried[j].slot.DType
+		pastShape, presentShape := q.cacheShape(j, q.n), q.cacheShape(j, total)
+		pastLen, presentLen := q.cacheLen(j, q.n), q.cacheLen(j, total)
+		presentShapes[j] = presentShape
+		q.in[name] = mustTensor(newTensor(dt, pastShape, sliceData(q.kv[j][q.cur], pastLen), pastLen))
+		q.outs[info.Present[j]] = mustTensor(newTensor(dt, presentShape, sliceData(q.kv[j][1-q.cur], presentLen), presentLen))
 	}
 
 	var out *Tensor
@@ -380,10 +403,10 @@ func (q *Sequence) step(ids, mask []int64, seq int) (*Tensor, error) {
 		if err != nil {
 			return nil, q.undo(seq, err)
 		}
-		for _, name := range info.Present {
+		for j, name := range info.Present {
 			t := res[name]
-			if !slices.Equal(t.shape, presentShape) {
-				return nil, q.undo(seq, fmt.Errorf("runtime: %s: output %q has shape %v, want %v", s.name, name, t.shape, presentShape))
+			if !slices.Equal(t.shape, presentShapes[j]) {
+				return nil, q.undo(seq, fmt.Errorf("runtime: %s: output %q has shape %v, want %v", s.name, name, t.shape, presentShapes[j]))
 			}
 			copyData(q.outs[name].data, t.data)
 		}
@@ -397,6 +420,32 @@ func (q *Sequence) step(ids, mask []int64, seq int) (*Tensor, error) {
 	q.cur = 1 - q.cur
 	q.n = total
 	return out, nil
+}
+
+// setInts feeds input name values of shape shape in element type dt:
+// without a copy for int64, converted into a tensor that later steps of
+// the same shape reuse otherwise.
+func (q *Sequence) setInts(name string, dt dtype.Type, shape, values []int64) error {
+	if dt == dtype.Int64 {
+		q.in[name] = mustTensor(newTensor(dtype.Int64, shape, values, len(values)))
+		return nil
+	}
+	t := q.converted[name]
+	if t == nil || !slices.Equal(t.shape, shape) {
+		var err error
+		if t, err = Zeros(dt, shape); err != nil {
+			return fmt.Errorf("runtime: %s: input %q: %w", q.g.s.name, name, err)
+		}
+		if q.converted == nil {
+			q.converted = map[string]*Tensor{}
+		}
+		q.converted[name] = t
+	}
+	if err := t.SetInt64s(values); err != nil {
+		return fmt.Errorf("runtime: %s: input %q: %w", q.g.s.name, name, err)
+	}
+	q.in[name] = t
+	return nil
 }
 
 // undo forgets the mask and positions of a step that failed, and returns

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
@@ -82,6 +83,9 @@ type modelInfo struct {
 	// sparseDefaults names optional inputs whose default is a sparse
 	// initializer; their defaults cannot be read.
 	sparseDefaults map[string]bool
+	// kinds describes the outputs that are not tensors ("a sequence of
+	// maps from int64 to float32 tensors"), by name.
+	kinds map[string]string
 }
 
 type span struct{ off, n int64 }
@@ -340,8 +344,12 @@ func readModelInfo(src source) (*modelInfo, error) {
 		}
 		info.inputs = append(info.inputs, v)
 	}
+	info.kinds = map[string]string{}
 	for _, vi := range outputs {
 		info.outputs = append(info.outputs, valueInfo(vi))
+		if vi.GetType().GetTensorType() == nil {
+			info.kinds[vi.GetName()] = describeType(vi.GetType())
+		}
 	}
 	return info, nil
 }
@@ -390,4 +398,38 @@ func valueInfo(vi *onnxpb.ValueInfoProto) ValueInfo {
 		}
 	}
 	return v
+}
+
+// describeType says what a declared type is, in words: "a float32
+// tensor", "a sequence of maps from int64 to float32 tensors".
+func describeType(t *onnxpb.TypeProto) string {
+	switch {
+	case t == nil || t.GetValue() == nil:
+		return "of no declared type"
+	case t.GetTensorType() != nil:
+		return "a " + dtype.Type(t.GetTensorType().GetElemType()).String() + " tensor"
+	case t.GetSequenceType() != nil:
+		return "a sequence of " + plural(describeType(t.GetSequenceType().GetElemType()))
+	case t.GetMapType() != nil:
+		mt := t.GetMapType()
+		return "a map from " + dtype.Type(mt.GetKeyType()).String() + " to " + plural(describeType(mt.GetValueType()))
+	case t.GetOptionalType() != nil:
+		return "an optional " + strings.TrimPrefix(strings.TrimPrefix(describeType(t.GetOptionalType().GetElemType()), "a "), "an ")
+	case t.GetSparseTensorType() != nil:
+		return "a sparse " + dtype.Type(t.GetSparseTensorType().GetElemType()).String() + " tensor"
+	}
+	return "of an unknown kind"
+}
+
+// plural turns "a float32 tensor" into "float32 tensors", "a map from …"
+// into "maps from …".
+func plural(s string) string {
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "a "), "an ")
+	if head, rest, ok := strings.Cut(s, " from "); ok {
+		return head + "s from " + rest
+	}
+	if head, rest, ok := strings.Cut(s, " of "); ok {
+		return head + "s of " + rest
+	}
+	return s + "s"
 }

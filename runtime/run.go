@@ -154,6 +154,10 @@ func (s *Session) runBound(inputs map[string]*Tensor, outs []int, dst map[string
 // runCore runs the core session with every input it takes (defaults where
 // the caller gave none) and lets ONNX Runtime allocate every output.
 func (s *Session) runCore(inputs map[string]*Tensor, outs []int) (map[string]*Tensor, error) {
+	if len(s.coreIn) == 0 || len(s.coreOut) == 0 {
+		// onnxruntime_go's Run indexes the first input and output.
+		return nil, fmt.Errorf("a model with no input or no output to fetch runs only when every output it returns has a static shape")
+	}
 	in := make([]ort.Value, len(s.coreIn))
 	defer destroyAll(in)
 	for i, name := range s.coreIn {

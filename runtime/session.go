@@ -194,7 +194,7 @@ func prepare(name string, src source, baseDir string, cfg *config) (*Session, er
 		p := outPlan{slot: -1, dataSlot: -1, shapeSlot: -1}
 		switch {
 		case v.DType == dtype.Undefined:
-			p.why = "it is not a tensor"
+			p.why = "it is " + info.kinds[v.Name] + ", not a tensor"
 		case !Supported(v.DType):
 			p.why = "its element type is " + v.DType.String()
 		default:
@@ -410,15 +410,32 @@ func (s *Session) describeInputs() string {
 	return d
 }
 
+// OutputProblem says why Run cannot return output name ("it is a
+// sequence of maps from int64 to float32 tensors, not a tensor", "its
+// element type is string"), and "" where it can, or where the model has
+// no such output.
+func (s *Session) OutputProblem(name string) string {
+	if i, ok := s.outIdx[name]; ok {
+		return s.plans[i].why
+	}
+	return ""
+}
+
 // selectOutputs resolves output names to indices; nil selects every output
-// that Run can return.
+// that Run can return, and is an error where there is none.
 func (s *Session) selectOutputs(names []string) ([]int, error) {
 	if len(names) == 0 {
 		var all []int
+		var why []string
 		for i, p := range s.plans {
 			if p.why == "" {
 				all = append(all, i)
+			} else {
+				why = append(why, fmt.Sprintf("%q: %s", s.outputs[i].Name, p.why))
 			}
+		}
+		if len(all) == 0 {
+			return nil, fmt.Errorf("runtime: %s: no output of the model can be returned (%s)", s.name, strings.Join(why, "; "))
 		}
 		return all, nil
 	}

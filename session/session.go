@@ -21,10 +21,10 @@ type Session struct {
 	// where the model takes them as inputs (rewrite's AsInputs), else nil.
 	Feeds map[string]*rt.Tensor
 	// Prefix is the prefix that the model carries, from its file or from
-	// a prefix adapter, else nil. A prefix is a past that every run has,
-	// so a model that takes several tokens only with an empty past (the
-	// attention mask of onnxruntime-genai exports) then takes one token
-	// per run: a caller must feed such a model its prompt token by token.
+	// a prefix adapter, else nil. A prefix is a past that every run has;
+	// injection widens a causal mask that holds for an empty past only
+	// (onnxruntime-genai's, Prefix.WidenedMasks), so prompts of any length
+	// run in one pass.
 	Prefix *rewrite.PrefixSite
 	// tmpDir is a temporary folder that could not be removed when the
 	// session opened; Close tries again.

@@ -13,6 +13,43 @@ type Batch struct {
 	// concatenated, when every example has one of the same length.
 	Classes []int64
 	Targets []float32
+	// Inputs holds the values of the data fields that feed model inputs
+	// as they are (LoaderOptions.Inputs), by field: [Size, SeqLen] for a
+	// field with a value per token, padded with 0 like the token ids;
+	// [Size, n] for a field with n values per example.
+	Inputs map[string][]float64
+}
+
+// DataInput is a data field that feeds a model input as it is: one value
+// per token (PerToken: truncated and padded with 0 as the token ids are),
+// or the same number of values in every example.
+type DataInput struct {
+	Field    string
+	PerToken bool
+}
+
+// collateInputs fills b.Inputs from the examples' fields.
+func collateInputs(b *Batch, examples []Example, inputs []DataInput) {
+	if len(inputs) == 0 {
+		return
+	}
+	b.Inputs = make(map[string][]float64, len(inputs))
+	for _, in := range inputs {
+		if !in.PerToken {
+			var v []float64
+			for _, ex := range examples {
+				v = append(v, ex.Fields[in.Field]...)
+			}
+			b.Inputs[in.Field] = v
+			continue
+		}
+		v := make([]float64, b.Size*b.SeqLen)
+		for r, ex := range examples {
+			f := ex.Fields[in.Field]
+			copy(v[r*b.SeqLen:(r+1)*b.SeqLen], f[:min(len(f), b.SeqLen)])
+		}
+		b.Inputs[in.Field] = v
+	}
 }
 
 // Collate truncates each example to seqLen tokens (no limit when seqLen <=
@@ -95,7 +132,8 @@ func (b Batch) LabelTokens(shift bool) int {
 }
 
 // scored returns how much of the batch the task's loss averages over:
-// labelled tokens after the shift for a causal LM, labelled examples for
+// labelled tokens after the shift for a causal LM, labelled tokens for
+// the token loss, labelled examples for
 // classification, target values for regression. Gradient accumulation and
 // evaluation weight each batch by it.
 func (b Batch) scored(task Task) int {
@@ -110,6 +148,8 @@ func (b Batch) scored(task Task) int {
 		return n
 	case Regression:
 		return len(b.Targets)
+	case TokenClassification:
+		return b.LabelTokens(false)
 	}
 	return b.LabelTokens(true)
 }

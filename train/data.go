@@ -26,6 +26,10 @@ type Example struct {
 	// Target holds the values a regression (MSE) loss wants from the
 	// model's output for this example, flattened row-major.
 	Target []float32
+	// Fields holds the line's other fields whose value is a flat list of
+	// numbers, by name: a field named after a model input (input_mask,
+	// segment_ids, …) is fed to that input as it is (see Trainer).
+	Fields map[string][]float64
 	// Line is the example's line in its source file, for messages.
 	Line int
 }
@@ -63,8 +67,11 @@ type record struct {
 // Each form may add the targets of the other tasks: "label", an integer
 // class for sequence classification (-100: no loss), and "target", a list
 // of numbers for a regression (MSE) loss, the model output's values for
-// the example, flattened. Other fields are ignored. tok may be nil when
-// every line holds input_ids. Errors name the file and line.
+// the example, flattened. Other fields whose value is a flat list of
+// numbers are kept in Example.Fields: the trainer feeds one that names a
+// model input to that input (one value per token, or the input's fixed
+// size per example); the rest are ignored. tok may be nil when every line
+// holds input_ids. Errors name the file and line.
 func LoadJSONL(path string, tok *Tokenizer) (*Dataset, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -117,6 +124,9 @@ func parseRecord(b []byte, tok *Tokenizer) (Example, error) {
 	}
 	ex, err := parseTokens(&rec, tok)
 	if err != nil {
+		return Example{}, err
+	}
+	if ex.Fields, err = numericFields(b); err != nil {
 		return Example{}, err
 	}
 	if rec.Label != nil {
@@ -208,6 +218,59 @@ func parseTokens(rec *record, tok *Tokenizer) (Example, error) {
 	return Example{}, errors.New(`want "input_ids", "text" or "src"/"tgt"`)
 }
 
+// knownFields are the keys of record, which numericFields leaves out.
+var knownFields = map[string]bool{"input_ids": true, "labels": true, "text": true, "src": true, "tgt": true, "label": true, "target": true}
+
+// numericFields returns the fields of a JSON object, other than the known
+// ones, whose value is a flat list of numbers; nil when there are none.
+func numericFields(b []byte) (map[string][]float64, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, jsonError(err)
+	}
+	var fields map[string][]float64
+	for k, v := range raw {
+		if knownFields[k] || len(v) == 0 || v[0] != '[' {
+			continue
+		}
+		var nums []float64
+		if json.Unmarshal(v, &nums) != nil {
+			continue // not a flat list of numbers: not an input's values
+		}
+		if fields == nil {
+			fields = map[string][]float64{}
+		}
+		fields[k] = nums
+	}
+	return fields, nil
+}
+
+// checkIDs reports the first token id that is not below vocabSize.
+func (d *Dataset) checkIDs(vocabSize int) error {
+	v := int64(vocabSize)
+	for _, ex := range d.Examples {
+		for i, id := range ex.InputIDs {
+			if id >= v {
+				return errorf("%s:%d: input_ids[%d] is %d, outside the model's vocabulary of %d", d.Path, ex.Line, i, id, vocabSize)
+			}
+		}
+	}
+	return nil
+}
+
+// checkTokenLabels reports the first token label that is not below
+// classes, the logits' last axis.
+func (d *Dataset) checkTokenLabels(classes int) error {
+	for _, ex := range d.Examples {
+		for i, l := range ex.Labels {
+			if l >= int64(classes) {
+				return errorf("%s:%d: labels[%d] is %d, outside the output's %d classes", d.Path, ex.Line, i, l, classes)
+			}
+		}
+	}
+	return nil
+}
+
 // jsonError rewords a JSON decoding error for a line-oriented message.
 func jsonError(err error) error {
 	var te *json.UnmarshalTypeError
@@ -223,13 +286,11 @@ func jsonError(err error) error {
 // later with a less helpful message, or read out of bounds on some
 // providers.
 func (d *Dataset) CheckVocab(vocabSize int) error {
+	if err := d.checkIDs(vocabSize); err != nil {
+		return err
+	}
 	v := int64(vocabSize)
 	for _, ex := range d.Examples {
-		for i, id := range ex.InputIDs {
-			if id >= v {
-				return errorf("%s:%d: input_ids[%d] is %d, outside the model's vocabulary of %d", d.Path, ex.Line, i, id, vocabSize)
-			}
-		}
 		for i, l := range ex.Labels {
 			if l >= v {
 				return errorf("%s:%d: labels[%d] is %d, outside the model's vocabulary of %d", d.Path, ex.Line, i, l, vocabSize)

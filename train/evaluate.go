@@ -15,7 +15,8 @@ type EvalResult struct {
 	// Perplexity is exp(Loss) for a causal LM, and 0 for other tasks.
 	Perplexity float64
 	// Accuracy is the share of labelled examples whose largest logit is
-	// their class, for a classifier; 0 for other tasks.
+	// their class, for a classifier (of labelled tokens, for the token
+	// loss); 0 for other tasks.
 	Accuracy float64
 	Tokens   int
 }
@@ -35,13 +36,16 @@ func (t *Trainer) Evaluate(d *Dataset) (EvalResult, error) {
 		if err := t.checkData(d); err != nil {
 			return EvalResult{}, err
 		}
+		if err := checkFields(d, t.feeds); err != nil {
+			return EvalResult{}, err
+		}
 	}
 	if t.eval == nil {
 		if err := t.openEval(); err != nil {
 			return EvalResult{}, err
 		}
 	}
-	l, err := NewLoader(d, LoaderOptions{BatchSize: t.opts.BatchSize, SeqLen: t.opts.SeqLen, PadID: t.opts.PadID, PadToSeqLen: t.opts.PadToSeqLen})
+	l, err := NewLoader(d, LoaderOptions{BatchSize: t.opts.BatchSize, SeqLen: t.opts.SeqLen, PadID: t.opts.PadID, PadToSeqLen: t.opts.PadToSeqLen, Inputs: dataInputs(t.feeds)})
 	if err != nil {
 		return EvalResult{}, err
 	}
@@ -63,8 +67,13 @@ func (t *Trainer) Evaluate(d *Dataset) (EvalResult, error) {
 		}
 		sum += loss * float64(n)
 		tokens += n
-		if t.opts.Task == SequenceClassification {
+		switch t.opts.Task {
+		case SequenceClassification:
 			c, k := countCorrect(out[t.opts.Output].ToFloat32(), b.Classes)
+			correct += c
+			labelled += k
+		case TokenClassification:
+			c, k := countCorrect(out[t.opts.Output].ToFloat32(), b.Labels)
 			correct += c
 			labelled += k
 		}
@@ -78,7 +87,7 @@ func (t *Trainer) Evaluate(d *Dataset) (EvalResult, error) {
 	case CausalLM:
 		r.Perplexity = math.Exp(r.Loss)
 		rec.EvalPerplexity = &r.Perplexity
-	case SequenceClassification:
+	case SequenceClassification, TokenClassification:
 		r.Accuracy = float64(correct) / float64(max(1, labelled))
 		rec.EvalAccuracy = &r.Accuracy
 	}
@@ -124,7 +133,7 @@ func (t *Trainer) openEval() error {
 		m.AddInput(graph.TensorInfo(p.Name, graph.TypeOf(init), init.Dims))
 	}
 	keep := []string{t.loss}
-	if t.opts.Task == SequenceClassification {
+	if t.opts.Task == SequenceClassification || t.opts.Task == TokenClassification {
 		keep = append(keep, t.opts.Output)
 		if !m.IsGraphOutput(t.opts.Output) {
 			et := dtype.Float32
@@ -139,7 +148,7 @@ func (t *Trainer) openEval() error {
 	if err != nil {
 		return err
 	}
-	r, err := newRunner(s, t.paramSet(), keep, t.opts.Task, outputDims(t.withLoss, t.opts.Output))
+	r, err := newRunner(s, t.paramSet(), keep, t.opts.Task, outputDims(t.withLoss, t.opts.Output), t.fields()...)
 	if err != nil {
 		s.Close()
 		return err

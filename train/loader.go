@@ -17,6 +17,9 @@ type LoaderOptions struct {
 	// DropLast leaves out a last, smaller batch (HF's
 	// dataloader_drop_last; off by default there too).
 	DropLast bool
+	// Inputs are the data fields that each batch carries in
+	// Batch.Inputs.
+	Inputs []DataInput
 }
 
 // Loader cuts a dataset into batches, epoch by epoch. Batch(epoch, i) is a
@@ -94,5 +97,7 @@ func (l *Loader) Batch(epoch, i int) Batch {
 	for _, k := range order[lo:hi] {
 		exs = append(exs, l.data.Examples[k])
 	}
-	return Collate(exs, l.opts.SeqLen, l.opts.PadID, l.opts.PadToSeqLen)
+	b := Collate(exs, l.opts.SeqLen, l.opts.PadID, l.opts.PadToSeqLen)
+	collateInputs(&b, exs, l.opts.Inputs)
+	return b
 }

@@ -54,6 +54,26 @@ func CausalLMLoss(m *graph.Model, logits string) (string, error) {
 	return b.crossEntropy(logits, y, 2), nil
 }
 
+// TokenClassificationLoss appends the loss of HF's *ForMaskedLM and
+// *ForTokenClassification models to m and returns the name of the scalar
+// float32 output: logits names a [batch, seq, classes] value (classes is
+// the vocabulary for a masked LM), and the loss adds an int64 input
+// "labels" [batch, seq]. Position t is scored against label t, without
+// the causal LM's shift: the mean cross entropy over the labels that are
+// not -100, computed in float32.
+func TokenClassificationLoss(m *graph.Model, logits string) (string, error) {
+	b, err := newLossGraph(m, "token_loss", logits, 3)
+	if err != nil {
+		return "", err
+	}
+	batch, seq := b.dimOr(0, graph.DimParam("batch")), b.dimOr(1, graph.DimParam("sequence"))
+	labels, err := b.labelsInput(dtype.Int64, batch, seq)
+	if err != nil {
+		return "", err
+	}
+	return b.crossEntropy(logits, labels, 2), nil
+}
+
 // SequenceClassificationLoss appends the single-label classification loss
 // of HF's *ForSequenceClassification models to m and returns the name of
 // the scalar float32 output. logits names a [batch, classes] value; the

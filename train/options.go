@@ -16,6 +16,12 @@ const (
 	// CausalLM scores next-token prediction with CausalLMLoss; an example's
 	// Labels are its token labels.
 	CausalLM Task = "causal"
+	// TokenClassification scores [batch, seq, classes] logits with
+	// TokenClassificationLoss, each position against its own label, not
+	// shifted: masked language modelling and token classification. An
+	// example's Labels are its token labels (IgnoreIndex where a position
+	// is not scored).
+	TokenClassification Task = "token"
 	// SequenceClassification scores [batch, classes] logits with
 	// SequenceClassificationLoss; an example's Label is its class.
 	SequenceClassification Task = "classification"
@@ -180,9 +186,9 @@ func (o *Options) validate() error {
 		}
 	}
 	switch o.Task {
-	case "", CausalLM, SequenceClassification, Regression:
+	case "", CausalLM, TokenClassification, SequenceClassification, Regression:
 	default:
-		return errorf("task %q: want %q, %q or %q", o.Task, CausalLM, SequenceClassification, Regression)
+		return errorf("task %q: want %q, %q, %q or %q", o.Task, CausalLM, TokenClassification, SequenceClassification, Regression)
 	}
 	switch {
 	case o.Steps < 0:

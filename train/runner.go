@@ -17,7 +17,7 @@ import (
 // when it changes; outputs are allocated by the first run and reused.
 type runner struct {
 	ses     *session.Session
-	plan    []feed
+	plan    []inputFeed
 	outputs []string
 	task    Task
 	// targetDims are the scored output's declared dims, for the shape of
@@ -28,9 +28,10 @@ type runner struct {
 	tensors map[string]*rt.Tensor // the bound inputs
 }
 
-// newRunner plans the feeds of ses. params are the trainable inputs.
-func newRunner(ses *session.Session, params map[string]bool, outputs []string, task Task, targetDims []int64) (*runner, error) {
-	plan, err := planFeeds(ses.Inputs(), params)
+// newRunner plans the feeds of ses (planFeeds). params are the trainable
+// inputs, fields the data fields that the batches carry.
+func newRunner(ses *session.Session, params map[string]bool, outputs []string, task Task, targetDims []int64, fields ...string) (*runner, error) {
+	plan, err := planFeeds(ses.Inputs(), ses.Outputs(), params, fields)
 	if err != nil {
 		return nil, err
 	}
@@ -56,31 +57,31 @@ func (r *runner) run(params map[string]*Param, b Batch, training bool) (map[stri
 		for _, f := range r.plan {
 			t, err := r.newTensor(f, params, b, training)
 			if err != nil {
-				return nil, errorf("input %s: %v", f.info.Name, unprefixed(err))
+				return nil, errorf("input %s: %w", f.info.Name, err)
 			}
 			in[f.info.Name] = t
 		}
 		bind, err := r.ses.Bind(in, r.outputs)
 		if err != nil {
-			return nil, errorf("%v", err)
+			return nil, errorf("%w", err)
 		}
 		r.bind, r.tensors = bind, in
 	} else {
 		for _, f := range r.plan {
 			if err := r.refill(f, params, b, training); err != nil {
-				return nil, errorf("input %s: %v", f.info.Name, unprefixed(err))
+				return nil, errorf("input %s: %w", f.info.Name, err)
 			}
 		}
 	}
 	out, err := r.bind.Run()
 	if err != nil {
-		return nil, errorf("%v", err)
+		return nil, errorf("%w", err)
 	}
 	return out, nil
 }
 
 // refill brings the bound tensor of f up to date for b.
-func (r *runner) refill(f feed, params map[string]*Param, b Batch, training bool) error {
+func (r *runner) refill(f inputFeed, params map[string]*Param, b Batch, training bool) error {
 	t := r.tensors[f.info.Name]
 	switch f.kind {
 	case feedParam:
@@ -97,20 +98,20 @@ func (r *runner) refill(f feed, params map[string]*Param, b Batch, training bool
 		t.Bool()[0] = training
 		return nil
 	}
-	data, shape, err := r.batchValues(f, b)
+	v, err := r.batchValues(f, b)
 	if err != nil {
 		return err
 	}
-	if slices.Equal(t.Shape(), shape) {
-		switch v := data.(type) {
-		case []int64:
-			copy(t.Int64(), v)
-		case []float32:
-			copy(t.Float32(), v)
+	if slices.Equal(t.Shape(), v.shape) {
+		switch {
+		case v.ints != nil:
+			return t.SetInt64s(v.ints)
+		case v.floats != nil:
+			return t.SetFloat64s(v.floats)
 		}
-		return nil
+		return nil // zeros stay zeros: a run does not write its inputs
 	}
-	nt, err := newBatchTensor(f, data, shape)
+	nt, err := v.tensor(f.info.DType)
 	if err != nil {
 		return err
 	}
@@ -122,63 +123,88 @@ func (r *runner) refill(f feed, params map[string]*Param, b Batch, training bool
 }
 
 // newTensor returns a fresh tensor for f.
-func (r *runner) newTensor(f feed, params map[string]*Param, b Batch, training bool) (*rt.Tensor, error) {
+func (r *runner) newTensor(f inputFeed, params map[string]*Param, b Batch, training bool) (*rt.Tensor, error) {
 	switch f.kind {
 	case feedParam:
 		return paramTensor(params[f.info.Name], f.info.DType)
 	case feedTraining:
 		return rt.NewBool(nil, []bool{training})
 	}
-	data, shape, err := r.batchValues(f, b)
+	v, err := r.batchValues(f, b)
 	if err != nil {
 		return nil, err
 	}
-	return newBatchTensor(f, data, shape)
+	return v.tensor(f.info.DType)
 }
 
-// newBatchTensor returns a tensor holding a copy of data ([]int64,
-// []float32, or nil for zeros of f's type).
-func newBatchTensor(f feed, data any, shape []int64) (*rt.Tensor, error) {
-	switch v := data.(type) {
-	case []int64:
-		return rt.NewInt64(shape, slices.Clone(v))
-	case []float32:
-		return rt.NewFloat32(shape, slices.Clone(v))
+// batchValue is the value of one batch input: integers, floats, or zeros
+// (both nil), of a shape.
+type batchValue struct {
+	ints   []int64
+	floats []float64
+	shape  []int64
+}
+
+// tensor returns a new tensor of element type elem that holds v.
+func (v batchValue) tensor(elem dtype.Type) (*rt.Tensor, error) {
+	switch {
+	case v.ints != nil:
+		return rt.FromInt64s(elem, v.shape, v.ints)
+	case v.floats != nil:
+		return rt.FromFloat64s(elem, v.shape, v.floats)
 	}
-	return rt.Zeros(f.info.DType, shape)
+	return rt.Zeros(elem, v.shape)
 }
 
-// batchValues returns the data and shape of a batch input for b: []int64,
-// []float32, or nil for an all-zero tensor (an empty KV cache, token type
-// ids).
-func (r *runner) batchValues(f feed, b Batch) (any, []int64, error) {
+// batchValues returns the value of a batch input for b.
+func (r *runner) batchValues(f inputFeed, b Batch) (batchValue, error) {
+	return batchValues(f, b, r.task, r.targetDims)
+}
+
+// batchValues returns the value of input f for batch b, in a run of task
+// whose scored output has the declared dims targetDims.
+func batchValues(f inputFeed, b Batch, task Task, targetDims []int64) (batchValue, error) {
 	shape := []int64{int64(b.Size), int64(b.SeqLen)}
 	switch f.kind {
-	case feedInputIDs:
-		return b.InputIDs, shape, nil
-	case feedAttentionMask:
-		return b.AttentionMask, shape, nil
-	case feedPositionIDs:
-		return b.PositionIDs(), shape, nil
-	case feedTokenTypeIDs:
-		return nil, shape, nil
-	case feedPast:
-		ps, err := pastShape(f.info, b.Size)
-		return nil, ps, err
+	case feedIDs:
+		return batchValue{ints: b.InputIDs, shape: shape}, nil
+	case feedMask:
+		return batchValue{ints: b.AttentionMask, shape: shape}, nil
+	case feedPositions:
+		return batchValue{ints: b.PositionIDs(), shape: shape}, nil
+	case feedField:
+		v, ok := b.Inputs[f.field]
+		if !ok {
+			return batchValue{}, errorf("the batch does not carry the data's %q", f.field)
+		}
+		if !f.perToken {
+			shape = append([]int64{int64(b.Size)}, f.info.Shape[1:]...)
+		}
+		return batchValue{floats: v, shape: shape}, nil
+	case feedZeros:
+		s, err := f.slot.FeedShape(b.Size, b.SeqLen, 0)
+		if err != nil {
+			return batchValue{}, err
+		}
+		return batchValue{shape: s}, nil
 	case feedLabels:
-		switch r.task {
+		switch task {
 		case SequenceClassification:
-			return b.Classes, []int64{int64(b.Size)}, nil
+			return batchValue{ints: b.Classes, shape: []int64{int64(b.Size)}}, nil
 		case Regression:
 			if len(b.Targets) == 0 {
-				return nil, nil, errorf("the batch has no regression targets")
+				return batchValue{}, errorf("the batch has no regression targets")
 			}
-			ts, err := targetShape(r.targetDims, b.Size, len(b.Targets)/b.Size)
-			return b.Targets, ts, err
+			ts, err := targetShape(targetDims, b.Size, len(b.Targets)/b.Size)
+			floats := make([]float64, len(b.Targets))
+			for i, x := range b.Targets {
+				floats[i] = float64(x)
+			}
+			return batchValue{floats: floats, shape: ts}, err
 		}
-		return b.Labels, shape, nil
+		return batchValue{ints: b.Labels, shape: shape}, nil
 	}
-	return nil, nil, errorf("no batch value for input kind %d", f.kind)
+	return batchValue{}, errorf("no batch value for input kind %d", f.kind)
 }
 
 // paramTensor wraps a parameter's values for a run: without a copy for a

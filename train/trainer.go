@@ -30,6 +30,8 @@ type Trainer struct {
 
 	params []*Param
 	byName map[string]*Param
+	feeds  []inputFeed // how the model's inputs are fed (planFeeds)
+	choice TaskChoice  // the task, output, and why
 	names  []string
 	grads  []string // gradient output per param
 	data   *Dataset
@@ -95,13 +97,14 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 	if data == nil || len(data.Examples) == 0 {
 		return nil, errorf("no training examples")
 	}
-	if err := resolveTask(m, &opts); err != nil {
+	choice, err := resolveTask(m, &opts)
+	if err != nil {
 		return nil, err
 	}
 	if err := recordedLoRAPlus(m, &opts); err != nil {
 		return nil, err
 	}
-	t := &Trainer{opts: opts, base: m.Clone(), byName: map[string]*Param{}, data: data}
+	t := &Trainer{opts: opts, base: m.Clone(), byName: map[string]*Param{}, data: data, choice: choice}
 	t.withLoss = m.Clone()
 	if opts.Half == Upcast && hasHalf(t.withLoss) {
 		if err := upcast(t.withLoss, params); err != nil {
@@ -121,6 +124,9 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 		return nil, err
 	}
 	t.loss = loss
+	if err := t.planInputs(params); err != nil {
+		return nil, err
+	}
 	for _, name := range params {
 		if t.byName[name] != nil {
 			return nil, errorf("parameter %q is named twice", name)
@@ -139,8 +145,12 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 	}
 	if t.loader, err = NewLoader(data, LoaderOptions{
 		BatchSize: opts.BatchSize, SeqLen: opts.SeqLen, PadID: opts.PadID, PadToSeqLen: opts.PadToSeqLen,
-		Shuffle: true, Seed: opts.Seed,
+		Shuffle: true, Seed: opts.Seed, Inputs: dataInputs(t.feeds),
 	}); err != nil {
+		return nil, err
+	}
+	// Bad feeds fail here, before the gradient graph takes its seconds.
+	if err := t.checkFirstBatch(); err != nil {
 		return nil, err
 	}
 	t.total = opts.Steps
@@ -161,7 +171,7 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 	if err != nil {
 		return nil, err
 	}
-	if t.train, err = newRunner(ses, t.paramSet(), append([]string{t.loss}, t.grads...), opts.Task, outputDims(t.withLoss, opts.Output)); err != nil {
+	if t.train, err = newRunner(ses, t.paramSet(), append([]string{t.loss}, t.grads...), opts.Task, outputDims(t.withLoss, opts.Output), t.fields()...); err != nil {
 		ses.Close()
 		return nil, err
 	}
@@ -171,6 +181,9 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 // gradientGraph builds the training graph: the loss, times LossScale when
 // that is not 1, differentiated with respect to the parameters.
 func (t *Trainer) gradientGraph() (*graph.Model, error) {
+	if onGradientBuild != nil {
+		onGradientBuild()
+	}
 	m, target := t.withLoss, t.loss
 	opts := []autodiff.Option{autodiff.WithRecomputeProducts(t.opts.RecomputeProducts)}
 	if t.opts.LossScale != 1 {
@@ -198,6 +211,8 @@ func appendLoss(m *graph.Model, task Task, output string) (string, error) {
 	switch task {
 	case SequenceClassification:
 		return SequenceClassificationLoss(m, output)
+	case TokenClassification:
+		return TokenClassificationLoss(m, output)
 	case Regression:
 		return MSELoss(m, output)
 	}
@@ -208,12 +223,20 @@ func appendLoss(m *graph.Model, task Task, output string) (string, error) {
 // ids within the vocabulary, and the task's labels.
 func (t *Trainer) checkData(d *Dataset) error {
 	if vocab, ok := ModelVocab(t.withLoss); ok {
-		if err := d.CheckVocab(vocab); err != nil {
+		check := d.CheckVocab
+		if t.opts.Task == TokenClassification {
+			check = d.checkIDs // labels are classes, checked below
+		}
+		if err := check(vocab); err != nil {
 			return err
 		}
 	}
 	dims := outputDims(t.withLoss, t.opts.Output)
 	switch t.opts.Task {
+	case TokenClassification:
+		if len(dims) == 3 && dims[2] > 0 {
+			return d.checkTokenLabels(int(dims[2]))
+		}
 	case SequenceClassification:
 		classes := 0
 		if len(dims) == 2 && dims[1] > 0 {
@@ -302,6 +325,14 @@ func (t *Trainer) Task() Task { return t.opts.Task }
 
 // Output returns the model output that the loss scores.
 func (t *Trainer) Output() string { return t.opts.Output }
+
+// TaskChoice returns the task and output with the reason for them, where
+// they were detected, and the warnings about them (see ExplainTask).
+func (t *Trainer) TaskChoice() TaskChoice {
+	c := t.choice
+	c.Warnings = slices.Clone(c.Warnings)
+	return c
+}
 
 // Upcast reports whether the trainer runs a float32 copy of a 16-bit
 // graph (see HalfPolicy).

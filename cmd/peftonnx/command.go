@@ -147,7 +147,7 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, &usageError{fmt.Sprintf("unknown command %q (commands: %s; see peftonnx help)", name, strings.Join(commandNames(), ", "))})
 	}
 	cx := &context{cmd: c, stdout: stdout, stderr: stderr}
-	err := c.run(cx, args[1:])
+	err := runGuarded(c.name, func() error { return c.run(cx, args[1:]) })
 	switch {
 	case err == nil:
 		return 0

@@ -30,9 +30,14 @@ is written to standard output as it comes, then a newline. Generation stops
 after --max-new-tokens tokens or at the tokenizer's end-of-sequence token.
 
 The model takes input_ids and its KV cache as past_key_values.{i}.key and
-.value inputs (Optimum, onnxruntime-genai) or stacked past_{i} inputs, and
-attention_mask and position_ids where it has them. The tokenizer's
-vocabulary must fit the model's logits.
+.value inputs (Optimum, onnxruntime-genai), stacked past_{i} inputs, or
+another naming that peftonnx recognises (past_key_self_{i}, one past),
+on every layer or some, with recurrent or convolution states
+(past_conv.{i}) carried from step to step; and attention_mask,
+position_ids and token_type_ids where it has them, in the integer type it
+declares. Inputs other than LLaMA's usual int64 ones are named on standard
+error once, with what they are fed. The prompt's token ids must be within
+the model's vocabulary; the tokenizer may have more tokens than that.
 
 Choice is greedy by default. --temperature above 0 samples from the
 model's distribution at that temperature, after --top-k and --top-p, with
@@ -118,17 +123,25 @@ func runGenerate(cx *context, args []string) error {
 	if !info.Logits {
 		return fmt.Errorf("generate: %s has no logits output (its output %q is not logits: a model without an LM head cannot generate)", model, info.Output)
 	}
-	if info.Vocab > 0 {
-		if err := tok.CheckModelVocab(info.Vocab); err != nil {
-			return fmt.Errorf("generate: %s: %w", model, err)
-		}
-	}
 	ids, err := tok.Encode(*prompt, true)
 	if err != nil {
 		return err
 	}
 	if len(ids) == 0 {
 		return fmt.Errorf("generate: the prompt encodes to no tokens with %s", *tokPath)
+	}
+	// The ids fed are checked against the model's vocabulary, not the
+	// tokenizer's size: onnxruntime-genai ships tokenizers with more
+	// tokens than the model embeds, whose extra ids a prompt rarely uses.
+	if info.Vocab > 0 {
+		for i, id := range ids {
+			if id >= int64(info.Vocab) {
+				return fmt.Errorf("generate: the prompt's token %d, id %d, is outside the vocabulary of %d of %s: %s does not belong to the model", i, id, info.Vocab, model, *tokPath)
+			}
+		}
+	}
+	for _, d := range info.Defaults {
+		fmt.Fprintf(cx.stderr, "peftonnx: note: feeding %s\n", d)
 	}
 
 	opts := ortrt.GenerateOptions{
@@ -140,12 +153,6 @@ func runGenerate(cx *context, args []string) error {
 		RepetitionPenalty: *penalty,
 		PadID:             tok.PadID(),
 		Feeds:             sess.Feeds,
-	}
-	if sess.Prefix != nil {
-		// A prefix is a past on every run, and some exports
-		// (onnxruntime-genai's) take several new tokens only on an empty
-		// past: feed the prompt one token at a time.
-		opts.TokensPerRun = 1
 	}
 	if eos := tok.EOS(); eos >= 0 && !*ignoreEOS {
 		opts.EOS = []int64{eos}

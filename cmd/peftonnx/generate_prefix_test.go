@@ -7,8 +7,9 @@ import (
 
 // TestGeneratePrefixedGenAI generates from the real onnxruntime-genai
 // export after prefix tuning, with a prompt of several tokens. Its mask
-// takes several new tokens only on an empty past, and a prefix is a past,
-// so the prompt must be fed one token per run.
+// is built for several new tokens only on an empty past, and a prefix is
+// a past: injection widens it (rewrite's WidenedMasks), so the prompt runs
+// in one pass.
 func TestGeneratePrefixedGenAI(t *testing.T) {
 	model, tok := tinyLlama(t)
 	prefixed := filepath.Join(t.TempDir(), "model.onnx")

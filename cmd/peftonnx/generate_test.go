@@ -219,7 +219,7 @@ func TestGenerateErrors(t *testing.T) {
 		{"no logits", []string{gpt2Past, "--tokenizer", tok, "--prompt", "hi"}, true, 1,
 			[]string{"generate: " + gpt2Past + " has no logits output"}},
 		{"vocabulary too small", []string{small, "--tokenizer", tok, "--prompt", "hi"}, true, 1,
-			[]string{"generate: " + small, "32000 tokens, more than the model's vocabulary of 32"}},
+			[]string{"generate: the prompt's token 1, id ", "is outside the vocabulary of 32 of " + small, "does not belong to the model"}},
 		{"missing adapter", []string{model, "--tokenizer", tok, "--prompt", "hi", "--adapter", filepath.Join(dir, "no-adapter")}, false, 1, []string{"no-adapter"}},
 	}
 	for _, tc := range tests {

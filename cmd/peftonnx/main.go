@@ -7,7 +7,10 @@
 // Run "peftonnx help" for the list of commands and "peftonnx <command> -h"
 // for one command's flags. Errors go to standard error as one line that
 // starts with "peftonnx: ", with exit status 1 (2 for a usage error). No
-// command leaves a partial output file behind.
+// command leaves a partial output file behind. A panic, which is a bug,
+// is such a line too, with its stack written to a file in the temporary
+// folder; so is a fault from a weight file that changes while a command
+// reads it.
 //
 // The CLI is a thin layer over the packages of
 // github.com/peftonnx/peftonnx: each command parses its flags, calls the

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/peftonnx/peftonnx/dtype"
+	roles "github.com/peftonnx/peftonnx/feed"
 	"github.com/peftonnx/peftonnx/internal/atomicfile"
 	"github.com/peftonnx/peftonnx/npy"
 	ortrt "github.com/peftonnx/peftonnx/runtime"
@@ -17,7 +18,7 @@ import (
 func init() {
 	register(&command{
 		name:    "run",
-		args:    "MODEL --input NAME=FILE.npy... [--adapter DIR|FILE] --output-dir DIR [--threads N] [--device cpu|cuda]",
+		args:    "MODEL --input NAME=FILE.npy... [--defaults] [--adapter DIR|FILE] --output-dir DIR [--threads N] [--device cpu|cuda]",
 		summary: "run a model once on .npy inputs and write its outputs as .npy files",
 		detail: `
 Each --input feeds the model input NAME from a NumPy .npy file (C order,
@@ -57,6 +58,7 @@ func runRun(cx *context, args []string) error {
 	threads := fs.Int("threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
 	device := fs.String("device", "cpu", "run on `cpu`, cuda or cuda:N")
 	adapterPath := addAdapterFlag(fs, "apply this LoRA or prefix adapter in memory first")
+	defaults := fs.Bool("defaults", false, "feed the inputs not given their defaults (masks of ones, token types of zeros, positions, empty caches, zero states)")
 	pos, err := cx.parse(args)
 	if err != nil {
 		return err
@@ -96,6 +98,15 @@ func runRun(cx *context, args []string) error {
 	for name, t := range sess.Feeds {
 		tensors[name] = t
 	}
+	if *defaults {
+		notes, err := fillDefaults(sess.Inputs(), sess.Outputs(), tensors)
+		if err != nil {
+			return err
+		}
+		for _, n := range notes {
+			fmt.Fprintf(cx.stderr, "peftonnx: note: feeding %s\n", n)
+		}
+	}
 	if err := checkFeeds(sess.Inputs(), feeds, tensors); err != nil {
 		return err
 	}
@@ -109,7 +120,11 @@ func runRun(cx *context, args []string) error {
 	for _, v := range sess.Outputs() {
 		t, ok := results[v.Name]
 		if !ok {
-			notes = append(notes, fmt.Sprintf("output %q was not written: the runtime cannot return %s", v.Name, v))
+			why := sess.OutputProblem(v.Name)
+			if why == "" {
+				why = "the runtime cannot return " + v.String()
+			}
+			notes = append(notes, fmt.Sprintf("output %q was not written: %s", v.Name, why))
 			continue
 		}
 		a, note, err := arrayFromTensor(t)
@@ -136,6 +151,52 @@ func runRun(cx *context, args []string) error {
 		fmt.Fprintf(cx.stderr, "peftonnx: note: %s\n", n)
 	}
 	return nil
+}
+
+// fillDefaults adds to tensors the default of every required input that
+// it lacks and whose role has one (runtime.DefaultFeed), sized from the
+// token ids (batch and sequence) and any cache given (the past), and
+// returns what it fed, one line per input.
+func fillDefaults(inputs, outputs []ortrt.ValueInfo, tensors map[string]*ortrt.Tensor) ([]string, error) {
+	fin := make([]roles.Input, len(inputs))
+	for i, v := range inputs {
+		fin[i] = roles.Input(v)
+	}
+	fout := make([]roles.Input, len(outputs))
+	for i, v := range outputs {
+		fout[i] = roles.Input(v)
+	}
+	plan := roles.Classify(fin, fout)
+	batch, seq, past, sized := 1, 1, 0, false
+	for _, s := range plan.Slots() {
+		t := tensors[s.Name]
+		if t == nil {
+			continue
+		}
+		shape := t.Shape()
+		switch {
+		case s.Role == roles.TokenIDs && len(shape) == 2:
+			batch, seq, sized = int(shape[0]), int(shape[1]), true
+		case s.Role == roles.Cache && s.LengthAxis >= 0 && s.LengthAxis < len(shape):
+			past = int(shape[s.LengthAxis])
+		}
+	}
+	var notes []string
+	for _, s := range plan.Slots() {
+		if tensors[s.Name] != nil || s.Optional || !s.HasDefault() {
+			continue
+		}
+		if !sized {
+			return nil, fmt.Errorf("--defaults: the model's input %s needs the token ids' batch and length: give them with --input", s.Input)
+		}
+		t, err := ortrt.DefaultFeed(s, batch, seq, past)
+		if err != nil {
+			return nil, fmt.Errorf("--defaults: %w", err)
+		}
+		tensors[s.Name] = t
+		notes = append(notes, fmt.Sprintf("%s as %s %s: %s", s.Name, t.DType(), npy.FormatShape(t.Shape()), s.Default()))
+	}
+	return notes, nil
 }
 
 // feed is one --input NAME=FILE.

@@ -28,7 +28,7 @@ func init() {
 		args: "MODEL --data FILE.jsonl --out DIR [--eval FILE] [--tokenizer tokenizer.json] [--epochs N] [--steps N] " +
 			"[--batch N] [--seq-len N] [--lr LR] [--weight-decay WD] [--warmup N] [--schedule constant|linear|cosine] " +
 			"[--clip 1.0] [--grad-accum N] [--lora-plus-scale S] [--seed N] [--log-json FILE] [--device cpu|cuda] [--threads N] [--low-memory] [--recompute-products] " +
-			"[--loss auto|causal|classification|mse] [--output NAME] [--half upcast|keep] [--loss-scale S] " +
+			"[--loss auto|causal|token|classification|mse] [--output NAME] [--half upcast|keep] [--loss-scale S] " +
 			"[--checkpoint-every N] [--eval-every N] [--resume] [--stop-after N] [--merged OUT.onnx]",
 		summary: "train the adapter of an adapted model and save it as a HuggingFace PEFT directory",
 		detail: `
@@ -47,9 +47,32 @@ the adapter config's value, which "inject --lora-plus-scale" records.
   {"src": "..", "tgt": ".."}            with --tokenizer; loss on tgt only
 A classification example adds "label": N; a regression (MSE) example
 "target": [..], the values it wants from the scored output, flattened.
---loss picks the loss; auto reads the outputs: "logits" [batch, seq,
-vocab] is a causal LM, "logits" [batch, classes] a classifier, and a model
-without logits is fitted by MSE on its first output (or --output).
+Any other field named after a model input feeds that input as it is
+("input_mask": [..], "segment_ids": [..]; a mask, token types or
+positions may also use their HF names attention_mask, token_type_ids and
+position_ids): one value per token, or the input's fixed size per
+example.
+
+Every input is fed in the element type and shape that MODEL declares
+(int32 or int64 ids and masks alike). Inputs that the data does not give
+get a default, which the run names once: a mask of ones over the tokens
+(zeros at padding), token types of zeros, positions 0, 1, 2, …, an empty
+KV cache, zero recurrent or convolution states (past_conv.0, …). Other
+inputs must come from the data or have a default in MODEL. The first
+batch is checked against MODEL's inputs before the gradient graph is
+built: a bad feed fails at once, naming the input, its declared type and
+shape, and what was given.
+
+--loss picks the loss. causal is the causal LM's, each position scored
+against the next token; token scores each position against its own
+label, without the shift (masked LM, token classification; -100 skips a
+position); classification scores [batch, classes] logits against each
+example's "label"; mse fits the scored output to each example's
+"target". auto reads the outputs and says what it chose and why:
+"logits" [batch, seq, vocab] is a causal LM (with a warning where MODEL
+looks like an encoder: token types, no causal mask), "logits" [batch,
+classes] a classifier, and a model without logits is fitted by MSE on its
+first output (or --output), with a warning.
 
 A float16 or bfloat16 model trains on a float32 copy of its graph (--half
 upcast, the default); --half keep trains the graph in its own types, with
@@ -123,7 +146,7 @@ func runTrain(cx *context, args []string) error {
 	fs.IntVar(&f.threads, "threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
 	fs.BoolVar(&f.lowMemory, "low-memory", false, "keep no pre-packed copy of the frozen weights: less memory, slower steps")
 	fs.BoolVar(&f.recomputeProducts, "recompute-products", false, "recompute the products with frozen weights that the backward pass needs: less memory, slower steps")
-	fs.StringVar(&f.loss, "loss", "auto", "loss: `auto`, causal, classification or mse")
+	fs.StringVar(&f.loss, "loss", "auto", "loss: `auto`, causal, token, classification or mse")
 	fs.StringVar(&f.output, "output", "", "the model output the loss scores, `NAME` (default: logits, else the first)")
 	fs.StringVar(&f.half, "half", "upcast", "float16 models: `upcast` to float32 for training, or keep")
 	fs.Float64Var(&f.lossScale, "loss-scale", 0, "loss scale `S` with --half keep (a power of two; 0: 1024)")
@@ -190,12 +213,14 @@ func (f *trainFlags) options(cx *context) (train.Options, error) {
 	case "auto", "":
 	case "causal", "causal_lm", "clm":
 		o.Task = train.CausalLM
+	case "token", "mlm", "masked_lm", "token_classification", "token-classification":
+		o.Task = train.TokenClassification
 	case "classification", "seq_cls", "cls":
 		o.Task = train.SequenceClassification
 	case "mse", "regression":
 		o.Task = train.Regression
 	default:
-		return o, cx.usagef("--loss must be auto, causal, classification or mse, got %q", f.loss)
+		return o, cx.usagef("--loss must be auto, causal, token, classification or mse, got %q", f.loss)
 	}
 	switch h := train.HalfPolicy(f.half); h {
 	case train.Upcast, train.KeepHalf:
@@ -309,6 +334,12 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 	}
 	fmt.Fprintf(cx.stdout, "%s\n", sum)
 	fmt.Fprintf(cx.stdout, "task: %s\n", describeTask(tr))
+	for _, w := range tr.TaskChoice().Warnings {
+		fmt.Fprintf(cx.stderr, "peftonnx: warning: %s (--loss causal|token|classification|mse and --output NAME choose the loss)\n", w)
+	}
+	for _, n := range tr.FeedNotes() {
+		fmt.Fprintf(cx.stdout, "feed: %s\n", n)
+	}
 	startStep := tr.Step()
 	if f.resume {
 		fmt.Fprintf(cx.stdout, "resumed at step %d of %d from %s\n", startStep, tr.TotalSteps(), filepath.Join(f.out, fmt.Sprintf("checkpoint-%d", startStep)))
@@ -350,13 +381,23 @@ func describeTask(tr *train.Trainer) string {
 		s = "causal LM loss on " + tr.Output()
 	case train.SequenceClassification:
 		s = "classification loss on " + tr.Output()
+	case train.TokenClassification:
+		s = "token loss (no shift) on " + tr.Output()
 	default:
 		s = "MSE on " + tr.Output()
 	}
 	if tr.Upcast() {
 		s += " (16-bit graph trained in float32)"
 	}
-	return fmt.Sprintf("%s, %d steps", s, tr.TotalSteps())
+	s = fmt.Sprintf("%s, %d steps", s, tr.TotalSteps())
+	if why := tr.TaskChoice().Reason; why != "" {
+		s += " (auto: " + why
+		if tr.Task() == train.Regression {
+			s += ": --loss and --output choose them"
+		}
+		s += ")"
+	}
+	return s
 }
 
 // checkTrainOutputs refuses outputs that would clash with each other,
