@@ -15,7 +15,7 @@ func (m *Model) checkTensors() error {
 	seen := make(map[string]bool, len(m.Proto.Graph.Initializer))
 	for _, t := range m.Proto.Graph.Initializer {
 		if seen[t.Name] {
-			return errorf("two initializers are named %q", t.Name)
+			return formatErrorf("", "two initializers are named %q", t.Name)
 		}
 		seen[t.Name] = true
 		if t.DataLocation == onnxpb.TensorProto_EXTERNAL || TypeOf(t).Size() == 0 {
@@ -30,7 +30,7 @@ func (m *Model) checkTensors() error {
 			have = int64(typedFieldCount(t)) * int64(TypeOf(t).Size())
 		}
 		if have != want {
-			return errorf("tensor %q: %s %v needs %d bytes of data, the model holds %d", t.Name, TypeOf(t), t.Dims, want, have)
+			return formatErrorf(t.Name, "%s %v needs %d bytes of data, the model holds %d", TypeOf(t), t.Dims, want, have)
 		}
 	}
 	return nil

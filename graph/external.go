@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/internal/pkgerr"
 )
 
 // externalRef is where a tensor's bytes live outside the model file.
@@ -32,19 +33,19 @@ func externalRefOf(t *onnxpb.TensorProto) (ref externalRef, ok bool, err error) 
 			ref.location = e.Value
 		case "offset":
 			if ref.offset, err = strconv.ParseInt(e.Value, 10, 64); err != nil || ref.offset < 0 {
-				return ref, true, errorf("tensor %q: bad external data offset %q", t.Name, e.Value)
+				return ref, true, formatErrorf(t.Name, "bad external data offset %q", e.Value)
 			}
 		case "length":
 			if ref.length, err = strconv.ParseInt(e.Value, 10, 64); err != nil || ref.length < 0 {
-				return ref, true, errorf("tensor %q: bad external data length %q", t.Name, e.Value)
+				return ref, true, formatErrorf(t.Name, "bad external data length %q", e.Value)
 			}
 		}
 	}
 	if ref.location == "" {
-		return ref, true, errorf("tensor %q: external data without a location", t.Name)
+		return ref, true, formatErrorf(t.Name, "external data without a location")
 	}
 	if filepath.IsAbs(ref.location) || strings.HasPrefix(filepath.Clean(ref.location), "..") {
-		return ref, true, errorf("tensor %q: external data location %q must be inside the model's folder", t.Name, ref.location)
+		return ref, true, formatErrorf(t.Name, "external data location %q must be inside the model's folder", ref.location)
 	}
 	return ref, true, nil
 }
@@ -82,7 +83,7 @@ func (s *externalStore) close() error {
 	var first error
 	for p, b := range s.files {
 		if err := syscall.Munmap(b); err != nil && first == nil {
-			first = errorf("unmapping %s: %v", p, err)
+			first = errorf("unmapping %s: %w", p, err)
 		}
 		delete(s.files, p)
 	}
@@ -99,9 +100,9 @@ func (s *externalStore) size(path string) (int64, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		if os.IsNotExist(err) {
-			return 0, errorf("external data file %s is missing", path)
+			return 0, errorf("external data file %s %w", path, pkgerr.Reworded("is missing", err))
 		}
-		return 0, errorf("external data file %s: %v", path, err)
+		return 0, errorf("external data file %s: %w", path, err)
 	}
 	if !fi.Mode().IsRegular() {
 		return 0, errorf("external data file %s is not a regular file (%s)", path, fi.Mode().Type())
@@ -122,12 +123,12 @@ func (s *externalStore) bytes(path string) ([]byte, error) {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, errorf("external data file %s: %v", path, err)
+		return nil, errorf("external data file %s: %w", path, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, errorf("external data file %s: %v", path, err)
+		return nil, errorf("external data file %s: %w", path, err)
 	}
 	if fi.Size() == 0 {
 		s.files[path] = []byte{}
@@ -135,7 +136,7 @@ func (s *externalStore) bytes(path string) ([]byte, error) {
 	}
 	b, err := syscall.Mmap(int(f.Fd()), 0, int(fi.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
 	if err != nil {
-		return nil, errorf("mapping external data file %s: %v", path, err)
+		return nil, errorf("mapping external data file %s: %w", path, err)
 	}
 	s.files[path] = b
 	return b, nil
@@ -158,7 +159,7 @@ func (m *Model) checkExternal() error {
 		}
 		size, err := m.ext.size(path)
 		if err != nil {
-			return errorf("tensor %q: %v", t.Name, unwrapPrefix(err))
+			return errorf("tensor %q: %w", t.Name, err)
 		}
 		want := ref.length
 		if TypeOf(t).Size() > 0 {
@@ -167,14 +168,14 @@ func (m *Model) checkExternal() error {
 				return err
 			}
 			if want >= 0 && want != size {
-				return errorf("tensor %q: %s %v needs %d bytes of data, the model says %d are in %s", t.Name, TypeOf(t), t.Dims, size, want, path)
+				return formatErrorf(t.Name, "%s %v needs %d bytes of data, the model says %d are in %s", TypeOf(t), t.Dims, size, want, path)
 			}
 			want = size
 		} else if want < 0 {
-			return errorf("tensor %q: external data of element type %s needs a length", t.Name, TypeOf(t))
+			return formatErrorf(t.Name, "external data of element type %s needs a length", TypeOf(t))
 		}
 		if ref.offset > size || want > size-ref.offset {
-			return errorf("tensor %q: external data %s holds %d bytes, need %d at offset %d", t.Name, path, size, want, ref.offset)
+			return formatErrorf(t.Name, "external data %s holds %d bytes, need %d at offset %d", path, size, want, ref.offset)
 		}
 	}
 	return nil
@@ -197,7 +198,7 @@ func (m *Model) externalBytes(t *onnxpb.TensorProto, ref externalRef) ([]byte, e
 		}
 	}
 	if ref.offset > int64(len(b)) || n > int64(len(b))-ref.offset {
-		return nil, errorf("tensor %q: external data %s holds %d bytes, need %d at offset %d", t.Name, path, len(b), n, ref.offset)
+		return nil, formatErrorf(t.Name, "external data %s holds %d bytes, need %d at offset %d", path, len(b), n, ref.offset)
 	}
 	return b[ref.offset : ref.offset+n : ref.offset+n], nil
 }

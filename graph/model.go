@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/internal/pkgerr"
 )
 
 // Model is an ONNX model held in memory.
@@ -41,13 +42,16 @@ func Load(path string) (*Model, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, errorf("%s: no such file", path)
+			return nil, errorf("%s: %w", path, pkgerr.Reworded("no such file", err))
 		}
-		return nil, errorf("%s: %v", path, err)
+		return nil, errorf("%s: %w", path, err)
 	}
 	m, err := Parse(b, filepath.Dir(path))
 	if err != nil {
-		return nil, errorf("%s: %v", path, unwrapPrefix(err))
+		if fe := inFile(err, path); fe != nil {
+			return nil, fe
+		}
+		return nil, errorf("%s: %w", path, err)
 	}
 	m.Path = path
 	return m, nil
@@ -57,17 +61,17 @@ func Load(path string) (*Model, error) {
 // relative to dir, and each is checked to exist and be long enough.
 func Parse(b []byte, dir string) (*Model, error) {
 	if len(b) == 0 {
-		return nil, errorf("empty model")
+		return nil, formatErrorf("", "empty model")
 	}
 	p := &onnxpb.ModelProto{}
 	if err := proto.Unmarshal(b, p); err != nil {
-		return nil, errorf("not an ONNX model: %v", err)
+		return nil, formatErrorf("", "not an ONNX model: %w", err)
 	}
 	if p.Graph == nil {
-		return nil, errorf("not an ONNX model: no graph")
+		return nil, formatErrorf("", "not an ONNX model: no graph")
 	}
 	if p.IrVersion == 0 && len(p.OpsetImport) == 0 {
-		return nil, errorf("not an ONNX model: no ir_version and no opset_import")
+		return nil, formatErrorf("", "not an ONNX model: no ir_version and no opset_import")
 	}
 	m := New(p, dir)
 	if err := m.checkTensors(); err != nil {
@@ -175,14 +179,4 @@ func cloneValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) protorefl
 		return protoreflect.ValueOfBytes(append([]byte(nil), v.Bytes()...))
 	}
 	return v
-}
-
-// unwrapPrefix drops a leading "graph: " so that errors are not prefixed twice.
-func unwrapPrefix(err error) string {
-	s := err.Error()
-	const p = "graph: "
-	if len(s) > len(p) && s[:len(p)] == p {
-		return s[len(p):]
-	}
-	return s
 }

@@ -67,7 +67,7 @@ func (m *Model) MarshalReferencing() (b []byte, dir string, err error) {
 			return nil, "", errorf("tensor %q has external data, but the model has no folder to find it in", t.Name)
 		}
 		if dir, err = filepath.Abs(m.Dir); err != nil {
-			return nil, "", errorf("%v", err)
+			return nil, "", errorf("%w", err)
 		}
 		break
 	}
@@ -76,7 +76,7 @@ func (m *Model) MarshalReferencing() (b []byte, dir string, err error) {
 	}
 	b, err = proto.MarshalOptions{Deterministic: true}.Marshal(m.Proto)
 	if err != nil {
-		return nil, "", errorf("%v", err)
+		return nil, "", errorf("%w", err)
 	}
 	return b, dir, nil
 }
@@ -116,7 +116,7 @@ func (m *Model) Save(path string, opts SaveOptions) (err error) {
 	restore, err := m.layout(dataFile, dataHash, opts.DataFile, opts.Threshold)
 	defer restore()
 	if err != nil {
-		return errorf("saving %s: %v", path, unwrapPrefix(err))
+		return errorf("saving %s: %w", path, err)
 	}
 	id := ""
 	if data != nil {
@@ -128,7 +128,7 @@ func (m *Model) Save(path string, opts SaveOptions) (err error) {
 	defer m.setDataID(opts.DataFile, id)()
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m.Proto)
 	if err != nil {
-		return errorf("saving %s: %v", path, err)
+		return errorf("saving %s: %w", path, err)
 	}
 	// The data file is renamed into place before the model that refers
 	// to it.
@@ -222,12 +222,12 @@ func (m *Model) layout(data *os.File, hash io.Writer, dataName string, threshold
 		}
 		if pad := (externalAlign - off%externalAlign) % externalAlign; pad > 0 {
 			if _, err := w.Write(make([]byte, pad)); err != nil {
-				return restore, errorf("writing %s: %v", data.Name(), err)
+				return restore, errorf("writing %s: %w", data.Name(), err)
 			}
 			off += pad
 		}
 		if _, err := w.Write(b); err != nil {
-			return restore, errorf("writing %s: %v", data.Name(), err)
+			return restore, errorf("writing %s: %w", data.Name(), err)
 		}
 		setRaw(t, nil)
 		t.DataLocation = onnxpb.TensorProto_EXTERNAL
@@ -239,7 +239,7 @@ func (m *Model) layout(data *os.File, hash io.Writer, dataName string, threshold
 	}
 	if w != nil {
 		if err := w.Flush(); err != nil {
-			return restore, errorf("writing %s: %v", data.Name(), err)
+			return restore, errorf("writing %s: %w", data.Name(), err)
 		}
 	}
 	return restore, nil

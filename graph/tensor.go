@@ -22,15 +22,15 @@ func NumElements(dims []int64) int64 {
 func byteSize(t *onnxpb.TensorProto) (int64, error) {
 	es := TypeOf(t).Size()
 	if es == 0 {
-		return 0, errorf("tensor %q: element type %s has no fixed size", t.Name, TypeOf(t))
+		return 0, formatErrorf(t.Name, "element type %s has no fixed size", TypeOf(t))
 	}
 	n := int64(es)
 	for _, d := range t.Dims {
 		if d < 0 {
-			return 0, errorf("tensor %q: negative dimension in %v", t.Name, t.Dims)
+			return 0, formatErrorf(t.Name, "negative dimension in %v", t.Dims)
 		}
 		if d > 0 && n > math.MaxInt64/d {
-			return 0, errorf("tensor %q: shape %v is too large", t.Name, t.Dims)
+			return 0, formatErrorf(t.Name, "shape %v is too large", t.Dims)
 		}
 		n *= d
 	}
@@ -65,7 +65,7 @@ func (m *Model) TensorBytes(t *onnxpb.TensorProto) ([]byte, error) {
 		b = typedFieldBytes(t)
 	}
 	if int64(len(b)) != size {
-		return nil, errorf("tensor %q: %d bytes of data for %s %v (want %d)", t.Name, len(b), TypeOf(t), t.Dims, size)
+		return nil, formatErrorf(t.Name, "%d bytes of data for %s %v (want %d)", len(b), TypeOf(t), t.Dims, size)
 	}
 	return b, nil
 }
