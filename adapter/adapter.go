@@ -121,7 +121,7 @@ func (a *Adapter) Validate() error {
 	}
 	for _, name := range sortedKeys(a.Extra) {
 		if err := a.Extra[name].check(); err != nil {
-			return formatErrorf("", name, "%v", err)
+			return formatErrorf("", name, "%w", err)
 		}
 	}
 	return nil
@@ -130,10 +130,10 @@ func (a *Adapter) Validate() error {
 // checkWeights checks one module's A and B against the config.
 func (c *LoRAConfig) checkWeights(module string, w LoRAWeights) error {
 	if err := w.A.check(); err != nil {
-		return formatErrorf("", module, "lora_A: %v", err)
+		return formatErrorf("", module, "lora_A: %w", err)
 	}
 	if err := w.B.check(); err != nil {
-		return formatErrorf("", module, "lora_B: %v", err)
+		return formatErrorf("", module, "lora_B: %w", err)
 	}
 	if len(w.A.Shape) != 2 || len(w.B.Shape) != 2 {
 		return formatErrorf("", module, "lora_A %v and lora_B %v must both be 2-D", w.A.Shape, w.B.Shape)
@@ -166,7 +166,7 @@ func (c *PrefixConfig) checkWeights(prompt *Tensor, proj *PrefixProjection) erro
 		return formatErrorf("", "prompt_embeddings", "missing")
 	}
 	if err := prompt.check(); err != nil {
-		return formatErrorf("", "prompt_embeddings", "%v", err)
+		return formatErrorf("", "prompt_embeddings", "%w", err)
 	}
 	want := []int64{int64(c.NumPrefixTokens), int64(c.EmbeddingWidth())}
 	if !equalShape(prompt.Shape, want) {
@@ -197,7 +197,7 @@ func (c *PrefixConfig) checkWeights(prompt *Tensor, proj *PrefixProjection) erro
 		{"B2", proj.B2, []int64{tw}},
 	} {
 		if err := p.t.check(); err != nil {
-			return formatErrorf("", "prefix_encoder", "%s: %v", p.name, err)
+			return formatErrorf("", "prefix_encoder", "%s: %w", p.name, err)
 		}
 		if !equalShape(p.t.Shape, p.want) {
 			return formatErrorf("", "prefix_encoder", "%s has shape %v, want %v", p.name, p.t.Shape, p.want)

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/peftonnx/peftonnx/internal/pkgerr"
 )
 
 // File names of an adapter directory.
@@ -123,10 +125,11 @@ func LoadDir(dir string) (*Adapter, error) {
 		a.Prefix = c
 	}
 	if err := cfg.validate(); err != nil {
-		return nil, formatErrorf(cfgPath, "", "%s config: %v", cfg.kind(), err)
+		return nil, formatErrorf(cfgPath, "", "%s config: %w", cfg.kind(), err)
 	}
 	wpath := filepath.Join(dir, HFWeightsFile)
 	if _, err := os.Stat(wpath); errors.Is(err, fs.ErrNotExist) {
+		missing := err
 		switch {
 		case !hf:
 			if err := a.loadPaddleWeights(dir); err != nil {
@@ -136,7 +139,7 @@ func LoadDir(dir string) (*Adapter, error) {
 		case fileExists(filepath.Join(dir, "adapter_model.bin")):
 			return nil, errorf("%s: adapter_model.bin (pickle) is not supported: save the adapter with safe_serialization=True", dir)
 		}
-		return nil, errorf("%s: no %s beside %s", dir, HFWeightsFile, HFConfigFile)
+		return nil, errorf("%s: %w", dir, pkgerr.Reworded("no "+HFWeightsFile+" beside "+HFConfigFile, missing))
 	}
 	if err := checkWeightsHash(cfgPath, wpath); err != nil {
 		return nil, err
@@ -161,10 +164,12 @@ func LoadDir(dir string) (*Adapter, error) {
 
 // loadDirConfig finds and parses the config file of dir.
 func loadDirConfig(dir string) (cfg Config, hf bool, path string, err error) {
+	var missing error // the error of reading the last config file, which is not there
 	for _, name := range []string{HFConfigFile, PaddleLoRAConfigFile, PaddlePrefixConfigFile} {
 		path = filepath.Join(dir, name)
 		data, err := os.ReadFile(path)
 		if errors.Is(err, fs.ErrNotExist) {
+			missing = err
 			continue
 		}
 		if err != nil {
@@ -201,7 +206,7 @@ func loadDirConfig(dir string) (cfg Config, hf bool, path string, err error) {
 	if _, err := os.Stat(dir); err != nil {
 		return nil, false, "", errorf("%w", err)
 	}
-	return nil, false, "", errorf("%s: no %s, %s or %s", dir, HFConfigFile, PaddleLoRAConfigFile, PaddlePrefixConfigFile)
+	return nil, false, "", errorf("%s: %w", dir, pkgerr.Reworded("no "+HFConfigFile+", "+PaddleLoRAConfigFile+" or "+PaddlePrefixConfigFile, missing))
 }
 
 // loraFromHF fills a.Weights and a.Extra from PEFT keys, transposing the

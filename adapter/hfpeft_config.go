@@ -208,7 +208,7 @@ func marshalConfig(m map[string]any) ([]byte, error) {
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(m); err != nil {
-		return nil, errorf("adapter_config.json: %v", err)
+		return nil, errorf("adapter_config.json: %w", err)
 	}
 	return buf.Bytes(), nil
 }
@@ -238,7 +238,7 @@ type jsonFields struct {
 func parseJSONFields(file string, data []byte) (*jsonFields, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, formatErrorf(file, "", "not a JSON object: %v", err)
+		return nil, formatErrorf(file, "", "not a JSON object: %w", err)
 	}
 	if m == nil {
 		return nil, formatErrorf(file, "", "not a JSON object")

@@ -173,7 +173,7 @@ func (c *LoRAConfig) EnableFor(module string) []bool {
 // names the config field.
 func (c *LoRAConfig) Validate() error {
 	if err := c.validate(); err != nil {
-		return errorf("lora config: %v", err)
+		return errorf("lora config: %w", err)
 	}
 	return nil
 }
@@ -195,12 +195,12 @@ func (c *LoRAConfig) validate() error {
 	}
 	for _, p := range c.TargetModules {
 		if _, err := compileFull(p); err != nil {
-			return fmt.Errorf("target_modules: bad regex %q: %v", p, err)
+			return fmt.Errorf("target_modules: bad regex %q: %w", p, err)
 		}
 	}
 	for _, p := range c.TrainableModules {
 		if _, err := compileFull(p); err != nil {
-			return fmt.Errorf("trainable_modules: bad regex %q: %v", p, err)
+			return fmt.Errorf("trainable_modules: bad regex %q: %w", p, err)
 		}
 	}
 	switch c.TrainableBias {
@@ -233,7 +233,7 @@ func (c *LoRAConfig) validate() error {
 	}
 	for k, r := range c.RankPattern {
 		if _, err := compilePatternKey(k); err != nil {
-			return fmt.Errorf("rank_pattern: bad key %q: %v", k, err)
+			return fmt.Errorf("rank_pattern: bad key %q: %w", k, err)
 		}
 		if r <= 0 {
 			return fmt.Errorf("rank_pattern[%q] must be positive, got %d", k, r)
@@ -241,7 +241,7 @@ func (c *LoRAConfig) validate() error {
 	}
 	for k, a := range c.AlphaPattern {
 		if _, err := compilePatternKey(k); err != nil {
-			return fmt.Errorf("alpha_pattern: bad key %q: %v", k, err)
+			return fmt.Errorf("alpha_pattern: bad key %q: %w", k, err)
 		}
 		if math.IsNaN(a) || math.IsInf(a, 0) || a <= 0 {
 			return fmt.Errorf("alpha_pattern[%q] must be positive and finite, got %v", k, a)

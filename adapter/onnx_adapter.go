@@ -100,7 +100,7 @@ func (p *ONNXParam) check() error {
 // Tensor converts the parameter to a Tensor.
 func (p *ONNXParam) Tensor() (*Tensor, error) {
 	if err := p.check(); err != nil {
-		return nil, formatErrorf("", p.Name, "%v", err)
+		return nil, formatErrorf("", p.Name, "%w", err)
 	}
 	dt := p.DataType
 	if !storable(dt) {
@@ -108,7 +108,7 @@ func (p *ONNXParam) Tensor() (*Tensor, error) {
 	}
 	data, err := decodeData(dt, p.RawData)
 	if err != nil {
-		return nil, formatErrorf("", p.Name, "%v", err)
+		return nil, formatErrorf("", p.Name, "%w", err)
 	}
 	return &Tensor{DType: dt, Shape: append([]int64{}, p.Dims...), Data: data}, nil
 }
@@ -116,11 +116,11 @@ func (p *ONNXParam) Tensor() (*Tensor, error) {
 // NewONNXParam returns the parameter that stores t under name, as t.DType.
 func NewONNXParam(name string, t *Tensor) (ONNXParam, error) {
 	if err := t.check(); err != nil {
-		return ONNXParam{}, formatErrorf("", name, "%v", err)
+		return ONNXParam{}, formatErrorf("", name, "%w", err)
 	}
 	raw, err := encodeData(t.DType, t.Data)
 	if err != nil {
-		return ONNXParam{}, formatErrorf("", name, "%v", err)
+		return ONNXParam{}, formatErrorf("", name, "%w", err)
 	}
 	return ONNXParam{Name: name, Dims: append([]int64{}, t.Shape...), DataType: storedAs(t.DType), RawData: raw}, nil
 }
@@ -281,7 +281,7 @@ func (f *ONNXAdapterFile) Encode() ([]byte, error) {
 		}
 		seen[p.Name] = true
 		if err := p.check(); err != nil {
-			return nil, formatErrorf("", p.Name, ".onnx_adapter: %v", err)
+			return nil, formatErrorf("", p.Name, ".onnx_adapter: %w", err)
 		}
 		total += len(p.Name) + 8*len(p.Dims) + len(p.RawData) + 64
 	}

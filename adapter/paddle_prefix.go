@@ -106,7 +106,7 @@ func preCaches(a *Adapter) ([]byte, error) {
 	}
 	arr, err := tensorArray(t)
 	if err != nil {
-		return nil, formatErrorf("", "", "%v", err)
+		return nil, formatErrorf("", "", "%w", err)
 	}
 	var buf bytes.Buffer
 	if err := npy.Write(&buf, arr); err != nil {
@@ -127,7 +127,7 @@ func readPreCaches(path string, c *PrefixConfig) (*Tensor, error) {
 	}
 	t, err := arrayTensor(arr)
 	if err != nil {
-		return nil, formatErrorf(path, "", "%v", err)
+		return nil, formatErrorf(path, "", "%w", err)
 	}
 	if want := preCachesShape(c); !equalShape(t.Shape, want) {
 		return nil, formatErrorf(path, "", "shape %v, want %v [layers, 2, kv_heads, num_prefix_tokens, head_dim]", t.Shape, want)

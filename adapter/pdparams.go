@@ -61,7 +61,7 @@ func EncodePdparams(tensors map[string]*Tensor) ([]byte, error) {
 		}
 		a, err := tensorArray(tensors[name])
 		if err != nil {
-			return nil, formatErrorf("", name, "%v", err)
+			return nil, formatErrorf("", name, "%w", err)
 		}
 		d.Set(name, a)
 		names.Set(name, name)
@@ -115,7 +115,7 @@ func pdparamsTensors(d *pickle.Dict) (map[string]*Tensor, error) {
 	for key, a := range arrays {
 		t, err := arrayTensor(a)
 		if err != nil {
-			return nil, formatErrorf("", key, "%v", err)
+			return nil, formatErrorf("", key, "%w", err)
 		}
 		tensors[key] = t
 	}
@@ -134,7 +134,7 @@ func joinSlices(arrays map[string]*npy.Array, unpack *pickle.Dict) error {
 		}
 		shape, err := pyInts(info, "OriginShape")
 		if err != nil {
-			return formatErrorf("", pdparamsUnpackInfo, "entry %q: %v", name, err)
+			return formatErrorf("", pdparamsUnpackInfo, "entry %q: %w", name, err)
 		}
 		sv, _ := info.Get("slices")
 		list, ok := sv.(*pickle.List)
@@ -166,7 +166,7 @@ func joinSlices(arrays map[string]*npy.Array, unpack *pickle.Dict) error {
 		}
 		joined.Shape = shape
 		if err := joined.Validate(); err != nil {
-			return formatErrorf("", name, "its slices do not make shape %v: %v", shape, err)
+			return formatErrorf("", name, "its slices do not make shape %v: %w", shape, err)
 		}
 		arrays[name] = joined
 	}

@@ -73,7 +73,7 @@ func (c *PrefixConfig) EmbeddingWidth() int {
 // names the config field.
 func (c *PrefixConfig) Validate() error {
 	if err := c.validate(); err != nil {
-		return errorf("prefix config: %v", err)
+		return errorf("prefix config: %w", err)
 	}
 	return nil
 }

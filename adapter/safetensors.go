@@ -79,7 +79,7 @@ func DecodeSafetensors(data []byte) (map[string]*Tensor, map[string]string, erro
 		}
 		count, err := numElements(e.Shape)
 		if err != nil {
-			return nil, nil, formatErrorf("", name, "safetensors: %v", err)
+			return nil, nil, formatErrorf("", name, "safetensors: %w", err)
 		}
 		if len(e.DataOffsets) != 2 {
 			return nil, nil, formatErrorf("", name, "safetensors: data_offsets must be [begin, end], got %v", e.DataOffsets)
@@ -93,7 +93,7 @@ func DecodeSafetensors(data []byte) (map[string]*Tensor, map[string]string, erro
 		}
 		vals, err := decodeData(dt, buf[begin:end])
 		if err != nil {
-			return nil, nil, formatErrorf("", name, "safetensors: %v", err)
+			return nil, nil, formatErrorf("", name, "safetensors: %w", err)
 		}
 		tensors[name] = &Tensor{DType: dt, Shape: e.Shape, Data: vals}
 		spans = append(spans, span{name, begin, end})
@@ -149,7 +149,7 @@ func parseSafetensorsHeader(h []byte) (map[string]safetensorsEntry, []string, ma
 			}
 			seenMeta = true
 			if err := dec.Decode(&meta); err != nil {
-				return nil, nil, nil, formatErrorf("", key, "safetensors: __metadata__ must map strings to strings: %v", err)
+				return nil, nil, nil, formatErrorf("", key, "safetensors: __metadata__ must map strings to strings: %w", err)
 			}
 			continue
 		}
@@ -158,7 +158,7 @@ func parseSafetensorsHeader(h []byte) (map[string]safetensorsEntry, []string, ma
 		}
 		var e safetensorsEntry
 		if err := dec.Decode(&e); err != nil {
-			return nil, nil, nil, formatErrorf("", key, "safetensors: bad header entry: %v", err)
+			return nil, nil, nil, formatErrorf("", key, "safetensors: bad header entry: %w", err)
 		}
 		entries[key] = e
 		order = append(order, key)
@@ -182,7 +182,7 @@ func EncodeSafetensors(tensors map[string]*Tensor, metadata map[string]string) (
 	names := sortedKeys(tensors)
 	for _, name := range names {
 		if err := tensors[name].check(); err != nil {
-			return nil, formatErrorf("", name, "%v", err)
+			return nil, formatErrorf("", name, "%w", err)
 		}
 	}
 	// Wider elements first, as the reference writer does, so that every
@@ -195,7 +195,7 @@ func EncodeSafetensors(tensors map[string]*Tensor, metadata map[string]string) (
 	if len(metadata) > 0 {
 		m, err := json.Marshal(metadata) // sorted keys
 		if err != nil {
-			return nil, errorf("safetensors: %v", err)
+			return nil, errorf("safetensors: %w", err)
 		}
 		header.WriteString(`"__metadata__":`)
 		header.Write(m)
@@ -209,7 +209,7 @@ func EncodeSafetensors(tensors map[string]*Tensor, metadata map[string]string) (
 		t := tensors[name]
 		b, err := encodeData(t.DType, t.Data)
 		if err != nil {
-			return nil, formatErrorf("", name, "%v", err)
+			return nil, formatErrorf("", name, "%w", err)
 		}
 		blobs[i] = b
 		if header.Len() > 1 {
