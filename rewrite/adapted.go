@@ -2,7 +2,6 @@ package rewrite
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
@@ -42,7 +41,7 @@ func readAdapted(m *graph.Model) (adaptedRecords, error) {
 	}
 	switch {
 	case r.lora == nil && r.prefix == nil:
-		return r, fmt.Errorf("rewrite: %s %w (no %q or %q metadata)", modelLabel(m), ErrNoAdapter, MetadataKey, PrefixMetadataKey)
+		return r, errorf("%s %w (no %q or %q metadata)", modelLabel(m), ErrNoAdapter, MetadataKey, PrefixMetadataKey)
 	case r.lora != nil && r.prefix != nil:
 		return r, errorf("%s carries both LoRA branches and a prefix; an adapter holds one PEFT type", modelLabel(m))
 	}

@@ -105,7 +105,7 @@ func resolveModules(m *graph.Model, linears []Linear, names []string) (map[strin
 	for _, name := range names {
 		mod, err := matchModule(name, modules)
 		if err != nil {
-			return nil, errorf("adapter module %q %v in %s; its modules are: %s", name, err, modelLabel(m), moduleList(linears))
+			return nil, errorf("adapter module %q %w in %s; its modules are: %s", name, err, modelLabel(m), moduleList(linears))
 		}
 		if prev, ok := taken[mod]; ok {
 			return nil, errorf("adapter modules %q and %q both match layer %q of %s", prev, name, mod, modelLabel(m))
@@ -201,7 +201,7 @@ func planExtras(m *graph.Model, linears []Linear, ad *adapter.Adapter) ([]extraV
 		module, kind := key[:i], key[i+1:]
 		found, err := matchModule(module, modules)
 		if err != nil {
-			return nil, errorf("adapter tensor %q names no initializer of %s, and its module %v", key, modelLabel(m), err)
+			return nil, errorf("adapter tensor %q names no initializer of %s, and its module %w", key, modelLabel(m), err)
 		}
 		l := byModule[found]
 		switch kind {
@@ -238,7 +238,7 @@ func planExtras(m *graph.Model, linears []Linear, ad *adapter.Adapter) ([]extraV
 func setExtras(m *graph.Model, extras []extraValue) error {
 	for _, e := range extras {
 		if err := graph.SetFloat32s(m.Initializer(e.name), e.values); err != nil {
-			return errorf("adapter tensor %q: %v", e.key, err)
+			return errorf("adapter tensor %q: %w", e.key, err)
 		}
 	}
 	return nil

@@ -40,7 +40,7 @@ func Feeds(m *graph.Model, ad *adapter.Adapter) (map[string]*adapter.Tensor, err
 	for _, key := range ad.Modules() {
 		mod, err := matchModule(key, modules)
 		if err != nil {
-			return nil, errorf("adapter module %q %v with LoRA inputs in %s; those are: %s", key, err, modelLabel(m), joinNames(modules))
+			return nil, errorf("adapter module %q %w with LoRA inputs in %s; those are: %s", key, err, modelLabel(m), joinNames(modules))
 		}
 		if prev, ok := taken[mod]; ok {
 			return nil, errorf("adapter modules %q and %q both match layer %q of %s", prev, key, mod, modelLabel(m))

@@ -1,7 +1,6 @@
 package rewrite
 
 import (
-	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/internal/pkgerr"
 )
 
 // TrainingModeInput is the bool scalar graph input that switches LoRA
@@ -61,7 +61,7 @@ func InjectLoRA(m *graph.Model, cfg adapter.LoRAConfig, opts ...Option) ([]Site,
 // checkConfig validates cfg for injection.
 func checkConfig(cfg *adapter.LoRAConfig) error {
 	if err := cfg.Validate(); err != nil {
-		return errorf("%v", err)
+		return errorf("%w", err)
 	}
 	if cfg.TensorParallelDegree > 1 {
 		return errorf("tensor_parallel_degree %d: an ONNX graph holds whole, unsharded weights; merge the tensor-parallel shards of the adapter into one (degree 1) before injecting it", cfg.TensorParallelDegree)
@@ -112,7 +112,7 @@ func filterLayers(ls []Linear, cfg *adapter.LoRAConfig) ([]Linear, error) {
 	for _, p := range cfg.LayersPattern {
 		re, err := regexp.Compile(`^(?:.*\.)?(?:` + p + `)\.(\d+)(?:\.|$)`)
 		if err != nil {
-			return nil, errorf("layers_pattern %q: %v", p, err)
+			return nil, errorf("layers_pattern %q: %w", p, err)
 		}
 		res = append(res, re)
 	}
@@ -233,7 +233,7 @@ func layerErr(l Linear, format string, args ...any) error {
 	if node == "" {
 		node = l.Op + " -> " + l.Output
 	}
-	return errorf("layer %q (node %q): %s", l.Module, node, fmt.Sprintf(format, args...))
+	return errorf("layer %q (node %q): %w", l.Module, node, pkgerr.Format("rewrite", format, args...))
 }
 
 // siteFor works out the site of layer l from cfg, looking the module up in

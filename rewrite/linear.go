@@ -78,7 +78,7 @@ type Linear struct {
 func FindLinears(m *graph.Model) ([]Linear, error) {
 	order, err := m.TopoOrder()
 	if err != nil {
-		return nil, errorf("find linear layers: %v", err)
+		return nil, errorf("find linear layers: %w", err)
 	}
 	branch, err := branchNodes(m)
 	if err != nil {

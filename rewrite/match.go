@@ -36,7 +36,7 @@ func compileTargets(patterns []string) ([]*regexp.Regexp, error) {
 	for i, p := range patterns {
 		re, err := regexp.Compile("^(?:" + p + ")$")
 		if err != nil {
-			return nil, errorf("target %q: %v", p, err)
+			return nil, errorf("target %q: %w", p, err)
 		}
 		res[i] = re
 	}

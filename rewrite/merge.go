@@ -108,7 +108,7 @@ func factor(m *graph.Model, name string) ([]float32, error) {
 	}
 	v, err := m.Float32s(t)
 	if err != nil {
-		return nil, errorf("LoRA factor %q: %v", name, err)
+		return nil, errorf("LoRA factor %q: %w", name, err)
 	}
 	return v, nil
 }
@@ -119,7 +119,7 @@ func (f fold) apply(m *graph.Model, sign float64) error {
 	w := m.Initializer(l.Weight)
 	vals, err := m.Float32s(w)
 	if err != nil {
-		return layerErr(l, "%v", err)
+		return layerErr(l, "%w", err)
 	}
 	in, out := int(l.In), int(l.Out)
 	c := sign * f.scale / float64(l.Alpha)
@@ -154,7 +154,7 @@ func (f fold) apply(m *graph.Model, sign float64) error {
 	}
 	wg.Wait()
 	if err := graph.SetFloat32s(w, vals); err != nil {
-		return layerErr(l, "%v", err)
+		return layerErr(l, "%w", err)
 	}
 	return nil
 }

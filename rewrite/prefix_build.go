@@ -128,7 +128,7 @@ func buildPrefix(m *graph.Model, plan *prefixPlan, params []prefixParam) (*Prefi
 		b.widenNewTokenMasks(plan, masks)
 	}
 	if err := m.SortNodes(); err != nil {
-		return nil, errorf("%s: %v", modelLabel(m), err)
+		return nil, errorf("%s: %w", modelLabel(m), err)
 	}
 	return site, nil
 }

@@ -99,7 +99,7 @@ func planPrefix(m *graph.Model, cfg adapter.PrefixConfig, o options) (*prefixPla
 			return nil, errorf("%s: %s has rank %d; prefix injection pads a [batch, length] mask only", modelLabel(m), name, len(dims))
 		}
 		if _, err := onesTensor(dt, nil); err != nil {
-			return nil, errorf("%s: %s: %v", modelLabel(m), name, err)
+			return nil, errorf("%s: %s: %w", modelLabel(m), name, err)
 		}
 		p.maskType = dt
 	}
@@ -446,7 +446,7 @@ func resolvePrefixConfig(m *graph.Model, cfg adapter.PrefixConfig, past pastInpu
 		cfg.PrefixProjectionHiddenSize = cfg.HiddenSize
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, errorf("%v", err)
+		return cfg, errorf("%w", err)
 	}
 	return cfg, nil
 }
