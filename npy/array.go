@@ -100,7 +100,7 @@ func (a *Array) Validate() error {
 	}
 	n, err := dataSize(a.DType, a.Shape)
 	if err != nil {
-		return errorf("%v", err)
+		return errorf("%w", err)
 	}
 	if len(a.Data) != n {
 		return errorf("%s %s array needs %d bytes of data, has %d", a.DType, FormatShape(a.Shape), n, len(a.Data))

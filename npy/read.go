@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/peftonnx/peftonnx/internal/pkgerr"
 )
 
 // Read reads one array from r, consuming exactly its bytes, so that arrays
@@ -14,7 +16,7 @@ import (
 func Read(r io.Reader) (*Array, error) {
 	a, err := read(r)
 	if err != nil {
-		return nil, errorf("%v", err)
+		return nil, errorf("%w", err)
 	}
 	return a, nil
 }
@@ -25,21 +27,21 @@ func ReadFile(path string) (*Array, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, errorf("%s: no such file", path)
+			return nil, errorf("%s: %w", path, pkgerr.Reworded("no such file", err))
 		}
-		return nil, errorf("%v", err)
+		return nil, errorf("%w", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, errorf("%s: %v", path, err)
+		return nil, errorf("%s: %w", path, err)
 	}
 	if fi.IsDir() {
 		return nil, errorf("%s: is a directory", path)
 	}
 	a, n, err := readCounted(f, fi.Size())
 	if err != nil {
-		return nil, errorf("%s: %v", path, err)
+		return nil, errorf("%s: %w", path, err)
 	}
 	if n < fi.Size() {
 		return nil, errorf("%s: %d bytes after the array's data (%s needs %d)", path, fi.Size()-n, a, len(a.Data))

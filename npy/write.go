@@ -13,10 +13,10 @@ func Write(w io.Writer, a *Array) error {
 		return err
 	}
 	if _, err := w.Write(encodeHeader(a.DType, a.Shape, 1)); err != nil {
-		return errorf("%v", err)
+		return errorf("%w", err)
 	}
 	if _, err := w.Write(a.Data); err != nil {
-		return errorf("%v", err)
+		return errorf("%w", err)
 	}
 	return nil
 }
@@ -26,7 +26,7 @@ func Write(w io.Writer, a *Array) error {
 // before, never part of one.
 func WriteFile(path string, a *Array) (err error) {
 	if err := a.Validate(); err != nil {
-		return errorf("%s: %v", path, unwrapPrefix(err))
+		return errorf("%s: %w", path, err)
 	}
 	f, err := atomicfile.Create(path, 0o644)
 	if err != nil {
@@ -34,7 +34,7 @@ func WriteFile(path string, a *Array) (err error) {
 	}
 	defer f.Abort() // a no-op once committed
 	if err := Write(f, a); err != nil {
-		return errorf("%s: %v", path, unwrapPrefix(err))
+		return errorf("%s: %w", path, err)
 	}
 	if err := f.Commit(); err != nil {
 		return errorf("%w", err)
