@@ -57,7 +57,7 @@ const rngKind = "splitmix64 per epoch"
 // Options.KeepCheckpoints are removed afterwards.
 func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", errorf("checkpoint: %v", err)
+		return "", errorf("checkpoint: %w", err)
 	}
 	st := trainerState{
 		Format: stateFormat, Version: 1, Step: t.step, TotalSteps: t.total,
@@ -68,7 +68,7 @@ func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
 	st.RNG.Kind, st.RNG.Seed, st.RNG.NextMicroBatch = rngKind, t.opts.Seed, t.step*t.opts.GradAccum
 	stateJSON, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
-		return "", errorf("checkpoint: %v", err)
+		return "", errorf("checkpoint: %w", err)
 	}
 	tensors := make(map[string]*adapter.Tensor, len(t.params))
 	for _, p := range t.params {
@@ -76,7 +76,7 @@ func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
 	}
 	paramsBytes, err := adapter.EncodeSafetensors(tensors, map[string]string{"format": "peftonnx parameters", "step": strconv.Itoa(t.step)})
 	if err != nil {
-		return "", errorf("checkpoint: %v", err)
+		return "", errorf("checkpoint: %w", err)
 	}
 	optBytes, err := t.opt.State().MarshalBinary()
 	if err != nil {
@@ -115,7 +115,7 @@ func checkpoints(dir string) ([]string, []int, error) {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, nil, nil
 		}
-		return nil, nil, errorf("checkpoint: %v", err)
+		return nil, nil, errorf("checkpoint: %w", err)
 	}
 	type cp struct {
 		path string
@@ -150,7 +150,7 @@ func pruneCheckpoints(dir string, keep int) error {
 	}
 	for _, p := range paths[:max(0, len(paths)-keep)] {
 		if err := os.RemoveAll(p); err != nil {
-			return errorf("checkpoint: %v", err)
+			return errorf("checkpoint: %w", err)
 		}
 	}
 	return nil
@@ -184,7 +184,7 @@ func (t *Trainer) LoadCheckpoint(path string) error {
 	read := func(name string) ([]byte, error) {
 		b, err := os.ReadFile(filepath.Join(path, name))
 		if err != nil {
-			return nil, errorf("checkpoint %s: %v", path, err)
+			return nil, errorf("checkpoint %s: %w", path, err)
 		}
 		return b, nil
 	}
@@ -194,7 +194,7 @@ func (t *Trainer) LoadCheckpoint(path string) error {
 	}
 	var st trainerState
 	if err := json.Unmarshal(b, &st); err != nil {
-		return errorf("checkpoint %s: %s: %v", path, stateFile, err)
+		return errorf("checkpoint %s: %s: %w", path, stateFile, err)
 	}
 	if st.Format != stateFormat || st.Version != 1 {
 		return errorf("checkpoint %s: %s is not a version 1 %s", path, stateFile, stateFormat)
@@ -221,7 +221,7 @@ func (t *Trainer) LoadCheckpoint(path string) error {
 	}
 	tensors, _, err := adapter.DecodeSafetensors(b)
 	if err != nil {
-		return errorf("checkpoint %s: %s: %v", path, paramsFile, err)
+		return errorf("checkpoint %s: %s: %w", path, paramsFile, err)
 	}
 	for _, p := range t.params {
 		v := tensors[p.Name]
@@ -234,13 +234,13 @@ func (t *Trainer) LoadCheckpoint(path string) error {
 	}
 	var ost OptimizerState
 	if err := ost.UnmarshalBinary(b); err != nil {
-		return errorf("checkpoint %s: %s: %v", path, optimizerFile, unprefixed(err))
+		return errorf("checkpoint %s: %s: %w", path, optimizerFile, err)
 	}
 	if ost.Step != int64(st.Step) {
 		return errorf("checkpoint %s: optimizer is at step %d, trainer at %d", path, ost.Step, st.Step)
 	}
 	if err := t.opt.SetState(&ost); err != nil {
-		return errorf("checkpoint %s: %v", path, unprefixed(err))
+		return errorf("checkpoint %s: %w", path, err)
 	}
 	for _, p := range t.params {
 		copy(p.Data, tensors[p.Name].Data)

@@ -9,6 +9,8 @@ import (
 	"io"
 	"math"
 	"os"
+
+	"github.com/peftonnx/peftonnx/internal/pkgerr"
 )
 
 // IgnoreIndex is the label that the losses skip, as in PyTorch and HF.
@@ -76,9 +78,9 @@ func LoadJSONL(path string, tok *Tokenizer) (*Dataset, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, errorf("%s: no such file", path)
+			return nil, errorf("%s: %w", path, pkgerr.Reworded("no such file", err))
 		}
-		return nil, errorf("%s: %v", path, err)
+		return nil, errorf("%s: %w", path, err)
 	}
 	defer f.Close()
 	return ReadJSONL(f, path, tok)
@@ -92,12 +94,12 @@ func ReadJSONL(r io.Reader, name string, tok *Tokenizer) (*Dataset, error) {
 	for line := 1; ; line++ {
 		b, err := br.ReadBytes('\n')
 		if err != nil && err != io.EOF {
-			return nil, errorf("%s:%d: %v", name, line, err)
+			return nil, errorf("%s:%d: %w", name, line, err)
 		}
 		if t := bytes.TrimSpace(b); len(t) > 0 {
 			ex, perr := parseRecord(t, tok)
 			if perr != nil {
-				return nil, errorf("%s:%d: %v", name, line, perr)
+				return nil, errorf("%s:%d: %w", name, line, perr)
 			}
 			ex.Line = line
 			d.Examples = append(d.Examples, ex)
@@ -183,7 +185,7 @@ func parseTokens(rec *record, tok *Tokenizer) (Example, error) {
 		}
 		ids, err := tok.Encode(*rec.Text, true)
 		if err != nil {
-			return Example{}, unprefixed(err)
+			return Example{}, err
 		}
 		if len(ids) == 0 {
 			return Example{}, errors.New("text encodes to no tokens")
@@ -198,11 +200,11 @@ func parseTokens(rec *record, tok *Tokenizer) (Example, error) {
 		}
 		src, err := tok.Encode(*rec.Src, true)
 		if err != nil {
-			return Example{}, unprefixed(err)
+			return Example{}, err
 		}
 		tgt, err := tok.Encode(*rec.Tgt, false)
 		if err != nil {
-			return Example{}, unprefixed(err)
+			return Example{}, err
 		}
 		if eos := tok.EOS(); eos >= 0 {
 			tgt = append(tgt, eos)
@@ -277,7 +279,7 @@ func jsonError(err error) error {
 	if errors.As(err, &te) {
 		return fmt.Errorf("field %q: cannot use JSON %s as %s", te.Field, te.Value, te.Type)
 	}
-	return fmt.Errorf("invalid JSON: %v", err)
+	return fmt.Errorf("invalid JSON: %w", err)
 }
 
 // CheckVocab reports the first token id or label that is not below

@@ -1,21 +1,9 @@
 package train
 
-import (
-	"errors"
-	"fmt"
-	"strings"
-)
+import "github.com/peftonnx/peftonnx/internal/pkgerr"
 
-// errorf returns an error prefixed with the package name.
+// errorf returns an error prefixed with the package name, once (see
+// package pkgerr): operands are wrapped with %w.
 func errorf(format string, args ...any) error {
-	return fmt.Errorf("train: "+format, args...)
-}
-
-// unprefixed returns err without its leading "train: ", for wrapping in a
-// message that carries the prefix already.
-func unprefixed(err error) error {
-	if s, ok := strings.CutPrefix(err.Error(), "train: "); ok {
-		return errors.New(s)
-	}
-	return err
+	return pkgerr.Errorf("train", format, args...)
 }

@@ -59,7 +59,7 @@ func (t *Trainer) Evaluate(d *Dataset) (EvalResult, error) {
 		}
 		out, err := t.eval.run(t.byName, b, false)
 		if err != nil {
-			return EvalResult{}, errorf("evaluate %s: %v", d.Path, unprefixed(err))
+			return EvalResult{}, errorf("evaluate %s: %w", d.Path, err)
 		}
 		loss := float64(out[t.loss].ToFloat32()[0])
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {

@@ -84,7 +84,7 @@ func (s *OptimizerState) MarshalBinary() ([]byte, error) {
 	}
 	b, err := adapter.EncodeSafetensors(tensors, meta)
 	if err != nil {
-		return nil, errorf("optimizer state: %v", err)
+		return nil, errorf("optimizer state: %w", err)
 	}
 	return b, nil
 }
@@ -93,7 +93,7 @@ func (s *OptimizerState) MarshalBinary() ([]byte, error) {
 func (s *OptimizerState) UnmarshalBinary(b []byte) error {
 	tensors, meta, err := adapter.DecodeSafetensors(b)
 	if err != nil {
-		return errorf("optimizer state: %v", err)
+		return errorf("optimizer state: %w", err)
 	}
 	out := OptimizerState{Kind: meta["kind"], Hyper: map[string]float64{}, Slots: map[string]map[string][]float32{}}
 	if out.Kind == "" {

@@ -41,7 +41,7 @@ func WriteLossPlot(w io.Writer, records []LogRecord, width, height int) error {
 	}
 	p.legend(len(train) > 0, len(eval) > 0)
 	if err := png.Encode(w, p.img); err != nil {
-		return errorf("loss plot: %v", err)
+		return errorf("loss plot: %w", err)
 	}
 	return nil
 }

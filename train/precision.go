@@ -44,12 +44,12 @@ func upcast(m *graph.Model, params []string) error {
 		}
 		vals, e := m.Float32s(tp)
 		if e != nil {
-			err = errorf("float32 copy of %q: %v", tp.Name, e)
+			err = errorf("float32 copy of %q: %w", tp.Name, e)
 			return
 		}
 		tp.DataType = int32(dtype.Float32)
 		if e := graph.SetFloat32s(tp, vals); e != nil {
-			err = errorf("float32 copy of %q: %v", tp.Name, e)
+			err = errorf("float32 copy of %q: %w", tp.Name, e)
 		}
 	})
 	m.Reindex()

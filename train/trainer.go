@@ -196,7 +196,7 @@ func (t *Trainer) gradientGraph() (*graph.Model, error) {
 	}
 	g, err := autodiff.Build(m, target, t.names, opts...)
 	if err != nil {
-		return nil, errorf("gradient graph: %v", err)
+		return nil, errorf("gradient graph: %w", err)
 	}
 	if target != t.loss {
 		// Build's first output is the scaled loss; the trainer reads the
@@ -253,7 +253,7 @@ func (t *Trainer) checkData(d *Dataset) error {
 		}
 		if dims != nil {
 			if _, err := targetShape(dims, 1, len(d.Examples[0].Target)); err != nil {
-				return errorf("%s:%d: %v", d.Path, d.Examples[0].Line, unprefixed(err))
+				return errorf("%s:%d: %w", d.Path, d.Examples[0].Line, err)
 			}
 		}
 	}
@@ -274,7 +274,7 @@ func readParam(m *graph.Model, name string) (*Param, error) {
 	}
 	vals, err := m.Float32s(init)
 	if err != nil {
-		return nil, errorf("parameter %q: %v", name, unprefixed(err))
+		return nil, errorf("parameter %q: %w", name, err)
 	}
 	p := NewParam(name, init.Dims, vals)
 	lower := strings.ToLower(name)
@@ -379,7 +379,7 @@ func (t *Trainer) TrainStep() (StepResult, error) {
 		}
 		l, err := t.forwardBackward(b, float32(w))
 		if err != nil {
-			return StepResult{}, errorf("step %d: %v", step, unprefixed(err))
+			return StepResult{}, errorf("step %d: %w", step, err)
 		}
 		if math.IsNaN(l) || math.IsInf(l, 0) {
 			return StepResult{}, errorf("step %d: loss is %v", step, l)
@@ -392,7 +392,7 @@ func (t *Trainer) TrainStep() (StepResult, error) {
 	}
 	lr := t.sched.LR(t.step)
 	if err := t.opt.Step(lr, t.params); err != nil {
-		return StepResult{}, errorf("step %d: %v", step, unprefixed(err))
+		return StepResult{}, errorf("step %d: %w", step, err)
 	}
 	t.step = step
 	return StepResult{Step: step, Total: t.total, Loss: loss, GradNorm: norm, LR: lr, Tokens: scored, InputTokens: fed}, nil
@@ -494,10 +494,10 @@ func (t *Trainer) writeLog(r LogRecord) error {
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
-		return errorf("log: %v", err)
+		return errorf("log: %w", err)
 	}
 	if _, err := t.opts.LogJSON.Write(append(b, '\n')); err != nil {
-		return errorf("log: %v", err)
+		return errorf("log: %w", err)
 	}
 	return nil
 }
@@ -554,7 +554,7 @@ func (t *Trainer) Model() (*graph.Model, error) {
 			return nil, errorf("parameter %q is not an initializer of the model", p.Name)
 		}
 		if err := graph.SetFloat32s(init, p.Data); err != nil {
-			return nil, errorf("parameter %q: %v", p.Name, unprefixed(err))
+			return nil, errorf("parameter %q: %w", p.Name, err)
 		}
 	}
 	return m, nil
