@@ -7,6 +7,7 @@ import (
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/internal/pkgerr"
 )
 
 // GradPrefix starts the name of each gradient output: the gradient of
@@ -104,8 +105,10 @@ func Build(m *graph.Model, loss string, params []string, opts ...Option) (*graph
 	return out, nil
 }
 
+// errorf returns an error prefixed with the package name, once (see
+// package pkgerr): operands are wrapped with %w.
 func errorf(format string, args ...any) error {
-	return fmt.Errorf("autodiff: "+format, args...)
+	return pkgerr.Errorf("autodiff", format, args...)
 }
 
 // gradientPass is one run of Build: the training graph being made, the
@@ -164,11 +167,11 @@ func (b *gradientPass) run() error {
 	b.setOutputs(grads)
 	b.prune()
 	if err := b.m.SortNodes(); err != nil {
-		return errorf("%v", err)
+		return errorf("%w", err)
 	}
 	if b.validate {
 		if err := b.m.Validate(); err != nil {
-			return errorf("training graph is invalid: %v", err)
+			return errorf("training graph is invalid: %w", err)
 		}
 	}
 	return nil
@@ -213,7 +216,7 @@ func (b *gradientPass) analyze() error {
 	b.m.Reindex()
 	order, err := b.m.TopoOrder()
 	if err != nil {
-		return errorf("%v", err)
+		return errorf("%w", err)
 	}
 	targets := append([]string{b.loss}, b.cfg.outputs...)
 	for _, t := range targets {
@@ -291,7 +294,7 @@ func (b *gradientPass) decompose() (bool, error) {
 		b.m.RemoveNodes(n)
 		r.decompose(e, n)
 		if e.err != nil {
-			return false, errorf("cannot decompose %s node %s: %v", opName(n), label(n), e.err)
+			return false, errorf("cannot decompose %s node %s: %w", opName(n), label(n), e.err)
 		}
 		changed = true
 	}
@@ -388,7 +391,7 @@ func (b *gradientPass) backward() (map[string]string, error) {
 		e.scope = "grad/" + nodeScope(n)
 		dx := r.grad(e, n, dy, need)
 		if e.err != nil {
-			return nil, errorf("gradient of %s node %s: %v", opName(n), label(n), e.err)
+			return nil, errorf("gradient of %s node %s: %w", opName(n), label(n), e.err)
 		}
 		for j, g := range dx {
 			if j < len(need) && need[j] && g != "" {
