@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+
+	"github.com/peftonnx/peftonnx/internal/pkgerr"
 )
 
-// errorf returns an error prefixed with the package name.
+// errorf returns an error prefixed with the package name, once (see
+// package pkgerr): operands are wrapped with %w.
 func errorf(format string, args ...any) error {
-	return fmt.Errorf("tokenizer: "+format, args...)
+	return pkgerr.Errorf("tokenizer", format, args...)
 }
 
 // maxQuoted is the most characters of an offending value that an error

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/peftonnx/peftonnx/internal/pkgerr"
 )
 
 // Tokenizer encodes text to token ids and back as a HuggingFace
@@ -66,7 +68,7 @@ func Load(path string, opts ...Option) (*Tokenizer, error) {
 	}
 	b, err := readLimited(path, o.maxFileBytes)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, errorf("%s: no such file", path)
+		return nil, errorf("%s: %w", path, pkgerr.Reworded("no such file", err))
 	}
 	if err != nil {
 		return nil, errorf("%s: %w", path, err)
