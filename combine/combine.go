@@ -114,7 +114,7 @@ func (c *combiner) checkInput(i int) error {
 		return errorf("%s holds a LoRA config but no weights", name)
 	}
 	if err := ad.Validate(); err != nil {
-		return fmt.Errorf("combine: %s: %w", name, err)
+		return errorf("%s: %w", name, err)
 	}
 	return nil
 }

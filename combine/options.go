@@ -1,9 +1,10 @@
 package combine
 
 import (
-	"fmt"
 	"math"
 	"strings"
+
+	"github.com/peftonnx/peftonnx/internal/pkgerr"
 )
 
 // Method is a way of combining adapters, named as PEFT's combination_type.
@@ -155,7 +156,8 @@ func (o *Options) sign() MajoritySign {
 	return o.MajoritySign
 }
 
-// errorf returns an error prefixed with the package name.
+// errorf returns an error prefixed with the package name, once (see
+// package pkgerr): operands are wrapped with %w.
 func errorf(format string, args ...any) error {
-	return fmt.Errorf("combine: "+format, args...)
+	return pkgerr.Errorf("combine", format, args...)
 }
