@@ -71,7 +71,7 @@ func Decode(data []byte) (any, error) {
 	d := &decoder{data: data, frameEnd: -1, memo: map[uint32]any{}, costLimit: 4*int64(len(data)) + 1<<20}
 	v, err := d.run()
 	if err != nil {
-		return nil, &Error{Offset: int64(d.opPos), Op: d.op, Msg: err.Error()}
+		return nil, &Error{Offset: int64(d.opPos), Op: d.op, Msg: err.Error(), err: err}
 	}
 	return v, nil
 }

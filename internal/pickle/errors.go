@@ -1,6 +1,10 @@
 package pickle
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/peftonnx/peftonnx/internal/pkgerr"
+)
 
 // Error reports a pickle that the decoder refuses or cannot read: the byte
 // offset and opcode at fault, and what is wrong.
@@ -9,6 +13,7 @@ type Error struct {
 	Offset int64  // byte offset of the opcode at fault, or -1 for the file as a whole
 	Op     byte   // the opcode at Offset
 	Msg    string // what is wrong
+	err    error  // the error that Msg tells of, or nil
 }
 
 // Error returns "pickle: FILE: byte OFFSET: OPCODE: MSG", leaving out the
@@ -24,7 +29,11 @@ func (e *Error) Error() string {
 	return s + e.Msg
 }
 
-// errorf returns an error prefixed with the package name.
+// Unwrap returns the error that Msg tells of, or nil.
+func (e *Error) Unwrap() error { return e.err }
+
+// errorf returns an error prefixed with the package name, once (see
+// package pkgerr): operands are wrapped with %w.
 func errorf(format string, args ...any) error {
-	return fmt.Errorf("pickle: "+format, args...)
+	return pkgerr.Errorf("pickle", format, args...)
 }
