@@ -291,7 +291,7 @@ func (ex *exporter) causalMask(s *graph.Builder, ids, amask string) (mask, qpos 
 // finish checks the model and returns it.
 func (ex *exporter) finish(family string) (*graph.Model, error) {
 	if err := ex.Model().Validate(); err != nil {
-		return nil, errorf("%s: built an invalid graph: %v", family, err)
+		return nil, errorf("%s: built an invalid graph: %w", family, err)
 	}
 	return ex.Model(), nil
 }

@@ -27,7 +27,7 @@ func WeightsOf(m *graph.Model) (Weights, error) {
 		}
 		v, err := m.Float32s(t)
 		if err != nil {
-			return nil, errorf("weights: %v", err)
+			return nil, errorf("weights: %w", err)
 		}
 		w[t.Name] = Tensor{Shape: append([]int64(nil), t.Dims...), Data: v}
 	}
