@@ -163,11 +163,11 @@ func DecodeONNXAdapter(data []byte) (*ONNXAdapterFile, error) {
 	r := &fbReader{buf: data}
 	rootPos, err := r.deref(0)
 	if err != nil {
-		return nil, bad("", "root: %v", err)
+		return nil, bad("", "root: %w", err)
 	}
 	root, err := r.table(rootPos)
 	if err != nil {
-		return nil, bad("", "root: %v", err)
+		return nil, bad("", "root: %w", err)
 	}
 	if f.Layout == LayoutGenAILegacy && root.numFields() > 2 {
 		f.Layout = LayoutORTPreview
@@ -176,18 +176,18 @@ func DecodeONNXAdapter(data []byte) (*ONNXAdapterFile, error) {
 	if f.Layout == LayoutGenAILegacy {
 		paramsSlot = 1
 		if f.FormatVersion, err = r.int32Field(root, 0, 0); err != nil {
-			return nil, bad("", "version: %v", err)
+			return nil, bad("", "version: %w", err)
 		}
 	} else {
 		for slot, p := range []*int32{&f.FormatVersion, &f.AdapterVersion, &f.ModelVersion} {
 			if *p, err = r.int32Field(root, slot, 0); err != nil {
-				return nil, bad("", "root: %v", err)
+				return nil, bad("", "root: %w", err)
 			}
 		}
 	}
 	start, count, _, err := r.vector(root, paramsSlot, 4)
 	if err != nil {
-		return nil, bad("", "parameters: %v", err)
+		return nil, bad("", "parameters: %w", err)
 	}
 	seen := make(map[string]bool, count)
 	var total int64 // bytes of raw_data so far
@@ -195,15 +195,15 @@ func DecodeONNXAdapter(data []byte) (*ONNXAdapterFile, error) {
 	for i := 0; i < count; i++ {
 		pos, err := r.deref(start + 4*i)
 		if err != nil {
-			return nil, bad("", "parameter %d: %v", i, err)
+			return nil, bad("", "parameter %d: %w", i, err)
 		}
 		t, err := r.table(pos)
 		if err != nil {
-			return nil, bad("", "parameter %d: %v", i, err)
+			return nil, bad("", "parameter %d: %w", i, err)
 		}
 		name, err := r.stringField(t, 0)
 		if err != nil {
-			return nil, bad("", "parameter %d: name: %v", i, err)
+			return nil, bad("", "parameter %d: name: %w", i, err)
 		}
 		if name == "" {
 			return nil, bad("", "parameter %d has no name", i)
@@ -215,7 +215,7 @@ func DecodeONNXAdapter(data []byte) (*ONNXAdapterFile, error) {
 		p := ONNXParam{Name: name}
 		ds, dn, ok, err := r.vector(t, 1, 8)
 		if err != nil {
-			return nil, bad(name, "dims: %v", err)
+			return nil, bad(name, "dims: %w", err)
 		}
 		if !ok {
 			return nil, bad(name, "no dims")
@@ -228,12 +228,12 @@ func DecodeONNXAdapter(data []byte) (*ONNXAdapterFile, error) {
 		}
 		dt, err := r.int32Field(t, 2, 0)
 		if err != nil {
-			return nil, bad(name, "data_type: %v", err)
+			return nil, bad(name, "data_type: %w", err)
 		}
 		p.DataType = dtype.Type(dt)
 		rs, rn, _, err := r.vector(t, 3, 1)
 		if err != nil {
-			return nil, bad(name, "raw_data: %v", err)
+			return nil, bad(name, "raw_data: %w", err)
 		}
 		if rn > 0 && rs%8 != 0 {
 			f.UnalignedRawData = true
@@ -248,7 +248,7 @@ func DecodeONNXAdapter(data []byte) (*ONNXAdapterFile, error) {
 		}
 		p.RawData = append([]byte{}, data[rs:rs+rn]...)
 		if err := p.check(); err != nil {
-			return nil, bad(name, "%v", err)
+			return nil, bad(name, "%w", err)
 		}
 		f.Params = append(f.Params, p)
 	}

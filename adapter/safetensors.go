@@ -140,7 +140,7 @@ func parseSafetensorsHeader(h []byte) (map[string]safetensorsEntry, []string, ma
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, nil, nil, bad("%v", err)
+			return nil, nil, nil, bad("%w", err)
 		}
 		key, _ := tok.(string)
 		if key == "__metadata__" {
@@ -164,7 +164,7 @@ func parseSafetensorsHeader(h []byte) (map[string]safetensorsEntry, []string, ma
 		order = append(order, key)
 	}
 	if _, err := dec.Token(); err != nil {
-		return nil, nil, nil, bad("%v", err)
+		return nil, nil, nil, bad("%w", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, nil, nil, bad("content after the JSON object")
