@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"fmt"
 	"slices"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -45,7 +44,7 @@ func (s *Session) Bind(inputs map[string]*Tensor, outputs []string) (*Binding, e
 	}
 	io, err := s.core.CreateIoBinding()
 	if err != nil {
-		return nil, fmt.Errorf("runtime: %s: creating I/O binding: %w", s.name, err)
+		return nil, errorf("%s: creating I/O binding: %w", s.name, err)
 	}
 	b := &Binding{
 		s: s, io: io, outIdx: outs,
@@ -97,11 +96,11 @@ func (b *Binding) bindInput(name string, t *Tensor) error {
 func (b *Binding) bindValue(name string, t *Tensor) error {
 	v, _, err := wrap(t)
 	if err != nil {
-		return fmt.Errorf("runtime: %s: input %q: %w", b.s.name, name, err)
+		return errorf("%s: input %q: %w", b.s.name, name, err)
 	}
 	if err := b.io.BindInput(name, v); err != nil {
 		v.Destroy()
-		return fmt.Errorf("runtime: %s: binding input %q: %w", b.s.name, name, err)
+		return errorf("%s: binding input %q: %w", b.s.name, name, err)
 	}
 	if old := b.inVals[name]; old != nil {
 		old.Destroy()
@@ -125,12 +124,12 @@ func (b *Binding) bindOutputs(res map[string]*Tensor) error {
 		v, sync, err := wrap(res[name])
 		if err != nil {
 			b.unbindOutputs()
-			return fmt.Errorf("runtime: %s: output %q: %w", b.s.name, name, err)
+			return errorf("%s: output %q: %w", b.s.name, name, err)
 		}
 		b.outVals = append(b.outVals, v)
 		if err := b.io.BindOutput(name, v); err != nil {
 			b.unbindOutputs()
-			return fmt.Errorf("runtime: %s: binding output %q: %w", b.s.name, name, err)
+			return errorf("%s: binding output %q: %w", b.s.name, name, err)
 		}
 		if sync != nil {
 			b.outSync = append(b.outSync, sync)
@@ -156,7 +155,7 @@ func (b *Binding) Run() (map[string]*Tensor, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if b.closed {
-		return nil, fmt.Errorf("runtime: %s: binding is closed", s.name)
+		return nil, errorf("%s: binding is closed", s.name)
 	}
 	for name, t := range b.inputs {
 		if t.Rank() == 0 {
@@ -201,16 +200,16 @@ func (b *Binding) SetInput(name string, t *Tensor) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if b.closed {
-		return fmt.Errorf("runtime: %s: binding is closed", s.name)
+		return errorf("%s: binding is closed", s.name)
 	}
 	i, ok := s.inIdx[name]
 	if !ok {
-		return fmt.Errorf("runtime: %s: unknown input %q (%s)", s.name, name, s.describeInputs())
+		return errorf("%s: unknown input %q (%s)", s.name, name, s.describeInputs())
 	}
 	old := b.inputs[name]
 	if t == nil {
 		if !s.inputs[i].Optional {
-			return fmt.Errorf("runtime: %s: input %q is required and cannot be removed", s.name, name)
+			return errorf("%s: input %q is required and cannot be removed", s.name, name)
 		}
 		if old == nil {
 			return nil
@@ -227,13 +226,13 @@ func (b *Binding) SetInput(name string, t *Tensor) error {
 			b.io.ClearBoundInputs()
 			for n, v := range b.inVals {
 				if err := b.io.BindInput(n, v); err != nil {
-					return fmt.Errorf("runtime: %s: binding input %q: %w", s.name, n, err)
+					return errorf("%s: binding input %q: %w", s.name, n, err)
 				}
 			}
 		}
 	} else {
 		if err := checkTensor(s.inputs[i], t); err != nil {
-			return fmt.Errorf("runtime: %s: input %w", s.name, err)
+			return errorf("%s: input %w", s.name, err)
 		}
 		if err := b.bindInput(name, t); err != nil {
 			return err

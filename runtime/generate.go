@@ -10,6 +10,7 @@ import (
 
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/feed"
+	"github.com/peftonnx/peftonnx/internal/pkgerr"
 )
 
 // KVLayout is how a decoder takes its key/value cache.
@@ -185,7 +186,7 @@ func (g *Generator) setVocab(v int) {
 func (g *Generator) readDecoderInfo() (*DecoderInfo, error) {
 	s := g.s
 	fail := func(format string, args ...any) error {
-		return fmt.Errorf("runtime: %s: %s", s.name, fmt.Sprintf(format, args...))
+		return errorf("%s: %w", s.name, pkgerr.Format("runtime", format, args...))
 	}
 	info := &DecoderInfo{}
 	outs := map[string]ValueInfo{}
@@ -227,7 +228,7 @@ func (g *Generator) readDecoderInfo() (*DecoderInfo, error) {
 			return nil, fail("cache input %s and output %s differ in rank", slot.Input, feed.Input(out))
 		}
 		if _, err := slot.FeedShape(1, 1, 0); err != nil {
-			return nil, fail("%v", err)
+			return nil, fail("%w", err)
 		}
 		if c.state {
 			info.States = append(info.States, slot.Name)
@@ -271,7 +272,7 @@ func (g *Generator) readDecoderInfo() (*DecoderInfo, error) {
 	}
 	switch {
 	case len(g.carried) == 0:
-		return nil, fmt.Errorf("runtime: %s: %w (%s)", s.name, ErrNoKVCache, s.describeInputs())
+		return nil, errorf("%s: %w (%s)", s.name, ErrNoKVCache, s.describeInputs())
 	case perLayer > 0 && stacked > 0:
 		return nil, fail("has both past_key_values.{i}.key/value and past_{i} inputs; cannot tell which is the KV cache")
 	case perLayer > 0 && named == 0:

@@ -2,8 +2,9 @@ package runtime
 
 import (
 	"errors"
-	"fmt"
 	"math"
+
+	"github.com/peftonnx/peftonnx/internal/pkgerr"
 )
 
 // GenerateOptions says how many tokens to generate and how to choose them.
@@ -80,7 +81,7 @@ const defaultMaxNewTokens = 20
 // normalize checks the options and fills in the defaults.
 func (o GenerateOptions) normalize() (GenerateOptions, error) {
 	bad := func(format string, args ...any) (GenerateOptions, error) {
-		return o, fmt.Errorf("runtime: generate: %s", fmt.Sprintf(format, args...))
+		return o, errorf("generate: %w", pkgerr.Format("runtime", format, args...))
 	}
 	switch {
 	case o.MaxNewTokens < 0:

@@ -3,7 +3,6 @@ package runtime
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
 
@@ -46,20 +45,20 @@ func (g *Generator) GenerateBatch(ctx context.Context, prompts [][]int64, opts G
 		return nil, err
 	}
 	if !g.info.Logits {
-		return nil, fmt.Errorf("runtime: %s: generate: the model has no logits output (outputs: %s)", s.name, joinNames(s.outputNames()))
+		return nil, errorf("%s: generate: the model has no logits output (outputs: %s)", s.name, joinNames(s.outputNames()))
 	}
 	if len(prompts) == 0 {
-		return nil, fmt.Errorf("runtime: %s: generate: no prompts", s.name)
+		return nil, errorf("%s: generate: no prompts", s.name)
 	}
 	longest, shortest := 0, len(prompts[0])
 	for i, p := range prompts {
 		if len(p) == 0 {
-			return nil, fmt.Errorf("runtime: %s: generate: prompt %d is empty", s.name, i)
+			return nil, errorf("%s: generate: prompt %d is empty", s.name, i)
 		}
 		longest, shortest = max(longest, len(p)), min(shortest, len(p))
 	}
 	if longest != shortest && !g.info.AttentionMask {
-		return nil, fmt.Errorf("runtime: %s: generate: prompts of %d to %d tokens need padding, and the model has no attention_mask input", s.name, shortest, longest)
+		return nil, errorf("%s: generate: prompts of %d to %d tokens need padding, and the model has no attention_mask input", s.name, shortest, longest)
 	}
 
 	batch := len(prompts)
@@ -123,7 +122,7 @@ func (g *Generator) GenerateBatch(ctx context.Context, prompts [][]int64, opts G
 			logits, scratch = rowFloat32(out, off, vocab, scratch)
 			id, err := smp.pick(logits, seen[b])
 			if err != nil {
-				return results, fmt.Errorf("runtime: %s: generate: row %d, token %d: %w", s.name, b, step, err)
+				return results, errorf("%s: generate: row %d, token %d: %w", s.name, b, step, err)
 			}
 			results[b] = append(results[b], id)
 			if seen[b] != nil {

@@ -50,10 +50,10 @@ type Sequence struct {
 // GenerateOptions.TokensPerRun); 0 restores the model's own step size.
 func (q *Sequence) SetTokensPerRun(n int) error {
 	if n < 0 {
-		return fmt.Errorf("runtime: %s: tokens per run must not be negative, got %d", q.g.s.name, n)
+		return errorf("%s: tokens per run must not be negative, got %d", q.g.s.name, n)
 	}
 	if st := q.info.StepTokens; st > 0 && n > 0 && n != st {
-		return fmt.Errorf("runtime: %s: the model takes exactly %d tokens per run, not %d", q.g.s.name, st, n)
+		return errorf("%s: the model takes exactly %d tokens per run, not %d", q.g.s.name, st, n)
 	}
 	q.tokensPerRun = n
 	return nil
@@ -63,10 +63,10 @@ func (q *Sequence) SetTokensPerRun(n int) error {
 // tokens per row (prompt and generated together); 0 picks a small default.
 func (g *Generator) NewSequence(batch, capacity int) (*Sequence, error) {
 	if batch <= 0 {
-		return nil, fmt.Errorf("runtime: %s: sequence batch must be positive, got %d", g.s.name, batch)
+		return nil, errorf("%s: sequence batch must be positive, got %d", g.s.name, batch)
 	}
 	if capacity < 0 {
-		return nil, fmt.Errorf("runtime: %s: sequence capacity must not be negative, got %d", g.s.name, capacity)
+		return nil, errorf("%s: sequence capacity must not be negative, got %d", g.s.name, capacity)
 	}
 	if capacity == 0 {
 		capacity = 64
@@ -122,7 +122,7 @@ func (q *Sequence) grow(capacity int) error {
 		for k := range pair {
 			d, err := makeData(q.g.carried[j].slot.DType, size)
 			if err != nil {
-				return fmt.Errorf("runtime: %s: %w", q.g.s.name, err)
+				return errorf("%s: %w", q.g.s.name, err)
 			}
 			pair[k] = d
 		}
@@ -187,12 +187,12 @@ func (q *Sequence) SetFeeds(feeds map[string]*Tensor) error {
 		i, ok := s.inIdx[name]
 		switch {
 		case !ok:
-			return fmt.Errorf("runtime: %s: feed %q is not an input of the model (%s)", s.name, name, s.describeInputs())
+			return errorf("%s: feed %q is not an input of the model (%s)", s.name, name, s.describeInputs())
 		case q.g.ownsInput(name):
-			return fmt.Errorf("runtime: %s: feed %q is an input that generation feeds itself", s.name, name)
+			return errorf("%s: feed %q is an input that generation feeds itself", s.name, name)
 		}
 		if err := checkTensor(s.inputs[i], feeds[name]); err != nil {
-			return fmt.Errorf("runtime: %s: feed %w", s.name, err)
+			return errorf("%s: feed %w", s.name, err)
 		}
 	}
 	for name := range q.feeds {
@@ -221,31 +221,31 @@ func (q *Sequence) Feed(ctx context.Context, ids, mask []int64) (*Tensor, error)
 	s := q.g.s
 	for _, name := range q.g.others {
 		if q.feeds[name] == nil {
-			return nil, fmt.Errorf("runtime: %s: Feed: the model takes input %s, which generation does not feed: give it with SetFeeds (GenerateOptions.Feeds)",
+			return nil, errorf("%s: Feed: the model takes input %s, which generation does not feed: give it with SetFeeds (GenerateOptions.Feeds)",
 				s.name, s.inputs[s.inIdx[name]])
 		}
 	}
 	if len(ids) == 0 || len(ids)%q.batch != 0 {
-		return nil, fmt.Errorf("runtime: %s: Feed: %d token ids do not make %d rows of one or more tokens", s.name, len(ids), q.batch)
+		return nil, errorf("%s: Feed: %d token ids do not make %d rows of one or more tokens", s.name, len(ids), q.batch)
 	}
 	seq := len(ids) / q.batch
 	if mask != nil {
 		if len(mask) != len(ids) {
-			return nil, fmt.Errorf("runtime: %s: Feed: mask has %d entries for %d token ids", s.name, len(mask), len(ids))
+			return nil, errorf("%s: Feed: mask has %d entries for %d token ids", s.name, len(mask), len(ids))
 		}
 		for i, m := range mask {
 			if m != 0 && m != 1 {
-				return nil, fmt.Errorf("runtime: %s: Feed: mask[%d] is %d, want 0 or 1", s.name, i, m)
+				return nil, errorf("%s: Feed: mask[%d] is %d, want 0 or 1", s.name, i, m)
 			}
 			if m == 0 && !q.info.AttentionMask {
-				return nil, fmt.Errorf("runtime: %s: Feed: the model has no attention_mask input, so it cannot skip padding", s.name)
+				return nil, errorf("%s: Feed: the model has no attention_mask input, so it cannot skip padding", s.name)
 			}
 		}
 	}
 	if v := q.g.vocabSize(); v > 0 && q.info.Logits {
 		for i, id := range ids {
 			if id < 0 || id >= int64(v) {
-				return nil, fmt.Errorf("runtime: %s: Feed: token id %d at %d is outside the vocabulary of %d", s.name, id, i, v)
+				return nil, errorf("%s: Feed: token id %d at %d is outside the vocabulary of %d", s.name, id, i, v)
 			}
 		}
 	}
@@ -261,7 +261,7 @@ func (q *Sequence) Feed(ctx context.Context, ids, mask []int64) (*Tensor, error)
 	}
 	if st > 0 {
 		if seq%st != 0 {
-			return nil, fmt.Errorf("runtime: %s: Feed: the model takes %d tokens per run; %d do not divide into runs", s.name, st, seq)
+			return nil, errorf("%s: Feed: the model takes %d tokens per run; %d do not divide into runs", s.name, st, seq)
 		}
 		chunk = st
 	}
@@ -317,7 +317,7 @@ func (q *Sequence) ensureOut(buf any, n int) (any, error) {
 	}
 	d, err := makeData(q.outDType(), n)
 	if err != nil {
-		return nil, fmt.Errorf("runtime: %s: %w", q.g.s.name, err)
+		return nil, errorf("%s: %w", q.g.s.name, err)
 	}
 	return d, nil
 }
@@ -367,7 +367,7 @@ func (q *Sequence) step(ids, mask []int64, seq int) (*Tensor, error) {
 		if t := q.in[q.g.types]; t == nil || !slices.Equal(t.shape, rows) {
 			z, err := Zeros(q.g.typesType, rows)
 			if err != nil {
-				return nil, q.undo(seq, fmt.Errorf("runtime: %s: %w", s.name, err))
+				return nil, q.undo(seq, errorf("%s: %w", s.name, err))
 			}
 			q.in[q.g.types] = z
 		}
@@ -406,13 +406,13 @@ func (q *Sequence) step(ids, mask []int64, seq int) (*Tensor, error) {
 		for j, name := range info.Present {
 			t := res[name]
 			if !slices.Equal(t.shape, presentShapes[j]) {
-				return nil, q.undo(seq, fmt.Errorf("runtime: %s: output %q has shape %v, want %v", s.name, name, t.shape, presentShapes[j]))
+				return nil, q.undo(seq, errorf("%s: output %q has shape %v, want %v", s.name, name, t.shape, presentShapes[j]))
 			}
 			copyData(q.outs[name].data, t.data)
 		}
 		out = res[info.Output]
 		if len(out.shape) != 3 || out.shape[0] != int64(q.batch) || out.shape[1] != int64(seq) || out.shape[2] <= 0 {
-			return nil, q.undo(seq, fmt.Errorf("runtime: %s: output %q has shape %v, want [%d %d vocab]", s.name, info.Output, out.shape, q.batch, seq))
+			return nil, q.undo(seq, errorf("%s: output %q has shape %v, want [%d %d vocab]", s.name, info.Output, out.shape, q.batch, seq))
 		}
 		q.g.setVocab(int(out.shape[2]))
 		q.out = out.data
@@ -434,7 +434,7 @@ func (q *Sequence) setInts(name string, dt dtype.Type, shape, values []int64) er
 	if t == nil || !slices.Equal(t.shape, shape) {
 		var err error
 		if t, err = Zeros(dt, shape); err != nil {
-			return fmt.Errorf("runtime: %s: input %q: %w", q.g.s.name, name, err)
+			return errorf("%s: input %q: %w", q.g.s.name, name, err)
 		}
 		if q.converted == nil {
 			q.converted = map[string]*Tensor{}
@@ -442,7 +442,7 @@ func (q *Sequence) setInts(name string, dt dtype.Type, shape, values []int64) er
 		q.converted[name] = t
 	}
 	if err := t.SetInt64s(values); err != nil {
-		return fmt.Errorf("runtime: %s: input %q: %w", q.g.s.name, name, err)
+		return errorf("%s: input %q: %w", q.g.s.name, name, err)
 	}
 	q.in[name] = t
 	return nil

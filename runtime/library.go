@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -81,14 +80,14 @@ func findLibrary(explicit string) (string, error) {
 func checkLibrary(path, source string) (string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return "", fmt.Errorf("runtime: %s=%q: %w", source, path, err)
+		return "", errorf("%s=%q: %w", source, path, err)
 	}
 	fi, err := os.Stat(abs)
 	if err != nil {
-		return "", fmt.Errorf("runtime: %s=%q: ONNX Runtime library: %w", source, path, err)
+		return "", errorf("%s=%q: ONNX Runtime library: %w", source, path, err)
 	}
 	if fi.IsDir() {
-		return "", fmt.Errorf("runtime: %s=%q: ONNX Runtime library is a directory", source, path)
+		return "", errorf("%s=%q: ONNX Runtime library is a directory", source, path)
 	}
 	return abs, nil
 }
@@ -137,7 +136,7 @@ func initEnv(explicit string) error {
 			return err
 		}
 		if !sameFile(want, env.path) {
-			return fmt.Errorf("runtime: ONNX Runtime is already loaded from %s; cannot load %s in the same process",
+			return errorf("ONNX Runtime is already loaded from %s; cannot load %s in the same process",
 				env.path, want)
 		}
 		return nil
@@ -154,7 +153,7 @@ func initEnv(explicit string) error {
 	}
 	ort.SetSharedLibraryPath(path)
 	if err := ort.InitializeEnvironment(); err != nil {
-		return fmt.Errorf("runtime: loading ONNX Runtime from %s: %w", path, err)
+		return errorf("loading ONNX Runtime from %s: %w", path, err)
 	}
 	env.path = path
 	env.version = ort.GetVersion()

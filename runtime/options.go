@@ -144,7 +144,7 @@ const MaxThreads = 1024
 func WithIntraOpThreads(n int) Option {
 	return func(c *config) error {
 		if n < 0 || n > MaxThreads {
-			return fmt.Errorf("runtime: WithIntraOpThreads: n must be from 0 to %d, got %d", MaxThreads, n)
+			return errorf("WithIntraOpThreads: n must be from 0 to %d, got %d", MaxThreads, n)
 		}
 		c.intraOp = n
 		return nil
@@ -158,7 +158,7 @@ func WithIntraOpThreads(n int) Option {
 func WithInterOpThreads(n int) Option {
 	return func(c *config) error {
 		if n < 0 || n > MaxThreads {
-			return fmt.Errorf("runtime: WithInterOpThreads: n must be from 0 to %d, got %d", MaxThreads, n)
+			return errorf("WithInterOpThreads: n must be from 0 to %d, got %d", MaxThreads, n)
 		}
 		c.interOp = n
 		return nil
@@ -181,7 +181,7 @@ func WithCPU() Option {
 func WithCUDA(deviceID int) Option {
 	return func(c *config) error {
 		if deviceID < 0 {
-			return fmt.Errorf("runtime: WithCUDA: device id must be >= 0, got %d", deviceID)
+			return errorf("WithCUDA: device id must be >= 0, got %d", deviceID)
 		}
 		c.cuda = true
 		c.deviceID = deviceID
@@ -202,11 +202,11 @@ func WithDevice(spec string) Option {
 		case strings.HasPrefix(s, "cuda:"):
 			id, err := strconv.Atoi(s[len("cuda:"):])
 			if err != nil {
-				return fmt.Errorf("runtime: WithDevice: bad device %q (want cpu, cuda or cuda:N)", spec)
+				return errorf("WithDevice: bad device %q (want cpu, cuda or cuda:N)", spec)
 			}
 			return WithCUDA(id)(c)
 		}
-		return fmt.Errorf("runtime: WithDevice: unknown device %q (want cpu, cuda or cuda:N)", spec)
+		return errorf("WithDevice: unknown device %q (want cpu, cuda or cuda:N)", spec)
 	}
 }
 
@@ -216,7 +216,7 @@ func WithDevice(spec string) Option {
 func WithOptimizationLevel(l OptimizationLevel) Option {
 	return func(c *config) error {
 		if l < OptimizeNone || l > OptimizeAll {
-			return fmt.Errorf("runtime: WithOptimizationLevel: unknown level %d", int(l))
+			return errorf("WithOptimizationLevel: unknown level %d", int(l))
 		}
 		c.optLevel = l
 		return nil
@@ -265,11 +265,11 @@ func (c *config) entry(key string) string {
 func (c *config) sessionOptions(extra [][2]string) (*ort.SessionOptions, error) {
 	so, err := ort.NewSessionOptions()
 	if err != nil {
-		return nil, fmt.Errorf("runtime: creating session options: %w", err)
+		return nil, errorf("creating session options: %w", err)
 	}
 	fail := func(what string, err error) (*ort.SessionOptions, error) {
 		so.Destroy()
-		return nil, fmt.Errorf("runtime: %s: %w", what, err)
+		return nil, errorf("%s: %w", what, err)
 	}
 	if c.intraOp > 0 {
 		if err := so.SetIntraOpNumThreads(c.intraOp); err != nil {
@@ -329,7 +329,7 @@ func (c *config) sessionOptions(extra [][2]string) (*ort.SessionOptions, error) 
 	if c.cuda {
 		if err := appendCUDA(so, c.deviceID); err != nil {
 			so.Destroy()
-			return nil, fmt.Errorf("runtime: %w in %s: %v", ErrCUDAUnavailable, LibraryPath(), err)
+			return nil, errorf("%w in %s: %w", ErrCUDAUnavailable, LibraryPath(), err)
 		}
 	}
 	return so, nil

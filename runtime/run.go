@@ -63,7 +63,7 @@ func (s *Session) run(inputs map[string]*Tensor, outs []int) (map[string]*Tensor
 }
 
 func (s *Session) runErr(err error) error {
-	return fmt.Errorf("runtime: %s: run: %w", s.name, err)
+	return errorf("%s: run: %w", s.name, err)
 }
 
 func (s *Session) allBindable(outs []int) bool {
@@ -82,7 +82,7 @@ func (s *Session) allBindable(outs []int) bool {
 func (s *Session) coreCan(inputs map[string]*Tensor, outs []int) error {
 	for _, i := range outs {
 		if p := s.plans[i]; p.slot < 0 && p.dataSlot < 0 {
-			return fmt.Errorf("runtime: %s: output %q can only be returned when every requested output has a static shape",
+			return errorf("%s: output %q can only be returned when every requested output has a static shape",
 				s.name, s.outputs[i].Name)
 		}
 	}
@@ -91,7 +91,7 @@ func (s *Session) coreCan(inputs map[string]*Tensor, outs []int) error {
 	}
 	for name := range inputs {
 		if v := s.inputs[s.inIdx[name]]; v.Optional {
-			return fmt.Errorf("runtime: %s: optional input %q can only be fed when every requested output has a static shape, because %v",
+			return errorf("%s: optional input %q can only be fed when every requested output has a static shape, because %w",
 				s.name, name, s.noDefaults)
 		}
 	}
@@ -257,21 +257,21 @@ func (s *Session) RunInto(inputs, outputs map[string]*Tensor) error {
 // returns their indices.
 func (s *Session) checkOutputs(outputs map[string]*Tensor) ([]int, error) {
 	if len(outputs) == 0 {
-		return nil, fmt.Errorf("runtime: %s: no outputs given", s.name)
+		return nil, errorf("%s: no outputs given", s.name)
 	}
 	idx := make([]int, 0, len(outputs))
 	for _, name := range sortedKeys(outputs) {
 		i, ok := s.outIdx[name]
 		if !ok {
-			return nil, fmt.Errorf("runtime: %s: unknown output %q (outputs: %s)",
+			return nil, errorf("%s: unknown output %q (outputs: %s)",
 				s.name, name, joinNames(s.outputNames()))
 		}
 		t := outputs[name]
 		if err := checkTensor(s.outputs[i], t); err != nil {
-			return nil, fmt.Errorf("runtime: %s: output %w", s.name, err)
+			return nil, errorf("%s: output %w", s.name, err)
 		}
 		if isHalf(t.elem) && t.Rank() == 0 {
-			return nil, fmt.Errorf("runtime: %s: output %q: %w", s.name, name, errHalfScalar)
+			return nil, errorf("%s: output %q: %w", s.name, name, errHalfScalar)
 		}
 		idx = append(idx, i)
 	}

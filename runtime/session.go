@@ -79,16 +79,16 @@ func NewSession(path string, opts ...Option) (*Session, error) {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("runtime: %w", err)
+		return nil, errorf("%w", err)
 	}
 	defer f.Close()
 	src, err := newFileSource(f)
 	if err != nil {
-		return nil, fmt.Errorf("runtime: %w", err)
+		return nil, errorf("%w", err)
 	}
 	dir, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
-		return nil, fmt.Errorf("runtime: %w", err)
+		return nil, errorf("%w", err)
 	}
 	s, err := prepare(path, src, dir, cfg)
 	if err != nil {
@@ -105,10 +105,10 @@ func NewSession(path string, opts ...Option) (*Session, error) {
 		// must be told where external data lives.
 		var b []byte
 		if b, err = os.ReadFile(path); err != nil {
-			return nil, fmt.Errorf("runtime: %w", err)
+			return nil, errorf("%w", err)
 		}
 		if err = hideInitializers(b, s.guard.tags); err != nil {
-			return nil, fmt.Errorf("runtime: %s: %w", path, err)
+			return nil, errorf("%s: %w", path, err)
 		}
 		b = append(b, patch...)
 		err = s.open(cfg, [][2]string{{externalFolderKey, dir}}, func(so *ort.SessionOptions) (*ort.DynamicAdvancedSession, error) {
@@ -137,7 +137,7 @@ func NewSessionFromBytes(b []byte, opts ...Option) (*Session, error) {
 	}
 	const name = "in-memory model"
 	if len(b) == 0 {
-		return nil, fmt.Errorf("runtime: %s: no bytes", name)
+		return nil, errorf("%s: no bytes", name)
 	}
 	s, err := prepare(name, memSource(b), cfg.entry(externalFolderKey), cfg)
 	if err != nil {
@@ -147,7 +147,7 @@ func NewSessionFromBytes(b []byte, opts ...Option) (*Session, error) {
 		// A copy: the caller's bytes stay as they are.
 		b = append(append(make([]byte, 0, len(b)+len(patch)), b...), patch...)
 		if err := hideInitializers(b, s.guard.tags); err != nil {
-			return nil, fmt.Errorf("runtime: %s: %w", name, err)
+			return nil, errorf("%s: %w", name, err)
 		}
 	}
 	err = s.open(cfg, nil, func(so *ort.SessionOptions) (*ort.DynamicAdvancedSession, error) {
@@ -165,7 +165,7 @@ func NewSessionFromBytes(b []byte, opts ...Option) (*Session, error) {
 func prepare(name string, src source, baseDir string, cfg *config) (*Session, error) {
 	info, err := readModelInfo(src)
 	if err != nil {
-		return nil, fmt.Errorf("runtime: %s: reading model: %w", name, err)
+		return nil, errorf("%s: reading model: %w", name, err)
 	}
 	s := &Session{
 		name:     name,
@@ -286,7 +286,7 @@ func (s *Session) open(cfg *config, extra [][2]string,
 	defer so.Destroy()
 	core, err := create(so)
 	if err != nil {
-		return fmt.Errorf("runtime: %s: creating ONNX Runtime session: %w", s.name, err)
+		return errorf("%s: creating ONNX Runtime session: %w", s.name, err)
 	}
 	s.core = core
 	return nil
@@ -329,13 +329,13 @@ func (s *Session) Close() error {
 	s.bindings = nil
 	s.defaults = nil
 	if err := s.core.Destroy(); err != nil {
-		return fmt.Errorf("runtime: %s: closing: %w", s.name, err)
+		return errorf("%s: closing: %w", s.name, err)
 	}
 	return nil
 }
 
 func (s *Session) errClosed() error {
-	return fmt.Errorf("runtime: %s: session is closed", s.name)
+	return errorf("%s: session is closed", s.name)
 }
 
 // checkInputs checks names, element types and shapes of the inputs against
@@ -344,10 +344,10 @@ func (s *Session) checkInputs(inputs map[string]*Tensor) error {
 	for _, name := range sortedKeys(inputs) {
 		i, ok := s.inIdx[name]
 		if !ok {
-			return fmt.Errorf("runtime: %s: unknown input %q (%s)", s.name, name, s.describeInputs())
+			return errorf("%s: unknown input %q (%s)", s.name, name, s.describeInputs())
 		}
 		if err := checkTensor(s.inputs[i], inputs[name]); err != nil {
-			return fmt.Errorf("runtime: %s: input %w", s.name, err)
+			return errorf("%s: input %w", s.name, err)
 		}
 	}
 	var missing []string
@@ -360,9 +360,9 @@ func (s *Session) checkInputs(inputs map[string]*Tensor) error {
 	case 0:
 		return nil
 	case 1:
-		return fmt.Errorf("runtime: %s: missing input %s", s.name, missing[0])
+		return errorf("%s: missing input %s", s.name, missing[0])
 	}
-	return fmt.Errorf("runtime: %s: missing inputs %s", s.name, strings.Join(missing, ", "))
+	return errorf("%s: missing inputs %s", s.name, strings.Join(missing, ", "))
 }
 
 // checkTensor checks t against what the model declares for v.
@@ -444,11 +444,11 @@ func (s *Session) selectOutputs(names []string) ([]int, error) {
 	for _, name := range names {
 		i, ok := s.outIdx[name]
 		if !ok {
-			return nil, fmt.Errorf("runtime: %s: unknown output %q (outputs: %s)",
+			return nil, errorf("%s: unknown output %q (outputs: %s)",
 				s.name, name, strings.Join(s.outputNames(), ", "))
 		}
 		if p := s.plans[i]; p.why != "" {
-			return nil, fmt.Errorf("runtime: %s: output %q cannot be returned: %s", s.name, name, p.why)
+			return nil, errorf("%s: output %q cannot be returned: %s", s.name, name, p.why)
 		}
 		if !seen[i] {
 			seen[i] = true

@@ -100,11 +100,11 @@ func newTensor(elem dtype.Type, shape []int64, data any, n int) (*Tensor, error)
 		return nil, err
 	}
 	if n != want {
-		return nil, fmt.Errorf("runtime: %s tensor of shape %v needs %d elements, got %d",
+		return nil, errorf("%s tensor of shape %v needs %d elements, got %d",
 			elem, shapeString(shape), want, n)
 	}
 	if !dataMatches(elem, data) {
-		return nil, fmt.Errorf("runtime: %T cannot hold %s elements", data, elem)
+		return nil, errorf("%T cannot hold %s elements", data, elem)
 	}
 	return &Tensor{elem: elem, shape: cloneShape(shape), data: data}, nil
 }
@@ -115,11 +115,11 @@ func numElements(shape []int64) (int, error) {
 	n := int64(1)
 	for i, d := range shape {
 		if d < 0 {
-			return 0, fmt.Errorf("runtime: shape %v has negative dimension %d at axis %d",
+			return 0, errorf("shape %v has negative dimension %d at axis %d",
 				shapeString(shape), d, i)
 		}
 		if d != 0 && n > math.MaxInt/d {
-			return 0, fmt.Errorf("runtime: shape %v has too many elements", shapeString(shape))
+			return 0, errorf("shape %v has too many elements", shapeString(shape))
 		}
 		n *= d
 	}
@@ -152,7 +152,7 @@ func makeData(elem dtype.Type, n int) (any, error) {
 	case dtype.Bool:
 		return make([]bool, n), nil
 	}
-	return nil, fmt.Errorf("runtime: element type %s is not supported", elem)
+	return nil, errorf("element type %s is not supported", elem)
 }
 
 // dataMatches reports whether data is the slice type that holds dtype.

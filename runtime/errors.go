@@ -1,0 +1,9 @@
+package runtime
+
+import "github.com/peftonnx/peftonnx/internal/pkgerr"
+
+// errorf returns an error prefixed with the package name, once (see
+// package pkgerr): operands are wrapped with %w.
+func errorf(format string, args ...any) error {
+	return pkgerr.Errorf("runtime", format, args...)
+}
