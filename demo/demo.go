@@ -221,7 +221,7 @@ func checkFrozen(base, trained *graph.Model) (int, error) {
 // save writes the demo's models and adapter to dir.
 func save(dir string, base, trained, merged *graph.Model, ad *adapter.Adapter) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("demo: %v", err)
+		return fmt.Errorf("demo: %w", err)
 	}
 	for name, m := range map[string]*graph.Model{"base.onnx": base, "adapted.onnx": trained, "merged.onnx": merged} {
 		if err := m.Save(filepath.Join(dir, name), graph.SaveOptions{}); err != nil {
