@@ -43,7 +43,7 @@ func export(root string, s Spec) (string, error) {
 	}
 	s.LoRAFile = s.loraFile()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("peftbench: %v", err)
+		return "", fmt.Errorf("peftbench: %w", err)
 	}
 	var ids []int64
 	for _, b := range s.tokens() {
@@ -84,7 +84,7 @@ func exportModel(dir string, s Spec) (string, error) {
 		return dir, writeLoRA(lora, m, s)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("peftbench: %v", err)
+		return "", fmt.Errorf("peftbench: %w", err)
 	}
 	logf("exporting the %s model (%s parameters) to %s", s.Size, human(s.Model.Params), dir)
 	m, err := models.Llama(s.modelConfig())

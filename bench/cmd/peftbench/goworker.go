@@ -312,11 +312,11 @@ func (r *goRun) Close() {
 func readSpec(dir string) (Spec, error) {
 	b, err := os.ReadFile(filepath.Join(dir, specFile))
 	if err != nil {
-		return Spec{}, fmt.Errorf("peftbench: %v", err)
+		return Spec{}, fmt.Errorf("peftbench: %w", err)
 	}
 	var s Spec
 	if err := json.Unmarshal(b, &s); err != nil {
-		return Spec{}, fmt.Errorf("peftbench: %s: %v", filepath.Join(dir, specFile), err)
+		return Spec{}, fmt.Errorf("peftbench: %s: %w", filepath.Join(dir, specFile), err)
 	}
 	return s, nil
 }

@@ -138,7 +138,7 @@ func (c *common) env() (env, error) {
 		return env{}, err
 	}
 	if _, err := os.Stat(c.script); err != nil {
-		return env{}, fmt.Errorf("peftbench: %v (run from the repository root, or pass -torch-script)", err)
+		return env{}, fmt.Errorf("peftbench: %w (run from the repository root, or pass -torch-script)", err)
 	}
 	if c.threads <= 0 {
 		return env{}, fmt.Errorf("peftbench: -threads %d: want > 0", c.threads)
@@ -542,11 +542,11 @@ func cmdReport(args []string) error {
 	fs.Parse(args)
 	b, err := os.ReadFile(filepath.Join(*out, "results.json"))
 	if err != nil {
-		return fmt.Errorf("peftbench: %v", err)
+		return fmt.Errorf("peftbench: %w", err)
 	}
 	var rep Report
 	if err := json.Unmarshal(b, &rep); err != nil {
-		return fmt.Errorf("peftbench: %s: %v", filepath.Join(*out, "results.json"), err)
+		return fmt.Errorf("peftbench: %s: %w", filepath.Join(*out, "results.json"), err)
 	}
 	if err := writeScalePlot(filepath.Join(*out, "scaling.png"), rep.ScaleSeq, rep.ScaleSize); err != nil {
 		return err

@@ -136,7 +136,7 @@ func (e env) torchParity(dir string, steps int, dtype string) (map[string]stTens
 	cmd.Stderr = os.Stderr
 	cmd.Env = append(os.Environ(), "OMP_NUM_THREADS="+strconv.Itoa(e.threads))
 	if _, err := cmd.Output(); err != nil {
-		return nil, nil, fmt.Errorf("peftbench: PyTorch parity run (%s): %v", dtype, err)
+		return nil, nil, fmt.Errorf("peftbench: PyTorch parity run (%s): %w", dtype, err)
 	}
 	tw, meta, err := readSafetensors(out)
 	if err != nil {
@@ -144,7 +144,7 @@ func (e env) torchParity(dir string, steps int, dtype string) (map[string]stTens
 	}
 	var loss []float64
 	if err := json.Unmarshal([]byte(meta["losses"]), &loss); err != nil {
-		return nil, nil, fmt.Errorf("peftbench: %s: losses: %v", out, err)
+		return nil, nil, fmt.Errorf("peftbench: %s: losses: %w", out, err)
 	}
 	return tw, loss, nil
 }
@@ -215,7 +215,7 @@ func (e env) torchGrads(dir, dtype string) (map[string]stTensor, error) {
 	cmd.Stderr = os.Stderr
 	cmd.Env = append(os.Environ(), "OMP_NUM_THREADS="+strconv.Itoa(e.threads))
 	if _, err := cmd.Output(); err != nil {
-		return nil, fmt.Errorf("peftbench: PyTorch gradients (%s): %v", dtype, err)
+		return nil, fmt.Errorf("peftbench: PyTorch gradients (%s): %w", dtype, err)
 	}
 	g, _, err := readSafetensors(out)
 	return g, err

@@ -61,7 +61,7 @@ func cmdProfile(args []string) error {
 	cmd.Stdin = strings.NewReader(strings.Repeat("step\n", t.warmup+1) + "quit\n")
 	cmd.Stderr = os.Stderr
 	if _, err := cmd.Output(); err != nil {
-		return fmt.Errorf("peftbench: profiling peftonnx: %v", err)
+		return fmt.Errorf("peftbench: profiling peftonnx: %w", err)
 	}
 	traces, _ := filepath.Glob(prefix + "*.json")
 	if len(traces) != 1 {
@@ -79,7 +79,7 @@ func cmdProfile(args []string) error {
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("peftbench: profiling PyTorch: %v", err)
+		return fmt.Errorf("peftbench: profiling PyTorch: %w", err)
 	}
 	var tp struct {
 		StepMS float64 `json:"step_ms"`
@@ -90,7 +90,7 @@ func cmdProfile(args []string) error {
 		} `json:"ops"`
 	}
 	if err := json.Unmarshal(out, &tp); err != nil {
-		return fmt.Errorf("peftbench: PyTorch's profile: %v", err)
+		return fmt.Errorf("peftbench: PyTorch's profile: %w", err)
 	}
 
 	fmt.Printf("peftonnx: step %.0f ms, kernels %.0f ms (the rest: feeding, AdamW in Go, ORT overhead)\n\n", p.runMS, p.totalMS)
@@ -128,7 +128,7 @@ func readORTTrace(path string) (*ortProfile, error) {
 		Args map[string]any `json:"args"`
 	}
 	if err := json.Unmarshal(b, &evs); err != nil {
-		return nil, fmt.Errorf("peftbench: %s: %v", path, err)
+		return nil, fmt.Errorf("peftbench: %s: %w", path, err)
 	}
 	var t0, t1 float64
 	p := &ortProfile{byOp: map[string]float64{}, byPart: map[string]float64{}, byNode: map[string]float64{}}

@@ -143,14 +143,14 @@ func writeJSON(path string, v any) error {
 // writeFile writes b to path through a temporary file, creating the folder.
 func writeFile(path string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("peftbench: %v", err)
+		return fmt.Errorf("peftbench: %w", err)
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fmt.Errorf("peftbench: %v", err)
+		return fmt.Errorf("peftbench: %w", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("peftbench: %v", err)
+		return fmt.Errorf("peftbench: %w", err)
 	}
 	return nil
 }

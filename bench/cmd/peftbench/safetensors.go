@@ -47,7 +47,7 @@ func writeSafetensors(path string, tensors map[string]stTensor, meta map[string]
 	}
 	h, err := json.Marshal(header)
 	if err != nil {
-		return fmt.Errorf("peftbench: %s: %v", path, err)
+		return fmt.Errorf("peftbench: %s: %w", path, err)
 	}
 	for len(h)%8 != 0 {
 		h = append(h, ' ')
@@ -95,7 +95,7 @@ func nonNilShape(s []int64) []int64 {
 func readSafetensors(path string) (map[string]stTensor, map[string]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("peftbench: %v", err)
+		return nil, nil, fmt.Errorf("peftbench: %w", err)
 	}
 	if len(data) < 8 {
 		return nil, nil, fmt.Errorf("peftbench: %s: too short for safetensors", path)
@@ -106,7 +106,7 @@ func readSafetensors(path string) (map[string]stTensor, map[string]string, error
 	}
 	var header map[string]json.RawMessage
 	if err := json.Unmarshal(data[8:8+n], &header); err != nil {
-		return nil, nil, fmt.Errorf("peftbench: %s: header: %v", path, err)
+		return nil, nil, fmt.Errorf("peftbench: %s: header: %w", path, err)
 	}
 	body := data[8+n:]
 	out := map[string]stTensor{}
@@ -114,7 +114,7 @@ func readSafetensors(path string) (map[string]stTensor, map[string]string, error
 	for name, raw := range header {
 		if name == "__metadata__" {
 			if err := json.Unmarshal(raw, &meta); err != nil {
-				return nil, nil, fmt.Errorf("peftbench: %s: metadata: %v", path, err)
+				return nil, nil, fmt.Errorf("peftbench: %s: metadata: %w", path, err)
 			}
 			continue
 		}
@@ -124,7 +124,7 @@ func readSafetensors(path string) (map[string]stTensor, map[string]string, error
 			Offsets []uint64 `json:"data_offsets"`
 		}
 		if err := json.Unmarshal(raw, &e); err != nil {
-			return nil, nil, fmt.Errorf("peftbench: %s: tensor %q: %v", path, name, err)
+			return nil, nil, fmt.Errorf("peftbench: %s: tensor %q: %w", path, name, err)
 		}
 		if len(e.Offsets) != 2 || e.Offsets[0] > e.Offsets[1] || e.Offsets[1] > uint64(len(body)) {
 			return nil, nil, fmt.Errorf("peftbench: %s: tensor %q: bad offsets %v", path, name, e.Offsets)

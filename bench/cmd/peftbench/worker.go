@@ -70,13 +70,13 @@ func (e env) start(s side, dir, mode string, batch int) (*worker, error) {
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("peftbench: starting the %s worker: %v", s, err)
+		return nil, fmt.Errorf("peftbench: starting the %s worker: %w", s, err)
 	}
 	w := &worker{side: s, cmd: cmd, in: in, out: bufio.NewReaderSize(out, 1<<16)}
 	ready, err := w.read()
 	if err != nil {
 		w.kill()
-		return nil, fmt.Errorf("peftbench: %s worker (%s, %s): %v", s, mode, dir, err)
+		return nil, fmt.Errorf("peftbench: %s worker (%s, %s): %w", s, mode, dir, err)
 	}
 	w.Ready = ready
 	return w, nil
@@ -97,7 +97,7 @@ func (w *worker) read() (map[string]any, error) {
 	}
 	var v map[string]any
 	if err := json.Unmarshal([]byte(line), &v); err != nil {
-		return nil, fmt.Errorf("bad reply %q: %v", strings.TrimSpace(line), err)
+		return nil, fmt.Errorf("bad reply %q: %w", strings.TrimSpace(line), err)
 	}
 	if e, ok := v["error"]; ok {
 		return nil, fmt.Errorf("%v", e)
@@ -108,11 +108,11 @@ func (w *worker) read() (map[string]any, error) {
 // call sends command c and returns the reply.
 func (w *worker) call(c string) (map[string]any, error) {
 	if _, err := io.WriteString(w.in, c+"\n"); err != nil {
-		return nil, fmt.Errorf("peftbench: %s worker: %v", w.side, err)
+		return nil, fmt.Errorf("peftbench: %s worker: %w", w.side, err)
 	}
 	v, err := w.read()
 	if err != nil {
-		return nil, fmt.Errorf("peftbench: %s worker: %s: %v", w.side, c, err)
+		return nil, fmt.Errorf("peftbench: %s worker: %s: %w", w.side, c, err)
 	}
 	return v, nil
 }
