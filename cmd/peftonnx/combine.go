@@ -92,7 +92,7 @@ func runCombine(cx *context, args []string) error {
 	}
 	method, err := combine.ParseMethod(*methodFlag)
 	if err != nil {
-		return cx.usagef("--method: %s", strings.TrimPrefix(err.Error(), "combine: "))
+		return cx.usagef("--method: %w", err)
 	}
 	o := combine.Options{Method: method, Rank: *rank, Density: *density, Seed: *seed, MajoritySign: combine.MajoritySign(*sign)}
 	if err := checkCombineFlags(cx, given, &o); err != nil {
@@ -100,7 +100,7 @@ func runCombine(cx *context, args []string) error {
 	}
 	if *weightsFlag != "" {
 		if o.Weights, err = parseCombineWeights(*weightsFlag); err != nil {
-			return cx.usagef("--weights: %v", err)
+			return cx.usagef("--weights: %w", err)
 		}
 		if len(o.Weights) != len(pos) {
 			return cx.usagef("--weights has %d %s for %d adapters", len(o.Weights), combineNoun(len(o.Weights), "value", "values"), len(pos))

@@ -7,6 +7,8 @@ import (
 	"io"
 	"sort"
 	"strings"
+
+	"github.com/peftonnx/peftonnx/internal/pkgerr"
 )
 
 // A command is one "peftonnx NAME ..." subcommand. Each lives in its own
@@ -55,13 +57,23 @@ type context struct {
 var errHelp = errors.New("help requested")
 
 // usageError is a mistake in the command line: exit status 2.
-type usageError struct{ msg string }
+type usageError struct {
+	msg string
+	err error // the cause, or nil
+}
 
 func (e *usageError) Error() string { return e.msg }
 
-// usagef returns a usageError for the current command.
+func (e *usageError) Unwrap() error { return e.err }
+
+// usagef returns a usageError for the current command, "NAME: MESSAGE
+// (see peftonnx NAME -h)". Operands are wrapped with %w; one that is an
+// error of the package the command is named after (combine) is shown
+// without that package's prefix, which the command's name already says
+// (see package pkgerr).
 func (cx *context) usagef(format string, args ...any) error {
-	return &usageError{cx.cmd.name + ": " + fmt.Sprintf(format, args...) + " (see peftonnx " + cx.cmd.name + " -h)"}
+	err := pkgerr.Format(cx.cmd.name, format, args...)
+	return &usageError{msg: cx.cmd.name + ": " + err.Error() + " (see peftonnx " + cx.cmd.name + " -h)", err: err}
 }
 
 // flags returns the command's flag set. Its output is discarded: parse
@@ -87,7 +99,7 @@ func (cx *context) parse(args []string) ([]string, error) {
 				cx.printHelp()
 				return nil, errHelp
 			}
-			return nil, cx.usagef("%v", err)
+			return nil, cx.usagef("%w", err)
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -144,7 +156,7 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	}
 	c, ok := commands[name]
 	if !ok {
-		return fail(stderr, &usageError{fmt.Sprintf("unknown command %q (commands: %s; see peftonnx help)", name, strings.Join(commandNames(), ", "))})
+		return fail(stderr, &usageError{msg: fmt.Sprintf("unknown command %q (commands: %s; see peftonnx help)", name, strings.Join(commandNames(), ", "))})
 	}
 	cx := &context{cmd: c, stdout: stdout, stderr: stderr}
 	err := runGuarded(c.name, func() error { return c.run(cx, args[1:]) })

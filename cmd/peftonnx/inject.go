@@ -113,10 +113,10 @@ func runInject(cx *context, args []string) error {
 		return cx.usagef("--init must be kaiming or gaussian, got %q", *initKind)
 	}
 	if cfg.DType, err = parseAdapterDType(*dtypeFlag); err != nil {
-		return cx.usagef("--dtype: %v", err)
+		return cx.usagef("--dtype: %w", err)
 	}
 	if cfg.EnableLoRAList, err = parseEnableLoRA(enable, len(targets)); err != nil {
-		return cx.usagef("%v", err)
+		return cx.usagef("%w", err)
 	}
 	if !cfg.EnableLoRAList.IsZero() && *headDim == 0 {
 		return cx.usagef("--enable-lora needs --head-dim")
@@ -179,7 +179,7 @@ func parseEnableLoRA(values []string, targets int) (adapter.EnableLoRAList, erro
 		}
 		flags, err := parseEnableList(v)
 		if err != nil {
-			return e, fmt.Errorf("--enable-lora %q: %v", v, err)
+			return e, fmt.Errorf("--enable-lora %q: %w", v, err)
 		}
 		lists[i] = flags
 	}
@@ -327,7 +327,7 @@ func saveModel(m *graph.Model, out string, external bool) error {
 			created = p
 		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("output %s: %v", out, err)
+			return fmt.Errorf("output %s: %w", out, err)
 		}
 	}
 	if err := m.Save(out, graph.SaveOptions{ExternalData: external}); err != nil {

@@ -106,7 +106,7 @@ func runPrefix(cx *context, args []string) error {
 		TaskType:                   "CAUSAL_LM",
 	}
 	if cfg.DType, err = parseAdapterDType(*dtypeFlag); err != nil {
-		return cx.usagef("--dtype: %v", err)
+		return cx.usagef("--dtype: %w", err)
 	}
 	if *adapterOut != "" {
 		if st, err := os.Stat(*adapterOut); err == nil && !st.IsDir() {

@@ -129,7 +129,7 @@ func runRun(cx *context, args []string) error {
 		}
 		a, note, err := arrayFromTensor(t)
 		if err != nil {
-			return fmt.Errorf("output %q: %v", v.Name, err)
+			return fmt.Errorf("output %q: %w", v.Name, err)
 		}
 		if note != "" {
 			notes = append(notes, fmt.Sprintf("output %q %s", v.Name, note))
@@ -228,7 +228,7 @@ func readTensor(path string) (*ortrt.Tensor, error) {
 	}
 	t, err := tensorFromArray(a)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return t, nil
 }
@@ -361,7 +361,7 @@ func outputFileNames(names []string) []string {
 // paths written.
 func writeArrays(dir string, outs []namedArray) (paths []string, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("output dir: %v", err)
+		return nil, fmt.Errorf("output dir: %w", err)
 	}
 	names := make([]string, len(outs))
 	for i, o := range outs {

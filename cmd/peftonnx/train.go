@@ -408,7 +408,7 @@ func checkTrainOutputs(f *trainFlags, m *graph.Model) error {
 	case err == nil && !st.IsDir():
 		return fmt.Errorf("train: --out %s is a file; want a directory", f.out)
 	case err != nil && !errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("train: --out %s: %v", f.out, err)
+		return fmt.Errorf("train: --out %s: %w", f.out, err)
 	}
 	latest, err := train.LatestCheckpoint(f.out)
 	if err != nil {
