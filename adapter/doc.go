@@ -44,7 +44,9 @@
 // # Errors
 //
 // Errors start with "adapter: ". Malformed or inconsistent files give a
-// *FormatError naming the file and the tensor or key at fault. Writes go to
+// *FormatError naming the file and the tensor or key at fault. A missing
+// file or folder (an adapter, its config or its weights) gives an error
+// for which errors.Is(err, fs.ErrNotExist) holds. Writes go to
 // a temporary file in the target directory and are renamed into place, so
 // a failed write leaves nothing half-written.
 //
