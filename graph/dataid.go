@@ -74,7 +74,7 @@ func (m *Model) checkDataID() error {
 	m.setDataID("", "") // checked below; not part of the model in memory
 	file, id, ok := strings.Cut(value, " ")
 	if !ok || len(id) != 32 {
-		return errorf("metadata %s: %q is not \"FILE ID\"", DataIDKey, value)
+		return formatErrorf("", "metadata %s: %q is not \"FILE ID\"", DataIDKey, value)
 	}
 	path := filepath.Join(m.Dir, file)
 	f, err := os.Open(path)
@@ -97,7 +97,7 @@ func (m *Model) checkDataID() error {
 		return nil
 	}
 	if got := string(tail[len(dataTrailerMagic) : dataTrailerLen-1]); got != id {
-		return errorf("external data file %s belongs to another save of the model (data identity %s, the model expects %s): a save was interrupted or two ran at once; save the model again", path, got, id)
+		return formatErrorf("", "external data file %s belongs to another save of the model (data identity %s, the model expects %s): a save was interrupted or two ran at once; save the model again", path, got, id)
 	}
 	return nil
 }

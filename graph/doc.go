@@ -35,8 +35,8 @@
 //
 // Errors start with "graph: " and name the file and the tensor at fault. A
 // malformed model (bytes that are no ONNX model, data that disagrees with
-// its dims, external data out of range or outside the model's folder) is a
-// *FormatError. A missing model or external data file gives an error for
+// its dims, external data out of range, outside the model's folder or of
+// another save) is a *FormatError. A missing model or external data file gives an error for
 // which errors.Is(err, fs.ErrNotExist) holds, on Load or on the first read
 // of a tensor.
 //

@@ -8,10 +8,10 @@ import (
 
 // FormatError reports a model whose content is malformed: bytes that are
 // not an ONNX model, a tensor whose data disagrees with its dims, external
-// data that is out of range or outside the model's folder. A missing or
-// unreadable file is not a FormatError: its error wraps the *fs.PathError,
-// so that errors.Is(err, fs.ErrNotExist) holds. Callers can inspect File
-// and Tensor with errors.As.
+// data that is out of range, outside the model's folder or of another save
+// of the model. A missing or unreadable file is not a FormatError: its
+// error wraps the *fs.PathError, so that errors.Is(err, fs.ErrNotExist)
+// holds. Callers can inspect File and Tensor with errors.As.
 type FormatError struct {
 	File   string // path of the model, or "" for a model parsed from bytes
 	Tensor string // the tensor at fault, or ""

@@ -155,7 +155,7 @@ func (m *Model) checkExternal() error {
 		}
 		path := filepath.Join(m.Dir, ref.location)
 		if err := checkInside(m.Dir, ref.location); err != nil {
-			return errorf("tensor %q: %w", t.Name, err)
+			return formatErrorf(t.Name, "%w", err)
 		}
 		size, err := m.ext.size(path)
 		if err != nil {
@@ -185,7 +185,7 @@ func (m *Model) checkExternal() error {
 func (m *Model) externalBytes(t *onnxpb.TensorProto, ref externalRef) ([]byte, error) {
 	path := filepath.Join(m.Dir, ref.location)
 	if err := checkInside(m.Dir, ref.location); err != nil {
-		return nil, errorf("tensor %q: %w", t.Name, err)
+		return nil, formatErrorf(t.Name, "%w", err)
 	}
 	b, err := m.ext.bytes(path)
 	if err != nil {

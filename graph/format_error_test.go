@@ -20,7 +20,7 @@ func TestFormatError(t *testing.T) {
 		reason     string
 		setup      func(dir string) string // writes the model, returns its path
 		wantTensor string
-		wantMsg    string // the message after "graph: PATH: "
+		wantMsg    string // a part of the message after "graph: PATH: "
 	}{
 		{"empty file", func(dir string) string {
 			p := filepath.Join(dir, "empty.onnx")
@@ -44,6 +44,26 @@ func TestFormatError(t *testing.T) {
 		{"a bad external offset", func(dir string) string {
 			return saveOne(t, dir, "offset.onnx", externalTensor("w", []int64{4}, "w.data", "-3", "16"))
 		}, "w", `tensor "w": bad external data offset "-3"`},
+		{"external data reached through a link out of the folder", func(dir string) string {
+			outside := filepath.Join(filepath.Dir(dir), filepath.Base(dir)+"-outside.data")
+			os.WriteFile(outside, make([]byte, 16), 0o644)
+			os.Symlink(outside, filepath.Join(dir, "w.data"))
+			return saveOne(t, dir, "link.onnx", externalTensor("w", []int64{4}, "w.data", "0", "16"))
+		}, "w", `tensor "w": external data location "w.data" leads out of the model's folder, through a symbolic link`},
+		{"external data of another save", func(dir string) string {
+			save := func(dir string, v float32) string {
+				m := graph.New(nil2(), "")
+				m.AddInitializer(graph.NewFloat32Tensor("w", dtype.Float32, []int64{4}, []float32{v, v, v, v}))
+				p := filepath.Join(dir, "m.onnx")
+				if err := m.Save(p, graph.SaveOptions{ExternalData: true, Threshold: 1}); err != nil {
+					t.Fatal(err)
+				}
+				return p
+			}
+			p, other := save(dir, 1), save(t.TempDir(), 2)
+			copyFile(t, other+".data", p+".data", 0)
+			return p
+		}, "", "m.onnx.data belongs to another save of the model"},
 		{"two initializers of one name", func(dir string) string {
 			w := graph.NewFloat32Tensor("w", dtype.Float32, []int64{1}, []float32{1})
 			return saveOne(t, dir, "twice.onnx", w, graph.NewFloat32Tensor("w", dtype.Float32, []int64{1}, []float32{2}))
@@ -60,8 +80,8 @@ func TestFormatError(t *testing.T) {
 		if fe.File != p || fe.Tensor != test.wantTensor {
 			t.Errorf("test %d (%s): got File %q, Tensor %q want %q, %q", i, test.reason, fe.File, fe.Tensor, p, test.wantTensor)
 		}
-		if want := "graph: " + p + ": " + test.wantMsg; !strings.HasPrefix(err.Error(), want) {
-			t.Errorf("test %d (%s): got %q want it to start with %q", i, test.reason, err, want)
+		if msg, prefix := err.Error(), "graph: "+p+": "; !strings.HasPrefix(msg, prefix) || !strings.Contains(msg, test.wantMsg) {
+			t.Errorf("test %d (%s): got %q want %q followed by a message holding %q", i, test.reason, msg, prefix, test.wantMsg)
 		}
 	}
 }
