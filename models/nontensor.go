@@ -55,7 +55,7 @@ func NonTensorOutputs(c NonTensorConfig) (*graph.Model, error) {
 		}}}},
 	}}})
 	if err := m.Validate(); err != nil {
-		return nil, errorf("non-tensor outputs: built an invalid graph: %v", err)
+		return nil, errorf("non-tensor outputs: built an invalid graph: %w", err)
 	}
 	return m, nil
 }

@@ -149,10 +149,10 @@ func renameValues(m *graph.Model, renames map[string]string) {
 // finishVariant sorts and checks m after a change.
 func finishVariant(m *graph.Model, what string) error {
 	if err := m.SortNodes(); err != nil {
-		return errorf("%s: %v", what, err)
+		return errorf("%s: %w", what, err)
 	}
 	if err := m.Validate(); err != nil {
-		return errorf("%s: built an invalid graph: %v", what, err)
+		return errorf("%s: built an invalid graph: %w", what, err)
 	}
 	return nil
 }
