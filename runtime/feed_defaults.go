@@ -1,10 +1,6 @@
 package runtime
 
-import (
-	"fmt"
-
-	"github.com/peftonnx/peftonnx/feed"
-)
+import "github.com/peftonnx/peftonnx/feed"
 
 // DefaultFeed returns the value that package feed documents for an input
 // that the caller does not give, for batch rows of seq new tokens after
@@ -15,11 +11,11 @@ import (
 // cross-attention caches, unknown inputs) are an error.
 func DefaultFeed(s feed.Slot, batch, seq, past int) (*Tensor, error) {
 	if !s.HasDefault() {
-		return nil, fmt.Errorf("runtime: input %s (%s) has no default: it must be given", s.Input, s.Role)
+		return nil, errorf("input %s (%s) has no default: it must be given", s.Input, s.Role)
 	}
 	shape, err := s.FeedShape(batch, seq, past)
 	if err != nil {
-		return nil, fmt.Errorf("runtime: %w", err)
+		return nil, errorf("%w", err)
 	}
 	switch s.Role {
 	case feed.AttentionMask:
@@ -30,7 +26,7 @@ func DefaultFeed(s feed.Slot, batch, seq, past int) (*Tensor, error) {
 		return FromInt64s(s.DType, shape, feed.Ones(n))
 	case feed.Positions:
 		if len(shape) != 2 {
-			return nil, fmt.Errorf("runtime: input %s: positions want [batch, sequence]", s.Input)
+			return nil, errorf("input %s: positions want [batch, sequence]", s.Input)
 		}
 		return FromInt64s(s.DType, shape, feed.PositionIDs(int(shape[0]), int(shape[1]), past))
 	}

@@ -435,7 +435,7 @@ func (s *Session) selectOutputs(names []string) ([]int, error) {
 			}
 		}
 		if len(all) == 0 {
-			return nil, fmt.Errorf("runtime: %s: no output of the model can be returned (%s)", s.name, strings.Join(why, "; "))
+			return nil, errorf("%s: no output of the model can be returned (%s)", s.name, strings.Join(why, "; "))
 		}
 		return all, nil
 	}

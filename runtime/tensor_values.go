@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"fmt"
 	"math"
 
 	"github.com/peftonnx/peftonnx/dtype"
@@ -28,13 +27,13 @@ func FromInt64s(elem dtype.Type, shape []int64, v []int64) (*Tensor, error) {
 // must be t.Len(). The conversion rules are FromInt64s's.
 func (t *Tensor) SetInt64s(v []int64) error {
 	if len(v) != t.Len() {
-		return fmt.Errorf("runtime: %d values for a %s tensor of %d elements", len(v), t.elem, t.Len())
+		return errorf("%d values for a %s tensor of %d elements", len(v), t.elem, t.Len())
 	}
 	lo, hi, ok := intRange(t.elem)
 	if ok {
 		for i, x := range v {
 			if x < lo || x > hi {
-				return fmt.Errorf("runtime: value %d at index %d does not fit %s", x, i, t.elem)
+				return errorf("value %d at index %d does not fit %s", x, i, t.elem)
 			}
 		}
 	}
@@ -79,7 +78,7 @@ func (t *Tensor) SetInt64s(v []int64) error {
 			convertInts(d, v)
 		}
 	default:
-		return fmt.Errorf("runtime: cannot write integers into a %s tensor", t.elem)
+		return errorf("cannot write integers into a %s tensor", t.elem)
 	}
 	return nil
 }
@@ -102,7 +101,7 @@ func FromFloat64s(elem dtype.Type, shape []int64, v []float64) (*Tensor, error) 
 // len(v) must be t.Len(). The conversion rules are FromFloat64s's.
 func (t *Tensor) SetFloat64s(v []float64) error {
 	if len(v) != t.Len() {
-		return fmt.Errorf("runtime: %d values for a %s tensor of %d elements", len(v), t.elem, t.Len())
+		return errorf("%d values for a %s tensor of %d elements", len(v), t.elem, t.Len())
 	}
 	if t.elem.IsFloat() {
 		switch d := t.data.(type) {
@@ -126,7 +125,7 @@ func (t *Tensor) SetFloat64s(v []float64) error {
 	ints := make([]int64, len(v))
 	for i, x := range v {
 		if x != math.Trunc(x) || math.IsInf(x, 0) || math.Abs(x) > 1<<62 {
-			return fmt.Errorf("runtime: value %v at index %d is not a whole number for %s", x, i, t.elem)
+			return errorf("value %v at index %d is not a whole number for %s", x, i, t.elem)
 		}
 		ints[i] = int64(x)
 	}
