@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"time"
 )
@@ -47,7 +48,10 @@ func writeStack(name string, r any, stack []byte) string {
 	if dir == "" {
 		dir = os.TempDir()
 	}
-	f, err := os.CreateTemp(dir, "peftonnx-"+name+"-panic-*.txt")
+	// A name of its own (process and time), created exclusively: a
+	// report, not an output, so it goes straight to its name.
+	path := filepath.Join(dir, fmt.Sprintf("peftonnx-%s-panic-%d-%d.txt", name, os.Getpid(), time.Now().UnixNano()))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Sprintf(" (the stack could not be written: %v)", err)
 	}
