@@ -155,10 +155,8 @@ func decomposeMHA(e *emitter, n *onnxpb.NodeProto) {
 	if !packedQKV && !packedKV {
 		qh, kh, vh = toHeads(q), toHeads(k), toHeads(v)
 	}
-	pastLen := e.ints(0)
 	if pk != "" {
 		kh = e.op("Concat", []string{pk, kh}, graph.AttrInt("axis", 2))
-		pastLen = e.dimOf(pk, 2)
 	}
 	if pv != "" {
 		vh = e.op("Concat", []string{pv, vh}, graph.AttrInt("axis", 2))
@@ -176,8 +174,10 @@ func decomposeMHA(e *emitter, n *onnxpb.NodeProto) {
 	if ab != "" {
 		scores = e.add(scores, ab)
 	}
-	keyIdx := e.op("Range", []string{e.int0(0), e.squeeze(e.dimOf(kh, 2), 0), e.int0(1)}) // [T]
-	var allowed string
+	var keyIdx, allowed string
+	if kpm != "" || unidirectional {
+		keyIdx = e.op("Range", []string{e.int0(0), e.squeeze(e.dimOf(kh, 2), 0), e.int0(1)}) // [T]
+	}
 	if kpm != "" {
 		allowed = e.keyMask(n, kpm, qh, keyIdx)
 		if e.err != nil {
@@ -185,6 +185,10 @@ func decomposeMHA(e *emitter, n *onnxpb.NodeProto) {
 		}
 	}
 	if unidirectional {
+		pastLen := e.ints(0)
+		if pk != "" {
+			pastLen = e.dimOf(pk, 2)
+		}
 		steps := e.op("Range", []string{e.int0(0), e.squeeze(e.dimOf(qh, 2), 0), e.int0(1)})
 		causal := e.unsqueeze(e.op("LessOrEqual", []string{keyIdx, e.unsqueeze(e.add(steps, pastLen), 1)}), 0, 1)
 		if allowed == "" {
