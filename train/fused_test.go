@@ -433,7 +433,6 @@ func compareGradients(t *testing.T, a, b map[string][]float64, params []string, 
 	t.Logf("loss %.6f (twin %.6f); %d gradients, largest relative difference %.3g", a["loss"][0], b["loss"][0], len(params), worst)
 }
 
-
 // TestPrefixThroughGroupQueryAttention trains prefix tuning through the
 // model builder's GroupQueryAttention, the prefix fed as the past of a
 // batch of several rows (which ONNX Runtime's kernel itself refuses to
