@@ -10,11 +10,13 @@ import (
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/models"
 	"github.com/peftonnx/peftonnx/quantize"
 	"github.com/peftonnx/peftonnx/rewrite"
 	rt "github.com/peftonnx/peftonnx/runtime"
 	"github.com/peftonnx/peftonnx/train/autodiff"
+	"google.golang.org/protobuf/proto"
 )
 
 // The graphs that the onnxruntime-genai model builder and ONNX Runtime's
@@ -507,4 +509,88 @@ func TestPrefixThroughInt4(t *testing.T) {
 		_, sum, err := rewrite.InjectPrefix(a, adapter.PrefixConfig{NumPrefixTokens: 3})
 		return Summaryish{sum.Trainable(), 0}, err
 	})
+}
+
+// genaiTwin builds the standard-op twin of the real model-builder export
+// ../shared/models/tiny-llama-genai-fp16 (MultiHeadAttention, RotaryEmbedding
+// and the fused norms): models.Llama at its sizes, in the Optimum layout,
+// holding its weights.
+func genaiTwin(t *testing.T, real *graph.Model) *graph.Model {
+	t.Helper()
+	c := models.LlamaConfig{VocabSize: 32000, Hidden: 16, Layers: 2, Heads: 1, KVHeads: 1, Intermediate: 64, DType: dtype.Float16, Seed: 1}
+	twin, err := models.Llama(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, init := range twin.Graph().Initializer {
+		from := genaiName(init.Name)
+		src := real.Initializer(from)
+		if src == nil {
+			t.Fatalf("the real model has no weight %s for %s", from, init.Name)
+		}
+		b, err := real.TensorBytes(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(src.Dims, init.Dims) || graph.TypeOf(src) != graph.TypeOf(init) {
+			t.Fatalf("%s is %s %v, %s is %s %v", from, graph.TypeOf(src), src.Dims, init.Name, graph.TypeOf(init), init.Dims)
+		}
+		init.RawData = bytes.Clone(b)
+	}
+	return twin
+}
+
+// genaiName turns an Optimum weight or LoRA tensor name of the LLaMA into
+// the model builder's.
+func genaiName(name string) string {
+	switch {
+	case name == "model.norm.weight":
+		return "model.layers.2.final_norm_layernorm.weight"
+	case name == "lm_head.weight":
+		return "lm_head.MatMul.weight"
+	case strings.HasSuffix(name, "_proj.weight"):
+		return strings.Replace(strings.TrimSuffix(name, ".weight"), ".self_attn.", ".attn.", 1) + ".MatMul.weight"
+	}
+	return strings.Replace(name, ".self_attn.", ".attn.", 1)
+}
+
+// TestGenAIExportGradientsMatchTwin holds the LoRA gradients through the
+// real model-builder export to those through a standard-op twin built
+// independently (package models) from its weights, with the same adapter
+// values on every projection and the head.
+func TestGenAIExportGradientsMatchTwin(t *testing.T) {
+	requireORT(t)
+	real := loadSharedModel(t, "tiny-llama-genai-fp16/model.onnx")
+	twin := genaiTwin(t, real)
+	lc := adapter.DefaultLoRAConfig(".*_proj", "lm_head")
+	lc.R, lc.Alpha = 4, 8
+	adapted := func(m *graph.Model) (*graph.Model, []string) {
+		a := m.Clone()
+		_, sum, err := rewrite.InjectLoRA(a, lc, rewrite.WithSeed(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a, sum.Trainable()
+	}
+	ra, rp := adapted(real)
+	ta, tp := adapted(twin)
+	fillAdapter(t, ra, rp)
+	// The twin's adapter holds the real one's values, tensor by tensor.
+	for _, p := range tp {
+		src := ra.Initializer(genaiName(p))
+		if src == nil {
+			t.Fatalf("no LoRA tensor %s in the adapted export for the twin's %s", genaiName(p), p)
+		}
+		ta.RemoveInitializer(p)
+		c := proto.Clone(src).(*onnxpb.TensorProto)
+		c.Name = p
+		ta.AddInitializer(c)
+	}
+	got := gradientsOn(t, ra, CausalLM, rp, nil)
+	want := gradientsOn(t, ta, CausalLM, tp, nil)
+	renamed := map[string][]float64{"loss": want["loss"]}
+	for _, p := range tp {
+		renamed[autodiff.GradName(genaiName(p))] = want[autodiff.GradName(p)]
+	}
+	compareGradients(t, got, renamed, rp, 1e-2)
 }
