@@ -16,7 +16,7 @@ type Probed struct {
 }
 
 // ShapeProbe runs model m once, forward (with the first batch's inputs, as
-// the caller sees fit), with values as extra outputs, and returns what each
+// the caller sees fit), and returns what each of values, outputs of m,
 // turned out to be. A value it cannot report is left out of the result.
 type ShapeProbe func(m *graph.Model, values []string) (map[string]Probed, error)
 
@@ -44,7 +44,25 @@ func (b *gradientPass) probeUndescribed(undescribed []string) ([]*onnxpb.ValueIn
 	if b.cfg.probe == nil || len(undescribed) == 0 {
 		return nil, nil
 	}
-	got, err := b.cfg.probe(b.input, slices.Clone(undescribed))
+	// The probe model: the input model with the values as outputs, each
+	// declared with the element type of its node's first input that
+	// inference knows (an unknown op of floats makes floats).
+	pm := b.input.Clone()
+	for _, v := range undescribed {
+		elem := dtype.Float32
+		if n := b.m.Producer(v); n != nil {
+			for _, in := range n.Input {
+				if dt := b.inf.get(in).elem; in != "" && dt != dtype.Undefined {
+					elem = dt
+					break
+				}
+			}
+		}
+		vi := graph.TensorInfo(v, elem, nil)
+		vi.Type.GetTensorType().Shape = nil
+		pm.AddOutput(vi)
+	}
+	got, err := b.cfg.probe(pm, slices.Clone(undescribed))
 	if err != nil {
 		return nil, errorf("probe run for the shapes of %d values that inference does not describe (%s, …): %w", len(undescribed), undescribed[0], err)
 	}

@@ -24,19 +24,13 @@ func unknownOpGraph(t *testing.T) (*testGraph, string) {
 func probeWith(t *testing.T, g *testGraph, calls *int) ShapeProbe {
 	return func(m *graph.Model, values []string) (map[string]Probed, error) {
 		*calls++
-		p := m.Clone()
-		for _, v := range values {
-			vi := graph.TensorInfo(v, dtype.Float32, nil)
-			vi.Type.GetTensorType().Shape = nil
-			p.AddOutput(vi)
-		}
 		feeds := g.tensors("", 0, 0)
 		for name := range feeds {
-			if p.Input(name) == nil {
+			if m.Input(name) == nil {
 				delete(feeds, name)
 			}
 		}
-		res, err := g.session(p).Run(feeds, values)
+		res, err := g.session(m).Run(feeds, values)
 		if err != nil {
 			return nil, err
 		}
