@@ -65,7 +65,7 @@ func TestTrainPastUnknownOp(t *testing.T) {
 	} else {
 		t.Logf("without a probe: %v", err)
 	}
-	trainFor30(t, m, CausalLM, fusedData(CausalLM, true), 2e-2, false, func(a *graph.Model) (Summaryish, error) {
+	trainFor30(t, m, CausalLM, fusedData(CausalLM, true), 2e-2, func(a *graph.Model) (Summaryish, error) {
 		_, sum, err := rewrite.InjectLoRA(a, lc, rewrite.WithSeed(1))
 		return Summaryish{sum.Trainable(), len(sum.LoRA)}, err
 	})

@@ -8,6 +8,7 @@ import (
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
 // int32s adds an int32 initializer.
@@ -200,4 +201,61 @@ func gqaGraph(g *testGraph, c gqaCase) (y string, dims []int64, keep func(int) b
 		return !first || s <= int(c.seqlens[b])
 	}
 	return outs[0], i64s(B, S, H*D), keep, outs[1], i64s(B, KV, P+S, D)
+}
+
+// TestDecomposeGroupQueryAttention: Decompose writes the op out for a
+// forward run that computes what the kernel computes, and runs where the
+// kernel refuses to (a past for two rows of two new tokens).
+func TestDecomposeGroupQueryAttention(t *testing.T) {
+	requireORT(t)
+	for _, c := range []gqaCase{
+		{name: "prompt", batch: 2, seq: 3, heads: 2, kvHeads: 1, dim: 16, seqlens: []int32{2, 1}, rotary: true},
+		{name: "past_for_two_rows", batch: 2, seq: 2, past: 2, heads: 2, kvHeads: 1, dim: 8, seqlens: []int32{3, 3}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := newTestGraph(t, 17, dtype.Float32, declStatic)
+			y, _, keep, _, _ := gqaGraph(g, c)
+			g.m.AddOutput(graph.TensorInfo(y, g.dt, nil))
+			d, err := Decompose(g.m, "com.microsoft:GroupQueryAttention")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range d.Graph().Node {
+				if n.OpType == "GroupQueryAttention" {
+					t.Fatalf("Decompose left %s", n.Name)
+				}
+			}
+			got, err := g.session(d).Run(g.tensors("", 0, 0), []string{y})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := g.m.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := rt.NewSessionFromBytes(b, rt.WithIntraOpThreads(1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			want, err := s.Run(g.tensors("", 0, 0), []string{y})
+			if c.past > 0 {
+				// The kernel refuses; the decomposition has run.
+				if err == nil {
+					t.Errorf("ONNX Runtime's kernel ran a past for two rows of two tokens: the test no longer shows what Decompose is for")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, w := got[y].ToFloat64(), want[y].ToFloat64()
+			cols := len(a) / int(c.batch*c.seq)
+			for i := range a {
+				if keep(i/cols) && math.Abs(a[i]-w[i]) > 1e-5 {
+					t.Fatalf("%s[%d]: decomposed %g, kernel %g", y, i, a[i], w[i])
+				}
+			}
+		})
+	}
 }
