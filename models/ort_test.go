@@ -135,7 +135,6 @@ func compare(t *testing.T, what string, got, want []float64, tl tol, keep func(i
 
 // decoder describes one decoder family for the shared tests.
 type decoder struct {
-	name                  string
 	model                 *graph.Model
 	elem                  dtype.Type
 	layers, kvHeads, hdim int
