@@ -122,7 +122,7 @@ func (c BERTConfig) Validate() error {
 		return errorf("bert: producer %s does not build BERT (optimum or transformer-optimizer)", c.Producer)
 	case c.Producer == TransformerOptimizer && c.DecomposeLayerNorm:
 		return errorf("bert: DecomposeLayerNorm shapes the Optimum layout; the transformer optimizer's has fused norms")
-	case c.Producer == TransformerOptimizer && (c.InputNames != BERTInputNames{} || c.IDType != dtype.Int64 || c.Head != BERTSequenceClassification):
+	case c.Producer == TransformerOptimizer && (c.InputNames != (BERTInputNames{}).withDefaults() || c.IDType != dtype.Int64 || c.Head != BERTSequenceClassification):
 		return errorf("bert: the transformer-optimizer layout is built with HF's input names, int64 ids and the sequence-classification head only")
 	}
 	switch c.Head {

@@ -338,6 +338,11 @@ func TestFusedValidate(t *testing.T) {
 			return c.Validate()
 		}()},
 		{"bert from the model builder", func() error { c := BERTTiny(); c.Producer = ModelBuilder; return c.Validate() }()},
+		{"optimized bert with int32 ids", func() error {
+			c := BERTTiny()
+			c.Producer, c.IDType = TransformerOptimizer, dtype.Int32
+			return c.Validate()
+		}()},
 	}
 	for _, tc := range tests {
 		if tc.err == nil {
