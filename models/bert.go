@@ -43,6 +43,12 @@ type BERTConfig struct {
 
 	Seed    uint64  // weights are a function of Seed alone
 	InitStd float64 // standard deviation of linear and embedding weights; 0 means 0.02
+
+	// Producer is whose export the graph imitates: Optimum (the default)
+	// or TransformerOptimizer. The weights' values do not depend on it.
+	Producer Producer
+	// Optimizer shapes a TransformerOptimizer graph; Optimum ignores it.
+	Optimizer OptimizerOptions
 }
 
 // BERTTiny is the size the tests use: hidden 16, 2 layers, 4 heads,
@@ -112,6 +118,12 @@ func (c BERTConfig) Validate() error {
 		return errorf("bert: InitStd and LayerNormEps must not be negative")
 	case c.IDType != dtype.Int64 && c.IDType != dtype.Int32:
 		return errorf("bert: IDType %s: want int64 or int32", c.IDType)
+	case c.Producer != Optimum && c.Producer != TransformerOptimizer:
+		return errorf("bert: producer %s does not build BERT (optimum or transformer-optimizer)", c.Producer)
+	case c.Producer == TransformerOptimizer && c.DecomposeLayerNorm:
+		return errorf("bert: DecomposeLayerNorm shapes the Optimum layout; the transformer optimizer's has fused norms")
+	case c.Producer == TransformerOptimizer && (c.InputNames != (BERTInputNames{}).withDefaults() || c.IDType != dtype.Int64 || c.Head != BERTSequenceClassification):
+		return errorf("bert: the transformer-optimizer layout is built with HF's input names, int64 ids and the sequence-classification head only")
 	}
 	switch c.Head {
 	case BERTSequenceClassification, BERTMaskedLM, BERTTokenClassification:
@@ -146,11 +158,17 @@ func (c BERTConfig) NumParams() int64 {
 // bert.encoder.layer.{i}.attention.self.query.weight [in, out] and .bias;
 // then /bert/pooler/dense and /classifier (bert.pooler.dense.weight,
 // classifier.weight).
+//
+// With Producer TransformerOptimizer the graph is what ONNX Runtime's
+// transformer optimizer makes of it instead: see OptimizerOptions.
 func BERT(c BERTConfig) (*graph.Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	c = c.withDefaults()
+	if c.Producer == TransformerOptimizer {
+		return optimizedBERT(c)
+	}
 	ex := newExporter("bert", dtype.Float32, c.Seed, c.InitStd, false)
 	m := ex.Model()
 	e, h, d := c.Hidden, c.Heads, c.HeadDim()

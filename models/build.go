@@ -68,6 +68,20 @@ type exporter struct {
 // newExporter starts a model. With anon, nodes are named OpType_N, N
 // counting every node, as old exporters named them.
 func newExporter(graphName string, elem dtype.Type, seed uint64, std float64, anon bool) *exporter {
+	opts := graph.BuilderOptions{Outputs: graph.OutputsAfterNode, ConstantNodes: true}
+	if anon {
+		count := 0
+		opts.NodeName = func(_, op string) string {
+			name := op + "_" + strconv.Itoa(count)
+			count++
+			return name
+		}
+	}
+	return newExporterWith(graphName, elem, seed, std, opts)
+}
+
+// newExporterWith starts a model whose builder names things as opts say.
+func newExporterWith(graphName string, elem dtype.Type, seed uint64, std float64, opts graph.BuilderOptions) *exporter {
 	p := &onnxpb.ModelProto{
 		IrVersion:    irVersion,
 		ProducerName: "peftonnx/models",
@@ -78,16 +92,51 @@ func newExporter(graphName string, elem dtype.Type, seed uint64, std float64, an
 	if std == 0 {
 		std = defaultInitStd
 	}
-	opts := graph.BuilderOptions{Outputs: graph.OutputsAfterNode, ConstantNodes: true}
-	if anon {
-		count := 0
-		opts.NodeName = func(_, op string) string {
-			name := op + "_" + strconv.Itoa(count)
-			count++
-			return name
-		}
-	}
 	return &exporter{Builder: graph.NewBuilder(m, opts), elem: elem, seed: seed, std: std, shapes: map[string]string{}}
+}
+
+// normalAs adds an initializer called name that holds the values a weight
+// called drawn would get: mean + std·N(0,1) from drawn's stream. Layouts
+// that rename a weight keep its values so.
+func (ex *exporter) normalAs(name, drawn string, dims []int64, mean, std float64) string {
+	n := int(graph.NumElements(dims))
+	raw := normalBytes(n, ex.elem, streamSeed(ex.seed, drawn), mean, std)
+	ex.Model().AddInitializer(&onnxpb.TensorProto{Name: name, DataType: int32(ex.elem), Dims: dims, RawData: raw})
+	return name
+}
+
+// weightAs adds a linear or embedding weight called name with the values
+// of the weight called drawn.
+func (ex *exporter) weightAs(name, drawn string, dims ...int64) string {
+	return ex.normalAs(name, drawn, dims, 0, ex.std)
+}
+
+// packedWeight adds an initializer called name, [rows, Σ widths], whose
+// columns are those of the weights drawn[i], [rows, widths[i]], side by
+// side: a fused projection holding the values of its parts. With biases
+// (rows 0), the parts are 1-D and are joined end to end.
+func (ex *exporter) packedWeight(name string, drawn []string, rows int, widths []int, mean, std float64) string {
+	size := ex.elem.Size()
+	total := 0
+	for _, w := range widths {
+		total += w
+	}
+	r := max(rows, 1)
+	raw := make([]byte, r*total*size)
+	col := 0
+	for i, d := range drawn {
+		part := normalBytes(r*widths[i], ex.elem, streamSeed(ex.seed, d), mean, std)
+		for row := range r {
+			copy(raw[(row*total+col)*size:], part[row*widths[i]*size:(row+1)*widths[i]*size])
+		}
+		col += widths[i]
+	}
+	dims := []int64{int64(rows), int64(total)}
+	if rows == 0 {
+		dims = []int64{int64(total)}
+	}
+	ex.Model().AddInitializer(&onnxpb.TensorProto{Name: name, DataType: int32(ex.elem), Dims: dims, RawData: raw})
+	return name
 }
 
 // opTo adds a node of op type op in scope s whose one output is called
@@ -274,6 +323,15 @@ func lowest(dt dtype.Type) float64 {
 // It also returns the absolute positions past … total−1 of the queries,
 // [seq] int64.
 func (ex *exporter) causalMask(s *graph.Builder, ids, amask string) (mask, qpos string) {
+	ok, qpos := ex.causalAllowed(s, ids, amask)
+	mask = s.Op("Where", []string{ok, ex.Scalar(ex.elem, 0), ex.Scalar(ex.elem, lowest(ex.elem))})
+	return mask, qpos
+}
+
+// causalAllowed adds the bool [batch, 1, seq, total] that says where
+// query i may see key j (j ≤ past+i and attention_mask[b, j] = 1), and
+// returns it with the queries' positions past … total−1, [seq] int64.
+func (ex *exporter) causalAllowed(s *graph.Builder, ids, amask string) (ok, qpos string) {
 	seq := s.Op("Gather", []string{s.Op("Shape", []string{ids}), ex.Int64(1)}, graph.AttrInt("axis", 0))
 	t := s.Op("Gather", []string{s.Op("Shape", []string{amask}), ex.Int64(1)}, graph.AttrInt("axis", 0))
 	past := s.Op("Sub", []string{t, seq})
@@ -283,9 +341,8 @@ func (ex *exporter) causalMask(s *graph.Builder, ids, amask string) (mask, qpos 
 	causal := s.Op("LessOrEqual", []string{kpos, col}) // [seq, total]
 	pad := s.Op("Cast", []string{amask}, graph.AttrInt("to", int64(dtype.Bool)))
 	pad = s.Op("Unsqueeze", []string{pad, ex.Int64s(1, 2)}) // [batch, 1, 1, total]
-	ok := s.Op("And", []string{causal, pad})
-	mask = s.Op("Where", []string{ok, ex.Scalar(ex.elem, 0), ex.Scalar(ex.elem, lowest(ex.elem))})
-	return mask, qpos
+	ok = s.Op("And", []string{causal, pad})
+	return ok, qpos
 }
 
 // finish checks the model and returns it.

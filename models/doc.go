@@ -14,6 +14,29 @@
 //   - BERT: a BERT-style encoder with token-type embeddings, erf GELU, a
 //     Tanh pooler over the first token and a classifier.
 //
+// # Producers
+//
+// Each family is laid out by default as Optimum exports it, in standard
+// ops. The Producer field lays it out as the tools that people ship ONNX
+// models with do instead, with their com.microsoft fused ops and their
+// names, weights unchanged:
+//
+//   - ModelBuilder (Llama): the onnxruntime-genai model builder's
+//     decoder, with GroupQueryAttention (rotary inside, or RotaryEmbedding
+//     nodes), SimplifiedLayerNormalization and
+//     SkipSimplifiedLayerNormalization, packed or separate q, k and v,
+//     float32 or float16 (see ModelBuilderOptions). int4 models are these
+//     graphs after quantize.Model.
+//   - TransformerOptimizer (GPT2, BERT): ONNX Runtime's transformer
+//     optimizer, with Attention (packed QKV), EmbedLayerNormalization,
+//     SkipLayerNormalization, FastGelu and BiasGelu (see
+//     OptimizerOptions).
+//
+// Each layout has a standard-op twin (its Unfused option): the same graph
+// and weights under the same names with the fused ops written out, which
+// the tests hold the fused graph to on ONNX Runtime, and against which
+// gradients through the fused graph are checked.
+//
 // # Names
 //
 // Nodes and weights carry the names that the PyTorch exporter (Optimum)
@@ -53,7 +76,14 @@
 // # Limits
 //
 // The models are untrained: their outputs mean nothing. Only LLaMA has a
-// float16 variant. There is no dropout, no tied-weight sharing in the graph
-// (GPT-2's head holds a transposed copy of the token embedding) and no
-// fused contrib ops.
+// float16 variant. There is no dropout and no tied-weight sharing in the
+// graph (GPT-2's head holds a transposed copy of the token embedding). The
+// Optimum layouts hold no fused contrib ops.
+//
+// ONNX Runtime's CPU GroupQueryAttention rotates only heads whose size is
+// a multiple of 16, and takes a past with more than one new token only for
+// batch 1; the model-builder layout is built whatever the sizes, but runs
+// only within those limits. GroupQueryAttention assumes padding on the
+// right (its positions and causal window start at each row's first
+// token), as does BERT's mask_index.
 package models

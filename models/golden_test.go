@@ -59,6 +59,10 @@ func TestGolden(t *testing.T) {
 		{"llama_tiny.txt", func() (*graph.Model, error) { return Llama(LlamaTiny()) }},
 		{"gpt2_tiny.txt", func() (*graph.Model, error) { return GPT2(GPT2Tiny()) }},
 		{"bert_tiny.txt", func() (*graph.Model, error) { return BERT(BERTTiny()) }},
+		{"llama_model_builder.txt", func() (*graph.Model, error) { return fusedLayouts[0].build(false) }},
+		{"llama_model_builder_rotary_nodes.txt", func() (*graph.Model, error) { return fusedLayouts[1].build(false) }},
+		{"gpt2_transformer_optimizer.txt", func() (*graph.Model, error) { return fusedLayouts[2].build(false) }},
+		{"bert_transformer_optimizer.txt", func() (*graph.Model, error) { return fusedLayouts[3].build(false) }},
 	}
 	for _, tc := range tests {
 		m, err := tc.build()

@@ -38,6 +38,12 @@ type GPT2Config struct {
 
 	Seed    uint64  // weights are a function of Seed alone
 	InitStd float64 // standard deviation of linear and embedding weights; 0 means 0.02
+
+	// Producer is whose export the graph imitates: Optimum (the default)
+	// or TransformerOptimizer. The weights' values do not depend on it.
+	Producer Producer
+	// Optimizer shapes a TransformerOptimizer graph; Optimum ignores it.
+	Optimizer OptimizerOptions
 }
 
 // GPT2Tiny is the size the tests use: hidden 16, 2 layers, 4 heads,
@@ -93,6 +99,12 @@ func (c GPT2Config) Validate() error {
 		return errorf("gpt2: hidden %d is not a multiple of heads %d", c.Hidden, c.Heads)
 	case c.InitStd < 0 || c.LayerNormEps < 0:
 		return errorf("gpt2: InitStd and LayerNormEps must not be negative")
+	case c.Producer != Optimum && c.Producer != TransformerOptimizer:
+		return errorf("gpt2: producer %s does not build GPT-2 (optimum or transformer-optimizer)", c.Producer)
+	case c.Producer == TransformerOptimizer && (c.Gemm || c.DecomposeLayerNorm || c.AnonymousNodes):
+		return errorf("gpt2: Gemm, DecomposeLayerNorm and AnonymousNodes shape the Optimum layout; the transformer optimizer's has MatMuls and fused norms")
+	case c.Producer == TransformerOptimizer && c.Optimizer.RawMask:
+		return errorf("gpt2: RawMask is a BERT option; GPT-2's Attention always reads the raw mask")
 	}
 	return nil
 }
@@ -121,11 +133,18 @@ func (c GPT2Config) NumParams() int64 {
 // <scope>/Gemm), reading transformer.h.{i}.attn.c_attn.weight and .bias.
 // The head /lm_head/MatMul reads lm_head.weight [hidden, vocab], which
 // holds the transpose of transformer.wte.weight (GPT-2 ties them).
+//
+// With Producer TransformerOptimizer the graph is ONNX Runtime's GPT-2
+// after its transformer optimizer instead, with position_ids and stacked
+// past_{i} inputs: see OptimizerOptions.
 func GPT2(c GPT2Config) (*graph.Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	c = c.withDefaults()
+	if c.Producer == TransformerOptimizer {
+		return optimizedGPT2(c)
+	}
 	ex := newExporter("gpt2", dtype.Float32, c.Seed, c.InitStd, c.AnonymousNodes)
 	m := ex.Model()
 	e, h, d := c.Hidden, c.Heads, c.HeadDim()

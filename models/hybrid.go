@@ -142,7 +142,7 @@ func Hybrid(c HybridConfig) (*graph.Model, error) {
 	emb := ex.weight("model.embed_tokens.weight", int64(c.VocabSize), int64(e))
 	x := top.In("embed_tokens").Op("Gather", []string{emb, "input_ids"})
 	mask, _ := ex.causalMask(top, "input_ids", "attention_mask")
-	cos, sin := ex.rotary(top.In("rotary_emb"), "position_ids", d, c.RopeTheta)
+	cos, sin := ex.rotary(top.In("rotary_emb"), "position_ids", d, c.RopeTheta, false)
 
 	for i, l := range c.Layers {
 		layer := top.In(fmt.Sprintf("layers.%d", i))
@@ -157,8 +157,8 @@ func Hybrid(c HybridConfig) (*graph.Model, error) {
 			q := ex.linear(attn.In("q_proj"), module+".self_attn.q_proj", n, e, h*d, false, "")
 			kk := ex.linear(attn.In("k_proj"), module+".self_attn.k_proj", n, e, kv*d, false, "")
 			v := ex.linear(attn.In("v_proj"), module+".self_attn.v_proj", n, e, kv*d, false, "")
-			q = ex.rope(attn, ex.splitHeads(attn, q, h, d), cos, sin, d)
-			kk = ex.rope(attn, ex.splitHeads(attn, kk, kv, d), cos, sin, d)
+			q = ex.rope(attn, ex.splitHeads(attn, q, h, d), cos, sin, d, false)
+			kk = ex.rope(attn, ex.splitHeads(attn, kk, kv, d), cos, sin, d, false)
 			v = ex.splitHeads(attn, v, kv, d)
 			kk = opTo(attn, fmt.Sprintf("present.%d.key", i), "Concat", []string{fmt.Sprintf("past_key_values.%d.key", i), kk}, graph.AttrInt("axis", 2))
 			v = opTo(attn, fmt.Sprintf("present.%d.value", i), "Concat", []string{fmt.Sprintf("past_key_values.%d.value", i), v}, graph.AttrInt("axis", 2))

@@ -20,6 +20,14 @@ type LlamaConfig struct {
 
 	RMSNormEps float64 // 0 means 1e-6
 	RopeTheta  float64 // 0 means 10000
+	// RopeInterleaved rotates the channel pairs (2j, 2j+1) of each head
+	// (GPT-J's rotate_every_two, the model builder's rotary_interleaved=1)
+	// rather than the pairs (j, j+dim/2) of its two halves.
+	RopeInterleaved bool
+	// MaxPositions is the number of rows of the model builder's cos and
+	// sin caches (max_position_embeddings); 0 means 2048. The Optimum
+	// layout computes its tables from position_ids and ignores it.
+	MaxPositions int
 
 	// NoCache leaves out the past_key_values.{i}.key/value inputs and the
 	// present.{i}.key/value outputs.
@@ -32,6 +40,12 @@ type LlamaConfig struct {
 
 	Seed    uint64  // weights are a function of Seed alone
 	InitStd float64 // standard deviation of linear and embedding weights; 0 means 0.02
+
+	// Producer is whose export the graph imitates: Optimum (the default)
+	// or ModelBuilder. The weights' values do not depend on it.
+	Producer Producer
+	// Builder shapes a ModelBuilder graph; Optimum ignores it.
+	Builder ModelBuilderOptions
 }
 
 // LlamaTiny is the size the tests use: hidden 16, 2 layers, 4 heads over 2
@@ -77,6 +91,9 @@ func (c LlamaConfig) withDefaults() LlamaConfig {
 	if c.InitStd == 0 {
 		c.InitStd = defaultInitStd
 	}
+	if c.MaxPositions == 0 {
+		c.MaxPositions = 2048
+	}
 	return c
 }
 
@@ -102,8 +119,12 @@ func (c LlamaConfig) Validate() error {
 		return errorf("llama: head dim %d is odd; RoPE needs it even", c.HeadDim())
 	case c.DType != dtype.Float32 && c.DType != dtype.Float16:
 		return errorf("llama: dtype %s is not float32 or float16", c.DType)
-	case c.InitStd < 0 || c.RMSNormEps < 0 || c.RopeTheta < 0:
-		return errorf("llama: InitStd, RMSNormEps and RopeTheta must not be negative")
+	case c.InitStd < 0 || c.RMSNormEps < 0 || c.RopeTheta < 0 || c.MaxPositions < 0:
+		return errorf("llama: InitStd, RMSNormEps, RopeTheta and MaxPositions must not be negative")
+	case c.Producer != Optimum && c.Producer != ModelBuilder:
+		return errorf("llama: producer %s does not build LLaMA (optimum or model-builder)", c.Producer)
+	case c.Producer == ModelBuilder:
+		return c.Builder.check(c)
 	}
 	return nil
 }
@@ -131,11 +152,17 @@ func (c LlamaConfig) NumParams() int64 {
 // (k_proj, v_proj, o_proj; mlp/gate_proj, up_proj, down_proj) reading its
 // weight model.layers.{i}.self_attn.q_proj.weight, stored [in, out]; the
 // head is /lm_head/MatMul with lm_head.weight. There are no biases.
+//
+// With Producer ModelBuilder the graph is the onnxruntime-genai model
+// builder's instead: see ModelBuilderOptions.
 func Llama(c LlamaConfig) (*graph.Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	c = c.withDefaults()
+	if c.Producer == ModelBuilder {
+		return modelBuilderLlama(c)
+	}
 	ex := newExporter("llama", c.DType, c.Seed, c.InitStd, false)
 	m := ex.Model()
 	e, h, kv, d := c.Hidden, c.Heads, c.KVHeads, c.HeadDim()
@@ -153,7 +180,7 @@ func Llama(c LlamaConfig) (*graph.Model, error) {
 	emb := ex.weight("model.embed_tokens.weight", int64(c.VocabSize), int64(e))
 	x := top.In("embed_tokens").Op("Gather", []string{emb, "input_ids"})
 	mask, _ := ex.causalMask(top, "input_ids", "attention_mask")
-	cos, sin := ex.rotary(top.In("rotary_emb"), "position_ids", d, c.RopeTheta)
+	cos, sin := ex.rotary(top.In("rotary_emb"), "position_ids", d, c.RopeTheta, c.RopeInterleaved)
 
 	for i := range c.Layers {
 		layer := top.In(fmt.Sprintf("layers.%d", i))
@@ -164,8 +191,8 @@ func Llama(c LlamaConfig) (*graph.Model, error) {
 		q := ex.linear(attn.In("q_proj"), module+".self_attn.q_proj", n, e, h*d, false, "")
 		k := ex.linear(attn.In("k_proj"), module+".self_attn.k_proj", n, e, kv*d, false, "")
 		v := ex.linear(attn.In("v_proj"), module+".self_attn.v_proj", n, e, kv*d, false, "")
-		q = ex.rope(attn, ex.splitHeads(attn, q, h, d), cos, sin, d)
-		k = ex.rope(attn, ex.splitHeads(attn, k, kv, d), cos, sin, d)
+		q = ex.rope(attn, ex.splitHeads(attn, q, h, d), cos, sin, d, c.RopeInterleaved)
+		k = ex.rope(attn, ex.splitHeads(attn, k, kv, d), cos, sin, d, c.RopeInterleaved)
 		v = ex.splitHeads(attn, v, kv, d)
 		if !c.NoCache {
 			k = opTo(attn, fmt.Sprintf("present.%d.key", i), "Concat", []string{fmt.Sprintf("past_key_values.%d.key", i), k}, graph.AttrInt("axis", 2))
@@ -200,10 +227,11 @@ func Llama(c LlamaConfig) (*graph.Model, error) {
 }
 
 // rotary adds the cos and sin tables of RoPE for position_ids [batch, seq]:
-// freqs = position·θ^(−2j/dim) for j < dim/2, emb = [freqs, freqs], and
-// returns cos(emb) and sin(emb) as [batch, 1, seq, dim], computed in
-// float32 and cast to the model's type.
-func (ex *exporter) rotary(s *graph.Builder, positionIDs string, dim int, theta float64) (cos, sin string) {
+// freqs = position·θ^(−2j/dim) for j < dim/2, emb = [freqs, freqs]
+// (each frequency twice in a row when interleaved), and returns cos(emb)
+// and sin(emb) as [batch, 1, seq, dim], computed in float32 and cast to
+// the model's type.
+func (ex *exporter) rotary(s *graph.Builder, positionIDs string, dim int, theta float64, interleaved bool) (cos, sin string) {
 	inv := make([]float64, dim/2)
 	for j := range inv {
 		inv[j] = 1 / math.Pow(theta, float64(2*j)/float64(dim))
@@ -211,7 +239,14 @@ func (ex *exporter) rotary(s *graph.Builder, positionIDs string, dim int, theta 
 	pos := s.Op("Cast", []string{positionIDs}, graph.AttrInt("to", int64(dtype.Float32)))
 	pos = s.Op("Unsqueeze", []string{pos, ex.Int64s(-1)})
 	freqs := s.Op("Mul", []string{pos, ex.Floats(dtype.Float32, []int64{int64(len(inv))}, inv)})
-	emb := s.Op("Concat", []string{freqs, freqs}, graph.AttrInt("axis", -1))
+	var emb string
+	if interleaved {
+		f := s.Op("Unsqueeze", []string{freqs, ex.Int64s(-1)})
+		emb = s.Op("Concat", []string{f, f}, graph.AttrInt("axis", -1))
+		emb = s.Op("Reshape", []string{emb, ex.Int64s(0, 0, int64(dim))})
+	} else {
+		emb = s.Op("Concat", []string{freqs, freqs}, graph.AttrInt("axis", -1))
+	}
 	cos = s.Op("Cos", []string{emb})
 	sin = s.Op("Sin", []string{emb})
 	cos = castTo(s, cos, dtype.Float32, ex.elem)
@@ -222,13 +257,21 @@ func (ex *exporter) rotary(s *graph.Builder, positionIDs string, dim int, theta 
 }
 
 // rope applies the rotation to x [batch, heads, seq, dim]:
-// x·cos + rotate_half(x)·sin, where rotate_half(x) = [−x₂, x₁] for the two
-// halves x₁, x₂ of the last axis.
-func (ex *exporter) rope(s *graph.Builder, x, cos, sin string, dim int) string {
-	half, axis := int64(dim/2), ex.Int64s(-1)
-	x1 := s.Op("Slice", []string{x, ex.Int64s(0), ex.Int64s(half), axis})
-	x2 := s.Op("Slice", []string{x, ex.Int64s(half), ex.Int64s(int64(dim)), axis})
-	rot := s.Op("Concat", []string{s.Op("Neg", []string{x2}), x1}, graph.AttrInt("axis", -1))
+// x·cos + rotate(x)·sin, where rotate(x) = [−x₂, x₁] for the two halves
+// x₁, x₂ of the last axis, or, interleaved, (−x₂ⱼ₊₁, x₂ⱼ) for each pair.
+func (ex *exporter) rope(s *graph.Builder, x, cos, sin string, dim int, interleaved bool) string {
+	var rot string
+	if interleaved {
+		pairs := s.Op("Reshape", []string{x, ex.Int64s(0, 0, 0, int64(dim/2), 2)})
+		parts := s.Node("", "Split", []string{pairs, ex.Int64s(1, 1)}, 2, graph.AttrInt("axis", -1)).Output
+		rot = s.Op("Concat", []string{s.Op("Neg", []string{parts[1]}), parts[0]}, graph.AttrInt("axis", -1))
+		rot = s.Op("Reshape", []string{rot, ex.Int64s(0, 0, 0, int64(dim))})
+	} else {
+		half, axis := int64(dim/2), ex.Int64s(-1)
+		x1 := s.Op("Slice", []string{x, ex.Int64s(0), ex.Int64s(half), axis})
+		x2 := s.Op("Slice", []string{x, ex.Int64s(half), ex.Int64s(int64(dim)), axis})
+		rot = s.Op("Concat", []string{s.Op("Neg", []string{x2}), x1}, graph.AttrInt("axis", -1))
+	}
 	xc := s.Op("Mul", []string{x, cos})
 	rs := s.Op("Mul", []string{rot, sin})
 	return s.Op("Add", []string{xc, rs})

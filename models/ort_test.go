@@ -135,7 +135,6 @@ func compare(t *testing.T, what string, got, want []float64, tl tol, keep func(i
 
 // decoder describes one decoder family for the shared tests.
 type decoder struct {
-	name                  string
 	model                 *graph.Model
 	elem                  dtype.Type
 	layers, kvHeads, hdim int
@@ -299,6 +298,7 @@ func TestLlamaMatchesReference(t *testing.T) {
 		{"gqa", func(c *LlamaConfig) {}, tol32},
 		{"mha", func(c *LlamaConfig) { c.KVHeads = 0 }, tol32},
 		{"mqa-nocache", func(c *LlamaConfig) { c.KVHeads = 1; c.NoCache = true }, tol32},
+		{"rope-interleaved", func(c *LlamaConfig) { c.RopeInterleaved = true }, tol32},
 		{"fp16", func(c *LlamaConfig) { c.DType = dtype.Float16 }, tol{1e-2, 1e-2}},
 	}
 	for _, tc := range tests {

@@ -28,13 +28,21 @@ func LlamaReference(c LlamaConfig, w Weights, in DecoderInputs) (*DecoderOutputs
 		return nil, r.err
 	}
 
-	// RoPE tables per row: angle_j = position·θ^(−2j/d), repeated for both halves.
+	// RoPE: angle_j = position·θ^(−2j/d) turns the channel pair
+	// (j, j+d/2), or, interleaved, the pair (2j, 2j+1).
+	pair := func(j int) (int, int) {
+		if c.RopeInterleaved {
+			return 2 * j, 2*j + 1
+		}
+		return j, j + d/2
+	}
 	cos := make([]float64, rows*d)
 	sin := make([]float64, rows*d)
 	for row, pos := range in.PositionIDs {
 		for j := range d / 2 {
 			a := float64(pos) / math.Pow(c.RopeTheta, float64(2*j)/float64(d))
-			for _, k := range []int{j, j + d/2} {
+			lo, hi := pair(j)
+			for _, k := range []int{lo, hi} {
 				cos[row*d+k], sin[row*d+k] = math.Cos(a), math.Sin(a)
 			}
 		}
@@ -45,7 +53,8 @@ func LlamaReference(c LlamaConfig, w Weights, in DecoderInputs) (*DecoderOutputs
 				v := t[row*heads*d+hh*d:][:d]
 				rot := make([]float64, d)
 				for j := range d / 2 {
-					rot[j], rot[j+d/2] = -v[j+d/2], v[j]
+					lo, hi := pair(j)
+					rot[lo], rot[hi] = -v[hi], v[lo]
 				}
 				for j := range d {
 					v[j] = v[j]*cos[row*d+j] + rot[j]*sin[row*d+j]

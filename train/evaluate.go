@@ -5,6 +5,8 @@ import (
 
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/rewrite"
+	"github.com/peftonnx/peftonnx/train/autodiff"
 )
 
 // EvalResult is the outcome of an evaluation.
@@ -144,6 +146,15 @@ func (t *Trainer) openEval() error {
 		}
 	}
 	keepOnly(m, keep...)
+	if hasPrefix(m) {
+		// A prefix is a past of several rows of new tokens, which ONNX
+		// Runtime's GroupQueryAttention kernel refuses: evaluate through
+		// its standard-op form, as the training graph does.
+		var err error
+		if m, err = autodiff.Decompose(m, "com.microsoft:GroupQueryAttention"); err != nil {
+			return err
+		}
+	}
 	s, err := NewSession(m, t.opts.Session...)
 	if err != nil {
 		return err
@@ -172,4 +183,14 @@ func keepOnly(m *graph.Model, names ...string) {
 	for _, o := range drop {
 		m.RemoveOutput(o)
 	}
+}
+
+// hasPrefix reports whether m carries a prefix (rewrite.InjectPrefix).
+func hasPrefix(m *graph.Model) bool {
+	for _, p := range m.Proto.MetadataProps {
+		if p.Key == rewrite.PrefixMetadataKey {
+			return true
+		}
+	}
+	return false
 }

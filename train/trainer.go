@@ -185,7 +185,12 @@ func (t *Trainer) gradientGraph() (*graph.Model, error) {
 		onGradientBuild()
 	}
 	m, target := t.withLoss, t.loss
-	opts := []autodiff.Option{autodiff.WithRecomputeProducts(t.opts.RecomputeProducts)}
+	opts := []autodiff.Option{
+		autodiff.WithRecomputeProducts(t.opts.RecomputeProducts),
+		// Shapes past an op that autodiff does not know come from one
+		// forward run on the first batch.
+		autodiff.WithShapeProbe(batchProbe(t.loader.Batch(0, 0), t.opts.Task, outputDims(t.withLoss, t.opts.Output), t.opts.Session)),
+	}
 	if t.opts.LossScale != 1 {
 		m = m.Clone()
 		scale := graph.NewFloat32Tensor(m.UniqueName("loss_scale"), dtype.Float32, nil, []float32{float32(t.opts.LossScale)})

@@ -3,6 +3,7 @@ package autodiff
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
@@ -24,6 +25,7 @@ type config struct {
 	outputs     []string
 	noRecompute bool
 	products    bool
+	probe       ShapeProbe
 }
 
 // WithRecomputeProducts also recomputes, in the backward pass, the
@@ -98,7 +100,7 @@ func Build(m *graph.Model, loss string, params []string, opts ...Option) (*graph
 	// Some exports do not validate (GPT-2 from PyTorch 1.6 defines a few
 	// constants twice) and still run; the result is held to the input's
 	// standard.
-	b := &gradientPass{m: out, loss: loss, params: params, cfg: cfg, validate: m.Validate() == nil}
+	b := &gradientPass{m: out, input: m, loss: loss, params: params, cfg: cfg, validate: m.Validate() == nil}
 	if err := b.run(); err != nil {
 		return nil, err
 	}
@@ -115,11 +117,14 @@ func errorf(format string, args ...any) error {
 // forward nodes it keeps, and what it knows about them.
 type gradientPass struct {
 	m      *graph.Model
+	input  *graph.Model // the model Build was given, for a probe run
 	loss   string
 	params []string
 	cfg    config
 	// validate checks the result with graph.Validate.
 	validate bool
+	// probed are the value infos a probe run gave, once it has run.
+	probed []*onnxpb.ValueInfoProto
 
 	opset int64
 	nodes []*onnxpb.NodeProto // kept forward nodes, sorted
@@ -251,7 +256,20 @@ func (b *gradientPass) analyze() error {
 	}
 	b.nodes = kept
 	b.inf = newInferer(b.m)
+	b.inf.extra = b.probed
 	b.inf.run(kept)
+	if b.probed == nil && len(b.inf.undescribed) > 0 {
+		probed, err := b.probeUndescribed(b.inf.undescribed)
+		if err != nil {
+			return err
+		}
+		if len(probed) > 0 {
+			b.probed = probed
+			b.inf = newInferer(b.m)
+			b.inf.extra = probed
+			b.inf.run(kept)
+		}
+	}
 
 	b.rg = map[string]bool{}
 	for _, p := range b.params {
@@ -294,7 +312,7 @@ func (b *gradientPass) decompose() (bool, error) {
 		b.m.RemoveNodes(n)
 		r.decompose(e, n)
 		if e.err != nil {
-			return false, errorf("cannot decompose %s node %s: %w", opName(n), label(n), e.err)
+			return false, errorf("cannot decompose %s node %s, which blocks the gradient of %s: %w", opName(n), label(n), b.blocked(n), e.err)
 		}
 		changed = true
 	}
@@ -326,7 +344,7 @@ func (b *gradientPass) checkRules() error {
 		}
 		r, ok := ruleFor(n)
 		if !ok {
-			return errorf("%w for op %s of node %s", ErrNoRule, opName(n), label(n))
+			return errorf("%w for op %s of node %s, which blocks the gradient of %s", ErrNoRule, opName(n), label(n), b.blocked(n))
 		}
 		for j, in := range n.Input {
 			if in != "" && b.rg[in] && r.differentiable(j) {
@@ -335,6 +353,55 @@ func (b *gradientPass) checkRules() error {
 		}
 	}
 	return nil
+}
+
+// blocked lists the params that reach an input of n, for an error about a
+// node that no gradient can pass: "parameters a, b and 3 more".
+func (b *gradientPass) blocked(n *onnxpb.NodeProto) string {
+	reach := map[string]map[string]bool{}
+	for _, p := range b.params {
+		reach[p] = map[string]bool{p: true}
+	}
+	var found map[string]bool
+	for _, m := range b.nodes {
+		r, hasRule := ruleFor(m)
+		var from map[string]bool
+		for i, in := range m.Input {
+			if in == "" || reach[in] == nil || (hasRule && !r.differentiable(i) && m != n) {
+				continue
+			}
+			if from == nil {
+				from = map[string]bool{}
+			}
+			for p := range reach[in] {
+				from[p] = true
+			}
+		}
+		if m == n {
+			found = from
+			break
+		}
+		for _, o := range m.Output {
+			if o != "" && from != nil && b.rg[o] {
+				reach[o] = from
+			}
+		}
+	}
+	var names []string
+	for _, p := range b.params {
+		if found[p] {
+			names = append(names, p)
+		}
+	}
+	switch {
+	case len(names) == 0:
+		return "no parameter"
+	case len(names) == 1:
+		return "parameter " + names[0]
+	case len(names) <= 4:
+		return "parameters " + strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("parameters %s and %d more", strings.Join(names[:3], ", "), len(names)-3)
 }
 
 // backward emits the gradient nodes and returns the gradient of each

@@ -44,6 +44,21 @@ func TestBuildErrors(t *testing.T) {
 			y := g.nodeN("example.org", "Mystery", []string{loss}, 1)[0]
 			return y, []string{"W"}
 		}, `no gradient rule for op example.org:Mystery of node "Mystery_`, true},
+		{"no_rule_names_the_params", func(g *testGraph, loss string) (string, []string) {
+			// b reaches the Mystery node, W does not (it comes after).
+			g.m.AddInitializer(graph.NewFloatTensor("c", g.dt, i64s(4), make([]float64, 4)))
+			g.m.AddInitializer(graph.NewFloatTensor("W2", g.dt, i64s(4), make([]float64, 4)))
+			x := g.m.Producer(loss).Input[0]
+			m := g.nodeN("example.org", "Mystery", []string{g.node("Add", []string{x, "c"})}, 1)[0]
+			return g.node("ReduceSum", []string{g.node("Mul", []string{m, "W2"})}, graph.AttrInt("keepdims", 0)), []string{"W2", "c", "b"}
+		}, `which blocks the gradient of parameters c, b`, true},
+		{"decomposition_refused_names_the_params", func(g *testGraph, loss string) (string, []string) {
+			x := g.m.Producer(loss).Input[0] // [2, 4]
+			q := g.node("Reshape", []string{x, g.ints(i64s(3), 1, 2, 4)})
+			y := g.nodeN("com.microsoft", "GroupQueryAttention", []string{q, q, q, "", "", "sl", "tl", "", "", "positions"}, 1,
+				graph.AttrInt("num_heads", 1), graph.AttrInt("kv_num_heads", 1))[0]
+			return g.node("ReduceSum", []string{y}, graph.AttrInt("keepdims", 0)), []string{"W", "b"}
+		}, `, which blocks the gradient of parameters W, b: the position_ids input is not supported`, false},
 		{"grad_name_taken", func(g *testGraph, loss string) (string, []string) {
 			g.node("Identity", []string{loss})
 			g.m.Graph().Node[len(g.m.Graph().Node)-1].Output[0] = "grad.W"

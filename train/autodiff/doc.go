@@ -20,7 +20,12 @@
 //     differentiable inputs of floating-point values. Integer and boolean
 //     values, Shape outputs, indices and masks carry none.
 //  4. Fused com.microsoft ops without a rule of their own on such a path are
-//     rewritten into standard ops (MultiHeadAttention).
+//     rewritten exactly into standard ops, as ONNX Runtime's CPU kernels
+//     compute them: GroupQueryAttention, Attention, MultiHeadAttention,
+//     EmbedLayerNormalization, BiasAdd and FusedMatMul. The ops that have
+//     rules stay fused in the forward pass (SkipLayerNormalization,
+//     SkipSimplifiedLayerNormalization, RotaryEmbedding, Gelu, FastGelu,
+//     BiasGelu, QuickGelu, MatMulNBits).
 //  5. The nodes on a path from a parameter to the loss are walked in reverse
 //     order. Each op's rule emits its vector-Jacobian product; gradients of a
 //     value read by several nodes are added with Sum. Inputs that need no
@@ -64,16 +69,26 @@
 // through, its shape and type inference, and whether it is cheap enough to
 // recompute. The entries are registered by one file per family, each
 // beside its finite-difference test: elementwise.go, activation.go,
-// matmul.go, reduce.go, shapeops.go, norm.go, attention.go, loss.go, and
-// sources.go for ops without a gradient that make tensors (constants,
-// ranges, one-hot codes). Adding an op touches its family file and its
-// test. Supported lists the ops that have a rule or a decomposition.
+// matmul.go, reduce.go, shapeops.go, norm.go, attention.go (RotaryEmbedding,
+// MultiHeadAttention), gqa.go (GroupQueryAttention), msattention.go
+// (Attention), embedlayernorm.go, bias.go (BiasAdd), matmulnbits.go,
+// loss.go, and sources.go for ops without a gradient that make tensors
+// (constants, ranges, one-hot codes). Adding an op touches its family file
+// and its test. Supported lists the ops that have a rule or a
+// decomposition.
+//
+// Each decomposition is checked against finite differences of ONNX
+// Runtime's own kernel and, value by value, against the kernel's forward;
+// where ONNX Runtime's CPU does not run an op (packed MultiHeadAttention,
+// BiasAdd), against the same graph written in standard ops.
 //
 // An op that inference does not know (or a rule-less op the registry does
 // not hold) gets the types the graph declares for its outputs, in
-// value_info or among the graph outputs; only where the graph declares
-// nothing do its outputs stay unknown, and the rules then compute shapes
-// in the graph.
+// value_info or among the graph outputs. Where the graph declares nothing
+// either, a probe run (WithShapeProbe: one forward run, on the caller's
+// first batch) tells the outputs' element types and ranks; without one
+// they stay unknown, and the rules then compute shapes in the graph where
+// they can.
 //
 // # Limits
 //
@@ -82,12 +97,26 @@
 //   - Gradients are computed in the forward's element type: a float16 model
 //     gets float16 gradients. Normalizations recompute their statistics in
 //     that type.
-//   - MultiHeadAttention is supported with separate query, key and value
-//     (3-D, or key and value 4-D), optional projection bias, 2-D key padding
-//     mask, attention_bias and past key/value; packed QKV, unidirectional=1,
-//     shared KV buffers and the qk output are refused with an error.
+//   - GroupQueryAttention: the position_ids input, the output_qk output,
+//     quantized or window-sized KV caches and fused Q/K norms are refused.
+//     Its present_key and present_value are past and new keys joined, as
+//     the kernel writes them when every row's past is the whole past
+//     buffer. Where the kernel itself refuses to run (batch > 1 with a past
+//     and more than one new token, as prefix tuning trains), each row's
+//     past is taken to be the whole past buffer and the new tokens padded
+//     on the right.
+//   - Attention: the 4-D Megatron mask_index and the [3·batch+2] one,
+//     do_rotary and a past sharing the present's buffer are refused.
+//     MultiHeadAttention: past_sequence_length, cache_indirection and the
+//     qk output are refused.
+//   - MatMulNBits: g_idx (act-order) weights are refused. A training
+//     graph with MatMulNBits on a gradient path gets the input
+//     RunOneInput, which is never fed.
 //   - Control flow (If, Loop, Scan) and ops without a rule on a gradient path
-//     fail with an error that wraps ErrNoRule and names the op and the node.
+//     fail before any gradient is emitted, with an error that wraps
+//     ErrNoRule and names the op, the node and the parameters whose
+//     gradients it blocks. A decomposition that refuses a node's attributes
+//     names them too.
 //   - Dropout's gradient uses the mask its forward drew, so forward and
 //     backward must run in the same session run, as Build's graph does.
 package autodiff

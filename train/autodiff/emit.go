@@ -29,6 +29,8 @@ type emitter struct {
 	err   error
 
 	shapes map[string]string // value -> its shape, as shapeOf made it
+	// runOne is the graph input RunOneInput once an emitted node needs it.
+	runOne string
 	// inputDims says where each named dim of the graph inputs can be
 	// read; built on first use.
 	inputDims map[string]inputDim

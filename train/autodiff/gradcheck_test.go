@@ -213,7 +213,11 @@ func (g *testGraph) tensors(skip string, delta float64, at int) map[string]*rt.T
 			if name == skip {
 				v[at] += float32(delta)
 			}
-			x, err = rt.NewFloat32(f.dims, v)
+			if f.elem == dtype.Float16 {
+				x, err = rt.NewFloat16FromFloat32(f.dims, v)
+			} else {
+				x, err = rt.NewFloat32(f.dims, v)
+			}
 		}
 		if err != nil {
 			g.t.Fatal(err)

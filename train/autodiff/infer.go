@@ -111,6 +111,9 @@ type inferer struct {
 	// whose op inference does not know and that the graph does not
 	// declare: what a later step would have to find out by other means.
 	undescribed []string
+	// extra are value infos that count as declared by the graph: what a
+	// probe run found out (WithShapeProbe).
+	extra []*onnxpb.ValueInfoProto
 }
 
 func newInferer(m *graph.Model) *inferer {
@@ -188,6 +191,11 @@ func (f *inferer) run(nodes []*onnxpb.NodeProto) {
 	}
 	for _, v := range g.Output {
 		f.declared[v.Name] = v
+	}
+	for _, v := range f.extra {
+		if _, ok := f.declared[v.Name]; !ok {
+			f.declared[v.Name] = v
+		}
 	}
 	for _, t := range g.Initializer {
 		f.info[t.Name] = f.fromTensor(t)

@@ -12,6 +12,51 @@ func init() {
 	register("", "Gemm", entry{grad: gradGemm, infer: inferGemm, product: func(n *onnxpb.NodeProto) bool {
 		return graph.IntAttr(n, "transA", 0) == 0
 	}})
+	register("com.microsoft", "FusedMatMul", entry{decompose: decomposeFusedMatMul, infer: inferFusedMatMul})
+}
+
+// inferFusedMatMul: the MatMul of A and B with their last two axes swapped
+// where transA and transB say.
+func inferFusedMatMul(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	a, b := f.in(n, 0).shape, f.in(n, 1).shape
+	swap := func(s shape, attr string) shape {
+		if graph.IntAttr(n, attr, 0) == 0 || s.rank() < 2 {
+			return s
+		}
+		d := append([]dim(nil), s.dims...)
+		d[len(d)-2], d[len(d)-1] = d[len(d)-1], d[len(d)-2]
+		return rankShape(d...)
+	}
+	return one(&tinfo{elem: f.in(n, 0).elem, shape: f.matmul(swap(a, "transA"), swap(b, "transB"))})
+}
+
+// decomposeFusedMatMul writes com.microsoft FusedMatMul, what ONNX
+// Runtime's extended optimizations make of Transpose + MatMul + Mul and
+// save into optimized models, as alpha·op(A)·op(B), op swapping the last
+// two axes where transA or transB is set. transBatchA and transBatchB are
+// refused.
+func decomposeFusedMatMul(e *emitter, n *onnxpb.NodeProto) {
+	a, b := n.Input[0], n.Input[1]
+	if graph.IntAttr(n, "transBatchA", 0) != 0 || graph.IntAttr(n, "transBatchB", 0) != 0 {
+		e.fail("transBatchA and transBatchB are not supported")
+		return
+	}
+	swap := func(x, attr string) string {
+		if graph.IntAttr(n, attr, 0) == 0 {
+			return x
+		}
+		r := e.shape(x).rank()
+		if r < 2 {
+			e.fail("the rank of %q must be known to transpose it", x)
+			return x
+		}
+		return e.transpose(x, swapLast(r)...)
+	}
+	y := e.op("MatMul", []string{swap(a, "transA"), swap(b, "transB")})
+	if alpha := float64(graph.FloatAttr(n, "alpha", 1)); alpha != 1 {
+		y = e.mul(y, e.scalar(alpha, e.typeOf(a)))
+	}
+	e.identityTo(y, n.Output[0])
 }
 
 func inferMatMul(f *inferer, n *onnxpb.NodeProto) []*tinfo {

@@ -1,0 +1,132 @@
+package autodiff
+
+import (
+	"github.com/peftonnx/peftonnx/dtype"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/quant"
+)
+
+// com.microsoft MatMulNBits, the int4 (2-, 8-bit) linear layer of the
+// onnxruntime-genai model builder's quantized models: Y = A·W (+ bias)
+// with W held block-quantized (see package quant for the layout). The
+// packed weight is frozen: the rule passes the gradient on to A (and to
+// the bias), and the weight stays packed, bit for bit.
+
+func init() {
+	register("com.microsoft", "MatMulNBits", entry{grad: gradMatMulNBits, diff: []int{0, 5}, infer: inferMatMulNBits})
+}
+
+// inferMatMulNBits: A's shape with the last dim N.
+func inferMatMulNBits(f *inferer, n *onnxpb.NodeProto) []*tinfo {
+	a := f.in(n, 0)
+	s := unknownShape()
+	if a.shape.ok && a.shape.rank() > 0 {
+		dims := append([]dim(nil), a.shape.dims...)
+		dims[len(dims)-1] = known(graph.IntAttr(n, "N", 0))
+		s = rankShape(dims...)
+	}
+	return one(&tinfo{elem: a.elem, shape: s})
+}
+
+// gradMatMulNBits: dA = dY·Wᵀ, where Wᵀ [N, K] is the weight dequantized
+// in the graph, block by block, for this layer's backward step alone: no
+// float copy of the frozen weights is kept, and the packed tensors are
+// read, not changed. dbias = dY summed to [N].
+func gradMatMulNBits(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+	l, err := quant.LayoutOf(n)
+	if err != nil {
+		e.fail("%v", err)
+		return nil
+	}
+	if inputOr(n, 4) != "" {
+		e.fail("g_idx (act-order) weights are not supported")
+		return nil
+	}
+	g := dy[0]
+	out := make([]string, len(n.Input))
+	if need[0] {
+		wt := e.dequantizeNBits(n, l)
+		out[0] = e.op("MatMul", []string{g, wt})
+		e.inf.setShape(out[0], e.shape(n.Input[0]))
+	}
+	if len(need) > 5 && need[5] {
+		out[5] = e.unbroadcast(g, n.Input[5])
+	}
+	return out
+}
+
+// dequantizeNBits emits the weight of MatMulNBits node n as a [N, K]
+// float tensor of A's type: codes unpacked low bits first, minus the zero
+// points (2^(bits−1) without a zero_points input; packed uint8 ones are
+// unpacked likewise, float ones read as they are), times the scales, the
+// padding of the last block cut off. The first reshape's target is N
+// times RunOneInput: a value known only at run time, so that ONNX Runtime
+// cannot fold the dequantization into a resident float initializer when
+// the session starts.
+func (e *emitter) dequantizeNBits(n *onnxpb.NodeProto, l quant.Layout) string {
+	dt := e.typeOf(n.Input[0])
+	kb, block := int64(l.KBlocks()), int64(l.BlockSize)
+	rows := e.op("Mul", []string{e.ints(int64(l.N)), e.oneAtRunTime()}) // N, known only at run time
+	unpack := func(packed string, per int64) string {
+		// packed [N, m] uint8 → codes [N, m·per] int64, low bits first.
+		x := e.cast(packed, dtype.Int64)
+		if per == 1 {
+			return x
+		}
+		base := int64(1) << (8 / per)
+		var parts []string
+		for j := range per {
+			c := x
+			if j > 0 {
+				c = e.op("Div", []string{x, e.int0(int64(1) << (j * (8 / per)))})
+			}
+			if j < per-1 {
+				c = e.op("Mod", []string{c, e.int0(base)})
+			}
+			parts = append(parts, e.unsqueeze(c, -1))
+		}
+		return e.op("Reshape", []string{e.op("Concat", parts, graph.AttrInt("axis", -1)), e.concatInts(rows, e.ints(-1))})
+	}
+	per := int64(8 / l.Bits)
+	b := e.op("Reshape", []string{n.Input[1], e.concatInts(rows, e.ints(-1))}) // [N, kb·blob]
+	codes := e.op("Reshape", []string{unpack(b, per), e.concatInts(rows, e.ints(kb, block))})
+	w := e.cast(codes, dt)
+	switch zp := inputOr(n, 3); {
+	case zp == "":
+		w = e.sub(w, e.scalar(float64(l.DefaultZeroPoint()), dt))
+	case e.typeOf(zp) == dtype.Uint8:
+		z := unpack(e.op("Reshape", []string{zp, e.concatInts(rows, e.ints(-1))}), per) // [N, row·per]
+		z = e.op("Slice", []string{z, e.ints(0), e.ints(kb), e.ints(1)})
+		w = e.sub(w, e.unsqueeze(e.cast(z, dt), -1))
+	default:
+		w = e.sub(w, e.cast(e.op("Reshape", []string{zp, e.concatInts(rows, e.ints(kb, 1))}), dt))
+	}
+	scales := e.cast(e.op("Reshape", []string{n.Input[2], e.concatInts(rows, e.ints(kb, 1))}), dt)
+	w = e.op("Reshape", []string{e.mul(w, scales), e.concatInts(rows, e.ints(kb*block))})
+	if int64(l.K) != kb*block {
+		w = e.op("Slice", []string{w, e.ints(0), e.ints(int64(l.K)), e.ints(1)})
+	}
+	return w
+}
+
+// RunOneInput names the [1] int64 graph input, 1 by default, that a
+// training graph gets where a backward step makes a tensor from frozen
+// initializers alone (MatMulNBits' dequantized weight): such a tensor
+// reads it, so that ONNX Runtime computes it in each run, and frees it
+// after, instead of folding it into an initializer held for the life of
+// the session. It is never fed.
+const RunOneInput = "autodiff/one_at_run_time"
+
+// oneAtRunTime returns RunOneInput, adding it on first use.
+func (e *emitter) oneAtRunTime() string {
+	if e.runOne == "" {
+		if e.m.Input(RunOneInput) != nil {
+			e.runOne = RunOneInput
+		} else {
+			e.runOne = e.b.InputWithDefault(RunOneInput, graph.NewInt64Tensor("", []int64{1}, []int64{1}))
+		}
+		e.inf.record(e.runOne, tinfo{elem: dtype.Int64, shape: rankShape(known(1))})
+	}
+	return e.runOne
+}

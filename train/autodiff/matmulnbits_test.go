@@ -1,0 +1,121 @@
+package autodiff
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/peftonnx/peftonnx/dtype"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/quant"
+	rt "github.com/peftonnx/peftonnx/runtime"
+)
+
+// TestMatMulNBits differentiates MatMulNBits with respect to its input
+// and bias, in each width and zero-point form, with K not a multiple of
+// the block size, against finite differences of ONNX Runtime's int4
+// kernel. The training graph keeps the packed tensors bit for bit and, once
+// ONNX Runtime has optimized it, holds no float copy of the weight.
+func TestMatMulNBits(t *testing.T) {
+	requireORT(t)
+	const K, N = 40, 6
+	for _, c := range []struct {
+		bits      int
+		symmetric bool
+		bias      bool
+	}{
+		{bits: 4, symmetric: true},
+		{bits: 4, bias: true},
+		{bits: 8, symmetric: true, bias: true},
+		{bits: 2},
+	} {
+		t.Run(fmt.Sprintf("bits%d_symmetric%v_bias%v", c.bits, c.symmetric, c.bias), func(t *testing.T) {
+			// ONNX Runtime's shape inference of MatMulNBits wants a bias of
+			// static shape.
+			mode := declSymbolic
+			if c.bias {
+				mode = declStatic
+			}
+			g := newTestGraph(t, 17, dtype.Float32, mode)
+			r := rand.New(rand.NewPCG(3, uint64(c.bits)))
+			w := make([]float32, K*N)
+			for i := range w {
+				w[i] = float32(r.NormFloat64())
+			}
+			qw, err := quant.Quantize(w, K, N, quant.Options{Bits: c.bits, BlockSize: 16, Symmetric: c.symmetric})
+			if err != nil {
+				t.Fatal(err)
+			}
+			names := quant.BuilderNames("layer.weight", c.bits)
+			ts, err := qw.Tensors(names)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tp := range ts {
+				g.m.AddInitializer(tp)
+			}
+			a := g.param("a", i64s(2, 3, K), nil)
+			o := quant.NodeOptions{Name: "layer/MatMul_Q4", A: a, Y: "y"}
+			if c.bias {
+				o.Bias = g.param("bias", i64s(N), nil)
+			}
+			node, err := qw.Node(names, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.m.AddNode(node)
+			tm := g.check("y")
+
+			for _, tp := range ts {
+				got := tm.Initializer(tp.Name)
+				if got == nil || !bytes.Equal(got.RawData, tp.RawData) && !equalFloats(tm, got, g.m.Initializer(tp.Name)) {
+					t.Errorf("packed tensor %s changed or is missing in the training graph", tp.Name)
+				}
+			}
+			// After ONNX Runtime's optimizations, no initializer holds K·N
+			// floats: the dequantized weight is made in the run, not kept.
+			path := filepath.Join(t.TempDir(), "optimized.onnx")
+			b, err := tm.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := rt.NewSessionFromBytes(b, rt.WithIntraOpThreads(1), rt.WithOptimizedModelPath(path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			opt, err := graph.Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer opt.Close()
+			for _, init := range opt.Graph().Initializer {
+				if graph.TypeOf(init).IsFloat() && graph.NumElements(init.Dims) >= K*N {
+					t.Errorf("the optimized training graph holds a float initializer %s %v: a resident copy of the weight", init.Name, init.Dims)
+				}
+			}
+			if _, err := os.Stat(path); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// equalFloats reports whether two float initializers hold the same values.
+func equalFloats(m *graph.Model, a, b *onnxpb.TensorProto) bool {
+	x, err1 := m.Float32s(a)
+	y, err2 := m.Float32s(b)
+	if err1 != nil || err2 != nil || len(x) != len(y) {
+		return false
+	}
+	for i := range x {
+		if x[i] != y[i] {
+			return false
+		}
+	}
+	return true
+}
