@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/peftonnx/peftonnx/adapter"
-	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/rewrite"
 	"github.com/peftonnx/peftonnx/session"
 )
@@ -59,18 +58,9 @@ func runApply(cx *context, args []string) error {
 	adapterPath := addAdapterFlag(fs, "the LoRA or prefix adapter to inject (required)")
 	asInputs := fs.Bool("as-inputs", false, "LoRA: make A and B graph inputs of dynamic rank, with empty defaults")
 	replacePast := fs.Bool("replace-past", false, "prefix: remove the past inputs and feed the prefix alone where they went")
-	pos, err := cx.parse(args)
+	base, err := cx.parseOne(args, "BASE model", "-o OUT", "--adapter")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return cx.usagef("want one BASE model, got %d arguments", len(pos))
-	}
-	if *out == "" {
-		return cx.usagef("-o OUT is required")
-	}
-	if *adapterPath == "" {
-		return cx.usagef("--adapter is required")
 	}
 	ad, err := session.LoadAdapter(*adapterPath)
 	if err != nil {
@@ -82,15 +72,11 @@ func runApply(cx *context, args []string) error {
 	case ad.LoRA != nil && *replacePast:
 		return cx.usagef("--replace-past is for prefix adapters, but %s is %s", *adapterPath, adapterKind(ad))
 	}
-	m, err := graph.Load(pos[0])
+	e, err := loadForEdit(base, *out, *adapterPath)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	if err := checkOutput(*out, m, *adapterPath); err != nil {
-		return err
-	}
-	external := hasExternalData(m)
+	defer e.Close()
 	var opts []rewrite.Option
 	if *asInputs {
 		opts = append(opts, rewrite.AsInputs())
@@ -98,11 +84,11 @@ func runApply(cx *context, args []string) error {
 	if *replacePast {
 		opts = append(opts, rewrite.PrefixReplacePast())
 	}
-	adapted, err := rewrite.Apply(m, ad, opts...)
+	adapted, err := rewrite.Apply(e.m, ad, opts...)
 	if err != nil {
 		return fmt.Errorf("applying %s: %w", *adapterPath, err)
 	}
-	if err := saveModel(m, *out, external); err != nil {
+	if err := e.save(); err != nil {
 		return err
 	}
 	fmt.Fprintln(cx.stdout, adapted.Summary)

@@ -3,7 +3,6 @@ package main
 import (
 	gocontext "context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -68,17 +67,12 @@ func runGenerate(cx *context, args []string) error {
 	threads := fs.Int("threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
 	device := fs.String("device", "cpu", "run on `cpu`, cuda or cuda:N")
 	stats := fs.Bool("stats", false, "write token counts and tokens/s to standard error")
-	pos, err := cx.parse(args)
+	model, err := cx.parseOne(args, "MODEL", "--tokenizer")
 	if err != nil {
 		return err
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	given := cx.given()
 	switch {
-	case len(pos) != 1:
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
-	case *tokPath == "":
-		return cx.usagef("--tokenizer is required")
 	case !given["prompt"]:
 		return cx.usagef("--prompt is required")
 	case *maxNew <= 0:
@@ -101,7 +95,6 @@ func runGenerate(cx *context, args []string) error {
 	if sampling && !given["temperature"] {
 		*temperature = 1
 	}
-	model := pos[0]
 
 	tok, err := tokenizer.Load(*tokPath)
 	if err != nil {

@@ -97,19 +97,16 @@ func runInspect(cx *context, args []string) error {
 	var targets stringList
 	fs.Var(&targets, "target", "show the linear layers whose module or node name fully matches `RE`; repeat for more")
 	asJSON := fs.Bool("json", false, "print one JSON document instead of text")
-	pos, err := cx.parse(args)
+	model, err := cx.parseOne(args, "MODEL")
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
-	}
-	m, err := graph.Load(pos[0])
+	m, err := graph.Load(model)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	in, err := inspectModel(m, pos[0], targets)
+	in, err := inspectModel(m, model, targets)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/peftonnx/peftonnx/adapter"
-	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/rewrite"
 	"github.com/peftonnx/peftonnx/session"
 )
@@ -46,15 +45,9 @@ func runMerge(cx *context, args []string) error {
 	fs := cx.flags()
 	out := fs.String("o", "", "write the merged model to `OUT` (required)")
 	adapterPath := addAdapterFlag(fs, "fold this LoRA adapter into the base model")
-	pos, err := cx.parse(args)
+	model, err := cx.parseOne(args, "MODEL", "-o OUT")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
-	}
-	if *out == "" {
-		return cx.usagef("-o OUT is required")
 	}
 	var ad *adapter.Adapter
 	if *adapterPath != "" {
@@ -66,19 +59,16 @@ func runMerge(cx *context, args []string) error {
 				"apply it with \"peftonnx apply BASE --adapter %s -o OUT\", or run or generate with --adapter %s", *adapterPath, adapterKind(ad), prefixIsNotAWeight, *adapterPath, *adapterPath)
 		}
 	}
-	m, err := graph.Load(pos[0])
+	e, err := loadForEdit(model, *out, *adapterPath)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
+	defer e.Close()
+	m := e.m
 	if _, err := rewrite.PrefixSiteOf(m); err == nil {
 		return fmt.Errorf("merge: %s carries a prefix, and prefix tuning cannot be merged into weights; %s: "+
-			"run or generate with %s as it is, or save its prefix with export-adapter", pos[0], prefixIsNotAWeight, pos[0])
+			"run or generate with %s as it is, or save its prefix with export-adapter", model, prefixIsNotAWeight, model)
 	}
-	if err := checkOutput(*out, m, *adapterPath); err != nil {
-		return err
-	}
-	external := hasExternalData(m)
 	sites, noSites := rewrite.Sites(m) // an error when m carries no LoRA branch
 	nodes := len(m.Graph().Node)
 
@@ -89,7 +79,7 @@ func runMerge(cx *context, args []string) error {
 	case ad == nil:
 		for _, s := range sites {
 			if s.AsInputs {
-				return fmt.Errorf("%s takes its LoRA factors as graph inputs, so it holds no adapter to merge: give --adapter DIR|FILE to bake one in", pos[0])
+				return fmt.Errorf("%s takes its LoRA factors as graph inputs, so it holds no adapter to merge: give --adapter DIR|FILE to bake one in", model)
 			}
 		}
 		if err := rewrite.Merge(m); err != nil {
@@ -107,7 +97,7 @@ func runMerge(cx *context, args []string) error {
 			// Only a model whose factors are inputs reduces to its base.
 			for _, s := range sites {
 				if !s.AsInputs {
-					return fmt.Errorf("%s already carries LoRA branches: merge it without --adapter, or give its base model", pos[0])
+					return fmt.Errorf("%s already carries LoRA branches: merge it without --adapter, or give its base model", model)
 				}
 			}
 			if err := rewrite.Merge(m); err != nil {
@@ -121,7 +111,7 @@ func runMerge(cx *context, args []string) error {
 			merged = append(merged, mergedModule{mod, "", ad.LoRA.RankFor(mod), ad.LoRA.ScalingFor(mod)})
 		}
 	}
-	if err := saveModel(m, *out, external); err != nil {
+	if err := e.save(); err != nil {
 		return err
 	}
 

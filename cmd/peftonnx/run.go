@@ -59,15 +59,9 @@ func runRun(cx *context, args []string) error {
 	device := fs.String("device", "cpu", "run on `cpu`, cuda or cuda:N")
 	adapterPath := addAdapterFlag(fs, "apply this LoRA or prefix adapter in memory first")
 	defaults := fs.Bool("defaults", false, "feed the inputs not given their defaults (masks of ones, token types of zeros, positions, empty caches, zero states)")
-	pos, err := cx.parse(args)
+	model, err := cx.parseOne(args, "MODEL", "--output-dir")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
-	}
-	if *outDir == "" {
-		return cx.usagef("--output-dir is required")
 	}
 	if *threads < 0 {
 		return cx.usagef("--threads must be 0 or more, got %d", *threads)
@@ -76,7 +70,6 @@ func runRun(cx *context, args []string) error {
 	if err != nil {
 		return err
 	}
-	model := pos[0]
 
 	// openAdapted loads the graph first: its errors name the model file
 	// and a missing external data file, before ONNX Runtime is involved.
