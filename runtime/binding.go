@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"maps"
 	"slices"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -51,7 +52,7 @@ func (s *Session) Bind(inputs map[string]*Tensor, outputs []string) (*Binding, e
 		inputs: make(map[string]*Tensor, len(inputs)),
 		inVals: make(map[string]ort.Value, len(inputs)),
 	}
-	for _, name := range sortedKeys(inputs) {
+	for _, name := range slices.Sorted(maps.Keys(inputs)) {
 		if err := b.bindInput(name, inputs[name]); err != nil {
 			b.release()
 			return nil, err

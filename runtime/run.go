@@ -2,6 +2,8 @@ package runtime
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/half"
@@ -260,7 +262,7 @@ func (s *Session) checkOutputs(outputs map[string]*Tensor) ([]int, error) {
 		return nil, errorf("%s: no outputs given", s.name)
 	}
 	idx := make([]int, 0, len(outputs))
-	for _, name := range sortedKeys(outputs) {
+	for _, name := range slices.Sorted(maps.Keys(outputs)) {
 		i, ok := s.outIdx[name]
 		if !ok {
 			return nil, errorf("%s: unknown output %q (outputs: %s)",
