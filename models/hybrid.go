@@ -173,13 +173,7 @@ func Hybrid(c HybridConfig) (*graph.Model, error) {
 
 		mlp := layer.In("mlp")
 		n = ex.rmsNorm(layer.In("ffn_norm"), module+".ffn_norm", x, e, c.RMSNormEps)
-		g := ex.linear(mlp.In("gate_proj"), module+".mlp.gate_proj", n, e, c.Intermediate, false, "")
-		act := mlp.In("act_fn")
-		g = act.Op("Mul", []string{g, act.Op("Sigmoid", []string{g})})
-		u := ex.linear(mlp.In("up_proj"), module+".mlp.up_proj", n, e, c.Intermediate, false, "")
-		g = mlp.Op("Mul", []string{g, u})
-		g = ex.linear(mlp.In("down_proj"), module+".mlp.down_proj", g, c.Intermediate, e, false, "")
-		x = layer.Op("Add", []string{x, g})
+		x = layer.Op("Add", []string{x, ex.swiGLU(mlp, module+".mlp", n, e, c.Intermediate)})
 	}
 	x = ex.rmsNorm(top.In("norm"), "model.norm", x, e, c.RMSNormEps)
 	ex.linear(ex.At("/lm_head"), "lm_head", x, e, c.VocabSize, false, "logits")

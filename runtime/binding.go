@@ -33,13 +33,7 @@ type Binding struct {
 func (s *Session) Bind(inputs map[string]*Tensor, outputs []string) (*Binding, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil, s.errClosed()
-	}
-	if err := s.checkInputs(inputs); err != nil {
-		return nil, err
-	}
-	outs, err := s.selectOutputs(outputs)
+	outs, err := s.checkRun(inputs, outputs)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/peftonnx/peftonnx/dtype"
+	"github.com/peftonnx/peftonnx/feed"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -33,26 +34,23 @@ type ValueInfo struct {
 }
 
 // String describes v as in `input_ids int64[batch sequence]`.
-func (v ValueInfo) String() string {
-	s := v.Name + " " + v.DType.String()
-	if v.Shape == nil {
-		return s + "[?]"
+func (v ValueInfo) String() string { return feed.Input(v).String() }
+
+// FeedPlan sorts the inputs of a model with these inputs and outputs by
+// role (feed.Classify): the token ids, masks, positions, caches and the
+// rest, and what each one's default is.
+func FeedPlan(inputs, outputs []ValueInfo) *feed.Plan {
+	return feed.Classify(feedInputs(inputs), feedInputs(outputs))
+}
+
+// feedInputs converts vs to package feed's description, which has the
+// same fields.
+func feedInputs(vs []ValueInfo) []feed.Input {
+	in := make([]feed.Input, len(vs))
+	for i, v := range vs {
+		in[i] = feed.Input(v)
 	}
-	s += "["
-	for i, d := range v.Shape {
-		if i > 0 {
-			s += " "
-		}
-		switch {
-		case d >= 0:
-			s += fmt.Sprint(d)
-		case i < len(v.DimParams) && v.DimParams[i] != "":
-			s += v.DimParams[i]
-		default:
-			s += "?"
-		}
-	}
-	return s + "]"
+	return in
 }
 
 // static reports whether every dimension of v is known.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/peftonnx/peftonnx/feed"
 	"github.com/peftonnx/peftonnx/graph"
+	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
 // DetectTask says which task fits a model, from its outputs, and which
@@ -117,15 +118,7 @@ func describeValue(name string, dims []int64, rank int) string {
 // decoder.
 func encoderHints(m *graph.Model) []string {
 	inputs, outputs := modelInputs(m)
-	fin := make([]feed.Input, len(inputs))
-	for i, in := range inputs {
-		fin[i] = feed.Input(in)
-	}
-	fout := make([]feed.Input, len(outputs))
-	for i, o := range outputs {
-		fout[i] = feed.Input(o)
-	}
-	plan := feed.Classify(fin, fout)
+	plan := rt.FeedPlan(inputs, outputs)
 	var hints []string
 	if s, ok := plan.First(feed.TokenTypes); ok {
 		hints = append(hints, "it takes token types, "+s.Name)

@@ -151,15 +151,7 @@ func runRun(cx *context, args []string) error {
 // token ids (batch and sequence) and any cache given (the past), and
 // returns what it fed, one line per input.
 func fillDefaults(inputs, outputs []ortrt.ValueInfo, tensors map[string]*ortrt.Tensor) ([]string, error) {
-	fin := make([]roles.Input, len(inputs))
-	for i, v := range inputs {
-		fin[i] = roles.Input(v)
-	}
-	fout := make([]roles.Input, len(outputs))
-	for i, v := range outputs {
-		fout[i] = roles.Input(v)
-	}
-	plan := roles.Classify(fin, fout)
+	plan := ortrt.FeedPlan(inputs, outputs)
 	batch, seq, past, sized := 1, 1, 0, false
 	for _, s := range plan.Slots() {
 		t := tensors[s.Name]
