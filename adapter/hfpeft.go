@@ -142,18 +142,28 @@ func LoadDir(dir string) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.LoRA != nil {
-		err = a.loraFromHF(tensors)
-	} else {
-		err = a.prefixFromHF(tensors)
+	if err := a.fill(tensors, wpath, a.loraFromHF, a.prefixFromHF); err != nil {
+		return nil, err
 	}
+	return a, nil
+}
+
+// fill fills a from the tensors of its weights file at path, with lora or
+// prefix as a is a LoRA or a prefix adapter, and validates it; an error
+// names the file.
+func (a *Adapter) fill(tensors map[string]*Tensor, path string, lora, prefix func(map[string]*Tensor) error) error {
+	fill := lora
+	if a.LoRA == nil {
+		fill = prefix
+	}
+	err := fill(tensors)
 	if err == nil {
 		err = a.Validate()
 	}
 	if err != nil {
-		return nil, inFile(err, wpath)
+		return inFile(err, path)
 	}
-	return a, nil
+	return nil
 }
 
 // loadDirConfig finds and parses the config file of dir.

@@ -59,10 +59,7 @@ func paddleLoRAConfigJSON(c *LoRAConfig, weightsHash string) ([]byte, error) {
 			"revision":          c.Revision,
 		},
 	}
-	if weightsHash != "" {
-		m[extraKey].(map[string]any)[weightsHashKey] = weightsHash
-	}
-	return marshalConfig(m)
+	return marshalConfig(m, weightsHash)
 }
 
 // paddlePrefixConfigJSON returns the prefix_config.json of c.
@@ -92,10 +89,7 @@ func paddlePrefixConfigJSON(c *PrefixConfig, weightsHash string) ([]byte, error)
 			"revision":                c.Revision,
 		},
 	}
-	if weightsHash != "" {
-		m[extraKey].(map[string]any)[weightsHashKey] = weightsHash
-	}
-	return marshalConfig(m)
+	return marshalConfig(m, weightsHash)
 }
 
 // paddleLoRAExtraFields reads the nested "peftonnx" object of a PaddleNLP

@@ -94,16 +94,8 @@ func (a *Adapter) loadPaddleWeights(dir string) error {
 	if err != nil {
 		return err
 	}
-	if a.LoRA != nil {
-		err = a.loraFromPaddle(tensors)
-	} else {
-		err = a.prefixFromPaddle(tensors)
-	}
-	if err == nil {
-		err = a.Validate()
-	}
-	if err != nil {
-		return inFile(err, path)
+	if err := a.fill(tensors, path, a.loraFromPaddle, a.prefixFromPaddle); err != nil {
+		return err
 	}
 	if a.Prefix != nil && fileExists(caches) {
 		return a.checkPreCaches(caches)

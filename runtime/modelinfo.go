@@ -368,35 +368,9 @@ func tensorNameAt(src source, s span) (string, error) {
 	return name, err
 }
 
-func valueInfo(vi *onnxpb.ValueInfoProto) ValueInfo {
-	v := ValueInfo{Name: vi.GetName()}
-	tt := vi.GetType().GetTensorType()
-	if tt == nil {
-		return v
-	}
-	v.DType = dtype.Type(tt.GetElemType())
-	if tt.GetShape() == nil {
-		return v
-	}
-	dims := tt.GetShape().GetDim()
-	v.Shape = make([]int64, len(dims))
-	v.DimParams = make([]string, len(dims))
-	for i, d := range dims {
-		switch x := d.GetValue().(type) {
-		case *onnxpb.TensorShapeProto_Dimension_DimValue:
-			v.Shape[i] = x.DimValue
-			if x.DimValue < 0 {
-				v.Shape[i] = -1
-			}
-		case *onnxpb.TensorShapeProto_Dimension_DimParam:
-			v.Shape[i] = -1
-			v.DimParams[i] = x.DimParam
-		default:
-			v.Shape[i] = -1
-		}
-	}
-	return v
-}
+// valueInfo describes a graph input or output from its declaration, as
+// package feed reads it; Optional is left to the caller.
+func valueInfo(vi *onnxpb.ValueInfoProto) ValueInfo { return ValueInfo(feed.FromValueInfo(vi, false)) }
 
 // describeType says what a declared type is, in words: "a float32
 // tensor", "a sequence of maps from int64 to float32 tensors".
