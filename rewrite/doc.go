@@ -14,7 +14,8 @@
 // h.0.attn.c_attn), else from the bias's (….q_lin.bias), else from the node
 // name. MatchTargets selects layers with regexes that must match a module
 // or node name whole, as re.fullmatch does; one that matches nothing lists
-// the modules that exist.
+// the modules that exist. TokenEmbedding finds the table that the token
+// ids index (its rows are the vocabulary, its columns the hidden size).
 //
 // # LoRA
 //
