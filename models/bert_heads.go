@@ -1,6 +1,8 @@
 package models
 
 import (
+	"cmp"
+
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 )
@@ -31,15 +33,9 @@ type BERTInputNames struct {
 }
 
 func (n BERTInputNames) withDefaults() BERTInputNames {
-	if n.IDs == "" {
-		n.IDs = "input_ids"
-	}
-	if n.Mask == "" {
-		n.Mask = "attention_mask"
-	}
-	if n.TokenTypes == "" {
-		n.TokenTypes = "token_type_ids"
-	}
+	n.IDs = cmp.Or(n.IDs, "input_ids")
+	n.Mask = cmp.Or(n.Mask, "attention_mask")
+	n.TokenTypes = cmp.Or(n.TokenTypes, "token_type_ids")
 	return n
 }
 

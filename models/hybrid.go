@@ -1,6 +1,7 @@
 package models
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 
@@ -52,21 +53,11 @@ func HybridTiny() HybridConfig {
 }
 
 func (c HybridConfig) withDefaults() HybridConfig {
-	if c.KVHeads == 0 {
-		c.KVHeads = c.Heads
-	}
-	if c.ConvKernel == 0 {
-		c.ConvKernel = 4
-	}
-	if c.RMSNormEps == 0 {
-		c.RMSNormEps = 1e-6
-	}
-	if c.RopeTheta == 0 {
-		c.RopeTheta = 10000
-	}
-	if c.InitStd == 0 {
-		c.InitStd = defaultInitStd
-	}
+	c.KVHeads = cmp.Or(c.KVHeads, c.Heads)
+	c.ConvKernel = cmp.Or(c.ConvKernel, 4)
+	c.RMSNormEps = cmp.Or(c.RMSNormEps, 1e-6)
+	c.RopeTheta = cmp.Or(c.RopeTheta, 10000)
+	c.InitStd = cmp.Or(c.InitStd, defaultInitStd)
 	return c
 }
 

@@ -1,6 +1,7 @@
 package models
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 
@@ -76,24 +77,14 @@ func Llama500MB() LlamaConfig {
 
 // withDefaults fills the optional fields.
 func (c LlamaConfig) withDefaults() LlamaConfig {
-	if c.KVHeads == 0 {
-		c.KVHeads = c.Heads
-	}
-	if c.RMSNormEps == 0 {
-		c.RMSNormEps = 1e-6
-	}
-	if c.RopeTheta == 0 {
-		c.RopeTheta = 10000
-	}
+	c.KVHeads = cmp.Or(c.KVHeads, c.Heads)
+	c.RMSNormEps = cmp.Or(c.RMSNormEps, 1e-6)
+	c.RopeTheta = cmp.Or(c.RopeTheta, 10000)
 	if c.DType == dtype.Undefined {
 		c.DType = dtype.Float32
 	}
-	if c.InitStd == 0 {
-		c.InitStd = defaultInitStd
-	}
-	if c.MaxPositions == 0 {
-		c.MaxPositions = 2048
-	}
+	c.InitStd = cmp.Or(c.InitStd, defaultInitStd)
+	c.MaxPositions = cmp.Or(c.MaxPositions, 2048)
 	return c
 }
 

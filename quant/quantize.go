@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"cmp"
 	"math"
 
 	"github.com/peftonnx/peftonnx/dtype"
@@ -26,12 +27,8 @@ type Options struct {
 
 // withDefaults fills the zero fields of o.
 func (o Options) withDefaults() Options {
-	if o.Bits == 0 {
-		o.Bits = 4
-	}
-	if o.BlockSize == 0 {
-		o.BlockSize = 32
-	}
+	o.Bits = cmp.Or(o.Bits, 4)
+	o.BlockSize = cmp.Or(o.BlockSize, 32)
 	o.ScaleType = o.ScaleType.Or(dtype.Float32)
 	return o
 }

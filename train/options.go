@@ -1,6 +1,7 @@
 package train
 
 import (
+	"cmp"
 	"io"
 	"math"
 
@@ -164,21 +165,11 @@ const defaultLossScale = 1024
 // validate checks o and fills in defaults for zero values that have one.
 // The task and output are settled by NewTrainer, which sees the model.
 func (o *Options) validate() error {
-	if o.GradAccum == 0 {
-		o.GradAccum = 1
-	}
-	if o.LogEvery == 0 {
-		o.LogEvery = 1
-	}
-	if o.KeepCheckpoints == 0 {
-		o.KeepCheckpoints = 1
-	}
-	if o.Schedule == "" {
-		o.Schedule = string(Linear)
-	}
-	if o.Half == "" {
-		o.Half = Upcast
-	}
+	o.GradAccum = cmp.Or(o.GradAccum, 1)
+	o.LogEvery = cmp.Or(o.LogEvery, 1)
+	o.KeepCheckpoints = cmp.Or(o.KeepCheckpoints, 1)
+	o.Schedule = cmp.Or(o.Schedule, string(Linear))
+	o.Half = cmp.Or(o.Half, Upcast)
 	if o.LossScale == 0 {
 		o.LossScale = 1
 		if o.Half == KeepHalf {
