@@ -85,12 +85,7 @@ func (c BERTConfig) withDefaults() BERTConfig {
 }
 
 // HeadDim returns the width of one attention head, Hidden/Heads.
-func (c BERTConfig) HeadDim() int {
-	if c.Heads == 0 {
-		return 0
-	}
-	return c.Hidden / c.Heads
-}
+func (c BERTConfig) HeadDim() int { return headDim(c.Hidden, c.Heads) }
 
 // Validate reports a config that cannot be built.
 func (c BERTConfig) Validate() error {

@@ -75,12 +75,7 @@ func (c GPT2Config) withDefaults() GPT2Config {
 }
 
 // HeadDim returns the width of one attention head, Hidden/Heads.
-func (c GPT2Config) HeadDim() int {
-	if c.Heads == 0 {
-		return 0
-	}
-	return c.Hidden / c.Heads
-}
+func (c GPT2Config) HeadDim() int { return headDim(c.Hidden, c.Heads) }
 
 // Validate reports a config that cannot be built.
 func (c GPT2Config) Validate() error {

@@ -89,12 +89,7 @@ func (c LlamaConfig) withDefaults() LlamaConfig {
 }
 
 // HeadDim returns the width of one attention head, Hidden/Heads.
-func (c LlamaConfig) HeadDim() int {
-	if c.Heads == 0 {
-		return 0
-	}
-	return c.Hidden / c.Heads
-}
+func (c LlamaConfig) HeadDim() int { return headDim(c.Hidden, c.Heads) }
 
 // Validate reports a config that cannot be built.
 func (c LlamaConfig) Validate() error {
