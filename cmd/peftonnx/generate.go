@@ -64,8 +64,7 @@ func runGenerate(cx *context, args []string) error {
 	seed := fs.Uint64("seed", 0, "seed `S` of the random source for sampling")
 	penalty := fs.Float64("repetition-penalty", 1, "penalize tokens already in the text by `R` (HF repetition_penalty); 1 is off")
 	ignoreEOS := fs.Bool("ignore-eos", false, "do not stop at the end-of-sequence token")
-	threads := fs.Int("threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
-	device := fs.String("device", "cpu", "run on `cpu`, cuda or cuda:N")
+	rt := addRuntimeFlags(fs)
 	stats := fs.Bool("stats", false, "write token counts and tokens/s to standard error")
 	model, err := cx.parseOne(args, "MODEL", "--tokenizer")
 	if err != nil {
@@ -85,8 +84,9 @@ func runGenerate(cx *context, args []string) error {
 		return cx.usagef("--top-p must be in (0, 1], got %v", *topP)
 	case !(*penalty > 0):
 		return cx.usagef("--repetition-penalty must be positive, got %v", *penalty)
-	case *threads < 0:
-		return cx.usagef("--threads must be 0 or more, got %d", *threads)
+	}
+	if err := rt.check(cx); err != nil {
+		return err
 	}
 	sampling := *topK > 0 || *topP < 1
 	if sampling && given["temperature"] && *temperature == 0 {
@@ -100,7 +100,7 @@ func runGenerate(cx *context, args []string) error {
 	if err != nil {
 		return err
 	}
-	sess, err := openAdapted(model, *adapterPath, ortrt.WithDevice(*device), ortrt.WithIntraOpThreads(*threads))
+	sess, err := openAdapted(model, *adapterPath, rt.options()...)
 	if err != nil {
 		return err
 	}

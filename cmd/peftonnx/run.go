@@ -55,16 +55,15 @@ func runRun(cx *context, args []string) error {
 	var inputs stringList
 	fs.Var(&inputs, "input", "feed input `NAME=FILE.npy`; repeat for each input")
 	outDir := fs.String("output-dir", "", "write one `DIR`/<output>.npy per output (required)")
-	threads := fs.Int("threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
-	device := fs.String("device", "cpu", "run on `cpu`, cuda or cuda:N")
+	rt := addRuntimeFlags(fs)
 	adapterPath := addAdapterFlag(fs, "apply this LoRA or prefix adapter in memory first")
 	defaults := fs.Bool("defaults", false, "feed the inputs not given their defaults (masks of ones, token types of zeros, positions, empty caches, zero states)")
 	model, err := cx.parseOne(args, "MODEL", "--output-dir")
 	if err != nil {
 		return err
 	}
-	if *threads < 0 {
-		return cx.usagef("--threads must be 0 or more, got %d", *threads)
+	if err := rt.check(cx); err != nil {
+		return err
 	}
 	feeds, err := parseFeeds(cx, inputs)
 	if err != nil {
@@ -73,7 +72,7 @@ func runRun(cx *context, args []string) error {
 
 	// openAdapted loads the graph first: its errors name the model file
 	// and a missing external data file, before ONNX Runtime is involved.
-	sess, err := openAdapted(model, *adapterPath, ortrt.WithDevice(*device), ortrt.WithIntraOpThreads(*threads))
+	sess, err := openAdapted(model, *adapterPath, rt.options()...)
 	if err != nil {
 		return err
 	}
