@@ -1,0 +1,17 @@
+// Package serve is the serving engine: one base model, loaded once, and any
+// number of adapters (LoRA from HF PEFT folders, .onnx_adapter files and
+// the PaddleNLP layout; prefix adapters as precomputed past keys and
+// values), each request naming its adapter. Requests are batched together
+// (continuous batching): a decoding step runs every active sequence, and
+// sequences join and leave at step boundaries. Rows of one batch may use
+// different adapters: the base graph is rewritten to take stacked LoRA
+// factors and a per-row adapter index (rewrite.StackLoRA), so one forward
+// pass serves them all, and the base weights are never copied per adapter.
+//
+// An adapter that does not fit the base is refused at Load with an error
+// that wraps ErrAdapterMismatch and says what does not fit; a request for
+// an adapter that is not loaded gets ErrUnknownAdapter with the list of
+// those that are. Nothing ever falls back to the base silently.
+//
+// The HTTP layer is serve/openai; api.go is the contract between them.
+package serve
