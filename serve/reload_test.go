@@ -22,13 +22,22 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	hashA := e.Adapters()[4].Hash
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seen := map[string]int{}
 	stop := make(chan struct{})
 	served := make(chan struct{}, 1000)
 	var loads sync.WaitGroup
 	loads.Go(func() {
 		defer close(stop)
-		for i := range 12 {
+		for i := range 400 {
 			<-served // swap as requests come back, so that swaps fall among them
+			mu.Lock()
+			both := seen["a"] >= 2 && seen["b"] >= 2
+			mu.Unlock()
+			if both && i >= 12 {
+				return
+			}
 			path := []string{f.lora8, f.lora4}[i%2]
 			if _, err := e.Load("x", path, true); err != nil {
 				t.Error(err)
@@ -44,17 +53,12 @@ func TestReloadUnderLoad(t *testing.T) {
 			}
 		}
 	})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	seen := map[string]int{}
 	for c := range 6 {
 		wg.Go(func() {
 			for k := 0; ; k++ {
 				select {
 				case <-stop:
-					if k >= 4 {
-						return
-					}
+					return
 				default:
 				}
 				i := (c + k) % len(f.prompts)
@@ -74,7 +78,10 @@ func TestReloadUnderLoad(t *testing.T) {
 					t.Errorf("client %d: prompt %d on x gave %v: neither version's tokens (%v or %v)", c, i, got, refA[i], refB[i])
 				}
 				mu.Unlock()
-				served <- struct{}{}
+				select {
+				case served <- struct{}{}:
+				default:
+				}
 			}
 		})
 	}
