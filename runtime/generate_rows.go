@@ -7,16 +7,17 @@ package runtime
 // Join appends the rows of o, a Sequence of the same Generator, to q's,
 // and leaves o empty of meaning (do not use it after). Where the two hold
 // caches of different lengths, the shorter rows are padded on the left
-// with masked positions, which needs an attention_mask input; each row
-// keeps its own positions. Feeds set on q stay; the caller feeds inputs
+// with masked positions, which needs attention_mask and position_ids
+// inputs (each row keeps its own positions; a model that computes them
+// itself would count the padding). Feeds set on q stay; the caller feeds inputs
 // with a batch axis again for the new batch.
 func (q *Sequence) Join(o *Sequence) error {
 	s := q.g.s
 	if o.g != q.g {
 		return errorf("%s: Join: the sequences belong to different generators", s.name)
 	}
-	if q.n != o.n && !q.info.AttentionMask {
-		return errorf("%s: Join: caches of %d and %d tokens need padding, and the model has no attention_mask input", s.name, q.n, o.n)
+	if q.n != o.n && (!q.info.AttentionMask || !q.info.PositionIDs) {
+		return errorf("%s: Join: caches of %d and %d tokens need padding, which needs attention_mask and position_ids inputs (a model that computes positions itself would count the padding)", s.name, q.n, o.n)
 	}
 	if err := q.checkRowAxes("Join"); err != nil {
 		return err

@@ -89,6 +89,12 @@ func New(modelPath string, opts Options) (*Engine, error) {
 		sess.Close()
 		return nil, errorf("base model %s has no logits output", modelPath)
 	}
+	if (!info.PositionIDs || !info.AttentionMask) && opts.MaxBatch > 1 {
+		// Rows join a batch padded on the left, which a model that
+		// computes its own positions would count.
+		opts.Logger.Warn("the base model has no position_ids or attention_mask input: one sequence at a time", "path", modelPath)
+		opts.MaxBatch = 1
+	}
 	e := &Engine{
 		opts: opts, log: opts.Logger, sess: sess, gen: gen, info: info, stacked: stacked,
 		base:     AdapterInfo{Name: "", Kind: KindBase, Path: modelPath, Hash: hash, Resident: true, LoadedAt: time.Now()},
