@@ -28,7 +28,7 @@ type StackedSite struct {
 // the order of FindLinears.
 type Stacked struct {
 	Sites []StackedSite
-	Index string // StackedIndexInput
+	Index string   // StackedIndexInput
 	all   []string // every linear module of the model, stacked or not
 }
 
