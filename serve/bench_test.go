@@ -43,7 +43,9 @@ func BenchmarkServe(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric(float64(b.N*f.newTokens)/time.Since(start).Seconds(), "tokens/s")
+		elapsed := time.Since(start).Seconds()
+		b.ReportMetric(float64(b.N*f.newTokens)/elapsed, "tokens/s")
+		b.ReportMetric(1000*elapsed/float64(b.N*f.newTokens), "ms/token")
 	})
 	// The adapters' layers only: every stacked layer costs a few nodes per
 	// step (Options.Targets).
@@ -88,7 +90,10 @@ func BenchmarkServe(b *testing.B) {
 				})
 			}
 			wg.Wait()
-			b.ReportMetric(float64(c.clients*b.N*f.newTokens)/time.Since(start).Seconds(), "tokens/s")
+			elapsed := time.Since(start).Seconds()
+			b.ReportMetric(float64(c.clients*b.N*f.newTokens)/elapsed, "tokens/s")
+			// Each client waits this long per token (prefill included).
+			b.ReportMetric(1000*elapsed/float64(b.N*f.newTokens), "ms/token")
 		})
 	}
 }
