@@ -60,25 +60,23 @@ func (r memRank) Rank() int { return r.rank }
 func (r memRank) Size() int { return r.g.n }
 
 func (r memRank) AllReduceSumFloat32(buf []float32) error {
-	all := r.g.exchange(r.rank, append([]float32(nil), buf...))
-	clear(buf)
-	for _, b := range all {
-		for i, v := range b.([]float32) {
-			buf[i] += v
-		}
-	}
+	sumRanks(r.g.exchange(r.rank, append([]float32(nil), buf...)), buf)
 	return nil
 }
 
 func (r memRank) AllReduceSumFloat64(buf []float64) error {
-	all := r.g.exchange(r.rank, append([]float64(nil), buf...))
+	sumRanks(r.g.exchange(r.rank, append([]float64(nil), buf...)), buf)
+	return nil
+}
+
+// sumRanks sets buf to the sum of the ranks' buffers, in rank order.
+func sumRanks[T float32 | float64](all []any, buf []T) {
 	clear(buf)
 	for _, b := range all {
-		for i, v := range b.([]float64) {
+		for i, v := range b.([]T) {
 			buf[i] += v
 		}
 	}
-	return nil
 }
 
 func (r memRank) BroadcastBytes(buf []byte, root int) error {
