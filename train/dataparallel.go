@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 )
 
 // Data parallelism: each rank runs its own session on its shard of every
@@ -74,4 +75,31 @@ func (t *Trainer) stopRequested(ctx context.Context) error {
 		err = fmt.Errorf("train: %w: another rank was stopped", context.Canceled)
 	}
 	return err
+}
+
+// checkSameRun fails on every rank unless every rank trains the same run:
+// the same parameters, data size and options that decide the order of the
+// collectives and the lengths of their buffers. Ranks that differ would
+// otherwise hang in a collective or sum mismatched gradients. Each rank
+// contributes a 20-bit fingerprint f and f²: the sums are n·f and n·f²
+// exactly when every rank's f is the same.
+func (t *Trainer) checkSameRun() error {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d %d %d %d %d %d %v %v %v %q|", len(t.data.Examples), t.opts.BatchSize, t.opts.GradAccum, t.opts.SeqLen,
+		t.total, t.opts.Seed, t.opts.LR, t.opts.Clip, t.opts.PadToSeqLen, t.opts.Task)
+	if t.opts.Eval != nil {
+		fmt.Fprintf(h, "eval %d|", len(t.opts.Eval.Examples))
+	}
+	for _, p := range t.params {
+		fmt.Fprintf(h, "%s %v|", p.Name, p.Shape)
+	}
+	f := float64(h.Sum64() & (1<<20 - 1))
+	sums := []float64{f, f * f}
+	if err := t.allReduce64("check", sums); err != nil {
+		return err
+	}
+	if n := float64(t.comm.Size()); sums[0] != n*f || sums[1] != n*f*f {
+		return errorf("data parallel: the %d ranks do not train the same run (their parameters, data sizes or options differ): every rank must get the same model, data and options", t.comm.Size())
+	}
+	return nil
 }

@@ -3,9 +3,13 @@ package train
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"testing"
+
+	"github.com/peftonnx/peftonnx/graph"
 )
 
 // memGroup is a Collective of ranks that are goroutines of one process:
@@ -92,12 +96,23 @@ func (r memRank) BroadcastBytes(buf []byte, root int) error {
 func TestDataParallelTrainer(t *testing.T) {
 	requireORT(t)
 	m, params := loraGPT2(t)
-	// 11 examples, global batches of 4: an epoch ends in a batch of 3,
-	// whose shard on rank 1 has one example.
+	// 11 examples: in global batches of 4 (2 ranks) an epoch ends in a
+	// batch of 3, whose shard on rank 1 has one example; in batches of 6
+	// (3 ranks) in one of 5, with nothing for rank 2.
 	data := patternData(11, 7, 32, 5)
 	eval := patternData(5, 6, 32, 6)
+	for _, ranks := range []int{2, 3} {
+		t.Run(fmt.Sprintf("%d ranks", ranks), func(t *testing.T) {
+			dataParallelEqualsOne(t, m, params, data, eval, ranks)
+		})
+	}
+}
+
+// dataParallelEqualsOne is TestDataParallelTrainer on ranks ranks.
+func dataParallelEqualsOne(t *testing.T, m *graph.Model, params []string, data, eval *Dataset, ranks int) {
 	opts := testOptions()
 	opts.Steps, opts.GradAccum, opts.Clip, opts.Seed = 4, 2, 0.5, 1
+	opts.BatchSize = 2 * ranks
 	opts.Eval = eval
 
 	one, oneLosses := trainSteps(t, m, params, data, opts)
@@ -106,7 +121,6 @@ func TestDataParallelTrainer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	const ranks = 2
 	g := newMemGroup(ranks)
 	dir := t.TempDir()
 	type result struct {
@@ -201,11 +215,43 @@ func TestDataParallelTrainer(t *testing.T) {
 		}
 	}
 	// Every rank took the same steps: the same values, bit for bit.
-	for name, v := range results[0].params {
-		for i, x := range results[1].params[name] {
-			if x != v[i] {
-				t.Fatalf("%s[%d]: rank 1 has %v, rank 0 %v", name, i, x, v[i])
+	for _, res := range results[1:] {
+		for name, v := range results[0].params {
+			for i, x := range res.params[name] {
+				if x != v[i] {
+					t.Fatalf("%s[%d]: ranks differ: %v and %v", name, i, x, v[i])
+				}
 			}
+		}
+	}
+}
+
+// TestDataParallelOtherRun checks that ranks that do not train the same
+// run (here: another learning rate on rank 1) fail on every rank when the
+// trainer starts, instead of hanging or mixing their gradients.
+func TestDataParallelOtherRun(t *testing.T) {
+	requireORT(t)
+	m, params := loraGPT2(t)
+	data := patternData(8, 6, 32, 2)
+	g := newMemGroup(2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for rank := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := testOptions()
+			o.Collective = memRank{g, rank}
+			o.LR *= float64(1 + rank)
+			tr, err := NewTrainer(m, params, data, o)
+			tr.Close()
+			errs[rank] = err
+		}()
+	}
+	wg.Wait()
+	for rank, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "the 2 ranks do not train the same run") {
+			t.Errorf("rank %d: got %v, want an error that the runs differ", rank, err)
 		}
 	}
 }

@@ -99,7 +99,10 @@
 // gradient accumulation sums its micro-batches first. A run on N ranks
 // with batch b gives the losses and adapter of one process with batch
 // N×b, up to float reassociation. Evaluation is sharded and its sums
-// reduced. Rank 0 alone writes the log and checkpoints; Resume reads on
+// reduced. NewTrainer checks that every rank trains the same run (the
+// same parameters, data size and options), so that ranks given different
+// flags fail at once instead of hanging. Rank 0 alone writes the log and
+// checkpoints; Resume reads on
 // rank 0 and broadcasts, so the other ranks need no access to the
 // checkpoint folder. A rank that fails must end the job (mpi.Abort):
 // the others would wait for it in the next collective.

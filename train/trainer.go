@@ -174,6 +174,11 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 	if t.opt, err = NewAdamW(opts.AdamW); err != nil {
 		return nil, err
 	}
+	if t.distributed() {
+		if err := t.checkSameRun(); err != nil {
+			return nil, err
+		}
+	}
 	g, err := t.gradientGraph()
 	if err != nil {
 		return nil, err
