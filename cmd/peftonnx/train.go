@@ -109,7 +109,9 @@ examples, the gradients are summed over the ranks before clipping, and
 the run equals one process with --batch N×--batch (up to float rounding).
 Rank 0 alone prints, logs and writes DIR; every rank reads MODEL and the
 data. --threads defaults to the cores divided by the ranks on the
-machine. A rank that fails ends the whole job with its error.
+machine. Ctrl-C (mpirun forwards it) and --stop-after stop every rank
+after the same step, with a checkpoint. A rank that fails ends the whole
+job with its error.
 
 Every output is written to a temporary file and renamed, and appears only
 when the run succeeds (the log and a checkpoint also when it is stopped).
