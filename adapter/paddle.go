@@ -89,7 +89,9 @@ func SavePaddleDir(dir string, a *Adapter) error {
 				return err
 			}
 		}
-		configFile, makeConfig = PaddleLoRAConfigFile, func(hash string) ([]byte, error) { return paddleLoRAConfigJSON(a.LoRA, hash) }
+		configFile, makeConfig = PaddleLoRAConfigFile, func(hash string) ([]byte, error) {
+			return paddleLoRAConfigJSON(a.LoRA, paddleTPDegree(a.LoRA.TensorParallelDegree), hash)
+		}
 	} else {
 		weights = PaddlePrefixWeightsFile
 		c := a.Prefix

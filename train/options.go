@@ -138,6 +138,14 @@ type Options struct {
 	// Session holds options for the ONNX Runtime sessions (provider,
 	// threads).
 	Session []rt.Option
+
+	// Collective, when set, makes the trainer one rank of a data-parallel
+	// run (see Collective): every rank trains on its shard of each batch
+	// of BatchSize × Size examples, the gradients are summed over the
+	// ranks before clipping, and every rank steps the same optimizer.
+	// Every rank passes the same model, data and options. nil trains
+	// alone.
+	Collective Collective
 }
 
 // DefaultOptions returns HF Trainer's defaults: 3 epochs, batch 8, learning
