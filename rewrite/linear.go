@@ -53,6 +53,10 @@ type Linear struct {
 	// is also read by something other than this layer, so the weight cannot
 	// be changed in place.
 	SharedWeight bool
+	// Head reports that the layer is the model's output head: its output
+	// is a graph output, through reshapes, casts, a bias or a softmax at
+	// most. AllLinear leaves it out, as HF PEFT's "all-linear" does.
+	Head bool
 }
 
 // FindLinears returns every linear layer of m in topological order.
@@ -96,6 +100,7 @@ func FindLinears(m *graph.Model) ([]Linear, error) {
 		out = append(out, l)
 	}
 	nameLinears(out)
+	markHeads(m, out)
 	return out, nil
 }
 

@@ -18,7 +18,7 @@ import (
 func init() {
 	register(&command{
 		name:    "inspect",
-		args:    "MODEL [--target RE]... [--json]",
+		args:    "MODEL [--target RE]... [--modules NAMES] [--json]",
 		summary: "show a model's opsets, inputs, outputs, ops, parameter count and linear layers",
 		detail: `
 Dimensions that the model names (batch_size) are shown by name, and
@@ -28,8 +28,10 @@ a 2-D float initializer; in×out is the matrix the node multiplies by.
 With --target, inspect also shows which linear layers an injection with
 the same targets would adapt. A target must match the whole module name or
 the whole node name, as Python's re.fullmatch does: ".*q_proj.*" is the
-usual form. Targets that match nothing are an error that lists the
-modules.
+usual form. --modules q_proj,v_proj names them as HF PEFT's
+target_modules list does (by suffix), and --modules all-linear selects
+every linear layer but the output head. Targets that match nothing are an
+error that lists the modules.
 
 --json prints the same facts as one JSON document whose field order is
 fixed, for scripts.`,
@@ -94,8 +96,7 @@ type targetInfo struct {
 
 func runInspect(cx *context, args []string) error {
 	fs := cx.flags()
-	var targets stringList
-	fs.Var(&targets, "target", "show the linear layers whose module or node name fully matches `RE`; repeat for more")
+	tf := addTargetFlags(fs, "show")
 	asJSON := fs.Bool("json", false, "print one JSON document instead of text")
 	pos, err := cx.parse(args)
 	if err != nil {
@@ -109,7 +110,7 @@ func runInspect(cx *context, args []string) error {
 		return err
 	}
 	defer m.Close()
-	in, err := inspectModel(m, pos[0], targets)
+	in, err := inspectModel(m, pos[0], tf.patterns())
 	if err != nil {
 		return err
 	}
