@@ -9,17 +9,6 @@ import (
 	"github.com/peftonnx/peftonnx/models"
 )
 
-// moduleNames returns the distinct module names of ls in order.
-func moduleNames(ls []Linear) []string {
-	var out []string
-	for _, l := range ls {
-		if !slices.Contains(out, l.Module) {
-			out = append(out, l.Module)
-		}
-	}
-	return out
-}
-
 // TestModuleTargetsMatchBySuffix checks HF PEFT's target_modules
 // semantics: a name selects a module equal to it or ending in "."+name,
 // and nothing else (not xq_proj, not q_proj.weight).
@@ -38,12 +27,12 @@ func TestModuleTargetsMatchBySuffix(t *testing.T) {
 		got, err := MatchTargets(ls, adapter.ModuleTargets(tc.names...))
 		if tc.want == nil {
 			if err == nil {
-				t.Errorf("test %d: %v selected %v, want an error", i, tc.names, moduleNames(got))
+				t.Errorf("test %d: %v selected %v, want an error", i, tc.names, distinctModules(got))
 			}
 			continue
 		}
-		if err != nil || !slices.Equal(moduleNames(got), tc.want) {
-			t.Errorf("test %d: %v selected %v (%v), want %v", i, tc.names, moduleNames(got), err, tc.want)
+		if err != nil || !slices.Equal(distinctModules(got), tc.want) {
+			t.Errorf("test %d: %v selected %v (%v), want %v", i, tc.names, distinctModules(got), err, tc.want)
 		}
 	}
 }

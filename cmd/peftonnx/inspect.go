@@ -25,6 +25,12 @@ Dimensions that the model names (batch_size) are shown by name, and
 unknown ones as "?". Linear layers are MatMul and Gemm nodes whose weight is
 a 2-D float initializer; in×out is the matrix the node multiplies by.
 
+It suggests targets for the usual groups of layers (attention q and v;
+q, k, v and o; the MLP; every linear layer but the head), found from the
+graph's structure or, where that does not show them, from the module
+names: a line per group with the --modules and the --target that select
+it.
+
 With --target, inspect also shows which linear layers an injection with
 the same targets would adapt. A target must match the whole module name or
 the whole node name, as Python's re.fullmatch does: ".*q_proj.*" is the
@@ -54,7 +60,17 @@ type inspection struct {
 	// Parameters.
 	Initializers int          `json:"initializers"`
 	Linears      []linearInfo `json:"linears"`
-	Targets      *targetInfo  `json:"targets,omitempty"`
+	// Suggestions are the usual target groups (rewrite.SuggestTargets).
+	Suggestions []suggestion `json:"suggestions"`
+	Targets     *targetInfo  `json:"targets,omitempty"`
+}
+
+// suggestion is one usual target group and the flags that select it.
+type suggestion struct {
+	Group   string   `json:"group"`
+	Modules []string `json:"modules,omitempty"`
+	Target  string   `json:"target,omitempty"`
+	Layers  int      `json:"layers"`
 }
 
 type opsetInfo struct {
@@ -81,6 +97,7 @@ type opCount struct {
 
 type linearInfo struct {
 	Module      string `json:"module"`
+	Role        string `json:"role,omitempty"`
 	Node        string `json:"node"`
 	Op          string `json:"op"`
 	Weight      string `json:"weight"`
@@ -189,9 +206,13 @@ func inspectModel(m *graph.Model, path string, targets []string) (*inspection, e
 	}
 	for _, l := range linears {
 		in.Linears = append(in.Linears, linearInfo{
-			Module: l.Module, Node: l.NodeName, Op: l.Op, Weight: l.Weight,
+			Module: l.Module, Role: string(l.Role), Node: l.NodeName, Op: l.Op, Weight: l.Weight,
 			WeightDType: l.WeightDType.String(), In: l.In, Out: l.Out,
 		})
+	}
+	in.Suggestions = []suggestion{}
+	for _, g := range rewrite.SuggestTargets(linears) {
+		in.Suggestions = append(in.Suggestions, suggestion{Group: g.Name, Modules: g.Modules, Target: g.Target, Layers: g.Layers})
 	}
 	if len(targets) > 0 {
 		matched, err := rewrite.MatchTargets(linears, targets)
@@ -313,6 +334,27 @@ func (in *inspection) writeText(w io.Writer) error {
 		p("  %s\t%s\t%s\t%s\t%s\t%d×%d\n", l.Module, node, l.Op, l.Weight, l.WeightDType, l.In, l.Out)
 	}
 	tw.Flush()
+
+	if len(in.Suggestions) > 0 {
+		p("\nsuggested targets (inject --modules, or --target):\n")
+		for _, g := range in.Suggestions {
+			unit := "layers"
+			if g.Layers == 1 {
+				unit = "layer"
+			}
+			p("  %s\t%d %s", g.Group, g.Layers, unit)
+			if len(g.Modules) > 0 {
+				p("\t--modules %s", strings.Join(g.Modules, ","))
+			} else {
+				p("\t(no --modules names these alone)")
+			}
+			if g.Target != "" {
+				p("\t--target '%s'", g.Target)
+			}
+			p("\n")
+		}
+		tw.Flush()
+	}
 
 	if t := in.Targets; t != nil {
 		quoted := make([]string, len(t.Patterns))
