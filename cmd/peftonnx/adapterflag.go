@@ -2,6 +2,8 @@ package main
 
 import (
 	"flag"
+	"slices"
+	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
 	ortrt "github.com/peftonnx/peftonnx/runtime"
@@ -39,4 +41,14 @@ func openAdapted(modelPath, adapterPath string, opts ...ortrt.Option) (*session.
 		sopts = append(sopts, session.WithSpillAbove(spillAbove))
 	}
 	return session.Open(modelPath, sopts...)
+}
+
+// paramNames lists the names of an adapter's input parameters, sorted.
+func paramNames(params map[string]*adapter.Tensor) string {
+	names := make([]string, 0, len(params))
+	for n := range params {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
 }

@@ -31,7 +31,10 @@ nothing is written.
 
 An .onnx_adapter file carries no config: its factors are taken as they
 are, at scaling 1 (export-adapter folds alpha/r into lora_B when it writes
-one).
+one). A file whose parameters are named after inputs of BASE (an export
+with its LoRA factors as inputs, such as lora_param_a and lora_param_b),
+as ONNX Runtime feeds them, becomes the defaults of those inputs: OUT fed
+nothing runs the adapter.
 
 With --as-inputs, A and B become graph inputs of dynamic rank whose
 defaults are empty, sized for the adapter's layers: fed nothing, OUT is
@@ -72,6 +75,16 @@ func runApply(cx *context, args []string) error {
 	if *adapterPath == "" {
 		return cx.usagef("--adapter is required")
 	}
+	m, err := graph.Load(pos[0])
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if params, ok, err := session.InputParams(m, *adapterPath); err != nil {
+		return err
+	} else if ok {
+		return applyInputParams(cx, m, params, *adapterPath, *out, *asInputs || *replacePast)
+	}
 	ad, err := session.LoadAdapter(*adapterPath)
 	if err != nil {
 		return err
@@ -82,11 +95,6 @@ func runApply(cx *context, args []string) error {
 	case ad.LoRA != nil && *replacePast:
 		return cx.usagef("--replace-past is for prefix adapters, but %s is %s", *adapterPath, adapterKind(ad))
 	}
-	m, err := graph.Load(pos[0])
-	if err != nil {
-		return err
-	}
-	defer m.Close()
 	if err := checkOutput(*out, m, *adapterPath); err != nil {
 		return err
 	}
@@ -132,4 +140,25 @@ func prefixShape(c adapter.PrefixConfig) string {
 		s += fmt.Sprintf(" through a projection of width %d", c.PrefixProjectionHiddenSize)
 	}
 	return s
+}
+
+// applyInputParams writes m with the parameters of an ONNX Runtime
+// adapter file whose names are m's inputs as those inputs' defaults
+// (rewrite.ApplyInputs).
+func applyInputParams(cx *context, m *graph.Model, params map[string]*adapter.Tensor, adapterPath, out string, options bool) error {
+	if options {
+		return fmt.Errorf("%s feeds the inputs of its parameters' names, as ONNX Runtime does; --as-inputs and --replace-past do not apply to it", adapterPath)
+	}
+	if err := checkOutput(out, m, adapterPath); err != nil {
+		return err
+	}
+	external := hasExternalData(m)
+	if err := rewrite.ApplyInputs(m, params); err != nil {
+		return fmt.Errorf("applying %s: %w", adapterPath, err)
+	}
+	if err := saveModel(m, out, external); err != nil {
+		return err
+	}
+	fmt.Fprintf(cx.stdout, "wrote %s: adapter %s as the defaults of the inputs %s\n", out, adapterPath, paramNames(params))
+	return nil
 }

@@ -25,7 +25,10 @@ tolerance.
 
 "merge BASE --adapter DIR|FILE -o OUT" does the same for a base model and a
 saved adapter (HF PEFT directory or .onnx_adapter file), as apply followed
-by merge would. A model whose LoRA factors are graph inputs (inject
+by merge would. An .onnx_adapter file whose parameters are named after
+inputs of BASE (an export with its factors as inputs: lora_param_a,
+lora_param_b) is merged where those inputs are the A and B of a branch
+x·A·B added to a linear layer's x·W; the branch and the inputs go. A model whose LoRA factors are graph inputs (inject
 --as-inputs) counts as its base: --adapter bakes an adapter into it.
 
 Prefix tuning cannot be merged: a prefix is extra key/value positions fed
@@ -55,6 +58,11 @@ func runMerge(cx *context, args []string) error {
 	}
 	if *out == "" {
 		return cx.usagef("-o OUT is required")
+	}
+	if *adapterPath != "" {
+		if done, err := mergeInputParams(cx, pos[0], *adapterPath, *out); done || err != nil {
+			return err
+		}
 	}
 	var ad *adapter.Adapter
 	if *adapterPath != "" {
@@ -152,4 +160,32 @@ type mergedModule struct {
 	module, weight string
 	r              int
 	scale          float64
+}
+
+// mergeInputParams merges an ONNX Runtime adapter file whose parameters
+// are named after inputs of the model at path into its weights
+// (rewrite.MergeInputs), and reports false where the file is not one.
+func mergeInputParams(cx *context, path, adapterPath, out string) (bool, error) {
+	m, err := graph.Load(path)
+	if err != nil {
+		return false, err
+	}
+	defer m.Close()
+	params, ok, err := session.InputParams(m, adapterPath)
+	if !ok || err != nil {
+		return false, err
+	}
+	if err := checkOutput(out, m, adapterPath); err != nil {
+		return true, err
+	}
+	external := hasExternalData(m)
+	nodes := len(m.Graph().Node)
+	if err := rewrite.MergeInputs(m, params); err != nil {
+		return true, fmt.Errorf("merging %s: %w", adapterPath, err)
+	}
+	if err := saveModel(m, out, external); err != nil {
+		return true, err
+	}
+	fmt.Fprintf(cx.stdout, "wrote %s: adapter %s (inputs %s) merged, %d nodes (%d before)\n", out, adapterPath, paramNames(params), len(m.Graph().Node), nodes)
+	return true, nil
 }
