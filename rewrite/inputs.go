@@ -1,7 +1,8 @@
 package rewrite
 
 import (
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/dtype"
@@ -62,12 +63,12 @@ func InputParams(m *graph.Model, f *adapter.ONNXAdapterFile) (params map[string]
 // gives none. Fed nothing, m then computes what it computes with the
 // adapter fed; fed other values, it runs those.
 func ApplyInputs(m *graph.Model, params map[string]*adapter.Tensor) error {
-	for _, name := range sortedNames(params) {
+	for _, name := range slices.Sorted(maps.Keys(params)) {
 		if m.Input(name) == nil {
 			return errorf("adapter parameter %q names no input of %s", name, modelLabel(m))
 		}
 	}
-	for _, name := range sortedNames(params) {
+	for _, name := range slices.Sorted(maps.Keys(params)) {
 		t := params[name]
 		dt := dtype.Type(m.Input(name).GetType().GetTensorType().GetElemType())
 		m.AddInitializer(graph.NewFloat32Tensor(name, dt, t.Shape, t.Data))
@@ -102,7 +103,7 @@ func MergeInputs(m *graph.Model, params map[string]*adapter.Tensor) error {
 	}
 	used := map[string]bool{}
 	var branches []inputBranch
-	for _, name := range sortedNames(params) {
+	for _, name := range slices.Sorted(maps.Keys(params)) {
 		if used[name] {
 			continue
 		}
@@ -113,7 +114,7 @@ func MergeInputs(m *graph.Model, params map[string]*adapter.Tensor) error {
 		used[br.a], used[br.b] = true, true
 		branches = append(branches, br)
 	}
-	for _, name := range sortedNames(params) {
+	for _, name := range slices.Sorted(maps.Keys(params)) {
 		if !used[name] {
 			return errorf("adapter parameter %q of %s is not one factor of a LoRA branch (x·A·B added to the x·W of a linear layer), so it cannot be merged into a weight: run the model with the adapter fed instead", name, modelLabel(m))
 		}
@@ -224,14 +225,4 @@ func constantScalar(m *graph.Model, name string) (float64, bool) {
 		return 0, false
 	}
 	return float64(v[0]), true
-}
-
-// sortedNames returns the keys of m in order.
-func sortedNames[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"maps"
 	"slices"
 	"strings"
 
@@ -45,10 +46,5 @@ func openAdapted(modelPath, adapterPath string, opts ...ortrt.Option) (*session.
 
 // paramNames lists the names of an adapter's input parameters, sorted.
 func paramNames(params map[string]*adapter.Tensor) string {
-	names := make([]string, 0, len(params))
-	for n := range params {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return strings.Join(names, ", ")
+	return strings.Join(slices.Sorted(maps.Keys(params)), ", ")
 }
