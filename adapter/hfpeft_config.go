@@ -169,10 +169,7 @@ func loraConfigJSON(c *LoRAConfig, modulesToSave []string, weightsHash string) (
 		m["exclude_modules"] = hfTargetModules(c.ExcludeModules)
 		extra["exclude_modules"] = c.ExcludeModules
 	}
-	if weightsHash != "" {
-		extra[weightsHashKey] = weightsHash
-	}
-	return marshalConfig(m)
+	return marshalConfig(m, weightsHash)
 }
 
 // prefixConfigJSON returns the adapter_config.json of a prefix adapter.
@@ -213,14 +210,16 @@ func prefixConfigJSON(c *PrefixConfig, weightsHash string) ([]byte, error) {
 		"auto_mapping":               nil,
 		extraKey:                     extra,
 	}
-	if weightsHash != "" {
-		extra[weightsHashKey] = weightsHash
-	}
-	return marshalConfig(m)
+	return marshalConfig(m, weightsHash)
 }
 
-// marshalConfig writes m with sorted keys and two-space indent, as PEFT does.
-func marshalConfig(m map[string]any) ([]byte, error) {
+// marshalConfig writes m with sorted keys and two-space indent, as PEFT
+// does, with weightsHash, where given, in its "peftonnx" object
+// m[extraKey].
+func marshalConfig(m map[string]any, weightsHash string) ([]byte, error) {
+	if weightsHash != "" {
+		m[extraKey].(map[string]any)[weightsHashKey] = weightsHash
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)

@@ -174,12 +174,7 @@ func (c *LoRAConfig) EnableFor(module string) []bool {
 
 // Validate reports the first field that is out of range, as an error that
 // names the config field.
-func (c *LoRAConfig) Validate() error {
-	if err := c.validate(); err != nil {
-		return errorf("lora config: %w", err)
-	}
-	return nil
-}
+func (c *LoRAConfig) Validate() error { return validated(c) }
 
 func (c *LoRAConfig) kind() string { return "lora" }
 

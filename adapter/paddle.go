@@ -75,14 +75,8 @@ func SavePaddleDir(dir string, a *Adapter) error {
 	files := map[string][]byte{}
 	var weights, configFile string
 	var makeConfig func(weightsHash string) ([]byte, error)
-	tensors := map[string]*Tensor{}
-	add := func(key string, t *Tensor) error {
-		if _, dup := tensors[key]; dup {
-			return formatErrorf("", key, "two tensors map to the same key")
-		}
-		tensors[key] = t
-		return nil
-	}
+	tensors := tensorSet{}
+	add := tensors.add
 	if a.LoRA != nil {
 		weights = PaddleLoRAWeightsFile
 		for _, m := range a.Modules() {
@@ -101,7 +95,9 @@ func SavePaddleDir(dir string, a *Adapter) error {
 			}
 		}
 		c := paddleTargets(a)
-		configFile, makeConfig = PaddleLoRAConfigFile, func(hash string) ([]byte, error) { return paddleLoRAConfigJSON(c, hash) }
+		configFile, makeConfig = PaddleLoRAConfigFile, func(hash string) ([]byte, error) {
+			return paddleLoRAConfigJSON(c, paddleTPDegree(c.TensorParallelDegree), hash)
+		}
 	} else {
 		weights = PaddlePrefixWeightsFile
 		c := a.Prefix

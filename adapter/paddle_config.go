@@ -7,8 +7,9 @@ package adapter
 // object, which PaddleNLP's from_pretrained ignores (it sets only the
 // attributes its dataclass has).
 
-// paddleLoRAConfigJSON returns the lora_config.json of c.
-func paddleLoRAConfigJSON(c *LoRAConfig, weightsHash string) ([]byte, error) {
+// paddleLoRAConfigJSON returns the lora_config.json of c, saved with
+// tensor_parallel_degree tpDegree.
+func paddleLoRAConfigJSON(c *LoRAConfig, tpDegree int, weightsHash string) ([]byte, error) {
 	for _, f := range []struct {
 		key string
 		set bool
@@ -43,7 +44,7 @@ func paddleLoRAConfigJSON(c *LoRAConfig, weightsHash string) ([]byte, error) {
 		"merge_weights":           c.MergeWeights,
 		"trainable_bias":          bias,
 		"enable_lora_list":        c.EnableLoRAList,
-		"tensor_parallel_degree":  paddleTPDegree(c.TensorParallelDegree),
+		"tensor_parallel_degree":  tpDegree,
 		"dtype":                   storedAs(c.DType),
 		"head_dim":                headDim,
 		"do_qat":                  c.DoQAT,
@@ -60,10 +61,7 @@ func paddleLoRAConfigJSON(c *LoRAConfig, weightsHash string) ([]byte, error) {
 			"revision":          c.Revision,
 		},
 	}
-	if weightsHash != "" {
-		m[extraKey].(map[string]any)[weightsHashKey] = weightsHash
-	}
-	return marshalConfig(m)
+	return marshalConfig(m, weightsHash)
 }
 
 // paddlePrefixConfigJSON returns the prefix_config.json of c.
@@ -93,10 +91,7 @@ func paddlePrefixConfigJSON(c *PrefixConfig, weightsHash string) ([]byte, error)
 			"revision":                c.Revision,
 		},
 	}
-	if weightsHash != "" {
-		m[extraKey].(map[string]any)[weightsHashKey] = weightsHash
-	}
-	return marshalConfig(m)
+	return marshalConfig(m, weightsHash)
 }
 
 // paddleLoRAExtraFields reads the nested "peftonnx" object of a PaddleNLP

@@ -24,7 +24,8 @@
 // does it for InjectLoRA, and adapter.AllLinear selects every linear layer
 // but the output head (Linear.Head). SuggestTargets names the usual groups
 // of a model (attention q,v; q,k,v,o; MLP; all linear) with the targets
-// that select them.
+// that select them. TokenEmbedding finds the table that the token ids
+// index (its rows are the vocabulary, its columns the hidden size).
 //
 // # Adapters as inputs of other exports
 //

@@ -19,7 +19,8 @@
 // Inputs that have a default in the model (an initializer of the same name,
 // the layout of LoRA "adapters as inputs") are optional: Session.Inputs marks
 // them, and a run may feed them or leave them to their defaults, on the one
-// session.
+// session. FeedPlan sorts a session's inputs by role (token ids, masks,
+// positions, caches), as package feed does.
 //
 // # Float16 defaults
 //

@@ -2,6 +2,8 @@ package runtime
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/half"
@@ -18,17 +20,24 @@ import (
 func (s *Session) Run(inputs map[string]*Tensor, outputs []string) (map[string]*Tensor, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	outs, err := s.checkRun(inputs, outputs)
+	if err != nil {
+		return nil, err
+	}
+	return s.run(inputs, outs)
+}
+
+// checkRun checks a run of the session, which the caller holds locked,
+// with inputs and outputs (nil: all), as Run documents, and returns the
+// outputs' indices.
+func (s *Session) checkRun(inputs map[string]*Tensor, outputs []string) ([]int, error) {
 	if s.closed {
 		return nil, s.errClosed()
 	}
 	if err := s.checkInputs(inputs); err != nil {
 		return nil, err
 	}
-	outs, err := s.selectOutputs(outputs)
-	if err != nil {
-		return nil, err
-	}
-	return s.run(inputs, outs)
+	return s.selectOutputs(outputs)
 }
 
 // run picks how to run: where every requested output has a static shape the
@@ -260,7 +269,7 @@ func (s *Session) checkOutputs(outputs map[string]*Tensor) ([]int, error) {
 		return nil, errorf("%s: no outputs given", s.name)
 	}
 	idx := make([]int, 0, len(outputs))
-	for _, name := range sortedKeys(outputs) {
+	for _, name := range slices.Sorted(maps.Keys(outputs)) {
 		i, ok := s.outIdx[name]
 		if !ok {
 			return nil, errorf("%s: unknown output %q (outputs: %s)",

@@ -2,9 +2,10 @@ package runtime
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -341,7 +342,7 @@ func (s *Session) errClosed() error {
 // checkInputs checks names, element types and shapes of the inputs against
 // the model, and that every required input is there.
 func (s *Session) checkInputs(inputs map[string]*Tensor) error {
-	for _, name := range sortedKeys(inputs) {
+	for _, name := range slices.Sorted(maps.Keys(inputs)) {
 		i, ok := s.inIdx[name]
 		if !ok {
 			return errorf("%s: unknown input %q (%s)", s.name, name, s.describeInputs())
@@ -465,14 +466,4 @@ func (s *Session) outputNames() []string {
 	}
 	return names
 }
-
-func sortedKeys(m map[string]*Tensor) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 func joinNames(names []string) string { return strings.Join(names, ", ") }

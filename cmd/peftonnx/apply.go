@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/peftonnx/peftonnx/adapter"
-	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/rewrite"
 	"github.com/peftonnx/peftonnx/session"
 )
@@ -62,28 +61,19 @@ func runApply(cx *context, args []string) error {
 	adapterPath := addAdapterFlag(fs, "the LoRA or prefix adapter to inject (required)")
 	asInputs := fs.Bool("as-inputs", false, "LoRA: make A and B graph inputs of dynamic rank, with empty defaults")
 	replacePast := fs.Bool("replace-past", false, "prefix: remove the past inputs and feed the prefix alone where they went")
-	pos, err := cx.parse(args)
+	base, err := cx.parseOne(args, "BASE model", "-o OUT", "--adapter")
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return cx.usagef("want one BASE model, got %d arguments", len(pos))
-	}
-	if *out == "" {
-		return cx.usagef("-o OUT is required")
-	}
-	if *adapterPath == "" {
-		return cx.usagef("--adapter is required")
-	}
-	m, err := graph.Load(pos[0])
+	e, err := loadForEdit(base, *out, *adapterPath)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	if params, ok, err := session.InputParams(m, *adapterPath); err != nil {
+	defer e.Close()
+	if params, ok, err := session.InputParams(e.m, *adapterPath); err != nil {
 		return err
 	} else if ok {
-		return applyInputParams(cx, m, params, *adapterPath, *out, *asInputs || *replacePast)
+		return applyInputParams(cx, e, params, *adapterPath, *asInputs || *replacePast)
 	}
 	ad, err := session.LoadAdapter(*adapterPath)
 	if err != nil {
@@ -95,10 +85,6 @@ func runApply(cx *context, args []string) error {
 	case ad.LoRA != nil && *replacePast:
 		return cx.usagef("--replace-past is for prefix adapters, but %s is %s", *adapterPath, adapterKind(ad))
 	}
-	if err := checkOutput(*out, m, *adapterPath); err != nil {
-		return err
-	}
-	external := hasExternalData(m)
 	var opts []rewrite.Option
 	if *asInputs {
 		opts = append(opts, rewrite.AsInputs())
@@ -106,11 +92,11 @@ func runApply(cx *context, args []string) error {
 	if *replacePast {
 		opts = append(opts, rewrite.PrefixReplacePast())
 	}
-	adapted, err := rewrite.Apply(m, ad, opts...)
+	adapted, err := rewrite.Apply(e.m, ad, opts...)
 	if err != nil {
 		return fmt.Errorf("applying %s: %w", *adapterPath, err)
 	}
-	if err := saveModel(m, *out, external); err != nil {
+	if err := e.save(); err != nil {
 		return err
 	}
 	fmt.Fprintln(cx.stdout, adapted.Summary)
@@ -142,23 +128,19 @@ func prefixShape(c adapter.PrefixConfig) string {
 	return s
 }
 
-// applyInputParams writes m with the parameters of an ONNX Runtime
-// adapter file whose names are m's inputs as those inputs' defaults
+// applyInputParams writes e's model with the parameters of an ONNX Runtime
+// adapter file whose names are its inputs as those inputs' defaults
 // (rewrite.ApplyInputs).
-func applyInputParams(cx *context, m *graph.Model, params map[string]*adapter.Tensor, adapterPath, out string, options bool) error {
+func applyInputParams(cx *context, e *editedModel, params map[string]*adapter.Tensor, adapterPath string, options bool) error {
 	if options {
 		return fmt.Errorf("%s feeds the inputs of its parameters' names, as ONNX Runtime does; --as-inputs and --replace-past do not apply to it", adapterPath)
 	}
-	if err := checkOutput(out, m, adapterPath); err != nil {
-		return err
-	}
-	external := hasExternalData(m)
-	if err := rewrite.ApplyInputs(m, params); err != nil {
+	if err := rewrite.ApplyInputs(e.m, params); err != nil {
 		return fmt.Errorf("applying %s: %w", adapterPath, err)
 	}
-	if err := saveModel(m, out, external); err != nil {
+	if err := e.save(); err != nil {
 		return err
 	}
-	fmt.Fprintf(cx.stdout, "wrote %s: adapter %s as the defaults of the inputs %s\n", out, adapterPath, paramNames(params))
+	fmt.Fprintf(cx.stdout, "wrote %s: adapter %s as the defaults of the inputs %s\n", e.out, adapterPath, paramNames(params))
 	return nil
 }

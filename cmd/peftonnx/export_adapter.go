@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
@@ -58,29 +59,33 @@ The files are written to temporary names and renamed; MODEL is not changed.`,
 	})
 }
 
+// adapterFormat returns the --format of a command that writes an adapter
+// to out: format where given, else onnx_adapter for an out that ends in
+// .onnx_adapter and hf for any other. A format not in allowed is an error.
+func adapterFormat(format, out string, allowed ...string) (string, error) {
+	if format == "" {
+		if strings.HasSuffix(out, adapter.ONNXAdapterExt) {
+			return formatONNXAdapter, nil
+		}
+		return formatHF, nil
+	}
+	if !slices.Contains(allowed, format) {
+		n := len(allowed)
+		return "", fmt.Errorf("--format must be %s or %s, got %q", strings.Join(allowed[:n-1], ", "), allowed[n-1], format)
+	}
+	return format, nil
+}
+
 func runExportAdapter(cx *context, args []string) error {
 	fs := cx.flags()
 	out := fs.String("out", "", "write the adapter to `DIR` (hf, paddle) or FILE.onnx_adapter (required)")
 	format := fs.String("format", "", "`hf` (PEFT directory), paddle (PaddleNLP directory) or onnx_adapter; default from --out's name")
-	pos, err := cx.parse(args)
+	model, err := cx.parseOne(args, "MODEL", "--out")
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
-	}
-	if *out == "" {
-		return cx.usagef("--out is required")
-	}
-	switch *format {
-	case "":
-		*format = formatHF
-		if strings.HasSuffix(*out, adapter.ONNXAdapterExt) {
-			*format = formatONNXAdapter
-		}
-	case formatHF, formatPaddle, formatONNXAdapter:
-	default:
-		return cx.usagef("--format must be hf, paddle or onnx_adapter, got %q", *format)
+	if *format, err = adapterFormat(*format, *out, formatHF, formatPaddle, formatONNXAdapter); err != nil {
+		return cx.usagef("%w", err)
 	}
 	st, statErr := os.Stat(*out)
 	switch {
@@ -90,7 +95,7 @@ func runExportAdapter(cx *context, args []string) error {
 		return fmt.Errorf("--out %s is a directory; --format onnx_adapter writes a file such as %s", *out, *out+"/adapter.onnx_adapter")
 	}
 
-	m, err := graph.Load(pos[0])
+	m, err := graph.Load(model)
 	if err != nil {
 		return err
 	}
@@ -103,7 +108,7 @@ func runExportAdapter(cx *context, args []string) error {
 		return err
 	}
 	if ad.Prefix != nil {
-		return exportPrefix(cx, m, ad, pos[0], *out, *format)
+		return exportPrefix(cx, m, ad, model, *out, *format)
 	}
 	if *format == formatONNXAdapter {
 		if err := checkOutput(*out, m); err != nil {
@@ -117,7 +122,7 @@ func runExportAdapter(cx *context, args []string) error {
 		what = ".onnx_adapter"
 		var f *adapter.ONNXAdapterFile
 		if f, err = onnxAdapterFile(ad); err != nil {
-			return fmt.Errorf("%s: %w", pos[0], err)
+			return fmt.Errorf("%s: %w", model, err)
 		}
 		err = adapter.WriteONNXAdapter(*out, f)
 	}

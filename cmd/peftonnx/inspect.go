@@ -115,19 +115,16 @@ func runInspect(cx *context, args []string) error {
 	fs := cx.flags()
 	tf := addTargetFlags(fs, "show")
 	asJSON := fs.Bool("json", false, "print one JSON document instead of text")
-	pos, err := cx.parse(args)
+	model, err := cx.parseOne(args, "MODEL")
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
-	}
-	m, err := graph.Load(pos[0])
+	m, err := graph.Load(model)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	in, err := inspectModel(m, pos[0], tf.patterns())
+	in, err := inspectModel(m, model, tf.patterns())
 	if err != nil {
 		return err
 	}

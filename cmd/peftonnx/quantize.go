@@ -58,15 +58,11 @@ func runQuantize(cx *context, args []string) error {
 	symmetric := fs.Bool("symmetric", false, "store no zero points (every block's zero point is 2^(bits-1))")
 	level := fs.Int("accuracy-level", 0, "MatMulNBits accuracy_level `N`: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8")
 	tf := addTargetFlags(fs, "quantize only")
-	pos, err := cx.parse(args)
+	model, err := cx.parseOne(args, "MODEL", "-o OUT")
 	if err != nil {
 		return err
 	}
 	switch {
-	case len(pos) != 1:
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
-	case *out == "":
-		return cx.usagef("-o OUT is required")
 	case !quant.SupportedBits(*bits):
 		return cx.usagef("--bits must be 2, 4 or 8 (the widths MatMulNBits runs), got %d", *bits)
 	case !quant.ValidBlockSize(*blockSize):
@@ -74,28 +70,24 @@ func runQuantize(cx *context, args []string) error {
 	case *level < 0 || *level > quant.MaxAccuracyLevel:
 		return cx.usagef("--accuracy-level must be 0 to %d, got %d", quant.MaxAccuracyLevel, *level)
 	}
-	m, err := graph.Load(pos[0])
+	e, err := loadForEdit(model, *out)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	if err := checkOutput(*out, m); err != nil {
-		return err
-	}
-	external := hasExternalData(m)
-	rep, err := quantize.Model(m, quantize.Options{
+	defer e.Close()
+	rep, err := quantize.Model(e.m, quantize.Options{
 		Bits: *bits, BlockSize: *blockSize, Symmetric: *symmetric, AccuracyLevel: *level, Targets: tf.patterns(),
 	})
 	if err != nil {
 		return err
 	}
-	if err := saveModel(m, *out, external); err != nil {
+	if err := e.save(); err != nil {
 		return err
 	}
 	if err := writeQuantizeReport(cx.stdout, rep); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(cx.stdout, "wrote %s: %d nodes, %d MatMulNBits\n", *out, len(m.Graph().Node), countMatMulNBits(m))
+	_, err = fmt.Fprintf(cx.stdout, "wrote %s: %d nodes, %d MatMulNBits\n", *out, len(e.m.Graph().Node), countMatMulNBits(e.m))
 	return err
 }
 

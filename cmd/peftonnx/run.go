@@ -55,32 +55,24 @@ func runRun(cx *context, args []string) error {
 	var inputs stringList
 	fs.Var(&inputs, "input", "feed input `NAME=FILE.npy`; repeat for each input")
 	outDir := fs.String("output-dir", "", "write one `DIR`/<output>.npy per output (required)")
-	threads := fs.Int("threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
-	device := fs.String("device", "cpu", "run on `cpu`, cuda or cuda:N")
+	rt := addRuntimeFlags(fs)
 	adapterPath := addAdapterFlag(fs, "apply this LoRA or prefix adapter in memory first")
 	defaults := fs.Bool("defaults", false, "feed the inputs not given their defaults (masks of ones, token types of zeros, positions, empty caches, zero states)")
-	pos, err := cx.parse(args)
+	model, err := cx.parseOne(args, "MODEL", "--output-dir")
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
-	}
-	if *outDir == "" {
-		return cx.usagef("--output-dir is required")
-	}
-	if *threads < 0 {
-		return cx.usagef("--threads must be 0 or more, got %d", *threads)
+	if err := rt.check(cx); err != nil {
+		return err
 	}
 	feeds, err := parseFeeds(cx, inputs)
 	if err != nil {
 		return err
 	}
-	model := pos[0]
 
 	// openAdapted loads the graph first: its errors name the model file
 	// and a missing external data file, before ONNX Runtime is involved.
-	sess, err := openAdapted(model, *adapterPath, ortrt.WithDevice(*device), ortrt.WithIntraOpThreads(*threads))
+	sess, err := openAdapted(model, *adapterPath, rt.options()...)
 	if err != nil {
 		return err
 	}
@@ -158,15 +150,7 @@ func runRun(cx *context, args []string) error {
 // token ids (batch and sequence) and any cache given (the past), and
 // returns what it fed, one line per input.
 func fillDefaults(inputs, outputs []ortrt.ValueInfo, tensors map[string]*ortrt.Tensor) ([]string, error) {
-	fin := make([]roles.Input, len(inputs))
-	for i, v := range inputs {
-		fin[i] = roles.Input(v)
-	}
-	fout := make([]roles.Input, len(outputs))
-	for i, v := range outputs {
-		fout[i] = roles.Input(v)
-	}
-	plan := roles.Classify(fin, fout)
+	plan := ortrt.FeedPlan(inputs, outputs)
 	batch, seq, past, sized := 1, 1, 0, false
 	for _, s := range plan.Slots() {
 		t := tensors[s.Name]

@@ -103,6 +103,18 @@ every --eval-every steps and at the end. --log-json writes one JSON line
 per step, {"step":..,"loss":..,"lr":..,"grad_norm":..}, and per
 evaluation. --merged also writes MODEL with the trained adapter folded in.
 
+Under an MPI launcher (mpirun -np N peftonnx train ..., srun --mpi=pmix;
+a binary built with MPI, as "make build" does where Open MPI is
+installed), the N ranks train one adapter by data parallelism: --batch is
+per rank, each rank trains on its share of every batch of N×--batch
+examples, the gradients are summed over the ranks before clipping, and
+the run equals one process with --batch N×--batch (up to float rounding).
+Rank 0 alone prints, logs and writes DIR; every rank reads MODEL and the
+data. --threads defaults to the cores divided by the ranks on the
+machine. Ctrl-C (mpirun forwards it) and --stop-after stop every rank
+after the same step, with a checkpoint. A rank that fails ends the whole
+job with its error.
+
 Every output is written to a temporary file and renamed, and appears only
 when the run succeeds (the log and a checkpoint also when it is stopped).
 A run that fails leaves nothing behind but the checkpoints it completed
@@ -170,7 +182,12 @@ func runTrain(cx *context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return trainModel(cx, pos[0], &f, opts)
+	ranks, err := joinTrainRanks()
+	if err != nil {
+		return err
+	}
+	ranks.configure(&opts, f.threads)
+	return ranks.run(cx, func() error { return trainModel(cx, pos[0], &f, opts, ranks) })
 }
 
 // options checks the flags and turns them into trainer options.
@@ -264,8 +281,10 @@ func trainableOf(path string, m *graph.Model) (rewrite.Summary, error) {
 	return sum, err
 }
 
-// trainModel runs the command once the flags are checked.
-func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options) error {
+// trainModel runs the command once the flags are checked, on one of the
+// ranks: rank 0 alone checks and writes the outputs and prints.
+func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options, ranks trainRanks) error {
+	cx = &context{cmd: cx.cmd, stdout: ranks.output(cx.stdout), stderr: cx.stderr}
 	m, err := graph.Load(modelPath)
 	if err != nil {
 		return err
@@ -278,8 +297,10 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 	if _, err := rewrite.PrefixSiteOf(m); err == nil && f.merged != "" {
 		return fmt.Errorf("train: --merged: %s carries a prefix, which has no weights to fold into the model's", modelPath)
 	}
-	if err := checkTrainOutputs(f, m); err != nil {
-		return err
+	if ranks.leader() {
+		if err := checkTrainOutputs(f, m); err != nil {
+			return err
+		}
 	}
 	var tok *tokenizer.Tokenizer
 	if f.tokenizer != "" {
@@ -306,7 +327,10 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 		return err
 	}
 	log := &trainLog{path: f.logJSON}
-	if f.logJSON != "" {
+	if !ranks.leader() {
+		log.path = ""
+	}
+	if log.path != "" {
 		opts.LogJSON = log
 	}
 	defer log.abort()
@@ -315,7 +339,7 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 	defer stop()
 	ctx, cancel := ctxpkg.WithCancel(ctx)
 	defer cancel()
-	progress := newTrainProgress(cx.stderr)
+	progress := newTrainProgress(ranks.output(cx.stderr))
 	ran, fed := 0, 0
 	opts.OnStep = func(r train.StepResult) {
 		ran++
@@ -354,7 +378,9 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 	err = tr.Train(ctx)
 	progress.done()
 	elapsed := time.Since(start)
-	stopped := err != nil && ctx.Err() != nil && errors.Is(err, ctxpkg.Canceled)
+	// Of several ranks, all stop after the same step when one is stopped
+	// (its context is done): Train's error says so on the others.
+	stopped := err != nil && (ctx.Err() != nil || ranks.many()) && errors.Is(err, ctxpkg.Canceled)
 	if err == nil || stopped {
 		// The log of a stopped run is the start of the resumed run's.
 		if cerr := log.commit(); cerr != nil && err == nil {
@@ -371,12 +397,17 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 		return fmt.Errorf("train: interrupted at step %d of %d; checkpoint %s; continue with --resume", tr.Step(), tr.TotalSteps(), cp)
 	case err != nil:
 		return err
+	case !ranks.leader():
+		return nil
 	}
 	files, err := writeTrainResults(f, m, tr)
 	if err != nil {
 		return err
 	}
 	printTrainSummary(cx, tr, startStep, ran, fed, elapsed, f, files)
+	if ranks.many() {
+		fmt.Fprintf(cx.stdout, "data parallel: %d ranks × batch %d, %d bytes all-reduced per step\n", ranks.world.Size(), f.batch, tr.AllReducedBytes())
+	}
 	return nil
 }
 
