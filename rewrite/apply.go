@@ -31,6 +31,9 @@ func ApplyLoRA(base *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, 
 	if err != nil {
 		return nil, Summary{}, err
 	}
+	if len(o.modules) > 0 {
+		return nil, Summary{}, errorf("WithModules chooses layers for a fresh injection; an adapter brings its own modules")
+	}
 	cfg, err := loraConfigOf(ad)
 	if err != nil {
 		return nil, Summary{}, err

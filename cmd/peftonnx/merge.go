@@ -24,7 +24,10 @@ tolerance.
 
 "merge BASE --adapter DIR|FILE -o OUT" does the same for a base model and a
 saved adapter (HF PEFT directory or .onnx_adapter file), as apply followed
-by merge would. A model whose LoRA factors are graph inputs (inject
+by merge would. An .onnx_adapter file whose parameters are named after
+inputs of BASE (an export with its factors as inputs: lora_param_a,
+lora_param_b) is merged where those inputs are the A and B of a branch
+x·A·B added to a linear layer's x·W; the branch and the inputs go. A model whose LoRA factors are graph inputs (inject
 --as-inputs) counts as its base: --adapter bakes an adapter into it.
 
 Prefix tuning cannot be merged: a prefix is extra key/value positions fed
@@ -49,8 +52,19 @@ func runMerge(cx *context, args []string) error {
 	if err != nil {
 		return err
 	}
+	e, err := loadForEdit(model, *out, *adapterPath)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	m := e.m
 	var ad *adapter.Adapter
 	if *adapterPath != "" {
+		if params, ok, err := session.InputParams(m, *adapterPath); err != nil {
+			return err
+		} else if ok {
+			return mergeInputParams(cx, e, params, *adapterPath)
+		}
 		if ad, err = session.LoadAdapter(*adapterPath); err != nil {
 			return err
 		}
@@ -59,12 +73,6 @@ func runMerge(cx *context, args []string) error {
 				"apply it with \"peftonnx apply BASE --adapter %s -o OUT\", or run or generate with --adapter %s", *adapterPath, adapterKind(ad), prefixIsNotAWeight, *adapterPath, *adapterPath)
 		}
 	}
-	e, err := loadForEdit(model, *out, *adapterPath)
-	if err != nil {
-		return err
-	}
-	defer e.Close()
-	m := e.m
 	if _, err := rewrite.PrefixSiteOf(m); err == nil {
 		return fmt.Errorf("merge: %s carries a prefix, and prefix tuning cannot be merged into weights; %s: "+
 			"run or generate with %s as it is, or save its prefix with export-adapter", model, prefixIsNotAWeight, model)
@@ -142,4 +150,19 @@ type mergedModule struct {
 	module, weight string
 	r              int
 	scale          float64
+}
+
+// mergeInputParams merges the parameters of an ONNX Runtime adapter file
+// whose names are inputs of e's model into its weights
+// (rewrite.MergeInputs) and saves it.
+func mergeInputParams(cx *context, e *editedModel, params map[string]*adapter.Tensor, adapterPath string) error {
+	nodes := len(e.m.Graph().Node)
+	if err := rewrite.MergeInputs(e.m, params); err != nil {
+		return fmt.Errorf("merging %s: %w", adapterPath, err)
+	}
+	if err := e.save(); err != nil {
+		return err
+	}
+	fmt.Fprintf(cx.stdout, "wrote %s: adapter %s (inputs %s) merged, %d nodes (%d before)\n", e.out, adapterPath, paramNames(params), len(e.m.Graph().Node), nodes)
+	return nil
 }
