@@ -10,7 +10,7 @@ import (
 // (serve/openai) builds on. What it lists stays; additions are marked.
 //
 // Additions to the contract of /work/notes (no changes to what it lists):
-// Options.MaxSeqLen, AdapterInfo.Targets, Stats' fields, ErrAdapterExists,
+// Options.MaxSeqLen, Options.EOS, AdapterInfo.Targets, Stats' fields, ErrInvalidRequest, ErrAdapterExists,
 // ErrClosed.
 
 // Options configure an Engine. Zero values take the defaults below.
@@ -35,6 +35,10 @@ type Options struct {
 	// MaxSeqLen caps prompt plus MaxTokens (ErrTooLong above it); 0 means
 	// no cap beyond MaxTokens. (Addition.)
 	MaxSeqLen int
+	// EOS lists token ids that end a sequence (finish reason "stop"),
+	// such as the tokenizer's end-of-text; the EOS token is emitted.
+	// (Addition.)
+	EOS []int64
 	// Threads is ONNX Runtime's intra-op threads; 0 leaves its default.
 	Threads int
 	// Logger receives the engine's structured logs; nil discards them.
@@ -79,8 +83,8 @@ type Request struct {
 	TopK              int
 	Seed              int64
 	// Stop ends the sequence when its generated tokens end with one of
-	// these token sequences (the stop tokens are emitted); an EOS of the
-	// model's config does too.
+	// these token sequences (the stop tokens are emitted: the HTTP layer
+	// trims them); a token of Options.EOS does too.
 	Stop [][]int64
 }
 
@@ -137,6 +141,10 @@ var (
 	ErrQueueFull = errors.New("queue full")
 	// ErrTooLong: MaxTokens or the prompt is over the engine's limits (400).
 	ErrTooLong = errors.New("request too long")
+	// ErrInvalidRequest: the request itself is wrong: an empty prompt, a
+	// token outside the vocabulary, sampling settings out of range (400).
+	// (Addition.)
+	ErrInvalidRequest = errors.New("invalid request")
 	// ErrAdapterExists: Load without replace names a loaded adapter
 	// (409). (Addition.)
 	ErrAdapterExists = errors.New("adapter already loaded")

@@ -14,4 +14,15 @@
 // those that are. Nothing ever falls back to the base silently.
 //
 // The HTTP layer is serve/openai; api.go is the contract between them.
+//
+// # Limits
+//
+// The engine runs decoders with past_key_values caches, attention_mask and
+// position_ids inputs: rows join a batch padded on the left, so a model
+// that computes its positions itself (GPT-2 exports without position_ids)
+// is served one sequence at a time. Prefix adapters need per-layer
+// past_key_values.{i}.key/value caches. LoRA adapters with fused
+// projections (PaddleNLP's enable_lora_list) or trained base tensors are
+// refused. A request's prompt is prefilled on its own before it joins the
+// batch; the stacked factors are rebuilt when an adapter takes a free slot.
 package serve
