@@ -62,6 +62,8 @@ func asAPIError(err error) *apiError {
 		e.status, e.typ, e.code = http.StatusBadRequest, "invalid_request_error", "adapter_mismatch"
 	case errors.Is(err, serve.ErrAdapterExists):
 		e.status, e.typ, e.code = http.StatusConflict, "invalid_request_error", "adapter_exists"
+	case errors.Is(err, serve.ErrInvalidRequest):
+		e.status, e.typ, e.code = http.StatusBadRequest, "invalid_request_error", "invalid_request"
 	case errors.Is(err, serve.ErrTooLong):
 		e.status, e.typ, e.code = http.StatusBadRequest, "invalid_request_error", "too_long"
 	case errors.Is(err, serve.ErrQueueFull):

@@ -68,7 +68,7 @@ var (
 	descLoaded      = engineDesc("adapters_loaded", "Adapters loaded, resident or evicted.")
 	descEvicted     = engineDesc("adapters_evicted_total", "Adapters evicted from memory (least recently used).")
 	descReloaded    = engineDesc("adapters_reloaded_total", "Evicted adapters read again on demand.")
-	descRequests    = engineDesc("engine_requests_total", "Requests the engine served, by model.", "model")
+	descRequests    = engineDesc("requests_total", "Requests the engine served, by model.", "model")
 	descQueueSecs   = engineDesc("queue_seconds_total", "Time requests waited for a batch row, by model.", "model")
 	descBytes       = engineDesc("adapter_bytes", "Bytes of an adapter's tensors in memory.", "model")
 )

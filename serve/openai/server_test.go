@@ -214,7 +214,7 @@ func TestStreamingMatches(t *testing.T) {
 	_, url := startServer(t, eng, Options{ChatTemplate: tinyLlamaChatTemplate(t)})
 	cases := []map[string]any{
 		{"max_tokens": 20},
-		{"max_tokens": 30, "stop": "lazy"},           // stops inside the script
+		{"max_tokens": 30, "stop": "lazy"},                 // stops inside the script
 		{"max_tokens": 30, "stop": []string{"x", "own f"}}, // a stop string across tokens
 		{"max_tokens": 8, "stop": "not there"},
 	}
