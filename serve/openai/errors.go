@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,6 +71,9 @@ func asAPIError(err error) *apiError {
 		e.status, e.typ, e.code = http.StatusTooManyRequests, "rate_limit_error", "queue_full"
 	case errors.Is(err, serve.ErrClosed):
 		e.status, e.typ, e.code = http.StatusServiceUnavailable, "server_error", "shutting_down"
+	case errors.Is(err, context.Canceled):
+		e.status, e.typ, e.code = http.StatusServiceUnavailable, "server_error", "cancelled"
+		e.message = "the generation was cancelled: the server is shutting down or the client went away"
 	case errors.Is(err, fs.ErrNotExist):
 		e.status, e.typ, e.code = http.StatusBadRequest, "invalid_request_error", "not_found"
 	}
