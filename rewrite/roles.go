@@ -42,6 +42,10 @@ var passOps = map[string]bool{
 	"RotaryEmbedding": true, "Expand": true, "Tile": true,
 }
 
+// fusedAttention are the com.microsoft attention ops that take separate
+// query, key and value inputs (onnxruntime-genai's exports).
+var fusedAttention = map[string]bool{"MultiHeadAttention": true, "GroupQueryAttention": true}
+
 // activationOps mark an MLP's gate: its output goes through one first.
 var activationOps = map[string]bool{
 	"Sigmoid": true, "Relu": true, "Gelu": true, "FastGelu": true, "BiasGelu": true, "Tanh": true, "Erf": true,
@@ -52,6 +56,7 @@ var activationOps = map[string]bool{
 // blocks as standard exports lay them out: three projections of one
 // activation, two of which meet in the score product (query on its left,
 // key on its right) while the third is multiplied by the scores (value),
+// or which feed a fused attention op as its query, key and value,
 // a projection of that product (output), and after it the MLP: one or two
 // projections of one activation (gate, which an activation follows, and
 // up) and one back to the hidden size (down). Blocks count from 0 in
@@ -114,6 +119,18 @@ func findQKV(m *graph.Model, ls []Linear, group []int, isLinear map[*onnxpb.Node
 	for i, j := range group {
 		arr[i].node, arr[i].side = firstProduct(m, ls[j].Output, isLinear)
 	}
+	// A fused attention op takes query, key and value as its first three
+	// inputs.
+	for a := range group {
+		for b := range group {
+			for c := range group {
+				n := arr[a].node
+				if n != nil && fusedAttention[n.OpType] && arr[b].node == n && arr[c].node == n && arr[a].side == 0 && arr[b].side == 1 && arr[c].side == 2 {
+					return group[a], group[b], group[c], n.Output[0]
+				}
+			}
+		}
+	}
 	q, k, v = -1, -1, -1
 	for a := range group {
 		for b := range group {
@@ -145,6 +162,13 @@ func firstProduct(m *graph.Model, value string, isLinear map[*onnxpb.NodeProto]b
 		for _, c := range m.Consumers(s.value) {
 			if isLinear[c] {
 				continue
+			}
+			if fusedAttention[c.OpType] {
+				for side, in := range c.Input {
+					if in == s.value {
+						return c, side
+					}
+				}
 			}
 			if c.OpType == "MatMul" && len(c.Input) == 2 && m.Initializer(c.Input[0]) == nil && m.Initializer(c.Input[1]) == nil {
 				for side, in := range c.Input {

@@ -64,8 +64,17 @@ func TestRolesFromStructure(t *testing.T) {
 	}{
 		{"llama", func() (*graph.Model, error) { return models.Llama(models.LlamaTiny()) }, 14},
 		{"bert", func() (*graph.Model, error) { return models.BERT(models.BERTTiny()) }, 12},
+		{"llama-modelbuilder", func() (*graph.Model, error) {
+			c := models.LlamaTiny()
+			c.Producer, c.Hidden = models.ModelBuilder, 64
+			return models.Llama(c)
+		}, 14},
+		{"tiny-llama-genai", nil, 14},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.build == nil {
+				tc.build = func() (*graph.Model, error) { return realModel(t, "tiny-llama-genai-fp16/model.onnx"), nil }
+			}
 			named, err := tc.build()
 			if err != nil {
 				t.Fatal(err)
