@@ -107,14 +107,7 @@ func TestInjectWithModulesAndExclude(t *testing.T) {
 	if !slices.Equal(ad.LoRA.TargetModules, adapter.ModuleTargets("q_proj", "v_proj")) || !slices.Equal(ad.LoRA.ExcludeModules, cfg.ExcludeModules) {
 		t.Errorf("recorded targets %q, exclude %q", ad.LoRA.TargetModules, ad.LoRA.ExcludeModules)
 	}
-	dir := t.TempDir()
-	if err := adapter.SaveDir(dir, ad); err != nil {
-		t.Fatal(err)
-	}
-	back, err := adapter.LoadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	back := throughHFDir(t, ad)
 	if !slices.Equal(back.LoRA.TargetModules, ad.LoRA.TargetModules) || !slices.Equal(back.LoRA.ExcludeModules, ad.LoRA.ExcludeModules) {
 		t.Errorf("read back targets %q, exclude %q", back.LoRA.TargetModules, back.LoRA.ExcludeModules)
 	}
@@ -168,6 +161,17 @@ func TestInjectHFPatterns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	back := throughHFDir(t, ad)
+	for mod, w := range want {
+		if back.LoRA.RankFor(mod) != int(w[0]) || back.LoRA.ScalingFor(mod) != w[1] {
+			t.Errorf("%s read back: r %d scaling %v, want %v", mod, back.LoRA.RankFor(mod), back.LoRA.ScalingFor(mod), w)
+		}
+	}
+}
+
+// throughHFDir saves ad as an HF PEFT directory and reads it back.
+func throughHFDir(t *testing.T, ad *adapter.Adapter) *adapter.Adapter {
+	t.Helper()
 	dir := t.TempDir()
 	if err := adapter.SaveDir(dir, ad); err != nil {
 		t.Fatal(err)
@@ -176,9 +180,5 @@ func TestInjectHFPatterns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for mod, w := range want {
-		if back.LoRA.RankFor(mod) != int(w[0]) || back.LoRA.ScalingFor(mod) != w[1] {
-			t.Errorf("%s read back: r %d scaling %v, want %v", mod, back.LoRA.RankFor(mod), back.LoRA.ScalingFor(mod), w)
-		}
-	}
+	return back
 }
