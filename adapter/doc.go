@@ -52,7 +52,10 @@
 //
 // # Limits
 //
-// Not supported: DoRA, LoRA on embeddings, PEFT's lora_bias, encoder-decoder
+// Embeddings and convolutions take LoRA in HF PEFT's layout only
+// (lora_embedding_A/B; lora_A/B.weight of rank 3 to 5); PaddleNLP's
+// layout is written for linear layers. Not supported: DoRA, PEFT's
+// lora_bias, encoder-decoder
 // prefix tuning, PyTorch .bin weights, and PaddleNLP's tensor-parallel
 // shards (lora_model_state.tp00.pdparams, …), which must be merged first.
 // Extra tensors (biases, trainable modules) are stored verbatim, without

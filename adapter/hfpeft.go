@@ -23,6 +23,8 @@ const (
 	hfModelPrefix   = "base_model.model."
 	hfSuffixA       = ".lora_A.weight"
 	hfSuffixB       = ".lora_B.weight"
+	hfSuffixEmbA    = ".lora_embedding_A"
+	hfSuffixEmbB    = ".lora_embedding_B"
 	hfPromptKey     = "prompt_embeddings"
 	hfProjW1, hfB1  = "prefix_encoder.transform.0.weight", "prefix_encoder.transform.0.bias"
 	hfProjW2, hfB2  = "prefix_encoder.transform.2.weight", "prefix_encoder.transform.2.bias"
@@ -36,7 +38,10 @@ const (
 //
 // LoRA weights are stored in PEFT's layout, transposed from graph layout:
 // "base_model.model.<module>.lora_A.weight" [r, in] and
-// "base_model.model.<module>.lora_B.weight" [out, r]. Extra tensors are
+// "base_model.model.<module>.lora_B.weight" [out, r]; an embedding's as
+// "base_model.model.<module>.lora_embedding_A" [r, vocab] and
+// "….lora_embedding_B" [dim, r]; a convolution's as they are, [r, in, k…]
+// and [out, r, 1…]. Extra tensors are
 // stored verbatim as "base_model.model.<name>", which is where PEFT keeps
 // biases (bias "all" or "lora_only") and modules_to_save weights.
 //
@@ -63,8 +68,8 @@ func SaveDir(dir string, a *Adapter) error {
 	var makeConfig func(weightsHash string) ([]byte, error)
 	if a.LoRA != nil {
 		for _, m := range a.Modules() {
-			w := a.Weights[m]
-			if err := firstErr(add(hfModelPrefix+m+hfSuffixA, w.A.Transpose()), add(hfModelPrefix+m+hfSuffixB, w.B.Transpose())); err != nil {
+			keyA, keyB, ta, tb := hfLoRATensors(m, a.Weights[m])
+			if err := firstErr(add(keyA, ta), add(keyB, tb)); err != nil {
 				return err
 			}
 		}
@@ -214,6 +219,7 @@ func loadDirConfig(dir string) (cfg Config, hf bool, path string, err error) {
 func (a *Adapter) loraFromHF(tensors map[string]*Tensor) error {
 	type pair struct{ a, b *Tensor }
 	pairs := map[string]*pair{}
+	embedding := map[string]bool{}
 	for _, key := range sortedKeys(tensors) {
 		rest, ok := strings.CutPrefix(key, hfModelPrefix)
 		if !ok {
@@ -222,20 +228,25 @@ func (a *Adapter) loraFromHF(tensors map[string]*Tensor) error {
 		t := tensors[key]
 		module, isA := strings.CutSuffix(rest, hfSuffixA)
 		module, isB := strings.CutSuffix(module, hfSuffixB)
+		module, isEmbA := strings.CutSuffix(module, hfSuffixEmbA)
+		module, isEmbB := strings.CutSuffix(module, hfSuffixEmbB)
 		switch {
-		case (isA || isB) && module != "":
+		case (isA || isB || isEmbA || isEmbB) && module != "":
 			p := pairs[module]
 			if p == nil {
 				p = &pair{}
 				pairs[module] = p
 			}
-			if isA {
+			if isA || isEmbA {
 				p.a = t
 			} else {
 				p.b = t
 			}
+			if isEmbA || isEmbB {
+				embedding[module] = true
+			}
 		case strings.Contains(rest, "lora_embedding_A") || strings.Contains(rest, "lora_embedding_B"):
-			return formatErrorf("", key, "LoRA on embeddings is not supported")
+			return formatErrorf("", key, "unexpected LoRA key: want <module>%s or <module>%s", hfSuffixEmbA, hfSuffixEmbB)
 		case strings.Contains(rest, "lora_magnitude_vector"):
 			return formatErrorf("", key, "DoRA magnitude vectors are not supported")
 		case strings.Contains(rest, ".lora_A.") || strings.Contains(rest, ".lora_B."):
@@ -247,11 +258,22 @@ func (a *Adapter) loraFromHF(tensors map[string]*Tensor) error {
 	for _, m := range sortedKeys(pairs) {
 		p := pairs[m]
 		keyA, keyB := hfModelPrefix+m+hfSuffixA, hfModelPrefix+m+hfSuffixB
+		if embedding[m] {
+			keyA, keyB = hfModelPrefix+m+hfSuffixEmbA, hfModelPrefix+m+hfSuffixEmbB
+		}
+		nameA, nameB := "lora_A", "lora_B"
+		if embedding[m] {
+			nameA, nameB = "lora_embedding_A", "lora_embedding_B"
+		}
 		switch {
 		case p.b == nil:
-			return formatErrorf("", keyA, "lora_A without %s", keyB)
+			return formatErrorf("", keyA, "%s without %s", nameA, keyB)
 		case p.a == nil:
-			return formatErrorf("", keyB, "lora_B without %s", keyA)
+			return formatErrorf("", keyB, "%s without %s", nameB, keyA)
+		case !embedding[m] && len(p.a.Shape) >= 3:
+			// A convolution's factors: graph layout is PEFT's.
+			a.Weights[m] = LoRAWeights{A: p.a, B: p.b}
+			continue
 		case len(p.a.Shape) != 2:
 			return formatErrorf("", keyA, "shape %v, want [r, in]", p.a.Shape)
 		case len(p.b.Shape) != 2:
@@ -273,7 +295,7 @@ func (a *Adapter) loraFromHF(tensors map[string]*Tensor) error {
 		if p.b.Shape[1] != r {
 			return formatErrorf("", keyB, "shape %v has rank %d, but the config's r is %d", p.b.Shape, p.b.Shape[1], r)
 		}
-		a.Weights[m] = LoRAWeights{A: p.a.Transpose(), B: p.b.Transpose()}
+		a.Weights[m] = LoRAWeights{A: p.a.Transpose(), B: p.b.Transpose(), Embedding: embedding[m]}
 	}
 	if len(a.Weights) == 0 {
 		return formatErrorf("", "", "no LoRA weights (no base_model.model.<module>%s keys)", hfSuffixA)
@@ -321,6 +343,18 @@ func (a *Adapter) prefixFromHF(tensors map[string]*Tensor) error {
 	}
 	a.Projection = &PrefixProjection{W1: proj[hfProjW1].Transpose(), B1: proj[hfB1], W2: proj[hfProjW2].Transpose(), B2: proj[hfB2]}
 	return nil
+}
+
+// hfLoRATensors returns the PEFT keys and layouts of module m's factors
+// (see SaveDir).
+func hfLoRATensors(m string, w LoRAWeights) (keyA, keyB string, a, b *Tensor) {
+	switch {
+	case w.Embedding:
+		return hfModelPrefix + m + hfSuffixEmbA, hfModelPrefix + m + hfSuffixEmbB, w.A.Transpose(), w.B.Transpose()
+	case w.Conv():
+		return hfModelPrefix + m + hfSuffixA, hfModelPrefix + m + hfSuffixB, w.A, w.B
+	}
+	return hfModelPrefix + m + hfSuffixA, hfModelPrefix + m + hfSuffixB, w.A.Transpose(), w.B.Transpose()
 }
 
 func fileExists(path string) bool {

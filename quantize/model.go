@@ -114,6 +114,9 @@ func Model(m *graph.Model, o Options) (*Report, error) {
 
 // unsupported returns why l cannot become a MatMulNBits node, or "".
 func unsupported(m *graph.Model, l rewrite.Linear) string {
+	if l.Dequantized() {
+		return fmt.Sprintf("its weight is already quantized (%s behind DequantizeLinear)", l.WeightDType)
+	}
 	if l.DType != dtype.Float32 && l.DType != dtype.Float16 {
 		return fmt.Sprintf("it computes in %s, and ONNX Runtime's CPU MatMulNBits takes float32 or float16", l.DType)
 	}

@@ -43,7 +43,7 @@ func InjectLoRA(m *graph.Model, cfg adapter.LoRAConfig, opts ...Option) ([]Site,
 	if err := checkConfig(&cfg); err != nil {
 		return nil, Summary{}, err
 	}
-	linears, err := FindLinears(m)
+	linears, err := FindLayers(m)
 	if err != nil {
 		return nil, Summary{}, err
 	}
@@ -253,6 +253,13 @@ func siteFor(cfg *adapter.LoRAConfig, key string, l Linear, asInputs bool) (Site
 		R: cfg.RankFor(key), Alpha: cfg.AlphaFor(key), Scale: cfg.ScalingFor(key),
 		A: l.Module + ".lora_A.weight", B: l.Module + ".lora_B.weight",
 		DType: adt, BaseDType: l.DType, AsInputs: asInputs, Dropout: cfg.Dropout,
+		Kind: l.Kind, Kernel: l.Kernel,
+	}
+	if err := checkKind(l, cfg.EnableFor(key) != nil, asInputs); err != nil {
+		return Site{}, err
+	}
+	if l.Kind == KindEmbedding {
+		s.Dropout = 0
 	}
 	if enable := cfg.EnableFor(key); enable != nil {
 		n := int64(len(enable))
@@ -274,6 +281,9 @@ func siteFor(cfg *adapter.LoRAConfig, key string, l Linear, asInputs bool) (Site
 func checkFactors(s Site, key string, l Linear, w adapter.LoRAWeights) error {
 	if w.A == nil || w.B == nil {
 		return layerErr(l, "adapter module %q lacks lora_A or lora_B", key)
+	}
+	if w.Embedding && l.Kind != KindEmbedding {
+		return layerErr(l, "adapter module %q holds %s factors; the layer is %s", key, kindOfWeights(w), articled(l.Kind))
 	}
 	aShape, bShape := s.AShape(int64(s.R)), s.BShape(int64(s.R))
 	if !slices.Equal(w.A.Shape, aShape) || !slices.Equal(w.B.Shape, bShape) {
@@ -310,6 +320,11 @@ func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, we
 			return nil, err
 		}
 		p.a, p.b = w.A.Data, w.B.Data
+	case !o.asInputs && l.Kind == KindEmbedding:
+		p.a, p.b = initEmbedding(o.seed, l.Module, aShape[0], aShape[1], graph.NumElements(bShape))
+	case !o.asInputs && l.Kind == KindConv:
+		p.a = initA(cfg.InitLoRAWeights, o.seed, l.Module, s.In*kernelSize(s.Kernel), int64(s.R), s.R)
+		p.b = make([]float32, graph.NumElements(bShape))
 	case !o.asInputs:
 		p.a = initA(cfg.InitLoRAWeights, o.seed, l.Module, aShape[0], aShape[1], s.R)
 		p.b = make([]float32, graph.NumElements(bShape))
@@ -476,22 +491,22 @@ func (b *loraGraph) branch(l Linear, bFull string) {
 		m.Reindex()
 	}
 
-	x := base.Input[0] // read live: an earlier branch may have re-routed it
+	x := l.activation(base) // read live: an earlier branch may have re-routed it
 	if l.TransA {
 		x = sa.Op("Transpose", []string{x}, graph.AttrInts("perm", 1, 0))
 	}
-	if s.DType != l.DType {
+	if s.DType != l.DType && l.Kind != KindEmbedding {
 		x = sa.Op("Cast", []string{x}, graph.AttrInt("to", int64(s.DType)))
 	}
-	if b.dropout > 0 {
+	if b.dropout > 0 && l.Kind != KindEmbedding {
 		x = b.dropoutOf(pre.In("lora_dropout"), x)
 	}
-	h := sa.Op("MatMul", []string{x, s.A})
+	h := b.down(l, sa, x)
 	if !b.asInputs && s.Scale != 1 {
 		sc := b.scalar(s.Module+".lora_scaling", s.DType, float32(s.Scale))
 		h = pre.In("lora_scaling").Op("Mul", []string{h, sc})
 	}
-	d := sb.Op("MatMul", []string{h, bFull})
+	d := b.up(l, sb, h, bFull)
 	if s.DType != l.DType {
 		d = sb.Op("Cast", []string{d}, graph.AttrInt("to", int64(l.DType)))
 	}

@@ -62,7 +62,7 @@ func planSiteFolds(m *graph.Model, rec record) ([]fold, error) {
 		if base == nil {
 			return nil, errorf("site %q: no node writes %q", s.Module, s.BaseOutput)
 		}
-		l, ok := linearOf(m, base)
+		l, ok := layerOf(m, base)
 		if !ok || l.Weight != s.Weight {
 			return nil, errorf("site %q: node %q no longer reads weight %q", s.Module, base.Name, s.Weight)
 		}
@@ -84,9 +84,12 @@ func planSiteFolds(m *graph.Model, rec record) ([]fold, error) {
 		if l.Alpha == 0 {
 			return nil, layerErr(l, "Gemm has alpha 0: an update of its weight has no effect")
 		}
+		if err := checkMergeable(l); err != nil {
+			return nil, err
+		}
 		rk := len(a) / int(s.In)
 		r := rk / s.Parts()
-		folds = append(folds, fold{l: l, module: s.Module, a: a, b: fullB(b, r, s.Enable, s.HeadDim, s.Out), rk: rk, scale: scaleInGraph(s)})
+		folds = append(folds, fold{l: l, module: s.Module, a: a, b: fullB(b, r, s.Enable, s.HeadDim, s.Out), rk: rk, scale: scaleInGraph(s)}.asMatrixFold())
 	}
 	return folds, nil
 }
@@ -228,7 +231,7 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter) ([]fold, []extraVa
 	if err != nil {
 		return nil, nil, err
 	}
-	linears, err := FindLinears(base)
+	linears, err := FindLayers(base)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -253,7 +256,10 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter) ([]fold, []extraVa
 		if l.Alpha == 0 {
 			return nil, nil, layerErr(l, "Gemm has alpha 0: an update of its weight has no effect")
 		}
-		folds = append(folds, fold{l: l, module: key, a: w.A.Data, b: fullB(w.B.Data, s.R, s.Enable, s.HeadDim, s.Out), rk: int(w.A.Shape[1]), scale: s.Scale})
+		if err := checkMergeable(l); err != nil {
+			return nil, nil, err
+		}
+		folds = append(folds, fold{l: l, module: key, a: w.A.Data, b: fullB(w.B.Data, s.R, s.Enable, s.HeadDim, s.Out), rk: int(w.A.Shape[1]), scale: s.Scale}.asMatrixFold())
 	}
 	extras, err := planExtras(base, linears, ad)
 	if err != nil {
