@@ -10,6 +10,8 @@ type options struct {
 	seed uint64
 	// LoRA only.
 	asInputs bool
+	// Merge and MergeAdapter only.
+	dequantize bool
 	// Prefix tuning only.
 	headDim     int
 	replacePast bool
