@@ -105,7 +105,7 @@ func resolveModules(m *graph.Model, linears []Linear, names []string) (map[strin
 	for _, name := range names {
 		mod, err := matchModule(name, modules)
 		if err != nil {
-			return nil, errorf("adapter module %q %w in %s; its modules are: %s", name, err, modelLabel(m), moduleList(linears))
+			return nil, errorf("adapter module %q %w in %s; its modules are: %s%s", name, err, modelLabel(m), moduleList(linears), nestedNote(m))
 		}
 		if prev, ok := taken[mod]; ok {
 			return nil, errorf("adapter modules %q and %q both match layer %q of %s", prev, name, mod, modelLabel(m))

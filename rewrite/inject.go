@@ -49,7 +49,7 @@ func InjectLoRA(m *graph.Model, cfg adapter.LoRAConfig, opts ...Option) ([]Site,
 	}
 	targets, err := MatchTargets(linears, cfg.TargetModules)
 	if err != nil {
-		return nil, Summary{}, err
+		return nil, Summary{}, errorf("%w%s", err, nestedNote(m))
 	}
 	targets, err = filterLayers(targets, &cfg)
 	if err != nil {

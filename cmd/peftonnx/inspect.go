@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -52,7 +53,11 @@ type inspection struct {
 	// Parameters.
 	Initializers int          `json:"initializers"`
 	Linears      []linearInfo `json:"linears"`
-	Targets      *targetInfo  `json:"targets,omitempty"`
+	// Others are the embeddings and convolutions, which LoRA adapts too.
+	Others []linearInfo `json:"other_layers,omitempty"`
+	// Nested are layers inside If/Loop/Scan subgraphs, which it does not.
+	Nested  []rewrite.NestedLayer `json:"nested_layers,omitempty"`
+	Targets *targetInfo           `json:"targets,omitempty"`
 }
 
 type opsetInfo struct {
@@ -85,6 +90,10 @@ type linearInfo struct {
 	WeightDType string `json:"weight_dtype"`
 	In          int64  `json:"in"`
 	Out         int64  `json:"out"`
+	// Kind is "embedding" or "conv" for the other layers (see
+	// rewrite.FindLayers), and Kernel a convolution's kernel.
+	Kind   string  `json:"kind,omitempty"`
+	Kernel []int64 `json:"kernel,omitempty"`
 }
 
 type targetInfo struct {
@@ -182,16 +191,23 @@ func inspectModel(m *graph.Model, path string, targets []string) (*inspection, e
 	}
 	in.Initializers = len(g.Initializer)
 
-	linears, err := rewrite.FindLinears(m)
+	linears, err := rewrite.FindLayers(m)
 	if err != nil {
 		return nil, err
 	}
 	for _, l := range linears {
-		in.Linears = append(in.Linears, linearInfo{
+		li := linearInfo{
 			Module: l.Module, Node: l.NodeName, Op: l.Op, Weight: l.Weight,
 			WeightDType: l.WeightDType.String(), In: l.In, Out: l.Out,
-		})
+			Kind: l.Kind, Kernel: l.Kernel,
+		}
+		if l.Kind == rewrite.KindLinear {
+			in.Linears = append(in.Linears, li)
+		} else {
+			in.Others = append(in.Others, li)
+		}
 	}
+	in.Nested = rewrite.FindNestedLayers(m)
 	if len(targets) > 0 {
 		matched, err := rewrite.MatchTargets(linears, targets)
 		if err != nil {
@@ -312,13 +328,40 @@ func (in *inspection) writeText(w io.Writer) error {
 		p("  %s\t%s\t%s\t%s\t%s\t%d×%d\n", l.Module, node, l.Op, l.Weight, l.WeightDType, l.In, l.Out)
 	}
 	tw.Flush()
+	if len(in.Others) > 0 {
+		p("\nembedding and convolution layers (%d):\n", len(in.Others))
+		p("  module\tnode\tkind\tweight\tdtype\tin×out\tkernel\n")
+		for _, l := range in.Others {
+			node := l.Node
+			if node == "" {
+				node = "(unnamed)"
+			}
+			kernel := "-"
+			if l.Kernel != nil {
+				ks := make([]string, len(l.Kernel))
+				for i, k := range l.Kernel {
+					ks[i] = strconv.FormatInt(k, 10)
+				}
+				kernel = strings.Join(ks, "×")
+			}
+			p("  %s\t%s\t%s\t%s\t%s\t%d×%d\t%s\n", l.Module, node, l.Kind, l.Weight, l.WeightDType, l.In, l.Out, kernel)
+		}
+		tw.Flush()
+	}
+	if len(in.Nested) > 0 {
+		p("\nlayers inside subgraphs, which LoRA does not adapt (%d):\n", len(in.Nested))
+		for _, l := range in.Nested {
+			p("  %s\t%s\tin %s of %s\n", l.Node, l.Op, l.Attr, l.Owner)
+		}
+		tw.Flush()
+	}
 
 	if t := in.Targets; t != nil {
 		quoted := make([]string, len(t.Patterns))
 		for i, s := range t.Patterns {
 			quoted[i] = strconv.Quote(s)
 		}
-		p("\ntargets %s adapt %d of %d modules:\n", strings.Join(quoted, ", "), len(t.Modules), countModules(in.Linears))
+		p("\ntargets %s adapt %d of %d modules:\n", strings.Join(quoted, ", "), len(t.Modules), countModules(append(slices.Clone(in.Linears), in.Others...)))
 		for _, mod := range t.Modules {
 			p("  %s\n", mod)
 		}
