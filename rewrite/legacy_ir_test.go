@@ -9,6 +9,17 @@ import (
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
+// runXY runs m on its float32 input x of the given shape and returns its
+// output y.
+func runXY(t testing.TB, m *graph.Model, shape []int64, x []float32) []float32 {
+	t.Helper()
+	xt, err := rt.NewFloat32(shape, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return run(t, session(t, m), map[string]*rt.Tensor{"x": xt})["y"].ToFloat32()
+}
+
 // TestIR3InitializersAsInputs adapts a model whose weights are graph
 // inputs with initializers, as IR-3 exports list them: both layers are
 // found, a fresh injection computes the base's outputs, the adapted
@@ -30,14 +41,7 @@ func TestIR3InitializersAsInputs(t *testing.T) {
 	for i := range x {
 		x[i] = float32(rng.NormFloat64())
 	}
-	runMLP := func(m *graph.Model) []float32 {
-		t.Helper()
-		xt, err := rt.NewFloat32([]int64{2, 4}, x)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return run(t, session(t, m), map[string]*rt.Tensor{"x": xt})["y"].ToFloat32()
-	}
+	runMLP := func(m *graph.Model) []float32 { return runXY(t, m, []int64{2, 4}, x) }
 	baseOut := runMLP(base)
 	m := base.Clone()
 	sites, _, err := InjectLoRA(m, config(2, 4, "fc.*"), WithSeed(1))

@@ -7,7 +7,6 @@ import (
 
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
-	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
 // TestQDQLinearLoRA adapts the float side of a QDQ int8 linear layer and
@@ -39,14 +38,7 @@ func TestQDQLinearLoRA(t *testing.T) {
 			for i := range x {
 				x[i] = float32(rng.IntN(121)-60) / 32
 			}
-			runQDQ := func(m *graph.Model) []float32 {
-				t.Helper()
-				xt, err := rt.NewFloat32([]int64{3, 8}, x)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return run(t, session(t, m), map[string]*rt.Tensor{"x": xt})["y"].ToFloat32()
-			}
+			runQDQ := func(m *graph.Model) []float32 { return runXY(t, m, []int64{3, 8}, x) }
 			baseOut := runQDQ(base)
 			m := base.Clone()
 			cfg := config(2, 4, "fc")
