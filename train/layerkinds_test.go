@@ -1,6 +1,7 @@
 package train
 
 import (
+	"github.com/peftonnx/peftonnx/graph"
 	"testing"
 
 	"github.com/peftonnx/peftonnx/models"
@@ -58,5 +59,74 @@ func TestTrainEmbeddingConvLoRA(t *testing.T) {
 		if !moved {
 			t.Errorf("%s did not change in training", name)
 		}
+	}
+}
+
+// TestTrainFloatInputLayers trains LoRA on models whose input is a float
+// vector, fed from a field named after it, with an MSE target: the IR-3
+// MLP, whose weights are graph inputs with initializers, and the QDQ int8
+// linear layer, whose branch trains on the float side.
+func TestTrainFloatInputLayers(t *testing.T) {
+	requireORT(t)
+	for _, c := range []struct {
+		name    string
+		build   func() (*graph.Model, error)
+		target  string
+		in, out int
+	}{
+		{"ir3", func() (*graph.Model, error) { return models.IR3MLP(2) }, "fc.*", 4, 3},
+		{"qdq", func() (*graph.Model, error) { return models.QDQLinear(true, 3) }, "fc", 8, 6},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := c.build()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.name == "ir3" {
+				// The trainer's losses need opset 11; Gemm, Relu, MatMul and
+				// Add mean the same there as in the export's opset 9.
+				m.SetOpset("", 11)
+			}
+			m, params := injectLoRA(t, m, c.target)
+			r := NewRNG(4)
+			data := &Dataset{Path: "float"}
+			for i := range 16 {
+				x, y := make([]float64, c.in), make([]float32, c.out)
+				for j := range x {
+					x[j] = float64(r.Intn(64)-32) / 32
+				}
+				for j := range y {
+					y[j] = float32(x[j%c.in])
+				}
+				data.Examples = append(data.Examples, Example{Fields: map[string][]float64{"x": x}, Target: y, Line: i + 1})
+			}
+			opts := testOptions()
+			opts.Steps = 40
+			opts.LR = 5e-2
+			opts.Task = Regression
+			opts.Eval = data
+			tr, err := NewTrainer(m, params, data, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			before, err := tr.Evaluate(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range opts.Steps {
+				if _, err := tr.TrainStep(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			after, err := tr.Evaluate(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("eval loss %.4f -> %.4f", before.Loss, after.Loss)
+			if !(after.Loss < 0.7*before.Loss) {
+				t.Errorf("eval loss %.4f -> %.4f: training did not lower it by 30%%", before.Loss, after.Loss)
+			}
+		})
 	}
 }

@@ -72,7 +72,9 @@
 // matmul.go, reduce.go, shapeops.go, norm.go, attention.go (RotaryEmbedding,
 // MultiHeadAttention), gqa.go (GroupQueryAttention), msattention.go
 // (Attention), embedlayernorm.go, bias.go (BiasAdd), matmulnbits.go,
-// conv.go (Conv: input by ConvTranspose, weight of group 1, bias),
+// conv.go (Conv: input by ConvTranspose, weight of group 1, bias), qdq.go
+// (inference only for QuantizeLinear and DequantizeLinear: no gradient
+// crosses an integer value),
 // loss.go, and sources.go for ops without a gradient that make tensors
 // (constants, ranges, one-hot codes). Adding an op touches its family file
 // and its test. Supported lists the ops that have a rule or a
