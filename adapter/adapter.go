@@ -40,6 +40,15 @@ type LoRAWeights struct {
 // Conv reports whether w are a convolution's factors (A of rank 3 or more).
 func (w LoRAWeights) Conv() bool { return len(w.A.Shape) >= 3 }
 
+// Rank returns the rank dimension of A: its first for a convolution, its
+// last otherwise (r times the enabled parts of a fused projection).
+func (w LoRAWeights) Rank() int64 {
+	if w.Conv() {
+		return w.A.Shape[0]
+	}
+	return w.A.Shape[len(w.A.Shape)-1]
+}
+
 // PrefixProjection is the prefix encoder's MLP, in graph layout:
 // table = tanh(Prompt·W1 + B1)·W2 + B2.
 type PrefixProjection struct {

@@ -44,6 +44,9 @@ func TestLayerKindsCLI(t *testing.T) {
 	runOK(t, "apply", conv, "--adapter", hf, "-o", filepath.Join(dir, "applied.onnx"))
 	runOK(t, "merge", adapted, "-o", filepath.Join(dir, "merged.onnx"))
 	runOK(t, "merge", conv, "--adapter", hf, "-o", filepath.Join(dir, "merged2.onnx"))
+	ort := filepath.Join(dir, "convlm.onnx_adapter")
+	runOK(t, "export-adapter", adapted, "--out", ort)
+	runOK(t, "apply", conv, "--adapter", ort, "-o", filepath.Join(dir, "applied-ort.onnx"))
 
 	nested := saveBuilt(t, dir, "if.onnx", func() (*graph.Model, error) { return models.IfLinear(false, 1) })
 	if out := runOK(t, "inspect", nested); !strings.Contains(out, "layers inside subgraphs, which LoRA does not adapt (2):") {
