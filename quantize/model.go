@@ -117,6 +117,9 @@ func unsupported(m *graph.Model, l rewrite.Linear) string {
 	if l.Dequantized() {
 		return fmt.Sprintf("its weight is already quantized (%s behind DequantizeLinear)", l.WeightDType)
 	}
+	if m.Input(l.Weight) != nil {
+		return fmt.Sprintf("its weight %q is also a graph input, which a packed MatMulNBits weight cannot replace", l.Weight)
+	}
 	if l.DType != dtype.Float32 && l.DType != dtype.Float16 {
 		return fmt.Sprintf("it computes in %s, and ONNX Runtime's CPU MatMulNBits takes float32 or float16", l.DType)
 	}

@@ -17,7 +17,7 @@ import (
 // lora_B.weight, and ONNX's Conv weight layout, so graph and file agree.
 // A starts Kaiming-uniform over its fan-in in·k…, B at zero. Merge adds
 // s·B·A, read as [out, r]·[r, in·k…], to W. Grouped convolutions are
-// refused, as PEFT refuses them.
+// refused: the branch is built for group 1.
 
 // convOf reports whether n is a convolution layer and describes it.
 func convOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {

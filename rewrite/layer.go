@@ -123,7 +123,7 @@ func checkKind(l Linear, fused, asInputs bool) error {
 	case asInputs && l.Kind == KindConv:
 		return layerErr(l, "LoRA factors as graph inputs are built for linear and embedding layers, not for a convolution, whose rank-0 default would be an empty Conv; inject it with initializers")
 	case l.Kind == KindConv && graph.IntAttr(l.Node, "group", 1) != 1:
-		return layerErr(l, "a grouped convolution (group %d): LoRA adapts Conv layers with group 1, as HF PEFT does", graph.IntAttr(l.Node, "group", 1))
+		return layerErr(l, "a grouped convolution (group %d): LoRA adapts Conv layers with group 1", graph.IntAttr(l.Node, "group", 1))
 	}
 	return nil
 }
