@@ -187,6 +187,20 @@ func TestEmbeddingConvLoRA(t *testing.T) {
 	if d := maxDiff(runConvLM(t, merged), adapted); d > 1e-5 {
 		t.Errorf("MergeAdapter differs from the adapted model by %g", d)
 	}
+	unmerged := merged.Clone()
+	if _, _, err := Unmerge(unmerged, back); err != nil {
+		t.Fatal(err)
+	}
+	if d := maxDiff(runConvLM(t, unmerged), adapted); d > 1e-5 {
+		t.Errorf("Unmerge differs from the adapted model by %g", d)
+	}
+	for _, name := range []string{"model.embed_tokens.weight", "model.conv1d.weight", "model.conv2d.weight"} {
+		got, _ := unmerged.Float32s(unmerged.Initializer(name))
+		want, _ := base.Float32s(base.Initializer(name))
+		if d := maxDiff(got, want); d > 1e-5 {
+			t.Errorf("Unmerge left %s off the base's by %g", name, d)
+		}
+	}
 	if err := Merge(m); err != nil {
 		t.Fatal(err)
 	}
