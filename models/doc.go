@@ -62,7 +62,8 @@
 // Beside the three families, a few small graphs hold the other layer kinds
 // and layouts that LoRA meets in exports: ConvLM (an embedding, a Conv1d
 // and a Conv2d: a causal convolutional language model), QDQLinear (a
-// linear layer in ONNX Runtime's QDQ int8 layout), IR3MLP (an IR-3 export
+// linear layer in ONNX Runtime's QDQ int8 layout; QDQMLP two of them),
+// IR3MLP (an IR-3 export
 // whose initializers are also graph inputs) and IfLinear (linear layers
 // inside the branches of an If).
 //

@@ -65,7 +65,8 @@ func TestTrainEmbeddingConvLoRA(t *testing.T) {
 // TestTrainFloatInputLayers trains LoRA on models whose input is a float
 // vector, fed from a field named after it, with an MSE target: the IR-3
 // MLP, whose weights are graph inputs with initializers, and the QDQ int8
-// linear layer, whose branch trains on the float side.
+// linear layer, whose branch trains on the float side, also where its
+// output is quantized again before the next layer.
 func TestTrainFloatInputLayers(t *testing.T) {
 	requireORT(t)
 	for _, c := range []struct {
@@ -76,6 +77,9 @@ func TestTrainFloatInputLayers(t *testing.T) {
 	}{
 		{"ir3", func() (*graph.Model, error) { return models.IR3MLP(2) }, "fc.*", 4, 3},
 		{"qdq", func() (*graph.Model, error) { return models.QDQLinear(true, 3) }, "fc", 8, 6},
+		// fc1's gradient crosses the quantized activation before fc2: the
+		// straight-through estimator carries it.
+		{"qdq-before-quantized-activation", func() (*graph.Model, error) { return models.QDQMLP(3) }, "fc1", 8, 6},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			m, err := c.build()
