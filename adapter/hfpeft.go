@@ -57,14 +57,8 @@ func SaveDir(dir string, a *Adapter) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
-	tensors := map[string]*Tensor{}
-	add := func(key string, t *Tensor) error {
-		if _, dup := tensors[key]; dup {
-			return formatErrorf("", key, "two tensors map to the same key")
-		}
-		tensors[key] = t
-		return nil
-	}
+	tensors := tensorSet{}
+	add := tensors.add
 	var makeConfig func(weightsHash string) ([]byte, error)
 	if a.LoRA != nil {
 		for _, m := range a.Modules() {
@@ -153,18 +147,28 @@ func LoadDir(dir string) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.LoRA != nil {
-		err = a.loraFromHF(tensors)
-	} else {
-		err = a.prefixFromHF(tensors)
+	if err := a.fill(tensors, wpath, a.loraFromHF, a.prefixFromHF); err != nil {
+		return nil, err
 	}
+	return a, nil
+}
+
+// fill fills a from the tensors of its weights file at path, with lora or
+// prefix as a is a LoRA or a prefix adapter, and validates it; an error
+// names the file.
+func (a *Adapter) fill(tensors map[string]*Tensor, path string, lora, prefix func(map[string]*Tensor) error) error {
+	fill := lora
+	if a.LoRA == nil {
+		fill = prefix
+	}
+	err := fill(tensors)
 	if err == nil {
 		err = a.Validate()
 	}
 	if err != nil {
-		return nil, inFile(err, wpath)
+		return inFile(err, path)
 	}
-	return a, nil
+	return nil
 }
 
 // loadDirConfig finds and parses the config file of dir.
@@ -217,67 +221,45 @@ func loadDirConfig(dir string) (cfg Config, hf bool, path string, err error) {
 // loraFromHF fills a.Weights and a.Extra from PEFT keys, transposing the
 // factors to graph layout and checking their ranks against the config.
 func (a *Adapter) loraFromHF(tensors map[string]*Tensor) error {
-	type pair struct{ a, b *Tensor }
-	pairs := map[string]*pair{}
-	embedding := map[string]bool{}
-	for _, key := range sortedKeys(tensors) {
-		rest, ok := strings.CutPrefix(key, hfModelPrefix)
-		if !ok {
-			return formatErrorf("", key, "LoRA keys start with %q", hfModelPrefix)
-		}
-		t := tensors[key]
-		module, isA := strings.CutSuffix(rest, hfSuffixA)
-		module, isB := strings.CutSuffix(module, hfSuffixB)
-		module, isEmbA := strings.CutSuffix(module, hfSuffixEmbA)
-		module, isEmbB := strings.CutSuffix(module, hfSuffixEmbB)
+	keys := loraKeys{prefix: hfModelPrefix, suffixA: hfSuffixA, suffixB: hfSuffixB, layoutA: "[r, in]", layoutB: "[out, r]", convs: true}
+	embeddings := map[string]*Tensor{}
+	pairs, err := keys.pair(tensors, func(key, rest string) error {
 		switch {
-		case (isA || isB || isEmbA || isEmbB) && module != "":
-			p := pairs[module]
-			if p == nil {
-				p = &pair{}
-				pairs[module] = p
-			}
-			if isA || isEmbA {
-				p.a = t
-			} else {
-				p.b = t
-			}
-			if isEmbA || isEmbB {
-				embedding[module] = true
-			}
+		case strings.HasSuffix(rest, hfSuffixEmbA) || strings.HasSuffix(rest, hfSuffixEmbB):
+			embeddings[key] = tensors[key]
+			return nil
 		case strings.Contains(rest, "lora_embedding_A") || strings.Contains(rest, "lora_embedding_B"):
 			return formatErrorf("", key, "unexpected LoRA key: want <module>%s or <module>%s", hfSuffixEmbA, hfSuffixEmbB)
 		case strings.Contains(rest, "lora_magnitude_vector"):
 			return formatErrorf("", key, "DoRA magnitude vectors are not supported")
 		case strings.Contains(rest, ".lora_A.") || strings.Contains(rest, ".lora_B."):
 			return formatErrorf("", key, "unexpected LoRA key: want <module>%s or <module>%s", hfSuffixA, hfSuffixB)
-		default:
-			a.Extra[rest] = t
 		}
+		a.Extra[rest] = tensors[key]
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	embKeys := loraKeys{prefix: hfModelPrefix, suffixA: hfSuffixEmbA, suffixB: hfSuffixEmbB, layoutA: "[r, vocab]", layoutB: "[dim, r]"}
+	embPairs, err := embKeys.pair(embeddings, func(key, _ string) error {
+		return formatErrorf("", key, "unexpected LoRA key") // every key given ends in an embedding suffix
+	})
+	if err != nil {
+		return err
+	}
+	for m, p := range embPairs {
+		if _, dup := pairs[m]; dup {
+			return formatErrorf("", hfModelPrefix+m+hfSuffixEmbA, "module %q has both lora_A/lora_B and lora_embedding_A/lora_embedding_B", m)
+		}
+		pairs[m] = p
 	}
 	for _, m := range sortedKeys(pairs) {
 		p := pairs[m]
+		_, embedding := embPairs[m]
 		keyA, keyB := hfModelPrefix+m+hfSuffixA, hfModelPrefix+m+hfSuffixB
-		if embedding[m] {
+		if embedding {
 			keyA, keyB = hfModelPrefix+m+hfSuffixEmbA, hfModelPrefix+m+hfSuffixEmbB
-		}
-		nameA, nameB := "lora_A", "lora_B"
-		if embedding[m] {
-			nameA, nameB = "lora_embedding_A", "lora_embedding_B"
-		}
-		switch {
-		case p.b == nil:
-			return formatErrorf("", keyA, "%s without %s", nameA, keyB)
-		case p.a == nil:
-			return formatErrorf("", keyB, "%s without %s", nameB, keyA)
-		case !embedding[m] && len(p.a.Shape) >= 3:
-			// A convolution's factors: graph layout is PEFT's.
-			a.Weights[m] = LoRAWeights{A: p.a, B: p.b}
-			continue
-		case len(p.a.Shape) != 2:
-			return formatErrorf("", keyA, "shape %v, want [r, in]", p.a.Shape)
-		case len(p.b.Shape) != 2:
-			return formatErrorf("", keyB, "shape %v, want [out, r]", p.b.Shape)
 		}
 		r := int64(a.LoRA.RankFor(m))
 		parts := int64(1)
@@ -295,7 +277,12 @@ func (a *Adapter) loraFromHF(tensors map[string]*Tensor) error {
 		if p.b.Shape[1] != r {
 			return formatErrorf("", keyB, "shape %v has rank %d, but the config's r is %d", p.b.Shape, p.b.Shape[1], r)
 		}
-		a.Weights[m] = LoRAWeights{A: p.a.Transpose(), B: p.b.Transpose(), Embedding: embedding[m]}
+		if len(p.a.Shape) >= 3 {
+			// A convolution's factors: graph layout is PEFT's.
+			a.Weights[m] = LoRAWeights{A: p.a, B: p.b}
+			continue
+		}
+		a.Weights[m] = LoRAWeights{A: p.a.Transpose(), B: p.b.Transpose(), Embedding: embedding}
 	}
 	if len(a.Weights) == 0 {
 		return formatErrorf("", "", "no LoRA weights (no base_model.model.<module>%s keys)", hfSuffixA)

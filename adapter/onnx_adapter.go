@@ -383,7 +383,7 @@ func (f *ONNXAdapterFile) ToAdapter(cfg *LoRAConfig) (*Adapter, error) {
 			return nil, formatErrorf("", m+onnxSuffixB, "lora_B without %s", m+onnxSuffixA)
 		case w.B == nil:
 			return nil, formatErrorf("", m+onnxSuffixA, "lora_A without %s", m+onnxSuffixB)
-		case (len(w.A.Shape) != 2 || len(w.B.Shape) != 2) && !w.Conv():
+		case (len(w.A.Shape) != 2 || len(w.B.Shape) != 2) && !(w.Conv() && len(w.B.Shape) == len(w.A.Shape)):
 			return nil, formatErrorf("", m+onnxSuffixA, "lora_A %v and lora_B %v must both be 2-D, or a convolution's [r, in, k…] and [out, r, 1…]", w.A.Shape, w.B.Shape)
 		}
 	}

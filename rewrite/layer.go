@@ -11,7 +11,7 @@ import (
 // nn.Conv1d/Conv2d.
 const (
 	KindLinear    = ""          // MatMul or Gemm
-	KindEmbedding = "embedding" // Gather of a table (embedding.go)
+	KindEmbedding = "embedding" // Gather of a table (embedding_layer.go)
 	KindConv      = "conv"      // Conv (conv.go)
 )
 

@@ -34,14 +34,8 @@ func Merge(m *graph.Model, opts ...Option) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range folds {
-		f, err := f.dequantized(m)
-		if err != nil {
-			return err
-		}
-		if err := f.apply(m, 1); err != nil {
-			return err
-		}
+	if err := applyFolds(m, folds); err != nil {
+		return err
 	}
 	return removeBranches(m, rec)
 }
@@ -227,16 +221,24 @@ func MergeAdapter(base *graph.Model, ad *adapter.Adapter, opts ...Option) error 
 	if err != nil {
 		return err
 	}
+	if err := applyFolds(base, folds); err != nil {
+		return err
+	}
+	return setExtras(base, extras)
+}
+
+// applyFolds adds each update of folds to its weight in m.
+func applyFolds(m *graph.Model, folds []fold) error {
 	for _, f := range folds {
-		f, err := f.dequantized(base)
+		f, err := f.dequantized(m)
 		if err != nil {
 			return err
 		}
-		if err := f.apply(base, 1); err != nil {
+		if err := f.apply(m, 1); err != nil {
 			return err
 		}
 	}
-	return setExtras(base, extras)
+	return nil
 }
 
 // planAdapterFolds maps ad's modules to base's layers and prepares their
