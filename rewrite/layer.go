@@ -34,20 +34,13 @@ func FindLayers(m *graph.Model) ([]Linear, error) {
 	if err != nil {
 		return nil, err
 	}
-	order, err := m.TopoOrder()
-	if err != nil {
-		return nil, errorf("find layers: %w", err)
-	}
-	branch, err := branchNodes(m)
+	order, err := baseNodes(m)
 	if err != nil {
 		return nil, err
 	}
 	var more []Linear
 	count := map[string]int{}
 	for _, n := range order {
-		if n.Name != "" && branch[n.Name] {
-			continue
-		}
 		l, ok := otherLayerOf(m, n)
 		if !ok {
 			continue

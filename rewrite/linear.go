@@ -91,19 +91,12 @@ type Linear struct {
 // In a model that carries LoRA branches, the branches' own MatMuls are not
 // layers: FindLinears returns the base model's layers.
 func FindLinears(m *graph.Model) ([]Linear, error) {
-	order, err := m.TopoOrder()
-	if err != nil {
-		return nil, errorf("find linear layers: %w", err)
-	}
-	branch, err := branchNodes(m)
+	order, err := baseNodes(m)
 	if err != nil {
 		return nil, err
 	}
 	var out []Linear
 	for _, n := range order {
-		if n.Name != "" && branch[n.Name] {
-			continue
-		}
 		l, ok := linearOf(m, n)
 		if !ok {
 			continue
@@ -113,6 +106,26 @@ func FindLinears(m *graph.Model) ([]Linear, error) {
 	assignRoles(m, out)
 	nameLayers(out)
 	markHeads(m, out)
+	return out, nil
+}
+
+// baseNodes returns m's nodes in topological order, less those that LoRA
+// branches added.
+func baseNodes(m *graph.Model) ([]*onnxpb.NodeProto, error) {
+	order, err := m.TopoOrder()
+	if err != nil {
+		return nil, errorf("find layers: %w", err)
+	}
+	branch, err := branchNodes(m)
+	if err != nil {
+		return nil, err
+	}
+	out := order[:0:0]
+	for _, n := range order {
+		if n.Name == "" || !branch[n.Name] {
+			out = append(out, n)
+		}
+	}
 	return out, nil
 }
 

@@ -31,19 +31,7 @@ func TestTrainEmbeddingConvLoRA(t *testing.T) {
 	}
 	defer tr.Close()
 	initial := paramValues(tr)
-	before, err := tr.Evaluate(opts.Eval)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range opts.Steps {
-		if _, err := tr.TrainStep(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	after, err := tr.Evaluate(opts.Eval)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before, after := evalAroundSteps(t, tr, opts)
 	t.Logf("eval loss %.4f -> %.4f", before.Loss, after.Loss)
 	if !(after.Loss < before.Loss-0.5) {
 		t.Errorf("eval loss %.4f -> %.4f: training did not lower it by 0.5", before.Loss, after.Loss)
@@ -114,23 +102,30 @@ func TestTrainFloatInputLayers(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer tr.Close()
-			before, err := tr.Evaluate(data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for range opts.Steps {
-				if _, err := tr.TrainStep(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			after, err := tr.Evaluate(data)
-			if err != nil {
-				t.Fatal(err)
-			}
+			before, after := evalAroundSteps(t, tr, opts)
 			t.Logf("eval loss %.4f -> %.4f", before.Loss, after.Loss)
 			if !(after.Loss < 0.7*before.Loss) {
 				t.Errorf("eval loss %.4f -> %.4f: training did not lower it by 30%%", before.Loss, after.Loss)
 			}
 		})
 	}
+}
+
+// evalAroundSteps evaluates tr on opts.Eval, takes opts.Steps steps, and
+// evaluates again.
+func evalAroundSteps(t *testing.T, tr *Trainer, opts Options) (before, after EvalResult) {
+	t.Helper()
+	before, err := tr.Evaluate(opts.Eval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range opts.Steps {
+		if _, err := tr.TrainStep(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after, err = tr.Evaluate(opts.Eval); err != nil {
+		t.Fatal(err)
+	}
+	return before, after
 }
