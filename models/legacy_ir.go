@@ -10,12 +10,12 @@ import (
 // wrote it, every initializer also listed as a graph input: x [batch, 4]
 // float32 → Gemm (fc1.weight [8, 4], transB 1, fc1.bias) → Relu → MatMul
 // (fc2.weight [8, 3]) → Add (fc2.bias) → y [batch, 3]. Nodes are named
-// /fc1/Gemm, /fc1/Relu, /fc2/MatMul and /fc2/Add. It imports opset 9.
+// /fc1/Gemm, /fc1/Relu, /fc2/MatMul and /fc2/Add. It imports opset 8, as IR-3 exports do.
 func IR3MLP(seed uint64) (*graph.Model, error) {
 	ex := newExporter("ir3_mlp", dtype.Float32, seed, 0.5, false)
 	m := ex.Model()
 	m.Proto.IrVersion = 3
-	m.SetOpset("", 9)
+	m.SetOpset("", 8)
 	m.AddInput(graph.SymbolicTensorInfo("x", dtype.Float32, []graph.Dim{batchDim, sized(4)}))
 	params := []struct {
 		name string

@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
@@ -19,8 +20,14 @@ import (
 const TrainingModeInput = "lora_training_mode"
 
 // minOpset is the oldest default-domain opset the branches are built for
-// (Where, Less and RandomUniformLike as the composite dropout uses them).
-const minOpset = 9
+// (Where, Less and RandomUniformLike as the composite dropout uses them),
+// and minOpsetNoDropout the oldest for branches without dropout (MatMul,
+// Gather, Conv, Cast, and Mul and Add with numpy broadcasting), such as
+// old IR-3 exports import.
+const (
+	minOpset          = 9
+	minOpsetNoDropout = 7
+)
 
 // InjectLoRA gives every linear layer that cfg.TargetModules selects (see
 // MatchTargets, and WithModules; ExcludeModules and LayersToTransform
@@ -63,6 +70,23 @@ func InjectLoRA(m *graph.Model, cfg adapter.LoRAConfig, opts ...Option) ([]Site,
 		return nil, Summary{}, err
 	}
 	return inject(m, cfg, linears, targets, nil, nil, o)
+}
+
+// minOpsetFor returns the oldest opset a branch with dropout rate p is
+// built for.
+func minOpsetFor(p float64) int64 {
+	if p > 0 {
+		return minOpset
+	}
+	return minOpsetNoDropout
+}
+
+// dropoutNote says, for the opset error, that dropout raised the need.
+func dropoutNote(p float64) string {
+	if p > 0 {
+		return fmt.Sprintf(" with dropout (%d without)", minOpsetNoDropout)
+	}
+	return ""
 }
 
 // checkConfig validates cfg for injection.
@@ -160,8 +184,8 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 		return nil, Summary{}, errorf("%s already carries LoRA branches: merge them (Merge) before injecting again", modelLabel(m))
 	}
 	opset := m.Opset("")
-	if opset < minOpset {
-		return nil, Summary{}, errorf("%s imports default-domain opset %d; LoRA branches need opset %d or newer", modelLabel(m), opset, minOpset)
+	if need := minOpsetFor(cfg.Dropout); opset < need {
+		return nil, Summary{}, errorf("%s imports default-domain opset %d; LoRA branches need opset %d or newer%s", modelLabel(m), opset, need, dropoutNote(cfg.Dropout))
 	}
 	// Plan every module first, so that a layer that cannot be adapted
 	// fails before anything changes.

@@ -2,6 +2,7 @@ package rewrite
 
 import (
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/peftonnx/peftonnx/graph"
@@ -21,9 +22,10 @@ func runXY(t testing.TB, m *graph.Model, shape []int64, x []float32) []float32 {
 }
 
 // TestIR3InitializersAsInputs adapts a model whose weights are graph
-// inputs with initializers, as IR-3 exports list them: both layers are
-// found, a fresh injection computes the base's outputs, the adapted
-// model runs, and Merge matches it.
+// inputs with initializers, as IR-3 exports list them, at their opset 8:
+// both layers are found, dropout (opset 9) is refused plainly, a fresh
+// injection without it computes the base's outputs, the adapted model
+// runs, and Merge matches it.
 func TestIR3InitializersAsInputs(t *testing.T) {
 	base, err := models.IR3MLP(2)
 	if err != nil {
@@ -43,6 +45,12 @@ func TestIR3InitializersAsInputs(t *testing.T) {
 	}
 	runMLP := func(m *graph.Model) []float32 { return runXY(t, m, []int64{2, 4}, x) }
 	baseOut := runMLP(base)
+	// Opset 8 takes branches without dropout; dropout's ops need 9.
+	withDropout := config(2, 4, "fc.*")
+	withDropout.Dropout = 0.1
+	if _, _, err := InjectLoRA(base.Clone(), withDropout); err == nil || !strings.Contains(err.Error(), "opset 9 or newer with dropout (7 without)") {
+		t.Errorf("dropout on opset 8: %v, want a refusal naming both opsets", err)
+	}
 	m := base.Clone()
 	sites, _, err := InjectLoRA(m, config(2, 4, "fc.*"), WithSeed(1))
 	if err != nil {

@@ -76,7 +76,7 @@ func TestTrainFloatInputLayers(t *testing.T) {
 			}
 			if c.name == "ir3" {
 				// The trainer's losses need opset 11; Gemm, Relu, MatMul and
-				// Add mean the same there as in the export's opset 9.
+				// Add mean the same there as in the export's opset 8.
 				m.SetOpset("", 11)
 			}
 			m, params := injectLoRA(t, m, c.target)
