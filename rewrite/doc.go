@@ -66,7 +66,8 @@
 // Dropout is active in training only. A Dropout node (opset 12 and later) or
 // the same computation from standard ops (earlier opsets) reads the bool
 // graph input TrainingModeInput, whose default is false: inference feeds
-// nothing, a trainer feeds true. With dropout 0 there is no node.
+// nothing, a trainer feeds true. With dropout 0 there is no node, and the
+// branches need default-domain opset 7 (old IR-3 exports); dropout needs 9.
 //
 // Fused projections follow PaddleNLP's LoRAMergedLinear: with
 // enable_lora_list and head_dim, only the enabled parts of a fused QKV
