@@ -65,7 +65,7 @@ func Model(m *graph.Model, o Options) (*Report, error) {
 			return nil, errorf("%s: %w", label, err)
 		}
 	} else if len(linears) == 0 {
-		return nil, errorf("%s has no linear layer to quantize (a MatMul or Gemm whose weight is a 2-D float initializer)", label)
+		return nil, errorf("%s has no linear layer to quantize (a MatMul or Gemm whose weight is a 2-D float initializer)%s", label, nestedLayersNote(m))
 	}
 
 	rep := &Report{Options: o, Linears: len(chosen)}
@@ -310,4 +310,14 @@ func modelLabel(m *graph.Model) string {
 		return m.Path
 	}
 	return "model"
+}
+
+// nestedLayersNote says which layers sit inside subgraphs, where quantize
+// does not reach; "" where none do.
+func nestedLayersNote(m *graph.Model) string {
+	nested := rewrite.FindNestedLayers(m)
+	if len(nested) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %d sit inside If/Loop/Scan subgraphs (%s %q in %s of %q, …), which quantize does not reach", len(nested), nested[0].Op, nested[0].Node, nested[0].Attr, nested[0].Owner)
 }
