@@ -57,6 +57,16 @@
 // ConstantOfShape and Constant. The integer paths (shapes, the mask,
 // positions) carry no gradient.
 //
+// # Small fixtures
+//
+// Beside the three families, a few small graphs hold the other layer kinds
+// and layouts that LoRA meets in exports: ConvLM (an embedding, a Conv1d
+// and a Conv2d: a causal convolutional language model), QDQLinear (a
+// linear layer in ONNX Runtime's QDQ int8 layout; QDQMLP two of them),
+// IR3MLP (an IR-3 export
+// whose initializers are also graph inputs) and IfLinear (linear layers
+// inside the branches of an If).
+//
 // # Weights
 //
 // Weights are a function of the config's Seed and each tensor's name alone:
