@@ -115,11 +115,20 @@ func TestEviction(t *testing.T) {
 		}
 		return r
 	}
-	if r := resident(); r["a"] == r["b"] || !r["p"] {
+	r := resident()
+	if r["a"] == r["b"] || !r["p"] {
 		t.Fatalf("after loading a and b with one LoRA resident: %v, want one of them evicted (prefixes stay)", r)
 	}
+	// Alternate, starting with the evicted one, so that every request
+	// reloads its adapter and evicts the other.
+	order := []string{"a", "b"}
+	if r["a"] {
+		order = []string{"b", "a"}
+	}
+	refs := map[string][][]int64{"a": refA, "b": refB}
 	for round := range 2 {
-		for name, ref := range map[string][][]int64{"a": refA, "b": refB} {
+		for _, name := range order {
+			ref := refs[name]
 			got, err := generate(t, e, name, f.prompts[0], f.newTokens)
 			if err != nil {
 				t.Fatal(err)
