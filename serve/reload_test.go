@@ -138,6 +138,24 @@ func TestEviction(t *testing.T) {
 			}
 		}
 	}
+	// Concurrently: reloads race evictions (and Stats) without a deadlock.
+	var wg sync.WaitGroup
+	for c := range 4 {
+		wg.Go(func() {
+			for k := range 3 {
+				name, ref := "a", refA
+				if (c+k)%2 == 1 {
+					name, ref = "b", refB
+				}
+				got, err := generate(t, e, name, f.prompts[1], f.newTokens)
+				if err != nil || !slices.Equal(got, ref[1]) {
+					t.Errorf("concurrent %s: %v, %v; want %v", name, got, err, ref[1])
+				}
+				e.Stats()
+			}
+		})
+	}
+	wg.Wait()
 	st := e.Stats()
 	if st.Evicted < 3 || st.Reloaded < 3 || st.Resident != 1 {
 		t.Errorf("stats: %d evicted, %d reloaded, %d resident; want ≥3, ≥3 and 1", st.Evicted, st.Reloaded, st.Resident)
