@@ -28,11 +28,26 @@ type StackedSite struct {
 // the order of FindLinears.
 type Stacked struct {
 	Sites []StackedSite
-	Index string // StackedIndexInput
+	Index string   // StackedIndexInput
+	all   []string // every linear module of the model, stacked or not
 }
 
-// StackLoRA gives every linear layer of m a LoRA branch whose factors are
-// chosen per row of the batch:
+// moduleNames returns the module names of ls, each once, in order.
+func moduleNames(ls []Linear) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, l := range ls {
+		if !seen[l.Module] {
+			seen[l.Module] = true
+			out = append(out, l.Module)
+		}
+	}
+	return out
+}
+
+// StackLoRA gives every linear layer of m (or those that targets select,
+// as MatchTargets selects them) a LoRA branch whose factors are chosen
+// per row of the batch:
 //
 //	y[b] = x[b]·W + x[b]·A[index[b]]·B[index[b]]
 //
@@ -45,8 +60,10 @@ type Stacked struct {
 // activation is read as [batch, …, in] (any leading axes after the batch,
 // such as the sequence, or none where the exporter flattened batch and
 // sequence together). m must carry no LoRA branches; Gemm layers with
-// transA are refused. StackLoRA changes nothing when it fails.
-func StackLoRA(m *graph.Model) (*Stacked, error) {
+// transA are refused. StackLoRA changes nothing when it fails. Every
+// branch costs a few small nodes per run, so a server that knows which
+// modules its adapters train saves time by naming them.
+func StackLoRA(m *graph.Model, targets ...string) (*Stacked, error) {
 	if _, ok, err := readRecord(m); err != nil {
 		return nil, err
 	} else if ok {
@@ -61,6 +78,12 @@ func StackLoRA(m *graph.Model) (*Stacked, error) {
 	}
 	if len(linears) == 0 {
 		return nil, errorf("%s has no linear layers to stack adapters on", modelLabel(m))
+	}
+	all := linears
+	if len(targets) > 0 {
+		if linears, err = MatchTargets(linears, targets); err != nil {
+			return nil, err
+		}
 	}
 	for _, l := range linears {
 		if l.TransA {
@@ -85,7 +108,7 @@ func StackLoRA(m *graph.Model) (*Stacked, error) {
 	m.AddInput(graph.TensorInfo(StackedIndexInput, dtype.Int64, []int64{-1}))
 	batch := g.At("/lora_stacked").Op("Shape", []string{StackedIndexInput})
 
-	st := &Stacked{Index: StackedIndexInput}
+	st := &Stacked{Index: StackedIndexInput, all: moduleNames(all)}
 	sites := map[string]StackedSite{}
 	for _, l := range linears {
 		s, ok := sites[l.Module]
@@ -183,6 +206,9 @@ func (st *Stacked) Factors(ad *adapter.Adapter) (map[string]StackedFactor, error
 	for _, key := range ad.Modules() {
 		mod, err := matchModule(key, modules)
 		if err != nil {
+			if other, oerr := matchModule(key, st.all); oerr == nil {
+				return nil, errorf("adapter module %q is layer %q, which is not among the stacked targets (%s)", key, other, joinNames(modules))
+			}
 			return nil, errorf("adapter module %q %w; the layers are: %s", key, err, joinNames(modules))
 		}
 		if prev, ok := taken[mod]; ok {

@@ -1,5 +1,7 @@
 package runtime
 
+import "slices"
+
 // Rows of a Sequence that come and go: what continuous batching needs.
 // Join appends the rows of another Sequence, KeepRows drops rows that
 // ended, and SetPast starts rows on a precomputed past (a prefix).
@@ -136,7 +138,7 @@ func (q *Sequence) SetPast(past map[string]*Tensor, p int) error {
 			return errorf("%s: SetPast: no past for cache input %s", s.name, c.slot.Input)
 		}
 		one := q.shapeFor(j, 1, p)
-		if t.elem != c.slot.DType || !sameShape(t.shape, one) {
+		if t.elem != c.slot.DType || !slices.Equal(t.shape, one) {
 			return errorf("%s: SetPast: past %q is %s %v, want %s %v", s.name, c.slot.Name, t.elem, t.shape, c.slot.DType, one)
 		}
 		for b := range q.batch {
@@ -255,17 +257,4 @@ func strides(shape []int64) []int {
 		n *= int(shape[i])
 	}
 	return st
-}
-
-// sameShape reports whether a and b are equal.
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

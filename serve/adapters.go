@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -352,19 +353,10 @@ func adapterHash(ad *adapter.Adapter) (string, error) {
 		tensor("W2", p.W2)
 		tensor("B2", p.B2)
 	}
-	for _, name := range sortedNames(ad.Extra) {
+	for _, name := range slices.Sorted(maps.Keys(ad.Extra)) {
 		tensor(name, ad.Extra[name])
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // short returns the first 12 digits of a hash, for messages.

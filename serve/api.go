@@ -10,7 +10,7 @@ import (
 // (serve/openai) builds on. What it lists stays; additions are marked.
 //
 // Additions to the contract of /work/notes (no changes to what it lists):
-// Options.MaxSeqLen, Options.EOS, AdapterInfo.Targets, Stats' fields, ErrInvalidRequest, ErrAdapterExists,
+// Options.MaxSeqLen, Options.EOS, Options.Targets, AdapterInfo.Targets, Stats' fields, ErrInvalidRequest, ErrAdapterExists,
 // ErrClosed.
 
 // Options configure an Engine. Zero values take the defaults below.
@@ -39,6 +39,13 @@ type Options struct {
 	// such as the tokenizer's end-of-text; the EOS token is emitted.
 	// (Addition.)
 	EOS []int64
+	// Targets selects the linear layers that adapters may change, as
+	// target_modules regexes (".*_proj"); nil takes every linear layer.
+	// Each stacked layer costs a few small nodes per step, with or without
+	// an adapter on it, so naming the targets makes steps faster; an
+	// adapter on another layer is refused (ErrAdapterMismatch).
+	// (Addition.)
+	Targets []string
 	// Threads is ONNX Runtime's intra-op threads; 0 leaves its default.
 	Threads int
 	// Logger receives the engine's structured logs; nil discards them.

@@ -67,7 +67,7 @@ func New(modelPath string, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	defer m.Close()
-	stacked, err := rewrite.StackLoRA(m)
+	stacked, err := rewrite.StackLoRA(m, opts.Targets...)
 	if err != nil {
 		return nil, errorf("base model %s: %w", modelPath, err)
 	}

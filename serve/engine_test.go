@@ -175,3 +175,32 @@ func TestLoadErrors(t *testing.T) {
 		t.Errorf("after refused loads, %d adapters listed, want the base and 3", got)
 	}
 }
+
+// TestTargets stacks the q and v projections only: an adapter there runs
+// as it should, and one on other layers is refused, naming them.
+func TestTargets(t *testing.T) {
+	f := newFixture(t, models.LlamaTiny())
+	want := f.reference(t, f.lora4)
+	e, err := serve.New(f.base, serve.Options{Targets: []string{".*q_proj", ".*v_proj"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if _, err := e.Load("a", f.lora4, false); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.Load("b", f.lora8, false)
+	if !errors.Is(err, serve.ErrAdapterMismatch) || !strings.Contains(err.Error(), "not among the stacked targets") {
+		t.Errorf("an adapter on k, o and down with q and v stacked: %v, want ErrAdapterMismatch naming the targets", err)
+	}
+	got, err := generate(t, e, "a", f.prompts[2], f.newTokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want[2]) {
+		t.Errorf("got %v, want %v", got, want[2])
+	}
+	if _, err := serve.New(f.base, serve.Options{Targets: []string{".*nothing"}}); err == nil || !strings.Contains(err.Error(), "matched no linear layer") {
+		t.Errorf("targets that match nothing: %v", err)
+	}
+}

@@ -129,22 +129,14 @@ func (f *fixture) reference(t testing.TB, path string) [][]int64 {
 	var opts []session.Option
 	if ad := f.ads[path]; ad != nil {
 		if ad.LoRA != nil {
-			if err := rewrite.MergeAdapter(m, ad); err != nil {
+			if err := mergeInto(m, ad); err != nil {
 				t.Fatal(err)
 			}
 		} else {
 			opts = append(opts, session.WithAdapter(ad))
 		}
 	}
-	s, err := session.OpenModel(m, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	g, err := rt.NewGenerator(s.Session)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := openGenerator(t, m, opts...)
 	var out [][]int64
 	for _, p := range f.prompts {
 		toks, err := g.Generate(context.Background(), p, rt.GenerateOptions{MaxNewTokens: f.newTokens})
@@ -154,4 +146,22 @@ func (f *fixture) reference(t testing.TB, path string) [][]int64 {
 		out = append(out, toks)
 	}
 	return out
+}
+
+func mergeInto(m *graph.Model, ad *adapter.Adapter) error { return rewrite.MergeAdapter(m, ad) }
+
+// openGenerator opens a session on m, closed with the test, and a
+// Generator on it.
+func openGenerator(t testing.TB, m *graph.Model, opts ...session.Option) *rt.Generator {
+	t.Helper()
+	s, err := session.OpenModel(m, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	g, err := rt.NewGenerator(s.Session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
 }
