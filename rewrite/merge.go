@@ -27,10 +27,8 @@ func Merge(m *graph.Model) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range folds {
-		if err := f.apply(m, 1); err != nil {
-			return err
-		}
+	if err := applyFolds(m, folds); err != nil {
+		return err
 	}
 	return removeBranches(m, rec)
 }
@@ -208,12 +206,20 @@ func MergeAdapter(base *graph.Model, ad *adapter.Adapter) error {
 	if err != nil {
 		return err
 	}
+	if err := applyFolds(base, folds); err != nil {
+		return err
+	}
+	return setExtras(base, extras)
+}
+
+// applyFolds adds each update of folds to its weight in m.
+func applyFolds(m *graph.Model, folds []fold) error {
 	for _, f := range folds {
-		if err := f.apply(base, 1); err != nil {
+		if err := f.apply(m, 1); err != nil {
 			return err
 		}
 	}
-	return setExtras(base, extras)
+	return nil
 }
 
 // planAdapterFolds maps ad's modules to base's layers and prepares their

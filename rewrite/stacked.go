@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"maps"
 	"slices"
 
 	"github.com/peftonnx/peftonnx/adapter"
@@ -192,7 +193,7 @@ func (st *Stacked) Factors(ad *adapter.Adapter) (map[string]StackedFactor, error
 		return nil, errorf("not a LoRA adapter: stacked factors take LoRA adapters only")
 	}
 	if len(ad.Extra) > 0 {
-		return nil, errorf("the adapter also trains %d base tensors (%s), which stacked adapters cannot carry", len(ad.Extra), joinNames(prefixSortedKeys(ad.Extra)))
+		return nil, errorf("the adapter also trains %d base tensors (%s), which stacked adapters cannot carry", len(ad.Extra), joinNames(slices.Sorted(maps.Keys(ad.Extra))))
 	}
 	cfg := ad.LoRA
 	modules := make([]string, len(st.Sites))
