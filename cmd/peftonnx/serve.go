@@ -28,6 +28,8 @@ The base model is loaded once; each --adapter (a HuggingFace PEFT folder,
 an .onnx_adapter file, a PaddleNLP folder or a prefix adapter) is loaded
 under its NAME, and requests choose one by their "model" field (the base
 is --model-name). Requests for different adapters are batched together.
+--target and --modules limit the layers that adapters may change (an adapter on
+another layer is refused), which makes each decoding step cheaper.
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions (the chat
 template of the tokenizer_config.json beside the tokenizer, or
@@ -67,6 +69,7 @@ func runServe(cx *context, args []string) error {
 	fs.Var(&adapters, "adapter", "load the adapter at PATH as model `NAME=PATH` (repeatable)")
 	addr := fs.String("addr", "127.0.0.1:8080", "listen on `HOST:PORT` (port 0 picks a free one)")
 	modelName := fs.String("model-name", "", "the `NAME` requests give for the base model; default: MODEL's folder or file name")
+	targets := addTargetFlags(fs, "let adapters change only")
 	maxLoRAs := fs.Int("max-loras", 0, "at most `N` different adapters in one batch (default 8)")
 	maxCPULoRAs := fs.Int("max-cpu-loras", 0, "keep at most `N` LoRA adapters in memory, dropping the least recently used (default 64)")
 	maxBatch := fs.Int("max-batch", 0, "run at most `N` sequences in one decoding step (default 8)")
@@ -136,6 +139,9 @@ func runServe(cx *context, args []string) error {
 	}
 	eopts := serve.Options{MaxLoRAs: *maxLoRAs, MaxCPULoRAs: *maxCPULoRAs, MaxBatch: *maxBatch, MaxQueue: *maxQueue,
 		MaxTokens: *maxTokens, Threads: *threads, Logger: logger}
+	if t := targets.patterns(); len(t) > 0 {
+		eopts.Targets = t
+	}
 	if eos := tok.EOS(); eos >= 0 {
 		eopts.EOS = []int64{eos}
 	}
