@@ -143,6 +143,8 @@ func TestLoadUnload(t *testing.T) {
 	os.Symlink(outside, filepath.Join(root, "link-out"))
 	os.Symlink(filepath.Join(outside, "adapter_model.safetensors"), filepath.Join(root, "leaky", "adapter_model.safetensors"))
 	os.Symlink(filepath.Join(root, "good"), filepath.Join(root, "link-in"))
+	os.MkdirAll(filepath.Join(root, "nested", "sub"), 0o755)
+	os.Symlink(outside, filepath.Join(root, "nested", "sub", "weights"))
 	_, url := startServer(t, eng, Options{AdapterRoot: root})
 
 	tests := []struct {
@@ -160,6 +162,7 @@ func TestLoadUnload(t *testing.T) {
 		{"missing path outside", map[string]any{"lora_name": "C", "lora_path": "/nonexistent/x"}, 403, "outside the adapter root"},
 		{"a link out", map[string]any{"lora_name": "C", "lora_path": "link-out"}, 403, "through a symlink"},
 		{"a file linked out", map[string]any{"lora_name": "C", "lora_path": "leaky"}, 403, "links to"},
+		{"a nested link out", map[string]any{"lora_name": "C", "lora_path": "nested"}, 403, "sub/weights links to"},
 		{"missing path", map[string]any{"lora_name": "C", "lora_path": "nosuch"}, 400, "does not exist"},
 		{"adapter for another base", map[string]any{"lora_name": "C", "lora_path": "mismatch"}, 400, "does not fit the base model: module model.layers.0.attn.q_proj"},
 		{"no name", map[string]any{"lora_path": "good"}, 400, "lora_name is required"},

@@ -43,6 +43,9 @@ func (f *fakeEngine) Generate(ctx context.Context, r serve.Request, emit func(se
 	if !ok {
 		return serve.Usage{}, fmt.Errorf("serve: %w %q", serve.ErrUnknownAdapter, r.Adapter)
 	}
+	if r.Adapter == "busy" {
+		return serve.Usage{}, fmt.Errorf("serve: %w: 64 requests wait", serve.ErrQueueFull)
+	}
 	u := serve.Usage{PromptTokens: len(r.Prompt)}
 	for i := 0; i < r.MaxTokens; i++ {
 		if delay > 0 {

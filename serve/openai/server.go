@@ -130,6 +130,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 		Handler:           s.handler,
 		BaseContext:       func(net.Listener) context.Context { return genCtx },
 		ReadHeaderTimeout: 30 * time.Second,
+		ReadTimeout:       2 * time.Minute, // the request, body included; answers may stream for longer
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	served := make(chan error, 1)
@@ -211,7 +213,6 @@ func (s *Server) routes() http.Handler {
 				defer func() { <-s.slots }()
 			default:
 				s.metrics.rejected.WithLabelValues("concurrency").Inc()
-				rw.Header().Set("Retry-After", "1")
 				writeError(rw, &apiError{status: http.StatusTooManyRequests, typ: "rate_limit_error", code: "too_many_requests",
 					message: fmt.Sprintf("too many requests in flight (the limit is %d): try again later", s.opts.MaxConcurrent)})
 				return
