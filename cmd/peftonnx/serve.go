@@ -79,8 +79,8 @@ func runServe(cx *context, args []string) error {
 	maxConcurrent := fs.Int("max-concurrent", openai.DefaultMaxConcurrent, "answer 429 beyond `N` generation requests in flight")
 	maxBody := fs.Int64("max-body-bytes", openai.DefaultMaxBodyBytes, "the largest request body, `BYTES`")
 	adapterRoot := fs.String("adapter-root", "", "the `DIR` under which /v1/load_lora_adapter may load; unset: loading over HTTP is off")
-	apiKey := fs.String("api-key", os.Getenv("PEFTONNX_API_KEY"), "want `KEY` as a Bearer token on every endpoint")
-	adminKey := fs.String("admin-key", os.Getenv("PEFTONNX_ADMIN_KEY"), "want `KEY` as a Bearer token on load and unload")
+	apiKey := fs.String("api-key", "", "want `KEY` as a Bearer token on every endpoint; default $PEFTONNX_API_KEY")
+	adminKey := fs.String("admin-key", "", "want `KEY` as a Bearer token on load and unload; default $PEFTONNX_ADMIN_KEY")
 	templatePath := fs.String("chat-template", "", "the chat template, a Jinja `FILE`; default: tokenizer_config.json's chat_template")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "on SIGTERM, let requests in flight finish for `DURATION`")
 	threads := fs.Int("threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
@@ -109,6 +109,10 @@ func runServe(cx *context, args []string) error {
 			return cx.usagef("--%s must be positive, got %d", name, v)
 		}
 	}
+	// The keys' defaults are read here, not given to the flags, so that -h
+	// does not print them.
+	setFromEnv(apiKey, "PEFTONNX_API_KEY")
+	setFromEnv(adminKey, "PEFTONNX_ADMIN_KEY")
 	model := pos[0]
 	if *tokPath == "" {
 		*tokPath = filepath.Join(filepath.Dir(model), "tokenizer.json")
@@ -171,6 +175,12 @@ func runServe(cx *context, args []string) error {
 	logger.Info("serving", "model", model, "name", *modelName, "adapters", len(adapters), "chat_template", template != "", "addr", ln.Addr().String())
 	fmt.Fprintf(cx.stdout, "listening on http://%s\n", ln.Addr())
 	return srv.Serve(ctx, ln, *grace)
+}
+
+func setFromEnv(v *string, env string) {
+	if *v == "" {
+		*v = os.Getenv(env)
+	}
 }
 
 // defaultModelName names the base after its folder, or for a model.onnx

@@ -49,7 +49,7 @@ func startServe(t *testing.T, args ...string) (*exec.Cmd, string, *strings.Build
 	t.Helper()
 	spec, _ := json.Marshal(append([]string{"serve"}, args...))
 	cmd := exec.Command(os.Args[0], "-test.run", "^TestServeChild$")
-	cmd.Env = append(os.Environ(), "PEFTONNX_SERVE_CHILD="+string(spec))
+	cmd.Env = append(os.Environ(), "PEFTONNX_SERVE_CHILD="+string(spec), "PEFTONNX_API_KEY=env-key")
 	stderr := &strings.Builder{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
@@ -87,7 +87,9 @@ func startServe(t *testing.T, args ...string) (*exec.Cmd, string, *strings.Build
 // once the first event came.
 func streamUntilFirst(t *testing.T, url, body string) (io.ReadCloser, string) {
 	t.Helper()
-	resp, err := http.Post(url+"/v1/completions", "application/json", strings.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, url+"/v1/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer env-key") // --api-key from $PEFTONNX_API_KEY
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +122,14 @@ func TestServeSIGTERM(t *testing.T) {
 			cmd, url, stderr := startServe(t, f.Base, "--adapter", "a="+f.LoRA4, "--addr", "127.0.0.1:0", "--threads", "1",
 				"--max-tokens", "100000", "--shutdown-grace", tc.grace)
 			body, _ := streamUntilFirst(t, url, fmt.Sprintf(`{"model": "a", "prompt": "Once upon a time", "temperature": 0, "stream": true, "max_tokens": %d}`, tc.maxTokens))
+			resp, err := http.Get(url + "/healthz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("without the key from $PEFTONNX_API_KEY: %d, want 401", resp.StatusCode)
+			}
 			start := time.Now()
 			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
@@ -133,8 +143,7 @@ func TestServeSIGTERM(t *testing.T) {
 			if !tc.whole && !strings.Contains(text, "cancelled") {
 				t.Errorf("the cut stream does not say why: ...%.300s", text[max(0, len(text)-300):])
 			}
-			err := cmd.Wait()
-			if err != nil {
+			if err := cmd.Wait(); err != nil {
 				t.Errorf("serve exited with %v after SIGTERM, want status 0; stderr:\n%s", err, stderr)
 			}
 			if !tc.whole && time.Since(start) > 20*time.Second {
