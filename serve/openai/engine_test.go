@@ -30,7 +30,7 @@ type realSetup struct {
 	path map[string]string // model name to adapter folder, "" for the base
 }
 
-func newRealSetup(t *testing.T, opts Options) *realSetup {
+func newRealSetup(t testing.TB, opts Options) *realSetup {
 	t.Helper()
 	cfg := models.LlamaTiny()
 	cfg.VocabSize = servetest.TinyLlamaVocab
@@ -68,7 +68,7 @@ func newRealSetup(t *testing.T, opts Options) *realSetup {
 // expected returns the text and token count that a completion of prompt on
 // model must give: the merged (or prefixed) model's greedy tokens, decoded
 // after the prompt and with the prompt's text taken off.
-func (rs *realSetup) expected(t *testing.T, model string, prompts []string, n int) (texts []string, counts []int) {
+func (rs *realSetup) expected(t testing.TB, model string, prompts []string, n int) (texts []string, counts []int) {
 	t.Helper()
 	var ids [][]int64
 	for _, p := range prompts {

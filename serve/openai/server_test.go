@@ -14,7 +14,7 @@ import (
 )
 
 // startServer serves eng over HTTP on 127.0.0.1 for the test.
-func startServer(t *testing.T, eng Engine, opts Options) (*Server, string) {
+func startServer(t testing.TB, eng Engine, opts Options) (*Server, string) {
 	t.Helper()
 	if opts.Tokenizer == nil {
 		opts.Tokenizer = tinyLlamaTokenizer(t)
@@ -29,7 +29,7 @@ func startServer(t *testing.T, eng Engine, opts Options) (*Server, string) {
 }
 
 // post sends body (a string as is, else as JSON) and returns the status and the body.
-func post(t *testing.T, url string, body any, header ...string) (int, []byte) {
+func post(t testing.TB, url string, body any, header ...string) (int, []byte) {
 	t.Helper()
 	var data []byte
 	if s, ok := body.(string); ok {
@@ -60,7 +60,7 @@ func post(t *testing.T, url string, body any, header ...string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-func get(t *testing.T, url string, header ...string) (int, []byte) {
+func get(t testing.TB, url string, header ...string) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
@@ -78,7 +78,7 @@ func get(t *testing.T, url string, header ...string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-func decode[T any](t *testing.T, b []byte) T {
+func decode[T any](t testing.TB, b []byte) T {
 	t.Helper()
 	var v T
 	if err := json.Unmarshal(b, &v); err != nil {
@@ -89,7 +89,7 @@ func decode[T any](t *testing.T, b []byte) T {
 
 // events splits a server-sent event stream into its data lines; it fails
 // the test unless the stream ends with [DONE].
-func events(t *testing.T, b []byte) []string {
+func events(t testing.TB, b []byte) []string {
 	t.Helper()
 	var out []string
 	sc := bufio.NewScanner(bytes.NewReader(b))
@@ -112,7 +112,7 @@ func events(t *testing.T, b []byte) []string {
 
 // streamText joins the text of a completion stream's chunks and returns
 // the finish reason of its last choice chunk and the usage chunk if any.
-func streamText(t *testing.T, b []byte, chat bool) (text, finish string, usage *usageJSON) {
+func streamText(t testing.TB, b []byte, chat bool) (text, finish string, usage *usageJSON) {
 	t.Helper()
 	for _, e := range events(t, b) {
 		if chat {
