@@ -335,3 +335,28 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Errorf("after the last reload (lora4): %d %s, want %q", code, b, wantA[0])
 	}
 }
+
+// TestSamplingSeed samples on the real engine: the same seed gives the
+// same text, another seed another, and neither is the greedy text.
+func TestSamplingSeed(t *testing.T) {
+	rs := newRealSetup(t, Options{})
+	text := func(body map[string]any) string {
+		body["model"], body["prompt"], body["max_tokens"] = "a", realPrompts[0], 12
+		code, b := post(t, rs.url+"/v1/completions", body)
+		if code != http.StatusOK {
+			t.Fatalf("%v: %d %s", body, code, b)
+		}
+		return decode[completionResponse](t, b).Choices[0].Text
+	}
+	greedy := text(map[string]any{"temperature": 0})
+	s1 := text(map[string]any{"temperature": 1.5, "seed": 1})
+	if again := text(map[string]any{"temperature": 1.5, "seed": 1}); again != s1 {
+		t.Errorf("seed 1 gave %q, then %q", s1, again)
+	}
+	if s2 := text(map[string]any{"temperature": 1.5, "seed": 2}); s2 == s1 {
+		t.Errorf("seeds 1 and 2 both gave %q", s1)
+	}
+	if s1 == greedy {
+		t.Errorf("sampling gave the greedy text %q", greedy)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/peftonnx/peftonnx/internal/pkgerr"
@@ -227,6 +228,19 @@ func (s *Server) routes() http.Handler {
 type requestInfo struct {
 	start time.Time
 	model string
+
+	mu                       sync.Mutex // the choices of a request count from their goroutines
+	promptTokens, completion int
+}
+
+// countTokens adds a finished generation's usage to the request's log line.
+func countTokens(ctx context.Context, u serve.Usage) {
+	if info, ok := ctx.Value(requestInfoKey{}).(*requestInfo); ok {
+		info.mu.Lock()
+		info.promptTokens += u.PromptTokens
+		info.completion += u.CompletionTokens
+		info.mu.Unlock()
+	}
 }
 
 type requestInfoKey struct{}
@@ -249,6 +263,11 @@ func (s *Server) finish(r *http.Request, rw *statusWriter, info *requestInfo) {
 	if info.model != "" {
 		attrs = append(attrs, "model", info.model)
 	}
+	info.mu.Lock()
+	if info.promptTokens > 0 {
+		attrs = append(attrs, "prompt_tokens", info.promptTokens, "completion_tokens", info.completion)
+	}
+	info.mu.Unlock()
 	if err := r.Context().Err(); err != nil {
 		attrs = append(attrs, "client", "gone")
 	}

@@ -184,8 +184,22 @@ func TestCompletion(t *testing.T) {
 		}
 	}
 
+	// The sampling fields reach the engine as they were given.
+	code, b := post(t, url+"/v1/completions", map[string]any{"model": "base", "prompt": "a", "max_tokens": 3, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "seed": 1234})
+	if code != http.StatusOK {
+		t.Fatalf("status %d: %s", code, b)
+	}
+	if r := eng.reqs[len(eng.reqs)-1]; r.Temperature != 0.7 || r.TopP != 0.9 || r.TopK != 40 || r.Seed != 1234 || r.MaxTokens != 3 || r.Adapter != "" {
+		t.Errorf("the engine got %+v", r)
+	}
+	// Defaults: OpenAI's temperature 1 and max_tokens 16.
+	post(t, url+"/v1/completions", map[string]any{"model": "base", "prompt": "a"})
+	if r := eng.reqs[len(eng.reqs)-1]; r.Temperature != 1 || r.TopP != 1 || r.TopK != 0 || r.MaxTokens != 16 {
+		t.Errorf("defaults: the engine got %+v", r)
+	}
+
 	// Token ids as the prompt, and several prompts as choices.
-	code, b := post(t, url+"/v1/completions", map[string]any{"model": "base", "prompt": [][]int64{{1, 450}, {1, 450, 4996}}, "max_tokens": 3})
+	code, b = post(t, url+"/v1/completions", map[string]any{"model": "base", "prompt": [][]int64{{1, 450}, {1, 450, 4996}}, "max_tokens": 3})
 	if code != http.StatusOK {
 		t.Fatalf("status %d: %s", code, b)
 	}
