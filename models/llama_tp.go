@@ -1,0 +1,268 @@
+package models
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/peftonnx/peftonnx/dtype"
+	"github.com/peftonnx/peftonnx/graph"
+)
+
+// LlamaPieces is one tensor-parallel rank's share of a LLaMA decoder
+// (Llama, without a KV cache), sharded as Megatron-LM and PaddleNLP shard
+// it, as graphs that run one after the other with a sum over the ranks
+// between them:
+//
+//   - Embed takes "input_ids" [batch, seq] and gives "partial"
+//     [batch, seq, hidden]: the rows of the rank's run of the vocabulary
+//     (model.embed_tokens.weight split by rows), zero for ids outside it.
+//     The sum over the ranks is the embedding.
+//   - Blocks holds, layer by layer, the attention block and then the MLP
+//     block. Each takes "hidden" [batch, seq, hidden], "attention_mask"
+//     [batch, seq] and "position_ids" [batch, seq] (the MLP block reads
+//     only "hidden") and gives "partial": the block's output before the
+//     residual Add, from the rank's heads (q_proj, k_proj, v_proj split by
+//     output, whole heads, o_proj by input) or the rank's run of the MLP
+//     (gate_proj and up_proj by output, down_proj by input). hidden plus
+//     the sum over the ranks is the block's output.
+//   - Head takes "hidden" and gives "logits" [batch, seq, vocab/degree]:
+//     the final norm and the rank's columns of lm_head, the rank's run of
+//     the vocabulary.
+//
+// Every weight is the full model's, under the same name, sliced; the
+// norms are whole on every rank. The linear layers are named as in Llama,
+// so that rewrite's adapters find them.
+type LlamaPieces struct {
+	Embed  *graph.Model
+	Blocks []*graph.Model
+	Head   *graph.Model
+	// VocabStart is the first token id of the rank's run of the
+	// vocabulary, of VocabSize/degree ids.
+	VocabStart int
+}
+
+// LlamaTensorParallel returns rank's pieces of full, a model that Llama
+// built from c (or one whose float32 weights are named and laid out as
+// Llama's), at tensor-parallel degree degree. The heads, the KV heads,
+// the MLP width and the vocabulary must split evenly among the ranks.
+func LlamaTensorParallel(c LlamaConfig, full *graph.Model, rank, degree int) (*LlamaPieces, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	c = c.withDefaults()
+	switch {
+	case degree < 1 || rank < 0 || rank >= degree:
+		return nil, errorf("llama tensor parallel: rank %d of degree %d", rank, degree)
+	case c.Heads%degree != 0 || c.KVHeads%degree != 0 || c.Intermediate%degree != 0 || c.VocabSize%degree != 0:
+		return nil, errorf("llama tensor parallel: degree %d does not divide the %d heads, %d KV heads, MLP width %d and vocabulary %d", degree, c.Heads, c.KVHeads, c.Intermediate, c.VocabSize)
+	case c.DType != dtype.Float32 || c.Producer != Optimum || !c.NoCache:
+		return nil, errorf("llama tensor parallel: only float32 models in Optimum's layout without a KV cache (NoCache) are sharded")
+	}
+	sh := &llamaSharder{c: c, full: full, rank: rank, degree: degree}
+	p := &LlamaPieces{VocabStart: rank * c.VocabSize / degree}
+	var err error
+	if p.Embed, err = sh.embed(); err != nil {
+		return nil, err
+	}
+	for i := range c.Layers {
+		attn, err := sh.attention(i)
+		if err != nil {
+			return nil, err
+		}
+		mlp, err := sh.mlp(i)
+		if err != nil {
+			return nil, err
+		}
+		p.Blocks = append(p.Blocks, attn, mlp)
+	}
+	if p.Head, err = sh.head(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// llamaSharder builds the pieces of one rank.
+type llamaSharder struct {
+	c            LlamaConfig
+	full         *graph.Model
+	rank, degree int
+}
+
+// start returns an exporter for a piece, whose graph is called name.
+func (sh *llamaSharder) start(name string) *exporter {
+	return newExporter(name, sh.c.DType, sh.c.Seed, sh.c.InitStd, false)
+}
+
+// finish replaces the weights the piece's exporter drew with the full
+// model's, sliced as tpSlices says, and checks the piece.
+func (sh *llamaSharder) finish(ex *exporter) (*graph.Model, error) {
+	m := ex.Model()
+	weights := sh.weightNames()
+	for _, init := range m.Graph().Initializer {
+		src := sh.full.Initializer(init.Name)
+		if src == nil || !slices.Contains(weights, init.Name) {
+			continue
+		}
+		vals, err := sh.full.Float32s(src)
+		if err != nil {
+			return nil, errorf("llama tensor parallel: %s: %w", init.Name, err)
+		}
+		rows, cols := int(src.Dims[0]), 1
+		if len(src.Dims) == 2 {
+			cols = int(src.Dims[1])
+		}
+		lo, hi := 0, len(vals)
+		switch sh.split(init.Name) {
+		case splitRowsOf:
+			per := rows / sh.degree
+			lo, hi = sh.rank*per*cols, (sh.rank+1)*per*cols
+		case splitColumnsOf:
+			per := cols / sh.degree
+			part := make([]float32, 0, rows*per)
+			for r := range rows {
+				part = append(part, vals[r*cols+sh.rank*per:r*cols+(sh.rank+1)*per]...)
+			}
+			vals, lo, hi = part, 0, len(part)
+		}
+		if int64(hi-lo) != graph.NumElements(init.Dims) {
+			return nil, errorf("llama tensor parallel: %s holds %v in the full model, not a multiple of this piece's %v", init.Name, src.Dims, init.Dims)
+		}
+		if err := graph.SetFloat32s(init, vals[lo:hi]); err != nil {
+			return nil, errorf("llama tensor parallel: %s: %w", init.Name, err)
+		}
+	}
+	return ex.finish("llama tensor parallel")
+}
+
+// weightNames lists the names of the full model's weights.
+func (sh *llamaSharder) weightNames() []string {
+	names := []string{"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
+	for i := range sh.c.Layers {
+		for _, m := range []string{"input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"} {
+			names = append(names, fmt.Sprintf("model.layers.%d.%s.weight", i, m))
+		}
+	}
+	return names
+}
+
+// How a weight is split among the ranks.
+const (
+	splitNone      = iota // whole on every rank
+	splitRowsOf           // by its first axis
+	splitColumnsOf        // by its second axis
+)
+
+// split says how the weight called name is split: the embedding and
+// o_proj and down_proj by rows, q_proj, k_proj, v_proj, gate_proj, up_proj
+// and lm_head by columns, the norms not at all.
+func (sh *llamaSharder) split(name string) int {
+	for _, s := range []struct {
+		suffix string
+		how    int
+	}{
+		{"embed_tokens.weight", splitRowsOf}, {"o_proj.weight", splitRowsOf}, {"down_proj.weight", splitRowsOf},
+		{"q_proj.weight", splitColumnsOf}, {"k_proj.weight", splitColumnsOf}, {"v_proj.weight", splitColumnsOf},
+		{"gate_proj.weight", splitColumnsOf}, {"up_proj.weight", splitColumnsOf}, {"lm_head.weight", splitColumnsOf},
+	} {
+		if len(name) >= len(s.suffix) && name[len(name)-len(s.suffix):] == s.suffix {
+			return s.how
+		}
+	}
+	return splitNone
+}
+
+// embed builds the vocabulary-parallel embedding.
+func (sh *llamaSharder) embed() (*graph.Model, error) {
+	c := sh.c
+	ex := sh.start("llama tp embed")
+	m := ex.Model()
+	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+	per := int64(c.VocabSize / sh.degree)
+	lo := int64(sh.rank) * per
+	s := ex.At("/model").In("embed_tokens")
+	emb := ex.weight("model.embed_tokens.weight", per, int64(c.Hidden))
+	local := s.Op("Sub", []string{"input_ids", ex.Int64(lo)})
+	inside := s.Op("And", []string{
+		s.Op("GreaterOrEqual", []string{local, ex.Int64(0)}),
+		s.Op("Less", []string{local, ex.Int64(per)}),
+	})
+	safe := s.Op("Where", []string{inside, local, ex.Int64(0)})
+	rows := s.Op("Gather", []string{emb, safe})
+	keep := s.Op("Cast", []string{s.Op("Unsqueeze", []string{inside, ex.Int64s(-1)})}, graph.AttrInt("to", int64(dtype.Float32)))
+	opTo(s, "partial", "Mul", []string{rows, keep})
+	m.AddOutput(graph.SymbolicTensorInfo("partial", dtype.Float32, []graph.Dim{batchDim, seqDim, sized(c.Hidden)}))
+	return sh.finish(ex)
+}
+
+// blockInputs adds the inputs of a block: hidden, and for attention the
+// mask and positions.
+func (sh *llamaSharder) blockInputs(m *graph.Model, attention bool) {
+	m.AddInput(graph.SymbolicTensorInfo("hidden", dtype.Float32, []graph.Dim{batchDim, seqDim, sized(sh.c.Hidden)}))
+	if attention {
+		m.AddInput(graph.SymbolicTensorInfo("attention_mask", dtype.Int64, []graph.Dim{batchDim, totalDim}))
+		m.AddInput(graph.SymbolicTensorInfo("position_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+	}
+}
+
+// attention builds the rank's heads of layer i's attention block.
+func (sh *llamaSharder) attention(i int) (*graph.Model, error) {
+	c := sh.c
+	ex := sh.start(fmt.Sprintf("llama tp layer %d attention", i))
+	m := ex.Model()
+	sh.blockInputs(m, true)
+	e, h, kv, d := c.Hidden, c.Heads/sh.degree, c.KVHeads/sh.degree, c.HeadDim()
+	top := ex.At("/model")
+	mask, _ := ex.causalMask(top, "hidden", "attention_mask")
+	cos, sin := ex.rotary(top.In("rotary_emb"), "position_ids", d, c.RopeTheta, c.RopeInterleaved)
+	layer := top.In(fmt.Sprintf("layers.%d", i))
+	module := fmt.Sprintf("model.layers.%d", i)
+	attn := layer.In("self_attn")
+	n := ex.rmsNorm(layer.In("input_layernorm"), module+".input_layernorm", "hidden", e, c.RMSNormEps)
+	q := ex.linear(attn.In("q_proj"), module+".self_attn.q_proj", n, e, h*d, false, "")
+	k := ex.linear(attn.In("k_proj"), module+".self_attn.k_proj", n, e, kv*d, false, "")
+	v := ex.linear(attn.In("v_proj"), module+".self_attn.v_proj", n, e, kv*d, false, "")
+	q = ex.rope(attn, ex.splitHeads(attn, q, h, d), cos, sin, d, c.RopeInterleaved)
+	k = ex.rope(attn, ex.splitHeads(attn, k, kv, d), cos, sin, d, c.RopeInterleaved)
+	v = ex.splitHeads(attn, v, kv, d)
+	k = ex.repeatKV(attn, k, kv, h/kv, d)
+	v = ex.repeatKV(attn, v, kv, h/kv, d)
+	a := ex.attention(attn, q, k, v, mask, d, false)
+	a = ex.mergeHeads(attn, a, h*d)
+	ex.linear(attn.In("o_proj"), module+".self_attn.o_proj", a, h*d, e, false, "partial")
+	m.AddOutput(graph.SymbolicTensorInfo("partial", dtype.Float32, []graph.Dim{batchDim, seqDim, sized(e)}))
+	return sh.finish(ex)
+}
+
+// mlp builds the rank's run of layer i's MLP block.
+func (sh *llamaSharder) mlp(i int) (*graph.Model, error) {
+	c := sh.c
+	ex := sh.start(fmt.Sprintf("llama tp layer %d mlp", i))
+	m := ex.Model()
+	sh.blockInputs(m, false)
+	e, w := c.Hidden, c.Intermediate/sh.degree
+	layer := ex.At("/model").In(fmt.Sprintf("layers.%d", i))
+	module := fmt.Sprintf("model.layers.%d", i)
+	mlp := layer.In("mlp")
+	n := ex.rmsNorm(layer.In("post_attention_layernorm"), module+".post_attention_layernorm", "hidden", e, c.RMSNormEps)
+	g := ex.linear(mlp.In("gate_proj"), module+".mlp.gate_proj", n, e, w, false, "")
+	act := mlp.In("act_fn")
+	g = act.Op("Mul", []string{g, act.Op("Sigmoid", []string{g})})
+	u := ex.linear(mlp.In("up_proj"), module+".mlp.up_proj", n, e, w, false, "")
+	g = mlp.Op("Mul", []string{g, u})
+	ex.linear(mlp.In("down_proj"), module+".mlp.down_proj", g, w, e, false, "partial")
+	m.AddOutput(graph.SymbolicTensorInfo("partial", dtype.Float32, []graph.Dim{batchDim, seqDim, sized(e)}))
+	return sh.finish(ex)
+}
+
+// head builds the final norm and the rank's columns of lm_head.
+func (sh *llamaSharder) head() (*graph.Model, error) {
+	c := sh.c
+	ex := sh.start("llama tp head")
+	m := ex.Model()
+	sh.blockInputs(m, false)
+	per := c.VocabSize / sh.degree
+	x := ex.rmsNorm(ex.At("/model").In("norm"), "model.norm", "hidden", c.Hidden, c.RMSNormEps)
+	ex.linear(ex.At("/lm_head"), "lm_head", x, c.Hidden, per, false, "logits")
+	m.AddOutput(graph.SymbolicTensorInfo("logits", dtype.Float32, []graph.Dim{batchDim, seqDim, sized(per)}))
+	return sh.finish(ex)
+}
