@@ -1,7 +1,9 @@
 package models
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/peftonnx/peftonnx/dtype"
@@ -43,8 +45,10 @@ type LlamaPieces struct {
 
 // LlamaTensorParallel returns rank's pieces of full, a model that Llama
 // built from c (or one whose float32 weights are named and laid out as
-// Llama's), at tensor-parallel degree degree. The heads, the KV heads,
-// the MLP width and the vocabulary must split evenly among the ranks.
+// Llama's), at tensor-parallel degree degree. With full nil, the pieces
+// hold the weights that Llama(c) would, drawn one at a time, so that no
+// rank holds the whole model. The heads, the KV heads, the MLP width and
+// the vocabulary must split evenly among the ranks.
 func LlamaTensorParallel(c LlamaConfig, full *graph.Model, rank, degree int) (*LlamaPieces, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -94,55 +98,80 @@ func (sh *llamaSharder) start(name string) *exporter {
 }
 
 // finish replaces the weights the piece's exporter drew with the full
-// model's, sliced as tpSlices says, and checks the piece.
+// model's, sliced as split says, and checks the piece. Without a full
+// model, each weight is drawn whole as Llama draws it and sliced, one at
+// a time.
 func (sh *llamaSharder) finish(ex *exporter) (*graph.Model, error) {
 	m := ex.Model()
-	weights := sh.weightNames()
+	dims := sh.weightDims()
 	for _, init := range m.Graph().Initializer {
-		src := sh.full.Initializer(init.Name)
-		if src == nil || !slices.Contains(weights, init.Name) {
-			continue
+		full, ok := dims[init.Name]
+		if !ok || sh.split(init.Name) == splitNone && sh.full == nil {
+			continue // drawn whole already, as Llama draws it
 		}
-		vals, err := sh.full.Float32s(src)
-		if err != nil {
-			return nil, errorf("llama tensor parallel: %s: %w", init.Name, err)
+		var vals []float32
+		if sh.full != nil {
+			src := sh.full.Initializer(init.Name)
+			if src == nil {
+				return nil, errorf("llama tensor parallel: the model has no weight %s", init.Name)
+			}
+			if !slices.Equal(src.Dims, full) {
+				return nil, errorf("llama tensor parallel: %s is %v in the model, want %v", init.Name, src.Dims, full)
+			}
+			var err error
+			if vals, err = sh.full.Float32s(src); err != nil {
+				return nil, errorf("llama tensor parallel: %s: %w", init.Name, err)
+			}
+		} else {
+			vals = rawFloat32s(normalBytes(int(graph.NumElements(full)), dtype.Float32, streamSeed(ex.seed, init.Name), 0, ex.std))
 		}
-		rows, cols := int(src.Dims[0]), 1
-		if len(src.Dims) == 2 {
-			cols = int(src.Dims[1])
+		rows, cols := int(full[0]), 1
+		if len(full) == 2 {
+			cols = int(full[1])
 		}
-		lo, hi := 0, len(vals)
 		switch sh.split(init.Name) {
 		case splitRowsOf:
 			per := rows / sh.degree
-			lo, hi = sh.rank*per*cols, (sh.rank+1)*per*cols
+			vals = vals[sh.rank*per*cols : (sh.rank+1)*per*cols]
 		case splitColumnsOf:
 			per := cols / sh.degree
 			part := make([]float32, 0, rows*per)
 			for r := range rows {
 				part = append(part, vals[r*cols+sh.rank*per:r*cols+(sh.rank+1)*per]...)
 			}
-			vals, lo, hi = part, 0, len(part)
+			vals = part
 		}
-		if int64(hi-lo) != graph.NumElements(init.Dims) {
-			return nil, errorf("llama tensor parallel: %s holds %v in the full model, not a multiple of this piece's %v", init.Name, src.Dims, init.Dims)
-		}
-		if err := graph.SetFloat32s(init, vals[lo:hi]); err != nil {
+		if err := graph.SetFloat32s(init, vals); err != nil {
 			return nil, errorf("llama tensor parallel: %s: %w", init.Name, err)
 		}
 	}
 	return ex.finish("llama tensor parallel")
 }
 
-// weightNames lists the names of the full model's weights.
-func (sh *llamaSharder) weightNames() []string {
-	names := []string{"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
-	for i := range sh.c.Layers {
-		for _, m := range []string{"input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"} {
-			names = append(names, fmt.Sprintf("model.layers.%d.%s.weight", i, m))
+// rawFloat32s reads little-endian float32 bytes.
+func rawFloat32s(b []byte) []float32 {
+	out := make([]float32, len(b)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return out
+}
+
+// weightDims returns the full model's weights and their shapes.
+func (sh *llamaSharder) weightDims() map[string][]int64 {
+	c := sh.c
+	e, q, kv, w, v := int64(c.Hidden), int64(c.Heads*c.HeadDim()), int64(c.KVHeads*c.HeadDim()), int64(c.Intermediate), int64(c.VocabSize)
+	dims := map[string][]int64{"model.embed_tokens.weight": {v, e}, "model.norm.weight": {e}, "lm_head.weight": {e, v}}
+	for i := range c.Layers {
+		for m, d := range map[string][]int64{
+			"input_layernorm": {e}, "post_attention_layernorm": {e},
+			"self_attn.q_proj": {e, q}, "self_attn.k_proj": {e, kv}, "self_attn.v_proj": {e, kv}, "self_attn.o_proj": {q, e},
+			"mlp.gate_proj": {e, w}, "mlp.up_proj": {e, w}, "mlp.down_proj": {w, e},
+		} {
+			dims[fmt.Sprintf("model.layers.%d.%s.weight", i, m)] = d
 		}
 	}
-	return names
+	return dims
 }
 
 // How a weight is split among the ranks.

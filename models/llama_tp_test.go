@@ -4,6 +4,9 @@ import (
 	"math"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/peftonnx/peftonnx/graph"
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
@@ -119,4 +122,35 @@ func floats32(t *testing.T, shape []int64, v []float32) *rt.Tensor {
 		t.Fatal(err)
 	}
 	return x
+}
+
+// TestLlamaTensorParallelDrawn checks that the pieces drawn without the
+// full model hold the full model's weights, sliced, bit for bit.
+func TestLlamaTensorParallelDrawn(t *testing.T) {
+	c := LlamaTiny()
+	c.NoCache = true
+	full, err := Llama(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rank := range 2 {
+		a, err := LlamaTensorParallel(c, full, rank, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := LlamaTensorParallel(c, nil, rank, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pa := append(append([]*graph.Model{a.Embed}, a.Blocks...), a.Head)
+		pb := append(append([]*graph.Model{b.Embed}, b.Blocks...), b.Head)
+		for i := range pa {
+			for _, init := range pa[i].Graph().Initializer {
+				other := pb[i].Initializer(init.Name)
+				if other == nil || !proto.Equal(init, other) {
+					t.Errorf("rank %d piece %d: %s differs when drawn", rank, i, init.Name)
+				}
+			}
+		}
+	}
 }

@@ -37,4 +37,6 @@
 // gradient accumulation, dropout, evaluation or checkpoints; the pieces'
 // activations are recomputed in the backward pass, and each rank keeps
 // every piece's input. Data parallelism is not combined with it here.
+// The frozen matrices are graph inputs, fed by reference from one Go copy
+// to a piece's two sessions, so ONNX Runtime does not pre-pack them.
 package tensorparallel

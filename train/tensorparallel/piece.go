@@ -3,6 +3,7 @@ package tensorparallel
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -32,6 +33,8 @@ type piece struct {
 	fwd    *session.Session
 	vjp    *session.Session
 	params []*train.Param
+	// frozen holds the piece's frozen matrices, fed to both sessions.
+	frozen map[string]*rt.Tensor
 	// grads names the vjp outputs: each param's gradient, then hidden's.
 	grads []string
 }
@@ -69,6 +72,9 @@ func newPiece(name string, m *graph.Model, lora *adapter.Adapter, out string, ba
 			}
 		}
 	}
+	if err := p.feedFrozen(m); err != nil {
+		return nil, fmt.Errorf("tensorparallel: %s: %w", name, err)
+	}
 	var err error
 	if p.fwd, err = train.NewSession(forwardGraph(m, p.params), opts...); err != nil {
 		return nil, fmt.Errorf("tensorparallel: %s: %w", name, err)
@@ -90,6 +96,35 @@ func newPiece(name string, m *graph.Model, lora *adapter.Adapter, out string, ba
 	}
 	p.grads = append(p.grads, autodiff.GradName(hiddenName))
 	return p, nil
+}
+
+// feedFrozen turns m's frozen matrices (the 2-D weights, not the LoRA
+// factors) into graph inputs, fed every run from one Go copy by
+// reference, so that the forward and the vector-Jacobian sessions share
+// them instead of each holding its own.
+func (p *piece) feedFrozen(m *graph.Model) error {
+	p.frozen = map[string]*rt.Tensor{}
+	var names []string
+	for _, init := range m.Graph().Initializer {
+		if len(init.Dims) == 2 && !strings.Contains(init.Name, ".lora_") {
+			names = append(names, init.Name)
+		}
+	}
+	for _, n := range names {
+		init := m.Initializer(n)
+		vals, err := m.Float32s(init)
+		if err != nil {
+			return err
+		}
+		t, err := rt.NewFloat32(init.Dims, vals)
+		if err != nil {
+			return err
+		}
+		m.RemoveInitializer(n)
+		m.AddInput(graph.TensorInfo(n, graph.TypeOf(init), init.Dims))
+		p.frozen[n] = t
+	}
+	return nil
 }
 
 // forwardGraph returns m with the LoRA factors params as graph inputs, so
@@ -142,8 +177,12 @@ func (p *piece) close() {
 	p.vjp.Close()
 }
 
-// paramFeeds adds the current values of the piece's factors to in.
+// paramFeeds adds the frozen matrices and the current values of the
+// piece's factors to in.
 func (p *piece) paramFeeds(in map[string]*rt.Tensor) error {
+	for n, t := range p.frozen {
+		in[n] = t
+	}
 	for _, prm := range p.params {
 		t, err := rt.NewFloat32(prm.Shape, prm.Data)
 		if err != nil {

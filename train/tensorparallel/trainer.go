@@ -38,7 +38,9 @@ type Trainer struct {
 }
 
 // New prepares rank comm.Rank()'s share of training lora, a LoRA adapter
-// for full (a model that models.Llama built from cfg, with NoCache),
+// for full (a model that models.Llama built from cfg, with NoCache; nil
+// draws the rank's weights of models.Llama(cfg) without the whole model,
+// see models.LlamaTensorParallel),
 // whose modules are q/k/v/o_proj and gate/up/down_proj, on data, with the
 // options of train.Trainer that apply (batch size, sequence length and
 // padding, seed, steps or epochs, learning rate and schedule, AdamW,
