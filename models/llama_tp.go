@@ -1,9 +1,7 @@
 package models
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
 	"slices"
 
 	"github.com/peftonnx/peftonnx/dtype"
@@ -97,64 +95,77 @@ func (sh *llamaSharder) start(name string) *exporter {
 	return newExporter(name, sh.c.DType, sh.c.Seed, sh.c.InitStd, false)
 }
 
-// finish replaces the weights the piece's exporter drew with the full
-// model's, sliced as split says, and checks the piece. Without a full
-// model, each weight is drawn whole as Llama draws it and sliced, one at
-// a time.
+// finish replaces the weights the piece's exporter drew with the rank's
+// part of the full model's (part), and checks the piece.
 func (sh *llamaSharder) finish(ex *exporter) (*graph.Model, error) {
-	m := ex.Model()
 	dims := sh.weightDims()
-	for _, init := range m.Graph().Initializer {
+	for _, init := range ex.Model().Graph().Initializer {
 		full, ok := dims[init.Name]
 		if !ok || sh.split(init.Name) == splitNone && sh.full == nil {
 			continue // drawn whole already, as Llama draws it
 		}
-		var vals []float32
-		if sh.full != nil {
-			src := sh.full.Initializer(init.Name)
-			if src == nil {
-				return nil, errorf("llama tensor parallel: the model has no weight %s", init.Name)
-			}
-			if !slices.Equal(src.Dims, full) {
-				return nil, errorf("llama tensor parallel: %s is %v in the model, want %v", init.Name, src.Dims, full)
-			}
-			var err error
-			if vals, err = sh.full.Float32s(src); err != nil {
-				return nil, errorf("llama tensor parallel: %s: %w", init.Name, err)
-			}
-		} else {
-			vals = rawFloat32s(normalBytes(int(graph.NumElements(full)), dtype.Float32, streamSeed(ex.seed, init.Name), 0, ex.std))
+		vals, err := sh.part(ex, init.Name, full)
+		if err == nil {
+			err = graph.SetFloat32s(init, vals)
 		}
-		rows, cols := int(full[0]), 1
-		if len(full) == 2 {
-			cols = int(full[1])
-		}
-		switch sh.split(init.Name) {
-		case splitRowsOf:
-			per := rows / sh.degree
-			vals = vals[sh.rank*per*cols : (sh.rank+1)*per*cols]
-		case splitColumnsOf:
-			per := cols / sh.degree
-			part := make([]float32, 0, rows*per)
-			for r := range rows {
-				part = append(part, vals[r*cols+sh.rank*per:r*cols+(sh.rank+1)*per]...)
-			}
-			vals = part
-		}
-		if err := graph.SetFloat32s(init, vals); err != nil {
+		if err != nil {
 			return nil, errorf("llama tensor parallel: %s: %w", init.Name, err)
 		}
 	}
 	return ex.finish("llama tensor parallel")
 }
 
-// rawFloat32s reads little-endian float32 bytes.
-func rawFloat32s(b []byte) []float32 {
-	out := make([]float32, len(b)/4)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+// part returns the rank's part of the weight called name, of shape full
+// in the whole model, split as split says: sliced from the full model,
+// or, without one, drawn from the part of the weight's stream that Llama
+// draws for those values, so that no whole weight is ever held.
+func (sh *llamaSharder) part(ex *exporter, name string, full []int64) ([]float32, error) {
+	rows, cols := int(full[0]), 1
+	if len(full) == 2 {
+		cols = int(full[1])
 	}
-	return out
+	how := sh.split(name)
+	if sh.full == nil {
+		stream := streamSeed(ex.seed, name)
+		switch how {
+		case splitRowsOf:
+			vals := make([]float32, rows/sh.degree*cols)
+			fillNormal(vals, stream, sh.rank*len(vals), 0, ex.std)
+			return vals, nil
+		case splitColumnsOf:
+			per := cols / sh.degree
+			vals := make([]float32, rows*per)
+			for r := range rows {
+				fillNormal(vals[r*per:(r+1)*per], stream, r*cols+sh.rank*per, 0, ex.std)
+			}
+			return vals, nil
+		}
+		return nil, fmt.Errorf("not a split weight")
+	}
+	src := sh.full.Initializer(name)
+	switch {
+	case src == nil:
+		return nil, fmt.Errorf("the model has no such weight")
+	case !slices.Equal(src.Dims, full):
+		return nil, fmt.Errorf("%v in the model, want %v", src.Dims, full)
+	}
+	vals, err := sh.full.Float32s(src)
+	if err != nil {
+		return nil, err
+	}
+	switch how {
+	case splitRowsOf:
+		per := rows / sh.degree
+		return vals[sh.rank*per*cols : (sh.rank+1)*per*cols], nil
+	case splitColumnsOf:
+		per := cols / sh.degree
+		part := make([]float32, 0, rows*per)
+		for r := range rows {
+			part = append(part, vals[r*cols+sh.rank*per:r*cols+(sh.rank+1)*per]...)
+		}
+		return part, nil
+	}
+	return vals, nil
 }
 
 // weightDims returns the full model's weights and their shapes.

@@ -2,6 +2,7 @@ package tensorparallel
 
 import (
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"strings"
 
@@ -75,6 +76,10 @@ func newPiece(name string, m *graph.Model, lora *adapter.Adapter, out string, ba
 	if err := p.feedFrozen(m); err != nil {
 		return nil, fmt.Errorf("tensorparallel: %s: %w", name, err)
 	}
+	// The piece's weights now live in p.frozen alone: hand back the
+	// garbage of drawing and slicing them before the next piece adds its
+	// own, so that the rank's peak stays near its share of the model.
+	debug.FreeOSMemory()
 	var err error
 	if p.fwd, err = train.NewSession(forwardGraph(m, p.params), opts...); err != nil {
 		return nil, fmt.Errorf("tensorparallel: %s: %w", name, err)
