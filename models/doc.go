@@ -77,6 +77,17 @@
 // applied. Large tensors are filled in parallel with the same values.
 // WeightsOf reads the weights back from any model.
 //
+// # Tensor parallelism
+//
+// LlamaTensorParallel cuts one rank's share out of a LLaMA, sharded as
+// Megatron-LM and PaddleNLP shard it: the embedding and lm_head by
+// vocabulary, q_proj, k_proj, v_proj, gate_proj and up_proj by output
+// (whole heads), o_proj and down_proj by input. Its pieces (the
+// embedding, each layer's attention and MLP blocks, the head) run one
+// after the other, with the sum of every rank's partial output between
+// them, and give the whole model's logits, each rank its run of the
+// vocabulary.
+//
 // # References
 //
 // LlamaReference, GPT2Reference and BERTReference compute the same models
