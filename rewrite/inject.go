@@ -286,7 +286,7 @@ func siteFor(cfg *adapter.LoRAConfig, key string, l Linear, asInputs bool) (Site
 		DType: adt, BaseDType: l.DType, AsInputs: asInputs, Dropout: cfg.Dropout,
 		Kind: l.Kind, Kernel: l.Kernel,
 	}
-	if err := checkKind(l, cfg.EnableFor(key) != nil, asInputs); err != nil {
+	if err := checkKind(l, cfg.EnableFor(key) != nil); err != nil {
 		return Site{}, err
 	}
 	if l.Kind == KindEmbedding {
@@ -453,11 +453,11 @@ func (b *loraGraph) factors(p *modulePlan) {
 	dt := s.DType
 	aShape, bShape := s.AShape(int64(s.R)), s.BShape(int64(s.R))
 	if b.asInputs {
-		aShape, bShape = s.AShape(0), s.BShape(0)
-		m.AddInput(graph.TensorInfo(s.A, dt, []int64{s.In, -1}))
-		m.AddInput(graph.TensorInfo(s.B, dt, []int64{-1, bShape[1]}))
-		m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, nil))
-		m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, nil))
+		aShape, bShape, aDecl, bDecl := s.inputShapes()
+		m.AddInput(graph.TensorInfo(s.A, dt, aDecl))
+		m.AddInput(graph.TensorInfo(s.B, dt, bDecl))
+		m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, make([]float32, graph.NumElements(aShape))))
+		m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, make([]float32, graph.NumElements(bShape))))
 		return
 	}
 	m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, p.a))
