@@ -23,6 +23,12 @@ func Merge(m *graph.Model) error {
 	if err != nil {
 		return err
 	}
+	if err := checkRecord(m, rec); err != nil {
+		return err
+	}
+	if err := checkRemoval(m, rec); err != nil {
+		return err
+	}
 	folds, err := planSiteFolds(m, rec)
 	if err != nil {
 		return err
