@@ -119,6 +119,9 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 			}
 		}
 	}
+	if err := data.checkScored(opts.Task, opts.SeqLen); err != nil {
+		return nil, err
+	}
 	loss, err := appendLoss(t.withLoss, opts.Task, opts.Output)
 	if err != nil {
 		return nil, err
