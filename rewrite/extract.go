@@ -47,6 +47,9 @@ func extractLoRA(m *graph.Model, rec record, read func(name string) ([]float32, 
 		if err != nil {
 			return nil, err
 		}
+		if err := checkBranchOverflow(s, s.Module, a, b); err != nil {
+			return nil, errorf("%s: %w", modelLabel(m), err)
+		}
 		dt := adapterType(s.DType)
 		ad.Weights[s.Module] = adapter.LoRAWeights{
 			A: &adapter.Tensor{DType: dt, Shape: s.AShape(int64(s.R)), Data: a},

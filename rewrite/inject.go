@@ -292,7 +292,7 @@ func checkFactors(s Site, key string, l Linear, w adapter.LoRAWeights) error {
 	if len(w.A.Data) != int(graph.NumElements(aShape)) || len(w.B.Data) != int(graph.NumElements(bShape)) {
 		return layerErr(l, "adapter module %q: tensor data does not fill its shape", key)
 	}
-	return nil
+	return checkBranchOverflow(s, key, w.A.Data, w.B.Data)
 }
 
 // planModule decides the site of module l.Module: its rank, scaling, fused

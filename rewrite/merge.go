@@ -90,9 +90,19 @@ func planSiteFolds(m *graph.Model, rec record) ([]fold, error) {
 		if l.Alpha == 0 {
 			return nil, layerErr(l, "Gemm has alpha 0: an update of its weight has no effect")
 		}
+		if err := checkFactorValues(s.A, a); err != nil {
+			return nil, err
+		}
+		if err := checkFactorValues(s.B, b); err != nil {
+			return nil, err
+		}
 		rk := len(a) / int(s.In)
 		r := rk / s.Parts()
-		folds = append(folds, fold{l: l, module: s.Module, a: a, b: fullB(b, r, s.Enable, s.HeadDim, s.Out), rk: rk, scale: scaleInGraph(s)})
+		f := fold{l: l, module: s.Module, a: a, b: fullB(b, r, s.Enable, s.HeadDim, s.Out), rk: rk, scale: scaleInGraph(s)}
+		if err := f.checkOverflow(m); err != nil {
+			return nil, err
+		}
+		folds = append(folds, f)
 	}
 	return folds, nil
 }
@@ -259,7 +269,11 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter) ([]fold, []extraVa
 		if l.Alpha == 0 {
 			return nil, nil, layerErr(l, "Gemm has alpha 0: an update of its weight has no effect")
 		}
-		folds = append(folds, fold{l: l, module: key, a: w.A.Data, b: fullB(w.B.Data, s.R, s.Enable, s.HeadDim, s.Out), rk: int(w.A.Shape[1]), scale: s.Scale})
+		f := fold{l: l, module: key, a: w.A.Data, b: fullB(w.B.Data, s.R, s.Enable, s.HeadDim, s.Out), rk: int(w.A.Shape[1]), scale: s.Scale}
+		if err := f.checkOverflow(base); err != nil {
+			return nil, nil, err
+		}
+		folds = append(folds, f)
 	}
 	extras, err := planExtras(base, linears, ad)
 	if err != nil {
