@@ -57,7 +57,7 @@ func TestNonFiniteAdapters(t *testing.T) {
 			if tc.other == "" {
 				return // float16 factors of 200 are a float16 branch's own values
 			}
-			ad, err := ExtractAdapter(m)
+			_, err = ExtractAdapter(m)
 			if err == nil || !strings.Contains(err.Error(), tc.other) || !strings.Contains(err.Error(), sites[0].Module) {
 				t.Errorf("ExtractAdapter: got %v, want an error naming %s and containing %q", err, sites[0].Module, tc.other)
 			}
@@ -71,7 +71,7 @@ func TestNonFiniteAdapters(t *testing.T) {
 			w := good.Weights[sites[0].Module]
 			copy(w.A.Data, a)
 			copy(w.B.Data, b)
-			ad = good
+			ad := good
 			baseBefore := graphBytes(t, base)
 			if _, _, err := ApplyLoRA(base, ad); err == nil || !strings.Contains(err.Error(), tc.other) {
 				t.Errorf("ApplyLoRA: got %v, want an error containing %q", err, tc.other)
