@@ -4,6 +4,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/peftonnx/peftonnx/models"
 )
 
 // TestNothingToPredict refuses data whose loss scores nothing (issue 16,
@@ -131,5 +133,41 @@ func TestLongLine(t *testing.T) {
 	_, err := ReadJSONL(strings.NewReader("[1,2,3]\n"), "array.jsonl", nil)
 	if err == nil || !strings.Contains(err.Error(), "array.jsonl:1: the line is not a JSON object") || !strings.Contains(err.Error(), `{"input_ids"`) {
 		t.Errorf("a JSON array line: got %v", err)
+	}
+}
+
+// TestRotaryLimit trains the model builder's LLaMA, whose rotary cache
+// covers 8 positions, on 12-token examples (issue 16, E4): an error
+// naming the length, the limit and --seq-len, before the gradient graph;
+// with a sequence length of 8 it trains.
+func TestRotaryLimit(t *testing.T) {
+	requireORT(t)
+	for _, rotaryNodes := range []bool{false, true} {
+		c := models.LlamaTiny()
+		c.Producer, c.MaxPositions = models.ModelBuilder, 8
+		c.Builder.RotaryNodes = rotaryNodes
+		m, err := models.Llama(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, params := injectLoRA(t, m, ".*q_proj")
+		data := patternData(4, 12, 32, 1)
+		opts := testOptions()
+		opts.Steps = 1
+		built := false
+		onGradientBuild = func() { built = true }
+		tr, err := NewTrainer(m, params, data, opts)
+		onGradientBuild = nil
+		if err == nil {
+			tr.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), "tokens is longer than the 8 positions") || !strings.Contains(err.Error(), "--seq-len") || built {
+			t.Errorf("rotary nodes %v: got %v (gradient graph built: %v)", rotaryNodes, err, built)
+		}
+		opts.SeqLen = 8
+		tr, _ = trainSteps(t, m, params, data, opts)
+		if tr.Step() != 1 {
+			t.Errorf("rotary nodes %v: with --seq-len 8, step %d", rotaryNodes, tr.Step())
+		}
 	}
 }
