@@ -106,14 +106,20 @@ func checkFinite(v []float32) error {
 	return nil
 }
 
-// numElements multiplies out shape, refusing negative dims and overflow.
+// numElements multiplies out shape, refusing negative dims and overflow;
+// a shape with a 0 is empty.
 func numElements(shape []int64) (int64, error) {
-	n := int64(1)
 	for _, d := range shape {
 		if d < 0 {
 			return 0, fmt.Errorf("negative dimension in shape %v", shape)
 		}
-		if d != 0 && n > maxElements/d {
+	}
+	if slices.Contains(shape, 0) {
+		return 0, nil // empty, whatever the other dimensions are
+	}
+	n := int64(1)
+	for _, d := range shape {
+		if n > maxElements/d {
 			return 0, fmt.Errorf("shape %v has too many elements", shape)
 		}
 		n *= d
