@@ -37,6 +37,8 @@ test: ort vet check
 	$(GO) test $(GOFLAGS_TEST) ./...
 	$(MAKE) --no-print-directory test-mpi
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 10s -fuzzminimizetime 2s ./graph
+	$(GO) test -run '^$$' -fuzz FuzzLoadExternal -fuzztime 5s -fuzzminimizetime 2s ./graph
+	$(GO) test -run '^$$' -fuzz FuzzRecord -fuzztime 5s -fuzzminimizetime 2s ./rewrite
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 5s -fuzzminimizetime 2s ./tokenizer
 	$(GO) test -run '^$$' -fuzz FuzzEncode -fuzztime 5s -fuzzminimizetime 2s ./tokenizer
 
