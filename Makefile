@@ -36,17 +36,20 @@ test: ort vet check
 	./scripts/install-test-deps.sh
 	$(GO) test $(GOFLAGS_TEST) ./...
 	$(MAKE) --no-print-directory test-mpi
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 10s -fuzzminimizetime 2s ./graph
-	$(GO) test -run '^$$' -fuzz FuzzLoadExternal -fuzztime 5s -fuzzminimizetime 2s ./graph
-	$(GO) test -run '^$$' -fuzz FuzzRecord -fuzztime 5s -fuzzminimizetime 2s ./rewrite
-	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 5s -fuzzminimizetime 2s ./tokenizer
-	$(GO) test -run '^$$' -fuzz FuzzEncode -fuzztime 5s -fuzzminimizetime 2s ./tokenizer
+	GO='$(GO)' ./scripts/fuzz.sh ./graph FuzzParse 10s
+	GO='$(GO)' ./scripts/fuzz.sh ./tokenizer FuzzLoad 5s
+	GO='$(GO)' ./scripts/fuzz.sh ./tokenizer FuzzEncode 5s
+	GO='$(GO)' ./scripts/fuzz.sh ./graph FuzzLoadExternal 5s
+	GO='$(GO)' ./scripts/fuzz.sh ./rewrite FuzzRecord 5s
 
 # test-mpi vets and tests the MPI build of internal/mpi, whose tests run
-# themselves under mpirun; without Open MPI it says so and does nothing.
+# themselves under mpirun, and runs data-parallel training under mpirun
+# (cmd/peftonnx's TestDataParallel*); without Open MPI it says so and does
+# nothing.
 test-mpi:
 	@$(WITH_MPI); if [ -z "$$MPI_TAGS" ]; then echo "test-mpi: no MPI build here, so its tests do not run" >&2; exit 0; fi; \
-	set -x; $(GO) vet $$MPI_TAGS ./internal/mpi/... && $(GO) test $(GOFLAGS_TEST) $$MPI_TAGS ./internal/mpi/...
+	set -x; $(GO) vet $$MPI_TAGS ./internal/mpi/... ./cmd/peftonnx/ && $(GO) test $(GOFLAGS_TEST) $$MPI_TAGS ./internal/mpi/... && \
+	$(GO) test $(GOFLAGS_TEST) $$MPI_TAGS -run '^TestDataParallel' ./cmd/peftonnx/
 
 # bench runs peftonnx and PyTorch side by side (bench/README.md); it installs
 # Debian's python3-torch when missing. bench-go runs the Go benchmarks.

@@ -2,7 +2,8 @@ package combine
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
@@ -47,7 +48,7 @@ func Adapters(inputs []Input, o Options) (*adapter.Adapter, error) {
 		rank = c.largestRank()
 	}
 	weights := map[string]adapter.LoRAWeights{}
-	for _, m := range sortedKeys(modules) {
+	for _, m := range slices.Sorted(maps.Keys(modules)) {
 		parts := modules[m]
 		var a, b matrix
 		switch method {
@@ -62,7 +63,7 @@ func Adapters(inputs []Input, o Options) (*adapter.Adapter, error) {
 				return nil, err
 			}
 		}
-		weights[m] = adapter.LoRAWeights{A: a.tensor(parts[0].dtype), B: b.tensor(parts[0].dtype)}
+		weights[m] = adapter.LoRAWeights{A: a.tensor(parts[0].dtype), B: b.tensor(parts[0].dtype), Embedding: parts[0].embedding}
 	}
 	out := adapter.NewLoRA(c.config(weights))
 	out.Weights = weights
@@ -84,6 +85,8 @@ type part struct {
 	a, b  matrix     // A [in, r], B [r, out]
 	coef  float64    // weight times scaling: the delta is coef·A·B
 	dtype dtype.Type // of lora_A, the type the result is stored in
+	// embedding marks an embedding's factors (HF PEFT's lora_embedding_A/B).
+	embedding bool
 }
 
 // name returns how messages name input i.
@@ -115,6 +118,16 @@ func (c *combiner) checkInput(i int) error {
 	}
 	if err := ad.Validate(); err != nil {
 		return errorf("%s: %w", name, err)
+	}
+	return checkMatrices(name, ad)
+}
+
+// checkMatrices refuses convolution factors, which are not matrices.
+func checkMatrices(name string, ad *adapter.Adapter) error {
+	for _, m := range ad.Modules() {
+		if w := ad.Weights[m]; w.Conv() {
+			return errorf("%s: module %q holds a convolution's factors (lora_A %v): combine works on the 2-D factors of linear and embedding layers", name, m, w.A.Shape)
+		}
 	}
 	return nil
 }
@@ -160,7 +173,7 @@ func (c *combiner) gather() (map[string][]part, error) {
 					return nil, errorf("%s: module %q: %s is %s: combine needs floating-point factors", c.name(i), m, t.name, t.t.DType)
 				}
 			}
-			p := part{input: i, a: fromTensor(w.A), b: fromTensor(w.B), coef: c.o.weight(i) * cfg.ScalingFor(m), dtype: w.A.DType.Or(dtype.Float32)}
+			p := part{input: i, a: fromTensor(w.A), b: fromTensor(w.B), coef: c.o.weight(i) * cfg.ScalingFor(m), dtype: w.A.DType.Or(dtype.Float32), embedding: w.Embedding}
 			if prev := modules[m]; len(prev) > 0 {
 				q := prev[0]
 				if q.a.rows != p.a.rows || q.b.cols != p.b.cols {
@@ -190,18 +203,9 @@ func (c *combiner) largestRank() int {
 
 // firstNames names the first two tensors of m: "h.0.attn.c_attn.bias, …".
 func firstNames(m map[string]*adapter.Tensor) string {
-	names := sortedKeys(m)
+	names := slices.Sorted(maps.Keys(m))
 	if len(names) > 2 {
 		names = append(names[:2], "…")
 	}
 	return strings.Join(names, ", ")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

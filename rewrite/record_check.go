@@ -29,7 +29,7 @@ func checkSite(m *graph.Model, s Site, bases map[string]bool) error {
 	if base == nil {
 		return errorf("%s: LoRA record, site %q: no node writes %q", where, s.Module, s.BaseOutput)
 	}
-	l, ok := linearOf(m, base)
+	l, ok := layerOf(m, base)
 	if !ok || l.Weight != s.Weight {
 		return errorf("%s: LoRA record, site %q: node %q no longer reads weight %q", where, s.Module, base.Name, s.Weight)
 	}

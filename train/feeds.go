@@ -91,15 +91,7 @@ func modelInputs(m *graph.Model) (inputs, outputs []rt.ValueInfo) {
 // defaults (package feed); inputs with a default in the model are left to
 // it. Any other input is an error that says how to give it.
 func planFeeds(inputs, outputs []rt.ValueInfo, params map[string]bool, fields []string) ([]inputFeed, error) {
-	fin := make([]feed.Input, len(inputs))
-	for i, in := range inputs {
-		fin[i] = feed.Input(in)
-	}
-	fout := make([]feed.Input, len(outputs))
-	for i, o := range outputs {
-		fout[i] = feed.Input(o)
-	}
-	roles := feed.Classify(fin, fout)
+	roles := rt.FeedPlan(inputs, outputs)
 	byField := map[string]string{} // input name → field
 	for _, f := range fields {
 		s, ok := roles.ForField(f)
@@ -270,7 +262,7 @@ func (t *Trainer) planInputs(params []string) error {
 // model declares; the error names the input, its declared type and shape,
 // and what the batch gives.
 func (t *Trainer) checkFirstBatch() error {
-	b := t.loader.Batch(0, 0)
+	b := t.firstBatch()
 	dims := outputDims(t.withLoss, t.opts.Output)
 	var c feed.Checker
 	for _, f := range t.feeds {

@@ -19,6 +19,7 @@
 //	peftbench scale    [flags]   step time and memory against seq and size
 //	peftbench profile  [flags]   where one training step spends its time, per side
 //	peftbench memory   [flags]   where peftonnx's memory goes, setup and step by step
+//	peftbench serve    [flags]   the serving engine: clients, adapters, memory
 //	peftbench report   [flags]   render results.md and scaling.png from results.json
 //
 // Run "peftbench <command> -h" for the flags. The bench Makefile targets
@@ -58,6 +59,7 @@ var commands = []command{
 	{name: "scale", summary: "step time and memory against sequence length and model size", run: cmdScale},
 	{name: "profile", summary: "where one training step spends its time, on each side", run: cmdProfile},
 	{name: "memory", summary: "where peftonnx's memory goes: resident memory after setup and each step", run: cmdMemory},
+	{name: "serve", summary: "the serving engine: tokens/s with 1 and 8 clients on the base and on 8 adapters, memory with 100 adapters", run: cmdServe},
 	{name: "report", summary: "render results.md and scaling.png again from results.json", run: cmdReport},
 	{name: "export", summary: "export a model and its batches for both sides", run: cmdExport},
 	{name: "worker", summary: "a side's worker process (started by the others)", run: cmdWorker, hidden: true},
@@ -171,11 +173,7 @@ func cmdExport(args []string) error {
 	seq := fs.Int("seq", 128, "sequence length")
 	steps := fs.Int("steps", 20, "steps of the linear schedule")
 	fs.Parse(args)
-	s, err := newSpec(*size, *batch, *seq, *steps)
-	if err != nil {
-		return err
-	}
-	dir, err := export(c.cache(), s)
+	dir, err := exportSpec(c.cache(), *size, *batch, *seq, *steps)
 	if err != nil {
 		return err
 	}
@@ -299,23 +297,26 @@ type point struct {
 
 // comparison exports p's spec and compares p.mode on both sides.
 func (e env) comparison(cache string, p point) (*Comparison, error) {
-	s, err := newSpec(p.size, p.batch, p.seq, 1000)
-	if err != nil {
-		return nil, err
-	}
-	dir, err := export(cache, s)
+	dir, err := exportSpec(cache, p.size, p.batch, p.seq, 1000)
 	if err != nil {
 		return nil, err
 	}
 	return e.compare(dir, p)
 }
 
-func cmdTrain(args []string) error {
-	fs := flag.NewFlagSet("train", flag.ExitOnError)
-	var c common
-	var t trainFlags
+// trainCommand starts the flags of a subcommand that runs one model size
+// and shape: the common flags and the train flags, with steps steps by
+// default.
+func trainCommand(name string, steps int) (*flag.FlagSet, *common, *trainFlags) {
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	c, t := &common{}, &trainFlags{}
 	c.register(fs)
-	t.register(fs, 5)
+	t.register(fs, steps)
+	return fs, c, t
+}
+
+func cmdTrain(args []string) error {
+	fs, c, t := trainCommand("train", 5)
 	which := registerTrainMode(fs)
 	fs.Parse(args)
 	e, err := c.env()
@@ -331,17 +332,13 @@ func cmdTrain(args []string) error {
 }
 
 func cmdForward(args []string) error {
-	fs := flag.NewFlagSet("forward", flag.ExitOnError)
-	var c common
-	var t trainFlags
-	c.register(fs)
-	t.register(fs, 10)
+	fs, c, t := trainCommand("forward", 10)
 	fs.Parse(args)
 	e, err := c.env()
 	if err != nil {
 		return err
 	}
-	res, err := e.forwardSet(c.cache(), t)
+	res, err := e.forwardSet(c.cache(), *t)
 	fmt.Print(comparisonTable(res))
 	return err
 }
@@ -472,6 +469,9 @@ func cmdAll(args []string) error {
 	fullSteps := fs.Int("full-steps", 3, "timed steps of full fine-tuning per side")
 	fwdSteps := fs.Int("forward-steps", 10, "timed forward passes per point and side")
 	noScale := fs.Bool("no-scale", false, "skip the scaling sweep")
+	noServe := fs.Bool("no-serve", false, "skip the serving benchmark")
+	var sv serveFlags
+	sv.register(fs)
 	fs.Parse(args)
 	e, err := c.env()
 	if err != nil {
@@ -526,6 +526,11 @@ func cmdAll(args []string) error {
 			return err
 		}
 		if err := writeScalePlot(filepath.Join(c.out, "scaling.png"), rep.ScaleSeq, rep.ScaleSize); err != nil {
+			return err
+		}
+	}
+	if !*noServe {
+		if rep.Serve, err = sv.run(cache, e.threads); err != nil {
 			return err
 		}
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"time"
 )
@@ -13,22 +12,14 @@ import (
 // files (the weights that ONNX Runtime reads from the model's external
 // data file). PEFTBENCH_ORT_CONFIG applies as in the worker.
 func cmdMemory(args []string) error {
-	fs := flag.NewFlagSet("memory", flag.ExitOnError)
-	var c common
-	var t trainFlags
-	c.register(fs)
-	t.register(fs, 4)
+	fs, c, t := trainCommand("memory", 4)
 	which := registerTrainMode(fs)
 	fs.Parse(args)
 	if c.threads <= 0 {
 		return fmt.Errorf("peftbench: -threads %d: want > 0", c.threads)
 	}
 	mode, _ := which()
-	s, err := newSpec(t.size, t.batch, t.seq, 1000)
-	if err != nil {
-		return err
-	}
-	dir, err := export(c.cache(), s)
+	dir, err := exportSpec(c.cache(), t.size, t.batch, t.seq, 1000)
 	if err != nil {
 		return err
 	}

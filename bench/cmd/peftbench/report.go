@@ -20,6 +20,7 @@ type Report struct {
 	Forward   []*Comparison   `json:"forward"`
 	ScaleSeq  []*Comparison   `json:"scale_seq"`
 	ScaleSize []*Comparison   `json:"scale_size"`
+	Serve     *ServeResult    `json:"serve,omitempty"`
 }
 
 // fillVersions takes the library versions from the workers' ready lines.
@@ -81,6 +82,10 @@ func (r *Report) Markdown() string {
 		b.WriteString(comparisonTable(append(append([]*Comparison(nil), r.ScaleSeq...), r.ScaleSize...)))
 		b.WriteString("\n")
 	}
+	if r.Serve != nil {
+		b.WriteString(serveTable(r.Serve))
+		b.WriteString("\n")
+	}
 	b.WriteString("Ratios are peftonnx / PyTorch: below 1.00 peftonnx is faster or smaller.\n")
 	return b.String()
 }
@@ -88,8 +93,8 @@ func (r *Report) Markdown() string {
 // comparisonTable renders comparisons as a Markdown table.
 func comparisonTable(cs []*Comparison) string {
 	var b strings.Builder
-	b.WriteString("| what | model | batch×seq | peftonnx ms | PyTorch ms | time ratio | peftonnx tok/s | PyTorch tok/s | peftonnx peak RSS | PyTorch peak RSS | memory ratio |\n")
-	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	tableHead(&b, "lllrrrrrrrr", "what", "model", "batch×seq", "peftonnx ms", "PyTorch ms", "time ratio", "peftonnx tok/s", "PyTorch tok/s",
+		"peftonnx peak RSS", "PyTorch peak RSS", "memory ratio")
 	for _, c := range cs {
 		if c.Failed != "" {
 			fmt.Fprintf(&b, "| %s | %s (%s) | %d×%d | %s | | | | | | | |\n", c.Name, c.Size, human(c.Params), c.Batch, c.Seq, c.Failed)
@@ -109,8 +114,8 @@ func comparisonTable(cs []*Comparison) string {
 // parityTable renders parity results as a Markdown table.
 func parityTable(rs []*ParityResult) string {
 	var b strings.Builder
-	b.WriteString("| model | batch×seq | B init | step-1 loss peftonnx | step-1 loss PyTorch | rel. diff | adapters after N steps: ‖Δ‖/‖w‖ | max\\|Δ\\|/max\\|w\\| | result |\n")
-	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---|\n")
+	tableHead(&b, "lllrrrrrl", "model", "batch×seq", "B init", "step-1 loss peftonnx", "step-1 loss PyTorch", "rel. diff",
+		"adapters after N steps: ‖Δ‖/‖w‖", "max\\|Δ\\|/max\\|w\\|", "result")
 	for _, r := range rs {
 		init := "zero (HF)"
 		if r.RandomB {
@@ -129,6 +134,20 @@ func parityTable(rs []*ParityResult) string {
 		}
 	}
 	return b.String()
+}
+
+// tableHead writes the head of a Markdown table with columns cols, each
+// aligned as align says, one letter a column: l left, r right.
+func tableHead(b *strings.Builder, align string, cols ...string) {
+	b.WriteString("| " + strings.Join(cols, " | ") + " |\n|")
+	for _, a := range align {
+		if a == 'r' {
+			b.WriteString("---:|")
+		} else {
+			b.WriteString("---|")
+		}
+	}
+	b.WriteString("\n")
 }
 
 // writeJSON writes v, indented, to path.
