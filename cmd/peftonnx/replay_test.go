@@ -23,6 +23,7 @@ import (
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/models"
+	"github.com/peftonnx/peftonnx/npy"
 	"github.com/peftonnx/peftonnx/rewrite"
 )
 
@@ -379,6 +380,21 @@ func replayCases(t *testing.T, dir string) []replayCase {
 		add("tokenizer", name, oneLineError, "generate", base, "--tokenizer", f, "--prompt", "hi")
 		add("tokenizer", name+" (train)", oneLineError, "train", lora, "--data", trainWriteLines(t, dir, "text.jsonl", `{"text":"hi there"}`), "--tokenizer", f, "--out", out("t"), "--steps", "1")
 	}
+
+	// A run that fails inside ONNX Runtime (E10): its own log lines would
+	// come before ours.
+	dynamic := linear("dynamic.onnx", func(g *onnxpb.GraphProto) {
+		g.Input[0] = graph.TensorInfo("x", dtype.Float32, []int64{-1, -1})
+		g.Output[0] = graph.TensorInfo("y", dtype.Float32, []int64{-1, -1})
+	})
+	x5, err := npy.New([]int64{1, 5}, make([]float32, 5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := npy.WriteFile(path("x5.npy"), x5); err != nil {
+		t.Fatal(err)
+	}
+	add("outputs", "MatMul fails inside ONNX Runtime (E10)", oneLineError, "run", dynamic, "--input", "x="+path("x5.npy"), "--output-dir", out("run"))
 
 	// Outputs (D4, E10).
 	replayWrite(t, path("a-file"), []byte("x"))
