@@ -128,6 +128,16 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 			}
 		}
 	}
+	if err := data.checkScored(opts.Task, opts.SeqLen); err != nil {
+		return nil, err
+	}
+	for _, d := range []*Dataset{data, opts.Eval} {
+		if d != nil {
+			if err := checkPositions(m, d, opts.SeqLen, opts.PadToSeqLen); err != nil {
+				return nil, err
+			}
+		}
+	}
 	loss, err := appendLoss(t.withLoss, opts.Task, opts.Output)
 	if err != nil {
 		return nil, err
