@@ -48,6 +48,17 @@
 // graph expands B into a block-diagonal [r·k, n·w] matrix with a fixed 0/1
 // mask, so the disabled parts get exact zeros, in training too (fused.go).
 //
+// # int4 layers
+//
+// A com.microsoft MatMulNBits node (the onnxruntime-genai model builder's
+// int4 layer) is a linear layer of K×N features; its packed weight stays
+// as it is, and its LoRA branch is float, as QLoRA's is. Merging cannot
+// be exact in int4: Merge makes each adapted int4 layer a float MatMul
+// holding dequantize(W) + s·A·B, and MergeWith with Requantize rounds that
+// back into the layer's int4 layout, keeping the base's nodes, and
+// reports the rounding error (merge_nbits.go). Unmerge refuses int4
+// layers.
+//
 // # Merge and unmerge
 //
 // Merge folds each branch into its weight, W' = W + s·A·B, in float32 and
@@ -100,9 +111,9 @@
 //
 // # Limits
 //
-// Only MatMul and Gemm layers with initializer weights are found: not
-// Conv, quantized MatMulNBits or MatMulInteger, nor weights that are graph
-// inputs or Constant nodes. A layer whose output is read inside a subgraph
+// Only MatMul, Gemm and MatMulNBits layers with initializer weights are
+// found: not Conv or MatMulInteger, nor weights that are graph inputs or
+// Constant nodes. A layer whose output is read inside a subgraph
 // cannot be adapted. Tensor parallelism (tensor_parallel_degree > 1) is
 // refused: an ONNX graph holds whole weights, so shards must be merged
 // into one adapter first. Merge refuses a weight that other nodes share.

@@ -7,6 +7,7 @@ import (
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/quant"
 )
 
 // Linear is one linear layer of a graph, y = x·W (+ bias): a MatMul whose
@@ -23,7 +24,8 @@ type Linear struct {
 	Node *onnxpb.NodeProto
 	// NodeName is Node's name; it may be empty.
 	NodeName string
-	// Op is "MatMul" or "Gemm".
+	// Op is "MatMul", "Gemm" or "MatMulNBits" (OpMatMulNBits; see
+	// linear_nbits.go).
 	Op string
 	// Input is the activation x that the node multiplies, and Output is y.
 	Input, Output string
@@ -120,6 +122,9 @@ func branchNodes(m *graph.Model) (map[string]bool, error) {
 
 // linearOf reports whether n is a linear layer and describes it.
 func linearOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {
+	if quant.IsNode(n) {
+		return nbitsLinearOf(m, n)
+	}
 	if n.Domain != "" && n.Domain != "ai.onnx" {
 		return Linear{}, false
 	}

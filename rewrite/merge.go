@@ -18,21 +18,13 @@ import (
 // ≠ 1 the update is divided by alpha. With AsInputs the defaults are rank
 // 0, so Merge restores the base model; use MergeAdapter to bake an adapter
 // into it. Merge checks every site before it changes anything.
+//
+// A quantized (MatMulNBits) layer becomes a float MatMul holding its
+// dequantized weight plus the update; MergeWith can round it back into
+// int4 instead (see merge_nbits.go).
 func Merge(m *graph.Model) error {
-	rec, err := mustRecord(m)
-	if err != nil {
-		return err
-	}
-	folds, err := planSiteFolds(m, rec)
-	if err != nil {
-		return err
-	}
-	for _, f := range folds {
-		if err := f.apply(m, 1); err != nil {
-			return err
-		}
-	}
-	return removeBranches(m, rec)
+	_, err := MergeWith(m, MergeOptions{})
+	return err
 }
 
 // fold is one module's update s·A·Bfull, ready to add to its weight.
@@ -121,8 +113,17 @@ func (f fold) apply(m *graph.Model, sign float64) error {
 	if err != nil {
 		return layerErr(l, "%w", err)
 	}
-	in, out := int(l.In), int(l.Out)
-	c := sign * f.scale / float64(l.Alpha)
+	f.addTo(vals, l.WeightTransposed, sign*f.scale/float64(l.Alpha))
+	if err := graph.SetFloat32s(w, vals); err != nil {
+		return layerErr(l, "%w", err)
+	}
+	return nil
+}
+
+// addTo adds c·A·Bfull to vals, the layer's [In, Out] matrix, or its
+// [Out, In] transpose where transposed is set.
+func (f fold) addTo(vals []float32, transposed bool, c float64) {
+	in, out := int(f.l.In), int(f.l.Out)
 	// Rows of the update are independent: share them among the CPUs.
 	workers := min(runtime.GOMAXPROCS(0), max(1, in/64))
 	var wg sync.WaitGroup
@@ -143,7 +144,7 @@ func (f fold) apply(m *graph.Model, sign float64) error {
 					}
 				}
 				for j, d := range row {
-					if l.WeightTransposed {
+					if transposed {
 						vals[j*in+i] = float32(float64(vals[j*in+i]) + c*d)
 					} else {
 						vals[i*out+j] = float32(float64(vals[i*out+j]) + c*d)
@@ -153,10 +154,6 @@ func (f fold) apply(m *graph.Model, sign float64) error {
 		}(wk*in/workers, (wk+1)*in/workers)
 	}
 	wg.Wait()
-	if err := graph.SetFloat32s(w, vals); err != nil {
-		return layerErr(l, "%w", err)
-	}
-	return nil
 }
 
 // removeBranches deletes what injection added and routes each layer's
@@ -204,16 +201,8 @@ func removeBranches(m *graph.Model, rec record) error {
 // matches them; ad's Extra tensors (trained biases and modules) replace the
 // base's. Nothing changes when a module is missing or a shape disagrees.
 func MergeAdapter(base *graph.Model, ad *adapter.Adapter) error {
-	folds, extras, err := planAdapterFolds(base, ad)
-	if err != nil {
-		return err
-	}
-	for _, f := range folds {
-		if err := f.apply(base, 1); err != nil {
-			return err
-		}
-	}
-	return setExtras(base, extras)
+	_, err := MergeAdapterWith(base, ad, MergeOptions{})
+	return err
 }
 
 // planAdapterFolds maps ad's modules to base's layers and prepares their
@@ -271,6 +260,9 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter) ([]fold, []extraVa
 func Unmerge(m *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, Summary, error) {
 	folds, _, err := planAdapterFolds(m, ad)
 	if err != nil {
+		return nil, Summary{}, err
+	}
+	if err := refuseQuantized(folds, "cannot unmerge"); err != nil {
 		return nil, Summary{}, err
 	}
 	for _, f := range folds {

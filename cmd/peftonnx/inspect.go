@@ -187,9 +187,13 @@ func inspectModel(m *graph.Model, path string, targets []string) (*inspection, e
 		return nil, err
 	}
 	for _, l := range linears {
+		wdt := l.WeightDType.String()
+		if l.Quantized() { // the packed uint8 holds codes of this width
+			wdt = "int" + strconv.FormatInt(graph.IntAttr(l.Node, "bits", 4), 10)
+		}
 		in.Linears = append(in.Linears, linearInfo{
 			Module: l.Module, Node: l.NodeName, Op: l.Op, Weight: l.Weight,
-			WeightDType: l.WeightDType.String(), In: l.In, Out: l.Out,
+			WeightDType: wdt, In: l.In, Out: l.Out,
 		})
 	}
 	if len(targets) > 0 {
