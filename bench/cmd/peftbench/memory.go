@@ -3,6 +3,8 @@ package main
 import (
 	"flag"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -19,16 +21,23 @@ func cmdMemory(args []string) error {
 	c.register(fs)
 	t.register(fs, 4)
 	which := registerTrainMode(fs)
+	only := fs.String("mode", "", "run this worker mode instead (one of "+strings.Join(workerModes, ", ")+"), such as a forward pass")
 	fs.Parse(args)
 	if c.threads <= 0 {
 		return fmt.Errorf("peftbench: -threads %d: want > 0", c.threads)
 	}
 	mode, _ := which()
+	if *only != "" {
+		if !slices.Contains(workerModes, *only) {
+			return fmt.Errorf("peftbench: -mode %q: want one of %s", *only, strings.Join(workerModes, ", "))
+		}
+		mode = *only
+	}
 	s, err := newSpec(t.size, t.batch, t.seq, 1000)
 	if err != nil {
 		return err
 	}
-	dir, err := export(c.cache(), s)
+	dir, err := exportFor(c.cache(), s, mode)
 	if err != nil {
 		return err
 	}
