@@ -50,13 +50,22 @@ func planSiteFolds(m *graph.Model, rec record) ([]fold, error) {
 			continue
 		}
 		seen[s.Module] = true
-		base := m.Producer(s.BaseOutput)
-		if base == nil {
-			return nil, errorf("site %q: no node writes %q", s.Module, s.BaseOutput)
-		}
-		l, ok := linearOf(m, base)
-		if !ok || l.Weight != s.Weight {
-			return nil, errorf("site %q: node %q no longer reads weight %q", s.Module, base.Name, s.Weight)
+		var l Linear
+		if s.Op == OpAttention {
+			var ok bool
+			if l, ok = attentionSiteLinear(m, s); !ok {
+				return nil, errorf("site %q: no Attention node reads %q, the weight %q with its update", s.Module, s.Sum, s.Weight)
+			}
+		} else {
+			base := m.Producer(s.BaseOutput)
+			if base == nil {
+				return nil, errorf("site %q: no node writes %q", s.Module, s.BaseOutput)
+			}
+			var ok bool
+			l, ok = linearOf(m, base)
+			if !ok || l.Weight != s.Weight {
+				return nil, errorf("site %q: node %q no longer reads weight %q", s.Module, base.Name, s.Weight)
+			}
 		}
 		l.Module = s.Module
 		a, err := factor(m, s.A)
@@ -78,7 +87,7 @@ func planSiteFolds(m *graph.Model, rec record) ([]fold, error) {
 		}
 		rk := len(a) / int(s.In)
 		r := rk / s.Parts()
-		folds = append(folds, fold{l: l, module: s.Module, a: a, b: fullB(b, r, s.Enable, s.HeadDim, s.Out), rk: rk, scale: scaleInGraph(s)})
+		folds = append(folds, fold{l: l, module: s.Module, a: a, b: siteFullB(b, r, s), rk: rk, scale: scaleInGraph(s)})
 	}
 	return folds, nil
 }
@@ -242,7 +251,7 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter) ([]fold, []extraVa
 		if l.Alpha == 0 {
 			return nil, nil, layerErr(l, "Gemm has alpha 0: an update of its weight has no effect")
 		}
-		folds = append(folds, fold{l: l, module: key, a: w.A.Data, b: fullB(w.B.Data, s.R, s.Enable, s.HeadDim, s.Out), rk: int(w.A.Shape[1]), scale: s.Scale})
+		folds = append(folds, fold{l: l, module: key, a: w.A.Data, b: siteFullB(w.B.Data, s.R, s), rk: int(w.A.Shape[1]), scale: s.Scale})
 	}
 	extras, err := planExtras(base, linears, ad)
 	if err != nil {
