@@ -7,6 +7,7 @@ import (
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/quant"
+	"github.com/peftonnx/peftonnx/quantize"
 	"github.com/peftonnx/peftonnx/rewrite"
 )
 
@@ -101,4 +102,25 @@ func dequantizeAll(t *testing.T, m *graph.Model) {
 			t.Fatalf("node %s is still MatMulNBits", n.Name)
 		}
 	}
+}
+
+// TestQLoRAOnGenAIExport quantizes the real model-builder export
+// ../shared/models/tiny-llama-genai-fp16 (float16) to int4, as the model
+// builder ships its int4 models, and trains LoRA on every int4 layer.
+func TestQLoRAOnGenAIExport(t *testing.T) {
+	requireORT(t)
+	m := loadSharedModel(t, "tiny-llama-genai-fp16/model.onnx").Clone()
+	rep, err := quantize.Model(m, quantize.Options{Bits: 4, BlockSize: 16, Symmetric: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Layers) != 2*7+1 {
+		t.Fatalf("%d layers quantized, want 15", len(rep.Layers))
+	}
+	lc := adapter.DefaultLoRAConfig(qloraTargets...)
+	lc.R, lc.Alpha = 4, 8
+	trainFor30(t, m, CausalLM, fusedData(CausalLM, true), 2e-2, func(a *graph.Model) (Summaryish, error) {
+		_, sum, err := rewrite.InjectLoRA(a, lc, rewrite.WithSeed(1))
+		return Summaryish{sum.Trainable(), len(sum.LoRA)}, err
+	})
 }

@@ -69,20 +69,23 @@ func (e *emitter) dequantizeNBits(n *onnxpb.NodeProto, l quant.Layout) string {
 	kb, block := int64(l.KBlocks()), int64(l.BlockSize)
 	rows := e.op("Mul", []string{e.ints(int64(l.N)), e.oneAtRunTime()}) // N, known only at run time
 	unpack := func(packed string, per int64) string {
-		// packed [N, m] uint8 → codes [N, m·per] int64, low bits first.
-		x := e.cast(packed, dtype.Int64)
+		// packed [N, m] uint8 → codes [N, m·per] float32, low bits first:
+		// code j of a byte x is floor(x / 2^(j·bits)) mod 2^bits, exact in
+		// float32 (x < 256), and 4 bytes a code where int64 takes 8, which
+		// matters for the transient weight of a wide layer (lm_head).
+		x := e.cast(packed, dtype.Float32)
 		if per == 1 {
 			return x
 		}
-		base := int64(1) << (8 / per)
+		base := float64(int64(1) << (8 / per))
 		var parts []string
 		for j := range per {
 			c := x
 			if j > 0 {
-				c = e.op("Div", []string{x, e.int0(int64(1) << (j * (8 / per)))})
+				c = e.op("Floor", []string{e.div(x, e.scalar(float64(int64(1)<<(j*(8/per))), dtype.Float32))})
 			}
 			if j < per-1 {
-				c = e.op("Mod", []string{c, e.int0(base)})
+				c = e.sub(c, e.mul(e.op("Floor", []string{e.div(c, e.scalar(base, dtype.Float32))}), e.scalar(base, dtype.Float32)))
 			}
 			parts = append(parts, e.unsqueeze(c, -1))
 		}
