@@ -48,6 +48,17 @@
 // graph expands B into a block-diagonal [r·k, n·w] matrix with a fixed 0/1
 // mask, so the disabled parts get exact zeros, in training too (fused.go).
 //
+// # Fused attention
+//
+// A com.microsoft Attention node is a linear layer too (Op "Attention",
+// its packed q, k, v weight), and the MatMul that feeds
+// GroupQueryAttention's packed query knows its q, k, v widths
+// (Linear.PartWidths). enable_lora_list reaches those parts, laid out
+// contiguously (Site.Widths) rather than PaddleNLP's head-interleaved
+// layout; an Attention layer's branch updates the weight the node reads
+// (no dropout), and Merge writes the update into the packed weight
+// (fused_attention.go).
+//
 // # int4 layers
 //
 // A com.microsoft MatMulNBits node (the onnxruntime-genai model builder's

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
@@ -113,19 +114,18 @@ func TestLoRAInsideAttentionMatchesTwin(t *testing.T) {
 func fillAdapterByPosition(t *testing.T, m *graph.Model, params []string) {
 	t.Helper()
 	for i, p := range params {
-		init := m.Initializer(p)
+		renamed := m.Clone()
+		key := fmt.Sprintf("lora tensor %d", i)
+		init := renamed.RemoveInitializer(p)
 		if init == nil {
 			t.Fatalf("no initializer %s", p)
 		}
-		v := make([]float64, graph.NumElements(init.Dims))
-		h := uint64(14695981039346656037) ^ uint64(i+1)*1099511628211
-		for j := range v {
-			h ^= h << 13
-			h ^= h >> 7
-			h ^= h << 17
-			v[j] = (float64(h%2001)/1000 - 1) * 0.2
-		}
+		init.Name = key
+		renamed.AddInitializer(init)
+		fillAdapter(t, renamed, []string{key})
+		filled := renamed.Initializer(key)
+		filled.Name = p
 		m.RemoveInitializer(p)
-		m.AddInitializer(graph.NewFloatTensor(p, graph.TypeOf(init), init.Dims, v))
+		m.AddInitializer(filled)
 	}
 }

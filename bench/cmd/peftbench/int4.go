@@ -27,9 +27,11 @@ const (
 // quantize.Model with int4Options, weights in int4File.data.
 const int4File = "base-int4.onnx"
 
-// int4Options are peftonnx quantize's defaults: 4 bits, blocks of 32,
-// per-block zero points, every linear layer (lm_head too).
-var int4Options = quantize.Options{Bits: 4, BlockSize: 32}
+// int4Options are peftonnx quantize's defaults (4 bits, blocks of 32,
+// per-block zero points, every linear layer, lm_head too) with
+// accuracy_level 4, which the model builder sets for CPU: ONNX Runtime
+// may then quantize the activations to int8 in the forward pass.
+var int4Options = quantize.Options{Bits: 4, BlockSize: 32, AccuracyLevel: 4}
 
 // isInt4Mode reports whether mode runs the int4 model.
 func isInt4Mode(mode string) bool { return strings.Contains(mode, "int4") || mode == modeTrainQLoRA }
