@@ -78,3 +78,12 @@ func checkTrainingDType(d dtype.Type) error {
 	}
 	return fmt.Errorf("dtype must be float32, float16 or bfloat16, got %s", d)
 }
+
+// validated is c.Validate: c.validate's error, named as c's kind ("lora
+// config: ...").
+func validated(c Config) error {
+	if err := c.validate(); err != nil {
+		return errorf("%s config: %w", c.kind(), err)
+	}
+	return nil
+}

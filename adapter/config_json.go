@@ -71,14 +71,7 @@ var prefixKeysV0 = map[string]string{
 // key wins.
 func (c *LoRAConfig) UnmarshalJSON(b []byte) error {
 	type plain LoRAConfig // the fields and tags, without this method
-	b, err := renameKeys(b, loraKeysV0)
-	if err != nil {
-		return errorf("lora config: %w", err)
-	}
-	if err := json.Unmarshal(b, (*plain)(c)); err != nil {
-		return errorf("lora config: %w", err)
-	}
-	return nil
+	return decodeConfig(b, loraKeysV0, c.kind(), (*plain)(c))
 }
 
 // UnmarshalJSON reads a PrefixConfig with today's keys or with the Go
@@ -86,12 +79,19 @@ func (c *LoRAConfig) UnmarshalJSON(b []byte) error {
 // today's key wins.
 func (c *PrefixConfig) UnmarshalJSON(b []byte) error {
 	type plain PrefixConfig
-	b, err := renameKeys(b, prefixKeysV0)
-	if err != nil {
-		return errorf("prefix config: %w", err)
+	return decodeConfig(b, prefixKeysV0, c.kind(), (*plain)(c))
+}
+
+// decodeConfig decodes b, a config of kind (for messages) whose keys may
+// be the Go field names that old renames, into v, which must not be a
+// type with this package's UnmarshalJSON.
+func decodeConfig(b []byte, old map[string]string, kind string, v any) error {
+	b, err := renameKeys(b, old)
+	if err == nil {
+		err = json.Unmarshal(b, v)
 	}
-	if err := json.Unmarshal(b, (*plain)(c)); err != nil {
-		return errorf("prefix config: %w", err)
+	if err != nil {
+		return errorf("%s config: %w", kind, err)
 	}
 	return nil
 }

@@ -53,8 +53,12 @@
 // # Limits
 //
 // Not supported: DoRA, LoRA on embeddings, PEFT's lora_bias, encoder-decoder
-// prefix tuning, PyTorch .bin weights, and PaddleNLP's tensor-parallel
-// shards (lora_model_state.tp00.pdparams, …), which must be merged first.
+// prefix tuning and PyTorch .bin weights. LoadDir refuses PaddleNLP's
+// tensor-parallel shards (lora_model_state.tp00.pdparams, …), which must be
+// merged first: LoadPaddleShards merges LoRA shards, and SavePaddleShards
+// splits an adapter into them, by PaddleNLP's column- and row-parallel
+// layers (TensorParallelSplit); prefix shards, fused projections and
+// extra tensors have no shard layout here.
 // Extra tensors (biases, trainable modules) are stored verbatim, without
 // transposition, except in PaddleNLP's layout, which transposes the weight
 // of a LoRA module and refuses other 2-D extra tensors (a Linear's and an

@@ -52,14 +52,8 @@ func SaveDir(dir string, a *Adapter) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
-	tensors := map[string]*Tensor{}
-	add := func(key string, t *Tensor) error {
-		if _, dup := tensors[key]; dup {
-			return formatErrorf("", key, "two tensors map to the same key")
-		}
-		tensors[key] = t
-		return nil
-	}
+	tensors := tensorSet{}
+	add := tensors.add
 	var makeConfig func(weightsHash string) ([]byte, error)
 	if a.LoRA != nil {
 		for _, m := range a.Modules() {
@@ -148,18 +142,28 @@ func LoadDir(dir string) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.LoRA != nil {
-		err = a.loraFromHF(tensors)
-	} else {
-		err = a.prefixFromHF(tensors)
+	if err := a.fill(tensors, wpath, a.loraFromHF, a.prefixFromHF); err != nil {
+		return nil, err
 	}
+	return a, nil
+}
+
+// fill fills a from the tensors of its weights file at path, with lora or
+// prefix as a is a LoRA or a prefix adapter, and validates it; an error
+// names the file.
+func (a *Adapter) fill(tensors map[string]*Tensor, path string, lora, prefix func(map[string]*Tensor) error) error {
+	fill := lora
+	if a.LoRA == nil {
+		fill = prefix
+	}
+	err := fill(tensors)
 	if err == nil {
 		err = a.Validate()
 	}
 	if err != nil {
-		return nil, inFile(err, wpath)
+		return inFile(err, path)
 	}
-	return a, nil
+	return nil
 }
 
 // loadDirConfig finds and parses the config file of dir.
@@ -212,51 +216,25 @@ func loadDirConfig(dir string) (cfg Config, hf bool, path string, err error) {
 // loraFromHF fills a.Weights and a.Extra from PEFT keys, transposing the
 // factors to graph layout and checking their ranks against the config.
 func (a *Adapter) loraFromHF(tensors map[string]*Tensor) error {
-	type pair struct{ a, b *Tensor }
-	pairs := map[string]*pair{}
-	for _, key := range sortedKeys(tensors) {
-		rest, ok := strings.CutPrefix(key, hfModelPrefix)
-		if !ok {
-			return formatErrorf("", key, "LoRA keys start with %q", hfModelPrefix)
-		}
-		t := tensors[key]
-		module, isA := strings.CutSuffix(rest, hfSuffixA)
-		module, isB := strings.CutSuffix(module, hfSuffixB)
+	keys := loraKeys{prefix: hfModelPrefix, suffixA: hfSuffixA, suffixB: hfSuffixB, layoutA: "[r, in]", layoutB: "[out, r]"}
+	pairs, err := keys.pair(tensors, func(key, rest string) error {
 		switch {
-		case (isA || isB) && module != "":
-			p := pairs[module]
-			if p == nil {
-				p = &pair{}
-				pairs[module] = p
-			}
-			if isA {
-				p.a = t
-			} else {
-				p.b = t
-			}
 		case strings.Contains(rest, "lora_embedding_A") || strings.Contains(rest, "lora_embedding_B"):
 			return formatErrorf("", key, "LoRA on embeddings is not supported")
 		case strings.Contains(rest, "lora_magnitude_vector"):
 			return formatErrorf("", key, "DoRA magnitude vectors are not supported")
 		case strings.Contains(rest, ".lora_A.") || strings.Contains(rest, ".lora_B."):
 			return formatErrorf("", key, "unexpected LoRA key: want <module>%s or <module>%s", hfSuffixA, hfSuffixB)
-		default:
-			a.Extra[rest] = t
 		}
+		a.Extra[rest] = tensors[key]
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	for _, m := range sortedKeys(pairs) {
 		p := pairs[m]
 		keyA, keyB := hfModelPrefix+m+hfSuffixA, hfModelPrefix+m+hfSuffixB
-		switch {
-		case p.b == nil:
-			return formatErrorf("", keyA, "lora_A without %s", keyB)
-		case p.a == nil:
-			return formatErrorf("", keyB, "lora_B without %s", keyA)
-		case len(p.a.Shape) != 2:
-			return formatErrorf("", keyA, "shape %v, want [r, in]", p.a.Shape)
-		case len(p.b.Shape) != 2:
-			return formatErrorf("", keyB, "shape %v, want [out, r]", p.b.Shape)
-		}
 		r := int64(a.LoRA.RankFor(m))
 		parts := int64(1)
 		if enable := a.LoRA.EnableFor(m); enable != nil {

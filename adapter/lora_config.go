@@ -44,6 +44,9 @@ type LoRAConfig struct {
 	// TargetModules are regular expressions (Go syntax) that must match the
 	// whole module name, like PaddleNLP's target_modules and re.fullmatch.
 	TargetModules []string `json:"target_modules"`
+	// ExcludeModules are full-match regexes of modules that stay as they
+	// are although a target selects them (HF PEFT's exclude_modules).
+	ExcludeModules []string `json:"exclude_modules,omitempty"`
 	// TrainableModules are full-match regexes of modules whose own weights
 	// train too (PaddleNLP's trainable_modules, PEFT's modules_to_save).
 	TrainableModules []string `json:"trainable_modules"`
@@ -171,12 +174,7 @@ func (c *LoRAConfig) EnableFor(module string) []bool {
 
 // Validate reports the first field that is out of range, as an error that
 // names the config field.
-func (c *LoRAConfig) Validate() error {
-	if err := c.validate(); err != nil {
-		return errorf("lora config: %w", err)
-	}
-	return nil
-}
+func (c *LoRAConfig) Validate() error { return validated(c) }
 
 func (c *LoRAConfig) kind() string { return "lora" }
 
@@ -201,6 +199,11 @@ func (c *LoRAConfig) validate() error {
 	for _, p := range c.TrainableModules {
 		if _, err := compileFull(p); err != nil {
 			return fmt.Errorf("trainable_modules: bad regex %q: %w", p, err)
+		}
+	}
+	for _, p := range c.ExcludeModules {
+		if _, err := compileFull(p); err != nil {
+			return fmt.Errorf("exclude_modules: bad regex %q: %w", p, err)
 		}
 	}
 	switch c.TrainableBias {

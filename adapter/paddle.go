@@ -2,6 +2,8 @@ package adapter
 
 import (
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -60,6 +62,9 @@ const (
 // Config fields PaddleNLP has no key for go in a nested "peftonnx" object;
 // rank_pattern, alpha_pattern, layers_to_transform and layers_pattern
 // have no PaddleNLP meaning and are refused.
+//
+// PaddleNLP's target_modules are regexes only: AllLinear, which it does
+// not know, is written as the adapter's modules, each a quoted regex.
 func SavePaddleDir(dir string, a *Adapter) error {
 	if err := a.Validate(); err != nil {
 		return err
@@ -70,14 +75,8 @@ func SavePaddleDir(dir string, a *Adapter) error {
 	files := map[string][]byte{}
 	var weights, configFile string
 	var makeConfig func(weightsHash string) ([]byte, error)
-	tensors := map[string]*Tensor{}
-	add := func(key string, t *Tensor) error {
-		if _, dup := tensors[key]; dup {
-			return formatErrorf("", key, "two tensors map to the same key")
-		}
-		tensors[key] = t
-		return nil
-	}
+	tensors := tensorSet{}
+	add := tensors.add
 	if a.LoRA != nil {
 		weights = PaddleLoRAWeightsFile
 		for _, m := range a.Modules() {
@@ -95,7 +94,10 @@ func SavePaddleDir(dir string, a *Adapter) error {
 				return err
 			}
 		}
-		configFile, makeConfig = PaddleLoRAConfigFile, func(hash string) ([]byte, error) { return paddleLoRAConfigJSON(a.LoRA, hash) }
+		c := paddleTargets(a)
+		configFile, makeConfig = PaddleLoRAConfigFile, func(hash string) ([]byte, error) {
+			return paddleLoRAConfigJSON(c, paddleTPDegree(c.TensorParallelDegree), hash)
+		}
 	} else {
 		weights = PaddlePrefixWeightsFile
 		c := a.Prefix
@@ -163,4 +165,20 @@ func paddleTPDegree(d int) int {
 		return -1
 	}
 	return d
+}
+
+// paddleTargets returns a's LoRA config with AllLinear among the targets
+// replaced by the adapter's own modules, quoted.
+func paddleTargets(a *Adapter) *LoRAConfig {
+	c := *a.LoRA
+	i := slices.Index(c.TargetModules, AllLinear)
+	if i < 0 {
+		return &c
+	}
+	targets := slices.Delete(slices.Clone(c.TargetModules), i, i+1)
+	for _, m := range a.Modules() {
+		targets = append(targets, regexp.QuoteMeta(m))
+	}
+	c.TargetModules = targets
+	return &c
 }

@@ -7,8 +7,9 @@ package adapter
 // object, which PaddleNLP's from_pretrained ignores (it sets only the
 // attributes its dataclass has).
 
-// paddleLoRAConfigJSON returns the lora_config.json of c.
-func paddleLoRAConfigJSON(c *LoRAConfig, weightsHash string) ([]byte, error) {
+// paddleLoRAConfigJSON returns the lora_config.json of c, saved with
+// tensor_parallel_degree tpDegree.
+func paddleLoRAConfigJSON(c *LoRAConfig, tpDegree int, weightsHash string) ([]byte, error) {
 	for _, f := range []struct {
 		key string
 		set bool
@@ -17,6 +18,7 @@ func paddleLoRAConfigJSON(c *LoRAConfig, weightsHash string) ([]byte, error) {
 		{"alpha_pattern", len(c.AlphaPattern) > 0},
 		{"layers_to_transform", len(c.LayersToTransform) > 0},
 		{"layers_pattern", len(c.LayersPattern) > 0},
+		{"exclude_modules", len(c.ExcludeModules) > 0},
 	} {
 		if f.set {
 			return nil, formatErrorf(PaddleLoRAConfigFile, f.key, "PaddleNLP's LoRAConfig has no such field: save in the HuggingFace layout (SaveDir)")
@@ -42,7 +44,7 @@ func paddleLoRAConfigJSON(c *LoRAConfig, weightsHash string) ([]byte, error) {
 		"merge_weights":           c.MergeWeights,
 		"trainable_bias":          bias,
 		"enable_lora_list":        c.EnableLoRAList,
-		"tensor_parallel_degree":  paddleTPDegree(c.TensorParallelDegree),
+		"tensor_parallel_degree":  tpDegree,
 		"dtype":                   storedAs(c.DType),
 		"head_dim":                headDim,
 		"do_qat":                  c.DoQAT,
@@ -59,10 +61,7 @@ func paddleLoRAConfigJSON(c *LoRAConfig, weightsHash string) ([]byte, error) {
 			"revision":          c.Revision,
 		},
 	}
-	if weightsHash != "" {
-		m[extraKey].(map[string]any)[weightsHashKey] = weightsHash
-	}
-	return marshalConfig(m)
+	return marshalConfig(m, weightsHash)
 }
 
 // paddlePrefixConfigJSON returns the prefix_config.json of c.
@@ -92,10 +91,7 @@ func paddlePrefixConfigJSON(c *PrefixConfig, weightsHash string) ([]byte, error)
 			"revision":                c.Revision,
 		},
 	}
-	if weightsHash != "" {
-		m[extraKey].(map[string]any)[weightsHashKey] = weightsHash
-	}
-	return marshalConfig(m)
+	return marshalConfig(m, weightsHash)
 }
 
 // paddleLoRAExtraFields reads the nested "peftonnx" object of a PaddleNLP

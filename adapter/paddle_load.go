@@ -94,16 +94,8 @@ func (a *Adapter) loadPaddleWeights(dir string) error {
 	if err != nil {
 		return err
 	}
-	if a.LoRA != nil {
-		err = a.loraFromPaddle(tensors)
-	} else {
-		err = a.prefixFromPaddle(tensors)
-	}
-	if err == nil {
-		err = a.Validate()
-	}
-	if err != nil {
-		return inFile(err, path)
+	if err := a.fill(tensors, path, a.loraFromPaddle, a.prefixFromPaddle); err != nil {
+		return err
 	}
 	if a.Prefix != nil && fileExists(caches) {
 		return a.checkPreCaches(caches)
@@ -114,45 +106,22 @@ func (a *Adapter) loadPaddleWeights(dir string) error {
 // loraFromPaddle fills a.Weights and a.Extra from PaddleNLP's keys; the
 // factors are in graph layout already.
 func (a *Adapter) loraFromPaddle(tensors map[string]*Tensor) error {
-	type pair struct{ a, b *Tensor }
-	pairs := map[string]*pair{}
+	keys := loraKeys{suffixA: paddleSuffixA, suffixB: paddleSuffixB, layoutA: "[in, r]", layoutB: "[r, out]"}
 	var extra []string
-	for _, key := range sortedKeys(tensors) {
-		module, isA := strings.CutSuffix(key, paddleSuffixA)
-		module, isB := strings.CutSuffix(module, paddleSuffixB)
+	pairs, err := keys.pair(tensors, func(key, _ string) error {
 		switch {
-		case (isA || isB) && module != "":
-			p := pairs[module]
-			if p == nil {
-				p = &pair{}
-				pairs[module] = p
-			}
-			if isA {
-				p.a = tensors[key]
-			} else {
-				p.b = tensors[key]
-			}
 		case strings.Contains(key, ".lora_A.") || strings.Contains(key, ".lora_B."):
 			return formatErrorf("", key, "LoRA on a layer other than Linear (LoRAConv2D, LoRAEmbedding) is not supported")
 		case strings.Contains(key, "_quanter."):
 			return formatErrorf("", key, "quantization-aware training scales (do_qat) are not supported")
-		default:
-			extra = append(extra, key)
 		}
+		extra = append(extra, key)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	for _, m := range sortedKeys(pairs) {
-		p := pairs[m]
-		keyA, keyB := m+paddleSuffixA, m+paddleSuffixB
-		switch {
-		case p.b == nil:
-			return formatErrorf("", keyA, "lora_A without %s", keyB)
-		case p.a == nil:
-			return formatErrorf("", keyB, "lora_B without %s", keyA)
-		case len(p.a.Shape) != 2:
-			return formatErrorf("", keyA, "shape %v, want [in, r]", p.a.Shape)
-		case len(p.b.Shape) != 2:
-			return formatErrorf("", keyB, "shape %v, want [r, out]", p.b.Shape)
-		}
+	for m, p := range pairs {
 		a.Weights[m] = LoRAWeights{A: p.a, B: p.b}
 	}
 	if len(a.Weights) == 0 {

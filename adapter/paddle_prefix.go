@@ -88,22 +88,10 @@ func prefixTable(a *Adapter) *Tensor {
 func preCaches(a *Adapter) ([]byte, error) {
 	c := a.Prefix
 	table := prefixTable(a)
-	layers, heads, dim, n := c.NumHiddenLayers, c.KVHeads(), c.HeadDim(), c.NumPrefixTokens
-	tw := layers * 2 * heads * dim
-	t := Zeros(int64(layers), 2, int64(heads), int64(n), int64(dim))
+	dim := c.HeadDim()
+	t := Zeros(preCachesShape(c)...)
 	t.DType = c.DType
-	i := 0
-	for l := 0; l < layers; l++ {
-		for kind := 0; kind < 2; kind++ {
-			for h := 0; h < heads; h++ {
-				for p := 0; p < n; p++ {
-					col := ((l*2+kind)*heads + h) * dim
-					copy(t.Data[i:i+dim], table.Data[p*tw+col:p*tw+col+dim])
-					i += dim
-				}
-			}
-		}
-	}
+	eachCacheRow(c, func(cache, row int) { copy(t.Data[cache:cache+dim], table.Data[row:row+dim]) })
 	arr, err := tensorArray(t)
 	if err != nil {
 		return nil, formatErrorf("", "", "%w", err)
@@ -113,6 +101,27 @@ func preCaches(a *Adapter) ([]byte, error) {
 		return nil, errorf("%w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// eachCacheRow calls f for each run of head_dim values of c's prefix, in
+// the order of pre_caches.npy [layers, 2, kv_heads, P, head_dim], with its
+// offset there (cache) and in the prompt table [P, layers·2·kv_heads·head_dim]
+// (row).
+func eachCacheRow(c *PrefixConfig, f func(cache, row int)) {
+	layers, heads, dim, n := c.NumHiddenLayers, c.KVHeads(), c.HeadDim(), c.NumPrefixTokens
+	tw := layers * 2 * heads * dim
+	i := 0
+	for l := 0; l < layers; l++ {
+		for kind := 0; kind < 2; kind++ {
+			for h := 0; h < heads; h++ {
+				for p := 0; p < n; p++ {
+					col := ((l*2+kind)*heads + h) * dim
+					f(i, p*tw+col)
+					i += dim
+				}
+			}
+		}
+	}
 }
 
 // preCachesShape is the shape of pre_caches.npy for c.
@@ -143,22 +152,10 @@ func (a *Adapter) prefixFromPreCaches(path string) error {
 	if err != nil {
 		return err
 	}
-	layers, heads, dim, n := c.NumHiddenLayers, c.KVHeads(), c.HeadDim(), c.NumPrefixTokens
-	tw := layers * 2 * heads * dim
-	table := Zeros(int64(n), int64(tw))
+	dim := c.HeadDim()
+	table := Zeros(int64(c.NumPrefixTokens), int64(c.NumHiddenLayers*2*c.KVHeads()*dim))
 	table.DType = t.DType
-	i := 0
-	for l := 0; l < layers; l++ {
-		for kind := 0; kind < 2; kind++ {
-			for h := 0; h < heads; h++ {
-				for p := 0; p < n; p++ {
-					col := ((l*2+kind)*heads + h) * dim
-					copy(table.Data[p*tw+col:p*tw+col+dim], t.Data[i:i+dim])
-					i += dim
-				}
-			}
-		}
-	}
+	eachCacheRow(c, func(cache, row int) { copy(table.Data[row:row+dim], t.Data[cache:cache+dim]) })
 	c.PrefixProjection = false
 	a.Prompt, a.Projection = table, nil
 	if err := a.Validate(); err != nil {

@@ -71,12 +71,7 @@ func (c *PrefixConfig) EmbeddingWidth() int {
 
 // Validate reports the first field that is out of range, as an error that
 // names the config field.
-func (c *PrefixConfig) Validate() error {
-	if err := c.validate(); err != nil {
-		return errorf("prefix config: %w", err)
-	}
-	return nil
-}
+func (c *PrefixConfig) Validate() error { return validated(c) }
 
 func (c *PrefixConfig) kind() string { return "prefix" }
 

@@ -2,7 +2,8 @@ package combine
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
@@ -47,7 +48,7 @@ func Adapters(inputs []Input, o Options) (*adapter.Adapter, error) {
 		rank = c.largestRank()
 	}
 	weights := map[string]adapter.LoRAWeights{}
-	for _, m := range sortedKeys(modules) {
+	for _, m := range slices.Sorted(maps.Keys(modules)) {
 		parts := modules[m]
 		var a, b matrix
 		switch method {
@@ -193,18 +194,9 @@ func (c *combiner) largestRank() int {
 
 // firstNames names the first two tensors of m: "h.0.attn.c_attn.bias, …".
 func firstNames(m map[string]*adapter.Tensor) string {
-	names := sortedKeys(m)
+	names := slices.Sorted(maps.Keys(m))
 	if len(names) > 2 {
 		names = append(names[:2], "…")
 	}
 	return strings.Join(names, ", ")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -1,7 +1,9 @@
 package combine
 
 import (
+	"maps"
 	"regexp"
+	"slices"
 
 	"github.com/peftonnx/peftonnx/adapter"
 )
@@ -20,7 +22,7 @@ func (c *combiner) config(weights map[string]adapter.LoRAWeights) adapter.LoRACo
 	cfg.R, cfg.Alpha, cfg.UseRSLoRA = r, float64(r), false
 	cfg.RankPattern, cfg.AlphaPattern = nil, nil
 	cfg.TargetModules = nil
-	for _, m := range sortedKeys(ranks) {
+	for _, m := range slices.Sorted(maps.Keys(ranks)) {
 		cfg.TargetModules = append(cfg.TargetModules, moduleRegexp(m))
 		if ranks[m] == r {
 			continue

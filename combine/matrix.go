@@ -35,23 +35,11 @@ func fromTensor(t *adapter.Tensor) matrix {
 func (m matrix) tensor(d dtype.Type) *adapter.Tensor {
 	data := make([]float32, len(m.data))
 	for i, v := range m.data {
-		data[i] = roundTo(d, float32(v))
+		data[i] = half.RoundTo(d, float32(v))
 	}
 	t := adapter.NewTensor([]int64{int64(m.rows), int64(m.cols)}, data)
 	t.DType = d
 	return t
-}
-
-// roundTo rounds v to the nearest value of type d (float16 and bfloat16;
-// float32 and float64 hold v as it is).
-func roundTo(d dtype.Type, v float32) float32 {
-	switch d {
-	case dtype.Float16:
-		return half.Float16ToFloat32(half.Float32ToFloat16(v))
-	case dtype.BFloat16:
-		return half.BFloat16ToFloat32(half.Float32ToBFloat16(v))
-	}
-	return v
 }
 
 // transpose returns mᵀ.

@@ -132,13 +132,7 @@ func (m *Model) AddInput(v *onnxpb.ValueInfoProto) {
 
 // RemoveInput deletes the graph input called name, if any.
 func (m *Model) RemoveInput(name string) {
-	in := m.Proto.Graph.Input
-	for i, v := range in {
-		if v.Name == name {
-			m.Proto.Graph.Input = append(in[:i:i], in[i+1:]...)
-			break
-		}
-	}
+	m.Proto.Graph.Input = withoutValue(m.Proto.Graph.Input, name)
 	delete(m.index().input, name)
 }
 
@@ -150,11 +144,16 @@ func (m *Model) AddOutput(v *onnxpb.ValueInfoProto) {
 
 // RemoveOutput deletes the graph output called name, if any.
 func (m *Model) RemoveOutput(name string) {
-	out := m.Proto.Graph.Output
-	for i, v := range out {
+	m.Proto.Graph.Output = withoutValue(m.Proto.Graph.Output, name)
+}
+
+// withoutValue returns vs without its first value called name, in a new
+// array where there is one (vs may be shared), else vs itself.
+func withoutValue(vs []*onnxpb.ValueInfoProto, name string) []*onnxpb.ValueInfoProto {
+	for i, v := range vs {
 		if v.Name == name {
-			m.Proto.Graph.Output = append(out[:i:i], out[i+1:]...)
-			return
+			return append(vs[:i:i], vs[i+1:]...)
 		}
 	}
+	return vs
 }

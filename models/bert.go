@@ -1,6 +1,7 @@
 package models
 
 import (
+	"cmp"
 	"fmt"
 
 	"github.com/peftonnx/peftonnx/dtype"
@@ -69,41 +70,22 @@ func BERTBase() BERTConfig {
 }
 
 func (c BERTConfig) withDefaults() BERTConfig {
-	if c.Intermediate == 0 {
-		c.Intermediate = 4 * c.Hidden
-	}
-	if c.MaxPositions == 0 {
-		c.MaxPositions = 512
-	}
-	if c.TypeVocab == 0 {
-		c.TypeVocab = 2
-	}
-	if c.NumLabels == 0 {
-		c.NumLabels = 2
-	}
-	if c.LayerNormEps == 0 {
-		c.LayerNormEps = 1e-12
-	}
+	c.Intermediate = cmp.Or(c.Intermediate, 4*c.Hidden)
+	c.MaxPositions = cmp.Or(c.MaxPositions, 512)
+	c.TypeVocab = cmp.Or(c.TypeVocab, 2)
+	c.NumLabels = cmp.Or(c.NumLabels, 2)
+	c.LayerNormEps = cmp.Or(c.LayerNormEps, 1e-12)
 	if c.IDType == dtype.Undefined {
 		c.IDType = dtype.Int64
 	}
-	if c.Head == "" {
-		c.Head = BERTSequenceClassification
-	}
+	c.Head = cmp.Or(c.Head, BERTSequenceClassification)
 	c.InputNames = c.InputNames.withDefaults()
-	if c.InitStd == 0 {
-		c.InitStd = defaultInitStd
-	}
+	c.InitStd = cmp.Or(c.InitStd, defaultInitStd)
 	return c
 }
 
 // HeadDim returns the width of one attention head, Hidden/Heads.
-func (c BERTConfig) HeadDim() int {
-	if c.Heads == 0 {
-		return 0
-	}
-	return c.Hidden / c.Heads
-}
+func (c BERTConfig) HeadDim() int { return headDim(c.Hidden, c.Heads) }
 
 // Validate reports a config that cannot be built.
 func (c BERTConfig) Validate() error {

@@ -1,6 +1,8 @@
 package models
 
 import (
+	"cmp"
+
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 )
@@ -31,15 +33,9 @@ type BERTInputNames struct {
 }
 
 func (n BERTInputNames) withDefaults() BERTInputNames {
-	if n.IDs == "" {
-		n.IDs = "input_ids"
-	}
-	if n.Mask == "" {
-		n.Mask = "attention_mask"
-	}
-	if n.TokenTypes == "" {
-		n.TokenTypes = "token_type_ids"
-	}
+	n.IDs = cmp.Or(n.IDs, "input_ids")
+	n.Mask = cmp.Or(n.Mask, "attention_mask")
+	n.TokenTypes = cmp.Or(n.TokenTypes, "token_type_ids")
 	return n
 }
 
@@ -79,11 +75,18 @@ func (ex *exporter) bertHead(c BERTConfig, top *graph.Builder, x string) {
 		ex.linear(ex.At("/classifier"), "classifier", x, e, c.NumLabels, true, "logits")
 		m.AddOutput(graph.SymbolicTensorInfo("logits", dtype.Float32, []graph.Dim{batchDim, seqDim, sized(c.NumLabels)}))
 	default:
-		pooler := top.In("pooler")
-		first := pooler.Op("Gather", []string{x, ex.Int64(0)}, graph.AttrInt("axis", 1))
-		pooled := ex.linear(pooler.In("dense"), "bert.pooler.dense", first, e, e, true, "")
-		pooled = pooler.In("activation").Op("Tanh", []string{pooled})
-		ex.linear(ex.At("/classifier"), "classifier", pooled, e, c.NumLabels, true, "logits")
-		m.AddOutput(graph.SymbolicTensorInfo("logits", dtype.Float32, []graph.Dim{batchDim, sized(c.NumLabels)}))
+		ex.sequenceClassifier(c, top, x)
 	}
+}
+
+// sequenceClassifier adds BERT's pooler, tanh(dense(x[:, 0])), and the
+// classifier on it, with the logits output [batch, num_labels].
+func (ex *exporter) sequenceClassifier(c BERTConfig, top *graph.Builder, x string) {
+	e := c.Hidden
+	pooler := top.In("pooler")
+	first := pooler.Op("Gather", []string{x, ex.Int64(0)}, graph.AttrInt("axis", 1))
+	pooled := ex.linear(pooler.In("dense"), "bert.pooler.dense", first, e, e, true, "")
+	pooled = pooler.In("activation").Op("Tanh", []string{pooled})
+	ex.linear(ex.At("/classifier"), "classifier", pooled, e, c.NumLabels, true, "logits")
+	ex.Model().AddOutput(graph.SymbolicTensorInfo("logits", dtype.Float32, []graph.Dim{batchDim, sized(c.NumLabels)}))
 }

@@ -35,6 +35,15 @@ var (
 	totalDim = graph.DimParam("total_sequence_length")
 )
 
+// headDim is the width of one of heads attention heads over hidden
+// features, hidden/heads, and 0 without heads.
+func headDim(hidden, heads int) int {
+	if heads == 0 {
+		return 0
+	}
+	return hidden / heads
+}
+
 // sized returns the dim of fixed size n.
 func sized(n int) graph.Dim { return graph.DimValue(int64(n)) }
 

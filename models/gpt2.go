@@ -1,6 +1,7 @@
 package models
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 
@@ -66,28 +67,15 @@ func GPT2Base() GPT2Config {
 }
 
 func (c GPT2Config) withDefaults() GPT2Config {
-	if c.Intermediate == 0 {
-		c.Intermediate = 4 * c.Hidden
-	}
-	if c.MaxPositions == 0 {
-		c.MaxPositions = 1024
-	}
-	if c.LayerNormEps == 0 {
-		c.LayerNormEps = 1e-5
-	}
-	if c.InitStd == 0 {
-		c.InitStd = defaultInitStd
-	}
+	c.Intermediate = cmp.Or(c.Intermediate, 4*c.Hidden)
+	c.MaxPositions = cmp.Or(c.MaxPositions, 1024)
+	c.LayerNormEps = cmp.Or(c.LayerNormEps, 1e-5)
+	c.InitStd = cmp.Or(c.InitStd, defaultInitStd)
 	return c
 }
 
 // HeadDim returns the width of one attention head, Hidden/Heads.
-func (c GPT2Config) HeadDim() int {
-	if c.Heads == 0 {
-		return 0
-	}
-	return c.Hidden / c.Heads
-}
+func (c GPT2Config) HeadDim() int { return headDim(c.Hidden, c.Heads) }
 
 // Validate reports a config that cannot be built.
 func (c GPT2Config) Validate() error {

@@ -1,6 +1,7 @@
 package models
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 
@@ -52,21 +53,11 @@ func HybridTiny() HybridConfig {
 }
 
 func (c HybridConfig) withDefaults() HybridConfig {
-	if c.KVHeads == 0 {
-		c.KVHeads = c.Heads
-	}
-	if c.ConvKernel == 0 {
-		c.ConvKernel = 4
-	}
-	if c.RMSNormEps == 0 {
-		c.RMSNormEps = 1e-6
-	}
-	if c.RopeTheta == 0 {
-		c.RopeTheta = 10000
-	}
-	if c.InitStd == 0 {
-		c.InitStd = defaultInitStd
-	}
+	c.KVHeads = cmp.Or(c.KVHeads, c.Heads)
+	c.ConvKernel = cmp.Or(c.ConvKernel, 4)
+	c.RMSNormEps = cmp.Or(c.RMSNormEps, 1e-6)
+	c.RopeTheta = cmp.Or(c.RopeTheta, 10000)
+	c.InitStd = cmp.Or(c.InitStd, defaultInitStd)
 	return c
 }
 
@@ -173,13 +164,7 @@ func Hybrid(c HybridConfig) (*graph.Model, error) {
 
 		mlp := layer.In("mlp")
 		n = ex.rmsNorm(layer.In("ffn_norm"), module+".ffn_norm", x, e, c.RMSNormEps)
-		g := ex.linear(mlp.In("gate_proj"), module+".mlp.gate_proj", n, e, c.Intermediate, false, "")
-		act := mlp.In("act_fn")
-		g = act.Op("Mul", []string{g, act.Op("Sigmoid", []string{g})})
-		u := ex.linear(mlp.In("up_proj"), module+".mlp.up_proj", n, e, c.Intermediate, false, "")
-		g = mlp.Op("Mul", []string{g, u})
-		g = ex.linear(mlp.In("down_proj"), module+".mlp.down_proj", g, c.Intermediate, e, false, "")
-		x = layer.Op("Add", []string{x, g})
+		x = layer.Op("Add", []string{x, ex.swiGLU(mlp, module+".mlp", n, e, c.Intermediate)})
 	}
 	x = ex.rmsNorm(top.In("norm"), "model.norm", x, e, c.RMSNormEps)
 	ex.linear(ex.At("/lm_head"), "lm_head", x, e, c.VocabSize, false, "logits")

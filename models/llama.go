@@ -1,6 +1,7 @@
 package models
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 
@@ -76,34 +77,19 @@ func Llama500MB() LlamaConfig {
 
 // withDefaults fills the optional fields.
 func (c LlamaConfig) withDefaults() LlamaConfig {
-	if c.KVHeads == 0 {
-		c.KVHeads = c.Heads
-	}
-	if c.RMSNormEps == 0 {
-		c.RMSNormEps = 1e-6
-	}
-	if c.RopeTheta == 0 {
-		c.RopeTheta = 10000
-	}
+	c.KVHeads = cmp.Or(c.KVHeads, c.Heads)
+	c.RMSNormEps = cmp.Or(c.RMSNormEps, 1e-6)
+	c.RopeTheta = cmp.Or(c.RopeTheta, 10000)
 	if c.DType == dtype.Undefined {
 		c.DType = dtype.Float32
 	}
-	if c.InitStd == 0 {
-		c.InitStd = defaultInitStd
-	}
-	if c.MaxPositions == 0 {
-		c.MaxPositions = 2048
-	}
+	c.InitStd = cmp.Or(c.InitStd, defaultInitStd)
+	c.MaxPositions = cmp.Or(c.MaxPositions, 2048)
 	return c
 }
 
 // HeadDim returns the width of one attention head, Hidden/Heads.
-func (c LlamaConfig) HeadDim() int {
-	if c.Heads == 0 {
-		return 0
-	}
-	return c.Hidden / c.Heads
-}
+func (c LlamaConfig) HeadDim() int { return headDim(c.Hidden, c.Heads) }
 
 // Validate reports a config that cannot be built.
 func (c LlamaConfig) Validate() error {
@@ -167,18 +153,7 @@ func Llama(c LlamaConfig) (*graph.Model, error) {
 	m := ex.Model()
 	e, h, kv, d := c.Hidden, c.Heads, c.KVHeads, c.HeadDim()
 
-	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
-	m.AddInput(graph.SymbolicTensorInfo("attention_mask", dtype.Int64, []graph.Dim{batchDim, totalDim}))
-	m.AddInput(graph.SymbolicTensorInfo("position_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
-	if !c.NoCache {
-		for _, v := range cacheInfos("past_key_values", c.Layers, c.DType, kv, pastDim, d) {
-			m.AddInput(v)
-		}
-	}
-
-	top := ex.At("/model")
-	emb := ex.weight("model.embed_tokens.weight", int64(c.VocabSize), int64(e))
-	x := top.In("embed_tokens").Op("Gather", []string{emb, "input_ids"})
+	top, x := ex.llamaEmbedding(c, true)
 	mask, _ := ex.causalMask(top, "input_ids", "attention_mask")
 	cos, sin := ex.rotary(top.In("rotary_emb"), "position_ids", d, c.RopeTheta, c.RopeInterleaved)
 
@@ -206,13 +181,7 @@ func Llama(c LlamaConfig) (*graph.Model, error) {
 		x = layer.Op("Add", []string{x, a})
 
 		n = ex.rmsNorm(layer.In("post_attention_layernorm"), module+".post_attention_layernorm", x, e, c.RMSNormEps)
-		g := ex.linear(mlp.In("gate_proj"), module+".mlp.gate_proj", n, e, c.Intermediate, false, "")
-		act := mlp.In("act_fn")
-		g = act.Op("Mul", []string{g, act.Op("Sigmoid", []string{g})})
-		u := ex.linear(mlp.In("up_proj"), module+".mlp.up_proj", n, e, c.Intermediate, false, "")
-		g = mlp.Op("Mul", []string{g, u})
-		g = ex.linear(mlp.In("down_proj"), module+".mlp.down_proj", g, c.Intermediate, e, false, "")
-		x = layer.Op("Add", []string{x, g})
+		x = layer.Op("Add", []string{x, ex.swiGLU(mlp, module+".mlp", n, e, c.Intermediate)})
 	}
 	x = ex.rmsNorm(top.In("norm"), "model.norm", x, e, c.RMSNormEps)
 	ex.linear(ex.At("/lm_head"), "lm_head", x, e, c.VocabSize, false, "logits")
@@ -224,6 +193,38 @@ func Llama(c LlamaConfig) (*graph.Model, error) {
 		}
 	}
 	return ex.finish("llama")
+}
+
+// llamaEmbedding adds the inputs of a LLaMA decoder of c to the model:
+// input_ids, attention_mask, position_ids where positions is set, and
+// unless c.NoCache the past_key_values; and returns the scope /model and
+// the token embedding, model.embed_tokens of input_ids, in it.
+func (ex *exporter) llamaEmbedding(c LlamaConfig, positions bool) (top *graph.Builder, x string) {
+	m := ex.Model()
+	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+	m.AddInput(graph.SymbolicTensorInfo("attention_mask", dtype.Int64, []graph.Dim{batchDim, totalDim}))
+	if positions {
+		m.AddInput(graph.SymbolicTensorInfo("position_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+	}
+	if !c.NoCache {
+		for _, v := range cacheInfos("past_key_values", c.Layers, c.DType, c.KVHeads, pastDim, c.HeadDim()) {
+			m.AddInput(v)
+		}
+	}
+	top = ex.At("/model")
+	emb := ex.weight("model.embed_tokens.weight", int64(c.VocabSize), int64(c.Hidden))
+	return top, top.In("embed_tokens").Op("Gather", []string{emb, "input_ids"})
+}
+
+// swiGLU adds a LLaMA MLP on x [.., width] in scope s for module:
+// down_proj(silu(gate_proj(x))·up_proj(x)), silu in s/act_fn.
+func (ex *exporter) swiGLU(s *graph.Builder, module, x string, width, intermediate int) string {
+	g := ex.linear(s.In("gate_proj"), module+".gate_proj", x, width, intermediate, false, "")
+	act := s.In("act_fn")
+	g = act.Op("Mul", []string{g, act.Op("Sigmoid", []string{g})})
+	u := ex.linear(s.In("up_proj"), module+".up_proj", x, width, intermediate, false, "")
+	g = s.Op("Mul", []string{g, u})
+	return ex.linear(s.In("down_proj"), module+".down_proj", g, intermediate, width, false, "")
 }
 
 // rotary adds the cos and sin tables of RoPE for position_ids [batch, seq]:

@@ -106,20 +106,7 @@ func modelBuilderLlama(c LlamaConfig) (*graph.Model, error) {
 	}
 	e, h, kv, d := c.Hidden, c.Heads, c.KVHeads, c.HeadDim()
 
-	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
-	m.AddInput(graph.SymbolicTensorInfo("attention_mask", dtype.Int64, []graph.Dim{batchDim, totalDim}))
-	if o.RotaryNodes {
-		m.AddInput(graph.SymbolicTensorInfo("position_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
-	}
-	if !c.NoCache {
-		for _, v := range cacheInfos("past_key_values", c.Layers, c.DType, kv, pastDim, d) {
-			m.AddInput(v)
-		}
-	}
-
-	top := ex.At("/model")
-	emb := ex.weight("model.embed_tokens.weight", int64(c.VocabSize), int64(e))
-	root := top.In("embed_tokens").Op("Gather", []string{emb, "input_ids"})
+	top, root := ex.llamaEmbedding(c, o.RotaryNodes)
 	at := &attentionInputs{}
 	if o.Unfused {
 		at.mask, at.qpos = ex.causalMask(top.In("attn_mask_reformat"), "input_ids", "attention_mask")

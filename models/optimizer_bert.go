@@ -120,12 +120,6 @@ func optimizedBERT(c BERTConfig) (*graph.Model, error) {
 			fmt.Sprintf("/bert/encoder/layer.%d/output/LayerNorm/LayerNormalization_output_0", i), "")
 	}
 
-	pooler := top.In("pooler")
-	first := pooler.Op("Gather", []string{x, ox.Int64(0)}, graph.AttrInt("axis", 1))
-	pooled := ox.linear(pooler.In("dense"), "bert.pooler.dense", first, e, e, true, "")
-	pooled = pooler.In("activation").Op("Tanh", []string{pooled})
-	ox.linear(ox.At("/classifier"), "classifier", pooled, e, c.NumLabels, true, "logits")
-
-	m.AddOutput(graph.SymbolicTensorInfo("logits", dtype.Float32, []graph.Dim{batchDim, sized(c.NumLabels)}))
+	ox.sequenceClassifier(c, top, x)
 	return ox.finish("bert")
 }

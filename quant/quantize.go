@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"cmp"
 	"math"
 
 	"github.com/peftonnx/peftonnx/dtype"
@@ -26,12 +27,8 @@ type Options struct {
 
 // withDefaults fills the zero fields of o.
 func (o Options) withDefaults() Options {
-	if o.Bits == 0 {
-		o.Bits = 4
-	}
-	if o.BlockSize == 0 {
-		o.BlockSize = 32
-	}
+	o.Bits = cmp.Or(o.Bits, 4)
+	o.BlockSize = cmp.Or(o.BlockSize, 32)
 	o.ScaleType = o.ScaleType.Or(dtype.Float32)
 	return o
 }
@@ -153,14 +150,14 @@ func (w *Weight) blockParams(v []float32) (scale float32, zp float64) {
 			}
 		}
 		mid := w.DefaultZeroPoint()
-		s := roundTo(w.ScaleType, m/-float32(mid))
+		s := half.RoundTo(w.ScaleType, m/-float32(mid))
 		return s, float64(mid)
 	}
 	lo, hi := float32(0), float32(0)
 	for _, x := range v {
 		lo, hi = min(lo, x), max(hi, x)
 	}
-	s := roundTo(w.ScaleType, float32((float64(hi)-float64(lo))/maxq))
+	s := half.RoundTo(w.ScaleType, float32((float64(hi)-float64(lo))/maxq))
 	if s == 0 {
 		return 0, float64(w.DefaultZeroPoint())
 	}
@@ -182,16 +179,4 @@ func (w *Weight) setZeroPoint(n, j int, z float64) {
 		w.ZeroPoints[i] = w.ZeroPoints[i]&^mask | uint8(z)<<shift
 	}
 }
-
-// roundTo rounds v to the nearest value of element type dt.
-func roundTo(dt dtype.Type, v float32) float32 {
-	switch dt {
-	case dtype.Float16:
-		return half.Float16ToFloat32(half.Float32ToFloat16(v))
-	case dtype.BFloat16:
-		return half.BFloat16ToFloat32(half.Float32ToBFloat16(v))
-	}
-	return v
-}
-
 func abs32(x float32) float32 { return float32(math.Abs(float64(x))) }

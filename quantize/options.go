@@ -1,6 +1,8 @@
 package quantize
 
 import (
+	"cmp"
+
 	"github.com/peftonnx/peftonnx/quant"
 )
 
@@ -28,12 +30,8 @@ type Options struct {
 
 // withDefaults fills the zero fields of o.
 func (o Options) withDefaults() Options {
-	if o.Bits == 0 {
-		o.Bits = 4
-	}
-	if o.BlockSize == 0 {
-		o.BlockSize = 32
-	}
+	o.Bits = cmp.Or(o.Bits, 4)
+	o.BlockSize = cmp.Or(o.BlockSize, 32)
 	return o
 }
 

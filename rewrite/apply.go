@@ -31,6 +31,9 @@ func ApplyLoRA(base *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, 
 	if err != nil {
 		return nil, Summary{}, err
 	}
+	if len(o.modules) > 0 {
+		return nil, Summary{}, errorf("WithModules chooses layers for a fresh injection; an adapter brings its own modules")
+	}
 	cfg, err := loraConfigOf(ad)
 	if err != nil {
 		return nil, Summary{}, err
@@ -100,20 +103,38 @@ func resolveModules(m *graph.Model, linears []Linear, names []string) (map[strin
 			modules = append(modules, l.Module)
 		}
 	}
+	match, err := matchModules(m, names, modules, func(name string, err error) error {
+		return errorf("adapter module %q %w in %s; its modules are: %s", name, err, modelLabel(m), moduleList(linears))
+	})
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]Linear{}
+	for name, mod := range match {
+		out[name] = byModule[mod]
+	}
+	return out, nil
+}
+
+// matchModules finds the module of m's modules that each adapter module
+// of names stands for (matchModule), by name; two names that stand for one
+// module are an error. notFound words the error of a name that stands for
+// none, or for several.
+func matchModules(m *graph.Model, names, modules []string, notFound func(name string, err error) error) (map[string]string, error) {
+	match := map[string]string{}
 	taken := map[string]string{}
 	for _, name := range names {
 		mod, err := matchModule(name, modules)
 		if err != nil {
-			return nil, errorf("adapter module %q %w in %s; its modules are: %s", name, err, modelLabel(m), moduleList(linears))
+			return nil, notFound(name, err)
 		}
 		if prev, ok := taken[mod]; ok {
 			return nil, errorf("adapter modules %q and %q both match layer %q of %s", prev, name, mod, modelLabel(m))
 		}
 		taken[mod] = name
-		out[name] = byModule[mod]
+		match[name] = mod
 	}
-	return out, nil
+	return match, nil
 }
 
 // matchModule finds the one module that name stands for. Its errors are

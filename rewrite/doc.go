@@ -11,10 +11,29 @@
 // trained there lands on the right node here: from an exporter's node path
 // (/model/layers.0/self_attn/q_proj/MatMul → model.layers.0.self_attn.q_proj),
 // else from the weight's name (h.0.attn.c_attn.weight_resize →
-// h.0.attn.c_attn), else from the bias's (….q_lin.bias), else from the node
-// name. MatchTargets selects layers with regexes that must match a module
-// or node name whole, as re.fullmatch does; one that matches nothing lists
-// the modules that exist.
+// h.0.attn.c_attn), else from the bias's (….q_lin.bias), else from a TF
+// kernel path or a name such as l0.q.w or lm_head_weight, else from the
+// layer's Role in the graph's structure (query, key, value and output of
+// an attention block, gate, up and down of its MLP: layers.0.self_attn.q_proj),
+// else from the node name. TF and Keras paths are cleaned
+// (StatefulPartitionedCall/…, …/Tensordot/MatMul, layer_._3 → layer.3).
+// MatchTargets selects layers with regexes that must match a module or
+// node name whole, as re.fullmatch does; one that matches nothing lists
+// the modules that exist. adapter.ModuleTargets turns HF PEFT's
+// target_modules names (matched by suffix) into such regexes, WithModules
+// does it for InjectLoRA, and adapter.AllLinear selects every linear layer
+// but the output head (Linear.Head). SuggestTargets names the usual groups
+// of a model (attention q,v; q,k,v,o; MLP; all linear) with the targets
+// that select them. TokenEmbedding finds the table that the token ids
+// index (its rows are the vocabulary, its columns the hidden size).
+//
+// # Adapters as inputs of other exports
+//
+// InputParams, ApplyInputs and MergeInputs handle ONNX Runtime's own
+// .onnx_adapter files, whose parameters are named after inputs of a model
+// that another tool exported with its LoRA factors as inputs
+// (lora_param_a): they are checked against those inputs, made their
+// defaults, or folded into the weight of the branch they feed.
 //
 // # LoRA
 //

@@ -35,17 +35,15 @@ func Feeds(m *graph.Model, ad *adapter.Adapter) (map[string]*adapter.Tensor, err
 			modules = append(modules, s.Module)
 		}
 	}
+	match, err := matchModules(m, ad.Modules(), modules, func(key string, err error) error {
+		return errorf("adapter module %q %w with LoRA inputs in %s; those are: %s", key, err, modelLabel(m), joinNames(modules))
+	})
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]*adapter.Tensor{}
-	taken := map[string]string{}
 	for _, key := range ad.Modules() {
-		mod, err := matchModule(key, modules)
-		if err != nil {
-			return nil, errorf("adapter module %q %w with LoRA inputs in %s; those are: %s", key, err, modelLabel(m), joinNames(modules))
-		}
-		if prev, ok := taken[mod]; ok {
-			return nil, errorf("adapter modules %q and %q both match layer %q of %s", prev, key, mod, modelLabel(m))
-		}
-		taken[mod] = key
+		mod := match[key]
 		s := bySite[mod]
 		if enable := cfg.EnableFor(key); !slices.Equal(enable, s.Enable) {
 			return nil, errorf("adapter module %q has enable_lora_list %v; layer %q of %s was built for %v", key, enable, mod, modelLabel(m), s.Enable)

@@ -23,7 +23,8 @@ const TrainingModeInput = "lora_training_mode"
 const minOpset = 9
 
 // InjectLoRA gives every linear layer that cfg.TargetModules selects (see
-// MatchTargets; LayersToTransform narrows the choice as in HF PEFT) a LoRA
+// MatchTargets, and WithModules; ExcludeModules and LayersToTransform
+// narrow the choice as in HF PEFT) a LoRA
 // branch, y = x·W + dropout(x)·A·B·s, with s = alpha/r, or alpha/√r with
 // rsLoRA, and RankPattern and AlphaPattern taken into account. A starts
 // Kaiming-uniform (or Gaussian, per cfg.InitLoRAWeights) from a seeded
@@ -40,6 +41,9 @@ func InjectLoRA(m *graph.Model, cfg adapter.LoRAConfig, opts ...Option) ([]Site,
 	if err != nil {
 		return nil, Summary{}, err
 	}
+	if len(o.modules) > 0 {
+		cfg.TargetModules = append(slices.Clone(cfg.TargetModules), adapter.ModuleTargets(o.modules...)...)
+	}
 	if err := checkConfig(&cfg); err != nil {
 		return nil, Summary{}, err
 	}
@@ -49,6 +53,9 @@ func InjectLoRA(m *graph.Model, cfg adapter.LoRAConfig, opts ...Option) ([]Site,
 	}
 	targets, err := MatchTargets(linears, cfg.TargetModules)
 	if err != nil {
+		return nil, Summary{}, err
+	}
+	if targets, err = excludeModules(targets, &cfg); err != nil {
 		return nil, Summary{}, err
 	}
 	targets, err = filterLayers(targets, &cfg)

@@ -59,6 +59,15 @@ type Linear struct {
 	// packed projection inside fused attention (fused_attention.go), or
 	// is nil.
 	PartWidths []int64
+	// Head reports that the layer is the model's output head: its output
+	// is a graph output, through reshapes, casts, a bias or a softmax at
+	// most. AllLinear leaves it out, as HF PEFT's "all-linear" does.
+	Head bool
+	// Role is what the layer does in a transformer block where the
+	// graph's structure shows it (query, key, value, output, gate, up,
+	// down), and Block the index of that block; Role is "" elsewhere.
+	Role  Role
+	Block int
 }
 
 // FindLinears returns every linear layer of m in topological order.
@@ -101,7 +110,9 @@ func FindLinears(m *graph.Model) ([]Linear, error) {
 		}
 		out = append(out, l)
 	}
+	assignRoles(m, out)
 	nameLinears(out)
+	markHeads(m, out)
 	return out, nil
 }
 
@@ -252,6 +263,12 @@ func nameLinears(ls []Linear) {
 			l.Module, l.NameFrom = paramModule(l.Weight, "weight"), "weight"
 		case paramModule(l.Bias, "bias") != "":
 			l.Module, l.NameFrom = paramModule(l.Bias, "bias"), "bias"
+		case pathParamModule(l.Weight, kernelNames) != "":
+			l.Module, l.NameFrom = pathParamModule(l.Weight, kernelNames), "weight"
+		case pathParamModule(l.Bias, biasNames) != "":
+			l.Module, l.NameFrom = pathParamModule(l.Bias, biasNames), "bias"
+		case l.Role != "":
+			l.Module, l.NameFrom = structureName(l.Block, l.Role), "structure"
 		case l.NodeName != "":
 			l.Module, l.NameFrom = strings.Trim(strings.ReplaceAll(l.NodeName, "/", "."), "."), "fallback"
 		default:
@@ -293,7 +310,7 @@ func nodePathModule(name string) string {
 			return ""
 		}
 	}
-	return strings.Join(segs, ".")
+	return strings.Join(cleanSegments(segs), ".")
 }
 
 // paramModule returns the module path in a parameter name such as

@@ -1,7 +1,8 @@
 package rewrite
 
 import (
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
@@ -224,7 +225,7 @@ func ApplyPrefix(base *graph.Model, ad *adapter.Adapter, opts ...PrefixOption) (
 		return nil, Summary{}, errorf("%w", err)
 	}
 	if len(ad.Extra) != 0 {
-		return nil, Summary{}, errorf("prefix adapter holds %d extra tensors (%s); prefix tuning trains none", len(ad.Extra), strings.Join(prefixSortedKeys(ad.Extra), ", "))
+		return nil, Summary{}, errorf("prefix adapter holds %d extra tensors (%s); prefix tuning trains none", len(ad.Extra), strings.Join(slices.Sorted(maps.Keys(ad.Extra)), ", "))
 	}
 	return injectPrefix(base, *ad.Prefix, ad, opts)
 }
@@ -258,14 +259,4 @@ func injectPrefix(m *graph.Model, cfg adapter.PrefixConfig, ad *adapter.Adapter,
 	}
 	sum := summarizePrefix(m, site)
 	return site, sum, nil
-}
-
-// prefixSortedKeys returns the keys of m, sorted.
-func prefixSortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

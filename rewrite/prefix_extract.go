@@ -81,21 +81,8 @@ func summarizePrefix(m *graph.Model, site *PrefixSite) Summary {
 	for _, name := range site.Initializers {
 		helper[name] = true
 	}
-	trainable := map[string]bool{}
-	for _, name := range site.Trainable() {
-		trainable[name] = true
-	}
 	sum := Summary{Extra: site.Trainable()}
-	for _, t := range m.Proto.Graph.Initializer {
-		if helper[t.Name] || !graph.TypeOf(t).IsFloat() {
-			continue
-		}
-		n := graph.NumElements(t.Dims)
-		sum.AllParams += n
-		if trainable[t.Name] {
-			sum.TrainableParams += n
-		}
-	}
+	sum.countParams(m, helper)
 	return sum
 }
 

@@ -323,38 +323,15 @@ func dimList(dims []int64, ok bool) string {
 }
 
 // embeddingWidth returns the width of the token embedding that the token
-// ids (input_ids, or another name of package feed's) index, or 0 when it
-// is not found: a Gather reading a 2-D floating-point initializer with the
-// ids, directly or through shape-only ops.
+// ids (input_ids, or another name of package feed's) index
+// (TokenEmbedding), or 0 when it is not found or not floating-point.
 func embeddingWidth(m *graph.Model) int64 {
-	frontier := []string{"input_ids"}
+	ids := "input_ids"
 	if s, ok := modelPlan(m).First(feed.TokenIDs); ok {
-		frontier = []string{s.Name}
+		ids = s.Name
 	}
-	seen := map[string]bool{}
-	for depth := 0; depth < 4 && len(frontier) > 0; depth++ {
-		var next []string
-		for _, v := range frontier {
-			if seen[v] {
-				continue
-			}
-			seen[v] = true
-			for _, n := range m.Consumers(v) {
-				switch n.OpType {
-				case "Gather":
-					if len(n.Input) == 2 && n.Input[1] == v {
-						if w := m.Initializer(n.Input[0]); w != nil && len(w.Dims) == 2 && graph.TypeOf(w).IsFloat() {
-							return w.Dims[1]
-						}
-					}
-				case "Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Slice":
-					if len(n.Input) > 0 && n.Input[0] == v && len(n.Output) > 0 {
-						next = append(next, n.Output[0])
-					}
-				}
-			}
-		}
-		frontier = next
+	if w := TokenEmbedding(m, ids); w != nil && graph.TypeOf(w).IsFloat() {
+		return w.Dims[1]
 	}
 	return 0
 }

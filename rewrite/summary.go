@@ -88,8 +88,16 @@ func summarize(m *graph.Model, rec record) (Summary, error) {
 	for _, e := range rec.Trainable {
 		sum.Extra = append(sum.Extra, e.Name)
 	}
+	sum.countParams(m, helper)
+	return sum, nil
+}
+
+// countParams sets AllParams to the elements of m's floating-point
+// initializers other than the helper constants (helper), and
+// TrainableParams to those of the initializers that s.Trainable names.
+func (s *Summary) countParams(m *graph.Model, helper map[string]bool) {
 	trainable := map[string]bool{}
-	for _, name := range sum.Trainable() {
+	for _, name := range s.Trainable() {
 		trainable[name] = true
 	}
 	packed := quantizedParams(m)
@@ -101,12 +109,11 @@ func summarize(m *graph.Model, rec record) (Summary, error) {
 		if !isPacked {
 			n = graph.NumElements(t.Dims)
 		}
-		sum.AllParams += n
+		s.AllParams += n
 		if trainable[t.Name] {
-			sum.TrainableParams += n
+			s.TrainableParams += n
 		}
 	}
-	return sum, nil
 }
 
 // trainableExtras returns the base initializers that train along with the

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"maps"
 	"slices"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -32,13 +33,7 @@ type Binding struct {
 func (s *Session) Bind(inputs map[string]*Tensor, outputs []string) (*Binding, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil, s.errClosed()
-	}
-	if err := s.checkInputs(inputs); err != nil {
-		return nil, err
-	}
-	outs, err := s.selectOutputs(outputs)
+	outs, err := s.checkRun(inputs, outputs)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +46,7 @@ func (s *Session) Bind(inputs map[string]*Tensor, outputs []string) (*Binding, e
 		inputs: make(map[string]*Tensor, len(inputs)),
 		inVals: make(map[string]ort.Value, len(inputs)),
 	}
-	for _, name := range sortedKeys(inputs) {
+	for _, name := range slices.Sorted(maps.Keys(inputs)) {
 		if err := b.bindInput(name, inputs[name]); err != nil {
 			b.release()
 			return nil, err

@@ -193,15 +193,7 @@ func (g *Generator) readDecoderInfo() (*DecoderInfo, error) {
 	for _, v := range s.outputs {
 		outs[v.Name] = v
 	}
-	fin := make([]feed.Input, len(s.inputs))
-	for i, v := range s.inputs {
-		fin[i] = feed.Input(v)
-	}
-	fout := make([]feed.Input, len(s.outputs))
-	for i, v := range s.outputs {
-		fout[i] = feed.Input(v)
-	}
-	plan := feed.Classify(fin, fout)
+	plan := FeedPlan(s.inputs, s.outputs)
 
 	perLayer, stacked, named := 0, 0, 0
 	layers := map[int]bool{}

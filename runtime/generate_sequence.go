@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 
@@ -183,7 +184,7 @@ func dataLen(data any) int {
 // progress.
 func (q *Sequence) SetFeeds(feeds map[string]*Tensor) error {
 	s := q.g.s
-	for _, name := range sortedKeys(feeds) {
+	for _, name := range slices.Sorted(maps.Keys(feeds)) {
 		i, ok := s.inIdx[name]
 		switch {
 		case !ok:

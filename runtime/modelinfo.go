@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/peftonnx/peftonnx/dtype"
+	"github.com/peftonnx/peftonnx/feed"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -33,26 +34,23 @@ type ValueInfo struct {
 }
 
 // String describes v as in `input_ids int64[batch sequence]`.
-func (v ValueInfo) String() string {
-	s := v.Name + " " + v.DType.String()
-	if v.Shape == nil {
-		return s + "[?]"
+func (v ValueInfo) String() string { return feed.Input(v).String() }
+
+// FeedPlan sorts the inputs of a model with these inputs and outputs by
+// role (feed.Classify): the token ids, masks, positions, caches and the
+// rest, and what each one's default is.
+func FeedPlan(inputs, outputs []ValueInfo) *feed.Plan {
+	return feed.Classify(feedInputs(inputs), feedInputs(outputs))
+}
+
+// feedInputs converts vs to package feed's description, which has the
+// same fields.
+func feedInputs(vs []ValueInfo) []feed.Input {
+	in := make([]feed.Input, len(vs))
+	for i, v := range vs {
+		in[i] = feed.Input(v)
 	}
-	s += "["
-	for i, d := range v.Shape {
-		if i > 0 {
-			s += " "
-		}
-		switch {
-		case d >= 0:
-			s += fmt.Sprint(d)
-		case i < len(v.DimParams) && v.DimParams[i] != "":
-			s += v.DimParams[i]
-		default:
-			s += "?"
-		}
-	}
-	return s + "]"
+	return in
 }
 
 // static reports whether every dimension of v is known.
@@ -370,35 +368,9 @@ func tensorNameAt(src source, s span) (string, error) {
 	return name, err
 }
 
-func valueInfo(vi *onnxpb.ValueInfoProto) ValueInfo {
-	v := ValueInfo{Name: vi.GetName()}
-	tt := vi.GetType().GetTensorType()
-	if tt == nil {
-		return v
-	}
-	v.DType = dtype.Type(tt.GetElemType())
-	if tt.GetShape() == nil {
-		return v
-	}
-	dims := tt.GetShape().GetDim()
-	v.Shape = make([]int64, len(dims))
-	v.DimParams = make([]string, len(dims))
-	for i, d := range dims {
-		switch x := d.GetValue().(type) {
-		case *onnxpb.TensorShapeProto_Dimension_DimValue:
-			v.Shape[i] = x.DimValue
-			if x.DimValue < 0 {
-				v.Shape[i] = -1
-			}
-		case *onnxpb.TensorShapeProto_Dimension_DimParam:
-			v.Shape[i] = -1
-			v.DimParams[i] = x.DimParam
-		default:
-			v.Shape[i] = -1
-		}
-	}
-	return v
-}
+// valueInfo describes a graph input or output from its declaration, as
+// package feed reads it; Optional is left to the caller.
+func valueInfo(vi *onnxpb.ValueInfoProto) ValueInfo { return ValueInfo(feed.FromValueInfo(vi, false)) }
 
 // describeType says what a declared type is, in words: "a float32
 // tensor", "a sequence of maps from int64 to float32 tensors".

@@ -2,6 +2,8 @@ package runtime
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/half"
@@ -18,17 +20,24 @@ import (
 func (s *Session) Run(inputs map[string]*Tensor, outputs []string) (map[string]*Tensor, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	outs, err := s.checkRun(inputs, outputs)
+	if err != nil {
+		return nil, err
+	}
+	return s.run(inputs, outs)
+}
+
+// checkRun checks a run of the session, which the caller holds locked,
+// with inputs and outputs (nil: all), as Run documents, and returns the
+// outputs' indices.
+func (s *Session) checkRun(inputs map[string]*Tensor, outputs []string) ([]int, error) {
 	if s.closed {
 		return nil, s.errClosed()
 	}
 	if err := s.checkInputs(inputs); err != nil {
 		return nil, err
 	}
-	outs, err := s.selectOutputs(outputs)
-	if err != nil {
-		return nil, err
-	}
-	return s.run(inputs, outs)
+	return s.selectOutputs(outputs)
 }
 
 // run picks how to run: where every requested output has a static shape the
@@ -154,6 +163,12 @@ func (s *Session) runBound(inputs map[string]*Tensor, outs []int, dst map[string
 // runCore runs the core session with every input it takes (defaults where
 // the caller gave none) and lets ONNX Runtime allocate every output.
 func (s *Session) runCore(inputs map[string]*Tensor, outs []int) (map[string]*Tensor, error) {
+	return s.runCoreValues(inputs, outs, nil)
+}
+
+// runCoreValues is runCore that also converts the outputs that are not
+// numeric tensors into values, where values is not nil.
+func (s *Session) runCoreValues(inputs map[string]*Tensor, outs []int, values map[string]*Value) (map[string]*Tensor, error) {
 	if len(s.coreIn) == 0 || len(s.coreOut) == 0 {
 		// onnxruntime_go's Run indexes the first input and output.
 		return nil, fmt.Errorf("a model with no input or no output to fetch runs only when every output it returns has a static shape")
@@ -192,6 +207,13 @@ func (s *Session) runCore(inputs map[string]*Tensor, outs []int) (map[string]*Te
 			return nil, fmt.Errorf("output %q: %w", vi.Name, err)
 		}
 		res[vi.Name] = t
+	}
+	if values != nil {
+		for i, p := range s.plans {
+			if p.valueSlot >= 0 {
+				values[s.outputs[i].Name] = valueOf(out[p.valueSlot])
+			}
+		}
 	}
 	return res, nil
 }
@@ -260,7 +282,7 @@ func (s *Session) checkOutputs(outputs map[string]*Tensor) ([]int, error) {
 		return nil, errorf("%s: no outputs given", s.name)
 	}
 	idx := make([]int, 0, len(outputs))
-	for _, name := range sortedKeys(outputs) {
+	for _, name := range slices.Sorted(maps.Keys(outputs)) {
 		i, ok := s.outIdx[name]
 		if !ok {
 			return nil, errorf("%s: unknown output %q (outputs: %s)",

@@ -13,14 +13,7 @@ import (
 // a float type). A value that elem cannot hold (300 in int8, -1 in uint8,
 // 2 in bool) is an error that names its index.
 func FromInt64s(elem dtype.Type, shape []int64, v []int64) (*Tensor, error) {
-	t, err := Zeros(elem, shape)
-	if err != nil {
-		return nil, err
-	}
-	if err := t.SetInt64s(v); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return filled(elem, shape, func(t *Tensor) error { return t.SetInt64s(v) })
 }
 
 // SetInt64s writes v, converted to t's element type, into t's data; len(v)
@@ -87,14 +80,7 @@ func (t *Tensor) SetInt64s(v []int64) error {
 // holding v, converted: for an integer or bool type, every value must be
 // a whole number that the type holds.
 func FromFloat64s(elem dtype.Type, shape []int64, v []float64) (*Tensor, error) {
-	t, err := Zeros(elem, shape)
-	if err != nil {
-		return nil, err
-	}
-	if err := t.SetFloat64s(v); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return filled(elem, shape, func(t *Tensor) error { return t.SetFloat64s(v) })
 }
 
 // SetFloat64s writes v, converted to t's element type, into t's data;
@@ -162,4 +148,17 @@ func convertInts[T int32 | int16 | int8 | uint8 | uint16 | uint32 | uint64](dst 
 	for i, x := range src {
 		dst[i] = T(x)
 	}
+}
+
+// filled returns a new tensor of element type elem and the given shape
+// whose values set writes.
+func filled(elem dtype.Type, shape []int64, set func(*Tensor) error) (*Tensor, error) {
+	t, err := Zeros(elem, shape)
+	if err != nil {
+		return nil, err
+	}
+	if err := set(t); err != nil {
+		return nil, err
+	}
+	return t, nil
 }

@@ -63,15 +63,23 @@ func Open(path string, opts ...Option) (*Session, error) {
 		return nil, err
 	}
 	defer m.Close()
-	ad, err := o.loadAdapter()
+	if o.adapterPath != "" {
+		if feeds, ok, err := inputFeeds(m, o.adapterPath); err != nil {
+			return nil, err
+		} else if ok {
+			m.Close()
+			s, err := rt.NewSession(path, o.runtime...)
+			if err != nil {
+				return nil, err
+			}
+			return &Session{Session: s, Feeds: feeds}, nil
+		}
+	}
+	ad, prefix, err := o.adapterFor(m)
 	if err != nil {
 		return nil, err
 	}
 	if ad == nil {
-		prefix, err := prefixOf(m)
-		if err != nil {
-			return nil, err
-		}
 		m.Close()
 		s, err := rt.NewSession(path, o.runtime...)
 		if err != nil {
@@ -93,15 +101,23 @@ func OpenModel(m *graph.Model, opts ...Option) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	ad, err := o.loadAdapter()
+	if o.adapterPath != "" {
+		if feeds, ok, err := inputFeeds(m, o.adapterPath); err != nil {
+			return nil, err
+		} else if ok {
+			s, err := openInMemory(m, o.modelLabel(m), o)
+			if err != nil {
+				return nil, err
+			}
+			s.Feeds = feeds
+			return s, nil
+		}
+	}
+	ad, prefix, err := o.adapterFor(m)
 	if err != nil {
 		return nil, err
 	}
 	if ad == nil {
-		prefix, err := prefixOf(m)
-		if err != nil {
-			return nil, err
-		}
 		s, err := openInMemory(m, o.modelLabel(m), o)
 		if err != nil {
 			return nil, err
@@ -227,6 +243,17 @@ func prefixOf(m *graph.Model) (*rewrite.PrefixSite, error) {
 		}
 	}
 	return nil, nil
+}
+
+// adapterFor returns the adapter that the options name for m or, where
+// they name none, the prefix that m carries itself (nil if none).
+func (o *options) adapterFor(m *graph.Model) (*adapter.Adapter, *rewrite.PrefixSite, error) {
+	ad, err := o.loadAdapter()
+	if err != nil || ad != nil {
+		return ad, nil, err
+	}
+	prefix, err := prefixOf(m)
+	return nil, prefix, err
 }
 
 // loadAdapter returns the adapter of the options: the one given, the one

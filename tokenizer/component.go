@@ -13,9 +13,13 @@ func isAbsent(raw json.RawMessage) bool {
 	return len(raw) == 0 || string(raw) == "null"
 }
 
-// decodeComponent decodes the component at key into v, whose "type" field
-// is typ, and checks that it has a type.
-func decodeComponent(raw json.RawMessage, key string, typ *string, v any) error {
+// decodeComponent decodes the component at key, nested depth deep in
+// Sequences, into v, whose "type" field is typ, and checks that it has a
+// type.
+func decodeComponent(raw json.RawMessage, key string, depth int, typ *string, v any) error {
+	if depth > maxNesting {
+		return fmt.Errorf("%s: nested more than %d deep", key, maxNesting)
+	}
 	if err := decodeJSON(raw, key, v); err != nil {
 		return err
 	}
@@ -23,6 +27,24 @@ func decodeComponent(raw json.RawMessage, key string, typ *string, v any) error 
 		return fmt.Errorf("%s: no \"type\"", key)
 	}
 	return nil
+}
+
+// parseSequence parses items, the components of a Sequence at key whose
+// list is field ("normalizers"), each with parse one level deeper, and
+// leaves out those that parse to nothing.
+func parseSequence[T comparable](items []json.RawMessage, key, field string, depth int, parse func(json.RawMessage, string, int) (T, error)) ([]T, error) {
+	seq := make([]T, 0, len(items))
+	var none T
+	for i, r := range items {
+		c, err := parse(r, fmt.Sprintf("%s.%s[%d]", key, field, i), depth+1)
+		if err != nil {
+			return nil, err
+		}
+		if c != none {
+			seq = append(seq, c)
+		}
+	}
+	return seq, nil
 }
 
 // unsupported is the error for a component type that the package does not

@@ -165,24 +165,17 @@ type decoderJSON struct {
 
 // parseDecoder reads the decoder at key.
 func parseDecoder(raw json.RawMessage, key string, depth int) (decoder, error) {
-	if depth > maxNesting {
-		return nil, fmt.Errorf("%s: nested more than %d deep", key, maxNesting)
-	}
 	var j decoderJSON
-	if err := decodeComponent(raw, key, &j.Type, &j); err != nil {
+	if err := decodeComponent(raw, key, depth, &j.Type, &j); err != nil {
 		return nil, err
 	}
 	switch j.Type {
 	case "Sequence":
-		seq := make(decoderSequence, 0, len(j.Decoders))
-		for i, r := range j.Decoders {
-			d, err := parseDecoder(r, fmt.Sprintf("%s.decoders[%d]", key, i), depth+1)
-			if err != nil {
-				return nil, err
-			}
-			seq = append(seq, d)
+		seq, err := parseSequence(j.Decoders, key, "decoders", depth, parseDecoder)
+		if err != nil {
+			return nil, err
 		}
-		return seq, nil
+		return decoderSequence(seq), nil
 	case "Replace":
 		re, err := parseReplacePattern(j.Pattern, key+".pattern")
 		if err != nil {

@@ -2,7 +2,6 @@ package tokenizer
 
 import (
 	"encoding/json"
-	"fmt"
 	"regexp"
 	"strings"
 	"unicode"
@@ -105,24 +104,17 @@ type normalizerJSON struct {
 
 // parseNormalizer reads the normalizer at key.
 func parseNormalizer(raw json.RawMessage, key string, depth int) (normalizer, error) {
-	if depth > maxNesting {
-		return nil, fmt.Errorf("%s: nested more than %d deep", key, maxNesting)
-	}
 	var j normalizerJSON
-	if err := decodeComponent(raw, key, &j.Type, &j); err != nil {
+	if err := decodeComponent(raw, key, depth, &j.Type, &j); err != nil {
 		return nil, err
 	}
 	switch j.Type {
 	case "Sequence":
-		seq := make(normalizerSequence, 0, len(j.Normalizers))
-		for i, r := range j.Normalizers {
-			n, err := parseNormalizer(r, fmt.Sprintf("%s.normalizers[%d]", key, i), depth+1)
-			if err != nil {
-				return nil, err
-			}
-			seq = append(seq, n)
+		seq, err := parseSequence(j.Normalizers, key, "normalizers", depth, parseNormalizer)
+		if err != nil {
+			return nil, err
 		}
-		return seq, nil
+		return normalizerSequence(seq), nil
 	case "Prepend":
 		return &prependNormalizer{prepend: j.Prepend}, nil
 	case "Replace":

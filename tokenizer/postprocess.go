@@ -94,11 +94,8 @@ type templatePieceJSON struct {
 // parsePostProcessor reads the post-processor at key; inVocab tells
 // whether an id is a token's.
 func parsePostProcessor(raw json.RawMessage, key string, depth int, inVocab func(int64) bool) (postProcessor, *templateProcessor, error) {
-	if depth > maxNesting {
-		return nil, nil, fmt.Errorf("%s: nested more than %d deep", key, maxNesting)
-	}
 	var j postProcessorJSON
-	if err := decodeComponent(raw, key, &j.Type, &j); err != nil {
+	if err := decodeComponent(raw, key, depth, &j.Type, &j); err != nil {
 		return nil, nil, err
 	}
 	switch j.Type {

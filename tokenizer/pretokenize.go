@@ -89,26 +89,17 @@ type preTokenizerJSON struct {
 
 // parsePreTokenizer reads the pre-tokenizer at key.
 func parsePreTokenizer(raw json.RawMessage, key string, depth int) (preTokenizer, error) {
-	if depth > maxNesting {
-		return nil, fmt.Errorf("%s: nested more than %d deep", key, maxNesting)
-	}
 	var j preTokenizerJSON
-	if err := decodeComponent(raw, key, &j.Type, &j); err != nil {
+	if err := decodeComponent(raw, key, depth, &j.Type, &j); err != nil {
 		return nil, err
 	}
 	switch j.Type {
 	case "Sequence":
-		seq := make(preTokenizerSequence, 0, len(j.Pretokenizers))
-		for i, r := range j.Pretokenizers {
-			p, err := parsePreTokenizer(r, fmt.Sprintf("%s.pretokenizers[%d]", key, i), depth+1)
-			if err != nil {
-				return nil, err
-			}
-			if p != nil {
-				seq = append(seq, p)
-			}
+		seq, err := parseSequence(j.Pretokenizers, key, "pretokenizers", depth, parsePreTokenizer)
+		if err != nil {
+			return nil, err
 		}
-		return seq, nil
+		return preTokenizerSequence(seq), nil
 	case "Split":
 		p, err := parsePattern(j.Pattern, key+".pattern")
 		if err != nil {

@@ -29,46 +29,49 @@ type patternJSON struct {
 
 // parsePattern reads the pattern of a Split pre-tokenizer at key.
 func parsePattern(raw json.RawMessage, key string) (pattern, error) {
-	if isAbsent(raw) {
-		return nil, fmt.Errorf("%s: missing", key)
-	}
-	var p patternJSON
-	if err := decodeJSON(raw, key, &p); err != nil {
-		return nil, err
-	}
+	p, err := decodePattern(raw, key)
 	switch {
+	case err != nil:
+		return nil, err
 	case p.String != nil:
 		return regexPattern{regexp.MustCompile(regexp.QuoteMeta(*p.String))}, nil
-	case p.Regex != nil:
-		if *p.Regex == gpt2Pattern {
-			return gpt2SplitPattern{}, nil
-		}
-		re, err := compileRegex(*p.Regex, key+".Regex")
-		if err != nil {
-			return nil, err
-		}
-		return regexPattern{re}, nil
+	case *p.Regex == gpt2Pattern:
+		return gpt2SplitPattern{}, nil
 	}
-	return nil, fmt.Errorf("%s: want {\"String\": ...} or {\"Regex\": ...}", key)
+	re, err := compileRegex(*p.Regex, key+".Regex")
+	if err != nil {
+		return nil, err
+	}
+	return regexPattern{re}, nil
 }
 
 // parseReplacePattern reads the pattern of a Replace normalizer or decoder
 // at key, as a regular expression.
 func parseReplacePattern(raw json.RawMessage, key string) (*regexp.Regexp, error) {
-	if isAbsent(raw) {
-		return nil, fmt.Errorf("%s: missing", key)
-	}
-	var p patternJSON
-	if err := decodeJSON(raw, key, &p); err != nil {
-		return nil, err
-	}
+	p, err := decodePattern(raw, key)
 	switch {
+	case err != nil:
+		return nil, err
 	case p.String != nil:
 		return regexp.MustCompile(regexp.QuoteMeta(*p.String)), nil
-	case p.Regex != nil:
-		return compileRegex(*p.Regex, key+".Regex")
 	}
-	return nil, fmt.Errorf("%s: want {\"String\": ...} or {\"Regex\": ...}", key)
+	return compileRegex(*p.Regex, key+".Regex")
+}
+
+// decodePattern reads the pattern at key, which must be there and hold a
+// String or a Regex.
+func decodePattern(raw json.RawMessage, key string) (patternJSON, error) {
+	var p patternJSON
+	if isAbsent(raw) {
+		return p, fmt.Errorf("%s: missing", key)
+	}
+	if err := decodeJSON(raw, key, &p); err != nil {
+		return p, err
+	}
+	if p.String == nil && p.Regex == nil {
+		return p, fmt.Errorf("%s: want {\"String\": ...} or {\"Regex\": ...}", key)
+	}
+	return p, nil
 }
 
 // compileRegex compiles the Oniguruma regular expression expr found at key.

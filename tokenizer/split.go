@@ -128,20 +128,16 @@ func splitWord(out []word, w word, p pattern, behavior splitBehavior) []word {
 		for i := range parts {
 			parts[i].match = false
 		}
-	case contiguous:
+	case contiguous, mergedWithPrevious:
+		// contiguous joins runs of matches and runs of the rest; a match
+		// merged with the previous joins the part before it.
 		prevMatch := false
 		for _, s := range spans {
-			if s.match == prevMatch && len(parts) > 0 {
-				parts[len(parts)-1].end = s.end
-			} else {
-				parts = append(parts, span{s.start, s.end, false})
+			join := s.match == prevMatch
+			if behavior == mergedWithPrevious {
+				join = s.match && !prevMatch
 			}
-			prevMatch = s.match
-		}
-	case mergedWithPrevious:
-		prevMatch := false
-		for _, s := range spans {
-			if s.match && !prevMatch && len(parts) > 0 {
+			if join && len(parts) > 0 {
 				parts[len(parts)-1].end = s.end
 			} else {
 				parts = append(parts, span{s.start, s.end, false})

@@ -73,11 +73,8 @@ func (o *AdamW) Steps() int64 { return o.step }
 
 // Step applies one AdamW update to params.
 func (o *AdamW) Step(lr float64, params []*Param) error {
-	if err := checkParams(params); err != nil {
+	if err := checkStep("adamw", lr, params); err != nil {
 		return err
-	}
-	if math.IsNaN(lr) || lr < 0 {
-		return errorf("adamw: learning rate %v", lr)
 	}
 	ms := make([][]float32, len(params))
 	vs := make([][]float32, len(params))

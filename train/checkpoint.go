@@ -52,7 +52,8 @@ const rngKind = "splitmix64 per epoch"
 
 // SaveCheckpoint writes the trainer's state (parameters, optimizer
 // moments, step, data position and log) to dir/checkpoint-<step>, and
-// returns that path. The directory appears complete or not at all: it is
+// returns that path. Of several ranks, rank 0 alone calls it (Train does
+// so), and the batch size it records is that of all ranks together. The directory appears complete or not at all: it is
 // written under a temporary name and renamed. Older checkpoints beyond
 // Options.KeepCheckpoints are removed afterwards.
 func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
@@ -62,7 +63,7 @@ func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
 	st := trainerState{
 		Format: stateFormat, Version: 1, Step: t.step, TotalSteps: t.total,
 		Epoch:     t.epochAt(t.step * t.opts.GradAccum),
-		BatchSize: t.opts.BatchSize, GradAccum: t.opts.GradAccum, SeqLen: t.opts.SeqLen,
+		BatchSize: t.loader.Options().BatchSize, GradAccum: t.opts.GradAccum, SeqLen: t.opts.SeqLen,
 		NumExamples: len(t.data.Examples), Params: t.names, LogHistory: t.history,
 	}
 	st.RNG.Kind, st.RNG.Seed, st.RNG.NextMicroBatch = rngKind, t.opts.Seed, t.step*t.opts.GradAccum
@@ -167,26 +168,39 @@ func LatestCheckpoint(dir string) (string, error) {
 }
 
 // Resume loads the newest checkpoint in dir, if there is one, and reports
-// whether it did.
+// whether it did. Of several ranks (Options.Collective), every rank calls
+// it, and rank 0 alone reads dir (see LoadCheckpoint).
 func (t *Trainer) Resume(dir string) (bool, error) {
-	p, err := LatestCheckpoint(dir)
-	if err != nil || p == "" {
+	var p string
+	var err error
+	if t.leader() {
+		p, err = LatestCheckpoint(dir)
+	}
+	b, err := t.shareBytes("checkpoint "+dir, []byte(p), err)
+	if err != nil || len(b) == 0 {
 		return false, err
 	}
-	return true, t.LoadCheckpoint(p)
+	return true, t.LoadCheckpoint(string(b))
 }
 
 // LoadCheckpoint restores the state that SaveCheckpoint wrote to path. The
 // run must be the same one: the same parameters, dataset size, batch size,
 // gradient accumulation, sequence length and seed, so that training goes on
-// exactly as it would have without the interruption.
+// exactly as it would have without the interruption. Of several ranks,
+// every rank calls it, rank 0 reads the files and sends them to the
+// others, which need no access to path; the batch size to match is then
+// that of all ranks together, so a run may resume on another number of
+// ranks that trains on global batches of the same size.
 func (t *Trainer) LoadCheckpoint(path string) error {
 	read := func(name string) ([]byte, error) {
-		b, err := os.ReadFile(filepath.Join(path, name))
-		if err != nil {
-			return nil, errorf("checkpoint %s: %w", path, err)
+		var b []byte
+		var err error
+		if t.leader() {
+			if b, err = os.ReadFile(filepath.Join(path, name)); err != nil {
+				err = errorf("checkpoint %s: %w", path, err)
+			}
 		}
-		return b, nil
+		return t.shareBytes("checkpoint "+path, b, err)
 	}
 	b, err := read(stateFile)
 	if err != nil {
@@ -205,7 +219,7 @@ func (t *Trainer) LoadCheckpoint(path string) error {
 	}{
 		{"parameters", st.Params, t.names},
 		{"examples", st.NumExamples, len(t.data.Examples)},
-		{"batch size", st.BatchSize, t.opts.BatchSize},
+		{"batch size", st.BatchSize, t.loader.Options().BatchSize},
 		{"gradient accumulation", st.GradAccum, t.opts.GradAccum},
 		{"sequence length", st.SeqLen, t.opts.SeqLen},
 		{"seed", st.RNG.Seed, t.opts.Seed},

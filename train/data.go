@@ -249,24 +249,26 @@ func numericFields(b []byte) (map[string][]float64, error) {
 
 // checkIDs reports the first token id that is not below vocabSize.
 func (d *Dataset) checkIDs(vocabSize int) error {
-	v := int64(vocabSize)
-	for _, ex := range d.Examples {
-		for i, id := range ex.InputIDs {
-			if id >= v {
-				return errorf("%s:%d: input_ids[%d] is %d, outside the model's vocabulary of %d", d.Path, ex.Line, i, id, vocabSize)
-			}
-		}
-	}
-	return nil
+	return d.checkBelow("input_ids", vocabSize, fmt.Sprintf("the model's vocabulary of %d", vocabSize))
 }
 
 // checkTokenLabels reports the first token label that is not below
 // classes, the logits' last axis.
 func (d *Dataset) checkTokenLabels(classes int) error {
+	return d.checkBelow("labels", classes, fmt.Sprintf("the output's %d classes", classes))
+}
+
+// checkBelow reports the first value of an example's field, input_ids or
+// labels, that is not below limit; what says what limit is.
+func (d *Dataset) checkBelow(field string, limit int, what string) error {
 	for _, ex := range d.Examples {
-		for i, l := range ex.Labels {
-			if l >= int64(classes) {
-				return errorf("%s:%d: labels[%d] is %d, outside the output's %d classes", d.Path, ex.Line, i, l, classes)
+		values := ex.InputIDs
+		if field == "labels" {
+			values = ex.Labels
+		}
+		for i, v := range values {
+			if v >= int64(limit) {
+				return errorf("%s:%d: %s[%d] is %d, outside %s", d.Path, ex.Line, field, i, v, what)
 			}
 		}
 	}
@@ -291,13 +293,5 @@ func (d *Dataset) CheckVocab(vocabSize int) error {
 	if err := d.checkIDs(vocabSize); err != nil {
 		return err
 	}
-	v := int64(vocabSize)
-	for _, ex := range d.Examples {
-		for i, l := range ex.Labels {
-			if l >= v {
-				return errorf("%s:%d: labels[%d] is %d, outside the model's vocabulary of %d", d.Path, ex.Line, i, l, vocabSize)
-			}
-		}
-	}
-	return nil
+	return d.checkBelow("labels", vocabSize, fmt.Sprintf("the model's vocabulary of %d", vocabSize))
 }

@@ -86,6 +86,27 @@
 // its generator: with dropout, a resumed run is statistically, not bitwise,
 // the same.
 //
+// # Data parallelism
+//
+// With Options.Collective (package internal/mpi's world, under mpirun),
+// several processes train one adapter: each rank opens its own session
+// on the same frozen model, and trains on its shard of every global batch
+// of BatchSize × ranks examples (Loader.Shard), so the data order is that
+// of one process with the global batch. Each shard's gradient is weighted
+// by its share of what the whole step scored, the gradients are summed
+// over the ranks in one all-reduce before clipping
+// (Trainer.AllReducedBytes), and every rank takes the same AdamW step;
+// gradient accumulation sums its micro-batches first. A run on N ranks
+// with batch b gives the losses and adapter of one process with batch
+// N×b, up to float reassociation. Evaluation is sharded and its sums
+// reduced. NewTrainer checks that every rank trains the same run (the
+// same parameters, data size and options), so that ranks given different
+// flags fail at once instead of hanging. Rank 0 alone writes the log and
+// checkpoints; Resume reads on
+// rank 0 and broadcasts, so the other ranks need no access to the
+// checkpoint folder. A rank that fails must end the job (mpi.Abort):
+// the others would wait for it in the next collective.
+//
 // # Limits
 //
 //   - Frozen weights in the model's external data file are read by ONNX

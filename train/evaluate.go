@@ -25,7 +25,8 @@ type EvalResult struct {
 
 // Evaluate computes the loss of the current parameters on d, in order,
 // without dropout, batch by batch with the training batch size, and logs
-// it. The forward graph gets its own ONNX Runtime session, opened on first
+// it. Of several ranks, every rank calls it and evaluates its shard of
+// each batch, and every rank gets the result over all of d. The forward graph gets its own ONNX Runtime session, opened on first
 // use.
 func (t *Trainer) Evaluate(d *Dataset) (EvalResult, error) {
 	if t.train == nil {
@@ -47,14 +48,20 @@ func (t *Trainer) Evaluate(d *Dataset) (EvalResult, error) {
 			return EvalResult{}, err
 		}
 	}
-	l, err := NewLoader(d, LoaderOptions{BatchSize: t.opts.BatchSize, SeqLen: t.opts.SeqLen, PadID: t.opts.PadID, PadToSeqLen: t.opts.PadToSeqLen, Inputs: dataInputs(t.feeds)})
+	l, err := NewLoader(d, LoaderOptions{BatchSize: t.opts.BatchSize * t.comm.Size(), SeqLen: t.opts.SeqLen, PadID: t.opts.PadID, PadToSeqLen: t.opts.PadToSeqLen, Inputs: dataInputs(t.feeds)})
 	if err != nil {
 		return EvalResult{}, err
 	}
 	var sum float64
 	tokens, correct, labelled := 0, 0, 0
 	for i := range l.NumBatches() {
-		b := l.Batch(0, i)
+		b, ok := l.Batch(0, i), true
+		if t.distributed() {
+			b, ok = l.Shard(0, i, t.comm.Rank(), t.comm.Size())
+		}
+		if !ok {
+			continue
+		}
 		n := b.scored(t.opts.Task)
 		if n == 0 {
 			continue
@@ -79,6 +86,14 @@ func (t *Trainer) Evaluate(d *Dataset) (EvalResult, error) {
 			correct += c
 			labelled += k
 		}
+	}
+	if t.distributed() {
+		// Each rank scored its shards; the result is that of them all.
+		all := []float64{sum, float64(tokens), float64(correct), float64(labelled)}
+		if err := t.allReduce64("evaluate "+d.Path, all); err != nil {
+			return EvalResult{}, err
+		}
+		sum, tokens, correct, labelled = all[0], int(all[1]), int(all[2]), int(all[3])
 	}
 	if tokens == 0 {
 		return EvalResult{}, errorf("evaluate %s: nothing to score: every label is %d", d.Path, IgnoreIndex)

@@ -91,15 +91,7 @@ func modelInputs(m *graph.Model) (inputs, outputs []rt.ValueInfo) {
 // defaults (package feed); inputs with a default in the model are left to
 // it. Any other input is an error that says how to give it.
 func planFeeds(inputs, outputs []rt.ValueInfo, params map[string]bool, fields []string) ([]inputFeed, error) {
-	fin := make([]feed.Input, len(inputs))
-	for i, in := range inputs {
-		fin[i] = feed.Input(in)
-	}
-	fout := make([]feed.Input, len(outputs))
-	for i, o := range outputs {
-		fout[i] = feed.Input(o)
-	}
-	roles := feed.Classify(fin, fout)
+	roles := rt.FeedPlan(inputs, outputs)
 	byField := map[string]string{} // input name → field
 	for _, f := range fields {
 		s, ok := roles.ForField(f)

@@ -60,7 +60,10 @@ func TestLoRAInsideFusedAttentionTrains(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			trainFor30(t, m, f.task, fusedData(f.task, f.task == CausalLM), f.lr, func(a *graph.Model) (Summaryish, error) {
+			// Half the fixture's rate: q and v inside attention add to what
+			// the fixture's own targets train, and at its full rate BERT
+			// overshoots.
+			trainFor30(t, m, f.task, fusedData(f.task, f.task == CausalLM), f.lr/2, func(a *graph.Model) (Summaryish, error) {
 				sites, sum, err := rewrite.InjectLoRA(a, qvLoRA(f, f.fused), rewrite.WithSeed(1))
 				if err == nil && sites[0].Widths == nil {
 					t.Errorf("site %s has no q, k, v widths", sites[0].Module)

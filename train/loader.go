@@ -93,8 +93,33 @@ func (l *Loader) Batch(epoch, i int) Batch {
 	order := l.Order(epoch)
 	lo := i * l.opts.BatchSize
 	hi := min(lo+l.opts.BatchSize, len(order))
-	exs := make([]Example, 0, hi-lo)
-	for _, k := range order[lo:hi] {
+	return l.collate(order[lo:hi])
+}
+
+// Shard returns the part of batch i of epoch that rank, of ranks processes
+// that share every batch (data parallelism), trains on: the rank-th run of
+// BatchSize/ranks examples of the batch, in the batch's order, padded on
+// its own. It returns false when that part is empty, as it may be in an
+// epoch's last, shorter batch. It panics on an index out of range, or a
+// BatchSize that ranks does not divide: those are programming errors.
+func (l *Loader) Shard(epoch, i, rank, ranks int) (Batch, bool) {
+	if i < 0 || i >= l.NumBatches() || ranks <= 0 || rank < 0 || rank >= ranks || l.opts.BatchSize%ranks != 0 {
+		panic(errorf("loader: shard %d of %d of batch %d of %d (batch size %d)", rank, ranks, i, l.NumBatches(), l.opts.BatchSize))
+	}
+	order := l.Order(epoch)
+	per := l.opts.BatchSize / ranks
+	lo := min(i*l.opts.BatchSize+rank*per, len(order))
+	hi := min(lo+per, len(order))
+	if lo == hi {
+		return Batch{}, false
+	}
+	return l.collate(order[lo:hi]), true
+}
+
+// collate returns the batch of the examples at indices.
+func (l *Loader) collate(indices []int) Batch {
+	exs := make([]Example, 0, len(indices))
+	for _, k := range indices {
 		exs = append(exs, l.data.Examples[k])
 	}
 	b := Collate(exs, l.opts.SeqLen, l.opts.PadID, l.opts.PadToSeqLen)

@@ -37,21 +37,7 @@ const minLossOpset = 11
 // Pad, Cast, LogSoftmax, Unsqueeze, Equal, Not, Where, GatherElements,
 // ReduceSum, Max, Div and Neg.
 func CausalLMLoss(m *graph.Model, logits string) (string, error) {
-	b, err := newLossGraph(m, "causal_lm_loss", logits, 3)
-	if err != nil {
-		return "", err
-	}
-	batch, seq := b.dimOr(0, graph.DimParam("batch")), b.dimOr(1, graph.DimParam("sequence"))
-	labels, err := b.labelsInput(dtype.Int64, batch, seq)
-	if err != nil {
-		return "", err
-	}
-	// Position t is scored against label t+1: the labels move left by one
-	// and the last position gets IgnoreIndex, which is HF's
-	// logits[:, :-1] against labels[:, 1:] without copying the logits,
-	// the largest tensor of the graph, forward or backward.
-	y := b.pad(b.slice(labels, 1, math.MaxInt64, 1), 1, IgnoreIndex)
-	return b.crossEntropy(logits, y, 2), nil
+	return tokenCrossEntropy(m, "causal_lm_loss", logits, true)
 }
 
 // TokenClassificationLoss appends the loss of HF's *ForMaskedLM and
@@ -62,7 +48,14 @@ func CausalLMLoss(m *graph.Model, logits string) (string, error) {
 // the causal LM's shift: the mean cross entropy over the labels that are
 // not -100, computed in float32.
 func TokenClassificationLoss(m *graph.Model, logits string) (string, error) {
-	b, err := newLossGraph(m, "token_loss", logits, 3)
+	return tokenCrossEntropy(m, "token_loss", logits, false)
+}
+
+// tokenCrossEntropy appends, in scope, the mean cross entropy of logits
+// [batch, seq, classes] against an int64 input "labels" [batch, seq]; with
+// shift, position t is scored against label t+1.
+func tokenCrossEntropy(m *graph.Model, scope, logits string, shift bool) (string, error) {
+	b, err := newLossGraph(m, scope, logits, 3)
 	if err != nil {
 		return "", err
 	}
@@ -70,6 +63,13 @@ func TokenClassificationLoss(m *graph.Model, logits string) (string, error) {
 	labels, err := b.labelsInput(dtype.Int64, batch, seq)
 	if err != nil {
 		return "", err
+	}
+	if shift {
+		// The labels move left by one and the last position gets
+		// IgnoreIndex, which is HF's logits[:, :-1] against labels[:, 1:]
+		// without copying the logits, the largest tensor of the graph,
+		// forward or backward.
+		labels = b.pad(b.slice(labels, 1, math.MaxInt64, 1), 1, IgnoreIndex)
 	}
 	return b.crossEntropy(logits, labels, 2), nil
 }

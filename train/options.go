@@ -1,6 +1,7 @@
 package train
 
 import (
+	"cmp"
 	"io"
 	"math"
 
@@ -137,6 +138,14 @@ type Options struct {
 	// Session holds options for the ONNX Runtime sessions (provider,
 	// threads).
 	Session []rt.Option
+
+	// Collective, when set, makes the trainer one rank of a data-parallel
+	// run (see Collective): every rank trains on its shard of each batch
+	// of BatchSize × Size examples, the gradients are summed over the
+	// ranks before clipping, and every rank steps the same optimizer.
+	// Every rank passes the same model, data and options. nil trains
+	// alone.
+	Collective Collective
 }
 
 // DefaultOptions returns HF Trainer's defaults: 3 epochs, batch 8, learning
@@ -164,21 +173,11 @@ const defaultLossScale = 1024
 // validate checks o and fills in defaults for zero values that have one.
 // The task and output are settled by NewTrainer, which sees the model.
 func (o *Options) validate() error {
-	if o.GradAccum == 0 {
-		o.GradAccum = 1
-	}
-	if o.LogEvery == 0 {
-		o.LogEvery = 1
-	}
-	if o.KeepCheckpoints == 0 {
-		o.KeepCheckpoints = 1
-	}
-	if o.Schedule == "" {
-		o.Schedule = string(Linear)
-	}
-	if o.Half == "" {
-		o.Half = Upcast
-	}
+	o.GradAccum = cmp.Or(o.GradAccum, 1)
+	o.LogEvery = cmp.Or(o.LogEvery, 1)
+	o.KeepCheckpoints = cmp.Or(o.KeepCheckpoints, 1)
+	o.Schedule = cmp.Or(o.Schedule, string(Linear))
+	o.Half = cmp.Or(o.Half, Upcast)
 	if o.LossScale == 0 {
 		o.LossScale = 1
 		if o.Half == KeepHalf {

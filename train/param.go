@@ -55,8 +55,10 @@ func ZeroGrad(params []*Param) {
 	}
 }
 
-// checkParams reports a parameter whose gradient and data lengths differ.
-func checkParams(params []*Param) error {
+// checkStep checks an optimizer step of optimizer (named in messages) at
+// learning rate lr: lr must be 0 or more, and no parameter's gradient and
+// data lengths may differ.
+func checkStep(optimizer string, lr float64, params []*Param) error {
 	for _, p := range params {
 		if len(p.Grad) != len(p.Data) {
 			return errorf("param %q: gradient has %d values, parameter %d", p.Name, len(p.Grad), len(p.Data))
@@ -64,6 +66,9 @@ func checkParams(params []*Param) error {
 		if math.IsNaN(p.LRScale) || math.IsInf(p.LRScale, 0) || p.LRScale < 0 {
 			return errorf("param %q: learning-rate scale %v", p.Name, p.LRScale)
 		}
+	}
+	if math.IsNaN(lr) || lr < 0 {
+		return errorf("%s: learning rate %v", optimizer, lr)
 	}
 	return nil
 }

@@ -59,11 +59,8 @@ func (o *SGD) Steps() int64 { return o.step }
 
 // Step applies one SGD update to params.
 func (o *SGD) Step(lr float64, params []*Param) error {
-	if err := checkParams(params); err != nil {
+	if err := checkStep("sgd", lr, params); err != nil {
 		return err
-	}
-	if math.IsNaN(lr) || lr < 0 {
-		return errorf("sgd: learning rate %v", lr)
 	}
 	bufs := make([][]float32, len(params))
 	fresh := make([]bool, len(params))

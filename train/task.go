@@ -6,6 +6,8 @@ import (
 
 	"github.com/peftonnx/peftonnx/feed"
 	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/rewrite"
+	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
 // DetectTask says which task fits a model, from its outputs, and which
@@ -117,15 +119,7 @@ func describeValue(name string, dims []int64, rank int) string {
 // decoder.
 func encoderHints(m *graph.Model) []string {
 	inputs, outputs := modelInputs(m)
-	fin := make([]feed.Input, len(inputs))
-	for i, in := range inputs {
-		fin[i] = feed.Input(in)
-	}
-	fout := make([]feed.Input, len(outputs))
-	for i, o := range outputs {
-		fout[i] = feed.Input(o)
-	}
-	plan := feed.Classify(fin, fout)
+	plan := rt.FeedPlan(inputs, outputs)
 	var hints []string
 	if s, ok := plan.First(feed.TokenTypes); ok {
 		hints = append(hints, "it takes token types, "+s.Name)
@@ -212,30 +206,8 @@ func resolveTask(m *graph.Model, o *Options) (TaskChoice, error) {
 // dimension of a [batch, seq, vocab] "logits" output. ok is false when
 // neither tells.
 func ModelVocab(m *graph.Model) (vocab int, ok bool) {
-	seen := map[string]bool{}
-	queue := tokenIDInputs(m)
-	for len(queue) > 0 {
-		v := queue[0]
-		queue = queue[1:]
-		if seen[v] {
-			continue
-		}
-		seen[v] = true
-		for _, n := range m.Consumers(v) {
-			switch n.OpType {
-			case "Gather":
-				if len(n.Input) < 2 || n.Input[1] != v || graph.IntAttr(n, "axis", 0) != 0 {
-					continue
-				}
-				if t := m.Initializer(n.Input[0]); t != nil && len(t.Dims) == 2 && t.Dims[0] > 0 {
-					return int(t.Dims[0]), true
-				}
-			case "Slice", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Cast", "Identity":
-				if len(n.Input) > 0 && n.Input[0] == v && len(n.Output) > 0 {
-					queue = append(queue, n.Output[0])
-				}
-			}
-		}
+	if t := rewrite.TokenEmbedding(m, tokenIDInputs(m)...); t != nil {
+		return int(t.Dims[0]), true
 	}
 	if vi, _ := findValue(m, "logits"); vi != nil {
 		if _, dims, ok := graph.ValueShape(vi); ok && len(dims) == 3 && dims[2] > 0 {

@@ -42,6 +42,11 @@ type Trainer struct {
 	step   int // optimizer steps completed
 	train  *runner
 	eval   *runner
+	// comm is the group of data-parallel ranks (solo when alone), and
+	// gradFlat, when it has several, the gradients of every parameter in
+	// one buffer, for one all-reduce per step.
+	comm     Collective
+	gradFlat []float32
 	// history holds what was logged; logged counts the records written
 	// to Options.LogJSON.
 	history []LogRecord
@@ -104,7 +109,10 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 	if err := recordedLoRAPlus(m, &opts); err != nil {
 		return nil, err
 	}
-	t := &Trainer{opts: opts, base: m.Clone(), byName: map[string]*Param{}, data: data, choice: choice}
+	t := &Trainer{opts: opts, base: m.Clone(), byName: map[string]*Param{}, data: data, choice: choice, comm: opts.Collective}
+	if t.comm == nil {
+		t.comm = solo{}
+	}
 	t.withLoss = m.Clone()
 	if opts.Half == Upcast && hasHalf(t.withLoss) {
 		if err := upcast(t.withLoss, params); err != nil {
@@ -143,8 +151,11 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 		t.names = append(t.names, name)
 		t.grads = append(t.grads, autodiff.GradName(name))
 	}
+	t.shareGradients()
+	// The loader cuts global batches, of every rank's batch; each rank
+	// trains on its shard of each (Loader.Shard).
 	if t.loader, err = NewLoader(data, LoaderOptions{
-		BatchSize: opts.BatchSize, SeqLen: opts.SeqLen, PadID: opts.PadID, PadToSeqLen: opts.PadToSeqLen,
+		BatchSize: opts.BatchSize * t.comm.Size(), SeqLen: opts.SeqLen, PadID: opts.PadID, PadToSeqLen: opts.PadToSeqLen,
 		Shuffle: true, Seed: opts.Seed, Inputs: dataInputs(t.feeds),
 	}); err != nil {
 		return nil, err
@@ -162,6 +173,11 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 	}
 	if t.opt, err = NewAdamW(opts.AdamW); err != nil {
 		return nil, err
+	}
+	if t.distributed() {
+		if err := t.checkSameRun(); err != nil {
+			return nil, err
+		}
 	}
 	g, err := t.gradientGraph()
 	if err != nil {
@@ -363,24 +379,42 @@ func (t *Trainer) TrainStep() (StepResult, error) {
 	step := t.step + 1
 	accum := t.opts.GradAccum
 	nb := t.loader.NumBatches()
+	// Each micro-batch is a global batch, of which this rank trains on its
+	// shard (all of it when training alone).
 	batches := make([]Batch, accum)
+	own := make([]bool, accum) // this rank's shard is not empty
 	counts := make([]int, accum)
+	shares := make([]float64, accum) // of the global batch, in examples
 	scored, fed := 0, 0
 	for i := range batches {
 		micro := t.step*accum + i
-		batches[i] = t.loader.Batch(micro/nb, micro%nb)
-		counts[i] = batches[i].scored(t.opts.Task)
-		scored += counts[i]
-		fed += batches[i].InputTokens()
+		global := t.loader.Batch(micro/nb, micro%nb)
+		scored += global.scored(t.opts.Task)
+		fed += global.InputTokens()
+		batches[i], own[i] = global, true
+		if t.distributed() {
+			batches[i], own[i] = t.loader.Shard(micro/nb, micro%nb, t.comm.Rank(), t.comm.Size())
+		}
+		if own[i] {
+			counts[i] = batches[i].scored(t.opts.Task)
+			shares[i] = float64(batches[i].Size) / float64(global.Size)
+		}
 	}
 	ZeroGrad(t.params)
 	var loss float64
 	for i, b := range batches {
-		// Weighting by what each micro-batch scored makes the accumulated
-		// gradient that of the mean loss over all of the step's labels.
+		if !own[i] {
+			continue
+		}
+		// Weighting by what each micro-batch (each shard) scored makes
+		// the accumulated gradient that of the mean loss over all of the
+		// step's labels, on every rank together.
 		w := float64(counts[i]) / float64(max(1, scored))
 		if scored == 0 {
 			w = 1 / float64(accum)
+			if t.distributed() {
+				w *= shares[i]
+			}
 		}
 		l, err := t.forwardBackward(b, float32(w))
 		if err != nil {
@@ -390,6 +424,12 @@ func (t *Trainer) TrainStep() (StepResult, error) {
 			return StepResult{}, errorf("step %d: loss is %v", step, l)
 		}
 		loss += w * l
+	}
+	if t.distributed() {
+		var err error
+		if loss, err = t.sumGradients(loss); err != nil {
+			return StepResult{}, errorf("step %d: %w", step, err)
+		}
 	}
 	norm := ClipGradNorm(t.params, t.opts.Clip)
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
@@ -431,7 +471,11 @@ func (t *Trainer) forwardBackward(b Batch, w float32) (float64, error) {
 // checkpoint in Options.CheckpointDir if there is one, logs, evaluates and
 // checkpoints as the options say, and calls Options.OnStep after each step.
 // When ctx is done it stops after the step in progress, writes a
-// checkpoint (with a CheckpointDir) and returns ctx's error.
+// checkpoint (with a CheckpointDir) and returns ctx's error. Of several
+// ranks (Options.Collective), rank 0 alone writes the log and the
+// checkpoints, and resumes every rank from its own; when the context of
+// any rank is done, every rank stops after the same step, and those whose
+// own context is not done return an error that wraps context.Canceled.
 func (t *Trainer) Train(ctx context.Context) error {
 	saved := -1
 	if t.opts.CheckpointDir != "" {
@@ -449,9 +493,15 @@ func (t *Trainer) Train(ctx context.Context) error {
 		}
 	}
 	for t.step < t.total {
-		if err := ctx.Err(); err != nil {
+		if err := t.stopRequested(ctx); err != nil {
 			if t.opts.CheckpointDir != "" && t.step != saved {
-				if _, serr := t.SaveCheckpoint(t.opts.CheckpointDir); serr != nil {
+				var serr error
+				if t.leader() {
+					_, serr = t.SaveCheckpoint(t.opts.CheckpointDir)
+				}
+				// The other ranks wait for rank 0's checkpoint, and
+				// learn whether it was written.
+				if _, serr = t.shareBytes("checkpoint", nil, serr); serr != nil {
 					return serr
 				}
 			}
@@ -476,7 +526,7 @@ func (t *Trainer) Train(ctx context.Context) error {
 				return err
 			}
 		}
-		if t.opts.CheckpointDir != "" && (last || (t.opts.CheckpointEvery > 0 && t.step%t.opts.CheckpointEvery == 0)) {
+		if t.opts.CheckpointDir != "" && t.leader() && (last || (t.opts.CheckpointEvery > 0 && t.step%t.opts.CheckpointEvery == 0)) {
 			if _, err := t.SaveCheckpoint(t.opts.CheckpointDir); err != nil {
 				return err
 			}
@@ -492,9 +542,10 @@ func (t *Trainer) log(r LogRecord) error {
 	return t.writeLog(r)
 }
 
-// writeLog writes r to the JSON log, if any.
+// writeLog writes r to the JSON log, if any; of several ranks, rank 0
+// alone writes it.
 func (t *Trainer) writeLog(r LogRecord) error {
-	if t.opts.LogJSON == nil {
+	if t.opts.LogJSON == nil || !t.leader() {
 		return nil
 	}
 	b, err := json.Marshal(r)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/peftonnx/peftonnx/adapter"
-	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/rewrite"
 	"github.com/peftonnx/peftonnx/session"
 )
@@ -31,7 +30,10 @@ nothing is written.
 
 An .onnx_adapter file carries no config: its factors are taken as they
 are, at scaling 1 (export-adapter folds alpha/r into lora_B when it writes
-one).
+one). A file whose parameters are named after inputs of BASE (an export
+with its LoRA factors as inputs, such as lora_param_a and lora_param_b),
+as ONNX Runtime feeds them, becomes the defaults of those inputs: OUT fed
+nothing runs the adapter.
 
 With --as-inputs, A and B become graph inputs of dynamic rank whose
 defaults are empty, sized for the adapter's layers: fed nothing, OUT is
@@ -59,18 +61,19 @@ func runApply(cx *context, args []string) error {
 	adapterPath := addAdapterFlag(fs, "the LoRA or prefix adapter to inject (required)")
 	asInputs := fs.Bool("as-inputs", false, "LoRA: make A and B graph inputs of dynamic rank, with empty defaults")
 	replacePast := fs.Bool("replace-past", false, "prefix: remove the past inputs and feed the prefix alone where they went")
-	pos, err := cx.parse(args)
+	base, err := cx.parseOne(args, "BASE model", "-o OUT", "--adapter")
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return cx.usagef("want one BASE model, got %d arguments", len(pos))
+	e, err := loadForEdit(base, *out, *adapterPath)
+	if err != nil {
+		return err
 	}
-	if *out == "" {
-		return cx.usagef("-o OUT is required")
-	}
-	if *adapterPath == "" {
-		return cx.usagef("--adapter is required")
+	defer e.Close()
+	if params, ok, err := session.InputParams(e.m, *adapterPath); err != nil {
+		return err
+	} else if ok {
+		return applyInputParams(cx, e, params, *adapterPath, *asInputs || *replacePast)
 	}
 	ad, err := session.LoadAdapter(*adapterPath)
 	if err != nil {
@@ -82,15 +85,6 @@ func runApply(cx *context, args []string) error {
 	case ad.LoRA != nil && *replacePast:
 		return cx.usagef("--replace-past is for prefix adapters, but %s is %s", *adapterPath, adapterKind(ad))
 	}
-	m, err := graph.Load(pos[0])
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	if err := checkOutput(*out, m, *adapterPath); err != nil {
-		return err
-	}
-	external := hasExternalData(m)
 	var opts []rewrite.Option
 	if *asInputs {
 		opts = append(opts, rewrite.AsInputs())
@@ -98,11 +92,11 @@ func runApply(cx *context, args []string) error {
 	if *replacePast {
 		opts = append(opts, rewrite.PrefixReplacePast())
 	}
-	adapted, err := rewrite.Apply(m, ad, opts...)
+	adapted, err := rewrite.Apply(e.m, ad, opts...)
 	if err != nil {
 		return fmt.Errorf("applying %s: %w", *adapterPath, err)
 	}
-	if err := saveModel(m, *out, external); err != nil {
+	if err := e.save(); err != nil {
 		return err
 	}
 	fmt.Fprintln(cx.stdout, adapted.Summary)
@@ -132,4 +126,21 @@ func prefixShape(c adapter.PrefixConfig) string {
 		s += fmt.Sprintf(" through a projection of width %d", c.PrefixProjectionHiddenSize)
 	}
 	return s
+}
+
+// applyInputParams writes e's model with the parameters of an ONNX Runtime
+// adapter file whose names are its inputs as those inputs' defaults
+// (rewrite.ApplyInputs).
+func applyInputParams(cx *context, e *editedModel, params map[string]*adapter.Tensor, adapterPath string, options bool) error {
+	if options {
+		return fmt.Errorf("%s feeds the inputs of its parameters' names, as ONNX Runtime does; --as-inputs and --replace-past do not apply to it", adapterPath)
+	}
+	if err := rewrite.ApplyInputs(e.m, params); err != nil {
+		return fmt.Errorf("applying %s: %w", adapterPath, err)
+	}
+	if err := e.save(); err != nil {
+		return err
+	}
+	fmt.Fprintf(cx.stdout, "wrote %s: adapter %s as the defaults of the inputs %s\n", e.out, adapterPath, paramNames(params))
+	return nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"math"
 	"os"
@@ -62,9 +61,6 @@ renamed; the inputs are never changed.`,
 	})
 }
 
-// formatPaddle is combine's --format for PaddleNLP's directory layout.
-const formatPaddle = "paddle"
-
 func runCombine(cx *context, args []string) error {
 	fs := cx.flags()
 	out := fs.String("o", "", "write the combined adapter to `OUT`, a directory or FILE.onnx_adapter (required)")
@@ -79,8 +75,7 @@ func runCombine(cx *context, args []string) error {
 	if err != nil {
 		return err
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	given := cx.given()
 	if len(pos) == 0 {
 		return cx.usagef("give at least one ADAPTER")
 	}
@@ -106,15 +101,8 @@ func runCombine(cx *context, args []string) error {
 			return cx.usagef("--weights has %d %s for %d adapters", len(o.Weights), combineNoun(len(o.Weights), "value", "values"), len(pos))
 		}
 	}
-	switch *format {
-	case "":
-		*format = formatHF
-		if strings.HasSuffix(*out, adapter.ONNXAdapterExt) {
-			*format = formatONNXAdapter
-		}
-	case formatHF, formatONNXAdapter, formatPaddle:
-	default:
-		return cx.usagef("--format must be hf, onnx_adapter or paddle, got %q", *format)
+	if *format, err = adapterFormat(*format, *out, formatHF, formatONNXAdapter, formatPaddle); err != nil {
+		return cx.usagef("%w", err)
 	}
 	if err := checkCombineOutput(*out, *format, pos); err != nil {
 		return err

@@ -114,6 +114,34 @@ func (cx *context) parse(args []string) ([]string, error) {
 	}
 }
 
+// parseOne parses args (parse) for a command that takes exactly one
+// positional argument, which what names in the error for any other count
+// ("MODEL", "BASE model"), and returns it. The flags in required, spelled
+// as the error spells them ("-o OUT", "--adapter"), must not be empty.
+func (cx *context) parseOne(args []string, what string, required ...string) (string, error) {
+	pos, err := cx.parse(args)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		return "", cx.usagef("want one %s, got %d arguments", what, len(pos))
+	}
+	for _, r := range required {
+		name := strings.Fields(strings.TrimLeft(r, "-"))[0]
+		if cx.flags().Lookup(name).Value.String() == "" {
+			return "", cx.usagef("%s is required", r)
+		}
+	}
+	return pos[0], nil
+}
+
+// given returns the names of the flags that the command line set.
+func (cx *context) given() map[string]bool {
+	given := map[string]bool{}
+	cx.flags().Visit(func(f *flag.Flag) { given[f.Name] = true })
+	return given
+}
+
 // printHelp writes the command's synopsis, summary, detail and flags.
 func (cx *context) printHelp() {
 	w := cx.stdout

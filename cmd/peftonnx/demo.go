@@ -4,7 +4,6 @@ import (
 	gocontext "context"
 
 	"github.com/peftonnx/peftonnx/demo"
-	ortrt "github.com/peftonnx/peftonnx/runtime"
 )
 
 func init() {
@@ -28,8 +27,7 @@ func runDemo(cx *context, args []string) error {
 	fs.IntVar(&c.Steps, "steps", c.Steps, "optimizer steps, `N`")
 	seed := fs.Uint64("seed", c.Seed, "seed for weights, adapter init and data, `N`")
 	fs.StringVar(&c.OutDir, "out", "", "write models and the adapter to `DIR`")
-	threads := fs.Int("threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
-	device := fs.String("device", "cpu", "run on `cpu`, cuda or cuda:N")
+	rt := addRuntimeFlags(fs)
 	pos, err := cx.parse(args)
 	if err != nil {
 		return err
@@ -40,11 +38,11 @@ func runDemo(cx *context, args []string) error {
 	if c.Steps <= 0 {
 		return cx.usagef("--steps must be positive, got %d", c.Steps)
 	}
-	if *threads < 0 {
-		return cx.usagef("--threads must be 0 or more, got %d", *threads)
+	if err := rt.check(cx); err != nil {
+		return err
 	}
 	c.Seed = *seed
-	c.Session = []ortrt.Option{ortrt.WithDevice(*device), ortrt.WithIntraOpThreads(*threads)}
+	c.Session = rt.options()
 	_, err = demo.Run(gocontext.Background(), cx.stdout, c)
 	return err
 }

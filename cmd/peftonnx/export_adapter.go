@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
@@ -14,7 +15,7 @@ import (
 func init() {
 	register(&command{
 		name:    "export-adapter",
-		args:    "MODEL --out DIR|FILE [--format hf|onnx_adapter]",
+		args:    "MODEL --out DIR|FILE [--format hf|paddle|onnx_adapter]",
 		summary: "pull the LoRA or prefix adapter out of an adapted model and save it (save_pretrained)",
 		detail: `
 MODEL is a model that inject, prefix or apply adapted (and train trained).
@@ -27,7 +28,11 @@ projection the encoder's input and weights.
 --format hf writes a HuggingFace PEFT directory: adapter_config.json and
 adapter_model.safetensors, with keys base_model.model.<module>.lora_A.weight
 [r, in] and lora_B.weight [out, r], which PEFT's from_pretrained and
-"peftonnx apply" read. --format onnx_adapter writes an ONNX Runtime
+"peftonnx apply" read. --format paddle writes PaddleNLP's layout, as its
+save_pretrained does: lora_config.json and lora_model_state.pdparams (a
+pickled state dict, <module>.lora_A [in, r] and lora_B [r, out]), or for
+a prefix prefix_config.json, prefix_model_state.pdparams and
+pre_caches.npy; apply, merge and run read it back. --format onnx_adapter writes an ONNX Runtime
 .onnx_adapter file, with parameters <module>.lora_A.weight [in, r] and
 <module>.lora_B.weight [r, out], the names and layout that ONNX Runtime's
 LoRA API feeds to a model whose factors are graph inputs (inject
@@ -37,7 +42,7 @@ projections (--enable-lora) need the config and can only be exported as hf.
 Without --format, an --out that ends in .onnx_adapter selects onnx_adapter,
 anything else hf.
 
-A prefix adapter is written as hf only: a HuggingFace PEFT directory with
+A prefix adapter is written as hf (or paddle): a HuggingFace PEFT directory with
 adapter_config.json (peft_type PREFIX_TUNING, num_virtual_tokens,
 num_layers, …) and prompt_embeddings [P, layers·2·kv_heads·head_dim] (and
 prefix_encoder.transform.* with a projection) in
@@ -54,45 +59,43 @@ The files are written to temporary names and renamed; MODEL is not changed.`,
 	})
 }
 
-// The values of export-adapter's --format.
-const (
-	formatHF          = "hf"
-	formatONNXAdapter = "onnx_adapter"
-)
+// adapterFormat returns the --format of a command that writes an adapter
+// to out: format where given, else onnx_adapter for an out that ends in
+// .onnx_adapter and hf for any other. A format not in allowed is an error.
+func adapterFormat(format, out string, allowed ...string) (string, error) {
+	if format == "" {
+		if strings.HasSuffix(out, adapter.ONNXAdapterExt) {
+			return formatONNXAdapter, nil
+		}
+		return formatHF, nil
+	}
+	if !slices.Contains(allowed, format) {
+		n := len(allowed)
+		return "", fmt.Errorf("--format must be %s or %s, got %q", strings.Join(allowed[:n-1], ", "), allowed[n-1], format)
+	}
+	return format, nil
+}
 
 func runExportAdapter(cx *context, args []string) error {
 	fs := cx.flags()
-	out := fs.String("out", "", "write the adapter to `DIR` (hf) or FILE.onnx_adapter (required)")
-	format := fs.String("format", "", "`hf` (PEFT directory) or onnx_adapter; default from --out's name")
-	pos, err := cx.parse(args)
+	out := fs.String("out", "", "write the adapter to `DIR` (hf, paddle) or FILE.onnx_adapter (required)")
+	format := fs.String("format", "", "`hf` (PEFT directory), paddle (PaddleNLP directory) or onnx_adapter; default from --out's name")
+	model, err := cx.parseOne(args, "MODEL", "--out")
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
-	}
-	if *out == "" {
-		return cx.usagef("--out is required")
-	}
-	switch *format {
-	case "":
-		*format = formatHF
-		if strings.HasSuffix(*out, adapter.ONNXAdapterExt) {
-			*format = formatONNXAdapter
-		}
-	case formatHF, formatONNXAdapter:
-	default:
-		return cx.usagef("--format must be hf or onnx_adapter, got %q", *format)
+	if *format, err = adapterFormat(*format, *out, formatHF, formatPaddle, formatONNXAdapter); err != nil {
+		return cx.usagef("%w", err)
 	}
 	st, statErr := os.Stat(*out)
 	switch {
-	case *format == formatHF && statErr == nil && !st.IsDir():
-		return fmt.Errorf("--out %s is a file; --format hf writes a directory", *out)
+	case *format != formatONNXAdapter && statErr == nil && !st.IsDir():
+		return fmt.Errorf("--out %s is a file; --format %s writes a directory", *out, *format)
 	case *format == formatONNXAdapter && statErr == nil && st.IsDir():
 		return fmt.Errorf("--out %s is a directory; --format onnx_adapter writes a file such as %s", *out, *out+"/adapter.onnx_adapter")
 	}
 
-	m, err := graph.Load(pos[0])
+	m, err := graph.Load(model)
 	if err != nil {
 		return err
 	}
@@ -105,21 +108,21 @@ func runExportAdapter(cx *context, args []string) error {
 		return err
 	}
 	if ad.Prefix != nil {
-		return exportPrefix(cx, m, ad, pos[0], *out, *format)
+		return exportPrefix(cx, m, ad, model, *out, *format)
 	}
 	if *format == formatONNXAdapter {
 		if err := checkOutput(*out, m); err != nil {
 			return err
 		}
 	}
-	what := "HF PEFT directory"
-	if *format == formatHF {
-		err = adapter.SaveDir(*out, ad)
+	var what string
+	if *format != formatONNXAdapter {
+		what, _, err = saveAdapterDir(*out, ad, *format)
 	} else {
 		what = ".onnx_adapter"
 		var f *adapter.ONNXAdapterFile
 		if f, err = onnxAdapterFile(ad); err != nil {
-			return fmt.Errorf("%s: %w", pos[0], err)
+			return fmt.Errorf("%s: %w", model, err)
 		}
 		err = adapter.WriteONNXAdapter(*out, f)
 	}
@@ -144,16 +147,17 @@ func runExportAdapter(cx *context, args []string) error {
 // the HuggingFace PEFT directory dir, the one format that holds a prefix.
 func exportPrefix(cx *context, m *graph.Model, ad *adapter.Adapter, path, dir, format string) error {
 	if format == formatONNXAdapter {
-		return fmt.Errorf("%s carries a prefix (prefix tuning), which --format onnx_adapter cannot hold: an .onnx_adapter file has named tensors and no config (tokens, layers, KV heads), and ONNX Runtime feeds it to LoRA inputs only; export it with --format hf", path)
+		return fmt.Errorf("%s carries a prefix (prefix tuning), which --format onnx_adapter cannot hold: an .onnx_adapter file has named tensors and no config (tokens, layers, KV heads), and ONNX Runtime feeds it to LoRA inputs only; export it with --format hf or paddle", path)
 	}
 	site, err := rewrite.PrefixSiteOf(m)
 	if err != nil {
 		return err
 	}
-	if err := adapter.SaveDir(dir, ad); err != nil {
+	what, _, err := saveAdapterDir(dir, ad, format)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(cx.stdout, "wrote %s (HF PEFT directory): prefix of %s, %d params\n", dir, prefixShape(site.Config), ad.NumParams())
+	fmt.Fprintf(cx.stdout, "wrote %s (%s): prefix of %s, %d params\n", dir, what, prefixShape(site.Config), ad.NumParams())
 	if site.ReplacedPast {
 		fmt.Fprintf(cx.stdout, "note: %s takes the prefix in place of its past inputs, which the adapter does not record: apply it with --replace-past to do the same\n", path)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	gocontext "context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -65,20 +64,14 @@ func runGenerate(cx *context, args []string) error {
 	seed := fs.Uint64("seed", 0, "seed `S` of the random source for sampling")
 	penalty := fs.Float64("repetition-penalty", 1, "penalize tokens already in the text by `R` (HF repetition_penalty); 1 is off")
 	ignoreEOS := fs.Bool("ignore-eos", false, "do not stop at the end-of-sequence token")
-	threads := fs.Int("threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
-	device := fs.String("device", "cpu", "run on `cpu`, cuda or cuda:N")
+	rt := addRuntimeFlags(fs)
 	stats := fs.Bool("stats", false, "write token counts and tokens/s to standard error")
-	pos, err := cx.parse(args)
+	model, err := cx.parseOne(args, "MODEL", "--tokenizer")
 	if err != nil {
 		return err
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	given := cx.given()
 	switch {
-	case len(pos) != 1:
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
-	case *tokPath == "":
-		return cx.usagef("--tokenizer is required")
 	case !given["prompt"]:
 		return cx.usagef("--prompt is required")
 	case *maxNew <= 0:
@@ -91,8 +84,9 @@ func runGenerate(cx *context, args []string) error {
 		return cx.usagef("--top-p must be in (0, 1], got %v", *topP)
 	case !(*penalty > 0):
 		return cx.usagef("--repetition-penalty must be positive, got %v", *penalty)
-	case *threads < 0:
-		return cx.usagef("--threads must be 0 or more, got %d", *threads)
+	}
+	if err := rt.check(cx); err != nil {
+		return err
 	}
 	sampling := *topK > 0 || *topP < 1
 	if sampling && given["temperature"] && *temperature == 0 {
@@ -101,13 +95,12 @@ func runGenerate(cx *context, args []string) error {
 	if sampling && !given["temperature"] {
 		*temperature = 1
 	}
-	model := pos[0]
 
 	tok, err := tokenizer.Load(*tokPath)
 	if err != nil {
 		return err
 	}
-	sess, err := openAdapted(model, *adapterPath, ortrt.WithDevice(*device), ortrt.WithIntraOpThreads(*threads))
+	sess, err := openAdapted(model, *adapterPath, rt.options()...)
 	if err != nil {
 		return err
 	}

@@ -4,21 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/dtype"
-	"github.com/peftonnx/peftonnx/graph"
-	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/rewrite"
 )
 
 func init() {
 	register(&command{
 		name: "inject",
-		args: "MODEL -o OUT --target RE [--target RE]... [--r 8] [--alpha 8] [--dropout 0] [--rslora] " +
+		args: "MODEL -o OUT --target RE [--target RE]... | --modules q_proj,v_proj|all-linear [--r 8] [--alpha 8] [--dropout 0] [--rslora] " +
 			"[--bias none|lora|all] [--trainable RE]... [--as-inputs] [--seed N] [--init kaiming|gaussian] " +
 			"[--dtype float32|float16|bfloat16] [--enable-lora q,k,v [--enable-lora ...] --head-dim D] [--lora-plus-scale S]",
 		summary: "give the linear layers that --target selects LoRA branches and save the adapted model",
@@ -30,6 +26,13 @@ branch y = x·W + dropout(x)·A·B·s with s = alpha/r, or alpha/√r with
 --seed, B at zero, so the adapted model computes what MODEL does. Run
 "peftonnx inspect MODEL --target RE" first to see what a target selects; a
 target that matches nothing is an error that lists the modules.
+
+--modules q_proj,v_proj names modules as HF PEFT's target_modules list
+does: a module called q_proj, or whose name ends in ".q_proj"
+(attention.self.query matches bert.encoder.layer.0.attention.self.query).
+--modules all-linear adapts every linear layer but the output head (the
+LM head or classifier whose output is the model's). --modules and
+--target may be given together; a layer either selects is adapted.
 
 --bias lora also trains the biases of the adapted layers, --bias all every
 bias, and --trainable RE the weights of the modules RE matches (PEFT's
@@ -46,9 +49,7 @@ the fused output. Given once, the list applies to every target; given once
 per --target, the i-th list belongs to the i-th target, and "none" keeps
 that target plain.
 
-OUT keeps its data in an external file (OUT.data) when MODEL does or when
-it passes 2 GiB. It is written to a temporary file and renamed, and MODEL is
-never changed.`,
+` + modelOutputNote,
 		run: runInject,
 	})
 }
@@ -56,8 +57,8 @@ never changed.`,
 func runInject(cx *context, args []string) error {
 	fs := cx.flags()
 	out := fs.String("o", "", "write the adapted model to `OUT` (required)")
-	var targets, trainable, enable stringList
-	fs.Var(&targets, "target", "adapt the linear layers whose module or node name fully matches `RE` (required; repeat for more)")
+	var trainable, enable stringList
+	tf := addTargetFlags(fs, "adapt")
 	r := fs.Int("r", 8, "LoRA rank `r`")
 	alpha := fs.Float64("alpha", 8, "lora_alpha; the branch is scaled by `alpha`/r")
 	dropout := fs.Float64("dropout", 0, "LoRA dropout `rate` in [0, 1), active in training only")
@@ -71,18 +72,13 @@ func runInject(cx *context, args []string) error {
 	fs.Var(&enable, "enable-lora", "LoRA on parts of a fused projection only: `LIST` such as q,v or false,true,true")
 	headDim := fs.Int("head-dim", 0, "head size `D` of fused projections (with --enable-lora)")
 	loraPlus := fs.Float64("lora-plus-scale", 0, "LoRA+: record lora_plus_scale `S` in the adapter config; train then runs B at S times the learning rate (0: 1)")
-	pos, err := cx.parse(args)
+	model, err := cx.parseOne(args, "MODEL", "-o OUT")
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
-	}
-	if *out == "" {
-		return cx.usagef("-o OUT is required")
-	}
+	targets := tf.patterns()
 	if len(targets) == 0 {
-		return cx.usagef("--target is required: name the layers to adapt (see peftonnx inspect)")
+		return cx.usagef("--target or --modules is required: name the layers to adapt (see peftonnx inspect)")
 	}
 
 	cfg := adapter.DefaultLoRAConfig(targets...)
@@ -122,24 +118,20 @@ func runInject(cx *context, args []string) error {
 		return cx.usagef("--enable-lora needs --head-dim")
 	}
 
-	m, err := graph.Load(pos[0])
+	e, err := loadForEdit(model, *out)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	if err := checkOutput(*out, m); err != nil {
-		return err
-	}
-	external := hasExternalData(m)
+	defer e.Close()
 	opts := []rewrite.Option{rewrite.WithSeed(*seed)}
 	if *asInputs {
 		opts = append(opts, rewrite.AsInputs())
 	}
-	sites, sum, err := rewrite.InjectLoRA(m, cfg, opts...)
+	sites, sum, err := rewrite.InjectLoRA(e.m, cfg, opts...)
 	if err != nil {
 		return err
 	}
-	if err := saveModel(m, *out, external); err != nil {
+	if err := e.save(); err != nil {
 		return err
 	}
 	fmt.Fprintln(cx.stdout, sum)
@@ -254,91 +246,4 @@ func inputsNote(asInputs bool) string {
 		return "; A and B are graph inputs (run OUT --adapter A feeds them)"
 	}
 	return ""
-}
-
-// hasExternalData reports whether any initializer of m keeps its data in
-// an external file.
-func hasExternalData(m *graph.Model) bool {
-	for _, t := range m.Graph().Initializer {
-		if t.DataLocation == onnxpb.TensorProto_EXTERNAL {
-			return true
-		}
-	}
-	return false
-}
-
-// inputFiles lists the files that m was read from: the model and its
-// external data files.
-func inputFiles(m *graph.Model) []string {
-	var files []string
-	if m.Path != "" {
-		files = append(files, m.Path)
-	}
-	seen := map[string]bool{}
-	for _, t := range m.Graph().Initializer {
-		if t.DataLocation != onnxpb.TensorProto_EXTERNAL {
-			continue
-		}
-		for _, e := range t.ExternalData {
-			if e.Key == "location" && !seen[e.Value] {
-				seen[e.Value] = true
-				files = append(files, filepath.Join(m.Dir, e.Value))
-			}
-		}
-	}
-	return files
-}
-
-// checkOutput refuses an output model path that is a directory, or that
-// would replace (itself or through its data file OUT.data) one of the
-// files m was read from or one of others. Input files are never changed.
-func checkOutput(out string, m *graph.Model, others ...string) error {
-	if st, err := os.Stat(out); err == nil && st.IsDir() {
-		return fmt.Errorf("output %s is a directory; want a model file name such as %s", out, filepath.Join(out, "model.onnx"))
-	}
-	inputs := append(inputFiles(m), others...)
-	for _, target := range []string{out, out + ".data"} {
-		st, err := os.Stat(target)
-		if err != nil {
-			continue
-		}
-		for _, in := range inputs {
-			if ist, err := os.Stat(in); err == nil && os.SameFile(st, ist) {
-				return fmt.Errorf("output %s would overwrite the input %s: choose another -o", out, in)
-			}
-		}
-	}
-	return nil
-}
-
-// saveModel writes m to out atomically, with its tensors in out.data when
-// external is set (or when it passes 2 GiB). It creates out's folder if
-// needed, and removes what it created when the save fails.
-func saveModel(m *graph.Model, out string, external bool) error {
-	dir := filepath.Dir(out)
-	var created string
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		// Remember the topmost folder that MkdirAll creates.
-		created = dir
-		for p := filepath.Dir(created); p != created; p = filepath.Dir(p) {
-			if _, err := os.Stat(p); err == nil {
-				break
-			}
-			created = p
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("output %s: %w", out, err)
-		}
-	}
-	if err := m.Save(out, graph.SaveOptions{ExternalData: external}); err != nil {
-		// Remove the folders made above; os.Remove leaves any that
-		// something else has put files in since.
-		for p := dir; created != ""; p = filepath.Dir(p) {
-			if os.Remove(p) != nil || p == created {
-				break
-			}
-		}
-		return err
-	}
-	return nil
 }

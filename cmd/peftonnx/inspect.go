@@ -18,18 +18,26 @@ import (
 func init() {
 	register(&command{
 		name:    "inspect",
-		args:    "MODEL [--target RE]... [--json]",
+		args:    "MODEL [--target RE]... [--modules NAMES] [--json]",
 		summary: "show a model's opsets, inputs, outputs, ops, parameter count and linear layers",
 		detail: `
 Dimensions that the model names (batch_size) are shown by name, and
 unknown ones as "?". Linear layers are MatMul and Gemm nodes whose weight is
 a 2-D float initializer; in×out is the matrix the node multiplies by.
 
+It suggests targets for the usual groups of layers (attention q and v;
+q, k, v and o; the MLP; every linear layer but the head), found from the
+graph's structure or, where that does not show them, from the module
+names: a line per group with the --modules and the --target that select
+it.
+
 With --target, inspect also shows which linear layers an injection with
 the same targets would adapt. A target must match the whole module name or
 the whole node name, as Python's re.fullmatch does: ".*q_proj.*" is the
-usual form. Targets that match nothing are an error that lists the
-modules.
+usual form. --modules q_proj,v_proj names them as HF PEFT's
+target_modules list does (by suffix), and --modules all-linear selects
+every linear layer but the output head. Targets that match nothing are an
+error that lists the modules.
 
 --json prints the same facts as one JSON document whose field order is
 fixed, for scripts.`,
@@ -52,7 +60,17 @@ type inspection struct {
 	// Parameters.
 	Initializers int          `json:"initializers"`
 	Linears      []linearInfo `json:"linears"`
-	Targets      *targetInfo  `json:"targets,omitempty"`
+	// Suggestions are the usual target groups (rewrite.SuggestTargets).
+	Suggestions []suggestion `json:"suggestions"`
+	Targets     *targetInfo  `json:"targets,omitempty"`
+}
+
+// suggestion is one usual target group and the flags that select it.
+type suggestion struct {
+	Group   string   `json:"group"`
+	Modules []string `json:"modules,omitempty"`
+	Target  string   `json:"target,omitempty"`
+	Layers  int      `json:"layers"`
 }
 
 type opsetInfo struct {
@@ -79,6 +97,7 @@ type opCount struct {
 
 type linearInfo struct {
 	Module      string `json:"module"`
+	Role        string `json:"role,omitempty"`
 	Node        string `json:"node"`
 	Op          string `json:"op"`
 	Weight      string `json:"weight"`
@@ -94,22 +113,18 @@ type targetInfo struct {
 
 func runInspect(cx *context, args []string) error {
 	fs := cx.flags()
-	var targets stringList
-	fs.Var(&targets, "target", "show the linear layers whose module or node name fully matches `RE`; repeat for more")
+	tf := addTargetFlags(fs, "show")
 	asJSON := fs.Bool("json", false, "print one JSON document instead of text")
-	pos, err := cx.parse(args)
+	model, err := cx.parseOne(args, "MODEL")
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
-	}
-	m, err := graph.Load(pos[0])
+	m, err := graph.Load(model)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	in, err := inspectModel(m, pos[0], targets)
+	in, err := inspectModel(m, model, tf.patterns())
 	if err != nil {
 		return err
 	}
@@ -192,9 +207,13 @@ func inspectModel(m *graph.Model, path string, targets []string) (*inspection, e
 			wdt = "int" + strconv.FormatInt(graph.IntAttr(l.Node, "bits", 4), 10)
 		}
 		in.Linears = append(in.Linears, linearInfo{
-			Module: l.Module, Node: l.NodeName, Op: l.Op, Weight: l.Weight,
+			Module: l.Module, Role: string(l.Role), Node: l.NodeName, Op: l.Op, Weight: l.Weight,
 			WeightDType: wdt, In: l.In, Out: l.Out,
 		})
+	}
+	in.Suggestions = []suggestion{}
+	for _, g := range rewrite.SuggestTargets(linears) {
+		in.Suggestions = append(in.Suggestions, suggestion{Group: g.Name, Modules: g.Modules, Target: g.Target, Layers: g.Layers})
 	}
 	if len(targets) > 0 {
 		matched, err := rewrite.MatchTargets(linears, targets)
@@ -316,6 +335,27 @@ func (in *inspection) writeText(w io.Writer) error {
 		p("  %s\t%s\t%s\t%s\t%s\t%d×%d\n", l.Module, node, l.Op, l.Weight, l.WeightDType, l.In, l.Out)
 	}
 	tw.Flush()
+
+	if len(in.Suggestions) > 0 {
+		p("\nsuggested targets (inject --modules, or --target):\n")
+		for _, g := range in.Suggestions {
+			unit := "layers"
+			if g.Layers == 1 {
+				unit = "layer"
+			}
+			p("  %s\t%d %s", g.Group, g.Layers, unit)
+			if len(g.Modules) > 0 {
+				p("\t--modules %s", strings.Join(g.Modules, ","))
+			} else {
+				p("\t(no --modules names these alone)")
+			}
+			if g.Target != "" {
+				p("\t--target '%s'", g.Target)
+			}
+			p("\n")
+		}
+		tw.Flush()
+	}
 
 	if t := in.Targets; t != nil {
 		quoted := make([]string, len(t.Patterns))

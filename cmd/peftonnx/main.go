@@ -18,12 +18,24 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
 )
 
 func main() {
-	os.Exit(execute(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(runMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// runMain is main without the exit: execute, then the end of MPI where
+// the train command started it.
+func runMain(args []string, stdout, stderr io.Writer) int {
+	code := execute(args, stdout, stderr)
+	if err := finishMPI(); err != nil && code == 0 {
+		fmt.Fprintf(stderr, "peftonnx: %s\n", err)
+		code = 1
+	}
+	return code
 }
 
 // execute runs the command line args (without the program name), writing

@@ -7,7 +7,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/peftonnx/peftonnx/adapter"
-	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/rewrite"
 	"github.com/peftonnx/peftonnx/session"
 )
@@ -26,7 +25,10 @@ tolerance.
 
 "merge BASE --adapter DIR|FILE -o OUT" does the same for a base model and a
 saved adapter (HF PEFT directory or .onnx_adapter file), as apply followed
-by merge would. A model whose LoRA factors are graph inputs (inject
+by merge would. An .onnx_adapter file whose parameters are named after
+inputs of BASE (an export with its factors as inputs: lora_param_a,
+lora_param_b) is merged where those inputs are the A and B of a branch
+x·A·B added to a linear layer's x·W; the branch and the inputs go. A model whose LoRA factors are graph inputs (inject
 --as-inputs) counts as its base: --adapter bakes an adapter into it.
 
 Prefix tuning cannot be merged: a prefix is extra key/value positions fed
@@ -57,18 +59,23 @@ func runMerge(cx *context, args []string) error {
 	out := fs.String("o", "", "write the merged model to `OUT` (required)")
 	adapterPath := addAdapterFlag(fs, "fold this LoRA adapter into the base model")
 	requantize := fs.Bool("requantize", false, "round merged int4 (MatMulNBits) layers back into int4 instead of making them float")
-	pos, err := cx.parse(args)
+	model, err := cx.parseOne(args, "MODEL", "-o OUT")
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
+	e, err := loadForEdit(model, *out, *adapterPath)
+	if err != nil {
+		return err
 	}
-	if *out == "" {
-		return cx.usagef("-o OUT is required")
-	}
+	defer e.Close()
+	m := e.m
 	var ad *adapter.Adapter
 	if *adapterPath != "" {
+		if params, ok, err := session.InputParams(m, *adapterPath); err != nil {
+			return err
+		} else if ok {
+			return mergeInputParams(cx, e, params, *adapterPath)
+		}
 		if ad, err = session.LoadAdapter(*adapterPath); err != nil {
 			return err
 		}
@@ -77,19 +84,10 @@ func runMerge(cx *context, args []string) error {
 				"apply it with \"peftonnx apply BASE --adapter %s -o OUT\", or run or generate with --adapter %s", *adapterPath, adapterKind(ad), prefixIsNotAWeight, *adapterPath, *adapterPath)
 		}
 	}
-	m, err := graph.Load(pos[0])
-	if err != nil {
-		return err
-	}
-	defer m.Close()
 	if _, err := rewrite.PrefixSiteOf(m); err == nil {
 		return fmt.Errorf("merge: %s carries a prefix, and prefix tuning cannot be merged into weights; %s: "+
-			"run or generate with %s as it is, or save its prefix with export-adapter", pos[0], prefixIsNotAWeight, pos[0])
+			"run or generate with %s as it is, or save its prefix with export-adapter", model, prefixIsNotAWeight, model)
 	}
-	if err := checkOutput(*out, m, *adapterPath); err != nil {
-		return err
-	}
-	external := hasExternalData(m)
 	sites, noSites := rewrite.Sites(m) // an error when m carries no LoRA branch
 	nodes := len(m.Graph().Node)
 
@@ -102,7 +100,7 @@ func runMerge(cx *context, args []string) error {
 	case ad == nil:
 		for _, s := range sites {
 			if s.AsInputs {
-				return fmt.Errorf("%s takes its LoRA factors as graph inputs, so it holds no adapter to merge: give --adapter DIR|FILE to bake one in", pos[0])
+				return fmt.Errorf("%s takes its LoRA factors as graph inputs, so it holds no adapter to merge: give --adapter DIR|FILE to bake one in", model)
 			}
 		}
 		if quantized, err = rewrite.MergeWith(m, mo); err != nil {
@@ -120,7 +118,7 @@ func runMerge(cx *context, args []string) error {
 			// Only a model whose factors are inputs reduces to its base.
 			for _, s := range sites {
 				if !s.AsInputs {
-					return fmt.Errorf("%s already carries LoRA branches: merge it without --adapter, or give its base model", pos[0])
+					return fmt.Errorf("%s already carries LoRA branches: merge it without --adapter, or give its base model", model)
 				}
 			}
 			if err := rewrite.Merge(m); err != nil {
@@ -134,7 +132,7 @@ func runMerge(cx *context, args []string) error {
 			merged = append(merged, mergedModule{mod, "", ad.LoRA.RankFor(mod), ad.LoRA.ScalingFor(mod)})
 		}
 	}
-	if err := saveModel(m, *out, external); err != nil {
+	if err := e.save(); err != nil {
 		return err
 	}
 
@@ -195,5 +193,20 @@ func writeQuantizedMerges(cx *context, qs []rewrite.QuantizedMerge) error {
 	} else {
 		fmt.Fprintf(cx.stdout, "%d int4 layers became float MatMuls (exact); --requantize keeps them int4\n", len(qs))
 	}
+	return nil
+}
+
+// mergeInputParams merges the parameters of an ONNX Runtime adapter file
+// whose names are inputs of e's model into its weights
+// (rewrite.MergeInputs) and saves it.
+func mergeInputParams(cx *context, e *editedModel, params map[string]*adapter.Tensor, adapterPath string) error {
+	nodes := len(e.m.Graph().Node)
+	if err := rewrite.MergeInputs(e.m, params); err != nil {
+		return fmt.Errorf("merging %s: %w", adapterPath, err)
+	}
+	if err := e.save(); err != nil {
+		return err
+	}
+	fmt.Fprintf(cx.stdout, "wrote %s: adapter %s (inputs %s) merged, %d nodes (%d before)\n", e.out, adapterPath, paramNames(params), len(e.m.Graph().Node), nodes)
 	return nil
 }

@@ -72,6 +72,8 @@ func TestMissingFileIsNotExist(t *testing.T) {
 		{"quantize: model", []string{"quantize", nope, "-o", out + ".onnx"}},
 		{"quantize: external data", []string{"quantize", at("ext.onnx"), "-o", out + ".onnx"}},
 		{"combine: adapter", []string{"combine", at("nope1"), at("nope2"), "-o", out, "--method", "linear"}},
+		{"shards split: adapter", []string{"shards", "split", at("nope"), "--degree", "2", "-o", out}},
+		{"shards merge: shards", []string{"shards", "merge", at("nope"), "-o", out}},
 		{"run: model", []string{"run", nope, "--input", "input_ids=" + at("ids.npy"), "--output-dir", out}},
 		{"run: .npy input", []string{"run", at("base.onnx"), "--input", "input_ids=" + at("nope.npy"), "--output-dir", out}},
 		{"run: adapter", []string{"run", at("base.onnx"), "--input", "input_ids=" + at("ids.npy"), "--adapter", at("nope"), "--output-dir", out}},

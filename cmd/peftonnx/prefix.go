@@ -5,7 +5,6 @@ import (
 	"os"
 
 	"github.com/peftonnx/peftonnx/adapter"
-	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/rewrite"
 )
 
@@ -45,9 +44,7 @@ instead and feeds the prefix alone.
 --adapter-out also writes the fresh adapter as a HuggingFace PEFT directory
 (adapter_config.json, adapter_model.safetensors).
 
-OUT keeps its data in an external file (OUT.data) when MODEL does or when
-it passes 2 GiB. It is written to a temporary file and renamed, and MODEL is
-never changed.`,
+` + modelOutputNote,
 		run: runPrefix,
 	})
 }
@@ -68,15 +65,11 @@ func runPrefix(cx *context, args []string) error {
 	replacePast := fs.Bool("replace-past", false, "remove the past inputs and feed the prefix alone where they went")
 	seed := fs.Uint64("seed", 0, "seed `N` for the initial values")
 	adapterOut := fs.String("adapter-out", "", "also write the adapter as a HuggingFace PEFT directory `DIR`")
-	pos, err := cx.parse(args)
+	model, err := cx.parseOne(args, "MODEL", "-o OUT")
 	if err != nil {
 		return err
 	}
 	switch {
-	case len(pos) != 1:
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
-	case *out == "":
-		return cx.usagef("-o OUT is required")
 	case *tokens <= 0:
 		return cx.usagef("--tokens must be positive, got %d (it is required)", *tokens)
 	case *projHidden < 0:
@@ -114,16 +107,12 @@ func runPrefix(cx *context, args []string) error {
 		}
 	}
 
-	m, err := graph.Load(pos[0])
+	e, err := loadForEdit(model, *out)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	if err := checkOutput(*out, m); err != nil {
-		return err
-	}
-	cfg.BaseModelName = pos[0]
-	external := hasExternalData(m)
+	defer e.Close()
+	cfg.BaseModelName = model
 	opts := []rewrite.PrefixOption{rewrite.PrefixSeed(*seed)}
 	if *headDim > 0 {
 		opts = append(opts, rewrite.PrefixHeadDim(*headDim))
@@ -131,26 +120,23 @@ func runPrefix(cx *context, args []string) error {
 	if *replacePast {
 		opts = append(opts, rewrite.PrefixReplacePast())
 	}
-	site, sum, err := rewrite.InjectPrefix(m, cfg, opts...)
+	site, sum, err := rewrite.InjectPrefix(e.m, cfg, opts...)
 	if err != nil {
 		return err
 	}
 	var ad *adapter.Adapter
 	if *adapterOut != "" {
-		if ad, err = rewrite.ExtractPrefix(m); err != nil {
+		if ad, err = rewrite.ExtractPrefix(e.m); err != nil {
 			return err
 		}
 	}
-	if err := saveModel(m, *out, external); err != nil {
+	if err := e.save(); err != nil {
 		return err
 	}
 	if ad != nil {
 		if err := adapter.SaveDir(*adapterOut, ad); err != nil {
 			// The command failed: take back the model it wrote.
-			os.Remove(*out)
-			if external {
-				os.Remove(*out + ".data")
-			}
+			e.remove()
 			return err
 		}
 	}

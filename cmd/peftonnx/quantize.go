@@ -13,7 +13,7 @@ import (
 func init() {
 	register(&command{
 		name:    "quantize",
-		args:    "MODEL -o OUT [--bits 4] [--block-size 32] [--symmetric] [--accuracy-level N] [--target RE]...",
+		args:    "MODEL -o OUT [--bits 4] [--block-size 32] [--symmetric] [--accuracy-level N] [--target RE]... [--modules NAMES]",
 		summary: "round a model's linear layers to int4 in blocks, into ONNX Runtime's MatMulNBits layout",
 		detail: `
 Each linear layer (a MatMul or Gemm whose weight is a 2-D float
@@ -34,6 +34,8 @@ exact); 0 leaves the attribute unset.
 
 With --target, only the layers whose module or node name a regex matches
 in full are quantized (".*proj" is the usual form); the rest stay float.
+--modules q_proj,v_proj selects by name suffix, as HF PEFT's
+target_modules, and --modules all-linear every layer but the output head.
 Layers that cannot be quantized (a Gemm with transA, a bfloat16 layer) are
 listed and left float.
 
@@ -55,17 +57,12 @@ func runQuantize(cx *context, args []string) error {
 	blockSize := fs.Int("block-size", 32, "input features per scale: `N`, a power of two ≥ 16")
 	symmetric := fs.Bool("symmetric", false, "store no zero points (every block's zero point is 2^(bits-1))")
 	level := fs.Int("accuracy-level", 0, "MatMulNBits accuracy_level `N`: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8")
-	var targets stringList
-	fs.Var(&targets, "target", "quantize only the linear layers whose module or node name fully matches `RE` (repeatable)")
-	pos, err := cx.parse(args)
+	tf := addTargetFlags(fs, "quantize only")
+	model, err := cx.parseOne(args, "MODEL", "-o OUT")
 	if err != nil {
 		return err
 	}
 	switch {
-	case len(pos) != 1:
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
-	case *out == "":
-		return cx.usagef("-o OUT is required")
 	case !quant.SupportedBits(*bits):
 		return cx.usagef("--bits must be 2, 4 or 8 (the widths MatMulNBits runs), got %d", *bits)
 	case !quant.ValidBlockSize(*blockSize):
@@ -73,28 +70,24 @@ func runQuantize(cx *context, args []string) error {
 	case *level < 0 || *level > quant.MaxAccuracyLevel:
 		return cx.usagef("--accuracy-level must be 0 to %d, got %d", quant.MaxAccuracyLevel, *level)
 	}
-	m, err := graph.Load(pos[0])
+	e, err := loadForEdit(model, *out)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	if err := checkOutput(*out, m); err != nil {
-		return err
-	}
-	external := hasExternalData(m)
-	rep, err := quantize.Model(m, quantize.Options{
-		Bits: *bits, BlockSize: *blockSize, Symmetric: *symmetric, AccuracyLevel: *level, Targets: targets,
+	defer e.Close()
+	rep, err := quantize.Model(e.m, quantize.Options{
+		Bits: *bits, BlockSize: *blockSize, Symmetric: *symmetric, AccuracyLevel: *level, Targets: tf.patterns(),
 	})
 	if err != nil {
 		return err
 	}
-	if err := saveModel(m, *out, external); err != nil {
+	if err := e.save(); err != nil {
 		return err
 	}
 	if err := writeQuantizeReport(cx.stdout, rep); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(cx.stdout, "wrote %s: %d nodes, %d MatMulNBits\n", *out, len(m.Graph().Node), countMatMulNBits(m))
+	_, err = fmt.Fprintf(cx.stdout, "wrote %s: %d nodes, %d MatMulNBits\n", *out, len(e.m.Graph().Node), countMatMulNBits(e.m))
 	return err
 }
 

@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/internal/procmem"
 	"github.com/peftonnx/peftonnx/rewrite"
@@ -29,7 +28,7 @@ func init() {
 			"[--batch N] [--seq-len N] [--lr LR] [--weight-decay WD] [--warmup N] [--schedule constant|linear|cosine] " +
 			"[--clip 1.0] [--grad-accum N] [--lora-plus-scale S] [--seed N] [--log-json FILE] [--device cpu|cuda] [--threads N] [--low-memory] [--recompute-products] " +
 			"[--loss auto|causal|token|classification|mse] [--output NAME] [--half upcast|keep] [--loss-scale S] " +
-			"[--checkpoint-every N] [--eval-every N] [--resume] [--stop-after N] [--merged OUT.onnx]",
+			"[--checkpoint-every N] [--eval-every N] [--resume] [--stop-after N] [--merged OUT.onnx] [--format hf|paddle]",
 		summary: "train the adapter of an adapted model and save it as a HuggingFace PEFT directory",
 		detail: `
 MODEL is a model that "peftonnx inject" (or "apply", or "prefix") adapted:
@@ -90,7 +89,10 @@ projections) instead of keeping them: about 0.3 GB less there, for steps
 about 25% slower. The two add up.
 
 DIR receives, at the end, adapter_config.json and adapter_model.safetensors
-(the layout "peftonnx apply" and HF PEFT read), loss.png (the loss curve),
+(the layout "peftonnx apply" and HF PEFT read; with --format paddle
+PaddleNLP's lora_config.json and lora_model_state.pdparams, or
+prefix_config.json, prefix_model_state.pdparams and pre_caches.npy, as
+its save_pretrained writes them), loss.png (the loss curve),
 and checkpoint-N folders: one at the end and every --checkpoint-every
 steps. A run that is stopped (Ctrl-C, or --stop-after N steps) writes a
 checkpoint first; --resume continues from the newest one, and ends with
@@ -100,6 +102,18 @@ checkpoints. --eval reports the eval loss (and perplexity, or accuracy)
 every --eval-every steps and at the end. --log-json writes one JSON line
 per step, {"step":..,"loss":..,"lr":..,"grad_norm":..}, and per
 evaluation. --merged also writes MODEL with the trained adapter folded in.
+
+Under an MPI launcher (mpirun -np N peftonnx train ..., srun --mpi=pmix;
+a binary built with MPI, as "make build" does where Open MPI is
+installed), the N ranks train one adapter by data parallelism: --batch is
+per rank, each rank trains on its share of every batch of N×--batch
+examples, the gradients are summed over the ranks before clipping, and
+the run equals one process with --batch N×--batch (up to float rounding).
+Rank 0 alone prints, logs and writes DIR; every rank reads MODEL and the
+data. --threads defaults to the cores divided by the ranks on the
+machine. Ctrl-C (mpirun forwards it) and --stop-after stop every rank
+after the same step, with a checkpoint. A rank that fails ends the whole
+job with its error.
 
 Every output is written to a temporary file and renamed, and appears only
 when the run succeeds (the log and a checkpoint also when it is stopped).
@@ -114,6 +128,7 @@ never changed.`,
 // trainFlags holds the train command's flags.
 type trainFlags struct {
 	data, out, eval, tokenizer, logJSON, device, merged string
+	format                                              string
 	loss, output, schedule, half                        string
 	epochs, steps, batch, seqLen, warmup, gradAccum     int
 	threads, checkpointEvery, evalEvery, stopAfter      int
@@ -127,6 +142,7 @@ func runTrain(cx *context, args []string) error {
 	var f trainFlags
 	fs.StringVar(&f.data, "data", "", "training examples, `FILE.jsonl` (required)")
 	fs.StringVar(&f.out, "out", "", "write the adapter, loss plot and checkpoints to `DIR` (required)")
+	fs.StringVar(&f.format, "format", formatHF, "the adapter's layout in DIR: `hf` (HF PEFT) or paddle (PaddleNLP)")
 	fs.StringVar(&f.eval, "eval", "", "evaluation examples, `FILE.jsonl`")
 	fs.StringVar(&f.tokenizer, "tokenizer", "", "HuggingFace `tokenizer.json`, for text examples")
 	fs.IntVar(&f.epochs, "epochs", 3, "passes over the data, `N` (unless --steps)")
@@ -166,7 +182,12 @@ func runTrain(cx *context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return trainModel(cx, pos[0], &f, opts)
+	ranks, err := joinTrainRanks()
+	if err != nil {
+		return err
+	}
+	ranks.configure(&opts, f.threads)
+	return ranks.run(cx, func() error { return trainModel(cx, pos[0], &f, opts, ranks) })
 }
 
 // options checks the flags and turns them into trainer options.
@@ -177,6 +198,8 @@ func (f *trainFlags) options(cx *context) (train.Options, error) {
 		return o, cx.usagef("--data FILE.jsonl is required")
 	case f.out == "":
 		return o, cx.usagef("--out DIR is required")
+	case f.format != formatHF && f.format != formatPaddle:
+		return o, cx.usagef("--format must be hf or paddle, got %q", f.format)
 	case f.epochs <= 0 && f.steps == 0:
 		return o, cx.usagef("--epochs must be positive, got %d", f.epochs)
 	case f.steps < 0:
@@ -258,8 +281,10 @@ func trainableOf(path string, m *graph.Model) (rewrite.Summary, error) {
 	return sum, err
 }
 
-// trainModel runs the command once the flags are checked.
-func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options) error {
+// trainModel runs the command once the flags are checked, on one of the
+// ranks: rank 0 alone checks and writes the outputs and prints.
+func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options, ranks trainRanks) error {
+	cx = &context{cmd: cx.cmd, stdout: ranks.output(cx.stdout), stderr: cx.stderr}
 	m, err := graph.Load(modelPath)
 	if err != nil {
 		return err
@@ -272,8 +297,10 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 	if _, err := rewrite.PrefixSiteOf(m); err == nil && f.merged != "" {
 		return fmt.Errorf("train: --merged: %s carries a prefix, which has no weights to fold into the model's", modelPath)
 	}
-	if err := checkTrainOutputs(f, m); err != nil {
-		return err
+	if ranks.leader() {
+		if err := checkTrainOutputs(f, m); err != nil {
+			return err
+		}
 	}
 	var tok *tokenizer.Tokenizer
 	if f.tokenizer != "" {
@@ -300,7 +327,10 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 		return err
 	}
 	log := &trainLog{path: f.logJSON}
-	if f.logJSON != "" {
+	if !ranks.leader() {
+		log.path = ""
+	}
+	if log.path != "" {
 		opts.LogJSON = log
 	}
 	defer log.abort()
@@ -309,7 +339,7 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 	defer stop()
 	ctx, cancel := ctxpkg.WithCancel(ctx)
 	defer cancel()
-	progress := newTrainProgress(cx.stderr)
+	progress := newTrainProgress(ranks.output(cx.stderr))
 	ran, fed := 0, 0
 	opts.OnStep = func(r train.StepResult) {
 		ran++
@@ -348,7 +378,9 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 	err = tr.Train(ctx)
 	progress.done()
 	elapsed := time.Since(start)
-	stopped := err != nil && ctx.Err() != nil && errors.Is(err, ctxpkg.Canceled)
+	// Of several ranks, all stop after the same step when one is stopped
+	// (its context is done): Train's error says so on the others.
+	stopped := err != nil && (ctx.Err() != nil || ranks.many()) && errors.Is(err, ctxpkg.Canceled)
 	if err == nil || stopped {
 		// The log of a stopped run is the start of the resumed run's.
 		if cerr := log.commit(); cerr != nil && err == nil {
@@ -365,11 +397,17 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 		return fmt.Errorf("train: interrupted at step %d of %d; checkpoint %s; continue with --resume", tr.Step(), tr.TotalSteps(), cp)
 	case err != nil:
 		return err
+	case !ranks.leader():
+		return nil
 	}
-	if err := writeTrainResults(f, m, tr); err != nil {
+	files, err := writeTrainResults(f, m, tr)
+	if err != nil {
 		return err
 	}
-	printTrainSummary(cx, tr, startStep, ran, fed, elapsed, f)
+	printTrainSummary(cx, tr, startStep, ran, fed, elapsed, f, files)
+	if ranks.many() {
+		fmt.Fprintf(cx.stdout, "data parallel: %d ranks × batch %d, %d bytes all-reduced per step\n", ranks.world.Size(), f.batch, tr.AllReducedBytes())
+	}
 	return nil
 }
 
@@ -449,35 +487,35 @@ func trainSameFile(a, b string) bool {
 }
 
 // writeTrainResults writes the adapter, the loss plot and the merged
-// model.
-func writeTrainResults(f *trainFlags, base *graph.Model, tr *train.Trainer) error {
+// model, and names the adapter's files.
+func writeTrainResults(f *trainFlags, base *graph.Model, tr *train.Trainer) (files string, err error) {
 	out, err := tr.Adapter()
 	if err != nil {
-		return err
+		return "", err
 	}
-	if err := adapter.SaveDir(f.out, out); err != nil {
-		return err
+	if _, files, err = saveAdapterDir(f.out, out, f.format); err != nil {
+		return "", err
 	}
 	if err := trainWriteLossPlot(filepath.Join(f.out, "loss.png"), tr.History()); err != nil {
-		return err
+		return "", err
 	}
 	if f.merged != "" {
 		trained, err := tr.Model()
 		if err != nil {
-			return err
+			return "", err
 		}
 		if err := rewrite.Merge(trained); err != nil {
-			return err
+			return "", err
 		}
 		if err := saveModel(trained, f.merged, hasExternalData(base)); err != nil {
-			return err
+			return "", err
 		}
 	}
-	return nil
+	return files, nil
 }
 
 // printTrainSummary says what the run did.
-func printTrainSummary(cx *context, tr *train.Trainer, startStep, ran, fed int, elapsed time.Duration, f *trainFlags) {
+func printTrainSummary(cx *context, tr *train.Trainer, startStep, ran, fed int, elapsed time.Duration, f *trainFlags, files string) {
 	w := cx.stdout
 	var first, last *float64
 	var eval *train.LogRecord
@@ -517,7 +555,7 @@ func printTrainSummary(cx *context, tr *train.Trainer, startStep, ran, fed int, 
 		}
 		fmt.Fprintf(w, "%s (%s)\n", s, f.eval)
 	}
-	fmt.Fprintf(w, "adapter: %s (%s, %s), loss curve %s\n", f.out, adapter.HFConfigFile, adapter.HFWeightsFile, filepath.Join(f.out, "loss.png"))
+	fmt.Fprintf(w, "adapter: %s (%s), loss curve %s\n", f.out, files, filepath.Join(f.out, "loss.png"))
 	if f.logJSON != "" {
 		fmt.Fprintf(w, "log: %s\n", f.logJSON)
 	}

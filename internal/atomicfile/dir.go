@@ -18,12 +18,8 @@ type Dir struct {
 
 // CreateDir starts a folder that Commit puts at dest.
 func CreateDir(dest string) (*Dir, error) {
-	parent, base := filepath.Split(filepath.Clean(dest))
-	if parent == "" {
-		parent = "."
-	}
-	removeStale(parent, base)
-	tmp, err := os.MkdirTemp(parent, tempPattern(base))
+	parent, pattern := tempBeside(filepath.Clean(dest))
+	tmp, err := os.MkdirTemp(parent, pattern)
 	if err != nil {
 		return nil, err
 	}

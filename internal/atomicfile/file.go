@@ -13,6 +13,18 @@ import (
 // base name: ".NAME.tmp-PID-RANDOM", where PID is the writing process.
 const tempInfix = ".tmp-"
 
+// tempBeside returns the folder of dest and the pattern of a temporary for
+// dest in it, for os.CreateTemp or os.MkdirTemp, having removed the
+// temporaries that ended processes left there for dest (removeStale).
+func tempBeside(dest string) (dir, pattern string) {
+	dir, base := filepath.Split(dest)
+	if dir == "" {
+		dir = "."
+	}
+	removeStale(dir, base)
+	return dir, tempPattern(base)
+}
+
 // tempPattern is the os.CreateTemp pattern of a temporary for base.
 func tempPattern(base string) string {
 	return "." + base + tempInfix + strconv.Itoa(os.Getpid()) + "-*"
@@ -38,12 +50,8 @@ func Create(path string, perm os.FileMode) (*File, error) {
 	if st, err := os.Lstat(path); err == nil && !st.Mode().IsRegular() {
 		return nil, &os.PathError{Op: "write", Path: path, Err: errNotRegular}
 	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	removeStale(dir, base)
-	f, err := os.CreateTemp(dir, tempPattern(base))
+	dir, pattern := tempBeside(path)
+	f, err := os.CreateTemp(dir, pattern)
 	if err != nil {
 		return nil, err
 	}

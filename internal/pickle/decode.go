@@ -158,6 +158,16 @@ func (d *decoder) readLen(size int) (int, error) {
 	return int(n), nil
 }
 
+// readCounted reads a length of size bytes (readLen) and then that many
+// bytes.
+func (d *decoder) readCounted(size int) ([]byte, error) {
+	n, err := d.readLen(size)
+	if err != nil {
+		return nil, err
+	}
+	return d.read(n)
+}
+
 func (d *decoder) readLine() (string, error) {
 	for i := d.pos; i < len(d.data) && i-d.pos <= maxLine; i++ {
 		if d.data[i] == '\n' {
@@ -314,11 +324,7 @@ func (d *decoder) step() error {
 		return d.push(math.Float64frombits(binary.BigEndian.Uint64(b)))
 
 	case opShortBinUnicode, opBinUnicode, opBinUnicode8:
-		n, err := d.readLen(map[byte]int{opShortBinUnicode: 1, opBinUnicode: 4, opBinUnicode8: 8}[d.op])
-		if err != nil {
-			return err
-		}
-		b, err := d.read(n)
+		b, err := d.readCounted(map[byte]int{opShortBinUnicode: 1, opBinUnicode: 4, opBinUnicode8: 8}[d.op])
 		if err != nil {
 			return err
 		}
@@ -327,11 +333,7 @@ func (d *decoder) step() error {
 		}
 		return d.push(string(b))
 	case opShortBinBytes, opBinBytes, opBinBytes8, opByteArray8:
-		n, err := d.readLen(map[byte]int{opShortBinBytes: 1, opBinBytes: 4, opBinBytes8: 8, opByteArray8: 8}[d.op])
-		if err != nil {
-			return err
-		}
-		b, err := d.read(n)
+		b, err := d.readCounted(map[byte]int{opShortBinBytes: 1, opBinBytes: 4, opBinBytes8: 8, opByteArray8: 8}[d.op])
 		if err != nil {
 			return err
 		}

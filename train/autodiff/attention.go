@@ -3,6 +3,7 @@ package autodiff
 import (
 	"math"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
@@ -161,15 +162,7 @@ func decomposeMHA(e *emitter, n *onnxpb.NodeProto) {
 	if pv != "" {
 		vh = e.op("Concat", []string{pv, vh}, graph.AttrInt("axis", 2))
 	}
-	var scale string
-	if a := graph.Attr(n, "scale"); a != nil && a.F != 0 {
-		scale = e.scalar(float64(a.F), dt)
-	} else if hd := e.shape(qh); hd.rank() == 4 && hd.dims[3].static() {
-		scale = e.scalar(1/math.Sqrt(float64(hd.dims[3].v)), dt)
-	} else {
-		d := e.cast(e.squeeze(e.dimOf(qh, 3), 0), dt)
-		scale = e.op("Reciprocal", []string{e.op("Sqrt", []string{d})})
-	}
+	scale := attentionScale(e, n, qh, dt)
 	scores := e.mul(e.op("MatMul", []string{qh, e.transpose(kh, 0, 1, 3, 2)}), scale)
 	if ab != "" {
 		scores = e.add(scores, ab)
@@ -210,4 +203,19 @@ func decomposeMHA(e *emitter, n *onnxpb.NodeProto) {
 	if len(n.Output) > 2 && n.Output[2] != "" {
 		e.identityTo(vh, n.Output[2])
 	}
+}
+
+// attentionScale returns the factor of an attention node n's scores in
+// type dt: its scale attribute where set and not 0, else 1/√head_dim with
+// head_dim the last axis of qh [batch, heads, seq, head_dim], a constant
+// where the shape is known.
+func attentionScale(e *emitter, n *onnxpb.NodeProto, qh string, dt dtype.Type) string {
+	if a := graph.Attr(n, "scale"); a != nil && a.F != 0 {
+		return e.scalar(float64(a.F), dt)
+	}
+	if sh := e.shape(qh); sh.rank() == 4 && sh.dims[3].static() {
+		return e.scalar(1/math.Sqrt(float64(sh.dims[3].v)), dt)
+	}
+	d := e.cast(e.squeeze(e.dimOf(qh, 3), 0), dt)
+	return e.op("Reciprocal", []string{e.op("Sqrt", []string{d})})
 }

@@ -242,15 +242,7 @@ func decomposeGQA(e *emitter, n *onnxpb.NodeProto) {
 		u = e.op("Expand", []string{u, e.ints(1, 1, group, 1, 1)})
 		return e.op("Reshape", []string{u, e.concatInts(e.ints(0, heads, -1), e.dimOf(x, 3))})
 	}
-	var scale string
-	if a := graph.Attr(n, "scale"); a != nil && a.F != 0 {
-		scale = e.scalar(float64(a.F), ct)
-	} else if sh := e.shape(qh); sh.rank() == 4 && sh.dims[3].static() {
-		scale = e.scalar(1/math.Sqrt(float64(sh.dims[3].v)), ct)
-	} else {
-		d := e.cast(e.squeeze(e.dimOf(qh, 3), 0), ct)
-		scale = e.op("Reciprocal", []string{e.op("Sqrt", []string{d})})
-	}
+	scale := attentionScale(e, n, qh, ct)
 	kt := e.transpose(e.cast(repeat(keys), ct), 0, 1, 3, 2)
 	scores := e.mul(e.op("MatMul", []string{e.cast(qh, ct), kt}), scale)
 	if softcap > 0 {

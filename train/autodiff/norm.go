@@ -11,8 +11,8 @@ import (
 func init() {
 	register("", "Softmax", entry{grad: gradSoftmax(false), diff: []int{0}, infer: inferSame})
 	register("", "LogSoftmax", entry{grad: gradSoftmax(true), diff: []int{0}, infer: inferSame})
-	register("", "LayerNormalization", entry{grad: gradLayerNorm, diff: []int{0, 1, 2}, infer: inferNorm})
-	register("", "SimplifiedLayerNormalization", entry{grad: gradSimplifiedLayerNorm, diff: []int{0, 1}, infer: inferNorm})
+	register("", "LayerNormalization", entry{grad: gradNorm(true), diff: []int{0, 1, 2}, infer: inferNorm})
+	register("", "SimplifiedLayerNormalization", entry{grad: gradNorm(false), diff: []int{0, 1}, infer: inferNorm})
 	register("com.microsoft", "SkipSimplifiedLayerNormalization", entry{grad: gradSkipNorm(false), diff: []int{0, 1, 2, 3}, infer: inferSkipNorm})
 	register("com.microsoft", "SkipLayerNormalization", entry{grad: gradSkipNorm(true), diff: []int{0, 1, 2, 3, 4}, infer: inferSkipNorm})
 }
@@ -143,48 +143,34 @@ func inputOr(n *onnxpb.NodeProto, i int) string {
 	return ""
 }
 
-// gradLayerNorm: LayerNormalization (opset 17; before that, ONNX Runtime's
-// own op of the same name and inputs) y = xhat·scale + B over the axes
-// from axis on.
-func gradLayerNorm(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
-	x, scale, g := n.Input[0], n.Input[1], dy[0]
-	if g == "" {
-		return nil
-	}
-	axes := normAxes(e, x, graph.IntAttr(n, "axis", -1))
-	eps := float64(graph.FloatAttr(n, "epsilon", 1e-5))
-	gx, gscale := normBack(e, x, scale, g, axes, eps, true)
-	out := make([]string, len(n.Input))
-	if need[0] {
-		out[0] = gx
-	}
-	if need[1] {
-		out[1] = e.unbroadcast(gscale, scale)
-	}
-	if len(need) > 2 && need[2] {
-		out[2] = e.unbroadcast(g, n.Input[2])
-	}
-	return out
-}
-
-// gradSimplifiedLayerNorm: RMS normalization y = x·rstd·scale, ONNX
+// gradNorm: LayerNormalization (centered; opset 17, and before that ONNX
+// Runtime's own op of the same name and inputs) y = xhat·scale + B over the
+// axes from axis on, and RMS normalization y = x·rstd·scale, ONNX
 // Runtime's SimplifiedLayerNormalization (in the default domain).
-func gradSimplifiedLayerNorm(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
-	x, scale, g := n.Input[0], n.Input[1], dy[0]
-	if g == "" {
-		return nil
+func gradNorm(centered bool) gradFunc {
+	return func(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+		x, scale, g := n.Input[0], n.Input[1], dy[0]
+		if g == "" {
+			return nil
+		}
+		axes := normAxes(e, x, graph.IntAttr(n, "axis", -1))
+		eps := float64(graph.FloatAttr(n, "epsilon", 1e-5))
+		gx, gscale := normBack(e, x, scale, g, axes, eps, centered)
+		out := make([]string, 2)
+		if centered {
+			out = make([]string, len(n.Input))
+		}
+		if need[0] {
+			out[0] = gx
+		}
+		if need[1] {
+			out[1] = e.unbroadcast(gscale, scale)
+		}
+		if centered && len(need) > 2 && need[2] {
+			out[2] = e.unbroadcast(g, n.Input[2])
+		}
+		return out
 	}
-	axes := normAxes(e, x, graph.IntAttr(n, "axis", -1))
-	eps := float64(graph.FloatAttr(n, "epsilon", 1e-5))
-	gx, gscale := normBack(e, x, scale, g, axes, eps, false)
-	out := make([]string, 2)
-	if need[0] {
-		out[0] = gx
-	}
-	if need[1] {
-		out[1] = e.unbroadcast(gscale, scale)
-	}
-	return out
 }
 
 // gradSkipNorm: com.microsoft SkipSimplifiedLayerNormalization (inputs

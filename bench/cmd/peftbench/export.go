@@ -25,6 +25,17 @@ const (
 // loraSeed seeds InjectLoRA's draws of A.
 const loraSeed = 7
 
+// exportSpec exports the model of size for batches of batch × seq tokens
+// and steps steps (newSpec) into root, as export does, and returns its
+// folder.
+func exportSpec(root, size string, batch, seq, steps int) (string, error) {
+	s, err := newSpec(size, batch, seq, steps)
+	if err != nil {
+		return "", err
+	}
+	return export(root, s)
+}
+
 // export writes the files of s under root unless they are there already,
 // and returns the run's folder, root/<s.key()>, which holds config.json
 // and the batches. The model's files go to root/<s.modelKey()>, shared by

@@ -107,9 +107,14 @@ func qloraMemoryNote(train []*Comparison) string {
 // qloraRow names the QLoRA row.
 const qloraRow = "QLoRA training step, int4 base (PyTorch: float32 LoRA)"
 
-// exportFor exports s under cache as export does, and the int4 model too
-// where mode runs it; it returns the run's folder.
-func exportFor(cache string, s Spec, mode string) (string, error) {
+// exportFor exports the spec of size, batch, seq and steps under cache
+// as exportSpec does, and the int4 model too where mode runs it; it
+// returns the run's folder.
+func exportFor(cache, size string, batch, seq, steps int, mode string) (string, error) {
+	s, err := newSpec(size, batch, seq, steps)
+	if err != nil {
+		return "", err
+	}
 	dir, err := export(cache, s)
 	if err != nil {
 		return "", err

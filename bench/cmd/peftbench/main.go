@@ -171,11 +171,7 @@ func cmdExport(args []string) error {
 	seq := fs.Int("seq", 128, "sequence length")
 	steps := fs.Int("steps", 20, "steps of the linear schedule")
 	fs.Parse(args)
-	s, err := newSpec(*size, *batch, *seq, *steps)
-	if err != nil {
-		return err
-	}
-	dir, err := export(c.cache(), s)
+	dir, err := exportSpec(c.cache(), *size, *batch, *seq, *steps)
 	if err != nil {
 		return err
 	}
@@ -302,23 +298,26 @@ type point struct {
 
 // comparison exports p's spec and compares p.mode on both sides.
 func (e env) comparison(cache string, p point) (*Comparison, error) {
-	s, err := newSpec(p.size, p.batch, p.seq, 1000)
-	if err != nil {
-		return nil, err
-	}
-	dir, err := exportFor(cache, s, p.mode)
+	dir, err := exportFor(cache, p.size, p.batch, p.seq, 1000, p.mode)
 	if err != nil {
 		return nil, err
 	}
 	return e.compare(dir, p)
 }
 
-func cmdTrain(args []string) error {
-	fs := flag.NewFlagSet("train", flag.ExitOnError)
-	var c common
-	var t trainFlags
+// trainCommand starts the flags of a subcommand that runs one model size
+// and shape: the common flags and the train flags, with steps steps by
+// default.
+func trainCommand(name string, steps int) (*flag.FlagSet, *common, *trainFlags) {
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	c, t := &common{}, &trainFlags{}
 	c.register(fs)
-	t.register(fs, 5)
+	t.register(fs, steps)
+	return fs, c, t
+}
+
+func cmdTrain(args []string) error {
+	fs, c, t := trainCommand("train", 5)
 	which := registerTrainMode(fs)
 	fs.Parse(args)
 	e, err := c.env()
@@ -334,17 +333,13 @@ func cmdTrain(args []string) error {
 }
 
 func cmdForward(args []string) error {
-	fs := flag.NewFlagSet("forward", flag.ExitOnError)
-	var c common
-	var t trainFlags
-	c.register(fs)
-	t.register(fs, 10)
+	fs, c, t := trainCommand("forward", 10)
 	fs.Parse(args)
 	e, err := c.env()
 	if err != nil {
 		return err
 	}
-	res, err := e.forwardSet(c.cache(), t)
+	res, err := e.forwardSet(c.cache(), *t)
 	fmt.Print(comparisonTable(res))
 	return err
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"slices"
 	"strings"
@@ -15,11 +14,7 @@ import (
 // files (the weights that ONNX Runtime reads from the model's external
 // data file). PEFTBENCH_ORT_CONFIG applies as in the worker.
 func cmdMemory(args []string) error {
-	fs := flag.NewFlagSet("memory", flag.ExitOnError)
-	var c common
-	var t trainFlags
-	c.register(fs)
-	t.register(fs, 4)
+	fs, c, t := trainCommand("memory", 4)
 	which := registerTrainMode(fs)
 	only := fs.String("mode", "", "run this worker mode instead (one of "+strings.Join(workerModes, ", ")+"), such as a forward pass")
 	fs.Parse(args)
@@ -33,11 +28,7 @@ func cmdMemory(args []string) error {
 		}
 		mode = *only
 	}
-	s, err := newSpec(t.size, t.batch, t.seq, 1000)
-	if err != nil {
-		return err
-	}
-	dir, err := exportFor(c.cache(), s, mode)
+	dir, err := exportFor(c.cache(), t.size, t.batch, t.seq, 1000, mode)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -173,7 +174,7 @@ func (e env) diagnose(dir string, steps int, goW, tw map[string]stTensor) (*Diag
 	if err != nil {
 		return nil, err
 	}
-	names := sortedNames(g64)
+	names := slices.Sorted(maps.Keys(g64))
 	worstRatio, worst := 0.0, ""
 	for _, n := range names {
 		pe, _ := tensorRel(gGo[n].F32, g64[n].F32)
@@ -224,7 +225,7 @@ func (e env) torchGrads(dir, dtype string) (map[string]stTensor, error) {
 // compareFactors returns, over the factors of want, the largest
 // max|Δ|/max|w| and its factor, and the largest ‖Δ‖/‖w‖.
 func compareFactors(got, want map[string]stTensor) (inf, l2 float64, worst string, err error) {
-	for _, n := range sortedNames(want) {
+	for _, n := range slices.Sorted(maps.Keys(want)) {
 		g, ok := got[n]
 		if !ok || len(g.F32) != len(want[n].F32) {
 			return 0, 0, "", fmt.Errorf("peftbench: parity: %q is missing or has another shape", n)
@@ -236,16 +237,6 @@ func compareFactors(got, want map[string]stTensor) (inf, l2 float64, worst strin
 		l2 = math.Max(l2, b)
 	}
 	return inf, l2, worst, nil
-}
-
-// sortedNames returns the keys of m, sorted.
-func sortedNames(m map[string]stTensor) []string {
-	var names []string
-	for n := range m {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
 }
 
 // tensorRel returns max|a−b|/max|b| and ‖a−b‖₂/‖b‖₂.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,11 +18,7 @@ import (
 // what part of the model the node belongs to, and torch's profiler for
 // PyTorch.
 func cmdProfile(args []string) error {
-	fs := flag.NewFlagSet("profile", flag.ExitOnError)
-	var c common
-	var t trainFlags
-	c.register(fs)
-	t.register(fs, 1)
+	fs, c, t := trainCommand("profile", 1)
 	// Three warmup steps: the first runs of a shape still grow ONNX
 	// Runtime's arena and fault its memory in.
 	fs.Lookup("warmup").DefValue = "3"
@@ -39,11 +34,7 @@ func cmdProfile(args []string) error {
 	if *full {
 		mode = modeTrainFull
 	}
-	s, err := newSpec(t.size, t.batch, t.seq, 1000)
-	if err != nil {
-		return err
-	}
-	dir, err := export(c.cache(), s)
+	dir, err := exportSpec(c.cache(), t.size, t.batch, t.seq, 1000)
 	if err != nil {
 		return err
 	}

@@ -91,8 +91,8 @@ func (r *Report) Markdown() string {
 // comparisonTable renders comparisons as a Markdown table.
 func comparisonTable(cs []*Comparison) string {
 	var b strings.Builder
-	b.WriteString("| what | model | batch×seq | peftonnx ms | PyTorch ms | time ratio | peftonnx tok/s | PyTorch tok/s | peftonnx peak RSS | PyTorch peak RSS | memory ratio |\n")
-	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	tableHead(&b, "lllrrrrrrrr", "what", "model", "batch×seq", "peftonnx ms", "PyTorch ms", "time ratio", "peftonnx tok/s", "PyTorch tok/s",
+		"peftonnx peak RSS", "PyTorch peak RSS", "memory ratio")
 	for _, c := range cs {
 		if c.Failed != "" {
 			fmt.Fprintf(&b, "| %s | %s (%s) | %d×%d | %s | | | | | | | |\n", c.Name, c.Size, human(c.Params), c.Batch, c.Seq, c.Failed)
@@ -112,8 +112,8 @@ func comparisonTable(cs []*Comparison) string {
 // parityTable renders parity results as a Markdown table.
 func parityTable(rs []*ParityResult) string {
 	var b strings.Builder
-	b.WriteString("| model | batch×seq | B init | step-1 loss peftonnx | step-1 loss PyTorch | rel. diff | adapters after N steps: ‖Δ‖/‖w‖ | max\\|Δ\\|/max\\|w\\| | result |\n")
-	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---|\n")
+	tableHead(&b, "lllrrrrrl", "model", "batch×seq", "B init", "step-1 loss peftonnx", "step-1 loss PyTorch", "rel. diff",
+		"adapters after N steps: ‖Δ‖/‖w‖", "max\\|Δ\\|/max\\|w\\|", "result")
 	for _, r := range rs {
 		init := "zero (HF)"
 		if r.RandomB {
@@ -132,6 +132,20 @@ func parityTable(rs []*ParityResult) string {
 		}
 	}
 	return b.String()
+}
+
+// tableHead writes the head of a Markdown table with columns cols, each
+// aligned as align says, one letter a column: l left, r right.
+func tableHead(b *strings.Builder, align string, cols ...string) {
+	b.WriteString("| " + strings.Join(cols, " | ") + " |\n|")
+	for _, a := range align {
+		if a == 'r' {
+			b.WriteString("---:|")
+		} else {
+			b.WriteString("---|")
+		}
+	}
+	b.WriteString("\n")
 }
 
 // writeJSON writes v, indented, to path.

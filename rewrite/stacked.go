@@ -1,0 +1,244 @@
+package rewrite
+
+import (
+	"maps"
+	"slices"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// StackedIndexInput is the int64 [batch] graph input of a stacked model
+// (StackLoRA): row b of the batch runs the adapter in slot index[b] of
+// the stacked factors. Slot 0 is the base by convention (all zeros).
+const StackedIndexInput = "lora_adapter_index"
+
+// StackedSite is one linear layer of a stacked model.
+type StackedSite struct {
+	Module  string
+	In, Out int64
+	// A and B name the graph inputs: A [K, In, R] and B [K, R, Out],
+	// float32, K slots of rank R each (a smaller rank padded with zeros,
+	// the scaling folded into B).
+	A, B string
+}
+
+// Stacked records what StackLoRA did to a model: its sites, by module, in
+// the order of FindLinears.
+type Stacked struct {
+	Sites []StackedSite
+	Index string   // StackedIndexInput
+	all   []string // every linear module of the model, stacked or not
+}
+
+// moduleNames returns the module names of ls, each once, in order.
+func moduleNames(ls []Linear) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, l := range ls {
+		if !seen[l.Module] {
+			seen[l.Module] = true
+			out = append(out, l.Module)
+		}
+	}
+	return out
+}
+
+// StackLoRA gives every linear layer of m (or those that targets select,
+// as MatchTargets selects them) a LoRA branch whose factors are chosen
+// per row of the batch:
+//
+//	y[b] = x[b]·W + x[b]·A[index[b]]·B[index[b]]
+//
+// with stacked graph inputs A [K, in, R] and B [K, R, out] per module and
+// one index input (StackedIndexInput, int64 [batch]), so that one run
+// serves a batch whose rows use different adapters and ranks. K and R are
+// dynamic: slot k holds an adapter's A and its B times its scaling, padded
+// with zeros to R (Stacked.Factors gives them); rows of slot 0 fed zeros
+// compute the base model. The branch computes in float32. The layer's
+// activation is read as [batch, …, in] (any leading axes after the batch,
+// such as the sequence, or none where the exporter flattened batch and
+// sequence together). m must carry no LoRA branches; Gemm layers with
+// transA are refused. StackLoRA changes nothing when it fails. Every
+// branch costs a few small nodes per run, so a server that knows which
+// modules its adapters train saves time by naming them.
+func StackLoRA(m *graph.Model, targets ...string) (*Stacked, error) {
+	if _, ok, err := readRecord(m); err != nil {
+		return nil, err
+	} else if ok {
+		return nil, errorf("%s already carries LoRA branches: stack its base model", modelLabel(m))
+	}
+	if m.HasName(StackedIndexInput) {
+		return nil, errorf("%s already has a value named %q", modelLabel(m), StackedIndexInput)
+	}
+	linears, err := FindLinears(m)
+	if err != nil {
+		return nil, err
+	}
+	if len(linears) == 0 {
+		return nil, errorf("%s has no linear layers to stack adapters on", modelLabel(m))
+	}
+	all := linears
+	if len(targets) > 0 {
+		if linears, err = MatchTargets(linears, targets); err != nil {
+			return nil, err
+		}
+	}
+	for _, l := range linears {
+		if l.TransA {
+			return nil, layerErr(l, "Gemm with transA is not supported by stacked adapters")
+		}
+		if err := checkRewirable(m, l); err != nil {
+			return nil, err
+		}
+	}
+
+	original := slices.Clone(m.Proto.Graph.Node)
+	after := map[*onnxpb.NodeProto][]*onnxpb.NodeProto{}
+	var front []*onnxpb.NodeProto
+	var base *onnxpb.NodeProto
+	g := graph.NewBuilder(m, graph.BuilderOptions{Outputs: graph.OutputsUnderNode, OnNode: func(n *onnxpb.NodeProto) {
+		if base == nil {
+			front = append(front, n)
+		} else {
+			after[base] = append(after[base], n)
+		}
+	}})
+	m.AddInput(graph.TensorInfo(StackedIndexInput, dtype.Int64, []int64{-1}))
+	batch := g.At("/lora_stacked").Op("Shape", []string{StackedIndexInput})
+
+	st := &Stacked{Index: StackedIndexInput, all: moduleNames(all)}
+	sites := map[string]StackedSite{}
+	for _, l := range linears {
+		s, ok := sites[l.Module]
+		if !ok {
+			s = StackedSite{Module: l.Module, In: l.In, Out: l.Out,
+				A: l.Module + ".lora_A.stacked", B: l.Module + ".lora_B.stacked"}
+			for _, name := range []string{s.A, s.B} {
+				if m.HasName(name) {
+					return nil, layerErr(l, "the model already has a value named %q", name)
+				}
+			}
+			m.AddInput(graph.TensorInfo(s.A, dtype.Float32, []int64{-1, s.In, -1}))
+			m.AddInput(graph.TensorInfo(s.B, dtype.Float32, []int64{-1, -1, s.Out}))
+			sites[l.Module] = s
+			st.Sites = append(st.Sites, s)
+		}
+		base = l.Node
+		stackedBranch(g.At(prefix(l)).In("lora_stacked"), m, l, s, batch)
+		base = nil
+	}
+	nodes := make([]*onnxpb.NodeProto, 0, len(m.Proto.Graph.Node))
+	nodes = append(nodes, front...)
+	for _, n := range original {
+		nodes = append(nodes, n)
+		nodes = append(nodes, after[n]...)
+	}
+	m.Proto.Graph.Node = nodes
+	m.Reindex()
+	return st, nil
+}
+
+// stackedBranch adds the branch of layer l, reading site s's factors, and
+// routes l's readers to the sum. batch is the 1-D shape of the index.
+func stackedBranch(b *graph.Builder, m *graph.Model, l Linear, s StackedSite, batch string) {
+	y := l.Node.Output[0]
+	baseOut := y
+	if m.IsGraphOutput(y) {
+		baseOut = m.UniqueName(y + "/lora_base")
+		l.Node.Output[0] = baseOut
+		m.Reindex()
+	}
+	x := l.Node.Input[0]
+	if l.DType != dtype.Float32 {
+		x = b.Op("Cast", []string{x}, graph.AttrInt("to", int64(dtype.Float32)))
+	}
+	shape3 := b.Op("Concat", []string{batch, b.Int64s(-1, s.In)}, graph.AttrInt("axis", 0))
+	x3 := b.Op("Reshape", []string{x, shape3})
+	a := b.Op("Gather", []string{s.A, StackedIndexInput}, graph.AttrInt("axis", 0))
+	bf := b.Op("Gather", []string{s.B, StackedIndexInput}, graph.AttrInt("axis", 0))
+	h := b.Op("MatMul", []string{x3, a})
+	d := b.Op("MatMul", []string{h, bf})
+	shape := b.Node("", "Shape", []string{baseOut}, 1)
+	d = b.Op("Reshape", []string{d, shape.Output[0]})
+	if l.DType != dtype.Float32 {
+		d = b.Op("Cast", []string{d}, graph.AttrInt("to", int64(l.DType)))
+	}
+	if baseOut != y {
+		b.NodeTo("", "Add", []string{baseOut, d}, []string{y})
+		return
+	}
+	sum := b.Node("", "Add", []string{y, d}, 1)
+	m.ReplaceUses(y, sum.Output[0], sum, shape)
+}
+
+// StackedFactor is one module's factors for a slot of a stacked model:
+// A [In, R] as the adapter has it and B [R, Out] times the module's
+// scaling, both float32, row-major.
+type StackedFactor struct {
+	R    int
+	A, B []float32
+}
+
+// Factors matches LoRA adapter ad's modules to the sites, as Apply
+// matches them, and returns each matched module's factors by site module.
+// An adapter that does not fit is an error that says what: a module that
+// matches no layer (listing those that exist), factors of the wrong
+// shape, a fused projection (enable_lora_list), trained base tensors, or
+// not being a LoRA adapter at all.
+func (st *Stacked) Factors(ad *adapter.Adapter) (map[string]StackedFactor, error) {
+	if ad.LoRA == nil {
+		return nil, errorf("not a LoRA adapter: stacked factors take LoRA adapters only")
+	}
+	if len(ad.Extra) > 0 {
+		return nil, errorf("the adapter also trains %d base tensors (%s), which stacked adapters cannot carry", len(ad.Extra), joinNames(slices.Sorted(maps.Keys(ad.Extra))))
+	}
+	cfg := ad.LoRA
+	modules := make([]string, len(st.Sites))
+	bySite := map[string]StackedSite{}
+	for i, s := range st.Sites {
+		modules[i] = s.Module
+		bySite[s.Module] = s
+	}
+	out := map[string]StackedFactor{}
+	taken := map[string]string{}
+	for _, key := range ad.Modules() {
+		mod, err := matchModule(key, modules)
+		if err != nil {
+			if other, oerr := matchModule(key, st.all); oerr == nil {
+				return nil, errorf("adapter module %q is layer %q, which is not among the stacked targets (%s)", key, other, joinNames(modules))
+			}
+			return nil, errorf("adapter module %q %w; the layers are: %s", key, err, joinNames(modules))
+		}
+		if prev, ok := taken[mod]; ok {
+			return nil, errorf("adapter modules %q and %q both match layer %q", prev, key, mod)
+		}
+		taken[mod] = key
+		if cfg.EnableFor(key) != nil {
+			return nil, errorf("adapter module %q is a fused projection (enable_lora_list), which stacked adapters do not take", key)
+		}
+		s := bySite[mod]
+		w := ad.Weights[key]
+		if w.A == nil || w.B == nil || len(w.A.Shape) != 2 || len(w.B.Shape) != 2 {
+			return nil, errorf("adapter module %q lacks a 2-D lora_A or lora_B", key)
+		}
+		r := w.A.Shape[1]
+		if w.A.Shape[0] != s.In || w.B.Shape[0] != r || w.B.Shape[1] != s.Out ||
+			len(w.A.Data) != int(s.In*r) || len(w.B.Data) != int(r*s.Out) {
+			return nil, errorf("adapter module %q has lora_A %v and lora_B %v; layer %q (%d×%d) needs [%d, r] and [r, %d]",
+				key, w.A.Shape, w.B.Shape, mod, s.In, s.Out, s.In, s.Out)
+		}
+		scale := float32(cfg.ScalingFor(key))
+		b := make([]float32, len(w.B.Data))
+		for i, v := range w.B.Data {
+			b[i] = v * scale
+		}
+		out[mod] = StackedFactor{R: int(r), A: slices.Clone(w.A.Data), B: b}
+	}
+	if len(out) == 0 {
+		return nil, errorf("the adapter has no modules")
+	}
+	return out, nil
+}

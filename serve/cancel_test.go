@@ -1,0 +1,62 @@
+package serve_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/peftonnx/peftonnx/models"
+	"github.com/peftonnx/peftonnx/serve"
+)
+
+// TestCancelAndClose ends a request whose client left (its context is
+// cancelled mid-stream) while another goes on, and then closes the engine
+// under a request: it ends with ErrClosed, and new ones are refused.
+func TestCancelAndClose(t *testing.T) {
+	f := newFixture(t, models.LlamaTiny())
+	e, err := serve.New(f.base, serve.Options{MaxTokens: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := 0
+	_, err = e.Generate(ctx, serve.Request{Prompt: f.prompts[0], MaxTokens: 64}, func(ev serve.Event) error {
+		if n++; n == 3 {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) || n > 4 {
+		t.Errorf("cancelled after 3 tokens: %v after %d events, want context.Canceled right away", err, n)
+	}
+	if _, err := generate(t, e, "", f.prompts[1], 4); err != nil {
+		t.Errorf("a request after the cancelled one: %v", err)
+	}
+
+	started := make(chan struct{})
+	res := make(chan error, 1)
+	go func() {
+		first := true
+		_, err := e.Generate(context.Background(), serve.Request{Prompt: f.prompts[0], MaxTokens: 64}, func(ev serve.Event) error {
+			if first {
+				first = false
+				close(started)
+			}
+			return nil
+		})
+		res <- err
+	}()
+	<-started
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; !errors.Is(err, serve.ErrClosed) && err != nil {
+		t.Errorf("a request in flight at Close: %v, want ErrClosed (or done)", err)
+	}
+	if _, err := generate(t, e, "", f.prompts[0], 2); !errors.Is(err, serve.ErrClosed) {
+		t.Errorf("after Close: %v, want ErrClosed", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}

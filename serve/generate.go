@@ -1,0 +1,367 @@
+package serve
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/peftonnx/peftonnx/rewrite"
+	rt "github.com/peftonnx/peftonnx/runtime"
+)
+
+// job is one request: queued, then a row of the batch.
+type job struct {
+	ctx       context.Context
+	req       Request
+	a         *entry // nil for the base
+	emit      func(Event) error
+	queued    time.Time
+	maxTokens int
+
+	slot int
+	smp  *rt.Sampler
+	out  []int64
+
+	done  chan struct{}
+	usage Usage
+	err   error
+}
+
+// Generate queues r, batches it with others (continuous batching) and
+// calls emit for each token from the engine's goroutine, then once with
+// Done and the finish reason. Cancelling ctx (the client left) ends the
+// sequence with ctx's error, and so does an error from emit. It returns
+// the request's usage. Errors wrap ErrUnknownAdapter, ErrQueueFull,
+// ErrTooLong, ErrInvalidRequest or ErrClosed where they are those.
+func (e *Engine) Generate(ctx context.Context, r Request, emit func(Event) error) (Usage, error) {
+	usage := Usage{PromptTokens: len(r.Prompt)}
+	maxTokens, err := e.check(r)
+	if err != nil {
+		return usage, err
+	}
+	opts := rt.GenerateOptions{Temperature: float64(r.Temperature), Seed: uint64(r.Seed)}
+	if r.Temperature > 0 {
+		opts.TopK, opts.TopP = r.TopK, float64(r.TopP)
+	}
+	smp, err := rt.NewSampler(opts, r.Prompt)
+	if err != nil {
+		return usage, errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	a, err := e.acquire(r.Adapter)
+	if err != nil {
+		return usage, err
+	}
+	defer e.release(a)
+	j := &job{ctx: ctx, req: r, a: a, emit: emit, queued: time.Now(), maxTokens: maxTokens, smp: smp, slot: -1, done: make(chan struct{})}
+	e.mu.Lock()
+	switch {
+	case e.closed:
+		e.mu.Unlock()
+		return usage, errorf("%w", ErrClosed)
+	case len(e.queue) >= e.opts.MaxQueue:
+		e.mu.Unlock()
+		return usage, errorf("%w: %d requests wait already", ErrQueueFull, len(e.queue))
+	}
+	e.queue = append(e.queue, j)
+	st := e.stats.Adapters[r.Adapter]
+	st.Requests++
+	e.stats.Adapters[r.Adapter] = st
+	e.mu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case <-j.done:
+	case <-ctx.Done():
+		e.mu.Lock()
+		if i := slices.Index(e.queue, j); i >= 0 {
+			e.queue = slices.Delete(e.queue, i, i+1)
+			e.mu.Unlock()
+			return usage, ctx.Err()
+		}
+		e.mu.Unlock()
+		<-j.done
+	}
+	return j.usage, j.err
+}
+
+// check validates r against the engine's limits and returns its token
+// budget.
+func (e *Engine) check(r Request) (int, error) {
+	if len(r.Prompt) == 0 {
+		return 0, errorf("%w: the prompt is empty", ErrInvalidRequest)
+	}
+	if v := e.info.Vocab; v > 0 {
+		for i, id := range r.Prompt {
+			if id < 0 || id >= int64(v) {
+				return 0, errorf("%w: prompt token %d at %d is outside the vocabulary of %d", ErrInvalidRequest, id, i, v)
+			}
+		}
+	}
+	n := r.MaxTokens
+	switch {
+	case n < 0:
+		return 0, errorf("%w: max tokens %d is negative", ErrInvalidRequest, n)
+	case n == 0:
+		n = e.opts.MaxTokens
+	case n > e.opts.MaxTokens:
+		return 0, errorf("%w: max tokens %d is over the limit of %d", ErrTooLong, n, e.opts.MaxTokens)
+	}
+	if e.opts.MaxSeqLen > 0 && len(r.Prompt)+n > e.opts.MaxSeqLen {
+		return 0, errorf("%w: a prompt of %d tokens and %d new ones pass the limit of %d", ErrTooLong, len(r.Prompt), n, e.opts.MaxSeqLen)
+	}
+	return n, nil
+}
+
+// schedule is the engine's goroutine: it admits queued requests into the
+// batch at step boundaries, prefills them, and runs one decoding step for
+// every active row at a time, until Close.
+func (e *Engine) schedule() {
+	defer close(e.done)
+	slots := newSlotTable(e.opts.MaxLoRAs)
+	var active *rt.Sequence
+	var rows []*job
+	for {
+		select {
+		case <-e.quit:
+			e.mu.Lock()
+			queued := e.queue
+			e.queue = nil
+			e.mu.Unlock()
+			for _, j := range append(rows, queued...) {
+				e.finish(slots, j, "", errorf("%w: the engine closed", ErrClosed))
+			}
+			return
+		default:
+		}
+		joiners := e.admit(slots, len(rows))
+		if len(rows) == 0 && len(joiners) == 0 {
+			select {
+			case <-e.wake:
+			case <-e.quit:
+			}
+			continue
+		}
+		feeds, err := slots.inputs(e.stacked)
+		if err != nil {
+			for _, j := range append(rows, joiners...) {
+				e.finish(slots, j, "", errorf("building the stacked adapter inputs: %w", err))
+			}
+			active, rows = nil, nil
+			continue
+		}
+		for _, j := range joiners {
+			seq, done := e.prefill(slots, j, feeds)
+			if done {
+				continue
+			}
+			if active == nil {
+				active = seq
+			} else if err := active.Join(seq); err != nil {
+				e.finish(slots, j, "", err)
+				continue
+			}
+			rows = append(rows, j)
+		}
+		if len(rows) == 0 {
+			active = nil
+			continue
+		}
+		active, rows = e.step(slots, active, rows, feeds)
+	}
+}
+
+// admit takes queued requests into the batch while it has room and the
+// adapter a slot, in queue order; a request whose adapter finds no slot
+// waits, and those behind it may go first.
+func (e *Engine) admit(slots *slotTable, active int) []*job {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var in []*job
+	kept := e.queue[:0]
+	for _, j := range e.queue {
+		if active+len(in) >= e.opts.MaxBatch {
+			kept = append(kept, j)
+			continue
+		}
+		if j.ctx.Err() != nil {
+			in = append(in, j) // prefill finishes it with the error
+			j.slot = -1
+			continue
+		}
+		s := slots.take(j.a)
+		if s < 0 {
+			kept = append(kept, j)
+			continue
+		}
+		j.slot = s
+		st := e.stats.Adapters[j.req.Adapter]
+		st.QueueSeconds += time.Since(j.queued).Seconds()
+		e.stats.Adapters[j.req.Adapter] = st
+		in = append(in, j)
+	}
+	clear(e.queue[len(kept):])
+	e.queue = kept
+	return in
+}
+
+// prefill starts j's row: a sequence of one row, on its prefix where its
+// adapter is one, fed the prompt; the first token is chosen and emitted.
+// done reports that j finished (or failed) already.
+func (e *Engine) prefill(slots *slotTable, j *job, feeds map[string]*rt.Tensor) (seq *rt.Sequence, done bool) {
+	if err := j.ctx.Err(); err != nil {
+		e.finish(slots, j, "", err)
+		return nil, true
+	}
+	var past map[string]*rt.Tensor
+	p := 0
+	if j.a != nil && j.a.kind == KindPrefix {
+		j.a.mu.Lock()
+		past, p = j.a.past, j.a.rank
+		j.a.mu.Unlock()
+	}
+	seq, err := e.gen.NewSequence(1, p+len(j.req.Prompt)+j.maxTokens)
+	if err == nil && past != nil {
+		err = seq.SetPast(past, p)
+	}
+	if err == nil {
+		err = seq.SetFeeds(withIndex(feeds, []int64{int64(j.slot)}))
+	}
+	var out *rt.Tensor
+	if err == nil {
+		out, err = seq.Feed(j.ctx, j.req.Prompt, nil)
+	}
+	if err != nil {
+		e.finish(slots, j, "", err)
+		return nil, true
+	}
+	if e.next(slots, j, out, 0) {
+		return nil, true
+	}
+	return seq, false
+}
+
+// step runs one decoding step for every row, emits each row's token, and
+// drops the rows that finished. It returns the batch that remains.
+func (e *Engine) step(slots *slotTable, active *rt.Sequence, rows []*job, feeds map[string]*rt.Tensor) (*rt.Sequence, []*job) {
+	ids := make([]int64, len(rows))
+	index := make([]int64, len(rows))
+	for i, j := range rows {
+		ids[i], index[i] = j.out[len(j.out)-1], int64(j.slot)
+	}
+	start := time.Now()
+	err := active.SetFeeds(withIndex(feeds, index))
+	var out *rt.Tensor
+	if err == nil {
+		out, err = active.Feed(context.Background(), ids, nil)
+	}
+	if err != nil {
+		for _, j := range rows {
+			e.finish(slots, j, "", err)
+		}
+		return nil, nil
+	}
+	e.mu.Lock()
+	e.stats.Steps++
+	e.stats.BatchRows += int64(len(rows))
+	e.stats.StepSeconds += time.Since(start).Seconds()
+	e.stats.BatchSizes[min(len(rows), len(e.stats.BatchSizes)-1)]++
+	e.mu.Unlock()
+	var keep []int
+	var left []*job
+	for i, j := range rows {
+		if err := j.ctx.Err(); err != nil {
+			e.finish(slots, j, "", err)
+			continue
+		}
+		if !e.next(slots, j, out, i) {
+			keep = append(keep, i)
+			left = append(left, j)
+		}
+	}
+	e.mu.Lock()
+	e.stats.Active = len(left)
+	e.mu.Unlock()
+	if len(left) == 0 {
+		return nil, nil
+	}
+	if len(left) < len(rows) {
+		if err := active.KeepRows(keep); err != nil {
+			for _, j := range left {
+				e.finish(slots, j, "", err)
+			}
+			return nil, nil
+		}
+	}
+	return active, left
+}
+
+// next chooses j's next token from row row of out and emits it, and
+// finishes j where it ended. It reports whether j finished.
+func (e *Engine) next(slots *slotTable, j *job, out *rt.Tensor, row int) bool {
+	id, err := j.smp.Pick(out, row)
+	if err != nil {
+		e.finish(slots, j, "", err)
+		return true
+	}
+	j.out = append(j.out, id)
+	if err := j.emit(Event{Token: id}); err != nil {
+		e.finish(slots, j, "", err)
+		return true
+	}
+	switch {
+	case slices.Contains(e.opts.EOS, id) || stopsAt(j.out, j.req.Stop):
+		e.finish(slots, j, FinishStop, nil)
+	case len(j.out) >= j.maxTokens:
+		e.finish(slots, j, FinishLength, nil)
+	default:
+		return false
+	}
+	return true
+}
+
+// stopsAt reports whether out ends with one of stops.
+func stopsAt(out []int64, stops [][]int64) bool {
+	for _, s := range stops {
+		if len(s) > 0 && len(out) >= len(s) && slices.Equal(out[len(out)-len(s):], s) {
+			return true
+		}
+	}
+	return false
+}
+
+// finish ends j: with the Done event and reason, or with err; it gives
+// back j's slot and wakes Generate.
+func (e *Engine) finish(slots *slotTable, j *job, reason string, err error) {
+	j.usage = Usage{PromptTokens: len(j.req.Prompt), CompletionTokens: len(j.out)}
+	if err == nil {
+		if eerr := j.emit(Event{Done: true, FinishReason: reason}); eerr != nil {
+			err = eerr
+		}
+	}
+	j.err = err
+	slots.put(j.slot)
+	j.slot = -1
+	e.mu.Lock()
+	st := e.stats.Adapters[j.req.Adapter]
+	st.PromptTokens += int64(j.usage.PromptTokens)
+	st.CompletionTokens += int64(j.usage.CompletionTokens)
+	e.stats.Adapters[j.req.Adapter] = st
+	e.mu.Unlock()
+	close(j.done)
+}
+
+// withIndex returns the stacked inputs with the per-row slot index.
+func withIndex(feeds map[string]*rt.Tensor, index []int64) map[string]*rt.Tensor {
+	out := make(map[string]*rt.Tensor, len(feeds)+1)
+	for k, v := range feeds {
+		out[k] = v
+	}
+	t, err := rt.NewInt64([]int64{int64(len(index))}, index)
+	if err != nil {
+		panic(err) // the shape is the slice's own length
+	}
+	out[rewrite.StackedIndexInput] = t
+	return out
+}
