@@ -8,6 +8,7 @@ import (
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
+	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
 // qvConfig is LoRA of rank r on the q and v parts of the packed
@@ -117,22 +118,8 @@ func TestLoRAInsideAttention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	merged := adapted.Clone()
-	if err := Merge(merged); err != nil {
-		t.Fatal(err)
-	}
-	gotNodes, gotInits := names(merged)
-	wantNodes, wantInits := names(base)
-	if !slices.Equal(gotNodes, wantNodes) || !slices.Equal(gotInits, wantInits) {
-		t.Errorf("the merged model's nodes or initializers are not the base's")
-	}
-	if d, where := maxRelDiff(t, runModel(t, merged, 2, 5, 0), want); d > 1e-4 {
-		t.Errorf("merged differs from adapted by %g at %s", d, where)
-	}
+	merged := checkPackedMerge(t, base, adapted, want, 2, "transformer.h.0.attn.c_attn.weight", 16, 32)
 	w := "transformer.h.0.attn.c_attn.weight"
-	if !slices.Equal(columns(t, merged, w, 16, 32), columns(t, base, w, 16, 32)) {
-		t.Error("the merge changed k's columns")
-	}
 	if slices.Equal(columns(t, merged, w, 0, 16), columns(t, base, w, 0, 16)) {
 		t.Error("the merge left q's columns as they were")
 	}
@@ -223,20 +210,28 @@ func TestLoRAInsidePackedQKV(t *testing.T) {
 		t.Errorf("LoRA on packed q, v differs from LoRA on q_proj, v_proj by %g at %s", d, where)
 	}
 
+	checkPackedMerge(t, base, adapted, want, 1, "model.layers.0.attn.qkv_proj.MatMul.weight", 64, 96)
+}
+
+// checkPackedMerge merges adapted and checks the result: the base's nodes
+// and initializers, the adapted model's outputs (want, at batch) and the
+// columns lo … hi−1 (k's) of the packed weight w as the base has them.
+func checkPackedMerge(t *testing.T, base, adapted *graph.Model, want map[string]*rt.Tensor, batch int, w string, lo, hi int) *graph.Model {
+	t.Helper()
 	merged := adapted.Clone()
 	if err := Merge(merged); err != nil {
 		t.Fatal(err)
 	}
-	gotNodes, _ := names(merged)
-	wantNodes, _ := names(base)
-	if !slices.Equal(gotNodes, wantNodes) {
-		t.Error("the merged model's nodes are not the base's")
+	gotNodes, gotInits := names(merged)
+	wantNodes, wantInits := names(base)
+	if !slices.Equal(gotNodes, wantNodes) || !slices.Equal(gotInits, wantInits) {
+		t.Errorf("the merged model's nodes or initializers are not the base's")
 	}
-	if d, where := maxRelDiff(t, runModel(t, merged, 1, 5, 0), want); d > 1e-4 {
+	if d, where := maxRelDiff(t, runModel(t, merged, batch, 5, 0), want); d > 1e-4 {
 		t.Errorf("merged differs from adapted by %g at %s", d, where)
 	}
-	w := "model.layers.0.attn.qkv_proj.MatMul.weight"
-	if !slices.Equal(columns(t, merged, w, 64, 96), columns(t, base, w, 64, 96)) {
+	if !slices.Equal(columns(t, merged, w, lo, hi), columns(t, base, w, lo, hi)) {
 		t.Error("the merge changed k's columns")
 	}
+	return merged
 }
