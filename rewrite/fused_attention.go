@@ -195,3 +195,25 @@ func attentionSiteLinear(m *graph.Model, s Site) (Linear, bool) {
 	}
 	return Linear{}, false
 }
+
+// siteLayer returns the layer that site s of an adapted model adapts,
+// checking that it still reads s's weight: the node that writes
+// s.BaseOutput, or for an Attention layer the node that reads s.Sum.
+func siteLayer(m *graph.Model, s Site) (Linear, error) {
+	if s.Op == OpAttention {
+		l, ok := attentionSiteLinear(m, s)
+		if !ok {
+			return Linear{}, errorf("site %q: no Attention node reads %q, the weight %q with its update", s.Module, s.Sum, s.Weight)
+		}
+		return l, nil
+	}
+	base := m.Producer(s.BaseOutput)
+	if base == nil {
+		return Linear{}, errorf("site %q: no node writes %q", s.Module, s.BaseOutput)
+	}
+	l, ok := layerOf(m, base)
+	if !ok || l.Weight != s.Weight {
+		return Linear{}, errorf("site %q: node %q no longer reads weight %q", s.Module, base.Name, s.Weight)
+	}
+	return l, nil
+}

@@ -141,7 +141,10 @@ func TestInjectMergeQuantized(t *testing.T) {
 	}
 
 	float := adapted.Clone()
-	if err := Merge(float); err != nil {
+	if err := Merge(adapted.Clone()); err == nil || !strings.Contains(err.Error(), "MatMulNBits") {
+		t.Errorf("merge into int4 without Dequantize or Requantize: %v", err)
+	}
+	if err := Merge(float, Dequantize()); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range float.Graph().Node {
@@ -162,12 +165,12 @@ func TestInjectMergeQuantized(t *testing.T) {
 	for name, m := range map[string]func() (*graph.Model, []QuantizedMerge, error){
 		"merge": func() (*graph.Model, []QuantizedMerge, error) {
 			m := adapted.Clone()
-			rep, err := MergeWith(m, MergeOptions{Requantize: true})
+			rep, err := MergeWith(m, Requantize())
 			return m, rep, err
 		},
 		"merge-adapter": func() (*graph.Model, []QuantizedMerge, error) {
 			m := base.Clone()
-			rep, err := MergeAdapterWith(m, ad, MergeOptions{Requantize: true})
+			rep, err := MergeAdapterWith(m, ad, Requantize())
 			return m, rep, err
 		},
 	} {
@@ -202,7 +205,7 @@ func TestInjectMergeQuantized(t *testing.T) {
 			if _, _, err := InjectLoRA(deq, config(1, 1, ".*_proj", "lm_head")); err != nil {
 				t.Fatal(err)
 			}
-			if err := Merge(deq); err != nil {
+			if err := Merge(deq, Dequantize()); err != nil {
 				t.Fatal(err)
 			}
 			if d, where := maxRelDiff(t, runModel(t, deq, 2, 5, 0), logits); d > 1e-4 {

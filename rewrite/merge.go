@@ -17,13 +17,14 @@ import (
 // or Gemm's transB is updated where it is stored; under a Gemm with alpha
 // ≠ 1 the update is divided by alpha. With AsInputs the defaults are rank
 // 0, so Merge restores the base model; use MergeAdapter to bake an adapter
-// into it. Merge checks every site before it changes anything.
-//
-// A quantized (MatMulNBits) layer becomes a float MatMul holding its
-// dequantized weight plus the update; MergeWith can round it back into
-// int4 instead (see merge_nbits.go).
-func Merge(m *graph.Model) error {
-	_, err := MergeWith(m, MergeOptions{})
+// into it. Merge checks every site before it changes anything. A weight
+// behind DequantizeLinear (a QDQ model) is refused, since the merge cannot
+// be exact in its integer type, unless the option Dequantize says to
+// merge into a dequantized float weight. So is an int4 (MatMulNBits)
+// layer, which Dequantize makes a float MatMul and Requantize rounds back
+// into int4 (merge_nbits.go; MergeWith reports what they did).
+func Merge(m *graph.Model, opts ...Option) error {
+	_, err := MergeWith(m, opts...)
 	return err
 }
 
@@ -38,7 +39,7 @@ type fold struct {
 
 // planSiteFolds reads the factors of every module of rec and checks that its
 // weight can be changed in place.
-func planSiteFolds(m *graph.Model, rec record) ([]fold, error) {
+func planSiteFolds(m *graph.Model, rec record, o options) ([]fold, error) {
 	var folds []fold
 	seen := map[string]bool{}
 	sitesOf := map[string]int{}
@@ -50,22 +51,9 @@ func planSiteFolds(m *graph.Model, rec record) ([]fold, error) {
 			continue
 		}
 		seen[s.Module] = true
-		var l Linear
-		if s.Op == OpAttention {
-			var ok bool
-			if l, ok = attentionSiteLinear(m, s); !ok {
-				return nil, errorf("site %q: no Attention node reads %q, the weight %q with its update", s.Module, s.Sum, s.Weight)
-			}
-		} else {
-			base := m.Producer(s.BaseOutput)
-			if base == nil {
-				return nil, errorf("site %q: no node writes %q", s.Module, s.BaseOutput)
-			}
-			var ok bool
-			l, ok = linearOf(m, base)
-			if !ok || l.Weight != s.Weight {
-				return nil, errorf("site %q: node %q no longer reads weight %q", s.Module, base.Name, s.Weight)
-			}
+		l, err := siteLayer(m, s)
+		if err != nil {
+			return nil, err
 		}
 		l.Module = s.Module
 		a, err := factor(m, s.A)
@@ -85,9 +73,12 @@ func planSiteFolds(m *graph.Model, rec record) ([]fold, error) {
 		if l.Alpha == 0 {
 			return nil, layerErr(l, "Gemm has alpha 0: an update of its weight has no effect")
 		}
+		if err := checkMergeable(m, l, o); err != nil {
+			return nil, err
+		}
 		rk := len(a) / int(s.In)
 		r := rk / s.Parts()
-		folds = append(folds, fold{l: l, module: s.Module, a: a, b: siteFullB(b, r, s), rk: rk, scale: scaleInGraph(s)})
+		folds = append(folds, fold{l: l, module: s.Module, a: a, b: siteFullB(b, r, s), rk: rk, scale: scaleInGraph(s)}.asMatrixFold())
 	}
 	return folds, nil
 }
@@ -209,14 +200,16 @@ func removeBranches(m *graph.Model, rec record) error {
 // Merge would, without building the branches. Modules are matched as Apply
 // matches them; ad's Extra tensors (trained biases and modules) replace the
 // base's. Nothing changes when a module is missing or a shape disagrees.
-func MergeAdapter(base *graph.Model, ad *adapter.Adapter) error {
-	_, err := MergeAdapterWith(base, ad, MergeOptions{})
+// Dequantize is taken as by Merge.
+func MergeAdapter(base *graph.Model, ad *adapter.Adapter, opts ...Option) error {
+	_, err := MergeAdapterWith(base, ad, opts...)
 	return err
 }
 
+
 // planAdapterFolds maps ad's modules to base's layers and prepares their
 // updates, checking every shape.
-func planAdapterFolds(base *graph.Model, ad *adapter.Adapter) ([]fold, []extraValue, error) {
+func planAdapterFolds(base *graph.Model, ad *adapter.Adapter, o options) ([]fold, []extraValue, error) {
 	if _, ok, err := readRecord(base); err != nil {
 		return nil, nil, err
 	} else if ok {
@@ -226,7 +219,7 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter) ([]fold, []extraVa
 	if err != nil {
 		return nil, nil, err
 	}
-	linears, err := FindLinears(base)
+	linears, err := FindLayers(base)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -251,7 +244,10 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter) ([]fold, []extraVa
 		if l.Alpha == 0 {
 			return nil, nil, layerErr(l, "Gemm has alpha 0: an update of its weight has no effect")
 		}
-		folds = append(folds, fold{l: l, module: key, a: w.A.Data, b: siteFullB(w.B.Data, s.R, s), rk: int(w.A.Shape[1]), scale: s.Scale})
+		if err := checkMergeable(base, l, o); err != nil {
+			return nil, nil, err
+		}
+		folds = append(folds, fold{l: l, module: key, a: w.A.Data, b: siteFullB(w.B.Data, s.R, s), rk: int(w.A.Shape[1]), scale: s.Scale}.asMatrixFold())
 	}
 	extras, err := planExtras(base, linears, ad)
 	if err != nil {
@@ -267,11 +263,8 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter) ([]fold, []extraVa
 // or bfloat16 weights the round trip is exact only to the weight's
 // precision. Nothing changes when a module is missing or a shape disagrees.
 func Unmerge(m *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, Summary, error) {
-	folds, _, err := planAdapterFolds(m, ad)
+	folds, _, err := planAdapterFolds(m, ad, options{})
 	if err != nil {
-		return nil, Summary{}, err
-	}
-	if err := refuseQuantized(folds, "cannot unmerge"); err != nil {
 		return nil, Summary{}, err
 	}
 	for _, f := range folds {

@@ -14,9 +14,9 @@ import (
 
 // Merging into a quantized (MatMulNBits) layer cannot keep both the int4
 // form and the exact sum W + s·A·B: the sum falls between the codes. There
-// are two honest ways, and MergeOptions chooses:
+// are two honest ways, and the options Dequantize and Requantize choose:
 //
-//   - Dequantized (the default): the layer becomes a float MatMul of its
+//   - Dequantize: the layer becomes a float MatMul of its
 //     activation's type reading W' = dequantize(B) + s·A·B (an Add after
 //     it where the layer has a bias). The merged model computes what the
 //     adapted one does, to float rounding, at the float model's size.
@@ -26,12 +26,15 @@ import (
 //     each layer now differs from the adapted one by the rounding error,
 //     which QuantizedMerge reports (against W' and against the update).
 
-// MergeOptions choose how MergeWith and MergeAdapterWith fold LoRA into
-// quantized layers; float layers merge the same way under either.
-type MergeOptions struct {
-	// Requantize rounds each merged MatMulNBits weight back into its own
-	// layout instead of replacing the layer by a float MatMul.
-	Requantize bool
+// Requantize makes Merge and MergeAdapter round each merged int4
+// (MatMulNBits) layer back into its own layout, keeping the node; with
+// Dequantize such a layer becomes a float MatMul. Without either, merging
+// into an int4 layer is refused, as into an int8 (QDQ) weight.
+func Requantize() Option {
+	return func(o *options) error {
+		o.requantize = true
+		return nil
+	}
 }
 
 // QuantizedMerge reports one MatMulNBits layer that a merge changed.
@@ -53,14 +56,17 @@ type QuantizedMerge struct {
 	RelError, UpdateRelError, MaxAbsError float64
 }
 
-// MergeWith is Merge with options; it reports each quantized layer it
-// changed.
-func MergeWith(m *graph.Model, o MergeOptions) ([]QuantizedMerge, error) {
+// MergeWith is Merge that reports each int4 layer it changed.
+func MergeWith(m *graph.Model, opts ...Option) ([]QuantizedMerge, error) {
+	o, err := mergeOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	rec, err := mustRecord(m)
 	if err != nil {
 		return nil, err
 	}
-	folds, err := planSiteFolds(m, rec)
+	folds, err := planSiteFolds(m, rec, o)
 	if err != nil {
 		return nil, err
 	}
@@ -71,10 +77,14 @@ func MergeWith(m *graph.Model, o MergeOptions) ([]QuantizedMerge, error) {
 	return rep, removeBranches(m, rec)
 }
 
-// MergeAdapterWith is MergeAdapter with options; it reports each
-// quantized layer it changed.
-func MergeAdapterWith(base *graph.Model, ad *adapter.Adapter, o MergeOptions) ([]QuantizedMerge, error) {
-	folds, extras, err := planAdapterFolds(base, ad)
+// MergeAdapterWith is MergeAdapter that reports each int4 layer it
+// changed.
+func MergeAdapterWith(base *graph.Model, ad *adapter.Adapter, opts ...Option) ([]QuantizedMerge, error) {
+	o, err := mergeOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	folds, extras, err := planAdapterFolds(base, ad, o)
 	if err != nil {
 		return nil, err
 	}
@@ -85,38 +95,51 @@ func MergeAdapterWith(base *graph.Model, ad *adapter.Adapter, o MergeOptions) ([
 	return rep, setExtras(base, extras)
 }
 
-// applyFolds adds each fold to its weight, float or quantized.
-func applyFolds(m *graph.Model, folds []fold, o MergeOptions) ([]QuantizedMerge, error) {
+// mergeOptions collects the options of a merge.
+func mergeOptions(opts []Option) (options, error) {
+	o, err := applyOptions(opts, loraOptions)
+	if err == nil && o.dequantize && o.requantize {
+		err = errorf("Dequantize and Requantize exclude each other: an int4 layer is merged into a float weight or back into int4")
+	}
+	return o, err
+}
+
+// applyFolds adds each fold to its weight: a float one (a QDQ weight made
+// float first where o says so), or an int4 one as o says.
+func applyFolds(m *graph.Model, folds []fold, o options) ([]QuantizedMerge, error) {
 	var rep []QuantizedMerge
 	for _, f := range folds {
-		if !f.l.Quantized() {
-			if err := f.apply(m, 1); err != nil {
+		if f.l.Quantized() {
+			q, err := f.applyQuantized(m, o.requantize)
+			if err != nil {
 				return nil, err
 			}
+			rep = append(rep, q)
 			continue
 		}
-		q, err := f.applyQuantized(m, o)
+		f, err := f.dequantized(m)
 		if err != nil {
 			return nil, err
 		}
-		rep = append(rep, q)
+		if err := f.apply(m, 1); err != nil {
+			return nil, err
+		}
 	}
 	return rep, nil
 }
 
-// refuseQuantized fails for the first fold on a quantized layer: what
-// needs the exact old weight back (Unmerge) cannot have it there.
-func refuseQuantized(folds []fold, what string) error {
-	for _, f := range folds {
-		if f.l.Quantized() {
-			return layerErr(f.l, "%s: the layer is int4 (MatMulNBits), and a merge into it is not exactly reversible", what)
-		}
+// checkNBitsMergeable refuses to merge into an int4 layer unless o says
+// how.
+func checkNBitsMergeable(l Linear, o options) error {
+	if o.dequantize || o.requantize {
+		return nil
 	}
-	return nil
+	return layerErr(l, "weight %q is int4 (MatMulNBits): W + s·A·B is not on its quantization grid, so a merge cannot be exact in int4; keep the branch, merge into a float weight (Dequantize, peftonnx merge --dequantize: exact), or round it back into int4 (Requantize, --requantize: reports its error)", l.Weight)
 }
 
-// applyQuantized merges f into its MatMulNBits layer as o says.
-func (f fold) applyQuantized(m *graph.Model, o MergeOptions) (QuantizedMerge, error) {
+// applyQuantized merges f into its MatMulNBits layer: rounded back into
+// int4 with requantize, else into a float MatMul.
+func (f fold) applyQuantized(m *graph.Model, requantize bool) (QuantizedMerge, error) {
 	l := f.l
 	w, err := quant.ReadNode(m, l.Node)
 	if err != nil {
@@ -126,7 +149,7 @@ func (f fold) applyQuantized(m *graph.Model, o MergeOptions) (QuantizedMerge, er
 	if err != nil {
 		return QuantizedMerge{}, layerErr(l, "%w", err)
 	}
-	if !o.Requantize {
+	if !requantize {
 		node, weight := dequantizeNode(m, l, w.Bits, merged, f)
 		return QuantizedMerge{Module: f.module, Node: node, Weight: weight}, nil
 	}

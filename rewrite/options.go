@@ -11,6 +11,9 @@ type options struct {
 	// LoRA only.
 	asInputs bool
 	modules  []string
+	// Merge and MergeAdapter only.
+	dequantize bool
+	requantize bool // int4 layers (merge_nbits.go)
 	// Prefix tuning only.
 	headDim     int
 	replacePast bool

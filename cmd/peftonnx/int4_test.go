@@ -21,7 +21,7 @@ func TestInt4Workflow(t *testing.T) {
 	q := filepath.Join(dir, "q.onnx")
 	runOK(t, "quantize", base, "-o", q, "--block-size", "16")
 	out := runOK(t, "inspect", q, "--target", ".*_proj", "--target", "lm_head")
-	for _, want := range []string{"model.layers.0.self_attn.q_proj  /model/layers.0/self_attn/q_proj/MatMul_Q4  MatMulNBits", "int4", "adapt 15 of 15 modules"} {
+	for _, want := range []string{"model.layers.0.self_attn.q_proj  /model/layers.0/self_attn/q_proj/MatMul_Q4  MatMulNBits", "int4", "adapt 15 of 16 modules"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inspect does not say %q:\n%s", want, out)
 		}
@@ -44,8 +44,11 @@ func TestInt4Workflow(t *testing.T) {
 	}
 	want := runModel(t, a, feeds)
 
+	if _, stderr, code := cli(t, "merge", a, "-o", filepath.Join(dir, "refused.onnx")); code == 0 || !strings.Contains(stderr, "--requantize") {
+		t.Errorf("merge into int4 without --dequantize or --requantize: status %d, %q", code, stderr)
+	}
 	f := filepath.Join(dir, "f.onnx")
-	if out := runOK(t, "merge", a, "-o", f); !strings.Contains(out, "15 int4 layers became float MatMuls") {
+	if out := runOK(t, "merge", a, "--dequantize", "-o", f); !strings.Contains(out, "15 int4 layers became float MatMuls") {
 		t.Errorf("merge does not report the float layers:\n%s", out)
 	}
 	wantSame(t, "dequantized merge against the adapted model", runModel(t, f, feeds), want, 1e-4)

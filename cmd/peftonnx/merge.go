@@ -38,8 +38,14 @@ prefixed model (from prefix, or apply with a prefix adapter) and a prefix
 adapter are an error; run or generate with them as they are ("peftonnx run
 BASE --adapter DIR" applies a prefix adapter in memory).
 
-An int4 (MatMulNBits) layer cannot hold W + s·A·B exactly. By default
-merge turns each adapted int4 layer into a float MatMul reading
+A weight stored as int8 behind DequantizeLinear (a QDQ model) cannot take
+the update exactly in int8, so merge refuses it; --dequantize replaces its
+DequantizeLinear by a float weight holding the dequantized values plus
+s·A·B, which matches the adapted model to float tolerance.
+
+An int4 (MatMulNBits) layer cannot hold W + s·A·B exactly either, and
+merge refuses it without one of two flags: --dequantize turns each adapted
+int4 layer into a float MatMul reading
 dequantize(W) + s·A·B (named as before quantization, …/MatMul): exact, at
 the float size. --requantize rounds W + s·A·B back into the layer's own
 int4 layout instead: OUT keeps the base's nodes and size, and merge prints
@@ -58,6 +64,7 @@ func runMerge(cx *context, args []string) error {
 	fs := cx.flags()
 	out := fs.String("o", "", "write the merged model to `OUT` (required)")
 	adapterPath := addAdapterFlag(fs, "fold this LoRA adapter into the base model")
+	dequantize := fs.Bool("dequantize", false, "merge into int8 weights behind DequantizeLinear (a QDQ model) or int4 MatMulNBits layers by making them float weights")
 	requantize := fs.Bool("requantize", false, "round merged int4 (MatMulNBits) layers back into int4 instead of making them float")
 	model, err := cx.parseOne(args, "MODEL", "-o OUT")
 	if err != nil {
@@ -91,9 +98,15 @@ func runMerge(cx *context, args []string) error {
 	sites, noSites := rewrite.Sites(m) // an error when m carries no LoRA branch
 	nodes := len(m.Graph().Node)
 
+	var mergeOpts []rewrite.Option
+	if *dequantize {
+		mergeOpts = append(mergeOpts, rewrite.Dequantize())
+	}
+	if *requantize {
+		mergeOpts = append(mergeOpts, rewrite.Requantize())
+	}
 	var merged []mergedModule
 	var quantized []rewrite.QuantizedMerge
-	mo := rewrite.MergeOptions{Requantize: *requantize}
 	switch {
 	case ad == nil && noSites != nil:
 		return fmt.Errorf("%w; to merge an adapter into a base model, give --adapter DIR|FILE", noSites)
@@ -103,7 +116,7 @@ func runMerge(cx *context, args []string) error {
 				return fmt.Errorf("%s takes its LoRA factors as graph inputs, so it holds no adapter to merge: give --adapter DIR|FILE to bake one in", model)
 			}
 		}
-		if quantized, err = rewrite.MergeWith(m, mo); err != nil {
+		if quantized, err = rewrite.MergeWith(m, mergeOpts...); err != nil {
 			return err
 		}
 		seen := map[string]bool{}
@@ -125,7 +138,7 @@ func runMerge(cx *context, args []string) error {
 				return err
 			}
 		}
-		if quantized, err = rewrite.MergeAdapterWith(m, ad, mo); err != nil {
+		if quantized, err = rewrite.MergeAdapterWith(m, ad, mergeOpts...); err != nil {
 			return fmt.Errorf("merging %s: %w", *adapterPath, err)
 		}
 		for _, mod := range ad.Modules() {

@@ -106,7 +106,7 @@ func openGoRun(dir, mode string, batch, threads int) (*goRun, error) {
 			return nil, err
 		}
 	case modeForwardInt4Merged: // int4 again, the base's nodes
-		if _, err := rewrite.MergeWith(m, rewrite.MergeOptions{Requantize: true}); err != nil {
+		if _, err := rewrite.MergeWith(m, rewrite.Requantize()); err != nil {
 			return nil, err
 		}
 	}

@@ -20,6 +20,7 @@ type Report struct {
 	Forward   []*Comparison   `json:"forward"`
 	ScaleSeq  []*Comparison   `json:"scale_seq"`
 	ScaleSize []*Comparison   `json:"scale_size"`
+	Serve     *ServeResult    `json:"serve,omitempty"`
 }
 
 // fillVersions takes the library versions from the workers' ready lines.
@@ -82,6 +83,10 @@ func (r *Report) Markdown() string {
 	if len(r.ScaleSeq)+len(r.ScaleSize) > 0 {
 		b.WriteString("**Scaling** of the LoRA step (plot: `bench/results/scaling.png`):\n\n")
 		b.WriteString(comparisonTable(append(append([]*Comparison(nil), r.ScaleSeq...), r.ScaleSize...)))
+		b.WriteString("\n")
+	}
+	if r.Serve != nil {
+		b.WriteString(serveTable(r.Serve))
 		b.WriteString("\n")
 	}
 	b.WriteString("Ratios are peftonnx / PyTorch: below 1.00 peftonnx is faster or smaller.\n")
