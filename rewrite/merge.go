@@ -206,7 +206,6 @@ func MergeAdapter(base *graph.Model, ad *adapter.Adapter, opts ...Option) error 
 	return err
 }
 
-
 // planAdapterFolds maps ad's modules to base's layers and prepares their
 // updates, checking every shape.
 func planAdapterFolds(base *graph.Model, ad *adapter.Adapter, o options) ([]fold, []extraValue, error) {
