@@ -236,7 +236,11 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 			bFull = b.weightSide(l)
 			built[l.Module] = bFull
 		}
-		b.branch(l, bFull)
+		if l.Op == OpAttention {
+			b.weightBranch(l, bFull)
+		} else {
+			b.branch(l, bFull)
+		}
 		sites = append(sites, s)
 	}
 	b.site = nil
@@ -301,7 +305,15 @@ func siteFor(cfg *adapter.LoRAConfig, key string, l Linear, asInputs bool) (Site
 	if l.Kind == KindEmbedding {
 		s.Dropout = 0
 	}
-	if enable := cfg.EnableFor(key); enable != nil {
+	if l.Op == OpAttention && cfg.Dropout > 0 {
+		return Site{}, layerErr(l, "LoRA dropout %g: the layer's q, k and v are computed inside the fused Attention node, where its branch updates the weight and cannot drop inputs; use dropout 0", cfg.Dropout)
+	}
+	if enable := cfg.EnableFor(key); enable != nil && l.PartWidths != nil {
+		if len(enable) != len(l.PartWidths) || len(enabledParts(enable)) == 0 {
+			return Site{}, layerErr(l, "enable_lora_list %v: the packed projection has %d parts (q, k, v: %v columns), and the list must enable some", enable, len(l.PartWidths), l.PartWidths)
+		}
+		s.Enable, s.Widths = slices.Clone(enable), slices.Clone(l.PartWidths)
+	} else if enable != nil {
 		n := int64(len(enable))
 		k := len(enabledParts(enable))
 		switch {
@@ -500,6 +512,9 @@ func (b *loraGraph) weightSide(l Linear) string {
 	s := b.site
 	if s.Enable == nil {
 		return s.B
+	}
+	if s.Widths != nil {
+		return b.contiguousB(l)
 	}
 	sb := b.g.At(prefix(l)).In("lora_B")
 	n := len(s.Enable)

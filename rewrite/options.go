@@ -13,6 +13,7 @@ type options struct {
 	modules  []string
 	// Merge and MergeAdapter only.
 	dequantize bool
+	requantize bool // int4 layers (merge_nbits.go)
 	// Prefix tuning only.
 	headDim     int
 	replacePast bool

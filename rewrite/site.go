@@ -40,6 +40,10 @@ type Site struct {
 	// enable_lora_list); Enable is nil for plain LoRA.
 	Enable  []bool `json:"enable,omitempty"`
 	HeadDim int    `json:"head_dim,omitempty"`
+	// Widths are the widths of the contiguous parts of a packed q, k, v
+	// projection inside fused attention (fused_attention.go); with them,
+	// HeadDim plays no part and B is [R, Σ enabled widths].
+	Widths []int64 `json:"widths,omitempty"`
 	// DType is the element type the branch computes in and A and B are
 	// stored in; BaseDType is the layer's own.
 	DType     dtype.Type `json:"dtype"`
@@ -96,6 +100,13 @@ func (s Site) BShape(r int64) []int64 {
 	}
 	if s.Enable == nil {
 		return []int64{r, s.Out}
+	}
+	if s.Widths != nil {
+		var cols int64
+		for _, g := range enabledParts(s.Enable) {
+			cols += s.Widths[g]
+		}
+		return []int64{r, cols}
 	}
 	return []int64{r, s.Out / int64(len(s.Enable)) * int64(s.Parts())}
 }
