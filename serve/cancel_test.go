@@ -14,7 +14,7 @@ import (
 // under a request: it ends with ErrClosed, and new ones are refused.
 func TestCancelAndClose(t *testing.T) {
 	f := newFixture(t, models.LlamaTiny())
-	e, err := serve.New(f.base, serve.Options{MaxTokens: 64})
+	e, err := serve.New(f.Base, serve.Options{MaxTokens: 64})
 	if err != nil {
 		t.Fatal(err)
 	}

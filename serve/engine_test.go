@@ -43,7 +43,7 @@ func generate(t testing.TB, e *serve.Engine, name string, prompt []int64, n int)
 
 func newEngine(t testing.TB, f *fixture, opts serve.Options) *serve.Engine {
 	t.Helper()
-	e, err := serve.New(f.base, opts)
+	e, err := serve.New(f.Base, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func newEngine(t testing.TB, f *fixture, opts serve.Options) *serve.Engine {
 			t.Error(err)
 		}
 	})
-	for name, path := range map[string]string{"a": f.lora4, "b": f.lora8, "p": f.prefix} {
+	for name, path := range map[string]string{"a": f.LoRA4, "b": f.LoRA8, "p": f.Prefix} {
 		if _, err := e.Load(name, path, false); err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +66,7 @@ func newEngine(t testing.TB, f *fixture, opts serve.Options) *serve.Engine {
 // of them at once from concurrent goroutines, batched together.
 func TestMatchesMergedModels(t *testing.T) {
 	f := newFixture(t, models.LlamaMini())
-	paths := map[string]string{"": "", "a": f.lora4, "b": f.lora8, "p": f.prefix}
+	paths := map[string]string{"": "", "a": f.LoRA4, "b": f.LoRA8, "p": f.Prefix}
 	want := map[string][][]int64{}
 	for name, path := range paths {
 		want[name] = f.reference(t, path)
@@ -144,10 +144,10 @@ func TestLoadErrors(t *testing.T) {
 		is         error
 		says       string
 	}{
-		{"x", other.lora4, serve.ErrAdapterMismatch, "lora_A [64 4]"},
-		{"y", other.prefix, serve.ErrAdapterMismatch, "head width"},
-		{"a", f.lora8, serve.ErrAdapterExists, `"a"`},
-		{"z", f.dir + "/missing", nil, "missing"},
+		{"x", other.LoRA4, serve.ErrAdapterMismatch, "lora_A [64 4]"},
+		{"y", other.Prefix, serve.ErrAdapterMismatch, "head width"},
+		{"a", f.LoRA8, serve.ErrAdapterExists, `"a"`},
+		{"z", f.Dir + "/missing", nil, "missing"},
 	} {
 		_, err := e.Load(c.name, c.path, false)
 		if err == nil {
@@ -180,16 +180,16 @@ func TestLoadErrors(t *testing.T) {
 // as it should, and one on other layers is refused, naming them.
 func TestTargets(t *testing.T) {
 	f := newFixture(t, models.LlamaTiny())
-	want := f.reference(t, f.lora4)
-	e, err := serve.New(f.base, serve.Options{Targets: []string{".*q_proj", ".*v_proj"}})
+	want := f.reference(t, f.LoRA4)
+	e, err := serve.New(f.Base, serve.Options{Targets: []string{".*q_proj", ".*v_proj"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	if _, err := e.Load("a", f.lora4, false); err != nil {
+	if _, err := e.Load("a", f.LoRA4, false); err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.Load("b", f.lora8, false)
+	_, err = e.Load("b", f.LoRA8, false)
 	if !errors.Is(err, serve.ErrAdapterMismatch) || !strings.Contains(err.Error(), "not among the stacked targets") {
 		t.Errorf("an adapter on k, o and down with q and v stacked: %v, want ErrAdapterMismatch naming the targets", err)
 	}
@@ -200,7 +200,7 @@ func TestTargets(t *testing.T) {
 	if !slices.Equal(got, want[2]) {
 		t.Errorf("got %v, want %v", got, want[2])
 	}
-	if _, err := serve.New(f.base, serve.Options{Targets: []string{".*nothing"}}); err == nil || !strings.Contains(err.Error(), "matched no linear layer") {
+	if _, err := serve.New(f.Base, serve.Options{Targets: []string{".*nothing"}}); err == nil || !strings.Contains(err.Error(), "matched no linear layer") {
 		t.Errorf("targets that match nothing: %v", err)
 	}
 }
