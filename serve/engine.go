@@ -43,6 +43,8 @@ type Engine struct {
 	clock    int64 // ticks on every use of an adapter, for LRU
 	stats    Stats
 
+	inflight map[*job]struct{} // admitted and not finished; the scheduler's alone
+
 	wake chan struct{} // a job was queued
 	quit chan struct{}
 	done chan struct{} // the scheduler has ended
@@ -99,6 +101,7 @@ func New(modelPath string, opts Options) (*Engine, error) {
 		opts: opts, log: opts.Logger, sess: sess, gen: gen, info: info, stacked: stacked,
 		base:     AdapterInfo{Name: "", Kind: KindBase, Path: modelPath, Hash: hash, Resident: true, LoadedAt: time.Now()},
 		adapters: map[string]*entry{},
+		inflight: map[*job]struct{}{},
 		wake:     make(chan struct{}, 1),
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
