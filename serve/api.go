@@ -9,9 +9,10 @@ import (
 // This file is the engine's API, the contract that the HTTP layer
 // (serve/openai) builds on. What it lists stays; additions are marked.
 //
-// Additions to the contract of /work/notes (no changes to what it lists):
-// Options.MaxSeqLen, Options.EOS, Options.Targets, AdapterInfo.Targets, Stats' fields, ErrInvalidRequest, ErrAdapterExists,
-// ErrClosed.
+// Additions to the first contract (nothing it listed changed):
+// Options.MaxSeqLen, EOS and Targets; AdapterInfo.Targets; the fields of
+// Stats; the Kind and Finish constants; ErrInvalidRequest,
+// ErrAdapterExists and ErrClosed.
 
 // Options configure an Engine. Zero values take the defaults below.
 type Options struct {
@@ -23,8 +24,10 @@ type Options struct {
 	// least recently used beyond it are evicted and read again from their
 	// path when a request names them. Default 64.
 	MaxCPULoRAs int
-	// MaxBatch is how many sequences one decoding step runs together.
-	// Default 8.
+	// MaxBatch is how many sequences one decoding step runs together:
+	// more gives more tokens/s in all and a slower token to each.
+	// Default 8; 1 on a model without position_ids or attention_mask
+	// (see the package doc).
 	MaxBatch int
 	// MaxQueue is how many requests may wait for a batch row; Generate
 	// returns ErrQueueFull beyond it. Default 64.
