@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/models"
 	"github.com/peftonnx/peftonnx/serve"
 )
@@ -202,5 +204,56 @@ func TestTargets(t *testing.T) {
 	}
 	if _, err := serve.New(f.Base, serve.Options{Targets: []string{".*nothing"}}); err == nil || !strings.Contains(err.Error(), "matched no linear layer") {
 		t.Errorf("targets that match nothing: %v", err)
+	}
+}
+
+// TestAdapterFormats loads the rank-4 adapter from an .onnx_adapter file
+// and from a PaddleNLP folder: each runs as the HF PEFT folder does.
+func TestAdapterFormats(t *testing.T) {
+	f := newFixture(t, models.LlamaTiny())
+	want := f.reference(t, f.LoRA4)
+	ad := f.Adapter(f.LoRA4)
+	// An .onnx_adapter holds no alpha (ONNX Runtime's graph carries the
+	// scaling, read back as 1): fold it into B, as an export for ONNX
+	// Runtime does.
+	folded := adapter.NewLoRA(*ad.LoRA)
+	for mod, w := range ad.Weights {
+		b := *w.B
+		b.Data = slices.Clone(w.B.Data)
+		for i := range b.Data {
+			b.Data[i] *= float32(ad.LoRA.ScalingFor(mod))
+		}
+		folded.Weights[mod] = adapter.LoRAWeights{A: w.A, B: &b}
+	}
+	ortFile := filepath.Join(f.Dir, "lora4.onnx_adapter")
+	if err := adapter.Save(ortFile, folded); err != nil {
+		t.Fatal(err)
+	}
+	paddle := filepath.Join(f.Dir, "lora4-paddle")
+	if err := adapter.SavePaddleDir(paddle, ad); err != nil {
+		t.Fatal(err)
+	}
+	e, err := serve.New(f.Base, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	for name, path := range map[string]string{"hf": f.LoRA4, "ort": ortFile, "paddle": paddle} {
+		info, err := e.Load(name, path, false)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if info.Kind != serve.KindLoRA || info.Rank != 4 || len(info.Targets) != 4 {
+			t.Errorf("%s: %+v, want a rank-4 LoRA on 4 modules", name, info)
+		}
+		for i, p := range f.prompts {
+			got, err := generate(t, e, name, p, f.newTokens)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if !slices.Equal(got, want[i]) {
+				t.Errorf("%s, prompt %d: got %v, want %v", name, i, got, want[i])
+			}
+		}
 	}
 }
