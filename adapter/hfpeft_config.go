@@ -41,8 +41,14 @@ func hfTargetModules(patterns []string) any {
 // names that match by suffix (see ModuleTargets).
 func hfModulePatterns(f *jsonFields, key string) ([]string, error) {
 	names, isString, err := f.stringsField(key)
-	if err != nil || isString {
-		return names, err
+	if err != nil {
+		return nil, err
+	}
+	if isString {
+		if strings.EqualFold(names[0], AllLinear) { // PEFT lowers it
+			return []string{AllLinear}, nil
+		}
+		return names, nil
 	}
 	if len(names) == 0 {
 		return nil, nil

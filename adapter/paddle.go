@@ -81,6 +81,9 @@ func SavePaddleDir(dir string, a *Adapter) error {
 		weights = PaddleLoRAWeightsFile
 		for _, m := range a.Modules() {
 			w := a.Weights[m]
+			if w.Embedding || w.Conv() {
+				return formatErrorf("", m, "peftonnx writes PaddleNLP's LoRA layout for linear layers only, and this module is an embedding or a convolution; use the HuggingFace layout (SaveDir)")
+			}
 			if err := firstErr(add(m+paddleSuffixA, w.A), add(m+paddleSuffixB, w.B)); err != nil {
 				return err
 			}

@@ -1,5 +1,7 @@
 package adapter
 
+import "strings"
+
 // AllLinear is the target that selects every linear layer of a model but
 // its output head, as HuggingFace PEFT's target_modules="all-linear" does.
 // In TargetModules it stands alone for that choice; package rewrite
@@ -13,7 +15,7 @@ const AllLinear = "all-linear"
 func ModuleTargets(names ...string) []string {
 	out := make([]string, len(names))
 	for i, n := range names {
-		if n == AllLinear {
+		if strings.EqualFold(n, AllLinear) { // PEFT lowers it too
 			out[i] = AllLinear
 			continue
 		}

@@ -102,7 +102,7 @@ const moduleListLimit = 24
 // layer.
 func moduleList(ls []Linear) string {
 	if len(ls) == 0 {
-		return "(none: the model has no linear layer)"
+		return "(none: the main graph has no layer LoRA adapts)"
 	}
 	seen := map[string]bool{}
 	var names []string

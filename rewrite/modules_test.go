@@ -107,14 +107,7 @@ func TestInjectWithModulesAndExclude(t *testing.T) {
 	if !slices.Equal(ad.LoRA.TargetModules, adapter.ModuleTargets("q_proj", "v_proj")) || !slices.Equal(ad.LoRA.ExcludeModules, cfg.ExcludeModules) {
 		t.Errorf("recorded targets %q, exclude %q", ad.LoRA.TargetModules, ad.LoRA.ExcludeModules)
 	}
-	dir := t.TempDir()
-	if err := adapter.SaveDir(dir, ad); err != nil {
-		t.Fatal(err)
-	}
-	back, err := adapter.LoadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	back := throughHFDir(t, ad)
 	if !slices.Equal(back.LoRA.TargetModules, ad.LoRA.TargetModules) || !slices.Equal(back.LoRA.ExcludeModules, ad.LoRA.ExcludeModules) {
 		t.Errorf("read back targets %q, exclude %q", back.LoRA.TargetModules, back.LoRA.ExcludeModules)
 	}
@@ -128,4 +121,64 @@ func TestInjectWithModulesAndExclude(t *testing.T) {
 	if _, _, err := InjectPrefix(m2, adapter.PrefixConfig{NumPrefixTokens: 2}, WithModules("q_proj")); err == nil || !strings.Contains(err.Error(), "WithModules") {
 		t.Errorf("WithModules on a prefix: got %v", err)
 	}
+}
+
+// TestInjectHFPatterns checks that a config as HF PEFT writes it is
+// applied per module: layers_to_transform with layers_pattern keeps layer
+// 1, exclude_modules drops its k_proj, rank_pattern and alpha_pattern set
+// v_proj's rank and alpha (and so its A's width and its scale), and the
+// others keep r and lora_alpha; an adapter extracted from the model reads
+// back, through adapter_config.json, to the same per-module ranks.
+func TestInjectHFPatterns(t *testing.T) {
+	m, err := models.Llama(models.LlamaTiny())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config(4, 8)
+	cfg.LayersToTransform, cfg.LayersPattern = []int{1}, []string{"layers"}
+	cfg.ExcludeModules = adapter.ModuleTargets("k_proj")
+	cfg.RankPattern = map[string]int{"v_proj": 2}
+	cfg.AlphaPattern = map[string]float64{"v_proj": 16}
+	sites, _, err := InjectLoRA(m, cfg, WithModules("q_proj", "k_proj", "v_proj"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][2]float64{ // module: r, scale
+		"model.layers.1.self_attn.q_proj": {4, 2},
+		"model.layers.1.self_attn.v_proj": {2, 8},
+	}
+	if len(sites) != len(want) {
+		t.Fatalf("adapted %d layers, want %v", len(sites), want)
+	}
+	for _, s := range sites {
+		w, ok := want[s.Module]
+		a := m.Initializer(s.A)
+		if !ok || float64(s.R) != w[0] || s.Scale != w[1] || a == nil || a.Dims[1] != int64(w[0]) {
+			t.Errorf("site %s: r %d scale %v A %v, want r %v scale %v", s.Module, s.R, s.Scale, a.GetDims(), w[0], w[1])
+		}
+	}
+	ad, err := ExtractAdapter(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := throughHFDir(t, ad)
+	for mod, w := range want {
+		if back.LoRA.RankFor(mod) != int(w[0]) || back.LoRA.ScalingFor(mod) != w[1] {
+			t.Errorf("%s read back: r %d scaling %v, want %v", mod, back.LoRA.RankFor(mod), back.LoRA.ScalingFor(mod), w)
+		}
+	}
+}
+
+// throughHFDir saves ad as an HF PEFT directory and reads it back.
+func throughHFDir(t *testing.T, ad *adapter.Adapter) *adapter.Adapter {
+	t.Helper()
+	dir := t.TempDir()
+	if err := adapter.SaveDir(dir, ad); err != nil {
+		t.Fatal(err)
+	}
+	back, err := adapter.LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return back
 }

@@ -1,6 +1,8 @@
 package rewrite
 
 import (
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -75,7 +77,7 @@ func pathParamModule(name string, ends map[string]bool) string {
 	case len(segs) > 1 && ends[last]:
 		segs = segs[:len(segs)-1]
 	case len(segs) == 1:
-		for end := range ends {
+		for _, end := range slices.Sorted(maps.Keys(ends)) {
 			if m, ok := strings.CutSuffix(last, "_"+end); ok && m != "" {
 				return m
 			}

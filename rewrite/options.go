@@ -11,6 +11,8 @@ type options struct {
 	// LoRA only.
 	asInputs bool
 	modules  []string
+	// Merge and MergeAdapter only.
+	dequantize bool
 	// Prefix tuning only.
 	headDim     int
 	replacePast bool

@@ -42,6 +42,10 @@ var passOps = map[string]bool{
 	"RotaryEmbedding": true, "Expand": true, "Tile": true,
 }
 
+// fusedAttention are the com.microsoft attention ops that take separate
+// query, key and value inputs (onnxruntime-genai's exports).
+var fusedAttention = map[string]bool{"MultiHeadAttention": true, "GroupQueryAttention": true}
+
 // activationOps mark an MLP's gate: its output goes through one first.
 var activationOps = map[string]bool{
 	"Sigmoid": true, "Relu": true, "Gelu": true, "FastGelu": true, "BiasGelu": true, "Tanh": true, "Erf": true,
@@ -52,6 +56,8 @@ var activationOps = map[string]bool{
 // blocks as standard exports lay them out: three projections of one
 // activation, two of which meet in the score product (query on its left,
 // key on its right) while the third is multiplied by the scores (value),
+// or which feed a fused attention op as its query, key and value, or
+// one projection split in three that does the same (qkv),
 // a projection of that product (output), and after it the MLP: one or two
 // projections of one activation (gate, which an activation follows, and
 // up) and one back to the hidden size (down). Blocks count from 0 in
@@ -67,6 +73,13 @@ func assignRoles(m *graph.Model, ls []Linear) {
 	var qs []int // the query of each block, in order
 	var contexts []string
 	for i := range ls {
+		if ctx, ok := fusedQKV(m, ls[i], isLinear); ok {
+			ls[i].Role, ls[i].Block = RoleQKV, block
+			qs = append(qs, i)
+			contexts = append(contexts, ctx)
+			block++
+			continue
+		}
 		group := byInput[ls[i].Input]
 		if group[0] != i || len(group) < 3 {
 			continue
@@ -114,6 +127,18 @@ func findQKV(m *graph.Model, ls []Linear, group []int, isLinear map[*onnxpb.Node
 	for i, j := range group {
 		arr[i].node, arr[i].side = firstProduct(m, ls[j].Output, isLinear)
 	}
+	// A fused attention op takes query, key and value as its first three
+	// inputs.
+	for a := range group {
+		for b := range group {
+			for c := range group {
+				n := arr[a].node
+				if n != nil && fusedAttention[n.OpType] && arr[b].node == n && arr[c].node == n && arr[a].side == 0 && arr[b].side == 1 && arr[c].side == 2 {
+					return group[a], group[b], group[c], n.Output[0]
+				}
+			}
+		}
+	}
 	q, k, v = -1, -1, -1
 	for a := range group {
 		for b := range group {
@@ -128,6 +153,37 @@ func findQKV(m *graph.Model, ls []Linear, group []int, isLinear map[*onnxpb.Node
 		}
 	}
 	return -1, -1, -1, ""
+}
+
+// fusedQKV reports whether l projects query, key and value at once (GPT-2's
+// c_attn): its output, after a bias, is split in three parts that arrive
+// as findQKV's three do, and returns the value product's output.
+func fusedQKV(m *graph.Model, l Linear, isLinear map[*onnxpb.NodeProto]bool) (string, bool) {
+	v := l.Output
+	if cs := m.Consumers(v); len(cs) == 1 && cs[0].OpType == "Add" && l.Bias != "" {
+		v = cs[0].Output[0]
+	}
+	for steps := 0; steps < 2; steps++ { // a 2-D Gemm's output is reshaped back first
+		if cs := m.Consumers(v); len(cs) == 1 && (cs[0].OpType == "Reshape" || cs[0].OpType == "Identity") {
+			v = cs[0].Output[0]
+		}
+	}
+	cs := m.Consumers(v)
+	if len(cs) != 1 || cs[0].OpType != "Split" || len(cs[0].Output) != 3 {
+		return "", false
+	}
+	var nodes [3]*onnxpb.NodeProto
+	var sides [3]int
+	for i, o := range cs[0].Output {
+		nodes[i], sides[i] = firstProduct(m, o, isLinear)
+		if nodes[i] == nil {
+			return "", false
+		}
+	}
+	if nodes[0] == nodes[1] && sides[0] == 0 && sides[1] == 1 && nodes[2] != nodes[0] && sides[2] == 1 {
+		return nodes[2].Output[0], true
+	}
+	return "", false
 }
 
 // firstProduct follows value forward through passOps to the first MatMul
@@ -145,6 +201,13 @@ func firstProduct(m *graph.Model, value string, isLinear map[*onnxpb.NodeProto]b
 		for _, c := range m.Consumers(s.value) {
 			if isLinear[c] {
 				continue
+			}
+			if fusedAttention[c.OpType] {
+				for side, in := range c.Input {
+					if in == s.value {
+						return c, side
+					}
+				}
 			}
 			if c.OpType == "MatMul" && len(c.Input) == 2 && m.Initializer(c.Input[0]) == nil && m.Initializer(c.Input[1]) == nil {
 				for side, in := range c.Input {

@@ -35,6 +35,14 @@ func anonymize(m *graph.Model) {
 func roleFromName(module string) Role {
 	last := module[strings.LastIndexByte(module, '.')+1:]
 	switch {
+	case last == "c_attn":
+		return RoleQKV
+	case strings.HasSuffix(module, "attn.c_proj"):
+		return RoleOutput
+	case last == "c_fc":
+		return RoleUp
+	case strings.HasSuffix(module, "mlp.c_proj"):
+		return RoleDown
 	case last == "q_proj" || last == "query":
 		return RoleQuery
 	case last == "k_proj" || last == "key":
@@ -64,8 +72,18 @@ func TestRolesFromStructure(t *testing.T) {
 	}{
 		{"llama", func() (*graph.Model, error) { return models.Llama(models.LlamaTiny()) }, 14},
 		{"bert", func() (*graph.Model, error) { return models.BERT(models.BERTTiny()) }, 12},
+		{"llama-modelbuilder", func() (*graph.Model, error) {
+			c := models.LlamaTiny()
+			c.Producer, c.Hidden = models.ModelBuilder, 64
+			return models.Llama(c)
+		}, 14},
+		{"tiny-llama-genai", nil, 14},
+		{"gpt2", gpt2Variant(false, false), 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.build == nil {
+				tc.build = func() (*graph.Model, error) { return realModel(t, "tiny-llama-genai-fp16/model.onnx"), nil }
+			}
 			named, err := tc.build()
 			if err != nil {
 				t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -60,6 +61,10 @@ type inspection struct {
 	// Parameters.
 	Initializers int          `json:"initializers"`
 	Linears      []linearInfo `json:"linears"`
+	// Others are the embeddings and convolutions, which LoRA adapts too.
+	Others []linearInfo `json:"other_layers,omitempty"`
+	// Nested are layers inside If/Loop/Scan subgraphs, which it does not.
+	Nested []rewrite.NestedLayer `json:"nested_layers,omitempty"`
 	// Suggestions are the usual target groups (rewrite.SuggestTargets).
 	Suggestions []suggestion `json:"suggestions"`
 	Targets     *targetInfo  `json:"targets,omitempty"`
@@ -104,6 +109,10 @@ type linearInfo struct {
 	WeightDType string `json:"weight_dtype"`
 	In          int64  `json:"in"`
 	Out         int64  `json:"out"`
+	// Kind is "embedding" or "conv" for the other layers (see
+	// rewrite.FindLayers), and Kernel a convolution's kernel.
+	Kind   string  `json:"kind,omitempty"`
+	Kernel []int64 `json:"kernel,omitempty"`
 }
 
 type targetInfo struct {
@@ -197,18 +206,25 @@ func inspectModel(m *graph.Model, path string, targets []string) (*inspection, e
 	}
 	in.Initializers = len(g.Initializer)
 
-	linears, err := rewrite.FindLinears(m)
+	linears, err := rewrite.FindLayers(m)
 	if err != nil {
 		return nil, err
 	}
 	for _, l := range linears {
-		in.Linears = append(in.Linears, linearInfo{
+		li := linearInfo{
 			Module: l.Module, Role: string(l.Role), Node: l.NodeName, Op: l.Op, Weight: l.Weight,
 			WeightDType: l.WeightDType.String(), In: l.In, Out: l.Out,
-		})
+			Kind: l.Kind, Kernel: l.Kernel,
+		}
+		if l.Kind == rewrite.KindLinear {
+			in.Linears = append(in.Linears, li)
+		} else {
+			in.Others = append(in.Others, li)
+		}
 	}
+	in.Nested = rewrite.FindNestedLayers(m)
 	in.Suggestions = []suggestion{}
-	for _, g := range rewrite.SuggestTargets(linears) {
+	for _, g := range rewrite.SuggestTargets(onlyLinear(linears)) {
 		in.Suggestions = append(in.Suggestions, suggestion{Group: g.Name, Modules: g.Modules, Target: g.Target, Layers: g.Layers})
 	}
 	if len(targets) > 0 {
@@ -331,6 +347,33 @@ func (in *inspection) writeText(w io.Writer) error {
 		p("  %s\t%s\t%s\t%s\t%s\t%d×%d\n", l.Module, node, l.Op, l.Weight, l.WeightDType, l.In, l.Out)
 	}
 	tw.Flush()
+	if len(in.Others) > 0 {
+		p("\nembedding and convolution layers (%d):\n", len(in.Others))
+		p("  module\tnode\tkind\tweight\tdtype\tin×out\tkernel\n")
+		for _, l := range in.Others {
+			node := l.Node
+			if node == "" {
+				node = "(unnamed)"
+			}
+			kernel := "-"
+			if l.Kernel != nil {
+				ks := make([]string, len(l.Kernel))
+				for i, k := range l.Kernel {
+					ks[i] = strconv.FormatInt(k, 10)
+				}
+				kernel = strings.Join(ks, "×")
+			}
+			p("  %s\t%s\t%s\t%s\t%s\t%d×%d\t%s\n", l.Module, node, l.Kind, l.Weight, l.WeightDType, l.In, l.Out, kernel)
+		}
+		tw.Flush()
+	}
+	if len(in.Nested) > 0 {
+		p("\nlayers inside subgraphs, which LoRA does not adapt (%d):\n", len(in.Nested))
+		for _, l := range in.Nested {
+			p("  %s\t%s\tin %s of %s\n", l.Node, l.Op, l.Attr, l.Owner)
+		}
+		tw.Flush()
+	}
 
 	if len(in.Suggestions) > 0 {
 		p("\nsuggested targets (inject --modules, or --target):\n")
@@ -358,7 +401,7 @@ func (in *inspection) writeText(w io.Writer) error {
 		for i, s := range t.Patterns {
 			quoted[i] = strconv.Quote(s)
 		}
-		p("\ntargets %s adapt %d of %d modules:\n", strings.Join(quoted, ", "), len(t.Modules), countModules(in.Linears))
+		p("\ntargets %s adapt %d of %d modules:\n", strings.Join(quoted, ", "), len(t.Modules), countModules(append(slices.Clone(in.Linears), in.Others...)))
 		for _, mod := range t.Modules {
 			p("  %s\n", mod)
 		}
@@ -374,4 +417,15 @@ func countModules(ls []linearInfo) int {
 		seen[l.Module] = true
 	}
 	return len(seen)
+}
+
+// onlyLinear returns the linear layers of ls (Kind KindLinear).
+func onlyLinear(ls []rewrite.Linear) []rewrite.Linear {
+	var out []rewrite.Linear
+	for _, l := range ls {
+		if l.Kind == rewrite.KindLinear {
+			out = append(out, l)
+		}
+	}
+	return out
 }

@@ -37,6 +37,11 @@ prefixed model (from prefix, or apply with a prefix adapter) and a prefix
 adapter are an error; run or generate with them as they are ("peftonnx run
 BASE --adapter DIR" applies a prefix adapter in memory).
 
+A weight stored as int8 behind DequantizeLinear (a QDQ model) cannot take
+the update exactly in int8, so merge refuses it; --dequantize replaces its
+DequantizeLinear by a float weight holding the dequantized values plus
+s·A·B, which matches the adapted model to float tolerance.
+
 Each merged module is listed with its rank and scaling s. OUT keeps its
 data in an external file (OUT.data) when the input does or when it passes
 2 GiB, and is written to a temporary file and renamed.`,
@@ -48,6 +53,7 @@ func runMerge(cx *context, args []string) error {
 	fs := cx.flags()
 	out := fs.String("o", "", "write the merged model to `OUT` (required)")
 	adapterPath := addAdapterFlag(fs, "fold this LoRA adapter into the base model")
+	dequantize := fs.Bool("dequantize", false, "merge into int8 weights behind DequantizeLinear by making them float weights (a QDQ model)")
 	model, err := cx.parseOne(args, "MODEL", "-o OUT")
 	if err != nil {
 		return err
@@ -80,6 +86,10 @@ func runMerge(cx *context, args []string) error {
 	sites, noSites := rewrite.Sites(m) // an error when m carries no LoRA branch
 	nodes := len(m.Graph().Node)
 
+	var mergeOpts []rewrite.Option
+	if *dequantize {
+		mergeOpts = append(mergeOpts, rewrite.Dequantize())
+	}
 	var merged []mergedModule
 	switch {
 	case ad == nil && noSites != nil:
@@ -90,7 +100,7 @@ func runMerge(cx *context, args []string) error {
 				return fmt.Errorf("%s takes its LoRA factors as graph inputs, so it holds no adapter to merge: give --adapter DIR|FILE to bake one in", model)
 			}
 		}
-		if err := rewrite.Merge(m); err != nil {
+		if err := rewrite.Merge(m, mergeOpts...); err != nil {
 			return err
 		}
 		seen := map[string]bool{}
@@ -112,7 +122,7 @@ func runMerge(cx *context, args []string) error {
 				return err
 			}
 		}
-		if err := rewrite.MergeAdapter(m, ad); err != nil {
+		if err := rewrite.MergeAdapter(m, ad, mergeOpts...); err != nil {
 			return fmt.Errorf("merging %s: %w", *adapterPath, err)
 		}
 		for _, mod := range ad.Modules() {

@@ -101,7 +101,29 @@ func TestRunNeverPanics(t *testing.T) {
 			c.Head, c.TokenTypeIDs, c.InputNames, c.IDType = models.BERTMaskedLM, true, models.TFBERTInputNames(), dtype.Int32
 			return models.BERT(c)
 		},
-		"hybrid":           func() (*graph.Model, error) { return models.Hybrid(models.HybridTiny()) },
+		"hybrid": func() (*graph.Model, error) { return models.Hybrid(models.HybridTiny()) },
+		"llama-modelbuilder": func() (*graph.Model, error) {
+			c := models.LlamaTiny()
+			c.Producer, c.Hidden = models.ModelBuilder, 64 // GroupQueryAttention wants heads of a multiple of 16
+			return models.Llama(c)
+		},
+		"gpt2-optimizer": func() (*graph.Model, error) {
+			c := models.GPT2Tiny()
+			c.Producer = models.TransformerOptimizer
+			return models.GPT2(c)
+		},
+		"bert-optimizer": func() (*graph.Model, error) {
+			c := models.BERTTiny()
+			c.Producer = models.TransformerOptimizer
+			return models.BERT(c)
+		},
+		"llama-single-past": func() (*graph.Model, error) {
+			m, err := models.Llama(models.LlamaTiny())
+			if err == nil {
+				err = models.SinglePast(m)
+			}
+			return m, err
+		},
 		"scores-and-more":  func() (*graph.Model, error) { return models.NonTensorOutputs(models.NonTensorConfig{Scores: true}) },
 		"strings-and-maps": func() (*graph.Model, error) { return models.NonTensorOutputs(models.NonTensorConfig{}) },
 	}

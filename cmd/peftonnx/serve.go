@@ -28,6 +28,8 @@ The base model is loaded once; each --adapter (a HuggingFace PEFT folder,
 an .onnx_adapter file, a PaddleNLP folder or a prefix adapter) is loaded
 under its NAME, and requests choose one by their "model" field (the base
 is --model-name). Requests for different adapters are batched together.
+--target and --modules limit the layers that adapters may change (an adapter on
+another layer is refused), which makes each decoding step cheaper.
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions (the chat
 template of the tokenizer_config.json beside the tokenizer, or
@@ -67,6 +69,7 @@ func runServe(cx *context, args []string) error {
 	fs.Var(&adapters, "adapter", "load the adapter at PATH as model `NAME=PATH` (repeatable)")
 	addr := fs.String("addr", "127.0.0.1:8080", "listen on `HOST:PORT` (port 0 picks a free one)")
 	modelName := fs.String("model-name", "", "the `NAME` requests give for the base model; default: MODEL's folder or file name")
+	targets := addTargetFlags(fs, "let adapters change only")
 	maxLoRAs := fs.Int("max-loras", 0, "at most `N` different adapters in one batch (default 8)")
 	maxCPULoRAs := fs.Int("max-cpu-loras", 0, "keep at most `N` LoRA adapters in memory, dropping the least recently used (default 64)")
 	maxBatch := fs.Int("max-batch", 0, "run at most `N` sequences in one decoding step (default 8)")
@@ -76,8 +79,8 @@ func runServe(cx *context, args []string) error {
 	maxConcurrent := fs.Int("max-concurrent", openai.DefaultMaxConcurrent, "answer 429 beyond `N` generation requests in flight")
 	maxBody := fs.Int64("max-body-bytes", openai.DefaultMaxBodyBytes, "the largest request body, `BYTES`")
 	adapterRoot := fs.String("adapter-root", "", "the `DIR` under which /v1/load_lora_adapter may load; unset: loading over HTTP is off")
-	apiKey := fs.String("api-key", os.Getenv("PEFTONNX_API_KEY"), "want `KEY` as a Bearer token on every endpoint")
-	adminKey := fs.String("admin-key", os.Getenv("PEFTONNX_ADMIN_KEY"), "want `KEY` as a Bearer token on load and unload")
+	apiKey := fs.String("api-key", "", "want `KEY` as a Bearer token on every endpoint; default $PEFTONNX_API_KEY")
+	adminKey := fs.String("admin-key", "", "want `KEY` as a Bearer token on load and unload; default $PEFTONNX_ADMIN_KEY")
 	templatePath := fs.String("chat-template", "", "the chat template, a Jinja `FILE`; default: tokenizer_config.json's chat_template")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "on SIGTERM, let requests in flight finish for `DURATION`")
 	threads := fs.Int("threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
@@ -106,6 +109,10 @@ func runServe(cx *context, args []string) error {
 			return cx.usagef("--%s must be positive, got %d", name, v)
 		}
 	}
+	// The keys' defaults are read here, not given to the flags, so that -h
+	// does not print them.
+	setFromEnv(apiKey, "PEFTONNX_API_KEY")
+	setFromEnv(adminKey, "PEFTONNX_ADMIN_KEY")
 	model := pos[0]
 	if *tokPath == "" {
 		*tokPath = filepath.Join(filepath.Dir(model), "tokenizer.json")
@@ -136,6 +143,9 @@ func runServe(cx *context, args []string) error {
 	}
 	eopts := serve.Options{MaxLoRAs: *maxLoRAs, MaxCPULoRAs: *maxCPULoRAs, MaxBatch: *maxBatch, MaxQueue: *maxQueue,
 		MaxTokens: *maxTokens, Threads: *threads, Logger: logger}
+	if t := targets.patterns(); len(t) > 0 {
+		eopts.Targets = t
+	}
 	if eos := tok.EOS(); eos >= 0 {
 		eopts.EOS = []int64{eos}
 	}
@@ -165,6 +175,12 @@ func runServe(cx *context, args []string) error {
 	logger.Info("serving", "model", model, "name", *modelName, "adapters", len(adapters), "chat_template", template != "", "addr", ln.Addr().String())
 	fmt.Fprintf(cx.stdout, "listening on http://%s\n", ln.Addr())
 	return srv.Serve(ctx, ln, *grace)
+}
+
+func setFromEnv(v *string, env string) {
+	if *v == "" {
+		*v = os.Getenv(env)
+	}
 }
 
 // defaultModelName names the base after its folder, or for a model.onnx

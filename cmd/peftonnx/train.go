@@ -111,7 +111,7 @@ examples, the gradients are summed over the ranks before clipping, and
 the run equals one process with --batch N×--batch (up to float rounding).
 Rank 0 alone prints, logs and writes DIR; every rank reads MODEL and the
 data. --threads defaults to the cores divided by the ranks on the
-machine. Ctrl-C (mpirun forwards it) and --stop-after stop every rank
+machine, and --device cuda gives each rank the GPU of its index there. Ctrl-C (mpirun forwards it) and --stop-after stop every rank
 after the same step, with a checkpoint. A rank that fails ends the whole
 job with its error.
 
@@ -186,7 +186,7 @@ func runTrain(cx *context, args []string) error {
 	if err != nil {
 		return err
 	}
-	ranks.configure(&opts, f.threads)
+	ranks.configure(&opts, f.threads, f.device)
 	return ranks.run(cx, func() error { return trainModel(cx, pos[0], &f, opts, ranks) })
 }
 

@@ -27,7 +27,7 @@ type unloadRequest struct {
 // maxNameLen limits an adapter's name.
 const maxNameLen = 128
 
-// maxAdapterFiles limits the entries of an adapter folder that are checked.
+// maxAdapterFiles limits the files and folders in an adapter folder.
 const maxAdapterFiles = 1000
 
 func (s *Server) handleLoad(w http.ResponseWriter, r *http.Request) {
@@ -149,22 +149,35 @@ func (s *Server) underRoot(p string) (string, error) {
 	if err != nil || !st.IsDir() {
 		return real, nil
 	}
-	entries, err := os.ReadDir(real)
-	if err != nil {
-		return "", badRequest("lora_path", "lora_path %q: %v", p, err)
-	}
-	if len(entries) > maxAdapterFiles {
-		return "", badRequest("lora_path", "lora_path %q has %d entries, over %d", p, len(entries), maxAdapterFiles)
-	}
-	for _, e := range entries {
-		f := filepath.Join(real, e.Name())
+	// A folder's files, at any depth, must not lead out either. WalkDir
+	// does not follow links: each is resolved and checked here.
+	count := 0
+	err = filepath.WalkDir(real, func(f string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if count++; count > maxAdapterFiles {
+			return badRequest("lora_path", "lora_path %q has over %d files", p, maxAdapterFiles)
+		}
+		if d.Type()&fs.ModeSymlink == 0 {
+			return nil
+		}
 		target, err := filepath.EvalSymlinks(f)
 		if err != nil {
-			continue // a dangling link: the engine reports what it misses
+			return nil // a dangling link: the engine reports what it misses
 		}
 		if !within(root, target) {
-			return "", outside(fmt.Sprintf("%q: its file %s links to %s, which", p, e.Name(), target))
+			rel, _ := filepath.Rel(real, f)
+			return outside(fmt.Sprintf("%q: its file %s links to %s, which", p, rel, target))
 		}
+		return nil
+	})
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return "", ae
+	}
+	if err != nil {
+		return "", badRequest("lora_path", "lora_path %q: %v", p, err)
 	}
 	return real, nil
 }

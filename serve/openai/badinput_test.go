@@ -32,7 +32,9 @@ func TestBadInput(t *testing.T) {
 		{"temperature a string", "/v1/completions", `{"model": "base", "prompt": "a", "temperature": "hot"}`, 400, "temperature: want a number, got string", "temperature"},
 		{"stream a number", "/v1/completions", `{"model": "base", "prompt": "a", "stream": 1}`, 400, "stream: want a boolean", "stream"},
 		{"model a number", "/v1/completions", `{"model": 3, "prompt": "a"}`, 400, "model: want a string", "model"},
-		{"unknown field", "/v1/completions", `{"model": "base", "prompt": "a", "max_tokenz": 3}`, 400, `unknown field "max_tokenz"`, "max_tokenz"},
+		{"unknown field", "/v1/completions", `{"model": "base", "prompt": "a", "max_tokenz": 3}`, 400, `unknown field "max_tokenz" (fields there: model, max_tokens,`, "max_tokenz"},
+		{"unknown field in a message", "/v1/chat/completions", `{"model": "base", "messages": [{"role": "user", "content": "a"}, {"role": "user", "contnet": "b"}]}`, 400, `unknown field "messages[1].contnet" (fields there: role, content, name)`, "messages[1].contnet"},
+		{"unknown field in stream_options", "/v1/completions", `{"model": "base", "prompt": "a", "stream": true, "stream_options": {"usage": true}}`, 400, `unknown field "stream_options.usage" (fields there: include_usage)`, "stream_options.usage"},
 		{"prompt an object", "/v1/completions", `{"model": "base", "prompt": {"text": "a"}}`, 400, "prompt: want a string", "prompt"},
 		{"prompt ids out of vocabulary", "/v1/completions", `{"model": "base", "prompt": [1, 99999]}`, 400, "outside the vocabulary", "prompt"},
 		{"prompt ids negative", "/v1/completions", `{"model": "base", "prompt": [[1, -2]]}`, 400, "outside the vocabulary", "prompt[0]"},
@@ -143,6 +145,8 @@ func TestLoadUnload(t *testing.T) {
 	os.Symlink(outside, filepath.Join(root, "link-out"))
 	os.Symlink(filepath.Join(outside, "adapter_model.safetensors"), filepath.Join(root, "leaky", "adapter_model.safetensors"))
 	os.Symlink(filepath.Join(root, "good"), filepath.Join(root, "link-in"))
+	os.MkdirAll(filepath.Join(root, "nested", "sub"), 0o755)
+	os.Symlink(outside, filepath.Join(root, "nested", "sub", "weights"))
 	_, url := startServer(t, eng, Options{AdapterRoot: root})
 
 	tests := []struct {
@@ -160,6 +164,7 @@ func TestLoadUnload(t *testing.T) {
 		{"missing path outside", map[string]any{"lora_name": "C", "lora_path": "/nonexistent/x"}, 403, "outside the adapter root"},
 		{"a link out", map[string]any{"lora_name": "C", "lora_path": "link-out"}, 403, "through a symlink"},
 		{"a file linked out", map[string]any{"lora_name": "C", "lora_path": "leaky"}, 403, "links to"},
+		{"a nested link out", map[string]any{"lora_name": "C", "lora_path": "nested"}, 403, "sub/weights links to"},
 		{"missing path", map[string]any{"lora_name": "C", "lora_path": "nosuch"}, 400, "does not exist"},
 		{"adapter for another base", map[string]any{"lora_name": "C", "lora_path": "mismatch"}, 400, "does not fit the base model: module model.layers.0.attn.q_proj"},
 		{"no name", map[string]any{"lora_path": "good"}, 400, "lora_name is required"},

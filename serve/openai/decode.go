@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"sort"
 	"strings"
 )
 
@@ -60,7 +61,13 @@ func jsonError(err error, data []byte, v any) error {
 		return badRequest(typ.Field, "%s: want %s, got %s", typ.Field, jsonKind(typ.Type), typ.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return badRequest(field, "unknown field %q (fields: %s)", field, strings.Join(fieldNames(reflect.TypeOf(v)), ", "))
+		var doc any
+		json.Unmarshal(data, &doc)
+		where, known := findUnknown(doc, reflect.TypeOf(v), "", field)
+		if where == "" {
+			where, known = field, fieldNames(reflect.TypeOf(v))
+		}
+		return badRequest(where, "unknown field %q (fields there: %s)", where, strings.Join(known, ", "))
 	}
 	var fe *fieldError
 	if errors.As(err, &fe) {
@@ -96,19 +103,101 @@ func jsonKind(t reflect.Type) string {
 	return "an object"
 }
 
-// fieldNames lists the JSON names of a struct's fields.
+// fieldNames lists the JSON names of a struct's fields, those of
+// embedded structs included.
 func fieldNames(t reflect.Type) []string {
+	var names []string
+	for _, f := range jsonFields(t) {
+		names = append(names, f.name)
+	}
+	return names
+}
+
+type jsonField struct {
+	name string
+	typ  reflect.Type
+}
+
+func jsonFields(t reflect.Type) []jsonField {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	var names []string
 	if t.Kind() != reflect.Struct {
 		return nil
 	}
+	var out []jsonField
 	for i := range t.NumField() {
-		if n, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); n != "" && n != "-" {
-			names = append(names, n)
+		f := t.Field(i)
+		if f.Anonymous && f.Tag.Get("json") == "" {
+			out = append(out, jsonFields(f.Type)...)
+			continue
+		}
+		if n, _, _ := strings.Cut(f.Tag.Get("json"), ","); n != "" && n != "-" {
+			out = append(out, jsonField{n, f.Type})
 		}
 	}
-	return names
+	return out
+}
+
+// findUnknown finds the key name that the struct type t does not have in
+// the decoded JSON doc, and returns its path ("messages[1].foo") and the
+// fields of the object it is in; "" where it is not found.
+func findUnknown(doc any, t reflect.Type, path, name string) (string, []string) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch v := doc.(type) {
+	case map[string]any:
+		fields := jsonFields(t)
+		if t.Kind() != reflect.Struct {
+			return "", nil
+		}
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			var ft reflect.Type
+			for _, f := range fields {
+				if f.name == k { // encoding/json also matches names case-insensitively
+					ft = f.typ
+				}
+			}
+			if ft == nil {
+				for _, f := range fields {
+					if strings.EqualFold(f.name, k) {
+						ft = f.typ
+					}
+				}
+			}
+			if ft == nil && k == name {
+				return join(path, k), fieldNames(t)
+			}
+			if ft != nil && ft != rawMessageType {
+				if p, known := findUnknown(v[k], ft, join(path, k), name); p != "" {
+					return p, known
+				}
+			}
+		}
+	case []any:
+		if t.Kind() != reflect.Slice && t.Kind() != reflect.Array {
+			return "", nil
+		}
+		for i, e := range v {
+			if p, known := findUnknown(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i), name); p != "" {
+				return p, known
+			}
+		}
+	}
+	return "", nil
+}
+
+var rawMessageType = reflect.TypeOf(json.RawMessage(nil))
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }

@@ -30,7 +30,7 @@ type realSetup struct {
 	path map[string]string // model name to adapter folder, "" for the base
 }
 
-func newRealSetup(t *testing.T, opts Options) *realSetup {
+func newRealSetup(t testing.TB, opts Options) *realSetup {
 	t.Helper()
 	cfg := models.LlamaTiny()
 	cfg.VocabSize = servetest.TinyLlamaVocab
@@ -52,6 +52,9 @@ func newRealSetup(t *testing.T, opts Options) *realSetup {
 		}
 	}
 	rs.eng = eng
+	if opts.AdapterRoot == fixtureRoot {
+		opts.AdapterRoot = f.Dir
+	}
 	opts.Tokenizer = tk
 	if opts.ChatTemplate == "" {
 		if opts.ChatTemplate, err = ChatTemplateFromConfig(filepath.Join(f.Dir, "tokenizer_config.json")); err != nil {
@@ -65,7 +68,7 @@ func newRealSetup(t *testing.T, opts Options) *realSetup {
 // expected returns the text and token count that a completion of prompt on
 // model must give: the merged (or prefixed) model's greedy tokens, decoded
 // after the prompt and with the prompt's text taken off.
-func (rs *realSetup) expected(t *testing.T, model string, prompts []string, n int) (texts []string, counts []int) {
+func (rs *realSetup) expected(t testing.TB, model string, prompts []string, n int) (texts []string, counts []int) {
 	t.Helper()
 	var ids [][]int64
 	for _, p := range prompts {
@@ -86,6 +89,9 @@ func (rs *realSetup) expected(t *testing.T, model string, prompts []string, n in
 	}
 	return texts, counts
 }
+
+// fixtureRoot as Options.AdapterRoot asks newRealSetup for the fixture's folder.
+const fixtureRoot = "<fixture>"
 
 var realPrompts = []string{"Once upon a time", "The capital of France is", "def fibonacci(n):"}
 
@@ -243,5 +249,114 @@ func TestLoadRealAdapters(t *testing.T) {
 	code, b = post(t, rs.url+"/v1/completions", map[string]any{"model": "b2", "prompt": realPrompts[0], "max_tokens": 6, "temperature": 0})
 	if code != http.StatusOK || decode[completionResponse](t, b).Choices[0].Text != wantB[0] {
 		t.Errorf("b2: %d %s, want text %q", code, b, wantB[0])
+	}
+}
+
+// TestReloadUnderLoad reloads an adapter in place, between two versions,
+// and loads and unloads another, while clients stream from it: every
+// request must succeed with the whole text of one version or the other,
+// never a mix, and requests after the last reload get its version.
+func TestReloadUnderLoad(t *testing.T) {
+	rs := newRealSetup(t, Options{AdapterRoot: fixtureRoot})
+	const n = 8
+	wantA, _ := rs.expected(t, "a", realPrompts, n)
+	wantB, _ := rs.expected(t, "b", realPrompts, n)
+	if code, b := post(t, rs.url+"/v1/load_lora_adapter", map[string]any{"lora_name": "x", "lora_path": "lora4"}); code != http.StatusOK {
+		t.Fatalf("load x: %d %s", code, b)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []string
+	seen := map[string]int{}
+	fail := func(format string, args ...any) {
+		mu.Lock()
+		errs = append(errs, fmt.Sprintf(format, args...))
+		mu.Unlock()
+	}
+	stop := make(chan struct{})
+	for c := range 8 {
+		wg.Go(func() {
+			for r := 0; ; r++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				pi := (c + r) % len(realPrompts)
+				stream := r%2 == 0
+				code, b := post(t, rs.url+"/v1/completions", map[string]any{"model": "x", "prompt": realPrompts[pi], "max_tokens": n, "temperature": 0, "stream": stream})
+				if code != http.StatusOK {
+					fail("client %d request %d: %d %s", c, r, code, b)
+					return
+				}
+				var text string
+				if stream {
+					text, _, _ = streamText(t, b, false)
+				} else {
+					text = decode[completionResponse](t, b).Choices[0].Text
+				}
+				mu.Lock()
+				switch text {
+				case wantA[pi]:
+					seen["lora4"]++
+				case wantB[pi]:
+					seen["lora8"]++
+				default:
+					errs = append(errs, fmt.Sprintf("client %d request %d: %q is neither version's text (%q, %q)", c, r, text, wantA[pi], wantB[pi]))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	versions := []string{"lora8", "lora4"}
+	for i := range 6 {
+		time.Sleep(30 * time.Millisecond)
+		if code, b := post(t, rs.url+"/v1/load_lora_adapter", map[string]any{"lora_name": "x", "lora_path": versions[i%2], "load_inplace": true}); code != http.StatusOK {
+			fail("reload %d: %d %s", i, code, b)
+		}
+		if code, b := post(t, rs.url+"/v1/load_lora_adapter", map[string]any{"lora_name": "y", "lora_path": "prefix"}); code != http.StatusOK {
+			fail("load y %d: %d %s", i, code, b)
+		}
+		if code, b := post(t, rs.url+"/v1/unload_lora_adapter", map[string]any{"lora_name": "y"}); code != http.StatusOK {
+			fail("unload y %d: %d %s", i, code, b)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	for _, e := range errs {
+		t.Error(e)
+	}
+	if seen["lora4"] == 0 || seen["lora8"] == 0 {
+		t.Errorf("the clients saw versions %v; want both", seen)
+	}
+	// The last reload was lora4.
+	code, b := post(t, rs.url+"/v1/completions", map[string]any{"model": "x", "prompt": realPrompts[0], "max_tokens": n, "temperature": 0})
+	if code != http.StatusOK || decode[completionResponse](t, b).Choices[0].Text != wantA[0] {
+		t.Errorf("after the last reload (lora4): %d %s, want %q", code, b, wantA[0])
+	}
+}
+
+// TestSamplingSeed samples on the real engine: the same seed gives the
+// same text, another seed another, and neither is the greedy text.
+func TestSamplingSeed(t *testing.T) {
+	rs := newRealSetup(t, Options{})
+	text := func(body map[string]any) string {
+		body["model"], body["prompt"], body["max_tokens"] = "a", realPrompts[0], 12
+		code, b := post(t, rs.url+"/v1/completions", body)
+		if code != http.StatusOK {
+			t.Fatalf("%v: %d %s", body, code, b)
+		}
+		return decode[completionResponse](t, b).Choices[0].Text
+	}
+	greedy := text(map[string]any{"temperature": 0})
+	s1 := text(map[string]any{"temperature": 1.5, "seed": 1})
+	if again := text(map[string]any{"temperature": 1.5, "seed": 1}); again != s1 {
+		t.Errorf("seed 1 gave %q, then %q", s1, again)
+	}
+	if s2 := text(map[string]any{"temperature": 1.5, "seed": 2}); s2 == s1 {
+		t.Errorf("seeds 1 and 2 both gave %q", s1)
+	}
+	if s1 == greedy {
+		t.Errorf("sampling gave the greedy text %q", greedy)
 	}
 }

@@ -83,6 +83,9 @@ func asAPIError(err error) *apiError {
 // writeError answers err as JSON with its status.
 func writeError(w http.ResponseWriter, err error) {
 	e := asAPIError(err)
+	if e.status == http.StatusTooManyRequests || e.status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
 	if e.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="peftonnx"`)
 	}

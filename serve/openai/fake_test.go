@@ -43,6 +43,9 @@ func (f *fakeEngine) Generate(ctx context.Context, r serve.Request, emit func(se
 	if !ok {
 		return serve.Usage{}, fmt.Errorf("serve: %w %q", serve.ErrUnknownAdapter, r.Adapter)
 	}
+	if r.Adapter == "busy" {
+		return serve.Usage{}, fmt.Errorf("serve: %w: 64 requests wait", serve.ErrQueueFull)
+	}
 	u := serve.Usage{PromptTokens: len(r.Prompt)}
 	for i := 0; i < r.MaxTokens; i++ {
 		if delay > 0 {
@@ -139,7 +142,7 @@ var (
 
 // tinyLlamaTokenizer loads the tokenizer of the shared tiny LLaMA (with
 // its tokenizer_config.json and chat template).
-func tinyLlamaTokenizer(t *testing.T) *tokenizer.Tokenizer {
+func tinyLlamaTokenizer(t testing.TB) *tokenizer.Tokenizer {
 	t.Helper()
 	path := filepath.Join(sharedDir, "tiny-llama-genai-fp16", "tokenizer.json")
 	if _, err := os.Stat(path); err != nil {
@@ -155,7 +158,7 @@ func tinyLlamaTokenizer(t *testing.T) *tokenizer.Tokenizer {
 // scriptText is the text of the base's script.
 const scriptText = "the quick brown fox jumps over the lazy dog, and then it runs away"
 
-func newFake(t *testing.T) *fakeEngine {
+func newFake(t testing.TB) *fakeEngine {
 	t.Helper()
 	ids, err := tinyLlamaTokenizer(t).Encode(scriptText, false)
 	if err != nil {

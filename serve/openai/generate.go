@@ -81,6 +81,7 @@ func (s *Server) generate(ctx context.Context, p sampling, prompt []int64, onTex
 		out.finish = serve.FinishLength
 	}
 	out.usage = usage
+	countTokens(ctx, usage)
 	s.metrics.promptTokens.WithLabelValues(p.model).Add(float64(usage.PromptTokens))
 	s.metrics.completionTokens.WithLabelValues(p.model).Add(float64(usage.CompletionTokens))
 	return out, nil

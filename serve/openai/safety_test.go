@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/peftonnx/peftonnx/serve"
 )
 
 // TestConcurrencyLimit fills MaxConcurrent with a slow request: the next
@@ -41,6 +43,24 @@ func TestConcurrencyLimit(t *testing.T) {
 	_, mb := get(t, url+"/metrics")
 	if !strings.Contains(string(mb), `peftonnx_requests_rejected_total{reason="concurrency"} 1`) {
 		t.Errorf("/metrics does not count the refusal:\n%s", mb)
+	}
+}
+
+// TestQueueFull checks that the engine's full queue is a 429 with
+// Retry-After.
+func TestQueueFull(t *testing.T) {
+	eng := newFake(t)
+	eng.adapters["busy"] = serve.AdapterInfo{Name: "busy", Kind: serve.KindLoRA}
+	eng.script["busy"] = eng.script[""]
+	_, url := startServer(t, eng, Options{})
+	req, _ := http.NewRequest(http.MethodPost, url+"/v1/completions", strings.NewReader(`{"model": "busy", "prompt": "a"}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a full queue: %d, Retry-After %q; want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 }
 

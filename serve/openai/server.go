@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/peftonnx/peftonnx/internal/pkgerr"
@@ -130,6 +131,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 		Handler:           s.handler,
 		BaseContext:       func(net.Listener) context.Context { return genCtx },
 		ReadHeaderTimeout: 30 * time.Second,
+		ReadTimeout:       2 * time.Minute, // the request, body included; answers may stream for longer
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	served := make(chan error, 1)
@@ -211,7 +214,6 @@ func (s *Server) routes() http.Handler {
 				defer func() { <-s.slots }()
 			default:
 				s.metrics.rejected.WithLabelValues("concurrency").Inc()
-				rw.Header().Set("Retry-After", "1")
 				writeError(rw, &apiError{status: http.StatusTooManyRequests, typ: "rate_limit_error", code: "too_many_requests",
 					message: fmt.Sprintf("too many requests in flight (the limit is %d): try again later", s.opts.MaxConcurrent)})
 				return
@@ -226,6 +228,19 @@ func (s *Server) routes() http.Handler {
 type requestInfo struct {
 	start time.Time
 	model string
+
+	mu                       sync.Mutex // the choices of a request count from their goroutines
+	promptTokens, completion int
+}
+
+// countTokens adds a finished generation's usage to the request's log line.
+func countTokens(ctx context.Context, u serve.Usage) {
+	if info, ok := ctx.Value(requestInfoKey{}).(*requestInfo); ok {
+		info.mu.Lock()
+		info.promptTokens += u.PromptTokens
+		info.completion += u.CompletionTokens
+		info.mu.Unlock()
+	}
 }
 
 type requestInfoKey struct{}
@@ -248,6 +263,11 @@ func (s *Server) finish(r *http.Request, rw *statusWriter, info *requestInfo) {
 	if info.model != "" {
 		attrs = append(attrs, "model", info.model)
 	}
+	info.mu.Lock()
+	if info.promptTokens > 0 {
+		attrs = append(attrs, "prompt_tokens", info.promptTokens, "completion_tokens", info.completion)
+	}
+	info.mu.Unlock()
 	if err := r.Context().Err(); err != nil {
 		attrs = append(attrs, "client", "gone")
 	}

@@ -14,7 +14,7 @@ import (
 )
 
 // startServer serves eng over HTTP on 127.0.0.1 for the test.
-func startServer(t *testing.T, eng Engine, opts Options) (*Server, string) {
+func startServer(t testing.TB, eng Engine, opts Options) (*Server, string) {
 	t.Helper()
 	if opts.Tokenizer == nil {
 		opts.Tokenizer = tinyLlamaTokenizer(t)
@@ -29,7 +29,7 @@ func startServer(t *testing.T, eng Engine, opts Options) (*Server, string) {
 }
 
 // post sends body (a string as is, else as JSON) and returns the status and the body.
-func post(t *testing.T, url string, body any, header ...string) (int, []byte) {
+func post(t testing.TB, url string, body any, header ...string) (int, []byte) {
 	t.Helper()
 	var data []byte
 	if s, ok := body.(string); ok {
@@ -60,7 +60,7 @@ func post(t *testing.T, url string, body any, header ...string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-func get(t *testing.T, url string, header ...string) (int, []byte) {
+func get(t testing.TB, url string, header ...string) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
@@ -78,7 +78,7 @@ func get(t *testing.T, url string, header ...string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-func decode[T any](t *testing.T, b []byte) T {
+func decode[T any](t testing.TB, b []byte) T {
 	t.Helper()
 	var v T
 	if err := json.Unmarshal(b, &v); err != nil {
@@ -89,7 +89,7 @@ func decode[T any](t *testing.T, b []byte) T {
 
 // events splits a server-sent event stream into its data lines; it fails
 // the test unless the stream ends with [DONE].
-func events(t *testing.T, b []byte) []string {
+func events(t testing.TB, b []byte) []string {
 	t.Helper()
 	var out []string
 	sc := bufio.NewScanner(bytes.NewReader(b))
@@ -112,7 +112,7 @@ func events(t *testing.T, b []byte) []string {
 
 // streamText joins the text of a completion stream's chunks and returns
 // the finish reason of its last choice chunk and the usage chunk if any.
-func streamText(t *testing.T, b []byte, chat bool) (text, finish string, usage *usageJSON) {
+func streamText(t testing.TB, b []byte, chat bool) (text, finish string, usage *usageJSON) {
 	t.Helper()
 	for _, e := range events(t, b) {
 		if chat {
@@ -184,8 +184,22 @@ func TestCompletion(t *testing.T) {
 		}
 	}
 
+	// The sampling fields reach the engine as they were given.
+	code, b := post(t, url+"/v1/completions", map[string]any{"model": "base", "prompt": "a", "max_tokens": 3, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "seed": 1234})
+	if code != http.StatusOK {
+		t.Fatalf("status %d: %s", code, b)
+	}
+	if r := eng.reqs[len(eng.reqs)-1]; r.Temperature != 0.7 || r.TopP != 0.9 || r.TopK != 40 || r.Seed != 1234 || r.MaxTokens != 3 || r.Adapter != "" {
+		t.Errorf("the engine got %+v", r)
+	}
+	// Defaults: OpenAI's temperature 1 and max_tokens 16.
+	post(t, url+"/v1/completions", map[string]any{"model": "base", "prompt": "a"})
+	if r := eng.reqs[len(eng.reqs)-1]; r.Temperature != 1 || r.TopP != 1 || r.TopK != 0 || r.MaxTokens != 16 {
+		t.Errorf("defaults: the engine got %+v", r)
+	}
+
 	// Token ids as the prompt, and several prompts as choices.
-	code, b := post(t, url+"/v1/completions", map[string]any{"model": "base", "prompt": [][]int64{{1, 450}, {1, 450, 4996}}, "max_tokens": 3})
+	code, b = post(t, url+"/v1/completions", map[string]any{"model": "base", "prompt": [][]int64{{1, 450}, {1, 450, 4996}}, "max_tokens": 3})
 	if code != http.StatusOK {
 		t.Fatalf("status %d: %s", code, b)
 	}

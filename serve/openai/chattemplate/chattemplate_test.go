@@ -25,6 +25,37 @@ const chatML = `{%- if messages[0]['role'] == 'system' %}
 {%- endif %}
 `
 
+// reasoning exercises what reasoning-model templates do: walk the
+// messages backwards for the last user turn, keep state in a namespace,
+// split thinking out of an assistant's content with chained string
+// methods, and look at neighbouring messages by index.
+const reasoning = `{%- set ns = namespace(last_user=messages|length - 1, found=false) %}
+{%- for m in messages[::-1] %}
+    {%- set i = (messages|length - 1) - loop.index0 %}
+    {%- if not ns.found and m.role == "user" and m.content is string and not(m.content.startswith('<r>') and m.content.endswith('</r>')) %}
+        {%- set ns.found = true %}
+        {%- set ns.last_user = i %}
+    {%- endif %}
+{%- endfor %}
+{%- for m in messages %}
+    {%- set content = m.content if m.content is string else '' %}
+    {%- if m.role == "assistant" and '</think>' in content %}
+        {%- set thought = content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') %}
+        {%- set content = content.split('</think>')[-1].lstrip('\n') %}
+        {%- if loop.index0 > ns.last_user %}
+            {{- '[' + thought.strip('\n') + ']' }}
+        {%- endif %}
+    {%- endif %}
+    {%- if loop.first or messages[loop.index0 - 1].role != m.role %}
+        {{- '<' + m.role + '>' }}
+    {%- endif %}
+    {{- content }}
+    {%- if loop.last or messages[loop.index0 + 1].role != m.role %}
+        {{- '</' + m.role + '>\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<assistant>' }}{%- endif %}`
+
 // llama3 is Llama 3's template.
 const llama3 = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
 
@@ -63,6 +94,8 @@ func TestRenderTemplates(t *testing.T) {
 			"<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nYo<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n"},
 		{"llama3", llama3, map[string]any{"messages": msgs("user", "  Hi \n"), "bos_token": "<|begin_of_text|>", "add_generation_prompt": true},
 			"<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
+		{"reasoning", reasoning, map[string]any{"add_generation_prompt": true, "messages": msgs("user", "Hi", "assistant", "<think>\nold\n</think>\n\nYo", "user", "Q", "user", "<r>tool</r>", "assistant", "<think>new</think>A")},
+			"<user>Hi</user>\n<assistant>Yo</assistant>\n<user>Q<r>tool</r></user>\n[new]<assistant>A</assistant>\n<assistant>"},
 		{"trim_blocks and lstrip_blocks", "a\n  {% if true %}\nb\n  {% endif %}\nc", nil, "a\nb\nc"},
 		{"plus keeps whitespace", "a\n  {%+ if true +%}\nb{% endif %}", nil, "a\n  \nb"},
 		{"comment", "a {# note #}b", nil, "a b"},
@@ -144,6 +177,8 @@ func TestRenderErrors(t *testing.T) {
 		{"{{ x | nosuch }}", `unknown filter "nosuch"`},
 		{"\n{{ raise_exception('bad roles') }}", "chattemplate: bad roles"},
 		{"{% set x.y = 1 %}", "not a namespace()"},
+		{"{% for i in range(400) %}{% for j in range(400) %}{% endfor %}{% endfor %}", "loop iterations"},
+		{"{% for i in range(100) %}{{ 'x' * 1000000 }}{% endfor %}", "the output is over"},
 	}
 	for _, tc := range tests {
 		tmpl, err := Parse(tc.src)

@@ -32,5 +32,6 @@
 // that uses them is refused at Parse, by tag name); no autoescaping, as
 // HF has none; an undefined variable renders as "" and is falsy, and its
 // attributes are undefined too (Jinja would raise on those); values are
-// immutable, as in HF's sandbox.
+// immutable, as in HF's sandbox. A render stops with an error past 100,000
+// loop iterations or 16 MiB of output.
 package chattemplate

@@ -25,7 +25,7 @@ func (t *Template) Render(vars map[string]any) (string, error) {
 		sc.vars[k] = fromGo(v)
 	}
 	var b strings.Builder
-	r := &renderer{out: &b}
+	r := &renderer{out: &b, steps: new(int)}
 	if err := r.nodes(t.body, sc); err != nil {
 		if errors.Is(err, errBreak) || errors.Is(err, errContinue) {
 			return "", errorAt(0, "break or continue outside a loop")
@@ -50,8 +50,15 @@ func (s *scope) lookup(n string) any {
 }
 
 type renderer struct {
-	out *strings.Builder
+	out   *strings.Builder
+	steps *int // loop iterations so far, shared with nested renderers
 }
+
+// Limits of one Render, so that no template runs away.
+const (
+	maxOutput = 16 << 20
+	maxSteps  = 100000
+)
 
 var (
 	errBreak    = errors.New("break")
@@ -77,6 +84,9 @@ func (r *renderer) node(n node, sc *scope) error {
 			return wrapLine(err, n.line)
 		}
 		r.out.WriteString(str(v))
+		if r.out.Len() > maxOutput {
+			return errorAt(n.line, "the output is over %d bytes", maxOutput)
+		}
 	case ifNode:
 		for i, c := range n.conds {
 			v, err := eval(c, sc)
@@ -106,7 +116,7 @@ func (r *renderer) node(n node, sc *scope) error {
 func (r *renderer) set(n setNode, sc *scope) error {
 	var v any
 	if n.body != nil {
-		sub := &renderer{out: &strings.Builder{}}
+		sub := &renderer{out: &strings.Builder{}, steps: r.steps}
 		if err := sub.nodes(n.body, sc); err != nil {
 			return err
 		}
@@ -176,6 +186,9 @@ func (r *renderer) forLoop(n forNode, sc *scope) error {
 		return r.nodes(n.els, sc)
 	}
 	for i, v := range kept {
+		if *r.steps++; *r.steps > maxSteps {
+			return errorAt(n.line, "over %d loop iterations", maxSteps)
+		}
 		inner.vars = map[string]any{"loop": loopVar(kept, i)}
 		if err := bind(v); err != nil {
 			return err
@@ -575,7 +588,7 @@ func evalBinary(e binary, sc *scope) (any, error) {
 		}
 	case "*":
 		if s, ok := l.(string); ok {
-			if n, ok := r.(int64); ok && n >= 0 && n < 1<<20 {
+			if n, ok := r.(int64); ok && n >= 0 && int64(len(s))*n <= maxOutput {
 				return strings.Repeat(s, int(n)), nil
 			}
 		}
