@@ -10,7 +10,7 @@ import (
 // (serve/openai) builds on. What it lists stays; additions are marked.
 //
 // Additions to the first contract (nothing it listed changed):
-// Options.MaxSeqLen, EOS and Targets; AdapterInfo.Targets; the fields of
+// Options.MaxJoin, MaxSeqLen, EOS and Targets; AdapterInfo.Targets; the fields of
 // Stats; the Kind and Finish constants; ErrInvalidRequest,
 // ErrAdapterExists and ErrClosed.
 
@@ -29,6 +29,12 @@ type Options struct {
 	// Default 8; 1 on a model without position_ids or attention_mask
 	// (see the package doc).
 	MaxBatch int
+	// MaxJoin is how many queued requests may join the batch at one step
+	// boundary; 0 lets in as many as there are free rows. Their prompts
+	// are prefilled before the step, so the rows already decoding wait
+	// for that: a small MaxJoin keeps their tokens steady, a large one
+	// fills the batch sooner. (Addition.)
+	MaxJoin int
 	// MaxQueue is how many requests may wait for a batch row; Generate
 	// returns ErrQueueFull beyond it. Default 64.
 	MaxQueue int

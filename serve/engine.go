@@ -136,7 +136,7 @@ func (o Options) check() error {
 	for _, v := range []struct {
 		name string
 		v    int
-	}{{"MaxLoRAs", o.MaxLoRAs}, {"MaxCPULoRAs", o.MaxCPULoRAs}, {"MaxBatch", o.MaxBatch}, {"MaxQueue", o.MaxQueue},
+	}{{"MaxLoRAs", o.MaxLoRAs}, {"MaxCPULoRAs", o.MaxCPULoRAs}, {"MaxBatch", o.MaxBatch}, {"MaxJoin", o.MaxJoin}, {"MaxQueue", o.MaxQueue},
 		{"MaxTokens", o.MaxTokens}, {"MaxSeqLen", o.MaxSeqLen}, {"Threads", o.Threads}} {
 		if v.v < 0 {
 			return errorf("option %s must not be negative, got %d", v.name, v.v)

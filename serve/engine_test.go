@@ -80,9 +80,9 @@ func TestMatchesMergedModels(t *testing.T) {
 		}
 	}
 
-	for _, maxLoRAs := range []int{2, 1} {
-		t.Run(fmt.Sprintf("max_loras=%d", maxLoRAs), func(t *testing.T) {
-			e := newEngine(t, f, serve.Options{MaxLoRAs: maxLoRAs, MaxBatch: 8})
+	for _, o := range []serve.Options{{MaxLoRAs: 2, MaxBatch: 8}, {MaxLoRAs: 1, MaxBatch: 8}, {MaxLoRAs: 3, MaxBatch: 6, MaxJoin: 1}} {
+		t.Run(fmt.Sprintf("max_loras=%d,max_join=%d", o.MaxLoRAs, o.MaxJoin), func(t *testing.T) {
+			e := newEngine(t, f, o)
 			for name := range paths {
 				for i, p := range f.prompts {
 					got, err := generate(t, e, name, p, f.newTokens)

@@ -205,7 +205,7 @@ func (e *Engine) admit(slots *slotTable, active int) []*job {
 	var in []*job
 	kept := e.queue[:0]
 	for _, j := range e.queue {
-		if active+len(in) >= e.opts.MaxBatch {
+		if active+len(in) >= e.opts.MaxBatch || e.opts.MaxJoin > 0 && len(in) >= e.opts.MaxJoin {
 			kept = append(kept, j)
 			continue
 		}
