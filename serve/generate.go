@@ -32,7 +32,9 @@ type job struct {
 
 // Generate queues r, batches it with others (continuous batching) and
 // calls emit for each token from the engine's goroutine, then once with
-// Done and the finish reason. Cancelling ctx (the client left) ends the
+// Done and the finish reason. emit must return quickly (buffer, do not
+// write to a slow client from it): every other sequence of the batch
+// waits for it. Cancelling ctx (the client left) ends the
 // sequence with ctx's error, and so does an error from emit. It returns
 // the request's usage. Errors wrap ErrUnknownAdapter, ErrQueueFull,
 // ErrTooLong, ErrInvalidRequest or ErrClosed where they are those.
