@@ -111,6 +111,17 @@
 // adapter, so does s: the graph has no scaling node, and Feeds folds each
 // module's s into the B it returns.
 //
+// # Stacked adapters
+//
+// StackLoRA gives every linear layer (or those that target patterns
+// select) a branch that reads stacked factor inputs A [K, in, R] and
+// B [K, R, out] and a per-row index (StackedIndexInput, int64 [batch]):
+// row b adds x·A[index[b]]·B[index[b]], so one run serves a batch whose
+// rows use different adapters and ranks, the smaller ranks padded with
+// zeros and the scaling folded into B (Stacked.Factors checks an adapter
+// against the layers and gives its factors). Slot 0, all zeros, is the
+// base. Package serve batches requests on it.
+//
 // # Prefix tuning
 //
 // InjectPrefix gives a decoder trainable prefix keys and values. The table
