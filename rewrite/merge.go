@@ -30,6 +30,12 @@ func Merge(m *graph.Model, opts ...Option) error {
 	if err != nil {
 		return err
 	}
+	if err := checkRecord(m, rec); err != nil {
+		return err
+	}
+	if err := checkRemoval(m, rec); err != nil {
+		return err
+	}
 	folds, err := planSiteFolds(m, rec, o)
 	if err != nil {
 		return err
@@ -89,12 +95,22 @@ func planSiteFolds(m *graph.Model, rec record, o options) ([]fold, error) {
 		if l.Alpha == 0 {
 			return nil, layerErr(l, "Gemm has alpha 0: an update of its weight has no effect")
 		}
+		if err := checkFactorValues(s.A, a); err != nil {
+			return nil, err
+		}
+		if err := checkFactorValues(s.B, b); err != nil {
+			return nil, err
+		}
 		if err := checkMergeable(m, l, o); err != nil {
 			return nil, err
 		}
 		rk := len(a) / int(s.In)
 		r := rk / s.Parts()
-		folds = append(folds, fold{l: l, module: s.Module, a: a, b: fullB(b, r, s.Enable, s.HeadDim, s.Out), rk: rk, scale: scaleInGraph(s)}.asMatrixFold())
+		f := fold{l: l, module: s.Module, a: a, b: fullB(b, r, s.Enable, s.HeadDim, s.Out), rk: rk, scale: scaleInGraph(s)}.asMatrixFold()
+		if err := f.checkOverflow(m); err != nil {
+			return nil, err
+		}
+		folds = append(folds, f)
 	}
 	return folds, nil
 }
@@ -281,7 +297,11 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter, o options) ([]fold
 		if err := checkMergeable(base, l, o); err != nil {
 			return nil, nil, err
 		}
-		folds = append(folds, fold{l: l, module: key, a: w.A.Data, b: fullB(w.B.Data, s.R, s.Enable, s.HeadDim, s.Out), rk: int(w.A.Shape[1]), scale: s.Scale}.asMatrixFold())
+		f := fold{l: l, module: key, a: w.A.Data, b: fullB(w.B.Data, s.R, s.Enable, s.HeadDim, s.Out), rk: int(w.A.Shape[1]), scale: s.Scale}.asMatrixFold()
+		if err := f.checkOverflow(base); err != nil {
+			return nil, nil, err
+		}
+		folds = append(folds, f)
 	}
 	extras, err := planExtras(base, linears, ad)
 	if err != nil {
