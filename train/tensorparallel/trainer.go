@@ -158,6 +158,15 @@ func (t *Trainer) Adapter() *adapter.Adapter {
 	return out
 }
 
+// SaveShard writes this rank's shard of the trained adapter into dir as
+// PaddleNLP does without merging (adapter.SavePaddleShard:
+// lora_model_state.tp<rank>.pdparams, and on rank 0 lora_config.json);
+// adapter.LoadPaddleShards reads the whole adapter once every rank has
+// saved.
+func (t *Trainer) SaveShard(dir string) error {
+	return adapter.SavePaddleShard(dir, t.Adapter(), t.comm.Rank())
+}
+
 // allReduce sums buf over the ranks.
 func (t *Trainer) allReduce(buf []float32) error {
 	t.reduced += len(buf)

@@ -47,8 +47,22 @@ func countingData(n, vocab int) *train.Dataset {
 // tensor-parallel ranks (goroutines) and with train.Trainer on the whole
 // model, and checks that the losses and gradient norms agree step by step
 // and that the merged shards are the whole run's adapter.
-func TestTensorParallelEqualsOneProcess(t *testing.T) {
-	requireORT(t)
+// tinyRun is the run the tests train: a tiny LLaMA, the whole LoRA
+// adapter on it (B away from 0, so that every factor's gradient is not),
+// the model with that adapter injected and its trainable names, the data
+// and the options.
+type tinyRun struct {
+	cfg       models.LlamaConfig
+	full      *graph.Model
+	whole     *adapter.Adapter
+	adapted   *graph.Model
+	trainable []string
+	data      *train.Dataset
+	opts      train.Options
+}
+
+func newTinyRun(t *testing.T) tinyRun {
+	t.Helper()
 	c := models.LlamaTiny()
 	c.NoCache = true
 	// With HF's 0.02 the first MLP's factors get gradients of 1e-3 whose
@@ -68,7 +82,6 @@ func TestTensorParallelEqualsOneProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// B starts away from 0, so that every factor's gradient is not.
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, name := range sum.Trainable() {
 		init := adapted.Initializer(name)
@@ -92,7 +105,14 @@ func TestTensorParallelEqualsOneProcess(t *testing.T) {
 	opts.BatchSize, opts.Steps, opts.LR, opts.Clip, opts.Seed = 4, 5, 1e-2, 0.5, 1
 	opts.Session = []rt.Option{rt.WithIntraOpThreads(1)}
 
-	one, err := train.NewTrainer(adapted, sum.Trainable(), data, opts)
+	return tinyRun{cfg: c, full: full, whole: whole, adapted: adapted, trainable: sum.Trainable(), data: data, opts: opts}
+}
+
+func TestTensorParallelEqualsOneProcess(t *testing.T) {
+	requireORT(t)
+	run := newTinyRun(t)
+	c, full, whole, data, opts := run.cfg, run.full, run.whole, run.data, run.opts
+	one, err := train.NewTrainer(run.adapted, run.trainable, data, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +138,7 @@ func TestTensorParallelEqualsOneProcess(t *testing.T) {
 
 	const degree = 2
 	ranks := train.NewLocalGroup(degree)
+	saved := t.TempDir()
 	shards := make([]*adapter.Adapter, degree)
 	gshards := make([][]*adapter.Adapter, opts.Steps)
 	for i := range gshards {
@@ -146,6 +167,9 @@ func TestTensorParallelEqualsOneProcess(t *testing.T) {
 				gshards[len(results[r])-1][r] = tr.gradAdapter()
 			}
 			shards[r] = tr.Adapter()
+			if err := tr.SaveShard(saved); err != nil {
+				errs[r] = err
+			}
 			if r == 0 {
 				t.Logf("rank 0 all-reduced %d values in its last step", tr.AllReducedValues())
 			}
@@ -185,6 +209,17 @@ func TestTensorParallelEqualsOneProcess(t *testing.T) {
 	got, err := adapter.MergeTensorParallel(shards)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The shards every rank saved, PaddleNLP's way, merge to the same.
+	fromFiles, err := adapter.LoadPaddleShards(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m, w := range got.Weights {
+		f := fromFiles.Weights[m]
+		if f.A == nil || !slices.Equal(f.A.Data, w.A.Data) || !slices.Equal(f.B.Data, w.B.Data) {
+			t.Errorf("%s: the saved shards merge to another adapter", m)
+		}
 	}
 	worst := 0.0
 	for m, w := range wantAd.Weights {
