@@ -263,3 +263,89 @@ func (t *Trainer) gradAdapter() *adapter.Adapter {
 	}
 	return ad
 }
+
+// TestDataTimesTensorParallel trains on 2 data-parallel × 2
+// tensor-parallel ranks (goroutines), batch 2 per data-parallel rank,
+// and checks the losses and the adapter (merged from either
+// data-parallel rank's shards) against one process with batch 4.
+func TestDataTimesTensorParallel(t *testing.T) {
+	requireORT(t)
+	run := newTinyRun(t)
+	one, err := train.NewTrainer(run.adapted, run.trainable, run.data, run.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	var want []float64
+	for range run.opts.Steps {
+		r, err := one.TrainStep()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, r.Loss)
+	}
+	wantAd, err := one.Adapter()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const dpN, tpN = 2, 2
+	// Rank (d, k): tensor-parallel group d, data-parallel group k.
+	tp := [dpN][]train.Collective{train.NewLocalGroup(tpN), train.NewLocalGroup(tpN)}
+	dp := [tpN][]train.Collective{train.NewLocalGroup(dpN), train.NewLocalGroup(dpN)}
+	opts := run.opts
+	opts.BatchSize /= dpN
+	shards := [dpN][tpN]*adapter.Adapter{}
+	losses := [dpN][tpN][]float64{}
+	errs := [dpN][tpN]error{}
+	var wg sync.WaitGroup
+	for d := range dpN {
+		for k := range tpN {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tr, err := NewWithDataParallel(run.cfg, run.full, run.whole, run.data, tp[d][k], dp[k][d], opts)
+				if err != nil {
+					errs[d][k] = err
+					return
+				}
+				defer tr.Close()
+				for range opts.Steps {
+					r, err := tr.TrainStep()
+					if err != nil {
+						errs[d][k] = err
+						return
+					}
+					losses[d][k] = append(losses[d][k], r.Loss)
+				}
+				shards[d][k] = tr.Adapter()
+			}()
+		}
+	}
+	wg.Wait()
+	for d := range dpN {
+		for k := range tpN {
+			if errs[d][k] != nil {
+				t.Fatalf("rank (%d, %d): %v", d, k, errs[d][k])
+			}
+			for i, w := range want {
+				if g := losses[d][k][i]; math.Abs(g-w) > 1e-6*w {
+					t.Errorf("rank (%d, %d) step %d: loss %v, one process %v", d, k, i+1, g, w)
+				}
+			}
+		}
+		got, err := adapter.MergeTensorParallel(shards[d][:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		worst := 0.0
+		for m, w := range wantAd.Weights {
+			g := got.Weights[m]
+			worst = max(worst, relDiff(g.A.Data, w.A.Data), relDiff(g.B.Data, w.B.Data))
+		}
+		t.Logf("data-parallel rank %d: merged adapter within %.3g of one process's", d, worst)
+		if worst > 1e-5 {
+			t.Errorf("data-parallel rank %d: merged adapter differs from one process's by %.3g", d, worst)
+		}
+	}
+}
