@@ -87,19 +87,7 @@ func mpiRun(t *testing.T, test string, np, dpN int) {
 		t.Fatalf("mpirun -np %d: %v; output:\n%s", np, err, out)
 	}
 
-	one, err := train.NewTrainer(run.adapted, run.trainable, run.data, run.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer one.Close()
-	var want []float64
-	for range run.opts.Steps {
-		r, err := one.TrainStep()
-		if err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, r.Loss)
-	}
+	want, wantAd := run.oneProcess(t)
 	for rank := range np {
 		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("losses-%d.json", rank)))
 		if err != nil {
@@ -116,10 +104,6 @@ func mpiRun(t *testing.T, test string, np, dpN int) {
 		}
 	}
 	merged, err := adapter.LoadPaddleShards(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantAd, err := one.Adapter()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -271,23 +271,7 @@ func (t *Trainer) gradAdapter() *adapter.Adapter {
 func TestDataTimesTensorParallel(t *testing.T) {
 	requireORT(t)
 	run := newTinyRun(t)
-	one, err := train.NewTrainer(run.adapted, run.trainable, run.data, run.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer one.Close()
-	var want []float64
-	for range run.opts.Steps {
-		r, err := one.TrainStep()
-		if err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, r.Loss)
-	}
-	wantAd, err := one.Adapter()
-	if err != nil {
-		t.Fatal(err)
-	}
+	want, wantAd := run.oneProcess(t)
 
 	const dpN, tpN = 2, 2
 	// Rank (d, k): tensor-parallel group d, data-parallel group k.
@@ -348,4 +332,28 @@ func TestDataTimesTensorParallel(t *testing.T) {
 			t.Errorf("data-parallel rank %d: merged adapter differs from one process's by %.3g", d, worst)
 		}
 	}
+}
+
+// oneProcess trains run with train.Trainer on the whole model and returns
+// its step losses and adapter.
+func (run tinyRun) oneProcess(t *testing.T) ([]float64, *adapter.Adapter) {
+	t.Helper()
+	one, err := train.NewTrainer(run.adapted, run.trainable, run.data, run.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	var losses []float64
+	for range run.opts.Steps {
+		r, err := one.TrainStep()
+		if err != nil {
+			t.Fatal(err)
+		}
+		losses = append(losses, r.Loss)
+	}
+	ad, err := one.Adapter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return losses, ad
 }
