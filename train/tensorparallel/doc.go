@@ -33,8 +33,7 @@
 // # Limits
 //
 // LoRA only (no prefix tuning), on q/k/v/o_proj and gate/up/down_proj;
-// float32 models in the layout of models.Llama without a KV cache, whose
-// vocabulary the degree divides (no padding as Megatron-LM pads); no
+// float32 models in the layout of models.Llama without a KV cache; no
 // gradient accumulation, dropout, evaluation or checkpoints (each rank
 // saves its trained shard with SaveShard); no peftonnx train flag yet; the pieces'
 // activations are recomputed in the backward pass, and each rank keeps

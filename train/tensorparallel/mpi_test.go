@@ -65,7 +65,7 @@ func TestDataTimesTensorParallelMPI(t *testing.T) { mpiRun(t, "TestDataTimesTens
 // groups of np/dpN tensor-parallel ranks.
 func mpiRun(t *testing.T, test string, np, dpN int) {
 	requireORT(t)
-	run := newTinyRun(t)
+	run := newTinyRun(t, 31)
 	if world != nil {
 		rankRun(t, run, dpN)
 		return

@@ -26,8 +26,10 @@ type Trainer struct {
 	embed  *piece
 	blocks []*piece
 	head   *piece
-	start  int // the first token id of this rank's vocabulary
-	params []*train.Param
+	// start is the first token id of this rank's vocabulary, ids how
+	// many it holds, and width that of its logits (padded).
+	start, ids, width int
+	params            []*train.Param
 	// split marks the factors that the ranks split (the others every rank
 	// holds whole), by index in params.
 	split  []bool
@@ -76,7 +78,7 @@ func NewWithDataParallel(cfg models.LlamaConfig, full *graph.Model, lora *adapte
 	if err != nil {
 		return nil, fmt.Errorf("tensorparallel: %w", err)
 	}
-	t := &Trainer{comm: comm, dp: dp, cfg: cfg, opts: opts, lora: shards[rank], start: pieces.VocabStart}
+	t := &Trainer{comm: comm, dp: dp, cfg: cfg, opts: opts, lora: shards[rank], start: pieces.VocabStart, ids: pieces.VocabIDs, width: pieces.VocabWidth}
 	scaleB := opts.LoRAPlusScale
 	if t.embed, err = newPiece("embedding", pieces.Embed, t.lora, "partial", false, scaleB, opts.Session); err != nil {
 		return nil, err
@@ -199,7 +201,8 @@ func (t *Trainer) allReduce(buf []float32) error {
 }
 
 // Logits returns this rank's run of the vocabulary's logits of b, [rows,
-// seq, vocab/degree], with the current factors.
+// seq, ⌈vocab/degree⌉] (columns past the vocabulary's end are padding),
+// with the current factors.
 func (t *Trainer) Logits(b train.Batch) ([]float32, error) {
 	logits, _, _, err := t.forward(b)
 	return logits, err
@@ -334,8 +337,8 @@ func (t *Trainer) forwardBackward(b train.Batch, scored int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	per := t.cfg.VocabSize / t.comm.Size()
-	loss, gradLogits, local, err := vocabLoss(t.comm, logits, b.Labels, b.Size, b.SeqLen, per, t.start, scored)
+	per := t.width
+	loss, gradLogits, local, err := vocabLoss(t.comm, logits, b.Labels, b.Size, b.SeqLen, per, t.ids, t.start, scored)
 	if err != nil {
 		return 0, err
 	}

@@ -61,10 +61,10 @@ type tinyRun struct {
 	opts      train.Options
 }
 
-func newTinyRun(t *testing.T) tinyRun {
+func newTinyRun(t *testing.T, vocab int) tinyRun {
 	t.Helper()
 	c := models.LlamaTiny()
-	c.NoCache = true
+	c.NoCache, c.VocabSize = true, vocab
 	// With HF's 0.02 the first MLP's factors get gradients of 1e-3 whose
 	// smallest entries are near AdamW's ε, where float reassociation moves
 	// a step by much more than it moves the gradient (the gradients of
@@ -110,7 +110,7 @@ func newTinyRun(t *testing.T) tinyRun {
 
 func TestTensorParallelEqualsOneProcess(t *testing.T) {
 	requireORT(t)
-	run := newTinyRun(t)
+	run := newTinyRun(t, 32)
 	c, full, whole, data, opts := run.cfg, run.full, run.whole, run.data, run.opts
 	one, err := train.NewTrainer(run.adapted, run.trainable, data, opts)
 	if err != nil {
@@ -267,10 +267,11 @@ func (t *Trainer) gradAdapter() *adapter.Adapter {
 // TestDataTimesTensorParallel trains on 2 data-parallel × 2
 // tensor-parallel ranks (goroutines), batch 2 per data-parallel rank,
 // and checks the losses and the adapter (merged from either
-// data-parallel rank's shards) against one process with batch 4.
+// data-parallel rank's shards) against one process with batch 4. Its
+// vocabulary of 31 is padded on the second tensor-parallel rank.
 func TestDataTimesTensorParallel(t *testing.T) {
 	requireORT(t)
-	run := newTinyRun(t)
+	run := newTinyRun(t, 31)
 	want, wantAd := run.oneProcess(t)
 
 	const dpN, tpN = 2, 2
