@@ -25,31 +25,39 @@ func checkSite(m *graph.Model, s Site, bases map[string]bool) error {
 	if err := checkRank(int64(s.R)); err != nil {
 		return errorf("%s: LoRA record, site %q: %w", where, s.Module, err)
 	}
-	base := m.Producer(s.BaseOutput)
-	if base == nil {
-		return errorf("%s: LoRA record, site %q: no node writes %q", where, s.Module, s.BaseOutput)
-	}
-	l, ok := layerOf(m, base)
-	if !ok || l.Weight != s.Weight {
-		return errorf("%s: LoRA record, site %q: node %q no longer reads weight %q", where, s.Module, base.Name, s.Weight)
+	l, err := siteLayer(m, s)
+	if err != nil {
+		return errorf("%s: LoRA record, %w", where, err)
 	}
 	if l.In != s.In || l.Out != s.Out {
 		return errorf("%s: LoRA record, site %q says %d×%d features; its weight %q is %d×%d", where, s.Module, s.In, s.Out, s.Weight, l.In, l.Out)
 	}
-	if s.Enable != nil {
+	if s.Enable != nil && s.Widths != nil {
+		var sum int64
+		for _, w := range s.Widths {
+			if w <= 0 {
+				sum = -1
+				break
+			}
+			sum += w
+		}
+		if s.Parts() == 0 || len(s.Widths) != len(s.Enable) || sum != s.Out {
+			return errorf("%s: LoRA record, site %q: enable list %v with part widths %v does not split %d output features", where, s.Module, s.Enable, s.Widths, s.Out)
+		}
+	} else if s.Enable != nil {
 		n := int64(len(s.Enable))
 		if s.Parts() == 0 || s.Out%n != 0 || s.HeadDim <= 0 || (s.Out/n)%int64(s.HeadDim) != 0 {
 			return errorf("%s: LoRA record, site %q: enable list %v with head dim %d does not split %d output features", where, s.Module, s.Enable, s.HeadDim, s.Out)
 		}
 	}
-	r := int64(s.R)
+	aShape, bShape := s.AShape(int64(s.R)), s.BShape(int64(s.R))
 	if s.AsInputs {
-		r = 0
+		aShape, bShape, _, _ = s.inputShapes()
 	}
 	for _, f := range []struct {
 		name  string
 		shape []int64
-	}{{s.A, s.AShape(r)}, {s.B, s.BShape(r)}} {
+	}{{s.A, aShape}, {s.B, bShape}} {
 		if bases[f.name] {
 			return errorf("%s: LoRA record, site %q: factor %q is a base tensor", where, s.Module, f.name)
 		}
