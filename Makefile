@@ -39,6 +39,8 @@ test: ort vet check
 	GO='$(GO)' ./scripts/fuzz.sh ./graph FuzzParse 10s
 	GO='$(GO)' ./scripts/fuzz.sh ./tokenizer FuzzLoad 5s
 	GO='$(GO)' ./scripts/fuzz.sh ./tokenizer FuzzEncode 5s
+	GO='$(GO)' ./scripts/fuzz.sh ./graph FuzzLoadExternal 5s
+	GO='$(GO)' ./scripts/fuzz.sh ./rewrite FuzzRecord 5s
 
 # test-mpi vets and tests the MPI build of internal/mpi, whose tests run
 # themselves under mpirun, and runs data-parallel training under mpirun

@@ -73,12 +73,22 @@ func planSiteFolds(m *graph.Model, rec record, o options) ([]fold, error) {
 		if l.Alpha == 0 {
 			return nil, layerErr(l, "Gemm has alpha 0: an update of its weight has no effect")
 		}
+		if err := checkFactorValues(s.A, a); err != nil {
+			return nil, err
+		}
+		if err := checkFactorValues(s.B, b); err != nil {
+			return nil, err
+		}
 		if err := checkMergeable(m, l, o); err != nil {
 			return nil, err
 		}
 		rk := len(a) / int(s.In)
 		r := rk / s.Parts()
-		folds = append(folds, fold{l: l, module: s.Module, a: a, b: siteFullB(b, r, s), rk: rk, scale: scaleInGraph(s)}.asMatrixFold())
+		f := fold{l: l, module: s.Module, a: a, b: siteFullB(b, r, s), rk: rk, scale: scaleInGraph(s)}.asMatrixFold()
+		if err := f.checkOverflow(m); err != nil && !l.Quantized() {
+			return nil, err
+		}
+		folds = append(folds, f)
 	}
 	return folds, nil
 }
@@ -246,7 +256,11 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter, o options) ([]fold
 		if err := checkMergeable(base, l, o); err != nil {
 			return nil, nil, err
 		}
-		folds = append(folds, fold{l: l, module: key, a: w.A.Data, b: siteFullB(w.B.Data, s.R, s), rk: int(w.A.Shape[1]), scale: s.Scale}.asMatrixFold())
+		f := fold{l: l, module: key, a: w.A.Data, b: siteFullB(w.B.Data, s.R, s), rk: int(w.A.Shape[1]), scale: s.Scale}.asMatrixFold()
+		if err := f.checkOverflow(base); err != nil && !l.Quantized() {
+			return nil, nil, err
+		}
+		folds = append(folds, f)
 	}
 	extras, err := planExtras(base, linears, ad)
 	if err != nil {

@@ -66,6 +66,12 @@ func MergeWith(m *graph.Model, opts ...Option) ([]QuantizedMerge, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRecord(m, rec); err != nil {
+		return nil, err
+	}
+	if err := checkRemoval(m, rec); err != nil {
+		return nil, err
+	}
 	folds, err := planSiteFolds(m, rec, o)
 	if err != nil {
 		return nil, err
