@@ -25,7 +25,7 @@ func checkSite(m *graph.Model, s Site, bases map[string]bool) error {
 	if err := checkRank(int64(s.R)); err != nil {
 		return errorf("%s: LoRA record, site %q: %w", where, s.Module, err)
 	}
-	l, err := siteLayer(m, s)
+	l, err := siteLayer(m, s) // fused_attention.go: also an Attention site
 	if err != nil {
 		return errorf("%s: LoRA record, %w", where, err)
 	}
@@ -33,16 +33,8 @@ func checkSite(m *graph.Model, s Site, bases map[string]bool) error {
 		return errorf("%s: LoRA record, site %q says %d×%d features; its weight %q is %d×%d", where, s.Module, s.In, s.Out, s.Weight, l.In, l.Out)
 	}
 	if s.Enable != nil && s.Widths != nil {
-		var sum int64
-		for _, w := range s.Widths {
-			if w <= 0 {
-				sum = -1
-				break
-			}
-			sum += w
-		}
-		if s.Parts() == 0 || len(s.Widths) != len(s.Enable) || sum != s.Out {
-			return errorf("%s: LoRA record, site %q: enable list %v with part widths %v does not split %d output features", where, s.Module, s.Enable, s.Widths, s.Out)
+		if err := checkWidths(s); err != nil {
+			return errorf("%s: LoRA record, %w", where, err)
 		}
 	} else if s.Enable != nil {
 		n := int64(len(s.Enable))
@@ -50,14 +42,14 @@ func checkSite(m *graph.Model, s Site, bases map[string]bool) error {
 			return errorf("%s: LoRA record, site %q: enable list %v with head dim %d does not split %d output features", where, s.Module, s.Enable, s.HeadDim, s.Out)
 		}
 	}
-	aShape, bShape := s.AShape(int64(s.R)), s.BShape(int64(s.R))
+	r := int64(s.R)
 	if s.AsInputs {
-		aShape, bShape, _, _ = s.inputShapes()
+		r = 0
 	}
 	for _, f := range []struct {
 		name  string
 		shape []int64
-	}{{s.A, aShape}, {s.B, bShape}} {
+	}{{s.A, s.AShape(r)}, {s.B, s.BShape(r)}} {
 		if bases[f.name] {
 			return errorf("%s: LoRA record, site %q: factor %q is a base tensor", where, s.Module, f.name)
 		}
