@@ -236,7 +236,11 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 			bFull = b.weightSide(l)
 			built[l.Module] = bFull
 		}
-		b.branch(l, bFull)
+		if l.Op == OpAttention {
+			b.weightBranch(l, bFull)
+		} else {
+			b.branch(l, bFull)
+		}
 		sites = append(sites, s)
 	}
 	b.site = nil
@@ -295,13 +299,21 @@ func siteFor(cfg *adapter.LoRAConfig, key string, l Linear, asInputs bool) (Site
 		DType: adt, BaseDType: l.DType, AsInputs: asInputs, Dropout: cfg.Dropout,
 		Kind: l.Kind, Kernel: l.Kernel,
 	}
-	if err := checkKind(l, cfg.EnableFor(key) != nil, asInputs); err != nil {
+	if err := checkKind(l, cfg.EnableFor(key) != nil); err != nil {
 		return Site{}, err
 	}
 	if l.Kind == KindEmbedding {
 		s.Dropout = 0
 	}
-	if enable := cfg.EnableFor(key); enable != nil {
+	if l.Op == OpAttention && cfg.Dropout > 0 {
+		return Site{}, layerErr(l, "LoRA dropout %g: the layer's q, k and v are computed inside the fused Attention node, where its branch updates the weight and cannot drop inputs; use dropout 0", cfg.Dropout)
+	}
+	if enable := cfg.EnableFor(key); enable != nil && l.PartWidths != nil {
+		if len(enable) != len(l.PartWidths) || len(enabledParts(enable)) == 0 {
+			return Site{}, layerErr(l, "enable_lora_list %v: the packed projection has %d parts (q, k, v: %v columns), and the list must enable some", enable, len(l.PartWidths), l.PartWidths)
+		}
+		s.Enable, s.Widths = slices.Clone(enable), slices.Clone(l.PartWidths)
+	} else if enable != nil {
 		n := int64(len(enable))
 		k := len(enabledParts(enable))
 		switch {
@@ -473,11 +485,11 @@ func (b *loraGraph) factors(p *modulePlan) {
 	dt := s.DType
 	aShape, bShape := s.AShape(int64(s.R)), s.BShape(int64(s.R))
 	if b.asInputs {
-		aShape, bShape = s.AShape(0), s.BShape(0)
-		m.AddInput(graph.TensorInfo(s.A, dt, []int64{s.In, -1}))
-		m.AddInput(graph.TensorInfo(s.B, dt, []int64{-1, bShape[1]}))
-		m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, nil))
-		m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, nil))
+		aShape, bShape, aDecl, bDecl := s.inputShapes()
+		m.AddInput(graph.TensorInfo(s.A, dt, aDecl))
+		m.AddInput(graph.TensorInfo(s.B, dt, bDecl))
+		m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, make([]float32, graph.NumElements(aShape))))
+		m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, make([]float32, graph.NumElements(bShape))))
 		return
 	}
 	m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, p.a))
@@ -500,6 +512,9 @@ func (b *loraGraph) weightSide(l Linear) string {
 	s := b.site
 	if s.Enable == nil {
 		return s.B
+	}
+	if s.Widths != nil {
+		return b.contiguousB(l)
 	}
 	sb := b.g.At(prefix(l)).In("lora_B")
 	n := len(s.Enable)

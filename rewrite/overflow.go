@@ -124,7 +124,7 @@ func checkBranchOverflow(s Site, module string, a, b []float32) error {
 	if rk == 0 || s.Kind == KindConv {
 		return nil // a convolution's update is bounded when it is merged (checkOverflow)
 	}
-	p := product{a: a, b: fullB(b, int(s.R), s.Enable, s.HeadDim, s.Out), in: int(s.In), rk: rk, out: int(s.Out), c: s.Scale}
+	p := product{a: a, b: siteFullB(b, int(s.R), s), in: int(s.In), rk: rk, out: int(s.Out), c: s.Scale}
 	limit := largestFinite(s.DType)
 	if p.bound() < limit {
 		return nil

@@ -114,6 +114,7 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 		t.comm = solo{}
 	}
 	t.withLoss = m.Clone()
+	raiseOpset(t.withLoss)
 	if opts.Half == Upcast && hasHalf(t.withLoss) {
 		if err := upcast(t.withLoss, params); err != nil {
 			return nil, err
