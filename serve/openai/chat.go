@@ -49,23 +49,20 @@ type chatResponse struct {
 	Usage   *usageJSON   `json:"usage,omitempty"`
 }
 
-func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) error {
 	var req chatRequest
 	if err := decodeBody(r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if req.MaxCompletionTokens != nil {
 		if req.MaxTokens != nil && *req.MaxTokens != *req.MaxCompletionTokens {
-			writeError(w, badRequest("max_completion_tokens", "max_tokens and max_completion_tokens differ; give one"))
-			return
+			return badRequest("max_completion_tokens", "max_tokens and max_completion_tokens differ; give one")
 		}
 		req.MaxTokens = req.MaxCompletionTokens
 	}
 	p, err := req.validate(s, s.opts.MaxTokens)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	switch {
 	case req.Logprobs != nil && *req.Logprobs:
@@ -78,27 +75,24 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		err = badRequest("response_format", "response_format is not supported")
 	}
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	prompt, err := s.chatPrompt(req.Messages)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	setModel(r, p.model)
 	resp := chatResponse{ID: newID("chatcmpl-"), Object: "chat.completion", Created: time.Now().Unix(), Model: p.model}
 	if !p.stream {
 		outs, err := s.generateAll(r.Context(), p, [][]int64{prompt}, nil)
 		if err != nil {
-			writeError(w, err)
-			return
+			return err
 		}
 		o := outs[0]
 		resp.Choices = []chatChoice{{Message: &chatContent{Role: "assistant", Content: &o.text}, FinishReason: &o.finish}}
 		resp.Usage = sumUsage(outs)
 		writeJSON(w, http.StatusOK, resp)
-		return
+		return nil
 	}
 	es := newEventStream(w)
 	resp.Object = "chat.completion.chunk"
@@ -123,16 +117,17 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		es.fail(err)
-		return
+		return nil
 	}
 	if p.includeUsage {
 		c := resp
 		c.Choices, c.Usage = []chatChoice{}, sumUsage(outs)
 		if es.send(c) != nil {
-			return
+			return nil
 		}
 	}
 	es.done()
+	return nil
 }
 
 // chatPrompt renders the messages with the chat template and encodes them.

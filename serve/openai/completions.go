@@ -39,16 +39,14 @@ type completionResponse struct {
 // defaultCompletionTokens is OpenAI's max_tokens default for completions.
 const defaultCompletionTokens = 16
 
-func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) error {
 	var req completionRequest
 	if err := decodeBody(r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	p, err := req.validate(s, min(defaultCompletionTokens, s.opts.MaxTokens))
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	switch {
 	case req.Echo != nil && *req.Echo:
@@ -61,13 +59,11 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		err = badRequest("best_of", "best_of must be 1")
 	}
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	prompts, err := s.completionPrompts(req.Prompt)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	setModel(r, p.model)
 	resp := completionResponse{ID: newID("cmpl-"), Object: "text_completion", Created: time.Now().Unix(), Model: p.model}
@@ -80,28 +76,28 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		})
 		if err != nil {
 			es.fail(err)
-			return
+			return nil
 		}
 		if p.includeUsage {
 			chunk := resp
 			chunk.Choices, chunk.Usage = []completionChoice{}, sumUsage(outs)
 			if es.send(chunk) != nil {
-				return
+				return nil
 			}
 		}
 		es.done()
-		return
+		return nil
 	}
 	outs, err := s.generateAll(r.Context(), p, prompts, nil)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	for i, o := range outs {
 		resp.Choices = append(resp.Choices, completionChoice{Index: i, Text: o.text, FinishReason: &o.finish})
 	}
 	resp.Usage = sumUsage(outs)
 	writeJSON(w, http.StatusOK, resp)
+	return nil
 }
 
 // completionPrompts reads "prompt": a string, an array of strings, an
