@@ -115,18 +115,11 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) error {
 		}
 		return es.send(chunk(chatContent{Content: &piece}, nil))
 	})
-	if err != nil {
-		es.fail(err)
-		return nil
-	}
-	if p.includeUsage {
+	es.end(outs, err, p.includeUsage, func(u *usageJSON) any {
 		c := resp
-		c.Choices, c.Usage = []chatChoice{}, sumUsage(outs)
-		if es.send(c) != nil {
-			return nil
-		}
-	}
-	es.done()
+		c.Choices, c.Usage = []chatChoice{}, u
+		return c
+	})
 	return nil
 }
 

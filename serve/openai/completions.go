@@ -74,18 +74,11 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) error
 			chunk.Choices = []completionChoice{{Index: i, Text: piece, FinishReason: finish}}
 			return es.send(chunk)
 		})
-		if err != nil {
-			es.fail(err)
-			return nil
-		}
-		if p.includeUsage {
+		es.end(outs, err, p.includeUsage, func(u *usageJSON) any {
 			chunk := resp
-			chunk.Choices, chunk.Usage = []completionChoice{}, sumUsage(outs)
-			if es.send(chunk) != nil {
-				return nil
-			}
-		}
-		es.done()
+			chunk.Choices, chunk.Usage = []completionChoice{}, u
+			return chunk
+		})
 		return nil
 	}
 	outs, err := s.generateAll(r.Context(), p, prompts, nil)
