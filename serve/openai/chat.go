@@ -64,17 +64,12 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case req.Logprobs != nil && *req.Logprobs:
-		err = badRequest("logprobs", "logprobs is not supported")
-	case req.Tools != nil:
-		err = badRequest("tools", "tools are not supported")
-	case req.ToolChoice != nil:
-		err = badRequest("tool_choice", "tool_choice is not supported")
-	case req.ResponseFormat != nil:
-		err = badRequest("response_format", "response_format is not supported")
-	}
-	if err != nil {
+	if err := firstRefused(
+		refused{"logprobs", req.Logprobs != nil && *req.Logprobs, "logprobs is not supported"},
+		refused{"tools", req.Tools != nil, "tools are not supported"},
+		refused{"tool_choice", req.ToolChoice != nil, "tool_choice is not supported"},
+		refused{"response_format", req.ResponseFormat != nil, "response_format is not supported"},
+	); err != nil {
 		return err
 	}
 	prompt, err := s.chatPrompt(req.Messages)

@@ -48,17 +48,12 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	switch {
-	case req.Echo != nil && *req.Echo:
-		err = badRequest("echo", "echo is not supported")
-	case req.Logprobs != nil:
-		err = badRequest("logprobs", "logprobs is not supported")
-	case req.Suffix != nil && *req.Suffix != "":
-		err = badRequest("suffix", "suffix is not supported")
-	case req.BestOf != nil && *req.BestOf != 1:
-		err = badRequest("best_of", "best_of must be 1")
-	}
-	if err != nil {
+	if err := firstRefused(
+		refused{"echo", req.Echo != nil && *req.Echo, "echo is not supported"},
+		refused{"logprobs", req.Logprobs != nil, "logprobs is not supported"},
+		refused{"suffix", req.Suffix != nil && *req.Suffix != "", "suffix is not supported"},
+		refused{"best_of", req.BestOf != nil && *req.BestOf != 1, "best_of must be 1"},
+	); err != nil {
 		return err
 	}
 	prompts, err := s.completionPrompts(req.Prompt)
