@@ -70,13 +70,9 @@ func TestCancelAndClose(t *testing.T) {
 func TestPanicKeepsServing(t *testing.T) {
 	f := newFixture(t, models.LlamaTiny())
 	want := f.reference(t, "")
-	e, err := serve.New(f.Base, serve.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := openEngine(t, f, serve.Options{})
 	n := 0
-	_, err = e.Generate(context.Background(), serve.Request{Prompt: f.prompts[0], MaxTokens: 8}, func(ev serve.Event) error {
+	_, err := e.Generate(context.Background(), serve.Request{Prompt: f.prompts[0], MaxTokens: 8}, func(ev serve.Event) error {
 		if n++; n == 2 {
 			panic("emit broke")
 		}
@@ -96,11 +92,7 @@ func TestPanicKeepsServing(t *testing.T) {
 func TestSlowClient(t *testing.T) {
 	f := newFixture(t, models.LlamaTiny())
 	want := f.reference(t, "")
-	e, err := serve.New(f.Base, serve.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := openEngine(t, f, serve.Options{})
 	slowDone := make(chan []int64, 1)
 	started := make(chan struct{})
 	go func() {
