@@ -25,7 +25,7 @@ func checkSite(m *graph.Model, s Site, bases map[string]bool) error {
 	if err := checkRank(int64(s.R)); err != nil {
 		return errorf("%s: LoRA record, site %q: %w", where, s.Module, err)
 	}
-	l, err := siteLayer(m, s)
+	l, err := siteLayer(m, s) // fused_attention.go: also an Attention site
 	if err != nil {
 		return errorf("%s: LoRA record, %w", where, err)
 	}
