@@ -35,7 +35,7 @@ const (
 	modeForwardMerged   = "forward-merged"
 )
 
-var workerModes = []string{modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull, modeForwardBase, modeForwardLoRA, modeForwardMerged}
+var workerModes = []string{modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull, modeForwardBase, modeForwardLoRA, modeForwardMerged, modeSGEMM}
 
 // goRun is the peftonnx side of one benchmark configuration: an ONNX
 // Runtime session over the exported model (adapted, merged, or with its
@@ -324,30 +324,50 @@ func readSpec(dir string) (Spec, error) {
 // runWorker serves the worker protocol on stdin and stdout: it prepares
 // mode, prints a "ready" line, then answers each command line ("step",
 // "stats", "quit") with one JSON line. torch_llama.py speaks the same.
+// The SGEMM worker (modeSGEMM) answers "step" with the rates it measured.
 func runWorker(dir, mode string, batch, threads int) error {
 	if !slices.Contains(workerModes, mode) {
 		return fmt.Errorf("peftbench: unknown worker mode %q", mode)
 	}
 	enc := json.NewEncoder(os.Stdout)
 	t0 := time.Now()
-	r, err := openGoRun(dir, mode, batch, threads)
-	if err != nil {
-		return err
+	var step func() (map[string]any, error)
+	ready := map[string]any{"ready": true, "ort": rt.Version(), "threads": threads, "go": runtime.Version()}
+	if mode == modeSGEMM {
+		s, err := openSGEMM(dir, batch, threads)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		step = func() (map[string]any, error) {
+			ref, shapes, err := s.measure()
+			return map[string]any{"value": ref, "shapes": shapes}, err
+		}
+	} else {
+		r, err := openGoRun(dir, mode, batch, threads)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		ready["tokens"] = r.batch * r.spec.Seq
+		step = func() (map[string]any, error) {
+			c0 := cpuTime()
+			dt, v, err := r.Step()
+			return map[string]any{"ms": float64(dt.Nanoseconds()) / 1e6, "cpu_ms": float64((cpuTime() - c0).Nanoseconds()) / 1e6, "value": v}, err
+		}
 	}
-	defer r.Close()
-	enc.Encode(map[string]any{"ready": true, "setup_s": time.Since(t0).Seconds(), "rss_mb": rssMB(), "peak_rss_mb": peakRSSMB(),
-		"tokens": r.batch * r.spec.Seq, "ort": rt.Version(), "threads": threads, "go": runtime.Version()})
+	ready["setup_s"], ready["rss_mb"], ready["peak_rss_mb"] = time.Since(t0).Seconds(), rssMB(), peakRSSMB()
+	enc.Encode(ready)
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		switch sc.Text() {
 		case "step":
-			c0 := cpuTime()
-			dt, v, err := r.Step()
+			reply, err := step()
 			if err != nil {
 				enc.Encode(map[string]any{"error": err.Error()})
 				return err
 			}
-			enc.Encode(map[string]any{"ms": float64(dt.Nanoseconds()) / 1e6, "cpu_ms": float64((cpuTime() - c0).Nanoseconds()) / 1e6, "value": v})
+			enc.Encode(reply)
 		case "stats":
 			enc.Encode(map[string]any{"rss_mb": rssMB(), "peak_rss_mb": peakRSSMB()})
 		case "quit", "":
