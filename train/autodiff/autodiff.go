@@ -83,6 +83,9 @@ func WithOutputs(names ...string) Option {
 //   - fused com.microsoft ops on a gradient path are replaced by standard
 //     ops where no rule handles them directly.
 //
+// Values that m's metadata lists under StopGradientKey are constants to
+// the gradient, as torch's detach.
+//
 // A param that the loss does not depend on gets a zero gradient. Build
 // fails with an error naming the op type and the node when a node on a
 // gradient path has no rule.
@@ -275,6 +278,7 @@ func (b *gradientPass) analyze() error {
 	for _, p := range b.params {
 		b.rg[p] = true
 	}
+	stops := stopGradients(b.m)
 	for _, n := range kept {
 		r, hasRule := ruleFor(n)
 		flows := false
@@ -287,7 +291,7 @@ func (b *gradientPass) analyze() error {
 			continue
 		}
 		for _, o := range n.Output {
-			if dt := b.inf.get(o).elem; o != "" && (dt == dtype.Undefined || dt.IsFloat()) {
+			if dt := b.inf.get(o).elem; o != "" && !stops[o] && (dt == dtype.Undefined || dt.IsFloat()) {
 				b.rg[o] = true
 			}
 		}

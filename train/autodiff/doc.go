@@ -60,6 +60,10 @@
 //     values the backward pass keeps anyway is made again there (under the
 //     recompute/ scope), so that the forward value dies with the forward
 //     pass. The gradients are the same, bit for bit.
+//   - Stopped gradients: the values that a model's metadata lists under
+//     StopGradientKey (MarkStopGradient) are constants to the gradient,
+//     as torch's detach; train's chunked loss marks the values through
+//     which it hands its own gradient to the hidden state.
 //
 // # Rules
 //

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,6 +54,7 @@ var workerModes = []string{modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull, mo
 //	PEFTBENCH_ORT_CONFIG="k=v;…"   ONNX Runtime session config entries
 //	PEFTBENCH_STATIC=1             make batch and sequence dims static
 //	PEFTBENCH_DUMP_GRAPH=path      write the graph the session runs
+//	PEFTBENCH_LOSS_CHUNKS=n        the LM head and loss in n chunks (0: whole; default train's)
 type goRun struct {
 	spec  Spec
 	mode  string
@@ -110,7 +112,7 @@ func openGoRun(dir, mode string, batch, threads int) (*goRun, error) {
 	g := m
 	switch mode {
 	case modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull:
-		loss, err := train.CausalLMLoss(m, "logits")
+		loss, err := train.CausalLMLoss(m, "logits", train.WithLossChunks(lossChunks()))
 		if err != nil {
 			return nil, err
 		}
@@ -440,4 +442,13 @@ func runGoGrads(dir, out string, threads int) error {
 	}
 	loss := float64(res[r.loss].Float32()[0])
 	return writeSafetensors(out, t, map[string]string{"loss": fmt.Sprint(loss)})
+}
+
+// lossChunks returns the chunks of the LM head and loss: train's default,
+// or PEFTBENCH_LOSS_CHUNKS.
+func lossChunks() int {
+	if n, err := strconv.Atoi(os.Getenv("PEFTBENCH_LOSS_CHUNKS")); err == nil {
+		return n
+	}
+	return train.DefaultOptions().LossChunks
 }
