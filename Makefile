@@ -36,9 +36,9 @@ test: ort vet check
 	./scripts/install-test-deps.sh
 	$(GO) test $(GOFLAGS_TEST) ./...
 	$(MAKE) --no-print-directory test-mpi
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 10s -fuzzminimizetime 2s ./graph
-	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 5s -fuzzminimizetime 2s ./tokenizer
-	$(GO) test -run '^$$' -fuzz FuzzEncode -fuzztime 5s -fuzzminimizetime 2s ./tokenizer
+	GO='$(GO)' ./scripts/fuzz.sh ./graph FuzzParse 10s
+	GO='$(GO)' ./scripts/fuzz.sh ./tokenizer FuzzLoad 5s
+	GO='$(GO)' ./scripts/fuzz.sh ./tokenizer FuzzEncode 5s
 
 # test-mpi vets and tests the MPI build of internal/mpi, whose tests run
 # themselves under mpirun, and runs data-parallel training under mpirun

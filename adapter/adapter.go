@@ -25,10 +25,28 @@ type Adapter struct {
 	Extra      map[string]*Tensor
 }
 
-// LoRAWeights are the two low-rank factors of one module, in graph layout.
+// LoRAWeights are the two low-rank factors of one module, in graph layout:
+// A [in, r] and B [r, out] for a linear layer and an embedding (in is the
+// vocabulary), A [r, in, k…] and B [out, r, 1…] for a convolution, ONNX's
+// Conv weight layout, which is also HF PEFT's.
 type LoRAWeights struct {
-	A *Tensor // [in, r]
-	B *Tensor // [r, out]
+	A *Tensor
+	B *Tensor
+	// Embedding marks an embedding's factors, which HF PEFT names
+	// lora_embedding_A and lora_embedding_B.
+	Embedding bool
+}
+
+// Conv reports whether w are a convolution's factors (A of rank 3 or more).
+func (w LoRAWeights) Conv() bool { return len(w.A.Shape) >= 3 }
+
+// Rank returns the rank dimension of A: its first for a convolution, its
+// last otherwise (r times the enabled parts of a fused projection).
+func (w LoRAWeights) Rank() int64 {
+	if w.Conv() {
+		return w.A.Shape[0]
+	}
+	return w.A.Shape[len(w.A.Shape)-1]
 }
 
 // PrefixProjection is the prefix encoder's MLP, in graph layout:
@@ -135,10 +153,13 @@ func (c *LoRAConfig) checkWeights(module string, w LoRAWeights) error {
 	if err := w.B.check(); err != nil {
 		return formatErrorf("", module, "lora_B: %w", err)
 	}
-	if len(w.A.Shape) != 2 || len(w.B.Shape) != 2 {
-		return formatErrorf("", module, "lora_A %v and lora_B %v must both be 2-D", w.A.Shape, w.B.Shape)
-	}
 	r := int64(c.RankFor(module))
+	if w.Conv() {
+		return checkConvWeights(module, w, r)
+	}
+	if len(w.A.Shape) != 2 || len(w.B.Shape) != 2 {
+		return formatErrorf("", module, "lora_A %v and lora_B %v must both be 2-D, or a convolution's [r, in, k…] and [out, r, 1…]", w.A.Shape, w.B.Shape)
+	}
 	parts := int64(1)
 	if enable := c.EnableFor(module); enable != nil {
 		parts = 0
@@ -156,6 +177,27 @@ func (c *LoRAConfig) checkWeights(module string, w LoRAWeights) error {
 	}
 	if w.B.Shape[0] != r {
 		return formatErrorf("", module, "lora_B is %v, want [r, out] with r %d", w.B.Shape, r)
+	}
+	return nil
+}
+
+// checkConvWeights checks a convolution's factors A [r, in, k…] and B
+// [out, r, 1…] for rank r.
+func checkConvWeights(module string, w LoRAWeights, r int64) error {
+	switch {
+	case w.Embedding:
+		return formatErrorf("", module, "lora_embedding_A %v: an embedding's factors are 2-D", w.A.Shape)
+	case len(w.B.Shape) != len(w.A.Shape) || len(w.A.Shape) > 5:
+		return formatErrorf("", module, "lora_A %v and lora_B %v: a convolution's are [r, in, k…] and [out, r, 1…] of the same rank, 3 to 5", w.A.Shape, w.B.Shape)
+	case w.A.Shape[0] != r:
+		return formatErrorf("", module, "lora_A is %v, want [r, in, k…] with r %d", w.A.Shape, r)
+	case w.B.Shape[1] != r:
+		return formatErrorf("", module, "lora_B is %v, want [out, r, 1…] with r %d", w.B.Shape, r)
+	}
+	for _, d := range w.B.Shape[2:] {
+		if d != 1 {
+			return formatErrorf("", module, "lora_B is %v, want a 1×1 kernel [out, r, 1…]", w.B.Shape)
+		}
 	}
 	return nil
 }

@@ -52,8 +52,11 @@
 //
 // # Limits
 //
-// Not supported: DoRA, LoRA on embeddings, PEFT's lora_bias, encoder-decoder
-// prefix tuning and PyTorch .bin weights. LoadDir refuses PaddleNLP's
+// Embeddings and convolutions take LoRA in HF PEFT's layout only
+// (lora_embedding_A/B; lora_A/B.weight of rank 3 to 5); PaddleNLP's
+// layout is written for linear layers. Not supported: DoRA, PEFT's
+// lora_bias, encoder-decoder prefix tuning and PyTorch .bin weights.
+// LoadDir refuses PaddleNLP's
 // tensor-parallel shards (lora_model_state.tp00.pdparams, …), which must be
 // merged first: LoadPaddleShards merges LoRA shards, and SavePaddleShards
 // splits an adapter into them, by PaddleNLP's column- and row-parallel

@@ -23,6 +23,8 @@ const (
 	hfModelPrefix   = "base_model.model."
 	hfSuffixA       = ".lora_A.weight"
 	hfSuffixB       = ".lora_B.weight"
+	hfSuffixEmbA    = ".lora_embedding_A"
+	hfSuffixEmbB    = ".lora_embedding_B"
 	hfPromptKey     = "prompt_embeddings"
 	hfProjW1, hfB1  = "prefix_encoder.transform.0.weight", "prefix_encoder.transform.0.bias"
 	hfProjW2, hfB2  = "prefix_encoder.transform.2.weight", "prefix_encoder.transform.2.bias"
@@ -36,7 +38,10 @@ const (
 //
 // LoRA weights are stored in PEFT's layout, transposed from graph layout:
 // "base_model.model.<module>.lora_A.weight" [r, in] and
-// "base_model.model.<module>.lora_B.weight" [out, r]. Extra tensors are
+// "base_model.model.<module>.lora_B.weight" [out, r]; an embedding's as
+// "base_model.model.<module>.lora_embedding_A" [r, vocab] and
+// "….lora_embedding_B" [dim, r]; a convolution's as they are, [r, in, k…]
+// and [out, r, 1…]. Extra tensors are
 // stored verbatim as "base_model.model.<name>", which is where PEFT keeps
 // biases (bias "all" or "lora_only") and modules_to_save weights.
 //
@@ -57,8 +62,8 @@ func SaveDir(dir string, a *Adapter) error {
 	var makeConfig func(weightsHash string) ([]byte, error)
 	if a.LoRA != nil {
 		for _, m := range a.Modules() {
-			w := a.Weights[m]
-			if err := firstErr(add(hfModelPrefix+m+hfSuffixA, w.A.Transpose()), add(hfModelPrefix+m+hfSuffixB, w.B.Transpose())); err != nil {
+			keyA, keyB, ta, tb := hfLoRATensors(m, a.Weights[m])
+			if err := firstErr(add(keyA, ta), add(keyB, tb)); err != nil {
 				return err
 			}
 		}
@@ -216,11 +221,15 @@ func loadDirConfig(dir string) (cfg Config, hf bool, path string, err error) {
 // loraFromHF fills a.Weights and a.Extra from PEFT keys, transposing the
 // factors to graph layout and checking their ranks against the config.
 func (a *Adapter) loraFromHF(tensors map[string]*Tensor) error {
-	keys := loraKeys{prefix: hfModelPrefix, suffixA: hfSuffixA, suffixB: hfSuffixB, layoutA: "[r, in]", layoutB: "[out, r]"}
+	keys := loraKeys{prefix: hfModelPrefix, suffixA: hfSuffixA, suffixB: hfSuffixB, layoutA: "[r, in]", layoutB: "[out, r]", convs: true}
+	embeddings := map[string]*Tensor{}
 	pairs, err := keys.pair(tensors, func(key, rest string) error {
 		switch {
+		case strings.HasSuffix(rest, hfSuffixEmbA) || strings.HasSuffix(rest, hfSuffixEmbB):
+			embeddings[key] = tensors[key]
+			return nil
 		case strings.Contains(rest, "lora_embedding_A") || strings.Contains(rest, "lora_embedding_B"):
-			return formatErrorf("", key, "LoRA on embeddings is not supported")
+			return formatErrorf("", key, "unexpected LoRA key: want <module>%s or <module>%s", hfSuffixEmbA, hfSuffixEmbB)
 		case strings.Contains(rest, "lora_magnitude_vector"):
 			return formatErrorf("", key, "DoRA magnitude vectors are not supported")
 		case strings.Contains(rest, ".lora_A.") || strings.Contains(rest, ".lora_B."):
@@ -232,9 +241,26 @@ func (a *Adapter) loraFromHF(tensors map[string]*Tensor) error {
 	if err != nil {
 		return err
 	}
+	embKeys := loraKeys{prefix: hfModelPrefix, suffixA: hfSuffixEmbA, suffixB: hfSuffixEmbB, layoutA: "[r, vocab]", layoutB: "[dim, r]"}
+	embPairs, err := embKeys.pair(embeddings, func(key, _ string) error {
+		return formatErrorf("", key, "unexpected LoRA key") // every key given ends in an embedding suffix
+	})
+	if err != nil {
+		return err
+	}
+	for m, p := range embPairs {
+		if _, dup := pairs[m]; dup {
+			return formatErrorf("", hfModelPrefix+m+hfSuffixEmbA, "module %q has both lora_A/lora_B and lora_embedding_A/lora_embedding_B", m)
+		}
+		pairs[m] = p
+	}
 	for _, m := range sortedKeys(pairs) {
 		p := pairs[m]
+		_, embedding := embPairs[m]
 		keyA, keyB := hfModelPrefix+m+hfSuffixA, hfModelPrefix+m+hfSuffixB
+		if embedding {
+			keyA, keyB = hfModelPrefix+m+hfSuffixEmbA, hfModelPrefix+m+hfSuffixEmbB
+		}
 		r := int64(a.LoRA.RankFor(m))
 		parts := int64(1)
 		if enable := a.LoRA.EnableFor(m); enable != nil {
@@ -251,7 +277,12 @@ func (a *Adapter) loraFromHF(tensors map[string]*Tensor) error {
 		if p.b.Shape[1] != r {
 			return formatErrorf("", keyB, "shape %v has rank %d, but the config's r is %d", p.b.Shape, p.b.Shape[1], r)
 		}
-		a.Weights[m] = LoRAWeights{A: p.a.Transpose(), B: p.b.Transpose()}
+		if len(p.a.Shape) >= 3 {
+			// A convolution's factors: graph layout is PEFT's.
+			a.Weights[m] = LoRAWeights{A: p.a, B: p.b}
+			continue
+		}
+		a.Weights[m] = LoRAWeights{A: p.a.Transpose(), B: p.b.Transpose(), Embedding: embedding}
 	}
 	if len(a.Weights) == 0 {
 		return formatErrorf("", "", "no LoRA weights (no base_model.model.<module>%s keys)", hfSuffixA)
@@ -299,6 +330,18 @@ func (a *Adapter) prefixFromHF(tensors map[string]*Tensor) error {
 	}
 	a.Projection = &PrefixProjection{W1: proj[hfProjW1].Transpose(), B1: proj[hfB1], W2: proj[hfProjW2].Transpose(), B2: proj[hfB2]}
 	return nil
+}
+
+// hfLoRATensors returns the PEFT keys and layouts of module m's factors
+// (see SaveDir).
+func hfLoRATensors(m string, w LoRAWeights) (keyA, keyB string, a, b *Tensor) {
+	switch {
+	case w.Embedding:
+		return hfModelPrefix + m + hfSuffixEmbA, hfModelPrefix + m + hfSuffixEmbB, w.A.Transpose(), w.B.Transpose()
+	case w.Conv():
+		return hfModelPrefix + m + hfSuffixA, hfModelPrefix + m + hfSuffixB, w.A, w.B
+	}
+	return hfModelPrefix + m + hfSuffixA, hfModelPrefix + m + hfSuffixB, w.A.Transpose(), w.B.Transpose()
 }
 
 func fileExists(path string) bool {

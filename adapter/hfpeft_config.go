@@ -36,6 +36,26 @@ func hfTargetModules(patterns []string) any {
 	return strings.Join(parts, "|")
 }
 
+// hfModulePatterns reads PEFT's target_modules or exclude_modules as
+// full-match regexes: a string is a regex (or "all-linear"), a list holds
+// names that match by suffix (see ModuleTargets).
+func hfModulePatterns(f *jsonFields, key string) ([]string, error) {
+	names, isString, err := f.stringsField(key)
+	if err != nil {
+		return nil, err
+	}
+	if isString {
+		if strings.EqualFold(names[0], AllLinear) { // PEFT lowers it
+			return []string{AllLinear}, nil
+		}
+		return names, nil
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	return ModuleTargets(names...), nil
+}
+
 // regexpsToNames inverts nameToRegexp for every pattern, if it can.
 func regexpsToNames(patterns []string) ([]string, bool) {
 	if len(patterns) == 0 {
@@ -150,6 +170,10 @@ func loraConfigJSON(c *LoRAConfig, modulesToSave []string, weightsHash string) (
 		"megatron_config":         nil,
 		"megatron_core":           "megatron.core",
 		extraKey:                  extra,
+	}
+	if len(c.ExcludeModules) > 0 { // left out when empty, as PEFT before 0.14 writes it
+		m["exclude_modules"] = hfTargetModules(c.ExcludeModules)
+		extra["exclude_modules"] = c.ExcludeModules
 	}
 	return marshalConfig(m, weightsHash)
 }
@@ -386,16 +410,11 @@ func parseHFLoRAConfig(f *jsonFields) (*LoRAConfig, error) {
 	if json.Unmarshal(f.raw("init_lora_weights"), &init) == nil && init == "gaussian" {
 		c.InitLoRAWeights = InitGaussian
 	} // true, false, "pissa", "loftq", …: only the saved weights count here
-	targets, isString, err := f.stringsField("target_modules")
-	if err != nil {
+	if c.TargetModules, err = hfModulePatterns(f, "target_modules"); err != nil {
 		return nil, err
 	}
-	if isString {
-		c.TargetModules = targets
-	} else {
-		for _, t := range targets {
-			c.TargetModules = append(c.TargetModules, nameToRegexp(t))
-		}
+	if c.ExcludeModules, err = hfModulePatterns(f, "exclude_modules"); err != nil {
+		return nil, err
 	}
 	save, _, err := f.stringsField("modules_to_save")
 	if err != nil {
@@ -436,6 +455,7 @@ func parseHFLoRAConfig(f *jsonFields) (*LoRAConfig, error) {
 	init = ""
 	err = firstErr(
 		x.decode("target_modules", &c.TargetModules, "a list of regexes"),
+		x.decode("exclude_modules", &c.ExcludeModules, "a list of regexes"),
 		x.decode("trainable_modules", &c.TrainableModules, "a list of regexes"),
 		x.stringField("trainable_bias", &tb),
 		x.decode("enable_lora_list", &c.EnableLoRAList, "a list"),
@@ -601,6 +621,9 @@ func modulesToSave(a *Adapter) []string {
 func (c *LoRAConfig) normalize() {
 	if len(c.TrainableModules) == 0 {
 		c.TrainableModules = nil
+	}
+	if len(c.ExcludeModules) == 0 {
+		c.ExcludeModules = nil
 	}
 	if len(c.RankPattern) == 0 {
 		c.RankPattern = nil

@@ -361,7 +361,7 @@ func TestLoadDirErrors(t *testing.T) {
 		{"1-D lora_A", loraCfg, "", map[string]*Tensor{m + ".lora_A.weight": Zeros(2), m + ".lora_B.weight": b2}, "shape [2], want [r, in]"},
 		{"foreign key", loraCfg, "", map[string]*Tensor{"model.l.q.weight": a2}, `"model.l.q.weight": LoRA keys start with "base_model.model."`},
 		{"adapter-named key", loraCfg, "", map[string]*Tensor{m + ".lora_A.default.weight": a2}, "unexpected LoRA key"},
-		{"embedding LoRA", loraCfg, "", map[string]*Tensor{m + ".lora_embedding_A": a2}, "LoRA on embeddings is not supported"},
+		{"embedding A alone", loraCfg, "", map[string]*Tensor{m + ".lora_embedding_A": a2}, "lora_embedding_A without base_model.model.l.q.lora_embedding_B"},
 		{"DoRA", loraCfg, "", map[string]*Tensor{m + ".lora_magnitude_vector": a2}, "DoRA magnitude vectors"},
 		{"no LoRA weights", loraCfg, "", map[string]*Tensor{}, "no LoRA weights"},
 		{"no weights file", loraCfg, "", nil, "no adapter_model.safetensors beside adapter_config.json"},

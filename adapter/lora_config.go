@@ -44,6 +44,9 @@ type LoRAConfig struct {
 	// TargetModules are regular expressions (Go syntax) that must match the
 	// whole module name, like PaddleNLP's target_modules and re.fullmatch.
 	TargetModules []string `json:"target_modules"`
+	// ExcludeModules are full-match regexes of modules that stay as they
+	// are although a target selects them (HF PEFT's exclude_modules).
+	ExcludeModules []string `json:"exclude_modules,omitempty"`
 	// TrainableModules are full-match regexes of modules whose own weights
 	// train too (PaddleNLP's trainable_modules, PEFT's modules_to_save).
 	TrainableModules []string `json:"trainable_modules"`
@@ -196,6 +199,11 @@ func (c *LoRAConfig) validate() error {
 	for _, p := range c.TrainableModules {
 		if _, err := compileFull(p); err != nil {
 			return fmt.Errorf("trainable_modules: bad regex %q: %w", p, err)
+		}
+	}
+	for _, p := range c.ExcludeModules {
+		if _, err := compileFull(p); err != nil {
+			return fmt.Errorf("exclude_modules: bad regex %q: %w", p, err)
 		}
 	}
 	switch c.TrainableBias {

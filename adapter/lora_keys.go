@@ -8,6 +8,9 @@ import "strings"
 type loraKeys struct {
 	prefix, suffixA, suffixB string
 	layoutA, layoutB         string
+	// convs also accepts a convolution's factors: A and B of one rank, 3
+	// to 5.
+	convs bool
 }
 
 // factorPair is the A and B tensors of one module as the file holds them.
@@ -16,7 +19,7 @@ type factorPair struct{ a, b *Tensor }
 // pair sorts tensors, in key order, into the factors of each module and
 // the rest, which it gives to other with the key less the prefix; other
 // may refuse a key. A key without the prefix is an error. Each module must
-// have both factors, of rank 2.
+// have both factors, of rank 2 (or a convolution's, with convs).
 func (k loraKeys) pair(tensors map[string]*Tensor, other func(key, rest string) error) (map[string]*factorPair, error) {
 	pairs := map[string]*factorPair{}
 	for _, key := range sortedKeys(tensors) {
@@ -46,11 +49,14 @@ func (k loraKeys) pair(tensors map[string]*Tensor, other func(key, rest string) 
 	for _, m := range sortedKeys(pairs) {
 		p := pairs[m]
 		keyA, keyB := k.prefix+m+k.suffixA, k.prefix+m+k.suffixB
+		nameA := strings.TrimSuffix(strings.TrimPrefix(k.suffixA, "."), ".weight")
+		nameB := strings.TrimSuffix(strings.TrimPrefix(k.suffixB, "."), ".weight")
 		switch {
 		case p.b == nil:
-			return nil, formatErrorf("", keyA, "lora_A without %s", keyB)
+			return nil, formatErrorf("", keyA, "%s without %s", nameA, keyB)
 		case p.a == nil:
-			return nil, formatErrorf("", keyB, "lora_B without %s", keyA)
+			return nil, formatErrorf("", keyB, "%s without %s", nameB, keyA)
+		case k.convs && len(p.a.Shape) >= 3 && len(p.a.Shape) <= 5 && len(p.b.Shape) == len(p.a.Shape):
 		case len(p.a.Shape) != 2:
 			return nil, formatErrorf("", keyA, "shape %v, want %s", p.a.Shape, k.layoutA)
 		case len(p.b.Shape) != 2:

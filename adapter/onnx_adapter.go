@@ -344,7 +344,8 @@ const (
 
 // ToAdapter maps the file's parameters to a LoRA adapter:
 // "<module>.lora_A.weight" [in, r] and "<module>.lora_B.weight" [r, out]
-// become Weights[module], already in graph layout; any other parameter
+// (a convolution's [r, in, k…] and [out, r, 1…]) become Weights[module],
+// already in graph layout; any other parameter
 // goes to Extra under its own name. The file carries no LoRA config: with
 // cfg nil, ToAdapter makes one with R from the shapes, Alpha equal to R
 // (scaling 1: the graph carries any scaling), and one target per module
@@ -382,8 +383,8 @@ func (f *ONNXAdapterFile) ToAdapter(cfg *LoRAConfig) (*Adapter, error) {
 			return nil, formatErrorf("", m+onnxSuffixB, "lora_B without %s", m+onnxSuffixA)
 		case w.B == nil:
 			return nil, formatErrorf("", m+onnxSuffixA, "lora_A without %s", m+onnxSuffixB)
-		case len(w.A.Shape) != 2 || len(w.B.Shape) != 2:
-			return nil, formatErrorf("", m+onnxSuffixA, "lora_A %v and lora_B %v must both be 2-D", w.A.Shape, w.B.Shape)
+		case (len(w.A.Shape) != 2 || len(w.B.Shape) != 2) && !(w.Conv() && len(w.B.Shape) == len(w.A.Shape)):
+			return nil, formatErrorf("", m+onnxSuffixA, "lora_A %v and lora_B %v must both be 2-D, or a convolution's [r, in, k…] and [out, r, 1…]", w.A.Shape, w.B.Shape)
 		}
 	}
 	if len(modules) == 0 {
@@ -405,7 +406,7 @@ func (f *ONNXAdapterFile) ToAdapter(cfg *LoRAConfig) (*Adapter, error) {
 func deriveLoRAConfig(weights map[string]LoRAWeights, modules []string) *LoRAConfig {
 	cfg := DefaultLoRAConfig()
 	first := weights[modules[0]].A
-	cfg.R = int(first.Shape[1])
+	cfg.R = int(weights[modules[0]].Rank())
 	cfg.Alpha = float64(cfg.R)
 	if dt := storedAs(first.DType); checkTrainingDType(dt) == nil {
 		cfg.DType = dt
@@ -413,7 +414,7 @@ func deriveLoRAConfig(weights map[string]LoRAWeights, modules []string) *LoRACon
 	for _, m := range modules {
 		key := regexp.QuoteMeta(m)
 		cfg.TargetModules = append(cfg.TargetModules, key)
-		if r := int(weights[m].A.Shape[1]); r != cfg.R && r > 0 {
+		if r := int(weights[m].Rank()); r != cfg.R && r > 0 {
 			if cfg.RankPattern == nil {
 				cfg.RankPattern, cfg.AlphaPattern = map[string]int{}, map[string]float64{}
 			}

@@ -2,6 +2,8 @@ package adapter
 
 import (
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -60,6 +62,9 @@ const (
 // Config fields PaddleNLP has no key for go in a nested "peftonnx" object;
 // rank_pattern, alpha_pattern, layers_to_transform and layers_pattern
 // have no PaddleNLP meaning and are refused.
+//
+// PaddleNLP's target_modules are regexes only: AllLinear, which it does
+// not know, is written as the adapter's modules, each a quoted regex.
 func SavePaddleDir(dir string, a *Adapter) error {
 	if err := a.Validate(); err != nil {
 		return err
@@ -76,6 +81,9 @@ func SavePaddleDir(dir string, a *Adapter) error {
 		weights = PaddleLoRAWeightsFile
 		for _, m := range a.Modules() {
 			w := a.Weights[m]
+			if w.Embedding || w.Conv() {
+				return formatErrorf("", m, "peftonnx writes PaddleNLP's LoRA layout for linear layers only, and this module is an embedding or a convolution; use the HuggingFace layout (SaveDir)")
+			}
 			if err := firstErr(add(m+paddleSuffixA, w.A), add(m+paddleSuffixB, w.B)); err != nil {
 				return err
 			}
@@ -89,8 +97,9 @@ func SavePaddleDir(dir string, a *Adapter) error {
 				return err
 			}
 		}
+		c := paddleTargets(a)
 		configFile, makeConfig = PaddleLoRAConfigFile, func(hash string) ([]byte, error) {
-			return paddleLoRAConfigJSON(a.LoRA, paddleTPDegree(a.LoRA.TensorParallelDegree), hash)
+			return paddleLoRAConfigJSON(c, paddleTPDegree(c.TensorParallelDegree), hash)
 		}
 	} else {
 		weights = PaddlePrefixWeightsFile
@@ -159,4 +168,20 @@ func paddleTPDegree(d int) int {
 		return -1
 	}
 	return d
+}
+
+// paddleTargets returns a's LoRA config with AllLinear among the targets
+// replaced by the adapter's own modules, quoted.
+func paddleTargets(a *Adapter) *LoRAConfig {
+	c := *a.LoRA
+	i := slices.Index(c.TargetModules, AllLinear)
+	if i < 0 {
+		return &c
+	}
+	targets := slices.Delete(slices.Clone(c.TargetModules), i, i+1)
+	for _, m := range a.Modules() {
+		targets = append(targets, regexp.QuoteMeta(m))
+	}
+	c.TargetModules = targets
+	return &c
 }

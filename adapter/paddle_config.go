@@ -18,6 +18,7 @@ func paddleLoRAConfigJSON(c *LoRAConfig, tpDegree int, weightsHash string) ([]by
 		{"alpha_pattern", len(c.AlphaPattern) > 0},
 		{"layers_to_transform", len(c.LayersToTransform) > 0},
 		{"layers_pattern", len(c.LayersPattern) > 0},
+		{"exclude_modules", len(c.ExcludeModules) > 0},
 	} {
 		if f.set {
 			return nil, formatErrorf(PaddleLoRAConfigFile, f.key, "PaddleNLP's LoRAConfig has no such field: save in the HuggingFace layout (SaveDir)")

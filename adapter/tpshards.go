@@ -68,48 +68,39 @@ func PaddleShardFile(rank int) string {
 	return fmt.Sprintf("%s.tp%02d.pdparams", strings.TrimSuffix(PaddleLoRAWeightsFile, ".pdparams"), rank)
 }
 
-// SavePaddleShards writes the LoRA adapter a into dir as degree
-// tensor-parallel shards, as PaddleNLP saves without merging:
-// lora_config.json with tensor_parallel_degree degree, and
-// PaddleShardFile(k) for each rank k, whose lora_A and lora_B are rank k's
-// (TensorParallelSplit: a column-parallel module's lora_B is split into
-// degree runs of its outputs, a row-parallel one's lora_A into runs of
-// its inputs, and the other factor is replicated). Every file is written
-// in full before any is renamed into place. Fused projections
-// (enable_lora) and extra tensors have no shard layout here and are
-// refused, as are modules TensorParallelSplit does not know and
-// dimensions that degree does not divide. LoadPaddleShards merges the
-// shards back, bit for bit.
-func SavePaddleShards(dir string, a *Adapter, degree int) error {
+// SplitTensorParallel returns the LoRA adapter a as the degree adapters
+// that tensor-parallel ranks 0 … degree-1 hold (TensorParallelSplit: a
+// column-parallel module's lora_B is split into degree runs of its
+// outputs, a row-parallel one's lora_A into runs of its inputs, and the
+// other factor is every rank's whole). Each shard's config says
+// tensor_parallel_degree degree. Fused projections (enable_lora) and extra
+// tensors have no shard layout here and are refused, as are modules
+// TensorParallelSplit does not know and dimensions that degree does not
+// divide. MergeTensorParallel undoes it, bit for bit.
+func SplitTensorParallel(a *Adapter, degree int) ([]*Adapter, error) {
 	if err := a.Validate(); err != nil {
-		return err
+		return nil, err
 	}
 	switch {
 	case a.LoRA == nil:
-		return errorf("tensor-parallel shards: only LoRA adapters are sharded here, not %s", a.Prefix.PEFTType())
+		return nil, errorf("tensor-parallel shards: only LoRA adapters are sharded here, not %s", a.Prefix.PEFTType())
 	case degree < 2:
-		return errorf("tensor-parallel shards: degree %d: want 2 or more", degree)
+		return nil, errorf("tensor-parallel shards: degree %d: want 2 or more", degree)
 	case !a.LoRA.EnableLoRAList.IsZero():
-		return errorf("tensor-parallel shards: fused projections (enable_lora) have no shard layout here")
+		return nil, errorf("tensor-parallel shards: fused projections (enable_lora) have no shard layout here")
 	case len(a.Extra) > 0:
-		return errorf("tensor-parallel shards: extra tensor %q (trainable_bias, trainable_modules) has no shard layout here", sortedKeys(a.Extra)[0])
-	case fileExists(filepath.Join(dir, HFConfigFile)):
-		return errorf("%s holds %s, which LoadDir reads before PaddleNLP's files: save the shards into another directory", dir, HFConfigFile)
+		return nil, errorf("tensor-parallel shards: extra tensor %q (trainable_bias, trainable_modules) has no shard layout here", sortedKeys(a.Extra)[0])
 	}
-	if stale, err := foreignShards(dir, degree); err != nil || len(stale) > 0 {
-		if err != nil {
-			return err
-		}
-		return errorf("%s holds %s of another save: save the shards into an empty directory", dir, strings.Join(stale, ", "))
-	}
-	shards := make([]map[string]*Tensor, degree)
+	cfg := *a.LoRA
+	cfg.TensorParallelDegree = degree
+	shards := make([]*Adapter, degree)
 	for k := range shards {
-		shards[k] = map[string]*Tensor{}
+		shards[k] = NewLoRA(cfg)
 	}
 	for _, m := range a.Modules() {
 		split, err := TensorParallelSplit(m)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		w := a.Weights[m]
 		as, bs := replicate(w.A, degree), replicate(w.B, degree)
@@ -119,14 +110,41 @@ func SavePaddleShards(dir string, a *Adapter, degree int) error {
 			as, err = splitRows(w.A, degree)
 		}
 		if err != nil {
-			return formatErrorf("", m, "%s: %w", split, err)
+			return nil, formatErrorf("", m, "%s: %w", split, err)
 		}
-		for k := range degree {
-			shards[k][m+paddleSuffixA], shards[k][m+paddleSuffixB] = as[k], bs[k]
+		for k, s := range shards {
+			s.Weights[m] = LoRAWeights{A: as[k], B: bs[k]}
 		}
 	}
+	return shards, nil
+}
+
+// SavePaddleShards writes the LoRA adapter a into dir as degree
+// tensor-parallel shards (SplitTensorParallel), as PaddleNLP saves without
+// merging: lora_config.json with tensor_parallel_degree degree, and
+// PaddleShardFile(k) for each rank k. Every file is written in full
+// before any is renamed into place. LoadPaddleShards merges the shards
+// back, bit for bit.
+func SavePaddleShards(dir string, a *Adapter, degree int) error {
+	shards, err := SplitTensorParallel(a, degree)
+	if err != nil {
+		return err
+	}
+	if fileExists(filepath.Join(dir, HFConfigFile)) {
+		return errorf("%s holds %s, which LoadDir reads before PaddleNLP's files: save the shards into another directory", dir, HFConfigFile)
+	}
+	if stale, err := foreignShards(dir, degree); err != nil || len(stale) > 0 {
+		if err != nil {
+			return err
+		}
+		return errorf("%s holds %s of another save: save the shards into an empty directory", dir, strings.Join(stale, ", "))
+	}
 	files := map[string][]byte{}
-	for k, tensors := range shards {
+	for k, s := range shards {
+		tensors := map[string]*Tensor{}
+		for _, m := range s.Modules() {
+			tensors[m+paddleSuffixA], tensors[m+paddleSuffixB] = s.Weights[m].A, s.Weights[m].B
+		}
 		b, err := EncodePdparams(tensors)
 		if err != nil {
 			return inFile(err, filepath.Join(dir, PaddleShardFile(k)))
@@ -183,20 +201,38 @@ func LoadPaddleShards(dir string) (*Adapter, error) {
 		if len(s.Extra) > 0 {
 			return nil, formatErrorf(path, sortedKeys(s.Extra)[0], "extra tensors have no shard layout here")
 		}
-		if k > 0 && !slices.Equal(s.Modules(), shards[0].Modules()) {
-			return nil, formatErrorf(path, "", "modules %v, but %s has %v", s.Modules(), PaddleShardFile(0), shards[0].Modules())
-		}
 		shards[k] = s
 	}
-	whole := *c
+	a, err := MergeTensorParallel(shards)
+	if err != nil {
+		return nil, inFile(err, filepath.Join(dir, PaddleShardFile(0)))
+	}
+	return a, nil
+}
+
+// MergeTensorParallel returns the whole LoRA adapter whose
+// tensor-parallel shards, in rank order, are shards (SplitTensorParallel
+// makes them), with tensor_parallel_degree -1: each module's split factor
+// concatenated in rank order, and the replicated one, which every rank
+// must hold bit for bit. The shards must carry the same modules.
+func MergeTensorParallel(shards []*Adapter) (*Adapter, error) {
+	if len(shards) == 0 || shards[0].LoRA == nil {
+		return nil, errorf("tensor-parallel shards: no LoRA shards to merge")
+	}
+	for k, s := range shards[1:] {
+		if s.LoRA == nil || !slices.Equal(s.Modules(), shards[0].Modules()) {
+			return nil, errorf("tensor-parallel shards: rank %d holds other modules than rank 0", k+1)
+		}
+	}
+	whole := *shards[0].LoRA
 	whole.TensorParallelDegree = -1
 	a := NewLoRA(whole)
 	for _, m := range shards[0].Modules() {
 		split, err := TensorParallelSplit(m)
 		if err != nil {
-			return nil, inFile(err, cfgPath)
+			return nil, err
 		}
-		as, bs := make([]*Tensor, degree), make([]*Tensor, degree)
+		as, bs := make([]*Tensor, len(shards)), make([]*Tensor, len(shards))
 		for k, s := range shards {
 			as[k], bs[k] = s.Weights[m].A, s.Weights[m].B
 		}
@@ -213,12 +249,12 @@ func LoadPaddleShards(dir string) (*Adapter, error) {
 			}
 		}
 		if err != nil {
-			return nil, formatErrorf(filepath.Join(dir, PaddleShardFile(0)), m, "%s: %w", split, err)
+			return nil, formatErrorf("", m, "%s: %w", split, err)
 		}
 		a.Weights[m] = w
 	}
 	if err := a.Validate(); err != nil {
-		return nil, inFile(err, dir)
+		return nil, err
 	}
 	return a, nil
 }

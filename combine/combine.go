@@ -63,7 +63,7 @@ func Adapters(inputs []Input, o Options) (*adapter.Adapter, error) {
 				return nil, err
 			}
 		}
-		weights[m] = adapter.LoRAWeights{A: a.tensor(parts[0].dtype), B: b.tensor(parts[0].dtype)}
+		weights[m] = adapter.LoRAWeights{A: a.tensor(parts[0].dtype), B: b.tensor(parts[0].dtype), Embedding: parts[0].embedding}
 	}
 	out := adapter.NewLoRA(c.config(weights))
 	out.Weights = weights
@@ -85,6 +85,8 @@ type part struct {
 	a, b  matrix     // A [in, r], B [r, out]
 	coef  float64    // weight times scaling: the delta is coef·A·B
 	dtype dtype.Type // of lora_A, the type the result is stored in
+	// embedding marks an embedding's factors (HF PEFT's lora_embedding_A/B).
+	embedding bool
 }
 
 // name returns how messages name input i.
@@ -116,6 +118,16 @@ func (c *combiner) checkInput(i int) error {
 	}
 	if err := ad.Validate(); err != nil {
 		return errorf("%s: %w", name, err)
+	}
+	return checkMatrices(name, ad)
+}
+
+// checkMatrices refuses convolution factors, which are not matrices.
+func checkMatrices(name string, ad *adapter.Adapter) error {
+	for _, m := range ad.Modules() {
+		if w := ad.Weights[m]; w.Conv() {
+			return errorf("%s: module %q holds a convolution's factors (lora_A %v): combine works on the 2-D factors of linear and embedding layers", name, m, w.A.Shape)
+		}
 	}
 	return nil
 }
@@ -161,7 +173,7 @@ func (c *combiner) gather() (map[string][]part, error) {
 					return nil, errorf("%s: module %q: %s is %s: combine needs floating-point factors", c.name(i), m, t.name, t.t.DType)
 				}
 			}
-			p := part{input: i, a: fromTensor(w.A), b: fromTensor(w.B), coef: c.o.weight(i) * cfg.ScalingFor(m), dtype: w.A.DType.Or(dtype.Float32)}
+			p := part{input: i, a: fromTensor(w.A), b: fromTensor(w.B), coef: c.o.weight(i) * cfg.ScalingFor(m), dtype: w.A.DType.Or(dtype.Float32), embedding: w.Embedding}
 			if !p.a.finite() || !p.b.finite() {
 				return nil, errorf("%s: module %q holds NaN or infinite values", c.name(i), m)
 			}

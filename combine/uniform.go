@@ -22,6 +22,9 @@ func UniformRank(ad *adapter.Adapter) (*adapter.Adapter, error) {
 	if err := ad.Validate(); err != nil {
 		return nil, errorf("UniformRank: %w", err)
 	}
+	if err := checkMatrices("UniformRank", ad); err != nil {
+		return nil, err
+	}
 	rank := 0
 	for _, w := range ad.Weights {
 		rank = max(rank, int(w.A.Shape[1]))
@@ -44,7 +47,7 @@ func UniformRank(ad *adapter.Adapter) (*adapter.Adapter, error) {
 		for i, v := range b.data {
 			pb.data[i] = s * v
 		}
-		out.Weights[m] = adapter.LoRAWeights{A: pa.tensor(w.A.DType.Or(dtype.Float32)), B: pb.tensor(w.B.DType.Or(dtype.Float32))}
+		out.Weights[m] = adapter.LoRAWeights{A: pa.tensor(w.A.DType.Or(dtype.Float32)), B: pb.tensor(w.B.DType.Or(dtype.Float32)), Embedding: w.Embedding}
 	}
 	if err := out.Validate(); err != nil {
 		return nil, errorf("UniformRank: %w", err)

@@ -57,6 +57,16 @@
 // ConstantOfShape and Constant. The integer paths (shapes, the mask,
 // positions) carry no gradient.
 //
+// # Small fixtures
+//
+// Beside the three families, a few small graphs hold the other layer kinds
+// and layouts that LoRA meets in exports: ConvLM (an embedding, a Conv1d
+// and a Conv2d: a causal convolutional language model), QDQLinear (a
+// linear layer in ONNX Runtime's QDQ int8 layout; QDQMLP two of them),
+// IR3MLP (an IR-3 export
+// whose initializers are also graph inputs) and IfLinear (linear layers
+// inside the branches of an If).
+//
 // # Weights
 //
 // Weights are a function of the config's Seed and each tensor's name alone:
@@ -66,6 +76,17 @@
 // 0 (not set to exactly 1 and 0), so that a test notices one that is not
 // applied. Large tensors are filled in parallel with the same values.
 // WeightsOf reads the weights back from any model.
+//
+// # Tensor parallelism
+//
+// LlamaTensorParallel cuts one rank's share out of a LLaMA, sharded as
+// Megatron-LM and PaddleNLP shard it: the embedding and lm_head by
+// vocabulary, q_proj, k_proj, v_proj, gate_proj and up_proj by output
+// (whole heads), o_proj and down_proj by input. Its pieces (the
+// embedding, each layer's attention and MLP blocks, the head) run one
+// after the other, with the sum of every rank's partial output between
+// them, and give the whole model's logits, each rank its run of the
+// vocabulary.
 //
 // # References
 //

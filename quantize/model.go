@@ -65,7 +65,7 @@ func Model(m *graph.Model, o Options) (*Report, error) {
 			return nil, errorf("%s: %w", label, err)
 		}
 	} else if len(linears) == 0 {
-		return nil, errorf("%s has no linear layer to quantize (a MatMul or Gemm whose weight is a 2-D float initializer)", label)
+		return nil, errorf("%s has no linear layer to quantize (a MatMul or Gemm whose weight is a 2-D float initializer)%s", label, nestedLayersNote(m))
 	}
 
 	rep := &Report{Options: o, Linears: len(chosen)}
@@ -114,6 +114,12 @@ func Model(m *graph.Model, o Options) (*Report, error) {
 
 // unsupported returns why l cannot become a MatMulNBits node, or "".
 func unsupported(m *graph.Model, l rewrite.Linear) string {
+	if l.Dequantized() {
+		return fmt.Sprintf("its weight is already quantized (%s behind DequantizeLinear)", l.WeightDType)
+	}
+	if m.Input(l.Weight) != nil {
+		return fmt.Sprintf("its weight %q is also a graph input, which a packed MatMulNBits weight cannot replace", l.Weight)
+	}
 	if l.DType != dtype.Float32 && l.DType != dtype.Float16 {
 		return fmt.Sprintf("it computes in %s, and ONNX Runtime's CPU MatMulNBits takes float32 or float16", l.DType)
 	}
@@ -304,4 +310,14 @@ func modelLabel(m *graph.Model) string {
 		return m.Path
 	}
 	return "model"
+}
+
+// nestedLayersNote says which layers sit inside subgraphs, where quantize
+// does not reach; "" where none do.
+func nestedLayersNote(m *graph.Model) string {
+	nested := rewrite.FindNestedLayers(m)
+	if len(nested) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %d sit inside If/Loop/Scan subgraphs (%s %q in %s of %q, …), which quantize does not reach", len(nested), nested[0].Op, nested[0].Node, nested[0].Attr, nested[0].Owner)
 }

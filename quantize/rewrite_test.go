@@ -353,6 +353,7 @@ func TestModelErrors(t *testing.T) {
 		{"no match", llamaTiny(t), quantize.Options{Targets: []string{"q_proj"}}, `targets ["q_proj"] matched no linear layer; the model's modules are: model.layers.0.self_attn.q_proj`},
 		{"bad regex", llamaTiny(t), quantize.Options{Targets: []string{"(("}}, `target "(("`},
 		{"no linear layer", noLinear, quantize.Options{}, "model has no linear layer to quantize"},
+		{"only nested layers", ifLinear(t), quantize.Options{}, `2 sit inside If/Loop/Scan subgraphs (MatMul "/select/a/MatMul" in then_branch of "/select/If", …)`},
 		{"LoRA", adapted, quantize.Options{}, "carries LoRA branches"},
 		{"prefix", prefixed, quantize.Options{}, "carries a prefix"},
 	} {
@@ -361,4 +362,14 @@ func TestModelErrors(t *testing.T) {
 			t.Errorf("%s: got %v, want an error containing %q", test.reason, err, test.want)
 		}
 	}
+}
+
+// ifLinear is the model whose linear layers sit inside the branches of an If.
+func ifLinear(t *testing.T) *graph.Model {
+	t.Helper()
+	m, err := models.IfLinear(false, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

@@ -31,6 +31,9 @@ func ApplyLoRA(base *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, 
 	if err != nil {
 		return nil, Summary{}, err
 	}
+	if len(o.modules) > 0 {
+		return nil, Summary{}, errorf("WithModules chooses layers for a fresh injection; an adapter brings its own modules")
+	}
 	cfg, err := loraConfigOf(ad)
 	if err != nil {
 		return nil, Summary{}, err
@@ -41,7 +44,7 @@ func ApplyLoRA(base *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, 
 	if err := checkConfig(&cfg); err != nil {
 		return nil, Summary{}, err
 	}
-	linears, err := FindLinears(base)
+	linears, err := FindLayers(base)
 	if err != nil {
 		return nil, Summary{}, err
 	}
@@ -101,7 +104,7 @@ func resolveModules(m *graph.Model, linears []Linear, names []string) (map[strin
 		}
 	}
 	match, err := matchModules(m, names, modules, func(name string, err error) error {
-		return errorf("adapter module %q %w in %s; its modules are: %s", name, err, modelLabel(m), moduleList(linears))
+		return errorf("adapter module %q %w in %s; its modules are: %s%s", name, err, modelLabel(m), moduleList(linears), nestedNote(m))
 	})
 	if err != nil {
 		return nil, err
@@ -233,6 +236,14 @@ func planExtras(m *graph.Model, linears []Linear, ad *adapter.Adapter) ([]extraV
 			}
 			out = append(out, extraValue{key: key, name: l.Bias, values: t.Data})
 		case "weight":
+			if l.Kind != KindLinear {
+				init := m.Initializer(l.Weight)
+				if !slices.Equal(t.Shape, init.Dims) {
+					return nil, layerErr(l, "adapter tensor %q has shape %v; the layer's weight %q is %v", key, t.Shape, l.Weight, init.Dims)
+				}
+				out = append(out, extraValue{key: key, name: l.Weight, values: t.Data})
+				continue
+			}
 			want := []int64{l.Out, l.In}
 			if fanInFanOut {
 				want = []int64{l.In, l.Out}

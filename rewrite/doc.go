@@ -6,16 +6,42 @@
 //
 // FindLinears lists every linear layer: a MatMul whose second input is a
 // 2-D floating-point initializer, or a Gemm whose B is one, the weight
-// reached directly or through Cast, Transpose and Identity nodes. Each gets
+// reached directly or through Cast, Transpose and Identity nodes, or an
+// integer weight behind DequantizeLinear (QDQ int8), or a weight that is a
+// graph input where the model lists its initializers as inputs (IR < 4).
+// FindLayers adds the other layers HF PEFT adapts: embeddings (a Gather on
+// axis 0 of a 2-D float table, embedding_layer.go) and convolutions (Conv1d,
+// Conv2d, Conv3d with group 1, conv.go); Linear.Kind tells them apart, and
+// InjectLoRA, Apply and MergeAdapter take all three. Layers inside
+// If/Loop/Scan subgraphs are not adapted; FindNestedLayers lists them, and
+// errors about targets that match nothing name them. Each gets
 // a module name, the name PyTorch gives the layer, so that an adapter
 // trained there lands on the right node here: from an exporter's node path
 // (/model/layers.0/self_attn/q_proj/MatMul → model.layers.0.self_attn.q_proj),
 // else from the weight's name (h.0.attn.c_attn.weight_resize →
-// h.0.attn.c_attn), else from the bias's (….q_lin.bias), else from the node
-// name. MatchTargets selects layers with regexes that must match a module
-// or node name whole, as re.fullmatch does; one that matches nothing lists
-// the modules that exist. TokenEmbedding finds the table that the token
-// ids index (its rows are the vocabulary, its columns the hidden size).
+// h.0.attn.c_attn), else from the bias's (….q_lin.bias), else from a TF
+// kernel path or a name such as l0.q.w or lm_head_weight, else from the
+// layer's Role in the graph's structure (query, key, value and output of
+// an attention block, gate, up and down of its MLP: layers.0.self_attn.q_proj),
+// else from the node name. TF and Keras paths are cleaned
+// (StatefulPartitionedCall/…, …/Tensordot/MatMul, layer_._3 → layer.3).
+// MatchTargets selects layers with regexes that must match a module or
+// node name whole, as re.fullmatch does; one that matches nothing lists
+// the modules that exist. adapter.ModuleTargets turns HF PEFT's
+// target_modules names (matched by suffix) into such regexes, WithModules
+// does it for InjectLoRA, and adapter.AllLinear selects every linear layer
+// but the output head (Linear.Head). SuggestTargets names the usual groups
+// of a model (attention q,v; q,k,v,o; MLP; all linear) with the targets
+// that select them. TokenEmbedding finds the table that the token ids
+// index (its rows are the vocabulary, its columns the hidden size).
+//
+// # Adapters as inputs of other exports
+//
+// InputParams, ApplyInputs and MergeInputs handle ONNX Runtime's own
+// .onnx_adapter files, whose parameters are named after inputs of a model
+// that another tool exported with its LoRA factors as inputs
+// (lora_param_a): they are checked against those inputs, made their
+// defaults, or folded into the weight of the branch they feed.
 //
 // # LoRA
 //
@@ -40,7 +66,8 @@
 // Dropout is active in training only. A Dropout node (opset 12 and later) or
 // the same computation from standard ops (earlier opsets) reads the bool
 // graph input TrainingModeInput, whose default is false: inference feeds
-// nothing, a trainer feeds true. With dropout 0 there is no node.
+// nothing, a trainer feeds true. With dropout 0 there is no node, and the
+// branches need default-domain opset 7 (old IR-3 exports); dropout needs 9.
 //
 // Fused projections follow PaddleNLP's LoRAMergedLinear: with
 // enable_lora_list and head_dim, only the enabled parts of a fused QKV
@@ -101,10 +128,13 @@
 //
 // # Limits
 //
-// Only MatMul and Gemm layers with initializer weights are found: not
-// Conv, quantized MatMulNBits or MatMulInteger, nor weights that are graph
-// inputs or Constant nodes. A layer whose output is read inside a subgraph
-// cannot be adapted. Tensor parallelism (tensor_parallel_degree > 1) is
+// Layers are MatMul, Gemm, Gather (embeddings) and Conv nodes of the main
+// graph with initializer weights: not quantized MatMulNBits or
+// MatMulInteger, grouped convolutions, layers inside subgraphs, nor
+// weights that are Constant nodes. A layer whose output is read inside a
+// subgraph cannot be adapted. A weight behind DequantizeLinear takes a
+// branch, but Merge cannot be exact in int8: it refuses, or with
+// Dequantize merges into a dequantized float weight (quantized.go). Tensor parallelism (tensor_parallel_degree > 1) is
 // refused: an ONNX graph holds whole weights, so shards must be merged
 // into one adapter first. Merge refuses a weight that other nodes share.
 // Summary counts floating-point initializers only.

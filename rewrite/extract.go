@@ -48,6 +48,8 @@ func extractLoRA(m *graph.Model, rec record, read func(name string) ([]float32, 
 		ad.Weights[s.Module] = adapter.LoRAWeights{
 			A: &adapter.Tensor{DType: dt, Shape: s.AShape(int64(s.R)), Data: a},
 			B: &adapter.Tensor{DType: dt, Shape: s.BShape(int64(s.R)), Data: b},
+
+			Embedding: s.Kind == KindEmbedding,
 		}
 	}
 	if len(rec.Trainable) > 0 {

@@ -84,6 +84,7 @@ var builtModels = []testModel{
 	{"gpt2-gemm", builtModel(gpt2Variant(true, false)), 0, 2, 1e-5},
 	{"gpt2-anon", builtModel(gpt2Variant(false, true)), 0, 2, 1e-5},
 	{"bert", builtModel(func() (*graph.Model, error) { return models.BERT(models.BERTTiny()) }), 0, 0, 1e-5},
+	{"convlm", builtModel(func() (*graph.Model, error) { return models.ConvLM(models.ConvLMTiny()) }), 1, 0, 1e-5},
 }
 
 // needORT skips the test where the ONNX Runtime library cannot be found.

@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
@@ -19,11 +20,18 @@ import (
 const TrainingModeInput = "lora_training_mode"
 
 // minOpset is the oldest default-domain opset the branches are built for
-// (Where, Less and RandomUniformLike as the composite dropout uses them).
-const minOpset = 9
+// (Where, Less and RandomUniformLike as the composite dropout uses them),
+// and minOpsetNoDropout the oldest for branches without dropout (MatMul,
+// Gather, Conv, Cast, and Mul and Add with numpy broadcasting), such as
+// old IR-3 exports import.
+const (
+	minOpset          = 9
+	minOpsetNoDropout = 7
+)
 
 // InjectLoRA gives every linear layer that cfg.TargetModules selects (see
-// MatchTargets; LayersToTransform narrows the choice as in HF PEFT) a LoRA
+// MatchTargets, and WithModules; ExcludeModules and LayersToTransform
+// narrow the choice as in HF PEFT) a LoRA
 // branch, y = x·W + dropout(x)·A·B·s, with s = alpha/r, or alpha/√r with
 // rsLoRA, and RankPattern and AlphaPattern taken into account. A starts
 // Kaiming-uniform (or Gaussian, per cfg.InitLoRAWeights) from a seeded
@@ -40,15 +48,21 @@ func InjectLoRA(m *graph.Model, cfg adapter.LoRAConfig, opts ...Option) ([]Site,
 	if err != nil {
 		return nil, Summary{}, err
 	}
+	if len(o.modules) > 0 {
+		cfg.TargetModules = append(slices.Clone(cfg.TargetModules), adapter.ModuleTargets(o.modules...)...)
+	}
 	if err := checkConfig(&cfg); err != nil {
 		return nil, Summary{}, err
 	}
-	linears, err := FindLinears(m)
+	linears, err := FindLayers(m)
 	if err != nil {
 		return nil, Summary{}, err
 	}
 	targets, err := MatchTargets(linears, cfg.TargetModules)
 	if err != nil {
+		return nil, Summary{}, errorf("%w%s", err, nestedNote(m))
+	}
+	if targets, err = excludeModules(targets, &cfg); err != nil {
 		return nil, Summary{}, err
 	}
 	targets, err = filterLayers(targets, &cfg)
@@ -56,6 +70,23 @@ func InjectLoRA(m *graph.Model, cfg adapter.LoRAConfig, opts ...Option) ([]Site,
 		return nil, Summary{}, err
 	}
 	return inject(m, cfg, linears, targets, nil, nil, o)
+}
+
+// minOpsetFor returns the oldest opset a branch with dropout rate p is
+// built for.
+func minOpsetFor(p float64) int64 {
+	if p > 0 {
+		return minOpset
+	}
+	return minOpsetNoDropout
+}
+
+// dropoutNote says, for the opset error, that dropout raised the need.
+func dropoutNote(p float64) string {
+	if p > 0 {
+		return fmt.Sprintf(" with dropout (%d without)", minOpsetNoDropout)
+	}
+	return ""
 }
 
 // checkConfig validates cfg for injection.
@@ -153,8 +184,8 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 		return nil, Summary{}, errorf("%s already carries LoRA branches: merge them (Merge) before injecting again", modelLabel(m))
 	}
 	opset := m.Opset("")
-	if opset < minOpset {
-		return nil, Summary{}, errorf("%s imports default-domain opset %d; LoRA branches need opset %d or newer", modelLabel(m), opset, minOpset)
+	if need := minOpsetFor(cfg.Dropout); opset < need {
+		return nil, Summary{}, errorf("%s imports default-domain opset %d; LoRA branches need opset %d or newer%s", modelLabel(m), opset, need, dropoutNote(cfg.Dropout))
 	}
 	// Plan every module first, so that a layer that cannot be adapted
 	// fails before anything changes.
@@ -253,6 +284,13 @@ func siteFor(cfg *adapter.LoRAConfig, key string, l Linear, asInputs bool) (Site
 		R: cfg.RankFor(key), Alpha: cfg.AlphaFor(key), Scale: cfg.ScalingFor(key),
 		A: l.Module + ".lora_A.weight", B: l.Module + ".lora_B.weight",
 		DType: adt, BaseDType: l.DType, AsInputs: asInputs, Dropout: cfg.Dropout,
+		Kind: l.Kind, Kernel: l.Kernel,
+	}
+	if err := checkKind(l, cfg.EnableFor(key) != nil, asInputs); err != nil {
+		return Site{}, err
+	}
+	if l.Kind == KindEmbedding {
+		s.Dropout = 0
 	}
 	if enable := cfg.EnableFor(key); enable != nil {
 		n := int64(len(enable))
@@ -274,6 +312,9 @@ func siteFor(cfg *adapter.LoRAConfig, key string, l Linear, asInputs bool) (Site
 func checkFactors(s Site, key string, l Linear, w adapter.LoRAWeights) error {
 	if w.A == nil || w.B == nil {
 		return layerErr(l, "adapter module %q lacks lora_A or lora_B", key)
+	}
+	if w.Embedding && l.Kind != KindEmbedding {
+		return layerErr(l, "adapter module %q holds %s factors; the layer is %s", key, kindOfWeights(w), articled(l.Kind))
 	}
 	aShape, bShape := s.AShape(int64(s.R)), s.BShape(int64(s.R))
 	if !slices.Equal(w.A.Shape, aShape) || !slices.Equal(w.B.Shape, bShape) {
@@ -310,6 +351,11 @@ func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, we
 			return nil, err
 		}
 		p.a, p.b = w.A.Data, w.B.Data
+	case !o.asInputs && l.Kind == KindEmbedding:
+		p.a, p.b = initEmbedding(o.seed, l.Module, aShape[0], aShape[1], graph.NumElements(bShape))
+	case !o.asInputs && l.Kind == KindConv:
+		p.a = initA(cfg.InitLoRAWeights, o.seed, l.Module, s.In*kernelSize(s.Kernel), int64(s.R), s.R)
+		p.b = make([]float32, graph.NumElements(bShape))
 	case !o.asInputs:
 		p.a = initA(cfg.InitLoRAWeights, o.seed, l.Module, aShape[0], aShape[1], s.R)
 		p.b = make([]float32, graph.NumElements(bShape))
@@ -476,22 +522,22 @@ func (b *loraGraph) branch(l Linear, bFull string) {
 		m.Reindex()
 	}
 
-	x := base.Input[0] // read live: an earlier branch may have re-routed it
+	x := l.activation(base) // read live: an earlier branch may have re-routed it
 	if l.TransA {
 		x = sa.Op("Transpose", []string{x}, graph.AttrInts("perm", 1, 0))
 	}
-	if s.DType != l.DType {
+	if s.DType != l.DType && l.Kind != KindEmbedding {
 		x = sa.Op("Cast", []string{x}, graph.AttrInt("to", int64(s.DType)))
 	}
-	if b.dropout > 0 {
+	if b.dropout > 0 && l.Kind != KindEmbedding {
 		x = b.dropoutOf(pre.In("lora_dropout"), x)
 	}
-	h := sa.Op("MatMul", []string{x, s.A})
+	h := b.down(l, sa, x)
 	if !b.asInputs && s.Scale != 1 {
 		sc := b.scalar(s.Module+".lora_scaling", s.DType, float32(s.Scale))
 		h = pre.In("lora_scaling").Op("Mul", []string{h, sc})
 	}
-	d := sb.Op("MatMul", []string{h, bFull})
+	d := b.up(l, sb, h, bFull)
 	if s.DType != l.DType {
 		d = sb.Op("Cast", []string{d}, graph.AttrInt("to", int64(l.DType)))
 	}

@@ -20,8 +20,19 @@ func TestInjectKeepsOutputs(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if tm.count > 0 && len(sites) != tm.count {
-					t.Errorf("sites: got %d want %d", len(sites), tm.count)
+				linears, err := FindLinears(base)
+				if err != nil {
+					t.Fatal(err)
+				}
+				layers, err := FindLayers(base)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tm.count > 0 && len(linears) != tm.count {
+					t.Errorf("linear layers: got %d want %d", len(linears), tm.count)
+				}
+				if len(sites) != len(layers) {
+					t.Errorf("sites: got %d, want one per layer, %d", len(sites), len(layers))
 				}
 				t.Logf("%d sites; %v", len(sites), sum)
 				if base.Validate() == nil {

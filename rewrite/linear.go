@@ -53,6 +53,21 @@ type Linear struct {
 	// is also read by something other than this layer, so the weight cannot
 	// be changed in place.
 	SharedWeight bool
+	// Kind is the layer's kind: KindLinear (""), KindEmbedding or
+	// KindConv (see FindLayers).
+	Kind string
+	// Kernel is a convolution's kernel shape, its weight's dims after
+	// [out, in]; nil for other kinds.
+	Kernel []int64
+	// Head reports that the layer is the model's output head: its output
+	// is a graph output, through reshapes, casts, a bias or a softmax at
+	// most. AllLinear leaves it out, as HF PEFT's "all-linear" does.
+	Head bool
+	// Role is what the layer does in a transformer block where the
+	// graph's structure shows it (query, key, value, output, gate, up,
+	// down), and Block the index of that block; Role is "" elsewhere.
+	Role  Role
+	Block int
 }
 
 // FindLinears returns every linear layer of m in topological order.
@@ -76,26 +91,41 @@ type Linear struct {
 // In a model that carries LoRA branches, the branches' own MatMuls are not
 // layers: FindLinears returns the base model's layers.
 func FindLinears(m *graph.Model) ([]Linear, error) {
-	order, err := m.TopoOrder()
-	if err != nil {
-		return nil, errorf("find linear layers: %w", err)
-	}
-	branch, err := branchNodes(m)
+	order, err := baseNodes(m)
 	if err != nil {
 		return nil, err
 	}
 	var out []Linear
 	for _, n := range order {
-		if n.Name != "" && branch[n.Name] {
-			continue
-		}
 		l, ok := linearOf(m, n)
 		if !ok {
 			continue
 		}
 		out = append(out, l)
 	}
-	nameLinears(out)
+	assignRoles(m, out)
+	nameLayers(out)
+	markHeads(m, out)
+	return out, nil
+}
+
+// baseNodes returns m's nodes in topological order, less those that LoRA
+// branches added.
+func baseNodes(m *graph.Model) ([]*onnxpb.NodeProto, error) {
+	order, err := m.TopoOrder()
+	if err != nil {
+		return nil, errorf("find layers: %w", err)
+	}
+	branch, err := branchNodes(m)
+	if err != nil {
+		return nil, err
+	}
+	out := order[:0:0]
+	for _, n := range order {
+		if n.Name == "" || !branch[n.Name] {
+			out = append(out, n)
+		}
+	}
 	return out, nil
 }
 
@@ -169,14 +199,27 @@ func linearOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {
 // the initializer, the chain in data-flow order, the number of transposes,
 // the element type that reaches the consumer, and whether any link of the
 // chain has other readers.
+//
+// The initializer may also be a graph input where the model lists its
+// initializers as inputs, as exporters for IR versions before 4 do (and
+// torch's keep_initializers_as_inputs); elsewhere such an input is a value
+// meant to be fed, such as an ONNX Runtime adapter's parameter, and not a
+// weight. A DequantizeLinear of an integer
+// initializer ends the chain too (a QDQ model's weight): the initializer
+// is the quantized one, and the chain starts with the DequantizeLinear.
 func weightChain(m *graph.Model, value string) (w *onnxpb.TensorProto, chain []*onnxpb.NodeProto, transposes int, elem dtype.Type, shared bool, ok bool) {
+	return weightChainOfRank(m, value, 2)
+}
+
+// weightChainOfRank is weightChain for an initializer of the given rank.
+func weightChainOfRank(m *graph.Model, value string, rank int) (w *onnxpb.TensorProto, chain []*onnxpb.NodeProto, transposes int, elem dtype.Type, shared bool, ok bool) {
 	elem = -1
 	for steps := 0; steps < 16; steps++ {
 		if len(m.Consumers(value)) > 1 {
 			shared = true
 		}
 		if t := m.Initializer(value); t != nil {
-			if len(t.Dims) != 2 || !graph.TypeOf(t).IsFloat() || m.Input(value) != nil {
+			if len(t.Dims) != rank || !graph.TypeOf(t).IsFloat() || (m.Input(value) != nil && !initializersAsInputs(m)) {
 				return nil, nil, 0, 0, false, false
 			}
 			if elem < 0 {
@@ -189,6 +232,18 @@ func weightChain(m *graph.Model, value string) (w *onnxpb.TensorProto, chain []*
 			return nil, nil, 0, 0, false, false
 		}
 		switch p.OpType {
+		case "DequantizeLinear":
+			t, elemDQ, okDQ := dequantizedWeight(m, p, rank)
+			if !okDQ {
+				return nil, nil, 0, 0, false, false
+			}
+			if elem < 0 {
+				elem = elemDQ
+			}
+			if len(m.Consumers(p.Input[0])) > 1 {
+				shared = true
+			}
+			return t, append([]*onnxpb.NodeProto{p}, chain...), transposes, elem, shared, true
 		case "Cast":
 			if elem < 0 {
 				elem = dtype.Type(graph.IntAttr(p, "to", 0))
@@ -211,6 +266,20 @@ func weightChain(m *graph.Model, value string) (w *onnxpb.TensorProto, chain []*
 	return nil, nil, 0, 0, false, false
 }
 
+// initializersAsInputs reports whether m lists its initializers as graph
+// inputs: its IR version is below 4, or every initializer is an input.
+func initializersAsInputs(m *graph.Model) bool {
+	if v := m.Proto.IrVersion; v > 0 && v < 4 {
+		return true
+	}
+	for _, t := range m.Proto.Graph.Initializer {
+		if m.Input(t.Name) == nil {
+			return false
+		}
+	}
+	return true
+}
+
 // biasAfter returns the 1-D initializer that the only reader of y, an Add,
 // adds to it, or "".
 func biasAfter(m *graph.Model, y string) string {
@@ -228,25 +297,40 @@ func biasAfter(m *graph.Model, y string) string {
 	return ""
 }
 
-// nameLinears gives each linear layer its module name.
-func nameLinears(ls []Linear) {
+// nameLayers gives each layer its module name.
+func nameLayers(ls []Linear) {
 	for i := range ls {
-		l := &ls[i]
-		switch {
-		case nodePathModule(l.NodeName) != "":
-			l.Module, l.NameFrom = nodePathModule(l.NodeName), "node"
-		case paramModule(l.Weight, "weight") != "":
-			l.Module, l.NameFrom = paramModule(l.Weight, "weight"), "weight"
-		case paramModule(l.Bias, "bias") != "":
-			l.Module, l.NameFrom = paramModule(l.Bias, "bias"), "bias"
-		case l.NodeName != "":
-			l.Module, l.NameFrom = strings.Trim(strings.ReplaceAll(l.NodeName, "/", "."), "."), "fallback"
-		default:
-			l.Module, l.NameFrom = "linear_"+strconv.Itoa(i), "fallback"
-		}
+		nameLayer(&ls[i], i)
 	}
-	// Different weights must not share a module name: their LoRA tensors
-	// are named after it.
+	dedupeModules(ls)
+}
+
+// nameLayer gives l its module name; i numbers the layers of its kind for
+// the fallback name.
+func nameLayer(l *Linear, i int) {
+	switch {
+	case nodePathModule(l.NodeName) != "":
+		l.Module, l.NameFrom = nodePathModule(l.NodeName), "node"
+	case paramModule(l.Weight, "weight") != "":
+		l.Module, l.NameFrom = paramModule(l.Weight, "weight"), "weight"
+	case paramModule(l.Bias, "bias") != "":
+		l.Module, l.NameFrom = paramModule(l.Bias, "bias"), "bias"
+	case pathParamModule(l.Weight, kernelNames) != "":
+		l.Module, l.NameFrom = pathParamModule(l.Weight, kernelNames), "weight"
+	case pathParamModule(l.Bias, biasNames) != "":
+		l.Module, l.NameFrom = pathParamModule(l.Bias, biasNames), "bias"
+	case l.Role != "":
+		l.Module, l.NameFrom = structureName(l.Block, l.Role), "structure"
+	case l.NodeName != "":
+		l.Module, l.NameFrom = strings.Trim(strings.ReplaceAll(l.NodeName, "/", "."), "."), "fallback"
+	default:
+		l.Module, l.NameFrom = kindOrLinear(l.Kind)+"_"+strconv.Itoa(i), "fallback"
+	}
+}
+
+// dedupeModules gives layers of different weights different module names:
+// their LoRA tensors are named after them.
+func dedupeModules(ls []Linear) {
 	weightOf := map[string]string{}
 	next := map[string]int{}
 	for i := range ls {
@@ -280,7 +364,7 @@ func nodePathModule(name string) string {
 			return ""
 		}
 	}
-	return strings.Join(segs, ".")
+	return strings.Join(cleanSegments(segs), ".")
 }
 
 // paramModule returns the module path in a parameter name such as

@@ -3,21 +3,26 @@ package rewrite
 import (
 	"regexp"
 	"strings"
+
+	"github.com/peftonnx/peftonnx/adapter"
 )
 
 // MatchTargets returns the layers whose module name or node name matches
 // one of patterns as a whole, as Python's re.fullmatch does: each pattern
-// is compiled as ^(?:pattern)$. ".*q_proj.*" is the usual form. A pattern
-// that does not compile is an error, and so is a set of patterns that
-// matches nothing: its message lists the module names that exist.
+// is compiled as ^(?:pattern)$. ".*q_proj.*" is the usual form. The
+// pattern adapter.AllLinear selects every linear layer but the output head
+// (Linear.Head), as HF PEFT's "all-linear" does; adapter.ModuleTargets
+// turns PEFT's suffix names into patterns. A pattern that does not compile
+// is an error, and so is a set of patterns that matches nothing: its
+// message lists the module names that exist.
 func MatchTargets(linears []Linear, patterns []string) ([]Linear, error) {
-	res, err := compileTargets(patterns)
+	res, all, err := compileTargets(patterns)
 	if err != nil {
 		return nil, err
 	}
 	var out []Linear
 	for _, l := range linears {
-		if matchAny(res, l) >= 0 {
+		if (all && allLinear(l)) || matchAny(res, l) >= 0 {
 			out = append(out, l)
 		}
 	}
@@ -27,20 +32,54 @@ func MatchTargets(linears []Linear, patterns []string) ([]Linear, error) {
 	return out, nil
 }
 
-// compileTargets compiles full-match patterns.
-func compileTargets(patterns []string) ([]*regexp.Regexp, error) {
-	if len(patterns) == 0 {
-		return nil, errorf("no target modules given")
+// allLinear reports whether adapter.AllLinear selects l: a MatMul or Gemm
+// (MatMulNBits) that is not the output head.
+func allLinear(l Linear) bool {
+	switch l.Op {
+	case "MatMul", "Gemm", "MatMulNBits":
+		return !l.Head
 	}
-	res := make([]*regexp.Regexp, len(patterns))
-	for i, p := range patterns {
+	return false
+}
+
+// excludeModules drops the layers that cfg.ExcludeModules names (HF PEFT's
+// exclude_modules); leaving none is an error.
+func excludeModules(ls []Linear, cfg *adapter.LoRAConfig) ([]Linear, error) {
+	if len(cfg.ExcludeModules) == 0 {
+		return ls, nil
+	}
+	var out []Linear
+	for _, l := range ls {
+		if !cfg.Excluded(l.Module) {
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errorf("exclude_modules %s left none of the %d matched layers (%s)", quoteList(cfg.ExcludeModules), len(ls), moduleList(ls))
+	}
+	return out, nil
+}
+
+// compileTargets compiles full-match patterns, and reports whether
+// adapter.AllLinear is among them.
+func compileTargets(patterns []string) ([]*regexp.Regexp, bool, error) {
+	if len(patterns) == 0 {
+		return nil, false, errorf("no target modules given")
+	}
+	var res []*regexp.Regexp
+	all := false
+	for _, p := range patterns {
+		if p == adapter.AllLinear {
+			all = true
+			continue
+		}
 		re, err := regexp.Compile("^(?:" + p + ")$")
 		if err != nil {
-			return nil, errorf("target %q: %w", p, err)
+			return nil, false, errorf("target %q: %w", p, err)
 		}
-		res[i] = re
+		res = append(res, re)
 	}
-	return res, nil
+	return res, all, nil
 }
 
 // matchAny returns the index of the first pattern that matches l's module
@@ -63,7 +102,7 @@ const moduleListLimit = 24
 // layer.
 func moduleList(ls []Linear) string {
 	if len(ls) == 0 {
-		return "(none: the model has no linear layer)"
+		return "(none: the main graph has no layer LoRA adapts)"
 	}
 	seen := map[string]bool{}
 	var names []string

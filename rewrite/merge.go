@@ -17,13 +17,20 @@ import (
 // or Gemm's transB is updated where it is stored; under a Gemm with alpha
 // ≠ 1 the update is divided by alpha. With AsInputs the defaults are rank
 // 0, so Merge restores the base model; use MergeAdapter to bake an adapter
-// into it. Merge checks every site before it changes anything.
-func Merge(m *graph.Model) error {
+// into it. Merge checks every site before it changes anything. A weight
+// behind DequantizeLinear (a QDQ model) is refused, since the merge cannot
+// be exact in its integer type, unless the option Dequantize says to
+// merge into a dequantized float weight.
+func Merge(m *graph.Model, opts ...Option) error {
+	o, err := applyOptions(opts, loraOptions)
+	if err != nil {
+		return err
+	}
 	rec, err := mustRecord(m)
 	if err != nil {
 		return err
 	}
-	folds, err := planSiteFolds(m, rec)
+	folds, err := planSiteFolds(m, rec, o)
 	if err != nil {
 		return err
 	}
@@ -44,7 +51,7 @@ type fold struct {
 
 // planSiteFolds reads the factors of every module of rec and checks that its
 // weight can be changed in place.
-func planSiteFolds(m *graph.Model, rec record) ([]fold, error) {
+func planSiteFolds(m *graph.Model, rec record, o options) ([]fold, error) {
 	var folds []fold
 	seen := map[string]bool{}
 	sitesOf := map[string]int{}
@@ -60,7 +67,7 @@ func planSiteFolds(m *graph.Model, rec record) ([]fold, error) {
 		if base == nil {
 			return nil, errorf("site %q: no node writes %q", s.Module, s.BaseOutput)
 		}
-		l, ok := linearOf(m, base)
+		l, ok := layerOf(m, base)
 		if !ok || l.Weight != s.Weight {
 			return nil, errorf("site %q: node %q no longer reads weight %q", s.Module, base.Name, s.Weight)
 		}
@@ -82,9 +89,12 @@ func planSiteFolds(m *graph.Model, rec record) ([]fold, error) {
 		if l.Alpha == 0 {
 			return nil, layerErr(l, "Gemm has alpha 0: an update of its weight has no effect")
 		}
+		if err := checkMergeable(m, l, o); err != nil {
+			return nil, err
+		}
 		rk := len(a) / int(s.In)
 		r := rk / s.Parts()
-		folds = append(folds, fold{l: l, module: s.Module, a: a, b: fullB(b, r, s.Enable, s.HeadDim, s.Out), rk: rk, scale: scaleInGraph(s)})
+		folds = append(folds, fold{l: l, module: s.Module, a: a, b: fullB(b, r, s.Enable, s.HeadDim, s.Out), rk: rk, scale: scaleInGraph(s)}.asMatrixFold())
 	}
 	return folds, nil
 }
@@ -201,8 +211,13 @@ func removeBranches(m *graph.Model, rec record) error {
 // Merge would, without building the branches. Modules are matched as Apply
 // matches them; ad's Extra tensors (trained biases and modules) replace the
 // base's. Nothing changes when a module is missing or a shape disagrees.
-func MergeAdapter(base *graph.Model, ad *adapter.Adapter) error {
-	folds, extras, err := planAdapterFolds(base, ad)
+// Dequantize is taken as by Merge.
+func MergeAdapter(base *graph.Model, ad *adapter.Adapter, opts ...Option) error {
+	o, err := applyOptions(opts, loraOptions)
+	if err != nil {
+		return err
+	}
+	folds, extras, err := planAdapterFolds(base, ad, o)
 	if err != nil {
 		return err
 	}
@@ -215,6 +230,10 @@ func MergeAdapter(base *graph.Model, ad *adapter.Adapter) error {
 // applyFolds adds each update of folds to its weight in m.
 func applyFolds(m *graph.Model, folds []fold) error {
 	for _, f := range folds {
+		f, err := f.dequantized(m)
+		if err != nil {
+			return err
+		}
 		if err := f.apply(m, 1); err != nil {
 			return err
 		}
@@ -224,7 +243,7 @@ func applyFolds(m *graph.Model, folds []fold) error {
 
 // planAdapterFolds maps ad's modules to base's layers and prepares their
 // updates, checking every shape.
-func planAdapterFolds(base *graph.Model, ad *adapter.Adapter) ([]fold, []extraValue, error) {
+func planAdapterFolds(base *graph.Model, ad *adapter.Adapter, o options) ([]fold, []extraValue, error) {
 	if _, ok, err := readRecord(base); err != nil {
 		return nil, nil, err
 	} else if ok {
@@ -234,7 +253,7 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter) ([]fold, []extraVa
 	if err != nil {
 		return nil, nil, err
 	}
-	linears, err := FindLinears(base)
+	linears, err := FindLayers(base)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -259,7 +278,10 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter) ([]fold, []extraVa
 		if l.Alpha == 0 {
 			return nil, nil, layerErr(l, "Gemm has alpha 0: an update of its weight has no effect")
 		}
-		folds = append(folds, fold{l: l, module: key, a: w.A.Data, b: fullB(w.B.Data, s.R, s.Enable, s.HeadDim, s.Out), rk: int(w.A.Shape[1]), scale: s.Scale})
+		if err := checkMergeable(base, l, o); err != nil {
+			return nil, nil, err
+		}
+		folds = append(folds, fold{l: l, module: key, a: w.A.Data, b: fullB(w.B.Data, s.R, s.Enable, s.HeadDim, s.Out), rk: int(w.A.Shape[1]), scale: s.Scale}.asMatrixFold())
 	}
 	extras, err := planExtras(base, linears, ad)
 	if err != nil {
@@ -275,7 +297,7 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter) ([]fold, []extraVa
 // or bfloat16 weights the round trip is exact only to the weight's
 // precision. Nothing changes when a module is missing or a shape disagrees.
 func Unmerge(m *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, Summary, error) {
-	folds, _, err := planAdapterFolds(m, ad)
+	folds, _, err := planAdapterFolds(m, ad, options{})
 	if err != nil {
 		return nil, Summary{}, err
 	}

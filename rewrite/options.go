@@ -10,6 +10,9 @@ type options struct {
 	seed uint64
 	// LoRA only.
 	asInputs bool
+	modules  []string
+	// Merge and MergeAdapter only.
+	dequantize bool
 	// Prefix tuning only.
 	headDim     int
 	replacePast bool
@@ -43,6 +46,25 @@ func AsInputs() Option {
 	}
 }
 
+// WithModules adds targets to InjectLoRA's cfg.TargetModules as HF PEFT's
+// target_modules list names them: "q_proj" selects every module called
+// q_proj or ending in ".q_proj" (adapter.ModuleTargets), and
+// adapter.AllLinear every linear layer but the output head. The config
+// that the model records holds them as full-match regexes, which is how
+// they are written back. Apply takes an adapter's own modules and refuses
+// this option.
+func WithModules(names ...string) Option {
+	return func(o *options) error {
+		for _, n := range names {
+			if n == "" {
+				return errorf("WithModules: an empty module name")
+			}
+		}
+		o.modules = append(o.modules, names...)
+		return nil
+	}
+}
+
 // optionKind says which PEFT type a function that takes options adapts
 // with.
 type optionKind int
@@ -69,6 +91,8 @@ func applyOptions(opts []Option, kind optionKind) (options, error) {
 		return options{}, errorf("PrefixHeadDim and PrefixReplacePast are options of prefix tuning, not of LoRA")
 	case kind == prefixOptions && o.asInputs:
 		return options{}, errorf("AsInputs makes LoRA factors graph inputs; a prefix has none")
+	case kind == prefixOptions && len(o.modules) > 0:
+		return options{}, errorf("WithModules chooses the layers LoRA adapts; a prefix adapts none")
 	}
 	return o, nil
 }

@@ -60,6 +60,10 @@ type Site struct {
 	AsInputs bool `json:"as_inputs,omitempty"`
 	// Dropout is the dropout rate of the branch (0: no dropout node).
 	Dropout float64 `json:"dropout,omitempty"`
+	// Kind is the layer's kind (KindLinear, KindEmbedding, KindConv) and
+	// Kernel a convolution's kernel shape.
+	Kind   string  `json:"kind,omitempty"`
+	Kernel []int64 `json:"kernel,omitempty"`
 }
 
 // Parts returns the number of enabled parts k of a fused projection, or 1.
@@ -76,11 +80,20 @@ func (s Site) Parts() int {
 	return k
 }
 
-// AShape and BShape return the shapes of A and B in graph layout for rank r.
-func (s Site) AShape(r int64) []int64 { return []int64{s.In, r * int64(s.Parts())} }
+// AShape and BShape return the shapes of A and B in graph layout for rank
+// r; a convolution's are [r, in, k…] and [out, r, 1…] (see conv.go).
+func (s Site) AShape(r int64) []int64 {
+	if s.Kind == KindConv {
+		return append([]int64{r, s.In}, s.Kernel...)
+	}
+	return []int64{s.In, r * int64(s.Parts())}
+}
 
 // BShape returns B's shape for rank r; see AShape.
 func (s Site) BShape(r int64) []int64 {
+	if s.Kind == KindConv {
+		return append([]int64{s.Out, r}, ones(len(s.Kernel))...)
+	}
 	if s.Enable == nil {
 		return []int64{r, s.Out}
 	}

@@ -99,7 +99,10 @@
 // # Limits
 //
 // Sessions take tensors of the numeric and bool element types (see Supported),
-// not strings, sequences or maps. Rank-0 float16 and bfloat16 tensors cannot
+// not strings, sequences or maps. Run returns those tensors only;
+// RunValues also returns the outputs that are string tensors, sequences
+// or maps (scikit-learn's labels and ZipMap probabilities) as Values, and
+// OutputProblem says why Run leaves an output out. Rank-0 float16 and bfloat16 tensors cannot
 // be fed, a limit of onnxruntime_go. onnxruntime_go cannot return a float16
 // or scalar output that ONNX Runtime allocated, so where the shape of such an
 // output is not known in advance the session adds two small outputs to the

@@ -163,6 +163,12 @@ func (s *Session) runBound(inputs map[string]*Tensor, outs []int, dst map[string
 // runCore runs the core session with every input it takes (defaults where
 // the caller gave none) and lets ONNX Runtime allocate every output.
 func (s *Session) runCore(inputs map[string]*Tensor, outs []int) (map[string]*Tensor, error) {
+	return s.runCoreValues(inputs, outs, nil)
+}
+
+// runCoreValues is runCore that also converts the outputs that are not
+// numeric tensors into values, where values is not nil.
+func (s *Session) runCoreValues(inputs map[string]*Tensor, outs []int, values map[string]*Value) (map[string]*Tensor, error) {
 	if len(s.coreIn) == 0 || len(s.coreOut) == 0 {
 		// onnxruntime_go's Run indexes the first input and output.
 		return nil, fmt.Errorf("a model with no input or no output to fetch runs only when every output it returns has a static shape")
@@ -201,6 +207,13 @@ func (s *Session) runCore(inputs map[string]*Tensor, outs []int) (map[string]*Te
 			return nil, fmt.Errorf("output %q: %w", vi.Name, err)
 		}
 		res[vi.Name] = t
+	}
+	if values != nil {
+		for i, p := range s.plans {
+			if p.valueSlot >= 0 {
+				values[s.outputs[i].Name] = valueOf(out[p.valueSlot])
+			}
+		}
 	}
 	return res, nil
 }

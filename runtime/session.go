@@ -60,6 +60,9 @@ type outPlan struct {
 	bindable bool
 	// why says why Run cannot return this output at all; "" if it can.
 	why string
+	// valueSlot indexes a string tensor, sequence or map among the core
+	// session's outputs, which RunValues returns; -1 if none.
+	valueSlot int
 }
 
 // maxDefaultBytes bounds the default values of optional inputs that a
@@ -192,12 +195,20 @@ func prepare(name string, src source, baseDir string, cfg *config) (*Session, er
 	var shadowed []int
 	s.plans = make([]outPlan, len(s.outputs))
 	for i, v := range s.outputs {
-		p := outPlan{slot: -1, dataSlot: -1, shapeSlot: -1}
+		p := outPlan{slot: -1, dataSlot: -1, shapeSlot: -1, valueSlot: -1}
 		switch {
 		case v.DType == dtype.Undefined:
 			p.why = "it is " + info.kinds[v.Name] + ", not a tensor"
+			if fetchable(v, info.kinds[v.Name]) {
+				p.valueSlot = len(s.coreOut)
+				s.coreOut = append(s.coreOut, v.Name)
+			}
 		case !Supported(v.DType):
 			p.why = "its element type is " + v.DType.String()
+			if fetchable(v, "") {
+				p.valueSlot = len(s.coreOut)
+				s.coreOut = append(s.coreOut, v.Name)
+			}
 		default:
 			p.bindable = v.static() && !(isHalf(v.DType) && len(v.Shape) == 0)
 			switch {

@@ -29,20 +29,13 @@ type entry struct {
 	targets                []string
 	loadedAt               time.Time
 
-	mu        sync.Mutex
-	factors   map[string]rewrite.StackedFactor // LoRA, by module; nil while evicted
-	past      map[string]*rt.Tensor            // prefix: the keys and values, [1, kv, P, head_dim] each
-	bytes     int64
-	pins      int   // requests that hold it: not evicted while > 0
-	lastUsed  int64 // the engine's clock at its last use
-	unloaded  bool
-	evictions int
-}
-
-func (a *entry) resident() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.factors != nil || a.past != nil
+	mu       sync.Mutex
+	factors  map[string]rewrite.StackedFactor // LoRA, by module; nil while evicted
+	past     map[string]*rt.Tensor            // prefix: the keys and values, [1, kv, P, head_dim] each
+	bytes    int64
+	pins     int   // requests that hold it: not evicted while > 0
+	lastUsed int64 // the engine's clock at its last use
+	reloads  int   // times read again after eviction, until retired
 }
 
 func (a *entry) info() AdapterInfo {
@@ -93,9 +86,7 @@ func (e *Engine) Load(name, path string, replace bool) (AdapterInfo, error) {
 		e.mu.Unlock()
 		return AdapterInfo{}, errorf("load %q from %s: %w (give replace to swap it)", name, path, ErrAdapterExists)
 	} else if ok {
-		old.mu.Lock()
-		old.unloaded = true
-		old.mu.Unlock()
+		e.retireLocked(old)
 	}
 	e.clock++
 	a.lastUsed = e.clock
@@ -166,11 +157,18 @@ func (e *Engine) Unload(name string) error {
 		return errorf("unload %q: %w (loaded: %s)", name, ErrUnknownAdapter, e.namesLocked())
 	}
 	delete(e.adapters, name)
-	a.mu.Lock()
-	a.unloaded = true
-	a.mu.Unlock()
+	e.retireLocked(a)
 	e.log.Info("adapter unloaded", "name", name)
 	return nil
+}
+
+// retireLocked keeps the reload count of a, which leaves the engine's
+// list, in the totals. e.mu is held.
+func (e *Engine) retireLocked(a *entry) {
+	a.mu.Lock()
+	e.stats.Reloaded += int64(a.reloads)
+	a.reloads = 0
+	a.mu.Unlock()
 }
 
 // Adapters lists the base first, then the adapters by name.
@@ -225,7 +223,8 @@ func (e *Engine) acquire(name string) (*entry, error) {
 	a.mu.Unlock()
 	e.mu.Unlock()
 	if evicted {
-		if err := e.reload(a); err != nil {
+		err := e.reload(a)
+		if err != nil {
 			e.release(a)
 			return nil, err
 		}
@@ -246,7 +245,8 @@ func (e *Engine) release(a *entry) {
 	e.mu.Unlock()
 }
 
-// reload reads an evicted adapter again from its path. A file whose
+// reload reads an evicted adapter again from its path (a.mu is held:
+// e.mu must not be taken inside). A file whose
 // content changed since it was loaded is refused: the name would serve
 // something else than Adapters reports.
 func (e *Engine) reload(a *entry) error {
@@ -271,9 +271,7 @@ func (e *Engine) reload(a *entry) error {
 		return err
 	}
 	a.factors, a.past = b.factors, b.past
-	e.mu.Lock()
-	e.stats.Reloaded++
-	e.mu.Unlock()
+	a.reloads++ // counted into Stats by the caller: e.mu is not taken under a.mu
 	e.log.Info("evicted adapter reloaded", "name", a.name)
 	return nil
 }
@@ -305,7 +303,6 @@ func (e *Engine) evictLocked() {
 		c.a.mu.Lock()
 		if c.a.pins == 0 {
 			c.a.factors = nil
-			c.a.evictions++
 			over--
 			e.stats.Evicted++
 			e.log.Info("adapter evicted", "name", c.a.name)

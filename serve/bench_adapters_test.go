@@ -3,7 +3,7 @@ package serve_test
 import (
 	"context"
 	"fmt"
-	"runtime"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -35,7 +35,7 @@ func BenchmarkServeAdapters(b *testing.B) {
 		}
 	}
 	rss := func() float64 {
-		runtime.GC()
+		debug.FreeOSMemory() // the fixture's models are garbage by now
 		v, _ := procmem.Field("VmRSS")
 		return float64(v) / (1 << 20)
 	}

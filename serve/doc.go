@@ -23,6 +23,7 @@
 // is served one sequence at a time. Prefix adapters need per-layer
 // past_key_values.{i}.key/value caches. LoRA adapters with fused
 // projections (PaddleNLP's enable_lora_list) or trained base tensors are
-// refused. A request's prompt is prefilled on its own before it joins the
+// refused. The prompts of the requests that join at one step are prefilled
+// together (one run per prefix they start from) before they join the
 // batch; the stacked factors are rebuilt when an adapter takes a free slot.
 package serve

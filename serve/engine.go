@@ -43,7 +43,7 @@ type Engine struct {
 	clock    int64 // ticks on every use of an adapter, for LRU
 	stats    Stats
 
-	wake chan struct{} // a job was queued or an adapter unloaded
+	wake chan struct{} // a job was queued
 	quit chan struct{}
 	done chan struct{} // the scheduler has ended
 }
@@ -171,9 +171,12 @@ func (e *Engine) Stats() Stats {
 	s.Queued = len(e.queue)
 	s.Resident = 0
 	for _, a := range e.adapters {
-		if a.kind == KindLoRA && a.resident() {
+		a.mu.Lock()
+		if a.kind == KindLoRA && a.factors != nil {
 			s.Resident++
 		}
+		s.Reloaded += int64(a.reloads)
+		a.mu.Unlock()
 	}
 	return s
 }

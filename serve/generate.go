@@ -151,18 +151,20 @@ func (e *Engine) schedule() {
 			active, rows = nil, nil
 			continue
 		}
-		for _, j := range joiners {
-			seq, done := e.prefill(slots, j, feeds)
-			if done {
+		for _, group := range byPast(joiners) {
+			seq, started := e.prefill(slots, group, feeds)
+			if seq == nil {
 				continue
 			}
 			if active == nil {
 				active = seq
 			} else if err := active.Join(seq); err != nil {
-				e.finish(slots, j, "", err)
+				for _, j := range started {
+					e.finish(slots, j, "", err)
+				}
 				continue
 			}
-			rows = append(rows, j)
+			rows = append(rows, started...)
 		}
 		if len(rows) == 0 {
 			active = nil
@@ -206,40 +208,104 @@ func (e *Engine) admit(slots *slotTable, active int) []*job {
 	return in
 }
 
-// prefill starts j's row: a sequence of one row, on its prefix where its
-// adapter is one, fed the prompt; the first token is chosen and emitted.
-// done reports that j finished (or failed) already.
-func (e *Engine) prefill(slots *slotTable, j *job, feeds map[string]*rt.Tensor) (seq *rt.Sequence, done bool) {
-	if err := j.ctx.Err(); err != nil {
-		e.finish(slots, j, "", err)
-		return nil, true
+// prefill starts the rows of joiners that share a past (the same prefix
+// adapter, or none): one sequence of a row each, prompts padded on the
+// left, on the prefix where there is one, fed the prompts in one run; each
+// row's first token is chosen and emitted. It returns the sequence and the
+// jobs of its rows that go on, nil where none do.
+func (e *Engine) prefill(slots *slotTable, joiners []*job, feeds map[string]*rt.Tensor) (*rt.Sequence, []*job) {
+	var group []*job
+	for _, j := range joiners {
+		if err := j.ctx.Err(); err != nil {
+			e.finish(slots, j, "", err)
+			continue
+		}
+		group = append(group, j)
+	}
+	if len(group) == 0 {
+		return nil, nil
 	}
 	var past map[string]*rt.Tensor
 	p := 0
-	if j.a != nil && j.a.kind == KindPrefix {
-		j.a.mu.Lock()
-		past, p = j.a.past, j.a.rank
-		j.a.mu.Unlock()
+	if a := group[0].a; a != nil && a.kind == KindPrefix {
+		a.mu.Lock()
+		past, p = a.past, a.rank
+		a.mu.Unlock()
 	}
-	seq, err := e.gen.NewSequence(1, p+len(j.req.Prompt)+j.maxTokens)
+	longest, budget := 0, 0
+	for _, j := range group {
+		longest, budget = max(longest, len(j.req.Prompt)), max(budget, j.maxTokens)
+	}
+	ids := make([]int64, 0, len(group)*longest)
+	mask := make([]int64, 0, len(group)*longest)
+	index := make([]int64, len(group))
+	for i, j := range group {
+		for range longest - len(j.req.Prompt) {
+			ids, mask = append(ids, 0), append(mask, 0)
+		}
+		ids = append(ids, j.req.Prompt...)
+		for range j.req.Prompt {
+			mask = append(mask, 1)
+		}
+		index[i] = int64(j.slot)
+	}
+	seq, err := e.gen.NewSequence(len(group), p+longest+budget)
 	if err == nil && past != nil {
 		err = seq.SetPast(past, p)
 	}
 	if err == nil {
-		err = seq.SetFeeds(withIndex(feeds, []int64{int64(j.slot)}))
+		err = seq.SetFeeds(withIndex(feeds, index))
 	}
 	var out *rt.Tensor
 	if err == nil {
-		out, err = seq.Feed(j.ctx, j.req.Prompt, nil)
+		out, err = seq.Feed(context.Background(), ids, mask)
 	}
 	if err != nil {
-		e.finish(slots, j, "", err)
-		return nil, true
+		for _, j := range group {
+			e.finish(slots, j, "", err)
+		}
+		return nil, nil
 	}
-	if e.next(slots, j, out, 0) {
-		return nil, true
+	var keep []int
+	var left []*job
+	for i, j := range group {
+		if !e.next(slots, j, out, i) {
+			keep, left = append(keep, i), append(left, j)
+		}
 	}
-	return seq, false
+	switch {
+	case len(left) == 0:
+		return nil, nil
+	case len(left) < len(group):
+		if err := seq.KeepRows(keep); err != nil {
+			for _, j := range left {
+				e.finish(slots, j, "", err)
+			}
+			return nil, nil
+		}
+	}
+	return seq, left
+}
+
+// byPast groups joiners by the past they start from: a prefix adapter's,
+// or none, in the order each group first appears.
+func byPast(joiners []*job) [][]*job {
+	var groups [][]*job
+	at := map[*entry]int{}
+	for _, j := range joiners {
+		var key *entry
+		if j.a != nil && j.a.kind == KindPrefix {
+			key = j.a
+		}
+		g, ok := at[key]
+		if !ok {
+			g = len(groups)
+			at[key] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], j)
+	}
+	return groups
 }
 
 // step runs one decoding step for every row, emits each row's token, and

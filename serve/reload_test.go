@@ -115,11 +115,20 @@ func TestEviction(t *testing.T) {
 		}
 		return r
 	}
-	if r := resident(); r["a"] == r["b"] || !r["p"] {
+	r := resident()
+	if r["a"] == r["b"] || !r["p"] {
 		t.Fatalf("after loading a and b with one LoRA resident: %v, want one of them evicted (prefixes stay)", r)
 	}
+	// Alternate, starting with the evicted one, so that every request
+	// reloads its adapter and evicts the other.
+	order := []string{"a", "b"}
+	if r["a"] {
+		order = []string{"b", "a"}
+	}
+	refs := map[string][][]int64{"a": refA, "b": refB}
 	for round := range 2 {
-		for name, ref := range map[string][][]int64{"a": refA, "b": refB} {
+		for _, name := range order {
+			ref := refs[name]
 			got, err := generate(t, e, name, f.prompts[0], f.newTokens)
 			if err != nil {
 				t.Fatal(err)
@@ -129,6 +138,24 @@ func TestEviction(t *testing.T) {
 			}
 		}
 	}
+	// Concurrently: reloads race evictions (and Stats) without a deadlock.
+	var wg sync.WaitGroup
+	for c := range 4 {
+		wg.Go(func() {
+			for k := range 3 {
+				name, ref := "a", refA
+				if (c+k)%2 == 1 {
+					name, ref = "b", refB
+				}
+				got, err := generate(t, e, name, f.prompts[1], f.newTokens)
+				if err != nil || !slices.Equal(got, ref[1]) {
+					t.Errorf("concurrent %s: %v, %v; want %v", name, got, err, ref[1])
+				}
+				e.Stats()
+			}
+		})
+	}
+	wg.Wait()
 	st := e.Stats()
 	if st.Evicted < 3 || st.Reloaded < 3 || st.Resident != 1 {
 		t.Errorf("stats: %d evicted, %d reloaded, %d resident; want ≥3, ≥3 and 1", st.Evicted, st.Reloaded, st.Resident)

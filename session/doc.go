@@ -11,6 +11,10 @@
 //     AsInputs) is fed, not applied: Session.Feeds holds its factors, with
 //     the scaling folded into B, for every run. The session is then the
 //     model file's own, and other adapters can be fed to it.
+//   - An ONNX Runtime .onnx_adapter file whose parameters are named after
+//     graph inputs of a model exported with its factors as inputs
+//     (lora_param_a, lora_param_b) is fed as ONNX Runtime feeds it: each
+//     parameter to the input of its name (InputParams).
 //   - Any other adapter, LoRA or prefix, is applied in memory
 //     (rewrite.Apply) to a copy of the model; no file is changed.
 //   - A model in memory whose weights live in external data files is

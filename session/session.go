@@ -63,6 +63,18 @@ func Open(path string, opts ...Option) (*Session, error) {
 		return nil, err
 	}
 	defer m.Close()
+	if o.adapterPath != "" {
+		if feeds, ok, err := inputFeeds(m, o.adapterPath); err != nil {
+			return nil, err
+		} else if ok {
+			m.Close()
+			s, err := rt.NewSession(path, o.runtime...)
+			if err != nil {
+				return nil, err
+			}
+			return &Session{Session: s, Feeds: feeds}, nil
+		}
+	}
 	ad, prefix, err := o.adapterFor(m)
 	if err != nil {
 		return nil, err
@@ -88,6 +100,18 @@ func OpenModel(m *graph.Model, opts ...Option) (*Session, error) {
 	o, err := newOptions(opts)
 	if err != nil {
 		return nil, err
+	}
+	if o.adapterPath != "" {
+		if feeds, ok, err := inputFeeds(m, o.adapterPath); err != nil {
+			return nil, err
+		} else if ok {
+			s, err := openInMemory(m, o.modelLabel(m), o)
+			if err != nil {
+				return nil, err
+			}
+			s.Feeds = feeds
+			return s, nil
+		}
 	}
 	ad, prefix, err := o.adapterFor(m)
 	if err != nil {

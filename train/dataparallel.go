@@ -14,6 +14,18 @@ import (
 // every rank clips by the same global norm and takes the same optimizer
 // step.
 
+// firstBatch returns the first batch this rank's session runs, or would
+// run: the first global batch, or of several ranks rank 0's shard of it,
+// which is never empty. The feeds are checked and the shapes probed on
+// it, at the size of one rank's batch.
+func (t *Trainer) firstBatch() Batch {
+	if !t.distributed() {
+		return t.loader.Batch(0, 0)
+	}
+	b, _ := t.loader.Shard(0, 0, 0, t.comm.Size())
+	return b
+}
+
 // shareGradients, on one of several ranks, moves the parameters'
 // gradients into one buffer, which sumGradients all-reduces at once.
 func (t *Trainer) shareGradients() {

@@ -12,83 +12,6 @@ import (
 	"github.com/peftonnx/peftonnx/graph"
 )
 
-// memGroup is a Collective of ranks that are goroutines of one process:
-// each collective waits for every rank, then each computes the result
-// from copies of every rank's buffer, summed in rank order.
-type memGroup struct {
-	mu      sync.Mutex
-	cond    *sync.Cond
-	n       int
-	gen     int   // collectives completed
-	slots   []any // this collective's buffers, by rank
-	arrived int
-	prev    []any // the last completed collective's buffers
-	calls   int   // collectives completed, for the test's report
-}
-
-func newMemGroup(n int) *memGroup {
-	g := &memGroup{n: n, slots: make([]any, n)}
-	g.cond = sync.NewCond(&g.mu)
-	return g
-}
-
-// exchange deposits v as rank's buffer and returns every rank's, once all
-// have deposited theirs.
-func (g *memGroup) exchange(rank int, v any) []any {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	gen := g.gen
-	g.slots[rank] = v
-	g.arrived++
-	if g.arrived == g.n {
-		g.prev, g.slots, g.arrived = g.slots, make([]any, g.n), 0
-		g.gen++
-		g.calls++
-		g.cond.Broadcast()
-	}
-	for g.gen == gen {
-		g.cond.Wait()
-	}
-	// No later collective completes before this rank joins it, so prev
-	// is still this one's.
-	return g.prev
-}
-
-// memRank is one rank of a memGroup.
-type memRank struct {
-	g    *memGroup
-	rank int
-}
-
-func (r memRank) Rank() int { return r.rank }
-func (r memRank) Size() int { return r.g.n }
-
-func (r memRank) AllReduceSumFloat32(buf []float32) error {
-	sumRanks(r.g.exchange(r.rank, append([]float32(nil), buf...)), buf)
-	return nil
-}
-
-func (r memRank) AllReduceSumFloat64(buf []float64) error {
-	sumRanks(r.g.exchange(r.rank, append([]float64(nil), buf...)), buf)
-	return nil
-}
-
-// sumRanks sets buf to the sum of the ranks' buffers, in rank order.
-func sumRanks[T float32 | float64](all []any, buf []T) {
-	clear(buf)
-	for _, b := range all {
-		for i, v := range b.([]T) {
-			buf[i] += v
-		}
-	}
-}
-
-func (r memRank) BroadcastBytes(buf []byte, root int) error {
-	all := r.g.exchange(r.rank, append([]byte(nil), buf...))
-	copy(buf, all[root].([]byte))
-	return nil
-}
-
 // TestDataParallelTrainer trains two ranks (goroutines) with batch 2 and
 // one trainer with batch 4 on the same data, with gradient accumulation,
 // an evaluation and a checkpoint that every rank resumes from, and checks
@@ -121,7 +44,7 @@ func dataParallelEqualsOne(t *testing.T, m *graph.Model, params []string, data, 
 		t.Fatal(err)
 	}
 
-	g := newMemGroup(ranks)
+	g := NewLocalGroup(ranks)
 	dir := t.TempDir()
 	type result struct {
 		losses, norms []float64
@@ -138,7 +61,7 @@ func dataParallelEqualsOne(t *testing.T, m *graph.Model, params []string, data, 
 			res := &results[rank]
 			o := opts
 			o.BatchSize = opts.BatchSize / ranks
-			o.Collective = memRank{g, rank}
+			o.Collective = g[rank]
 			o.CheckpointDir = dir
 			tr, err := NewTrainer(m, params, data, o)
 			if err != nil {
@@ -233,7 +156,7 @@ func TestDataParallelOtherRun(t *testing.T) {
 	requireORT(t)
 	m, params := loraGPT2(t)
 	data := patternData(8, 6, 32, 2)
-	g := newMemGroup(2)
+	g := NewLocalGroup(2)
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
 	for rank := range 2 {
@@ -241,7 +164,7 @@ func TestDataParallelOtherRun(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			o := testOptions()
-			o.Collective = memRank{g, rank}
+			o.Collective = g[rank]
 			o.LR *= float64(1 + rank)
 			tr, err := NewTrainer(m, params, data, o)
 			tr.Close()
@@ -276,7 +199,7 @@ func TestDataParallelStop(t *testing.T) {
 	opts.Steps, opts.BatchSize = 5, 2
 	dir := t.TempDir()
 	opts.CheckpointDir = dir
-	g := newMemGroup(2)
+	g := NewLocalGroup(2)
 	errs := make([]error, 2)
 	steps := make([]int, 2)
 	var wg sync.WaitGroup
@@ -285,7 +208,7 @@ func TestDataParallelStop(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			o := opts
-			o.Collective = memRank{g, rank}
+			o.Collective = g[rank]
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			if rank == 1 {

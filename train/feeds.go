@@ -262,7 +262,7 @@ func (t *Trainer) planInputs(params []string) error {
 // model declares; the error names the input, its declared type and shape,
 // and what the batch gives.
 func (t *Trainer) checkFirstBatch() error {
-	b := t.loader.Batch(0, 0)
+	b := t.firstBatch()
 	dims := outputDims(t.withLoss, t.opts.Output)
 	var c feed.Checker
 	for _, f := range t.feeds {

@@ -225,7 +225,7 @@ func (t *Trainer) gradientGraph() (*graph.Model, error) {
 		autodiff.WithRecomputeProducts(t.opts.RecomputeProducts),
 		// Shapes past an op that autodiff does not know come from one
 		// forward run on the first batch.
-		autodiff.WithShapeProbe(batchProbe(t.loader.Batch(0, 0), t.opts.Task, outputDims(t.withLoss, t.opts.Output), t.opts.Session)),
+		autodiff.WithShapeProbe(batchProbe(t.firstBatch(), t.opts.Task, outputDims(t.withLoss, t.opts.Output), t.opts.Session)),
 	}
 	if t.opts.LossScale != 1 {
 		m = m.Clone()

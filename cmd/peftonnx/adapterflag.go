@@ -2,6 +2,9 @@ package main
 
 import (
 	"flag"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
 	ortrt "github.com/peftonnx/peftonnx/runtime"
@@ -39,4 +42,9 @@ func openAdapted(modelPath, adapterPath string, opts ...ortrt.Option) (*session.
 		sopts = append(sopts, session.WithSpillAbove(spillAbove))
 	}
 	return session.Open(modelPath, sopts...)
+}
+
+// paramNames lists the names of an adapter's input parameters, sorted.
+func paramNames(params map[string]*adapter.Tensor) string {
+	return strings.Join(slices.Sorted(maps.Keys(params)), ", ")
 }

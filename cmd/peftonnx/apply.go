@@ -30,7 +30,10 @@ nothing is written.
 
 An .onnx_adapter file carries no config: its factors are taken as they
 are, at scaling 1 (export-adapter folds alpha/r into lora_B when it writes
-one).
+one). A file whose parameters are named after inputs of BASE (an export
+with its LoRA factors as inputs, such as lora_param_a and lora_param_b),
+as ONNX Runtime feeds them, becomes the defaults of those inputs: OUT fed
+nothing runs the adapter.
 
 With --as-inputs, A and B become graph inputs of dynamic rank whose
 defaults are empty, sized for the adapter's layers: fed nothing, OUT is
@@ -62,6 +65,16 @@ func runApply(cx *context, args []string) error {
 	if err != nil {
 		return err
 	}
+	e, err := loadForEdit(base, *out, *adapterPath)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	if params, ok, err := session.InputParams(e.m, *adapterPath); err != nil {
+		return err
+	} else if ok {
+		return applyInputParams(cx, e, params, *adapterPath, *asInputs || *replacePast)
+	}
 	ad, err := session.LoadAdapter(*adapterPath)
 	if err != nil {
 		return err
@@ -72,11 +85,6 @@ func runApply(cx *context, args []string) error {
 	case ad.LoRA != nil && *replacePast:
 		return cx.usagef("--replace-past is for prefix adapters, but %s is %s", *adapterPath, adapterKind(ad))
 	}
-	e, err := loadForEdit(base, *out, *adapterPath)
-	if err != nil {
-		return err
-	}
-	defer e.Close()
 	var opts []rewrite.Option
 	if *asInputs {
 		opts = append(opts, rewrite.AsInputs())
@@ -118,4 +126,21 @@ func prefixShape(c adapter.PrefixConfig) string {
 		s += fmt.Sprintf(" through a projection of width %d", c.PrefixProjectionHiddenSize)
 	}
 	return s
+}
+
+// applyInputParams writes e's model with the parameters of an ONNX Runtime
+// adapter file whose names are its inputs as those inputs' defaults
+// (rewrite.ApplyInputs).
+func applyInputParams(cx *context, e *editedModel, params map[string]*adapter.Tensor, adapterPath string, options bool) error {
+	if options {
+		return fmt.Errorf("%s feeds the inputs of its parameters' names, as ONNX Runtime does; --as-inputs and --replace-past do not apply to it", adapterPath)
+	}
+	if err := rewrite.ApplyInputs(e.m, params); err != nil {
+		return fmt.Errorf("applying %s: %w", adapterPath, err)
+	}
+	if err := e.save(); err != nil {
+		return err
+	}
+	fmt.Fprintf(cx.stdout, "wrote %s: adapter %s as the defaults of the inputs %s\n", e.out, adapterPath, paramNames(params))
+	return nil
 }

@@ -61,9 +61,6 @@ renamed; the inputs are never changed.`,
 	})
 }
 
-// formatPaddle is combine's --format for PaddleNLP's directory layout.
-const formatPaddle = "paddle"
-
 func runCombine(cx *context, args []string) error {
 	fs := cx.flags()
 	out := fs.String("o", "", "write the combined adapter to `OUT`, a directory or FILE.onnx_adapter (required)")

@@ -15,7 +15,7 @@ import (
 func init() {
 	register(&command{
 		name:    "export-adapter",
-		args:    "MODEL --out DIR|FILE [--format hf|onnx_adapter]",
+		args:    "MODEL --out DIR|FILE [--format hf|paddle|onnx_adapter]",
 		summary: "pull the LoRA or prefix adapter out of an adapted model and save it (save_pretrained)",
 		detail: `
 MODEL is a model that inject, prefix or apply adapted (and train trained).
@@ -28,7 +28,11 @@ projection the encoder's input and weights.
 --format hf writes a HuggingFace PEFT directory: adapter_config.json and
 adapter_model.safetensors, with keys base_model.model.<module>.lora_A.weight
 [r, in] and lora_B.weight [out, r], which PEFT's from_pretrained and
-"peftonnx apply" read. --format onnx_adapter writes an ONNX Runtime
+"peftonnx apply" read. --format paddle writes PaddleNLP's layout, as its
+save_pretrained does: lora_config.json and lora_model_state.pdparams (a
+pickled state dict, <module>.lora_A [in, r] and lora_B [r, out]), or for
+a prefix prefix_config.json, prefix_model_state.pdparams and
+pre_caches.npy; apply, merge and run read it back. --format onnx_adapter writes an ONNX Runtime
 .onnx_adapter file, with parameters <module>.lora_A.weight [in, r] and
 <module>.lora_B.weight [r, out], the names and layout that ONNX Runtime's
 LoRA API feeds to a model whose factors are graph inputs (inject
@@ -38,7 +42,7 @@ projections (--enable-lora) need the config and can only be exported as hf.
 Without --format, an --out that ends in .onnx_adapter selects onnx_adapter,
 anything else hf.
 
-A prefix adapter is written as hf only: a HuggingFace PEFT directory with
+A prefix adapter is written as hf (or paddle): a HuggingFace PEFT directory with
 adapter_config.json (peft_type PREFIX_TUNING, num_virtual_tokens,
 num_layers, …) and prompt_embeddings [P, layers·2·kv_heads·head_dim] (and
 prefix_encoder.transform.* with a projection) in
@@ -54,12 +58,6 @@ The files are written to temporary names and renamed; MODEL is not changed.`,
 		run: runExportAdapter,
 	})
 }
-
-// The values of export-adapter's --format.
-const (
-	formatHF          = "hf"
-	formatONNXAdapter = "onnx_adapter"
-)
 
 // adapterFormat returns the --format of a command that writes an adapter
 // to out: format where given, else onnx_adapter for an out that ends in
@@ -80,19 +78,19 @@ func adapterFormat(format, out string, allowed ...string) (string, error) {
 
 func runExportAdapter(cx *context, args []string) error {
 	fs := cx.flags()
-	out := fs.String("out", "", "write the adapter to `DIR` (hf) or FILE.onnx_adapter (required)")
-	format := fs.String("format", "", "`hf` (PEFT directory) or onnx_adapter; default from --out's name")
+	out := fs.String("out", "", "write the adapter to `DIR` (hf, paddle) or FILE.onnx_adapter (required)")
+	format := fs.String("format", "", "`hf` (PEFT directory), paddle (PaddleNLP directory) or onnx_adapter; default from --out's name")
 	model, err := cx.parseOne(args, "MODEL", "--out")
 	if err != nil {
 		return err
 	}
-	if *format, err = adapterFormat(*format, *out, formatHF, formatONNXAdapter); err != nil {
+	if *format, err = adapterFormat(*format, *out, formatHF, formatPaddle, formatONNXAdapter); err != nil {
 		return cx.usagef("%w", err)
 	}
 	st, statErr := os.Stat(*out)
 	switch {
-	case *format == formatHF && statErr == nil && !st.IsDir():
-		return fmt.Errorf("--out %s is a file; --format hf writes a directory", *out)
+	case *format != formatONNXAdapter && statErr == nil && !st.IsDir():
+		return fmt.Errorf("--out %s is a file; --format %s writes a directory", *out, *format)
 	case *format == formatONNXAdapter && statErr == nil && st.IsDir():
 		return fmt.Errorf("--out %s is a directory; --format onnx_adapter writes a file such as %s", *out, *out+"/adapter.onnx_adapter")
 	}
@@ -117,9 +115,9 @@ func runExportAdapter(cx *context, args []string) error {
 			return err
 		}
 	}
-	what := "HF PEFT directory"
-	if *format == formatHF {
-		err = adapter.SaveDir(*out, ad)
+	var what string
+	if *format != formatONNXAdapter {
+		what, _, err = saveAdapterDir(*out, ad, *format)
 	} else {
 		what = ".onnx_adapter"
 		var f *adapter.ONNXAdapterFile
@@ -149,16 +147,17 @@ func runExportAdapter(cx *context, args []string) error {
 // the HuggingFace PEFT directory dir, the one format that holds a prefix.
 func exportPrefix(cx *context, m *graph.Model, ad *adapter.Adapter, path, dir, format string) error {
 	if format == formatONNXAdapter {
-		return fmt.Errorf("%s carries a prefix (prefix tuning), which --format onnx_adapter cannot hold: an .onnx_adapter file has named tensors and no config (tokens, layers, KV heads), and ONNX Runtime feeds it to LoRA inputs only; export it with --format hf", path)
+		return fmt.Errorf("%s carries a prefix (prefix tuning), which --format onnx_adapter cannot hold: an .onnx_adapter file has named tensors and no config (tokens, layers, KV heads), and ONNX Runtime feeds it to LoRA inputs only; export it with --format hf or paddle", path)
 	}
 	site, err := rewrite.PrefixSiteOf(m)
 	if err != nil {
 		return err
 	}
-	if err := adapter.SaveDir(dir, ad); err != nil {
+	what, _, err := saveAdapterDir(dir, ad, format)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(cx.stdout, "wrote %s (HF PEFT directory): prefix of %s, %d params\n", dir, prefixShape(site.Config), ad.NumParams())
+	fmt.Fprintf(cx.stdout, "wrote %s (%s): prefix of %s, %d params\n", dir, what, prefixShape(site.Config), ad.NumParams())
 	if site.ReplacedPast {
 		fmt.Fprintf(cx.stdout, "note: %s takes the prefix in place of its past inputs, which the adapter does not record: apply it with --replace-past to do the same\n", path)
 	}

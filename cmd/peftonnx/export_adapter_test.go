@@ -102,7 +102,7 @@ func TestExportAdapterErrors(t *testing.T) {
 	}{
 		{"base model", []string{llama, "--out", out}, 1, []string{llama, "carries no LoRA branch"}},
 		{"factors are inputs", []string{inputs, "--out", out}, 1, []string{inputs, "graph inputs", "no adapter to extract"}},
-		{"bad format", []string{adapted, "--out", out, "--format", "pt"}, 2, []string{`--format must be hf or onnx_adapter, got "pt"`}},
+		{"bad format", []string{adapted, "--out", out, "--format", "pt"}, 2, []string{`--format must be hf, paddle or onnx_adapter, got "pt"`}},
 		{"hf into a file", []string{adapted, "--out", file, "--format", "hf"}, 1, []string{file, "is a file"}},
 		{"onnx_adapter into a folder", []string{adapted, "--out", dir, "--format", "onnx_adapter"}, 1, []string{dir, "is a directory"}},
 		{"no --out", []string{adapted}, 2, []string{"--out is required"}},

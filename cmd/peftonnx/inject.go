@@ -14,7 +14,7 @@ import (
 func init() {
 	register(&command{
 		name: "inject",
-		args: "MODEL -o OUT --target RE [--target RE]... [--r 8] [--alpha 8] [--dropout 0] [--rslora] " +
+		args: "MODEL -o OUT --target RE [--target RE]... | --modules q_proj,v_proj|all-linear [--r 8] [--alpha 8] [--dropout 0] [--rslora] " +
 			"[--bias none|lora|all] [--trainable RE]... [--as-inputs] [--seed N] [--init kaiming|gaussian] " +
 			"[--dtype float32|float16|bfloat16] [--enable-lora q,k,v [--enable-lora ...] --head-dim D] [--lora-plus-scale S]",
 		summary: "give the linear layers that --target selects LoRA branches and save the adapted model",
@@ -26,6 +26,13 @@ branch y = x·W + dropout(x)·A·B·s with s = alpha/r, or alpha/√r with
 --seed, B at zero, so the adapted model computes what MODEL does. Run
 "peftonnx inspect MODEL --target RE" first to see what a target selects; a
 target that matches nothing is an error that lists the modules.
+
+--modules q_proj,v_proj names modules as HF PEFT's target_modules list
+does: a module called q_proj, or whose name ends in ".q_proj"
+(attention.self.query matches bert.encoder.layer.0.attention.self.query).
+--modules all-linear adapts every linear layer but the output head (the
+LM head or classifier whose output is the model's). --modules and
+--target may be given together; a layer either selects is adapted.
 
 --bias lora also trains the biases of the adapted layers, --bias all every
 bias, and --trainable RE the weights of the modules RE matches (PEFT's
@@ -50,8 +57,8 @@ that target plain.
 func runInject(cx *context, args []string) error {
 	fs := cx.flags()
 	out := fs.String("o", "", "write the adapted model to `OUT` (required)")
-	var targets, trainable, enable stringList
-	fs.Var(&targets, "target", "adapt the linear layers whose module or node name fully matches `RE` (required; repeat for more)")
+	var trainable, enable stringList
+	tf := addTargetFlags(fs, "adapt")
 	r := fs.Int("r", 8, "LoRA rank `r`")
 	alpha := fs.Float64("alpha", 8, "lora_alpha; the branch is scaled by `alpha`/r")
 	dropout := fs.Float64("dropout", 0, "LoRA dropout `rate` in [0, 1), active in training only")
@@ -69,8 +76,9 @@ func runInject(cx *context, args []string) error {
 	if err != nil {
 		return err
 	}
+	targets := tf.patterns()
 	if len(targets) == 0 {
-		return cx.usagef("--target is required: name the layers to adapt (see peftonnx inspect)")
+		return cx.usagef("--target or --modules is required: name the layers to adapt (see peftonnx inspect)")
 	}
 
 	cfg := adapter.DefaultLoRAConfig(targets...)

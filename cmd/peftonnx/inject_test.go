@@ -307,7 +307,7 @@ func TestInjectErrors(t *testing.T) {
 		{"target matches nothing", []string{llama, "-o", out, "--target", "nomatch.*"}, 1,
 			[]string{`"nomatch.*"`, "matched no linear layer", "model.layers.0.attn.q_proj", "lm_head"}},
 		{"bad regex", []string{llama, "-o", out, "--target", "(("}, 1, []string{`"(("`}},
-		{"no target", []string{llama, "-o", out}, 2, []string{"--target is required"}},
+		{"no target", []string{llama, "-o", out}, 2, []string{"--target or --modules is required"}},
 		{"no -o", []string{llama, "--target", ".*"}, 2, []string{"-o OUT is required"}},
 		{"no model", []string{"-o", out, "--target", ".*"}, 2, []string{"want one MODEL, got 0"}},
 		{"missing model", []string{filepath.Join(dir, "missing.onnx"), "-o", out, "--target", ".*"}, 1, []string{"missing.onnx", "no such file"}},

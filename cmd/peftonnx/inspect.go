@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,18 +19,26 @@ import (
 func init() {
 	register(&command{
 		name:    "inspect",
-		args:    "MODEL [--target RE]... [--json]",
+		args:    "MODEL [--target RE]... [--modules NAMES] [--json]",
 		summary: "show a model's opsets, inputs, outputs, ops, parameter count and linear layers",
 		detail: `
 Dimensions that the model names (batch_size) are shown by name, and
 unknown ones as "?". Linear layers are MatMul and Gemm nodes whose weight is
 a 2-D float initializer; in×out is the matrix the node multiplies by.
 
+It suggests targets for the usual groups of layers (attention q and v;
+q, k, v and o; the MLP; every linear layer but the head), found from the
+graph's structure or, where that does not show them, from the module
+names: a line per group with the --modules and the --target that select
+it.
+
 With --target, inspect also shows which linear layers an injection with
 the same targets would adapt. A target must match the whole module name or
 the whole node name, as Python's re.fullmatch does: ".*q_proj.*" is the
-usual form. Targets that match nothing are an error that lists the
-modules.
+usual form. --modules q_proj,v_proj names them as HF PEFT's
+target_modules list does (by suffix), and --modules all-linear selects
+every linear layer but the output head. Targets that match nothing are an
+error that lists the modules.
 
 --json prints the same facts as one JSON document whose field order is
 fixed, for scripts.`,
@@ -52,7 +61,21 @@ type inspection struct {
 	// Parameters.
 	Initializers int          `json:"initializers"`
 	Linears      []linearInfo `json:"linears"`
-	Targets      *targetInfo  `json:"targets,omitempty"`
+	// Others are the embeddings and convolutions, which LoRA adapts too.
+	Others []linearInfo `json:"other_layers,omitempty"`
+	// Nested are layers inside If/Loop/Scan subgraphs, which it does not.
+	Nested []rewrite.NestedLayer `json:"nested_layers,omitempty"`
+	// Suggestions are the usual target groups (rewrite.SuggestTargets).
+	Suggestions []suggestion `json:"suggestions"`
+	Targets     *targetInfo  `json:"targets,omitempty"`
+}
+
+// suggestion is one usual target group and the flags that select it.
+type suggestion struct {
+	Group   string   `json:"group"`
+	Modules []string `json:"modules,omitempty"`
+	Target  string   `json:"target,omitempty"`
+	Layers  int      `json:"layers"`
 }
 
 type opsetInfo struct {
@@ -79,12 +102,17 @@ type opCount struct {
 
 type linearInfo struct {
 	Module      string `json:"module"`
+	Role        string `json:"role,omitempty"`
 	Node        string `json:"node"`
 	Op          string `json:"op"`
 	Weight      string `json:"weight"`
 	WeightDType string `json:"weight_dtype"`
 	In          int64  `json:"in"`
 	Out         int64  `json:"out"`
+	// Kind is "embedding" or "conv" for the other layers (see
+	// rewrite.FindLayers), and Kernel a convolution's kernel.
+	Kind   string  `json:"kind,omitempty"`
+	Kernel []int64 `json:"kernel,omitempty"`
 }
 
 type targetInfo struct {
@@ -94,8 +122,7 @@ type targetInfo struct {
 
 func runInspect(cx *context, args []string) error {
 	fs := cx.flags()
-	var targets stringList
-	fs.Var(&targets, "target", "show the linear layers whose module or node name fully matches `RE`; repeat for more")
+	tf := addTargetFlags(fs, "show")
 	asJSON := fs.Bool("json", false, "print one JSON document instead of text")
 	model, err := cx.parseOne(args, "MODEL")
 	if err != nil {
@@ -106,7 +133,7 @@ func runInspect(cx *context, args []string) error {
 		return err
 	}
 	defer m.Close()
-	in, err := inspectModel(m, model, targets)
+	in, err := inspectModel(m, model, tf.patterns())
 	if err != nil {
 		return err
 	}
@@ -179,15 +206,26 @@ func inspectModel(m *graph.Model, path string, targets []string) (*inspection, e
 	}
 	in.Initializers = len(g.Initializer)
 
-	linears, err := rewrite.FindLinears(m)
+	linears, err := rewrite.FindLayers(m)
 	if err != nil {
 		return nil, err
 	}
 	for _, l := range linears {
-		in.Linears = append(in.Linears, linearInfo{
-			Module: l.Module, Node: l.NodeName, Op: l.Op, Weight: l.Weight,
+		li := linearInfo{
+			Module: l.Module, Role: string(l.Role), Node: l.NodeName, Op: l.Op, Weight: l.Weight,
 			WeightDType: l.WeightDType.String(), In: l.In, Out: l.Out,
-		})
+			Kind: l.Kind, Kernel: l.Kernel,
+		}
+		if l.Kind == rewrite.KindLinear {
+			in.Linears = append(in.Linears, li)
+		} else {
+			in.Others = append(in.Others, li)
+		}
+	}
+	in.Nested = rewrite.FindNestedLayers(m)
+	in.Suggestions = []suggestion{}
+	for _, g := range rewrite.SuggestTargets(onlyLinear(linears)) {
+		in.Suggestions = append(in.Suggestions, suggestion{Group: g.Name, Modules: g.Modules, Target: g.Target, Layers: g.Layers})
 	}
 	if len(targets) > 0 {
 		matched, err := rewrite.MatchTargets(linears, targets)
@@ -309,13 +347,61 @@ func (in *inspection) writeText(w io.Writer) error {
 		p("  %s\t%s\t%s\t%s\t%s\t%d×%d\n", l.Module, node, l.Op, l.Weight, l.WeightDType, l.In, l.Out)
 	}
 	tw.Flush()
+	if len(in.Others) > 0 {
+		p("\nembedding and convolution layers (%d):\n", len(in.Others))
+		p("  module\tnode\tkind\tweight\tdtype\tin×out\tkernel\n")
+		for _, l := range in.Others {
+			node := l.Node
+			if node == "" {
+				node = "(unnamed)"
+			}
+			kernel := "-"
+			if l.Kernel != nil {
+				ks := make([]string, len(l.Kernel))
+				for i, k := range l.Kernel {
+					ks[i] = strconv.FormatInt(k, 10)
+				}
+				kernel = strings.Join(ks, "×")
+			}
+			p("  %s\t%s\t%s\t%s\t%s\t%d×%d\t%s\n", l.Module, node, l.Kind, l.Weight, l.WeightDType, l.In, l.Out, kernel)
+		}
+		tw.Flush()
+	}
+	if len(in.Nested) > 0 {
+		p("\nlayers inside subgraphs, which LoRA does not adapt (%d):\n", len(in.Nested))
+		for _, l := range in.Nested {
+			p("  %s\t%s\tin %s of %s\n", l.Node, l.Op, l.Attr, l.Owner)
+		}
+		tw.Flush()
+	}
+
+	if len(in.Suggestions) > 0 {
+		p("\nsuggested targets (inject --modules, or --target):\n")
+		for _, g := range in.Suggestions {
+			unit := "layers"
+			if g.Layers == 1 {
+				unit = "layer"
+			}
+			p("  %s\t%d %s", g.Group, g.Layers, unit)
+			if len(g.Modules) > 0 {
+				p("\t--modules %s", strings.Join(g.Modules, ","))
+			} else {
+				p("\t(no --modules names these alone)")
+			}
+			if g.Target != "" {
+				p("\t--target '%s'", g.Target)
+			}
+			p("\n")
+		}
+		tw.Flush()
+	}
 
 	if t := in.Targets; t != nil {
 		quoted := make([]string, len(t.Patterns))
 		for i, s := range t.Patterns {
 			quoted[i] = strconv.Quote(s)
 		}
-		p("\ntargets %s adapt %d of %d modules:\n", strings.Join(quoted, ", "), len(t.Modules), countModules(in.Linears))
+		p("\ntargets %s adapt %d of %d modules:\n", strings.Join(quoted, ", "), len(t.Modules), countModules(append(slices.Clone(in.Linears), in.Others...)))
 		for _, mod := range t.Modules {
 			p("  %s\n", mod)
 		}
@@ -331,4 +417,15 @@ func countModules(ls []linearInfo) int {
 		seen[l.Module] = true
 	}
 	return len(seen)
+}
+
+// onlyLinear returns the linear layers of ls (Kind KindLinear).
+func onlyLinear(ls []rewrite.Linear) []rewrite.Linear {
+	var out []rewrite.Linear
+	for _, l := range ls {
+		if l.Kind == rewrite.KindLinear {
+			out = append(out, l)
+		}
+	}
+	return out
 }

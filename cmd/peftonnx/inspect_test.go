@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -115,5 +117,33 @@ func TestInspectErrors(t *testing.T) {
 	} {
 		out, errOut, code := cli(t, append([]string{"inspect"}, test.args...)...)
 		wantError(t, test.reason, out, errOut, code, test.code, test.parts...)
+	}
+}
+
+// TestInspectModules checks that --modules selects by suffix, as HF PEFT's
+// target_modules does, the same layers as the equivalent --target, and
+// that all-linear leaves out the output head only.
+func TestInspectModules(t *testing.T) {
+	model := sharedModel(t, "distilbert-optimum")
+	modules := func(args ...string) []string {
+		out := runOK(t, append([]string{"inspect", model, "--json"}, args...)...)
+		var in inspection
+		if err := json.Unmarshal([]byte(out), &in); err != nil {
+			t.Fatal(err)
+		}
+		return in.Targets.Modules
+	}
+	byName := modules("--modules", "q_lin,attention.v_lin")
+	byRegex := modules("--target", `.*\.(q_lin|v_lin)`)
+	if len(byName) != 4 || !reflect.DeepEqual(byName, byRegex) {
+		t.Errorf("--modules selected %v, --target %v; want the same 4", byName, byRegex)
+	}
+	all := modules("--modules", "all-linear")
+	if len(all) != 13 || slices.Contains(all, "classifier") || !slices.Contains(all, "pre_classifier") {
+		t.Errorf("all-linear selected %v, want the 13 layers but the classifier", all)
+	}
+	both := modules("--modules", "q_lin", "--target", ".*ffn.lin1")
+	if len(both) != 4 {
+		t.Errorf("--modules q_lin with --target .*ffn.lin1 selected %v, want 4 layers", both)
 	}
 }

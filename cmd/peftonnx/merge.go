@@ -24,7 +24,10 @@ tolerance.
 
 "merge BASE --adapter DIR|FILE -o OUT" does the same for a base model and a
 saved adapter (HF PEFT directory or .onnx_adapter file), as apply followed
-by merge would. A model whose LoRA factors are graph inputs (inject
+by merge would. An .onnx_adapter file whose parameters are named after
+inputs of BASE (an export with its factors as inputs: lora_param_a,
+lora_param_b) is merged where those inputs are the A and B of a branch
+x·A·B added to a linear layer's x·W; the branch and the inputs go. A model whose LoRA factors are graph inputs (inject
 --as-inputs) counts as its base: --adapter bakes an adapter into it.
 
 Prefix tuning cannot be merged: a prefix is extra key/value positions fed
@@ -33,6 +36,11 @@ model with the base's nodes computes what a prefixed model does. A
 prefixed model (from prefix, or apply with a prefix adapter) and a prefix
 adapter are an error; run or generate with them as they are ("peftonnx run
 BASE --adapter DIR" applies a prefix adapter in memory).
+
+A weight stored as int8 behind DequantizeLinear (a QDQ model) cannot take
+the update exactly in int8, so merge refuses it; --dequantize replaces its
+DequantizeLinear by a float weight holding the dequantized values plus
+s·A·B, which matches the adapted model to float tolerance.
 
 Each merged module is listed with its rank and scaling s. OUT keeps its
 data in an external file (OUT.data) when the input does or when it passes
@@ -45,12 +53,24 @@ func runMerge(cx *context, args []string) error {
 	fs := cx.flags()
 	out := fs.String("o", "", "write the merged model to `OUT` (required)")
 	adapterPath := addAdapterFlag(fs, "fold this LoRA adapter into the base model")
+	dequantize := fs.Bool("dequantize", false, "merge into int8 weights behind DequantizeLinear by making them float weights (a QDQ model)")
 	model, err := cx.parseOne(args, "MODEL", "-o OUT")
 	if err != nil {
 		return err
 	}
+	e, err := loadForEdit(model, *out, *adapterPath)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	m := e.m
 	var ad *adapter.Adapter
 	if *adapterPath != "" {
+		if params, ok, err := session.InputParams(m, *adapterPath); err != nil {
+			return err
+		} else if ok {
+			return mergeInputParams(cx, e, params, *adapterPath)
+		}
 		if ad, err = session.LoadAdapter(*adapterPath); err != nil {
 			return err
 		}
@@ -59,12 +79,6 @@ func runMerge(cx *context, args []string) error {
 				"apply it with \"peftonnx apply BASE --adapter %s -o OUT\", or run or generate with --adapter %s", *adapterPath, adapterKind(ad), prefixIsNotAWeight, *adapterPath, *adapterPath)
 		}
 	}
-	e, err := loadForEdit(model, *out, *adapterPath)
-	if err != nil {
-		return err
-	}
-	defer e.Close()
-	m := e.m
 	if _, err := rewrite.PrefixSiteOf(m); err == nil {
 		return fmt.Errorf("merge: %s carries a prefix, and prefix tuning cannot be merged into weights; %s: "+
 			"run or generate with %s as it is, or save its prefix with export-adapter", model, prefixIsNotAWeight, model)
@@ -72,6 +86,10 @@ func runMerge(cx *context, args []string) error {
 	sites, noSites := rewrite.Sites(m) // an error when m carries no LoRA branch
 	nodes := len(m.Graph().Node)
 
+	var mergeOpts []rewrite.Option
+	if *dequantize {
+		mergeOpts = append(mergeOpts, rewrite.Dequantize())
+	}
 	var merged []mergedModule
 	switch {
 	case ad == nil && noSites != nil:
@@ -82,7 +100,7 @@ func runMerge(cx *context, args []string) error {
 				return fmt.Errorf("%s takes its LoRA factors as graph inputs, so it holds no adapter to merge: give --adapter DIR|FILE to bake one in", model)
 			}
 		}
-		if err := rewrite.Merge(m); err != nil {
+		if err := rewrite.Merge(m, mergeOpts...); err != nil {
 			return err
 		}
 		seen := map[string]bool{}
@@ -104,7 +122,7 @@ func runMerge(cx *context, args []string) error {
 				return err
 			}
 		}
-		if err := rewrite.MergeAdapter(m, ad); err != nil {
+		if err := rewrite.MergeAdapter(m, ad, mergeOpts...); err != nil {
 			return fmt.Errorf("merging %s: %w", *adapterPath, err)
 		}
 		for _, mod := range ad.Modules() {
@@ -142,4 +160,19 @@ type mergedModule struct {
 	module, weight string
 	r              int
 	scale          float64
+}
+
+// mergeInputParams merges the parameters of an ONNX Runtime adapter file
+// whose names are inputs of e's model into its weights
+// (rewrite.MergeInputs) and saves it.
+func mergeInputParams(cx *context, e *editedModel, params map[string]*adapter.Tensor, adapterPath string) error {
+	nodes := len(e.m.Graph().Node)
+	if err := rewrite.MergeInputs(e.m, params); err != nil {
+		return fmt.Errorf("merging %s: %w", adapterPath, err)
+	}
+	if err := e.save(); err != nil {
+		return err
+	}
+	fmt.Fprintf(cx.stdout, "wrote %s: adapter %s (inputs %s) merged, %d nodes (%d before)\n", e.out, adapterPath, paramNames(params), len(e.m.Graph().Node), nodes)
+	return nil
 }

@@ -20,15 +20,7 @@ func savedLlama(t *testing.T, dir, name string, noCache bool) string {
 	t.Helper()
 	c := models.LlamaTiny()
 	c.NoCache = noCache
-	m, err := models.Llama(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, name)
-	if err := m.Save(path, graph.SaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return saveBuilt(t, dir, name, func() (*graph.Model, error) { return models.Llama(c) })
 }
 
 // dirNames returns the names in dir, sorted.

@@ -13,7 +13,7 @@ import (
 func init() {
 	register(&command{
 		name:    "quantize",
-		args:    "MODEL -o OUT [--bits 4] [--block-size 32] [--symmetric] [--accuracy-level N] [--target RE]...",
+		args:    "MODEL -o OUT [--bits 4] [--block-size 32] [--symmetric] [--accuracy-level N] [--target RE]... [--modules NAMES]",
 		summary: "round a model's linear layers to int4 in blocks, into ONNX Runtime's MatMulNBits layout",
 		detail: `
 Each linear layer (a MatMul or Gemm whose weight is a 2-D float
@@ -34,6 +34,8 @@ exact); 0 leaves the attribute unset.
 
 With --target, only the layers whose module or node name a regex matches
 in full are quantized (".*proj" is the usual form); the rest stay float.
+--modules q_proj,v_proj selects by name suffix, as HF PEFT's
+target_modules, and --modules all-linear every layer but the output head.
 Layers that cannot be quantized (a Gemm with transA, a bfloat16 layer) are
 listed and left float.
 
@@ -55,8 +57,7 @@ func runQuantize(cx *context, args []string) error {
 	blockSize := fs.Int("block-size", 32, "input features per scale: `N`, a power of two ≥ 16")
 	symmetric := fs.Bool("symmetric", false, "store no zero points (every block's zero point is 2^(bits-1))")
 	level := fs.Int("accuracy-level", 0, "MatMulNBits accuracy_level `N`: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8")
-	var targets stringList
-	fs.Var(&targets, "target", "quantize only the linear layers whose module or node name fully matches `RE` (repeatable)")
+	tf := addTargetFlags(fs, "quantize only")
 	model, err := cx.parseOne(args, "MODEL", "-o OUT")
 	if err != nil {
 		return err
@@ -75,7 +76,7 @@ func runQuantize(cx *context, args []string) error {
 	}
 	defer e.Close()
 	rep, err := quantize.Model(e.m, quantize.Options{
-		Bits: *bits, BlockSize: *blockSize, Symmetric: *symmetric, AccuracyLevel: *level, Targets: targets,
+		Bits: *bits, BlockSize: *blockSize, Symmetric: *symmetric, AccuracyLevel: *level, Targets: tf.patterns(),
 	})
 	if err != nil {
 		return err

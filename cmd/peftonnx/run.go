@@ -33,7 +33,11 @@ every character other than a letter, a digit, '-' and '_' turned into '_':
 "logits" gives logits.npy, "present.0.key" gives present_0_key.npy and
 "/model/out" gives _model_out.npy. Names that would still collide get _2,
 _3, … in the model's output order. A bfloat16 output, which NumPy cannot
-hold, is written as float32. DIR is created if needed. The outputs are
+hold, is written as float32. An output that is not a numeric tensor (a
+string tensor, a sequence, a map, as scikit-learn exports' labels and
+ZipMap probabilities are) is written as FILE.json: nested arrays of
+strings, an array of the elements, an object from key to value; one that
+cannot be read is named on stderr and skipped. DIR is created if needed. The outputs are
 written to temporary files first and renamed only when all of them are
 complete, so a failed run leaves no partial file behind.
 
@@ -102,7 +106,7 @@ func runRun(cx *context, args []string) error {
 	if err := checkFeeds(sess.Inputs(), feeds, tensors); err != nil {
 		return err
 	}
-	results, err := sess.Run(tensors, nil)
+	results, values, err := runAll(sess.Session, tensors)
 	if err != nil {
 		return err
 	}
@@ -111,6 +115,15 @@ func runRun(cx *context, args []string) error {
 	var notes []string
 	for _, v := range sess.Outputs() {
 		t, ok := results[v.Name]
+		if val := values[v.Name]; !ok && val != nil {
+			b, err := valueJSON(val)
+			if err != nil {
+				notes = append(notes, fmt.Sprintf("output %q was not written: %s %v", v.Name, val.Kind(), err))
+				continue
+			}
+			outs = append(outs, namedArray{name: v.Name, json: b, kind: valueColumns(val)})
+			continue
+		}
 		if !ok {
 			why := sess.OutputProblem(v.Name)
 			if why == "" {
@@ -134,6 +147,10 @@ func runRun(cx *context, args []string) error {
 	}
 	tw := tabwriter.NewWriter(cx.stdout, 0, 0, 2, ' ', 0)
 	for i, o := range outs {
+		if o.json != nil {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", o.name, o.kind, files[i])
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.name, o.array.DType, npy.FormatShape(o.array.Shape), files[i])
 	}
 	if err := tw.Flush(); err != nil {
@@ -307,10 +324,39 @@ func describeInputs(model []ortrt.ValueInfo) string {
 	return strings.Join(parts, ", ")
 }
 
-// namedArray is one output to write.
+// namedArray is one output to write: an .npy array, or the JSON of an
+// output that is no numeric tensor (valueJSON), with kind naming it.
 type namedArray struct {
 	name  string
 	array *npy.Array
+	json  []byte
+	kind  string
+}
+
+// valueColumns is what run's table says of a non-tensor output in its type
+// and shape columns: "string\t(2,)", "sequence\t(2)", "map\t(3)".
+func valueColumns(v *ortrt.Value) string {
+	switch {
+	case v.Strings != nil || v.Shape != nil:
+		return "string\t" + npy.FormatShape(v.Shape)
+	case v.Keys != nil:
+		return fmt.Sprintf("map\t(%d)", v.Len())
+	case v.Tensor != nil:
+		return v.Tensor.DType().String() + "\t" + npy.FormatShape(v.Tensor.Shape())
+	}
+	return fmt.Sprintf("sequence\t(%d)", len(v.Elems))
+}
+
+// runAll runs sess once for every output it can give: through RunValues
+// where some output is a string tensor, a sequence or a map, else Run.
+func runAll(sess *ortrt.Session, tensors map[string]*ortrt.Tensor) (map[string]*ortrt.Tensor, map[string]*ortrt.Value, error) {
+	for _, v := range sess.Outputs() {
+		if sess.OutputProblem(v.Name) != "" {
+			return sess.RunValues(tensors)
+		}
+	}
+	res, err := sess.Run(tensors, nil)
+	return res, nil, err
 }
 
 // outputFileNames returns the file name for each output name: characters
@@ -355,12 +401,21 @@ func writeArrays(dir string, outs []namedArray) (paths []string, err error) {
 	var set atomicfile.Set
 	defer set.Abort()
 	for i, o := range outs {
-		path := filepath.Join(dir, files[i])
+		name := files[i]
+		if o.json != nil {
+			name = strings.TrimSuffix(name, ".npy") + ".json"
+		}
+		path := filepath.Join(dir, name)
 		f, err := set.Create(path, 0o644)
 		if err != nil {
 			return nil, err
 		}
-		if err := npy.Write(f, o.array); err != nil {
+		if o.json != nil {
+			_, err = f.Write(o.json)
+		} else {
+			err = npy.Write(f, o.array)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("writing %s: %w", path, err)
 		}
 		paths = append(paths, path)

@@ -282,13 +282,13 @@ func TestWriteArraysAllOrNothing(t *testing.T) {
 	dir := t.TempDir()
 	good, _ := npy.New([]int64{2}, []float32{1, 2})
 	bad := &npy.Array{DType: dtype.Float32, Shape: []int64{2}, Data: make([]byte, 3)}
-	if _, err := writeArrays(dir, []namedArray{{"a", good}, {"b", bad}}); err == nil {
+	if _, err := writeArrays(dir, []namedArray{{name: "a", array: good}, {name: "b", array: bad}}); err == nil {
 		t.Fatal("writeArrays succeeded with an invalid array")
 	}
 	if files := listDir(t, dir); len(files) != 0 {
 		t.Errorf("got %q in the output dir, want nothing", files)
 	}
-	paths, err := writeArrays(dir, []namedArray{{"a.x", good}, {"a/x", good}})
+	paths, err := writeArrays(dir, []namedArray{{name: "a.x", array: good}, {name: "a/x", array: good}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/internal/procmem"
 	"github.com/peftonnx/peftonnx/rewrite"
@@ -29,7 +28,7 @@ func init() {
 			"[--batch N] [--seq-len N] [--lr LR] [--weight-decay WD] [--warmup N] [--schedule constant|linear|cosine] " +
 			"[--clip 1.0] [--grad-accum N] [--lora-plus-scale S] [--seed N] [--log-json FILE] [--device cpu|cuda] [--threads N] [--low-memory] [--recompute-products] [--loss-chunks N] " +
 			"[--loss auto|causal|token|classification|mse] [--output NAME] [--half upcast|keep] [--loss-scale S] " +
-			"[--checkpoint-every N] [--eval-every N] [--resume] [--stop-after N] [--merged OUT.onnx]",
+			"[--checkpoint-every N] [--eval-every N] [--resume] [--stop-after N] [--merged OUT.onnx] [--format hf|paddle]",
 		summary: "train the adapter of an adapted model and save it as a HuggingFace PEFT directory",
 		detail: `
 MODEL is a model that "peftonnx inject" (or "apply", or "prefix") adapted:
@@ -93,7 +92,10 @@ that the [batch, seq, vocab] logits are never whole: on GPT-2's vocabulary
 at 8×128 about 0.6 GB less, at no cost in time.
 
 DIR receives, at the end, adapter_config.json and adapter_model.safetensors
-(the layout "peftonnx apply" and HF PEFT read), loss.png (the loss curve),
+(the layout "peftonnx apply" and HF PEFT read; with --format paddle
+PaddleNLP's lora_config.json and lora_model_state.pdparams, or
+prefix_config.json, prefix_model_state.pdparams and pre_caches.npy, as
+its save_pretrained writes them), loss.png (the loss curve),
 and checkpoint-N folders: one at the end and every --checkpoint-every
 steps. A run that is stopped (Ctrl-C, or --stop-after N steps) writes a
 checkpoint first; --resume continues from the newest one, and ends with
@@ -112,7 +114,7 @@ examples, the gradients are summed over the ranks before clipping, and
 the run equals one process with --batch N×--batch (up to float rounding).
 Rank 0 alone prints, logs and writes DIR; every rank reads MODEL and the
 data. --threads defaults to the cores divided by the ranks on the
-machine. Ctrl-C (mpirun forwards it) and --stop-after stop every rank
+machine, and --device cuda gives each rank the GPU of its index there. Ctrl-C (mpirun forwards it) and --stop-after stop every rank
 after the same step, with a checkpoint. A rank that fails ends the whole
 job with its error.
 
@@ -129,6 +131,7 @@ never changed.`,
 // trainFlags holds the train command's flags.
 type trainFlags struct {
 	data, out, eval, tokenizer, logJSON, device, merged string
+	format                                              string
 	loss, output, schedule, half                        string
 	epochs, steps, batch, seqLen, warmup, gradAccum     int
 	threads, checkpointEvery, evalEvery, stopAfter      int
@@ -143,6 +146,7 @@ func runTrain(cx *context, args []string) error {
 	var f trainFlags
 	fs.StringVar(&f.data, "data", "", "training examples, `FILE.jsonl` (required)")
 	fs.StringVar(&f.out, "out", "", "write the adapter, loss plot and checkpoints to `DIR` (required)")
+	fs.StringVar(&f.format, "format", formatHF, "the adapter's layout in DIR: `hf` (HF PEFT) or paddle (PaddleNLP)")
 	fs.StringVar(&f.eval, "eval", "", "evaluation examples, `FILE.jsonl`")
 	fs.StringVar(&f.tokenizer, "tokenizer", "", "HuggingFace `tokenizer.json`, for text examples")
 	fs.IntVar(&f.epochs, "epochs", 3, "passes over the data, `N` (unless --steps)")
@@ -187,7 +191,7 @@ func runTrain(cx *context, args []string) error {
 	if err != nil {
 		return err
 	}
-	ranks.configure(&opts, f.threads)
+	ranks.configure(&opts, f.threads, f.device)
 	return ranks.run(cx, func() error { return trainModel(cx, pos[0], &f, opts, ranks) })
 }
 
@@ -199,6 +203,8 @@ func (f *trainFlags) options(cx *context) (train.Options, error) {
 		return o, cx.usagef("--data FILE.jsonl is required")
 	case f.out == "":
 		return o, cx.usagef("--out DIR is required")
+	case f.format != formatHF && f.format != formatPaddle:
+		return o, cx.usagef("--format must be hf or paddle, got %q", f.format)
 	case f.epochs <= 0 && f.steps == 0:
 		return o, cx.usagef("--epochs must be positive, got %d", f.epochs)
 	case f.steps < 0:
@@ -400,10 +406,11 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 	case !ranks.leader():
 		return nil
 	}
-	if err := writeTrainResults(f, m, tr); err != nil {
+	files, err := writeTrainResults(f, m, tr)
+	if err != nil {
 		return err
 	}
-	printTrainSummary(cx, tr, startStep, ran, fed, elapsed, f)
+	printTrainSummary(cx, tr, startStep, ran, fed, elapsed, f, files)
 	if ranks.many() {
 		fmt.Fprintf(cx.stdout, "data parallel: %d ranks × batch %d, %d bytes all-reduced per step\n", ranks.world.Size(), f.batch, tr.AllReducedBytes())
 	}
@@ -486,35 +493,35 @@ func trainSameFile(a, b string) bool {
 }
 
 // writeTrainResults writes the adapter, the loss plot and the merged
-// model.
-func writeTrainResults(f *trainFlags, base *graph.Model, tr *train.Trainer) error {
+// model, and names the adapter's files.
+func writeTrainResults(f *trainFlags, base *graph.Model, tr *train.Trainer) (files string, err error) {
 	out, err := tr.Adapter()
 	if err != nil {
-		return err
+		return "", err
 	}
-	if err := adapter.SaveDir(f.out, out); err != nil {
-		return err
+	if _, files, err = saveAdapterDir(f.out, out, f.format); err != nil {
+		return "", err
 	}
 	if err := trainWriteLossPlot(filepath.Join(f.out, "loss.png"), tr.History()); err != nil {
-		return err
+		return "", err
 	}
 	if f.merged != "" {
 		trained, err := tr.Model()
 		if err != nil {
-			return err
+			return "", err
 		}
 		if err := rewrite.Merge(trained); err != nil {
-			return err
+			return "", err
 		}
 		if err := saveModel(trained, f.merged, hasExternalData(base)); err != nil {
-			return err
+			return "", err
 		}
 	}
-	return nil
+	return files, nil
 }
 
 // printTrainSummary says what the run did.
-func printTrainSummary(cx *context, tr *train.Trainer, startStep, ran, fed int, elapsed time.Duration, f *trainFlags) {
+func printTrainSummary(cx *context, tr *train.Trainer, startStep, ran, fed int, elapsed time.Duration, f *trainFlags, files string) {
 	w := cx.stdout
 	var first, last *float64
 	var eval *train.LogRecord
@@ -554,7 +561,7 @@ func printTrainSummary(cx *context, tr *train.Trainer, startStep, ran, fed int, 
 		}
 		fmt.Fprintf(w, "%s (%s)\n", s, f.eval)
 	}
-	fmt.Fprintf(w, "adapter: %s (%s, %s), loss curve %s\n", f.out, adapter.HFConfigFile, adapter.HFWeightsFile, filepath.Join(f.out, "loss.png"))
+	fmt.Fprintf(w, "adapter: %s (%s), loss curve %s\n", f.out, files, filepath.Join(f.out, "loss.png"))
 	if f.logJSON != "" {
 		fmt.Fprintf(w, "log: %s\n", f.logJSON)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 
 	"github.com/peftonnx/peftonnx/internal/mpi"
 	ortrt "github.com/peftonnx/peftonnx/runtime"
@@ -49,9 +50,10 @@ func (r trainRanks) many() bool { return r.world.Size() > 1 }
 func (r trainRanks) leader() bool { return r.world.Rank() == 0 }
 
 // configure makes the trainer options those of this rank: the world as
-// the trainer's Collective and, unless --threads says otherwise, the
-// machine's cores shared among the ranks on it.
-func (r trainRanks) configure(opts *train.Options, threads int) {
+// the trainer's Collective, unless --threads says otherwise the machine's
+// cores shared among the ranks on it, and with --device cuda (no index)
+// the GPU of the rank's index on its machine.
+func (r trainRanks) configure(opts *train.Options, threads int, device string) {
 	if !r.many() {
 		return
 	}
@@ -59,6 +61,21 @@ func (r trainRanks) configure(opts *train.Options, threads int) {
 	if threads == 0 {
 		opts.Session = append(opts.Session, ortrt.WithIntraOpThreads(max(1, runtime.NumCPU()/max(1, r.world.LocalSize()))))
 	}
+	if d := rankDevice(device, r.world.LocalRank()); d != device {
+		opts.Session = append(opts.Session, ortrt.WithDevice(d))
+	}
+}
+
+// rankDevice returns the device of the rank of index localRank on its
+// machine: cuda:<localRank> for "cuda" or "gpu", so that the ranks of a
+// machine share out its GPUs, and device itself otherwise (cpu, or a GPU
+// the user named).
+func rankDevice(device string, localRank int) string {
+	switch strings.ToLower(strings.TrimSpace(device)) {
+	case "cuda", "gpu":
+		return fmt.Sprintf("cuda:%d", localRank)
+	}
+	return device
 }
 
 // output returns w on rank 0 and a writer that drops everything on the

@@ -150,10 +150,12 @@ func (b *gradientPass) run() error {
 	if err := b.analyze(); err != nil {
 		return err
 	}
+	through := b.straightThrough()
 	changed, err := b.decompose()
 	if err != nil {
 		return err
 	}
+	changed = changed || through
 	if changed {
 		if err := b.analyze(); err != nil {
 			return err

@@ -76,6 +76,10 @@
 // matmul.go, reduce.go, shapeops.go, norm.go, attention.go (RotaryEmbedding,
 // MultiHeadAttention), gqa.go (GroupQueryAttention), msattention.go
 // (Attention), embedlayernorm.go, bias.go (BiasAdd), matmulnbits.go,
+// conv.go (Conv: input by ConvTranspose, weight of group 1, bias), qdq.go
+// (QuantizeLinear → DequantizeLinear pairs on a gradient path become a
+// float fake quantization with the straight-through estimator, Round's
+// rule),
 // loss.go, and sources.go for ops without a gradient that make tensors
 // (constants, ranges, one-hot codes). Adding an op touches its family file
 // and its test. Supported lists the ops that have a rule or a

@@ -85,7 +85,14 @@ func init() {
 	register("", "Dropout", entry{grad: gradDropout, diff: []int{0}, infer: inferDropout})
 
 	// Without a rule: their outputs have their first input's shape.
-	for _, op := range []string{"Floor", "Ceil", "Round", "Sign", "Tan", "Atan", "Asin", "Acos",
+	// Round passes its gradient straight through, as quantization-aware
+	// training does (its true derivative is zero almost everywhere): the
+	// rule of the fake quantization that qdq.go writes for a
+	// QuantizeLinear → DequantizeLinear pair on a gradient path.
+	register("", "Round", entry{grad: func(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
+		return []string{dy[0]}
+	}, infer: inferSame})
+	for _, op := range []string{"Floor", "Ceil", "Sign", "Tan", "Atan", "Asin", "Acos",
 		"Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "BitwiseNot", "Trilu"} {
 		register("", op, entry{infer: inferSame})
 	}

@@ -20,6 +20,7 @@
 //	peftbench profile  [flags]   where one training step spends its time, per side
 //	peftbench sgemm    [flags]   the machine's SGEMM rate through ONNX Runtime, and each row's work
 //	peftbench memory   [flags]   where peftonnx's memory goes, setup and step by step
+//	peftbench serve    [flags]   the serving engine: clients, adapters, memory
 //	peftbench report   [flags]   render results.md and scaling.png from results.json
 //
 // Run "peftbench <command> -h" for the flags. The bench Makefile targets
@@ -60,6 +61,7 @@ var commands = []command{
 	{name: "profile", summary: "where one training step spends its time, on each side", run: cmdProfile},
 	{name: "sgemm", summary: "the yardstick alone: ONNX Runtime's SGEMM rate, and at the model's shapes", run: cmdSGEMM},
 	{name: "memory", summary: "where peftonnx's memory goes: resident memory after setup and each step", run: cmdMemory},
+	{name: "serve", summary: "the serving engine: tokens/s with 1 and 8 clients on the base and on 8 adapters, memory with 100 adapters", run: cmdServe},
 	{name: "report", summary: "render results.md and scaling.png again from results.json", run: cmdReport},
 	{name: "export", summary: "export a model and its batches for both sides", run: cmdExport},
 	{name: "worker", summary: "a side's worker process (started by the others)", run: cmdWorker, hidden: true},
@@ -469,6 +471,9 @@ func cmdAll(args []string) error {
 	fullSteps := fs.Int("full-steps", 3, "timed steps of full fine-tuning per side")
 	fwdSteps := fs.Int("forward-steps", 10, "timed forward passes per point and side")
 	noScale := fs.Bool("no-scale", false, "skip the scaling sweep")
+	noServe := fs.Bool("no-serve", false, "skip the serving benchmark")
+	var sv serveFlags
+	sv.register(fs)
 	fs.Parse(args)
 	e, err := c.env()
 	if err != nil {
@@ -523,6 +528,11 @@ func cmdAll(args []string) error {
 			return err
 		}
 		if err := writeScalePlot(filepath.Join(c.out, "scaling.png"), rep.ScaleSeq, rep.ScaleSize); err != nil {
+			return err
+		}
+	}
+	if !*noServe {
+		if rep.Serve, err = sv.run(cache, e.threads); err != nil {
 			return err
 		}
 	}

@@ -22,6 +22,7 @@ type Report struct {
 	Forward   []*Comparison   `json:"forward"`
 	ScaleSeq  []*Comparison   `json:"scale_seq"`
 	ScaleSize []*Comparison   `json:"scale_size"`
+	Serve     *ServeResult    `json:"serve,omitempty"`
 }
 
 // fillVersions takes the library versions from the workers' ready lines.
@@ -81,6 +82,10 @@ func (r *Report) Markdown() string {
 	if len(r.ScaleSeq)+len(r.ScaleSize) > 0 {
 		b.WriteString("**Scaling** of the LoRA step (plot: `bench/results/scaling.png`):\n\n")
 		b.WriteString(comparisonTable(append(append([]*Comparison(nil), r.ScaleSeq...), r.ScaleSize...)))
+		b.WriteString("\n")
+	}
+	if r.Serve != nil {
+		b.WriteString(serveTable(r.Serve))
 		b.WriteString("\n")
 	}
 	if y := yardstickTable(r.all()); strings.Count(y, "\n") > 2 {

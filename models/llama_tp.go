@@ -1,0 +1,308 @@
+package models
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/peftonnx/peftonnx/dtype"
+	"github.com/peftonnx/peftonnx/graph"
+)
+
+// LlamaPieces is one tensor-parallel rank's share of a LLaMA decoder
+// (Llama, without a KV cache), sharded as Megatron-LM and PaddleNLP shard
+// it, as graphs that run one after the other with a sum over the ranks
+// between them:
+//
+//   - Embed takes "input_ids" [batch, seq] and gives "partial"
+//     [batch, seq, hidden]: the rows of the rank's run of the vocabulary
+//     (model.embed_tokens.weight split by rows), zero for ids outside it.
+//     The sum over the ranks is the embedding.
+//   - Blocks holds, layer by layer, the attention block and then the MLP
+//     block. Each takes "hidden" [batch, seq, hidden], "attention_mask"
+//     [batch, seq] and "position_ids" [batch, seq] (the MLP block reads
+//     only "hidden") and gives "partial": the block's output before the
+//     residual Add, from the rank's heads (q_proj, k_proj, v_proj split by
+//     output, whole heads, o_proj by input) or the rank's run of the MLP
+//     (gate_proj and up_proj by output, down_proj by input). hidden plus
+//     the sum over the ranks is the block's output.
+//   - Head takes "hidden" and gives "logits" [batch, seq, vocab/degree]:
+//     the final norm and the rank's columns of lm_head, the rank's run of
+//     the vocabulary.
+//
+// Every weight is the full model's, under the same name, sliced; the
+// norms are whole on every rank. The linear layers are named as in Llama,
+// so that rewrite's adapters find them.
+type LlamaPieces struct {
+	Embed  *graph.Model
+	Blocks []*graph.Model
+	Head   *graph.Model
+	// VocabStart is the first token id of the rank's run of the
+	// vocabulary, of VocabSize/degree ids.
+	VocabStart int
+}
+
+// LlamaTensorParallel returns rank's pieces of full, a model that Llama
+// built from c (or one whose float32 weights are named and laid out as
+// Llama's), at tensor-parallel degree degree. With full nil, the pieces
+// hold the weights that Llama(c) would, drawn one at a time, so that no
+// rank holds the whole model. The heads, the KV heads, the MLP width and
+// the vocabulary must split evenly among the ranks.
+func LlamaTensorParallel(c LlamaConfig, full *graph.Model, rank, degree int) (*LlamaPieces, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	c = c.withDefaults()
+	switch {
+	case degree < 1 || rank < 0 || rank >= degree:
+		return nil, errorf("llama tensor parallel: rank %d of degree %d", rank, degree)
+	case c.Heads%degree != 0 || c.KVHeads%degree != 0 || c.Intermediate%degree != 0 || c.VocabSize%degree != 0:
+		return nil, errorf("llama tensor parallel: degree %d does not divide the %d heads, %d KV heads, MLP width %d and vocabulary %d", degree, c.Heads, c.KVHeads, c.Intermediate, c.VocabSize)
+	case c.DType != dtype.Float32 || c.Producer != Optimum || !c.NoCache:
+		return nil, errorf("llama tensor parallel: only float32 models in Optimum's layout without a KV cache (NoCache) are sharded")
+	}
+	sh := &llamaSharder{c: c, full: full, rank: rank, degree: degree}
+	p := &LlamaPieces{VocabStart: rank * c.VocabSize / degree}
+	var err error
+	if p.Embed, err = sh.embed(); err != nil {
+		return nil, err
+	}
+	for i := range c.Layers {
+		attn, err := sh.attention(i)
+		if err != nil {
+			return nil, err
+		}
+		mlp, err := sh.mlp(i)
+		if err != nil {
+			return nil, err
+		}
+		p.Blocks = append(p.Blocks, attn, mlp)
+	}
+	if p.Head, err = sh.head(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// llamaSharder builds the pieces of one rank.
+type llamaSharder struct {
+	c            LlamaConfig
+	full         *graph.Model
+	rank, degree int
+}
+
+// start returns an exporter for a piece, whose graph is called name.
+func (sh *llamaSharder) start(name string) *exporter {
+	return newExporter(name, sh.c.DType, sh.c.Seed, sh.c.InitStd, false)
+}
+
+// finish replaces the weights the piece's exporter drew with the rank's
+// part of the full model's (part), and checks the piece.
+func (sh *llamaSharder) finish(ex *exporter) (*graph.Model, error) {
+	dims := sh.weightDims()
+	for _, init := range ex.Model().Graph().Initializer {
+		full, ok := dims[init.Name]
+		if !ok || sh.split(init.Name) == splitNone && sh.full == nil {
+			continue // drawn whole already, as Llama draws it
+		}
+		vals, err := sh.part(ex, init.Name, full)
+		if err == nil {
+			err = graph.SetFloat32s(init, vals)
+		}
+		if err != nil {
+			return nil, errorf("llama tensor parallel: %s: %w", init.Name, err)
+		}
+	}
+	return ex.finish("llama tensor parallel")
+}
+
+// part returns the rank's part of the weight called name, of shape full
+// in the whole model, split as split says: sliced from the full model,
+// or, without one, drawn from the part of the weight's stream that Llama
+// draws for those values, so that no whole weight is ever held.
+func (sh *llamaSharder) part(ex *exporter, name string, full []int64) ([]float32, error) {
+	rows, cols := int(full[0]), 1
+	if len(full) == 2 {
+		cols = int(full[1])
+	}
+	how := sh.split(name)
+	if sh.full == nil {
+		stream := streamSeed(ex.seed, name)
+		switch how {
+		case splitRowsOf:
+			vals := make([]float32, rows/sh.degree*cols)
+			fillNormal(vals, stream, sh.rank*len(vals), 0, ex.std)
+			return vals, nil
+		case splitColumnsOf:
+			per := cols / sh.degree
+			vals := make([]float32, rows*per)
+			for r := range rows {
+				fillNormal(vals[r*per:(r+1)*per], stream, r*cols+sh.rank*per, 0, ex.std)
+			}
+			return vals, nil
+		}
+		return nil, fmt.Errorf("not a split weight")
+	}
+	src := sh.full.Initializer(name)
+	switch {
+	case src == nil:
+		return nil, fmt.Errorf("the model has no such weight")
+	case !slices.Equal(src.Dims, full):
+		return nil, fmt.Errorf("%v in the model, want %v", src.Dims, full)
+	}
+	vals, err := sh.full.Float32s(src)
+	if err != nil {
+		return nil, err
+	}
+	switch how {
+	case splitRowsOf:
+		per := rows / sh.degree
+		return vals[sh.rank*per*cols : (sh.rank+1)*per*cols], nil
+	case splitColumnsOf:
+		per := cols / sh.degree
+		part := make([]float32, 0, rows*per)
+		for r := range rows {
+			part = append(part, vals[r*cols+sh.rank*per:r*cols+(sh.rank+1)*per]...)
+		}
+		return part, nil
+	}
+	return vals, nil
+}
+
+// weightDims returns the full model's weights and their shapes.
+func (sh *llamaSharder) weightDims() map[string][]int64 {
+	c := sh.c
+	e, q, kv, w, v := int64(c.Hidden), int64(c.Heads*c.HeadDim()), int64(c.KVHeads*c.HeadDim()), int64(c.Intermediate), int64(c.VocabSize)
+	dims := map[string][]int64{"model.embed_tokens.weight": {v, e}, "model.norm.weight": {e}, "lm_head.weight": {e, v}}
+	for i := range c.Layers {
+		for m, d := range map[string][]int64{
+			"input_layernorm": {e}, "post_attention_layernorm": {e},
+			"self_attn.q_proj": {e, q}, "self_attn.k_proj": {e, kv}, "self_attn.v_proj": {e, kv}, "self_attn.o_proj": {q, e},
+			"mlp.gate_proj": {e, w}, "mlp.up_proj": {e, w}, "mlp.down_proj": {w, e},
+		} {
+			dims[fmt.Sprintf("model.layers.%d.%s.weight", i, m)] = d
+		}
+	}
+	return dims
+}
+
+// How a weight is split among the ranks.
+const (
+	splitNone      = iota // whole on every rank
+	splitRowsOf           // by its first axis
+	splitColumnsOf        // by its second axis
+)
+
+// split says how the weight called name is split: the embedding and
+// o_proj and down_proj by rows, q_proj, k_proj, v_proj, gate_proj, up_proj
+// and lm_head by columns, the norms not at all.
+func (sh *llamaSharder) split(name string) int {
+	for _, s := range []struct {
+		suffix string
+		how    int
+	}{
+		{"embed_tokens.weight", splitRowsOf}, {"o_proj.weight", splitRowsOf}, {"down_proj.weight", splitRowsOf},
+		{"q_proj.weight", splitColumnsOf}, {"k_proj.weight", splitColumnsOf}, {"v_proj.weight", splitColumnsOf},
+		{"gate_proj.weight", splitColumnsOf}, {"up_proj.weight", splitColumnsOf}, {"lm_head.weight", splitColumnsOf},
+	} {
+		if len(name) >= len(s.suffix) && name[len(name)-len(s.suffix):] == s.suffix {
+			return s.how
+		}
+	}
+	return splitNone
+}
+
+// embed builds the vocabulary-parallel embedding.
+func (sh *llamaSharder) embed() (*graph.Model, error) {
+	c := sh.c
+	ex := sh.start("llama tp embed")
+	m := ex.Model()
+	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+	per := int64(c.VocabSize / sh.degree)
+	lo := int64(sh.rank) * per
+	s := ex.At("/model").In("embed_tokens")
+	emb := ex.weight("model.embed_tokens.weight", per, int64(c.Hidden))
+	local := s.Op("Sub", []string{"input_ids", ex.Int64(lo)})
+	inside := s.Op("And", []string{
+		s.Op("GreaterOrEqual", []string{local, ex.Int64(0)}),
+		s.Op("Less", []string{local, ex.Int64(per)}),
+	})
+	safe := s.Op("Where", []string{inside, local, ex.Int64(0)})
+	rows := s.Op("Gather", []string{emb, safe})
+	keep := s.Op("Cast", []string{s.Op("Unsqueeze", []string{inside, ex.Int64s(-1)})}, graph.AttrInt("to", int64(dtype.Float32)))
+	opTo(s, "partial", "Mul", []string{rows, keep})
+	m.AddOutput(graph.SymbolicTensorInfo("partial", dtype.Float32, []graph.Dim{batchDim, seqDim, sized(c.Hidden)}))
+	return sh.finish(ex)
+}
+
+// blockInputs adds the inputs of a block: hidden, and for attention the
+// mask and positions.
+func (sh *llamaSharder) blockInputs(m *graph.Model, attention bool) {
+	m.AddInput(graph.SymbolicTensorInfo("hidden", dtype.Float32, []graph.Dim{batchDim, seqDim, sized(sh.c.Hidden)}))
+	if attention {
+		m.AddInput(graph.SymbolicTensorInfo("attention_mask", dtype.Int64, []graph.Dim{batchDim, totalDim}))
+		m.AddInput(graph.SymbolicTensorInfo("position_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+	}
+}
+
+// attention builds the rank's heads of layer i's attention block.
+func (sh *llamaSharder) attention(i int) (*graph.Model, error) {
+	c := sh.c
+	ex := sh.start(fmt.Sprintf("llama tp layer %d attention", i))
+	m := ex.Model()
+	sh.blockInputs(m, true)
+	e, h, kv, d := c.Hidden, c.Heads/sh.degree, c.KVHeads/sh.degree, c.HeadDim()
+	top := ex.At("/model")
+	mask, _ := ex.causalMask(top, "hidden", "attention_mask")
+	cos, sin := ex.rotary(top.In("rotary_emb"), "position_ids", d, c.RopeTheta, c.RopeInterleaved)
+	layer := top.In(fmt.Sprintf("layers.%d", i))
+	module := fmt.Sprintf("model.layers.%d", i)
+	attn := layer.In("self_attn")
+	n := ex.rmsNorm(layer.In("input_layernorm"), module+".input_layernorm", "hidden", e, c.RMSNormEps)
+	q := ex.linear(attn.In("q_proj"), module+".self_attn.q_proj", n, e, h*d, false, "")
+	k := ex.linear(attn.In("k_proj"), module+".self_attn.k_proj", n, e, kv*d, false, "")
+	v := ex.linear(attn.In("v_proj"), module+".self_attn.v_proj", n, e, kv*d, false, "")
+	q = ex.rope(attn, ex.splitHeads(attn, q, h, d), cos, sin, d, c.RopeInterleaved)
+	k = ex.rope(attn, ex.splitHeads(attn, k, kv, d), cos, sin, d, c.RopeInterleaved)
+	v = ex.splitHeads(attn, v, kv, d)
+	k = ex.repeatKV(attn, k, kv, h/kv, d)
+	v = ex.repeatKV(attn, v, kv, h/kv, d)
+	a := ex.attention(attn, q, k, v, mask, d, false)
+	a = ex.mergeHeads(attn, a, h*d)
+	ex.linear(attn.In("o_proj"), module+".self_attn.o_proj", a, h*d, e, false, "partial")
+	m.AddOutput(graph.SymbolicTensorInfo("partial", dtype.Float32, []graph.Dim{batchDim, seqDim, sized(e)}))
+	return sh.finish(ex)
+}
+
+// mlp builds the rank's run of layer i's MLP block.
+func (sh *llamaSharder) mlp(i int) (*graph.Model, error) {
+	c := sh.c
+	ex := sh.start(fmt.Sprintf("llama tp layer %d mlp", i))
+	m := ex.Model()
+	sh.blockInputs(m, false)
+	e, w := c.Hidden, c.Intermediate/sh.degree
+	layer := ex.At("/model").In(fmt.Sprintf("layers.%d", i))
+	module := fmt.Sprintf("model.layers.%d", i)
+	mlp := layer.In("mlp")
+	n := ex.rmsNorm(layer.In("post_attention_layernorm"), module+".post_attention_layernorm", "hidden", e, c.RMSNormEps)
+	g := ex.linear(mlp.In("gate_proj"), module+".mlp.gate_proj", n, e, w, false, "")
+	act := mlp.In("act_fn")
+	g = act.Op("Mul", []string{g, act.Op("Sigmoid", []string{g})})
+	u := ex.linear(mlp.In("up_proj"), module+".mlp.up_proj", n, e, w, false, "")
+	g = mlp.Op("Mul", []string{g, u})
+	ex.linear(mlp.In("down_proj"), module+".mlp.down_proj", g, w, e, false, "partial")
+	m.AddOutput(graph.SymbolicTensorInfo("partial", dtype.Float32, []graph.Dim{batchDim, seqDim, sized(e)}))
+	return sh.finish(ex)
+}
+
+// head builds the final norm and the rank's columns of lm_head.
+func (sh *llamaSharder) head() (*graph.Model, error) {
+	c := sh.c
+	ex := sh.start("llama tp head")
+	m := ex.Model()
+	sh.blockInputs(m, false)
+	per := c.VocabSize / sh.degree
+	x := ex.rmsNorm(ex.At("/model").In("norm"), "model.norm", "hidden", c.Hidden, c.RMSNormEps)
+	ex.linear(ex.At("/lm_head"), "lm_head", x, c.Hidden, per, false, "logits")
+	m.AddOutput(graph.SymbolicTensorInfo("logits", dtype.Float32, []graph.Dim{batchDim, seqDim, sized(per)}))
+	return sh.finish(ex)
+}

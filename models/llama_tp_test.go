@@ -1,0 +1,156 @@
+package models
+
+import (
+	"math"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/peftonnx/peftonnx/graph"
+	rt "github.com/peftonnx/peftonnx/runtime"
+)
+
+// TestLlamaTensorParallelLogits runs the pieces of 2 and 4 ranks, summing
+// their partial outputs between pieces as an all-reduce would, and checks
+// that the logits, put together from every rank's run of the vocabulary,
+// are the whole model's.
+func TestLlamaTensorParallelLogits(t *testing.T) {
+	for _, tc := range []struct{ kvHeads, degree int }{{2, 2}, {4, 4}} {
+		c := LlamaTiny()
+		c.NoCache, c.InitStd, c.KVHeads = true, testStd, tc.kvHeads
+		llamaTensorParallelLogits(t, c, tc.degree)
+	}
+	c := LlamaTiny()
+	c.NoCache = true
+	full, err := Llama(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LlamaTensorParallel(c, full, 0, 4); err == nil {
+		t.Errorf("2 KV heads on 4 ranks: no error")
+	}
+}
+
+// llamaTensorParallelLogits is TestLlamaTensorParallelLogits for one
+// model and degree.
+func llamaTensorParallelLogits(t *testing.T, c LlamaConfig, degree int) {
+	full, err := Llama(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batch, seq = 2, 5
+	ids := tokens(batch*seq, c.VocabSize, 3)
+	mask := make([]int64, batch*seq)
+	pos := make([]int64, batch*seq)
+	for i := range mask {
+		mask[i] = 1
+		pos[i] = int64(i % seq)
+	}
+	mask[batch*seq-1] = 0 // padding at the end of the last row
+	shape := []int64{batch, seq}
+	run := func(s *rt.Session, in map[string]*rt.Tensor, out string) []float32 {
+		t.Helper()
+		res, err := s.Run(in, []string{out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res[out].ToFloat32()
+	}
+	want := run(session(t, full), map[string]*rt.Tensor{"input_ids": ints(t, shape, ids), "attention_mask": ints(t, shape, mask), "position_ids": ints(t, shape, pos)}, "logits")
+
+	pieces := make([]*LlamaPieces, degree)
+	for r := range pieces {
+		if pieces[r], err = LlamaTensorParallel(c, full, r, degree); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// sum runs piece j of every rank on in and returns the sum of
+	// their outputs.
+	sum := func(j int, in map[string]*rt.Tensor) []float32 {
+		var total []float32
+		for _, p := range pieces {
+			m := p.Embed
+			if j >= 0 {
+				m = p.Blocks[j]
+			}
+			part := run(session(t, m), in, "partial")
+			if total == nil {
+				total = make([]float32, len(part))
+			}
+			for i, v := range part {
+				total[i] += v
+			}
+		}
+		return total
+	}
+	hidden := sum(-1, map[string]*rt.Tensor{"input_ids": ints(t, shape, ids)})
+	hshape := []int64{batch, seq, int64(c.Hidden)}
+	for j := range pieces[0].Blocks {
+		in := map[string]*rt.Tensor{"hidden": floats32(t, hshape, hidden)}
+		if j%2 == 0 {
+			in["attention_mask"], in["position_ids"] = ints(t, shape, mask), ints(t, shape, pos)
+		}
+		for i, v := range sum(j, in) {
+			hidden[i] += v
+		}
+	}
+	per := c.VocabSize / degree
+	worst := 0.0
+	for r, p := range pieces {
+		if p.VocabStart != r*per {
+			t.Errorf("degree %d rank %d: VocabStart %d, want %d", degree, r, p.VocabStart, r*per)
+		}
+		got := run(session(t, p.Head), map[string]*rt.Tensor{"hidden": floats32(t, hshape, hidden)}, "logits")
+		for row := range batch * seq {
+			for v := range per {
+				w := want[row*c.VocabSize+r*per+v]
+				worst = max(worst, math.Abs(float64(got[row*per+v]-w))/max(1, math.Abs(float64(w))))
+			}
+		}
+	}
+	if worst > 1e-5 {
+		t.Errorf("degree %d: logits differ from the whole model's by %.3g", degree, worst)
+	}
+	t.Logf("degree %d: logits within %.3g of the whole model's", degree, worst)
+}
+
+// floats32 returns a float32 tensor over v.
+func floats32(t *testing.T, shape []int64, v []float32) *rt.Tensor {
+	t.Helper()
+	x, err := rt.NewFloat32(shape, append([]float32(nil), v...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// TestLlamaTensorParallelDrawn checks that the pieces drawn without the
+// full model hold the full model's weights, sliced, bit for bit.
+func TestLlamaTensorParallelDrawn(t *testing.T) {
+	c := LlamaTiny()
+	c.NoCache = true
+	full, err := Llama(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rank := range 2 {
+		a, err := LlamaTensorParallel(c, full, rank, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := LlamaTensorParallel(c, nil, rank, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pa := append(append([]*graph.Model{a.Embed}, a.Blocks...), a.Head)
+		pb := append(append([]*graph.Model{b.Embed}, b.Blocks...), b.Head)
+		for i := range pa {
+			for _, init := range pa[i].Graph().Initializer {
+				other := pb[i].Initializer(init.Name)
+				if other == nil || !proto.Equal(init, other) {
+					t.Errorf("rank %d piece %d: %s differs when drawn", rank, i, init.Name)
+				}
+			}
+		}
+	}
+}

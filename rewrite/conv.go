@@ -1,0 +1,99 @@
+package rewrite
+
+import (
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// A convolution layer is a Conv whose weight W [out, in, k…] is a
+// floating-point initializer (Conv1d, Conv2d and Conv3d alike). Its LoRA
+// branch, as HF PEFT's lora.Conv computes it, is
+//
+//	y = conv(x, W) + conv(conv(x, A), B)·s
+//
+// where A [r, in, k…] is a Conv with the layer's kernel, strides, pads,
+// dilations and auto_pad (r output channels), and B [out, r, 1…] a 1×1
+// Conv. Those are the shapes of HF PEFT's lora_A.weight and
+// lora_B.weight, and ONNX's Conv weight layout, so graph and file agree.
+// A starts Kaiming-uniform over its fan-in in·k…, B at zero. Merge adds
+// s·B·A, read as [out, r]·[r, in·k…], to W. Grouped convolutions are
+// refused: the branch is built for group 1.
+
+// convOf reports whether n is a convolution layer and describes it.
+func convOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {
+	if (n.Domain != "" && n.Domain != "ai.onnx") || n.OpType != "Conv" || len(n.Input) < 2 || len(n.Output) != 1 {
+		return Linear{}, false
+	}
+	if n.Input[0] == "" || n.Input[1] == "" || m.Initializer(n.Input[0]) != nil {
+		return Linear{}, false
+	}
+	for rank := 3; rank <= 5; rank++ {
+		w, chain, transposes, elem, shared, ok := weightChainOfRank(m, n.Input[1], rank)
+		if !ok || transposes != 0 {
+			continue
+		}
+		l := Linear{
+			Kind: KindConv,
+			Node: n, NodeName: n.Name, Op: n.OpType,
+			Input: n.Input[0], Output: n.Output[0],
+			Weight: w.Name, WeightChain: chain,
+			WeightDType: graph.TypeOf(w), DType: elem,
+			In: w.Dims[1], Out: w.Dims[0], Kernel: append([]int64(nil), w.Dims[2:]...),
+			Alpha: 1, Beta: 1,
+			SharedWeight: shared,
+		}
+		if len(n.Input) > 2 && n.Input[2] != "" && m.Initializer(n.Input[2]) != nil {
+			l.Bias = n.Input[2]
+		}
+		return l, true
+	}
+	return Linear{}, false
+}
+
+// convAttrs returns the attributes of Conv n that A's Conv takes over: all
+// but group.
+func convAttrs(n *onnxpb.NodeProto) []*onnxpb.AttributeProto {
+	var out []*onnxpb.AttributeProto
+	for _, a := range n.Attribute {
+		switch a.Name {
+		case "auto_pad", "dilations", "kernel_shape", "pads", "strides":
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// kernelSize returns the number of weights per input channel of a kernel.
+func kernelSize(kernel []int64) int64 {
+	k := int64(1)
+	for _, d := range kernel {
+		k *= d
+	}
+	return k
+}
+
+// ones returns n ones, the spatial dims of a 1×1 kernel.
+func ones(n int) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = 1
+	}
+	return out
+}
+
+// asMatrixFold turns the fold of a convolution into a linear layer's:
+// A [r, in·k…] becomes [in·k…, r] and B [out, r] becomes [r, out], for a
+// weight read as [out, in·k…]. Folds of other layers come back as they are.
+func (f fold) asMatrixFold() fold {
+	if f.l.Kind != KindConv {
+		return f
+	}
+	l := f.l
+	l.In *= kernelSize(l.Kernel)
+	l.WeightTransposed = true
+	r := len(f.b) / int(l.Out)
+	f.a = transpose(f.a, r, int(l.In))
+	f.b = transpose(f.b, int(l.Out), r)
+	f.l, f.rk = l, r
+	return f
+}

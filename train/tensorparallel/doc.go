@@ -1,0 +1,42 @@
+// Package tensorparallel trains LoRA on a LLaMA-style decoder whose frozen
+// weights are split among several ranks by tensor parallelism, as
+// Megatron-LM and PaddleNLP split them (models.LlamaTensorParallel): each
+// rank holds 1/N of the linear layers, the embedding and lm_head, and
+// the LoRA factors follow PaddleNLP's ColumnParallelLoRALinear and
+// RowParallelLoRALinear (adapter.SplitTensorParallel).
+//
+// # How a step runs
+//
+// Each rank runs the pieces of its share on ONNX Runtime one after the
+// other, with a host all-reduce (train.Collective) of their partial
+// outputs between them: the embedding, each layer's attention block and
+// MLP block (added to the residual stream), and the head, which gives the
+// rank's run of the vocabulary's logits. The causal LM loss is computed
+// on the host across the vocabulary shards (the maximum, the sum of
+// exponentials and the target logit of each position are all-reduced),
+// and so is its gradient with respect to each rank's logits. The backward
+// pass runs each piece's vector-Jacobian product (a graph of package
+// autodiff that computes the piece again and its gradients), in reverse,
+// with an all-reduce of the gradient of each piece's input: the forward
+// copies the residual stream to every rank (identity forward, all-reduce
+// backward) and sums the pieces' outputs (all-reduce forward, identity
+// backward). The gradients of replicated LoRA factors (lora_A of a
+// column-parallel module, lora_B of a row-parallel one) are summed over
+// the ranks, those of split factors stay with their rank; the global norm
+// is clipped as one process clips it, and every rank takes the AdamW
+// step of its own factors.
+//
+// A run gives, up to float reassociation, the losses and, after
+// MergeTensorParallel of every rank's Adapter, the adapter of one process
+// that trains the whole model.
+//
+// # Limits
+//
+// LoRA only (no prefix tuning), on q/k/v/o_proj and gate/up/down_proj;
+// float32 models in the layout of models.Llama without a KV cache; no
+// gradient accumulation, dropout, evaluation or checkpoints; the pieces'
+// activations are recomputed in the backward pass, and each rank keeps
+// every piece's input. Data parallelism is not combined with it here.
+// The frozen matrices are graph inputs, fed by reference from one Go copy
+// to a piece's two sessions, so ONNX Runtime does not pre-pack them.
+package tensorparallel

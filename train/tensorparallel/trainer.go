@@ -1,0 +1,369 @@
+package tensorparallel
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/models"
+	rt "github.com/peftonnx/peftonnx/runtime"
+	"github.com/peftonnx/peftonnx/train"
+)
+
+// Trainer is one rank of a tensor-parallel LoRA run. Every rank of comm
+// creates one with the same arguments and calls TrainStep the same number
+// of times. Close it when done.
+type Trainer struct {
+	comm   train.Collective
+	cfg    models.LlamaConfig
+	opts   train.Options
+	lora   *adapter.Adapter // this rank's shard of the adapter, as given
+	embed  *piece
+	blocks []*piece
+	head   *piece
+	start  int // the first token id of this rank's vocabulary
+	params []*train.Param
+	// split marks the factors that the ranks split (the others every rank
+	// holds whole), by index in params.
+	split  []bool
+	loader *train.Loader
+	opt    *train.AdamW
+	sched  *train.Schedule
+	total  int
+	step   int
+	// reduced counts the values this rank all-reduced in the last step.
+	reduced int
+}
+
+// New prepares rank comm.Rank()'s share of training lora, a LoRA adapter
+// for full (a model that models.Llama built from cfg, with NoCache; nil
+// draws the rank's weights of models.Llama(cfg) without the whole model,
+// see models.LlamaTensorParallel),
+// whose modules are q/k/v/o_proj and gate/up/down_proj, on data, with the
+// options of train.Trainer that apply (batch size, sequence length and
+// padding, seed, steps or epochs, learning rate and schedule, AdamW,
+// clipping, LoRA+ scale, session options). Gradient accumulation must be
+// 1; the task is the causal LM's.
+func New(cfg models.LlamaConfig, full *graph.Model, lora *adapter.Adapter, data *train.Dataset, comm train.Collective, opts train.Options) (*Trainer, error) {
+	if opts.GradAccum > 1 {
+		return nil, fmt.Errorf("tensorparallel: gradient accumulation is not supported")
+	}
+	if opts.Task != "" && opts.Task != train.CausalLM {
+		return nil, fmt.Errorf("tensorparallel: task %s: only the causal LM loss is supported", opts.Task)
+	}
+	rank, degree := comm.Rank(), comm.Size()
+	shards, err := adapter.SplitTensorParallel(lora, degree)
+	if err != nil {
+		return nil, fmt.Errorf("tensorparallel: %w", err)
+	}
+	pieces, err := models.LlamaTensorParallel(cfg, full, rank, degree)
+	if err != nil {
+		return nil, fmt.Errorf("tensorparallel: %w", err)
+	}
+	t := &Trainer{comm: comm, cfg: cfg, opts: opts, lora: shards[rank], start: pieces.VocabStart}
+	scaleB := opts.LoRAPlusScale
+	if t.embed, err = newPiece("embedding", pieces.Embed, t.lora, "partial", false, scaleB, opts.Session); err != nil {
+		return nil, err
+	}
+	for i, b := range pieces.Blocks {
+		kind := "attention"
+		if i%2 == 1 {
+			kind = "MLP"
+		}
+		p, err := newPiece(fmt.Sprintf("layer %d %s", i/2, kind), b, t.lora, "partial", true, scaleB, opts.Session)
+		if err != nil {
+			t.Close()
+			return nil, err
+		}
+		t.blocks = append(t.blocks, p)
+	}
+	if t.head, err = newPiece("head", pieces.Head, t.lora, "logits", true, scaleB, opts.Session); err != nil {
+		t.Close()
+		return nil, err
+	}
+	for _, p := range append(append([]*piece{t.embed}, t.blocks...), t.head) {
+		for _, prm := range p.params {
+			module := strings.TrimSuffix(strings.TrimSuffix(prm.Name, ".lora_A.weight"), ".lora_B.weight")
+			s, err := adapter.TensorParallelSplit(module)
+			if err != nil {
+				t.Close()
+				return nil, fmt.Errorf("tensorparallel: %w", err)
+			}
+			isA := strings.HasSuffix(prm.Name, ".lora_A.weight")
+			t.params = append(t.params, prm)
+			t.split = append(t.split, (s == adapter.ColumnParallel) != isA)
+		}
+	}
+	if len(t.params) != 2*len(lora.Weights) {
+		t.Close()
+		return nil, fmt.Errorf("tensorparallel: %d of the adapter's %d modules are in the model", len(t.params)/2, len(lora.Weights))
+	}
+	if t.loader, err = train.NewLoader(data, train.LoaderOptions{BatchSize: opts.BatchSize, SeqLen: opts.SeqLen, PadID: opts.PadID, PadToSeqLen: opts.PadToSeqLen, Shuffle: true, Seed: opts.Seed}); err != nil {
+		t.Close()
+		return nil, err
+	}
+	t.total = opts.Steps
+	if t.total == 0 {
+		t.total = opts.Epochs * t.loader.NumBatches()
+	}
+	if t.sched, err = train.NewSchedule(opts.Schedule, opts.LR, opts.Warmup, t.total); err != nil {
+		t.Close()
+		return nil, err
+	}
+	if t.opt, err = train.NewAdamW(opts.AdamW); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// Close releases the sessions. Closing twice is safe.
+func (t *Trainer) Close() {
+	for _, p := range append(append([]*piece{t.embed}, t.blocks...), t.head) {
+		p.close()
+	}
+	t.embed, t.blocks, t.head = nil, nil, nil
+}
+
+// Step returns the number of optimizer steps taken; TotalSteps those of
+// the run.
+func (t *Trainer) Step() int       { return t.step }
+func (t *Trainer) TotalSteps() int { return t.total }
+
+// AllReducedValues returns how many values (float32 activations and
+// gradients, float64 loss terms) the last step all-reduced on this rank.
+func (t *Trainer) AllReducedValues() int { return t.reduced }
+
+// Adapter returns this rank's shard of the trained adapter;
+// adapter.MergeTensorParallel of every rank's, in rank order, is the whole
+// adapter.
+func (t *Trainer) Adapter() *adapter.Adapter {
+	out := adapter.NewLoRA(*t.lora.LoRA)
+	for _, p := range t.params {
+		module, isA := strings.CutSuffix(p.Name, ".lora_A.weight")
+		if !isA {
+			module = strings.TrimSuffix(p.Name, ".lora_B.weight")
+		}
+		w := out.Weights[module]
+		old := t.lora.Weights[module]
+		if isA {
+			w.A = &adapter.Tensor{DType: old.A.DType, Shape: old.A.Shape, Data: append([]float32(nil), p.Data...)}
+		} else {
+			w.B = &adapter.Tensor{DType: old.B.DType, Shape: old.B.Shape, Data: append([]float32(nil), p.Data...)}
+		}
+		out.Weights[module] = w
+	}
+	return out
+}
+
+// allReduce sums buf over the ranks.
+func (t *Trainer) allReduce(buf []float32) error {
+	t.reduced += len(buf)
+	if err := t.comm.AllReduceSumFloat32(buf); err != nil {
+		return fmt.Errorf("tensorparallel: %w", err)
+	}
+	return nil
+}
+
+// Logits returns this rank's run of the vocabulary's logits of b, [rows,
+// seq, vocab/degree], with the current factors.
+func (t *Trainer) Logits(b train.Batch) ([]float32, error) {
+	logits, _, _, err := t.forward(b)
+	return logits, err
+}
+
+// forward runs b through the pieces and returns this rank's logits, the
+// input of each block and of the head, and the feeds of the mask and
+// positions.
+func (t *Trainer) forward(b train.Batch) ([]float32, [][]float32, map[string]*rt.Tensor, error) {
+	shape := []int64{int64(b.Size), int64(b.SeqLen)}
+	hshape := []int64{int64(b.Size), int64(b.SeqLen), int64(t.cfg.Hidden)}
+	ids, err := rt.NewInt64(shape, b.InputIDs)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	hidden, err := t.embed.forward(map[string]*rt.Tensor{"input_ids": ids})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := t.allReduce(hidden); err != nil {
+		return nil, nil, nil, err
+	}
+	mask, err := rt.NewInt64(shape, b.AttentionMask)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pos, err := rt.NewInt64(shape, b.PositionIDs())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx := map[string]*rt.Tensor{"attention_mask": mask, "position_ids": pos}
+	inputs := make([][]float32, 0, len(t.blocks)+1)
+	for i, p := range t.blocks {
+		inputs = append(inputs, hidden)
+		in, err := t.blockFeeds(i, hidden, hshape, ctx)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		part, err := p.forward(in)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if err := t.allReduce(part); err != nil {
+			return nil, nil, nil, err
+		}
+		next := make([]float32, len(hidden))
+		for j := range next {
+			next[j] = hidden[j] + part[j]
+		}
+		hidden = next
+	}
+	inputs = append(inputs, hidden)
+	h, err := rt.NewFloat32(hshape, hidden)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	logits, err := t.head.forward(map[string]*rt.Tensor{hiddenName: h})
+	return logits, inputs, ctx, err
+}
+
+// blockFeeds returns the feeds of block i on hidden: the attention blocks
+// (even i) read the mask and positions too.
+func (t *Trainer) blockFeeds(i int, hidden []float32, hshape []int64, ctx map[string]*rt.Tensor) (map[string]*rt.Tensor, error) {
+	h, err := rt.NewFloat32(hshape, hidden)
+	if err != nil {
+		return nil, err
+	}
+	in := map[string]*rt.Tensor{hiddenName: h}
+	if i%2 == 0 {
+		for k, v := range ctx {
+			in[k] = v
+		}
+	}
+	return in, nil
+}
+
+// TrainStep runs one optimizer step on the next batch: forward through
+// the pieces, the loss across the vocabulary shards, backward, the
+// factors' gradients summed where they are replicated, clipping by the
+// global norm, and AdamW. It returns the step's loss, the gradient norm
+// before clipping and the learning rate.
+func (t *Trainer) TrainStep() (train.StepResult, error) {
+	t.reduced = 0
+	step := t.step + 1
+	nb := t.loader.NumBatches()
+	b := t.loader.Batch(t.step/nb, t.step%nb)
+	logits, inputs, ctx, err := t.forward(b)
+	if err != nil {
+		return train.StepResult{}, err
+	}
+	per := t.cfg.VocabSize / t.comm.Size()
+	loss, gradLogits, scored, err := vocabLoss(t.comm, logits, b.Labels, b.Size, b.SeqLen, per, t.start)
+	if err != nil {
+		return train.StepResult{}, err
+	}
+	t.reduced += (t.comm.Size() + 2) * scored
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return train.StepResult{}, fmt.Errorf("tensorparallel: step %d: loss is %v", step, loss)
+	}
+	train.ZeroGrad(t.params)
+	hshape := []int64{int64(b.Size), int64(b.SeqLen), int64(t.cfg.Hidden)}
+	g, err := rt.NewFloat32([]int64{int64(b.Size), int64(b.SeqLen), int64(per)}, gradLogits)
+	if err != nil {
+		return train.StepResult{}, err
+	}
+	h, err := rt.NewFloat32(hshape, inputs[len(t.blocks)])
+	if err != nil {
+		return train.StepResult{}, err
+	}
+	grad, err := t.head.backward(map[string]*rt.Tensor{hiddenName: h}, g)
+	if err != nil {
+		return train.StepResult{}, err
+	}
+	if err := t.allReduce(grad); err != nil {
+		return train.StepResult{}, err
+	}
+	// Each block adds its output to the residual stream, so the
+	// gradient of its input is the stream's plus the block's own, summed
+	// over the ranks.
+	for i := len(t.blocks) - 1; i >= 0; i-- {
+		in, err := t.blockFeeds(i, inputs[i], hshape, ctx)
+		if err != nil {
+			return train.StepResult{}, err
+		}
+		gt, err := rt.NewFloat32(hshape, grad)
+		if err != nil {
+			return train.StepResult{}, err
+		}
+		part, err := t.blocks[i].backward(in, gt)
+		if err != nil {
+			return train.StepResult{}, err
+		}
+		if err := t.allReduce(part); err != nil {
+			return train.StepResult{}, err
+		}
+		next := make([]float32, len(grad))
+		for j := range next {
+			next[j] = grad[j] + part[j]
+		}
+		grad = next
+	}
+	norm, err := t.reduceGradients()
+	if err != nil {
+		return train.StepResult{}, err
+	}
+	if math.IsNaN(norm) || math.IsInf(norm, 0) {
+		return train.StepResult{}, fmt.Errorf("tensorparallel: step %d: gradient norm is %v", step, norm)
+	}
+	lr := t.sched.LR(t.step)
+	if err := t.opt.Step(lr, t.params); err != nil {
+		return train.StepResult{}, fmt.Errorf("tensorparallel: step %d: %w", step, err)
+	}
+	t.step = step
+	return train.StepResult{Step: step, Total: t.total, Loss: loss, GradNorm: norm, LR: lr, Tokens: scored, InputTokens: b.InputTokens()}, nil
+}
+
+// reduceGradients sums the gradients of the replicated factors over the
+// ranks, measures the global norm as train.GradNorm does over the whole
+// adapter (each factor's norm rounded to float32, the split ones' over
+// every rank's part), clips as train.ClipGradNorm does, and returns the
+// norm before clipping.
+func (t *Trainer) reduceGradients() (float64, error) {
+	sq := make([]float64, len(t.params))
+	for i, p := range t.params {
+		if !t.split[i] {
+			if err := t.allReduce(p.Grad); err != nil {
+				return 0, err
+			}
+		}
+		if !t.split[i] && t.comm.Rank() != 0 {
+			continue // rank 0 counts a replicated factor once for all
+		}
+		for _, v := range p.Grad {
+			sq[i] += float64(v) * float64(v)
+		}
+	}
+	t.reduced += len(sq)
+	if err := t.comm.AllReduceSumFloat64(sq); err != nil {
+		return 0, fmt.Errorf("tensorparallel: %w", err)
+	}
+	var total float64
+	for _, s := range sq {
+		n := float64(float32(math.Sqrt(s)))
+		total += n * n
+	}
+	norm := float64(float32(math.Sqrt(total)))
+	if t.opts.Clip > 0 && !math.IsNaN(norm) && !math.IsInf(norm, 0) {
+		coef := float32(t.opts.Clip) / (float32(norm) + 1e-6)
+		if coef < 1 {
+			for _, p := range t.params {
+				for j := range p.Grad {
+					p.Grad[j] *= coef
+				}
+			}
+		}
+	}
+	return norm, nil
+}
