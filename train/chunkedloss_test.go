@@ -19,6 +19,11 @@ import (
 // Runtime, and the training graph. With trainHead the LM head's weight
 // trains too.
 func lossAndGrads(t *testing.T, ids, labels []int64, batch, seq int, trainHead bool, opts ...LossOption) (float32, map[string][]float32, *graph.Model) {
+	return lossAndGradsBuilt(t, ids, labels, batch, seq, trainHead, nil, opts...)
+}
+
+// lossAndGradsBuilt is lossAndGrads with autodiff options.
+func lossAndGradsBuilt(t *testing.T, ids, labels []int64, batch, seq int, trainHead bool, build []autodiff.Option, opts ...LossOption) (float32, map[string][]float32, *graph.Model) {
 	t.Helper()
 	c := models.LlamaTiny()
 	c.NoCache = true
@@ -49,7 +54,7 @@ func lossAndGrads(t *testing.T, ids, labels []int64, batch, seq int, trainHead b
 	if trainHead {
 		params = append(params, "lm_head.weight")
 	}
-	g, err := autodiff.Build(m, loss, params)
+	g, err := autodiff.Build(m, loss, params, build...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,4 +151,37 @@ func vocabWide(g *graph.Model) int {
 		}
 	}
 	return n
+}
+
+// Whole-layer recomputation gives the same loss and gradients, and
+// recomputes more than the default (the layers' products and attention).
+func TestRecomputeLayers(t *testing.T) {
+	requireORT(t)
+	const batch, seq, vocab = 2, 7, 32
+	r := NewRNG(11)
+	ids := make([]int64, batch*seq)
+	for i := range ids {
+		ids[i] = int64(r.Intn(vocab))
+	}
+	recomputed := func(g *graph.Model) (n int) {
+		for _, node := range g.Graph().Node {
+			if strings.HasPrefix(node.Name, "recompute/") && (node.OpType == "MatMul" || node.OpType == "Softmax") {
+				n++
+			}
+		}
+		return n
+	}
+	wantLoss, wantGrads, plain := lossAndGrads(t, ids, ids, batch, seq, false, WithLossChunks(2))
+	loss, grads, g := lossAndGradsBuilt(t, ids, ids, batch, seq, false, []autodiff.Option{autodiff.WithRecomputeLayers(true)}, WithLossChunks(2))
+	if loss != wantLoss {
+		t.Errorf("loss %v, want %v", loss, wantLoss)
+	}
+	for name, want := range wantGrads {
+		if d, w := maxAbsDiff(grads[name], want); w == 0 || d > 1e-6*w {
+			t.Errorf("gradient of %s: max |Δ| %.3g against max |g| %.3g", name, d, w)
+		}
+	}
+	if a, b := recomputed(plain), recomputed(g); a != 0 || b < 4 {
+		t.Errorf("recomputed products and softmaxes: %d by default, %d with whole layers; want 0 and at least 4", a, b)
+	}
 }

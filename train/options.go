@@ -103,6 +103,12 @@ type Options struct {
 	// about 0.3 GB less on a GPT-2-small-sized model at 8×128, for a
 	// quarter more time per step (autodiff.WithRecomputeProducts).
 	RecomputeProducts bool
+	// RecomputeLayers checkpoints whole decoder layers: the backward pass
+	// computes again everything a layer made, from the value that entered
+	// it, keeping only the residual stream between layers
+	// (autodiff.WithRecomputeLayers). The least memory, for about one
+	// more forward pass of time.
+	RecomputeLayers bool
 	// LossChunks computes a causal LM's head and loss in this many chunks
 	// over the sequence (WithLossChunks), so that the [batch, seq, vocab]
 	// logits and their gradient are never whole; 0 or 1: the whole loss.

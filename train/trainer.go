@@ -223,6 +223,7 @@ func (t *Trainer) gradientGraph() (*graph.Model, error) {
 	}
 	opts := []autodiff.Option{
 		autodiff.WithRecomputeProducts(t.opts.RecomputeProducts),
+		autodiff.WithRecomputeLayers(t.opts.RecomputeLayers),
 		// Shapes past an op that autodiff does not know come from one
 		// forward run on the first batch.
 		autodiff.WithShapeProbe(batchProbe(t.firstBatch(), t.opts.Task, outputDims(t.withLoss, t.opts.Output), t.opts.Session)),

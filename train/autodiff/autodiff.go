@@ -25,6 +25,7 @@ type config struct {
 	outputs     []string
 	noRecompute bool
 	products    bool
+	layers      bool
 	probe       ShapeProbe
 }
 
@@ -37,6 +38,19 @@ type config struct {
 func WithRecomputeProducts(on bool) Option {
 	return func(c *config) error {
 		c.products = on
+		return nil
+	}
+}
+
+// WithRecomputeLayers checkpoints whole decoder layers: the backward pass
+// computes again everything a layer made from the value that entered it
+// (the nodes named under "layers.N/", attention and MLP, all but random
+// ops), and only the values that pass from layer to layer are kept from
+// the forward pass. The least memory, for about one more forward pass of
+// time. Off by default; it needs WithRecompute on.
+func WithRecomputeLayers(on bool) Option {
+	return func(c *config) error {
+		c.layers = on
 		return nil
 	}
 }
@@ -172,7 +186,7 @@ func (b *gradientPass) run() error {
 		return err
 	}
 	if !b.cfg.noRecompute {
-		b.recompute(b.cfg.products)
+		b.recompute(b.cfg.products, b.cfg.layers)
 	}
 	b.setOutputs(grads)
 	b.prune()

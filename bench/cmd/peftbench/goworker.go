@@ -55,6 +55,7 @@ var workerModes = []string{modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull, mo
 //	PEFTBENCH_STATIC=1             make batch and sequence dims static
 //	PEFTBENCH_DUMP_GRAPH=path      write the graph the session runs
 //	PEFTBENCH_LOSS_CHUNKS=n        the LM head and loss in n chunks (0: whole; default train's)
+//	PEFTBENCH_RECOMPUTE=layers     checkpoint whole layers (autodiff.WithRecomputeLayers)
 type goRun struct {
 	spec  Spec
 	mode  string
@@ -128,7 +129,7 @@ func openGoRun(dir, mode string, batch, threads int) (*goRun, error) {
 			r.params = append(r.params, train.NewParam(name, m.Initializer(name).Dims, v))
 			r.grads = append(r.grads, autodiff.GradName(name))
 		}
-		if g, err = autodiff.Build(m, loss, names); err != nil {
+		if g, err = autodiff.Build(m, loss, names, autodiff.WithRecomputeLayers(os.Getenv("PEFTBENCH_RECOMPUTE") == "layers")); err != nil {
 			return nil, err
 		}
 		r.loss = loss
