@@ -28,6 +28,9 @@ func ExtractAdapter(m *graph.Model) (*adapter.Adapter, error) {
 // extractLoRA returns the LoRA adapter that rec describes, with the values
 // of its tensors from read.
 func extractLoRA(m *graph.Model, rec record, read func(name string) ([]float32, error)) (*adapter.Adapter, error) {
+	if err := checkRecord(m, rec); err != nil {
+		return nil, err
+	}
 	ad := adapter.NewLoRA(rec.Config)
 	for _, s := range rec.Sites {
 		if _, done := ad.Weights[s.Module]; done {
@@ -43,6 +46,9 @@ func extractLoRA(m *graph.Model, rec record, read func(name string) ([]float32, 
 		b, err := read(s.B)
 		if err != nil {
 			return nil, err
+		}
+		if err := checkBranchOverflow(s, s.Module, a, b); err != nil {
+			return nil, errorf("%s: %w", modelLabel(m), err)
 		}
 		dt := adapterType(s.DType)
 		ad.Weights[s.Module] = adapter.LoRAWeights{

@@ -67,7 +67,8 @@ func stepWork(s Spec, mode string, batch int) []gemm {
 		{"gate_proj", c.Hidden, c.Intermediate, false}, {"up_proj", c.Hidden, c.Intermediate, false},
 		{"down_proj", c.Intermediate, c.Hidden, false},
 	}
-	lora := mode != modeForwardBase && mode != modeForwardMerged && mode != modeTrainFull
+	// The modes name what runs: "train-…" steps, "…lora…" adapters.
+	lora := strings.Contains(mode, "lora")
 	training := strings.HasPrefix(mode, "train-")
 	full := mode == modeTrainFull
 	adapted := func(name string) bool { return lora && slices.Contains(s.LoRA.Targets, name) }

@@ -49,8 +49,15 @@ func TestStepWorkByHand(t *testing.T) {
 	if got, want := totalFlops(lora), forward+attention+adapters+inputGrads+attnGrads+adapterGrads; got != want {
 		t.Errorf("LoRA step: got %v flops, want %v", got, want)
 	}
-	if got, want := totalFlops(stepWork(handSpec(), modeForwardBase, 1)), 2.0*4*1232+attention/2; got != want {
-		t.Errorf("forward at batch 1: got %v flops, want %v", got, want)
+	for _, mode := range []string{modeForwardBase, modeForwardMerged, modeForwardInt4, modeForwardInt4Merged} {
+		if got, want := totalFlops(stepWork(handSpec(), mode, 1)), 2.0*4*1232+attention/2; got != want {
+			t.Errorf("%s at batch 1: got %v flops, want %v", mode, got, want)
+		}
+	}
+	for _, mode := range []string{modeTrainLoRALowMem, modeTrainQLoRA} {
+		if got := totalFlops(stepWork(handSpec(), mode, 2)); got != totalFlops(lora) {
+			t.Errorf("%s: got %v flops, want the LoRA step's %v", mode, got, totalFlops(lora))
+		}
 	}
 	// Full fine-tuning: every input gradient (the embedding trains) and
 	// every weight gradient, one forward's worth.
