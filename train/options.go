@@ -178,7 +178,7 @@ func DefaultOptions() Options {
 		Half:      Upcast,
 		// The same work as the whole loss, moved into the forward pass:
 		// no time lost, and on a 50,257-word vocabulary at 8×128 some
-		// 600 MB less (bench/README.md).
+		// 550 MB less (bench/README.md).
 		LossChunks: defaultLossChunks,
 	}
 }

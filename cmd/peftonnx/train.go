@@ -91,7 +91,7 @@ decoder layers: the backward pass computes each layer again from the value
 that entered it, and only the residual stream between layers is kept. A causal LM's head and loss run in
 --loss-chunks pieces over the sequence (default 8; 0 for the whole), so
 that the [batch, seq, vocab] logits are never whole: on GPT-2's vocabulary
-at 8×128 about 0.6 GB less, at no cost in time.
+at 8×128 about 0.55 GB less, at no cost in time.
 
 DIR receives, at the end, adapter_config.json and adapter_model.safetensors
 (the layout "peftonnx apply" and HF PEFT read; with --format paddle
