@@ -85,7 +85,7 @@ func planSiteFolds(m *graph.Model, rec record, o options) ([]fold, error) {
 		rk := len(a) / int(s.In)
 		r := rk / s.Parts()
 		f := fold{l: l, module: s.Module, a: a, b: siteFullB(b, r, s), rk: rk, scale: scaleInGraph(s)}.asMatrixFold()
-		if err := f.checkOverflow(m); err != nil {
+		if err := f.checkOverflow(m); err != nil && !l.Quantized() {
 			return nil, err
 		}
 		folds = append(folds, f)
@@ -257,7 +257,7 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter, o options) ([]fold
 			return nil, nil, err
 		}
 		f := fold{l: l, module: key, a: w.A.Data, b: siteFullB(w.B.Data, s.R, s), rk: int(w.A.Shape[1]), scale: s.Scale}.asMatrixFold()
-		if err := f.checkOverflow(base); err != nil {
+		if err := f.checkOverflow(base); err != nil && !l.Quantized() {
 			return nil, nil, err
 		}
 		folds = append(folds, f)

@@ -133,4 +133,11 @@
 //   - Text is encoded by package tokenizer, which implements the
 //     tokenizer.json components of BPE, byte-level BPE and WordPiece
 //     models and refuses files with others (see its doc).
+//
+// ReadJSONL reads lines of at most MaxLineBytes (16 MiB). NewTrainer
+// refuses data that leaves the loss nothing to score (every label -100,
+// one-token examples or a sequence length of 1 under a causal loss), and
+// examples longer than the model's rotary cache (feed.RotaryLimit).
+// Resuming checks the optimizer settings and step count against the
+// checkpoint's.
 package train

@@ -29,12 +29,15 @@ import (
 
 // replayEnv, set to 1, makes the test binary run its arguments as the
 // peftonnx command line (TestMain), so that the replay runs the CLI in a
-// process of its own, under its own limits, without building a binary.
+// process of its own, under its own limits, without building a binary;
+// the MPI build's tests run ranks of peftonnx train so too.
 const replayEnv = "PEFTONNX_REPLAY_CLI"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(replayEnv) == "1" {
-		os.Exit(execute(os.Args[1:], os.Stdout, os.Stderr))
+		// As main runs it: the MPI build's data-parallel tests start
+		// ranks this way under mpirun, which wants MPI ended.
+		os.Exit(runMain(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
 }
