@@ -16,6 +16,9 @@
 //     there), and add a "labels" input. The causal LM loss is
 //     HF's: labels align with input_ids, the shift happens inside, and the
 //     loss is the mean cross entropy over labels that are not -100.
+//     WithLossChunks (Options.LossChunks, 8 by default) computes an LM head
+//     and that loss over chunks of the sequence, each chunk's share of the
+//     gradient in the forward pass, so that the logits are never whole.
 //     DetectTask picks the task from the model's outputs.
 //   - Optimization: AdamW and SGD with torch semantics, Schedule with HF's
 //     constant, linear and cosine schedules and warmup, ClipGradNorm as
