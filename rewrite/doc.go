@@ -171,4 +171,14 @@
 // refused: an ONNX graph holds whole weights, so shards must be merged
 // into one adapter first. Merge refuses a weight that other nodes share.
 // Summary counts floating-point initializers only.
+//
+// A LoRA record read from a file is checked against the graph before
+// Merge or Extract trusts it (record_check.go): its version, each site's
+// layer and features, its factors' shapes (no base tensor as a factor),
+// and, for Merge, that removing what it lists leaves every node input
+// defined. MaxRank, MaxPrefixTokens, MaxProjectionHidden and MaxNewBytes
+// bound what one injection adds (limits.go); NaN, infinity and factors
+// whose product the weight's type cannot hold are refused (overflow.go).
+// A model takes one PEFT type: LoRA on a prefixed model, or a prefix on
+// one with LoRA, is an error.
 package rewrite
