@@ -136,52 +136,11 @@ func New[T Elem](shape []int64, values []T) (*Array, error) {
 	if int64(len(values)) != n {
 		return nil, errorf("shape %s holds %d elements, got %d values", FormatShape(shape), n, len(values))
 	}
+	// Every Elem is fixed-size, so binary.Encode writes len(values)·size
+	// bytes, a bool as 0 or 1.
 	b := make([]byte, len(values)*dt.Size())
-	switch vs := any(values).(type) {
-	case []bool:
-		for i, v := range vs {
-			if v {
-				b[i] = 1
-			}
-		}
-	case []int8:
-		for i, v := range vs {
-			b[i] = byte(v)
-		}
-	case []uint8:
-		copy(b, vs)
-	case []int16:
-		for i, v := range vs {
-			binary.LittleEndian.PutUint16(b[2*i:], uint16(v))
-		}
-	case []uint16:
-		for i, v := range vs {
-			binary.LittleEndian.PutUint16(b[2*i:], v)
-		}
-	case []int32:
-		for i, v := range vs {
-			binary.LittleEndian.PutUint32(b[4*i:], uint32(v))
-		}
-	case []uint32:
-		for i, v := range vs {
-			binary.LittleEndian.PutUint32(b[4*i:], v)
-		}
-	case []uint64:
-		for i, v := range vs {
-			binary.LittleEndian.PutUint64(b[8*i:], v)
-		}
-	case []int64:
-		for i, v := range vs {
-			binary.LittleEndian.PutUint64(b[8*i:], uint64(v))
-		}
-	case []float32:
-		for i, v := range vs {
-			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
-		}
-	case []float64:
-		for i, v := range vs {
-			binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(v))
-		}
+	if _, err := binary.Encode(b, binary.LittleEndian, values); err != nil {
+		return nil, errorf("encoding %s values: %w", dt, err)
 	}
 	return &Array{DType: dt, Shape: append([]int64{}, shape...), Data: b}, nil
 }
@@ -196,51 +155,11 @@ func Values[T Elem](a *Array) ([]T, error) {
 	if err := a.Validate(); err != nil {
 		return nil, err
 	}
+	// Validate checked that Data holds exactly Len elements; binary.Decode
+	// reads a bool as true when its byte is not zero.
 	out := make([]T, a.Len())
-	d := a.Data
-	switch o := any(out).(type) {
-	case []bool:
-		for i := range o {
-			o[i] = d[i] != 0
-		}
-	case []int8:
-		for i := range o {
-			o[i] = int8(d[i])
-		}
-	case []uint8:
-		copy(o, d)
-	case []int16:
-		for i := range o {
-			o[i] = int16(binary.LittleEndian.Uint16(d[2*i:]))
-		}
-	case []uint16:
-		for i := range o {
-			o[i] = binary.LittleEndian.Uint16(d[2*i:])
-		}
-	case []int32:
-		for i := range o {
-			o[i] = int32(binary.LittleEndian.Uint32(d[4*i:]))
-		}
-	case []uint32:
-		for i := range o {
-			o[i] = binary.LittleEndian.Uint32(d[4*i:])
-		}
-	case []uint64:
-		for i := range o {
-			o[i] = binary.LittleEndian.Uint64(d[8*i:])
-		}
-	case []int64:
-		for i := range o {
-			o[i] = int64(binary.LittleEndian.Uint64(d[8*i:]))
-		}
-	case []float32:
-		for i := range o {
-			o[i] = math.Float32frombits(binary.LittleEndian.Uint32(d[4*i:]))
-		}
-	case []float64:
-		for i := range o {
-			o[i] = math.Float64frombits(binary.LittleEndian.Uint64(d[8*i:]))
-		}
+	if _, err := binary.Decode(a.Data, binary.LittleEndian, out); err != nil {
+		return nil, errorf("decoding %s array: %w", a.DType, err)
 	}
 	return out, nil
 }

@@ -3,7 +3,6 @@ package runtime
 import (
 	"encoding/binary"
 	"fmt"
-	"math"
 
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
@@ -34,55 +33,17 @@ func tensorFromProto(tp *onnxpb.TensorProto, baseDir string) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	decodeRaw(t, raw)
+	if err := decodeRaw(t, raw); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 
-// decodeRaw fills t from little-endian raw bytes of the right length.
-func decodeRaw(t *Tensor, raw []byte) {
-	le := binary.LittleEndian
-	switch d := t.data.(type) {
-	case []float32:
-		for i := range d {
-			d[i] = math.Float32frombits(le.Uint32(raw[4*i:]))
-		}
-	case []float64:
-		for i := range d {
-			d[i] = math.Float64frombits(le.Uint64(raw[8*i:]))
-		}
-	case []uint16:
-		for i := range d {
-			d[i] = le.Uint16(raw[2*i:])
-		}
-	case []int16:
-		for i := range d {
-			d[i] = int16(le.Uint16(raw[2*i:]))
-		}
-	case []int32:
-		for i := range d {
-			d[i] = int32(le.Uint32(raw[4*i:]))
-		}
-	case []uint32:
-		for i := range d {
-			d[i] = le.Uint32(raw[4*i:])
-		}
-	case []int64:
-		for i := range d {
-			d[i] = int64(le.Uint64(raw[8*i:]))
-		}
-	case []uint64:
-		for i := range d {
-			d[i] = le.Uint64(raw[8*i:])
-		}
-	case []int8:
-		for i := range d {
-			d[i] = int8(raw[i])
-		}
-	case []uint8:
-		copy(d, raw)
-	case []bool:
-		for i := range d {
-			d[i] = raw[i] != 0
-		}
+// decodeRaw fills t from little-endian raw bytes of the right length;
+// binary.Decode reads a bool as true when its byte is not zero.
+func decodeRaw(t *Tensor, raw []byte) error {
+	if _, err := binary.Decode(raw, binary.LittleEndian, t.data); err != nil {
+		return fmt.Errorf("decoding %s data: %w", t.elem, err)
 	}
+	return nil
 }
