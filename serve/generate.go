@@ -192,9 +192,7 @@ func (e *Engine) turn(slots *slotTable, active *rt.Sequence, rows []*job) (_ *rt
 		if active == nil {
 			active = seq
 		} else if err := active.Join(seq); err != nil {
-			for _, j := range started {
-				e.finish(slots, j, "", err)
-			}
+			e.failAll(slots, started, err)
 			continue
 		}
 		rows = append(rows, started...)
@@ -295,9 +293,7 @@ func (e *Engine) prefill(slots *slotTable, joiners []*job, feeds map[string]*rt.
 		out, err = seq.Feed(context.Background(), ids, mask)
 	}
 	if err != nil {
-		for _, j := range group {
-			e.finish(slots, j, "", err)
-		}
+		e.failAll(slots, group, err)
 		return nil, nil
 	}
 	var keep []int
@@ -312,9 +308,7 @@ func (e *Engine) prefill(slots *slotTable, joiners []*job, feeds map[string]*rt.
 		return nil, nil
 	case len(left) < len(group):
 		if err := seq.KeepRows(keep); err != nil {
-			for _, j := range left {
-				e.finish(slots, j, "", err)
-			}
+			e.failAll(slots, left, err)
 			return nil, nil
 		}
 	}
@@ -357,9 +351,7 @@ func (e *Engine) step(slots *slotTable, active *rt.Sequence, rows []*job, feeds 
 		out, err = active.Feed(context.Background(), ids, nil)
 	}
 	if err != nil {
-		for _, j := range rows {
-			e.finish(slots, j, "", err)
-		}
+		e.failAll(slots, rows, err)
 		return nil, nil
 	}
 	e.mu.Lock()
@@ -392,9 +384,7 @@ func (e *Engine) step(slots *slotTable, active *rt.Sequence, rows []*job, feeds 
 	}
 	if len(left) < len(rows) {
 		if err := active.KeepRows(keep); err != nil {
-			for _, j := range left {
-				e.finish(slots, j, "", err)
-			}
+			e.failAll(slots, left, err)
 			return nil, nil
 		}
 	}
@@ -433,6 +423,13 @@ func stopsAt(out []int64, stops [][]int64) bool {
 		}
 	}
 	return false
+}
+
+// failAll ends every job of jobs with err.
+func (e *Engine) failAll(slots *slotTable, jobs []*job, err error) {
+	for _, j := range jobs {
+		e.finish(slots, j, "", err)
+	}
 }
 
 // finish ends j: with the Done event and reason, or with err; it gives
