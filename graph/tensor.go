@@ -121,27 +121,20 @@ func (m *Model) Float32s(t *onnxpb.TensorProto) ([]float32, error) {
 	}
 	switch TypeOf(t) {
 	case dtype.Float32:
-		out := make([]float32, len(b)/4)
-		for i := range out {
-			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		}
-		return out, nil
+		return littleEndian[float32](b), nil
 	case dtype.Float16, dtype.BFloat16:
 		conv := half.Float16ToFloat32
 		if TypeOf(t) == dtype.BFloat16 {
 			conv = half.BFloat16ToFloat32
 		}
-		out := make([]float32, len(b)/2)
-		for i := range out {
-			out[i] = conv(binary.LittleEndian.Uint16(b[2*i:]))
+		bits := littleEndian[uint16](b)
+		out := make([]float32, len(bits))
+		for i, v := range bits {
+			out[i] = conv(v)
 		}
 		return out, nil
 	case dtype.Float64:
-		out := make([]float32, len(b)/8)
-		for i := range out {
-			out[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:])))
-		}
-		return out, nil
+		return convertAll[float32](littleEndian[float64](b)), nil
 	}
 	return nil, errorf("tensor %q: %s is not a floating-point type", t.Name, TypeOf(t))
 }
@@ -155,11 +148,7 @@ func (m *Model) Float16s(t *onnxpb.TensorProto) ([]uint16, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]uint16, len(b)/2)
-	for i := range out {
-		out[i] = binary.LittleEndian.Uint16(b[2*i:])
-	}
-	return out, nil
+	return littleEndian[uint16](b), nil
 }
 
 // Int64s returns t's values as int64, converting from the other integer
@@ -171,29 +160,13 @@ func (m *Model) Int64s(t *onnxpb.TensorProto) ([]int64, error) {
 	}
 	switch TypeOf(t) {
 	case dtype.Int64:
-		out := make([]int64, len(b)/8)
-		for i := range out {
-			out[i] = int64(binary.LittleEndian.Uint64(b[8*i:]))
-		}
-		return out, nil
+		return littleEndian[int64](b), nil
 	case dtype.Int32:
-		out := make([]int64, len(b)/4)
-		for i := range out {
-			out[i] = int64(int32(binary.LittleEndian.Uint32(b[4*i:])))
-		}
-		return out, nil
+		return convertAll[int64](littleEndian[int32](b)), nil
 	case dtype.Int8:
-		out := make([]int64, len(b))
-		for i := range out {
-			out[i] = int64(int8(b[i]))
-		}
-		return out, nil
+		return convertAll[int64](littleEndian[int8](b)), nil
 	case dtype.Uint8, dtype.Bool:
-		out := make([]int64, len(b))
-		for i := range out {
-			out[i] = int64(b[i])
-		}
-		return out, nil
+		return convertAll[int64](b), nil
 	}
 	return nil, errorf("tensor %q: %s is not an integer type", t.Name, TypeOf(t))
 }
@@ -207,11 +180,7 @@ func (m *Model) Int32s(t *onnxpb.TensorProto) ([]int32, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]int32, len(b)/4)
-	for i := range out {
-		out[i] = int32(binary.LittleEndian.Uint32(b[4*i:]))
-	}
-	return out, nil
+	return littleEndian[int32](b), nil
 }
 
 // Int8s returns the values of an int8 tensor.
@@ -223,11 +192,7 @@ func (m *Model) Int8s(t *onnxpb.TensorProto) ([]int8, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]int8, len(b))
-	for i := range out {
-		out[i] = int8(b[i])
-	}
-	return out, nil
+	return littleEndian[int8](b), nil
 }
 
 // SetFloat32s replaces t's data with values, stored in t's element type
@@ -329,4 +294,28 @@ func NewFloat16Tensor(name string, dims []int64, values []uint16) *onnxpb.Tensor
 		binary.LittleEndian.PutUint16(b[2*i:], v)
 	}
 	return &onnxpb.TensorProto{Name: name, DataType: int32(dtype.Float16), Dims: append([]int64(nil), dims...), RawData: b}
+}
+
+// fixedSize are the element types that tensor data decodes to.
+type fixedSize interface {
+	float32 | float64 | uint16 | int64 | int32 | int8 | uint8
+}
+
+// littleEndian decodes b as consecutive little-endian values of T into a
+// fresh slice; a trailing partial value is ignored.
+func littleEndian[T fixedSize](b []byte) []T {
+	var zero T
+	out := make([]T, len(b)/binary.Size(zero))
+	// Cannot fail: b holds at least len(out) values.
+	_, _ = binary.Decode(b, binary.LittleEndian, out)
+	return out
+}
+
+// convertAll converts each element of xs to To, as To(x) does.
+func convertAll[To, From fixedSize](xs []From) []To {
+	out := make([]To, len(xs))
+	for i, x := range xs {
+		out[i] = To(x)
+	}
+	return out
 }
