@@ -173,26 +173,12 @@ func (m *Model) Int64s(t *onnxpb.TensorProto) ([]int64, error) {
 
 // Int32s returns the values of an int32 tensor.
 func (m *Model) Int32s(t *onnxpb.TensorProto) ([]int32, error) {
-	if TypeOf(t) != dtype.Int32 {
-		return nil, errorf("tensor %q: %s is not int32", t.Name, TypeOf(t))
-	}
-	b, err := m.TensorBytes(t)
-	if err != nil {
-		return nil, err
-	}
-	return littleEndian[int32](b), nil
+	return valuesOf[int32](m, t, dtype.Int32)
 }
 
 // Int8s returns the values of an int8 tensor.
 func (m *Model) Int8s(t *onnxpb.TensorProto) ([]int8, error) {
-	if TypeOf(t) != dtype.Int8 {
-		return nil, errorf("tensor %q: %s is not int8", t.Name, TypeOf(t))
-	}
-	b, err := m.TensorBytes(t)
-	if err != nil {
-		return nil, err
-	}
-	return littleEndian[int8](b), nil
+	return valuesOf[int8](m, t, dtype.Int8)
 }
 
 // SetFloat32s replaces t's data with values, stored in t's element type
@@ -294,6 +280,19 @@ func NewFloat16Tensor(name string, dims []int64, values []uint16) *onnxpb.Tensor
 		binary.LittleEndian.PutUint16(b[2*i:], v)
 	}
 	return &onnxpb.TensorProto{Name: name, DataType: int32(dtype.Float16), Dims: append([]int64(nil), dims...), RawData: b}
+}
+
+// valuesOf returns the values of t, which must be of element type want,
+// whose Go type is T.
+func valuesOf[T fixedSize](m *Model, t *onnxpb.TensorProto, want dtype.Type) ([]T, error) {
+	if TypeOf(t) != want {
+		return nil, errorf("tensor %q: %s is not %s", t.Name, TypeOf(t), want)
+	}
+	b, err := m.TensorBytes(t)
+	if err != nil {
+		return nil, err
+	}
+	return littleEndian[T](b), nil
 }
 
 // fixedSize are the element types that tensor data decodes to.
