@@ -35,16 +35,12 @@ const (
 
 // String names the layout as its input names read: "past_key_values.{i}.key/value"
 // or "past_{i}".
-func (l KVLayout) String() string {
-	switch l {
-	case KVPerLayer:
-		return "past_key_values.{i}.key/value"
-	case KVStacked:
-		return "past_{i}"
-	case KVNamed:
-		return "named caches"
-	}
-	return fmt.Sprintf("KVLayout(%d)", int(l))
+func (l KVLayout) String() string { return enumName(l, "KVLayout", kvLayoutNames) }
+
+var kvLayoutNames = map[KVLayout]string{
+	KVPerLayer: "past_key_values.{i}.key/value",
+	KVStacked:  "past_{i}",
+	KVNamed:    "named caches",
 }
 
 // ErrNoKVCache is wrapped by the error that NewGenerator returns for a model

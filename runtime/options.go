@@ -28,17 +28,14 @@ const (
 
 // String returns the level's name, such as "all".
 func (l OptimizationLevel) String() string {
-	switch l {
-	case OptimizeNone:
-		return "none"
-	case OptimizeBasic:
-		return "basic"
-	case OptimizeExtended:
-		return "extended"
-	case OptimizeAll:
-		return "all"
-	}
-	return fmt.Sprintf("OptimizationLevel(%d)", int(l))
+	return enumName(l, "OptimizationLevel", optimizationLevelNames)
+}
+
+var optimizationLevelNames = map[OptimizationLevel]string{
+	OptimizeNone:     "none",
+	OptimizeBasic:    "basic",
+	OptimizeExtended: "extended",
+	OptimizeAll:      "all",
 }
 
 // ErrCUDAUnavailable is wrapped by the error that NewSession returns when
