@@ -167,9 +167,7 @@ func cmdWorker(args []string) error {
 }
 
 func cmdExport(args []string) error {
-	fs := flag.NewFlagSet("export", flag.ExitOnError)
-	var c common
-	c.register(fs)
+	fs, c := commonFlagSet("export")
 	size := fs.String("size", "tiny", "model size: "+strings.Join(sizeNames(), ", "))
 	batch := fs.Int("batch", 8, "batch size")
 	seq := fs.Int("seq", 128, "sequence length")
@@ -225,10 +223,8 @@ func (p *parityFlags) run(e env, cache string) ([]*ParityResult, error) {
 }
 
 func cmdParity(args []string) error {
-	fs := flag.NewFlagSet("parity", flag.ExitOnError)
-	var c common
+	fs, c := commonFlagSet("parity")
 	var p parityFlags
-	c.register(fs)
 	p.register(fs, "tiny,mini")
 	fs.Parse(args)
 	e, err := c.env()
@@ -313,11 +309,19 @@ func (e env) comparison(cache string, p point) (*Comparison, error) {
 // and shape: the common flags and the train flags, with steps steps by
 // default.
 func trainCommand(name string, steps int) (*flag.FlagSet, *common, *trainFlags) {
-	fs := flag.NewFlagSet(name, flag.ExitOnError)
-	c, t := &common{}, &trainFlags{}
-	c.register(fs)
+	fs, c := commonFlagSet(name)
+	t := &trainFlags{}
 	t.register(fs, steps)
 	return fs, c, t
+}
+
+// commonFlagSet returns the flag set of the command name with the flags that
+// every benchmark takes registered.
+func commonFlagSet(name string) (*flag.FlagSet, *common) {
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	c := &common{}
+	c.register(fs)
+	return fs, c
 }
 
 func cmdTrain(args []string) error {
@@ -445,10 +449,8 @@ func (s *scaleFlags) run(e env, cache string, batch int) (seqs, sizes []*Compari
 }
 
 func cmdScale(args []string) error {
-	fs := flag.NewFlagSet("scale", flag.ExitOnError)
-	var c common
+	fs, c := commonFlagSet("scale")
 	var s scaleFlags
-	c.register(fs)
 	s.register(fs)
 	batch := fs.Int("batch", 8, "batch size")
 	fs.Parse(args)
@@ -465,12 +467,10 @@ func cmdScale(args []string) error {
 }
 
 func cmdAll(args []string) error {
-	fs := flag.NewFlagSet("all", flag.ExitOnError)
-	var c common
+	fs, c := commonFlagSet("all")
 	var p parityFlags
 	var t trainFlags
 	var s scaleFlags
-	c.register(fs)
 	p.register(fs, "tiny,mini")
 	t.register(fs, 5)
 	s.register(fs)

@@ -68,10 +68,8 @@ func (s *serveFlags) register(fs *flag.FlagSet) {
 }
 
 func cmdServe(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ExitOnError)
-	var c common
+	fs, c := commonFlagSet("serve")
 	var s serveFlags
-	c.register(fs)
 	s.register(fs)
 	fs.Parse(args)
 	res, err := s.run(c.cache(), c.threads)
