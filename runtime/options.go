@@ -109,25 +109,13 @@ func WithPrepacking(on bool) Option {
 // after its graph optimizations, to path when the session opens: to see
 // what it fused, folded or merged.
 func WithOptimizedModelPath(path string) Option {
-	return func(c *config) error {
-		if path == "" {
-			return errors.New("runtime: WithOptimizedModelPath: empty path")
-		}
-		c.optimizedPath = path
-		return nil
-	}
+	return nonEmpty("WithOptimizedModelPath", "path", path, func(c *config) { c.optimizedPath = path })
 }
 
 // WithLibrary loads ONNX Runtime from path instead of searching for it. It
 // takes effect only on the first successful Init of the process.
 func WithLibrary(path string) Option {
-	return func(c *config) error {
-		if path == "" {
-			return errors.New("runtime: WithLibrary: empty path")
-		}
-		c.library = path
-		return nil
-	}
+	return nonEmpty("WithLibrary", "path", path, func(c *config) { c.library = path })
 }
 
 // MaxThreads is the most threads WithIntraOpThreads and
@@ -224,24 +212,26 @@ func WithOptimizationLevel(l OptimizationLevel) Option {
 // WithProfiling makes ONNX Runtime profile the session. It writes a JSON
 // trace named prefix_<timestamp>.json when the session is closed.
 func WithProfiling(prefix string) Option {
-	return func(c *config) error {
-		if prefix == "" {
-			return errors.New("runtime: WithProfiling: empty file prefix")
-		}
-		c.profilePrefix = prefix
-		return nil
-	}
+	return nonEmpty("WithProfiling", "file prefix", prefix, func(c *config) { c.profilePrefix = prefix })
 }
 
 // WithConfigEntry sets an ONNX Runtime session configuration entry, such as
 // "session.intra_op.allow_spinning" = "0". Keys are ONNX Runtime's; see its
 // onnxruntime_session_options_config_keys.h.
 func WithConfigEntry(key, value string) Option {
-	return func(c *config) error {
-		if key == "" {
-			return errors.New("runtime: WithConfigEntry: empty key")
-		}
+	return nonEmpty("WithConfigEntry", "key", key, func(c *config) {
 		c.entries = append(c.entries, [2]string{key, value})
+	})
+}
+
+// nonEmpty is the Option that refuses an empty value, as
+// "runtime: OPTION: empty WHAT", and applies set to any other.
+func nonEmpty(option, what, value string, set func(*config)) Option {
+	return func(c *config) error {
+		if value == "" {
+			return fmt.Errorf("runtime: %s: empty %s", option, what)
+		}
+		set(c)
 		return nil
 	}
 }
