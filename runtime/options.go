@@ -128,13 +128,7 @@ var MaxThreads = 1024
 // WithIntraOpThreads sets the number of threads that one operator may use.
 // 0 keeps ONNX Runtime's default, one per core; at most MaxThreads.
 func WithIntraOpThreads(n int) Option {
-	return func(c *config) error {
-		if n < 0 || n > MaxThreads {
-			return errorf("WithIntraOpThreads: n must be from 0 to %d, got %d", MaxThreads, n)
-		}
-		c.intraOp = n
-		return nil
-	}
+	return threadCount("WithIntraOpThreads", n, func(c *config) { c.intraOp = n })
 }
 
 // WithInterOpThreads sets the number of threads that run independent
@@ -142,13 +136,7 @@ func WithIntraOpThreads(n int) Option {
 // parallel execution, without which ONNX Runtime ignores it. 0 keeps the
 // default, sequential execution; at most MaxThreads.
 func WithInterOpThreads(n int) Option {
-	return func(c *config) error {
-		if n < 0 || n > MaxThreads {
-			return errorf("WithInterOpThreads: n must be from 0 to %d, got %d", MaxThreads, n)
-		}
-		c.interOp = n
-		return nil
-	}
+	return threadCount("WithInterOpThreads", n, func(c *config) { c.interOp = n })
 }
 
 // WithCPU runs the session on the CPU provider only. This is the default.
@@ -222,6 +210,18 @@ func WithConfigEntry(key, value string) Option {
 	return nonEmpty("WithConfigEntry", "key", key, func(c *config) {
 		c.entries = append(c.entries, [2]string{key, value})
 	})
+}
+
+// threadCount is the Option that refuses a thread count n outside 0 to
+// MaxThreads and applies set to any other.
+func threadCount(option string, n int, set func(*config)) Option {
+	return func(c *config) error {
+		if n < 0 || n > MaxThreads {
+			return errorf("%s: n must be from 0 to %d, got %d", option, MaxThreads, n)
+		}
+		set(c)
+		return nil
+	}
 }
 
 // nonEmpty is the Option that refuses an empty value, as
