@@ -13,10 +13,7 @@ import (
 // head. Zero values of the optional fields take the defaults given beside
 // them.
 type BERTConfig struct {
-	VocabSize    int
-	Hidden       int // model width; a multiple of Heads
-	Layers       int
-	Heads        int
+	Core
 	Intermediate int // 0 means 4·Hidden
 	MaxPositions int // 0 means 512
 	TypeVocab    int // token types; 0 means 2
@@ -42,9 +39,6 @@ type BERTConfig struct {
 	// BERTMaskedLM or BERTTokenClassification.
 	Head BERTHead
 
-	Seed    uint64  // weights are a function of Seed alone
-	InitStd float64 // standard deviation of linear and embedding weights; 0 means 0.02
-
 	// Producer is whose export the graph imitates: Optimum (the default)
 	// or TransformerOptimizer. The weights' values do not depend on it.
 	Producer Producer
@@ -55,18 +49,18 @@ type BERTConfig struct {
 // BERTTiny is the size the tests use: hidden 16, 2 layers, 4 heads,
 // vocabulary 32, 3 labels.
 func BERTTiny() BERTConfig {
-	return BERTConfig{VocabSize: 32, Hidden: 16, Layers: 2, Heads: 4, Intermediate: 40, MaxPositions: 64, NumLabels: 3, Seed: 1}
+	return BERTConfig{Core: Core{VocabSize: 32, Hidden: 16, Layers: 2, Heads: 4, Seed: 1}, Intermediate: 40, MaxPositions: 64, NumLabels: 3}
 }
 
 // BERTMini is a demo size: hidden 64, 2 layers, 4 heads, vocabulary 256.
 func BERTMini() BERTConfig {
-	return BERTConfig{VocabSize: 256, Hidden: 64, Layers: 2, Heads: 4, MaxPositions: 128, Seed: 1}
+	return BERTConfig{Core: Core{VocabSize: 256, Hidden: 64, Layers: 2, Heads: 4, Seed: 1}, MaxPositions: 128}
 }
 
 // BERTBase has bert-base-uncased's sizes, for benchmarks: hidden 768, 12
 // layers, 12 heads, MLP 3072, vocabulary 30522 (about 110M parameters).
 func BERTBase() BERTConfig {
-	return BERTConfig{VocabSize: 30522, Hidden: 768, Layers: 12, Heads: 12, Intermediate: 3072, MaxPositions: 512, Seed: 1}
+	return BERTConfig{Core: Core{VocabSize: 30522, Hidden: 768, Layers: 12, Heads: 12, Seed: 1}, Intermediate: 3072, MaxPositions: 512}
 }
 
 func (c BERTConfig) withDefaults() BERTConfig {
@@ -83,9 +77,6 @@ func (c BERTConfig) withDefaults() BERTConfig {
 	c.InitStd = cmp.Or(c.InitStd, defaultInitStd)
 	return c
 }
-
-// HeadDim returns the width of one attention head, Hidden/Heads.
-func (c BERTConfig) HeadDim() int { return headDim(c.Hidden, c.Heads) }
 
 // Validate reports a config that cannot be built.
 func (c BERTConfig) Validate() error {

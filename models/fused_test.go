@@ -250,8 +250,7 @@ func TestModelBuilderNamesMatchRealExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer real.Close()
-	c := LlamaConfig{VocabSize: 32000, Hidden: 16, Layers: 2, Heads: 1, KVHeads: 1, Intermediate: 64, DType: dtype.Float16,
-		Producer: ModelBuilder, Builder: ModelBuilderOptions{RotaryNodes: true}, Seed: 1}
+	c := LlamaConfig{Core: Core{VocabSize: 32000, Hidden: 16, Layers: 2, Heads: 1, Seed: 1}, KVHeads: 1, Intermediate: 64, DType: dtype.Float16, Producer: ModelBuilder, Builder: ModelBuilderOptions{RotaryNodes: true}}
 	ours, err := Llama(c)
 	if err != nil {
 		t.Fatal(err)

@@ -13,10 +13,7 @@ import (
 // GPT2Config sizes a GPT-2-style decoder. Zero values of the optional
 // fields take the defaults given beside them.
 type GPT2Config struct {
-	VocabSize    int
-	Hidden       int // model width; a multiple of Heads
-	Layers       int
-	Heads        int
+	Core
 	Intermediate int // MLP width; 0 means 4·Hidden
 	MaxPositions int // rows of the position table; 0 means 1024
 
@@ -37,9 +34,6 @@ type GPT2Config struct {
 	// only the weights' names tell the modules apart.
 	AnonymousNodes bool
 
-	Seed    uint64  // weights are a function of Seed alone
-	InitStd float64 // standard deviation of linear and embedding weights; 0 means 0.02
-
 	// Producer is whose export the graph imitates: Optimum (the default)
 	// or TransformerOptimizer. The weights' values do not depend on it.
 	Producer Producer
@@ -50,12 +44,12 @@ type GPT2Config struct {
 // GPT2Tiny is the size the tests use: hidden 16, 2 layers, 4 heads,
 // vocabulary 32.
 func GPT2Tiny() GPT2Config {
-	return GPT2Config{VocabSize: 32, Hidden: 16, Layers: 2, Heads: 4, Intermediate: 40, MaxPositions: 64, Seed: 1}
+	return GPT2Config{Core: Core{VocabSize: 32, Hidden: 16, Layers: 2, Heads: 4, Seed: 1}, Intermediate: 40, MaxPositions: 64}
 }
 
 // GPT2Mini is a demo size: hidden 64, 2 layers, 4 heads, vocabulary 256.
 func GPT2Mini() GPT2Config {
-	return GPT2Config{VocabSize: 256, Hidden: 64, Layers: 2, Heads: 4, MaxPositions: 256, Seed: 1}
+	return GPT2Config{Core: Core{VocabSize: 256, Hidden: 64, Layers: 2, Heads: 4, Seed: 1}, MaxPositions: 256}
 }
 
 // GPT2Base has the sizes of HuggingFace's "gpt2" (GPT-2 small), for
@@ -63,7 +57,7 @@ func GPT2Mini() GPT2Config {
 // 1024 positions; 163M weights with the untied copy of the head
 // (650 MB in float32).
 func GPT2Base() GPT2Config {
-	return GPT2Config{VocabSize: 50257, Hidden: 768, Layers: 12, Heads: 12, Intermediate: 3072, MaxPositions: 1024, Seed: 1}
+	return GPT2Config{Core: Core{VocabSize: 50257, Hidden: 768, Layers: 12, Heads: 12, Seed: 1}, Intermediate: 3072, MaxPositions: 1024}
 }
 
 func (c GPT2Config) withDefaults() GPT2Config {
@@ -73,9 +67,6 @@ func (c GPT2Config) withDefaults() GPT2Config {
 	c.InitStd = cmp.Or(c.InitStd, defaultInitStd)
 	return c
 }
-
-// HeadDim returns the width of one attention head, Hidden/Heads.
-func (c GPT2Config) HeadDim() int { return headDim(c.Hidden, c.Heads) }
 
 // Validate reports a config that cannot be built.
 func (c GPT2Config) Validate() error {

@@ -12,10 +12,7 @@ import (
 // LlamaConfig sizes a LLaMA-style decoder. Zero values of the optional
 // fields take the defaults given beside them.
 type LlamaConfig struct {
-	VocabSize    int
-	Hidden       int // model width; a multiple of Heads
-	Layers       int
-	Heads        int // query heads
+	Core             // Heads are the query heads
 	KVHeads      int // key/value heads (grouped-query attention); Heads divides by it; 0 means Heads
 	Intermediate int // width of the gated MLP
 
@@ -39,9 +36,6 @@ type LlamaConfig struct {
 	// are float16.
 	DType dtype.Type
 
-	Seed    uint64  // weights are a function of Seed alone
-	InitStd float64 // standard deviation of linear and embedding weights; 0 means 0.02
-
 	// Producer is whose export the graph imitates: Optimum (the default)
 	// or ModelBuilder. The weights' values do not depend on it.
 	Producer Producer
@@ -52,27 +46,27 @@ type LlamaConfig struct {
 // LlamaTiny is the size the tests use: hidden 16, 2 layers, 4 heads over 2
 // KV heads, vocabulary 32.
 func LlamaTiny() LlamaConfig {
-	return LlamaConfig{VocabSize: 32, Hidden: 16, Layers: 2, Heads: 4, KVHeads: 2, Intermediate: 40, Seed: 1}
+	return LlamaConfig{Core: Core{VocabSize: 32, Hidden: 16, Layers: 2, Heads: 4, Seed: 1}, KVHeads: 2, Intermediate: 40}
 }
 
 // LlamaMini is a demo size that trains in seconds on a CPU: hidden 64,
 // 2 layers, 4 heads over 2 KV heads, vocabulary 256 (124K parameters).
 func LlamaMini() LlamaConfig {
-	return LlamaConfig{VocabSize: 256, Hidden: 64, Layers: 2, Heads: 4, KVHeads: 2, Intermediate: 172, Seed: 1}
+	return LlamaConfig{Core: Core{VocabSize: 256, Hidden: 64, Layers: 2, Heads: 4, Seed: 1}, KVHeads: 2, Intermediate: 172}
 }
 
 // LlamaBase has GPT-2 small's sizes, for benchmarks: hidden 768, 12
 // layers, 12 heads over 4 KV heads, MLP 3072, vocabulary 50257 (about
 // 180M parameters, 720 MB in float32).
 func LlamaBase() LlamaConfig {
-	return LlamaConfig{VocabSize: 50257, Hidden: 768, Layers: 12, Heads: 12, KVHeads: 4, Intermediate: 3072, Seed: 1}
+	return LlamaConfig{Core: Core{VocabSize: 50257, Hidden: 768, Layers: 12, Heads: 12, Seed: 1}, KVHeads: 4, Intermediate: 3072}
 }
 
 // Llama500MB holds about 125M parameters, 500 MB of float32 weights, for
 // load and save benchmarks: hidden 768, 12 layers, 12 heads over 4 KV
 // heads, MLP 2048, vocabulary 32000.
 func Llama500MB() LlamaConfig {
-	return LlamaConfig{VocabSize: 32000, Hidden: 768, Layers: 12, Heads: 12, KVHeads: 4, Intermediate: 2048, Seed: 1}
+	return LlamaConfig{Core: Core{VocabSize: 32000, Hidden: 768, Layers: 12, Heads: 12, Seed: 1}, KVHeads: 4, Intermediate: 2048}
 }
 
 // withDefaults fills the optional fields.
@@ -87,9 +81,6 @@ func (c LlamaConfig) withDefaults() LlamaConfig {
 	c.MaxPositions = cmp.Or(c.MaxPositions, 2048)
 	return c
 }
-
-// HeadDim returns the width of one attention head, Hidden/Heads.
-func (c LlamaConfig) HeadDim() int { return headDim(c.Hidden, c.Heads) }
 
 // Validate reports a config that cannot be built.
 func (c LlamaConfig) Validate() error {

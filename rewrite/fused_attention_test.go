@@ -160,8 +160,7 @@ func TestLoRAInsideAttention(t *testing.T) {
 // factors, and the merge keeps k's columns and the base's nodes.
 func TestLoRAInsidePackedQKV(t *testing.T) {
 	build := func(packed bool) *graph.Model {
-		c := models.LlamaConfig{VocabSize: 32, Hidden: 64, Layers: 2, Heads: 4, KVHeads: 2, Intermediate: 48,
-			MaxPositions: 64, Seed: 1, InitStd: 0.1, Producer: models.ModelBuilder}
+		c := models.LlamaConfig{Core: models.Core{VocabSize: 32, Hidden: 64, Layers: 2, Heads: 4, Seed: 1, InitStd: 0.1}, KVHeads: 2, Intermediate: 48, MaxPositions: 64, Producer: models.ModelBuilder}
 		c.Builder.PackedQKV = packed
 		m, err := models.Llama(c)
 		if err != nil {

@@ -16,8 +16,7 @@ import (
 // the float model it came from.
 func int4Builder(t testing.TB) (q, float *graph.Model) {
 	t.Helper()
-	c := models.LlamaConfig{VocabSize: 32, Hidden: 64, Layers: 2, Heads: 4, KVHeads: 2, Intermediate: 48,
-		MaxPositions: 64, Seed: 1, InitStd: 0.1, Producer: models.ModelBuilder}
+	c := models.LlamaConfig{Core: models.Core{VocabSize: 32, Hidden: 64, Layers: 2, Heads: 4, Seed: 1, InitStd: 0.1}, KVHeads: 2, Intermediate: 48, MaxPositions: 64, Producer: models.ModelBuilder}
 	float, err := models.Llama(c)
 	if err != nil {
 		t.Fatal(err)

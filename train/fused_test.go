@@ -44,8 +44,7 @@ type fusedFixture struct {
 // builderLlama is a tiny LLaMA that ONNX Runtime's GroupQueryAttention
 // runs (head_dim 16), laid out by the model builder.
 func builderLlama() models.LlamaConfig {
-	return models.LlamaConfig{VocabSize: 32, Hidden: 64, Layers: 2, Heads: 4, KVHeads: 2, Intermediate: 48,
-		MaxPositions: 64, Seed: 1, InitStd: 0.1, Producer: models.ModelBuilder}
+	return models.LlamaConfig{Core: models.Core{VocabSize: 32, Hidden: 64, Layers: 2, Heads: 4, Seed: 1, InitStd: 0.1}, KVHeads: 2, Intermediate: 48, MaxPositions: 64, Producer: models.ModelBuilder}
 }
 
 func fusedFixtures() []fusedFixture {
@@ -494,7 +493,7 @@ func TestPrefixThroughInt4(t *testing.T) {
 // holding its weights.
 func genaiTwin(t *testing.T, real *graph.Model) *graph.Model {
 	t.Helper()
-	c := models.LlamaConfig{VocabSize: 32000, Hidden: 16, Layers: 2, Heads: 1, KVHeads: 1, Intermediate: 64, DType: dtype.Float16, Seed: 1}
+	c := models.LlamaConfig{Core: models.Core{VocabSize: 32000, Hidden: 16, Layers: 2, Heads: 1, Seed: 1}, KVHeads: 1, Intermediate: 64, DType: dtype.Float16}
 	twin, err := models.Llama(c)
 	if err != nil {
 		t.Fatal(err)

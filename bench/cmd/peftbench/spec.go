@@ -23,7 +23,7 @@ var sizes = []struct {
 	{"small", func() models.LlamaConfig {
 		// A quarter of base: hidden 384, 6 layers, 6 heads over 2 KV
 		// heads, MLP 1536, GPT-2's vocabulary.
-		return models.LlamaConfig{VocabSize: 50257, Hidden: 384, Layers: 6, Heads: 6, KVHeads: 2, Intermediate: 1536, Seed: 1}
+		return models.LlamaConfig{Core: models.Core{VocabSize: 50257, Hidden: 384, Layers: 6, Heads: 6, Seed: 1}, KVHeads: 2, Intermediate: 1536}
 	}},
 	{"base", models.LlamaBase},
 }
