@@ -78,7 +78,7 @@ type LoRAConfig struct {
 	AlphaPattern      map[string]float64 `json:"alpha_pattern"`       // per-module alpha; keys as RankPattern
 	LayersToTransform []int              `json:"layers_to_transform"` // layer indices to adapt; nil means all
 	LayersPattern     []string           `json:"layers_pattern"`      // name of the layer list, e.g. "layers"
-	UseDoRA           bool               `json:"use_dora"`            // DoRA; not supported: Validate refuses it
+	UseDoRA           bool               `json:"use_dora"`            // DoRA: LoRAWeights.Magnitude rescales the merged weight's columns
 }
 
 // DefaultLoRAConfig returns PaddleNLP's defaults: r 8, alpha 8, no dropout,
@@ -254,9 +254,6 @@ func (c *LoRAConfig) validate() error {
 		if l < 0 {
 			return fmt.Errorf("layers_to_transform has negative index %d", l)
 		}
-	}
-	if c.UseDoRA {
-		return fmt.Errorf("use_dora is not supported (DoRA adds magnitude vectors that plain LoRA cannot express)")
 	}
 	return nil
 }

@@ -87,7 +87,6 @@ func TestLoRAConfigValidate(t *testing.T) {
 		{"rank pattern zero", func(c *LoRAConfig) { c.RankPattern = map[string]int{"q": 0} }, `rank_pattern["q"] must be positive`},
 		{"alpha pattern bad key", func(c *LoRAConfig) { c.AlphaPattern = map[string]float64{"(": 1} }, "alpha_pattern: bad key"},
 		{"negative layer", func(c *LoRAConfig) { c.LayersToTransform = []int{-1} }, "layers_to_transform"},
-		{"dora", func(c *LoRAConfig) { c.UseDoRA = true }, "use_dora is not supported"},
 		{"negative lora+ scale", func(c *LoRAConfig) { c.LoRAPlusScale = -1 }, "lora_plus_scale"},
 	}
 	for i, test := range tests {

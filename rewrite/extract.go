@@ -45,12 +45,20 @@ func extractLoRA(m *graph.Model, rec record, read func(name string) ([]float32, 
 			return nil, err
 		}
 		dt := adapterType(s.DType)
-		ad.Weights[s.Module] = adapter.LoRAWeights{
+		w := adapter.LoRAWeights{
 			A: &adapter.Tensor{DType: dt, Shape: s.AShape(int64(s.R)), Data: a},
 			B: &adapter.Tensor{DType: dt, Shape: s.BShape(int64(s.R)), Data: b},
 
 			Embedding: s.Kind == KindEmbedding,
 		}
+		if s.Magnitude != "" {
+			mag, err := read(s.Magnitude)
+			if err != nil {
+				return nil, err
+			}
+			w.Magnitude = magnitudeTensor(s, mag)
+		}
+		ad.Weights[s.Module] = w
 	}
 	if len(rec.Trainable) > 0 {
 		linears, err := FindLinears(m)

@@ -172,6 +172,7 @@ func filterLayers(ls []Linear, cfg *adapter.LoRAConfig) ([]Linear, error) {
 type modulePlan struct {
 	site Site
 	a, b []float32 // initial values; nil with AsInputs
+	mag  []float32 // DoRA's magnitude; nil for plain LoRA
 }
 
 // inject adds branches to targets. weights, when not nil, gives the values
@@ -230,7 +231,7 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 			bFull = b.weightSide(l)
 			built[l.Module] = bFull
 		}
-		b.branch(l, bFull)
+		b.branch(l, bFull, p.mag)
 		sites = append(sites, s)
 	}
 	b.site = nil
@@ -292,6 +293,12 @@ func siteFor(cfg *adapter.LoRAConfig, key string, l Linear, asInputs bool) (Site
 	if l.Kind == KindEmbedding {
 		s.Dropout = 0
 	}
+	if cfg.UseDoRA {
+		if err := checkDoRA(l, asInputs); err != nil {
+			return Site{}, err
+		}
+		s.Magnitude = l.Module + doraSuffix
+	}
 	if enable := cfg.EnableFor(key); enable != nil {
 		n := int64(len(enable))
 		k := len(enabledParts(enable))
@@ -334,8 +341,8 @@ func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, we
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range []string{s.A, s.B} {
-		if m.HasName(name) {
+	for _, name := range []string{s.A, s.B, s.Magnitude} {
+		if name != "" && m.HasName(name) {
 			return nil, layerErr(l, "the model already has a value named %q", name)
 		}
 	}
@@ -351,6 +358,9 @@ func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, we
 			return nil, err
 		}
 		p.a, p.b = w.A.Data, w.B.Data
+		if p.mag, err = doraMagnitude(&cfg, key, l, w); err != nil {
+			return nil, err
+		}
 	case !o.asInputs && l.Kind == KindEmbedding:
 		p.a, p.b = initEmbedding(o.seed, l.Module, aShape[0], aShape[1], graph.NumElements(bShape))
 	case !o.asInputs && l.Kind == KindConv:
@@ -359,6 +369,11 @@ func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, we
 	case !o.asInputs:
 		p.a = initA(cfg.InitLoRAWeights, o.seed, l.Module, aShape[0], aShape[1], s.R)
 		p.b = make([]float32, graph.NumElements(bShape))
+		if s.Magnitude != "" {
+			if p.mag, err = initialMagnitude(m, l); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return p, nil
 }
@@ -503,7 +518,7 @@ func (b *loraGraph) weightSide(l Linear) string {
 
 // branch adds the activation side of l's branch, reading B as bFull, and
 // routes l's readers to the sum.
-func (b *loraGraph) branch(l Linear, bFull string) {
+func (b *loraGraph) branch(l Linear, bFull string, mag []float32) {
 	s := b.site
 	m := b.g.Model()
 	base := l.Node
@@ -541,13 +556,16 @@ func (b *loraGraph) branch(l Linear, bFull string) {
 	if s.DType != l.DType {
 		d = sb.Op("Cast", []string{d}, graph.AttrInt("to", int64(l.DType)))
 	}
+	if s.Magnitude != "" {
+		d = b.doraDelta(l, pre, bFull, s.BaseOutput, d, mag)
+	}
 	if s.BaseOutput != s.Output {
 		pre.In("lora_add").NodeTo("", "Add", []string{s.BaseOutput, d}, []string{y})
 		s.Sum = y
 		return
 	}
 	sum := pre.In("lora_add").Node("", "Add", []string{y, d}, 1)
-	m.ReplaceUses(y, sum.Output[0], sum)
+	m.ReplaceUses(y, sum.Output[0], append(siteReaders(m, s, y), sum)...)
 	s.Sum = sum.Output[0]
 }
 

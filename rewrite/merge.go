@@ -47,6 +47,9 @@ type fold struct {
 	a, b   []float32 // A [in, r·k] and Bfull [r·k, out]
 	rk     int
 	scale  float64
+	// magnitude is DoRA's m [out]: after W + s·A·B, each output feature is
+	// rescaled to it (rescaleColumns); nil for plain LoRA.
+	magnitude []float32
 }
 
 // planSiteFolds reads the factors of every module of rec and checks that its
@@ -72,6 +75,9 @@ func planSiteFolds(m *graph.Model, rec record, o options) ([]fold, error) {
 			return nil, errorf("site %q: node %q no longer reads weight %q", s.Module, base.Name, s.Weight)
 		}
 		l.Module = s.Module
+		if l.SharedWeight && s.Magnitude != "" {
+			l.SharedWeight = sharedBeyondBranches(m, l, rec)
+		}
 		a, err := factor(m, s.A)
 		if err != nil {
 			return nil, err
@@ -94,7 +100,13 @@ func planSiteFolds(m *graph.Model, rec record, o options) ([]fold, error) {
 		}
 		rk := len(a) / int(s.In)
 		r := rk / s.Parts()
-		folds = append(folds, fold{l: l, module: s.Module, a: a, b: fullB(b, r, s.Enable, s.HeadDim, s.Out), rk: rk, scale: scaleInGraph(s)}.asMatrixFold())
+		f := fold{l: l, module: s.Module, a: a, b: fullB(b, r, s.Enable, s.HeadDim, s.Out), rk: rk, scale: scaleInGraph(s)}
+		if s.Magnitude != "" {
+			if f.magnitude, err = factor(m, s.Magnitude); err != nil {
+				return nil, err
+			}
+		}
+		folds = append(folds, f.asMatrixFold())
 	}
 	return folds, nil
 }
@@ -198,6 +210,9 @@ func removeBranches(m *graph.Model, rec record) error {
 	inits := append([]string(nil), rec.Shared...)
 	for _, s := range rec.Sites {
 		inits = append(inits, s.A, s.B)
+		if s.Magnitude != "" {
+			inits = append(inits, s.Magnitude)
+		}
 		inits = append(inits, s.Initializers...)
 	}
 	for _, name := range inits {
@@ -236,6 +251,11 @@ func applyFolds(m *graph.Model, folds []fold) error {
 		}
 		if err := f.apply(m, 1); err != nil {
 			return err
+		}
+		if f.magnitude != nil {
+			if err := f.rescaleColumns(m); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -281,7 +301,11 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter, o options) ([]fold
 		if err := checkMergeable(base, l, o); err != nil {
 			return nil, nil, err
 		}
-		folds = append(folds, fold{l: l, module: key, a: w.A.Data, b: fullB(w.B.Data, s.R, s.Enable, s.HeadDim, s.Out), rk: int(w.A.Shape[1]), scale: s.Scale}.asMatrixFold())
+		mag, err := doraMagnitude(&cfg, key, l, w)
+		if err != nil {
+			return nil, nil, err
+		}
+		folds = append(folds, fold{l: l, module: key, a: w.A.Data, b: fullB(w.B.Data, s.R, s.Enable, s.HeadDim, s.Out), rk: int(w.A.Shape[1]), scale: s.Scale, magnitude: mag}.asMatrixFold())
 	}
 	extras, err := planExtras(base, linears, ad)
 	if err != nil {
@@ -297,6 +321,9 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter, o options) ([]fold
 // or bfloat16 weights the round trip is exact only to the weight's
 // precision. Nothing changes when a module is missing or a shape disagrees.
 func Unmerge(m *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, Summary, error) {
+	if ad.LoRA != nil && ad.LoRA.UseDoRA {
+		return nil, Summary{}, errorf("%s: a DoRA adapter (use_dora) cannot be unmerged: the merged weight m·V/‖V‖ keeps V's direction but not its norm ‖W + s·A·B‖, so W cannot be recovered; keep the base model and apply the adapter to it", modelLabel(m))
+	}
 	folds, _, err := planAdapterFolds(m, ad, options{})
 	if err != nil {
 		return nil, Summary{}, err

@@ -18,7 +18,8 @@ type Summary struct {
 	// AllParams those of every floating-point initializer, LoRA factors
 	// included and the branches' helper constants left out.
 	TrainableParams, AllParams int64
-	// LoRA names the A and B tensors, in site order.
+	// LoRA names the A and B tensors (and DoRA's magnitudes), in site
+	// order.
 	LoRA []string
 	// Extra names the base initializers that train too: biases
 	// (TrainableBias) and the weights of TrainableModules. The trainer
@@ -76,8 +77,8 @@ func summarize(m *graph.Model, rec record) (Summary, error) {
 		for _, name := range s.Initializers {
 			helper[name] = true
 		}
-		for _, name := range []string{s.A, s.B} {
-			if !seen[name] {
+		for _, name := range []string{s.A, s.B, s.Magnitude} {
+			if name != "" && !seen[name] {
 				seen[name] = true
 				sum.LoRA = append(sum.LoRA, name)
 			}

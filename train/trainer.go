@@ -207,6 +207,15 @@ func (t *Trainer) gradientGraph() (*graph.Model, error) {
 		// forward run on the first batch.
 		autodiff.WithShapeProbe(batchProbe(t.firstBatch(), t.opts.Task, outputDims(t.withLoss, t.opts.Output), t.opts.Session)),
 	}
+	// DoRA's weight norms are constants of the backward pass, as HF PEFT
+	// detaches them.
+	detached, err := rewrite.DetachedValues(m)
+	if err != nil {
+		return nil, errorf("gradient graph: %w", err)
+	}
+	if len(detached) > 0 {
+		opts = append(opts, autodiff.WithDetached(detached...))
+	}
 	if t.opts.LossScale != 1 {
 		m = m.Clone()
 		scale := graph.NewFloat32Tensor(m.UniqueName("loss_scale"), dtype.Float32, nil, []float32{float32(t.opts.LossScale)})

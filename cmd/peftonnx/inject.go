@@ -14,7 +14,7 @@ import (
 func init() {
 	register(&command{
 		name: "inject",
-		args: "MODEL -o OUT --target RE [--target RE]... | --modules q_proj,v_proj|all-linear [--r 8] [--alpha 8] [--dropout 0] [--rslora] " +
+		args: "MODEL -o OUT --target RE [--target RE]... | --modules q_proj,v_proj|all-linear [--r 8] [--alpha 8] [--dropout 0] [--rslora] [--dora] " +
 			"[--bias none|lora|all] [--trainable RE]... [--as-inputs] [--seed N] [--init kaiming|gaussian] " +
 			"[--dtype float32|float16|bfloat16] [--enable-lora q,k,v [--enable-lora ...] --head-dim D] [--lora-plus-scale S]",
 		summary: "give the linear layers that --target selects LoRA branches and save the adapted model",
@@ -22,7 +22,9 @@ func init() {
 Each linear layer whose module name or node name a --target regex matches
 in full (as Python's re.fullmatch: ".*q_proj.*" is the usual form) gets a
 branch y = x·W + dropout(x)·A·B·s with s = alpha/r, or alpha/√r with
---rslora. A starts Kaiming-uniform (or Gaussian with --init gaussian) from
+--rslora. With --dora (HF PEFT's use_dora) each output feature j is
+rescaled to a trained magnitude m[j], y = x·W' with W'[:, j] = m[j]·V[:, j]/‖V[:, j]‖
+and V = W + s·A·B; m starts at W's column norms. A starts Kaiming-uniform (or Gaussian with --init gaussian) from
 --seed, B at zero, so the adapted model computes what MODEL does. Run
 "peftonnx inspect MODEL --target RE" first to see what a target selects; a
 target that matches nothing is an error that lists the modules.
@@ -63,6 +65,7 @@ func runInject(cx *context, args []string) error {
 	alpha := fs.Float64("alpha", 8, "lora_alpha; the branch is scaled by `alpha`/r")
 	dropout := fs.Float64("dropout", 0, "LoRA dropout `rate` in [0, 1), active in training only")
 	rslora := fs.Bool("rslora", false, "scale by alpha/√r (rsLoRA) instead of alpha/r")
+	dora := fs.Bool("dora", false, "DoRA (HF PEFT's use_dora): a trained magnitude per output feature times the column-normalised W + s·A·B; linear layers only")
 	bias := fs.String("bias", "none", "which biases train too: `none`, lora (the adapted layers') or all")
 	fs.Var(&trainable, "trainable", "also train the weights of modules that fully match `RE` (repeatable)")
 	asInputs := fs.Bool("as-inputs", false, "make A and B graph inputs of dynamic rank, with empty defaults")
@@ -83,6 +86,7 @@ func runInject(cx *context, args []string) error {
 
 	cfg := adapter.DefaultLoRAConfig(targets...)
 	cfg.R, cfg.Alpha, cfg.Dropout, cfg.UseRSLoRA = *r, *alpha, *dropout, *rslora
+	cfg.UseDoRA = *dora
 	cfg.TrainableModules = trainable
 	cfg.HeadDim = *headDim
 	cfg.LoRAPlusScale = *loraPlus

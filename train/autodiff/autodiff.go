@@ -26,6 +26,18 @@ type config struct {
 	noRecompute bool
 	products    bool
 	probe       ShapeProbe
+	detached    []string
+}
+
+// WithDetached makes values constants of the backward pass, as torch's
+// detach() does: no gradient flows through them to what they are made
+// from, although they keep depending on the parameters in the forward
+// pass (DoRA's weight norm, rewrite.DetachedValues).
+func WithDetached(names ...string) Option {
+	return func(c *config) error {
+		c.detached = append(c.detached, names...)
+		return nil
+	}
 }
 
 // WithRecomputeProducts also recomputes, in the backward pass, the
@@ -277,6 +289,10 @@ func (b *gradientPass) analyze() error {
 	for _, p := range b.params {
 		b.rg[p] = true
 	}
+	detached := map[string]bool{}
+	for _, v := range b.cfg.detached {
+		detached[v] = true
+	}
 	for _, n := range kept {
 		r, hasRule := ruleFor(n)
 		flows := false
@@ -289,7 +305,7 @@ func (b *gradientPass) analyze() error {
 			continue
 		}
 		for _, o := range n.Output {
-			if dt := b.inf.get(o).elem; o != "" && (dt == dtype.Undefined || dt.IsFloat()) {
+			if dt := b.inf.get(o).elem; o != "" && !detached[o] && (dt == dtype.Undefined || dt.IsFloat()) {
 				b.rg[o] = true
 			}
 		}
