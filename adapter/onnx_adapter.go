@@ -434,11 +434,11 @@ func NewONNXAdapterFile(a *Adapter) (*ONNXAdapterFile, error) {
 	if a.LoRA == nil {
 		return nil, errorf(".onnx_adapter holds LoRA adapters only")
 	}
-	if err := a.Validate(); err != nil {
-		return nil, err
-	}
 	if a.LoRA.UseDoRA {
 		return nil, errorf(".onnx_adapter cannot hold a DoRA adapter (use_dora): it stores named tensors without a config, and the magnitude rescales by the norm of W + s·A·B, which needs the scaling s; save it as an HF PEFT directory")
+	}
+	if err := a.Validate(); err != nil {
+		return nil, err
 	}
 	f := &ONNXAdapterFile{Layout: LayoutORT, FormatVersion: 1}
 	add := func(name string, t *Tensor) error {

@@ -238,3 +238,23 @@ func TestDoRAHFKeys(t *testing.T) {
 		t.Errorf(".onnx_adapter of DoRA: got %v, want a refusal", err)
 	}
 }
+
+// TestDoRARefusals checks that what cannot carry DoRA says so: factors as
+// graph inputs, at injection and when fed.
+func TestDoRARefusals(t *testing.T) {
+	tc := layerCases[0]
+	base, _, _ := layerModel(t, tc, newRand(1))
+	cfg := config(tc.r, tc.loraA, "layer.proj")
+	cfg.UseDoRA = true
+	if _, _, err := InjectLoRA(base.Clone(), cfg, AsInputs()); err == nil || !strings.Contains(err.Error(), "AsInputs") {
+		t.Errorf("DoRA with AsInputs: got %v, want a refusal", err)
+	}
+	inputs := base.Clone()
+	cfg.UseDoRA = false
+	if _, _, err := InjectLoRA(inputs, cfg, AsInputs()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Feeds(inputs, doraAdapter(tc, 2)); err == nil || !strings.Contains(err.Error(), "DoRA") {
+		t.Errorf("Feeds of a DoRA adapter: got %v, want a refusal", err)
+	}
+}
