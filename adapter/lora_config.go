@@ -52,8 +52,7 @@ func isPiSSANiter(i LoRAInit) bool {
 	return ok && err == nil && v > 0
 }
 
-const (
-)
+const ()
 
 // LoRAConfig configures a LoRA adapter. It carries every field of
 // PaddleNLP's LoRAConfig and the HuggingFace PEFT LoraConfig fields that

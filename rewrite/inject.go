@@ -173,6 +173,9 @@ type modulePlan struct {
 	site Site
 	a, b []float32 // initial values; nil with AsInputs
 	mag  []float32 // DoRA's magnitude; nil for plain LoRA
+	// residual is the fold that takes s·A₀·B₀ off the weight of a PiSSA or
+	// OLoRA site; nil for other inits.
+	residual *fold
 }
 
 // inject adds branches to targets. weights, when not nil, gives the values
@@ -211,6 +214,14 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 	for _, l := range targets {
 		if err := checkRewirable(m, l); err != nil {
 			return nil, Summary{}, err
+		}
+	}
+
+	for _, p := range plans {
+		if p.residual != nil {
+			if err := p.residual.apply(m, -1); err != nil {
+				return nil, Summary{}, err
+			}
 		}
 	}
 
@@ -361,6 +372,14 @@ func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, we
 		if p.mag, err = doraMagnitude(&cfg, key, l, w); err != nil {
 			return nil, err
 		}
+	case cfg.InitLoRAWeights.FromWeights():
+		if err := checkInitFromWeights(l, &cfg, key, o.asInputs); err != nil {
+			return nil, err
+		}
+		if p.a, p.b, err = initFromWeights(m, &cfg, l, s.R, s.Scale); err != nil {
+			return nil, err
+		}
+		p.residual = &fold{l: l, module: l.Module, a: p.a, b: p.b, rk: s.R, scale: s.Scale}
 	case !o.asInputs && l.Kind == KindEmbedding:
 		p.a, p.b = initEmbedding(o.seed, l.Module, aShape[0], aShape[1], graph.NumElements(bShape))
 	case !o.asInputs && l.Kind == KindConv:
@@ -477,6 +496,9 @@ func (b *loraGraph) factors(p *modulePlan) {
 	}
 	m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, p.a))
 	m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, p.b))
+	if p.residual != nil {
+		b.initialFactors(p)
+	}
 }
 
 // prefix returns the node-name prefix of l's branch: the node's path when
