@@ -39,15 +39,19 @@ test: ort vet check
 	GO='$(GO)' ./scripts/fuzz.sh ./graph FuzzParse 10s
 	GO='$(GO)' ./scripts/fuzz.sh ./tokenizer FuzzLoad 5s
 	GO='$(GO)' ./scripts/fuzz.sh ./tokenizer FuzzEncode 5s
+	GO='$(GO)' ./scripts/fuzz.sh ./graph FuzzLoadExternal 5s
+	GO='$(GO)' ./scripts/fuzz.sh ./rewrite FuzzRecord 5s
 
 # test-mpi vets and tests the MPI build of internal/mpi, whose tests run
-# themselves under mpirun, and runs data-parallel training under mpirun
-# (cmd/peftonnx's TestDataParallel*); without Open MPI it says so and does
-# nothing.
+# themselves under mpirun, and runs data-parallel training
+# (cmd/peftonnx's TestDataParallel*) and tensor-parallel training
+# (train/tensorparallel's TestTensorParallelMPI, and DP × TP on -np 4) under mpirun;
+# without Open MPI it says so and does nothing.
 test-mpi:
 	@$(WITH_MPI); if [ -z "$$MPI_TAGS" ]; then echo "test-mpi: no MPI build here, so its tests do not run" >&2; exit 0; fi; \
-	set -x; $(GO) vet $$MPI_TAGS ./internal/mpi/... ./cmd/peftonnx/ && $(GO) test $(GOFLAGS_TEST) $$MPI_TAGS ./internal/mpi/... && \
-	$(GO) test $(GOFLAGS_TEST) $$MPI_TAGS -run '^TestDataParallel' ./cmd/peftonnx/
+	set -x; $(GO) vet $$MPI_TAGS ./internal/mpi/... ./cmd/peftonnx/ ./train/tensorparallel/ && $(GO) test $(GOFLAGS_TEST) $$MPI_TAGS ./internal/mpi/... && \
+	$(GO) test $(GOFLAGS_TEST) $$MPI_TAGS -run '^TestDataParallel' ./cmd/peftonnx/ && \
+	$(GO) test $(GOFLAGS_TEST) $$MPI_TAGS -run '^Test(DataTimes)?TensorParallelMPI$$' ./train/tensorparallel/
 
 # bench runs peftonnx and PyTorch side by side (bench/README.md); it installs
 # Debian's python3-torch when missing. bench-go runs the Go benchmarks.

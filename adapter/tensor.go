@@ -76,8 +76,8 @@ func (t *Tensor) Transpose() *Tensor {
 	return &Tensor{DType: t.DType, Shape: []int64{t.Shape[1], t.Shape[0]}, Data: out}
 }
 
-// check reports a tensor whose shape and data disagree or whose dtype is
-// unknown.
+// check reports a tensor whose shape and data disagree, whose dtype is
+// unknown, or which holds a NaN or an infinity.
 func (t *Tensor) check() error {
 	if t == nil {
 		return fmt.Errorf("tensor is nil")
@@ -92,17 +92,34 @@ func (t *Tensor) check() error {
 	if n != int64(len(t.Data)) {
 		return fmt.Errorf("shape %v holds %d values, data has %d", t.Shape, n, len(t.Data))
 	}
+	return checkFinite(t.Data)
+}
+
+// checkFinite reports the first NaN or infinity in v: an adapter that
+// holds one turns every output it touches into NaN or infinity.
+func checkFinite(v []float32) error {
+	for i, x := range v {
+		if f := float64(x); math.IsNaN(f) || math.IsInf(f, 0) {
+			return fmt.Errorf("value [%d] is %g: an adapter must hold finite values", i, f)
+		}
+	}
 	return nil
 }
 
-// numElements multiplies out shape, refusing negative dims and overflow.
+// numElements multiplies out shape, refusing negative dims and overflow;
+// a shape with a 0 is empty.
 func numElements(shape []int64) (int64, error) {
-	n := int64(1)
 	for _, d := range shape {
 		if d < 0 {
 			return 0, fmt.Errorf("negative dimension in shape %v", shape)
 		}
-		if d != 0 && n > maxElements/d {
+	}
+	if slices.Contains(shape, 0) {
+		return 0, nil // empty, whatever the other dimensions are
+	}
+	n := int64(1)
+	for _, d := range shape {
+		if n > maxElements/d {
 			return 0, fmt.Errorf("shape %v has too many elements", shape)
 		}
 		n *= d

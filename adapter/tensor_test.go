@@ -102,6 +102,7 @@ func TestNumElements(t *testing.T) {
 		{[]int64{3, 4}, 12, false},
 		{[]int64{-1}, 0, true},
 		{[]int64{1 << 40, 1 << 40}, 0, true},
+		{[]int64{1 << 40, 1 << 40, 0}, 0, false}, // empty, not "too many" (issue 16, E10)
 	}
 	for i, test := range tests {
 		got, err := numElements(test.shape)

@@ -141,22 +141,50 @@ func SavePaddleShards(dir string, a *Adapter, degree int) error {
 	}
 	files := map[string][]byte{}
 	for k, s := range shards {
-		tensors := map[string]*Tensor{}
-		for _, m := range s.Modules() {
-			tensors[m+paddleSuffixA], tensors[m+paddleSuffixB] = s.Weights[m].A, s.Weights[m].B
+		if err := addShardFiles(files, dir, s, k, k == 0); err != nil {
+			return err
 		}
-		b, err := EncodePdparams(tensors)
-		if err != nil {
-			return inFile(err, filepath.Join(dir, PaddleShardFile(k)))
-		}
-		files[PaddleShardFile(k)] = b
 	}
-	config, err := paddleLoRAConfigJSON(a.LoRA, degree, "")
-	if err != nil {
+	return writeFilesAtomic(dir, files)
+}
+
+// SavePaddleShard writes one tensor-parallel rank's shard (one of
+// SplitTensorParallel's, or what a rank trained) into dir as
+// PaddleShardFile(rank), as each rank of a PaddleNLP run saves without
+// merging; rank 0 also writes lora_config.json, with the shard's
+// tensor_parallel_degree. Once every rank has saved, LoadPaddleShards
+// reads the whole adapter.
+func SavePaddleShard(dir string, shard *Adapter, rank int) error {
+	if shard.LoRA == nil || shard.LoRA.TensorParallelDegree < 2 || rank < 0 || rank >= shard.LoRA.TensorParallelDegree {
+		return errorf("tensor-parallel shard: rank %d of a LoRA shard whose config says its degree (2 or more)", rank)
+	}
+	files := map[string][]byte{}
+	if err := addShardFiles(files, dir, shard, rank, rank == 0); err != nil {
 		return err
 	}
-	files[PaddleLoRAConfigFile] = config
 	return writeFilesAtomic(dir, files)
+}
+
+// addShardFiles adds to files the state dict of rank's shard s and, with
+// config, lora_config.json.
+func addShardFiles(files map[string][]byte, dir string, s *Adapter, rank int, config bool) error {
+	tensors := map[string]*Tensor{}
+	for _, m := range s.Modules() {
+		tensors[m+paddleSuffixA], tensors[m+paddleSuffixB] = s.Weights[m].A, s.Weights[m].B
+	}
+	b, err := EncodePdparams(tensors)
+	if err != nil {
+		return inFile(err, filepath.Join(dir, PaddleShardFile(rank)))
+	}
+	files[PaddleShardFile(rank)] = b
+	if config {
+		c, err := paddleLoRAConfigJSON(s.LoRA, s.LoRA.TensorParallelDegree, "")
+		if err != nil {
+			return err
+		}
+		files[PaddleLoRAConfigFile] = c
+	}
+	return nil
 }
 
 // LoadPaddleShards reads the tensor-parallel shards in dir (as

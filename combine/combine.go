@@ -174,9 +174,6 @@ func (c *combiner) gather() (map[string][]part, error) {
 				}
 			}
 			p := part{input: i, a: fromTensor(w.A), b: fromTensor(w.B), coef: c.o.weight(i) * cfg.ScalingFor(m), dtype: w.A.DType.Or(dtype.Float32), embedding: w.Embedding}
-			if !p.a.finite() || !p.b.finite() {
-				return nil, errorf("%s: module %q holds NaN or infinite values", c.name(i), m)
-			}
 			if prev := modules[m]; len(prev) > 0 {
 				q := prev[0]
 				if q.a.rows != p.a.rows || q.b.cols != p.b.cols {

@@ -48,7 +48,7 @@ func TestErrors(t *testing.T) {
 		{"different bases", []*adapter.Adapter{otherBase, plain(2), llamaBase}, combine.Options{Method: combine.Cat}, []string{`a1 is for base model "gpt2" and a3 for "meta-llama/Llama-3.2-1B"`}},
 		{"different shapes", []*adapter.Adapter{plain(2), otherShape}, combine.Options{Method: combine.Cat}, []string{`module "m" is [in 4, out 5] in a1 but [in 4, out 6] in a2`, "not of one base"}},
 		{"no weights", []*adapter.Adapter{plain(2), empty}, combine.Options{Method: combine.Cat}, []string{"a2 holds a LoRA config but no weights"}},
-		{"NaN", []*adapter.Adapter{plain(2), nan}, combine.Options{Method: combine.Cat}, []string{`a2: module "m" holds NaN`}},
+		{"NaN", []*adapter.Adapter{plain(2), nan}, combine.Options{Method: combine.Cat}, []string{`a2: adapter: "m": lora_B: value [3] is NaN`}},
 		{"linear, ranks differ", []*adapter.Adapter{plain(2), plain(3)}, combine.Options{Method: combine.Linear}, []string{`module "m" has rank 2 in a1 and 3 in a2`, "linear", "cat and svd do not"}},
 		{"ties, ranks differ", []*adapter.Adapter{plain(2), plain(3)}, combine.Options{Method: combine.TIES, Density: 0.5}, []string{`module "m" has rank 2 in a1 and 3 in a2`, "ties"}},
 		{"weights count", []*adapter.Adapter{plain(2), plain(2)}, combine.Options{Method: combine.Cat, Weights: []float64{1}}, []string{"1 weights for 2 adapters"}},

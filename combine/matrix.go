@@ -1,8 +1,6 @@
 package combine
 
 import (
-	"math"
-
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/half"
@@ -70,14 +68,4 @@ func (m matrix) mul(n matrix) matrix {
 		}
 	}
 	return out
-}
-
-// finite reports whether every value of m is a number.
-func (m matrix) finite() bool {
-	for _, v := range m.data {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return false
-		}
-	}
-	return true
 }

@@ -86,7 +86,9 @@
 // embedding, each layer's attention and MLP blocks, the head) run one
 // after the other, with the sum of every rank's partial output between
 // them, and give the whole model's logits, each rank its run of the
-// vocabulary.
+// vocabulary (padded, as Megatron-LM pads it, where the ranks do not split
+// it evenly). Without the full model it draws only the rank's part of each
+// weight.
 //
 // # References
 //

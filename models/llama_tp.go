@@ -37,8 +37,11 @@ type LlamaPieces struct {
 	Blocks []*graph.Model
 	Head   *graph.Model
 	// VocabStart is the first token id of the rank's run of the
-	// vocabulary, of VocabSize/degree ids.
-	VocabStart int
+	// vocabulary, and VocabIDs how many ids it holds; VocabWidth is the
+	// width of Head's logits, ⌈vocab/degree⌉: a vocabulary that the ranks
+	// do not split evenly is padded, as Megatron-LM pads it, with zero
+	// embedding rows and lm_head columns, whose logits the loss leaves out.
+	VocabStart, VocabIDs, VocabWidth int
 }
 
 // LlamaTensorParallel returns rank's pieces of full, a model that Llama
@@ -55,13 +58,14 @@ func LlamaTensorParallel(c LlamaConfig, full *graph.Model, rank, degree int) (*L
 	switch {
 	case degree < 1 || rank < 0 || rank >= degree:
 		return nil, errorf("llama tensor parallel: rank %d of degree %d", rank, degree)
-	case c.Heads%degree != 0 || c.KVHeads%degree != 0 || c.Intermediate%degree != 0 || c.VocabSize%degree != 0:
-		return nil, errorf("llama tensor parallel: degree %d does not divide the %d heads, %d KV heads, MLP width %d and vocabulary %d", degree, c.Heads, c.KVHeads, c.Intermediate, c.VocabSize)
+	case c.Heads%degree != 0 || c.KVHeads%degree != 0 || c.Intermediate%degree != 0:
+		return nil, errorf("llama tensor parallel: degree %d does not divide the %d heads, %d KV heads and MLP width %d", degree, c.Heads, c.KVHeads, c.Intermediate)
 	case c.DType != dtype.Float32 || c.Producer != Optimum || !c.NoCache:
 		return nil, errorf("llama tensor parallel: only float32 models in Optimum's layout without a KV cache (NoCache) are sharded")
 	}
 	sh := &llamaSharder{c: c, full: full, rank: rank, degree: degree}
-	p := &LlamaPieces{VocabStart: rank * c.VocabSize / degree}
+	lo, hi, width := sh.vocabRange()
+	p := &LlamaPieces{VocabStart: lo, VocabIDs: hi - lo, VocabWidth: width}
 	var err error
 	if p.Embed, err = sh.embed(); err != nil {
 		return nil, err
@@ -116,8 +120,9 @@ func (sh *llamaSharder) finish(ex *exporter) (*graph.Model, error) {
 }
 
 // part returns the rank's part of the weight called name, of shape full
-// in the whole model, split as split says: sliced from the full model,
-// or, without one, drawn from the part of the weight's stream that Llama
+// in the whole model, split as split says (rangeOf: rows or columns lo to
+// hi, padded with zeros to width): sliced from the full model, or,
+// without one, drawn from the part of the weight's stream that Llama
 // draws for those values, so that no whole weight is ever held.
 func (sh *llamaSharder) part(ex *exporter, name string, full []int64) ([]float32, error) {
 	rows, cols := int(full[0]), 1
@@ -125,47 +130,68 @@ func (sh *llamaSharder) part(ex *exporter, name string, full []int64) ([]float32
 		cols = int(full[1])
 	}
 	how := sh.split(name)
-	if sh.full == nil {
-		stream := streamSeed(ex.seed, name)
-		switch how {
-		case splitRowsOf:
-			vals := make([]float32, rows/sh.degree*cols)
-			fillNormal(vals, stream, sh.rank*len(vals), 0, ex.std)
-			return vals, nil
-		case splitColumnsOf:
-			per := cols / sh.degree
-			vals := make([]float32, rows*per)
-			for r := range rows {
-				fillNormal(vals[r*per:(r+1)*per], stream, r*cols+sh.rank*per, 0, ex.std)
-			}
-			return vals, nil
+	var vals []float32 // the full model's, when there is one
+	if sh.full != nil {
+		src := sh.full.Initializer(name)
+		switch {
+		case src == nil:
+			return nil, fmt.Errorf("the model has no such weight")
+		case !slices.Equal(src.Dims, full):
+			return nil, fmt.Errorf("%v in the model, want %v", src.Dims, full)
 		}
-		return nil, fmt.Errorf("not a split weight")
+		var err error
+		if vals, err = sh.full.Float32s(src); err != nil {
+			return nil, err
+		}
 	}
-	src := sh.full.Initializer(name)
-	switch {
-	case src == nil:
-		return nil, fmt.Errorf("the model has no such weight")
-	case !slices.Equal(src.Dims, full):
-		return nil, fmt.Errorf("%v in the model, want %v", src.Dims, full)
-	}
-	vals, err := sh.full.Float32s(src)
-	if err != nil {
-		return nil, err
+	stream := streamSeed(ex.seed, name)
+	// fill sets dst to the values from offset off of the weight.
+	fill := func(dst []float32, off int) {
+		if vals != nil {
+			copy(dst, vals[off:])
+		} else {
+			fillNormal(dst, stream, off, 0, ex.std)
+		}
 	}
 	switch how {
 	case splitRowsOf:
-		per := rows / sh.degree
-		return vals[sh.rank*per*cols : (sh.rank+1)*per*cols], nil
+		lo, hi, width := sh.rangeOf(name, rows)
+		out := make([]float32, width*cols)
+		fill(out[:(hi-lo)*cols], lo*cols)
+		return out, nil
 	case splitColumnsOf:
-		per := cols / sh.degree
-		part := make([]float32, 0, rows*per)
+		lo, hi, width := sh.rangeOf(name, cols)
+		out := make([]float32, rows*width)
 		for r := range rows {
-			part = append(part, vals[r*cols+sh.rank*per:r*cols+(sh.rank+1)*per]...)
+			fill(out[r*width:r*width+hi-lo], r*cols+lo)
 		}
-		return part, nil
+		return out, nil
+	}
+	if vals == nil {
+		return nil, fmt.Errorf("not a split weight")
 	}
 	return vals, nil
+}
+
+// rangeOf returns the rank's run lo to hi of the n rows or columns along
+// which the weight called name is split, and the width of its part: the
+// vocabulary's run for the embedding and lm_head (vocabRange), an even
+// split otherwise.
+func (sh *llamaSharder) rangeOf(name string, n int) (lo, hi, width int) {
+	if name == "model.embed_tokens.weight" || name == "lm_head.weight" {
+		return sh.vocabRange()
+	}
+	width = n / sh.degree
+	return sh.rank * width, (sh.rank + 1) * width, width
+}
+
+// vocabRange returns the rank's run of token ids, lo to hi, and the width
+// ⌈vocab/degree⌉ that every rank's part is padded to.
+func (sh *llamaSharder) vocabRange() (lo, hi, width int) {
+	v := sh.c.VocabSize
+	width = (v + sh.degree - 1) / sh.degree
+	lo = min(sh.rank*width, v)
+	return lo, min(lo+width, v), width
 }
 
 // weightDims returns the full model's weights and their shapes.
@@ -217,8 +243,8 @@ func (sh *llamaSharder) embed() (*graph.Model, error) {
 	ex := sh.start("llama tp embed")
 	m := ex.Model()
 	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
-	per := int64(c.VocabSize / sh.degree)
-	lo := int64(sh.rank) * per
+	start, _, width := sh.vocabRange()
+	per, lo := int64(width), int64(start)
 	s := ex.At("/model").In("embed_tokens")
 	emb := ex.weight("model.embed_tokens.weight", per, int64(c.Hidden))
 	local := s.Op("Sub", []string{"input_ids", ex.Int64(lo)})
@@ -300,7 +326,7 @@ func (sh *llamaSharder) head() (*graph.Model, error) {
 	ex := sh.start("llama tp head")
 	m := ex.Model()
 	sh.blockInputs(m, false)
-	per := c.VocabSize / sh.degree
+	_, _, per := sh.vocabRange()
 	x := ex.rmsNorm(ex.At("/model").In("norm"), "model.norm", "hidden", c.Hidden, c.RMSNormEps)
 	ex.linear(ex.At("/lm_head"), "lm_head", x, c.Hidden, per, false, "logits")
 	m.AddOutput(graph.SymbolicTensorInfo("logits", dtype.Float32, []graph.Dim{batchDim, seqDim, sized(per)}))

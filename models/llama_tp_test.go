@@ -15,9 +15,10 @@ import (
 // that the logits, put together from every rank's run of the vocabulary,
 // are the whole model's.
 func TestLlamaTensorParallelLogits(t *testing.T) {
-	for _, tc := range []struct{ kvHeads, degree int }{{2, 2}, {4, 4}} {
+	// A vocabulary of 31 on 2 ranks, and of 30 on 4, is padded.
+	for _, tc := range []struct{ kvHeads, degree, vocab int }{{2, 2, 32}, {4, 4, 32}, {2, 2, 31}, {4, 4, 30}} {
 		c := LlamaTiny()
-		c.NoCache, c.InitStd, c.KVHeads = true, testStd, tc.kvHeads
+		c.NoCache, c.InitStd, c.KVHeads, c.VocabSize = true, testStd, tc.kvHeads, tc.vocab
 		llamaTensorParallelLogits(t, c, tc.degree)
 	}
 	c := LlamaTiny()
@@ -94,24 +95,35 @@ func llamaTensorParallelLogits(t *testing.T, c LlamaConfig, degree int) {
 			hidden[i] += v
 		}
 	}
-	per := c.VocabSize / degree
-	worst := 0.0
+	width := (c.VocabSize + degree - 1) / degree
+	worst, held := 0.0, 0
 	for r, p := range pieces {
-		if p.VocabStart != r*per {
-			t.Errorf("degree %d rank %d: VocabStart %d, want %d", degree, r, p.VocabStart, r*per)
+		if p.VocabStart != r*width || p.VocabWidth != width {
+			t.Errorf("degree %d rank %d: vocabulary from %d, width %d; want %d, %d", degree, r, p.VocabStart, p.VocabWidth, r*width, width)
 		}
+		held += p.VocabIDs
 		got := run(session(t, p.Head), map[string]*rt.Tensor{"hidden": floats32(t, hshape, hidden)}, "logits")
 		for row := range batch * seq {
-			for v := range per {
-				w := want[row*c.VocabSize+r*per+v]
-				worst = max(worst, math.Abs(float64(got[row*per+v]-w))/max(1, math.Abs(float64(w))))
+			for v := range width {
+				g := got[row*width+v]
+				if v >= p.VocabIDs {
+					if g != 0 {
+						t.Errorf("degree %d rank %d: padded logit %d is %v, want 0", degree, r, v, g)
+					}
+					continue
+				}
+				w := want[row*c.VocabSize+p.VocabStart+v]
+				worst = max(worst, math.Abs(float64(g-w))/max(1, math.Abs(float64(w))))
 			}
 		}
+	}
+	if held != c.VocabSize {
+		t.Errorf("degree %d: the ranks hold %d ids, want %d", degree, held, c.VocabSize)
 	}
 	if worst > 1e-5 {
 		t.Errorf("degree %d: logits differ from the whole model's by %.3g", degree, worst)
 	}
-	t.Logf("degree %d: logits within %.3g of the whole model's", degree, worst)
+	t.Logf("degree %d, vocabulary %d: logits within %.3g of the whole model's", degree, c.VocabSize, worst)
 }
 
 // floats32 returns a float32 tensor over v.
@@ -128,7 +140,7 @@ func floats32(t *testing.T, shape []int64, v []float32) *rt.Tensor {
 // full model hold the full model's weights, sliced, bit for bit.
 func TestLlamaTensorParallelDrawn(t *testing.T) {
 	c := LlamaTiny()
-	c.NoCache = true
+	c.NoCache, c.VocabSize = true, 31 // padded on the last rank
 	full, err := Llama(c)
 	if err != nil {
 		t.Fatal(err)

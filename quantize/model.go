@@ -59,6 +59,7 @@ func Model(m *graph.Model, o Options) (*Report, error) {
 	if err != nil {
 		return nil, errorf("%s: %w", label, err)
 	}
+	linears = slices.DeleteFunc(linears, rewrite.Linear.Quantized) // int4 already
 	chosen := linears
 	if len(o.Targets) > 0 {
 		if chosen, err = rewrite.MatchTargets(linears, o.Targets); err != nil {

@@ -87,6 +87,28 @@
 // exact; Unmerge, AsInputs, stacked serving factors, embeddings,
 // convolutions and QDQ weights refuse DoRA.
 //
+// # Fused attention
+//
+// A com.microsoft Attention node is a linear layer too (Op "Attention",
+// its packed q, k, v weight), and the MatMul that feeds
+// GroupQueryAttention's packed query knows its q, k, v widths
+// (Linear.PartWidths). enable_lora_list reaches those parts, laid out
+// contiguously (Site.Widths) rather than PaddleNLP's head-interleaved
+// layout; an Attention layer's branch updates the weight the node reads
+// (no dropout), and Merge writes the update into the packed weight
+// (fused_attention.go).
+//
+// # int4 layers
+//
+// A com.microsoft MatMulNBits node (the onnxruntime-genai model builder's
+// int4 layer) is a linear layer of K×N features; its packed weight stays
+// as it is, and its LoRA branch is float, as QLoRA's is. Merging cannot
+// be exact in int4, so Merge refuses it unless told how: with Dequantize
+// each adapted int4 layer becomes a float MatMul holding dequantize(W) +
+// s·A·B (exact), with Requantize that is rounded back into the layer's
+// int4 layout, keeping the base's nodes, and MergeWith reports the
+// rounding error (merge_nbits.go). Unmerge refuses int4 layers.
+//
 // # Merge and unmerge
 //
 // Merge folds each branch into its weight, W' = W + s·A·B, in float32 and
@@ -122,6 +144,17 @@
 // adapter, so does s: the graph has no scaling node, and Feeds folds each
 // module's s into the B it returns.
 //
+// # Stacked adapters
+//
+// StackLoRA gives every linear layer (or those that target patterns
+// select) a branch that reads stacked factor inputs A [K, in, R] and
+// B [K, R, out] and a per-row index (StackedIndexInput, int64 [batch]):
+// row b adds x·A[index[b]]·B[index[b]], so one run serves a batch whose
+// rows use different adapters and ranks, the smaller ranks padded with
+// zeros and the scaling folded into B (Stacked.Factors checks an adapter
+// against the layers and gives its factors). Slot 0, all zeros, is the
+// base. Package serve batches requests on it.
+//
 // # Prefix tuning
 //
 // InjectPrefix gives a decoder trainable prefix keys and values. The table
@@ -140,7 +173,7 @@
 // # Limits
 //
 // Layers are MatMul, Gemm, Gather (embeddings) and Conv nodes of the main
-// graph with initializer weights: not quantized MatMulNBits or
+// graph with initializer weights, and MatMulNBits (int4): not
 // MatMulInteger, grouped convolutions, layers inside subgraphs, nor
 // weights that are Constant nodes. A layer whose output is read inside a
 // subgraph cannot be adapted. A weight behind DequantizeLinear takes a

@@ -49,6 +49,8 @@ func checkDoRA(l Linear, asInputs bool) error {
 		return layerErr(l, "use_dora: DoRA is built for linear layers only, not %s", articled(l.Kind))
 	case asInputs:
 		return layerErr(l, "use_dora: DoRA's magnitude rescales by the norm of W + s·A·B, which needs the scaling in the graph; AsInputs folds it into the fed B")
+	case l.Op == OpAttention || l.Quantized():
+		return layerErr(l, "use_dora: DoRA needs the layer's float weight as one matrix; %s packs it", l.Op)
 	case l.Dequantized():
 		return layerErr(l, "use_dora: weight %q is %s behind DequantizeLinear; DoRA needs a float weight", l.Weight, l.WeightDType)
 	}

@@ -30,6 +30,9 @@ func ExtractAdapter(m *graph.Model) (*adapter.Adapter, error) {
 // extractLoRA returns the LoRA adapter that rec describes, with the values
 // of its tensors from read.
 func extractLoRA(m *graph.Model, rec record, read func(name string) ([]float32, error)) (*adapter.Adapter, error) {
+	if err := checkRecord(m, rec); err != nil {
+		return nil, err
+	}
 	ad := adapter.NewLoRA(rec.Config)
 	converted := false
 	for _, s := range rec.Sites {
@@ -46,6 +49,9 @@ func extractLoRA(m *graph.Model, rec record, read func(name string) ([]float32, 
 		b, err := read(s.B)
 		if err != nil {
 			return nil, err
+		}
+		if err := checkBranchOverflow(s, s.Module, a, b); err != nil {
+			return nil, errorf("%s: %w", modelLabel(m), err)
 		}
 		r := int64(s.R)
 		if s.InitialA != "" {

@@ -52,7 +52,10 @@ func Feeds(m *graph.Model, ad *adapter.Adapter) (map[string]*adapter.Tensor, err
 			return nil, errorf("adapter module %q has enable_lora_list %v; layer %q of %s was built for %v", key, enable, mod, modelLabel(m), s.Enable)
 		}
 		w := ad.Weights[key]
-		r := w.B.Shape[0]
+		r := w.B.Shape[0] // r, where A holds r per enabled part of a fused projection
+		if w.Conv() {
+			r = w.Rank()
+		}
 		aShape, bShape := s.AShape(r), s.BShape(r)
 		if !slices.Equal(w.A.Shape, aShape) || !slices.Equal(w.B.Shape, bShape) {
 			return nil, errorf("adapter module %q has lora_A %v and lora_B %v; layer %q of %s (weight %q, %d×%d) needs [%d, r·%d] and %v",

@@ -46,6 +46,8 @@ func checkInitFromWeights(l Linear, cfg *adapter.LoRAConfig, key string, asInput
 		return layerErr(l, "init %s writes A and B and the residual weight; AsInputs has no A and B to write", init)
 	case cfg.UseDoRA:
 		return layerErr(l, "init %s with use_dora is not supported", init)
+	case l.Op == OpAttention || l.Quantized():
+		return layerErr(l, "init %s needs the layer's float weight as one matrix; %s packs it", init, l.Op)
 	case l.Dequantized():
 		return layerErr(l, "init %s: weight %q is %s behind DequantizeLinear; the residual would not be on its grid", init, l.Weight, l.WeightDType)
 	case l.SharedWeight:

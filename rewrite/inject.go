@@ -187,6 +187,11 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 	} else if ok {
 		return nil, Summary{}, errorf("%s already carries LoRA branches: merge them (Merge) before injecting again", modelLabel(m))
 	}
+	if _, ok, err := readPrefixRecord(m); err != nil {
+		return nil, Summary{}, err
+	} else if ok {
+		return nil, Summary{}, errorf("%s carries a prefix (%q metadata); a model takes one PEFT type: give LoRA to the base model", modelLabel(m), PrefixMetadataKey)
+	}
 	opset := m.Opset("")
 	if need := minOpsetFor(cfg.Dropout); opset < need {
 		return nil, Summary{}, errorf("%s imports default-domain opset %d; LoRA branches need opset %d or newer%s", modelLabel(m), opset, need, dropoutNote(cfg.Dropout))
@@ -194,6 +199,7 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 	// Plan every module first, so that a layer that cannot be adapted
 	// fails before anything changes.
 	plans := map[string]*modulePlan{}
+	var newTotal int64 // bytes of A and B so far, against MaxNewBytes
 	for _, l := range targets {
 		if p := plans[l.Module]; p != nil {
 			if p.site.Weight != l.Weight {
@@ -205,7 +211,7 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 		if k, ok := keys[l.Module]; ok {
 			key = k
 		}
-		p, err := planModule(m, cfg, l, key, weights, o)
+		p, err := planModule(m, cfg, l, key, weights, o, &newTotal)
 		if err != nil {
 			return nil, Summary{}, err
 		}
@@ -242,7 +248,11 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 			bFull = b.weightSide(l)
 			built[l.Module] = bFull
 		}
-		b.branch(l, bFull, p.mag)
+		if l.Op == OpAttention {
+			b.weightBranch(l, bFull)
+		} else {
+			b.branch(l, bFull, p.mag)
+		}
 		sites = append(sites, s)
 	}
 	b.site = nil
@@ -286,6 +296,9 @@ func siteFor(cfg *adapter.LoRAConfig, key string, l Linear, asInputs bool) (Site
 	if l.In <= 0 || l.Out <= 0 {
 		return Site{}, layerErr(l, "weight %q is %d×%d", l.Weight, l.In, l.Out)
 	}
+	if err := checkRank(int64(cfg.RankFor(key))); err != nil {
+		return Site{}, layerErr(l, "%w", err)
+	}
 	adt, ok := branchType(cfg.DType)
 	if !ok {
 		return Site{}, errorf("lora dtype %s: want float32, float16 or bfloat16", cfg.DType)
@@ -298,7 +311,7 @@ func siteFor(cfg *adapter.LoRAConfig, key string, l Linear, asInputs bool) (Site
 		DType: adt, BaseDType: l.DType, AsInputs: asInputs, Dropout: cfg.Dropout,
 		Kind: l.Kind, Kernel: l.Kernel,
 	}
-	if err := checkKind(l, cfg.EnableFor(key) != nil, asInputs); err != nil {
+	if err := checkKind(l, cfg.EnableFor(key) != nil); err != nil {
 		return Site{}, err
 	}
 	if l.Kind == KindEmbedding {
@@ -310,7 +323,15 @@ func siteFor(cfg *adapter.LoRAConfig, key string, l Linear, asInputs bool) (Site
 		}
 		s.Magnitude = l.Module + doraSuffix
 	}
-	if enable := cfg.EnableFor(key); enable != nil {
+	if l.Op == OpAttention && cfg.Dropout > 0 {
+		return Site{}, layerErr(l, "LoRA dropout %g: the layer's q, k and v are computed inside the fused Attention node, where its branch updates the weight and cannot drop inputs; use dropout 0", cfg.Dropout)
+	}
+	if enable := cfg.EnableFor(key); enable != nil && l.PartWidths != nil {
+		if len(enable) != len(l.PartWidths) || len(enabledParts(enable)) == 0 {
+			return Site{}, layerErr(l, "enable_lora_list %v: the packed projection has %d parts (q, k, v: %v columns), and the list must enable some", enable, len(l.PartWidths), l.PartWidths)
+		}
+		s.Enable, s.Widths = slices.Clone(enable), slices.Clone(l.PartWidths)
+	} else if enable != nil {
 		n := int64(len(enable))
 		k := len(enabledParts(enable))
 		switch {
@@ -342,15 +363,26 @@ func checkFactors(s Site, key string, l Linear, w adapter.LoRAWeights) error {
 	if len(w.A.Data) != int(graph.NumElements(aShape)) || len(w.B.Data) != int(graph.NumElements(bShape)) {
 		return layerErr(l, "adapter module %q: tensor data does not fill its shape", key)
 	}
-	return nil
+	return checkBranchOverflow(s, key, w.A.Data, w.B.Data)
 }
 
 // planModule decides the site of module l.Module: its rank, scaling, fused
 // parts, names and initial values.
-func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, weights map[string]adapter.LoRAWeights, o options) (*modulePlan, error) {
+// It adds the bytes of A and B to *total and fails above MaxNewBytes
+// before allocating them.
+func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, weights map[string]adapter.LoRAWeights, o options, total *int64) (*modulePlan, error) {
 	s, err := siteFor(&cfg, key, l, o.asInputs)
 	if err != nil {
 		return nil, err
+	}
+	if !o.asInputs {
+		what := "LoRA of rank " + strconv.Itoa(s.R)
+		if err := newBytes(total, s.DType, what, s.AShape(int64(s.R))...); err != nil {
+			return nil, layerErr(l, "%w", err)
+		}
+		if err := newBytes(total, s.DType, what, s.BShape(int64(s.R))...); err != nil {
+			return nil, layerErr(l, "%w", err)
+		}
 	}
 	for _, name := range []string{s.A, s.B, s.Magnitude} {
 		if name != "" && m.HasName(name) {
@@ -487,11 +519,11 @@ func (b *loraGraph) factors(p *modulePlan) {
 	dt := s.DType
 	aShape, bShape := s.AShape(int64(s.R)), s.BShape(int64(s.R))
 	if b.asInputs {
-		aShape, bShape = s.AShape(0), s.BShape(0)
-		m.AddInput(graph.TensorInfo(s.A, dt, []int64{s.In, -1}))
-		m.AddInput(graph.TensorInfo(s.B, dt, []int64{-1, bShape[1]}))
-		m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, nil))
-		m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, nil))
+		aShape, bShape, aDecl, bDecl := s.inputShapes()
+		m.AddInput(graph.TensorInfo(s.A, dt, aDecl))
+		m.AddInput(graph.TensorInfo(s.B, dt, bDecl))
+		m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, make([]float32, graph.NumElements(aShape))))
+		m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, make([]float32, graph.NumElements(bShape))))
 		return
 	}
 	m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, p.a))
@@ -517,6 +549,9 @@ func (b *loraGraph) weightSide(l Linear) string {
 	s := b.site
 	if s.Enable == nil {
 		return s.B
+	}
+	if s.Widths != nil {
+		return b.contiguousB(l)
 	}
 	sb := b.g.At(prefix(l)).In("lora_B")
 	n := len(s.Enable)

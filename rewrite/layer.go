@@ -103,18 +103,14 @@ func (b *loraGraph) up(l Linear, g *graph.Builder, h, bFull string) string {
 }
 
 // checkKind reports what LoRA on a layer of l's kind cannot do: a fused
-// projection's parts outside linear layers, and a convolution's factors as
-// graph inputs (their rank-0 defaults would be empty convolutions) or with
-// groups.
-func checkKind(l Linear, fused, asInputs bool) error {
+// projection's parts outside linear layers, and grouped convolutions.
+func checkKind(l Linear, fused bool) error {
 	if l.Kind == KindLinear {
 		return nil
 	}
 	switch {
 	case fused:
 		return layerErr(l, "enable_lora_list applies to fused linear projections, not to the %s layer", kindOrLinear(l.Kind))
-	case asInputs && l.Kind == KindConv:
-		return layerErr(l, "LoRA factors as graph inputs are built for linear and embedding layers, not for a convolution, whose rank-0 default would be an empty Conv; inject it with initializers")
 	case l.Kind == KindConv && graph.IntAttr(l.Node, "group", 1) != 1:
 		return layerErr(l, "a grouped convolution (group %d): LoRA adapts Conv layers with group 1", graph.IntAttr(l.Node, "group", 1))
 	}

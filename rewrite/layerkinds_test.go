@@ -91,20 +91,7 @@ func TestEmbeddingConvLoRA(t *testing.T) {
 		}
 	}
 
-	// Random factors: the embedding's A starts at zero, a conv's B.
-	rng := rand.New(rand.NewPCG(9, 9))
-	for _, s := range sites {
-		for _, name := range []string{s.A, s.B} {
-			tn := m.Initializer(name)
-			vals := make([]float32, graph.NumElements(tn.Dims))
-			for i := range vals {
-				vals[i] = float32(rng.NormFloat64() * 0.5)
-			}
-			if err := graph.SetFloat32s(tn, vals); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	randomizeFactors(t, m, sites, 9)
 	adapted := runConvLM(t, m)
 
 	ad, err := ExtractAdapter(m)
@@ -212,6 +199,25 @@ func TestEmbeddingConvLoRA(t *testing.T) {
 	}
 }
 
+// randomizeFactors gives both factors of every site random values (the
+// embedding's A starts at zero, a convolution's B).
+func randomizeFactors(t testing.TB, m *graph.Model, sites []Site, seed uint64) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 9))
+	for _, s := range sites {
+		for _, name := range []string{s.A, s.B} {
+			tn := m.Initializer(name)
+			vals := make([]float32, graph.NumElements(tn.Dims))
+			for i := range vals {
+				vals[i] = float32(rng.NormFloat64() * 0.5)
+			}
+			if err := graph.SetFloat32s(tn, vals); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 func maxDiff(a, b []float32) float64 {
 	d := 0.0
 	for i := range a {
@@ -283,4 +289,72 @@ func (n *convLMNet) forward(ids []int64, batch, seq int) []float32 {
 		}
 	}
 	return out
+}
+
+// TestEmbeddingConvAsInputs injects ConvLM's embedding and convolutions
+// with factors as graph inputs: fed nothing, the model computes the base's
+// logits bit for bit; fed an adapter through Feeds, those of the model
+// that holds the adapter as initializers; Merge gives the base back and
+// MergeAdapter the adapted model.
+func TestEmbeddingConvAsInputs(t *testing.T) {
+	base := convLM(t)
+	baseOut := runConvLM(t, base)
+	cfg := config(2, 6, "model.embed_tokens", "model.conv.d")
+	held := base.Clone()
+	sites, _, err := InjectLoRA(held, cfg, WithSeed(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	randomizeFactors(t, held, sites, 3)
+	ad, err := ExtractAdapter(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := runConvLM(t, held)
+
+	m := base.Clone()
+	if _, _, err := InjectLoRA(m, cfg, AsInputs()); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range runConvLM(t, m) {
+		if math.Float32bits(v) != math.Float32bits(baseOut[i]) {
+			t.Fatalf("fed nothing: logit %d is %v, base %v", i, v, baseOut[i])
+		}
+	}
+	feeds, err := Feeds(m, ad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := map[string]*rt.Tensor{}
+	for name, f := range feeds {
+		if in[name], err = rt.NewFloat32(f.Shape, f.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids, err := rt.NewInt64([]int64{2, 6}, convLMIDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in["input_ids"] = ids
+	got := run(t, session(t, m), in)["logits"].ToFloat32()
+	if d := maxDiff(got, want); d > 1e-5 {
+		t.Errorf("fed the adapter, the logits differ from the adapted model's by %g", d)
+	}
+	if d := maxDiff(got, baseOut); d < 1e-2 {
+		t.Fatalf("the fed adapter changed the logits by only %g", d)
+	}
+	// Merge restores the base (the defaults add zero); MergeAdapter bakes
+	// the adapter in.
+	if err := Merge(m); err != nil {
+		t.Fatal(err)
+	}
+	if d := maxDiff(runConvLM(t, m), baseOut); d != 0 {
+		t.Errorf("Merge of the defaults changed the logits by %g", d)
+	}
+	if err := MergeAdapter(m, ad); err != nil {
+		t.Fatal(err)
+	}
+	if d := maxDiff(runConvLM(t, m), want); d > 1e-5 {
+		t.Errorf("MergeAdapter differs from the adapted model by %g", d)
+	}
 }

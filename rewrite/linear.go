@@ -7,6 +7,7 @@ import (
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/quant"
 )
 
 // Linear is one linear layer of a graph, y = x·W (+ bias): a MatMul whose
@@ -23,7 +24,8 @@ type Linear struct {
 	Node *onnxpb.NodeProto
 	// NodeName is Node's name; it may be empty.
 	NodeName string
-	// Op is "MatMul" or "Gemm".
+	// Op is "MatMul", "Gemm", "MatMulNBits" (OpMatMulNBits; see
+	// linear_nbits.go) or "Attention" (OpAttention; fused_attention.go).
 	Op string
 	// Input is the activation x that the node multiplies, and Output is y.
 	Input, Output string
@@ -53,6 +55,10 @@ type Linear struct {
 	// is also read by something other than this layer, so the weight cannot
 	// be changed in place.
 	SharedWeight bool
+	// PartWidths gives the widths of the contiguous q, k and v parts of a
+	// packed projection inside fused attention (fused_attention.go), or
+	// is nil.
+	PartWidths []int64
 	// Kind is the layer's kind: KindLinear (""), KindEmbedding or
 	// KindConv (see FindLayers).
 	Kind string
@@ -150,6 +156,12 @@ func branchNodes(m *graph.Model) (map[string]bool, error) {
 
 // linearOf reports whether n is a linear layer and describes it.
 func linearOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {
+	if quant.IsNode(n) {
+		return nbitsLinearOf(m, n)
+	}
+	if isAttentionNode(n) {
+		return attentionLinearOf(m, n, n.Input[1])
+	}
 	if n.Domain != "" && n.Domain != "ai.onnx" {
 		return Linear{}, false
 	}
@@ -191,6 +203,7 @@ func linearOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {
 	} else {
 		l.In, l.Out = w.Dims[0], w.Dims[1]
 	}
+	l.PartWidths = packedQKVWidths(m, l)
 	return l, true
 }
 

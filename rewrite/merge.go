@@ -20,24 +20,12 @@ import (
 // into it. Merge checks every site before it changes anything. A weight
 // behind DequantizeLinear (a QDQ model) is refused, since the merge cannot
 // be exact in its integer type, unless the option Dequantize says to
-// merge into a dequantized float weight.
+// merge into a dequantized float weight. So is an int4 (MatMulNBits)
+// layer, which Dequantize makes a float MatMul and Requantize rounds back
+// into int4 (merge_nbits.go; MergeWith reports what they did).
 func Merge(m *graph.Model, opts ...Option) error {
-	o, err := applyOptions(opts, loraOptions)
-	if err != nil {
-		return err
-	}
-	rec, err := mustRecord(m)
-	if err != nil {
-		return err
-	}
-	folds, err := planSiteFolds(m, rec, o)
-	if err != nil {
-		return err
-	}
-	if err := applyFolds(m, folds); err != nil {
-		return err
-	}
-	return removeBranches(m, rec)
+	_, err := MergeWith(m, opts...)
+	return err
 }
 
 // fold is one module's update s·A·Bfull, ready to add to its weight.
@@ -66,13 +54,9 @@ func planSiteFolds(m *graph.Model, rec record, o options) ([]fold, error) {
 			continue
 		}
 		seen[s.Module] = true
-		base := m.Producer(s.BaseOutput)
-		if base == nil {
-			return nil, errorf("site %q: no node writes %q", s.Module, s.BaseOutput)
-		}
-		l, ok := layerOf(m, base)
-		if !ok || l.Weight != s.Weight {
-			return nil, errorf("site %q: node %q no longer reads weight %q", s.Module, base.Name, s.Weight)
+		l, err := siteLayer(m, s)
+		if err != nil {
+			return nil, err
 		}
 		l.Module = s.Module
 		if l.SharedWeight && s.Magnitude != "" {
@@ -95,18 +79,27 @@ func planSiteFolds(m *graph.Model, rec record, o options) ([]fold, error) {
 		if l.Alpha == 0 {
 			return nil, layerErr(l, "Gemm has alpha 0: an update of its weight has no effect")
 		}
+		if err := checkFactorValues(s.A, a); err != nil {
+			return nil, err
+		}
+		if err := checkFactorValues(s.B, b); err != nil {
+			return nil, err
+		}
 		if err := checkMergeable(m, l, o); err != nil {
 			return nil, err
 		}
 		rk := len(a) / int(s.In)
 		r := rk / s.Parts()
-		f := fold{l: l, module: s.Module, a: a, b: fullB(b, r, s.Enable, s.HeadDim, s.Out), rk: rk, scale: scaleInGraph(s)}
+		f := fold{l: l, module: s.Module, a: a, b: siteFullB(b, r, s), rk: rk, scale: scaleInGraph(s)}.asMatrixFold()
+		if err := f.checkOverflow(m); err != nil && !l.Quantized() {
+			return nil, err
+		}
 		if s.Magnitude != "" {
 			if f.magnitude, err = factor(m, s.Magnitude); err != nil {
 				return nil, err
 			}
 		}
-		folds = append(folds, f.asMatrixFold())
+		folds = append(folds, f)
 	}
 	return folds, nil
 }
@@ -141,8 +134,17 @@ func (f fold) apply(m *graph.Model, sign float64) error {
 	if err != nil {
 		return layerErr(l, "%w", err)
 	}
-	in, out := int(l.In), int(l.Out)
-	c := sign * f.scale / float64(l.Alpha)
+	f.addTo(vals, l.WeightTransposed, sign*f.scale/float64(l.Alpha))
+	if err := graph.SetFloat32s(w, vals); err != nil {
+		return layerErr(l, "%w", err)
+	}
+	return nil
+}
+
+// addTo adds c·A·Bfull to vals, the layer's [In, Out] matrix, or its
+// [Out, In] transpose where transposed is set.
+func (f fold) addTo(vals []float32, transposed bool, c float64) {
+	in, out := int(f.l.In), int(f.l.Out)
 	// Rows of the update are independent: share them among the CPUs.
 	workers := min(runtime.GOMAXPROCS(0), max(1, in/64))
 	var wg sync.WaitGroup
@@ -163,7 +165,7 @@ func (f fold) apply(m *graph.Model, sign float64) error {
 					}
 				}
 				for j, d := range row {
-					if l.WeightTransposed {
+					if transposed {
 						vals[j*in+i] = float32(float64(vals[j*in+i]) + c*d)
 					} else {
 						vals[i*out+j] = float32(float64(vals[i*out+j]) + c*d)
@@ -173,10 +175,6 @@ func (f fold) apply(m *graph.Model, sign float64) error {
 		}(wk*in/workers, (wk+1)*in/workers)
 	}
 	wg.Wait()
-	if err := graph.SetFloat32s(w, vals); err != nil {
-		return layerErr(l, "%w", err)
-	}
-	return nil
 }
 
 // removeBranches deletes what injection added and routes each layer's
@@ -228,37 +226,8 @@ func removeBranches(m *graph.Model, rec record) error {
 // base's. Nothing changes when a module is missing or a shape disagrees.
 // Dequantize is taken as by Merge.
 func MergeAdapter(base *graph.Model, ad *adapter.Adapter, opts ...Option) error {
-	o, err := applyOptions(opts, loraOptions)
-	if err != nil {
-		return err
-	}
-	folds, extras, err := planAdapterFolds(base, ad, o)
-	if err != nil {
-		return err
-	}
-	if err := applyFolds(base, folds); err != nil {
-		return err
-	}
-	return setExtras(base, extras)
-}
-
-// applyFolds adds each update of folds to its weight in m.
-func applyFolds(m *graph.Model, folds []fold) error {
-	for _, f := range folds {
-		f, err := f.dequantized(m)
-		if err != nil {
-			return err
-		}
-		if err := f.apply(m, 1); err != nil {
-			return err
-		}
-		if f.magnitude != nil {
-			if err := f.rescaleColumns(m); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	_, err := MergeAdapterWith(base, ad, opts...)
+	return err
 }
 
 // planAdapterFolds maps ad's modules to base's layers and prepares their
@@ -305,7 +274,11 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter, o options) ([]fold
 		if err != nil {
 			return nil, nil, err
 		}
-		folds = append(folds, fold{l: l, module: key, a: w.A.Data, b: fullB(w.B.Data, s.R, s.Enable, s.HeadDim, s.Out), rk: int(w.A.Shape[1]), scale: s.Scale, magnitude: mag}.asMatrixFold())
+		f := fold{l: l, module: key, a: w.A.Data, b: siteFullB(w.B.Data, s.R, s), rk: int(w.A.Shape[1]), scale: s.Scale, magnitude: mag}.asMatrixFold()
+		if err := f.checkOverflow(base); err != nil && !l.Quantized() {
+			return nil, nil, err
+		}
+		folds = append(folds, f)
 	}
 	extras, err := planExtras(base, linears, ad)
 	if err != nil {

@@ -13,6 +13,7 @@ type options struct {
 	modules  []string
 	// Merge and MergeAdapter only.
 	dequantize bool
+	requantize bool // int4 layers (merge_nbits.go)
 	// Prefix tuning only.
 	headDim     int
 	replacePast bool
@@ -29,7 +30,8 @@ func WithSeed(seed uint64) Option {
 }
 
 // AsInputs makes each A and B a graph input whose rank dimension is
-// dynamic, with a rank-0 default initializer ([in, 0] and [0, out]). Fed
+// dynamic, with a rank-0 default initializer ([in, 0] and [0, out]; a
+// convolution's are rank-1 zeros, since a Conv has no empty form). Fed
 // nothing, the model computes the base model's outputs; fed the A and B of
 // any rank (see Feeds), it runs that adapter, on one session. The graph
 // then has no scaling node: Feeds folds each module's scaling into B.

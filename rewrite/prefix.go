@@ -242,6 +242,11 @@ func injectPrefix(m *graph.Model, cfg adapter.PrefixConfig, ad *adapter.Adapter,
 	} else if ok {
 		return nil, Summary{}, errorf("%s already carries a prefix (%q metadata)", modelLabel(m), PrefixMetadataKey)
 	}
+	if _, ok, err := readRecord(m); err != nil {
+		return nil, Summary{}, err
+	} else if ok {
+		return nil, Summary{}, errorf("%s carries LoRA branches (%q metadata); a model takes one PEFT type: add the prefix to the base model, or merge the LoRA first", modelLabel(m), MetadataKey)
+	}
 	plan, err := planPrefix(m, cfg, o)
 	if err != nil {
 		return nil, Summary{}, err

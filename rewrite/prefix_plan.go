@@ -425,6 +425,9 @@ func resolvePrefixConfig(m *graph.Model, cfg adapter.PrefixConfig, past pastInpu
 	if err := cfg.Validate(); err != nil {
 		return cfg, errorf("%w", err)
 	}
+	if err := checkPrefixLimits(&cfg); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
 }
 

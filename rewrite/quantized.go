@@ -51,6 +51,9 @@ func Dequantize() Option {
 // checkMergeable refuses to merge into a quantized weight, unless o says
 // to dequantize it and it can be.
 func checkMergeable(m *graph.Model, l Linear, o options) error {
+	if l.Quantized() {
+		return checkNBitsMergeable(l, o)
+	}
 	if !l.Dequantized() {
 		return nil
 	}

@@ -40,6 +40,10 @@ type Site struct {
 	// enable_lora_list); Enable is nil for plain LoRA.
 	Enable  []bool `json:"enable,omitempty"`
 	HeadDim int    `json:"head_dim,omitempty"`
+	// Widths are the widths of the contiguous parts of a packed q, k, v
+	// projection inside fused attention (fused_attention.go); with them,
+	// HeadDim plays no part and B is [R, Σ enabled widths].
+	Widths []int64 `json:"widths,omitempty"`
 	// DType is the element type the branch computes in and A and B are
 	// stored in; BaseDType is the layer's own.
 	DType     dtype.Type `json:"dtype"`
@@ -107,7 +111,29 @@ func (s Site) BShape(r int64) []int64 {
 	if s.Enable == nil {
 		return []int64{r, s.Out}
 	}
+	if s.Widths != nil {
+		var cols int64
+		for _, g := range enabledParts(s.Enable) {
+			cols += s.Widths[g]
+		}
+		return []int64{r, cols}
+	}
 	return []int64{r, s.Out / int64(len(s.Enable)) * int64(s.Parts())}
+}
+
+// inputShapes returns, for factors that are graph inputs (AsInputs), the
+// shapes of A's and B's default initializers and the shapes the inputs
+// declare, -1 at the rank. The defaults have rank 0, [in, 0] and [0, out],
+// except a convolution's: a Conv cannot have zero channels, so they are
+// rank-1 zeros, which add zero as well.
+func (s Site) inputShapes() (aDefault, bDefault, aDecl, bDecl []int64) {
+	if s.Kind == KindConv {
+		aDecl, bDecl = s.AShape(1), s.BShape(1)
+		aDecl[0], bDecl[1] = -1, -1
+		return s.AShape(1), s.BShape(1), aDecl, bDecl
+	}
+	aDefault, bDefault = s.AShape(0), s.BShape(0)
+	return aDefault, bDefault, []int64{s.In, -1}, []int64{-1, bDefault[1]}
 }
 
 // MetadataKey is the model metadata_props key under which an adapted model

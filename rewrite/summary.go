@@ -16,7 +16,9 @@ import (
 type Summary struct {
 	// TrainableParams counts the values of the trainable tensors;
 	// AllParams those of every floating-point initializer, LoRA factors
-	// included and the branches' helper constants left out.
+	// included and the branches' helper constants left out; a quantized
+	// (MatMulNBits) weight counts its K·N values, as HF PEFT counts a
+	// bitsandbytes 4-bit weight, and its scales and zero points not at all.
 	TrainableParams, AllParams int64
 	// LoRA names the A and B tensors (and DoRA's magnitudes), in site
 	// order.
@@ -99,11 +101,15 @@ func (s *Summary) countParams(m *graph.Model, helper map[string]bool) {
 	for _, name := range s.Trainable() {
 		trainable[name] = true
 	}
+	packed := quantizedParams(m)
 	for _, t := range m.Proto.Graph.Initializer {
-		if helper[t.Name] || !graph.TypeOf(t).IsFloat() {
+		n, isPacked := packed[t.Name]
+		if !isPacked && (helper[t.Name] || !graph.TypeOf(t).IsFloat()) {
 			continue
 		}
-		n := graph.NumElements(t.Dims)
+		if !isPacked {
+			n = graph.NumElements(t.Dims)
+		}
 		s.AllParams += n
 		if trainable[t.Name] {
 			s.TrainableParams += n

@@ -56,6 +56,12 @@
 // Runtime writes the present into one while the other is fed as the past),
 // so no cache data is copied or allocated per step.
 //
+// A server whose rows come and go steps a Sequence itself: Join appends
+// the rows of another Sequence (shorter caches padded on the left and
+// masked), KeepRows drops rows that ended, SetPast starts rows on a
+// precomputed past such as a prefix adapter's, and a Sampler per row
+// chooses tokens as Generate does.
+//
 // # Finding the library
 //
 // ONNX Runtime is a shared library that the process loads once. Init loads

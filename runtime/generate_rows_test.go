@@ -123,3 +123,47 @@ func TestSequenceJoinNeedsPositions(t *testing.T) {
 		t.Errorf("joining caches of 3 and 2 tokens on a model without position_ids: %v, want an error that says so", err)
 	}
 }
+
+// TestSamplerMatchesGenerate steps a Sequence with a Sampler and gets the
+// tokens that Generate samples with the same options and seed.
+func TestSamplerMatchesGenerate(t *testing.T) {
+	g := newGenerator(t, llamaTiny(t, nil))
+	ctx := context.Background()
+	prompt := []int64{3, 1, 4, 1, 5}
+	opts := rt.GenerateOptions{MaxNewTokens: 10, Temperature: 1.5, TopK: 12, TopP: 0.9, Seed: 7, RepetitionPenalty: 1.3}
+	want, err := g.Generate(ctx, prompt, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	smp, err := rt.NewSampler(opts, prompt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := g.NewSequence(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	ids := prompt
+	for range opts.MaxNewTokens {
+		out, err := q.Feed(ctx, ids, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := smp.Pick(out, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, id)
+		ids = []int64{id}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if slices.Equal(want, make([]int64, len(want))) {
+		t.Fatal("all tokens 0: the test proves nothing")
+	}
+	if _, err := rt.NewSampler(rt.GenerateOptions{TopK: 3}, nil); err == nil {
+		t.Error("TopK without a temperature was accepted")
+	}
+}

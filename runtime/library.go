@@ -151,8 +151,12 @@ func initEnv(explicit string) error {
 	if err != nil {
 		return err
 	}
+	level, err := logLevel()
+	if err != nil {
+		return err
+	}
 	ort.SetSharedLibraryPath(path)
-	if err := ort.InitializeEnvironment(); err != nil {
+	if err := ort.InitializeEnvironment(envLogOption(level)); err != nil {
 		return errorf("loading ONNX Runtime from %s: %w", path, err)
 	}
 	env.path = path

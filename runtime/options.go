@@ -271,6 +271,11 @@ func (c *config) sessionOptions(extra [][2]string) (*ort.SessionOptions, error) 
 		so.Destroy()
 		return nil, errorf("%s: %w", what, err)
 	}
+	if level, err := logLevel(); err != nil {
+		return fail("logging", err)
+	} else if err := so.SetLogSeverityLevel(level); err != nil {
+		return fail("setting the log level", err)
+	}
 	if c.intraOp > 0 {
 		if err := so.SetIntraOpNumThreads(c.intraOp); err != nil {
 			return fail("setting intra-op threads", err)

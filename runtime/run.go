@@ -72,7 +72,7 @@ func (s *Session) run(inputs map[string]*Tensor, outs []int) (map[string]*Tensor
 }
 
 func (s *Session) runErr(err error) error {
-	return errorf("%s: run: %w", s.name, err)
+	return errorf("%s: run: %w", s.name, ortError("running the model", err))
 }
 
 func (s *Session) allBindable(outs []int) bool {

@@ -298,7 +298,7 @@ func (s *Session) open(cfg *config, extra [][2]string,
 	defer so.Destroy()
 	core, err := create(so)
 	if err != nil {
-		return errorf("%s: creating ONNX Runtime session: %w", s.name, err)
+		return errorf("%s: creating ONNX Runtime session: %w", s.name, ortError("creating the session", err))
 	}
 	s.core = core
 	return nil

@@ -3,6 +3,7 @@ package runtime
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/half"
@@ -110,15 +111,20 @@ func newTensor(elem dtype.Type, shape []int64, data any, n int) (*Tensor, error)
 }
 
 // numElements returns the product of shape, checking that no dimension is
-// negative and that the product fits an int.
+// negative and that the product fits an int; a shape with a 0 is empty.
 func numElements(shape []int64) (int, error) {
-	n := int64(1)
 	for i, d := range shape {
 		if d < 0 {
 			return 0, errorf("shape %v has negative dimension %d at axis %d",
 				shapeString(shape), d, i)
 		}
-		if d != 0 && n > math.MaxInt/d {
+	}
+	if slices.Contains(shape, 0) {
+		return 0, nil // empty, whatever the other dimensions are
+	}
+	n := int64(1)
+	for _, d := range shape {
+		if n > math.MaxInt/d {
 			return 0, errorf("shape %v has too many elements", shapeString(shape))
 		}
 		n *= d

@@ -118,3 +118,19 @@ func TestDType(t *testing.T) {
 		}
 	}
 }
+
+// TestZeroElementShape makes tensors of shapes whose other dimensions
+// would overflow but which hold a 0 (issue 16, E10): empty tensors, not
+// "too many elements".
+func TestZeroElementShape(t *testing.T) {
+	for _, shape := range [][]int64{{1 << 40, 1 << 40, 0}, {0, 1 << 62}} {
+		x, err := rt.Zeros(dtype.Float32, shape)
+		if err != nil {
+			t.Errorf("shape %v: %v", shape, err)
+			continue
+		}
+		if n := len(x.Float32()); n != 0 {
+			t.Errorf("shape %v: %d elements", shape, n)
+		}
+	}
+}

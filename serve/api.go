@@ -9,9 +9,10 @@ import (
 // This file is the engine's API, the contract that the HTTP layer
 // (serve/openai) builds on. What it lists stays; additions are marked.
 //
-// Additions to the contract of /work/notes (no changes to what it lists):
-// Options.MaxSeqLen, Options.EOS, Options.Targets, AdapterInfo.Targets, Stats' fields, ErrInvalidRequest, ErrAdapterExists,
-// ErrClosed.
+// Additions to the first contract (nothing it listed changed):
+// Options.MaxJoin, MaxSeqLen, EOS and Targets; AdapterInfo.Targets; the fields of
+// Stats; the Kind and Finish constants; ErrInvalidRequest,
+// ErrAdapterExists and ErrClosed.
 
 // Options configure an Engine. Zero values take the defaults below.
 type Options struct {
@@ -23,9 +24,17 @@ type Options struct {
 	// least recently used beyond it are evicted and read again from their
 	// path when a request names them. Default 64.
 	MaxCPULoRAs int
-	// MaxBatch is how many sequences one decoding step runs together.
-	// Default 8.
+	// MaxBatch is how many sequences one decoding step runs together:
+	// more gives more tokens/s in all and a slower token to each.
+	// Default 8; 1 on a model without position_ids or attention_mask
+	// (see the package doc).
 	MaxBatch int
+	// MaxJoin is how many queued requests may join the batch at one step
+	// boundary; 0 lets in as many as there are free rows. Their prompts
+	// are prefilled before the step, so the rows already decoding wait
+	// for that: a small MaxJoin keeps their tokens steady, a large one
+	// fills the batch sooner. (Addition.)
+	MaxJoin int
 	// MaxQueue is how many requests may wait for a batch row; Generate
 	// returns ErrQueueFull beyond it. Default 64.
 	MaxQueue int

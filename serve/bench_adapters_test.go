@@ -18,7 +18,7 @@ import (
 // engine counts them.
 func BenchmarkServeAdapters(b *testing.B) {
 	f := newFixture(b, benchConfig())
-	e, err := serve.New(f.base, serve.Options{MaxCPULoRAs: 1000})
+	e, err := serve.New(f.Base, serve.Options{MaxCPULoRAs: 1000})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func BenchmarkServeAdapters(b *testing.B) {
 	load := func() {
 		name := fmt.Sprintf("ad%d", loaded)
 		loaded++
-		if _, err := e.Load(name, f.lora4, false); err != nil {
+		if _, err := e.Load(name, f.LoRA4, false); err != nil {
 			b.Fatal(err)
 		}
 	}

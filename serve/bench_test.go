@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/peftonnx/peftonnx/models"
+	"github.com/peftonnx/peftonnx/rewrite"
 	rt "github.com/peftonnx/peftonnx/runtime"
 	"github.com/peftonnx/peftonnx/serve"
+	"github.com/peftonnx/peftonnx/session"
 )
 
 // benchConfig is LlamaMini, or with PEFTONNX_SERVE_BENCH=base LlamaBase
@@ -29,13 +31,22 @@ func benchConfig() models.LlamaConfig {
 func BenchmarkServe(b *testing.B) {
 	f := newFixture(b, benchConfig())
 	f.newTokens = 16
-	paths := []string{f.lora4, f.lora8}
+	paths := []string{f.LoRA4, f.LoRA8}
 	b.Run("merged-generator", func(b *testing.B) {
-		m := f.build(b)
-		if err := mergeInto(m, f.ads[f.lora4]); err != nil {
+		m := f.Model(b)
+		defer m.Close()
+		if err := rewrite.MergeAdapter(m, f.Adapter(f.LoRA4)); err != nil {
 			b.Fatal(err)
 		}
-		g := openGenerator(b, m)
+		s, err := session.OpenModel(m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		g, err := rt.NewGenerator(s.Session)
+		if err != nil {
+			b.Fatal(err)
+		}
 		b.ResetTimer()
 		start := time.Now()
 		for range b.N {
@@ -53,7 +64,7 @@ func BenchmarkServe(b *testing.B) {
 	if os.Getenv("PEFTONNX_SERVE_BENCH_ALL") != "" {
 		targets = nil
 	}
-	e, err := serve.New(f.base, serve.Options{MaxBatch: 8, MaxLoRAs: 8, Targets: targets})
+	e, err := serve.New(f.Base, serve.Options{MaxBatch: 8, MaxLoRAs: 8, Targets: targets})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package serve_test
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/peftonnx/peftonnx/models"
@@ -14,7 +16,7 @@ import (
 // under a request: it ends with ErrClosed, and new ones are refused.
 func TestCancelAndClose(t *testing.T) {
 	f := newFixture(t, models.LlamaTiny())
-	e, err := serve.New(f.base, serve.Options{MaxTokens: 64})
+	e, err := serve.New(f.Base, serve.Options{MaxTokens: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,5 +60,32 @@ func TestCancelAndClose(t *testing.T) {
 	}
 	if err := e.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestPanicKeepsServing: a panic on the engine's goroutine (here from an
+// emit callback) ends the requests in flight with an error, not the
+// process, and the engine serves the next request.
+func TestPanicKeepsServing(t *testing.T) {
+	f := newFixture(t, models.LlamaTiny())
+	want := f.reference(t, "")
+	e, err := serve.New(f.Base, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	n := 0
+	_, err = e.Generate(context.Background(), serve.Request{Prompt: f.prompts[0], MaxTokens: 8}, func(ev serve.Event) error {
+		if n++; n == 2 {
+			panic("emit broke")
+		}
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "internal error: emit broke") {
+		t.Errorf("a panicking emit: %v, want an internal error", err)
+	}
+	got, err := generate(t, e, "", f.prompts[0], f.newTokens)
+	if err != nil || !slices.Equal(got, want[0]) {
+		t.Errorf("after the panic: %v, %v; want %v", got, err, want[0])
 	}
 }

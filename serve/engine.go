@@ -43,6 +43,8 @@ type Engine struct {
 	clock    int64 // ticks on every use of an adapter, for LRU
 	stats    Stats
 
+	inflight map[*job]struct{} // admitted and not finished; the scheduler's alone
+
 	wake chan struct{} // a job was queued
 	quit chan struct{}
 	done chan struct{} // the scheduler has ended
@@ -99,6 +101,7 @@ func New(modelPath string, opts Options) (*Engine, error) {
 		opts: opts, log: opts.Logger, sess: sess, gen: gen, info: info, stacked: stacked,
 		base:     AdapterInfo{Name: "", Kind: KindBase, Path: modelPath, Hash: hash, Resident: true, LoadedAt: time.Now()},
 		adapters: map[string]*entry{},
+		inflight: map[*job]struct{}{},
 		wake:     make(chan struct{}, 1),
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -133,7 +136,7 @@ func (o Options) check() error {
 	for _, v := range []struct {
 		name string
 		v    int
-	}{{"MaxLoRAs", o.MaxLoRAs}, {"MaxCPULoRAs", o.MaxCPULoRAs}, {"MaxBatch", o.MaxBatch}, {"MaxQueue", o.MaxQueue},
+	}{{"MaxLoRAs", o.MaxLoRAs}, {"MaxCPULoRAs", o.MaxCPULoRAs}, {"MaxBatch", o.MaxBatch}, {"MaxJoin", o.MaxJoin}, {"MaxQueue", o.MaxQueue},
 		{"MaxTokens", o.MaxTokens}, {"MaxSeqLen", o.MaxSeqLen}, {"Threads", o.Threads}} {
 		if v.v < 0 {
 			return errorf("option %s must not be negative, got %d", v.name, v.v)

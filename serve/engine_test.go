@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/models"
 	"github.com/peftonnx/peftonnx/serve"
 )
@@ -43,7 +45,7 @@ func generate(t testing.TB, e *serve.Engine, name string, prompt []int64, n int)
 
 func newEngine(t testing.TB, f *fixture, opts serve.Options) *serve.Engine {
 	t.Helper()
-	e, err := serve.New(f.base, opts)
+	e, err := serve.New(f.Base, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +54,7 @@ func newEngine(t testing.TB, f *fixture, opts serve.Options) *serve.Engine {
 			t.Error(err)
 		}
 	})
-	for name, path := range map[string]string{"a": f.lora4, "b": f.lora8, "p": f.prefix} {
+	for name, path := range map[string]string{"a": f.LoRA4, "b": f.LoRA8, "p": f.Prefix} {
 		if _, err := e.Load(name, path, false); err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +68,7 @@ func newEngine(t testing.TB, f *fixture, opts serve.Options) *serve.Engine {
 // of them at once from concurrent goroutines, batched together.
 func TestMatchesMergedModels(t *testing.T) {
 	f := newFixture(t, models.LlamaMini())
-	paths := map[string]string{"": "", "a": f.lora4, "b": f.lora8, "p": f.prefix}
+	paths := map[string]string{"": "", "a": f.LoRA4, "b": f.LoRA8, "p": f.Prefix}
 	want := map[string][][]int64{}
 	for name, path := range paths {
 		want[name] = f.reference(t, path)
@@ -78,9 +80,9 @@ func TestMatchesMergedModels(t *testing.T) {
 		}
 	}
 
-	for _, maxLoRAs := range []int{2, 1} {
-		t.Run(fmt.Sprintf("max_loras=%d", maxLoRAs), func(t *testing.T) {
-			e := newEngine(t, f, serve.Options{MaxLoRAs: maxLoRAs, MaxBatch: 8})
+	for _, o := range []serve.Options{{MaxLoRAs: 2, MaxBatch: 8}, {MaxLoRAs: 1, MaxBatch: 8}, {MaxLoRAs: 3, MaxBatch: 6, MaxJoin: 1}} {
+		t.Run(fmt.Sprintf("max_loras=%d,max_join=%d", o.MaxLoRAs, o.MaxJoin), func(t *testing.T) {
+			e := newEngine(t, f, o)
 			for name := range paths {
 				for i, p := range f.prompts {
 					got, err := generate(t, e, name, p, f.newTokens)
@@ -144,10 +146,10 @@ func TestLoadErrors(t *testing.T) {
 		is         error
 		says       string
 	}{
-		{"x", other.lora4, serve.ErrAdapterMismatch, "lora_A [64 4]"},
-		{"y", other.prefix, serve.ErrAdapterMismatch, "head width"},
-		{"a", f.lora8, serve.ErrAdapterExists, `"a"`},
-		{"z", f.dir + "/missing", nil, "missing"},
+		{"x", other.LoRA4, serve.ErrAdapterMismatch, "lora_A [64 4]"},
+		{"y", other.Prefix, serve.ErrAdapterMismatch, "head width"},
+		{"a", f.LoRA8, serve.ErrAdapterExists, `"a"`},
+		{"z", f.Dir + "/missing", nil, "missing"},
 	} {
 		_, err := e.Load(c.name, c.path, false)
 		if err == nil {
@@ -180,16 +182,16 @@ func TestLoadErrors(t *testing.T) {
 // as it should, and one on other layers is refused, naming them.
 func TestTargets(t *testing.T) {
 	f := newFixture(t, models.LlamaTiny())
-	want := f.reference(t, f.lora4)
-	e, err := serve.New(f.base, serve.Options{Targets: []string{".*q_proj", ".*v_proj"}})
+	want := f.reference(t, f.LoRA4)
+	e, err := serve.New(f.Base, serve.Options{Targets: []string{".*q_proj", ".*v_proj"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	if _, err := e.Load("a", f.lora4, false); err != nil {
+	if _, err := e.Load("a", f.LoRA4, false); err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.Load("b", f.lora8, false)
+	_, err = e.Load("b", f.LoRA8, false)
 	if !errors.Is(err, serve.ErrAdapterMismatch) || !strings.Contains(err.Error(), "not among the stacked targets") {
 		t.Errorf("an adapter on k, o and down with q and v stacked: %v, want ErrAdapterMismatch naming the targets", err)
 	}
@@ -200,7 +202,58 @@ func TestTargets(t *testing.T) {
 	if !slices.Equal(got, want[2]) {
 		t.Errorf("got %v, want %v", got, want[2])
 	}
-	if _, err := serve.New(f.base, serve.Options{Targets: []string{".*nothing"}}); err == nil || !strings.Contains(err.Error(), "matched no linear layer") {
+	if _, err := serve.New(f.Base, serve.Options{Targets: []string{".*nothing"}}); err == nil || !strings.Contains(err.Error(), "matched no linear layer") {
 		t.Errorf("targets that match nothing: %v", err)
+	}
+}
+
+// TestAdapterFormats loads the rank-4 adapter from an .onnx_adapter file
+// and from a PaddleNLP folder: each runs as the HF PEFT folder does.
+func TestAdapterFormats(t *testing.T) {
+	f := newFixture(t, models.LlamaTiny())
+	want := f.reference(t, f.LoRA4)
+	ad := f.Adapter(f.LoRA4)
+	// An .onnx_adapter holds no alpha (ONNX Runtime's graph carries the
+	// scaling, read back as 1): fold it into B, as an export for ONNX
+	// Runtime does.
+	folded := adapter.NewLoRA(*ad.LoRA)
+	for mod, w := range ad.Weights {
+		b := *w.B
+		b.Data = slices.Clone(w.B.Data)
+		for i := range b.Data {
+			b.Data[i] *= float32(ad.LoRA.ScalingFor(mod))
+		}
+		folded.Weights[mod] = adapter.LoRAWeights{A: w.A, B: &b}
+	}
+	ortFile := filepath.Join(f.Dir, "lora4.onnx_adapter")
+	if err := adapter.Save(ortFile, folded); err != nil {
+		t.Fatal(err)
+	}
+	paddle := filepath.Join(f.Dir, "lora4-paddle")
+	if err := adapter.SavePaddleDir(paddle, ad); err != nil {
+		t.Fatal(err)
+	}
+	e, err := serve.New(f.Base, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	for name, path := range map[string]string{"hf": f.LoRA4, "ort": ortFile, "paddle": paddle} {
+		info, err := e.Load(name, path, false)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if info.Kind != serve.KindLoRA || info.Rank != 4 || len(info.Targets) != 4 {
+			t.Errorf("%s: %+v, want a rank-4 LoRA on 4 modules", name, info)
+		}
+		for i, p := range f.prompts {
+			got, err := generate(t, e, name, p, f.newTokens)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if !slices.Equal(got, want[i]) {
+				t.Errorf("%s, prompt %d: got %v, want %v", name, i, got, want[i])
+			}
+		}
 	}
 }

@@ -2,6 +2,8 @@ package serve
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -22,14 +24,17 @@ type job struct {
 	smp  *rt.Sampler
 	out  []int64
 
-	done  chan struct{}
-	usage Usage
-	err   error
+	done     chan struct{}
+	finished bool // finish ran (the scheduler's own field)
+	usage    Usage
+	err      error
 }
 
 // Generate queues r, batches it with others (continuous batching) and
 // calls emit for each token from the engine's goroutine, then once with
-// Done and the finish reason. Cancelling ctx (the client left) ends the
+// Done and the finish reason. emit must return quickly (buffer, do not
+// write to a slow client from it): every other sequence of the batch
+// waits for it. Cancelling ctx (the client left) ends the
 // sequence with ctx's error, and so does an error from emit. It returns
 // the request's usage. Errors wrap ErrUnknownAdapter, ErrQueueFull,
 // ErrTooLong, ErrInvalidRequest or ErrClosed where they are those.
@@ -123,55 +128,74 @@ func (e *Engine) schedule() {
 	var active *rt.Sequence
 	var rows []*job
 	for {
-		select {
-		case <-e.quit:
-			e.mu.Lock()
-			queued := e.queue
-			e.queue = nil
-			e.mu.Unlock()
-			for _, j := range append(rows, queued...) {
-				e.finish(slots, j, "", errorf("%w: the engine closed", ErrClosed))
-			}
+		var quit bool
+		if active, rows, quit = e.turn(slots, active, rows); quit {
 			return
-		default:
 		}
-		joiners := e.admit(slots, len(rows))
-		if len(rows) == 0 && len(joiners) == 0 {
-			select {
-			case <-e.wake:
-			case <-e.quit:
-			}
-			continue
-		}
-		feeds, err := slots.inputs(e.stacked)
-		if err != nil {
-			for _, j := range append(rows, joiners...) {
-				e.finish(slots, j, "", errorf("building the stacked adapter inputs: %w", err))
-			}
-			active, rows = nil, nil
-			continue
-		}
-		for _, group := range byPast(joiners) {
-			seq, started := e.prefill(slots, group, feeds)
-			if seq == nil {
-				continue
-			}
-			if active == nil {
-				active = seq
-			} else if err := active.Join(seq); err != nil {
-				for _, j := range started {
-					e.finish(slots, j, "", err)
-				}
-				continue
-			}
-			rows = append(rows, started...)
-		}
-		if len(rows) == 0 {
-			active = nil
-			continue
-		}
-		active, rows = e.step(slots, active, rows, feeds)
 	}
+}
+
+// turn is one round of the scheduler: admit, prefill, step. It reports
+// quit once the engine closed and every request has ended. A panic (a bug)
+// ends the requests in flight with an error rather than the process.
+func (e *Engine) turn(slots *slotTable, active *rt.Sequence, rows []*job) (_ *rt.Sequence, _ []*job, quit bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			e.log.Error("scheduler panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			for j := range e.inflight {
+				e.finish(slots, j, "", errorf("internal error: %v", r))
+			}
+			*slots = *newSlotTable(e.opts.MaxLoRAs)
+			active, rows, quit = nil, nil, false
+		}
+	}()
+	select {
+	case <-e.quit:
+		e.mu.Lock()
+		queued := e.queue
+		e.queue = nil
+		e.mu.Unlock()
+		for _, j := range append(rows, queued...) {
+			e.finish(slots, j, "", errorf("%w: the engine closed", ErrClosed))
+		}
+		return nil, nil, true
+	default:
+	}
+	joiners := e.admit(slots, len(rows))
+	if len(rows) == 0 && len(joiners) == 0 {
+		select {
+		case <-e.wake:
+		case <-e.quit:
+		}
+		return nil, nil, false
+	}
+	feeds, err := slots.inputs(e.stacked)
+	if err != nil {
+		for _, j := range append(rows, joiners...) {
+			e.finish(slots, j, "", errorf("building the stacked adapter inputs: %w", err))
+		}
+		return nil, nil, false
+	}
+	for _, group := range byPast(joiners) {
+		seq, started := e.prefill(slots, group, feeds)
+		if seq == nil {
+			continue
+		}
+		if active == nil {
+			active = seq
+		} else if err := active.Join(seq); err != nil {
+			for _, j := range started {
+				e.finish(slots, j, "", err)
+			}
+			continue
+		}
+		rows = append(rows, started...)
+	}
+	if len(rows) == 0 {
+		return nil, nil, false
+	}
+	active, rows = e.step(slots, active, rows, feeds)
+	return active, rows, false
 }
 
 // admit takes queued requests into the batch while it has room and the
@@ -183,13 +207,14 @@ func (e *Engine) admit(slots *slotTable, active int) []*job {
 	var in []*job
 	kept := e.queue[:0]
 	for _, j := range e.queue {
-		if active+len(in) >= e.opts.MaxBatch {
+		if active+len(in) >= e.opts.MaxBatch || e.opts.MaxJoin > 0 && len(in) >= e.opts.MaxJoin {
 			kept = append(kept, j)
 			continue
 		}
 		if j.ctx.Err() != nil {
 			in = append(in, j) // prefill finishes it with the error
 			j.slot = -1
+			e.inflight[j] = struct{}{}
 			continue
 		}
 		s := slots.take(j.a)
@@ -198,6 +223,7 @@ func (e *Engine) admit(slots *slotTable, active int) []*job {
 			continue
 		}
 		j.slot = s
+		e.inflight[j] = struct{}{}
 		st := e.stats.Adapters[j.req.Adapter]
 		st.QueueSeconds += time.Since(j.queued).Seconds()
 		e.stats.Adapters[j.req.Adapter] = st
@@ -400,6 +426,11 @@ func stopsAt(out []int64, stops [][]int64) bool {
 // finish ends j: with the Done event and reason, or with err; it gives
 // back j's slot and wakes Generate.
 func (e *Engine) finish(slots *slotTable, j *job, reason string, err error) {
+	if j.finished {
+		return
+	}
+	j.finished = true
+	delete(e.inflight, j)
 	j.usage = Usage{PromptTokens: len(j.req.Prompt), CompletionTokens: len(j.out)}
 	if err == nil {
 		if eerr := j.emit(Event{Done: true, FinishReason: reason}); eerr != nil {

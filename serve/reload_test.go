@@ -16,9 +16,9 @@ import (
 // lost, and each gets exactly the tokens of one version, never a mix.
 func TestReloadUnderLoad(t *testing.T) {
 	f := newFixture(t, models.LlamaMini())
-	refA, refB, refBase := f.reference(t, f.lora4), f.reference(t, f.lora8), f.reference(t, "")
+	refA, refB, refBase := f.reference(t, f.LoRA4), f.reference(t, f.LoRA8), f.reference(t, "")
 	e := newEngine(t, f, serve.Options{MaxLoRAs: 2, MaxBatch: 4, MaxQueue: 256})
-	if _, err := e.Load("x", f.lora4, false); err != nil {
+	if _, err := e.Load("x", f.LoRA4, false); err != nil {
 		t.Fatal(err)
 	}
 	hashA := e.Adapters()[4].Hash
@@ -38,12 +38,12 @@ func TestReloadUnderLoad(t *testing.T) {
 			if both && i >= 12 {
 				return
 			}
-			path := []string{f.lora8, f.lora4}[i%2]
+			path := []string{f.LoRA8, f.LoRA4}[i%2]
 			if _, err := e.Load("x", path, true); err != nil {
 				t.Error(err)
 				return
 			}
-			if _, err := e.Load("tmp", f.lora8, false); err != nil {
+			if _, err := e.Load("tmp", f.LoRA8, false); err != nil {
 				t.Error(err)
 				return
 			}
@@ -91,7 +91,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if seen["a"] == 0 || seen["b"] == 0 {
 		t.Errorf("versions served %v: the swaps did not happen under load", seen)
 	}
-	if _, err := e.Load("x", f.lora8, true); err != nil {
+	if _, err := e.Load("x", f.LoRA8, true); err != nil {
 		t.Fatal(err)
 	}
 	if h := e.Adapters()[4].Hash; h == hashA || len(h) != 64 {
@@ -103,7 +103,7 @@ func TestReloadUnderLoad(t *testing.T) {
 // again when a request names them, and still give their tokens.
 func TestEviction(t *testing.T) {
 	f := newFixture(t, models.LlamaTiny())
-	refA, refB := f.reference(t, f.lora4), f.reference(t, f.lora8)
+	refA, refB := f.reference(t, f.LoRA4), f.reference(t, f.LoRA8)
 	e := newEngine(t, f, serve.Options{MaxCPULoRAs: 1})
 	resident := func() map[string]bool {
 		r := map[string]bool{}
@@ -166,7 +166,7 @@ func TestEviction(t *testing.T) {
 // finish on it; a later request gets ErrUnknownAdapter.
 func TestUnloadInFlight(t *testing.T) {
 	f := newFixture(t, models.LlamaTiny())
-	ref := f.reference(t, f.lora4)
+	ref := f.reference(t, f.LoRA4)
 	e := newEngine(t, f, serve.Options{})
 	started := make(chan struct{})
 	var once sync.Once

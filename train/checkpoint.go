@@ -46,6 +46,25 @@ type trainerState struct {
 	NumExamples int         `json:"num_examples"`
 	Params      []string    `json:"params"`
 	LogHistory  []LogRecord `json:"log_history"`
+	// Optim holds what shapes the updates; a checkpoint written before
+	// it was recorded has none, and is not checked against it.
+	Optim *optimState `json:"optim,omitempty"`
+}
+
+// optimState is what a resumed run must share with the checkpoint's for
+// its updates to be the ones the uninterrupted run would make.
+type optimState struct {
+	LR            float64     `json:"lr"`
+	Schedule      string      `json:"schedule"`
+	Warmup        int         `json:"warmup"`
+	Clip          float64     `json:"clip"`
+	LoRAPlusScale float64     `json:"lora_plus_scale"`
+	AdamW         AdamWConfig `json:"adamw"`
+}
+
+// optimOf returns the optimState of o.
+func optimOf(o *Options) *optimState {
+	return &optimState{LR: o.LR, Schedule: o.Schedule, Warmup: o.Warmup, Clip: o.Clip, LoRAPlusScale: o.LoRAPlusScale, AdamW: o.AdamW}
 }
 
 const rngKind = "splitmix64 per epoch"
@@ -65,6 +84,7 @@ func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
 		Epoch:     t.epochAt(t.step * t.opts.GradAccum),
 		BatchSize: t.loader.Options().BatchSize, GradAccum: t.opts.GradAccum, SeqLen: t.opts.SeqLen,
 		NumExamples: len(t.data.Examples), Params: t.names, LogHistory: t.history,
+		Optim: optimOf(&t.opts),
 	}
 	st.RNG.Kind, st.RNG.Seed, st.RNG.NextMicroBatch = rngKind, t.opts.Seed, t.step*t.opts.GradAccum
 	stateJSON, err := json.MarshalIndent(st, "", "  ")
@@ -230,6 +250,9 @@ func (t *Trainer) LoadCheckpoint(path string) error {
 			return errorf("checkpoint %s was saved with %s %v, this run has %v", path, c.what, c.got, c.want)
 		}
 	}
+	if err := t.checkResumedRun(path, &st); err != nil {
+		return err
+	}
 	if b, err = read(paramsFile); err != nil {
 		return err
 	}
@@ -262,5 +285,40 @@ func (t *Trainer) LoadCheckpoint(path string) error {
 	}
 	t.step = st.Step
 	t.history = st.LogHistory
+	return nil
+}
+
+// checkResumedRun checks the optimizer settings and step count of this
+// run against the checkpoint st at path: a learning rate, schedule, warmup,
+// clip or weight decay of its own would silently make another run, and a
+// step count the checkpoint has already passed would train nothing. Only
+// a constant schedule without warmup may go on for more or fewer steps
+// than the checkpoint's run planned; the others depend on the total.
+func (t *Trainer) checkResumedRun(path string, st *trainerState) error {
+	if t.total < st.Step {
+		return errorf("checkpoint %s is at step %d, past this run's %d steps: give more steps, or resume from another folder", path, st.Step, t.total)
+	}
+	if st.Optim != nil {
+		got, want := *st.Optim, *optimOf(&t.opts)
+		for _, c := range []struct {
+			what      string
+			got, want any
+		}{
+			{"learning rate", got.LR, want.LR},
+			{"schedule", got.Schedule, want.Schedule},
+			{"warmup steps", got.Warmup, want.Warmup},
+			{"gradient clip", got.Clip, want.Clip},
+			{"LoRA+ scale", got.LoRAPlusScale, want.LoRAPlusScale},
+			{"weight decay", got.AdamW.WeightDecay, want.AdamW.WeightDecay},
+			{"AdamW betas and epsilon", [3]float64{got.AdamW.Beta1, got.AdamW.Beta2, got.AdamW.Eps}, [3]float64{want.AdamW.Beta1, want.AdamW.Beta2, want.AdamW.Eps}},
+		} {
+			if fmt.Sprint(c.got) != fmt.Sprint(c.want) {
+				return errorf("checkpoint %s was saved with %s %v, this run has %v", path, c.what, c.got, c.want)
+			}
+		}
+	}
+	if st.TotalSteps != t.total && (t.opts.Schedule != "constant" || t.opts.Warmup != 0) {
+		return errorf("checkpoint %s was saved by a run of %d steps, this run has %d; its %s schedule depends on the total, so resume with %d steps", path, st.TotalSteps, t.total, t.opts.Schedule, st.TotalSteps)
+	}
 	return nil
 }

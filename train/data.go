@@ -92,7 +92,10 @@ func ReadJSONL(r io.Reader, name string, tok *Tokenizer) (*Dataset, error) {
 	d := &Dataset{Path: name}
 	br := bufio.NewReader(r)
 	for line := 1; ; line++ {
-		b, err := br.ReadBytes('\n')
+		b, err := readLine(br)
+		if errors.Is(err, errLineTooLong) {
+			return nil, errorf("%s:%d: the line is longer than %d bytes (PEFTONNX_MAX_LINE_BYTES)", name, line, MaxLineBytes)
+		}
 		if err != nil && err != io.EOF {
 			return nil, errorf("%s:%d: %w", name, line, err)
 		}
@@ -116,6 +119,9 @@ func ReadJSONL(r io.Reader, name string, tok *Tokenizer) (*Dataset, error) {
 
 // parseRecord turns one JSON line into an example.
 func parseRecord(b []byte, tok *Tokenizer) (Example, error) {
+	if b[0] != '{' {
+		return Example{}, fmt.Errorf(`the line is not a JSON object (it starts with %q); each line is one object such as {"input_ids": [1, 2, 3]} or {"text": "..."}`, b[:1])
+	}
 	var rec record
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&rec); err != nil {

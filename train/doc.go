@@ -11,7 +11,9 @@
 //     padded Batches, shuffled per epoch from a seed.
 //   - Loss: CausalLMLoss, SequenceClassificationLoss and MSELoss append a
 //     loss to a graph as standard ONNX ops, in the forms of the model's
-//     opset (11 and later), and add a "labels" input. The causal LM loss is
+//     opset (11 and later; the Trainer trains a model of opset 7 to 10,
+//     such as an IR-3 export, at opset 11 where all its ops mean the same
+//     there), and add a "labels" input. The causal LM loss is
 //     HF's: labels align with input_ids, the shift happens inside, and the
 //     loss is the mean cross entropy over labels that are not -100.
 //     DetectTask picks the task from the model's outputs.

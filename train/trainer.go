@@ -114,6 +114,7 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 		t.comm = solo{}
 	}
 	t.withLoss = m.Clone()
+	raiseOpset(t.withLoss)
 	if opts.Half == Upcast && hasHalf(t.withLoss) {
 		if err := upcast(t.withLoss, params); err != nil {
 			return nil, err
@@ -123,6 +124,16 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 	for _, d := range []*Dataset{data, opts.Eval} {
 		if d != nil {
 			if err := t.checkData(d); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := data.checkScored(opts.Task, opts.SeqLen); err != nil {
+		return nil, err
+	}
+	for _, d := range []*Dataset{data, opts.Eval} {
+		if d != nil {
+			if err := checkPositions(m, d, opts.SeqLen, opts.PadToSeqLen); err != nil {
 				return nil, err
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 
@@ -185,6 +186,9 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	c, ok := commands[name]
 	if !ok {
 		return fail(stderr, &usageError{msg: fmt.Sprintf("unknown command %q (commands: %s; see peftonnx help)", name, strings.Join(commandNames(), ", "))})
+	}
+	if err := setLimits(os.Getenv); err != nil {
+		return fail(stderr, err)
 	}
 	cx := &context{cmd: c, stdout: stdout, stderr: stderr}
 	err := runGuarded(c.name, func() error { return c.run(cx, args[1:]) })

@@ -92,8 +92,7 @@ func TestExportAdapterPrefixErrors(t *testing.T) {
 	runOK(t, "prefix", base, "-o", prefixed, "--tokens", "2")
 	lora := filepath.Join(dir, "lora.onnx")
 	runOK(t, "inject", base, "-o", lora, "--target", ".*q_proj")
-	mixed := filepath.Join(dir, "mixed.onnx")
-	runOK(t, "prefix", lora, "-o", mixed, "--tokens", "2")
+	mixed := mixedModel(t, lora, prefixed, filepath.Join(dir, "mixed.onnx"))
 	out := filepath.Join(dir, "out")
 	before := listDir(t, dir)
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	roles "github.com/peftonnx/peftonnx/feed"
+	"github.com/peftonnx/peftonnx/graph"
 	ortrt "github.com/peftonnx/peftonnx/runtime"
 	"github.com/peftonnx/peftonnx/tokenizer"
 )
@@ -133,6 +135,9 @@ func runGenerate(cx *context, args []string) error {
 			}
 		}
 	}
+	if err := checkGeneratePositions(model, len(ids), *maxNew); err != nil {
+		return err
+	}
 	for _, d := range info.Defaults {
 		fmt.Fprintf(cx.stderr, "peftonnx: note: feeding %s\n", d)
 	}
@@ -235,4 +240,23 @@ func (s *textStream) finish() error {
 	}
 	_, err := io.WriteString(s.w, "\n")
 	return err
+}
+
+// checkGeneratePositions refuses a prompt of n tokens that, with maxNew
+// more, passes the positions that the model's rotary cache covers: ONNX
+// Runtime would fail inside RotaryEmbedding at that step.
+func checkGeneratePositions(model string, n, maxNew int) error {
+	m, err := graph.Load(model)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	lim, ok := roles.RotaryLimit(m.Proto.Graph)
+	switch {
+	case !ok || int64(n+maxNew) <= lim.Positions:
+		return nil
+	case int64(n) >= lim.Positions:
+		return fmt.Errorf("generate: the prompt is %d tokens, and %s's rotary cache (%s, read by node %q) covers %d positions: shorten the prompt", n, model, lim.Cache, lim.Node, lim.Positions)
+	}
+	return fmt.Errorf("generate: the prompt's %d tokens and --max-new-tokens %d pass the %d positions of %s's rotary cache (%s, read by node %q): give --max-new-tokens %d or less", n, maxNew, lim.Positions, model, lim.Cache, lim.Node, lim.Positions-int64(n))
 }

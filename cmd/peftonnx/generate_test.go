@@ -283,3 +283,24 @@ func TestTextStream(t *testing.T) {
 		t.Errorf("got %q want %q (ids %v)", got, want, ids)
 	}
 }
+
+// TestGeneratePositions asks the real tiny LLaMA, whose rotary cache
+// covers 2048 positions, for more tokens than that (issue 16, E4): an
+// error naming the length, the limit and the flag before any step, not
+// ONNX Runtime's RotaryEmbedding failure.
+func TestGeneratePositions(t *testing.T) {
+	model, tok := tinyLlama(t)
+	long := strings.Repeat("once upon a time ", 700)
+	for _, tc := range []struct {
+		reason string
+		prompt string
+		maxNew string
+		parts  []string
+	}{
+		{"too many new tokens", "Once upon a time", "5000", []string{"pass the 2048 positions", "cos_cache", "give --max-new-tokens 2043 or less"}},
+		{"too long a prompt", long, "1", []string{"covers 2048 positions", "shorten the prompt"}},
+	} {
+		stdout, stderr, code := cli(t, "generate", model, "--tokenizer", tok, "--prompt", tc.prompt, "--max-new-tokens", tc.maxNew)
+		wantError(t, tc.reason, stdout, stderr, code, 1, tc.parts...)
+	}
+}

@@ -17,7 +17,7 @@ func init() {
 		args: "MODEL -o OUT --target RE [--target RE]... | --modules q_proj,v_proj|all-linear [--r 8] [--alpha 8] [--dropout 0] [--rslora] [--dora] " +
 			"[--bias none|lora|all] [--trainable RE]... [--as-inputs] [--seed N] [--init kaiming|gaussian|pissa|pissa_niter_N|olora] " +
 			"[--dtype float32|float16|bfloat16] [--enable-lora q,k,v [--enable-lora ...] --head-dim D] [--lora-plus-scale S]",
-		summary: "give the linear layers that --target selects LoRA branches and save the adapted model",
+		summary: "give the layers (linear, embedding, convolution) that --target selects LoRA branches and save the adapted model",
 		detail: `
 Each linear layer whose module name or node name a --target regex matches
 in full (as Python's re.fullmatch: ".*q_proj.*" is the usual form) gets a
@@ -32,6 +32,14 @@ delta on the original W (HF PEFT's path_initial_model_for_weight_conversion). A 
 --seed, B at zero, so the adapted model computes what MODEL does. Run
 "peftonnx inspect MODEL --target RE" first to see what a target selects; a
 target that matches nothing is an error that lists the modules.
+
+Embeddings (a Gather of a table: y = W[ids] + A[ids]·B·s, A zero and B
+normal at first, as HF PEFT starts them) and Conv1d/Conv2d layers (A a
+Conv with the layer's kernel, strides, pads and dilations, B a 1×1 Conv)
+are selected by their module names the same way; --modules all-linear
+leaves them out. A linear layer whose weight is int8 behind
+DequantizeLinear (a QDQ model) takes the branch on its float side. Layers
+inside If, Loop and Scan subgraphs are not adapted; inspect names them.
 
 --modules q_proj,v_proj names modules as HF PEFT's target_modules list
 does: a module called q_proj, or whose name ends in ".q_proj"

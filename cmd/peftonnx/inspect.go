@@ -211,9 +211,13 @@ func inspectModel(m *graph.Model, path string, targets []string) (*inspection, e
 		return nil, err
 	}
 	for _, l := range linears {
+		wdt := l.WeightDType.String()
+		if l.Quantized() { // the packed uint8 holds codes of this width
+			wdt = "int" + strconv.FormatInt(graph.IntAttr(l.Node, "bits", 4), 10)
+		}
 		li := linearInfo{
 			Module: l.Module, Role: string(l.Role), Node: l.NodeName, Op: l.Op, Weight: l.Weight,
-			WeightDType: l.WeightDType.String(), In: l.In, Out: l.Out,
+			WeightDType: wdt, In: l.In, Out: l.Out,
 			Kind: l.Kind, Kernel: l.Kernel,
 		}
 		if l.Kind == rewrite.KindLinear {

@@ -86,6 +86,14 @@ func TestLayerKindsCLI(t *testing.T) {
 			t.Fatalf("run --adapter and the merged model differ by %g at logit %d", d, i)
 		}
 	}
+	// The same adapter fed to a model whose factors are inputs.
+	inputs := filepath.Join(dir, "as-inputs.onnx")
+	runOK(t, "inject", conv, "-o", inputs, "--target", "model.embed_tokens", "--target", "model.conv.d", "--as-inputs")
+	for i, v := range logits(inputs, "--adapter", hf) {
+		if d := math.Abs(float64(v - withAdapter[i])); d > 1e-4 {
+			t.Fatalf("run --adapter on the --as-inputs model differs by %g at logit %d", d, i)
+		}
+	}
 	ort := filepath.Join(dir, "convlm.onnx_adapter")
 	runOK(t, "export-adapter", adapted, "--out", ort)
 	runOK(t, "apply", conv, "--adapter", ort, "-o", filepath.Join(dir, "applied-ort.onnx"))

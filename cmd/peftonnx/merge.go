@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"text/tabwriter"
 
@@ -42,6 +43,16 @@ the update exactly in int8, so merge refuses it; --dequantize replaces its
 DequantizeLinear by a float weight holding the dequantized values plus
 s·A·B, which matches the adapted model to float tolerance.
 
+An int4 (MatMulNBits) layer cannot hold W + s·A·B exactly either, and
+merge refuses it without one of two flags: --dequantize turns each adapted
+int4 layer into a float MatMul reading
+dequantize(W) + s·A·B (named as before quantization, …/MatMul): exact, at
+the float size. --requantize rounds W + s·A·B back into the layer's own
+int4 layout instead: OUT keeps the base's nodes and size, and merge prints
+each layer's rounding error against the unmerged adapted layer, relative
+to the weight and to the update s·A·B (near 1 or above, rounding undoes
+much of what the adapter learned; keep the adapter separate then).
+
 Each merged module is listed with its rank and scaling s. OUT keeps its
 data in an external file (OUT.data) when the input does or when it passes
 2 GiB, and is written to a temporary file and renamed.`,
@@ -53,7 +64,8 @@ func runMerge(cx *context, args []string) error {
 	fs := cx.flags()
 	out := fs.String("o", "", "write the merged model to `OUT` (required)")
 	adapterPath := addAdapterFlag(fs, "fold this LoRA adapter into the base model")
-	dequantize := fs.Bool("dequantize", false, "merge into int8 weights behind DequantizeLinear by making them float weights (a QDQ model)")
+	dequantize := fs.Bool("dequantize", false, "merge into int8 weights behind DequantizeLinear (a QDQ model) or int4 MatMulNBits layers by making them float weights")
+	requantize := fs.Bool("requantize", false, "round merged int4 (MatMulNBits) layers back into int4 instead of making them float")
 	model, err := cx.parseOne(args, "MODEL", "-o OUT")
 	if err != nil {
 		return err
@@ -90,7 +102,11 @@ func runMerge(cx *context, args []string) error {
 	if *dequantize {
 		mergeOpts = append(mergeOpts, rewrite.Dequantize())
 	}
+	if *requantize {
+		mergeOpts = append(mergeOpts, rewrite.Requantize())
+	}
 	var merged []mergedModule
+	var quantized []rewrite.QuantizedMerge
 	switch {
 	case ad == nil && noSites != nil:
 		return fmt.Errorf("%w; to merge an adapter into a base model, give --adapter DIR|FILE", noSites)
@@ -100,7 +116,7 @@ func runMerge(cx *context, args []string) error {
 				return fmt.Errorf("%s takes its LoRA factors as graph inputs, so it holds no adapter to merge: give --adapter DIR|FILE to bake one in", model)
 			}
 		}
-		if err := rewrite.Merge(m, mergeOpts...); err != nil {
+		if quantized, err = rewrite.MergeWith(m, mergeOpts...); err != nil {
 			return err
 		}
 		seen := map[string]bool{}
@@ -122,7 +138,7 @@ func runMerge(cx *context, args []string) error {
 				return err
 			}
 		}
-		if err := rewrite.MergeAdapter(m, ad, mergeOpts...); err != nil {
+		if quantized, err = rewrite.MergeAdapterWith(m, ad, mergeOpts...); err != nil {
 			return fmt.Errorf("merging %s: %w", *adapterPath, err)
 		}
 		for _, mod := range ad.Modules() {
@@ -144,6 +160,9 @@ func runMerge(cx *context, args []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := writeQuantizedMerges(cx, quantized); err != nil {
+		return err
+	}
 	noun := "modules"
 	if len(merged) == 1 {
 		noun = "module"
@@ -160,6 +179,34 @@ type mergedModule struct {
 	module, weight string
 	r              int
 	scale          float64
+}
+
+// writeQuantizedMerges reports the int4 layers that merge changed: made
+// float, or requantized with their rounding error.
+func writeQuantizedMerges(cx *context, qs []rewrite.QuantizedMerge) error {
+	if len(qs) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(cx.stdout, 0, 0, 2, ' ', 0)
+	var errSq, updSq float64
+	for _, q := range qs {
+		if !q.Requantized {
+			fmt.Fprintf(tw, "int4 %s\tnow float: %s reads %s\n", q.Module, q.Node, q.Weight)
+			continue
+		}
+		fmt.Fprintf(tw, "int4 %s\trequantized: error %.3g of the weight, %.3g of the update (max %.3g)\n", q.Module, q.RelError, q.UpdateRelError, q.MaxAbsError)
+		errSq += q.UpdateRelError * q.UpdateRelError
+		updSq++
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if qs[0].Requantized {
+		fmt.Fprintf(cx.stdout, "requantized %d int4 layers: rounding loses %.3g of the update (root mean square over layers); merge without --requantize for an exact float model\n", len(qs), math.Sqrt(errSq/updSq))
+	} else {
+		fmt.Fprintf(cx.stdout, "%d int4 layers became float MatMuls (exact); --requantize keeps them int4\n", len(qs))
+	}
+	return nil
 }
 
 // mergeInputParams merges the parameters of an ONNX Runtime adapter file

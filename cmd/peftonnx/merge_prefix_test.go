@@ -4,7 +4,36 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/rewrite"
 )
+
+// mixedModel writes to out the prefixed model with the LoRA record of
+// lora added, as a hand-edited file could carry both (prefix and inject
+// refuse to make one); it returns out.
+func mixedModel(t *testing.T, lora, prefixed, out string) string {
+	t.Helper()
+	l, err := graph.Load(lora)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	m, err := graph.Load(prefixed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, p := range l.Proto.MetadataProps {
+		if p.Key == rewrite.MetadataKey {
+			m.Proto.MetadataProps = append(m.Proto.MetadataProps, p)
+		}
+	}
+	if err := m.Save(out, graph.SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
 
 // TestMergePrefix checks that merge refuses prefix tuning, a prefixed
 // model or a prefix adapter, with a message that says why, and writes
@@ -16,7 +45,11 @@ func TestMergePrefix(t *testing.T) {
 	lora := filepath.Join(dir, "lora.onnx")
 	runOK(t, "inject", base, "-o", lora, "--target", ".*q_proj")
 	mixed := filepath.Join(dir, "mixed.onnx")
-	runOK(t, "prefix", lora, "-o", mixed, "--tokens", "2")
+	_, errOut, code := cli(t, "prefix", lora, "-o", mixed, "--tokens", "2")
+	wantError(t, "prefix on a LoRA model", "", errOut, code, 1, lora, "carries LoRA branches", "one PEFT type")
+	_, errOut, code = cli(t, "inject", prefixed, "-o", mixed, "--target", ".*q_proj")
+	wantError(t, "LoRA on a prefixed model", "", errOut, code, 1, prefixed, "carries a prefix", "one PEFT type")
+	mixedModel(t, lora, prefixed, mixed)
 	why := []string{"merge: ", "prefix tuning cannot be merged into weights", "KV-cache input", "not a change to any weight"}
 
 	type mergeCase struct {

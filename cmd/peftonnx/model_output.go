@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
@@ -95,6 +96,9 @@ func checkOutput(out string, m *graph.Model, others ...string) error {
 	if st, err := os.Stat(out); err == nil && st.IsDir() {
 		return fmt.Errorf("output %s is a directory; want a model file name such as %s", out, filepath.Join(out, "model.onnx"))
 	}
+	if strings.HasSuffix(out, string(filepath.Separator)) || strings.HasSuffix(out, "/") {
+		return fmt.Errorf("output %s names a folder (it ends in a slash); want a model file name such as %s", out, filepath.Join(out, "model.onnx"))
+	}
 	inputs := append(inputFiles(m), others...)
 	for _, target := range []string{out, out + ".data"} {
 		st, err := os.Stat(target)
@@ -115,29 +119,43 @@ func checkOutput(out string, m *graph.Model, others ...string) error {
 // needed, and removes what it created when the save fails.
 func saveModel(m *graph.Model, out string, external bool) error {
 	dir := filepath.Dir(out)
-	var created string
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		// Remember the topmost folder that MkdirAll creates.
-		created = dir
-		for p := filepath.Dir(created); p != created; p = filepath.Dir(p) {
-			if _, err := os.Stat(p); err == nil {
-				break
-			}
-			created = p
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("output %s: %w", out, err)
-		}
+	created, err := makeDirs(dir)
+	if err != nil {
+		return fmt.Errorf("output %s: %w", out, err)
 	}
 	if err := m.Save(out, graph.SaveOptions{ExternalData: external}); err != nil {
-		// Remove the folders made above; os.Remove leaves any that
-		// something else has put files in since.
-		for p := dir; created != ""; p = filepath.Dir(p) {
-			if os.Remove(p) != nil || p == created {
-				break
-			}
-		}
+		removeCreated(dir, created)
 		return err
 	}
 	return nil
+}
+
+// makeDirs creates dir and its missing parents, and returns the topmost
+// folder it created ("" when dir was there).
+func makeDirs(dir string) (created string, err error) {
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	created = dir
+	for p := filepath.Dir(created); p != created; p = filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil {
+			break
+		}
+		created = p
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	return created, nil
+}
+
+// removeCreated removes dir and its parents up to created, the folder
+// makeDirs returned; os.Remove leaves any that something has put files
+// in since.
+func removeCreated(dir, created string) {
+	for p := dir; created != ""; p = filepath.Dir(p) {
+		if os.Remove(p) != nil || p == created {
+			break
+		}
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"strings"
@@ -359,9 +360,14 @@ func runAll(sess *ortrt.Session, tensors map[string]*ortrt.Tensor) (map[string]*
 	return res, nil, err
 }
 
+// maxOutputBase is the longest file name that outputFileNames makes from
+// an output's name, before ".npy".
+const maxOutputBase = 128
+
 // outputFileNames returns the file name for each output name: characters
 // other than ASCII letters, digits, '-' and '_' become '_', "" becomes
-// "output", and names that would collide get "_2", "_3", … in order.
+// "output", a name past maxOutputBase keeps its start and a hash of the
+// whole, and names that would collide get "_2", "_3", … in order.
 func outputFileNames(names []string) []string {
 	used := map[string]bool{}
 	files := make([]string, len(names))
@@ -374,6 +380,14 @@ func outputFileNames(names []string) []string {
 		}, n)
 		if base == "" {
 			base = "output"
+		}
+		if len(base) > maxOutputBase {
+			// File systems take names of 255 bytes, and the temporary
+			// name adds some: keep the start and tell names apart by a
+			// hash of the whole.
+			h := fnv.New64a()
+			h.Write([]byte(n))
+			base = fmt.Sprintf("%s_%016x", base[:maxOutputBase-17], h.Sum64())
 		}
 		name := base
 		for k := 2; used[strings.ToLower(name)]; k++ {

@@ -435,3 +435,19 @@ func TestRunAdapterErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestLongOutputNames writes outputs of 300-character names that share
+// their first 200 (issue 16, E10): two files, of names a file system
+// takes, told apart.
+func TestLongOutputNames(t *testing.T) {
+	dir := t.TempDir()
+	x, _ := npy.New([]int64{1}, []float32{1})
+	long := strings.Repeat("n", 200)
+	paths, err := writeArrays(dir, []namedArray{{name: long + strings.Repeat("a", 100), array: x}, {name: long + strings.Repeat("b", 100), array: x}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(paths) != 2 || paths[0] == paths[1] || len(filepath.Base(paths[0])) > maxOutputBase+len(".npy") {
+		t.Errorf("got %q", paths)
+	}
+}

@@ -298,6 +298,11 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 		return fmt.Errorf("train: --merged: %s carries a prefix, which has no weights to fold into the model's", modelPath)
 	}
 	if ranks.leader() {
+		release, err := claimTrainOut(f)
+		if err != nil {
+			return err
+		}
+		defer release()
 		if err := checkTrainOutputs(f, m); err != nil {
 			return err
 		}
@@ -441,13 +446,6 @@ func describeTask(tr *train.Trainer) string {
 // checkTrainOutputs refuses outputs that would clash with each other,
 // with the inputs, or with an earlier run, before anything is written.
 func checkTrainOutputs(f *trainFlags, m *graph.Model) error {
-	st, err := os.Stat(f.out)
-	switch {
-	case err == nil && !st.IsDir():
-		return fmt.Errorf("train: --out %s is a file; want a directory", f.out)
-	case err != nil && !errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("train: --out %s: %w", f.out, err)
-	}
 	latest, err := train.LatestCheckpoint(f.out)
 	if err != nil {
 		return err

@@ -4,7 +4,6 @@ package main
 
 import (
 	ctxpkg "context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -21,60 +20,28 @@ import (
 )
 
 // In the MPI build, the tests of data-parallel training start mpirun on
-// this test binary, with rankArgsEnv holding the command line that each
-// rank runs as the peftonnx command, and compare what it wrote with the
-// outputs of one process.
+// this test binary with replayEnv set, so that each rank runs its
+// arguments as the peftonnx command line (TestMain), and compare what the
+// run wrote with the outputs of one process.
 
-// rankArgsEnv, set in a rank's environment, holds its peftonnx arguments
-// as a JSON list; rankPidEnv names a folder where each rank writes its
-// process id, in a file named after its rank.
-const (
-	rankArgsEnv = "PEFTONNX_TEST_RANK_ARGS"
-	rankPidEnv  = "PEFTONNX_TEST_RANK_PIDS"
-)
-
-func TestMain(m *testing.M) {
-	args := os.Getenv(rankArgsEnv)
-	if args == "" {
-		os.Exit(m.Run())
-	}
-	var argv []string
-	if err := json.Unmarshal([]byte(args), &argv); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if dir := os.Getenv(rankPidEnv); dir != "" {
-		rank := os.Getenv("OMPI_COMM_WORLD_RANK")
-		if err := os.WriteFile(filepath.Join(dir, rank), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-	}
-	os.Exit(runMain(argv, os.Stdout, os.Stderr))
-}
-
-// mpiTrain runs "peftonnx train args..." on np ranks under mpirun, with
-// pids (when not "") receiving the ranks' process ids, and returns
-// mpirun's output and error. It skips t where mpirun is not installed.
-func mpiTrain(t *testing.T, np int, pids string, args ...string) (*exec.Cmd, func() (string, error)) {
+// mpiTrain starts "peftonnx train args..." on np ranks under mpirun, and
+// returns mpirun and a function that waits for it to end and returns its
+// output and error. It skips t where mpirun is not installed.
+func mpiTrain(t *testing.T, np int, args ...string) (*exec.Cmd, func() (string, error)) {
 	t.Helper()
 	needORT(t)
 	mpirun, err := exec.LookPath("mpirun")
 	if err != nil {
 		t.Skip("mpirun is not installed (Debian: apt-get install openmpi-bin); make test installs it where it can")
 	}
-	argv, err := json.Marshal(append([]string{"train"}, args...))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := ctxpkg.WithTimeout(ctxpkg.Background(), 3*time.Minute)
-	cmd := exec.CommandContext(ctx, mpirun, "--oversubscribe", "--bind-to", "none", "-np", strconv.Itoa(np),
-		"--mca", "oob_tcp_if_include", "lo", "--mca", "btl", "self,vader", "--mca", "pml", "ob1", os.Args[0])
+	argv := append([]string{"--oversubscribe", "--bind-to", "none", "-np", strconv.Itoa(np),
+		"--mca", "oob_tcp_if_include", "lo", "--mca", "btl", "self,vader", "--mca", "pml", "ob1", os.Args[0], "train"}, args...)
+	cmd := exec.CommandContext(ctx, mpirun, argv...)
 	// mpirun stops its ranks on SIGTERM; SIGKILL would leave them behind.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
-	cmd.Env = append(os.Environ(), rankArgsEnv+"="+string(argv), rankPidEnv+"="+pids,
-		"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+	cmd.Env = append(os.Environ(), replayEnv+"=1", "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -91,7 +58,7 @@ func mpiTrain(t *testing.T, np int, pids string, args ...string) (*exec.Cmd, fun
 // mpiTrainOK runs mpiTrain to its end and fails t unless it succeeds.
 func mpiTrainOK(t *testing.T, np int, args ...string) string {
 	t.Helper()
-	_, wait := mpiTrain(t, np, "", args...)
+	_, wait := mpiTrain(t, np, args...)
 	out, err := wait()
 	if err != nil {
 		t.Fatalf("mpirun -np %d peftonnx train %s: %v; output:\n%s", np, strings.Join(args, " "), err, out)
@@ -226,9 +193,10 @@ func TestDataParallelKilledRank(t *testing.T) {
 	dir := t.TempDir()
 	model := trainTinyLlama(t, dir)
 	data := dpData(t, dir, "train.jsonl", 16)
-	out, pids := filepath.Join(dir, "out"), t.TempDir()
-	cmd, wait := mpiTrain(t, 2, pids, model, "--data", data, "--out", out, "--batch", "2", "--steps", "100000",
-		"--checkpoint-every", "1", "--threads", "1")
+	out := filepath.Join(dir, "out")
+	// A constant schedule lets the resumed run end after one more step.
+	cmd, wait := mpiTrain(t, 2, model, "--data", data, "--out", out, "--batch", "2", "--steps", "100000",
+		"--schedule", "constant", "--checkpoint-every", "1", "--threads", "1")
 	// Wait for a checkpoint, so that the ranks are in the middle of
 	// training, then kill rank 1.
 	deadline := time.Now().Add(2 * time.Minute)
@@ -244,16 +212,13 @@ func TestDataParallelKilledRank(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	rankPid := func(rank int) int {
-		b, err := os.ReadFile(filepath.Join(pids, strconv.Itoa(rank)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		pid, err := strconv.Atoi(string(b))
+		pid, err := rankProcess(cmd.Process.Pid, rank)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return pid
 	}
+	pid0 := rankPid(0)
 	victim := rankPid(1)
 	killed := time.Now()
 	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
@@ -271,8 +236,7 @@ func TestDataParallelKilledRank(t *testing.T) {
 	t.Logf("mpirun ended %v after rank 1 was killed: %v", took.Round(time.Millisecond), err)
 	// mpirun may end while the SIGKILL it sent the other rank (which
 	// waits in a collective, its SIGTERM only noted) is being delivered.
-	for rank := range 2 {
-		pid := rankPid(rank)
+	for rank, pid := range []int{pid0, victim} {
 		gone := time.Now().Add(5 * time.Second)
 		for running(pid) && time.Now().Before(gone) {
 			time.Sleep(20 * time.Millisecond)
@@ -301,7 +265,7 @@ func TestDataParallelKilledRank(t *testing.T) {
 		}
 	}
 	// The run continues from what was left.
-	resumed := mpiTrainOK(t, 2, model, "--data", data, "--out", out, "--batch", "2", "--steps", strconv.Itoa(checkpointStep(t, cps)+1), "--resume", "--threads", "1")
+	resumed := mpiTrainOK(t, 2, model, "--data", data, "--out", out, "--batch", "2", "--steps", strconv.Itoa(checkpointStep(t, cps)+1), "--schedule", "constant", "--resume", "--threads", "1")
 	if !strings.Contains(resumed, "resumed at step ") {
 		t.Errorf("the resumed run does not say it resumed:\n%s", resumed)
 	}
@@ -328,4 +292,33 @@ func running(pid int) bool {
 	}
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	return len(b) > 0 && !strings.Contains(string(b), ") Z ")
+}
+
+// rankProcess returns the process id of the given rank among the children
+// of mpirun's process mpirunPid: the one whose environment says
+// OMPI_COMM_WORLD_RANK=rank.
+func rankProcess(mpirunPid, rank int) (int, error) {
+	want := fmt.Sprintf("OMPI_COMM_WORLD_RANK=%d", rank)
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		stat, err := os.ReadFile(filepath.Join(p, "stat"))
+		if err != nil {
+			continue
+		}
+		// The parent's pid is the second field after the command's ")".
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(fields) < 2 || fields[1] != strconv.Itoa(mpirunPid) {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join(p, "environ"))
+		if err != nil {
+			continue
+		}
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if kv == want {
+				return strconv.Atoi(filepath.Base(p))
+			}
+		}
+	}
+	return 0, fmt.Errorf("no child of mpirun (pid %d) is rank %d", mpirunPid, rank)
 }

@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
+	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/internal/atomicfile"
 	"github.com/peftonnx/peftonnx/train"
 )
@@ -70,4 +74,48 @@ func trainWriteLossPlot(path string, records []train.LogRecord) error {
 		return fmt.Errorf("train: %w", err)
 	}
 	return nil
+}
+
+// claimTrainOut makes sure that train can write its outputs before it
+// trains: it creates --out where it is missing, locks it against another
+// train run into the same folder, and checks that --out and the folder of
+// --log-json and --merged take new files. The returned release unlocks
+// --out and, when the run wrote nothing there, removes the folders it
+// created; a folder that was there before is never removed.
+func claimTrainOut(f *trainFlags) (release func(), err error) {
+	if st, err := os.Stat(f.out); err == nil && !st.IsDir() {
+		return nil, fmt.Errorf("train: --out %s is a file; want a directory", f.out)
+	}
+	created, err := makeDirs(f.out)
+	if err != nil {
+		return nil, fmt.Errorf("train: --out %s: %w", f.out, err)
+	}
+	unlock, err := atomicfile.Lock(f.out)
+	if err != nil {
+		removeCreated(f.out, created)
+		if errors.Is(err, atomicfile.ErrLocked) {
+			return nil, fmt.Errorf("train: --out %s is in use: another train run writes to it (it holds the folder's lock); wait for that run, or choose another --out", f.out)
+		}
+		return nil, fmt.Errorf("train: --out %s: %w", f.out, err)
+	}
+	release = func() {
+		unlock()
+		removeCreated(f.out, created)
+	}
+	checks := []struct{ flag, path string }{{"--out", filepath.Join(f.out, adapter.HFConfigFile)}, {"--log-json", f.logJSON}}
+	if f.merged != "" {
+		if _, err := os.Stat(filepath.Dir(f.merged)); err == nil {
+			checks = append(checks, struct{ flag, path string }{"--merged", f.merged})
+		}
+	}
+	for _, c := range checks {
+		if c.path == "" {
+			continue
+		}
+		if err := atomicfile.CheckWritable(c.path); err != nil {
+			release()
+			return nil, fmt.Errorf("train: %s %s cannot be written, so the run would fail once trained: %w", c.flag, c.path, err)
+		}
+	}
+	return release, nil
 }

@@ -4,6 +4,7 @@ package atomicfile
 
 import (
 	"errors"
+	"os"
 	"syscall"
 )
 
@@ -18,4 +19,14 @@ func isSyncUnsupported(err error) bool {
 func processAlive(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// flock takes an exclusive lock on f without waiting: ErrLocked when
+// another open file holds one.
+func flock(f *os.File) error {
+	err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		return ErrLocked
+	}
+	return err
 }

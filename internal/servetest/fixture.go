@@ -67,7 +67,7 @@ func New(t testing.TB, cfg models.LlamaConfig, tokenizerDir string) *Fixture {
 			}
 		}
 	}
-	m := f.model(t)
+	m := f.Model(t)
 	f.Base = filepath.Join(f.Dir, "model.onnx")
 	if err := m.Save(f.Base, graph.SaveOptions{}); err != nil {
 		t.Fatal(err)
@@ -79,7 +79,8 @@ func New(t testing.TB, cfg models.LlamaConfig, tokenizerDir string) *Fixture {
 	return f
 }
 
-func (f *Fixture) model(t testing.TB) *graph.Model {
+// Model builds the base model in memory, as New saved it.
+func (f *Fixture) Model(t testing.TB) *graph.Model {
 	t.Helper()
 	m, err := models.Llama(f.Config)
 	if err != nil {
@@ -92,7 +93,7 @@ func (f *Fixture) model(t testing.TB) *graph.Model {
 // set to values that change the output.
 func (f *Fixture) lora(t testing.TB, name string, r int, seed uint64, targets ...string) string {
 	t.Helper()
-	m := f.model(t)
+	m := f.Model(t)
 	defer m.Close()
 	cfg := adapter.DefaultLoRAConfig(targets...)
 	cfg.R, cfg.Alpha = r, float64(2*r)
@@ -123,7 +124,7 @@ func (f *Fixture) lora(t testing.TB, name string, r int, seed uint64, targets ..
 // changes the output.
 func (f *Fixture) prefix(t testing.TB, name string, p int, seed uint64) string {
 	t.Helper()
-	m := f.model(t)
+	m := f.Model(t)
 	defer m.Close()
 	if _, _, err := rewrite.InjectPrefix(m, adapter.PrefixConfig{NumPrefixTokens: p}, rewrite.WithSeed(seed)); err != nil {
 		t.Fatal(err)
@@ -137,6 +138,10 @@ func (f *Fixture) prefix(t testing.TB, name string, p int, seed uint64) string {
 	}
 	return f.save(t, name, ad)
 }
+
+// Adapter returns the adapter that New saved at path (LoRA4, LoRA8 or
+// Prefix), nil for another path.
+func (f *Fixture) Adapter(path string) *adapter.Adapter { return f.ads[path] }
 
 func (f *Fixture) save(t testing.TB, name string, ad *adapter.Adapter) string {
 	t.Helper()
@@ -154,7 +159,7 @@ func (f *Fixture) save(t testing.TB, name string, ad *adapter.Adapter) string {
 // (its token kept), as it does the engine's.
 func (f *Fixture) Reference(t testing.TB, path string, prompts [][]int64, n int, eos []int64) [][]int64 {
 	t.Helper()
-	m := f.model(t)
+	m := f.Model(t)
 	defer m.Close()
 	var opts []session.Option
 	if ad := f.ads[path]; ad != nil {

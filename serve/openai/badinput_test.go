@@ -54,6 +54,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown model", "/v1/completions", `{"model": "nosuch", "prompt": "a"}`, 404, `model "nosuch" is not loaded; loaded: base`, "model"},
 		{"unknown model, chat", "/v1/chat/completions", `{"model": "nosuch", "messages": [{"role": "user", "content": "a"}]}`, 404, `"nosuch" is not loaded`, "model"},
 		{"messages empty", "/v1/chat/completions", `{"model": "base", "messages": []}`, 400, "messages is required", "messages"},
+		{"a role of the wrong type", "/v1/chat/completions", `{"model": "base", "messages": [{"role": "user", "content": "a"}, {"role": 5, "content": "b"}]}`, 400, "messages[1].role: want a string, got number", "messages[1].role"},
 		{"messages a string", "/v1/chat/completions", `{"model": "base", "messages": "hi"}`, 400, "messages: want an array", "messages"},
 		{"role unknown", "/v1/chat/completions", `{"model": "base", "messages": [{"role": "robot", "content": "a"}]}`, 400, `messages[0].role "robot"`, "messages[0].role"},
 		{"content a number", "/v1/chat/completions", `{"model": "base", "messages": [{"role": "user", "content": 5}]}`, 400, "messages[0].content: want a string", "messages[0].content"},

@@ -55,6 +55,12 @@ func jsonError(err error, data []byte, v any) error {
 	case errors.As(err, &typ):
 		// Fields of the embedded samplingFields are named as the JSON has them.
 		typ.Field = strings.TrimPrefix(typ.Field, "samplingFields.")
+		var doc any
+		if json.Unmarshal(data, &doc) == nil {
+			if p := locate(doc, strings.Split(typ.Field, "."), "", strings.Fields(typ.Value)[0]); p != "" {
+				typ.Field = p // with the index of the array element at fault
+			}
+		}
 		if typ.Field == "" {
 			return badRequest("", "request body must be a JSON object, not %s", typ.Value)
 		}
@@ -191,6 +197,49 @@ func findUnknown(doc any, t reflect.Type, path, name string) (string, []string) 
 		}
 	}
 	return "", nil
+}
+
+// locate finds the value that segs names in doc and that is of JSON kind
+// kind ("string", "number", ...), through arrays, and returns its path
+// with indices ("messages[2].role"); "" where there is none.
+func locate(doc any, segs []string, path, kind string) string {
+	switch v := doc.(type) {
+	case []any:
+		for i, e := range v {
+			if p := locate(e, segs, fmt.Sprintf("%s[%d]", path, i), kind); p != "" {
+				return p
+			}
+		}
+		return ""
+	case map[string]any:
+		if len(segs) > 0 {
+			if e, ok := v[segs[0]]; ok {
+				return locate(e, segs[1:], join(path, segs[0]), kind)
+			}
+			return ""
+		}
+	}
+	if len(segs) == 0 && jsonValueKind(doc) == kind {
+		return path
+	}
+	return ""
+}
+
+// jsonValueKind names a decoded JSON value as encoding/json's type errors do.
+func jsonValueKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "bool"
+	case float64:
+		return "number"
+	case string:
+		return "string"
+	case []any:
+		return "array"
+	}
+	return "object"
 }
 
 var rawMessageType = reflect.TypeOf(json.RawMessage(nil))

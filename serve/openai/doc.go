@@ -33,6 +33,23 @@
 // resolved (a folder's files too); without a root, loading over HTTP is
 // off.
 //
+// # Metrics and logs
+//
+// /metrics has, by model (the base's name or an adapter's):
+// peftonnx_http_requests_total (also by path and status),
+// peftonnx_prompt_tokens_total, peftonnx_completion_tokens_total,
+// peftonnx_request_duration_seconds, peftonnx_time_to_first_token_seconds
+// (queue and prefill) and peftonnx_inter_token_seconds (a sequence's
+// decoding steps); the engine's peftonnx_engine_steps_total,
+// _step_seconds_total, _batch_size (a histogram of rows per step),
+// _queued_requests, _active_sequences, _requests_total and
+// _queue_seconds_total by model, _adapters_loaded, _adapters_resident,
+// _adapters_evicted_total, _adapters_reloaded_total and _adapter_bytes;
+// peftonnx_requests_rejected_total by reason, and Go's and the process's
+// collectors. Each request is one log/slog line: method, path, status,
+// duration, model and token counts; loads, unloads and refusals have
+// theirs.
+//
 // Errors have OpenAI's shape: {"error": {"message", "type", "param",
 // "code"}}. Serve shuts down gracefully: it stops accepting, lets requests
 // in flight finish within a grace period, then cancels the rest.

@@ -28,6 +28,7 @@ type fakeEngine struct {
 	reqs     []serve.Request
 	canceled int           // generations that ended by their context
 	started  chan struct{} // receives when a generation gives its first token, if set
+	returned chan struct{} // receives when a Generate returns, if set
 }
 
 func (f *fakeEngine) Generate(ctx context.Context, r serve.Request, emit func(serve.Event) error) (serve.Usage, error) {
@@ -38,8 +39,11 @@ func (f *fakeEngine) Generate(ctx context.Context, r serve.Request, emit func(se
 	}
 	f.prompts = append(f.prompts, r.Prompt)
 	f.reqs = append(f.reqs, r)
-	delay, started := f.delay, f.started
+	delay, started, returned := f.delay, f.started, f.returned
 	f.mu.Unlock()
+	if returned != nil {
+		defer func() { returned <- struct{}{} }()
+	}
 	if !ok {
 		return serve.Usage{}, fmt.Errorf("serve: %w %q", serve.ErrUnknownAdapter, r.Adapter)
 	}

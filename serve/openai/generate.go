@@ -34,36 +34,64 @@ func (s *Server) generate(ctx context.Context, p sampling, prompt []int64, onTex
 		out.text += piece
 		return onText(piece)
 	}
+	// The engine's events go through a queue, so that its goroutine never
+	// waits for this request's client (Engine.Generate's emit must return
+	// quickly); this goroutine decodes and writes them.
+	q := newEventQueue()
+	type result struct {
+		usage serve.Usage
+		err   error
+	}
+	done := make(chan result, 1)
 	start := time.Now()
+	go func() {
+		u, err := s.eng.Generate(ctx, p.engineRequest(prompt), q.push)
+		q.close()
+		done <- result{u, err}
+	}()
 	last := start
 	tokens := 0
-	emit := func(ev serve.Event) error {
+	var readErr error // of the assembler or of onText (the client went away)
+	take := func(ev timedEvent) error {
 		if ev.Done {
 			out.finish = ev.FinishReason
 			return nil
 		}
-		now := time.Now()
 		if tokens == 0 {
-			s.metrics.firstToken.WithLabelValues(p.model).Observe(now.Sub(start).Seconds())
+			s.metrics.firstToken.WithLabelValues(p.model).Observe(ev.at.Sub(start).Seconds())
 		} else {
-			s.metrics.interToken.WithLabelValues(p.model).Observe(now.Sub(last).Seconds())
+			s.metrics.interToken.WithLabelValues(p.model).Observe(ev.at.Sub(last).Seconds())
 		}
-		last = now
+		last = ev.at
 		tokens++
-		piece, stopped, err := asm.add(ev.Token)
+		piece, _, err := asm.add(ev.Token)
 		if err != nil {
 			return err
 		}
-		if err := give(piece); err != nil {
-			return err
-		}
-		if stopped {
-			return errStopString
-		}
-		return nil
+		return give(piece)
 	}
-	usage, err := s.eng.Generate(ctx, p.engineRequest(prompt), emit)
+	for readErr == nil && !asm.stopped {
+		evs, ok := q.pop()
+		if !ok {
+			break
+		}
+		for _, ev := range evs {
+			if readErr = take(ev); readErr != nil || asm.stopped {
+				break
+			}
+		}
+	}
 	switch {
+	case readErr != nil:
+		q.stop(readErr)
+	case asm.stopped:
+		q.stop(errStopString) // the engine ends the sequence at its next token
+	}
+	r := <-done
+	usage, err := r.usage, r.err
+	switch {
+	case readErr != nil:
+		return out, readErr
 	case asm.stopped && (err == nil || errors.Is(err, errStopString)):
 		out.finish, usage = serve.FinishStop, serve.Usage{PromptTokens: len(prompt), CompletionTokens: tokens}
 	case err != nil:

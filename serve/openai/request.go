@@ -161,27 +161,11 @@ func describeJSON(raw json.RawMessage) string {
 		return "a string"
 	case []any:
 		if len(x) > 0 {
-			return "an array of " + describeJSONValue(x[0]) + "s"
+			return "an array of " + jsonValueKind(x[0]) + "s"
 		}
 		return "an empty array"
 	}
 	return "an object"
-}
-
-func describeJSONValue(v any) string {
-	switch v.(type) {
-	case nil:
-		return "null"
-	case bool:
-		return "boolean"
-	case float64:
-		return "number"
-	case string:
-		return "string"
-	case []any:
-		return "array"
-	}
-	return "object"
 }
 
 // engineRequest builds the engine's request for one prompt.
@@ -203,7 +187,7 @@ func tokenIDs(raw []any, field string, vocab int) ([]int64, error) {
 	for i, v := range raw {
 		f, ok := v.(float64)
 		if !ok || f != math.Trunc(f) {
-			return nil, &fieldError{field, fmt.Sprintf("element %d: want an integer token id, got %s", i, describeJSONValue(v))}
+			return nil, &fieldError{field, fmt.Sprintf("element %d: want an integer token id, got %s", i, jsonValueKind(v))}
 		}
 		if f < 0 || (vocab > 0 && f >= float64(vocab)) {
 			return nil, &fieldError{field, fmt.Sprintf("element %d: token id %v is outside the vocabulary of %d", i, f, vocab)}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -181,4 +182,45 @@ func TestMetrics(t *testing.T) {
 	if code, b := get(t, url+"/healthz"); code != http.StatusOK || !strings.Contains(string(b), `"status":"ok"`) {
 		t.Errorf("/healthz: %d %s", code, b)
 	}
+}
+
+// stuckWriter is a client that reads nothing: its writes wait until
+// release is closed.
+type stuckWriter struct {
+	header  http.Header
+	release chan struct{}
+}
+
+func (w *stuckWriter) Header() http.Header { return w.header }
+func (w *stuckWriter) WriteHeader(int)     {}
+func (w *stuckWriter) Flush()              {}
+func (w *stuckWriter) Write(b []byte) (int, error) {
+	<-w.release
+	return len(b), nil
+}
+
+// TestSlowClientDoesNotHoldTheEngine streams to a client that reads
+// nothing: the engine's emit must not wait for it, so the generation runs
+// to its end (the engine's goroutine serves the whole batch).
+func TestSlowClientDoesNotHoldTheEngine(t *testing.T) {
+	eng := newFake(t)
+	eng.returned = make(chan struct{}, 1)
+	s, err := New(eng, Options{Tokenizer: tinyLlamaTokenizer(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &stuckWriter{header: http.Header{}, release: make(chan struct{})}
+	req := httptest.NewRequest(http.MethodPost, "/v1/completions", strings.NewReader(`{"model": "base", "prompt": "a", "max_tokens": 200, "stream": true}`))
+	served := make(chan struct{})
+	go func() {
+		s.Handler().ServeHTTP(w, req)
+		close(served)
+	}()
+	select {
+	case <-eng.returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the engine's emit waits for a client that reads nothing")
+	}
+	close(w.release)
+	<-served
 }

@@ -32,7 +32,10 @@ func inferMatMulNBits(f *inferer, n *onnxpb.NodeProto) []*tinfo {
 // gradMatMulNBits: dA = dY·Wᵀ, where Wᵀ [N, K] is the weight dequantized
 // in the graph, block by block, for this layer's backward step alone: no
 // float copy of the frozen weights is kept, and the packed tensors are
-// read, not changed. dbias = dY summed to [N].
+// read, not changed. A wide layer (lm_head) is dequantized a slab of
+// output rows at a time, dA summed over the slabs, each slab after the
+// one before (see dequantizeNBits), so that at most chunkElems floats of
+// its weight exist at once. dbias = dY summed to [N].
 func gradMatMulNBits(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) []string {
 	l, err := quant.LayoutOf(n)
 	if err != nil {
@@ -46,8 +49,29 @@ func gradMatMulNBits(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) 
 	g := dy[0]
 	out := make([]string, len(n.Input))
 	if need[0] {
-		wt := e.dequantizeNBits(n, l)
-		out[0] = e.op("MatMul", []string{g, wt})
+		N, K := int64(l.N), int64(l.K)
+		// 1, read from dY's shape: it exists once the backward pass has
+		// reached this layer.
+		one := e.op("Mul", []string{e.op("Div", []string{e.lastDim(g), e.ints(N)}), e.oneAtRunTime()})
+		step := max(1, min(N, chunkElems/K))
+		var sum string
+		for lo := int64(0); lo < N; lo += step {
+			hi := min(N, lo+step)
+			gi := g
+			if lo > 0 || hi < N {
+				gi = e.op("Slice", []string{g, e.ints(lo), e.ints(hi), e.ints(-1)})
+			}
+			part := e.op("MatMul", []string{gi, e.dequantizeNBits(n, l, one, lo, hi)})
+			if sum == "" {
+				sum = part
+			} else {
+				sum = e.add(sum, part)
+			}
+			// The next slab waits for this one: its 1 comes from this
+			// product's shape (K/K).
+			one = e.op("Mul", []string{e.op("Div", []string{e.lastDim(part), e.ints(K)}), e.oneAtRunTime()})
+		}
+		out[0] = sum
 		e.inf.setShape(out[0], e.shape(n.Input[0]))
 	}
 	if len(need) > 5 && need[5] {
@@ -56,53 +80,79 @@ func gradMatMulNBits(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) 
 	return out
 }
 
-// dequantizeNBits emits the weight of MatMulNBits node n as a [N, K]
-// float tensor of A's type: codes unpacked low bits first, minus the zero
-// points (2^(bits−1) without a zero_points input; packed uint8 ones are
-// unpacked likewise, float ones read as they are), times the scales, the
-// padding of the last block cut off. The first reshape's target is N
-// times RunOneInput: a value known only at run time, so that ONNX Runtime
-// cannot fold the dequantization into a resident float initializer when
-// the session starts.
-func (e *emitter) dequantizeNBits(n *onnxpb.NodeProto, l quant.Layout) string {
+// chunkElems bounds the floats of one MatMulNBits weight that the
+// backward pass dequantizes at once (16 MiB in float32); a variable for
+// the tests.
+var chunkElems int64 = 1 << 22
+
+// lastDim returns v's last dim as a [1] int64 tensor read from Shape(v)
+// at run time.
+func (e *emitter) lastDim(v string) string {
+	return e.op("Gather", []string{e.op("Shape", []string{v}), e.ints(-1)}, graph.AttrInt("axis", 0))
+}
+
+// dequantizeNBits emits output rows lo … hi−1 of the weight of
+// MatMulNBits node n as a [hi−lo, K] float tensor of A's type (Wᵀ's rows):
+// codes unpacked low bits first, minus the zero points (2^(bits−1)
+// without a zero_points input; packed uint8 ones are unpacked likewise,
+// float ones read as they are), times the scales, the padding of the last
+// block cut off. The packed tensors are first reshaped to [N·one, …],
+// where one is a [1] int64 tensor holding 1 that is known only at run
+// time (it reads RunOneInput and the gradient): ONNX Runtime then cannot
+// fold the dequantization into a resident float initializer when the
+// session starts, nor run it before the backward pass reaches the layer.
+func (e *emitter) dequantizeNBits(n *onnxpb.NodeProto, l quant.Layout, one string, lo, hi int64) string {
 	dt := e.typeOf(n.Input[0])
 	kb, block := int64(l.KBlocks()), int64(l.BlockSize)
-	rows := e.op("Mul", []string{e.ints(int64(l.N)), e.oneAtRunTime()}) // N, known only at run time
+	// The slab's row count, read from one like every shape here: with
+	// constant targets, ONNX Runtime 1.24's reshape fusion breaks the
+	// graph it rewrites.
+	rows := e.op("Mul", []string{e.ints(hi - lo), one})
+	// slab returns rows lo … hi−1 of packed input x as [rows, …].
+	slab := func(x string) string {
+		v := e.op("Reshape", []string{x, e.concatInts(e.op("Mul", []string{e.ints(int64(l.N)), one}), e.ints(-1))})
+		if lo == 0 && hi == int64(l.N) {
+			return v
+		}
+		return e.op("Slice", []string{v, e.ints(lo), e.ints(hi), e.ints(0)})
+	}
 	unpack := func(packed string, per int64) string {
-		// packed [N, m] uint8 → codes [N, m·per] int64, low bits first.
-		x := e.cast(packed, dtype.Int64)
+		// packed [rows, m] uint8 → codes [rows, m·per] float32, low bits
+		// first: code j of a byte x is floor(x / 2^(j·bits)) mod 2^bits,
+		// exact in float32 (x < 256), and 4 bytes a code where int64 takes
+		// 8.
+		x := e.cast(packed, dtype.Float32)
 		if per == 1 {
 			return x
 		}
-		base := int64(1) << (8 / per)
+		base := float64(int64(1) << (8 / per))
 		var parts []string
 		for j := range per {
 			c := x
 			if j > 0 {
-				c = e.op("Div", []string{x, e.int0(int64(1) << (j * (8 / per)))})
+				c = e.op("Floor", []string{e.div(x, e.scalar(float64(int64(1)<<(j*(8/per))), dtype.Float32))})
 			}
 			if j < per-1 {
-				c = e.op("Mod", []string{c, e.int0(base)})
+				c = e.sub(c, e.mul(e.op("Floor", []string{e.div(c, e.scalar(base, dtype.Float32))}), e.scalar(base, dtype.Float32)))
 			}
 			parts = append(parts, e.unsqueeze(c, -1))
 		}
 		return e.op("Reshape", []string{e.op("Concat", parts, graph.AttrInt("axis", -1)), e.concatInts(rows, e.ints(-1))})
 	}
 	per := int64(8 / l.Bits)
-	b := e.op("Reshape", []string{n.Input[1], e.concatInts(rows, e.ints(-1))}) // [N, kb·blob]
-	codes := e.op("Reshape", []string{unpack(b, per), e.concatInts(rows, e.ints(kb, block))})
+	codes := e.op("Reshape", []string{unpack(slab(n.Input[1]), per), e.concatInts(rows, e.ints(kb, block))})
 	w := e.cast(codes, dt)
 	switch zp := inputOr(n, 3); {
 	case zp == "":
 		w = e.sub(w, e.scalar(float64(l.DefaultZeroPoint()), dt))
 	case e.typeOf(zp) == dtype.Uint8:
-		z := unpack(e.op("Reshape", []string{zp, e.concatInts(rows, e.ints(-1))}), per) // [N, row·per]
+		z := unpack(slab(zp), per) // [rows, row·per]
 		z = e.op("Slice", []string{z, e.ints(0), e.ints(kb), e.ints(1)})
 		w = e.sub(w, e.unsqueeze(e.cast(z, dt), -1))
 	default:
-		w = e.sub(w, e.cast(e.op("Reshape", []string{zp, e.concatInts(rows, e.ints(kb, 1))}), dt))
+		w = e.sub(w, e.cast(e.op("Reshape", []string{slab(zp), e.concatInts(rows, e.ints(kb, 1))}), dt))
 	}
-	scales := e.cast(e.op("Reshape", []string{n.Input[2], e.concatInts(rows, e.ints(kb, 1))}), dt)
+	scales := e.cast(e.op("Reshape", []string{slab(n.Input[2]), e.concatInts(rows, e.ints(kb, 1))}), dt)
 	w = e.op("Reshape", []string{e.mul(w, scales), e.concatInts(rows, e.ints(kb*block))})
 	if int64(l.K) != kb*block {
 		w = e.op("Slice", []string{w, e.ints(0), e.ints(int64(l.K)), e.ints(1)})

@@ -27,13 +27,19 @@ func TestMatMulNBits(t *testing.T) {
 		bits      int
 		symmetric bool
 		bias      bool
+		slabRows  int64 // dequantize this many output rows at a time (0: all)
 	}{
+		{bits: 4, bias: true, slabRows: 4}, // slabs of 4 and 2 rows, summed
 		{bits: 4, symmetric: true},
 		{bits: 4, bias: true},
 		{bits: 8, symmetric: true, bias: true},
 		{bits: 2},
 	} {
-		t.Run(fmt.Sprintf("bits%d_symmetric%v_bias%v", c.bits, c.symmetric, c.bias), func(t *testing.T) {
+		t.Run(fmt.Sprintf("bits%d_symmetric%v_bias%v_slabs%d", c.bits, c.symmetric, c.bias, c.slabRows), func(t *testing.T) {
+			if c.slabRows > 0 {
+				defer func(v int64) { chunkElems = v }(chunkElems)
+				chunkElems = c.slabRows * K
+			}
 			// ONNX Runtime's shape inference of MatMulNBits wants a bias of
 			// static shape.
 			mode := declSymbolic

@@ -34,9 +34,15 @@
 //
 // LoRA only (no prefix tuning), on q/k/v/o_proj and gate/up/down_proj;
 // float32 models in the layout of models.Llama without a KV cache; no
-// gradient accumulation, dropout, evaluation or checkpoints; the pieces'
+// gradient accumulation, dropout, evaluation or checkpoints (each rank
+// saves its trained shard with SaveShard); no peftonnx train flag yet; the pieces'
 // activations are recomputed in the backward pass, and each rank keeps
-// every piece's input. Data parallelism is not combined with it here.
+// every piece's input.
+//
+// NewWithDataParallel combines it with data parallelism (DP × TP ranks):
+// the ranks that hold the same share form a data-parallel group, which
+// shards each batch as train.Trainer does and sums the gradients before
+// clipping.
 // The frozen matrices are graph inputs, fed by reference from one Go copy
 // to a piece's two sessions, so ONNX Runtime does not pre-pack them.
 package tensorparallel

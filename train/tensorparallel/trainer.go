@@ -16,15 +16,20 @@ import (
 // creates one with the same arguments and calls TrainStep the same number
 // of times. Close it when done.
 type Trainer struct {
-	comm   train.Collective
+	comm train.Collective
+	// dp is the data-parallel group of the ranks that hold the same
+	// share of the model (nil: none).
+	dp     train.Collective
 	cfg    models.LlamaConfig
 	opts   train.Options
 	lora   *adapter.Adapter // this rank's shard of the adapter, as given
 	embed  *piece
 	blocks []*piece
 	head   *piece
-	start  int // the first token id of this rank's vocabulary
-	params []*train.Param
+	// start is the first token id of this rank's vocabulary, ids how
+	// many it holds, and width that of its logits (padded).
+	start, ids, width int
+	params            []*train.Param
 	// split marks the factors that the ranks split (the others every rank
 	// holds whole), by index in params.
 	split  []bool
@@ -47,6 +52,17 @@ type Trainer struct {
 // clipping, LoRA+ scale, session options). Gradient accumulation must be
 // 1; the task is the causal LM's.
 func New(cfg models.LlamaConfig, full *graph.Model, lora *adapter.Adapter, data *train.Dataset, comm train.Collective, opts train.Options) (*Trainer, error) {
+	return NewWithDataParallel(cfg, full, lora, data, comm, nil, opts)
+}
+
+// NewWithDataParallel is New for a rank that also belongs to dp, the
+// data-parallel group of the ranks that hold the same share of the model
+// in other tensor-parallel groups (DP × TP ranks in all): each data-parallel
+// rank trains on its shard of every batch of opts.BatchSize × dp.Size()
+// examples (train.Loader.Shard), its gradients weighted by its shard's
+// share of the batch's scored tokens and summed over dp before clipping,
+// as train.Trainer does with a Collective. dp nil is New.
+func NewWithDataParallel(cfg models.LlamaConfig, full *graph.Model, lora *adapter.Adapter, data *train.Dataset, comm, dp train.Collective, opts train.Options) (*Trainer, error) {
 	if opts.GradAccum > 1 {
 		return nil, fmt.Errorf("tensorparallel: gradient accumulation is not supported")
 	}
@@ -62,7 +78,7 @@ func New(cfg models.LlamaConfig, full *graph.Model, lora *adapter.Adapter, data 
 	if err != nil {
 		return nil, fmt.Errorf("tensorparallel: %w", err)
 	}
-	t := &Trainer{comm: comm, cfg: cfg, opts: opts, lora: shards[rank], start: pieces.VocabStart}
+	t := &Trainer{comm: comm, dp: dp, cfg: cfg, opts: opts, lora: shards[rank], start: pieces.VocabStart, ids: pieces.VocabIDs, width: pieces.VocabWidth}
 	scaleB := opts.LoRAPlusScale
 	if t.embed, err = newPiece("embedding", pieces.Embed, t.lora, "partial", false, scaleB, opts.Session); err != nil {
 		return nil, err
@@ -100,7 +116,7 @@ func New(cfg models.LlamaConfig, full *graph.Model, lora *adapter.Adapter, data 
 		t.Close()
 		return nil, fmt.Errorf("tensorparallel: %d of the adapter's %d modules are in the model", len(t.params)/2, len(lora.Weights))
 	}
-	if t.loader, err = train.NewLoader(data, train.LoaderOptions{BatchSize: opts.BatchSize, SeqLen: opts.SeqLen, PadID: opts.PadID, PadToSeqLen: opts.PadToSeqLen, Shuffle: true, Seed: opts.Seed}); err != nil {
+	if t.loader, err = train.NewLoader(data, train.LoaderOptions{BatchSize: opts.BatchSize * t.dpSize(), SeqLen: opts.SeqLen, PadID: opts.PadID, PadToSeqLen: opts.PadToSeqLen, Shuffle: true, Seed: opts.Seed}); err != nil {
 		t.Close()
 		return nil, err
 	}
@@ -117,6 +133,14 @@ func New(cfg models.LlamaConfig, full *graph.Model, lora *adapter.Adapter, data 
 		return nil, err
 	}
 	return t, nil
+}
+
+// dpSize returns the number of data-parallel ranks (1 without).
+func (t *Trainer) dpSize() int {
+	if t.dp == nil {
+		return 1
+	}
+	return t.dp.Size()
 }
 
 // Close releases the sessions. Closing twice is safe.
@@ -158,6 +182,15 @@ func (t *Trainer) Adapter() *adapter.Adapter {
 	return out
 }
 
+// SaveShard writes this rank's shard of the trained adapter into dir as
+// PaddleNLP does without merging (adapter.SavePaddleShard:
+// lora_model_state.tp<rank>.pdparams, and on rank 0 lora_config.json);
+// adapter.LoadPaddleShards reads the whole adapter once every rank has
+// saved.
+func (t *Trainer) SaveShard(dir string) error {
+	return adapter.SavePaddleShard(dir, t.Adapter(), t.comm.Rank())
+}
+
 // allReduce sums buf over the ranks.
 func (t *Trainer) allReduce(buf []float32) error {
 	t.reduced += len(buf)
@@ -168,7 +201,8 @@ func (t *Trainer) allReduce(buf []float32) error {
 }
 
 // Logits returns this rank's run of the vocabulary's logits of b, [rows,
-// seq, vocab/degree], with the current factors.
+// seq, ⌈vocab/degree⌉] (columns past the vocabulary's end are padding),
+// with the current factors.
 func (t *Trainer) Logits(b train.Batch) ([]float32, error) {
 	logits, _, _, err := t.forward(b)
 	return logits, err
@@ -255,62 +289,30 @@ func (t *Trainer) TrainStep() (train.StepResult, error) {
 	step := t.step + 1
 	nb := t.loader.NumBatches()
 	b := t.loader.Batch(t.step/nb, t.step%nb)
-	logits, inputs, ctx, err := t.forward(b)
-	if err != nil {
-		return train.StepResult{}, err
+	scored := causalScored(b)
+	fed := b.InputTokens()
+	own := true
+	if t.dp != nil {
+		b, own = t.loader.Shard(t.step/nb, t.step%nb, t.dp.Rank(), t.dp.Size())
 	}
-	per := t.cfg.VocabSize / t.comm.Size()
-	loss, gradLogits, scored, err := vocabLoss(t.comm, logits, b.Labels, b.Size, b.SeqLen, per, t.start)
-	if err != nil {
-		return train.StepResult{}, err
+	train.ZeroGrad(t.params)
+	var loss float64
+	if own {
+		var err error
+		if loss, err = t.forwardBackward(b, scored); err != nil {
+			return train.StepResult{}, fmt.Errorf("tensorparallel: step %d: %w", step, err)
+		}
 	}
-	t.reduced += (t.comm.Size() + 2) * scored
+	if t.dp != nil {
+		var err error
+		if loss, err = t.sumOverDP(loss); err != nil {
+			return train.StepResult{}, err
+		}
+	}
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return train.StepResult{}, fmt.Errorf("tensorparallel: step %d: loss is %v", step, loss)
 	}
-	train.ZeroGrad(t.params)
-	hshape := []int64{int64(b.Size), int64(b.SeqLen), int64(t.cfg.Hidden)}
-	g, err := rt.NewFloat32([]int64{int64(b.Size), int64(b.SeqLen), int64(per)}, gradLogits)
-	if err != nil {
-		return train.StepResult{}, err
-	}
-	h, err := rt.NewFloat32(hshape, inputs[len(t.blocks)])
-	if err != nil {
-		return train.StepResult{}, err
-	}
-	grad, err := t.head.backward(map[string]*rt.Tensor{hiddenName: h}, g)
-	if err != nil {
-		return train.StepResult{}, err
-	}
-	if err := t.allReduce(grad); err != nil {
-		return train.StepResult{}, err
-	}
-	// Each block adds its output to the residual stream, so the
-	// gradient of its input is the stream's plus the block's own, summed
-	// over the ranks.
-	for i := len(t.blocks) - 1; i >= 0; i-- {
-		in, err := t.blockFeeds(i, inputs[i], hshape, ctx)
-		if err != nil {
-			return train.StepResult{}, err
-		}
-		gt, err := rt.NewFloat32(hshape, grad)
-		if err != nil {
-			return train.StepResult{}, err
-		}
-		part, err := t.blocks[i].backward(in, gt)
-		if err != nil {
-			return train.StepResult{}, err
-		}
-		if err := t.allReduce(part); err != nil {
-			return train.StepResult{}, err
-		}
-		next := make([]float32, len(grad))
-		for j := range next {
-			next[j] = grad[j] + part[j]
-		}
-		grad = next
-	}
-	norm, err := t.reduceGradients()
+	norm, err := t.clip()
 	if err != nil {
 		return train.StepResult{}, err
 	}
@@ -322,22 +324,119 @@ func (t *Trainer) TrainStep() (train.StepResult, error) {
 		return train.StepResult{}, fmt.Errorf("tensorparallel: step %d: %w", step, err)
 	}
 	t.step = step
-	return train.StepResult{Step: step, Total: t.total, Loss: loss, GradNorm: norm, LR: lr, Tokens: scored, InputTokens: b.InputTokens()}, nil
+	return train.StepResult{Step: step, Total: t.total, Loss: loss, GradNorm: norm, LR: lr, Tokens: scored, InputTokens: fed}, nil
 }
 
-// reduceGradients sums the gradients of the replicated factors over the
-// ranks, measures the global norm as train.GradNorm does over the whole
-// adapter (each factor's norm rounded to float32, the split ones' over
-// every rank's part), clips as train.ClipGradNorm does, and returns the
-// norm before clipping.
-func (t *Trainer) reduceGradients() (float64, error) {
-	sq := make([]float64, len(t.params))
+// forwardBackward runs b forward and backward, adds the factors'
+// gradients (the replicated ones summed over the tensor-parallel ranks)
+// to their Grad, and returns b's part of the loss: its cross entropy
+// summed over its scored positions, divided by scored, those of the whole
+// step.
+func (t *Trainer) forwardBackward(b train.Batch, scored int) (float64, error) {
+	logits, inputs, ctx, err := t.forward(b)
+	if err != nil {
+		return 0, err
+	}
+	per := t.width
+	loss, gradLogits, local, err := vocabLoss(t.comm, logits, b.Labels, b.Size, b.SeqLen, per, t.ids, t.start, scored)
+	if err != nil {
+		return 0, err
+	}
+	t.reduced += (t.comm.Size() + 2) * local
+	hshape := []int64{int64(b.Size), int64(b.SeqLen), int64(t.cfg.Hidden)}
+	g, err := rt.NewFloat32([]int64{int64(b.Size), int64(b.SeqLen), int64(per)}, gradLogits)
+	if err != nil {
+		return 0, err
+	}
+	h, err := rt.NewFloat32(hshape, inputs[len(t.blocks)])
+	if err != nil {
+		return 0, err
+	}
+	grad, err := t.head.backward(map[string]*rt.Tensor{hiddenName: h}, g)
+	if err != nil {
+		return 0, err
+	}
+	if err := t.allReduce(grad); err != nil {
+		return 0, err
+	}
+	// Each block adds its output to the residual stream, so the
+	// gradient of its input is the stream's plus the block's own, summed
+	// over the ranks.
+	for i := len(t.blocks) - 1; i >= 0; i-- {
+		in, err := t.blockFeeds(i, inputs[i], hshape, ctx)
+		if err != nil {
+			return 0, err
+		}
+		gt, err := rt.NewFloat32(hshape, grad)
+		if err != nil {
+			return 0, err
+		}
+		part, err := t.blocks[i].backward(in, gt)
+		if err != nil {
+			return 0, err
+		}
+		if err := t.allReduce(part); err != nil {
+			return 0, err
+		}
+		next := make([]float32, len(grad))
+		for j := range next {
+			next[j] = grad[j] + part[j]
+		}
+		grad = next
+	}
 	for i, p := range t.params {
 		if !t.split[i] {
 			if err := t.allReduce(p.Grad); err != nil {
 				return 0, err
 			}
 		}
+	}
+	return loss, nil
+}
+
+// sumOverDP sums every factor's gradient and the loss over the
+// data-parallel group, and returns the step's loss.
+func (t *Trainer) sumOverDP(loss float64) (float64, error) {
+	var flat []float32
+	for _, p := range t.params {
+		flat = append(flat, p.Grad...)
+	}
+	t.reduced += len(flat) + 1
+	if err := t.dp.AllReduceSumFloat32(flat); err != nil {
+		return 0, fmt.Errorf("tensorparallel: data parallel: %w", err)
+	}
+	for _, p := range t.params {
+		n := copy(p.Grad, flat)
+		flat = flat[n:]
+	}
+	l := []float64{loss}
+	if err := t.dp.AllReduceSumFloat64(l); err != nil {
+		return 0, fmt.Errorf("tensorparallel: data parallel: %w", err)
+	}
+	return l[0], nil
+}
+
+// causalScored counts the positions of b that the causal LM loss scores:
+// those whose next label is not train.IgnoreIndex.
+func causalScored(b train.Batch) int {
+	n := 0
+	for r := range b.Size {
+		for t := 1; t < b.SeqLen; t++ {
+			if b.Labels[r*b.SeqLen+t] != train.IgnoreIndex {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// clip measures the global norm of the step's gradients as
+// train.GradNorm does over the whole adapter (each factor's norm rounded
+// to float32, a split one's over every rank's part), clips as
+// train.ClipGradNorm does, and returns the norm before clipping.
+func (t *Trainer) clip() (float64, error) {
+	sq := make([]float64, len(t.params))
+	for i, p := range t.params {
 		if !t.split[i] && t.comm.Rank() != 0 {
 			continue // rank 0 counts a replicated factor once for all
 		}

@@ -47,10 +47,24 @@ func countingData(n, vocab int) *train.Dataset {
 // tensor-parallel ranks (goroutines) and with train.Trainer on the whole
 // model, and checks that the losses and gradient norms agree step by step
 // and that the merged shards are the whole run's adapter.
-func TestTensorParallelEqualsOneProcess(t *testing.T) {
-	requireORT(t)
+// tinyRun is the run the tests train: a tiny LLaMA, the whole LoRA
+// adapter on it (B away from 0, so that every factor's gradient is not),
+// the model with that adapter injected and its trainable names, the data
+// and the options.
+type tinyRun struct {
+	cfg       models.LlamaConfig
+	full      *graph.Model
+	whole     *adapter.Adapter
+	adapted   *graph.Model
+	trainable []string
+	data      *train.Dataset
+	opts      train.Options
+}
+
+func newTinyRun(t *testing.T, vocab int) tinyRun {
+	t.Helper()
 	c := models.LlamaTiny()
-	c.NoCache = true
+	c.NoCache, c.VocabSize = true, vocab
 	// With HF's 0.02 the first MLP's factors get gradients of 1e-3 whose
 	// smallest entries are near AdamW's ε, where float reassociation moves
 	// a step by much more than it moves the gradient (the gradients of
@@ -68,7 +82,6 @@ func TestTensorParallelEqualsOneProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// B starts away from 0, so that every factor's gradient is not.
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, name := range sum.Trainable() {
 		init := adapted.Initializer(name)
@@ -92,7 +105,14 @@ func TestTensorParallelEqualsOneProcess(t *testing.T) {
 	opts.BatchSize, opts.Steps, opts.LR, opts.Clip, opts.Seed = 4, 5, 1e-2, 0.5, 1
 	opts.Session = []rt.Option{rt.WithIntraOpThreads(1)}
 
-	one, err := train.NewTrainer(adapted, sum.Trainable(), data, opts)
+	return tinyRun{cfg: c, full: full, whole: whole, adapted: adapted, trainable: sum.Trainable(), data: data, opts: opts}
+}
+
+func TestTensorParallelEqualsOneProcess(t *testing.T) {
+	requireORT(t)
+	run := newTinyRun(t, 32)
+	c, full, whole, data, opts := run.cfg, run.full, run.whole, run.data, run.opts
+	one, err := train.NewTrainer(run.adapted, run.trainable, data, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +138,7 @@ func TestTensorParallelEqualsOneProcess(t *testing.T) {
 
 	const degree = 2
 	ranks := train.NewLocalGroup(degree)
+	saved := t.TempDir()
 	shards := make([]*adapter.Adapter, degree)
 	gshards := make([][]*adapter.Adapter, opts.Steps)
 	for i := range gshards {
@@ -146,6 +167,9 @@ func TestTensorParallelEqualsOneProcess(t *testing.T) {
 				gshards[len(results[r])-1][r] = tr.gradAdapter()
 			}
 			shards[r] = tr.Adapter()
+			if err := tr.SaveShard(saved); err != nil {
+				errs[r] = err
+			}
 			if r == 0 {
 				t.Logf("rank 0 all-reduced %d values in its last step", tr.AllReducedValues())
 			}
@@ -185,6 +209,17 @@ func TestTensorParallelEqualsOneProcess(t *testing.T) {
 	got, err := adapter.MergeTensorParallel(shards)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The shards every rank saved, PaddleNLP's way, merge to the same.
+	fromFiles, err := adapter.LoadPaddleShards(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m, w := range got.Weights {
+		f := fromFiles.Weights[m]
+		if f.A == nil || !slices.Equal(f.A.Data, w.A.Data) || !slices.Equal(f.B.Data, w.B.Data) {
+			t.Errorf("%s: the saved shards merge to another adapter", m)
+		}
 	}
 	worst := 0.0
 	for m, w := range wantAd.Weights {
@@ -227,4 +262,99 @@ func (t *Trainer) gradAdapter() *adapter.Adapter {
 		}
 	}
 	return ad
+}
+
+// TestDataTimesTensorParallel trains on 2 data-parallel × 2
+// tensor-parallel ranks (goroutines), batch 2 per data-parallel rank,
+// and checks the losses and the adapter (merged from either
+// data-parallel rank's shards) against one process with batch 4. Its
+// vocabulary of 31 is padded on the second tensor-parallel rank.
+func TestDataTimesTensorParallel(t *testing.T) {
+	requireORT(t)
+	run := newTinyRun(t, 31)
+	want, wantAd := run.oneProcess(t)
+
+	const dpN, tpN = 2, 2
+	// Rank (d, k): tensor-parallel group d, data-parallel group k.
+	tp := [dpN][]train.Collective{train.NewLocalGroup(tpN), train.NewLocalGroup(tpN)}
+	dp := [tpN][]train.Collective{train.NewLocalGroup(dpN), train.NewLocalGroup(dpN)}
+	opts := run.opts
+	opts.BatchSize /= dpN
+	shards := [dpN][tpN]*adapter.Adapter{}
+	losses := [dpN][tpN][]float64{}
+	errs := [dpN][tpN]error{}
+	var wg sync.WaitGroup
+	for d := range dpN {
+		for k := range tpN {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tr, err := NewWithDataParallel(run.cfg, run.full, run.whole, run.data, tp[d][k], dp[k][d], opts)
+				if err != nil {
+					errs[d][k] = err
+					return
+				}
+				defer tr.Close()
+				for range opts.Steps {
+					r, err := tr.TrainStep()
+					if err != nil {
+						errs[d][k] = err
+						return
+					}
+					losses[d][k] = append(losses[d][k], r.Loss)
+				}
+				shards[d][k] = tr.Adapter()
+			}()
+		}
+	}
+	wg.Wait()
+	for d := range dpN {
+		for k := range tpN {
+			if errs[d][k] != nil {
+				t.Fatalf("rank (%d, %d): %v", d, k, errs[d][k])
+			}
+			for i, w := range want {
+				if g := losses[d][k][i]; math.Abs(g-w) > 1e-6*w {
+					t.Errorf("rank (%d, %d) step %d: loss %v, one process %v", d, k, i+1, g, w)
+				}
+			}
+		}
+		got, err := adapter.MergeTensorParallel(shards[d][:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		worst := 0.0
+		for m, w := range wantAd.Weights {
+			g := got.Weights[m]
+			worst = max(worst, relDiff(g.A.Data, w.A.Data), relDiff(g.B.Data, w.B.Data))
+		}
+		t.Logf("data-parallel rank %d: merged adapter within %.3g of one process's", d, worst)
+		if worst > 1e-5 {
+			t.Errorf("data-parallel rank %d: merged adapter differs from one process's by %.3g", d, worst)
+		}
+	}
+}
+
+// oneProcess trains run with train.Trainer on the whole model and returns
+// its step losses and adapter.
+func (run tinyRun) oneProcess(t *testing.T) ([]float64, *adapter.Adapter) {
+	t.Helper()
+	one, err := train.NewTrainer(run.adapted, run.trainable, run.data, run.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	var losses []float64
+	for range run.opts.Steps {
+		r, err := one.TrainStep()
+		if err != nil {
+			t.Fatal(err)
+		}
+		losses = append(losses, r.Loss)
+	}
+	ad, err := one.Adapter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return losses, ad
 }

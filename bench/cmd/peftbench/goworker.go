@@ -35,7 +35,8 @@ const (
 	modeForwardMerged   = "forward-merged"
 )
 
-var workerModes = []string{modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull, modeForwardBase, modeForwardLoRA, modeForwardMerged}
+var workerModes = []string{modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull, modeForwardBase, modeForwardLoRA, modeForwardMerged,
+	modeTrainQLoRA, modeForwardInt4, modeForwardInt4LoRA, modeForwardInt4Merged}
 
 // goRun is the peftonnx side of one benchmark configuration: an ONNX
 // Runtime session over the exported model (adapted, merged, or with its
@@ -87,20 +88,25 @@ func openGoRun(dir, mode string, batch, threads int) (*goRun, error) {
 	for _, b := range spec.tokens() {
 		r.batches = append(r.batches, b[:batch*spec.Seq])
 	}
-	m, err := graph.Load(filepath.Join(spec.ModelDir, baseFile))
+	m, err := graph.Load(filepath.Join(spec.ModelDir, modelFile(mode)))
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
 
 	var lora []string
-	if mode != modeForwardBase && mode != modeTrainFull {
+	if mode != modeForwardBase && mode != modeTrainFull && mode != modeForwardInt4 {
 		if lora, err = injectExported(m, spec); err != nil {
 			return nil, err
 		}
 	}
-	if mode == modeForwardMerged {
+	switch mode {
+	case modeForwardMerged:
 		if err := rewrite.Merge(m); err != nil {
+			return nil, err
+		}
+	case modeForwardInt4Merged: // int4 again, the base's nodes
+		if _, err := rewrite.MergeWith(m, rewrite.Requantize()); err != nil {
 			return nil, err
 		}
 	}
@@ -109,7 +115,7 @@ func openGoRun(dir, mode string, batch, threads int) (*goRun, error) {
 	}
 	g := m
 	switch mode {
-	case modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull:
+	case modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull, modeTrainQLoRA:
 		loss, err := train.CausalLMLoss(m, "logits")
 		if err != nil {
 			return nil, err

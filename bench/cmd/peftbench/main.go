@@ -272,10 +272,13 @@ func (t trainFlags) point(name, mode string, steps int) point {
 func registerTrainMode(fs *flag.FlagSet) func() (mode, name string) {
 	full := fs.Bool("full", false, "full fine-tuning instead of LoRA")
 	lowMem := fs.Bool("low-memory", false, "LoRA with ONNX Runtime's pre-packing off, as peftonnx train --low-memory")
+	int4 := fs.Bool("int4", false, "QLoRA: LoRA on the base quantized to int4 (PyTorch runs its float32 LoRA step)")
 	return func() (string, string) {
 		switch {
 		case *full:
 			return modeTrainFull, "full fine-tuning step"
+		case *int4:
+			return modeTrainQLoRA, qloraRow
 		case *lowMem:
 			return modeTrainLoRALowMem, "LoRA training step, --low-memory"
 		}
@@ -297,7 +300,7 @@ type point struct {
 
 // comparison exports p's spec and compares p.mode on both sides.
 func (e env) comparison(cache string, p point) (*Comparison, error) {
-	dir, err := exportSpec(cache, p.size, p.batch, p.seq, 1000)
+	dir, err := exportFor(cache, p.size, p.batch, p.seq, 1000, p.mode)
 	if err != nil {
 		return nil, err
 	}
@@ -352,6 +355,9 @@ func (e env) forwardSet(cache string, t trainFlags) ([]*Comparison, error) {
 			{modeForwardBase, "forward, base"},
 			{modeForwardLoRA, "forward, adapted"},
 			{modeForwardMerged, "forward, merged"},
+			{modeForwardInt4, "forward, int4 base"},
+			{modeForwardInt4LoRA, "forward, int4 adapted"},
+			{modeForwardInt4Merged, "forward, int4 merged (requantized)"},
 		} {
 			p := t.point(fmt.Sprintf("%s, batch %d", m.name, b), m.mode, t.steps)
 			p.runBatch = b
@@ -502,6 +508,7 @@ func cmdAll(args []string) error {
 		{"LoRA training step", modeTrainLoRA, t.steps},
 		{"LoRA training step, --low-memory", modeTrainLoRALowMem, t.steps},
 		{"full fine-tuning step", modeTrainFull, *fullSteps},
+		{qloraRow, modeTrainQLoRA, t.steps},
 	} {
 		cmp, err := e.comparison(cache, t.point(r.name, r.mode, r.steps))
 		if err != nil {

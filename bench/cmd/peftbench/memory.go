@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -14,12 +16,19 @@ import (
 func cmdMemory(args []string) error {
 	fs, c, t := trainCommand("memory", 4)
 	which := registerTrainMode(fs)
+	only := fs.String("mode", "", "run this worker mode instead (one of "+strings.Join(workerModes, ", ")+"), such as a forward pass")
 	fs.Parse(args)
 	if c.threads <= 0 {
 		return fmt.Errorf("peftbench: -threads %d: want > 0", c.threads)
 	}
 	mode, _ := which()
-	dir, err := exportSpec(c.cache(), t.size, t.batch, t.seq, 1000)
+	if *only != "" {
+		if !slices.Contains(workerModes, *only) {
+			return fmt.Errorf("peftbench: -mode %q: want one of %s", *only, strings.Join(workerModes, ", "))
+		}
+		mode = *only
+	}
+	dir, err := exportFor(c.cache(), t.size, t.batch, t.seq, 1000, mode)
 	if err != nil {
 		return err
 	}

@@ -71,6 +71,9 @@ func (r *Report) Markdown() string {
 		b.WriteString("**Training**, one optimizer step (forward, backward, clip, AdamW); medians of interleaved steps:\n\n")
 		b.WriteString(comparisonTable(r.Train))
 		b.WriteString("\n")
+		if note := qloraMemoryNote(r.Train); note != "" {
+			b.WriteString(note + "\n")
+		}
 	}
 	if len(r.Forward) > 0 {
 		b.WriteString("**Inference**, one forward pass to logits:\n\n")

@@ -28,14 +28,16 @@ type ServeResult struct {
 	Params    int64      `json:"params"`
 	NewTokens int        `json:"new_tokens"`
 	Requests  int        `json:"requests_per_client"`
+	Rounds    int        `json:"rounds"`
 	Threads   int        `json:"threads"`
 	Rows      []ServeRow `json:"rows"`
 	// The goals' ratios: 8 clients on 8 adapters against 1 client on one
 	// adapter and against 8 clients on the base; an unmerged adapter
 	// through the engine against its merged model on runtime's Generator.
 	EightVsOne, AdaptersVsBase, UnmergedVsMerged float64
-	// Resident memory of the process with 0, 1 and 100 adapters loaded,
-	// and the adapters' own bytes, MiB.
+	// Resident memory of the process with 0, 1 and 100 adapters loaded
+	// (the last after the comparison's merged model is closed), and the
+	// adapters' own bytes, MiB.
 	RSS0MB, RSS1MB, RSS100MB  float64
 	Adapter1MB, Adapters100MB float64
 	LoadToFirstTokenMS        float64 `json:"load_to_first_token_ms"`
@@ -55,12 +57,14 @@ type serveFlags struct {
 	size     string
 	tokens   int
 	requests int
+	rounds   int
 }
 
 func (s *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.size, "serve-size", "base", "model size of the serving benchmark: "+strings.Join(sizeNames(), ", "))
 	fs.IntVar(&s.tokens, "serve-tokens", 16, "tokens generated per request")
-	fs.IntVar(&s.requests, "serve-requests", 4, "requests per client and scenario")
+	fs.IntVar(&s.requests, "serve-requests", 4, "requests per client, scenario and round")
+	fs.IntVar(&s.rounds, "serve-rounds", 3, "rounds of all scenarios in turn; rows are medians")
 }
 
 func cmdServe(args []string) error {
@@ -120,14 +124,9 @@ func (s serveFlags) run(dir string, threads int) (*ServeResult, error) {
 		}
 		paths = append(paths, p)
 	}
-	res := &ServeResult{Size: s.size, Params: cfg.NumParams(), NewTokens: s.tokens, Requests: s.requests, Threads: threads}
+	res := &ServeResult{Size: s.size, Params: cfg.NumParams(), NewTokens: s.tokens, Requests: s.requests, Rounds: s.rounds, Threads: threads}
 	prompt := []int64{1, 5, 9, 3, 7, 2, 4, 4}
 
-	merged, err := mergedTokensPerS(m, first, prompt, s.tokens, threads)
-	if err != nil {
-		return nil, err
-	}
-	res.Rows = append(res.Rows, ServeRow{Name: "merged model, runtime.Generator (no engine)", Clients: 1, Adapters: 1, TokensPerS: merged, MSPerToken: 1000 / merged})
 	m.Close()
 	debug.FreeOSMemory()
 
@@ -149,31 +148,27 @@ func (s serveFlags) run(dir string, threads int) (*ServeResult, error) {
 			res.RSS1MB, res.Adapter1MB = settledRSSMB(), adapterMB(e)
 		}
 	}
+	// The merged model for comparison, read from the file (its weights
+	// mapped, not held twice).
+	gen, closeSession, err := mergedGenerator(base, first, threads)
+	if err != nil {
+		return nil, err
+	}
+	closeGen := sync.OnceFunc(closeSession)
+	defer closeGen()
 	request := func(name string, n int) error {
 		_, err := e.Generate(context.Background(), serve.Request{Adapter: name, Prompt: prompt, MaxTokens: n}, func(serve.Event) error { return nil })
 		return err
 	}
-	if err := request("", 2); err != nil { // warm up
-		return nil, err
-	}
-	byName := map[string]float64{}
-	for _, sc := range []struct {
-		name     string
-		clients  int
-		adapters []string
-	}{
-		{"base, 1 client", 1, []string{""}},
-		{"unmerged LoRA, 1 client", 1, names[:1]},
-		{"base, 8 clients", 8, []string{""}},
-		{"8 adapters, 8 clients", 8, names},
-	} {
-		start := time.Now()
+	// clients runs requests per client from c concurrent clients, client
+	// k's i-th on adapters[(k+i) mod len].
+	clients := func(c int, adapters []string, requests int) error {
 		var wg sync.WaitGroup
-		errs := make(chan error, sc.clients)
-		for k := range sc.clients {
+		errs := make(chan error, c)
+		for k := range c {
 			wg.Go(func() {
-				for i := range s.requests {
-					if err := request(sc.adapters[(k+i)%len(sc.adapters)], s.tokens); err != nil {
+				for i := range requests {
+					if err := request(adapters[(k+i)%len(adapters)], s.tokens); err != nil {
 						errs <- err
 						return
 					}
@@ -182,18 +177,61 @@ func (s serveFlags) run(dir string, threads int) (*ServeResult, error) {
 		}
 		wg.Wait()
 		close(errs)
-		if err := <-errs; err != nil {
+		return <-errs
+	}
+	scenarios := []struct {
+		name     string
+		clients  int
+		adapters []string
+		run      func(requests int) error
+	}{
+		{name: "merged model, runtime.Generator (no engine)", clients: 1, adapters: names[:1], run: func(requests int) error {
+			for range requests {
+				if _, err := gen.Generate(context.Background(), prompt, rt.GenerateOptions{MaxNewTokens: s.tokens}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{name: "base, 1 client", clients: 1, adapters: []string{""}},
+		{name: "unmerged LoRA, 1 client", clients: 1, adapters: names[:1]},
+		{name: "base, 8 clients", clients: 8, adapters: []string{""}},
+		{name: "8 adapters, 8 clients", clients: 8, adapters: names},
+	}
+	for i := range scenarios {
+		if sc := &scenarios[i]; sc.run == nil {
+			sc.run = func(requests int) error { return clients(sc.clients, sc.adapters, requests) }
+		}
+		// One untimed round first: ONNX Runtime plans each new set of
+		// input shapes (the stacked ranks change with the adapters) on
+		// its first runs, which a server pays once.
+		if err := scenarios[i].run(1); err != nil {
 			return nil, err
 		}
-		el := time.Since(start).Seconds()
-		row := ServeRow{Name: sc.name, Clients: sc.clients, Adapters: len(sc.adapters),
-			TokensPerS: float64(sc.clients*s.requests*s.tokens) / el, MSPerToken: 1000 * el / float64(s.requests*s.tokens)}
-		byName[sc.name] = row.TokensPerS
-		res.Rows = append(res.Rows, row)
+	}
+	// The scenarios take turns, round after round, so that a noisy
+	// machine slows each alike; the rows are medians.
+	rates := make([][]float64, len(scenarios))
+	for range max(1, s.rounds) {
+		for i, sc := range scenarios {
+			start := time.Now()
+			if err := sc.run(s.requests); err != nil {
+				return nil, err
+			}
+			rates[i] = append(rates[i], float64(sc.clients*s.requests*s.tokens)/time.Since(start).Seconds())
+		}
+	}
+	byName := map[string]float64{}
+	for i, sc := range scenarios {
+		tps := median(rates[i])
+		byName[sc.name] = tps
+		res.Rows = append(res.Rows, ServeRow{Name: sc.name, Clients: sc.clients, Adapters: len(sc.adapters),
+			TokensPerS: tps, MSPerToken: 1000 * float64(sc.clients) / tps})
 	}
 	res.EightVsOne = byName["8 adapters, 8 clients"] / byName["unmerged LoRA, 1 client"]
 	res.AdaptersVsBase = byName["8 adapters, 8 clients"] / byName["base, 8 clients"]
-	res.UnmergedVsMerged = byName["unmerged LoRA, 1 client"] / merged
+	res.UnmergedVsMerged = byName["unmerged LoRA, 1 client"] / byName[scenarios[0].name]
+	closeGen()
 
 	for i := len(names); i < 100; i++ {
 		if _, err := e.Load(fmt.Sprintf("ad%d", i), paths[i%len(paths)], false); err != nil {
@@ -240,38 +278,27 @@ func randomLoRA(linears []rewrite.Linear, r int, targets []string, seed uint64) 
 	return ad
 }
 
-// mergedTokensPerS is the greedy decoding rate of base with ad merged, on
-// runtime's Generator.
-func mergedTokensPerS(base *graph.Model, ad *adapter.Adapter, prompt []int64, n, threads int) (float64, error) {
-	m := base.Clone()
+// mergedGenerator opens a Generator on the model at path with ad merged, and returns
+// what closes it.
+func mergedGenerator(path string, ad *adapter.Adapter, threads int) (*rt.Generator, func(), error) {
+	m, err := graph.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
 	defer m.Close()
 	if err := rewrite.MergeAdapter(m, ad); err != nil {
-		return 0, err
+		return nil, nil, err
 	}
 	s, err := session.OpenModel(m, session.WithRuntime(rt.WithIntraOpThreads(threads)))
 	if err != nil {
-		return 0, err
+		return nil, nil, err
 	}
-	defer s.Close()
 	g, err := rt.NewGenerator(s.Session)
 	if err != nil {
-		return 0, err
+		s.Close()
+		return nil, nil, err
 	}
-	gen := func() error {
-		_, err := g.Generate(context.Background(), prompt, rt.GenerateOptions{MaxNewTokens: n})
-		return err
-	}
-	if err := gen(); err != nil {
-		return 0, err
-	}
-	start := time.Now()
-	const runs = 4
-	for range runs {
-		if err := gen(); err != nil {
-			return 0, err
-		}
-	}
-	return float64(runs*n) / time.Since(start).Seconds(), nil
+	return g, func() { s.Close() }, nil
 }
 
 // settledRSSMB is rssMB once the Go heap has handed back what it holds
@@ -292,8 +319,8 @@ func adapterMB(e *serve.Engine) float64 {
 // serveTable renders r as Markdown.
 func serveTable(r *ServeResult) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "**Serving** (package serve), %s (%s), greedy, %d tokens per request, %d requests per client, %d threads:\n\n",
-		r.Size, human(r.Params), r.NewTokens, r.Requests, r.Threads)
+	fmt.Fprintf(&b, "**Serving** (package serve), %s (%s), greedy, %d tokens per request, %d requests per client, medians of %d rounds in turn, %d threads:\n\n",
+		r.Size, human(r.Params), r.NewTokens, r.Requests, r.Rounds, r.Threads)
 	b.WriteString("| scenario | clients | adapters | tokens/s | ms/token per client |\n|---|---:|---:|---:|---:|\n")
 	for _, row := range r.Rows {
 		fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %.1f |\n", row.Name, row.Clients, row.Adapters, row.TokensPerS, row.MSPerToken)

@@ -51,11 +51,9 @@ func (e env) start(s side, dir, mode string, batch int) (*worker, error) {
 	switch {
 	case s == sidePeft:
 		cmd = exec.Command(e.self, args(mode)...)
-	case mode == modeTrainLoRALowMem:
-		// PyTorch has one LoRA step.
-		cmd = exec.Command(e.python, append([]string{e.script}, args(modeTrainLoRA)...)...)
 	default:
-		cmd = exec.Command(e.python, append([]string{e.script}, args(mode)...)...)
+		// PyTorch has one LoRA step, and float32 only (torchMode).
+		cmd = exec.Command(e.python, append([]string{e.script}, args(torchMode(mode))...)...)
 	}
 	// Each side gets the same thread count; neither library's own default
 	// (all cores, or OMP_NUM_THREADS) decides.

@@ -8,8 +8,8 @@ import (
 	"testing"
 )
 
-// chatML is Qwen2's template as its tokenizer_config.json has it, with
-// whitespace control, trim_blocks and lstrip_blocks at work.
+// chatML is a ChatML template written as Qwen2's are laid out: one tag a
+// line, with whitespace control, trim_blocks and lstrip_blocks at work.
 const chatML = `{%- if messages[0]['role'] == 'system' %}
     {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
 {%- else %}
@@ -56,7 +56,8 @@ const reasoning = `{%- set ns = namespace(last_user=messages|length - 1, found=f
 {%- endfor %}
 {%- if add_generation_prompt %}{{- '<assistant>' }}{%- endif %}`
 
-// llama3 is Llama 3's template.
+// llama3 writes Llama 3's chat format: header tokens, trimmed content,
+// the BOS before the first message.
 const llama3 = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
 
 func msgs(pairs ...string) []any {
