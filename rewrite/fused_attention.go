@@ -217,20 +217,3 @@ func siteLayer(m *graph.Model, s Site) (Linear, error) {
 	}
 	return l, nil
 }
-
-// checkWidths checks the contiguous parts of a site: one width per
-// enable flag, positive, adding up to the output features, some enabled.
-func checkWidths(s Site) error {
-	var sum int64
-	for _, w := range s.Widths {
-		if w <= 0 {
-			sum = -1
-			break
-		}
-		sum += w
-	}
-	if len(s.Widths) != len(s.Enable) || sum != s.Out || s.Parts() == 0 {
-		return errorf("site %q: enable list %v with part widths %v does not split %d output features", s.Module, s.Enable, s.Widths, s.Out)
-	}
-	return nil
-}

@@ -32,24 +32,17 @@ func checkSite(m *graph.Model, s Site, bases map[string]bool) error {
 	if l.In != s.In || l.Out != s.Out {
 		return errorf("%s: LoRA record, site %q says %d×%d features; its weight %q is %d×%d", where, s.Module, s.In, s.Out, s.Weight, l.In, l.Out)
 	}
-	if s.Enable != nil && s.Widths != nil {
-		if err := checkWidths(s); err != nil {
-			return errorf("%s: LoRA record, %w", where, err)
-		}
-	} else if s.Enable != nil {
-		n := int64(len(s.Enable))
-		if s.Parts() == 0 || s.Out%n != 0 || s.HeadDim <= 0 || (s.Out/n)%int64(s.HeadDim) != 0 {
-			return errorf("%s: LoRA record, site %q: enable list %v with head dim %d does not split %d output features", where, s.Module, s.Enable, s.HeadDim, s.Out)
-		}
+	if err := checkSiteParts(s); err != nil {
+		return errorf("%s: LoRA record, site %q: %w", where, s.Module, err)
 	}
-	r := int64(s.R)
+	aShape, bShape := s.AShape(int64(s.R)), s.BShape(int64(s.R))
 	if s.AsInputs {
-		r = 0
+		aShape, bShape, _, _ = s.inputShapes()
 	}
 	for _, f := range []struct {
 		name  string
 		shape []int64
-	}{{s.A, s.AShape(r)}, {s.B, s.BShape(r)}} {
+	}{{s.A, aShape}, {s.B, bShape}} {
 		if bases[f.name] {
 			return errorf("%s: LoRA record, site %q: factor %q is a base tensor", where, s.Module, f.name)
 		}
@@ -158,6 +151,36 @@ func checkRemoval(m *graph.Model, rec record) error {
 		if !defined[resolve(o.Name)] {
 			return errorf("%s: LoRA record lists what writes graph output %q as part of a branch; merging would leave it undefined", modelLabel(m), o.Name)
 		}
+	}
+	return nil
+}
+
+// checkSiteParts checks the parts of a fused projection: an enable list
+// that splits the output features into equal parts of whole heads, or
+// into the widths the site lists.
+func checkSiteParts(s Site) error {
+	if s.Enable == nil {
+		return nil
+	}
+	n := int64(len(s.Enable))
+	if s.Parts() == 0 {
+		return errorf("enable list %v enables no part", s.Enable)
+	}
+	if s.Widths != nil {
+		sum := int64(0)
+		for _, w := range s.Widths {
+			if w <= 0 {
+				return errorf("part widths %v: a width must be positive", s.Widths)
+			}
+			sum += w
+		}
+		if int64(len(s.Widths)) != n || sum != s.Out {
+			return errorf("part widths %v do not split %d output features into the %d parts of enable list %v", s.Widths, s.Out, n, s.Enable)
+		}
+		return nil
+	}
+	if s.Out%n != 0 || s.HeadDim <= 0 || (s.Out/n)%int64(s.HeadDim) != 0 {
+		return errorf("enable list %v with head dim %d does not split %d output features", s.Enable, s.HeadDim, s.Out)
 	}
 	return nil
 }

@@ -137,7 +137,8 @@ func WithLibrary(path string) Option {
 // WithInterOpThreads accept: far beyond any machine's cores, and far below
 // the counts at which creating ONNX Runtime's thread pool fails (which
 // ONNX Runtime 1.24 answers with a segmentation fault, not an error).
-const MaxThreads = 1024
+// The CLI sets it from PEFTONNX_MAX_THREADS.
+var MaxThreads = 1024
 
 // WithIntraOpThreads sets the number of threads that one operator may use.
 // 0 keeps ONNX Runtime's default, one per core; at most MaxThreads.

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/peftonnx/peftonnx/rewrite"
+	ortrt "github.com/peftonnx/peftonnx/runtime"
 	"github.com/peftonnx/peftonnx/train"
 )
 
@@ -24,6 +25,7 @@ var limits = []limit{
 	{"PEFTONNX_MAX_PROJECTION_HIDDEN", rewrite.MaxProjectionHidden, func(n int64) { rewrite.MaxProjectionHidden = n }},
 	{"PEFTONNX_MAX_NEW_BYTES", rewrite.MaxNewBytes, func(n int64) { rewrite.MaxNewBytes = n }},
 	{"PEFTONNX_MAX_LINE_BYTES", int64(train.MaxLineBytes), func(n int64) { train.MaxLineBytes = int(min(n, 1<<40)) }},
+	{"PEFTONNX_MAX_THREADS", int64(ortrt.MaxThreads), func(n int64) { ortrt.MaxThreads = int(min(n, 1<<20)) }},
 }
 
 // setLimits sets the limits that getenv gives a value, and the others to

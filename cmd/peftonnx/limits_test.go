@@ -25,6 +25,7 @@ func TestLimits(t *testing.T) {
 		{"bytes above a user's limit", map[string]string{"PEFTONNX_MAX_NEW_BYTES": "1000"}, []string{"inject", base, "-o", out, "--target", ".*", "--r", "8"}, 1, []string{"above the limit of 1000 bytes"}},
 		{"1e7 prefix tokens", nil, []string{"prefix", base, "-o", out, "--tokens", "10000000"}, 1, []string{"10000000 prefix tokens is above the limit", "PEFTONNX_MAX_PREFIX_TOKENS"}},
 		{"projection hidden 1e9", nil, []string{"prefix", base, "-o", out, "--tokens", "4", "--projection", "--projection-hidden", "1000000000"}, 1, []string{"projection hidden size 1000000000", "PEFTONNX_MAX_PROJECTION_HIDDEN"}},
+		{"threads above a user's limit", map[string]string{"PEFTONNX_MAX_THREADS": "2"}, []string{"run", base, "--defaults", "--output-dir", filepath.Join(dir, "out"), "--threads", "4"}, 1, []string{"from 0 to 2, got 4"}},
 		{"a limit that is not a number", map[string]string{"PEFTONNX_MAX_RANK": "lots"}, []string{"inspect", base}, 1, []string{"PEFTONNX_MAX_RANK=\"lots\"", "positive whole number"}},
 	} {
 		for k, v := range tc.env {
