@@ -13,7 +13,6 @@ import (
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/internal/half"
-	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
 // expectDoRA computes tc's DoRA output in float64 from the definition:
@@ -81,23 +80,7 @@ func TestDoRAMath(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := newRand(uint64(i))
 			base, weff, bias := layerModel(t, tc, rng)
-			x := make([]float32, graph.NumElements(tc.xShape))
-			x64 := make([]float64, len(x))
-			for i := range x {
-				x[i] = float32(rng.NormFloat64())
-				if tc.elem == dtype.Float16 {
-					x[i] = half.Float16ToFloat32(half.Float32ToFloat16(x[i]))
-				}
-				x64[i] = float64(x[i])
-			}
-			xt, err := rt.NewFloat32(tc.xShape, x)
-			if tc.elem == dtype.Float16 {
-				xt, err = rt.NewFloat16FromFloat32(tc.xShape, x)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			feeds := map[string]*rt.Tensor{"x": xt}
+			feeds, x64 := layerInput(t, tc, rng)
 			check := func(what string, m *graph.Model, want []float64, tol float64) {
 				t.Helper()
 				got := run(t, session(t, m), feeds)["y"].ToFloat64()

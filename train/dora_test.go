@@ -44,25 +44,7 @@ func TestTrainDoRA(t *testing.T) {
 	if len(params) != 42 || mags != 14 {
 		t.Fatalf("trainable: %v, want A, B and a magnitude for 14 layers", params)
 	}
-	opts := testOptions()
-	opts.Steps, opts.Warmup, opts.LR = 30, 2, 3e-2
-	opts.Eval = patternData(8, 8, 32, 7)
-	tr, err := NewTrainer(m, params, patternData(32, 8, 32, 1), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	initial := paramValues(tr)
-	before, after := evalAroundSteps(t, tr, opts)
-	t.Logf("eval loss %.4f -> %.4f", before.Loss, after.Loss)
-	if !(after.Loss < before.Loss-0.1) {
-		t.Errorf("eval loss %.4f -> %.4f: training did not lower it by 0.1", before.Loss, after.Loss)
-	}
-	for name, v := range paramValues(tr) {
-		if slices.Equal(v, initial[name]) {
-			t.Errorf("%s did not change in training", name)
-		}
-	}
+	tr := trainPattern(t, m, params, 30, 0.1)
 	adapted, err := tr.Model()
 	if err != nil {
 		t.Fatal(err)
@@ -85,26 +67,13 @@ func TestTrainDoRA(t *testing.T) {
 		return f
 	}
 	logits := func(m *graph.Model) []float64 {
-		b, err := m.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := rt.NewSessionFromBytes(b, rt.WithIntraOpThreads(1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
 		f := feeds()
 		for k := range f {
 			if m.Input(k) == nil {
 				delete(f, k)
 			}
 		}
-		out, err := s.Run(f, []string{"logits"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out["logits"].ToFloat64()
+		return runModel(t, m, f, "logits")["logits"].ToFloat64()
 	}
 	got, want := logits(merged), logits(adapted)
 	worst := 0.0
@@ -171,20 +140,7 @@ func TestDoRAGradients(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := func(m *graph.Model, feeds map[string]*rt.Tensor, outs ...string) map[string]*rt.Tensor {
-		b, err := m.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ses, err := rt.NewSessionFromBytes(b, rt.WithIntraOpThreads(1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ses.Close()
-		res, err := ses.Run(feeds, outs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
+		return runModel(t, m, feeds, outs...)
 	}
 	gradients := func(opts ...autodiff.Option) map[string][]float64 {
 		gm, err := autodiff.Build(m, "loss", sum.Trainable(), opts...)
