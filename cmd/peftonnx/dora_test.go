@@ -53,3 +53,29 @@ func TestDoRACLI(t *testing.T) {
 		}
 	}
 }
+
+// TestInitPiSSACLI injects with --init pissa and olora into the real GPT-2
+// export: the injected model computes what the base does, and after
+// "training" the exported (converted) adapter applied to the original base
+// computes what the trained model does.
+func TestInitPiSSACLI(t *testing.T) {
+	needORT(t)
+	for _, init := range []string{"pissa", "olora"} {
+		t.Run(init, func(t *testing.T) {
+			c := loraCase{model: "gpt2-past-torch16", inject: []string{"--target", `.*\.c_proj`, "--r", "2", "--alpha", "4", "--init", init}}
+			base := sharedModel(t, c.model)
+			dir := t.TempDir()
+			feeds := modelFeeds(t, c.model)
+			fresh := filepath.Join(dir, "fresh.onnx")
+			runOK(t, append([]string{"inject", base, "-o", fresh}, c.inject...)...)
+			wantSame(t, "fresh vs base", runModel(t, fresh, feeds), runModel(t, base, feeds), 1e-4)
+			_, trained := trainedModel(t, c)
+			want := runModel(t, trained, feeds)
+			ad := filepath.Join(dir, "adapter")
+			runOK(t, "export-adapter", trained, "--out", ad)
+			applied := filepath.Join(dir, "applied.onnx")
+			runOK(t, "apply", base, "--adapter", ad, "-o", applied)
+			wantSame(t, "converted adapter applied to the base vs trained", runModel(t, applied, feeds), want, 1e-4)
+		})
+	}
+}
