@@ -41,4 +41,7 @@
 //
 // This package knows no tensors and no sessions: it describes. Package
 // runtime, package train and the server build the tensors.
+//
+// RotaryLimit reads how many positions a model's rotary embeddings cover
+// (the cos_cache rows of RotaryEmbedding and GroupQueryAttention nodes).
 package feed

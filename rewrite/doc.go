@@ -81,8 +81,8 @@
 // With use_dora (dora.go), each adapted linear layer's output feature j is
 // rescaled to a trained magnitude m[j]: W'[:, j] = m[j]·V[:, j]/‖V[:, j]‖
 // with V = W + s·A·B, the norm per output feature as HF PEFT takes it, and
-// detached in training (DetachedValues, which the trainer hands to
-// autodiff). m, "<module>.lora_magnitude_vector.weight", starts at W's
+// detached in training (DetachedValues, which the trainer marks for
+// autodiff as stop-gradient values). m, "<module>.lora_magnitude_vector.weight", starts at W's
 // column norms, so a fresh model computes what the base does. Merge is
 // exact; Unmerge, AsInputs, stacked serving factors, embeddings,
 // convolutions and QDQ weights refuse DoRA.
@@ -182,4 +182,14 @@
 // refused: an ONNX graph holds whole weights, so shards must be merged
 // into one adapter first. Merge refuses a weight that other nodes share.
 // Summary counts floating-point initializers only.
+//
+// A LoRA record read from a file is checked against the graph before
+// Merge or Extract trusts it (record_check.go): its version, each site's
+// layer and features, its factors' shapes (no base tensor as a factor),
+// and, for Merge, that removing what it lists leaves every node input
+// defined. MaxRank, MaxPrefixTokens, MaxProjectionHidden and MaxNewBytes
+// bound what one injection adds (limits.go); NaN, infinity and factors
+// whose product the weight's type cannot hold are refused (overflow.go).
+// A model takes one PEFT type: LoRA on a prefixed model, or a prefix on
+// one with LoRA, is an error.
 package rewrite

@@ -27,10 +27,11 @@ import (
 //
 // with base the layer's own output. The norm is detached in training
 // (PEFT's weight_norm.detach()): the site records it (Site.DoRANorm), and
-// the trainer tells autodiff that no gradient flows through it
-// (DetachedValues). With dropout, the dropped activation feeds the LoRA
-// product only; the base term reads x as the layer does (PEFT recomputes
-// the base product from the dropped x in training; inference is the same).
+// the trainer marks it for autodiff as a stop-gradient value
+// (DetachedValues, autodiff.MarkStopGradient). With dropout, the dropped
+// activation feeds the LoRA product only; the base term reads x as the
+// layer does (PEFT recomputes the base product from the dropped x in
+// training; inference is the same).
 //
 // DoRA takes linear layers (MatMul, Gemm, fused projections) with float
 // weights; embeddings, convolutions, QDQ weights and AsInputs are refused.
@@ -163,8 +164,8 @@ func (b *loraGraph) doraDelta(l Linear, pre *graph.Builder, bFull, base, d strin
 }
 
 // DetachedValues returns the values of m that training must treat as
-// constants: the DoRA norms, which HF PEFT detaches. The trainer passes
-// them to autodiff.WithDetached.
+// constants: the DoRA norms, which HF PEFT detaches. The trainer marks
+// them with autodiff.MarkStopGradient.
 func DetachedValues(m *graph.Model) ([]string, error) {
 	rec, ok, err := readRecord(m)
 	if err != nil || !ok {

@@ -117,4 +117,8 @@
 // then goes to ONNX Runtime as bytes. ONNX Runtime runs the whole graph
 // whichever outputs are asked for, so asking for fewer saves copies, not
 // compute.
+//
+// ONNX Runtime's own log prints fatal messages only, since its errors come
+// back as this package's; LogLevelEnv (PEFTONNX_ORT_LOG) shows more. An
+// allocation that fails inside ONNX Runtime is ErrOutOfMemory.
 package runtime

@@ -12,7 +12,9 @@ import (
 // Additions to the first contract (nothing it listed changed):
 // Options.MaxJoin, MaxSeqLen, EOS and Targets; AdapterInfo.Targets; the fields of
 // Stats; the Kind and Finish constants; ErrInvalidRequest,
-// ErrAdapterExists and ErrClosed.
+// ErrAdapterExists and ErrClosed. One change of behaviour, not of
+// signature: Generate calls emit from a goroutine of the request's own,
+// not the engine's, so that a slow client holds up only itself.
 
 // Options configure an Engine. Zero values take the defaults below.
 type Options struct {

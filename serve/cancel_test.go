@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/peftonnx/peftonnx/models"
 	"github.com/peftonnx/peftonnx/serve"
@@ -69,13 +70,9 @@ func TestCancelAndClose(t *testing.T) {
 func TestPanicKeepsServing(t *testing.T) {
 	f := newFixture(t, models.LlamaTiny())
 	want := f.reference(t, "")
-	e, err := serve.New(f.Base, serve.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := openEngine(t, f, serve.Options{})
 	n := 0
-	_, err = e.Generate(context.Background(), serve.Request{Prompt: f.prompts[0], MaxTokens: 8}, func(ev serve.Event) error {
+	_, err := e.Generate(context.Background(), serve.Request{Prompt: f.prompts[0], MaxTokens: 8}, func(ev serve.Event) error {
 		if n++; n == 2 {
 			panic("emit broke")
 		}
@@ -87,5 +84,45 @@ func TestPanicKeepsServing(t *testing.T) {
 	got, err := generate(t, e, "", f.prompts[0], f.newTokens)
 	if err != nil || !slices.Equal(got, want[0]) {
 		t.Errorf("after the panic: %v, %v; want %v", got, err, want[0])
+	}
+}
+
+// TestSlowClient: a client that takes long over each token slows its own
+// stream, not another request's in the same batch; both get their tokens.
+func TestSlowClient(t *testing.T) {
+	f := newFixture(t, models.LlamaTiny())
+	want := f.reference(t, "")
+	e := openEngine(t, f, serve.Options{})
+	slowDone := make(chan []int64, 1)
+	started := make(chan struct{})
+	go func() {
+		var got []int64
+		_, err := e.Generate(context.Background(), serve.Request{Prompt: f.prompts[0], MaxTokens: f.newTokens}, func(ev serve.Event) error {
+			if len(got) == 0 && !ev.Done {
+				close(started)
+			}
+			if !ev.Done {
+				got = append(got, ev.Token)
+			}
+			time.Sleep(100 * time.Millisecond)
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		slowDone <- got
+	}()
+	<-started
+	got, err := generate(t, e, "", f.prompts[1], f.newTokens)
+	if err != nil || !slices.Equal(got, want[1]) {
+		t.Errorf("the fast client: %v, %v; want %v", got, err, want[1])
+	}
+	select {
+	case <-slowDone:
+		t.Error("the fast client finished after the slow one: it waited for it")
+	default:
+	}
+	if got := <-slowDone; !slices.Equal(got, want[0]) {
+		t.Errorf("the slow client: got %v, want %v", got, want[0])
 	}
 }

@@ -43,7 +43,8 @@ func generate(t testing.TB, e *serve.Engine, name string, prompt []int64, n int)
 	return toks, nil
 }
 
-func newEngine(t testing.TB, f *fixture, opts serve.Options) *serve.Engine {
+// openEngine opens an engine on f's base, closed with the test.
+func openEngine(t testing.TB, f *fixture, opts serve.Options) *serve.Engine {
 	t.Helper()
 	e, err := serve.New(f.Base, opts)
 	if err != nil {
@@ -54,6 +55,13 @@ func newEngine(t testing.TB, f *fixture, opts serve.Options) *serve.Engine {
 			t.Error(err)
 		}
 	})
+	return e
+}
+
+// newEngine opens an engine with f's adapters loaded as a, b and p.
+func newEngine(t testing.TB, f *fixture, opts serve.Options) *serve.Engine {
+	t.Helper()
+	e := openEngine(t, f, opts)
 	for name, path := range map[string]string{"a": f.LoRA4, "b": f.LoRA8, "p": f.Prefix} {
 		if _, err := e.Load(name, path, false); err != nil {
 			t.Fatal(err)

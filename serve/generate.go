@@ -15,8 +15,8 @@ import (
 type job struct {
 	ctx       context.Context
 	req       Request
-	a         *entry // nil for the base
-	emit      func(Event) error
+	a         *entry    // nil for the base
+	events    *delivery // to the request's emit
 	queued    time.Time
 	maxTokens int
 
@@ -31,11 +31,12 @@ type job struct {
 }
 
 // Generate queues r, batches it with others (continuous batching) and
-// calls emit for each token from the engine's goroutine, then once with
-// Done and the finish reason. emit must return quickly (buffer, do not
-// write to a slow client from it): every other sequence of the batch
-// waits for it. Cancelling ctx (the client left) ends the
-// sequence with ctx's error, and so does an error from emit. It returns
+// calls emit for each token, then once with Done and the finish reason,
+// in order, from a goroutine of the request's own: a slow emit (a slow
+// client) delays its own stream only, not the batch. Cancelling ctx (the
+// client left) ends the sequence with ctx's error, and so does an error
+// (or a panic) of emit, at the next step. Generate returns once every
+// event was emitted. It returns
 // the request's usage. Errors wrap ErrUnknownAdapter, ErrQueueFull,
 // ErrTooLong, ErrInvalidRequest or ErrClosed where they are those.
 func (e *Engine) Generate(ctx context.Context, r Request, emit func(Event) error) (Usage, error) {
@@ -57,7 +58,7 @@ func (e *Engine) Generate(ctx context.Context, r Request, emit func(Event) error
 		return usage, err
 	}
 	defer e.release(a)
-	j := &job{ctx: ctx, req: r, a: a, emit: emit, queued: time.Now(), maxTokens: maxTokens, smp: smp, slot: -1, done: make(chan struct{})}
+	j := &job{ctx: ctx, req: r, a: a, queued: time.Now(), maxTokens: maxTokens, smp: smp, slot: -1, done: make(chan struct{})}
 	e.mu.Lock()
 	switch {
 	case e.closed:
@@ -67,6 +68,8 @@ func (e *Engine) Generate(ctx context.Context, r Request, emit func(Event) error
 		e.mu.Unlock()
 		return usage, errorf("%w: %d requests wait already", ErrQueueFull, len(e.queue))
 	}
+	// Room for every token the request may get, and Done.
+	j.events = newDelivery(ctx, maxTokens+1, emit)
 	e.queue = append(e.queue, j)
 	st := e.stats.Adapters[r.Adapter]
 	st.Requests++
@@ -83,10 +86,15 @@ func (e *Engine) Generate(ctx context.Context, r Request, emit func(Event) error
 		if i := slices.Index(e.queue, j); i >= 0 {
 			e.queue = slices.Delete(e.queue, i, i+1)
 			e.mu.Unlock()
+			j.events.close()
+			j.events.wait()
 			return usage, ctx.Err()
 		}
 		e.mu.Unlock()
 		<-j.done
+	}
+	if err := j.events.wait(); err != nil && j.err == nil {
+		return j.usage, err
 	}
 	return j.usage, j.err
 }
@@ -367,6 +375,10 @@ func (e *Engine) step(slots *slotTable, active *rt.Sequence, rows []*job, feeds 
 			e.finish(slots, j, "", err)
 			continue
 		}
+		if err := j.events.failed(); err != nil {
+			e.finish(slots, j, "", err)
+			continue
+		}
 		if !e.next(slots, j, out, i) {
 			keep = append(keep, i)
 			left = append(left, j)
@@ -398,7 +410,7 @@ func (e *Engine) next(slots *slotTable, j *job, out *rt.Tensor, row int) bool {
 		return true
 	}
 	j.out = append(j.out, id)
-	if err := j.emit(Event{Token: id}); err != nil {
+	if err := j.events.send(Event{Token: id}); err != nil {
 		e.finish(slots, j, "", err)
 		return true
 	}
@@ -433,10 +445,9 @@ func (e *Engine) finish(slots *slotTable, j *job, reason string, err error) {
 	delete(e.inflight, j)
 	j.usage = Usage{PromptTokens: len(j.req.Prompt), CompletionTokens: len(j.out)}
 	if err == nil {
-		if eerr := j.emit(Event{Done: true, FinishReason: reason}); eerr != nil {
-			err = eerr
-		}
+		err = j.events.send(Event{Done: true, FinishReason: reason})
 	}
+	j.events.close()
 	j.err = err
 	slots.put(j.slot)
 	j.slot = -1

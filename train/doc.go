@@ -16,6 +16,9 @@
 //     there), and add a "labels" input. The causal LM loss is
 //     HF's: labels align with input_ids, the shift happens inside, and the
 //     loss is the mean cross entropy over labels that are not -100.
+//     WithLossChunks (Options.LossChunks, 8 by default) computes an LM head
+//     and that loss over chunks of the sequence, each chunk's share of the
+//     gradient in the forward pass, so that the logits are never whole.
 //     DetectTask picks the task from the model's outputs.
 //   - Optimization: AdamW and SGD with torch semantics, Schedule with HF's
 //     constant, linear and cosine schedules and warmup, ClipGradNorm as
@@ -130,4 +133,11 @@
 //   - Text is encoded by package tokenizer, which implements the
 //     tokenizer.json components of BPE, byte-level BPE and WordPiece
 //     models and refuses files with others (see its doc).
+//
+// ReadJSONL reads lines of at most MaxLineBytes (16 MiB). NewTrainer
+// refuses data that leaves the loss nothing to score (every label -100,
+// one-token examples or a sequence length of 1 under a causal loss), and
+// examples longer than the model's rotary cache (feed.RotaryLimit).
+// Resuming checks the optimizer settings and step count against the
+// checkpoint's.
 package train

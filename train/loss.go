@@ -36,9 +36,32 @@ const minLossOpset = 11
 // forms that opset wants, and differentiable by package autodiff: Slice,
 // Pad, Cast, LogSoftmax, Unsqueeze, Equal, Not, Where, GatherElements,
 // ReduceSum, Max, Div and Neg.
-func CausalLMLoss(m *graph.Model, logits string) (string, error) {
-	return tokenCrossEntropy(m, "causal_lm_loss", logits, true)
+//
+// WithLossChunks(n) computes an LM head and the loss in n chunks over the
+// sequence instead (chunkedloss.go): no [batch, seq, vocab] tensor is
+// whole, forward or backward, and the numbers are those of the whole loss
+// up to float reassociation.
+func CausalLMLoss(m *graph.Model, logits string, opts ...LossOption) (string, error) {
+	var o lossOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return tokenCrossEntropy(m, "causal_lm_loss", logits, true, o.chunks)
 }
+
+// LossOption configures CausalLMLoss.
+type LossOption func(*lossOptions)
+
+type lossOptions struct{ chunks int }
+
+// WithLossChunks has CausalLMLoss compute the LM head and the loss over n
+// chunks of the sequence, where logits is the product of a float32 hidden
+// state [batch, seq, hidden] by a 2-D float32 weight (an LM head); for
+// other logits, or n below 2, the loss is the whole one. Each chunk
+// computes its share of the loss's gradient with respect to the hidden
+// state in the forward pass, so the graph is meant for training (package
+// autodiff): a forward pass alone does the gradient's work too.
+func WithLossChunks(n int) LossOption { return func(o *lossOptions) { o.chunks = n } }
 
 // TokenClassificationLoss appends the loss of HF's *ForMaskedLM and
 // *ForTokenClassification models to m and returns the name of the scalar
@@ -48,13 +71,14 @@ func CausalLMLoss(m *graph.Model, logits string) (string, error) {
 // the causal LM's shift: the mean cross entropy over the labels that are
 // not -100, computed in float32.
 func TokenClassificationLoss(m *graph.Model, logits string) (string, error) {
-	return tokenCrossEntropy(m, "token_loss", logits, false)
+	return tokenCrossEntropy(m, "token_loss", logits, false, 0)
 }
 
 // tokenCrossEntropy appends, in scope, the mean cross entropy of logits
 // [batch, seq, classes] against an int64 input "labels" [batch, seq]; with
-// shift, position t is scored against label t+1.
-func tokenCrossEntropy(m *graph.Model, scope, logits string, shift bool) (string, error) {
+// shift, position t is scored against label t+1. With chunks > 1 it
+// computes an LM head and the loss chunk by chunk where it can.
+func tokenCrossEntropy(m *graph.Model, scope, logits string, shift bool, chunks int) (string, error) {
 	b, err := newLossGraph(m, scope, logits, 3)
 	if err != nil {
 		return "", err
@@ -70,6 +94,11 @@ func tokenCrossEntropy(m *graph.Model, scope, logits string, shift bool) (string
 		// without copying the logits, the largest tensor of the graph,
 		// forward or backward.
 		labels = b.pad(b.slice(labels, 1, math.MaxInt64, 1), 1, IgnoreIndex)
+	}
+	if chunks > 1 {
+		if loss, ok := chunkedCausalLM(b, logits, labels, chunks); ok {
+			return loss, nil
+		}
 	}
 	return b.crossEntropy(logits, labels, 2), nil
 }

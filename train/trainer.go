@@ -25,8 +25,11 @@ type Trainer struct {
 	opts     Options
 	base     *graph.Model // the caller's model, cloned: no loss
 	withLoss *graph.Model // the graph the trainer runs: loss appended, maybe upcast
-	loss     string
-	upcast   bool
+	// chunkedLoss is withLoss with the loss in chunks (Options.LossChunks),
+	// which the gradient graph is built from; nil for the whole loss.
+	chunkedLoss *graph.Model
+	loss        string
+	upcast      bool
 
 	params []*Param
 	byName map[string]*Param
@@ -114,6 +117,13 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 		t.comm = solo{}
 	}
 	t.withLoss = m.Clone()
+	// DoRA's weight norms are constants of the backward pass, as HF PEFT
+	// detaches them.
+	detached, err := rewrite.DetachedValues(t.withLoss)
+	if err != nil {
+		return nil, err
+	}
+	autodiff.MarkStopGradient(t.withLoss, detached...)
 	raiseOpset(t.withLoss)
 	if opts.Half == Upcast && hasHalf(t.withLoss) {
 		if err := upcast(t.withLoss, params); err != nil {
@@ -138,11 +148,25 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 			}
 		}
 	}
+	if opts.Task == CausalLM && opts.LossChunks > 1 {
+		// The training graph's loss is chunked; evaluation and the shape
+		// probes run the whole one, which does no gradient work.
+		t.chunkedLoss = t.withLoss.Clone()
+	}
 	loss, err := appendLoss(t.withLoss, opts.Task, opts.Output)
 	if err != nil {
 		return nil, err
 	}
 	t.loss = loss
+	if t.chunkedLoss != nil {
+		chunked, err := CausalLMLoss(t.chunkedLoss, opts.Output, WithLossChunks(opts.LossChunks))
+		if err != nil {
+			return nil, err
+		}
+		if chunked != loss {
+			return nil, errorf("the chunked loss is %q, the whole one %q", chunked, loss)
+		}
+	}
 	if err := t.planInputs(params); err != nil {
 		return nil, err
 	}
@@ -212,20 +236,15 @@ func (t *Trainer) gradientGraph() (*graph.Model, error) {
 		onGradientBuild()
 	}
 	m, target := t.withLoss, t.loss
+	if t.chunkedLoss != nil {
+		m = t.chunkedLoss
+	}
 	opts := []autodiff.Option{
 		autodiff.WithRecomputeProducts(t.opts.RecomputeProducts),
+		autodiff.WithRecomputeLayers(t.opts.RecomputeLayers),
 		// Shapes past an op that autodiff does not know come from one
 		// forward run on the first batch.
 		autodiff.WithShapeProbe(batchProbe(t.firstBatch(), t.opts.Task, outputDims(t.withLoss, t.opts.Output), t.opts.Session)),
-	}
-	// DoRA's weight norms are constants of the backward pass, as HF PEFT
-	// detaches them.
-	detached, err := rewrite.DetachedValues(m)
-	if err != nil {
-		return nil, errorf("gradient graph: %w", err)
-	}
-	if len(detached) > 0 {
-		opts = append(opts, autodiff.WithDetached(detached...))
 	}
 	if t.opts.LossScale != 1 {
 		m = m.Clone()

@@ -23,4 +23,10 @@
 // (named after its process number); the next Create or CreateDir for the
 // same destination removes those whose process has ended, and Stale lists
 // them.
+//
+// # Before writing
+//
+// CheckWritable tells whether a file can be created at a path, leaving
+// nothing; Lock takes a folder's exclusive lock (flock on the folder), so
+// that two commands do not write one output folder at once.
 package atomicfile

@@ -25,19 +25,8 @@ type config struct {
 	outputs     []string
 	noRecompute bool
 	products    bool
+	layers      bool
 	probe       ShapeProbe
-	detached    []string
-}
-
-// WithDetached makes values constants of the backward pass, as torch's
-// detach() does: no gradient flows through them to what they are made
-// from, although they keep depending on the parameters in the forward
-// pass (DoRA's weight norm, rewrite.DetachedValues).
-func WithDetached(names ...string) Option {
-	return func(c *config) error {
-		c.detached = append(c.detached, names...)
-		return nil
-	}
 }
 
 // WithRecomputeProducts also recomputes, in the backward pass, the
@@ -49,6 +38,19 @@ func WithDetached(names ...string) Option {
 func WithRecomputeProducts(on bool) Option {
 	return func(c *config) error {
 		c.products = on
+		return nil
+	}
+}
+
+// WithRecomputeLayers checkpoints whole decoder layers: the backward pass
+// computes again everything a layer made from the value that entered it
+// (the nodes named under "layers.N/", attention and MLP, all but random
+// ops), and only the values that pass from layer to layer are kept from
+// the forward pass. The least memory, for about one more forward pass of
+// time. Off by default; it needs WithRecompute on.
+func WithRecomputeLayers(on bool) Option {
+	return func(c *config) error {
+		c.layers = on
 		return nil
 	}
 }
@@ -94,6 +96,9 @@ func WithOutputs(names ...string) Option {
 //   - only the nodes that these outputs need are kept;
 //   - fused com.microsoft ops on a gradient path are replaced by standard
 //     ops where no rule handles them directly.
+//
+// Values that m's metadata lists under StopGradientKey are constants to
+// the gradient, as torch's detach.
 //
 // A param that the loss does not depend on gets a zero gradient. Build
 // fails with an error naming the op type and the node when a node on a
@@ -181,7 +186,7 @@ func (b *gradientPass) run() error {
 		return err
 	}
 	if !b.cfg.noRecompute {
-		b.recompute(b.cfg.products)
+		b.recompute(b.cfg.products, b.cfg.layers)
 	}
 	b.setOutputs(grads)
 	b.prune()
@@ -289,10 +294,7 @@ func (b *gradientPass) analyze() error {
 	for _, p := range b.params {
 		b.rg[p] = true
 	}
-	detached := map[string]bool{}
-	for _, v := range b.cfg.detached {
-		detached[v] = true
-	}
+	stops := stopGradients(b.m)
 	for _, n := range kept {
 		r, hasRule := ruleFor(n)
 		flows := false
@@ -305,7 +307,7 @@ func (b *gradientPass) analyze() error {
 			continue
 		}
 		for _, o := range n.Output {
-			if dt := b.inf.get(o).elem; o != "" && !detached[o] && (dt == dtype.Undefined || dt.IsFloat()) {
+			if dt := b.inf.get(o).elem; o != "" && !stops[o] && (dt == dtype.Undefined || dt.IsFloat()) {
 				b.rg[o] = true
 			}
 		}

@@ -59,7 +59,14 @@
 //     backward pass reads and that a cheap element-wise node made from
 //     values the backward pass keeps anyway is made again there (under the
 //     recompute/ scope), so that the forward value dies with the forward
-//     pass. The gradients are the same, bit for bit.
+//     pass. The gradients are the same, bit for bit. WithRecomputeProducts
+//     adds the products with frozen weights; WithRecomputeLayers
+//     checkpoints whole decoder layers (every value of a "layers.N/" node
+//     but those that leave the layer is made again from the layer's input).
+//   - Stopped gradients: the values that a model's metadata lists under
+//     StopGradientKey (MarkStopGradient) are constants to the gradient,
+//     as torch's detach; train's chunked loss marks the values through
+//     which it hands its own gradient to the hidden state.
 //
 // # Rules
 //

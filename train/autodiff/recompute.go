@@ -1,6 +1,8 @@
 package autodiff
 
 import (
+	"regexp"
+
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
 
@@ -15,6 +17,12 @@ type recomputer struct {
 	// products: also recompute the products of an activation with a
 	// frozen matrix (WithRecomputeProducts).
 	products bool
+	// layers: recompute everything a layer makes from its input
+	// (WithRecomputeLayers); boundary holds the values that leave a
+	// layer, which are kept.
+	layers   bool
+	layerOf  map[string]string // value -> the layer scope that makes it
+	boundary map[string]bool
 
 	made     map[string]bool // values the forward nodes make
 	dynamic  map[string]bool // values that depend on a graph input
@@ -42,11 +50,20 @@ type recomputer struct {
 // through a Reshape to that input's own shape (an alias, no copy), so that
 // ONNX Runtime's common-subexpression pass does not merge the copy back
 // into the forward node.
-func (b *gradientPass) recompute(products bool) {
+//
+// With layers on (WithRecomputeLayers), every value that a node of a
+// decoder layer (a node named under "layers.N/") makes is recomputed in
+// the backward pass from the values that enter that layer, whatever its
+// op, but for random ones (Dropout); only the values that leave a layer
+// (read by a node outside it: the residual stream) are kept, as torch's
+// checkpoint of whole layers does. The copies make the same values, so
+// the gradients are unchanged.
+func (b *gradientPass) recompute(products, layers bool) {
 	r := &recomputer{
-		b: b, e: newEmitter(b.m, b.inf, b.opset), products: products,
+		b: b, e: newEmitter(b.m, b.inf, b.opset), products: products || layers, layers: layers,
 		made: map[string]bool{}, dynamic: map[string]bool{}, producer: map[string]*onnxpb.NodeProto{},
 		readers: map[string][]*onnxpb.NodeProto{}, again: map[string]string{},
+		layerOf: map[string]string{}, boundary: map[string]bool{},
 	}
 	r.e.scope = "recompute"
 	forward := map[*onnxpb.NodeProto]bool{}
@@ -77,8 +94,11 @@ func (b *gradientPass) recompute(products bool) {
 			}
 		}
 	}
+	if layers {
+		r.findLayers()
+	}
 	for _, n := range b.nodes {
-		if len(n.Output) != 1 || !r.candidate(n) {
+		if len(n.Output) != 1 || !r.candidate(n) || r.boundary[n.Output[0]] {
 			continue
 		}
 		v := n.Output[0]
@@ -112,7 +132,44 @@ func (r *recomputer) candidate(n *onnxpb.NodeProto) bool {
 	if e.recompute {
 		return true
 	}
+	if r.layers && r.layerOf[n.Output[0]] != "" && e.grad != nil && !random[n.OpType] {
+		return true
+	}
 	return r.products && e.product != nil && e.product(n) && r.frozenMatrix(n)
+}
+
+// random are the ops whose output a copy would not make again.
+var random = map[string]bool{"Dropout": true, "RandomNormal": true, "RandomNormalLike": true, "RandomUniform": true, "RandomUniformLike": true, "Multinomial": true, "Bernoulli": true}
+
+// layerScope finds the decoder layer in a node's name: "layers.3" in
+// "/model/layers.3/self_attn/q_proj/MatMul".
+var layerScope = regexp.MustCompile(`(^|/)(layers?|h|blocks?)\.(\d+)/`)
+
+// findLayers sets layerOf for the values made by nodes of a decoder layer
+// and marks as boundaries those read by a forward node of another layer
+// or of none, or by no forward node (graph outputs).
+func (r *recomputer) findLayers() {
+	for _, n := range r.b.nodes {
+		if m := layerScope.FindStringSubmatch(n.Name); m != nil {
+			for _, o := range n.Output {
+				r.layerOf[o] = m[2] + "." + m[3]
+			}
+		}
+	}
+	for _, n := range r.b.nodes {
+		scope := ""
+		if m := layerScope.FindStringSubmatch(n.Name); m != nil {
+			scope = m[2] + "." + m[3]
+		}
+		for _, in := range n.Input {
+			if l := r.layerOf[in]; l != "" && l != scope {
+				r.boundary[in] = true
+			}
+		}
+	}
+	for _, o := range r.b.m.Graph().Output {
+		r.boundary[o.Name] = true
+	}
 }
 
 // frozenMatrix reports whether the product n multiplies an activation
@@ -141,11 +198,11 @@ func (r *recomputer) avail(v string, depth int) (string, bool) {
 	if v == "" {
 		return "", false
 	}
-	if r.kept(v) {
+	if r.kept(v) || r.boundary[v] {
 		return v, true
 	}
 	p := r.producer[v]
-	if !r.products || depth >= maxRecomputeChain || p == nil || len(p.Output) != 1 || !r.candidate(p) {
+	if !r.products || (depth >= maxRecomputeChain && !r.layers) || p == nil || len(p.Output) != 1 || !r.candidate(p) {
 		return "", false
 	}
 	return r.copyOf(p, depth+1)

@@ -61,6 +61,86 @@ type Comparison struct {
 	// Sequential reports that the sides ran one after the other, not
 	// interleaved, because both would not fit in memory at once.
 	Sequential bool `json:"sequential,omitempty"`
+
+	// WorkGFLOP is the matrix-product work of one step (stepWork), and
+	// WorkParts the same by part, in GFLOP.
+	WorkGFLOP float64            `json:"work_gflop,omitempty"`
+	WorkParts map[string]float64 `json:"work_parts,omitempty"`
+	// SGEMM is the machine's matrix-product rate, measured between the
+	// timed steps, and each side's achieved fraction of it.
+	SGEMM *SGEMMResult `json:"sgemm,omitempty"`
+}
+
+// SGEMMResult is the yardstick of one comparison: ONNX Runtime's float32
+// matrix-product rate, measured by the SGEMM worker after every timed
+// step, and the rate each side achieved on the row's work.
+type SGEMMResult struct {
+	// Samples are the reference rates (the best of sgemmRuns runs of a
+	// 1024×2048 by 2048×2048 product), one per timed step, in GFLOP/s;
+	// GFLOPS is their median.
+	Samples []float64 `json:"samples"`
+	GFLOPS  float64   `json:"gflops"`
+	// Shapes is the median rate of each weight shape of the model ("KxN",
+	// at the step's rows, at most maxShapeRows), in GFLOP/s.
+	Shapes map[string]float64 `json:"shapes"`
+	// PeftGFLOPS and TorchGFLOPS are the work over each side's median step
+	// time; PeftFraction and TorchFraction the same over GFLOPS.
+	PeftGFLOPS    float64 `json:"peftonnx_gflops"`
+	TorchGFLOPS   float64 `json:"pytorch_gflops"`
+	PeftFraction  float64 `json:"peftonnx_fraction"`
+	TorchFraction float64 `json:"pytorch_fraction"`
+	// ShapeLimitMS is how long the work would take with every linear
+	// product at its own shape's rate and the rest at the reference rate;
+	// PeftShapeFraction is that over peftonnx's median step time.
+	ShapeLimitMS      float64 `json:"shape_limit_ms,omitempty"`
+	PeftShapeFraction float64 `json:"peftonnx_shape_fraction,omitempty"`
+
+	shapeSamples map[string][]float64 // per shape, one per sample, until finish
+}
+
+// add records one sample: the reference rate and the rate of each shape.
+func (r *SGEMMResult) add(ref float64, shapes map[string]float64) {
+	r.Samples = append(r.Samples, ref)
+	if r.shapeSamples == nil {
+		r.shapeSamples = map[string][]float64{}
+	}
+	for k, v := range shapes {
+		r.shapeSamples[k] = append(r.shapeSamples[k], v)
+	}
+}
+
+// addReply records a reply of the SGEMM worker.
+func (r *SGEMMResult) addReply(reply map[string]any) {
+	shapes := map[string]float64{}
+	m, _ := reply["shapes"].(map[string]any)
+	for k, v := range m {
+		shapes[k] = num(v)
+	}
+	r.add(num(reply["value"]), shapes)
+}
+
+// finish takes the medians and sets each side against them; work is the
+// row's, and c holds the sides' median step times.
+func (r *SGEMMResult) finish(work []gemm, c *Comparison) {
+	r.GFLOPS = median(r.Samples)
+	r.Shapes = map[string]float64{}
+	for k, v := range r.shapeSamples {
+		r.Shapes[k] = median(v)
+	}
+	f := totalFlops(work) / 1e9
+	if c.Peft.MedianMS > 0 {
+		r.PeftGFLOPS = f / (c.Peft.MedianMS / 1e3)
+	}
+	if c.Torch.MedianMS > 0 {
+		r.TorchGFLOPS = f / (c.Torch.MedianMS / 1e3)
+	}
+	if r.GFLOPS > 0 {
+		r.PeftFraction, r.TorchFraction = r.PeftGFLOPS/r.GFLOPS, r.TorchGFLOPS/r.GFLOPS
+	}
+	if sec, ok := shapeLimit(work, r.GFLOPS, r.Shapes); ok && c.Peft.MedianMS > 0 {
+		r.ShapeLimitMS = sec * 1e3
+		r.PeftShapeFraction = r.ShapeLimitMS / c.Peft.MedianMS
+	}
 }
 
 // compare runs p.mode on the export folder dir on both sides: it starts
@@ -104,6 +184,20 @@ func (e env) compare(dir string, p point) (*Comparison, error) {
 		logf("%s: %s", name, c.Failed)
 		return c, nil
 	}
+	// The SGEMM worker measures the machine's rate after every timed
+	// step of each side, so that the fraction of it holds on a machine
+	// whose speed drifts.
+	work := stepWork(spec, mode, batch)
+	c.WorkGFLOP, c.WorkParts = totalFlops(work)/1e9, map[string]float64{}
+	for k, v := range partFlops(work) {
+		c.WorkParts[k] = v / 1e9
+	}
+	c.SGEMM = &SGEMMResult{}
+	yard, err := e.start(sidePeft, dir, modeSGEMM, batch)
+	if err != nil {
+		return nil, fmt.Errorf("peftbench: %s: the SGEMM worker: %w", name, err)
+	}
+	defer yard.stop()
 	res := []*SideResult{&c.Peft, &c.Torch}
 	groups := [][]int{{0, 1}}
 	if sequential {
@@ -133,6 +227,13 @@ func (e env) compare(dir string, p point) (*Comparison, error) {
 					res[i].CPUMS = append(res[i].CPUMS, cpu)
 				}
 			}
+			if k >= warmup {
+				reply, err := yard.call("step")
+				if err != nil {
+					return nil, fmt.Errorf("peftbench: %s: the SGEMM worker: %w", name, err)
+				}
+				c.SGEMM.addReply(reply)
+			}
 		}
 		for _, i := range g {
 			st, err := ws[i].call("stats")
@@ -152,10 +253,13 @@ func (e env) compare(dir string, p point) (*Comparison, error) {
 		}
 	}
 	c.Load[1] = loadAvg()
+	c.SGEMM.finish(work, c)
 	c.TimeRatio = c.Peft.MedianMS / c.Torch.MedianMS
 	c.MemRatio = c.Peft.PeakRSSMB / c.Torch.PeakRSSMB
 	logf("%s: peftonnx %.1f ms (CPU %.0f ms), %.0f MiB; pytorch %.1f ms (CPU %.0f ms), %.0f MiB; time ×%.2f, memory ×%.2f; load %.1f→%.1f",
 		name, c.Peft.MedianMS, c.Peft.MedianCPUMS, c.Peft.PeakRSSMB, c.Torch.MedianMS, c.Torch.MedianCPUMS, c.Torch.PeakRSSMB, c.TimeRatio, c.MemRatio, c.Load[0], c.Load[1])
+	logf("%s: %.1f GFLOP a step; SGEMM %.0f GFLOP/s (median of %d); peftonnx %.0f GFLOP/s (%.0f%% of SGEMM, %.0f%% of the limit at the model's shapes), pytorch %.0f GFLOP/s (%.0f%%)",
+		name, c.WorkGFLOP, c.SGEMM.GFLOPS, len(c.SGEMM.Samples), c.SGEMM.PeftGFLOPS, 100*c.SGEMM.PeftFraction, 100*c.SGEMM.PeftShapeFraction, c.SGEMM.TorchGFLOPS, 100*c.SGEMM.TorchFraction)
 	if len(c.Peft.Values) > 0 && (mode == modeTrainLoRA || mode == modeTrainLoRALowMem || mode == modeTrainFull) {
 		if d := relDiff(c.Peft.Values[0], c.Torch.Values[0]); d > 1e-4 {
 			return c, fmt.Errorf("peftbench: %s: the sides disagree at step 1: %v against %v (relative %.2g)", name, c.Peft.Values[0], c.Torch.Values[0], d)

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,7 +37,7 @@ const (
 )
 
 var workerModes = []string{modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull, modeForwardBase, modeForwardLoRA, modeForwardMerged,
-	modeTrainQLoRA, modeForwardInt4, modeForwardInt4LoRA, modeForwardInt4Merged}
+	modeTrainQLoRA, modeForwardInt4, modeForwardInt4LoRA, modeForwardInt4Merged, modeSGEMM}
 
 // goRun is the peftonnx side of one benchmark configuration: an ONNX
 // Runtime session over the exported model (adapted, merged, or with its
@@ -54,6 +55,8 @@ var workerModes = []string{modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull, mo
 //	PEFTBENCH_ORT_CONFIG="k=v;…"   ONNX Runtime session config entries
 //	PEFTBENCH_STATIC=1             make batch and sequence dims static
 //	PEFTBENCH_DUMP_GRAPH=path      write the graph the session runs
+//	PEFTBENCH_LOSS_CHUNKS=n        the LM head and loss in n chunks (0: whole; default train's)
+//	PEFTBENCH_RECOMPUTE=layers     checkpoint whole layers (autodiff.WithRecomputeLayers)
 type goRun struct {
 	spec  Spec
 	mode  string
@@ -116,7 +119,7 @@ func openGoRun(dir, mode string, batch, threads int) (*goRun, error) {
 	g := m
 	switch mode {
 	case modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull, modeTrainQLoRA:
-		loss, err := train.CausalLMLoss(m, "logits")
+		loss, err := train.CausalLMLoss(m, "logits", train.WithLossChunks(lossChunks()))
 		if err != nil {
 			return nil, err
 		}
@@ -132,7 +135,7 @@ func openGoRun(dir, mode string, batch, threads int) (*goRun, error) {
 			r.params = append(r.params, train.NewParam(name, m.Initializer(name).Dims, v))
 			r.grads = append(r.grads, autodiff.GradName(name))
 		}
-		if g, err = autodiff.Build(m, loss, names); err != nil {
+		if g, err = autodiff.Build(m, loss, names, autodiff.WithRecomputeLayers(os.Getenv("PEFTBENCH_RECOMPUTE") == "layers")); err != nil {
 			return nil, err
 		}
 		r.loss = loss
@@ -330,30 +333,50 @@ func readSpec(dir string) (Spec, error) {
 // runWorker serves the worker protocol on stdin and stdout: it prepares
 // mode, prints a "ready" line, then answers each command line ("step",
 // "stats", "quit") with one JSON line. torch_llama.py speaks the same.
+// The SGEMM worker (modeSGEMM) answers "step" with the rates it measured.
 func runWorker(dir, mode string, batch, threads int) error {
 	if !slices.Contains(workerModes, mode) {
 		return fmt.Errorf("peftbench: unknown worker mode %q", mode)
 	}
 	enc := json.NewEncoder(os.Stdout)
 	t0 := time.Now()
-	r, err := openGoRun(dir, mode, batch, threads)
-	if err != nil {
-		return err
+	var step func() (map[string]any, error)
+	ready := map[string]any{"ready": true, "ort": rt.Version(), "threads": threads, "go": runtime.Version()}
+	if mode == modeSGEMM {
+		s, err := openSGEMM(dir, batch, threads)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		step = func() (map[string]any, error) {
+			ref, shapes, err := s.measure()
+			return map[string]any{"value": ref, "shapes": shapes}, err
+		}
+	} else {
+		r, err := openGoRun(dir, mode, batch, threads)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		ready["tokens"] = r.batch * r.spec.Seq
+		step = func() (map[string]any, error) {
+			c0 := cpuTime()
+			dt, v, err := r.Step()
+			return map[string]any{"ms": float64(dt.Nanoseconds()) / 1e6, "cpu_ms": float64((cpuTime() - c0).Nanoseconds()) / 1e6, "value": v}, err
+		}
 	}
-	defer r.Close()
-	enc.Encode(map[string]any{"ready": true, "setup_s": time.Since(t0).Seconds(), "rss_mb": rssMB(), "peak_rss_mb": peakRSSMB(),
-		"tokens": r.batch * r.spec.Seq, "ort": rt.Version(), "threads": threads, "go": runtime.Version()})
+	ready["setup_s"], ready["rss_mb"], ready["peak_rss_mb"] = time.Since(t0).Seconds(), rssMB(), peakRSSMB()
+	enc.Encode(ready)
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		switch sc.Text() {
 		case "step":
-			c0 := cpuTime()
-			dt, v, err := r.Step()
+			reply, err := step()
 			if err != nil {
 				enc.Encode(map[string]any{"error": err.Error()})
 				return err
 			}
-			enc.Encode(map[string]any{"ms": float64(dt.Nanoseconds()) / 1e6, "cpu_ms": float64((cpuTime() - c0).Nanoseconds()) / 1e6, "value": v})
+			enc.Encode(reply)
 		case "stats":
 			enc.Encode(map[string]any{"rss_mb": rssMB(), "peak_rss_mb": peakRSSMB()})
 		case "quit", "":
@@ -426,4 +449,13 @@ func runGoGrads(dir, out string, threads int) error {
 	}
 	loss := float64(res[r.loss].Float32()[0])
 	return writeSafetensors(out, t, map[string]string{"loss": fmt.Sprint(loss)})
+}
+
+// lossChunks returns the chunks of the LM head and loss: train's default,
+// or PEFTBENCH_LOSS_CHUNKS.
+func lossChunks() int {
+	if n, err := strconv.Atoi(os.Getenv("PEFTBENCH_LOSS_CHUNKS")); err == nil {
+		return n
+	}
+	return train.DefaultOptions().LossChunks
 }

@@ -18,6 +18,7 @@
 //	peftbench forward  [flags]   forward latency: base, adapted, merged
 //	peftbench scale    [flags]   step time and memory against seq and size
 //	peftbench profile  [flags]   where one training step spends its time, per side
+//	peftbench sgemm    [flags]   the machine's SGEMM rate through ONNX Runtime, and each row's work
 //	peftbench memory   [flags]   where peftonnx's memory goes, setup and step by step
 //	peftbench serve    [flags]   the serving engine: clients, adapters, memory
 //	peftbench report   [flags]   render results.md and scaling.png from results.json
@@ -58,6 +59,7 @@ var commands = []command{
 	{name: "forward", summary: "forward latency at batch 1 and 8: base, adapted, merged", run: cmdForward},
 	{name: "scale", summary: "step time and memory against sequence length and model size", run: cmdScale},
 	{name: "profile", summary: "where one training step spends its time, on each side", run: cmdProfile},
+	{name: "sgemm", summary: "the yardstick alone: ONNX Runtime's SGEMM rate, and at the model's shapes", run: cmdSGEMM},
 	{name: "memory", summary: "where peftonnx's memory goes: resident memory after setup and each step", run: cmdMemory},
 	{name: "serve", summary: "the serving engine: tokens/s with 1 and 8 clients on the base and on 8 adapters, memory with 100 adapters", run: cmdServe},
 	{name: "report", summary: "render results.md and scaling.png again from results.json", run: cmdReport},

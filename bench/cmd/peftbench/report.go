@@ -3,8 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -89,27 +91,65 @@ func (r *Report) Markdown() string {
 		b.WriteString(serveTable(r.Serve))
 		b.WriteString("\n")
 	}
-	b.WriteString("Ratios are peftonnx / PyTorch: below 1.00 peftonnx is faster or smaller.\n")
+	if y := yardstickTable(r.all()); strings.Count(y, "\n") > 2 {
+		b.WriteString("**The machine's limit**: ONNX Runtime's float32 matrix-product rate (SGEMM), measured after every timed step of each row; the work is the row's matrix products per step (forward linears, attention, adapters and, for training, the gradients it needs):\n\n")
+		b.WriteString(y)
+		b.WriteString("\n")
+	}
+	b.WriteString("Ratios are peftonnx / PyTorch: below 1.00 peftonnx is faster or smaller. \"of SGEMM\" is a side's GFLOP per step over its median step time, as a fraction of the median SGEMM rate measured in the same minutes.\n")
 	return b.String()
 }
 
 // comparisonTable renders comparisons as a Markdown table.
 func comparisonTable(cs []*Comparison) string {
 	var b strings.Builder
-	tableHead(&b, "lllrrrrrrrr", "what", "model", "batch×seq", "peftonnx ms", "PyTorch ms", "time ratio", "peftonnx tok/s", "PyTorch tok/s",
-		"peftonnx peak RSS", "PyTorch peak RSS", "memory ratio")
+	tableHead(&b, "lllrrrrrrrrrrrr", "what", "model", "batch×seq", "peftonnx ms", "PyTorch ms", "time ratio", "peftonnx tok/s", "PyTorch tok/s",
+		"peftonnx peak RSS", "PyTorch peak RSS", "memory ratio", "GFLOP", "SGEMM GFLOP/s", "peftonnx of SGEMM", "PyTorch of SGEMM")
 	for _, c := range cs {
 		if c.Failed != "" {
-			fmt.Fprintf(&b, "| %s | %s (%s) | %d×%d | %s | | | | | | | |\n", c.Name, c.Size, human(c.Params), c.Batch, c.Seq, c.Failed)
+			fmt.Fprintf(&b, "| %s | %s (%s) | %d×%d | %s | | | | | | | | | | | |\n", c.Name, c.Size, human(c.Params), c.Batch, c.Seq, c.Failed)
 			continue
 		}
 		name := c.Name
 		if c.Sequential {
 			name += " (sides one after the other)"
 		}
-		fmt.Fprintf(&b, "| %s | %s (%s) | %d×%d | %.1f | %.1f | **%.2f×** | %.0f | %.0f | %.0f MiB | %.0f MiB | **%.2f×** |\n",
+		fmt.Fprintf(&b, "| %s | %s (%s) | %d×%d | %.1f | %.1f | **%.2f×** | %.0f | %.0f | %.0f MiB | %.0f MiB | **%.2f×** | %s |\n",
 			name, c.Size, human(c.Params), c.Batch, c.Seq, c.Peft.MedianMS, c.Torch.MedianMS, c.TimeRatio,
-			c.Peft.TokensPerS, c.Torch.TokensPerS, c.Peft.PeakRSSMB, c.Torch.PeakRSSMB, c.MemRatio)
+			c.Peft.TokensPerS, c.Torch.TokensPerS, c.Peft.PeakRSSMB, c.Torch.PeakRSSMB, c.MemRatio, yardstickCells(c))
+	}
+	return b.String()
+}
+
+// yardstickCells renders the work and SGEMM columns of c: empty for a
+// comparison measured before the benchmark had them.
+func yardstickCells(c *Comparison) string {
+	y := c.SGEMM
+	if y == nil || y.GFLOPS <= 0 {
+		return " | | | "
+	}
+	return fmt.Sprintf("%.1f | %.0f | **%.0f%%** | %.0f%%", c.WorkGFLOP, y.GFLOPS, 100*y.PeftFraction, 100*y.TorchFraction)
+}
+
+// yardstickTable renders, for the comparisons that have it, the SGEMM
+// samples' range, the rate at each of the model's weight shapes, and
+// peftonnx's fraction of the time those rates allow.
+func yardstickTable(cs []*Comparison) string {
+	var b strings.Builder
+	tableHead(&b, "llrrlrr", "what", "model", "SGEMM GFLOP/s (min–max)", "GFLOP", "rate at the model's shapes, GFLOP/s", "limit at those rates ms", "peftonnx of it")
+	seen := map[*Comparison]bool{}
+	for _, c := range cs {
+		y := c.SGEMM
+		if c.Failed != "" || y == nil || y.GFLOPS <= 0 || seen[c] {
+			continue
+		}
+		seen[c] = true
+		var shapes []string
+		for _, k := range slices.Sorted(maps.Keys(y.Shapes)) {
+			shapes = append(shapes, fmt.Sprintf("%s: %.0f", k, y.Shapes[k]))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.0f (%.0f–%.0f) | %.1f | %s | %.0f | %.0f%% |\n", c.Name, c.Size, y.GFLOPS, slices.Min(y.Samples), slices.Max(y.Samples),
+			c.WorkGFLOP, strings.Join(shapes, ", "), y.ShapeLimitMS, 100*y.PeftShapeFraction)
 	}
 	return b.String()
 }

@@ -1,0 +1,102 @@
+package train
+
+import (
+	"github.com/peftonnx/peftonnx/dtype"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/train/autodiff"
+)
+
+// minChunkedOpset is the oldest default-domain opset of the chunked loss:
+// ScatterElements replaces from 11, Flatten and Slice with inputs are
+// older; 13 is where Split, Squeeze and friends settled, and what the
+// chunked loss is tested on.
+const minChunkedOpset = 13
+
+// chunkedCausalLM appends the causal-LM loss over an LM head, chunk by
+// chunk over the sequence, so that no [batch, seq, vocab] tensor is whole,
+// forward or backward. logits, declared float32 [batch, seq, vocab], must
+// be MatMul(h, W) of h by a 2-D float32 initializer W (an LM head); ok is
+// false, and m unchanged, when they are not (the caller then appends the
+// whole loss).
+//
+// Each chunk k of ⌈seq/chunks⌉ positions computes its logits h_k·W, its
+// summed cross entropy, and at once its share of the loss's gradient with
+// respect to h, G_k = (softmax − onehot)·c·Wᵀ with c = 1/count, the
+// gradient the whole loss's backward pass would compute for those rows;
+// its logits then die. The loss is
+//
+//	Σ_k total_k / count + (S − S′),  S = Σ_k Σ h_k ⊙ G_k,  S′ = S detached,
+//
+// whose value is Σ_k total_k / count (S − S′ is exactly 0) and whose
+// gradient with respect to h is G: the h_k that the head multiplies, the
+// G_k and S′ are marked as constants for package autodiff
+// (autodiff.StopGradientKey). Where W
+// itself trains (full fine-tuning), its gradient flows through the
+// chunks' logits, which are then kept.
+func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, bool) {
+	m := b.g.Model()
+	head := m.Producer(logits)
+	if head == nil || head.OpType != "MatMul" || head.Domain != "" || len(head.Input) != 2 || b.opset < minChunkedOpset {
+		return "", false
+	}
+	// A 2-D float32 weight, and [batch, seq, vocab] float32 logits: h is
+	// then a float32 [batch, seq, hidden].
+	h, w := head.Input[0], head.Input[1]
+	wt := m.Initializer(w)
+	if wt == nil || graph.TypeOf(wt) != dtype.Float32 || len(wt.Dims) != 2 || b.rank != 3 || !b.isFloat32(logits) {
+		return "", false
+	}
+	g := b.g
+	valid := g.Op("Not", []string{g.Op("Equal", []string{labels, b.int0("ignore_index", IgnoreIndex)})})
+	count := g.Op("Max", []string{b.sumAll(g.Op("Cast", []string{valid}, graph.AttrInt("to", int64(dtype.Float32)))), b.float0("one", 1)})
+	inv := g.Op("Div", []string{b.float0("one", 1), count})
+	// ⌈seq / chunks⌉ positions a chunk. A chunk past the end (a sequence
+	// shorter than chunks) is the last position again, with no labels:
+	// ONNX Runtime fails on some empty products.
+	seq := g.Op("Slice", []string{g.Op("Shape", []string{h}), b.ints("seq_start", 1), b.ints("seq_end", 2)})
+	last := g.Op("Sub", []string{seq, b.ints("one_position", 1)})
+	step := g.Op("Div", []string{g.Op("Add", []string{seq, b.ints("chunks_minus_one", int64(chunks-1))}), b.ints("chunks", int64(chunks))})
+	axis := b.ints("seq_axis", 1)
+	hidden := g.Op("Slice", []string{g.Op("Shape", []string{h}), b.ints("hidden_start", 2), b.ints("hidden_end", 3)})
+	var totals, parts, stops []string
+	for k := range chunks {
+		from := g.Op("Mul", []string{step, b.ints("chunk_start", int64(k))})
+		live := g.Op("Less", []string{from, seq})
+		start := g.Op("Min", []string{from, last})
+		end := g.Op("Max", []string{g.Op("Min", []string{g.Op("Add", []string{from, step}), seq}), g.Op("Add", []string{start, b.ints("one_position", 1)})})
+		chunk := func(x string) string { return g.Op("Slice", []string{x, start, end, axis}) }
+		hk := chunk(h)
+		stops = append(stops, hk)
+		yk := g.Op("Reshape", []string{g.Op("Where", []string{live, chunk(labels), b.int0("ignore_index", IgnoreIndex)}), b.ints("rows", -1)})
+		wk := g.Op("Cast", []string{g.Op("Not", []string{g.Op("Equal", []string{yk, b.int0("ignore_index", IgnoreIndex)})})}, graph.AttrInt("to", int64(dtype.Float32)))
+		scores := g.Op("Flatten", []string{g.Op("MatMul", []string{hk, w})}, graph.AttrInt("axis", 2))
+		sce := g.Node("", "SoftmaxCrossEntropyLoss", []string{scores, yk}, 2,
+			graph.AttrString("reduction", "sum"), graph.AttrInt("ignore_index", IgnoreIndex))
+		totals = append(totals, sce.Output[0])
+		// The gradient of total_k / count with respect to the scores, as
+		// autodiff's fused cross-entropy rule writes it: softmax·c, less
+		// c at each row's label, c = w/count per row.
+		c := g.Op("Mul", []string{b.unsqueeze(wk, 1), inv})
+		q := g.Op("Mul", []string{g.Op("Exp", []string{sce.Output[1]}), c})
+		at := b.unsqueeze(g.Op("Where", []string{g.Op("Equal", []string{yk, b.int0("ignore_index", IgnoreIndex)}), b.int0("zero_label", 0), yk}), 1)
+		picked := g.Op("GatherElements", []string{q, at}, graph.AttrInt("axis", 1))
+		dscores := g.Op("ScatterElements", []string{q, at, g.Op("Sub", []string{picked, c})}, graph.AttrInt("axis", 1))
+		rows := g.Op("Slice", []string{g.Op("Shape", []string{hk}), b.ints("batch_start", 0), b.ints("batch_end", 2)})
+		gk := g.Op("Reshape", []string{g.Op("Gemm", []string{dscores, w}, graph.AttrInt("transB", 1)), g.Op("Concat", []string{rows, hidden}, graph.AttrInt("axis", 0))})
+		stops = append(stops, gk)
+		// h ⊙ G over this chunk, through a slice of h that is not
+		// detached: its gradient is G_k.
+		parts = append(parts, b.sumAll(g.Op("Mul", []string{chunk(h), gk})))
+	}
+	sum := func(v []string) string {
+		if len(v) == 1 {
+			return v[0]
+		}
+		return g.Op("Sum", v)
+	}
+	total, s := sum(totals), sum(parts)
+	detached := g.Op("Identity", []string{s})
+	stops = append(stops, detached)
+	autodiff.MarkStopGradient(m, stops...)
+	return b.finish("Add", []string{g.Op("Div", []string{total, count}), g.Op("Sub", []string{s, detached})}), true
+}

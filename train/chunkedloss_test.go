@@ -1,0 +1,187 @@
+package train
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/models"
+	"github.com/peftonnx/peftonnx/rewrite"
+	rt "github.com/peftonnx/peftonnx/runtime"
+	"github.com/peftonnx/peftonnx/train/autodiff"
+)
+
+// lossAndGrads builds LlamaTiny with LoRA on q and v (random B, so that A
+// has a gradient too), appends the causal-LM loss with opts and returns
+// the loss and the adapter gradients of one batch, computed by ONNX
+// Runtime, and the training graph. With trainHead the LM head's weight
+// trains too.
+func lossAndGrads(t *testing.T, ids, labels []int64, batch, seq int, trainHead bool, opts ...LossOption) (float32, map[string][]float32, *graph.Model) {
+	return lossAndGradsBuilt(t, ids, labels, batch, seq, trainHead, nil, opts...)
+}
+
+// lossAndGradsBuilt is lossAndGrads with autodiff options.
+func lossAndGradsBuilt(t *testing.T, ids, labels []int64, batch, seq int, trainHead bool, build []autodiff.Option, opts ...LossOption) (float32, map[string][]float32, *graph.Model) {
+	t.Helper()
+	c := models.LlamaTiny()
+	c.NoCache = true
+	m, err := models.Llama(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := adapter.DefaultLoRAConfig(".*q_proj", ".*v_proj")
+	lc.R, lc.Alpha = 4, 8
+	_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRNG(5)
+	for _, name := range sum.LoRA {
+		if strings.Contains(name, "lora_B") {
+			init := m.Initializer(name)
+			if err := graph.SetFloat32s(init, randomFloats(r, int(graph.NumElements(init.Dims)), 0.1, false)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	loss, err := CausalLMLoss(m, "logits", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := sum.LoRA
+	if trainHead {
+		params = append(params, "lm_head.weight")
+	}
+	g, err := autodiff.Build(m, loss, params, build...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shape := []int64{int64(batch), int64(seq)}
+	ones, pos := make([]int64, batch*seq), make([]int64, batch*seq)
+	for i := range ones {
+		ones[i], pos[i] = 1, int64(i%seq)
+	}
+	in := map[string]*rt.Tensor{
+		"input_ids":      mustTensor(t)(rt.NewInt64(shape, ids)),
+		"attention_mask": mustTensor(t)(rt.NewInt64(shape, ones)),
+		"position_ids":   mustTensor(t)(rt.NewInt64(shape, pos)),
+		LabelsInput:      mustTensor(t)(rt.NewInt64(shape, labels)),
+	}
+	var outs []string
+	for _, name := range params {
+		v, err := m.Float32s(m.Initializer(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in[name] = mustTensor(t)(rt.NewFloat32(m.Initializer(name).Dims, v))
+		outs = append(outs, autodiff.GradName(name))
+	}
+	res := runModel(t, g, in, append([]string{loss}, outs...)...)
+	grads := map[string][]float32{}
+	for i, name := range params {
+		grads[name] = res[outs[i]].Float32()
+	}
+	return res[loss].Float32()[0], grads, g
+}
+
+// The chunked loss gives the whole loss's value and LoRA gradients, to
+// float tolerance, on a sequence that the chunks do not divide (and with
+// more chunks than positions, so that some chunks are empty), with
+// ignored labels; and its training graph has no [batch, seq, vocab]
+// value.
+func TestChunkedCausalLMLoss(t *testing.T) {
+	requireORT(t)
+	const batch, seq, vocab = 2, 7, 32
+	r := NewRNG(9)
+	ids, labels := make([]int64, batch*seq), make([]int64, batch*seq)
+	for i := range ids {
+		ids[i] = int64(r.Intn(vocab))
+		labels[i] = ids[i]
+	}
+	labels[3], labels[seq+5] = IgnoreIndex, IgnoreIndex
+	wantLoss, wantGrads, whole := lossAndGrads(t, ids, labels, batch, seq, false)
+	if n := vocabWide(whole); n == 0 {
+		t.Fatalf("the whole loss's graph does not multiply by the whole LM head: the check below could not fail")
+	}
+	for _, chunks := range []int{3, 10} {
+		loss, grads, g := lossAndGrads(t, ids, labels, batch, seq, false, WithLossChunks(chunks))
+		if d := math.Abs(float64(loss - wantLoss)); d > 1e-6*math.Abs(float64(wantLoss)) {
+			t.Errorf("%d chunks: loss %v, want %v", chunks, loss, wantLoss)
+		}
+		for name, want := range wantGrads {
+			if maxD, maxW := maxAbsDiff(grads[name], want); maxW == 0 || maxD > 1e-5*maxW {
+				t.Errorf("%d chunks: gradient of %s: max |Δ| %.3g against max |g| %.3g", chunks, name, maxD, maxW)
+			}
+		}
+		if n := vocabWide(g); n > 0 {
+			t.Errorf("%d chunks: %d nodes of the training graph multiply by the whole LM head", chunks, n)
+		}
+	}
+	// Where the head trains, its gradient flows through the chunks.
+	_, wantGrads, _ = lossAndGrads(t, ids, labels, batch, seq, true)
+	_, grads, _ := lossAndGrads(t, ids, labels, batch, seq, true, WithLossChunks(3))
+	for name, want := range wantGrads {
+		if d, w := maxAbsDiff(grads[name], want); w == 0 || d > 1e-5*w {
+			t.Errorf("trained head: gradient of %s: max |Δ| %.3g against max |g| %.3g", name, d, w)
+		}
+	}
+}
+
+// maxAbsDiff returns max|got − want| and max|want|.
+func maxAbsDiff(got, want []float32) (d, w float64) {
+	for i := range want {
+		w = math.Max(w, math.Abs(float64(want[i])))
+		d = math.Max(d, math.Abs(float64(got[i]-want[i])))
+	}
+	return d, w
+}
+
+// vocabWide counts the nodes of g that multiply by the whole LM head
+// (outside the chunked loss's scope): the product that makes the [batch,
+// seq, vocab] logits, and its gradient.
+func vocabWide(g *graph.Model) int {
+	n := 0
+	for _, node := range g.Graph().Node {
+		for _, in := range node.Input {
+			if in == "lm_head.weight" && !strings.HasPrefix(node.Name, "/causal_lm_loss/") {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// Whole-layer recomputation gives the same loss and gradients, and
+// recomputes more than the default (the layers' products and attention).
+func TestRecomputeLayers(t *testing.T) {
+	requireORT(t)
+	const batch, seq, vocab = 2, 7, 32
+	r := NewRNG(11)
+	ids := make([]int64, batch*seq)
+	for i := range ids {
+		ids[i] = int64(r.Intn(vocab))
+	}
+	recomputed := func(g *graph.Model) (n int) {
+		for _, node := range g.Graph().Node {
+			if strings.HasPrefix(node.Name, "recompute/") && (node.OpType == "MatMul" || node.OpType == "Softmax") {
+				n++
+			}
+		}
+		return n
+	}
+	wantLoss, wantGrads, plain := lossAndGrads(t, ids, ids, batch, seq, false, WithLossChunks(2))
+	loss, grads, g := lossAndGradsBuilt(t, ids, ids, batch, seq, false, []autodiff.Option{autodiff.WithRecomputeLayers(true)}, WithLossChunks(2))
+	if loss != wantLoss {
+		t.Errorf("loss %v, want %v", loss, wantLoss)
+	}
+	for name, want := range wantGrads {
+		if d, w := maxAbsDiff(grads[name], want); w == 0 || d > 1e-6*w {
+			t.Errorf("gradient of %s: max |Δ| %.3g against max |g| %.3g", name, d, w)
+		}
+	}
+	if a, b := recomputed(plain), recomputed(g); a != 0 || b < 4 {
+		t.Errorf("recomputed products and softmaxes: %d by default, %d with whole layers; want 0 and at least 4", a, b)
+	}
+}
