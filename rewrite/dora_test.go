@@ -241,3 +241,40 @@ func TestDoRARefusals(t *testing.T) {
 		t.Errorf("Feeds of a DoRA adapter: got %v, want a refusal", err)
 	}
 }
+
+// TestDoRADropout checks DoRA with dropout: the dropout sits on the LoRA
+// product only, so a fresh model in inference (training mode false, the
+// default) computes what the base does, and merging still gives the
+// adapted model's outputs.
+func TestDoRADropout(t *testing.T) {
+	tc := layerCases[1] // matmul-relu: the layer's output is read by a node
+	rng := newRand(9)
+	base, _, _ := layerModel(t, tc, rng)
+	feeds, _ := layerInput(t, tc, rng)
+	cfg := config(tc.r, tc.loraA, "layer.proj")
+	cfg.UseDoRA, cfg.Dropout = true, 0.2
+	m := base.Clone()
+	sites, _, err := InjectLoRA(m, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := run(t, session(t, base), feeds)["y"].ToFloat64()
+	got := run(t, session(t, m), feeds)["y"].ToFloat64()
+	for j := range want {
+		if math.Abs(got[j]-want[j]) > 1e-5*math.Max(1, math.Abs(want[j])) {
+			t.Fatalf("fresh DoRA with dropout: y[%d] = %v, base %v", j, got[j], want[j])
+		}
+	}
+	randomizeB(t, m, sites, 2, 0.5)
+	adapted := run(t, session(t, m), feeds)["y"].ToFloat64()
+	merged := m.Clone()
+	if err := Merge(merged); err != nil {
+		t.Fatal(err)
+	}
+	mo := run(t, session(t, merged), feeds)["y"].ToFloat64()
+	for j := range adapted {
+		if math.Abs(mo[j]-adapted[j]) > 1e-5*math.Max(1, math.Abs(adapted[j])) {
+			t.Fatalf("merged DoRA with dropout: y[%d] = %v, adapted %v", j, mo[j], adapted[j])
+		}
+	}
+}
