@@ -278,3 +278,15 @@ func TestDoRADropout(t *testing.T) {
 		}
 	}
 }
+
+// TestDoRAPaddleLayouts checks that PaddleNLP's layouts, which have no
+// DoRA, refuse a DoRA adapter rather than drop its magnitudes.
+func TestDoRAPaddleLayouts(t *testing.T) {
+	ad := doraAdapter(layerCases[0], 4)
+	if err := adapter.SavePaddleDir(t.TempDir(), ad); err == nil || !strings.Contains(err.Error(), "no DoRA") {
+		t.Errorf("SavePaddleDir of DoRA: got %v, want a refusal", err)
+	}
+	if err := adapter.SavePaddleShards(t.TempDir(), ad, 2); err == nil || !strings.Contains(err.Error(), "no DoRA") {
+		t.Errorf("SavePaddleShards of DoRA: got %v, want a refusal", err)
+	}
+}
