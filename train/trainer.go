@@ -123,7 +123,9 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 	if err != nil {
 		return nil, err
 	}
-	autodiff.MarkStopGradient(t.withLoss, detached...)
+	if len(detached) > 0 {
+		autodiff.MarkStopGradient(t.withLoss, detached...)
+	}
 	raiseOpset(t.withLoss)
 	if opts.Half == Upcast && hasHalf(t.withLoss) {
 		if err := upcast(t.withLoss, params); err != nil {
