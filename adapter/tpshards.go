@@ -324,33 +324,33 @@ func replicate(t *Tensor, n int) []*Tensor {
 }
 
 // splitRows splits a 2-D tensor into n runs of its rows.
-func splitRows(t *Tensor, n int) ([]*Tensor, error) {
-	rows, cols := int(t.Shape[0]), int(t.Shape[1])
-	if rows%n != 0 {
-		return nil, fmt.Errorf("%d inputs do not split into %d equal parts", rows, n)
-	}
-	per := rows / n
-	out := make([]*Tensor, n)
-	for k := range out {
-		out[k] = &Tensor{DType: t.DType, Shape: []int64{int64(per), int64(cols)}, Data: slices.Clone(t.Data[k*per*cols : (k+1)*per*cols])}
-	}
-	return out, nil
-}
+func splitRows(t *Tensor, n int) ([]*Tensor, error) { return split2D(t, n, 0, "inputs") }
 
 // splitColumns splits a 2-D tensor into n runs of its columns.
-func splitColumns(t *Tensor, n int) ([]*Tensor, error) {
+func splitColumns(t *Tensor, n int) ([]*Tensor, error) { return split2D(t, n, 1, "outputs") }
+
+// split2D splits a 2-D tensor into n equal runs along axis (0: rows, 1:
+// columns); what names the axis's entries in the error.
+func split2D(t *Tensor, n, axis int, what string) ([]*Tensor, error) {
 	rows, cols := int(t.Shape[0]), int(t.Shape[1])
-	if cols%n != 0 {
-		return nil, fmt.Errorf("%d outputs do not split into %d equal parts", cols, n)
+	size := int(t.Shape[axis])
+	if size%n != 0 {
+		return nil, fmt.Errorf("%d %s do not split into %d equal parts", size, what, n)
 	}
-	per := cols / n
+	per := size / n
 	out := make([]*Tensor, n)
 	for k := range out {
-		d := make([]float32, 0, rows*per)
-		for i := range rows {
-			d = append(d, t.Data[i*cols+k*per:i*cols+(k+1)*per]...)
+		r0, r1, c0, c1 := 0, rows, 0, cols
+		if axis == 0 {
+			r0, r1 = k*per, (k+1)*per
+		} else {
+			c0, c1 = k*per, (k+1)*per
 		}
-		out[k] = &Tensor{DType: t.DType, Shape: []int64{int64(rows), int64(per)}, Data: d}
+		d := make([]float32, 0, (r1-r0)*(c1-c0))
+		for i := r0; i < r1; i++ {
+			d = append(d, t.Data[i*cols+c0:i*cols+c1]...)
+		}
+		out[k] = &Tensor{DType: t.DType, Shape: []int64{int64(r1 - r0), int64(c1 - c0)}, Data: d}
 	}
 	return out, nil
 }

@@ -162,13 +162,7 @@ func Llama(c LlamaConfig) (*graph.Model, error) {
 		module := fmt.Sprintf("model.layers.%d", i)
 		attn, mlp := layer.In("self_attn"), layer.In("mlp")
 
-		n := ex.rmsNorm(layer.In("input_layernorm"), module+".input_layernorm", x, e, c.RMSNormEps)
-		q := ex.linear(attn.In("q_proj"), module+".self_attn.q_proj", n, e, h*d, false, "")
-		k := ex.linear(attn.In("k_proj"), module+".self_attn.k_proj", n, e, kv*d, false, "")
-		v := ex.linear(attn.In("v_proj"), module+".self_attn.v_proj", n, e, kv*d, false, "")
-		q = ex.rope(attn, ex.splitHeads(attn, q, h, d), cos, sin, d, c.RopeInterleaved)
-		k = ex.rope(attn, ex.splitHeads(attn, k, kv, d), cos, sin, d, c.RopeInterleaved)
-		v = ex.splitHeads(attn, v, kv, d)
+		q, k, v := ex.llamaQKV(c, layer, module, x, h, kv, cos, sin)
 		if !c.NoCache {
 			k = opTo(attn, fmt.Sprintf("present.%d.key", i), "Concat", []string{fmt.Sprintf("past_key_values.%d.key", i), k}, graph.AttrInt("axis", 2))
 			v = opTo(attn, fmt.Sprintf("present.%d.value", i), "Concat", []string{fmt.Sprintf("past_key_values.%d.value", i), v}, graph.AttrInt("axis", 2))
@@ -180,7 +174,7 @@ func Llama(c LlamaConfig) (*graph.Model, error) {
 		a = ex.linear(attn.In("o_proj"), module+".self_attn.o_proj", a, h*d, e, false, "")
 		x = layer.Op("Add", []string{x, a})
 
-		n = ex.rmsNorm(layer.In("post_attention_layernorm"), module+".post_attention_layernorm", x, e, c.RMSNormEps)
+		n := ex.rmsNorm(layer.In("post_attention_layernorm"), module+".post_attention_layernorm", x, e, c.RMSNormEps)
 		x = layer.Op("Add", []string{x, ex.swiGLU(mlp, module+".mlp", n, e, c.Intermediate)})
 	}
 	x = ex.rmsNorm(top.In("norm"), "model.norm", x, e, c.RMSNormEps)
@@ -255,6 +249,22 @@ func (ex *exporter) rotary(s *graph.Builder, positionIDs string, dim int, theta 
 	cos = s.Op("Unsqueeze", []string{cos, ex.Int64s(1)})
 	sin = s.Op("Unsqueeze", []string{sin, ex.Int64s(1)})
 	return cos, sin
+}
+
+// llamaQKV adds the input_layernorm of LLaMA layer scope (module its
+// weights' prefix) on x and the q, k, v projections of its self_attn, h
+// query and kv key/value heads of c's head dim; q and k are rotated with
+// cos and sin. It returns q, k and v split into heads.
+func (ex *exporter) llamaQKV(c LlamaConfig, layer *graph.Builder, module, x string, h, kv int, cos, sin string) (q, k, v string) {
+	e, d := c.Hidden, c.HeadDim()
+	attn := layer.In("self_attn")
+	n := ex.rmsNorm(layer.In("input_layernorm"), module+".input_layernorm", x, e, c.RMSNormEps)
+	q = ex.linear(attn.In("q_proj"), module+".self_attn.q_proj", n, e, h*d, false, "")
+	k = ex.linear(attn.In("k_proj"), module+".self_attn.k_proj", n, e, kv*d, false, "")
+	v = ex.linear(attn.In("v_proj"), module+".self_attn.v_proj", n, e, kv*d, false, "")
+	q = ex.rope(attn, ex.splitHeads(attn, q, h, d), cos, sin, d, c.RopeInterleaved)
+	k = ex.rope(attn, ex.splitHeads(attn, k, kv, d), cos, sin, d, c.RopeInterleaved)
+	return q, k, ex.splitHeads(attn, v, kv, d)
 }
 
 // rope applies the rotation to x [batch, heads, seq, dim]:

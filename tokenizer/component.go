@@ -31,9 +31,9 @@ func decodeComponent(raw json.RawMessage, key string, depth int, typ *string, v 
 
 // parseSequence parses items, the components of a Sequence at key whose
 // list is field ("normalizers"), each with parse one level deeper, and
-// leaves out those that parse to nothing.
-func parseSequence[T comparable](items []json.RawMessage, key, field string, depth int, parse func(json.RawMessage, string, int) (T, error)) ([]T, error) {
-	seq := make([]T, 0, len(items))
+// leaves out those that parse to nothing; S is the sequence type.
+func parseSequence[S ~[]T, T comparable](items []json.RawMessage, key, field string, depth int, parse func(json.RawMessage, string, int) (T, error)) (S, error) {
+	seq := make(S, 0, len(items))
 	var none T
 	for i, r := range items {
 		c, err := parse(r, fmt.Sprintf("%s.%s[%d]", key, field, i), depth+1)

@@ -171,11 +171,7 @@ func parseDecoder(raw json.RawMessage, key string, depth int) (decoder, error) {
 	}
 	switch j.Type {
 	case "Sequence":
-		seq, err := parseSequence(j.Decoders, key, "decoders", depth, parseDecoder)
-		if err != nil {
-			return nil, err
-		}
-		return decoderSequence(seq), nil
+		return parseSequence[decoderSequence](j.Decoders, key, "decoders", depth, parseDecoder)
 	case "Replace":
 		re, err := parseReplacePattern(j.Pattern, key+".pattern")
 		if err != nil {

@@ -110,11 +110,7 @@ func parseNormalizer(raw json.RawMessage, key string, depth int) (normalizer, er
 	}
 	switch j.Type {
 	case "Sequence":
-		seq, err := parseSequence(j.Normalizers, key, "normalizers", depth, parseNormalizer)
-		if err != nil {
-			return nil, err
-		}
-		return normalizerSequence(seq), nil
+		return parseSequence[normalizerSequence](j.Normalizers, key, "normalizers", depth, parseNormalizer)
 	case "Prepend":
 		return &prependNormalizer{prepend: j.Prepend}, nil
 	case "Replace":

@@ -95,11 +95,7 @@ func parsePreTokenizer(raw json.RawMessage, key string, depth int) (preTokenizer
 	}
 	switch j.Type {
 	case "Sequence":
-		seq, err := parseSequence(j.Pretokenizers, key, "pretokenizers", depth, parsePreTokenizer)
-		if err != nil {
-			return nil, err
-		}
-		return preTokenizerSequence(seq), nil
+		return parseSequence[preTokenizerSequence](j.Pretokenizers, key, "pretokenizers", depth, parsePreTokenizer)
 	case "Split":
 		p, err := parsePattern(j.Pattern, key+".pattern")
 		if err != nil {

@@ -206,6 +206,18 @@ func (d *decoder) pop() (any, error) {
 	return v, nil
 }
 
+// pop2 pops the top two items of the stack: top, then under, the one
+// below it.
+func (d *decoder) pop2() (under, top any, err error) {
+	if top, err = d.pop(); err != nil {
+		return nil, nil, err
+	}
+	if under, err = d.pop(); err != nil {
+		return nil, nil, err
+	}
+	return under, top, nil
+}
+
 func (d *decoder) top() (any, error) {
 	if len(d.stack) <= d.floor() {
 		return nil, fmt.Errorf("stack underflow")
@@ -497,11 +509,7 @@ func (d *decoder) step() error {
 		}
 		return d.global(module, name)
 	case opStackGlobal:
-		name, err := d.pop()
-		if err != nil {
-			return err
-		}
-		module, err := d.pop()
+		module, name, err := d.pop2()
 		if err != nil {
 			return err
 		}
@@ -512,11 +520,7 @@ func (d *decoder) step() error {
 		}
 		return d.global(m, n)
 	case opReduce:
-		args, err := d.pop()
-		if err != nil {
-			return err
-		}
-		callable, err := d.pop()
+		callable, args, err := d.pop2()
 		if err != nil {
 			return err
 		}

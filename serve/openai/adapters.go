@@ -30,26 +30,22 @@ const maxNameLen = 128
 // maxAdapterFiles limits the files and folders in an adapter folder.
 const maxAdapterFiles = 1000
 
-func (s *Server) handleLoad(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleLoad(w http.ResponseWriter, r *http.Request) error {
 	var req loadRequest
 	if err := decodeBody(r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	name, err := s.adapterName(req.LoRAName)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	setModel(r, name)
 	if req.LoRAPath == nil || *req.LoRAPath == "" {
-		writeError(w, badRequest("lora_path", "lora_path is required"))
-		return
+		return badRequest("lora_path", "lora_path is required")
 	}
 	path, err := s.underRoot(*req.LoRAPath)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	replace := req.LoadInplace != nil && *req.LoadInplace
 	info, err := s.eng.Load(name, path, replace)
@@ -59,41 +55,37 @@ func (s *Server) handleLoad(w http.ResponseWriter, r *http.Request) {
 		if e.param == "" {
 			e.param = "lora_path"
 		}
-		writeError(w, e)
-		return
+		return e
 	}
 	s.log.Info("adapter loaded", "name", name, "path", path, "kind", info.Kind, "rank", info.Rank, "hash", info.Hash, "bytes", info.Bytes, "replaced", replace)
 	s.metrics.loads.WithLabelValues("load").Inc()
 	writeJSON(w, http.StatusOK, s.modelEntry(info))
+	return nil
 }
 
-func (s *Server) handleUnload(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleUnload(w http.ResponseWriter, r *http.Request) error {
 	var req unloadRequest
 	if err := decodeBody(r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if req.LoRAIntID != nil {
-		writeError(w, badRequest("lora_int_id", "lora_int_id is not supported: give lora_name"))
-		return
+		return badRequest("lora_int_id", "lora_int_id is not supported: give lora_name")
 	}
 	name, err := s.adapterName(req.LoRAName)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	setModel(r, name)
 	if _, err := s.adapterFor(name); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if err := s.eng.Unload(name); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	s.log.Info("adapter unloaded", "name", name)
 	s.metrics.loads.WithLabelValues("unload").Inc()
 	writeJSON(w, http.StatusOK, map[string]any{"id": name, "object": "model", "deleted": true})
+	return nil
 }
 
 // adapterName checks lora_name: given, not the base's, printable, short.

@@ -49,56 +49,45 @@ type chatResponse struct {
 	Usage   *usageJSON   `json:"usage,omitempty"`
 }
 
-func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) error {
 	var req chatRequest
 	if err := decodeBody(r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if req.MaxCompletionTokens != nil {
 		if req.MaxTokens != nil && *req.MaxTokens != *req.MaxCompletionTokens {
-			writeError(w, badRequest("max_completion_tokens", "max_tokens and max_completion_tokens differ; give one"))
-			return
+			return badRequest("max_completion_tokens", "max_tokens and max_completion_tokens differ; give one")
 		}
 		req.MaxTokens = req.MaxCompletionTokens
 	}
 	p, err := req.validate(s, s.opts.MaxTokens)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
-	switch {
-	case req.Logprobs != nil && *req.Logprobs:
-		err = badRequest("logprobs", "logprobs is not supported")
-	case req.Tools != nil:
-		err = badRequest("tools", "tools are not supported")
-	case req.ToolChoice != nil:
-		err = badRequest("tool_choice", "tool_choice is not supported")
-	case req.ResponseFormat != nil:
-		err = badRequest("response_format", "response_format is not supported")
-	}
-	if err != nil {
-		writeError(w, err)
-		return
+	if err := firstRefused(
+		refused{"logprobs", req.Logprobs != nil && *req.Logprobs, "logprobs is not supported"},
+		refused{"tools", req.Tools != nil, "tools are not supported"},
+		refused{"tool_choice", req.ToolChoice != nil, "tool_choice is not supported"},
+		refused{"response_format", req.ResponseFormat != nil, "response_format is not supported"},
+	); err != nil {
+		return err
 	}
 	prompt, err := s.chatPrompt(req.Messages)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	setModel(r, p.model)
 	resp := chatResponse{ID: newID("chatcmpl-"), Object: "chat.completion", Created: time.Now().Unix(), Model: p.model}
 	if !p.stream {
 		outs, err := s.generateAll(r.Context(), p, [][]int64{prompt}, nil)
 		if err != nil {
-			writeError(w, err)
-			return
+			return err
 		}
 		o := outs[0]
 		resp.Choices = []chatChoice{{Message: &chatContent{Role: "assistant", Content: &o.text}, FinishReason: &o.finish}}
 		resp.Usage = sumUsage(outs)
 		writeJSON(w, http.StatusOK, resp)
-		return
+		return nil
 	}
 	es := newEventStream(w)
 	resp.Object = "chat.completion.chunk"
@@ -121,18 +110,12 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		}
 		return es.send(chunk(chatContent{Content: &piece}, nil))
 	})
-	if err != nil {
-		es.fail(err)
-		return
-	}
-	if p.includeUsage {
+	es.end(outs, err, p.includeUsage, func(u *usageJSON) any {
 		c := resp
-		c.Choices, c.Usage = []chatChoice{}, sumUsage(outs)
-		if es.send(c) != nil {
-			return
-		}
-	}
-	es.done()
+		c.Choices, c.Usage = []chatChoice{}, u
+		return c
+	})
+	return nil
 }
 
 // chatPrompt renders the messages with the chat template and encodes them.

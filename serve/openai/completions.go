@@ -39,35 +39,26 @@ type completionResponse struct {
 // defaultCompletionTokens is OpenAI's max_tokens default for completions.
 const defaultCompletionTokens = 16
 
-func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) error {
 	var req completionRequest
 	if err := decodeBody(r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	p, err := req.validate(s, min(defaultCompletionTokens, s.opts.MaxTokens))
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
-	switch {
-	case req.Echo != nil && *req.Echo:
-		err = badRequest("echo", "echo is not supported")
-	case req.Logprobs != nil:
-		err = badRequest("logprobs", "logprobs is not supported")
-	case req.Suffix != nil && *req.Suffix != "":
-		err = badRequest("suffix", "suffix is not supported")
-	case req.BestOf != nil && *req.BestOf != 1:
-		err = badRequest("best_of", "best_of must be 1")
-	}
-	if err != nil {
-		writeError(w, err)
-		return
+	if err := firstRefused(
+		refused{"echo", req.Echo != nil && *req.Echo, "echo is not supported"},
+		refused{"logprobs", req.Logprobs != nil, "logprobs is not supported"},
+		refused{"suffix", req.Suffix != nil && *req.Suffix != "", "suffix is not supported"},
+		refused{"best_of", req.BestOf != nil && *req.BestOf != 1, "best_of must be 1"},
+	); err != nil {
+		return err
 	}
 	prompts, err := s.completionPrompts(req.Prompt)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	setModel(r, p.model)
 	resp := completionResponse{ID: newID("cmpl-"), Object: "text_completion", Created: time.Now().Unix(), Model: p.model}
@@ -78,30 +69,23 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 			chunk.Choices = []completionChoice{{Index: i, Text: piece, FinishReason: finish}}
 			return es.send(chunk)
 		})
-		if err != nil {
-			es.fail(err)
-			return
-		}
-		if p.includeUsage {
+		es.end(outs, err, p.includeUsage, func(u *usageJSON) any {
 			chunk := resp
-			chunk.Choices, chunk.Usage = []completionChoice{}, sumUsage(outs)
-			if es.send(chunk) != nil {
-				return
-			}
-		}
-		es.done()
-		return
+			chunk.Choices, chunk.Usage = []completionChoice{}, u
+			return chunk
+		})
+		return nil
 	}
 	outs, err := s.generateAll(r.Context(), p, prompts, nil)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	for i, o := range outs {
 		resp.Choices = append(resp.Choices, completionChoice{Index: i, Text: o.text, FinishReason: &o.finish})
 	}
 	resp.Usage = sumUsage(outs)
 	writeJSON(w, http.StatusOK, resp)
+	return nil
 }
 
 // completionPrompts reads "prompt": a string, an array of strings, an

@@ -49,6 +49,26 @@ func (e *apiError) body() errorBody {
 	return errorBody{d}
 }
 
+// errorStatuses maps the engine's and the standard library's errors to
+// OpenAI's status, type, code and param; the first that matches wins.
+// message, where given, replaces the error's own text.
+var errorStatuses = []struct {
+	target                    error
+	status                    int
+	typ, code, param, message string
+}{
+	{target: serve.ErrUnknownAdapter, status: http.StatusNotFound, typ: "invalid_request_error", code: "model_not_found", param: "model"},
+	{target: serve.ErrAdapterMismatch, status: http.StatusBadRequest, typ: "invalid_request_error", code: "adapter_mismatch"},
+	{target: serve.ErrAdapterExists, status: http.StatusConflict, typ: "invalid_request_error", code: "adapter_exists"},
+	{target: serve.ErrInvalidRequest, status: http.StatusBadRequest, typ: "invalid_request_error", code: "invalid_request"},
+	{target: serve.ErrTooLong, status: http.StatusBadRequest, typ: "invalid_request_error", code: "too_long"},
+	{target: serve.ErrQueueFull, status: http.StatusTooManyRequests, typ: "rate_limit_error", code: "queue_full"},
+	{target: serve.ErrClosed, status: http.StatusServiceUnavailable, typ: "server_error", code: "shutting_down"},
+	{target: context.Canceled, status: http.StatusServiceUnavailable, typ: "server_error", code: "cancelled",
+		message: "the generation was cancelled: the server is shutting down or the client went away"},
+	{target: fs.ErrNotExist, status: http.StatusBadRequest, typ: "invalid_request_error", code: "not_found"},
+}
+
 // asAPIError maps an error, the engine's among them, to its status.
 func asAPIError(err error) *apiError {
 	var ae *apiError
@@ -56,26 +76,14 @@ func asAPIError(err error) *apiError {
 		return ae
 	}
 	e := &apiError{status: http.StatusInternalServerError, typ: "server_error", message: err.Error()}
-	switch {
-	case errors.Is(err, serve.ErrUnknownAdapter):
-		e.status, e.typ, e.code, e.param = http.StatusNotFound, "invalid_request_error", "model_not_found", "model"
-	case errors.Is(err, serve.ErrAdapterMismatch):
-		e.status, e.typ, e.code = http.StatusBadRequest, "invalid_request_error", "adapter_mismatch"
-	case errors.Is(err, serve.ErrAdapterExists):
-		e.status, e.typ, e.code = http.StatusConflict, "invalid_request_error", "adapter_exists"
-	case errors.Is(err, serve.ErrInvalidRequest):
-		e.status, e.typ, e.code = http.StatusBadRequest, "invalid_request_error", "invalid_request"
-	case errors.Is(err, serve.ErrTooLong):
-		e.status, e.typ, e.code = http.StatusBadRequest, "invalid_request_error", "too_long"
-	case errors.Is(err, serve.ErrQueueFull):
-		e.status, e.typ, e.code = http.StatusTooManyRequests, "rate_limit_error", "queue_full"
-	case errors.Is(err, serve.ErrClosed):
-		e.status, e.typ, e.code = http.StatusServiceUnavailable, "server_error", "shutting_down"
-	case errors.Is(err, context.Canceled):
-		e.status, e.typ, e.code = http.StatusServiceUnavailable, "server_error", "cancelled"
-		e.message = "the generation was cancelled: the server is shutting down or the client went away"
-	case errors.Is(err, fs.ErrNotExist):
-		e.status, e.typ, e.code = http.StatusBadRequest, "invalid_request_error", "not_found"
+	for _, m := range errorStatuses {
+		if errors.Is(err, m.target) {
+			e.status, e.typ, e.code, e.param = m.status, m.typ, m.code, m.param
+			if m.message != "" {
+				e.message = m.message
+			}
+			break
+		}
 	}
 	return e
 }

@@ -47,18 +47,17 @@ func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, list)
 }
 
-func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) error {
 	id := strings.TrimPrefix(r.URL.Path, "/v1/models/")
 	name, err := s.adapterFor(id)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	for _, a := range s.eng.Adapters() {
 		if a.Name == name || (name == "" && isBase(a)) {
 			writeJSON(w, http.StatusOK, s.modelEntry(a))
-			return
+			return nil
 		}
 	}
-	writeError(w, &apiError{status: http.StatusNotFound, typ: "invalid_request_error", param: "model", code: "model_not_found", message: "model " + id + " was unloaded"})
+	return &apiError{status: http.StatusNotFound, typ: "invalid_request_error", param: "model", code: "model_not_found", message: "model " + id + " was unloaded"}
 }

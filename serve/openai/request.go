@@ -196,3 +196,22 @@ func tokenIDs(raw []any, field string, vocab int) ([]int64, error) {
 	}
 	return ids, nil
 }
+
+// refused is a request field that this server does not take: its name,
+// whether the request set it, and the message that refuses it.
+type refused struct {
+	field   string
+	set     bool
+	message string
+}
+
+// firstRefused is the bad-request error of the first field in fields that
+// the request set, or nil.
+func firstRefused(fields ...refused) error {
+	for _, f := range fields {
+		if f.set {
+			return badRequest(f.field, "%s", f.message)
+		}
+	}
+	return nil
+}

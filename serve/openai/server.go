@@ -167,17 +167,27 @@ type route struct {
 	generation bool // takes a slot of MaxConcurrent
 }
 
+// answerErrors makes a handler of h, which returns the error to answer
+// in place of writing it.
+func answerErrors(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			writeError(w, err)
+		}
+	}
+}
+
 func (s *Server) routes() http.Handler {
 	table := map[string]route{
-		"/v1/completions":         {method: http.MethodPost, handle: s.handleCompletions, generation: true},
-		"/v1/chat/completions":    {method: http.MethodPost, handle: s.handleChat, generation: true},
+		"/v1/completions":         {method: http.MethodPost, handle: answerErrors(s.handleCompletions), generation: true},
+		"/v1/chat/completions":    {method: http.MethodPost, handle: answerErrors(s.handleChat), generation: true},
 		"/v1/models":              {method: http.MethodGet, handle: s.handleModels},
-		"/v1/load_lora_adapter":   {method: http.MethodPost, handle: s.handleLoad, admin: true},
-		"/v1/unload_lora_adapter": {method: http.MethodPost, handle: s.handleUnload, admin: true},
+		"/v1/load_lora_adapter":   {method: http.MethodPost, handle: answerErrors(s.handleLoad), admin: true},
+		"/v1/unload_lora_adapter": {method: http.MethodPost, handle: answerErrors(s.handleUnload), admin: true},
 		"/metrics":                {method: http.MethodGet, handle: s.metrics.handler().ServeHTTP},
 		"/healthz":                {method: http.MethodGet, handle: s.handleHealth},
 	}
-	model := route{method: http.MethodGet, handle: s.handleModel}
+	model := route{method: http.MethodGet, handle: answerErrors(s.handleModel)}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := &requestInfo{start: time.Now()}
 		rw := &statusWriter{ResponseWriter: w}

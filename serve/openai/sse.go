@@ -68,3 +68,17 @@ func (es *eventStream) fail(err error) {
 		es.done()
 	}
 }
+
+// end ends the stream of a generation that returned outs and err: the
+// error event on err; else, where includeUsage, the chunk that
+// usageChunk makes of the summed usage, then [DONE].
+func (es *eventStream) end(outs []outcome, err error, includeUsage bool, usageChunk func(*usageJSON) any) {
+	if err != nil {
+		es.fail(err)
+		return
+	}
+	if includeUsage && es.send(usageChunk(sumUsage(outs))) != nil {
+		return
+	}
+	es.done()
+}
