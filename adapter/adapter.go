@@ -35,6 +35,9 @@ type LoRAWeights struct {
 	// Embedding marks an embedding's factors, which HF PEFT names
 	// lora_embedding_A and lora_embedding_B.
 	Embedding bool
+	// Magnitude is DoRA's magnitude vector m [out] (use_dora), one value
+	// per output feature; nil for plain LoRA.
+	Magnitude *Tensor
 }
 
 // Conv reports whether w are a convolution's factors (A of rank 3 or more).
@@ -177,6 +180,31 @@ func (c *LoRAConfig) checkWeights(module string, w LoRAWeights) error {
 	}
 	if w.B.Shape[0] != r {
 		return formatErrorf("", module, "lora_B is %v, want [r, out] with r %d", w.B.Shape, r)
+	}
+	return c.checkMagnitude(module, w)
+}
+
+// checkMagnitude checks a module's DoRA magnitude against the config: one
+// value per output feature with use_dora, none without. The output
+// features of a fused projection are all its parts' (B holds the enabled
+// parts only), so only a plain linear layer's count is checked here.
+func (c *LoRAConfig) checkMagnitude(module string, w LoRAWeights) error {
+	switch {
+	case !c.UseDoRA && w.Magnitude != nil:
+		return formatErrorf("", module, "lora_magnitude_vector: a DoRA magnitude, but the config has no use_dora")
+	case c.UseDoRA && w.Magnitude == nil:
+		return formatErrorf("", module, "use_dora is set but the module has no lora_magnitude_vector")
+	case w.Magnitude == nil:
+		return nil
+	}
+	if err := w.Magnitude.check(); err != nil {
+		return formatErrorf("", module, "lora_magnitude_vector: %w", err)
+	}
+	if len(w.Magnitude.Shape) != 1 {
+		return formatErrorf("", module, "lora_magnitude_vector is %v, want [out]", w.Magnitude.Shape)
+	}
+	if c.EnableFor(module) == nil && w.Magnitude.Shape[0] != w.B.Shape[1] {
+		return formatErrorf("", module, "lora_magnitude_vector is %v, want [%d] (lora_B's out)", w.Magnitude.Shape, w.B.Shape[1])
 	}
 	return nil
 }

@@ -54,7 +54,12 @@
 //
 // Embeddings and convolutions take LoRA in HF PEFT's layout only
 // (lora_embedding_A/B; lora_A/B.weight of rank 3 to 5); PaddleNLP's
-// layout is written for linear layers. Not supported: DoRA, PEFT's
+// layout is written for linear layers. DoRA (use_dora) keeps each
+// module's magnitude in LoRAWeights.Magnitude, stored in the HF layout as
+// "base_model.model.<module>.lora_magnitude_vector.weight" [out] (PEFT
+// 0.12 and later; the older "….lora_magnitude_vector" is read too);
+// .onnx_adapter files, which carry no config and so no scaling, and
+// PaddleNLP, which has no DoRA, refuse it. Not supported: PEFT's
 // lora_bias, encoder-decoder prefix tuning and PyTorch .bin weights.
 // LoadDir refuses PaddleNLP's
 // tensor-parallel shards (lora_model_state.tp00.pdparams, …), which must be

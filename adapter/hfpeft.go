@@ -25,6 +25,8 @@ const (
 	hfSuffixB       = ".lora_B.weight"
 	hfSuffixEmbA    = ".lora_embedding_A"
 	hfSuffixEmbB    = ".lora_embedding_B"
+	hfSuffixMag     = ".lora_magnitude_vector.weight" // DoRA, PEFT 0.12 and later
+	hfSuffixMagOld  = ".lora_magnitude_vector"        // DoRA, PEFT before 0.12
 	hfPromptKey     = "prompt_embeddings"
 	hfProjW1, hfB1  = "prefix_encoder.transform.0.weight", "prefix_encoder.transform.0.bias"
 	hfProjW2, hfB2  = "prefix_encoder.transform.2.weight", "prefix_encoder.transform.2.bias"
@@ -41,7 +43,8 @@ const (
 // "base_model.model.<module>.lora_B.weight" [out, r]; an embedding's as
 // "base_model.model.<module>.lora_embedding_A" [r, vocab] and
 // "….lora_embedding_B" [dim, r]; a convolution's as they are, [r, in, k…]
-// and [out, r, 1…]. Extra tensors are
+// and [out, r, 1…]; a DoRA magnitude as "….lora_magnitude_vector.weight"
+// [out], as PEFT 0.12 and later name it. Extra tensors are
 // stored verbatim as "base_model.model.<name>", which is where PEFT keeps
 // biases (bias "all" or "lora_only") and modules_to_save weights.
 //
@@ -62,9 +65,15 @@ func SaveDir(dir string, a *Adapter) error {
 	var makeConfig func(weightsHash string) ([]byte, error)
 	if a.LoRA != nil {
 		for _, m := range a.Modules() {
-			keyA, keyB, ta, tb := hfLoRATensors(m, a.Weights[m])
+			w := a.Weights[m]
+			keyA, keyB, ta, tb := hfLoRATensors(m, w)
 			if err := firstErr(add(keyA, ta), add(keyB, tb)); err != nil {
 				return err
+			}
+			if w.Magnitude != nil {
+				if err := add(hfModelPrefix+m+hfSuffixMag, w.Magnitude); err != nil {
+					return err
+				}
 			}
 		}
 		makeConfig = func(hash string) ([]byte, error) { return loraConfigJSON(a.LoRA, modulesToSave(a), hash) }
@@ -223,15 +232,23 @@ func loadDirConfig(dir string) (cfg Config, hf bool, path string, err error) {
 func (a *Adapter) loraFromHF(tensors map[string]*Tensor) error {
 	keys := loraKeys{prefix: hfModelPrefix, suffixA: hfSuffixA, suffixB: hfSuffixB, layoutA: "[r, in]", layoutB: "[out, r]", convs: true}
 	embeddings := map[string]*Tensor{}
+	magnitudes := map[string]*Tensor{}
 	pairs, err := keys.pair(tensors, func(key, rest string) error {
 		switch {
+		case strings.HasSuffix(rest, hfSuffixMag) || strings.HasSuffix(rest, hfSuffixMagOld):
+			m := strings.TrimSuffix(strings.TrimSuffix(rest, hfSuffixMag), hfSuffixMagOld)
+			if magnitudes[m] != nil {
+				return formatErrorf("", key, "module %q has its DoRA magnitude under both %s and %s", m, hfSuffixMag, hfSuffixMagOld)
+			}
+			magnitudes[m] = tensors[key]
+			return nil
 		case strings.HasSuffix(rest, hfSuffixEmbA) || strings.HasSuffix(rest, hfSuffixEmbB):
 			embeddings[key] = tensors[key]
 			return nil
 		case strings.Contains(rest, "lora_embedding_A") || strings.Contains(rest, "lora_embedding_B"):
 			return formatErrorf("", key, "unexpected LoRA key: want <module>%s or <module>%s", hfSuffixEmbA, hfSuffixEmbB)
 		case strings.Contains(rest, "lora_magnitude_vector"):
-			return formatErrorf("", key, "DoRA magnitude vectors are not supported")
+			return formatErrorf("", key, "unexpected DoRA key: want <module>%s", hfSuffixMag)
 		case strings.Contains(rest, ".lora_A.") || strings.Contains(rest, ".lora_B."):
 			return formatErrorf("", key, "unexpected LoRA key: want <module>%s or <module>%s", hfSuffixA, hfSuffixB)
 		}
@@ -286,6 +303,14 @@ func (a *Adapter) loraFromHF(tensors map[string]*Tensor) error {
 	}
 	if len(a.Weights) == 0 {
 		return formatErrorf("", "", "no LoRA weights (no base_model.model.<module>%s keys)", hfSuffixA)
+	}
+	for _, m := range sortedKeys(magnitudes) {
+		w, ok := a.Weights[m]
+		if !ok {
+			return formatErrorf("", hfModelPrefix+m+hfSuffixMag, "a DoRA magnitude for module %q, which has no lora_A and lora_B", m)
+		}
+		w.Magnitude = magnitudes[m]
+		a.Weights[m] = w
 	}
 	return nil
 }

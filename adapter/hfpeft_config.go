@@ -156,7 +156,7 @@ func loraConfigJSON(c *LoRAConfig, modulesToSave []string, weightsHash string) (
 		"target_modules":          hfTargetModules(c.TargetModules),
 		"bias":                    hfBias(c.TrainableBias),
 		"use_rslora":              c.UseRSLoRA,
-		"use_dora":                false,
+		"use_dora":                c.UseDoRA,
 		"fan_in_fan_out":          c.FanInFanOut,
 		"init_lora_weights":       init,
 		"modules_to_save":         mts,

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/peftonnx/peftonnx/dtype"
 )
@@ -28,7 +30,29 @@ type LoRAInit string
 const (
 	InitKaiming  LoRAInit = "kaiming"  // Kaiming-uniform with a=√5, like torch.nn.Linear (PEFT: init_lora_weights=true)
 	InitGaussian LoRAInit = "gaussian" // normal with std 1/r (PEFT: init_lora_weights="gaussian")
+	// PiSSA and OLoRA start A and B from the base weight and leave the
+	// residual W − s·A·B in the base (package rewrite): the principal
+	// singular vectors ("pissa"; "pissa_niter_N" is accepted and computed
+	// exactly), or the first r columns of a QR decomposition ("olora").
+	InitPiSSA LoRAInit = "pissa"
+	InitOLoRA LoRAInit = "olora"
 )
+
+// FromWeights reports whether i starts A and B from the base weight,
+// rewriting it (PiSSA, OLoRA).
+func (i LoRAInit) FromWeights() bool {
+	return i == InitPiSSA || i == InitOLoRA || isPiSSANiter(i)
+}
+
+// isPiSSANiter reports whether i is "pissa_niter_N" with N a positive
+// integer.
+func isPiSSANiter(i LoRAInit) bool {
+	n, ok := strings.CutPrefix(string(i), "pissa_niter_")
+	v, err := strconv.Atoi(n)
+	return ok && err == nil && v > 0
+}
+
+const ()
 
 // LoRAConfig configures a LoRA adapter. It carries every field of
 // PaddleNLP's LoRAConfig and the HuggingFace PEFT LoraConfig fields that
@@ -78,7 +102,7 @@ type LoRAConfig struct {
 	AlphaPattern      map[string]float64 `json:"alpha_pattern"`       // per-module alpha; keys as RankPattern
 	LayersToTransform []int              `json:"layers_to_transform"` // layer indices to adapt; nil means all
 	LayersPattern     []string           `json:"layers_pattern"`      // name of the layer list, e.g. "layers"
-	UseDoRA           bool               `json:"use_dora"`            // DoRA; not supported: Validate refuses it
+	UseDoRA           bool               `json:"use_dora"`            // DoRA: LoRAWeights.Magnitude rescales the merged weight's columns
 }
 
 // DefaultLoRAConfig returns PaddleNLP's defaults: r 8, alpha 8, no dropout,
@@ -227,9 +251,11 @@ func (c *LoRAConfig) validate() error {
 		return err
 	}
 	switch c.InitLoRAWeights {
-	case "", InitKaiming, InitGaussian:
+	case "", InitKaiming, InitGaussian, InitPiSSA, InitOLoRA:
 	default:
-		return fmt.Errorf("init_lora_weights must be kaiming or gaussian, got %q", c.InitLoRAWeights)
+		if !isPiSSANiter(c.InitLoRAWeights) {
+			return fmt.Errorf("init_lora_weights must be kaiming, gaussian, pissa, pissa_niter_N or olora, got %q", c.InitLoRAWeights)
+		}
 	}
 	if math.IsNaN(c.LoRAPlusScale) || c.LoRAPlusScale < 0 {
 		return fmt.Errorf("lora_plus_scale must not be negative, got %v", c.LoRAPlusScale)
@@ -254,9 +280,6 @@ func (c *LoRAConfig) validate() error {
 		if l < 0 {
 			return fmt.Errorf("layers_to_transform has negative index %d", l)
 		}
-	}
-	if c.UseDoRA {
-		return fmt.Errorf("use_dora is not supported (DoRA adds magnitude vectors that plain LoRA cannot express)")
 	}
 	return nil
 }

@@ -75,7 +75,8 @@ func TestLoRAConfigValidate(t *testing.T) {
 		{"bfloat16 dtype", func(c *LoRAConfig) { c.DType = dtype.BFloat16 }, ""},
 		{"tensor parallel -2", func(c *LoRAConfig) { c.TensorParallelDegree = -2 }, "tensor_parallel_degree"},
 		{"tensor parallel 4", func(c *LoRAConfig) { c.TensorParallelDegree = 4 }, ""},
-		{"bad init", func(c *LoRAConfig) { c.InitLoRAWeights = "pissa" }, "init_lora_weights must be kaiming or gaussian"},
+		{"bad init", func(c *LoRAConfig) { c.InitLoRAWeights = "loftq" }, "init_lora_weights must be kaiming, gaussian, pissa, pissa_niter_N or olora"},
+		{"bad pissa niter", func(c *LoRAConfig) { c.InitLoRAWeights = "pissa_niter_0" }, "pissa_niter_N"},
 		{"gaussian init", func(c *LoRAConfig) { c.InitLoRAWeights = InitGaussian }, ""},
 		{"enable list without head_dim", func(c *LoRAConfig) { c.EnableLoRAList.All = []bool{true, false, true} }, "enable_lora_list needs head_dim"},
 		{"enable list with head_dim", func(c *LoRAConfig) { c.EnableLoRAList.All = []bool{true, false, true}; c.HeadDim = 64 }, ""},
@@ -87,7 +88,6 @@ func TestLoRAConfigValidate(t *testing.T) {
 		{"rank pattern zero", func(c *LoRAConfig) { c.RankPattern = map[string]int{"q": 0} }, `rank_pattern["q"] must be positive`},
 		{"alpha pattern bad key", func(c *LoRAConfig) { c.AlphaPattern = map[string]float64{"(": 1} }, "alpha_pattern: bad key"},
 		{"negative layer", func(c *LoRAConfig) { c.LayersToTransform = []int{-1} }, "layers_to_transform"},
-		{"dora", func(c *LoRAConfig) { c.UseDoRA = true }, "use_dora is not supported"},
 		{"negative lora+ scale", func(c *LoRAConfig) { c.LoRAPlusScale = -1 }, "lora_plus_scale"},
 	}
 	for i, test := range tests {

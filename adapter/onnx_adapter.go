@@ -434,6 +434,9 @@ func NewONNXAdapterFile(a *Adapter) (*ONNXAdapterFile, error) {
 	if a.LoRA == nil {
 		return nil, errorf(".onnx_adapter holds LoRA adapters only")
 	}
+	if a.LoRA.UseDoRA {
+		return nil, errorf(".onnx_adapter cannot hold a DoRA adapter (use_dora): it stores named tensors without a config, and the magnitude rescales by the norm of W + s·A·B, which needs the scaling s; save it as an HF PEFT directory")
+	}
 	if err := a.Validate(); err != nil {
 		return nil, err
 	}

@@ -69,6 +69,9 @@ func SavePaddleDir(dir string, a *Adapter) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
+	if a.LoRA != nil && a.LoRA.UseDoRA {
+		return errorf("PaddleNLP has no DoRA: a DoRA adapter (use_dora) has no PaddleNLP layout; save it as an HF PEFT directory")
+	}
 	if fileExists(filepath.Join(dir, HFConfigFile)) {
 		return errorf("%s holds %s, which LoadDir reads before PaddleNLP's files: save the PaddleNLP layout into another directory", dir, HFConfigFile)
 	}

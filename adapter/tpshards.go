@@ -88,6 +88,8 @@ func SplitTensorParallel(a *Adapter, degree int) ([]*Adapter, error) {
 		return nil, errorf("tensor-parallel shards: degree %d: want 2 or more", degree)
 	case !a.LoRA.EnableLoRAList.IsZero():
 		return nil, errorf("tensor-parallel shards: fused projections (enable_lora) have no shard layout here")
+	case a.LoRA.UseDoRA:
+		return nil, errorf("tensor-parallel shards: PaddleNLP has no DoRA, so a DoRA adapter (use_dora) has no shard layout")
 	case len(a.Extra) > 0:
 		return nil, errorf("tensor-parallel shards: extra tensor %q (trainable_bias, trainable_modules) has no shard layout here", sortedKeys(a.Extra)[0])
 	}

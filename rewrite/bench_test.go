@@ -79,3 +79,49 @@ func BenchmarkLatency(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDoRALatency measures what DoRA costs unmerged: GPT-2 small's
+// sizes (no KV cache, sequence 128, batch 1, one CPU thread) with rank-8
+// LoRA and rank-8 DoRA on every linear layer of the blocks, and the DoRA
+// model merged (which runs as the base does). Unmerged DoRA computes
+// ‖W + s·A·B‖ per layer and run, an in×out pass over each weight.
+func BenchmarkDoRALatency(b *testing.B) {
+	c := models.GPT2Base()
+	c.NoCache = true
+	base, err := models.GPT2(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	variant := func(dora bool) *graph.Model {
+		m := base.Clone()
+		cfg := config(8, 16, `transformer\.h\..*`)
+		cfg.UseDoRA = dora
+		sites, _, err := InjectLoRA(m, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		randomizeB(b, m, sites, 1, 0.02)
+		return m
+	}
+	lora, dora := variant(false), variant(true)
+	merged := dora.Clone()
+	if err := Merge(merged); err != nil {
+		b.Fatal(err)
+	}
+	for _, v := range []struct {
+		name string
+		m    *graph.Model
+	}{{"lora", lora}, {"dora", dora}, {"dora-merged", merged}} {
+		b.Run(v.name, func(b *testing.B) {
+			s := session(b, v.m)
+			feeds := feedsFor(b, s, 1, 128, 0, 1)
+			run(b, s, feeds) // warm up
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := s.Run(feeds, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

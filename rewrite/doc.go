@@ -76,6 +76,17 @@
 // graph expands B into a block-diagonal [r·k, n·w] matrix with a fixed 0/1
 // mask, so the disabled parts get exact zeros, in training too (fused.go).
 //
+// # DoRA
+//
+// With use_dora (dora.go), each adapted linear layer's output feature j is
+// rescaled to a trained magnitude m[j]: W'[:, j] = m[j]·V[:, j]/‖V[:, j]‖
+// with V = W + s·A·B, the norm per output feature as HF PEFT takes it, and
+// detached in training (DetachedValues, which the trainer marks for
+// autodiff as stop-gradient values). m, "<module>.lora_magnitude_vector.weight", starts at W's
+// column norms, so a fresh model computes what the base does. Merge is
+// exact; Unmerge, AsInputs, stacked serving factors, embeddings,
+// convolutions and QDQ weights refuse DoRA.
+//
 // # Fused attention
 //
 // A com.microsoft Attention node is a linear layer too (Op "Attention",

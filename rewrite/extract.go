@@ -14,7 +14,9 @@ import (
 // (Summary.Extra) under their adapter names, "<module>.weight" in
 // nn.Linear's [out, in] layout (or [in, out] with FanInFanOut) and
 // "<module>.bias". A model whose factors are graph inputs (AsInputs) holds
-// no adapter: that is an error.
+// no adapter: that is an error. A site started from the weights (PiSSA,
+// OLoRA) comes out as the plain rank-2r delta on the original weight
+// (init_pissa.go).
 //
 // ExtractAdapter is Extract for LoRA only: a prefixed model is an error.
 func ExtractAdapter(m *graph.Model) (*adapter.Adapter, error) {
@@ -32,6 +34,7 @@ func extractLoRA(m *graph.Model, rec record, read func(name string) ([]float32, 
 		return nil, err
 	}
 	ad := adapter.NewLoRA(rec.Config)
+	converted := false
 	for _, s := range rec.Sites {
 		if _, done := ad.Weights[s.Module]; done {
 			continue
@@ -50,13 +53,38 @@ func extractLoRA(m *graph.Model, rec record, read func(name string) ([]float32, 
 		if err := checkBranchOverflow(s, s.Module, a, b); err != nil {
 			return nil, errorf("%s: %w", modelLabel(m), err)
 		}
+		r := int64(s.R)
+		if s.InitialA != "" {
+			// Started from the weights: the plain delta on the original W.
+			a0, err := read(s.InitialA)
+			if err != nil {
+				return nil, err
+			}
+			b0, err := read(s.InitialB)
+			if err != nil {
+				return nil, err
+			}
+			a, b = convertedWeights(s, a, b, a0, b0)
+			r, converted = 2*r, true
+		}
 		dt := adapterType(s.DType)
-		ad.Weights[s.Module] = adapter.LoRAWeights{
-			A: &adapter.Tensor{DType: dt, Shape: s.AShape(int64(s.R)), Data: a},
-			B: &adapter.Tensor{DType: dt, Shape: s.BShape(int64(s.R)), Data: b},
+		w := adapter.LoRAWeights{
+			A: &adapter.Tensor{DType: dt, Shape: s.AShape(r), Data: a},
+			B: &adapter.Tensor{DType: dt, Shape: s.BShape(r), Data: b},
 
 			Embedding: s.Kind == KindEmbedding,
 		}
+		if s.Magnitude != "" {
+			mag, err := read(s.Magnitude)
+			if err != nil {
+				return nil, err
+			}
+			w.Magnitude = magnitudeTensor(s, mag)
+		}
+		ad.Weights[s.Module] = w
+	}
+	if converted {
+		*ad.LoRA = convertedConfig(rec.Config)
 	}
 	if len(rec.Trainable) > 0 {
 		linears, err := FindLinears(m)

@@ -24,6 +24,9 @@ func Feeds(m *graph.Model, ad *adapter.Adapter) (map[string]*adapter.Tensor, err
 	if err != nil {
 		return nil, err
 	}
+	if cfg.UseDoRA {
+		return nil, errorf("%s takes LoRA factors as inputs; a DoRA adapter (use_dora) also rescales each output feature by its magnitude over ‖W + s·A·B‖, which fed A and B cannot express: serve it merged (peftonnx merge) or applied (peftonnx apply)", modelLabel(m))
+	}
 	bySite := map[string]Site{}
 	var modules []string
 	for _, s := range rec.Sites {

@@ -172,6 +172,10 @@ func filterLayers(ls []Linear, cfg *adapter.LoRAConfig) ([]Linear, error) {
 type modulePlan struct {
 	site Site
 	a, b []float32 // initial values; nil with AsInputs
+	mag  []float32 // DoRA's magnitude; nil for plain LoRA
+	// residual is the fold that takes s·A₀·B₀ off the weight of a PiSSA or
+	// OLoRA site; nil for other inits.
+	residual *fold
 }
 
 // inject adds branches to targets. weights, when not nil, gives the values
@@ -219,6 +223,14 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 		}
 	}
 
+	for _, p := range plans {
+		if p.residual != nil {
+			if err := p.residual.apply(m, -1); err != nil {
+				return nil, Summary{}, err
+			}
+		}
+	}
+
 	extras := trainableExtras(m, &cfg, all, targets)
 	b := newLoRAGraph(m, opset, o.asInputs, cfg.Dropout)
 	original := slices.Clone(m.Proto.Graph.Node)
@@ -239,7 +251,7 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 		if l.Op == OpAttention {
 			b.weightBranch(l, bFull)
 		} else {
-			b.branch(l, bFull)
+			b.branch(l, bFull, p.mag)
 		}
 		sites = append(sites, s)
 	}
@@ -305,6 +317,12 @@ func siteFor(cfg *adapter.LoRAConfig, key string, l Linear, asInputs bool) (Site
 	if l.Kind == KindEmbedding {
 		s.Dropout = 0
 	}
+	if cfg.UseDoRA {
+		if err := checkDoRA(l, asInputs); err != nil {
+			return Site{}, err
+		}
+		s.Magnitude = l.Module + doraSuffix
+	}
 	if l.Op == OpAttention && cfg.Dropout > 0 {
 		return Site{}, layerErr(l, "LoRA dropout %g: the layer's q, k and v are computed inside the fused Attention node, where its branch updates the weight and cannot drop inputs; use dropout 0", cfg.Dropout)
 	}
@@ -366,8 +384,8 @@ func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, we
 			return nil, layerErr(l, "%w", err)
 		}
 	}
-	for _, name := range []string{s.A, s.B} {
-		if m.HasName(name) {
+	for _, name := range []string{s.A, s.B, s.Magnitude} {
+		if name != "" && m.HasName(name) {
 			return nil, layerErr(l, "the model already has a value named %q", name)
 		}
 	}
@@ -383,6 +401,17 @@ func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, we
 			return nil, err
 		}
 		p.a, p.b = w.A.Data, w.B.Data
+		if p.mag, err = doraMagnitude(&cfg, key, l, w); err != nil {
+			return nil, err
+		}
+	case cfg.InitLoRAWeights.FromWeights():
+		if err := checkInitFromWeights(l, &cfg, key, o.asInputs); err != nil {
+			return nil, err
+		}
+		if p.a, p.b, err = initFromWeights(m, &cfg, l, s.R, s.Scale); err != nil {
+			return nil, err
+		}
+		p.residual = &fold{l: l, module: l.Module, a: p.a, b: p.b, rk: s.R, scale: s.Scale}
 	case !o.asInputs && l.Kind == KindEmbedding:
 		p.a, p.b = initEmbedding(o.seed, l.Module, aShape[0], aShape[1], graph.NumElements(bShape))
 	case !o.asInputs && l.Kind == KindConv:
@@ -391,6 +420,11 @@ func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, we
 	case !o.asInputs:
 		p.a = initA(cfg.InitLoRAWeights, o.seed, l.Module, aShape[0], aShape[1], s.R)
 		p.b = make([]float32, graph.NumElements(bShape))
+		if s.Magnitude != "" {
+			if p.mag, err = initialMagnitude(m, l); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return p, nil
 }
@@ -494,6 +528,9 @@ func (b *loraGraph) factors(p *modulePlan) {
 	}
 	m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, p.a))
 	m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, p.b))
+	if p.residual != nil {
+		b.initialFactors(p)
+	}
 }
 
 // prefix returns the node-name prefix of l's branch: the node's path when
@@ -538,7 +575,7 @@ func (b *loraGraph) weightSide(l Linear) string {
 
 // branch adds the activation side of l's branch, reading B as bFull, and
 // routes l's readers to the sum.
-func (b *loraGraph) branch(l Linear, bFull string) {
+func (b *loraGraph) branch(l Linear, bFull string, mag []float32) {
 	s := b.site
 	m := b.g.Model()
 	base := l.Node
@@ -576,13 +613,16 @@ func (b *loraGraph) branch(l Linear, bFull string) {
 	if s.DType != l.DType {
 		d = sb.Op("Cast", []string{d}, graph.AttrInt("to", int64(l.DType)))
 	}
+	if s.Magnitude != "" {
+		d = b.doraDelta(l, pre, bFull, s.BaseOutput, d, mag)
+	}
 	if s.BaseOutput != s.Output {
 		pre.In("lora_add").NodeTo("", "Add", []string{s.BaseOutput, d}, []string{y})
 		s.Sum = y
 		return
 	}
 	sum := pre.In("lora_add").Node("", "Add", []string{y, d}, 1)
-	m.ReplaceUses(y, sum.Output[0], sum)
+	m.ReplaceUses(y, sum.Output[0], append(siteReaders(m, s, y), sum)...)
 	s.Sum = sum.Output[0]
 }
 

@@ -243,6 +243,32 @@ func expectLayer(tc layerCase, x, weff, bias []float64, ad *adapter.Adapter) []f
 	return y
 }
 
+// layerInput draws tc's input x, rounded to its type, and returns it as
+// the model's feeds and in float64.
+func layerInput(t *testing.T, tc layerCase, rng *rand.Rand) (map[string]*rt.Tensor, []float64) {
+	t.Helper()
+	x := make([]float32, graph.NumElements(tc.xShape))
+	x64 := make([]float64, len(x))
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+		if tc.elem == dtype.Float16 {
+			x[i] = half.Float16ToFloat32(half.Float32ToFloat16(x[i]))
+		}
+		x64[i] = float64(x[i])
+	}
+	var xt *rt.Tensor
+	var err error
+	if tc.elem == dtype.Float16 {
+		xt, err = rt.NewFloat16FromFloat32(tc.xShape, x)
+	} else {
+		xt, err = rt.NewFloat32(tc.xShape, x)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]*rt.Tensor{"x": xt}, x64
+}
+
 // TestLayerMath checks one adapted layer against an independent
 // computation of x·W + x·A·B·s, then the merged layer against the same,
 // across MatMul and Gemm forms, weights behind Cast and Transpose, float16,
@@ -252,26 +278,7 @@ func TestLayerMath(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(i), 11))
 			base, weff, bias := layerModel(t, tc, rng)
-			x := make([]float32, graph.NumElements(tc.xShape))
-			x64 := make([]float64, len(x))
-			for i := range x {
-				x[i] = float32(rng.NormFloat64())
-				if tc.elem == dtype.Float16 {
-					x[i] = half.Float16ToFloat32(half.Float32ToFloat16(x[i]))
-				}
-				x64[i] = float64(x[i])
-			}
-			var xt *rt.Tensor
-			var err error
-			if tc.elem == dtype.Float16 {
-				xt, err = rt.NewFloat16FromFloat32(tc.xShape, x)
-			} else {
-				xt, err = rt.NewFloat32(tc.xShape, x)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			feeds := map[string]*rt.Tensor{"x": xt}
+			feeds, x64 := layerInput(t, tc, rng)
 			ad := layerAdapter(tc, rng)
 			want := expectLayer(tc, x64, weff, bias, ad)
 

@@ -35,6 +35,9 @@ type fold struct {
 	a, b   []float32 // A [in, r·k] and Bfull [r·k, out]
 	rk     int
 	scale  float64
+	// magnitude is DoRA's m [out]: after W + s·A·B, each output feature is
+	// rescaled to it (rescaleColumns); nil for plain LoRA.
+	magnitude []float32
 }
 
 // planSiteFolds reads the factors of every module of rec and checks that its
@@ -56,6 +59,9 @@ func planSiteFolds(m *graph.Model, rec record, o options) ([]fold, error) {
 			return nil, err
 		}
 		l.Module = s.Module
+		if l.SharedWeight && s.Magnitude != "" {
+			l.SharedWeight = sharedBeyondBranches(m, l, rec)
+		}
 		a, err := factor(m, s.A)
 		if err != nil {
 			return nil, err
@@ -87,6 +93,11 @@ func planSiteFolds(m *graph.Model, rec record, o options) ([]fold, error) {
 		f := fold{l: l, module: s.Module, a: a, b: siteFullB(b, r, s), rk: rk, scale: scaleInGraph(s)}.asMatrixFold()
 		if err := f.checkOverflow(m); err != nil && !l.Quantized() {
 			return nil, err
+		}
+		if s.Magnitude != "" {
+			if f.magnitude, err = factor(m, s.Magnitude); err != nil {
+				return nil, err
+			}
 		}
 		folds = append(folds, f)
 	}
@@ -197,6 +208,9 @@ func removeBranches(m *graph.Model, rec record) error {
 	inits := append([]string(nil), rec.Shared...)
 	for _, s := range rec.Sites {
 		inits = append(inits, s.A, s.B)
+		if s.Magnitude != "" {
+			inits = append(inits, s.Magnitude)
+		}
 		inits = append(inits, s.Initializers...)
 	}
 	for _, name := range inits {
@@ -256,7 +270,11 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter, o options) ([]fold
 		if err := checkMergeable(base, l, o); err != nil {
 			return nil, nil, err
 		}
-		f := fold{l: l, module: key, a: w.A.Data, b: siteFullB(w.B.Data, s.R, s), rk: int(w.A.Shape[1]), scale: s.Scale}.asMatrixFold()
+		mag, err := doraMagnitude(&cfg, key, l, w)
+		if err != nil {
+			return nil, nil, err
+		}
+		f := fold{l: l, module: key, a: w.A.Data, b: siteFullB(w.B.Data, s.R, s), rk: int(w.A.Shape[1]), scale: s.Scale, magnitude: mag}.asMatrixFold()
 		if err := f.checkOverflow(base); err != nil && !l.Quantized() {
 			return nil, nil, err
 		}
@@ -276,6 +294,9 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter, o options) ([]fold
 // or bfloat16 weights the round trip is exact only to the weight's
 // precision. Nothing changes when a module is missing or a shape disagrees.
 func Unmerge(m *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, Summary, error) {
+	if ad.LoRA != nil && ad.LoRA.UseDoRA {
+		return nil, Summary{}, errorf("%s: a DoRA adapter (use_dora) cannot be unmerged: the merged weight m·V/‖V‖ keeps V's direction but not its norm ‖W + s·A·B‖, so W cannot be recovered; keep the base model and apply the adapter to it", modelLabel(m))
+	}
 	folds, _, err := planAdapterFolds(m, ad, options{})
 	if err != nil {
 		return nil, Summary{}, err

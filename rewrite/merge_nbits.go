@@ -130,6 +130,11 @@ func applyFolds(m *graph.Model, folds []fold, o options) ([]QuantizedMerge, erro
 		if err := f.apply(m, 1); err != nil {
 			return nil, err
 		}
+		if f.magnitude != nil {
+			if err := f.rescaleColumns(m); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return rep, nil
 }

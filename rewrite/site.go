@@ -68,6 +68,16 @@ type Site struct {
 	// Kernel a convolution's kernel shape.
 	Kind   string  `json:"kind,omitempty"`
 	Kernel []int64 `json:"kernel,omitempty"`
+	// Magnitude names DoRA's magnitude initializer [out] (use_dora), and
+	// DoRANorm the value that holds ‖W + s·A·B‖ per output feature, which
+	// training detaches (see dora.go); both "" for plain LoRA.
+	Magnitude string `json:"magnitude,omitempty"`
+	DoRANorm  string `json:"dora_norm,omitempty"`
+	// InitialA and InitialB name the factors a PiSSA or OLoRA site started
+	// from, whose s·A₀·B₀ was taken off the weight (init_pissa.go); "" for
+	// other inits.
+	InitialA string `json:"initial_a,omitempty"`
+	InitialB string `json:"initial_b,omitempty"`
 }
 
 // Parts returns the number of enabled parts k of a fused projection, or 1.

@@ -186,11 +186,15 @@ type StackedFactor struct {
 // matches them, and returns each matched module's factors by site module.
 // An adapter that does not fit is an error that says what: a module that
 // matches no layer (listing those that exist), factors of the wrong
-// shape, a fused projection (enable_lora_list), trained base tensors, or
+// shape, a fused projection (enable_lora_list), trained base tensors, a
+// DoRA adapter, or
 // not being a LoRA adapter at all.
 func (st *Stacked) Factors(ad *adapter.Adapter) (map[string]StackedFactor, error) {
 	if ad.LoRA == nil {
 		return nil, errorf("not a LoRA adapter: stacked factors take LoRA adapters only")
+	}
+	if ad.LoRA.UseDoRA {
+		return nil, errorf("a DoRA adapter (use_dora) rescales each output feature by its magnitude over ‖W + s·A·B‖, which stacked factors cannot carry: serve its merged model (peftonnx merge) instead")
 	}
 	if len(ad.Extra) > 0 {
 		return nil, errorf("the adapter also trains %d base tensors (%s), which stacked adapters cannot carry", len(ad.Extra), joinNames(slices.Sorted(maps.Keys(ad.Extra))))

@@ -20,7 +20,8 @@ type Summary struct {
 	// (MatMulNBits) weight counts its K·N values, as HF PEFT counts a
 	// bitsandbytes 4-bit weight, and its scales and zero points not at all.
 	TrainableParams, AllParams int64
-	// LoRA names the A and B tensors, in site order.
+	// LoRA names the A and B tensors (and DoRA's magnitudes), in site
+	// order.
 	LoRA []string
 	// Extra names the base initializers that train too: biases
 	// (TrainableBias) and the weights of TrainableModules. The trainer
@@ -78,8 +79,8 @@ func summarize(m *graph.Model, rec record) (Summary, error) {
 		for _, name := range s.Initializers {
 			helper[name] = true
 		}
-		for _, name := range []string{s.A, s.B} {
-			if !seen[name] {
+		for _, name := range []string{s.A, s.B, s.Magnitude} {
+			if name != "" && !seen[name] {
 				seen[name] = true
 				sum.LoRA = append(sum.LoRA, name)
 			}

@@ -117,6 +117,15 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 		t.comm = solo{}
 	}
 	t.withLoss = m.Clone()
+	// DoRA's weight norms are constants of the backward pass, as HF PEFT
+	// detaches them.
+	detached, err := rewrite.DetachedValues(t.withLoss)
+	if err != nil {
+		return nil, err
+	}
+	if len(detached) > 0 {
+		autodiff.MarkStopGradient(t.withLoss, detached...)
+	}
 	raiseOpset(t.withLoss)
 	if opts.Half == Upcast && hasHalf(t.withLoss) {
 		if err := upcast(t.withLoss, params); err != nil {

@@ -253,7 +253,19 @@ func TestCombineErrors(t *testing.T) {
 		}
 		return p
 	}
-	dora := edit("dora", `"use_dora": false`, `"use_dora": true`)
+	dora := filepath.Join(dir, "dora") // a1 with a DoRA magnitude per module
+	ad, err := adapter.LoadDir(a1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad.LoRA.UseDoRA = true
+	for m, w := range ad.Weights {
+		w.Magnitude = adapter.Zeros(w.B.Shape[1])
+		ad.Weights[m] = w
+	}
+	if err := adapter.SaveDir(dora, ad); err != nil {
+		t.Fatal(err)
+	}
 	bias := edit("lora-bias", `"use_dora": false`, `"use_dora": false, "lora_bias": true`)
 	gpt2 := edit("gpt2", `"base_model_name_or_path": null`, `"base_model_name_or_path": "gpt2"`)
 	llama := edit("llama", `"base_model_name_or_path": null`, `"base_model_name_or_path": "meta-llama/Llama-3.2-1B"`)
@@ -309,7 +321,7 @@ func TestCombineErrors(t *testing.T) {
 		{"bad format", []string{a1, a2, "-o", out, "--method", "cat", "--format", "pt"}, 2, []string{"--format must be hf, onnx_adapter or paddle"}},
 		{"missing adapter", []string{a1, filepath.Join(dir, "missing"), "-o", out, "--method", "cat"}, 1, []string{"missing", "no such file"}},
 		{"prefix", []string{a1, prefix, "-o", out, "--method", "cat"}, 1, []string{prefix, "prefix adapter (PREFIX_TUNING)"}},
-		{"DoRA", []string{a1, dora, "-o", out, "--method", "cat"}, 1, []string{filepath.Join(dora, adapter.HFConfigFile), "use_dora"}},
+		{"DoRA", []string{a1, dora, "-o", out, "--method", "cat"}, 1, []string{dora, "is a DoRA adapter (use_dora)"}},
 		{"lora_bias", []string{bias, a2, "-o", out, "--method", "cat"}, 1, []string{filepath.Join(bias, adapter.HFConfigFile), "lora_bias"}},
 		{"different bases", []string{gpt2, a2, llama, "-o", out, "--method", "cat"}, 1, []string{gpt2, llama, `"gpt2"`, "one base"}},
 		{"different shapes", []string{wide, other, "-o", out, "--method", "cat"}, 1, []string{wide, other, "[in 16, out 16]", "[in 16, out 12]"}},

@@ -14,15 +14,21 @@ import (
 func init() {
 	register(&command{
 		name: "inject",
-		args: "MODEL -o OUT --target RE [--target RE]... | --modules q_proj,v_proj|all-linear [--r 8] [--alpha 8] [--dropout 0] [--rslora] " +
-			"[--bias none|lora|all] [--trainable RE]... [--as-inputs] [--seed N] [--init kaiming|gaussian] " +
+		args: "MODEL -o OUT --target RE [--target RE]... | --modules q_proj,v_proj|all-linear [--r 8] [--alpha 8] [--dropout 0] [--rslora] [--dora] " +
+			"[--bias none|lora|all] [--trainable RE]... [--as-inputs] [--seed N] [--init kaiming|gaussian|pissa|pissa_niter_N|olora] " +
 			"[--dtype float32|float16|bfloat16] [--enable-lora q,k,v [--enable-lora ...] --head-dim D] [--lora-plus-scale S]",
 		summary: "give the layers (linear, embedding, convolution) that --target selects LoRA branches and save the adapted model",
 		detail: `
 Each linear layer whose module name or node name a --target regex matches
 in full (as Python's re.fullmatch: ".*q_proj.*" is the usual form) gets a
 branch y = x·W + dropout(x)·A·B·s with s = alpha/r, or alpha/√r with
---rslora. A starts Kaiming-uniform (or Gaussian with --init gaussian) from
+--rslora. With --dora (HF PEFT's use_dora) each output feature j is
+rescaled to a trained magnitude m[j], y = x·W' with W'[:, j] = m[j]·V[:, j]/‖V[:, j]‖
+and V = W + s·A·B; m starts at W's column norms. --init pissa (or
+pissa_niter_N) starts A and B from W's principal singular vectors, --init
+olora from its QR decomposition, and leaves W − s·A·B in the weight; the
+adapter that export-adapter and train write is then the plain rank-2r
+delta on the original W (HF PEFT's path_initial_model_for_weight_conversion). A starts Kaiming-uniform (or Gaussian with --init gaussian) from
 --seed, B at zero, so the adapted model computes what MODEL does. Run
 "peftonnx inspect MODEL --target RE" first to see what a target selects; a
 target that matches nothing is an error that lists the modules.
@@ -71,11 +77,12 @@ func runInject(cx *context, args []string) error {
 	alpha := fs.Float64("alpha", 8, "lora_alpha; the branch is scaled by `alpha`/r")
 	dropout := fs.Float64("dropout", 0, "LoRA dropout `rate` in [0, 1), active in training only")
 	rslora := fs.Bool("rslora", false, "scale by alpha/√r (rsLoRA) instead of alpha/r")
+	dora := fs.Bool("dora", false, "DoRA (HF PEFT's use_dora): a trained magnitude per output feature times the column-normalised W + s·A·B; linear layers only")
 	bias := fs.String("bias", "none", "which biases train too: `none`, lora (the adapted layers') or all")
 	fs.Var(&trainable, "trainable", "also train the weights of modules that fully match `RE` (repeatable)")
 	asInputs := fs.Bool("as-inputs", false, "make A and B graph inputs of dynamic rank, with empty defaults")
 	seed := fs.Uint64("seed", 0, "seed `N` for A's initial values")
-	initKind := fs.String("init", "kaiming", "how A starts: `kaiming` (uniform) or gaussian")
+	initKind := fs.String("init", "kaiming", "how A and B start: `kaiming` (uniform A), gaussian, pissa, pissa_niter_N or olora (from the weight, which keeps the residual)")
 	dtypeFlag := fs.String("dtype", "float32", "element type of A and B: `float32`, float16 or bfloat16")
 	fs.Var(&enable, "enable-lora", "LoRA on parts of a fused projection only: `LIST` such as q,v or false,true,true")
 	headDim := fs.Int("head-dim", 0, "head size `D` of fused projections (with --enable-lora)")
@@ -91,6 +98,7 @@ func runInject(cx *context, args []string) error {
 
 	cfg := adapter.DefaultLoRAConfig(targets...)
 	cfg.R, cfg.Alpha, cfg.Dropout, cfg.UseRSLoRA = *r, *alpha, *dropout, *rslora
+	cfg.UseDoRA = *dora
 	cfg.TrainableModules = trainable
 	cfg.HeadDim = *headDim
 	cfg.LoRAPlusScale = *loraPlus
@@ -110,11 +118,11 @@ func runInject(cx *context, args []string) error {
 	default:
 		return cx.usagef("--bias must be none, lora or all, got %q", *bias)
 	}
-	switch i := adapter.LoRAInit(*initKind); i {
-	case adapter.InitKaiming, adapter.InitGaussian:
+	switch i := adapter.LoRAInit(*initKind); {
+	case i == adapter.InitKaiming || i == adapter.InitGaussian || i.FromWeights():
 		cfg.InitLoRAWeights = i
 	default:
-		return cx.usagef("--init must be kaiming or gaussian, got %q", *initKind)
+		return cx.usagef("--init must be kaiming, gaussian, pissa, pissa_niter_N or olora, got %q", *initKind)
 	}
 	if cfg.DType, err = parseAdapterDType(*dtypeFlag); err != nil {
 		return cx.usagef("--dtype: %w", err)

@@ -1,0 +1,231 @@
+package train
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/models"
+	"github.com/peftonnx/peftonnx/rewrite"
+	rt "github.com/peftonnx/peftonnx/runtime"
+	"github.com/peftonnx/peftonnx/train/autodiff"
+)
+
+// TestTrainDoRA trains DoRA on every projection of a tiny decoder: the
+// trainer finds the magnitudes among the trainable tensors, the eval loss
+// falls, every magnitude and factor moves, and the merged model computes
+// what the trained adapted model does.
+func TestTrainDoRA(t *testing.T) {
+	requireORT(t)
+	m, err := models.Llama(models.LlamaTiny())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := adapter.DefaultLoRAConfig(".*_proj")
+	cfg.R, cfg.UseDoRA = 4, true
+	_, sum, err := rewrite.InjectLoRA(m, cfg, rewrite.WithSeed(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := sum.Trainable()
+	mags := 0
+	for _, p := range params {
+		if strings.HasSuffix(p, ".lora_magnitude_vector.weight") {
+			mags++
+		}
+	}
+	if len(params) != 42 || mags != 14 {
+		t.Fatalf("trainable: %v, want A, B and a magnitude for 14 layers", params)
+	}
+	tr := trainPattern(t, m, params, 30, 0.1)
+	adapted, err := tr.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged := adapted.Clone()
+	if err := rewrite.Merge(merged); err != nil {
+		t.Fatal(err)
+	}
+	ids := []int64{3, 4, 5, 6, 7, 8, 9, 10}
+	feeds := func() map[string]*rt.Tensor {
+		in, _ := rt.NewInt64([]int64{1, 8}, ids)
+		mask, _ := rt.NewInt64([]int64{1, 8}, []int64{1, 1, 1, 1, 1, 1, 1, 1})
+		pos, _ := rt.NewInt64([]int64{1, 8}, []int64{0, 1, 2, 3, 4, 5, 6, 7})
+		f := map[string]*rt.Tensor{"input_ids": in, "attention_mask": mask, "position_ids": pos}
+		for i := range 2 {
+			for _, kv := range []string{"key", "value"} {
+				f["past_key_values."+strconv.Itoa(i)+"."+kv], _ = rt.NewFloat32([]int64{1, 2, 0, 4}, nil)
+			}
+		}
+		return f
+	}
+	logits := func(m *graph.Model) []float64 {
+		f := feeds()
+		for k := range f {
+			if m.Input(k) == nil {
+				delete(f, k)
+			}
+		}
+		return runModel(t, m, f, "logits")["logits"].ToFloat64()
+	}
+	got, want := logits(merged), logits(adapted)
+	worst := 0.0
+	for i := range want {
+		worst = math.Max(worst, math.Abs(got[i]-want[i])/math.Max(1, math.Abs(want[i])))
+	}
+	if worst > 1e-4 {
+		t.Errorf("merged vs adapted logits differ by %.3g", worst)
+	}
+}
+
+// TestDoRAGradients checks the gradient graph of a DoRA layer (float32)
+// against central finite differences of the forward model: with the norm
+// not detached, for A, B and the magnitude (every op DoRA emits has a
+// right rule); with it detached, as training runs, against the model
+// whose norm is held at its current value (HF PEFT's detach()), and the
+// magnitude's gradient is the same either way.
+func TestDoRAGradients(t *testing.T) {
+	requireORT(t)
+	const in, out, rows = 5, 4, 3
+	rng := rand.New(rand.NewPCG(5, 1))
+	randoms := func(n int, scale float64) []float64 {
+		v := make([]float64, n)
+		for i := range v {
+			v[i] = float64(float32(rng.NormFloat64() * scale))
+		}
+		return v
+	}
+	g := &onnxpb.GraphProto{Name: "dora"}
+	g.Initializer = append(g.Initializer,
+		graph.NewFloatTensor("layer.proj.weight", dtype.Float32, []int64{in, out}, randoms(in*out, 0.5)),
+		graph.NewFloatTensor("target", dtype.Float32, []int64{rows, out}, randoms(rows*out, 1)))
+	g.Input = []*onnxpb.ValueInfoProto{graph.TensorInfo("x", dtype.Float32, []int64{rows, in})}
+	g.Node = []*onnxpb.NodeProto{
+		{OpType: "MatMul", Name: "/layer/proj/MatMul", Input: []string{"x", "layer.proj.weight"}, Output: []string{"y"}},
+		{OpType: "Tanh", Name: "/tanh", Input: []string{"y"}, Output: []string{"h"}},
+		{OpType: "Mul", Name: "/mul", Input: []string{"h", "target"}, Output: []string{"p"}},
+		{OpType: "ReduceSum", Name: "/sum", Input: []string{"p"}, Output: []string{"loss"}, Attribute: []*onnxpb.AttributeProto{graph.AttrInt("keepdims", 0)}},
+	}
+	g.Output = []*onnxpb.ValueInfoProto{graph.TensorInfo("loss", dtype.Float32, nil)}
+	m := graph.New(&onnxpb.ModelProto{IrVersion: 8, OpsetImport: []*onnxpb.OperatorSetIdProto{{Version: 17}}, Graph: g}, "")
+	cfg := adapter.DefaultLoRAConfig("layer.proj")
+	cfg.R, cfg.Alpha, cfg.UseDoRA = 2, 3, true
+	sites, sum, err := rewrite.InjectLoRA(m, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sites[0]
+	values := map[string][]float64{s.A: randoms(in*2, 0.5), s.B: randoms(2*out, 0.5), s.Magnitude: randoms(out, 1)}
+	shapes := map[string][]int64{s.A: {in, 2}, s.B: {2, out}, s.Magnitude: {out}}
+	for i, v := range values[s.Magnitude] {
+		values[s.Magnitude][i] = 1 + math.Abs(v)
+	}
+	set := func(m *graph.Model, name string, v []float64) {
+		m.RemoveInitializer(name)
+		m.AddInitializer(graph.NewFloatTensor(name, dtype.Float32, shapes[name], v))
+	}
+	for name, v := range values {
+		set(m, name, v)
+	}
+	xv := randoms(rows*in, 1)
+	xt, err := rt.NewFloat32([]int64{rows, in}, f32s(xv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(m *graph.Model, feeds map[string]*rt.Tensor, outs ...string) map[string]*rt.Tensor {
+		return runModel(t, m, feeds, outs...)
+	}
+	gradients := func(detached ...string) map[string][]float64 {
+		dm := m.Clone()
+		autodiff.MarkStopGradient(dm, detached...)
+		gm, err := autodiff.Build(dm, "loss", sum.Trainable())
+		if err != nil {
+			t.Fatal(err)
+		}
+		feeds := map[string]*rt.Tensor{"x": xt}
+		var outs []string
+		for name, v := range values {
+			feeds[name], _ = rt.NewFloat32(shapes[name], f32s(v))
+			outs = append(outs, autodiff.GradName(name))
+		}
+		res := run(gm, feeds, outs...)
+		grads := map[string][]float64{}
+		for name := range values {
+			grads[name] = res[autodiff.GradName(name)].ToFloat64()
+		}
+		return grads
+	}
+	// finiteDiff returns the central differences of f's loss; frozen, when
+	// set, replaces the norm by its value at the unperturbed point.
+	norm := run(withOutput(m, s.DoRANorm), map[string]*rt.Tensor{"x": xt}, s.DoRANorm)[s.DoRANorm].ToFloat64()
+	finiteDiff := func(frozen bool) map[string][]float64 {
+		fm := m.Clone()
+		if frozen {
+			fm.AddInitializer(graph.NewFloatTensor("frozen_norm", dtype.Float32, []int64{1, out}, norm))
+			fm.ReplaceUses(s.DoRANorm, "frozen_norm")
+		}
+		const h = 1e-3
+		fd := map[string][]float64{}
+		for name, v := range values {
+			fd[name] = make([]float64, len(v))
+			for i := range v {
+				loss := [2]float64{}
+				for k, d := range []float64{h, -h} {
+					p := slices.Clone(v)
+					p[i] += d
+					set(fm, name, p)
+					loss[k] = run(fm, map[string]*rt.Tensor{"x": xt}, "loss")["loss"].ToFloat64()[0]
+				}
+				set(fm, name, v)
+				fd[name][i] = (loss[0] - loss[1]) / (2 * h)
+			}
+		}
+		return fd
+	}
+	compare := func(what string, got, want map[string][]float64) {
+		t.Helper()
+		for name, w := range want {
+			for i := range w {
+				if d := math.Abs(got[name][i] - w[i]); d > 2e-3*math.Max(1, math.Abs(w[i])) {
+					t.Errorf("%s: d loss/d %s[%d]: got %.9g, finite differences %.9g", what, name, i, got[name][i], w[i])
+				}
+			}
+		}
+	}
+	full := gradients()
+	compare("not detached", full, finiteDiff(false))
+	detached, err := rewrite.DetachedValues(m)
+	if err != nil || len(detached) != 1 {
+		t.Fatalf("DetachedValues: %v %v", detached, err)
+	}
+	held := gradients(detached...)
+	compare("detached", held, finiteDiff(true))
+	if slices.Equal(held[s.A], full[s.A]) {
+		t.Errorf("detaching the norm did not change A's gradient: the norm is not detached")
+	}
+	compare("magnitude", map[string][]float64{s.Magnitude: held[s.Magnitude]}, map[string][]float64{s.Magnitude: full[s.Magnitude]})
+}
+
+// f32s converts v to float32.
+func f32s(v []float64) []float32 {
+	out := make([]float32, len(v))
+	for i, x := range v {
+		out[i] = float32(x)
+	}
+	return out
+}
+
+// withOutput returns a copy of m with the float32 value as one more
+// output.
+func withOutput(m *graph.Model, value string) *graph.Model {
+	c := m.Clone()
+	c.AddOutput(graph.TensorInfo(value, dtype.Float32, nil))
+	return c
+}
