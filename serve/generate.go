@@ -285,12 +285,9 @@ func (e *Engine) prefill(slots *slotTable, joiners []*job, feeds map[string]*rt.
 	if err == nil && past != nil {
 		err = seq.SetPast(past, p)
 	}
-	if err == nil {
-		err = seq.SetFeeds(withIndex(feeds, index))
-	}
 	var out *rt.Tensor
 	if err == nil {
-		out, err = seq.Feed(context.Background(), ids, mask)
+		out, err = feedRows(seq, feeds, index, ids, mask)
 	}
 	if err != nil {
 		e.failAll(slots, group, err)
@@ -345,11 +342,7 @@ func (e *Engine) step(slots *slotTable, active *rt.Sequence, rows []*job, feeds 
 		ids[i], index[i] = j.out[len(j.out)-1], int64(j.slot)
 	}
 	start := time.Now()
-	err := active.SetFeeds(withIndex(feeds, index))
-	var out *rt.Tensor
-	if err == nil {
-		out, err = active.Feed(context.Background(), ids, nil)
-	}
+	out, err := feedRows(active, feeds, index, ids, nil)
 	if err != nil {
 		e.failAll(slots, rows, err)
 		return nil, nil
@@ -455,6 +448,15 @@ func (e *Engine) finish(slots *slotTable, j *job, reason string, err error) {
 	e.stats.Adapters[j.req.Adapter] = st
 	e.mu.Unlock()
 	close(j.done)
+}
+
+// feedRows sets the stacked inputs with the rows' slot index on seq and
+// feeds it ids and mask.
+func feedRows(seq *rt.Sequence, feeds map[string]*rt.Tensor, index, ids, mask []int64) (*rt.Tensor, error) {
+	if err := seq.SetFeeds(withIndex(feeds, index)); err != nil {
+		return nil, err
+	}
+	return seq.Feed(context.Background(), ids, mask)
 }
 
 // withIndex returns the stacked inputs with the per-row slot index.
