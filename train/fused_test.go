@@ -350,19 +350,7 @@ func gradientsOn(t *testing.T, m *graph.Model, task Task, params, before []strin
 	for _, p := range params {
 		outs = append(outs, autodiff.GradName(p))
 	}
-	b, err := g.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := rt.NewSessionFromBytes(b, rt.WithIntraOpThreads(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	res, err := s.Run(feeds, outs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := runModel(t, g, feeds, outs...)
 	got := map[string][]float64{"loss": res[loss].ToFloat64()}
 	for _, p := range params {
 		got[autodiff.GradName(p)] = res[autodiff.GradName(p)].ToFloat64()
