@@ -39,6 +39,11 @@
 // activations are recomputed in the backward pass, and each rank keeps
 // every piece's input.
 //
+// Gradient accumulation divides each micro-batch's loss by what the
+// whole step scores, as train.Trainer weights them, and sums the
+// replicated factors' gradients over the ranks once per step; Evaluate
+// gives the causal LM loss of a dataset as train.Trainer.Evaluate does.
+//
 // NewWithDataParallel combines it with data parallelism (DP × TP ranks):
 // the ranks that hold the same share form a data-parallel group, which
 // shards each batch as train.Trainer does and sums the gradients before

@@ -49,8 +49,8 @@ type Trainer struct {
 // whose modules are q/k/v/o_proj and gate/up/down_proj, on data, with the
 // options of train.Trainer that apply (batch size, sequence length and
 // padding, seed, steps or epochs, learning rate and schedule, AdamW,
-// clipping, LoRA+ scale, session options). Gradient accumulation must be
-// 1; the task is the causal LM's.
+// clipping, LoRA+ scale, gradient accumulation, session options); the
+// task is the causal LM's.
 func New(cfg models.LlamaConfig, full *graph.Model, lora *adapter.Adapter, data *train.Dataset, comm train.Collective, opts train.Options) (*Trainer, error) {
 	return NewWithDataParallel(cfg, full, lora, data, comm, nil, opts)
 }
@@ -63,9 +63,10 @@ func New(cfg models.LlamaConfig, full *graph.Model, lora *adapter.Adapter, data 
 // share of the batch's scored tokens and summed over dp before clipping,
 // as train.Trainer does with a Collective. dp nil is New.
 func NewWithDataParallel(cfg models.LlamaConfig, full *graph.Model, lora *adapter.Adapter, data *train.Dataset, comm, dp train.Collective, opts train.Options) (*Trainer, error) {
-	if opts.GradAccum > 1 {
-		return nil, fmt.Errorf("tensorparallel: gradient accumulation is not supported")
+	if opts.GradAccum < 0 {
+		return nil, fmt.Errorf("tensorparallel: gradient accumulation %d: want > 0", opts.GradAccum)
 	}
+	opts.GradAccum = max(1, opts.GradAccum)
 	if opts.Task != "" && opts.Task != train.CausalLM {
 		return nil, fmt.Errorf("tensorparallel: task %s: only the causal LM loss is supported", opts.Task)
 	}
@@ -122,7 +123,7 @@ func NewWithDataParallel(cfg models.LlamaConfig, full *graph.Model, lora *adapte
 	}
 	t.total = opts.Steps
 	if t.total == 0 {
-		t.total = opts.Epochs * t.loader.NumBatches()
+		t.total = opts.Epochs * max(1, t.loader.NumBatches()/opts.GradAccum)
 	}
 	if t.sched, err = train.NewSchedule(opts.Schedule, opts.LR, opts.Warmup, t.total); err != nil {
 		t.Close()
@@ -279,7 +280,7 @@ func (t *Trainer) blockFeeds(i int, hidden []float32, hshape []int64, ctx map[st
 	return in, nil
 }
 
-// TrainStep runs one optimizer step on the next batch: forward through
+// TrainStep runs one optimizer step on the next GradAccum batches: each forward through
 // the pieces, the loss across the vocabulary shards, backward, the
 // factors' gradients summed where they are replicated, clipping by the
 // global norm, and AdamW. It returns the step's loss, the gradient norm
@@ -287,20 +288,42 @@ func (t *Trainer) blockFeeds(i int, hidden []float32, hshape []int64, ctx map[st
 func (t *Trainer) TrainStep() (train.StepResult, error) {
 	t.reduced = 0
 	step := t.step + 1
+	accum := t.opts.GradAccum
 	nb := t.loader.NumBatches()
-	b := t.loader.Batch(t.step/nb, t.step%nb)
-	scored := causalScored(b)
-	fed := b.InputTokens()
-	own := true
-	if t.dp != nil {
-		b, own = t.loader.Shard(t.step/nb, t.step%nb, t.dp.Rank(), t.dp.Size())
+	// Each micro-batch's loss is divided by what the whole step scores,
+	// so that the accumulated gradient is that of the step's mean loss,
+	// as train.Trainer weights its micro-batches.
+	scored, fed := 0, 0
+	for i := range accum {
+		micro := t.step*accum + i
+		b := t.loader.Batch(micro/nb, micro%nb)
+		scored += causalScored(b)
+		fed += b.InputTokens()
 	}
 	train.ZeroGrad(t.params)
 	var loss float64
-	if own {
-		var err error
-		if loss, err = t.forwardBackward(b, scored); err != nil {
+	for i := range accum {
+		micro := t.step*accum + i
+		b, own := t.loader.Batch(micro/nb, micro%nb), true
+		if t.dp != nil {
+			b, own = t.loader.Shard(micro/nb, micro%nb, t.dp.Rank(), t.dp.Size())
+		}
+		if !own {
+			continue
+		}
+		l, err := t.forwardBackward(b, max(1, scored))
+		if err != nil {
 			return train.StepResult{}, fmt.Errorf("tensorparallel: step %d: %w", step, err)
+		}
+		loss += l
+	}
+	// The replicated factors' gradients, summed over the tensor-parallel
+	// ranks once for all the micro-batches.
+	for i, p := range t.params {
+		if !t.split[i] {
+			if err := t.allReduce(p.Grad); err != nil {
+				return train.StepResult{}, fmt.Errorf("tensorparallel: step %d: %w", step, err)
+			}
 		}
 	}
 	if t.dp != nil {
@@ -327,9 +350,9 @@ func (t *Trainer) TrainStep() (train.StepResult, error) {
 	return train.StepResult{Step: step, Total: t.total, Loss: loss, GradNorm: norm, LR: lr, Tokens: scored, InputTokens: fed}, nil
 }
 
-// forwardBackward runs b forward and backward, adds the factors'
-// gradients (the replicated ones summed over the tensor-parallel ranks)
-// to their Grad, and returns b's part of the loss: its cross entropy
+// forwardBackward runs b forward and backward, adds this rank's part of
+// the factors' gradients (the replicated ones not yet summed over the
+// tensor-parallel ranks) to their Grad, and returns b's part of the loss: its cross entropy
 // summed over its scored positions, divided by scored, those of the whole
 // step.
 func (t *Trainer) forwardBackward(b train.Batch, scored int) (float64, error) {
@@ -383,13 +406,6 @@ func (t *Trainer) forwardBackward(b train.Batch, scored int) (float64, error) {
 			next[j] = grad[j] + part[j]
 		}
 		grad = next
-	}
-	for i, p := range t.params {
-		if !t.split[i] {
-			if err := t.allReduce(p.Grad); err != nil {
-				return 0, err
-			}
-		}
 	}
 	return loss, nil
 }
