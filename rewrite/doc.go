@@ -84,8 +84,10 @@
 // detached in training (DetachedValues, which the trainer marks for
 // autodiff as stop-gradient values). m, "<module>.lora_magnitude_vector.weight", starts at W's
 // column norms, so a fresh model computes what the base does. Merge is
-// exact; Unmerge, AsInputs, stacked serving factors, embeddings,
-// convolutions and QDQ weights refuse DoRA.
+// exact, and keeps ‖V‖ per output feature in the model's metadata
+// (DoRAMetadataKey), with which Unmerge restores the adapted model; a
+// model merged without them is refused. AsInputs, stacked serving
+// factors, embeddings, convolutions and QDQ weights refuse DoRA.
 //
 // # Fused attention
 //

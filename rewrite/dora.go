@@ -37,7 +37,9 @@ import (
 // weights; embeddings, convolutions, QDQ weights and AsInputs are refused.
 // Merge is exact: W' above, stored where W is. A merged DoRA weight does
 // not determine ‖V‖ (any positive rescaling of V gives the same W'), so
-// Unmerge refuses DoRA adapters: keep the base model.
+// Merge keeps ‖V‖ of each layer in the model's metadata, as HF PEFT keeps
+// the weight norm at merge time, and Unmerge undoes the rescaling with it
+// (dora_unmerge.go).
 
 // doraSuffix names a module's magnitude initializer, as HF PEFT 0.12 and
 // later name its tensor.
@@ -182,31 +184,40 @@ func DetachedValues(m *graph.Model) ([]string, error) {
 
 // rescaleColumns finishes a DoRA merge: once W holds W + (s/α)·A·B, each
 // output feature j of it becomes m[j]·W[:, j]/‖α·W[:, j]‖, so that
-// α·W' = m ⊙ V/‖V‖ with V = α·W + s·A·B.
-func (f fold) rescaleColumns(m *graph.Model) error {
+// α·W' = m ⊙ V/‖V‖ with V = α·W + s·A·B. It returns ‖V‖ per output
+// feature, which Unmerge needs to undo the rescaling (dora_unmerge.go).
+func (f fold) rescaleColumns(m *graph.Model) ([]float64, error) {
 	l := f.l
 	w, err := effectiveWeight(m, l)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	norms := columnNorms(w, int(l.In), int(l.Out))
+	c := make([]float64, len(norms))
+	for j, n := range norms {
+		if n == 0 {
+			return nil, layerErr(l, "use_dora: output feature %d of W + s·A·B is all zeros; its direction is undefined", j)
+		}
+		c[j] = float64(f.magnitude[j]) / n
+	}
+	return norms, scaleColumns(m, l, c)
+}
+
+// scaleColumns multiplies output feature j of l's stored weight by c[j].
+func scaleColumns(m *graph.Model, l Linear, c []float64) error {
 	in, out := int(l.In), int(l.Out)
-	norms := columnNorms(w, in, out)
 	t := m.Initializer(l.Weight)
 	vals, err := m.Float32s(t)
 	if err != nil {
 		return layerErr(l, "%w", err)
 	}
 	for j := 0; j < out; j++ {
-		if norms[j] == 0 {
-			return layerErr(l, "use_dora: output feature %d of W + s·A·B is all zeros; its direction is undefined", j)
-		}
-		c := float64(f.magnitude[j]) / norms[j]
 		for i := 0; i < in; i++ {
 			k := i*out + j
 			if l.WeightTransposed {
 				k = j*in + i
 			}
-			vals[k] = float32(float64(vals[k]) * c)
+			vals[k] = float32(float64(vals[k]) * c[j])
 		}
 	}
 	if err := graph.SetFloat32s(t, vals); err != nil {

@@ -158,9 +158,8 @@ func TestDoRAMath(t *testing.T) {
 				t.Fatal(err)
 			}
 			check("through HF", again, want, tc.tol)
-			if _, _, err := Unmerge(merged, ad); err == nil || !strings.Contains(err.Error(), "cannot be unmerged") {
-				t.Errorf("Unmerge of DoRA: got %v, want a refusal", err)
-			}
+			checkDoRAUnmerge(t, tc, base, merged, ad, func(what string, m *graph.Model) { check(what, m, want, mergeTol) })
+			checkDoRAUnmerge(t, tc, base, direct, ad, func(what string, m *graph.Model) { check("MergeAdapter "+what, m, want, mergeTol) })
 		})
 	}
 }
@@ -289,4 +288,86 @@ func TestDoRAPaddleLayouts(t *testing.T) {
 	if err := adapter.SavePaddleShards(t.TempDir(), ad, 2); err == nil || !strings.Contains(err.Error(), "no DoRA") {
 		t.Errorf("SavePaddleShards of DoRA: got %v, want a refusal", err)
 	}
+}
+
+// checkDoRAUnmerge unmerges merged, a DoRA merge of ad on base: the
+// outputs come back to the adapted model's (check), the base weights to
+// within float rounding, and the kept norms leave the metadata. A merge
+// without the kept norms (written before peftonnx kept them) and a wrong
+// magnitude are refused, the model unchanged.
+func checkDoRAUnmerge(t *testing.T, tc layerCase, base, merged *graph.Model, ad *adapter.Adapter, check func(string, *graph.Model)) {
+	t.Helper()
+	if rec, err := readDoRARecord(merged); err != nil || len(rec.Merges) != 1 || len(rec.Merges[0].Norm) != tc.out {
+		t.Fatalf("merged DoRA record: %+v, %v", rec, err)
+	}
+	legacy := merged.Clone()
+	if err := writeDoRARecord(legacy, doraRecord{}); err != nil {
+		t.Fatal(err)
+	}
+	before := legacy.Clone()
+	if _, _, err := Unmerge(legacy, ad); err == nil || !strings.Contains(err.Error(), "keeps no ‖W + s·A·B‖") {
+		t.Errorf("Unmerge without kept norms: got %v, want a refusal", err)
+	}
+	wrong := merged.Clone()
+	other := doraAdapter(tc, 999)
+	other.Weights["layer.proj"] = adapter.LoRAWeights{A: ad.Weights["layer.proj"].A, B: ad.Weights["layer.proj"].B, Magnitude: other.Weights["layer.proj"].Magnitude}
+	if _, _, err := Unmerge(wrong, other); err == nil || !strings.Contains(err.Error(), "not merged with this adapter") {
+		t.Errorf("Unmerge with another magnitude: got %v, want a refusal", err)
+	}
+	for _, pair := range [][2]*graph.Model{{legacy, before}, {wrong, merged}} {
+		a, b := initValues(t, pair[0]), initValues(t, pair[1])
+		for name, v := range b {
+			if !slices.Equal(a[name], v) {
+				t.Errorf("a refused Unmerge changed %q", name)
+			}
+		}
+	}
+
+	un := merged.Clone()
+	if _, _, err := Unmerge(un, ad); err != nil {
+		t.Fatal(err)
+	}
+	check("unmerged", un)
+	if rec, err := readDoRARecord(un); err != nil || len(rec.Merges) != 0 {
+		t.Errorf("unmerged model keeps DoRA norms %+v, %v", rec, err)
+	}
+	// The base weights come back to within the rounding of their type:
+	// relative 1e-5 of the largest weight in float32, 2e-3 in float16.
+	wtol := 1e-5
+	if tc.elem == dtype.Float16 || tc.wCast {
+		wtol = 2e-3
+	}
+	got, want := initValues(t, un), initValues(t, base)
+	for name, w := range want {
+		g, ok := got[name]
+		if !ok || len(g) != len(w) {
+			t.Fatalf("unmerged model lost base initializer %q", name)
+		}
+		scale := 0.0
+		for _, v := range w {
+			scale = math.Max(scale, math.Abs(float64(v)))
+		}
+		for k := range w {
+			if d := math.Abs(float64(g[k]) - float64(w[k])); d > wtol*math.Max(scale, 1e-30) {
+				t.Fatalf("unmerged %q[%d] = %v, base %v (tolerance %g of %g)", name, k, g[k], w[k], wtol, scale)
+			}
+		}
+	}
+	again := un.Clone()
+	if err := Merge(again); err != nil {
+		t.Fatal(err)
+	}
+	check("merged again", again)
+}
+
+// initValues returns m's float initializers by name.
+func initValues(t *testing.T, m *graph.Model) map[string][]float32 {
+	t.Helper()
+	out := map[string][]float32{}
+	for _, in := range m.Proto.Graph.Initializer {
+		if v, err := m.Float32s(in); err == nil {
+			out[in.Name] = v
+		}
+	}
+	return out
 }

@@ -292,25 +292,53 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter, o options) ([]fold
 // weights, as ApplyLoRA does. A merged model no longer holds A and B, so the
 // adapter must be given; ExtractAdapter before Merge keeps it. In float16
 // or bfloat16 weights the round trip is exact only to the weight's
-// precision. Nothing changes when a module is missing or a shape disagrees.
+// precision. A DoRA adapter's rescaling is undone with the norms Merge
+// kept (DoRAMetadataKey); a model without them is refused. Nothing changes
+// when a module is missing or a shape disagrees.
 func Unmerge(m *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, Summary, error) {
-	if ad.LoRA != nil && ad.LoRA.UseDoRA {
-		return nil, Summary{}, errorf("%s: a DoRA adapter (use_dora) cannot be unmerged: the merged weight m·V/‖V‖ keeps V's direction but not its norm ‖W + s·A·B‖, so W cannot be recovered; keep the base model and apply the adapter to it", modelLabel(m))
-	}
 	folds, _, err := planAdapterFolds(m, ad, options{})
 	if err != nil {
 		return nil, Summary{}, err
 	}
+	doras, err := readDoRARecord(m)
+	if err != nil {
+		return nil, Summary{}, err
+	}
+	// Keep the weights, to put them back if anything fails.
+	saved := map[string][]float32{}
 	for _, f := range folds {
+		if _, ok := saved[f.l.Weight]; ok {
+			continue
+		}
+		v, err := m.Float32s(m.Initializer(f.l.Weight))
+		if err != nil {
+			return nil, Summary{}, layerErr(f.l, "%w", err)
+		}
+		saved[f.l.Weight] = v
+	}
+	restore := func() {
+		for name, v := range saved {
+			_ = graph.SetFloat32s(m.Initializer(name), v) // best effort
+		}
+	}
+	for _, f := range folds {
+		if f.magnitude != nil {
+			if err := f.undoDoRARescale(m, &doras); err != nil {
+				restore()
+				return nil, Summary{}, err
+			}
+		}
 		if err := f.apply(m, -1); err != nil {
+			restore()
 			return nil, Summary{}, err
 		}
 	}
 	sites, sum, err := ApplyLoRA(m, ad, opts...)
+	if err == nil {
+		err = writeDoRARecord(m, doras)
+	}
 	if err != nil {
-		for _, f := range folds {
-			_ = f.apply(m, 1) // best effort: put the weights back
-		}
+		restore()
 		return nil, Summary{}, err
 	}
 	return sites, sum, nil

@@ -114,6 +114,7 @@ func mergeOptions(opts []Option) (options, error) {
 // float first where o says so), or an int4 one as o says.
 func applyFolds(m *graph.Model, folds []fold, o options) ([]QuantizedMerge, error) {
 	var rep []QuantizedMerge
+	var merges []doraMerge
 	for _, f := range folds {
 		if f.l.Quantized() {
 			q, err := f.applyQuantized(m, o.requantize)
@@ -131,12 +132,14 @@ func applyFolds(m *graph.Model, folds []fold, o options) ([]QuantizedMerge, erro
 			return nil, err
 		}
 		if f.magnitude != nil {
-			if err := f.rescaleColumns(m); err != nil {
+			norms, err := f.rescaleColumns(m)
+			if err != nil {
 				return nil, err
 			}
+			merges = append(merges, doraMerge{Weight: f.l.Weight, Module: f.module, Norm: norms})
 		}
 	}
-	return rep, nil
+	return rep, pushDoRAMerges(m, merges)
 }
 
 // checkNBitsMergeable refuses to merge into an int4 layer unless o says
