@@ -1,6 +1,8 @@
 package autodiff
 
 import (
+	"fmt"
+
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
@@ -49,35 +51,68 @@ func gradMatMulNBits(e *emitter, n *onnxpb.NodeProto, dy []string, need []bool) 
 	g := dy[0]
 	out := make([]string, len(n.Input))
 	if need[0] {
-		N, K := int64(l.N), int64(l.K)
-		// 1, read from dY's shape: it exists once the backward pass has
-		// reached this layer.
-		one := e.op("Mul", []string{e.op("Div", []string{e.lastDim(g), e.ints(N)}), e.oneAtRunTime()})
-		step := max(1, min(N, chunkElems/K))
-		var sum string
-		for lo := int64(0); lo < N; lo += step {
-			hi := min(N, lo+step)
-			gi := g
-			if lo > 0 || hi < N {
-				gi = e.op("Slice", []string{g, e.ints(lo), e.ints(hi), e.ints(-1)})
-			}
-			part := e.op("MatMul", []string{gi, e.dequantizeNBits(n, l, one, lo, hi)})
-			if sum == "" {
-				sum = part
-			} else {
-				sum = e.add(sum, part)
-			}
-			// The next slab waits for this one: its 1 comes from this
-			// product's shape (K/K).
-			one = e.op("Mul", []string{e.op("Div", []string{e.lastDim(part), e.ints(K)}), e.oneAtRunTime()})
-		}
-		out[0] = sum
+		out[0] = e.timesTransposedNBits(n, l, g)
 		e.inf.setShape(out[0], e.shape(n.Input[0]))
 	}
 	if len(need) > 5 && need[5] {
 		out[5] = e.unbroadcast(g, n.Input[5])
 	}
 	return out
+}
+
+// timesTransposedNBits emits g·Wᵀ, g [..., N], for the weight W [K, N]
+// of MatMulNBits node n, its rows dequantized a slab at a time (see
+// gradMatMulNBits).
+func (e *emitter) timesTransposedNBits(n *onnxpb.NodeProto, l quant.Layout, g string) string {
+	N, K := int64(l.N), int64(l.K)
+	// 1, read from g's shape: it exists once g does.
+	one := e.op("Mul", []string{e.op("Div", []string{e.lastDim(g), e.ints(N)}), e.oneAtRunTime()})
+	step := max(1, min(N, chunkElems/K))
+	var sum string
+	for lo := int64(0); lo < N; lo += step {
+		hi := min(N, lo+step)
+		gi := g
+		if lo > 0 || hi < N {
+			gi = e.op("Slice", []string{g, e.ints(lo), e.ints(hi), e.ints(-1)})
+		}
+		part := e.op("MatMul", []string{gi, e.dequantizeNBits(n, l, one, lo, hi)})
+		if sum == "" {
+			sum = part
+		} else {
+			sum = e.add(sum, part)
+		}
+		// The next slab waits for this one: its 1 comes from this
+		// product's shape (K/K).
+		one = e.op("Mul", []string{e.op("Div", []string{e.lastDim(part), e.ints(K)}), e.oneAtRunTime()})
+	}
+	return sum
+}
+
+// TimesTransposedNBits appends to m the product g·Wᵀ of a float32 [..., N]
+// value g by the transposed weight W [K, N] of float32 MatMulNBits node n
+// of m: the gradient that n's input A gets from g, computed as n's
+// backward rule computes it, the weight dequantized in the graph a slab
+// of rows at a time and never held whole, the packed tensors only read.
+// The new nodes are named scope/…. It returns the [..., K] product.
+func TimesTransposedNBits(m *graph.Model, n *onnxpb.NodeProto, g, scope string) (string, error) {
+	l, err := quant.LayoutOf(n)
+	if err != nil {
+		return "", err
+	}
+	if inputOr(n, 4) != "" {
+		return "", fmt.Errorf("MatMulNBits %s: g_idx (act-order) weights are not supported", n.Name)
+	}
+	inf := newInferer(m)
+	for _, v := range []string{n.Input[0], g} {
+		inf.record(v, tinfo{elem: dtype.Float32, shape: unknownShape()})
+	}
+	e := newEmitter(m, inf, m.Opset(""))
+	e.scope = scope
+	out := e.timesTransposedNBits(n, l, g)
+	if e.err != nil {
+		return "", fmt.Errorf("MatMulNBits %s: %w", n.Name, e.err)
+	}
+	return out, nil
 }
 
 // chunkElems bounds the floats of one MatMulNBits weight that the
