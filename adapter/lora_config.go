@@ -52,8 +52,6 @@ func isPiSSANiter(i LoRAInit) bool {
 	return ok && err == nil && v > 0
 }
 
-const ()
-
 // LoRAConfig configures a LoRA adapter. It carries every field of
 // PaddleNLP's LoRAConfig and the HuggingFace PEFT LoraConfig fields that
 // matter outside PyTorch. Use DefaultLoRAConfig for the defaults; the zero

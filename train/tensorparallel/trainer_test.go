@@ -43,10 +43,6 @@ func countingData(n, vocab int) *train.Dataset {
 	return d
 }
 
-// TestTensorParallelEqualsOneProcess trains the LoRA of a tiny LLaMA on 2
-// tensor-parallel ranks (goroutines) and with train.Trainer on the whole
-// model, and checks that the losses and gradient norms agree step by step
-// and that the merged shards are the whole run's adapter.
 // tinyRun is the run the tests train: a tiny LLaMA, the whole LoRA
 // adapter on it (B away from 0, so that every factor's gradient is not),
 // the model with that adapter injected and its trainable names, the data
@@ -108,6 +104,10 @@ func newTinyRun(t *testing.T, vocab int) tinyRun {
 	return tinyRun{cfg: c, full: full, whole: whole, adapted: adapted, trainable: sum.Trainable(), data: data, opts: opts}
 }
 
+// TestTensorParallelEqualsOneProcess trains the LoRA of a tiny LLaMA on 2
+// tensor-parallel ranks (goroutines) and with train.Trainer on the whole
+// model, and checks that the losses and gradient norms agree step by step
+// and that the merged shards are the whole run's adapter.
 func TestTensorParallelEqualsOneProcess(t *testing.T) {
 	requireORT(t)
 	run := newTinyRun(t, 32)
