@@ -115,11 +115,7 @@ func TestTensorParallelAccumulateAndEvaluate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	worst := 0.0
-	for m, w := range wantAd.Weights {
-		g := got.Weights[m]
-		worst = max(worst, relDiff(g.A.Data, w.A.Data), relDiff(g.B.Data, w.B.Data))
-	}
+	worst := adapterDiff(got, wantAd)
 	t.Logf("merged adapter within %.3g of the one-process adapter", worst)
 	if worst > 1e-5 {
 		t.Errorf("merged adapter differs from the one-process adapter by %.3g", worst)

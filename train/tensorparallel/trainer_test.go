@@ -221,15 +221,22 @@ func TestTensorParallelEqualsOneProcess(t *testing.T) {
 			t.Errorf("%s: the saved shards merge to another adapter", m)
 		}
 	}
-	worst := 0.0
-	for m, w := range wantAd.Weights {
-		g := got.Weights[m]
-		worst = max(worst, relDiff(g.A.Data, w.A.Data), relDiff(g.B.Data, w.B.Data))
-	}
+	worst := adapterDiff(got, wantAd)
 	t.Logf("merged adapter within %.3g of the one-process adapter (of each factor's largest value)", worst)
 	if worst > 1e-5 {
 		t.Errorf("merged adapter differs from the one-process adapter by %.3g", worst)
 	}
+}
+
+// adapterDiff returns the largest relDiff over the factors of want's
+// modules, got's against want's.
+func adapterDiff(got, want *adapter.Adapter) float64 {
+	worst := 0.0
+	for m, w := range want.Weights {
+		g := got.Weights[m]
+		worst = max(worst, relDiff(g.A.Data, w.A.Data), relDiff(g.B.Data, w.B.Data))
+	}
+	return worst
 }
 
 // relDiff returns the largest difference between got and want, relative
@@ -323,11 +330,7 @@ func TestDataTimesTensorParallel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		worst := 0.0
-		for m, w := range wantAd.Weights {
-			g := got.Weights[m]
-			worst = max(worst, relDiff(g.A.Data, w.A.Data), relDiff(g.B.Data, w.B.Data))
-		}
+		worst := adapterDiff(got, wantAd)
 		t.Logf("data-parallel rank %d: merged adapter within %.3g of one process's", d, worst)
 		if worst > 1e-5 {
 			t.Errorf("data-parallel rank %d: merged adapter differs from one process's by %.3g", d, worst)
