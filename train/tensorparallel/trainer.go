@@ -280,11 +280,11 @@ func (t *Trainer) blockFeeds(i int, hidden []float32, hshape []int64, ctx map[st
 	return in, nil
 }
 
-// TrainStep runs one optimizer step on the next GradAccum batches: each forward through
-// the pieces, the loss across the vocabulary shards, backward, the
-// factors' gradients summed where they are replicated, clipping by the
-// global norm, and AdamW. It returns the step's loss, the gradient norm
-// before clipping and the learning rate.
+// TrainStep runs one optimizer step on the next GradAccum batches: each
+// forward through the pieces, the loss across the vocabulary shards and
+// backward; then the factors' gradients summed where they are replicated,
+// clipping by the global norm, and AdamW. It returns the step's loss,
+// the gradient norm before clipping and the learning rate.
 func (t *Trainer) TrainStep() (train.StepResult, error) {
 	t.reduced = 0
 	step := t.step + 1
@@ -352,9 +352,9 @@ func (t *Trainer) TrainStep() (train.StepResult, error) {
 
 // forwardBackward runs b forward and backward, adds this rank's part of
 // the factors' gradients (the replicated ones not yet summed over the
-// tensor-parallel ranks) to their Grad, and returns b's part of the loss: its cross entropy
-// summed over its scored positions, divided by scored, those of the whole
-// step.
+// tensor-parallel ranks) to their Grad, and returns b's part of the loss:
+// its cross entropy summed over its scored positions, divided by scored,
+// those of the whole step.
 func (t *Trainer) forwardBackward(b train.Batch, scored int) (float64, error) {
 	logits, inputs, ctx, err := t.forward(b)
 	if err != nil {
