@@ -235,6 +235,9 @@ func trainTensorParallel(cx *context, modelPath string, f *trainFlags, opts trai
 		// Every rank stops after the same step when any was signalled.
 		if err := stopTogether(ranks.world, stop); err != nil {
 			progress.done()
+			if !errors.Is(err, errStopped) {
+				return err
+			}
 			return fmt.Errorf("train: interrupted at step %d of %d; a tensor-parallel run writes no checkpoint, so nothing is kept", r.Step, tr.TotalSteps())
 		}
 	}
