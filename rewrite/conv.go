@@ -72,15 +72,6 @@ func kernelSize(kernel []int64) int64 {
 	return k
 }
 
-// ones returns n ones, the spatial dims of a 1×1 kernel.
-func ones(n int) []int64 {
-	out := make([]int64, n)
-	for i := range out {
-		out[i] = 1
-	}
-	return out
-}
-
 // asMatrixFold turns the fold of a convolution into a linear layer's:
 // A [r, in·k…] becomes [in·k…, r] and B [out, r] becomes [r, out], for a
 // weight read as [out, in·k…]. Folds of other layers come back as they are.

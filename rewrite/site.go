@@ -1,6 +1,8 @@
 package rewrite
 
 import (
+	"slices"
+
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
@@ -103,7 +105,7 @@ func (s Site) AShape(r int64) []int64 {
 // BShape returns B's shape for rank r; see AShape.
 func (s Site) BShape(r int64) []int64 {
 	if s.Kind == KindConv {
-		return append([]int64{s.Out, r}, ones(len(s.Kernel))...)
+		return append([]int64{s.Out, r}, slices.Repeat([]int64{1}, len(s.Kernel))...) // a 1×1 kernel
 	}
 	if s.Enable == nil {
 		return []int64{r, s.Out}
