@@ -34,10 +34,17 @@
 //
 // LoRA only (no prefix tuning), on q/k/v/o_proj and gate/up/down_proj;
 // float32 models in the layout of models.Llama without a KV cache; no
-// gradient accumulation, dropout, evaluation or checkpoints (each rank
-// saves its trained shard with SaveShard); no peftonnx train flag yet; the pieces'
-// activations are recomputed in the backward pass, and each rank keeps
-// every piece's input.
+// dropout; no peftonnx train flag yet; the pieces' activations are
+// recomputed in the backward pass, and each rank keeps every piece's
+// input.
+//
+// Each rank saves its trained shard with SaveShard, PaddleNLP's way.
+// SaveCheckpoint writes train.Trainer's checkpoint (rank 0 gathers the
+// whole adapter's factors and AdamW moments), and Resume or
+// LoadCheckpoint restarts every rank from it, each taking its shard: a
+// run stopped and resumed trains what the uninterrupted run trains, bit
+// for bit, and one process on the whole model resumes from such a
+// checkpoint (and the other way round).
 //
 // Gradient accumulation divides each micro-batch's loss by what the
 // whole step scores, as train.Trainer weights them, and sums the

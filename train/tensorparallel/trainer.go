@@ -1,9 +1,9 @@
 package tensorparallel
 
 import (
+	"cmp"
 	"fmt"
 	"math"
-	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
@@ -40,6 +40,15 @@ type Trainer struct {
 	step   int
 	// reduced counts the values this rank all-reduced in the last step.
 	reduced int
+	// names lists the whole adapter's factors (its modules in order,
+	// lora_A then lora_B), and shapes gives their whole shapes: a
+	// checkpoint's parameters.
+	names  []string
+	shapes map[string][]int64
+	// examples is the size of the training set.
+	examples int
+	// history records every step, for checkpoints.
+	history []train.LogRecord
 }
 
 // New prepares rank comm.Rank()'s share of training lora, a LoRA adapter
@@ -66,7 +75,13 @@ func NewWithDataParallel(cfg models.LlamaConfig, full *graph.Model, lora *adapte
 	if opts.GradAccum < 0 {
 		return nil, fmt.Errorf("tensorparallel: gradient accumulation %d: want > 0", opts.GradAccum)
 	}
+	if opts.KeepCheckpoints < 0 {
+		return nil, fmt.Errorf("tensorparallel: keep %d checkpoints: want >= 0 (0 means 1)", opts.KeepCheckpoints)
+	}
+	// train.Trainer's defaults, which a checkpoint records.
 	opts.GradAccum = max(1, opts.GradAccum)
+	opts.KeepCheckpoints = max(1, opts.KeepCheckpoints)
+	opts.Schedule = cmp.Or(opts.Schedule, string(train.Linear))
 	if opts.Task != "" && opts.Task != train.CausalLM {
 		return nil, fmt.Errorf("tensorparallel: task %s: only the causal LM loss is supported", opts.Task)
 	}
@@ -79,7 +94,13 @@ func NewWithDataParallel(cfg models.LlamaConfig, full *graph.Model, lora *adapte
 	if err != nil {
 		return nil, fmt.Errorf("tensorparallel: %w", err)
 	}
-	t := &Trainer{comm: comm, dp: dp, cfg: cfg, opts: opts, lora: shards[rank], start: pieces.VocabStart, ids: pieces.VocabIDs, width: pieces.VocabWidth}
+	t := &Trainer{comm: comm, dp: dp, cfg: cfg, opts: opts, lora: shards[rank], start: pieces.VocabStart, ids: pieces.VocabIDs, width: pieces.VocabWidth,
+		shapes: map[string][]int64{}, examples: len(data.Examples)}
+	for _, m := range lora.Modules() {
+		w := lora.Weights[m]
+		t.names = append(t.names, m+loraA, m+loraB)
+		t.shapes[m+loraA], t.shapes[m+loraB] = w.A.Shape, w.B.Shape
+	}
 	scaleB := opts.LoRAPlusScale
 	if t.embed, err = newPiece("embedding", pieces.Embed, t.lora, "partial", false, scaleB, opts.Session); err != nil {
 		return nil, err
@@ -102,13 +123,12 @@ func NewWithDataParallel(cfg models.LlamaConfig, full *graph.Model, lora *adapte
 	}
 	for _, p := range append(append([]*piece{t.embed}, t.blocks...), t.head) {
 		for _, prm := range p.params {
-			module := strings.TrimSuffix(strings.TrimSuffix(prm.Name, ".lora_A.weight"), ".lora_B.weight")
+			module, isA := moduleOf(prm.Name)
 			s, err := adapter.TensorParallelSplit(module)
 			if err != nil {
 				t.Close()
 				return nil, fmt.Errorf("tensorparallel: %w", err)
 			}
-			isA := strings.HasSuffix(prm.Name, ".lora_A.weight")
 			t.params = append(t.params, prm)
 			t.split = append(t.split, (s == adapter.ColumnParallel) != isA)
 		}
@@ -167,10 +187,7 @@ func (t *Trainer) AllReducedValues() int { return t.reduced }
 func (t *Trainer) Adapter() *adapter.Adapter {
 	out := adapter.NewLoRA(*t.lora.LoRA)
 	for _, p := range t.params {
-		module, isA := strings.CutSuffix(p.Name, ".lora_A.weight")
-		if !isA {
-			module = strings.TrimSuffix(p.Name, ".lora_B.weight")
-		}
+		module, isA := moduleOf(p.Name)
 		w := out.Weights[module]
 		old := t.lora.Weights[module]
 		if isA {
@@ -347,6 +364,8 @@ func (t *Trainer) TrainStep() (train.StepResult, error) {
 		return train.StepResult{}, fmt.Errorf("tensorparallel: step %d: %w", step, err)
 	}
 	t.step = step
+	t.history = append(t.history, train.LogRecord{Step: step, Loss: &loss, LR: &lr, GradNorm: &norm,
+		Epoch: float64(step*accum) / float64(nb), Tokens: scored})
 	return train.StepResult{Step: step, Total: t.total, Loss: loss, GradNorm: norm, LR: lr, Tokens: scored, InputTokens: fed}, nil
 }
 
