@@ -97,8 +97,8 @@ func canonicalNames(a *adapter.Adapter) []string {
 	return names
 }
 
-// TestTensorParallelResume trains the tiny run on 2 tensor-parallel ranks
-// for 5 steps without a stop, and again for 2 steps, a checkpoint, new
+// TestTensorParallelResume trains the tiny run, with seeded LoRA dropout,
+// on 2 tensor-parallel ranks for 5 steps without a stop, and again for 2 steps, a checkpoint, new
 // trainers that resume from it and 3 more steps: the losses and the
 // merged adapter are the uninterrupted run's, bit for bit. The
 // checkpoint is train.Trainer's: one process on the whole model resumes
@@ -106,7 +106,8 @@ func canonicalNames(a *adapter.Adapter) []string {
 // tensor-parallel run resumes from one process's checkpoint likewise.
 func TestTensorParallelResume(t *testing.T) {
 	requireORT(t)
-	run := newTinyRun(t, 31)
+	// Seeded dropout: its draws, too, resume where they stopped.
+	run := newTinyRunWithDropout(t, 31, 0.2)
 	run.opts.Schedule, run.opts.Warmup = "linear", 1 // the step matters to the learning rate
 	wantLosses, wantAd, _ := tpSteps(t, run, 2, "", 5, "")
 
@@ -124,28 +125,52 @@ func TestTensorParallelResume(t *testing.T) {
 		t.Errorf("the resumed adapter differs from the uninterrupted one by %.3g", d)
 	}
 
-	// One process on the whole model, from the tensor-parallel
-	// checkpoint, against one process throughout.
+	// One process on the whole model throughout, saving a checkpoint
+	// after step 2 as it goes.
 	run.trainable = canonicalNames(run.whole)
-	oneLosses, oneAd := run.oneProcess(t)
+	oneDir := t.TempDir()
 	one, err := train.NewTrainer(run.adapted, run.trainable, run.data, run.opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer one.Close()
-	if err := one.LoadCheckpoint(path); err != nil {
-		t.Fatal(err)
-	}
-	for i := 2; i < run.opts.Steps; i++ {
+	var oneLosses []float64
+	for one.Step() < run.opts.Steps {
 		r, err := one.TrainStep()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if w := oneLosses[i]; math.Abs(r.Loss-w) > 1e-6*w {
-			t.Errorf("one process from the tensor-parallel checkpoint, step %d: loss %v, uninterrupted %v", i+1, r.Loss, w)
+		oneLosses = append(oneLosses, r.Loss)
+		if r.Step == 2 {
+			if _, err := one.SaveCheckpoint(oneDir); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	ad, err := one.Adapter()
+	oneAd, err := one.Adapter()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// One process from the tensor-parallel checkpoint.
+	resumed, err := train.NewTrainer(run.adapted, run.trainable, run.data, run.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resumed.Close()
+	if err := resumed.LoadCheckpoint(path); err != nil {
+		t.Fatal(err)
+	}
+	for resumed.Step() < run.opts.Steps {
+		r, err := resumed.TrainStep()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := oneLosses[r.Step-1]; math.Abs(r.Loss-w) > 1e-6*w {
+			t.Errorf("one process from the tensor-parallel checkpoint, step %d: loss %v, uninterrupted %v", r.Step, r.Loss, w)
+		}
+	}
+	ad, err := resumed.Adapter()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,20 +179,6 @@ func TestTensorParallelResume(t *testing.T) {
 	}
 
 	// Tensor parallel from one process's checkpoint.
-	oneDir := t.TempDir()
-	two, err := train.NewTrainer(run.adapted, run.trainable, run.data, run.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer two.Close()
-	for range 2 {
-		if _, err := two.TrainStep(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := two.SaveCheckpoint(oneDir); err != nil {
-		t.Fatal(err)
-	}
 	rest, gotAd, _ = tpSteps(t, run, 2, oneDir, 5, "")
 	for i, g := range rest {
 		if w := oneLosses[2+i]; math.Abs(g-w) > 1e-6*w {

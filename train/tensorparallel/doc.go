@@ -34,7 +34,7 @@
 //
 // LoRA only (no prefix tuning), on q/k/v/o_proj and gate/up/down_proj;
 // float32 models in the layout of models.Llama without a KV cache; no
-// dropout; no peftonnx train flag yet; the pieces' activations are
+// peftonnx train flag yet; the pieces' activations are
 // recomputed in the backward pass, and each rank keeps every piece's
 // input.
 //
@@ -50,6 +50,13 @@
 // whole step scores, as train.Trainer weights them, and sums the
 // replicated factors' gradients over the ranks once per step; Evaluate
 // gives the causal LM loss of a dataset as train.Trainer.Evaluate does.
+//
+// LoRA dropout draws its masks on the host (train.SeedLoRADropout), as
+// train.Trainer does with Options.SeededDropout: the vector-Jacobian
+// session drops what the forward session dropped, a rank that holds a
+// run of a row-parallel module's input columns draws that run of one
+// process's mask, and a run equals one process with SeededDropout and the
+// same seed.
 //
 // NewWithDataParallel combines it with data parallelism (DP × TP ranks):
 // the ranks that hold the same share form a data-parallel group, which

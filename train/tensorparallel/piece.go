@@ -38,11 +38,30 @@ type piece struct {
 	frozen map[string]*rt.Tensor
 	// grads names the vjp outputs: each param's gradient, then hidden's.
 	grads []string
+	// dropouts are the piece's seeded LoRA dropouts, and training
+	// whether the piece reads the training-mode switch.
+	dropouts []pieceDropout
+	training bool
+}
+
+// pieceDropout is the seeded dropout of a module of a piece
+// (train.SeedLoRADropout): the input that feeds its draws, the width of
+// the layer's input on this rank, and the first of the whole input's
+// columns this rank holds.
+type pieceDropout struct {
+	module, input   string
+	width, firstCol int
 }
 
 // newPiece applies the modules of lora that m holds, and opens the
 // forward and (when backward) vector-Jacobian sessions of the result.
-func newPiece(name string, m *graph.Model, lora *adapter.Adapter, out string, backward bool, lrScaleB float64, opts []rt.Option) (*piece, error) {
+//
+// Its LoRA dropouts, if any, draw their masks on the host
+// (train.SeedLoRADropout), so that the vector-Jacobian session drops
+// what the forward session dropped, and every rank what one process
+// drops: rank is this rank, whose run of a row-parallel module's input
+// columns the piece holds.
+func newPiece(name string, m *graph.Model, lora *adapter.Adapter, rank int, out string, backward bool, lrScaleB float64, opts []rt.Option) (*piece, error) {
 	p := &piece{name: name, out: out}
 	// The piece holds the rank's share as a whole graph of its own.
 	cfg := *lora.LoRA
@@ -73,6 +92,24 @@ func newPiece(name string, m *graph.Model, lora *adapter.Adapter, out string, ba
 			}
 		}
 	}
+	modules, err := train.SeedLoRADropout(m)
+	if err != nil {
+		return nil, fmt.Errorf("tensorparallel: %s: %w", name, err)
+	}
+	for _, mod := range modules {
+		split, err := adapter.TensorParallelSplit(mod)
+		if err != nil {
+			return nil, fmt.Errorf("tensorparallel: %s: %w", name, err)
+		}
+		d := pieceDropout{module: mod, input: mod + train.DropoutUniformSuffix}
+		_, dims, _ := graph.ValueShape(m.Input(d.input))
+		d.width = int(dims[2])
+		if split == adapter.RowParallel {
+			d.firstCol = rank * d.width
+		}
+		p.dropouts = append(p.dropouts, d)
+	}
+	p.training = m.Input(rewrite.TrainingModeInput) != nil
 	if err := p.feedFrozen(m); err != nil {
 		return nil, fmt.Errorf("tensorparallel: %s: %w", name, err)
 	}
@@ -80,7 +117,6 @@ func newPiece(name string, m *graph.Model, lora *adapter.Adapter, out string, ba
 	// garbage of drawing and slicing them before the next piece adds its
 	// own, so that the rank's peak stays near its share of the model.
 	debug.FreeOSMemory()
-	var err error
 	if p.fwd, err = train.NewSession(forwardGraph(m, p.params), opts...); err != nil {
 		return nil, fmt.Errorf("tensorparallel: %s: %w", name, err)
 	}
@@ -194,6 +230,31 @@ func (p *piece) paramFeeds(in map[string]*rt.Tensor) error {
 			return err
 		}
 		in[prm.Name] = t
+	}
+	return nil
+}
+
+// dropoutFeeds adds to in the training-mode switch, on when b carries
+// dropout draws (a training batch), and the draws of the piece's
+// dropouts for b: the columns of each module's input that this rank holds.
+func (p *piece) dropoutFeeds(in map[string]*rt.Tensor, b train.Batch) error {
+	if p.training {
+		t, err := rt.NewBool(nil, []bool{b.Dropout != nil})
+		if err != nil {
+			return err
+		}
+		in[rewrite.TrainingModeInput] = t
+	}
+	for _, d := range p.dropouts {
+		u := make([]float32, b.Size*b.SeqLen*d.width)
+		if b.Dropout != nil {
+			u = b.Dropout.Uniforms(d.module, b.Size, b.SeqLen, d.firstCol, d.width)
+		}
+		t, err := rt.NewFloat32([]int64{int64(b.Size), int64(b.SeqLen), int64(d.width)}, u)
+		if err != nil {
+			return err
+		}
+		in[d.input] = t
 	}
 	return nil
 }

@@ -102,7 +102,7 @@ func NewWithDataParallel(cfg models.LlamaConfig, full *graph.Model, lora *adapte
 		t.shapes[m+loraA], t.shapes[m+loraB] = w.A.Shape, w.B.Shape
 	}
 	scaleB := opts.LoRAPlusScale
-	if t.embed, err = newPiece("embedding", pieces.Embed, t.lora, "partial", false, scaleB, opts.Session); err != nil {
+	if t.embed, err = newPiece("embedding", pieces.Embed, t.lora, rank, "partial", false, scaleB, opts.Session); err != nil {
 		return nil, err
 	}
 	for i, b := range pieces.Blocks {
@@ -110,14 +110,14 @@ func NewWithDataParallel(cfg models.LlamaConfig, full *graph.Model, lora *adapte
 		if i%2 == 1 {
 			kind = "MLP"
 		}
-		p, err := newPiece(fmt.Sprintf("layer %d %s", i/2, kind), b, t.lora, "partial", true, scaleB, opts.Session)
+		p, err := newPiece(fmt.Sprintf("layer %d %s", i/2, kind), b, t.lora, rank, "partial", true, scaleB, opts.Session)
 		if err != nil {
 			t.Close()
 			return nil, err
 		}
 		t.blocks = append(t.blocks, p)
 	}
-	if t.head, err = newPiece("head", pieces.Head, t.lora, "logits", true, scaleB, opts.Session); err != nil {
+	if t.head, err = newPiece("head", pieces.Head, t.lora, rank, "logits", true, scaleB, opts.Session); err != nil {
 		t.Close()
 		return nil, err
 	}
@@ -162,6 +162,14 @@ func (t *Trainer) dpSize() int {
 		return 1
 	}
 	return t.dp.Size()
+}
+
+// dpRank returns this rank's rank in its data-parallel group (0 without).
+func (t *Trainer) dpRank() int {
+	if t.dp == nil {
+		return 0
+	}
+	return t.dp.Rank()
 }
 
 // Close releases the sessions. Closing twice is safe.
@@ -255,7 +263,7 @@ func (t *Trainer) forward(b train.Batch) ([]float32, [][]float32, map[string]*rt
 	inputs := make([][]float32, 0, len(t.blocks)+1)
 	for i, p := range t.blocks {
 		inputs = append(inputs, hidden)
-		in, err := t.blockFeeds(i, hidden, hshape, ctx)
+		in, err := t.blockFeeds(i, b, hidden, hshape, ctx)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -283,12 +291,15 @@ func (t *Trainer) forward(b train.Batch) ([]float32, [][]float32, map[string]*rt
 
 // blockFeeds returns the feeds of block i on hidden: the attention blocks
 // (even i) read the mask and positions too.
-func (t *Trainer) blockFeeds(i int, hidden []float32, hshape []int64, ctx map[string]*rt.Tensor) (map[string]*rt.Tensor, error) {
+func (t *Trainer) blockFeeds(i int, b train.Batch, hidden []float32, hshape []int64, ctx map[string]*rt.Tensor) (map[string]*rt.Tensor, error) {
 	h, err := rt.NewFloat32(hshape, hidden)
 	if err != nil {
 		return nil, err
 	}
 	in := map[string]*rt.Tensor{hiddenName: h}
+	if err := t.blocks[i].dropoutFeeds(in, b); err != nil {
+		return nil, err
+	}
 	if i%2 == 0 {
 		for k, v := range ctx {
 			in[k] = v
@@ -328,6 +339,10 @@ func (t *Trainer) TrainStep() (train.StepResult, error) {
 		if !own {
 			continue
 		}
+		// The LoRA dropout's draws: those of one process that trains
+		// on the whole batch, of which this rank holds the rows from
+		// FirstRow.
+		b.Dropout = &train.DropoutDraws{Seed: t.opts.Seed, Micro: micro, FirstRow: t.dpRank() * t.opts.BatchSize}
 		l, err := t.forwardBackward(b, max(1, scored))
 		if err != nil {
 			return train.StepResult{}, fmt.Errorf("tensorparallel: step %d: %w", step, err)
@@ -405,7 +420,7 @@ func (t *Trainer) forwardBackward(b train.Batch, scored int) (float64, error) {
 	// gradient of its input is the stream's plus the block's own, summed
 	// over the ranks.
 	for i := len(t.blocks) - 1; i >= 0; i-- {
-		in, err := t.blockFeeds(i, inputs[i], hshape, ctx)
+		in, err := t.blockFeeds(i, b, inputs[i], hshape, ctx)
 		if err != nil {
 			return 0, err
 		}
