@@ -9,9 +9,8 @@ import (
 )
 
 // LlamaPieces is one tensor-parallel rank's share of a LLaMA decoder
-// (Llama, without a KV cache), sharded as Megatron-LM and PaddleNLP shard
-// it, as graphs that run one after the other with a sum over the ranks
-// between them:
+// (Llama), sharded as Megatron-LM and PaddleNLP shard it, as graphs that
+// run one after the other with a sum over the ranks between them:
 //
 //   - Embed takes "input_ids" [batch, seq] and gives "partial"
 //     [batch, seq, hidden]: the rows of the rank's run of the vocabulary
@@ -28,6 +27,12 @@ import (
 //   - Head takes "hidden" and gives "logits" [batch, seq, vocab/degree]:
 //     the final norm and the rank's columns of lm_head, the rank's run of
 //     the vocabulary.
+//
+// Unless the config says NoCache, each attention block also takes
+// "past_key" and "past_value" [batch, kv_heads/degree, past, head_dim],
+// the rank's KV heads of a past (a prefix, for prefix tuning), which it
+// puts before this run's keys (after RoPE) and values as Llama does;
+// "attention_mask" is then [batch, past+seq]. It has no present outputs.
 //
 // Every weight is the full model's, under the same name, sliced; the
 // norms are whole on every rank. The linear layers are named as in Llama,
@@ -60,8 +65,8 @@ func LlamaTensorParallel(c LlamaConfig, full *graph.Model, rank, degree int) (*L
 		return nil, errorf("llama tensor parallel: rank %d of degree %d", rank, degree)
 	case c.Heads%degree != 0 || c.KVHeads%degree != 0 || c.Intermediate%degree != 0:
 		return nil, errorf("llama tensor parallel: degree %d does not divide the %d heads, %d KV heads and MLP width %d", degree, c.Heads, c.KVHeads, c.Intermediate)
-	case c.DType != dtype.Float32 || c.Producer != Optimum || !c.NoCache:
-		return nil, errorf("llama tensor parallel: only float32 models in Optimum's layout without a KV cache (NoCache) are sharded")
+	case c.DType != dtype.Float32 || c.Producer != Optimum:
+		return nil, errorf("llama tensor parallel: only float32 models in Optimum's layout are sharded")
 	}
 	sh := &llamaSharder{c: c, full: full, rank: rank, degree: degree}
 	lo, hi, width := sh.vocabRange()
@@ -284,6 +289,13 @@ func (sh *llamaSharder) attention(i int) (*graph.Model, error) {
 	module := fmt.Sprintf("model.layers.%d", i)
 	attn := layer.In("self_attn")
 	q, k, v := ex.llamaQKV(c, layer, module, "hidden", h, kv, cos, sin)
+	if !c.NoCache {
+		for _, name := range []string{"past_key", "past_value"} {
+			m.AddInput(graph.SymbolicTensorInfo(name, dtype.Float32, []graph.Dim{batchDim, sized(kv), pastDim, sized(d)}))
+		}
+		k = attn.Op("Concat", []string{"past_key", k}, graph.AttrInt("axis", 2))
+		v = attn.Op("Concat", []string{"past_value", v}, graph.AttrInt("axis", 2))
+	}
 	k = ex.repeatKV(attn, k, kv, h/kv, d)
 	v = ex.repeatKV(attn, v, kv, h/kv, d)
 	a := ex.attention(attn, q, k, v, mask, d, false)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/rewrite"
 	"github.com/peftonnx/peftonnx/train"
 )
 
@@ -132,37 +133,89 @@ func (t *Trainer) gather() (*train.Checkpoint, error) {
 	return c, nil
 }
 
-// mergeLayer merges the ranks' shares of a layer, each a factor name's
-// values on that rank, into the whole adapter's, as
-// adapter.MergeTensorParallel merges the factors.
+// mergeLayer merges the ranks' shares of a layer, each a parameter
+// name's values on that rank, into the whole adapter's, as
+// adapter.MergeTensorParallel merges the factors or the prefix table.
 func (t *Trainer) mergeLayer(layer string, shares []map[string]*adapter.Tensor) (map[string]*adapter.Tensor, error) {
 	shards := make([]*adapter.Adapter, len(shares))
 	for r, share := range shares {
-		shards[r] = adapter.NewLoRA(*t.lora.LoRA)
 		for _, p := range t.params {
-			v := share[p.Name]
-			if v == nil {
+			if share[p.Name] == nil {
 				return nil, fmt.Errorf("tensorparallel: checkpoint: rank %d sent no %s of %s", r, layer, p.Name)
 			}
-			module, isA := moduleOf(p.Name)
-			w := shards[r].Weights[module]
-			if isA {
-				w.A = v
-			} else {
-				w.B = v
-			}
-			shards[r].Weights[module] = w
 		}
+		shards[r] = t.shardAdapter(share)
 	}
 	merged, err := adapter.MergeTensorParallel(shards)
 	if err != nil {
 		return nil, fmt.Errorf("tensorparallel: checkpoint: %s: %w", layer, err)
 	}
+	return wholeValues(merged), nil
+}
+
+// shardAdapter returns values, a rank's values of each of t.params, as
+// that rank's shard of an adapter of t's kind.
+func (t *Trainer) shardAdapter(values map[string]*adapter.Tensor) *adapter.Adapter {
+	if t.prefix != nil {
+		a := adapter.NewPrefix(*t.lora.Prefix)
+		rows := int(t.prefix.tokens)
+		var data []float32
+		for p := range rows {
+			for _, l := range t.prefix.layers {
+				v := values[l.Name].Data
+				w := len(v) / rows
+				data = append(data, v[p*w:(p+1)*w]...)
+			}
+		}
+		a.Prompt = &adapter.Tensor{DType: t.lora.Prompt.DType, Shape: t.lora.Prompt.Shape, Data: data}
+		return a
+	}
+	a := adapter.NewLoRA(*t.lora.LoRA)
+	for _, p := range t.params {
+		module, isA := moduleOf(p.Name)
+		w := a.Weights[module]
+		if isA {
+			w.A = values[p.Name]
+		} else {
+			w.B = values[p.Name]
+		}
+		a.Weights[module] = w
+	}
+	return a
+}
+
+// shardValues is the inverse of shardAdapter: a's values of each of
+// t.params.
+func (t *Trainer) shardValues(a *adapter.Adapter) (map[string]*adapter.Tensor, error) {
 	out := map[string]*adapter.Tensor{}
-	for m, w := range merged.Weights {
+	if t.prefix != nil {
+		s, err := newPrefixShare(a, len(t.prefix.layers), t.comm.Size())
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range s.layers {
+			out[l.Name] = adapter.NewTensor(l.Shape, l.Data)
+		}
+		return out, nil
+	}
+	for m, w := range a.Weights {
 		out[m+loraA], out[m+loraB] = w.A, w.B
 	}
 	return out, nil
+}
+
+// wholeValues returns the tensors of a whole adapter by parameter name:
+// its factors, or its prompt table.
+func wholeValues(a *adapter.Adapter) map[string]*adapter.Tensor {
+	out := map[string]*adapter.Tensor{}
+	if a.Prefix != nil {
+		out[rewrite.PromptEmbeddingsName] = a.Prompt
+		return out
+	}
+	for m, w := range a.Weights {
+		out[m+loraA], out[m+loraB] = w.A, w.B
+	}
+	return out
 }
 
 // Suffixes of the factors' names.
@@ -287,36 +340,45 @@ func (t *Trainer) LoadCheckpoint(path string) error {
 }
 
 // splitLayer returns this rank's share of a layer of the checkpoint at
-// path, whole, the whole adapter's values of each factor name, as
-// adapter.SplitTensorParallel splits the factors.
+// path, whole, the whole adapter's values of each parameter name, as
+// adapter.SplitTensorParallel splits the factors or the prefix table.
 func (t *Trainer) splitLayer(path, layer string, whole map[string]*adapter.Tensor) (map[string]*adapter.Tensor, error) {
-	cfg := *t.lora.LoRA
-	cfg.TensorParallelDegree = -1
-	a := adapter.NewLoRA(cfg)
 	for _, name := range t.names {
-		v := whole[name]
-		if v == nil {
+		if whole[name] == nil {
 			return nil, fmt.Errorf("tensorparallel: checkpoint %s: no %s of %q", path, layer, name)
 		}
-		module, isA := moduleOf(name)
-		w := a.Weights[module]
-		if isA {
-			w.A = v
-		} else {
-			w.B = v
-		}
-		a.Weights[module] = w
 	}
 	if len(whole) != len(t.names) {
-		return nil, fmt.Errorf("tensorparallel: checkpoint %s: %s holds %d tensors, the adapter %d factors", path, layer, len(whole), len(t.names))
+		return nil, fmt.Errorf("tensorparallel: checkpoint %s: %s holds %d tensors, the adapter %d", path, layer, len(whole), len(t.names))
+	}
+	var a *adapter.Adapter
+	if t.prefix != nil {
+		cfg := *t.lora.Prefix
+		cfg.TensorParallelDegree = -1
+		a = adapter.NewPrefix(cfg)
+		a.Prompt = whole[rewrite.PromptEmbeddingsName]
+	} else {
+		cfg := *t.lora.LoRA
+		cfg.TensorParallelDegree = -1
+		a = adapter.NewLoRA(cfg)
+		for _, name := range t.names {
+			module, isA := moduleOf(name)
+			w := a.Weights[module]
+			if isA {
+				w.A = whole[name]
+			} else {
+				w.B = whole[name]
+			}
+			a.Weights[module] = w
+		}
 	}
 	shards, err := adapter.SplitTensorParallel(a, t.comm.Size())
 	if err != nil {
 		return nil, fmt.Errorf("tensorparallel: checkpoint %s: %s: %w", path, layer, err)
 	}
-	out := map[string]*adapter.Tensor{}
-	for m, w := range shards[t.comm.Rank()].Weights {
-		out[m+loraA], out[m+loraB] = w.A, w.B
+	out, err := t.shardValues(shards[t.comm.Rank()])
+	if err != nil {
+		return nil, fmt.Errorf("tensorparallel: checkpoint %s: %s: %w", path, layer, err)
 	}
 	return out, nil
 }

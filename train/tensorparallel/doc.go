@@ -32,11 +32,23 @@
 //
 // # Limits
 //
-// LoRA only (no prefix tuning), on q/k/v/o_proj and gate/up/down_proj;
-// float32 models in the layout of models.Llama without a KV cache; no
-// peftonnx train flag yet; the pieces' activations are
+// LoRA on q/k/v/o_proj and gate/up/down_proj, or prefix tuning without
+// a projection or prefix dropout; float32 models in the layout of
+// models.Llama; no peftonnx train flag yet; the pieces' activations are
 // recomputed in the backward pass, and each rank keeps every piece's
 // input.
+//
+// # Prefix tuning
+//
+// A prefix adapter's table is split by KV heads
+// (adapter.SplitTensorParallel): each rank holds, per layer, the prefix
+// keys and values of its attention's heads, which its attention piece
+// takes as its past (models.LlamaPieces with a cache), broadcast over the
+// batch; the mask gets the prefix's ones in front and the positions move
+// on by its length, as rewrite.InjectPrefix does for one process. The
+// past's gradients, summed over the batch, are the table's. A run equals
+// one process that trains the model with rewrite.InjectPrefix's prefix
+// in place of its KV cache (PrefixReplacePast).
 //
 // Each rank saves its trained shard with SaveShard, PaddleNLP's way.
 // SaveCheckpoint writes train.Trainer's checkpoint (rank 0 gathers the

@@ -36,8 +36,12 @@ type piece struct {
 	params []*train.Param
 	// frozen holds the piece's frozen matrices, fed to both sessions.
 	frozen map[string]*rt.Tensor
-	// grads names the vjp outputs: each param's gradient, then hidden's.
+	// grads names the vjp outputs: each param's gradient, then each of
+	// wrt's, then hidden's.
 	grads []string
+	// wrt names inputs (other than hidden) whose gradients backward
+	// returns: a prefix's past keys and values.
+	wrt []string
 	// dropouts are the piece's seeded LoRA dropouts, and training
 	// whether the piece reads the training-mode switch.
 	dropouts []pieceDropout
@@ -61,15 +65,21 @@ type pieceDropout struct {
 // what the forward session dropped, and every rank what one process
 // drops: rank is this rank, whose run of a row-parallel module's input
 // columns the piece holds.
-func newPiece(name string, m *graph.Model, lora *adapter.Adapter, rank int, out string, backward bool, lrScaleB float64, opts []rt.Option) (*piece, error) {
-	p := &piece{name: name, out: out}
+//
+// A nil lora (prefix tuning) adds no factors; wrt names the inputs whose
+// gradients backward returns besides hidden's.
+func newPiece(name string, m *graph.Model, lora *adapter.Adapter, rank int, out string, backward bool, wrt []string, lrScaleB float64, opts []rt.Option) (*piece, error) {
+	p := &piece{name: name, out: out, wrt: wrt}
 	// The piece holds the rank's share as a whole graph of its own.
-	cfg := *lora.LoRA
-	cfg.TensorParallelDegree = -1
-	sub := adapter.NewLoRA(cfg)
-	for _, mod := range lora.Modules() {
-		if m.Initializer(mod+".weight") != nil {
-			sub.Weights[mod] = lora.Weights[mod]
+	sub := adapter.NewLoRA(adapter.LoRAConfig{})
+	if lora != nil {
+		cfg := *lora.LoRA
+		cfg.TensorParallelDegree = -1
+		sub = adapter.NewLoRA(cfg)
+		for _, mod := range lora.Modules() {
+			if m.Initializer(mod+".weight") != nil {
+				sub.Weights[mod] = lora.Weights[mod]
+			}
 		}
 	}
 	if len(sub.Weights) > 0 {
@@ -123,7 +133,7 @@ func newPiece(name string, m *graph.Model, lora *adapter.Adapter, rank int, out 
 	if !backward {
 		return p, nil
 	}
-	g, err := vjpGraph(m, out, p.params)
+	g, err := vjpGraph(m, out, p.params, wrt)
 	if err != nil {
 		p.close()
 		return nil, fmt.Errorf("tensorparallel: %s: %w", name, err)
@@ -134,6 +144,9 @@ func newPiece(name string, m *graph.Model, lora *adapter.Adapter, rank int, out 
 	}
 	for _, prm := range p.params {
 		p.grads = append(p.grads, autodiff.GradName(prm.Name))
+	}
+	for _, w := range wrt {
+		p.grads = append(p.grads, autodiff.GradName(w))
 	}
 	p.grads = append(p.grads, autodiff.GradName(hiddenName))
 	return p, nil
@@ -182,7 +195,7 @@ func forwardGraph(m *graph.Model, params []*train.Param) *graph.Model {
 // vjpGraph returns the graph that computes m's output again and, given
 // the gradient of a loss with respect to that output (gradOutName), the
 // gradients with respect to params and to the input hidden.
-func vjpGraph(m *graph.Model, out string, params []*train.Param) (*graph.Model, error) {
+func vjpGraph(m *graph.Model, out string, params []*train.Param, wrt []string) (*graph.Model, error) {
 	g := m.Clone()
 	var info *onnxpb.ValueInfoProto
 	for _, o := range g.Graph().Output {
@@ -202,7 +215,7 @@ func vjpGraph(m *graph.Model, out string, params []*train.Param) (*graph.Model, 
 	for _, p := range params {
 		names = append(names, p.Name)
 	}
-	names = append(names, hiddenName)
+	names = append(append(names, wrt...), hiddenName)
 	if slices.Contains(names[:len(names)-1], hiddenName) {
 		return nil, fmt.Errorf("a parameter is called %q", hiddenName)
 	}
@@ -274,8 +287,9 @@ func (p *piece) forward(in map[string]*rt.Tensor) ([]float32, error) {
 
 // backward runs the piece's vector-Jacobian product on in and gradOut,
 // adds the factors' gradients to their Grad, and returns the gradient
-// with respect to the piece's input hidden (this rank's part of it).
-func (p *piece) backward(in map[string]*rt.Tensor, gradOut *rt.Tensor) ([]float32, error) {
+// with respect to the piece's input hidden (this rank's part of it);
+// wrtGrads, when not nil, gets those of the inputs p.wrt.
+func (p *piece) backward(in map[string]*rt.Tensor, gradOut *rt.Tensor, wrtGrads map[string][]float32) ([]float32, error) {
 	feeds := maps(in)
 	if err := p.paramFeeds(feeds); err != nil {
 		return nil, err
@@ -290,7 +304,12 @@ func (p *piece) backward(in map[string]*rt.Tensor, gradOut *rt.Tensor) ([]float3
 			prm.Grad[j] += v
 		}
 	}
-	return res[p.grads[len(p.params)]].ToFloat32(), nil
+	if wrtGrads != nil {
+		for i, w := range p.wrt {
+			wrtGrads[w] = res[p.grads[len(p.params)+i]].ToFloat32()
+		}
+	}
+	return res[p.grads[len(p.params)+len(p.wrt)]].ToFloat32(), nil
 }
 
 // maps returns a copy of in, to which a run's own feeds are added.

@@ -8,6 +8,7 @@ import (
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
+	"github.com/peftonnx/peftonnx/rewrite"
 	rt "github.com/peftonnx/peftonnx/runtime"
 	"github.com/peftonnx/peftonnx/train"
 )
@@ -49,13 +50,20 @@ type Trainer struct {
 	examples int
 	// history records every step, for checkpoints.
 	history []train.LogRecord
+	// prefix is this rank's share of a prefix-tuning table (nil: LoRA).
+	prefix *prefixShare
+	// group gives each of params the gradient norm it counts in: its
+	// own for a LoRA factor, the one of the whole table for every layer
+	// of a prefix, as one process measures it.
+	group []int
 }
 
 // New prepares rank comm.Rank()'s share of training lora, a LoRA adapter
-// for full (a model that models.Llama built from cfg, with NoCache; nil
-// draws the rank's weights of models.Llama(cfg) without the whole model,
-// see models.LlamaTensorParallel),
-// whose modules are q/k/v/o_proj and gate/up/down_proj, on data, with the
+// for full (a model that models.Llama built from cfg, with or without
+// its cache; nil draws the rank's weights of models.Llama(cfg) without
+// the whole model, see models.LlamaTensorParallel),
+// whose modules are q/k/v/o_proj and gate/up/down_proj, or a prefix
+// adapter for it (see the package doc), on data, with the
 // options of train.Trainer that apply (batch size, sequence length and
 // padding, seed, steps or epochs, learning rate and schedule, AdamW,
 // clipping, LoRA+ scale, gradient accumulation, session options); the
@@ -90,36 +98,54 @@ func NewWithDataParallel(cfg models.LlamaConfig, full *graph.Model, lora *adapte
 	if err != nil {
 		return nil, fmt.Errorf("tensorparallel: %w", err)
 	}
-	pieces, err := models.LlamaTensorParallel(cfg, full, rank, degree)
+	// The attention pieces of a prefix run take its keys and values as
+	// their past.
+	pcfg := cfg
+	pcfg.NoCache = lora.Prefix == nil
+	pieces, err := models.LlamaTensorParallel(pcfg, full, rank, degree)
 	if err != nil {
 		return nil, fmt.Errorf("tensorparallel: %w", err)
 	}
 	t := &Trainer{comm: comm, dp: dp, cfg: cfg, opts: opts, lora: shards[rank], start: pieces.VocabStart, ids: pieces.VocabIDs, width: pieces.VocabWidth,
 		shapes: map[string][]int64{}, examples: len(data.Examples)}
+	factors, wrt := t.lora, []string(nil)
+	if lora.Prefix != nil {
+		if t.prefix, err = newPrefixShare(t.lora, len(pieces.Blocks)/2, degree); err != nil {
+			return nil, err
+		}
+		t.names = []string{rewrite.PromptEmbeddingsName}
+		t.shapes[rewrite.PromptEmbeddingsName] = lora.Prompt.Shape
+		factors, wrt = nil, []string{pastKeyName, pastValueName}
+	}
 	for _, m := range lora.Modules() {
 		w := lora.Weights[m]
 		t.names = append(t.names, m+loraA, m+loraB)
 		t.shapes[m+loraA], t.shapes[m+loraB] = w.A.Shape, w.B.Shape
 	}
 	scaleB := opts.LoRAPlusScale
-	if t.embed, err = newPiece("embedding", pieces.Embed, t.lora, rank, "partial", false, scaleB, opts.Session); err != nil {
+	if t.embed, err = newPiece("embedding", pieces.Embed, factors, rank, "partial", false, nil, scaleB, opts.Session); err != nil {
 		return nil, err
 	}
 	for i, b := range pieces.Blocks {
-		kind := "attention"
+		kind, past := "attention", wrt
 		if i%2 == 1 {
-			kind = "MLP"
+			kind, past = "MLP", nil
 		}
-		p, err := newPiece(fmt.Sprintf("layer %d %s", i/2, kind), b, t.lora, rank, "partial", true, scaleB, opts.Session)
+		p, err := newPiece(fmt.Sprintf("layer %d %s", i/2, kind), b, factors, rank, "partial", true, past, scaleB, opts.Session)
 		if err != nil {
 			t.Close()
 			return nil, err
 		}
 		t.blocks = append(t.blocks, p)
 	}
-	if t.head, err = newPiece("head", pieces.Head, t.lora, rank, "logits", true, scaleB, opts.Session); err != nil {
+	if t.head, err = newPiece("head", pieces.Head, factors, rank, "logits", true, nil, scaleB, opts.Session); err != nil {
 		t.Close()
 		return nil, err
+	}
+	if t.prefix != nil {
+		for _, prm := range t.prefix.layers {
+			t.params, t.split, t.group = append(t.params, prm), append(t.split, true), append(t.group, 0)
+		}
 	}
 	for _, p := range append(append([]*piece{t.embed}, t.blocks...), t.head) {
 		for _, prm := range p.params {
@@ -129,11 +155,12 @@ func NewWithDataParallel(cfg models.LlamaConfig, full *graph.Model, lora *adapte
 				t.Close()
 				return nil, fmt.Errorf("tensorparallel: %w", err)
 			}
+			t.group = append(t.group, len(t.params))
 			t.params = append(t.params, prm)
 			t.split = append(t.split, (s == adapter.ColumnParallel) != isA)
 		}
 	}
-	if len(t.params) != 2*len(lora.Weights) {
+	if t.prefix == nil && len(t.params) != 2*len(lora.Weights) {
 		t.Close()
 		return nil, fmt.Errorf("tensorparallel: %d of the adapter's %d modules are in the model", len(t.params)/2, len(lora.Weights))
 	}
@@ -193,6 +220,11 @@ func (t *Trainer) AllReducedValues() int { return t.reduced }
 // adapter.MergeTensorParallel of every rank's, in rank order, is the whole
 // adapter.
 func (t *Trainer) Adapter() *adapter.Adapter {
+	if t.prefix != nil {
+		out := adapter.NewPrefix(*t.lora.Prefix)
+		out.Prompt = &adapter.Tensor{DType: t.lora.Prompt.DType, Shape: t.lora.Prompt.Shape, Data: t.prefix.prompt()}
+		return out
+	}
 	out := adapter.NewLoRA(*t.lora.LoRA)
 	for _, p := range t.params {
 		module, isA := moduleOf(p.Name)
@@ -251,11 +283,16 @@ func (t *Trainer) forward(b train.Batch) ([]float32, [][]float32, map[string]*rt
 	if err := t.allReduce(hidden); err != nil {
 		return nil, nil, nil, err
 	}
-	mask, err := rt.NewInt64(shape, b.AttentionMask)
+	maskShape, maskIDs, posIDs := shape, b.AttentionMask, b.PositionIDs()
+	if t.prefix != nil {
+		maskIDs, posIDs = prefixContext(b, t.prefix.tokens)
+		maskShape = []int64{int64(b.Size), int64(t.prefix.tokens + b.SeqLen)}
+	}
+	mask, err := rt.NewInt64(maskShape, maskIDs)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	pos, err := rt.NewInt64(shape, b.PositionIDs())
+	pos, err := rt.NewInt64(shape, posIDs)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -303,6 +340,11 @@ func (t *Trainer) blockFeeds(i int, b train.Batch, hidden []float32, hshape []in
 	if i%2 == 0 {
 		for k, v := range ctx {
 			in[k] = v
+		}
+		if t.prefix != nil {
+			if err := t.prefix.past(in, i/2, b.Size); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return in, nil
@@ -409,7 +451,7 @@ func (t *Trainer) forwardBackward(b train.Batch, scored int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	grad, err := t.head.backward(map[string]*rt.Tensor{hiddenName: h}, g)
+	grad, err := t.head.backward(map[string]*rt.Tensor{hiddenName: h}, g, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -428,9 +470,16 @@ func (t *Trainer) forwardBackward(b train.Batch, scored int) (float64, error) {
 		if err != nil {
 			return 0, err
 		}
-		part, err := t.blocks[i].backward(in, gt)
+		var past map[string][]float32
+		if t.prefix != nil && i%2 == 0 {
+			past = map[string][]float32{}
+		}
+		part, err := t.blocks[i].backward(in, gt, past)
 		if err != nil {
 			return 0, err
+		}
+		if past != nil {
+			t.prefix.addGrad(i/2, b.Size, past)
 		}
 		if err := t.allReduce(part); err != nil {
 			return 0, err
@@ -491,7 +540,7 @@ func (t *Trainer) clip() (float64, error) {
 			continue // rank 0 counts a replicated factor once for all
 		}
 		for _, v := range p.Grad {
-			sq[i] += float64(v) * float64(v)
+			sq[t.group[i]] += float64(v) * float64(v)
 		}
 	}
 	t.reduced += len(sq)

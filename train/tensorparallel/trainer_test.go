@@ -237,9 +237,12 @@ func TestTensorParallelEqualsOneProcess(t *testing.T) {
 }
 
 // adapterDiff returns the largest relDiff over the factors of want's
-// modules, got's against want's.
+// modules (or its prompt table), got's against want's.
 func adapterDiff(got, want *adapter.Adapter) float64 {
 	worst := 0.0
+	if want.Prompt != nil {
+		worst = relDiff(got.Prompt.Data, want.Prompt.Data)
+	}
 	for m, w := range want.Weights {
 		g := got.Weights[m]
 		worst = max(worst, relDiff(g.A.Data, w.A.Data), relDiff(g.B.Data, w.B.Data))
