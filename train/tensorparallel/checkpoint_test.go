@@ -98,12 +98,10 @@ func canonicalNames(a *adapter.Adapter) []string {
 }
 
 // TestTensorParallelResume trains the tiny run, with seeded LoRA dropout,
-// on 2 tensor-parallel ranks for 5 steps without a stop, and again for 2 steps, a checkpoint, new
-// trainers that resume from it and 3 more steps: the losses and the
-// merged adapter are the uninterrupted run's, bit for bit. The
-// checkpoint is train.Trainer's: one process on the whole model resumes
-// from it and continues as the one-process run does, and a
-// tensor-parallel run resumes from one process's checkpoint likewise.
+// on 2 tensor-parallel ranks for 5 steps without a stop, and again for 2
+// steps, a checkpoint, new trainers that resume from it and 3 more steps:
+// the losses and the merged adapter are the uninterrupted run's, bit for
+// bit.
 func TestTensorParallelResume(t *testing.T) {
 	requireORT(t)
 	// Seeded dropout: its draws, too, resume where they stopped.
@@ -124,6 +122,19 @@ func TestTensorParallelResume(t *testing.T) {
 	if d := adapterDiff(gotAd, wantAd); d != 0 {
 		t.Errorf("the resumed adapter differs from the uninterrupted one by %.3g", d)
 	}
+}
+
+// TestTensorParallelCheckpointIsTrainers checks that a tensor-parallel
+// checkpoint is train.Trainer's: one process on the whole model resumes
+// from the checkpoint of 2 tensor-parallel ranks after step 2 and
+// continues as one process that never stopped does, and 2
+// tensor-parallel ranks resume from one process's checkpoint likewise.
+func TestTensorParallelCheckpointIsTrainers(t *testing.T) {
+	requireORT(t)
+	run := newTinyRun(t, 31)
+	run.opts.Schedule, run.opts.Warmup = "linear", 1
+	dir := t.TempDir()
+	_, _, path := tpSteps(t, run, 2, "", 2, dir)
 
 	// One process on the whole model throughout, saving a checkpoint
 	// after step 2 as it goes.
@@ -179,7 +190,7 @@ func TestTensorParallelResume(t *testing.T) {
 	}
 
 	// Tensor parallel from one process's checkpoint.
-	rest, gotAd, _ = tpSteps(t, run, 2, oneDir, 5, "")
+	rest, gotAd, _ := tpSteps(t, run, 2, oneDir, 5, "")
 	for i, g := range rest {
 		if w := oneLosses[2+i]; math.Abs(g-w) > 1e-6*w {
 			t.Errorf("tensor parallel from one process's checkpoint, step %d: loss %v, one process %v", 3+i, g, w)

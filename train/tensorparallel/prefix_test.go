@@ -48,7 +48,7 @@ func newTinyPrefixRun(t *testing.T, vocab int) tinyRun {
 	}
 	opts := train.DefaultOptions()
 	opts.BatchSize, opts.Steps, opts.LR, opts.Clip, opts.Seed = 4, 5, 1e-2, 0.5, 1
-	opts.Session = []rt.Option{rt.WithIntraOpThreads(1)}
+	opts.Session = []rt.Option{rt.WithIntraOpThreads(1), rt.WithOptimizationLevel(rt.OptimizeBasic)}
 	return tinyRun{cfg: c, full: full, whole: whole, adapted: adapted, trainable: sum.Trainable(), data: countingData(12, vocab), opts: opts}
 }
 

@@ -106,7 +106,7 @@ func newTinyRunWithDropout(t *testing.T, vocab int, p float64) tinyRun {
 	data := countingData(12, c.VocabSize)
 	opts := train.DefaultOptions()
 	opts.BatchSize, opts.Steps, opts.LR, opts.Clip, opts.Seed = 4, 5, 1e-2, 0.5, 1
-	opts.Session = []rt.Option{rt.WithIntraOpThreads(1)}
+	opts.Session = []rt.Option{rt.WithIntraOpThreads(1), rt.WithOptimizationLevel(rt.OptimizeBasic)}
 	opts.SeededDropout = p > 0
 
 	return tinyRun{cfg: c, full: full, whole: whole, adapted: adapted, trainable: sum.Trainable(), data: data, opts: opts}
