@@ -244,7 +244,8 @@ func (t *Trainer) Adapter() *adapter.Adapter {
 // PaddleNLP does without merging (adapter.SavePaddleShard:
 // lora_model_state.tp<rank>.pdparams, and on rank 0 lora_config.json);
 // adapter.LoadPaddleShards reads the whole adapter once every rank has
-// saved.
+// saved. A prefix run has no such files (adapter.SavePaddleShard writes
+// LoRA shards only): merge its Adapter shards, or write a checkpoint.
 func (t *Trainer) SaveShard(dir string) error {
 	return adapter.SavePaddleShard(dir, t.Adapter(), t.comm.Rank())
 }
