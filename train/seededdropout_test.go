@@ -9,6 +9,7 @@ import (
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/models"
 	"github.com/peftonnx/peftonnx/rewrite"
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
@@ -137,5 +138,64 @@ func TestDropoutDraws(t *testing.T) {
 	}
 	if mean := sum / float64(len(big)); math.Abs(mean-0.5) > 0.01 {
 		t.Errorf("mean draw %v, want about 0.5", mean)
+	}
+}
+
+// TestSeededDropoutResume checks that with seeded LoRA dropout a run
+// stopped after a checkpoint and resumed ends with the parameters of the
+// run that never stopped, bit for bit: the draws depend on the step, not
+// on a generator's state.
+func TestSeededDropoutResume(t *testing.T) {
+	requireORT(t)
+	base, err := models.GPT2(models.GPT2Tiny())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := adapter.DefaultLoRAConfig(".*c_attn")
+	lc.R, lc.Dropout = 4, 0.3
+	_, sum, err := rewrite.InjectLoRA(base, lc, rewrite.WithSeed(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := patternData(10, 6, 32, 2)
+	opts := testOptions()
+	opts.Steps, opts.BatchSize, opts.SeededDropout = 4, 3, true
+	steps := func(tr *Trainer, n int) {
+		t.Helper()
+		for range n {
+			if _, err := tr.TrainStep(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	straight, err := NewTrainer(base, sum.Trainable(), data, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer straight.Close()
+	steps(straight, 4)
+	first, err := NewTrainer(base, sum.Trainable(), data, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	steps(first, 2)
+	path, err := first.SaveCheckpoint(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumed, err := NewTrainer(base, sum.Trainable(), data, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resumed.Close()
+	if err := resumed.LoadCheckpoint(path); err != nil {
+		t.Fatal(err)
+	}
+	steps(resumed, 2)
+	for i, p := range straight.Params() {
+		if !slices.Equal(p.Data, resumed.Params()[i].Data) {
+			t.Errorf("%s differs after the resume", p.Name)
+		}
 	}
 }
