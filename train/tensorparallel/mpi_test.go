@@ -11,12 +11,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/internal/mpi"
+	"github.com/peftonnx/peftonnx/rewrite"
 	"github.com/peftonnx/peftonnx/train"
 )
 
@@ -74,6 +76,13 @@ func TestDataTimesTensorParallelAccumulateMPI(t *testing.T) {
 	mpiRun(t, "TestDataTimesTensorParallelAccumulateMPI", 4, 2, true)
 }
 
+// TestDataTimesTensorParallelPrefixMPI is TestDataTimesTensorParallelMPI
+// with prefix tuning (newTinyPrefixRun): the ranks' shards of the table,
+// gathered into a checkpoint by rank 0, are one process's table.
+func TestDataTimesTensorParallelPrefixMPI(t *testing.T) {
+	mpiRun(t, "TestDataTimesTensorParallelPrefixMPI", 4, 2, false)
+}
+
 // accumulatedRun is the run of TestDataTimesTensorParallelAccumulateMPI.
 func accumulatedRun(run tinyRun) tinyRun {
 	run.opts.BatchSize, run.opts.GradAccum, run.opts.Steps = 2, 2, 4
@@ -86,6 +95,9 @@ func accumulatedRun(run tinyRun) tinyRun {
 func mpiRun(t *testing.T, test string, np, dpN int, accumulated bool) {
 	requireORT(t)
 	run := newTinyRun(t, 31)
+	if strings.Contains(test, "Prefix") {
+		run = newTinyPrefixRun(t, 31)
+	}
 	if accumulated {
 		run = accumulatedRun(run)
 	}
@@ -144,6 +156,28 @@ func mpiRun(t *testing.T, test string, np, dpN int, accumulated bool) {
 				t.Errorf("rank %d step %d: loss %v, one process %v", rank, i+1, got[i], w)
 			}
 		}
+	}
+	if run.whole.Prefix != nil {
+		path, err := train.LatestCheckpoint(filepath.Join(dir, "final"))
+		if err != nil || path == "" {
+			t.Fatalf("no final checkpoint: %v", err)
+		}
+		b, err := os.ReadFile(filepath.Join(path, "params.safetensors"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts, _, err := adapter.DecodeSafetensors(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := ts[rewrite.PromptEmbeddingsName]
+		if g == nil {
+			t.Fatalf("the checkpoint has no %s", rewrite.PromptEmbeddingsName)
+		}
+		if d := relDiff(g.Data, wantAd.Prompt.Data); d > 1e-5 {
+			t.Errorf("the gathered prompt table differs from one process's by %.3g", d)
+		}
+		return
 	}
 	merged, err := adapter.LoadPaddleShards(dir)
 	if err != nil {
@@ -230,6 +264,12 @@ func rankRun(t *testing.T, run tinyRun, dpN int, accumulated bool) {
 	b, _ := json.Marshal(losses)
 	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("losses-%d.json", world.Rank())), b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if run.whole.Prefix != nil {
+		if _, err := tr.SaveCheckpoint(filepath.Join(dir, "final")); err != nil {
+			t.Fatal(err)
+		}
+		return
 	}
 	if world.Rank() < tpN {
 		if err := tr.SaveShard(dir); err != nil {
