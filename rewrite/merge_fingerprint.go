@@ -195,3 +195,22 @@ func (f fold) checkFingerprint(rec *mergeFingerprints) error {
 	rec.Merges = append(rec.Merges[:i], rec.Merges[i+1:]...)
 	return nil
 }
+
+// MergedModules returns the modules whose updates m's merges recorded
+// (MergeMetadataKey), in the order they were merged, each once; none for
+// a model merged without fingerprints or never merged.
+func MergedModules(m *graph.Model) ([]string, error) {
+	rec, err := readMergeFingerprints(m)
+	if err != nil {
+		return nil, err
+	}
+	var mods []string
+	seen := map[string]bool{}
+	for _, mg := range rec.Merges {
+		if !seen[mg.Module] {
+			seen[mg.Module] = true
+			mods = append(mods, mg.Module)
+		}
+	}
+	return mods, nil
+}
