@@ -144,6 +144,9 @@ func runInject(cx *context, args []string) error {
 	if loftqSet && cfg.InitLoRAWeights != adapter.InitLoftQ {
 		return cx.usagef("--bits, --block-size and --loftq-iter belong to --init loftq")
 	}
+	if *loftqIter < 1 {
+		return cx.usagef("--loftq-iter must be at least 1, got %d", *loftqIter)
+	}
 	if cfg.DType, err = parseAdapterDType(*dtypeFlag); err != nil {
 		return cx.usagef("--dtype: %w", err)
 	}

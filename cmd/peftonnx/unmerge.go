@@ -39,7 +39,9 @@ PiSSA and OLoRA (inject --init): the adapter that export-adapter writes of
 such a model is converted to a plain LoRA delta on the original weight
 (rank 2r), and merge folds the same delta in. unmerge with it gives the
 original base weight back, not the residual, with the converted adapter's
-branches: the same function as the adapted model.
+branches: the same function as the adapted model. LoftQ (--init loftq)
+alike, but the weight it gives back is deq + s·A₀·B₀, LoftQ's
+approximation of the original: the adapted model's function still.
 
 int4 (MatMulNBits) layers merged with --requantize are rounded and cannot
 be unmerged; a model merged with --dequantize has float weights, which can.
