@@ -5,7 +5,6 @@ import (
 	"math"
 	"slices"
 
-	"github.com/peftonnx/peftonnx/combine"
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/quant"
@@ -20,7 +19,8 @@ import (
 //	deq = D(Q(W − s·A·B)); s·A·B = the best rank-r approximation of W − deq
 //
 // with W the [in, out] weight as the layer computes (Gemm's alpha
-// included), W − deq = U·S·Vᵀ and A = U_r·√(S_r/s), B = √(S_r/s)·V_rᵀ:
+// included), W − deq = U·S·Vᵀ (its leading r triplets by topSVD) and
+// A = U_r·√(S_r/s), B = √(S_r/s)·V_rᵀ:
 // PEFT's L = U·√S and R = √S·Vh (lora_B = L, lora_A = R), divided by the
 // scaling as PiSSA's split is (init_pissa.go), so that deq + s·A·B
 // approximates W whatever lora_alpha is (PEFT leaves the scaling out,
@@ -113,7 +113,7 @@ func loftqFactors(w []float64, in, out, r int, scale float64, dt dtype.Type, o L
 	qo := quant.Options{Bits: o.Bits, BlockSize: o.BlockSize, ScaleType: dt}
 	lowRank := make([]float64, in*out) // s·A·B
 	st := &loftqStart{}
-	var a64, b64 []float64
+	var a64, b64, basis []float64
 	target := make([]float32, in*out)
 	for t := 0; t < o.Iterations; t++ {
 		for i, v := range w {
@@ -131,19 +131,19 @@ func loftqFactors(w []float64, in, out, r int, scale float64, dt dtype.Type, o L
 		for i, v := range w {
 			res[i] = v - float64(deq[i])
 		}
-		u, s, v, err := combine.DecomposeSVD(slices.Clone(res), in, out)
+		var u, s, v []float64
+		u, s, v, basis, err = topSVD(res, in, out, r, basis)
 		if err != nil {
 			return nil, err
 		}
-		k := min(in, out)
 		a64, b64 = make([]float64, in*r), make([]float64, r*out)
 		for j := 0; j < r; j++ {
 			root := math.Sqrt(s[j] / scale)
 			for i := 0; i < in; i++ {
-				a64[i*r+j] = u[i*k+j] * root
+				a64[i*r+j] = u[i*r+j] * root
 			}
 			for c := 0; c < out; c++ {
-				b64[j*out+c] = root * v[c*k+j]
+				b64[j*out+c] = root * v[c*r+j]
 			}
 		}
 		var errSq float64
