@@ -31,8 +31,8 @@ func outputsDistance(t *testing.T, got, want map[string][]float32) float64 {
 // with --bits/--block-size the adapted layers become MatMulNBits, and in
 // ONNX Runtime the fresh model is closer to the float model than
 // "quantize" with the same bits and blocks is (and so is the float-base
-// LoftQ against the same rounding written back in float). After
-// "training", merge --dequantize computes what the adapted model does,
+// LoftQ against "quantize" in its default blocks). train runs on it and
+// its loss falls. After "training" (random B), merge --dequantize computes what the adapted model does,
 // and unmerge with the exported adapter gives that model back. An int4
 // model and LoftQ flags without --init loftq are refused, with nothing
 // written.
@@ -76,6 +76,16 @@ func TestLoftQCLI(t *testing.T) {
 	}
 	if !(floatBase < rtn32) {
 		t.Errorf("LoftQ with a float base is %.4g from the float model, RTN int4 in the same blocks %.4g: LoftQ should be closer", floatBase, rtn32)
+	}
+
+	// train runs on the int4 LoftQ model, and its loss falls.
+	data := trainCountingData(t, dir, "train.jsonl", 8, 8, 32)
+	logPath := at("log.jsonl")
+	runOK(t, "train", at("loftq.onnx"), "--data", data, "--out", at("trained-adapter"), "--steps", "12", "--batch", "4",
+		"--lr", "2e-2", "--schedule", "constant", "--log-json", logPath, "--threads", "1")
+	recs := trainLogLines(t, logPath)
+	if first, last := recs[0]["loss"], recs[11]["loss"]; !(last < first) {
+		t.Errorf("training the LoftQ model: loss %.4g at step 1, %.4g at step 12", first, last)
 	}
 
 	trained := at("trained.onnx")
