@@ -1,5 +1,7 @@
 package feed
 
+import "slices"
+
 // HasDefault reports whether the slot's role has a default value that a
 // caller may feed where its data gives none: masks, token types,
 // positions, caches and states.
@@ -91,9 +93,5 @@ func PositionIDs(batch, seq, past int) []int64 {
 
 // Ones returns n ones.
 func Ones(n int) []int64 {
-	v := make([]int64, n)
-	for i := range v {
-		v[i] = 1
-	}
-	return v
+	return slices.Repeat([]int64{1}, n)
 }

@@ -62,12 +62,7 @@ func (m *Model) setDataID(file, id string) (restore func()) {
 // checkDataID verifies that the data file m's metadata names, if any,
 // ends in the trailer of the identity recorded with it.
 func (m *Model) checkDataID() error {
-	var value string
-	for _, p := range m.Proto.MetadataProps {
-		if p.Key == DataIDKey {
-			value = p.Value
-		}
-	}
+	value, _ := m.Metadata(DataIDKey)
 	if value == "" {
 		return nil
 	}

@@ -81,14 +81,14 @@ func (c BERTConfig) withDefaults() BERTConfig {
 // Validate reports a config that cannot be built.
 func (c BERTConfig) Validate() error {
 	c = c.withDefaults()
+	if err := c.Core.validate("bert"); err != nil {
+		return err
+	}
 	switch {
-	case c.VocabSize <= 0 || c.Hidden <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.Intermediate <= 0 ||
-		c.MaxPositions <= 0 || c.TypeVocab <= 0 || c.NumLabels <= 0:
+	case c.Intermediate <= 0 || c.MaxPositions <= 0 || c.TypeVocab <= 0 || c.NumLabels <= 0:
 		return errorf("bert: sizes must be positive: %+v", c)
-	case c.Hidden%c.Heads != 0:
-		return errorf("bert: hidden %d is not a multiple of heads %d", c.Hidden, c.Heads)
-	case c.InitStd < 0 || c.LayerNormEps < 0:
-		return errorf("bert: InitStd and LayerNormEps must not be negative")
+	case c.LayerNormEps < 0:
+		return errorf("bert: LayerNormEps must not be negative")
 	case c.IDType != dtype.Int64 && c.IDType != dtype.Int32:
 		return errorf("bert: IDType %s: want int64 or int32", c.IDType)
 	case c.Producer != Optimum && c.Producer != TransformerOptimizer:

@@ -71,13 +71,14 @@ func (c GPT2Config) withDefaults() GPT2Config {
 // Validate reports a config that cannot be built.
 func (c GPT2Config) Validate() error {
 	c = c.withDefaults()
+	if err := c.Core.validate("gpt2"); err != nil {
+		return err
+	}
 	switch {
-	case c.VocabSize <= 0 || c.Hidden <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.Intermediate <= 0 || c.MaxPositions <= 0:
+	case c.Intermediate <= 0 || c.MaxPositions <= 0:
 		return errorf("gpt2: sizes must be positive: %+v", c)
-	case c.Hidden%c.Heads != 0:
-		return errorf("gpt2: hidden %d is not a multiple of heads %d", c.Hidden, c.Heads)
-	case c.InitStd < 0 || c.LayerNormEps < 0:
-		return errorf("gpt2: InitStd and LayerNormEps must not be negative")
+	case c.LayerNormEps < 0:
+		return errorf("gpt2: LayerNormEps must not be negative")
 	case c.Producer != Optimum && c.Producer != TransformerOptimizer:
 		return errorf("gpt2: producer %s does not build GPT-2 (optimum or transformer-optimizer)", c.Producer)
 	case c.Producer == TransformerOptimizer && (c.Gemm || c.DecomposeLayerNorm || c.AnonymousNodes):

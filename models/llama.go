@@ -85,19 +85,20 @@ func (c LlamaConfig) withDefaults() LlamaConfig {
 // Validate reports a config that cannot be built.
 func (c LlamaConfig) Validate() error {
 	c = c.withDefaults()
+	if err := c.Core.validate("llama"); err != nil {
+		return err
+	}
 	switch {
-	case c.VocabSize <= 0 || c.Hidden <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.Intermediate <= 0:
+	case c.KVHeads <= 0 || c.Intermediate <= 0:
 		return errorf("llama: sizes must be positive: %+v", c)
-	case c.Hidden%c.Heads != 0:
-		return errorf("llama: hidden %d is not a multiple of heads %d", c.Hidden, c.Heads)
 	case c.Heads%c.KVHeads != 0:
 		return errorf("llama: heads %d is not a multiple of KV heads %d", c.Heads, c.KVHeads)
 	case c.HeadDim()%2 != 0:
 		return errorf("llama: head dim %d is odd; RoPE needs it even", c.HeadDim())
 	case c.DType != dtype.Float32 && c.DType != dtype.Float16:
 		return errorf("llama: dtype %s is not float32 or float16", c.DType)
-	case c.InitStd < 0 || c.RMSNormEps < 0 || c.RopeTheta < 0 || c.MaxPositions < 0:
-		return errorf("llama: InitStd, RMSNormEps, RopeTheta and MaxPositions must not be negative")
+	case c.RMSNormEps < 0 || c.RopeTheta < 0 || c.MaxPositions < 0:
+		return errorf("llama: RMSNormEps, RopeTheta and MaxPositions must not be negative")
 	case c.Producer != Optimum && c.Producer != ModelBuilder:
 		return errorf("llama: producer %s does not build LLaMA (optimum or model-builder)", c.Producer)
 	case c.Producer == ModelBuilder:
@@ -132,14 +133,33 @@ func (c LlamaConfig) NumParams() int64 {
 //
 // With Producer ModelBuilder the graph is the onnxruntime-genai model
 // builder's instead: see ModelBuilderOptions.
+//
+// The model records c in its metadata (LlamaConfigKey), which
+// LlamaConfigOf reads back from a file.
 func Llama(c LlamaConfig) (*graph.Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	c = c.withDefaults()
+	var m *graph.Model
+	var err error
 	if c.Producer == ModelBuilder {
-		return modelBuilderLlama(c)
+		m, err = modelBuilderLlama(c)
+	} else {
+		m, err = optimumLlama(c)
 	}
+	if err != nil {
+		return nil, err
+	}
+	if err := recordLlamaConfig(m, c); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// optimumLlama builds Llama's graph in Optimum's layout from c, its
+// defaults filled in.
+func optimumLlama(c LlamaConfig) (*graph.Model, error) {
 	ex := newExporter("llama", c.DType, c.Seed, c.InitStd, false)
 	m := ex.Model()
 	e, h, kv, d := c.Hidden, c.Heads, c.KVHeads, c.HeadDim()

@@ -274,8 +274,8 @@ func setExtras(m *graph.Model, extras []extraValue) error {
 }
 
 // transpose returns the transpose of a rows×cols row-major matrix.
-func transpose(v []float32, rows, cols int) []float32 {
-	out := make([]float32, len(v))
+func transpose[T float32 | float64](v []T, rows, cols int) []T {
+	out := make([]T, len(v))
 	for i := 0; i < rows; i++ {
 		for j := 0; j < cols; j++ {
 			out[j*rows+i] = v[i*cols+j]

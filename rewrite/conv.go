@@ -28,23 +28,15 @@ func convOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {
 		return Linear{}, false
 	}
 	for rank := 3; rank <= 5; rank++ {
-		w, chain, transposes, elem, shared, ok := weightChainOfRank(m, n.Input[1], rank)
-		if !ok || transposes != 0 {
+		path, ok := weightChainOfRank(m, n.Input[1], rank)
+		if !ok || path.transposes != 0 {
 			continue
 		}
-		l := Linear{
-			Kind: KindConv,
-			Node: n, NodeName: n.Name, Op: n.OpType,
-			Input: n.Input[0], Output: n.Output[0],
-			Weight: w.Name, WeightChain: chain,
-			WeightDType: graph.TypeOf(w), DType: elem,
-			In: w.Dims[1], Out: w.Dims[0], Kernel: append([]int64(nil), w.Dims[2:]...),
-			Alpha: 1, Beta: 1,
-			SharedWeight: shared,
-		}
-		if len(n.Input) > 2 && n.Input[2] != "" && m.Initializer(n.Input[2]) != nil {
-			l.Bias = n.Input[2]
-		}
+		w := path.w
+		l := path.linear(n, n.Input[0])
+		l.Kind = KindConv
+		l.In, l.Out, l.Kernel = w.Dims[1], w.Dims[0], append([]int64(nil), w.Dims[2:]...)
+		l.Bias = initializerBias(m, n)
 		return l, true
 	}
 	return Linear{}, false
@@ -70,15 +62,6 @@ func kernelSize(kernel []int64) int64 {
 		k *= d
 	}
 	return k
-}
-
-// ones returns n ones, the spatial dims of a 1×1 kernel.
-func ones(n int) []int64 {
-	out := make([]int64, n)
-	for i := range out {
-		out[i] = 1
-	}
-	return out
 }
 
 // asMatrixFold turns the fold of a convolution into a linear layer's:

@@ -1,7 +1,6 @@
 package rewrite
 
 import (
-	"encoding/json"
 	"math"
 
 	"github.com/peftonnx/peftonnx/graph"
@@ -36,16 +35,12 @@ type doraRecord struct {
 // readDoRARecord returns m's merged DoRA norms (none when it has no entry).
 func readDoRARecord(m *graph.Model) (doraRecord, error) {
 	var rec doraRecord
-	for _, p := range m.Proto.MetadataProps {
-		if p.Key != DoRAMetadataKey {
-			continue
-		}
-		if err := json.Unmarshal([]byte(p.Value), &rec); err != nil {
-			return doraRecord{}, errorf("%s: model metadata %q: %w", modelLabel(m), DoRAMetadataKey, err)
-		}
-		if rec.Version != 1 {
-			return doraRecord{}, errorf("%s: model metadata %q has version %d; this peftonnx reads version 1", modelLabel(m), DoRAMetadataKey, rec.Version)
-		}
+	ok, err := readMetadataJSON(m, DoRAMetadataKey, &rec)
+	if err != nil {
+		return doraRecord{}, err
+	}
+	if ok && rec.Version != 1 {
+		return doraRecord{}, errorf("%s: model metadata %q has version %d; this peftonnx reads version 1", modelLabel(m), DoRAMetadataKey, rec.Version)
 	}
 	return rec, nil
 }
@@ -53,23 +48,12 @@ func readDoRARecord(m *graph.Model) (doraRecord, error) {
 // writeDoRARecord stores rec in m's metadata, or removes the entry when
 // rec has no merges.
 func writeDoRARecord(m *graph.Model, rec doraRecord) error {
-	props := m.Proto.MetadataProps[:0]
-	for _, p := range m.Proto.MetadataProps {
-		if p.Key != DoRAMetadataKey {
-			props = append(props, p)
-		}
-	}
-	m.Proto.MetadataProps = props
 	if len(rec.Merges) == 0 {
+		m.DeleteMetadata(DoRAMetadataKey)
 		return nil
 	}
 	rec.Version = 1
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return errorf("encode DoRA metadata: %w", err)
-	}
-	m.Proto.MetadataProps = append(m.Proto.MetadataProps, newProp(DoRAMetadataKey, string(b)))
-	return nil
+	return writeMetadataJSON(m, DoRAMetadataKey, rec)
 }
 
 // pushDoRAMerges appends merges to m's DoRA record.

@@ -30,20 +30,14 @@ func embeddingOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {
 	if graph.IntAttr(n, "axis", 0) != 0 || n.Input[1] == "" || m.Initializer(n.Input[1]) != nil {
 		return Linear{}, false
 	}
-	w, chain, transposes, elem, shared, ok := weightChain(m, n.Input[0])
-	if !ok || transposes != 0 {
+	path, ok := weightChain(m, n.Input[0])
+	if !ok || path.transposes != 0 {
 		return Linear{}, false
 	}
-	return Linear{
-		Kind: KindEmbedding,
-		Node: n, NodeName: n.Name, Op: n.OpType,
-		Input: n.Input[1], Output: n.Output[0],
-		Weight: w.Name, WeightChain: chain,
-		WeightDType: graph.TypeOf(w), DType: elem,
-		In: w.Dims[0], Out: w.Dims[1],
-		Alpha: 1, Beta: 1,
-		SharedWeight: shared,
-	}, true
+	l := path.linear(n, n.Input[1])
+	l.Kind = KindEmbedding
+	l.In, l.Out = path.w.Dims[0], path.w.Dims[1]
+	return l, true
 }
 
 // initEmbedding returns fresh factors of an embedding's branch: A [in,

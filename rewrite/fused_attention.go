@@ -44,22 +44,13 @@ func attentionLinearOf(m *graph.Model, n *onnxpb.NodeProto, w string) (Linear, b
 	if len(n.Input) < 2 || len(n.Output) < 1 || n.Input[0] == "" || w == "" || m.Initializer(n.Input[0]) != nil {
 		return Linear{}, false
 	}
-	t, chain, transposes, elem, shared, ok := weightChain(m, w)
-	if !ok || transposes != 0 {
+	path, ok := weightChain(m, w)
+	if !ok || path.transposes != 0 {
 		return Linear{}, false
 	}
-	l := Linear{
-		Node: n, NodeName: n.Name, Op: OpAttention,
-		Input: n.Input[0], Output: n.Output[0],
-		Weight: t.Name, WeightChain: chain,
-		WeightDType: graph.TypeOf(t), DType: elem,
-		In: t.Dims[0], Out: t.Dims[1],
-		Alpha: 1, Beta: 1,
-		SharedWeight: shared,
-	}
-	if len(n.Input) > 2 && n.Input[2] != "" && m.Initializer(n.Input[2]) != nil {
-		l.Bias = n.Input[2]
-	}
+	l := path.linear(n, n.Input[0])
+	l.In, l.Out = path.w.Dims[0], path.w.Dims[1]
+	l.Bias = initializerBias(m, n)
 	if sizes := graph.IntsAttr(n, "qkv_hidden_sizes"); len(sizes) == 3 {
 		l.PartWidths = slices.Clone(sizes)
 	} else if l.Out%3 == 0 {

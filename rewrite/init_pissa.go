@@ -73,7 +73,7 @@ func initFromWeights(m *graph.Model, cfg *adapter.LoRAConfig, l Linear, r int, s
 	a64, b64 := make([]float64, in*r), make([]float64, r*out)
 	if cfg.InitLoRAWeights == adapter.InitOLoRA {
 		// PEFT's QR of the [out, in] weight: Wᵀ = Q·R.
-		q, rr := combine.DecomposeQR(transpose64(w, in, out), out, in)
+		q, rr := combine.DecomposeQR(transpose(w, in, out), out, in)
 		k := min(in, out)
 		for j := 0; j < r; j++ {
 			for i := 0; i < in; i++ {
@@ -100,17 +100,6 @@ func initFromWeights(m *graph.Model, cfg *adapter.LoRAConfig, l Linear, r int, s
 		}
 	}
 	return narrow(a64), narrow(b64), nil
-}
-
-// transpose64 returns the transpose of the rows×cols matrix v.
-func transpose64(v []float64, rows, cols int) []float64 {
-	t := make([]float64, len(v))
-	for i := 0; i < rows; i++ {
-		for j := 0; j < cols; j++ {
-			t[j*rows+i] = v[i*cols+j]
-		}
-	}
-	return t
 }
 
 // narrow rounds v to float32.

@@ -132,7 +132,7 @@ func TestEmbeddingConvLoRA(t *testing.T) {
 		a      []int64
 	}{{"model.conv1d", weights.conv1, []int64{2, 8, 3}}, {"model.conv2d", weights.conv2, []int64{2, 8, 1, 3}}} {
 		a := hf(c.module+".lora_A.weight", c.a...)
-		b := hf(c.module+".lora_B.weight", append([]int64{8, 2}, ones(len(c.a)-2)...)...)
+		b := hf(c.module+".lora_B.weight", append([]int64{8, 2}, slices.Repeat([]int64{1}, len(c.a)-2)...)...)
 		per := len(a) / 2
 		for o := 0; o < 8; o++ {
 			for j := 0; j < per; j++ {

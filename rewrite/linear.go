@@ -171,19 +171,13 @@ func linearOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {
 	if n.Input[0] == "" || n.Input[1] == "" || m.Initializer(n.Input[0]) != nil {
 		return Linear{}, false
 	}
-	w, chain, transposes, elem, shared, ok := weightChain(m, n.Input[1])
+	path, ok := weightChain(m, n.Input[1])
 	if !ok {
 		return Linear{}, false
 	}
-	l := Linear{
-		Node: n, NodeName: n.Name, Op: n.OpType,
-		Input: n.Input[0], Output: n.Output[0],
-		Weight: w.Name, WeightChain: chain,
-		WeightDType: graph.TypeOf(w), DType: elem,
-		Alpha: 1, Beta: 1,
-		SharedWeight: shared,
-	}
-	trans := transposes%2 == 1
+	l := path.linear(n, n.Input[0])
+	w := path.w
+	trans := path.transposes%2 == 1
 	if n.OpType == "Gemm" {
 		if graph.IntAttr(n, "transB", 0) != 0 {
 			trans = !trans
@@ -191,9 +185,7 @@ func linearOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {
 		l.TransA = graph.IntAttr(n, "transA", 0) != 0
 		l.Alpha = graph.FloatAttr(n, "alpha", 1)
 		l.Beta = graph.FloatAttr(n, "beta", 1)
-		if len(n.Input) > 2 && n.Input[2] != "" && m.Initializer(n.Input[2]) != nil {
-			l.Bias = n.Input[2]
-		}
+		l.Bias = initializerBias(m, n)
 	} else {
 		l.Bias = biasAfter(m, n.Output[0])
 	}
@@ -207,11 +199,41 @@ func linearOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {
 	return l, true
 }
 
+// weightPath is how a layer's weight reaches it, as weightChain finds it.
+type weightPath struct {
+	w          *onnxpb.TensorProto // the initializer
+	chain      []*onnxpb.NodeProto // the nodes from w to the layer, in data-flow order
+	transposes int                 // how many of them are Transposes
+	elem       dtype.Type          // the element type that reaches the layer
+	shared     bool                // whether any link of the chain has other readers
+}
+
+// linear returns the Linear of node n, which reads input and the weight
+// that p reaches, with the fields that every kind of layer fills alike;
+// the caller sets the rest (In and Out, Kind, Bias, …).
+func (p weightPath) linear(n *onnxpb.NodeProto, input string) Linear {
+	return Linear{
+		Node: n, NodeName: n.Name, Op: n.OpType,
+		Input: input, Output: n.Output[0],
+		Weight: p.w.Name, WeightChain: p.chain,
+		WeightDType: graph.TypeOf(p.w), DType: p.elem,
+		Alpha: 1, Beta: 1,
+		SharedWeight: p.shared,
+	}
+}
+
+// initializerBias returns n's third input when it is an initializer (the
+// bias of a Gemm, Conv or Attention), else "".
+func initializerBias(m *graph.Model, n *onnxpb.NodeProto) string {
+	if len(n.Input) > 2 && n.Input[2] != "" && m.Initializer(n.Input[2]) != nil {
+		return n.Input[2]
+	}
+	return ""
+}
+
 // weightChain follows value back through Cast, Transpose (2-D, any perm is
-// a swap) and Identity nodes to a 2-D floating-point initializer. It returns
-// the initializer, the chain in data-flow order, the number of transposes,
-// the element type that reaches the consumer, and whether any link of the
-// chain has other readers.
+// a swap) and Identity nodes to a 2-D floating-point initializer, and
+// returns the path (see weightPath).
 //
 // The initializer may also be a graph input where the model lists its
 // initializers as inputs, as exporters for IR versions before 4 do (and
@@ -220,35 +242,40 @@ func linearOf(m *graph.Model, n *onnxpb.NodeProto) (Linear, bool) {
 // weight. A DequantizeLinear of an integer
 // initializer ends the chain too (a QDQ model's weight): the initializer
 // is the quantized one, and the chain starts with the DequantizeLinear.
-func weightChain(m *graph.Model, value string) (w *onnxpb.TensorProto, chain []*onnxpb.NodeProto, transposes int, elem dtype.Type, shared bool, ok bool) {
+func weightChain(m *graph.Model, value string) (weightPath, bool) {
 	return weightChainOfRank(m, value, 2)
 }
 
 // weightChainOfRank is weightChain for an initializer of the given rank.
-func weightChainOfRank(m *graph.Model, value string, rank int) (w *onnxpb.TensorProto, chain []*onnxpb.NodeProto, transposes int, elem dtype.Type, shared bool, ok bool) {
-	elem = -1
+func weightChainOfRank(m *graph.Model, value string, rank int) (weightPath, bool) {
+	var (
+		chain      []*onnxpb.NodeProto
+		transposes int
+		shared     bool
+		elem       dtype.Type = -1
+	)
 	for steps := 0; steps < 16; steps++ {
 		if len(m.Consumers(value)) > 1 {
 			shared = true
 		}
 		if t := m.Initializer(value); t != nil {
 			if len(t.Dims) != rank || !graph.TypeOf(t).IsFloat() || (m.Input(value) != nil && !initializersAsInputs(m)) {
-				return nil, nil, 0, 0, false, false
+				return weightPath{}, false
 			}
 			if elem < 0 {
 				elem = graph.TypeOf(t)
 			}
-			return t, chain, transposes, elem, shared, true
+			return weightPath{t, chain, transposes, elem, shared}, true
 		}
 		p := m.Producer(value)
 		if p == nil || (p.Domain != "" && p.Domain != "ai.onnx") || len(p.Input) < 1 || len(p.Output) != 1 {
-			return nil, nil, 0, 0, false, false
+			return weightPath{}, false
 		}
 		switch p.OpType {
 		case "DequantizeLinear":
 			t, elemDQ, okDQ := dequantizedWeight(m, p, rank)
 			if !okDQ {
-				return nil, nil, 0, 0, false, false
+				return weightPath{}, false
 			}
 			if elem < 0 {
 				elem = elemDQ
@@ -256,27 +283,27 @@ func weightChainOfRank(m *graph.Model, value string, rank int) (w *onnxpb.Tensor
 			if len(m.Consumers(p.Input[0])) > 1 {
 				shared = true
 			}
-			return t, append([]*onnxpb.NodeProto{p}, chain...), transposes, elem, shared, true
+			return weightPath{t, append([]*onnxpb.NodeProto{p}, chain...), transposes, elem, shared}, true
 		case "Cast":
 			if elem < 0 {
 				elem = dtype.Type(graph.IntAttr(p, "to", 0))
 				if !elem.IsFloat() {
-					return nil, nil, 0, 0, false, false
+					return weightPath{}, false
 				}
 			}
 		case "Transpose":
 			if perm := graph.IntsAttr(p, "perm"); perm != nil && (len(perm) != 2 || perm[0] != 1 || perm[1] != 0) {
-				return nil, nil, 0, 0, false, false
+				return weightPath{}, false
 			}
 			transposes++
 		case "Identity":
 		default:
-			return nil, nil, 0, 0, false, false
+			return weightPath{}, false
 		}
 		chain = append([]*onnxpb.NodeProto{p}, chain...)
 		value = p.Input[0]
 	}
-	return nil, nil, 0, 0, false, false
+	return weightPath{}, false
 }
 
 // initializersAsInputs reports whether m lists its initializers as graph

@@ -1,5 +1,7 @@
 package rewrite
 
+import "github.com/peftonnx/peftonnx/internal/option"
+
 // Option configures InjectLoRA, InjectPrefix, Apply and the typed apply
 // functions. Some options belong to one PEFT type (AsInputs to LoRA,
 // PrefixHeadDim and PrefixReplacePast to prefix tuning); given to a
@@ -81,13 +83,8 @@ const (
 // refuses the options of the other type.
 func applyOptions(opts []Option, kind optionKind) (options, error) {
 	var o options
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&o); err != nil {
-			return options{}, err
-		}
+	if err := option.Apply(&o, opts); err != nil {
+		return options{}, err
 	}
 	switch {
 	case kind == loraOptions && (o.headDim != 0 || o.replacePast):

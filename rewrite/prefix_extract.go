@@ -1,11 +1,8 @@
 package rewrite
 
 import (
-	"encoding/json"
-
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
-	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
 
 // prefixRecord is what PrefixMetadataKey holds.
@@ -17,36 +14,19 @@ type prefixRecord struct {
 // readPrefixRecord returns the prefix site that m records, or ok false
 // when m has none.
 func readPrefixRecord(m *graph.Model) (site *PrefixSite, ok bool, err error) {
-	for _, p := range m.Proto.MetadataProps {
-		if p.Key != PrefixMetadataKey {
-			continue
-		}
-		var rec prefixRecord
-		if err := json.Unmarshal([]byte(p.Value), &rec); err != nil {
-			return nil, false, errorf("%s: model metadata %q: %w", modelLabel(m), PrefixMetadataKey, err)
-		}
-		if rec.Site == nil || rec.Site.Prompt == "" {
-			return nil, false, errorf("%s: model metadata %q records no prefix", modelLabel(m), PrefixMetadataKey)
-		}
-		return rec.Site, true, nil
+	var rec prefixRecord
+	if ok, err := readMetadataJSON(m, PrefixMetadataKey, &rec); !ok || err != nil {
+		return nil, false, err
 	}
-	return nil, false, nil
+	if rec.Site == nil || rec.Site.Prompt == "" {
+		return nil, false, errorf("%s: model metadata %q records no prefix", modelLabel(m), PrefixMetadataKey)
+	}
+	return rec.Site, true, nil
 }
 
 // writePrefixRecord stores site in m's metadata, replacing an earlier one.
 func writePrefixRecord(m *graph.Model, site *PrefixSite) error {
-	b, err := json.Marshal(prefixRecord{Version: 1, Site: site})
-	if err != nil {
-		return errorf("encode prefix metadata: %w", err)
-	}
-	props := m.Proto.MetadataProps[:0]
-	for _, p := range m.Proto.MetadataProps {
-		if p.Key != PrefixMetadataKey {
-			props = append(props, p)
-		}
-	}
-	m.Proto.MetadataProps = append(props, &onnxpb.StringStringEntryProto{Key: PrefixMetadataKey, Value: string(b)})
-	return nil
+	return writeMetadataJSON(m, PrefixMetadataKey, prefixRecord{Version: 1, Site: site})
 }
 
 // PrefixSiteOf returns the prefix site that a model adapted by

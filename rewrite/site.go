@@ -1,12 +1,11 @@
 package rewrite
 
 import (
-	"encoding/json"
+	"slices"
 
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
-	"github.com/peftonnx/peftonnx/graph/onnxpb"
 )
 
 // Site records one linear layer that carries a LoRA branch:
@@ -106,7 +105,7 @@ func (s Site) AShape(r int64) []int64 {
 // BShape returns B's shape for rank r; see AShape.
 func (s Site) BShape(r int64) []int64 {
 	if s.Kind == KindConv {
-		return append([]int64{s.Out, r}, ones(len(s.Kernel))...)
+		return append([]int64{s.Out, r}, slices.Repeat([]int64{1}, len(s.Kernel))...) // a 1×1 kernel
 	}
 	if s.Enable == nil {
 		return []int64{r, s.Out}
@@ -166,16 +165,10 @@ type extraParam struct {
 
 // readRecord returns the LoRA record of m, or ok false when m has none.
 func readRecord(m *graph.Model) (rec record, ok bool, err error) {
-	for _, p := range m.Proto.MetadataProps {
-		if p.Key != MetadataKey {
-			continue
-		}
-		if err := json.Unmarshal([]byte(p.Value), &rec); err != nil {
-			return record{}, false, errorf("model metadata %q: %w", MetadataKey, err)
-		}
-		return rec, true, nil
+	if ok, err = readMetadataJSON(m, MetadataKey, &rec); err != nil {
+		return record{}, false, err
 	}
-	return record{}, false, nil
+	return rec, ok, nil
 }
 
 // mustRecord is readRecord that fails when m carries no LoRA branch.
@@ -193,23 +186,12 @@ func mustRecord(m *graph.Model) (record, error) {
 // writeRecord stores rec in m's metadata, or removes it when rec has no
 // sites.
 func writeRecord(m *graph.Model, rec *record) error {
-	props := m.Proto.MetadataProps[:0]
-	for _, p := range m.Proto.MetadataProps {
-		if p.Key != MetadataKey {
-			props = append(props, p)
-		}
-	}
-	m.Proto.MetadataProps = props
 	if rec == nil || len(rec.Sites) == 0 {
+		m.DeleteMetadata(MetadataKey)
 		return nil
 	}
 	rec.Version = 1
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return errorf("encode LoRA metadata: %w", err)
-	}
-	m.Proto.MetadataProps = append(m.Proto.MetadataProps, newProp(MetadataKey, string(b)))
-	return nil
+	return writeMetadataJSON(m, MetadataKey, rec)
 }
 
 // Sites returns the LoRA sites that m records, or an error when it carries
@@ -228,9 +210,4 @@ func modelLabel(m *graph.Model) string {
 		return m.Path
 	}
 	return "model"
-}
-
-// newProp returns a metadata entry.
-func newProp(key, value string) *onnxpb.StringStringEntryProto {
-	return &onnxpb.StringStringEntryProto{Key: key, Value: value}
 }

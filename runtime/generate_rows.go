@@ -232,7 +232,7 @@ func (q *Sequence) copyRow(j int, dst, src any, c rowCopy) {
 	rec = func(axis, doff, soff int) {
 		switch {
 		case axis > last:
-			copyData(sliceAt(dst, doff, doff+inner), sliceAt(src, soff, soff+inner))
+			copyAt(dst, doff, src, soff, inner)
 		case axis == ba:
 			rec(axis+1, doff+dstRow*ds[axis], soff+srcRow*ss[axis])
 		case axis == la:

@@ -2,9 +2,7 @@ package runtime
 
 import (
 	"context"
-	"fmt"
 	"maps"
-	"reflect"
 	"slices"
 
 	"github.com/peftonnx/peftonnx/dtype"
@@ -128,52 +126,12 @@ func (q *Sequence) grow(capacity int) error {
 			pair[k] = d
 		}
 		if old := q.kv[j][q.cur]; old != nil {
-			copyData(pair[q.cur], sliceData(old, q.cacheLen(j, q.n)))
+			copyAt(pair[q.cur], 0, old, 0, q.cacheLen(j, q.n))
 		}
 		q.kv[j] = pair
 	}
 	q.cap = capacity
 	return nil
-}
-
-// sliceData returns the first n elements of a slice that makeData made.
-func sliceData(data any, n int) any { return sliceAt(data, 0, n) }
-
-// sliceAt returns data[lo:hi] of a slice that makeData made.
-func sliceAt(data any, lo, hi int) any {
-	switch d := data.(type) {
-	case []float32:
-		return d[lo:hi]
-	case []float64:
-		return d[lo:hi]
-	case []uint16:
-		return d[lo:hi]
-	case []int64:
-		return d[lo:hi]
-	case []int32:
-		return d[lo:hi]
-	case []int16:
-		return d[lo:hi]
-	case []int8:
-		return d[lo:hi]
-	case []uint8:
-		return d[lo:hi]
-	case []uint32:
-		return d[lo:hi]
-	case []uint64:
-		return d[lo:hi]
-	case []bool:
-		return d[lo:hi]
-	}
-	panic(fmt.Sprintf("runtime: slicing %T", data))
-}
-
-// dataLen returns the length of a slice that makeData made, 0 for nil.
-func dataLen(data any) int {
-	if data == nil {
-		return 0
-	}
-	return reflect.ValueOf(data).Len()
 }
 
 // SetFeeds sets further inputs that every later run takes as they are,
@@ -298,9 +256,7 @@ func (q *Sequence) Feed(ctx context.Context, ids, mask []int64) (*Tensor, error)
 			}
 		}
 		for b := range q.batch {
-			dst := sliceAt(q.chunkOut, (b*seq+c)*v, (b*seq+c+chunk)*v)
-			src := sliceAt(out.data, b*chunk*v, (b+1)*chunk*v)
-			copyData(dst, src)
+			copyAt(q.chunkOut, (b*seq+c)*v, out.data, b*chunk*v, chunk*v)
 		}
 	}
 	return newTensor(q.outDType(), []int64{int64(q.batch), int64(seq), int64(q.g.vocabSize())},
@@ -409,7 +365,7 @@ func (q *Sequence) step(ids, mask []int64, seq int) (*Tensor, error) {
 			if !slices.Equal(t.shape, presentShapes[j]) {
 				return nil, q.undo(seq, errorf("%s: output %q has shape %v, want %v", s.name, name, t.shape, presentShapes[j]))
 			}
-			copyData(q.outs[name].data, t.data)
+			copyAt(q.outs[name].data, 0, t.data, 0, t.Len())
 		}
 		out = res[info.Output]
 		if len(out.shape) != 3 || out.shape[0] != int64(q.batch) || out.shape[1] != int64(seq) || out.shape[2] <= 0 {

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/peftonnx/peftonnx/internal/option"
 )
 
 // Option configures Init and sessions. Options check their values and make
@@ -60,13 +62,8 @@ type config struct {
 
 func newConfig(opts []Option) (*config, error) {
 	c := &config{optLevel: OptimizeAll}
-	for _, o := range opts {
-		if o == nil {
-			continue
-		}
-		if err := o(c); err != nil {
-			return nil, err
-		}
+	if err := option.Apply(c, opts); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

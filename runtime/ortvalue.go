@@ -87,40 +87,47 @@ func wrapHalf(t *Tensor) (ort.Value, func(), error) {
 // unwrap turns a value that ONNX Runtime allocated into a Tensor. It takes
 // over the Go copy of the data that onnxruntime_go made and destroys v.
 func unwrap(v ort.Value) (*Tensor, error) {
-	switch x := v.(type) {
-	case *ort.Tensor[float32]:
-		return take(dtype.Float32, x), nil
-	case *ort.Tensor[float64]:
-		return take(dtype.Float64, x), nil
-	case *ort.Tensor[uint16]:
-		return take(dtype.Uint16, x), nil
-	case *ort.Tensor[int64]:
-		return take(dtype.Int64, x), nil
-	case *ort.Tensor[int32]:
-		return take(dtype.Int32, x), nil
-	case *ort.Tensor[int16]:
-		return take(dtype.Int16, x), nil
-	case *ort.Tensor[int8]:
-		return take(dtype.Int8, x), nil
-	case *ort.Tensor[uint8]:
-		return take(dtype.Uint8, x), nil
-	case *ort.Tensor[uint32]:
-		return take(dtype.Uint32, x), nil
-	case *ort.Tensor[uint64]:
-		return take(dtype.Uint64, x), nil
-	case *ort.Tensor[bool]:
-		return take(dtype.Bool, x), nil
-	}
+	t, err := tensorOver(v)
 	if v != nil {
 		v.Destroy()
+	}
+	return t, err
+}
+
+// tensorOver returns a Tensor over the Go data of a numeric tensor that
+// onnxruntime_go made, without a copy; the data outlives v's Destroy. A
+// uint16 tensor comes back as Uint16: onnxruntime_go hands float16 and
+// bfloat16 values over as custom data, which it refuses.
+func tensorOver(v ort.Value) (*Tensor, error) {
+	switch x := v.(type) {
+	case *ort.Tensor[float32]:
+		return over(dtype.Float32, x), nil
+	case *ort.Tensor[float64]:
+		return over(dtype.Float64, x), nil
+	case *ort.Tensor[uint16]:
+		return over(dtype.Uint16, x), nil
+	case *ort.Tensor[int64]:
+		return over(dtype.Int64, x), nil
+	case *ort.Tensor[int32]:
+		return over(dtype.Int32, x), nil
+	case *ort.Tensor[int16]:
+		return over(dtype.Int16, x), nil
+	case *ort.Tensor[int8]:
+		return over(dtype.Int8, x), nil
+	case *ort.Tensor[uint8]:
+		return over(dtype.Uint8, x), nil
+	case *ort.Tensor[uint32]:
+		return over(dtype.Uint32, x), nil
+	case *ort.Tensor[uint64]:
+		return over(dtype.Uint64, x), nil
+	case *ort.Tensor[bool]:
+		return over(dtype.Bool, x), nil
 	}
 	return nil, fmt.Errorf("unsupported ONNX Runtime value %T", v)
 }
 
-func take[T ort.TensorData](elem dtype.Type, x *ort.Tensor[T]) *Tensor {
-	t := &Tensor{elem: elem, shape: []int64(x.GetShape()), data: x.GetData()}
-	x.Destroy()
-	return t
+func over[T ort.TensorData](elem dtype.Type, x *ort.Tensor[T]) *Tensor {
+	return &Tensor{elem: elem, shape: []int64(x.GetShape()), data: x.GetData()}
 }
 
 // destroyAll destroys the non-nil values in vs.

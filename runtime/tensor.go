@@ -323,35 +323,8 @@ func convert[T float32 | int64 | int32 | int16 | int8 | uint8 | uint16 | uint32 
 // Clone returns a deep copy of the tensor.
 func (t *Tensor) Clone() *Tensor {
 	c, _ := Zeros(t.elem, t.shape)
-	copyData(c.data, t.data)
+	copyAt(c.data, 0, t.data, 0, t.Len())
 	return c
-}
-
-func copyData(dst, src any) {
-	switch s := src.(type) {
-	case []float32:
-		copy(dst.([]float32), s)
-	case []float64:
-		copy(dst.([]float64), s)
-	case []uint16:
-		copy(dst.([]uint16), s)
-	case []int64:
-		copy(dst.([]int64), s)
-	case []int32:
-		copy(dst.([]int32), s)
-	case []int16:
-		copy(dst.([]int16), s)
-	case []int8:
-		copy(dst.([]int8), s)
-	case []uint8:
-		copy(dst.([]uint8), s)
-	case []uint32:
-		copy(dst.([]uint32), s)
-	case []uint64:
-		copy(dst.([]uint64), s)
-	case []bool:
-		copy(dst.([]bool), s)
-	}
 }
 
 // String describes the tensor's type and shape, as in "float32[2 3]".

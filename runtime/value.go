@@ -137,28 +137,12 @@ func valueOf(v ort.Value) *Value {
 	return &Value{Tensor: t}
 }
 
-// tensorCopy returns a numeric tensor inside a sequence or map, whose
-// owner destroys it.
+// tensorCopy returns a copy of a numeric tensor inside a sequence or map,
+// whose owner destroys it.
 func tensorCopy(v ort.Value) (*Tensor, error) {
-	switch x := v.(type) {
-	case *ort.Tensor[float32]:
-		return keep(dtype.Float32, x), nil
-	case *ort.Tensor[float64]:
-		return keep(dtype.Float64, x), nil
-	case *ort.Tensor[int64]:
-		return keep(dtype.Int64, x), nil
-	case *ort.Tensor[int32]:
-		return keep(dtype.Int32, x), nil
-	case *ort.Tensor[int8]:
-		return keep(dtype.Int8, x), nil
-	case *ort.Tensor[uint8]:
-		return keep(dtype.Uint8, x), nil
-	case *ort.Tensor[bool]:
-		return keep(dtype.Bool, x), nil
+	t, err := tensorOver(v)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("unsupported ONNX Runtime value %T", v)
-}
-
-func keep[T ort.TensorData](elem dtype.Type, x *ort.Tensor[T]) *Tensor {
-	return &Tensor{elem: elem, shape: []int64(x.GetShape()), data: append([]T(nil), x.GetData()...)}
+	return t.Clone(), nil
 }

@@ -2,6 +2,7 @@ package session
 
 import (
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/internal/option"
 	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
@@ -80,13 +81,8 @@ const defaultSpillAbove = 2<<30 - 64<<20
 
 func newOptions(opts []Option) (*options, error) {
 	o := &options{spillAbove: defaultSpillAbove}
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(o); err != nil {
-			return nil, err
-		}
+	if err := option.Apply(o, opts); err != nil {
+		return nil, err
 	}
 	return o, nil
 }

@@ -237,10 +237,8 @@ const externalFolderKey = "session.model_external_initializers_file_folder_path"
 // prefixOf returns the prefix that m records, or nil when it carries none.
 // Metadata that names a prefix but cannot be read is an error.
 func prefixOf(m *graph.Model) (*rewrite.PrefixSite, error) {
-	for _, p := range m.Proto.MetadataProps {
-		if p.Key == rewrite.PrefixMetadataKey {
-			return rewrite.PrefixSiteOf(m)
-		}
+	if _, ok := m.Metadata(rewrite.PrefixMetadataKey); ok {
+		return rewrite.PrefixSiteOf(m)
 	}
 	return nil, nil
 }

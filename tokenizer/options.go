@@ -1,6 +1,10 @@
 package tokenizer
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/peftonnx/peftonnx/internal/option"
+)
 
 // DefaultMaxFileBytes is the largest tokenizer.json that Load reads unless
 // told otherwise (WithMaxFileBytes): 64 MiB, four times the largest
@@ -55,10 +59,6 @@ func WithMaxTextBytes(n int) Option {
 // newOptions applies opts to the defaults.
 func newOptions(opts []Option) (options, error) {
 	o := options{maxFileBytes: DefaultMaxFileBytes, maxTextBytes: DefaultMaxTextBytes}
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return o, err
-		}
-	}
-	return o, nil
+	err := option.Apply(&o, opts)
+	return o, err
 }

@@ -202,10 +202,6 @@ func keepOnly(m *graph.Model, names ...string) {
 
 // hasPrefix reports whether m carries a prefix (rewrite.InjectPrefix).
 func hasPrefix(m *graph.Model) bool {
-	for _, p := range m.Proto.MetadataProps {
-		if p.Key == rewrite.PrefixMetadataKey {
-			return true
-		}
-	}
-	return false
+	_, ok := m.Metadata(rewrite.PrefixMetadataKey)
+	return ok
 }

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"errors"
+	"encoding/binary"
 	"fmt"
 	"hash/fnv"
 	"os"
@@ -440,101 +440,41 @@ func writeArrays(dir string, outs []namedArray) (paths []string, err error) {
 	return paths, nil
 }
 
-// tensorFromArray copies an .npy array into a runtime tensor.
+// tensorFromArray copies an .npy array into a runtime tensor of its
+// element type. The tensor's data is a slice of the Go type that holds
+// that type (float16 as bit patterns), which binary.Decode fills from the
+// array's little-endian bytes, a bool as true when its byte is not zero,
+// as npy.Values reads them.
 func tensorFromArray(a *npy.Array) (*ortrt.Tensor, error) {
-	switch a.DType {
-	case dtype.Float16:
-		bits, err := a.Float16Bits()
-		if err != nil {
-			return nil, err
-		}
-		return ortrt.NewFloat16(a.Shape, bits)
-	case dtype.Float32:
-		return tensorOf(a, ortrt.NewFloat32)
-	case dtype.Float64:
-		return tensorOf(a, ortrt.NewFloat64)
-	case dtype.Int64:
-		return tensorOf(a, ortrt.NewInt64)
-	case dtype.Int32:
-		return tensorOf(a, ortrt.NewInt32)
-	case dtype.Int8:
-		return tensorOf(a, ortrt.NewInt8)
-	case dtype.Uint8:
-		return tensorOf(a, ortrt.NewUint8)
-	case dtype.Bool:
-		return tensorOf(a, ortrt.NewBool)
+	if err := a.Validate(); err != nil {
+		return nil, err
 	}
-	// The remaining types have no constructor of their own.
 	t, err := ortrt.Zeros(a.DType, a.Shape)
 	if err != nil {
 		return nil, err
 	}
-	switch d := t.Data().(type) {
-	case []int16:
-		err = copyValues(d, a)
-	case []uint16:
-		err = copyValues(d, a)
-	case []uint32:
-		err = copyValues(d, a)
-	case []uint64:
-		err = copyValues(d, a)
-	default:
-		err = errors.New("unsupported element type " + a.DType.String())
+	if _, err := binary.Decode(a.Data, binary.LittleEndian, t.Data()); err != nil {
+		return nil, fmt.Errorf("decoding %s array: %w", a.DType, err)
 	}
-	return t, err
+	return t, nil
 }
 
-func tensorOf[T npy.Elem](a *npy.Array, make func([]int64, []T) (*ortrt.Tensor, error)) (*ortrt.Tensor, error) {
-	v, err := npy.Values[T](a)
-	if err != nil {
-		return nil, err
-	}
-	return make(a.Shape, v)
-}
-
-func copyValues[T npy.Elem](dst []T, a *npy.Array) error {
-	v, err := npy.Values[T](a)
-	copy(dst, v)
-	return err
-}
-
-// arrayFromTensor copies a runtime tensor into an .npy array. A bfloat16
-// tensor becomes float32, and note says so.
+// arrayFromTensor copies a runtime tensor into an .npy array, its data
+// encoded as tensorFromArray decodes it. A bfloat16 tensor becomes
+// float32, and note says so.
 func arrayFromTensor(t *ortrt.Tensor) (a *npy.Array, note string, err error) {
-	shape := t.Shape()
-	switch d := t.Data().(type) {
-	case []uint16:
-		switch t.DType() {
-		case dtype.Float16:
-			a, err = npy.NewFloat16(shape, d)
-		case dtype.BFloat16:
-			a, err = npy.New(shape, t.ToFloat32())
-			note = "is bfloat16, which .npy cannot hold: written as float32"
-		default:
-			a, err = npy.New(shape, d)
-		}
-	case []float32:
-		a, err = npy.New(shape, d)
-	case []float64:
-		a, err = npy.New(shape, d)
-	case []int64:
-		a, err = npy.New(shape, d)
-	case []int32:
-		a, err = npy.New(shape, d)
-	case []int16:
-		a, err = npy.New(shape, d)
-	case []int8:
-		a, err = npy.New(shape, d)
-	case []uint8:
-		a, err = npy.New(shape, d)
-	case []uint32:
-		a, err = npy.New(shape, d)
-	case []uint64:
-		a, err = npy.New(shape, d)
-	case []bool:
-		a, err = npy.New(shape, d)
-	default:
-		err = fmt.Errorf("element type %s cannot be written to .npy", t.DType())
+	elem, data := t.DType(), t.Data()
+	if elem == dtype.BFloat16 {
+		elem, data = dtype.Float32, t.ToFloat32()
+		note = "is bfloat16, which .npy cannot hold: written as float32"
 	}
-	return a, note, err
+	b, err := binary.Append(nil, binary.LittleEndian, data)
+	a = &npy.Array{DType: elem, Shape: t.Shape(), Data: b}
+	if err == nil {
+		err = a.Validate()
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("element type %s cannot be written to .npy: %w", t.DType(), err)
+	}
+	return a, note, nil
 }

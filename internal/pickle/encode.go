@@ -171,9 +171,9 @@ func (e *encoder) value(v any, depth int) error {
 		return e.batches(x.Items, 1, opAppend, opAppends, depth)
 	case *Dict:
 		e.op(opEmptyDict)
-		items := make([]any, 0, 2*len(x.keys))
-		for _, k := range x.keys {
-			items = append(items, k, x.values[k])
+		items := make([]any, 0, 2*x.Len())
+		for k, v := range x.All() {
+			items = append(items, k, v)
 		}
 		return e.batches(items, 2, opSetItem, opSetItems, depth)
 	case *npy.Array:

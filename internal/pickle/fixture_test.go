@@ -127,11 +127,11 @@ func equalValues(a, b any) bool {
 		return ok && equalValues(x.Items, y.Items)
 	case *Dict:
 		y, ok := b.(*Dict)
-		if !ok || !slices.Equal(x.keys, y.keys) {
+		if !ok || !slices.Equal(x.Keys(), y.Keys()) {
 			return false
 		}
-		for _, k := range x.keys {
-			if !equalValues(x.values[k], y.values[k]) {
+		for k, v := range x.All() {
+			if w, _ := y.Get(k); !equalValues(v, w) {
 				return false
 			}
 		}

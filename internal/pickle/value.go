@@ -1,5 +1,7 @@
 package pickle
 
+import "github.com/peftonnx/peftonnx/internal/pydict"
+
 // The values Decode returns and Encode takes:
 //
 //	Python          Go
@@ -17,41 +19,15 @@ package pickle
 // Decode may return values that share memory: a value the pickle refers to
 // twice (through its memo) is the same Go value in both places.
 
-// Dict is a Python dict with str keys, in insertion order. The zero value
-// is not usable; call NewDict.
+// Dict is a Python dict with str keys, in insertion order: a pydict.Dict,
+// whose Set, Get, Keys, Len and All it has.
 type Dict struct {
-	keys   []string
-	values map[string]any
+	pydict.Dict
 	node
 }
 
 // NewDict returns an empty dict.
-func NewDict() *Dict {
-	return &Dict{values: map[string]any{}}
-}
-
-// Set sets key to v. A new key goes last; an existing key keeps its place,
-// as in Python.
-func (d *Dict) Set(key string, v any) {
-	if _, ok := d.values[key]; !ok {
-		d.keys = append(d.keys, key)
-	}
-	d.values[key] = v
-}
-
-// Get returns the value of key and whether it is present.
-func (d *Dict) Get(key string) (any, bool) {
-	v, ok := d.values[key]
-	return v, ok
-}
-
-// Keys returns the keys in insertion order.
-func (d *Dict) Keys() []string {
-	return append([]string(nil), d.keys...)
-}
-
-// Len returns the number of keys.
-func (d *Dict) Len() int { return len(d.keys) }
+func NewDict() *Dict { return &Dict{} }
 
 // List is a Python list.
 type List struct {

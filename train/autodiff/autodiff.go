@@ -8,6 +8,7 @@ import (
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/internal/option"
 	"github.com/peftonnx/peftonnx/internal/pkgerr"
 )
 
@@ -105,10 +106,8 @@ func WithOutputs(names ...string) Option {
 // gradient path has no rule.
 func Build(m *graph.Model, loss string, params []string, opts ...Option) (*graph.Model, error) {
 	var cfg config
-	for _, o := range opts {
-		if err := o(&cfg); err != nil {
-			return nil, err
-		}
+	if err := option.Apply(&cfg, opts); err != nil {
+		return nil, err
 	}
 	if len(params) == 0 {
 		return nil, errorf("no parameters to differentiate")

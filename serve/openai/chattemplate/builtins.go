@@ -27,20 +27,20 @@ var globals = map[string]any{
 		d.mutable = true
 		for _, a := range args {
 			if src, ok := a.(*dict); ok {
-				for _, k := range src.keys {
-					d.set(k, src.m[k])
+				for k, v := range src.All() {
+					d.Set(k, v)
 				}
 			}
 		}
 		for _, k := range sortedKeys(kwargs) {
-			d.set(k, kwargs[k])
+			d.Set(k, kwargs[k])
 		}
 		return d, nil
 	}),
 	"dict": function(func(_ []any, kwargs map[string]any) (any, error) {
 		d := newDict()
 		for _, k := range sortedKeys(kwargs) {
-			d.set(k, kwargs[k])
+			d.Set(k, kwargs[k])
 		}
 		return d, nil
 	}),
@@ -127,7 +127,7 @@ func method(x any, name string) function {
 				if len(args) == 0 {
 					return nil, fmt.Errorf("get needs a key")
 				}
-				if e, ok := v.get(str(args[0])); ok {
+				if e, ok := v.Get(str(args[0])); ok {
 					return e, nil
 				}
 				if len(args) > 1 {
@@ -141,9 +141,9 @@ func method(x any, name string) function {
 			return func([]any, map[string]any) (any, error) { return items(v) }
 		case "values":
 			return func([]any, map[string]any) (any, error) {
-				out := make([]any, len(v.keys))
-				for i, k := range v.keys {
-					out[i] = v.m[k]
+				out := make([]any, 0, v.Len())
+				for _, e := range v.All() {
+					out = append(out, e)
 				}
 				return out, nil
 			}
@@ -153,9 +153,9 @@ func method(x any, name string) function {
 }
 
 func dictItems(d *dict) []any {
-	out := make([]any, len(d.keys))
-	for i, k := range d.keys {
-		out[i] = []any{k, d.m[k]}
+	out := make([]any, 0, d.Len())
+	for k, v := range d.All() {
+		out = append(out, []any{k, v})
 	}
 	return out
 }
@@ -359,7 +359,8 @@ func writeJSON(b *strings.Builder, v any, indent, depth int) error {
 		b.WriteByte(']')
 	case *dict:
 		b.WriteByte('{')
-		for i, k := range x.keys {
+		i := 0
+		for k, v := range x.All() {
 			if i > 0 {
 				b.WriteString(sep)
 			}
@@ -368,11 +369,12 @@ func writeJSON(b *strings.Builder, v any, indent, depth int) error {
 				return err
 			}
 			b.WriteString(": ")
-			if err := writeJSON(b, x.m[k], indent, depth+1); err != nil {
+			if err := writeJSON(b, v, indent, depth+1); err != nil {
 				return err
 			}
+			i++
 		}
-		if len(x.keys) > 0 {
+		if x.Len() > 0 {
 			newline(depth)
 		}
 		b.WriteByte('}')
@@ -408,7 +410,7 @@ func applyFilter(name string, x any, args []any, kwargs map[string]any) (any, er
 		case []any:
 			return int64(len(v)), nil
 		case *dict:
-			return int64(len(v.keys)), nil
+			return int64(v.Len()), nil
 		case undefined, nil:
 			return int64(0), nil
 		}

@@ -135,7 +135,7 @@ func (r *renderer) set(n setNode, sc *scope) error {
 	if !ok || !ns.mutable {
 		return errorAt(n.line, "set %s.%s: %s is not a namespace()", n.name, n.attr, n.name)
 	}
-	ns.set(n.attr, v)
+	ns.Set(n.attr, v)
 	return nil
 }
 
@@ -207,22 +207,22 @@ func (r *renderer) forLoop(n forNode, sc *scope) error {
 func loopVar(all []any, i int) *dict {
 	n := len(all)
 	d := newDict()
-	d.set("index", int64(i+1))
-	d.set("index0", int64(i))
-	d.set("revindex", int64(n-i))
-	d.set("revindex0", int64(n-i-1))
-	d.set("first", i == 0)
-	d.set("last", i == n-1)
-	d.set("length", int64(n))
-	d.set("previtem", undefined{})
-	d.set("nextitem", undefined{})
+	d.Set("index", int64(i+1))
+	d.Set("index0", int64(i))
+	d.Set("revindex", int64(n-i))
+	d.Set("revindex0", int64(n-i-1))
+	d.Set("first", i == 0)
+	d.Set("last", i == n-1)
+	d.Set("length", int64(n))
+	d.Set("previtem", undefined{})
+	d.Set("nextitem", undefined{})
 	if i > 0 {
-		d.set("previtem", all[i-1])
+		d.Set("previtem", all[i-1])
 	}
 	if i < n-1 {
-		d.set("nextitem", all[i+1])
+		d.Set("nextitem", all[i+1])
 	}
-	d.set("cycle", function(func(args []any, _ map[string]any) (any, error) {
+	d.Set("cycle", function(func(args []any, _ map[string]any) (any, error) {
 		if len(args) == 0 {
 			return nil, fmt.Errorf("loop.cycle needs at least one value")
 		}
@@ -268,7 +268,7 @@ func eval(e expr, sc *scope) (any, error) {
 			if err != nil {
 				return nil, err
 			}
-			d.set(str(k), v)
+			d.Set(str(k), v)
 		}
 		return d, nil
 	case getattr:
@@ -393,7 +393,7 @@ func evalArgs(args []expr, kwargs map[string]expr, sc *scope) ([]any, map[string
 // attribute is x.name: a dict's entry, else a method of strings and dicts.
 func attribute(x any, name string) any {
 	if d, ok := x.(*dict); ok {
-		if v, ok := d.get(name); ok {
+		if v, ok := d.Get(name); ok {
 			return v
 		}
 	}
@@ -408,7 +408,7 @@ func attribute(x any, name string) any {
 func item(x, k any) (any, error) {
 	switch c := x.(type) {
 	case *dict:
-		if v, ok := c.get(str(k)); ok {
+		if v, ok := c.Get(str(k)); ok {
 			return v, nil
 		}
 		if s, ok := k.(string); ok {
@@ -671,7 +671,7 @@ func contains(c, x any) (bool, error) {
 		}
 		return false, nil
 	case *dict:
-		_, ok := c.get(str(x))
+		_, ok := c.Get(str(x))
 		return ok, nil
 	case undefined, nil:
 		return false, nil

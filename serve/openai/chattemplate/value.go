@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/peftonnx/peftonnx/internal/pydict"
 )
 
 // Values while rendering: nil (none), undefined, bool, int64, float64,
@@ -15,27 +17,14 @@ type (
 	undefined struct{}
 	// dict is a mapping that keeps its insertion order, as Python's.
 	dict struct {
-		keys []string
-		m    map[string]any
+		pydict.Dict
 		// mutable is set for namespace(): only those take {% set ns.x %}.
 		mutable bool
 	}
 	function func(args []any, kwargs map[string]any) (any, error)
 )
 
-func newDict() *dict { return &dict{m: map[string]any{}} }
-
-func (d *dict) set(k string, v any) {
-	if _, ok := d.m[k]; !ok {
-		d.keys = append(d.keys, k)
-	}
-	d.m[k] = v
-}
-
-func (d *dict) get(k string) (any, bool) {
-	v, ok := d.m[k]
-	return v, ok
-}
+func newDict() *dict { return &dict{} }
 
 // fromGo turns the caller's values (maps, slices, numbers of any Go type)
 // into the renderer's. Map keys are taken in sorted order.
@@ -61,7 +50,7 @@ func fromGo(v any) any {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			d.set(k, fromGo(x[k]))
+			d.Set(k, fromGo(x[k]))
 		}
 		return d
 	}
@@ -106,7 +95,7 @@ func truthy(v any) bool {
 	case []any:
 		return len(x) > 0
 	case *dict:
-		return len(x.keys) > 0
+		return x.Len() > 0
 	}
 	return true
 }
@@ -147,9 +136,9 @@ func repr(v any) string {
 		}
 		return "[" + strings.Join(parts, ", ") + "]"
 	case *dict:
-		parts := make([]string, len(x.keys))
-		for i, k := range x.keys {
-			parts[i] = repr(k) + ": " + repr(x.m[k])
+		parts := make([]string, 0, x.Len())
+		for k, v := range x.All() {
+			parts = append(parts, repr(k)+": "+repr(v))
 		}
 		return "{" + strings.Join(parts, ", ") + "}"
 	case function:
@@ -242,12 +231,12 @@ func equal(a, b any) bool {
 		return true
 	case *dict:
 		y, ok := b.(*dict)
-		if !ok || len(x.keys) != len(y.keys) {
+		if !ok || x.Len() != y.Len() {
 			return false
 		}
-		for _, k := range x.keys {
-			yv, ok := y.m[k]
-			if !ok || !equal(x.m[k], yv) {
+		for k, xv := range x.All() {
+			yv, ok := y.Get(k)
+			if !ok || !equal(xv, yv) {
 				return false
 			}
 		}
@@ -278,9 +267,9 @@ func items(v any) ([]any, error) {
 	case []any:
 		return x, nil
 	case *dict:
-		out := make([]any, len(x.keys))
-		for i, k := range x.keys {
-			out[i] = k
+		out := make([]any, 0, x.Len())
+		for k := range x.All() {
+			out = append(out, k)
 		}
 		return out, nil
 	case string:
