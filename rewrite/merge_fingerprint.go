@@ -1,7 +1,6 @@
 package rewrite
 
 import (
-	"encoding/json"
 	"math"
 	"math/rand/v2"
 
@@ -52,20 +51,16 @@ type mergeFingerprints struct {
 // no entry).
 func readMergeFingerprints(m *graph.Model) (mergeFingerprints, error) {
 	var rec mergeFingerprints
-	for _, p := range m.Proto.MetadataProps {
-		if p.Key != MergeMetadataKey {
-			continue
-		}
-		if err := json.Unmarshal([]byte(p.Value), &rec); err != nil {
-			return mergeFingerprints{}, errorf("%s: model metadata %q: %w", modelLabel(m), MergeMetadataKey, err)
-		}
-		if rec.Version != 1 {
-			return mergeFingerprints{}, errorf("%s: model metadata %q has version %d; this peftonnx reads version 1", modelLabel(m), MergeMetadataKey, rec.Version)
-		}
-		for _, mg := range rec.Merges {
-			if len(mg.Probes) != mergeProbes {
-				return mergeFingerprints{}, errorf("%s: model metadata %q: weight %q has %d probes, want %d", modelLabel(m), MergeMetadataKey, mg.Weight, len(mg.Probes), mergeProbes)
-			}
+	ok, err := readMetadataJSON(m, MergeMetadataKey, &rec)
+	if err != nil || !ok {
+		return mergeFingerprints{}, err
+	}
+	if rec.Version != 1 {
+		return mergeFingerprints{}, errorf("%s: model metadata %q has version %d; this peftonnx reads version 1", modelLabel(m), MergeMetadataKey, rec.Version)
+	}
+	for _, mg := range rec.Merges {
+		if len(mg.Probes) != mergeProbes {
+			return mergeFingerprints{}, errorf("%s: model metadata %q: weight %q has %d probes, want %d", modelLabel(m), MergeMetadataKey, mg.Weight, len(mg.Probes), mergeProbes)
 		}
 	}
 	return rec, nil
@@ -74,23 +69,12 @@ func readMergeFingerprints(m *graph.Model) (mergeFingerprints, error) {
 // writeMergeFingerprints stores rec in m's metadata, or removes the entry
 // when rec has no merges.
 func writeMergeFingerprints(m *graph.Model, rec mergeFingerprints) error {
-	props := m.Proto.MetadataProps[:0]
-	for _, p := range m.Proto.MetadataProps {
-		if p.Key != MergeMetadataKey {
-			props = append(props, p)
-		}
-	}
-	m.Proto.MetadataProps = props
 	if len(rec.Merges) == 0 {
+		m.DeleteMetadata(MergeMetadataKey)
 		return nil
 	}
 	rec.Version = 1
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return errorf("encode merge fingerprints: %w", err)
-	}
-	m.Proto.MetadataProps = append(m.Proto.MetadataProps, newProp(MergeMetadataKey, string(b)))
-	return nil
+	return writeMetadataJSON(m, MergeMetadataKey, rec)
 }
 
 // pushMergeFingerprints appends fps to m's record.

@@ -65,7 +65,7 @@ func topSVD(a []float64, rows, cols, r int, start []float64) (u, s, v, basis []f
 		prev = e
 	}
 	q, _ := combine.DecomposeQR(times(a, omega, rows, cols, p), rows, p)
-	small := transpose64(timesTransposed(a, q, rows, cols, p), cols, p) // qᵀ·a [p, cols]
+	small := transpose(timesTransposed(a, q, rows, cols, p), cols, p) // qᵀ·a [p, cols]
 	ub, sb, vb, err := combine.DecomposeSVD(small, p, cols)
 	if err != nil {
 		return nil, nil, nil, nil, err
