@@ -102,6 +102,36 @@ type loftqStart struct {
 	// in float64, and best the least of them, the iteration kept.
 	errs []float64
 	best float64
+	// plain is ‖W − D(Q(W))‖_F, plain round to nearest (the first
+	// iteration's base), and norm ‖W‖_F.
+	plain, norm float64
+}
+
+// LoftQReport is how close init loftq's starts are to the float weights,
+// over all the layers it initialised: the relative Frobenius errors
+// √(Σ‖W − deq − s·A₀·B₀‖² / Σ‖W‖²) and, for plain round to nearest in the
+// same layout, √(Σ‖W − D(Q(W))‖² / Σ‖W‖²).
+type LoftQReport struct {
+	Options                 LoftQOptions
+	Layers                  int
+	RelError, PlainRelError float64
+}
+
+// loftqReportOf sums up the LoftQ plans, or returns nil where there are
+// none.
+func loftqReportOf(plans map[string]*modulePlan, o LoftQOptions) *LoftQReport {
+	var errSq, plainSq, normSq float64
+	n := 0
+	for _, p := range plans {
+		if st := p.loftq; st != nil {
+			n++
+			errSq, plainSq, normSq = errSq+st.best*st.best, plainSq+st.plain*st.plain, normSq+st.norm*st.norm
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return &LoftQReport{Options: o, Layers: n, RelError: safeRatio(errSq, normSq), PlainRelError: safeRatio(plainSq, normSq)}
 }
 
 // loftqFactors runs LoftQ on the [in, out] matrix w for rank r and
@@ -130,6 +160,13 @@ func loftqFactors(w []float64, in, out, r int, scale float64, dt dtype.Type, o L
 		res := make([]float64, in*out)
 		for i, v := range w {
 			res[i] = v - float64(deq[i])
+		}
+		if t == 0 {
+			for i, v := range w {
+				st.plain += res[i] * res[i]
+				st.norm += v * v
+			}
+			st.plain, st.norm = math.Sqrt(st.plain), math.Sqrt(st.norm)
 		}
 		var u, s, v []float64
 		u, s, v, basis, err = topSVD(res, in, out, r, basis)

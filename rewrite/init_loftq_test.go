@@ -101,6 +101,9 @@ func TestLoftQIterates(t *testing.T) {
 			t.Fatal(err)
 		}
 		plain := frobenius(w, plainQuantized(t, w, in, out, o), nil)
+		if math.Abs(st.plain-plain) > 1e-9*plain {
+			t.Errorf("%d bits: LoftQ records plain quantization's error as %.9g; it is %.9g", bits, st.plain, plain)
+		}
 		t.Logf("%d bits: plain quantization ‖W − deq‖ = %.5g; LoftQ by iteration %.5g", bits, plain, st.errs)
 		for i, e := range st.errs {
 			if !(e < plain) {
@@ -177,7 +180,7 @@ func TestInjectLoftQ(t *testing.T) {
 				cfg := config(tc.r, tc.loraA, "layer.proj")
 				cfg.InitLoRAWeights = adapter.InitLoftQ
 				m := base.Clone()
-				sites, _, err := InjectLoRA(m, cfg, WithLoftQ(o))
+				sites, sum, err := InjectLoRA(m, cfg, WithLoftQ(o))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -232,6 +235,14 @@ func TestInjectLoftQ(t *testing.T) {
 				}
 				if err := graph.SetFloat32s(plain.Initializer("layer.proj.weight"), pv); err != nil {
 					t.Fatal(err)
+				}
+				if q := sum.LoftQ; q == nil || q.Layers != 1 || q.Options != o.withDefaults() {
+					t.Errorf("summary's LoftQ report %+v, want one layer with options %+v", q, o)
+				} else {
+					want := dist(w, plainW) / dist(w, make([]float64, len(w)))
+					if math.Abs(q.PlainRelError-want) > 1e-6*want || !(q.RelError < q.PlainRelError) {
+						t.Errorf("summary's LoftQ errors %.6g, plain %.6g; want plain %.6g and LoftQ below it", q.RelError, q.PlainRelError, want)
+					}
 				}
 				loftqErr, plainErr := dist(y(m), yBase), dist(y(plain), yBase)
 				t.Logf("output error against the float base: LoftQ %.4g, plain quantization %.4g", loftqErr, plainErr)

@@ -233,18 +233,23 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 			}
 		}
 	}
-	packed := map[string]bool{}
+	// LoftQ's base replaces the weight, or the node (a module listed
+	// twice is one layer: both entries take the new one).
+	written := map[string]Linear{}
 	for i, l := range targets {
 		p := plans[l.Module]
-		if p.loftq == nil || packed[l.Module] {
+		if p.loftq == nil {
 			continue
 		}
-		packed[l.Module] = true
+		if nl, ok := written[l.Module]; ok {
+			targets[i] = nl
+			continue
+		}
 		nl, err := writeLoftQBase(m, l, p.loftq, o.loftqOptions())
 		if err != nil {
 			return nil, Summary{}, err
 		}
-		targets[i] = nl
+		written[l.Module], targets[i] = nl, nl
 		p.site.Weight, p.site.BaseDType = nl.Weight, nl.DType
 	}
 
@@ -294,6 +299,7 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 	if err != nil {
 		return nil, Summary{}, err
 	}
+	sum.LoftQ = loftqReportOf(plans, o.loftqOptions())
 	return sites, sum, nil
 }
 

@@ -177,6 +177,14 @@ func runInject(cx *context, args []string) error {
 		return err
 	}
 	fmt.Fprintln(cx.stdout, sum)
+	if q := sum.LoftQ; q != nil {
+		base := "float base"
+		if q.Options.Pack {
+			base = "MatMulNBits base"
+		}
+		fmt.Fprintf(cx.stdout, "LoftQ (%d bits, blocks of %d, %d iterations, %s): relative error of base + s·A·B against the float weights %.4g, plain round to nearest %.4g (%d layers)\n",
+			q.Options.Bits, q.Options.BlockSize, q.Options.Iterations, base, q.RelError, q.PlainRelError, q.Layers)
+	}
 	fmt.Fprintf(cx.stdout, "wrote %s: LoRA r=%d on %s%s\n", *out, cfg.R, countLayers(sites), inputsNote(*asInputs))
 	return nil
 }

@@ -58,9 +58,10 @@ func TestLoftQCLI(t *testing.T) {
 	runOK(t, "quantize", base, "-o", at("rtn.onnx"), "--bits", "4", "--block-size", "16", "--target", ".*_proj")
 	out := runOK(t, "inject", base, "-o", at("loftq.onnx"), "--target", ".*_proj", "--r", "4", "--alpha", "8",
 		"--init", "loftq", "--bits", "4", "--block-size", "16", "--loftq-iter", "4")
-	if !strings.Contains(out, "LoRA r=4 on 14 layers") {
+	if !strings.Contains(out, "LoRA r=4 on 14 layers") || !strings.Contains(out, "LoftQ (4 bits, blocks of 16, 4 iterations, MatMulNBits base): relative error of base + s·A·B against the float weights 0.") {
 		t.Errorf("inject --init loftq says:\n%s", out)
 	}
+	t.Logf("inject --init loftq:\n%s", out)
 	if got := countOp(loadModel(t, at("loftq.onnx")).Graph().GetNode(), "MatMulNBits"); got != 14 {
 		t.Errorf("LoftQ model has %d MatMulNBits nodes, want the 14 adapted layers", got)
 	}
