@@ -28,7 +28,7 @@ func init() {
 			"[--batch N] [--seq-len N] [--lr LR] [--weight-decay WD] [--warmup N] [--schedule constant|linear|cosine] " +
 			"[--clip 1.0] [--grad-accum N] [--lora-plus-scale S] [--seed N] [--log-json FILE] [--device cpu|cuda] [--threads N] [--low-memory] [--recompute-products] [--recompute-layers] [--loss-chunks N] " +
 			"[--loss auto|causal|token|classification|mse] [--output NAME] [--half upcast|keep] [--loss-scale S] " +
-			"[--checkpoint-every N] [--eval-every N] [--resume] [--stop-after N] [--merged OUT.onnx] [--format hf|paddle] [--tensor-parallel-degree N]",
+			"[--checkpoint-every N] [--eval-every N] [--resume] [--stop-after N] [--merged OUT.onnx] [--format hf|paddle] [--tensor-parallel-degree N] [--merge-tensor-parallel=false]",
 		summary: "train the adapter of an adapted model and save it as a HuggingFace PEFT directory",
 		detail: `
 MODEL is a model that "peftonnx inject" (or "apply", or "prefix") adapted:
@@ -129,6 +129,12 @@ KV cache, LoRA) and the causal LM loss; checkpoints, --resume,
 process's (either resumes the other's, at any degree). LoRA dropout draws
 its masks on the host from --seed, the same for any P and N, not those of
 one process without --tensor-parallel-degree. --merged is not supported.
+Rank 0 gathers the shards and writes one whole adapter, whose config
+says tensor_parallel_degree -1 (PaddleNLP's merge_tensor_parallel);
+--merge-tensor-parallel=false (with --format paddle) writes PaddleNLP's
+shards instead, lora_config.json with the degree and
+lora_model_state.tp00.pdparams … one a rank, all by rank 0 into DIR
+("peftonnx shards merge" makes them one adapter).
 
 Every output is written to a temporary file and renamed, and appears only
 when the run succeeds (the log and a checkpoint also when it is stopped).
@@ -152,6 +158,7 @@ type trainFlags struct {
 	resume, lowMemory, recomputeProducts, recomputeLayers bool
 	lossChunks                                            int
 	tpDegree                                              int
+	mergeTP                                               bool
 }
 
 func runTrain(cx *context, args []string) error {
@@ -191,6 +198,7 @@ func runTrain(cx *context, args []string) error {
 	fs.IntVar(&f.stopAfter, "stop-after", 0, "stop after `N` steps of this run, with a checkpoint (continue with --resume)")
 	fs.StringVar(&f.merged, "merged", "", "also write the model with the trained adapter merged to `OUT.onnx`")
 	fs.IntVar(&f.tpDegree, "tensor-parallel-degree", 1, "shard the model among `N` ranks by tensor parallelism (under mpirun; -np a multiple of N)")
+	fs.BoolVar(&f.mergeTP, "merge-tensor-parallel", true, "with --tensor-parallel-degree: write one whole adapter; false writes PaddleNLP's shards (--format paddle)")
 	pos, err := cx.parse(args)
 	if err != nil {
 		return err
@@ -251,6 +259,10 @@ func (f *trainFlags) options(cx *context) (train.Options, error) {
 		return o, cx.usagef("--stop-after must be 0 or more, got %d", f.stopAfter)
 	case f.tpDegree < 1:
 		return o, cx.usagef("--tensor-parallel-degree must be 1 or more, got %d", f.tpDegree)
+	case !f.mergeTP && f.tpDegree < 2:
+		return o, cx.usagef("--merge-tensor-parallel=false needs --tensor-parallel-degree 2 or more")
+	case !f.mergeTP && f.format != formatPaddle:
+		return o, cx.usagef("--merge-tensor-parallel=false writes PaddleNLP's shards: add --format paddle (an HF PEFT directory is always whole)")
 	}
 	switch strings.ToLower(f.schedule) {
 	case "constant", "linear", "cosine":

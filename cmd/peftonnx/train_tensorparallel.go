@@ -299,9 +299,19 @@ func trainTensorParallel(cx *context, modelPath string, f *trainFlags, opts trai
 	if err := log.commit(); err != nil {
 		return err
 	}
-	_, files, err := saveAdapterDir(f.out, whole, f.format)
-	if err != nil {
-		return err
+	var files string
+	if f.mergeTP {
+		if _, files, err = saveAdapterDir(f.out, whole, f.format); err != nil {
+			return err
+		}
+	} else {
+		// PaddleNLP's files without merge_tensor_parallel: the shards
+		// that split whole again, bit for bit those the ranks hold,
+		// written all or none.
+		if err := adapter.SavePaddleShards(f.out, whole, degree); err != nil {
+			return fmt.Errorf("train: %w", err)
+		}
+		files = fmt.Sprintf("%s, %s … %s", adapter.PaddleLoRAConfigFile, adapter.PaddleShardFile(0), adapter.PaddleShardFile(degree-1))
 	}
 	if err := trainWriteLossPlot(filepath.Join(f.out, "loss.png"), tr.History()); err != nil {
 		return err

@@ -3,8 +3,10 @@
 package main
 
 import (
+	"math"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -74,6 +76,30 @@ func TestTensorParallelTrainEqualsOneProcess(t *testing.T) {
 	}
 	if n := strings.Count(printed, "trained 3 steps"); n != 1 {
 		t.Errorf("the tensor-parallel run reports %d times, want once:\n%s", n, printed)
+	}
+	// Without merging, PaddleNLP's shards, which merge to the same adapter.
+	mpiTrainOK(t, 2, append(append([]string{}, common...), append(steps, "--out", filepath.Join(dir, "tp2-shards"), "--batch", "4",
+		"--tensor-parallel-degree", "2", "--merge-tensor-parallel=false", "--format", "paddle")...)...)
+	shards, err := adapter.LoadPaddleShards(filepath.Join(dir, "tp2-shards"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged, err := adapter.LoadDir(filepath.Join(dir, "tp2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := dirNames(t, filepath.Join(dir, "tp2-shards")), []string{"checkpoint-3", adapter.PaddleLoRAConfigFile, adapter.PaddleShardFile(0), adapter.PaddleShardFile(1), "loss.png"}; !slices.Equal(got, want) {
+		t.Errorf("the unmerged run wrote %v, want %v", got, want)
+	}
+	if len(shards.Weights) != len(merged.Weights) {
+		t.Errorf("the shards hold %d modules, the merged run's adapter %d", len(shards.Weights), len(merged.Weights))
+	}
+	for m, w := range merged.Weights {
+		for _, p := range [][2]*adapter.Tensor{{shards.Weights[m].A, w.A}, {shards.Weights[m].B, w.B}} {
+			if p[0] == nil || !slices.Equal(p[0].Shape, p[1].Shape) || !slices.EqualFunc(p[0].Data, p[1].Data, func(a, b float32) bool { return math.Abs(float64(a-b)) <= 1e-6*math.Max(1, math.Abs(float64(b))) }) {
+				t.Errorf("%s: the merged shards differ from the merged run's adapter", m)
+			}
+		}
 	}
 	dpTP, _ := run("dp2-tp2", 4, 2, append(steps, "--tensor-parallel-degree", "2")...)
 	compareDPRuns(t, "2 data parallel × 2 tensor parallel", dpTP, one)

@@ -40,6 +40,8 @@ func TestTrainTensorParallelErrors(t *testing.T) {
 		{"heads", []string{llamaPath, "--tensor-parallel-degree", "3"}, 1, []string{"cannot shard: " + llamaPath, "degree 3 does not divide"}},
 		{"merged", []string{llamaPath, "--tensor-parallel-degree", "2", "--merged", filepath.Join(dir, "merged.onnx")}, 1, []string{"--merged is not supported with tensor parallelism"}},
 		{"loss", []string{llamaPath, "--tensor-parallel-degree", "2", "--loss", "token"}, 1, []string{"trains the causal LM loss only"}},
+		{"shards of one", []string{llamaPath, "--merge-tensor-parallel=false", "--format", "paddle"}, 2, []string{"--merge-tensor-parallel=false needs --tensor-parallel-degree 2 or more"}},
+		{"shards in HF", []string{llamaPath, "--tensor-parallel-degree", "2", "--merge-tensor-parallel=false"}, 2, []string{"add --format paddle"}},
 		{"degree 0", []string{llamaPath, "--tensor-parallel-degree", "0"}, 2, []string{"--tensor-parallel-degree must be 1 or more, got 0"}},
 		{"one process", []string{llamaPath, "--tensor-parallel-degree", "2"}, 1, []string{"needs 2 ranks or a multiple", "mpirun -np 2"}},
 	}
