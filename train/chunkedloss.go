@@ -1,8 +1,12 @@
 package train
 
 import (
+	"fmt"
+
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/quant"
 	"github.com/peftonnx/peftonnx/train/autodiff"
 )
 
@@ -15,9 +19,9 @@ const minChunkedOpset = 13
 // chunkedCausalLM appends the causal-LM loss over an LM head, chunk by
 // chunk over the sequence, so that no [batch, seq, vocab] tensor is whole,
 // forward or backward. logits, declared float32 [batch, seq, vocab], must
-// be MatMul(h, W) of h by a 2-D float32 initializer W (an LM head); ok is
-// false, and m unchanged, when they are not (the caller then appends the
-// whole loss).
+// be h·W by an LM head that headOf recognizes (a float32 or an int4 one);
+// ok is false, and m unchanged, when they are not (the caller then
+// appends the whole loss).
 //
 // Each chunk k of ⌈seq/chunks⌉ positions computes its logits h_k·W, its
 // summed cross entropy, and at once its share of the loss's gradient with
@@ -33,19 +37,17 @@ const minChunkedOpset = 13
 // (autodiff.StopGradientKey). Where W
 // itself trains (full fine-tuning), its gradient flows through the
 // chunks' logits, which are then kept.
-func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, bool) {
+func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, bool, error) {
 	m := b.g.Model()
 	head := m.Producer(logits)
-	if head == nil || head.OpType != "MatMul" || head.Domain != "" || len(head.Input) != 2 || b.opset < minChunkedOpset {
-		return "", false
+	if head == nil || b.opset < minChunkedOpset || b.rank != 3 || !b.isFloat32(logits) {
+		return "", false, nil
 	}
-	// A 2-D float32 weight, and [batch, seq, vocab] float32 logits: h is
-	// then a float32 [batch, seq, hidden].
-	h, w := head.Input[0], head.Input[1]
-	wt := m.Initializer(w)
-	if wt == nil || graph.TypeOf(wt) != dtype.Float32 || len(wt.Dims) != 2 || b.rank != 3 || !b.isFloat32(logits) {
-		return "", false
+	lm, ok := headOf(b, head)
+	if !ok {
+		return "", false, nil
 	}
+	h := lm.h
 	g := b.g
 	valid := g.Op("Not", []string{g.Op("Equal", []string{labels, b.int0("ignore_index", IgnoreIndex)})})
 	count := g.Op("Max", []string{b.sumAll(g.Op("Cast", []string{valid}, graph.AttrInt("to", int64(dtype.Float32)))), b.float0("one", 1)})
@@ -69,7 +71,7 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 		stops = append(stops, hk)
 		yk := g.Op("Reshape", []string{g.Op("Where", []string{live, chunk(labels), b.int0("ignore_index", IgnoreIndex)}), b.ints("rows", -1)})
 		wk := g.Op("Cast", []string{g.Op("Not", []string{g.Op("Equal", []string{yk, b.int0("ignore_index", IgnoreIndex)})})}, graph.AttrInt("to", int64(dtype.Float32)))
-		scores := g.Op("Flatten", []string{g.Op("MatMul", []string{hk, w})}, graph.AttrInt("axis", 2))
+		scores := g.Op("Flatten", []string{lm.scores(hk)}, graph.AttrInt("axis", 2))
 		sce := g.Node("", "SoftmaxCrossEntropyLoss", []string{scores, yk}, 2,
 			graph.AttrString("reduction", "sum"), graph.AttrInt("ignore_index", IgnoreIndex))
 		totals = append(totals, sce.Output[0])
@@ -82,7 +84,11 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 		picked := g.Op("GatherElements", []string{q, at}, graph.AttrInt("axis", 1))
 		dscores := g.Op("ScatterElements", []string{q, at, g.Op("Sub", []string{picked, c})}, graph.AttrInt("axis", 1))
 		rows := g.Op("Slice", []string{g.Op("Shape", []string{hk}), b.ints("batch_start", 0), b.ints("batch_end", 2)})
-		gk := g.Op("Reshape", []string{g.Op("Gemm", []string{dscores, w}, graph.AttrInt("transB", 1)), g.Op("Concat", []string{rows, hidden}, graph.AttrInt("axis", 0))})
+		dh, err := lm.timesWT(dscores, k)
+		if err != nil {
+			return "", false, errorf("%s: LM head: %v", b.name, err)
+		}
+		gk := g.Op("Reshape", []string{dh, g.Op("Concat", []string{rows, hidden}, graph.AttrInt("axis", 0))})
 		stops = append(stops, gk)
 		// h ⊙ G over this chunk, through a slice of h that is not
 		// detached: its gradient is G_k.
@@ -98,5 +104,66 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 	detached := g.Op("Identity", []string{s})
 	stops = append(stops, detached)
 	autodiff.MarkStopGradient(m, stops...)
-	return b.finish("Add", []string{g.Op("Div", []string{total, count}), g.Op("Sub", []string{s, detached})}), true
+	return b.finish("Add", []string{g.Op("Div", []string{total, count}), g.Op("Sub", []string{s, detached})}), true, nil
+}
+
+// lmHead is an LM head that the chunked loss can compute chunk by chunk.
+type lmHead struct {
+	h string // the hidden states, [batch, seq, hidden]
+	// scores appends the head's product of hk, a slice of h, through a
+	// new node that reads the same weight.
+	scores func(hk string) string
+	// timesWT appends dscores·Wᵀ, dscores [rows, vocab], the gradient of
+	// chunk k; the new nodes are named after k.
+	timesWT func(dscores string, k int) (string, error)
+}
+
+// headOf recognizes the LM head that head, the producer of the logits,
+// is: MatMul(h, W) of h by a 2-D float32 initializer W, or a
+// com.microsoft MatMulNBits node whose packed weight, scales and zero
+// points are initializers (an int4 head, frozen), without g_idx. For a
+// float head dscores·Wᵀ is one Gemm; for an int4 one, the weight is
+// dequantized a slab of vocab rows at a time, as MatMulNBits' own
+// backward rule does (autodiff.TimesTransposedNBits), so that no float
+// copy of it is ever whole. ok is false, and nothing is appended, for any
+// other head.
+func headOf(b *lossGraph, head *onnxpb.NodeProto) (lmHead, bool) {
+	m, g := b.g.Model(), b.g
+	switch {
+	case head.OpType == "MatMul" && head.Domain == "" && len(head.Input) == 2:
+		w := head.Input[1]
+		wt := m.Initializer(w)
+		if wt == nil || graph.TypeOf(wt) != dtype.Float32 || len(wt.Dims) != 2 {
+			return lmHead{}, false
+		}
+		return lmHead{
+			h:      head.Input[0],
+			scores: func(hk string) string { return g.Op("MatMul", []string{hk, w}) },
+			timesWT: func(d string, _ int) (string, error) {
+				return g.Op("Gemm", []string{d, w}, graph.AttrInt("transB", 1)), nil
+			},
+		}, true
+	case quant.IsNode(head):
+		if _, err := quant.LayoutOf(head); err != nil || len(head.Input) <= quant.InputScales {
+			return lmHead{}, false
+		}
+		for i, in := range head.Input {
+			switch {
+			case in == "" || i == quant.InputA || i == quant.InputBias:
+			case i == quant.InputGIdx || m.Initializer(in) == nil:
+				return lmHead{}, false
+			}
+		}
+		return lmHead{
+			h: head.Input[quant.InputA],
+			scores: func(hk string) string {
+				in := append([]string{hk}, head.Input[1:]...)
+				return g.Node(head.Domain, head.OpType, in, 1, head.Attribute...).Output[0]
+			},
+			timesWT: func(d string, k int) (string, error) {
+				return autodiff.TimesTransposedNBits(m, head, d, fmt.Sprintf("%s/head_grad_%d", g.Scope(), k))
+			},
+		}, true
+	}
+	return lmHead{}, false
 }

@@ -1,6 +1,9 @@
 package train
 
 import (
+	"math"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
@@ -9,6 +12,7 @@ import (
 	"github.com/peftonnx/peftonnx/quant"
 	"github.com/peftonnx/peftonnx/quantize"
 	"github.com/peftonnx/peftonnx/rewrite"
+	"github.com/peftonnx/peftonnx/train/autodiff"
 )
 
 // QLoRA: LoRA on the int4 (MatMulNBits) layers of the model builder's
@@ -123,4 +127,83 @@ func TestQLoRAOnGenAIExport(t *testing.T) {
 		_, sum, err := rewrite.InjectLoRA(a, lc, rewrite.WithSeed(1))
 		return Summaryish{sum.Trainable(), len(sum.LoRA)}, err
 	})
+}
+
+// TestChunkedLossOnInt4Head holds the chunked causal-LM loss over an int4
+// (MatMulNBits) LM head to the whole loss: the same loss (1e-6 relative)
+// and LoRA gradients (1e-5 of the largest), symmetric and with zero
+// points, on chunks that divide the sequence and on chunks that do not
+// (one past its end); and no node of the chunked training graph outside
+// the loss reads the head's packed weight: neither the [batch, seq,
+// vocab] product nor the head's own backward step is left.
+func TestChunkedLossOnInt4Head(t *testing.T) {
+	requireORT(t)
+	lc := adapter.DefaultLoRAConfig(".*_proj")
+	lc.R, lc.Alpha = 4, 8
+	for name, o := range map[string]quantize.Options{
+		"symmetric":   {Bits: 4, BlockSize: 16, Symmetric: true},
+		"zero points": {Bits: 4, BlockSize: 32},
+	} {
+		adapted := func() (*graph.Model, []string) {
+			m := int4LlamaWith(t, o)
+			_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fillAdapter(t, m, sum.Trainable())
+			return m, sum.Trainable()
+		}
+		m, params := adapted()
+		head := m.Producer("logits")
+		if head == nil || !quant.IsNode(head) {
+			t.Fatalf("the logits are not a MatMulNBits product: the test could not fail")
+		}
+		packed := head.Input[quant.InputB]
+		if n := readsOutsideLoss(t, m.Clone(), params, packed); n == 0 {
+			t.Fatalf("%s: the whole loss's training graph does not read %s: the check below could not fail", name, packed)
+		}
+		want := gradientsOn(t, m, CausalLM, params, nil)
+		for _, chunks := range []int{3, 4} {
+			m, _ := adapted()
+			if n := readsOutsideLoss(t, m.Clone(), params, packed, WithLossChunks(chunks)); n > 0 {
+				t.Errorf("%s, %d chunks: %d nodes of the training graph outside the loss read %s", name, chunks, n, packed)
+			}
+			got := gradientsOn(t, m, CausalLM, params, nil, WithLossChunks(chunks))
+			if d := math.Abs(got["loss"][0] - want["loss"][0]); d > 1e-6*math.Abs(want["loss"][0]) {
+				t.Errorf("%s, %d chunks: loss %v, want %v", name, chunks, got["loss"][0], want["loss"][0])
+			}
+			for _, p := range params {
+				g, w := got[autodiff.GradName(p)], want[autodiff.GradName(p)]
+				var d, big float64
+				for i := range w {
+					d, big = math.Max(d, math.Abs(g[i]-w[i])), math.Max(big, math.Abs(w[i]))
+				}
+				if big == 0 || d > 1e-5*big {
+					t.Errorf("%s, %d chunks: gradient of %s: max |Δ| %.3g against max |g| %.3g", name, chunks, p, d, big)
+				}
+			}
+		}
+	}
+}
+
+// readsOutsideLoss appends the causal-LM loss with opts to m, builds the
+// gradients of params and counts the nodes of the training graph that
+// read v outside the loss's scope.
+func readsOutsideLoss(t *testing.T, m *graph.Model, params []string, v string, opts ...LossOption) int {
+	t.Helper()
+	loss, err := CausalLMLoss(m, "logits", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := autodiff.Build(m, loss, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, node := range g.Graph().Node {
+		if slices.Contains(node.Input, v) && !strings.HasPrefix(node.Name, "/causal_lm_loss/") {
+			n++
+		}
+	}
+	return n
 }

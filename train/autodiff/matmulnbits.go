@@ -1,6 +1,8 @@
 package autodiff
 
 import (
+	"fmt"
+
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
@@ -84,6 +86,45 @@ func (e *emitter) timesTransposedNBits(n *onnxpb.NodeProto, l quant.Layout, g st
 		one = e.op("Mul", []string{e.op("Div", []string{e.lastDim(part), e.ints(K)}), e.oneAtRunTime()})
 	}
 	return sum
+}
+
+// TimesTransposedNBits appends to m the product g·Wᵀ of a float32 [..., N]
+// value g by the transposed weight W [K, N] of MatMulNBits node n of m,
+// whose A is float32 and whose packed tensors (B, scales, zero points)
+// are initializers: the gradient that n's input A gets from g, computed
+// as n's backward rule computes it, the weight dequantized in the graph a
+// slab of rows at a time and never held whole, the packed tensors only
+// read. The new nodes are named scope/…. It returns the [..., K] product.
+func TimesTransposedNBits(m *graph.Model, n *onnxpb.NodeProto, g, scope string) (string, error) {
+	l, err := quant.LayoutOf(n)
+	if err != nil {
+		return "", err
+	}
+	if inputOr(n, quant.InputGIdx) != "" {
+		return "", fmt.Errorf("MatMulNBits %s: g_idx (act-order) weights are not supported", n.Name)
+	}
+	inf := newInferer(m)
+	for _, v := range []string{n.Input[quant.InputA], g} {
+		inf.record(v, tinfo{elem: dtype.Float32, shape: unknownShape()})
+	}
+	for _, i := range []int{quant.InputB, quant.InputScales, quant.InputZeroPoints} {
+		v := inputOr(n, i)
+		if v == "" {
+			continue
+		}
+		t := m.Initializer(v)
+		if t == nil {
+			return "", fmt.Errorf("MatMulNBits %s: input %d (%s) is not an initializer", n.Name, i, v)
+		}
+		inf.record(v, *inf.fromTensor(t))
+	}
+	e := newEmitter(m, inf, m.Opset(""))
+	e.scope = scope
+	out := e.timesTransposedNBits(n, l, g)
+	if e.err != nil {
+		return "", fmt.Errorf("MatMulNBits %s: %w", n.Name, e.err)
+	}
+	return out, nil
 }
 
 // chunkElems bounds the floats of one MatMulNBits weight that the
