@@ -1,8 +1,6 @@
 package train
 
 import (
-	"fmt"
-
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
@@ -71,7 +69,10 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 		stops = append(stops, hk)
 		yk := g.Op("Reshape", []string{g.Op("Where", []string{live, chunk(labels), b.int0("ignore_index", IgnoreIndex)}), b.ints("rows", -1)})
 		wk := g.Op("Cast", []string{g.Op("Not", []string{g.Op("Equal", []string{yk, b.int0("ignore_index", IgnoreIndex)})})}, graph.AttrInt("to", int64(dtype.Float32)))
-		scores := g.Op("Flatten", []string{lm.scores(hk)}, graph.AttrInt("axis", 2))
+		scores, err := lm.scores(g.Op("Reshape", []string{hk, g.Op("Concat", []string{b.ints("any_rows", -1), hidden}, graph.AttrInt("axis", 0))}))
+		if err != nil {
+			return "", false, errorf("%s: LM head: %v", b.name, err)
+		}
 		sce := g.Node("", "SoftmaxCrossEntropyLoss", []string{scores, yk}, 2,
 			graph.AttrString("reduction", "sum"), graph.AttrInt("ignore_index", IgnoreIndex))
 		totals = append(totals, sce.Output[0])
@@ -84,7 +85,7 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 		picked := g.Op("GatherElements", []string{q, at}, graph.AttrInt("axis", 1))
 		dscores := g.Op("ScatterElements", []string{q, at, g.Op("Sub", []string{picked, c})}, graph.AttrInt("axis", 1))
 		rows := g.Op("Slice", []string{g.Op("Shape", []string{hk}), b.ints("batch_start", 0), b.ints("batch_end", 2)})
-		dh, err := lm.timesWT(dscores, k)
+		dh, err := lm.timesWT(dscores)
 		if err != nil {
 			return "", false, errorf("%s: LM head: %v", b.name, err)
 		}
@@ -110,22 +111,24 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 // lmHead is an LM head that the chunked loss can compute chunk by chunk.
 type lmHead struct {
 	h string // the hidden states, [batch, seq, hidden]
-	// scores appends the head's product of hk, a slice of h, through a
-	// new node that reads the same weight.
-	scores func(hk string) string
-	// timesWT appends dscores·Wᵀ, dscores [rows, vocab], the gradient of
-	// chunk k; the new nodes are named after k.
-	timesWT func(dscores string, k int) (string, error)
+	// scores appends the head's product of rows, [rows, hidden] from h:
+	// the [rows, vocab] scores.
+	scores func(rows string) (string, error)
+	// timesWT appends dscores·Wᵀ, dscores [rows, vocab]: the gradient of
+	// the rows.
+	timesWT func(dscores string) (string, error)
 }
 
 // headOf recognizes the LM head that head, the producer of the logits,
 // is: MatMul(h, W) of h by a 2-D float32 initializer W, or a
 // com.microsoft MatMulNBits node whose packed weight, scales and zero
-// points are initializers (an int4 head, frozen), without g_idx. For a
-// float head dscores·Wᵀ is one Gemm; for an int4 one, the weight is
-// dequantized a slab of vocab rows at a time, as MatMulNBits' own
-// backward rule does (autodiff.TimesTransposedNBits), so that no float
-// copy of it is ever whole. ok is false, and nothing is appended, for any
+// points are initializers (an int4 head, frozen), without g_idx. A float
+// head's products are a MatMul and a Gemm reading W. An int4 head's are
+// computed as MatMulNBits' backward rule computes dscores·Wᵀ: the weight
+// dequantized a slab of vocab rows at a time (autodiff.TimesNBits and
+// TimesTransposedNBits), so that no float copy of it is ever whole, and
+// no MatMulNBits node a chunk has ONNX Runtime keep a pre-packed copy of
+// the weight for each. ok is false, and nothing is appended, for any
 // other head.
 func headOf(b *lossGraph, head *onnxpb.NodeProto) (lmHead, bool) {
 	m, g := b.g.Model(), b.g
@@ -138,8 +141,8 @@ func headOf(b *lossGraph, head *onnxpb.NodeProto) (lmHead, bool) {
 		}
 		return lmHead{
 			h:      head.Input[0],
-			scores: func(hk string) string { return g.Op("MatMul", []string{hk, w}) },
-			timesWT: func(d string, _ int) (string, error) {
+			scores: func(rows string) (string, error) { return g.Op("MatMul", []string{rows, w}), nil },
+			timesWT: func(d string) (string, error) {
 				return g.Op("Gemm", []string{d, w}, graph.AttrInt("transB", 1)), nil
 			},
 		}, true
@@ -156,12 +159,11 @@ func headOf(b *lossGraph, head *onnxpb.NodeProto) (lmHead, bool) {
 		}
 		return lmHead{
 			h: head.Input[quant.InputA],
-			scores: func(hk string) string {
-				in := append([]string{hk}, head.Input[1:]...)
-				return g.Node(head.Domain, head.OpType, in, 1, head.Attribute...).Output[0]
+			scores: func(rows string) (string, error) {
+				return autodiff.TimesNBits(m, head, rows, g.Scope()+"/head")
 			},
-			timesWT: func(d string, k int) (string, error) {
-				return autodiff.TimesTransposedNBits(m, head, d, fmt.Sprintf("%s/head_grad_%d", g.Scope(), k))
+			timesWT: func(d string) (string, error) {
+				return autodiff.TimesTransposedNBits(m, head, d, g.Scope()+"/head_grad")
 			},
 		}, true
 	}

@@ -134,8 +134,9 @@ func TestQLoRAOnGenAIExport(t *testing.T) {
 // and LoRA gradients (1e-5 of the largest), symmetric and with zero
 // points, on chunks that divide the sequence and on chunks that do not
 // (one past its end); and no node of the chunked training graph outside
-// the loss reads the head's packed weight: neither the [batch, seq,
-// vocab] product nor the head's own backward step is left.
+// the loss reads the head's packed weight (neither the [batch, seq,
+// vocab] product nor the head's own backward step is left), nor does any
+// MatMulNBits node.
 func TestChunkedLossOnInt4Head(t *testing.T) {
 	requireORT(t)
 	lc := adapter.DefaultLoRAConfig(".*_proj")
@@ -159,14 +160,14 @@ func TestChunkedLossOnInt4Head(t *testing.T) {
 			t.Fatalf("the logits are not a MatMulNBits product: the test could not fail")
 		}
 		packed := head.Input[quant.InputB]
-		if n := readsOutsideLoss(t, m.Clone(), params, packed); n == 0 {
+		if n, _ := headReaders(t, m.Clone(), params, packed); n == 0 {
 			t.Fatalf("%s: the whole loss's training graph does not read %s: the check below could not fail", name, packed)
 		}
 		want := gradientsOn(t, m, CausalLM, params, nil)
 		for _, chunks := range []int{3, 4} {
 			m, _ := adapted()
-			if n := readsOutsideLoss(t, m.Clone(), params, packed, WithLossChunks(chunks)); n > 0 {
-				t.Errorf("%s, %d chunks: %d nodes of the training graph outside the loss read %s", name, chunks, n, packed)
+			if n, nbits := headReaders(t, m.Clone(), params, packed, WithLossChunks(chunks)); n > 0 || nbits > 0 {
+				t.Errorf("%s, %d chunks: %d nodes of the training graph outside the loss read %s, %d MatMulNBits nodes", name, chunks, n, packed, nbits)
 			}
 			got := gradientsOn(t, m, CausalLM, params, nil, WithLossChunks(chunks))
 			if d := math.Abs(got["loss"][0] - want["loss"][0]); d > 1e-6*math.Abs(want["loss"][0]) {
@@ -186,10 +187,11 @@ func TestChunkedLossOnInt4Head(t *testing.T) {
 	}
 }
 
-// readsOutsideLoss appends the causal-LM loss with opts to m, builds the
+// headReaders appends the causal-LM loss with opts to m, builds the
 // gradients of params and counts the nodes of the training graph that
-// read v outside the loss's scope.
-func readsOutsideLoss(t *testing.T, m *graph.Model, params []string, v string, opts ...LossOption) int {
+// read v outside the loss's scope, and the MatMulNBits nodes that read it
+// anywhere (ONNX Runtime keeps a pre-packed copy of v for each).
+func headReaders(t *testing.T, m *graph.Model, params []string, v string, opts ...LossOption) (outside, nbits int) {
 	t.Helper()
 	loss, err := CausalLMLoss(m, "logits", opts...)
 	if err != nil {
@@ -199,11 +201,16 @@ func readsOutsideLoss(t *testing.T, m *graph.Model, params []string, v string, o
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
 	for _, node := range g.Graph().Node {
-		if slices.Contains(node.Input, v) && !strings.HasPrefix(node.Name, "/causal_lm_loss/") {
-			n++
+		if !slices.Contains(node.Input, v) {
+			continue
+		}
+		if !strings.HasPrefix(node.Name, "/causal_lm_loss/") {
+			outside++
+		}
+		if quant.IsNode(node) {
+			nbits++
 		}
 	}
-	return n
+	return outside, nbits
 }
