@@ -59,8 +59,17 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 	axis := b.ints("seq_axis", 1)
 	hidden := g.Op("Slice", []string{g.Op("Shape", []string{h}), b.ints("hidden_start", 2), b.ints("hidden_end", 3)})
 	var totals, parts, stops []string
+	var prev string // the chunk before's G_k
 	for k := range chunks {
 		from := g.Op("Mul", []string{step, b.ints("chunk_start", int64(k))})
+		if prev != "" {
+			// Times 1 read from the chunk before's G_k: this chunk starts
+			// once that one is done, so that ONNX Runtime never holds the
+			// scores (or an int4 head's dequantized slabs) of two chunks at
+			// once.
+			hiddenOfPrev := g.Op("Slice", []string{g.Op("Shape", []string{prev}), b.ints("hidden_start", 2), b.ints("hidden_end", 3)})
+			from = g.Op("Mul", []string{from, g.Op("Div", []string{hiddenOfPrev, hidden})})
+		}
 		live := g.Op("Less", []string{from, seq})
 		start := g.Op("Min", []string{from, last})
 		end := g.Op("Max", []string{g.Op("Min", []string{g.Op("Add", []string{from, step}), seq}), g.Op("Add", []string{start, b.ints("one_position", 1)})})
@@ -91,6 +100,7 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 		}
 		gk := g.Op("Reshape", []string{dh, g.Op("Concat", []string{rows, hidden}, graph.AttrInt("axis", 0))})
 		stops = append(stops, gk)
+		prev = gk
 		// h ⊙ G over this chunk, through a slice of h that is not
 		// detached: its gradient is G_k.
 		parts = append(parts, b.sumAll(g.Op("Mul", []string{chunk(h), gk})))
