@@ -45,12 +45,13 @@ test: ort vet check
 # test-mpi vets and tests the MPI build of internal/mpi, whose tests run
 # themselves under mpirun, and runs data-parallel training
 # (cmd/peftonnx's TestDataParallel*) and tensor-parallel training
-# (train/tensorparallel's TestTensorParallelMPI, and DP × TP on -np 4) under mpirun;
+# (cmd/peftonnx's TestTensorParallelTrain*, train/tensorparallel's
+# TestTensorParallelMPI, and DP × TP on -np 4) under mpirun;
 # without Open MPI it says so and does nothing.
 test-mpi:
 	@$(WITH_MPI); if [ -z "$$MPI_TAGS" ]; then echo "test-mpi: no MPI build here, so its tests do not run" >&2; exit 0; fi; \
 	set -x; $(GO) vet $$MPI_TAGS ./internal/mpi/... ./cmd/peftonnx/ ./train/tensorparallel/ && $(GO) test $(GOFLAGS_TEST) $$MPI_TAGS ./internal/mpi/... && \
-	$(GO) test $(GOFLAGS_TEST) $$MPI_TAGS -run '^TestDataParallel' ./cmd/peftonnx/ && \
+	$(GO) test $(GOFLAGS_TEST) $$MPI_TAGS -run '^Test(DataParallel|TensorParallelTrain)' ./cmd/peftonnx/ && \
 	$(GO) test $(GOFLAGS_TEST) $$MPI_TAGS -run '^Test(DataTimes)?TensorParallelMPI$$' ./train/tensorparallel/
 
 # bench runs peftonnx and PyTorch side by side (bench/README.md); it installs

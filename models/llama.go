@@ -133,14 +133,33 @@ func (c LlamaConfig) NumParams() int64 {
 //
 // With Producer ModelBuilder the graph is the onnxruntime-genai model
 // builder's instead: see ModelBuilderOptions.
+//
+// The model records c in its metadata (LlamaConfigKey), which
+// LlamaConfigOf reads back from a file.
 func Llama(c LlamaConfig) (*graph.Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	c = c.withDefaults()
+	var m *graph.Model
+	var err error
 	if c.Producer == ModelBuilder {
-		return modelBuilderLlama(c)
+		m, err = modelBuilderLlama(c)
+	} else {
+		m, err = optimumLlama(c)
 	}
+	if err != nil {
+		return nil, err
+	}
+	if err := recordLlamaConfig(m, c); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// optimumLlama builds Llama's graph in Optimum's layout from c, its
+// defaults filled in.
+func optimumLlama(c LlamaConfig) (*graph.Model, error) {
 	ex := newExporter("llama", c.DType, c.Seed, c.InitStd, false)
 	m := ex.Model()
 	e, h, kv, d := c.Hidden, c.Heads, c.KVHeads, c.HeadDim()

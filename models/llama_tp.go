@@ -51,18 +51,13 @@ type LlamaPieces struct {
 // rank holds the whole model. The heads, the KV heads, the MLP width and
 // the vocabulary must split evenly among the ranks.
 func LlamaTensorParallel(c LlamaConfig, full *graph.Model, rank, degree int) (*LlamaPieces, error) {
-	if err := c.Validate(); err != nil {
+	if err := c.CheckTensorParallel(degree); err != nil {
 		return nil, err
 	}
-	c = c.withDefaults()
-	switch {
-	case degree < 1 || rank < 0 || rank >= degree:
+	if rank < 0 || rank >= degree {
 		return nil, errorf("llama tensor parallel: rank %d of degree %d", rank, degree)
-	case c.Heads%degree != 0 || c.KVHeads%degree != 0 || c.Intermediate%degree != 0:
-		return nil, errorf("llama tensor parallel: degree %d does not divide the %d heads, %d KV heads and MLP width %d", degree, c.Heads, c.KVHeads, c.Intermediate)
-	case c.DType != dtype.Float32 || c.Producer != Optimum || !c.NoCache:
-		return nil, errorf("llama tensor parallel: only float32 models in Optimum's layout without a KV cache (NoCache) are sharded")
 	}
+	c = c.withDefaults()
 	sh := &llamaSharder{c: c, full: full, rank: rank, degree: degree}
 	lo, hi, width := sh.vocabRange()
 	p := &LlamaPieces{VocabStart: lo, VocabIDs: hi - lo, VocabWidth: width}
@@ -85,6 +80,30 @@ func LlamaTensorParallel(c LlamaConfig, full *graph.Model, rank, degree int) (*L
 		return nil, err
 	}
 	return p, nil
+}
+
+// CheckTensorParallel reports why LlamaTensorParallel cannot shard a
+// model of c at degree degree: a degree below 1, one that does not divide
+// the heads, the KV heads and the MLP width, or a model other than a
+// float32 one in Optimum's layout without a KV cache.
+func (c LlamaConfig) CheckTensorParallel(degree int) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	c = c.withDefaults()
+	switch {
+	case degree < 1:
+		return errorf("llama tensor parallel: degree %d: want 1 or more", degree)
+	case c.Heads%degree != 0 || c.KVHeads%degree != 0 || c.Intermediate%degree != 0:
+		return errorf("llama tensor parallel: degree %d does not divide the %d heads, %d KV heads and MLP width %d", degree, c.Heads, c.KVHeads, c.Intermediate)
+	case c.DType != dtype.Float32:
+		return errorf("llama tensor parallel: the model is %s: only float32 models are sharded", c.DType)
+	case c.Producer != Optimum:
+		return errorf("llama tensor parallel: the model is in the %s layout: only Optimum's is sharded", c.Producer)
+	case !c.NoCache:
+		return errorf("llama tensor parallel: the model has a KV cache (past_key_values inputs): only models without one (NoCache) are sharded")
+	}
+	return nil
 }
 
 // llamaSharder builds the pieces of one rank.

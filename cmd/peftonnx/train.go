@@ -28,7 +28,7 @@ func init() {
 			"[--batch N] [--seq-len N] [--lr LR] [--weight-decay WD] [--warmup N] [--schedule constant|linear|cosine] " +
 			"[--clip 1.0] [--grad-accum N] [--lora-plus-scale S] [--seed N] [--log-json FILE] [--device cpu|cuda] [--threads N] [--low-memory] [--recompute-products] [--recompute-layers] [--loss-chunks N] " +
 			"[--loss auto|causal|token|classification|mse] [--output NAME] [--half upcast|keep] [--loss-scale S] " +
-			"[--checkpoint-every N] [--eval-every N] [--resume] [--stop-after N] [--merged OUT.onnx] [--format hf|paddle]",
+			"[--checkpoint-every N] [--eval-every N] [--resume] [--stop-after N] [--merged OUT.onnx] [--format hf|paddle] [--tensor-parallel-degree N]",
 		summary: "train the adapter of an adapted model and save it as a HuggingFace PEFT directory",
 		detail: `
 MODEL is a model that "peftonnx inject" (or "apply", or "prefix") adapted:
@@ -141,6 +141,7 @@ type trainFlags struct {
 	seed                                                  uint64
 	resume, lowMemory, recomputeProducts, recomputeLayers bool
 	lossChunks                                            int
+	tpDegree                                              int
 }
 
 func runTrain(cx *context, args []string) error {
@@ -179,6 +180,7 @@ func runTrain(cx *context, args []string) error {
 	fs.BoolVar(&f.resume, "resume", false, "continue from the newest checkpoint in --out")
 	fs.IntVar(&f.stopAfter, "stop-after", 0, "stop after `N` steps of this run, with a checkpoint (continue with --resume)")
 	fs.StringVar(&f.merged, "merged", "", "also write the model with the trained adapter merged to `OUT.onnx`")
+	fs.IntVar(&f.tpDegree, "tensor-parallel-degree", 1, "shard the model among `N` ranks by tensor parallelism (under mpirun; -np a multiple of N)")
 	pos, err := cx.parse(args)
 	if err != nil {
 		return err
@@ -195,6 +197,9 @@ func runTrain(cx *context, args []string) error {
 		return err
 	}
 	ranks.configure(&opts, f.threads, f.device)
+	if f.tpDegree > 1 {
+		return ranks.run(cx, func() error { return trainTensorParallel(cx, pos[0], &f, opts, ranks) })
+	}
 	return ranks.run(cx, func() error { return trainModel(cx, pos[0], &f, opts, ranks) })
 }
 
@@ -234,6 +239,8 @@ func (f *trainFlags) options(cx *context) (train.Options, error) {
 		return o, cx.usagef("--checkpoint-every and --eval-every must be 0 or more")
 	case f.stopAfter < 0:
 		return o, cx.usagef("--stop-after must be 0 or more, got %d", f.stopAfter)
+	case f.tpDegree < 1:
+		return o, cx.usagef("--tensor-parallel-degree must be 1 or more, got %d", f.tpDegree)
 	}
 	switch strings.ToLower(f.schedule) {
 	case "constant", "linear", "cosine":
@@ -317,26 +324,9 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 			return err
 		}
 	}
-	var tok *tokenizer.Tokenizer
-	if f.tokenizer != "" {
-		if tok, err = tokenizer.Load(f.tokenizer); err != nil {
-			return err
-		}
-		if vocab, ok := train.ModelVocab(m); ok {
-			if err := tok.CheckModelVocab(vocab); err != nil {
-				return fmt.Errorf("%w: the tokenizer does not belong to %s", err, modelPath)
-			}
-		}
-		opts.PadID = tok.PadID()
-	}
-	data, err := train.LoadJSONL(f.data, tok)
+	data, err := loadTrainData(modelPath, m, f, &opts)
 	if err != nil {
 		return err
-	}
-	if f.eval != "" {
-		if opts.Eval, err = train.LoadJSONL(f.eval, tok); err != nil {
-			return err
-		}
 	}
 	if err := ortrt.Init(); err != nil {
 		return err
@@ -419,11 +409,40 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 	if err != nil {
 		return err
 	}
-	printTrainSummary(cx, tr, startStep, ran, fed, elapsed, f, files)
+	printTrainSummary(cx, tr.History(), tr.Step(), startStep, ran, fed, elapsed, f, files)
 	if ranks.many() {
 		fmt.Fprintf(cx.stdout, "data parallel: %d ranks × batch %d, %d bytes all-reduced per step\n", ranks.world.Size(), f.batch, tr.AllReducedBytes())
 	}
 	return nil
+}
+
+// loadTrainData reads the tokenizer (checked against m, read from
+// modelPath, and giving opts its pad id), the training data, which it
+// returns, and the evaluation data into opts.Eval.
+func loadTrainData(modelPath string, m *graph.Model, f *trainFlags, opts *train.Options) (*train.Dataset, error) {
+	var tok *tokenizer.Tokenizer
+	if f.tokenizer != "" {
+		var err error
+		if tok, err = tokenizer.Load(f.tokenizer); err != nil {
+			return nil, err
+		}
+		if vocab, ok := train.ModelVocab(m); ok {
+			if err := tok.CheckModelVocab(vocab); err != nil {
+				return nil, fmt.Errorf("%w: the tokenizer does not belong to %s", err, modelPath)
+			}
+		}
+		opts.PadID = tok.PadID()
+	}
+	data, err := train.LoadJSONL(f.data, tok)
+	if err != nil {
+		return nil, err
+	}
+	if f.eval != "" {
+		if opts.Eval, err = train.LoadJSONL(f.eval, tok); err != nil {
+			return nil, err
+		}
+	}
+	return data, nil
 }
 
 // describeTask says what the trainer runs, for the first lines of output.
@@ -522,12 +541,13 @@ func writeTrainResults(f *trainFlags, base *graph.Model, tr *train.Trainer) (fil
 	return files, nil
 }
 
-// printTrainSummary says what the run did.
-func printTrainSummary(cx *context, tr *train.Trainer, startStep, ran, fed int, elapsed time.Duration, f *trainFlags, files string) {
+// printTrainSummary says what the run did: history is its log, step the
+// step it ended at.
+func printTrainSummary(cx *context, history []train.LogRecord, step, startStep, ran, fed int, elapsed time.Duration, f *trainFlags, files string) {
 	w := cx.stdout
 	var first, last *float64
 	var eval *train.LogRecord
-	for _, r := range tr.History() {
+	for _, r := range history {
 		if r.Loss != nil {
 			if first == nil {
 				first = r.Loss
@@ -538,7 +558,7 @@ func printTrainSummary(cx *context, tr *train.Trainer, startStep, ran, fed int, 
 			eval = &r
 		}
 	}
-	line := fmt.Sprintf("trained %d steps", tr.Step())
+	line := fmt.Sprintf("trained %d steps", step)
 	if startStep > 0 {
 		line += fmt.Sprintf(" (%d in this run, resumed at step %d)", ran, startStep)
 	}

@@ -1,0 +1,99 @@
+//go:build mpi
+
+package main
+
+import (
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/models"
+)
+
+// tpTinyLlama saves the tiny LLaMA without a KV cache (what tensor
+// parallelism shards) with LoRA on its projections: the modules that
+// PaddleNLP's column- and row-parallel LoRA layers cover.
+func tpTinyLlama(t *testing.T, dir string) string {
+	t.Helper()
+	c := models.LlamaTiny()
+	c.NoCache = true
+	m, err := models.Llama(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return trainAdaptedModel(t, dir, "llama-tp.onnx", m, ".*_proj")
+}
+
+// TestTensorParallelTrainEqualsOneProcess runs peftonnx train
+// --tensor-parallel-degree 2 on 2 ranks (tensor parallel alone) and on 4
+// (2 data-parallel groups × 2), and checks each run's log, step by step,
+// and its adapter against one process's over the same examples in the
+// same order (--batch per data-parallel group), with gradient
+// accumulation and evaluations.
+func TestTensorParallelTrainEqualsOneProcess(t *testing.T) {
+	dir := t.TempDir()
+	model := tpTinyLlama(t, dir)
+	data := dpData(t, dir, "train.jsonl", 18)
+	eval := dpData(t, dir, "eval.jsonl", 7)
+	common := []string{model, "--data", data, "--lr", "2e-2", "--schedule", "linear", "--clip", "0.5", "--seed", "1", "--threads", "1"}
+	run := func(name string, np, batch int, extra ...string) (dpRun, string) {
+		out, logPath := filepath.Join(dir, name), filepath.Join(dir, name+".jsonl")
+		args := append(append([]string{}, common...), "--out", out, "--log-json", logPath, "--batch", strconv.Itoa(batch))
+		printed := mpiTrainOK(t, np, append(args, extra...)...)
+		return readDPRun(t, out, logPath), printed
+	}
+	// The configs agree; the weights' digest that adapter_config.json
+	// also records differs with the float rounding.
+	sameConfig := func(what, got, want string) {
+		t.Helper()
+		g, err := adapter.LoadDir(filepath.Join(dir, got))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := adapter.LoadDir(filepath.Join(dir, want))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(g.LoRA, w.LoRA) {
+			t.Errorf("%s: the adapter's config is %+v, one process's %+v", what, *g.LoRA, *w.LoRA)
+		}
+	}
+
+	steps := []string{"--steps", "3", "--grad-accum", "2", "--eval", eval, "--eval-every", "2"}
+	one, _ := run("one", 1, 4, steps...)
+	tp, printed := run("tp2", 2, 4, append(steps, "--tensor-parallel-degree", "2")...)
+	compareDPRuns(t, "tensor parallel 2", tp, one)
+	sameConfig("tensor parallel 2", "tp2", "one")
+	if n := strings.Count(printed, "tensor parallel: 2 ranks × batch 4"); n != 1 {
+		t.Errorf("the tensor-parallel run says %d times what it ran on, want once:\n%s", n, printed)
+	}
+	if n := strings.Count(printed, "trained 3 steps"); n != 1 {
+		t.Errorf("the tensor-parallel run reports %d times, want once:\n%s", n, printed)
+	}
+	dpTP, _ := run("dp2-tp2", 4, 2, append(steps, "--tensor-parallel-degree", "2")...)
+	compareDPRuns(t, "2 data parallel × 2 tensor parallel", dpTP, one)
+	sameConfig("2 data parallel × 2 tensor parallel", "dp2-tp2", "one")
+}
+
+// TestTensorParallelTrainRanks checks that a world whose size is not a
+// multiple of the degree is an error on every rank, before --out is made.
+func TestTensorParallelTrainRanks(t *testing.T) {
+	dir := t.TempDir()
+	model := tpTinyLlama(t, dir)
+	data := dpData(t, dir, "train.jsonl", 4)
+	out := filepath.Join(dir, "out")
+	_, wait := mpiTrain(t, 3, model, "--data", data, "--out", out, "--steps", "1", "--tensor-parallel-degree", "2")
+	printed, err := wait()
+	if err == nil {
+		t.Fatalf("mpirun -np 3 with --tensor-parallel-degree 2 succeeded:\n%s", printed)
+	}
+	if want := "--tensor-parallel-degree 2 does not divide the 3 ranks"; !strings.Contains(printed, want) {
+		t.Errorf("the output does not say %q:\n%s", want, printed)
+	}
+	if trainFileExists(out) {
+		t.Errorf("the failed run made %s", out)
+	}
+}
