@@ -264,6 +264,12 @@ func fillAdapter(t *testing.T, m *graph.Model, params []string) {
 // standard ops. opts go to CausalLMLoss.
 func gradientsOn(t *testing.T, m *graph.Model, task Task, params, before []string, opts ...LossOption) map[string][]float64 {
 	t.Helper()
+	return gradientsOnBuilt(t, m, task, params, before, nil, opts...)
+}
+
+// gradientsOnBuilt is gradientsOn with autodiff options.
+func gradientsOnBuilt(t *testing.T, m *graph.Model, task Task, params, before []string, build []autodiff.Option, opts ...LossOption) map[string][]float64 {
+	t.Helper()
 	var loss string
 	var err error
 	if task == SequenceClassification {
@@ -274,7 +280,7 @@ func gradientsOn(t *testing.T, m *graph.Model, task Task, params, before []strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := autodiff.Build(m, loss, params)
+	g, err := autodiff.Build(m, loss, params, build...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/models"
 	"github.com/peftonnx/peftonnx/quant"
 	"github.com/peftonnx/peftonnx/quantize"
 	"github.com/peftonnx/peftonnx/rewrite"
@@ -213,4 +214,76 @@ func headReaders(t *testing.T, m *graph.Model, params []string, v string, opts .
 		}
 	}
 	return outside, nbits
+}
+
+// TestRecomputeInt4Products: with WithRecomputeProducts or
+// WithRecomputeLayers, the int4 layers' products are made again in the
+// backward pass through dequantized slabs, not by new MatMulNBits nodes
+// (each would hold one more pre-packed weight in ONNX Runtime), and the
+// loss and LoRA gradients are those without recomputation (1e-5).
+func TestRecomputeInt4Products(t *testing.T) {
+	requireORT(t)
+	// The benchmark's model and adapter: the standard-op LLaMA in int4,
+	// LoRA on q and v, so that the MLP's gate and up are bare int4
+	// products (a LoRA branch's sum reads a trainable product, which is
+	// never recomputed).
+	lc := adapter.DefaultLoRAConfig(".*q_proj", ".*v_proj")
+	lc.R, lc.Alpha = 4, 8
+	adapted := func() (*graph.Model, []string, int) {
+		c := models.LlamaTiny()
+		c.NoCache = true
+		m, err := models.Llama(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := quantize.Model(m, quantize.Options{Bits: 4, BlockSize: 16}); err != nil {
+			t.Fatal(err)
+		}
+		_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fillAdapter(t, m, sum.Trainable())
+		n := 0
+		for _, node := range m.Graph().Node {
+			if quant.IsNode(node) {
+				n++
+			}
+		}
+		return m, sum.Trainable(), n
+	}
+	m, params, _ := adapted()
+	want := gradientsOn(t, m, CausalLM, params, nil)
+	for name, opt := range map[string]autodiff.Option{
+		"products": autodiff.WithRecomputeProducts(true),
+		"layers":   autodiff.WithRecomputeLayers(true),
+	} {
+		m, params, nbits := adapted()
+		probe := m.Clone()
+		loss, err := CausalLMLoss(probe, "logits")
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := autodiff.Build(probe, loss, params, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copies, after := 0, 0
+		for _, node := range g.Graph().Node {
+			if quant.IsNode(node) {
+				after++
+			}
+			if strings.HasPrefix(node.Name, "recompute/") && node.OpType == "Gemm" {
+				copies++
+			}
+		}
+		if after > nbits {
+			t.Errorf("%s: %d MatMulNBits nodes in the training graph, %d in the model", name, after, nbits)
+		}
+		if copies == 0 {
+			t.Errorf("%s: no int4 product is recomputed", name)
+		}
+		got := gradientsOnBuilt(t, m, CausalLM, params, nil, []autodiff.Option{opt})
+		compareGradients(t, got, want, params, 1e-5)
+	}
 }
