@@ -3,6 +3,8 @@ package train
 import (
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/quant"
 	"github.com/peftonnx/peftonnx/train/autodiff"
 )
 
@@ -15,9 +17,9 @@ const minChunkedOpset = 13
 // chunkedCausalLM appends the causal-LM loss over an LM head, chunk by
 // chunk over the sequence, so that no [batch, seq, vocab] tensor is whole,
 // forward or backward. logits, declared float32 [batch, seq, vocab], must
-// be MatMul(h, W) of h by a 2-D float32 initializer W (an LM head); ok is
-// false, and m unchanged, when they are not (the caller then appends the
-// whole loss).
+// be h·W by an LM head that headOf recognizes (a float32 or an int4 one);
+// ok is false, and m unchanged, when they are not (the caller then
+// appends the whole loss).
 //
 // Each chunk k of ⌈seq/chunks⌉ positions computes its logits h_k·W, its
 // summed cross entropy, and at once its share of the loss's gradient with
@@ -33,19 +35,17 @@ const minChunkedOpset = 13
 // (autodiff.StopGradientKey). Where W
 // itself trains (full fine-tuning), its gradient flows through the
 // chunks' logits, which are then kept.
-func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, bool) {
+func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, bool, error) {
 	m := b.g.Model()
 	head := m.Producer(logits)
-	if head == nil || head.OpType != "MatMul" || head.Domain != "" || len(head.Input) != 2 || b.opset < minChunkedOpset {
-		return "", false
+	if head == nil || b.opset < minChunkedOpset || b.rank != 3 || !b.isFloat32(logits) {
+		return "", false, nil
 	}
-	// A 2-D float32 weight, and [batch, seq, vocab] float32 logits: h is
-	// then a float32 [batch, seq, hidden].
-	h, w := head.Input[0], head.Input[1]
-	wt := m.Initializer(w)
-	if wt == nil || graph.TypeOf(wt) != dtype.Float32 || len(wt.Dims) != 2 || b.rank != 3 || !b.isFloat32(logits) {
-		return "", false
+	lm, ok := headOf(b, head)
+	if !ok {
+		return "", false, nil
 	}
+	h := lm.h
 	g := b.g
 	valid := g.Op("Not", []string{g.Op("Equal", []string{labels, b.int0("ignore_index", IgnoreIndex)})})
 	count := g.Op("Max", []string{b.sumAll(g.Op("Cast", []string{valid}, graph.AttrInt("to", int64(dtype.Float32)))), b.float0("one", 1)})
@@ -59,8 +59,17 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 	axis := b.ints("seq_axis", 1)
 	hidden := g.Op("Slice", []string{g.Op("Shape", []string{h}), b.ints("hidden_start", 2), b.ints("hidden_end", 3)})
 	var totals, parts, stops []string
+	var prev string // the chunk before's G_k
 	for k := range chunks {
 		from := g.Op("Mul", []string{step, b.ints("chunk_start", int64(k))})
+		if prev != "" {
+			// Times 1 read from the chunk before's G_k: this chunk starts
+			// once that one is done, so that ONNX Runtime never holds the
+			// scores (or an int4 head's dequantized slabs) of two chunks at
+			// once.
+			hiddenOfPrev := g.Op("Slice", []string{g.Op("Shape", []string{prev}), b.ints("hidden_start", 2), b.ints("hidden_end", 3)})
+			from = g.Op("Mul", []string{from, g.Op("Div", []string{hiddenOfPrev, hidden})})
+		}
 		live := g.Op("Less", []string{from, seq})
 		start := g.Op("Min", []string{from, last})
 		end := g.Op("Max", []string{g.Op("Min", []string{g.Op("Add", []string{from, step}), seq}), g.Op("Add", []string{start, b.ints("one_position", 1)})})
@@ -69,7 +78,10 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 		stops = append(stops, hk)
 		yk := g.Op("Reshape", []string{g.Op("Where", []string{live, chunk(labels), b.int0("ignore_index", IgnoreIndex)}), b.ints("rows", -1)})
 		wk := g.Op("Cast", []string{g.Op("Not", []string{g.Op("Equal", []string{yk, b.int0("ignore_index", IgnoreIndex)})})}, graph.AttrInt("to", int64(dtype.Float32)))
-		scores := g.Op("Flatten", []string{g.Op("MatMul", []string{hk, w})}, graph.AttrInt("axis", 2))
+		scores, err := lm.scores(g.Op("Reshape", []string{hk, g.Op("Concat", []string{b.ints("any_rows", -1), hidden}, graph.AttrInt("axis", 0))}))
+		if err != nil {
+			return "", false, errorf("%s: LM head: %v", b.name, err)
+		}
 		sce := g.Node("", "SoftmaxCrossEntropyLoss", []string{scores, yk}, 2,
 			graph.AttrString("reduction", "sum"), graph.AttrInt("ignore_index", IgnoreIndex))
 		totals = append(totals, sce.Output[0])
@@ -82,8 +94,13 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 		picked := g.Op("GatherElements", []string{q, at}, graph.AttrInt("axis", 1))
 		dscores := g.Op("ScatterElements", []string{q, at, g.Op("Sub", []string{picked, c})}, graph.AttrInt("axis", 1))
 		rows := g.Op("Slice", []string{g.Op("Shape", []string{hk}), b.ints("batch_start", 0), b.ints("batch_end", 2)})
-		gk := g.Op("Reshape", []string{g.Op("Gemm", []string{dscores, w}, graph.AttrInt("transB", 1)), g.Op("Concat", []string{rows, hidden}, graph.AttrInt("axis", 0))})
+		dh, err := lm.timesWT(dscores)
+		if err != nil {
+			return "", false, errorf("%s: LM head: %v", b.name, err)
+		}
+		gk := g.Op("Reshape", []string{dh, g.Op("Concat", []string{rows, hidden}, graph.AttrInt("axis", 0))})
 		stops = append(stops, gk)
+		prev = gk
 		// h ⊙ G over this chunk, through a slice of h that is not
 		// detached: its gradient is G_k.
 		parts = append(parts, b.sumAll(g.Op("Mul", []string{chunk(h), gk})))
@@ -98,5 +115,67 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 	detached := g.Op("Identity", []string{s})
 	stops = append(stops, detached)
 	autodiff.MarkStopGradient(m, stops...)
-	return b.finish("Add", []string{g.Op("Div", []string{total, count}), g.Op("Sub", []string{s, detached})}), true
+	return b.finish("Add", []string{g.Op("Div", []string{total, count}), g.Op("Sub", []string{s, detached})}), true, nil
+}
+
+// lmHead is an LM head that the chunked loss can compute chunk by chunk.
+type lmHead struct {
+	h string // the hidden states, [batch, seq, hidden]
+	// scores appends the head's product of rows, [rows, hidden] from h:
+	// the [rows, vocab] scores.
+	scores func(rows string) (string, error)
+	// timesWT appends dscores·Wᵀ, dscores [rows, vocab]: the gradient of
+	// the rows.
+	timesWT func(dscores string) (string, error)
+}
+
+// headOf recognizes the LM head that head, the producer of the logits,
+// is: MatMul(h, W) of h by a 2-D float32 initializer W, or a
+// com.microsoft MatMulNBits node whose packed weight, scales and zero
+// points are initializers (an int4 head, frozen), without g_idx. A float
+// head's products are a MatMul and a Gemm reading W. An int4 head's are
+// computed as MatMulNBits' backward rule computes dscores·Wᵀ: the weight
+// dequantized a slab of vocab rows at a time (autodiff.TimesNBits and
+// TimesTransposedNBits), so that no float copy of it is ever whole, and
+// no MatMulNBits node a chunk has ONNX Runtime keep a pre-packed copy of
+// the weight for each. ok is false, and nothing is appended, for any
+// other head.
+func headOf(b *lossGraph, head *onnxpb.NodeProto) (lmHead, bool) {
+	m, g := b.g.Model(), b.g
+	switch {
+	case head.OpType == "MatMul" && head.Domain == "" && len(head.Input) == 2:
+		w := head.Input[1]
+		wt := m.Initializer(w)
+		if wt == nil || graph.TypeOf(wt) != dtype.Float32 || len(wt.Dims) != 2 {
+			return lmHead{}, false
+		}
+		return lmHead{
+			h:      head.Input[0],
+			scores: func(rows string) (string, error) { return g.Op("MatMul", []string{rows, w}), nil },
+			timesWT: func(d string) (string, error) {
+				return g.Op("Gemm", []string{d, w}, graph.AttrInt("transB", 1)), nil
+			},
+		}, true
+	case quant.IsNode(head):
+		if _, err := quant.LayoutOf(head); err != nil || len(head.Input) <= quant.InputScales {
+			return lmHead{}, false
+		}
+		for i, in := range head.Input {
+			switch {
+			case in == "" || i == quant.InputA || i == quant.InputBias:
+			case i == quant.InputGIdx || m.Initializer(in) == nil:
+				return lmHead{}, false
+			}
+		}
+		return lmHead{
+			h: head.Input[quant.InputA],
+			scores: func(rows string) (string, error) {
+				return autodiff.TimesNBits(m, head, rows, g.Scope()+"/head")
+			},
+			timesWT: func(d string) (string, error) {
+				return autodiff.TimesTransposedNBits(m, head, d, g.Scope()+"/head_grad")
+			},
+		}, true
+	}
+	return lmHead{}, false
 }

@@ -261,20 +261,26 @@ func fillAdapter(t *testing.T, m *graph.Model, params []string) {
 // padded on the right; it returns the loss (under "loss") and each
 // gradient. The training graph may keep the fused nodes before and those
 // with gradient rules of their own; any other was written out in
-// standard ops.
-func gradientsOn(t *testing.T, m *graph.Model, task Task, params, before []string) map[string][]float64 {
+// standard ops. opts go to CausalLMLoss.
+func gradientsOn(t *testing.T, m *graph.Model, task Task, params, before []string, opts ...LossOption) map[string][]float64 {
+	t.Helper()
+	return gradientsOnBuilt(t, m, task, params, before, nil, opts...)
+}
+
+// gradientsOnBuilt is gradientsOn with autodiff options.
+func gradientsOnBuilt(t *testing.T, m *graph.Model, task Task, params, before []string, build []autodiff.Option, opts ...LossOption) map[string][]float64 {
 	t.Helper()
 	var loss string
 	var err error
 	if task == SequenceClassification {
 		loss, err = SequenceClassificationLoss(m, "logits")
 	} else {
-		loss, err = CausalLMLoss(m, "logits")
+		loss, err = CausalLMLoss(m, "logits", opts...)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := autodiff.Build(m, loss, params)
+	g, err := autodiff.Build(m, loss, params, build...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,8 +445,14 @@ func TestPrefixThroughGroupQueryAttention(t *testing.T) {
 }
 
 // int4Llama is the model builder's LLaMA with every linear layer in int4
-// (MatMulNBits), as the builder ships it.
+// (MatMulNBits), as the builder ships it: symmetric, blocks of 16.
 func int4Llama(t *testing.T) *graph.Model {
+	t.Helper()
+	return int4LlamaWith(t, quantize.Options{Bits: 4, BlockSize: 16, Symmetric: true})
+}
+
+// int4LlamaWith is int4Llama quantized with o.
+func int4LlamaWith(t *testing.T, o quantize.Options) *graph.Model {
 	t.Helper()
 	c := builderLlama()
 	c.Builder.PackedQKV = true
@@ -448,7 +460,7 @@ func int4Llama(t *testing.T) *graph.Model {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := quantize.Model(m, quantize.Options{Bits: 4, BlockSize: 16, Symmetric: true}); err != nil {
+	if _, err := quantize.Model(m, o); err != nil {
 		t.Fatal(err)
 	}
 	return m

@@ -56,8 +56,8 @@ type lossOptions struct{ chunks int }
 
 // WithLossChunks has CausalLMLoss compute the LM head and the loss over n
 // chunks of the sequence, where logits is the product of a float32 hidden
-// state [batch, seq, hidden] by a 2-D float32 weight (an LM head); for
-// other logits, or n below 2, the loss is the whole one. Each chunk
+// state [batch, seq, hidden] by a 2-D float32 weight or by an int4
+// (MatMulNBits) one (an LM head); for other logits, or n below 2, the loss is the whole one. Each chunk
 // computes its share of the loss's gradient with respect to the hidden
 // state in the forward pass, so the graph is meant for training (package
 // autodiff): a forward pass alone does the gradient's work too.
@@ -96,8 +96,9 @@ func tokenCrossEntropy(m *graph.Model, scope, logits string, shift bool, chunks 
 		labels = b.pad(b.slice(labels, 1, math.MaxInt64, 1), 1, IgnoreIndex)
 	}
 	if chunks > 1 {
-		if loss, ok := chunkedCausalLM(b, logits, labels, chunks); ok {
-			return loss, nil
+		loss, ok, err := chunkedCausalLM(b, logits, labels, chunks)
+		if err != nil || ok {
+			return loss, err
 		}
 	}
 	return b.crossEntropy(logits, labels, 2), nil

@@ -1,14 +1,19 @@
 package train
 
 import (
+	"math"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/models"
 	"github.com/peftonnx/peftonnx/quant"
 	"github.com/peftonnx/peftonnx/quantize"
 	"github.com/peftonnx/peftonnx/rewrite"
+	"github.com/peftonnx/peftonnx/train/autodiff"
 )
 
 // QLoRA: LoRA on the int4 (MatMulNBits) layers of the model builder's
@@ -123,4 +128,162 @@ func TestQLoRAOnGenAIExport(t *testing.T) {
 		_, sum, err := rewrite.InjectLoRA(a, lc, rewrite.WithSeed(1))
 		return Summaryish{sum.Trainable(), len(sum.LoRA)}, err
 	})
+}
+
+// TestChunkedLossOnInt4Head holds the chunked causal-LM loss over an int4
+// (MatMulNBits) LM head to the whole loss: the same loss (1e-6 relative)
+// and LoRA gradients (1e-5 of the largest), symmetric and with zero
+// points, on chunks that divide the sequence and on chunks that do not
+// (one past its end); and no node of the chunked training graph outside
+// the loss reads the head's packed weight (neither the [batch, seq,
+// vocab] product nor the head's own backward step is left), nor does any
+// MatMulNBits node.
+func TestChunkedLossOnInt4Head(t *testing.T) {
+	requireORT(t)
+	lc := adapter.DefaultLoRAConfig(".*_proj")
+	lc.R, lc.Alpha = 4, 8
+	for name, o := range map[string]quantize.Options{
+		"symmetric":   {Bits: 4, BlockSize: 16, Symmetric: true},
+		"zero points": {Bits: 4, BlockSize: 32},
+	} {
+		adapted := func() (*graph.Model, []string) {
+			m := int4LlamaWith(t, o)
+			_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fillAdapter(t, m, sum.Trainable())
+			return m, sum.Trainable()
+		}
+		m, params := adapted()
+		head := m.Producer("logits")
+		if head == nil || !quant.IsNode(head) {
+			t.Fatalf("the logits are not a MatMulNBits product: the test could not fail")
+		}
+		packed := head.Input[quant.InputB]
+		if n, _ := headReaders(t, m.Clone(), params, packed); n == 0 {
+			t.Fatalf("%s: the whole loss's training graph does not read %s: the check below could not fail", name, packed)
+		}
+		want := gradientsOn(t, m, CausalLM, params, nil)
+		for _, chunks := range []int{3, 4} {
+			m, _ := adapted()
+			if n, nbits := headReaders(t, m.Clone(), params, packed, WithLossChunks(chunks)); n > 0 || nbits > 0 {
+				t.Errorf("%s, %d chunks: %d nodes of the training graph outside the loss read %s, %d MatMulNBits nodes", name, chunks, n, packed, nbits)
+			}
+			got := gradientsOn(t, m, CausalLM, params, nil, WithLossChunks(chunks))
+			if d := math.Abs(got["loss"][0] - want["loss"][0]); d > 1e-6*math.Abs(want["loss"][0]) {
+				t.Errorf("%s, %d chunks: loss %v, want %v", name, chunks, got["loss"][0], want["loss"][0])
+			}
+			for _, p := range params {
+				g, w := got[autodiff.GradName(p)], want[autodiff.GradName(p)]
+				var d, big float64
+				for i := range w {
+					d, big = math.Max(d, math.Abs(g[i]-w[i])), math.Max(big, math.Abs(w[i]))
+				}
+				if big == 0 || d > 1e-5*big {
+					t.Errorf("%s, %d chunks: gradient of %s: max |Δ| %.3g against max |g| %.3g", name, chunks, p, d, big)
+				}
+			}
+		}
+	}
+}
+
+// headReaders appends the causal-LM loss with opts to m, builds the
+// gradients of params and counts the nodes of the training graph that
+// read v outside the loss's scope, and the MatMulNBits nodes that read it
+// anywhere (ONNX Runtime keeps a pre-packed copy of v for each).
+func headReaders(t *testing.T, m *graph.Model, params []string, v string, opts ...LossOption) (outside, nbits int) {
+	t.Helper()
+	loss, err := CausalLMLoss(m, "logits", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := autodiff.Build(m, loss, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, node := range g.Graph().Node {
+		if !slices.Contains(node.Input, v) {
+			continue
+		}
+		if !strings.HasPrefix(node.Name, "/causal_lm_loss/") {
+			outside++
+		}
+		if quant.IsNode(node) {
+			nbits++
+		}
+	}
+	return outside, nbits
+}
+
+// TestRecomputeInt4Products: with WithRecomputeProducts or
+// WithRecomputeLayers, the int4 layers' products are made again in the
+// backward pass through dequantized slabs, not by new MatMulNBits nodes
+// (each would hold one more pre-packed weight in ONNX Runtime), and the
+// loss and LoRA gradients are those without recomputation (1e-5).
+func TestRecomputeInt4Products(t *testing.T) {
+	requireORT(t)
+	// The benchmark's model and adapter: the standard-op LLaMA in int4,
+	// LoRA on q and v, so that the MLP's gate and up are bare int4
+	// products (a LoRA branch's sum reads a trainable product, which is
+	// never recomputed).
+	lc := adapter.DefaultLoRAConfig(".*q_proj", ".*v_proj")
+	lc.R, lc.Alpha = 4, 8
+	adapted := func() (*graph.Model, []string, int) {
+		c := models.LlamaTiny()
+		c.NoCache = true
+		m, err := models.Llama(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := quantize.Model(m, quantize.Options{Bits: 4, BlockSize: 16}); err != nil {
+			t.Fatal(err)
+		}
+		_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fillAdapter(t, m, sum.Trainable())
+		n := 0
+		for _, node := range m.Graph().Node {
+			if quant.IsNode(node) {
+				n++
+			}
+		}
+		return m, sum.Trainable(), n
+	}
+	m, params, _ := adapted()
+	want := gradientsOn(t, m, CausalLM, params, nil)
+	for name, opt := range map[string]autodiff.Option{
+		"products": autodiff.WithRecomputeProducts(true),
+		"layers":   autodiff.WithRecomputeLayers(true),
+	} {
+		m, params, nbits := adapted()
+		probe := m.Clone()
+		loss, err := CausalLMLoss(probe, "logits")
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := autodiff.Build(probe, loss, params, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copies, after := 0, 0
+		for _, node := range g.Graph().Node {
+			if quant.IsNode(node) {
+				after++
+			}
+			if strings.HasPrefix(node.Name, "recompute/") && node.OpType == "Gemm" {
+				copies++
+			}
+		}
+		if after > nbits {
+			t.Errorf("%s: %d MatMulNBits nodes in the training graph, %d in the model", name, after, nbits)
+		}
+		if copies == 0 {
+			t.Errorf("%s: no int4 product is recomputed", name)
+		}
+		got := gradientsOnBuilt(t, m, CausalLM, params, nil, []autodiff.Option{opt})
+		compareGradients(t, got, want, params, 1e-5)
+	}
 }

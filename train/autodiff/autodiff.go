@@ -32,8 +32,9 @@ type config struct {
 
 // WithRecomputeProducts also recomputes, in the backward pass, the
 // products of an activation with a frozen matrix (MatMul or Gemm with a
-// constant 2-D weight) that the backward pass reads, with the cheap nodes
-// that lead to them: for a LLaMA MLP, its gate and up projections. Less
+// constant 2-D weight, or MatMulNBits with a frozen packed one) that the
+// backward pass reads, with the cheap nodes that lead to them: for a
+// LLaMA MLP, its gate and up projections. Less
 // memory again, for one more matrix product per recomputed value. Off by
 // default; it needs WithRecompute on.
 func WithRecomputeProducts(on bool) Option {

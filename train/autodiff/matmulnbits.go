@@ -1,6 +1,8 @@
 package autodiff
 
 import (
+	"fmt"
+
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
@@ -84,6 +86,103 @@ func (e *emitter) timesTransposedNBits(n *onnxpb.NodeProto, l quant.Layout, g st
 		one = e.op("Mul", []string{e.op("Div", []string{e.lastDim(part), e.ints(K)}), e.oneAtRunTime()})
 	}
 	return sum
+}
+
+// TimesTransposedNBits appends to m the product g·Wᵀ of a float32 [..., N]
+// value g by the transposed weight W [K, N] of MatMulNBits node n of m,
+// whose A is float32 and whose packed tensors (B, scales, zero points)
+// are initializers: the gradient that n's input A gets from g, computed
+// as n's backward rule computes it, the weight dequantized in the graph a
+// slab of rows at a time and never held whole, the packed tensors only
+// read. The new nodes are named scope/…. It returns the [..., K] product.
+func TimesTransposedNBits(m *graph.Model, n *onnxpb.NodeProto, g, scope string) (string, error) {
+	e, l, err := nbitsEmitter(m, n, scope, g)
+	if err != nil {
+		return "", err
+	}
+	return e.done(n, e.timesTransposedNBits(n, l, g))
+}
+
+// TimesNBits appends to m the product x·W (+ bias) of a float32 [M, K]
+// value x by the weight W [K, N] of MatMulNBits node n of m (A float32,
+// the packed tensors initializers): n's output for x, the weight
+// dequantized in the graph a slab of its N columns at a time as the
+// backward rule does, so that no float copy of it is whole, and no new
+// MatMulNBits node has ONNX Runtime keep a pre-packed copy of it. The new
+// nodes are named scope/…. It returns the [M, N] product.
+func TimesNBits(m *graph.Model, n *onnxpb.NodeProto, x, scope string) (string, error) {
+	e, l, err := nbitsEmitter(m, n, scope, x)
+	if err != nil {
+		return "", err
+	}
+	y := e.timesNBits(n, l, x)
+	if bias := inputOr(n, quant.InputBias); bias != "" {
+		y = e.add(y, bias)
+	}
+	return e.done(n, y)
+}
+
+// nbitsEmitter returns an emitter that adds to m under scope, knowing
+// MatMulNBits node n's packed tensors and, as float32, its input A, its
+// bias and values, and n's layout.
+func nbitsEmitter(m *graph.Model, n *onnxpb.NodeProto, scope string, values ...string) (*emitter, quant.Layout, error) {
+	l, err := quant.LayoutOf(n)
+	if err != nil {
+		return nil, l, err
+	}
+	if inputOr(n, quant.InputGIdx) != "" {
+		return nil, l, fmt.Errorf("MatMulNBits %s: g_idx (act-order) weights are not supported", n.Name)
+	}
+	inf := newInferer(m)
+	for _, v := range append([]string{n.Input[quant.InputA]}, values...) {
+		inf.record(v, tinfo{elem: dtype.Float32, shape: unknownShape()})
+	}
+	for _, i := range []int{quant.InputB, quant.InputScales, quant.InputZeroPoints} {
+		v := inputOr(n, i)
+		if v == "" {
+			continue
+		}
+		t := m.Initializer(v)
+		if t == nil {
+			return nil, l, fmt.Errorf("MatMulNBits %s: input %d (%s) is not an initializer", n.Name, i, v)
+		}
+		inf.record(v, *inf.fromTensor(t))
+	}
+	if bias := inputOr(n, quant.InputBias); bias != "" {
+		inf.record(bias, tinfo{elem: dtype.Float32, shape: rankShape(known(int64(l.N)))})
+	}
+	e := newEmitter(m, inf, m.Opset(""))
+	e.scope = scope
+	return e, l, nil
+}
+
+// done returns v, or the error that e met while emitting for n.
+func (e *emitter) done(n *onnxpb.NodeProto, v string) (string, error) {
+	if e.err != nil {
+		return "", fmt.Errorf("MatMulNBits %s: %w", n.Name, e.err)
+	}
+	return v, nil
+}
+
+// timesNBits emits x·W, x [M, K], for the weight W [K, N] of MatMulNBits
+// node n: for each slab of W's columns (rows of Wᵀ, see dequantizeNBits),
+// Gemm(x, slab, transB), the slabs' products concatenated to [M, N], each
+// slab after the one before (see timesTransposedNBits).
+func (e *emitter) timesNBits(n *onnxpb.NodeProto, l quant.Layout, x string) string {
+	N, K := int64(l.N), int64(l.K)
+	one := e.op("Mul", []string{e.op("Div", []string{e.lastDim(x), e.ints(K)}), e.oneAtRunTime()})
+	step := max(1, min(N, chunkElems/K))
+	var parts []string
+	for lo := int64(0); lo < N; lo += step {
+		hi := min(N, lo+step)
+		part := e.op("Gemm", []string{x, e.dequantizeNBits(n, l, one, lo, hi)}, graph.AttrInt("transB", 1))
+		parts = append(parts, part)
+		one = e.op("Mul", []string{e.op("Div", []string{e.lastDim(part), e.ints(hi - lo)}), e.oneAtRunTime()})
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return e.op("Concat", parts, graph.AttrInt("axis", -1))
 }
 
 // chunkElems bounds the floats of one MatMulNBits weight that the

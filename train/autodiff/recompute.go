@@ -3,7 +3,9 @@ package autodiff
 import (
 	"regexp"
 
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/quant"
 )
 
 // maxRecomputeChain bounds how many forward nodes, not read by the
@@ -44,7 +46,11 @@ type recomputer struct {
 // weight (MatMul, Gemm) are recomputed too, together with the cheap nodes
 // that lead to them from kept values (a normalization, say): for a LLaMA
 // MLP, its gate and up projections, the largest values the backward pass
-// keeps, for one more product each in the backward pass.
+// keeps, for one more product each in the backward pass. An int4 product
+// (com.microsoft MatMulNBits with a frozen packed weight) is made again
+// through its weight dequantized a slab at a time (see TimesNBits), not
+// by a second MatMulNBits node, for which ONNX Runtime would keep one
+// more pre-packed copy of the weight.
 //
 // A copy that reads no recomputed value reads one of its forward inputs
 // through a Reshape to that input's own shape (an alias, no copy), so that
@@ -124,8 +130,12 @@ func (b *gradientPass) recompute(products, layers bool) {
 
 // candidate reports whether n is a default-domain node whose output may
 // be recomputed: a cheap element-wise op (its registry entry's recompute),
-// or with products on, a product of an activation with a frozen matrix.
+// or with products on, a product of an activation with a frozen matrix,
+// an int4 one (MatMulNBits) included.
 func (r *recomputer) candidate(n *onnxpb.NodeProto) bool {
+	if quant.IsNode(n) {
+		return r.products && r.frozenNBits(n)
+	}
 	k := key(n.Domain, n.OpType)
 	e := registry[k]
 	if k.domain != "" || e == nil {
@@ -172,6 +182,23 @@ func (r *recomputer) findLayers() {
 	for _, o := range r.b.m.Graph().Output {
 		r.boundary[o.Name] = true
 	}
+}
+
+// frozenNBits reports whether MatMulNBits node n multiplies an activation
+// by a frozen packed weight of float32 A that TimesNBits can recompute: its
+// packed tensors initializers, no g_idx.
+func (r *recomputer) frozenNBits(n *onnxpb.NodeProto) bool {
+	if _, err := quant.LayoutOf(n); err != nil || !r.dynamic[n.Input[quant.InputA]] || r.b.inf.get(n.Input[quant.InputA]).elem != dtype.Float32 {
+		return false
+	}
+	for i, in := range n.Input {
+		switch {
+		case in == "" || i == quant.InputA:
+		case i == quant.InputGIdx || r.dynamic[in] || (i != quant.InputBias && r.b.m.Initializer(in) == nil):
+			return false
+		}
+	}
+	return true
 }
 
 // frozenMatrix reports whether the product n multiplies an activation
@@ -240,8 +267,32 @@ func (r *recomputer) copyOf(n *onnxpb.NodeProto, depth int) (string, bool) {
 		}
 	}
 	v := n.Output[0]
-	c := r.e.emit(n.Domain, n.OpType, inputs, 1, n.Attribute...)[0]
+	var c string
+	if quant.IsNode(n) {
+		c = r.nbitsCopy(n, inputs)
+	} else {
+		c = r.e.emit(n.Domain, n.OpType, inputs, 1, n.Attribute...)[0]
+	}
 	r.e.inf.record(c, *r.b.inf.get(v))
 	r.again[v] = c
 	return c, true
+}
+
+// nbitsCopy emits the copy of MatMulNBits node n over inputs as
+// TimesNBits computes it, the weight dequantized a slab at a time: a new
+// MatMulNBits node would have ONNX Runtime keep one more pre-packed copy
+// of the weight.
+func (r *recomputer) nbitsCopy(n *onnxpb.NodeProto, inputs []string) string {
+	e := r.e
+	l, _ := quant.LayoutOf(n) // checked by frozenNBits
+	a := inputs[quant.InputA]
+	shape := e.op("Shape", []string{a})
+	rows := e.op("Reshape", []string{a, e.ints(-1, int64(l.K))})
+	e.inf.record(rows, tinfo{elem: dtype.Float32, shape: unknownShape()})
+	y := e.timesNBits(n, l, rows)
+	if bias := inputOr(n, quant.InputBias); bias != "" {
+		y = e.add(y, inputs[quant.InputBias])
+	}
+	lead := e.op("Slice", []string{shape, e.ints(0), e.ints(-1)})
+	return e.op("Reshape", []string{y, e.concatInts(lead, e.ints(int64(l.N)))})
 }
