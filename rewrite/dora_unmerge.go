@@ -99,11 +99,10 @@ func (f fold) undoDoRARescale(m *graph.Model, rec *doraRecord) error {
 	if len(mg.Norm) != int(l.Out) {
 		return layerErr(l, "use_dora: metadata %q holds %d norms for weight %q; the layer has %d output features", DoRAMetadataKey, len(mg.Norm), l.Weight, l.Out)
 	}
-	w, err := effectiveWeight(m, l)
+	have, err := weightNorms(m, l)
 	if err != nil {
 		return err
 	}
-	have := columnNorms(w, int(l.In), int(l.Out))
 	c := make([]float64, l.Out)
 	for j, n := range mg.Norm {
 		mj := float64(f.magnitude[j])
