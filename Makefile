@@ -46,13 +46,14 @@ test: ort vet check
 # themselves under mpirun, and runs data-parallel training
 # (cmd/peftonnx's TestDataParallel*) and tensor-parallel training
 # (cmd/peftonnx's TestTensorParallelTrain*, train/tensorparallel's
-# TestTensorParallelMPI, and DP × TP on -np 4) under mpirun;
+# TestTensorParallelMPI, and DP × TP on -np 4, with prefix tuning, accumulation,
+# evaluation and a resume) under mpirun;
 # without Open MPI it says so and does nothing.
 test-mpi:
 	@$(WITH_MPI); if [ -z "$$MPI_TAGS" ]; then echo "test-mpi: no MPI build here, so its tests do not run" >&2; exit 0; fi; \
 	set -x; $(GO) vet $$MPI_TAGS ./internal/mpi/... ./cmd/peftonnx/ ./train/tensorparallel/ && $(GO) test $(GOFLAGS_TEST) $$MPI_TAGS ./internal/mpi/... && \
 	$(GO) test $(GOFLAGS_TEST) $$MPI_TAGS -run '^Test(DataParallel|TensorParallelTrain)' ./cmd/peftonnx/ && \
-	$(GO) test $(GOFLAGS_TEST) $$MPI_TAGS -run '^Test(DataTimes)?TensorParallelMPI$$' ./train/tensorparallel/
+	$(GO) test $(GOFLAGS_TEST) $$MPI_TAGS -run '^Test(DataTimes)?TensorParallel(Accumulate|Prefix)?MPI$$' ./train/tensorparallel/
 
 # bench runs peftonnx and PyTorch side by side (bench/README.md); it installs
 # Debian's python3-torch when missing. bench-go runs the Go benchmarks.

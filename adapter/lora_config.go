@@ -36,12 +36,16 @@ const (
 	// exactly), or the first r columns of a QR decomposition ("olora").
 	InitPiSSA LoRAInit = "pissa"
 	InitOLoRA LoRAInit = "olora"
+	// LoftQ alternates quantizing the base and a rank-r SVD of what the
+	// quantization lost, and leaves the quantized weight in the base
+	// (package rewrite, init_loftq.go).
+	InitLoftQ LoRAInit = "loftq"
 )
 
 // FromWeights reports whether i starts A and B from the base weight,
-// rewriting it (PiSSA, OLoRA).
+// rewriting it (PiSSA, OLoRA, LoftQ).
 func (i LoRAInit) FromWeights() bool {
-	return i == InitPiSSA || i == InitOLoRA || isPiSSANiter(i)
+	return i == InitPiSSA || i == InitOLoRA || i == InitLoftQ || isPiSSANiter(i)
 }
 
 // isPiSSANiter reports whether i is "pissa_niter_N" with N a positive
@@ -249,10 +253,10 @@ func (c *LoRAConfig) validate() error {
 		return err
 	}
 	switch c.InitLoRAWeights {
-	case "", InitKaiming, InitGaussian, InitPiSSA, InitOLoRA:
+	case "", InitKaiming, InitGaussian, InitPiSSA, InitOLoRA, InitLoftQ:
 	default:
 		if !isPiSSANiter(c.InitLoRAWeights) {
-			return fmt.Errorf("init_lora_weights must be kaiming, gaussian, pissa, pissa_niter_N or olora, got %q", c.InitLoRAWeights)
+			return fmt.Errorf("init_lora_weights must be kaiming, gaussian, pissa, pissa_niter_N, olora or loftq, got %q", c.InitLoRAWeights)
 		}
 	}
 	if math.IsNaN(c.LoRAPlusScale) || c.LoRAPlusScale < 0 {

@@ -82,10 +82,12 @@ func SplitTensorParallel(a *Adapter, degree int) ([]*Adapter, error) {
 		return nil, err
 	}
 	switch {
-	case a.LoRA == nil:
-		return nil, errorf("tensor-parallel shards: only LoRA adapters are sharded here, not %s", a.Prefix.PEFTType())
 	case degree < 2:
 		return nil, errorf("tensor-parallel shards: degree %d: want 2 or more", degree)
+	case a.Prefix != nil:
+		return splitPrefix(a, degree)
+	case a.LoRA == nil:
+		return nil, errorf("tensor-parallel shards: only LoRA and prefix adapters are sharded here")
 	case !a.LoRA.EnableLoRAList.IsZero():
 		return nil, errorf("tensor-parallel shards: fused projections (enable_lora) have no shard layout here")
 	case a.LoRA.UseDoRA:
@@ -128,6 +130,9 @@ func SplitTensorParallel(a *Adapter, degree int) ([]*Adapter, error) {
 // before any is renamed into place. LoadPaddleShards merges the shards
 // back, bit for bit.
 func SavePaddleShards(dir string, a *Adapter, degree int) error {
+	if a.LoRA == nil {
+		return errorf("tensor-parallel shards: only LoRA adapters are sharded into PaddleNLP's files here")
+	}
 	shards, err := SplitTensorParallel(a, degree)
 	if err != nil {
 		return err
@@ -246,6 +251,9 @@ func LoadPaddleShards(dir string) (*Adapter, error) {
 // concatenated in rank order, and the replicated one, which every rank
 // must hold bit for bit. The shards must carry the same modules.
 func MergeTensorParallel(shards []*Adapter) (*Adapter, error) {
+	if len(shards) > 0 && shards[0].Prefix != nil {
+		return mergePrefix(shards)
+	}
 	if len(shards) == 0 || shards[0].LoRA == nil {
 		return nil, errorf("tensor-parallel shards: no LoRA shards to merge")
 	}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -188,5 +189,48 @@ func TestPaddleShardsErrors(t *testing.T) {
 	}
 	if _, err := LoadPaddleShards(dir); err == nil || !strings.Contains(err.Error(), "replicated factor differs between rank 0 and rank 1") {
 		t.Errorf("merge with differing replicas: got %v", err)
+	}
+}
+
+// TestPrefixTensorParallel splits a prefix table of 2 layers × key and
+// value × 2 KV heads × head dim 2 among 2 ranks, checks each shard's
+// columns against the table's own layout (layer, key/value, head, dim),
+// and merges the shards back bit for bit.
+func TestPrefixTensorParallel(t *testing.T) {
+	a := samplePrefix(false)
+	a.Prompt.DType = dtype.Float32
+	shards, err := SplitTensorParallel(a, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const P, L, kv, d = 3, 2, 2, 2
+	for k, s := range shards {
+		if s.Prefix.TensorParallelDegree != 2 || !slices.Equal(s.Prompt.Shape, []int64{P, L * 2 * d}) {
+			t.Fatalf("rank %d: degree %d, prompt %v", k, s.Prefix.TensorParallelDegree, s.Prompt.Shape)
+		}
+		for p := range P {
+			for lk := range 2 * L {
+				for j := range d {
+					got := s.Prompt.Data[p*L*2*d+lk*d+j]
+					want := a.Prompt.Data[p*L*2*kv*d+(lk*kv+k)*d+j]
+					if got != want {
+						t.Fatalf("rank %d, token %d, layer·kind %d, dim %d: %v, want %v", k, p, lk, j, got, want)
+					}
+				}
+			}
+		}
+	}
+	merged, err := MergeTensorParallel(shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if merged.Prefix.TensorParallelDegree != -1 || !equalBits(merged.Prompt.Data, a.Prompt.Data) || !slices.Equal(merged.Prompt.Shape, a.Prompt.Shape) {
+		t.Errorf("the merged prefix shards are not the table")
+	}
+	if _, err := SplitTensorParallel(a, 4); err == nil || !strings.Contains(err.Error(), "does not divide the prefix's 2 key/value heads") {
+		t.Errorf("4 ranks of 2 KV heads: %v", err)
+	}
+	if _, err := SplitTensorParallel(samplePrefix(true), 2); err == nil || !strings.Contains(err.Error(), "prefix_projection") {
+		t.Errorf("a projection: %v", err)
 	}
 }

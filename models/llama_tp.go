@@ -9,9 +9,8 @@ import (
 )
 
 // LlamaPieces is one tensor-parallel rank's share of a LLaMA decoder
-// (Llama, without a KV cache), sharded as Megatron-LM and PaddleNLP shard
-// it, as graphs that run one after the other with a sum over the ranks
-// between them:
+// (Llama), sharded as Megatron-LM and PaddleNLP shard it, as graphs that
+// run one after the other with a sum over the ranks between them:
 //
 //   - Embed takes "input_ids" [batch, seq] and gives "partial"
 //     [batch, seq, hidden]: the rows of the rank's run of the vocabulary
@@ -28,6 +27,12 @@ import (
 //   - Head takes "hidden" and gives "logits" [batch, seq, vocab/degree]:
 //     the final norm and the rank's columns of lm_head, the rank's run of
 //     the vocabulary.
+//
+// Unless the config says NoCache, each attention block also takes
+// "past_key" and "past_value" [batch, kv_heads/degree, past, head_dim],
+// the rank's KV heads of a past (a prefix, for prefix tuning), which it
+// puts before this run's keys (after RoPE) and values as Llama does;
+// "attention_mask" is then [batch, past+seq]. It has no present outputs.
 //
 // Every weight is the full model's, under the same name, sliced; the
 // norms are whole on every rank. The linear layers are named as in Llama,
@@ -51,7 +56,11 @@ type LlamaPieces struct {
 // rank holds the whole model. The heads, the KV heads, the MLP width and
 // the vocabulary must split evenly among the ranks.
 func LlamaTensorParallel(c LlamaConfig, full *graph.Model, rank, degree int) (*LlamaPieces, error) {
-	if err := c.CheckTensorParallel(degree); err != nil {
+	// The pieces of a model with a KV cache take a past: CheckTensorParallel
+	// checks the rest.
+	nc := c
+	nc.NoCache = true
+	if err := nc.CheckTensorParallel(degree); err != nil {
 		return nil, err
 	}
 	if rank < 0 || rank >= degree {
@@ -82,10 +91,12 @@ func LlamaTensorParallel(c LlamaConfig, full *graph.Model, rank, degree int) (*L
 	return p, nil
 }
 
-// CheckTensorParallel reports why LlamaTensorParallel cannot shard a
-// model of c at degree degree: a degree below 1, one that does not divide
-// the heads, the KV heads and the MLP width, or a model other than a
-// float32 one in Optimum's layout without a KV cache.
+// CheckTensorParallel reports why a LoRA run cannot shard a model of c
+// at degree degree: a degree below 1, one that does not divide the heads,
+// the KV heads and the MLP width, or a model other than a float32 one in
+// Optimum's layout without a KV cache. (LlamaTensorParallel shards a
+// model with a KV cache too, its attention pieces taking a past, which a
+// prefix-tuning run fills; it checks the rest.)
 func (c LlamaConfig) CheckTensorParallel(degree int) error {
 	if err := c.Validate(); err != nil {
 		return err
@@ -303,6 +314,13 @@ func (sh *llamaSharder) attention(i int) (*graph.Model, error) {
 	module := fmt.Sprintf("model.layers.%d", i)
 	attn := layer.In("self_attn")
 	q, k, v := ex.llamaQKV(c, layer, module, "hidden", h, kv, cos, sin)
+	if !c.NoCache {
+		for _, name := range []string{"past_key", "past_value"} {
+			m.AddInput(graph.SymbolicTensorInfo(name, dtype.Float32, []graph.Dim{batchDim, sized(kv), pastDim, sized(d)}))
+		}
+		k = attn.Op("Concat", []string{"past_key", k}, graph.AttrInt("axis", 2))
+		v = attn.Op("Concat", []string{"past_value", v}, graph.AttrInt("axis", 2))
+	}
 	k = ex.repeatKV(attn, k, kv, h/kv, d)
 	v = ex.repeatKV(attn, v, kv, h/kv, d)
 	a := ex.attention(attn, q, k, v, mask, d, false)

@@ -1,6 +1,7 @@
 package models
 
 import (
+	"fmt"
 	"math"
 	"testing"
 
@@ -21,6 +22,11 @@ func TestLlamaTensorParallelLogits(t *testing.T) {
 		c.NoCache, c.InitStd, c.KVHeads, c.VocabSize = true, testStd, tc.kvHeads, tc.vocab
 		llamaTensorParallelLogits(t, c, tc.degree)
 	}
+	// With a KV cache, each attention piece takes its KV heads of the
+	// past.
+	cached := LlamaTiny()
+	cached.InitStd, cached.VocabSize = testStd, 31
+	llamaTensorParallelLogits(t, cached, 2)
 	c := LlamaTiny()
 	c.NoCache = true
 	full, err := Llama(c)
@@ -40,15 +46,41 @@ func llamaTensorParallelLogits(t *testing.T, c LlamaConfig, degree int) {
 		t.Fatal(err)
 	}
 	const batch, seq = 2, 5
+	past := 0
+	if !c.NoCache {
+		past = 3
+	}
 	ids := tokens(batch*seq, c.VocabSize, 3)
-	mask := make([]int64, batch*seq)
+	mask := make([]int64, batch*(past+seq))
 	pos := make([]int64, batch*seq)
 	for i := range mask {
 		mask[i] = 1
-		pos[i] = int64(i % seq)
 	}
-	mask[batch*seq-1] = 0 // padding at the end of the last row
-	shape := []int64{batch, seq}
+	for i := range pos {
+		pos[i] = int64(past + i%seq)
+	}
+	mask[batch*(past+seq)-1] = 0 // padding at the end of the last row
+	shape, mshape := []int64{batch, seq}, []int64{batch, int64(past + seq)}
+	// The past of each layer, keys then values, [batch, kv, past, d].
+	kv, d := c.KVHeads, c.Hidden/c.Heads
+	pasts := make([][]float32, 2*c.Layers)
+	for i := range pasts {
+		pasts[i] = make([]float32, batch*kv*past*d)
+		for j := range pasts[i] {
+			pasts[i][j] = float32(math.Sin(float64(7*i+j))) / 2
+		}
+	}
+	pastShape := []int64{batch, int64(kv), int64(past), int64(d)}
+	// rankPast returns rank r's KV heads of past p.
+	rankPast := func(p []float32, r int) []float32 {
+		per := kv / degree
+		var out []float32
+		for b := range batch {
+			lo := (b*kv + r*per) * past * d
+			out = append(out, p[lo:lo+per*past*d]...)
+		}
+		return out
+	}
 	run := func(s *rt.Session, in map[string]*rt.Tensor, out string) []float32 {
 		t.Helper()
 		res, err := s.Run(in, []string{out})
@@ -57,7 +89,14 @@ func llamaTensorParallelLogits(t *testing.T, c LlamaConfig, degree int) {
 		}
 		return res[out].ToFloat32()
 	}
-	want := run(session(t, full), map[string]*rt.Tensor{"input_ids": ints(t, shape, ids), "attention_mask": ints(t, shape, mask), "position_ids": ints(t, shape, pos)}, "logits")
+	feeds := map[string]*rt.Tensor{"input_ids": ints(t, shape, ids), "attention_mask": ints(t, mshape, mask), "position_ids": ints(t, shape, pos)}
+	if !c.NoCache {
+		for i := range c.Layers {
+			feeds[fmt.Sprintf("past_key_values.%d.key", i)] = floats32(t, pastShape, pasts[2*i])
+			feeds[fmt.Sprintf("past_key_values.%d.value", i)] = floats32(t, pastShape, pasts[2*i+1])
+		}
+	}
+	want := run(session(t, full), feeds, "logits")
 
 	pieces := make([]*LlamaPieces, degree)
 	for r := range pieces {
@@ -69,10 +108,14 @@ func llamaTensorParallelLogits(t *testing.T, c LlamaConfig, degree int) {
 	// their outputs.
 	sum := func(j int, in map[string]*rt.Tensor) []float32 {
 		var total []float32
-		for _, p := range pieces {
+		for r, p := range pieces {
 			m := p.Embed
 			if j >= 0 {
 				m = p.Blocks[j]
+			}
+			if j >= 0 && j%2 == 0 && !c.NoCache {
+				per := []int64{batch, int64(kv / degree), int64(past), int64(d)}
+				in["past_key"], in["past_value"] = floats32(t, per, rankPast(pasts[j], r)), floats32(t, per, rankPast(pasts[j+1], r))
 			}
 			part := run(session(t, m), in, "partial")
 			if total == nil {
@@ -89,7 +132,7 @@ func llamaTensorParallelLogits(t *testing.T, c LlamaConfig, degree int) {
 	for j := range pieces[0].Blocks {
 		in := map[string]*rt.Tensor{"hidden": floats32(t, hshape, hidden)}
 		if j%2 == 0 {
-			in["attention_mask"], in["position_ids"] = ints(t, shape, mask), ints(t, shape, pos)
+			in["attention_mask"], in["position_ids"] = ints(t, mshape, mask), ints(t, shape, pos)
 		}
 		for i, v := range sum(j, in) {
 			hidden[i] += v

@@ -34,7 +34,8 @@ import (
 // the original base. Fused projections, embeddings, convolutions, QDQ
 // weights, AsInputs and DoRA refuse these inits.
 
-// checkInitFromWeights refuses the layers that PiSSA and OLoRA do not take.
+// checkInitFromWeights refuses the layers that PiSSA, OLoRA and LoftQ do
+// not take (LoftQ's packed base has more limits: checkLoftQ).
 func checkInitFromWeights(l Linear, cfg *adapter.LoRAConfig, key string, asInputs bool) error {
 	init := cfg.InitLoRAWeights
 	switch {
@@ -46,6 +47,8 @@ func checkInitFromWeights(l Linear, cfg *adapter.LoRAConfig, key string, asInput
 		return layerErr(l, "init %s writes A and B and the residual weight; AsInputs has no A and B to write", init)
 	case cfg.UseDoRA:
 		return layerErr(l, "init %s with use_dora is not supported", init)
+	case l.Quantized() && init == adapter.InitLoftQ:
+		return layerErr(l, "init loftq quantizes the layer's float weight itself, and weight %q is already packed in a MatMulNBits layer, so its float values are gone: give the float model (LoftQ then writes the int4 layer itself)", l.Weight)
 	case l.Op == OpAttention || l.Quantized():
 		return layerErr(l, "init %s needs the layer's float weight as one matrix; %s packs it", init, l.Op)
 	case l.Dequantized():

@@ -176,6 +176,9 @@ type modulePlan struct {
 	// residual is the fold that takes s·A₀·B₀ off the weight of a PiSSA or
 	// OLoRA site; nil for other inits.
 	residual *fold
+	// loftq is a LoftQ site's quantized base (init_loftq.go), which
+	// replaces its weight; nil for other inits.
+	loftq *loftqStart
 }
 
 // inject adds branches to targets. weights, when not nil, gives the values
@@ -230,6 +233,25 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 			}
 		}
 	}
+	// LoftQ's base replaces the weight, or the node (a module listed
+	// twice is one layer: both entries take the new one).
+	written := map[string]Linear{}
+	for i, l := range targets {
+		p := plans[l.Module]
+		if p.loftq == nil {
+			continue
+		}
+		if nl, ok := written[l.Module]; ok {
+			targets[i] = nl
+			continue
+		}
+		nl, err := writeLoftQBase(m, l, p.loftq, o.loftqOptions())
+		if err != nil {
+			return nil, Summary{}, err
+		}
+		written[l.Module], targets[i] = nl, nl
+		p.site.Weight, p.site.BaseDType = nl.Weight, nl.DType
+	}
 
 	extras := trainableExtras(m, &cfg, all, targets)
 	b := newLoRAGraph(m, opset, o.asInputs, cfg.Dropout)
@@ -277,6 +299,7 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 	if err != nil {
 		return nil, Summary{}, err
 	}
+	sum.LoftQ = loftqReportOf(plans, o.loftqOptions())
 	return sites, sum, nil
 }
 
@@ -408,6 +431,13 @@ func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, we
 		if err := checkInitFromWeights(l, &cfg, key, o.asInputs); err != nil {
 			return nil, err
 		}
+		if cfg.InitLoRAWeights == adapter.InitLoftQ {
+			if p.loftq, err = planLoftQ(m, l, s, o.loftqOptions()); err != nil {
+				return nil, err
+			}
+			p.a, p.b = p.loftq.a, p.loftq.b
+			break
+		}
 		if p.a, p.b, err = initFromWeights(m, &cfg, l, s.R, s.Scale); err != nil {
 			return nil, err
 		}
@@ -528,7 +558,7 @@ func (b *loraGraph) factors(p *modulePlan) {
 	}
 	m.AddInitializer(graph.NewFloat32Tensor(s.A, dt, aShape, p.a))
 	m.AddInitializer(graph.NewFloat32Tensor(s.B, dt, bShape, p.b))
-	if p.residual != nil {
+	if p.residual != nil || p.loftq != nil {
 		b.initialFactors(p)
 	}
 }

@@ -13,7 +13,8 @@ import (
 // W' = W + s·A·B, computed in float32 and stored in W's element type, and
 // removes every node, initializer, input and metadata entry that injection
 // added. The merged model has exactly the base model's nodes and
-// initializers, and runs as fast. A weight reached through Transpose, Cast
+// initializers, and runs as fast; its metadata gains a fingerprint of each
+// update (MergeMetadataKey), with which Unmerge refuses another adapter. A weight reached through Transpose, Cast
 // or Gemm's transB is updated where it is stored; under a Gemm with alpha
 // ≠ 1 the update is divided by alpha. With AsInputs the defaults are rank
 // 0, so Merge restores the base model; use MergeAdapter to bake an adapter
@@ -38,6 +39,11 @@ type fold struct {
 	// magnitude is DoRA's m [out]: after W + s·A·B, each output feature is
 	// rescaled to it (rescaleColumns); nil for plain LoRA.
 	magnitude []float32
+	// initialA [in, r] and initialB [r, out] are A₀ and B₀ of a layer
+	// started from its weights (PiSSA, OLoRA), whose update against the
+	// original weight is s·(A·B − A₀·B₀) (merge_fingerprint.go); nil
+	// otherwise.
+	initialA, initialB []float32
 }
 
 // planSiteFolds reads the factors of every module of rec and checks that its
@@ -96,6 +102,14 @@ func planSiteFolds(m *graph.Model, rec record, o options) ([]fold, error) {
 		}
 		if s.Magnitude != "" {
 			if f.magnitude, err = factor(m, s.Magnitude); err != nil {
+				return nil, err
+			}
+		}
+		if s.InitialA != "" {
+			if f.initialA, err = factor(m, s.InitialA); err != nil {
+				return nil, err
+			}
+			if f.initialB, err = factor(m, s.InitialB); err != nil {
 				return nil, err
 			}
 		}
@@ -293,8 +307,10 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter, o options) ([]fold
 // adapter must be given; ExtractAdapter before Merge keeps it. In float16
 // or bfloat16 weights the round trip is exact only to the weight's
 // precision. A DoRA adapter's rescaling is undone with the norms Merge
-// kept (DoRAMetadataKey); a model without them is refused. Nothing changes
-// when a module is missing or a shape disagrees.
+// kept (DoRAMetadataKey); a model without them is refused. An adapter
+// whose update is not the one merged (MergeMetadataKey) is refused, where
+// the model keeps the fingerprints. Nothing changes when a module is
+// missing, a shape disagrees or the adapter is the wrong one.
 func Unmerge(m *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, Summary, error) {
 	folds, _, err := planAdapterFolds(m, ad, options{})
 	if err != nil {
@@ -303,6 +319,15 @@ func Unmerge(m *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, Summa
 	doras, err := readDoRARecord(m)
 	if err != nil {
 		return nil, Summary{}, err
+	}
+	fps, err := readMergeFingerprints(m)
+	if err != nil {
+		return nil, Summary{}, err
+	}
+	for _, f := range folds {
+		if err := f.checkFingerprint(&fps); err != nil {
+			return nil, Summary{}, err
+		}
 	}
 	// Keep the weights, to put them back if anything fails.
 	saved := map[string][]float32{}
@@ -336,6 +361,9 @@ func Unmerge(m *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, Summa
 	sites, sum, err := ApplyLoRA(m, ad, opts...)
 	if err == nil {
 		err = writeDoRARecord(m, doras)
+	}
+	if err == nil {
+		err = writeMergeFingerprints(m, fps)
 	}
 	if err != nil {
 		restore()

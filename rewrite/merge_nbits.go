@@ -117,6 +117,7 @@ func mergeOptions(opts []Option) (options, error) {
 func applyFolds(m *graph.Model, folds []fold, o options) ([]QuantizedMerge, error) {
 	var rep []QuantizedMerge
 	var merges []doraMerge
+	var fps []mergeFingerprint
 	for _, f := range folds {
 		if f.l.Quantized() {
 			q, err := f.applyQuantized(m, o.requantize)
@@ -124,6 +125,9 @@ func applyFolds(m *graph.Model, folds []fold, o options) ([]QuantizedMerge, erro
 				return nil, err
 			}
 			rep = append(rep, q)
+			if !q.Requantized {
+				fps = append(fps, f.recordFingerprint(q.Weight))
+			}
 			continue
 		}
 		f, err := f.dequantized(m)
@@ -140,6 +144,10 @@ func applyFolds(m *graph.Model, folds []fold, o options) ([]QuantizedMerge, erro
 			}
 			merges = append(merges, doraMerge{Weight: f.l.Weight, Module: f.module, Norm: norms})
 		}
+		fps = append(fps, f.recordFingerprint(f.l.Weight))
+	}
+	if err := pushMergeFingerprints(m, fps); err != nil {
+		return nil, err
 	}
 	return rep, pushDoRAMerges(m, merges)
 }

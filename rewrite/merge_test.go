@@ -43,8 +43,12 @@ func TestMergeMatchesAdapted(t *testing.T) {
 			if !slices.Equal(gotInits, baseInits) {
 				t.Errorf("merged initializers differ from the base's")
 			}
-			if len(m.Graph().Input) != len(base.Graph().Input) || len(m.Proto.MetadataProps) != len(base.Proto.MetadataProps) {
+			// The metadata gains the merge's fingerprints and nothing else.
+			if len(m.Graph().Input) != len(base.Graph().Input) || len(m.Proto.MetadataProps) != len(base.Proto.MetadataProps)+1 {
 				t.Errorf("merged model keeps LoRA inputs or metadata")
+			}
+			if rec, err := readMergeFingerprints(m); err != nil || len(rec.Merges) != len(sites) {
+				t.Errorf("merged model records %d fingerprints (%v), want one per site (%d)", len(rec.Merges), err, len(sites))
 			}
 		})
 	}

@@ -13,6 +13,7 @@ type options struct {
 	// LoRA only.
 	asInputs bool
 	modules  []string
+	loftq    *LoftQOptions // init "loftq"; nil: the defaults (init_loftq.go)
 	// Merge and MergeAdapter only.
 	dequantize bool
 	requantize bool // int4 layers (merge_nbits.go)
@@ -90,6 +91,8 @@ func applyOptions(opts []Option, kind optionKind) (options, error) {
 		return options{}, errorf("PrefixHeadDim and PrefixReplacePast are options of prefix tuning, not of LoRA")
 	case kind == prefixOptions && o.asInputs:
 		return options{}, errorf("AsInputs makes LoRA factors graph inputs; a prefix has none")
+	case kind == prefixOptions && o.loftq != nil:
+		return options{}, errorf("WithLoftQ sets how LoRA's init loftq quantizes; a prefix has no such init")
 	case kind == prefixOptions && len(o.modules) > 0:
 		return options{}, errorf("WithModules chooses the layers LoRA adapts; a prefix adapts none")
 	}

@@ -27,6 +27,8 @@ type Summary struct {
 	// (TrainableBias) and the weights of TrainableModules. The trainer
 	// turns them into graph inputs along with LoRA.
 	Extra []string
+	// LoftQ sums up init loftq's fit, nil for other inits.
+	LoftQ *LoftQReport
 }
 
 // Trainable returns every trainable tensor's name: LoRA, then Extra.

@@ -18,6 +18,9 @@ type Batch struct {
 	// field with a value per token, padded with 0 like the token ids;
 	// [Size, n] for a field with n values per example.
 	Inputs map[string][]float64
+	// Dropout, when not nil, gives a training batch's seeded LoRA
+	// dropout its draws (Options.SeededDropout).
+	Dropout *DropoutDraws
 }
 
 // DataInput is a data field that feeds a model input as it is: one value

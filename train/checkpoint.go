@@ -69,42 +69,65 @@ func optimOf(o *Options) *optimState {
 
 const rngKind = "splitmix64 per epoch"
 
-// SaveCheckpoint writes the trainer's state (parameters, optimizer
-// moments, step, data position and log) to dir/checkpoint-<step>, and
-// returns that path. Of several ranks, rank 0 alone calls it (Train does
-// so), and the batch size it records is that of all ranks together. The directory appears complete or not at all: it is
-// written under a temporary name and renamed. Older checkpoints beyond
-// Options.KeepCheckpoints are removed afterwards.
-func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
+// Checkpoint is what a checkpoint directory holds: where the run stands
+// (step, data position, log), the whole of every trained parameter, and
+// the optimizer's state. train.Trainer writes and reads it, and so does a
+// tensor-parallel run (package tensorparallel), whose rank 0 gathers the
+// ranks' shards into the whole parameters first, so that either kind of
+// run resumes from the other's checkpoints.
+type Checkpoint struct {
+	Step, TotalSteps int
+	// Seed and the step are the data order's whole state (one
+	// SplitMix64 stream per epoch); the next micro-batch is
+	// Step × GradAccum.
+	Seed uint64
+	// BatchSize is that of all data-parallel ranks together.
+	BatchSize, GradAccum, SeqLen, NumExamples int
+	// NumBatches is the loader's number of batches per epoch, for the
+	// epoch recorded.
+	NumBatches int
+	// Names lists the parameters in the run's order; Params holds their
+	// values.
+	Names   []string
+	Params  map[string]*adapter.Tensor
+	Optim   *OptimizerState
+	History []LogRecord
+	// Options are the run's options: the learning rate, schedule,
+	// warmup, clip, LoRA+ scale and AdamW settings are recorded.
+	Options Options
+}
+
+// WriteCheckpoint writes c to dir/checkpoint-<step> and returns that
+// path. The directory appears complete or not at all: it is written under
+// a temporary name and renamed. Older checkpoints beyond keep are removed
+// afterwards.
+func WriteCheckpoint(dir string, c *Checkpoint, keep int) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", errorf("checkpoint: %w", err)
 	}
+	micro := c.Step * c.GradAccum
 	st := trainerState{
-		Format: stateFormat, Version: 1, Step: t.step, TotalSteps: t.total,
-		Epoch:     t.epochAt(t.step * t.opts.GradAccum),
-		BatchSize: t.loader.Options().BatchSize, GradAccum: t.opts.GradAccum, SeqLen: t.opts.SeqLen,
-		NumExamples: len(t.data.Examples), Params: t.names, LogHistory: t.history,
-		Optim: optimOf(&t.opts),
+		Format: stateFormat, Version: 1, Step: c.Step, TotalSteps: c.TotalSteps,
+		Epoch:     float64(micro) / float64(max(1, c.NumBatches)),
+		BatchSize: c.BatchSize, GradAccum: c.GradAccum, SeqLen: c.SeqLen,
+		NumExamples: c.NumExamples, Params: c.Names, LogHistory: c.History,
+		Optim: optimOf(&c.Options),
 	}
-	st.RNG.Kind, st.RNG.Seed, st.RNG.NextMicroBatch = rngKind, t.opts.Seed, t.step*t.opts.GradAccum
+	st.RNG.Kind, st.RNG.Seed, st.RNG.NextMicroBatch = rngKind, c.Seed, micro
 	stateJSON, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return "", errorf("checkpoint: %w", err)
 	}
-	tensors := make(map[string]*adapter.Tensor, len(t.params))
-	for _, p := range t.params {
-		tensors[p.Name] = adapter.NewTensor(p.Shape, p.Data)
-	}
-	paramsBytes, err := adapter.EncodeSafetensors(tensors, map[string]string{"format": "peftonnx parameters", "step": strconv.Itoa(t.step)})
+	paramsBytes, err := adapter.EncodeSafetensors(c.Params, map[string]string{"format": "peftonnx parameters", "step": strconv.Itoa(c.Step)})
 	if err != nil {
 		return "", errorf("checkpoint: %w", err)
 	}
-	optBytes, err := t.opt.State().MarshalBinary()
+	optBytes, err := c.Optim.MarshalBinary()
 	if err != nil {
 		return "", err
 	}
 
-	final := filepath.Join(dir, checkpointPrefix+strconv.Itoa(t.step))
+	final := filepath.Join(dir, checkpointPrefix+strconv.Itoa(c.Step))
 	staged, err := atomicfile.CreateDir(final)
 	if err != nil {
 		return "", errorf("checkpoint: %w", err)
@@ -121,10 +144,29 @@ func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
 	if err := staged.Commit(); err != nil {
 		return "", errorf("checkpoint: %w", err)
 	}
-	if err := pruneCheckpoints(dir, t.opts.KeepCheckpoints); err != nil {
+	if err := pruneCheckpoints(dir, keep); err != nil {
 		return final, err
 	}
 	return final, nil
+}
+
+// SaveCheckpoint writes the trainer's state (parameters, optimizer
+// moments, step, data position and log) to dir/checkpoint-<step>, and
+// returns that path (WriteCheckpoint). Of several ranks, rank 0 alone
+// calls it (Train does so), and the batch size it records is that of all
+// ranks together. Older checkpoints beyond Options.KeepCheckpoints are
+// removed afterwards.
+func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
+	tensors := make(map[string]*adapter.Tensor, len(t.params))
+	for _, p := range t.params {
+		tensors[p.Name] = adapter.NewTensor(p.Shape, p.Data)
+	}
+	return WriteCheckpoint(dir, &Checkpoint{
+		Step: t.step, TotalSteps: t.total, Seed: t.opts.Seed,
+		BatchSize: t.loader.Options().BatchSize, GradAccum: t.opts.GradAccum, SeqLen: t.opts.SeqLen,
+		NumExamples: len(t.data.Examples), NumBatches: t.loader.NumBatches(),
+		Names: t.names, Params: tensors, Optim: t.opt.State(), History: t.history, Options: t.opts,
+	}, t.opts.KeepCheckpoints)
 }
 
 // checkpoints lists the checkpoint-<step> directories in dir, oldest
@@ -222,84 +264,111 @@ func (t *Trainer) LoadCheckpoint(path string) error {
 		}
 		return t.shareBytes("checkpoint "+path, b, err)
 	}
-	b, err := read(stateFile)
+	shapes := make(map[string][]int64, len(t.params))
+	for _, p := range t.params {
+		shapes[p.Name] = p.Shape
+	}
+	c, err := ReadCheckpoint(path, read, &Checkpoint{
+		TotalSteps: t.total, Seed: t.opts.Seed, BatchSize: t.loader.Options().BatchSize,
+		GradAccum: t.opts.GradAccum, SeqLen: t.opts.SeqLen, NumExamples: len(t.data.Examples),
+		Names: t.names, Options: t.opts,
+	}, shapes)
 	if err != nil {
 		return err
 	}
+	if err := t.opt.SetState(c.Optim); err != nil {
+		return errorf("checkpoint %s: %w", path, err)
+	}
+	for _, p := range t.params {
+		copy(p.Data, c.Params[p.Name].Data)
+		clear(p.Grad)
+	}
+	t.step = c.Step
+	t.history = c.History
+	return nil
+}
+
+// ReadCheckpoint reads the checkpoint at path, each of its files through
+// read (os.ReadFile of path's file, or what rank 0 read and sent), and
+// checks it against run, the run that resumes from it: the same
+// parameter names, dataset size, batch size (of all data-parallel ranks
+// together), gradient accumulation, sequence length, seed and optimizer
+// options, a step count (run.TotalSteps) the checkpoint has not passed,
+// and shapes, each parameter's whole shape. It returns the checkpoint,
+// whose Optim is at its Step.
+func ReadCheckpoint(path string, read func(name string) ([]byte, error), run *Checkpoint, shapes map[string][]int64) (*Checkpoint, error) {
+	b, err := read(stateFile)
+	if err != nil {
+		return nil, err
+	}
 	var st trainerState
 	if err := json.Unmarshal(b, &st); err != nil {
-		return errorf("checkpoint %s: %s: %w", path, stateFile, err)
+		return nil, errorf("checkpoint %s: %s: %w", path, stateFile, err)
 	}
 	if st.Format != stateFormat || st.Version != 1 {
-		return errorf("checkpoint %s: %s is not a version 1 %s", path, stateFile, stateFormat)
+		return nil, errorf("checkpoint %s: %s is not a version 1 %s", path, stateFile, stateFormat)
 	}
 	for _, c := range []struct {
 		what      string
 		got, want any
 	}{
-		{"parameters", st.Params, t.names},
-		{"examples", st.NumExamples, len(t.data.Examples)},
-		{"batch size", st.BatchSize, t.loader.Options().BatchSize},
-		{"gradient accumulation", st.GradAccum, t.opts.GradAccum},
-		{"sequence length", st.SeqLen, t.opts.SeqLen},
-		{"seed", st.RNG.Seed, t.opts.Seed},
+		{"parameters", st.Params, run.Names},
+		{"examples", st.NumExamples, run.NumExamples},
+		{"batch size", st.BatchSize, run.BatchSize},
+		{"gradient accumulation", st.GradAccum, run.GradAccum},
+		{"sequence length", st.SeqLen, run.SeqLen},
+		{"seed", st.RNG.Seed, run.Seed},
 		{"data order", st.RNG.Kind, rngKind},
-		{"data position", st.RNG.NextMicroBatch, st.Step * t.opts.GradAccum},
+		{"data position", st.RNG.NextMicroBatch, st.Step * run.GradAccum},
 	} {
 		if fmt.Sprint(c.got) != fmt.Sprint(c.want) {
-			return errorf("checkpoint %s was saved with %s %v, this run has %v", path, c.what, c.got, c.want)
+			return nil, errorf("checkpoint %s was saved with %s %v, this run has %v", path, c.what, c.got, c.want)
 		}
 	}
-	if err := t.checkResumedRun(path, &st); err != nil {
-		return err
+	if err := checkResumedRun(path, &st, run.TotalSteps, &run.Options); err != nil {
+		return nil, err
 	}
 	if b, err = read(paramsFile); err != nil {
-		return err
+		return nil, err
 	}
 	tensors, _, err := adapter.DecodeSafetensors(b)
 	if err != nil {
-		return errorf("checkpoint %s: %s: %w", path, paramsFile, err)
+		return nil, errorf("checkpoint %s: %s: %w", path, paramsFile, err)
 	}
-	for _, p := range t.params {
-		v := tensors[p.Name]
-		if v == nil || !slices.Equal(v.Shape, p.Shape) || v.DType != dtype.Float32 {
-			return errorf("checkpoint %s: %s has no float32 tensor %q of shape %v", path, paramsFile, p.Name, p.Shape)
+	for _, name := range run.Names {
+		v := tensors[name]
+		if v == nil || !slices.Equal(v.Shape, shapes[name]) || v.DType != dtype.Float32 {
+			return nil, errorf("checkpoint %s: %s has no float32 tensor %q of shape %v", path, paramsFile, name, shapes[name])
 		}
 	}
 	if b, err = read(optimizerFile); err != nil {
-		return err
+		return nil, err
 	}
 	var ost OptimizerState
 	if err := ost.UnmarshalBinary(b); err != nil {
-		return errorf("checkpoint %s: %s: %w", path, optimizerFile, err)
+		return nil, errorf("checkpoint %s: %s: %w", path, optimizerFile, err)
 	}
 	if ost.Step != int64(st.Step) {
-		return errorf("checkpoint %s: optimizer is at step %d, trainer at %d", path, ost.Step, st.Step)
+		return nil, errorf("checkpoint %s: optimizer is at step %d, trainer at %d", path, ost.Step, st.Step)
 	}
-	if err := t.opt.SetState(&ost); err != nil {
-		return errorf("checkpoint %s: %w", path, err)
-	}
-	for _, p := range t.params {
-		copy(p.Data, tensors[p.Name].Data)
-		clear(p.Grad)
-	}
-	t.step = st.Step
-	t.history = st.LogHistory
-	return nil
+	out := *run
+	out.Step, out.TotalSteps, out.Params, out.Optim, out.History = st.Step, st.TotalSteps, tensors, &ost, st.LogHistory
+	return &out, nil
 }
 
-// checkResumedRun checks the optimizer settings and step count of this
-// run against the checkpoint st at path: a learning rate, schedule, warmup,
-// clip or weight decay of its own would silently make another run, and a
-// step count the checkpoint has already passed would train nothing. Only
-// a constant schedule without warmup may go on for more or fewer steps
-// than the checkpoint's run planned; the others depend on the total.
-func (t *Trainer) checkResumedRun(path string, st *trainerState) error {
-	if t.total < st.Step {
-		return errorf("checkpoint %s is at step %d, past this run's %d steps: give more steps, or resume from another folder", path, st.Step, t.total)
+// checkResumedRun checks the optimizer settings opts and step count total
+// of the run that resumes from the checkpoint st at path: a learning
+// rate, schedule, warmup, clip or weight decay of its own would silently
+// make another run, and a step count the checkpoint has already passed
+// would train nothing. Only a constant schedule without warmup may go on
+// for more or fewer steps than the checkpoint's run planned; the others
+// depend on the total.
+func checkResumedRun(path string, st *trainerState, total int, opts *Options) error {
+	if total < st.Step {
+		return errorf("checkpoint %s is at step %d, past this run's %d steps: give more steps, or resume from another folder", path, st.Step, total)
 	}
 	if st.Optim != nil {
-		got, want := *st.Optim, *optimOf(&t.opts)
+		got, want := *st.Optim, *optimOf(opts)
 		for _, c := range []struct {
 			what      string
 			got, want any
@@ -317,8 +386,8 @@ func (t *Trainer) checkResumedRun(path string, st *trainerState) error {
 			}
 		}
 	}
-	if st.TotalSteps != t.total && (t.opts.Schedule != "constant" || t.opts.Warmup != 0) {
-		return errorf("checkpoint %s was saved by a run of %d steps, this run has %d; its %s schedule depends on the total, so resume with %d steps", path, st.TotalSteps, t.total, t.opts.Schedule, st.TotalSteps)
+	if st.TotalSteps != total && (opts.Schedule != "constant" || opts.Warmup != 0) {
+		return errorf("checkpoint %s was saved by a run of %d steps, this run has %d; its %s schedule depends on the total, so resume with %d steps", path, st.TotalSteps, total, opts.Schedule, st.TotalSteps)
 	}
 	return nil
 }

@@ -50,27 +50,34 @@ func (t *Trainer) allReduce64(what string, buf []float64) error {
 	return nil
 }
 
-// shareBytes returns, on every rank, what rank 0 passed as data and err:
-// the other ranks' arguments are ignored. When rank 0's err is not nil,
-// every rank gets an error: rank 0 its own, the others one that says rank
-// 0 failed, so that every rank stops at the same point.
+// shareBytes is ShareBytes over the trainer's ranks.
 func (t *Trainer) shareBytes(what string, data []byte, err error) ([]byte, error) {
-	if !t.distributed() {
+	return ShareBytes(t.comm, what, data, err)
+}
+
+// ShareBytes returns, on every rank of c, what rank 0 passed as data and
+// err: the other ranks' arguments are ignored. When rank 0's err is not
+// nil, every rank gets an error: rank 0 its own, the others one that says
+// rank 0 failed (what names the data), so that every rank stops at the
+// same point. A c of one rank returns data and err.
+func ShareBytes(c Collective, what string, data []byte, err error) ([]byte, error) {
+	if c.Size() < 2 {
 		return data, err
 	}
+	leader := c.Rank() == 0
 	// The header: 1 when rank 0 failed, then the length of its data.
 	head := make([]byte, 9)
-	if t.leader() {
+	if leader {
 		if err != nil {
 			head[0] = 1
 		}
 		binary.LittleEndian.PutUint64(head[1:], uint64(len(data)))
 	}
-	if berr := t.comm.BroadcastBytes(head, 0); berr != nil {
+	if berr := c.BroadcastBytes(head, 0); berr != nil {
 		return nil, errorf("data parallel: %s: %w", what, berr)
 	}
 	if head[0] == 1 {
-		if t.leader() {
+		if leader {
 			return nil, err
 		}
 		return nil, errorf("data parallel: %s: rank 0 failed", what)
@@ -79,10 +86,10 @@ func (t *Trainer) shareBytes(what string, data []byte, err error) ([]byte, error
 	if n > math.MaxInt32*16 {
 		return nil, errorf("data parallel: %s: rank 0 sends %d bytes", what, n)
 	}
-	if !t.leader() {
+	if !leader {
 		data = make([]byte, n)
 	}
-	if berr := t.comm.BroadcastBytes(data, 0); berr != nil {
+	if berr := c.BroadcastBytes(data, 0); berr != nil {
 		return nil, errorf("data parallel: %s: %w", what, berr)
 	}
 	return data, nil

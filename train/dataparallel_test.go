@@ -9,7 +9,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/models"
+	"github.com/peftonnx/peftonnx/rewrite"
 )
 
 // TestDataParallelTrainer trains two ranks (goroutines) with batch 2 and
@@ -26,14 +29,30 @@ func TestDataParallelTrainer(t *testing.T) {
 	eval := patternData(5, 6, 32, 6)
 	for _, ranks := range []int{2, 3} {
 		t.Run(fmt.Sprintf("%d ranks", ranks), func(t *testing.T) {
-			dataParallelEqualsOne(t, m, params, data, eval, ranks)
+			dataParallelEqualsOne(t, m, params, data, eval, ranks, false)
 		})
 	}
+	// With seeded LoRA dropout, each rank drops what one process drops
+	// on its rows, and the resumed ranks go on with the draws.
+	t.Run("2 ranks, seeded dropout", func(t *testing.T) {
+		base, err := models.GPT2(models.GPT2Tiny())
+		if err != nil {
+			t.Fatal(err)
+		}
+		lc := adapter.DefaultLoRAConfig(".*c_attn", ".*c_fc")
+		lc.R, lc.Dropout = 4, 0.3
+		_, sum, err := rewrite.InjectLoRA(base, lc, rewrite.WithSeed(3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dataParallelEqualsOne(t, base, sum.Trainable(), data, eval, 2, true)
+	})
 }
 
 // dataParallelEqualsOne is TestDataParallelTrainer on ranks ranks.
-func dataParallelEqualsOne(t *testing.T, m *graph.Model, params []string, data, eval *Dataset, ranks int) {
+func dataParallelEqualsOne(t *testing.T, m *graph.Model, params []string, data, eval *Dataset, ranks int, seeded bool) {
 	opts := testOptions()
+	opts.SeededDropout = seeded
 	opts.Steps, opts.GradAccum, opts.Clip, opts.Seed = 4, 2, 0.5, 1
 	opts.BatchSize = 2 * ranks
 	opts.Eval = eval

@@ -89,7 +89,12 @@
 // CPU provider gives bit-identical parameters to an uninterrupted one.
 // LoRA dropout draws its masks inside ONNX Runtime, which cannot restore
 // its generator: with dropout, a resumed run is statistically, not bitwise,
-// the same.
+// the same. With Options.SeededDropout the trainer draws them instead
+// (SeedLoRADropout, DropoutDraws), each a function of the seed, the
+// micro-batch, the module and the position: a resumed run is then
+// bit-identical too, and a data-parallel rank, or a tensor-parallel one
+// (package tensorparallel, which always seeds its dropout), drops what
+// one process drops.
 //
 // # Data parallelism
 //

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/feed"
@@ -25,6 +26,7 @@ const (
 	feedPositions          // 0, 1, 2, … along each row
 	feedZeros              // token types, an empty KV cache, a zero state
 	feedField              // a data field, as it is (Batch.Inputs)
+	feedDropout            // a seeded dropout's uniform draws (Batch.Dropout)
 )
 
 // inputFeed is one graph input and how to fill it.
@@ -116,6 +118,8 @@ func planFeeds(inputs, outputs []rt.ValueInfo, params map[string]bool, fields []
 			f.kind = feedLabels
 		case name == rewrite.TrainingModeInput || name == rewrite.PrefixTrainingModeInput:
 			f.kind = feedTraining
+		case strings.HasSuffix(name, DropoutUniformSuffix) && len(in.Shape) == 3 && in.Shape[2] > 0:
+			f.kind = feedDropout
 		case fromData:
 			f.kind, f.field = feedField, field
 			perToken, err := perTokenInput(slot)
@@ -266,7 +270,7 @@ func (t *Trainer) checkFirstBatch() error {
 	dims := outputDims(t.withLoss, t.opts.Output)
 	var c feed.Checker
 	for _, f := range t.feeds {
-		if f.kind == feedParam || f.kind == feedTraining {
+		if f.kind == feedParam || f.kind == feedTraining || f.kind == feedDropout {
 			continue
 		}
 		v, err := batchValues(f, b, t.opts.Task, dims)

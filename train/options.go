@@ -88,6 +88,13 @@ type Options struct {
 	// model's LoRA config records (rewrite.AdapterConfig), and without
 	// one means 1.
 	LoRAPlusScale float64
+	// SeededDropout draws the LoRA dropout's masks from Seed on the host
+	// (DropoutDraws, SeedLoRADropout) instead of inside ONNX Runtime:
+	// each draw is a function of the seed, the micro-batch, the module
+	// and the position it drops, so that a run is reproducible, a resumed
+	// run bit-identical, and a data- or tensor-parallel run drops what one
+	// process drops.
+	SeededDropout bool
 	// AdamW holds the optimizer's hyperparameters, weight decay included.
 	// As in HF Trainer, biases and normalization weights (parameters of
 	// rank 1, or whose name says bias or norm) do not decay.

@@ -2,6 +2,7 @@ package train
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/half"
@@ -97,6 +98,21 @@ func (r *runner) refill(f inputFeed, params map[string]*Param, b Batch, training
 	case feedTraining:
 		t.Bool()[0] = training
 		return nil
+	case feedDropout:
+		u := dropoutUniforms(f, b, training)
+		if slices.Equal(t.Shape(), dropoutShape(f, b)) {
+			copy(t.Float32(), u)
+			return nil
+		}
+		nt, err := rt.NewFloat32(dropoutShape(f, b), u)
+		if err != nil {
+			return err
+		}
+		if err := r.bind.SetInput(f.info.Name, nt); err != nil {
+			return err
+		}
+		r.tensors[f.info.Name] = nt
+		return nil
 	}
 	v, err := r.batchValues(f, b)
 	if err != nil {
@@ -129,6 +145,8 @@ func (r *runner) newTensor(f inputFeed, params map[string]*Param, b Batch, train
 		return paramTensor(params[f.info.Name], f.info.DType)
 	case feedTraining:
 		return rt.NewBool(nil, []bool{training})
+	case feedDropout:
+		return rt.NewFloat32(dropoutShape(f, b), dropoutUniforms(f, b, training))
 	}
 	v, err := r.batchValues(f, b)
 	if err != nil {
@@ -231,4 +249,21 @@ func toHalf(dst []uint16, src []float32, conv func(float32) uint16) {
 	for i, v := range src {
 		dst[i] = conv(v)
 	}
+}
+
+// dropoutShape is the shape of a seeded dropout's draws for b: [rows,
+// sequence, the layer's input width].
+func dropoutShape(f inputFeed, b Batch) []int64 {
+	return []int64{int64(b.Size), int64(b.SeqLen), f.info.Shape[2]}
+}
+
+// dropoutUniforms returns the draws of the seeded dropout that f feeds,
+// for b: those b.Dropout says in training, zeros (which the graph does not
+// read: out of training its rate is 0) otherwise.
+func dropoutUniforms(f inputFeed, b Batch, training bool) []float32 {
+	if !training || b.Dropout == nil {
+		return make([]float32, b.Size*b.SeqLen*int(f.info.Shape[2]))
+	}
+	module := strings.TrimSuffix(f.info.Name, DropoutUniformSuffix)
+	return b.Dropout.Uniforms(module, b.Size, b.SeqLen, 0, int(f.info.Shape[2]))
 }

@@ -133,6 +133,11 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 		}
 		t.upcast = true
 	}
+	if opts.SeededDropout {
+		if _, err := SeedLoRADropout(t.withLoss); err != nil {
+			return nil, err
+		}
+	}
 	for _, d := range []*Dataset{data, opts.Eval} {
 		if d != nil {
 			if err := t.checkData(d); err != nil {
@@ -437,6 +442,9 @@ func (t *Trainer) TrainStep() (StepResult, error) {
 			batches[i], own[i] = t.loader.Shard(micro/nb, micro%nb, t.comm.Rank(), t.comm.Size())
 		}
 		if own[i] {
+			if t.opts.SeededDropout {
+				batches[i].Dropout = &DropoutDraws{Seed: t.opts.Seed, Micro: micro, FirstRow: t.comm.Rank() * t.opts.BatchSize}
+			}
 			counts[i] = batches[i].scored(t.opts.Task)
 			shares[i] = float64(batches[i].Size) / float64(global.Size)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"math"
 	"strings"
@@ -15,7 +16,7 @@ func init() {
 	register(&command{
 		name: "inject",
 		args: "MODEL -o OUT --target RE [--target RE]... | --modules q_proj,v_proj|all-linear [--r 8] [--alpha 8] [--dropout 0] [--rslora] [--dora] " +
-			"[--bias none|lora|all] [--trainable RE]... [--as-inputs] [--seed N] [--init kaiming|gaussian|pissa|pissa_niter_N|olora] " +
+			"[--bias none|lora|all] [--trainable RE]... [--as-inputs] [--seed N] [--init kaiming|gaussian|pissa|pissa_niter_N|olora|loftq [--bits 4 --block-size 32 --loftq-iter 1]] " +
 			"[--dtype float32|float16|bfloat16] [--enable-lora q,k,v [--enable-lora ...] --head-dim D] [--lora-plus-scale S]",
 		summary: "give the layers (linear, embedding, convolution) that --target selects LoRA branches and save the adapted model",
 		detail: `
@@ -28,7 +29,16 @@ and V = W + s·A·B; m starts at W's column norms. --init pissa (or
 pissa_niter_N) starts A and B from W's principal singular vectors, --init
 olora from its QR decomposition, and leaves W − s·A·B in the weight; the
 adapter that export-adapter and train write is then the plain rank-2r
-delta on the original W (HF PEFT's path_initial_model_for_weight_conversion). A starts Kaiming-uniform (or Gaussian with --init gaussian) from
+delta on the original W (HF PEFT's path_initial_model_for_weight_conversion).
+--init loftq (LoftQ, for a quantized base) alternates --loftq-iter times
+deq = dequantize(quantize(W − s·A·B)) and s·A·B = the rank-r SVD of W − deq,
+and leaves deq in the weight, so that deq + s·A·B is closer to W than the
+quantized weight alone; with --bits or --block-size the base is written
+as the int4 (2-, 8-bit) MatMulNBits layer of Q(W − s·A·B) that "quantize"
+writes, otherwise as the float deq (4 bits in blocks of 32). An int4 model
+is refused: LoftQ needs the float W. Its exported adapter is the rank-2r
+delta, exact on deq + s·A₀·B₀ and within LoftQ's remaining error of the
+adapted model on the original W. A starts Kaiming-uniform (or Gaussian with --init gaussian) from
 --seed, B at zero, so the adapted model computes what MODEL does. Run
 "peftonnx inspect MODEL --target RE" first to see what a target selects; a
 target that matches nothing is an error that lists the modules.
@@ -82,7 +92,10 @@ func runInject(cx *context, args []string) error {
 	fs.Var(&trainable, "trainable", "also train the weights of modules that fully match `RE` (repeatable)")
 	asInputs := fs.Bool("as-inputs", false, "make A and B graph inputs of dynamic rank, with empty defaults")
 	seed := fs.Uint64("seed", 0, "seed `N` for A's initial values")
-	initKind := fs.String("init", "kaiming", "how A and B start: `kaiming` (uniform A), gaussian, pissa, pissa_niter_N or olora (from the weight, which keeps the residual)")
+	initKind := fs.String("init", "kaiming", "how A and B start: `kaiming` (uniform A), gaussian, pissa, pissa_niter_N, olora (from the weight, which keeps the residual) or loftq (the weight quantized, A and B from what that lost)")
+	bits := fs.Int("bits", 0, "--init loftq: write the base as MatMulNBits of `N` bits (2, 4 or 8; 4 where only --block-size is given)")
+	blockSize := fs.Int("block-size", 0, "--init loftq: write the base as MatMulNBits with blocks of `N` input features (a power of two ≥ 16; 32 where only --bits is given)")
+	loftqIter := fs.Int("loftq-iter", 1, "--init loftq: LoftQ's alternating steps `T` (HF PEFT's loftq_iter)")
 	dtypeFlag := fs.String("dtype", "float32", "element type of A and B: `float32`, float16 or bfloat16")
 	fs.Var(&enable, "enable-lora", "LoRA on parts of a fused projection only: `LIST` such as q,v or false,true,true")
 	headDim := fs.Int("head-dim", 0, "head size `D` of fused projections (with --enable-lora)")
@@ -122,7 +135,17 @@ func runInject(cx *context, args []string) error {
 	case i == adapter.InitKaiming || i == adapter.InitGaussian || i.FromWeights():
 		cfg.InitLoRAWeights = i
 	default:
-		return cx.usagef("--init must be kaiming, gaussian, pissa, pissa_niter_N or olora, got %q", *initKind)
+		return cx.usagef("--init must be kaiming, gaussian, pissa, pissa_niter_N, olora or loftq, got %q", *initKind)
+	}
+	loftqSet := false
+	fs.Visit(func(f *flag.Flag) {
+		loftqSet = loftqSet || f.Name == "bits" || f.Name == "block-size" || f.Name == "loftq-iter"
+	})
+	if loftqSet && cfg.InitLoRAWeights != adapter.InitLoftQ {
+		return cx.usagef("--bits, --block-size and --loftq-iter belong to --init loftq")
+	}
+	if *loftqIter < 1 {
+		return cx.usagef("--loftq-iter must be at least 1, got %d", *loftqIter)
 	}
 	if cfg.DType, err = parseAdapterDType(*dtypeFlag); err != nil {
 		return cx.usagef("--dtype: %w", err)
@@ -143,6 +166,9 @@ func runInject(cx *context, args []string) error {
 	if *asInputs {
 		opts = append(opts, rewrite.AsInputs())
 	}
+	if cfg.InitLoRAWeights == adapter.InitLoftQ {
+		opts = append(opts, rewrite.WithLoftQ(rewrite.LoftQOptions{Bits: *bits, BlockSize: *blockSize, Iterations: *loftqIter, Pack: *bits != 0 || *blockSize != 0}))
+	}
 	sites, sum, err := rewrite.InjectLoRA(e.m, cfg, opts...)
 	if err != nil {
 		return err
@@ -151,6 +177,14 @@ func runInject(cx *context, args []string) error {
 		return err
 	}
 	fmt.Fprintln(cx.stdout, sum)
+	if q := sum.LoftQ; q != nil {
+		base := "float base"
+		if q.Options.Pack {
+			base = "MatMulNBits base"
+		}
+		fmt.Fprintf(cx.stdout, "LoftQ (%d bits, blocks of %d, %d iterations, %s): relative error of base + s·A·B against the float weights %.4g, plain round to nearest %.4g (%d layers)\n",
+			q.Options.Bits, q.Options.BlockSize, q.Options.Iterations, base, q.RelError, q.PlainRelError, q.Layers)
+	}
 	fmt.Fprintf(cx.stdout, "wrote %s: LoRA r=%d on %s%s\n", *out, cfg.R, countLayers(sites), inputsNote(*asInputs))
 	return nil
 }

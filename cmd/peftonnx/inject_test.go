@@ -315,7 +315,7 @@ func TestInjectErrors(t *testing.T) {
 		{"bad alpha", []string{llama, "-o", out, "--target", ".*", "--alpha", "-1"}, 2, []string{"--alpha must be positive"}},
 		{"bad dropout", []string{llama, "-o", out, "--target", ".*", "--dropout", "1"}, 2, []string{"--dropout must be in [0, 1)"}},
 		{"bad bias", []string{llama, "-o", out, "--target", ".*", "--bias", "some"}, 2, []string{`--bias must be none, lora or all, got "some"`}},
-		{"bad init", []string{llama, "-o", out, "--target", ".*", "--init", "zeros"}, 2, []string{`--init must be kaiming, gaussian, pissa, pissa_niter_N or olora`}},
+		{"bad init", []string{llama, "-o", out, "--target", ".*", "--init", "zeros"}, 2, []string{`--init must be kaiming, gaussian, pissa, pissa_niter_N, olora or loftq`}},
 		{"bad dtype", []string{llama, "-o", out, "--target", ".*", "--dtype", "int8"}, 2, []string{`--dtype: want float32, float16 or bfloat16, got "int8"`}},
 		{"bad trainable", []string{llama, "-o", out, "--target", ".*", "--trainable", "(("}, 1, []string{"trainable_modules", `"(("`}},
 		{"enable-lora without head-dim", []string{gpt2, "-o", out, "--target", ".*c_attn", "--enable-lora", "q,v"}, 2, []string{"--enable-lora needs --head-dim"}},

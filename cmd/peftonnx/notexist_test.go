@@ -68,6 +68,8 @@ func TestMissingFileIsNotExist(t *testing.T) {
 		{"apply: adapter", []string{"apply", at("base.onnx"), "--adapter", at("nope"), "-o", out + ".onnx"}},
 		{"merge: model", []string{"merge", nope, "-o", out + ".onnx"}},
 		{"merge: adapter", []string{"merge", at("base.onnx"), "--adapter", at("nope"), "-o", out + ".onnx"}},
+		{"unmerge: model", []string{"unmerge", nope, "--adapter", at("nope"), "-o", out + ".onnx"}},
+		{"unmerge: adapter", []string{"unmerge", at("base.onnx"), "--adapter", at("nope"), "-o", out + ".onnx"}},
 		{"export-adapter: model", []string{"export-adapter", nope, "--out", out}},
 		{"quantize: model", []string{"quantize", nope, "-o", out + ".onnx"}},
 		{"quantize: external data", []string{"quantize", at("ext.onnx"), "-o", out + ".onnx"}},

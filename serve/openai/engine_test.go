@@ -308,11 +308,30 @@ func TestReloadUnderLoad(t *testing.T) {
 			}
 		})
 	}
+	// Each reload waits until a client has seen the version it loaded
+	// (requests admitted before it may still finish on the old one), so
+	// that both versions are served however slow the machine is.
 	versions := []string{"lora8", "lora4"}
 	for i := range 6 {
 		time.Sleep(30 * time.Millisecond)
-		if code, b := post(t, rs.url+"/v1/load_lora_adapter", map[string]any{"lora_name": "x", "lora_path": versions[i%2], "load_inplace": true}); code != http.StatusOK {
+		v := versions[i%2]
+		mu.Lock()
+		before := seen[v]
+		mu.Unlock()
+		if code, b := post(t, rs.url+"/v1/load_lora_adapter", map[string]any{"lora_name": "x", "lora_path": v, "load_inplace": true}); code != http.StatusOK {
 			fail("reload %d: %d %s", i, code, b)
+		}
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			mu.Lock()
+			now, failed := seen[v], len(errs) > 0
+			mu.Unlock()
+			if now > before || failed {
+				break
+			}
+			if time.Now().After(deadline) {
+				fail("reload %d: no client saw %s within 30 s of loading it", i, v)
+				break
+			}
 		}
 		if code, b := post(t, rs.url+"/v1/load_lora_adapter", map[string]any{"lora_name": "y", "lora_path": "prefix"}); code != http.StatusOK {
 			fail("load y %d: %d %s", i, code, b)

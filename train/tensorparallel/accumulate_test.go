@@ -19,15 +19,7 @@ func TestTensorParallelAccumulateAndEvaluate(t *testing.T) {
 	requireORT(t)
 	run := newTinyRun(t, 31)
 	run.opts.BatchSize, run.opts.GradAccum, run.opts.Steps = 2, 2, 4
-	eval := countingData(7, 31)
-	eval.Path = "held-out"
-	for i := range eval.Examples {
-		for j := range eval.Examples[i].InputIDs {
-			eval.Examples[i].InputIDs[j] = (eval.Examples[i].InputIDs[j] + 5) % 31
-			eval.Examples[i].Labels[j] = eval.Examples[i].InputIDs[j]
-		}
-	}
-	eval.Examples[0].Labels[2] = train.IgnoreIndex
+	eval := heldOut(31)
 
 	one, err := train.NewTrainer(run.adapted, run.trainable, run.data, run.opts)
 	if err != nil {
@@ -120,4 +112,19 @@ func TestTensorParallelAccumulateAndEvaluate(t *testing.T) {
 	if worst > 1e-5 {
 		t.Errorf("merged adapter differs from the one-process adapter by %.3g", worst)
 	}
+}
+
+// heldOut is held-out data for evaluations: 7 counting sequences of
+// vocab ids from other starts, one label ignored.
+func heldOut(vocab int) *train.Dataset {
+	eval := countingData(7, vocab)
+	eval.Path = "held-out"
+	for i := range eval.Examples {
+		for j := range eval.Examples[i].InputIDs {
+			eval.Examples[i].InputIDs[j] = (eval.Examples[i].InputIDs[j] + 5) % int64(vocab)
+			eval.Examples[i].Labels[j] = eval.Examples[i].InputIDs[j]
+		}
+	}
+	eval.Examples[0].Labels[2] = train.IgnoreIndex
+	return eval
 }

@@ -32,17 +32,43 @@
 //
 // # Limits
 //
-// LoRA only (no prefix tuning), on q/k/v/o_proj and gate/up/down_proj;
-// float32 models in the layout of models.Llama without a KV cache; no
-// gradient accumulation, dropout, evaluation or checkpoints (each rank
-// saves its trained shard with SaveShard); no peftonnx train flag yet; the pieces'
-// activations are recomputed in the backward pass, and each rank keeps
-// every piece's input.
+// LoRA on q/k/v/o_proj and gate/up/down_proj, or prefix tuning without
+// a projection or prefix dropout; float32 models in the layout of
+// models.Llama; no peftonnx train flag yet; the pieces' activations are
+// recomputed in the backward pass, and each rank keeps every piece's
+// input.
+//
+// # Prefix tuning
+//
+// A prefix adapter's table is split by KV heads
+// (adapter.SplitTensorParallel): each rank holds, per layer, the prefix
+// keys and values of its attention's heads, which its attention piece
+// takes as its past (models.LlamaPieces with a cache), broadcast over the
+// batch; the mask gets the prefix's ones in front and the positions move
+// on by its length, as rewrite.InjectPrefix does for one process. The
+// past's gradients, summed over the batch, are the table's. A run equals
+// one process that trains the model with rewrite.InjectPrefix's prefix
+// in place of its KV cache (PrefixReplacePast).
+//
+// Each rank saves its trained shard with SaveShard, PaddleNLP's way.
+// SaveCheckpoint writes train.Trainer's checkpoint (rank 0 gathers the
+// whole adapter's factors and AdamW moments), and Resume or
+// LoadCheckpoint restarts every rank from it, each taking its shard: a
+// run stopped and resumed trains what the uninterrupted run trains, bit
+// for bit, and one process on the whole model resumes from such a
+// checkpoint (and the other way round).
 //
 // Gradient accumulation divides each micro-batch's loss by what the
 // whole step scores, as train.Trainer weights them, and sums the
 // replicated factors' gradients over the ranks once per step; Evaluate
 // gives the causal LM loss of a dataset as train.Trainer.Evaluate does.
+//
+// LoRA dropout draws its masks on the host (train.SeedLoRADropout), as
+// train.Trainer does with Options.SeededDropout: the vector-Jacobian
+// session drops what the forward session dropped, a rank that holds a
+// run of a row-parallel module's input columns draws that run of one
+// process's mask, and a run equals one process with SeededDropout and the
+// same seed.
 //
 // NewWithDataParallel combines it with data parallelism (DP × TP ranks):
 // the ranks that hold the same share form a data-parallel group, which

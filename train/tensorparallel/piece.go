@@ -36,21 +36,50 @@ type piece struct {
 	params []*train.Param
 	// frozen holds the piece's frozen matrices, fed to both sessions.
 	frozen map[string]*rt.Tensor
-	// grads names the vjp outputs: each param's gradient, then hidden's.
+	// grads names the vjp outputs: each param's gradient, then each of
+	// wrt's, then hidden's.
 	grads []string
+	// wrt names inputs (other than hidden) whose gradients backward
+	// returns: a prefix's past keys and values.
+	wrt []string
+	// dropouts are the piece's seeded LoRA dropouts, and training
+	// whether the piece reads the training-mode switch.
+	dropouts []pieceDropout
+	training bool
+}
+
+// pieceDropout is the seeded dropout of a module of a piece
+// (train.SeedLoRADropout): the input that feeds its draws, the width of
+// the layer's input on this rank, and the first of the whole input's
+// columns this rank holds.
+type pieceDropout struct {
+	module, input   string
+	width, firstCol int
 }
 
 // newPiece applies the modules of lora that m holds, and opens the
 // forward and (when backward) vector-Jacobian sessions of the result.
-func newPiece(name string, m *graph.Model, lora *adapter.Adapter, out string, backward bool, lrScaleB float64, opts []rt.Option) (*piece, error) {
-	p := &piece{name: name, out: out}
+//
+// Its LoRA dropouts, if any, draw their masks on the host
+// (train.SeedLoRADropout), so that the vector-Jacobian session drops
+// what the forward session dropped, and every rank what one process
+// drops: rank is this rank, whose run of a row-parallel module's input
+// columns the piece holds.
+//
+// A nil lora (prefix tuning) adds no factors; wrt names the inputs whose
+// gradients backward returns besides hidden's.
+func newPiece(name string, m *graph.Model, lora *adapter.Adapter, rank int, out string, backward bool, wrt []string, lrScaleB float64, opts []rt.Option) (*piece, error) {
+	p := &piece{name: name, out: out, wrt: wrt}
 	// The piece holds the rank's share as a whole graph of its own.
-	cfg := *lora.LoRA
-	cfg.TensorParallelDegree = -1
-	sub := adapter.NewLoRA(cfg)
-	for _, mod := range lora.Modules() {
-		if m.Initializer(mod+".weight") != nil {
-			sub.Weights[mod] = lora.Weights[mod]
+	sub := adapter.NewLoRA(adapter.LoRAConfig{})
+	if lora != nil {
+		cfg := *lora.LoRA
+		cfg.TensorParallelDegree = -1
+		sub = adapter.NewLoRA(cfg)
+		for _, mod := range lora.Modules() {
+			if m.Initializer(mod+".weight") != nil {
+				sub.Weights[mod] = lora.Weights[mod]
+			}
 		}
 	}
 	if len(sub.Weights) > 0 {
@@ -73,6 +102,24 @@ func newPiece(name string, m *graph.Model, lora *adapter.Adapter, out string, ba
 			}
 		}
 	}
+	modules, err := train.SeedLoRADropout(m)
+	if err != nil {
+		return nil, fmt.Errorf("tensorparallel: %s: %w", name, err)
+	}
+	for _, mod := range modules {
+		split, err := adapter.TensorParallelSplit(mod)
+		if err != nil {
+			return nil, fmt.Errorf("tensorparallel: %s: %w", name, err)
+		}
+		d := pieceDropout{module: mod, input: mod + train.DropoutUniformSuffix}
+		_, dims, _ := graph.ValueShape(m.Input(d.input))
+		d.width = int(dims[2])
+		if split == adapter.RowParallel {
+			d.firstCol = rank * d.width
+		}
+		p.dropouts = append(p.dropouts, d)
+	}
+	p.training = m.Input(rewrite.TrainingModeInput) != nil
 	if err := p.feedFrozen(m); err != nil {
 		return nil, fmt.Errorf("tensorparallel: %s: %w", name, err)
 	}
@@ -80,14 +127,13 @@ func newPiece(name string, m *graph.Model, lora *adapter.Adapter, out string, ba
 	// garbage of drawing and slicing them before the next piece adds its
 	// own, so that the rank's peak stays near its share of the model.
 	debug.FreeOSMemory()
-	var err error
 	if p.fwd, err = train.NewSession(forwardGraph(m, p.params), opts...); err != nil {
 		return nil, fmt.Errorf("tensorparallel: %s: %w", name, err)
 	}
 	if !backward {
 		return p, nil
 	}
-	g, err := vjpGraph(m, out, p.params)
+	g, err := vjpGraph(m, out, p.params, wrt)
 	if err != nil {
 		p.close()
 		return nil, fmt.Errorf("tensorparallel: %s: %w", name, err)
@@ -98,6 +144,9 @@ func newPiece(name string, m *graph.Model, lora *adapter.Adapter, out string, ba
 	}
 	for _, prm := range p.params {
 		p.grads = append(p.grads, autodiff.GradName(prm.Name))
+	}
+	for _, w := range wrt {
+		p.grads = append(p.grads, autodiff.GradName(w))
 	}
 	p.grads = append(p.grads, autodiff.GradName(hiddenName))
 	return p, nil
@@ -146,7 +195,7 @@ func forwardGraph(m *graph.Model, params []*train.Param) *graph.Model {
 // vjpGraph returns the graph that computes m's output again and, given
 // the gradient of a loss with respect to that output (gradOutName), the
 // gradients with respect to params and to the input hidden.
-func vjpGraph(m *graph.Model, out string, params []*train.Param) (*graph.Model, error) {
+func vjpGraph(m *graph.Model, out string, params []*train.Param, wrt []string) (*graph.Model, error) {
 	g := m.Clone()
 	var info *onnxpb.ValueInfoProto
 	for _, o := range g.Graph().Output {
@@ -166,7 +215,7 @@ func vjpGraph(m *graph.Model, out string, params []*train.Param) (*graph.Model, 
 	for _, p := range params {
 		names = append(names, p.Name)
 	}
-	names = append(names, hiddenName)
+	names = append(append(names, wrt...), hiddenName)
 	if slices.Contains(names[:len(names)-1], hiddenName) {
 		return nil, fmt.Errorf("a parameter is called %q", hiddenName)
 	}
@@ -198,6 +247,31 @@ func (p *piece) paramFeeds(in map[string]*rt.Tensor) error {
 	return nil
 }
 
+// dropoutFeeds adds to in the training-mode switch, on when b carries
+// dropout draws (a training batch), and the draws of the piece's
+// dropouts for b: the columns of each module's input that this rank holds.
+func (p *piece) dropoutFeeds(in map[string]*rt.Tensor, b train.Batch) error {
+	if p.training {
+		t, err := rt.NewBool(nil, []bool{b.Dropout != nil})
+		if err != nil {
+			return err
+		}
+		in[rewrite.TrainingModeInput] = t
+	}
+	for _, d := range p.dropouts {
+		u := make([]float32, b.Size*b.SeqLen*d.width)
+		if b.Dropout != nil {
+			u = b.Dropout.Uniforms(d.module, b.Size, b.SeqLen, d.firstCol, d.width)
+		}
+		t, err := rt.NewFloat32([]int64{int64(b.Size), int64(b.SeqLen), int64(d.width)}, u)
+		if err != nil {
+			return err
+		}
+		in[d.input] = t
+	}
+	return nil
+}
+
 // forward runs the piece on in (and its factors) and returns its output.
 func (p *piece) forward(in map[string]*rt.Tensor) ([]float32, error) {
 	feeds := maps(in)
@@ -213,8 +287,9 @@ func (p *piece) forward(in map[string]*rt.Tensor) ([]float32, error) {
 
 // backward runs the piece's vector-Jacobian product on in and gradOut,
 // adds the factors' gradients to their Grad, and returns the gradient
-// with respect to the piece's input hidden (this rank's part of it).
-func (p *piece) backward(in map[string]*rt.Tensor, gradOut *rt.Tensor) ([]float32, error) {
+// with respect to the piece's input hidden (this rank's part of it);
+// wrtGrads, when not nil, gets those of the inputs p.wrt.
+func (p *piece) backward(in map[string]*rt.Tensor, gradOut *rt.Tensor, wrtGrads map[string][]float32) ([]float32, error) {
 	feeds := maps(in)
 	if err := p.paramFeeds(feeds); err != nil {
 		return nil, err
@@ -229,7 +304,12 @@ func (p *piece) backward(in map[string]*rt.Tensor, gradOut *rt.Tensor) ([]float3
 			prm.Grad[j] += v
 		}
 	}
-	return res[p.grads[len(p.params)]].ToFloat32(), nil
+	if wrtGrads != nil {
+		for i, w := range p.wrt {
+			wrtGrads[w] = res[p.grads[len(p.params)+i]].ToFloat32()
+		}
+	}
+	return res[p.grads[len(p.params)+len(p.wrt)]].ToFloat32(), nil
 }
 
 // maps returns a copy of in, to which a run's own feeds are added.

@@ -1,13 +1,14 @@
 package tensorparallel
 
 import (
+	"cmp"
 	"fmt"
 	"math"
-	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
+	"github.com/peftonnx/peftonnx/rewrite"
 	rt "github.com/peftonnx/peftonnx/runtime"
 	"github.com/peftonnx/peftonnx/train"
 )
@@ -40,13 +41,29 @@ type Trainer struct {
 	step   int
 	// reduced counts the values this rank all-reduced in the last step.
 	reduced int
+	// names lists the whole adapter's factors (its modules in order,
+	// lora_A then lora_B), and shapes gives their whole shapes: a
+	// checkpoint's parameters.
+	names  []string
+	shapes map[string][]int64
+	// examples is the size of the training set.
+	examples int
+	// history records every step, for checkpoints.
+	history []train.LogRecord
+	// prefix is this rank's share of a prefix-tuning table (nil: LoRA).
+	prefix *prefixShare
+	// group gives each of params the gradient norm it counts in: its
+	// own for a LoRA factor, the one of the whole table for every layer
+	// of a prefix, as one process measures it.
+	group []int
 }
 
 // New prepares rank comm.Rank()'s share of training lora, a LoRA adapter
-// for full (a model that models.Llama built from cfg, with NoCache; nil
-// draws the rank's weights of models.Llama(cfg) without the whole model,
-// see models.LlamaTensorParallel),
-// whose modules are q/k/v/o_proj and gate/up/down_proj, on data, with the
+// for full (a model that models.Llama built from cfg, with or without
+// its cache; nil draws the rank's weights of models.Llama(cfg) without
+// the whole model, see models.LlamaTensorParallel),
+// whose modules are q/k/v/o_proj and gate/up/down_proj, or a prefix
+// adapter for it (see the package doc), on data, with the
 // options of train.Trainer that apply (batch size, sequence length and
 // padding, seed, steps or epochs, learning rate and schedule, AdamW,
 // clipping, LoRA+ scale, gradient accumulation, session options); the
@@ -66,7 +83,13 @@ func NewWithDataParallel(cfg models.LlamaConfig, full *graph.Model, lora *adapte
 	if opts.GradAccum < 0 {
 		return nil, fmt.Errorf("tensorparallel: gradient accumulation %d: want > 0", opts.GradAccum)
 	}
+	if opts.KeepCheckpoints < 0 {
+		return nil, fmt.Errorf("tensorparallel: keep %d checkpoints: want >= 0 (0 means 1)", opts.KeepCheckpoints)
+	}
+	// train.Trainer's defaults, which a checkpoint records.
 	opts.GradAccum = max(1, opts.GradAccum)
+	opts.KeepCheckpoints = max(1, opts.KeepCheckpoints)
+	opts.Schedule = cmp.Or(opts.Schedule, string(train.Linear))
 	if opts.Task != "" && opts.Task != train.CausalLM {
 		return nil, fmt.Errorf("tensorparallel: task %s: only the causal LM loss is supported", opts.Task)
 	}
@@ -75,45 +98,69 @@ func NewWithDataParallel(cfg models.LlamaConfig, full *graph.Model, lora *adapte
 	if err != nil {
 		return nil, fmt.Errorf("tensorparallel: %w", err)
 	}
-	pieces, err := models.LlamaTensorParallel(cfg, full, rank, degree)
+	// The attention pieces of a prefix run take its keys and values as
+	// their past.
+	pcfg := cfg
+	pcfg.NoCache = lora.Prefix == nil
+	pieces, err := models.LlamaTensorParallel(pcfg, full, rank, degree)
 	if err != nil {
 		return nil, fmt.Errorf("tensorparallel: %w", err)
 	}
-	t := &Trainer{comm: comm, dp: dp, cfg: cfg, opts: opts, lora: shards[rank], start: pieces.VocabStart, ids: pieces.VocabIDs, width: pieces.VocabWidth}
+	t := &Trainer{comm: comm, dp: dp, cfg: cfg, opts: opts, lora: shards[rank], start: pieces.VocabStart, ids: pieces.VocabIDs, width: pieces.VocabWidth,
+		shapes: map[string][]int64{}, examples: len(data.Examples)}
+	factors, wrt := t.lora, []string(nil)
+	if lora.Prefix != nil {
+		if t.prefix, err = newPrefixShare(t.lora, len(pieces.Blocks)/2, degree); err != nil {
+			return nil, err
+		}
+		t.names = []string{rewrite.PromptEmbeddingsName}
+		t.shapes[rewrite.PromptEmbeddingsName] = lora.Prompt.Shape
+		factors, wrt = nil, []string{pastKeyName, pastValueName}
+	}
+	for _, m := range lora.Modules() {
+		w := lora.Weights[m]
+		t.names = append(t.names, m+loraA, m+loraB)
+		t.shapes[m+loraA], t.shapes[m+loraB] = w.A.Shape, w.B.Shape
+	}
 	scaleB := opts.LoRAPlusScale
-	if t.embed, err = newPiece("embedding", pieces.Embed, t.lora, "partial", false, scaleB, opts.Session); err != nil {
+	if t.embed, err = newPiece("embedding", pieces.Embed, factors, rank, "partial", false, nil, scaleB, opts.Session); err != nil {
 		return nil, err
 	}
 	for i, b := range pieces.Blocks {
-		kind := "attention"
+		kind, past := "attention", wrt
 		if i%2 == 1 {
-			kind = "MLP"
+			kind, past = "MLP", nil
 		}
-		p, err := newPiece(fmt.Sprintf("layer %d %s", i/2, kind), b, t.lora, "partial", true, scaleB, opts.Session)
+		p, err := newPiece(fmt.Sprintf("layer %d %s", i/2, kind), b, factors, rank, "partial", true, past, scaleB, opts.Session)
 		if err != nil {
 			t.Close()
 			return nil, err
 		}
 		t.blocks = append(t.blocks, p)
 	}
-	if t.head, err = newPiece("head", pieces.Head, t.lora, "logits", true, scaleB, opts.Session); err != nil {
+	if t.head, err = newPiece("head", pieces.Head, factors, rank, "logits", true, nil, scaleB, opts.Session); err != nil {
 		t.Close()
 		return nil, err
 	}
+	if t.prefix != nil {
+		for _, prm := range t.prefix.layers {
+			t.params, t.split, t.group = append(t.params, prm), append(t.split, true), append(t.group, 0)
+		}
+	}
 	for _, p := range append(append([]*piece{t.embed}, t.blocks...), t.head) {
 		for _, prm := range p.params {
-			module := strings.TrimSuffix(strings.TrimSuffix(prm.Name, ".lora_A.weight"), ".lora_B.weight")
+			module, isA := moduleOf(prm.Name)
 			s, err := adapter.TensorParallelSplit(module)
 			if err != nil {
 				t.Close()
 				return nil, fmt.Errorf("tensorparallel: %w", err)
 			}
-			isA := strings.HasSuffix(prm.Name, ".lora_A.weight")
+			t.group = append(t.group, len(t.params))
 			t.params = append(t.params, prm)
 			t.split = append(t.split, (s == adapter.ColumnParallel) != isA)
 		}
 	}
-	if len(t.params) != 2*len(lora.Weights) {
+	if t.prefix == nil && len(t.params) != 2*len(lora.Weights) {
 		t.Close()
 		return nil, fmt.Errorf("tensorparallel: %d of the adapter's %d modules are in the model", len(t.params)/2, len(lora.Weights))
 	}
@@ -144,6 +191,14 @@ func (t *Trainer) dpSize() int {
 	return t.dp.Size()
 }
 
+// dpRank returns this rank's rank in its data-parallel group (0 without).
+func (t *Trainer) dpRank() int {
+	if t.dp == nil {
+		return 0
+	}
+	return t.dp.Rank()
+}
+
 // Close releases the sessions. Closing twice is safe.
 func (t *Trainer) Close() {
 	for _, p := range append(append([]*piece{t.embed}, t.blocks...), t.head) {
@@ -165,12 +220,14 @@ func (t *Trainer) AllReducedValues() int { return t.reduced }
 // adapter.MergeTensorParallel of every rank's, in rank order, is the whole
 // adapter.
 func (t *Trainer) Adapter() *adapter.Adapter {
+	if t.prefix != nil {
+		out := adapter.NewPrefix(*t.lora.Prefix)
+		out.Prompt = &adapter.Tensor{DType: t.lora.Prompt.DType, Shape: t.lora.Prompt.Shape, Data: t.prefix.prompt()}
+		return out
+	}
 	out := adapter.NewLoRA(*t.lora.LoRA)
 	for _, p := range t.params {
-		module, isA := strings.CutSuffix(p.Name, ".lora_A.weight")
-		if !isA {
-			module = strings.TrimSuffix(p.Name, ".lora_B.weight")
-		}
+		module, isA := moduleOf(p.Name)
 		w := out.Weights[module]
 		old := t.lora.Weights[module]
 		if isA {
@@ -187,7 +244,8 @@ func (t *Trainer) Adapter() *adapter.Adapter {
 // PaddleNLP does without merging (adapter.SavePaddleShard:
 // lora_model_state.tp<rank>.pdparams, and on rank 0 lora_config.json);
 // adapter.LoadPaddleShards reads the whole adapter once every rank has
-// saved.
+// saved. A prefix run has no such files (adapter.SavePaddleShard writes
+// LoRA shards only): merge its Adapter shards, or write a checkpoint.
 func (t *Trainer) SaveShard(dir string) error {
 	return adapter.SavePaddleShard(dir, t.Adapter(), t.comm.Rank())
 }
@@ -226,11 +284,16 @@ func (t *Trainer) forward(b train.Batch) ([]float32, [][]float32, map[string]*rt
 	if err := t.allReduce(hidden); err != nil {
 		return nil, nil, nil, err
 	}
-	mask, err := rt.NewInt64(shape, b.AttentionMask)
+	maskShape, maskIDs, posIDs := shape, b.AttentionMask, b.PositionIDs()
+	if t.prefix != nil {
+		maskIDs, posIDs = prefixContext(b, t.prefix.tokens)
+		maskShape = []int64{int64(b.Size), int64(t.prefix.tokens + b.SeqLen)}
+	}
+	mask, err := rt.NewInt64(maskShape, maskIDs)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	pos, err := rt.NewInt64(shape, b.PositionIDs())
+	pos, err := rt.NewInt64(shape, posIDs)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -238,7 +301,7 @@ func (t *Trainer) forward(b train.Batch) ([]float32, [][]float32, map[string]*rt
 	inputs := make([][]float32, 0, len(t.blocks)+1)
 	for i, p := range t.blocks {
 		inputs = append(inputs, hidden)
-		in, err := t.blockFeeds(i, hidden, hshape, ctx)
+		in, err := t.blockFeeds(i, b, hidden, hshape, ctx)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -266,15 +329,23 @@ func (t *Trainer) forward(b train.Batch) ([]float32, [][]float32, map[string]*rt
 
 // blockFeeds returns the feeds of block i on hidden: the attention blocks
 // (even i) read the mask and positions too.
-func (t *Trainer) blockFeeds(i int, hidden []float32, hshape []int64, ctx map[string]*rt.Tensor) (map[string]*rt.Tensor, error) {
+func (t *Trainer) blockFeeds(i int, b train.Batch, hidden []float32, hshape []int64, ctx map[string]*rt.Tensor) (map[string]*rt.Tensor, error) {
 	h, err := rt.NewFloat32(hshape, hidden)
 	if err != nil {
 		return nil, err
 	}
 	in := map[string]*rt.Tensor{hiddenName: h}
+	if err := t.blocks[i].dropoutFeeds(in, b); err != nil {
+		return nil, err
+	}
 	if i%2 == 0 {
 		for k, v := range ctx {
 			in[k] = v
+		}
+		if t.prefix != nil {
+			if err := t.prefix.past(in, i/2, b.Size); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return in, nil
@@ -311,6 +382,10 @@ func (t *Trainer) TrainStep() (train.StepResult, error) {
 		if !own {
 			continue
 		}
+		// The LoRA dropout's draws: those of one process that trains
+		// on the whole batch, of which this rank holds the rows from
+		// FirstRow.
+		b.Dropout = &train.DropoutDraws{Seed: t.opts.Seed, Micro: micro, FirstRow: t.dpRank() * t.opts.BatchSize}
 		l, err := t.forwardBackward(b, max(1, scored))
 		if err != nil {
 			return train.StepResult{}, fmt.Errorf("tensorparallel: step %d: %w", step, err)
@@ -347,6 +422,8 @@ func (t *Trainer) TrainStep() (train.StepResult, error) {
 		return train.StepResult{}, fmt.Errorf("tensorparallel: step %d: %w", step, err)
 	}
 	t.step = step
+	t.history = append(t.history, train.LogRecord{Step: step, Loss: &loss, LR: &lr, GradNorm: &norm,
+		Epoch: float64(step*accum) / float64(nb), Tokens: scored})
 	return train.StepResult{Step: step, Total: t.total, Loss: loss, GradNorm: norm, LR: lr, Tokens: scored, InputTokens: fed}, nil
 }
 
@@ -375,7 +452,7 @@ func (t *Trainer) forwardBackward(b train.Batch, scored int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	grad, err := t.head.backward(map[string]*rt.Tensor{hiddenName: h}, g)
+	grad, err := t.head.backward(map[string]*rt.Tensor{hiddenName: h}, g, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -386,7 +463,7 @@ func (t *Trainer) forwardBackward(b train.Batch, scored int) (float64, error) {
 	// gradient of its input is the stream's plus the block's own, summed
 	// over the ranks.
 	for i := len(t.blocks) - 1; i >= 0; i-- {
-		in, err := t.blockFeeds(i, inputs[i], hshape, ctx)
+		in, err := t.blockFeeds(i, b, inputs[i], hshape, ctx)
 		if err != nil {
 			return 0, err
 		}
@@ -394,9 +471,16 @@ func (t *Trainer) forwardBackward(b train.Batch, scored int) (float64, error) {
 		if err != nil {
 			return 0, err
 		}
-		part, err := t.blocks[i].backward(in, gt)
+		var past map[string][]float32
+		if t.prefix != nil && i%2 == 0 {
+			past = map[string][]float32{}
+		}
+		part, err := t.blocks[i].backward(in, gt, past)
 		if err != nil {
 			return 0, err
+		}
+		if past != nil {
+			t.prefix.addGrad(i/2, b.Size, past)
 		}
 		if err := t.allReduce(part); err != nil {
 			return 0, err
@@ -457,7 +541,7 @@ func (t *Trainer) clip() (float64, error) {
 			continue // rank 0 counts a replicated factor once for all
 		}
 		for _, v := range p.Grad {
-			sq[i] += float64(v) * float64(v)
+			sq[t.group[i]] += float64(v) * float64(v)
 		}
 	}
 	t.reduced += len(sq)
