@@ -146,10 +146,10 @@ func applyFolds(m *graph.Model, folds []fold, o options) ([]QuantizedMerge, erro
 		}
 		fps = append(fps, f.recordFingerprint(f.l.Weight))
 	}
-	if err := pushMergeFingerprints(m, fps); err != nil {
+	if err := pushMerges(m, MergeMetadataKey, fps); err != nil {
 		return nil, err
 	}
-	return rep, pushDoRAMerges(m, merges)
+	return rep, pushMerges(m, DoRAMetadataKey, merges)
 }
 
 // checkNBitsMergeable refuses to merge into an int4 layer unless o says
