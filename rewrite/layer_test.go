@@ -314,8 +314,10 @@ func TestLayerMath(t *testing.T) {
 			if !slices.Equal(gotNodes, baseNodes) || !slices.Equal(gotInits, baseInits) {
 				t.Errorf("merged names: got nodes %v inits %v want %v %v", gotNodes, gotInits, baseNodes, baseInits)
 			}
-			if len(merged.Proto.MetadataProps) != 0 || len(merged.Graph().Input) != 1 {
-				t.Errorf("merged model keeps metadata %v or inputs %d", merged.Proto.MetadataProps, len(merged.Graph().Input))
+			// What stays is the record of the merge (its fingerprint, for
+			// unmerge), nothing of the adapter.
+			if md := merged.Proto.MetadataProps; len(md) != 1 || md[0].Key != MergeMetadataKey || len(merged.Graph().Input) != 1 {
+				t.Errorf("merged model keeps metadata %v or inputs %d, want only %s", md, len(merged.Graph().Input), MergeMetadataKey)
 			}
 			direct := base.Clone()
 			if err := MergeAdapter(direct, ad); err != nil {

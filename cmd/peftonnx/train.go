@@ -120,6 +120,16 @@ machine, and --device cuda gives each rank the GPU of its index there. Ctrl-C (m
 after the same step, with a checkpoint. A rank that fails ends the whole
 job with its error.
 
+--tensor-parallel-degree N (under mpirun -np P, P a multiple of N) shards
+the model N ways by tensor parallelism, as Megatron-LM and PaddleNLP do,
+and the P/N groups train by data parallelism; --batch is per group. It
+takes the adapted LLaMA decoders that peftonnx builds (float32, without a
+KV cache, LoRA) and the causal LM loss; checkpoints, --resume,
+--stop-after and --eval work as above, and the checkpoints are one
+process's (either resumes the other's, at any degree). LoRA dropout draws
+its masks on the host from --seed, the same for any P and N, not those of
+one process without --tensor-parallel-degree. --merged is not supported.
+
 Every output is written to a temporary file and renamed, and appears only
 when the run succeeds (the log and a checkpoint also when it is stopped).
 A run that fails leaves nothing behind but the checkpoints it completed

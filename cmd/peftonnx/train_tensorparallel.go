@@ -53,9 +53,6 @@ func planTensorParallel(path string, m *graph.Model, degree int) (tensorParallel
 	if err != nil {
 		return fail("%v", err)
 	}
-	if lora.LoRA.Dropout > 0 {
-		return fail("its LoRA dropout is %v; tensor parallelism trains without dropout (inject with --dropout 0)", lora.LoRA.Dropout)
-	}
 	if _, err := adapter.SplitTensorParallel(lora, degree); err != nil {
 		return fail("%v", err)
 	}
@@ -70,9 +67,6 @@ func checkTensorParallelFlags(f *trainFlags) error {
 		flag string
 	}{
 		{f.merged != "", "--merged"},
-		{f.resume, "--resume"},
-		{f.stopAfter > 0, "--stop-after"},
-		{f.checkpointEvery > 0, "--checkpoint-every"},
 		{f.recomputeProducts, "--recompute-products"},
 		{f.recomputeLayers, "--recompute-layers"},
 		{f.output != "", "--output"},
@@ -162,66 +156,107 @@ func trainTensorParallel(cx *context, modelPath string, f *trainFlags, opts trai
 		return err
 	}
 	defer tr.Close()
-	// The loader that the trainer builds, counted for the log's epochs.
-	loader, err := train.NewLoader(data, train.LoaderOptions{BatchSize: opts.BatchSize * ranks.world.Size() / degree, SeqLen: opts.SeqLen, PadID: opts.PadID, PadToSeqLen: opts.PadToSeqLen})
-	if err != nil {
-		return err
+	if f.resume {
+		// checkTrainOutputs found a checkpoint in --out on rank 0, which
+		// reads it and sends it to every rank.
+		if _, err := tr.Resume(f.out); err != nil {
+			return fmt.Errorf("train: %w", err)
+		}
 	}
-	epochAt := func(step int) float64 { return float64(step*opts.GradAccum) / float64(loader.NumBatches()) }
-
+	startStep := tr.Step()
 	fmt.Fprintf(cx.stdout, "%s\n", sum)
 	fmt.Fprintf(cx.stdout, "task: causal LM loss on logits, %d steps; tensor parallel: %d ranks × %d groups (data parallel)\n", tr.TotalSteps(), degree, ranks.world.Size()/degree)
+	if f.resume {
+		fmt.Fprintf(cx.stdout, "resumed at step %d of %d from %s\n", startStep, tr.TotalSteps(), filepath.Join(f.out, fmt.Sprintf("checkpoint-%d", startStep)))
+	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(stop)
 	progress := newTrainProgress(ranks.output(cx.stderr))
-	var history []train.LogRecord
-	record := func(r train.LogRecord) error {
-		history = append(history, r)
-		if log.path == "" {
-			return nil
+	// The log is the trainer's history (a resumed run's starts with its
+	// checkpoint's), written as it grows.
+	logged := 0
+	writeLog := func() error {
+		for _, r := range tr.History()[logged:] {
+			if log.path != "" {
+				b, err := json.Marshal(r)
+				if err == nil {
+					_, err = log.Write(append(b, '\n'))
+				}
+				if err != nil {
+					return err
+				}
+			}
+			logged++
 		}
-		b, err := json.Marshal(r)
-		if err == nil {
-			_, err = log.Write(append(b, '\n'))
-		}
+		return nil
+	}
+	if err := writeLog(); err != nil {
 		return err
 	}
-	evaluate := func() error {
-		r, err := tr.Evaluate(opts.Eval)
+	// checkpoint writes one on every rank's call (rank 0 writes it), and
+	// returns its path.
+	checkpoint := func() (string, error) {
+		p, err := tr.SaveCheckpoint(f.out)
 		if err != nil {
-			return err
+			return "", fmt.Errorf("train: %w", err)
 		}
-		return record(train.LogRecord{Step: tr.Step(), Epoch: epochAt(tr.Step()), EvalLoss: &r.Loss, EvalPerplexity: &r.Perplexity, Tokens: r.Tokens})
+		return p, nil
 	}
-	start, fed := time.Now(), 0
+	start, fed, ran := time.Now(), 0, 0
 	for tr.Step() < tr.TotalSteps() {
 		r, err := tr.TrainStep()
 		if err != nil {
 			return err
 		}
+		ran++
 		fed += r.InputTokens
-		if err := record(train.LogRecord{Step: r.Step, Epoch: epochAt(r.Step), Loss: &r.Loss, GradNorm: &r.GradNorm, LR: &r.LR, Tokens: r.Tokens}); err != nil {
-			return err
-		}
 		progress.update(r)
 		last := r.Step == tr.TotalSteps()
 		if opts.Eval != nil && (last || (opts.EvalEvery > 0 && r.Step%opts.EvalEvery == 0)) {
-			if err := evaluate(); err != nil {
+			if _, err := tr.Evaluate(opts.Eval); err != nil {
 				return err
 			}
 		}
-		// Every rank stops after the same step when any was signalled.
-		if err := stopTogether(ranks.world, stop); err != nil {
-			progress.done()
-			if !errors.Is(err, errStopped) {
+		if err := writeLog(); err != nil {
+			return err
+		}
+		if !last && f.checkpointEvery > 0 && r.Step%f.checkpointEvery == 0 {
+			if _, err := checkpoint(); err != nil {
 				return err
 			}
-			return fmt.Errorf("train: interrupted at step %d of %d; a tensor-parallel run writes no checkpoint, so nothing is kept", r.Step, tr.TotalSteps())
 		}
+		// Every rank stops after the same step when any was signalled,
+		// or when --stop-after is reached, with a checkpoint.
+		serr := stopTogether(ranks.world, stop)
+		if serr != nil && !errors.Is(serr, errStopped) {
+			return serr
+		}
+		stopAfter := !last && f.stopAfter > 0 && ran >= f.stopAfter
+		if serr == nil && !stopAfter {
+			continue
+		}
+		progress.done()
+		cp, err := checkpoint()
+		if err != nil {
+			return err
+		}
+		// The log of a stopped run is the start of the resumed run's.
+		if err := log.commit(); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("train: interrupted at step %d of %d; checkpoint %s; continue with --resume", r.Step, tr.TotalSteps(), cp)
+		}
+		fmt.Fprintf(cx.stdout, "stopped after %d steps at step %d of %d; checkpoint %s; continue with --resume\n", ran, r.Step, tr.TotalSteps(), cp)
+		return nil
 	}
 	progress.done()
 	elapsed := time.Since(start)
+	// As one process, the run ends with a checkpoint.
+	if _, err := checkpoint(); err != nil {
+		return err
+	}
 	// The groups hold the same adapter: the first one's ranks gather it.
 	if ranks.world.Rank() >= degree {
 		return nil
@@ -247,10 +282,10 @@ func trainTensorParallel(cx *context, modelPath string, f *trainFlags, opts trai
 	if err != nil {
 		return err
 	}
-	if err := trainWriteLossPlot(filepath.Join(f.out, "loss.png"), history); err != nil {
+	if err := trainWriteLossPlot(filepath.Join(f.out, "loss.png"), tr.History()); err != nil {
 		return err
 	}
-	printTrainSummary(cx, history, tr.Step(), 0, tr.Step(), fed, elapsed, f, files)
+	printTrainSummary(cx, tr.History(), tr.Step(), startStep, ran, fed, elapsed, f, files)
 	fmt.Fprintf(cx.stdout, "tensor parallel: %d ranks × batch %d, %d values all-reduced per step on rank 0\n", ranks.world.Size(), f.batch, tr.AllReducedValues())
 	return nil
 }

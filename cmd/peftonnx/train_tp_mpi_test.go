@@ -10,7 +10,9 @@ import (
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
+	"github.com/peftonnx/peftonnx/rewrite"
 )
 
 // tpTinyLlama saves the tiny LLaMA without a KV cache (what tensor
@@ -96,4 +98,51 @@ func TestTensorParallelTrainRanks(t *testing.T) {
 	if trainFileExists(out) {
 		t.Errorf("the failed run made %s", out)
 	}
+}
+
+// TestTensorParallelTrainResume stops a tensor-parallel run (2 ranks,
+// batch 4) with --stop-after, resumes it with --resume on 2 data-parallel
+// × 2 tensor-parallel ranks (batch 2 each), and checks the log and the adapter against an
+// uninterrupted run; the model has LoRA dropout, whose masks the ranks
+// draw from the seed alone, so that any layout of ranks draws the same.
+func TestTensorParallelTrainResume(t *testing.T) {
+	dir := t.TempDir()
+	c := models.LlamaTiny()
+	c.NoCache = true
+	m, err := models.Llama(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := adapter.DefaultLoRAConfig(".*_proj")
+	lc.R, lc.Alpha, lc.Dropout = 4, 8, 0.3
+	if _, _, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1)); err != nil {
+		t.Fatal(err)
+	}
+	model := filepath.Join(dir, "llama-tp-dropout.onnx")
+	if err := m.Save(model, graph.SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	data := dpData(t, dir, "train.jsonl", 16)
+	eval := dpData(t, dir, "eval.jsonl", 5)
+	args := func(name string, extra ...string) []string {
+		return append([]string{model, "--data", data, "--eval", eval, "--eval-every", "2", "--lr", "2e-2", "--steps", "4",
+			"--seed", "3", "--threads", "1", "--tensor-parallel-degree", "2",
+			"--out", filepath.Join(dir, name), "--log-json", filepath.Join(dir, name+".jsonl")}, extra...)
+	}
+	mpiTrainOK(t, 4, args("whole", "--batch", "2")...)
+	whole := readDPRun(t, filepath.Join(dir, "whole"), filepath.Join(dir, "whole.jsonl"))
+
+	printed := mpiTrainOK(t, 2, args("parts", "--batch", "4", "--stop-after", "2")...)
+	if !strings.Contains(printed, "stopped after 2 steps at step 2 of 4") {
+		t.Errorf("the stopped run does not say where it stopped:\n%s", printed)
+	}
+	if !trainFileExists(filepath.Join(dir, "parts", "checkpoint-2")) || trainFileExists(filepath.Join(dir, "parts", adapter.HFWeightsFile)) {
+		t.Errorf("the stopped run left %v, want checkpoint-2 and no adapter", dirNames(t, filepath.Join(dir, "parts")))
+	}
+	printed = mpiTrainOK(t, 4, args("parts", "--batch", "2", "--resume")...)
+	if !strings.Contains(printed, "resumed at step 2 of 4") || !strings.Contains(printed, "(2 in this run, resumed at step 2)") {
+		t.Errorf("the resumed run does not say it resumed:\n%s", printed)
+	}
+	parts := readDPRun(t, filepath.Join(dir, "parts"), filepath.Join(dir, "parts.jsonl"))
+	compareDPRuns(t, "stopped on 2 ranks and resumed on 2 × 2", parts, whole)
 }

@@ -38,7 +38,7 @@ func TestTrainTensorParallelErrors(t *testing.T) {
 		{"not a LLaMA", []string{gpt2Path, "--tensor-parallel-degree", "2"}, 1, []string{"--tensor-parallel-degree 2: cannot shard: " + gpt2Path + ": ", "LLaMA"}},
 		{"KV cache", []string{cached, "--tensor-parallel-degree", "2"}, 1, []string{"cannot shard: " + cached, "KV cache"}},
 		{"heads", []string{llamaPath, "--tensor-parallel-degree", "3"}, 1, []string{"cannot shard: " + llamaPath, "degree 3 does not divide"}},
-		{"resume", []string{llamaPath, "--tensor-parallel-degree", "2", "--resume"}, 1, []string{"--resume is not supported with tensor parallelism"}},
+		{"merged", []string{llamaPath, "--tensor-parallel-degree", "2", "--merged", filepath.Join(dir, "merged.onnx")}, 1, []string{"--merged is not supported with tensor parallelism"}},
 		{"loss", []string{llamaPath, "--tensor-parallel-degree", "2", "--loss", "token"}, 1, []string{"trains the causal LM loss only"}},
 		{"degree 0", []string{llamaPath, "--tensor-parallel-degree", "0"}, 2, []string{"--tensor-parallel-degree must be 1 or more, got 0"}},
 		{"one process", []string{llamaPath, "--tensor-parallel-degree", "2"}, 1, []string{"needs 2 ranks or a multiple", "mpirun -np 2"}},

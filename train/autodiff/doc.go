@@ -59,7 +59,10 @@
 //     backward pass reads and that a cheap element-wise node made from
 //     values the backward pass keeps anyway is made again there (under the
 //     recompute/ scope), so that the forward value dies with the forward
-//     pass. The gradients are the same, bit for bit. WithRecomputeProducts
+//     pass. So is a value that data-movement nodes with an Expand among
+//     them made from a smaller one (grouped-query attention's repeated
+//     keys and values): the backward pass keeps the source instead
+//     (expansion.go). The gradients are the same, bit for bit. WithRecomputeProducts
 //     adds the products with frozen weights; WithRecomputeLayers
 //     checkpoints whole decoder layers (every value of a "layers.N/" node
 //     but those that leave the layer is made again from the layer's input).

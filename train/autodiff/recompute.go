@@ -96,6 +96,8 @@ func (b *gradientPass) recompute(products, layers bool) {
 	}
 	if layers {
 		r.findLayers()
+	} else {
+		r.expansions()
 	}
 	for _, n := range b.nodes {
 		if len(n.Output) != 1 || !r.candidate(n) || r.boundary[n.Output[0]] {

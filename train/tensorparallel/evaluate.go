@@ -62,5 +62,9 @@ func (t *Trainer) Evaluate(d *train.Dataset) (train.EvalResult, error) {
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return train.EvalResult{}, fmt.Errorf("tensorparallel: evaluate %s: loss is %v at step %d", d.Path, loss, t.step)
 	}
-	return train.EvalResult{Loss: loss, Perplexity: math.Exp(loss), Tokens: tokens}, nil
+	r := train.EvalResult{Loss: loss, Perplexity: math.Exp(loss), Tokens: tokens}
+	// As train.Trainer.Evaluate, the result joins the log (History), and
+	// so the checkpoints.
+	t.history = append(t.history, train.LogRecord{Step: t.step, Epoch: t.epochAt(t.step), EvalLoss: &r.Loss, EvalPerplexity: &r.Perplexity, Tokens: tokens})
+	return r, nil
 }

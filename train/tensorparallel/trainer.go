@@ -209,7 +209,18 @@ func (t *Trainer) Close() {
 
 // Step returns the number of optimizer steps taken; TotalSteps those of
 // the run.
-func (t *Trainer) Step() int       { return t.step }
+func (t *Trainer) Step() int { return t.step }
+
+// History returns the log of the run, as train.Trainer.History does: a
+// record per step and per Evaluate, in order, those of a resumed run's
+// checkpoint first. The slice is the trainer's; do not change it.
+func (t *Trainer) History() []train.LogRecord { return t.history }
+
+// epochAt is the epoch at the end of step: the micro-batches taken so far
+// over those of one pass through the data.
+func (t *Trainer) epochAt(step int) float64 {
+	return float64(step*t.opts.GradAccum) / float64(t.loader.NumBatches())
+}
 func (t *Trainer) TotalSteps() int { return t.total }
 
 // AllReducedValues returns how many values (float32 activations and
@@ -423,7 +434,7 @@ func (t *Trainer) TrainStep() (train.StepResult, error) {
 	}
 	t.step = step
 	t.history = append(t.history, train.LogRecord{Step: step, Loss: &loss, LR: &lr, GradNorm: &norm,
-		Epoch: float64(step*accum) / float64(nb), Tokens: scored})
+		Epoch: t.epochAt(step), Tokens: scored})
 	return train.StepResult{Step: step, Total: t.total, Loss: loss, GradNorm: norm, LR: lr, Tokens: scored, InputTokens: fed}, nil
 }
 

@@ -57,6 +57,7 @@ var workerModes = []string{modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull, mo
 //	PEFTBENCH_DUMP_GRAPH=path      write the graph the session runs
 //	PEFTBENCH_LOSS_CHUNKS=n        the LM head and loss in n chunks (0: whole; default train's)
 //	PEFTBENCH_RECOMPUTE=layers     checkpoint whole layers (autodiff.WithRecomputeLayers)
+//	PEFTBENCH_ARENA=off            ONNX Runtime's CPU memory arena off (runtime.WithMemoryArena)
 type goRun struct {
 	spec  Spec
 	mode  string
@@ -225,6 +226,9 @@ func openSession(g *graph.Model, threads int, prepack bool) (*session.Session, e
 	// trace, and PEFTBENCH_ORT_CONFIG="key=value;…" sets session entries.
 	if p := os.Getenv("PEFTBENCH_ORT_PROFILE"); p != "" {
 		opts = append(opts, rt.WithProfiling(p))
+	}
+	if os.Getenv("PEFTBENCH_ARENA") == "off" {
+		opts = append(opts, rt.WithMemoryArena(false))
 	}
 	for _, kv := range strings.Split(os.Getenv("PEFTBENCH_ORT_CONFIG"), ";") {
 		if k, v, ok := strings.Cut(kv, "="); ok {
