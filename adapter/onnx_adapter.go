@@ -127,15 +127,7 @@ func NewONNXParam(name string, t *Tensor) (ONNXParam, error) {
 
 // ReadONNXAdapter reads an .onnx_adapter file in any of the layouts.
 func ReadONNXAdapter(path string) (*ONNXAdapterFile, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, errorf("%w", err)
-	}
-	f, err := DecodeONNXAdapter(data)
-	if err != nil {
-		return nil, inFile(err, path)
-	}
-	return f, nil
+	return readDecoded(path, os.ReadFile, DecodeONNXAdapter)
 }
 
 // DecodeONNXAdapter parses an .onnx_adapter flatbuffer. It tells the

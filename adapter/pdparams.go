@@ -28,15 +28,7 @@ const (
 // arrays of their bits: such arrays come back as dtype.BFloat16 tensors. Errors
 // name the file and the key at fault.
 func ReadPdparams(path string) (map[string]*Tensor, error) {
-	d, err := pickle.ReadFile(path)
-	if err != nil {
-		return nil, errorf("%w", err)
-	}
-	tensors, err := pdparamsTensors(d)
-	if err != nil {
-		return nil, inFile(err, path)
-	}
-	return tensors, nil
+	return readDecoded(path, pickle.ReadFile, pdparamsTensors)
 }
 
 // DecodePdparams is ReadPdparams on the bytes of a file.

@@ -64,11 +64,10 @@ func checkDoRA(l Linear, asInputs bool) error {
 // computes with it (Gemm's alpha included): DoRA's magnitude at
 // injection.
 func initialMagnitude(m *graph.Model, l Linear) ([]float32, error) {
-	w, err := effectiveWeight(m, l)
+	norms, err := weightNorms(m, l)
 	if err != nil {
 		return nil, err
 	}
-	norms := columnNorms(w, int(l.In), int(l.Out))
 	out := make([]float32, len(norms))
 	for j, n := range norms {
 		out[j] = float32(n)
@@ -97,9 +96,14 @@ func effectiveWeight(m *graph.Model, l Linear) ([]float64, error) {
 	return w, nil
 }
 
-// columnNorms returns the Euclidean norm of each column of the [in, out]
-// matrix w.
-func columnNorms(w []float64, in, out int) []float64 {
+// weightNorms returns the Euclidean norm of each output feature (column)
+// of α·W, layer l's weight as the layer computes with it, in float64.
+func weightNorms(m *graph.Model, l Linear) ([]float64, error) {
+	w, err := effectiveWeight(m, l)
+	if err != nil {
+		return nil, err
+	}
+	in, out := int(l.In), int(l.Out)
 	n := make([]float64, out)
 	for i := 0; i < in; i++ {
 		for j, v := range w[i*out : (i+1)*out] {
@@ -109,7 +113,7 @@ func columnNorms(w []float64, in, out int) []float64 {
 	for j := range n {
 		n[j] = math.Sqrt(n[j])
 	}
-	return n
+	return n, nil
 }
 
 // doraDelta returns what DoRA adds to the base output base of l, given
@@ -188,11 +192,10 @@ func DetachedValues(m *graph.Model) ([]string, error) {
 // feature, which Unmerge needs to undo the rescaling (dora_unmerge.go).
 func (f fold) rescaleColumns(m *graph.Model) ([]float64, error) {
 	l := f.l
-	w, err := effectiveWeight(m, l)
+	norms, err := weightNorms(m, l)
 	if err != nil {
 		return nil, err
 	}
-	norms := columnNorms(w, int(l.In), int(l.Out))
 	c := make([]float64, len(norms))
 	for j, n := range norms {
 		if n == 0 {

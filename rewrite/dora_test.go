@@ -301,7 +301,7 @@ func checkDoRAUnmerge(t *testing.T, tc layerCase, base, merged *graph.Model, ad 
 		t.Fatalf("merged DoRA record: %+v, %v", rec, err)
 	}
 	legacy := merged.Clone()
-	if err := writeDoRARecord(legacy, doraRecord{}); err != nil {
+	if err := (doraRecord{}).write(legacy, DoRAMetadataKey); err != nil {
 		t.Fatal(err)
 	}
 	before := legacy.Clone()

@@ -26,58 +26,14 @@ type doraMerge struct {
 	Norm   []float64 `json:"norm"`
 }
 
+func (d doraMerge) weight() string { return d.Weight }
+
 // doraRecord is what DoRAMetadataKey holds.
-type doraRecord struct {
-	Version int         `json:"version"`
-	Merges  []doraMerge `json:"merges"`
-}
+type doraRecord = mergeStack[doraMerge]
 
 // readDoRARecord returns m's merged DoRA norms (none when it has no entry).
 func readDoRARecord(m *graph.Model) (doraRecord, error) {
-	var rec doraRecord
-	ok, err := readMetadataJSON(m, DoRAMetadataKey, &rec)
-	if err != nil {
-		return doraRecord{}, err
-	}
-	if ok && rec.Version != 1 {
-		return doraRecord{}, errorf("%s: model metadata %q has version %d; this peftonnx reads version 1", modelLabel(m), DoRAMetadataKey, rec.Version)
-	}
-	return rec, nil
-}
-
-// writeDoRARecord stores rec in m's metadata, or removes the entry when
-// rec has no merges.
-func writeDoRARecord(m *graph.Model, rec doraRecord) error {
-	if len(rec.Merges) == 0 {
-		m.DeleteMetadata(DoRAMetadataKey)
-		return nil
-	}
-	rec.Version = 1
-	return writeMetadataJSON(m, DoRAMetadataKey, rec)
-}
-
-// pushDoRAMerges appends merges to m's DoRA record.
-func pushDoRAMerges(m *graph.Model, merges []doraMerge) error {
-	if len(merges) == 0 {
-		return nil
-	}
-	rec, err := readDoRARecord(m)
-	if err != nil {
-		return err
-	}
-	rec.Merges = append(rec.Merges, merges...)
-	return writeDoRARecord(m, rec)
-}
-
-// latestMerge returns the index in rec of the latest merge of weight, or
-// -1.
-func (rec doraRecord) latestMerge(weight string) int {
-	for i := len(rec.Merges) - 1; i >= 0; i-- {
-		if rec.Merges[i].Weight == weight {
-			return i
-		}
-	}
-	return -1
+	return readMergeStack[doraMerge](m, DoRAMetadataKey)
 }
 
 // doraMagnitudeTol is how far, relatively, a merged column's norm may be
@@ -91,7 +47,7 @@ const doraMagnitudeTol = 1e-3
 // checks that the weight's column norms are the adapter's magnitudes.
 func (f fold) undoDoRARescale(m *graph.Model, rec *doraRecord) error {
 	l := f.l
-	i := rec.latestMerge(l.Weight)
+	i := rec.latest(l.Weight)
 	if i < 0 {
 		return layerErr(l, "use_dora: the model keeps no ‖W + s·A·B‖ of weight %q (metadata %q), which unmerging DoRA needs: the merged weight m·V/‖V‖ keeps V's direction but not its norm, so W cannot be recovered. The model was merged before peftonnx kept the norms, or not with this adapter; keep the base model and apply the adapter to it", l.Weight, DoRAMetadataKey)
 	}
@@ -99,11 +55,10 @@ func (f fold) undoDoRARescale(m *graph.Model, rec *doraRecord) error {
 	if len(mg.Norm) != int(l.Out) {
 		return layerErr(l, "use_dora: metadata %q holds %d norms for weight %q; the layer has %d output features", DoRAMetadataKey, len(mg.Norm), l.Weight, l.Out)
 	}
-	w, err := effectiveWeight(m, l)
+	have, err := weightNorms(m, l)
 	if err != nil {
 		return err
 	}
-	have := columnNorms(w, int(l.In), int(l.Out))
 	c := make([]float64, l.Out)
 	for j, n := range mg.Norm {
 		mj := float64(f.magnitude[j])

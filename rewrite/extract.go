@@ -42,11 +42,7 @@ func extractLoRA(m *graph.Model, rec record, read func(name string) ([]float32, 
 		if s.AsInputs {
 			return nil, errorf("%s: layer %q takes its LoRA factors as graph inputs; the model holds no adapter to extract", modelLabel(m), s.Module)
 		}
-		a, err := read(s.A)
-		if err != nil {
-			return nil, err
-		}
-		b, err := read(s.B)
+		a, b, err := readPair(read, s.A, s.B)
 		if err != nil {
 			return nil, err
 		}
@@ -56,11 +52,7 @@ func extractLoRA(m *graph.Model, rec record, read func(name string) ([]float32, 
 		r := int64(s.R)
 		if s.InitialA != "" {
 			// Started from the weights: the plain delta on the original W.
-			a0, err := read(s.InitialA)
-			if err != nil {
-				return nil, err
-			}
-			b0, err := read(s.InitialB)
+			a0, b0, err := readPair(read, s.InitialA, s.InitialB)
 			if err != nil {
 				return nil, err
 			}
@@ -123,6 +115,15 @@ func extractLoRA(m *graph.Model, rec record, read func(name string) ([]float32, 
 		return nil, errorf("%s: extracted adapter: %w", modelLabel(m), err)
 	}
 	return ad, nil
+}
+
+// readPair reads the tensors named a and b with read: a site's A and B,
+// or the A and B it started from.
+func readPair(read func(name string) ([]float32, error), a, b string) (av, bv []float32, err error) {
+	if av, err = read(a); err == nil {
+		bv, err = read(b)
+	}
+	return av, bv, err
 }
 
 // tensorReader returns a function that reads the values of m's

@@ -173,16 +173,7 @@ func loftqFactors(w []float64, in, out, r int, scale float64, dt dtype.Type, o L
 		if err != nil {
 			return nil, err
 		}
-		a64, b64 = make([]float64, in*r), make([]float64, r*out)
-		for j := 0; j < r; j++ {
-			root := math.Sqrt(s[j] / scale)
-			for i := 0; i < in; i++ {
-				a64[i*r+j] = u[i*r+j] * root
-			}
-			for c := 0; c < out; c++ {
-				b64[j*out+c] = root * v[c*r+j]
-			}
-		}
+		a64, b64 = svdFactors(u, s, v, r, in, out, r, scale)
 		var errSq float64
 		for i := 0; i < in; i++ {
 			for c := 0; c < out; c++ {

@@ -70,8 +70,9 @@ func initFromWeights(m *graph.Model, cfg *adapter.LoRAConfig, l Linear, r int, s
 	if r > min(in, out) {
 		return nil, nil, layerErr(l, "init %s: rank %d exceeds the %d×%d weight's %d", cfg.InitLoRAWeights, r, in, out, min(in, out))
 	}
-	a64, b64 := make([]float64, in*r), make([]float64, r*out)
+	var a64, b64 []float64
 	if cfg.InitLoRAWeights == adapter.InitOLoRA {
+		a64, b64 = make([]float64, in*r), make([]float64, r*out)
 		// PEFT's QR of the [out, in] weight: Wᵀ = Q·R.
 		q, rr := combine.DecomposeQR(transpose(w, in, out), out, in)
 		k := min(in, out)
@@ -88,18 +89,28 @@ func initFromWeights(m *graph.Model, cfg *adapter.LoRAConfig, l Linear, r int, s
 		if err != nil {
 			return nil, nil, layerErr(l, "init %s: %w", cfg.InitLoRAWeights, err)
 		}
-		k := min(in, out)
-		for j := 0; j < r; j++ {
-			root := math.Sqrt(s[j] / scale)
-			for i := 0; i < in; i++ {
-				a64[i*r+j] = u[i*k+j] * root
-			}
-			for o := 0; o < out; o++ {
-				b64[j*out+o] = root * v[o*k+j]
-			}
-		}
+		a64, b64 = svdFactors(u, s, v, min(in, out), in, out, r, scale)
 	}
 	return narrow(a64), narrow(b64), nil
+}
+
+// svdFactors splits the top r singular triplets of an [in, out] matrix,
+// U [in, k], singular values s and V [out, k], into LoRA factors whose
+// product times scale is their rank-r part: A = U_r·√(S_r/scale) [in, r]
+// and B = √(S_r/scale)·V_rᵀ [r, out]. PiSSA starts from them, and LoftQ
+// fits them to each quantization residual.
+func svdFactors(u, s, v []float64, k, in, out, r int, scale float64) (a, b []float64) {
+	a, b = make([]float64, in*r), make([]float64, r*out)
+	for j := 0; j < r; j++ {
+		root := math.Sqrt(s[j] / scale)
+		for i := 0; i < in; i++ {
+			a[i*r+j] = u[i*k+j] * root
+		}
+		for o := 0; o < out; o++ {
+			b[j*out+o] = root * v[o*k+j]
+		}
+	}
+	return a, b
 }
 
 // narrow rounds v to float32.

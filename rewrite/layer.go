@@ -30,14 +30,11 @@ func kindOrLinear(kind string) string {
 // FindLinears' rule; a nameless layer falls back to "embedding_<i>" or
 // "conv_<i>".
 func FindLayers(m *graph.Model) ([]Linear, error) {
-	linears, err := FindLinears(m)
-	if err != nil {
-		return nil, err
-	}
 	order, err := baseNodes(m)
 	if err != nil {
 		return nil, err
 	}
+	linears := linearsIn(m, order)
 	var more []Linear
 	count := map[string]int{}
 	for _, n := range order {

@@ -101,6 +101,12 @@ func FindLinears(m *graph.Model) ([]Linear, error) {
 	if err != nil {
 		return nil, err
 	}
+	return linearsIn(m, order), nil
+}
+
+// linearsIn returns the linear layers among order, m's base nodes in
+// topological order, as FindLinears describes them.
+func linearsIn(m *graph.Model, order []*onnxpb.NodeProto) []Linear {
 	var out []Linear
 	for _, n := range order {
 		l, ok := linearOf(m, n)
@@ -112,7 +118,7 @@ func FindLinears(m *graph.Model) ([]Linear, error) {
 	assignRoles(m, out)
 	nameLayers(out)
 	markHeads(m, out)
-	return out, nil
+	return out
 }
 
 // baseNodes returns m's nodes in topological order, less those that LoRA

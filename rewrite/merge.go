@@ -360,10 +360,10 @@ func Unmerge(m *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, Summa
 	}
 	sites, sum, err := ApplyLoRA(m, ad, opts...)
 	if err == nil {
-		err = writeDoRARecord(m, doras)
+		err = doras.write(m, DoRAMetadataKey)
 	}
 	if err == nil {
-		err = writeMergeFingerprints(m, fps)
+		err = fps.write(m, MergeMetadataKey)
 	}
 	if err != nil {
 		restore()

@@ -41,22 +41,17 @@ type mergeFingerprint struct {
 	Probes []float64 `json:"probes"`
 }
 
+func (f mergeFingerprint) weight() string { return f.Weight }
+
 // mergeFingerprints is what MergeMetadataKey holds.
-type mergeFingerprints struct {
-	Version int                `json:"version"`
-	Merges  []mergeFingerprint `json:"merges"`
-}
+type mergeFingerprints = mergeStack[mergeFingerprint]
 
 // readMergeFingerprints returns m's merge fingerprints (none when it has
 // no entry).
 func readMergeFingerprints(m *graph.Model) (mergeFingerprints, error) {
-	var rec mergeFingerprints
-	ok, err := readMetadataJSON(m, MergeMetadataKey, &rec)
-	if err != nil || !ok {
+	rec, err := readMergeStack[mergeFingerprint](m, MergeMetadataKey)
+	if err != nil {
 		return mergeFingerprints{}, err
-	}
-	if rec.Version != 1 {
-		return mergeFingerprints{}, errorf("%s: model metadata %q has version %d; this peftonnx reads version 1", modelLabel(m), MergeMetadataKey, rec.Version)
 	}
 	for _, mg := range rec.Merges {
 		if len(mg.Probes) != mergeProbes {
@@ -64,40 +59,6 @@ func readMergeFingerprints(m *graph.Model) (mergeFingerprints, error) {
 		}
 	}
 	return rec, nil
-}
-
-// writeMergeFingerprints stores rec in m's metadata, or removes the entry
-// when rec has no merges.
-func writeMergeFingerprints(m *graph.Model, rec mergeFingerprints) error {
-	if len(rec.Merges) == 0 {
-		m.DeleteMetadata(MergeMetadataKey)
-		return nil
-	}
-	rec.Version = 1
-	return writeMetadataJSON(m, MergeMetadataKey, rec)
-}
-
-// pushMergeFingerprints appends fps to m's record.
-func pushMergeFingerprints(m *graph.Model, fps []mergeFingerprint) error {
-	if len(fps) == 0 {
-		return nil
-	}
-	rec, err := readMergeFingerprints(m)
-	if err != nil {
-		return err
-	}
-	rec.Merges = append(rec.Merges, fps...)
-	return writeMergeFingerprints(m, rec)
-}
-
-// latest returns the index in rec of the latest merge of weight, or -1.
-func (rec mergeFingerprints) latest(weight string) int {
-	for i := len(rec.Merges) - 1; i >= 0; i-- {
-		if rec.Merges[i].Weight == weight {
-			return i
-		}
-	}
-	return -1
 }
 
 // probeVectors returns the ±1 vectors qₖ [in] and pₖ [out] of probe k.

@@ -109,7 +109,7 @@ func TestUnmergeFingerprint(t *testing.T) {
 				}
 
 				legacy := merged.Clone()
-				if err := writeMergeFingerprints(legacy, mergeFingerprints{}); err != nil {
+				if err := (mergeFingerprints{}).write(legacy, MergeMetadataKey); err != nil {
 					t.Fatal(err)
 				}
 				if _, _, err := Unmerge(legacy, &other); err != nil {

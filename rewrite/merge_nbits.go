@@ -58,21 +58,41 @@ type QuantizedMerge struct {
 
 // MergeWith is Merge that reports each int4 layer it changed.
 func MergeWith(m *graph.Model, opts ...Option) ([]QuantizedMerge, error) {
+	return mergeFolds(m, opts, func(o options) ([]fold, func() error, error) {
+		rec, err := mustRecord(m)
+		if err == nil {
+			err = checkRecord(m, rec)
+		}
+		if err == nil {
+			err = checkRemoval(m, rec)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		folds, err := planSiteFolds(m, rec, o)
+		return folds, func() error { return removeBranches(m, rec) }, err
+	})
+}
+
+// MergeAdapterWith is MergeAdapter that reports each int4 layer it
+// changed.
+func MergeAdapterWith(base *graph.Model, ad *adapter.Adapter, opts ...Option) ([]QuantizedMerge, error) {
+	return mergeFolds(base, opts, func(o options) ([]fold, func() error, error) {
+		folds, extras, err := planAdapterFolds(base, ad, o)
+		return folds, func() error { return setExtras(base, extras) }, err
+	})
+}
+
+// mergeFolds is every merge: it reads opts, plans the folds into m's
+// weights with plan, applies them, and calls the finish that plan
+// returned once they are in (removing the branches, or setting the
+// adapter's extra values). It reports each int4 layer it changed.
+func mergeFolds(m *graph.Model, opts []Option, plan func(options) (folds []fold, finish func() error, err error)) ([]QuantizedMerge, error) {
 	o, err := mergeOptions(opts)
 	if err != nil {
 		return nil, err
 	}
-	rec, err := mustRecord(m)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkRecord(m, rec); err != nil {
-		return nil, err
-	}
-	if err := checkRemoval(m, rec); err != nil {
-		return nil, err
-	}
-	folds, err := planSiteFolds(m, rec, o)
+	folds, finish, err := plan(o)
 	if err != nil {
 		return nil, err
 	}
@@ -80,25 +100,7 @@ func MergeWith(m *graph.Model, opts ...Option) ([]QuantizedMerge, error) {
 	if err != nil {
 		return nil, err
 	}
-	return rep, removeBranches(m, rec)
-}
-
-// MergeAdapterWith is MergeAdapter that reports each int4 layer it
-// changed.
-func MergeAdapterWith(base *graph.Model, ad *adapter.Adapter, opts ...Option) ([]QuantizedMerge, error) {
-	o, err := mergeOptions(opts)
-	if err != nil {
-		return nil, err
-	}
-	folds, extras, err := planAdapterFolds(base, ad, o)
-	if err != nil {
-		return nil, err
-	}
-	rep, err := applyFolds(base, folds, o)
-	if err != nil {
-		return nil, err
-	}
-	return rep, setExtras(base, extras)
+	return rep, finish()
 }
 
 // mergeOptions collects the options of a merge.
@@ -144,10 +146,10 @@ func applyFolds(m *graph.Model, folds []fold, o options) ([]QuantizedMerge, erro
 		}
 		fps = append(fps, f.recordFingerprint(f.l.Weight))
 	}
-	if err := pushMergeFingerprints(m, fps); err != nil {
+	if err := pushMerges(m, MergeMetadataKey, fps); err != nil {
 		return nil, err
 	}
-	return rep, pushDoRAMerges(m, merges)
+	return rep, pushMerges(m, DoRAMetadataKey, merges)
 }
 
 // checkNBitsMergeable refuses to merge into an int4 layer unless o says

@@ -27,12 +27,12 @@ func TestModuleTargetsMatchBySuffix(t *testing.T) {
 		got, err := MatchTargets(ls, adapter.ModuleTargets(tc.names...))
 		if tc.want == nil {
 			if err == nil {
-				t.Errorf("test %d: %v selected %v, want an error", i, tc.names, distinctModules(got))
+				t.Errorf("test %d: %v selected %v, want an error", i, tc.names, LinearModules(got))
 			}
 			continue
 		}
-		if err != nil || !slices.Equal(distinctModules(got), tc.want) {
-			t.Errorf("test %d: %v selected %v (%v), want %v", i, tc.names, distinctModules(got), err, tc.want)
+		if err != nil || !slices.Equal(LinearModules(got), tc.want) {
+			t.Errorf("test %d: %v selected %v (%v), want %v", i, tc.names, LinearModules(got), err, tc.want)
 		}
 	}
 }

@@ -33,19 +33,6 @@ type Stacked struct {
 	all   []string // every linear module of the model, stacked or not
 }
 
-// moduleNames returns the module names of ls, each once, in order.
-func moduleNames(ls []Linear) []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, l := range ls {
-		if !seen[l.Module] {
-			seen[l.Module] = true
-			out = append(out, l.Module)
-		}
-	}
-	return out
-}
-
 // StackLoRA gives every linear layer of m (or those that targets select,
 // as MatchTargets selects them) a LoRA branch whose factors are chosen
 // per row of the batch:
@@ -109,7 +96,7 @@ func StackLoRA(m *graph.Model, targets ...string) (*Stacked, error) {
 	m.AddInput(graph.TensorInfo(StackedIndexInput, dtype.Int64, []int64{-1}))
 	batch := g.At("/lora_stacked").Op("Shape", []string{StackedIndexInput})
 
-	st := &Stacked{Index: StackedIndexInput, all: moduleNames(all)}
+	st := &Stacked{Index: StackedIndexInput, all: LinearModules(all)}
 	sites := map[string]StackedSite{}
 	for _, l := range linears {
 		s, ok := sites[l.Module]

@@ -69,7 +69,7 @@ func SuggestTargets(ls []Linear) []TargetGroup {
 		// Suffixes cannot tell the group apart (BERT's output.dense ends
 		// attention.output.dense too): a regex over the layer numbers can.
 		target := numberedRegexp(members)
-		if sel, err := MatchTargets(ls, []string{target}); err == nil && slices.Equal(distinctModules(sel), members) {
+		if sel, err := MatchTargets(ls, []string{target}); err == nil && slices.Equal(LinearModules(sel), members) {
 			groups = append(groups, TargetGroup{Name: name, Target: target, Layers: len(members)})
 		}
 	}
@@ -146,17 +146,6 @@ func numberedRegexp(modules []string) string {
 		}
 	}
 	return strings.Join(alts, "|")
-}
-
-// distinctModules returns the module names of ls in order, once each.
-func distinctModules(ls []Linear) []string {
-	var out []string
-	for _, l := range ls {
-		if !slices.Contains(out, l.Module) {
-			out = append(out, l.Module)
-		}
-	}
-	return out
 }
 
 // suffixRegexp is the full-match regex that selects what names select as

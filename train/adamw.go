@@ -76,16 +76,13 @@ func (o *AdamW) Step(lr float64, params []*Param) error {
 	if err := checkStep("adamw", lr, params); err != nil {
 		return err
 	}
-	ms := make([][]float32, len(params))
-	vs := make([][]float32, len(params))
-	for i, p := range params {
-		var err error
-		if ms[i], _, err = slotFor("adamw", o.m, p); err != nil {
-			return err
-		}
-		if vs[i], _, err = slotFor("adamw", o.v, p); err != nil {
-			return err
-		}
+	ms, _, err := slotsFor("adamw", o.m, params)
+	if err != nil {
+		return err
+	}
+	vs, _, err := slotsFor("adamw", o.v, params)
+	if err != nil {
+		return err
 	}
 	o.step++
 	t := float64(o.step)

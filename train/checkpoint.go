@@ -308,10 +308,7 @@ func ReadCheckpoint(path string, read func(name string) ([]byte, error), run *Ch
 	if st.Format != stateFormat || st.Version != 1 {
 		return nil, errorf("checkpoint %s: %s is not a version 1 %s", path, stateFile, stateFormat)
 	}
-	for _, c := range []struct {
-		what      string
-		got, want any
-	}{
+	if err := (savedSettings{
 		{"parameters", st.Params, run.Names},
 		{"examples", st.NumExamples, run.NumExamples},
 		{"batch size", st.BatchSize, run.BatchSize},
@@ -320,10 +317,8 @@ func ReadCheckpoint(path string, read func(name string) ([]byte, error), run *Ch
 		{"seed", st.RNG.Seed, run.Seed},
 		{"data order", st.RNG.Kind, rngKind},
 		{"data position", st.RNG.NextMicroBatch, st.Step * run.GradAccum},
-	} {
-		if fmt.Sprint(c.got) != fmt.Sprint(c.want) {
-			return nil, errorf("checkpoint %s was saved with %s %v, this run has %v", path, c.what, c.got, c.want)
-		}
+	}).check(path); err != nil {
+		return nil, err
 	}
 	if err := checkResumedRun(path, &st, run.TotalSteps, &run.Options); err != nil {
 		return nil, err
@@ -369,10 +364,7 @@ func checkResumedRun(path string, st *trainerState, total int, opts *Options) er
 	}
 	if st.Optim != nil {
 		got, want := *st.Optim, *optimOf(opts)
-		for _, c := range []struct {
-			what      string
-			got, want any
-		}{
+		if err := (savedSettings{
 			{"learning rate", got.LR, want.LR},
 			{"schedule", got.Schedule, want.Schedule},
 			{"warmup steps", got.Warmup, want.Warmup},
@@ -380,14 +372,30 @@ func checkResumedRun(path string, st *trainerState, total int, opts *Options) er
 			{"LoRA+ scale", got.LoRAPlusScale, want.LoRAPlusScale},
 			{"weight decay", got.AdamW.WeightDecay, want.AdamW.WeightDecay},
 			{"AdamW betas and epsilon", [3]float64{got.AdamW.Beta1, got.AdamW.Beta2, got.AdamW.Eps}, [3]float64{want.AdamW.Beta1, want.AdamW.Beta2, want.AdamW.Eps}},
-		} {
-			if fmt.Sprint(c.got) != fmt.Sprint(c.want) {
-				return errorf("checkpoint %s was saved with %s %v, this run has %v", path, c.what, c.got, c.want)
-			}
+		}).check(path); err != nil {
+			return err
 		}
 	}
 	if st.TotalSteps != total && (opts.Schedule != "constant" || opts.Warmup != 0) {
 		return errorf("checkpoint %s was saved by a run of %d steps, this run has %d; its %s schedule depends on the total, so resume with %d steps", path, st.TotalSteps, total, opts.Schedule, st.TotalSteps)
+	}
+	return nil
+}
+
+// savedSettings are settings of a run that a checkpoint recorded (got),
+// each with what this run has (want), compared by their printed values.
+type savedSettings []struct {
+	what      string
+	got, want any
+}
+
+// check returns the error that names the first setting of the checkpoint
+// at path that differs from this run's, or nil.
+func (ss savedSettings) check(path string) error {
+	for _, c := range ss {
+		if fmt.Sprint(c.got) != fmt.Sprint(c.want) {
+			return errorf("checkpoint %s was saved with %s %v, this run has %v", path, c.what, c.got, c.want)
+		}
 	}
 	return nil
 }

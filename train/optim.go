@@ -156,19 +156,21 @@ func loadSlots(s *OptimizerState, kind string, slots ...string) ([]map[string][]
 	return out, nil
 }
 
-// slotFor returns the slot of p in m, creating it zeroed on first use
-// (created is then true), and checks its length.
-func slotFor(kind string, m map[string][]float32, p *Param) (slot []float32, created bool, err error) {
-	v, ok := m[p.Name]
-	if !ok {
-		v = make([]float32, len(p.Data))
-		m[p.Name] = v
-		return v, true, nil
+// slotsFor returns the slot of each of params in m, creating one zeroed
+// on first use (created[i] is then true), and checks their lengths.
+func slotsFor(kind string, m map[string][]float32, params []*Param) (slots [][]float32, created []bool, err error) {
+	slots, created = make([][]float32, len(params)), make([]bool, len(params))
+	for i, p := range params {
+		v, ok := m[p.Name]
+		if !ok {
+			v = make([]float32, len(p.Data))
+			m[p.Name] = v
+		} else if len(v) != len(p.Data) {
+			return nil, nil, errorf("%s: state of %q has %d values, parameter has %d", kind, p.Name, len(v), len(p.Data))
+		}
+		slots[i], created[i] = v, !ok
 	}
-	if len(v) != len(p.Data) {
-		return nil, false, errorf("%s: state of %q has %d values, parameter has %d", kind, p.Name, len(v), len(p.Data))
-	}
-	return v, false, nil
+	return slots, created, nil
 }
 
 // Both optimizers implement Optimizer.

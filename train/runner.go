@@ -108,11 +108,7 @@ func (r *runner) refill(f inputFeed, params map[string]*Param, b Batch, training
 		if err != nil {
 			return err
 		}
-		if err := r.bind.SetInput(f.info.Name, nt); err != nil {
-			return err
-		}
-		r.tensors[f.info.Name] = nt
-		return nil
+		return r.rebind(f, nt)
 	}
 	v, err := r.batchValues(f, b)
 	if err != nil {
@@ -131,6 +127,12 @@ func (r *runner) refill(f inputFeed, params map[string]*Param, b Batch, training
 	if err != nil {
 		return err
 	}
+	return r.rebind(f, nt)
+}
+
+// rebind binds nt as f's input in place of its tensor, whose shape the
+// batch changed, and keeps it for the next batches.
+func (r *runner) rebind(f inputFeed, nt *rt.Tensor) error {
 	if err := r.bind.SetInput(f.info.Name, nt); err != nil {
 		return err
 	}

@@ -62,14 +62,11 @@ func (o *SGD) Step(lr float64, params []*Param) error {
 	if err := checkStep("sgd", lr, params); err != nil {
 		return err
 	}
-	bufs := make([][]float32, len(params))
-	fresh := make([]bool, len(params))
+	bufs, fresh := make([][]float32, len(params)), make([]bool, len(params))
 	if o.cfg.Momentum != 0 {
-		for i, p := range params {
-			var err error
-			if bufs[i], fresh[i], err = slotFor("sgd", o.buf, p); err != nil {
-				return err
-			}
+		var err error
+		if bufs, fresh, err = slotsFor("sgd", o.buf, params); err != nil {
+			return err
 		}
 	}
 	o.step++

@@ -271,14 +271,7 @@ func parseEnableList(v string) ([]bool, error) {
 // countLayers describes the layers that sites adapt: "4 layers (q_proj,
 // v_proj, …)".
 func countLayers(sites []rewrite.Site) string {
-	var modules []string
-	seen := map[string]bool{}
-	for _, s := range sites {
-		if !seen[s.Module] {
-			seen[s.Module] = true
-			modules = append(modules, s.Module)
-		}
-	}
+	modules := rewrite.SiteModules(sites)
 	noun := "layers"
 	if len(modules) == 1 {
 		noun = "layer"

@@ -236,15 +236,7 @@ func inspectModel(m *graph.Model, path string, targets []string) (*inspection, e
 		if err != nil {
 			return nil, err
 		}
-		ti := &targetInfo{Patterns: append([]string{}, targets...), Modules: []string{}}
-		seen := map[string]bool{}
-		for _, l := range matched {
-			if !seen[l.Module] {
-				seen[l.Module] = true
-				ti.Modules = append(ti.Modules, l.Module)
-			}
-		}
-		in.Targets = ti
+		in.Targets = &targetInfo{Patterns: append([]string{}, targets...), Modules: rewrite.LinearModules(matched)}
 	}
 	return in, nil
 }

@@ -307,8 +307,24 @@ func (f *trainFlags) options(cx *context) (train.Options, error) {
 	return o, nil
 }
 
-// trainableOf returns the summary of the adapter that a model carries
-// (rewrite.Summarize), or the error that says it has none to train.
+// loadTrainable loads the model at path and returns it with the summary
+// of the adapter it carries (rewrite.Summarize), or the error that says it
+// has none to train. The caller closes the model.
+func loadTrainable(path string) (*graph.Model, rewrite.Summary, error) {
+	m, err := graph.Load(path)
+	if err != nil {
+		return nil, rewrite.Summary{}, err
+	}
+	sum, err := trainableOf(path, m)
+	if err != nil {
+		m.Close()
+		return nil, rewrite.Summary{}, err
+	}
+	return m, sum, nil
+}
+
+// trainableOf returns the summary of the adapter that m carries, or the
+// error that says it has none to train.
 func trainableOf(path string, m *graph.Model) (rewrite.Summary, error) {
 	if sites, err := rewrite.Sites(m); err == nil && slices.ContainsFunc(sites, func(s rewrite.Site) bool { return s.AsInputs }) {
 		return rewrite.Summary{}, fmt.Errorf("train: %s takes its LoRA factors as graph inputs (inject --as-inputs), so it holds no adapter to train: inject without --as-inputs", path)
@@ -320,43 +336,59 @@ func trainableOf(path string, m *graph.Model) (rewrite.Summary, error) {
 	return sum, err
 }
 
+// prepareTrainRun does what every way of training does between loading
+// the model and building its trainer: rank 0 claims --out and checks the
+// outputs, each rank loads the data (which gives opts its pad id) and
+// starts ONNX Runtime. The returned log writes --log-json on rank 0 and
+// nothing on the others. The caller defers release, then log.abort; on an
+// error, prepareTrainRun has released what it claimed.
+func prepareTrainRun(modelPath string, m *graph.Model, f *trainFlags, opts *train.Options, ranks trainRanks) (data *train.Dataset, log *trainLog, release func(), err error) {
+	release = func() {}
+	if ranks.leader() {
+		claimed, err := claimTrainOut(f)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		release = claimed
+		defer func() {
+			if release == nil { // returned with an error
+				claimed()
+			}
+		}()
+		if err := checkTrainOutputs(f, m); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if data, err = loadTrainData(modelPath, m, f, opts); err != nil {
+		return nil, nil, nil, err
+	}
+	if err = ortrt.Init(); err != nil {
+		return nil, nil, nil, err
+	}
+	log = &trainLog{path: f.logJSON}
+	if !ranks.leader() {
+		log.path = ""
+	}
+	return data, log, release, nil
+}
+
 // trainModel runs the command once the flags are checked, on one of the
 // ranks: rank 0 alone checks and writes the outputs and prints.
 func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options, ranks trainRanks) error {
 	cx = &context{cmd: cx.cmd, stdout: ranks.output(cx.stdout), stderr: cx.stderr}
-	m, err := graph.Load(modelPath)
+	m, sum, err := loadTrainable(modelPath)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	sum, err := trainableOf(modelPath, m)
-	if err != nil {
-		return err
-	}
 	if _, err := rewrite.PrefixSiteOf(m); err == nil && f.merged != "" {
 		return fmt.Errorf("train: --merged: %s carries a prefix, which has no weights to fold into the model's", modelPath)
 	}
-	if ranks.leader() {
-		release, err := claimTrainOut(f)
-		if err != nil {
-			return err
-		}
-		defer release()
-		if err := checkTrainOutputs(f, m); err != nil {
-			return err
-		}
-	}
-	data, err := loadTrainData(modelPath, m, f, &opts)
+	data, log, release, err := prepareTrainRun(modelPath, m, f, &opts, ranks)
 	if err != nil {
 		return err
 	}
-	if err := ortrt.Init(); err != nil {
-		return err
-	}
-	log := &trainLog{path: f.logJSON}
-	if !ranks.leader() {
-		log.path = ""
-	}
+	defer release()
 	if log.path != "" {
 		opts.LogJSON = log
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/peftonnx/peftonnx/internal/mpi"
 	"github.com/peftonnx/peftonnx/models"
 	"github.com/peftonnx/peftonnx/rewrite"
-	ortrt "github.com/peftonnx/peftonnx/runtime"
 	"github.com/peftonnx/peftonnx/train"
 	"github.com/peftonnx/peftonnx/train/tensorparallel"
 )
@@ -120,15 +119,11 @@ func trainTensorParallel(cx *context, modelPath string, f *trainFlags, opts trai
 	if err := checkTensorParallelFlags(f); err != nil {
 		return err
 	}
-	m, err := graph.Load(modelPath)
+	m, sum, err := loadTrainable(modelPath)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	sum, err := trainableOf(modelPath, m)
-	if err != nil {
-		return err
-	}
 	plan, err := planTensorParallel(modelPath, m, degree)
 	if err != nil {
 		return err
@@ -143,27 +138,11 @@ func trainTensorParallel(cx *context, modelPath string, f *trainFlags, opts trai
 		defer dp.Free()
 		dpGroup = dp
 	}
-	if ranks.leader() {
-		release, err := claimTrainOut(f)
-		if err != nil {
-			return err
-		}
-		defer release()
-		if err := checkTrainOutputs(f, m); err != nil {
-			return err
-		}
-	}
-	data, err := loadTrainData(modelPath, m, f, &opts)
+	data, log, release, err := prepareTrainRun(modelPath, m, f, &opts, ranks)
 	if err != nil {
 		return err
 	}
-	if err := ortrt.Init(); err != nil {
-		return err
-	}
-	log := &trainLog{path: f.logJSON}
-	if !ranks.leader() {
-		log.path = ""
-	}
+	defer release()
 	defer log.abort()
 	// The trainer of each rank feeds the pieces of its share; the
 	// Collective of data parallelism is dpGroup, not the world.

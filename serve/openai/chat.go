@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/peftonnx/peftonnx/serve/openai/chattemplate"
 )
@@ -40,14 +39,7 @@ type chatContent struct {
 	Content *string `json:"content,omitempty"`
 }
 
-type chatResponse struct {
-	ID      string       `json:"id"`
-	Object  string       `json:"object"`
-	Created int64        `json:"created"`
-	Model   string       `json:"model"`
-	Choices []chatChoice `json:"choices"`
-	Usage   *usageJSON   `json:"usage,omitempty"`
-}
+type chatResponse = response[chatChoice]
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) error {
 	var req chatRequest
@@ -76,8 +68,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	setModel(r, p.model)
-	resp := chatResponse{ID: newID("chatcmpl-"), Object: "chat.completion", Created: time.Now().Unix(), Model: p.model}
+	resp := newResponse[chatChoice](r, "chatcmpl-", "chat.completion", p.model)
 	if !p.stream {
 		outs, err := s.generateAll(r.Context(), p, [][]int64{prompt}, nil)
 		if err != nil {
@@ -92,9 +83,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) error {
 	es := newEventStream(w)
 	resp.Object = "chat.completion.chunk"
 	chunk := func(delta chatContent, finish *string) chatResponse {
-		c := resp
-		c.Choices = []chatChoice{{Delta: &delta, FinishReason: finish}}
-		return c
+		return resp.withChoices(chatChoice{Delta: &delta, FinishReason: finish})
 	}
 	sentRole := false
 	outs, err := s.generateAll(r.Context(), p, [][]int64{prompt}, func(_ int, piece string, finish *string) error {
@@ -110,11 +99,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) error {
 		}
 		return es.send(chunk(chatContent{Content: &piece}, nil))
 	})
-	es.end(outs, err, p.includeUsage, func(u *usageJSON) any {
-		c := resp
-		c.Choices, c.Usage = []chatChoice{}, u
-		return c
-	})
+	es.end(outs, err, p.includeUsage, resp.usageChunk)
 	return nil
 }
 

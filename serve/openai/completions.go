@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
-	"time"
 )
 
 // completionRequest is the body of POST /v1/completions.
@@ -27,14 +26,7 @@ type completionChoice struct {
 	FinishReason *string `json:"finish_reason"`
 }
 
-type completionResponse struct {
-	ID      string             `json:"id"`
-	Object  string             `json:"object"`
-	Created int64              `json:"created"`
-	Model   string             `json:"model"`
-	Choices []completionChoice `json:"choices"`
-	Usage   *usageJSON         `json:"usage,omitempty"`
-}
+type completionResponse = response[completionChoice]
 
 // defaultCompletionTokens is OpenAI's max_tokens default for completions.
 const defaultCompletionTokens = 16
@@ -60,20 +52,13 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	setModel(r, p.model)
-	resp := completionResponse{ID: newID("cmpl-"), Object: "text_completion", Created: time.Now().Unix(), Model: p.model}
+	resp := newResponse[completionChoice](r, "cmpl-", "text_completion", p.model)
 	if p.stream {
 		es := newEventStream(w)
 		outs, err := s.generateAll(r.Context(), p, prompts, func(i int, piece string, finish *string) error {
-			chunk := resp
-			chunk.Choices = []completionChoice{{Index: i, Text: piece, FinishReason: finish}}
-			return es.send(chunk)
+			return es.send(resp.withChoices(completionChoice{Index: i, Text: piece, FinishReason: finish}))
 		})
-		es.end(outs, err, p.includeUsage, func(u *usageJSON) any {
-			chunk := resp
-			chunk.Choices, chunk.Usage = []completionChoice{}, u
-			return chunk
-		})
+		es.end(outs, err, p.includeUsage, resp.usageChunk)
 		return nil
 	}
 	outs, err := s.generateAll(r.Context(), p, prompts, nil)
