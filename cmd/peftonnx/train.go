@@ -123,16 +123,17 @@ job with its error.
 --tensor-parallel-degree N (under mpirun -np P, P a multiple of N) shards
 the model N ways by tensor parallelism, as Megatron-LM and PaddleNLP do,
 and the P/N groups train by data parallelism; --batch is per group. It
-takes the adapted LLaMA decoders that peftonnx builds (float32, without a
-KV cache, LoRA) and the causal LM loss; checkpoints, --resume,
+takes the LLaMA decoders that peftonnx builds (float32) with LoRA
+(without a KV cache) or with a prefix ("peftonnx prefix", whose table is
+split by KV heads), and the causal LM loss; checkpoints, --resume,
 --stop-after and --eval work as above, and the checkpoints are one
 process's (either resumes the other's, at any degree). LoRA dropout draws
 its masks on the host from --seed, the same for any P and N, not those of
 one process without --tensor-parallel-degree. --merged is not supported.
 Rank 0 gathers the shards and writes one whole adapter, whose config
 says tensor_parallel_degree -1 (PaddleNLP's merge_tensor_parallel);
---merge-tensor-parallel=false (with --format paddle) writes PaddleNLP's
-shards instead, lora_config.json with the degree and
+--merge-tensor-parallel=false (with --format paddle, LoRA) writes
+PaddleNLP's shards instead, lora_config.json with the degree and
 lora_model_state.tp00.pdparams … one a rank, all by rank 0 into DIR
 ("peftonnx shards merge" makes them one adapter).
 

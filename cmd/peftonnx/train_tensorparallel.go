@@ -39,14 +39,16 @@ func planTensorParallel(path string, m *graph.Model, degree int) (tensorParallel
 	fail := func(format string, args ...any) (tensorParallelPlan, error) {
 		return tensorParallelPlan{}, fmt.Errorf("train: --tensor-parallel-degree %d: cannot shard: %s: %s", degree, path, fmt.Sprintf(format, args...))
 	}
-	if _, err := rewrite.PrefixSiteOf(m); err == nil {
-		return fail("it carries a prefix; tensor parallelism trains LoRA only")
-	}
 	cfg, err := models.LlamaConfigOf(m)
 	if err != nil {
 		return fail("%v (tensor parallelism shards the LLaMA-style decoders that peftonnx builds)", err)
 	}
-	if err := cfg.CheckTensorParallel(degree); err != nil {
+	// A prefix takes the place of the KV cache that its model has: the
+	// rest of the model is sharded as without one.
+	_, perr := rewrite.PrefixSiteOf(m)
+	check := cfg
+	check.NoCache = check.NoCache || perr == nil
+	if err := check.CheckTensorParallel(degree); err != nil {
 		return fail("%v", err)
 	}
 	lora, err := rewrite.Extract(m)
@@ -128,6 +130,9 @@ func trainTensorParallel(cx *context, modelPath string, f *trainFlags, opts trai
 	if err != nil {
 		return err
 	}
+	if !f.mergeTP && plan.lora.Prefix != nil {
+		return fmt.Errorf("train: --merge-tensor-parallel=false: %s carries a prefix, whose table PaddleNLP's shard files do not hold here: leave the adapter merged", modelPath)
+	}
 	tp, dp, err := tensorParallelGroups(ranks.world, degree)
 	if err != nil {
 		return err
@@ -147,7 +152,7 @@ func trainTensorParallel(cx *context, modelPath string, f *trainFlags, opts trai
 	// The trainer of each rank feeds the pieces of its share; the
 	// Collective of data parallelism is dpGroup, not the world.
 	opts.Collective = nil
-	if opts.LoRAPlusScale == 0 {
+	if opts.LoRAPlusScale == 0 && plan.lora.LoRA != nil {
 		// As train.Trainer does: the scale that the model's config records.
 		opts.LoRAPlusScale = plan.lora.LoRA.LoRAPlusScale
 	}
@@ -273,8 +278,13 @@ func trainTensorParallel(cx *context, modelPath string, f *trainFlags, opts trai
 		return fmt.Errorf("train: %w", err)
 	}
 	// The adapter keeps the config the model carries, as one process's.
-	cfg := *plan.lora.LoRA
-	whole.LoRA = &cfg
+	if plan.lora.LoRA != nil {
+		cfg := *plan.lora.LoRA
+		whole.LoRA = &cfg
+	} else {
+		cfg := *plan.lora.Prefix
+		whole.Prefix = &cfg
+	}
 	if err := log.commit(); err != nil {
 		return err
 	}
@@ -323,13 +333,10 @@ func stopTogether(world *mpi.Comm, stop <-chan os.Signal) error {
 
 // gatherShards returns every rank's shard of the adapter, in rank order,
 // on every rank of tp: shard is this rank's. The ranks hold the same
-// modules, whose factors have the same shapes on every rank.
+// modules, whose factors have the same shapes on every rank, or prefix
+// tables of the same shape (a share of the KV heads each).
 func gatherShards(tp *mpi.Comm, shard *adapter.Adapter) ([]*adapter.Adapter, error) {
 	n := tp.Size()
-	shards := make([]*adapter.Adapter, n)
-	for k := range shards {
-		shards[k] = adapter.NewLoRA(*shard.LoRA)
-	}
 	gather := func(t *adapter.Tensor) ([]*adapter.Tensor, error) {
 		all := make([]float32, n*len(t.Data))
 		if err := tp.AllGatherFloat32(t.Data, all); err != nil {
@@ -340,6 +347,21 @@ func gatherShards(tp *mpi.Comm, shard *adapter.Adapter) ([]*adapter.Adapter, err
 			out[k] = &adapter.Tensor{DType: t.DType, Shape: t.Shape, Data: all[k*len(t.Data) : (k+1)*len(t.Data)]}
 		}
 		return out, nil
+	}
+	shards := make([]*adapter.Adapter, n)
+	if shard.Prefix != nil {
+		prompts, err := gather(shard.Prompt)
+		if err != nil {
+			return nil, err
+		}
+		for k := range shards {
+			shards[k] = adapter.NewPrefix(*shard.Prefix)
+			shards[k].Prompt = prompts[k]
+		}
+		return shards, nil
+	}
+	for k := range shards {
+		shards[k] = adapter.NewLoRA(*shard.LoRA)
 	}
 	for _, mod := range shard.Modules() {
 		w := shard.Weights[mod]

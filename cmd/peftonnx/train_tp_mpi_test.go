@@ -172,3 +172,35 @@ func TestTensorParallelTrainResume(t *testing.T) {
 	parts := readDPRun(t, filepath.Join(dir, "parts"), filepath.Join(dir, "parts.jsonl"))
 	compareDPRuns(t, "stopped on 2 ranks and resumed on 2 × 2", parts, whole)
 }
+
+// TestTensorParallelTrainPrefix trains the prefix that "peftonnx prefix"
+// gave the tiny LLaMA (its KV cache) on 2 tensor-parallel ranks, the
+// table split by KV heads, and checks the log and the table against one
+// process's over the same examples.
+func TestTensorParallelTrainPrefix(t *testing.T) {
+	dir := t.TempDir()
+	m, err := models.Llama(models.LlamaTiny())
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Join(dir, "llama.onnx")
+	if err := m.Save(base, graph.SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	prefixed := filepath.Join(dir, "prefixed.onnx")
+	runOK(t, "prefix", base, "-o", prefixed, "--tokens", "3")
+	data := dpData(t, dir, "train.jsonl", 12)
+	eval := dpData(t, dir, "eval.jsonl", 5)
+	run := func(name string, np int, extra ...string) dpRun {
+		out, logPath := filepath.Join(dir, name), filepath.Join(dir, name+".jsonl")
+		mpiTrainOK(t, np, append([]string{prefixed, "--data", data, "--eval", eval, "--lr", "5e-2", "--steps", "3", "--batch", "4",
+			"--seed", "1", "--threads", "1", "--out", out, "--log-json", logPath}, extra...)...)
+		return readDPRun(t, out, logPath)
+	}
+	one := run("one", 1)
+	tp := run("tp2", 2, "--tensor-parallel-degree", "2")
+	compareDPRuns(t, "prefix on 2 tensor-parallel ranks", tp, one)
+	out, errOut, code := cli(t, "train", prefixed, "--data", data, "--out", filepath.Join(dir, "x"), "--tensor-parallel-degree", "2",
+		"--merge-tensor-parallel=false", "--format", "paddle")
+	wantError(t, "prefix shards", out, errOut, code, 1, "carries a prefix")
+}
