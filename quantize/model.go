@@ -1,6 +1,7 @@
 package quantize
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -86,6 +87,10 @@ func Model(m *graph.Model, o Options) (*Report, error) {
 		return nil, errorf("%s: none of the %d chosen linear layers can be quantized (%s)", label, len(chosen), strings.Join(whys, "; "))
 	}
 
+	// What the graph got wrong before (PyTorch 1.6 exports define some
+	// Constant outputs twice, which ONNX Runtime runs) is not the
+	// quantizer's to report; what it would add is.
+	before := problems(m.Validate())
 	q := &quantizer{m: m, o: o, done: map[weightKey]*packed{}, position: map[*onnxpb.NodeProto]int{}}
 	for i, n := range m.Graph().Node {
 		q.position[n] = i
@@ -103,7 +108,7 @@ func Model(m *graph.Model, o Options) (*Report, error) {
 	if m.Opset(quant.Domain) == 0 {
 		m.SetOpset(quant.Domain, 1)
 	}
-	if err := m.Validate(); err != nil {
+	if err := newProblems(m.Validate(), before); err != nil {
 		return nil, errorf("%s: the quantized graph is invalid: %w", label, err)
 	}
 	rep.MaxAbsError = sums.maxAbs
@@ -321,4 +326,40 @@ func nestedLayersNote(m *graph.Model) string {
 		return ""
 	}
 	return fmt.Sprintf("; %d sit inside If/Loop/Scan subgraphs (%s %q in %s of %q, …), which quantize does not reach", len(nested), nested[0].Op, nested[0].Node, nested[0].Attr, nested[0].Owner)
+}
+
+// problems returns the messages of the problems that err, an error of
+// graph.Model.Validate (errors.Join of one per problem), reports.
+func problems(err error) map[string]bool {
+	out := map[string]bool{}
+	if err == nil {
+		return out
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			out[e.Error()] = true
+		}
+		return out
+	}
+	out[err.Error()] = true
+	return out
+}
+
+// newProblems returns, joined, the problems of err (from
+// graph.Model.Validate) that are not among before, or nil.
+func newProblems(err error, before map[string]bool) error {
+	if err == nil {
+		return nil
+	}
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if !before[e.Error()] {
+				errs = append(errs, e)
+			}
+		}
+	} else if !before[err.Error()] {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"github.com/peftonnx/peftonnx/models"
 	"github.com/peftonnx/peftonnx/quant"
 	"github.com/peftonnx/peftonnx/rewrite"
+	ortrt "github.com/peftonnx/peftonnx/runtime"
 )
 
 // savedModel writes m to dir/name and returns the path.
@@ -225,5 +227,36 @@ func TestQuantizeErrors(t *testing.T) {
 		if _, err := os.Stat(filepath.Dir(out)); err == nil {
 			t.Errorf("%s: left %s behind", test.reason, filepath.Dir(out))
 		}
+	}
+}
+
+// TestQuantizeDuplicateConstants quantizes the real GPT-2 export of
+// PyTorch 1.6, whose graph defines some Constant outputs twice (which
+// ONNX Runtime runs): quantize reports only the problems it would make,
+// and the quantized model runs, near the float one.
+func TestQuantizeDuplicateConstants(t *testing.T) {
+	needORT(t)
+	in := sharedModel(t, "gpt2-past-torch16")
+	out := filepath.Join(t.TempDir(), "q.onnx")
+	runOK(t, "quantize", in, "-o", out, "--target", `.*\.c_proj`, "--bits", "8")
+	ids, err := ortrt.NewInt64([]int64{1, 1}, []int64{7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feeds := map[string]*ortrt.Tensor{"input_ids": ids}
+	for i := range 12 {
+		past := make([]float32, 2*2*3*2)
+		for j := range past {
+			past[j] = float32((i+j)%5)/5 - 0.4
+		}
+		if feeds[fmt.Sprintf("past_%d", i)], err = ortrt.NewFloat32([]int64{2, 1, 2, 3, 2}, past); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, got := runModel(t, in, feeds)["last_state"], runModel(t, out, feeds)["last_state"]
+	e := relFrobenius32(got, want)
+	t.Logf("8-bit c_proj: ‖Δlast_state‖/‖last_state‖ = %.4g", e)
+	if !(e > 0 && e <= 0.05) {
+		t.Errorf("the quantized model's last_state moves by %.4g from the float model's, want within (0, 0.05]", e)
 	}
 }
