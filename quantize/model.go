@@ -332,34 +332,32 @@ func nestedLayersNote(m *graph.Model) string {
 // graph.Model.Validate (errors.Join of one per problem), reports.
 func problems(err error) map[string]bool {
 	out := map[string]bool{}
-	if err == nil {
-		return out
+	for _, e := range problemList(err) {
+		out[e.Error()] = true
 	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		for _, e := range j.Unwrap() {
-			out[e.Error()] = true
-		}
-		return out
-	}
-	out[err.Error()] = true
 	return out
 }
 
 // newProblems returns, joined, the problems of err (from
 // graph.Model.Validate) that are not among before, or nil.
 func newProblems(err error, before map[string]bool) error {
-	if err == nil {
-		return nil
-	}
 	var errs []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		for _, e := range j.Unwrap() {
-			if !before[e.Error()] {
-				errs = append(errs, e)
-			}
+	for _, e := range problemList(err) {
+		if !before[e.Error()] {
+			errs = append(errs, e)
 		}
-	} else if !before[err.Error()] {
-		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// problemList splits err, an error of graph.Model.Validate, into its
+// problems.
+func problemList(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err != nil {
+		return []error{err}
+	}
+	return nil
 }

@@ -182,17 +182,17 @@ func trainTensorParallel(cx *context, modelPath string, f *trainFlags, opts trai
 	// checkpoint's), written as it grows.
 	logged := 0
 	writeLog := func() error {
-		for _, r := range tr.History()[logged:] {
-			if log.path != "" {
-				b, err := json.Marshal(r)
-				if err == nil {
-					_, err = log.Write(append(b, '\n'))
-				}
-				if err != nil {
-					return err
-				}
+		if log.path == "" {
+			return nil
+		}
+		for h := tr.History(); logged < len(h); logged++ {
+			b, err := json.Marshal(h[logged])
+			if err == nil {
+				_, err = log.Write(append(b, '\n'))
 			}
-			logged++
+			if err != nil {
+				return err
+			}
 		}
 		return nil
 	}

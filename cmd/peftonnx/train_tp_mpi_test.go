@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
-	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
 	"github.com/peftonnx/peftonnx/rewrite"
 )
@@ -144,10 +143,7 @@ func TestTensorParallelTrainResume(t *testing.T) {
 	if _, _, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1)); err != nil {
 		t.Fatal(err)
 	}
-	model := filepath.Join(dir, "llama-tp-dropout.onnx")
-	if err := m.Save(model, graph.SaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	model := savedModel(t, m, dir, "llama-tp-dropout.onnx")
 	data := dpData(t, dir, "train.jsonl", 16)
 	eval := dpData(t, dir, "eval.jsonl", 5)
 	args := func(name string, extra ...string) []string {
@@ -179,14 +175,7 @@ func TestTensorParallelTrainResume(t *testing.T) {
 // process's over the same examples.
 func TestTensorParallelTrainPrefix(t *testing.T) {
 	dir := t.TempDir()
-	m, err := models.Llama(models.LlamaTiny())
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := filepath.Join(dir, "llama.onnx")
-	if err := m.Save(base, graph.SaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	base := savedLlama(t, dir, "llama.onnx", false)
 	prefixed := filepath.Join(dir, "prefixed.onnx")
 	runOK(t, "prefix", base, "-o", prefixed, "--tokens", "3")
 	data := dpData(t, dir, "train.jsonl", 12)
