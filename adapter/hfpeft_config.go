@@ -451,32 +451,17 @@ func parseHFLoRAConfig(f *jsonFields) (*LoRAConfig, error) {
 		c.normalize()
 		return &c, nil
 	}
-	var tb string
 	init = ""
 	err = firstErr(
 		x.decode("target_modules", &c.TargetModules, "a list of regexes"),
 		x.decode("exclude_modules", &c.ExcludeModules, "a list of regexes"),
-		x.decode("trainable_modules", &c.TrainableModules, "a list of regexes"),
-		x.stringField("trainable_bias", &tb),
-		x.decode("enable_lora_list", &c.EnableLoRAList, "a list"),
-		x.intField("head_dim", &c.HeadDim),
-		x.dtypeField("dtype", &c.DType),
-		x.intField("tensor_parallel_degree", &c.TensorParallelDegree),
+		paddleLoRAFields(x, &c),
 		x.stringField("init_lora_weights", &init),
-		x.boolField("merge_weights", &c.MergeWeights),
-		x.boolField("do_qat", &c.DoQAT),
-		x.floatField("lora_plus_scale", &c.LoRAPlusScale),
-		x.boolField("use_quick_lora", &c.UseQuickLoRA),
 	)
 	if err != nil {
 		return nil, err
 	}
-	if tb != "" {
-		c.TrainableBias = Bias(tb)
-	}
-	if init != "" {
-		c.InitLoRAWeights = LoRAInit(init)
-	}
+	c.InitLoRAWeights = orDefault(LoRAInit(init), c.InitLoRAWeights)
 	c.normalize()
 	return &c, nil
 }
@@ -485,30 +470,17 @@ func parseHFLoRAConfig(f *jsonFields) (*LoRAConfig, error) {
 func parsePaddleLoRAConfig(f *jsonFields) (*LoRAConfig, error) {
 	c := DefaultLoRAConfig()
 	c.TaskType = ""
-	var tb string
-	var rslora bool
 	err := firstErr(
 		f.intField("r", &c.R),
 		f.floatField("lora_alpha", &c.Alpha),
 		f.floatField("lora_dropout", &c.Dropout),
-		f.decode("trainable_modules", &c.TrainableModules, "a list of regexes"),
-		f.boolField("merge_weights", &c.MergeWeights),
-		f.stringField("trainable_bias", &tb),
-		f.decode("enable_lora_list", &c.EnableLoRAList, "a list"),
-		f.intField("tensor_parallel_degree", &c.TensorParallelDegree),
-		f.dtypeField("dtype", &c.DType),
-		f.intField("head_dim", &c.HeadDim),
-		f.boolField("do_qat", &c.DoQAT),
-		f.boolField("rslora", &rslora),
-		f.floatField("lora_plus_scale", &c.LoRAPlusScale),
+		paddleLoRAFields(f, &c),
+		f.boolField("rslora", &c.UseRSLoRA),
 		f.stringField("base_model_name_or_path", &c.BaseModelName),
-		f.boolField("use_quick_lora", &c.UseQuickLoRA),
 	)
 	if err != nil {
 		return nil, err
 	}
-	c.UseRSLoRA = rslora
-	c.TrainableBias = orDefault(Bias(tb), BiasNone)
 	targets, _, err := f.stringsField("target_modules")
 	if err != nil {
 		return nil, err
@@ -525,6 +497,27 @@ func parsePaddleLoRAConfig(f *jsonFields) (*LoRAConfig, error) {
 		}
 	}
 	return &c, nil
+}
+
+// paddleLoRAFields reads the LoRA fields that PaddleNLP's lora_config.json
+// and the "peftonnx" object of adapter_config.json both hold, under
+// PaddleNLP's names, into c; an absent trainable_bias leaves c's.
+func paddleLoRAFields(f *jsonFields, c *LoRAConfig) error {
+	var bias string
+	err := firstErr(
+		f.decode("trainable_modules", &c.TrainableModules, "a list of regexes"),
+		f.boolField("merge_weights", &c.MergeWeights),
+		f.stringField("trainable_bias", &bias),
+		f.decode("enable_lora_list", &c.EnableLoRAList, "a list"),
+		f.intField("tensor_parallel_degree", &c.TensorParallelDegree),
+		f.dtypeField("dtype", &c.DType),
+		f.intField("head_dim", &c.HeadDim),
+		f.boolField("do_qat", &c.DoQAT),
+		f.floatField("lora_plus_scale", &c.LoRAPlusScale),
+		f.boolField("use_quick_lora", &c.UseQuickLoRA),
+	)
+	c.TrainableBias = orDefault(Bias(bias), c.TrainableBias)
+	return err
 }
 
 // parsePrefixConfig reads a PEFT PREFIX_TUNING adapter_config.json (hf
@@ -619,22 +612,22 @@ func modulesToSave(a *Adapter) []string {
 // normalize turns empty lists and maps read from JSON into nil, which means
 // the same, so that a config read back equals the one written.
 func (c *LoRAConfig) normalize() {
-	if len(c.TrainableModules) == 0 {
-		c.TrainableModules = nil
-	}
-	if len(c.ExcludeModules) == 0 {
-		c.ExcludeModules = nil
-	}
+	c.TrainableModules = emptyAsNil(c.TrainableModules)
+	c.ExcludeModules = emptyAsNil(c.ExcludeModules)
+	c.LayersToTransform = emptyAsNil(c.LayersToTransform)
+	c.LayersPattern = emptyAsNil(c.LayersPattern)
 	if len(c.RankPattern) == 0 {
 		c.RankPattern = nil
 	}
 	if len(c.AlphaPattern) == 0 {
 		c.AlphaPattern = nil
 	}
-	if len(c.LayersToTransform) == 0 {
-		c.LayersToTransform = nil
+}
+
+// emptyAsNil returns nil for an empty s.
+func emptyAsNil[S ~[]E, E any](s S) S {
+	if len(s) == 0 {
+		return nil
 	}
-	if len(c.LayersPattern) == 0 {
-		c.LayersPattern = nil
-	}
+	return s
 }

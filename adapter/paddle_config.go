@@ -109,9 +109,7 @@ func paddleLoRAExtraFields(f *jsonFields, c *LoRAConfig) error {
 		x.boolField("inference_mode", &c.InferenceMode),
 		x.stringField("revision", &c.Revision),
 	)
-	if init != "" {
-		c.InitLoRAWeights = LoRAInit(init)
-	}
+	c.InitLoRAWeights = orDefault(LoRAInit(init), c.InitLoRAWeights)
 	return err
 }
 

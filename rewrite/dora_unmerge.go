@@ -21,12 +21,9 @@ const DoRAMetadataKey = "peftonnx.dora_norms"
 // doraMerge is one merged DoRA layer: its weight initializer, module and
 // ‖V‖ per output feature.
 type doraMerge struct {
-	Weight string    `json:"weight"`
-	Module string    `json:"module"`
-	Norm   []float64 `json:"norm"`
+	mergedWeight
+	Norm []float64 `json:"norm"`
 }
-
-func (d doraMerge) weight() string { return d.Weight }
 
 // doraRecord is what DoRAMetadataKey holds.
 type doraRecord = mergeStack[doraMerge]

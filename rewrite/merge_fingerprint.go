@@ -36,12 +36,9 @@ const fingerprintTol = 1e-7
 
 // mergeFingerprint is one merged weight's entry.
 type mergeFingerprint struct {
-	Weight string    `json:"weight"`
-	Module string    `json:"module"`
+	mergedWeight
 	Probes []float64 `json:"probes"`
 }
-
-func (f mergeFingerprint) weight() string { return f.Weight }
 
 // mergeFingerprints is what MergeMetadataKey holds.
 type mergeFingerprints = mergeStack[mergeFingerprint]
@@ -116,7 +113,7 @@ func probe(a, b []float32, rk int, q, p []float64) (v, size float64) {
 // recordFingerprint returns the entry of fold f merged into weight.
 func (f fold) recordFingerprint(weight string) mergeFingerprint {
 	probes, _ := f.fingerprint()
-	return mergeFingerprint{Weight: weight, Module: f.module, Probes: probes}
+	return mergeFingerprint{mergedWeight{Weight: weight, Module: f.module}, probes}
 }
 
 // checkFingerprint checks that fold f, of the adapter being unmerged, is

@@ -142,7 +142,7 @@ func applyFolds(m *graph.Model, folds []fold, o options) ([]QuantizedMerge, erro
 			if err != nil {
 				return nil, err
 			}
-			merges = append(merges, doraMerge{Weight: f.l.Weight, Module: f.module, Norm: norms})
+			merges = append(merges, doraMerge{mergedWeight{Weight: f.l.Weight, Module: f.module}, norms})
 		}
 		fps = append(fps, f.recordFingerprint(f.l.Weight))
 	}

@@ -15,6 +15,15 @@ type mergeStack[E mergeEntry] struct {
 // mergeEntry is an entry of a mergeStack, which names its weight.
 type mergeEntry interface{ weight() string }
 
+// mergedWeight is what every mergeEntry starts with: the weight
+// initializer merged into and the adapter module merged.
+type mergedWeight struct {
+	Weight string `json:"weight"`
+	Module string `json:"module"`
+}
+
+func (w mergedWeight) weight() string { return w.Weight }
+
 // readMergeStack returns the stack at key in m's metadata, empty when m
 // has no entry there.
 func readMergeStack[E mergeEntry](m *graph.Model, key string) (mergeStack[E], error) {
