@@ -47,6 +47,16 @@ func parseSequence[S ~[]T, T comparable](items []json.RawMessage, key, field str
 	return seq, nil
 }
 
+// runSequence passes x through the components of a Sequence in order,
+// each working on what the one before returned, with apply (the kind's
+// method, such as normalizer.normalize).
+func runSequence[S ~[]C, C, T any](seq S, x T, apply func(C, T) T) T {
+	for _, c := range seq {
+		x = apply(c, x)
+	}
+	return x
+}
+
 // unsupported is the error for a component type that the package does not
 // implement. kind is "normalizer", "pre-tokenizer", "model", "decoder" or
 // "post-processor"; key is where in the file it is.

@@ -18,10 +18,7 @@ type decoder interface {
 type decoderSequence []decoder
 
 func (s decoderSequence) decodeChain(tokens []string) []string {
-	for _, d := range s {
-		tokens = d.decodeChain(tokens)
-	}
-	return tokens
+	return runSequence(s, tokens, decoder.decodeChain)
 }
 
 // replaceDecoder replaces every match of a pattern in every token.

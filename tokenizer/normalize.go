@@ -18,10 +18,7 @@ type normalizer interface {
 type normalizerSequence []normalizer
 
 func (s normalizerSequence) normalize(text string) string {
-	for _, n := range s {
-		text = n.normalize(text)
-	}
-	return text
+	return runSequence(s, text, normalizer.normalize)
 }
 
 // prependNormalizer puts a string before any text that is not empty.

@@ -53,10 +53,7 @@ func (p *surroundProcessor) process(ids []int64) []int64 {
 type processorSequence []postProcessor
 
 func (s processorSequence) process(ids []int64) []int64 {
-	for _, p := range s {
-		ids = p.process(ids)
-	}
-	return ids
+	return runSequence(s, ids, postProcessor.process)
 }
 
 // noProcessor adds nothing (the ByteLevel post-processor only trims

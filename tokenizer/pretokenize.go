@@ -37,10 +37,7 @@ func (p *splitPreTokenizer) preTokenize(words []word) []word {
 type preTokenizerSequence []preTokenizer
 
 func (s preTokenizerSequence) preTokenize(words []word) []word {
-	for _, p := range s {
-		words = p.preTokenize(words)
-	}
-	return words
+	return runSequence(s, words, preTokenizer.preTokenize)
 }
 
 // whitespacePattern is the Whitespace pre-tokenizer's `\w+|[^\w\s]+`.
