@@ -3,6 +3,7 @@ package runtime
 import (
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 
 	"github.com/peftonnx/peftonnx/dtype"
@@ -132,62 +133,37 @@ func numElements(shape []int64) (int, error) {
 	return int(n), nil
 }
 
+// sliceTypes maps each element type a Tensor holds to the Go slice type of
+// its data; float16 and bfloat16 keep their bits in a []uint16.
+var sliceTypes = map[dtype.Type]reflect.Type{
+	dtype.Float32:  reflect.TypeFor[[]float32](),
+	dtype.Float64:  reflect.TypeFor[[]float64](),
+	dtype.Float16:  reflect.TypeFor[[]uint16](),
+	dtype.BFloat16: reflect.TypeFor[[]uint16](),
+	dtype.Uint16:   reflect.TypeFor[[]uint16](),
+	dtype.Int64:    reflect.TypeFor[[]int64](),
+	dtype.Int32:    reflect.TypeFor[[]int32](),
+	dtype.Int16:    reflect.TypeFor[[]int16](),
+	dtype.Int8:     reflect.TypeFor[[]int8](),
+	dtype.Uint8:    reflect.TypeFor[[]uint8](),
+	dtype.Uint32:   reflect.TypeFor[[]uint32](),
+	dtype.Uint64:   reflect.TypeFor[[]uint64](),
+	dtype.Bool:     reflect.TypeFor[[]bool](),
+}
+
 // makeData allocates a zeroed slice of n elements of dtype.
 func makeData(elem dtype.Type, n int) (any, error) {
-	switch elem {
-	case dtype.Float32:
-		return make([]float32, n), nil
-	case dtype.Float64:
-		return make([]float64, n), nil
-	case dtype.Float16, dtype.BFloat16, dtype.Uint16:
-		return make([]uint16, n), nil
-	case dtype.Int64:
-		return make([]int64, n), nil
-	case dtype.Int32:
-		return make([]int32, n), nil
-	case dtype.Int16:
-		return make([]int16, n), nil
-	case dtype.Int8:
-		return make([]int8, n), nil
-	case dtype.Uint8:
-		return make([]uint8, n), nil
-	case dtype.Uint32:
-		return make([]uint32, n), nil
-	case dtype.Uint64:
-		return make([]uint64, n), nil
-	case dtype.Bool:
-		return make([]bool, n), nil
+	t, ok := sliceTypes[elem]
+	if !ok {
+		return nil, errorf("element type %s is not supported", elem)
 	}
-	return nil, errorf("element type %s is not supported", elem)
+	return reflect.MakeSlice(t, n, n).Interface(), nil
 }
 
 // dataMatches reports whether data is the slice type that holds dtype.
 func dataMatches(elem dtype.Type, data any) bool {
-	switch data.(type) {
-	case []float32:
-		return elem == dtype.Float32
-	case []float64:
-		return elem == dtype.Float64
-	case []uint16:
-		return elem == dtype.Float16 || elem == dtype.BFloat16 || elem == dtype.Uint16
-	case []int64:
-		return elem == dtype.Int64
-	case []int32:
-		return elem == dtype.Int32
-	case []int16:
-		return elem == dtype.Int16
-	case []int8:
-		return elem == dtype.Int8
-	case []uint8:
-		return elem == dtype.Uint8
-	case []uint32:
-		return elem == dtype.Uint32
-	case []uint64:
-		return elem == dtype.Uint64
-	case []bool:
-		return elem == dtype.Bool
-	}
-	return false
+	t, ok := sliceTypes[elem]
+	return ok && reflect.TypeOf(data) == t
 }
 
 // DType returns the element type.
