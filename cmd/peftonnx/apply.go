@@ -61,11 +61,7 @@ func runApply(cx *context, args []string) error {
 	adapterPath := addAdapterFlag(fs, "the LoRA or prefix adapter to inject (required)")
 	asInputs := fs.Bool("as-inputs", false, "LoRA: make A and B graph inputs of dynamic rank, with empty defaults")
 	replacePast := fs.Bool("replace-past", false, "prefix: remove the past inputs and feed the prefix alone where they went")
-	base, err := cx.parseOne(args, "BASE model", "-o OUT", "--adapter")
-	if err != nil {
-		return err
-	}
-	e, err := loadForEdit(base, *out, *adapterPath)
+	_, e, err := cx.parseForEdit(args, "BASE model", out, adapterPath, "--adapter")
 	if err != nil {
 		return err
 	}

@@ -66,11 +66,7 @@ func runMerge(cx *context, args []string) error {
 	adapterPath := addAdapterFlag(fs, "fold this LoRA adapter into the base model")
 	dequantize := fs.Bool("dequantize", false, "merge into int8 weights behind DequantizeLinear (a QDQ model) or int4 MatMulNBits layers by making them float weights")
 	requantize := fs.Bool("requantize", false, "round merged int4 (MatMulNBits) layers back into int4 instead of making them float")
-	model, err := cx.parseOne(args, "MODEL", "-o OUT")
-	if err != nil {
-		return err
-	}
-	e, err := loadForEdit(model, *out, *adapterPath)
+	model, e, err := cx.parseForEdit(args, "MODEL", out, adapterPath)
 	if err != nil {
 		return err
 	}

@@ -42,6 +42,20 @@ func loadForEdit(path, out string, others ...string) (*editedModel, error) {
 	return &editedModel{m: m, out: out, external: hasExternalData(m)}, nil
 }
 
+// parseForEdit parses the command line of a command that changes the one
+// model it names (what, in the usage error: parseOne, which also wants
+// -o OUT and the flags in required) with the adapter at adapterPath, and
+// loads that model to be saved to out (loadForEdit). It returns the
+// model's path too, for messages.
+func (cx *context) parseForEdit(args []string, what string, out, adapterPath *string, required ...string) (string, *editedModel, error) {
+	model, err := cx.parseOne(args, what, append([]string{"-o OUT"}, required...)...)
+	if err != nil {
+		return "", nil, err
+	}
+	e, err := loadForEdit(model, *out, *adapterPath)
+	return model, e, err
+}
+
 // save writes the changed model to OUT (saveModel).
 func (e *editedModel) save() error { return saveModel(e.m, e.out, e.external) }
 

@@ -55,11 +55,7 @@ func runUnmerge(cx *context, args []string) error {
 	fs := cx.flags()
 	out := fs.String("o", "", "write the unmerged, adapted model to `OUT` (required)")
 	adapterPath := addAdapterFlag(fs, "the LoRA adapter that was merged into MERGED (required)")
-	model, err := cx.parseOne(args, "MERGED model", "-o OUT")
-	if err != nil {
-		return err
-	}
-	e, err := loadForEdit(model, *out, *adapterPath)
+	model, e, err := cx.parseForEdit(args, "MERGED model", out, adapterPath)
 	if err != nil {
 		return err
 	}
