@@ -97,6 +97,50 @@ func checkDecoderInputs(family string, in DecoderInputs, layers, kvHeads, headDi
 	return past, nil
 }
 
+// decoderRun is what the layers of one reference decoder run share: the
+// inputs, their past length and total length, the causal rule of the
+// attention mask, and the outputs made so far.
+type decoderRun struct {
+	in          DecoderInputs
+	past, total int
+	allowed     func(b, i, j int) bool
+	keepPresent bool
+	out         DecoderOutputs
+}
+
+// newDecoderRun checks in for a decoder of family (checkDecoderInputs;
+// positions says whether it reads position ids), and refuses a past when
+// noCache says the model has no KV cache.
+func newDecoderRun(family string, in DecoderInputs, layers, kvHeads, headDim, vocab int, positions, noCache bool) (*decoderRun, error) {
+	past, err := checkDecoderInputs(family, in, layers, kvHeads, headDim, vocab, positions)
+	if err != nil {
+		return nil, err
+	}
+	if noCache && in.Past != nil {
+		return nil, errorf("%s reference: past given to a model without a cache", family)
+	}
+	total := past + in.Seq
+	return &decoderRun{in: in, past: past, total: total, allowed: causalAllowed(in.AttentionMask, total, past), keepPresent: !noCache}, nil
+}
+
+// attend returns layer i's attention (attend) of the queries q over its
+// keys and values: the layer's past, if any, followed by this run's k and
+// v, rows [batch·seq, kvHeads·dim]. With a KV cache it keeps them as the
+// layer's present.
+func (r *decoderRun) attend(i int, q, k, v []float64, heads, kvHeads, dim int) []float64 {
+	var past KV
+	if r.in.Past != nil {
+		past = r.in.Past[i]
+	}
+	b, s := r.in.Batch, r.in.Seq
+	keys := cache(past.Key, k, b, s, r.past, kvHeads, dim)
+	vals := cache(past.Value, v, b, s, r.past, kvHeads, dim)
+	if r.keepPresent {
+		r.out.Present = append(r.out.Present, KV{Key: keys, Value: vals})
+	}
+	return attend(q, keys, vals, b, s, r.total, heads, kvHeads, dim, r.allowed)
+}
+
 // matmul returns x·W for x [rows, in] and W [in, out], or x·Wᵀ for W
 // [out, in] when outIn is set, plus bias [out] where bias is not nil.
 func matmul(x []float64, rows, in, out int, w []float32, outIn bool, bias []float32) []float64 {

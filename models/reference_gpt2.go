@@ -14,16 +14,13 @@ func GPT2Reference(c GPT2Config, w Weights, in DecoderInputs) (*DecoderOutputs, 
 	}
 	c = c.withDefaults()
 	e, h, d, f := c.Hidden, c.Heads, c.HeadDim(), c.Intermediate
-	past, err := checkDecoderInputs("gpt2", in, c.Layers, h, d, c.VocabSize, false)
+	run, err := newDecoderRun("gpt2", in, c.Layers, h, d, c.VocabSize, false, c.NoCache)
 	if err != nil {
 		return nil, err
 	}
-	if c.NoCache && in.Past != nil {
-		return nil, errorf("gpt2 reference: past given to a model without a cache")
-	}
-	rows, total := in.Batch*in.Seq, past+in.Seq
-	if total > c.MaxPositions {
-		return nil, errorf("gpt2 reference: %d positions, the table has %d", total, c.MaxPositions)
+	rows := in.Batch * in.Seq
+	if run.total > c.MaxPositions {
+		return nil, errorf("gpt2 reference: %d positions, the table has %d", run.total, c.MaxPositions)
 	}
 	r := &refWeights{w: w}
 	wte := r.get("transformer.wte.weight", c.VocabSize, e)
@@ -33,7 +30,7 @@ func GPT2Reference(c GPT2Config, w Weights, in DecoderInputs) (*DecoderOutputs, 
 	}
 	x := embed(wte, e, in.InputIDs)
 	for row := range rows {
-		pos := past + row%in.Seq
+		pos := run.past + row%in.Seq
 		for i := range e {
 			x[row*e+i] += float64(wpe[pos*e+i])
 		}
@@ -61,8 +58,6 @@ func GPT2Reference(c GPT2Config, w Weights, in DecoderInputs) (*DecoderOutputs, 
 		return layerNormRef(x, rows, e, wt, bias, c.LayerNormEps)
 	}
 
-	out := &DecoderOutputs{}
-	allowed := causalAllowed(in.AttentionMask, total, past)
 	for i := range c.Layers {
 		p := fmt.Sprintf("transformer.h.%d.", i)
 		n := ln(x, p+"ln_1")
@@ -78,16 +73,7 @@ func GPT2Reference(c GPT2Config, w Weights, in DecoderInputs) (*DecoderOutputs, 
 			copy(k[row*e:(row+1)*e], qkv[row*3*e+e:])
 			copy(v[row*e:(row+1)*e], qkv[row*3*e+2*e:])
 		}
-		var pk, pv []float64
-		if in.Past != nil {
-			pk, pv = in.Past[i].Key, in.Past[i].Value
-		}
-		keys := cache(pk, k, in.Batch, in.Seq, past, h, d)
-		vals := cache(pv, v, in.Batch, in.Seq, past, h, d)
-		if !c.NoCache {
-			out.Present = append(out.Present, KV{Key: keys, Value: vals})
-		}
-		a := attend(q, keys, vals, in.Batch, in.Seq, total, h, h, d, allowed)
+		a := run.attend(i, q, k, v, h, h, d)
 		a = lin(a, p+"attn.c_proj", e, e)
 		if r.err != nil {
 			return nil, r.err
@@ -113,6 +99,6 @@ func GPT2Reference(c GPT2Config, w Weights, in DecoderInputs) (*DecoderOutputs, 
 	if r.err != nil {
 		return nil, r.err
 	}
-	out.Logits = matmul(x, rows, e, c.VocabSize, head, false, nil)
-	return out, nil
+	run.out.Logits = matmul(x, rows, e, c.VocabSize, head, false, nil)
+	return &run.out, nil
 }

@@ -14,14 +14,11 @@ func LlamaReference(c LlamaConfig, w Weights, in DecoderInputs) (*DecoderOutputs
 	}
 	c = c.withDefaults()
 	e, h, kv, d, f := c.Hidden, c.Heads, c.KVHeads, c.HeadDim(), c.Intermediate
-	past, err := checkDecoderInputs("llama", in, c.Layers, kv, d, c.VocabSize, true)
+	run, err := newDecoderRun("llama", in, c.Layers, kv, d, c.VocabSize, true, c.NoCache)
 	if err != nil {
 		return nil, err
 	}
-	if c.NoCache && in.Past != nil {
-		return nil, errorf("llama reference: past given to a model without a cache")
-	}
-	rows, total := in.Batch*in.Seq, past+in.Seq
+	rows := in.Batch * in.Seq
 	r := &refWeights{w: w}
 	x := embed(r.get("model.embed_tokens.weight", c.VocabSize, e), e, in.InputIDs)
 	if r.err != nil {
@@ -63,8 +60,6 @@ func LlamaReference(c LlamaConfig, w Weights, in DecoderInputs) (*DecoderOutputs
 		}
 	}
 
-	out := &DecoderOutputs{}
-	allowed := causalAllowed(in.AttentionMask, total, past)
 	for i := range c.Layers {
 		p := fmt.Sprintf("model.layers.%d.", i)
 		ln1 := r.get(p+"input_layernorm.weight", e)
@@ -86,16 +81,7 @@ func LlamaReference(c LlamaConfig, w Weights, in DecoderInputs) (*DecoderOutputs
 		v := matmul(n, rows, e, kv*d, wv, false, nil)
 		rope(q, h)
 		rope(k, kv)
-		var pk, pv []float64
-		if in.Past != nil {
-			pk, pv = in.Past[i].Key, in.Past[i].Value
-		}
-		keys := cache(pk, k, in.Batch, in.Seq, past, kv, d)
-		vals := cache(pv, v, in.Batch, in.Seq, past, kv, d)
-		if !c.NoCache {
-			out.Present = append(out.Present, KV{Key: keys, Value: vals})
-		}
-		a := attend(q, keys, vals, in.Batch, in.Seq, total, h, kv, d, allowed)
+		a := run.attend(i, q, k, v, h, kv, d)
 		addInto(x, matmul(a, rows, h*d, e, wo, false, nil))
 
 		n = rmsNormRef(x, rows, e, ln2, c.RMSNormEps)
@@ -112,6 +98,6 @@ func LlamaReference(c LlamaConfig, w Weights, in DecoderInputs) (*DecoderOutputs
 		return nil, r.err
 	}
 	x = rmsNormRef(x, rows, e, norm, c.RMSNormEps)
-	out.Logits = matmul(x, rows, e, c.VocabSize, head, false, nil)
-	return out, nil
+	run.out.Logits = matmul(x, rows, e, c.VocabSize, head, false, nil)
+	return &run.out, nil
 }
