@@ -164,9 +164,12 @@ func TestRecomputeLayers(t *testing.T) {
 	for i := range ids {
 		ids[i] = int64(r.Intn(vocab))
 	}
+	// The products with a layer's weights that are made again: the
+	// default pass makes attention's q·kᵀ and softmax again, but no
+	// product with a weight.
 	recomputed := func(g *graph.Model) (n int) {
 		for _, node := range g.Graph().Node {
-			if strings.HasPrefix(node.Name, "recompute/") && (node.OpType == "MatMul" || node.OpType == "Softmax") {
+			if strings.HasPrefix(node.Name, "recompute/") && node.OpType == "MatMul" && slices.ContainsFunc(node.Input, func(in string) bool { return g.Initializer(in) != nil }) {
 				n++
 			}
 		}
@@ -183,7 +186,7 @@ func TestRecomputeLayers(t *testing.T) {
 		}
 	}
 	if a, b := recomputed(plain), recomputed(g); a != 0 || b < 4 {
-		t.Errorf("recomputed products and softmaxes: %d by default, %d with whole layers; want 0 and at least 4", a, b)
+		t.Errorf("recomputed products with weights: %d by default, %d with whole layers; want 0 and at least 4", a, b)
 	}
 }
 
