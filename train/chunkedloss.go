@@ -94,18 +94,20 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 		logpAt := g.Op("GatherElements", []string{logp, at}, graph.AttrInt("axis", 1))
 		wk1 := b.unsqueeze(wk, 1)
 		totals = append(totals, g.Op("Neg", []string{b.sumAll(g.Op("Mul", []string{logpAt, wk1}))}))
-		// The gradient of total_k / count with respect to the scores, as
-		// autodiff's cross-entropy rule writes it: softmax·c, less c at
-		// each row's label, c = w/count per row.
+		// The gradient of total_k / count with respect to the chunk's
+		// rows: c·(softmax − onehot)·Wᵀ, c = w/count per row, applied to
+		// the [rows, hidden] product rather than to the [rows, vocab]
+		// probabilities.
 		c := g.Op("Mul", []string{wk1, inv})
-		q := g.Op("Mul", []string{g.Op("Exp", []string{logp}), c})
-		picked := g.Op("Mul", []string{g.Op("Exp", []string{logpAt}), c})
-		dscores := g.Op("ScatterElements", []string{q, at, g.Op("Sub", []string{picked, c})}, graph.AttrInt("axis", 1))
-		rows := g.Op("Slice", []string{g.Op("Shape", []string{hk}), b.ints("batch_start", 0), b.ints("batch_end", 2)})
-		dh, err := lm.timesWT(dscores)
+		p := g.Op("Exp", []string{logp})
+		pAt := g.Op("Exp", []string{logpAt})
+		dscores := g.Op("ScatterElements", []string{p, at, g.Op("Sub", []string{pAt, b.float0("one", 1)})}, graph.AttrInt("axis", 1))
+		dp, err := lm.timesWT(dscores)
 		if err != nil {
 			return "", false, errorf("%s: LM head: %v", b.name, err)
 		}
+		dh := g.Op("Mul", []string{dp, c})
+		rows := g.Op("Slice", []string{g.Op("Shape", []string{hk}), b.ints("batch_start", 0), b.ints("batch_end", 2)})
 		gk := g.Op("Reshape", []string{dh, g.Op("Concat", []string{rows, hidden}, graph.AttrInt("axis", 0))})
 		stops = append(stops, gk)
 		prev = gk
