@@ -33,8 +33,9 @@ import (
 // layer does (PEFT recomputes the base product from the dropped x in
 // training; inference is the same).
 //
-// DoRA takes linear layers (MatMul, Gemm, fused projections) with float
-// weights; embeddings, convolutions, QDQ weights and AsInputs are refused.
+// DoRA takes linear layers (MatMul, Gemm, fused projections), embeddings
+// and convolutions (dora_layers.go) with float weights; QDQ weights and
+// AsInputs are refused.
 // Merge is exact: W' above, stored where W is. A merged DoRA weight does
 // not determine ‖V‖ (any positive rescaling of V gives the same W'), so
 // Merge keeps ‖V‖ of each layer in the model's metadata, as HF PEFT keeps

@@ -9,7 +9,9 @@ import (
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/internal/half"
 )
 
 // TestDoRAEmbeddingConv gives ConvLM's embedding, Conv1d and Conv2d DoRA
@@ -226,5 +228,45 @@ func TestDoRAEmbeddingRefusals(t *testing.T) {
 	ad.Weights["model.conv1d"] = w
 	if _, _, err := ApplyLoRA(base.Clone(), ad); err == nil || !strings.Contains(err.Error(), "[1 8 1]") {
 		t.Errorf("a convolution's magnitude [8]: got %v, want a refusal naming [1 8 1]", err)
+	}
+}
+
+// TestDoRAEmbeddingConvFloat16 applies a float16 DoRA adapter to ConvLM's
+// float32 embedding and convolutions (the norms cast the table and the
+// weights to the branch's type): the logits are those of the float32
+// adapter to within the rounding of its factors.
+func TestDoRAEmbeddingConvFloat16(t *testing.T) {
+	base := convLM(t)
+	cfg := config(2, 6, "model.embed_tokens", "model.conv.d")
+	cfg.UseDoRA = true
+	m := base.Clone()
+	sites, _, err := InjectLoRA(m, cfg, WithSeed(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	randomizeFactors(t, m, sites, 9)
+	want := runConvLM(t, m)
+	ad, err := ExtractAdapter(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad.LoRA.DType = dtype.Float16
+	for _, w := range ad.Weights {
+		for _, tn := range []*adapter.Tensor{w.A, w.B, w.Magnitude} {
+			tn.DType = dtype.Float16
+			for i, v := range tn.Data {
+				tn.Data[i] = half.Float16ToFloat32(half.Float32ToFloat16(v))
+			}
+		}
+	}
+	half16 := base.Clone()
+	if _, _, err := ApplyLoRA(half16, ad); err != nil {
+		t.Fatal(err)
+	}
+	if d := maxDiff(runConvLM(t, half16), want); !(d <= 1e-3) {
+		t.Errorf("float16 DoRA differs from float32 by %g", d)
+	}
+	if d := maxDiff(want, runConvLM(t, base)); !(d >= 1e-2) {
+		t.Fatalf("the adapter changed the logits by only %g", d)
 	}
 }
