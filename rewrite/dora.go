@@ -78,6 +78,12 @@ func planDoRA(m *graph.Model, l Linear, p *modulePlan) error {
 		}
 	}
 	if l.Kind == KindEmbedding {
+		dt := p.site.DType
+		for j, n := range norms {
+			if n*n >= largestFinite(dt) {
+				return layerErr(l, "use_dora: ‖W‖² of embedding dimension %d of table %q is %.6g, past the largest %s, the branch's type, in which the graph holds it; give the branch dtype float32", j, l.Weight, n*n, dt)
+			}
+		}
 		p.tableNorms = norms
 	}
 	return nil

@@ -203,7 +203,8 @@ func doraRescaled(w []float32, delta []float64, feature func(k int) int, mag []f
 
 // TestDoRAEmbeddingRefusals checks what DoRA on an embedding refuses: a
 // table that trains along, whose norm the graph keeps as a constant, and
-// a convolution's magnitude not in HF PEFT's shape.
+// one whose squared norms a float16 branch cannot hold; and a
+// convolution's magnitude not in HF PEFT's shape.
 func TestDoRAEmbeddingRefusals(t *testing.T) {
 	base := convLM(t)
 	cfg := config(2, 6, "model.embed_tokens")
@@ -211,6 +212,26 @@ func TestDoRAEmbeddingRefusals(t *testing.T) {
 	cfg.TrainableModules = []string{"model.embed_tokens.weight"}
 	if _, _, err := InjectLoRA(base.Clone(), cfg); err == nil || !strings.Contains(err.Error(), "trainable_modules") {
 		t.Errorf("DoRA on a trained table: got %v, want a refusal", err)
+	}
+
+	// A float16 branch holds ‖W_d‖² in float16: a table past its range
+	// is refused.
+	big := base.Clone()
+	table := big.Initializer("model.embed_tokens.weight")
+	vals, err := big.Float32s(table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range vals {
+		vals[i] *= 300
+	}
+	if err := graph.SetFloat32s(table, vals); err != nil {
+		t.Fatal(err)
+	}
+	cfg = config(2, 6, "model.embed_tokens")
+	cfg.UseDoRA, cfg.DType = true, dtype.Float16
+	if _, _, err := InjectLoRA(big, cfg); err == nil || !strings.Contains(err.Error(), "past the largest float16") {
+		t.Errorf("DoRA on a table past float16 in a float16 branch: got %v, want a refusal", err)
 	}
 
 	cfg = config(2, 6, "model.conv1d")
