@@ -1,10 +1,6 @@
 package rewrite
 
-import (
-	"slices"
-
-	"github.com/peftonnx/peftonnx/graph"
-)
+import "github.com/peftonnx/peftonnx/graph"
 
 // DoRA on embeddings and convolutions, as HF PEFT's DoraEmbeddingLayer
 // and DoraConv1d/2d/3dLayer compute it (dora.go has the linear layer's).
@@ -69,8 +65,7 @@ func (b *loraGraph) convNorm(l Linear, sd *graph.Builder, bFull string) string {
 	bm := sd.Op("Reshape", []string{bFull, b.int64s(s.Module+".lora_magnitude.b_shape", s.Out, r)})
 	v := sd.Op("Add", []string{w, b.scaled(sd, sd.Op("MatMul", []string{bm, a}))}) // [out, in·k…]
 	sq := sd.Op("MatMul", []string{sd.Op("Mul", []string{v, v}), b.ones(flat, 1)}) // [out, 1]
-	shape := append([]int64{1, s.Out}, slices.Repeat([]int64{1}, len(s.Kernel))...)
-	sq = sd.Op("Reshape", []string{sq, b.int64s(s.Module+".lora_magnitude.shape", shape...)})
+	sq = sd.Op("Reshape", []string{sq, b.int64s(s.Module+".lora_magnitude.shape", s.MagnitudeShape()...)})
 	return sd.Op("Sqrt", []string{sq})
 }
 
