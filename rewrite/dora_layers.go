@@ -16,7 +16,10 @@ import "github.com/peftonnx/peftonnx/graph"
 // with ‖W_d‖² a constant of the site, taken from the table at injection,
 // AᵀW [r, dim] a product with the table as the Gather reads it, and AᵀA
 // [r, r]. A table that trains along (trainable_modules) would leave that
-// constant behind, and is refused with DoRA.
+// constant behind, and is refused with DoRA, as is a float16 or bfloat16
+// branch whose type cannot hold ‖W_d‖². Where the branch's type is not
+// the table's, the table is cast to it: a constant, which ONNX Runtime
+// folds once at session start.
 //
 // A convolution's weight W [out, in, k…] is read as [out, in·k…], and the
 // update as B [out, r]·A [r, in·k…], as PEFT flattens them: the norm is
