@@ -78,7 +78,7 @@
 //
 // # DoRA
 //
-// With use_dora (dora.go), each adapted linear layer's output feature j is
+// With use_dora (dora.go), each adapted layer's output feature j is
 // rescaled to a trained magnitude m[j]: W'[:, j] = m[j]·V[:, j]/‖V[:, j]‖
 // with V = W + s·A·B, the norm per output feature as HF PEFT takes it, and
 // detached in training (DetachedValues, which the trainer marks for
@@ -86,8 +86,13 @@
 // column norms, so a fresh model computes what the base does. Merge is
 // exact, and keeps ‖V‖ per output feature in the model's metadata
 // (DoRAMetadataKey), with which Unmerge restores the adapted model; a
-// model merged without them is refused. AsInputs, stacked serving
-// factors, embeddings, convolutions and QDQ weights refuse DoRA.
+// model merged without them is refused. Embeddings and convolutions take
+// DoRA as HF PEFT's DoraEmbeddingLayer and DoraConvNdLayer compute it
+// (dora_layers.go): an embedding's norm is per embedding dimension over
+// the vocabulary, computed from AᵀW and AᵀA without a vocab×dim
+// temporary; a convolution's per output channel, its magnitude stored
+// [1, out, 1…] as PEFT keeps it, and its bias left out of the rescaling.
+// AsInputs, stacked serving factors and QDQ weights refuse DoRA.
 //
 // # Fused attention
 //

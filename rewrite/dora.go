@@ -33,8 +33,9 @@ import (
 // layer does (PEFT recomputes the base product from the dropped x in
 // training; inference is the same).
 //
-// DoRA takes linear layers (MatMul, Gemm, fused projections) with float
-// weights; embeddings, convolutions, QDQ weights and AsInputs are refused.
+// DoRA takes linear layers (MatMul, Gemm, fused projections), embeddings
+// and convolutions (dora_layers.go) with float weights; QDQ weights and
+// AsInputs are refused.
 // Merge is exact: W' above, stored where W is. A merged DoRA weight does
 // not determine ‖V‖ (any positive rescaling of V gives the same W'), so
 // Merge keeps ‖V‖ of each layer in the model's metadata, as HF PEFT keeps
@@ -48,8 +49,6 @@ const doraSuffix = ".lora_magnitude_vector.weight"
 // checkDoRA refuses the layers and options that DoRA does not take.
 func checkDoRA(l Linear, asInputs bool) error {
 	switch {
-	case l.Kind == KindEmbedding || l.Kind == KindConv:
-		return layerErr(l, "use_dora: DoRA is built for linear layers only, not %s", articled(l.Kind))
 	case asInputs:
 		return layerErr(l, "use_dora: DoRA's magnitude rescales by the norm of W + s·A·B, which needs the scaling in the graph; AsInputs folds it into the fed B")
 	case l.Op == OpAttention || l.Quantized():
@@ -60,19 +59,34 @@ func checkDoRA(l Linear, asInputs bool) error {
 	return nil
 }
 
-// initialMagnitude returns the column norms of l's weight as the layer
-// computes with it (Gemm's alpha included): DoRA's magnitude at
-// injection.
-func initialMagnitude(m *graph.Model, l Linear) ([]float32, error) {
-	norms, err := weightNorms(m, l)
+// planDoRA completes the DoRA part of plan p for layer l: a fresh site's
+// magnitude, the norms of W per output feature as the layer computes with
+// it (Gemm's alpha included), and an embedding's table norms, which its
+// ‖V‖ reads as constants (dora_layers.go).
+func planDoRA(m *graph.Model, l Linear, p *modulePlan) error {
+	if p.mag != nil && l.Kind != KindEmbedding {
+		return nil
+	}
+	norms, err := weightNorms(m, l.asMatrix())
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out := make([]float32, len(norms))
-	for j, n := range norms {
-		out[j] = float32(n)
+	if p.mag == nil {
+		p.mag = make([]float32, len(norms))
+		for j, n := range norms {
+			p.mag[j] = float32(n)
+		}
 	}
-	return out, nil
+	if l.Kind == KindEmbedding {
+		dt := p.site.DType
+		for j, n := range norms {
+			if n*n >= largestFinite(dt) {
+				return layerErr(l, "use_dora: ‖W‖² of embedding dimension %d of table %q is %.6g, past the largest %s, the branch's type, in which the graph holds it; give the branch dtype float32", j, l.Weight, n*n, dt)
+			}
+		}
+		p.tableNorms = norms
+	}
+	return nil
 }
 
 // effectiveWeight returns α·W of layer l in graph layout [in, out], in
@@ -117,56 +131,99 @@ func weightNorms(m *graph.Model, l Linear) ([]float64, error) {
 }
 
 // doraDelta returns what DoRA adds to the base output base of l, given
-// d = s·x·A·B in the layer's type: (m/‖V‖ − 1)·(base − β·C) + (m/‖V‖)·d.
-// It adds the magnitude initializer and the norm's nodes, and records the
-// norm in the site.
-func (b *loraGraph) doraDelta(l Linear, pre *graph.Builder, bFull, base, d string, mag []float32) string {
+// d = s·x·A·B in the layer's type: (m/‖V‖ − 1)·(base − bias) + (m/‖V‖)·d.
+// It adds the magnitude initializer and the norm's nodes (doraNorm), and
+// records the norm in the site.
+func (b *loraGraph) doraDelta(l Linear, pre *graph.Builder, bFull, base, d string, p *modulePlan) string {
 	s := b.site
 	m := b.g.Model()
 	sd := pre.In("lora_magnitude")
-	m.AddInitializer(graph.NewFloat32Tensor(s.Magnitude, s.DType, []int64{s.Out}, mag))
+	m.AddInitializer(graph.NewFloat32Tensor(s.Magnitude, s.DType, s.MagnitudeShape(), p.mag))
+	norm := b.doraNorm(l, sd, bFull, p.tableNorms)
+	s.DoRANorm = norm
+	scale := sd.Op("Div", []string{s.Magnitude, norm})
+	if s.DType != l.DType {
+		scale = sd.Op("Cast", []string{scale}, graph.AttrInt("to", int64(l.DType)))
+	}
+	one := b.scalar(s.Module+".lora_magnitude.one", l.DType, 1)
+	rescaled := sd.Op("Mul", []string{sd.Op("Sub", []string{scale, one}), b.withoutBias(l, sd, base)})
+	return sd.Op("Add", []string{rescaled, sd.Op("Mul", []string{scale, d})})
+}
 
+// doraNorm adds the nodes of ‖V‖ per output feature, V = α·W + s·A·B, in
+// the branch's type, shaped to broadcast against the layer's output:
+// [1, out] for a linear layer, [dim] for an embedding, [1, out, 1…] for a
+// convolution (dora_layers.go). tableNorms are an embedding's ‖W_d‖.
+func (b *loraGraph) doraNorm(l Linear, sd *graph.Builder, bFull string, tableNorms []float64) string {
+	switch l.Kind {
+	case KindEmbedding:
+		return b.embeddingNorm(l, sd, tableNorms)
+	case KindConv:
+		return b.convNorm(l, sd, bFull)
+	}
+	s := b.site
 	// V = α·W + s·A·B in the branch's type, [in, out].
 	w := l.Node.Input[1]
 	if l.Op == "Gemm" && graph.IntAttr(l.Node, "transB", 0) != 0 {
 		w = sd.Op("Transpose", []string{w}, graph.AttrInts("perm", 1, 0))
 	}
-	if s.DType != l.DType {
-		w = sd.Op("Cast", []string{w}, graph.AttrInt("to", int64(s.DType)))
-	}
+	w = b.branchTyped(l, sd, w)
 	if l.Alpha != 1 {
 		w = sd.Op("Mul", []string{w, b.scalar(s.Module+".lora_magnitude.alpha", s.DType, l.Alpha)})
 	}
-	ab := sd.Op("MatMul", []string{s.A, bFull})
-	if s.Scale != 1 {
-		ab = sd.Op("Mul", []string{ab, b.scalar(s.Module+".lora_magnitude.scaling", s.DType, float32(s.Scale))})
-	}
-	v := sd.Op("Add", []string{w, ab})
+	v := sd.Op("Add", []string{w, b.scaled(sd, sd.Op("MatMul", []string{s.A, bFull}))})
 	// ‖V[:, j]‖ = √(1ᵀ·(V⊙V)): a MatMul with ones, which every opset has
 	// (ReduceSumSquare moved its axes to an input in opset 18).
-	ones := make([]float32, s.In)
-	for i := range ones {
-		ones[i] = 1
-	}
-	onesName := b.g.Initializer(s.Module+".lora_magnitude.ones", graph.NewFloat32Tensor("", s.DType, []int64{1, s.In}, ones))
-	sq := sd.Op("MatMul", []string{onesName, sd.Op("Mul", []string{v, v})})
-	norm := sd.Op("Sqrt", []string{sq})
-	s.DoRANorm = norm
-	scale := sd.Op("Div", []string{s.Magnitude, norm}) // [1, out]
-	if s.DType != l.DType {
-		scale = sd.Op("Cast", []string{scale}, graph.AttrInt("to", int64(l.DType)))
-	}
-	one := b.scalar(s.Module+".lora_magnitude.one", l.DType, 1)
-	baseNoBias := base
-	if l.Op == "Gemm" && len(l.Node.Input) > 2 && l.Node.Input[2] != "" && l.Beta != 0 {
+	sq := sd.Op("MatMul", []string{b.ones(1, s.In), sd.Op("Mul", []string{v, v})})
+	return sd.Op("Sqrt", []string{sq})
+}
+
+// withoutBias returns the base output of l less its bias, which DoRA's
+// rescaling leaves out: β·C of a Gemm, a convolution's bias; base itself
+// where there is none.
+func (b *loraGraph) withoutBias(l Linear, sd *graph.Builder, base string) string {
+	s := b.site
+	switch {
+	case l.Op == "Gemm" && len(l.Node.Input) > 2 && l.Node.Input[2] != "" && l.Beta != 0:
 		c := l.Node.Input[2]
 		if l.Beta != 1 {
 			c = sd.Op("Mul", []string{c, b.scalar(s.Module+".lora_magnitude.beta", l.DType, l.Beta)})
 		}
-		baseNoBias = sd.Op("Sub", []string{base, c})
+		return sd.Op("Sub", []string{base, c})
+	case l.Kind == KindConv && len(l.Node.Input) > 2 && l.Node.Input[2] != "":
+		// The bias [out] as [out, 1…], against the output [N, out, …].
+		shape := append([]int64{s.Out}, slices.Repeat([]int64{1}, len(s.Kernel))...)
+		c := sd.Op("Reshape", []string{l.Node.Input[2], b.int64s(s.Module+".lora_magnitude.bias_shape", shape...)})
+		return sd.Op("Sub", []string{base, c})
 	}
-	rescaled := sd.Op("Mul", []string{sd.Op("Sub", []string{scale, one}), baseNoBias})
-	return sd.Op("Add", []string{rescaled, sd.Op("Mul", []string{scale, d})})
+	return base
+}
+
+// branchTyped casts value v of l's type to the branch's, where they differ.
+func (b *loraGraph) branchTyped(l Linear, sd *graph.Builder, v string) string {
+	if b.site.DType == l.DType {
+		return v
+	}
+	return sd.Op("Cast", []string{v}, graph.AttrInt("to", int64(b.site.DType)))
+}
+
+// scaled returns v times the site's scaling s, in the branch's type.
+func (b *loraGraph) scaled(sd *graph.Builder, v string) string {
+	s := b.site
+	if s.Scale == 1 {
+		return v
+	}
+	return sd.Op("Mul", []string{v, b.scalar(s.Module+".lora_magnitude.scaling", s.DType, float32(s.Scale))})
+}
+
+// ones adds an initializer of ones of the branch's type and shape dims.
+func (b *loraGraph) ones(dims ...int64) string {
+	s := b.site
+	v := make([]float32, graph.NumElements(dims))
+	for i := range v {
+		v[i] = 1
+	}
+	return b.g.Initializer(s.Module+".lora_magnitude.ones", graph.NewFloat32Tensor("", s.DType, dims, v))
 }
 
 // DetachedValues returns the values of m that training must treat as
@@ -246,7 +303,17 @@ func doraMagnitude(cfg *adapter.LoRAConfig, key string, l Linear, w adapter.LoRA
 
 // magnitudeTensor returns a site's magnitude as an adapter tensor.
 func magnitudeTensor(s Site, vals []float32) *adapter.Tensor {
-	return &adapter.Tensor{DType: adapterType(s.DType), Shape: []int64{s.Out}, Data: vals}
+	return &adapter.Tensor{DType: adapterType(s.DType), Shape: s.MagnitudeShape(), Data: vals}
+}
+
+// MagnitudeShape returns the shape of the site's DoRA magnitude, in the
+// graph as in HF PEFT's file: [out], or [1, out, 1…] for a convolution,
+// whose magnitude PEFT keeps shaped to broadcast against its output.
+func (s Site) MagnitudeShape() []int64 {
+	if s.Kind == KindConv {
+		return append([]int64{1, s.Out}, slices.Repeat([]int64{1}, len(s.Kernel))...)
+	}
+	return []int64{s.Out}
 }
 
 // siteReaders returns the nodes of site s that read value: DoRA's

@@ -173,6 +173,8 @@ type modulePlan struct {
 	site Site
 	a, b []float32 // initial values; nil with AsInputs
 	mag  []float32 // DoRA's magnitude; nil for plain LoRA
+	// tableNorms are ‖W_d‖ of a DoRA embedding's table (dora_layers.go).
+	tableNorms []float64
 	// residual is the fold that takes s·A₀·B₀ off the weight of a PiSSA or
 	// OLoRA site; nil for other inits.
 	residual *fold
@@ -254,6 +256,11 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 	}
 
 	extras := trainableExtras(m, &cfg, all, targets)
+	// Nothing has changed yet where this fails: DoRA takes no init from
+	// the weights, which alone change them above.
+	if err := checkDoRAExtras(targets, plans, extras); err != nil {
+		return nil, Summary{}, err
+	}
 	b := newLoRAGraph(m, opset, o.asInputs, cfg.Dropout)
 	original := slices.Clone(m.Proto.Graph.Node)
 	built := map[string]string{} // module -> the value holding B as the graph multiplies by it
@@ -273,7 +280,7 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 		if l.Op == OpAttention {
 			b.weightBranch(l, bFull)
 		} else {
-			b.branch(l, bFull, p.mag)
+			b.branch(l, bFull, p)
 		}
 		sites = append(sites, s)
 	}
@@ -450,10 +457,10 @@ func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, we
 	case !o.asInputs:
 		p.a = initA(cfg.InitLoRAWeights, o.seed, l.Module, aShape[0], aShape[1], s.R)
 		p.b = make([]float32, graph.NumElements(bShape))
-		if s.Magnitude != "" {
-			if p.mag, err = initialMagnitude(m, l); err != nil {
-				return nil, err
-			}
+	}
+	if s.Magnitude != "" {
+		if err := planDoRA(m, l, p); err != nil {
+			return nil, err
 		}
 	}
 	return p, nil
@@ -605,7 +612,7 @@ func (b *loraGraph) weightSide(l Linear) string {
 
 // branch adds the activation side of l's branch, reading B as bFull, and
 // routes l's readers to the sum.
-func (b *loraGraph) branch(l Linear, bFull string, mag []float32) {
+func (b *loraGraph) branch(l Linear, bFull string, p *modulePlan) {
 	s := b.site
 	m := b.g.Model()
 	base := l.Node
@@ -644,7 +651,7 @@ func (b *loraGraph) branch(l Linear, bFull string, mag []float32) {
 		d = sb.Op("Cast", []string{d}, graph.AttrInt("to", int64(l.DType)))
 	}
 	if s.Magnitude != "" {
-		d = b.doraDelta(l, pre, bFull, s.BaseOutput, d, mag)
+		d = b.doraDelta(l, pre, bFull, s.BaseOutput, d, p)
 	}
 	if s.BaseOutput != s.Output {
 		pre.In("lora_add").NodeTo("", "Add", []string{s.BaseOutput, d}, []string{y})
