@@ -40,6 +40,21 @@ import (
 // Merge keeps ‖V‖ of each layer in the model's metadata, as HF PEFT keeps
 // the weight norm at merge time, and Unmerge undoes the rescaling with it
 // (dora_unmerge.go).
+//
+// A com.microsoft Attention node computes its q, k and v inside, so its
+// DoRA goes on the weight side, as its LoRA does (fused_attention.go):
+// the node reads W' = V·diag(m/‖V‖), V = W + s·A·Bfull formed in the
+// branch's type from the packed weight [hidden, q+k+v] (small: no
+// activation passes it), the norm detached as above (doraWeight). The
+// magnitude has one entry per column of the packed weight, as HF PEFT's
+// lora_magnitude_vector has one per output feature of the module it
+// adapts (GPT-2's c_attn: q, k and v alike), and all of it trains: HF
+// PEFT has no partial magnitude. With enable_lora_list, the columns of a
+// disabled part have V = W, so their magnitude starts at ‖W[:, j]‖ (a
+// fresh model computes the base) and trains a magnitude-only update of
+// that part, which Merge writes into its columns too. The packed qkv_proj
+// MatMul before GroupQueryAttention is a linear layer with the same
+// parts (Site.Widths), and takes DoRA the same way, through doraDelta.
 
 // doraSuffix names a module's magnitude initializer, as HF PEFT 0.12 and
 // later name its tensor.
@@ -52,7 +67,7 @@ func checkDoRA(l Linear, asInputs bool) error {
 		return layerErr(l, "use_dora: DoRA is built for linear layers only, not %s", articled(l.Kind))
 	case asInputs:
 		return layerErr(l, "use_dora: DoRA's magnitude rescales by the norm of W + s·A·B, which needs the scaling in the graph; AsInputs folds it into the fed B")
-	case l.Op == OpAttention || l.Quantized():
+	case l.Quantized():
 		return layerErr(l, "use_dora: DoRA needs the layer's float weight as one matrix; %s packs it", l.Op)
 	case l.Dequantized():
 		return layerErr(l, "use_dora: weight %q is %s behind DequantizeLinear; DoRA needs a float weight", l.Weight, l.WeightDType)
@@ -122,9 +137,7 @@ func weightNorms(m *graph.Model, l Linear) ([]float64, error) {
 // norm in the site.
 func (b *loraGraph) doraDelta(l Linear, pre *graph.Builder, bFull, base, d string, mag []float32) string {
 	s := b.site
-	m := b.g.Model()
 	sd := pre.In("lora_magnitude")
-	m.AddInitializer(graph.NewFloat32Tensor(s.Magnitude, s.DType, []int64{s.Out}, mag))
 
 	// V = α·W + s·A·B in the branch's type, [in, out].
 	w := l.Node.Input[1]
@@ -141,18 +154,7 @@ func (b *loraGraph) doraDelta(l Linear, pre *graph.Builder, bFull, base, d strin
 	if s.Scale != 1 {
 		ab = sd.Op("Mul", []string{ab, b.scalar(s.Module+".lora_magnitude.scaling", s.DType, float32(s.Scale))})
 	}
-	v := sd.Op("Add", []string{w, ab})
-	// ‖V[:, j]‖ = √(1ᵀ·(V⊙V)): a MatMul with ones, which every opset has
-	// (ReduceSumSquare moved its axes to an input in opset 18).
-	ones := make([]float32, s.In)
-	for i := range ones {
-		ones[i] = 1
-	}
-	onesName := b.g.Initializer(s.Module+".lora_magnitude.ones", graph.NewFloat32Tensor("", s.DType, []int64{1, s.In}, ones))
-	sq := sd.Op("MatMul", []string{onesName, sd.Op("Mul", []string{v, v})})
-	norm := sd.Op("Sqrt", []string{sq})
-	s.DoRANorm = norm
-	scale := sd.Op("Div", []string{s.Magnitude, norm}) // [1, out]
+	scale := b.doraScale(sd, sd.Op("Add", []string{w, ab}), mag)
 	if s.DType != l.DType {
 		scale = sd.Op("Cast", []string{scale}, graph.AttrInt("to", int64(l.DType)))
 	}
@@ -167,6 +169,42 @@ func (b *loraGraph) doraDelta(l Linear, pre *graph.Builder, bFull, base, d strin
 	}
 	rescaled := sd.Op("Mul", []string{sd.Op("Sub", []string{scale, one}), baseNoBias})
 	return sd.Op("Add", []string{rescaled, sd.Op("Mul", []string{scale, d})})
+}
+
+// doraScale adds the magnitude initializer (values mag) and the nodes of
+// m/‖V‖ [1, out] in scope sd, given V [in, out] in the branch's type, and
+// records the norm in the site (Site.DoRANorm), which training detaches.
+func (b *loraGraph) doraScale(sd *graph.Builder, v string, mag []float32) string {
+	s := b.site
+	b.g.Model().AddInitializer(graph.NewFloat32Tensor(s.Magnitude, s.DType, []int64{s.Out}, mag))
+	// ‖V[:, j]‖ = √(1ᵀ·(V⊙V)): a MatMul with ones, which every opset has
+	// (ReduceSumSquare moved its axes to an input in opset 18).
+	ones := make([]float32, s.In)
+	for i := range ones {
+		ones[i] = 1
+	}
+	onesName := b.g.Initializer(s.Module+".lora_magnitude.ones", graph.NewFloat32Tensor("", s.DType, []int64{1, s.In}, ones))
+	sq := sd.Op("MatMul", []string{onesName, sd.Op("Mul", []string{v, v})})
+	norm := sd.Op("Sqrt", []string{sq})
+	s.DoRANorm = norm
+	return sd.Op("Div", []string{s.Magnitude, norm})
+}
+
+// doraWeight returns the weight an Attention layer of site b.site reads
+// under DoRA, W' = V·diag(m/‖V‖) with V = w + d, in the layer's type: d
+// is s·A·Bfull in the branch's type, and V is formed in it.
+func (b *loraGraph) doraWeight(l Linear, pre *graph.Builder, w, d string, mag []float32) string {
+	s := b.site
+	sd := pre.In("lora_magnitude")
+	if s.DType != l.DType {
+		w = sd.Op("Cast", []string{w}, graph.AttrInt("to", int64(s.DType)))
+	}
+	v := sd.Op("Add", []string{w, d})
+	out := sd.Op("Mul", []string{v, b.doraScale(sd, v, mag)})
+	if s.DType != l.DType {
+		out = sd.Op("Cast", []string{out}, graph.AttrInt("to", int64(l.DType)))
+	}
+	return out
 }
 
 // DetachedValues returns the values of m that training must treat as
