@@ -192,19 +192,23 @@ func (b *loraGraph) doraScale(sd *graph.Builder, v string, mag []float32) string
 
 // doraWeight returns the weight an Attention layer of site b.site reads
 // under DoRA, W' = V·diag(m/‖V‖) with V = w + d, in the layer's type: d
-// is s·A·Bfull in the branch's type, and V is formed in it.
+// is s·A·Bfull in the branch's type. As doraDelta does, it takes the norm
+// of V formed in the branch's type, and forms W' as w·c + d·c with
+// c = m/‖V‖, so that w itself is never rounded to a narrower branch type.
 func (b *loraGraph) doraWeight(l Linear, pre *graph.Builder, w, d string, mag []float32) string {
 	s := b.site
 	sd := pre.In("lora_magnitude")
+	wv := w
 	if s.DType != l.DType {
-		w = sd.Op("Cast", []string{w}, graph.AttrInt("to", int64(s.DType)))
+		wv = sd.Op("Cast", []string{w}, graph.AttrInt("to", int64(s.DType)))
 	}
-	v := sd.Op("Add", []string{w, d})
-	out := sd.Op("Mul", []string{v, b.doraScale(sd, v, mag)})
+	c := b.doraScale(sd, sd.Op("Add", []string{wv, d}), mag)
+	dc, wc := sd.Op("Mul", []string{d, c}), c
 	if s.DType != l.DType {
-		out = sd.Op("Cast", []string{out}, graph.AttrInt("to", int64(l.DType)))
+		dc = sd.Op("Cast", []string{dc}, graph.AttrInt("to", int64(l.DType)))
+		wc = sd.Op("Cast", []string{c}, graph.AttrInt("to", int64(l.DType)))
 	}
-	return out
+	return sd.Op("Add", []string{sd.Op("Mul", []string{w, wc}), dc})
 }
 
 // DetachedValues returns the values of m that training must treat as

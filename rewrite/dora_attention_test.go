@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
 	rt "github.com/peftonnx/peftonnx/runtime"
@@ -64,6 +65,12 @@ func expectPackedDoRA(t *testing.T, base, m *graph.Model, s Site) []float64 {
 	return v
 }
 
+// withDType returns c with its branch type set to dt.
+func withDType(c adapter.LoRAConfig, dt dtype.Type) adapter.LoRAConfig {
+	c.DType = dt
+	return c
+}
+
 // randomizeMagnitudes sets each DoRA magnitude of sites to its fresh value
 // (‖W_j‖) times a factor in [0.5, 1.5).
 func randomizeMagnitudes(t *testing.T, m *graph.Model, sites []Site, seed uint64) {
@@ -113,11 +120,15 @@ func TestDoRAInsideFusedAttention(t *testing.T) {
 		op     string
 		widths []int64
 		batch  int
+		tol    float64 // of the fresh and adapted outputs, against the base's and the formula's
 	}{
-		{"attention", gpt2, config(4, 8, ".*c_attn"), OpAttention, nil, 2},
-		{"attention-qv", gpt2, qvConfig(16, ".*c_attn"), OpAttention, []int64{16, 16, 16}, 2},
-		{"packed-qkv", llama, config(4, 8, ".*qkv_proj"), "MatMul", nil, 1},
-		{"packed-qkv-qv", llama, qvConfig(16, ".*qkv_proj"), "MatMul", []int64{64, 32, 32}, 1},
+		{"attention", gpt2, config(4, 8, ".*c_attn"), OpAttention, nil, 2, 1e-5},
+		{"attention-qv", gpt2, qvConfig(16, ".*c_attn"), OpAttention, []int64{16, 16, 16}, 2, 1e-5},
+		// A float16 branch: the norm is taken in float16, the float32
+		// weight is not rounded.
+		{"attention-qv-fp16-branch", gpt2, withDType(qvConfig(16, ".*c_attn"), dtype.Float16), OpAttention, []int64{16, 16, 16}, 2, 1e-3},
+		{"packed-qkv", llama, config(4, 8, ".*qkv_proj"), "MatMul", nil, 1, 1e-5},
+		{"packed-qkv-qv", llama, qvConfig(16, ".*qkv_proj"), "MatMul", []int64{64, 32, 32}, 1, 1e-5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base := tc.base()
@@ -143,8 +154,9 @@ func TestDoRAInsideFusedAttention(t *testing.T) {
 				t.Errorf("trainable params: DoRA %d, LoRA %d, want LoRA + %d (a magnitude per packed column)", sum.TrainableParams, plainSum.TrainableParams, outs)
 			}
 			ref := runModel(t, base, tc.batch, 5, 0)
-			if d, where := maxRelDiff(t, runModel(t, adapted, tc.batch, 5, 0), ref); d > 1e-5 {
-				t.Errorf("a fresh DoRA injection changes %s by %g", where, d)
+			freshDiff, where := maxRelDiff(t, runModel(t, adapted, tc.batch, 5, 0), ref)
+			if freshDiff > tc.tol {
+				t.Errorf("a fresh DoRA injection changes %s by %g", where, freshDiff)
 			}
 
 			randomizeB(t, adapted, sites, 3, 0.3)
@@ -162,15 +174,20 @@ func TestDoRAInsideFusedAttention(t *testing.T) {
 				}
 			}
 			want := runModel(t, expected, tc.batch, 5, 0)
-			if d, where := maxRelDiff(t, got, want); d > 1e-5 {
-				t.Errorf("adapted differs from the base with W' of the formula by %g at %s", d, where)
+			formulaDiff, where := maxRelDiff(t, got, want)
+			if formulaDiff > tc.tol {
+				t.Errorf("adapted differs from the base with W' of the formula by %g at %s", formulaDiff, where)
 			}
+			t.Logf("fresh vs base %.3g, adapted vs the formula %.3g", freshDiff, formulaDiff)
 
+			// Merge takes the norm in float64, the graph in the branch's
+			// type.
+			mergeTol := max(1e-4, tc.tol)
 			merged := adapted.Clone()
 			if err := Merge(merged); err != nil {
 				t.Fatal(err)
 			}
-			checkMergedDoRA(t, "Merge", base, merged, weights, got, tc.batch)
+			checkMergedDoRA(t, "Merge", base, merged, weights, got, tc.batch, mergeTol)
 			ad, err := ExtractAdapter(adapted)
 			if err != nil {
 				t.Fatal(err)
@@ -179,7 +196,7 @@ func TestDoRAInsideFusedAttention(t *testing.T) {
 			if err := MergeAdapter(direct, ad); err != nil {
 				t.Fatal(err)
 			}
-			checkMergedDoRA(t, "MergeAdapter", base, direct, weights, got, tc.batch)
+			checkMergedDoRA(t, "MergeAdapter", base, direct, weights, got, tc.batch, mergeTol)
 
 			back := throughHFDir(t, ad)
 			if !back.LoRA.UseDoRA || back.Weights[sites[0].Module].Magnitude == nil {
@@ -197,7 +214,7 @@ func TestDoRAInsideFusedAttention(t *testing.T) {
 			if _, _, err := Unmerge(un, back); err != nil {
 				t.Fatal(err)
 			}
-			if d, where := maxRelDiff(t, runModel(t, un, tc.batch, 5, 0), got); d > 1e-4 {
+			if d, where := maxRelDiff(t, runModel(t, un, tc.batch, 5, 0), got); d > mergeTol {
 				t.Errorf("unmerged differs from adapted by %g at %s", d, where)
 			}
 			if rec, err := readDoRARecord(un); err != nil || len(rec.Merges) != 0 {
@@ -222,8 +239,8 @@ func TestDoRAInsideFusedAttention(t *testing.T) {
 // checkMergedDoRA checks a DoRA merge of a packed layer: the base's
 // nodes and initializers, each packed weight W' of the formula (weights)
 // to float32 rounding, a ‖V‖ kept per packed column, and the adapted
-// model's outputs (want).
-func checkMergedDoRA(t *testing.T, what string, base, merged *graph.Model, weights map[string][]float64, want map[string]*rt.Tensor, batch int) {
+// model's outputs (want, to tol).
+func checkMergedDoRA(t *testing.T, what string, base, merged *graph.Model, weights map[string][]float64, want map[string]*rt.Tensor, batch int, tol float64) {
 	t.Helper()
 	gotNodes, gotInits := names(merged)
 	wantNodes, wantInits := names(base)
@@ -246,7 +263,7 @@ func checkMergedDoRA(t *testing.T, what string, base, merged *graph.Model, weigh
 	if err != nil || len(rec.Merges) != len(weights) {
 		t.Fatalf("%s: DoRA record %+v, %v; want %d merges", what, rec, err, len(weights))
 	}
-	if d, where := maxRelDiff(t, runModel(t, merged, batch, 5, 0), want); d > 1e-4 {
+	if d, where := maxRelDiff(t, runModel(t, merged, batch, 5, 0), want); d > tol {
 		t.Errorf("%s: merged differs from adapted by %g at %s", what, d, where)
 	}
 }
