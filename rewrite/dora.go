@@ -43,9 +43,9 @@ import (
 //
 // A com.microsoft Attention node computes its q, k and v inside, so its
 // DoRA goes on the weight side, as its LoRA does (fused_attention.go):
-// the node reads W' = V·diag(m/‖V‖), V = W + s·A·Bfull formed in the
-// branch's type from the packed weight [hidden, q+k+v] (small: no
-// activation passes it), the norm detached as above (doraWeight). The
+// the node reads W' = V·diag(m/‖V‖), V = W + s·A·Bfull, computed in the
+// graph from the packed weight [hidden, q+k+v] (small: no activation
+// passes it), the norm taken and detached as above (doraWeight). The
 // magnitude has one entry per column of the packed weight, as HF PEFT's
 // lora_magnitude_vector has one per output feature of the module it
 // adapts (GPT-2's c_attn: q, k and v alike), and all of it trains: HF
