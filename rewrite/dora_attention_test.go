@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
@@ -233,6 +234,22 @@ func TestDoRAInsideFusedAttention(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDoRAInsideAttentionRefusals checks what DoRA inside Attention
+// refuses, as LoRA there does or as DoRA elsewhere does: dropout, which
+// the node's inputs cannot take, and factors as graph inputs.
+func TestDoRAInsideAttentionRefusals(t *testing.T) {
+	base := optimizerGPT2(t, false)
+	cfg := qvConfig(16, ".*c_attn")
+	cfg.UseDoRA = true
+	if _, _, err := InjectLoRA(base.Clone(), cfg, AsInputs()); err == nil || !strings.Contains(err.Error(), "AsInputs") {
+		t.Errorf("DoRA inside Attention with AsInputs: got %v, want a refusal", err)
+	}
+	cfg.Dropout = 0.1
+	if _, _, err := InjectLoRA(base.Clone(), cfg); err == nil || !strings.Contains(err.Error(), "fused Attention") {
+		t.Errorf("DoRA inside Attention with dropout: got %v, want a refusal", err)
 	}
 }
 
