@@ -20,9 +20,8 @@ import (
 // GroupQueryAttention (qvFixtures).
 
 // doraQV injects DoRA on the q and v parts of f's packed projections
-// (and on the fixture's other targets where others is set) into m, with B
-// and the magnitudes moved off their start so that every tensor has a
-// gradient. It returns the trainable tensors.
+// (and on the fixture's other targets where others is set) into m. It
+// returns the trainable tensors and the sites.
 func doraQV(t *testing.T, m *graph.Model, f qvFixture, others bool) ([]string, []rewrite.Site) {
 	t.Helper()
 	lc := qvLoRA(f, f.fused)
