@@ -103,7 +103,10 @@
 // contiguously (Site.Widths) rather than PaddleNLP's head-interleaved
 // layout; an Attention layer's branch updates the weight the node reads
 // (no dropout), and Merge writes the update into the packed weight
-// (fused_attention.go).
+// (fused_attention.go). With use_dora the node reads W' = m·V/‖V‖ of
+// V = W + s·A·Bfull, its magnitude one per column of the packed weight,
+// disabled parts' columns included (dora.go); the packed qkv_proj MatMul
+// takes DoRA as any linear layer does.
 //
 // # int4 layers
 //

@@ -41,6 +41,21 @@ import (
 // Merge keeps ‖V‖ of each layer in the model's metadata, as HF PEFT keeps
 // the weight norm at merge time, and Unmerge undoes the rescaling with it
 // (dora_unmerge.go).
+//
+// A com.microsoft Attention node computes its q, k and v inside, so its
+// DoRA goes on the weight side, as its LoRA does (fused_attention.go):
+// the node reads W' = V·diag(m/‖V‖), V = W + s·A·Bfull, computed in the
+// graph from the packed weight [hidden, q+k+v] (small: no activation
+// passes it), the norm taken and detached as above (doraWeight). The
+// magnitude has one entry per column of the packed weight, as HF PEFT's
+// lora_magnitude_vector has one per output feature of the module it
+// adapts (GPT-2's c_attn: q, k and v alike), and all of it trains: HF
+// PEFT has no partial magnitude. With enable_lora_list, the columns of a
+// disabled part have V = W, so their magnitude starts at ‖W[:, j]‖ (a
+// fresh model computes the base) and trains a magnitude-only update of
+// that part, which Merge writes into its columns too. The packed qkv_proj
+// MatMul before GroupQueryAttention is a linear layer with the same
+// parts (Site.Widths), and takes DoRA the same way, through doraDelta.
 
 // doraSuffix names a module's magnitude initializer, as HF PEFT 0.12 and
 // later name its tensor.
@@ -51,7 +66,7 @@ func checkDoRA(l Linear, asInputs bool) error {
 	switch {
 	case asInputs:
 		return layerErr(l, "use_dora: DoRA's magnitude rescales by the norm of W + s·A·B, which needs the scaling in the graph; AsInputs folds it into the fed B")
-	case l.Op == OpAttention || l.Quantized():
+	case l.Quantized():
 		return layerErr(l, "use_dora: DoRA needs the layer's float weight as one matrix; %s packs it", l.Op)
 	case l.Dequantized():
 		return layerErr(l, "use_dora: weight %q is %s behind DequantizeLinear; DoRA needs a float weight", l.Weight, l.WeightDType)
@@ -136,9 +151,8 @@ func weightNorms(m *graph.Model, l Linear) ([]float64, error) {
 // records the norm in the site.
 func (b *loraGraph) doraDelta(l Linear, pre *graph.Builder, bFull, base, d string, p *modulePlan) string {
 	s := b.site
-	m := b.g.Model()
 	sd := pre.In("lora_magnitude")
-	m.AddInitializer(graph.NewFloat32Tensor(s.Magnitude, s.DType, s.MagnitudeShape(), p.mag))
+	b.g.Model().AddInitializer(graph.NewFloat32Tensor(s.Magnitude, s.DType, s.MagnitudeShape(), p.mag))
 	norm := b.doraNorm(l, sd, bFull, p.tableNorms)
 	s.DoRANorm = norm
 	scale := sd.Op("Div", []string{s.Magnitude, norm})
@@ -171,10 +185,14 @@ func (b *loraGraph) doraNorm(l Linear, sd *graph.Builder, bFull string, tableNor
 	if l.Alpha != 1 {
 		w = sd.Op("Mul", []string{w, b.scalar(s.Module+".lora_magnitude.alpha", s.DType, l.Alpha)})
 	}
-	v := sd.Op("Add", []string{w, b.scaled(sd, sd.Op("MatMul", []string{s.A, bFull}))})
-	// ‖V[:, j]‖ = √(1ᵀ·(V⊙V)): a MatMul with ones, which every opset has
-	// (ReduceSumSquare moved its axes to an input in opset 18).
-	sq := sd.Op("MatMul", []string{b.ones(1, s.In), sd.Op("Mul", []string{v, v})})
+	return b.columnNorms(sd, sd.Op("Add", []string{w, b.scaled(sd, sd.Op("MatMul", []string{s.A, bFull}))}))
+}
+
+// columnNorms adds the nodes of ‖V[:, j]‖, [1, out], of V [in, out] in
+// the branch's type: √(1ᵀ·(V⊙V)), a MatMul with ones, which every opset
+// has (ReduceSumSquare moved its axes to an input in opset 18).
+func (b *loraGraph) columnNorms(sd *graph.Builder, v string) string {
+	sq := sd.Op("MatMul", []string{b.ones(1, b.site.In), sd.Op("Mul", []string{v, v})})
 	return sd.Op("Sqrt", []string{sq})
 }
 
@@ -224,6 +242,26 @@ func (b *loraGraph) ones(dims ...int64) string {
 		v[i] = 1
 	}
 	return b.g.Initializer(s.Module+".lora_magnitude.ones", graph.NewFloat32Tensor("", s.DType, dims, v))
+}
+
+// doraWeight returns the weight an Attention layer of site b.site reads
+// under DoRA, W' = V·diag(m/‖V‖) with V = w + d, in the layer's type: d
+// is s·A·Bfull in the branch's type. As doraDelta does, it takes the norm
+// of V formed in the branch's type, and forms W' as w·c + d·c with
+// c = m/‖V‖, so that w itself is never rounded to a narrower branch type.
+func (b *loraGraph) doraWeight(l Linear, pre *graph.Builder, w, d string, mag []float32) string {
+	s := b.site
+	sd := pre.In("lora_magnitude")
+	b.g.Model().AddInitializer(graph.NewFloat32Tensor(s.Magnitude, s.DType, s.MagnitudeShape(), mag))
+	norm := b.columnNorms(sd, sd.Op("Add", []string{b.branchTyped(l, sd, w), d}))
+	s.DoRANorm = norm
+	c := sd.Op("Div", []string{s.Magnitude, norm})
+	dc, wc := sd.Op("Mul", []string{d, c}), c
+	if s.DType != l.DType {
+		dc = sd.Op("Cast", []string{dc}, graph.AttrInt("to", int64(l.DType)))
+		wc = sd.Op("Cast", []string{c}, graph.AttrInt("to", int64(l.DType)))
+	}
+	return sd.Op("Add", []string{sd.Op("Mul", []string{w, wc}), dc})
 }
 
 // DetachedValues returns the values of m that training must treat as

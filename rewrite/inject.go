@@ -278,7 +278,7 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 			built[l.Module] = bFull
 		}
 		if l.Op == OpAttention {
-			b.weightBranch(l, bFull)
+			b.weightBranch(l, bFull, p.mag)
 		} else {
 			b.branch(l, bFull, p)
 		}
