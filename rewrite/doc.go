@@ -86,8 +86,9 @@
 // column norms, so a fresh model computes what the base does. Merge is
 // exact, and keeps ‖V‖ per output feature in the model's metadata
 // (DoRAMetadataKey), with which Unmerge restores the adapted model; a
-// model merged without them is refused. AsInputs, stacked serving
-// factors, embeddings, convolutions and QDQ weights refuse DoRA.
+// model merged without them is refused. Stacked serving factors take
+// DoRA adapters on a stack of StackDoRA (see Stacked adapters); AsInputs,
+// embeddings, convolutions and QDQ weights refuse DoRA.
 //
 // # Fused attention
 //
@@ -155,7 +156,12 @@
 // rows use different adapters and ranks, the smaller ranks padded with
 // zeros and the scaling folded into B (Stacked.Factors checks an adapter
 // against the layers and gives its factors). Slot 0, all zeros, is the
-// base. Package serve batches requests on it.
+// base. StackDoRA adds a stacked gain G [K, out] per layer for DoRA
+// adapters: row b computes base + (g − 1)·(base − bias) + g·x·A·B with
+// g = 1 + G[index[b]] = m/‖V‖, ‖V‖ frozen and computed on the host, in
+// float64, when Stacked.Factors reads the adapter; a plain LoRA adapter
+// and the base have zeros there, a gain of exactly one (stacked_dora.go).
+// Package serve batches requests on it.
 //
 // # Prefix tuning
 //
