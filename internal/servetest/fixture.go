@@ -25,7 +25,7 @@ type Fixture struct {
 	// away from W's column norms) and Prefix (3 virtual tokens) are HF
 	// PEFT folders.
 	LoRA4, LoRA8, DoRA, Prefix string
-	ads                  map[string]*adapter.Adapter // by folder
+	ads                        map[string]*adapter.Adapter // by folder
 }
 
 // TinyLlamaTokenizerDir is the shared tiny LLaMA's folder, relative to a
