@@ -23,10 +23,10 @@ type StackedSite struct {
 	// float32, K slots of rank R each (a smaller rank padded with zeros,
 	// the scaling folded into B).
 	A, B string
-	// Gain names the graph input G [K, Out], float32, of a stack that
-	// takes DoRA adapters (StackDoRA): slot k's DoRA gain less one,
-	// m/‖V‖ − 1 per output feature, zeros for a slot without DoRA. It is
-	// "" in a stack of StackLoRA.
+	// Gain names the graph input G [K, 1, Out], float32, of a stack that
+	// takes DoRA adapters (StackDoRA): slot k's DoRA gain m/‖V‖ per
+	// output feature, ones for a slot without DoRA (the base, a LoRA
+	// adapter, a free slot). It is "" in a stack of StackLoRA.
 	Gain string
 }
 
@@ -120,7 +120,23 @@ func stack(m *graph.Model, dora bool, targets []string) (*Stacked, error) {
 		}
 	}})
 	m.AddInput(graph.TensorInfo(StackedIndexInput, dtype.Int64, []int64{-1}))
-	batch := g.At("/lora_stacked").Op("Shape", []string{StackedIndexInput})
+	root := g.At("/lora_stacked")
+	batch := root.Op("Shape", []string{StackedIndexInput})
+	// rows[n] is [batch, -1, n], the shape that reads an activation of n
+	// features per row of the batch (an input, and with DoRA an output):
+	// one node per width, not per layer.
+	rows := map[int64]string{}
+	for _, l := range linears {
+		widths := []int64{l.In}
+		if dora {
+			widths = append(widths, l.Out)
+		}
+		for _, n := range widths {
+			if _, ok := rows[n]; !ok {
+				rows[n] = root.Op("Concat", []string{batch, root.Int64s(-1, n)}, graph.AttrInt("axis", 0))
+			}
+		}
+	}
 
 	st := &Stacked{Index: StackedIndexInput, all: LinearModules(all), dora: weights}
 	sites := map[string]StackedSite{}
@@ -142,14 +158,14 @@ func stack(m *graph.Model, dora bool, targets []string) (*Stacked, error) {
 			m.AddInput(graph.TensorInfo(s.A, dtype.Float32, []int64{-1, s.In, -1}))
 			m.AddInput(graph.TensorInfo(s.B, dtype.Float32, []int64{-1, -1, s.Out}))
 			if dora {
-				m.AddInput(graph.TensorInfo(s.Gain, dtype.Float32, []int64{-1, s.Out}))
+				m.AddInput(graph.TensorInfo(s.Gain, dtype.Float32, []int64{-1, 1, s.Out}))
 			}
 			sites[l.Module] = s
 			st.Sites = append(st.Sites, s)
 		}
 		base = l.Node
 		y := l.Node.Output[0]
-		if sum := stackedBranch(g.At(prefix(l)).In("lora_stacked"), m, l, s, batch); sum != "" {
+		if sum := stackedBranch(g.At(prefix(l)).In("lora_stacked"), m, l, s, rows); sum != "" {
 			m.ReplaceUses(y, sum, after[l.Node]...)
 		}
 		base = nil
@@ -168,9 +184,9 @@ func stack(m *graph.Model, dora bool, targets []string) (*Stacked, error) {
 // stackedBranch adds the branch of layer l, reading site s's factors
 // (and its DoRA gain), and returns the sum that l's readers must read
 // instead of l's output; "" where l's output is a graph output, which the
-// sum then takes over (l writes a new name). batch is the 1-D shape of
-// the index.
-func stackedBranch(b *graph.Builder, m *graph.Model, l Linear, s StackedSite, batch string) string {
+// sum then takes over (l writes a new name). rows[n] is the shape
+// [batch, -1, n].
+func stackedBranch(b *graph.Builder, m *graph.Model, l Linear, s StackedSite, rows map[int64]string) string {
 	y := l.Node.Output[0]
 	baseOut := y
 	if m.IsGraphOutput(y) {
@@ -182,8 +198,7 @@ func stackedBranch(b *graph.Builder, m *graph.Model, l Linear, s StackedSite, ba
 	if l.DType != dtype.Float32 {
 		x = b.Op("Cast", []string{x}, graph.AttrInt("to", int64(dtype.Float32)))
 	}
-	shape3 := b.Op("Concat", []string{batch, b.Int64s(-1, s.In)}, graph.AttrInt("axis", 0))
-	x3 := b.Op("Reshape", []string{x, shape3})
+	x3 := b.Op("Reshape", []string{x, rows[s.In]})
 	a := b.Op("Gather", []string{s.A, StackedIndexInput}, graph.AttrInt("axis", 0))
 	bf := b.Op("Gather", []string{s.B, StackedIndexInput}, graph.AttrInt("axis", 0))
 	h := b.Op("MatMul", []string{x3, a})
@@ -194,7 +209,7 @@ func stackedBranch(b *graph.Builder, m *graph.Model, l Linear, s StackedSite, ba
 	shape := b.Op("Shape", []string{baseOut})
 	op, inputs := "Add", []string{baseOut, b.Op("Reshape", []string{d, shape})}
 	if s.Gain != "" {
-		op, inputs = "Reshape", []string{stackedDoRA(b, l, s, batch, baseOut, d), shape}
+		op, inputs = "Reshape", []string{stackedDoRA(b, l, s, rows[s.Out], baseOut, d), shape}
 	}
 	if baseOut != y {
 		b.NodeTo("", op, inputs, []string{y})
@@ -206,8 +221,8 @@ func stackedBranch(b *graph.Builder, m *graph.Model, l Linear, s StackedSite, ba
 // StackedFactor is one module's factors for a slot of a stacked model:
 // A [In, R] as the adapter has it and B [R, Out] times the module's
 // scaling, both float32, row-major. Gain [Out] is a DoRA adapter's gain
-// less one, m/‖V‖ − 1 per output feature, for the site's Gain input; nil
-// for a LoRA adapter (zeros: a gain of one).
+// m/‖V‖ per output feature, for the site's Gain input; nil for a LoRA
+// adapter, whose gain is one.
 type StackedFactor struct {
 	R    int
 	A, B []float32

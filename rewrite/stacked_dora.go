@@ -9,23 +9,23 @@ import (
 )
 
 // StackDoRA is StackLoRA for DoRA adapters too (dora.go): every site also
-// takes a stacked gain input G [K, out] (StackedSite.Gain), and row b
+// takes a stacked gain input G [K, 1, out] (StackedSite.Gain), and row b
 // computes
 //
-//	y[b] = base + (g − 1)·(base − β·C) + g·x[b]·A[k]·B[k],  g = 1 + G[k],  k = index[b]
+//	y[b] = base + (g − 1)·(base − β·C) + g·x[b]·A[k]·B[k],  g = G[k],  k = index[b]
 //
 // with base the layer's own output and β·C a Gemm's bias, as the
 // adapted model of a DoRA adapter computes (g = m/‖V‖, V = α·W + s·A·B).
-// The gain is fed less one so that the zeros of a plain LoRA adapter, of
-// the base slot and of a free slot are a gain of exactly one: such rows
-// compute what StackLoRA's do. ‖V‖ is frozen, as it is in a served model:
-// Stacked.Factors computes the gain on the host, in float64, from the
-// adapter's factors and the base weight, a float32 copy of which the
-// Stacked keeps for every site (as much memory again as those weights).
-// The rescaling costs a few elementwise nodes per site and step over
-// StackLoRA. DoRA's limits hold for every site: a layer whose weight is
-// quantized or packed (MatMulNBits, fused Attention) is refused; name the
-// targets to leave it out.
+// A plain LoRA adapter, the base and a free slot are fed a gain of one,
+// and their rows compute what StackLoRA's do (bit for bit in float32). ‖V‖ is frozen, as
+// it is in a served model: Stacked.Factors computes the gain on the host,
+// in float64, from the adapter's factors and the base weight, a float32
+// copy of which the Stacked keeps for every site (as much memory again as
+// those weights). The rescaling costs a few nodes per site and step over
+// StackLoRA (one Mul of the layer's output, and a reshape and a gather;
+// more where a Gemm adds a bias). DoRA's limits hold for every site: a
+// layer whose weight is quantized or packed (MatMulNBits, fused
+// Attention) is refused; name the targets to leave it out.
 func StackDoRA(m *graph.Model, targets ...string) (*Stacked, error) {
 	return stack(m, true, targets)
 }
@@ -55,9 +55,9 @@ func doraWeights(m *graph.Model, linears []Linear) (map[string]doraWeight, error
 	return out, nil
 }
 
-// gain returns m/‖V‖ − 1 per output feature for module key of a DoRA
-// adapter, V = α·W + s·A·B with scaling s, in float64, rounded to float32
-// at the end.
+// gain returns m/‖V‖ per output feature for module key of a DoRA adapter,
+// V = α·W + s·A·B with scaling s, in float64, rounded to float32 at the
+// end.
 func (d doraWeight) gain(cfg *adapter.LoRAConfig, key string, w adapter.LoRAWeights, s float64) ([]float32, error) {
 	l := d.l
 	mag, err := doraMagnitude(cfg, key, l, w)
@@ -81,31 +81,31 @@ func (d doraWeight) gain(cfg *adapter.LoRAConfig, key string, w adapter.LoRAWeig
 	}
 	out32 := make([]float32, out)
 	for j, gj := range g {
-		out32[j] = float32(gj - 1)
+		out32[j] = float32(gj)
 	}
 	return out32, nil
 }
 
 // stackedDoRA returns what a site of StackDoRA outputs, as [batch, …, out]
-// in the layer's type, given base, the layer's output, and d, the LoRA
-// product x·A·B [batch, …, out] in the layer's type:
+// in the layer's type, given rows, the shape [batch, -1, out], base, the
+// layer's output, and d, the LoRA product x·A·B [batch, …, out] in the
+// layer's type: with g the row's gathered gain,
 //
-//	base + d + (g − 1)·(base − β·C + d)
+//	g·(base + d)                        where the node adds no bias
+//	base + d + (g − 1)·(base − β·C + d)  where a Gemm adds β·C
 //
-// which is base + (g − 1)·(base − β·C) + g·d, with g − 1 the row's
-// gathered gain input; a zero gain adds an exact zero.
-func stackedDoRA(b *graph.Builder, l Linear, s StackedSite, batch, base, d string) string {
-	g := b.Op("Gather", []string{s.Gain, StackedIndexInput}, graph.AttrInt("axis", 0))
-	g = b.Op("Reshape", []string{g, b.Int64s(-1, 1, s.Out)}) // [batch, 1, out]
+// both base + (g − 1)·(base − β·C) + g·d, and base + d where g is one.
+func stackedDoRA(b *graph.Builder, l Linear, s StackedSite, rows, base, d string) string {
+	g := b.Op("Gather", []string{s.Gain, StackedIndexInput}, graph.AttrInt("axis", 0)) // [batch, 1, out]
 	if l.DType != dtype.Float32 {
 		g = b.Op("Cast", []string{g}, graph.AttrInt("to", int64(l.DType)))
 	}
-	shape3 := b.Op("Concat", []string{batch, b.Int64s(-1, s.Out)}, graph.AttrInt("axis", 0))
-	base3 := b.Op("Reshape", []string{base, shape3})
-	lora := b.Op("Add", []string{base3, d})
-	rescaled := lora
-	if nb := unbiased(b, l, base, func(beta float32) string { return b.Scalar(l.DType, float64(beta)) }); nb != base {
-		rescaled = b.Op("Add", []string{b.Op("Reshape", []string{nb, shape3}), d})
+	lora := b.Op("Add", []string{b.Op("Reshape", []string{base, rows}), d})
+	nb := unbiased(b, l, base, func(beta float32) string { return b.Scalar(l.DType, float64(beta)) })
+	if nb == base {
+		return b.Op("Mul", []string{g, lora})
 	}
-	return b.Op("Add", []string{lora, b.Op("Mul", []string{g, rescaled})})
+	g1 := b.Op("Sub", []string{g, b.Scalar(l.DType, 1)})
+	rescaled := b.Op("Add", []string{b.Op("Reshape", []string{nb, rows}), d})
+	return b.Op("Add", []string{lora, b.Op("Mul", []string{g1, rescaled})})
 }

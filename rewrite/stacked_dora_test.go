@@ -13,7 +13,8 @@ import (
 
 // stackedFeeds returns the stacked inputs of st for slots, slot k's
 // factors by module (slots[0], the base, nil): A, B and, in a stack of
-// StackDoRA, the gain, zeros where a slot has no factors for a site.
+// StackDoRA, the gain; zeros (a gain of one) where a slot has no factors
+// for a site.
 func stackedFeeds(t *testing.T, st *Stacked, slots []map[string]StackedFactor) map[string]*rt.Tensor {
 	t.Helper()
 	k := len(slots)
@@ -25,6 +26,9 @@ func stackedFeeds(t *testing.T, st *Stacked, slots []map[string]StackedFactor) m
 		}
 		in, out := int(s.In), int(s.Out)
 		a, b, g := make([]float32, k*in*r), make([]float32, k*r*out), make([]float32, k*out)
+		for i := range g {
+			g[i] = 1
+		}
 		for slot, f := range slots {
 			fa, ok := f[s.Module]
 			if !ok {
@@ -45,7 +49,7 @@ func stackedFeeds(t *testing.T, st *Stacked, slots []map[string]StackedFactor) m
 		feeds[s.A] = mustT(t)(rt.NewFloat32([]int64{int64(k), int64(in), int64(r)}, a))
 		feeds[s.B] = mustT(t)(rt.NewFloat32([]int64{int64(k), int64(r), int64(out)}, b))
 		if s.Gain != "" {
-			feeds[s.Gain] = mustT(t)(rt.NewFloat32([]int64{int64(k), int64(out)}, g))
+			feeds[s.Gain] = mustT(t)(rt.NewFloat32([]int64{int64(k), 1, int64(out)}, g))
 		}
 	}
 	return feeds
@@ -137,7 +141,8 @@ func maxAbsDiff(a, b []float64) float64 {
 // TestStackDoRA runs one batch on a model stacked with StackDoRA whose rows
 // use a DoRA adapter, a plain LoRA adapter on other layers and the base,
 // and holds each row to the model with that adapter applied (ApplyLoRA:
-// the adapted, unmerged model), on ONNX Runtime.
+// the adapted, unmerged model), on ONNX Runtime; the rows of the base and
+// the LoRA adapter are those of StackLoRA, bit for bit in float32.
 func TestStackDoRA(t *testing.T) {
 	for _, tm := range builtModels {
 		if !slices.Contains([]string{"llama", "llama-fp16", "gpt2", "gpt2-gemm"}, tm.name) {
@@ -194,6 +199,34 @@ func TestStackDoRA(t *testing.T) {
 			}
 			sfeeds[StackedIndexInput] = mustT(t)(rt.NewInt64([]int64{3}, []int64{2, 0, 1}))
 			got := run(t, session(t, stacked), sfeeds)
+			// The rows of the base and the LoRA adapter are StackLoRA's,
+			// exactly in float32 (ONNX Runtime computes a chain of float16
+			// nodes on the CPU in float32, rounding once at the end).
+			plainStack := base.Clone()
+			defer plainStack.Close()
+			pst, err := StackLoRA(plainStack)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pfeeds := map[string]*rt.Tensor{}
+			for k, v := range sfeeds {
+				pfeeds[k] = v
+			}
+			for _, s := range st.Sites {
+				delete(pfeeds, s.Gain)
+			}
+			plainOut := run(t, session(t, plainStack), pfeeds)
+			for name, p := range plainOut {
+				for _, row := range []int{1, 2} {
+					g, w := rowOf(t, got[name], row).ToFloat64(), rowOf(t, p, row).ToFloat64()
+					if d := maxAbsDiff(g, w); tm.name != "llama-fp16" && d != 0 || d > tm.tol {
+						t.Errorf("row %d, output %s: not StackLoRA's output exactly (differs by %g)", row, name, maxAbsDiff(g, w))
+					}
+				}
+			}
+			if len(pst.Sites) != len(st.Sites) {
+				t.Fatalf("StackLoRA has %d sites, StackDoRA %d", len(pst.Sites), len(st.Sites))
+			}
 			for row, slot := range []int{2, 0, 1} {
 				for name, wt := range want[slot] {
 					g := rowOf(t, got[name], row)

@@ -60,8 +60,8 @@ func (t *slotTable) put(slot int) {
 // inputs returns the stacked factor inputs for the slots as they are: per
 // site A [K, in, R] and B [K, R, out], R the largest rank of a slot's
 // adapter on that module (at least 1), and on a DoRA engine the gain
-// G [K, out]; zeros where a slot's adapter does not change the module, has
-// no DoRA gain (a gain of one) or is free.
+// G [K, 1, out]; zeros (and a gain of one) where a slot's adapter does not
+// change the module or is free, a gain of one where it is plain LoRA.
 func (t *slotTable) inputs(st *rewrite.Stacked) (map[string]*rt.Tensor, error) {
 	if !t.stale {
 		return t.feeds, nil
@@ -87,6 +87,9 @@ func (t *slotTable) inputs(st *rewrite.Stacked) (map[string]*rt.Tensor, error) {
 		var g []float32
 		if site.Gain != "" {
 			g = make([]float32, k*out)
+			for i := range g {
+				g[i] = 1
+			}
 		}
 		for s, fs := range factors {
 			f, ok := fs[site.Module]
@@ -97,12 +100,12 @@ func (t *slotTable) inputs(st *rewrite.Stacked) (map[string]*rt.Tensor, error) {
 				copy(a[(s*in+i)*r:], f.A[i*f.R:(i+1)*f.R])
 			}
 			copy(b[s*r*out:], f.B) // [R, out] rows; rank rows beyond f.R stay zero
-			if g != nil {
+			if g != nil && f.Gain != nil {
 				copy(g[s*out:], f.Gain)
 			}
 		}
 		if g != nil {
-			tg, err := rt.NewFloat32([]int64{int64(k), int64(out)}, g)
+			tg, err := rt.NewFloat32([]int64{int64(k), 1, int64(out)}, g)
 			if err != nil {
 				return nil, err
 			}
