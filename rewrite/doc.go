@@ -156,11 +156,11 @@
 // rows use different adapters and ranks, the smaller ranks padded with
 // zeros and the scaling folded into B (Stacked.Factors checks an adapter
 // against the layers and gives its factors). Slot 0, all zeros, is the
-// base. StackDoRA adds a stacked gain G [K, out] per layer for DoRA
+// base. StackDoRA adds a stacked gain G [K, 1, out] per layer for DoRA
 // adapters: row b computes base + (g − 1)·(base − bias) + g·x·A·B with
-// g = 1 + G[index[b]] = m/‖V‖, ‖V‖ frozen and computed on the host, in
+// g = G[index[b]] = m/‖V‖, ‖V‖ frozen and computed on the host, in
 // float64, when Stacked.Factors reads the adapter; a plain LoRA adapter
-// and the base have zeros there, a gain of exactly one (stacked_dora.go).
+// and the base are fed ones there (stacked_dora.go).
 // Package serve batches requests on it.
 //
 // # Prefix tuning

@@ -12,7 +12,8 @@ import (
 
 // StackedIndexInput is the int64 [batch] graph input of a stacked model
 // (StackLoRA): row b of the batch runs the adapter in slot index[b] of
-// the stacked factors. Slot 0 is the base by convention (all zeros).
+// the stacked factors. Slot 0 is the base by convention (all zeros, and
+// a gain of one in a stack of StackDoRA).
 const StackedIndexInput = "lora_adapter_index"
 
 // StackedSite is one linear layer of a stacked model.

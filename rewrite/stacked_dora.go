@@ -17,15 +17,16 @@ import (
 // with base the layer's own output and β·C a Gemm's bias, as the
 // adapted model of a DoRA adapter computes (g = m/‖V‖, V = α·W + s·A·B).
 // A plain LoRA adapter, the base and a free slot are fed a gain of one,
-// and their rows compute what StackLoRA's do (bit for bit in float32). ‖V‖ is frozen, as
-// it is in a served model: Stacked.Factors computes the gain on the host,
-// in float64, from the adapter's factors and the base weight, a float32
-// copy of which the Stacked keeps for every site (as much memory again as
-// those weights). The rescaling costs a few nodes per site and step over
-// StackLoRA (one Mul of the layer's output, and a reshape and a gather;
-// more where a Gemm adds a bias). DoRA's limits hold for every site: a
-// layer whose weight is quantized or packed (MatMulNBits, fused
-// Attention) is refused; name the targets to leave it out.
+// and their rows compute what StackLoRA's do (bit for bit in float32).
+// ‖V‖ is frozen, as it is in a served model: Stacked.Factors computes the
+// gain on the host, in float64, from the adapter's factors and the base
+// weight, a float32 copy of which the Stacked keeps for every site (as
+// much memory again as those weights). The rescaling costs a few nodes
+// per site and step over StackLoRA (one Mul of the layer's output, a
+// reshape and a gather; more where a Gemm adds a bias). DoRA's limits
+// hold for every site: a layer whose weight is quantized or packed
+// (MatMulNBits, fused Attention) is refused; name the targets to leave it
+// out.
 func StackDoRA(m *graph.Model, targets ...string) (*Stacked, error) {
 	return stack(m, true, targets)
 }
