@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/models"
 	"github.com/peftonnx/peftonnx/serve"
 )
@@ -98,5 +99,47 @@ func TestDoRARefusedWithoutOption(t *testing.T) {
 	}
 	if _, err := generate(t, e, "a", f.prompts[0], 2); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDoRAEviction evicts the DoRA adapter and reads it again on demand:
+// its gains are computed again and it gives its tokens; once only its
+// magnitudes changed on disk, the reload is refused (the hash counts
+// them).
+func TestDoRAEviction(t *testing.T) {
+	f := newFixture(t, models.LlamaTiny())
+	ref := f.reference(t, f.DoRA)
+	e := openEngine(t, f, serve.Options{DoRA: true, MaxCPULoRAs: 1})
+	for name, path := range map[string]string{"d": f.DoRA, "a": f.LoRA4} {
+		if _, err := e.Load(name, path, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		for _, name := range []string{"a", "d"} {
+			if _, err := generate(t, e, name, f.prompts[0], f.newTokens); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got, err := generate(t, e, "d", f.prompts[0], f.newTokens)
+	if err != nil || !slices.Equal(got, ref[0]) {
+		t.Fatalf("the reloaded DoRA adapter: %v, %v; want %v", got, err, ref[0])
+	}
+	if st := e.Stats(); st.Reloaded < 2 {
+		t.Fatalf("%d reloads, want the adapters evicted and read again", st.Reloaded)
+	}
+	if _, err := generate(t, e, "a", f.prompts[0], 2); err != nil { // evicts d
+		t.Fatal(err)
+	}
+	ad := f.Adapter(f.DoRA)
+	for _, w := range ad.Weights {
+		w.Magnitude.Data[0] *= 2
+	}
+	if err := adapter.SaveDir(f.DoRA, ad); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := generate(t, e, "d", f.prompts[0], 2); err == nil || !strings.Contains(err.Error(), "changed since it was loaded") {
+		t.Errorf("reloading a DoRA adapter whose magnitudes changed: %v, want it refused as changed", err)
 	}
 }
