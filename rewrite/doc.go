@@ -92,7 +92,8 @@
 // the vocabulary, computed from AᵀW and AᵀA without a vocab×dim
 // temporary; a convolution's per output channel, its magnitude stored
 // [1, out, 1…] as PEFT keeps it, and its bias left out of the rescaling.
-// AsInputs, stacked serving factors and QDQ weights refuse DoRA.
+// Stacked serving factors take DoRA adapters on a stack of StackDoRA (see
+// Stacked adapters). AsInputs and QDQ weights refuse DoRA.
 //
 // # Fused attention
 //
@@ -163,7 +164,12 @@
 // rows use different adapters and ranks, the smaller ranks padded with
 // zeros and the scaling folded into B (Stacked.Factors checks an adapter
 // against the layers and gives its factors). Slot 0, all zeros, is the
-// base. Package serve batches requests on it.
+// base. StackDoRA adds a stacked gain G [K, 1, out] per layer for DoRA
+// adapters: row b computes base + (g − 1)·(base − bias) + g·x·A·B with
+// g = G[index[b]] = m/‖V‖, ‖V‖ frozen and computed on the host, in
+// float64, when Stacked.Factors reads the adapter; a plain LoRA adapter
+// and the base are fed ones there (stacked_dora.go).
+// Package serve batches requests on it.
 //
 // # Prefix tuning
 //

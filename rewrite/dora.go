@@ -35,7 +35,10 @@ import (
 //
 // DoRA takes linear layers (MatMul, Gemm, fused projections), embeddings
 // and convolutions (dora_layers.go) with float weights; QDQ weights and
-// AsInputs are refused.
+// AsInputs are refused. Stacked factors (StackDoRA, stacked_dora.go)
+// serve DoRA adapters beside plain ones: the gain m/‖V‖ of each, computed
+// on the host from the base weight when the adapter is read, is fed per
+// slot.
 // Merge is exact: W' above, stored where W is. A merged DoRA weight does
 // not determine ‖V‖ (any positive rescaling of V gives the same W'), so
 // Merge keeps ‖V‖ of each layer in the model's metadata, as HF PEFT keeps
@@ -111,6 +114,12 @@ func effectiveWeight(m *graph.Model, l Linear) ([]float64, error) {
 	if err != nil {
 		return nil, layerErr(l, "%w", err)
 	}
+	return scaledWeight(l, vals), nil
+}
+
+// scaledWeight returns α·W of layer l in graph layout [in, out], in
+// float64, from vals, its weight initializer's values as stored.
+func scaledWeight(l Linear, vals []float32) []float64 {
 	in, out := int(l.In), int(l.Out)
 	w := make([]float64, in*out)
 	for i := 0; i < in; i++ {
@@ -122,7 +131,7 @@ func effectiveWeight(m *graph.Model, l Linear) ([]float64, error) {
 			w[i*out+j] = float64(l.Alpha) * float64(v)
 		}
 	}
-	return w, nil
+	return w
 }
 
 // weightNorms returns the Euclidean norm of each output feature (column)
@@ -132,7 +141,11 @@ func weightNorms(m *graph.Model, l Linear) ([]float64, error) {
 	if err != nil {
 		return nil, err
 	}
-	in, out := int(l.In), int(l.Out)
+	return columnNorms(w, int(l.In), int(l.Out)), nil
+}
+
+// columnNorms returns the Euclidean norm of each column of w [in, out].
+func columnNorms(w []float64, in, out int) []float64 {
 	n := make([]float64, out)
 	for i := 0; i < in; i++ {
 		for j, v := range w[i*out : (i+1)*out] {
@@ -142,7 +155,7 @@ func weightNorms(m *graph.Model, l Linear) ([]float64, error) {
 	for j := range n {
 		n[j] = math.Sqrt(n[j])
 	}
-	return n, nil
+	return n
 }
 
 // doraDelta returns what DoRA adds to the base output base of l, given
@@ -201,20 +214,15 @@ func (b *loraGraph) columnNorms(sd *graph.Builder, v string) string {
 // where there is none.
 func (b *loraGraph) withoutBias(l Linear, sd *graph.Builder, base string) string {
 	s := b.site
-	switch {
-	case l.Op == "Gemm" && len(l.Node.Input) > 2 && l.Node.Input[2] != "" && l.Beta != 0:
-		c := l.Node.Input[2]
-		if l.Beta != 1 {
-			c = sd.Op("Mul", []string{c, b.scalar(s.Module+".lora_magnitude.beta", l.DType, l.Beta)})
-		}
-		return sd.Op("Sub", []string{base, c})
-	case l.Kind == KindConv && len(l.Node.Input) > 2 && l.Node.Input[2] != "":
+	if l.Kind == KindConv && len(l.Node.Input) > 2 && l.Node.Input[2] != "" {
 		// The bias [out] as [out, 1…], against the output [N, out, …].
 		shape := append([]int64{s.Out}, slices.Repeat([]int64{1}, len(s.Kernel))...)
 		c := sd.Op("Reshape", []string{l.Node.Input[2], b.int64s(s.Module+".lora_magnitude.bias_shape", shape...)})
 		return sd.Op("Sub", []string{base, c})
 	}
-	return base
+	return unbiased(sd, l, base, func(beta float32) string {
+		return b.scalar(s.Module+".lora_magnitude.beta", l.DType, beta)
+	})
 }
 
 // branchTyped casts value v of l's type to the branch's, where they differ.
@@ -264,6 +272,20 @@ func (b *loraGraph) doraWeight(l Linear, pre *graph.Builder, w, d string, mag []
 	return sd.Op("Add", []string{sd.Op("Mul", []string{w, wc}), dc})
 }
 
+// unbiased returns base, layer l's output, less the bias β·C that a Gemm
+// adds in the node (the part of the output that DoRA rescales), or base
+// itself where the node adds none; beta(β) gives the constant β.
+func unbiased(b *graph.Builder, l Linear, base string, beta func(float32) string) string {
+	if l.Op != "Gemm" || len(l.Node.Input) < 3 || l.Node.Input[2] == "" || l.Beta == 0 {
+		return base
+	}
+	c := l.Node.Input[2]
+	if l.Beta != 1 {
+		c = b.Op("Mul", []string{c, beta(l.Beta)})
+	}
+	return b.Op("Sub", []string{base, c})
+}
+
 // DetachedValues returns the values of m that training must treat as
 // constants: the DoRA norms, which HF PEFT detaches. The trainer marks
 // them with autodiff.MarkStopGradient.
@@ -291,14 +313,25 @@ func (f fold) rescaleColumns(m *graph.Model) ([]float64, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := make([]float64, len(norms))
+	c, err := doraGains(l, f.magnitude, norms)
+	if err != nil {
+		return nil, err
+	}
+	return norms, scaleColumns(m, l, c)
+}
+
+// doraGains returns m[j]/‖V[:, j]‖ per output feature of layer l, given
+// the norms of V = α·W + s·A·B: what DoRA multiplies feature j by. A zero
+// column of V is an error.
+func doraGains(l Linear, magnitude []float32, norms []float64) ([]float64, error) {
+	g := make([]float64, len(norms))
 	for j, n := range norms {
 		if n == 0 {
 			return nil, layerErr(l, "use_dora: output feature %d of W + s·A·B is all zeros; its direction is undefined", j)
 		}
-		c[j] = float64(f.magnitude[j]) / n
+		g[j] = float64(magnitude[j]) / n
 	}
-	return norms, scaleColumns(m, l, c)
+	return g, nil
 }
 
 // scaleColumns multiplies output feature j of l's stored weight by c[j].
