@@ -2,8 +2,6 @@ package tensorparallel
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
@@ -259,16 +257,16 @@ func gatherBytes(c train.Collective, data []byte) ([][]byte, error) {
 // whether it did. Every rank calls it; rank 0 of the run alone reads dir
 // (see LoadCheckpoint).
 func (t *Trainer) Resume(dir string) (bool, error) {
-	var p string
-	var err error
-	if t.leader() {
-		p, err = train.LatestCheckpoint(dir)
-	}
-	b, err := t.share("checkpoint "+dir, []byte(p), err)
-	if err != nil || len(b) == 0 {
+	p, err := t.checkpoints().Latest(dir)
+	if err != nil || p == "" {
 		return false, err
 	}
-	return true, t.LoadCheckpoint(string(b))
+	return true, t.LoadCheckpoint(p)
+}
+
+// checkpoints reads checkpoints over all the run's ranks.
+func (t *Trainer) checkpoints() train.CheckpointSource {
+	return train.CheckpointSource{Leader: t.leader(), Share: t.share}
 }
 
 // LoadCheckpoint restores the checkpoint at path (SaveCheckpoint's, or
@@ -284,17 +282,7 @@ func (t *Trainer) LoadCheckpoint(path string) error {
 	if t.head == nil {
 		return fmt.Errorf("tensorparallel: checkpoint: trainer is closed")
 	}
-	read := func(name string) ([]byte, error) {
-		var b []byte
-		var err error
-		if t.leader() {
-			if b, err = os.ReadFile(filepath.Join(path, name)); err != nil {
-				err = fmt.Errorf("tensorparallel: checkpoint %s: %w", path, err)
-			}
-		}
-		return t.share("checkpoint "+path, b, err)
-	}
-	c, err := train.ReadCheckpoint(path, read, &train.Checkpoint{
+	c, err := train.ReadCheckpoint(path, t.checkpoints().Files(path), &train.Checkpoint{
 		TotalSteps: t.total, Seed: t.opts.Seed, BatchSize: t.loader.Options().BatchSize,
 		GradAccum: t.opts.GradAccum, SeqLen: t.opts.SeqLen, NumExamples: t.examples,
 		Names: t.names, Options: t.opts,
