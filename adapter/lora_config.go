@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -161,12 +160,7 @@ func (c *LoRAConfig) ScalingFor(module string) float64 {
 }
 
 func matchPattern[V any](m map[string]V, module string) (string, bool) {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range sortedKeys(m) {
 		if re, err := compilePatternKey(k); err == nil && re.MatchString(module) {
 			return k, true
 		}
