@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/rewrite"
 	"github.com/peftonnx/peftonnx/train"
 )
@@ -302,7 +303,7 @@ func (t *Trainer) LoadCheckpoint(path string) error {
 		whole := map[string]*adapter.Tensor{}
 		for name, v := range per {
 			shape := t.shapes[name]
-			if shape == nil || int64(len(v)) != elements(shape) {
+			if shape == nil || int64(len(v)) != graph.NumElements(shape) {
 				return fmt.Errorf("tensorparallel: checkpoint %s: optimizer %s of %q has %d values, not those of a factor of shape %v", path, slot, name, len(v), shape)
 			}
 			whole[name] = adapter.NewTensor(shape, v)
@@ -369,13 +370,4 @@ func (t *Trainer) splitLayer(path, layer string, whole map[string]*adapter.Tenso
 		return nil, fmt.Errorf("tensorparallel: checkpoint %s: %s: %w", path, layer, err)
 	}
 	return out, nil
-}
-
-// elements returns the number of values of shape.
-func elements(shape []int64) int64 {
-	n := int64(1)
-	for _, d := range shape {
-		n *= d
-	}
-	return n
 }
