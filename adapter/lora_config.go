@@ -192,6 +192,22 @@ func (c *LoRAConfig) EnableFor(module string) []bool {
 	return c.EnableLoRAList.PerTarget[i]
 }
 
+// EnabledParts returns the number of enabled parts k of a fused projection
+// with the flags enable (EnableFor's), or 1 for nil: plain LoRA, whose A
+// is [in, r] where a fused projection's is [in, r·k].
+func EnabledParts(enable []bool) int {
+	if enable == nil {
+		return 1
+	}
+	k := 0
+	for _, on := range enable {
+		if on {
+			k++
+		}
+	}
+	return k
+}
+
 // Validate reports the first field that is out of range, as an error that
 // names the config field.
 func (c *LoRAConfig) Validate() error { return validated(c) }
