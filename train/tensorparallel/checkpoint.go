@@ -156,18 +156,7 @@ func (t *Trainer) mergeLayer(layer string, shares []map[string]*adapter.Tensor) 
 // that rank's shard of an adapter of t's kind.
 func (t *Trainer) shardAdapter(values map[string]*adapter.Tensor) *adapter.Adapter {
 	if t.prefix != nil {
-		a := adapter.NewPrefix(*t.lora.Prefix)
-		rows := int(t.prefix.tokens)
-		var data []float32
-		for p := range rows {
-			for _, l := range t.prefix.layers {
-				v := values[l.Name].Data
-				w := len(v) / rows
-				data = append(data, v[p*w:(p+1)*w]...)
-			}
-		}
-		a.Prompt = &adapter.Tensor{DType: t.lora.Prompt.DType, Shape: t.lora.Prompt.Shape, Data: data}
-		return a
+		return t.prefixShard(func(l *train.Param) []float32 { return values[l.Name].Data })
 	}
 	a := adapter.NewLoRA(*t.lora.LoRA)
 	for _, p := range t.params {

@@ -232,9 +232,7 @@ func (t *Trainer) AllReducedValues() int { return t.reduced }
 // adapter.
 func (t *Trainer) Adapter() *adapter.Adapter {
 	if t.prefix != nil {
-		out := adapter.NewPrefix(*t.lora.Prefix)
-		out.Prompt = &adapter.Tensor{DType: t.lora.Prompt.DType, Shape: t.lora.Prompt.Shape, Data: t.prefix.prompt()}
-		return out
+		return t.prefixShard(func(l *train.Param) []float32 { return l.Data })
 	}
 	out := adapter.NewLoRA(*t.lora.LoRA)
 	for _, p := range t.params {
