@@ -168,10 +168,7 @@ func NewWithDataParallel(cfg models.LlamaConfig, full *graph.Model, lora *adapte
 		t.Close()
 		return nil, err
 	}
-	t.total = opts.Steps
-	if t.total == 0 {
-		t.total = opts.Epochs * max(1, t.loader.NumBatches()/opts.GradAccum)
-	}
+	t.total = opts.TotalSteps(t.loader.NumBatches())
 	if t.sched, err = train.NewSchedule(opts.Schedule, opts.LR, opts.Warmup, t.total); err != nil {
 		t.Close()
 		return nil, err
