@@ -265,7 +265,7 @@ func convert[T float32 | int64 | int32 | int16 | int8 | uint8 | uint16 | uint32 
 // Clone returns a deep copy of the tensor.
 func (t *Tensor) Clone() *Tensor {
 	c, _ := Zeros(t.elem, t.shape)
-	copyAt(c.data, 0, t.data, 0, t.Len())
+	dataKinds[t.elem].copyAt(c.data, 0, t.data, 0, t.Len())
 	return c
 }
 

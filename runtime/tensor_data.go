@@ -10,10 +10,11 @@ import (
 
 // A tensor's data is a slice that makeData made, held as an any. The Go
 // slice types it may be, and what the package does with each, are one
-// table: dataKinds, keyed by element type, with kindOf[T] for []T. copyAt
-// is the one place that copies between two of them without a boxed slice
-// in between, which the cache moves of generation do per row and
-// position; sliceAt and dataLen, which run once per step, ask reflect.
+// table: dataKinds, keyed by element type, with kindOf[T] for []T. Its
+// copyAt copies between two of them without a boxed slice in between,
+// which the cache moves of generation do per row and position (they look
+// the kind up once per move); sliceAt and dataLen, which run once per
+// step, ask reflect.
 
 // dataKind is what the package does with the data of one Go slice type.
 type dataKind interface {
@@ -63,16 +64,6 @@ var dataKinds = func() map[dtype.Type]dataKind {
 	return m
 }()
 
-// kindsBySlice maps each Go slice type of goKinds to its kind, for copyAt,
-// which is given the data alone.
-var kindsBySlice = func() map[reflect.Type]dataKind {
-	m := map[reflect.Type]dataKind{}
-	for _, k := range goKinds {
-		m[reflect.TypeOf(k.make(0))] = k
-	}
-	return m
-}()
-
 func (k kindOf[T]) elemType() dtype.Type { return k.elem }
 
 func (kindOf[T]) make(n int) any { return make([]T, n) }
@@ -99,16 +90,6 @@ func makeData(elem dtype.Type, n int) (any, error) {
 func dataMatches(elem dtype.Type, data any) bool {
 	k, ok := dataKinds[elem]
 	return ok && k.holds(data)
-}
-
-// copyAt copies n elements of src, from index soff, into dst from index
-// doff. dst and src hold the same Go element type.
-func copyAt(dst any, doff int, src any, soff, n int) {
-	k, ok := kindsBySlice[reflect.TypeOf(src)]
-	if !ok {
-		panic("runtime: copying " + reflect.TypeOf(src).String())
-	}
-	k.copyAt(dst, doff, src, soff, n)
 }
 
 // sliceAt returns data[lo:hi].
