@@ -168,15 +168,7 @@ func (c *LoRAConfig) checkWeights(module string, w LoRAWeights) error {
 	if len(w.A.Shape) != 2 || len(w.B.Shape) != 2 {
 		return formatErrorf("", module, "lora_A %v and lora_B %v must both be 2-D, or a convolution's [r, in, k…] and [out, r, 1…]", w.A.Shape, w.B.Shape)
 	}
-	parts := int64(1)
-	if enable := c.EnableFor(module); enable != nil {
-		parts = 0
-		for _, on := range enable {
-			if on {
-				parts++
-			}
-		}
-	}
+	parts := int64(EnabledParts(c.EnableFor(module)))
 	if w.A.Shape[1] != r*parts {
 		if parts != 1 {
 			return formatErrorf("", module, "lora_A is %v, want [in, %d] (r %d times %d enabled parts)", w.A.Shape, r*parts, r, parts)

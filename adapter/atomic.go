@@ -3,7 +3,6 @@ package adapter
 import (
 	"os"
 	"path/filepath"
-	"sort"
 
 	"github.com/peftonnx/peftonnx/internal/atomicfile"
 )
@@ -17,11 +16,7 @@ func writeFilesAtomic(dir string, files map[string][]byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return errorf("%w", err)
 	}
-	names := make([]string, 0, len(files))
-	for name := range files {
-		names = append(names, name)
-	}
-	sort.Strings(names)
+	names := sortedKeys(files)
 	var set atomicfile.Set
 	defer set.Abort()
 	for _, name := range names {

@@ -279,15 +279,7 @@ func (a *Adapter) loraFromHF(tensors map[string]*Tensor) error {
 			keyA, keyB = hfModelPrefix+m+hfSuffixEmbA, hfModelPrefix+m+hfSuffixEmbB
 		}
 		r := int64(a.LoRA.RankFor(m))
-		parts := int64(1)
-		if enable := a.LoRA.EnableFor(m); enable != nil {
-			parts = 0
-			for _, on := range enable {
-				if on {
-					parts++
-				}
-			}
-		}
+		parts := int64(EnabledParts(a.LoRA.EnableFor(m)))
 		if p.a.Shape[0] != r*parts {
 			return formatErrorf("", keyA, "shape %v has rank %d, but the config's r is %d", p.a.Shape, p.a.Shape[0], r*parts)
 		}

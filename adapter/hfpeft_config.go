@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"math"
 	"regexp"
-	"sort"
 	"strings"
 
 	"github.com/peftonnx/peftonnx/dtype"
@@ -601,12 +600,7 @@ func modulesToSave(a *Adapter) []string {
 			set[name[:i]] = true
 		}
 	}
-	out := make([]string, 0, len(set))
-	for m := range set {
-		out = append(out, m)
-	}
-	sort.Strings(out)
-	return out
+	return sortedKeys(set)
 }
 
 // normalize turns empty lists and maps read from JSON into nil, which means

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -161,12 +160,7 @@ func (c *LoRAConfig) ScalingFor(module string) float64 {
 }
 
 func matchPattern[V any](m map[string]V, module string) (string, bool) {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range sortedKeys(m) {
 		if re, err := compilePatternKey(k); err == nil && re.MatchString(module) {
 			return k, true
 		}
@@ -196,6 +190,22 @@ func (c *LoRAConfig) EnableFor(module string) []bool {
 		return nil
 	}
 	return c.EnableLoRAList.PerTarget[i]
+}
+
+// EnabledParts returns the number of enabled parts k of a fused projection
+// with the flags enable (EnableFor's), or 1 for nil: plain LoRA, whose A
+// is [in, r] where a fused projection's is [in, r·k].
+func EnabledParts(enable []bool) int {
+	if enable == nil {
+		return 1
+	}
+	k := 0
+	for _, on := range enable {
+		if on {
+			k++
+		}
+	}
+	return k
 }
 
 // Validate reports the first field that is out of range, as an error that

@@ -60,6 +60,42 @@ func cacheInfos(name string, layers int, dt dtype.Type, heads int, length graph.
 	return infos
 }
 
+// decoderLayout is the interface of a decoder in Optimum's layout, for
+// layers layers with heads key/value heads of width dim, in dt.
+type decoderLayout struct {
+	dt                        dtype.Type
+	layers, heads, dim, vocab int
+	cache                     bool // with past_key_values in and present out
+}
+
+// addInputs declares input_ids [batch, seq] and attention_mask [batch,
+// past+seq] int64, position_ids [batch, seq] int64 where positions is set,
+// and with the cache past_key_values.{i}.key and .value [batch, heads,
+// past, dim].
+func (l decoderLayout) addInputs(m *graph.Model, positions bool) {
+	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+	m.AddInput(graph.SymbolicTensorInfo("attention_mask", dtype.Int64, []graph.Dim{batchDim, totalDim}))
+	if positions {
+		m.AddInput(graph.SymbolicTensorInfo("position_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
+	}
+	if l.cache {
+		for _, v := range cacheInfos("past_key_values", l.layers, l.dt, l.heads, pastDim, l.dim) {
+			m.AddInput(v)
+		}
+	}
+}
+
+// addOutputs declares logits [batch, seq, vocab] and with the cache
+// present.{i}.key and .value [batch, heads, past+seq, dim].
+func (l decoderLayout) addOutputs(m *graph.Model) {
+	m.AddOutput(graph.SymbolicTensorInfo("logits", l.dt, []graph.Dim{batchDim, seqDim, sized(l.vocab)}))
+	if l.cache {
+		for _, v := range cacheInfos("present", l.layers, l.dt, l.heads, totalDim, l.dim) {
+			m.AddOutput(v)
+		}
+	}
+}
+
 // exporter lays a model out the way PyTorch's exporter does: nodes named
 // /scope/OpType (OpType_1, … when repeated), outputs named
 // <node>_output_<i>, constants as Constant nodes (so that they are not

@@ -129,13 +129,8 @@ func GPT2(c GPT2Config) (*graph.Model, error) {
 	m := ex.Model()
 	e, h, d := c.Hidden, c.Heads, c.HeadDim()
 
-	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
-	m.AddInput(graph.SymbolicTensorInfo("attention_mask", dtype.Int64, []graph.Dim{batchDim, totalDim}))
-	if !c.NoCache {
-		for _, v := range cacheInfos("past_key_values", c.Layers, dtype.Float32, h, pastDim, d) {
-			m.AddInput(v)
-		}
-	}
+	layout := decoderLayout{dt: dtype.Float32, layers: c.Layers, heads: h, dim: d, vocab: c.VocabSize, cache: !c.NoCache}
+	layout.addInputs(m, false)
 
 	top := ex.At("/transformer")
 	wte := ex.weight("transformer.wte.weight", int64(c.VocabSize), int64(e))
@@ -188,12 +183,7 @@ func GPT2(c GPT2Config) (*graph.Model, error) {
 	m.AddInitializer(head)
 	opTo(ex.At("/lm_head"), "logits", "MatMul", []string{x, head.Name})
 
-	m.AddOutput(graph.SymbolicTensorInfo("logits", dtype.Float32, []graph.Dim{batchDim, seqDim, sized(c.VocabSize)}))
-	if !c.NoCache {
-		for _, v := range cacheInfos("present", c.Layers, dtype.Float32, h, totalDim, d) {
-			m.AddOutput(v)
-		}
-	}
+	layout.addOutputs(m)
 	return ex.finish("gpt2")
 }
 

@@ -191,13 +191,13 @@ func optimumLlama(c LlamaConfig) (*graph.Model, error) {
 	x = ex.rmsNorm(top.In("norm"), "model.norm", x, e, c.RMSNormEps)
 	ex.linear(ex.At("/lm_head"), "lm_head", x, e, c.VocabSize, false, "logits")
 
-	m.AddOutput(graph.SymbolicTensorInfo("logits", c.DType, []graph.Dim{batchDim, seqDim, sized(c.VocabSize)}))
-	if !c.NoCache {
-		for _, v := range cacheInfos("present", c.Layers, c.DType, kv, totalDim, d) {
-			m.AddOutput(v)
-		}
-	}
+	c.layout().addOutputs(m)
 	return ex.finish("llama")
+}
+
+// layout is the interface of c's graph.
+func (c LlamaConfig) layout() decoderLayout {
+	return decoderLayout{dt: c.DType, layers: c.Layers, heads: c.KVHeads, dim: c.HeadDim(), vocab: c.VocabSize, cache: !c.NoCache}
 }
 
 // llamaEmbedding adds the inputs of a LLaMA decoder of c to the model:
@@ -205,17 +205,7 @@ func optimumLlama(c LlamaConfig) (*graph.Model, error) {
 // unless c.NoCache the past_key_values; and returns the scope /model and
 // the token embedding, model.embed_tokens of input_ids, in it.
 func (ex *exporter) llamaEmbedding(c LlamaConfig, positions bool) (top *graph.Builder, x string) {
-	m := ex.Model()
-	m.AddInput(graph.SymbolicTensorInfo("input_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
-	m.AddInput(graph.SymbolicTensorInfo("attention_mask", dtype.Int64, []graph.Dim{batchDim, totalDim}))
-	if positions {
-		m.AddInput(graph.SymbolicTensorInfo("position_ids", dtype.Int64, []graph.Dim{batchDim, seqDim}))
-	}
-	if !c.NoCache {
-		for _, v := range cacheInfos("past_key_values", c.Layers, c.DType, c.KVHeads, pastDim, c.HeadDim()) {
-			m.AddInput(v)
-		}
-	}
+	c.layout().addInputs(ex.Model(), positions)
 	top = ex.At("/model")
 	emb := ex.weight("model.embed_tokens.weight", int64(c.VocabSize), int64(c.Hidden))
 	return top, top.In("embed_tokens").Op("Gather", []string{emb, "input_ids"})

@@ -171,12 +171,7 @@ func modelBuilderLlama(c LlamaConfig) (*graph.Model, error) {
 	head := ex.weightAs("lm_head.MatMul.weight", "lm_head.weight", int64(e), int64(c.VocabSize))
 	ex.At("/lm_head").NodeTo("", "MatMul", []string{normed, head}, []string{"logits"})
 
-	m.AddOutput(graph.SymbolicTensorInfo("logits", c.DType, []graph.Dim{batchDim, seqDim, sized(c.VocabSize)}))
-	if !c.NoCache {
-		for _, v := range cacheInfos("present", c.Layers, c.DType, kv, totalDim, d) {
-			m.AddOutput(v)
-		}
-	}
+	c.layout().addOutputs(m)
 	return ex.finish("llama")
 }
 

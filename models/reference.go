@@ -58,6 +58,16 @@ func (r *refWeights) get(name string, shape ...int) []float32 {
 	return t.Data
 }
 
+// layerNorm applies the LayerNorm module (module.weight and module.bias,
+// [width]) to the rows of x; nil once r has failed.
+func (r *refWeights) layerNorm(x []float64, module string, rows, width int, eps float64) []float64 {
+	w, b := r.get(module+".weight", width), r.get(module+".bias", width)
+	if r.err != nil {
+		return nil
+	}
+	return layerNormRef(x, rows, width, w, b, eps)
+}
+
 // checkDecoderInputs checks the sizes of in and returns the past length.
 func checkDecoderInputs(family string, in DecoderInputs, layers, kvHeads, headDim, vocab int, positions bool) (int, error) {
 	b, s := in.Batch, in.Seq

@@ -48,13 +48,7 @@ func BERTReference(c BERTConfig, w Weights, in EncoderInputs) ([]float64, error)
 		}
 		return matmul(x, n, inDim, outDim, wt, false, bias)
 	}
-	ln := func(x []float64, module string) []float64 {
-		wt, bias := r.get(module+".weight", e), r.get(module+".bias", e)
-		if r.err != nil {
-			return nil
-		}
-		return layerNormRef(x, rows, e, wt, bias, c.LayerNormEps)
-	}
+	ln := func(x []float64, module string) []float64 { return r.layerNorm(x, module, rows, e, c.LayerNormEps) }
 
 	word := r.get("bert.embeddings.word_embeddings.weight", c.VocabSize, e)
 	posTable := r.get("bert.embeddings.position_embeddings.weight", c.MaxPositions, e)

@@ -50,13 +50,7 @@ func GPT2Reference(c GPT2Config, w Weights, in DecoderInputs) (*DecoderOutputs, 
 		}
 		return matmul(x, rows, inDim, outDim, wt, c.Gemm, bias)
 	}
-	ln := func(x []float64, module string) []float64 {
-		wt, bias := r.get(module+".weight", e), r.get(module+".bias", e)
-		if r.err != nil {
-			return nil
-		}
-		return layerNormRef(x, rows, e, wt, bias, c.LayerNormEps)
-	}
+	ln := func(x []float64, module string) []float64 { return r.layerNorm(x, module, rows, e, c.LayerNormEps) }
 
 	for i := range c.Layers {
 		p := fmt.Sprintf("transformer.h.%d.", i)

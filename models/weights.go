@@ -1,7 +1,8 @@
 package models
 
 import (
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/peftonnx/peftonnx/graph"
 )
@@ -36,12 +37,7 @@ func WeightsOf(m *graph.Model) (Weights, error) {
 
 // Names returns the weights' names, sorted.
 func (w Weights) Names() []string {
-	names := make([]string, 0, len(w))
-	for n := range w {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(w))
 }
 
 // NumParams returns the number of values in all the weights.

@@ -81,18 +81,7 @@ type Site struct {
 }
 
 // Parts returns the number of enabled parts k of a fused projection, or 1.
-func (s Site) Parts() int {
-	if s.Enable == nil {
-		return 1
-	}
-	k := 0
-	for _, on := range s.Enable {
-		if on {
-			k++
-		}
-	}
-	return k
-}
+func (s Site) Parts() int { return adapter.EnabledParts(s.Enable) }
 
 // AShape and BShape return the shapes of A and B in graph layout for rank
 // r; a convolution's are [r, in, k…] and [out, r, 1…] (see conv.go).

@@ -228,11 +228,12 @@ func (q *Sequence) copyRow(j int, dst, src any, c rowCopy) {
 		inner *= int(d)
 	}
 	ds, ss := strides(dstShape), strides(srcShape)
+	kind := dataKinds[slot.DType]
 	var rec func(axis, doff, soff int)
 	rec = func(axis, doff, soff int) {
 		switch {
 		case axis > last:
-			copyAt(dst, doff, src, soff, inner)
+			kind.copyAt(dst, doff, src, soff, inner)
 		case axis == ba:
 			rec(axis+1, doff+dstRow*ds[axis], soff+srcRow*ss[axis])
 		case axis == la:

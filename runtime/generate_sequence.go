@@ -126,7 +126,7 @@ func (q *Sequence) grow(capacity int) error {
 			pair[k] = d
 		}
 		if old := q.kv[j][q.cur]; old != nil {
-			copyAt(pair[q.cur], 0, old, 0, q.cacheLen(j, q.n))
+			dataKinds[q.g.carried[j].slot.DType].copyAt(pair[q.cur], 0, old, 0, q.cacheLen(j, q.n))
 		}
 		q.kv[j] = pair
 	}
@@ -255,8 +255,9 @@ func (q *Sequence) Feed(ctx context.Context, ids, mask []int64) (*Tensor, error)
 				return nil, err
 			}
 		}
+		k := dataKinds[out.elem]
 		for b := range q.batch {
-			copyAt(q.chunkOut, (b*seq+c)*v, out.data, b*chunk*v, chunk*v)
+			k.copyAt(q.chunkOut, (b*seq+c)*v, out.data, b*chunk*v, chunk*v)
 		}
 	}
 	return newTensor(q.outDType(), []int64{int64(q.batch), int64(seq), int64(q.g.vocabSize())},
@@ -365,7 +366,7 @@ func (q *Sequence) step(ids, mask []int64, seq int) (*Tensor, error) {
 			if !slices.Equal(t.shape, presentShapes[j]) {
 				return nil, q.undo(seq, errorf("%s: output %q has shape %v, want %v", s.name, name, t.shape, presentShapes[j]))
 			}
-			copyAt(q.outs[name].data, 0, t.data, 0, t.Len())
+			dataKinds[t.elem].copyAt(q.outs[name].data, 0, t.data, 0, t.Len())
 		}
 		out = res[info.Output]
 		if len(out.shape) != 3 || out.shape[0] != int64(q.batch) || out.shape[1] != int64(seq) || out.shape[2] <= 0 {

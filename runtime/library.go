@@ -117,11 +117,21 @@ func searchUp(dir string) (string, bool) {
 // that fails leaves nothing behind and returns its error; a later call tries
 // again.
 func Init(opts ...Option) error {
+	_, err := initConfig(opts)
+	return err
+}
+
+// initConfig reads opts and, as Init, loads the library they name; the
+// session constructors start with it.
+func initConfig(opts []Option) (*config, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return initEnv(cfg.library)
+	if err := initEnv(cfg.library); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 func initEnv(explicit string) error {

@@ -6,8 +6,6 @@ import (
 	"unsafe"
 
 	ort "github.com/yalue/onnxruntime_go"
-
-	"github.com/peftonnx/peftonnx/dtype"
 )
 
 // errHalfScalar is returned for rank-0 float16 and bfloat16 tensors, which
@@ -23,34 +21,17 @@ func wrap(t *Tensor) (v ort.Value, sync func(), err error) {
 	if isHalf(t.elem) {
 		return wrapHalf(t)
 	}
-	switch d := t.data.(type) {
-	case []float32:
-		return wrapTyped(t.shape, d)
-	case []float64:
-		return wrapTyped(t.shape, d)
-	case []uint16:
-		return wrapTyped(t.shape, d)
-	case []int64:
-		return wrapTyped(t.shape, d)
-	case []int32:
-		return wrapTyped(t.shape, d)
-	case []int16:
-		return wrapTyped(t.shape, d)
-	case []int8:
-		return wrapTyped(t.shape, d)
-	case []uint8:
-		return wrapTyped(t.shape, d)
-	case []uint32:
-		return wrapTyped(t.shape, d)
-	case []uint64:
-		return wrapTyped(t.shape, d)
-	case []bool:
-		return wrapTyped(t.shape, d)
+	if k, ok := dataKinds[t.elem]; ok {
+		return k.wrap(t.shape, t.data)
 	}
 	return nil, nil, fmt.Errorf("element type %s is not supported", t.elem)
 }
 
-func wrapTyped[T ort.TensorData](shape []int64, d []T) (ort.Value, func(), error) {
+func (kindOf[T]) wrap(shape []int64, data any) (ort.Value, func(), error) {
+	d, ok := data.([]T)
+	if !ok {
+		return nil, nil, fmt.Errorf("tensor data %T is not %T", data, d)
+	}
 	if len(shape) == 0 {
 		s, err := ort.NewScalar(d[0])
 		if err != nil {
@@ -99,35 +80,20 @@ func unwrap(v ort.Value) (*Tensor, error) {
 // uint16 tensor comes back as Uint16: onnxruntime_go hands float16 and
 // bfloat16 values over as custom data, which it refuses.
 func tensorOver(v ort.Value) (*Tensor, error) {
-	switch x := v.(type) {
-	case *ort.Tensor[float32]:
-		return over(dtype.Float32, x), nil
-	case *ort.Tensor[float64]:
-		return over(dtype.Float64, x), nil
-	case *ort.Tensor[uint16]:
-		return over(dtype.Uint16, x), nil
-	case *ort.Tensor[int64]:
-		return over(dtype.Int64, x), nil
-	case *ort.Tensor[int32]:
-		return over(dtype.Int32, x), nil
-	case *ort.Tensor[int16]:
-		return over(dtype.Int16, x), nil
-	case *ort.Tensor[int8]:
-		return over(dtype.Int8, x), nil
-	case *ort.Tensor[uint8]:
-		return over(dtype.Uint8, x), nil
-	case *ort.Tensor[uint32]:
-		return over(dtype.Uint32, x), nil
-	case *ort.Tensor[uint64]:
-		return over(dtype.Uint64, x), nil
-	case *ort.Tensor[bool]:
-		return over(dtype.Bool, x), nil
+	for _, k := range goKinds {
+		if t, ok := k.over(v); ok {
+			return t, nil
+		}
 	}
 	return nil, fmt.Errorf("unsupported ONNX Runtime value %T", v)
 }
 
-func over[T ort.TensorData](elem dtype.Type, x *ort.Tensor[T]) *Tensor {
-	return &Tensor{elem: elem, shape: []int64(x.GetShape()), data: x.GetData()}
+func (k kindOf[T]) over(v ort.Value) (*Tensor, bool) {
+	x, ok := v.(*ort.Tensor[T])
+	if !ok {
+		return nil, false
+	}
+	return &Tensor{elem: k.elem, shape: []int64(x.GetShape()), data: x.GetData()}, true
 }
 
 // destroyAll destroys the non-nil values in vs.

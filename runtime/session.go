@@ -74,11 +74,8 @@ const externalFolderKey = "session.model_external_initializers_file_folder_path"
 // NewSession loads the ONNX model at path. External data files are found
 // relative to the model's directory. It calls Init first.
 func NewSession(path string, opts ...Option) (*Session, error) {
-	cfg, err := newConfig(opts)
+	cfg, err := initConfig(opts)
 	if err != nil {
-		return nil, err
-	}
-	if err := initEnv(cfg.library); err != nil {
 		return nil, err
 	}
 	f, err := os.Open(path)
@@ -132,11 +129,8 @@ func NewSession(path string, opts ...Option) (*Session, error) {
 // reads the defaults of optional inputs from there too. It calls Init
 // first.
 func NewSessionFromBytes(b []byte, opts ...Option) (*Session, error) {
-	cfg, err := newConfig(opts)
+	cfg, err := initConfig(opts)
 	if err != nil {
-		return nil, err
-	}
-	if err := initEnv(cfg.library); err != nil {
 		return nil, err
 	}
 	const name = "in-memory model"

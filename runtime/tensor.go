@@ -3,7 +3,6 @@ package runtime
 import (
 	"fmt"
 	"math"
-	"reflect"
 	"slices"
 
 	"github.com/peftonnx/peftonnx/dtype"
@@ -131,39 +130,6 @@ func numElements(shape []int64) (int, error) {
 		n *= d
 	}
 	return int(n), nil
-}
-
-// sliceTypes maps each element type a Tensor holds to the Go slice type of
-// its data; float16 and bfloat16 keep their bits in a []uint16.
-var sliceTypes = map[dtype.Type]reflect.Type{
-	dtype.Float32:  reflect.TypeFor[[]float32](),
-	dtype.Float64:  reflect.TypeFor[[]float64](),
-	dtype.Float16:  reflect.TypeFor[[]uint16](),
-	dtype.BFloat16: reflect.TypeFor[[]uint16](),
-	dtype.Uint16:   reflect.TypeFor[[]uint16](),
-	dtype.Int64:    reflect.TypeFor[[]int64](),
-	dtype.Int32:    reflect.TypeFor[[]int32](),
-	dtype.Int16:    reflect.TypeFor[[]int16](),
-	dtype.Int8:     reflect.TypeFor[[]int8](),
-	dtype.Uint8:    reflect.TypeFor[[]uint8](),
-	dtype.Uint32:   reflect.TypeFor[[]uint32](),
-	dtype.Uint64:   reflect.TypeFor[[]uint64](),
-	dtype.Bool:     reflect.TypeFor[[]bool](),
-}
-
-// makeData allocates a zeroed slice of n elements of dtype.
-func makeData(elem dtype.Type, n int) (any, error) {
-	t, ok := sliceTypes[elem]
-	if !ok {
-		return nil, errorf("element type %s is not supported", elem)
-	}
-	return reflect.MakeSlice(t, n, n).Interface(), nil
-}
-
-// dataMatches reports whether data is the slice type that holds dtype.
-func dataMatches(elem dtype.Type, data any) bool {
-	t, ok := sliceTypes[elem]
-	return ok && reflect.TypeOf(data) == t
 }
 
 // DType returns the element type.
@@ -299,7 +265,7 @@ func convert[T float32 | int64 | int32 | int16 | int8 | uint8 | uint16 | uint32 
 // Clone returns a deep copy of the tensor.
 func (t *Tensor) Clone() *Tensor {
 	c, _ := Zeros(t.elem, t.shape)
-	copyAt(c.data, 0, t.data, 0, t.Len())
+	dataKinds[t.elem].copyAt(c.data, 0, t.data, 0, t.Len())
 	return c
 }
 

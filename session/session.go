@@ -67,12 +67,7 @@ func Open(path string, opts ...Option) (*Session, error) {
 		if feeds, ok, err := inputFeeds(m, o.adapterPath); err != nil {
 			return nil, err
 		} else if ok {
-			m.Close()
-			s, err := rt.NewSession(path, o.runtime...)
-			if err != nil {
-				return nil, err
-			}
-			return &Session{Session: s, Feeds: feeds}, nil
+			return openFile(m, path, o, &Session{Feeds: feeds})
 		}
 	}
 	ad, prefix, err := o.adapterFor(m)
@@ -80,14 +75,21 @@ func Open(path string, opts ...Option) (*Session, error) {
 		return nil, err
 	}
 	if ad == nil {
-		m.Close()
-		s, err := rt.NewSession(path, o.runtime...)
-		if err != nil {
-			return nil, err
-		}
-		return &Session{Session: s, Prefix: prefix}, nil
+		return openFile(m, path, o, &Session{Prefix: prefix})
 	}
 	return openAdapted(m, path, ad, o)
+}
+
+// openFile closes m, which Open loaded to check, and lets ONNX Runtime
+// read the model file at path itself, as s's session.
+func openFile(m *graph.Model, path string, o *options, s *Session) (*Session, error) {
+	m.Close()
+	rs, err := rt.NewSession(path, o.runtime...)
+	if err != nil {
+		return nil, err
+	}
+	s.Session = rs
+	return s, nil
 }
 
 // OpenModel opens a session on m, a model in memory, with the adapter that

@@ -146,18 +146,16 @@ func (d *bpeDecoder) decodeChain(tokens []string) []string {
 
 // decoderJSON holds the fields of every decoder type.
 type decoderJSON struct {
-	Type           string            `json:"type"`
-	Decoders       []json.RawMessage `json:"decoders"`
-	Pattern        json.RawMessage   `json:"pattern"`
-	Content        string            `json:"content"`
-	Start          int               `json:"start"`
-	Stop           int               `json:"stop"`
-	Replacement    string            `json:"replacement"`
-	AddPrefixSpace *bool             `json:"add_prefix_space"`
-	PrependScheme  *string           `json:"prepend_scheme"`
-	Prefix         *string           `json:"prefix"`
-	Cleanup        *bool             `json:"cleanup"`
-	Suffix         *string           `json:"suffix"`
+	Type     string            `json:"type"`
+	Decoders []json.RawMessage `json:"decoders"`
+	Pattern  json.RawMessage   `json:"pattern"`
+	Content  string            `json:"content"`
+	Start    int               `json:"start"`
+	Stop     int               `json:"stop"`
+	Prefix   *string           `json:"prefix"`
+	Cleanup  *bool             `json:"cleanup"`
+	Suffix   *string           `json:"suffix"`
+	metaspaceJSON
 }
 
 // parseDecoder reads the decoder at key.
@@ -191,7 +189,7 @@ func parseDecoder(raw json.RawMessage, key string, depth int) (decoder, error) {
 	case "ByteLevel":
 		return byteLevelDecoder{}, nil
 	case "Metaspace":
-		rep, scheme, err := parseMetaspaceFields(j.Replacement, j.AddPrefixSpace, j.PrependScheme, key)
+		rep, scheme, err := j.metaspaceJSON.parse(key)
 		if err != nil {
 			return nil, err
 		}

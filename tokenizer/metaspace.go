@@ -62,10 +62,18 @@ func (m *metaspaceDecoder) decodeChain(tokens []string) []string {
 	return tokens
 }
 
-// parseMetaspaceFields reads the fields that the Metaspace pre-tokenizer
-// and decoder share: the replacement character and the scheme, from
+// metaspaceJSON holds the fields that the Metaspace pre-tokenizer and
+// decoder share (ByteLevel's pre-tokenizer reads add_prefix_space too).
+type metaspaceJSON struct {
+	Replacement    string  `json:"replacement"`
+	AddPrefixSpace *bool   `json:"add_prefix_space"`
+	PrependScheme  *string `json:"prepend_scheme"`
+}
+
+// parse reads the replacement character and the scheme, from
 // prepend_scheme, or from the older add_prefix_space.
-func parseMetaspaceFields(replacement string, addPrefixSpace *bool, scheme *string, key string) (string, prependScheme, error) {
+func (m metaspaceJSON) parse(key string) (string, prependScheme, error) {
+	replacement, addPrefixSpace, scheme := m.Replacement, m.AddPrefixSpace, m.PrependScheme
 	if _, err := oneChar(replacement, key+".replacement"); err != nil {
 		return "", 0, err
 	}
@@ -91,7 +99,7 @@ func parseMetaspaceFields(replacement string, addPrefixSpace *bool, scheme *stri
 }
 
 func parseMetaspace(j *preTokenizerJSON, key string) (preTokenizer, error) {
-	rep, scheme, err := parseMetaspaceFields(j.Replacement, j.AddPrefixSpace, j.PrependScheme, key)
+	rep, scheme, err := j.metaspaceJSON.parse(key)
 	if err != nil {
 		return nil, err
 	}

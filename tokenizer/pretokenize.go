@@ -77,11 +77,9 @@ type preTokenizerJSON struct {
 	Invert           bool              `json:"invert"`
 	IndividualDigits bool              `json:"individual_digits"`
 	Delimiter        string            `json:"delimiter"`
-	Replacement      string            `json:"replacement"`
-	AddPrefixSpace   *bool             `json:"add_prefix_space"`
-	PrependScheme    *string           `json:"prepend_scheme"`
 	Split            *bool             `json:"split"`
 	UseRegex         *bool             `json:"use_regex"`
+	metaspaceJSON
 }
 
 // parsePreTokenizer reads the pre-tokenizer at key.
@@ -98,9 +96,9 @@ func parsePreTokenizer(raw json.RawMessage, key string, depth int) (preTokenizer
 		if err != nil {
 			return nil, err
 		}
-		behavior, ok := splitBehaviors[j.Behavior]
-		if !ok {
-			return nil, fmt.Errorf("%s.behavior: unknown split behavior %s", key, quote(j.Behavior))
+		behavior, err := parseBehavior(j.Behavior, key)
+		if err != nil {
+			return nil, err
 		}
 		if j.Invert {
 			p = inverted{p}
@@ -118,11 +116,10 @@ func parsePreTokenizer(raw json.RawMessage, key string, depth int) (preTokenizer
 	case "Punctuation":
 		behavior := isolated
 		if j.Behavior != "" {
-			b, ok := splitBehaviors[j.Behavior]
-			if !ok {
-				return nil, fmt.Errorf("%s.behavior: unknown split behavior %s", key, quote(j.Behavior))
+			var err error
+			if behavior, err = parseBehavior(j.Behavior, key); err != nil {
+				return nil, err
 			}
-			behavior = b
 		}
 		return &splitPreTokenizer{pattern: charPattern(isPunctuation), behavior: behavior}, nil
 	case "Digits":

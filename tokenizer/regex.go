@@ -30,15 +30,13 @@ type patternJSON struct {
 // parsePattern reads the pattern of a Split pre-tokenizer at key.
 func parsePattern(raw json.RawMessage, key string) (pattern, error) {
 	p, err := decodePattern(raw, key)
-	switch {
-	case err != nil:
+	if err != nil {
 		return nil, err
-	case p.String != nil:
-		return regexPattern{regexp.MustCompile(regexp.QuoteMeta(*p.String))}, nil
-	case *p.Regex == gpt2Pattern:
+	}
+	if p.String == nil && *p.Regex == gpt2Pattern {
 		return gpt2SplitPattern{}, nil
 	}
-	re, err := compileRegex(*p.Regex, key+".Regex")
+	re, err := p.compile(key)
 	if err != nil {
 		return nil, err
 	}
@@ -49,10 +47,16 @@ func parsePattern(raw json.RawMessage, key string) (pattern, error) {
 // at key, as a regular expression.
 func parseReplacePattern(raw json.RawMessage, key string) (*regexp.Regexp, error) {
 	p, err := decodePattern(raw, key)
-	switch {
-	case err != nil:
+	if err != nil {
 		return nil, err
-	case p.String != nil:
+	}
+	return p.compile(key)
+}
+
+// compile returns the pattern at key as a regular expression: its String
+// matched literally, else its Regex (compileRegex).
+func (p patternJSON) compile(key string) (*regexp.Regexp, error) {
+	if p.String != nil {
 		return regexp.MustCompile(regexp.QuoteMeta(*p.String)), nil
 	}
 	return compileRegex(*p.Regex, key+".Regex")

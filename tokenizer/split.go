@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"fmt"
 	"regexp"
 	"unicode/utf8"
 )
@@ -113,6 +114,15 @@ const (
 var splitBehaviors = map[string]splitBehavior{
 	"Removed": removed, "Isolated": isolated, "MergedWithPrevious": mergedWithPrevious,
 	"MergedWithNext": mergedWithNext, "Contiguous": contiguous,
+}
+
+// parseBehavior reads the split behavior name of the component at key.
+func parseBehavior(name, key string) (splitBehavior, error) {
+	b, ok := splitBehaviors[name]
+	if !ok {
+		return 0, fmt.Errorf("%s.behavior: unknown split behavior %s", key, quote(name))
+	}
+	return b, nil
 }
 
 // splitWord splits w where p matches, as behavior says, and appends the

@@ -233,16 +233,16 @@ func LatestCheckpoint(dir string) (string, error) {
 // whether it did. Of several ranks (Options.Collective), every rank calls
 // it, and rank 0 alone reads dir (see LoadCheckpoint).
 func (t *Trainer) Resume(dir string) (bool, error) {
-	var p string
-	var err error
-	if t.leader() {
-		p, err = LatestCheckpoint(dir)
-	}
-	b, err := t.shareBytes("checkpoint "+dir, []byte(p), err)
-	if err != nil || len(b) == 0 {
+	p, err := t.checkpoints().Latest(dir)
+	if err != nil || p == "" {
 		return false, err
 	}
-	return true, t.LoadCheckpoint(string(b))
+	return true, t.LoadCheckpoint(p)
+}
+
+// checkpoints reads checkpoints over the trainer's ranks.
+func (t *Trainer) checkpoints() CheckpointSource {
+	return CheckpointSource{Leader: t.leader(), Share: t.shareBytes}
 }
 
 // LoadCheckpoint restores the state that SaveCheckpoint wrote to path. The
@@ -254,21 +254,11 @@ func (t *Trainer) Resume(dir string) (bool, error) {
 // that of all ranks together, so a run may resume on another number of
 // ranks that trains on global batches of the same size.
 func (t *Trainer) LoadCheckpoint(path string) error {
-	read := func(name string) ([]byte, error) {
-		var b []byte
-		var err error
-		if t.leader() {
-			if b, err = os.ReadFile(filepath.Join(path, name)); err != nil {
-				err = errorf("checkpoint %s: %w", path, err)
-			}
-		}
-		return t.shareBytes("checkpoint "+path, b, err)
-	}
 	shapes := make(map[string][]int64, len(t.params))
 	for _, p := range t.params {
 		shapes[p.Name] = p.Shape
 	}
-	c, err := ReadCheckpoint(path, read, &Checkpoint{
+	c, err := ReadCheckpoint(path, t.checkpoints().Files(path), &Checkpoint{
 		TotalSteps: t.total, Seed: t.opts.Seed, BatchSize: t.loader.Options().BatchSize,
 		GradAccum: t.opts.GradAccum, SeqLen: t.opts.SeqLen, NumExamples: len(t.data.Examples),
 		Names: t.names, Options: t.opts,

@@ -3,8 +3,8 @@ package train
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/peftonnx/peftonnx/dtype"
@@ -174,12 +174,7 @@ func fieldNames(d *Dataset) []string {
 			seen[k] = true
 		}
 	}
-	names := make([]string, 0, len(seen))
-	for k := range seen {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(seen))
 }
 
 // dataInputs returns the data fields that plan feeds, for a Loader.

@@ -196,6 +196,17 @@ const defaultLossChunks = 8
 // defaultLossScale is KeepHalf's loss scale unless told otherwise.
 const defaultLossScale = 1024
 
+// TotalSteps returns the optimizer steps of a run on data that makes
+// batches micro-batches per epoch: Steps, else Epochs passes of at least
+// one step each. Trainer and tensorparallel.Trainer plan their schedule
+// with it.
+func (o *Options) TotalSteps(batches int) int {
+	if o.Steps != 0 {
+		return o.Steps
+	}
+	return o.Epochs * max(1, batches/o.GradAccum)
+}
+
 // validate checks o and fills in defaults for zero values that have one.
 // The task and output are settled by NewTrainer, which sees the model.
 func (o *Options) validate() error {

@@ -1,6 +1,10 @@
 package train
 
-import "math"
+import (
+	"math"
+
+	"github.com/peftonnx/peftonnx/graph"
+)
 
 // Param is one trainable tensor: the values the optimizer updates in place
 // and the gradient it reads. Data and Grad have the same length, the
@@ -33,11 +37,7 @@ func (p *Param) lr(lr float64) float64 {
 // gradient. It panics if len(data) does not match shape: that is a
 // programming error.
 func NewParam(name string, shape []int64, data []float32) *Param {
-	n := int64(1)
-	for _, d := range shape {
-		n *= d
-	}
-	if n != int64(len(data)) {
+	if graph.NumElements(shape) != int64(len(data)) {
 		panic(errorf("param %q: %d values for shape %v", name, len(data), shape))
 	}
 	return &Param{

@@ -206,10 +206,7 @@ func NewTrainer(m *graph.Model, params []string, data *Dataset, opts Options) (*
 	if err := t.checkFirstBatch(); err != nil {
 		return nil, err
 	}
-	t.total = opts.Steps
-	if t.total == 0 {
-		t.total = opts.Epochs * max(1, t.loader.NumBatches()/opts.GradAccum)
-	}
+	t.total = opts.TotalSteps(t.loader.NumBatches())
 	if t.sched, err = NewSchedule(opts.Schedule, opts.LR, opts.Warmup, t.total); err != nil {
 		return nil, err
 	}

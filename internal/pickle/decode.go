@@ -139,23 +139,41 @@ func (d *decoder) read(n int) ([]byte, error) {
 // readLen reads a little-endian length of size bytes (1, 4 or 8) and
 // checks it against what is left of the input.
 func (d *decoder) readLen(size int) (int, error) {
-	b, err := d.read(size)
+	n, err := d.readUint(size)
 	if err != nil {
 		return 0, err
-	}
-	var n uint64
-	switch size {
-	case 1:
-		n = uint64(b[0])
-	case 4:
-		n = uint64(binary.LittleEndian.Uint32(b))
-	default:
-		n = binary.LittleEndian.Uint64(b)
 	}
 	if left := uint64(len(d.data) - d.pos); n > left {
 		return 0, fmt.Errorf("claims %d bytes, but only %d are left", n, left)
 	}
 	return int(n), nil
+}
+
+// readUint reads a little-endian unsigned integer of size bytes (1, 4 or
+// 8).
+func (d *decoder) readUint(size int) (uint64, error) {
+	b, err := d.read(size)
+	if err != nil {
+		return 0, err
+	}
+	switch size {
+	case 1:
+		return uint64(b[0]), nil
+	case 4:
+		return uint64(binary.LittleEndian.Uint32(b)), nil
+	}
+	return binary.LittleEndian.Uint64(b), nil
+}
+
+// memoIndex reads the memo index of BINPUT and BINGET (1 byte) or, long,
+// of LONG_BINPUT and LONG_BINGET (4 bytes).
+func (d *decoder) memoIndex(long bool) (uint32, error) {
+	size := 1
+	if long {
+		size = 4
+	}
+	i, err := d.readUint(size)
+	return uint32(i), err
 }
 
 // readCounted reads a length of size bytes (readLen) and then that many
@@ -455,22 +473,11 @@ func (d *decoder) step() error {
 		if err != nil {
 			return err
 		}
-		var i uint32
-		switch d.op {
-		case opBinPut:
-			b, err := d.read(1)
-			if err != nil {
+		i := uint32(len(d.memo)) // MEMOIZE's
+		if d.op != opMemoize {
+			if i, err = d.memoIndex(d.op == opLongBinPut); err != nil {
 				return err
 			}
-			i = uint32(b[0])
-		case opLongBinPut:
-			b, err := d.read(4)
-			if err != nil {
-				return err
-			}
-			i = binary.LittleEndian.Uint32(b)
-		default:
-			i = uint32(len(d.memo))
 		}
 		if _, ok := d.memo[i]; !ok && len(d.memo) >= maxMemo {
 			return fmt.Errorf("more than %d memo entries", maxMemo)
@@ -478,19 +485,9 @@ func (d *decoder) step() error {
 		d.memo[i] = v
 		return nil
 	case opBinGet, opLongBinGet:
-		var i uint32
-		if d.op == opBinGet {
-			b, err := d.read(1)
-			if err != nil {
-				return err
-			}
-			i = uint32(b[0])
-		} else {
-			b, err := d.read(4)
-			if err != nil {
-				return err
-			}
-			i = binary.LittleEndian.Uint32(b)
+		i, err := d.memoIndex(d.op == opLongBinGet)
+		if err != nil {
+			return err
 		}
 		v, ok := d.memo[i]
 		if !ok {

@@ -2,11 +2,10 @@ package tensorparallel
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/rewrite"
 	"github.com/peftonnx/peftonnx/train"
 )
@@ -157,18 +156,7 @@ func (t *Trainer) mergeLayer(layer string, shares []map[string]*adapter.Tensor) 
 // that rank's shard of an adapter of t's kind.
 func (t *Trainer) shardAdapter(values map[string]*adapter.Tensor) *adapter.Adapter {
 	if t.prefix != nil {
-		a := adapter.NewPrefix(*t.lora.Prefix)
-		rows := int(t.prefix.tokens)
-		var data []float32
-		for p := range rows {
-			for _, l := range t.prefix.layers {
-				v := values[l.Name].Data
-				w := len(v) / rows
-				data = append(data, v[p*w:(p+1)*w]...)
-			}
-		}
-		a.Prompt = &adapter.Tensor{DType: t.lora.Prompt.DType, Shape: t.lora.Prompt.Shape, Data: data}
-		return a
+		return t.prefixShard(func(l *train.Param) []float32 { return values[l.Name].Data })
 	}
 	a := adapter.NewLoRA(*t.lora.LoRA)
 	for _, p := range t.params {
@@ -259,16 +247,16 @@ func gatherBytes(c train.Collective, data []byte) ([][]byte, error) {
 // whether it did. Every rank calls it; rank 0 of the run alone reads dir
 // (see LoadCheckpoint).
 func (t *Trainer) Resume(dir string) (bool, error) {
-	var p string
-	var err error
-	if t.leader() {
-		p, err = train.LatestCheckpoint(dir)
-	}
-	b, err := t.share("checkpoint "+dir, []byte(p), err)
-	if err != nil || len(b) == 0 {
+	p, err := t.checkpoints().Latest(dir)
+	if err != nil || p == "" {
 		return false, err
 	}
-	return true, t.LoadCheckpoint(string(b))
+	return true, t.LoadCheckpoint(p)
+}
+
+// checkpoints reads checkpoints over all the run's ranks.
+func (t *Trainer) checkpoints() train.CheckpointSource {
+	return train.CheckpointSource{Leader: t.leader(), Share: t.share}
 }
 
 // LoadCheckpoint restores the checkpoint at path (SaveCheckpoint's, or
@@ -284,17 +272,7 @@ func (t *Trainer) LoadCheckpoint(path string) error {
 	if t.head == nil {
 		return fmt.Errorf("tensorparallel: checkpoint: trainer is closed")
 	}
-	read := func(name string) ([]byte, error) {
-		var b []byte
-		var err error
-		if t.leader() {
-			if b, err = os.ReadFile(filepath.Join(path, name)); err != nil {
-				err = fmt.Errorf("tensorparallel: checkpoint %s: %w", path, err)
-			}
-		}
-		return t.share("checkpoint "+path, b, err)
-	}
-	c, err := train.ReadCheckpoint(path, read, &train.Checkpoint{
+	c, err := train.ReadCheckpoint(path, t.checkpoints().Files(path), &train.Checkpoint{
 		TotalSteps: t.total, Seed: t.opts.Seed, BatchSize: t.loader.Options().BatchSize,
 		GradAccum: t.opts.GradAccum, SeqLen: t.opts.SeqLen, NumExamples: t.examples,
 		Names: t.names, Options: t.opts,
@@ -314,7 +292,7 @@ func (t *Trainer) LoadCheckpoint(path string) error {
 		whole := map[string]*adapter.Tensor{}
 		for name, v := range per {
 			shape := t.shapes[name]
-			if shape == nil || int64(len(v)) != elements(shape) {
+			if shape == nil || int64(len(v)) != graph.NumElements(shape) {
 				return fmt.Errorf("tensorparallel: checkpoint %s: optimizer %s of %q has %d values, not those of a factor of shape %v", path, slot, name, len(v), shape)
 			}
 			whole[name] = adapter.NewTensor(shape, v)
@@ -381,13 +359,4 @@ func (t *Trainer) splitLayer(path, layer string, whole map[string]*adapter.Tenso
 		return nil, fmt.Errorf("tensorparallel: checkpoint %s: %s: %w", path, layer, err)
 	}
 	return out, nil
-}
-
-// elements returns the number of values of shape.
-func elements(shape []int64) int64 {
-	n := int64(1)
-	for _, d := range shape {
-		n *= d
-	}
-	return n
 }

@@ -59,17 +59,22 @@ func equalShape(shape []int64, rows, cols int64) bool {
 	return len(shape) == 2 && shape[0] == rows && shape[1] == cols
 }
 
-// prompt returns the shard's table, [P, layers · 2 · heads · dim], from
-// the layers' current values.
-func (s *prefixShare) prompt() []float32 {
-	w := 2 * s.heads * s.dim
-	out := make([]float32, 0, s.tokens*len(s.layers)*w)
+// prefixShard returns this rank's shard of the prefix adapter whose layers
+// hold value(l), [P, 2 · heads · dim] each: its table [P, layers · 2 ·
+// heads · dim] holds in row p row p of every layer in turn.
+func (t *Trainer) prefixShard(value func(l *train.Param) []float32) *adapter.Adapter {
+	s := t.prefix
+	data := make([]float32, 0, s.tokens*len(s.layers)*2*s.heads*s.dim)
 	for p := range s.tokens {
 		for _, l := range s.layers {
-			out = append(out, l.Data[p*w:(p+1)*w]...)
+			v := value(l)
+			w := len(v) / s.tokens
+			data = append(data, v[p*w:(p+1)*w]...)
 		}
 	}
-	return out
+	a := adapter.NewPrefix(*t.lora.Prefix)
+	a.Prompt = &adapter.Tensor{DType: t.lora.Prompt.DType, Shape: t.lora.Prompt.Shape, Data: data}
+	return a
 }
 
 // past adds to in layer's past keys and values, [rows, heads, P, dim]:

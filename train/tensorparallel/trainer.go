@@ -168,10 +168,7 @@ func NewWithDataParallel(cfg models.LlamaConfig, full *graph.Model, lora *adapte
 		t.Close()
 		return nil, err
 	}
-	t.total = opts.Steps
-	if t.total == 0 {
-		t.total = opts.Epochs * max(1, t.loader.NumBatches()/opts.GradAccum)
-	}
+	t.total = opts.TotalSteps(t.loader.NumBatches())
 	if t.sched, err = train.NewSchedule(opts.Schedule, opts.LR, opts.Warmup, t.total); err != nil {
 		t.Close()
 		return nil, err
@@ -232,9 +229,7 @@ func (t *Trainer) AllReducedValues() int { return t.reduced }
 // adapter.
 func (t *Trainer) Adapter() *adapter.Adapter {
 	if t.prefix != nil {
-		out := adapter.NewPrefix(*t.lora.Prefix)
-		out.Prompt = &adapter.Tensor{DType: t.lora.Prompt.DType, Shape: t.lora.Prompt.Shape, Data: t.prefix.prompt()}
-		return out
+		return t.prefixShard(func(l *train.Param) []float32 { return l.Data })
 	}
 	out := adapter.NewLoRA(*t.lora.LoRA)
 	for _, p := range t.params {

@@ -157,9 +157,7 @@ func (e env) compare(dir string, p point) (*Comparison, error) {
 	if err != nil {
 		return nil, err
 	}
-	if batch <= 0 || batch > spec.Batch {
-		batch = spec.Batch
-	}
+	batch = spec.rows(batch)
 	c := &Comparison{Name: name, Mode: mode, Size: spec.Size, Params: spec.Model.Params, Batch: batch, Seq: spec.Seq,
 		Warmup: warmup, Steps: steps, Sequential: sequential}
 	how := "interleaved"

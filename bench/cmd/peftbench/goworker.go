@@ -85,9 +85,7 @@ func openGoRun(dir, mode string, batch, threads int) (*goRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	if batch <= 0 || batch > spec.Batch {
-		batch = spec.Batch
-	}
+	batch = spec.rows(batch)
 	r := &goRun{spec: spec, mode: mode, batch: batch}
 	for _, b := range spec.tokens() {
 		r.batches = append(r.batches, b[:batch*spec.Seq])
@@ -332,6 +330,15 @@ func readSpec(dir string) (Spec, error) {
 		return Spec{}, fmt.Errorf("peftbench: %s: %w", filepath.Join(dir, specFile), err)
 	}
 	return s, nil
+}
+
+// rows returns the batch rows that a run on the export takes: batch where
+// it is in (0, Batch], else the export's Batch.
+func (s Spec) rows(batch int) int {
+	if batch <= 0 || batch > s.Batch {
+		return s.Batch
+	}
+	return batch
 }
 
 // runWorker serves the worker protocol on stdin and stdout: it prepares

@@ -5,10 +5,10 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"slices"
-	"sort"
 
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/internal/atomicfile"
@@ -26,11 +26,7 @@ type stTensor struct {
 // file beside it) in the safetensors layout: an 8-byte little-endian header
 // length, the JSON header, then the tensors' bytes in name order.
 func writeSafetensors(path string, tensors map[string]stTensor, meta map[string]string) error {
-	names := make([]string, 0, len(tensors))
-	for n := range tensors {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(tensors))
 	header := map[string]any{}
 	if len(meta) > 0 {
 		header["__metadata__"] = meta

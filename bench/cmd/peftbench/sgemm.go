@@ -121,9 +121,7 @@ func openSGEMM(dir string, batch, threads int) (*sgemmRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	if batch <= 0 || batch > spec.Batch {
-		batch = spec.Batch
-	}
+	batch = spec.rows(batch)
 	s := &sgemmRun{}
 	if s.ref, err = openMatmul(sgemmM, sgemmK, sgemmN, threads); err != nil {
 		return nil, err
