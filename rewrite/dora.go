@@ -9,6 +9,7 @@ import (
 
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/quant"
 )
 
 // DoRA (weight-decomposed LoRA, HF PEFT's use_dora) splits the adapted
@@ -33,9 +34,11 @@ import (
 // layer does (PEFT recomputes the base product from the dropped x in
 // training; inference is the same).
 //
-// DoRA takes linear layers (MatMul, Gemm, fused projections) with float
-// weights; embeddings, convolutions, QDQ weights and AsInputs are refused.
-// Merge is exact: W' above, stored where W is. A merged DoRA weight does
+// DoRA takes linear layers (MatMul, Gemm, fused projections), with float
+// weights, QDQ weights (the DequantizeLinear's output is the float W the
+// norm reads) or int4 MatMulNBits ones (dora_nbits.go: the norm without a
+// float W); embeddings, convolutions and AsInputs are refused. Merge into
+// a float weight is exact: W' above, stored where W is. A merged DoRA weight does
 // not determine ‖V‖ (any positive rescaling of V gives the same W'), so
 // Merge keeps ‖V‖ of each layer in the model's metadata, as HF PEFT keeps
 // the weight norm at merge time, and Unmerge undoes the rescaling with it
@@ -52,10 +55,8 @@ func checkDoRA(l Linear, asInputs bool) error {
 		return layerErr(l, "use_dora: DoRA is built for linear layers only, not %s", articled(l.Kind))
 	case asInputs:
 		return layerErr(l, "use_dora: DoRA's magnitude rescales by the norm of W + s·A·B, which needs the scaling in the graph; AsInputs folds it into the fed B")
-	case l.Op == OpAttention || l.Quantized():
+	case l.Op == OpAttention:
 		return layerErr(l, "use_dora: DoRA needs the layer's float weight as one matrix; %s packs it", l.Op)
-	case l.Dequantized():
-		return layerErr(l, "use_dora: weight %q is %s behind DequantizeLinear; DoRA needs a float weight", l.Weight, l.WeightDType)
 	}
 	return nil
 }
@@ -76,9 +77,15 @@ func initialMagnitude(m *graph.Model, l Linear) ([]float32, error) {
 }
 
 // effectiveWeight returns α·W of layer l in graph layout [in, out], in
-// float64.
+// float64: for a QDQ weight, the DequantizeLinear's output.
 func effectiveWeight(m *graph.Model, l Linear) ([]float64, error) {
-	vals, err := m.Float32s(m.Initializer(l.Weight))
+	var vals []float32
+	var err error
+	if l.Dequantized() {
+		vals, err = dequantize(m, l.WeightChain[0])
+	} else {
+		vals, err = m.Float32s(m.Initializer(l.Weight))
+	}
 	if err != nil {
 		return nil, layerErr(l, "%w", err)
 	}
@@ -117,15 +124,55 @@ func weightNorms(m *graph.Model, l Linear) ([]float64, error) {
 }
 
 // doraDelta returns what DoRA adds to the base output base of l, given
-// d = s·x·A·B in the layer's type: (m/‖V‖ − 1)·(base − β·C) + (m/‖V‖)·d.
-// It adds the magnitude initializer and the norm's nodes, and records the
-// norm in the site.
-func (b *loraGraph) doraDelta(l Linear, pre *graph.Builder, bFull, base, d string, mag []float32) string {
+// d = s·x·A·B in the layer's type: (m/‖V‖ − 1)·(base − β·C) + (m/‖V‖)·d,
+// with p's magnitude m. It adds the magnitude initializer and the norm's
+// nodes, and records the norm in the site.
+func (b *loraGraph) doraDelta(l Linear, pre *graph.Builder, bFull, base, d string, p *modulePlan) string {
 	s := b.site
 	m := b.g.Model()
 	sd := pre.In("lora_magnitude")
-	m.AddInitializer(graph.NewFloat32Tensor(s.Magnitude, s.DType, []int64{s.Out}, mag))
+	m.AddInitializer(graph.NewFloat32Tensor(s.Magnitude, s.DType, []int64{s.Out}, p.mag))
+	var norm string
+	if l.Quantized() {
+		norm = b.nbitsNorm(l, sd, bFull, p.normSq)
+	} else {
+		norm = b.floatNorm(l, sd, bFull)
+	}
+	s.DoRANorm = norm
+	scale := sd.Op("Div", []string{s.Magnitude, norm}) // [1, out]
+	if s.DType != l.DType {
+		scale = sd.Op("Cast", []string{scale}, graph.AttrInt("to", int64(l.DType)))
+	}
+	one := b.scalar(s.Module+".lora_magnitude.one", l.DType, 1)
+	baseNoBias := base
+	if c := inNodeBias(l); c != "" {
+		if l.Beta != 1 {
+			c = sd.Op("Mul", []string{c, b.scalar(s.Module+".lora_magnitude.beta", l.DType, l.Beta)})
+		}
+		baseNoBias = sd.Op("Sub", []string{base, c})
+	}
+	rescaled := sd.Op("Mul", []string{sd.Op("Sub", []string{scale, one}), baseNoBias})
+	return sd.Op("Add", []string{rescaled, sd.Op("Mul", []string{scale, d})})
+}
 
+// inNodeBias returns the bias that l's node itself adds to its output
+// (Gemm's C where β ≠ 0, MatMulNBits' bias input), which DoRA's rescaling
+// leaves out, or "".
+func inNodeBias(l Linear) string {
+	n := l.Node
+	switch {
+	case l.Op == "Gemm" && len(n.Input) > 2 && n.Input[2] != "" && l.Beta != 0:
+		return n.Input[2]
+	case l.Quantized() && len(n.Input) > quant.InputBias:
+		return n.Input[quant.InputBias]
+	}
+	return ""
+}
+
+// floatNorm returns ‖V[:, j]‖ [1, out] of V = α·W + s·A·B for a layer l
+// whose node reads its float weight.
+func (b *loraGraph) floatNorm(l Linear, sd *graph.Builder, bFull string) string {
+	s := b.site
 	// V = α·W + s·A·B in the branch's type, [in, out].
 	w := l.Node.Input[1]
 	if l.Op == "Gemm" && graph.IntAttr(l.Node, "transB", 0) != 0 {
@@ -150,23 +197,7 @@ func (b *loraGraph) doraDelta(l Linear, pre *graph.Builder, bFull, base, d strin
 	}
 	onesName := b.g.Initializer(s.Module+".lora_magnitude.ones", graph.NewFloat32Tensor("", s.DType, []int64{1, s.In}, ones))
 	sq := sd.Op("MatMul", []string{onesName, sd.Op("Mul", []string{v, v})})
-	norm := sd.Op("Sqrt", []string{sq})
-	s.DoRANorm = norm
-	scale := sd.Op("Div", []string{s.Magnitude, norm}) // [1, out]
-	if s.DType != l.DType {
-		scale = sd.Op("Cast", []string{scale}, graph.AttrInt("to", int64(l.DType)))
-	}
-	one := b.scalar(s.Module+".lora_magnitude.one", l.DType, 1)
-	baseNoBias := base
-	if l.Op == "Gemm" && len(l.Node.Input) > 2 && l.Node.Input[2] != "" && l.Beta != 0 {
-		c := l.Node.Input[2]
-		if l.Beta != 1 {
-			c = sd.Op("Mul", []string{c, b.scalar(s.Module+".lora_magnitude.beta", l.DType, l.Beta)})
-		}
-		baseNoBias = sd.Op("Sub", []string{base, c})
-	}
-	rescaled := sd.Op("Mul", []string{sd.Op("Sub", []string{scale, one}), baseNoBias})
-	return sd.Op("Add", []string{rescaled, sd.Op("Mul", []string{scale, d})})
+	return sd.Op("Sqrt", []string{sq})
 }
 
 // DetachedValues returns the values of m that training must treat as
@@ -191,19 +222,49 @@ func DetachedValues(m *graph.Model) ([]string, error) {
 // α·W' = m ⊙ V/‖V‖ with V = α·W + s·A·B. It returns ‖V‖ per output
 // feature, which Unmerge needs to undo the rescaling (dora_unmerge.go).
 func (f fold) rescaleColumns(m *graph.Model) ([]float64, error) {
-	l := f.l
-	norms, err := weightNorms(m, l)
+	norms, err := weightNorms(m, f.l)
 	if err != nil {
 		return nil, err
 	}
+	c, err := f.columnScales(norms)
+	if err != nil {
+		return nil, err
+	}
+	return norms, scaleColumns(m, f.l, c)
+}
+
+// columnScales returns m[j]/‖V[:, j]‖ for the norms of V's columns.
+func (f fold) columnScales(norms []float64) ([]float64, error) {
 	c := make([]float64, len(norms))
 	for j, n := range norms {
 		if n == 0 {
-			return nil, layerErr(l, "use_dora: output feature %d of W + s·A·B is all zeros; its direction is undefined", j)
+			return nil, layerErr(f.l, "use_dora: output feature %d of W + s·A·B is all zeros; its direction is undefined", j)
 		}
 		c[j] = float64(f.magnitude[j]) / n
 	}
-	return norms, scaleColumns(m, l, c)
+	return c, nil
+}
+
+// rescaleMatrix rescales V = W + s·A·B, held in vals as [in, out]
+// row-major (an int4 layer's dequantized, merged weight), to m·V/‖V‖ per
+// column, and returns ‖V‖ per output feature.
+func (f fold) rescaleMatrix(vals []float32) ([]float64, error) {
+	out := int(f.l.Out)
+	norms := make([]float64, out)
+	for k, v := range vals {
+		norms[k%out] += float64(v) * float64(v)
+	}
+	for j := range norms {
+		norms[j] = math.Sqrt(norms[j])
+	}
+	c, err := f.columnScales(norms)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range vals {
+		vals[k] = float32(float64(v) * c[k%out])
+	}
+	return norms, nil
 }
 
 // scaleColumns multiplies output feature j of l's stored weight by c[j].

@@ -173,6 +173,9 @@ type modulePlan struct {
 	site Site
 	a, b []float32 // initial values; nil with AsInputs
 	mag  []float32 // DoRA's magnitude; nil for plain LoRA
+	// normSq is ‖W[:, j]‖² of a DoRA int4 layer's dequantized weight,
+	// the constant part of its norm (dora_nbits.go); nil elsewhere.
+	normSq []float64
 	// residual is the fold that takes s·A₀·B₀ off the weight of a PiSSA or
 	// OLoRA site; nil for other inits.
 	residual *fold
@@ -273,7 +276,7 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 		if l.Op == OpAttention {
 			b.weightBranch(l, bFull)
 		} else {
-			b.branch(l, bFull, p.mag)
+			b.branch(l, bFull, p)
 		}
 		sites = append(sites, s)
 	}
@@ -450,10 +453,18 @@ func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, we
 	case !o.asInputs:
 		p.a = initA(cfg.InitLoRAWeights, o.seed, l.Module, aShape[0], aShape[1], s.R)
 		p.b = make([]float32, graph.NumElements(bShape))
-		if s.Magnitude != "" {
+		if s.Magnitude != "" && !l.Quantized() {
 			if p.mag, err = initialMagnitude(m, l); err != nil {
 				return nil, err
 			}
+		}
+	}
+	if s.Magnitude != "" && l.Quantized() {
+		if p.normSq, err = nbitsNormsSquared(m, l); err != nil {
+			return nil, err
+		}
+		if p.mag == nil {
+			p.mag = sqrt32(p.normSq)
 		}
 	}
 	return p, nil
@@ -604,8 +615,8 @@ func (b *loraGraph) weightSide(l Linear) string {
 }
 
 // branch adds the activation side of l's branch, reading B as bFull, and
-// routes l's readers to the sum.
-func (b *loraGraph) branch(l Linear, bFull string, mag []float32) {
+// routes l's readers to the sum; DoRA's start comes from p.
+func (b *loraGraph) branch(l Linear, bFull string, p *modulePlan) {
 	s := b.site
 	m := b.g.Model()
 	base := l.Node
@@ -644,7 +655,7 @@ func (b *loraGraph) branch(l Linear, bFull string, mag []float32) {
 		d = sb.Op("Cast", []string{d}, graph.AttrInt("to", int64(l.DType)))
 	}
 	if s.Magnitude != "" {
-		d = b.doraDelta(l, pre, bFull, s.BaseOutput, d, mag)
+		d = b.doraDelta(l, pre, bFull, s.BaseOutput, d, p)
 	}
 	if s.BaseOutput != s.Output {
 		pre.In("lora_add").NodeTo("", "Add", []string{s.BaseOutput, d}, []string{y})
