@@ -95,26 +95,44 @@ func TestDoRAGradients(t *testing.T) {
 	requireORT(t)
 	const in, out, rows = 5, 4, 3
 	rng := rand.New(rand.NewPCG(5, 1))
-	randoms := func(n int, scale float64) []float64 {
-		v := make([]float64, n)
-		for i := range v {
-			v[i] = float64(float32(rng.NormFloat64() * scale))
-		}
-		return v
-	}
 	g := &onnxpb.GraphProto{Name: "dora"}
-	g.Initializer = append(g.Initializer,
-		graph.NewFloatTensor("layer.proj.weight", dtype.Float32, []int64{in, out}, randoms(in*out, 0.5)),
-		graph.NewFloatTensor("target", dtype.Float32, []int64{rows, out}, randoms(rows*out, 1)))
-	g.Input = []*onnxpb.ValueInfoProto{graph.TensorInfo("x", dtype.Float32, []int64{rows, in})}
-	g.Node = []*onnxpb.NodeProto{
-		{OpType: "MatMul", Name: "/layer/proj/MatMul", Input: []string{"x", "layer.proj.weight"}, Output: []string{"y"}},
-		{OpType: "Tanh", Name: "/tanh", Input: []string{"y"}, Output: []string{"h"}},
-		{OpType: "Mul", Name: "/mul", Input: []string{"h", "target"}, Output: []string{"p"}},
-		{OpType: "ReduceSum", Name: "/sum", Input: []string{"p"}, Output: []string{"loss"}, Attribute: []*onnxpb.AttributeProto{graph.AttrInt("keepdims", 0)}},
+	g.Initializer = append(g.Initializer, graph.NewFloatTensor("layer.proj.weight", dtype.Float32, []int64{in, out}, randomValues(rng, in*out, 0.5)))
+	g.Node = []*onnxpb.NodeProto{{OpType: "MatMul", Name: "/layer/proj/MatMul", Input: []string{"x", "layer.proj.weight"}, Output: []string{"y"}}}
+	checkDoRAGradients(t, g, in, out, rows, rng)
+}
+
+// randomValues returns n draws of N(0, scale²), float32-exact.
+func randomValues(rng *rand.Rand, n int, scale float64) []float64 {
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = float64(float32(rng.NormFloat64() * scale))
 	}
+	return v
+}
+
+// checkDoRAGradients completes g, which holds one layer layer.proj reading
+// x [rows, in] and writing y [rows, out], into a model with a scalar loss
+// (Σ tanh(y)·target), puts DoRA of rank 2 on the layer with random A, B
+// and magnitude, and holds its gradients to central finite differences:
+// with the norm not detached, and detached (against the model whose norm
+// is held at its current value); the magnitude's gradient is the same
+// either way.
+func checkDoRAGradients(t *testing.T, g *onnxpb.GraphProto, in, out, rows int, rng *rand.Rand) {
+	t.Helper()
+	g.Initializer = append(g.Initializer, graph.NewFloatTensor("target", dtype.Float32, []int64{int64(rows), int64(out)}, randomValues(rng, rows*out, 1)))
+	g.Input = []*onnxpb.ValueInfoProto{graph.TensorInfo("x", dtype.Float32, []int64{int64(rows), int64(in)})}
+	g.Node = append(g.Node,
+		&onnxpb.NodeProto{OpType: "Tanh", Name: "/tanh", Input: []string{"y"}, Output: []string{"h"}},
+		&onnxpb.NodeProto{OpType: "Mul", Name: "/mul", Input: []string{"h", "target"}, Output: []string{"p"}},
+		&onnxpb.NodeProto{OpType: "ReduceSum", Name: "/sum", Input: []string{"p"}, Output: []string{"loss"}, Attribute: []*onnxpb.AttributeProto{graph.AttrInt("keepdims", 0)}},
+	)
 	g.Output = []*onnxpb.ValueInfoProto{graph.TensorInfo("loss", dtype.Float32, nil)}
 	m := graph.New(&onnxpb.ModelProto{IrVersion: 8, OpsetImport: []*onnxpb.OperatorSetIdProto{{Version: 17}}, Graph: g}, "")
+	for _, n := range g.Node {
+		if n.Domain != "" {
+			m.SetOpset(n.Domain, 1)
+		}
+	}
 	cfg := adapter.DefaultLoRAConfig("layer.proj")
 	cfg.R, cfg.Alpha, cfg.UseDoRA = 2, 3, true
 	sites, sum, err := rewrite.InjectLoRA(m, cfg)
@@ -122,8 +140,8 @@ func TestDoRAGradients(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := sites[0]
-	values := map[string][]float64{s.A: randoms(in*2, 0.5), s.B: randoms(2*out, 0.5), s.Magnitude: randoms(out, 1)}
-	shapes := map[string][]int64{s.A: {in, 2}, s.B: {2, out}, s.Magnitude: {out}}
+	values := map[string][]float64{s.A: randomValues(rng, in*2, 0.5), s.B: randomValues(rng, 2*out, 0.5), s.Magnitude: randomValues(rng, out, 1)}
+	shapes := map[string][]int64{s.A: {int64(in), 2}, s.B: {2, int64(out)}, s.Magnitude: {int64(out)}}
 	for i, v := range values[s.Magnitude] {
 		values[s.Magnitude][i] = 1 + math.Abs(v)
 	}
@@ -134,8 +152,8 @@ func TestDoRAGradients(t *testing.T) {
 	for name, v := range values {
 		set(m, name, v)
 	}
-	xv := randoms(rows*in, 1)
-	xt, err := rt.NewFloat32([]int64{rows, in}, f32s(xv))
+	xv := randomValues(rng, rows*in, 1)
+	xt, err := rt.NewFloat32([]int64{int64(rows), int64(in)}, f32s(xv))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +186,7 @@ func TestDoRAGradients(t *testing.T) {
 	finiteDiff := func(frozen bool) map[string][]float64 {
 		fm := m.Clone()
 		if frozen {
-			fm.AddInitializer(graph.NewFloatTensor("frozen_norm", dtype.Float32, []int64{1, out}, norm))
+			fm.AddInitializer(graph.NewFloatTensor("frozen_norm", dtype.Float32, []int64{1, int64(out)}, norm))
 			fm.ReplaceUses(s.DoRANorm, "frozen_norm")
 		}
 		const h = 1e-3
