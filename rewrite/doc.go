@@ -86,8 +86,14 @@
 // column norms, so a fresh model computes what the base does. Merge is
 // exact, and keeps ‖V‖ per output feature in the model's metadata
 // (DoRAMetadataKey), with which Unmerge restores the adapted model; a
-// model merged without them is refused. AsInputs, stacked serving
-// factors, embeddings, convolutions and QDQ weights refuse DoRA.
+// model merged without them is refused. A QDQ weight takes DoRA on its
+// float side (the DequantizeLinear's output is W), and an int4
+// MatMulNBits layer without a float copy of W (dora_nbits.go): ‖W‖² is a
+// constant, and Aᵀ·W comes from a second MatMulNBits node over the
+// layer's own packed tensors. Merging into either is as for LoRA:
+// Dequantize (exact, float) or, for int4, Requantize (rounded, not
+// unmergeable). AsInputs, stacked serving factors, embeddings and
+// convolutions refuse DoRA.
 //
 // # Fused attention
 //

@@ -38,11 +38,12 @@ import (
 // weights, QDQ weights (the DequantizeLinear's output is the float W the
 // norm reads) or int4 MatMulNBits ones (dora_nbits.go: the norm without a
 // float W); embeddings, convolutions and AsInputs are refused. Merge into
-// a float weight is exact: W' above, stored where W is. A merged DoRA weight does
-// not determine ‖V‖ (any positive rescaling of V gives the same W'), so
-// Merge keeps ‖V‖ of each layer in the model's metadata, as HF PEFT keeps
-// the weight norm at merge time, and Unmerge undoes the rescaling with it
-// (dora_unmerge.go).
+// a float weight is exact: W' above, stored where W is (a QDQ or int4
+// weight becomes float with Dequantize; Requantize rounds W' back into
+// int4). A merged DoRA weight does not determine ‖V‖ (any positive
+// rescaling of V gives the same W'), so Merge keeps ‖V‖ of each layer in
+// the model's metadata, as HF PEFT keeps the weight norm at merge time,
+// and Unmerge undoes the rescaling with it (dora_unmerge.go).
 
 // doraSuffix names a module's magnitude initializer, as HF PEFT 0.12 and
 // later name its tensor.
