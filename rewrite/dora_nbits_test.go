@@ -37,6 +37,10 @@ var nbitsCases = []nbitsCase{
 	{name: "zero-points-bias", k: 32, n: 10, r: 2, q: quant.Options{Bits: 4, BlockSize: 16}, bias: true, elem: dtype.Float32, tol: 2e-5},
 	{name: "2-bit", k: 64, n: 8, r: 4, q: quant.Options{Bits: 2, BlockSize: 32}, elem: dtype.Float32, tol: 2e-5},
 	{name: "8-bit-accuracy-1", k: 32, n: 6, r: 2, q: quant.Options{Bits: 8, BlockSize: 32, Symmetric: true}, accuracy: 1, elem: dtype.Float32, tol: 2e-5},
+	// accuracy_level 4 has ONNX Runtime quantize the layer's input (and
+	// the norm's Aᵀ) to int8 in blocks.
+	{name: "accuracy-4", k: 64, n: 8, r: 2, q: quant.Options{Bits: 4, BlockSize: 32}, accuracy: 4, elem: dtype.Float32, tol: 2e-2},
+	{name: "float16", k: 32, n: 8, r: 2, q: quant.Options{Bits: 4, BlockSize: 16, ScaleType: dtype.Float16}, elem: dtype.Float16, tol: 2e-2},
 	{name: "float16-float32-branch", k: 32, n: 8, r: 2, q: quant.Options{Bits: 4, BlockSize: 16, ScaleType: dtype.Float16}, bias: true, elem: dtype.Float16, adt: dtype.Float32, tol: 2e-2},
 }
 
@@ -282,7 +286,7 @@ func TestDoRAInt4Math(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := run(t, session(t, withNormOutput(adapted, sites[0].DoRANorm)), l.feeds)
+			got := run(t, session(t, withNormOutput(adapted, sites[0].DoRANorm, sites[0].DType)), l.feeds)
 			check("norm", got[sites[0].DoRANorm].ToFloat64(), norms, tc.tol)
 			check("adapted", got["y"].ToFloat64(), want, tc.tol)
 
@@ -363,11 +367,11 @@ func TestDoRAInt4Math(t *testing.T) {
 	}
 }
 
-// withNormOutput returns a copy of m with the DoRA norm value as one more
-// output.
-func withNormOutput(m *graph.Model, norm string) *graph.Model {
+// withNormOutput returns a copy of m with the DoRA norm value, of type
+// dt, as one more output.
+func withNormOutput(m *graph.Model, norm string, dt dtype.Type) *graph.Model {
 	c := m.Clone()
-	c.AddOutput(graph.TensorInfo(norm, dtype.Float32, nil))
+	c.AddOutput(graph.TensorInfo(norm, dt, nil))
 	return c
 }
 
