@@ -209,11 +209,6 @@ func removeBranches(m *graph.Model, rec record) error {
 		}
 	}
 	m.RemoveNodes(drop...)
-	for _, name := range read {
-		if name != "" && m.Initializer(name) != nil && len(m.Consumers(name)) == 0 && m.Input(name) == nil && !m.IsGraphOutput(name) {
-			m.RemoveInitializer(name)
-		}
-	}
 	renamed := false
 	for _, s := range rec.Sites {
 		if s.BaseOutput != s.Output {
@@ -227,6 +222,11 @@ func removeBranches(m *graph.Model, rec record) error {
 	}
 	if renamed {
 		m.Reindex()
+	}
+	for _, name := range read {
+		if name != "" && m.Initializer(name) != nil && len(m.Consumers(name)) == 0 && m.Input(name) == nil && !m.IsGraphOutput(name) {
+			m.RemoveInitializer(name)
+		}
 	}
 	inits := append([]string(nil), rec.Shared...)
 	for _, s := range rec.Sites {

@@ -96,3 +96,25 @@ func TestQDoRAGradientsMatchFloat(t *testing.T) {
 	f, _ := grads(true)
 	compareGradients(t, q, f, params, 1e-4)
 }
+
+// TestQDQDoRAGradients holds the gradients of DoRA on a QDQ int8 layer,
+// whose norm reads the DequantizeLinear's float output, to central finite
+// differences, the norm detached and not.
+func TestQDQDoRAGradients(t *testing.T) {
+	requireORT(t)
+	const in, out, rows = 5, 4, 3
+	rng := rand.New(rand.NewPCG(7, 1))
+	wq := make([]byte, in*out)
+	for i := range wq {
+		wq[i] = byte(int8(rng.IntN(255) - 127))
+	}
+	g := &onnxpb.GraphProto{Name: "qdq_dora", Initializer: []*onnxpb.TensorProto{
+		{Name: "layer.proj.weight_quantized", DataType: int32(dtype.Int8), Dims: []int64{in, out}, RawData: wq},
+		graph.NewFloat32Tensor("layer.proj.weight_scale", dtype.Float32, nil, []float32{0.01}),
+		{Name: "layer.proj.weight_zero_point", DataType: int32(dtype.Int8), RawData: []byte{0}},
+	}, Node: []*onnxpb.NodeProto{
+		{OpType: "DequantizeLinear", Name: "/layer/proj/DequantizeLinear", Input: []string{"layer.proj.weight_quantized", "layer.proj.weight_scale", "layer.proj.weight_zero_point"}, Output: []string{"w"}},
+		{OpType: "MatMul", Name: "/layer/proj/MatMul", Input: []string{"x", "w"}, Output: []string{"y"}},
+	}}
+	checkDoRAGradients(t, g, in, out, rows, rng)
+}
