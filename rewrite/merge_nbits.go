@@ -25,6 +25,11 @@ import (
 //     node stays: the merged model is int4 and keeps the base's nodes, but
 //     each layer now differs from the adapted one by the rounding error,
 //     which QuantizedMerge reports (against W' and against the update).
+//     The rounding loses the update: Unmerge refuses an int4 layer.
+//
+// A DoRA layer's W' is m·V/‖V‖ with V = dequantize(B) + s·A·B, either
+// way; the dequantized merge keeps ‖V‖ (DoRAMetadataKey) as a float merge
+// does, so that Unmerge restores the adapted model (with a float layer).
 
 // Requantize makes Merge and MergeAdapter round each merged int4
 // (MatMulNBits) layer back into its own layout, keeping the node; with
@@ -48,9 +53,10 @@ type QuantizedMerge struct {
 	// Requantized reports that the layer stayed int4.
 	Requantized bool
 	// RelError is ‖Wq − W'‖/‖W'‖ (Frobenius) for the requantized weight Wq
-	// and the exact merged weight W'; UpdateRelError is ‖Wq − W'‖/‖s·A·B‖,
-	// the error measured against the update itself (above 1, rounding
-	// changes the layer more than the adapter does). MaxAbsError is the
+	// and the exact merged weight W' (W + s·A·B; DoRA's m·V/‖V‖);
+	// UpdateRelError is ‖Wq − W'‖/‖W' − W‖, the error measured against the
+	// update itself (above 1, rounding changes the layer more than the
+	// adapter does). MaxAbsError is the
 	// largest |Wq − W'|. All are 0 for a dequantized merge, which is exact
 	// to float rounding.
 	RelError, UpdateRelError, MaxAbsError float64
