@@ -2,6 +2,7 @@ package adapter
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -36,7 +37,8 @@ type LoRAWeights struct {
 	// lora_embedding_A and lora_embedding_B.
 	Embedding bool
 	// Magnitude is DoRA's magnitude vector m [out] (use_dora), one value
-	// per output feature; nil for plain LoRA.
+	// per output feature ([dim] for an embedding), shaped [1, out, 1…] for
+	// a convolution as HF PEFT keeps it; nil for plain LoRA.
 	Magnitude *Tensor
 }
 
@@ -158,7 +160,10 @@ func (c *LoRAConfig) checkWeights(module string, w LoRAWeights) error {
 	}
 	r := int64(c.RankFor(module))
 	if w.Conv() {
-		return checkConvWeights(module, w, r)
+		if err := checkConvWeights(module, w, r); err != nil {
+			return err
+		}
+		return c.checkMagnitude(module, w)
 	}
 	if len(w.A.Shape) != 2 || len(w.B.Shape) != 2 {
 		return formatErrorf("", module, "lora_A %v and lora_B %v must both be 2-D, or a convolution's [r, in, k…] and [out, r, 1…]", w.A.Shape, w.B.Shape)
@@ -199,6 +204,13 @@ func (c *LoRAConfig) checkMagnitude(module string, w LoRAWeights) error {
 	}
 	if err := w.Magnitude.check(); err != nil {
 		return formatErrorf("", module, "lora_magnitude_vector: %w", err)
+	}
+	if w.Conv() {
+		want := append([]int64{1, w.B.Shape[0]}, slices.Repeat([]int64{1}, len(w.A.Shape)-2)...)
+		if !slices.Equal(w.Magnitude.Shape, want) {
+			return formatErrorf("", module, "lora_magnitude_vector is %v, want %v ([1, out, 1…], HF PEFT's shape for a convolution)", w.Magnitude.Shape, want)
+		}
+		return nil
 	}
 	if len(w.Magnitude.Shape) != 1 {
 		return formatErrorf("", module, "lora_magnitude_vector is %v, want [out]", w.Magnitude.Shape)

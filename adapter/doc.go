@@ -56,7 +56,8 @@
 // (lora_embedding_A/B; lora_A/B.weight of rank 3 to 5); PaddleNLP's
 // layout is written for linear layers. DoRA (use_dora) keeps each
 // module's magnitude in LoRAWeights.Magnitude, stored in the HF layout as
-// "base_model.model.<module>.lora_magnitude_vector.weight" [out] (PEFT
+// "base_model.model.<module>.lora_magnitude_vector.weight" [out], [dim]
+// for an embedding and [1, out, 1…] for a convolution, PEFT's shapes (PEFT
 // 0.12 and later; the older "….lora_magnitude_vector" is read too);
 // .onnx_adapter files, which carry no config and so no scaling, and
 // PaddleNLP, which has no DoRA, refuse it. Not supported: PEFT's

@@ -71,12 +71,21 @@ func (f fold) asMatrixFold() fold {
 	if f.l.Kind != KindConv {
 		return f
 	}
-	l := f.l
-	l.In *= kernelSize(l.Kernel)
-	l.WeightTransposed = true
+	l := f.l.asMatrix()
 	r := len(f.b) / int(l.Out)
 	f.a = transpose(f.a, r, int(l.In))
 	f.b = transpose(f.b, int(l.Out), r)
 	f.l, f.rk = l, r
 	return f
+}
+
+// asMatrix returns a convolution as the linear layer of its weight read
+// as [out, in·k…]: In·k… input features, the weight transposed. Other
+// layers come back as they are.
+func (l Linear) asMatrix() Linear {
+	if l.Kind == KindConv {
+		l.In *= kernelSize(l.Kernel)
+		l.WeightTransposed = true
+	}
+	return l
 }

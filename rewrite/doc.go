@@ -78,7 +78,7 @@
 //
 // # DoRA
 //
-// With use_dora (dora.go), each adapted linear layer's output feature j is
+// With use_dora (dora.go), each adapted layer's output feature j is
 // rescaled to a trained magnitude m[j]: W'[:, j] = m[j]·V[:, j]/‖V[:, j]‖
 // with V = W + s·A·B, the norm per output feature as HF PEFT takes it, and
 // detached in training (DetachedValues, which the trainer marks for
@@ -86,14 +86,21 @@
 // column norms, so a fresh model computes what the base does. Merge is
 // exact, and keeps ‖V‖ per output feature in the model's metadata
 // (DoRAMetadataKey), with which Unmerge restores the adapted model; a
-// model merged without them is refused. A QDQ weight takes DoRA on its
-// float side (the DequantizeLinear's output is W), and an int4
-// MatMulNBits layer without a float copy of W (dora_nbits.go): ‖W‖² is a
-// constant, and Aᵀ·W comes from a second MatMulNBits node over the
-// layer's own packed tensors. Merging into either is as for LoRA:
-// Dequantize (exact, float) or, for int4, Requantize (rounded, not
-// unmergeable). AsInputs, stacked serving factors, embeddings and
-// convolutions refuse DoRA.
+// model merged without them is refused. Embeddings and convolutions take
+// DoRA as HF PEFT's DoraEmbeddingLayer and DoraConvNdLayer compute it
+// (dora_layers.go): an embedding's norm is per embedding dimension over
+// the vocabulary, computed from AᵀW and AᵀA without a vocab×dim
+// temporary; a convolution's per output channel, its magnitude stored
+// [1, out, 1…] as PEFT keeps it, and its bias left out of the rescaling.
+// A QDQ weight takes DoRA on its float side (the DequantizeLinear's
+// output is W), and an int4 MatMulNBits layer without a float copy of W
+// (dora_nbits.go): its norm takes ‖W‖ as a constant, as an embedding's
+// does, and AᵀW from a second MatMulNBits node over the layer's own
+// packed tensors. Merging into either is as for LoRA: Dequantize (exact,
+// float; Unmerge takes it back) or, for int4, Requantize (rounded; Unmerge
+// refuses it). Stacked serving factors take DoRA adapters on a stack of
+// StackDoRA (see Stacked adapters), of float weights. AsInputs refuses
+// DoRA.
 //
 // # Fused attention
 //
@@ -104,7 +111,10 @@
 // contiguously (Site.Widths) rather than PaddleNLP's head-interleaved
 // layout; an Attention layer's branch updates the weight the node reads
 // (no dropout), and Merge writes the update into the packed weight
-// (fused_attention.go).
+// (fused_attention.go). With use_dora the node reads W' = m·V/‖V‖ of
+// V = W + s·A·Bfull, its magnitude one per column of the packed weight,
+// disabled parts' columns included (dora.go); the packed qkv_proj MatMul
+// takes DoRA as any linear layer does.
 //
 // # int4 layers
 //
@@ -161,7 +171,12 @@
 // rows use different adapters and ranks, the smaller ranks padded with
 // zeros and the scaling folded into B (Stacked.Factors checks an adapter
 // against the layers and gives its factors). Slot 0, all zeros, is the
-// base. Package serve batches requests on it.
+// base. StackDoRA adds a stacked gain G [K, 1, out] per layer for DoRA
+// adapters: row b computes base + (g − 1)·(base − bias) + g·x·A·B with
+// g = G[index[b]] = m/‖V‖, ‖V‖ frozen and computed on the host, in
+// float64, when Stacked.Factors reads the adapter; a plain LoRA adapter
+// and the base are fed ones there (stacked_dora.go).
+// Package serve batches requests on it.
 //
 // # Prefix tuning
 //

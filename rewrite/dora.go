@@ -34,16 +34,34 @@ import (
 // layer does (PEFT recomputes the base product from the dropped x in
 // training; inference is the same).
 //
-// DoRA takes linear layers (MatMul, Gemm, fused projections), with float
-// weights, QDQ weights (the DequantizeLinear's output is the float W the
-// norm reads) or int4 MatMulNBits ones (dora_nbits.go: the norm without a
-// float W); embeddings, convolutions and AsInputs are refused. Merge into
-// a float weight is exact: W' above, stored where W is (a QDQ or int4
-// weight becomes float with Dequantize; Requantize rounds W' back into
-// int4). A merged DoRA weight does not determine ‖V‖ (any positive
+// DoRA takes linear layers (MatMul, Gemm, fused projections), embeddings
+// and convolutions (dora_layers.go) with float weights, QDQ weights (the
+// DequantizeLinear's output is the float W the norm reads) and int4
+// MatMulNBits layers (dora_nbits.go: the norm without a float W); AsInputs
+// is refused. Stacked factors (StackDoRA, stacked_dora.go) serve DoRA
+// adapters beside plain ones: the gain m/‖V‖ of each, computed on the
+// host from the base weight when the adapter is read, is fed per slot.
+// Merge into a float weight is exact: W' above, stored where W is (a QDQ
+// or int4 weight becomes float with Dequantize; Requantize rounds W' back
+// into int4). A merged DoRA weight does not determine ‖V‖ (any positive
 // rescaling of V gives the same W'), so Merge keeps ‖V‖ of each layer in
 // the model's metadata, as HF PEFT keeps the weight norm at merge time,
 // and Unmerge undoes the rescaling with it (dora_unmerge.go).
+//
+// A com.microsoft Attention node computes its q, k and v inside, so its
+// DoRA goes on the weight side, as its LoRA does (fused_attention.go):
+// the node reads W' = V·diag(m/‖V‖), V = W + s·A·Bfull, computed in the
+// graph from the packed weight [hidden, q+k+v] (small: no activation
+// passes it), the norm taken and detached as above (doraWeight). The
+// magnitude has one entry per column of the packed weight, as HF PEFT's
+// lora_magnitude_vector has one per output feature of the module it
+// adapts (GPT-2's c_attn: q, k and v alike), and all of it trains: HF
+// PEFT has no partial magnitude. With enable_lora_list, the columns of a
+// disabled part have V = W, so their magnitude starts at ‖W[:, j]‖ (a
+// fresh model computes the base) and trains a magnitude-only update of
+// that part, which Merge writes into its columns too. The packed qkv_proj
+// MatMul before GroupQueryAttention is a linear layer with the same
+// parts (Site.Widths), and takes DoRA the same way, through doraDelta.
 
 // doraSuffix names a module's magnitude initializer, as HF PEFT 0.12 and
 // later name its tensor.
@@ -52,29 +70,50 @@ const doraSuffix = ".lora_magnitude_vector.weight"
 // checkDoRA refuses the layers and options that DoRA does not take.
 func checkDoRA(l Linear, asInputs bool) error {
 	switch {
-	case l.Kind == KindEmbedding || l.Kind == KindConv:
-		return layerErr(l, "use_dora: DoRA is built for linear layers only, not %s", articled(l.Kind))
 	case asInputs:
 		return layerErr(l, "use_dora: DoRA's magnitude rescales by the norm of W + s·A·B, which needs the scaling in the graph; AsInputs folds it into the fed B")
-	case l.Op == OpAttention:
-		return layerErr(l, "use_dora: DoRA needs the layer's float weight as one matrix; %s packs it", l.Op)
 	}
 	return nil
 }
 
-// initialMagnitude returns the column norms of l's weight as the layer
-// computes with it (Gemm's alpha included): DoRA's magnitude at
-// injection.
-func initialMagnitude(m *graph.Model, l Linear) ([]float32, error) {
-	norms, err := weightNorms(m, l)
+// planDoRA completes the DoRA part of plan p for layer l: a fresh site's
+// magnitude, the norms of W per output feature as the layer computes with
+// it (Gemm's alpha included), and the norms of an embedding's table or an
+// int4 layer's weight, which its ‖V‖ reads as constants (dora_layers.go,
+// dora_nbits.go).
+func planDoRA(m *graph.Model, l Linear, p *modulePlan) error {
+	constant := l.Kind == KindEmbedding || l.Quantized()
+	if p.mag != nil && !constant {
+		return nil
+	}
+	norms, err := weightNorms(m, l.asMatrix())
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out := make([]float32, len(norms))
-	for j, n := range norms {
-		out[j] = float32(n)
+	if p.mag == nil {
+		p.mag = make([]float32, len(norms))
+		for j, n := range norms {
+			p.mag[j] = float32(n)
+		}
 	}
-	return out, nil
+	if constant {
+		dt := p.site.DType
+		for j, n := range norms {
+			if n*n >= largestFinite(dt) {
+				return layerErr(l, "use_dora: ‖W‖² of %s %d of weight %q is %.6g, past the largest %s, the branch's type, in which the graph holds it; give the branch dtype float32", featureWord(l), j, l.Weight, n*n, dt)
+			}
+		}
+		p.constNorms = norms
+	}
+	return nil
+}
+
+// featureWord names an output feature of l in messages.
+func featureWord(l Linear) string {
+	if l.Kind == KindEmbedding {
+		return "embedding dimension"
+	}
+	return "output feature"
 }
 
 // effectiveWeight returns α·W of layer l in graph layout [in, out], in
@@ -90,6 +129,12 @@ func effectiveWeight(m *graph.Model, l Linear) ([]float64, error) {
 	if err != nil {
 		return nil, layerErr(l, "%w", err)
 	}
+	return scaledWeight(l, vals), nil
+}
+
+// scaledWeight returns α·W of layer l in graph layout [in, out], in
+// float64, from vals, its weight initializer's values as stored.
+func scaledWeight(l Linear, vals []float32) []float64 {
 	in, out := int(l.In), int(l.Out)
 	w := make([]float64, in*out)
 	for i := 0; i < in; i++ {
@@ -101,17 +146,25 @@ func effectiveWeight(m *graph.Model, l Linear) ([]float64, error) {
 			w[i*out+j] = float64(l.Alpha) * float64(v)
 		}
 	}
-	return w, nil
+	return w
 }
 
 // weightNorms returns the Euclidean norm of each output feature (column)
-// of α·W, layer l's weight as the layer computes with it, in float64.
+// of α·W, layer l's weight as the layer computes with it, in float64; an
+// int4 layer's from its blocks, without the whole float W.
 func weightNorms(m *graph.Model, l Linear) ([]float64, error) {
+	if l.Quantized() {
+		return nbitsWeightNorms(m, l)
+	}
 	w, err := effectiveWeight(m, l)
 	if err != nil {
 		return nil, err
 	}
-	in, out := int(l.In), int(l.Out)
+	return columnNorms(w, int(l.In), int(l.Out)), nil
+}
+
+// columnNorms returns the Euclidean norm of each column of w [in, out].
+func columnNorms(w []float64, in, out int) []float64 {
 	n := make([]float64, out)
 	for i := 0; i < in; i++ {
 		for j, v := range w[i*out : (i+1)*out] {
@@ -121,84 +174,141 @@ func weightNorms(m *graph.Model, l Linear) ([]float64, error) {
 	for j := range n {
 		n[j] = math.Sqrt(n[j])
 	}
-	return n, nil
+	return n
 }
 
 // doraDelta returns what DoRA adds to the base output base of l, given
-// d = s·x·A·B in the layer's type: (m/‖V‖ − 1)·(base − β·C) + (m/‖V‖)·d,
-// with p's magnitude m. It adds the magnitude initializer and the norm's
-// nodes, and records the norm in the site.
+// d = s·x·A·B in the layer's type: (m/‖V‖ − 1)·(base − bias) + (m/‖V‖)·d.
+// It adds the magnitude initializer and the norm's nodes (doraNorm), and
+// records the norm in the site.
 func (b *loraGraph) doraDelta(l Linear, pre *graph.Builder, bFull, base, d string, p *modulePlan) string {
 	s := b.site
-	m := b.g.Model()
 	sd := pre.In("lora_magnitude")
-	m.AddInitializer(graph.NewFloat32Tensor(s.Magnitude, s.DType, []int64{s.Out}, p.mag))
-	var norm string
-	if l.Quantized() {
-		norm = b.nbitsNorm(l, sd, bFull, p.normSq)
-	} else {
-		norm = b.floatNorm(l, sd, bFull)
-	}
+	b.g.Model().AddInitializer(graph.NewFloat32Tensor(s.Magnitude, s.DType, s.MagnitudeShape(), p.mag))
+	norm := b.doraNorm(l, sd, bFull, p.constNorms)
 	s.DoRANorm = norm
-	scale := sd.Op("Div", []string{s.Magnitude, norm}) // [1, out]
+	scale := sd.Op("Div", []string{s.Magnitude, norm})
 	if s.DType != l.DType {
 		scale = sd.Op("Cast", []string{scale}, graph.AttrInt("to", int64(l.DType)))
 	}
 	one := b.scalar(s.Module+".lora_magnitude.one", l.DType, 1)
-	baseNoBias := base
-	if c := inNodeBias(l); c != "" {
-		if l.Beta != 1 {
-			c = sd.Op("Mul", []string{c, b.scalar(s.Module+".lora_magnitude.beta", l.DType, l.Beta)})
-		}
-		baseNoBias = sd.Op("Sub", []string{base, c})
-	}
-	rescaled := sd.Op("Mul", []string{sd.Op("Sub", []string{scale, one}), baseNoBias})
+	rescaled := sd.Op("Mul", []string{sd.Op("Sub", []string{scale, one}), b.withoutBias(l, sd, base)})
 	return sd.Op("Add", []string{rescaled, sd.Op("Mul", []string{scale, d})})
 }
 
-// inNodeBias returns the bias that l's node itself adds to its output
-// (Gemm's C where β ≠ 0, MatMulNBits' bias input), which DoRA's rescaling
-// leaves out, or "".
-func inNodeBias(l Linear) string {
-	n := l.Node
+// doraNorm adds the nodes of ‖V‖ per output feature, V = α·W + s·A·B, in
+// the branch's type, shaped to broadcast against the layer's output:
+// [1, out] for a linear layer, [dim] for an embedding, [1, out, 1…] for a
+// convolution (dora_layers.go). constNorms are the ‖W_j‖ that an
+// embedding's or an int4 layer's norm takes as constants.
+func (b *loraGraph) doraNorm(l Linear, sd *graph.Builder, bFull string, constNorms []float64) string {
 	switch {
-	case l.Op == "Gemm" && len(n.Input) > 2 && n.Input[2] != "" && l.Beta != 0:
-		return n.Input[2]
-	case l.Quantized() && len(n.Input) > quant.InputBias:
-		return n.Input[quant.InputBias]
+	case l.Kind == KindEmbedding:
+		return b.embeddingNorm(l, sd, constNorms)
+	case l.Kind == KindConv:
+		return b.convNorm(l, sd, bFull)
+	case l.Quantized():
+		return b.nbitsNorm(l, sd, bFull, constNorms)
 	}
-	return ""
-}
-
-// floatNorm returns ‖V[:, j]‖ [1, out] of V = α·W + s·A·B for a layer l
-// whose node reads its float weight.
-func (b *loraGraph) floatNorm(l Linear, sd *graph.Builder, bFull string) string {
 	s := b.site
 	// V = α·W + s·A·B in the branch's type, [in, out].
 	w := l.Node.Input[1]
 	if l.Op == "Gemm" && graph.IntAttr(l.Node, "transB", 0) != 0 {
 		w = sd.Op("Transpose", []string{w}, graph.AttrInts("perm", 1, 0))
 	}
-	if s.DType != l.DType {
-		w = sd.Op("Cast", []string{w}, graph.AttrInt("to", int64(s.DType)))
-	}
+	w = b.branchTyped(l, sd, w)
 	if l.Alpha != 1 {
 		w = sd.Op("Mul", []string{w, b.scalar(s.Module+".lora_magnitude.alpha", s.DType, l.Alpha)})
 	}
-	ab := sd.Op("MatMul", []string{s.A, bFull})
-	if s.Scale != 1 {
-		ab = sd.Op("Mul", []string{ab, b.scalar(s.Module+".lora_magnitude.scaling", s.DType, float32(s.Scale))})
-	}
-	v := sd.Op("Add", []string{w, ab})
-	// ‖V[:, j]‖ = √(1ᵀ·(V⊙V)): a MatMul with ones, which every opset has
-	// (ReduceSumSquare moved its axes to an input in opset 18).
-	ones := make([]float32, s.In)
-	for i := range ones {
-		ones[i] = 1
-	}
-	onesName := b.g.Initializer(s.Module+".lora_magnitude.ones", graph.NewFloat32Tensor("", s.DType, []int64{1, s.In}, ones))
-	sq := sd.Op("MatMul", []string{onesName, sd.Op("Mul", []string{v, v})})
+	return b.columnNorms(sd, sd.Op("Add", []string{w, b.scaled(sd, sd.Op("MatMul", []string{s.A, bFull}))}))
+}
+
+// columnNorms adds the nodes of ‖V[:, j]‖, [1, out], of V [in, out] in
+// the branch's type: √(1ᵀ·(V⊙V)), a MatMul with ones, which every opset
+// has (ReduceSumSquare moved its axes to an input in opset 18).
+func (b *loraGraph) columnNorms(sd *graph.Builder, v string) string {
+	sq := sd.Op("MatMul", []string{b.ones(1, b.site.In), sd.Op("Mul", []string{v, v})})
 	return sd.Op("Sqrt", []string{sq})
+}
+
+// withoutBias returns the base output of l less its bias, which DoRA's
+// rescaling leaves out: β·C of a Gemm, a convolution's bias, the bias
+// input of a MatMulNBits; base itself where there is none.
+func (b *loraGraph) withoutBias(l Linear, sd *graph.Builder, base string) string {
+	s := b.site
+	if l.Kind == KindConv && len(l.Node.Input) > 2 && l.Node.Input[2] != "" {
+		// The bias [out] as [out, 1…], against the output [N, out, …].
+		shape := append([]int64{s.Out}, slices.Repeat([]int64{1}, len(s.Kernel))...)
+		c := sd.Op("Reshape", []string{l.Node.Input[2], b.int64s(s.Module+".lora_magnitude.bias_shape", shape...)})
+		return sd.Op("Sub", []string{base, c})
+	}
+	if l.Quantized() && len(l.Node.Input) > quant.InputBias && l.Node.Input[quant.InputBias] != "" {
+		return sd.Op("Sub", []string{base, l.Node.Input[quant.InputBias]})
+	}
+	return unbiased(sd, l, base, func(beta float32) string {
+		return b.scalar(s.Module+".lora_magnitude.beta", l.DType, beta)
+	})
+}
+
+// branchTyped casts value v of l's type to the branch's, where they differ.
+func (b *loraGraph) branchTyped(l Linear, sd *graph.Builder, v string) string {
+	if b.site.DType == l.DType {
+		return v
+	}
+	return sd.Op("Cast", []string{v}, graph.AttrInt("to", int64(b.site.DType)))
+}
+
+// scaled returns v times the site's scaling s, in the branch's type.
+func (b *loraGraph) scaled(sd *graph.Builder, v string) string {
+	s := b.site
+	if s.Scale == 1 {
+		return v
+	}
+	return sd.Op("Mul", []string{v, b.scalar(s.Module+".lora_magnitude.scaling", s.DType, float32(s.Scale))})
+}
+
+// ones adds an initializer of ones of the branch's type and shape dims.
+func (b *loraGraph) ones(dims ...int64) string {
+	s := b.site
+	v := make([]float32, graph.NumElements(dims))
+	for i := range v {
+		v[i] = 1
+	}
+	return b.g.Initializer(s.Module+".lora_magnitude.ones", graph.NewFloat32Tensor("", s.DType, dims, v))
+}
+
+// doraWeight returns the weight an Attention layer of site b.site reads
+// under DoRA, W' = V·diag(m/‖V‖) with V = w + d, in the layer's type: d
+// is s·A·Bfull in the branch's type. As doraDelta does, it takes the norm
+// of V formed in the branch's type, and forms W' as w·c + d·c with
+// c = m/‖V‖, so that w itself is never rounded to a narrower branch type.
+func (b *loraGraph) doraWeight(l Linear, pre *graph.Builder, w, d string, mag []float32) string {
+	s := b.site
+	sd := pre.In("lora_magnitude")
+	b.g.Model().AddInitializer(graph.NewFloat32Tensor(s.Magnitude, s.DType, s.MagnitudeShape(), mag))
+	norm := b.columnNorms(sd, sd.Op("Add", []string{b.branchTyped(l, sd, w), d}))
+	s.DoRANorm = norm
+	c := sd.Op("Div", []string{s.Magnitude, norm})
+	dc, wc := sd.Op("Mul", []string{d, c}), c
+	if s.DType != l.DType {
+		dc = sd.Op("Cast", []string{dc}, graph.AttrInt("to", int64(l.DType)))
+		wc = sd.Op("Cast", []string{c}, graph.AttrInt("to", int64(l.DType)))
+	}
+	return sd.Op("Add", []string{sd.Op("Mul", []string{w, wc}), dc})
+}
+
+// unbiased returns base, layer l's output, less the bias β·C that a Gemm
+// adds in the node (the part of the output that DoRA rescales), or base
+// itself where the node adds none; beta(β) gives the constant β.
+func unbiased(b *graph.Builder, l Linear, base string, beta func(float32) string) string {
+	if l.Op != "Gemm" || len(l.Node.Input) < 3 || l.Node.Input[2] == "" || l.Beta == 0 {
+		return base
+	}
+	c := l.Node.Input[2]
+	if l.Beta != 1 {
+		c = b.Op("Mul", []string{c, beta(l.Beta)})
+	}
+	return b.Op("Sub", []string{base, c})
 }
 
 // DetachedValues returns the values of m that training must treat as
@@ -223,27 +333,16 @@ func DetachedValues(m *graph.Model) ([]string, error) {
 // α·W' = m ⊙ V/‖V‖ with V = α·W + s·A·B. It returns ‖V‖ per output
 // feature, which Unmerge needs to undo the rescaling (dora_unmerge.go).
 func (f fold) rescaleColumns(m *graph.Model) ([]float64, error) {
-	norms, err := weightNorms(m, f.l)
+	l := f.l
+	norms, err := weightNorms(m, l)
 	if err != nil {
 		return nil, err
 	}
-	c, err := f.columnScales(norms)
+	c, err := doraGains(l, f.magnitude, norms)
 	if err != nil {
 		return nil, err
 	}
-	return norms, scaleColumns(m, f.l, c)
-}
-
-// columnScales returns m[j]/‖V[:, j]‖ for the norms of V's columns.
-func (f fold) columnScales(norms []float64) ([]float64, error) {
-	c := make([]float64, len(norms))
-	for j, n := range norms {
-		if n == 0 {
-			return nil, layerErr(f.l, "use_dora: output feature %d of W + s·A·B is all zeros; its direction is undefined", j)
-		}
-		c[j] = float64(f.magnitude[j]) / n
-	}
-	return c, nil
+	return norms, scaleColumns(m, l, c)
 }
 
 // rescaleMatrix rescales V = W + s·A·B, held in vals as [in, out]
@@ -258,7 +357,7 @@ func (f fold) rescaleMatrix(vals []float32) ([]float64, error) {
 	for j := range norms {
 		norms[j] = math.Sqrt(norms[j])
 	}
-	c, err := f.columnScales(norms)
+	c, err := doraGains(f.l, f.magnitude, norms)
 	if err != nil {
 		return nil, err
 	}
@@ -266,6 +365,20 @@ func (f fold) rescaleMatrix(vals []float32) ([]float64, error) {
 		vals[k] = float32(float64(v) * c[k%out])
 	}
 	return norms, nil
+}
+
+// doraGains returns m[j]/‖V[:, j]‖ per output feature of layer l, given
+// the norms of V = α·W + s·A·B: what DoRA multiplies feature j by. A zero
+// column of V is an error.
+func doraGains(l Linear, magnitude []float32, norms []float64) ([]float64, error) {
+	g := make([]float64, len(norms))
+	for j, n := range norms {
+		if n == 0 {
+			return nil, layerErr(l, "use_dora: output feature %d of W + s·A·B is all zeros; its direction is undefined", j)
+		}
+		g[j] = float64(magnitude[j]) / n
+	}
+	return g, nil
 }
 
 // scaleColumns multiplies output feature j of l's stored weight by c[j].
@@ -308,7 +421,17 @@ func doraMagnitude(cfg *adapter.LoRAConfig, key string, l Linear, w adapter.LoRA
 
 // magnitudeTensor returns a site's magnitude as an adapter tensor.
 func magnitudeTensor(s Site, vals []float32) *adapter.Tensor {
-	return &adapter.Tensor{DType: adapterType(s.DType), Shape: []int64{s.Out}, Data: vals}
+	return &adapter.Tensor{DType: adapterType(s.DType), Shape: s.MagnitudeShape(), Data: vals}
+}
+
+// MagnitudeShape returns the shape of the site's DoRA magnitude, in the
+// graph as in HF PEFT's file: [out], or [1, out, 1…] for a convolution,
+// whose magnitude PEFT keeps shaped to broadcast against its output.
+func (s Site) MagnitudeShape() []int64 {
+	if s.Kind == KindConv {
+		return append([]int64{1, s.Out}, slices.Repeat([]int64{1}, len(s.Kernel))...)
+	}
+	return []int64{s.Out}
 }
 
 // siteReaders returns the nodes of site s that read value: DoRA's

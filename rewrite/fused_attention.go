@@ -155,9 +155,10 @@ func (b *loraGraph) contiguousB(l Linear) string {
 }
 
 // weightBranch adds the weight side of an Attention layer's LoRA: the
-// node reads W + s·A·Bfull (in the layer's type) in place of W. The
-// nodes read initializers only and go to the front of the graph.
-func (b *loraGraph) weightBranch(l Linear, bFull string) {
+// node reads W + s·A·Bfull (in the layer's type) in place of W, or with
+// DoRA (magnitude mag) its rescaled W' (doraWeight). The nodes read
+// initializers only and go to the front of the graph.
+func (b *loraGraph) weightBranch(l Linear, bFull string, mag []float32) {
 	s := b.site
 	pre := b.g.At(prefix(l))
 	sa, sb := pre.In("lora_A"), pre.In("lora_B")
@@ -166,11 +167,16 @@ func (b *loraGraph) weightBranch(l Linear, bFull string) {
 		sc := b.scalar(s.Module+".lora_scaling", s.DType, float32(s.Scale))
 		d = pre.In("lora_scaling").Op("Mul", []string{d, sc})
 	}
-	if s.DType != l.DType {
-		d = sb.Op("Cast", []string{d}, graph.AttrInt("to", int64(l.DType)))
-	}
 	w := l.Node.Input[1]
-	sum := sa.Op("Add", []string{w, d})
+	var sum string
+	if s.Magnitude != "" {
+		sum = b.doraWeight(l, pre, w, d, mag)
+	} else {
+		if s.DType != l.DType {
+			d = sb.Op("Cast", []string{d}, graph.AttrInt("to", int64(l.DType)))
+		}
+		sum = sa.Op("Add", []string{w, d})
+	}
 	b.g.Model().SetNodeInput(l.Node, 1, sum)
 	s.Output, s.BaseOutput, s.Sum = w, w, sum
 }

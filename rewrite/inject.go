@@ -173,9 +173,10 @@ type modulePlan struct {
 	site Site
 	a, b []float32 // initial values; nil with AsInputs
 	mag  []float32 // DoRA's magnitude; nil for plain LoRA
-	// normSq is ‖W[:, j]‖² of a DoRA int4 layer's dequantized weight,
-	// the constant part of its norm (dora_nbits.go); nil elsewhere.
-	normSq []float64
+	// constNorms are ‖W_j‖ of a DoRA embedding's table or int4 layer's
+	// weight, which its norm takes as constants (dora_layers.go,
+	// dora_nbits.go); nil elsewhere.
+	constNorms []float64
 	// residual is the fold that takes s·A₀·B₀ off the weight of a PiSSA or
 	// OLoRA site; nil for other inits.
 	residual *fold
@@ -257,6 +258,11 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 	}
 
 	extras := trainableExtras(m, &cfg, all, targets)
+	// Nothing has changed yet where this fails: DoRA takes no init from
+	// the weights, which alone change them above.
+	if err := checkDoRAExtras(targets, plans, extras); err != nil {
+		return nil, Summary{}, err
+	}
 	b := newLoRAGraph(m, opset, o.asInputs, cfg.Dropout)
 	original := slices.Clone(m.Proto.Graph.Node)
 	built := map[string]string{} // module -> the value holding B as the graph multiplies by it
@@ -274,7 +280,7 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 			built[l.Module] = bFull
 		}
 		if l.Op == OpAttention {
-			b.weightBranch(l, bFull)
+			b.weightBranch(l, bFull, p.mag)
 		} else {
 			b.branch(l, bFull, p)
 		}
@@ -453,18 +459,10 @@ func planModule(m *graph.Model, cfg adapter.LoRAConfig, l Linear, key string, we
 	case !o.asInputs:
 		p.a = initA(cfg.InitLoRAWeights, o.seed, l.Module, aShape[0], aShape[1], s.R)
 		p.b = make([]float32, graph.NumElements(bShape))
-		if s.Magnitude != "" && !l.Quantized() {
-			if p.mag, err = initialMagnitude(m, l); err != nil {
-				return nil, err
-			}
-		}
 	}
-	if s.Magnitude != "" && l.Quantized() {
-		if p.normSq, err = nbitsNormsSquared(m, l); err != nil {
+	if s.Magnitude != "" {
+		if err := planDoRA(m, l, p); err != nil {
 			return nil, err
-		}
-		if p.mag == nil {
-			p.mag = sqrt32(p.normSq)
 		}
 	}
 	return p, nil
@@ -615,7 +613,7 @@ func (b *loraGraph) weightSide(l Linear) string {
 }
 
 // branch adds the activation side of l's branch, reading B as bFull, and
-// routes l's readers to the sum; DoRA's start comes from p.
+// routes l's readers to the sum.
 func (b *loraGraph) branch(l Linear, bFull string, p *modulePlan) {
 	s := b.site
 	m := b.g.Model()

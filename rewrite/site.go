@@ -67,9 +67,10 @@ type Site struct {
 	// Kernel a convolution's kernel shape.
 	Kind   string  `json:"kind,omitempty"`
 	Kernel []int64 `json:"kernel,omitempty"`
-	// Magnitude names DoRA's magnitude initializer [out] (use_dora), and
-	// DoRANorm the value that holds ‖W + s·A·B‖ per output feature, which
-	// training detaches (see dora.go); both "" for plain LoRA.
+	// Magnitude names DoRA's magnitude initializer (use_dora; shaped as
+	// MagnitudeShape says), and DoRANorm the value that holds ‖W + s·A·B‖
+	// per output feature, which training detaches (see dora.go and
+	// dora_layers.go); both "" for plain LoRA.
 	Magnitude string `json:"magnitude,omitempty"`
 	DoRANorm  string `json:"dora_norm,omitempty"`
 	// InitialA and InitialB name the factors a PiSSA or OLoRA site started

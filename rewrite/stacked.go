@@ -12,7 +12,8 @@ import (
 
 // StackedIndexInput is the int64 [batch] graph input of a stacked model
 // (StackLoRA): row b of the batch runs the adapter in slot index[b] of
-// the stacked factors. Slot 0 is the base by convention (all zeros).
+// the stacked factors. Slot 0 is the base by convention (all zeros, and
+// a gain of one in a stack of StackDoRA).
 const StackedIndexInput = "lora_adapter_index"
 
 // StackedSite is one linear layer of a stacked model.
@@ -23,6 +24,11 @@ type StackedSite struct {
 	// float32, K slots of rank R each (a smaller rank padded with zeros,
 	// the scaling folded into B).
 	A, B string
+	// Gain names the graph input G [K, 1, Out], float32, of a stack that
+	// takes DoRA adapters (StackDoRA): slot k's DoRA gain m/‖V‖ per
+	// output feature, ones for a slot without DoRA (the base, a LoRA
+	// adapter, a free slot). It is "" in a stack of StackLoRA.
+	Gain string
 }
 
 // Stacked records what StackLoRA did to a model: its sites, by module, in
@@ -31,6 +37,9 @@ type Stacked struct {
 	Sites []StackedSite
 	Index string   // StackedIndexInput
 	all   []string // every linear module of the model, stacked or not
+	// dora holds each site's base weight, by module, in a stack of
+	// StackDoRA; nil in one of StackLoRA.
+	dora map[string]doraWeight
 }
 
 // StackLoRA gives every linear layer of m (or those that targets select,
@@ -48,10 +57,18 @@ type Stacked struct {
 // activation is read as [batch, …, in] (any leading axes after the batch,
 // such as the sequence, or none where the exporter flattened batch and
 // sequence together). m must carry no LoRA branches; Gemm layers with
-// transA are refused. StackLoRA changes nothing when it fails. Every
+// transA are refused, and so are com.microsoft Attention layers, whose
+// packed q, k, v weight is inside the node (without targets they are left
+// out of the stack). StackLoRA changes nothing when it fails. Every
 // branch costs a few small nodes per run, so a server that knows which
-// modules its adapters train saves time by naming them.
+// modules its adapters train saves time by naming them. StackDoRA stacks
+// DoRA adapters too.
 func StackLoRA(m *graph.Model, targets ...string) (*Stacked, error) {
+	return stack(m, false, targets)
+}
+
+// stack is StackLoRA, and with dora StackDoRA.
+func stack(m *graph.Model, dora bool, targets []string) (*Stacked, error) {
 	if _, ok, err := readRecord(m); err != nil {
 		return nil, err
 	} else if ok {
@@ -72,12 +89,36 @@ func StackLoRA(m *graph.Model, targets ...string) (*Stacked, error) {
 		if linears, err = MatchTargets(linears, targets); err != nil {
 			return nil, err
 		}
+	} else {
+		linears = slices.DeleteFunc(slices.Clone(linears), func(l Linear) bool { return l.Op == OpAttention })
+		if len(linears) == 0 {
+			return nil, errorf("%s has no linear layers to stack adapters on outside its fused Attention nodes", modelLabel(m))
+		}
 	}
 	for _, l := range linears {
+		if l.Op == OpAttention {
+			return nil, layerErr(l, "a com.microsoft Attention node computes q, k and v inside it from its packed weight, which a stacked branch (added to a layer's output) cannot reach: serve an adapter of this layer merged (peftonnx merge), or name targets that leave it out")
+		}
 		if l.TransA {
 			return nil, layerErr(l, "Gemm with transA is not supported by stacked adapters")
 		}
 		if err := checkRewirable(m, l); err != nil {
+			return nil, err
+		}
+		if dora {
+			if err := checkDoRA(l, false); err != nil {
+				return nil, err
+			}
+			if l.Quantized() || l.Dequantized() {
+				// The gains are computed on the host from the float weight.
+				return nil, layerErr(l, "use_dora: stacked DoRA adapters need the layer's float weight; %s is %s: serve its DoRA adapters merged (peftonnx merge), or name targets that leave it out", l.Weight, l.Op)
+			}
+		}
+	}
+	var weights map[string]doraWeight
+	if dora {
+		var err error
+		if weights, err = doraWeights(m, linears); err != nil {
 			return nil, err
 		}
 	}
@@ -94,27 +135,54 @@ func StackLoRA(m *graph.Model, targets ...string) (*Stacked, error) {
 		}
 	}})
 	m.AddInput(graph.TensorInfo(StackedIndexInput, dtype.Int64, []int64{-1}))
-	batch := g.At("/lora_stacked").Op("Shape", []string{StackedIndexInput})
+	root := g.At("/lora_stacked")
+	batch := root.Op("Shape", []string{StackedIndexInput})
+	// rows[n] is [batch, -1, n], the shape that reads an activation of n
+	// features per row of the batch (an input, and with DoRA an output):
+	// one node per width, not per layer.
+	rows := map[int64]string{}
+	for _, l := range linears {
+		widths := []int64{l.In}
+		if dora {
+			widths = append(widths, l.Out)
+		}
+		for _, n := range widths {
+			if _, ok := rows[n]; !ok {
+				rows[n] = root.Op("Concat", []string{batch, root.Int64s(-1, n)}, graph.AttrInt("axis", 0))
+			}
+		}
+	}
 
-	st := &Stacked{Index: StackedIndexInput, all: LinearModules(all)}
+	st := &Stacked{Index: StackedIndexInput, all: LinearModules(all), dora: weights}
 	sites := map[string]StackedSite{}
 	for _, l := range linears {
 		s, ok := sites[l.Module]
 		if !ok {
 			s = StackedSite{Module: l.Module, In: l.In, Out: l.Out,
 				A: l.Module + ".lora_A.stacked", B: l.Module + ".lora_B.stacked"}
-			for _, name := range []string{s.A, s.B} {
+			names := []string{s.A, s.B}
+			if dora {
+				s.Gain = l.Module + ".dora_gain.stacked"
+				names = append(names, s.Gain)
+			}
+			for _, name := range names {
 				if m.HasName(name) {
 					return nil, layerErr(l, "the model already has a value named %q", name)
 				}
 			}
 			m.AddInput(graph.TensorInfo(s.A, dtype.Float32, []int64{-1, s.In, -1}))
 			m.AddInput(graph.TensorInfo(s.B, dtype.Float32, []int64{-1, -1, s.Out}))
+			if dora {
+				m.AddInput(graph.TensorInfo(s.Gain, dtype.Float32, []int64{-1, 1, s.Out}))
+			}
 			sites[l.Module] = s
 			st.Sites = append(st.Sites, s)
 		}
 		base = l.Node
-		stackedBranch(g.At(prefix(l)).In("lora_stacked"), m, l, s, batch)
+		y := l.Node.Output[0]
+		if sum := stackedBranch(g.At(prefix(l)).In("lora_stacked"), m, l, s, rows); sum != "" {
+			m.ReplaceUses(y, sum, after[l.Node]...)
+		}
 		base = nil
 	}
 	nodes := make([]*onnxpb.NodeProto, 0, len(m.Proto.Graph.Node))
@@ -128,9 +196,12 @@ func StackLoRA(m *graph.Model, targets ...string) (*Stacked, error) {
 	return st, nil
 }
 
-// stackedBranch adds the branch of layer l, reading site s's factors, and
-// routes l's readers to the sum. batch is the 1-D shape of the index.
-func stackedBranch(b *graph.Builder, m *graph.Model, l Linear, s StackedSite, batch string) {
+// stackedBranch adds the branch of layer l, reading site s's factors
+// (and its DoRA gain), and returns the sum that l's readers must read
+// instead of l's output; "" where l's output is a graph output, which the
+// sum then takes over (l writes a new name). rows[n] is the shape
+// [batch, -1, n].
+func stackedBranch(b *graph.Builder, m *graph.Model, l Linear, s StackedSite, rows map[int64]string) string {
 	y := l.Node.Output[0]
 	baseOut := y
 	if m.IsGraphOutput(y) {
@@ -142,31 +213,35 @@ func stackedBranch(b *graph.Builder, m *graph.Model, l Linear, s StackedSite, ba
 	if l.DType != dtype.Float32 {
 		x = b.Op("Cast", []string{x}, graph.AttrInt("to", int64(dtype.Float32)))
 	}
-	shape3 := b.Op("Concat", []string{batch, b.Int64s(-1, s.In)}, graph.AttrInt("axis", 0))
-	x3 := b.Op("Reshape", []string{x, shape3})
+	x3 := b.Op("Reshape", []string{x, rows[s.In]})
 	a := b.Op("Gather", []string{s.A, StackedIndexInput}, graph.AttrInt("axis", 0))
 	bf := b.Op("Gather", []string{s.B, StackedIndexInput}, graph.AttrInt("axis", 0))
 	h := b.Op("MatMul", []string{x3, a})
 	d := b.Op("MatMul", []string{h, bf})
-	shape := b.Node("", "Shape", []string{baseOut}, 1)
-	d = b.Op("Reshape", []string{d, shape.Output[0]})
 	if l.DType != dtype.Float32 {
 		d = b.Op("Cast", []string{d}, graph.AttrInt("to", int64(l.DType)))
 	}
-	if baseOut != y {
-		b.NodeTo("", "Add", []string{baseOut, d}, []string{y})
-		return
+	shape := b.Op("Shape", []string{baseOut})
+	op, inputs := "Add", []string{baseOut, b.Op("Reshape", []string{d, shape})}
+	if s.Gain != "" {
+		op, inputs = "Reshape", []string{stackedDoRA(b, l, s, rows[s.Out], baseOut, d), shape}
 	}
-	sum := b.Node("", "Add", []string{y, d}, 1)
-	m.ReplaceUses(y, sum.Output[0], sum, shape)
+	if baseOut != y {
+		b.NodeTo("", op, inputs, []string{y})
+		return ""
+	}
+	return b.Op(op, inputs)
 }
 
 // StackedFactor is one module's factors for a slot of a stacked model:
 // A [In, R] as the adapter has it and B [R, Out] times the module's
-// scaling, both float32, row-major.
+// scaling, both float32, row-major. Gain [Out] is a DoRA adapter's gain
+// m/‖V‖ per output feature, for the site's Gain input; nil for a LoRA
+// adapter, whose gain is one.
 type StackedFactor struct {
 	R    int
 	A, B []float32
+	Gain []float32
 }
 
 // Factors matches LoRA adapter ad's modules to the sites, as Apply
@@ -174,14 +249,15 @@ type StackedFactor struct {
 // An adapter that does not fit is an error that says what: a module that
 // matches no layer (listing those that exist), factors of the wrong
 // shape, a fused projection (enable_lora_list), trained base tensors, a
-// DoRA adapter, or
-// not being a LoRA adapter at all.
+// DoRA adapter on a stack of StackLoRA (or one without its magnitude), or
+// not being a LoRA adapter at all. A DoRA adapter's gain is computed here,
+// from the base weight kept by StackDoRA.
 func (st *Stacked) Factors(ad *adapter.Adapter) (map[string]StackedFactor, error) {
 	if ad.LoRA == nil {
 		return nil, errorf("not a LoRA adapter: stacked factors take LoRA adapters only")
 	}
-	if ad.LoRA.UseDoRA {
-		return nil, errorf("a DoRA adapter (use_dora) rescales each output feature by its magnitude over ‖W + s·A·B‖, which stacked factors cannot carry: serve its merged model (peftonnx merge) instead")
+	if ad.LoRA.UseDoRA && st.dora == nil {
+		return nil, errorf("a DoRA adapter (use_dora) rescales each output feature by its magnitude over ‖W + s·A·B‖, which a stack of StackLoRA does not carry: stack the model with StackDoRA")
 	}
 	if len(ad.Extra) > 0 {
 		return nil, errorf("the adapter also trains %d base tensors (%s), which stacked adapters cannot carry", len(ad.Extra), joinNames(slices.Sorted(maps.Keys(ad.Extra))))
@@ -221,12 +297,18 @@ func (st *Stacked) Factors(ad *adapter.Adapter) (map[string]StackedFactor, error
 			return nil, errorf("adapter module %q has lora_A %v and lora_B %v; layer %q (%d×%d) needs [%d, r] and [r, %d]",
 				key, w.A.Shape, w.B.Shape, mod, s.In, s.Out, s.In, s.Out)
 		}
-		scale := float32(cfg.ScalingFor(key))
+		scale := cfg.ScalingFor(key)
 		b := make([]float32, len(w.B.Data))
 		for i, v := range w.B.Data {
-			b[i] = v * scale
+			b[i] = v * float32(scale)
 		}
-		out[mod] = StackedFactor{R: int(r), A: slices.Clone(w.A.Data), B: b}
+		f := StackedFactor{R: int(r), A: slices.Clone(w.A.Data), B: b}
+		if cfg.UseDoRA {
+			if f.Gain, err = st.dora[mod].gain(cfg, key, w, scale); err != nil {
+				return nil, err
+			}
+		}
+		out[mod] = f
 	}
 	if len(out) == 0 {
 		return nil, errorf("the adapter has no modules")

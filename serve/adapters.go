@@ -120,6 +120,8 @@ func (e *Engine) fill(a *entry, ad *adapter.Adapter) error {
 		return errorf("adapter %q at %s: %w: %w", a.name, a.path, ErrAdapterMismatch, err)
 	}
 	switch {
+	case ad.LoRA != nil && ad.LoRA.UseDoRA && !e.opts.DoRA:
+		return mismatch(errors.New("a DoRA adapter (use_dora) needs the engine built for DoRA: start the server with --dora (Options.DoRA)"))
 	case ad.LoRA != nil:
 		f, err := e.stacked.Factors(ad)
 		if err != nil {
@@ -129,7 +131,7 @@ func (e *Engine) fill(a *entry, ad *adapter.Adapter) error {
 		for mod, fa := range f {
 			a.targets = append(a.targets, mod)
 			a.rank = max(a.rank, fa.R)
-			a.bytes += int64(4 * (len(fa.A) + len(fa.B)))
+			a.bytes += int64(4 * (len(fa.A) + len(fa.B) + len(fa.Gain)))
 		}
 		sort.Strings(a.targets)
 	case ad.Prefix != nil:
@@ -342,6 +344,7 @@ func adapterHash(ad *adapter.Adapter) (string, error) {
 	for _, mod := range ad.Modules() {
 		tensor(mod+".lora_A", ad.Weights[mod].A)
 		tensor(mod+".lora_B", ad.Weights[mod].B)
+		tensor(mod+".lora_magnitude_vector", ad.Weights[mod].Magnitude) // DoRA only
 	}
 	tensor("prompt_embeddings", ad.Prompt)
 	if p := ad.Projection; p != nil {

@@ -10,7 +10,7 @@ import (
 // (serve/openai) builds on. What it lists stays; additions are marked.
 //
 // Additions to the first contract (nothing it listed changed):
-// Options.MaxJoin, MaxSeqLen, EOS and Targets; AdapterInfo.Targets; the fields of
+// Options.MaxJoin, MaxSeqLen, EOS, Targets and DoRA; AdapterInfo.Targets; the fields of
 // Stats; the Kind and Finish constants; ErrInvalidRequest,
 // ErrAdapterExists and ErrClosed. One change of behaviour, not of
 // signature: Generate calls emit from a goroutine of the request's own,
@@ -57,6 +57,14 @@ type Options struct {
 	// adapter on another layer is refused (ErrAdapterMismatch).
 	// (Addition.)
 	Targets []string
+	// DoRA builds the base to take DoRA adapters (HF PEFT's use_dora)
+	// beside plain LoRA ones (rewrite.StackDoRA): every stacked layer
+	// also rescales each output feature by its row's adapter's gain
+	// m/‖W + s·A·B‖, computed when the adapter is read. It costs time on
+	// every step, with or without DoRA adapters loaded, and keeps a copy
+	// of the stacked layers' weights in memory; without it a DoRA adapter
+	// is refused (ErrAdapterMismatch). (Addition.)
+	DoRA bool
 	// Threads is ONNX Runtime's intra-op threads; 0 leaves its default.
 	Threads int
 	// Logger receives the engine's structured logs; nil discards them.

@@ -23,7 +23,13 @@
 // is served one sequence at a time. Prefix adapters need per-layer
 // past_key_values.{i}.key/value caches. LoRA adapters with fused
 // projections (PaddleNLP's enable_lora_list) or trained base tensors are
-// refused. The prompts of the requests that join at one step are prefilled
+// refused. DoRA adapters (use_dora) need Options.DoRA (peftonnx serve
+// --dora), which builds the base with rewrite.StackDoRA: each stacked
+// layer also rescales its output features by the row's adapter's gain
+// m/‖W + s·A·B‖, computed on the host when the adapter is read, at a cost
+// on every step: on LlamaMini, one client, 1.18× the plain engine's time
+// per token on the base and 1.22× on a LoRA adapter, a DoRA adapter the
+// same as a LoRA one (BenchmarkServeDoRA; the project README's table). The prompts of the requests that join at one step are prefilled
 // together (one run per prefix they start from) before they join the
 // batch; the stacked factors are rebuilt when an adapter takes a free slot.
 package serve

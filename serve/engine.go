@@ -53,7 +53,8 @@ type Engine struct {
 func errorf(format string, args ...any) error { return pkgerr.Errorf("serve", format, args...) }
 
 // New loads the base model at modelPath once, rewrites it to take stacked
-// LoRA factors per row (rewrite.StackLoRA) and opens one session on it.
+// LoRA factors per row (rewrite.StackLoRA, or with Options.DoRA
+// rewrite.StackDoRA) and opens one session on it.
 // The model must be a decoder with a KV cache and logits.
 func New(modelPath string, opts Options) (*Engine, error) {
 	opts = opts.withDefaults()
@@ -69,7 +70,11 @@ func New(modelPath string, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	defer m.Close()
-	stacked, err := rewrite.StackLoRA(m, opts.Targets...)
+	stack := rewrite.StackLoRA
+	if opts.DoRA {
+		stack = rewrite.StackDoRA
+	}
+	stacked, err := stack(m, opts.Targets...)
 	if err != nil {
 		return nil, errorf("base model %s: %w", modelPath, err)
 	}
@@ -109,7 +114,7 @@ func New(modelPath string, opts Options) (*Engine, error) {
 	e.stats.Adapters = map[string]AdapterStats{}
 	e.stats.BatchSizes = make([]int64, opts.MaxBatch+1)
 	go e.schedule()
-	e.log.Info("base model loaded", "path", modelPath, "layers", info.Layers, "linears", len(stacked.Sites))
+	e.log.Info("base model loaded", "path", modelPath, "layers", info.Layers, "linears", len(stacked.Sites), "dora", opts.DoRA)
 	return e, nil
 }
 

@@ -59,8 +59,9 @@ func (t *slotTable) put(slot int) {
 
 // inputs returns the stacked factor inputs for the slots as they are: per
 // site A [K, in, R] and B [K, R, out], R the largest rank of a slot's
-// adapter on that module (at least 1), zeros where a slot's adapter does
-// not change the module or is free.
+// adapter on that module (at least 1), and on a DoRA engine the gain
+// G [K, 1, out]; zeros (and a gain of one) where a slot's adapter does not
+// change the module or is free, a gain of one where it is plain LoRA.
 func (t *slotTable) inputs(st *rewrite.Stacked) (map[string]*rt.Tensor, error) {
 	if !t.stale {
 		return t.feeds, nil
@@ -74,7 +75,7 @@ func (t *slotTable) inputs(st *rewrite.Stacked) (map[string]*rt.Tensor, error) {
 			a.mu.Unlock()
 		}
 	}
-	feeds := make(map[string]*rt.Tensor, 2*len(st.Sites))
+	feeds := make(map[string]*rt.Tensor, 3*len(st.Sites))
 	for _, site := range st.Sites {
 		r := 1
 		for _, f := range factors {
@@ -83,6 +84,13 @@ func (t *slotTable) inputs(st *rewrite.Stacked) (map[string]*rt.Tensor, error) {
 		in, out := int(site.In), int(site.Out)
 		a := make([]float32, k*in*r)
 		b := make([]float32, k*r*out)
+		var g []float32
+		if site.Gain != "" {
+			g = make([]float32, k*out)
+			for i := range g {
+				g[i] = 1
+			}
+		}
 		for s, fs := range factors {
 			f, ok := fs[site.Module]
 			if !ok {
@@ -92,6 +100,16 @@ func (t *slotTable) inputs(st *rewrite.Stacked) (map[string]*rt.Tensor, error) {
 				copy(a[(s*in+i)*r:], f.A[i*f.R:(i+1)*f.R])
 			}
 			copy(b[s*r*out:], f.B) // [R, out] rows; rank rows beyond f.R stay zero
+			if g != nil && f.Gain != nil {
+				copy(g[s*out:], f.Gain)
+			}
+		}
+		if g != nil {
+			tg, err := rt.NewFloat32([]int64{int64(k), 1, int64(out)}, g)
+			if err != nil {
+				return nil, err
+			}
+			feeds[site.Gain] = tg
 		}
 		ta, err := rt.NewFloat32([]int64{int64(k), int64(in), int64(r)}, a)
 		if err != nil {

@@ -82,22 +82,32 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 		if err != nil {
 			return "", false, errorf("%s: LM head: %v", b.name, err)
 		}
-		sce := g.Node("", "SoftmaxCrossEntropyLoss", []string{scores, yk}, 2,
-			graph.AttrString("reduction", "sum"), graph.AttrInt("ignore_index", IgnoreIndex))
-		totals = append(totals, sce.Output[0])
-		// The gradient of total_k / count with respect to the scores, as
-		// autodiff's fused cross-entropy rule writes it: softmax·c, less
-		// c at each row's label, c = w/count per row.
-		c := g.Op("Mul", []string{b.unsqueeze(wk, 1), inv})
-		q := g.Op("Mul", []string{g.Op("Exp", []string{sce.Output[1]}), c})
+		// Log probabilities, and each row's at its label (any class for an
+		// ignored row, whose weight is 0): the one value that both the
+		// loss and its gradient read, so that the [rows, vocab] values
+		// die with this chunk. (SoftmaxCrossEntropyLoss would give the
+		// summed loss as a second output of the node that makes them, and
+		// ONNX Runtime runs the loss sums after the last chunk, holding
+		// every chunk's log probabilities until then.)
+		logp := g.Op("LogSoftmax", []string{scores}, graph.AttrInt("axis", 1))
 		at := b.unsqueeze(g.Op("Where", []string{g.Op("Equal", []string{yk, b.int0("ignore_index", IgnoreIndex)}), b.int0("zero_label", 0), yk}), 1)
-		picked := g.Op("GatherElements", []string{q, at}, graph.AttrInt("axis", 1))
-		dscores := g.Op("ScatterElements", []string{q, at, g.Op("Sub", []string{picked, c})}, graph.AttrInt("axis", 1))
-		rows := g.Op("Slice", []string{g.Op("Shape", []string{hk}), b.ints("batch_start", 0), b.ints("batch_end", 2)})
-		dh, err := lm.timesWT(dscores)
+		logpAt := g.Op("GatherElements", []string{logp, at}, graph.AttrInt("axis", 1))
+		wk1 := b.unsqueeze(wk, 1)
+		totals = append(totals, g.Op("Neg", []string{b.sumAll(g.Op("Mul", []string{logpAt, wk1}))}))
+		// The gradient of total_k / count with respect to the chunk's
+		// rows: c·(softmax − onehot)·Wᵀ, c = w/count per row, applied to
+		// the [rows, hidden] product rather than to the [rows, vocab]
+		// probabilities.
+		c := g.Op("Mul", []string{wk1, inv})
+		p := g.Op("Exp", []string{logp})
+		pAt := g.Op("Exp", []string{logpAt})
+		dscores := g.Op("ScatterElements", []string{p, at, g.Op("Sub", []string{pAt, b.float0("one", 1)})}, graph.AttrInt("axis", 1))
+		dp, err := lm.timesWT(dscores)
 		if err != nil {
 			return "", false, errorf("%s: LM head: %v", b.name, err)
 		}
+		dh := g.Op("Mul", []string{dp, c})
+		rows := g.Op("Slice", []string{g.Op("Shape", []string{hk}), b.ints("batch_start", 0), b.ints("batch_end", 2)})
 		gk := g.Op("Reshape", []string{dh, g.Op("Concat", []string{rows, hidden}, graph.AttrInt("axis", 0))})
 		stops = append(stops, gk)
 		prev = gk

@@ -2,6 +2,7 @@ package train
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -163,9 +164,12 @@ func TestRecomputeLayers(t *testing.T) {
 	for i := range ids {
 		ids[i] = int64(r.Intn(vocab))
 	}
+	// The products with a layer's weights that are made again: the
+	// default pass makes attention's q·kᵀ and softmax again, but no
+	// product with a weight.
 	recomputed := func(g *graph.Model) (n int) {
 		for _, node := range g.Graph().Node {
-			if strings.HasPrefix(node.Name, "recompute/") && (node.OpType == "MatMul" || node.OpType == "Softmax") {
+			if strings.HasPrefix(node.Name, "recompute/") && node.OpType == "MatMul" && slices.ContainsFunc(node.Input, func(in string) bool { return g.Initializer(in) != nil }) {
 				n++
 			}
 		}
@@ -182,6 +186,47 @@ func TestRecomputeLayers(t *testing.T) {
 		}
 	}
 	if a, b := recomputed(plain), recomputed(g); a != 0 || b < 4 {
-		t.Errorf("recomputed products and softmaxes: %d by default, %d with whole layers; want 0 and at least 4", a, b)
+		t.Errorf("recomputed products with weights: %d by default, %d with whole layers; want 0 and at least 4", a, b)
+	}
+}
+
+// Each chunk's log probabilities, [rows, vocab], feed only that chunk:
+// its label's log probability (one GatherElements, all that the loss
+// value reads) and the softmax of its gradient (Exp). No
+// SoftmaxCrossEntropyLoss node, whose summed loss ONNX Runtime computes
+// after the last chunk while every chunk's log probabilities wait.
+func TestChunkedLossFreesLogProbs(t *testing.T) {
+	requireORT(t)
+	const batch, seq, vocab = 2, 7, 32
+	r := NewRNG(5)
+	ids := make([]int64, batch*seq)
+	for i := range ids {
+		ids[i] = int64(r.Intn(vocab))
+	}
+	_, _, g := lossAndGrads(t, ids, ids, batch, seq, false, WithLossChunks(3))
+	consumers := map[string][]string{}
+	logps := 0
+	for _, node := range g.Graph().Node {
+		for _, in := range node.Input {
+			consumers[in] = append(consumers[in], node.OpType)
+		}
+	}
+	for _, node := range g.Graph().Node {
+		if !strings.HasPrefix(node.Name, "/causal_lm_loss/") {
+			continue
+		}
+		switch node.OpType {
+		case "SoftmaxCrossEntropyLoss":
+			t.Errorf("node %q: the chunked loss uses SoftmaxCrossEntropyLoss", node.Name)
+		case "LogSoftmax":
+			logps++
+			got := slices.Sorted(slices.Values(consumers[node.Output[0]]))
+			if !slices.Equal(got, []string{"Exp", "GatherElements"}) {
+				t.Errorf("log probabilities %q feed %v, want one Exp and one GatherElements", node.Output[0], got)
+			}
+		}
+	}
+	if logps != 3 {
+		t.Errorf("%d chunks' log probabilities, want 3", logps)
 	}
 }

@@ -85,53 +85,147 @@ func TestTrainDoRA(t *testing.T) {
 	}
 }
 
-// TestDoRAGradients checks the gradient graph of a DoRA layer (float32)
-// against central finite differences of the forward model: with the norm
-// not detached, for A, B and the magnitude (every op DoRA emits has a
-// right rule); with it detached, as training runs, against the model
+// TestTrainDoRAEmbeddingConv trains DoRA on ConvLM's embedding, Conv1d
+// and Conv2d: the eval loss falls (3.48 to 3.09 in 40 steps, where LoRA
+// reaches 2.77: an embedding's direction renormalises over the whole
+// vocabulary, and its small magnitudes must grow to let rows grow), every
+// magnitude and factor moves, and the merged model computes what the
+// trained adapted model does.
+func TestTrainDoRAEmbeddingConv(t *testing.T) {
+	requireORT(t)
+	m, err := models.ConvLM(models.ConvLMTiny())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := adapter.DefaultLoRAConfig("model.embed_tokens", "model.conv1d", "model.conv2d")
+	cfg.R, cfg.UseDoRA = 4, true
+	_, sum, err := rewrite.InjectLoRA(m, cfg, rewrite.WithSeed(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := sum.Trainable()
+	if len(params) != 9 || !slices.Contains(params, "model.conv2d.lora_magnitude_vector.weight") {
+		t.Fatalf("trainable: %v, want A, B and a magnitude for 3 layers", params)
+	}
+	tr := trainPattern(t, m, params, 40, 0.2)
+	adapted, err := tr.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged := adapted.Clone()
+	if err := rewrite.Merge(merged); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := rt.NewInt64([]int64{1, 8}, []int64{3, 4, 5, 6, 7, 8, 9, 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logits := func(m *graph.Model) []float64 {
+		return runModel(t, m, map[string]*rt.Tensor{"input_ids": ids}, "logits")["logits"].ToFloat64()
+	}
+	got, want := logits(merged), logits(adapted)
+	worst := 0.0
+	for i := range want {
+		worst = math.Max(worst, math.Abs(got[i]-want[i])/math.Max(1, math.Abs(want[i])))
+	}
+	if !(worst <= 1e-4) {
+		t.Errorf("merged vs adapted logits differ by %.3g", worst)
+	}
+}
+
+// TestDoRAGradients checks the gradient graph of a DoRA layer (float32) of
+// each kind against central finite differences of the forward model: with
+// the norm not detached, for A, B and the magnitude (every op DoRA emits
+// has a right rule); with it detached, as training runs, against the model
 // whose norm is held at its current value (HF PEFT's detach()), and the
-// magnitude's gradient is the same either way.
+// magnitude's gradient is the same either way. The kinds: a MatMul, an
+// embedding (whose norm reads the table through AᵀW and AᵀA), a Conv1d
+// with a bias (left out of the rescaling), a strided Conv2d and an int4
+// MatMulNBits (TestQDQDoRAGradients has the QDQ layer).
 func TestDoRAGradients(t *testing.T) {
 	requireORT(t)
-	const in, out, rows = 5, 4, 3
-	rng := rand.New(rand.NewPCG(5, 1))
-	g := &onnxpb.GraphProto{Name: "dora"}
-	g.Initializer = append(g.Initializer, graph.NewFloatTensor("layer.proj.weight", dtype.Float32, []int64{in, out}, randomValues(rng, in*out, 0.5)))
-	g.Node = []*onnxpb.NodeProto{{OpType: "MatMul", Name: "/layer/proj/MatMul", Input: []string{"x", "layer.proj.weight"}, Output: []string{"y"}}}
-	checkDoRAGradients(t, g, in, out, rows, rng)
-}
-
-// randomValues returns n draws of N(0, scale²), float32-exact.
-func randomValues(rng *rand.Rand, n int, scale float64) []float64 {
-	v := make([]float64, n)
-	for i := range v {
-		v[i] = float64(float32(rng.NormFloat64() * scale))
+	for _, c := range []struct {
+		name string
+		// layer returns the layer's weight initializers, its node writing
+		// "y" of shape y, and its input with the value fed.
+		layer func(randoms func(n int, scale float64) []float64) (inits []*onnxpb.TensorProto, n *onnxpb.NodeProto, in *onnxpb.ValueInfoProto, x *rt.Tensor, y []int64)
+	}{
+		{"matmul", func(randoms func(int, float64) []float64) ([]*onnxpb.TensorProto, *onnxpb.NodeProto, *onnxpb.ValueInfoProto, *rt.Tensor, []int64) {
+			const in, out, rows = 5, 4, 3
+			x, _ := rt.NewFloat32([]int64{rows, in}, f32s(randoms(rows*in, 1)))
+			return []*onnxpb.TensorProto{graph.NewFloatTensor("layer.proj.weight", dtype.Float32, []int64{in, out}, randoms(in*out, 0.5))},
+				&onnxpb.NodeProto{OpType: "MatMul", Name: "/layer/proj/MatMul", Input: []string{"x", "layer.proj.weight"}, Output: []string{"y"}},
+				graph.TensorInfo("x", dtype.Float32, []int64{rows, in}), x, []int64{rows, out}
+		}},
+		{"embedding", func(randoms func(int, float64) []float64) ([]*onnxpb.TensorProto, *onnxpb.NodeProto, *onnxpb.ValueInfoProto, *rt.Tensor, []int64) {
+			const vocab, dim = 5, 4
+			x, _ := rt.NewInt64([]int64{3}, []int64{0, 3, 3})
+			return []*onnxpb.TensorProto{graph.NewFloatTensor("layer.proj.weight", dtype.Float32, []int64{vocab, dim}, randoms(vocab*dim, 0.5))},
+				&onnxpb.NodeProto{OpType: "Gather", Name: "/layer/proj/Gather", Input: []string{"layer.proj.weight", "x"}, Output: []string{"y"}},
+				graph.TensorInfo("x", dtype.Int64, []int64{3}), x, []int64{3, dim}
+		}},
+		{"conv1d-bias", func(randoms func(int, float64) []float64) ([]*onnxpb.TensorProto, *onnxpb.NodeProto, *onnxpb.ValueInfoProto, *rt.Tensor, []int64) {
+			x, _ := rt.NewFloat32([]int64{1, 3, 6}, f32s(randoms(18, 1)))
+			return []*onnxpb.TensorProto{
+					graph.NewFloatTensor("layer.proj.weight", dtype.Float32, []int64{4, 3, 3}, randoms(36, 0.5)),
+					graph.NewFloatTensor("layer.proj.bias", dtype.Float32, []int64{4}, randoms(4, 1)),
+				},
+				&onnxpb.NodeProto{OpType: "Conv", Name: "/layer/proj/Conv", Input: []string{"x", "layer.proj.weight", "layer.proj.bias"}, Output: []string{"y"},
+					Attribute: []*onnxpb.AttributeProto{graph.AttrInts("pads", 1, 1)}},
+				graph.TensorInfo("x", dtype.Float32, []int64{1, 3, 6}), x, []int64{1, 4, 6}
+		}},
+		{"conv2d-strided", func(randoms func(int, float64) []float64) ([]*onnxpb.TensorProto, *onnxpb.NodeProto, *onnxpb.ValueInfoProto, *rt.Tensor, []int64) {
+			x, _ := rt.NewFloat32([]int64{1, 2, 5, 5}, f32s(randoms(50, 1)))
+			return []*onnxpb.TensorProto{graph.NewFloatTensor("layer.proj.weight", dtype.Float32, []int64{3, 2, 2, 3}, randoms(36, 0.5))},
+				&onnxpb.NodeProto{OpType: "Conv", Name: "/layer/proj/Conv", Input: []string{"x", "layer.proj.weight"}, Output: []string{"y"},
+					Attribute: []*onnxpb.AttributeProto{graph.AttrInts("strides", 2, 1)}},
+				graph.TensorInfo("x", dtype.Float32, []int64{1, 2, 5, 5}), x, []int64{1, 3, 2, 3}
+		}},
+		// An int4 layer (zero points, a bias, K = 40 padding its last
+		// block of 16): its norm reads the packed weight through a second
+		// MatMulNBits node (Aᵀ·W), which the free norm's gradient crosses.
+		{"int4", func(randoms func(int, float64) []float64) ([]*onnxpb.TensorProto, *onnxpb.NodeProto, *onnxpb.ValueInfoProto, *rt.Tensor, []int64) {
+			const in, out, rows = 40, 6, 3
+			x, _ := rt.NewFloat32([]int64{rows, in}, f32s(randoms(rows*in, 1)))
+			inits, n := int4Layer(t, in, out, randoms)
+			return inits, n, graph.TensorInfo("x", dtype.Float32, []int64{rows, in}), x, []int64{rows, out}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(5, 1))
+			randoms := func(n int, scale float64) []float64 {
+				v := make([]float64, n)
+				for i := range v {
+					v[i] = float64(float32(rng.NormFloat64() * scale))
+				}
+				return v
+			}
+			inits, layer, in, x, y := c.layer(randoms)
+			checkDoRAGradients(t, inits, layer, in, x, y, randoms)
+		})
 	}
-	return v
 }
 
-// checkDoRAGradients completes g, which holds one layer layer.proj reading
-// x [rows, in] and writing y [rows, out], into a model with a scalar loss
-// (Σ tanh(y)·target), puts DoRA of rank 2 on the layer with random A, B
-// and magnitude, and holds its gradients to central finite differences:
-// with the norm not detached, and detached (against the model whose norm
-// is held at its current value); the magnitude's gradient is the same
-// either way.
-func checkDoRAGradients(t *testing.T, g *onnxpb.GraphProto, in, out, rows int, rng *rand.Rand) {
+// checkDoRAGradients builds loss = Σ tanh(y)⊙target on layer (which writes
+// y of shape yShape from input in, fed x; before are nodes that feed it,
+// such as a QDQ weight's DequantizeLinear), gives the layer DoRA with
+// random A, B and magnitude, and compares the gradients of those three
+// with finite differences, with the norm free and detached (see
+// TestDoRAGradients).
+func checkDoRAGradients(t *testing.T, inits []*onnxpb.TensorProto, layer *onnxpb.NodeProto, in *onnxpb.ValueInfoProto, xt *rt.Tensor, yShape []int64, randoms func(int, float64) []float64, before ...*onnxpb.NodeProto) {
 	t.Helper()
-	g.Initializer = append(g.Initializer, graph.NewFloatTensor("target", dtype.Float32, []int64{int64(rows), int64(out)}, randomValues(rng, rows*out, 1)))
-	g.Input = []*onnxpb.ValueInfoProto{graph.TensorInfo("x", dtype.Float32, []int64{int64(rows), int64(in)})}
-	g.Node = append(g.Node,
+	g := &onnxpb.GraphProto{Name: "dora"}
+	g.Initializer = append(inits, graph.NewFloatTensor("target", dtype.Float32, yShape, randoms(int(graph.NumElements(yShape)), 1)))
+	g.Input = []*onnxpb.ValueInfoProto{in}
+	g.Node = append(before, layer,
 		&onnxpb.NodeProto{OpType: "Tanh", Name: "/tanh", Input: []string{"y"}, Output: []string{"h"}},
 		&onnxpb.NodeProto{OpType: "Mul", Name: "/mul", Input: []string{"h", "target"}, Output: []string{"p"}},
 		&onnxpb.NodeProto{OpType: "ReduceSum", Name: "/sum", Input: []string{"p"}, Output: []string{"loss"}, Attribute: []*onnxpb.AttributeProto{graph.AttrInt("keepdims", 0)}},
 	)
 	g.Output = []*onnxpb.ValueInfoProto{graph.TensorInfo("loss", dtype.Float32, nil)}
 	m := graph.New(&onnxpb.ModelProto{IrVersion: 8, OpsetImport: []*onnxpb.OperatorSetIdProto{{Version: 17}}, Graph: g}, "")
-	for _, n := range g.Node {
-		if n.Domain != "" {
-			m.SetOpset(n.Domain, 1)
-		}
+	if layer.Domain != "" {
+		m.SetOpset(layer.Domain, 1)
 	}
 	cfg := adapter.DefaultLoRAConfig("layer.proj")
 	cfg.R, cfg.Alpha, cfg.UseDoRA = 2, 3, true
@@ -140,10 +234,14 @@ func checkDoRAGradients(t *testing.T, g *onnxpb.GraphProto, in, out, rows int, r
 		t.Fatal(err)
 	}
 	s := sites[0]
-	values := map[string][]float64{s.A: randomValues(rng, in*2, 0.5), s.B: randomValues(rng, 2*out, 0.5), s.Magnitude: randomValues(rng, out, 1)}
-	shapes := map[string][]int64{s.A: {int64(in), 2}, s.B: {2, int64(out)}, s.Magnitude: {int64(out)}}
+	shapes := map[string][]int64{}
+	values := map[string][]float64{}
+	for _, name := range []string{s.A, s.B, s.Magnitude} {
+		shapes[name] = m.Initializer(name).Dims
+		values[name] = randoms(int(graph.NumElements(shapes[name])), 0.5)
+	}
 	for i, v := range values[s.Magnitude] {
-		values[s.Magnitude][i] = 1 + math.Abs(v)
+		values[s.Magnitude][i] = 1 + 2*math.Abs(v)
 	}
 	set := func(m *graph.Model, name string, v []float64) {
 		m.RemoveInitializer(name)
@@ -152,11 +250,7 @@ func checkDoRAGradients(t *testing.T, g *onnxpb.GraphProto, in, out, rows int, r
 	for name, v := range values {
 		set(m, name, v)
 	}
-	xv := randomValues(rng, rows*in, 1)
-	xt, err := rt.NewFloat32([]int64{int64(rows), int64(in)}, f32s(xv))
-	if err != nil {
-		t.Fatal(err)
-	}
+	x := map[string]*rt.Tensor{in.Name: xt}
 	run := func(m *graph.Model, feeds map[string]*rt.Tensor, outs ...string) map[string]*rt.Tensor {
 		return runModel(t, m, feeds, outs...)
 	}
@@ -167,7 +261,7 @@ func checkDoRAGradients(t *testing.T, g *onnxpb.GraphProto, in, out, rows int, r
 		if err != nil {
 			t.Fatal(err)
 		}
-		feeds := map[string]*rt.Tensor{"x": xt}
+		feeds := map[string]*rt.Tensor{in.Name: xt}
 		var outs []string
 		for name, v := range values {
 			feeds[name], _ = rt.NewFloat32(shapes[name], f32s(v))
@@ -182,11 +276,11 @@ func checkDoRAGradients(t *testing.T, g *onnxpb.GraphProto, in, out, rows int, r
 	}
 	// finiteDiff returns the central differences of f's loss; frozen, when
 	// set, replaces the norm by its value at the unperturbed point.
-	norm := run(withOutput(m, s.DoRANorm), map[string]*rt.Tensor{"x": xt}, s.DoRANorm)[s.DoRANorm].ToFloat64()
+	norm := run(withOutput(m, s.DoRANorm), x, s.DoRANorm)[s.DoRANorm]
 	finiteDiff := func(frozen bool) map[string][]float64 {
 		fm := m.Clone()
 		if frozen {
-			fm.AddInitializer(graph.NewFloatTensor("frozen_norm", dtype.Float32, []int64{1, int64(out)}, norm))
+			fm.AddInitializer(graph.NewFloatTensor("frozen_norm", dtype.Float32, norm.Shape(), norm.ToFloat64()))
 			fm.ReplaceUses(s.DoRANorm, "frozen_norm")
 		}
 		const h = 1e-3
@@ -199,7 +293,7 @@ func checkDoRAGradients(t *testing.T, g *onnxpb.GraphProto, in, out, rows int, r
 					p := slices.Clone(v)
 					p[i] += d
 					set(fm, name, p)
-					loss[k] = run(fm, map[string]*rt.Tensor{"x": xt}, "loss")["loss"].ToFloat64()[0]
+					loss[k] = run(fm, x, "loss")["loss"].ToFloat64()[0]
 				}
 				set(fm, name, v)
 				fd[name][i] = (loss[0] - loss[1]) / (2 * h)
@@ -211,7 +305,7 @@ func checkDoRAGradients(t *testing.T, g *onnxpb.GraphProto, in, out, rows int, r
 		t.Helper()
 		for name, w := range want {
 			for i := range w {
-				if d := math.Abs(got[name][i] - w[i]); d > 2e-3*math.Max(1, math.Abs(w[i])) {
+				if d := math.Abs(got[name][i] - w[i]); !(d <= 2e-3*math.Max(1, math.Abs(w[i]))) {
 					t.Errorf("%s: d loss/d %s[%d]: got %.9g, finite differences %.9g", what, name, i, got[name][i], w[i])
 				}
 			}

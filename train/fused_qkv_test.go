@@ -75,40 +75,53 @@ func TestLoRAInsideFusedAttentionTrains(t *testing.T) {
 }
 
 // TestLoRAInsideAttentionMatchesTwin holds the gradients of LoRA on q and
-// v inside Attention (and of the fixture's other LoRA) to the twin's.
+// v inside Attention (and of the fixture's other LoRA) to the twin's, and
+// those of DoRA, whose Attention layers rescale the packed weight where
+// the twin's MatMul rescales its output.
 func TestLoRAInsideAttentionMatchesTwin(t *testing.T) {
 	requireORT(t)
 	for _, f := range qvFixtures() {
 		if f.twin == "" {
 			continue
 		}
-		t.Run(f.name, func(t *testing.T) {
-			grads := func(unfused bool, packed string) (map[string][]float64, []string) {
-				m, err := f.build(unfused)
-				if err != nil {
-					t.Fatal(err)
-				}
-				_, sum, err := rewrite.InjectLoRA(m, qvLoRA(f, packed), rewrite.WithSeed(1))
-				if err != nil {
-					t.Fatal(err)
-				}
-				params := sum.Trainable()
-				fillAdapterByPosition(t, m, params)
-				return gradientsOn(t, m, f.task, params, f.before[:1]), params
+		for _, dora := range []bool{false, true} {
+			name := f.name
+			if dora {
+				name += "-dora"
 			}
-			fused, params := grads(false, f.fused)
-			twin, twinParams := grads(true, f.twin)
-			if len(params) != len(twinParams) {
-				t.Fatalf("%d LoRA tensors, the twin %d", len(params), len(twinParams))
-			}
-			// The packed layers' modules are named differently in the twin
-			// (from the MatMul's node path): compare tensor by position.
-			for i, p := range twinParams {
-				twin[autodiff.GradName(params[i])] = twin[autodiff.GradName(p)]
-			}
-			compareGradients(t, fused, twin, params, f.tol)
-		})
+			t.Run(name, func(t *testing.T) { matchTwinQV(t, f, dora) })
+		}
 	}
+}
+
+// matchTwinQV is one case of TestLoRAInsideAttentionMatchesTwin.
+func matchTwinQV(t *testing.T, f qvFixture, dora bool) {
+	grads := func(unfused bool, packed string) (map[string][]float64, []string) {
+		m, err := f.build(unfused)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lc := qvLoRA(f, packed)
+		lc.UseDoRA = dora
+		_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		params := sum.Trainable()
+		fillAdapterByPosition(t, m, params)
+		return gradientsOn(t, m, f.task, params, f.before[:1]), params
+	}
+	fused, params := grads(false, f.fused)
+	twin, twinParams := grads(true, f.twin)
+	if len(params) != len(twinParams) {
+		t.Fatalf("%d LoRA tensors, the twin %d", len(params), len(twinParams))
+	}
+	// The packed layers' modules are named differently in the twin
+	// (from the MatMul's node path): compare tensor by position.
+	for i, p := range twinParams {
+		twin[autodiff.GradName(params[i])] = twin[autodiff.GradName(p)]
+	}
+	compareGradients(t, fused, twin, params, f.tol)
 }
 
 // fillAdapterByPosition fills params as fillAdapter does, each from a

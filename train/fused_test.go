@@ -135,8 +135,8 @@ type Summaryish struct {
 
 // trainFor30 adapts a clone of m with inject, trains it for 30 steps and
 // checks that the training-set loss fell, the adapter changed and every
-// other tensor came out bit for bit.
-func trainFor30(t *testing.T, m *graph.Model, task Task, data *Dataset, lr float64, inject func(*graph.Model) (Summaryish, error)) {
+// other tensor came out bit for bit. It returns the trained model.
+func trainFor30(t *testing.T, m *graph.Model, task Task, data *Dataset, lr float64, inject func(*graph.Model) (Summaryish, error)) *graph.Model {
 	t.Helper()
 	before := tensorBytes(t, m)
 	adapted := m.Clone()
@@ -195,6 +195,7 @@ func trainFor30(t *testing.T, m *graph.Model, task Task, data *Dataset, lr float
 	if changed == 0 {
 		t.Errorf("no adapter tensor changed")
 	}
+	return out
 }
 
 // TestFusedGradientsMatchTwin holds the LoRA gradients through each fused
@@ -270,16 +271,7 @@ func gradientsOn(t *testing.T, m *graph.Model, task Task, params, before []strin
 // gradientsOnBuilt is gradientsOn with autodiff options.
 func gradientsOnBuilt(t *testing.T, m *graph.Model, task Task, params, before []string, build []autodiff.Option, opts ...LossOption) map[string][]float64 {
 	t.Helper()
-	var loss string
-	var err error
-	if task == SequenceClassification {
-		loss, err = SequenceClassificationLoss(m, "logits")
-	} else {
-		loss, err = CausalLMLoss(m, "logits", opts...)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	loss := taskLoss(t, m, task, opts...)
 	g, err := autodiff.Build(m, loss, params, build...)
 	if err != nil {
 		t.Fatal(err)
@@ -291,6 +283,41 @@ func gradientsOnBuilt(t *testing.T, m *graph.Model, task Task, params, before []
 			t.Errorf("the training graph keeps %s node %q on a gradient path", n.OpType, n.Name)
 		}
 	}
+	feeds := fixedBatch(t, g, m, task, params)
+	outs := []string{loss}
+	for _, p := range params {
+		outs = append(outs, autodiff.GradName(p))
+	}
+	res := runModel(t, g, feeds, outs...)
+	got := map[string][]float64{"loss": res[loss].ToFloat64()}
+	for _, p := range params {
+		got[autodiff.GradName(p)] = res[autodiff.GradName(p)].ToFloat64()
+	}
+	return got
+}
+
+// taskLoss appends the task's loss to m and returns its name; opts go to
+// CausalLMLoss.
+func taskLoss(t *testing.T, m *graph.Model, task Task, opts ...LossOption) string {
+	t.Helper()
+	var loss string
+	var err error
+	if task == SequenceClassification {
+		loss, err = SequenceClassificationLoss(m, "logits")
+	} else {
+		loss, err = CausalLMLoss(m, "logits", opts...)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loss
+}
+
+// fixedBatch returns the feeds of g's inputs for a fixed batch of 3 rows
+// of up to 6 tokens, padded on the right, labels included; params are
+// fed m's values of them.
+func fixedBatch(t *testing.T, g, m *graph.Model, task Task, params []string) map[string]*rt.Tensor {
+	t.Helper()
 	const batch, seq = 3, 6
 	lengths := []int{6, 4, 5}
 	ids := make([]int64, batch*seq)
@@ -352,16 +379,7 @@ func gradientsOnBuilt(t *testing.T, m *graph.Model, task Task, params, before []
 			t.Fatalf("no feed for input %s", name)
 		}
 	}
-	outs := []string{loss}
-	for _, p := range params {
-		outs = append(outs, autodiff.GradName(p))
-	}
-	res := runModel(t, g, feeds, outs...)
-	got := map[string][]float64{"loss": res[loss].ToFloat64()}
-	for _, p := range params {
-		got[autodiff.GradName(p)] = res[autodiff.GradName(p)].ToFloat64()
-	}
-	return got
+	return feeds
 }
 
 // tensorOf returns a tensor of float type dt holding v (zeros where v is

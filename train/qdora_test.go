@@ -10,6 +10,7 @@ import (
 	"github.com/peftonnx/peftonnx/graph/onnxpb"
 	"github.com/peftonnx/peftonnx/quant"
 	"github.com/peftonnx/peftonnx/rewrite"
+	rt "github.com/peftonnx/peftonnx/runtime"
 	"github.com/peftonnx/peftonnx/train/autodiff"
 )
 
@@ -18,15 +19,12 @@ import (
 // MatMulNBits node (Aᵀ·W) and is detached, so the packed tensors stay as
 // they are and get no gradient.
 
-// TestQDoRAGradients holds the gradients of DoRA on one int4 layer (zero
-// points, a bias, K = 40 padding its last block of 16) to central finite
-// differences, with the norm not detached (the gradient then crosses the
-// norm's MatMulNBits too) and detached, as training runs.
-func TestQDoRAGradients(t *testing.T) {
-	requireORT(t)
-	const in, out, rows = 40, 6, 3
-	rng := rand.New(rand.NewPCG(6, 1))
-	w, err := quant.Quantize(f32s(randomValues(rng, in*out, 0.3)), in, out, quant.Options{Bits: 4, BlockSize: 16})
+// int4Layer returns an int4 layer layer.proj of in × out, y = x·W + bias
+// (zero points; its node /layer/proj/MatMul_Q4 reads x), weights and bias
+// from randoms.
+func int4Layer(t *testing.T, in, out int, randoms func(int, float64) []float64) ([]*onnxpb.TensorProto, *onnxpb.NodeProto) {
+	t.Helper()
+	w, err := quant.Quantize(f32s(randoms(in*out, 0.3)), in, out, quant.Options{Bits: 4, BlockSize: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,8 +37,7 @@ func TestQDoRAGradients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &onnxpb.GraphProto{Name: "qdora", Initializer: append(ts, graph.NewFloatTensor("layer.proj.bias", dtype.Float32, []int64{out}, randomValues(rng, out, 0.1))), Node: []*onnxpb.NodeProto{node}}
-	checkDoRAGradients(t, g, in, out, rows, rng)
+	return append(ts, graph.NewFloatTensor("layer.proj.bias", dtype.Float32, []int64{int64(out)}, randoms(out, 0.1))), node
 }
 
 // TestQDoRATrains trains DoRA on every int4 layer of the model builder's
@@ -104,17 +101,27 @@ func TestQDQDoRAGradients(t *testing.T) {
 	requireORT(t)
 	const in, out, rows = 5, 4, 3
 	rng := rand.New(rand.NewPCG(7, 1))
+	randoms := func(n int, scale float64) []float64 {
+		v := make([]float64, n)
+		for i := range v {
+			v[i] = float64(float32(rng.NormFloat64() * scale))
+		}
+		return v
+	}
 	wq := make([]byte, in*out)
 	for i := range wq {
 		wq[i] = byte(int8(rng.IntN(255) - 127))
 	}
-	g := &onnxpb.GraphProto{Name: "qdq_dora", Initializer: []*onnxpb.TensorProto{
+	inits := []*onnxpb.TensorProto{
 		{Name: "layer.proj.weight_quantized", DataType: int32(dtype.Int8), Dims: []int64{in, out}, RawData: wq},
 		graph.NewFloat32Tensor("layer.proj.weight_scale", dtype.Float32, nil, []float32{0.01}),
 		{Name: "layer.proj.weight_zero_point", DataType: int32(dtype.Int8), RawData: []byte{0}},
-	}, Node: []*onnxpb.NodeProto{
-		{OpType: "DequantizeLinear", Name: "/layer/proj/DequantizeLinear", Input: []string{"layer.proj.weight_quantized", "layer.proj.weight_scale", "layer.proj.weight_zero_point"}, Output: []string{"w"}},
-		{OpType: "MatMul", Name: "/layer/proj/MatMul", Input: []string{"x", "w"}, Output: []string{"y"}},
-	}}
-	checkDoRAGradients(t, g, in, out, rows, rng)
+	}
+	dq := &onnxpb.NodeProto{OpType: "DequantizeLinear", Name: "/layer/proj/DequantizeLinear", Input: []string{"layer.proj.weight_quantized", "layer.proj.weight_scale", "layer.proj.weight_zero_point"}, Output: []string{"w"}}
+	mm := &onnxpb.NodeProto{OpType: "MatMul", Name: "/layer/proj/MatMul", Input: []string{"x", "w"}, Output: []string{"y"}}
+	x, err := rt.NewFloat32([]int64{rows, in}, f32s(randoms(rows*in, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDoRAGradients(t, inits, mm, graph.TensorInfo("x", dtype.Float32, []int64{rows, in}), x, []int64{rows, out}, randoms, dq)
 }

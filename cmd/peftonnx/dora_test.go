@@ -1,10 +1,16 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/models"
 )
 
 // TestDoRACLI runs DoRA through the commands on the real GPT-2 export
@@ -77,5 +83,60 @@ func TestInitPiSSACLI(t *testing.T) {
 			runOK(t, "apply", base, "--adapter", ad, "-o", applied)
 			wantSame(t, "converted adapter applied to the base vs trained", runModel(t, applied, feeds), want, 1e-4)
 		})
+	}
+}
+
+// TestDoRALayerKindsCLI runs DoRA on ConvLM's embedding, Conv1d and Conv2d
+// through the commands: inject --dora, train to an HF PEFT directory
+// (use_dora, the convolutions' magnitudes [1, out, 1…]), apply, merge,
+// merge --adapter and unmerge all compute what run --adapter does.
+func TestDoRALayerKindsCLI(t *testing.T) {
+	needORT(t)
+	dir := t.TempDir()
+	conv := saveBuilt(t, dir, "convlm.onnx", func() (*graph.Model, error) { return models.ConvLM(models.ConvLMTiny()) })
+	adapted := filepath.Join(dir, "adapted.onnx")
+	runOK(t, "inject", conv, "-o", adapted, "--target", "model.embed_tokens", "--target", "model.conv.d", "--r", "2", "--dora")
+	var lines []string
+	for i := range 8 {
+		lines = append(lines, fmt.Sprintf(`{"input_ids":[%d,%d,%d,%d,%d,%d]}`, i, i+1, i+2, i+3, i+4, i+5))
+	}
+	data := filepath.Join(dir, "data.jsonl")
+	if err := os.WriteFile(data, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hf := filepath.Join(dir, "hf")
+	runOK(t, "train", adapted, "--data", data, "--out", hf, "--steps", "8", "--lr", "5e-2", "--batch", "4", "--loss", "causal")
+	cfg, err := os.ReadFile(filepath.Join(hf, "adapter_config.json"))
+	if err != nil || !strings.Contains(string(cfg), `"use_dora": true`) {
+		t.Errorf("adapter_config.json: want use_dora true, got %s (%v)", cfg, err)
+	}
+	tensors, _, err := adapter.ReadSafetensors(filepath.Join(hf, adapter.HFWeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, shape := range map[string][]int64{"model.embed_tokens": {8}, "model.conv1d": {1, 8, 1}, "model.conv2d": {1, 8, 1, 1}} {
+		if tn := tensors["base_model.model."+key+".lora_magnitude_vector.weight"]; tn == nil || !slices.Equal(tn.Shape, shape) {
+			t.Errorf("%s's magnitude in the HF file: %v, want shape %v", key, tn, shape)
+		}
+	}
+	applied := filepath.Join(dir, "applied.onnx")
+	runOK(t, "apply", conv, "--adapter", hf, "-o", applied)
+	merged := filepath.Join(dir, "merged.onnx")
+	runOK(t, "merge", applied, "-o", merged)
+	direct := filepath.Join(dir, "direct.onnx")
+	runOK(t, "merge", conv, "--adapter", hf, "-o", direct)
+	unmerged := filepath.Join(dir, "unmerged.onnx")
+	runOK(t, "unmerge", merged, "--adapter", hf, "-o", unmerged)
+
+	ids := writeNpy(t, dir, "ids.npy", []int64{1, 6}, []int64{3, 1, 4, 1, 5, 9})
+	logits := func(args ...string) map[string][]float32 {
+		return map[string][]float32{"logits": runLogits(t, dir, ids, args...)}
+	}
+	want := logits(conv, "--adapter", hf)
+	if d, err := maxDiff(want, logits(conv)); err != nil || !(d >= 1e-4) {
+		t.Fatalf("the trained adapter changes the logits by only %g (%v)", d, err)
+	}
+	for _, path := range []string{applied, merged, direct, unmerged} {
+		wantSame(t, filepath.Base(path)+" vs run --adapter", logits(path), want, 1e-4)
 	}
 }

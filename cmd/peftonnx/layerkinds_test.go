@@ -28,6 +28,24 @@ func saveBuilt(t *testing.T, dir, name string, build func() (*graph.Model, error
 	return path
 }
 
+// runLogits runs "run MODEL --input input_ids=IDS [ARGS...]" (args[0] the
+// model, ids an .npy file) with its output under dir, and returns the
+// logits.
+func runLogits(t *testing.T, dir, ids string, args ...string) []float32 {
+	t.Helper()
+	outDir := filepath.Join(dir, "run"+strconv.Itoa(len(args))+filepath.Base(args[0]))
+	runOK(t, append([]string{"run", args[0], "--input", "input_ids=" + ids, "--output-dir", outDir}, args[1:]...)...)
+	a, err := npy.ReadFile(filepath.Join(outDir, "logits.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := npy.Values[float32](a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 // TestLayerKindsCLI runs the commands on the layer kinds besides linear
 // ones: inspect lists ConvLM's embedding and convolutions, inject, export
 // (HF PEFT directory), apply and merge take them, inspect names the
@@ -63,20 +81,7 @@ func TestLayerKindsCLI(t *testing.T) {
 	runOK(t, "merge", conv, "--adapter", hf, "-o", filepath.Join(dir, "merged2.onnx"))
 	// run with the adapter applied in memory computes what the merged model does.
 	ids := writeNpy(t, dir, "ids.npy", []int64{1, 6}, []int64{3, 1, 4, 1, 5, 9})
-	logits := func(args ...string) []float32 {
-		t.Helper()
-		outDir := filepath.Join(dir, "run"+strconv.Itoa(len(args))+filepath.Base(args[0]))
-		runOK(t, append([]string{"run", args[0], "--input", "input_ids=" + ids, "--output-dir", outDir}, args[1:]...)...)
-		a, err := npy.ReadFile(filepath.Join(outDir, "logits.npy"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, err := npy.Values[float32](a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
+	logits := func(args ...string) []float32 { t.Helper(); return runLogits(t, dir, ids, args...) }
 	withAdapter, merged, plain := logits(conv, "--adapter", hf), logits(filepath.Join(dir, "merged2.onnx")), logits(conv)
 	if d := math.Abs(float64(withAdapter[0] - plain[0])); d < 1e-4 {
 		t.Fatalf("the trained adapter changes logit 0 by only %g", d)

@@ -21,7 +21,7 @@ func init() {
 	register(&command{
 		name: "serve",
 		args: "MODEL [--tokenizer tokenizer.json] [--adapter NAME=PATH]... [--addr 127.0.0.1:8080] " +
-			"[--max-loras N] [--max-cpu-loras N] [--adapter-root DIR] [--api-key K] [--admin-key K] [--chat-template FILE]",
+			"[--max-loras N] [--max-cpu-loras N] [--dora] [--adapter-root DIR] [--api-key K] [--admin-key K] [--chat-template FILE]",
 		summary: "serve a base model and its adapters over an OpenAI-compatible HTTP API",
 		detail: `
 The base model is loaded once; each --adapter (a HuggingFace PEFT folder,
@@ -30,6 +30,9 @@ under its NAME, and requests choose one by their "model" field (the base
 is --model-name). Requests for different adapters are batched together.
 --target and --modules limit the layers that adapters may change (an adapter on
 another layer is refused), which makes each decoding step cheaper.
+DoRA adapters (use_dora) need --dora, which makes every step dearer (the
+gain of each output feature is applied per request row), with or without
+DoRA adapters loaded; without it they are refused.
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions (the chat
 template of the tokenizer_config.json beside the tokenizer, or
@@ -83,6 +86,7 @@ func runServe(cx *context, args []string) error {
 	adminKey := fs.String("admin-key", "", "want `KEY` as a Bearer token on load and unload; default $PEFTONNX_ADMIN_KEY")
 	templatePath := fs.String("chat-template", "", "the chat template, a Jinja `FILE`; default: tokenizer_config.json's chat_template")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "on SIGTERM, let requests in flight finish for `DURATION`")
+	dora := fs.Bool("dora", false, "take DoRA adapters (use_dora) too, at a cost on every decoding step")
 	threads := fs.Int("threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
 	logFormat := fs.String("log-format", "text", "logs to standard error as `text` or json")
 	pos, err := cx.parse(args)
@@ -142,7 +146,7 @@ func runServe(cx *context, args []string) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	eopts := serve.Options{MaxLoRAs: *maxLoRAs, MaxCPULoRAs: *maxCPULoRAs, MaxBatch: *maxBatch, MaxQueue: *maxQueue,
-		MaxTokens: *maxTokens, Threads: *threads, Logger: logger}
+		MaxTokens: *maxTokens, DoRA: *dora, Threads: *threads, Logger: logger}
 	if t := targets.patterns(); len(t) > 0 {
 		eopts.Targets = t
 	}

@@ -175,6 +175,7 @@ func TestServeErrors(t *testing.T) {
 		{"a chat template that does not parse", []string{"serve", f.Base, "--chat-template", writeFile(t, other, "t.jinja", "{% if x %}")}, 1, []string{"chat template", "not closed"}},
 		{"an adapter that does not exist", []string{"serve", f.Base, "--adapter", "a=" + filepath.Join(other, "nosuch")}, 1, []string{"--adapter a=", "nosuch"}},
 		{"an adapter outside --target", []string{"serve", f.Base, "--target", ".*q_proj", "--adapter", "b=" + f.LoRA8}, 1, []string{"--adapter b=", "does not fit"}},
+		{"a DoRA adapter without --dora", []string{"serve", f.Base, "--adapter", "d=" + f.DoRA}, 1, []string{"--adapter d=", "use_dora", "start the server with --dora"}},
 		{"a bad address", []string{"serve", f.Base, "--addr", "nohost:notaport"}, 1, []string{"serve:", "notaport"}},
 	}
 	for _, tc := range tests {

@@ -21,9 +21,11 @@ type Fixture struct {
 	Base   string // the model file, Dir/model.onnx
 	Config models.LlamaConfig
 	// LoRA4 (r=4 on q and v), LoRA8 (r=8 on k, o and the MLP's down
-	// projection) and Prefix (3 virtual tokens) are HF PEFT folders.
-	LoRA4, LoRA8, Prefix string
-	ads                  map[string]*adapter.Adapter // by folder
+	// projection), DoRA (r=4 on q, v and down, use_dora, its magnitudes
+	// away from W's column norms) and Prefix (3 virtual tokens) are HF
+	// PEFT folders.
+	LoRA4, LoRA8, DoRA, Prefix string
+	ads                        map[string]*adapter.Adapter // by folder
 }
 
 // TinyLlamaTokenizerDir is the shared tiny LLaMA's folder, relative to a
@@ -73,8 +75,9 @@ func New(t testing.TB, cfg models.LlamaConfig, tokenizerDir string) *Fixture {
 		t.Fatal(err)
 	}
 	m.Close()
-	f.LoRA4 = f.lora(t, "lora4", 4, 1, ".*q_proj", ".*v_proj")
-	f.LoRA8 = f.lora(t, "lora8", 8, 2, ".*k_proj", ".*o_proj", ".*down_proj")
+	f.LoRA4 = f.lora(t, "lora4", 4, 1, false, ".*q_proj", ".*v_proj")
+	f.LoRA8 = f.lora(t, "lora8", 8, 2, false, ".*k_proj", ".*o_proj", ".*down_proj")
+	f.DoRA = f.lora(t, "dora", 4, 3, true, ".*q_proj", ".*v_proj", ".*down_proj")
 	f.Prefix = f.prefix(t, "prefix", 3, 4)
 	return f
 }
@@ -90,13 +93,15 @@ func (f *Fixture) Model(t testing.TB) *graph.Model {
 }
 
 // lora saves a LoRA adapter of rank r on targets, A drawn from seed and B
-// set to values that change the output.
-func (f *Fixture) lora(t testing.TB, name string, r int, seed uint64, targets ...string) string {
+// set to values that change the output; with dora a DoRA adapter, its
+// magnitudes scaled by 0.6 to 1.4 from the column norms of W, where
+// injection starts them.
+func (f *Fixture) lora(t testing.TB, name string, r int, seed uint64, dora bool, targets ...string) string {
 	t.Helper()
 	m := f.Model(t)
 	defer m.Close()
 	cfg := adapter.DefaultLoRAConfig(targets...)
-	cfg.R, cfg.Alpha = r, float64(2*r)
+	cfg.R, cfg.Alpha, cfg.UseDoRA = r, float64(2*r), dora
 	if _, _, err := rewrite.InjectLoRA(m, cfg, rewrite.WithSeed(seed)); err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +121,13 @@ func (f *Fixture) lora(t testing.TB, name string, r int, seed uint64, targets ..
 	ad, err := rewrite.Extract(m)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, w := range ad.Weights {
+		if w.Magnitude != nil {
+			for j := range w.Magnitude.Data {
+				w.Magnitude.Data[j] *= 0.6 + 0.1*float32(j%9)
+			}
+		}
 	}
 	return f.save(t, name, ad)
 }
@@ -154,16 +166,17 @@ func (f *Fixture) save(t testing.TB, name string, ad *adapter.Adapter) string {
 }
 
 // Reference returns the greedy tokens, at most n each, of every prompt on
-// the merged model of the adapter at path ("" for the base) or on the
-// prefixed model for the prefix, a prompt at a time; eos ends a sequence
-// (its token kept), as it does the engine's.
+// the merged model of the LoRA adapter at path ("" for the base), on the
+// adapted model of the DoRA adapter (its branches applied, as peftonnx
+// apply writes it) or on the prefixed model for the prefix, a prompt at a
+// time; eos ends a sequence (its token kept), as it does the engine's.
 func (f *Fixture) Reference(t testing.TB, path string, prompts [][]int64, n int, eos []int64) [][]int64 {
 	t.Helper()
 	m := f.Model(t)
 	defer m.Close()
 	var opts []session.Option
 	if ad := f.ads[path]; ad != nil {
-		if ad.LoRA != nil {
+		if ad.LoRA != nil && !ad.LoRA.UseDoRA {
 			if err := rewrite.MergeAdapter(m, ad); err != nil {
 				t.Fatal(err)
 			}

@@ -32,6 +32,13 @@ type realSetup struct {
 
 func newRealSetup(t testing.TB, opts Options) *realSetup {
 	t.Helper()
+	return newSetup(t, opts, false)
+}
+
+// newSetup is newRealSetup; with dora the engine takes DoRA adapters
+// (serve.Options.DoRA) and holds the fixture's DoRA adapter as "d" too.
+func newSetup(t testing.TB, opts Options, dora bool) *realSetup {
+	t.Helper()
 	cfg := models.LlamaTiny()
 	cfg.VocabSize = servetest.TinyLlamaVocab
 	f := servetest.New(t, cfg, filepath.Join("..", servetest.TinyLlamaTokenizerDir))
@@ -41,12 +48,17 @@ func newRealSetup(t testing.TB, opts Options) *realSetup {
 	}
 	rs := &realSetup{f: f, tok: tk, eos: []int64{tk.EOS()},
 		path: map[string]string{"base": "", "a": f.LoRA4, "b": f.LoRA8, "p": f.Prefix}}
-	eng, err := serve.New(f.Base, serve.Options{MaxLoRAs: 4, MaxBatch: 16, MaxQueue: 64, Threads: 1, EOS: rs.eos, MaxTokens: max(opts.MaxTokens, DefaultMaxTokens)})
+	names := []string{"a", "b", "p"}
+	if dora {
+		rs.path["d"] = f.DoRA
+		names = append(names, "d")
+	}
+	eng, err := serve.New(f.Base, serve.Options{MaxLoRAs: 4, MaxBatch: 16, MaxQueue: 64, Threads: 1, EOS: rs.eos, MaxTokens: max(opts.MaxTokens, DefaultMaxTokens), DoRA: dora})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { eng.Close() })
-	for _, name := range []string{"a", "b", "p"} {
+	for _, name := range names {
 		if _, err := eng.Load(name, rs.path[name], false); err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +78,7 @@ func newRealSetup(t testing.TB, opts Options) *realSetup {
 }
 
 // expected returns the text and token count that a completion of prompt on
-// model must give: the merged (or prefixed) model's greedy tokens, decoded
+// model must give: the merged (adapted for DoRA, or prefixed) model's greedy tokens, decoded
 // after the prompt and with the prompt's text taken off.
 func (rs *realSetup) expected(t testing.TB, model string, prompts []string, n int) (texts []string, counts []int) {
 	t.Helper()

@@ -9,7 +9,7 @@ import (
 // Softmax, LogSoftmax and the layer normalizations.
 
 func init() {
-	register("", "Softmax", entry{grad: gradSoftmax(false), diff: []int{0}, infer: inferSame})
+	register("", "Softmax", entry{grad: gradSoftmax(false), diff: []int{0}, infer: inferSame, recompute: true})
 	register("", "LogSoftmax", entry{grad: gradSoftmax(true), diff: []int{0}, infer: inferSame})
 	register("", "LayerNormalization", entry{grad: gradNorm(true), diff: []int{0, 1, 2}, infer: inferNorm})
 	register("", "SimplifiedLayerNormalization", entry{grad: gradNorm(false), diff: []int{0, 1}, infer: inferNorm})

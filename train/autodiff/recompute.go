@@ -25,6 +25,10 @@ type recomputer struct {
 	layers   bool
 	layerOf  map[string]string // value -> the layer scope that makes it
 	boundary map[string]bool
+	// shared holds the forward values that nodes of several layers read
+	// (an attention mask, rotary tables): alive through the forward pass
+	// anyway, they are read as they are, not made again for each layer.
+	shared map[string]bool
 
 	made     map[string]bool // values the forward nodes make
 	dynamic  map[string]bool // values that depend on a graph input
@@ -41,6 +45,15 @@ type recomputer struct {
 // forward pass. For a LLaMA MLP, the SiLU's sigmoid and product and the
 // RMSNorm's division and scaling go: several hundred megabytes for a
 // GPT-2-small-sized model at 8×128.
+//
+// The default pass also makes attention's probabilities again: a
+// softmax over q·kᵀ (a product of two activations over a head's width,
+// scoresProduct) and the mask, where the backward pass keeps q and k
+// anyway, so that no layer keeps its [batch, heads, seq, seq]
+// probabilities from the forward pass to its backward pass, for one more
+// q·kᵀ and softmax a layer. A chain of such nodes is followed up to
+// maxRecomputeChain deep; a value that nodes of several layers read (the
+// mask, rotary tables) is read as it is (shared).
 //
 // With products on, the products of an activation with a frozen 2-D
 // weight (MatMul, Gemm) are recomputed too, together with the cheap nodes
@@ -69,7 +82,7 @@ func (b *gradientPass) recompute(products, layers bool) {
 		b: b, e: newEmitter(b.m, b.inf, b.opset), products: products || layers, layers: layers,
 		made: map[string]bool{}, dynamic: map[string]bool{}, producer: map[string]*onnxpb.NodeProto{},
 		readers: map[string][]*onnxpb.NodeProto{}, again: map[string]string{},
-		layerOf: map[string]string{}, boundary: map[string]bool{},
+		layerOf: map[string]string{}, boundary: map[string]bool{}, shared: map[string]bool{},
 	}
 	r.e.scope = "recompute"
 	forward := map[*onnxpb.NodeProto]bool{}
@@ -100,6 +113,7 @@ func (b *gradientPass) recompute(products, layers bool) {
 			}
 		}
 	}
+	r.findShared()
 	if layers {
 		r.findLayers()
 	} else {
@@ -147,7 +161,32 @@ func (r *recomputer) candidate(n *onnxpb.NodeProto) bool {
 	if r.layers && r.layerOf[n.Output[0]] != "" && e.grad != nil && !random[n.OpType] {
 		return true
 	}
-	return r.products && e.product != nil && e.product(n) && r.frozenMatrix(n)
+	if e.product == nil || !e.product(n) {
+		return false
+	}
+	return (r.products && r.frozenMatrix(n)) || r.scoresProduct(n)
+}
+
+// maxScoresInner bounds the inner dimension of a product of two
+// activations that the default pass recomputes: a head's width.
+const maxScoresInner = 128
+
+// scoresProduct reports whether the product n multiplies two batched
+// activations over a static inner dimension of at most maxScoresInner,
+// as attention's q·kᵀ does over a head's width: cheap to make again
+// (2·seq²·head FLOP a head), and what gives back the attention
+// probabilities, [batch, heads, seq, seq], that the backward pass would
+// otherwise keep for every layer.
+func (r *recomputer) scoresProduct(n *onnxpb.NodeProto) bool {
+	if n.OpType != "MatMul" || len(n.Input) != 2 || !r.dynamic[n.Input[0]] || !r.dynamic[n.Input[1]] {
+		return false
+	}
+	a, b := r.b.inf.get(n.Input[0]).shape, r.b.inf.get(n.Input[1]).shape
+	if a.rank() < 3 || b.rank() < 3 {
+		return false
+	}
+	inner := a.dims[a.rank()-1]
+	return inner.static() && inner.v > 0 && inner.v <= maxScoresInner
 }
 
 // random are the ops whose output a copy would not make again.
@@ -181,6 +220,28 @@ func (r *recomputer) findLayers() {
 	}
 	for _, o := range r.b.m.Graph().Output {
 		r.boundary[o.Name] = true
+	}
+}
+
+// findShared sets shared for the forward values read by forward nodes of
+// two or more decoder layers.
+func (r *recomputer) findShared() {
+	readBy := map[string]string{}
+	for _, n := range r.b.nodes {
+		m := layerScope.FindStringSubmatch(n.Name)
+		if m == nil {
+			continue
+		}
+		scope := m[2] + "." + m[3]
+		for _, in := range n.Input {
+			if !r.made[in] {
+				continue
+			}
+			if prev, ok := readBy[in]; ok && prev != scope {
+				r.shared[in] = true
+			}
+			readBy[in] = scope
+		}
 	}
 }
 
@@ -227,11 +288,11 @@ func (r *recomputer) avail(v string, depth int) (string, bool) {
 	if v == "" {
 		return "", false
 	}
-	if r.kept(v) || r.boundary[v] {
+	if r.kept(v) || r.boundary[v] || r.shared[v] {
 		return v, true
 	}
 	p := r.producer[v]
-	if !r.products || (depth >= maxRecomputeChain && !r.layers) || p == nil || len(p.Output) != 1 || !r.candidate(p) {
+	if (depth >= maxRecomputeChain && !r.layers) || p == nil || len(p.Output) != 1 || !r.candidate(p) {
 		return "", false
 	}
 	return r.copyOf(p, depth+1)
