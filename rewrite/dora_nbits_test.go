@@ -602,3 +602,80 @@ func f32sOf(v []float64) []float32 {
 	}
 	return out
 }
+
+// TestDoRAQDQConv puts DoRA on a Conv1d whose weight [4, 3, 3] is int8
+// behind DequantizeLinear, per output channel: a fresh injection computes
+// the base, and a DoRA adapter applied to it computes what it does on the
+// float twin (the weight dequantized in the test); merging is refused, as
+// for LoRA on a QDQ convolution.
+func TestDoRAQDQConv(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	wq := make([]byte, 4*3*3)
+	w := make([]float32, len(wq))
+	scales := []float32{0.01, 0.02, 0.015, 0.005}
+	for i := range wq {
+		q := int8(rng.IntN(255) - 127)
+		wq[i], w[i] = byte(q), float32(float64(q)*float64(scales[i/9]))
+	}
+	bias := []float32{0.1, -0.2, 0.05, 0}
+	build := func(qdq bool) *graph.Model {
+		g := &onnxpb.GraphProto{Name: "qdq_conv", Initializer: []*onnxpb.TensorProto{graph.NewFloat32Tensor("layer.proj.bias", dtype.Float32, []int64{4}, bias)}}
+		weight := "layer.proj.weight"
+		if qdq {
+			g.Initializer = append(g.Initializer,
+				&onnxpb.TensorProto{Name: "layer.proj.weight_quantized", DataType: int32(dtype.Int8), Dims: []int64{4, 3, 3}, RawData: wq},
+				graph.NewFloat32Tensor("layer.proj.weight_scale", dtype.Float32, []int64{4}, scales),
+				&onnxpb.TensorProto{Name: "layer.proj.weight_zero_point", DataType: int32(dtype.Int8), Dims: []int64{4}, RawData: make([]byte, 4)})
+			g.Node = append(g.Node, &onnxpb.NodeProto{OpType: "DequantizeLinear", Name: "/layer/proj/DequantizeLinear", Input: []string{"layer.proj.weight_quantized", "layer.proj.weight_scale", "layer.proj.weight_zero_point"}, Output: []string{"w"}, Attribute: []*onnxpb.AttributeProto{graph.AttrInt("axis", 0)}})
+			weight = "w"
+		} else {
+			g.Initializer = append(g.Initializer, graph.NewFloat32Tensor(weight, dtype.Float32, []int64{4, 3, 3}, w))
+		}
+		g.Node = append(g.Node, &onnxpb.NodeProto{OpType: "Conv", Name: "/layer/proj/Conv", Input: []string{"x", weight, "layer.proj.bias"}, Output: []string{"y"}, Attribute: []*onnxpb.AttributeProto{graph.AttrInts("pads", 1, 1)}})
+		g.Input = []*onnxpb.ValueInfoProto{graph.TensorInfo("x", dtype.Float32, []int64{1, 3, 6})}
+		g.Output = []*onnxpb.ValueInfoProto{graph.TensorInfo("y", dtype.Float32, []int64{1, 4, 6})}
+		m := graph.New(&onnxpb.ModelProto{IrVersion: 8, Graph: g}, "")
+		m.SetOpset("", 13)
+		return m
+	}
+	x := make([]float32, 18)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	yOf := func(m *graph.Model) []float32 { return runXY(t, m, []int64{1, 3, 6}, x) }
+	base, twin := build(true), build(false)
+	cfg := config(2, 4, "layer.proj")
+	cfg.UseDoRA = true
+	fresh := base.Clone()
+	if _, _, err := InjectLoRA(fresh, cfg, WithSeed(1)); err != nil {
+		t.Fatal(err)
+	}
+	if d := maxDiff(yOf(fresh), yOf(base)); d > 1e-5 {
+		t.Errorf("fresh DoRA on the QDQ convolution changed y by %g", d)
+	}
+	adapted := twin.Clone()
+	sites, _, err := InjectLoRA(adapted, cfg, WithSeed(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	randomizeB(t, adapted, sites, 3, 0.5)
+	scaleMagnitudes(t, adapted, sites, 5)
+	ad, err := ExtractAdapter(adapted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied := base.Clone()
+	if _, _, err := ApplyLoRA(applied, ad); err != nil {
+		t.Fatal(err)
+	}
+	want := yOf(adapted)
+	if d := maxDiff(yOf(applied), want); d > 1e-5 {
+		t.Errorf("DoRA on the QDQ convolution differs from its float twin by %g", d)
+	}
+	if d := maxDiff(want, yOf(twin)); d < 1e-2 {
+		t.Fatalf("the adapter changes y by only %g", d)
+	}
+	if err := Merge(applied.Clone(), Dequantize()); err == nil || !strings.Contains(err.Error(), "dequantized convolution weight is not supported") {
+		t.Errorf("merge of the QDQ convolution: %v, want a refusal", err)
+	}
+}
