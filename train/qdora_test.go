@@ -66,12 +66,13 @@ func TestQDoRATrains(t *testing.T) {
 // TestQDoRAGradientsMatchFloat holds the DoRA gradients through the int4
 // layers, whose norms come from ‖W‖² and Aᵀ·W, to those through their
 // float twin (each MatMulNBits a MatMul of its weight dequantized in Go),
-// whose norms come from W + s·A·B itself.
+// whose norms come from W + s·A·B itself; and to themselves with whole
+// layers recomputed.
 func TestQDoRAGradientsMatchFloat(t *testing.T) {
 	requireORT(t)
 	lc := adapter.DefaultLoRAConfig(qloraTargets...)
 	lc.R, lc.Alpha, lc.UseDoRA = 4, 8, true
-	grads := func(float bool) (map[string][]float64, []string) {
+	grads := func(float bool, build ...autodiff.Option) (map[string][]float64, []string) {
 		m := int4Llama(t)
 		if float {
 			dequantizeAll(t, m)
@@ -87,11 +88,15 @@ func TestQDoRAGradientsMatchFloat(t *testing.T) {
 			t.Fatal(err)
 		}
 		autodiff.MarkStopGradient(m, detached...)
-		return gradientsOn(t, m, CausalLM, params, nil), params
+		return gradientsOnBuilt(t, m, CausalLM, params, nil, build), params
 	}
 	q, params := grads(false)
 	f, _ := grads(true)
 	compareGradients(t, q, f, params, 1e-4)
+	// Whole layers recomputed in the backward pass, the norms' Aᵀ·W
+	// included where they are made again: the same gradients.
+	r, _ := grads(false, autodiff.WithRecomputeLayers(true))
+	compareGradients(t, r, q, params, 1e-5)
 }
 
 // TestQDQDoRAGradients holds the gradients of DoRA on a QDQ int8 layer,
