@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -260,7 +261,7 @@ func TestDoRAInt4Math(t *testing.T) {
 			for _, n := range fresh.Graph().Node {
 				if quant.IsNode(n) {
 					nbits++
-					if n.Input[quant.InputB] != "layer.proj.MatMul.weight_Q"+string(rune('0'+tc.q.Bits)) {
+					if n.Input[quant.InputB] != "layer.proj.MatMul.weight_Q"+strconv.Itoa(tc.q.Bits) {
 						t.Errorf("MatMulNBits %s reads %s", n.Name, n.Input[quant.InputB])
 					}
 				}
