@@ -160,16 +160,23 @@ func (w *Weight) Node(names TensorNames, o NodeOptions) (*onnxpb.NodeProto, erro
 	for len(in) > InputScales+1 && in[len(in)-1] == "" {
 		in = in[:len(in)-1]
 	}
+	return &onnxpb.NodeProto{Name: o.Name, OpType: OpType, Domain: Domain, Input: in, Output: []string{o.Y}, Attribute: w.Layout.Attributes(o.AccuracyLevel)}, nil
+}
+
+// Attributes returns the attributes of a MatMulNBits node of layout l and
+// accuracy_level accuracy: K, N, bits and block_size, and accuracy_level
+// unless it is 0.
+func (l Layout) Attributes(accuracy int) []*onnxpb.AttributeProto {
 	attrs := []*onnxpb.AttributeProto{
-		graph.AttrInt("K", int64(w.K)),
-		graph.AttrInt("N", int64(w.N)),
-		graph.AttrInt("bits", int64(w.Bits)),
-		graph.AttrInt("block_size", int64(w.BlockSize)),
+		graph.AttrInt("K", int64(l.K)),
+		graph.AttrInt("N", int64(l.N)),
+		graph.AttrInt("bits", int64(l.Bits)),
+		graph.AttrInt("block_size", int64(l.BlockSize)),
 	}
-	if o.AccuracyLevel != 0 {
-		attrs = append(attrs, graph.AttrInt("accuracy_level", int64(o.AccuracyLevel)))
+	if accuracy != 0 {
+		attrs = append(attrs, graph.AttrInt("accuracy_level", int64(accuracy)))
 	}
-	return &onnxpb.NodeProto{Name: o.Name, OpType: OpType, Domain: Domain, Input: in, Output: []string{o.Y}, Attribute: attrs}, nil
+	return attrs
 }
 
 // ReadNode returns the weight that MatMulNBits node n of m multiplies by,

@@ -92,8 +92,15 @@
 // the vocabulary, computed from AᵀW and AᵀA without a vocab×dim
 // temporary; a convolution's per output channel, its magnitude stored
 // [1, out, 1…] as PEFT keeps it, and its bias left out of the rescaling.
-// Stacked serving factors take DoRA adapters on a stack of StackDoRA (see
-// Stacked adapters). AsInputs and QDQ weights refuse DoRA.
+// A QDQ weight takes DoRA on its float side (the DequantizeLinear's
+// output is W), and an int4 MatMulNBits layer without a float copy of W
+// (dora_nbits.go): its norm takes ‖W‖ as a constant, as an embedding's
+// does, and AᵀW from a second MatMulNBits node over the layer's own
+// packed tensors. Merging into either is as for LoRA: Dequantize (exact,
+// float; Unmerge takes it back) or, for int4, Requantize (rounded; Unmerge
+// refuses it). Stacked serving factors take DoRA adapters on a stack of
+// StackDoRA (see Stacked adapters), of float weights. AsInputs refuses
+// DoRA.
 //
 // # Fused attention
 //

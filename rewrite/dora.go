@@ -9,6 +9,7 @@ import (
 
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/quant"
 )
 
 // DoRA (weight-decomposed LoRA, HF PEFT's use_dora) splits the adapted
@@ -34,16 +35,18 @@ import (
 // training; inference is the same).
 //
 // DoRA takes linear layers (MatMul, Gemm, fused projections), embeddings
-// and convolutions (dora_layers.go) with float weights; QDQ weights and
-// AsInputs are refused. Stacked factors (StackDoRA, stacked_dora.go)
-// serve DoRA adapters beside plain ones: the gain m/‖V‖ of each, computed
-// on the host from the base weight when the adapter is read, is fed per
-// slot.
-// Merge is exact: W' above, stored where W is. A merged DoRA weight does
-// not determine ‖V‖ (any positive rescaling of V gives the same W'), so
-// Merge keeps ‖V‖ of each layer in the model's metadata, as HF PEFT keeps
-// the weight norm at merge time, and Unmerge undoes the rescaling with it
-// (dora_unmerge.go).
+// and convolutions (dora_layers.go) with float weights, QDQ weights (the
+// DequantizeLinear's output is the float W the norm reads) and int4
+// MatMulNBits layers (dora_nbits.go: the norm without a float W); AsInputs
+// is refused. Stacked factors (StackDoRA, stacked_dora.go) serve DoRA
+// adapters beside plain ones: the gain m/‖V‖ of each, computed on the
+// host from the base weight when the adapter is read, is fed per slot.
+// Merge into a float weight is exact: W' above, stored where W is (a QDQ
+// or int4 weight becomes float with Dequantize; Requantize rounds W' back
+// into int4). A merged DoRA weight does not determine ‖V‖ (any positive
+// rescaling of V gives the same W'), so Merge keeps ‖V‖ of each layer in
+// the model's metadata, as HF PEFT keeps the weight norm at merge time,
+// and Unmerge undoes the rescaling with it (dora_unmerge.go).
 //
 // A com.microsoft Attention node computes its q, k and v inside, so its
 // DoRA goes on the weight side, as its LoRA does (fused_attention.go):
@@ -69,20 +72,18 @@ func checkDoRA(l Linear, asInputs bool) error {
 	switch {
 	case asInputs:
 		return layerErr(l, "use_dora: DoRA's magnitude rescales by the norm of W + s·A·B, which needs the scaling in the graph; AsInputs folds it into the fed B")
-	case l.Quantized():
-		return layerErr(l, "use_dora: DoRA needs the layer's float weight as one matrix; %s packs it", l.Op)
-	case l.Dequantized():
-		return layerErr(l, "use_dora: weight %q is %s behind DequantizeLinear; DoRA needs a float weight", l.Weight, l.WeightDType)
 	}
 	return nil
 }
 
 // planDoRA completes the DoRA part of plan p for layer l: a fresh site's
 // magnitude, the norms of W per output feature as the layer computes with
-// it (Gemm's alpha included), and an embedding's table norms, which its
-// ‖V‖ reads as constants (dora_layers.go).
+// it (Gemm's alpha included), and the norms of an embedding's table or an
+// int4 layer's weight, which its ‖V‖ reads as constants (dora_layers.go,
+// dora_nbits.go).
 func planDoRA(m *graph.Model, l Linear, p *modulePlan) error {
-	if p.mag != nil && l.Kind != KindEmbedding {
+	constant := l.Kind == KindEmbedding || l.Quantized()
+	if p.mag != nil && !constant {
 		return nil
 	}
 	norms, err := weightNorms(m, l.asMatrix())
@@ -95,22 +96,36 @@ func planDoRA(m *graph.Model, l Linear, p *modulePlan) error {
 			p.mag[j] = float32(n)
 		}
 	}
-	if l.Kind == KindEmbedding {
+	if constant {
 		dt := p.site.DType
 		for j, n := range norms {
 			if n*n >= largestFinite(dt) {
-				return layerErr(l, "use_dora: ‖W‖² of embedding dimension %d of table %q is %.6g, past the largest %s, the branch's type, in which the graph holds it; give the branch dtype float32", j, l.Weight, n*n, dt)
+				return layerErr(l, "use_dora: ‖W‖² of %s %d of weight %q is %.6g, past the largest %s, the branch's type, in which the graph holds it; give the branch dtype float32", featureWord(l), j, l.Weight, n*n, dt)
 			}
 		}
-		p.tableNorms = norms
+		p.constNorms = norms
 	}
 	return nil
 }
 
+// featureWord names an output feature of l in messages.
+func featureWord(l Linear) string {
+	if l.Kind == KindEmbedding {
+		return "embedding dimension"
+	}
+	return "output feature"
+}
+
 // effectiveWeight returns α·W of layer l in graph layout [in, out], in
-// float64.
+// float64: for a QDQ weight, the DequantizeLinear's output.
 func effectiveWeight(m *graph.Model, l Linear) ([]float64, error) {
-	vals, err := m.Float32s(m.Initializer(l.Weight))
+	var vals []float32
+	var err error
+	if l.Dequantized() {
+		vals, err = dequantize(m, l.WeightChain[0])
+	} else {
+		vals, err = m.Float32s(m.Initializer(l.Weight))
+	}
 	if err != nil {
 		return nil, layerErr(l, "%w", err)
 	}
@@ -135,8 +150,12 @@ func scaledWeight(l Linear, vals []float32) []float64 {
 }
 
 // weightNorms returns the Euclidean norm of each output feature (column)
-// of α·W, layer l's weight as the layer computes with it, in float64.
+// of α·W, layer l's weight as the layer computes with it, in float64; an
+// int4 layer's from its blocks, without the whole float W.
 func weightNorms(m *graph.Model, l Linear) ([]float64, error) {
+	if l.Quantized() {
+		return nbitsWeightNorms(m, l)
+	}
 	w, err := effectiveWeight(m, l)
 	if err != nil {
 		return nil, err
@@ -166,7 +185,7 @@ func (b *loraGraph) doraDelta(l Linear, pre *graph.Builder, bFull, base, d strin
 	s := b.site
 	sd := pre.In("lora_magnitude")
 	b.g.Model().AddInitializer(graph.NewFloat32Tensor(s.Magnitude, s.DType, s.MagnitudeShape(), p.mag))
-	norm := b.doraNorm(l, sd, bFull, p.tableNorms)
+	norm := b.doraNorm(l, sd, bFull, p.constNorms)
 	s.DoRANorm = norm
 	scale := sd.Op("Div", []string{s.Magnitude, norm})
 	if s.DType != l.DType {
@@ -180,13 +199,16 @@ func (b *loraGraph) doraDelta(l Linear, pre *graph.Builder, bFull, base, d strin
 // doraNorm adds the nodes of ‖V‖ per output feature, V = α·W + s·A·B, in
 // the branch's type, shaped to broadcast against the layer's output:
 // [1, out] for a linear layer, [dim] for an embedding, [1, out, 1…] for a
-// convolution (dora_layers.go). tableNorms are an embedding's ‖W_d‖.
-func (b *loraGraph) doraNorm(l Linear, sd *graph.Builder, bFull string, tableNorms []float64) string {
-	switch l.Kind {
-	case KindEmbedding:
-		return b.embeddingNorm(l, sd, tableNorms)
-	case KindConv:
+// convolution (dora_layers.go). constNorms are the ‖W_j‖ that an
+// embedding's or an int4 layer's norm takes as constants.
+func (b *loraGraph) doraNorm(l Linear, sd *graph.Builder, bFull string, constNorms []float64) string {
+	switch {
+	case l.Kind == KindEmbedding:
+		return b.embeddingNorm(l, sd, constNorms)
+	case l.Kind == KindConv:
 		return b.convNorm(l, sd, bFull)
+	case l.Quantized():
+		return b.nbitsNorm(l, sd, bFull, constNorms)
 	}
 	s := b.site
 	// V = α·W + s·A·B in the branch's type, [in, out].
@@ -210,8 +232,8 @@ func (b *loraGraph) columnNorms(sd *graph.Builder, v string) string {
 }
 
 // withoutBias returns the base output of l less its bias, which DoRA's
-// rescaling leaves out: β·C of a Gemm, a convolution's bias; base itself
-// where there is none.
+// rescaling leaves out: β·C of a Gemm, a convolution's bias, the bias
+// input of a MatMulNBits; base itself where there is none.
 func (b *loraGraph) withoutBias(l Linear, sd *graph.Builder, base string) string {
 	s := b.site
 	if l.Kind == KindConv && len(l.Node.Input) > 2 && l.Node.Input[2] != "" {
@@ -219,6 +241,9 @@ func (b *loraGraph) withoutBias(l Linear, sd *graph.Builder, base string) string
 		shape := append([]int64{s.Out}, slices.Repeat([]int64{1}, len(s.Kernel))...)
 		c := sd.Op("Reshape", []string{l.Node.Input[2], b.int64s(s.Module+".lora_magnitude.bias_shape", shape...)})
 		return sd.Op("Sub", []string{base, c})
+	}
+	if l.Quantized() && len(l.Node.Input) > quant.InputBias && l.Node.Input[quant.InputBias] != "" {
+		return sd.Op("Sub", []string{base, l.Node.Input[quant.InputBias]})
 	}
 	return unbiased(sd, l, base, func(beta float32) string {
 		return b.scalar(s.Module+".lora_magnitude.beta", l.DType, beta)
@@ -318,6 +343,28 @@ func (f fold) rescaleColumns(m *graph.Model) ([]float64, error) {
 		return nil, err
 	}
 	return norms, scaleColumns(m, l, c)
+}
+
+// rescaleMatrix rescales V = W + s·A·B, held in vals as [in, out]
+// row-major (an int4 layer's dequantized, merged weight), to m·V/‖V‖ per
+// column, and returns ‖V‖ per output feature.
+func (f fold) rescaleMatrix(vals []float32) ([]float64, error) {
+	out := int(f.l.Out)
+	norms := make([]float64, out)
+	for k, v := range vals {
+		norms[k%out] += float64(v) * float64(v)
+	}
+	for j := range norms {
+		norms[j] = math.Sqrt(norms[j])
+	}
+	c, err := doraGains(f.l, f.magnitude, norms)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range vals {
+		vals[k] = float32(float64(v) * c[k%out])
+	}
+	return norms, nil
 }
 
 // doraGains returns m[j]/‖V[:, j]‖ per output feature of layer l, given

@@ -39,21 +39,33 @@ func (b *loraGraph) embeddingNorm(l Linear, sd *graph.Builder, tableNorms []floa
 	s := b.site
 	w := b.branchTyped(l, sd, l.Node.Input[0])
 	at := sd.Op("Transpose", []string{s.A}, graph.AttrInts("perm", 1, 0))
-	atw := sd.Op("MatMul", []string{at, w})                                    // [r, dim]
-	atab := sd.Op("MatMul", []string{sd.Op("MatMul", []string{at, s.A}), s.B}) // [r, dim]
+	norm := b.expandedNorm(sd, tableNorms, at, sd.Op("MatMul", []string{at, w}), s.B, int64(s.R))
+	// [dim], so that a scalar id's output keeps its shape.
+	return sd.Op("Reshape", []string{norm, b.int64s(s.Module+".lora_magnitude.shape", s.Out)})
+}
+
+// expandedNorm adds ‖V_j‖ [1, out] of V = W + s·A·B without V itself, from
+// norms (‖W_j‖, constants of the site), at = Aᵀ [rk, in], atw = AᵀW
+// [rk, out] and bm = B [rk, out], all in the branch's type:
+//
+//	‖V_j‖² = ‖W_j‖² + 1ᵀ·(B ⊙ (2s·AᵀW + s²·(AᵀA)·B))_j
+//
+// clamped at 0 before the root (rounding of the expansion could take a
+// vanishing norm below it).
+func (b *loraGraph) expandedNorm(sd *graph.Builder, norms []float64, at, atw, bm string, rk int64) string {
+	s := b.site
+	atab := sd.Op("MatMul", []string{sd.Op("MatMul", []string{at, s.A}), bm}) // [rk, out]
 	cross := sd.Op("Add", []string{
 		sd.Op("Mul", []string{atw, b.scalar(s.Module+".lora_magnitude.twice_scaling", s.DType, float32(2*s.Scale))}),
 		sd.Op("Mul", []string{atab, b.scalar(s.Module+".lora_magnitude.scaling_squared", s.DType, float32(s.Scale*s.Scale))}),
 	})
-	sum := sd.Op("MatMul", []string{b.ones(1, int64(s.R)), sd.Op("Mul", []string{s.B, cross})}) // [1, dim]
-	sq := make([]float32, len(tableNorms))
-	for j, n := range tableNorms {
+	sum := sd.Op("MatMul", []string{b.ones(1, rk), sd.Op("Mul", []string{bm, cross})}) // [1, out]
+	sq := make([]float32, len(norms))
+	for j, n := range norms {
 		sq[j] = float32(n * n)
 	}
-	wsq := b.g.Initializer(s.Module+".lora_magnitude.table_norm_sq", graph.NewFloat32Tensor("", s.DType, []int64{1, s.Out}, sq))
-	norm := sd.Op("Sqrt", []string{sd.Op("Add", []string{wsq, sum})})
-	// [dim], so that a scalar id's output keeps its shape.
-	return sd.Op("Reshape", []string{norm, b.int64s(s.Module+".lora_magnitude.shape", s.Out)})
+	wsq := b.g.Initializer(s.Module+".lora_magnitude.weight_norm_sq", graph.NewFloat32Tensor("", s.DType, []int64{1, s.Out}, sq))
+	return sd.Op("Sqrt", []string{sd.Op("Relu", []string{sd.Op("Add", []string{wsq, sum})})})
 }
 
 // convNorm adds ‖V_o‖ [1, out, 1…] of a convolution's site, reading B as

@@ -173,8 +173,10 @@ type modulePlan struct {
 	site Site
 	a, b []float32 // initial values; nil with AsInputs
 	mag  []float32 // DoRA's magnitude; nil for plain LoRA
-	// tableNorms are ‖W_d‖ of a DoRA embedding's table (dora_layers.go).
-	tableNorms []float64
+	// constNorms are ‖W_j‖ of a DoRA embedding's table or int4 layer's
+	// weight, which its norm takes as constants (dora_layers.go,
+	// dora_nbits.go); nil elsewhere.
+	constNorms []float64
 	// residual is the fold that takes s·A₀·B₀ off the weight of a PiSSA or
 	// OLoRA site; nil for other inits.
 	residual *fold

@@ -192,9 +192,12 @@ func (f fold) addTo(vals []float32, transposed bool, c float64) {
 }
 
 // removeBranches deletes what injection added and routes each layer's
-// readers back to its base node.
+// readers back to its base node. A base initializer that only the
+// branches read now goes too: the packed tensors of an int4 layer that a
+// merge made float, which its DoRA norm still read.
 func removeBranches(m *graph.Model, rec record) error {
 	var drop []*onnxpb.NodeProto
+	var read []string
 	names := append([]string(nil), rec.SharedNodes...)
 	for _, s := range rec.Sites {
 		names = append(names, s.Nodes...)
@@ -202,6 +205,7 @@ func removeBranches(m *graph.Model, rec record) error {
 	for _, name := range names {
 		if n := m.NodeByName(name); n != nil {
 			drop = append(drop, n)
+			read = append(read, n.Input...)
 		}
 	}
 	m.RemoveNodes(drop...)
@@ -218,6 +222,11 @@ func removeBranches(m *graph.Model, rec record) error {
 	}
 	if renamed {
 		m.Reindex()
+	}
+	for _, name := range read {
+		if name != "" && m.Initializer(name) != nil && len(m.Consumers(name)) == 0 && m.Input(name) == nil && !m.IsGraphOutput(name) {
+			m.RemoveInitializer(name)
+		}
 	}
 	inits := append([]string(nil), rec.Shared...)
 	for _, s := range rec.Sites {
@@ -312,7 +321,7 @@ func planAdapterFolds(base *graph.Model, ad *adapter.Adapter, o options) ([]fold
 // the model keeps the fingerprints. Nothing changes when a module is
 // missing, a shape disagrees or the adapter is the wrong one.
 func Unmerge(m *graph.Model, ad *adapter.Adapter, opts ...Option) ([]Site, Summary, error) {
-	folds, _, err := planAdapterFolds(m, ad, options{})
+	folds, _, err := planAdapterFolds(m, ad, options{unmerge: true})
 	if err != nil {
 		return nil, Summary{}, err
 	}

@@ -25,6 +25,11 @@ import (
 //     node stays: the merged model is int4 and keeps the base's nodes, but
 //     each layer now differs from the adapted one by the rounding error,
 //     which QuantizedMerge reports (against W' and against the update).
+//     The rounding loses the update: Unmerge refuses an int4 layer.
+//
+// A DoRA layer's W' is m·V/‖V‖ with V = dequantize(B) + s·A·B, either
+// way; the dequantized merge keeps ‖V‖ (DoRAMetadataKey) as a float merge
+// does, so that Unmerge restores the adapted model (with a float layer).
 
 // Requantize makes Merge and MergeAdapter round each merged int4
 // (MatMulNBits) layer back into its own layout, keeping the node; with
@@ -48,9 +53,10 @@ type QuantizedMerge struct {
 	// Requantized reports that the layer stayed int4.
 	Requantized bool
 	// RelError is ‖Wq − W'‖/‖W'‖ (Frobenius) for the requantized weight Wq
-	// and the exact merged weight W'; UpdateRelError is ‖Wq − W'‖/‖s·A·B‖,
-	// the error measured against the update itself (above 1, rounding
-	// changes the layer more than the adapter does). MaxAbsError is the
+	// and the exact merged weight W' (W + s·A·B; DoRA's m·V/‖V‖);
+	// UpdateRelError is ‖Wq − W'‖/‖W' − W‖, the error measured against the
+	// update itself (above 1, rounding changes the layer more than the
+	// adapter does). MaxAbsError is the
 	// largest |Wq − W'|. All are 0 for a dequantized merge, which is exact
 	// to float rounding.
 	RelError, UpdateRelError, MaxAbsError float64
@@ -120,13 +126,16 @@ func applyFolds(m *graph.Model, folds []fold, o options) ([]QuantizedMerge, erro
 	var fps []mergeFingerprint
 	for _, f := range folds {
 		if f.l.Quantized() {
-			q, err := f.applyQuantized(m, o.requantize)
+			q, norms, err := f.applyQuantized(m, o.requantize)
 			if err != nil {
 				return nil, err
 			}
 			rep = append(rep, q)
 			if !q.Requantized {
 				fps = append(fps, f.recordFingerprint(q.Weight))
+				if norms != nil {
+					merges = append(merges, doraMerge{mergedWeight{Weight: q.Weight, Module: f.module}, norms})
+				}
 			}
 			continue
 		}
@@ -153,8 +162,11 @@ func applyFolds(m *graph.Model, folds []fold, o options) ([]QuantizedMerge, erro
 }
 
 // checkNBitsMergeable refuses to merge into an int4 layer unless o says
-// how.
+// how, and to unmerge from one.
 func checkNBitsMergeable(l Linear, o options) error {
+	if o.unmerge {
+		return layerErr(l, "weight %q is int4 (MatMulNBits), and nothing merged into int4 can be taken out: a requantized merge (Requantize, merge --requantize) rounded W + s·A·B (DoRA: m·V/‖V‖) onto the int4 grid, which loses the update; a model merged with Dequantize (merge --dequantize) has float weights, which unmerge", l.Weight)
+	}
 	if o.dequantize || o.requantize {
 		return nil
 	}
@@ -162,32 +174,43 @@ func checkNBitsMergeable(l Linear, o options) error {
 }
 
 // applyQuantized merges f into its MatMulNBits layer: rounded back into
-// int4 with requantize, else into a float MatMul.
-func (f fold) applyQuantized(m *graph.Model, requantize bool) (QuantizedMerge, error) {
+// int4 with requantize, else into a float MatMul. The merged weight is
+// dequantize(B) + s·A·B, and for DoRA its columns rescaled to the
+// magnitudes, m·V/‖V‖; norms is then ‖V‖ per output feature (nil for
+// LoRA).
+func (f fold) applyQuantized(m *graph.Model, requantize bool) (rep QuantizedMerge, norms []float64, err error) {
 	l := f.l
 	w, err := quant.ReadNode(m, l.Node)
 	if err != nil {
-		return QuantizedMerge{}, layerErr(l, "%w", err)
+		return QuantizedMerge{}, nil, layerErr(l, "%w", err)
 	}
 	merged, err := w.Dequantize()
 	if err != nil {
-		return QuantizedMerge{}, layerErr(l, "%w", err)
+		return QuantizedMerge{}, nil, layerErr(l, "%w", err)
+	}
+	var base []float32
+	if requantize {
+		base = slices.Clone(merged)
+	}
+	f.addTo(merged, false, f.scale)
+	if f.magnitude != nil {
+		if norms, err = f.rescaleMatrix(merged); err != nil {
+			return QuantizedMerge{}, nil, err
+		}
 	}
 	if !requantize {
-		node, weight := dequantizeNode(m, l, w.Bits, merged, f)
-		return QuantizedMerge{Module: f.module, Node: node, Weight: weight}, nil
+		node, weight := dequantizeNode(m, l, w.Bits, merged)
+		return QuantizedMerge{Module: f.module, Node: node, Weight: weight}, norms, nil
 	}
-	base := slices.Clone(merged)
-	f.addTo(merged, false, f.scale)
 	q, err := w.Requantize(merged)
 	if err != nil {
-		return QuantizedMerge{}, layerErr(l, "%w", err)
+		return QuantizedMerge{}, nil, layerErr(l, "%w", err)
 	}
 	got, err := q.Dequantize()
 	if err != nil {
-		return QuantizedMerge{}, layerErr(l, "%w", err)
+		return QuantizedMerge{}, nil, layerErr(l, "%w", err)
 	}
-	rep := QuantizedMerge{Module: f.module, Node: l.NodeName, Weight: l.Weight, Requantized: true}
+	rep = QuantizedMerge{Module: f.module, Node: l.NodeName, Weight: l.Weight, Requantized: true}
 	var errSq, refSq, updSq float64
 	for i, v := range merged {
 		d := float64(got[i]) - float64(v)
@@ -202,13 +225,13 @@ func (f fold) applyQuantized(m *graph.Model, requantize bool) (QuantizedMerge, e
 	}
 	tensors, err := q.Tensors(names)
 	if err != nil {
-		return QuantizedMerge{}, layerErr(l, "%w", err)
+		return QuantizedMerge{}, nil, layerErr(l, "%w", err)
 	}
 	for _, t := range tensors {
 		m.RemoveInitializer(t.Name)
 		m.AddInitializer(t)
 	}
-	return rep, nil
+	return rep, nil, nil
 }
 
 // safeRatio returns √(num/den), or 0 where den is 0.
@@ -220,14 +243,13 @@ func safeRatio(num, den float64) float64 {
 }
 
 // dequantizeNode turns l's MatMulNBits node into a MatMul of l's type
-// that reads vals, the dequantized weight [K, N], plus f's update; a bias
-// input becomes an Add after it. The node keeps its place and output; it
+// that reads vals, the merged float weight [K, N]; a bias input becomes
+// an Add after it. The node keeps its place and output; it
 // and its weight are named as before quantization ("…/MatMul_Q4" →
 // "…/MatMul", "….weight_Q4" → "….weight") where those names are free.
 // The packed tensors go where nothing else reads them. It returns the
 // node's and the weight's new names.
-func dequantizeNode(m *graph.Model, l Linear, bits int, vals []float32, f fold) (node, weight string) {
-	f.addTo(vals, false, f.scale)
+func dequantizeNode(m *graph.Model, l Linear, bits int, vals []float32) (node, weight string) {
 	n := l.Node
 	suffix := "_Q" + strconv.Itoa(bits)
 	unquantized := func(name string) string {

@@ -17,6 +17,8 @@ type options struct {
 	// Merge and MergeAdapter only.
 	dequantize bool
 	requantize bool // int4 layers (merge_nbits.go)
+	// Unmerge only: its plan of the folds to take out.
+	unmerge bool
 	// Prefix tuning only.
 	headDim     int
 	replacePast bool

@@ -71,7 +71,8 @@ func checkMergeable(m *graph.Model, l Linear, o options) error {
 }
 
 // dequantize returns the float values of DequantizeLinear dq's output:
-// (q − zero_point)·scale, per tensor or along its axis.
+// (q − zero_point)·scale, per tensor or along its axis (axis 0 where the
+// weight's rank is above 2).
 func dequantize(m *graph.Model, dq *onnxpb.NodeProto) ([]float32, error) {
 	if graph.IntAttr(dq, "block_size", 0) != 0 {
 		return nil, errorf("DequantizeLinear %q quantizes in blocks (block_size %d); only per-tensor and per-axis weights can be dequantized", dq.Name, graph.IntAttr(dq, "block_size", 0))
@@ -99,10 +100,15 @@ func dequantize(m *graph.Model, dq *onnxpb.NodeProto) ([]float32, error) {
 			return nil, errorf("zero point %q: %w", zt.Name, err)
 		}
 	}
-	rows, cols := int(q.Dims[0]), int(q.Dims[1])
+	// A weight of rank above 2 (a convolution's [out, in, k…]) is read as
+	// [out, in·k…]: per tensor, or per axis 0, its output channels.
+	rows, cols := int(q.Dims[0]), int(graph.NumElements(q.Dims[1:]))
 	axis := graph.IntAttr(dq, "axis", 1)
 	if axis < 0 {
-		axis += 2
+		axis += int64(len(q.Dims))
+	}
+	if len(q.Dims) > 2 && axis != 0 && len(scales) > 1 {
+		return nil, errorf("DequantizeLinear %q: weight %v is quantized along axis %d; a weight of rank %d can be dequantized per tensor or along axis 0", dq.Name, q.Dims, axis, len(q.Dims))
 	}
 	level := func(b byte) float64 {
 		if signed {

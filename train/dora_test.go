@@ -140,7 +140,8 @@ func TestTrainDoRAEmbeddingConv(t *testing.T) {
 // whose norm is held at its current value (HF PEFT's detach()), and the
 // magnitude's gradient is the same either way. The kinds: a MatMul, an
 // embedding (whose norm reads the table through AᵀW and AᵀA), a Conv1d
-// with a bias (left out of the rescaling) and a strided Conv2d.
+// with a bias (left out of the rescaling), a strided Conv2d and an int4
+// MatMulNBits (TestQDQDoRAGradients has the QDQ layer).
 func TestDoRAGradients(t *testing.T) {
 	requireORT(t)
 	for _, c := range []struct {
@@ -180,6 +181,15 @@ func TestDoRAGradients(t *testing.T) {
 					Attribute: []*onnxpb.AttributeProto{graph.AttrInts("strides", 2, 1)}},
 				graph.TensorInfo("x", dtype.Float32, []int64{1, 2, 5, 5}), x, []int64{1, 3, 2, 3}
 		}},
+		// An int4 layer (zero points, a bias, K = 40 padding its last
+		// block of 16): its norm reads the packed weight through a second
+		// MatMulNBits node (Aᵀ·W), which the free norm's gradient crosses.
+		{"int4", func(randoms func(int, float64) []float64) ([]*onnxpb.TensorProto, *onnxpb.NodeProto, *onnxpb.ValueInfoProto, *rt.Tensor, []int64) {
+			const in, out, rows = 40, 6, 3
+			x, _ := rt.NewFloat32([]int64{rows, in}, f32s(randoms(rows*in, 1)))
+			inits, n := int4Layer(t, in, out, randoms)
+			return inits, n, graph.TensorInfo("x", dtype.Float32, []int64{rows, in}), x, []int64{rows, out}
+		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(5, 1))
@@ -197,23 +207,26 @@ func TestDoRAGradients(t *testing.T) {
 }
 
 // checkDoRAGradients builds loss = Σ tanh(y)⊙target on layer (which writes
-// y of shape yShape from input in, fed x), gives the layer DoRA with random
-// A, B and magnitude, and compares the gradients of those three with
-// finite differences, with the norm free and detached (see
+// y of shape yShape from input in, fed x; before are nodes that feed it,
+// such as a QDQ weight's DequantizeLinear), gives the layer DoRA with
+// random A, B and magnitude, and compares the gradients of those three
+// with finite differences, with the norm free and detached (see
 // TestDoRAGradients).
-func checkDoRAGradients(t *testing.T, inits []*onnxpb.TensorProto, layer *onnxpb.NodeProto, in *onnxpb.ValueInfoProto, xt *rt.Tensor, yShape []int64, randoms func(int, float64) []float64) {
+func checkDoRAGradients(t *testing.T, inits []*onnxpb.TensorProto, layer *onnxpb.NodeProto, in *onnxpb.ValueInfoProto, xt *rt.Tensor, yShape []int64, randoms func(int, float64) []float64, before ...*onnxpb.NodeProto) {
 	t.Helper()
 	g := &onnxpb.GraphProto{Name: "dora"}
 	g.Initializer = append(inits, graph.NewFloatTensor("target", dtype.Float32, yShape, randoms(int(graph.NumElements(yShape)), 1)))
 	g.Input = []*onnxpb.ValueInfoProto{in}
-	g.Node = []*onnxpb.NodeProto{
-		layer,
-		{OpType: "Tanh", Name: "/tanh", Input: []string{"y"}, Output: []string{"h"}},
-		{OpType: "Mul", Name: "/mul", Input: []string{"h", "target"}, Output: []string{"p"}},
-		{OpType: "ReduceSum", Name: "/sum", Input: []string{"p"}, Output: []string{"loss"}, Attribute: []*onnxpb.AttributeProto{graph.AttrInt("keepdims", 0)}},
-	}
+	g.Node = append(before, layer,
+		&onnxpb.NodeProto{OpType: "Tanh", Name: "/tanh", Input: []string{"y"}, Output: []string{"h"}},
+		&onnxpb.NodeProto{OpType: "Mul", Name: "/mul", Input: []string{"h", "target"}, Output: []string{"p"}},
+		&onnxpb.NodeProto{OpType: "ReduceSum", Name: "/sum", Input: []string{"p"}, Output: []string{"loss"}, Attribute: []*onnxpb.AttributeProto{graph.AttrInt("keepdims", 0)}},
+	)
 	g.Output = []*onnxpb.ValueInfoProto{graph.TensorInfo("loss", dtype.Float32, nil)}
 	m := graph.New(&onnxpb.ModelProto{IrVersion: 8, OpsetImport: []*onnxpb.OperatorSetIdProto{{Version: 17}}, Graph: g}, "")
+	if layer.Domain != "" {
+		m.SetOpset(layer.Domain, 1)
+	}
 	cfg := adapter.DefaultLoRAConfig("layer.proj")
 	cfg.R, cfg.Alpha, cfg.UseDoRA = 2, 3, true
 	sites, sum, err := rewrite.InjectLoRA(m, cfg)

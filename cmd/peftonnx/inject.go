@@ -27,7 +27,10 @@ branch y = x·W + dropout(x)·A·B·s with s = alpha/r, or alpha/√r with
 rescaled to a trained magnitude m[j], y = x·W' with W'[:, j] = m[j]·V[:, j]/‖V[:, j]‖
 and V = W + s·A·B; m starts at W's column norms. An embedding's norm is
 per embedding dimension over the vocabulary, a convolution's per output
-channel over its input channels and kernel, as HF PEFT takes them. --init pissa (or
+channel over its input channels and kernel, as HF PEFT takes them. DoRA
+takes QDQ weights (their dequantized values are W) and int4 MatMulNBits
+layers, whose norm reads the packed weight through a second MatMulNBits
+node (Aᵀ·W): no float copy of W is made. --init pissa (or
 pissa_niter_N) starts A and B from W's principal singular vectors, --init
 olora from its QR decomposition, and leaves W − s·A·B in the weight; the
 adapter that export-adapter and train write is then the plain rank-2r
@@ -89,7 +92,7 @@ func runInject(cx *context, args []string) error {
 	alpha := fs.Float64("alpha", 8, "lora_alpha; the branch is scaled by `alpha`/r")
 	dropout := fs.Float64("dropout", 0, "LoRA dropout `rate` in [0, 1), active in training only")
 	rslora := fs.Bool("rslora", false, "scale by alpha/√r (rsLoRA) instead of alpha/r")
-	dora := fs.Bool("dora", false, "DoRA (HF PEFT's use_dora): a trained magnitude per output feature times the column-normalised W + s·A·B; linear, embedding and convolution layers")
+	dora := fs.Bool("dora", false, "DoRA (HF PEFT's use_dora): a trained magnitude per output feature times the column-normalised W + s·A·B; linear (float, QDQ or int4), embedding and convolution layers")
 	bias := fs.String("bias", "none", "which biases train too: `none`, lora (the adapted layers') or all")
 	fs.Var(&trainable, "trainable", "also train the weights of modules that fully match `RE` (repeatable)")
 	asInputs := fs.Bool("as-inputs", false, "make A and B graph inputs of dynamic rank, with empty defaults")

@@ -51,7 +51,10 @@ the float size. --requantize rounds W + s·A·B back into the layer's own
 int4 layout instead: OUT keeps the base's nodes and size, and merge prints
 each layer's rounding error against the unmerged adapted layer, relative
 to the weight and to the update s·A·B (near 1 or above, rounding undoes
-much of what the adapter learned; keep the adapter separate then).
+much of what the adapter learned; keep the adapter separate then). A
+DoRA layer merges as m·V/‖V‖ with V = dequantize(W) + s·A·B, into the
+float MatMul or rounded back into int4 alike; only the float one keeps
+‖V‖ (metadata peftonnx.dora_norms), which unmerge needs.
 
 Each merged module is listed with its rank and scaling s. OUT keeps its
 data in an external file (OUT.data) when the input does or when it passes

@@ -34,10 +34,16 @@ const (
 	modeForwardBase     = "forward-base"
 	modeForwardLoRA     = "forward-lora"
 	modeForwardMerged   = "forward-merged"
+	// modeTrainDoRA is the LoRA step with DoRA (use_dora) on the same
+	// layers, peftonnx's side only (peftbench memory -dora).
+	modeTrainDoRA = "train-dora"
 )
 
 var workerModes = []string{modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull, modeForwardBase, modeForwardLoRA, modeForwardMerged,
-	modeTrainQLoRA, modeForwardInt4, modeForwardInt4LoRA, modeForwardInt4Merged, modeSGEMM}
+	modeTrainQLoRA, modeForwardInt4, modeForwardInt4LoRA, modeForwardInt4Merged, modeSGEMM, modeTrainDoRA, modeTrainQDoRA}
+
+// isDoRAMode reports whether mode trains DoRA.
+func isDoRAMode(mode string) bool { return mode == modeTrainDoRA || mode == modeTrainQDoRA }
 
 // goRun is the peftonnx side of one benchmark configuration: an ONNX
 // Runtime session over the exported model (adapted, merged, or with its
@@ -98,7 +104,7 @@ func openGoRun(dir, mode string, batch, threads int) (*goRun, error) {
 
 	var lora []string
 	if mode != modeForwardBase && mode != modeTrainFull && mode != modeForwardInt4 {
-		if lora, err = injectExported(m, spec); err != nil {
+		if lora, err = injectExported(m, spec, isDoRAMode(mode)); err != nil {
 			return nil, err
 		}
 	}
@@ -117,11 +123,17 @@ func openGoRun(dir, mode string, batch, threads int) (*goRun, error) {
 	}
 	g := m
 	switch mode {
-	case modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull, modeTrainQLoRA:
+	case modeTrainLoRA, modeTrainLoRALowMem, modeTrainFull, modeTrainQLoRA, modeTrainDoRA, modeTrainQDoRA:
 		loss, err := train.CausalLMLoss(m, "logits", train.WithLossChunks(lossChunks()))
 		if err != nil {
 			return nil, err
 		}
+		// DoRA's norms are detached, as train.Trainer marks them.
+		detached, err := rewrite.DetachedValues(m)
+		if err != nil {
+			return nil, err
+		}
+		autodiff.MarkStopGradient(m, detached...)
 		names := lora
 		if mode == modeTrainFull {
 			names = floatInitializers(m)
@@ -169,11 +181,14 @@ func openGoRun(dir, mode string, batch, threads int) (*goRun, error) {
 	return r, nil
 }
 
-// injectExported injects the spec's LoRA into m and sets A and B to the
-// exported initial values, which the PyTorch side starts from too. It
-// returns the names of the factors.
-func injectExported(m *graph.Model, spec Spec) ([]string, error) {
-	_, sum, err := rewrite.InjectLoRA(m, loraConfig(spec), rewrite.WithSeed(loraSeed))
+// injectExported injects the spec's LoRA (with dora, DoRA on the same
+// layers) into m and sets A and B to the exported initial values, which
+// the PyTorch side starts from too; DoRA's magnitudes keep their start,
+// the weights' column norms. It returns the names of the trained tensors.
+func injectExported(m *graph.Model, spec Spec, dora bool) ([]string, error) {
+	cfg := loraConfig(spec)
+	cfg.UseDoRA = dora
+	_, sum, err := rewrite.InjectLoRA(m, cfg, rewrite.WithSeed(loraSeed))
 	if err != nil {
 		return nil, err
 	}
@@ -183,6 +198,9 @@ func injectExported(m *graph.Model, spec Spec) ([]string, error) {
 	}
 	for _, name := range sum.LoRA {
 		t, ok := init[name]
+		if !ok && dora && strings.HasSuffix(name, ".lora_magnitude_vector.weight") {
+			continue
+		}
 		if !ok {
 			return nil, fmt.Errorf("peftbench: %s has no %q", spec.LoRAFile, name)
 		}

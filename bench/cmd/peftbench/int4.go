@@ -21,6 +21,9 @@ const (
 	modeForwardInt4       = "forward-int4"
 	modeForwardInt4LoRA   = "forward-int4-lora"
 	modeForwardInt4Merged = "forward-int4-merged"
+	// modeTrainQDoRA is the QLoRA step with DoRA (use_dora), peftonnx's
+	// side only (peftbench memory -int4 -dora).
+	modeTrainQDoRA = "train-qlora-dora"
 )
 
 // int4File is the int4 model in a model's folder: base.onnx through
@@ -34,7 +37,9 @@ const int4File = "base-int4.onnx"
 var int4Options = quantize.Options{Bits: 4, BlockSize: 32, AccuracyLevel: 4}
 
 // isInt4Mode reports whether mode runs the int4 model.
-func isInt4Mode(mode string) bool { return strings.Contains(mode, "int4") || mode == modeTrainQLoRA }
+func isInt4Mode(mode string) bool {
+	return strings.Contains(mode, "int4") || mode == modeTrainQLoRA || mode == modeTrainQDoRA
+}
 
 // torchMode returns the mode the PyTorch worker runs for mode: its one
 // LoRA step for the --low-memory and QLoRA steps, and the float32 forward

@@ -17,11 +17,22 @@ func cmdMemory(args []string) error {
 	fs, c, t := trainCommand("memory", 4)
 	which := registerTrainMode(fs)
 	only := fs.String("mode", "", "run this worker mode instead (one of "+strings.Join(workerModes, ", ")+"), such as a forward pass")
+	dora := fs.Bool("dora", false, "DoRA (use_dora) on the LoRA layers: the LoRA step, or with -int4 the QLoRA step")
 	fs.Parse(args)
 	if c.threads <= 0 {
 		return fmt.Errorf("peftbench: -threads %d: want > 0", c.threads)
 	}
 	mode, _ := which()
+	if *dora {
+		switch mode {
+		case modeTrainLoRA:
+			mode = modeTrainDoRA
+		case modeTrainQLoRA:
+			mode = modeTrainQDoRA
+		default:
+			return fmt.Errorf("peftbench: -dora runs the LoRA or the QLoRA (-int4) step, not %s", mode)
+		}
+	}
 	if *only != "" {
 		if !slices.Contains(workerModes, *only) {
 			return fmt.Errorf("peftbench: -mode %q: want one of %s", *only, strings.Join(workerModes, ", "))
