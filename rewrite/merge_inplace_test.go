@@ -85,3 +85,39 @@ func TestMergeUnmergeSameModel(t *testing.T) {
 		}
 	}
 }
+
+// TestMergeUnmergeSameInt4Model is TestMergeUnmergeSameModel on the int4
+// LLaMA, LoRA and DoRA on every layer: Merge with Dequantize makes the
+// layers float MatMuls named as before quantization and drops the packed
+// tensors; Unmerge on the same model then rebuilds the branches, and the
+// model computes the adapted one's logits.
+func TestMergeUnmergeSameInt4Model(t *testing.T) {
+	base, _ := int4Builder(t)
+	for _, dora := range []bool{false, true} {
+		cfg := config(4, 8, ".*_proj", "lm_head")
+		cfg.UseDoRA = dora
+		m := base.Clone()
+		sites, _, err := InjectLoRA(m, cfg, WithSeed(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		randomizeB(t, m, sites, 3, 0.05)
+		want := runModel(t, m, 2, 5, 0)
+		ad, err := ExtractAdapter(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Merge(m, Dequantize()); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := Unmerge(m, ad); err != nil {
+			t.Fatalf("DoRA %v: Unmerge on the merged model: %v", dora, err)
+		}
+		if err := m.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if d, where := maxRelDiff(t, runModel(t, m, 2, 5, 0), want); !(d <= 1e-4) {
+			t.Errorf("DoRA %v: unmerged output %q differs from the adapted model's by %g", dora, where, d)
+		}
+	}
+}
