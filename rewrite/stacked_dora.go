@@ -1,11 +1,13 @@
 package rewrite
 
 import (
-	"slices"
+	"math"
+	"sync"
 
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/internal/half"
 )
 
 // StackDoRA is StackLoRA for DoRA adapters too (dora.go): every site also
@@ -20,63 +22,111 @@ import (
 // and their rows compute what StackLoRA's do (bit for bit in float32).
 // ‖V‖ is frozen, as it is in a served model: Stacked.Factors computes the
 // gain on the host, in float64, from the adapter's factors and the base
-// weight, a float32 copy of which the Stacked keeps for every site (as
-// much memory again as those weights). The rescaling costs a few nodes
-// per site and step over StackLoRA (one Mul of the layer's output, a
-// reshape and a gather; more where a Gemm adds a bias). DoRA's limits
-// hold for every site: a layer whose weight is quantized or packed
-// (MatMulNBits, fused Attention) is refused; name the targets to leave it
-// out.
+// weight, which it reads from m each time, one row at a time (a float32
+// weight in an external data file is read where m maps it; a 16-bit one
+// is converted value by value): the Stacked keeps no copy, so m must stay
+// open, with its weights unchanged, until Stacked.Release, and close
+// after it. The rescaling costs a few nodes per site and step over
+// StackLoRA (one Mul of the layer's output, a reshape and a gather; more
+// where a Gemm adds a bias). DoRA's limits hold for every site: a layer
+// whose weight is quantized or packed (MatMulNBits, fused Attention) is
+// refused; name the targets to leave it out.
 func StackDoRA(m *graph.Model, targets ...string) (*Stacked, error) {
 	return stack(m, true, targets)
 }
 
-// doraWeight is the base weight of a site of StackDoRA, for the gains of
-// the adapters loaded on it: its layer and the weight's values as stored.
-type doraWeight struct {
-	l    Linear
-	vals []float32
+// doraSource is where a stack of StackDoRA reads its sites' base weights
+// for the gains of the adapters loaded on it: the model it stacked, until
+// Release.
+type doraSource struct {
+	mu    sync.RWMutex
+	m     *graph.Model      // nil once released
+	sites map[string]Linear // by module
 }
 
-// doraWeights copies the weight of each of linears, by module.
-func doraWeights(m *graph.Model, linears []Linear) (map[string]doraWeight, error) {
-	out := map[string]doraWeight{}
+// newDoRASource checks that each of linears has a float weight that m
+// holds, reading none of it.
+func newDoRASource(m *graph.Model, linears []Linear) (*doraSource, error) {
+	src := &doraSource{m: m, sites: map[string]Linear{}}
 	for _, l := range linears {
-		if _, ok := out[l.Module]; ok {
+		if _, ok := src.sites[l.Module]; ok {
 			continue
 		}
-		vals, err := m.Float32s(m.Initializer(l.Weight))
-		if err != nil {
-			return nil, layerErr(l, "%w", err)
+		t := m.Initializer(l.Weight)
+		if t == nil {
+			return nil, layerErr(l, "use_dora: stacked DoRA adapters need the layer's weight %q as an initializer", l.Weight)
 		}
-		// A copy: the values may alias the model's bytes, which it may
-		// unmap when it closes.
-		out[l.Module] = doraWeight{l: l, vals: slices.Clone(vals)}
+		switch dt := graph.TypeOf(t); dt {
+		case dtype.Float32, dtype.Float16, dtype.BFloat16, dtype.Float64:
+		default:
+			return nil, layerErr(l, "use_dora: weight %q is %s, not a floating-point type", l.Weight, dt)
+		}
+		src.sites[l.Module] = l
 	}
-	return out, nil
+	return src, nil
 }
 
-// gain returns m/‖V‖ per output feature for module key of a DoRA adapter,
-// V = α·W + s·A·B with scaling s, in float64, rounded to float32 at the
-// end.
-func (d doraWeight) gain(cfg *adapter.LoRAConfig, key string, w adapter.LoRAWeights, s float64) ([]float32, error) {
-	l := d.l
+// Release ends the stack's use of the model it stacked. A stack of
+// StackDoRA reads its sites' base weights from that model whenever
+// Factors computes a DoRA adapter's gains; Release waits for a Factors
+// call that is reading it, and a DoRA adapter's Factors after it is an
+// error. Call it before the model closes. A stack of StackLoRA reads
+// nothing from the model; Release does nothing on it. Releasing twice is
+// safe.
+func (st *Stacked) Release() {
+	if st.dora == nil {
+		return
+	}
+	st.dora.mu.Lock()
+	st.dora.m = nil
+	st.dora.mu.Unlock()
+}
+
+// gain returns m/‖V‖ per output feature for module mod of a DoRA
+// adapter (its module key, weights w and scaling s), V = α·W + s·A·B, in
+// float64, rounded to float32 at the end. It reads W from the model, one
+// row of V at a time, in the order of the whole V's sums (columnNorms).
+func (d *doraSource) gain(mod string, cfg *adapter.LoRAConfig, key string, w adapter.LoRAWeights, s float64) ([]float32, error) {
+	l := d.sites[mod]
 	mag, err := doraMagnitude(cfg, key, l, w)
 	if err != nil {
 		return nil, err
 	}
-	v := scaledWeight(l, d.vals)
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.m == nil {
+		return nil, layerErr(l, "use_dora: the stacked model was released (its engine closed), and the adapter's gains are computed from its weight %q", l.Weight)
+	}
+	at, err := weightValues(d.m, l)
+	if err != nil {
+		return nil, err
+	}
 	in, out, r := int(l.In), int(l.Out), int(w.A.Shape[1])
+	alpha := float64(l.Alpha)
+	row := make([]float64, out)
+	sq := make([]float64, out)
 	for i := range in {
-		row := v[i*out : (i+1)*out]
+		for j := range row {
+			k := i*out + j
+			if l.WeightTransposed {
+				k = j*in + i
+			}
+			row[j] = alpha * float64(at(k))
+		}
 		for k := range r {
 			sa := s * float64(w.A.Data[i*r+k])
 			for j, b := range w.B.Data[k*out : (k+1)*out] {
 				row[j] += sa * float64(b)
 			}
 		}
+		for j, v := range row {
+			sq[j] += v * v
+		}
 	}
-	g, err := doraGains(l, mag, columnNorms(v, in, out))
+	for j := range sq {
+		sq[j] = math.Sqrt(sq[j])
+	}
+	g, err := doraGains(l, mag, sq)
 	if err != nil {
 		return nil, err
 	}
@@ -85,6 +135,30 @@ func (d doraWeight) gain(cfg *adapter.LoRAConfig, key string, w adapter.LoRAWeig
 		out32[j] = float32(gj)
 	}
 	return out32, nil
+}
+
+// weightValues returns a reader of layer l's stored weight values, as m
+// holds them: value k as float32, read in place (a 16-bit weight
+// converted per value; a float64 one converted whole, for the call).
+func weightValues(m *graph.Model, l Linear) (func(k int) float32, error) {
+	t := m.Initializer(l.Weight)
+	switch graph.TypeOf(t) {
+	case dtype.Float16, dtype.BFloat16:
+		bits, err := m.Float16s(t)
+		if err != nil {
+			return nil, layerErr(l, "%w", err)
+		}
+		conv := half.Float16ToFloat32
+		if graph.TypeOf(t) == dtype.BFloat16 {
+			conv = half.BFloat16ToFloat32
+		}
+		return func(k int) float32 { return conv(bits[k]) }, nil
+	}
+	vals, err := m.Float32s(t)
+	if err != nil {
+		return nil, layerErr(l, "%w", err)
+	}
+	return func(k int) float32 { return vals[k] }, nil
 }
 
 // stackedDoRA returns what a site of StackDoRA outputs, as [batch, …, out]
