@@ -37,8 +37,8 @@ type Stacked struct {
 	Sites []StackedSite
 	Index string   // StackedIndexInput
 	all   []string // every linear module of the model, stacked or not
-	// dora reads each site's base weight from the stacked model, in a
-	// stack of StackDoRA; nil in one of StackLoRA.
+	// dora holds each site's base weight tensor of the stacked model, in
+	// a stack of StackDoRA; nil in one of StackLoRA.
 	dora *doraSource
 }
 
@@ -167,6 +167,7 @@ func stack(m *graph.Model, dora bool, targets []string) (*Stacked, error) {
 			}
 			for _, name := range names {
 				if m.HasName(name) {
+					st.Close()
 					return nil, layerErr(l, "the model already has a value named %q", name)
 				}
 			}
@@ -252,7 +253,7 @@ type StackedFactor struct {
 // DoRA adapter on a stack of StackLoRA (or one without its magnitude), or
 // not being a LoRA adapter at all. A DoRA adapter's gain is computed here,
 // from the base weights of the model that StackDoRA stacked (an error
-// after Release). Factors is safe for concurrent use.
+// after Stacked.Close). Factors is safe for concurrent use.
 func (st *Stacked) Factors(ad *adapter.Adapter) (map[string]StackedFactor, error) {
 	if ad.LoRA == nil {
 		return nil, errorf("not a LoRA adapter: stacked factors take LoRA adapters only")

@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"encoding/binary"
 	"math"
 	"sync"
 
@@ -22,64 +23,67 @@ import (
 // and their rows compute what StackLoRA's do (bit for bit in float32).
 // ‖V‖ is frozen, as it is in a served model: Stacked.Factors computes the
 // gain on the host, in float64, from the adapter's factors and the base
-// weight, which it reads from m each time, one row at a time (a float32
-// weight in an external data file is read where m maps it; a 16-bit one
-// is converted value by value): the Stacked keeps no copy, so m must stay
-// open, with its weights unchanged, until Stacked.Release, and close
-// after it. The rescaling costs a few nodes per site and step over
-// StackLoRA (one Mul of the layer's output, a reshape and a gather; more
-// where a Gemm adds a bias). DoRA's limits hold for every site: a layer
-// whose weight is quantized or packed (MatMulNBits, fused Attention) is
-// refused; name the targets to leave it out.
+// weight, which it reads each time, one row of V at a time, where m held
+// it: the Stacked keeps the sites' weight tensors of m, not a copy of
+// their values (a weight in external data is read from the mapped file,
+// which stays mapped after m closes, until Stacked.Close; an inline one
+// from the bytes m parsed). The rescaling costs a few nodes per site and
+// step over StackLoRA (one Mul of the layer's output, a reshape and a
+// gather; more where a Gemm adds a bias). DoRA's limits hold for every
+// site: a layer whose weight is quantized or packed (MatMulNBits, fused
+// Attention) is refused; name the targets to leave it out.
 func StackDoRA(m *graph.Model, targets ...string) (*Stacked, error) {
 	return stack(m, true, targets)
 }
 
 // doraSource is where a stack of StackDoRA reads its sites' base weights
-// for the gains of the adapters loaded on it: the model it stacked, until
-// Release.
+// for the gains of the adapters loaded on it: a model that holds those
+// weights of the stacked one (graph.Model.KeepInitializers), until Close.
 type doraSource struct {
 	mu    sync.RWMutex
-	m     *graph.Model      // nil once released
+	m     *graph.Model      // nil once closed
 	sites map[string]Linear // by module
 }
 
-// newDoRASource checks that each of linears has a float weight that m
-// holds, reading none of it.
+// newDoRASource keeps the weight of each of linears from m, checking that
+// it is a float tensor whose bytes m holds, without reading them.
 func newDoRASource(m *graph.Model, linears []Linear) (*doraSource, error) {
-	src := &doraSource{m: m, sites: map[string]Linear{}}
+	src := &doraSource{sites: map[string]Linear{}}
+	var names []string
 	for _, l := range linears {
 		if _, ok := src.sites[l.Module]; ok {
 			continue
 		}
-		t := m.Initializer(l.Weight)
-		if t == nil {
+		if m.Initializer(l.Weight) == nil {
 			return nil, layerErr(l, "use_dora: stacked DoRA adapters need the layer's weight %q as an initializer", l.Weight)
 		}
-		switch dt := graph.TypeOf(t); dt {
-		case dtype.Float32, dtype.Float16, dtype.BFloat16, dtype.Float64:
-		default:
-			return nil, layerErr(l, "use_dora: weight %q is %s, not a floating-point type", l.Weight, dt)
-		}
 		src.sites[l.Module] = l
+		names = append(names, l.Weight)
+	}
+	src.m = m.KeepInitializers(names...)
+	for _, l := range src.sites {
+		if _, err := weightValues(src.m, l); err != nil {
+			src.m.Close()
+			return nil, err
+		}
 	}
 	return src, nil
 }
 
-// Release ends the stack's use of the model it stacked. A stack of
-// StackDoRA reads its sites' base weights from that model whenever
-// Factors computes a DoRA adapter's gains; Release waits for a Factors
-// call that is reading it, and a DoRA adapter's Factors after it is an
-// error. Call it before the model closes. A stack of StackLoRA reads
-// nothing from the model; Release does nothing on it. Releasing twice is
-// safe.
-func (st *Stacked) Release() {
+// Close releases what a stack of StackDoRA holds of the model it stacked
+// (its sites' weights, and the mapping of their external data file),
+// waiting for a Factors call that is reading them; a DoRA adapter's
+// Factors after it is an error. A stack of StackLoRA holds nothing; Close
+// does nothing on it. Closing twice is safe.
+func (st *Stacked) Close() error {
 	if st.dora == nil {
-		return
+		return nil
 	}
 	st.dora.mu.Lock()
+	defer st.dora.mu.Unlock()
+	m := st.dora.m
 	st.dora.m = nil
-	st.dora.mu.Unlock()
+	return m.Close()
 }
 
 // gain returns m/‖V‖ per output feature for module mod of a DoRA
@@ -95,7 +99,7 @@ func (d *doraSource) gain(mod string, cfg *adapter.LoRAConfig, key string, w ada
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.m == nil {
-		return nil, layerErr(l, "use_dora: the stacked model was released (its engine closed), and the adapter's gains are computed from its weight %q", l.Weight)
+		return nil, layerErr(l, "use_dora: the stack was closed, and with it the weight %q that the adapter's gains are computed from", l.Weight)
 	}
 	at, err := weightValues(d.m, l)
 	if err != nil {
@@ -138,27 +142,27 @@ func (d *doraSource) gain(mod string, cfg *adapter.LoRAConfig, key string, w ada
 }
 
 // weightValues returns a reader of layer l's stored weight values, as m
-// holds them: value k as float32, read in place (a 16-bit weight
-// converted per value; a float64 one converted whole, for the call).
+// holds them: value k as float32 (as Float32s converts it), decoded in
+// place from the tensor's bytes, without a copy of the tensor.
 func weightValues(m *graph.Model, l Linear) (func(k int) float32, error) {
 	t := m.Initializer(l.Weight)
-	switch graph.TypeOf(t) {
-	case dtype.Float16, dtype.BFloat16:
-		bits, err := m.Float16s(t)
-		if err != nil {
-			return nil, layerErr(l, "%w", err)
-		}
-		conv := half.Float16ToFloat32
-		if graph.TypeOf(t) == dtype.BFloat16 {
-			conv = half.BFloat16ToFloat32
-		}
-		return func(k int) float32 { return conv(bits[k]) }, nil
-	}
-	vals, err := m.Float32s(t)
+	b, err := m.TensorBytes(t)
 	if err != nil {
 		return nil, layerErr(l, "%w", err)
 	}
-	return func(k int) float32 { return vals[k] }, nil
+	le := binary.LittleEndian
+	switch dt := graph.TypeOf(t); dt {
+	case dtype.Float32:
+		return func(k int) float32 { return math.Float32frombits(le.Uint32(b[4*k:])) }, nil
+	case dtype.Float16:
+		return func(k int) float32 { return half.Float16ToFloat32(le.Uint16(b[2*k:])) }, nil
+	case dtype.BFloat16:
+		return func(k int) float32 { return half.BFloat16ToFloat32(le.Uint16(b[2*k:])) }, nil
+	case dtype.Float64:
+		return func(k int) float32 { return float32(math.Float64frombits(le.Uint64(b[8*k:]))) }, nil
+	default:
+		return nil, layerErr(l, "use_dora: weight %q is %s, not a floating-point type", l.Weight, dt)
+	}
 }
 
 // stackedDoRA returns what a site of StackDoRA outputs, as [batch, …, out]

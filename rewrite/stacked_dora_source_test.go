@@ -120,11 +120,11 @@ func TestStackDoRAGainsFromModel(t *testing.T) {
 	}
 }
 
-// TestStackDoRARelease: after Release, or once the model's external data
-// is closed, Factors of a DoRA adapter is an error that says so (no read
-// of unmapped memory); a LoRA adapter's factors, which read no weight,
-// still come.
-func TestStackDoRARelease(t *testing.T) {
+// TestStackDoRAClose: a stack of StackDoRA reads the weights of a model
+// with external data after that model closes, and after Stacked.Close a
+// DoRA adapter's Factors is an error that says so (no read of unmapped
+// memory); a LoRA adapter's factors, which read no weight, still come.
+func TestStackDoRAClose(t *testing.T) {
 	tc := layerCases[0]
 	base, _, _ := layerModel(t, tc, newRand(3))
 	defer base.Close()
@@ -133,39 +133,43 @@ func TestStackDoRARelease(t *testing.T) {
 	if err := base.Save(p, graph.SaveOptions{ExternalData: true, Threshold: 1}); err != nil {
 		t.Fatal(err)
 	}
-	for _, release := range []bool{true, false} {
-		m, err := graph.Load(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := StackDoRA(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.Factors(dora); err != nil {
-			t.Fatal(err)
-		}
-		want := "read after Close"
-		if release {
-			st.Release()
-			st.Release()
-			want = "released"
-		}
-		if err := m.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.Factors(dora); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "layer.proj") {
-			t.Errorf("release %v: Factors of a DoRA adapter on the closed model: %v, want an error naming layer.proj and saying %q", release, err, want)
-		}
-		if _, err := st.Factors(lora); err != nil {
-			t.Errorf("release %v: Factors of a LoRA adapter: %v", release, err)
-		}
-	}
-	plain := base.Clone()
-	defer plain.Close()
-	st, err := StackLoRA(plain)
+	m, err := graph.Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.Release() // nothing to release
+	st, err := StackDoRA(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := st.Factors(dora)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Factors(dora)
+	if err != nil || !slices.Equal(got["layer.proj"].Gain, want["layer.proj"].Gain) {
+		t.Fatalf("Factors after the model closed: gain %v, %v; want %v", got["layer.proj"].Gain, err, want["layer.proj"].Gain)
+	}
+	for range 2 {
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.Factors(dora); err == nil || !strings.Contains(err.Error(), "closed") || !strings.Contains(err.Error(), "layer.proj") {
+		t.Errorf("Factors of a DoRA adapter after Close: %v, want an error naming layer.proj and saying the stack closed", err)
+	}
+	if _, err := st.Factors(lora); err != nil {
+		t.Errorf("Factors of a LoRA adapter after Close: %v", err)
+	}
+	plain := base.Clone()
+	defer plain.Close()
+	pst, err := StackLoRA(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pst.Close(); err != nil {
+		t.Errorf("Close of a stack of StackLoRA: %v", err)
+	}
 }
