@@ -26,8 +26,8 @@ import (
 // weight, which it reads each time, one row of V at a time, where m held
 // it: the Stacked keeps the sites' weight tensors of m, not a copy of
 // their values (a weight in external data is read from the mapped file,
-// which stays mapped after m closes, until Stacked.Close; an inline one
-// from the bytes m parsed). The rescaling costs a few nodes per site and
+// which stays mapped after m closes, until Stacked.Close, its pages
+// resident only while read; an inline one from the bytes m parsed). The rescaling costs a few nodes per site and
 // step over StackLoRA (one Mul of the layer's output, a reshape and a
 // gather; more where a Gemm adds a bias). DoRA's limits hold for every
 // site: a layer whose weight is quantized or packed (MatMulNBits, fused
@@ -89,7 +89,8 @@ func (st *Stacked) Close() error {
 // gain returns m/‖V‖ per output feature for module mod of a DoRA
 // adapter (its module key, weights w and scaling s), V = α·W + s·A·B, in
 // float64, rounded to float32 at the end. It reads W from the model, one
-// row of V at a time, in the order of the whole V's sums (columnNorms).
+// row of V at a time, in the order of the whole V's sums (columnNorms),
+// and then lets the pages of W's external data go.
 func (d *doraSource) gain(mod string, cfg *adapter.LoRAConfig, key string, w adapter.LoRAWeights, s float64) ([]float32, error) {
 	l := d.sites[mod]
 	mag, err := doraMagnitude(cfg, key, l, w)
@@ -129,6 +130,10 @@ func (d *doraSource) gain(mod string, cfg *adapter.LoRAConfig, key string, w ada
 	}
 	for j := range sq {
 		sq[j] = math.Sqrt(sq[j])
+	}
+	// The pages read leave the resident memory until the next adapter.
+	if err := d.m.ReleasePages(d.m.Initializer(l.Weight)); err != nil {
+		return nil, layerErr(l, "%w", err)
 	}
 	g, err := doraGains(l, mag, sq)
 	if err != nil {
