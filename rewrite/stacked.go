@@ -32,7 +32,8 @@ type StackedSite struct {
 }
 
 // Stacked records what StackLoRA did to a model: its sites, by module, in
-// the order of FindLinears.
+// the order of FindLinears. A stack of StackDoRA also holds the sites'
+// base weights, for Factors, until Close.
 type Stacked struct {
 	Sites []StackedSite
 	Index string   // StackedIndexInput
