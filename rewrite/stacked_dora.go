@@ -27,11 +27,12 @@ import (
 // it: the Stacked keeps the sites' weight tensors of m, not a copy of
 // their values (a weight in external data is read from the mapped file,
 // which stays mapped after m closes, until Stacked.Close, its pages
-// resident only while read; an inline one from the bytes m parsed). The rescaling costs a few nodes per site and
-// step over StackLoRA (one Mul of the layer's output, a reshape and a
-// gather; more where a Gemm adds a bias). DoRA's limits hold for every
-// site: a layer whose weight is quantized or packed (MatMulNBits, fused
-// Attention) is refused; name the targets to leave it out.
+// resident only while read; an inline one from the bytes m parsed). The
+// rescaling costs a few nodes per site and step over StackLoRA (one Mul
+// of the layer's output, a reshape and a gather; more where a Gemm adds a
+// bias). DoRA's limits hold for every site: a layer whose weight is
+// quantized or packed (MatMulNBits, fused Attention) is refused; name the
+// targets to leave it out.
 func StackDoRA(m *graph.Model, targets ...string) (*Stacked, error) {
 	return stack(m, true, targets)
 }

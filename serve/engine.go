@@ -79,8 +79,8 @@ func New(modelPath string, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, errorf("base model %s: %w", modelPath, err)
 	}
-	// A DoRA stack holds the stacked weights, which it reads for the
-	// gains of every DoRA adapter loaded; m may close.
+	// A DoRA stack keeps the stacked weights of m, which may close, for
+	// the gains of every DoRA adapter loaded, until Engine.Close.
 	ok := false
 	defer func() {
 		if !ok {
