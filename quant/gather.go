@@ -1,0 +1,114 @@
+package quant
+
+import (
+	"slices"
+
+	"github.com/peftonnx/peftonnx/dtype"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+)
+
+// GatherOpType names ONNX Runtime's contrib operator (domain Domain) that
+// gathers rows of a block-quantized table and dequantizes them: the int4
+// token embedding of the onnxruntime-genai model builder's models. With
+// uint8 data it follows MatMulNBits' conventions: codes packed low bits
+// first, one scale per block of block_size values along the quantized
+// axis, packed uint8 zero points, and 2^(bits−1) where there are none.
+const GatherOpType = "GatherBlockQuantized"
+
+// The inputs of a GatherBlockQuantized node, by position.
+const (
+	GatherInputData = iota
+	GatherInputIndices
+	GatherInputScales
+	GatherInputZeroPoints
+)
+
+// IsGatherNode reports whether n is a com.microsoft GatherBlockQuantized
+// node.
+func IsGatherNode(n *onnxpb.NodeProto) bool {
+	return n.OpType == GatherOpType && n.Domain == Domain
+}
+
+// GatherBits reports whether bits is a width GatherBlockQuantized takes
+// for uint8 data: 4 or 8.
+func GatherBits(bits int) bool { return bits == 4 || bits == 8 }
+
+// checkGather reports why w cannot be the table of a GatherBlockQuantized
+// node: its rows are w's N columns, each of K values cut into blocks, so
+// K must fill whole blocks (the data tensor has no room for padding) and
+// the width be one the operator takes.
+func (w *Weight) checkGather() error {
+	if err := w.Validate(); err != nil {
+		return err
+	}
+	if !GatherBits(w.Bits) {
+		return errorf("%d bits: %s takes 4 or 8", w.Bits, GatherOpType)
+	}
+	if w.K%w.BlockSize != 0 {
+		return errorf("rows of %d values are not whole blocks of %d: %s has no padding", w.K, w.BlockSize, GatherOpType)
+	}
+	if w.FloatZeroPoints != nil || w.GIdx != nil {
+		return errorf("%s takes packed zero points and no g_idx", GatherOpType)
+	}
+	return nil
+}
+
+// GatherDataShape is the shape of the data input of a table that w
+// holds: [N, K·Bits/8] bytes, row n being column n of w.
+func (l Layout) GatherDataShape() []int64 {
+	return []int64{int64(l.N), int64(l.K * l.Bits / 8)}
+}
+
+// GatherTensors returns the initializers of w as the table of a
+// GatherBlockQuantized node: data uint8 [N, K·Bits/8], scales of
+// ScaleType [N, KBlocks] and, where w has them, packed zero points uint8
+// [N, ZeroPointRowSize]. Row n of the table is column n of w, so a
+// [V, H] embedding is quantized as the H×V weight of its transpose.
+func (w *Weight) GatherTensors(names TensorNames) ([]*onnxpb.TensorProto, error) {
+	if err := w.checkGather(); err != nil {
+		return nil, err
+	}
+	out := []*onnxpb.TensorProto{
+		{Name: names.B, DataType: int32(dtype.Uint8), Dims: w.GatherDataShape(), RawData: slices.Clone(w.B)},
+		graph.NewFloat32Tensor(names.Scales, w.ScaleType, w.ScalesShape(), w.Scales),
+	}
+	if w.ZeroPoints != nil {
+		out = append(out, &onnxpb.TensorProto{Name: names.ZeroPoints, DataType: int32(dtype.Uint8), Dims: w.ZeroPointsShape(), RawData: slices.Clone(w.ZeroPoints)})
+	}
+	return out, nil
+}
+
+// GatherNode returns a GatherBlockQuantized node called name that reads
+// the rows of w (its tensors called names) that indices pick into y:
+// gather_axis 0, quantize_axis 1, w's block size and bits.
+func (w *Weight) GatherNode(names TensorNames, name, indices, y string) (*onnxpb.NodeProto, error) {
+	if err := w.checkGather(); err != nil {
+		return nil, err
+	}
+	in := []string{names.B, indices, names.Scales}
+	if w.ZeroPoints != nil {
+		in = append(in, names.ZeroPoints)
+	}
+	return &onnxpb.NodeProto{Name: name, OpType: GatherOpType, Domain: Domain, Input: in, Output: []string{y}, Attribute: []*onnxpb.AttributeProto{
+		graph.AttrInt("gather_axis", 0),
+		graph.AttrInt("quantize_axis", 1),
+		graph.AttrInt("block_size", int64(w.BlockSize)),
+		graph.AttrInt("bits", int64(w.Bits)),
+	}}, nil
+}
+
+// GatherRowSize returns the number of values in a row of the table of
+// GatherBlockQuantized node n whose data input has shape data: the last
+// dim times the codes a byte holds for uint8 data (bits, default 4), or
+// the last dim for int4 and uint4 data. It is 0 where data is unknown.
+func GatherRowSize(n *onnxpb.NodeProto, data []int64, elem dtype.Type) int64 {
+	if len(data) == 0 || data[len(data)-1] <= 0 {
+		return 0
+	}
+	d := data[len(data)-1]
+	if elem == dtype.Uint8 {
+		d *= 8 / max(1, graph.IntAttr(n, "bits", 4))
+	}
+	return d
+}
