@@ -13,7 +13,8 @@ import (
 // token embedding of the onnxruntime-genai model builder's models. With
 // uint8 data it follows MatMulNBits' conventions: codes packed low bits
 // first, one scale per block of block_size values along the quantized
-// axis, packed uint8 zero points, and 2^(bits−1) where there are none.
+// axis, packed uint8 zero points (but not starting each row on a byte),
+// and 2^(bits−1) where there are none.
 const GatherOpType = "GatherBlockQuantized"
 
 // The inputs of a GatherBlockQuantized node, by position.
@@ -63,7 +64,8 @@ func (l Layout) GatherDataShape() []int64 {
 // GatherTensors returns the initializers of w as the table of a
 // GatherBlockQuantized node: data uint8 [N, K·Bits/8], scales of
 // ScaleType [N, KBlocks] and, where w has them, packed zero points uint8
-// [N, ZeroPointRowSize]. Row n of the table is column n of w, so a
+// [N, ZeroPointRowSize], packed in one run across rows (see
+// flatZeroPoints: ONNX Runtime 1.24's CPU kernel reads them so). Row n of the table is column n of w, so a
 // [V, H] embedding is quantized as the H×V weight of its transpose.
 func (w *Weight) GatherTensors(names TensorNames) ([]*onnxpb.TensorProto, error) {
 	if err := w.checkGather(); err != nil {
@@ -74,7 +76,7 @@ func (w *Weight) GatherTensors(names TensorNames) ([]*onnxpb.TensorProto, error)
 		graph.NewFloat32Tensor(names.Scales, w.ScaleType, w.ScalesShape(), w.Scales),
 	}
 	if w.ZeroPoints != nil {
-		out = append(out, &onnxpb.TensorProto{Name: names.ZeroPoints, DataType: int32(dtype.Uint8), Dims: w.ZeroPointsShape(), RawData: slices.Clone(w.ZeroPoints)})
+		out = append(out, &onnxpb.TensorProto{Name: names.ZeroPoints, DataType: int32(dtype.Uint8), Dims: w.ZeroPointsShape(), RawData: w.flatZeroPoints()})
 	}
 	return out, nil
 }
@@ -111,4 +113,21 @@ func GatherRowSize(n *onnxpb.NodeProto, data []int64, elem dtype.Type) int64 {
 		d *= 8 / max(1, graph.IntAttr(n, "bits", 4))
 	}
 	return d
+}
+
+// flatZeroPoints returns w's zero points packed as GatherBlockQuantized
+// reads them: block j of row n is zero point n·KBlocks + j of one run
+// across rows, low bits first, where MatMulNBits starts each row on a
+// byte (the two differ for 4 bits and an odd KBlocks). The bytes past
+// the run, to the size of w.ZeroPointsShape, are zero.
+func (w *Weight) flatZeroPoints() []byte {
+	kb := w.KBlocks()
+	out := make([]byte, w.N*w.ZeroPointRowSize())
+	for n := range w.N {
+		for j := range kb {
+			bit := (n*kb + j) * w.Bits
+			out[bit/8] |= uint8(w.zeroPoint(n, j)) << (bit % 8)
+		}
+	}
+	return out
 }

@@ -20,13 +20,13 @@ import (
 // rounded to half).
 func TestGatherKernelMatchesDequantize(t *testing.T) {
 	requireORT(t)
-	const vocab, dim = 37, 64
+	const vocab, dim = 37, 48 // 3 blocks of 16: zero points do not fill a byte
 	ids := []int64{0, 5, 36, 5, 17, 1}
 	for i, c := range []struct {
 		bits, block int
 		symmetric   bool
 		scale       dtype.Type
-	}{{4, 16, false, dtype.Float32}, {4, 32, true, dtype.Float32}, {8, 32, false, dtype.Float32}, {8, 16, true, dtype.Float32}, {4, 32, false, dtype.Float16}} {
+	}{{4, 16, false, dtype.Float32}, {4, 16, true, dtype.Float32}, {8, 16, false, dtype.Float32}, {8, 16, true, dtype.Float32}, {4, 16, false, dtype.Float16}} {
 		t.Run(fmt.Sprintf("bits%d/block%d/sym=%v/%s", c.bits, c.block, c.symmetric, c.scale), func(t *testing.T) {
 			table := normals(vocab*dim, 0.1, uint64(i+1)) // [vocab, dim]
 			w, err := quant.Quantize(transpose(table, vocab, dim), dim, vocab, quant.Options{Bits: c.bits, BlockSize: c.block, Symmetric: c.symmetric, ScaleType: c.scale})
