@@ -1,0 +1,47 @@
+package train
+
+import (
+	"testing"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/quant"
+	"github.com/peftonnx/peftonnx/quantize"
+	"github.com/peftonnx/peftonnx/rewrite"
+)
+
+// QLoRA on a model whose token embedding is int4 too
+// (GatherBlockQuantized, quantize.Options.Embeddings): the table is
+// frozen and takes no gradient; LoRA on the int4 layers and prefix tuning
+// train, and the packed table comes out bit for bit (trainFor30).
+
+// int4EmbeddingLlama is int4Llama with its token embedding quantized.
+func int4EmbeddingLlama(t *testing.T) *graph.Model {
+	t.Helper()
+	m := int4LlamaWith(t, quantize.Options{Bits: 4, BlockSize: 16, Symmetric: true, Embeddings: true})
+	for _, n := range m.Graph().Node {
+		if quant.IsGatherNode(n) {
+			return m
+		}
+	}
+	t.Fatal("no GatherBlockQuantized node")
+	return nil
+}
+
+func TestQLoRATrainsWithInt4Embedding(t *testing.T) {
+	requireORT(t)
+	lc := adapter.DefaultLoRAConfig(qloraTargets...)
+	lc.R, lc.Alpha = 4, 8
+	trainFor30(t, int4EmbeddingLlama(t), CausalLM, fusedData(CausalLM, true), 2e-2, func(a *graph.Model) (Summaryish, error) {
+		_, sum, err := rewrite.InjectLoRA(a, lc, rewrite.WithSeed(1))
+		return Summaryish{sum.Trainable(), len(sum.LoRA)}, err
+	})
+}
+
+func TestPrefixWithInt4Embedding(t *testing.T) {
+	requireORT(t)
+	trainFor30(t, int4EmbeddingLlama(t), CausalLM, fusedData(CausalLM, false), 5e-2, func(a *graph.Model) (Summaryish, error) {
+		_, sum, err := rewrite.InjectPrefix(a, adapter.PrefixConfig{NumPrefixTokens: 3})
+		return Summaryish{sum.Trainable(), 0}, err
+	})
+}
