@@ -1,6 +1,7 @@
 package train
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
@@ -44,4 +45,18 @@ func TestPrefixWithInt4Embedding(t *testing.T) {
 		_, sum, err := rewrite.InjectPrefix(a, adapter.PrefixConfig{NumPrefixTokens: 3})
 		return Summaryish{sum.Trainable(), 0}, err
 	})
+}
+
+// TestLoRAOnInt4EmbeddingRefused: a LoRA or DoRA target on the int4
+// embedding is refused in one line that names it.
+func TestLoRAOnInt4EmbeddingRefused(t *testing.T) {
+	m := int4EmbeddingLlama(t)
+	for _, dora := range []bool{false, true} {
+		lc := adapter.DefaultLoRAConfig("model.embed_tokens", ".*_proj")
+		lc.UseDoRA = dora
+		_, _, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1))
+		if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "model.embed_tokens is an int4 embedding (com.microsoft:GatherBlockQuantized") {
+			t.Errorf("dora=%v: error %v, want one line naming the int4 embedding", dora, err)
+		}
+	}
 }
