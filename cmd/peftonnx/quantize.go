@@ -97,7 +97,11 @@ func runQuantize(cx *context, args []string) error {
 	if err := writeQuantizeReport(cx.stdout, rep); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(cx.stdout, "wrote %s: %d nodes, %d MatMulNBits\n", *out, len(e.m.Graph().Node), countMatMulNBits(e.m))
+	gathers := ""
+	if len(rep.Embeddings) > 0 {
+		gathers = fmt.Sprintf(", %d GatherBlockQuantized", len(rep.Embeddings))
+	}
+	_, err = fmt.Fprintf(cx.stdout, "wrote %s: %d nodes, %d MatMulNBits%s\n", *out, len(e.m.Graph().Node), countMatMulNBits(e.m), gathers)
 	return err
 }
 
