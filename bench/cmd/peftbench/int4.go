@@ -44,7 +44,8 @@ var int4Options = quantize.Options{Bits: 4, BlockSize: 32, AccuracyLevel: 4}
 // workers inherit it) has the int4 rows run the model whose token
 // embedding is int4 too (GatherBlockQuantized, quantize --embeddings).
 // It is off by default: the model builder's int4 export leaves the
-// embedding float unless asked to quantize Gather.
+// embedding float unless int4_op_types_to_quantize names Gather (its
+// default is MatMul alone).
 const int4EmbeddingsEnv = "PEFTBENCH_INT4_EMBEDDINGS"
 
 // int4Model returns the int4 model's file name and the options that
