@@ -118,3 +118,41 @@ func float64s(v []float32) []float64 {
 	}
 	return out
 }
+
+// TestModelTiedEmbedding: with Options.Embeddings a table that lm_head
+// also reads (through a Transpose) becomes lm_head's packed copy and the
+// embedding's, the float table and the Transpose go, and the graph runs
+// close to the float one, float32 and float16 alike.
+func TestModelTiedEmbedding(t *testing.T) {
+	for _, dt := range []dtype.Type{dtype.Float32, dtype.Float16} {
+		build := func(m *graph.Model) {
+			m.AddInput(graph.TensorInfo("ids", dtype.Int64, []int64{3}))
+			m.AddInitializer(weight("embed.weight", dt, 40, 32))
+			m.NewNode("Gather", "/embed/Gather", []string{"embed.weight", "ids"}, []string{"h"})
+			m.NewNode("Transpose", "/lm_head/Transpose", []string{"embed.weight"}, []string{"wt"}, graph.AttrInts("perm", 1, 0))
+			m.NewNode("MatMul", "/lm_head/MatMul", []string{"h", "wt"}, []string{"logits"})
+			m.AddOutput(graph.TensorInfo("logits", dt, []int64{3, 40}))
+		}
+		float, m := tinyGraph(t, build), tinyGraph(t, build)
+		rep, err := quantize.Model(m, quantize.Options{BlockSize: 16, Embeddings: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Layers) != 1 || len(rep.Embeddings) != 1 {
+			t.Fatalf("%s: %d layers and %d embeddings quantized, want 1 and 1", dt, len(rep.Layers), len(rep.Embeddings))
+		}
+		for _, gone := range []string{"embed.weight", "wt"} {
+			if m.Initializer(gone) != nil || m.Producer(gone) != nil {
+				t.Errorf("%s: %s is still there", dt, gone)
+			}
+		}
+		if b1, b2 := rep.Layers[0].Tensors.B, rep.Embeddings[0].Tensors.B; b1 == b2 || m.Initializer(b1) == nil || m.Initializer(b2) == nil {
+			t.Errorf("%s: packed tensors %q (lm_head) and %q (embedding), want two", dt, b1, b2)
+		}
+		if d := outputsDiffer(t, float, m); d > 0.2 {
+			t.Errorf("%s: logits move by %.3g relative, want ≤ 0.2", dt, d)
+		} else {
+			t.Logf("%s: logits move by %.3g relative; embedding RTN error %.3g", dt, d, rep.Embeddings[0].RelError)
+		}
+	}
+}
