@@ -131,3 +131,69 @@ func (w *Weight) flatZeroPoints() []byte {
 	}
 	return out
 }
+
+// ReadGatherNode returns the table that GatherBlockQuantized node n of m
+// gathers from, as the weight of its transpose (GatherTensors' inverse):
+// uint8 data [N, K·bits/8] of initializers, gather_axis 0 and
+// quantize_axis 1, scales [N, KBlocks] and packed zero points where n has
+// them. The returned slices are copies.
+func ReadGatherNode(m *graph.Model, n *onnxpb.NodeProto) (*Weight, error) {
+	if !IsGatherNode(n) {
+		return nil, errorf("node %q is %s, not %s:%s", n.Name, opName(n), Domain, GatherOpType)
+	}
+	if graph.IntAttr(n, "gather_axis", 0) != 0 || graph.IntAttr(n, "quantize_axis", 1) != 1 {
+		return nil, errorf("node %q: gather_axis %d and quantize_axis %d, want 0 and 1", n.Name, graph.IntAttr(n, "gather_axis", 0), graph.IntAttr(n, "quantize_axis", 1))
+	}
+	init := func(i int) *onnxpb.TensorProto {
+		if i >= len(n.Input) || n.Input[i] == "" || m.Input(n.Input[i]) != nil {
+			return nil
+		}
+		return m.Initializer(n.Input[i])
+	}
+	data, scales := init(GatherInputData), init(GatherInputScales)
+	if data == nil || scales == nil || graph.TypeOf(data) != dtype.Uint8 || len(data.Dims) != 2 {
+		return nil, errorf("node %q: data and scales must be initializers, data uint8 [N, K·bits/8]", n.Name)
+	}
+	bits := int(graph.IntAttr(n, "bits", 4))
+	l := Layout{K: int(data.Dims[1]) * 8 / max(bits, 1), N: int(data.Dims[0]), Bits: bits, BlockSize: int(graph.IntAttr(n, "block_size", 128))}
+	if err := l.check(); err != nil {
+		return nil, errorf("node %q: %w", n.Name, err)
+	}
+	w := &Weight{Layout: l, ScaleType: graph.TypeOf(scales)}
+	b, err := m.TensorBytes(data)
+	if err != nil {
+		return nil, errorf("node %q: %w", n.Name, err)
+	}
+	w.B = slices.Clone(b)
+	if !slices.Equal(scales.Dims, l.ScalesShape()) {
+		return nil, errorf("node %q: scales %q have shape %v, want %v", n.Name, scales.Name, scales.Dims, l.ScalesShape())
+	}
+	if w.Scales, err = m.Float32s(scales); err != nil {
+		return nil, errorf("node %q: %w", n.Name, err)
+	}
+	if len(n.Input) > GatherInputZeroPoints && n.Input[GatherInputZeroPoints] != "" {
+		z := init(GatherInputZeroPoints)
+		if z == nil || graph.TypeOf(z) != dtype.Uint8 {
+			return nil, errorf("node %q: zero_points must be a uint8 initializer", n.Name)
+		}
+		flat, err := m.TensorBytes(z)
+		if err != nil {
+			return nil, errorf("node %q: %w", n.Name, err)
+		}
+		kb := l.KBlocks()
+		if len(flat)*8 < l.N*kb*bits {
+			return nil, errorf("node %q: %d bytes of zero points, want %d codes", n.Name, len(flat), l.N*kb)
+		}
+		w.ZeroPoints = make([]byte, l.N*l.ZeroPointRowSize())
+		for r := range l.N {
+			for j := range kb {
+				bit := (r*kb + j) * bits
+				w.setZeroPoint(r, j, float64((flat[bit/8]>>(bit%8))&uint8(l.MaxCode())))
+			}
+		}
+	}
+	if err := w.checkGather(); err != nil {
+		return nil, errorf("node %q: %w", n.Name, err)
+	}
+	return w, nil
+}

@@ -3,6 +3,7 @@ package quant_test
 import (
 	"fmt"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -55,6 +56,13 @@ func TestGatherKernelMatchesDequantize(t *testing.T) {
 				m.AddInitializer(x)
 			}
 			m.AddNode(node)
+			back, err := quant.ReadGatherNode(m, node)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(back, w) {
+				t.Errorf("ReadGatherNode does not give back the weight")
+			}
 			b, err := m.Marshal()
 			if err != nil {
 				t.Fatal(err)

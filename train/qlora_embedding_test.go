@@ -39,6 +39,33 @@ func TestQLoRATrainsWithInt4Embedding(t *testing.T) {
 	})
 }
 
+// TestQLoRAGradientsMatchFloatWithInt4Embedding holds the LoRA gradients
+// through the int4 layers and the int4 embedding to those through their
+// float twin (every packed node a float one of its weights dequantized in
+// Go, see dequantizeAll).
+func TestQLoRAGradientsMatchFloatWithInt4Embedding(t *testing.T) {
+	requireORT(t)
+	lc := adapter.DefaultLoRAConfig(qloraTargets...)
+	lc.R, lc.Alpha = 4, 8
+	grads := func(float bool) (map[string][]float64, []string) {
+		m := int4EmbeddingLlama(t)
+		if float {
+			dequantizeAll(t, m)
+		}
+		_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		params := sum.Trainable()
+		fillAdapter(t, m, params)
+		// The int4 embedding stays, off every gradient path.
+		return gradientsOn(t, m, CausalLM, params, []string{"/model/embed_tokens/Gather_Q4"}), params
+	}
+	q, params := grads(false)
+	f, _ := grads(true)
+	compareGradients(t, q, f, params, 1e-4)
+}
+
 func TestPrefixWithInt4Embedding(t *testing.T) {
 	requireORT(t)
 	trainFor30(t, int4EmbeddingLlama(t), CausalLM, fusedData(CausalLM, false), 5e-2, func(a *graph.Model) (Summaryish, error) {
