@@ -24,6 +24,8 @@
 //     and listed with the reason; MatMul + Add keeps its Add.
 //   - Models that carry LoRA branches or a prefix are refused: quantize
 //     the base model first.
-//   - Embeddings (Gather) stay float; a weight that an embedding shares
-//     with lm_head stays beside lm_head's packed copy.
+//   - Embeddings (Gather) stay float unless Options.Embeddings asks for
+//     GatherBlockQuantized (4 or 8 bits, rows of whole blocks); without it
+//     a weight that an embedding shares with lm_head stays beside
+//     lm_head's packed copy.
 package quantize

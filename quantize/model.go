@@ -36,6 +36,15 @@ import (
 // also reads (a tied embedding) stays. Layers that read one weight share
 // its packed tensors.
 //
+// With o.Embeddings, every embedding (a Gather on axis 0 of a 2-D float
+// table, found by rewrite.FindLayers; Targets do not choose them) also
+// becomes a com.microsoft GatherBlockQuantized node, its table rounded to
+// nearest in blocks along each row (see Embedding), as the
+// onnxruntime-genai model builder ships int4 embeddings; one that cannot
+// (2 bits, rows that are not whole blocks) is listed in Report.Skipped. A
+// table that lm_head also reads becomes lm_head's packed copy and the
+// embedding's, and the float table goes.
+//
 // A model that carries LoRA branches or a prefix is refused: merge or
 // quantize the base first. Targets that match nothing are an error that
 // lists the modules, and so is a model none of whose chosen layers can be
@@ -66,12 +75,19 @@ func Model(m *graph.Model, o Options) (*Report, error) {
 		if chosen, err = rewrite.MatchTargets(linears, o.Targets); err != nil {
 			return nil, errorf("%s: %w", label, err)
 		}
-	} else if len(linears) == 0 {
+	}
+	var embs []rewrite.Linear
+	if o.Embeddings {
+		if embs, err = embeddings(m); err != nil {
+			return nil, errorf("%s: %w", label, err)
+		}
+	}
+	if len(linears) == 0 && len(embs) == 0 {
 		return nil, errorf("%s has no linear layer to quantize (a MatMul or Gemm whose weight is a 2-D float initializer)%s", label, nestedLayersNote(m))
 	}
 
 	rep := &Report{Options: o, Linears: len(chosen)}
-	var todo []rewrite.Linear
+	var todo, embTodo []rewrite.Linear
 	for _, l := range chosen {
 		if why := unsupported(m, l); why != "" {
 			rep.Skipped = append(rep.Skipped, Skipped{Module: l.Module, Node: l.NodeName, Reason: why})
@@ -79,7 +95,14 @@ func Model(m *graph.Model, o Options) (*Report, error) {
 		}
 		todo = append(todo, l)
 	}
-	if len(todo) == 0 {
+	for _, l := range embs {
+		if why := unsupportedEmbedding(m, l, o); why != "" {
+			rep.Skipped = append(rep.Skipped, Skipped{Module: l.Module, Node: l.NodeName, Reason: why})
+			continue
+		}
+		embTodo = append(embTodo, l)
+	}
+	if len(todo) == 0 && len(embTodo) == 0 {
 		var whys []string
 		for _, s := range rep.Skipped {
 			whys = append(whys, s.Module+": "+s.Reason)
@@ -102,6 +125,13 @@ func Model(m *graph.Model, o Options) (*Report, error) {
 			return nil, errorf("%s: layer %s: %w", label, l.Module, err)
 		}
 		rep.Layers = append(rep.Layers, layer)
+	}
+	for _, l := range embTodo {
+		e, err := q.embedding(l, &sums)
+		if err != nil {
+			return nil, errorf("%s: embedding %s: %w", label, l.Module, err)
+		}
+		rep.Embeddings = append(rep.Embeddings, e)
 	}
 	m.Reindex()
 	q.removeUnread()

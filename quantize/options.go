@@ -23,6 +23,9 @@ type Options struct {
 	// layer's module name or node name, as rewrite.MatchTargets takes
 	// them. None means every linear layer.
 	Targets []string
+	// Embeddings also quantizes the embeddings, to GatherBlockQuantized
+	// (see Model); they are left in float otherwise.
+	Embeddings bool
 	// Seed makes the random input on which Report.OutputRelError is
 	// measured.
 	Seed uint64

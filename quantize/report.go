@@ -16,6 +16,10 @@ type Report struct {
 	Linears int
 	// Layers are the layers quantized, in topological order.
 	Layers []Layer
+	// Embeddings are the embeddings quantized (Options.Embeddings), in
+	// topological order. Their errors are not in the totals below, which
+	// are the linear layers'.
+	Embeddings []Embedding
 	// Skipped are the chosen layers left in float, with the reason.
 	Skipped []Skipped
 	// MaxAbsError is max |W_q − W| over every quantized weight, where W_q
@@ -27,8 +31,9 @@ type Report struct {
 	// OutputRelError is ‖x·W_q − x·W‖ / ‖x·W‖ over all quantized layers
 	// together, for x of OutputRows rows of standard normal values.
 	OutputRelError float64
-	// FloatBytes is the size of the float weights that were quantized, and
-	// PackedBytes the size of the tensors that replace them.
+	// FloatBytes is the size of the float weights (embedding tables
+	// included) that were quantized, and PackedBytes the size of the
+	// tensors that replace them.
 	FloatBytes, PackedBytes int64
 }
 

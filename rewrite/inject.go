@@ -54,6 +54,9 @@ func InjectLoRA(m *graph.Model, cfg adapter.LoRAConfig, opts ...Option) ([]Site,
 	if err := checkConfig(&cfg); err != nil {
 		return nil, Summary{}, err
 	}
+	if err := refuseQuantizedEmbeddings(m, cfg.TargetModules); err != nil {
+		return nil, Summary{}, err
+	}
 	linears, err := FindLayers(m)
 	if err != nil {
 		return nil, Summary{}, err

@@ -73,11 +73,16 @@ func TestQLoRAGradientsMatchFloat(t *testing.T) {
 }
 
 // dequantizeAll turns every MatMulNBits node of m into a MatMul (plus Add
-// for a bias) of the same name reading its dequantized float weight.
+// for a bias) of the same name reading its dequantized float weight, and
+// every GatherBlockQuantized node into a Gather of its dequantized table.
 func dequantizeAll(t *testing.T, m *graph.Model) {
 	t.Helper()
 	var nodes []*onnxpb.NodeProto
 	for _, n := range m.Graph().Node {
+		if quant.IsGatherNode(n) {
+			nodes = append(nodes, dequantizedGather(t, m, n))
+			continue
+		}
 		if !quant.IsNode(n) {
 			nodes = append(nodes, n)
 			continue
@@ -103,10 +108,34 @@ func dequantizeAll(t *testing.T, m *graph.Model) {
 	m.Graph().Node = nodes
 	m.Reindex()
 	for _, n := range m.Graph().Node {
-		if quant.IsNode(n) {
-			t.Fatalf("node %s is still MatMulNBits", n.Name)
+		if quant.IsNode(n) || quant.IsGatherNode(n) {
+			t.Fatalf("node %s is still %s", n.Name, n.OpType)
 		}
 	}
+}
+
+// dequantizedGather returns a Gather of the same name as
+// GatherBlockQuantized node n of m, reading its table dequantized in Go
+// ([N, K], row n the weight's column n).
+func dequantizedGather(t *testing.T, m *graph.Model, n *onnxpb.NodeProto) *onnxpb.NodeProto {
+	t.Helper()
+	w, err := quant.ReadGatherNode(m, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals, err := w.Dequantize() // [K, N]
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := make([]float32, len(vals))
+	for k := range w.K {
+		for c := range w.N {
+			rows[c*w.K+k] = vals[k*w.N+c]
+		}
+	}
+	name := n.Input[quant.GatherInputData] + "_dequantized"
+	m.AddInitializer(graph.NewFloat32Tensor(name, w.ScaleType, []int64{int64(w.N), int64(w.K)}, rows))
+	return &onnxpb.NodeProto{Name: n.Name, OpType: "Gather", Input: []string{name, n.Input[quant.GatherInputIndices]}, Output: n.Output}
 }
 
 // TestQLoRAOnGenAIExport quantizes the real model-builder export

@@ -13,7 +13,7 @@ import (
 func init() {
 	register(&command{
 		name:    "quantize",
-		args:    "MODEL -o OUT [--bits 4] [--block-size 32] [--symmetric] [--accuracy-level N] [--target RE]... [--modules NAMES]",
+		args:    "MODEL -o OUT [--bits 4] [--block-size 32] [--symmetric] [--accuracy-level N] [--embeddings] [--target RE]... [--modules NAMES]",
 		summary: "round a model's linear layers to int4 in blocks, into ONNX Runtime's MatMulNBits layout",
 		detail: `
 Each linear layer (a MatMul or Gemm whose weight is a 2-D float
@@ -31,6 +31,14 @@ quantizer does. Otherwise a block's minimum and maximum (with 0) set its
 scale and zero point. --bits 2 and 8 pack the same way. --accuracy-level
 4 lets ONNX Runtime quantize the activations to int8 too (faster, less
 exact); 0 leaves the attribute unset.
+
+--embeddings also quantizes the embeddings (a Gather of a 2-D float
+table) to com.microsoft GatherBlockQuantized, as the onnxruntime-genai
+model builder ships int4 embeddings: each row rounded in blocks of
+--block-size values (4 or 8 bits; the hidden size a multiple of the
+block), data [vocab, hidden·bits/8]. A table that lm_head shares is then
+gone, lm_head keeping its own packed copy. --target does not choose
+embeddings.
 
 With --target, only the layers whose module or node name a regex matches
 in full are quantized (".*proj" is the usual form); the rest stay float.
@@ -57,6 +65,7 @@ func runQuantize(cx *context, args []string) error {
 	blockSize := fs.Int("block-size", 32, "input features per scale: `N`, a power of two ≥ 16")
 	symmetric := fs.Bool("symmetric", false, "store no zero points (every block's zero point is 2^(bits-1))")
 	level := fs.Int("accuracy-level", 0, "MatMulNBits accuracy_level `N`: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8")
+	embeddings := fs.Bool("embeddings", false, "also quantize embeddings (Gather of a float table) to GatherBlockQuantized")
 	tf := addTargetFlags(fs, "quantize only")
 	model, err := cx.parseOne(args, "MODEL", "-o OUT")
 	if err != nil {
@@ -77,6 +86,7 @@ func runQuantize(cx *context, args []string) error {
 	defer e.Close()
 	rep, err := quantize.Model(e.m, quantize.Options{
 		Bits: *bits, BlockSize: *blockSize, Symmetric: *symmetric, AccuracyLevel: *level, Targets: tf.patterns(),
+		Embeddings: *embeddings,
 	})
 	if err != nil {
 		return err
@@ -87,7 +97,11 @@ func runQuantize(cx *context, args []string) error {
 	if err := writeQuantizeReport(cx.stdout, rep); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(cx.stdout, "wrote %s: %d nodes, %d MatMulNBits\n", *out, len(e.m.Graph().Node), countMatMulNBits(e.m))
+	gathers := ""
+	if len(rep.Embeddings) > 0 {
+		gathers = fmt.Sprintf(", %d GatherBlockQuantized", len(rep.Embeddings))
+	}
+	_, err = fmt.Fprintf(cx.stdout, "wrote %s: %d nodes, %d MatMulNBits%s\n", *out, len(e.m.Graph().Node), countMatMulNBits(e.m), gathers)
 	return err
 }
 
@@ -118,6 +132,9 @@ func writeQuantizeReport(w io.Writer, rep *quantize.Report) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, e := range rep.Embeddings {
+		fmt.Fprintf(w, "embedding %s (%d×%d) → %s: RTN error max|ΔE| %.4g, ‖ΔE‖/‖E‖ %.4g\n", e.Module, e.Vocab, e.Dim, e.NewNode, e.MaxAbsError, e.RelError)
 	}
 	for _, s := range rep.Skipped {
 		fmt.Fprintf(w, "skipped %s: %s\n", s.Module, s.Reason)

@@ -51,6 +51,7 @@ func TestQuantizeGolden(t *testing.T) {
 		{"llama-symmetric-targets.txt", "llama", []string{"--symmetric", "--block-size", "16", "--target", ".*self_attn.*", "--target", "lm_head"}, 9},
 		{"llama-8bit.txt", "llama", []string{"--bits", "8", "--accuracy-level", "4"}, 15},
 		{"gpt2-gemm.txt", "gpt2", []string{"--block-size", "16"}, 9},
+		{"llama-embeddings.txt", "llama", []string{"--block-size", "16", "--embeddings"}, 15},
 	} {
 		in := paths[test.model]
 		before := fileSums(t, dir)

@@ -18,7 +18,9 @@
 //     Gather, Concat and friends, so that Reshape targets are known.
 //  3. A value requires a gradient when a parameter reaches it through
 //     differentiable inputs of floating-point values. Integer and boolean
-//     values, Shape outputs, indices and masks carry none.
+//     values, Shape outputs, indices and masks carry none, and nor does
+//     an int4 embedding (com.microsoft GatherBlockQuantized: a packed
+//     table and integer ids), which has inference and no rule.
 //  4. Fused com.microsoft ops without a rule of their own on such a path are
 //     rewritten exactly into standard ops, as ONNX Runtime's CPU kernels
 //     compute them: GroupQueryAttention, Attention, MultiHeadAttention,

@@ -27,14 +27,37 @@ const (
 )
 
 // int4File is the int4 model in a model's folder: base.onnx through
-// quantize.Model with int4Options, weights in int4File.data.
-const int4File = "base-int4.onnx"
+// quantize.Model with int4Options, weights in int4File.data;
+// int4EmbeddingsFile the same with the token embedding quantized too.
+const (
+	int4File           = "base-int4.onnx"
+	int4EmbeddingsFile = "base-int4-emb.onnx"
+)
 
 // int4Options are peftonnx quantize's defaults (4 bits, blocks of 32,
 // per-block zero points, every linear layer, lm_head too) with
 // accuracy_level 4, which the model builder sets for CPU: ONNX Runtime
 // may then quantize the activations to int8 in the forward pass.
 var int4Options = quantize.Options{Bits: 4, BlockSize: 32, AccuracyLevel: 4}
+
+// int4EmbeddingsEnv set to 1 (the -int4-embeddings flag sets it, and the
+// workers inherit it) has the int4 rows run the model whose token
+// embedding is int4 too (GatherBlockQuantized, quantize --embeddings).
+// It is off by default: the model builder's int4 export leaves the
+// embedding float unless int4_op_types_to_quantize names Gather (its
+// default is MatMul alone).
+const int4EmbeddingsEnv = "PEFTBENCH_INT4_EMBEDDINGS"
+
+// int4Model returns the int4 model's file name and the options that
+// quantize it.
+func int4Model() (string, quantize.Options) {
+	if os.Getenv(int4EmbeddingsEnv) == "1" {
+		o := int4Options
+		o.Embeddings = true
+		return int4EmbeddingsFile, o
+	}
+	return int4File, int4Options
+}
 
 // isInt4Mode reports whether mode runs the int4 model.
 func isInt4Mode(mode string) bool {
@@ -61,7 +84,8 @@ func torchMode(mode string) string {
 // modelFile returns the model file a mode's peftonnx worker loads.
 func modelFile(mode string) string {
 	if isInt4Mode(mode) {
-		return int4File
+		file, _ := int4Model()
+		return file
 	}
 	return baseFile
 }
@@ -70,7 +94,8 @@ func modelFile(mode string) string {
 // is there, in the driver, so that no worker's peak memory holds the
 // float weights that quantizing reads.
 func exportInt4(mdir string) error {
-	path := filepath.Join(mdir, int4File)
+	file, o := int4Model()
+	path := filepath.Join(mdir, file)
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
@@ -79,12 +104,15 @@ func exportInt4(mdir string) error {
 		return err
 	}
 	defer m.Close()
-	rep, err := quantize.Model(m, int4Options)
+	rep, err := quantize.Model(m, o)
 	if err != nil {
 		return fmt.Errorf("peftbench: quantizing %s: %w", mdir, err)
 	}
 	logf("quantized %s to int4 (%d layers, %.1f MiB → %.1f MiB; RTN error ‖ΔW‖/‖W‖ %.3g)", mdir, len(rep.Layers),
 		float64(rep.FloatBytes)/(1<<20), float64(rep.PackedBytes)/(1<<20), rep.RelError)
+	for _, e := range rep.Embeddings {
+		logf("quantized embedding %s (%d×%d) to int4: RTN error ‖ΔE‖/‖E‖ %.3g", e.Module, e.Vocab, e.Dim, e.RelError)
+	}
 	return m.Save(path, graph.SaveOptions{ExternalData: true})
 }
 

@@ -271,7 +271,11 @@ func registerTrainMode(fs *flag.FlagSet) func() (mode, name string) {
 	full := fs.Bool("full", false, "full fine-tuning instead of LoRA")
 	lowMem := fs.Bool("low-memory", false, "LoRA with ONNX Runtime's pre-packing off, as peftonnx train --low-memory")
 	int4 := fs.Bool("int4", false, "QLoRA: LoRA on the base quantized to int4 (PyTorch runs its float32 LoRA step)")
+	int4Emb := fs.Bool("int4-embeddings", false, "with -int4, the token embedding int4 too (GatherBlockQuantized; sets "+int4EmbeddingsEnv+"=1)")
 	return func() (string, string) {
+		if *int4Emb {
+			os.Setenv(int4EmbeddingsEnv, "1")
+		}
 		switch {
 		case *full:
 			return modeTrainFull, "full fine-tuning step"
