@@ -1,7 +1,9 @@
 package train
 
 import (
+	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
@@ -129,4 +131,159 @@ func TestQDQDoRAGradients(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkDoRAGradients(t, inits, mm, graph.TensorInfo("x", dtype.Float32, []int64{rows, in}), x, []int64{rows, out}, randoms, dq)
+}
+
+// TestQDoRAInputGradient holds the gradient that the input x [2, 3, 40]
+// of an int4 DoRA layer (zero points, a bias, K = 40 padding its last
+// block) gets through the layer's own MatMulNBits node, which multiplies
+// x's rows with Aᵀ's appended, to DoRA's in float64 on the weight
+// dequantized in Go: with the norm n held, y = (m/n)⊙(x·V) + bias, so
+// d loss/dx = (d loss/dy ⊙ m/n)·Vᵀ; and to central finite differences
+// (the norm does not depend on x). The norm detached, free, and with the
+// products recomputed in the backward pass: the same gradient.
+func TestQDoRAInputGradient(t *testing.T) {
+	requireORT(t)
+	const in, out, r = 40, 6, 2
+	xShape := []int64{2, 3, in}
+	rows := int(graph.NumElements(xShape)) / in
+	rng := rand.New(rand.NewPCG(9, 2))
+	randoms := func(n int, scale float64) []float64 {
+		v := make([]float64, n)
+		for i := range v {
+			v[i] = float64(float32(rng.NormFloat64() * scale))
+		}
+		return v
+	}
+	inits, layer := int4Layer(t, in, out, randoms)
+	yShape := []int64{2, 3, out}
+	target := randoms(rows*out, 1)
+	g := &onnxpb.GraphProto{Name: "qdora_input", Initializer: append(inits, graph.NewFloatTensor("target", dtype.Float32, yShape, target))}
+	g.Input = []*onnxpb.ValueInfoProto{graph.TensorInfo("x", dtype.Float32, xShape)}
+	g.Node = []*onnxpb.NodeProto{layer,
+		{OpType: "Tanh", Name: "/tanh", Input: []string{"y"}, Output: []string{"h"}},
+		{OpType: "Mul", Name: "/mul", Input: []string{"h", "target"}, Output: []string{"p"}},
+		{OpType: "ReduceSum", Name: "/sum", Input: []string{"p"}, Output: []string{"loss"}, Attribute: []*onnxpb.AttributeProto{graph.AttrInt("keepdims", 0)}},
+	}
+	g.Output = []*onnxpb.ValueInfoProto{graph.TensorInfo("loss", dtype.Float32, nil)}
+	m := graph.New(&onnxpb.ModelProto{IrVersion: 8, OpsetImport: []*onnxpb.OperatorSetIdProto{{Version: 17}}, Graph: g}, "")
+	m.SetOpset(quant.Domain, 1)
+	wq, err := quant.ReadNode(m, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf, err := wq.Dequantize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := adapter.DefaultLoRAConfig("layer.proj")
+	cfg.R, cfg.Alpha, cfg.UseDoRA = r, 3, true
+	sites, _, err := rewrite.InjectLoRA(m, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sites[0]
+	vals := map[string][]float64{}
+	for _, name := range []string{s.A, s.B, s.Magnitude} {
+		dims := m.Initializer(name).Dims
+		vals[name] = randoms(int(graph.NumElements(dims)), 0.5)
+		if name == s.Magnitude {
+			for j, v := range vals[name] {
+				vals[name][j] = 1 + 2*math.Abs(v)
+			}
+		}
+		m.RemoveInitializer(name)
+		m.AddInitializer(graph.NewFloatTensor(name, dtype.Float32, dims, vals[name]))
+	}
+	x := randoms(rows*in, 1)
+	xt := mustTensor(t)(rt.NewFloat32(xShape, f32s(x)))
+
+	// DoRA in float64: V = W + s·A·B, n = ‖V[:, j]‖, y = (m/n)⊙(x·V) + bias.
+	a, bm, mag := vals[s.A], vals[s.B], vals[s.Magnitude]
+	bias, err := m.Float32s(m.Initializer("layer.proj.bias"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := make([]float64, in*out)
+	norm := make([]float64, out)
+	for i := range in {
+		for j := range out {
+			v[i*out+j] = float64(wf[i*out+j])
+			for k := range r {
+				v[i*out+j] += s.Scale * a[i*r+k] * bm[k*out+j]
+			}
+			norm[j] += v[i*out+j] * v[i*out+j]
+		}
+	}
+	want := make([]float64, rows*in)
+	for n := range rows {
+		for j := range out {
+			c := mag[j] / math.Sqrt(norm[j])
+			y := float64(bias[j])
+			for i := range in {
+				y += c * x[n*in+i] * v[i*out+j]
+			}
+			dy := (1 - math.Tanh(y)*math.Tanh(y)) * target[n*out+j] * c
+			for i := range in {
+				want[n*in+i] += dy * v[i*out+j]
+			}
+		}
+	}
+
+	fwd, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ses, err := rt.NewSessionFromBytes(fwd, rt.WithIntraOpThreads(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ses.Close()
+	lossAt := func(x []float64) float64 {
+		res, err := ses.Run(map[string]*rt.Tensor{"x": mustTensor(t)(rt.NewFloat32(xShape, f32s(x)))}, []string{"loss"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res["loss"].ToFloat64()[0]
+	}
+	const h = 1e-3
+	fd := make([]float64, len(x))
+	for i := range x {
+		p := slices.Clone(x)
+		p[i] += h
+		up := lossAt(p)
+		p[i] -= 2 * h
+		fd[i] = (up - lossAt(p)) / (2 * h)
+	}
+	detached, err := rewrite.DetachedValues(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		detach bool
+		opts   []autodiff.Option
+	}{{"detached", true, nil}, {"free", false, nil}, {"detached, products recomputed", true, []autodiff.Option{autodiff.WithRecomputeProducts(true)}}} {
+		dm := m.Clone()
+		if c.detach {
+			autodiff.MarkStopGradient(dm, detached...)
+		}
+		gm, err := autodiff.Build(dm, "loss", []string{"x"}, c.opts...)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		got := runModel(t, gm, map[string]*rt.Tensor{"x": xt}, autodiff.GradName("x"))[autodiff.GradName("x")].ToFloat64()
+		worst := 0.0
+		for i := range want {
+			scale := math.Max(1, math.Abs(want[i]))
+			if d := math.Abs(got[i]-want[i]) / scale; !(d <= 1e-5) {
+				t.Fatalf("%s: d loss/dx[%d] = %.9g; DoRA in float64 gives %.9g", c.name, i, got[i], want[i])
+			} else {
+				worst = max(worst, d)
+			}
+			if d := math.Abs(got[i] - fd[i]); !(d <= 2e-3*scale) {
+				t.Fatalf("%s: d loss/dx[%d] = %.9g; finite differences %.9g", c.name, i, got[i], fd[i])
+			}
+		}
+		t.Logf("%s: %d entries of d loss/dx, largest difference from float64 %.3g", c.name, len(want), worst)
+	}
 }
