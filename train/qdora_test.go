@@ -17,9 +17,9 @@ import (
 )
 
 // QDoRA: DoRA on the int4 (MatMulNBits) layers, trained on ONNX Runtime.
-// The norm ‖W + s·A·B‖ reads the packed weight through a second
-// MatMulNBits node (Aᵀ·W) and is detached, so the packed tensors stay as
-// they are and get no gradient.
+// The norm ‖W + s·A·B‖ takes Aᵀ·W from the layer's own MatMulNBits node,
+// which multiplies x's rows with Aᵀ's appended, and is detached, so the
+// packed tensors stay as they are and get no gradient.
 
 // int4Layer returns an int4 layer layer.proj of in × out, y = x·W + bias
 // (zero points; its node /layer/proj/MatMul_Q4 reads x), weights and bias
