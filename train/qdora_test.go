@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/peftonnx/peftonnx/adapter"
@@ -139,8 +140,10 @@ func TestQDQDoRAGradients(t *testing.T) {
 // x's rows with Aᵀ's appended, to DoRA's in float64 on the weight
 // dequantized in Go: with the norm n held, y = (m/n)⊙(x·V) + bias, so
 // d loss/dx = (d loss/dy ⊙ m/n)·Vᵀ; and to central finite differences
-// (the norm does not depend on x). The norm detached, free, and with the
-// products recomputed in the backward pass: the same gradient.
+// (the norm does not depend on x); and the magnitude's, Σ d loss/dy ⊙
+// x·V/n, to float64. The norm detached, free, and with the
+// products recomputed in the backward pass (the layer's output made again
+// through its rows, not kept): the same gradient.
 func TestQDoRAInputGradient(t *testing.T) {
 	requireORT(t)
 	const in, out, r = 40, 6, 2
@@ -215,16 +218,19 @@ func TestQDoRAInputGradient(t *testing.T) {
 		}
 	}
 	want := make([]float64, rows*in)
+	wantMag := make([]float64, out)
 	for n := range rows {
 		for j := range out {
-			c := mag[j] / math.Sqrt(norm[j])
-			y := float64(bias[j])
+			xv := 0.0
 			for i := range in {
-				y += c * x[n*in+i] * v[i*out+j]
+				xv += x[n*in+i] * v[i*out+j]
 			}
-			dy := (1 - math.Tanh(y)*math.Tanh(y)) * target[n*out+j] * c
+			c := mag[j] / math.Sqrt(norm[j])
+			y := c*xv + float64(bias[j])
+			dy := (1 - math.Tanh(y)*math.Tanh(y)) * target[n*out+j]
+			wantMag[j] += dy * xv / math.Sqrt(norm[j])
 			for i := range in {
-				want[n*in+i] += dy * v[i*out+j]
+				want[n*in+i] += dy * c * v[i*out+j]
 			}
 		}
 	}
@@ -267,11 +273,33 @@ func TestQDoRAInputGradient(t *testing.T) {
 		if c.detach {
 			autodiff.MarkStopGradient(dm, detached...)
 		}
-		gm, err := autodiff.Build(dm, "loss", []string{"x"}, c.opts...)
+		gm, err := autodiff.Build(dm, "loss", []string{"x", s.Magnitude}, c.opts...)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		got := runModel(t, gm, map[string]*rt.Tensor{"x": xt}, autodiff.GradName("x"))[autodiff.GradName("x")].ToFloat64()
+		if c.opts != nil {
+			// The layer's output, which the magnitude's gradient reads, is
+			// made again through the weight's slabs (a Gemm), from x's
+			// rows with Aᵀ's appended, split and reshaped as in the
+			// forward pass, not kept from it.
+			made := 0
+			for _, n := range gm.Graph().Node {
+				if strings.HasPrefix(n.Name, "recompute/") && n.OpType == "Gemm" {
+					made++
+				}
+			}
+			if made != 1 {
+				t.Errorf("%s: %d products recomputed, want the int4 layer's", c.name, made)
+			}
+		}
+		feeds := map[string]*rt.Tensor{"x": xt, s.Magnitude: mustTensor(t)(rt.NewFloat32([]int64{out}, f32s(mag)))}
+		res := runModel(t, gm, feeds, autodiff.GradName("x"), autodiff.GradName(s.Magnitude))
+		got := res[autodiff.GradName("x")].ToFloat64()
+		for j, g := range res[autodiff.GradName(s.Magnitude)].ToFloat64() {
+			if d := math.Abs(g - wantMag[j]); !(d <= 1e-5*math.Max(1, math.Abs(wantMag[j]))) {
+				t.Errorf("%s: d loss/dm[%d] = %.9g; DoRA in float64 gives %.9g", c.name, j, g, wantMag[j])
+			}
+		}
 		worst := 0.0
 		for i := range want {
 			scale := math.Max(1, math.Abs(want[i]))
