@@ -693,7 +693,8 @@ func TestDoRAQDQConv(t *testing.T) {
 // extracted from a trained one gives its outputs applied to the base;
 // Merge with Requantize leaves nodes, graph inputs and outputs equal to
 // the base's, proto for proto, and Merge with Dequantize leaves the
-// float MatMul reading the layer's input as before.
+// float MatMul reading the layer's input as before. A record whose base
+// input is a base value is refused.
 func TestDoRAInt4Rows(t *testing.T) {
 	tc := nbitsCases[1] // zero points and a bias
 	rng := newRand(47)
@@ -784,6 +785,20 @@ func TestDoRAInt4Rows(t *testing.T) {
 	if _, got := names(rq); !slices.Equal(got, baseInits) {
 		t.Errorf("requantized merge: initializers %v, the base's %v", got, baseInits)
 	}
+	// A record that says the node reads a base value now is refused:
+	// removing the branch would rewire the base.
+	bad := adapted.Clone()
+	rec, _, err := readRecord(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Sites[1].BaseInput = "x"
+	if err := writeRecord(bad, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := Merge(bad, Requantize()); err == nil || !strings.Contains(err.Error(), `what the base node reads, "x", is not the branch's`) {
+		t.Errorf("merge with a record whose base input is a base value: %v", err)
+	}
 	fl := adapted.Clone()
 	if err := Merge(fl, Dequantize()); err != nil {
 		t.Fatal(err)
@@ -797,5 +812,53 @@ func TestDoRAInt4Rows(t *testing.T) {
 		if d := math.Abs(got[j] - want[j]); d > tc.tol*math.Max(1, math.Abs(want[j])) {
 			t.Fatalf("dequantized merge: y[%d] = %v, the adapted model %v", j, got[j], want[j])
 		}
+	}
+}
+
+// TestDoRAInt4OldOpsets puts a DoRA adapter on an int4 layer of a model
+// at default-domain opsets 9 and 11, where Split takes no computed sizes
+// and the rows are cut by Slice (with attributes before opset 10): the
+// norm and the output match DoRA's formula in float64, the node reads a
+// Concat, and the requantized merge gives the node back as it was.
+func TestDoRAInt4OldOpsets(t *testing.T) {
+	tc := nbitsCases[1] // zero points and a bias
+	for _, opset := range []int64{9, 11} {
+		t.Run("opset-"+strconv.FormatInt(opset, 10), func(t *testing.T) {
+			rng := newRand(53)
+			l := newNbitsLayer(t, tc, rng)
+			l.m.SetOpset("", opset)
+			ad := nbitsDoRAAdapter(tc, rng)
+			w := ad.Weights["layer.proj"]
+			norms, exact := doraExpect(l.w, f64s(w.A.Data), f64s(w.B.Data), tc.k, tc.n, tc.r, ad.LoRA.ScalingFor("layer.proj"), f64s(w.Magnitude.Data))
+			want := linearOut(l.x, exact, tc.k, tc.n, l.bias)
+			m := l.m.Clone()
+			sites, _, err := ApplyLoRA(m, ad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := sites[0]
+			if p := m.Producer(s.BaseInput); p == nil || p.OpType != "Concat" {
+				t.Fatalf("the node reads %q, not a Concat", s.BaseInput)
+			}
+			for _, n := range m.Graph().Node {
+				if n.OpType == "Split" {
+					t.Errorf("opset %d: node %s is a Split", opset, n.Name)
+				}
+			}
+			got := run(t, session(t, withNormOutput(m, s.DoRANorm, s.DType)), l.feeds)
+			for what, c := range map[string][2][]float64{"norm": {got[s.DoRANorm].ToFloat64(), norms}, "y": {got["y"].ToFloat64(), want}} {
+				for j := range c[1] {
+					if d := math.Abs(c[0][j]-c[1][j]) / math.Max(1, math.Abs(c[1][j])); !(d <= tc.tol) {
+						t.Fatalf("%s[%d] = %v, want %v", what, j, c[0][j], c[1][j])
+					}
+				}
+			}
+			if _, err := MergeWith(m, Requantize()); err != nil {
+				t.Fatal(err)
+			}
+			if len(m.Graph().Node) != 1 || !proto.Equal(m.Graph().Node[0], l.m.Graph().Node[0]) {
+				t.Errorf("requantized merge: nodes %v, the base's %v", m.Graph().Node, l.m.Graph().Node)
+			}
+		})
 	}
 }

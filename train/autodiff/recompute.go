@@ -63,7 +63,9 @@ type recomputer struct {
 // (com.microsoft MatMulNBits with a frozen packed weight) is made again
 // through its weight dequantized a slab at a time (see TimesNBits), not
 // by a second MatMulNBits node, for which ONNX Runtime would keep one
-// more pre-packed copy of the weight.
+// more pre-packed copy of the weight; so are the views (Reshape,
+// Transpose, Concat, Split) between such a product and what reads it, as
+// an int4 DoRA layer cuts its output from its node's rows (views).
 //
 // A copy that reads no recomputed value reads one of its forward inputs
 // through a Reshape to that input's own shape (an alias, no copy), so that
