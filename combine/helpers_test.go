@@ -122,15 +122,39 @@ func (a dense) norm() float64 {
 	return math.Sqrt(s)
 }
 
-// maxDiff returns the largest |a - b|.
+// maxDiff returns the largest |a - b|: +Inf where the shapes differ or a
+// value is NaN.
 func maxDiff(a, b dense) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
 	d := 0.0
 	for i := range a {
+		if len(a[i]) != len(b[i]) {
+			return math.Inf(1)
+		}
 		for j := range a[i] {
-			d = math.Max(d, math.Abs(a[i][j]-b[i][j]))
+			e := math.Abs(a[i][j] - b[i][j])
+			if math.IsNaN(e) {
+				return math.Inf(1)
+			}
+			d = math.Max(d, e)
 		}
 	}
 	return d
+}
+
+// TestMaxDiffSeesNaN: a NaN, on either side or both, is no match.
+func TestMaxDiffSeesNaN(t *testing.T) {
+	nan := math.NaN()
+	for _, c := range [][2]dense{{{{1, nan}}, {{1, 2}}}, {{{1, 2}}, {{1, nan}}}, {{{nan}}, {{nan}}}} {
+		if d := maxDiff(c[0], c[1]); !math.IsInf(d, 1) {
+			t.Errorf("maxDiff(%v, %v) = %v, want +Inf", c[0], c[1], d)
+		}
+	}
+	if d := maxDiff(dense{{1, 2}}, dense{{1, 2.5}}); d != 0.5 {
+		t.Errorf("maxDiff = %v, want 0.5", d)
+	}
 }
 
 // delta returns module's s·A·B in float64.

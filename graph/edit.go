@@ -36,7 +36,9 @@ func (m *Model) NewNode(opType, name string, inputs, outputs []string, attrs ...
 	return m.AddNode(n)
 }
 
-// RemoveNodes deletes the given nodes from the graph.
+// RemoveNodes deletes the given nodes from the graph. Their names, and
+// their outputs' and inputs' names, become free where nothing else uses
+// them.
 func (m *Model) RemoveNodes(nodes ...*onnxpb.NodeProto) {
 	if len(nodes) == 0 {
 		return
@@ -57,14 +59,21 @@ func (m *Model) RemoveNodes(nodes ...*onnxpb.NodeProto) {
 		m.Proto.Graph.Node[i] = nil
 	}
 	m.Proto.Graph.Node = kept
+	for _, n := range nodes {
+		m.release(n.Name)
+		m.release(n.Output...)
+		m.release(NodeInputs(n)...)
+	}
 }
 
 // SetNodeInput makes input i of n read value, keeping the indexes current.
 func (m *Model) SetNodeInput(n *onnxpb.NodeProto, i int, value string) {
 	ix := m.index()
 	ix.removeNode(n)
+	old := n.Input[i]
 	n.Input[i] = value
 	ix.addNode(n)
+	m.release(old)
 }
 
 // ReplaceUses makes every node that reads old read new instead, except the
@@ -104,7 +113,7 @@ func (m *Model) AddInitializer(t *onnxpb.TensorProto) {
 }
 
 // RemoveInitializer deletes the initializer called name, if any, and
-// returns it.
+// returns it. The name becomes free where nothing else uses it.
 func (m *Model) RemoveInitializer(name string) *onnxpb.TensorProto {
 	ix := m.index()
 	t := ix.initializer[name]
@@ -119,6 +128,7 @@ func (m *Model) RemoveInitializer(name string) *onnxpb.TensorProto {
 			break
 		}
 	}
+	m.release(name)
 	return t
 }
 
@@ -130,10 +140,12 @@ func (m *Model) AddInput(v *onnxpb.ValueInfoProto) {
 	ix.names[v.Name] = true
 }
 
-// RemoveInput deletes the graph input called name, if any.
+// RemoveInput deletes the graph input called name, if any. The name
+// becomes free where nothing else uses it.
 func (m *Model) RemoveInput(name string) {
 	m.Proto.Graph.Input = withoutValue(m.Proto.Graph.Input, name)
 	delete(m.index().input, name)
+	m.release(name)
 }
 
 // AddOutput appends a graph output.
@@ -142,9 +154,11 @@ func (m *Model) AddOutput(v *onnxpb.ValueInfoProto) {
 	m.index().names[v.Name] = true
 }
 
-// RemoveOutput deletes the graph output called name, if any.
+// RemoveOutput deletes the graph output called name, if any. The name
+// becomes free where nothing else uses it.
 func (m *Model) RemoveOutput(name string) {
 	m.Proto.Graph.Output = withoutValue(m.Proto.Graph.Output, name)
+	m.release(name)
 }
 
 // withoutValue returns vs without its first value called name, in a new

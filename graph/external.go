@@ -226,3 +226,37 @@ func checkInside(dir, location string) error {
 	}
 	return nil
 }
+
+// ReleasePages tells the kernel that t's external data, where m has
+// mapped it, is not needed for now: its pages leave the process's
+// resident memory (the page cache keeps them, and the next read of t maps
+// them again). It does nothing for inline data or a file m has not mapped.
+func (m *Model) ReleasePages(t *onnxpb.TensorProto) error {
+	ref, ok, err := externalRefOf(t)
+	if err != nil || !ok {
+		return err
+	}
+	n := ref.length
+	if n < 0 {
+		if n, err = byteSize(t); err != nil {
+			return err
+		}
+	}
+	s := m.ext
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	path := filepath.Join(m.Dir, ref.location)
+	b, ok := s.files[path]
+	if !ok || s.refs == 0 || n == 0 {
+		return nil
+	}
+	page := int64(os.Getpagesize())
+	start, end := ref.offset/page*page, min((ref.offset+n+page-1)/page*page, int64(len(b)))
+	if start >= end {
+		return nil
+	}
+	if err := syscall.Madvise(b[start:end], syscall.MADV_DONTNEED); err != nil {
+		return errorf("tensor %q: releasing the pages of %s: %w", t.Name, path, err)
+	}
+	return nil
+}

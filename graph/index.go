@@ -81,6 +81,21 @@ func (ix *index) removeNode(n *onnxpb.NodeProto) {
 	}
 }
 
+// release frees those of names that nothing in m's graph uses any more,
+// so that HasName and UniqueName see them as a reload would: a name stays
+// while an initializer, graph input or output, node or node output has
+// it, or a node still reads it.
+func (m *Model) release(names ...string) {
+	ix := m.index()
+	for _, name := range names {
+		if name == "" || !ix.names[name] || ix.initializer[name] != nil || ix.input[name] != nil ||
+			ix.producer[name] != nil || ix.nodeByName[name] != nil || len(ix.consumers[name]) > 0 || m.IsGraphOutput(name) {
+			continue
+		}
+		delete(ix.names, name)
+	}
+}
+
 func appendOnce(ns []*onnxpb.NodeProto, n *onnxpb.NodeProto) []*onnxpb.NodeProto {
 	for _, x := range ns {
 		if x == n {

@@ -135,6 +135,26 @@ func (m *Model) Clone() *Model {
 	return &Model{Proto: p, Path: m.Path, Dir: m.Dir, ext: m.ext.share()}
 }
 
+// KeepInitializers returns a model that holds only m's initializers
+// named in names (copies of the tensors that share their bytes, as Clone
+// shares them; a name m has none for is left out) and shares m's external
+// data, which stays mapped until both have closed: a reader of a few
+// tensors that outlives m without holding the rest of m's bytes.
+func (m *Model) KeepInitializers(names ...string) *Model {
+	keep := map[string]bool{}
+	for _, n := range names {
+		keep[n] = true
+	}
+	g := &onnxpb.GraphProto{}
+	for _, t := range m.Proto.Graph.Initializer {
+		if keep[t.GetName()] {
+			g.Initializer = append(g.Initializer, cloneSharingRawData(t.ProtoReflect()).Interface().(*onnxpb.TensorProto))
+		}
+	}
+	p := &onnxpb.ModelProto{IrVersion: m.Proto.IrVersion, Graph: g}
+	return &Model{Proto: p, Path: m.Path, Dir: m.Dir, ext: m.ext.share()}
+}
+
 // rawDataField is TensorProto.raw_data, the one field that
 // cloneSharingRawData shares instead of copying.
 var rawDataField = (&onnxpb.TensorProto{}).ProtoReflect().Descriptor().Fields().ByName("raw_data")

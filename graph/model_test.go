@@ -2,6 +2,8 @@ package graph_test
 
 import (
 	"bytes"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -322,5 +324,42 @@ func TestCloneConcurrent(t *testing.T) {
 	c.Graph().Node = append(c.Graph().Node, &onnxpb.NodeProto{Name: "n"})
 	if g.Initializer[0].Name != "w0" || len(g.Node) != 0 {
 		t.Error("editing the clone changed the original")
+	}
+}
+
+// TestKeepInitializers: the kept model holds the named initializers only,
+// does not change when m's are replaced, and reads m's external data
+// after m closes, until it closes itself.
+func TestKeepInitializers(t *testing.T) {
+	m := chain()
+	m.AddInitializer(graph.NewFloat32Tensor("w", dtype.Float32, []int64{2}, []float32{1, 2}))
+	m.AddInitializer(graph.NewFloat32Tensor("other", dtype.Float32, []int64{2}, []float32{3, 4}))
+	p := filepath.Join(t.TempDir(), "m.onnx")
+	if err := m.Save(p, graph.SaveOptions{ExternalData: true, Threshold: 1}); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := graph.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := loaded.KeepInitializers("w", "missing")
+	if len(k.Graph().Initializer) != 1 || k.Initializer("w") == nil || k.Initializer("other") != nil {
+		t.Fatalf("kept initializers %v, want w only", k.Graph().Initializer)
+	}
+	if err := graph.SetFloat32s(loaded.Initializer("w"), []float32{5, 6}); err != nil {
+		t.Fatal(err)
+	}
+	if err := loaded.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := k.Float32s(k.Initializer("w"))
+	if err != nil || !slices.Equal(got, []float32{1, 2}) {
+		t.Fatalf("kept w after m changed and closed: %v, %v; want [1 2]", got, err)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Float32s(k.Initializer("w")); err == nil || !strings.Contains(err.Error(), "after Close") {
+		t.Fatalf("read after both closed: %v, want an error", err)
 	}
 }

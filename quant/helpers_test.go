@@ -53,14 +53,42 @@ func refMatMul(a []float32, m, k int, w []float32, n int, bias []float32) []floa
 	return y
 }
 
-// relMaxErr returns max|got−want| / max|want|.
+// relMaxErr returns max|got−want| / max|want|: 0 where they are equal,
+// +Inf where the lengths differ or a value is NaN.
 func relMaxErr(got []float32, want []float64) float64 {
+	if len(got) != len(want) {
+		return math.Inf(1)
+	}
 	var d, scale float64
 	for i := range want {
-		d = max(d, math.Abs(float64(got[i])-want[i]))
+		e := math.Abs(float64(got[i]) - want[i])
+		if math.IsNaN(e) {
+			return math.Inf(1)
+		}
+		d = max(d, e)
 		scale = max(scale, math.Abs(want[i]))
 	}
+	if d == 0 {
+		return 0
+	}
 	return d / scale
+}
+
+// TestRelMaxErrSeesNaN: a NaN, on either side or both, is no match; equal
+// zeros are.
+func TestRelMaxErrSeesNaN(t *testing.T) {
+	nan := math.NaN()
+	for _, c := range []struct {
+		got  []float32
+		want []float64
+	}{{[]float32{1, float32(nan)}, []float64{1, 2}}, {[]float32{1, 2}, []float64{1, nan}}, {[]float32{float32(nan)}, []float64{nan}}} {
+		if d := relMaxErr(c.got, c.want); !math.IsInf(d, 1) {
+			t.Errorf("relMaxErr(%v, %v) = %v, want +Inf", c.got, c.want, d)
+		}
+	}
+	if d := relMaxErr([]float32{0}, []float64{0}); d != 0 {
+		t.Errorf("relMaxErr of zeros = %v, want 0", d)
+	}
 }
 
 // nbitsCase describes a one-node MatMulNBits model.

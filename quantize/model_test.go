@@ -116,23 +116,60 @@ func dequantizedWeights(t *testing.T, float, quantized *graph.Model, rep *quanti
 
 // relFrobenius returns ‖got − want‖ / ‖want‖.
 func relFrobenius(got []float32, want []float64) float64 {
+	if len(got) != len(want) {
+		return math.Inf(1)
+	}
 	var d, s float64
 	for i := range want {
 		e := float64(got[i]) - want[i]
+		if math.IsNaN(e) {
+			return math.Inf(1)
+		}
 		d += e * e
 		s += want[i] * want[i]
+	}
+	if d == 0 {
+		return 0
 	}
 	return math.Sqrt(d / s)
 }
 
-// relMax returns max|got − want| / max|want|.
+// relMax returns max|got − want| / max|want|: 0 where they are equal,
+// +Inf where the lengths differ or a value is NaN.
 func relMax(got []float32, want []float64) float64 {
+	if len(got) != len(want) {
+		return math.Inf(1)
+	}
 	var d, s float64
 	for i := range want {
-		d = max(d, math.Abs(float64(got[i])-want[i]))
+		e := math.Abs(float64(got[i]) - want[i])
+		if math.IsNaN(e) {
+			return math.Inf(1)
+		}
+		d = max(d, e)
 		s = max(s, math.Abs(want[i]))
 	}
+	if d == 0 {
+		return 0
+	}
 	return d / s
+}
+
+// TestRelErrorsSeeNaN: for relFrobenius and relMax, a NaN, on either side
+// or both, is no match; equal zeros are.
+func TestRelErrorsSeeNaN(t *testing.T) {
+	nan := math.NaN()
+	for _, c := range []struct {
+		got  []float32
+		want []float64
+	}{{[]float32{1, float32(nan)}, []float64{1, 2}}, {[]float32{1, 2}, []float64{1, nan}}, {[]float32{float32(nan)}, []float64{nan}}} {
+		if f, m := relFrobenius(c.got, c.want), relMax(c.got, c.want); !math.IsInf(f, 1) || !math.IsInf(m, 1) {
+			t.Errorf("relFrobenius, relMax(%v, %v) = %v, %v, want +Inf", c.got, c.want, f, m)
+		}
+	}
+	if f, m := relFrobenius([]float32{0}, []float64{0}), relMax([]float32{0}, []float64{0}); f != 0 || m != 0 {
+		t.Errorf("relFrobenius, relMax of zeros = %v, %v, want 0", f, m)
+	}
 }
 
 // TestQuantizedModelsRun quantizes the LLaMA and GPT-2 builders, runs

@@ -36,13 +36,17 @@ func plainQuantized(t *testing.T, w []float64, in, out int, o LoftQOptions) []fl
 	return out64
 }
 
-// frobenius returns ‖a − b − c‖_F, c nil for none.
+// frobenius returns ‖a − b − c‖_F, c nil for none; +Inf where a value
+// is NaN.
 func frobenius(a, b, c []float64) float64 {
 	s := 0.0
 	for i := range a {
 		d := a[i] - b[i]
 		if c != nil {
 			d -= c[i]
+		}
+		if math.IsNaN(d) {
+			return math.Inf(1)
 		}
 		s += d * d
 	}

@@ -218,12 +218,47 @@ func randomizeFactors(t testing.TB, m *graph.Model, sites []Site, seed uint64) {
 	}
 }
 
+// maxDiff returns the largest |a[i] − b[i]|: +Inf where the lengths
+// differ or a value is NaN.
 func maxDiff(a, b []float32) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
 	d := 0.0
 	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i])-float64(b[i])))
+		e := math.Abs(float64(a[i]) - float64(b[i]))
+		if math.IsNaN(e) {
+			return math.Inf(1)
+		}
+		d = math.Max(d, e)
 	}
 	return d
+}
+
+// TestDiffHelpersSeeNaN: for maxDiff, maxAbsDiff, frobenius and
+// maxRelDiff, a NaN, on either side or both, is no match.
+func TestDiffHelpersSeeNaN(t *testing.T) {
+	nan := math.NaN()
+	for _, c := range [][2][]float64{{{1, nan}, {1, 2}}, {{1, 2}, {1, nan}}, {{nan}, {nan}}} {
+		a32, b32 := make([]float32, len(c[0])), make([]float32, len(c[1]))
+		for i := range c[0] {
+			a32[i], b32[i] = float32(c[0][i]), float32(c[1][i])
+		}
+		ta, err := rt.NewFloat64([]int64{int64(len(c[0]))}, c[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		tb, err := rt.NewFloat64([]int64{int64(len(c[1]))}, c[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := maxRelDiff(t, map[string]*rt.Tensor{"y": ta}, map[string]*rt.Tensor{"y": tb})
+		for what, d := range map[string]float64{"maxDiff": maxDiff(a32, b32), "maxAbsDiff": maxAbsDiff(c[0], c[1]), "frobenius": frobenius(c[0], c[1], nil), "maxRelDiff": rel} {
+			if !math.IsInf(d, 1) {
+				t.Errorf("%s(%v, %v) = %v, want +Inf", what, c[0], c[1], d)
+			}
+		}
+	}
 }
 
 // convLMNet holds ConvLMTiny's weights for a forward pass in Go.

@@ -29,6 +29,39 @@ func Merge(m *graph.Model, opts ...Option) error {
 	return err
 }
 
+// CheckMerge returns the error that Merge (MergeWith) with opts would
+// give on m as it is now, and changes nothing: m carries no LoRA branch,
+// or a weight cannot take its update (int4 or QDQ without Dequantize or
+// Requantize, shared with other nodes, under a Gemm with alpha 0). A
+// caller that merges after training checks first, so that a refusal
+// comes before the work; what only trained factors can show (an update
+// that overflows the weight's type) Merge alone finds.
+func CheckMerge(m *graph.Model, opts ...Option) error {
+	o, err := mergeOptions(opts)
+	if err != nil {
+		return err
+	}
+	_, _, err = planMerge(m, o)
+	return err
+}
+
+// planMerge reads m's LoRA record and plans the folds of its branches,
+// checking every site; it changes nothing.
+func planMerge(m *graph.Model, o options) (record, []fold, error) {
+	rec, err := mustRecord(m)
+	if err == nil {
+		err = checkRecord(m, rec)
+	}
+	if err == nil {
+		err = checkRemoval(m, rec)
+	}
+	if err != nil {
+		return rec, nil, err
+	}
+	folds, err := planSiteFolds(m, rec, o)
+	return rec, folds, err
+}
+
 // fold is one module's update s·A·Bfull, ready to add to its weight.
 type fold struct {
 	l      Linear

@@ -65,17 +65,7 @@ type QuantizedMerge struct {
 // MergeWith is Merge that reports each int4 layer it changed.
 func MergeWith(m *graph.Model, opts ...Option) ([]QuantizedMerge, error) {
 	return mergeFolds(m, opts, func(o options) ([]fold, func() error, error) {
-		rec, err := mustRecord(m)
-		if err == nil {
-			err = checkRecord(m, rec)
-		}
-		if err == nil {
-			err = checkRemoval(m, rec)
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		folds, err := planSiteFolds(m, rec, o)
+		rec, folds, err := planMerge(m, o)
 		return folds, func() error { return removeBranches(m, rec) }, err
 	})
 }

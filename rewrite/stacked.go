@@ -32,14 +32,15 @@ type StackedSite struct {
 }
 
 // Stacked records what StackLoRA did to a model: its sites, by module, in
-// the order of FindLinears.
+// the order of FindLinears. A stack of StackDoRA also holds the sites'
+// base weights, for Factors, until Close.
 type Stacked struct {
 	Sites []StackedSite
 	Index string   // StackedIndexInput
 	all   []string // every linear module of the model, stacked or not
-	// dora holds each site's base weight, by module, in a stack of
-	// StackDoRA; nil in one of StackLoRA.
-	dora map[string]doraWeight
+	// dora holds each site's base weight tensor of the stacked model, in
+	// a stack of StackDoRA; nil in one of StackLoRA.
+	dora *doraSource
 }
 
 // StackLoRA gives every linear layer of m (or those that targets select,
@@ -115,10 +116,10 @@ func stack(m *graph.Model, dora bool, targets []string) (*Stacked, error) {
 			}
 		}
 	}
-	var weights map[string]doraWeight
+	var src *doraSource
 	if dora {
 		var err error
-		if weights, err = doraWeights(m, linears); err != nil {
+		if src, err = newDoRASource(m, linears); err != nil {
 			return nil, err
 		}
 	}
@@ -153,7 +154,7 @@ func stack(m *graph.Model, dora bool, targets []string) (*Stacked, error) {
 		}
 	}
 
-	st := &Stacked{Index: StackedIndexInput, all: LinearModules(all), dora: weights}
+	st := &Stacked{Index: StackedIndexInput, all: LinearModules(all), dora: src}
 	sites := map[string]StackedSite{}
 	for _, l := range linears {
 		s, ok := sites[l.Module]
@@ -167,6 +168,7 @@ func stack(m *graph.Model, dora bool, targets []string) (*Stacked, error) {
 			}
 			for _, name := range names {
 				if m.HasName(name) {
+					st.Close()
 					return nil, layerErr(l, "the model already has a value named %q", name)
 				}
 			}
@@ -251,7 +253,8 @@ type StackedFactor struct {
 // shape, a fused projection (enable_lora_list), trained base tensors, a
 // DoRA adapter on a stack of StackLoRA (or one without its magnitude), or
 // not being a LoRA adapter at all. A DoRA adapter's gain is computed here,
-// from the base weight kept by StackDoRA.
+// from the base weights of the model that StackDoRA stacked (an error
+// after Stacked.Close). Factors is safe for concurrent use.
 func (st *Stacked) Factors(ad *adapter.Adapter) (map[string]StackedFactor, error) {
 	if ad.LoRA == nil {
 		return nil, errorf("not a LoRA adapter: stacked factors take LoRA adapters only")
@@ -304,7 +307,7 @@ func (st *Stacked) Factors(ad *adapter.Adapter) (map[string]StackedFactor, error
 		}
 		f := StackedFactor{R: int(r), A: slices.Clone(w.A.Data), B: b}
 		if cfg.UseDoRA {
-			if f.Gain, err = st.dora[mod].gain(cfg, key, w, scale); err != nil {
+			if f.Gain, err = st.dora.gain(mod, cfg, key, w, scale); err != nil {
 				return nil, err
 			}
 		}

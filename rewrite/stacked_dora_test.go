@@ -130,11 +130,19 @@ func TestStackDoRAMath(t *testing.T) {
 	}
 }
 
-// maxAbsDiff returns the largest |a[i] − b[i]|.
+// maxAbsDiff returns the largest |a[i] − b[i]|: +Inf where the lengths
+// differ or a value is NaN.
 func maxAbsDiff(a, b []float64) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
 	d := 0.0
 	for i := range a {
-		d = math.Max(d, math.Abs(a[i]-b[i]))
+		e := math.Abs(a[i] - b[i])
+		if math.IsNaN(e) {
+			return math.Inf(1)
+		}
+		d = math.Max(d, e)
 	}
 	return d
 }

@@ -219,16 +219,34 @@ func cachedGreedy(t *testing.T, g *rt.Generator, prompt []int64, n int) ([]int64
 	return toks, logits
 }
 
-// maxDiff returns the largest absolute difference between a and b.
+// maxDiff returns the largest absolute difference between a and b: +Inf
+// where the lengths differ or a value is NaN.
 func maxDiff(a, b []float32) float64 {
 	if len(a) != len(b) {
 		return math.Inf(1)
 	}
 	d := 0.0
 	for i := range a {
-		d = max(d, math.Abs(float64(a[i])-float64(b[i])))
+		e := math.Abs(float64(a[i]) - float64(b[i]))
+		if math.IsNaN(e) {
+			return math.Inf(1)
+		}
+		d = max(d, e)
 	}
 	return d
+}
+
+// TestMaxDiffSeesNaN: a NaN, on either side or both, is no match.
+func TestMaxDiffSeesNaN(t *testing.T) {
+	nan := float32(math.NaN())
+	for _, c := range [][2][]float32{{{1, nan}, {1, 2}}, {{1, 2}, {1, nan}}, {{nan}, {nan}}} {
+		if d := maxDiff(c[0], c[1]); !math.IsInf(d, 1) {
+			t.Errorf("maxDiff(%v, %v) = %v, want +Inf", c[0], c[1], d)
+		}
+	}
+	if d := maxDiff([]float32{1, 2}, []float32{1, 2.5}); d != 0.5 {
+		t.Errorf("maxDiff = %v, want 0.5", d)
+	}
 }
 
 // TestGenerateCachedMatchesUncached holds generation with the KV cache to

@@ -55,6 +55,7 @@ type config struct {
 	profilePrefix string
 	entries       [][2]string
 	noArena       bool   // CPU memory arena off
+	sharedArena   bool   // allocate from the process's shared arena (shared_arena.go)
 	noMemPattern  bool   // memory pattern planning off
 	noPrepack     bool   // pre-packing of constant weights off
 	optimizedPath string // where to write the optimized graph, if set
@@ -307,6 +308,13 @@ func (c *config) sessionOptions(extra [][2]string) (*ort.SessionOptions, error) 
 	}
 	if c.noPrepack {
 		extra = append([][2]string{{"session.disable_prepacking", "1"}}, extra...)
+	}
+	if c.sharedArena && !c.noArena {
+		if err := registerSharedArena(); err != nil {
+			so.Destroy()
+			return nil, err
+		}
+		extra = append([][2]string{{"session.use_env_allocators", "1"}}, extra...)
 	}
 	entries := slices.DeleteFunc(slices.Clone(c.entries), func(kv [2]string) bool {
 		return slices.ContainsFunc(extra, func(x [2]string) bool { return x[0] == kv[0] })

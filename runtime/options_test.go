@@ -53,6 +53,8 @@ func TestOptionsApply(t *testing.T) {
 		{rt.WithMemoryArena(false), rt.WithMemoryPattern(false)},
 		{rt.WithMemoryArena(true), rt.WithMemoryPattern(true)},
 		{rt.WithPrepacking(false)},
+		{rt.WithSharedArena(true)},
+		{rt.WithSharedArena(true), rt.WithMemoryArena(false)},
 	} {
 		s := mustSession(t, b, opts...)
 		out, err := s.Run(map[string]*rt.Tensor{"x": must(rt.NewFloat32([]int64{1, 3}, []float32{1, 2, 3}))}, nil)

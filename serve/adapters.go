@@ -74,13 +74,16 @@ func (e *Engine) Load(name, path string, replace bool) (AdapterInfo, error) {
 		return AdapterInfo{}, errorf("load %q from %s: %w (give replace to swap it)", name, path, ErrAdapterExists)
 	}
 	a, err := e.read(name, path)
-	if err != nil {
-		return AdapterInfo{}, err
-	}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
+		// An error of a DoRA adapter's gains may be that of the stack
+		// closing under it.
 		return AdapterInfo{}, errorf("load %q: %w", name, ErrClosed)
+	}
+	if err != nil {
+		e.mu.Unlock()
+		return AdapterInfo{}, err
 	}
 	if old, ok := e.adapters[name]; ok && !replace {
 		e.mu.Unlock()
@@ -228,6 +231,12 @@ func (e *Engine) acquire(name string) (*entry, error) {
 		err := e.reload(a)
 		if err != nil {
 			e.release(a)
+			e.mu.Lock()
+			closed := e.closed
+			e.mu.Unlock()
+			if closed { // the DoRA gains' weights may have closed under it
+				return nil, errorf("adapter %q: %w", name, ErrClosed)
+			}
 			return nil, err
 		}
 	}

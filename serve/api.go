@@ -60,10 +60,12 @@ type Options struct {
 	// DoRA builds the base to take DoRA adapters (HF PEFT's use_dora)
 	// beside plain LoRA ones (rewrite.StackDoRA): every stacked layer
 	// also rescales each output feature by its row's adapter's gain
-	// m/‖W + s·A·B‖, computed when the adapter is read. It costs time on
-	// every step, with or without DoRA adapters loaded, and keeps a copy
-	// of the stacked layers' weights in memory; without it a DoRA adapter
-	// is refused (ErrAdapterMismatch). (Addition.)
+	// m/‖W + s·A·B‖, computed when the adapter is read, from the stacked
+	// layers' weights where the base model holds them: in its external
+	// data file, mapped for the engine's life, not copied (a model with
+	// its weights inline keeps those layers' bytes). It costs time on every
+	// step, with or without DoRA adapters loaded; without it a DoRA
+	// adapter is refused (ErrAdapterMismatch). (Addition.)
 	DoRA bool
 	// Threads is ONNX Runtime's intra-op threads; 0 leaves its default.
 	Threads int

@@ -26,8 +26,9 @@
 // refused. DoRA adapters (use_dora) need Options.DoRA (peftonnx serve
 // --dora), which builds the base with rewrite.StackDoRA: each stacked
 // layer also rescales its output features by the row's adapter's gain
-// m/‖W + s·A·B‖, computed on the host when the adapter is read, at a cost
-// on every step: on LlamaMini, one client, 1.18× the plain engine's time
+// m/‖W + s·A·B‖, computed on the host when the adapter is read (from the
+// base's weights in its external data file, kept mapped: no copy), at a
+// cost on every step: on LlamaMini, one client, 1.18× the plain engine's time
 // per token on the base and 1.22× on a LoRA adapter, a DoRA adapter the
 // same as a LoRA one (BenchmarkServeDoRA; the project README's table). The prompts of the requests that join at one step are prefilled
 // together (one run per prefix they start from) before they join the

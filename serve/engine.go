@@ -3,6 +3,7 @@ package serve
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -78,6 +79,14 @@ func New(modelPath string, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, errorf("base model %s: %w", modelPath, err)
 	}
+	// A DoRA stack keeps the stacked weights of m, which may close, for
+	// the gains of every DoRA adapter loaded, until Engine.Close.
+	ok := false
+	defer func() {
+		if !ok {
+			stacked.Close()
+		}
+	}()
 	var ropts []rt.Option
 	if opts.Threads > 0 {
 		ropts = append(ropts, rt.WithIntraOpThreads(opts.Threads))
@@ -113,6 +122,7 @@ func New(modelPath string, opts Options) (*Engine, error) {
 	}
 	e.stats.Adapters = map[string]AdapterStats{}
 	e.stats.BatchSizes = make([]int64, opts.MaxBatch+1)
+	ok = true
 	go e.schedule()
 	e.log.Info("base model loaded", "path", modelPath, "layers", info.Layers, "linears", len(stacked.Sites), "dora", opts.DoRA)
 	return e, nil
@@ -151,7 +161,9 @@ func (o Options) check() error {
 }
 
 // Close stops the engine: requests in flight and queued end with an error
-// that wraps ErrClosed; then the session closes. Closing twice is safe.
+// that wraps ErrClosed; then the session closes, and the stacked weights
+// that a DoRA engine reads its adapters' gains from. A Load in progress
+// ends with ErrClosed. Closing twice is safe.
 func (e *Engine) Close() error {
 	e.mu.Lock()
 	if e.closed {
@@ -163,7 +175,7 @@ func (e *Engine) Close() error {
 	e.mu.Unlock()
 	close(e.quit)
 	<-e.done
-	return e.sess.Close()
+	return errors.Join(e.sess.Close(), e.stacked.Close())
 }
 
 // Stats returns a snapshot of the counters.

@@ -135,12 +135,34 @@ func logits(t *testing.T, s *session.Session) []float32 {
 	return out["logits"].ToFloat32()
 }
 
+// maxDiff returns the largest |a[i] − b[i]|: +Inf where the lengths
+// differ or a value is NaN.
 func maxDiff(a, b []float32) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
 	d := 0.0
 	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+		e := math.Abs(float64(a[i]) - float64(b[i]))
+		if math.IsNaN(e) {
+			return math.Inf(1)
+		}
+		d = math.Max(d, e)
 	}
 	return d
+}
+
+// TestMaxDiffSeesNaN: a NaN, on either side or both, is no match.
+func TestMaxDiffSeesNaN(t *testing.T) {
+	nan := float32(math.NaN())
+	for _, c := range [][2][]float32{{{1, nan}, {1, 2}}, {{1, 2}, {1, nan}}, {{nan}, {nan}}} {
+		if d := maxDiff(c[0], c[1]); !math.IsInf(d, 1) {
+			t.Errorf("maxDiff(%v, %v) = %v, want +Inf", c[0], c[1], d)
+		}
+	}
+	if d := maxDiff([]float32{1, 2}, []float32{1, 2.5}); d != 0.5 {
+		t.Errorf("maxDiff = %v, want 0.5", d)
+	}
 }
 
 func open(t *testing.T, path string, opts ...session.Option) *session.Session {

@@ -130,13 +130,34 @@ func TestChunkedCausalLMLoss(t *testing.T) {
 	}
 }
 
-// maxAbsDiff returns max|got − want| and max|want|.
+// maxAbsDiff returns max|got − want| and max|want|; d is +Inf where the
+// lengths differ or a value is NaN.
 func maxAbsDiff(got, want []float32) (d, w float64) {
+	if len(got) != len(want) {
+		return math.Inf(1), 1
+	}
 	for i := range want {
 		w = math.Max(w, math.Abs(float64(want[i])))
-		d = math.Max(d, math.Abs(float64(got[i]-want[i])))
+		e := math.Abs(float64(got[i]) - float64(want[i]))
+		if math.IsNaN(e) {
+			e = math.Inf(1)
+		}
+		d = math.Max(d, e)
 	}
 	return d, w
+}
+
+// TestMaxAbsDiffSeesNaN: a NaN, on either side or both, is no match.
+func TestMaxAbsDiffSeesNaN(t *testing.T) {
+	nan := float32(math.NaN())
+	for _, c := range [][2][]float32{{{1, nan}, {1, 2}}, {{1, 2}, {1, nan}}, {{nan}, {nan}}} {
+		if d, _ := maxAbsDiff(c[0], c[1]); !math.IsInf(d, 1) {
+			t.Errorf("maxAbsDiff(%v, %v) = %v, want +Inf", c[0], c[1], d)
+		}
+	}
+	if d, w := maxAbsDiff([]float32{1, 2}, []float32{1, 2.5}); d != 0.5 || w != 2.5 {
+		t.Errorf("maxAbsDiff = %v, %v, want 0.5, 2.5", d, w)
+	}
 }
 
 // vocabWide counts the nodes of g that multiply by the whole LM head

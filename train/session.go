@@ -26,13 +26,17 @@ import (
 //     forward values live on into the backward, that block is far larger
 //     than what is live at any time. Off, the peak of a GPT-2-small-sized
 //     LoRA step falls from 5.4 to 3.4 GB at no cost in time.
+//   - The session allocates from the process's shared CPU arena
+//     (runtime.WithSharedArena), which grows by what is asked for rather
+//     than by doubling regions: at 8×512 the GPT-2-small-sized LoRA
+//     step's second step no longer adds 730 MiB to the first's peak.
 //
 // The caller's options come after these, so they can override them. Once
 // the session is open, the serialized bytes and the garbage that building
 // the graph left are handed back to the operating system, so that they do
 // not add to the memory that training needs.
 func NewSession(m *graph.Model, opts ...rt.Option) (*session.Session, error) {
-	opts = append([]rt.Option{rt.WithMemoryPattern(false)}, opts...)
+	opts = append([]rt.Option{rt.WithMemoryPattern(false), rt.WithSharedArena(true)}, opts...)
 	sopts := []session.Option{session.WithName("the training graph"), session.WithRuntime(opts...)}
 	if spillAbove > 0 {
 		sopts = append(sopts, session.WithSpillAbove(spillAbove))

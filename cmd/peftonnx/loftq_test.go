@@ -10,7 +10,8 @@ import (
 	ortrt "github.com/peftonnx/peftonnx/runtime"
 )
 
-// outputsDistance returns ‖got − want‖ over all of want's outputs.
+// outputsDistance returns ‖got − want‖ over all of want's outputs, +Inf
+// where a value is NaN.
 func outputsDistance(t *testing.T, got, want map[string][]float32) float64 {
 	t.Helper()
 	s := 0.0
@@ -21,10 +22,23 @@ func outputsDistance(t *testing.T, got, want map[string][]float32) float64 {
 		}
 		for i := range w {
 			d := float64(g[i]) - float64(w[i])
+			if math.IsNaN(d) {
+				return math.Inf(1)
+			}
 			s += d * d
 		}
 	}
 	return math.Sqrt(s)
+}
+
+// TestOutputsDistanceSeesNaN: a NaN, on either side or both, is no match.
+func TestOutputsDistanceSeesNaN(t *testing.T) {
+	nan := float32(math.NaN())
+	for _, c := range [][2][]float32{{{1, nan}, {1, 2}}, {{1, 2}, {1, nan}}, {{nan}, {nan}}} {
+		if d := outputsDistance(t, map[string][]float32{"y": c[0]}, map[string][]float32{"y": c[1]}); !math.IsInf(d, 1) {
+			t.Errorf("outputsDistance(%v, %v) = %v, want +Inf", c[0], c[1], d)
+		}
+	}
 }
 
 // TestLoftQCLI runs inject --init loftq on the tiny Llama as a user would:

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"math"
 	"strconv"
@@ -67,8 +68,8 @@ func runMerge(cx *context, args []string) error {
 	fs := cx.flags()
 	out := fs.String("o", "", "write the merged model to `OUT` (required)")
 	adapterPath := addAdapterFlag(fs, "fold this LoRA adapter into the base model")
-	dequantize := fs.Bool("dequantize", false, "merge into int8 weights behind DequantizeLinear (a QDQ model) or int4 MatMulNBits layers by making them float weights")
-	requantize := fs.Bool("requantize", false, "round merged int4 (MatMulNBits) layers back into int4 instead of making them float")
+	var quantized quantizedMergeFlags
+	quantized.add(fs)
 	model, e, err := cx.parseForEdit(args, "MODEL", out, adapterPath)
 	if err != nil {
 		return err
@@ -97,15 +98,9 @@ func runMerge(cx *context, args []string) error {
 	sites, noSites := rewrite.Sites(m) // an error when m carries no LoRA branch
 	nodes := len(m.Graph().Node)
 
-	var mergeOpts []rewrite.Option
-	if *dequantize {
-		mergeOpts = append(mergeOpts, rewrite.Dequantize())
-	}
-	if *requantize {
-		mergeOpts = append(mergeOpts, rewrite.Requantize())
-	}
+	mergeOpts := quantized.options()
 	var merged []mergedModule
-	var quantized []rewrite.QuantizedMerge
+	var changed []rewrite.QuantizedMerge
 	switch {
 	case ad == nil && noSites != nil:
 		return fmt.Errorf("%w; to merge an adapter into a base model, give --adapter DIR|FILE", noSites)
@@ -115,7 +110,7 @@ func runMerge(cx *context, args []string) error {
 				return fmt.Errorf("%s takes its LoRA factors as graph inputs, so it holds no adapter to merge: give --adapter DIR|FILE to bake one in", model)
 			}
 		}
-		if quantized, err = rewrite.MergeWith(m, mergeOpts...); err != nil {
+		if changed, err = rewrite.MergeWith(m, mergeOpts...); err != nil {
 			return err
 		}
 		seen := map[string]bool{}
@@ -137,7 +132,7 @@ func runMerge(cx *context, args []string) error {
 				return err
 			}
 		}
-		if quantized, err = rewrite.MergeAdapterWith(m, ad, mergeOpts...); err != nil {
+		if changed, err = rewrite.MergeAdapterWith(m, ad, mergeOpts...); err != nil {
 			return fmt.Errorf("merging %s: %w", *adapterPath, err)
 		}
 		for _, mod := range ad.Modules() {
@@ -159,7 +154,7 @@ func runMerge(cx *context, args []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if err := writeQuantizedMerges(cx, quantized); err != nil {
+	if err := writeQuantizedMerges(cx, changed); err != nil {
 		return err
 	}
 	noun := "modules"
@@ -178,6 +173,27 @@ type mergedModule struct {
 	module, weight string
 	r              int
 	scale          float64
+}
+
+// quantizedMergeFlags are --dequantize and --requantize, which say how
+// merge (and train --merged) folds an update into a quantized weight.
+type quantizedMergeFlags struct{ dequantize, requantize bool }
+
+func (q *quantizedMergeFlags) add(fs *flag.FlagSet) {
+	fs.BoolVar(&q.dequantize, "dequantize", false, "merge into int8 weights behind DequantizeLinear (a QDQ model) or int4 MatMulNBits layers by making them float weights")
+	fs.BoolVar(&q.requantize, "requantize", false, "round merged int4 (MatMulNBits) layers back into int4 instead of making them float")
+}
+
+// options returns the merge options the flags choose.
+func (q quantizedMergeFlags) options() []rewrite.Option {
+	var opts []rewrite.Option
+	if q.dequantize {
+		opts = append(opts, rewrite.Dequantize())
+	}
+	if q.requantize {
+		opts = append(opts, rewrite.Requantize())
+	}
+	return opts
 }
 
 // writeQuantizedMerges reports the int4 layers that merge changed: made

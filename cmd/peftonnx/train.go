@@ -28,7 +28,7 @@ func init() {
 			"[--batch N] [--seq-len N] [--lr LR] [--weight-decay WD] [--warmup N] [--schedule constant|linear|cosine] " +
 			"[--clip 1.0] [--grad-accum N] [--lora-plus-scale S] [--seed N] [--log-json FILE] [--device cpu|cuda] [--threads N] [--low-memory] [--recompute-products] [--recompute-layers] [--loss-chunks N] " +
 			"[--loss auto|causal|token|classification|mse] [--output NAME] [--half upcast|keep] [--loss-scale S] " +
-			"[--checkpoint-every N] [--eval-every N] [--resume] [--stop-after N] [--merged OUT.onnx] [--format hf|paddle] [--tensor-parallel-degree N] [--merge-tensor-parallel=false]",
+			"[--checkpoint-every N] [--eval-every N] [--resume] [--stop-after N] [--merged OUT.onnx [--dequantize|--requantize]] [--format hf|paddle] [--tensor-parallel-degree N] [--merge-tensor-parallel=false]",
 		summary: "train the adapter of an adapted model and save it as a HuggingFace PEFT directory",
 		detail: `
 MODEL is a model that "peftonnx inject" (or "apply", or "prefix") adapted:
@@ -106,7 +106,10 @@ LoRA dropout is 0. --resume is needed to reuse a DIR that holds
 checkpoints. --eval reports the eval loss (and perplexity, or accuracy)
 every --eval-every steps and at the end. --log-json writes one JSON line
 per step, {"step":..,"loss":..,"lr":..,"grad_norm":..}, and per
-evaluation. --merged also writes MODEL with the trained adapter folded in.
+evaluation. --merged also writes MODEL with the trained adapter folded in,
+as "peftonnx merge" does; into int4 (MatMulNBits) layers or int8 QDQ
+weights only with merge's --dequantize or --requantize, and a model that
+cannot be merged so is refused before the first step.
 
 Under an MPI launcher (mpirun -np N peftonnx train ..., srun --mpi=pmix;
 a binary built with MPI, as "make build" does where Open MPI is
@@ -160,6 +163,7 @@ type trainFlags struct {
 	lossChunks                                            int
 	tpDegree                                              int
 	mergeTP                                               bool
+	quantizedMerge                                        quantizedMergeFlags
 }
 
 func runTrain(cx *context, args []string) error {
@@ -198,6 +202,7 @@ func runTrain(cx *context, args []string) error {
 	fs.BoolVar(&f.resume, "resume", false, "continue from the newest checkpoint in --out")
 	fs.IntVar(&f.stopAfter, "stop-after", 0, "stop after `N` steps of this run, with a checkpoint (continue with --resume)")
 	fs.StringVar(&f.merged, "merged", "", "also write the model with the trained adapter merged to `OUT.onnx`")
+	f.quantizedMerge.add(fs)
 	fs.IntVar(&f.tpDegree, "tensor-parallel-degree", 1, "shard the model among `N` ranks by tensor parallelism (under mpirun; -np a multiple of N)")
 	fs.BoolVar(&f.mergeTP, "merge-tensor-parallel", true, "with --tensor-parallel-degree: write one whole adapter; false writes PaddleNLP's shards (--format paddle)")
 	pos, err := cx.parse(args)
@@ -262,6 +267,10 @@ func (f *trainFlags) options(cx *context) (train.Options, error) {
 		return o, cx.usagef("--tensor-parallel-degree must be 1 or more, got %d", f.tpDegree)
 	case !f.mergeTP && f.tpDegree < 2:
 		return o, cx.usagef("--merge-tensor-parallel=false needs --tensor-parallel-degree 2 or more")
+	case (f.quantizedMerge.dequantize || f.quantizedMerge.requantize) && f.merged == "":
+		return o, cx.usagef("--dequantize and --requantize say how --merged merges into quantized weights: add --merged OUT.onnx")
+	case f.quantizedMerge.dequantize && f.quantizedMerge.requantize:
+		return o, cx.usagef("--dequantize and --requantize exclude each other: an int4 layer is merged into a float weight or back into int4")
 	case !f.mergeTP && f.format != formatPaddle:
 		return o, cx.usagef("--merge-tensor-parallel=false writes PaddleNLP's shards: add --format paddle (an HF PEFT directory is always whole)")
 	}
@@ -385,6 +394,13 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 	if _, err := rewrite.PrefixSiteOf(m); err == nil && f.merged != "" {
 		return fmt.Errorf("train: --merged: %s carries a prefix, which has no weights to fold into the model's", modelPath)
 	}
+	if f.merged != "" {
+		// The trained model has m's layers: what Merge refuses in it, it
+		// refuses now, before the training that --merged would end with.
+		if err := rewrite.CheckMerge(m, f.quantizedMerge.options()...); err != nil {
+			return fmt.Errorf("train: --merged: %s cannot be merged: %w (train takes merge's --dequantize and --requantize; without --merged the adapter is written alone)", modelPath, err)
+		}
+	}
 	data, log, release, err := prepareTrainRun(modelPath, m, f, &opts, ranks)
 	if err != nil {
 		return err
@@ -460,11 +476,14 @@ func trainModel(cx *context, modelPath string, f *trainFlags, opts train.Options
 	case !ranks.leader():
 		return nil
 	}
-	files, err := writeTrainResults(f, m, tr)
+	files, changed, err := writeTrainResults(f, m, tr)
 	if err != nil {
 		return err
 	}
 	printTrainSummary(cx, tr.History(), tr.Step(), startStep, ran, fed, elapsed, f, files)
+	if err := writeQuantizedMerges(cx, changed); err != nil {
+		return err
+	}
 	if ranks.many() {
 		fmt.Fprintf(cx.stdout, "data parallel: %d ranks × batch %d, %d bytes all-reduced per step\n", ranks.world.Size(), f.batch, tr.AllReducedBytes())
 	}
@@ -569,31 +588,35 @@ func trainSameFile(a, b string) bool {
 }
 
 // writeTrainResults writes the adapter, the loss plot and the merged
-// model, and names the adapter's files.
-func writeTrainResults(f *trainFlags, base *graph.Model, tr *train.Trainer) (files string, err error) {
+// model, and names the adapter's files; changed lists the int4 layers the
+// merge changed. The merge is done first, so that a merge that fails
+// leaves no adapter behind either.
+func writeTrainResults(f *trainFlags, base *graph.Model, tr *train.Trainer) (files string, changed []rewrite.QuantizedMerge, err error) {
 	out, err := tr.Adapter()
 	if err != nil {
-		return "", err
+		return "", nil, err
+	}
+	var merged *graph.Model
+	if f.merged != "" {
+		if merged, err = tr.Model(); err != nil {
+			return "", nil, err
+		}
+		if changed, err = rewrite.MergeWith(merged, f.quantizedMerge.options()...); err != nil {
+			return "", nil, fmt.Errorf("train: --merged: %w", err)
+		}
 	}
 	if _, files, err = saveAdapterDir(f.out, out, f.format); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if err := trainWriteLossPlot(filepath.Join(f.out, "loss.png"), tr.History()); err != nil {
-		return "", err
+		return "", nil, err
 	}
-	if f.merged != "" {
-		trained, err := tr.Model()
-		if err != nil {
-			return "", err
-		}
-		if err := rewrite.Merge(trained); err != nil {
-			return "", err
-		}
-		if err := saveModel(trained, f.merged, hasExternalData(base)); err != nil {
-			return "", err
+	if merged != nil {
+		if err := saveModel(merged, f.merged, hasExternalData(base)); err != nil {
+			return "", nil, err
 		}
 	}
-	return files, nil
+	return files, changed, nil
 }
 
 // printTrainSummary says what the run did: history is its log, step the

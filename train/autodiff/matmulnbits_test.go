@@ -234,15 +234,32 @@ func TestTimesNBits(t *testing.T) {
 	}
 }
 
-// maxDiff returns max|got − want| and max|want|, or +Inf where the lengths
-// differ.
+// maxDiff returns max|got − want| and max|want|; d is +Inf where the
+// lengths differ or a value is NaN.
 func maxDiff(got, want []float32) (d, big float64) {
 	if len(got) != len(want) {
 		return math.Inf(1), 1
 	}
 	for i := range want {
-		d = math.Max(d, math.Abs(float64(got[i]-want[i])))
+		e := math.Abs(float64(got[i]) - float64(want[i]))
+		if math.IsNaN(e) {
+			e = math.Inf(1)
+		}
+		d = math.Max(d, e)
 		big = math.Max(big, math.Abs(float64(want[i])))
 	}
 	return d, big
+}
+
+// TestMaxDiffSeesNaN: a NaN, on either side or both, is no match.
+func TestMaxDiffSeesNaN(t *testing.T) {
+	nan := float32(math.NaN())
+	for _, c := range [][2][]float32{{{1, nan}, {1, 2}}, {{1, 2}, {1, nan}}, {{nan}, {nan}}} {
+		if d, _ := maxDiff(c[0], c[1]); !math.IsInf(d, 1) {
+			t.Errorf("maxDiff(%v, %v) = %v, want +Inf", c[0], c[1], d)
+		}
+	}
+	if d, big := maxDiff([]float32{1, 2}, []float32{1, 2.5}); d != 0.5 || big != 2.5 {
+		t.Errorf("maxDiff = %v, %v, want 0.5, 2.5", d, big)
+	}
 }

@@ -251,16 +251,44 @@ func adapterDiff(got, want *adapter.Adapter) float64 {
 }
 
 // relDiff returns the largest difference between got and want, relative
-// to want's largest magnitude.
+// to want's largest magnitude: 0 where they are equal, +Inf where the
+// lengths differ or a value is NaN.
 func relDiff(got, want []float32) float64 {
+	if len(got) != len(want) {
+		return math.Inf(1)
+	}
 	scale, worst := 0.0, 0.0
 	for _, v := range want {
 		scale = max(scale, math.Abs(float64(v)))
 	}
 	for i, v := range want {
-		worst = max(worst, math.Abs(float64(got[i]-v)))
+		e := math.Abs(float64(got[i]) - float64(v))
+		if math.IsNaN(e) {
+			return math.Inf(1)
+		}
+		worst = max(worst, e)
+	}
+	if worst == 0 {
+		return 0
 	}
 	return worst / scale
+}
+
+// TestRelDiffSeesNaN: a NaN, on either side or both, is no match; equal
+// zeros are.
+func TestRelDiffSeesNaN(t *testing.T) {
+	nan := float32(math.NaN())
+	for _, c := range [][2][]float32{{{1, nan}, {1, 2}}, {{1, 2}, {1, nan}}, {{nan}, {nan}}} {
+		if d := relDiff(c[0], c[1]); !math.IsInf(d, 1) {
+			t.Errorf("relDiff(%v, %v) = %v, want +Inf", c[0], c[1], d)
+		}
+	}
+	if d := relDiff([]float32{0, 0}, []float32{0, 0}); d != 0 {
+		t.Errorf("relDiff of zeros = %v, want 0", d)
+	}
+	if d := relDiff([]float32{1, 2}, []float32{1, 2.5}); d != 0.2 {
+		t.Errorf("relDiff = %v, want 0.2", d)
+	}
 }
 
 // gradAdapter returns the factors' gradients of the last step (clipped)
