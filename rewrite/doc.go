@@ -95,8 +95,9 @@
 // A QDQ weight takes DoRA on its float side (the DequantizeLinear's
 // output is W), and an int4 MatMulNBits layer without a float copy of W
 // (dora_nbits.go): its norm takes ‖W‖ as a constant, as an embedding's
-// does, and AᵀW from a second MatMulNBits node over the layer's own
-// packed tensors. Merging into either is as for LoRA: Dequantize (exact,
+// does, and AᵀW from the layer's own MatMulNBits node, which multiplies
+// the activation's rows with Aᵀ's appended (so ONNX Runtime pre-packs the
+// weight once, as for the plain layer). Merging into either is as for LoRA: Dequantize (exact,
 // float; Unmerge takes it back) or, for int4, Requantize (rounded; Unmerge
 // refuses it). Stacked serving factors take DoRA adapters on a stack of
 // StackDoRA (see Stacked adapters), of float weights. AsInputs refuses

@@ -15,16 +15,33 @@ import (
 //
 // ‖W_j‖² is a constant of the site, computed at injection from the
 // dequantized blocks in Go, a few blocks at a time, in float64; the
-// magnitude starts at ‖W_j‖. AᵀW [r, out] is computed in the graph by a
-// second MatMulNBits node that reads the layer's own packed B, scales and
-// zero points (and attributes), with Aᵀ [r, in] as its input: the packed
-// tensors stay bit for bit what they were, and no float W is ever made.
-// ONNX Runtime pre-packs the weight for each MatMulNBits node that reads
-// it, so the second node holds one more pre-packed copy of the weight (of
-// about its packed size) for the session's life. As for a float layer,
-// the norm is detached in training (Site.DoRANorm), so no gradient
-// reaches the second node; the magnitude rescales the layer's output less
-// its bias input (withoutBias).
+// magnitude starts at ‖W_j‖. AᵀW [rk, out] is computed by the layer's own
+// MatMulNBits node: the branch feeds it the activation's rows, x as
+// [rows, in], with Aᵀ's rk rows [rk, in] appended (in the layer's type),
+// and splits its [rows + rk, out] product (Site.BaseOutput) into the
+// layer's output, reshaped back to x's leading dims, and AᵀW (less the
+// node's bias, which it adds to every row). A second MatMulNBits node
+// over the same packed tensors would do too, but ONNX Runtime pre-packs
+// the weight for each MatMulNBits node that reads it, and holds each
+// copy for the session's life: one node keeps the weight once (one
+// 8192×8192 layer, accuracy_level 4: the session opens at +58 MiB
+// anonymous with DoRA through a second node, +2 MiB through the rows;
+// BenchmarkDoRAInt4Open). Subtracting the bias from AᵀW's rows rounds
+// them at the bias's scale (in float16 too), which the norm's cross term
+// takes well. The
+// packed tensors stay bit for bit what they were, and no float W is ever
+// made. The site records what the node read before (Site.Input) and
+// reads now (Site.BaseInput), so that removing the branch gives the node
+// back its input. As for a float layer, the norm is detached in training
+// (Site.DoRANorm), so the gradient of x through the node's rows is the
+// layer's own (the Aᵀ rows get none); the magnitude rescales the layer's
+// output less its bias input (withoutBias). With products recomputed in
+// the backward pass, the layer's output is made again through the rows,
+// as a plain int4 layer's product is (autodiff's recompute, views).
+//
+// The rows are split by Split with computed sizes from opset 13, by Slice
+// before (whose gradient, the dim being known only at run time, is a
+// scatter: an old opset trains, slower).
 //
 // Merging into an int4 layer follows LoRA's (merge_nbits.go): Dequantize
 // makes the layer a float MatMul holding m·V/‖V‖, exact, which keeps ‖V‖
@@ -61,25 +78,65 @@ func nbitsWeightNorms(m *graph.Model, l Linear) ([]float64, error) {
 	return sq, nil
 }
 
-// nbitsNorm returns ‖V[:, j]‖ [1, out] of int4 layer l in the branch's
-// type, reading B as bFull, from norms = ‖W[:, j]‖ and AᵀW by a second
-// MatMulNBits node over the layer's packed tensors (see above).
-func (b *loraGraph) nbitsNorm(l Linear, sd *graph.Builder, bFull string, norms []float64) string {
+// nbitsRows is what feedRows made for the norm of the int4 DoRA site
+// being built: at = Aᵀ [rk, in] in the branch's type, and atw = AᵀW
+// [rk, out] in the layer's type, the last rk rows of the node's product.
+type nbitsRows struct{ at, atw string }
+
+// feedRows makes int4 layer l's node multiply x's rows with Aᵀ's
+// appended (see above), records them in b.rows and the site, and returns
+// the layer's output cut from the node's product.
+func (b *loraGraph) feedRows(l Linear, sd *graph.Builder, x string) string {
 	s := b.site
 	n := l.Node
+	rk := s.AShape(int64(s.R))[1]
+	b.ahead = true
 	at := sd.Op("Transpose", []string{s.A}, graph.AttrInts("perm", 1, 0)) // [rk, in]
-	x := at
+	atl := at
 	if s.DType != l.DType {
-		x = sd.Op("Cast", []string{x}, graph.AttrInt("to", int64(l.DType)))
+		atl = sd.Op("Cast", []string{at}, graph.AttrInt("to", int64(l.DType)))
 	}
-	inputs := []string{x, n.Input[quant.InputB], n.Input[quant.InputScales]}
-	if len(n.Input) > quant.InputZeroPoints && n.Input[quant.InputZeroPoints] != "" {
-		inputs = append(inputs, n.Input[quant.InputZeroPoints])
+	flat := sd.Op("Reshape", []string{x, b.int64s(s.Module+".lora_magnitude.rows_shape", -1, s.In)}) // [rows, in]
+	in := sd.Op("Concat", []string{flat, atl}, graph.AttrInt("axis", 0))                             // [rows + rk, in]
+	b.ahead = false
+	b.g.Model().SetNodeInput(n, quant.InputA, in)
+	s.Input, s.BaseInput = x, in
+
+	prod := n.Output[0] // [rows + rk, out]
+	var head, tail string
+	if b.opset >= 13 {
+		count := sd.Op("Gather", []string{sd.Op("Shape", []string{flat}), b.int64s(s.Module+".lora_magnitude.rows_axis", 0)}, graph.AttrInt("axis", 0))
+		sizes := sd.Op("Concat", []string{count, b.int64s(s.Module+".lora_magnitude.rank", rk)}, graph.AttrInt("axis", 0))
+		split := sd.Node("", "Split", []string{prod, sizes}, 2, graph.AttrInt("axis", 0))
+		head, tail = split.Output[0], split.Output[1]
+	} else {
+		head = b.sliceFirst(sd, prod, 0, -rk)
+		tail = b.sliceFirst(sd, prod, -rk, math.MaxInt64)
 	}
-	// The layer's own attributes: LayoutOf checked them when the layer
-	// was found.
-	lay, _ := quant.LayoutOf(n)
-	atw := sd.Node(quant.Domain, quant.OpType, inputs, 1, lay.Attributes(quant.AccuracyLevelOf(n))...).Output[0] // Aᵀ·W [rk, out]
-	atw = b.branchTyped(l, sd, atw)
-	return b.expandedNorm(sd, norms, at, atw, bFull, s.AShape(int64(s.R))[1])
+	lead := b.sliceFirst(sd, sd.Op("Shape", []string{x}), 0, -1)
+	shape := sd.Op("Concat", []string{lead, b.int64s(s.Module+".lora_magnitude.out", s.Out)}, graph.AttrInt("axis", 0))
+	if len(n.Input) > quant.InputBias && n.Input[quant.InputBias] != "" {
+		tail = sd.Op("Sub", []string{tail, n.Input[quant.InputBias]})
+	}
+	b.rows = &nbitsRows{at: at, atw: tail}
+	return sd.Op("Reshape", []string{head, shape})
+}
+
+// sliceFirst adds v[start:end] along axis 0, as the model's opset
+// writes Slice.
+func (b *loraGraph) sliceFirst(sd *graph.Builder, v string, start, end int64) string {
+	if b.opset < 10 {
+		return sd.Op("Slice", []string{v}, graph.AttrInts("starts", start), graph.AttrInts("ends", end), graph.AttrInts("axes", 0))
+	}
+	name := b.site.Module + ".lora_magnitude.slice"
+	return sd.Op("Slice", []string{v, b.int64s(name+"_start", start), b.int64s(name+"_end", end), b.int64s(name+"_axis", 0)})
+}
+
+// nbitsNorm returns ‖V[:, j]‖ [1, out] of int4 layer l in the branch's
+// type, reading B as bFull, from norms = ‖W[:, j]‖ and the AᵀW rows of
+// the layer's own product (feedRows).
+func (b *loraGraph) nbitsNorm(l Linear, sd *graph.Builder, bFull string, norms []float64) string {
+	s := b.site
+	atw := b.branchTyped(l, sd, b.rows.atw)
+	return b.expandedNorm(sd, norms, b.rows.at, atw, bFull, s.AShape(int64(s.R))[1])
 }

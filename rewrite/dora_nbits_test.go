@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
@@ -266,8 +268,8 @@ func TestDoRAInt4Math(t *testing.T) {
 					}
 				}
 			}
-			if nbits != 2 {
-				t.Errorf("%d MatMulNBits nodes, want the layer and its norm's Aᵀ·W", nbits)
+			if nbits != 1 {
+				t.Errorf("%d MatMulNBits nodes, want the layer alone: it computes the norm's Aᵀ·W too", nbits)
 			}
 			for _, ti := range fresh.Graph().Initializer {
 				if graph.TypeOf(ti).IsFloat() && graph.NumElements(ti.Dims) >= int64(tc.k*tc.n) {
@@ -678,5 +680,185 @@ func TestDoRAQDQConv(t *testing.T) {
 	}
 	if err := Merge(applied.Clone(), Dequantize()); err == nil || !strings.Contains(err.Error(), "dequantized convolution weight is not supported") {
 		t.Errorf("merge of the QDQ convolution: %v, want a refusal", err)
+	}
+}
+
+// TestDoRAInt4Rows checks how a DoRA branch rewires an int4 layer's node,
+// which multiplies its input's rows with Aᵀ's appended, and that taking
+// the branch out gives the node back as it was. The layer reads a float
+// DoRA layer's output (its input is that layer's sum, which the merge
+// routes back too) and writes the graph output. The node is the model's
+// only MatMulNBits, reads a branch's Concat, and FindLinears still sees
+// its activation; the fresh model computes the base; an adapter
+// extracted from a trained one gives its outputs applied to the base;
+// Merge with Requantize leaves nodes, graph inputs and outputs equal to
+// the base's, proto for proto, and Merge with Dequantize leaves the
+// float MatMul reading the layer's input as before. A record whose base
+// input is a base value is refused.
+func TestDoRAInt4Rows(t *testing.T) {
+	tc := nbitsCases[1] // zero points and a bias
+	rng := newRand(47)
+	l := newNbitsLayer(t, tc, rng)
+	base := l.m
+	node := base.Graph().Node[0]
+	node.Input[quant.InputA] = "h"
+	up := make([]float32, tc.k*tc.k)
+	for i := range up {
+		up[i] = float32(rng.NormFloat64() / math.Sqrt(float64(tc.k)))
+	}
+	base.AddInitializer(graph.NewFloat32Tensor("layer.up.weight", tc.elem, []int64{int64(tc.k), int64(tc.k)}, up))
+	g := base.Graph()
+	g.Node = append([]*onnxpb.NodeProto{{OpType: "MatMul", Name: "/layer/up/MatMul", Input: []string{"x", "layer.up.weight"}, Output: []string{"h"}}}, g.Node...)
+	base.Reindex()
+	yOf := func(m *graph.Model) []float64 { return run(t, session(t, m), l.feeds)["y"].ToFloat64() }
+	baseOut := yOf(base)
+	_, baseInits := names(base)
+
+	cfg := config(tc.r, float64(2*tc.r), "layer.up", "layer.proj")
+	cfg.UseDoRA = true
+	adapted := base.Clone()
+	sites, _, err := InjectLoRA(adapted, cfg, WithSeed(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sites) != 2 || sites[1].Module != "layer.proj" {
+		t.Fatalf("sites %+v", sites)
+	}
+	s := sites[1]
+	var nbits []*onnxpb.NodeProto
+	for _, n := range adapted.Graph().Node {
+		if quant.IsNode(n) {
+			nbits = append(nbits, n)
+		}
+	}
+	if len(nbits) != 1 || nbits[0].Input[quant.InputA] != s.BaseInput || adapted.Producer(s.BaseInput).OpType != "Concat" || !slices.Contains(s.Nodes, adapted.Producer(s.BaseInput).Name) {
+		t.Fatalf("MatMulNBits nodes %v; the site's base input %q, input %q", nbits, s.BaseInput, s.Input)
+	}
+	if s.Input != sites[0].Sum || s.BaseOutput != nbits[0].Output[0] || s.Sum != "y" {
+		t.Errorf("site input %q (want the float layer's sum %q), base output %q, sum %q", s.Input, sites[0].Sum, s.BaseOutput, s.Sum)
+	}
+	ls, err := FindLinears(adapted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 2 || ls[1].Input != s.Input {
+		t.Errorf("FindLinears on the adapted model: %+v; want layer.proj reading %q", ls, s.Input)
+	}
+	for j, v := range yOf(adapted) {
+		if d := math.Abs(v - baseOut[j]); d > tc.tol*math.Max(1, math.Abs(baseOut[j])) {
+			t.Fatalf("fresh: y[%d] = %v, the base computes %v", j, v, baseOut[j])
+		}
+	}
+
+	randomizeB(t, adapted, sites, 4, 0.3)
+	scaleMagnitudes(t, adapted, sites, 5)
+	want := yOf(adapted)
+	ad, err := ExtractAdapter(adapted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied := base.Clone()
+	if _, _, err := ApplyLoRA(applied, ad); err != nil {
+		t.Fatal(err)
+	}
+	if got := yOf(applied); !slices.Equal(got, want) {
+		t.Errorf("the extracted adapter applied to the base computes %v, the adapted model %v", got, want)
+	}
+
+	rq := adapted.Clone()
+	if _, err := MergeWith(rq, Requantize()); err != nil {
+		t.Fatal(err)
+	}
+	if len(rq.Graph().Node) != len(base.Graph().Node) {
+		t.Fatalf("requantized merge: %d nodes, the base has %d", len(rq.Graph().Node), len(base.Graph().Node))
+	}
+	for i, n := range base.Graph().Node {
+		if !proto.Equal(rq.Graph().Node[i], n) {
+			t.Errorf("requantized merge: node %d is %v, the base's %v", i, rq.Graph().Node[i], n)
+		}
+	}
+	for what, pair := range map[string][2][]*onnxpb.ValueInfoProto{"inputs": {rq.Graph().Input, base.Graph().Input}, "outputs": {rq.Graph().Output, base.Graph().Output}} {
+		if !slices.EqualFunc(pair[0], pair[1], func(a, b *onnxpb.ValueInfoProto) bool { return proto.Equal(a, b) }) {
+			t.Errorf("requantized merge: graph %s %v, the base's %v", what, pair[0], pair[1])
+		}
+	}
+	if _, got := names(rq); !slices.Equal(got, baseInits) {
+		t.Errorf("requantized merge: initializers %v, the base's %v", got, baseInits)
+	}
+	// A record that says the node reads a base value now is refused:
+	// removing the branch would rewire the base.
+	bad := adapted.Clone()
+	rec, _, err := readRecord(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Sites[1].BaseInput = "x"
+	if err := writeRecord(bad, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := Merge(bad, Requantize()); err == nil || !strings.Contains(err.Error(), `what the base node reads, "x", is not the branch's`) {
+		t.Errorf("merge with a record whose base input is a base value: %v", err)
+	}
+	fl := adapted.Clone()
+	if err := Merge(fl, Dequantize()); err != nil {
+		t.Fatal(err)
+	}
+	mm := fl.NodeByName("/layer/proj/MatMul")
+	if mm == nil || mm.OpType != "MatMul" || mm.Input[0] != "h" {
+		t.Fatalf("dequantized merge: node %v, want a MatMul reading h", mm)
+	}
+	got := yOf(fl)
+	for j := range want {
+		if d := math.Abs(got[j] - want[j]); d > tc.tol*math.Max(1, math.Abs(want[j])) {
+			t.Fatalf("dequantized merge: y[%d] = %v, the adapted model %v", j, got[j], want[j])
+		}
+	}
+}
+
+// TestDoRAInt4OldOpsets puts a DoRA adapter on an int4 layer of a model
+// at default-domain opsets 9 and 11, where Split takes no computed sizes
+// and the rows are cut by Slice (with attributes before opset 10): the
+// norm and the output match DoRA's formula in float64, the node reads a
+// Concat, and the requantized merge gives the node back as it was.
+func TestDoRAInt4OldOpsets(t *testing.T) {
+	tc := nbitsCases[1] // zero points and a bias
+	for _, opset := range []int64{9, 11} {
+		t.Run("opset-"+strconv.FormatInt(opset, 10), func(t *testing.T) {
+			rng := newRand(53)
+			l := newNbitsLayer(t, tc, rng)
+			l.m.SetOpset("", opset)
+			ad := nbitsDoRAAdapter(tc, rng)
+			w := ad.Weights["layer.proj"]
+			norms, exact := doraExpect(l.w, f64s(w.A.Data), f64s(w.B.Data), tc.k, tc.n, tc.r, ad.LoRA.ScalingFor("layer.proj"), f64s(w.Magnitude.Data))
+			want := linearOut(l.x, exact, tc.k, tc.n, l.bias)
+			m := l.m.Clone()
+			sites, _, err := ApplyLoRA(m, ad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := sites[0]
+			if p := m.Producer(s.BaseInput); p == nil || p.OpType != "Concat" {
+				t.Fatalf("the node reads %q, not a Concat", s.BaseInput)
+			}
+			for _, n := range m.Graph().Node {
+				if n.OpType == "Split" {
+					t.Errorf("opset %d: node %s is a Split", opset, n.Name)
+				}
+			}
+			got := run(t, session(t, withNormOutput(m, s.DoRANorm, s.DType)), l.feeds)
+			for what, c := range map[string][2][]float64{"norm": {got[s.DoRANorm].ToFloat64(), norms}, "y": {got["y"].ToFloat64(), want}} {
+				for j := range c[1] {
+					if d := math.Abs(c[0][j]-c[1][j]) / math.Max(1, math.Abs(c[1][j])); !(d <= tc.tol) {
+						t.Fatalf("%s[%d] = %v, want %v", what, j, c[0][j], c[1][j])
+					}
+				}
+			}
+			if _, err := MergeWith(m, Requantize()); err != nil {
+				t.Fatal(err)
+			}
+			if len(m.Graph().Node) != 1 || !proto.Equal(m.Graph().Node[0], l.m.Graph().Node[0]) {
+				t.Errorf("requantized merge: nodes %v, the base's %v", m.Graph().Node, l.m.Graph().Node)
+			}
+		})
 	}
 }

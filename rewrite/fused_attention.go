@@ -212,5 +212,8 @@ func siteLayer(m *graph.Model, s Site) (Linear, error) {
 	if !ok || l.Weight != s.Weight {
 		return Linear{}, errorf("site %q: node %q no longer reads weight %q", s.Module, base.Name, s.Weight)
 	}
+	if s.BaseInput != "" && l.Input == s.BaseInput {
+		l.Input = s.Input // the activation, not the rows the branch feeds (dora_nbits.go)
+	}
 	return l, nil
 }

@@ -297,6 +297,7 @@ func inject(m *graph.Model, cfg adapter.LoRAConfig, all, targets []Linear, keys 
 	nodes := make([]*onnxpb.NodeProto, 0, len(m.Proto.Graph.Node))
 	nodes = append(nodes, b.front...)
 	for _, n := range original {
+		nodes = append(nodes, b.before[n]...)
 		nodes = append(nodes, n)
 		nodes = append(nodes, b.after[n]...)
 	}
@@ -487,10 +488,12 @@ func checkRewirable(m *graph.Model, l Linear) error {
 // owns each node and initializer (Site.Nodes, Site.Initializers), which
 // values and nodes every site shares, and where each node goes.
 //
-// Nodes go right after the base node of their site, or to the front of
-// the graph where they have none (B's weight side, the nodes every site
-// shares): inject puts them there once every branch is built, so that a
-// sorted graph stays sorted and an unsorted one keeps its order.
+// Nodes go right after the base node of their site, or right before it
+// while ahead is set (what the base node reads: an int4 DoRA site's rows,
+// dora_nbits.go), or to the front of the graph where they have none (B's
+// weight side, the nodes every site shares): inject puts them there once
+// every branch is built, so that a sorted graph stays sorted and an
+// unsorted one keeps its order.
 type loraGraph struct {
 	g        *graph.Builder
 	opset    int64
@@ -499,10 +502,13 @@ type loraGraph struct {
 
 	site        *Site             // the site being built; nil while building what sites share
 	base        *onnxpb.NodeProto // the base node of the site being built; nil puts nodes in front
+	ahead       bool              // put the nodes before base, not after it
 	front       []*onnxpb.NodeProto
+	before      map[*onnxpb.NodeProto][]*onnxpb.NodeProto
 	after       map[*onnxpb.NodeProto][]*onnxpb.NodeProto
-	shared      []string // names of shared inputs and initializers
-	sharedNodes []string // names of nodes that every site uses
+	rows        *nbitsRows // the rows of the int4 DoRA site being built; nil elsewhere
+	shared      []string   // names of shared inputs and initializers
+	sharedNodes []string   // names of nodes that every site uses
 
 	training          string // TrainingModeInput, once added
 	ratio, ratioScale string // composite dropout: effective rate and 1/(1-rate)
@@ -510,16 +516,19 @@ type loraGraph struct {
 }
 
 func newLoRAGraph(m *graph.Model, opset int64, asInputs bool, dropout float64) *loraGraph {
-	b := &loraGraph{opset: opset, asInputs: asInputs, dropout: dropout, after: map[*onnxpb.NodeProto][]*onnxpb.NodeProto{}}
+	b := &loraGraph{opset: opset, asInputs: asInputs, dropout: dropout, before: map[*onnxpb.NodeProto][]*onnxpb.NodeProto{}, after: map[*onnxpb.NodeProto][]*onnxpb.NodeProto{}}
 	b.g = graph.NewBuilder(m, graph.BuilderOptions{Outputs: graph.OutputsUnderNode, OnNode: b.placeNode, OnInitializer: b.ownInitializer})
 	return b
 }
 
 // placeNode records where n goes and that the current site owns it.
 func (b *loraGraph) placeNode(n *onnxpb.NodeProto) {
-	if b.base == nil {
+	switch {
+	case b.base == nil:
 		b.front = append(b.front, n)
-	} else {
+	case b.ahead:
+		b.before[b.base] = append(b.before[b.base], n)
+	default:
 		b.after[b.base] = append(b.after[b.base], n)
 	}
 	if b.site != nil {
@@ -628,15 +637,27 @@ func (b *loraGraph) branch(l Linear, bFull string, p *modulePlan) {
 
 	y := base.Output[0]
 	s.Output, s.BaseOutput, s.Sum = y, y, ""
-	if m.IsGraphOutput(y) {
+	x := l.activation(base) // read live: an earlier branch may have re-routed it
+	baseY := y              // the base's output as the layer's readers took it
+	rows := s.Magnitude != "" && l.Quantized()
+	if m.IsGraphOutput(y) || rows {
 		// The graph output keeps its name and becomes the sum; the base
-		// node writes a fresh value.
-		s.BaseOutput = m.UniqueName(y + "/lora_base")
+		// node writes a fresh value. An int4 DoRA site's base node
+		// writes its rows, which the layer's output is cut from.
+		suffix := "/lora_base"
+		if rows {
+			suffix = "/lora_rows"
+		}
+		s.BaseOutput = m.UniqueName(y + suffix)
 		base.Output[0] = s.BaseOutput
 		m.Reindex()
+		baseY = s.BaseOutput
+	}
+	if rows {
+		baseY = b.feedRows(l, pre.In("lora_magnitude"), x)
+		defer func() { b.rows = nil }()
 	}
 
-	x := l.activation(base) // read live: an earlier branch may have re-routed it
 	if l.TransA {
 		x = sa.Op("Transpose", []string{x}, graph.AttrInts("perm", 1, 0))
 	}
@@ -656,10 +677,10 @@ func (b *loraGraph) branch(l Linear, bFull string, p *modulePlan) {
 		d = sb.Op("Cast", []string{d}, graph.AttrInt("to", int64(l.DType)))
 	}
 	if s.Magnitude != "" {
-		d = b.doraDelta(l, pre, bFull, s.BaseOutput, d, p)
+		d = b.doraDelta(l, pre, bFull, baseY, d, p)
 	}
 	if s.BaseOutput != s.Output {
-		pre.In("lora_add").NodeTo("", "Add", []string{s.BaseOutput, d}, []string{y})
+		pre.In("lora_add").NodeTo("", "Add", []string{baseY, d}, []string{y})
 		s.Sum = y
 		return
 	}

@@ -108,10 +108,14 @@ func FindLinears(m *graph.Model) ([]Linear, error) {
 // topological order, as FindLinears describes them.
 func linearsIn(m *graph.Model, order []*onnxpb.NodeProto) []Linear {
 	var out []Linear
+	fed := fedInputs(m)
 	for _, n := range order {
 		l, ok := linearOf(m, n)
 		if !ok {
 			continue
+		}
+		if x, ok := fed[l.Input]; ok {
+			l.Input = x
 		}
 		out = append(out, l)
 	}
@@ -139,6 +143,23 @@ func baseNodes(m *graph.Model) ([]*onnxpb.NodeProto, error) {
 		}
 	}
 	return out, nil
+}
+
+// fedInputs maps what a base node of m reads now to the activation it
+// read before injection, where a branch changed it (an int4 DoRA site's
+// rows, dora_nbits.go): a layer's input is the activation.
+func fedInputs(m *graph.Model) map[string]string {
+	rec, ok, err := readRecord(m)
+	if err != nil || !ok {
+		return nil
+	}
+	out := map[string]string{}
+	for _, s := range rec.Sites {
+		if s.BaseInput != "" {
+			out[s.BaseInput] = s.Input
+		}
+	}
+	return out
 }
 
 // branchNodes returns the names of the nodes that LoRA branches added to

@@ -225,7 +225,7 @@ func (f fold) addTo(vals []float32, transposed bool, c float64) {
 }
 
 // removeBranches deletes what injection added and routes each layer's
-// readers back to its base node. A base initializer that only the
+// readers back to its base node, and the base node back to its input. A base initializer that only the
 // branches read now goes too: the packed tensors of an int4 layer that a
 // merge made float, which its DoRA norm still read.
 func removeBranches(m *graph.Model, rec record) error {
@@ -242,6 +242,13 @@ func removeBranches(m *graph.Model, rec record) error {
 		}
 	}
 	m.RemoveNodes(drop...)
+	// Inputs first: an int4 DoRA site's input may be an earlier site's
+	// sum, which the loop below routes back.
+	for _, s := range rec.Sites {
+		if s.BaseInput != "" {
+			m.ReplaceUses(s.BaseInput, s.Input)
+		}
+	}
 	renamed := false
 	for _, s := range rec.Sites {
 		if s.BaseOutput != s.Output {

@@ -97,6 +97,9 @@ func checkRemoval(m *graph.Model, rec record) error {
 		if s.BaseOutput == s.Output {
 			renamed[s.Sum] = s.Output
 		}
+		if s.BaseInput != "" {
+			renamed[s.BaseInput] = s.Input
+		}
 	}
 	for _, name := range rec.Shared {
 		dropValue[name] = true
@@ -133,10 +136,24 @@ func checkRemoval(m *graph.Model, rec record) error {
 		if s.BaseOutput != s.Output {
 			defined[s.Output] = true // the base node is given its output back
 		}
+		if s.BaseInput == "" {
+			continue
+		}
+		// The base node is given its input back: what it reads now must
+		// be the branch's.
+		if p := m.Producer(s.BaseInput); s.Input == "" || p == nil || !dropNode[p.Name] {
+			return errorf("%s: LoRA record, site %q: what the base node reads, %q, is not the branch's, or the record does not say what it read before", modelLabel(m), s.Module, s.BaseInput)
+		}
 	}
+	// An int4 DoRA site's input may be an earlier site's sum: follow the
+	// chain, as long as it is.
 	resolve := func(v string) string {
-		if to, ok := renamed[v]; ok {
-			return to
+		for range len(renamed) {
+			to, ok := renamed[v]
+			if !ok {
+				break
+			}
+			v = to
 		}
 		return v
 	}

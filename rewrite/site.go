@@ -55,6 +55,13 @@ type Site struct {
 	Output     string `json:"output"`
 	BaseOutput string `json:"base_output"`
 	Sum        string `json:"sum"`
+	// Input is what the base node read before injection and BaseInput
+	// what it reads now, where the branch changed that: an int4 DoRA
+	// site feeds its base node the activation's rows with Aᵀ's appended
+	// (dora_nbits.go), and its BaseOutput is the node's [rows + rk, out]
+	// product. Both are "" elsewhere.
+	Input     string `json:"input,omitempty"`
+	BaseInput string `json:"base_input,omitempty"`
 	// Nodes and Initializers are what the branch added: nodes by name, and
 	// the helper initializers it alone reads (not A and B).
 	Nodes        []string `json:"nodes"`

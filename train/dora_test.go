@@ -182,8 +182,9 @@ func TestDoRAGradients(t *testing.T) {
 				graph.TensorInfo("x", dtype.Float32, []int64{1, 2, 5, 5}), x, []int64{1, 3, 2, 3}
 		}},
 		// An int4 layer (zero points, a bias, K = 40 padding its last
-		// block of 16): its norm reads the packed weight through a second
-		// MatMulNBits node (Aᵀ·W), which the free norm's gradient crosses.
+		// block of 16): its norm takes Aᵀ·W from the layer's own node,
+		// fed x's rows with Aᵀ's appended, which the free norm's gradient
+		// crosses.
 		{"int4", func(randoms func(int, float64) []float64) ([]*onnxpb.TensorProto, *onnxpb.NodeProto, *onnxpb.ValueInfoProto, *rt.Tensor, []int64) {
 			const in, out, rows = 40, 6, 3
 			x, _ := rt.NewFloat32([]int64{rows, in}, f32s(randoms(rows*in, 1)))

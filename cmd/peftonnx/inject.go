@@ -29,8 +29,9 @@ and V = W + s·A·B; m starts at W's column norms. An embedding's norm is
 per embedding dimension over the vocabulary, a convolution's per output
 channel over its input channels and kernel, as HF PEFT takes them. DoRA
 takes QDQ weights (their dequantized values are W) and int4 MatMulNBits
-layers, whose norm reads the packed weight through a second MatMulNBits
-node (Aᵀ·W): no float copy of W is made. --init pissa (or
+layers, whose norm takes Aᵀ·W from the layer's own MatMulNBits node,
+fed the activation's rows with Aᵀ's appended: no float copy of W is made,
+nor a second pre-packed one. --init pissa (or
 pissa_niter_N) starts A and B from W's principal singular vectors, --init
 olora from its QR decomposition, and leaves W − s·A·B in the weight; the
 adapter that export-adapter and train write is then the plain rank-2r

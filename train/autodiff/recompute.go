@@ -63,7 +63,9 @@ type recomputer struct {
 // (com.microsoft MatMulNBits with a frozen packed weight) is made again
 // through its weight dequantized a slab at a time (see TimesNBits), not
 // by a second MatMulNBits node, for which ONNX Runtime would keep one
-// more pre-packed copy of the weight.
+// more pre-packed copy of the weight; so are the views (Reshape,
+// Transpose, Concat, Split) between such a product and what reads it, as
+// an int4 DoRA layer cuts its output from its node's rows (views).
 //
 // A copy that reads no recomputed value reads one of its forward inputs
 // through a Reshape to that input's own shape (an alias, no copy), so that
@@ -120,25 +122,34 @@ func (b *gradientPass) recompute(products, layers bool) {
 		r.expansions()
 	}
 	for _, n := range b.nodes {
-		if len(n.Output) != 1 || !r.candidate(n) || r.boundary[n.Output[0]] {
+		if !(len(n.Output) == 1 && r.candidate(n)) && !r.viewOfNBits(n, 0) {
 			continue
 		}
-		v := n.Output[0]
-		if len(r.readers[v]) == 0 || b.m.IsGraphOutput(v) {
+		read := false
+		for _, v := range n.Output {
+			if r.boundary[v] || b.m.IsGraphOutput(v) {
+				read = false
+				break
+			}
+			read = read || len(r.readers[v]) > 0
+		}
+		if !read {
 			continue
 		}
-		c, ok := r.copyOf(n, 0)
-		if !ok {
+		if _, ok := r.copyOf(n, 0); !ok {
 			continue
 		}
-		for _, rd := range r.readers[v] {
-			for i, in := range rd.Input {
-				if in == v {
-					b.m.SetNodeInput(rd, i, c)
+		for _, v := range n.Output {
+			c := r.again[v]
+			for _, rd := range r.readers[v] {
+				for i, in := range rd.Input {
+					if in == v {
+						b.m.SetNodeInput(rd, i, c)
+					}
 				}
 			}
+			delete(r.readers, v)
 		}
-		delete(r.readers, v)
 	}
 }
 
@@ -292,22 +303,104 @@ func (r *recomputer) avail(v string, depth int) (string, bool) {
 		return v, true
 	}
 	p := r.producer[v]
-	if (depth >= maxRecomputeChain && !r.layers) || p == nil || len(p.Output) != 1 || !r.candidate(p) {
+	if (depth >= maxRecomputeChain && !r.layers) || p == nil || !r.chainCandidate(p) {
 		return "", false
 	}
-	return r.copyOf(p, depth+1)
+	if _, ok := r.copyOf(p, depth+1); !ok {
+		return "", false
+	}
+	return r.again[v], true
+}
+
+// views are the ops that only move elements. With products on, a view
+// that an int4 product reaches through views alone (viewOfNBits) is made
+// again from the product's copy, as the product's own output is: an int4
+// DoRA layer's output is rows of its node's product of the activation's
+// rows with Aᵀ's appended (Reshape, Transpose, Concat, Split: rewrite's
+// dora_nbits.go).
+var views = map[string]bool{"Reshape": true, "Transpose": true, "Concat": true, "Split": true}
+
+// chainCandidate reports whether n may be made again on the way to a
+// value that a recomputed node reads: a candidate, or a view of an int4
+// product.
+func (r *recomputer) chainCandidate(n *onnxpb.NodeProto) bool {
+	if r.viewOfNBits(n, 0) {
+		return true
+	}
+	return len(n.Output) == 1 && r.candidate(n)
+}
+
+// viewOfNBits reports whether, with products on, n is a view (a Split, or
+// one of one output) that reads, through views alone, a recomputable int4
+// (MatMulNBits) product, or that such a product reads: the int4 DoRA
+// layer's rows and what is cut from them.
+func (r *recomputer) viewOfNBits(n *onnxpb.NodeProto, depth int) bool {
+	if !r.products || n.Domain != "" || !views[n.OpType] || depth >= maxRecomputeChain || (len(n.Output) != 1 && n.OpType != "Split") {
+		return false
+	}
+	if r.feedsNBits(n, depth) {
+		return true
+	}
+	for _, in := range n.Input {
+		p := r.producer[in]
+		switch {
+		case p == nil:
+		case quant.IsNode(p) && r.frozenNBits(p):
+			return true
+		case r.viewOfNBits(p, depth+1):
+			return true
+		}
+	}
+	return false
+}
+
+// feedsNBits reports whether an output of n reaches the input A of a
+// recomputable int4 product through views and casts alone.
+func (r *recomputer) feedsNBits(n *onnxpb.NodeProto, depth int) bool {
+	if depth >= maxRecomputeChain {
+		return false
+	}
+	for _, o := range n.Output {
+		for _, c := range r.b.m.Consumers(o) {
+			switch {
+			case quant.IsNode(c):
+				if c.Input[quant.InputA] == o && r.frozenNBits(c) {
+					return true
+				}
+			case c.Domain == "" && (views[c.OpType] || c.OpType == "Cast") && r.feedsNBits(c, depth+1):
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// small reports whether v is a small integer tensor (a shape, sizes),
+// which a view's copy reads as it is: keeping it costs nothing.
+func (r *recomputer) small(v string) bool {
+	t := r.b.inf.get(v)
+	return (t.elem == dtype.Int64 || t.elem == dtype.Int32) && t.shape.ok && t.shape.rank() <= 1
 }
 
 // copyOf emits a copy of the forward node n that reads available values,
-// records it as n's output's copy and returns its output; ok is false
+// records it as the copy of n's outputs and returns its first output; ok is false
 // when an input is not available or none depends on a graph input (a node
 // of constants alone is folded by ONNX Runtime, and a copy would be folded
 // into a second constant).
 func (r *recomputer) copyOf(n *onnxpb.NodeProto, depth int) (string, bool) {
 	inputs := make([]string, len(n.Input))
 	activation, fresh := false, false
+	view := views[n.OpType] && n.Domain == ""
 	for i, in := range n.Input {
+		if in == "" && quant.IsNode(n) {
+			continue // an absent optional input (g_idx before a bias)
+		}
 		c, ok := r.avail(in, depth)
+		if !ok && view && (r.small(in) || !r.dynamic[in]) {
+			// A shape, or a constant (Aᵀ of a frozen A), which ONNX
+			// Runtime folds: keeping it costs nothing.
+			c, ok = in, true
+		}
 		if !ok {
 			return "", false
 		}
@@ -327,16 +420,19 @@ func (r *recomputer) copyOf(n *onnxpb.NodeProto, depth int) (string, bool) {
 			}
 		}
 	}
-	v := n.Output[0]
-	var c string
+	var cs []string
 	if quant.IsNode(n) {
-		c = r.nbitsCopy(n, inputs)
+		cs = []string{r.nbitsCopy(n, inputs)}
 	} else {
-		c = r.e.emit(n.Domain, n.OpType, inputs, 1, n.Attribute...)[0]
+		cs = r.e.emit(n.Domain, n.OpType, inputs, len(n.Output), n.Attribute...)
 	}
-	r.e.inf.record(c, *r.b.inf.get(v))
-	r.again[v] = c
-	return c, true
+	for i, v := range n.Output {
+		if v != "" {
+			r.e.inf.record(cs[i], *r.b.inf.get(v))
+			r.again[v] = cs[i]
+		}
+	}
+	return cs[0], true
 }
 
 // nbitsCopy emits the copy of MatMulNBits node n over inputs as

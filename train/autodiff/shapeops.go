@@ -628,22 +628,18 @@ func inferConcat(f *inferer, n *onnxpb.NodeProto) []*tinfo {
 // splitSizes returns the sizes of a Split node's outputs along its axis,
 // where they are known.
 func (f *inferer) splitSizes(n *onnxpb.NodeProto, x *tinfo) ([]dim, bool) {
-	var sizes []int64
-	ok := false
 	if a := graph.Attr(n, "split"); a != nil {
-		sizes, ok = a.Ints, true
-	} else if len(n.Input) > 1 && n.Input[1] != "" {
-		sizes, ok = f.constInts(n, 1)
-		if !ok {
-			return nil, false
-		}
-	}
-	if ok {
-		out := make([]dim, len(sizes))
-		for i, s := range sizes {
+		out := make([]dim, len(a.Ints))
+		for i, s := range a.Ints {
 			out[i] = known(s)
 		}
 		return out, true
+	}
+	if len(n.Input) > 1 && n.Input[1] != "" {
+		// Computed sizes carry their dims, symbolic ones too (the rows
+		// of an activation beside a constant count).
+		sizes := f.get(n.Input[1]).vals
+		return sizes, sizes != nil
 	}
 	if !x.shape.ok {
 		return nil, false
