@@ -6,7 +6,6 @@ import (
 
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
-	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
 // TestRecomputeExpansions checks that the backward pass of a LLaMA with
@@ -60,24 +59,5 @@ func TestRecomputeExpansions(t *testing.T) {
 		t.Fatalf("without recomputation no backward node reads any of the %d expanded values: the test shows nothing", len(expanded))
 	}
 
-	outs := []string{loss}
-	for _, p := range params {
-		outs = append(outs, GradName(p))
-	}
-	run := func(tm *graph.Model) map[string]*rt.Tensor {
-		res, err := g.session(tm).Run(g.tensors("", 0, 0), outs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
-	a, b := run(on), run(off)
-	for _, o := range outs {
-		x, y := a[o].Float32(), b[o].Float32()
-		for i := range x {
-			if x[i] != y[i] {
-				t.Fatalf("%s[%d]: %v with recomputation, %v without", o, i, x[i], y[i])
-			}
-		}
-	}
+	sameLossAndGradients(t, g, loss, params, on, off)
 }

@@ -175,3 +175,30 @@ func TestRecomputeSkipsConstants(t *testing.T) {
 		}
 	}
 }
+
+// sameLossAndGradients runs the loss and the gradients of params through
+// g's feeds on the graph built with recomputation (on) and without (off),
+// and fails unless they agree bit for bit.
+func sameLossAndGradients(t *testing.T, g *testGraph, loss string, params []string, on, off *graph.Model) {
+	t.Helper()
+	outs := []string{loss}
+	for _, p := range params {
+		outs = append(outs, GradName(p))
+	}
+	run := func(tm *graph.Model) map[string]*rt.Tensor {
+		res, err := g.session(tm).Run(g.tensors("", 0, 0), outs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	a, b := run(on), run(off)
+	for _, o := range outs {
+		x, y := a[o].Float32(), b[o].Float32()
+		for i := range x {
+			if x[i] != y[i] {
+				t.Fatalf("%s[%d]: %v with recomputation, %v without", o, i, x[i], y[i])
+			}
+		}
+	}
+}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
-	rt "github.com/peftonnx/peftonnx/runtime"
 )
 
 // TestRecomputeAttentionProbabilities checks that the default
@@ -75,26 +74,7 @@ func TestRecomputeAttentionProbabilities(t *testing.T) {
 		}
 	}
 
-	outs := []string{loss}
-	for _, p := range params {
-		outs = append(outs, GradName(p))
-	}
-	run := func(tm *graph.Model) map[string]*rt.Tensor {
-		res, err := g.session(tm).Run(g.tensors("", 0, 0), outs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
-	a, b := run(on), run(off)
-	for _, o := range outs {
-		x, y := a[o].Float32(), b[o].Float32()
-		for i := range x {
-			if x[i] != y[i] {
-				t.Fatalf("%s[%d]: %v with recomputation, %v without", o, i, x[i], y[i])
-			}
-		}
-	}
+	sameLossAndGradients(t, g, loss, params, on, off)
 	if got := optimizedCopies(t, on, "Softmax"); got != c.Layers-1 {
 		t.Errorf("ONNX Runtime's optimized graph has %d recomputed softmaxes, want %d", got, c.Layers-1)
 	}
