@@ -4,8 +4,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	ortrt "github.com/peftonnx/peftonnx/runtime"
 )
 
 // TestInt4DoRAWorkflow runs DoRA on an int4 model through the commands:
@@ -23,18 +21,7 @@ func TestInt4DoRAWorkflow(t *testing.T) {
 	base := savedLlama(t, dir, "base.onnx", true)
 	q := at("q.onnx")
 	runOK(t, "quantize", base, "-o", q, "--block-size", "16")
-	must := func(x *ortrt.Tensor, err error) *ortrt.Tensor {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return x
-	}
-	feeds := map[string]*ortrt.Tensor{
-		"input_ids":      must(ortrt.NewInt64([]int64{1, 6}, []int64{3, 1, 4, 1, 5, 9})),
-		"attention_mask": must(ortrt.NewInt64([]int64{1, 6}, []int64{1, 1, 1, 1, 1, 1})),
-		"position_ids":   must(ortrt.NewInt64([]int64{1, 6}, []int64{0, 1, 2, 3, 4, 5})),
-	}
+	feeds := sixTokenFeeds(t, []int64{3, 1, 4, 1, 5, 9})
 	baseOut := runModel(t, q, feeds)
 
 	a := at("a.onnx")

@@ -30,18 +30,7 @@ func TestInt4Workflow(t *testing.T) {
 	runOK(t, "inject", q, "-o", a, "--target", ".*_proj", "--target", "lm_head", "--r", "4")
 	setRandomB(t, a, a, 5)
 	ids := []int64{3, 1, 4, 1, 5, 9}
-	must := func(x *ortrt.Tensor, err error) *ortrt.Tensor {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return x
-	}
-	feeds := map[string]*ortrt.Tensor{
-		"input_ids":      must(ortrt.NewInt64([]int64{1, 6}, ids)),
-		"attention_mask": must(ortrt.NewInt64([]int64{1, 6}, []int64{1, 1, 1, 1, 1, 1})),
-		"position_ids":   must(ortrt.NewInt64([]int64{1, 6}, []int64{0, 1, 2, 3, 4, 5})),
-	}
+	feeds := sixTokenFeeds(t, ids)
 	want := runModel(t, a, feeds)
 
 	if _, stderr, code := cli(t, "merge", a, "-o", filepath.Join(dir, "refused.onnx")); code == 0 || !strings.Contains(stderr, "--requantize") {
@@ -87,4 +76,19 @@ func countOp[N interface{ GetOpType() string }](nodes []N, op string) int {
 		}
 	}
 	return c
+}
+
+// sixTokenFeeds are the inputs of one six-token sequence, ids, for the
+// LLaMA test models: ids, a full attention mask and positions 0 to 5.
+func sixTokenFeeds(t *testing.T, ids []int64) map[string]*ortrt.Tensor {
+	t.Helper()
+	feeds := map[string]*ortrt.Tensor{}
+	for name, v := range map[string][]int64{"input_ids": ids, "attention_mask": {1, 1, 1, 1, 1, 1}, "position_ids": {0, 1, 2, 3, 4, 5}} {
+		x, err := ortrt.NewInt64([]int64{1, 6}, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		feeds[name] = x
+	}
+	return feeds
 }

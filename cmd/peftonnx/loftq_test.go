@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	ortrt "github.com/peftonnx/peftonnx/runtime"
 )
 
 // outputsDistance returns ‖got − want‖ over all of want's outputs, +Inf
@@ -55,18 +53,7 @@ func TestLoftQCLI(t *testing.T) {
 	dir := t.TempDir()
 	at := func(name string) string { return filepath.Join(dir, name) }
 	base := savedLlama(t, dir, "base.onnx", true)
-	must := func(x *ortrt.Tensor, err error) *ortrt.Tensor {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return x
-	}
-	feeds := map[string]*ortrt.Tensor{
-		"input_ids":      must(ortrt.NewInt64([]int64{1, 6}, []int64{3, 1, 4, 1, 5, 9})),
-		"attention_mask": must(ortrt.NewInt64([]int64{1, 6}, []int64{1, 1, 1, 1, 1, 1})),
-		"position_ids":   must(ortrt.NewInt64([]int64{1, 6}, []int64{0, 1, 2, 3, 4, 5})),
-	}
+	feeds := sixTokenFeeds(t, []int64{3, 1, 4, 1, 5, 9})
 	want := runModel(t, base, feeds)
 
 	runOK(t, "quantize", base, "-o", at("rtn.onnx"), "--bits", "4", "--block-size", "16", "--target", ".*_proj")

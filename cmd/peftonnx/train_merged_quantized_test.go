@@ -62,18 +62,7 @@ func TestTrainMergedQuantized(t *testing.T) {
 	}
 	applied := at("applied.onnx")
 	runOK(t, "apply", q, "--adapter", at("float"), "-o", applied)
-	must := func(x *ortrt.Tensor, err error) *ortrt.Tensor {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return x
-	}
-	feeds := map[string]*ortrt.Tensor{
-		"input_ids":      must(ortrt.NewInt64([]int64{1, 6}, []int64{3, 1, 4, 1, 5, 9})),
-		"attention_mask": must(ortrt.NewInt64([]int64{1, 6}, []int64{1, 1, 1, 1, 1, 1})),
-		"position_ids":   must(ortrt.NewInt64([]int64{1, 6}, []int64{0, 1, 2, 3, 4, 5})),
-	}
+	feeds := sixTokenFeeds(t, []int64{3, 1, 4, 1, 5, 9})
 	want := runModel(t, applied, feeds)
 	if d, err := maxDiff(want, runModel(t, q, feeds)); err != nil || d < 1e-3 {
 		t.Fatalf("the trained adapter changes the outputs by %.3g (%v): the test would prove nothing", d, err)
@@ -114,7 +103,11 @@ func TestTrainMergedQuantized(t *testing.T) {
 	}
 	qApplied := at("qdq-applied.onnx")
 	runOK(t, "apply", qdq, "--adapter", at("qdq-float"), "-o", qApplied)
-	xFeeds := map[string]*ortrt.Tensor{"x": must(ortrt.NewFloat32([]int64{2, 8}, []float32{0.5, -0.25, 0.75, 0, -0.5, 0.25, 1, -1, 0.1, 0.2, -0.3, 0.4, -0.6, 0.7, 0.8, -0.9}))}
+	x, err := ortrt.NewFloat32([]int64{2, 8}, []float32{0.5, -0.25, 0.75, 0, -0.5, 0.25, 1, -1, 0.1, 0.2, -0.3, 0.4, -0.6, 0.7, 0.8, -0.9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	xFeeds := map[string]*ortrt.Tensor{"x": x}
 	qWant := runModel(t, qApplied, xFeeds)
 	if d, err := maxDiff(qWant, runModel(t, qdq, xFeeds)); err != nil || d < 1e-3 {
 		t.Fatalf("the adapter trained on QDQ changes the outputs by %.3g (%v): the test would prove nothing", d, err)
