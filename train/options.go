@@ -104,12 +104,12 @@ type Options struct {
 	// Seed drives the data order.
 	Seed uint64
 
-	// RecomputeProducts has the backward pass compute again the products
-	// of activations with frozen weights that it reads (an MLP's gate and
-	// up projections), instead of keeping them from the forward pass:
-	// about 0.3 GB less on a GPT-2-small-sized model at 8×128, for a
-	// quarter more time per step (autodiff.WithRecomputeProducts).
-	RecomputeProducts bool
+	// RecomputeProducts says whether the backward pass computes again the
+	// products of activations with frozen weights that it reads (an
+	// MLP's gate and up projections) instead of keeping them from the
+	// forward pass: the zero value, ProductsAuto, recomputes an int4
+	// base's and keeps a float base's (see Products).
+	RecomputeProducts Products
 	// RecomputeLayers checkpoints whole decoder layers: the backward pass
 	// computes again everything a layer made, from the value that entered
 	// it, keeping only the residual stream between layers
@@ -251,6 +251,9 @@ func (o *Options) validate() error {
 		return errorf("half-precision policy %q: want %q or %q", o.Half, Upcast, KeepHalf)
 	case !(o.LossScale > 0) || math.IsInf(o.LossScale, 0) || !isPowerOfTwo(o.LossScale):
 		return errorf("loss scale %v: want a power of two", o.LossScale)
+	}
+	if err := o.RecomputeProducts.check(); err != nil {
+		return err
 	}
 	return o.AdamW.Validate()
 }

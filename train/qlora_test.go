@@ -245,11 +245,15 @@ func headReaders(t *testing.T, m *graph.Model, params []string, v string, opts .
 	return outside, nbits
 }
 
-// TestRecomputeInt4Products: with WithRecomputeProducts or
-// WithRecomputeLayers, the int4 layers' products are made again in the
-// backward pass through dequantized slabs, not by new MatMulNBits nodes
-// (each would hold one more pre-packed weight in ONNX Runtime), and the
-// loss and LoRA gradients are those without recomputation (1e-5).
+// TestRecomputeInt4Products: with WithRecomputeInt4Products,
+// WithRecomputeProducts or WithRecomputeLayers, the int4 layers' products
+// are made again in the backward pass through dequantized slabs, not by
+// new MatMulNBits nodes (each would hold one more pre-packed weight in
+// ONNX Runtime), and the loss and LoRA gradients are those without
+// recomputation (1e-5). WithRecomputeInt4Products alone leaves the float
+// products kept: on a base whose up projections alone are int4, the
+// float gate projections' products are still read by the backward pass,
+// and the int4 up projections' are not.
 func TestRecomputeInt4Products(t *testing.T) {
 	requireORT(t)
 	// The benchmark's model and adapter: the standard-op LLaMA in int4,
@@ -258,14 +262,14 @@ func TestRecomputeInt4Products(t *testing.T) {
 	// never recomputed).
 	lc := adapter.DefaultLoRAConfig(".*q_proj", ".*v_proj")
 	lc.R, lc.Alpha = 4, 8
-	adapted := func() (*graph.Model, []string, int) {
+	adapted := func(targets ...string) (*graph.Model, []string, int) {
 		c := models.LlamaTiny()
 		c.NoCache = true
 		m, err := models.Llama(c)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := quantize.Model(m, quantize.Options{Bits: 4, BlockSize: 16}); err != nil {
+		if _, err := quantize.Model(m, quantize.Options{Bits: 4, BlockSize: 16, Targets: targets}); err != nil {
 			t.Fatal(err)
 		}
 		_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1))
@@ -281,38 +285,151 @@ func TestRecomputeInt4Products(t *testing.T) {
 		}
 		return m, sum.Trainable(), n
 	}
-	m, params, _ := adapted()
-	want := gradientsOn(t, m, CausalLM, params, nil)
-	for name, opt := range map[string]autodiff.Option{
-		"products": autodiff.WithRecomputeProducts(true),
-		"layers":   autodiff.WithRecomputeLayers(true),
-	} {
-		m, params, nbits := adapted()
+	// build returns the training graph of m with opt, and how many of its
+	// nodes are MatMulNBits nodes and recomputed products (Gemm copies).
+	build := func(m *graph.Model, params []string, opt autodiff.Option) (g *graph.Model, nbits, copies int) {
 		probe := m.Clone()
 		loss, err := CausalLMLoss(probe, "logits")
 		if err != nil {
 			t.Fatal(err)
 		}
-		g, err := autodiff.Build(probe, loss, params, opt)
-		if err != nil {
+		if g, err = autodiff.Build(probe, loss, params, opt); err != nil {
 			t.Fatal(err)
 		}
-		copies, after := 0, 0
 		for _, node := range g.Graph().Node {
 			if quant.IsNode(node) {
-				after++
+				nbits++
 			}
 			if strings.HasPrefix(node.Name, "recompute/") && node.OpType == "Gemm" {
 				copies++
 			}
 		}
+		return g, nbits, copies
+	}
+	m, params, _ := adapted()
+	want := gradientsOn(t, m, CausalLM, params, nil)
+	for _, c := range []struct {
+		name string
+		opt  autodiff.Option
+	}{
+		{"int4 products", autodiff.WithRecomputeInt4Products(true)},
+		{"products", autodiff.WithRecomputeProducts(true)},
+		{"layers", autodiff.WithRecomputeLayers(true)},
+	} {
+		m, params, nbits := adapted()
+		_, after, copies := build(m, params, c.opt)
 		if after > nbits {
-			t.Errorf("%s: %d MatMulNBits nodes in the training graph, %d in the model", name, after, nbits)
+			t.Errorf("%s: %d MatMulNBits nodes in the training graph, %d in the model", c.name, after, nbits)
 		}
 		if copies == 0 {
-			t.Errorf("%s: no int4 product is recomputed", name)
+			t.Errorf("%s: no int4 product is recomputed", c.name)
 		}
-		got := gradientsOnBuilt(t, m, CausalLM, params, nil, []autodiff.Option{opt})
+		got := gradientsOnBuilt(t, m, CausalLM, params, nil, []autodiff.Option{c.opt})
 		compareGradients(t, got, want, params, 1e-5)
+	}
+
+	// Up projections int4, gate projections float.
+	m, params, nbits := adapted(".*up_proj")
+	if nbits == 0 {
+		t.Fatal("no up projection was quantized")
+	}
+	g, _, _ := build(m, params, autodiff.WithRecomputeInt4Products(true))
+	forward := map[string]bool{}
+	for _, node := range m.Graph().Node {
+		forward[node.Name] = true
+	}
+	var gates, ups int
+	for _, node := range m.Graph().Node {
+		if len(node.Output) == 0 {
+			continue
+		}
+		reads := 0
+		for _, b := range g.Graph().Node {
+			if !forward[b.Name] && slices.Contains(b.Input, node.Output[0]) {
+				reads++
+			}
+		}
+		switch {
+		case strings.Contains(node.Name, "gate_proj") && node.OpType == "MatMul":
+			gates++
+			if reads == 0 {
+				t.Errorf("int4 products: the float gate projection %s is recomputed (no backward node reads %s)", node.Name, node.Output[0])
+			}
+		case strings.Contains(node.Name, "up_proj") && quant.IsNode(node):
+			ups++
+			if reads > 0 {
+				t.Errorf("int4 products: %d backward nodes read the int4 up projection's %s", reads, node.Output[0])
+			}
+		}
+	}
+	if gates == 0 || ups == 0 {
+		t.Fatalf("found %d float gate and %d int4 up projections: the test shows nothing", gates, ups)
+	}
+}
+
+// TestTrainerRecomputesInt4Products: by default (ProductsAuto) the
+// trainer's gradient graph makes an int4 base's frozen products again in
+// the backward pass, on the standard-op LLaMA and on the model builder's
+// (packed QKV), and ProductsKept keeps them; the training graph of a
+// float base is the same with ProductsAuto as with ProductsKept.
+func TestTrainerRecomputesInt4Products(t *testing.T) {
+	requireORT(t)
+	recomputed := func(m *graph.Model, p Products) (int, string) {
+		lc := adapter.DefaultLoRAConfig(".*q_proj", ".*v_proj", ".*qkv_proj")
+		lc.R = 4
+		_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := testOptions()
+		opts.Steps, opts.RecomputeProducts = 1, p
+		tr, _ := trainSteps(t, m, sum.Trainable(), patternData(8, 8, 32, 1), opts)
+		g, err := tr.gradientGraph()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, node := range g.Graph().Node {
+			if strings.HasPrefix(node.Name, "recompute/") && node.OpType == "Gemm" {
+				n++
+			}
+		}
+		b, err := g.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n, string(b)
+	}
+	standard := func() *graph.Model {
+		c := models.LlamaTiny()
+		c.NoCache = true
+		m, err := models.Llama(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := quantize.Model(m, quantize.Options{Bits: 4, BlockSize: 16}); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	for name, base := range map[string]func() *graph.Model{"standard ops": standard, "model builder": func() *graph.Model { return int4Llama(t) }} {
+		if n, _ := recomputed(base(), ProductsAuto); n == 0 {
+			t.Errorf("%s: by default no int4 product is recomputed", name)
+		}
+		if n, _ := recomputed(base(), ProductsKept); n != 0 {
+			t.Errorf("%s: ProductsKept recomputes %d int4 products", name, n)
+		}
+	}
+	float := func() *graph.Model {
+		m, err := models.Llama(models.LlamaTiny())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	_, auto := recomputed(float(), ProductsAuto)
+	_, kept := recomputed(float(), ProductsKept)
+	if auto != kept {
+		t.Error("float base: the training graph with ProductsAuto is not the one with ProductsKept")
 	}
 }

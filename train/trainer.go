@@ -243,13 +243,12 @@ func (t *Trainer) gradientGraph() (*graph.Model, error) {
 	if t.chunkedLoss != nil {
 		m = t.chunkedLoss
 	}
-	opts := []autodiff.Option{
-		autodiff.WithRecomputeProducts(t.opts.RecomputeProducts),
+	opts := append(t.opts.RecomputeProducts.options(),
 		autodiff.WithRecomputeLayers(t.opts.RecomputeLayers),
 		// Shapes past an op that autodiff does not know come from one
 		// forward run on the first batch.
 		autodiff.WithShapeProbe(batchProbe(t.firstBatch(), t.opts.Task, outputDims(t.withLoss, t.opts.Output), t.opts.Session)),
-	}
+	)
 	if t.opts.LossScale != 1 {
 		m = m.Clone()
 		scale := graph.NewFloat32Tensor(m.UniqueName("loss_scale"), dtype.Float32, nil, []float32{float32(t.opts.LossScale)})

@@ -609,24 +609,28 @@ func firstB(ps map[string][]float32) string {
 
 // TestTrainerRecomputeProducts checks that recomputing the frozen products
 // in the backward pass changes nothing in what training computes: three
-// steps with and without give the same parameters, bit for bit.
+// steps with them kept, recomputed, and by default (a float base: kept)
+// give the same parameters, bit for bit.
 func TestTrainerRecomputeProducts(t *testing.T) {
 	requireORT(t)
-	run := func(recompute bool) map[string][]float32 {
+	run := func(p Products) map[string][]float32 {
 		m, err := models.Llama(models.LlamaTiny())
 		if err != nil {
 			t.Fatal(err)
 		}
 		m, params := injectLoRA(t, m, ".*q_proj", ".*v_proj")
 		opts := testOptions()
-		opts.Steps, opts.RecomputeProducts = 3, recompute
+		opts.Steps, opts.RecomputeProducts = 3, p
 		tr, _ := trainSteps(t, m, params, patternData(8, 8, 32, 1), opts)
 		return paramValues(tr)
 	}
-	want, got := run(false), run(true)
-	for name := range want {
-		if !slices.Equal(got[name], want[name]) {
-			t.Fatalf("parameter %s differs with recomputed products", name)
+	want := run(ProductsKept)
+	for _, p := range []Products{ProductsRecomputed, ProductsAuto} {
+		got := run(p)
+		for name := range want {
+			if !slices.Equal(got[name], want[name]) {
+				t.Fatalf("parameter %s differs with products %v", name, p)
+			}
 		}
 	}
 }

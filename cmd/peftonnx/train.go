@@ -86,7 +86,10 @@ on a GPT-2-small-sized model about 0.5 GB less at peak, for steps about
 10% slower. --recompute-products has the backward pass compute again the
 products with frozen weights that it needs (an MLP's gate and up
 projections) instead of keeping them: about 0.3 GB less there, for steps
-about 25% slower. The two add up. --recompute-layers checkpoints whole
+about 25% slower. The two add up. On an int4 base (MatMulNBits layers)
+the int4 products are recomputed by default, as QLoRA recipes checkpoint
+by default: there the kept activations are most of a step's memory;
+--recompute-products=false keeps them. --recompute-layers checkpoints whole
 decoder layers: the backward pass computes each layer again from the value
 that entered it, and only the residual stream between layers is kept. A causal LM's head and loss run in
 --loss-chunks pieces over the sequence (default 8; 0 for the whole), so
@@ -152,18 +155,19 @@ never changed.`,
 
 // trainFlags holds the train command's flags.
 type trainFlags struct {
-	data, out, eval, tokenizer, logJSON, device, merged   string
-	format                                                string
-	loss, output, schedule, half                          string
-	epochs, steps, batch, seqLen, warmup, gradAccum       int
-	threads, checkpointEvery, evalEvery, stopAfter        int
-	lr, weightDecay, clip, lossScale, loraPlus            float64
-	seed                                                  uint64
-	resume, lowMemory, recomputeProducts, recomputeLayers bool
-	lossChunks                                            int
-	tpDegree                                              int
-	mergeTP                                               bool
-	quantizedMerge                                        quantizedMergeFlags
+	data, out, eval, tokenizer, logJSON, device, merged string
+	format                                              string
+	loss, output, schedule, half                        string
+	epochs, steps, batch, seqLen, warmup, gradAccum     int
+	threads, checkpointEvery, evalEvery, stopAfter      int
+	lr, weightDecay, clip, lossScale, loraPlus          float64
+	seed                                                uint64
+	resume, lowMemory, recomputeLayers                  bool
+	recomputeProducts                                   train.Products
+	lossChunks                                          int
+	tpDegree                                            int
+	mergeTP                                             bool
+	quantizedMerge                                      quantizedMergeFlags
 }
 
 func runTrain(cx *context, args []string) error {
@@ -190,7 +194,7 @@ func runTrain(cx *context, args []string) error {
 	fs.StringVar(&f.device, "device", "cpu", "train on `cpu`, cuda or cuda:N")
 	fs.IntVar(&f.threads, "threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
 	fs.BoolVar(&f.lowMemory, "low-memory", false, "keep no pre-packed copy of the frozen weights: less memory, slower steps")
-	fs.BoolVar(&f.recomputeProducts, "recompute-products", false, "recompute the products with frozen weights that the backward pass needs: less memory, slower steps")
+	fs.Var(productsFlag{&f.recomputeProducts}, "recompute-products", "recompute the products with frozen weights that the backward pass needs: less memory, slower steps (default: on an int4 base only; =false keeps them there too)")
 	fs.BoolVar(&f.recomputeLayers, "recompute-layers", false, "checkpoint whole decoder layers: recompute each layer in the backward pass from its input; the least memory, slower steps")
 	fs.IntVar(&f.lossChunks, "loss-chunks", train.DefaultOptions().LossChunks, "compute a causal LM's head and loss in `N` chunks over the sequence; 0: whole")
 	fs.StringVar(&f.loss, "loss", "auto", "loss: `auto`, causal, token, classification or mse")

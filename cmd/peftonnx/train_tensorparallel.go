@@ -69,7 +69,7 @@ func checkTensorParallelFlags(f *trainFlags) error {
 		flag string
 	}{
 		{f.merged != "", "--merged"},
-		{f.recomputeProducts, "--recompute-products"},
+		{f.recomputeProducts != train.ProductsAuto, "--recompute-products"},
 		{f.recomputeLayers, "--recompute-layers"},
 		{f.output != "", "--output"},
 		{train.HalfPolicy(f.half) != train.Upcast, "--half keep"},

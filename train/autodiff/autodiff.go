@@ -26,6 +26,7 @@ type config struct {
 	outputs     []string
 	noRecompute bool
 	products    bool
+	int4        bool // the int4 products alone (WithRecomputeInt4Products)
 	layers      bool
 	probe       ShapeProbe
 }
@@ -40,6 +41,21 @@ type config struct {
 func WithRecomputeProducts(on bool) Option {
 	return func(c *config) error {
 		c.products = on
+		return nil
+	}
+}
+
+// WithRecomputeInt4Products recomputes, in the backward pass, the
+// products of activations with frozen int4 weights (com.microsoft
+// MatMulNBits) that it reads, as WithRecomputeProducts does, but keeps
+// the float products: on an int4 base the frozen weights are small, and
+// the activations the backward pass keeps are most of a step's memory
+// (for a LLaMA MLP, its gate and up projections). Off by default; it
+// needs WithRecompute on. package train turns it on for an int4 base
+// (train.ProductsAuto).
+func WithRecomputeInt4Products(on bool) Option {
+	return func(c *config) error {
+		c.int4 = on
 		return nil
 	}
 }
@@ -186,7 +202,7 @@ func (b *gradientPass) run() error {
 		return err
 	}
 	if !b.cfg.noRecompute {
-		b.recompute(b.cfg.products, b.cfg.layers)
+		b.recompute(b.cfg.products, b.cfg.int4, b.cfg.layers)
 	}
 	b.setOutputs(grads)
 	b.prune()

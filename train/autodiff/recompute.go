@@ -17,8 +17,10 @@ type recomputer struct {
 	b *gradientPass
 	e *emitter
 	// products: also recompute the products of an activation with a
-	// frozen matrix (WithRecomputeProducts).
-	products bool
+	// frozen matrix (WithRecomputeProducts); int4: those with a frozen
+	// int4 (MatMulNBits) weight, products on or not
+	// (WithRecomputeInt4Products).
+	products, int4 bool
 	// layers: recompute everything a layer makes from its input
 	// (WithRecomputeLayers); boundary holds the values that leave a
 	// layer, which are kept.
@@ -59,8 +61,9 @@ type recomputer struct {
 // weight (MatMul, Gemm) are recomputed too, together with the cheap nodes
 // that lead to them from kept values (a normalization, say): for a LLaMA
 // MLP, its gate and up projections, the largest values the backward pass
-// keeps, for one more product each in the backward pass. An int4 product
-// (com.microsoft MatMulNBits with a frozen packed weight) is made again
+// keeps, for one more product each in the backward pass. With int4
+// products on (or products), an int4 product (com.microsoft MatMulNBits
+// with a frozen packed weight) is made again
 // through its weight dequantized a slab at a time (see TimesNBits), not
 // by a second MatMulNBits node, for which ONNX Runtime would keep one
 // more pre-packed copy of the weight; so are the views (Reshape,
@@ -79,9 +82,9 @@ type recomputer struct {
 // (read by a node outside it: the residual stream) are kept, as torch's
 // checkpoint of whole layers does. The copies make the same values, so
 // the gradients are unchanged.
-func (b *gradientPass) recompute(products, layers bool) {
+func (b *gradientPass) recompute(products, int4, layers bool) {
 	r := &recomputer{
-		b: b, e: newEmitter(b.m, b.inf, b.opset), products: products || layers, layers: layers,
+		b: b, e: newEmitter(b.m, b.inf, b.opset), products: products || layers, int4: int4 || products || layers, layers: layers,
 		made: map[string]bool{}, dynamic: map[string]bool{}, producer: map[string]*onnxpb.NodeProto{},
 		readers: map[string][]*onnxpb.NodeProto{}, again: map[string]string{},
 		layerOf: map[string]string{}, boundary: map[string]bool{}, shared: map[string]bool{},
@@ -159,7 +162,7 @@ func (b *gradientPass) recompute(products, layers bool) {
 // an int4 one (MatMulNBits) included.
 func (r *recomputer) candidate(n *onnxpb.NodeProto) bool {
 	if quant.IsNode(n) {
-		return r.products && r.frozenNBits(n)
+		return r.int4 && r.frozenNBits(n)
 	}
 	k := key(n.Domain, n.OpType)
 	e := registry[k]
@@ -330,12 +333,12 @@ func (r *recomputer) chainCandidate(n *onnxpb.NodeProto) bool {
 	return len(n.Output) == 1 && r.candidate(n)
 }
 
-// viewOfNBits reports whether, with products on, n is a view (a Split, or
+// viewOfNBits reports whether, with int4 products on, n is a view (a Split, or
 // one of one output) that reads, through views alone, a recomputable int4
 // (MatMulNBits) product, or that such a product reads: the int4 DoRA
 // layer's rows and what is cut from them.
 func (r *recomputer) viewOfNBits(n *onnxpb.NodeProto, depth int) bool {
-	if !r.products || n.Domain != "" || !views[n.OpType] || depth >= maxRecomputeChain || (len(n.Output) != 1 && n.OpType != "Split") {
+	if !r.int4 || n.Domain != "" || !views[n.OpType] || depth >= maxRecomputeChain || (len(n.Output) != 1 && n.OpType != "Split") {
 		return false
 	}
 	if r.feedsNBits(n, depth) {

@@ -63,6 +63,9 @@ func isDoRAMode(mode string) bool { return mode == modeTrainDoRA || mode == mode
 //	PEFTBENCH_DUMP_GRAPH=path      write the graph the session runs
 //	PEFTBENCH_LOSS_CHUNKS=n        the LM head and loss in n chunks (0: whole; default train's)
 //	PEFTBENCH_RECOMPUTE=layers     checkpoint whole layers (autodiff.WithRecomputeLayers)
+//	PEFTBENCH_RECOMPUTE=products   recompute the frozen products (autodiff.WithRecomputeProducts)
+//	PEFTBENCH_RECOMPUTE=kept       keep every frozen product (unset: train's default, int4 ones recomputed)
+//	PEFTBENCH_ORT_OPTIMIZED=path   write the graph ONNX Runtime runs, after its optimizations
 //	PEFTBENCH_ARENA=off            ONNX Runtime's CPU memory arena off (runtime.WithMemoryArena)
 type goRun struct {
 	spec  Spec
@@ -146,7 +149,13 @@ func openGoRun(dir, mode string, batch, threads int) (*goRun, error) {
 			r.params = append(r.params, train.NewParam(name, m.Initializer(name).Dims, v))
 			r.grads = append(r.grads, autodiff.GradName(name))
 		}
-		if g, err = autodiff.Build(m, loss, names, autodiff.WithRecomputeLayers(os.Getenv("PEFTBENCH_RECOMPUTE") == "layers")); err != nil {
+		// Unset, as train.Trainer's default (train.ProductsAuto): an int4
+		// base's products recomputed, float ones kept.
+		recompute := os.Getenv("PEFTBENCH_RECOMPUTE")
+		if g, err = autodiff.Build(m, loss, names,
+			autodiff.WithRecomputeInt4Products(recompute == ""),
+			autodiff.WithRecomputeProducts(recompute == "products"),
+			autodiff.WithRecomputeLayers(recompute == "layers")); err != nil {
 			return nil, err
 		}
 		r.loss = loss
@@ -242,6 +251,9 @@ func openSession(g *graph.Model, threads int, prepack bool) (*session.Session, e
 	// trace, and PEFTBENCH_ORT_CONFIG="key=value;…" sets session entries.
 	if p := os.Getenv("PEFTBENCH_ORT_PROFILE"); p != "" {
 		opts = append(opts, rt.WithProfiling(p))
+	}
+	if p := os.Getenv("PEFTBENCH_ORT_OPTIMIZED"); p != "" {
+		opts = append(opts, rt.WithOptimizedModelPath(p))
 	}
 	if os.Getenv("PEFTBENCH_ARENA") == "off" {
 		opts = append(opts, rt.WithMemoryArena(false))
