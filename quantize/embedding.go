@@ -3,7 +3,6 @@ package quantize
 import (
 	"fmt"
 	"math"
-	"slices"
 
 	"github.com/peftonnx/peftonnx/dtype"
 	"github.com/peftonnx/peftonnx/graph"
@@ -94,33 +93,16 @@ func (q *quantizer) embedding(l rewrite.Linear, sums *errorSums) (Embedding, err
 		errSq += d * d
 		refSq += float64(x) * float64(x)
 	}
-	base := quant.BuilderNames(l.Weight, o.Bits)
-	names := quant.TensorNames{B: m.UniqueName(base.B), Scales: m.UniqueName(base.Scales)}
-	if !w.Symmetric() {
-		names.ZeroPoints = m.UniqueName(base.ZeroPoints)
-	}
-	tensors, err := w.GatherTensors(names)
+	names, err := q.addPacked(l, w, w.GatherTensors, len(table), sums)
 	if err != nil {
 		return Embedding{}, err
 	}
-	for _, x := range tensors {
-		m.AddInitializer(x)
-		sums.packedBytes += int64(len(x.RawData))
-	}
-	sums.floatBytes += int64(len(table)) * int64(graph.TypeOf(m.Initializer(l.Weight)).Size())
-	name := ""
-	if l.NodeName != "" {
-		name = m.UniqueName(quant.BuilderNodeName(l.NodeName, o.Bits))
-	}
+	name := q.nodeName(l)
 	node, err := w.GatherNode(names, name, l.Input, l.Output)
 	if err != nil {
 		return Embedding{}, err
 	}
-	m.Graph().Node[q.position[l.Node]] = node
-	for _, c := range slices.Backward(l.WeightChain) {
-		q.unreadNodes = append(q.unreadNodes, c)
-	}
-	q.unreadInits = append(q.unreadInits, l.Weight)
+	q.replace(l, node)
 	return Embedding{
 		Module: l.Module, Node: l.NodeName, NewNode: name, Weight: l.Weight, Tensors: names,
 		Vocab: vocab, Dim: dim, MaxAbsError: maxAbs, RelError: ratio(errSq, refSq),

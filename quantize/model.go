@@ -208,6 +208,29 @@ type quantizer struct {
 	unreadInits []string
 }
 
+// addPacked adds the initializers that tensors (w.Tensors or
+// w.GatherTensors) makes of w, the quantized weight of l, under names made
+// unique from quant.BuilderNames, and counts in sums their bytes and those
+// of the float weight's elements. It returns the names.
+func (q *quantizer) addPacked(l rewrite.Linear, w *quant.Weight, tensors func(quant.TensorNames) ([]*onnxpb.TensorProto, error), elements int, sums *errorSums) (quant.TensorNames, error) {
+	m := q.m
+	base := quant.BuilderNames(l.Weight, q.o.Bits)
+	names := quant.TensorNames{B: m.UniqueName(base.B), Scales: m.UniqueName(base.Scales)}
+	if !w.Symmetric() {
+		names.ZeroPoints = m.UniqueName(base.ZeroPoints)
+	}
+	ts, err := tensors(names)
+	if err != nil {
+		return quant.TensorNames{}, err
+	}
+	for _, t := range ts {
+		m.AddInitializer(t)
+		sums.packedBytes += int64(len(t.RawData))
+	}
+	sums.floatBytes += int64(elements) * int64(graph.TypeOf(m.Initializer(l.Weight)).Size())
+	return names, nil
+}
+
 // layer replaces the node of l, the i-th layer quantized.
 func (q *quantizer) layer(l rewrite.Linear, i int, sums *errorSums) (Layer, error) {
 	m, o := q.m, q.o
@@ -223,20 +246,10 @@ func (q *quantizer) layer(l rewrite.Linear, i int, sums *errorSums) (Layer, erro
 		if err != nil {
 			return Layer{}, err
 		}
-		base := quant.BuilderNames(l.Weight, o.Bits)
-		names := quant.TensorNames{B: m.UniqueName(base.B), Scales: m.UniqueName(base.Scales)}
-		if !w.Symmetric() {
-			names.ZeroPoints = m.UniqueName(base.ZeroPoints)
-		}
-		tensors, err := w.Tensors(names)
+		names, err := q.addPacked(l, w, w.Tensors, k*n, sums)
 		if err != nil {
 			return Layer{}, err
 		}
-		for _, t := range tensors {
-			m.AddInitializer(t)
-			sums.packedBytes += int64(len(t.RawData))
-		}
-		sums.floatBytes += int64(k*n) * int64(graph.TypeOf(m.Initializer(l.Weight)).Size())
 		deq, err := w.Dequantize()
 		if err != nil {
 			return Layer{}, err
@@ -264,27 +277,38 @@ func (q *quantizer) layer(l rewrite.Linear, i int, sums *errorSums) (Layer, erro
 			q.unreadInits = append(q.unreadInits, l.Bias)
 		}
 	}
-	name := ""
-	if l.NodeName != "" {
-		name = m.UniqueName(quant.BuilderNodeName(l.NodeName, o.Bits))
-	}
+	name := q.nodeName(l)
 	node, err := p.w.Node(p.names, quant.NodeOptions{Name: name, A: l.Input, Y: l.Output, Bias: bias, AccuracyLevel: o.AccuracyLevel})
 	if err != nil {
 		return Layer{}, err
 	}
-	// The new node takes the old one's place, so the order stays
-	// topological; the indexes are rebuilt once all layers are done.
-	m.Graph().Node[q.position[l.Node]] = node
-	for _, c := range slices.Backward(l.WeightChain) {
-		q.unreadNodes = append(q.unreadNodes, c)
-	}
-	q.unreadInits = append(q.unreadInits, l.Weight)
+	q.replace(l, node)
 	return Layer{
 		Module: l.Module, Node: l.NodeName, Op: l.Op, NewNode: name,
 		Weight: l.Weight, Tensors: p.names, K: k, N: n,
 		MaxAbsError: p.maxAbs, RelError: p.rel, OutputRelError: p.outR,
 		Shared: shared,
 	}, nil
+}
+
+// nodeName returns the unique name of the node that replaces l's, as the
+// builder names it; "" when l's node has no name.
+func (q *quantizer) nodeName(l rewrite.Linear) string {
+	if l.NodeName == "" {
+		return ""
+	}
+	return q.m.UniqueName(quant.BuilderNodeName(l.NodeName, q.o.Bits))
+}
+
+// replace puts node in the place of l's node, so that the order stays
+// topological (the indexes are rebuilt once all layers are done), and
+// leaves l's weight chain and float weight to removeUnread.
+func (q *quantizer) replace(l rewrite.Linear, node *onnxpb.NodeProto) {
+	q.m.Graph().Node[q.position[l.Node]] = node
+	for _, c := range slices.Backward(l.WeightChain) {
+		q.unreadNodes = append(q.unreadNodes, c)
+	}
+	q.unreadInits = append(q.unreadInits, l.Weight)
 }
 
 // removeUnread removes the chain nodes and float weights of the replaced

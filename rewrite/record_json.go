@@ -8,55 +8,57 @@ import (
 
 // The metadata that Inject and InjectPrefix write stores element types as
 // ONNX numbers ("dtype":10), as it always has; dtype.Type marshals to its
-// name, so Site and PrefixSite convert their type fields themselves.
+// name, so Site and PrefixSite give their type fields as onnxNumbers. Each
+// has one jsonForm, which MarshalJSON writes and UnmarshalJSON reads into.
 
-// MarshalJSON writes s with DType and BaseDType as ONNX numbers.
-func (s Site) MarshalJSON() ([]byte, error) {
-	type plain Site
-	return json.Marshal(struct {
-		plain
-		DType     int32 `json:"dtype"`
-		BaseDType int32 `json:"base_dtype"`
-	}{plain(s), int32(s.DType), int32(s.BaseDType)})
-}
+// onnxNumber writes and reads the element type it points to as its ONNX
+// number.
+type onnxNumber struct{ t *dtype.Type }
 
-// UnmarshalJSON reads a Site whose DType and BaseDType are ONNX numbers.
-func (s *Site) UnmarshalJSON(b []byte) error {
-	type plain Site
-	v := struct {
-		*plain
-		DType     int32 `json:"dtype"`
-		BaseDType int32 `json:"base_dtype"`
-	}{plain: (*plain)(s)}
+// MarshalJSON writes the type's ONNX number.
+func (n onnxNumber) MarshalJSON() ([]byte, error) { return json.Marshal(int32(*n.t)) }
+
+// UnmarshalJSON reads an ONNX number into the type.
+func (n onnxNumber) UnmarshalJSON(b []byte) error {
+	var v int32
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err
 	}
-	s.DType, s.BaseDType = dtype.Type(v.DType), dtype.Type(v.BaseDType)
+	*n.t = dtype.Type(v)
 	return nil
+}
+
+// jsonForm returns s as its JSON holds it: its fields, with DType and
+// BaseDType as ONNX numbers.
+func (s *Site) jsonForm() any {
+	type plain Site
+	return &struct {
+		*plain
+		DType     onnxNumber `json:"dtype"`
+		BaseDType onnxNumber `json:"base_dtype"`
+	}{(*plain)(s), onnxNumber{&s.DType}, onnxNumber{&s.BaseDType}}
+}
+
+// MarshalJSON writes s with DType and BaseDType as ONNX numbers.
+func (s Site) MarshalJSON() ([]byte, error) { return json.Marshal(s.jsonForm()) }
+
+// UnmarshalJSON reads a Site whose DType and BaseDType are ONNX numbers.
+func (s *Site) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, s.jsonForm()) }
+
+// jsonForm returns s as its JSON holds it: its fields, with KVDType and
+// ParamDType as ONNX numbers.
+func (s *PrefixSite) jsonForm() any {
+	type plain PrefixSite
+	return &struct {
+		*plain
+		KVDType    onnxNumber `json:"kv_dtype"`
+		ParamDType onnxNumber `json:"param_dtype"`
+	}{(*plain)(s), onnxNumber{&s.KVDType}, onnxNumber{&s.ParamDType}}
 }
 
 // MarshalJSON writes s with KVDType and ParamDType as ONNX numbers.
-func (s PrefixSite) MarshalJSON() ([]byte, error) {
-	type plain PrefixSite
-	return json.Marshal(struct {
-		plain
-		KVDType    int32 `json:"kv_dtype"`
-		ParamDType int32 `json:"param_dtype"`
-	}{plain(s), int32(s.KVDType), int32(s.ParamDType)})
-}
+func (s PrefixSite) MarshalJSON() ([]byte, error) { return json.Marshal(s.jsonForm()) }
 
 // UnmarshalJSON reads a PrefixSite whose KVDType and ParamDType are ONNX
 // numbers.
-func (s *PrefixSite) UnmarshalJSON(b []byte) error {
-	type plain PrefixSite
-	v := struct {
-		*plain
-		KVDType    int32 `json:"kv_dtype"`
-		ParamDType int32 `json:"param_dtype"`
-	}{plain: (*plain)(s)}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	s.KVDType, s.ParamDType = dtype.Type(v.KVDType), dtype.Type(v.ParamDType)
-	return nil
-}
+func (s *PrefixSite) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, s.jsonForm()) }

@@ -3,7 +3,6 @@ package tokenizer
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"strings"
 	"unicode/utf8"
 )
@@ -19,19 +18,6 @@ type decoderSequence []decoder
 
 func (s decoderSequence) decodeChain(tokens []string) []string {
 	return runSequence(s, tokens, decoder.decodeChain)
-}
-
-// replaceDecoder replaces every match of a pattern in every token.
-type replaceDecoder struct {
-	re      *regexp.Regexp
-	content string
-}
-
-func (r *replaceDecoder) decodeChain(tokens []string) []string {
-	for i, t := range tokens {
-		tokens[i] = r.re.ReplaceAllLiteralString(t, r.content)
-	}
-	return tokens
 }
 
 // byteFallbackDecoder turns runs of byte tokens (<0xXX>) into the text
@@ -168,11 +154,11 @@ func parseDecoder(raw json.RawMessage, key string, depth int) (decoder, error) {
 	case "Sequence":
 		return parseSequence[decoderSequence](j.Decoders, key, "decoders", depth, parseDecoder)
 	case "Replace":
-		re, err := parseReplacePattern(j.Pattern, key+".pattern")
+		r, err := parseReplace(j.Pattern, j.Content, key)
 		if err != nil {
 			return nil, err
 		}
-		return &replaceDecoder{re: re, content: j.Content}, nil
+		return r, nil
 	case "ByteFallback":
 		return byteFallbackDecoder{}, nil
 	case "Fuse":

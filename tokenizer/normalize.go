@@ -2,7 +2,6 @@ package tokenizer
 
 import (
 	"encoding/json"
-	"regexp"
 	"strings"
 	"unicode"
 
@@ -29,16 +28,6 @@ func (p *prependNormalizer) normalize(s string) string {
 		return s
 	}
 	return p.prepend + s
-}
-
-// replaceNormalizer replaces every match of a pattern by content.
-type replaceNormalizer struct {
-	re      *regexp.Regexp
-	content string
-}
-
-func (r *replaceNormalizer) normalize(s string) string {
-	return r.re.ReplaceAllLiteralString(s, r.content)
 }
 
 // funcNormalizer is a normalizer that is a function of the text.
@@ -111,11 +100,11 @@ func parseNormalizer(raw json.RawMessage, key string, depth int) (normalizer, er
 	case "Prepend":
 		return &prependNormalizer{prepend: j.Prepend}, nil
 	case "Replace":
-		re, err := parseReplacePattern(j.Pattern, key+".pattern")
+		r, err := parseReplace(j.Pattern, j.Content, key)
 		if err != nil {
 			return nil, err
 		}
-		return &replaceNormalizer{re: re, content: j.Content}, nil
+		return r, nil
 	case "Lowercase":
 		return funcNormalizer(lowercase), nil
 	case "Strip":

@@ -43,16 +43,6 @@ func parsePattern(raw json.RawMessage, key string) (pattern, error) {
 	return regexPattern{re}, nil
 }
 
-// parseReplacePattern reads the pattern of a Replace normalizer or decoder
-// at key, as a regular expression.
-func parseReplacePattern(raw json.RawMessage, key string) (*regexp.Regexp, error) {
-	p, err := decodePattern(raw, key)
-	if err != nil {
-		return nil, err
-	}
-	return p.compile(key)
-}
-
 // compile returns the pattern at key as a regular expression: its String
 // matched literally, else its Regex (compileRegex).
 func (p patternJSON) compile(key string) (*regexp.Regexp, error) {

@@ -89,13 +89,11 @@ func runServe(cx *context, args []string) error {
 	dora := fs.Bool("dora", false, "take DoRA adapters (use_dora) too, at a cost on every decoding step")
 	threads := fs.Int("threads", 0, "intra-op threads, `N`; 0 lets ONNX Runtime choose")
 	logFormat := fs.String("log-format", "text", "logs to standard error as `text` or json")
-	pos, err := cx.parse(args)
+	model, err := cx.parseOne(args, "MODEL")
 	if err != nil {
 		return err
 	}
 	switch {
-	case len(pos) != 1:
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
 	case *logFormat != "text" && *logFormat != "json":
 		return cx.usagef("--log-format must be text or json, got %q", *logFormat)
 	case *grace < 0:
@@ -117,7 +115,6 @@ func runServe(cx *context, args []string) error {
 	// does not print them.
 	setFromEnv(apiKey, "PEFTONNX_API_KEY")
 	setFromEnv(adminKey, "PEFTONNX_ADMIN_KEY")
-	model := pos[0]
 	if *tokPath == "" {
 		*tokPath = filepath.Join(filepath.Dir(model), "tokenizer.json")
 	}

@@ -209,12 +209,9 @@ func runTrain(cx *context, args []string) error {
 	f.quantizedMerge.add(fs)
 	fs.IntVar(&f.tpDegree, "tensor-parallel-degree", 1, "shard the model among `N` ranks by tensor parallelism (under mpirun; -np a multiple of N)")
 	fs.BoolVar(&f.mergeTP, "merge-tensor-parallel", true, "with --tensor-parallel-degree: write one whole adapter; false writes PaddleNLP's shards (--format paddle)")
-	pos, err := cx.parse(args)
+	model, err := cx.parseOne(args, "MODEL")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return cx.usagef("want one MODEL, got %d arguments", len(pos))
 	}
 	opts, err := f.options(cx)
 	if err != nil {
@@ -226,9 +223,9 @@ func runTrain(cx *context, args []string) error {
 	}
 	ranks.configure(&opts, f.threads, f.device)
 	if f.tpDegree > 1 {
-		return ranks.run(cx, func() error { return trainTensorParallel(cx, pos[0], &f, opts, ranks) })
+		return ranks.run(cx, func() error { return trainTensorParallel(cx, model, &f, opts, ranks) })
 	}
-	return ranks.run(cx, func() error { return trainModel(cx, pos[0], &f, opts, ranks) })
+	return ranks.run(cx, func() error { return trainModel(cx, model, &f, opts, ranks) })
 }
 
 // options checks the flags and turns them into trainer options.

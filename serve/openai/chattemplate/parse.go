@@ -1,6 +1,7 @@
 package chattemplate
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -196,18 +197,29 @@ func (p *parser) next() (string, []token, int, error) {
 
 // until parses a body that must end with the statement want.
 func (p *parser) until(line int, opener, want string) ([]node, error) {
+	body, _, _, _, err := p.section(line, opener, want)
+	return body, err
+}
+
+// section parses a body of the statement opener, on line, that must be
+// closed with closer, and reads the statement that ended it, which must be
+// closer or one of also: its keyword, the tokens after it and its line.
+func (p *parser) section(line int, opener, closer string, also ...string) (body []node, kw string, rest []token, at int, err error) {
 	body, end, err := p.block()
 	if err != nil {
-		return nil, err
+		return nil, "", nil, 0, err
 	}
 	if end == "" {
-		return nil, errorAt(line, "{%% %s %%} is not closed with {%% %s %%}", opener, want)
+		return nil, "", nil, 0, errorAt(line, "{%% %s %%} is not closed with {%% %s %%}", opener, closer)
 	}
-	if end != want {
-		return nil, errorAt(p.segs[p.pos].line, "unexpected {%% %s %%} in {%% %s %%}", end, opener)
+	kw, rest, at, err = p.next()
+	if err != nil {
+		return nil, "", nil, 0, err
 	}
-	p.pos++
-	return body, nil
+	if kw != closer && !slices.Contains(also, kw) {
+		return nil, "", nil, 0, errorAt(at, "unexpected {%% %s %%} in {%% %s %%}", kw, opener)
+	}
+	return body, kw, rest, at, nil
 }
 
 func (p *parser) ifStatement(toks []token, line int) (node, string, error) {
@@ -217,32 +229,22 @@ func (p *parser) ifStatement(toks []token, line int) (node, string, error) {
 		if err != nil {
 			return nil, "", err
 		}
-		body, end, err := p.block()
+		body, kw, rest, l, err := p.section(line, "if", "endif", "elif", "else")
 		if err != nil {
 			return nil, "", err
 		}
 		n.conds = append(n.conds, c)
 		n.bodies = append(n.bodies, body)
-		if end == "" {
-			return nil, "", errorAt(line, "{%% if %%} is not closed with {%% endif %%}")
-		}
-		kw, rest, l, err := p.next()
-		if err != nil {
-			return nil, "", err
-		}
-		switch kw {
-		case "elif":
+		if kw == "elif" {
 			toks, line = rest, l
 			continue
-		case "else":
+		}
+		if kw == "else" {
 			els, err := p.until(l, "else", "endif")
 			if err != nil {
 				return nil, "", err
 			}
 			n.bodies = append(n.bodies, els)
-		case "endif":
-		default:
-			return nil, "", errorAt(l, "unexpected {%% %s %%} in {%% if %%}", kw)
 		}
 		return n, "", nil
 	}
@@ -281,26 +283,15 @@ func (p *parser) forStatement(toks []token, line int) (node, string, error) {
 	if err := ep.end(); err != nil {
 		return nil, "", err
 	}
-	body, end, err := p.block()
+	body, kw, _, l, err := p.section(line, "for", "endfor", "else")
 	if err != nil {
 		return nil, "", err
 	}
 	n.body = body
-	if end == "" {
-		return nil, "", errorAt(line, "{%% for %%} is not closed with {%% endfor %%}")
-	}
-	kw, _, l, err := p.next()
-	if err != nil {
-		return nil, "", err
-	}
-	switch kw {
-	case "else":
+	if kw == "else" {
 		if n.els, err = p.until(l, "else", "endfor"); err != nil {
 			return nil, "", err
 		}
-	case "endfor":
-	default:
-		return nil, "", errorAt(l, "unexpected {%% %s %%} in {%% for %%}", kw)
 	}
 	return n, "", nil
 }
@@ -588,39 +579,33 @@ func (ep *exprParser) primary() (expr, error) {
 			return x, ep.expect(")")
 		case "[":
 			var items listLit
-			for !ep.peekOp("]") {
+			err := ep.commaList("]", func() error {
 				x, err := ep.expression()
-				if err != nil {
-					return nil, err
-				}
 				items = append(items, x)
-				if !ep.peekOp(",") {
-					break
-				}
-				ep.pos++
+				return err
+			})
+			if err != nil {
+				return nil, err
 			}
-			return items, ep.expect("]")
+			return items, nil
 		case "{":
 			var d dictLit
-			for !ep.peekOp("}") {
+			err := ep.commaList("}", func() error {
 				k, err := ep.expression()
 				if err != nil {
-					return nil, err
+					return err
 				}
 				if err := ep.expect(":"); err != nil {
-					return nil, err
+					return err
 				}
 				v, err := ep.expression()
-				if err != nil {
-					return nil, err
-				}
 				d.keys, d.values = append(d.keys, k), append(d.values, v)
-				if !ep.peekOp(",") {
-					break
-				}
-				ep.pos++
+				return err
+			})
+			if err != nil {
+				return nil, err
 			}
-			return d, ep.expect("}")
+			return d, nil
 		}
 	}
 	ep.pos--
@@ -685,30 +670,42 @@ func (ep *exprParser) callArgs() ([]expr, map[string]expr, error) {
 	}
 	var args []expr
 	var kwargs map[string]expr
-	for !ep.peekOp(")") {
+	err := ep.commaList(")", func() error {
 		if t := ep.peek(); t.kind == 'n' && ep.pos+1 < len(ep.toks) && ep.toks[ep.pos+1].text == "=" && ep.toks[ep.pos+1].kind == 'o' {
 			ep.pos += 2
 			v, err := ep.expression()
 			if err != nil {
-				return nil, nil, err
+				return err
 			}
 			if kwargs == nil {
 				kwargs = map[string]expr{}
 			}
 			kwargs[t.text] = v
-		} else {
-			a, err := ep.expression()
-			if err != nil {
-				return nil, nil, err
-			}
-			args = append(args, a)
+			return nil
+		}
+		a, err := ep.expression()
+		args = append(args, a)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return args, kwargs, nil
+}
+
+// commaList parses items separated by commas, a trailing one allowed, up
+// to closer, which it consumes; item parses one item.
+func (ep *exprParser) commaList(closer string, item func() error) error {
+	for !ep.peekOp(closer) {
+		if err := item(); err != nil {
+			return err
 		}
 		if !ep.peekOp(",") {
 			break
 		}
 		ep.pos++
 	}
-	return args, kwargs, ep.expect(")")
+	return ep.expect(closer)
 }
 
 // filters parses "| name(args)" and "is [not] name [arg]" after a value.
