@@ -16,13 +16,14 @@ import (
 // package quant's Go dequantization bit for bit: in each width, with no,
 // packed uint8 and float zero points, with K not a multiple of the block
 // size, for a slab inside the weight and for the whole, in each form the
-// emitter takes: opset 17 (codes unpacked by BitShift, DequantizeLinear
-// per axis, or the float ops for float zero points), opset 12 (BitShift,
-// then float ops) and opset 10 (the codes unpacked in float ops).
+// emitter takes: opset 18 (codes unpacked by BitShift and BitwiseAnd),
+// opset 17 (by BitShift alone; both then DequantizeLinear per axis, or
+// the float ops for float zero points), opset 12 (BitShift, then float
+// ops) and opset 10 (the codes unpacked in float ops).
 func TestDequantizeNBitsBitForBit(t *testing.T) {
 	requireORT(t)
 	const K, N, block = 40, 7, 16
-	for _, opset := range []int64{17, 12, 10} {
+	for _, opset := range []int64{18, 17, 12, 10} {
 		for _, bits := range []int{2, 4, 8} {
 			for _, zps := range []string{"none", "uint8", "float"} {
 				for _, s := range [][2]int64{{2, 6}, {0, N}} {
@@ -92,7 +93,7 @@ func checkDequantizeNBits(t *testing.T, opset int64, bits int, zps string, K, N,
 		ops[n.OpType]++
 	}
 	wantDQ := opset >= 13 && zps != "float"
-	if (ops["DequantizeLinear"] > 0) != wantDQ || (ops["BitShift"] > 0) != (opset >= 11 && bits < 8) || (ops["Floor"] > 0) != (opset < 11 && bits < 8) {
+	if (ops["DequantizeLinear"] > 0) != wantDQ || (ops["BitShift"] > 0) != (opset >= 11 && bits < 8) || (ops["BitwiseAnd"] > 0) != (opset >= 18 && bits < 8) || (ops["Floor"] > 0) != (opset < 11 && bits < 8) {
 		t.Errorf("ops %v: not the form of opset %d", ops, opset)
 	}
 	g.m.AddOutput(graph.TensorInfo(slab, dtype.Float32, i64s(hi-lo, int64(K))))
