@@ -28,7 +28,7 @@ func init() {
 	binary("Sum", gradSum, false)
 	binary("Max", gradMaxMin("GreaterOrEqual"), false)
 	binary("Min", gradMaxMin("LessOrEqual"), false)
-	for _, op := range []string{"Mean", "Mod", "PRelu"} {
+	for _, op := range []string{"Mean", "Mod", "PRelu", "BitShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor"} {
 		binary(op, nil, false)
 	}
 

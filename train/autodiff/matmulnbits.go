@@ -198,14 +198,23 @@ func (e *emitter) lastDim(v string) string {
 
 // dequantizeNBits emits output rows lo … hi−1 of the weight of
 // MatMulNBits node n as a [hi−lo, K] float tensor of A's type (Wᵀ's rows):
-// codes unpacked low bits first, minus the zero points (2^(bits−1)
-// without a zero_points input; packed uint8 ones are unpacked likewise,
-// float ones read as they are), times the scales, the padding of the last
-// block cut off. The packed tensors are first reshaped to [N·one, …],
-// where one is a [1] int64 tensor holding 1 that is known only at run
-// time (it reads RunOneInput and the gradient): ONNX Runtime then cannot
-// fold the dequantization into a resident float initializer when the
-// session starts, nor run it before the backward pass reaches the layer.
+// codes unpacked low bits first (see unpackCodes), minus the zero points
+// (2^(bits−1) without a zero_points input; packed uint8 ones are unpacked
+// likewise, float ones read as they are), times the scales, the padding
+// of the last block cut off. The packed tensors are first reshaped to
+// [N·one, …], where one is a [1] int64 tensor holding 1 that is known
+// only at run time (it reads RunOneInput and the gradient): ONNX Runtime
+// then cannot fold the dequantization into a resident float initializer
+// when the session starts, nor run it before the backward pass reaches
+// the layer.
+//
+// For float32 A with uint8 or no zero points, from opset 13 on, one
+// per-axis DequantizeLinear of the uint8 codes as [rows·KBlocks,
+// BlockSize] does the subtraction and the product in a single pass:
+// ONNX Runtime's CPU kernel computes float(q − z)·s, the value that
+// package quant's (float(q) − float(z))·s is (both differences are
+// exact). Otherwise the codes are cast to A's type once and the zero
+// points subtracted and the scales multiplied as float ops.
 func (e *emitter) dequantizeNBits(n *onnxpb.NodeProto, l quant.Layout, one string, lo, hi int64) string {
 	dt := e.typeOf(n.Input[0])
 	kb, block := int64(l.KBlocks()), int64(l.BlockSize)
@@ -221,44 +230,37 @@ func (e *emitter) dequantizeNBits(n *onnxpb.NodeProto, l quant.Layout, one strin
 		}
 		return e.op("Slice", []string{v, e.ints(lo), e.ints(hi), e.ints(0)})
 	}
-	unpack := func(packed string, per int64) string {
-		// packed [rows, m] uint8 → codes [rows, m·per] float32, low bits
-		// first: code j of a byte x is floor(x / 2^(j·bits)) mod 2^bits,
-		// exact in float32 (x < 256), and 4 bytes a code where int64 takes
-		// 8.
-		x := e.cast(packed, dtype.Float32)
-		if per == 1 {
-			return x
-		}
-		base := float64(int64(1) << (8 / per))
-		var parts []string
-		for j := range per {
-			c := x
-			if j > 0 {
-				c = e.op("Floor", []string{e.div(x, e.scalar(float64(int64(1)<<(j*(8/per))), dtype.Float32))})
-			}
-			if j < per-1 {
-				c = e.sub(c, e.mul(e.op("Floor", []string{e.div(c, e.scalar(base, dtype.Float32))}), e.scalar(base, dtype.Float32)))
-			}
-			parts = append(parts, e.unsqueeze(c, -1))
-		}
-		return e.op("Reshape", []string{e.op("Concat", parts, graph.AttrInt("axis", -1)), e.concatInts(rows, e.ints(-1))})
+	codes := e.unpackCodes(slab(n.Input[quant.InputB]), rows, l.Bits) // [rows, kb·block]
+	zp := inputOr(n, quant.InputZeroPoints)
+	// zeroPoints returns the uint8 zero points, unpacked, as [rows, kb].
+	zeroPoints := func() string {
+		return e.op("Slice", []string{e.unpackCodes(slab(zp), rows, l.Bits), e.ints(0), e.ints(kb), e.ints(1)})
 	}
-	per := int64(8 / l.Bits)
-	codes := e.op("Reshape", []string{unpack(slab(n.Input[1]), per), e.concatInts(rows, e.ints(kb, block))})
-	w := e.cast(codes, dt)
-	switch zp := inputOr(n, 3); {
-	case zp == "":
-		w = e.sub(w, e.scalar(float64(l.DefaultZeroPoint()), dt))
-	case e.typeOf(zp) == dtype.Uint8:
-		z := unpack(slab(zp), per) // [rows, row·per]
-		z = e.op("Slice", []string{z, e.ints(0), e.ints(kb), e.ints(1)})
-		w = e.sub(w, e.unsqueeze(e.cast(z, dt), -1))
-	default:
-		w = e.sub(w, e.cast(e.op("Reshape", []string{slab(zp), e.concatInts(rows, e.ints(kb, 1))}), dt))
+	var w string
+	if e.opset >= 13 && dt == dtype.Float32 && (zp == "" || e.typeOf(zp) == dtype.Uint8) {
+		blocks := e.op("Mul", []string{rows, e.ints(kb)}) // [1]: rows·kb
+		var z string
+		if zp == "" {
+			z = e.op("Expand", []string{e.bytes([]int64{1}, byte(l.DefaultZeroPoint())), blocks})
+		} else {
+			z = e.op("Reshape", []string{zeroPoints(), blocks})
+		}
+		scales := e.cast(e.op("Reshape", []string{slab(n.Input[quant.InputScales]), blocks}), dtype.Float32)
+		q := e.op("Reshape", []string{codes, e.concatInts(blocks, e.ints(block))})
+		w = e.op("DequantizeLinear", []string{q, scales, z}, graph.AttrInt("axis", 0))
+	} else {
+		w = e.op("Reshape", []string{e.cast(codes, dt), e.concatInts(rows, e.ints(kb, block))})
+		switch {
+		case zp == "":
+			w = e.sub(w, e.scalar(float64(l.DefaultZeroPoint()), dt))
+		case e.typeOf(zp) == dtype.Uint8:
+			w = e.sub(w, e.unsqueeze(e.cast(zeroPoints(), dt), -1))
+		default:
+			w = e.sub(w, e.cast(e.op("Reshape", []string{slab(zp), e.concatInts(rows, e.ints(kb, 1))}), dt))
+		}
+		w = e.mul(w, e.cast(e.op("Reshape", []string{slab(n.Input[quant.InputScales]), e.concatInts(rows, e.ints(kb, 1))}), dt))
 	}
-	scales := e.cast(e.op("Reshape", []string{slab(n.Input[2]), e.concatInts(rows, e.ints(kb, 1))}), dt)
-	w = e.op("Reshape", []string{e.mul(w, scales), e.concatInts(rows, e.ints(kb*block))})
+	w = e.op("Reshape", []string{w, e.concatInts(rows, e.ints(kb*block))})
 	if int64(l.K) != kb*block {
 		w = e.op("Slice", []string{w, e.ints(0), e.ints(int64(l.K)), e.ints(1)})
 	}
