@@ -349,24 +349,27 @@ func TestChunkedLossLoRAHead(t *testing.T) {
 	}
 }
 
-// DoRA on lm_head is not a head that the chunked loss computes in chunks
-// (headOf): the loss falls back to the whole one, whose training graph
-// reads the logits, with the same value and gradients as without chunks.
+// DoRA on lm_head, on a float head and on an int4 one, is not a head
+// that the chunked loss computes in chunks (headOf): the loss falls back
+// to the whole one, whose training graph reads the logits, with the same
+// value and gradients as without chunks.
 func TestChunkedLossDoRAHeadIsWhole(t *testing.T) {
 	requireORT(t)
-	m, params, _ := headLoRAModel(t, false, 0, true)
-	want := gradientsOn(t, m.Clone(), CausalLM, params, nil)
-	a := m.Clone()
-	loss := taskLoss(t, a, CausalLM, WithLossChunks(4))
-	g, err := autodiff.Build(a, loss, params)
-	if err != nil {
-		t.Fatal(err)
+	for _, int4 := range []bool{false, true} {
+		m, params, _ := headLoRAModel(t, int4, 0, true)
+		want := gradientsOn(t, m.Clone(), CausalLM, params, nil)
+		a := m.Clone()
+		loss := taskLoss(t, a, CausalLM, WithLossChunks(4))
+		g, err := autodiff.Build(a, loss, params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if touching(g, "logits") == 0 {
+			t.Errorf("int4 %v: the chunked loss's training graph does not read the whole logits: DoRA's head was chunked", int4)
+		}
+		got := gradientsOfGraph(t, g, a, CausalLM, loss, params)
+		compareGradients(t, got, want, params, 1e-6)
 	}
-	if touching(g, "logits") == 0 {
-		t.Errorf("the chunked loss's training graph does not read the whole logits: DoRA's head was chunked")
-	}
-	got := gradientsOfGraph(t, g, a, CausalLM, loss, params)
-	compareGradients(t, got, want, params, 1e-6)
 }
 
 // touching counts the nodes of g that make or read v or its gradient.
