@@ -17,15 +17,17 @@ const minChunkedOpset = 13
 // chunkedCausalLM appends the causal-LM loss over an LM head, chunk by
 // chunk over the sequence, so that no [batch, seq, vocab] tensor is whole,
 // forward or backward. logits, declared float32 [batch, seq, vocab], must
-// be h·W by an LM head that headOf recognizes (a float32 or an int4 one);
-// ok is false, and m unchanged, when they are not (the caller then
-// appends the whole loss).
+// be h·W by an LM head that headOf recognizes (a float32 or an int4 one),
+// plus the LoRA branches t·B on it that headOf peels off; ok is false, and
+// m unchanged, when they are not (the caller then appends the whole
+// loss).
 //
-// Each chunk k of ⌈seq/chunks⌉ positions computes its logits h_k·W, its
-// summed cross entropy, and at once its share of the loss's gradient with
-// respect to h, G_k = (softmax − onehot)·c·Wᵀ with c = 1/count, the
-// gradient the whole loss's backward pass would compute for those rows;
-// its logits then die. The loss is
+// Each chunk k of ⌈seq/chunks⌉ positions computes its logits h_k·W (+
+// t_k·B for each branch), its summed cross entropy, and at once its share
+// of the loss's gradient with respect to h, G_k = c·dscores_k·Wᵀ with
+// dscores_k = softmax − onehot and c = 1/count, the gradient the whole
+// loss's backward pass would compute for those rows; its logits then die.
+// The loss is
 //
 //	Σ_k total_k / count + (S − S′),  S = Σ_k Σ h_k ⊙ G_k,  S′ = S detached,
 //
@@ -35,6 +37,18 @@ const minChunkedOpset = 13
 // (autodiff.StopGradientKey). Where W
 // itself trains (full fine-tuning), its gradient flows through the
 // chunks' logits, which are then kept.
+//
+// A LoRA branch on the head, t·B with t = s·dropout(h)·A [batch, seq, r]
+// as the injected graph computes it (whole: it is rank-wide, not
+// vocabulary-wide), adds two terms to S, by the same trick:
+//
+//	Σ_k Σ t_k ⊙ D_k,  D_k = c·dscores_k·Bᵀ,  and  Σ B ⊙ E,  E = Σ_k c·t_kᵀ·dscores_k,
+//
+// D_k and E detached, and the chunks' scores read t and B detached: t's
+// gradient is D, which autodiff carries back through the graph's own
+// scaling, A and dropout (the same mask as the forward pass, so dropout
+// needs nothing of its own), to A and to h; and B's gradient is E, the
+// whole loss's. E sums the chunks' [r, vocab] shares as they come.
 func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, bool, error) {
 	m := b.g.Model()
 	head := m.Producer(logits)
@@ -59,17 +73,34 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 	axis := b.ints("seq_axis", 1)
 	hidden := g.Op("Slice", []string{g.Op("Shape", []string{h}), b.ints("hidden_start", 2), b.ints("hidden_end", 3)})
 	var totals, parts, stops []string
-	var prev string // the chunk before's G_k
+	// The branches' t and B as the chunks' scores read them: detached.
+	// rank is each t's last dimension, r.
+	var tDetached, bDetached, ranks, es []string
+	for _, br := range lm.branches {
+		tDetached = append(tDetached, g.Op("Identity", []string{br.t}))
+		bDetached = append(bDetached, g.Op("Identity", []string{br.b}))
+		ranks = append(ranks, g.Op("Slice", []string{g.Op("Shape", []string{br.t}), b.ints("rank_start", 2), b.ints("rank_end", 3)}))
+		es = append(es, "")
+	}
+	stops = append(stops, tDetached...)
+	stops = append(stops, bDetached...)
+	// one is 1, read from dim axis of v over like, the same size: a data
+	// dependency on v.
+	one := func(v string, axis int64, like string) string {
+		dim := g.Op("Slice", []string{g.Op("Shape", []string{v}), b.ints("dim_start", axis), b.ints("dim_end", axis+1)})
+		return g.Op("Div", []string{dim, like})
+	}
+	var prev []string // ones from the chunk before's G_k, D_k and E
 	for k := range chunks {
 		from := g.Op("Mul", []string{step, b.ints("chunk_start", int64(k))})
-		if prev != "" {
-			// Times 1 read from the chunk before's G_k: this chunk starts
-			// once that one is done, so that ONNX Runtime never holds the
-			// scores (or an int4 head's dequantized slabs) of two chunks at
-			// once.
-			hiddenOfPrev := g.Op("Slice", []string{g.Op("Shape", []string{prev}), b.ints("hidden_start", 2), b.ints("hidden_end", 3)})
-			from = g.Op("Mul", []string{from, g.Op("Div", []string{hiddenOfPrev, hidden})})
+		for _, o := range prev {
+			// Times 1 read from each value that the chunk before makes of
+			// its scores: this chunk starts once that one is done, so that
+			// ONNX Runtime never holds the scores (or an int4 head's
+			// dequantized slabs) of two chunks at once.
+			from = g.Op("Mul", []string{from, o})
 		}
+		prev = prev[:0]
 		live := g.Op("Less", []string{from, seq})
 		start := g.Op("Min", []string{from, last})
 		end := g.Op("Max", []string{g.Op("Min", []string{g.Op("Add", []string{from, step}), seq}), g.Op("Add", []string{start, b.ints("one_position", 1)})})
@@ -81,6 +112,12 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 		scores, err := lm.scores(g.Op("Reshape", []string{hk, g.Op("Concat", []string{b.ints("any_rows", -1), hidden}, graph.AttrInt("axis", 0))}))
 		if err != nil {
 			return "", false, errorf("%s: LM head: %v", b.name, err)
+		}
+		// Each branch's t_k·B, added by Gemm's C: [rows, r] by [r, vocab].
+		tks := make([]string, len(lm.branches))
+		for i := range lm.branches {
+			tks[i] = g.Op("Reshape", []string{chunk(tDetached[i]), g.Op("Concat", []string{b.ints("any_rows", -1), ranks[i]}, graph.AttrInt("axis", 0))})
+			scores = g.Op("Gemm", []string{tks[i], bDetached[i], scores})
 		}
 		// Log probabilities, and each row's at its label (any class for an
 		// ignored row, whose weight is 0): the one value that both the
@@ -110,10 +147,29 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 		rows := g.Op("Slice", []string{g.Op("Shape", []string{hk}), b.ints("batch_start", 0), b.ints("batch_end", 2)})
 		gk := g.Op("Reshape", []string{dh, g.Op("Concat", []string{rows, hidden}, graph.AttrInt("axis", 0))})
 		stops = append(stops, gk)
-		prev = gk
+		prev = append(prev, one(gk, 2, hidden))
 		// h ⊙ G over this chunk, through a slice of h that is not
 		// detached: its gradient is G_k.
 		parts = append(parts, b.sumAll(g.Op("Mul", []string{chunk(h), gk})))
+		for i, br := range lm.branches {
+			// t's gradient, D_k = c·dscores_k·Bᵀ, through a slice of t
+			// that is not detached; and B's share, c·t_kᵀ·dscores_k,
+			// added to E.
+			dt := g.Op("Mul", []string{g.Op("Gemm", []string{dscores, bDetached[i]}, graph.AttrInt("transB", 1)), c})
+			dk := g.Op("Reshape", []string{dt, g.Op("Concat", []string{rows, ranks[i]}, graph.AttrInt("axis", 0))})
+			stops = append(stops, dk)
+			parts = append(parts, b.sumAll(g.Op("Mul", []string{chunk(br.t), dk})))
+			ek := g.Op("Gemm", []string{g.Op("Mul", []string{tks[i], c}), dscores}, graph.AttrInt("transA", 1))
+			if es[i] != "" {
+				ek = g.Op("Add", []string{es[i], ek})
+			}
+			es[i] = ek
+			prev = append(prev, one(dk, 2, ranks[i]), one(ek, 0, ranks[i]))
+		}
+	}
+	for i, br := range lm.branches {
+		stops = append(stops, es[i])
+		parts = append(parts, b.sumAll(g.Op("Mul", []string{br.b, es[i]})))
 	}
 	sum := func(v []string) string {
 		if len(v) == 1 {
@@ -137,7 +193,14 @@ type lmHead struct {
 	// timesWT appends dscores·Wᵀ, dscores [rows, vocab]: the gradient of
 	// the rows.
 	timesWT func(dscores string) (string, error)
+	// branches are the LoRA branches that the logits add to h·W.
+	branches []loraBranch
 }
+
+// loraBranch is a low-rank term t·B of the logits: t [batch, seq, r], the
+// branch as the graph computes it up to its last factor, and B [r, vocab],
+// a float32 initializer (LoRA's lora_B, which trains).
+type loraBranch struct{ t, b string }
 
 // headOf recognizes the LM head that head, the producer of the logits,
 // is: MatMul(h, W) of h by a 2-D float32 initializer W, or a
@@ -148,11 +211,34 @@ type lmHead struct {
 // dequantized a slab of vocab rows at a time (autodiff.TimesNBits and
 // TimesTransposedNBits), so that no float copy of it is ever whole, and
 // no MatMulNBits node a chunk has ONNX Runtime keep a pre-packed copy of
-// the weight for each. ok is false, and nothing is appended, for any
-// other head.
+// the weight for each.
+//
+// An Add of such a head's product (or of an Add that headOf recognizes,
+// for stacked branches) and of a MatMul of a float32 value by a 2-D
+// float32 initializer B is that head with a LoRA branch t·B: plain LoRA
+// as rewrite.InjectLoRA adds it, Add(h·W, (s·dropout(h)·A)·B), on either
+// head. DoRA on the head is not: its magnitude rescales the head's own
+// product and the branch by a norm of W + s·A·B (rewrite/dora.go), which
+// is no sum of a head's product and t·B, so headOf does not recognize it
+// and the whole loss is used.
+//
+// ok is false, and nothing is appended, for any other head.
 func headOf(b *lossGraph, head *onnxpb.NodeProto) (lmHead, bool) {
 	m, g := b.g.Model(), b.g
 	switch {
+	case head.OpType == "Add" && head.Domain == "" && len(head.Input) == 2:
+		// InjectLoRA's Add(base, branch) first.
+		for _, i := range []int{1, 0} {
+			br, ok := branchOf(m, head.Input[i])
+			base := m.Producer(head.Input[1-i])
+			if !ok || base == nil {
+				continue
+			}
+			if lm, ok := headOf(b, base); ok {
+				lm.branches = append(lm.branches, br)
+				return lm, true
+			}
+		}
 	case head.OpType == "MatMul" && head.Domain == "" && len(head.Input) == 2:
 		w := head.Input[1]
 		wt := m.Initializer(w)
@@ -188,4 +274,18 @@ func headOf(b *lossGraph, head *onnxpb.NodeProto) (lmHead, bool) {
 		}, true
 	}
 	return lmHead{}, false
+}
+
+// branchOf recognizes v as a LoRA branch's last product, MatMul(t, B) with
+// B a 2-D float32 initializer.
+func branchOf(m *graph.Model, v string) (loraBranch, bool) {
+	p := m.Producer(v)
+	if p == nil || p.OpType != "MatMul" || p.Domain != "" || len(p.Input) != 2 {
+		return loraBranch{}, false
+	}
+	w := m.Initializer(p.Input[1])
+	if w == nil || graph.TypeOf(w) != dtype.Float32 || len(w.Dims) != 2 {
+		return loraBranch{}, false
+	}
+	return loraBranch{t: p.Input[0], b: p.Input[1]}, true
 }

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/peftonnx/peftonnx/adapter"
 	"github.com/peftonnx/peftonnx/graph"
 	"github.com/peftonnx/peftonnx/models"
+	"github.com/peftonnx/peftonnx/quantize"
 	"github.com/peftonnx/peftonnx/rewrite"
 	rt "github.com/peftonnx/peftonnx/runtime"
 	"github.com/peftonnx/peftonnx/train/autodiff"
@@ -250,4 +252,178 @@ func TestChunkedLossFreesLogProbs(t *testing.T) {
 	if logps != 3 {
 		t.Errorf("%d chunks' log probabilities, want 3", logps)
 	}
+}
+
+// headLoRAModel builds LlamaTiny (float) or the int4 model-builder LLaMA
+// with LoRA on every projection and on lm_head, with the adapter filled
+// (so that every B, zero at init, passes a gradient on) and, for dropout
+// > 0, the LoRA dropout seeded and switched on (the training-mode input's
+// default true). It returns the model, the trainable tensors, and the
+// head's base weight: lm_head.weight or the int4 head's packed one.
+func headLoRAModel(t *testing.T, int4 bool, dropout float64, dora bool) (*graph.Model, []string, string) {
+	t.Helper()
+	var m *graph.Model
+	if int4 {
+		m = int4LlamaWith(t, quantize.Options{Bits: 4, BlockSize: 16, Symmetric: true})
+	} else {
+		c := models.LlamaTiny()
+		c.NoCache = true
+		var err error
+		if m, err = models.Llama(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	head := m.Producer("logits")
+	if head == nil || len(head.Input) < 2 {
+		t.Fatalf("no LM head produces the logits")
+	}
+	base := head.Input[1]
+	lc := adapter.DefaultLoRAConfig(".*_proj", "lm_head")
+	lc.R, lc.Alpha, lc.Dropout, lc.UseDoRA = 4, 8, dropout, dora
+	_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(sum.LoRA, "lm_head.lora_B.weight") {
+		t.Fatalf("no LoRA on lm_head: %v", sum.LoRA)
+	}
+	fillAdapter(t, m, sum.Trainable())
+	if dropout > 0 {
+		if _, err := SeedLoRADropout(m); err != nil {
+			t.Fatal(err)
+		}
+		mode := m.Initializer(rewrite.TrainingModeInput)
+		if mode == nil {
+			t.Fatalf("no default for %s", rewrite.TrainingModeInput)
+		}
+		mode.RawData = []byte{1}
+	}
+	return m, sum.Trainable(), base
+}
+
+// With LoRA on lm_head, on a float head and on an int4 one, with dropout
+// off and on (seeded, so that both losses see the same draws), the
+// chunked loss gives the whole loss's value (1e-6 relative) and every
+// LoRA gradient (1e-5 relative, in norm), on 6 positions in 4 chunks (the
+// last past the end), with padded rows; and no node of its training
+// graph makes or reads the [batch, seq, vocab] logits or their gradient,
+// nor outside the loss reads the head's base weight or its lora_B, as
+// the whole loss's graph does.
+func TestChunkedLossLoRAHead(t *testing.T) {
+	requireORT(t)
+	const chunks = 4
+	for _, c := range []struct {
+		int4    bool
+		dropout float64
+	}{{false, 0}, {false, 0.2}, {true, 0.2}} {
+		name := fmt.Sprintf("int4 %v, dropout %v", c.int4, c.dropout)
+		m, params, base := headLoRAModel(t, c.int4, c.dropout, false)
+		var runs [2]map[string][]float64
+		for i, opts := range [][]LossOption{nil, {WithLossChunks(chunks)}} {
+			a := m.Clone()
+			loss := taskLoss(t, a, CausalLM, opts...)
+			g, err := autodiff.Build(a, loss, params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reads := map[string]int{}
+			for _, v := range []string{base, "lm_head.lora_B.weight"} {
+				reads[v] = readersOutsideLoss(g, v)
+			}
+			reads["logits"] = touching(g, "logits")
+			for v, n := range reads {
+				if i == 0 && n == 0 {
+					t.Fatalf("%s: the whole loss's training graph does not touch %s: the check below could not fail", name, v)
+				}
+				if i == 1 && n > 0 {
+					t.Errorf("%s: %d nodes of the chunked training graph touch %s", name, n, v)
+				}
+			}
+			runs[i] = gradientsOfGraph(t, g, a, CausalLM, loss, params)
+		}
+		want, got := runs[0], runs[1]
+		if d := math.Abs(got["loss"][0] - want["loss"][0]); d > 1e-6*math.Abs(want["loss"][0]) {
+			t.Errorf("%s: loss %v, want %v", name, got["loss"][0], want["loss"][0])
+		}
+		compareGradients(t, got, want, params, 1e-5)
+	}
+}
+
+// DoRA on lm_head, on a float head and on an int4 one, is not a head
+// that the chunked loss computes in chunks (headOf): the loss falls back
+// to the whole one, whose training graph reads the logits, with the same
+// value and gradients as without chunks.
+func TestChunkedLossDoRAHeadIsWhole(t *testing.T) {
+	requireORT(t)
+	for _, int4 := range []bool{false, true} {
+		m, params, _ := headLoRAModel(t, int4, 0, true)
+		want := gradientsOn(t, m.Clone(), CausalLM, params, nil)
+		a := m.Clone()
+		loss := taskLoss(t, a, CausalLM, WithLossChunks(4))
+		g, err := autodiff.Build(a, loss, params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if touching(g, "logits") == 0 {
+			t.Errorf("int4 %v: the chunked loss's training graph does not read the whole logits: DoRA's head was chunked", int4)
+		}
+		got := gradientsOfGraph(t, g, a, CausalLM, loss, params)
+		compareGradients(t, got, want, params, 1e-6)
+	}
+}
+
+// touching counts the nodes of g that make or read v or its gradient.
+func touching(g *graph.Model, v string) int {
+	n := 0
+	for _, node := range g.Graph().Node {
+		if slices.ContainsFunc(slices.Concat(node.Input, node.Output), func(x string) bool { return x == v || x == autodiff.GradName(v) }) {
+			n++
+		}
+	}
+	return n
+}
+
+// A trainer with LoRA on lm_head (dropout on) computes its loss in chunks
+// by default, its training graph touching no [batch, seq, vocab] logits,
+// and 30 steps lower the training-set loss.
+func TestTrainLoRAHeadChunked(t *testing.T) {
+	requireORT(t)
+	c := models.LlamaTiny()
+	c.NoCache = true
+	m, err := models.Llama(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := adapter.DefaultLoRAConfig(".*_proj", "lm_head")
+	lc.R, lc.Alpha, lc.Dropout = 4, 8, 0.1
+	inject := func(a *graph.Model) (Summaryish, error) {
+		_, sum, err := rewrite.InjectLoRA(a, lc, rewrite.WithSeed(1))
+		return Summaryish{sum.Trainable(), len(sum.LoRA)}, err
+	}
+	adapted := m.Clone()
+	sum, err := inject(adapted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(sum.trainable, "lm_head.lora_B.weight") {
+		t.Fatalf("no LoRA on lm_head: %v", sum.trainable)
+	}
+	opts := DefaultOptions()
+	opts.Steps, opts.BatchSize = 1, 4
+	tr, err := NewTrainer(adapted, sum.trainable, fusedData(CausalLM, true), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if tr.chunkedLoss == nil {
+		t.Fatalf("the trainer computes the whole loss (LossChunks %d)", opts.LossChunks)
+	}
+	g, err := autodiff.Build(tr.chunkedLoss, tr.loss, tr.names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := touching(g, "logits"); n > 0 {
+		t.Errorf("%d nodes of the trainer's training graph make or read the logits", n)
+	}
+	trainFor30(t, m, CausalLM, fusedData(CausalLM, true), 2e-2, inject)
 }

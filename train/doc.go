@@ -18,7 +18,9 @@
 //     loss is the mean cross entropy over labels that are not -100.
 //     WithLossChunks (Options.LossChunks, 8 by default) computes an LM head
 //     and that loss over chunks of the sequence, each chunk's share of the
-//     gradient in the forward pass, so that the logits are never whole.
+//     gradient in the forward pass, so that the logits are never whole;
+//     plain LoRA on the head (lm_head) is computed with it, DoRA there
+//     takes the whole loss.
 //     DetectTask picks the task from the model's outputs.
 //   - Optimization: AdamW and SGD with torch semantics, Schedule with HF's
 //     constant, linear and cosine schedules and warmup, ClipGradNorm as

@@ -283,6 +283,14 @@ func gradientsOnBuilt(t *testing.T, m *graph.Model, task Task, params, before []
 			t.Errorf("the training graph keeps %s node %q on a gradient path", n.OpType, n.Name)
 		}
 	}
+	return gradientsOfGraph(t, g, m, task, loss, params)
+}
+
+// gradientsOfGraph runs g, m's training graph of loss, on gradientsOn's
+// fixed batch and returns the loss (under "loss") and the gradient of
+// each of params.
+func gradientsOfGraph(t *testing.T, g, m *graph.Model, task Task, loss string, params []string) map[string][]float64 {
+	t.Helper()
 	feeds := fixedBatch(t, g, m, task, params)
 	outs := []string{loss}
 	for _, p := range params {
@@ -364,6 +372,11 @@ func fixedBatch(t *testing.T, g, m *graph.Model, task Task, params []string) map
 			feeds[name] = mustTensor(t)(rt.NewInt64([]int64{batch}, []int64{0, 2, 1}))
 		case name == LabelsInput:
 			feeds[name] = mustTensor(t)(rt.NewInt64([]int64{batch, seq}, labels))
+		case strings.HasSuffix(name, DropoutUniformSuffix):
+			// A seeded LoRA dropout's draws (SeedLoRADropout), [batch,
+			// seq, in].
+			module := strings.TrimSuffix(name, DropoutUniformSuffix)
+			feeds[name] = mustTensor(t)(rt.NewFloat32([]int64{batch, seq, dims[2]}, DropoutDraws{Seed: 1}.Uniforms(module, batch, seq, 0, int(dims[2]))))
 		case strings.HasPrefix(name, "past"):
 			shape := make([]int64, len(dims))
 			for i, d := range dims {

@@ -57,7 +57,9 @@ type lossOptions struct{ chunks int }
 // WithLossChunks has CausalLMLoss compute the LM head and the loss over n
 // chunks of the sequence, where logits is the product of a float32 hidden
 // state [batch, seq, hidden] by a 2-D float32 weight or by an int4
-// (MatMulNBits) one (an LM head); for other logits, or n below 2, the loss is the whole one. Each chunk
+// (MatMulNBits) one (an LM head), plus LoRA branches on it (plain LoRA on
+// lm_head, dropout or not; DoRA there is not); for other logits, or n
+// below 2, the loss is the whole one. Each chunk
 // computes its share of the loss's gradient with respect to the hidden
 // state in the forward pass, so the graph is meant for training (package
 // autodiff): a forward pass alone does the gradient's work too.

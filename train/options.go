@@ -120,7 +120,7 @@ type Options struct {
 	// over the sequence (WithLossChunks), so that the [batch, seq, vocab]
 	// logits and their gradient are never whole; 0 or 1: the whole loss.
 	// Other tasks, and logits that are not the product of a float32
-	// hidden state by a weight, ignore it.
+	// hidden state by a weight (plus LoRA branches on it), ignore it.
 	LossChunks int
 
 	// Half says how a float16 or bfloat16 model is trained (default

@@ -67,6 +67,8 @@ func isDoRAMode(mode string) bool { return mode == modeTrainDoRA || mode == mode
 //	PEFTBENCH_RECOMPUTE=kept       keep every frozen product (unset: train's default, int4 ones recomputed)
 //	PEFTBENCH_ORT_OPTIMIZED=path   write the graph ONNX Runtime runs, after its optimizations
 //	PEFTBENCH_ARENA=off            ONNX Runtime's CPU memory arena off (runtime.WithMemoryArena)
+//	PEFTBENCH_LORA_TARGETS=a,b,…   LoRA on these modules, such as q_proj,v_proj,lm_head (default q_proj,v_proj;
+//	                               its own export folder; peftonnx's side only: the PyTorch worker wraps layer projections)
 type goRun struct {
 	spec  Spec
 	mode  string

@@ -116,6 +116,30 @@ func TestSpecTokens(t *testing.T) {
 	}
 }
 
+// PEFTBENCH_LORA_TARGETS replaces the spec's targets, in another export
+// folder, and an empty name in it is an error.
+func TestLoRATargetsEnv(t *testing.T) {
+	plain, err := newSpec("tiny", 2, 5, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(loraTargetsEnv, "q_proj,v_proj,lm_head")
+	s, err := newSpec("tiny", 2, 5, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"q_proj", "v_proj", "lm_head"}; !slices.Equal(s.LoRA.Targets, want) {
+		t.Errorf("targets %v, want %v", s.LoRA.Targets, want)
+	}
+	if s.key() == plain.key() || s.modelKey() == plain.modelKey() {
+		t.Errorf("the targets do not change the export folder: %s, %s", s.key(), s.modelKey())
+	}
+	t.Setenv(loraTargetsEnv, "q_proj,,lm_head")
+	if _, err := newSpec("tiny", 2, 5, 1); err == nil {
+		t.Errorf("%s with an empty name: no error", loraTargetsEnv)
+	}
+}
+
 func TestScalePlot(t *testing.T) {
 	mk := func(size string, params int64, seq int, peft, torch float64) *Comparison {
 		return &Comparison{Size: size, Params: params, Seq: seq,

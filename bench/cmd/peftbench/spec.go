@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 
@@ -107,7 +108,12 @@ type TrainSpec struct {
 	Clip   float64 `json:"clip"`
 }
 
-// newSpec returns the spec of a run on the named size.
+// loraTargetsEnv names the environment variable that replaces the LoRA
+// targets of every spec (goworker.go lists it).
+const loraTargetsEnv = "PEFTBENCH_LORA_TARGETS"
+
+// newSpec returns the spec of a run on the named size: LoRA on q_proj and
+// v_proj, or on the modules that loraTargetsEnv lists.
 func newSpec(size string, batch, seq, steps int) (Spec, error) {
 	c, err := modelConfig(size)
 	if err != nil {
@@ -124,11 +130,18 @@ func newSpec(size string, batch, seq, steps int) (Spec, error) {
 	if kv == 0 {
 		kv = c.Heads
 	}
+	targets := []string{"q_proj", "v_proj"}
+	if v := os.Getenv(loraTargetsEnv); v != "" {
+		targets = strings.Split(v, ",")
+		if slices.Contains(targets, "") {
+			return Spec{}, fmt.Errorf("peftbench: %s=%q: want module names separated by commas", loraTargetsEnv, v)
+		}
+	}
 	return Spec{
 		Size: size,
 		Model: ModelSpec{VocabSize: c.VocabSize, Hidden: c.Hidden, Layers: c.Layers, Heads: c.Heads, KVHeads: kv,
 			Intermediate: c.Intermediate, RMSNormEps: eps, RopeTheta: theta, Params: c.NumParams()},
-		LoRA:    LoRASpec{R: 8, Alpha: 16, Targets: []string{"q_proj", "v_proj"}},
+		LoRA:    LoRASpec{R: 8, Alpha: 16, Targets: targets},
 		Train:   TrainSpec{LR: 1e-3, Steps: steps, Warmup: 0, Clip: 1.0},
 		Batch:   batch,
 		Seq:     seq,
