@@ -52,7 +52,7 @@ const minChunkedOpset = 13
 //
 // An int4 head without LoRA on it (nor a bias) is not chunked over the
 // sequence: its loss is slabbedCausalLM's, over all rows at once and the
-// vocabulary a slab at a time, which dequantizes the head twice a step
+// vocabulary a slab at a time, which dequantizes the head once a step
 // rather than twice a chunk.
 func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, bool, error) {
 	m := b.g.Model()

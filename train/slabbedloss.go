@@ -18,25 +18,26 @@ var headSlabElems int64 = 1 << 22
 // (MatMulNBits node n, without LoRA on it or a bias) against labels
 // [batch, seq] (already aligned: IgnoreIndex where a position scores
 // nothing), over all rows of h [batch, seq, hidden] at once and the
-// vocabulary a slab of rows of Wᵀ at a time, so that the head is
-// dequantized twice a step, not twice a chunk, and no [rows, vocab]
+// vocabulary a slab of rows of Wᵀ at a time, in one pass: the head is
+// dequantized once a step, not twice a chunk, and no [rows, vocab]
 // tensor is ever whole.
 //
-// Pass 1, for each slab j (each after the one before): s_j = h·W_jᵀ
-// [rows, slab]; a running per-row max M and sum of exponentials L,
-// combined as log-sum-exp is (L ← L·exp(M − M′) + Σ exp(s_j − M′), M′ =
-// max(M, max s_j)); and the label's score, where the label falls in the
-// slab. The loss is Σ w·(lse − s_label) / count, lse = M + log L, w 0
-// for an ignored row.
+// For each slab j, each after the one before: s_j = h·W_jᵀ [rows, slab];
+// M′ = max(M, max s_j) per row, r = exp(M − M′) (≤ 1), e_j = exp(s_j −
+// M′); and, as log-sum-exp combines,
 //
-// Pass 2, after pass 1, for each slab again: s_j recomputed, dscores_j =
-// exp(s_j − lse) − onehot, and G += dscores_j·W_j, G [rows, hidden]
-// scaled by c = w / count at the end: the gradient of the loss with
-// respect to h, which the loss hands on as chunkedCausalLM does (S − S′,
-// S = Σ h ⊙ G, S′ detached, the h that the slabs read detached).
+//	L ← L·r + Σ e_j,  A ← A·r + e_j·W_j,  M ← M′,
+//
+// so that at the end lse = M + log L and A / L = softmax·W, the
+// gradient's softmax part, [rows, hidden]; and the label's score s_label
+// and the label's row of W, where the label falls in the slab, summed.
+// The loss is Σ w·(lse − s_label) / count, w 0 for an ignored row, and
+// its gradient with respect to h is G = c·(A/L − W_label), c = w / count,
+// which the loss hands on as chunkedCausalLM does (S − S′, S = Σ h ⊙ G,
+// S′ detached, the h that the slabs read detached).
 //
 // Each slab waits for the one before by a 1 read from that slab's last
-// value, so that ONNX Runtime holds one slab's scores and weight at a
+// values, so that ONNX Runtime holds one slab's scores and weight at a
 // time and can neither fold the dequantized weight into an initializer
 // nor run it early.
 func slabbedCausalLM(b *lossGraph, n *onnxpb.NodeProto, h, labels string) (string, error) {
@@ -73,15 +74,11 @@ func slabbedCausalLM(b *lossGraph, n *onnxpb.NodeProto, h, labels string) (strin
 		}
 		return wj, g.Op("Gemm", []string{x, wj}, graph.AttrInt("transB", 1)), nil
 	}
-	// Each slab's rows whose label it holds, and the label's column in the
-	// slab (0 elsewhere).
-	type span struct{ in, at string }
-	var spans []span
 	after := widthOne(x, hidden)
-	var mx, se, picked string
+	var mx, se, picked, acc, labelRows string
 	for lo := int64(0); lo < N; lo += step {
 		hi := min(N, lo+step)
-		_, s, err := slab(after, lo, hi)
+		wj, s, err := slab(after, lo, hi)
 		if err != nil {
 			return "", err
 		}
@@ -89,41 +86,29 @@ func slabbedCausalLM(b *lossGraph, n *onnxpb.NodeProto, h, labels string) (strin
 		if mx != "" {
 			mj = g.Op("Max", []string{mx, mj})
 		}
-		e := rowSum(g.Op("Exp", []string{g.Op("Sub", []string{s, mj})}))
-		if se != "" {
-			e = g.Op("Add", []string{g.Op("Mul", []string{se, g.Op("Exp", []string{g.Op("Sub", []string{mx, mj})})}), e})
+		e := g.Op("Exp", []string{g.Op("Sub", []string{s, mj})})
+		ej, gj := rowSum(e), g.Op("MatMul", []string{e, wj})
+		if mx != "" {
+			r := g.Op("Exp", []string{g.Op("Sub", []string{mx, mj})})
+			ej = g.Op("Add", []string{g.Op("Mul", []string{se, r}), ej})
+			gj = g.Op("Add", []string{g.Op("Mul", []string{acc, r}), gj})
 		}
 		lo0, hi0 := b.int0("slab_start", lo), b.int0("slab_end", hi)
 		in := g.Op("And", []string{g.Op("GreaterOrEqual", []string{y, lo0}), g.Op("Less", []string{y, hi0})})
 		at := g.Op("Where", []string{in, g.Op("Sub", []string{y, lo0}), b.int0("zero_label", 0)})
-		spans = append(spans, span{in, at})
 		pick := g.Op("Where", []string{in, g.Op("GatherElements", []string{s, at}, graph.AttrInt("axis", 1)), b.float0("zero", 0)})
+		row := g.Op("Reshape", []string{g.Op("Gather", []string{wj, at}, graph.AttrInt("axis", 0)), g.Op("Concat", []string{b.ints("any_rows", -1), hidden}, graph.AttrInt("axis", 0))})
+		row = g.Op("Where", []string{in, row, b.float0("zero", 0)})
 		if picked != "" {
 			pick = g.Op("Add", []string{picked, pick})
+			row = g.Op("Add", []string{labelRows, row})
 		}
-		mx, se, picked = mj, e, pick
-		after = g.Op("Mul", []string{widthOne(se, unit), widthOne(picked, unit)})
+		mx, se, picked, acc, labelRows = mj, ej, pick, gj, row
+		after = g.Op("Mul", []string{g.Op("Mul", []string{widthOne(se, unit), widthOne(picked, unit)}), g.Op("Mul", []string{widthOne(acc, hidden), widthOne(labelRows, hidden)})})
 	}
 	lse := g.Op("Add", []string{mx, g.Op("Log", []string{se})})
 	total := b.sumAll(g.Op("Mul", []string{w, g.Op("Sub", []string{lse, picked})}))
-	after = widthOne(lse, unit)
-	var grad string
-	for j, lo := 0, int64(0); lo < N; j, lo = j+1, lo+step {
-		hi := min(N, lo+step)
-		wj, s, err := slab(after, lo, hi)
-		if err != nil {
-			return "", err
-		}
-		p := g.Op("Exp", []string{g.Op("Sub", []string{s, lse})})
-		pAt := g.Op("GatherElements", []string{p, spans[j].at}, graph.AttrInt("axis", 1))
-		d := g.Op("ScatterElements", []string{p, spans[j].at, g.Op("Where", []string{spans[j].in, g.Op("Sub", []string{pAt, b.float0("one", 1)}), pAt})}, graph.AttrInt("axis", 1))
-		part := g.Op("MatMul", []string{d, wj})
-		if grad != "" {
-			part = g.Op("Add", []string{grad, part})
-		}
-		grad = part
-		after = widthOne(grad, hidden)
-	}
+	grad := g.Op("Sub", []string{g.Op("Div", []string{acc, se}), labelRows})
 	gh := g.Op("Reshape", []string{g.Op("Mul", []string{grad, g.Op("Div", []string{w, count})}), g.Op("Shape", []string{h})})
 	s := b.sumAll(g.Op("Mul", []string{h, gh}))
 	detached := g.Op("Identity", []string{s})
