@@ -49,6 +49,11 @@ const minChunkedOpset = 13
 // scaling, A and dropout (the same mask as the forward pass, so dropout
 // needs nothing of its own), to A and to h; and B's gradient is E, the
 // whole loss's. E sums the chunks' [r, vocab] shares as they come.
+//
+// An int4 head without LoRA on it (nor a bias) is not chunked over the
+// sequence: its loss is slabbedCausalLM's, over all rows at once and the
+// vocabulary a slab at a time, which dequantizes the head once a step
+// rather than twice a chunk.
 func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, bool, error) {
 	m := b.g.Model()
 	head := m.Producer(logits)
@@ -60,6 +65,10 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 		return "", false, nil
 	}
 	h := lm.h
+	if lm.nbits != nil && len(lm.branches) == 0 {
+		loss, err := slabbedCausalLM(b, lm.nbits, h, labels)
+		return loss, err == nil, err
+	}
 	g := b.g
 	valid := g.Op("Not", []string{g.Op("Equal", []string{labels, b.int0("ignore_index", IgnoreIndex)})})
 	count := g.Op("Max", []string{b.sumAll(g.Op("Cast", []string{valid}, graph.AttrInt("to", int64(dtype.Float32)))), b.float0("one", 1)})
@@ -195,6 +204,9 @@ type lmHead struct {
 	timesWT func(dscores string) (string, error)
 	// branches are the LoRA branches that the logits add to h·W.
 	branches []loraBranch
+	// nbits is an int4 head's MatMulNBits node, without a bias: without
+	// branches, its loss is slabbedCausalLM's.
+	nbits *onnxpb.NodeProto
 }
 
 // loraBranch is a low-rank term t·B of the logits: t [batch, seq, r], the
@@ -263,8 +275,13 @@ func headOf(b *lossGraph, head *onnxpb.NodeProto) (lmHead, bool) {
 				return lmHead{}, false
 			}
 		}
+		var nbits *onnxpb.NodeProto
+		if len(head.Input) <= quant.InputBias || head.Input[quant.InputBias] == "" {
+			nbits = head
+		}
 		return lmHead{
-			h: head.Input[quant.InputA],
+			h:     head.Input[quant.InputA],
+			nbits: nbits,
 			scores: func(rows string) (string, error) {
 				return autodiff.TimesNBits(m, head, rows, g.Scope()+"/head")
 			},

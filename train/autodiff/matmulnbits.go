@@ -122,6 +122,27 @@ func TimesNBits(m *graph.Model, n *onnxpb.NodeProto, x, scope string) (string, e
 	return e.done(n, y)
 }
 
+// DequantizeNBitsRows appends to m rows lo … hi−1 of the transposed
+// weight Wᵀ [N, K] of MatMulNBits node n of m (A float32, the packed
+// tensors initializers) as a [hi−lo, K] float32 value, dequantized in
+// the graph as n's backward rule does (see dequantizeNBits). after is a
+// [1] int64 value holding 1 that the caller reads from a value the slab
+// must wait for (the work before it, so that ONNX Runtime runs it then
+// and not sooner); it is multiplied by RunOneInput, so that the slab is
+// never folded into an initializer. The new nodes are named scope/….
+func DequantizeNBitsRows(m *graph.Model, n *onnxpb.NodeProto, after string, lo, hi int64, scope string) (string, error) {
+	e, l, err := nbitsEmitter(m, n, scope)
+	if err != nil {
+		return "", err
+	}
+	if lo < 0 || hi > int64(l.N) || lo >= hi {
+		return "", fmt.Errorf("MatMulNBits %s: rows %d…%d of %d", n.Name, lo, hi-1, l.N)
+	}
+	e.inf.record(after, tinfo{elem: dtype.Int64, shape: rankShape(known(1))})
+	one := e.op("Mul", []string{after, e.oneAtRunTime()})
+	return e.done(n, e.dequantizeNBits(n, l, one, lo, hi))
+}
+
 // nbitsEmitter returns an emitter that adds to m under scope, knowing
 // MatMulNBits node n's packed tensors and, as float32, its input A, its
 // bias and values, and n's layout.

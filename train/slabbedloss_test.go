@@ -1,0 +1,147 @@
+package train
+
+import (
+	"math"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/peftonnx/peftonnx/adapter"
+	"github.com/peftonnx/peftonnx/dtype"
+	"github.com/peftonnx/peftonnx/graph"
+	"github.com/peftonnx/peftonnx/graph/onnxpb"
+	"github.com/peftonnx/peftonnx/quant"
+	"github.com/peftonnx/peftonnx/quantize"
+	"github.com/peftonnx/peftonnx/rewrite"
+	"github.com/peftonnx/peftonnx/train/autodiff"
+)
+
+// Over an int4 head without LoRA on it, the chunked loss is the slabbed
+// one: with slabs of 7 vocabulary rows (32 = 4·7 + 4), on the fixed batch
+// with its padded (ignored) positions, symmetric and with zero points, it
+// gives the whole loss's value and LoRA gradients (1e-5 relative); the
+// head's packed weight is read by one dequantization of each slab, no
+// more, all in the loss; and no value of the loss, run on ONNX Runtime,
+// is [rows, vocab], as the whole loss's are.
+func TestSlabbedLossOnInt4Head(t *testing.T) {
+	requireORT(t)
+	defer func(v int64) { headSlabElems = v }(headSlabElems)
+	lc := adapter.DefaultLoRAConfig(".*_proj")
+	lc.R, lc.Alpha = 4, 8
+	for name, o := range map[string]quantize.Options{
+		"symmetric":   {Bits: 4, BlockSize: 16, Symmetric: true},
+		"zero points": {Bits: 4, BlockSize: 32},
+	} {
+		m := int4LlamaWith(t, o)
+		_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		params := sum.Trainable()
+		fillAdapter(t, m, params)
+		head := m.Producer("logits")
+		if head == nil || !quant.IsNode(head) {
+			t.Fatalf("the logits are not a MatMulNBits product: the test could not fail")
+		}
+		l, err := quant.LayoutOf(head)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const slab = 7
+		headSlabElems = slab * int64(l.K)
+		if l.N%slab == 0 {
+			t.Fatalf("vocab %d is a multiple of the slab %d", l.N, slab)
+		}
+		slabs := (l.N + slab - 1) / slab
+		packed := head.Input[quant.InputB]
+		want := gradientsOn(t, m.Clone(), CausalLM, params, nil)
+		for i, opts := range [][]LossOption{nil, {WithLossChunks(4)}} {
+			a := m.Clone()
+			loss := taskLoss(t, a, CausalLM, opts...)
+			g, err := autodiff.Build(a, loss, params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wide := vocabWideValues(t, g, a, loss, params, int64(l.N))
+			if i == 0 {
+				if wide == 0 {
+					t.Fatalf("%s: the whole loss has no [rows, vocab] value: the check below could not fail", name)
+				}
+				continue
+			}
+			if wide > 0 {
+				t.Errorf("%s: %d values of the slabbed loss are [rows, vocab]", name, wide)
+			}
+			reads, inLoss := 0, 0
+			for _, node := range g.Graph().Node {
+				if slices.Contains(node.Input, packed) {
+					reads++
+					if strings.HasPrefix(node.Name, "/causal_lm_loss/") {
+						inLoss++
+					}
+				}
+			}
+			if reads != slabs || inLoss != reads {
+				t.Errorf("%s: %d nodes read %s (%d in the loss), want %d, all in the loss", name, reads, packed, inLoss, slabs)
+			}
+			got := gradientsOfGraph(t, g, a, CausalLM, loss, params)
+			if d := math.Abs(got["loss"][0] - want["loss"][0]); d > 1e-5*math.Abs(want["loss"][0]) {
+				t.Errorf("%s: loss %v, want %v", name, got["loss"][0], want["loss"][0])
+			}
+			compareGradients(t, got, want, params, 1e-5)
+		}
+	}
+}
+
+// vocabWideValues runs training graph g of m's loss on the fixed batch,
+// every float32 value that a node of the loss's scope makes fetched, and
+// counts those of [rows, vocab] ([batch, seq, vocab] or flattened), rows
+// the batch's positions.
+func vocabWideValues(t *testing.T, g, m *graph.Model, loss string, params []string, vocab int64) int {
+	t.Helper()
+	probe := g.Clone()
+	float := map[string]bool{}
+	for _, in := range probe.Graph().Input {
+		float[in.Name] = dtype.Type(in.GetType().GetTensorType().GetElemType()) == dtype.Float32
+	}
+	for _, init := range probe.Graph().Initializer {
+		float[init.Name] = graph.TypeOf(init) == dtype.Float32
+	}
+	// The element type of each output, from the op: float32 for the
+	// float ops, else that of the data input the op passes on.
+	data := map[string]int{"Add": 0, "Sub": 0, "Mul": 0, "Div": 0, "Max": 0, "Neg": 0, "Reshape": 0, "Slice": 0, "Identity": 0,
+		"Flatten": 0, "Transpose": 0, "Concat": 0, "Unsqueeze": 0, "Squeeze": 0, "ReduceSum": 0, "Where": 1, "Expand": 0}
+	floatOps := []string{"Gemm", "MatMul", "MatMulNBits", "Exp", "Log", "LogSoftmax", "Softmax", "SoftmaxCrossEntropyLoss",
+		"ScatterElements", "GatherElements", "ReduceMax", "DequantizeLinear", "SoftmaxCrossEntropyLossGrad"}
+	var fetch []string
+	for _, n := range probe.Graph().Node {
+		isFloat := slices.Contains(floatOps, n.OpType)
+		if i, ok := data[n.OpType]; ok && i < len(n.Input) {
+			isFloat = float[n.Input[i]]
+		}
+		if n.OpType == "Cast" {
+			isFloat = graph.IntAttr(n, "to", 0) == int64(dtype.Float32)
+		}
+		for _, out := range n.Output {
+			float[out] = isFloat
+			if isFloat && out != "" && strings.HasPrefix(n.Name, "/causal_lm_loss/") && out != loss {
+				probe.AddOutput(&onnxpb.ValueInfoProto{Name: out, Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
+					TensorType: &onnxpb.TypeProto_Tensor{ElemType: int32(dtype.Float32)}}}})
+				fetch = append(fetch, out)
+			}
+		}
+	}
+	if len(fetch) == 0 {
+		t.Fatalf("no float value in the loss: the check could not fail")
+	}
+	feeds := fixedBatch(t, probe, m, CausalLM, params)
+	rows := graph.NumElements(feeds[LabelsInput].Shape())
+	res := runModel(t, probe, feeds, append(fetch, loss)...)
+	wide := 0
+	for _, v := range fetch {
+		if s := res[v].Shape(); len(s) > 0 && s[len(s)-1] == vocab && graph.NumElements(s) == rows*vocab {
+			wide++
+		}
+	}
+	return wide
+}
