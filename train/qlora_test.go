@@ -269,15 +269,7 @@ func TestRecomputeInt4Products(t *testing.T) {
 	lc := adapter.DefaultLoRAConfig(".*q_proj", ".*v_proj")
 	lc.R, lc.Alpha = 4, 8
 	adapted := func(targets ...string) (*graph.Model, []string, int) {
-		c := models.LlamaTiny()
-		c.NoCache = true
-		m, err := models.Llama(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := quantize.Model(m, quantize.Options{Bits: 4, BlockSize: 16, Targets: targets}); err != nil {
-			t.Fatal(err)
-		}
+		m := int4StandardLlama(t, targets...)
 		_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1))
 		if err != nil {
 			t.Fatal(err)
@@ -406,18 +398,7 @@ func TestTrainerRecomputesInt4Products(t *testing.T) {
 		}
 		return n, string(b)
 	}
-	standard := func() *graph.Model {
-		c := models.LlamaTiny()
-		c.NoCache = true
-		m, err := models.Llama(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := quantize.Model(m, quantize.Options{Bits: 4, BlockSize: 16}); err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
+	standard := func() *graph.Model { return int4StandardLlama(t) }
 	for name, base := range map[string]func() *graph.Model{"standard ops": standard, "model builder": func() *graph.Model { return int4Llama(t) }} {
 		if n, _ := recomputed(base(), ProductsAuto); n == 0 {
 			t.Errorf("%s: by default no int4 product is recomputed", name)
@@ -438,4 +419,21 @@ func TestTrainerRecomputesInt4Products(t *testing.T) {
 	if auto != kept {
 		t.Error("float base: the training graph with ProductsAuto is not the one with ProductsKept")
 	}
+}
+
+// int4StandardLlama is the standard-op tiny LLaMA (no KV cache) with its
+// linear layers that match targets (all when none) quantized to int4 in
+// blocks of 16, with zero points.
+func int4StandardLlama(t *testing.T, targets ...string) *graph.Model {
+	t.Helper()
+	c := models.LlamaTiny()
+	c.NoCache = true
+	m, err := models.Llama(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := quantize.Model(m, quantize.Options{Bits: 4, BlockSize: 16, Targets: targets}); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
