@@ -145,3 +145,71 @@ func vocabWideValues(t *testing.T, g, m *graph.Model, loss string, params []stri
 	}
 	return wide
 }
+
+// The slabbed loss writes its row maxima in the ReduceMax form of the
+// model's opset: with axes an attribute below 18 (the fixture imports
+// 17) and an input from 18 (the fixture raised to 18, where each of its
+// ops means the same); at each, with slabs of 7 vocabulary rows, it gives
+// the whole loss's value and LoRA gradients (1e-5 relative).
+func TestSlabbedLossReduceMaxForms(t *testing.T) {
+	requireORT(t)
+	defer func(v int64) { headSlabElems = v }(headSlabElems)
+	lc := adapter.DefaultLoRAConfig(".*_proj")
+	lc.R, lc.Alpha = 4, 8
+	for _, opset := range []int64{17, 18} {
+		m := int4LlamaWith(t, quantize.Options{Bits: 4, BlockSize: 16, Symmetric: true})
+		if m.Opset("") > opset {
+			t.Fatalf("the fixture imports opset %d, above %d", m.Opset(""), opset)
+		}
+		m.SetOpset("", opset)
+		_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		params := sum.Trainable()
+		fillAdapter(t, m, params)
+		head := m.Producer("logits")
+		if head == nil || !quant.IsNode(head) {
+			t.Fatalf("the logits are not a MatMulNBits product: the test could not fail")
+		}
+		l, err := quant.LayoutOf(head)
+		if err != nil {
+			t.Fatal(err)
+		}
+		headSlabElems = 7 * int64(l.K)
+		want := gradientsOn(t, m.Clone(), CausalLM, params, nil)
+		a := m.Clone()
+		loss := taskLoss(t, a, CausalLM, WithLossChunks(4))
+		g, err := autodiff.Build(a, loss, params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		maxima, attr := 0, 0
+		for _, n := range g.Graph().Node {
+			if n.OpType != "ReduceMax" || !strings.HasPrefix(n.Name, "/causal_lm_loss/") {
+				continue
+			}
+			maxima++
+			if slices.ContainsFunc(n.Attribute, func(a *onnxpb.AttributeProto) bool { return a.Name == "axes" }) {
+				attr++
+				if len(n.Input) != 1 {
+					t.Errorf("opset %d: ReduceMax %s has an axes attribute and %d inputs", opset, n.Name, len(n.Input))
+				}
+			} else if len(n.Input) != 2 || n.Input[1] == "" {
+				t.Errorf("opset %d: ReduceMax %s has neither an axes attribute nor an axes input", opset, n.Name)
+			}
+		}
+		wantAttr := maxima
+		if opset >= 18 {
+			wantAttr = 0
+		}
+		if slabs := (l.N + 6) / 7; maxima != slabs || attr != wantAttr {
+			t.Errorf("opset %d: %d ReduceMax nodes in the loss, %d with an axes attribute; want %d, %d", opset, maxima, attr, slabs, wantAttr)
+		}
+		got := gradientsOfGraph(t, g, a, CausalLM, loss, params)
+		if d := math.Abs(got["loss"][0] - want["loss"][0]); d > 1e-5*math.Abs(want["loss"][0]) {
+			t.Errorf("opset %d: loss %v, want %v", opset, got["loss"][0], want["loss"][0])
+		}
+		compareGradients(t, got, want, params, 1e-5)
+	}
+}
