@@ -2,6 +2,7 @@ package train
 
 import (
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -144,4 +145,138 @@ func vocabWideValues(t *testing.T, g, m *graph.Model, loss string, params []stri
 		}
 	}
 	return wide
+}
+
+// The slabbed loss writes its row maxima in the ReduceMax form of the
+// model's opset: with axes an attribute below 18 (the fixture imports
+// 17) and an input from 18 (the fixture raised to 18, where each of its
+// ops means the same); at each, with slabs of 7 vocabulary rows, it gives
+// the whole loss's value and LoRA gradients (1e-5 relative).
+func TestSlabbedLossReduceMaxForms(t *testing.T) {
+	requireORT(t)
+	defer func(v int64) { headSlabElems = v }(headSlabElems)
+	lc := adapter.DefaultLoRAConfig(".*_proj")
+	lc.R, lc.Alpha = 4, 8
+	for _, opset := range []int64{17, 18} {
+		m := int4LlamaWith(t, quantize.Options{Bits: 4, BlockSize: 16, Symmetric: true})
+		if m.Opset("") > opset {
+			t.Fatalf("the fixture imports opset %d, above %d", m.Opset(""), opset)
+		}
+		m.SetOpset("", opset)
+		_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		params := sum.Trainable()
+		fillAdapter(t, m, params)
+		head := m.Producer("logits")
+		if head == nil || !quant.IsNode(head) {
+			t.Fatalf("the logits are not a MatMulNBits product: the test could not fail")
+		}
+		l, err := quant.LayoutOf(head)
+		if err != nil {
+			t.Fatal(err)
+		}
+		headSlabElems = 7 * int64(l.K)
+		want := gradientsOn(t, m.Clone(), CausalLM, params, nil)
+		a := m.Clone()
+		loss := taskLoss(t, a, CausalLM, WithLossChunks(4))
+		g, err := autodiff.Build(a, loss, params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		maxima, attr := 0, 0
+		for _, n := range g.Graph().Node {
+			if n.OpType != "ReduceMax" || !strings.HasPrefix(n.Name, "/causal_lm_loss/") {
+				continue
+			}
+			maxima++
+			if slices.ContainsFunc(n.Attribute, func(a *onnxpb.AttributeProto) bool { return a.Name == "axes" }) {
+				attr++
+				if len(n.Input) != 1 {
+					t.Errorf("opset %d: ReduceMax %s has an axes attribute and %d inputs", opset, n.Name, len(n.Input))
+				}
+			} else if len(n.Input) != 2 || n.Input[1] == "" {
+				t.Errorf("opset %d: ReduceMax %s has neither an axes attribute nor an axes input", opset, n.Name)
+			}
+		}
+		wantAttr := maxima
+		if opset >= 18 {
+			wantAttr = 0
+		}
+		if slabs := (l.N + 6) / 7; maxima != slabs || attr != wantAttr {
+			t.Errorf("opset %d: %d ReduceMax nodes in the loss, %d with an axes attribute; want %d, %d", opset, maxima, attr, slabs, wantAttr)
+		}
+		got := gradientsOfGraph(t, g, a, CausalLM, loss, params)
+		if d := math.Abs(got["loss"][0] - want["loss"][0]); d > 1e-5*math.Abs(want["loss"][0]) {
+			t.Errorf("opset %d: loss %v, want %v", opset, got["loss"][0], want["loss"][0])
+		}
+		compareGradients(t, got, want, params, 1e-5)
+	}
+}
+
+// An int4 head with a bias (MatMulNBits input 5) is not the slabbed
+// loss's, which has no bias: the chunked loss computes it chunk by chunk
+// through the head's bias, and gives the whole loss's value and LoRA
+// gradients (1e-5 relative), the whole loss's computed by ONNX Runtime's
+// MatMulNBits with that bias; no value of the chunked loss is
+// [rows, vocab].
+func TestChunkedLossOnInt4HeadWithBias(t *testing.T) {
+	requireORT(t)
+	lc := adapter.DefaultLoRAConfig(".*_proj")
+	lc.R, lc.Alpha = 4, 8
+	m := int4LlamaWith(t, quantize.Options{Bits: 4, BlockSize: 32})
+	_, sum, err := rewrite.InjectLoRA(m, lc, rewrite.WithSeed(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := sum.Trainable()
+	fillAdapter(t, m, params)
+	head := m.Producer("logits")
+	if head == nil || !quant.IsNode(head) {
+		t.Fatalf("the logits are not a MatMulNBits product: the test could not fail")
+	}
+	l, err := quant.LayoutOf(head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(head.Input) > quant.InputBias && head.Input[quant.InputBias] != "" {
+		t.Fatalf("the head has a bias already")
+	}
+	// A bias of spread ±2 moves the softmax: a loss that dropped it
+	// would be far off.
+	r := rand.New(rand.NewPCG(5, 1))
+	bias := make([]float32, l.N)
+	for i := range bias {
+		bias[i] = float32(2 * r.NormFloat64())
+	}
+	m.AddInitializer(graph.NewFloat32Tensor("lm_head.bias", dtype.Float32, []int64{int64(l.N)}, bias))
+	for len(head.Input) <= quant.InputBias {
+		head.Input = append(head.Input, "")
+	}
+	head.Input[quant.InputBias] = "lm_head.bias"
+	want := gradientsOn(t, m.Clone(), CausalLM, params, nil)
+	a := m.Clone()
+	loss := taskLoss(t, a, CausalLM, WithLossChunks(4))
+	g, err := autodiff.Build(a, loss, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := 0
+	for _, n := range g.Graph().Node {
+		if slices.Contains(n.Input, "lm_head.bias") && strings.HasPrefix(n.Name, "/causal_lm_loss/") {
+			read++
+		}
+	}
+	if read == 0 {
+		t.Errorf("no node of the loss reads the head's bias")
+	}
+	if wide := vocabWideValues(t, g, a, loss, params, int64(l.N)); wide > 0 {
+		t.Errorf("%d values of the chunked loss are [rows, vocab]", wide)
+	}
+	got := gradientsOfGraph(t, g, a, CausalLM, loss, params)
+	if d := math.Abs(got["loss"][0] - want["loss"][0]); d > 1e-5*math.Abs(want["loss"][0]) {
+		t.Errorf("loss %v, want %v", got["loss"][0], want["loss"][0])
+	}
+	compareGradients(t, got, want, params, 1e-5)
 }
