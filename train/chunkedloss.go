@@ -50,10 +50,10 @@ const minChunkedOpset = 13
 // needs nothing of its own), to A and to h; and B's gradient is E, the
 // whole loss's. E sums the chunks' [r, vocab] shares as they come.
 //
-// An int4 head without LoRA on it (nor a bias) is not chunked over the
-// sequence: its loss is slabbedCausalLM's, over all rows at once and the
-// vocabulary a slab at a time, which dequantizes the head once a step
-// rather than twice a chunk.
+// An int4 head without a bias, with or without LoRA branches on it, is
+// not chunked over the sequence: its loss is slabbedCausalLM's, over all
+// rows at once and the vocabulary a slab at a time, which dequantizes the
+// head once a step (twice with branches) rather than twice a chunk.
 func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, bool, error) {
 	m := b.g.Model()
 	head := m.Producer(logits)
@@ -65,8 +65,8 @@ func chunkedCausalLM(b *lossGraph, logits, labels string, chunks int) (string, b
 		return "", false, nil
 	}
 	h := lm.h
-	if lm.nbits != nil && len(lm.branches) == 0 {
-		loss, err := slabbedCausalLM(b, lm.nbits, h, labels)
+	if lm.nbits != nil {
+		loss, err := slabbedCausalLM(b, lm.nbits, lm.branches, h, labels)
 		return loss, err == nil, err
 	}
 	g := b.g
@@ -204,8 +204,8 @@ type lmHead struct {
 	timesWT func(dscores string) (string, error)
 	// branches are the LoRA branches that the logits add to h·W.
 	branches []loraBranch
-	// nbits is an int4 head's MatMulNBits node, without a bias: without
-	// branches, its loss is slabbedCausalLM's.
+	// nbits is an int4 head's MatMulNBits node, without a bias: its loss
+	// (with its branches) is slabbedCausalLM's.
 	nbits *onnxpb.NodeProto
 }
 

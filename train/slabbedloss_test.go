@@ -280,3 +280,78 @@ func TestChunkedLossOnInt4HeadWithBias(t *testing.T) {
 	}
 	compareGradients(t, got, want, params, 1e-5)
 }
+
+// With LoRA on the int4 head (and on every projection), with dropout off
+// and on (seeded, so that both losses see the same draws), the chunked
+// loss is the slabbed one: with slabs of 7 vocabulary rows (vocab not a
+// multiple), on the fixed batch with its padded (ignored) positions, its
+// training graph has one row maximum a slab and reads the head's packed
+// weight twice a slab (the second pass, for lora_B's gradient), all in
+// the loss; it gives the whole loss's value and every LoRA gradient,
+// lm_head's lora_A and lora_B among them (1e-5 relative); and no value of
+// it, run on ONNX Runtime, is [rows, vocab].
+func TestSlabbedLossLoRAHead(t *testing.T) {
+	requireORT(t)
+	defer func(v int64) { headSlabElems = v }(headSlabElems)
+	for _, dropout := range []float64{0, 0.2} {
+		m, params, packed := headLoRAModel(t, true, dropout, false)
+		for _, p := range []string{"lm_head.lora_A.weight", "lm_head.lora_B.weight"} {
+			if !slices.Contains(params, p) {
+				t.Fatalf("dropout %v: %s does not train: %v", dropout, p, params)
+			}
+		}
+		var head *onnxpb.NodeProto
+		for _, n := range m.Graph().Node {
+			if quant.IsNode(n) && len(n.Input) > quant.InputB && n.Input[quant.InputB] == packed {
+				head = n
+			}
+		}
+		if head == nil {
+			t.Fatalf("dropout %v: no MatMulNBits node reads %s", dropout, packed)
+		}
+		l, err := quant.LayoutOf(head)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const slab = 7
+		headSlabElems = slab * int64(l.K)
+		if l.N%slab == 0 {
+			t.Fatalf("vocab %d is a multiple of the slab %d", l.N, slab)
+		}
+		slabs := (l.N + slab - 1) / slab
+		want := gradientsOn(t, m.Clone(), CausalLM, params, nil)
+		a := m.Clone()
+		loss := taskLoss(t, a, CausalLM, WithLossChunks(4))
+		g, err := autodiff.Build(a, loss, params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		maxima, reads, inLoss := 0, 0, 0
+		for _, n := range g.Graph().Node {
+			inScope := strings.HasPrefix(n.Name, "/causal_lm_loss/")
+			if n.OpType == "ReduceMax" && inScope {
+				maxima++
+			}
+			if slices.Contains(n.Input, packed) {
+				reads++
+				if inScope {
+					inLoss++
+				}
+			}
+		}
+		if maxima != slabs {
+			t.Errorf("dropout %v: %d ReduceMax nodes in the loss, want %d: not the slabbed loss", dropout, maxima, slabs)
+		}
+		if reads != 2*slabs || inLoss != reads {
+			t.Errorf("dropout %v: %d nodes read %s (%d in the loss), want %d, all in the loss", dropout, reads, packed, inLoss, 2*slabs)
+		}
+		if wide := vocabWideValues(t, g, a, loss, params, int64(l.N)); wide > 0 {
+			t.Errorf("dropout %v: %d values of the slabbed loss are [rows, vocab]", dropout, wide)
+		}
+		got := gradientsOfGraph(t, g, a, CausalLM, loss, params)
+		if d := math.Abs(got["loss"][0] - want["loss"][0]); d > 1e-5*math.Abs(want["loss"][0]) {
+			t.Errorf("dropout %v: loss %v, want %v", dropout, got["loss"][0], want["loss"][0])
+		}
+		compareGradients(t, got, want, params, 1e-5)
+	}
+}
