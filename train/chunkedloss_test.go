@@ -342,10 +342,7 @@ func TestChunkedLossLoRAHead(t *testing.T) {
 			runs[i] = gradientsOfGraph(t, g, a, CausalLM, loss, params)
 		}
 		want, got := runs[0], runs[1]
-		if d := math.Abs(got["loss"][0] - want["loss"][0]); d > 1e-6*math.Abs(want["loss"][0]) {
-			t.Errorf("%s: loss %v, want %v", name, got["loss"][0], want["loss"][0])
-		}
-		compareGradients(t, got, want, params, 1e-5)
+		compareLossAndGradients(t, name, got, want, params, 1e-6)
 	}
 }
 

@@ -408,6 +408,18 @@ func tensorOf(t *testing.T, dt dtype.Type, shape []int64, v []float32) *rt.Tenso
 	return mustTensor(t)(rt.NewFloat32(shape, v))
 }
 
+// compareLossAndGradients holds got's loss to want's within lossTol
+// relative, tighter than compareGradients' bound on it, and got's
+// gradients to want's as compareGradients does (1e-5); what names the
+// case in the errors.
+func compareLossAndGradients(t *testing.T, what string, got, want map[string][]float64, params []string, lossTol float64) {
+	t.Helper()
+	if d := math.Abs(got["loss"][0] - want["loss"][0]); d > lossTol*math.Abs(want["loss"][0]) {
+		t.Errorf("%s: loss %v, want %v", what, got["loss"][0], want["loss"][0])
+	}
+	compareGradients(t, got, want, params, 1e-5)
+}
+
 // compareGradients fails where the loss or a gradient of a differs from
 // b's beyond tol, relative to the gradient's norm.
 func compareGradients(t *testing.T, a, b map[string][]float64, params []string, tol float64) {

@@ -1,7 +1,7 @@
 package train
 
 import (
-	"math"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -86,10 +86,7 @@ func TestSlabbedLossOnInt4Head(t *testing.T) {
 				t.Errorf("%s: %d nodes read %s (%d in the loss), want %d, all in the loss", name, reads, packed, inLoss, slabs)
 			}
 			got := gradientsOfGraph(t, g, a, CausalLM, loss, params)
-			if d := math.Abs(got["loss"][0] - want["loss"][0]); d > 1e-5*math.Abs(want["loss"][0]) {
-				t.Errorf("%s: loss %v, want %v", name, got["loss"][0], want["loss"][0])
-			}
-			compareGradients(t, got, want, params, 1e-5)
+			compareLossAndGradients(t, name, got, want, params, 1e-5)
 		}
 	}
 }
@@ -208,10 +205,7 @@ func TestSlabbedLossReduceMaxForms(t *testing.T) {
 			t.Errorf("opset %d: %d ReduceMax nodes in the loss, %d with an axes attribute; want %d, %d", opset, maxima, attr, slabs, wantAttr)
 		}
 		got := gradientsOfGraph(t, g, a, CausalLM, loss, params)
-		if d := math.Abs(got["loss"][0] - want["loss"][0]); d > 1e-5*math.Abs(want["loss"][0]) {
-			t.Errorf("opset %d: loss %v, want %v", opset, got["loss"][0], want["loss"][0])
-		}
-		compareGradients(t, got, want, params, 1e-5)
+		compareLossAndGradients(t, fmt.Sprintf("opset %d", opset), got, want, params, 1e-5)
 	}
 }
 
@@ -275,10 +269,7 @@ func TestChunkedLossOnInt4HeadWithBias(t *testing.T) {
 		t.Errorf("%d values of the chunked loss are [rows, vocab]", wide)
 	}
 	got := gradientsOfGraph(t, g, a, CausalLM, loss, params)
-	if d := math.Abs(got["loss"][0] - want["loss"][0]); d > 1e-5*math.Abs(want["loss"][0]) {
-		t.Errorf("loss %v, want %v", got["loss"][0], want["loss"][0])
-	}
-	compareGradients(t, got, want, params, 1e-5)
+	compareLossAndGradients(t, "int4 head with a bias", got, want, params, 1e-5)
 }
 
 // With LoRA on the int4 head (and on every projection), with dropout off
@@ -349,9 +340,6 @@ func TestSlabbedLossLoRAHead(t *testing.T) {
 			t.Errorf("dropout %v: %d values of the slabbed loss are [rows, vocab]", dropout, wide)
 		}
 		got := gradientsOfGraph(t, g, a, CausalLM, loss, params)
-		if d := math.Abs(got["loss"][0] - want["loss"][0]); d > 1e-5*math.Abs(want["loss"][0]) {
-			t.Errorf("dropout %v: loss %v, want %v", dropout, got["loss"][0], want["loss"][0])
-		}
-		compareGradients(t, got, want, params, 1e-5)
+		compareLossAndGradients(t, fmt.Sprintf("dropout %v", dropout), got, want, params, 1e-5)
 	}
 }
